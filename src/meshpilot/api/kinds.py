@@ -1,0 +1,150 @@
+"""The registry of kinds meshpilot accepts: group, versions, plural, model.
+
+One table drives the loader's apiVersion checks, the API's Kubernetes-style paths and
+the CLI's kind names (``vs``, ``virtualservice``, ``virtualservices`` all work).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import cache
+
+from meshpilot.api.base import Resource
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    group: str  # "" for the Kubernetes core group
+    kind: str
+    plural: str
+    versions: tuple[str, ...]  # accepted apiVersion versions; the last is the preferred one
+    short_names: tuple[str, ...]
+    model_path: str  # "module:Class", imported on first use
+    namespaced: bool = True
+
+    @property
+    def preferred_version(self) -> str:
+        return self.versions[-1]
+
+    def api_version(self, version: str | None = None) -> str:
+        v = version or self.preferred_version
+        return f"{self.group}/{v}" if self.group else v
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        return tuple(self.api_version(v) for v in self.versions)
+
+    @property
+    def model(self) -> type[Resource]:
+        return _import(self.model_path)
+
+    def collection_path(self, namespace: str | None, version: str | None = None) -> str:
+        """Kubernetes-style path: /apis/{group}/{version}/namespaces/{ns}/{plural}."""
+        v = version or self.preferred_version
+        root = f"/apis/{self.group}/{v}" if self.group else f"/api/{v}"
+        if namespace is None:
+            return f"{root}/{self.plural}"
+        return f"{root}/namespaces/{namespace}/{self.plural}"
+
+    def object_path(self, namespace: str, name: str, version: str | None = None) -> str:
+        return f"{self.collection_path(namespace, version)}/{name}"
+
+
+@cache
+def _import(path: str) -> type[Resource]:
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+NETWORKING = "networking.istio.io"
+SECURITY = "security.istio.io"
+FLAGGER = "flagger.app"
+_NET_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+_SEC_VERSIONS = ("v1beta1", "v1")
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(NETWORKING, "VirtualService", "virtualservices", _NET_VERSIONS, ("vs",),
+             "meshpilot.api.networking:VirtualService"),
+    KindInfo(NETWORKING, "DestinationRule", "destinationrules", _NET_VERSIONS, ("dr",),
+             "meshpilot.api.networking:DestinationRule"),
+    KindInfo(NETWORKING, "Gateway", "gateways", _NET_VERSIONS, ("gw",),
+             "meshpilot.api.networking:Gateway"),
+    KindInfo(NETWORKING, "ServiceEntry", "serviceentries", _NET_VERSIONS, ("se",),
+             "meshpilot.api.networking:ServiceEntry"),
+    KindInfo(NETWORKING, "WorkloadEntry", "workloadentries", _NET_VERSIONS, ("we",),
+             "meshpilot.api.networking:WorkloadEntry"),
+    KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", _SEC_VERSIONS, ("pa",),
+             "meshpilot.api.security:PeerAuthentication"),
+    KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", _SEC_VERSIONS, ("ap",),
+             "meshpilot.api.security:AuthorizationPolicy"),
+    KindInfo("", "Service", "services", ("v1",), ("svc",), "meshpilot.api.kubernetes:Service"),
+    KindInfo("apps", "Deployment", "deployments", ("v1",), ("deploy",),
+             "meshpilot.api.kubernetes:Deployment"),
+    KindInfo(FLAGGER, "Canary", "canaries", ("v1beta1",), ("canary",),
+             "meshpilot.api.flagger:Canary"),
+    KindInfo(FLAGGER, "MetricTemplate", "metrictemplates", ("v1beta1",), ("mt",),
+             "meshpilot.api.flagger:MetricTemplate"),
+)
+
+_BY_KIND = {k.kind: k for k in KINDS}
+_BY_NAME: dict[str, KindInfo] = {}
+for _k in KINDS:
+    for _name in (_k.kind.lower(), _k.plural, *_k.short_names):
+        _BY_NAME[_name] = _k
+    _BY_NAME[f"{_k.plural}.{_k.group}" if _k.group else _k.plural] = _k
+
+
+class UnknownKind(LookupError):
+    """A kind or apiVersion meshpilot does not serve; the message lists what is valid."""
+
+
+def all_api_versions() -> list[str]:
+    return sorted({v for k in KINDS for v in k.api_versions})
+
+
+def by_kind(kind: str) -> KindInfo:
+    try:
+        return _BY_KIND[kind]
+    except KeyError:
+        raise UnknownKind(_unknown_kind_message(kind)) from None
+
+
+def resolve_type(api_version: str, kind: str) -> KindInfo:
+    """The KindInfo for a document's apiVersion and kind, or UnknownKind saying why."""
+    info = by_kind(kind)
+    if api_version not in info.api_versions:
+        raise UnknownKind(
+            f"apiVersion {api_version!r} is not served for kind {kind}; "
+            f"use one of: {', '.join(info.api_versions)}"
+        )
+    return info
+
+
+def by_name(name: str) -> KindInfo:
+    """Resolve a CLI-style kind name: ``vs``, ``virtualservice``, ``VirtualService``,
+    ``virtualservices`` or ``virtualservices.networking.istio.io``."""
+    info = _BY_NAME.get(name.lower())
+    if info is None:
+        raise UnknownKind(_unknown_kind_message(name))
+    return info
+
+
+def by_path(group: str, version: str, plural: str) -> KindInfo:
+    for info in KINDS:
+        if info.group == group and info.plural == plural:
+            if version not in info.versions:
+                raise UnknownKind(
+                    f"version {version!r} is not served for {plural}; "
+                    f"use one of: {', '.join(info.versions)}"
+                )
+            return info
+    raise UnknownKind(f"no resource {plural!r} in group {group or 'core'!r}")
+
+
+def _unknown_kind_message(kind: str) -> str:
+    close = difflib.get_close_matches(kind.lower(), list(_BY_NAME), n=1)
+    hint = f" (did you mean {_BY_NAME[close[0]].kind}?)" if close else ""
+    return f"unknown kind {kind!r}{hint}; meshpilot serves: {', '.join(k.kind for k in KINDS)}"

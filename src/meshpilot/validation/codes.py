@@ -1,0 +1,84 @@
+"""Stable diagnostic codes. Documented in docs/diagnostics.md; never renumber.
+
+Codes MP0xxx are about a single document; MP1xxx about how documents relate (judged on
+the state after the whole apply); MP2xxx are warnings. Where Istio's ``istioctl
+analyze`` has the same check, its code is given so users can map one to the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: Severity
+    title: str
+    istio: str = ""
+
+
+PARSE = Code("MP0001", Severity.ERROR, "YAML or JSON does not parse")
+NOT_AN_OBJECT = Code("MP0002", Severity.ERROR, "document is not an object")
+MISSING_TYPE = Code("MP0003", Severity.ERROR, "apiVersion or kind missing")
+UNKNOWN_TYPE = Code("MP0004", Severity.ERROR, "unknown kind or apiVersion")
+UNKNOWN_FIELD = Code("MP0010", Severity.ERROR, "unknown field")
+MISSING_FIELD = Code("MP0011", Severity.ERROR, "required field missing")
+WRONG_TYPE = Code("MP0012", Severity.ERROR, "wrong type")
+OUT_OF_RANGE = Code("MP0013", Severity.ERROR, "value out of range")
+BAD_DURATION = Code("MP0014", Severity.ERROR, "duration does not parse")
+BAD_REGEX = Code("MP0015", Severity.ERROR, "regex not accepted by Envoy's RE2")
+ZERO_WEIGHTS = Code("MP0016", Severity.ERROR, "route weights all zero")
+INVALID_VALUE = Code("MP0017", Severity.ERROR, "invalid value")
+DUPLICATE_OBJECT = Code("MP0018", Severity.ERROR, "object given twice in one apply")
+CONFLICT = Code("MP0020", Severity.ERROR, "stale resourceVersion (conflict)")
+NOT_FOUND = Code("MP0021", Severity.ERROR, "object not found")
+UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
+                      "IST0101")
+HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
+                     "IST0109")
+UNKNOWN_GATEWAY = Code("MP1003", Severity.ERROR, "VirtualService names a Gateway that does "
+                       "not exist", "IST0101")
+UNKNOWN_HOST = Code("MP2001", Severity.WARNING, "host has no Service, ServiceEntry or "
+                    "WorkloadEntry behind it", "IST0101")
+SUBSET_NO_WORKLOAD = Code("MP2002", Severity.WARNING, "subset selects no workload", "IST0173")
+DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
+                       "IST0174")
+
+ALL_CODES: tuple[Code, ...] = tuple(v for v in globals().values() if isinstance(v, Code))
+
+# Pydantic error types (standard ones, and the ``mp_*`` custom ones raised by the
+# models' validators) mapped to the code users see.
+PYDANTIC_TYPES: dict[str, Code] = {
+    "extra_forbidden": UNKNOWN_FIELD,
+    "missing": MISSING_FIELD,
+    "greater_than": OUT_OF_RANGE,
+    "greater_than_equal": OUT_OF_RANGE,
+    "less_than": OUT_OF_RANGE,
+    "less_than_equal": OUT_OF_RANGE,
+    "mp_range": OUT_OF_RANGE,
+    "mp_duration": BAD_DURATION,
+    "mp_regex": BAD_REGEX,
+    "mp_weights": ZERO_WEIGHTS,
+    "mp_value": INVALID_VALUE,
+    "mp_type": WRONG_TYPE,
+    "literal_error": INVALID_VALUE,
+    "enum": INVALID_VALUE,
+    "string_pattern_mismatch": INVALID_VALUE,
+    "string_too_short": INVALID_VALUE,
+    "string_too_long": INVALID_VALUE,
+    "too_short": INVALID_VALUE,
+    "too_long": INVALID_VALUE,
+    "value_error": INVALID_VALUE,
+}
+
+
+def code_for_pydantic(error_type: str) -> Code:
+    """Type errors (``int_type``, ``int_parsing``, ``dict_type``, …) are WRONG_TYPE."""
+    return PYDANTIC_TYPES.get(error_type, WRONG_TYPE)
