@@ -43,8 +43,8 @@ UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any Desti
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
                      "IST0109")
-UNKNOWN_GATEWAY = Code("MP1003", Severity.ERROR, "VirtualService names a Gateway that does "
-                       "not exist", "IST0101")
+UNKNOWN_GATEWAY = Code("MP2004", Severity.WARNING, "VirtualService names a Gateway that "
+                       "does not exist", "IST0101")
 UNKNOWN_HOST = Code("MP2001", Severity.WARNING, "host has no Service, ServiceEntry or "
                     "WorkloadEntry behind it", "IST0101")
 SUBSET_NO_WORKLOAD = Code("MP2002", Severity.WARNING, "subset selects no workload", "IST0173")

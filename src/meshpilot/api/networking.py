@@ -1,0 +1,838 @@
+"""Typed models of Istio's networking.istio.io API (v1alpha3, v1beta1 and v1 share one schema).
+
+meshpilot accepts the YAML users already write for Istio, so field names and nesting follow
+Istio's protobuf definitions exactly (camelCase on the wire, snake_case in Python). Beyond
+shape and type, the models enforce the checks Istio's admission webhook makes on a single
+document (weights, one-of groups, status ranges) plus the ones Envoy would only reveal later
+(RE2 regexes), so a bad rule is refused at apply time with the field that is wrong.
+
+Optional scalars default to ``None`` meaning "Istio's default"; lists and maps default to
+empty so callers can iterate without guards.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from meshpilot.api.base import Duration, Labels, Model, Percent, Port, Regex, Resource
+
+NonNegInt = Annotated[int, Field(ge=0)]
+"""A count or weight (protobuf uint32/int32 where Istio refuses negatives)."""
+
+IntPercent = Annotated[int, Field(ge=0, le=100)]
+"""An integer percentage, as used by legacy fields such as ``mirrorPercent``."""
+
+HTTPStatus = Annotated[int, Field(ge=200, le=599)]
+"""An HTTP status Istio accepts for aborts and direct responses."""
+
+# Protocols Istio's protocol.Parse recognises (case-insensitively) for Gateway and
+# ServiceEntry ports; anything else becomes "unsupported" and is refused by validation.
+_PROTOCOLS = frozenset(
+    {
+        "HTTP",
+        "HTTPS",
+        "HTTP2",
+        "HTTP_PROXY",
+        "GRPC",
+        "GRPC-WEB",
+        "TCP",
+        "TLS",
+        "UDP",
+        "MONGO",
+        "REDIS",
+        "MYSQL",
+    }
+)
+
+
+def _one_of(model: Model, names: tuple[str, ...], *, required: bool, what: str) -> None:
+    """Enforce a protobuf ``oneof``: at most one (or exactly one) of ``names`` is set.
+
+    Wire names are used in the message because that is what the user wrote.
+    """
+    fields = type(model).model_fields
+    wire = [fields[n].alias or n for n in names]
+    present = [w for n, w in zip(names, wire, strict=True) if getattr(model, n) is not None]
+    if len(present) > 1 or (required and not present):
+        need = "exactly one" if required else "at most one"
+        raise PydanticCustomError(
+            "mp_value",
+            "{what} takes {need} of {valid}; got {got}",
+            {
+                "what": what,
+                "need": need,
+                "valid": ", ".join(wire),
+                "got": ", ".join(present) if present else "none",
+            },
+        )
+
+
+def _check_protocol(value: str | None) -> str | None:
+    if value is not None and value.upper() not in _PROTOCOLS:
+        raise PydanticCustomError(
+            "mp_value",
+            "protocol {protocol} is not supported; use one of {valid}",
+            {"protocol": repr(value), "valid": ", ".join(sorted(_PROTOCOLS))},
+        )
+    return value
+
+
+def _check_weights(routes: list[Any]) -> list[Any]:
+    """Weights are relative, but two or more destinations that all weigh 0 route nothing.
+
+    Istio refuses this ("total destination weight = 0"); an omitted weight counts as 0.
+    """
+    if len(routes) > 1 and sum(r.weight or 0 for r in routes) == 0:
+        raise PydanticCustomError(
+            "mp_weights",
+            "all {count} destinations have weight 0 (an omitted weight is 0), so no "
+            "traffic would be routed; give at least one destination a positive weight",
+            {"count": len(routes)},
+        )
+    return routes
+
+
+# --------------------------------------------------------------------------- shared
+
+
+class StringMatch(Model):
+    """Match a string exactly, by prefix, or by RE2 regex; exactly one must be given."""
+
+    allow_empty: ClassVar[bool] = False
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StringMatch:
+        present = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(present) > 1 or (not present and not self.allow_empty):
+            raise PydanticCustomError(
+                "mp_value",
+                "a string match takes exactly one of exact, prefix, regex; got {got}",
+                {"got": ", ".join(present) if present else "none"},
+            )
+        return self
+
+
+class PresenceStringMatch(StringMatch):
+    """A StringMatch for headers and query parameters, where ``{}`` means "is present".
+
+    Istio documents ``myheader: {}`` as a presence check, so an empty match is valid here.
+    """
+
+    allow_empty: ClassVar[bool] = True
+
+
+class PortSelector(Model):
+    """Selects a destination port by number."""
+
+    number: Port
+
+
+class Percentage(Model):
+    """A percentage wrapper (``percentage: {value: 12.5}``) allowing fractions."""
+
+    value: Percent = 0.0
+
+
+class HeaderOperations(Model):
+    """Header edits; ``set`` overwrites, ``add`` appends, ``remove`` deletes."""
+
+    set_: dict[str, str] = Field(default_factory=dict, alias="set")
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class Headers(Model):
+    """Header edits for the request sent upstream and the response sent back."""
+
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+# --------------------------------------------------------------------------- VirtualService
+
+
+class Destination(Model):
+    """A service (by registry host name), optionally narrowed to a subset and port."""
+
+    host: str = Field(min_length=1)
+    subset: str | None = None
+    port: PortSelector | None = None
+
+
+class HTTPMatchRequest(Model):
+    """Conditions (ANDed) for an HTTP route; a route's match list is ORed."""
+
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, PresenceStringMatch] = Field(default_factory=dict)
+    port: Port | None = None
+    source_labels: Labels = Field(default_factory=dict)
+    gateways: list[str] = Field(default_factory=list)
+    query_params: dict[str, PresenceStringMatch] = Field(default_factory=dict)
+    ignore_uri_case: bool | None = None
+    without_headers: dict[str, PresenceStringMatch] = Field(default_factory=dict)
+    source_namespace: str | None = None
+    stat_prefix: str | None = None
+
+
+class HTTPRouteDestination(Model):
+    """A weighted destination of an HTTP route; weights are relative to their siblings."""
+
+    destination: Destination
+    weight: NonNegInt | None = None
+    headers: Headers | None = None
+
+
+class HTTPRedirect(Model):
+    """Answer with a 3xx redirect instead of forwarding."""
+
+    uri: str | None = None
+    authority: str | None = None
+    port: Port | None = None
+    derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
+    scheme: str | None = None
+    redirect_code: Annotated[int, Field(ge=300, le=399)] | None = None
+
+    @model_validator(mode="after")
+    def _port_one_of(self) -> HTTPRedirect:
+        _one_of(self, ("port", "derive_port"), required=False, what="redirect")
+        return self
+
+
+class HTTPBody(Model):
+    """A direct response body, given as text or base64 bytes."""
+
+    string_: str | None = Field(default=None, alias="string")
+    bytes_: str | None = Field(default=None, alias="bytes")
+
+    @model_validator(mode="after")
+    def _body_one_of(self) -> HTTPBody:
+        _one_of(self, ("string_", "bytes_"), required=True, what="body")
+        return self
+
+
+class HTTPDirectResponse(Model):
+    """Answer directly with a fixed status and body."""
+
+    status: HTTPStatus
+    body: HTTPBody | None = None
+
+
+class Delegate(Model):
+    """Hand routing for this match to another VirtualService (by name and namespace)."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class RegexRewrite(Model):
+    """Rewrite the path by RE2 substitution (``match`` is what Envoy compiles)."""
+
+    match: Regex
+    rewrite: str
+
+
+class HTTPRewrite(Model):
+    """Rewrite the path and/or authority before forwarding."""
+
+    uri: str | None = None
+    authority: str | None = None
+    uri_regex_rewrite: RegexRewrite | None = None
+
+    @model_validator(mode="after")
+    def _uri_one_of(self) -> HTTPRewrite:
+        _one_of(self, ("uri", "uri_regex_rewrite"), required=False, what="rewrite")
+        return self
+
+
+class HTTPRetry(Model):
+    """Retry policy; ``attempts: 0`` disables retries."""
+
+    attempts: NonNegInt | None = None
+    per_try_timeout: Duration | None = None
+    retry_on: str | None = None
+    retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff: Duration | None = None
+
+
+class FaultDelay(Model):
+    """Inject latency before forwarding. ``percent`` is the legacy integer form."""
+
+    fixed_delay: Duration | None = None
+    exponential_delay: Duration | None = None
+    percentage: Percentage | None = None
+    percent: IntPercent | None = None
+
+    @model_validator(mode="after")
+    def _delay_one_of(self) -> FaultDelay:
+        _one_of(self, ("fixed_delay", "exponential_delay"), required=True, what="fault delay")
+        return self
+
+
+class FaultAbort(Model):
+    """Abort requests with an HTTP status, gRPC status or HTTP/2 error."""
+
+    http_status: HTTPStatus | None = None
+    grpc_status: str | None = None
+    http2_error: str | None = None
+    percentage: Percentage | None = None
+
+    @model_validator(mode="after")
+    def _abort_one_of(self) -> FaultAbort:
+        _one_of(
+            self, ("http_status", "grpc_status", "http2_error"), required=True, what="fault abort"
+        )
+        return self
+
+
+class HTTPFaultInjection(Model):
+    """Fault injection for testing resilience; retries and timeouts do not apply to it."""
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class HTTPMirrorPolicy(Model):
+    """One of several mirror targets (``mirrors``), each with its own percentage."""
+
+    destination: Destination
+    percentage: Percentage | None = None
+
+
+class CorsPolicy(Model):
+    """CORS handling. ``allowOrigin`` is Istio's deprecated exact-match list."""
+
+    allow_origins: list[StringMatch] = Field(default_factory=list)
+    allow_origin: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=list)
+    allow_headers: list[str] = Field(default_factory=list)
+    expose_headers: list[str] = Field(default_factory=list)
+    max_age: Duration | None = None
+    allow_credentials: bool | None = None
+    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+
+
+class HTTPRoute(Model):
+    """An HTTP rule: matches, and one action (route, redirect, directResponse or delegate).
+
+    Istio refuses a rule with no action or with two; that is checked here too.
+    """
+
+    name: str | None = None
+    match: list[HTTPMatchRequest] = Field(default_factory=list)
+    route: list[HTTPRouteDestination] = Field(default_factory=list)
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
+    delegate: Delegate | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
+    mirror_percent: IntPercent | None = None
+    mirror_percentage: Percentage | None = None
+    cors_policy: CorsPolicy | None = None
+    headers: Headers | None = None
+
+    @field_validator("route")
+    @classmethod
+    def _weights(cls, value: list[HTTPRouteDestination]) -> list[HTTPRouteDestination]:
+        return _check_weights(value)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> HTTPRoute:
+        actions = {
+            "route": bool(self.route),
+            "redirect": self.redirect is not None,
+            "directResponse": self.direct_response is not None,
+            "delegate": self.delegate is not None,
+        }
+        present = [k for k, v in actions.items() if v]
+        if len(present) != 1:
+            raise PydanticCustomError(
+                "mp_value",
+                "an HTTP route takes exactly one of route, redirect, directResponse, "
+                "delegate; got {got}",
+                {"got": ", ".join(present) if present else "none"},
+            )
+        if self.mirror is not None and self.mirrors:
+            raise PydanticCustomError("mp_value", "an HTTP route takes mirror or mirrors, not both")
+        return self
+
+
+class RouteDestination(Model):
+    """A weighted destination of a TCP or TLS route."""
+
+    destination: Destination
+    weight: NonNegInt | None = None
+
+
+class L4MatchAttributes(Model):
+    """Conditions for a TCP route."""
+
+    destination_subnets: list[str] = Field(default_factory=list)
+    port: Port | None = None
+    source_subnet: str | None = None
+    source_labels: Labels = Field(default_factory=dict)
+    gateways: list[str] = Field(default_factory=list)
+    source_namespace: str | None = None
+
+
+class TLSMatchAttributes(Model):
+    """Conditions for a TLS (SNI-routed, not terminated) route; sniHosts is required."""
+
+    sni_hosts: list[str] = Field(min_length=1)
+    destination_subnets: list[str] = Field(default_factory=list)
+    port: Port | None = None
+    source_labels: Labels = Field(default_factory=dict)
+    gateways: list[str] = Field(default_factory=list)
+    source_namespace: str | None = None
+
+
+class TCPRoute(Model):
+    """An opaque-TCP rule."""
+
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    route: list[RouteDestination] = Field(default_factory=list)
+
+    @field_validator("route")
+    @classmethod
+    def _weights(cls, value: list[RouteDestination]) -> list[RouteDestination]:
+        return _check_weights(value)
+
+
+class TLSRoute(Model):
+    """A TLS passthrough rule, routed on SNI."""
+
+    match: list[TLSMatchAttributes] = Field(min_length=1)
+    route: list[RouteDestination] = Field(default_factory=list)
+
+    @field_validator("route")
+    @classmethod
+    def _weights(cls, value: list[RouteDestination]) -> list[RouteDestination]:
+        return _check_weights(value)
+
+
+class VirtualServiceSpec(Model):
+    """Routing rules for a set of hosts. ``hosts`` may be empty only for a delegate."""
+
+    hosts: list[str] = Field(default_factory=list)
+    gateways: list[str] = Field(default_factory=list)
+    http: list[HTTPRoute] = Field(default_factory=list)
+    tls: list[TLSRoute] = Field(default_factory=list)
+    tcp: list[TCPRoute] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list)
+
+
+class VirtualService(Resource):
+    spec: VirtualServiceSpec
+
+
+# --------------------------------------------------------------------------- DestinationRule
+
+
+class HTTPCookieAttribute(Model):
+    name: str
+    value: str | None = None
+
+
+class HTTPCookie(Model):
+    """Hash on a cookie; Envoy generates it (with ``ttl``) when absent."""
+
+    name: str = Field(min_length=1)
+    path: str | None = None
+    ttl: Duration | None = None
+    attributes: list[HTTPCookieAttribute] = Field(default_factory=list)
+
+
+class RingHash(Model):
+    minimum_ring_size: NonNegInt | None = None
+
+
+class MagLev(Model):
+    table_size: NonNegInt | None = None
+
+
+class ConsistentHashLB(Model):
+    """Session affinity: one hash key, and optionally one hash algorithm."""
+
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
+    minimum_ring_size: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _one_of_groups(self) -> ConsistentHashLB:
+        keys = ("http_header_name", "http_cookie", "use_source_ip", "http_query_parameter_name")
+        _one_of(self, keys, required=False, what="consistentHash")
+        _one_of(
+            self,
+            ("ring_hash", "maglev", "minimum_ring_size"),
+            required=False,
+            what="consistentHash",
+        )
+        return self
+
+
+class LocalityDistribute(Model):
+    """Send traffic from ``from`` locality to ``to`` localities by weight."""
+
+    from_: str = Field(alias="from")
+    to: dict[str, NonNegInt] = Field(default_factory=dict)
+
+
+class LocalityFailover(Model):
+    """Fail over from one region to another."""
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class LocalityLoadBalancerSetting(Model):
+    distribute: list[LocalityDistribute] = Field(default_factory=list)
+    failover: list[LocalityFailover] = Field(default_factory=list)
+    failover_priority: list[str] = Field(default_factory=list)
+    enabled: bool | None = None
+
+
+class WarmupConfiguration(Model):
+    """Slow-start for new endpoints (newer Istio form of ``warmupDurationSecs``)."""
+
+    duration: Duration
+    minimum_percent: Percent | None = None
+    aggression: float | None = None
+
+
+SimpleLB = Literal[
+    "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"
+]
+
+
+class LoadBalancerSettings(Model):
+    """Either a simple algorithm or consistent hashing, not both."""
+
+    simple: SimpleLB | None = None
+    consistent_hash: ConsistentHashLB | None = None
+    locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    warmup_duration_secs: Duration | None = None
+    warmup: WarmupConfiguration | None = None
+
+    @model_validator(mode="after")
+    def _policy_one_of(self) -> LoadBalancerSettings:
+        _one_of(self, ("simple", "consistent_hash"), required=False, what="loadBalancer")
+        return self
+
+
+class TcpKeepalive(Model):
+    probes: NonNegInt | None = None
+    time: Duration | None = None
+    interval: Duration | None = None
+
+
+class TCPSettings(Model):
+    max_connections: NonNegInt | None = None
+    connect_timeout: Duration | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration: Duration | None = None
+    idle_timeout: Duration | None = None
+
+
+class HTTPSettings(Model):
+    http1_max_pending_requests: NonNegInt | None = Field(
+        default=None, alias="http1MaxPendingRequests"
+    )
+    http2_max_requests: NonNegInt | None = Field(default=None, alias="http2MaxRequests")
+    max_requests_per_connection: NonNegInt | None = None
+    max_retries: NonNegInt | None = None
+    idle_timeout: Duration | None = None
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = Field(
+        default=None, alias="h2UpgradePolicy"
+    )
+    use_client_protocol: bool | None = None
+    max_concurrent_streams: NonNegInt | None = None
+
+
+class ConnectionPoolSettings(Model):
+    """Circuit-breaker limits for TCP and HTTP connections to the upstream."""
+
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class OutlierDetection(Model):
+    """Eject hosts that keep failing. ``consecutiveErrors`` is Istio's deprecated form."""
+
+    consecutive_errors: NonNegInt | None = None
+    consecutive_5xx_errors: NonNegInt | None = Field(default=None, alias="consecutive5xxErrors")
+    consecutive_gateway_errors: NonNegInt | None = None
+    consecutive_local_origin_failures: NonNegInt | None = None
+    split_external_local_origin_errors: bool | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: IntPercent | None = None
+    min_health_percent: IntPercent | None = None
+
+
+class ClientTLSSettings(Model):
+    """TLS the sidecar originates towards the upstream."""
+
+    mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] | None = None
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    credential_name: str | None = None
+    subject_alt_names: list[str] = Field(default_factory=list)
+    sni: str | None = None
+    insecure_skip_verify: bool | None = None
+    ca_crl: str | None = None
+
+
+class TunnelSettings(Model):
+    """Tunnel TCP over HTTP CONNECT/POST to a proxy (kept loose: rarely used)."""
+
+    protocol: str | None = None
+    target_host: str | None = None
+    target_port: Port | None = None
+
+
+class ProxyProtocol(Model):
+    version: Literal["V1", "V2"] | None = None
+
+
+class PortTrafficPolicy(Model):
+    """Traffic policy overrides for one destination port."""
+
+    port: PortSelector | None = None
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+
+class TrafficPolicy(Model):
+    """Policies applied to traffic towards a host (or subset) after routing."""
+
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+    port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+    tunnel: TunnelSettings | None = None
+    proxy_protocol: ProxyProtocol | None = None
+
+
+class Subset(Model):
+    """A named group of a service's endpoints, selected by labels."""
+
+    name: str = Field(min_length=1)
+    labels: Labels = Field(default_factory=dict)
+    traffic_policy: TrafficPolicy | None = None
+
+
+class MatchLabelsSelector(Model):
+    """DestinationRule's workloadSelector (Kubernetes-style ``matchLabels``)."""
+
+    match_labels: Labels = Field(default_factory=dict)
+
+
+class DestinationRuleSpec(Model):
+    host: str = Field(min_length=1)
+    traffic_policy: TrafficPolicy | None = None
+    subsets: list[Subset] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list)
+    workload_selector: MatchLabelsSelector | None = None
+
+
+class DestinationRule(Resource):
+    spec: DestinationRuleSpec
+
+
+# --------------------------------------------------------------------------- Gateway
+
+
+class GatewayPort(Model):
+    """A port a gateway listens on; the protocol decides how traffic is handled."""
+
+    number: Port
+    protocol: str
+    name: str | None = None
+    target_port: Port | None = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str | None) -> str | None:
+        return _check_protocol(value)
+
+
+class ServerTLSCertificate(Model):
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+
+
+TLSProtocol = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
+
+
+class ServerTLSSettings(Model):
+    """TLS a gateway terminates (or passes through) on a server."""
+
+    https_redirect: bool | None = None
+    mode: (
+        Literal[
+            "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"
+        ]
+        | None
+    ) = None
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    ca_crl: str | None = None
+    credential_name: str | None = None
+    credential_names: list[str] = Field(default_factory=list)
+    tls_certificates: list[ServerTLSCertificate] = Field(default_factory=list)
+    subject_alt_names: list[str] = Field(default_factory=list)
+    verify_certificate_spki: list[str] = Field(default_factory=list)
+    verify_certificate_hash: list[str] = Field(default_factory=list)
+    min_protocol_version: TLSProtocol | None = None
+    max_protocol_version: TLSProtocol | None = None
+    cipher_suites: list[str] = Field(default_factory=list)
+
+
+class Server(Model):
+    """One listener of a gateway: a port, the hosts it serves and its TLS."""
+
+    port: GatewayPort
+    bind: str | None = None
+    hosts: list[str] = Field(min_length=1)
+    tls: ServerTLSSettings | None = None
+    default_endpoint: str | None = None
+    name: str | None = None
+
+
+class GatewaySpec(Model):
+    selector: Labels = Field(default_factory=dict)
+    servers: list[Server] = Field(min_length=1)
+
+
+class Gateway(Resource):
+    spec: GatewaySpec
+
+
+# --------------------------------------------------------------------------- WorkloadEntry
+
+
+class WorkloadEntrySpec(Model):
+    """A non-Kubernetes workload (VM, bare host). Also the shape of ServiceEntry endpoints.
+
+    ``address`` may be omitted only for a workload reached through a network gateway.
+    """
+
+    address: str | None = None
+    ports: dict[str, Port] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    network: str | None = None
+    locality: str | None = None
+    weight: NonNegInt | None = None
+    service_account: str | None = None
+
+
+class WorkloadEntry(Resource):
+    spec: WorkloadEntrySpec
+
+
+# --------------------------------------------------------------------------- ServiceEntry
+
+
+class ServicePort(Model):
+    """A port of a ServiceEntry; unlike a Gateway port, ``name`` is required."""
+
+    number: Port
+    protocol: str | None = None
+    name: str = Field(min_length=1)
+    target_port: Port | None = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str | None) -> str | None:
+        return _check_protocol(value)
+
+
+class WorkloadSelector(Model):
+    """ServiceEntry's workloadSelector (plain ``labels``, unlike DestinationRule's)."""
+
+    labels: Labels = Field(default_factory=dict)
+
+
+class ServiceEntrySpec(Model):
+    """Adds a host to the mesh's registry; endpoints or a workloadSelector, not both."""
+
+    hosts: list[str] = Field(min_length=1)
+    addresses: list[str] = Field(default_factory=list)
+    ports: list[ServicePort] = Field(default_factory=list)
+    location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] | None = None
+    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] | None = None
+    endpoints: list[WorkloadEntrySpec] = Field(default_factory=list)
+    workload_selector: WorkloadSelector | None = None
+    export_to: list[str] = Field(default_factory=list)
+    subject_alt_names: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _endpoints_or_selector(self) -> ServiceEntrySpec:
+        if self.endpoints and self.workload_selector is not None:
+            raise PydanticCustomError(
+                "mp_value", "a ServiceEntry takes endpoints or workloadSelector, not both"
+            )
+        return self
+
+
+class ServiceEntry(Resource):
+    spec: ServiceEntrySpec
+
+
+__all__ = [
+    "ClientTLSSettings",
+    "ConnectionPoolSettings",
+    "ConsistentHashLB",
+    "Destination",
+    "DestinationRule",
+    "DestinationRuleSpec",
+    "Gateway",
+    "GatewayPort",
+    "GatewaySpec",
+    "HTTPMatchRequest",
+    "HTTPRoute",
+    "HTTPRouteDestination",
+    "LoadBalancerSettings",
+    "OutlierDetection",
+    "PresenceStringMatch",
+    "RouteDestination",
+    "Server",
+    "ServerTLSSettings",
+    "ServiceEntry",
+    "ServiceEntrySpec",
+    "ServicePort",
+    "StringMatch",
+    "Subset",
+    "TCPRoute",
+    "TLSRoute",
+    "TrafficPolicy",
+    "VirtualService",
+    "VirtualServiceSpec",
+    "WorkloadEntry",
+    "WorkloadEntrySpec",
+]

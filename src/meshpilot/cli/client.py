@@ -1,0 +1,105 @@
+"""The CLI's only way to the control plane: its HTTP API, found through the state dir."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import KindInfo, by_kind
+from meshpilot.server.state_dir import StateDir
+
+
+class NotRunning(RuntimeError):
+    """No control plane answers for this state directory."""
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ControlPlaneClient:
+    def __init__(self, state: StateDir, timeout: float = 30.0) -> None:
+        endpoints = state.read_endpoints()
+        token = state.read_token()
+        if endpoints is None or token is None or not pid_alive(int(endpoints.get("pid", 0))):
+            raise NotRunning(
+                f"no control plane is running for {state.root}; start one with "
+                f"`meshpilot up --state-dir {state.root}`"
+            )
+        self.state = state
+        self.endpoints = endpoints
+        self._http = httpx.Client(
+            base_url=endpoints["api"],
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise NotRunning(f"the control plane at {self.endpoints['api']} does not answer: "
+                             f"{exc}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = r.text
+        return Response(r.status_code, body)
+
+    def version(self) -> Response:
+        return self.request("GET", "/version")
+
+    def apply(self, sources: list[tuple[str, str]], dry_run: bool = False) -> Response:
+        payload = {"sources": [{"file": f, "text": t} for f, t in sources], "dryRun": dry_run}
+        return self.request("POST", "/apis/meshpilot.io/v1/apply", json=payload)
+
+    def delete_sources(self, sources: list[tuple[str, str]], ignore_missing: bool) -> Response:
+        payload = {"sources": [{"file": f, "text": t} for f, t in sources],
+                   "ignoreNotFound": ignore_missing}
+        return self.request("POST", "/apis/meshpilot.io/v1/delete", json=payload)
+
+    def delete_keys(self, keys: list[ObjectKey], ignore_missing: bool) -> Response:
+        payload = {"keys": [k.__dict__ for k in keys], "ignoreNotFound": ignore_missing}
+        return self.request("POST", "/apis/meshpilot.io/v1/delete", json=payload)
+
+    def get(self, info: KindInfo, namespace: str, name: str) -> Response:
+        return self.request("GET", info.object_path(namespace, name))
+
+    def list(self, info: KindInfo, namespace: str | None) -> Response:
+        return self.request("GET", info.collection_path(namespace))
+
+    def diagnostics(self, key: ObjectKey) -> Response:
+        params = {"group": key.group, "kind": key.kind, "namespace": key.namespace,
+                  "name": key.name}
+        return self.request("GET", "/apis/meshpilot.io/v1/diagnostics", params=params)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def kind_label(result: dict[str, Any]) -> str:
+    """``virtualservice.networking.istio.io/reviews``, as kubectl prints it."""
+    info = by_kind(result["kind"])
+    kind = info.kind.lower()
+    return f"{kind}.{info.group}/{result['name']}" if info.group else f"{kind}/{result['name']}"

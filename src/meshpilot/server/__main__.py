@@ -1,0 +1,3 @@
+from meshpilot.server.main import main
+
+raise SystemExit(main())

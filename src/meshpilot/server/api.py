@@ -1,0 +1,228 @@
+"""The control plane's HTTP API, with Kubernetes-style paths so habits carry over.
+
+``/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}`` (and ``/api/v1/...`` for the
+core group) read, create, replace and delete single objects; ``?watch=true`` on a
+collection streams changes as newline-delimited JSON. Batch apply and delete of whole
+files (all-or-nothing, with file/line diagnostics) live under ``/apis/meshpilot.io/v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import meshpilot
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_path
+from meshpilot.server.auth import BearerTokenMiddleware
+from meshpilot.server.config_service import ConfigService, Outcome, _state
+from meshpilot.store import Expired, StoredObject
+from meshpilot.validation import check_state
+
+MESHPILOT_API = "/apis/meshpilot.io/v1"
+
+
+def _status(code: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"kind": "Status", "status": "Failure", "reason": reason, "code": code,
+         "message": message},
+        status_code=code,
+    )
+
+
+def _outcome(outcome: Outcome) -> JSONResponse:
+    return JSONResponse(outcome.to_json(), status_code=outcome.status)
+
+
+def render(obj: StoredObject, info: KindInfo, version: str | None = None) -> dict[str, Any]:
+    """The object as served at ``version`` (Istio's versions share one schema)."""
+    body = dict(obj.body)
+    body["apiVersion"] = info.api_version(version)
+    return body
+
+
+class ControlPlaneAPI:
+    def __init__(self, service: ConfigService, info: dict[str, Any]) -> None:
+        self.service = service
+        self.store = service.store
+        self.info = info
+
+    # --- helpers -------------------------------------------------------------
+    @staticmethod
+    def _kind(request: Request) -> KindInfo:
+        p = request.path_params
+        return by_path(p.get("group", ""), p["version"], p["plural"])
+
+    async def _json(self, request: Request) -> Any:
+        try:
+            return json.loads(await request.body() or b"null")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"request body is not JSON: {exc}") from None
+
+    # --- meta ----------------------------------------------------------------
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({**self.info, "version": meshpilot.__version__,
+                             "revision": self.store.revision()})
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def discovery(self, request: Request) -> Response:
+        return JSONResponse({"resources": [
+            {"group": k.group, "kind": k.kind, "plural": k.plural, "versions": list(k.versions),
+             "shortNames": list(k.short_names), "namespaced": k.namespaced}
+            for k in KINDS
+        ]})
+
+    # --- batch ---------------------------------------------------------------
+    async def apply(self, request: Request) -> Response:
+        try:
+            payload = await self._json(request)
+            sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            return _status(400, "BadRequest",
+                           f"expected {{'sources': [{{'file', 'text'}}]}}: {exc}")
+        dry_run = bool(payload.get("dryRun"))
+        return _outcome(self.service.apply(sources, dry_run=dry_run))
+
+    async def delete_batch(self, request: Request) -> Response:
+        from meshpilot.validation import keys_in
+
+        try:
+            payload = await self._json(request)
+            if "sources" in payload:
+                sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
+                keys, problems = keys_in(sources)
+                if problems:
+                    return _outcome(Outcome(422, diagnostics=problems))
+            else:
+                keys = [ObjectKey(k.get("group", ""), k["kind"], k.get("namespace", "default"),
+                                  k["name"]) for k in payload["keys"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _status(400, "BadRequest", f"expected sources or keys: {exc}")
+        return _outcome(self.service.delete(
+            keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
+
+    async def diagnostics(self, request: Request) -> Response:
+        q = request.query_params
+        found = check_state(_state(self.store.list()), all_objects=True)
+        wanted = None
+        if q.get("kind") and q.get("name"):
+            wanted = str(ObjectKey(q.get("group", ""), q["kind"], q.get("namespace", "default"),
+                                   q["name"]))
+        return JSONResponse({"diagnostics": [
+            d.to_dict() for d in found if wanted is None or d.object == wanted]})
+
+    # --- Kubernetes-style objects -------------------------------------------
+    async def collection(self, request: Request) -> Response:
+        try:
+            info = self._kind(request)
+        except UnknownKind as exc:
+            return _status(404, "NotFound", str(exc))
+        ns = request.path_params.get("namespace")
+        version = request.path_params["version"]
+        if request.method == "POST":
+            try:
+                body = await self._json(request)
+            except ValueError as exc:
+                return _status(400, "BadRequest", str(exc))
+            if not isinstance(body, dict):
+                return _status(400, "BadRequest", "the body must be one JSON object")
+            key = ObjectKey(info.group, info.kind, ns or "default", "")
+            return _outcome(self.service.put_object(key, body, create_only=True))
+        if request.query_params.get("watch") in ("true", "1"):
+            return self._watch(request, info, ns)
+        items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
+        return JSONResponse({
+            "apiVersion": info.api_version(version),
+            "kind": f"{info.kind}List",
+            "metadata": {"resourceVersion": str(self.store.revision())},
+            "items": [render(o, info, version) for o in items],
+        })
+
+    def _watch(self, request: Request, info: KindInfo, ns: str | None) -> Response:
+        raw = request.query_params.get("resourceVersion")
+        try:
+            since = int(raw) if raw else None
+            timeout = float(request.query_params.get("timeoutSeconds", "300"))
+            watch = self.store.watch(since)
+        except ValueError:
+            return _status(400, "BadRequest", "resourceVersion and timeoutSeconds are numbers")
+        except Expired as exc:
+            return _status(410, "Expired", str(exc))
+        version = request.path_params["version"]
+
+        def events() -> Iterator[bytes]:
+            deadline = time.monotonic() + timeout
+            try:
+                while time.monotonic() < deadline:
+                    event = watch.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                    if event is None:
+                        continue
+                    key = event.object.key
+                    if key.kind != info.kind or key.group != info.group:
+                        continue
+                    if ns is not None and key.namespace != ns:
+                        continue
+                    line = {"type": event.type, "object": render(event.object, info, version)}
+                    yield (json.dumps(line) + "\n").encode()
+            finally:
+                watch.close()
+
+        return StreamingResponse(events(), media_type="application/x-ndjson")
+
+    async def item(self, request: Request) -> Response:
+        try:
+            info = self._kind(request)
+        except UnknownKind as exc:
+            return _status(404, "NotFound", str(exc))
+        p = request.path_params
+        key = ObjectKey(info.group, info.kind, p["namespace"], p["name"])
+        if request.method == "GET":
+            obj = self.store.get(key)
+            if obj is None:
+                return _status(404, "NotFound", f"{key} not found")
+            return JSONResponse(render(obj, info, p["version"]))
+        if request.method == "DELETE":
+            raw = request.query_params.get("resourceVersion")
+            expected = int(raw) if raw and raw.isdigit() else None
+            return _outcome(self.service.delete([key], expected=expected))
+        try:
+            body = await self._json(request)
+        except ValueError as exc:
+            return _status(400, "BadRequest", str(exc))
+        if not isinstance(body, dict):
+            return _status(400, "BadRequest", "the body must be one JSON object")
+        return _outcome(self.service.put_object(key, body, create_only=False))
+
+    def routes(self) -> list[Route]:
+        routes = [
+            Route("/version", self.version),
+            Route("/healthz", self.healthz),
+            Route("/apis", self.discovery),
+            Route(f"{MESHPILOT_API}/apply", self.apply, methods=["POST"]),
+            Route(f"{MESHPILOT_API}/delete", self.delete_batch, methods=["POST"]),
+            Route(f"{MESHPILOT_API}/diagnostics", self.diagnostics),
+        ]
+        for root in ("/api/{version}", "/apis/{group}/{version}"):
+            routes += [
+                Route(root + "/{plural}", self.collection),
+                Route(root + "/namespaces/{namespace}/{plural}", self.collection,
+                      methods=["GET", "POST"]),
+                Route(root + "/namespaces/{namespace}/{plural}/{name}", self.item,
+                      methods=["GET", "PUT", "DELETE"]),
+            ]
+        return routes
+
+
+def create_app(service: ConfigService, token: str, info: dict[str, Any]) -> Any:
+    """The ASGI app: every route behind the bearer-token check."""
+    api = ControlPlaneAPI(service, info)
+    return BearerTokenMiddleware(Starlette(routes=api.routes()), token)

@@ -1,0 +1,194 @@
+"""The one path by which configuration changes: load → validate → store.
+
+Every writer (CLI, API client, later the delivery controller) goes through here, so
+nothing changes traffic by a back door. Validation against the current state and the
+commit happen under one lock, so two concurrent applies cannot both pass a check that
+only one of them could satisfy.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import by_kind
+from meshpilot.store import Conflict, Delete, NotFound, Put, SqliteStore, StoredObject
+from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
+from meshpilot.validation.codes import Severity
+
+
+@dataclass
+class Outcome:
+    """What a change did, or why it did nothing. ``status`` is the HTTP status to send."""
+
+    status: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+
+def _result(key: ObjectKey, action: str, obj: StoredObject | None) -> dict[str, Any]:
+    info = by_kind(key.kind)
+    out: dict[str, Any] = {
+        "group": key.group,
+        "kind": key.kind,
+        "plural": info.plural,
+        "namespace": key.namespace,
+        "name": key.name,
+        "action": action,
+    }
+    if obj is not None:
+        out["resourceVersion"] = str(obj.resource_version)
+        out["generation"] = obj.generation
+    return out
+
+
+def _state(objects: Iterable[StoredObject]) -> list[StateObject]:
+    return [StateObject(o.key, o.body) for o in objects]
+
+
+def _expected_version(body: dict[str, Any]) -> int | str | None:
+    """metadata.resourceVersion as an int, None when absent, or the bad value as a str."""
+    raw = (body.get("metadata") or {}).get("resourceVersion")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(str(raw))
+    except ValueError:
+        return str(raw)
+
+
+class ConfigService:
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+
+    def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
+        """Apply every document in ``sources`` or none of them."""
+        with self._lock:
+            plan = plan_apply(sources, _state(self.store.list()))
+            if not plan.ok:
+                return Outcome(422, diagnostics=plan.diagnostics)
+            changes, bad = self._puts(plan)
+            if bad:
+                return Outcome(422, diagnostics=bad + plan.warnings)
+            if dry_run:
+                return Outcome(200, [self._preview(p.key) for p in changes], plan.warnings)
+            try:
+                done = self.store.commit(changes)
+            except Conflict as exc:
+                return Outcome(409, diagnostics=[self._conflict(exc, plan)])
+        return Outcome(200, [_result(r.key, r.action, r.object) for r in done], plan.warnings)
+
+    def _preview(self, key: ObjectKey) -> dict[str, Any]:
+        current = self.store.get(key)
+        return _result(key, "configured (dry run)" if current else "created (dry run)", current)
+
+    @staticmethod
+    def _puts(plan: Plan) -> tuple[list[Put], list[Diagnostic]]:
+        puts: list[Put] = []
+        bad: list[Diagnostic] = []
+        for obj in plan.objects:
+            expected = _expected_version(obj.body)
+            if isinstance(expected, str):
+                pos = (obj.source.position_of(("metadata", "resourceVersion"))
+                       if obj.source else None)
+                bad.append(Diagnostic.of(
+                    codes.INVALID_VALUE,
+                    f"resourceVersion {expected!r} is not one this store issued; omit it, or "
+                    "use the value `meshpilot get` shows",
+                    file=obj.source.file if obj.source else None,
+                    line=pos.line if pos else None, column=pos.column if pos else None,
+                    path="metadata.resourceVersion", object=obj.label))
+                continue
+            puts.append(Put(body=obj.body, key=obj.key, expected_resource_version=expected))
+        return puts, bad
+
+    @staticmethod
+    def _conflict(exc: Conflict, plan: Plan) -> Diagnostic:
+        where: dict[str, Any] = {"object": str(exc.key), "path": "metadata.resourceVersion"}
+        for obj in plan.objects:
+            if obj.key == exc.key and obj.source is not None:
+                pos = obj.source.position_of(("metadata", "resourceVersion"))
+                where.update(file=obj.source.file, line=pos.line, column=pos.column)
+        return Diagnostic.of(
+            codes.CONFLICT,
+            f"the object has been modified: you sent resourceVersion {exc.expected}, the "
+            f"stored one is {exc.actual}; get the latest version and apply your change to it",
+            **where,
+        )
+
+    def delete(
+        self, keys: Sequence[ObjectKey], *, expected: int | None = None,
+        ignore_missing: bool = False,
+    ) -> Outcome:
+        """Delete every object in ``keys`` or none (a missing one refuses the whole delete)."""
+        with self._lock:
+            missing = [k for k in keys if self.store.get(k) is None]
+            if missing and not ignore_missing:
+                return Outcome(404, diagnostics=[
+                    Diagnostic.of(codes.NOT_FOUND, f"{k} not found; nothing was deleted",
+                                  object=str(k)) for k in missing])
+            todo = [Delete(k, expected) for k in dict.fromkeys(keys) if k not in missing]
+            before = self.store.list()
+            try:
+                done = self.store.commit(todo) if todo else []
+            except Conflict as exc:
+                return Outcome(409, diagnostics=[Diagnostic.of(
+                    codes.CONFLICT, f"{exc.key} changed: expected resourceVersion "
+                    f"{exc.expected}, stored {exc.actual}", object=str(exc.key))])
+            except NotFound as exc:  # raced with another writer outside this lock
+                return Outcome(404, diagnostics=[Diagnostic.of(
+                    codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
+            after = self.store.list()
+        return Outcome(200, [_result(r.key, r.action, r.object) for r in done],
+                       _newly_broken(before, after))
+
+    def put_object(self, key: ObjectKey, body: dict[str, Any], *, create_only: bool) -> Outcome:
+        """PUT/POST of one JSON object at its Kubernetes-style path."""
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
+        if meta is None:
+            body = {**body, "metadata": {"name": key.name, "namespace": key.namespace}}
+        else:
+            meta.setdefault("namespace", key.namespace)
+            if key.name:
+                meta.setdefault("name", key.name)
+            named = (meta.get("namespace"), meta.get("name"))
+            if named != (key.namespace, key.name or meta.get("name")):
+                return Outcome(400, diagnostics=[Diagnostic.of(
+                    codes.INVALID_VALUE,
+                    f"metadata names {named[0]}/{named[1]} but the path names "
+                    f"{key.namespace}/{key.name}", path="metadata")])
+        if create_only:
+            meta = body["metadata"]
+            name = meta.get("name")
+            if isinstance(name, str) and self.store.get(
+                    ObjectKey(key.group, key.kind, key.namespace, name)) is not None:
+                return Outcome(409, diagnostics=[Diagnostic.of(
+                    codes.CONFLICT, f"{key.kind} {key.namespace}/{name} already exists",
+                    object=f"{key.kind} {key.namespace}/{name}")])
+            meta.setdefault("resourceVersion", "0")
+        return self.apply([("<request body>", json.dumps(body, indent=2))])
+
+
+def _newly_broken(before: list[StoredObject], after: list[StoredObject]) -> list[Diagnostic]:
+    """Findings a delete causes in the objects that remain, shown as warnings.
+
+    A delete is not refused for leaving, say, a VirtualService pointing at a subset that
+    no longer exists (Kubernetes would not refuse it either), but the user is told.
+    """
+    old = {(d.code, d.object, d.path) for d in check_state(_state(before), all_objects=True)}
+    return [
+        replace(d, severity=Severity.WARNING)
+        for d in check_state(_state(after), all_objects=True)
+        if (d.code, d.object, d.path) not in old
+    ]

@@ -1,0 +1,94 @@
+"""The control-plane process: ``python -m meshpilot.server --state-dir DIR``.
+
+Binds the API to loopback (a free port unless one is given), writes ``endpoints.json``
+only once the socket is listening, and holds a lock on the state directory so two
+control planes never share one store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+from meshpilot.server.api import create_app
+from meshpilot.server.config_service import ConfigService
+from meshpilot.server.state_dir import AlreadyRunning, StateDir
+from meshpilot.store import SqliteStore
+
+log = logging.getLogger("meshpilot.server")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(state: StateDir, host: str, port: int) -> int:
+    state.create()
+    try:
+        lock = state.acquire_lock()
+    except AlreadyRunning as exc:
+        print(f"meshpilot: {exc}", file=sys.stderr)
+        return 3
+    token = state.ensure_token()
+    store = SqliteStore(state.database)
+    sock = bind(host, port)
+    api_port = sock.getsockname()[1]
+    info: dict[str, Any] = {
+        "stateDir": str(state.root),
+        "pid": os.getpid(),
+        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    app = create_app(ConfigService(store), token, info)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    endpoints = {"api": _url(host, api_port), "pid": os.getpid(), "stateDir": str(state.root)}
+
+    original_startup = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets=sockets)
+        state.write_endpoints(endpoints)
+        log.warning("meshpilot control plane listening on %s", endpoints["api"])
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run(sockets=[sock])
+    finally:
+        state.clear_endpoints()
+        store.close()
+        lock.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="meshpilot-server")
+    parser.add_argument("--state-dir", default=None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return serve(StateDir.resolve(args.state_dir), args.host, args.port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The control plane's state directory: database, token, endpoints, lock and log.
+
+Everything a control plane needs to come back after a crash lives here, and two
+control planes with different directories never touch each other's files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+DEFAULT_STATE_DIR = ".meshpilot"
+STATE_DIR_ENV = "MESHPILOT_STATE_DIR"
+
+
+class AlreadyRunning(RuntimeError):
+    """Another control plane holds this state directory."""
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike[str] | None = None) -> StateDir:
+        chosen = path or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+        return cls(Path(chosen).expanduser().absolute())
+
+    @property
+    def database(self) -> Path:
+        return self.root / "config.db"
+
+    @property
+    def token_file(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.root / "endpoints.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "controlplane.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "controlplane.log"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def ensure_token(self) -> str:
+        """The API bearer token, created on first use, readable by its owner only."""
+        if self.token_file.exists():
+            return self.token_file.read_text().strip()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token
+
+    def read_token(self) -> str | None:
+        try:
+            return self.token_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def acquire_lock(self) -> IO[str]:
+        """Hold an exclusive lock for the life of the process; the OS drops it on death."""
+        handle = open(self.lock_file, "a+")  # noqa: SIM115 - held until process exit
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AlreadyRunning(f"another control plane is running on {self.root}") from None
+        return handle
+
+    def write_endpoints(self, endpoints: dict[str, Any]) -> None:
+        """Write endpoints.json atomically so a reader never sees half a file."""
+        tmp = self.endpoints_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
+        os.replace(tmp, self.endpoints_file)
+
+    def read_endpoints(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.endpoints_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def clear_endpoints(self) -> None:
+        self.endpoints_file.unlink(missing_ok=True)

@@ -1,0 +1,44 @@
+"""Durable config store: JSON documents keyed by (group, kind, namespace, name).
+
+Schema-agnostic, transactional (all-or-nothing commits), versioned by one global
+revision like etcd, and watchable with resume. See ``sqlite.py`` for the design.
+"""
+
+from meshpilot.store.model import (
+    Action,
+    Change,
+    ChangeResult,
+    Conflict,
+    Delete,
+    EventType,
+    Expired,
+    NotFound,
+    ObjectKey,
+    Put,
+    PutStatus,
+    StoredObject,
+    StoreError,
+    WatchEvent,
+)
+from meshpilot.store.sqlite import DEFAULT_EVENT_HISTORY, SqliteStore
+from meshpilot.store.watch import Watch
+
+__all__ = [
+    "DEFAULT_EVENT_HISTORY",
+    "Action",
+    "Change",
+    "ChangeResult",
+    "Conflict",
+    "Delete",
+    "EventType",
+    "Expired",
+    "NotFound",
+    "ObjectKey",
+    "Put",
+    "PutStatus",
+    "SqliteStore",
+    "StoreError",
+    "StoredObject",
+    "Watch",
+    "WatchEvent",
+]

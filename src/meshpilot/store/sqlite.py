@@ -1,0 +1,466 @@
+"""SQLite implementation of the durable config store.
+
+Design, and why:
+
+* One global revision counter (a row of the ``meta`` table), bumped once per
+  commit that changes anything; every object written by that commit gets that
+  revision as its resourceVersion. Watchers can therefore resume from any
+  revision, as with etcd.
+* Every commit runs in one ``BEGIN IMMEDIATE`` transaction: expected-version
+  checks read and write under the same write lock, so a Conflict or NotFound
+  rolls back the whole commit (all-or-nothing), also against other processes.
+* WAL journal with ``synchronous=FULL``: once ``commit`` returns, the change
+  survives a SIGKILL of the process (and a power loss, as far as fsync does).
+* An ``events`` table keeps the last ``event_history`` events for watch resume;
+  older history is compacted and asking for it raises Expired.
+* One connection shared by all threads behind a re-entrant lock: simple and
+  correct; SQLite serialises writers anyway.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meshpilot.store.model import (
+    Action,
+    Change,
+    ChangeResult,
+    Conflict,
+    Delete,
+    EventType,
+    Expired,
+    NotFound,
+    ObjectKey,
+    Put,
+    PutStatus,
+    StoredObject,
+    WatchEvent,
+)
+from meshpilot.store.watch import Watch
+
+SCHEMA_VERSION = 1
+DEFAULT_EVENT_HISTORY = 10_000
+
+# metadata fields the store owns: ignored in the user's body when deciding
+# whether a Put changes anything, and overwritten on write.
+_SERVER_METADATA = ("resourceVersion", "generation", "uid", "creationTimestamp", "managedFields")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+    grp              TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    resource_version INTEGER NOT NULL,
+    generation       INTEGER NOT NULL,
+    PRIMARY KEY (grp, kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id        INTEGER PRIMARY KEY,
+    revision  INTEGER NOT NULL,
+    type      TEXT NOT NULL,
+    grp       TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    generation INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_revision ON events (revision);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('compact_revision', 0);
+"""
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _comparable(body: dict[str, Any], key: ObjectKey) -> dict[str, Any]:
+    """The part of a body a Put owns: no status, no server-managed metadata."""
+    out = {k: v for k, v in body.items() if k != "status"}
+    meta = {k: v for k, v in _metadata(body).items() if k not in _SERVER_METADATA}
+    meta["name"] = key.name
+    meta["namespace"] = key.namespace
+    out["metadata"] = meta
+    return out
+
+
+def _spec_part(body: dict[str, Any]) -> dict[str, Any]:
+    """Everything but metadata and status: a change here bumps generation."""
+    return {k: v for k, v in body.items() if k not in ("metadata", "status")}
+
+
+def _key_of(row: sqlite3.Row | tuple[Any, ...]) -> ObjectKey:
+    return ObjectKey(row[0], row[1], row[2], row[3])
+
+
+class SqliteStore:
+    """Durable, transactional, watchable store of JSON documents.
+
+    Safe to share between threads. Several processes may open the same file
+    (writes stay serialised and revisions consistent), but watchers only see
+    commits made through their own SqliteStore instance.
+    """
+
+    def __init__(self, path: str | Path, *, event_history: int = DEFAULT_EVENT_HISTORY) -> None:
+        if event_history < 1:
+            raise ValueError("event_history must be at least 1")
+        self.path = Path(path)
+        self._event_history = event_history
+        self._lock = threading.RLock()
+        self._watches: list[Watch] = []
+        # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves.
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 30000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"could not switch {self.path} to WAL journal mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(
+                    f"{self.path} has store schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Close all watches and the database connection; idempotent."""
+        with self._lock:
+            for watch in list(self._watches):
+                watch.close()
+            self._watches.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is closed")
+        return self._conn
+
+    # -- reads -------------------------------------------------------------
+
+    def get(self, key: ObjectKey) -> StoredObject | None:
+        """The current object at ``key``, or None."""
+        with self._lock:
+            return self._read(self._db(), key)
+
+    def list(
+        self, group: str | None = None, kind: str | None = None, namespace: str | None = None
+    ) -> builtins.list[StoredObject]:
+        """Objects matching the given filters (None = any), sorted by key."""
+        clauses: list[str] = []
+        params: list[str] = []
+        for column, value in (("grp", group), ("kind", kind), ("namespace", namespace)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT grp, kind, namespace, name, body, resource_version, generation"
+                    f" FROM objects{where} ORDER BY grp, kind, namespace, name",
+                    params,
+                )
+                .fetchall()
+            )
+        # SQLite's BINARY collation orders UTF-8 by code point, as Python does;
+        # sort anyway so the contract holds whatever the collation.
+        objects = [StoredObject(_key_of(r), json.loads(r[4]), r[5], r[6]) for r in rows]
+        objects.sort(key=lambda o: o.key)
+        return objects
+
+    def revision(self) -> int:
+        """The store's current revision (0 when nothing was ever written)."""
+        with self._lock:
+            return self._meta(self._db(), "revision")
+
+    def events_since(self, resource_version: int) -> builtins.list[WatchEvent]:
+        """Every event with revision > ``resource_version``, in order.
+
+        Raises Expired if part of that history was compacted away.
+        """
+        with self._lock:
+            return self._events_since(self._db(), resource_version)
+
+    # -- watch -------------------------------------------------------------
+
+    def watch(self, since: int | None = None) -> Watch:
+        """Subscribe to changes after revision ``since`` (None: from now).
+
+        Backlog and live events are queued under the commit lock, so there is
+        neither a gap nor a duplicate between them. Raises Expired if ``since``
+        is older than the retained history.
+        """
+        with self._lock:
+            conn = self._db()
+            if since is None:
+                since = self._meta(conn, "revision")
+                backlog: list[WatchEvent] = []
+            else:
+                backlog = self._events_since(conn, since)
+            watch = Watch(since, self._unsubscribe)
+            watch._deliver(backlog)
+            self._watches.append(watch)
+            return watch
+
+    def _unsubscribe(self, watch: Watch) -> None:
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+
+    # -- writes ------------------------------------------------------------
+
+    def commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult]:
+        """Apply ``changes`` atomically; return one result per change, in order.
+
+        All-or-nothing: on Conflict or NotFound nothing is written and the
+        exception propagates. A key may appear only once per commit (ValueError
+        otherwise), so each revision holds at most one version of an object.
+        """
+        seen: set[ObjectKey] = set()
+        for change in changes:
+            if not isinstance(change, Put | Delete | PutStatus):
+                raise TypeError(f"not a store change: {change!r}")
+            if change.key in seen:
+                raise ValueError(f"{change.key} appears more than once in one commit")
+            seen.add(change.key)
+            if isinstance(change, Put) and not isinstance(change.body, dict):
+                raise TypeError(f"Put body for {change.key} must be a dict")
+            if isinstance(change, PutStatus) and not isinstance(change.status, dict):
+                raise TypeError(f"PutStatus status for {change.key} must be a dict")
+        if not changes:
+            return []
+
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results, events = self._apply(conn, changes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if events:
+                for watch in list(self._watches):
+                    watch._deliver(events)
+            return results
+
+    # -- internals ---------------------------------------------------------
+
+    @staticmethod
+    def _meta(conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _events_since(
+        self, conn: sqlite3.Connection, resource_version: int
+    ) -> builtins.list[WatchEvent]:
+        compacted = self._meta(conn, "compact_revision")
+        if resource_version < compacted:
+            raise Expired(resource_version, compacted)
+        rows = conn.execute(
+            "SELECT grp, kind, namespace, name, body, revision, generation, type FROM events"
+            " WHERE revision > ? ORDER BY id",
+            (resource_version,),
+        ).fetchall()
+        return [
+            WatchEvent(r[7], StoredObject(_key_of(r), json.loads(r[4]), r[5], r[6]), r[5])
+            for r in rows
+        ]
+
+    def _read(self, conn: sqlite3.Connection, key: ObjectKey) -> StoredObject | None:
+        row = conn.execute(
+            "SELECT body, resource_version, generation FROM objects"
+            " WHERE grp = ? AND kind = ? AND namespace = ? AND name = ?",
+            (key.group, key.kind, key.namespace, key.name),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredObject(key, json.loads(row[0]), row[1], row[2])
+
+    def _apply(
+        self, conn: sqlite3.Connection, changes: Sequence[Change]
+    ) -> tuple[builtins.list[ChangeResult], builtins.list[WatchEvent]]:
+        """Check and plan every change, then write them all at one new revision."""
+        revision = self._meta(conn, "revision") + 1
+        now = _now_rfc3339()
+        results: list[ChangeResult] = []
+        # (event type, key, body, generation) of each change that writes
+        writes: list[tuple[EventType, ObjectKey, dict[str, Any], int]] = []
+
+        for change in changes:
+            current = self._read(conn, change.key)
+            key = change.key
+            action: Action
+            if isinstance(change, Put):
+                expected = change.expected_resource_version
+                actual = current.resource_version if current else 0
+                if expected is not None and expected != actual:
+                    raise Conflict(key, expected, actual)
+                body, generation, action = self._plan_put(change, current, now)
+                if action == "unchanged":
+                    assert current is not None
+                    results.append(ChangeResult(key, "unchanged", current))
+                    continue
+                etype: EventType = "ADDED" if action == "created" else "MODIFIED"
+            elif isinstance(change, Delete):
+                if current is None:
+                    raise NotFound(key)
+                expected = change.expected_resource_version
+                if expected is not None and expected != current.resource_version:
+                    raise Conflict(key, expected, current.resource_version)
+                body, generation, action = (
+                    copy.deepcopy(current.body),
+                    current.generation,
+                    "deleted",
+                )
+                etype = "DELETED"
+            else:
+                if current is None:
+                    raise NotFound(key)
+                if current.body.get("status") == change.status:
+                    results.append(ChangeResult(key, "unchanged", current))
+                    continue
+                body = copy.deepcopy(current.body)
+                body["status"] = copy.deepcopy(change.status)
+                generation, action, etype = current.generation, "configured", "MODIFIED"
+
+            body.setdefault("metadata", {})["resourceVersion"] = str(revision)
+            obj = StoredObject(key, body, revision, generation)
+            results.append(ChangeResult(key, action, obj))
+            writes.append((etype, key, body, generation))
+
+        if not writes:
+            return results, []
+
+        events: list[WatchEvent] = []
+        for etype, key, body, generation in writes:
+            text = _dumps(body)
+            params = (key.group, key.kind, key.namespace, key.name)
+            if etype == "DELETED":
+                conn.execute(
+                    "DELETE FROM objects WHERE grp = ? AND kind = ? AND namespace = ? AND name = ?",
+                    params,
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO objects"
+                    " (grp, kind, namespace, name, body, resource_version, generation)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*params, text, revision, generation),
+                )
+            conn.execute(
+                "INSERT INTO events (revision, type, grp, kind, namespace, name, body, generation)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (revision, etype, *params, text, generation),
+            )
+            # Watchers get their own decoded copy, independent of the results.
+            events.append(
+                WatchEvent(
+                    etype, StoredObject(key, json.loads(text), revision, generation), revision
+                )
+            )
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
+        self._compact(conn)
+        return results, events
+
+    @staticmethod
+    def _plan_put(
+        change: Put, current: StoredObject | None, now: str
+    ) -> tuple[dict[str, Any], int, Action]:
+        """New body, generation and action of a Put (resourceVersion set later)."""
+        key = change.key
+        wanted = copy.deepcopy(_comparable(change.body, key))
+        # keep the user's managedFields, if any, but never compare on them
+        managed = _metadata(change.body).get("managedFields")
+        if current is None:
+            body = wanted
+            meta = body["metadata"]
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now
+            meta["generation"] = 1
+            if managed is not None:
+                meta["managedFields"] = copy.deepcopy(managed)
+            return body, 1, "created"
+
+        if _comparable(current.body, key) == wanted:
+            return current.body, current.generation, "unchanged"
+        generation = current.generation
+        if _spec_part(current.body) != _spec_part(wanted):
+            generation += 1
+        body = wanted
+        meta = body["metadata"]
+        old_meta = _metadata(current.body)
+        meta["uid"] = old_meta.get("uid") or str(uuid.uuid4())
+        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or now
+        meta["generation"] = generation
+        if managed is not None:
+            meta["managedFields"] = copy.deepcopy(managed)
+        if "status" in current.body:
+            body["status"] = copy.deepcopy(current.body["status"])
+        return body, generation, "configured"
+
+    def _compact(self, conn: sqlite3.Connection) -> None:
+        """Drop events beyond the retained history, whole revisions at a time."""
+        lo, hi = conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
+        if lo is None or hi - lo + 1 <= self._event_history:
+            return
+        cutoff_id = hi - self._event_history + 1
+        row = conn.execute(
+            "SELECT MIN(revision) FROM events WHERE id >= ?", (cutoff_id,)
+        ).fetchone()
+        oldest_kept = int(row[0])
+        conn.execute("DELETE FROM events WHERE revision < ?", (oldest_kept,))
+        conn.execute(
+            "UPDATE meta SET value = MAX(value, ?) WHERE name = 'compact_revision'",
+            (oldest_kept - 1,),
+        )

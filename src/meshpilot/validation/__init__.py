@@ -1,0 +1,24 @@
+"""Validation: every diagnostic a user can get, with stable codes (see docs/diagnostics.md)."""
+
+from meshpilot.validation.codes import ALL_CODES, Code, Severity
+from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
+from meshpilot.validation.document import ParsedObject, check_document
+from meshpilot.validation.plan import Plan, keys_in, load_sources, plan_apply
+from meshpilot.validation.state import StateObject, check_state
+
+__all__ = [
+    "ALL_CODES",
+    "Code",
+    "Diagnostic",
+    "ParsedObject",
+    "Plan",
+    "Severity",
+    "StateObject",
+    "check_document",
+    "check_state",
+    "format_path",
+    "has_errors",
+    "keys_in",
+    "load_sources",
+    "plan_apply",
+]

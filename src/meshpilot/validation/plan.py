@@ -1,0 +1,117 @@
+"""From raw files to a checked plan: load, check each document, check the result as a whole.
+
+Used by the control plane for ``apply`` (against the stored state) and by
+``meshpilot analyze`` offline (against nothing), so both give the same diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import UnknownKind, resolve_type
+from meshpilot.api.loader import LoadedDocument, LoadError, load_text
+from meshpilot.validation import codes
+from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
+from meshpilot.validation.document import ParsedObject, check_document
+from meshpilot.validation.state import StateObject, check_state
+
+
+@dataclass
+class Plan:
+    """What an apply would write, and everything found on the way."""
+
+    objects: list[ParsedObject] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+
+def load_sources(
+    sources: Iterable[tuple[str, str]],
+) -> tuple[list[LoadedDocument], list[Diagnostic]]:
+    """Parse every (file, text); a file that does not parse yields one MP0001."""
+    docs: list[LoadedDocument] = []
+    diagnostics: list[Diagnostic] = []
+    for file, text in sources:
+        try:
+            docs.extend(load_text(text, file))
+        except LoadError as exc:
+            diagnostics.append(
+                Diagnostic.of(codes.PARSE, exc.message, file=exc.file, line=exc.line,
+                              column=exc.column)
+            )
+    return docs, diagnostics
+
+
+def plan_apply(
+    sources: Iterable[tuple[str, str]], existing: Sequence[StateObject] = ()
+) -> Plan:
+    """Check ``sources`` as one all-or-nothing change on top of ``existing``."""
+    docs, diagnostics = load_sources(sources)
+    plan = Plan(diagnostics=diagnostics)
+    seen: dict[ObjectKey, ParsedObject] = {}
+    for doc in docs:
+        parsed, found = check_document(doc)
+        plan.diagnostics.extend(found)
+        if parsed is None:
+            continue
+        first = seen.get(parsed.key)
+        if first is not None:
+            where = first.source.file if first.source else "?"
+            line = first.source.line if first.source else "?"
+            plan.diagnostics.append(
+                Diagnostic.of(
+                    codes.DUPLICATE_OBJECT,
+                    f"{parsed.label} is given twice in this apply (first at {where}:{line})",
+                    file=doc.file, line=doc.line, column=1, object=parsed.label,
+                )
+            )
+            continue
+        seen[parsed.key] = parsed
+        plan.objects.append(parsed)
+    if not docs and not diagnostics:
+        return plan
+    if plan.ok:
+        state = {o.key: o for o in existing}
+        for obj in plan.objects:
+            state[obj.key] = StateObject(obj.key, obj.body, obj.source, changed=True)
+        plan.diagnostics.extend(check_state(list(state.values())))
+    return plan
+
+
+def keys_in(sources: Iterable[tuple[str, str]]) -> tuple[list[ObjectKey], list[Diagnostic]]:
+    """The objects that ``sources`` name (for ``delete -f``): only identity is checked."""
+    docs, diagnostics = load_sources(sources)
+    keys: list[ObjectKey] = []
+    for doc in docs:
+        data = doc.data if isinstance(doc.data, dict) else {}
+        meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        try:
+            info = resolve_type(str(data.get("apiVersion")), str(data.get("kind")))
+        except UnknownKind as exc:
+            pos = doc.position_of(("kind",))
+            diagnostics.append(Diagnostic.of(codes.UNKNOWN_TYPE, str(exc), file=doc.file,
+                                             line=pos.line, column=pos.column, path="kind"))
+            continue
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            pos = doc.position_of(("metadata", "name"))
+            diagnostics.append(Diagnostic.of(
+                codes.MISSING_FIELD, "metadata.name is required", file=doc.file,
+                line=pos.line, column=pos.column, path=format_path(("metadata", "name"))))
+            continue
+        keys.append(ObjectKey(info.group, info.kind, str(meta.get("namespace") or "default"),
+                              name))
+    return keys, diagnostics

@@ -1,0 +1,249 @@
+"""Checks across objects, judged on the state as it would be after the whole change.
+
+A file that brings a VirtualService and the DestinationRule defining its subsets applies
+cleanly in any order, because the subset check looks at the state after the apply,
+not at the order of documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.loader import LoadedDocument
+from meshpilot.validation import codes
+from meshpilot.validation.codes import Code, Severity
+from meshpilot.validation.diagnostics import Diagnostic, format_path
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class StateObject:
+    """An object of the resulting state; ``source`` is set when it is part of the change."""
+
+    key: ObjectKey
+    body: dict[str, Any]
+    source: LoadedDocument | None = None
+    changed: bool = False
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = self.body.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+
+@dataclass
+class _Index:
+    """What the state offers: hosts that exist, subsets per host, workloads' labels."""
+
+    services: dict[str, dict[str, str]] = field(default_factory=dict)  # fqdn → selector
+    entry_hosts: list[tuple[str, StateObject]] = field(default_factory=list)
+    workloads: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (ns, labels)
+    canary_hosts: set[str] = field(default_factory=set)
+    gateways: set[tuple[str, str]] = field(default_factory=set)
+    rules: list[tuple[str, StateObject]] = field(default_factory=list)  # (fqdn host, DR)
+
+
+def _index(objects: Iterable[StateObject]) -> _Index:
+    idx = _Index()
+    for obj in objects:
+        kind, ns, spec = obj.key.kind, obj.namespace, obj.spec
+        if kind == "Service":
+            idx.services[service_fqdn(obj.key.name, ns)] = dict(spec.get("selector") or {})
+        elif kind == "ServiceEntry":
+            for host in spec.get("hosts") or []:
+                idx.entry_hosts.append((fqdn(str(host), ns), obj))
+            for ep in spec.get("endpoints") or []:
+                if isinstance(ep, dict):
+                    idx.workloads.append((ns, dict(ep.get("labels") or {})))
+        elif kind == "WorkloadEntry":
+            idx.workloads.append((ns, dict(spec.get("labels") or {})))
+        elif kind == "Deployment":
+            template = spec.get("template") or {}
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            idx.workloads.append((ns, dict(labels)))
+        elif kind == "Canary":
+            target = (spec.get("targetRef") or {}).get("name")
+            service = (spec.get("service") or {}).get("name") or target
+            if service:
+                for suffix in ("", "-primary", "-canary"):
+                    idx.canary_hosts.add(service_fqdn(f"{service}{suffix}", ns))
+        elif kind == "Gateway":
+            idx.gateways.add((ns, obj.key.name))
+        elif kind == "DestinationRule" and isinstance(spec.get("host"), str):
+            idx.rules.append((fqdn(spec["host"], ns), obj))
+    return idx
+
+
+def _host_known(idx: _Index, host: str) -> bool:
+    if host in idx.services or host in idx.canary_hosts:
+        return True
+    if any(host_matches(pattern, host) for pattern, _ in idx.entry_hosts):
+        return True
+    # A WorkloadEntry labelled app=<name> stands for the host <name>.<ns>.svc.cluster.local.
+    return any(
+        labels.get("app") == short_name(host) and host == service_fqdn(labels["app"], ns)
+        for ns, labels in idx.workloads
+    )
+
+
+def _subsets_for(idx: _Index, host: str) -> dict[str, dict[str, str]]:
+    subsets: dict[str, dict[str, str]] = {}
+    for rule_host, rule in idx.rules:
+        if host_matches(rule_host, host):
+            for subset in rule.spec.get("subsets") or []:
+                if isinstance(subset, dict) and isinstance(subset.get("name"), str):
+                    subsets.setdefault(subset["name"], dict(subset.get("labels") or {}))
+    return subsets
+
+
+def _destinations(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every destination a VirtualService sends or mirrors traffic to, with its path."""
+    for proto in ("http", "tcp", "tls"):
+        for i, route in enumerate(spec.get(proto) or []):
+            if not isinstance(route, dict):
+                continue
+            for j, dest in enumerate(route.get("route") or []):
+                if isinstance(dest, dict) and isinstance(dest.get("destination"), dict):
+                    yield ("spec", proto, i, "route", j, "destination"), dest["destination"]
+            if isinstance(route.get("mirror"), dict):
+                yield ("spec", proto, i, "mirror"), route["mirror"]
+            for j, mirror in enumerate(route.get("mirrors") or []):
+                if isinstance(mirror, dict) and isinstance(mirror.get("destination"), dict):
+                    yield ("spec", proto, i, "mirrors", j, "destination"), mirror["destination"]
+
+
+def _is_mesh_bound(spec: dict[str, Any]) -> bool:
+    gateways = spec.get("gateways") or []
+    return not gateways or "mesh" in gateways
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.items: list[Diagnostic] = []
+
+    def add(self, code: Code, obj: StateObject, path: Path, message: str) -> None:
+        where: dict[str, Any] = {"path": format_path(path), "object": str(obj.key)}
+        if obj.source is not None:
+            pos = obj.source.position_of(path)
+            where.update(file=obj.source.file, line=pos.line, column=pos.column)
+        self.items.append(Diagnostic.of(code, message, **where))
+
+
+def check_state(objects: list[StateObject], *, all_objects: bool = False) -> list[Diagnostic]:
+    """Cross-object diagnostics for the changed objects (or every object if ``all_objects``).
+
+    Errors: a subset no DestinationRule defines (MP1001), two VirtualServices claiming
+    one mesh host (MP1002). Warnings: unknown hosts, gateways, and subsets selecting no
+    workload.
+    """
+    idx = _index(objects)
+    found = _Findings()
+    claimed: dict[str, StateObject] = {}
+    for obj in sorted(objects, key=lambda o: (not o.changed, o.key)):
+        if obj.key.kind == "VirtualService" and _is_mesh_bound(obj.spec):
+            for i, host in enumerate(obj.spec.get("hosts") or []):
+                name = fqdn(str(host), obj.namespace)
+                other = claimed.setdefault(name, obj)
+                if other is not obj and (obj.changed or all_objects):
+                    found.add(
+                        codes.HOST_CONFLICT, obj, ("spec", "hosts", i),
+                        f"host {name} is already claimed for the mesh by VirtualService "
+                        f"{other.key.namespace}/{other.key.name}; merge the routes into one "
+                        "VirtualService, or bind one of them to a Gateway",
+                    )
+    for obj in objects:
+        if not (obj.changed or all_objects):
+            continue
+        if obj.key.kind == "VirtualService":
+            _check_virtual_service(obj, idx, found)
+        elif obj.key.kind == "DestinationRule":
+            _check_destination_rule(obj, idx, found)
+    return found.items
+
+
+def _check_virtual_service(obj: StateObject, idx: _Index, found: _Findings) -> None:
+    for i, gateway in enumerate(obj.spec.get("gateways") or []):
+        if not isinstance(gateway, str) or gateway == "mesh":
+            continue
+        ns, _, name = gateway.rpartition("/")
+        if (ns or obj.namespace, name) not in idx.gateways:
+            found.add(
+                codes.UNKNOWN_GATEWAY, obj, ("spec", "gateways", i),
+                f"Gateway {ns or obj.namespace}/{name} does not exist (yet); the routes "
+                "bound to it serve nothing until it does",
+            )
+    warned: set[str] = set()
+    for path, dest in _destinations(obj.spec):
+        host = dest.get("host")
+        if not isinstance(host, str):
+            continue
+        name = fqdn(host, obj.namespace)
+        if not _host_known(idx, name) and name not in warned:
+            warned.add(name)
+            found.add(
+                codes.UNKNOWN_HOST, obj, (*path, "host"),
+                f"host {name} has no Service, ServiceEntry or WorkloadEntry behind it; "
+                "requests to it will fail until one exists",
+            )
+        subset = dest.get("subset")
+        if isinstance(subset, str) and subset:
+            defined = _subsets_for(idx, name)
+            if subset not in defined:
+                valid = ", ".join(sorted(defined)) or "none"
+                found.add(
+                    codes.UNKNOWN_SUBSET, obj, (*path, "subset"),
+                    f"subset {subset!r} of host {name} is not defined by any "
+                    f"DestinationRule (subsets defined: {valid}); apply a DestinationRule "
+                    "with this subset in the same change",
+                )
+
+
+def _check_destination_rule(obj: StateObject, idx: _Index, found: _Findings) -> None:
+    host = obj.spec.get("host")
+    if not isinstance(host, str):
+        return
+    name = fqdn(host, obj.namespace)
+    if "*" in name:
+        return
+    if not _host_known(idx, name):
+        found.add(
+            codes.DR_UNKNOWN_HOST, obj, ("spec", "host"),
+            f"host {name} has no Service, ServiceEntry or WorkloadEntry behind it",
+        )
+        return
+    if name in idx.canary_hosts and name not in idx.services:
+        return  # the Canary's generated workloads are not known until it runs
+    selector = idx.services.get(name, {})
+    namespace = name.split(".")[1] if name in idx.services else None
+    for i, subset in enumerate(obj.spec.get("subsets") or []):
+        if not isinstance(subset, dict):
+            continue
+        wanted = {**selector, **dict(subset.get("labels") or {})}
+        if not wanted:
+            continue
+        if not any(
+            (namespace is None or ns == namespace)
+            and all(labels.get(k) == v for k, v in wanted.items())
+            for ns, labels in idx.workloads
+        ):
+            found.add(
+                codes.SUBSET_NO_WORKLOAD, obj, ("spec", "subsets", i, "labels"),
+                f"subset {subset.get('name')!r} selects no workload (labels "
+                f"{_fmt_labels(wanted)}); traffic routed to it will fail with 503",
+            )
+
+
+def _fmt_labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+__all__ = ["Severity", "StateObject", "check_state"]
