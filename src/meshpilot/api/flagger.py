@@ -1,0 +1,323 @@
+"""Flagger ``flagger.app/v1beta1`` resources: Canary and MetricTemplate.
+
+Field names follow Flagger's Go types (``pkg/apis/flagger/v1beta1``) and its CRD schema.
+Match conditions use the Istio ``HTTPMatchRequest`` model; the other Istio fragments a
+Canary carries for the generated VirtualService and DestinationRule (trafficPolicy,
+retries, headers, corsPolicy, rewrite) are kept as plain mappings here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from meshpilot.api.base import Duration, Labels, Model, Port, Resource, parse_duration
+from meshpilot.api.kubernetes import PortOrName
+from meshpilot.api.networking import HTTPMatchRequest
+
+Weight = Annotated[int, Field(ge=0, le=100)]
+"""A traffic weight in percent, 0 to 100."""
+
+HTTPMatchList = list[HTTPMatchRequest]
+"""Istio match conditions, typed as in a VirtualService (A/B routing, URI matches)."""
+
+WebhookType = Literal[
+    "confirm-rollout",
+    "pre-rollout",
+    "rollout",
+    "confirm-traffic-increase",
+    "confirm-promotion",
+    "post-rollout",
+    "rollback",
+    "event",
+]
+
+BUILTIN_METRICS = ("request-success-rate", "request-duration")
+"""Metrics Flagger computes itself for a mesh provider; others need a templateRef."""
+
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+
+
+# --- Canary ---------------------------------------------------------------------------
+
+
+class TargetReference(Model):
+    api_version: str
+    kind: Literal["Deployment", "DaemonSet", "Service"]
+    name: str = Field(min_length=1)
+
+
+class CustomMetadata(Model):
+    labels: Labels | None = None
+    annotations: dict[str, str] | None = None
+
+
+class UnmanagedMetadata(Model):
+    labels: list[str] | None = None
+    annotations: list[str] | None = None
+
+
+class CanaryService(Model):
+    name: str | None = None
+    port: Port
+    port_name: str | None = None
+    target_port: PortOrName | None = None
+    app_protocol: str | None = None
+    port_discovery: bool = False
+    headless: bool | None = None
+    traffic_distribution: str | None = None
+    timeout: Duration | None = None
+    backend_timeout: Duration | None = None
+    hosts: list[str] | None = None
+    gateways: list[str] | None = None
+    gateway_refs: list[dict[str, Any]] | None = None
+    delegation: bool | None = None
+    match: HTTPMatchList | None = None
+    retries: dict[str, Any] | None = None
+    rewrite: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+    cors_policy: dict[str, Any] | None = None
+    traffic_policy: dict[str, Any] | None = None
+    mirror: list[dict[str, Any]] | None = None
+    mesh_name: str | None = None
+    backends: list[str] | None = None
+    apex: CustomMetadata | None = None
+    primary: CustomMetadata | None = None
+    canary: CustomMetadata | None = None
+    unmanaged_metadata: UnmanagedMetadata | None = None
+
+
+class ThresholdRange(Model):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdRange:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise PydanticCustomError(
+                "mp_value",
+                "thresholdRange min {min} is greater than max {max}",
+                {"min": self.min, "max": self.max},
+            )
+        return self
+
+
+class TemplateReference(Model):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class CanaryMetric(Model):
+    name: str = Field(min_length=1)
+    interval: Duration | None = None
+    threshold: float | None = None
+    threshold_range: ThresholdRange | None = None
+    query: str | None = None
+    template_ref: TemplateReference | None = None
+    template_variables: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _has_source(self) -> CanaryMetric:
+        if self.template_ref is None and not self.query and self.name not in BUILTIN_METRICS:
+            raise PydanticCustomError(
+                "mp_value",
+                "metric {name} is not built in ({builtins}); give it a templateRef "
+                "naming a MetricTemplate",
+                {"name": repr(self.name), "builtins": ", ".join(BUILTIN_METRICS)},
+            )
+        return self
+
+
+class CanaryWebhook(Model):
+    name: str = Field(min_length=1)
+    type: WebhookType = "rollout"
+    url: str = Field(min_length=1)
+    timeout: Duration | None = None
+    metadata: dict[str, str] | None = None
+    mute_alert: bool | None = None
+    retries: int | None = Field(default=None, ge=0)
+    disable_tls: bool | None = Field(default=None, alias="disableTLS")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _empty_is_rollout(cls, value: Any) -> Any:
+        # Flagger's CRD allows "" and treats it as a rollout hook.
+        return "rollout" if value == "" else value
+
+
+class SessionAffinity(Model):
+    cookie_name: str = Field(min_length=1)
+    primary_cookie_name: str | None = None
+    max_age: int | None = Field(default=None, ge=1)
+    domain: str | None = None
+    path: str | None = None
+    http_only: bool | None = None
+    secure: bool | None = None
+    partitioned: bool | None = None
+    same_site: Literal["Strict", "Lax", "None"] | None = None
+
+
+class CanaryAnalysis(Model):
+    interval: Duration | None = None
+    iterations: int | None = Field(default=None, ge=0)
+    mirror: bool | None = None
+    mirror_weight: Weight | None = None
+    max_weight: Weight | None = None
+    step_weight: Weight | None = None
+    step_weights: list[int] | None = None
+    step_weight_promotion: Weight | None = None
+    threshold: int | None = Field(default=None, ge=0)
+    primary_ready_threshold: Weight | None = None
+    canary_ready_threshold: Weight | None = None
+    alerts: list[dict[str, Any]] | None = None
+    metrics: list[CanaryMetric] | None = None
+    webhooks: list[CanaryWebhook] | None = None
+    match: HTTPMatchList | None = None
+    session_affinity: SessionAffinity | None = None
+
+    @field_validator("step_weights")
+    @classmethod
+    def _increasing(cls, value: list[int] | None) -> list[int] | None:
+        if not value:
+            return value
+        for i, weight in enumerate(value):
+            if not 0 <= weight <= 100:
+                raise PydanticCustomError(
+                    "mp_value",
+                    "stepWeights[{i}] is {w}; each weight must be from 0 to 100",
+                    {"i": i, "w": weight},
+                )
+            if i and weight <= value[i - 1]:
+                raise PydanticCustomError(
+                    "mp_value",
+                    "stepWeights must be strictly increasing; {prev} is followed by {w}",
+                    {"prev": value[i - 1], "w": weight},
+                )
+        return value
+
+    @property
+    def interval_seconds(self) -> float:
+        """The analysis interval in seconds: 60 when unset, never below 10 (as Flagger)."""
+        if self.interval is None:
+            return 60.0
+        return max(parse_duration(self.interval), 10.0)
+
+    @property
+    def weights(self) -> list[int]:
+        """The canary weights Flagger steps through, in order (empty unless progressive)."""
+        if self.step_weights:
+            return list(self.step_weights)
+        step = self.step_weight or 0
+        if step <= 0:
+            return []
+        top = self.max_weight or 100
+        out: list[int] = []
+        weight = 0
+        while weight < top:
+            weight = min(weight + step, top)
+            out.append(weight)
+        return out
+
+
+class CanarySpec(Model):
+    provider: str | None = None
+    metrics_server: str | None = None
+    target_ref: TargetReference
+    autoscaler_ref: dict[str, Any] | None = None
+    ingress_ref: dict[str, Any] | None = None
+    route_ref: dict[str, Any] | None = None
+    upstream_ref: dict[str, Any] | None = None
+    service: CanaryService
+    analysis: CanaryAnalysis | None = None
+    progress_deadline_seconds: int = Field(default=DEFAULT_PROGRESS_DEADLINE_SECONDS, ge=0)
+    skip_analysis: bool = False
+    revert_on_deletion: bool = False
+    suspend: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_canary_analysis(cls, data: Any) -> Any:
+        """Flagger's v1alpha3 name ``canaryAnalysis`` is read as ``analysis``."""
+        if isinstance(data, dict) and "canaryAnalysis" in data:
+            if "analysis" in data:
+                raise PydanticCustomError(
+                    "mp_value", "set analysis or the older canaryAnalysis, not both"
+                )
+            data = dict(data)
+            data["analysis"] = data.pop("canaryAnalysis")
+        return data
+
+
+class Canary(Resource):
+    api_version: str = "flagger.app/v1beta1"
+    kind: Literal["Canary"] = "Canary"
+    spec: CanarySpec
+
+    @property
+    def strategy(self) -> Literal["ab", "bluegreen", "mirror", "canary"]:
+        """The deployment strategy Flagger runs for this Canary.
+
+        Checked in the order Flagger's scheduler dispatches: A/B testing (match
+        conditions and iterations), Blue/Green (iterations; Flagger may mirror during
+        it), progressive shifting with traffic mirroring (``mirror``), otherwise
+        progressive canary traffic shifting.
+        """
+        analysis = self.spec.analysis
+        if analysis is None:
+            return "canary"
+        if analysis.match and analysis.iterations:
+            return "ab"
+        if analysis.iterations:
+            return "bluegreen"
+        if analysis.mirror:
+            return "mirror"
+        return "canary"
+
+    @property
+    def service_names(self) -> tuple[str, str, str]:
+        """(apex, primary, canary) Service names, as Flagger generates them."""
+        apex = self.spec.service.name or self.spec.target_ref.name
+        return apex, f"{apex}-primary", f"{apex}-canary"
+
+
+# --- MetricTemplate -------------------------------------------------------------------
+
+ProviderType = Literal[
+    "prometheus",
+    "datadog",
+    "cloudwatch",
+    "newrelic",
+    "graphite",
+    "influxdb",
+    "dynatrace",
+    "keptn",
+    "splunk",
+    "stackdriver",
+    "externalmetrics",
+]
+
+
+class SecretReference(Model):
+    name: str = Field(min_length=1)
+
+
+class MetricTemplateProvider(Model):
+    type: ProviderType
+    address: str | None = None
+    secret_ref: SecretReference | None = None
+    region: str | None = None
+    headers: dict[str, list[str]] | None = None
+    insecure_skip_verify: bool | None = None
+
+
+class MetricTemplateSpec(Model):
+    provider: MetricTemplateProvider
+    query: str = Field(min_length=1)
+
+
+class MetricTemplate(Resource):
+    api_version: str = "flagger.app/v1beta1"
+    kind: Literal["MetricTemplate"] = "MetricTemplate"
+    spec: MetricTemplateSpec
