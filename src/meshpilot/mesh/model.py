@@ -1,0 +1,185 @@
+"""The mesh view: one immutable snapshot of everything the proxies must be told.
+
+Built from the config store (Services, ServiceEntries, WorkloadEntries, Istio rules) and
+the live endpoints (ready pods from the local runtime, WorkloadEntries). The xDS layer
+turns (snapshot, proxy) into Envoy resources with pure functions, so everything in here
+is plain, frozen data: no handles, no I/O.
+
+Addressing (the local runtime's "pod network"): every pod gets its own loopback address
+``POD_IP`` in 127.0.0.0/8. Its sidecar's inbound listener binds ``POD_IP:containerPort``
+(so endpoints read like Kubernetes pod endpoints, ``127.10.0.7:8080``) and hands requests
+to the app, which listens on ``POD_IP:app_port`` (a port the runtime assigned, given to
+the app as ``PORT``). The app reaches other services through its sidecar's outbound HTTP
+proxy listener at ``POD_IP:OUTBOUND_PROXY_PORT`` (``HTTP_PROXY`` for the app).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from meshpilot.api.flagger import Canary
+from meshpilot.api.networking import DestinationRule, Gateway, ServiceEntry, VirtualService
+from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
+
+OUTBOUND_PROXY_PORT = 15001
+"""The sidecar's outbound HTTP proxy listener port on POD_IP (Istio's outbound port)."""
+
+T = TypeVar("T")
+
+Protocol = Literal["HTTP", "HTTP2", "GRPC", "TCP", "HTTPS", "TLS", "UNKNOWN"]
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of a service, as clients address it (``myapp:8080``)."""
+
+    port: int
+    name: str = ""
+    protocol: Protocol = "HTTP"  # from the port name prefix / appProtocol, as Istio does
+    target_port: int | str | None = None  # container port number or name (Service only)
+
+
+@dataclass(frozen=True)
+class MeshService:
+    """A host clients can call: a v1 Service or a ServiceEntry host."""
+
+    host: str  # FQDN: myapp.default.svc.cluster.local, or api.example.com
+    name: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    origin: Literal["Service", "ServiceEntry"] = "Service"
+    selector: Mapping[str, str] | None = None  # Service selector / SE workloadSelector
+    location: Literal["MESH_INTERNAL", "MESH_EXTERNAL"] = "MESH_INTERNAL"
+    # How Envoy finds endpoints: EDS (pods/WorkloadEntries we list), DNS (resolve the
+    # host or endpoint addresses), STATIC (addresses listed in the ServiceEntry).
+    resolution: Literal["EDS", "DNS", "STATIC", "NONE"] = "EDS"
+    short_names: tuple[str, ...] = ()  # other names users type: myapp, myapp.default, ...
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one service port of one workload receives traffic."""
+
+    host: str  # the service FQDN this endpoint belongs to
+    service_port: int  # the service port it serves (8080 in outbound|8080||host)
+    address: str  # POD_IP, a WorkloadEntry address, or a ServiceEntry endpoint address
+    port: int  # the port at that address (the pod's inbound listener = containerPort)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    workload: str = ""  # pod or WorkloadEntry name
+    namespace: str = "default"
+    ready: bool = True
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    """A port a sidecar accepts traffic on and the app port it hands it to."""
+
+    container_port: int  # the inbound listener binds POD_IP:container_port
+    app_port: int  # the app listens on POD_IP:app_port
+    name: str = ""
+    protocol: Protocol = "HTTP"
+
+
+@dataclass(frozen=True)
+class ProxyNode:
+    """An Envoy the control plane programs, as it introduced itself (node id + metadata).
+
+    ``kind``: ``sidecar`` (a pod's sidecar), ``client`` (the mesh proxy: a sidecar
+    with no workload behind it, for curl -x), ``gateway`` (the ingress gateway).
+    """
+
+    id: str
+    kind: Literal["sidecar", "client", "gateway"]
+    namespace: str
+    ip: str  # address its listeners bind to
+    workload: str = ""  # pod name (sidecar), gateway name
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inbound: tuple[InboundPort, ...] = ()
+    outbound_port: int = OUTBOUND_PROXY_PORT  # the HTTP proxy listener (sidecar, client)
+    # Gateway only: Gateway server port (80) → the real port it listens on here.
+    gateway_ports: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Named(Generic[T]):
+    """A config object with its identity; ``obj`` is the typed model."""
+
+    namespace: str
+    name: str
+    obj: T
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """Everything the xDS build needs, at one store revision."""
+
+    version: int
+    services: Mapping[str, MeshService]  # by FQDN host
+    endpoints: Mapping[str, tuple[Endpoint, ...]]  # by FQDN host, every port
+    virtual_services: tuple[Named[VirtualService], ...] = ()
+    destination_rules: tuple[Named[DestinationRule], ...] = ()
+    gateways: tuple[Named[Gateway], ...] = ()
+    service_entries: tuple[Named[ServiceEntry], ...] = ()
+    peer_authentications: tuple[Named[PeerAuthentication], ...] = ()
+    authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
+    canaries: tuple[Named[Canary], ...] = ()
+
+
+def node_to_metadata(node: ProxyNode) -> dict[str, object]:
+    """The ProxyNode as Envoy node metadata (a JSON object), read back by the xDS server."""
+    return {
+        "MESHPILOT_KIND": node.kind,
+        "NAMESPACE": node.namespace,
+        "INSTANCE_IP": node.ip,
+        "WORKLOAD_NAME": node.workload,
+        "LABELS": dict(node.labels),
+        "INBOUND": [
+            {"containerPort": p.container_port, "appPort": p.app_port, "name": p.name,
+             "protocol": p.protocol}
+            for p in node.inbound
+        ],
+        "OUTBOUND_PORT": node.outbound_port,
+        "GATEWAY_PORTS": {str(k): v for k, v in node.gateway_ports.items()},
+    }
+
+
+def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
+    """Inverse of :func:`node_to_metadata`; tolerant of missing keys (defaults apply)."""
+
+    def _int(value: object, default: int = 0) -> int:
+        try:
+            return int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return default
+
+    inbound = tuple(
+        InboundPort(
+            container_port=_int(p.get("containerPort")),
+            app_port=_int(p.get("appPort")),
+            name=str(p.get("name", "")),
+            protocol=str(p.get("protocol", "HTTP")),  # type: ignore[arg-type]
+        )
+        for p in (meta.get("INBOUND") or [])  # type: ignore[union-attr]
+        if isinstance(p, Mapping)
+    )
+    gateway_ports = meta.get("GATEWAY_PORTS") or {}
+    labels = meta.get("LABELS") or {}
+    return ProxyNode(
+        id=node_id,
+        kind=str(meta.get("MESHPILOT_KIND", "sidecar")),  # type: ignore[arg-type]
+        namespace=str(meta.get("NAMESPACE", "default")),
+        ip=str(meta.get("INSTANCE_IP", "127.0.0.1")),
+        workload=str(meta.get("WORKLOAD_NAME", "")),
+        labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
+        inbound=inbound,
+        outbound_port=_int(meta.get("OUTBOUND_PORT"), OUTBOUND_PROXY_PORT),
+        gateway_ports={
+            _int(k): _int(v) for k, v in gateway_ports.items()  # type: ignore[union-attr]
+        },
+    )

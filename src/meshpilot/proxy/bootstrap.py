@@ -1,0 +1,81 @@
+"""Envoy bootstrap for a meshpilot proxy: who it is, where its admin listens, where xDS is.
+
+Everything else (listeners, routes, clusters, endpoints) arrives over ADS from the
+control plane, so a proxy started before the control plane simply waits
+(PRE_INITIALIZING) and one whose control plane restarts keeps serving its last config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from meshpilot.mesh.model import ProxyNode, node_to_metadata
+
+XDS_CLUSTER = "xds-grpc"
+
+
+def bootstrap(
+    node: ProxyNode,
+    *,
+    xds_host: str,
+    xds_port: int,
+    admin_port: int,
+    admin_host: str = "127.0.0.1",
+    api_type: Literal["GRPC", "DELTA_GRPC"] = "DELTA_GRPC",
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The bootstrap document (JSON-able) for ``node``.
+
+    ``api_type`` picks state-of-the-world (GRPC) or incremental (DELTA_GRPC) ADS; the
+    control plane speaks both.
+    """
+    cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
+    doc: dict[str, Any] = {
+        "node": {"id": node.id, "cluster": cluster, "metadata": node_to_metadata(node)},
+        "admin": {
+            "address": {"socket_address": {"address": admin_host, "port_value": admin_port}},
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                            "socket_address": {"address": xds_host, "port_value": xds_port},
+                        }}}]}],
+                    },
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/"
+                                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    if stats:
+        doc.update(stats)
+    return doc
+
+
+def node_id(node_kind: str, ip: str, workload: str, namespace: str) -> str:
+    """Istio-style node id.
+
+    ``sidecar~127.10.0.7~myapp-v1-abcde.default~default.svc.cluster.local``
+    """
+    return f"{node_kind}~{ip}~{workload}.{namespace}~{namespace}.svc.cluster.local"
