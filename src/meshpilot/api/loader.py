@@ -111,7 +111,14 @@ def load_text(text: str, file: str = "<stdin>") -> list[LoadedDocument]:
     stripped = text.lstrip()
     if file.endswith(".json") or stripped.startswith(("{", "[")):
         _json_error(file, text)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # refuses non-printable characters up front
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - before.rfind("\n")
+        raise LoadError(
+            file, line, column, f"invalid YAML: character #x{exc.character:04x}: {exc.reason}"
+        ) from None
     docs: list[LoadedDocument] = []
     try:
         index = 0

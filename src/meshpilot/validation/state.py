@@ -148,7 +148,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     idx = _index(objects)
     found = _Findings()
     claimed: dict[str, StateObject] = {}
-    for obj in sorted(objects, key=lambda o: (not o.changed, o.key)):
+    for obj in sorted(objects, key=lambda o: (o.changed, o.key)):  # existing claims first
         if obj.key.kind == "VirtualService" and _is_mesh_bound(obj.spec):
             for i, host in enumerate(obj.spec.get("hosts") or []):
                 name = fqdn(str(host), obj.namespace)
