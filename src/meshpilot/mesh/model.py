@@ -87,6 +87,26 @@ class InboundPort:
 
 
 @dataclass(frozen=True)
+class WorkloadInstance:
+    """A running workload that can be a service endpoint: a pod or a WorkloadEntry.
+
+    Pods have a sidecar, so traffic goes to their inbound listeners
+    (``ip:container_port``); a WorkloadEntry is a process the user runs, reached
+    directly at ``ip`` on the ports it names.
+    """
+
+    name: str
+    namespace: str
+    ip: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[InboundPort, ...] = ()  # pods: declared container ports
+    named_ports: Mapping[str, int] = field(default_factory=dict)  # WorkloadEntry.ports
+    ready: bool = True
+    has_sidecar: bool = True
+    weight: int = 1
+
+
+@dataclass(frozen=True)
 class ProxyNode:
     """An Envoy the control plane programs, as it introduced itself (node id + metadata).
 

@@ -1,0 +1,207 @@
+"""Fold stored config and live workloads into one MeshSnapshot.
+
+Pure: given the same objects and workloads it returns the same snapshot. The control
+plane calls it (debounced) whenever the store or the runtime changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from meshpilot.api.base import Resource
+from meshpilot.api.flagger import Canary
+from meshpilot.api.hosts import fqdn, service_fqdn
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kubernetes import Service
+from meshpilot.api.networking import (
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    VirtualService,
+    WorkloadEntry,
+)
+from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
+from meshpilot.mesh.model import (
+    Endpoint,
+    MeshService,
+    MeshSnapshot,
+    Named,
+    Protocol,
+    ServicePort,
+    WorkloadInstance,
+)
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Resource)
+
+_PROTOCOL_PREFIXES: tuple[tuple[str, Protocol], ...] = (
+    ("http2", "HTTP2"), ("grpc-web", "HTTP"), ("grpc", "GRPC"), ("https", "HTTPS"),
+    ("http", "HTTP"), ("tcp", "TCP"), ("tls", "TLS"),
+)
+
+
+def port_protocol(name: str | None, app_protocol: str | None = None) -> Protocol:
+    """Istio's protocol selection: ``appProtocol``, else the port name's prefix
+    (``http-web`` → HTTP). Unnamed ports are treated as HTTP: every meshpilot client
+    reaches services through an HTTP proxy, so HTTP is what arrives."""
+    for candidate in (app_protocol, name):
+        if not candidate:
+            continue
+        lowered = candidate.lower()
+        for prefix, protocol in _PROTOCOL_PREFIXES:
+            if lowered == prefix or lowered.startswith(prefix + "-"):
+                return protocol
+    return "HTTP"
+
+
+def _parse(model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]]) -> list[Named[M]]:
+    out: list[Named[M]] = []
+    for key, body in objects:
+        try:
+            out.append(Named(key.namespace, key.name, model.model_validate(body)))
+        except ValidationError as exc:  # stored before a schema change; skip, say why
+            log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
+    return out
+
+
+def _selects(selector: dict[str, str] | None, labels: dict[str, str] | Any) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def build_snapshot(
+    version: int,
+    objects: Sequence[tuple[ObjectKey, dict[str, Any]]],
+    workloads: Sequence[WorkloadInstance] = (),
+) -> MeshSnapshot:
+    """The mesh at ``version`` from stored ``objects`` and live ``workloads`` (pods)."""
+    by_kind: dict[str, list[tuple[ObjectKey, dict[str, Any]]]] = {}
+    for key, body in objects:
+        by_kind.setdefault(key.kind, []).append((key, body))
+
+    entries = _parse(WorkloadEntry, by_kind.get("WorkloadEntry", []))
+    instances = list(workloads) + [
+        WorkloadInstance(
+            name=e.name, namespace=e.namespace, ip=e.obj.spec.address or "127.0.0.1",
+            labels=dict(e.obj.spec.labels), named_ports=dict(e.obj.spec.ports),
+            has_sidecar=False, weight=e.obj.spec.weight or 1,
+        )
+        for e in entries
+    ]
+    services: dict[str, MeshService] = {}
+    endpoints: dict[str, list[Endpoint]] = {}
+
+    for svc in _parse(Service, by_kind.get("Service", [])):
+        host = service_fqdn(svc.name, svc.namespace)
+        spec = svc.obj.spec
+        ports = tuple(
+            ServicePort(port=p.port, name=p.name or "", target_port=p.target_port,
+                        protocol=port_protocol(p.name, p.app_protocol))
+            for p in spec.ports
+        )
+        services[host] = MeshService(
+            host=host, name=svc.name, namespace=svc.namespace, ports=ports,
+            selector=dict(spec.selector or {}),
+            short_names=(svc.name, f"{svc.name}.{svc.namespace}",
+                         f"{svc.name}.{svc.namespace}.svc"),
+        )
+        members = [w for w in instances
+                   if w.namespace == svc.namespace and _selects(spec.selector, w.labels)]
+        endpoints[host] = [ep for w in members for p in ports
+                           if (ep := _service_endpoint(host, p, w)) is not None]
+
+    for se in _parse(ServiceEntry, by_kind.get("ServiceEntry", [])):
+        spec = se.obj.spec
+        resolution = {"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS", "STATIC": "STATIC",
+                      "NONE": "NONE"}.get(spec.resolution or "NONE", "NONE")
+        ports = tuple(
+            ServicePort(port=p.number, name=p.name, target_port=p.target_port,
+                        protocol=port_protocol(p.protocol or p.name))
+            for p in spec.ports
+        )
+        selected = [w for w in instances if w.namespace == se.namespace and spec.workload_selector
+                    and _selects(dict(spec.workload_selector.labels), w.labels)]
+        inline = [
+            WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
+                             ip=e.address or "", labels=dict(e.labels),
+                             named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1)
+            for i, e in enumerate(spec.endpoints)
+        ]
+        for raw_host in spec.hosts:
+            host = fqdn(raw_host, se.namespace)
+            if "*" in host:
+                continue  # wildcard entries route by the request's host; not modelled yet
+            mode = "EDS" if resolution in ("STATIC", "NONE") and (inline or selected) else (
+                resolution)
+            services[host] = MeshService(
+                host=host, name=raw_host, namespace=se.namespace, ports=ports,
+                origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
+                resolution=mode,  # type: ignore[arg-type]
+                selector=dict(spec.workload_selector.labels) if spec.workload_selector else None,
+            )
+            eps: list[Endpoint] = []
+            for p in ports:
+                for w in inline + selected:
+                    ep = _entry_endpoint(host, p, w)
+                    if ep is not None:
+                        eps.append(ep)
+                if not inline and not selected and resolution == "DNS":
+                    eps.append(Endpoint(host=host, service_port=p.port, address=raw_host,
+                                        port=p.target_port or p.port, workload=raw_host,
+                                        namespace=se.namespace))
+            endpoints[host] = eps
+
+    return MeshSnapshot(
+        version=version,
+        services=dict(sorted(services.items())),
+        endpoints={h: tuple(sorted(e, key=_endpoint_order)) for h, e in sorted(endpoints.items())},
+        virtual_services=tuple(_parse(VirtualService, by_kind.get("VirtualService", []))),
+        destination_rules=tuple(_parse(DestinationRule, by_kind.get("DestinationRule", []))),
+        gateways=tuple(_parse(Gateway, by_kind.get("Gateway", []))),
+        service_entries=tuple(_parse(ServiceEntry, by_kind.get("ServiceEntry", []))),
+        peer_authentications=tuple(
+            _parse(PeerAuthentication, by_kind.get("PeerAuthentication", []))),
+        authorization_policies=tuple(
+            _parse(AuthorizationPolicy, by_kind.get("AuthorizationPolicy", []))),
+        canaries=tuple(_parse(Canary, by_kind.get("Canary", []))),
+    )
+
+
+def _endpoint_order(ep: Endpoint) -> tuple[Any, ...]:
+    return (ep.service_port, ep.address, ep.port, ep.workload)
+
+
+def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
+    """Where a Service port lands on one workload (Kubernetes targetPort rules)."""
+    target = port.target_port if port.target_port is not None else port.port
+    if w.has_sidecar:
+        declared = {p.container_port: p for p in w.ports}
+        named = {p.name: p for p in w.ports if p.name}
+        inbound = named.get(target) if isinstance(target, str) else declared.get(int(target))
+        if inbound is None:
+            return None  # no inbound listener for an undeclared container port
+        number = inbound.container_port
+    elif isinstance(target, str):
+        if target not in w.named_ports:
+            return None
+        number = w.named_ports[target]
+    else:
+        number = w.named_ports.get(port.name, int(target))
+    return Endpoint(host=host, service_port=port.port, address=w.ip, port=number,
+                    labels=dict(w.labels), workload=w.name, namespace=w.namespace,
+                    ready=w.ready, weight=w.weight)
+
+
+def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
+    """A ServiceEntry endpoint: ``ports[name]`` if given, else targetPort, else the port."""
+    if not w.ip:
+        return None
+    if w.has_sidecar:
+        return _service_endpoint(host, port, w)
+    number = w.named_ports.get(port.name, port.target_port or port.port)
+    return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
+                    labels=dict(w.labels), workload=w.name, namespace=w.namespace,
+                    ready=w.ready, weight=w.weight)

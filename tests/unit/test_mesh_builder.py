@@ -1,0 +1,130 @@
+"""The mesh view: Services, ServiceEntries and WorkloadEntries become hosts and endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import by_kind
+from meshpilot.mesh.builder import build_snapshot, port_protocol
+from meshpilot.mesh.model import InboundPort, WorkloadInstance
+
+
+def objects(text: str) -> list[tuple[ObjectKey, dict[str, Any]]]:
+    out = []
+    for doc in yaml.safe_load_all(text):
+        info = by_kind(doc["kind"])
+        meta = doc["metadata"]
+        key = ObjectKey(info.group, info.kind, meta.get("namespace", "default"), meta["name"])
+        out.append((key, doc))
+    return out
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: myapp}
+spec:
+  selector: {app: myapp}
+  ports:
+  - {name: http, port: 8080, targetPort: http}
+  - {name: grpc-api, port: 9090, targetPort: 9091}
+"""
+
+
+def pod(name: str, ip: str, version: str, ready: bool = True, ns: str = "default") -> Any:
+    return WorkloadInstance(
+        name=name, namespace=ns, ip=ip, labels={"app": "myapp", "version": version},
+        ports=(InboundPort(8080, 31000, "http"), InboundPort(9091, 31001, "grpc")), ready=ready,
+    )
+
+
+def test_service_endpoints_follow_selector_and_named_target_ports() -> None:
+    snap = build_snapshot(7, objects(SERVICE), [
+        pod("a", "127.10.0.2", "v1"), pod("b", "127.10.0.3", "v2", ready=False),
+        pod("c", "127.10.0.4", "v1", ns="other"),
+    ])
+    host = "myapp.default.svc.cluster.local"
+    assert snap.version == 7
+    svc = snap.services[host]
+    assert [(p.port, p.protocol) for p in svc.ports] == [(8080, "HTTP"), (9090, "GRPC")]
+    eps = snap.endpoints[host]
+    assert {(e.address, e.port, e.service_port, e.ready) for e in eps} == {
+        ("127.10.0.2", 8080, 8080, True), ("127.10.0.3", 8080, 8080, False),
+        ("127.10.0.2", 9091, 9090, True), ("127.10.0.3", 9091, 9090, False),
+    }
+    assert all(e.workload != "c" for e in eps)  # other namespace is not selected
+
+
+def test_workload_entry_behind_a_service_is_reached_directly() -> None:
+    snap = build_snapshot(1, objects(SERVICE.replace("targetPort: http", "targetPort: 8080") + """
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: legacy}
+spec:
+  address: 127.0.0.1
+  ports: {http: 9000}
+  labels: {app: myapp, version: v0}
+"""))
+    eps = [e for e in snap.endpoints["myapp.default.svc.cluster.local"] if e.service_port == 8080]
+    assert [(e.address, e.port, e.workload) for e in eps] == [("127.0.0.1", 9000, "legacy")]
+
+
+def test_service_entry_static_endpoints_and_dns() -> None:
+    snap = build_snapshot(1, objects("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: 18080}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns}
+spec:
+  hosts: [localhost.example]
+  resolution: DNS
+  ports: [{number: 8000, name: http}]
+"""))
+    ext = snap.services["api.example.com"]
+    assert ext.origin == "ServiceEntry" and ext.resolution == "EDS"
+    assert [(e.address, e.port) for e in snap.endpoints["api.example.com"]] == [
+        ("127.0.0.1", 18080)]
+    assert snap.services["localhost.example"].resolution == "DNS"
+    assert [(e.address, e.port) for e in snap.endpoints["localhost.example"]] == [
+        ("localhost.example", 8000)]
+
+
+def test_rules_are_parsed_into_the_snapshot() -> None:
+    snap = build_snapshot(3, objects(SERVICE + """
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: myapp}
+spec:
+  hosts: [myapp]
+  http: [{route: [{destination: {host: myapp}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: myapp}
+spec: {host: myapp, subsets: [{name: v1, labels: {version: v1}}]}
+"""))
+    assert [v.name for v in snap.virtual_services] == ["myapp"]
+    assert snap.destination_rules[0].obj.spec.subsets[0].name == "v1"
+
+
+def test_port_protocol_follows_istio_naming() -> None:
+    assert port_protocol("http-web") == "HTTP"
+    assert port_protocol("grpc") == "GRPC"
+    assert port_protocol("tcp-db") == "TCP"
+    assert port_protocol("web", "http2") == "HTTP2"
+    assert port_protocol(None) == "HTTP"
