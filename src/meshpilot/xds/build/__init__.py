@@ -1,0 +1,104 @@
+"""Pure translation of (mesh snapshot, proxy) into Envoy xDS resources.
+
+No I/O, no clock, no randomness: the same input gives byte-identical resources
+(iteration is sorted, ``Any`` payloads are packed deterministically), so the cache
+can diff by hash. Names follow Istio; see :mod:`meshpilot.xds.build.names`.
+
+What a proxy gets:
+
+- ``sidecar`` / ``client``: outbound clusters (+ EDS assignments) for every service
+  port and DestinationRule subset; the ``outbound_http_proxy`` listener and route
+  config (one vhost per HTTP service port); per inbound port an ``inbound_<port>``
+  listener and an ``inbound|<port>||`` cluster.
+- ``gateway``: the outbound clusters, and per HTTP Gateway server port mapped in
+  ``node.gateway_ports`` a ``gateway_<port>`` listener with route config ``http.<port>``.
+
+Not translated yet: TLS (Gateway HTTPS/TLS servers, DestinationRule ``tls``), TCP and
+TLS routes, delegate VirtualServices, ``exportTo``, locality load balancing, warmup,
+tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, and
+peer authentication / authorization policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
+
+from meshpilot.api.networking import Server
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.xds.build import clusters, listeners, names
+from meshpilot.xds.build.index import labels_match
+from meshpilot.xds.build.names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
+from meshpilot.xds.build.vhosts import HTTP_PROTOCOLS, gateway_vhosts, sidecar_vhosts
+
+Resources = dict[str, dict[str, Message]]
+
+__all__ = [
+    "TYPE_CLUSTER",
+    "TYPE_ENDPOINT",
+    "TYPE_LISTENER",
+    "TYPE_ROUTE",
+    "Resources",
+    "build_resources",
+]
+
+
+def _add(out: Resources, type_url: str, items: Iterable[Message]) -> None:
+    for item in items:
+        out[type_url][item.name] = item  # type: ignore[attr-defined]
+
+
+def _outbound_clusters(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
+    for cluster, assignment in clusters.outbound(snapshot, node):
+        out[TYPE_CLUSTER][cluster.name] = cluster
+        if assignment is not None:
+            out[TYPE_ENDPOINT][assignment.cluster_name] = assignment
+
+
+def _gateway_servers(
+    snapshot: MeshSnapshot, node: ProxyNode
+) -> dict[int, list[tuple[str, Server]]]:
+    """HTTP servers of the Gateways selecting ``node``, by Gateway port number."""
+    by_port: dict[int, list[tuple[str, Server]]] = {}
+    for named in sorted(snapshot.gateways, key=lambda n: (n.namespace, n.name)):
+        if node.labels and not labels_match(named.obj.spec.selector, node.labels):
+            continue
+        for server in named.obj.spec.servers:
+            if server.port.protocol.upper() not in HTTP_PROTOCOLS:
+                continue
+            by_port.setdefault(server.port.number, []).append(
+                (f"{named.namespace}/{named.name}", server)
+            )
+    return by_port
+
+
+def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
+    """Every resource ``node`` should have: type URL → resource name → message."""
+    out: Resources = {t: {} for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)}
+    _outbound_clusters(out, snapshot, node)
+    if node.kind == "gateway":
+        for port, servers in sorted(_gateway_servers(snapshot, node).items()):
+            bind = node.gateway_ports.get(port)
+            if bind is None:
+                continue
+            listener = listeners.gateway(node, port, bind)
+            out[TYPE_LISTENER][listener.name] = listener
+            name = names.gateway_route(port)
+            out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
+                name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
+            )
+        return out
+    listener = listeners.outbound(node)
+    out[TYPE_LISTENER][listener.name] = listener
+    out[TYPE_ROUTE][names.OUTBOUND_ROUTE] = route_pb2.RouteConfiguration(
+        name=names.OUTBOUND_ROUTE, virtual_hosts=sidecar_vhosts(snapshot, node)
+    )
+    _add(out, TYPE_CLUSTER, clusters.inbound(node))
+    _add(
+        out,
+        TYPE_LISTENER,
+        (listeners.inbound(node, p) for p in sorted(node.inbound, key=lambda p: p.container_port)),
+    )
+    return out

@@ -1,0 +1,102 @@
+"""Clusters: outbound (per service port, and per DestinationRule subset) and inbound.
+
+Outbound discovery by ``MeshService.resolution``:
+
+- ``EDS`` and ``STATIC``: an EDS cluster over ADS; its ClusterLoadAssignment lists
+  the snapshot's endpoints (for STATIC, the addresses the ServiceEntry lists).
+- ``DNS``: STRICT_DNS over the endpoints' addresses, or LOGICAL_DNS of the host
+  itself when the ServiceEntry lists none.
+- ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
+
+Wildcard hosts (``*.example.com``) get no cluster: there is nothing to resolve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from meshpilot.api.networking import DestinationRule
+from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
+from meshpilot.xds.build import endpoints, names, pb
+from meshpilot.xds.build.index import destination_rule
+from meshpilot.xds.build.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
+
+Built = tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]
+"""A cluster and, for EDS clusters, the assignment to serve over EDS."""
+
+
+def _h2(protocol: str) -> bool:
+    return protocol in ("HTTP2", "GRPC")
+
+
+def _dns_cluster(
+    cluster: cluster_pb2.Cluster, addresses: list[tuple[str, int, int]], fallback: tuple[str, int]
+) -> None:
+    if addresses:
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+    else:
+        cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
+        addresses = [(fallback[0], fallback[1], 1)]
+    cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+    cluster.load_assignment.CopyFrom(endpoints.load_assignment(cluster.name, addresses))
+
+
+def _one(
+    snapshot: MeshSnapshot,
+    service: MeshService,
+    port: int,
+    protocol: str,
+    subset: str | None,
+    labels: dict[str, str] | None,
+    rule: DestinationRule | None,
+) -> Built:
+    name = names.outbound_cluster(port, subset, service.host)
+    cluster = cluster_pb2.Cluster(name=name)
+    apply_policy(
+        cluster,
+        effective_policy(rule, subset, port),
+        http2=_h2(protocol),
+    )
+    chosen = endpoints.select(snapshot, service.host, port, labels)
+    if service.resolution in ("DNS", "NONE"):
+        addresses = [(e.address, e.port, e.weight) for e in chosen]
+        _dns_cluster(cluster, addresses, (service.host, port))
+        return cluster, None
+    cluster.type = cluster_pb2.Cluster.EDS
+    cluster.eds_cluster_config.eds_config.CopyFrom(pb.ads_source())
+    cluster.eds_cluster_config.service_name = name
+    return cluster, endpoints.assignment_for(name, chosen)
+
+
+def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
+    """Every outbound cluster for ``node``, in host, port, subset order."""
+    for host in sorted(snapshot.services):
+        service = snapshot.services[host]
+        if "*" in host:
+            continue
+        rule = destination_rule(snapshot, host, node)
+        subsets = rule.spec.subsets if rule else []
+        for sp in sorted(service.ports, key=lambda p: p.port):
+            yield _one(snapshot, service, sp.port, sp.protocol, None, None, rule)
+            for subset in subsets:
+                yield _one(
+                    snapshot, service, sp.port, sp.protocol, subset.name, subset.labels, rule
+                )
+
+
+def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
+    """``inbound|PORT||``: a STATIC cluster to the app behind the sidecar."""
+    for port in sorted(node.inbound, key=lambda p: p.container_port):
+        name = names.inbound_cluster(port.container_port)
+        cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
+        apply_policy(cluster, None, http2=_h2(port.protocol))
+        if port.protocol == "TCP":
+            del cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]
+        cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
+        cluster.load_assignment.CopyFrom(
+            endpoints.load_assignment(name, [(node.ip, port.app_port, 1)])
+        )
+        yield cluster

@@ -1,0 +1,51 @@
+"""Endpoints of a cluster: the ready workloads of one service port (and subset)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from meshpilot.mesh.model import Endpoint, MeshSnapshot
+from meshpilot.xds.build.index import labels_match
+
+
+def select(
+    snapshot: MeshSnapshot, host: str, port: int, labels: Mapping[str, str] | None = None
+) -> list[Endpoint]:
+    """Ready endpoints of ``host:port`` whose labels include ``labels``, in a stable order."""
+    chosen = [
+        e
+        for e in snapshot.endpoints.get(host, ())
+        if e.ready and e.service_port == port and labels_match(dict(labels or {}), e.labels)
+    ]
+    return sorted(chosen, key=lambda e: (e.address, e.port, e.workload, e.namespace))
+
+
+def socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
+def load_assignment(
+    cluster: str, addresses: list[tuple[str, int, int]]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """A one-locality assignment of ``(address, port, weight)`` triples."""
+    lb = [
+        ec.LbEndpoint(
+            endpoint=ec.Endpoint(address=socket(a, p)),
+            load_balancing_weight={"value": max(w, 1)},
+        )
+        for a, p, w in addresses
+    ]
+    out = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    if lb:
+        out.endpoints.add().lb_endpoints.extend(lb)
+    return out
+
+
+def assignment_for(cluster: str, endpoints: list[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    return load_assignment(cluster, [(e.address, e.port, e.weight) for e in endpoints])

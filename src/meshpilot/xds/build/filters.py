@@ -1,0 +1,121 @@
+"""HTTP filters of the connection managers and their per-route configs (fault, cors).
+
+The fault and cors filters sit in every HTTP chain, unconfigured, before the router:
+a route switches them on with ``typed_per_filter_config``.
+"""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from google.protobuf import any_pb2
+
+from meshpilot.api.networking import CorsPolicy, HTTPFaultInjection, StringMatch
+from meshpilot.xds.build import names, pb
+from meshpilot.xds.build.matches import string_matcher
+
+# gRPC status names Istio accepts in ``abort.grpcStatus``.
+GRPC_CODES = {
+    name: code
+    for code, name in enumerate(
+        [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ]
+    )
+}
+
+
+def http_filters(*, fault_and_cors: bool = True) -> list[hcm.HttpFilter]:
+    chain = [(names.ROUTER_FILTER, router_pb2.Router())]
+    if fault_and_cors:
+        chain[:0] = [
+            (names.FAULT_FILTER, fault_pb2.HTTPFault()),
+            (names.CORS_FILTER, cors_pb2.Cors()),
+        ]
+    return [hcm.HttpFilter(name=n, typed_config=pb.pack(c)) for n, c in chain]
+
+
+def fault(spec: HTTPFaultInjection) -> any_pb2.Any | None:
+    """Istio fault → HTTPFault; an omitted percentage means every request."""
+    out = fault_pb2.HTTPFault()
+    delay = spec.delay
+    if delay is not None and delay.fixed_delay:  # Envoy has no exponential delay
+        percent = (
+            delay.percentage.value
+            if delay.percentage
+            else delay.percent
+            if delay.percent is not None
+            else 100.0
+        )
+        out.delay.CopyFrom(
+            common_fault.FaultDelay(
+                fixed_delay=pb.duration(delay.fixed_delay), percentage=pb.fraction(percent)
+            )
+        )
+    abort = spec.abort
+    if abort is not None and (abort.http_status or abort.grpc_status):
+        percent = abort.percentage.value if abort.percentage else 100.0
+        out.abort.percentage.CopyFrom(pb.fraction(percent))
+        if abort.http_status:
+            out.abort.http_status = abort.http_status
+        else:
+            code = abort.grpc_status or ""
+            out.abort.grpc_status = int(code) if code.isdigit() else GRPC_CODES.get(code, 14)
+    if not out.HasField("delay") and not out.HasField("abort"):
+        return None
+    return pb.pack(out)
+
+
+def cors(spec: CorsPolicy) -> any_pb2.Any:
+    """Istio corsPolicy → the cors filter's per-route CorsPolicy."""
+    out = cors_pb2.CorsPolicy()
+    origins = [*spec.allow_origins, *(StringMatch(exact=o) for o in spec.allow_origin)]
+    out.allow_origin_string_match.extend(string_matcher(o) for o in origins)
+    if spec.allow_methods:
+        out.allow_methods = ",".join(spec.allow_methods)
+    if spec.allow_headers:
+        out.allow_headers = ",".join(spec.allow_headers)
+    if spec.expose_headers:
+        out.expose_headers = ",".join(spec.expose_headers)
+    if spec.max_age:
+        out.max_age = str(int(pb.duration(spec.max_age).seconds))
+    if spec.allow_credentials is not None:
+        out.allow_credentials.value = spec.allow_credentials
+    if spec.unmatched_preflights == "IGNORE":
+        out.forward_not_matching_preflights.value = False
+    elif spec.unmatched_preflights == "FORWARD":
+        out.forward_not_matching_preflights.value = True
+    return pb.pack(out)
+
+
+def per_filter(
+    route: rc.Route, fault_spec: HTTPFaultInjection | None, cors_spec: CorsPolicy | None
+) -> None:
+    if fault_spec is not None:
+        packed = fault(fault_spec)
+        if packed is not None:
+            route.typed_per_filter_config[names.FAULT_FILTER].CopyFrom(packed)
+    if cors_spec is not None:
+        route.typed_per_filter_config[names.CORS_FILTER].CopyFrom(cors(cors_spec))

@@ -1,0 +1,113 @@
+"""Look-ups over a snapshot: which rule applies to which host, for which proxy.
+
+Where Istio would need a tie-break (two rules for one host), the more specific host
+wins, then the rule in the proxy's namespace, then the service's namespace, then
+(namespace, name) order — so the choice never depends on dict or store order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from meshpilot.api.hosts import fqdn, host_matches
+from meshpilot.api.networking import DestinationRule, VirtualService
+from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode
+
+MESH = "mesh"
+
+
+def _specificity(pattern: str, host: str) -> int:
+    return 0 if pattern == host else 1 if pattern != "*" else 2
+
+
+def destination_rule(snapshot: MeshSnapshot, host: str, node: ProxyNode) -> DestinationRule | None:
+    """The DestinationRule governing traffic from ``node`` to ``host``, if any."""
+    service = snapshot.services.get(host)
+    svc_ns = service.namespace if service else ""
+    best: tuple[tuple[int, bool, bool, str, str], DestinationRule] | None = None
+    for named in snapshot.destination_rules:
+        spec = named.obj.spec
+        selector = spec.workload_selector
+        if selector and not labels_match(selector.match_labels, node.labels):
+            continue
+        pattern = fqdn(spec.host, named.namespace)
+        if not host_matches(pattern, host):
+            continue
+        key = (
+            _specificity(pattern, host),
+            named.namespace != node.namespace,
+            named.namespace != svc_ns,
+            named.namespace,
+            named.name,
+        )
+        if best is None or key < best[0]:
+            best = (key, named.obj)
+    return best[1] if best else None
+
+
+def labels_match(selector: dict[str, str] | None, labels: object) -> bool:
+    """Whether every selector label is present with the same value (``{}`` matches all)."""
+    if not selector:
+        return True
+    get = getattr(labels, "get", None)
+    return get is not None and all(get(k) == v for k, v in selector.items())
+
+
+def vs_hosts(named: Named[VirtualService]) -> list[str]:
+    return [fqdn(h, named.namespace) for h in named.obj.spec.hosts]
+
+
+def mesh_virtual_service(snapshot: MeshSnapshot, host: str) -> Named[VirtualService] | None:
+    """The VirtualService bound to the mesh (sidecars) for ``host``, if any."""
+    best: tuple[tuple[int, str, str], Named[VirtualService]] | None = None
+    for named in snapshot.virtual_services:
+        gateways = named.obj.spec.gateways
+        if gateways and MESH not in gateways:
+            continue
+        for pattern in vs_hosts(named):
+            if host_matches(pattern, host):
+                key = (_specificity(pattern, host), named.namespace, named.name)
+                if best is None or key < best[0]:
+                    best = (key, named)
+    return best[1] if best else None
+
+
+def gateway_ref(ref: str, namespace: str) -> str:
+    """``name`` or ``ns/name`` as written in a VirtualService → ``ns/name``."""
+    return ref if "/" in ref or ref == MESH else f"{namespace}/{ref}"
+
+
+def gateway_virtual_services(
+    snapshot: MeshSnapshot, gateway_refs: Iterable[str]
+) -> Iterator[Named[VirtualService]]:
+    """VirtualServices (in namespace/name order) that list one of the gateways."""
+    wanted = set(gateway_refs)
+    for named in sorted(snapshot.virtual_services, key=lambda n: (n.namespace, n.name)):
+        refs = {gateway_ref(g, named.namespace) for g in named.obj.spec.gateways}
+        if refs & wanted:
+            yield named
+
+
+def service(snapshot: MeshSnapshot, host: str, namespace: str) -> tuple[str, MeshService | None]:
+    """A destination host as written (short or FQDN) → its FQDN and service, if known."""
+    full = fqdn(host, namespace)
+    return full, snapshot.services.get(full)
+
+
+def destination_port(service: MeshService | None, wanted: int | None, listener_port: int) -> int:
+    """Istio's destination-port rule, with a fall-back when the port does not exist.
+
+    ``destination.port`` if set, else the service's only port, else the listener
+    (vhost) port. If the service lacks that port, the listener port is used when the
+    service has it, else the service's first port, so a stale rule still routes.
+    """
+    if service is None or not service.ports:
+        return wanted or listener_port
+    if wanted is None and len(service.ports) == 1:
+        return service.ports[0].port
+    port = wanted or listener_port
+    if service.port(port) is not None:
+        return port
+    if service.port(listener_port) is not None:
+        return listener_port
+    return service.ports[0].port

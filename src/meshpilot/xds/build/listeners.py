@@ -1,0 +1,123 @@
+"""Listeners: the sidecar's outbound HTTP proxy, its inbound ports, gateway ports.
+
+Connection-manager defaults: codec AUTO; HTTP/1.1 absolute-form requests (what a
+client sends through ``HTTP_PROXY``) accepted; downstream idle timeout 1h (Envoy's
+own default, made explicit); sidecars keep ``use_remote_address`` false (their
+downstream is the local app or a peer sidecar, as in Istio) while gateways, the edge,
+set it true so the client address is appended to XFF and external requests are not
+trusted with ``x-envoy-*`` headers. Inbound ports with protocol TCP use tcp_proxy.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.xds.build import filters, names, pb
+from meshpilot.xds.build.endpoints import socket
+
+IDLE_TIMEOUT = "3600s"
+
+
+def connection_manager(
+    stat_prefix: str,
+    *,
+    rds: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    edge: bool = False,
+    fault_and_cors: bool = True,
+) -> hcm.HttpConnectionManager:
+    out = hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        http_filters=filters.http_filters(fault_and_cors=fault_and_cors),
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
+        common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
+            idle_timeout=pb.duration(IDLE_TIMEOUT)
+        ),
+        use_remote_address={"value": edge},
+    )
+    if edge:
+        out.strip_any_host_port = True
+        out.normalize_path.value = True
+    if rds is not None:
+        out.rds.config_source.CopyFrom(pb.ads_source())
+        out.rds.route_config_name = rds
+    elif route_config is not None:
+        out.route_config.CopyFrom(route_config)
+    return out
+
+
+def _listener(
+    name: str, ip: str, port: int, network_filter: lc.Filter, direction: int
+) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=name,
+        address=socket(ip, port),
+        traffic_direction=direction,
+        filter_chains=[lc.FilterChain(filters=[network_filter])],
+    )
+
+
+def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
+    return lc.Filter(name=names.HCM_FILTER, typed_config=pb.pack(manager))
+
+
+def outbound(node: ProxyNode) -> listener_pb2.Listener:
+    """``outbound_http_proxy`` on ``node.ip:node.outbound_port``, routes over RDS."""
+    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, rds=names.OUTBOUND_ROUTE)
+    return _listener(
+        names.OUTBOUND_LISTENER,
+        node.ip,
+        node.outbound_port,
+        _hcm_filter(manager),
+        base_pb2.OUTBOUND,
+    )
+
+
+def inbound(node: ProxyNode, port: InboundPort) -> listener_pb2.Listener:
+    """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``."""
+    cluster = names.inbound_cluster(port.container_port)
+    name = names.inbound_listener(port.container_port)
+    if port.protocol == "TCP":
+        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
+        network = lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
+    else:
+        route = rc.Route(
+            name="default",
+            match=rc.RouteMatch(prefix="/"),
+            route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s")),
+        )
+        config = route_pb2.RouteConfiguration(
+            name=cluster,
+            virtual_hosts=[
+                rc.VirtualHost(
+                    name=f"inbound|http|{port.container_port}", domains=["*"], routes=[route]
+                )
+            ],
+            validate_clusters={"value": False},
+        )
+        network = _hcm_filter(connection_manager(name, route_config=config, fault_and_cors=False))
+    return _listener(name, node.ip, port.container_port, network, base_pb2.INBOUND)
+
+
+def gateway(node: ProxyNode, server_port: int, bind_port: int) -> listener_pb2.Listener:
+    """``gateway_<port>`` on ``node.ip:<mapped port>``, routes ``http.<port>`` over RDS."""
+    manager = connection_manager(
+        names.gateway_listener(server_port), rds=names.gateway_route(server_port), edge=True
+    )
+    return _listener(
+        names.gateway_listener(server_port),
+        node.ip,
+        bind_port,
+        _hcm_filter(manager),
+        base_pb2.OUTBOUND,
+    )

@@ -1,0 +1,53 @@
+"""Resource names, following Istio so its users' habits (and tooling) carry over.
+
+=============================  =============================================
+cluster (outbound)             ``outbound|8080|v2|myapp.default.svc.cluster.local``
+cluster (inbound)              ``inbound|8080||``
+sidecar listener / route cfg   ``outbound_http_proxy`` (the app's HTTP_PROXY)
+sidecar virtual host           ``myapp.default.svc.cluster.local:8080``
+inbound listener               ``inbound_8080`` (route config ``inbound|8080||``)
+gateway listener / route cfg   ``gateway_80`` / ``http.80`` (keyed by Gateway server port)
+=============================  =============================================
+"""
+
+from __future__ import annotations
+
+TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+TYPE_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+OUTBOUND_LISTENER = "outbound_http_proxy"
+OUTBOUND_ROUTE = "outbound_http_proxy"
+OUTBOUND_STAT_PREFIX = "outbound_http_proxy"
+
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+
+
+def outbound_cluster(port: int, subset: str | None, host: str) -> str:
+    return f"outbound|{port}|{subset or ''}|{host}"
+
+
+def inbound_cluster(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def inbound_listener(port: int) -> str:
+    return f"inbound_{port}"
+
+
+def vhost(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def gateway_route(port: int) -> str:
+    """Route config of a gateway's HTTP servers on Gateway port ``port``."""
+    return f"http.{port}"
+
+
+def gateway_listener(port: int) -> str:
+    return f"gateway_{port}"

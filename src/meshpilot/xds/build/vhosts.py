@@ -1,0 +1,155 @@
+"""Virtual hosts: the sidecar's outbound table and the gateways' tables.
+
+Sidecar domains for service port ``(myapp.default.svc.cluster.local, 8080)``:
+the FQDN, ``myapp.default.svc``, ``myapp.default`` and — only for a service in the
+proxy's own namespace, as Kubernetes DNS search paths would resolve it — ``myapp``;
+each with ``:8080``. The port-less forms are added only for port 80 or when the
+service has a single port (so ``http://myapp/`` reaches a one-port service whatever
+its port). ServiceEntry hosts get the host as written (plus ``short_names`` from the
+snapshot). A domain is never listed twice: full names are claimed before short
+aliases, and otherwise the first vhost in (host, port) order keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+
+from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn, host_matches
+from meshpilot.api.networking import Server
+from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
+from meshpilot.xds.build import index, names
+from meshpilot.xds.build.matches import Where
+from meshpilot.xds.build.routes import Ctx, default_route, http_routes
+
+HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+
+
+def _aliases(service: MeshService, node: ProxyNode) -> tuple[list[str], list[str]]:
+    """(full names, short aliases) a client may write for the service's host."""
+    full = [service.host]
+    short: list[str] = []
+    suffix = "." + CLUSTER_DOMAIN
+    if service.origin == "Service" and service.host.endswith(suffix):
+        base = service.host[: -len(suffix)]  # myapp.default
+        short += [base + ".svc", base]
+        if service.namespace == node.namespace:
+            short.append(base.split(".")[0])
+    for name in service.short_names:
+        if "." in name or service.namespace == node.namespace:
+            short.append(name)
+    return full, short
+
+
+def _with_ports(hosts: list[str], port: int, portless: bool) -> list[str]:
+    out: list[str] = []
+    for h in hosts:
+        if portless:
+            out.append(h)
+        out.append(f"{h}:{port}")
+    return out
+
+
+def sidecar_vhosts(snapshot: MeshSnapshot, node: ProxyNode) -> list[rc.VirtualHost]:
+    """One vhost per HTTP (service, port), named ``host:port``."""
+    planned: list[tuple[MeshService, int, list[str], list[str]]] = []
+    for host in sorted(snapshot.services):
+        service = snapshot.services[host]
+        if "*" in host:
+            continue
+        full, short = _aliases(service, node)
+        for sp in sorted(service.ports, key=lambda p: p.port):
+            if sp.protocol not in HTTP_PROTOCOLS:
+                continue
+            portless = sp.port == 80 or len(service.ports) == 1
+            planned.append(
+                (
+                    service,
+                    sp.port,
+                    _with_ports(full, sp.port, portless),
+                    _with_ports(short, sp.port, portless),
+                )
+            )
+    claimed: set[str] = set()
+    domains: list[list[str]] = [[] for _ in planned]
+    for tier in ("full", "short"):
+        for i, (_, _, full_domains, short_domains) in enumerate(planned):
+            for d in full_domains if tier == "full" else short_domains:
+                if d not in claimed:
+                    claimed.add(d)
+                    domains[i].append(d)
+    out = []
+    for (service, port, _, _), doms in zip(planned, domains, strict=True):
+        if not doms:
+            continue
+        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        vs = index.mesh_virtual_service(snapshot, service.host)
+        if vs is not None:
+            routes = http_routes(vs, ctx)
+        else:
+            routes = [default_route(service.host, port, ctx)]
+        name = names.vhost(service.host, port)
+        out.append(rc.VirtualHost(name=name, domains=doms, routes=routes))
+    return out
+
+
+def _server_hosts(server: Server, gateway_ns: str) -> list[tuple[str, str]]:
+    """Server hosts as (namespace filter, host); ``*`` means any namespace."""
+    out = []
+    for entry in server.hosts:
+        ns, _, host = entry.rpartition("/")
+        out.append(("*" if not ns else gateway_ns if ns == "." else ns, host))
+    return out
+
+
+def _intersect(vs_host: str, server_host: str) -> str | None:
+    if host_matches(server_host, vs_host):
+        return vs_host
+    if host_matches(vs_host, server_host):
+        return server_host
+    return None
+
+
+def gateway_vhosts(
+    snapshot: MeshSnapshot,
+    node: ProxyNode,
+    port: int,
+    servers: Iterable[tuple[str, Server]],
+) -> list[rc.VirtualHost]:
+    """Vhosts of route config ``http.<port>`` for the servers (``ns/gateway``, server)."""
+    servers = list(servers)
+    refs = {ref for ref, _ in servers}
+    where = Where(node.labels, node.namespace, port, frozenset(refs))
+    ctx = Ctx(snapshot, node, where)
+    vhosts: dict[str, rc.VirtualHost] = {}
+    for named in index.gateway_virtual_services(snapshot, refs):
+        domains = list(
+            _domains(
+                named.namespace, [fqdn(h, named.namespace) for h in named.obj.spec.hosts], servers
+            )
+        )
+        if not domains:
+            continue
+        routes = http_routes(named, ctx)
+        for domain in domains:
+            vhost = vhosts.get(domain)
+            if vhost is None:
+                vhost = vhosts[domain] = rc.VirtualHost(
+                    name=names.vhost(domain, port), domains=[domain]
+                )
+            vhost.routes.extend(routes)
+    return list(vhosts.values())
+
+
+def _domains(vs_ns: str, vs_hosts: list[str], servers: list[tuple[str, Server]]) -> Iterator[str]:
+    seen: set[str] = set()
+    for host in vs_hosts:
+        for ref, server in servers:
+            for ns, server_host in _server_hosts(server, ref.split("/")[0]):
+                if ns not in ("*", vs_ns):
+                    continue
+                hit = _intersect(host, server_host)
+                if hit is not None and hit not in seen:
+                    seen.add(hit)
+                    yield hit

