@@ -8,9 +8,10 @@ files (all-or-nothing, with file/line diagnostics) live under ``/apis/meshpilot.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,6 +28,7 @@ from meshpilot.store import Expired, StoredObject
 from meshpilot.validation import check_state
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
+_WATCH_POLL_SECONDS = 0.05
 
 
 def _status(code: int, reason: str, message: str) -> JSONResponse:
@@ -159,12 +161,17 @@ class ControlPlaneAPI:
             return _status(410, "Expired", str(exc))
         version = request.path_params["version"]
 
-        def events() -> Iterator[bytes]:
+        # An async generator that polls without blocking: a sync one runs in a worker
+        # thread blocked in watch.get() until the next event or the watch's timeout, so
+        # a disconnected client leaked that thread and a SIGTERM could not stop the
+        # process until every watch had timed out (300s by default).
+        async def events() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
             try:
                 while time.monotonic() < deadline:
-                    event = watch.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                    event = watch.get(timeout=0)
                     if event is None:
+                        await asyncio.sleep(_WATCH_POLL_SECONDS)
                         continue
                     key = event.object.key
                     if key.kind != info.kind or key.group != info.group:

@@ -110,7 +110,11 @@ class ConfigService:
                     line=pos.line if pos else None, column=pos.column if pos else None,
                     path="metadata.resourceVersion", object=obj.label))
                 continue
-            puts.append(Put(body=obj.body, key=obj.key, expected_resource_version=expected))
+            # Istio's versions share one schema and every version path serves the object,
+            # so store it at the preferred version: re-applying the same object under
+            # another apiVersion is "unchanged", not a spec change that bumps generation.
+            body = {**obj.body, "apiVersion": by_kind(obj.key.kind).api_version()}
+            puts.append(Put(body=body, key=obj.key, expected_resource_version=expected))
         return puts, bad
 
     @staticmethod
@@ -155,6 +159,16 @@ class ConfigService:
 
     def put_object(self, key: ObjectKey, body: dict[str, Any], *, create_only: bool) -> Outcome:
         """PUT/POST of one JSON object at its Kubernetes-style path."""
+        info = by_kind(key.kind)
+        body = {"apiVersion": info.api_version(), "kind": info.kind, **body}
+        api_version = body["apiVersion"]
+        group = api_version.rpartition("/")[0] if isinstance(api_version, str) else None
+        if body["kind"] != key.kind or group != key.group:
+            # else a DestinationRule PUT at a VirtualService path would be stored as one
+            return Outcome(400, diagnostics=[Diagnostic.of(
+                codes.INVALID_VALUE,
+                f"the body is {api_version} {body['kind']} but the path is for "
+                f"{info.api_version()} {info.kind}", path="kind")])
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
         if meta is None:
             body = {**body, "metadata": {"name": key.name, "namespace": key.namespace}}

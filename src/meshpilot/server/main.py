@@ -70,6 +70,16 @@ def serve(state: StateDir, host: str, port: int) -> int:
         log.warning("meshpilot control plane listening on %s", endpoints["api"])
 
     server.startup = startup  # type: ignore[method-assign]
+
+    # uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down; with the
+    # default handlers that would kill the process before the cleanup below runs (stale
+    # endpoints.json, exit code -15). These handlers make that re-raise a no-op, and
+    # still stop the server if a signal arrives before uvicorn installs its own.
+    def _stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         server.run(sockets=[sock])
     finally:

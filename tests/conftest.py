@@ -1,0 +1,195 @@
+"""Shared fixtures: a real control-plane process per test, and the real CLI as a subprocess.
+
+Every test gets its own state directory (under ``tmp_path``) and the server binds port 0,
+so tests run safely in parallel under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def read_endpoints(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / "endpoints.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        env.pop(name, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ControlPlane:
+    """One real ``python -m meshpilot.server`` process on its own state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / f"{state_dir.name}.server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = ""
+        self.token = ""
+        self.client: httpx.Client | None = None
+        self._log: Any = None
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> ControlPlane:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._close_client()
+        # A stale endpoints.json (after a SIGKILL) must not be mistaken for the new one.
+        (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=_env(),
+        )
+        proc = self.proc
+
+        def ready() -> dict[str, Any] | None:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"control plane exited with {proc.returncode} at start:\n{self.log()}")
+            endpoints = read_endpoints(self.state_dir)
+            return endpoints if endpoints and endpoints.get("pid") == proc.pid else None
+
+        endpoints = wait_for(ready, timeout=START_TIMEOUT)
+        self.api = endpoints["api"]
+        self.token = (self.state_dir / "token").read_text().strip()
+        self.client = self.new_client()
+        return self
+
+    def new_client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {} if token == "" else {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.api, headers=headers, trust_env=False,
+                            timeout=kwargs.pop("timeout", 30.0), **kwargs)
+
+    def kill(self) -> int:
+        """SIGKILL the process (no cleanup at all), as a crash would."""
+        assert self.proc is not None
+        self._close_client()
+        self.proc.send_signal(signal.SIGKILL)
+        return self._wait()
+
+    def terminate(self) -> int:
+        """Graceful stop with SIGTERM; returns the exit code."""
+        assert self.proc is not None
+        self._close_client()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self._wait()
+
+    def restart(self, *, graceful: bool = True) -> ControlPlane:
+        if self.proc is not None and self.proc.poll() is None:
+            if graceful:
+                self.terminate()
+            else:
+                self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        """Teardown: always leaves no process behind."""
+        self._close_client()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _wait(self) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
+            raise AssertionError("control plane did not stop in time") from None
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture
+def control_plane_factory(tmp_path: Path) -> Iterator[Callable[[str], ControlPlane]]:
+    """Start extra control planes (each on ``tmp_path/<name>``); all stopped at teardown."""
+    started: list[ControlPlane] = []
+
+    def make(name: str = "state", *, start: bool = True) -> ControlPlane:
+        cp = ControlPlane(tmp_path / name)
+        started.append(cp)
+        return cp.start() if start else cp
+
+    yield make
+    for cp in started:
+        cp.stop()
+
+
+@pytest.fixture
+def control_plane(control_plane_factory: Callable[[str], ControlPlane]) -> ControlPlane:
+    """A running control plane with ``.state_dir``, ``.api``, ``.token``, ``.proc``,
+    ``.client`` (authenticated httpx.Client), ``restart()`` and ``kill()``."""
+    return control_plane_factory("state")
+
+
+def run_cli(
+    *args: str, state_dir: Path, input: str | None = None, timeout: float = 60.0,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``meshpilot`` CLI in a subprocess, pointed at ``state_dir``."""
+    env = _env()
+    env["MESHPILOT_STATE_DIR"] = str(state_dir)
+    env["COLUMNS"] = "200"
+    env["NO_COLOR"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "meshpilot.cli.main", *args],
+        input=input, capture_output=True, text=True, env=env, timeout=timeout,
+        cwd=str(cwd or state_dir.parent),
+    )
