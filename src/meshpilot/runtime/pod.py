@@ -1,0 +1,439 @@
+"""One local pod: its app process(es) and an Envoy sidecar, supervised by one thread.
+
+The worker thread owns every process of its pod. It starts them, restarts whatever dies
+(exponential back-off), runs the readiness probes, and on request performs the graceful
+stop sequence. Readers never touch it directly: they get :class:`Pod`, a frozen
+snapshot.
+
+Stop sequence, in this order, so that no request is lost:
+
+1. mark the pod Terminating and not ready, and call ``on_change`` (the control plane
+   removes it from the endpoints it sends);
+2. ``before_stop(pod)`` (the control plane waits there until every proxy ACKed
+   endpoints without this pod);
+3. wait ``drain_seconds`` for requests already in flight;
+4. SIGTERM the app's process group; SIGKILL after the grace period
+   (``terminationGracePeriodSeconds``, default 30 s, capped at :data:`MAX_GRACE_SECONDS`);
+5. stop the sidecar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from meshpilot.api.kubernetes import Deployment
+from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
+from meshpilot.runtime.probes import ProbeSpec, ReadinessTracker, run_probe
+
+__all__ = [
+    "BACKOFF_MAX_SECONDS",
+    "BACKOFF_RESET_SECONDS",
+    "MAX_GRACE_SECONDS",
+    "ContainerPlan",
+    "Pod",
+    "PodPhase",
+    "PodWorker",
+    "pod_name",
+    "template_hash",
+]
+
+log = logging.getLogger(__name__)
+
+PodPhase = Literal["Pending", "Running", "Terminating", "Failed"]
+
+BACKOFF_INITIAL_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 30.0
+BACKOFF_RESET_SECONDS = 60.0
+"""A process that ran this long before dying restarts after the initial back-off again."""
+MAX_GRACE_SECONDS = 10.0
+"""Cap on terminationGracePeriodSeconds (Kubernetes' default of 30 s is long locally)."""
+
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' random-suffix alphabet
+
+
+def template_hash(deployment: Deployment) -> str:
+    """10 hex chars identifying the pod template; a change means a new revision."""
+    doc = deployment.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+def pod_name(deployment: str, hash_: str) -> str:
+    """``<deployment>-<template hash>-<5 random chars>``, as Kubernetes names them."""
+    suffix = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+    return f"{deployment}-{hash_}-{suffix}"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A snapshot of one pod, for readers (endpoints, CLI, telemetry)."""
+
+    name: str
+    namespace: str
+    deployment: str
+    labels: Mapping[str, str]
+    ip: str
+    inbound: tuple[InboundPort, ...]
+    phase: PodPhase
+    ready: bool
+    restarts: int
+    message: str
+    template_hash: str
+    started_at: float | None  # time.time() when the pod's processes were first started
+    admin_port: int  # the sidecar's admin port on 127.0.0.1 (0 until known)
+    node_id: str
+    pids: tuple[int, ...] = ()  # running app processes (one per container)
+    sidecar_pid: int | None = None
+    log_path: str = ""
+
+    def proxy_node(self) -> ProxyNode:
+        """The sidecar as the control plane sees it."""
+        return ProxyNode(id=self.node_id, kind="sidecar", namespace=self.namespace, ip=self.ip,
+                         workload=self.name, labels=dict(self.labels), inbound=self.inbound)
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """Everything needed to (re)start one container of a pod."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    probe: ProbeSpec
+    cwd: str | None = None
+
+
+@dataclass
+class _Container:
+    plan: ContainerPlan
+    tracker: ReadinessTracker
+    proc: subprocess.Popen[bytes] | None = None
+    started_mono: float = 0.0
+    next_start: float = 0.0
+    backoff: float = BACKOFF_INITIAL_SECONDS
+    failed_to_start: bool = False
+    message: str = ""
+
+
+@dataclass
+class _Sidecar:
+    envoy: EnvoyProcess
+    started_mono: float = 0.0
+    next_start: float = 0.0
+    backoff: float = BACKOFF_INITIAL_SECONDS
+    started: bool = False
+    admin_port: int = 0
+    message: str = ""
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the process group the container leads (its children too)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+class PodWorker:
+    """Owns and supervises one pod's processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        namespace: str,
+        deployment: str,
+        labels: Mapping[str, str],
+        template_hash: str,
+        ip: str,
+        inbound: Sequence[InboundPort],
+        containers: Sequence[ContainerPlan],
+        node_id: str,
+        sidecar: EnvoyProcess,
+        log_path: Path,
+        grace_seconds: float,
+        drain_seconds: float,
+        notify: Callable[[], None],
+        before_stop: Callable[[Pod], None] | None,
+        on_exit: Callable[[PodWorker], None],
+    ) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.deployment = deployment
+        self.labels = dict(labels)
+        self.template_hash = template_hash
+        self.ip = ip
+        self.inbound = tuple(inbound)
+        self.node_id = node_id
+        self.log_path = log_path
+        self.grace_seconds = min(grace_seconds, MAX_GRACE_SECONDS)
+        self.drain_seconds = drain_seconds
+        self._notify = notify
+        self._before_stop = before_stop
+        self._on_exit = on_exit
+        self._containers = [_Container(plan=c, tracker=ReadinessTracker(c.probe))
+                            for c in containers]
+        self._sidecar = _Sidecar(envoy=sidecar)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._phase: PodPhase = "Pending"
+        self._ready = False
+        self._restarts = 0
+        self._started_at: float | None = None
+        self._log: IO[bytes] | None = None
+        self.created_mono = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
+
+    # --- control ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Begin the graceful stop sequence (idempotent, returns at once)."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def snapshot(self) -> Pod:
+        stopping = self._stop.is_set()
+        with self._lock:
+            message = next((c.message for c in self._containers if c.message), "")
+            if not message and not self._ready and self._phase == "Running":
+                message = next((c.tracker.message for c in self._containers
+                                if not c.tracker.ready), "")
+            message = message or self._sidecar.message
+            return Pod(
+                name=self.name, namespace=self.namespace, deployment=self.deployment,
+                labels=dict(self.labels), ip=self.ip, inbound=self.inbound,
+                phase="Terminating" if stopping else self._phase,
+                ready=self._ready and not stopping, restarts=self._restarts, message=message,
+                template_hash=self.template_hash, started_at=self._started_at,
+                admin_port=self._sidecar.admin_port, node_id=self.node_id,
+                pids=tuple(c.proc.pid for c in self._containers
+                           if c.proc is not None and c.proc.poll() is None),
+                sidecar_pid=self._sidecar.envoy.pid if self._sidecar.envoy.running else None,
+                log_path=str(self.log_path),
+            )
+
+    # --- the supervisor loop ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed at the end of _run
+            with self._lock:
+                self._started_at = time.time()
+            while not self._stop.is_set():
+                self._tick()
+                self._stop.wait(0.05)
+            self._terminate()
+        except Exception:  # never leave processes behind because of a bug here
+            log.exception("pod %s: supervisor failed", self.name)
+            self._kill_everything()
+        finally:
+            if self._log is not None:
+                self._log.close()
+            try:
+                self._on_exit(self)
+            except Exception:
+                log.exception("pod %s: on_exit failed", self.name)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._tick_sidecar(now)
+        for c in self._containers:
+            self._tick_container(c, now)
+        with self._lock:
+            if self._stop.is_set():
+                return  # _terminate owns phase and readiness from here on
+            failed = any(c.failed_to_start for c in self._containers)
+            started = self._sidecar.started and all(c.proc is not None for c in self._containers)
+            phase: PodPhase = "Failed" if failed else "Running" if started else (
+                "Pending" if self._phase == "Failed" else self._phase)
+            ready = self._sidecar.envoy.running and all(
+                c.proc is not None and c.tracker.ready for c in self._containers)
+            changed = ready != self._ready or phase != self._phase
+            self._ready, self._phase = ready, phase
+        if changed:
+            self._notify()
+
+    def _write_log(self, text: str) -> None:
+        if self._log is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            self._log.write(f"--- meshpilot {stamp} {text}\n".encode())
+            self._log.flush()
+
+    def _tick_sidecar(self, now: float) -> None:
+        sc = self._sidecar
+        if sc.started and not sc.envoy.running:
+            code = sc.envoy.stop(grace=0.0)  # reap
+            up = now - sc.started_mono
+            if up >= BACKOFF_RESET_SECONDS:
+                sc.backoff = BACKOFF_INITIAL_SECONDS
+            delay = sc.backoff
+            sc.backoff = min(sc.backoff * 2, BACKOFF_MAX_SECONDS)
+            with self._lock:
+                sc.started = False
+                sc.next_start = now + delay
+                sc.message = (f"sidecar exited with code {code}; restarting in {delay:g}s "
+                              f"(see {sc.envoy.log_path})")
+                self._restarts += 1
+            self._write_log(sc.message)
+            return
+        if not sc.started and now >= sc.next_start:
+            try:
+                sc.envoy.start(wait=False)
+            except EnvoyError as exc:
+                delay = sc.backoff
+                sc.backoff = min(sc.backoff * 2, BACKOFF_MAX_SECONDS)
+                with self._lock:
+                    sc.next_start = now + delay
+                    sc.message = f"sidecar failed to start: {exc}"
+                return
+            with self._lock:
+                sc.started = True
+                sc.started_mono = now
+                sc.admin_port = 0
+        if sc.started and sc.admin_port == 0 and sc.envoy.wait_admin(timeout=0):
+            with self._lock:
+                sc.admin_port = sc.envoy.admin_port
+                sc.message = ""
+        return
+
+    def _tick_container(self, c: _Container, now: float) -> None:
+        if c.proc is not None:
+            code = c.proc.poll()
+            if code is not None:
+                _signal_group(c.proc, signal.SIGKILL)  # orphans of the dead container
+                up = now - c.started_mono
+                if up >= BACKOFF_RESET_SECONDS:
+                    c.backoff = BACKOFF_INITIAL_SECONDS
+                delay = c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX_SECONDS)
+                with self._lock:
+                    c.proc = None
+                    c.next_start = now + delay
+                    c.tracker.reset(now)
+                    c.message = (f"container {c.plan.name} exited with code {code}; "
+                                 f"back-off {delay:g}s before restarting")
+                    self._restarts += 1
+                self._write_log(c.message)
+                return
+        if c.proc is None:
+            if now < c.next_start:
+                return
+            self._write_log(f"starting container {c.plan.name}: {list(c.plan.argv)}")
+            try:
+                proc = subprocess.Popen(
+                    list(c.plan.argv), env=dict(c.plan.env), cwd=c.plan.cwd,
+                    stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                delay = c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX_SECONDS)
+                with self._lock:
+                    c.failed_to_start = True
+                    c.next_start = now + delay
+                    c.message = (f"container {c.plan.name} cannot start "
+                                 f"{list(c.plan.argv)}: {exc}; retrying in {delay:g}s")
+                self._write_log(c.message)
+                return
+            with self._lock:
+                c.proc = proc
+                c.failed_to_start = False
+                c.started_mono = now
+                c.message = ""
+                c.tracker.reset(now)
+            return
+        if c.tracker.due(now):
+            ok, message = run_probe(c.plan.probe, env=c.plan.env, cwd=c.plan.cwd)
+            with self._lock:
+                c.tracker.record(ok, message, time.monotonic())
+
+    # --- stopping -----------------------------------------------------------------------
+    def _terminate(self) -> None:
+        with self._lock:
+            self._phase = "Terminating"
+            self._ready = False
+        self._notify()
+        if self._before_stop is not None:
+            try:
+                self._before_stop(self.snapshot())
+            except Exception:
+                log.exception("pod %s: before_stop failed", self.name)
+        if self.drain_seconds > 0:
+            time.sleep(self.drain_seconds)
+        procs = [c.proc for c in self._containers if c.proc is not None]
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_seconds
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._write_log(f"pid {proc.pid} ignored SIGTERM for "
+                                f"{self.grace_seconds:g}s; killing it")
+        for proc in procs:
+            _signal_group(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._sidecar.envoy.stop(grace=5.0)
+        with self._lock:
+            for c in self._containers:
+                c.proc = None
+        self._write_log("pod stopped")
+
+    def _kill_everything(self) -> None:
+        for c in self._containers:
+            if c.proc is not None:
+                _signal_group(c.proc, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    c.proc.wait(timeout=5)
+        with contextlib.suppress(Exception):
+            self._sidecar.envoy.stop(grace=1.0)
+
+
+# --- building a pod's containers ----------------------------------------------------------
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command, args and env values (``$$`` escapes)."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR_REF.sub(repl, text)
+
+
+def port_env_name(name: str) -> str:
+    return "PORT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()

@@ -1,0 +1,446 @@
+"""The local runtime: runs Deployments as local pods and keeps them converged.
+
+``sync()`` records the desired Deployments; a background thread reconciles the pods
+towards them (create, scale, delete, rolling update) and each pod's own supervisor
+thread keeps its processes alive (see :mod:`meshpilot.runtime.pod`).
+
+Rollouts follow Kubernetes' defaults for a local machine:
+
+* ``RollingUpdate`` (the default) with maxSurge 1 and maxUnavailable 0, whatever the
+  manifest says: start one new pod, wait until it is ready, stop one old pod, repeat. The
+  ready count never drops below ``replicas``, so proxies that follow the endpoints never
+  send a request to a pod that is going away. Old pods that are not ready serve nothing
+  and are stopped at once.
+* ``Recreate``: stop every old pod, wait until they are gone, then start the new ones.
+
+A Deployment that cannot run (a container without a command whose image is not in the
+image map, a probe naming an unknown port, no free pod IP) gets an error in
+``deployment_status()``; its existing pods are left alone and other Deployments are not
+affected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshpilot.api.kubernetes import Container, Deployment
+from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
+from meshpilot.proxy.bootstrap import bootstrap, node_id
+from meshpilot.proxy.envoy import EnvoyProcess
+from meshpilot.proxy.ports import free_port
+from meshpilot.runtime.images import ImageMap, ImageMapError, NoCommand, resolve_command
+from meshpilot.runtime.ipam import DEFAULT_IP_RANGE, IpAllocator, IpRangeExhausted
+from meshpilot.runtime.pod import (
+    MAX_GRACE_SECONDS,
+    ContainerPlan,
+    Pod,
+    PodWorker,
+    expand_vars,
+    pod_name,
+    port_env_name,
+    template_hash,
+)
+from meshpilot.runtime.probes import probe_spec
+
+__all__ = ["LocalRuntime"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, deployment name)
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+               "http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _protocol(port_name: str) -> Any:
+    """Istio's protocol selection by port name prefix (``http-web``, ``grpc``, ``tcp-db``)."""
+    prefix = port_name.split("-", 1)[0].lower()
+    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTTP2",
+            "tcp": "TCP", "https": "HTTPS", "tls": "TLS"}.get(prefix, "HTTP")
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A Deployment's pod template, checked and ready to instantiate."""
+
+    hash: str
+    labels: Mapping[str, str]
+    containers: tuple[Container, ...]
+    argvs: tuple[tuple[str, ...], ...]
+    container_ports: tuple[int, ...]  # every TCP container port of the pod
+    grace: float
+
+
+class LocalRuntime:
+    """Runs Deployments as local pods (app processes + Envoy sidecars) on loopback IPs.
+
+    ``on_change`` is called (from runtime threads, never under a runtime lock) whenever a
+    pod appears, disappears, or changes readiness or phase; a pod is an endpoint only
+    while ``ready``. ``before_stop`` is called with a pod already marked Terminating and
+    not ready, before any of its processes is signalled.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        xds_host: str,
+        xds_port: int,
+        on_change: Callable[[], None],
+        envoy_concurrency: int = 1,
+        images: ImageMap | None = None,
+        ip_range: str = DEFAULT_IP_RANGE,
+        drain_seconds: float = 1.0,
+        before_stop: Callable[[Pod], None] | None = None,
+        ip_lock_dir: Path | None = None,
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self.xds_host = xds_host
+        self.xds_port = xds_port
+        self.envoy_concurrency = envoy_concurrency
+        self.images = images if images is not None else ImageMap.default()
+        self.drain_seconds = drain_seconds
+        self.ipam = IpAllocator(ip_range, lock_dir=ip_lock_dir)
+        self._on_change = on_change
+        self._before_stop = before_stop
+        self._lock = threading.RLock()
+        self._desired: dict[Key, Deployment] = {}
+        self._errors: dict[Key, str] = {}
+        self._hashes: dict[Key, str] = {}
+        self._workers: dict[str, PodWorker] = {}
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="runtime-reconcile",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- public API ---------------------------------------------------------------------
+    def sync(self, deployments: Iterable[tuple[str, str, Deployment]]) -> None:
+        """Set the desired state: exactly these Deployments (namespace, name, model)."""
+        desired = {(ns, name): dep for ns, name, dep in deployments}
+        with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("the runtime is stopped")
+            self._desired = desired
+        self._wake.set()
+
+    def pods(self) -> list[Pod]:
+        """Every pod, including Terminating ones, sorted by namespace and name."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return sorted((w.snapshot() for w in workers), key=lambda p: (p.namespace, p.name))
+
+    def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
+        """Kubernetes-like status counts plus ``error`` (None when the Deployment runs).
+
+        ``replicas`` counts pods not terminating, ``updatedReplicas`` those of the current
+        template, ``readyReplicas`` (= ``availableReplicas``) the ready ones.
+        """
+        key = (namespace, name)
+        with self._lock:
+            workers = [w for w in self._workers.values()
+                       if (w.namespace, w.deployment) == key]
+            error = self._errors.get(key)
+            current = self._hashes.get(key)
+            dep = self._desired.get(key)
+        live = [w for w in workers if not w.stopping]
+        ready = sum(1 for w in live if w.ready)
+        return {
+            "desiredReplicas": dep.spec.replicas if dep is not None else 0,
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": sum(1 for w in live if w.template_hash == current),
+            "terminatingReplicas": len(workers) - len(live),
+            "templateHash": current,
+            "error": error,
+        }
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop every pod gracefully, all in parallel; returns when all are gone."""
+        with self._lock:
+            self._closed.set()
+            self._desired = {}
+            workers = list(self._workers.values())
+        self._wake.set()
+        self._thread.join(timeout=10)
+        for w in workers:
+            w.request_stop()
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            w.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.ipam.release_all()
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- reconcile ----------------------------------------------------------------------
+    def _notify(self) -> None:
+        self._wake.set()
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("runtime on_change callback failed")
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            try:
+                self._reconcile()
+            except Exception:
+                log.exception("runtime reconcile failed")
+
+    def _reconcile(self) -> None:
+        with self._lock:
+            desired = dict(self._desired)
+            keys = set(desired) | {(w.namespace, w.deployment) for w in self._workers.values()}
+        for key in sorted(keys):
+            dep = desired.get(key)
+            try:
+                self._reconcile_one(key, dep)
+            except Exception as exc:  # one bad Deployment must not stop the others
+                log.exception("reconcile of %s/%s failed", *key)
+                with self._lock:
+                    self._errors[key] = f"internal error: {exc}"
+
+    def _reconcile_one(self, key: Key, dep: Deployment | None) -> None:
+        with self._lock:
+            workers = [w for w in self._workers.values() if (w.namespace, w.deployment) == key]
+        live = [w for w in workers if not w.stopping]
+        if dep is None:
+            for w in live:
+                w.request_stop()
+            with self._lock:
+                self._errors.pop(key, None)
+                self._hashes.pop(key, None)
+            return
+        try:
+            template = self._template(dep)
+        except (NoCommand, ImageMapError, ValueError) as exc:
+            with self._lock:
+                self._errors[key] = str(exc)
+            return
+        with self._lock:
+            self._hashes[key] = template.hash
+            if not self._errors.get(key, "").startswith("no free pod IP"):
+                self._errors.pop(key, None)  # the template is fine now
+        replicas = dep.spec.replicas
+        new = [w for w in live if w.template_hash == template.hash]
+        old = [w for w in live if w.template_hash != template.hash]
+        strategy = dep.spec.strategy.type if dep.spec.strategy else "RollingUpdate"
+
+        if strategy == "Recreate" and any(w.template_hash != template.hash for w in workers):
+            for w in old:
+                w.request_stop()
+            return  # start the new revision once every old pod is gone
+
+        if not old:
+            if len(new) < replicas:
+                self._create(key, template, replicas - len(new))
+            elif len(new) > replicas:
+                for w in self._pick_victims(new, len(new) - replicas):
+                    w.request_stop()
+            return
+
+        # RollingUpdate with maxSurge 1, maxUnavailable 0.
+        for w in [w for w in old if not w.ready]:
+            w.request_stop()  # serves nothing: no reason to keep it during the rollout
+        old = [w for w in old if w.ready]
+        live = new + old
+        if len(new) > replicas:
+            for w in self._pick_victims(new, len(new) - replicas):
+                w.request_stop()
+            new = [w for w in new if not w.stopping]
+            live = new + old
+        ready = sum(1 for w in live if w.ready)
+        removable = min(len(old), max(0, ready - replicas))
+        for w in old[:removable]:
+            w.request_stop()
+        live_count = len(live) - removable
+        to_create = min(replicas - len(new), replicas + 1 - live_count)
+        if to_create > 0:
+            self._create(key, template, to_create)
+
+    @staticmethod
+    def _pick_victims(workers: list[PodWorker], count: int) -> list[PodWorker]:
+        """Not-ready pods first, then the youngest (as Kubernetes' ReplicaSet does)."""
+        ranked = sorted(workers, key=lambda w: (w.ready, -w.created_mono))
+        return ranked[:count]
+
+    # --- building pods --------------------------------------------------------------------
+    def _template(self, dep: Deployment) -> _Template:
+        spec = dep.spec.template.spec
+        argvs = []
+        ports: list[int] = []
+        for c in spec.containers:
+            argv = resolve_command(c.image, c.command, c.args, self.images)
+            argvs.append(tuple(argv))
+            names = {p.name: p.container_port for p in c.ports or () if p.name}
+            ports += [p.container_port for p in c.ports or () if p.protocol == "TCP"]
+            # Resolve the probe now, with placeholder addresses, to report bad port names
+            # as a Deployment error rather than as a crash-looping pod.
+            probe_spec(c.readiness_probe, ip="127.0.0.1", ports_by_name=names, app_ports={},
+                       first_app_port=None)
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"container port used twice in the pod: {sorted(ports)}")
+        if OUTBOUND_PROXY_PORT in ports:
+            raise ValueError(f"container port {OUTBOUND_PROXY_PORT} is reserved for the "
+                             "sidecar's outbound proxy listener")
+        grace = spec.termination_grace_period_seconds
+        return _Template(
+            hash=template_hash(dep), labels=dict(dep.spec.template.metadata.labels),
+            containers=tuple(spec.containers), argvs=tuple(argvs),
+            container_ports=tuple(ports),
+            grace=min(float(30 if grace is None else grace), MAX_GRACE_SECONDS),
+        )
+
+    def _create(self, key: Key, template: _Template, count: int) -> None:
+        namespace, deployment = key
+        for _ in range(count):
+            try:
+                ip = self.ipam.allocate([*template.container_ports, OUTBOUND_PROXY_PORT])
+            except IpRangeExhausted as exc:
+                with self._lock:
+                    self._errors[key] = str(exc)
+                return
+            with self._lock:
+                if self._errors.get(key, "").startswith("no free pod IP"):
+                    self._errors.pop(key, None)
+            try:
+                worker = self._build(namespace, deployment, template, ip)
+            except Exception:
+                self.ipam.release(ip)
+                raise
+            with self._lock:
+                if self._closed.is_set():
+                    self.ipam.release(ip)
+                    return
+                self._workers[worker.name] = worker
+            worker.start()
+        self._notify()
+
+    def _build(self, namespace: str, deployment: str, template: _Template,
+               ip: str) -> PodWorker:
+        with self._lock:
+            taken = set(self._workers)
+        name = pod_name(deployment, template.hash)
+        while name in taken:
+            name = pod_name(deployment, template.hash)
+        reserved = {*template.container_ports, OUTBOUND_PROXY_PORT}
+        inbound: list[InboundPort] = []
+        per_container: list[tuple[dict[str, int], dict[int, int]]] = []
+        for c in template.containers:
+            names: dict[str, int] = {}
+            app_ports: dict[int, int] = {}
+            for p in c.ports or ():
+                if p.name:
+                    names[p.name] = p.container_port
+                if p.protocol != "TCP":
+                    continue
+                app_port = free_port(ip)
+                while app_port in reserved:
+                    app_port = free_port(ip)
+                reserved.add(app_port)
+                app_ports[p.container_port] = app_port
+                inbound.append(InboundPort(container_port=p.container_port, app_port=app_port,
+                                           name=p.name or "", protocol=_protocol(p.name or "")))
+            per_container.append((names, app_ports))
+
+        nid = node_id("sidecar", ip, name, namespace)
+        plans = []
+        for c, argv, (names, app_ports) in zip(
+            template.containers, template.argvs, per_container, strict=True
+        ):
+            env = self._env(c, ip=ip, pod=name, namespace=namespace, names=names,
+                            app_ports=app_ports, labels=template.labels)
+            first = next(iter(app_ports.values()), None)
+            probe = probe_spec(c.readiness_probe, ip=ip, ports_by_name=names,
+                               app_ports=app_ports, first_app_port=first)
+            plans.append(ContainerPlan(
+                name=c.name, argv=tuple(expand_vars(a, env) for a in argv), env=env,
+                probe=probe, cwd=c.working_dir,
+            ))
+
+        node = ProxyNode(id=nid, kind="sidecar", namespace=namespace, ip=ip, workload=name,
+                         labels=dict(template.labels), inbound=tuple(inbound))
+        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0)
+        envoy = EnvoyProcess(boot, name=name, work_dir=self.work_dir / "sidecars",
+                             admin_host="127.0.0.1", admin_port=0,
+                             concurrency=self.envoy_concurrency)
+        return PodWorker(
+            name=name, namespace=namespace, deployment=deployment, labels=template.labels,
+            template_hash=template.hash, ip=ip, inbound=inbound, containers=plans,
+            node_id=nid, sidecar=envoy, log_path=self.work_dir / "pods" / f"{name}.log",
+            grace_seconds=template.grace, drain_seconds=self.drain_seconds,
+            notify=self._notify, before_stop=self._before_stop, on_exit=self._on_exit,
+        )
+
+    @staticmethod
+    def _env(c: Container, *, ip: str, pod: str, namespace: str, names: Mapping[str, int],
+             app_ports: Mapping[int, int], labels: Mapping[str, str]) -> dict[str, str]:
+        """The app's environment.
+
+        The host environment (minus proxy settings) is inherited so local commands find
+        their interpreter; the venv's bin directory comes first on PATH. The container's
+        ``env`` is applied next, then meshpilot's own variables, which always win: a
+        manifest's ``PORT: "8080"`` would make the app bind the sidecar's inbound port.
+        ``NO_PROXY`` covers the pod's own address and loopback names, so the app reaches
+        its own endpoints directly and every other service through the sidecar.
+        """
+        env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(
+            os.pathsep) if p and p != venv_bin)])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        ours: dict[str, str] = {
+            "POD_IP": ip,
+            "POD_NAME": pod,
+            "POD_NAMESPACE": namespace,
+            "HTTP_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "http_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "NO_PROXY": f"{ip},localhost,127.0.0.1",
+            "no_proxy": f"{ip},localhost,127.0.0.1",
+        }
+        first = next(iter(app_ports.values()), None)
+        if first is not None:
+            ours["PORT"] = str(first)
+        for port_name, container_port in names.items():
+            if container_port in app_ports:
+                ours[port_env_name(port_name)] = str(app_ports[container_port])
+        field_values = {"metadata.name": pod, "metadata.namespace": namespace,
+                        "status.podIP": ip, "status.hostIP": "127.0.0.1",
+                        "spec.nodeName": "localhost"}
+        field_values |= {f"metadata.labels['{k}']": v for k, v in labels.items()}
+        declared: dict[str, str] = {}
+        for var in c.env or ():
+            if var.value is not None:
+                declared[var.name] = expand_vars(var.value, {**declared, **ours})
+            elif var.value_from and isinstance(var.value_from.get("fieldRef"), dict):
+                path = str(var.value_from["fieldRef"].get("fieldPath", ""))
+                if path in field_values:
+                    declared[var.name] = field_values[path]
+            elif var.value_from is None:
+                declared[var.name] = ""
+        env.update(declared)
+        env.update(ours)
+        return env
+
+    def _on_exit(self, worker: PodWorker) -> None:
+        with self._lock:
+            self._workers.pop(worker.name, None)
+        self.ipam.release(worker.ip)
+        self._notify()
