@@ -1,0 +1,40 @@
+"""xDS resource type URLs, the order they are pushed in, and the shape of a proxy's config."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+_PREFIX = "type.googleapis.com/"
+
+CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+
+ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+"""Make-before-break push order (xds_protocol.rst, "Eventual consistency considerations")."""
+
+FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER})
+"""SotW responses of these types carry the complete set; absence means deletion.
+
+They are also the only types with a wildcard subscription (empty names on the first
+request). Every other type (RDS, EDS) is grouped per resource, as in Delta: a SotW
+response may carry only some of the subscribed names and the rest stay as they were.
+"""
+
+SHORT_NAMES: dict[str, str] = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
+
+Resources = dict[str, dict[str, Message]]
+"""type_url -> resource name -> protobuf message: everything one proxy should have."""
+
+
+def order_key(type_url: str) -> int:
+    """Sort key putting known types in push order and any other type after them."""
+    try:
+        return ORDER.index(type_url)
+    except ValueError:
+        return len(ORDER)
+
+
+def short_name(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
