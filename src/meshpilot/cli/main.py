@@ -9,22 +9,34 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, by_name
 from meshpilot.api.loader import read_sources
-from meshpilot.cli.client import ControlPlaneClient, NotRunning, Response, kind_label, pid_alive
+from meshpilot.cli.client import ControlPlaneClient, NotRunning, kind_label, pid_alive
 from meshpilot.cli.columns import age, columns_for
-from meshpilot.server.state_dir import STATE_DIR_ENV, StateDir
-from meshpilot.validation import Diagnostic, plan_apply
+from meshpilot.cli.common import (
+    FilesOpt,
+    NamespaceOpt,
+    StateOpt,
+    check,
+    client_for,
+    diags_of,
+    err,
+    fail,
+    out,
+    print_diagnostics,
+)
+from meshpilot.cli.mesh_commands import pods_table
+from meshpilot.cli.mesh_commands import register as register_mesh_commands
+from meshpilot.server.state_dir import StateDir
+from meshpilot.validation import plan_apply
 
 app = typer.Typer(
     name="meshpilot",
@@ -33,87 +45,77 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-StateOpt = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar=STATE_DIR_ENV,
-                 help="State directory of the control plane [default: ./.meshpilot]"),
-]
-NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace")]
-FilesOpt = Annotated[
-    list[str] | None,
-    typer.Option("--filename", "-f", help="File, directory or - (stdin); repeatable"),
-]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True)
-    return typer.Exit(code)
-
-
-def _client(state_dir: Path | None) -> ControlPlaneClient:
-    try:
-        return ControlPlaneClient(StateDir.resolve(state_dir))
-    except NotRunning as exc:
-        raise _fail(str(exc)) from None
-
-
-def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
-    for d in diagnostics:
-        colour = "red" if d.is_error else "yellow"
-        err.print(f"[{colour}]{d.severity.value}[/{colour}] " + d.format().replace(
-            f"{d.severity.value} ", "", 1), markup=True)
-
-
-def _diags(body: Any) -> list[Diagnostic]:
-    if isinstance(body, dict):
-        return [Diagnostic.from_dict(d) for d in body.get("diagnostics") or []]
-    return []
-
-
 def _sources(files: list[str] | None) -> list[tuple[str, str]]:
     if not files:
-        raise _fail("give at least one -f FILE, DIR or -")
+        raise fail("give at least one -f FILE, DIR or -")
     try:
         return read_sources(files)
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _check(response: Response) -> Any:
-    if response.ok:
-        return response.body
-    diags = _diags(response.body)
-    if diags:
-        _print_diagnostics(diags)
-        raise typer.Exit(1)
-    message = response.body.get("message") if isinstance(response.body, dict) else response.body
-    raise _fail(f"{message} (HTTP {response.status})")
+        raise fail(str(exc)) from None
 
 
 # --- lifecycle -------------------------------------------------------------------
 
 @app.command()
 def up(
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Files or directories to apply once it is up; waits until their workloads "
+             "are ready and every proxy has their config")] = None,
     state_dir: StateOpt = None,
     host: Annotated[str, typer.Option(help="Address the API binds to")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port (0 picks a free one)")] = 0,
     wait: Annotated[float, typer.Option(help="Seconds to wait for it to come up")] = 30.0,
+    envoy_concurrency: Annotated[int, typer.Option(help="Envoy worker threads per proxy")] = 1,
+    no_mesh: Annotated[bool, typer.Option("--no-mesh",
+                                          help="Config plane only: no proxies, no pods")] = False,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
     if endpoints and pid_alive(int(endpoints.get("pid", 0))):
         out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root})")
-        return
+    else:
+        _start(state, host, port, wait, envoy_concurrency, no_mesh)
+    if paths:
+        sources = _sources(paths)
+        client = client_for(state_dir)
+        body = check(client.apply(sources))
+        print_diagnostics(diags_of(body))
+        for result in body.get("results") or []:
+            out.print(f"{kind_label(result)} {result['action']}")
+        _wait_ready(client, wait=max(wait, 60.0))
+
+
+def _wait_ready(client: ControlPlaneClient, wait: float) -> None:
+    """Until every Deployment has its ready replicas and every proxy the latest config."""
+    deadline = time.monotonic() + wait
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = check(client.request("GET", "/apis/meshpilot.io/v1/readiness"))
+        if body.get("ready"):
+            pods = sum(d.get("readyReplicas", 0) for d in body["deployments"])
+            proxies = body["proxies"]["synced"]
+            out.print(f"ready: {pods} pod(s), {proxies} proxy(ies) on mesh version "
+                      f"{body['meshVersion']}")
+            return
+        time.sleep(0.2)
+    for d in body.get("deployments", []):
+        if d.get("error") or d.get("readyReplicas", 0) < (d.get("replicas") or 0):
+            err.print(f"deployment {d['namespace']}/{d['name']}: "
+                      f"{d.get('readyReplicas', 0)}/{d.get('replicas')} ready "
+                      f"{d.get('error') or ''}")
+    raise fail(f"the mesh was not ready within {wait:g}s (see `meshpilot get pods -A`)")
+
+
+def _start(state: StateDir, host: str, port: int, wait: float, envoy_concurrency: int,
+           no_mesh: bool) -> None:
     state.create()
     state.clear_endpoints()
     with open(state.log_file, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "meshpilot.server", "--state-dir", str(state.root),
-             "--host", host, "--port", str(port)],
+             "--host", host, "--port", str(port), "--envoy-concurrency",
+             str(envoy_concurrency), *(["--no-mesh"] if no_mesh else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             close_fds=True,
         )
@@ -123,13 +125,16 @@ def up(
         if endpoints and endpoints.get("pid") == proc.pid:
             out.print(f"meshpilot is up: API {endpoints['api']} (state {state.root}, "
                       f"pid {proc.pid})")
+            if endpoints.get("mesh_proxy"):
+                out.print(f"mesh proxy (curl -x): {endpoints['mesh_proxy']}   "
+                          f"ingress: {endpoints.get('ingress')}")
             return
         if proc.poll() is not None:
             tail = state.log_file.read_text(errors="replace").strip().splitlines()[-5:]
-            raise _fail("the control plane exited at start:\n  " + "\n  ".join(tail))
+            raise fail("the control plane exited at start:\n  " + "\n  ".join(tail))
         time.sleep(0.05)
     proc.terminate()
-    raise _fail(f"the control plane did not come up within {wait:g}s; see {state.log_file}")
+    raise fail(f"the control plane did not come up within {wait:g}s; see {state.log_file}")
 
 
 @app.command()
@@ -168,9 +173,9 @@ def status(state_dir: StateOpt = None) -> None:
     state = StateDir.resolve(state_dir)
     try:
         client = ControlPlaneClient(state)
-        body = _check(client.version())
+        body = check(client.version())
     except NotRunning as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(show_header=False, box=None)
     for label, value in (
         ("status", "running"), ("version", body.get("version")),
@@ -198,10 +203,10 @@ def apply(
 ) -> None:
     """Apply multi-document YAML or JSON: every object, or none of them."""
     sources = _sources(filename)
-    client = _client(state_dir)
+    client = client_for(state_dir)
     response = client.apply(sources, dry_run=dry_run)
-    body = _check(response)
-    _print_diagnostics(_diags(body))
+    body = check(response)
+    print_diagnostics(diags_of(body))
     for result in body.get("results") or []:
         out.print(f"{kind_label(result)} {result['action']}")
 
@@ -217,16 +222,16 @@ def delete(
 ) -> None:
     """Delete KIND NAME, or every object in -f FILE (all or nothing)."""
     if filename:
-        client = _client(state_dir)
-        body = _check(client.delete_sources(_sources(filename), ignore_not_found))
+        client = client_for(state_dir)
+        body = check(client.delete_sources(_sources(filename), ignore_not_found))
     elif kind and name:
         info = _kind(kind)
-        client = _client(state_dir)
+        client = client_for(state_dir)
         key = ObjectKey(info.group, info.kind, namespace, name)
-        body = _check(client.delete_keys([key], ignore_not_found))
+        body = check(client.delete_keys([key], ignore_not_found))
     else:
-        raise _fail("give KIND NAME or -f FILE")
-    _print_diagnostics(_diags(body))
+        raise fail("give KIND NAME or -f FILE")
+    print_diagnostics(diags_of(body))
     for result in body.get("results") or []:
         out.print(f"{kind_label(result)} deleted")
 
@@ -235,7 +240,7 @@ def _kind(name: str) -> Any:
     try:
         return by_name(name)
     except UnknownKind as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:
@@ -253,14 +258,17 @@ def get(
 ) -> None:
     """List objects of a kind, or show one."""
     if output not in ("table", "yaml", "json", "wide", "name"):
-        raise _fail(f"unknown output format {output!r}; use one of: table, yaml, json, name")
+        raise fail(f"unknown output format {output!r}; use one of: table, yaml, json, name")
+    if kind.lower() in ("pod", "pods", "po"):
+        _get_pods(client_for(state_dir), name, namespace, all_namespaces, output)
+        return
     info = _kind(kind)
-    client = _client(state_dir)
+    client = client_for(state_dir)
     if name:
-        items = [_check(client.get(info, namespace, name))]
+        items = [check(client.get(info, namespace, name))]
         shape: Any = items[0]
     else:
-        listing = _check(client.list(info, None if all_namespaces else namespace))
+        listing = check(client.list(info, None if all_namespaces else namespace))
         items = listing.get("items") or []
         shape = listing
     if output == "json":
@@ -275,6 +283,22 @@ def get(
         err.print(f"No {info.plural} found in {where}.")
     else:
         _table(info.kind, items, all_namespaces)
+
+
+def _get_pods(client: ControlPlaneClient, name: str | None, namespace: str,
+              all_namespaces: bool, output: str) -> None:
+    path = "/api/v1/pods" if all_namespaces else f"/api/v1/namespaces/{namespace}/pods"
+    listing = check(client.request("GET", path))
+    items = [p for p in listing["items"] if name is None or p["metadata"]["name"] == name]
+    if output == "json":
+        out.print(json.dumps(listing if name is None else items, indent=2), markup=False)
+    elif output == "yaml":
+        out.print(yaml.safe_dump(listing if name is None else items, sort_keys=False),
+                  markup=False)
+    elif not items:
+        err.print("No pods found.")
+    else:
+        out.print(pods_table(items, all_namespaces), markup=False)
 
 
 def _table(kind: str, items: list[dict[str, Any]], with_namespace: bool) -> None:
@@ -303,8 +327,8 @@ def describe(
 ) -> None:
     """Show one object in full, with what the control plane finds wrong with it."""
     info = _kind(kind)
-    client = _client(state_dir)
-    obj = _check(client.get(info, namespace, name))
+    client = client_for(state_dir)
+    obj = check(client.get(info, namespace, name))
     meta = obj.get("metadata") or {}
     table = Table(show_header=False, box=None, pad_edge=False)
     for label, value in (
@@ -324,7 +348,7 @@ def describe(
             text = yaml.safe_dump(obj[section], sort_keys=False).rstrip()
             out.print("\n".join("  " + line for line in text.splitlines()), markup=False)
     key = ObjectKey(info.group, info.kind, namespace, name)
-    findings = _diags(_check(client.diagnostics(key)))
+    findings = diags_of(check(client.diagnostics(key)))
     out.print("Diagnostics:" + ("" if findings else " <none>"), markup=False)
     for d in findings:
         out.print(f"  {d.severity.value} {d.code} {d.path}: {d.message}", markup=False)
@@ -337,13 +361,16 @@ def analyze(
     """Validate files offline (no control plane needed); exit 1 on errors."""
     sources = _sources(filename)
     plan = plan_apply(sources)
-    _print_diagnostics(plan.diagnostics)
+    print_diagnostics(plan.diagnostics)
     errors, warnings = len(plan.errors), len(plan.warnings)
     if errors:
         err.print(f"{errors} error(s), {warnings} warning(s) in {len(sources)} file(s)")
         raise typer.Exit(1)
     out.print(f"✔ {len(plan.objects)} object(s) in {len(sources)} file(s) are valid"
               + (f", {warnings} warning(s)" if warnings else ""))
+
+
+register_mesh_commands(app)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -229,7 +229,9 @@ class ControlPlaneAPI:
         return routes
 
 
-def create_app(service: ConfigService, token: str, info: dict[str, Any]) -> Any:
+def create_app(
+    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = ()
+) -> Any:
     """The ASGI app: every route behind the bearer-token check."""
     api = ControlPlaneAPI(service, info)
-    return BearerTokenMiddleware(Starlette(routes=api.routes()), token)
+    return BearerTokenMiddleware(Starlette(routes=[*extra_routes, *api.routes()]), token)

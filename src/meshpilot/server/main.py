@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -20,6 +21,8 @@ import uvicorn
 
 from meshpilot.server.api import create_app
 from meshpilot.server.config_service import ConfigService
+from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.mesh_api import MeshAPI
 from meshpilot.server.state_dir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
 
@@ -40,7 +43,9 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(state: StateDir, host: str, port: int) -> int:
+def serve(
+    state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1
+) -> int:
     state.create()
     try:
         lock = state.acquire_lock()
@@ -56,16 +61,40 @@ def serve(state: StateDir, host: str, port: int) -> int:
         "pid": os.getpid(),
         "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    app = create_app(ConfigService(store), token, info)
+    endpoints: dict[str, Any] = {
+        "api": _url(host, api_port), "pid": os.getpid(), "stateDir": str(state.root)}
+    started = threading.Event()
+
+    def publish(extra: dict[str, Any]) -> None:
+        """Merge ``extra`` into endpoints.json (once the API is listening)."""
+        endpoints.update(extra)
+        if started.is_set():
+            state.write_endpoints(endpoints)
+
+    mesh: MeshControlPlane | None = None
+    extra_routes = []
+    if with_mesh:
+        mesh = MeshControlPlane(state, store, host=host, envoy_concurrency=envoy_concurrency,
+                                publish=publish)
+        try:
+            publish(mesh.start())
+        except Exception as exc:
+            mesh.stop()
+            store.close()
+            lock.close()
+            print(f"meshpilot: the mesh did not start: {exc}", file=sys.stderr)
+            return 4
+        extra_routes = MeshAPI(mesh).routes()
+    app = create_app(ConfigService(store), token, info, extra_routes)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    endpoints = {"api": _url(host, api_port), "pid": os.getpid(), "stateDir": str(state.root)}
 
     original_startup = server.startup
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await original_startup(sockets=sockets)
+        started.set()
         state.write_endpoints(endpoints)
         log.warning("meshpilot control plane listening on %s", endpoints["api"])
 
@@ -84,6 +113,8 @@ def serve(state: StateDir, host: str, port: int) -> int:
         server.run(sockets=[sock])
     finally:
         state.clear_endpoints()
+        if mesh is not None:
+            mesh.stop()
         store.close()
         lock.close()
     return 0
@@ -94,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-mesh", action="store_true",
+                        help="config plane only: no xDS, proxies or local runtime")
+    parser.add_argument("--envoy-concurrency", type=int, default=1,
+                        help="Envoy worker threads per proxy")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return serve(StateDir.resolve(args.state_dir), args.host, args.port)
+    return serve(StateDir.resolve(args.state_dir), args.host, args.port,
+                 with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency)
 
 
 if __name__ == "__main__":

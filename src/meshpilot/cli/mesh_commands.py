@@ -1,0 +1,152 @@
+"""CLI commands for the running mesh: proxy-status, proxy-config, pods, demo-app."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from meshpilot.cli.client import ControlPlaneClient
+from meshpilot.cli.common import StateOpt, check, client_for, out
+
+
+def _short(url: str) -> str:
+    return {"Cluster": "CDS", "ClusterLoadAssignment": "EDS", "Listener": "LDS",
+            "RouteConfiguration": "RDS"}.get(url, url)
+
+
+def proxy_status_table(proxies: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for title in ("NAME", "KIND", "NAMESPACE", "API", "CDS", "EDS", "LDS", "RDS", "VERSION"):
+        table.add_column(title)
+    for p in sorted(proxies, key=lambda p: (p["kind"], p["namespace"], p["workload"])):
+        cells = []
+        for kind in ("CDS", "EDS", "LDS", "RDS"):
+            t = next((v for k, v in p["types"].items() if _short(k) == kind), None)
+            if t is None:
+                cells.append("NOT SENT")
+            elif t.get("nack"):
+                cells.append(f"NACK ({t['nack'][:60]})")
+            elif t.get("acked") == t.get("sent"):
+                cells.append("SYNCED")
+            else:
+                cells.append("STALE")
+        state = "" if p["connected"] else " (disconnected)"
+        version = f"{p['meshVersion']}/{p['latestVersion']}"
+        table.add_row(p["workload"] or p["id"], p["kind"], p["namespace"], p["api"], *cells,
+                      version + state)
+    return table
+
+
+def _cluster_row(cluster: dict[str, Any]) -> list[str]:
+    name = cluster.get("cluster", {}).get("name", "")
+    parts = name.split("|")
+    if len(parts) == 4:
+        direction, port, subset, host = parts
+    else:
+        direction, port, subset, host = "", "", "", name
+    ctype = cluster.get("cluster", {}).get("type", "EDS")
+    return [host or "", port, subset or "-", direction.upper() or "-", ctype]
+
+
+def config_table(kind: str, items: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    if kind == "clusters":
+        for title in ("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"):
+            table.add_column(title)
+        for item in items:
+            table.add_row(*_cluster_row(item))
+    elif kind == "listeners":
+        for title in ("NAME", "ADDRESS", "PORT"):
+            table.add_column(title)
+        for item in items:
+            listener = (item.get("active_state") or {}).get("listener") or {}
+            sock = (listener.get("address") or {}).get("socket_address") or {}
+            table.add_row(item.get("name", ""), sock.get("address", ""),
+                          str(sock.get("port_value", "")))
+    elif kind == "routes":
+        for title in ("NAME", "VIRTUAL HOST", "DOMAINS", "ROUTES"):
+            table.add_column(title)
+        for item in items:
+            config = item.get("route_config") or {}
+            for vhost in config.get("virtual_hosts", []):
+                domains = vhost.get("domains", [])
+                shown = ", ".join(domains[:3]) + (f" +{len(domains) - 3}" if len(domains) > 3
+                                                  else "")
+                table.add_row(config.get("name", ""), vhost.get("name", ""), shown,
+                              str(len(vhost.get("routes", []))))
+    else:
+        for title in ("ENDPOINT", "STATUS", "CLUSTER"):
+            table.add_column(title)
+        for item in items:
+            cla = item.get("endpoint_config") or {}
+            for group in cla.get("endpoints", []):
+                for ep in group.get("lb_endpoints", []):
+                    sock = ((ep.get("endpoint") or {}).get("address") or {}).get(
+                        "socket_address") or {}
+                    table.add_row(f"{sock.get('address')}:{sock.get('port_value')}",
+                                  ep.get("health_status", "HEALTHY"),
+                                  cla.get("cluster_name", ""))
+    return table
+
+
+def pods_table(items: list[dict[str, Any]], with_namespace: bool) -> Table:
+    table = Table(box=None, pad_edge=False)
+    titles = (["NAMESPACE"] if with_namespace else []) + [
+        "NAME", "READY", "STATUS", "RESTARTS", "IP", "DEPLOYMENT", "LABELS"]
+    for title in titles:
+        table.add_column(title)
+    for pod in items:
+        meta, status = pod["metadata"], pod["status"]
+        owner = (meta.get("ownerReferences") or [{}])[0].get("name", "")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(meta.get("labels", {}).items()))
+        row = ([meta["namespace"]] if with_namespace else []) + [
+            meta["name"], "1/1" if status.get("ready") else "0/1", status.get("phase", ""),
+            str(status.get("restartCount", 0)), status.get("podIP") or "", owner, labels]
+        table.add_row(*row)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the mesh commands to ``app`` (kept apart from the config commands)."""
+
+    @app.command("proxy-status")
+    def proxy_status(
+        state_dir: StateOpt = None,
+        output: Annotated[str, typer.Option("--output", "-o")] = "table",
+    ) -> None:
+        """Every proxy: which config version it has ACKed, per xDS type, or its NACK."""
+        client: ControlPlaneClient = client_for(state_dir)
+        body = check(client.request("GET", "/apis/meshpilot.io/v1/proxies"))
+        if output == "json":
+            out.print(json.dumps(body, indent=2), markup=False)
+        else:
+            out.print(proxy_status_table(body["proxies"]), markup=False)
+
+    @app.command("proxy-config")
+    def proxy_config(
+        kind: Annotated[str, typer.Argument(help="routes, clusters, listeners, endpoints, all")],
+        name: Annotated[str, typer.Argument(help="pod name, mesh-proxy or ingressgateway")],
+        state_dir: StateOpt = None,
+        output: Annotated[str, typer.Option("--output", "-o")] = "table",
+    ) -> None:
+        """What that Envoy actually holds (read from its admin /config_dump)."""
+        client: ControlPlaneClient = client_for(state_dir)
+        body = check(client.request("GET", f"/apis/meshpilot.io/v1/proxies/{name}/config/{kind}"))
+        if output == "json" or kind == "all":
+            out.print(json.dumps(body, indent=2), markup=False)
+        else:
+            out.print(config_table(kind, body["items"]), markup=False)
+
+    @app.command("demo-app", context_settings={"allow_extra_args": True,
+                                               "ignore_unknown_options": True})
+    def demo_app(ctx: typer.Context) -> None:
+        """The demo workload: JSON with its version and pod; knobs for errors and latency.
+
+        Options: --version V, --error-rate R, --latency-ms N, --body-size N, --port P.
+        """
+        from meshpilot.demoapp.app import main as demo_main
+
+        raise typer.Exit(demo_main(list(ctx.args)) or 0)

@@ -1,0 +1,219 @@
+"""The data-plane half of the control-plane process: mesh view, xDS, runtime, proxies.
+
+Data flow (see DESIGN.md): store watch → debounced rebuild → MeshSnapshot → xDS push;
+the runtime's pods feed the same rebuild (a pod is an endpoint only while ready), and
+before a pod is stopped the rebuild that removes it must be ACKed by every proxy, so no
+request is sent to a process that is going away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from meshpilot.api.kubernetes import Deployment
+from meshpilot.mesh.builder import build_snapshot
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
+from meshpilot.proxy.bootstrap import bootstrap, node_id
+from meshpilot.proxy.envoy import EnvoyProcess
+from meshpilot.proxy.ports import free_port
+from meshpilot.runtime import ImageMap, LocalRuntime, Pod
+from meshpilot.server.state_dir import StateDir
+from meshpilot.store import SqliteStore
+from meshpilot.xds import XdsServer
+from meshpilot.xds.build import build_resources
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_SECONDS = 0.05
+GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+
+
+class PortBook:
+    """Ports that must stay the same across restarts (mesh proxy, ingress), on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.ports: dict[str, int] = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.ports = {}
+
+    def get(self, name: str, host: str = "127.0.0.1") -> int:
+        if name not in self.ports:
+            self.ports[name] = free_port(host)
+            self.path.write_text(json.dumps(self.ports, indent=2) + "\n")
+        return self.ports[name]
+
+
+def pod_workload(pod: Pod) -> WorkloadInstance:
+    return WorkloadInstance(
+        name=pod.name, namespace=pod.namespace, ip=pod.ip, labels=dict(pod.labels),
+        ports=tuple(pod.inbound), ready=pod.ready, has_sidecar=True,
+    )
+
+
+class MeshControlPlane:
+    def __init__(
+        self,
+        state: StateDir,
+        store: SqliteStore,
+        *,
+        host: str = "127.0.0.1",
+        envoy_concurrency: int = 1,
+        api_type: str = "DELTA_GRPC",
+        publish: Callable[[dict[str, Any]], None] = lambda extra: None,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.host = host
+        self.envoy_concurrency = envoy_concurrency
+        self.api_type = api_type
+        self.publish = publish
+        self._published_gateway_ports: dict[str, int] = {}
+        self.work_dir = state.root / "run"
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = PortBook(state.root / "ports.json")
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._version = 0
+        self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
+        self.xds = XdsServer(self._resources_for, host=host)
+        self.xds_port = 0
+        self.runtime: LocalRuntime | None = None
+        self.proxies: dict[str, EnvoyProcess] = {}
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Start xDS, the mesh proxy, the ingress gateway and the runtime.
+
+        Returns the endpoints to publish in endpoints.json.
+        """
+        self.xds_port = self.xds.start()
+        self._rebuild()
+        self.runtime = LocalRuntime(
+            self.work_dir, xds_host=self.host, xds_port=self.xds_port,
+            on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
+            before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
+        )
+        mesh_proxy_port = self.ports.get("mesh_proxy")
+        ingress_port = self.ports.get("ingress.80")
+        self._start_proxy("mesh-proxy", ProxyNode(
+            id=node_id("client", "127.0.0.1", "mesh-proxy", "default"), kind="client",
+            namespace="default", ip="127.0.0.1", workload="mesh-proxy",
+            labels={"app": "mesh-client"}, outbound_port=mesh_proxy_port,
+        ))
+        self._start_proxy("ingressgateway", ProxyNode(
+            id=node_id("router", "127.0.0.1", "istio-ingressgateway", "istio-system"),
+            kind="gateway", namespace="istio-system", ip="127.0.0.1",
+            workload="istio-ingressgateway", labels=GATEWAY_LABELS,
+            gateway_ports={80: ingress_port},
+        ))
+        for target in (self._watch_store, self._rebuild_loop):
+            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._dirty.set()
+        return {
+            "xds": f"{self.host}:{self.xds_port}",
+            "mesh_proxy": f"http://127.0.0.1:{mesh_proxy_port}",
+            "ingress": f"http://127.0.0.1:{ingress_port}",
+            "ingress_ports": self.gateway_ports(),
+        }
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._dirty.set()
+        if self.runtime is not None:
+            self.runtime.stop()
+        for proxy in self.proxies.values():
+            proxy.stop(grace=2.0)
+        self.xds.stop()
+
+    def _start_proxy(self, name: str, node: ProxyNode) -> None:
+        doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port, admin_port=0,
+                        api_type=self.api_type)  # type: ignore[arg-type]
+        proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
+                             concurrency=self.envoy_concurrency)
+        proxy.start()
+        self.proxies[name] = proxy
+
+    # --- the mesh view -------------------------------------------------------------
+    def gateway_ports(self) -> dict[str, int]:
+        """Gateway server port → the real loopback port the ingress gateway uses."""
+        wanted = {80}
+        for gw in self.snapshot.gateways:
+            for server in gw.obj.spec.servers:
+                wanted.add(server.port.number)
+        return {str(p): self.ports.get(f"ingress.{p}") for p in sorted(wanted)}
+
+    def _resources_for(self, node: ProxyNode) -> dict[str, dict[str, Any]]:
+        snapshot = self.snapshot
+        if node.kind == "gateway":
+            node = replace(node, gateway_ports={int(k): v for k, v in
+                                                self.gateway_ports().items()})
+        return build_resources(snapshot, node)
+
+    def _deployments(self) -> list[tuple[str, str, Deployment]]:
+        out = []
+        for obj in self.store.list(group="apps", kind="Deployment"):
+            try:
+                out.append((obj.key.namespace, obj.key.name,
+                            Deployment.model_validate(obj.body)))
+            except ValueError as exc:
+                log.warning("skipping %s: %s", obj.key, exc)
+        return out
+
+    def _rebuild(self) -> int:
+        """Recompute the snapshot and push it; returns the new mesh version."""
+        with self._lock:
+            objects = [(o.key, o.body) for o in self.store.list()]
+            pods = self.runtime.pods() if self.runtime is not None else []
+            self._version += 1
+            self.snapshot = build_snapshot(
+                self._version, objects, [pod_workload(p) for p in pods if p.ip])
+            version = self._version
+        ports = self.gateway_ports()
+        if ports != self._published_gateway_ports:
+            self._published_gateway_ports = ports
+            self.publish({"ingress_ports": ports})
+        self.xds.update(version)
+        return version
+
+    def _rebuild_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            if self._stopping.is_set():
+                return
+            self._stopping.wait(DEBOUNCE_SECONDS)
+            self._dirty.clear()
+            try:
+                if self.runtime is not None:
+                    self.runtime.sync(self._deployments())
+                self._rebuild()
+            except Exception:  # keep serving the last good snapshot
+                log.exception("mesh rebuild failed")
+
+    def _watch_store(self) -> None:
+        with self.store.watch() as watch:
+            while not self._stopping.is_set():
+                if watch.get(timeout=0.5) is not None:
+                    self._dirty.set()
+
+    def _wait_removed(self, pod: Pod) -> None:
+        """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""
+        version = self._rebuild()
+        if not self.xds.wait_acked(version, timeout=5.0):
+            log.warning("not every proxy ACKed mesh version %d before stopping %s",
+                        version, pod.name)
+
+    def converge(self, timeout: float = 10.0) -> bool:
+        """Rebuild now and wait until every connected proxy has ACKed it."""
+        return self.xds.wait_acked(self._rebuild(), timeout=timeout)

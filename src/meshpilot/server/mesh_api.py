@@ -1,0 +1,150 @@
+"""API routes for the running mesh: pods, proxies and what each proxy actually holds.
+
+``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style;
+``/apis/meshpilot.io/v1/proxies`` is ``proxy-status`` (per proxy, per xDS type: the
+version sent, the version ACKed, or the NACK); ``.../proxies/{name}/config/{type}`` reads
+the proxy's own admin ``/config_dump``, so the answer is what Envoy holds, not what we
+meant to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from meshpilot.proxy.admin import AdminClient
+from meshpilot.server.controlplane import MeshControlPlane
+
+_ADMIN = "type.googleapis.com/envoy.admin.v3."
+CONFIG_TYPES = {
+    "clusters": ("dynamic_active_clusters", _ADMIN + "ClustersConfigDump"),
+    "listeners": ("dynamic_listeners", _ADMIN + "ListenersConfigDump"),
+    "routes": ("dynamic_route_configs", _ADMIN + "RoutesConfigDump"),
+    "endpoints": ("", _ADMIN + "EndpointsConfigDump"),
+}
+
+
+def _error(code: int, message: str) -> JSONResponse:
+    return JSONResponse({"kind": "Status", "status": "Failure", "code": code,
+                         "message": message}, status_code=code)
+
+
+class MeshAPI:
+    def __init__(self, mesh: MeshControlPlane) -> None:
+        self.mesh = mesh
+
+    def _pods(self) -> list[Any]:
+        return self.mesh.runtime.pods() if self.mesh.runtime is not None else []
+
+    @staticmethod
+    def _pod_json(pod: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace,
+                         "labels": dict(pod.labels),
+                         "ownerReferences": [{"kind": "Deployment", "name": pod.deployment}]},
+            "status": {
+                "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,
+                "restartCount": pod.restarts, "message": pod.message,
+                "ports": [asdict(p) for p in pod.inbound],
+                "sidecarAdmin": f"127.0.0.1:{pod.admin_port}" if pod.admin_port else None,
+                "startedAt": pod.started_at,
+            },
+        }
+
+    async def pods(self, request: Request) -> Response:
+        ns = request.path_params.get("namespace")
+        items = [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
+        return JSONResponse({"apiVersion": "v1", "kind": "PodList", "items": items})
+
+    async def proxies(self, request: Request) -> Response:
+        out = []
+        for status in self.mesh.xds.status():
+            node = status.node
+            out.append({
+                "id": node.id, "kind": node.kind, "namespace": node.namespace,
+                "workload": node.workload, "connected": status.connected, "api": status.api,
+                "meshVersion": status.mesh_version, "latestVersion": self.mesh.snapshot.version,
+                "types": {
+                    url.rsplit(".", 1)[-1]: {
+                        "sent": t.sent_version, "acked": t.acked_version, "nack": t.nack,
+                        "resources": t.resources,
+                    }
+                    for url, t in status.types.items()
+                },
+            })
+        return JSONResponse({"proxies": out})
+
+    def _admin_for(self, name: str) -> AdminClient | None:
+        proxy = self.mesh.proxies.get(name)
+        if proxy is not None and proxy.running:
+            return proxy.admin
+        for pod in self._pods():
+            if pod.name == name and pod.admin_port:
+                return AdminClient("127.0.0.1", pod.admin_port)
+        return None
+
+    async def proxy_config(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        kind = request.path_params["type"]
+        if kind not in CONFIG_TYPES and kind != "all":
+            return _error(400, f"unknown config type {kind!r}; use one of: "
+                          f"{', '.join(CONFIG_TYPES)}, all")
+        admin = self._admin_for(name)
+        if admin is None:
+            known = sorted([*self.mesh.proxies, *(p.name for p in self._pods())])
+            return _error(404, f"no proxy named {name!r}; known: {', '.join(known)}")
+        try:
+            dump = await asyncio.to_thread(admin.config_dump, include_eds=kind in ("endpoints",
+                                                                                  "all"))
+        except Exception as exc:  # the proxy's admin did not answer
+            return _error(503, f"proxy {name} did not answer its admin endpoint: {exc}")
+        if kind == "all":
+            return JSONResponse(dump)
+        field, type_url = CONFIG_TYPES[kind]
+        for config in dump.get("configs", []):
+            if config.get("@type") == type_url:
+                if kind == "endpoints":
+                    items = [*config.get("static_endpoint_configs", []),
+                             *config.get("dynamic_endpoint_configs", [])]
+                else:
+                    items = config.get(field, [])
+                return JSONResponse({"proxy": name, "type": kind, "items": items})
+        return JSONResponse({"proxy": name, "type": kind, "items": []})
+
+    async def readiness(self, request: Request) -> Response:
+        """Is the mesh converged: every Deployment at its replicas, every proxy on the
+        latest mesh version? ``meshpilot up DIR`` waits on this."""
+        deployments = []
+        runtime = self.mesh.runtime
+        for ns, name, dep in self.mesh._deployments():
+            status = runtime.deployment_status(ns, name) if runtime is not None else {}
+            deployments.append({**status, "namespace": ns, "name": name,
+                                "replicas": dep.spec.replicas})
+        latest = self.mesh.snapshot.version
+        proxies = [s for s in self.mesh.xds.status() if s.connected]
+        synced = [s for s in proxies if s.mesh_version >= latest]
+        ready = all(
+            d.get("readyReplicas", 0) >= (d["replicas"] or 0) and not d.get("error")
+            for d in deployments
+        )
+        return JSONResponse({
+            "deployments": deployments, "meshVersion": latest,
+            "proxies": {"connected": len(proxies), "synced": len(synced)},
+            "ready": ready and len(synced) == len(proxies), "time": time.time(),
+        })
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/pods", self.pods),
+            Route("/api/v1/namespaces/{namespace}/pods", self.pods),
+            Route("/apis/meshpilot.io/v1/proxies", self.proxies),
+            Route("/apis/meshpilot.io/v1/proxies/{name}/config/{type}", self.proxy_config),
+            Route("/apis/meshpilot.io/v1/readiness", self.readiness),
+        ]
