@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from meshpilot.server.leftovers import stop_leftovers
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -131,6 +133,8 @@ class ControlPlane:
         if self._log is not None:
             self._log.close()
             self._log = None
+        # After a SIGKILL the pods and proxies of the dead process are still running.
+        stop_leftovers(self.state_dir / "run")
 
     def _wait(self) -> int:
         assert self.proc is not None

@@ -79,6 +79,10 @@ class _Template:
     grace: float
 
 
+RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
+"""Set in every pod's environment: the run directory of the runtime that started it."""
+
+
 class LocalRuntime:
     """Runs Deployments as local pods (app processes + Envoy sidecars) on loopback IPs.
 
@@ -367,6 +371,7 @@ class LocalRuntime:
         ):
             env = self._env(c, ip=ip, pod=name, namespace=namespace, names=names,
                             app_ports=app_ports, labels=template.labels)
+            env[RUN_DIR_ENV] = str(self.work_dir)  # lets a restarted control plane find it
             first = next(iter(app_ports.values()), None)
             probe = probe_spec(c.readiness_probe, ip=ip, ports_by_name=names,
                                app_ports=app_ports, first_app_port=first)

@@ -23,6 +23,7 @@ from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
+from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.state_dir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.xds import XdsServer
@@ -96,6 +97,9 @@ class MeshControlPlane:
 
         Returns the endpoints to publish in endpoints.json.
         """
+        stale = stop_leftovers(self.work_dir)
+        if stale:
+            log.warning("stopped %d process(es) left by a previous control plane", len(stale))
         self.xds_port = self.xds.start()
         self._rebuild()
         self.runtime = LocalRuntime(
