@@ -26,7 +26,7 @@ for kind in deployments services destinationrules virtualservices; do
 done
 
 step "The canary's traffic split"
-meshpilot describe virtualservice myapp -n canary
+meshpilot describe virtualservice myapp
 
 step "Blue-green: switch all traffic to green (v2) in one change"
 sed -e 's/weight: 100/weight: TMP/; s/weight: 0/weight: 100/; s/weight: TMP/weight: 0/' \
@@ -39,7 +39,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: myapp
-  namespace: canary
+  namespace: default
 spec:
   hosts: [myapp]
   http:
@@ -53,7 +53,7 @@ if meshpilot apply -f "$STATE/bad.yaml"; then
   echo "unexpected: the bad change was accepted" >&2
   exit 1
 fi
-meshpilot get vs myapp -n canary
+meshpilot get vs myapp
 
 step "Stop"
 meshpilot down
