@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a local control plane, every scenario in examples/ applied, listed and
-# inspected, a blue-green switch, a refused bad change, and a clean shutdown.
+# The demo: a local control plane with its mesh, every scenario in examples/ running as
+# pods with Envoy sidecars, real traffic through the mesh, a blue-green switch, a refused
+# bad change, and a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE="${MESHPILOT_STATE_DIR:-$PWD/.meshpilot}"
@@ -11,27 +12,41 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "Offline check of examples/ (no control plane needed)"
 meshpilot analyze -f examples/
 
-step "Start the control plane"
-meshpilot up
+step "Start the control plane, apply every scenario in examples/, wait until ready"
+meshpilot down >/dev/null 2>&1 || true
 trap 'meshpilot down >/dev/null 2>&1 || true' EXIT
+meshpilot up examples/
 meshpilot status
-
-step "Apply every scenario in examples/ (all or nothing)"
-meshpilot apply -f examples/
 
 step "What is there"
 for kind in deployments services destinationrules virtualservices; do
   meshpilot get "$kind" -A
   echo
 done
+meshpilot get pods -A
 
-step "The canary's traffic split"
-meshpilot describe virtualservice myapp
+step "Every proxy and the config version it has ACKed"
+meshpilot proxy-status
 
-step "Blue-green: switch all traffic to green (v2) in one change"
+step "Canary 90/10 (namespace default): 200 requests from inside the mesh"
+meshpilot send http://myapp:8080/ -n 200
+
+step "Header A/B (namespace header-ab): testers get v2, everyone else v1"
+meshpilot send http://myapp.header-ab:8080/ -n 20
+meshpilot send http://myapp.header-ab:8080/ -n 20 -H 'x-user-group: beta'
+
+step "Mirror (namespace mirror): every answer from v1; v2 gets a shadow copy"
+meshpilot send http://myapp.mirror:8080/ -n 20
+
+step "Blue-green (namespace blue-green): all on blue, then switch to green in one change"
+meshpilot send http://myapp.blue-green:8080/ -n 20
 sed -e 's/weight: 100/weight: TMP/; s/weight: 0/weight: 100/; s/weight: TMP/weight: 0/' \
   examples/blue-green/virtualservice.yaml | meshpilot apply -f -
-meshpilot get vs myapp -n blue-green -o yaml | sed -n '/^spec:/,$p'
+sleep 1
+meshpilot send http://myapp.blue-green:8080/ -n 20
+
+step "What the mesh proxy's Envoy actually holds"
+meshpilot proxy-config clusters mesh-proxy
 
 step "A bad change is refused with file, line, field and what is valid; nothing changes"
 cat > "$STATE/bad.yaml" <<'YAML'
@@ -53,7 +68,7 @@ if meshpilot apply -f "$STATE/bad.yaml"; then
   echo "unexpected: the bad change was accepted" >&2
   exit 1
 fi
-meshpilot get vs myapp
+meshpilot send http://myapp:8080/ -n 50
 
 step "Stop"
 meshpilot down

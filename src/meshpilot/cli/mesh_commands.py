@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -139,6 +140,49 @@ def register(app: typer.Typer) -> None:
             out.print(json.dumps(body, indent=2), markup=False)
         else:
             out.print(config_table(kind, body["items"]), markup=False)
+
+    @app.command("send")
+    def send(
+        url: Annotated[str, typer.Argument(help="e.g. http://myapp:8080/")],
+        count: Annotated[int, typer.Option("--count", "-n", help="Requests to send")] = 100,
+        header: Annotated[list[str] | None, typer.Option(
+            "--header", "-H", help="Request header 'Name: value'; repeatable")] = None,
+        ingress: Annotated[bool, typer.Option(
+            "--ingress", help="Send to the ingress gateway instead of through the mesh "
+                              "proxy (the URL's host becomes the Host header)")] = False,
+        state_dir: StateOpt = None,
+    ) -> None:
+        """Send requests from inside the mesh (through the mesh proxy) and count the
+        answers by X-Version and status: a quick look at a traffic split."""
+        client: ControlPlaneClient = client_for(state_dir)
+        headers = dict(h.split(":", 1) for h in header or [])
+        headers = {k.strip(): v.strip() for k, v in headers.items()}
+        counts: dict[tuple[str, int], int] = {}
+        if ingress:
+            target = httpx.URL(url)
+            headers.setdefault("Host", target.host)
+            http = httpx.Client(base_url=client.endpoints["ingress"], trust_env=False,
+                                timeout=10.0)
+            path = target.raw_path.decode() or "/"
+        else:
+            http = httpx.Client(proxy=client.endpoints["mesh_proxy"], trust_env=False,
+                                timeout=10.0)
+            path = url
+        with http:
+            for _ in range(max(0, min(count, 100_000))):
+                try:
+                    r = http.get(path, headers=headers)
+                    key = (r.headers.get("x-version", "-"), r.status_code)
+                except httpx.HTTPError as exc:
+                    key = (type(exc).__name__, 0)
+                counts[key] = counts.get(key, 0) + 1
+        table = Table(box=None, pad_edge=False)
+        for title in ("VERSION", "STATUS", "COUNT", "SHARE"):
+            table.add_column(title)
+        total = sum(counts.values()) or 1
+        for (version, status), n in sorted(counts.items()):
+            table.add_row(version, str(status), str(n), f"{100 * n / total:.1f}%")
+        out.print(table, markup=False)
 
     @app.command("demo-app", context_settings={"allow_extra_args": True,
                                                "ignore_unknown_options": True})
