@@ -1,0 +1,38 @@
+"""A restarted control plane stops what its crashed predecessor left running, only that."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from meshpilot.server.leftovers import find_leftovers, stop_leftovers
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def test_stops_processes_of_this_run_dir_and_no_others(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    other_dir = tmp_path / "other"
+    ours = subprocess.Popen(SLEEPER, env={**os.environ, "MESHPILOT_RUN_DIR": str(run_dir)},
+                            start_new_session=True)
+    # An Envoy-like process is recognised by its command line naming the run dir.
+    by_cmdline = subprocess.Popen([*SLEEPER, str(run_dir / "sidecar.json")],
+                                  start_new_session=True)
+    theirs = subprocess.Popen(SLEEPER, env={**os.environ, "MESHPILOT_RUN_DIR": str(other_dir)},
+                              start_new_session=True)
+    try:
+        found = set(find_leftovers(run_dir))
+        assert {ours.pid, by_cmdline.pid} <= found
+        assert theirs.pid not in found
+        stopped = stop_leftovers(run_dir, grace=5.0)
+        assert {ours.pid, by_cmdline.pid} <= set(stopped)
+        assert ours.wait(timeout=5) is not None
+        assert by_cmdline.wait(timeout=5) is not None
+        assert theirs.poll() is None
+    finally:
+        for proc in (ours, by_cmdline, theirs):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
