@@ -59,6 +59,8 @@ def header_matcher(name: str, m: StringMatch, *, invert: bool = False) -> rc.Hea
         out.present_match = True
     else:
         out.string_match.CopyFrom(string_matcher(m))
+        # withoutHeaders (as Istio): an absent header does not match, so the rule applies
+        out.treat_missing_header_as_empty = invert
     return out
 
 
