@@ -9,6 +9,7 @@ latest mesh version; ``mesh.http`` is an HTTP client whose proxy is the mesh pro
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
@@ -27,7 +28,7 @@ PYTHON = sys.executable
 def demo_deployment(name: str, version: str, *, app: str = "myapp", namespace: str = "default",
                     replicas: int = 1, args: str = "", port: int = 8080) -> str:
     """A Deployment running the demo app (`python -m meshpilot.demoapp`)."""
-    extra = "".join(f", {a}" for a in args.split())
+    extra = "".join(f", {json.dumps(a)}" for a in args.split())  # args are strings
     return textwrap.dedent(f"""\
         apiVersion: apps/v1
         kind: Deployment
@@ -140,8 +141,6 @@ class Mesh:
 
 
 def cp_endpoints(cp: ControlPlane) -> dict[str, Any]:
-    import json
-
     return json.loads((cp.state_dir / "endpoints.json").read_text())
 
 
