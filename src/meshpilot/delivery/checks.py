@@ -1,0 +1,433 @@
+"""Metric checks: built-in Istio metrics, Prometheus MetricTemplates, primary comparison.
+
+Verdicts are ``pass``, ``fail`` or ``nodata``. "No data" is never a pass: a check backed
+by fewer requests than the minimum makes the step wait (and say so), and only fails the
+rollout once it has waited longer than progressDeadlineSeconds.
+
+Options ride in a metric's ``templateVariables`` (a field Flagger already has on every
+metric, so the Canary file stays valid for Flagger):
+
+- ``minRequests``: the fewest requests the canary must have served in the metric's
+  window for its value to count (default 20; the Canary annotation
+  ``meshpilot.io/min-requests`` sets the default for all its metrics). For templateRef
+  metrics it applies only when given, and the requests are counted by the embedded
+  telemetry.
+- ``compare: primary``: also judge the canary against the primary over the same window.
+  For ``request-duration`` and templateRef metrics: canary ≤ ``maxRatio`` x primary
+  (default 1.1) and/or canary ≥ ``minRatio`` x primary. For ``request-success-rate``: a
+  one-sided two-proportion z-test fails when the canary's rate is significantly below the
+  primary's at ``confidence`` (default 0.98), less an optional ``allowedDrop`` in
+  percentage points.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from meshpilot.api.base import parse_duration
+from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
+from meshpilot.delivery.judge import proportion_below
+from meshpilot.delivery.state import CheckRecord
+
+DEFAULT_MIN_REQUESTS = 20
+MIN_REQUESTS_ANNOTATION = "meshpilot.io/min-requests"
+DEFAULT_METRIC_INTERVAL = "1m"
+DEFAULT_MAX_RATIO = 1.1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A metric value over a window and how many requests stand behind it."""
+
+    value: float | None
+    requests: int
+
+
+class MetricsSource(Protocol):
+    """The embedded telemetry, answering Flagger's two built-in metrics per workload."""
+
+    def success_rate(self, namespace: str, workload: str, window_s: float) -> Sample:
+        """Percentage (0-100) of non-5xx responses served by ``workload``."""
+        ...
+
+    def latency_quantile(self, namespace: str, workload: str, window_s: float, q: float) -> Sample:
+        """The ``q`` quantile of request duration in milliseconds."""
+        ...
+
+
+class MetricQueryError(Exception):
+    """A provider could not answer (unreachable, bad query, several series)."""
+
+
+class MetricQuery(Protocol):
+    """Runs one rendered MetricTemplate query against its provider."""
+
+    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+        """The single number the query returns, or None for no data (empty or NaN)."""
+        ...
+
+
+TemplateLookup = Callable[[str, str], MetricTemplate | None]
+"""(namespace, name) → the MetricTemplate, or None when there is none."""
+
+
+# --- Prometheus -----------------------------------------------------------------------
+
+
+class PrometheusProvider:
+    """Flagger's prometheus provider: an instant query over Prometheus' HTTP API."""
+
+    def __init__(self, client: httpx.Client | None = None, timeout: float = 5.0) -> None:
+        self._client = client or httpx.Client(timeout=timeout)
+
+    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+        if provider.type != "prometheus":
+            raise MetricQueryError(
+                f"provider type {provider.type!r} is not supported; meshpilot queries "
+                "prometheus (or the built-in metrics)"
+            )
+        if not provider.address:
+            raise MetricQueryError("the prometheus provider has no address")
+        headers = {k: ", ".join(v) for k, v in (provider.headers or {}).items()}
+        url = provider.address.rstrip("/") + "/api/v1/query"
+        try:
+            response = self._client.get(url, params={"query": query}, headers=headers)
+        except httpx.HTTPError as exc:
+            raise MetricQueryError(
+                f"prometheus at {provider.address} did not answer: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            raise MetricQueryError(
+                f"prometheus answered {response.status_code}: {response.text[:200]}"
+            )
+        return parse_prometheus_result(response.json())
+
+
+def parse_prometheus_result(body: dict[str, Any]) -> float | None:
+    """The one number of an instant query result; None when empty or NaN."""
+    if body.get("status") != "success":
+        raise MetricQueryError(f"prometheus query failed: {body.get('error', body)}")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        raw = result[1] if isinstance(result, list) and len(result) == 2 else None
+    elif kind == "vector":
+        if not result:
+            return None
+        if len(result) > 1:
+            raise MetricQueryError(
+                f"the query returned {len(result)} series; it must return a single "
+                "number (aggregate it, e.g. with sum())"
+            )
+        raw = result[0].get("value", [None, None])[1]
+    else:
+        raise MetricQueryError(f"unsupported result type {kind!r}; return a single number")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+_VAR = re.compile(r"\{\{\s*\.?([A-Za-z_][\w.]*)\s*\}\}")
+
+
+def render_query(template: str, variables: dict[str, Any]) -> str:
+    """Fill Flagger's template variables: {{ namespace }}, {{ target }}, {{ interval }},
+    {{ name }}, {{ service }}, {{ variables.X }}. An unknown one is an error, not "".
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        path = match.group(1).split(".")
+        value: Any = variables
+        for part in path:
+            if not isinstance(value, dict) or part not in value:
+                raise MetricQueryError(
+                    f"template variable {match.group(0)} is not defined; known: "
+                    f"{', '.join(sorted(k for k in variables if k != 'variables'))}, "
+                    "variables.<templateVariables key>"
+                )
+            value = value[part]
+        return str(value)
+
+    return _VAR.sub(sub, template)
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+@dataclass
+class CheckContext:
+    """What a check needs to know about the Canary under analysis."""
+
+    canary: Canary
+    metrics: MetricsSource
+    query: MetricQuery | None = None
+    templates: TemplateLookup | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.canary.metadata.namespace
+
+    @property
+    def target(self) -> str:
+        return self.canary.spec.target_ref.name
+
+    @property
+    def primary(self) -> str:
+        return f"{self.target}-primary"
+
+
+def _options(metric: CanaryMetric) -> dict[str, str]:
+    return dict(metric.template_variables or {})
+
+
+def min_requests(canary: Canary, metric: CanaryMetric) -> int | None:
+    """The minimum-sample rule for ``metric`` (None: not applied)."""
+    opts = _options(metric)
+    if "minRequests" in opts:
+        return int(float(opts["minRequests"]))
+    if metric.name in ("request-success-rate", "request-duration") and not metric.template_ref:
+        raw = canary.metadata.annotations.get(MIN_REQUESTS_ANNOTATION)
+        return int(float(raw)) if raw else DEFAULT_MIN_REQUESTS
+    return None
+
+
+def _window(metric: CanaryMetric) -> tuple[str, float]:
+    text = metric.interval or DEFAULT_METRIC_INTERVAL
+    return text, parse_duration(text)
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "no value"
+    return f"{value:.4g}{unit}"
+
+
+def _range(metric: CanaryMetric, legacy: str) -> tuple[float | None, float | None]:
+    rng = metric.threshold_range
+    lo, hi = (rng.min, rng.max) if rng else (None, None)
+    if lo is None and hi is None and metric.threshold is not None:
+        if legacy == "min":
+            lo = metric.threshold
+        else:
+            hi = metric.threshold
+    return lo, hi
+
+
+def _threshold_failure(name: str, value: float, lo: float | None, hi: float | None,
+                       unit: str) -> str | None:
+    if lo is not None and value < lo:
+        return f"{name} {_fmt(value, unit)} < {_fmt(lo, unit)}"
+    if hi is not None and value > hi:
+        return f"{name} {_fmt(value, unit)} > {_fmt(hi, unit)}"
+    return None
+
+
+def _nodata(name: str, message: str, samples: int | None = None,
+            value: float | None = None) -> CheckRecord:
+    return CheckRecord(name, "nodata", value=value, samples=samples, message=message)
+
+
+def evaluate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
+    """Judge one metric over its window. Never raises: errors become verdicts."""
+    try:
+        if metric.template_ref is None and not metric.query:
+            if metric.name == "request-success-rate":
+                return _success_rate(metric, ctx)
+            if metric.name == "request-duration":
+                return _duration(metric, ctx)
+        return _templated(metric, ctx)
+    except MetricQueryError as exc:
+        # An unreachable provider is absence of evidence: wait (bounded by the deadline).
+        return _nodata(metric.name, f"{metric.name}: {exc}")
+    except (ValueError, TypeError) as exc:
+        return CheckRecord(metric.name, "fail", message=f"{metric.name}: {exc}")
+
+
+def _success_rate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
+    name = metric.name
+    text, window = _window(metric)
+    need = min_requests(ctx.canary, metric) or 0
+    sample = ctx.metrics.success_rate(ctx.namespace, ctx.target, window)
+    if sample.value is None or sample.requests < max(need, 1):
+        return _nodata(
+            name,
+            f"{name}: {sample.requests} requests to {ctx.target} in the last {text} "
+            f"(need {max(need, 1)}); waiting for traffic",
+            samples=sample.requests,
+        )
+    lo, hi = _range(metric, "min")
+    record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
+    failure = _threshold_failure(name, sample.value, lo, hi, "%")
+    if failure:
+        record.verdict, record.message = "fail", f"{failure} ({sample.requests} requests)"
+        return record
+    opts = _options(metric)
+    if opts.get("compare") == "primary":
+        primary = ctx.metrics.success_rate(ctx.namespace, ctx.primary, window)
+        record.primary_value = primary.value
+        if primary.value is None or primary.requests < max(need, 1):
+            record.verdict = "nodata"
+            record.message = (
+                f"{name}: primary {ctx.primary} served {primary.requests} requests in the "
+                f"last {text} (need {max(need, 1)}) to compare with"
+            )
+            return record
+        confidence = float(opts.get("confidence", "0.98"))
+        drop = float(opts.get("allowedDrop", "0")) / 100.0
+        test = proportion_below(
+            round(sample.value / 100.0 * sample.requests), sample.requests,
+            round(primary.value / 100.0 * primary.requests), primary.requests,
+            confidence=confidence, allowed_drop=drop,
+        )
+        verdict = (
+            f"canary {sample.value:.4g}% of {sample.requests} vs primary "
+            f"{primary.value:.4g}% of {primary.requests} (z={test.z:.2f}, "
+            f"p={test.p_value:.3g}, confidence {confidence:g})"
+        )
+        if test.significant:
+            record.verdict = "fail"
+            record.message = f"{name} significantly below primary: {verdict}"
+            return record
+        record.message = f"{name} not significantly below primary: {verdict}"
+        return record
+    record.message = f"{name} {_fmt(sample.value, '%')} ({sample.requests} requests)"
+    return record
+
+
+def _ratio_check(name: str, value: float, primary: float, opts: dict[str, str],
+                 unit: str, default_max: float | None) -> str | None:
+    max_ratio = float(opts["maxRatio"]) if "maxRatio" in opts else None
+    min_ratio = float(opts["minRatio"]) if "minRatio" in opts else None
+    if max_ratio is None and min_ratio is None:
+        max_ratio = default_max
+    if max_ratio is not None and value > max_ratio * primary:
+        return (f"{name} {_fmt(value, unit)} > {max_ratio:g} x primary "
+                f"{_fmt(primary, unit)} = {_fmt(max_ratio * primary, unit)}")
+    if min_ratio is not None and value < min_ratio * primary:
+        return (f"{name} {_fmt(value, unit)} < {min_ratio:g} x primary "
+                f"{_fmt(primary, unit)} = {_fmt(min_ratio * primary, unit)}")
+    return None
+
+
+def _duration(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
+    name = metric.name
+    text, window = _window(metric)
+    need = min_requests(ctx.canary, metric) or 0
+    sample = ctx.metrics.latency_quantile(ctx.namespace, ctx.target, window, 0.99)
+    if sample.value is None or sample.requests < max(need, 1):
+        return _nodata(
+            name,
+            f"{name}: {sample.requests} requests to {ctx.target} in the last {text} "
+            f"(need {max(need, 1)}); waiting for traffic",
+            samples=sample.requests,
+        )
+    lo, hi = _range(metric, "max")
+    record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
+    failure = _threshold_failure(f"{name} p99", sample.value, lo, hi, "ms")
+    if failure:
+        record.verdict, record.message = "fail", f"{failure} ({sample.requests} requests)"
+        return record
+    opts = _options(metric)
+    if opts.get("compare") == "primary":
+        primary = ctx.metrics.latency_quantile(ctx.namespace, ctx.primary, window, 0.99)
+        record.primary_value = primary.value
+        if primary.value is None or primary.requests < max(need, 1):
+            record.verdict = "nodata"
+            record.message = (
+                f"{name}: primary {ctx.primary} served {primary.requests} requests in the "
+                f"last {text} (need {max(need, 1)}) to compare with"
+            )
+            return record
+        failure = _ratio_check(f"{name} p99", sample.value, primary.value, opts, "ms",
+                               DEFAULT_MAX_RATIO)
+        if failure:
+            record.verdict, record.message = "fail", failure
+            return record
+    record.message = f"{name} p99 {_fmt(sample.value, 'ms')} ({sample.requests} requests)"
+    if record.primary_value is not None:
+        record.message += f", primary {_fmt(record.primary_value, 'ms')}"
+    return record
+
+
+def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
+    name = metric.name
+    if ctx.query is None:
+        raise MetricQueryError("no metric provider is configured")
+    if metric.template_ref is not None:
+        ns = metric.template_ref.namespace or ctx.namespace
+        template = ctx.templates(ns, metric.template_ref.name) if ctx.templates else None
+        if template is None:
+            return CheckRecord(
+                name, "fail",
+                message=f"{name}: MetricTemplate {ns}/{metric.template_ref.name} not found",
+            )
+        provider, text = template.spec.provider, template.spec.query
+    else:
+        if not ctx.canary.spec.metrics_server:
+            return CheckRecord(name, "fail",
+                               message=f"{name}: an inline query needs spec.metricsServer")
+        provider = MetricTemplateProvider(type="prometheus",
+                                          address=ctx.canary.spec.metrics_server)
+        text = metric.query or ""
+    if provider.type == "prometheus" and not provider.address and ctx.canary.spec.metrics_server:
+        provider = provider.model_copy(update={"address": ctx.canary.spec.metrics_server})
+    interval, window = _window(metric)
+    opts = _options(metric)
+    need = min_requests(ctx.canary, metric)
+    samples: int | None = None
+    if need:
+        samples = ctx.metrics.success_rate(ctx.namespace, ctx.target, window).requests
+        if samples < need:
+            return _nodata(name, f"{name}: {samples} requests to {ctx.target} in the last "
+                                 f"{interval} (need {need}); waiting for traffic", samples)
+
+    def variables(target: str) -> dict[str, Any]:
+        return {
+            "name": ctx.canary.metadata.name,
+            "namespace": ctx.namespace,
+            "target": target,
+            "service": ctx.canary.service_names[0],
+            "interval": interval,
+            "variables": opts,
+        }
+
+    value = ctx.query.query(provider, render_query(text, variables(ctx.target)))
+    if value is None:
+        return _nodata(name, f"{name}: the query returned no data", samples)
+    lo, hi = _range(metric, "max")
+    record = CheckRecord(name, "pass", value=value, samples=samples)
+    failure = _threshold_failure(name, value, lo, hi, "")
+    if failure:
+        record.verdict, record.message = "fail", failure
+        return record
+    if opts.get("compare") == "primary":
+        primary = ctx.query.query(provider, render_query(text, variables(ctx.primary)))
+        record.primary_value = primary
+        if primary is None:
+            record.verdict = "nodata"
+            record.message = f"{name}: the query returned no data for {ctx.primary}"
+            return record
+        failure = _ratio_check(name, value, primary, opts, "", DEFAULT_MAX_RATIO)
+        if failure:
+            record.verdict, record.message = "fail", failure
+            return record
+    record.message = f"{name} {_fmt(value, '')}"
+    return record
+
+
+def combine(records: list[CheckRecord]) -> str:
+    """One verdict for a step: any fail fails, else any nodata waits, else pass."""
+    verdicts = {r.verdict for r in records}
+    if "fail" in verdicts:
+        return "fail"
+    if "nodata" in verdicts:
+        return "nodata"
+    return "pass"

@@ -1,0 +1,141 @@
+"""The thin shell around the state machine: read, decide, persist, write.
+
+Order matters for crash safety. The new state is persisted first (PutStatus), then the
+generated objects are written. If the process dies in between, the next tick re-derives
+the very same objects from the persisted state and writes them, so traffic only ever
+moves forward to where the recorded state says it is, never back and forth. The target
+Deployment is written in its own batch because it carries the user's resourceVersion: a
+conflict with a concurrent user apply must not hold back a route change (a rollback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from meshpilot.api.flagger import Canary
+from meshpilot.delivery import objects as gen
+from meshpilot.delivery.checks import MetricQuery, MetricsSource
+from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
+from meshpilot.delivery.ports import Clock, ClusterReader, ObjectWriter, WriteError
+from meshpilot.delivery.state import RolloutState
+from meshpilot.delivery.webhooks import WebhookCaller
+
+log = logging.getLogger(__name__)
+
+
+def _canonical(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
+
+
+class RolloutController:
+    """Steps Canaries. Call ``tick`` on every Canary/Deployment change and on a timer
+    (e.g. every second); ``command`` carries out promote/abort/pause/resume/retry."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        writer: ObjectWriter,
+        reader: ClusterReader,
+        metrics: MetricsSource,
+        webhooks: WebhookCaller,
+        prometheus: MetricQuery | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.clock = clock
+        self.writer = writer
+        self.reader = reader
+        self.sensors = Sensors(metrics, webhooks, prometheus, reader.metric_template)
+        self.settings = settings or Settings()
+        self._written: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
+        self.last_write_error: str | None = None
+
+    def tick(self, namespace: str, name: str) -> Decision | None:
+        """Advance one Canary by one tick; None when the Canary does not exist."""
+        return self._step(namespace, name, None)
+
+    def command(self, namespace: str, name: str, command: str) -> Decision | None:
+        """Carry out a user command now; ``Decision.refused`` says why it could not."""
+        return self._step(namespace, name, command)
+
+    def _step(self, namespace: str, name: str, command: str | None) -> Decision | None:
+        with self._lock:
+            canary = self.reader.canary(namespace, name)
+            if canary is None:
+                return None
+            state = RolloutState.from_status(canary.status)
+            target_name = canary.spec.target_ref.name
+            observed = Observed(
+                target=self.reader.deployment(namespace, target_name),
+                primary=self.reader.workload(namespace, f"{target_name}-primary"),
+                canary=self.reader.workload(namespace, target_name),
+            )
+            decision = reconcile(
+                canary, observed, state, self.clock(), self.sensors, command, self.settings
+            )
+            if decision.refused:
+                return decision
+            new_status = decision.state.to_status()
+            if new_status != state.to_status() or not canary.status:
+                self.writer.put_status(namespace, name, new_status)
+            self._write(decision.objects)
+            return decision
+
+    def _write(self, objects: list[dict[str, Any]]) -> None:
+        owned = [o for o in objects if (o.get("metadata") or {}).get("annotations", {})
+                 .get(gen.CANARY_ANNOTATION)]
+        target = [o for o in objects if o not in owned]
+        changed = [o for o in owned if self._written.get(_key(o)) != _canonical(o)]
+        self.last_write_error = None
+        for batch, cache in ((changed, True), (target, False)):
+            if not batch:
+                continue
+            try:
+                self.writer.apply(batch)
+            except WriteError as exc:
+                # The state is already persisted; the next tick writes these again.
+                self.last_write_error = str(exc)
+                log.warning("delivery write refused: %s", exc)
+                continue
+            if cache:
+                for obj in batch:
+                    self._written[_key(obj)] = _canonical(obj)
+
+    def forget(self) -> None:
+        """Drop the write cache (e.g. after the store was restored from a backup)."""
+        self._written.clear()
+
+    def deleted(self, canary: Canary) -> None:
+        """The Canary was deleted: with revertOnDeletion, hand traffic back to the target.
+
+        The target is scaled back up and the apex Service re-pointed at its pods before
+        the generated objects are removed. Without revertOnDeletion nothing is touched:
+        the primary keeps serving (safer than Kubernetes' garbage collection, which
+        deletes it).
+        """
+        if not canary.spec.revert_on_deletion:
+            return
+        namespace = canary.metadata.namespace
+        state = RolloutState.from_status(canary.status)
+        target = self.reader.deployment(namespace, canary.spec.target_ref.name)
+        if target is not None:
+            key, value = gen.selector_label(target)
+            apex = gen.services(canary, target)[0]
+            apex["spec"]["selector"] = {key: value}
+            self.writer.apply([apex])
+            scaled = gen.reverted_target(target, state)
+            if scaled is not None:
+                self.writer.apply([scaled])
+        owned = [(k, n) for k, n in gen.owned_names(canary) if n != canary.service_names[0]
+                 or k != "Service"]
+        self.writer.delete(namespace, owned)
+        for kind, obj_name in owned:
+            self._written.pop((kind, namespace, obj_name), None)

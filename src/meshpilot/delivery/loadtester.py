@@ -1,0 +1,319 @@
+"""A built-in load tester with Flagger's tester API, so Canaries written for Flagger work.
+
+``POST /`` with ``{"metadata": {"cmd": "hey -z 1m -q 10 -c 2 http://podinfo-canary:9898/"}}``
+starts a ``hey``-style load in the background unless the same command is already running
+(Flagger's behaviour; ``type: bash`` runs it to completion and answers with the result).
+The generator is built in — there is no ``hey`` binary — and sends its requests through
+the mesh proxy given at construction, so ``podinfo-canary`` resolves as in the mesh.
+Manual gates: ``/gate/approve`` (always 200), ``/gate/halt`` (always 403), ``/gate/check``
+driven by ``/gate/open`` and ``/gate/close``, ``/rollback/check`` driven by
+``/rollback/open`` and ``/rollback/close``. Gates are keyed by the Canary's
+``name.namespace`` from the request body, and are closed until opened.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from meshpilot.api.base import parse_duration
+
+MAX_DURATION_S = 3600.0
+MAX_CONCURRENCY = 200
+
+
+class CommandError(ValueError):
+    """The command is not a hey command this tester can run."""
+
+
+@dataclass(frozen=True)
+class HeyCommand:
+    url: str
+    duration_s: float | None = None
+    requests: int = 200
+    qps: float = 0.0
+    """Rate limit per worker, as hey's -q (0 = unlimited)."""
+    concurrency: int = 50
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    timeout_s: float = 20.0
+
+
+def parse_hey(cmd: str) -> HeyCommand:
+    """Parse ``hey [flags] URL`` (-z -n -q -c -m -H -d -T -t -host; -h2 and tuning ignored)."""
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as exc:
+        raise CommandError(f"cannot parse {cmd!r}: {exc}") from exc
+    if not argv or argv[0].rsplit("/", 1)[-1] != "hey":
+        raise CommandError(
+            f"only hey commands are built in (got {argv[0] if argv else 'nothing'!r}); "
+            "write e.g. hey -z 1m -q 10 -c 2 http://NAME-canary.NAMESPACE:PORT/"
+        )
+    opts: dict[str, Any] = {}
+    headers: list[tuple[str, str]] = []
+    url: str | None = None
+    i = 1
+    takes_value = {"-z", "-n", "-q", "-c", "-m", "-H", "-d", "-T", "-t", "-host", "-a", "-x",
+                   "-o", "-cpus", "-D", "-A"}
+    flags = {"-h2", "-disable-compression", "-disable-keepalive", "-disable-redirects"}
+    while i < len(argv):
+        arg = argv[i]
+        if arg in takes_value:
+            if i + 1 >= len(argv):
+                raise CommandError(f"{arg} needs a value")
+            value = argv[i + 1]
+            i += 2
+            try:
+                if arg == "-z":
+                    opts["duration_s"] = parse_duration(value)
+                elif arg == "-n":
+                    opts["requests"] = int(value)
+                elif arg == "-q":
+                    opts["qps"] = float(value)
+                elif arg == "-c":
+                    opts["concurrency"] = int(value)
+                elif arg == "-m":
+                    opts["method"] = value.upper()
+                elif arg == "-H":
+                    name, _, val = value.partition(":")
+                    headers.append((name.strip(), val.strip()))
+                elif arg == "-d":
+                    opts["body"] = value
+                elif arg == "-T":
+                    headers.append(("Content-Type", value))
+                elif arg == "-t":
+                    opts["timeout_s"] = float(value)
+                elif arg == "-host":
+                    headers.append(("Host", value))
+            except ValueError as exc:
+                raise CommandError(f"bad value {value!r} for {arg}: {exc}") from exc
+            continue
+        if arg in flags:
+            i += 1
+            continue
+        if arg.startswith("-"):
+            raise CommandError(f"unknown hey flag {arg}")
+        url = arg
+        i += 1
+    if not url or not url.startswith(("http://", "https://")):
+        raise CommandError("hey needs a URL starting with http:// or https://")
+    concurrency = max(1, min(int(opts.pop("concurrency", 50)), MAX_CONCURRENCY))
+    duration = opts.pop("duration_s", None)
+    if duration is not None:
+        duration = min(duration, MAX_DURATION_S)
+    return HeyCommand(url=url, duration_s=duration, concurrency=concurrency,
+                      headers=tuple(headers), **opts)
+
+
+@dataclass
+class LoadRun:
+    """One running (or finished) load, with counts by status code."""
+
+    command: HeyCommand
+    started: float
+    codes: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    finished: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, code: int | None) -> None:
+        with self._lock:
+            if code is None:
+                self.errors += 1
+            else:
+                self.codes[code] += 1
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            total = sum(self.codes.values()) + self.errors
+            return {
+                "url": self.command.url,
+                "requests": total,
+                "codes": {str(k): v for k, v in sorted(self.codes.items())},
+                "errors": self.errors,
+                "running": self.finished is None,
+            }
+
+    @property
+    def ok(self) -> bool:
+        with self._lock:
+            failed = self.errors + sum(v for k, v in self.codes.items() if k >= 500)
+            return failed == 0 and sum(self.codes.values()) > 0
+
+
+def run_load(run: LoadRun, client: httpx.Client) -> None:
+    """Drive ``run`` to completion with ``concurrency`` workers (blocking)."""
+    cmd = run.command
+    deadline = run.started + (cmd.duration_s if cmd.duration_s is not None else MAX_DURATION_S)
+    per_worker = None if cmd.duration_s is not None else max(1, cmd.requests // cmd.concurrency)
+    headers = dict(cmd.headers)
+
+    def worker() -> None:
+        sent = 0
+        while not run.stop.is_set() and time.time() < deadline:
+            if per_worker is not None and sent >= per_worker:
+                return
+            began = time.monotonic()
+            try:
+                response = client.request(cmd.method, cmd.url, headers=headers,
+                                          content=cmd.body, timeout=cmd.timeout_s)
+                run.record(response.status_code)
+            except httpx.HTTPError:
+                run.record(None)
+            sent += 1
+            if cmd.qps > 0:
+                pause = 1.0 / cmd.qps - (time.monotonic() - began)
+                if pause > 0 and run.stop.wait(min(pause, max(0.0, deadline - time.time()))):
+                    return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(cmd.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run.finished = time.time()
+
+
+class LoadTester:
+    """The tester service: background loads keyed by command, and manual gates."""
+
+    def __init__(self, proxy: str | None = None, client: httpx.Client | None = None) -> None:
+        self._client = client or httpx.Client(proxy=proxy, trust_env=False)
+        self._runs: dict[str, LoadRun] = {}
+        self._gates: set[str] = set()
+        self._rollbacks: set[str] = set()
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[
+            Route("/", self._run, methods=["POST"]),
+            Route("/status", self._status, methods=["GET"]),
+            Route("/gate/approve", self._approve, methods=["GET", "POST"]),
+            Route("/gate/halt", self._halt, methods=["GET", "POST"]),
+            Route("/gate/check", self._gate_check, methods=["POST"]),
+            Route("/gate/open", self._gate_open, methods=["POST"]),
+            Route("/gate/close", self._gate_close, methods=["POST"]),
+            Route("/rollback/check", self._rollback_check, methods=["POST"]),
+            Route("/rollback/open", self._rollback_open, methods=["POST"]),
+            Route("/rollback/close", self._rollback_close, methods=["POST"]),
+        ])
+
+    # --- loads ----------------------------------------------------------------------
+
+    def start(self, cmd: str) -> tuple[LoadRun, bool]:
+        """Start ``cmd`` in the background; (run, False) when it was already running."""
+        command = parse_hey(cmd)
+        with self._lock:
+            current = self._runs.get(cmd)
+            if current is not None and current.finished is None:
+                return current, False
+            run = LoadRun(command, time.time())
+            self._runs[cmd] = run
+        threading.Thread(target=run_load, args=(run, self._client), daemon=True).start()
+        return run, True
+
+    def run_blocking(self, cmd: str) -> LoadRun:
+        run = LoadRun(parse_hey(cmd), time.time())
+        run_load(run, self._client)
+        return run
+
+    def stop_all(self) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop.set()
+
+    async def _run(self, request: Request) -> Response:
+        body = await _json(request)
+        metadata = body.get("metadata") or {}
+        cmd = metadata.get("cmd")
+        if not isinstance(cmd, str) or not cmd.strip():
+            return PlainTextResponse("metadata.cmd is required", status_code=400)
+        try:
+            if metadata.get("type") == "bash":
+                from starlette.concurrency import run_in_threadpool
+
+                run = await run_in_threadpool(self.run_blocking, cmd)
+                return JSONResponse(run.summary(), status_code=200 if run.ok else 400)
+            run, started = self.start(cmd)
+        except CommandError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        summary = run.summary()
+        summary["started"] = started
+        return JSONResponse(summary, status_code=200)
+
+    async def _status(self, request: Request) -> Response:
+        with self._lock:
+            runs = {cmd: run.summary() for cmd, run in self._runs.items()}
+        return JSONResponse({"runs": runs, "gates": sorted(self._gates),
+                             "rollbacks": sorted(self._rollbacks)})
+
+    # --- gates ----------------------------------------------------------------------
+
+    async def _approve(self, request: Request) -> Response:
+        return PlainTextResponse("Approved", status_code=200)
+
+    async def _halt(self, request: Request) -> Response:
+        return PlainTextResponse("Forbidden", status_code=403)
+
+    async def _gate_check(self, request: Request) -> Response:
+        return _check(await _canary_key(request), self._gates)
+
+    async def _gate_open(self, request: Request) -> Response:
+        return self._toggle(await _canary_key(request), self._gates, True, "Gate opened")
+
+    async def _gate_close(self, request: Request) -> Response:
+        return self._toggle(await _canary_key(request), self._gates, False, "Gate closed")
+
+    async def _rollback_check(self, request: Request) -> Response:
+        return _check(await _canary_key(request), self._rollbacks)
+
+    async def _rollback_open(self, request: Request) -> Response:
+        return self._toggle(await _canary_key(request), self._rollbacks, True,
+                            "Rollback opened")
+
+    async def _rollback_close(self, request: Request) -> Response:
+        return self._toggle(await _canary_key(request), self._rollbacks, False,
+                            "Rollback closed")
+
+    def _toggle(self, key: str | None, where: set[str], on: bool, text: str) -> Response:
+        if key is None:
+            return PlainTextResponse("name and namespace are required", status_code=400)
+        with self._lock:
+            (where.add if on else where.discard)(key)
+        return PlainTextResponse(f"{text} for {key}", status_code=202)
+
+
+def _check(key: str | None, where: set[str]) -> Response:
+    if key is None:
+        return PlainTextResponse("name and namespace are required", status_code=400)
+    if key in where:
+        return PlainTextResponse("Approved", status_code=200)
+    return PlainTextResponse("Forbidden", status_code=403)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+async def _canary_key(request: Request) -> str | None:
+    body = await _json(request)
+    name, namespace = body.get("name"), body.get("namespace")
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    return f"{name}.{namespace}"

@@ -1,0 +1,552 @@
+"""The rollout state machine: one call decides one tick.
+
+``reconcile`` takes the Canary, what is observed (target Deployment, pod readiness), the
+persisted state and the time, asks its sensors (metrics, webhooks) what it needs, and
+returns the next state plus the complete set of objects that state calls for. It writes
+nothing: the controller shell persists the state first and then the objects, so a crash
+between the two is repaired by the next tick re-deriving the same objects.
+
+The flow follows Flagger's scheduler: Initializing → Initialized; a new revision →
+(confirm-rollout) → canary scaled up and ready → pre-rollout hooks → per interval:
+rollback hooks, rollout hooks, metric checks, then one step of the strategy (weights,
+mirror, A/B or blue-green iterations, confirm-traffic-increase, confirm-promotion) →
+Promoting → Finalising → Succeeded; or Failed with the reason on any rollback.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from meshpilot.api.base import parse_duration
+from meshpilot.api.flagger import Canary
+from meshpilot.delivery import objects as gen
+from meshpilot.delivery.checks import (
+    CheckContext,
+    MetricQuery,
+    MetricsSource,
+    TemplateLookup,
+    combine,
+    evaluate,
+)
+from meshpilot.delivery.ports import WorkloadStatus
+from meshpilot.delivery.state import (
+    ANALYSIS_PHASES,
+    IDLE_PHASES,
+    CheckRecord,
+    Event,
+    RolloutState,
+    spec_hash,
+)
+from meshpilot.delivery.webhooks import WebhookCaller, event_payload, hooks_of, payload
+
+Command = Literal["promote", "abort", "pause", "resume", "retry"]
+COMMANDS: tuple[str, ...] = ("promote", "abort", "pause", "resume", "retry")
+
+
+@dataclass(frozen=True)
+class Settings:
+    drain_seconds: float = 3.0
+    """How long a workload keeps its pods after traffic was moved off it, so requests in
+    flight and proxies that have not yet applied the new routes still find it."""
+    min_interval_seconds: float = 1.0
+    """The shortest analysis interval accepted (Flagger's floor is 10 s; ours is lower
+    for fast rollbacks)."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    target: dict[str, Any] | None
+    primary: WorkloadStatus
+    canary: WorkloadStatus
+
+
+@dataclass
+class Sensors:
+    metrics: MetricsSource
+    webhooks: WebhookCaller
+    query: MetricQuery | None = None
+    templates: TemplateLookup | None = None
+
+
+@dataclass
+class Decision:
+    state: RolloutState
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    refused: str | None = None
+    """Set when a command could not be carried out; nothing else changed then."""
+
+
+def interval_seconds(canary: Canary, settings: Settings = Settings()) -> float:
+    analysis = canary.spec.analysis
+    if analysis is None or analysis.interval is None:
+        return 60.0
+    return max(parse_duration(analysis.interval), settings.min_interval_seconds)
+
+
+def reconcile(
+    canary: Canary,
+    observed: Observed,
+    state: RolloutState,
+    now: float,
+    sensors: Sensors,
+    command: str | None = None,
+    settings: Settings = Settings(),
+) -> Decision:
+    """Decide one tick. ``state`` is not modified; the new one is in the Decision."""
+    tick = _Tick(canary, observed, state.copy(), now, sensors, settings)
+    return tick.run(command)
+
+
+def _ready(ws: WorkloadStatus, template_hash: str, threshold: int) -> bool:
+    return (
+        ws.exists
+        and ws.template_hash == template_hash
+        and ws.desired > 0
+        and ws.ready * 100 >= ws.desired * threshold
+    )
+
+
+class _Tick:
+    """One tick's worth of context; methods mutate ``st`` and collect events."""
+
+    def __init__(self, canary: Canary, observed: Observed, st: RolloutState, now: float,
+                 sensors: Sensors, settings: Settings) -> None:
+        self.canary = canary
+        self.obs = observed
+        self.st = st
+        self.now = now
+        self.sensors = sensors
+        self.settings = settings
+        self.events: list[Event] = []
+        self.analysis = canary.spec.analysis
+        self.target_name = canary.spec.target_ref.name
+        self.ns = canary.metadata.namespace
+        self.label = f"{self.target_name}.{self.ns}"
+        self.deadline = float(canary.spec.progress_deadline_seconds)
+        self.interval = interval_seconds(canary, settings)
+        self.threshold = (self.analysis.threshold if self.analysis else None) or 1
+        self.target: dict[str, Any] = observed.target or {}
+        self.template = (self.target.get("spec") or {}).get("template") or {}
+        self.revision = spec_hash(self.template)
+
+    # --- entry point ---------------------------------------------------------------
+
+    def run(self, command: str | None) -> Decision:
+        st = self.st
+        if self.obs.target is None:
+            self.event(f"Target Deployment {self.label} not found; waiting for it",
+                       warning=True, once=True)
+            return self.decision(objects=False)
+        replicas = int((self.target.get("spec") or {}).get("replicas", 1))
+        if replicas > 0:
+            st.target_replicas = replicas
+        st.selector_label = gen.selector_label(self.target)[0]
+        if command is not None:
+            refused = self.command(command)
+            if refused:
+                return Decision(state=self.st, refused=refused)
+        if self.canary.spec.suspend:
+            self.event(f"{self.label} is suspended; skipping analysis", once=True)
+            return self.decision(objects=False)
+        phase = st.phase
+        if phase in ("", "Initializing"):
+            self.initialize()
+        elif phase in IDLE_PHASES:
+            self.idle(command)
+        elif phase in ANALYSIS_PHASES:
+            self.analyse()
+        elif phase == "Promoting":
+            self.promoting()
+        elif phase == "Finalising":
+            self.finalising()
+        if st.scale_down_at is not None and self.now >= st.scale_down_at:
+            st.scale_down_at = None
+            st.canary_scaled = False
+        return self.decision(objects=True)
+
+    def decision(self, objects: bool) -> Decision:
+        for event in self.events:
+            for hook in hooks_of(self.canary, "event"):
+                self.sensors.webhooks.call(
+                    hook, event_payload(self.canary, self.st, event.message, event.type, self.now)
+                )
+        out: list[dict[str, Any]] = []
+        if objects:
+            out = gen.desired_objects(
+                self.canary, self.target, self.st,
+                canary_ready=self.obs.canary.exists and self.obs.canary.ready > 0,
+                primary_ready=self.primary_ready(),
+            )
+        return Decision(state=self.st, objects=out, events=self.events)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def event(self, message: str, warning: bool = False, once: bool = False) -> None:
+        if once and self.st.events and self.st.events[-1].message == message:
+            return
+        self.events.append(self.st.add_event(self.now, message, warning))
+
+    def primary_ready(self) -> bool:
+        expected = gen.primary_deployment(self.canary, self.target, self.st)
+        threshold = (self.analysis.primary_ready_threshold if self.analysis else None) or 100
+        return _ready(self.obs.primary, spec_hash(expected["spec"]["template"]), threshold)
+
+    def canary_ready(self) -> bool:
+        threshold = (self.analysis.canary_ready_threshold if self.analysis else None) or 100
+        return _ready(self.obs.canary, self.revision, threshold)
+
+    def gates(self, kind: str) -> tuple[bool, str]:
+        """Run every hook of a gate type; closed when any answers other than 2xx."""
+        for hook in hooks_of(self.canary, kind):
+            result = self.sensors.webhooks.call(hook, payload(self.canary, self.st, hook))
+            if not result.ok:
+                return False, f"{hook.name} ({result.message or result.status})"
+        return True, ""
+
+    def failing_hooks(self, kind: str) -> list[str]:
+        failed = []
+        for hook in hooks_of(self.canary, kind):
+            result = self.sensors.webhooks.call(hook, payload(self.canary, self.st, hook))
+            if not result.ok:
+                failed.append(f"{kind} webhook {hook.name} failed: "
+                              f"{result.message or result.status}")
+        return failed
+
+    # --- commands -------------------------------------------------------------------
+
+    def command(self, command: str) -> str | None:
+        st = self.st
+        active = st.phase in ANALYSIS_PHASES
+        if command == "pause":
+            if not active:
+                return f"no rollout to pause: {self.canary.metadata.name} is {st.phase or 'new'}"
+            st.paused = True
+            self.event(f"Rollout of {self.label} paused by user")
+        elif command == "resume":
+            if not st.paused:
+                return f"{self.canary.metadata.name} is not paused"
+            st.paused = False
+            st.nodata_since = None
+            st.next_step_at = self.now
+            self.event(f"Rollout of {self.label} resumed by user")
+        elif command == "abort":
+            if not active:
+                return f"no rollout to abort: {self.canary.metadata.name} is {st.phase or 'new'}"
+            self.rollback("aborted by user")
+        elif command == "promote":
+            if not active:
+                return (f"no rollout to promote: {self.canary.metadata.name} is "
+                        f"{st.phase or 'new'}")
+            if self.revision != st.last_applied_spec:
+                return (f"{self.label} changed since this analysis started; the new revision "
+                        "is analysed first (promote it once it is running)")
+            if not st.canary_scaled or not self.canary_ready():
+                return (f"the canary {self.label} is not running and ready yet "
+                        f"({self.obs.canary.ready}/{self.obs.canary.desired} pods); "
+                        "approve the rollout or wait until it is ready")
+            self.promote("promoted by user")
+        elif command == "retry":
+            if st.phase != "Failed":
+                return (f"only a failed rollout can be retried; {self.canary.metadata.name} "
+                        f"is {st.phase or 'new'}")
+        else:
+            return f"unknown command {command!r}; use one of {', '.join(COMMANDS)}"
+        return None
+
+    # --- phases ---------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        st = self.st
+        if st.phase == "":
+            st.set_phase("Initializing", self.now)
+            st.primary_template = copy.deepcopy(self.template)
+            st.last_applied_spec = self.revision
+            st.last_promoted_spec = self.revision
+            st.canary_scaled = False
+            self.event(f"Initializing {self.label}: creating {self.target_name}-primary")
+        if not self.primary_ready():
+            ws = self.obs.primary
+            self.event(f"Waiting for {self.target_name}-primary.{self.ns} to be ready "
+                       f"({ws.ready}/{ws.desired} pods)", once=True)
+            return
+        st.set_phase("Initialized", self.now)
+        self.event(f"Initialization done! {self.label}")
+
+    def idle(self, command: str | None) -> None:
+        st = self.st
+        if command == "retry":
+            self.start(f"Retrying the rollout of {self.label}")
+            return
+        if self.revision == st.last_applied_spec:
+            return
+        if self.revision == st.last_promoted_spec and st.primary_template is not None:
+            st.last_applied_spec = self.revision
+            self.event(f"{self.label} is back to the revision the primary runs; "
+                       "nothing to roll out")
+            return
+        self.start(f"New revision detected! Scaling up {self.label}")
+
+    def start(self, message: str) -> None:
+        st = self.st
+        st.reset_for_rollout(self.revision, self.now)
+        st.scale_down_at = None
+        affinity = self.analysis.session_affinity if self.analysis else None
+        if affinity:
+            st.session_affinity_cookie = f"{affinity.cookie_name}={self.revision}"
+        st.set_phase("Progressing", self.now)
+        self.event(message)
+
+    def analyse(self) -> None:
+        st = self.st
+        if self.revision != st.last_applied_spec:
+            st.add_history("superseded", f"revision {self.revision} was applied during the "
+                           "analysis", self.now)
+            self.start(f"New revision detected! Restarting analysis for {self.label}")
+            return
+        if st.paused:
+            return
+        if st.canary_scaled:
+            if not self.canary_ready():
+                if st.not_ready_since is None:
+                    st.not_ready_since = self.now
+                ws = self.obs.canary
+                if self.now - st.not_ready_since > self.deadline:
+                    self.rollback(f"canary {self.label} not ready after {self.deadline:g}s "
+                                  f"({ws.ready}/{ws.desired} pods ready): progress deadline "
+                                  "exceeded")
+                else:
+                    self.event(f"Waiting for {self.label} rollout to finish "
+                               f"({ws.ready}/{ws.desired} pods ready)", once=True)
+                return
+            st.not_ready_since = None
+        if self.now < st.next_step_at:
+            return
+        st.next_step_at = self.now + self.interval
+        for hook in hooks_of(self.canary, "rollback"):
+            result = self.sensors.webhooks.call(hook, payload(self.canary, st, hook))
+            if result.ok:
+                self.rollback(f"rollback webhook {hook.name} invoked")
+                return
+        passed, why = self.gates("confirm-rollout")
+        if not passed:
+            if st.phase != "Waiting":
+                st.set_phase("Waiting", self.now)
+            self.event(f"Halt advancement {self.label}: waiting for approval {why}", once=True)
+            return
+        if st.phase == "Waiting":
+            st.set_phase("Progressing", self.now)
+            self.event(f"Confirm-rollout passed for {self.label}")
+        if not st.canary_scaled:
+            st.canary_scaled = True
+            st.not_ready_since = self.now
+            st.next_step_at = self.now
+            self.event(f"Scaling up {self.label} to {max(1, st.target_replicas)} replicas")
+            return
+        if self.canary.spec.skip_analysis:
+            self.promote("analysis skipped (skipAnalysis)")
+            self.event(f"Canary analysis was skipped for {self.label}; promoting")
+            return
+        if st.failed_checks >= self.threshold:
+            self.rollback(f"failed checks threshold reached {st.failed_checks}")
+            return
+        if not st.analysis_started:
+            failures = self.failing_hooks("pre-rollout")
+            if failures:
+                self.count_failure("; ".join(failures))
+                return
+            st.analysis_started = True
+            self.event(f"Starting canary analysis for {self.label}")
+            self.advance()
+            return
+        failures = self.failing_hooks("rollout")
+        if failures:
+            st.checks = [CheckRecord("rollout-webhooks", "fail", message="; ".join(failures))]
+            self.count_failure("; ".join(failures))
+            return
+        ctx = CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
+                           self.sensors.templates)
+        st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
+            if self.analysis else []
+        verdict = combine(st.checks)
+        if verdict == "fail":
+            self.count_failure("; ".join(c.message for c in st.checks if c.verdict == "fail"))
+            return
+        if verdict == "nodata":
+            if st.nodata_since is None:
+                st.nodata_since = self.now
+            why = "; ".join(c.message for c in st.checks if c.verdict == "nodata")
+            waited = self.now - st.nodata_since
+            if waited > self.deadline:
+                self.rollback(f"no data for {waited:.0f}s (progressDeadlineSeconds "
+                              f"{self.deadline:g}): {why}")
+                return
+            self.event(f"Halt advancement {self.label}: no data yet: {why}", once=True)
+            return
+        st.nodata_since = None
+        self.advance()
+
+    def count_failure(self, why: str) -> None:
+        st = self.st
+        st.failed_checks += 1
+        if st.failed_checks >= self.threshold:
+            self.rollback(f"failed checks threshold reached {st.failed_checks}: {why}")
+            return
+        self.event(f"Halt advancement {self.label}: {why} (failed checks "
+                   f"{st.failed_checks}/{self.threshold})", warning=True)
+
+    # --- strategies -----------------------------------------------------------------
+
+    def advance(self) -> None:
+        strategy = self.canary.strategy
+        if strategy == "ab":
+            self.advance_ab()
+        elif strategy == "bluegreen":
+            self.advance_bluegreen()
+        else:
+            self.advance_canary(mirror_first=strategy == "mirror")
+
+    def advance_canary(self, mirror_first: bool) -> None:
+        st, analysis = self.st, self.analysis
+        weights = (analysis.weights if analysis else []) or [
+            (analysis.max_weight if analysis else None) or 100
+        ]
+        if st.step_index + 1 < len(weights):
+            if mirror_first and st.step_index == -1 and not st.mirror_stage:
+                st.mirror_stage = True
+                share = analysis.mirror_weight if analysis and analysis.mirror_weight else 100
+                self.event(f"Start traffic mirroring to {self.canary.service_names[2]}."
+                           f"{self.ns} ({share}% of requests)")
+                return
+            passed, why = self.gates("confirm-traffic-increase")
+            if not passed:
+                self.event(f"Halt advancement {self.label}: waiting for traffic increase "
+                           f"approval {why}", once=True)
+                return
+            if st.mirror_stage:
+                st.mirror_stage = False
+                self.event(f"Stop traffic mirroring to {self.canary.service_names[2]}.{self.ns}")
+            st.step_index += 1
+            st.canary_weight = weights[st.step_index]
+            self.event(f"Advance {self.label} canary weight {st.canary_weight}")
+            return
+        if self.promotion_gate():
+            self.promote("analysis passed")
+
+    def advance_ab(self) -> None:
+        st = self.st
+        total = self.analysis.iterations if self.analysis else 0
+        if not st.ab_active:
+            st.ab_active = True
+        if st.iterations < (total or 0):
+            st.iterations += 1
+            self.event(f"Advance {self.label} canary iteration {st.iterations}/{total}")
+            return
+        if self.promotion_gate():
+            self.promote("analysis passed")
+
+    def advance_bluegreen(self) -> None:
+        st, analysis = self.st, self.analysis
+        total = (analysis.iterations if analysis else 0) or 0
+        if st.iterations < total:
+            if analysis and analysis.mirror and not st.mirror_stage:
+                st.mirror_stage = True
+                self.event(f"Start traffic mirroring to {self.canary.service_names[2]}."
+                           f"{self.ns}")
+            st.iterations += 1
+            self.event(f"Advance {self.label} canary iteration {st.iterations}/{total}")
+            return
+        if st.canary_weight < 100:
+            if not self.promotion_gate():
+                return
+            if st.mirror_stage:
+                st.mirror_stage = False
+                self.event(f"Stop traffic mirroring to {self.canary.service_names[2]}.{self.ns}")
+            st.canary_weight = 100
+            self.event(f"Routing all traffic to canary {self.label}")
+            return
+        self.promote("analysis passed")
+
+    def promotion_gate(self) -> bool:
+        st = self.st
+        passed, why = self.gates("confirm-promotion")
+        if not passed:
+            if st.phase != "WaitingPromotion":
+                st.set_phase("WaitingPromotion", self.now)
+            self.event(f"Halt advancement {self.label}: waiting for promotion approval {why}",
+                       once=True)
+            return False
+        return True
+
+    # --- promotion and rollback -----------------------------------------------------
+
+    def promote(self, reason: str) -> None:
+        st = self.st
+        st.previous_primary_template = copy.deepcopy(st.primary_template)
+        st.primary_template = copy.deepcopy(self.template)
+        st.last_promoted_spec = self.revision
+        st.promoted_by = reason
+        st.paused = False
+        st.next_step_at = self.now
+        st.set_phase("Promoting", self.now)
+        self.event(f"Copying {self.label} template spec to {self.target_name}-primary.{self.ns}")
+
+    def promoting(self) -> None:
+        st = self.st
+        if not self.primary_ready():
+            ws = self.obs.primary
+            if self.now - st.phase_since > self.deadline:
+                st.primary_template = copy.deepcopy(st.previous_primary_template)
+                st.last_promoted_spec = spec_hash(st.primary_template)
+                self.rollback(f"{self.target_name}-primary.{self.ns} did not become ready "
+                              f"with the new template within {self.deadline:g}s "
+                              f"({ws.ready}/{ws.desired} pods); its previous template is "
+                              "restored")
+                return
+            self.event(f"Waiting for {self.target_name}-primary.{self.ns} rolling update "
+                       f"({ws.ready}/{ws.desired} pods ready)", once=True)
+            return
+        step = self.analysis.step_weight_promotion if self.analysis else None
+        if step and st.canary_weight > 0 and not st.ab_active:
+            if self.now < st.next_step_at:
+                return
+            st.next_step_at = self.now + self.interval
+            st.canary_weight = max(0, st.canary_weight - step)
+            if st.canary_weight > 0:
+                self.event(f"Advance {self.target_name}-primary.{self.ns} primary weight "
+                           f"{100 - st.canary_weight}")
+                return
+        st.canary_weight = 0
+        st.ab_active = False
+        st.mirror_stage = False
+        st.set_phase("Finalising", self.now)
+        self.event(f"Routing all traffic to primary {self.target_name}-primary.{self.ns}")
+
+    def finalising(self) -> None:
+        st = self.st
+        if self.now - st.phase_since < self.settings.drain_seconds:
+            return
+        st.canary_scaled = False
+        st.set_phase("Succeeded", self.now)
+        st.add_history("promoted", st.promoted_by or "analysis passed", self.now)
+        self.event(f"Promotion completed! Scaling down {self.label}")
+        self.post_rollout()
+
+    def rollback(self, reason: str) -> None:
+        st = self.st
+        st.canary_weight = 0
+        st.ab_active = False
+        st.mirror_stage = False
+        st.paused = False
+        if st.canary_scaled:
+            st.scale_down_at = self.now + self.settings.drain_seconds
+        st.set_phase("Failed", self.now, message=f"Canary analysis failed: {reason}")
+        st.add_history("rolled-back", reason, self.now)
+        self.event(f"Rolling back {self.label}: {reason}", warning=True)
+        self.post_rollout()
+
+    def post_rollout(self) -> None:
+        for failure in self.failing_hooks("post-rollout"):
+            self.event(failure, warning=True)

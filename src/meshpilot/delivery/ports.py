@@ -1,0 +1,67 @@
+"""The interfaces the rollout controller talks through, wired by the control plane.
+
+Keeping I/O behind these small protocols is what lets the state machine be stepped tick
+by tick in unit tests with a fake clock and in-memory fakes, while production wires the
+same calls to the config store, the local runtime and the embedded telemetry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from meshpilot.api.flagger import Canary, MetricTemplate
+
+Clock = Callable[[], float]
+"""Seconds since the epoch (``time.time`` in production, a fake in tests)."""
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """What the runtime reports about one Deployment's pods.
+
+    ``template_hash`` is ``delivery.state.spec_hash`` of the pod template the runtime is
+    running or converging to (the Deployment's ``spec.template`` it last acted on);
+    ``ready`` counts ready pods of that template only, so "ready" after a promotion means
+    the new template is serving, not the old pods.
+    """
+
+    exists: bool = False
+    template_hash: str | None = None
+    desired: int = 0
+    ready: int = 0
+
+
+class WriteError(Exception):
+    """A write was refused (validation, conflict); the next tick tries again."""
+
+
+class ObjectWriter(Protocol):
+    """Writes through the one config path (ConfigService.apply), like any user change."""
+
+    def apply(self, objects: Sequence[dict[str, Any]]) -> None:
+        """Apply all of ``objects`` or none; raise WriteError when refused."""
+        ...
+
+    def delete(self, namespace: str, refs: Sequence[tuple[str, str]]) -> None:
+        """Delete (kind, name) objects of ``namespace``; missing ones are ignored."""
+        ...
+
+    def put_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Replace the Canary's status (store PutStatus)."""
+        ...
+
+
+class ClusterReader(Protocol):
+    """Reads the stored config and the runtime's view of the pods."""
+
+    def canary(self, namespace: str, name: str) -> Canary | None: ...
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored Deployment body, with metadata.resourceVersion."""
+        ...
+
+    def workload(self, namespace: str, name: str) -> WorkloadStatus: ...
+
+    def metric_template(self, namespace: str, name: str) -> MetricTemplate | None: ...

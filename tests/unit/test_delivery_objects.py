@@ -1,0 +1,152 @@
+"""Generated objects: names, selectors, routes, and that the store would accept them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.unit.test_delivery_controller import canary, deployment
+
+from meshpilot.api.flagger import Canary
+from meshpilot.api.kubernetes import Deployment, Service
+from meshpilot.api.networking import DestinationRule, VirtualService
+from meshpilot.delivery import objects as gen
+from meshpilot.delivery.state import RolloutState
+from meshpilot.validation import plan_apply
+from meshpilot.validation.codes import Severity
+
+
+def make(analysis: dict[str, Any] | None = None, **service: Any) -> Canary:
+    body = canary(analysis)
+    body["spec"]["service"].update(service)
+    return Canary.model_validate(body)
+
+
+def state(**fields: Any) -> RolloutState:
+    st = RolloutState(phase="Progressing", canary_scaled=True, target_replicas=2)
+    for k, v in fields.items():
+        setattr(st, k, v)
+    return st
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def test_names_and_selectors_follow_flagger() -> None:
+    target = deployment("v1")
+    objs = gen.desired_objects(make(), target, state(primary_template=target["spec"]["template"]))
+    services = by_kind(objs, "Service")
+    assert set(services) == {"podinfo", "podinfo-primary", "podinfo-canary"}
+    assert services["podinfo"]["spec"]["selector"] == {"app": "podinfo-primary"}
+    assert services["podinfo-primary"]["spec"]["selector"] == {"app": "podinfo-primary"}
+    assert services["podinfo-canary"]["spec"]["selector"] == {"app": "podinfo"}
+    primary = by_kind(objs, "Deployment")["podinfo-primary"]
+    assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-primary"}
+    assert primary["spec"]["template"]["metadata"]["labels"] == {"app": "podinfo-primary"}
+    assert primary["spec"]["replicas"] == 2
+    assert set(by_kind(objs, "DestinationRule")) == {"podinfo-primary", "podinfo-canary"}
+    vs = by_kind(objs, "VirtualService")["podinfo"]
+    assert vs["spec"]["hosts"] == ["podinfo"]
+    for model, kind in ((Service, "Service"), (Deployment, "Deployment"),
+                        (DestinationRule, "DestinationRule"), (VirtualService, "VirtualService")):
+        for obj in by_kind(objs, kind).values():
+            model.model_validate(obj)
+
+
+def test_the_generated_set_passes_the_store_validation() -> None:
+    target = deployment("v1")
+    canary_body = canary()
+    c = Canary.model_validate(canary_body)
+    objs = gen.desired_objects(c, target, state(canary_weight=30,
+                                                primary_template=target["spec"]["template"]))
+    objs = [o for o in objs if not (o["kind"] == "Deployment" and o["metadata"]["name"] ==
+                                    "podinfo")]
+    sources = [(f"{o['kind']}.json", json.dumps(o)) for o in [canary_body, target, *objs]]
+    plan = plan_apply(sources)
+    errors = [d for d in plan.diagnostics if d.severity == Severity.ERROR]
+    assert plan.ok and not errors, [d.message for d in plan.diagnostics]
+
+
+def test_weights_sum_to_100_and_canary_traffic_needs_ready_pods() -> None:
+    c = make()
+    vs = gen.virtual_service(c, gen.routing(c, state(canary_weight=30)))
+    route = vs["spec"]["http"][0]["route"]
+    assert [(r["destination"]["host"], r["weight"]) for r in route] == [
+        ("podinfo-primary", 70), ("podinfo-canary", 30)]
+    held = gen.routing(c, state(canary_weight=30), canary_ready=False)
+    assert (held.primary_weight, held.canary_weight) == (100, 0)
+
+
+def test_service_fields_are_carried_to_every_rule() -> None:
+    c = make(
+        hosts=["app.example.com"], gateways=["public-gateway"], timeout="5s",
+        retries={"attempts": 3, "perTryTimeout": "1s"},
+        headers={"request": {"add": {"x-via": "mesh"}}},
+        match=[{"uri": {"prefix": "/api"}}],
+        trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL"}},
+    )
+    vs = gen.virtual_service(c, gen.routing(c, state(canary_weight=10)))
+    assert vs["spec"]["hosts"] == ["podinfo", "app.example.com"]
+    assert vs["spec"]["gateways"] == ["public-gateway", "mesh"]
+    rule = vs["spec"]["http"][0]
+    assert rule["timeout"] == "5s" and rule["retries"]["attempts"] == 3
+    assert rule["headers"] == {"request": {"add": {"x-via": "mesh"}}}
+    assert rule["match"] == [{"uri": {"prefix": "/api"}}]
+    for dr in gen.destination_rules(c):
+        assert dr["spec"]["trafficPolicy"] == {"tls": {"mode": "ISTIO_MUTUAL"}}
+    VirtualService.model_validate(vs)
+
+
+def test_ab_match_rule_comes_first_and_merges_service_match() -> None:
+    c = make({"iterations": 5, "match": [{"headers": {"user": {"exact": "beta"}}}]},
+             match=[{"uri": {"prefix": "/api"}}])
+    vs = gen.virtual_service(c, gen.routing(c, state(ab_active=True)))
+    first, default = vs["spec"]["http"]
+    assert first["match"] == [{"uri": {"prefix": "/api"}, "headers": {"user": {"exact": "beta"}}}]
+    assert [r["weight"] for r in first["route"]] == [0, 100]
+    assert default["match"] == [{"uri": {"prefix": "/api"}}]
+    assert [r["weight"] for r in default["route"]] == [100, 0]
+    VirtualService.model_validate(vs)
+
+
+def test_session_affinity_routes_cookie_holders_to_canary() -> None:
+    c = make({"sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 3600,
+                                  "primaryCookieName": "primary-cookie"}})
+    st = state(canary_weight=20, session_affinity_cookie="flagger-cookie=abc")
+    vs = gen.virtual_service(c, gen.routing(c, st))
+    sticky, primary_rule, weighted = vs["spec"]["http"]
+    assert sticky["match"][0]["headers"]["Cookie"]["regex"] == ".*flagger-cookie=.*"
+    assert [r["weight"] for r in sticky["route"]] == [0, 100]
+    assert [r["weight"] for r in primary_rule["route"]] == [100, 0]
+    canary_dest = weighted["route"][1]
+    assert canary_dest["weight"] == 20
+    assert canary_dest["headers"]["response"]["add"]["Set-Cookie"] == (
+        "flagger-cookie=abc; Max-Age=3600")
+    VirtualService.model_validate(vs)
+    # with no canary traffic, no sticky rule
+    idle = gen.virtual_service(c, gen.routing(c, state(canary_weight=0)))
+    assert len(idle["spec"]["http"]) == 1
+
+
+def test_initializing_writes_only_the_primary() -> None:
+    target = deployment("v1")
+    objs = gen.desired_objects(make(), target, RolloutState(phase="Initializing"),
+                               primary_ready=False)
+    assert [o["kind"] for o in objs] == ["Deployment"]
+    assert objs[0]["metadata"]["name"] == "podinfo-primary"
+
+
+def test_target_scaled_keeps_resource_version() -> None:
+    target = deployment("v1")
+    target["metadata"]["resourceVersion"] = "7"
+    scaled = gen.scaled_target(target, 0)
+    assert scaled is not None and scaled["spec"]["replicas"] == 0
+    assert scaled["metadata"]["resourceVersion"] == "7"
+    assert gen.scaled_target(scaled, 0) is None
+
+
+def test_selector_label_prefers_app_then_name() -> None:
+    target = deployment("v1")
+    target["spec"]["selector"]["matchLabels"] = {"tier": "web", "app.kubernetes.io/name": "x"}
+    assert gen.selector_label(target) == ("app.kubernetes.io/name", "x")

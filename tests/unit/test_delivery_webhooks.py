@@ -1,0 +1,261 @@
+"""Every Flagger webhook type and the manual commands, stepped with a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tests.unit.test_delivery_controller import NAME, Harness
+
+from meshpilot.api.flagger import CanaryWebhook
+from meshpilot.delivery import HttpWebhookCaller, Sample
+
+GATE = "http://tester/gate/check"
+
+
+def hooks(*items: tuple[str, str]) -> dict[str, Any]:
+    return {"webhooks": [{"name": f"{t}-hook", "type": t, "url": u} for t, u in items]}
+
+
+def test_confirm_rollout_holds_in_waiting_without_scaling_up() -> None:
+    h = Harness(hooks(("confirm-rollout", GATE)))
+    h.hooks.statuses[GATE] = 403
+    h.initialize()
+    h.release("v2")
+    h.tick(3)
+    assert h.phase == "Waiting"
+    assert h.target_replicas() == 0
+    assert any("waiting for approval confirm-rollout-hook" in m for m in h.messages())
+    payload = h.hooks.called("confirm-rollout")[-1]
+    assert payload["name"] == NAME and payload["namespace"] == "default"
+    assert payload["phase"] == "Waiting" and payload["checksum"]
+    h.hooks.statuses[GATE] = 200
+    h.tick()
+    assert h.phase == "Progressing" and h.target_replicas() == 2
+    h.run_until(lambda: h.phase == "Succeeded")
+
+
+def test_closing_the_rollout_gate_mid_analysis_pauses_in_waiting() -> None:
+    h = Harness(hooks(("confirm-rollout", GATE)))
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    h.hooks.statuses[GATE] = 403
+    h.tick(3)
+    assert h.phase == "Waiting" and h.status["canaryWeight"] == 20
+
+
+def test_pre_rollout_failures_count_and_roll_back_at_threshold() -> None:
+    url = "http://tester/smoke"
+    h = Harness({**hooks(("pre-rollout", url)), "threshold": 2})
+    h.hooks.statuses[url] = 500
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("failedChecks") == 1)
+    assert h.canary_weight_routed() == 0
+    h.run_until(lambda: h.phase == "Failed")
+    assert "pre-rollout webhook pre-rollout-hook failed" in h.status["history"][-1]["reason"]
+
+
+def test_rollout_hooks_run_every_iteration_before_checks_and_count_failures() -> None:
+    url = "http://tester/"
+    h = Harness({**hooks(("rollout", url)), "threshold": 1})
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 30)
+    assert len(h.hooks.called("rollout")) == 2  # at 10 and at 20
+    h.hooks.statuses[url] = 0  # timeout
+    h.tick()
+    assert h.phase == "Failed"
+    assert "timed out" in h.status["history"][-1]["reason"]
+
+
+def test_confirm_traffic_increase_holds_the_weight() -> None:
+    url = "http://tester/more"
+    h = Harness(hooks(("confirm-traffic-increase", url)))
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    h.hooks.statuses[url] = 403
+    h.tick(3)
+    assert h.status["canaryWeight"] == 20 and h.phase == "Progressing"
+    h.hooks.statuses[url] = 202
+    h.tick()
+    assert h.status["canaryWeight"] == 30
+
+
+def test_confirm_promotion_waits_while_checks_keep_running() -> None:
+    url = "http://tester/promote"
+    h = Harness({**hooks(("confirm-promotion", url)), "threshold": 1})
+    h.hooks.statuses[url] = 403
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "WaitingPromotion")
+    calls = len(h.metrics.calls)
+    h.tick(2)
+    assert h.phase == "WaitingPromotion" and len(h.metrics.calls) > calls
+    h.metrics.success[NAME] = Sample(10.0, 100)
+    h.tick()
+    assert h.phase == "Failed"
+
+
+def test_confirm_promotion_approved_promotes() -> None:
+    url = "http://tester/promote"
+    h = Harness(hooks(("confirm-promotion", url)))
+    h.hooks.statuses[url] = 403
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "WaitingPromotion")
+    h.hooks.statuses[url] = 200
+    h.run_until(lambda: h.phase == "Succeeded")
+
+
+def test_rollback_hook_returning_2xx_rolls_back() -> None:
+    url = "http://tester/rollback/check"
+    h = Harness(hooks(("rollback", url)))
+    h.hooks.statuses[url] = 403
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    h.hooks.statuses[url] = 200
+    h.tick()
+    assert h.phase == "Failed" and h.canary_weight_routed() == 0
+    assert "rollback webhook rollback-hook invoked" in h.status["history"][-1]["reason"]
+
+
+def test_post_rollout_runs_after_promotion_and_failure_is_only_logged() -> None:
+    url = "http://tester/post"
+    h = Harness(hooks(("post-rollout", url)))
+    h.hooks.statuses[url] = 500
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "Succeeded")
+    assert [p["phase"] for p in h.hooks.called("post-rollout")] == ["Succeeded"]
+    assert any("post-rollout webhook post-rollout-hook failed" in m for m in h.messages())
+
+
+def test_post_rollout_runs_after_rollback() -> None:
+    h = Harness({**hooks(("post-rollout", "http://tester/post")), "threshold": 1})
+    h.initialize()
+    h.metrics.success[NAME] = Sample(1.0, 100)
+    h.release("v2")
+    h.run_until(lambda: h.phase == "Failed")
+    assert [p["phase"] for p in h.hooks.called("post-rollout")] == ["Failed"]
+
+
+def test_event_hooks_receive_every_event() -> None:
+    h = Harness(hooks(("event", "http://tester/events")))
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "Succeeded")
+    sent = [p["metadata"]["eventMessage"] for p in h.hooks.called("event")]
+    assert sent == h.messages()
+    assert "New revision detected! Scaling up podinfo.default" in sent
+    first = h.hooks.called("event")[0]["metadata"]
+    assert first["eventType"] == "Normal" and first["timestamp"].isdigit()
+
+
+# --- manual commands ------------------------------------------------------------------
+
+
+def test_pause_and_resume() -> None:
+    h = Harness()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    assert h.command("pause") is None
+    h.tick(5)
+    assert h.status["canaryWeight"] == 20 and h.status["paused"] is True
+    assert h.command("resume") is None  # resumes at once: the next step runs now
+    assert h.status["canaryWeight"] == 30 and h.status["paused"] is False
+
+
+def test_abort_rolls_back_now() -> None:
+    h = Harness()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    assert h.command("abort") is None
+    assert h.phase == "Failed" and h.canary_weight_routed() == 0
+    assert h.status["history"][-1]["reason"] == "aborted by user"
+
+
+def test_promote_skips_remaining_steps() -> None:
+    h = Harness()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 10)
+    assert h.command("promote") is None
+    assert h.phase == "Promoting"
+    h.run_until(lambda: h.phase == "Succeeded", dt=1.0)
+    assert h.primary_image() == "podinfo:v2"
+    assert h.status["history"][-1]["reason"] == "promoted by user"
+
+
+def test_retry_restarts_a_failed_rollout() -> None:
+    h = Harness({"threshold": 1})
+    h.initialize()
+    h.metrics.success[NAME] = Sample(50.0, 100)
+    h.release("v2")
+    h.run_until(lambda: h.phase == "Failed")
+    h.tick()  # drain
+    h.metrics.success[NAME] = Sample(100.0, 100)
+    assert h.command("retry") is None
+    assert h.phase == "Progressing"
+    h.run_until(lambda: h.phase == "Succeeded")
+
+
+def test_commands_refused_when_they_do_not_apply() -> None:
+    h = Harness()
+    h.initialize()
+    assert "no rollout to abort" in (h.command("abort") or "")
+    assert "only a failed rollout can be retried" in (h.command("retry") or "")
+    assert "is not paused" in (h.command("resume") or "")
+    assert "unknown command" in (h.command("explode") or "")
+
+
+# --- the HTTP caller ------------------------------------------------------------------
+
+
+def _caller(handler: Any) -> HttpWebhookCaller:
+    return HttpWebhookCaller(httpx.Client(transport=httpx.MockTransport(handler)),
+                             retry_delay_s=0)
+
+
+def test_http_caller_accepts_200_to_202_only() -> None:
+    hook = CanaryWebhook(name="h", url="http://t/", type="rollout")
+    for code, ok in ((200, True), (202, True), (204, False), (403, False), (500, False)):
+        result = _caller(lambda r, c=code: httpx.Response(c, text="no"))\
+            .call(hook, {"name": "x"})
+        assert result.ok is ok, code
+
+
+def test_http_caller_retries_and_sends_payload() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(500 if len(seen) < 3 else 200)
+
+    hook = CanaryWebhook(name="h", url="http://t/", retries=2)
+    assert _caller(handler).call(hook, {"name": "podinfo"}).ok
+    assert len(seen) == 3 and b'"name":"podinfo"' in seen[0].replace(b" ", b"")
+
+
+def test_http_caller_timeout_fails() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    hook = CanaryWebhook(name="h", url="http://t/", timeout="1s")
+    result = _caller(handler).call(hook, {})
+    assert not result.ok and "timed out after 1s" in result.message
+
+
+def test_promote_refuses_an_unanalysed_new_revision() -> None:
+    h = Harness()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 10)
+    h.release("v3")
+    assert "changed since this analysis started" in (h.command("promote") or "")
+    assert h.primary_image() == "podinfo:v1"
