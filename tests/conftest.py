@@ -21,7 +21,7 @@ import pytest
 
 from meshpilot.server.leftovers import stop_leftovers
 
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 

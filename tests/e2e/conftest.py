@@ -65,7 +65,7 @@ def service(name: str = "myapp", *, app: str | None = None, namespace: str = "de
 def subsets_rule(host: str = "myapp", versions: tuple[str, ...] = ("v1", "v2"),
                  namespace: str = "default", traffic_policy: str = "") -> str:
     subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
-    policy = textwrap.indent(textwrap.dedent(traffic_policy), "  ") if traffic_policy else ""
+    policy = textwrap.indent(textwrap.dedent(traffic_policy), "    ") if traffic_policy else ""
     return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
             f"metadata: {{name: {host}, namespace: {namespace}}}\nspec:\n  host: {host}\n"
             + (f"  trafficPolicy:\n{policy}" if policy else "")

@@ -85,6 +85,10 @@ class MeshAPI:
         proxy = self.mesh.proxies.get(name)
         if proxy is not None and proxy.running:
             return proxy.admin
+        for proxy in self.mesh.proxies.values():  # the name proxy-status shows (workload)
+            meta = proxy.bootstrap.get("node", {}).get("metadata", {})
+            if proxy.running and meta.get("WORKLOAD_NAME") == name:
+                return proxy.admin
         for pod in self._pods():
             if pod.name == name and pod.admin_port:
                 return AdminClient("127.0.0.1", pod.admin_port)
