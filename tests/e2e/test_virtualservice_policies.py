@@ -30,7 +30,7 @@ def virtual_service(http: str, *, name: str = "myapp", host: str = "myapp") -> s
 def given(mesh: Mesh, v1_args: str = "", v2_args: str = "") -> None:
     """myapp v1 and v2 (demo app knobs in ``v*_args``), their service and subsets.
 
-    Numbers in args must be quoted (``--error-rate '0.5'``): container args are strings, and
+    Numbers in args must be quoted (``--error-rate 0.5``): container args are strings, and
     ``demo_deployment`` writes them into a YAML flow list as they are.
     """
     mesh.apply(demo_deployment("myapp-v1", "v1", args=v1_args),
@@ -76,7 +76,7 @@ def inbound_5xx(admin: AdminClient) -> int:
 
 def test_mirror_copies_requests_and_discards_the_mirrors_answers(mesh: Mesh) -> None:
     # Given v1, and a v2 that fails every request (readiness on /healthz still passes)
-    given(mesh, v2_args="--error-rate '1.0'")
+    given(mesh, v2_args="--error-rate 1.0")
     v2 = sidecar_of(mesh, "myapp-v2")
     try:
         # When all traffic goes to v1 and is mirrored to v2 (mirrorPercentage 100)
@@ -122,7 +122,7 @@ def test_mirror_copies_requests_and_discards_the_mirrors_answers(mesh: Mesh) -> 
 
 def test_retries_hide_flaky_failures_and_per_try_timeout_bounds_each_try(mesh: Mesh) -> None:
     # Given a v1 that fails half of its requests with 500, and a healthy v2
-    given(mesh, v1_args="--error-rate '0.5'")
+    given(mesh, v1_args="--error-rate 0.5")
 
     # When requests with x-retry get 3 retries on 5xx, /delay/ requests to v2 get a
     # per-try timeout, and everything else gets no retries at all

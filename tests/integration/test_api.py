@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-
-from conftest import ControlPlane, read_endpoints, wait_for
+from tests.conftest import ControlPlane, read_endpoints, wait_for
 
 NET = "networking.istio.io"
 MP = "/apis/meshpilot.io/v1"

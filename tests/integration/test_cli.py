@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import ControlPlane, read_endpoints, run_cli
 
 import meshpilot
-from conftest import ControlPlane, read_endpoints, run_cli
 from meshpilot.cli.client import pid_alive
 
 REVIEWS = """\

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import wait_for
 
-from conftest import wait_for
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, IpAllocator, LocalRuntime, Pod

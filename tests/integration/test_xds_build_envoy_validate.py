@@ -1,8 +1,9 @@
 """Envoy itself accepts everything the xDS build generates (``envoy --mode validate``).
 
 The built resources are put into a static bootstrap: EDS clusters become STATIC with
-their assignment inline, RDS becomes an inline route config. Static route configs
-make Envoy check that every referenced cluster exists, which RDS would not.
+their assignment inline, RDS becomes an inline route config and scoped RDS inline scopes
+with their route configs inline. Static route configs make Envoy check that every
+referenced cluster exists, which RDS would not.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from meshpilot.xds.build import (
     TYPE_ENDPOINT,
     TYPE_LISTENER,
     TYPE_ROUTE,
+    TYPE_SCOPED_ROUTE,
     build_resources,
 )
 
@@ -278,6 +280,16 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     name = manager.rds.route_config_name
                     manager.ClearField("rds")
                     manager.route_config.CopyFrom(resources[TYPE_ROUTE][name])
+                if manager.HasField("scoped_routes"):
+                    scoped = manager.scoped_routes
+                    scoped.ClearField("scoped_rds")
+                    inline = scoped.scoped_route_configurations_list
+                    for scope in resources[TYPE_SCOPED_ROUTE].values():
+                        item = inline.scoped_route_configurations.add()
+                        item.CopyFrom(scope)
+                        item.ClearField("route_configuration_name")
+                        item.route_configuration.CopyFrom(
+                            resources[TYPE_ROUTE][scope.route_configuration_name])
                 f.typed_config.Pack(manager)
         listeners.append(json_format.MessageToDict(copy, preserving_proto_field_name=True))
     return {"static_resources": {"clusters": clusters, "listeners": listeners}}
@@ -287,6 +299,9 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
     resources = build_resources(_snapshot(), node)
     assert resources[TYPE_LISTENER] and resources[TYPE_ROUTE]
+    if node.kind != "gateway":  # every route config is validated through some scope
+        scoped = {s.route_configuration_name for s in resources[TYPE_SCOPED_ROUTE].values()}
+        assert scoped == set(resources[TYPE_ROUTE]), scoped
     config = tmp_path / "envoy.json"
     config.write_text(json.dumps(_static_bootstrap(resources), indent=1))
     proc = subprocess.run(

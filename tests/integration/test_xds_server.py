@@ -33,8 +33,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from tests.conftest import wait_for
 
-from conftest import wait_for
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer

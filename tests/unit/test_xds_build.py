@@ -31,6 +31,7 @@ from meshpilot.xds.build import (
     TYPE_ENDPOINT,
     TYPE_LISTENER,
     TYPE_ROUTE,
+    TYPE_SCOPED_ROUTE,
     build_resources,
 )
 
@@ -133,8 +134,21 @@ def snapshot(*rules: Named[Any], **kw: Any) -> MeshSnapshot:
     )
 
 
-def vhost(res: dict, name: str, route_config: str = "outbound_http_proxy") -> rc.VirtualHost:
-    return next(v for v in res[TYPE_ROUTE][route_config].virtual_hosts if v.name == name)
+def vhost(res: dict, name: str, route_config: str | None = None) -> rc.VirtualHost:
+    """Vhost ``name`` (``host:port``); a sidecar's is in its service's ``outbound|<host>``."""
+    config = route_config or "outbound|" + name.rsplit(":", 1)[0]
+    return next(v for v in res[TYPE_ROUTE][config].virtual_hosts if v.name == name)
+
+
+def outbound_domains(res: dict) -> list[str]:
+    """Every domain of every sidecar outbound route config."""
+    return [
+        d
+        for name, config in res[TYPE_ROUTE].items()
+        if name.startswith("outbound|")
+        for v in config.virtual_hosts
+        for d in v.domains
+    ]
 
 
 def routes_for(
@@ -321,8 +335,15 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
     sa = out.address.socket_address
     assert (sa.address, sa.port_value) == ("127.10.0.9", 15001)
     manager = _hcm(out)
-    assert manager.rds.route_config_name == "outbound_http_proxy"
-    assert manager.rds.config_source.HasField("ads")
+    # routes scoped by request host (SRDS over ADS), each scope's route config over RDS
+    assert manager.WhichOneof("route_specifier") == "scoped_routes"
+    scoped = manager.scoped_routes
+    assert scoped.name == "outbound_http_proxy"
+    (fragment,) = scoped.scope_key_builder.fragments
+    extractor = fragment.header_value_extractor
+    assert (extractor.name, extractor.element_separator, extractor.index) == ("host", ":", 0)
+    assert scoped.rds_config_source.HasField("ads")
+    assert scoped.scoped_rds.scoped_rds_config_source.HasField("ads")
     assert manager.http_protocol_options.allow_absolute_url.value is True
     assert [f.name for f in manager.http_filters] == [
         "envoy.filters.http.fault",
@@ -343,8 +364,13 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
 
 def test_vhost_domains_cover_short_forms_and_are_unique():
     res = build_resources(snapshot(), SIDECAR)
-    config = res[TYPE_ROUTE]["outbound_http_proxy"]
-    all_domains = [d for v in config.virtual_hosts for d in v.domains]
+    # one route config per service with an HTTP port, holding one vhost per HTTP port
+    assert set(res[TYPE_ROUTE]) == {f"outbound|{h}" for h in SERVICES}
+    assert [v.name for v in res[TYPE_ROUTE][f"outbound|{RATINGS}"].virtual_hosts] == [
+        f"{RATINGS}:8080",
+        f"{RATINGS}:9090",
+    ]
+    all_domains = outbound_domains(res)
     assert [d for d, n in Counter(all_domains).items() if n > 1] == []
     reviews = set(vhost(res, f"{REVIEWS}:9080").domains)
     assert reviews == {
@@ -371,17 +397,33 @@ def test_vhost_domains_cover_short_forms_and_are_unique():
     # the default route
     (route,) = vhost(res, f"{REVIEWS}:9080").routes
     assert route.route.cluster == f"outbound|9080||{REVIEWS}"
+    # one routing scope per host spelling (the domains without port), keyed by it and
+    # pointing at its service's route config
+    scopes = res[TYPE_SCOPED_ROUTE]
+    assert set(scopes) == {d.split(":")[0] for d in all_domains}
+    for name, scope in scopes.items():
+        assert scope.name == name
+        assert [f.string_key for f in scope.key.fragments] == [name]
+        config = res[TYPE_ROUTE][scope.route_configuration_name]
+        assert any(d.split(":")[0] == name for v in config.virtual_hosts for d in v.domains)
+    assert scopes["reviews"].route_configuration_name == f"outbound|{REVIEWS}"
+    assert scopes["web"].route_configuration_name == f"outbound|{WEB}"
+    assert scopes[EXT].route_configuration_name == f"outbound|{EXT}"
+    assert "other" not in scopes and "other.prod" in scopes
 
 
 def test_domains_never_duplicate_when_names_collide():
     # a ServiceEntry host spelled like a Service's short form: the full name wins
     services = {**SERVICES, "reviews.default": svc("reviews.default", 9080, origin="ServiceEntry")}
     res = build_resources(snapshot(services=services), SIDECAR)
-    all_domains = [
-        d for v in res[TYPE_ROUTE]["outbound_http_proxy"].virtual_hosts for d in v.domains
-    ]
+    all_domains = outbound_domains(res)
     assert len(all_domains) == len(set(all_domains))
     assert "reviews.default:9080" in vhost(res, "reviews.default:9080").domains
+    assert "reviews.default:9080" not in vhost(res, f"{REVIEWS}:9080").domains
+    # a spelling is one scope, of one service (Envoy rejects two scopes with one key)
+    scope = res[TYPE_SCOPED_ROUTE]["reviews.default"]
+    assert scope.route_configuration_name == "outbound|reviews.default"
+    assert res[TYPE_SCOPED_ROUTE]["reviews"].route_configuration_name == f"outbound|{REVIEWS}"
 
 
 # --------------------------------------------------------------------------- routes

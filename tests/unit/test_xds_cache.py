@@ -4,6 +4,7 @@ plus the stream's protocol state machine driven by hand-written requests (no net
 from __future__ import annotations
 
 import queue
+import time
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -20,7 +21,15 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 from meshpilot.mesh.model import ProxyNode
-from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, plan_update
+from meshpilot.xds import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Resources,
+    plan_update,
+)
 from meshpilot.xds.cache import (
     Entry,
     Subscription,
@@ -324,3 +333,135 @@ def test_delta_reconnect_sends_only_what_differs(harness):
     eds = h.recv()
     assert [r.name for r in eds.resources] == ["b"] and eds.resources[0].version
     assert h.stream.status().types[CLUSTER].acked_version == resp.system_version_info
+
+
+# --- scoped routes (SRDS): scopes name route configs ---------------------------------------
+
+
+def scope(name: str, route_name: str) -> scoped_route_pb2.ScopedRouteConfiguration:
+    return scoped_route_pb2.ScopedRouteConfiguration(
+        name=name, route_configuration_name=route_name,
+        key=scoped_route_pb2.ScopedRouteConfiguration.Key(fragments=[
+            scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=name)]))
+
+
+def scoped_world(services: dict[str, str]) -> Resources:
+    """services: name -> cluster its routes send to; per service a scope and a route
+    (next to the listener's own route config ``routes``)."""
+    res = world({c: 1 for c in set(services.values())}, next(iter(services.values())))
+    res[ROUTE].update({f"outbound|{s}": route(f"outbound|{s}", c) for s, c in services.items()})
+    res[SCOPED_ROUTE] = {s: scope(s, f"outbound|{s}") for s in services}
+    return res
+
+
+def test_scopes_reference_route_configs():
+    target = to_entries(scoped_world({"x": "a", "y": "a"}))
+    assert referenced(target)[ROUTE] == {"routes", "outbound|x", "outbound|y"}
+    del target[ROUTE]["outbound|y"], target[ROUTE]["routes"]
+    assert consistency_problems(target) == [
+        "RouteConfiguration missing: outbound|y, routes"]
+
+
+def test_scopes_and_their_routes_are_staged_together_after_listeners():
+    [_, switch] = plan_update({}, to_entries(scoped_world({"x": "a"})))
+    assert list(switch.stage) == [LISTENER, SCOPED_ROUTE, ROUTE]
+    assert switch.expect[SCOPED_ROUTE].keys() == {"x"}
+    assert switch.expect[ROUTE].keys() == {"outbound|x", "routes"}
+
+
+def test_one_service_route_change_is_one_route_config():
+    cur = staged_after(scoped_world({"x": "a", "y": "b", "z": "b"}))
+    [phase] = plan_update(cur, to_entries(scoped_world({"x": "a", "y": "a", "z": "b"})))
+    assert list(phase.stage) == [ROUTE] and list(phase.expect[ROUTE]) == ["outbound|y"]
+
+
+def test_new_service_scope_and_route_then_removed_after():
+    cur = staged_after(scoped_world({"x": "a"}))
+    [switch] = plan_update(cur, to_entries(scoped_world({"x": "a", "y": "a"})))
+    assert list(switch.stage) == [SCOPED_ROUTE, ROUTE]
+    assert set(switch.stage[SCOPED_ROUTE]) == {"x", "y"}
+    assert switch.expect[SCOPED_ROUTE] == {"y": ANY_VERSION}
+    assert switch.expect[ROUTE] == {"outbound|y": ANY_VERSION}
+    cur = staged_after(scoped_world({"x": "a", "y": "a"}))
+    [brk] = plan_update(cur, to_entries(scoped_world({"x": "a"})))
+    assert brk.name == "break"  # a scope goes with its route config, nothing to make first
+    assert set(brk.stage[SCOPED_ROUTE]) == {"x"} and set(brk.stage[ROUTE]) == {
+        "routes", "outbound|x"}
+
+
+class _AnyVersion:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and len(other) == 16
+
+
+ANY_VERSION: Any = _AnyVersion()
+
+
+def test_delta_stream_sends_a_scopes_route_config_once_the_proxy_asks(harness):
+    h = harness("delta", scoped_world({"x": "a"}))
+    h.stream.start(1)
+
+    def req(type_url: str, **kw: Any) -> None:
+        h.stream.handle(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **kw))
+
+    def ack(resp: Any) -> None:
+        req(resp.type_url, response_nonce=resp.nonce)
+
+    req(CLUSTER)
+    ack(h.recv())
+    req(ENDPOINT, resource_names_subscribe=["a"])
+    ack(h.recv())
+    req(LISTENER)
+    ack(h.recv())
+    req(SCOPED_ROUTE)  # wildcard, as Envoy's SRDS subscription is
+    srds = h.recv()
+    assert srds.type_url == SCOPED_ROUTE and [r.name for r in srds.resources] == ["x"]
+    ack(srds)
+    req(ROUTE, resource_names_subscribe=["outbound|x"])  # Envoy asks once it holds "x"
+    rds = h.recv()
+    assert [r.name for r in rds.resources] == ["outbound|x"]
+    ack(rds)
+    wait_for_mesh_version(h, 1)
+    st = h.stream.status()
+    assert st.types[SCOPED_ROUTE].acked_version == srds.system_version_info
+    assert st.types[ROUTE].acked_version == rds.system_version_info
+
+    # A new service: its scope, then (on the proxy's request) its route config.
+    h.resources = scoped_world({"x": "a", "y": "a"})
+    h.stream.trigger(2)
+    srds = h.recv()
+    assert [r.name for r in srds.resources] == ["y"] and not srds.removed_resources
+    ack(srds)
+    assert h.none()  # the phase waits for the proxy to ask for outbound|y
+    req(ROUTE, resource_names_subscribe=["outbound|y"])
+    rds = h.recv()
+    assert [r.name for r in rds.resources] == ["outbound|y"]
+    ack(rds)
+    wait_for_mesh_version(h, 2)
+
+
+def test_sotw_scopes_are_full_state_and_a_nack_shows_on_srds(harness):
+    h = harness("sotw", scoped_world({"x": "a", "y": "a"}))
+    h.stream.start(1)
+    h.sotw(LISTENER)
+    h.ack(h.recv())
+    h.sotw(SCOPED_ROUTE)  # no names: wildcard
+    srds = h.recv()
+    assert [unpack_scope(a).name for a in srds.resources] == ["x", "y"]
+    h.sotw(SCOPED_ROUTE, (), "", srds.nonce, error="scope key conflict")
+    st = h.stream.status()
+    assert st.types[SCOPED_ROUTE].nack == "scope key conflict"
+    assert st.types[LISTENER].nack is None
+
+
+def unpack_scope(packed: Any) -> scoped_route_pb2.ScopedRouteConfiguration:
+    out = scoped_route_pb2.ScopedRouteConfiguration()
+    packed.Unpack(out)
+    return out
+
+
+def wait_for_mesh_version(h: Any, version: int, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while h.stream.status().mesh_version != version:
+        assert time.monotonic() < deadline, h.stream.status()
+        time.sleep(0.01)

@@ -15,7 +15,11 @@ from meshpilot.cli.common import StateOpt, check, client_for, out
 
 def _short(url: str) -> str:
     return {"Cluster": "CDS", "ClusterLoadAssignment": "EDS", "Listener": "LDS",
-            "RouteConfiguration": "RDS"}.get(url, url)
+            "RouteConfiguration": "RDS", "ScopedRouteConfiguration": "SRDS"}.get(url, url)
+
+
+_COLUMN_TYPES = {"CDS": ("CDS",), "EDS": ("EDS",), "LDS": ("LDS",), "RDS": ("SRDS", "RDS")}
+"""A sidecar's routes come as scopes (SRDS) naming route configs (RDS): one column."""
 
 
 def proxy_status_table(proxies: list[dict[str, Any]]) -> Table:
@@ -24,13 +28,15 @@ def proxy_status_table(proxies: list[dict[str, Any]]) -> Table:
         table.add_column(title)
     for p in sorted(proxies, key=lambda p: (p["kind"], p["namespace"], p["workload"])):
         cells = []
-        for kind in ("CDS", "EDS", "LDS", "RDS"):
-            t = next((v for k, v in p["types"].items() if _short(k) == kind), None)
-            if t is None:
+        for column, kinds in _COLUMN_TYPES.items():
+            ts = {_short(k): v for k, v in p["types"].items() if _short(k) in kinds}
+            nack = next((k for k in kinds if ts.get(k, {}).get("nack")), None)
+            if column not in ts:
                 cells.append("NOT SENT")
-            elif t.get("nack"):
-                cells.append(f"NACK ({t['nack'][:60]})")
-            elif t.get("acked") == t.get("sent"):
+            elif nack is not None:
+                prefix = f"{nack}: " if nack != column else ""
+                cells.append(f"NACK ({prefix}{ts[nack]['nack'][:60]})")
+            elif all(t.get("acked") == t.get("sent") for t in ts.values()):
                 cells.append("SYNCED")
             else:
                 cells.append("STALE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from meshpilot.mesh.model import ProxyNode, node_to_metadata
+from meshpilot.proxy.stats import stats_config
 
 XDS_CLUSTER = "xds-grpc"
 
@@ -27,7 +28,9 @@ def bootstrap(
     """The bootstrap document (JSON-able) for ``node``.
 
     ``api_type`` picks state-of-the-world (GRPC) or incremental (DELTA_GRPC) ADS; the
-    control plane speaks both.
+    control plane speaks both. ``stats`` is merged into the document; by default the
+    mesh's lean stats configuration (:func:`meshpilot.proxy.stats.stats_config`),
+    ``{}`` keeps Envoy's defaults.
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
     doc: dict[str, Any] = {
@@ -68,8 +71,7 @@ def bootstrap(
             ]
         },
     }
-    if stats:
-        doc.update(stats)
+    doc.update(stats_config() if stats is None else stats)
     return doc
 
 

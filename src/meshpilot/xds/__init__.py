@@ -2,7 +2,7 @@
 
 ``XdsServer(resources_for)`` serves State of the World and Delta ADS; ``update(version)``
 recomputes every connected proxy's resources and pushes only what changed, in
-make-before-break order (CDS → EDS, then LDS → RDS, then removals).
+make-before-break order (CDS → EDS, then LDS → SRDS → RDS, then removals).
 """
 
 from meshpilot.xds.cache import Entry, Phase, Push, plan_update, resource_version
@@ -15,6 +15,7 @@ from meshpilot.xds.types import (
     LISTENER,
     ORDER,
     ROUTE,
+    SCOPED_ROUTE,
     Resources,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "LISTENER",
     "ORDER",
     "ROUTE",
+    "SCOPED_ROUTE",
     "Entry",
     "Phase",
     "ProxyStatus",

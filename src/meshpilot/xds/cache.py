@@ -7,7 +7,7 @@ send (and in which order) can be unit-tested without a proxy:
   serialisation), so "changed" means "different bytes", whoever built the message.
 - :func:`plan_update` turns (what the proxy was given, what it should have) into
   make-before-break phases: clusters and endpoints first (old clusters kept), then
-  listeners and routes, then the removal of what is no longer referenced.
+  listeners, scoped routes and routes, then the removal of what is no longer referenced.
 - :func:`sotw_push` / :func:`delta_push` decide the content of the next response of one
   type from (staged view, subscription, what the proxy is believed to have).
 """
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -33,6 +34,7 @@ from meshpilot.xds.types import (
     LISTENER,
     ORDER,
     ROUTE,
+    SCOPED_ROUTE,
     Resources,
     order_key,
 )
@@ -119,12 +121,22 @@ def rds_names(listener: Message) -> set[str]:
     return names
 
 
+def scope_route_name(scope: Message) -> str | None:
+    """The RouteConfiguration a routing scope (SRDS) points at, fetched over RDS."""
+    if isinstance(scope, scoped_route_pb2.ScopedRouteConfiguration):
+        return scope.route_configuration_name or None
+    return None
+
+
 def referenced(target: Mapping[str, Mapping[str, Entry]]) -> dict[str, set[str]]:
-    """EDS names referenced by the clusters and RDS names referenced by the listeners."""
+    """EDS names referenced by the clusters; RDS names referenced by the listeners and
+    by the routing scopes."""
     eds = {n for e in target.get(CLUSTER, {}).values() if (n := eds_name(e.message))}
     rds: set[str] = set()
     for e in target.get(LISTENER, {}).values():
         rds |= rds_names(e.message)
+    rds |= {n for e in target.get(SCOPED_ROUTE, {}).values()
+            if (n := scope_route_name(e.message))}
     return {ENDPOINT: eds, ROUTE: rds}
 
 
@@ -176,10 +188,13 @@ def plan_update(
        kept), endpoints likewise; the endpoints of a changed cluster are sent again
        (a re-created cluster warms on them). Wait for the new/changed clusters and the
        referenced new/changed endpoints to be ACKed.
-    2. ``switch``: listeners = target (full set), routes = current + target; other types
-       = target. Wait for the new/changed listeners and referenced routes.
-    3. ``break``: every type = target: stale clusters, endpoints and routes go, after
-       nothing points at them any more.
+    2. ``switch``: listeners = target (full set), scoped routes = current + target,
+       routes = current + target; other types = target. Wait for the new/changed
+       listeners, scopes and referenced routes. Scopes and the routes they name are staged
+       together: Envoy asks for a scope's RouteConfiguration only once it holds the
+       scope, and gets it at once from the staged view.
+    3. ``break``: every type = target: stale clusters, endpoints, scopes and routes go,
+       after nothing points at them any more.
 
     A type absent from ``current`` was never staged (new stream): it is staged in its
     phase even when empty, so the proxy's first request for it gets an answer.
@@ -227,6 +242,8 @@ def plan_update(
     changed_listeners = _changed(staged.get(LISTENER, {}), new_listeners)
     if LISTENER not in staged or not _same(staged[LISTENER], new_listeners):
         stage2[LISTENER] = dict(new_listeners)
+    changed_scopes = stage_merge(SCOPED_ROUTE, stage2) if SCOPED_ROUTE in (
+        set(target) | set(staged)) else set()
     changed_routes = stage_merge(ROUTE, stage2)
     others = sorted((set(target) | set(staged)) - set(ORDER), key=order_key)
     for type_url in others:
@@ -237,6 +254,10 @@ def plan_update(
         expect2: dict[str, dict[str, str]] = {t: {} for t in stage2}
         expect2.setdefault(LISTENER, {}).update(
             {n: new_listeners[n].version for n in changed_listeners})
+        if changed_scopes:
+            new_scopes = target.get(SCOPED_ROUTE, {})
+            expect2.setdefault(SCOPED_ROUTE, {}).update(
+                {n: new_scopes[n].version for n in changed_scopes})
         want_rds = changed_routes & refs[ROUTE]
         new_routes = target.get(ROUTE, {})
         if want_rds:

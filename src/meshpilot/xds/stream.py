@@ -41,12 +41,26 @@ from meshpilot.xds.cache import (
     view_digest,
 )
 from meshpilot.xds.status import ProxyStatus, SentRecord, TypeStatus
-from meshpilot.xds.types import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, ROUTE, Resources
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    FULL_STATE_TYPES,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Resources,
+)
 
 log = logging.getLogger(__name__)
 
 Api = Literal["sotw", "delta"]
-_DEPENDS_ON = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
+_DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    ENDPOINT: (CLUSTER,),
+    SCOPED_ROUTE: (LISTENER,),
+    ROUTE: (LISTENER, SCOPED_ROUTE),
+}
+"""A rejected type: the proxy will not ask for what it would have named (routes of a
+rejected listener or scope), so a phase does not wait for those."""
 
 
 @dataclass
@@ -347,7 +361,7 @@ class ProxyStream:
             ts = self._types.get(t)
             if ts is not None and ts.nack_count != marks.get(t, 0):
                 failed.add(t)  # rejected: the proxy stays on its last good config
-            if t in failed or _DEPENDS_ON.get(t) in failed:
+            if t in failed or any(d in failed for d in _DEPENDS_ON.get(t, ())):
                 continue
             names = phase.expect[t]
             if ts is None or not ts.requested:

@@ -10,19 +10,29 @@ CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = _PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 
-ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-"""Make-before-break push order (xds_protocol.rst, "Eventual consistency considerations")."""
+ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
+"""Make-before-break push order (xds_protocol.rst, "Eventual consistency considerations").
 
-FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER})
+Scoped routes (SRDS) come after the listener whose connection manager fetches them and
+before the route configurations they name: Envoy subscribes to a scope's RouteConfiguration
+over RDS only once it holds the scope, so the route configuration cannot be sent first;
+both are staged in the same phase and the RDS answer goes out as soon as Envoy asks.
+"""
+
+FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """SotW responses of these types carry the complete set; absence means deletion.
 
 They are also the only types with a wildcard subscription (empty names on the first
-request). Every other type (RDS, EDS) is grouped per resource, as in Delta: a SotW
-response may carry only some of the subscribed names and the rest stay as they were.
+request; Envoy's SRDS subscription names no scopes and, over SotW, removes every scope a
+response leaves out). Every other type (RDS, EDS) is grouped per resource, as in Delta: a
+SotW response may carry only some of the subscribed names and the rest stay as they were.
 """
 
-SHORT_NAMES: dict[str, str] = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
+SHORT_NAMES: dict[str, str] = {
+    CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
+}
 
 Resources = dict[str, dict[str, Message]]
 """type_url -> resource name -> protobuf message: everything one proxy should have."""

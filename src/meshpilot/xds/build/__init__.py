@@ -7,9 +7,11 @@ can diff by hash. Names follow Istio; see :mod:`meshpilot.xds.build.names`.
 What a proxy gets:
 
 - ``sidecar`` / ``client``: outbound clusters (+ EDS assignments) for every service
-  port and DestinationRule subset; the ``outbound_http_proxy`` listener and route
-  config (one vhost per HTTP service port); per inbound port an ``inbound_<port>``
-  listener and an ``inbound|<port>||`` cluster.
+  port and DestinationRule subset; the ``outbound_http_proxy`` listener, whose routes
+  are scoped by request host (SRDS): per service with an HTTP port a route config
+  ``outbound|<host>`` (one vhost per HTTP port) and one routing scope per host spelling
+  that reaches it, so a change to one service's routes resends that route config only;
+  per inbound port an ``inbound_<port>`` listener and an ``inbound|<port>||`` cluster.
 - ``gateway``: the outbound clusters, and per HTTP Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener with route config ``http.<port>``.
 
@@ -23,15 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
 from meshpilot.api.networking import Server
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.xds.build import clusters, listeners, names
+from meshpilot.xds.build import clusters, listeners, names, telemetry
 from meshpilot.xds.build.index import labels_match
-from meshpilot.xds.build.names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
-from meshpilot.xds.build.vhosts import HTTP_PROTOCOLS, gateway_vhosts, sidecar_vhosts
+from meshpilot.xds.build.names import (
+    TYPE_CLUSTER,
+    TYPE_ENDPOINT,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SCOPED_ROUTE,
+)
+from meshpilot.xds.build.vhosts import HTTP_PROTOCOLS, gateway_vhosts, sidecar_route_tables
 
 Resources = dict[str, dict[str, Message]]
 
@@ -40,6 +48,7 @@ __all__ = [
     "TYPE_ENDPOINT",
     "TYPE_LISTENER",
     "TYPE_ROUTE",
+    "TYPE_SCOPED_ROUTE",
     "Resources",
     "build_resources",
 ]
@@ -74,9 +83,33 @@ def _gateway_servers(
     return by_port
 
 
+def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
+    """Per service a route config, and per host spelling a scope pointing at it."""
+    for table in sidecar_route_tables(snapshot, node):
+        name = names.outbound_route(table.host)
+        out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
+            name=name, virtual_hosts=table.vhosts
+        )
+        for spelling in table.spellings:
+            out[TYPE_SCOPED_ROUTE][spelling] = scoped_route_pb2.ScopedRouteConfiguration(
+                name=spelling,
+                route_configuration_name=name,
+                key=scoped_route_pb2.ScopedRouteConfiguration.Key(
+                    fragments=[
+                        scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(
+                            string_key=spelling
+                        )
+                    ]
+                ),
+            )
+
+
 def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     """Every resource ``node`` should have: type URL → resource name → message."""
-    out: Resources = {t: {} for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)}
+    out: Resources = {
+        t: {}
+        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SCOPED_ROUTE, TYPE_ROUTE)
+    }
     _outbound_clusters(out, snapshot, node)
     if node.kind == "gateway":
         for port, servers in sorted(_gateway_servers(snapshot, node).items()):
@@ -89,16 +122,16 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
             out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
                 name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
             )
+        telemetry.decorate(out, snapshot, node)
         return out
     listener = listeners.outbound(node)
     out[TYPE_LISTENER][listener.name] = listener
-    out[TYPE_ROUTE][names.OUTBOUND_ROUTE] = route_pb2.RouteConfiguration(
-        name=names.OUTBOUND_ROUTE, virtual_hosts=sidecar_vhosts(snapshot, node)
-    )
+    _outbound_routes(out, snapshot, node)
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(
         out,
         TYPE_LISTENER,
         (listeners.inbound(node, p) for p in sorted(node.inbound, key=lambda p: p.container_port)),
     )
+    telemetry.decorate(out, snapshot, node)
     return out

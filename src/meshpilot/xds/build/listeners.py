@@ -31,6 +31,7 @@ def connection_manager(
     stat_prefix: str,
     *,
     rds: str | None = None,
+    scoped: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     edge: bool = False,
     fault_and_cors: bool = True,
@@ -51,9 +52,35 @@ def connection_manager(
     if rds is not None:
         out.rds.config_source.CopyFrom(pb.ads_source())
         out.rds.route_config_name = rds
+    elif scoped is not None:
+        out.scoped_routes.CopyFrom(scoped_routes(scoped))
     elif route_config is not None:
         out.route_config.CopyFrom(route_config)
     return out
+
+
+def scoped_routes(name: str) -> hcm.ScopedRoutes:
+    """Routing scopes over SRDS, one per host a client may write, keyed by the request's
+    host without its port (``myapp:8080`` → ``myapp``; Envoy reads ``host`` as
+    ``:authority``, which is what an absolute-form proxy request's URL sets). Each scope
+    names its service's route config, fetched over RDS: a change to one service's routes
+    resends that service's route config only.
+    """
+    extractor = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor(
+        name="host", element_separator=":", index=0
+    )
+    return hcm.ScopedRoutes(
+        name=name,
+        scope_key_builder=hcm.ScopedRoutes.ScopeKeyBuilder(
+            fragments=[
+                hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder(
+                    header_value_extractor=extractor
+                )
+            ]
+        ),
+        rds_config_source=pb.ads_source(),
+        scoped_rds=hcm.ScopedRds(scoped_rds_config_source=pb.ads_source()),
+    )
 
 
 def _listener(
@@ -72,8 +99,8 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
 
 
 def outbound(node: ProxyNode) -> listener_pb2.Listener:
-    """``outbound_http_proxy`` on ``node.ip:node.outbound_port``, routes over RDS."""
-    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, rds=names.OUTBOUND_ROUTE)
+    """``outbound_http_proxy`` on ``node.ip:node.outbound_port``, routes over SRDS + RDS."""
+    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
     return _listener(
         names.OUTBOUND_LISTENER,
         node.ip,

@@ -3,7 +3,11 @@
 =============================  =============================================
 cluster (outbound)             ``outbound|8080|v2|myapp.default.svc.cluster.local``
 cluster (inbound)              ``inbound|8080||``
-sidecar listener / route cfg   ``outbound_http_proxy`` (the app's HTTP_PROXY)
+sidecar listener               ``outbound_http_proxy`` (the app's HTTP_PROXY)
+sidecar scoped routes (SRDS)   ``outbound_http_proxy``: one scope per host spelling a
+                               client may write (``myapp``, ``myapp.default``, ...),
+                               named and keyed by that spelling
+sidecar route cfg (per svc)    ``outbound|myapp.default.svc.cluster.local``
 sidecar virtual host           ``myapp.default.svc.cluster.local:8080``
 inbound listener               ``inbound_8080`` (route config ``inbound|8080||``)
 gateway listener / route cfg   ``gateway_80`` / ``http.80`` (keyed by Gateway server port)
@@ -16,9 +20,12 @@ TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 TYPE_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+TYPE_SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 
 OUTBOUND_LISTENER = "outbound_http_proxy"
-OUTBOUND_ROUTE = "outbound_http_proxy"
+OUTBOUND_SCOPES = "outbound_http_proxy"
+"""``scoped_routes.name`` of the sidecar's outbound connection manager."""
+OUTBOUND_ROUTE = OUTBOUND_SCOPES  # the name the single outbound route config had
 OUTBOUND_STAT_PREFIX = "outbound_http_proxy"
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -38,6 +45,11 @@ def inbound_cluster(port: int) -> str:
 
 def inbound_listener(port: int) -> str:
     return f"inbound_{port}"
+
+
+def outbound_route(host: str) -> str:
+    """The sidecar's route config for one service (its vhosts, one per HTTP port)."""
+    return f"outbound|{host}"
 
 
 def vhost(host: str, port: int) -> str:

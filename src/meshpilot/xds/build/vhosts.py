@@ -6,13 +6,19 @@ proxy's own namespace, as Kubernetes DNS search paths would resolve it — ``mya
 each with ``:8080``. The port-less forms are added only for port 80 or when the
 service has a single port (so ``http://myapp/`` reaches a one-port service whatever
 its port). ServiceEntry hosts get the host as written (plus ``short_names`` from the
-snapshot). A domain is never listed twice: full names are claimed before short
-aliases, and otherwise the first vhost in (host, port) order keeps it.
+snapshot). A host spelling belongs to one service, so a domain is never listed twice:
+full names are claimed before short aliases, and otherwise the first service in host
+order keeps it.
+
+The sidecar's vhosts are grouped per service (:func:`sidecar_route_tables`): each
+service's route config holds its vhosts, and the spellings it owns are its routing
+scopes' keys (scoped RDS, keyed by the request host without its port).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -51,47 +57,56 @@ def _with_ports(hosts: list[str], port: int, portless: bool) -> list[str]:
     return out
 
 
-def sidecar_vhosts(snapshot: MeshSnapshot, node: ProxyNode) -> list[rc.VirtualHost]:
-    """One vhost per HTTP (service, port), named ``host:port``."""
-    planned: list[tuple[MeshService, int, list[str], list[str]]] = []
+@dataclass(frozen=True)
+class RouteTable:
+    """One service's outbound routes: its vhosts and the host spellings that reach them."""
+
+    host: str
+    spellings: tuple[str, ...]  # without port: the routing scope keys
+    vhosts: tuple[rc.VirtualHost, ...]
+
+
+def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
+    """Per service with an HTTP port, in host order: one vhost per HTTP port."""
+    planned: list[tuple[MeshService, list[int], list[str], list[str]]] = []
     for host in sorted(snapshot.services):
         service = snapshot.services[host]
         if "*" in host:
             continue
-        full, short = _aliases(service, node)
-        for sp in sorted(service.ports, key=lambda p: p.port):
-            if sp.protocol not in HTTP_PROTOCOLS:
-                continue
-            portless = sp.port == 80 or len(service.ports) == 1
-            planned.append(
-                (
-                    service,
-                    sp.port,
-                    _with_ports(full, sp.port, portless),
-                    _with_ports(short, sp.port, portless),
-                )
-            )
+        ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
+        if ports:
+            planned.append((service, ports, *_aliases(service, node)))
     claimed: set[str] = set()
-    domains: list[list[str]] = [[] for _ in planned]
+    owned: list[list[str]] = [[] for _ in planned]
     for tier in ("full", "short"):
-        for i, (_, _, full_domains, short_domains) in enumerate(planned):
-            for d in full_domains if tier == "full" else short_domains:
-                if d not in claimed:
-                    claimed.add(d)
-                    domains[i].append(d)
+        for i, (_, _, full, short) in enumerate(planned):
+            for h in full if tier == "full" else short:
+                if h not in claimed:
+                    claimed.add(h)
+                    owned[i].append(h)
     out = []
-    for (service, port, _, _), doms in zip(planned, domains, strict=True):
-        if not doms:
+    for (service, ports, _, _), spellings in zip(planned, owned, strict=True):
+        if not spellings:
             continue
-        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        vhosts = []
         vs = index.mesh_virtual_service(snapshot, service.host)
-        if vs is not None:
-            routes = http_routes(vs, ctx)
-        else:
-            routes = [default_route(service.host, port, ctx)]
-        name = names.vhost(service.host, port)
-        out.append(rc.VirtualHost(name=name, domains=doms, routes=routes))
+        for port in ports:
+            portless = port == 80 or len(service.ports) == 1
+            ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+            if vs is not None:
+                routes = http_routes(vs, ctx)
+            else:
+                routes = [default_route(service.host, port, ctx)]
+            name = names.vhost(service.host, port)
+            domains = _with_ports(spellings, port, portless)
+            vhosts.append(rc.VirtualHost(name=name, domains=domains, routes=routes))
+        out.append(RouteTable(service.host, tuple(spellings), tuple(vhosts)))
     return out
+
+
+def sidecar_vhosts(snapshot: MeshSnapshot, node: ProxyNode) -> list[rc.VirtualHost]:
+    """One vhost per HTTP (service, port), named ``host:port``, all services together."""
+    return [v for table in sidecar_route_tables(snapshot, node) for v in table.vhosts]
 
 
 def _server_hosts(server: Server, gateway_ns: str) -> list[tuple[str, str]]:

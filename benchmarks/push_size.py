@@ -1,0 +1,319 @@
+"""Push size: what one sidecar is sent when ONE VirtualService's weights change.
+
+A mesh of S services (default 1,000), each with subsets v1/v2 (a DestinationRule) and a
+weighted VirtualService. One sidecar is brought in sync through meshpilot's real ADS
+stream state machine (``ProxyStream``: the cache diff, make-before-break phases, Delta
+and SotW), driven by a simulated proxy that ACKs every response and subscribes to what
+it learns the way Envoy does (EDS names from clusters, SRDS when a listener uses scoped
+routes, RDS names from listeners and scopes). Then one VirtualService's weights change,
+and the responses of that update are counted: bytes on the wire (serialized discovery
+responses) and resources per type.
+
+Side by side, in the same process, on the same mesh and change:
+
+- ``single route config``: the outbound listener fetches ONE RouteConfiguration holding
+  a virtual host per (service, port) of the whole mesh (meshpilot's previous layout,
+  rebuilt here from the scoped build by merging every service's virtual hosts);
+- ``scoped (SRDS)``: today's build: routing scopes keyed by request host, one
+  RouteConfiguration per service.
+
+Run:  .venv/bin/python benchmarks/push_size.py [--services 1000] [--changes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshpilot.api.networking import DestinationRule, VirtualService
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
+from meshpilot.xds.build import build_resources, names, pb
+from meshpilot.xds.cache import eds_name, rds_names
+from meshpilot.xds.stream import ProxyStream
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ORDER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Resources,
+    short_name,
+)
+
+NODE = ProxyNode(id="sidecar~127.20.0.1~client.default", kind="sidecar", namespace="default",
+                 ip="127.20.0.1", labels={"app": "client"})
+
+
+# --- the mesh ------------------------------------------------------------------------------
+
+
+def make_snapshot(services: int, weights: dict[int, tuple[int, int]]) -> MeshSnapshot:
+    svcs, eps, rules, routes = {}, {}, [], []
+    for i in range(services):
+        name = f"svc-{i:04d}"
+        host = f"{name}.default.svc.cluster.local"
+        svcs[host] = MeshService(host, name, "default", (ServicePort(8080, "http"),),
+                                 short_names=(name, f"{name}.default", f"{name}.default.svc"))
+        eps[host] = tuple(
+            Endpoint(host, 8080, f"127.21.{i // 200}.{i % 200 + v}", 8080, {"version": f"v{v}"},
+                     f"{name}-v{v}")
+            for v in (1, 2))
+        rule = DestinationRule.model_validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name},
+            "spec": {"host": name, "subsets": [{"name": f"v{v}", "labels": {"version": f"v{v}"}}
+                                               for v in (1, 2)]}})
+        v1, v2 = weights.get(i, (90, 10))
+        vs = VirtualService.model_validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {"hosts": [name], "http": [{"route": [
+                {"destination": {"host": name, "subset": "v1"}, "weight": v1},
+                {"destination": {"host": name, "subset": "v2"}, "weight": v2}]}]}})
+        rules.append(Named("default", name, rule))
+        routes.append(Named("default", name, vs))
+    return MeshSnapshot(version=1, services=svcs, endpoints=eps,
+                        virtual_services=tuple(routes), destination_rules=tuple(rules))
+
+
+def single_route_config(res: Resources) -> Resources:
+    """The previous layout: every outbound vhost in ONE route config fetched over RDS."""
+    out = {t: dict(v) for t, v in res.items() if t != SCOPED_ROUTE}
+    outbound = {n: c for n, c in res[ROUTE].items() if n.startswith("outbound|")}
+    merged = route_pb2.RouteConfiguration(name=names.OUTBOUND_ROUTE)
+    for config in outbound.values():  # host order, as the single table was built
+        merged.virtual_hosts.extend(config.virtual_hosts)
+    first = next(iter(outbound.values()))
+    merged.request_headers_to_add.extend(first.request_headers_to_add)  # telemetry header
+    out[ROUTE] = {n: c for n, c in res[ROUTE].items() if n not in outbound}
+    out[ROUTE][merged.name] = merged
+    listener = listener_pb2.Listener()
+    listener.CopyFrom(res[LISTENER][names.OUTBOUND_LISTENER])
+    f = listener.filter_chains[0].filters[0]
+    manager = hcm_pb2.HttpConnectionManager()
+    f.typed_config.Unpack(manager)
+    manager.ClearField("scoped_routes")
+    manager.rds.config_source.CopyFrom(pb.ads_source())
+    manager.rds.route_config_name = names.OUTBOUND_ROUTE
+    f.typed_config.CopyFrom(pb.pack(manager))
+    out[LISTENER][listener.name] = listener
+    return out
+
+
+# --- a simulated proxy on meshpilot's real stream state machine ------------------------------
+
+
+class SimProxy:
+    """ACKs every response and subscribes as Envoy does; records what it receives."""
+
+    def __init__(self, api: str, resources_for: Callable[[ProxyNode], Resources]) -> None:
+        self.api = api
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.stream = ProxyStream(stream_id="bench", node=NODE, api=api,  # type: ignore[arg-type]
+                                  send=self.inbox.put, resources_for=resources_for,
+                                  notify=lambda: None, phase_timeout=30.0)
+        self.received: list[tuple[str, int, int]] = []  # (type, bytes, resources)
+        self.names: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set()}
+        self.nonce: dict[str, str] = {}
+        self.scoped = False
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self, version: int) -> None:
+        self._thread.start()
+        self.stream.start(version)
+        self._initial(CLUSTER, node=True)
+        self._initial(LISTENER)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.stream.close()
+
+    def _req(self, type_url: str, **kw: Any) -> None:
+        cls = (discovery_pb2.DiscoveryRequest if self.api == "sotw"
+               else discovery_pb2.DeltaDiscoveryRequest)
+        self.stream.handle(cls(type_url=type_url, **kw))
+
+    def _initial(self, type_url: str, *, node: bool = False) -> None:
+        kw: dict[str, Any] = {}
+        if node:
+            kw["node"] = base_pb2.Node(id=NODE.id)
+        self._req(type_url, **kw)
+
+    def _subscribe(self, type_url: str, names: set[str]) -> None:
+        new, old = names, self.names[type_url]
+        if new == old:
+            return
+        self.names[type_url] = set(new)
+        if self.api == "sotw":
+            self._req(type_url, resource_names=sorted(new), response_nonce=self.nonce.get(
+                type_url, ""), version_info="")
+        else:
+            self._req(type_url, resource_names_subscribe=sorted(new - old),
+                      resource_names_unsubscribe=sorted(old - new))
+
+    def _loop(self) -> None:
+        try:
+            self._handle_responses()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _handle_responses(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            t = msg.type_url
+            self.received.append((t, msg.ByteSize(), len(msg.resources)))
+            self.nonce[t] = msg.nonce
+            # ACK first (as Envoy does after applying), then the subscriptions it implies.
+            if self.api == "sotw":
+                names = sorted(self.names.get(t, ()))
+                self._req(t, version_info=msg.version_info, response_nonce=msg.nonce,
+                          resource_names=names)
+                payloads = list(msg.resources)
+            else:
+                self._req(t, response_nonce=msg.nonce)
+                payloads = [r.resource for r in msg.resources]
+            if t == CLUSTER:
+                got = {n for a in payloads
+                       if (n := eds_name(cluster_pb2.Cluster.FromString(a.value)))}
+                if self.api == "sotw":
+                    self._subscribe(ENDPOINT, got)
+                else:
+                    self._subscribe(ENDPOINT, self.names[ENDPOINT] | got)
+            elif t == LISTENER:
+                rds: set[str] = set()
+                for a in payloads:
+                    lis = listener_pb2.Listener.FromString(a.value)
+                    rds |= rds_names(lis)
+                    if not self.scoped and _uses_scoped_rds(lis):
+                        self.scoped = True
+                        self._initial(SCOPED_ROUTE)
+                if rds:
+                    self._subscribe(ROUTE, self.names[ROUTE] | rds)
+            elif t == SCOPED_ROUTE:
+                route_names = {scoped_route_pb2.ScopedRouteConfiguration.FromString(
+                    a.value).route_configuration_name for a in payloads}
+                if self.api == "sotw":
+                    self._subscribe(ROUTE, route_names)
+                else:
+                    self._subscribe(ROUTE, self.names[ROUTE] | route_names)
+
+
+def _uses_scoped_rds(listener: listener_pb2.Listener) -> bool:
+    for chain in listener.filter_chains:
+        for f in chain.filters:
+            if f.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                m = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(m)
+                if m.HasField("scoped_routes"):
+                    return True
+    return False
+
+
+def wait(proxy: SimProxy, pred: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if proxy.error is not None:
+            raise RuntimeError("the simulated proxy failed") from proxy.error
+        if time.monotonic() > deadline:
+            raise TimeoutError("the simulated proxy did not converge")
+        time.sleep(0.01)
+
+
+# --- the measurement ---------------------------------------------------------------------
+
+
+def measure(api: str, layout: str, snapshots: list[Resources]) -> dict[str, Any]:
+    """Sync to snapshots[0], then apply each next one; per change: bytes and resources."""
+    state = {"res": snapshots[0]}
+    proxy = SimProxy(api, lambda node: state["res"])
+    try:
+        proxy.start(1)
+        wait(proxy, lambda: proxy.stream.acked(1))
+        initial = sum(b for _, b, _ in proxy.received)
+        changes = []
+        for version, res in enumerate(snapshots[1:], start=2):
+            mark = len(proxy.received)
+            state["res"] = res
+            proxy.stream.trigger(version)
+            wait(proxy, lambda v=version: proxy.stream.acked(v))
+            time.sleep(0.05)  # let a last response (if any) land
+            got = proxy.received[mark:]
+            by_type: Counter[str] = Counter()
+            for t, _, n in got:
+                by_type[t] += n
+            changes.append({"bytes": sum(b for _, b, _ in got), "responses": len(got),
+                            "resources": dict(by_type)})
+        return {"api": api, "layout": layout, "initial": initial, "changes": changes}
+    finally:
+        proxy.close()
+
+
+def fmt_types(resources: dict[str, int]) -> str:
+    return " ".join(f"{short_name(t)}:{resources[t]}"
+                    for t in sorted(resources, key=lambda t: (t not in ORDER, t))
+                    if resources[t]) or "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--changes", type=int, default=3, help="weight changes to time (each on "
+                    "a different VirtualService)")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    s = args.services
+    plans: list[dict[int, tuple[int, int]]] = [{}]
+    for k in range(1, args.changes + 1):  # each change: one more VirtualService re-weighted
+        plans.append({**plans[-1], (k * 37) % s: (50 + k, 50 - k)})
+    scoped = [build_resources(make_snapshot(s, w), NODE) for w in plans]
+    single = [single_route_config(r) for r in scoped]
+    built = time.perf_counter() - t0
+
+    results = {}
+    for api in ("delta", "sotw"):
+        for layout, snaps in (("single", single), ("scoped", scoped)):
+            results[api, layout] = measure(api, layout, snaps)
+
+    print(f"Push size for a one-VirtualService weight change: {s} services, one sidecar, "
+          f"{args.changes} changes (mesh built in {built:.1f}s)\n")
+    head = f"{'':8}{'':24}{'single route config':>26}{'scoped (SRDS)':>26}{'ratio':>9}"
+    print(head)
+    print("-" * len(head))
+    for api in ("delta", "sotw"):
+        one, sc = results[api, "single"], results[api, "scoped"]
+        print(f"{api:8}{'initial sync, bytes':24}{one['initial']:>26,}{sc['initial']:>26,}"
+              f"{one['initial'] / sc['initial']:>8.1f}x")
+        for k, (a, b) in enumerate(zip(one["changes"], sc["changes"], strict=True), 1):
+            print(f"{'':8}{f'change {k}, bytes':24}{a['bytes']:>26,}{b['bytes']:>26,}"
+                  f"{a['bytes'] / max(b['bytes'], 1):>8.0f}x")
+            print(f"{'':8}{f'change {k}, resources':24}{fmt_types(a['resources']):>26}"
+                  f"{fmt_types(b['resources']):>26}")
+        print()
+    print("bytes: serialized Delta/SotW discovery responses the sidecar received for the "
+          "update; resources per type; ratio: single / scoped.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""What a meshpilot Envoy keeps in its stats store (``stats_config``), and when it flushes.
+
+Istio's proxies keep a short inclusion list; so do ours. Envoy instantiates a stat only
+if a pattern below matches its name, so everything else costs neither memory nor time.
+Kept:
+
+- per outbound/inbound cluster: the ``upstream_rq_*`` family (per-code counters, the
+  ``upstream_rq_time`` histogram, retries, timeouts, pending overflows), request/response
+  size histograms, a few connection counters (bytes, opened/closed: the TCP metrics),
+  membership and outlier ejections;
+- per inbound virtual host: the virtual-cluster code counters and latency histogram that
+  carry the *source* workload (see :mod:`meshpilot.xds.build.telemetry`);
+- ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
+  connection managers' downstream request totals, for debugging.
+
+Envoy also charges ``cluster.X.external.upstream_rq_*`` / ``internal.`` copies of every
+code stat; they are left out (the last four characters before ``.upstream_rq`` must not
+be ``rnal``; a host ending in ``rnal`` would lose its copy too, an accepted corner).
+
+``stats_flush_on_admin``: histograms are merged when the admin endpoint is read, so a
+scrape sees counters and histograms of the same instant (the default 5 s flush timer
+would let histograms lag the counters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
+_NOT_EXTERNAL = r"([^r]...|.[^n]..|..[^a].|...[^l])"
+
+KEPT_STATS: tuple[str, ...] = (
+    _CLUSTER + _NOT_EXTERNAL + r"\.upstream_rq_[0-9a-z_]+$",
+    _CLUSTER + r"\.upstream_rs_(headers|body)_size$",
+    _CLUSTER + r"\.upstream_cx_(total|destroy|active|rx_bytes_total|tx_bytes_total"
+    r"|connect_fail|none_healthy)$",
+    _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
+    r"^vhost\.[^.]+\.vcluster\..*\.upstream_rq_([0-9]{3}|[1-5]xx|time)$",
+    r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
+)
+KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",
+                                  "control_plane.")
+
+
+def stats_config() -> dict[str, Any]:
+    """The bootstrap fragment (merged into the bootstrap document)."""
+    patterns: list[dict[str, Any]] = [{"safe_regex": {"regex": r}} for r in KEPT_STATS]
+    patterns += [{"prefix": p} for p in KEPT_PREFIXES]
+    return {
+        "stats_config": {
+            "stats_matcher": {"inclusion_list": {"patterns": patterns}},
+        },
+        "stats_flush_on_admin": True,
+    }

@@ -1,0 +1,120 @@
+"""What the proxies need so their stats can be read as Istio's standard metrics.
+
+Envoy's stats know the upstream cluster (``outbound|8080|v2|myapp...``: the destination,
+seen by the client) but not who called a server. So:
+
+- every outbound route configuration (sidecars, the mesh proxy, gateways) sets the request
+  header ``x-meshpilot-source: <workload>|<namespace>|<app>|<version>`` (overwriting any
+  value the app sent);
+- every inbound HTTP route configuration declares one Envoy *virtual cluster* per known
+  source workload, matching that header exactly; Envoy then counts
+  ``vhost.inbound|http|<port>.vcluster.<source>.upstream_rq_<code>`` and
+  ``.upstream_rq_time`` per source, and everything else under its built-in ``other``
+  virtual cluster (reported as source ``unknown``).
+
+Known sources are the workloads behind the snapshot's endpoints plus the two built-in
+proxies (mesh proxy, ingress gateway). The header is not authenticated (there is no
+mTLS here): a process that reaches a pod's inbound port directly could claim any source.
+
+Outbound and inbound clusters also track request/response sizes (``istio_request_bytes``,
+``istio_response_bytes``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.xds.build import names, pb
+from meshpilot.xds.build.names import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE
+
+SOURCE_HEADER = "x-meshpilot-source"
+UNKNOWN = "unknown"
+OTHER_VCLUSTER = "other"  # Envoy's own catch-all virtual cluster
+MESH_PROXY_SOURCE = ("mesh-proxy", "default", "mesh-client", UNKNOWN)
+GATEWAY_SOURCE = ("istio-ingressgateway", "istio-system", "istio-ingressgateway", UNKNOWN)
+"""The built-in proxies (the control plane starts them with these names and labels)."""
+
+_POD_SUFFIX = re.compile(r"^(?P<workload>.+)-[0-9a-f]{10}-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+
+
+def workload_of(pod: str) -> str:
+    """Deployment name of a pod named ``<deployment>-<template hash>-<suffix>``."""
+    m = _POD_SUFFIX.match(pod)
+    return m.group("workload") if m else pod
+
+
+def source_id(workload: str, namespace: str, labels: Mapping[str, str]) -> str:
+    """The header value (and virtual cluster name) naming one source workload."""
+    return "|".join((workload or UNKNOWN, namespace or UNKNOWN,
+                     labels.get("app") or UNKNOWN, labels.get("version") or UNKNOWN))
+
+
+def parse_source_id(value: str) -> tuple[str, str, str, str]:
+    """``(workload, namespace, app, version)``; all ``unknown`` if not one of ours."""
+    parts = value.split("|")
+    if len(parts) != 4:
+        return (UNKNOWN,) * 4  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def node_source_id(node: ProxyNode) -> str:
+    workload = workload_of(node.workload) if node.kind == "sidecar" else node.workload
+    return source_id(workload or node.kind, node.namespace, node.labels)
+
+
+def known_sources(snapshot: MeshSnapshot) -> list[str]:
+    out = {"|".join(MESH_PROXY_SOURCE), "|".join(GATEWAY_SOURCE)}
+    for endpoints in snapshot.endpoints.values():
+        for ep in endpoints:
+            if ep.workload:
+                out.add(source_id(workload_of(ep.workload), ep.namespace, ep.labels))
+    return sorted(out)
+
+
+def _source_header(value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=SOURCE_HEADER, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def virtual_clusters(sources: Iterable[str]) -> list[rc.VirtualCluster]:
+    return [
+        rc.VirtualCluster(
+            name=s,
+            headers=[rc.HeaderMatcher(name=SOURCE_HEADER, string_match={"exact": s})],
+        )
+        for s in sources
+    ]
+
+
+def decorate(out: dict, snapshot: MeshSnapshot, node: ProxyNode) -> None:
+    """Add the telemetry bits to ``node``'s resources (in place, deterministic)."""
+    header = _source_header(node_source_id(node))
+    for config in out[TYPE_ROUTE].values():
+        config.request_headers_to_add.append(header)
+    for cluster in out[TYPE_CLUSTER].values():
+        cluster.track_cluster_stats.request_response_sizes = True
+    vclusters = virtual_clusters(known_sources(snapshot))
+    for name, listener in out[TYPE_LISTENER].items():
+        if not name.startswith("inbound_"):
+            continue
+        for chain in listener.filter_chains:
+            for f in chain.filters:
+                if f.name != names.HCM_FILTER:
+                    continue
+                manager = hcm.HttpConnectionManager()
+                f.typed_config.Unpack(manager)
+                if not manager.HasField("route_config"):
+                    continue
+                for vhost in manager.route_config.virtual_hosts:
+                    vhost.virtual_clusters.extend(vclusters)
+                f.typed_config.CopyFrom(pb.pack(manager))
