@@ -1,0 +1,361 @@
+"""Envoy stats of one proxy → Istio's standard series (names, types, labels, buckets).
+
+Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSET|HOST``
+(every proxy: sidecars, the mesh proxy, the ingress gateway):
+
+- ``destination_service`` is HOST, ``destination_service_name/namespace`` its Service;
+- ``destination_version`` is the DestinationRule subset's ``version`` label; without a
+  subset, the version shared by every endpoint of HOST:PORT (``unknown`` if they differ);
+  ``destination_workload``/``_namespace``/``_app`` likewise from the endpoints;
+- ``source_*`` is the proxy itself; ``connection_security_policy`` is ``unknown`` (as
+  Istio reports at the source).
+
+Reporter ``destination`` comes from a sidecar's inbound side: per inbound port, the
+virtual clusters of route ``inbound|PORT||`` (one per known source workload, see
+:mod:`meshpilot.xds.build.telemetry`; Envoy's ``other`` → source ``unknown``).
+``destination_*`` is the pod (its Deployment and labels) and the Service whose endpoint
+it is; ``connection_security_policy`` is ``none`` (no mTLS in meshpilot).
+
+``response_flags`` is ``-`` (Envoy's per-code counters do not carry flags);
+``istio_request_bytes``/``istio_response_bytes`` come from per-cluster size histograms,
+which are not split by response code (``response_code="unknown"``) and, on the
+destination side, not by source (``source_*="unknown"``). TCP ports give the
+``istio_tcp_*`` counters from the cluster's connection counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.telemetry.envoy_stats import (
+    RawStats,
+    response_code,
+    split_cluster_stat,
+    split_vcluster_stat,
+)
+from meshpilot.xds.build.index import destination_rule
+from meshpilot.xds.build.telemetry import OTHER_VCLUSTER, parse_source_id, workload_of
+
+UNKNOWN = "unknown"
+CLUSTER_ID = "Kubernetes"  # Istio's default cluster id
+
+REQUESTS_TOTAL = "istio_requests_total"
+REQUEST_DURATION = "istio_request_duration_milliseconds"
+REQUEST_BYTES = "istio_request_bytes"
+RESPONSE_BYTES = "istio_response_bytes"
+TCP_SENT = "istio_tcp_sent_bytes_total"
+TCP_RECEIVED = "istio_tcp_received_bytes_total"
+TCP_OPENED = "istio_tcp_connections_opened_total"
+TCP_CLOSED = "istio_tcp_connections_closed_total"
+
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
+    600000, 1800000, 3600000)
+BYTES_BUCKETS: tuple[float, ...] = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000)
+
+METRICS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    REQUESTS_TOTAL: ("counter", "Requests handled by a proxy.", ()),
+    REQUEST_DURATION: ("histogram", "Request duration in milliseconds.", DURATION_BUCKETS),
+    REQUEST_BYTES: ("histogram", "HTTP request body sizes in bytes.",
+                    BYTES_BUCKETS),
+    RESPONSE_BYTES: ("histogram", "HTTP response body sizes in bytes.",
+                     BYTES_BUCKETS),
+    TCP_SENT: ("counter", "Bytes sent to the downstream on TCP connections.", ()),
+    TCP_RECEIVED: ("counter", "Bytes received from the downstream on TCP connections.", ()),
+    TCP_OPENED: ("counter", "TCP connections opened.", ()),
+    TCP_CLOSED: ("counter", "TCP connections closed.", ()),
+}
+
+LABEL_NAMES: tuple[str, ...] = (
+    "reporter", "source_workload", "source_workload_namespace", "source_principal",
+    "source_app", "source_version", "source_canonical_service", "source_canonical_revision",
+    "source_cluster", "destination_workload", "destination_workload_namespace",
+    "destination_principal", "destination_app", "destination_version", "destination_service",
+    "destination_service_name", "destination_service_namespace",
+    "destination_canonical_service", "destination_canonical_revision", "destination_cluster",
+    "request_protocol", "response_flags", "connection_security_policy", "response_code",
+    "grpc_response_status",
+)
+TCP_LABEL_NAMES = tuple(n for n in LABEL_NAMES if n not in ("response_code",
+                                                            "grpc_response_status"))
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class HistValue:
+    """Cumulative bucket counts (the last one is ``+Inf``) and the sum."""
+
+    buckets: tuple[float, ...]
+    sum: float
+
+    @property
+    def count(self) -> float:
+        return self.buckets[-1] if self.buckets else 0.0
+
+
+@dataclass(frozen=True)
+class Point:
+    """One Istio series as one proxy reports it, from one Envoy stat (``raw``)."""
+
+    metric: str
+    labels: Labels
+    raw: str
+    value: float = 0.0
+    hist: HistValue | None = None
+
+
+@dataclass(frozen=True)
+class ProxyIdentity:
+    """Who a proxy is, for labels: its workload (Deployment), namespace and labels."""
+
+    name: str  # pod name, mesh-proxy, istio-ingressgateway
+    kind: str  # sidecar, client, gateway
+    namespace: str
+    workload: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ip: str = ""
+
+    @staticmethod
+    def from_node(node: ProxyNode, workload: str | None = None) -> ProxyIdentity:
+        wl = workload or (workload_of(node.workload) if node.kind == "sidecar"
+                          else node.workload)
+        return ProxyIdentity(node.workload or node.id, node.kind, node.namespace, wl,
+                             dict(node.labels), node.ip)
+
+
+def _canonical(labels: Mapping[str, str], workload: str) -> tuple[str, str]:
+    service = (labels.get("service.istio.io/canonical-name")
+               or labels.get("app.kubernetes.io/name") or labels.get("app") or workload
+               or UNKNOWN)
+    revision = (labels.get("service.istio.io/canonical-revision")
+                or labels.get("app.kubernetes.io/version") or labels.get("version")
+                or "latest")
+    return service, revision
+
+
+def _side(prefix: str, workload: str, namespace: str, labels: Mapping[str, str],
+          known: bool = True) -> dict[str, str]:
+    if not known:
+        return {f"{prefix}_{k}": UNKNOWN for k in (
+            "workload", "workload_namespace", "principal", "app", "version",
+            "canonical_service", "canonical_revision", "cluster")}
+    service, revision = _canonical(labels, workload)
+    return {
+        f"{prefix}_workload": workload or UNKNOWN,
+        f"{prefix}_workload_namespace": namespace or UNKNOWN,
+        f"{prefix}_principal": UNKNOWN,
+        f"{prefix}_app": labels.get("app") or UNKNOWN,
+        f"{prefix}_version": labels.get("version") or UNKNOWN,
+        f"{prefix}_canonical_service": service,
+        f"{prefix}_canonical_revision": revision,
+        f"{prefix}_cluster": CLUSTER_ID,
+    }
+
+
+def _uniform(values: Iterable[str]) -> str:
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else UNKNOWN
+
+
+@dataclass(frozen=True)
+class _Dest:
+    labels: dict[str, str]
+    protocol: str  # HTTP, HTTP2, GRPC, TCP...
+
+
+def _protocol_label(protocol: str) -> str:
+    return "grpc" if protocol == "GRPC" else "tcp" if protocol == "TCP" else "http"
+
+
+def outbound_destination(snapshot: MeshSnapshot, node: ProxyNode, cluster: str) -> _Dest | None:
+    """Destination labels of ``outbound|PORT|SUBSET|HOST`` as seen from ``node``."""
+    parts = cluster.split("|")
+    if len(parts) != 4 or parts[0] != "outbound":
+        return None
+    _, port_text, subset, host = parts
+    try:
+        port = int(port_text)
+    except ValueError:
+        return None
+    service = snapshot.services.get(host)
+    subset_labels: dict[str, str] = {}
+    if subset:
+        rule = destination_rule(snapshot, host, node)
+        for s in rule.spec.subsets if rule else ():
+            if s.name == subset:
+                subset_labels = dict(s.labels or {})
+    endpoints = [e for e in snapshot.endpoints.get(host, ())
+                 if e.service_port == port
+                 and all(e.labels.get(k) == v for k, v in subset_labels.items())]
+    workloads = [e for e in endpoints if e.workload]
+    version = subset_labels.get("version") or _uniform(
+        e.labels.get("version", UNKNOWN) for e in workloads)
+    app = subset_labels.get("app") or _uniform(e.labels.get("app", UNKNOWN) for e in workloads)
+    workload = _uniform(workload_of(e.workload) for e in workloads)
+    wl_ns = _uniform(e.namespace for e in workloads)
+    canonical, revision = (app if app != UNKNOWN else workload), (
+        version if version != UNKNOWN else "latest")
+    known = workload != UNKNOWN
+    labels = {
+        "destination_workload": workload,
+        "destination_workload_namespace": wl_ns,
+        "destination_principal": UNKNOWN,
+        "destination_app": app,
+        "destination_version": version,
+        "destination_service": host,
+        "destination_service_name": service.name if service else host,
+        "destination_service_namespace": service.namespace if service else UNKNOWN,
+        "destination_canonical_service": canonical,
+        "destination_canonical_revision": revision,
+        "destination_cluster": CLUSTER_ID if known else UNKNOWN,
+    }
+    protocol = "HTTP"
+    if service is not None:
+        sp = service.port(port)
+        protocol = sp.protocol if sp else "HTTP"
+    return _Dest(labels, protocol)
+
+
+def inbound_service(snapshot: MeshSnapshot, ip: str, port: int,
+                    app: str | None) -> tuple[str, str, str]:
+    """(host, name, namespace) of the Service whose endpoint ``ip:port`` is."""
+    hosts = sorted(h for h, eps in snapshot.endpoints.items()
+                   if any(e.address == ip and e.port == port for e in eps))
+    services = [snapshot.services[h] for h in hosts if h in snapshot.services]
+    if not services:
+        return UNKNOWN, UNKNOWN, UNKNOWN
+    chosen = next((s for s in services if app and s.name == app), services[0])
+    return chosen.host, chosen.name, chosen.namespace
+
+
+def _labels(values: Mapping[str, str], names: tuple[str, ...] = LABEL_NAMES) -> Labels:
+    return tuple((n, values.get(n, "")) for n in names)
+
+
+def _hist(raw: RawStats, name: str, metric: str):
+    h = raw.histograms.get(name)
+    if h is None:
+        return None
+    return HistValue(h.cumulative(METRICS[metric][2]), h.sum)
+
+
+def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
+            snapshot: MeshSnapshot, cache: dict[str, _Dest | None] | None = None
+            ) -> Iterator[Point]:
+    """Every Istio point one proxy's stats give (see the module docstring)."""
+    cache = {} if cache is None else cache
+    me = _side("source", identity.workload, identity.namespace, identity.labels)
+    dest_me = _side("destination", identity.workload, identity.namespace, identity.labels)
+    inbound_protocols = {p.container_port: p.protocol for p in node.inbound}
+
+    def dest_for(cluster: str) -> _Dest | None:
+        if cluster not in cache:
+            cache[cluster] = outbound_destination(snapshot, node, cluster)
+        return cache[cluster]
+
+    names = sorted(set(raw.counters) | set(raw.histograms))
+    for name in names:
+        split = split_cluster_stat(name)
+        if split is not None:
+            cluster, stat = split
+            if cluster.startswith("outbound|"):
+                dest = dest_for(cluster)
+                if dest is None:
+                    continue
+                base = {"reporter": "source", **me, **dest.labels,
+                        "request_protocol": _protocol_label(dest.protocol),
+                        "response_flags": "-", "connection_security_policy": UNKNOWN,
+                        "grpc_response_status": ""}
+                yield from _cluster_points(name, stat, base, dest.protocol, raw)
+            else:
+                port = _inbound_port(cluster)
+                if port is None:
+                    continue
+                protocol = inbound_protocols.get(port, "HTTP")
+                host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
+                                                    identity.labels.get("app"))
+                base = {"reporter": "destination", **_side("source", "", "", {}, known=False),
+                        **dest_me, "destination_service": host,
+                        "destination_service_name": svc,
+                        "destination_service_namespace": svc_ns,
+                        "request_protocol": _protocol_label(protocol),
+                        "response_flags": "-", "connection_security_policy": "none",
+                        "grpc_response_status": ""}
+                # requests and durations come from the virtual clusters (with the source)
+                yield from _cluster_points(name, stat, base, protocol, raw, requests=False)
+            continue
+        vsplit = split_vcluster_stat(name)
+        if vsplit is None:
+            continue
+        vhost, vcluster, stat = vsplit
+        port = _vhost_port(vhost)
+        if port is None:
+            continue
+        protocol = inbound_protocols.get(port, "HTTP")
+        host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
+                                            identity.labels.get("app"))
+        if vcluster == OTHER_VCLUSTER:
+            source = _side("source", "", "", {}, known=False)
+        else:
+            wl, ns, app, version = parse_source_id(vcluster)
+            known = wl != UNKNOWN
+            source = _side("source", wl, ns, {k: v for k, v in (("app", app),
+                                                                ("version", version))
+                                              if v != UNKNOWN}, known=known)
+        base = {"reporter": "destination", **source, **dest_me,
+                "destination_service": host, "destination_service_name": svc,
+                "destination_service_namespace": svc_ns,
+                "request_protocol": _protocol_label(protocol), "response_flags": "-",
+                "connection_security_policy": "none", "grpc_response_status": ""}
+        yield from _request_points(name, stat, base, raw)
+
+
+def _inbound_port(cluster: str) -> int | None:
+    parts = cluster.split("|")
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _vhost_port(vhost: str) -> int | None:
+    try:
+        return int(vhost.rsplit("|", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _request_points(name: str, stat: str, base: dict[str, str], raw: RawStats
+                    ) -> Iterator[Point]:
+    code = response_code(stat)
+    if code is not None:
+        yield Point(REQUESTS_TOTAL, _labels({**base, "response_code": code}), name,
+                    value=raw.counters.get(name, 0.0))
+    elif stat == "upstream_rq_time":
+        hist = _hist(raw, name, REQUEST_DURATION)
+        if hist is not None:
+            yield Point(REQUEST_DURATION, _labels({**base, "response_code": "unknown"}), name,
+                        hist=hist)
+
+
+def _cluster_points(name: str, stat: str, base: dict[str, str], protocol: str,
+                    raw: RawStats, requests: bool = True) -> Iterator[Point]:
+    if protocol == "TCP":
+        metric = {"upstream_cx_tx_bytes_total": TCP_RECEIVED,
+                  "upstream_cx_rx_bytes_total": TCP_SENT,
+                  "upstream_cx_total": TCP_OPENED,
+                  "upstream_cx_destroy": TCP_CLOSED}.get(stat)
+        if metric is not None:
+            yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
+                        value=raw.counters.get(name, 0.0))
+        return
+    if requests:
+        yield from _request_points(name, stat, base, raw)
+    if stat in ("upstream_rq_body_size", "upstream_rs_body_size"):
+        metric = REQUEST_BYTES if stat == "upstream_rq_body_size" else RESPONSE_BYTES
+        hist = _hist(raw, name, metric)
+        if hist is not None:
+            yield Point(metric, _labels({**base, "response_code": UNKNOWN}), name, hist=hist)

@@ -1,0 +1,53 @@
+"""Telemetry as the control plane runs it: scraper + store + history + /metrics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from meshpilot.mesh.model import MeshSnapshot
+from meshpilot.telemetry.exposition import MetricsServer, render
+from meshpilot.telemetry.history import History
+from meshpilot.telemetry.query import Query
+from meshpilot.telemetry.scraper import DEFAULT_INTERVAL, Scraper, Target
+from meshpilot.telemetry.store import RETENTION_SECONDS, SeriesStore
+
+HISTORY_SECONDS = 600.0
+INTERVAL_ENV = "MESHPILOT_TELEMETRY_INTERVAL"
+"""Seconds between two reads of every proxy (default 1)."""
+
+
+class MeshTelemetry:
+    def __init__(
+        self,
+        targets: Callable[[], list[Target]],
+        snapshot: Callable[[], MeshSnapshot],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        interval: float | None = None,
+        retention: float = RETENTION_SECONDS,
+        history_seconds: float = HISTORY_SECONDS,
+    ) -> None:
+        if interval is None:
+            interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+        self.interval = interval
+        self.store = SeriesStore(retention=retention)
+        self.history = History(capacity=max(2, int(history_seconds / interval)))
+        self.scraper = Scraper(targets, snapshot, self.store, self.history, interval=interval)
+        self.query = Query(self.history)
+        self.server = MetricsServer(self.render, host=host, port=port)
+
+    def render(self) -> str:
+        return render(self.store, self.scraper.cost())
+
+    def start(self) -> dict[str, str]:
+        """Start scraping and serving; returns the endpoints.json entries."""
+        self.server.start()
+        self.scraper.start()
+        base = f"http://{self.server.host}:{self.server.port}"
+        return {"metrics": f"{base}/metrics", "metrics_http_sd": f"{base}/http_sd"}
+
+    def stop(self) -> None:
+        self.scraper.stop()
+        self.server.stop()

@@ -1,0 +1,133 @@
+"""Helpers for the telemetry end-to-end tests: /metrics parsing and a real Prometheus."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshpilot.proxy.ports import free_port, wait_port
+
+_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m is not None, line
+        labels = dict(_LABEL.findall(m.group("labels") or ""))
+        out.append((m.group("name"), labels, float(m.group("value"))))
+    return out
+
+
+def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str,
+               **match: str) -> float:
+    return sum(v for n, labels, v in samples
+               if n == name and all(labels.get(k) == w for k, w in match.items()))
+
+
+def fetch_metrics(url: str) -> list[tuple[str, dict[str, str], float]]:
+    return parse_metrics(httpx.get(url, trust_env=False, timeout=10).text)
+
+
+def send(client: httpx.Client, url: str, n: int, *, headers: dict[str, str] | None = None,
+         workers: int = 4) -> dict[int, int]:
+    """``n`` GETs over ``workers`` threads; returns the count per status code."""
+    def one(_: int) -> int:
+        return client.get(url, headers=headers or {}).status_code
+
+    counts: dict[int, int] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for code in pool.map(one, range(n)):
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+class Prometheus:
+    """A real ``prometheus`` scraping meshpilot every second (found through /http_sd)."""
+
+    def __init__(self, tmp: Path, http_sd_url: str, rules: Path | None = None) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = tmp / "prometheus.yml"
+        rule_files = f"rule_files: [{str(rules)!r}]\n" if rules else ""
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n" + rule_files +
+            "scrape_configs:\n"
+            "- job_name: meshpilot\n"
+            "  scrape_interval: 1s\n"
+            f"  http_sd_configs: [{{url: '{http_sd_url}', refresh_interval: 5s}}]\n")
+        self.log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
+        if not wait_port("127.0.0.1", self.port, timeout=20):
+            self.stop()
+            raise AssertionError("prometheus did not start:\n" + self.log_text())
+        try:  # the API answers 503 until the TSDB is open
+            wait(lambda: self.http.get("/-/ready").status_code == 200, 30,
+                 "prometheus never became ready")
+        except AssertionError:
+            self.stop()
+            raise
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        r = self.http.get("/api/v1/query", params={"query": promql})
+        assert r.status_code == 200, r.text
+        return r.json()["data"]["result"]
+
+    def scalar(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_target_up(self, timeout: float = 20.0) -> None:
+        wait(lambda: self.scalar('up{job="meshpilot"}') == 1.0, timeout,
+             "prometheus never scraped meshpilot:\n" + self.log_text())
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def wait(predicate: Callable[[], Any], timeout: float, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s")
+        time.sleep(0.2)
+
+
+def prometheus(tmp: Path, http_sd_url: str, rules: Path | None = None) -> Iterator[Prometheus]:
+    prom = Prometheus(tmp, http_sd_url, rules)
+    try:
+        yield prom
+    finally:
+        prom.stop()

@@ -1,0 +1,248 @@
+"""Telemetry end to end: real Envoys, the demo app's injected errors and latency, real
+requests; Istio's series on /metrics, the embedded queries, and a real Prometheus."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.e2e.conftest import Mesh, demo_deployment, service, subsets_rule
+from tests.e2e.telemetry_helpers import (
+    Prometheus,
+    fetch_metrics,
+    metric_sum,
+    send,
+    wait,
+)
+
+ROUTE_BY_HEADER = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: myapp}
+spec:
+  hosts: [myapp]
+  http:
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: myapp, subset: v2}}]
+  - route: [{destination: {host: myapp, subset: v1}}]
+"""
+LATENCY_MS = 60  # lies in Istio's (50, 100] duration bucket
+URL = "http://myapp:8080/"
+V2 = {"x-version": "v2"}
+
+
+def _setup(mesh: Mesh) -> None:
+    mesh.apply(
+        demo_deployment("myapp-v1", "v1"),
+        demo_deployment("myapp-v2", "v2", args=f"--error-rate 0.3 --latency-ms {LATENCY_MS}"),
+        service(), subsets_rule(), ROUTE_BY_HEADER,
+    )
+    mesh.converge()
+
+
+def _query(mesh: Mesh, **params: str) -> dict:
+    r = mesh.api.get("/apis/meshpilot.io/v1/telemetry/query", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
+    """Given v1 (healthy) and v2 (30% errors, +60 ms), when requests reach each version,
+    then both reporters count exactly the responses the client saw, with Istio's labels,
+    and p99 lies in the injected latency's bucket."""
+    _setup(mesh)
+    metrics_url = mesh.endpoints["metrics"]
+    sent_v1 = send(mesh.http, URL, 60)
+    sent_v2 = send(mesh.http, URL, 80, headers=V2)
+    assert set(sent_v1) == {200}, sent_v1
+    assert set(sent_v2) <= {200, 500} and sent_v2.get(500), sent_v2
+
+    def counted() -> list | None:
+        samples = fetch_metrics(metrics_url)
+        total = metric_sum(samples, "istio_requests_total", reporter="destination")
+        return samples if total >= 140 else None
+
+    samples = wait(counted, 15, "the destination sidecars' requests never showed up")
+    time.sleep(1.5)  # one more scrape, so the source side is complete too
+    samples = fetch_metrics(metrics_url)
+    for reporter in ("source", "destination"):
+        for version, sent in (("v1", sent_v1), ("v2", sent_v2)):
+            for code, n in sent.items():
+                got = metric_sum(samples, "istio_requests_total", reporter=reporter,
+                                 destination_version=version, response_code=str(code))
+                assert got == n, (reporter, version, code, got, sent)
+    # labels: Istio's names; known on both sides here
+    dest = [lbl for name, lbl, _ in samples if name == "istio_requests_total"
+            and lbl["reporter"] == "destination" and lbl["destination_version"] == "v2"]
+    assert dest
+    lbl = dest[0]
+    assert lbl["source_workload"] == "mesh-proxy"
+    assert lbl["source_workload_namespace"] == "default"
+    assert lbl["source_app"] == "mesh-client"
+    assert lbl["destination_workload"] == "myapp-v2"
+    assert lbl["destination_workload_namespace"] == "default"
+    assert lbl["destination_app"] == "myapp"
+    assert lbl["destination_service"] == "myapp.default.svc.cluster.local"
+    assert lbl["destination_service_name"] == "myapp"
+    assert lbl["destination_service_namespace"] == "default"
+    assert lbl["request_protocol"] == "http"
+    assert lbl["connection_security_policy"] == "none"
+    assert lbl["response_flags"] == "-"
+    src = [lbl for name, lbl, _ in samples if name == "istio_requests_total"
+           and lbl["reporter"] == "source" and lbl["destination_version"] == "v2"]
+    assert src and src[0]["source_workload"] == "mesh-proxy"
+    assert src[0]["destination_workload"] == "myapp-v2"
+    assert src[0]["connection_security_policy"] == "unknown"
+
+    # p99 from the histogram lies within the injected latency's bucket (50, 100]
+    count = metric_sum(samples, "istio_request_duration_milliseconds_count",
+                       reporter="destination", destination_version="v2")
+    assert count == sum(sent_v2.values())
+    body = _query(mesh, workload="myapp-v2", namespace="default", window="60s")
+    (row,) = body["rows"]
+    assert 50 <= row["latencyMs"]["p99"] <= 100, row
+    assert row["requests"] == sum(sent_v2.values()), row
+    assert row["errors"] == sent_v2[500], (row, sent_v2)
+    # the success rate is a ratio of Prometheus-style rates: series born mid-window
+    # (the first 500) make it approximate; the counts above are exact
+    expected_success = 100.0 * sent_v2.get(200, 0) / sum(sent_v2.values())
+    assert abs(row["successRate"] - expected_success) < 12, (row, sent_v2)
+    (fast,) = _query(mesh, workload="myapp-v1", namespace="default")["rows"]
+    # all of v1's requests came before its series' first scrape: like Prometheus' rate(),
+    # the rate sees no increase, but the count of requests says what happened
+    assert fast["requests"] == 60 and fast["errors"] == 0, fast
+    # `meshpilot top` shows the same numbers per service and version
+    proc = run_cli("top", "--once", "--window", "60s", state_dir=mesh.cp.state_dir)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "myapp-v2" in x)
+    assert "myapp.default" in line and " v2 " in line and str(sum(sent_v2.values())) in line
+    # request/response bytes histograms exist with Istio's byte buckets
+    assert metric_sum(samples, "istio_response_bytes_count", reporter="source",
+                      destination_version="v1") == 60
+
+
+def test_counters_survive_a_sidecar_restart(mesh: Mesh) -> None:
+    """Given counted requests, when a sidecar Envoy is killed and restarted, then its
+    counters continue from where they were instead of going back to zero."""
+    mesh.apply(demo_deployment("myapp-v1", "v1"), service(), subsets_rule(versions=("v1",)))
+    mesh.converge()
+    metrics_url = mesh.endpoints["metrics"]
+    assert send(mesh.http, URL, 20) == {200: 20}
+
+    def dest_count() -> float:
+        return metric_sum(fetch_metrics(metrics_url), "istio_requests_total",
+                          reporter="destination", destination_workload="myapp-v1")
+
+    wait(lambda: dest_count() == 20, 10, "first requests not counted")
+    (pod,) = [p for p in mesh.pods() if p["metadata"]["name"].startswith("myapp-v1")]
+    admin = pod["status"]["sidecarAdmin"]
+    sidecar_pid = _sidecar_pid(mesh, pod["metadata"]["name"])
+    os.kill(sidecar_pid, signal.SIGKILL)
+    wait(lambda: _sidecar_pid(mesh, pod["metadata"]["name"]) not in (None, sidecar_pid), 20,
+         "the sidecar was not restarted")
+    mesh.converge()
+    wait(lambda: send(mesh.http, URL, 1) == {200: 1}, 20, "no traffic after restart")
+    assert send(mesh.http, URL, 9) == {200: 9}
+    wait(lambda: dest_count() == 30, 10, f"counter not continued: {dest_count()} ({admin})")
+
+
+def _sidecar_pid(mesh: Mesh, pod_name: str) -> int | None:
+    state_dir = Path(mesh.cp.state_dir)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline]
+        if args and args[0].endswith("envoy") and any(
+                a.endswith(f"sidecars/{pod_name}.json") and str(state_dir) in a for a in args):
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rpartition(")")[2].split()[0] != "Z":
+                return int(proc.name)
+    return None
+
+
+@pytest.fixture
+def prom_dir(tmp_path: Path) -> Path:
+    return tmp_path / "prometheus"
+
+
+def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_dir: Path) -> None:
+    """Given a real Prometheus scraping meshpilot (found through /http_sd), when v2 serves
+    30% errors with +60 ms, then Istio's and Flagger's queries return the expected values,
+    and the embedded queries agree with Prometheus."""
+    _setup(mesh)
+    prom = Prometheus(prom_dir, mesh.endpoints["metrics_http_sd"],
+                      rules=Path(__file__).parents[2] / "deploy/prometheus/alerts.yaml")
+    try:
+        prom.wait_target_up()
+        # warm up until every series exists (an error included), then measure increments
+        wait(lambda: send(mesh.http, URL, 10, headers=V2).get(500), 20, "no injected error")
+        send(mesh.http, URL, 10)
+        time.sleep(3)
+        sent_v2 = send(mesh.http, URL, 240, headers=V2, workers=8)
+        sent_v1 = send(mesh.http, URL, 120, workers=4)
+        time.sleep(3)  # a few scrapes after the last request
+
+        errors_v2 = sent_v2.get(500, 0)
+        total_v2 = sum(sent_v2.values())
+        # Istio's dashboards query: both reporters count each in-mesh request
+        r = prom.scalar('sum(rate(istio_requests_total{destination_version="v2",'
+                        'response_code=~"5.."}[1m]))')
+        assert r is not None
+        assert r * 60 == pytest.approx(2 * errors_v2, rel=0.2), (r * 60, errors_v2)
+        by_reporter = {
+            row["metric"]["reporter"]: float(row["value"][1]) * 60
+            for row in prom.query('sum by (reporter) (rate(istio_requests_total{'
+                                  'destination_version="v2",response_code=~"5.."}[1m]))')}
+        assert by_reporter["source"] == pytest.approx(errors_v2, rel=0.2)
+        assert by_reporter["destination"] == pytest.approx(errors_v2, rel=0.2)
+
+        p99 = prom.scalar('histogram_quantile(0.99, sum by (le) (rate('
+                          'istio_request_duration_milliseconds_bucket{destination_version="v2"}'
+                          '[1m])))')
+        assert p99 is not None and 50 <= p99 <= 100, p99
+
+        # Flagger's built-in checks (Istio provider), verbatim with target myapp-v2
+        success = prom.scalar(
+            'sum(rate(istio_requests_total{reporter="destination",'
+            'destination_workload_namespace="default",destination_workload=~"myapp-v2",'
+            'response_code!~"5.*"}[1m])) / sum(rate(istio_requests_total{'
+            'reporter="destination",destination_workload_namespace="default",'
+            'destination_workload=~"myapp-v2"}[1m])) * 100')
+        expected = 100.0 * sent_v2.get(200, 0) / total_v2
+        assert success is not None and abs(success - expected) < 4, (success, expected)
+        duration = prom.scalar(
+            'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{'
+            'reporter="destination",destination_workload_namespace="default",'
+            'destination_workload=~"myapp-v2"}[1m])) by (le))')
+        assert duration is not None and 50 <= duration <= 100, duration
+        v1_success = prom.scalar(
+            'sum(rate(istio_requests_total{reporter="destination",'
+            'destination_workload=~"myapp-v1",response_code!~"5.*"}[1m])) / '
+            'sum(rate(istio_requests_total{reporter="destination",'
+            'destination_workload=~"myapp-v1"}[1m])) * 100')
+        assert v1_success == 100.0 and set(sent_v1) == {200}
+
+        # the embedded queries agree with Prometheus over the same window
+        (emb,) = _query(mesh, workload="myapp-v2", namespace="default", window="60s")["rows"]
+        assert abs(emb["successRate"] - success) < 2, (emb, success)
+        assert emb["latencyMs"]["p99"] == pytest.approx(duration, rel=0.1), (emb, duration)
+        prom_rate = prom.scalar('sum(rate(istio_requests_total{reporter="destination",'
+                                'destination_workload="myapp-v2"}[1m]))')
+        assert emb["requestRate"] == pytest.approx(prom_rate, rel=0.1), (emb, prom_rate)
+        # the example alerting rules loaded
+        groups = prom.http.get("/api/v1/rules").json()["data"]["groups"]
+        assert groups and any(rule["name"] for g in groups for rule in g["rules"])
+    finally:
+        prom.stop()

@@ -1,0 +1,165 @@
+"""Envoy stats parsing, relabelling into Istio series, reset handling and retention."""
+
+from __future__ import annotations
+
+from meshpilot.api.networking import DestinationRule
+from meshpilot.mesh.model import (
+    Endpoint,
+    InboundPort,
+    MeshService,
+    MeshSnapshot,
+    Named,
+    ProxyNode,
+)
+from meshpilot.telemetry.envoy_stats import (
+    Histogram,
+    parse_json,
+    split_cluster_stat,
+    split_vcluster_stat,
+)
+from meshpilot.telemetry.istio import HistValue, Point, ProxyIdentity, relabel
+from meshpilot.telemetry.store import SeriesStore
+from meshpilot.xds.build.telemetry import known_sources, node_source_id, workload_of
+
+HOST = "myapp.default.svc.cluster.local"
+DOC = {"stats": [
+    {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200", "value": 7},
+    {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_503", "value": 2},
+    {"name": f"cluster.outbound|8080|v2|{HOST}.external.upstream_rq_200", "value": 7},
+    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1.upstream_rq_200",
+     "value": 4},
+    {"name": "vhost.inbound|http|8080.vcluster.other.upstream_rq_500", "value": 1},
+    {"histograms": {"supported_percentiles": [50], "details": [
+        {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time",
+         "totals": [{"lower_bound": 3, "width": 0.1, "count": 5},
+                    {"lower_bound": 60, "width": 1, "count": 4}]},
+        {"name": "vhost.inbound|http|8080.vcluster.other.upstream_rq_time",
+         "totals": [{"lower_bound": 25, "width": 1, "count": 1}]},
+    ]}},
+]}
+
+
+def _snapshot() -> MeshSnapshot:
+    svc = MeshService(host=HOST, name="myapp", namespace="default", ports=())
+    eps = (Endpoint(HOST, 8080, "127.10.0.2", 8080, {"app": "myapp", "version": "v2"},
+                    workload="myapp-v2-0123456789-bcdfg"),
+           Endpoint(HOST, 8080, "127.10.0.1", 8080, {"app": "myapp", "version": "v1"},
+                    workload="myapp-v1-0123456789-bcdfg"))
+    rule = DestinationRule.model_validate({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "myapp", "namespace": "default"},
+        "spec": {"host": "myapp", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}})
+    return MeshSnapshot(version=1, services={HOST: svc}, endpoints={HOST: eps},
+                        destination_rules=(Named("default", "myapp", rule),))
+
+
+def test_parse_detailed_json_and_names() -> None:
+    raw = parse_json(DOC)
+    assert raw.counters[f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200"] == 7
+    hist = raw.histograms[f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time"]
+    assert hist.count == 9
+    assert hist.cumulative((1, 5, 50, 100)) == (0, 5, 5, 9, 9)
+    assert split_cluster_stat(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200") == (
+        f"outbound|8080|v2|{HOST}", "upstream_rq_200")
+    assert split_cluster_stat(f"cluster.outbound|8080|v2|{HOST}.external.upstream_rq_200") \
+        is None
+    assert split_cluster_stat("cluster.inbound|8080||.upstream_rq_time") == (
+        "inbound|8080||", "upstream_rq_time")
+    assert split_vcluster_stat("vhost.inbound|http|8080.vcluster.a|b|c|1.2.upstream_rq_200") \
+        == ("inbound|http|8080", "a|b|c|1.2", "upstream_rq_200")
+
+
+def test_bin_ending_on_a_bound_counts_below_it() -> None:
+    assert Histogram(((24, 1, 1), (25, 1, 1))).cumulative((25,)) == (1, 2)
+
+
+def test_source_ids() -> None:
+    assert workload_of("myapp-v1-0123456789-bcdfg") == "myapp-v1"
+    assert workload_of("mesh-proxy") == "mesh-proxy"
+    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.3",
+                     workload="client-v1-0123456789-bcdfg",
+                     labels={"app": "client", "version": "v1"})
+    assert node_source_id(node) == "client-v1|default|client|v1"
+    sources = known_sources(_snapshot())
+    assert "myapp-v1|default|myapp|v1" in sources
+    assert "mesh-proxy|default|mesh-client|unknown" in sources
+
+
+def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
+    return [p for p in points if p.metric == metric
+            and all(dict(p.labels).get(k) == v for k, v in want.items())]
+
+
+def test_relabel_source_and_destination_sides() -> None:
+    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.2",
+                     workload="myapp-v2-0123456789-bcdfg",
+                     labels={"app": "myapp", "version": "v2"},
+                     inbound=(InboundPort(8080, 40000, "http"),))
+    identity = ProxyIdentity.from_node(node, "myapp-v2")
+    points = list(relabel(identity, node, parse_json(DOC), _snapshot()))
+    (ok,) = _by(points, "istio_requests_total", reporter="source", response_code="200")
+    labels = dict(ok.labels)
+    assert ok.value == 7
+    assert labels["destination_service"] == HOST
+    assert labels["destination_version"] == "v2"  # the DestinationRule subset's label
+    assert labels["destination_workload"] == "myapp-v2"  # its endpoints' Deployment
+    assert labels["source_workload"] == "myapp-v2"
+    assert labels["connection_security_policy"] == "unknown"
+    (dest,) = _by(points, "istio_requests_total", reporter="destination",
+                  source_workload="client-v1")
+    d = dict(dest.labels)
+    assert dest.value == 4 and d["source_version"] == "v1" and d["source_app"] == "client"
+    assert d["destination_workload"] == "myapp-v2" and d["destination_version"] == "v2"
+    assert d["destination_service_name"] == "myapp"
+    assert d["connection_security_policy"] == "none"
+    (unknown,) = _by(points, "istio_requests_total", reporter="destination",
+                     response_code="500")
+    assert dict(unknown.labels)["source_workload"] == "unknown"
+    (hist,) = _by(points, "istio_request_duration_milliseconds", reporter="source")
+    assert hist.hist is not None and hist.hist.count == 9
+    assert not [p for p in points if "external" in p.raw]
+
+
+def _counter(raw: str, value: float) -> Point:
+    return Point("istio_requests_total", (("response_code", "200"),), raw, value=value)
+
+
+def _values(store: SeriesStore) -> dict[str, float]:
+    return {proxy: v for proxy, _, _, v in store.series()}  # type: ignore[misc]
+
+
+def test_counters_never_go_backwards() -> None:
+    store = SeriesStore()
+    store.update("p", 100, [_counter("a", 10)], now=0)
+    store.update("p", 100, [_counter("a", 15)], now=1)
+    assert _values(store) == {"p": 15}
+    store.update("p", 100, [_counter("a", 3)], now=2)  # a reset seen on the stat
+    assert _values(store) == {"p": 18}
+    store.update("p", 200, [_counter("a", 20)], now=3)  # new pid: restarted, yet higher
+    assert _values(store) == {"p": 38}
+    store.update("p", 200, [], now=4)  # the stat vanished (cluster removed): value kept
+    assert _values(store) == {"p": 38}
+    assert store.resets == 2
+
+
+def test_histogram_resets() -> None:
+    store = SeriesStore()
+    point = Point("istio_request_duration_milliseconds", (), "h",
+                  hist=HistValue((1, 3, 4), 10.0))
+    store.update("p", 1, [point], now=0)
+    store.update("p", 1, [Point(point.metric, (), "h", hist=HistValue((0, 1, 1), 2.0))],
+                 now=1)
+    ((_, _, _, value),) = list(store.series())
+    assert isinstance(value, HistValue)
+    assert value.buckets == (1, 4, 5) and value.sum == 12.0
+
+
+def test_gone_proxies_are_kept_for_the_retention_then_dropped() -> None:
+    store = SeriesStore(retention=300)
+    store.update("gone", 1, [_counter("a", 5)], now=0)
+    store.update("live", 1, [_counter("a", 5)], now=0)
+    store.update("live", 1, [_counter("a", 6)], now=299)
+    assert store.expire(now=299) == []
+    store.update("live", 1, [_counter("a", 7)], now=301)
+    assert store.expire(now=301) == ["gone"]
+    assert set(_values(store)) == {"live"}
