@@ -35,6 +35,8 @@ from meshpilot.cli.common import (
 )
 from meshpilot.cli.mesh_commands import pods_table
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
+from meshpilot.cli.rollout import register as register_rollout_commands
+from meshpilot.cli.top import register as register_top_command
 from meshpilot.server.state_dir import StateDir
 from meshpilot.validation import plan_apply
 
@@ -371,6 +373,8 @@ def analyze(
 
 
 register_mesh_commands(app)
+register_top_command(app)
+register_rollout_commands(app)
 
 
 def main() -> None:

@@ -23,9 +23,11 @@ from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
+from meshpilot.server.delivery_wiring import DeliveryLoop
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.state_dir import StateDir
 from meshpilot.store import SqliteStore
+from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import XdsServer
 from meshpilot.xds.build import build_resources
 
@@ -89,6 +91,9 @@ class MeshControlPlane:
         self.xds_port = 0
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
+        self._proxy_nodes: dict[str, ProxyNode] = {}
+        self.telemetry: MeshTelemetry | None = None
+        self.delivery: DeliveryLoop | None = None
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle ---------------------------------------------------------------
@@ -125,7 +130,12 @@ class MeshControlPlane:
             thread.start()
             self._threads.append(thread)
         self._dirty.set()
+        self.telemetry = MeshTelemetry(self._telemetry_targets, lambda: self.snapshot,
+                                       host=self.host, port=self.ports.get("metrics"))
+        metrics = self.telemetry.start()
+        self.delivery = DeliveryLoop.start_for(self)  # rollouts; publishes loadtester
         return {
+            **metrics,
             "xds": f"{self.host}:{self.xds_port}",
             "mesh_proxy": f"http://127.0.0.1:{mesh_proxy_port}",
             "ingress": f"http://127.0.0.1:{ingress_port}",
@@ -135,6 +145,10 @@ class MeshControlPlane:
     def stop(self) -> None:
         self._stopping.set()
         self._dirty.set()
+        if self.delivery is not None:
+            self.delivery.stop()
+        if self.telemetry is not None:
+            self.telemetry.stop()
         if self.runtime is not None:
             self.runtime.stop()
         for proxy in self.proxies.values():
@@ -148,6 +162,23 @@ class MeshControlPlane:
                              concurrency=self.envoy_concurrency)
         proxy.start()
         self.proxies[name] = proxy
+        self._proxy_nodes[name] = node
+
+    def _telemetry_targets(self) -> list[Target]:
+        """Every proxy whose admin answers: the built-in proxies and the pods' sidecars."""
+        out = []
+        for name, proxy in list(self.proxies.items()):
+            node = self._proxy_nodes.get(name)
+            if node is not None and proxy.running and proxy.admin_port:
+                out.append(Target(node.workload or name, proxy.admin_host, proxy.admin_port,
+                                  proxy.pid,
+                                  ProxyIdentity.from_node(node), node))
+        for pod in self.runtime.pods() if self.runtime is not None else []:
+            if pod.admin_port and pod.sidecar_pid:
+                node = pod.proxy_node()
+                out.append(Target(pod.name, "127.0.0.1", pod.admin_port, pod.sidecar_pid,
+                                  ProxyIdentity.from_node(node, pod.deployment), node))
+        return out
 
     # --- the mesh view -------------------------------------------------------------
     def gateway_ports(self) -> dict[str, int]:

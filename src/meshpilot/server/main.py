@@ -23,7 +23,9 @@ from meshpilot.server.api import create_app
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.mesh_api import MeshAPI
+from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.state_dir import AlreadyRunning, StateDir
+from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.store import SqliteStore
 
 log = logging.getLogger("meshpilot.server")
@@ -84,7 +86,8 @@ def serve(
             lock.close()
             print(f"meshpilot: the mesh did not start: {exc}", file=sys.stderr)
             return 4
-        extra_routes = MeshAPI(mesh).routes()
+        extra_routes = (MeshAPI(mesh).routes() + TelemetryAPI(mesh).routes()
+                        + RolloutAPI(mesh).routes())
     app = create_app(ConfigService(store), token, info, extra_routes)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)

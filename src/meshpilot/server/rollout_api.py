@@ -1,0 +1,179 @@
+"""API routes for rollouts (Canaries as the delivery controller runs them).
+
+``GET /apis/meshpilot.io/v1/rollouts``: every Canary with its phase, weights, step and
+check verdicts. ``GET .../namespaces/{ns}/rollouts/{name}``: one rollout in full (checks
+with values and thresholds, events, history). ``POST .../rollouts/{name}/{command}``:
+promote, abort, pause, resume or retry; 409 with the controller's reason when the
+command does not apply now, 400 for an unknown command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from meshpilot.api.base import parse_duration
+from meshpilot.api.flagger import Canary
+from meshpilot.delivery import COMMANDS
+from meshpilot.delivery.machine import interval_seconds
+from meshpilot.delivery.state import RolloutState
+from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.store import StoredObject
+
+API = "/apis/meshpilot.io/v1"
+
+
+def _error(code: int, message: str, reason: str = "Failure") -> JSONResponse:
+    return JSONResponse({"kind": "Status", "status": "Failure", "reason": reason,
+                         "code": code, "message": message}, status_code=code)
+
+
+def _metrics(canary: Canary) -> list[dict[str, Any]]:
+    analysis = canary.spec.analysis
+    out = []
+    for m in (analysis.metrics or []) if analysis else []:
+        rng = m.threshold_range
+        lo, hi = (rng.min, rng.max) if rng else (None, None)
+        if lo is None and hi is None and m.threshold is not None:
+            if m.name == "request-success-rate":
+                lo = m.threshold
+            else:
+                hi = m.threshold
+        out.append({
+            "name": m.name, "interval": m.interval or "1m", "min": lo, "max": hi,
+            "templateRef": m.template_ref.name if m.template_ref else None,
+            "templateVariables": dict(m.template_variables or {}),
+        })
+    return out
+
+
+def _progress(canary: Canary, st: RolloutState, weights: list[int], total: int) -> float:
+    if st.phase in ("Succeeded", "Promoting", "Finalising"):
+        return 1.0
+    if st.phase in ("", "Initializing", "Initialized", "Failed"):
+        return 0.0
+    if canary.strategy in ("ab", "bluegreen"):
+        return min(1.0, st.iterations / total) if total else 0.0
+    return (st.step_index + 1) / len(weights) if weights else 0.0
+
+
+def summarize(canary: Canary, full: bool = False) -> dict[str, Any]:
+    """A rollout as the API shows it; ``full`` adds events, history and thresholds."""
+    st = RolloutState.from_status(canary.status)
+    analysis = canary.spec.analysis
+    weights = list(analysis.weights) if analysis else []
+    total = (analysis.iterations if analysis else None) or 0
+    metrics = _metrics(canary)
+    limits = {m["name"]: m for m in metrics}
+    checks = []
+    for c in st.checks:
+        record = c.to_json()
+        limit = limits.get(c.name, {})
+        record["min"], record["max"] = limit.get("min"), limit.get("max")
+        checks.append(record)
+    last = st.events[-1] if st.events else None
+    out: dict[str, Any] = {
+        "namespace": canary.metadata.namespace,
+        "name": canary.metadata.name,
+        "target": canary.spec.target_ref.name,
+        "strategy": canary.strategy,
+        "phase": st.phase or "Pending",
+        "paused": st.paused,
+        "canaryWeight": st.canary_weight,
+        "primaryWeight": 100 - st.canary_weight,
+        "mirroring": st.mirror_stage,
+        "abActive": st.ab_active,
+        "step": st.step_index + 1,
+        "steps": len(weights),
+        "iterations": st.iterations,
+        "totalIterations": total,
+        "failedChecks": st.failed_checks,
+        "threshold": (analysis.threshold if analysis else None) or 1,
+        "progress": _progress(canary, st, weights, total),
+        "revision": st.last_applied_spec,
+        "promotedRevision": st.last_promoted_spec,
+        "lastTransitionTime": st.last_transition_time,
+        "message": last.message if last else "",
+        "checks": checks,
+    }
+    if full:
+        out.update({
+            "interval": interval_seconds(canary),
+            "weights": weights,
+            "metrics": metrics,
+            "events": [e.to_json() for e in st.events],
+            "history": [h.to_json() for h in st.history],
+            "conditions": st.conditions,
+            "progressDeadlineSeconds": canary.spec.progress_deadline_seconds,
+            "status": canary.status or {},
+        })
+        for m in metrics:
+            try:
+                m["intervalSeconds"] = parse_duration(m["interval"])
+            except ValueError:
+                m["intervalSeconds"] = None
+    return out
+
+
+class RolloutAPI:
+    def __init__(self, mesh: MeshControlPlane) -> None:
+        self.mesh = mesh
+
+    def _canaries(self, namespace: str | None = None) -> list[Canary]:
+        out = []
+        objects: list[StoredObject] = self.mesh.store.list(kind="Canary", namespace=namespace)
+        for obj in objects:
+            try:
+                out.append(Canary.model_validate(obj.body))
+            except ValueError:
+                continue
+        return out
+
+    def _canary(self, namespace: str, name: str) -> Canary | None:
+        for canary in self._canaries(namespace):
+            if canary.metadata.name == name:
+                return canary
+        return None
+
+    async def list(self, request: Request) -> Response:
+        ns = request.path_params.get("namespace") or request.query_params.get("namespace")
+        items = [summarize(c) for c in self._canaries(ns or None)]
+        return JSONResponse({"kind": "RolloutList", "items": items})
+
+    async def get(self, request: Request) -> Response:
+        ns, name = request.path_params["namespace"], request.path_params["name"]
+        canary = self._canary(ns, name)
+        if canary is None:
+            return _error(404, f"no Canary {ns}/{name}", "NotFound")
+        return JSONResponse(summarize(canary, full=True))
+
+    async def command(self, request: Request) -> Response:
+        p = request.path_params
+        ns, name, command = p["namespace"], p["name"], p["command"]
+        if command not in COMMANDS:
+            return _error(400, f"unknown command {command!r}; use one of "
+                          f"{', '.join(COMMANDS)}", "BadRequest")
+        delivery = getattr(self.mesh, "delivery", None)
+        if delivery is None:
+            return _error(503, "the delivery controller is not running")
+        decision = await asyncio.to_thread(delivery.controller.command, ns, name, command)
+        if decision is None:
+            return _error(404, f"no Canary {ns}/{name}", "NotFound")
+        if decision.refused:
+            return _error(409, decision.refused, "Conflict")
+        canary = self._canary(ns, name)
+        body = summarize(canary, full=True) if canary is not None else {}
+        return JSONResponse({"command": command, "rollout": body})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(f"{API}/rollouts", self.list),
+            Route(f"{API}/namespaces/{{namespace}}/rollouts", self.list),
+            Route(f"{API}/namespaces/{{namespace}}/rollouts/{{name}}", self.get),
+            Route(f"{API}/namespaces/{{namespace}}/rollouts/{{name}}/{{command}}",
+                  self.command, methods=["POST"]),
+        ]
