@@ -45,6 +45,21 @@ sed -e 's/weight: 100/weight: TMP/; s/weight: 0/weight: 100/; s/weight: TMP/weig
 sleep 1
 meshpilot send http://myapp.blue-green:8080/ -n 20
 
+step "Progressive delivery: a healthy v2 walks itself into production"
+meshpilot rollout status myapp -n progressive
+meshpilot apply -f examples/progressive/revisions/myapp-v2.yaml.rev
+meshpilot rollout status myapp -n progressive --watch --timeout 150
+meshpilot send http://myapp.progressive:8080/ -n 20
+
+step "A v3 with 30% errors is rolled back by itself, and says which check failed"
+meshpilot apply -f examples/progressive/revisions/myapp-v3-bad.yaml.rev
+meshpilot rollout status myapp -n progressive --watch --timeout 150 || true
+meshpilot rollout history myapp -n progressive
+meshpilot send http://myapp.progressive:8080/ -n 20
+
+step "Istio's standard metrics, live (meshpilot top)"
+meshpilot top --once -n progressive
+
 step "What the mesh proxy's Envoy actually holds"
 meshpilot proxy-config clusters mesh-proxy
 
