@@ -1,0 +1,474 @@
+"""Rollback speed: from a bad revision's first failed request to all traffic back on the
+primary, and the share of user requests that failed meanwhile.
+
+Starts the real control plane (``python -m meshpilot.server --state-dir <tmp>``), applies
+a Deployment ``myapp`` (demo app v1, 2 replicas) and a Flagger Canary over it (analysis
+interval 1 s, threshold 1, stepWeight 10, maxWeight 50, request-success-rate >= 99 % over
+a 5 s window), waits until the Canary is Initialized, and drives a steady open-loop load
+(100 req/s) through the mesh proxy to ``http://myapp.<ns>:8080/``, recording the scheduled
+send time, status and X-Version of every request. Then:
+
+  (1) bad revision: v2 with ``--error-rate 0.5``. t_first_fail = send time of the first
+      5xx answered by v2; t_back = send time from which every request is answered by the
+      primary again (after the last v2 answer; the rollout must be Failed).
+      time-to-rollback = t_back - t_first_fail; failed share = failed / all requests
+      sent from the apply until t_back + --tail seconds.
+  (2) baseline, same run: a healthy v2 (no injected errors), promoted; failed share of
+      all requests from the apply until Succeeded + --tail seconds (should be 0).
+
+Also printed, for context (not run): Flagger's documented rollback time with its defaults
+(interval 60 s x threshold 1, REFERENCE.md) and its 10 s interval floor.
+
+Run:  .venv/bin/python benchmarks/rollback.py [--rate 100] [--interval 1s] [--threshold 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+API = "/apis/meshpilot.io/v1"
+TARGET_SECONDS = 5.0
+TARGET_FAILED_PCT = 0.5
+FLAGGER_DEFAULT_INTERVAL_S = 60.0
+FLAGGER_DEFAULT_THRESHOLD = 1
+FLAGGER_FLOOR_INTERVAL_S = 10.0
+FLAGGER_DEFAULT_METRIC_INTERVAL_S = 60.0
+
+
+# --- the control plane ------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ControlPlane:
+    """``python -m meshpilot.server --state-dir DIR`` as a subprocess, driven by its API."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / "server.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=_clean_env(), start_new_session=True)
+        deadline = time.monotonic() + 30
+        endpoints: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited at start; see {self.log_path}")
+            try:
+                endpoints = json.loads((state_dir / "endpoints.json").read_text())
+                if endpoints.get("pid") == self.proc.pid and endpoints.get("mesh_proxy"):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"control plane did not start in 30 s; see {self.log_path}")
+        assert endpoints is not None
+        self.endpoints = endpoints
+        token = (state_dir / "token").read_text().strip()
+        self.api = httpx.Client(base_url=endpoints["api"], trust_env=False, timeout=30.0,
+                                headers={"Authorization": f"Bearer {token}"})
+
+    def apply(self, text: str) -> None:
+        r = self.api.post(f"{API}/apply", json={"sources": [{"file": "bench.yaml", "text": text}]})
+        if r.status_code != 200:
+            raise RuntimeError(f"apply failed: {r.status_code} {r.text}")
+
+    def converge(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.get(f"{API}/readiness").json().get("ready"):
+                time.sleep(0.2)
+                if self.api.get(f"{API}/readiness").json().get("ready"):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"mesh not ready within {timeout}s; see {self.log_path}")
+
+    def rollout(self, ns: str, name: str) -> dict[str, Any]:
+        r = self.api.get(f"{API}/namespaces/{ns}/rollouts/{name}")
+        if r.status_code != 200:
+            raise RuntimeError(f"rollout {ns}/{name}: {r.status_code} {r.text[:300]}")
+        return r.json()
+
+    def stop(self) -> None:
+        self.api.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def deployment(ns: str, version: str, replicas: int, extra_args: list[str]) -> str:
+    args = ", ".join(json.dumps(a) for a in ["--version", version, *extra_args])
+    return textwrap.dedent(f"""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: myapp, namespace: {ns}}}
+        spec:
+          replicas: {replicas}
+          selector: {{matchLabels: {{app: myapp}}}}
+          template:
+            metadata: {{labels: {{app: myapp, version: {version}}}}}
+            spec:
+              containers:
+              - name: app
+                command: [{json.dumps(sys.executable)}, -m, meshpilot.demoapp]
+                args: [{args}]
+                ports: [{{name: http, containerPort: 8080}}]
+                readinessProbe:
+                  httpGet: {{path: /healthz, port: http}}
+                  periodSeconds: 1
+        """)
+
+
+def canary(ns: str, a: argparse.Namespace) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: flagger.app/v1beta1
+        kind: Canary
+        metadata:
+          name: myapp
+          namespace: {ns}
+          annotations: {{meshpilot.io/min-requests: "{a.min_requests}"}}
+        spec:
+          targetRef: {{apiVersion: apps/v1, kind: Deployment, name: myapp}}
+          progressDeadlineSeconds: 60
+          service: {{port: 8080, targetPort: http}}
+          analysis:
+            interval: {a.interval}
+            threshold: {a.threshold}
+            stepWeight: {a.step_weight}
+            maxWeight: {a.max_weight}
+            metrics:
+            - name: request-success-rate
+              thresholdRange: {{min: 99}}
+              interval: {a.metric_interval}
+        """)
+
+
+# --- open-loop load ---------------------------------------------------------------------
+
+
+@dataclass
+class Rec:
+    sched: float  # monotonic, when the request was due (open loop: not when a worker was free)
+    sent: float
+    done: float
+    status: int  # 0 = transport error
+    version: str
+
+
+class OpenLoop:
+    """Request i is due at t0 + i/rate, whatever happened to earlier ones; a pool of
+    ``workers`` threads, each with its own keep-alive client through the mesh proxy,
+    takes due requests from a queue. Bounded by ``max_seconds``."""
+
+    def __init__(self, proxy: str, url: str, rate: float, workers: int,
+                 max_seconds: float) -> None:
+        self.proxy, self.url, self.rate = proxy, url, rate
+        self.max_seconds = max_seconds
+        self.records: list[Rec] = []
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.work: queue.SimpleQueue[float | None] = queue.SimpleQueue()
+        self.late = 0
+        self.workers = [threading.Thread(target=self._worker, daemon=True)
+                        for _ in range(workers)]
+        self.scheduler = threading.Thread(target=self._schedule, daemon=True)
+
+    def start(self) -> None:
+        for t in self.workers:
+            t.start()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.stop_ev.set()
+        self.scheduler.join(timeout=10)
+        for t in self.workers:
+            t.join(timeout=10)
+
+    def snapshot(self) -> list[Rec]:
+        with self.lock:
+            return sorted(self.records, key=lambda r: r.sched)
+
+    def _schedule(self) -> None:
+        total = int(self.rate * self.max_seconds)
+        t0 = time.monotonic() + 0.05
+        for i in range(total):
+            due = t0 + i / self.rate
+            delay = due - time.monotonic()
+            if delay > 0 and self.stop_ev.wait(delay):
+                break
+            if self.stop_ev.is_set():
+                break
+            if delay < -0.005:
+                self.late += 1
+            self.work.put(due)
+        for _ in self.workers:
+            self.work.put(None)
+
+    def _worker(self) -> None:
+        with httpx.Client(proxy=self.proxy, trust_env=False, timeout=5.0) as client:
+            while True:
+                due = self.work.get()
+                if due is None:
+                    return
+                sent = time.monotonic()
+                try:
+                    r = client.get(self.url)
+                    status, version = r.status_code, r.headers.get("x-version", "?")
+                except httpx.HTTPError as exc:
+                    status, version = 0, type(exc).__name__
+                rec = Rec(due, sent, time.monotonic(), status, version)
+                with self.lock:
+                    self.records.append(rec)
+
+
+def failed(r: Rec) -> bool:
+    return r.status != 200
+
+
+# --- one rollout ------------------------------------------------------------------------
+
+
+@dataclass
+class Poll:
+    t: float
+    phase: str
+    weight: int
+
+
+def follow(cp: ControlPlane, ns: str, until: tuple[str, ...], timeout: float,
+           start_phase_changes: bool = True) -> tuple[list[Poll], dict[str, Any]]:
+    """Poll the rollout every 0.1 s until it leaves its idle phase and reaches ``until``."""
+    polls: list[Poll] = []
+    body: dict[str, Any] = {}
+    left_idle = not start_phase_changes
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = cp.rollout(ns, "myapp")
+        polls.append(Poll(time.monotonic(), body["phase"], int(body.get("canaryWeight") or 0)))
+        if body["phase"] in ("Progressing", "Waiting", "Promoting", "Finalising"):
+            left_idle = True
+        if left_idle and body["phase"] in until:
+            return polls, body
+        time.sleep(0.1)
+    events = [e.get("message") for e in body.get("events", [])][-10:]
+    raise RuntimeError(f"rollout not in {until} within {timeout}s: phase {body.get('phase')}; "
+                       f"events {events}")
+
+
+def first(polls: list[Poll], phase: str) -> float | None:
+    return next((p.t for p in polls if p.phase == phase), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="user req/s (default 100)")
+    parser.add_argument("--interval", default="1s", help="analysis interval (default 1s)")
+    parser.add_argument("--threshold", type=int, default=1, help="failed checks to roll back")
+    parser.add_argument("--step-weight", type=int, default=10)
+    parser.add_argument("--max-weight", type=int, default=50)
+    parser.add_argument("--metric-interval", default="5s",
+                        help="request-success-rate window (default 5s)")
+    parser.add_argument("--min-requests", type=int, default=5,
+                        help="fewest canary requests a check judges (default 5: ~0.5 s of "
+                             "the canary's share at 100 req/s x 10%%)")
+    parser.add_argument("--error-rate", type=float, default=0.5,
+                        help="share of the bad revision's requests answered 500 (default 0.5)")
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--workers", type=int, default=8, help="load-generator threads")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds of load before each revision is applied")
+    parser.add_argument("--tail", type=float, default=3.0,
+                        help="seconds after t_back / Succeeded still counted in the share")
+    parser.add_argument("--timeout", type=float, default=90.0, help="per rollout, seconds")
+    parser.add_argument("--skip-healthy", action="store_true", help="skip the baseline")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = parser.parse_args(argv)
+    if a.rate <= 0 or a.threshold < 1 or a.workers < 1 or not 0 < a.error_rate <= 1:
+        parser.error("rate, threshold, workers must be positive; 0 < error-rate <= 1")
+
+    ns = a.namespace
+    tmp = Path(tempfile.mkdtemp(prefix="meshpilot-bench-rollback-"))
+    cp: ControlPlane | None = None
+    load: OpenLoop | None = None
+    started = time.monotonic()
+    try:
+        print(f"starting the control plane (state dir {tmp / 'state'}) ...", flush=True)
+        cp = ControlPlane(tmp / "state")
+        cp.apply(deployment(ns, "v1", 2, []) + "---\n" + canary(ns, a))
+        follow(cp, ns, ("Initialized",), a.timeout, start_phase_changes=False)
+        cp.converge()
+        url = f"http://myapp.{ns}:8080/"
+        with httpx.Client(proxy=cp.endpoints["mesh_proxy"], trust_env=False, timeout=10) as c:
+            r = c.get(url)
+            if r.status_code != 200 or r.headers.get("x-version") != "v1":
+                raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+        print(f"Canary Initialized; load {a.rate:g} req/s to {url} via "
+              f"{cp.endpoints['mesh_proxy']}", flush=True)
+
+        budget = 3 * a.timeout + 4 * (a.settle + a.tail) + 30
+        load = OpenLoop(cp.endpoints["mesh_proxy"], url, a.rate, a.workers, budget)
+        load.start()
+        time.sleep(a.settle)
+
+        # (1) the bad revision
+        print(f"applying the bad revision: v2 --error-rate {a.error_rate:g} ...", flush=True)
+        t_apply = time.monotonic()
+        cp.apply(deployment(ns, "v2", 2, ["--error-rate", f"{a.error_rate:g}"]))
+        polls, final = follow(cp, ns, ("Failed", "Succeeded"), a.timeout)
+        t_failed_seen = first(polls, "Failed")
+        time.sleep(a.tail + 2.0)
+        bad = [r for r in load.snapshot() if r.sched >= t_apply]
+        history = final.get("history") or [{}]
+        reason = history[-1].get("reason", "?")
+        outcome = history[-1].get("outcome", "?")
+        weight = max(p.weight for p in polls)
+
+        v2 = [r for r in bad if r.version == "v2"]
+        v2_fail = [r for r in v2 if r.status >= 500]
+        if final["phase"] != "Failed" or not v2_fail:
+            print(f"the bad revision was not rolled back as expected: phase {final['phase']}, "
+                  f"{len(v2_fail)} failed v2 answers; reason {reason!r}")
+            return 1
+        t_first_v2 = v2[0].sched
+        t_first_fail = v2_fail[0].sched
+        t_last_v2 = v2[-1].sched
+        after = [r for r in bad if r.sched > t_last_v2]
+        t_back = after[0].sched if after else t_last_v2 + 1 / a.rate
+        window = [r for r in bad if r.sched <= t_back + a.tail]
+        win_fail = [r for r in window if failed(r)]
+        not_primary_after = [r for r in after if r.version != "v1" or failed(r)]
+        ttr = t_back - t_first_fail
+
+        # (2) baseline: a healthy revision, promoted
+        healthy: dict[str, Any] | None = None
+        if not a.skip_healthy:
+            cp.converge()
+            time.sleep(a.settle)
+            print("applying a healthy revision: v2 (no injected errors) ...", flush=True)
+            h_apply = time.monotonic()
+            cp.apply(deployment(ns, "v2", 2, []))
+            h_polls, h_final = follow(cp, ns, ("Failed", "Succeeded"), a.timeout)
+            h_done = h_polls[-1].t
+            time.sleep(a.tail + 0.5)
+            h_recs = [r for r in load.snapshot() if h_apply <= r.sched <= h_done + a.tail]
+            h_hist = h_final.get("history") or [{}]
+            healthy = {"phase": h_final["phase"], "n": len(h_recs),
+                       "fail": sum(failed(r) for r in h_recs),
+                       "seconds": h_done - h_apply,
+                       "weight": max(p.weight for p in h_polls),
+                       "outcome": h_hist[-1].get("outcome", "?"),
+                       "v2": sum(r.version == "v2" for r in h_recs)}
+        load.stop()
+        all_recs = load.snapshot()
+        gen_span = (all_recs[-1].sched - all_recs[0].sched) if len(all_recs) > 1 else 0.0
+        gen_rate = len(all_recs) / gen_span if gen_span > 0 else 0.0
+        lag = sorted(r.sent - r.sched for r in all_recs)
+        lag99 = lag[int(0.99 * (len(lag) - 1))] * 1000 if lag else float("nan")
+
+        # --- report
+        def rel(t: float | None) -> str:
+            return "n/a" if t is None else f"+{t - t_apply:6.2f} s"
+
+        pct = 100.0 * len(win_fail) / max(1, len(window))
+        print()
+        print(f"Canary: interval {a.interval}, threshold {a.threshold}, stepWeight "
+              f"{a.step_weight}, maxWeight {a.max_weight}, request-success-rate >= 99 % over "
+              f"{a.metric_interval}, minRequests {a.min_requests}; demo app 2 replicas; "
+              f"open-loop {a.rate:g} req/s through the mesh proxy.")
+        print()
+        print(f"(1) bad revision v2 (--error-rate {a.error_rate:g}), times from the apply:")
+        print(f"  first request answered by v2      {rel(t_first_v2)}")
+        print(f"  first failed request (v2, 5xx)    {rel(t_first_fail)}   = t_first_fail")
+        print(f"  rollout phase Failed (API poll)   {rel(t_failed_seen)}")
+        print(f"  last request answered by v2       {rel(t_last_v2)}")
+        print(f"  all requests on the primary from  {rel(t_back)}   = t_back")
+        print(f"  TIME TO ROLLBACK (t_back - t_first_fail): {ttr:.2f} s"
+              f"   [target < {TARGET_SECONDS:g} s: {'met' if ttr < TARGET_SECONDS else 'MISSED'}]")
+        print(f"  FAILED REQUESTS: {len(win_fail)} of {len(window)} user requests = {pct:.2f} %"
+              f" (apply .. t_back + {a.tail:g} s)   [target < {TARGET_FAILED_PCT:g} %: "
+              f"{'met' if pct < TARGET_FAILED_PCT else 'MISSED'}]")
+        print(f"  of which answered by v1: {sum(r.version == 'v1' for r in win_fail)}, "
+              f"transport errors: {sum(r.status == 0 for r in win_fail)}")
+        print(f"  v2 answered {len(v2)} requests ({len(v2_fail)} failed); canary weight "
+              f"reached {weight} %")
+        print(f"  after t_back until +{a.tail + 2:g} s: {len(after)} requests, "
+              f"{len(not_primary_after)} not a 200 from v1")
+        print(f"  rollout: {final['phase']}, {outcome}: {reason}")
+        span_v2 = max(1e-9, t_last_v2 - t_first_v2)
+        floor = a.rate * a.step_weight / 100 * a.error_rate
+        print(f"  context: at weight {a.step_weight} % the bad revision fails ~{floor:.1f} "
+              f"req/s, so each second of exposure costs ~{floor:.1f} failed requests; "
+              f"v2 served {len(v2)} requests over {span_v2:.2f} s "
+              f"({len(v2) / span_v2:.1f} req/s); the window's length "
+              f"({window[-1].sched - t_apply:.1f} s, including the canary's pod start) "
+              "sets the denominator.")
+        print()
+        if healthy is not None:
+            hp = 100.0 * healthy["fail"] / max(1, healthy["n"])
+            print(f"(2) baseline, same run: healthy v2, {healthy['phase']} ({healthy['outcome']}) "
+                  f"{healthy['seconds']:.1f} s after the apply, weight reached "
+                  f"{healthy['weight']} %:")
+            print(f"  failed requests {healthy['fail']} of {healthy['n']} = {hp:.2f} % "
+                  f"(apply .. {healthy['phase']} + {a.tail:g} s; {healthy['v2']} answered by v2)")
+            print()
+        fl = FLAGGER_DEFAULT_INTERVAL_S * FLAGGER_DEFAULT_THRESHOLD
+        print("Reference (documented, not run): Flagger rolls back after interval x threshold "
+              f"(REFERENCE.md). Defaults: {FLAGGER_DEFAULT_INTERVAL_S:g} s x "
+              f"{FLAGGER_DEFAULT_THRESHOLD} = >= {fl:g} s of exposure, judged over a "
+              f"{FLAGGER_DEFAULT_METRIC_INTERVAL_S:g} s metric interval (plus Prometheus "
+              f"scrape and mesh push); its floor interval {FLAGGER_FLOOR_INTERVAL_S:g} s "
+              f"-> >= {FLAGGER_FLOOR_INTERVAL_S * FLAGGER_DEFAULT_THRESHOLD:g} s. At this "
+              f"load that is >= {floor * fl:.0f} (defaults) / "
+              f">= {floor * FLAGGER_FLOOR_INTERVAL_S:.0f} (floor) failed requests "
+              "(computed, not measured).")
+        print(f"Targets: time to roll back < {TARGET_SECONDS:g} s and < {TARGET_FAILED_PCT:g} % "
+              f"of requests failed, with a 1 s interval, at 100 req/s, canary at 10 %.")
+        print(f"Load generator: {len(all_recs)} requests at {gen_rate:.1f} req/s achieved of "
+              f"{a.rate:g}; send lag p99 {lag99:.1f} ms; scheduler > 5 ms late: {load.late}. "
+              f"Machine: {os.cpu_count()} CPUs, load average "
+              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. "
+              f"Total run {time.monotonic() - started:.0f} s.")
+        return 0
+    finally:
+        if load is not None:
+            load.stop()
+        if cp is not None:
+            cp.stop()
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
