@@ -166,14 +166,17 @@ def _protocol_options(
     cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None, http2: bool
 ) -> None:
     http = policy.connection_pool.http if policy and policy.connection_pool else None
+    tcp = policy.connection_pool.tcp if policy and policy.connection_pool else None
+    # Istio: the HTTP idle timeout, else the TCP one (it applies to HTTP connections too).
+    idle_timeout = (http and http.idle_timeout) or (tcp and tcp.idle_timeout)
     options = hpo.HttpProtocolOptions()
     explicit = options.explicit_http_config
     if http2:
         explicit.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
     else:
         explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-    if http and http.idle_timeout:
-        options.common_http_protocol_options.idle_timeout.CopyFrom(pb.duration(http.idle_timeout))
+    if idle_timeout:
+        options.common_http_protocol_options.idle_timeout.CopyFrom(pb.duration(idle_timeout))
     if http and http.max_requests_per_connection:
         options.common_http_protocol_options.max_requests_per_connection.CopyFrom(
             wrappers_pb2.UInt32Value(value=http.max_requests_per_connection)
