@@ -217,3 +217,29 @@ def test_stop_kills_after_grace_and_start_twice_is_refused(tmp_path: Path) -> No
     assert envoy.admin.state() == "PRE_INITIALIZING"
     envoy.admin.quit()
     assert envoy.wait(timeout=10) == 0
+
+
+def test_a_running_envoy_is_adopted_only_with_the_same_configuration(tmp_path: Path) -> None:
+    doc = sidecar_bootstrap()
+    first = EnvoyProcess(doc, name="adoptee", work_dir=tmp_path).start()
+    try:
+        # Another xDS address (or any other bootstrap) is not the same proxy: refused.
+        other = sidecar_bootstrap()
+        assert not EnvoyProcess(other, name="adoptee", work_dir=tmp_path).attach()
+        assert not EnvoyProcess(doc, name="adoptee", work_dir=tmp_path, concurrency=2).attach()
+
+        adopted = EnvoyProcess(doc, name="adoptee", work_dir=tmp_path)
+        assert adopted.attach() and adopted.adopted
+        assert adopted.pid == first.pid and adopted.running
+        assert adopted.admin_port == first.admin_port
+        info = adopted.admin.server_info()
+        assert info["command_line_options"]["config_path"] == str(first.config_path)
+
+        adopted.stop(grace=5.0)  # not our child: signalled, watched through its pidfd
+        assert not adopted.running
+        assert first.wait(timeout=10) is not None  # (here it is a child: reap it)
+        assert not (tmp_path / "adoptee.pid").exists()
+        # Dead: nothing to adopt any more.
+        assert not EnvoyProcess(doc, name="adoptee", work_dir=tmp_path).attach()
+    finally:
+        first.stop(grace=1.0)

@@ -36,3 +36,24 @@ def test_stops_processes_of_this_run_dir_and_no_others(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_processes_of_adopted_sessions_are_kept(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "MESHPILOT_RUN_DIR": str(run_dir)}
+    adopted = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
+    # a child of the adopted process: same session, same marker, kept as well
+    child = subprocess.Popen(SLEEPER, env=env)  # (our child here, in our session)
+    stray = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
+    try:
+        found = set(find_leftovers(run_dir, keep_sessions={adopted.pid, os.getsid(0)}))
+        assert stray.pid in found
+        assert adopted.pid not in found and child.pid not in found
+        stop_leftovers(run_dir, grace=0.5, keep_sessions={adopted.pid, os.getsid(0)})
+        assert stray.wait(timeout=5) is not None
+        assert adopted.poll() is None and child.poll() is None
+    finally:
+        for proc in (adopted, child, stray):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

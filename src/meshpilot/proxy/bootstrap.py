@@ -13,6 +13,8 @@ from meshpilot.mesh.model import ProxyNode, node_to_metadata
 from meshpilot.proxy.stats import stats_config
 
 XDS_CLUSTER = "xds-grpc"
+XDS_RETRY_BASE = "0.25s"
+XDS_RETRY_MAX = "2s"
 
 
 def bootstrap(
@@ -42,7 +44,13 @@ def bootstrap(
             "ads_config": {
                 "api_type": api_type,
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": XDS_CLUSTER,
+                    # Reconnect quickly to a restarted control plane (Envoy's default
+                    # back-off grows to 30 s); the proxy keeps serving meanwhile.
+                    "retry_policy": {"retry_back_off": {
+                        "base_interval": XDS_RETRY_BASE, "max_interval": XDS_RETRY_MAX}},
+                }}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},

@@ -8,6 +8,12 @@ back for error messages.
 Admin port 0 is supported: Envoy binds an ephemeral port and writes the address to
 ``work_dir/<name>.admin`` (``--admin-address-path``), which ``start()`` reads back, so
 tests and the runtime need not race for free ports.
+
+Adoption: ``start()`` also writes ``work_dir/<name>.pid`` (pid and start time). A
+control plane restarted after a crash calls :meth:`EnvoyProcess.attach` instead of
+``start()``: it takes over the Envoy already running with exactly this command line and
+bootstrap (same xDS address, same admin), so traffic never stops; ``stop()`` works on an
+adopted Envoy as on one it started.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import IO, Any, Literal
 import httpx
 
 from meshpilot.proxy.admin import AdminClient, AdminError
+from meshpilot.proxy.adopted import AdoptedProcess, proc_cmdline, start_time
 
 __all__ = ["EnvoyError", "EnvoyProcess", "EnvoyStartError", "envoy_binary", "validate_bootstrap"]
 
@@ -105,7 +112,8 @@ class EnvoyProcess:
         self.config_path = self.work_dir / f"{name}.json"
         self.log_path = self.work_dir / f"{name}.log"
         self.admin_address_path = self.work_dir / f"{name}.admin"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.pid_path = self.work_dir / f"{name}.pid"
+        self._proc: subprocess.Popen[bytes] | AdoptedProcess | None = None
         self._log_file: IO[bytes] | None = None
         self._admin: AdminClient | None = None
         self.returncode: int | None = None
@@ -157,6 +165,7 @@ class EnvoyProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.bootstrap, indent=2))
         self.admin_address_path.unlink(missing_ok=True)
+        self.pid_path.unlink(missing_ok=True)
         self._close_admin()
         self.admin_port = self._requested_admin_port
         self._close_log()
@@ -171,6 +180,7 @@ class EnvoyProcess:
             self._close_log()
             raise EnvoyStartError(f"envoy {self.name}: cannot execute {self.binary}: {exc}") \
                 from exc
+        self._write_pid_record()
         if wait and not self.wait_admin(timeout):
             if self.running:
                 self.stop(grace=1.0)
@@ -180,6 +190,55 @@ class EnvoyProcess:
                     f"{self.log_tail(40)}")
             raise self._exit_error()
         return self
+
+    def _write_pid_record(self) -> None:
+        assert self._proc is not None
+        started = start_time(self._proc.pid)
+        if started is None:
+            return  # exited already
+        tmp = self.pid_path.with_suffix(".pid.tmp")
+        tmp.write_text(json.dumps({"pid": self._proc.pid, "start_time": started}))
+        os.replace(tmp, self.pid_path)
+
+    def attach(self) -> bool:
+        """Adopt the Envoy a previous control plane started with this very configuration.
+
+        True if the process in ``<name>.pid`` still runs (same pid and start time), has
+        exactly :meth:`command` as its command line and this bootstrap as its config file,
+        and its admin answers as that process. False otherwise, and nothing changes: the
+        caller then stops whatever is left and calls :meth:`start`.
+        """
+        if self.running:
+            return True
+        try:
+            record = json.loads(self.pid_path.read_text())
+            pid, started = int(record["pid"]), int(record["start_time"])
+            on_disk = json.loads(self.config_path.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if on_disk != self.bootstrap:
+            return False
+        proc = AdoptedProcess.attach(pid, started)
+        if proc is None:
+            return False
+        if proc_cmdline(pid) != self.command():
+            proc.close()
+            return False
+        self._close_admin()
+        self.admin_port = self._requested_admin_port
+        self._proc = proc
+        self.returncode = None
+        if not (self._resolve_admin_port() and self._admin_is_ours()):
+            self._proc = None
+            self.admin_port = self._requested_admin_port
+            proc.close()
+            return False
+        return True
+
+    @property
+    def adopted(self) -> bool:
+        """Whether this Envoy was taken over from a previous control plane."""
+        return isinstance(self._proc, AdoptedProcess)
 
     def _exit_error(self) -> EnvoyStartError:
         code = self._proc.poll() if self._proc is not None else None
@@ -278,6 +337,7 @@ class EnvoyProcess:
                 proc.wait(timeout=10)
         self.returncode = proc.returncode
         self._close_log()
+        self.pid_path.unlink(missing_ok=True)
         return self.returncode
 
     def kill(self) -> int | None:

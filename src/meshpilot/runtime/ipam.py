@@ -105,6 +105,21 @@ class IpAllocator:
             "by this or another runtime; configure a larger or different ip_range"
         )
 
+    def acquire(self, ip: str) -> bool:
+        """Reserve exactly ``ip`` (an adopted pod's address, whose ports are in use by
+        that pod): True if its lock is ours now, False if another runtime holds it."""
+        if ipaddress.ip_address(ip) not in self.network:
+            return False
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if ip in self._held:
+                return False
+            handle = self._try_lock(ip)
+            if handle is None:
+                return False
+            self._held[ip] = handle
+            return True
+
     def release(self, ip: str) -> None:
         """Give ``ip`` back (unknown addresses are ignored)."""
         with self._lock:

@@ -15,6 +15,14 @@ Stop sequence, in this order, so that no request is lost:
 4. SIGTERM the app's process group; SIGKILL after the grace period
    (``terminationGracePeriodSeconds``, default 30 s, capped at :data:`MAX_GRACE_SECONDS`);
 5. stop the sidecar.
+
+The worker keeps a record of its pod in ``record_path`` (JSON, replaced atomically
+whenever something in it changes): identity, address, ports, container plans, process
+ids with their start times, the sidecar, restarts and readiness. A control plane that
+crashed leaves its pods running and their records on disk; the next one builds workers
+from them with :meth:`PodWorker.adopt` (see :meth:`LocalRuntime.__init__`) and carries on
+supervising the same processes. The record is deleted when the stop sequence begins, so
+a pod that was being stopped is never adopted.
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.proxy.adopted import AdoptedProcess, proc_environ, proc_stat, start_time
 from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
 from meshpilot.runtime.probes import ProbeSpec, ReadinessTracker, run_probe
 
@@ -117,12 +126,28 @@ class ContainerPlan:
     probe: ProbeSpec
     cwd: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "argv": list(self.argv), "env": dict(self.env),
+                "cwd": self.cwd, "probe": asdict(self.probe)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ContainerPlan:
+        probe = dict(doc["probe"])
+        probe["headers"] = tuple(tuple(h) for h in probe.get("headers", ()))
+        probe["command"] = tuple(probe.get("command", ()))
+        return cls(name=doc["name"], argv=tuple(doc["argv"]), env=dict(doc["env"]),
+                   probe=ProbeSpec(**probe), cwd=doc.get("cwd"))
+
+
+Process = subprocess.Popen[bytes] | AdoptedProcess
+
 
 @dataclass
 class _Container:
     plan: ContainerPlan
     tracker: ReadinessTracker
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
+    start_time: int | None = None  # of proc, from /proc (identifies it across restarts)
     started_mono: float = 0.0
     next_start: float = 0.0
     backoff: float = BACKOFF_INITIAL_SECONDS
@@ -141,7 +166,7 @@ class _Sidecar:
     message: str = ""
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(proc: Process, sig: int) -> None:
     """Signal the process group the container leads (its children too)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
@@ -169,6 +194,7 @@ class PodWorker:
         notify: Callable[[], None],
         before_stop: Callable[[Pod], None] | None,
         on_exit: Callable[[PodWorker], None],
+        record_path: Path | None = None,
     ) -> None:
         self.name = name
         self.namespace = namespace
@@ -195,7 +221,110 @@ class PodWorker:
         self._started_at: float | None = None
         self._log: IO[bytes] | None = None
         self.created_mono = time.monotonic()
+        self.record_path = record_path
+        self._recorded: dict[str, Any] | None = None
+        self.adopted = False
         self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
+
+    # --- adoption -------------------------------------------------------------------------
+    def adopt(self, record: Mapping[str, Any], run_dir: Path) -> bool:
+        """Take over the running processes ``record`` describes (before :meth:`start`).
+
+        Every app process must still run with the recorded start time, process group and
+        pod environment, and the sidecar must attach (same command line and bootstrap,
+        see :meth:`EnvoyProcess.attach`). Otherwise nothing is adopted and False is
+        returned: the pod is half dead and its remains are the caller's to clean up.
+        """
+        procs: list[AdoptedProcess] = []
+
+        def give_up() -> bool:
+            for proc in procs:
+                proc.close()
+            return False
+
+        entries = record.get("containers", [])
+        if len(entries) != len(self._containers):
+            return False
+        marker = str(run_dir)
+        for c, entry in zip(self._containers, entries, strict=True):
+            pid, started = entry.get("pid"), entry.get("start_time")
+            if not isinstance(pid, int) or not isinstance(started, int):
+                return give_up()
+            proc = AdoptedProcess.attach(pid, started)
+            if proc is None:
+                return give_up()
+            procs.append(proc)
+            stat, env = proc_stat(pid), proc_environ(pid) or {}
+            if (stat is None or stat[1] != pid or env.get("POD_NAME") != self.name
+                    or env.get("MESHPILOT_RUN_DIR") != marker):
+                return give_up()
+            c.start_time = started
+        if not self._sidecar.envoy.attach():
+            return give_up()
+        now = time.monotonic()
+        ready = bool(record.get("ready"))
+        for c, proc in zip(self._containers, procs, strict=True):
+            c.proc = proc
+            c.started_mono = now
+            # keep the pod's readiness as it was: the probes resume at once and take it
+            # out of the endpoints only after failureThreshold failures, as they would have
+            c.tracker.ready = ready
+            c.tracker.message = "" if ready else c.tracker.message
+            c.tracker.next_at = now
+        sc = self._sidecar
+        sc.started, sc.started_mono, sc.admin_port = True, now, sc.envoy.admin_port
+        self._restarts = int(record.get("restarts", 0))
+        started_at = record.get("started_at")
+        self._started_at = float(started_at) if started_at is not None else None
+        if self._started_at is not None:  # keep its age (scale-down picks the youngest)
+            self.created_mono = now - max(0.0, time.time() - self._started_at)
+        self._phase = "Running"
+        self._ready = ready
+        self.adopted = True
+        return True
+
+    def _record(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self.name, "namespace": self.namespace,
+                "deployment": self.deployment, "labels": dict(self.labels),
+                "template_hash": self.template_hash, "ip": self.ip,
+                "inbound": [asdict(p) for p in self.inbound], "node_id": self.node_id,
+                "grace_seconds": self.grace_seconds, "restarts": self._restarts,
+                "started_at": self._started_at, "ready": self._ready,
+                "containers": [
+                    {**c.plan.to_json(),
+                     "pid": c.proc.pid if c.proc is not None else None,
+                     "pgid": c.proc.pid if c.proc is not None else None,
+                     "start_time": c.start_time if c.proc is not None else None}
+                    for c in self._containers],
+                "sidecar": {"name": self._sidecar.envoy.name,
+                            "pid": self._sidecar.envoy.pid if self._sidecar.started else None,
+                            "admin_port": self._sidecar.admin_port},
+            }
+
+    def _persist(self) -> None:
+        """Rewrite the pod's record if it changed (atomically: write, then rename)."""
+        if self.record_path is None:
+            return
+        record = self._record()
+        if record == self._recorded:
+            return
+        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
+        try:
+            self.record_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self.record_path)
+        except OSError:
+            log.exception("pod %s: cannot write %s", self.name, self.record_path)
+            return
+        self._recorded = record
+
+    def _forget(self) -> None:
+        if self.record_path is not None:
+            self.record_path.unlink(missing_ok=True)
 
     # --- control ------------------------------------------------------------------------
     def start(self) -> None:
@@ -247,15 +376,19 @@ class PodWorker:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed at the end of _run
             with self._lock:
-                self._started_at = time.time()
+                if self._started_at is None:
+                    self._started_at = time.time()
             while not self._stop.is_set():
                 self._tick()
+                if not self._stop.is_set():
+                    self._persist()
                 self._stop.wait(0.05)
             self._terminate()
         except Exception:  # never leave processes behind because of a bug here
             log.exception("pod %s: supervisor failed", self.name)
             self._kill_everything()
         finally:
+            self._forget()
             if self._log is not None:
                 self._log.close()
             try:
@@ -366,6 +499,7 @@ class PodWorker:
                 return
             with self._lock:
                 c.proc = proc
+                c.start_time = start_time(proc.pid)
                 c.failed_to_start = False
                 c.started_mono = now
                 c.message = ""
@@ -378,6 +512,7 @@ class PodWorker:
 
     # --- stopping -----------------------------------------------------------------------
     def _terminate(self) -> None:
+        self._forget()  # a pod being stopped is never adopted
         with self._lock:
             self._phase = "Terminating"
             self._ready = False

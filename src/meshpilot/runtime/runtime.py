@@ -17,22 +17,33 @@ A Deployment that cannot run (a container without a command whose image is not i
 image map, a probe naming an unknown port, no free pod IP) gets an error in
 ``deployment_status()``; its existing pods are left alone and other Deployments are not
 affected.
+
+Adoption: every pod keeps a record in ``work_dir/pods/<pod>.json``. A runtime started on
+a work directory that holds records (its predecessor crashed) adopts the pods whose
+processes all still run, with the same configuration (names, addresses, restarts and
+readiness unchanged), and supervises them as its own; the others are forgotten (their
+remains are for :mod:`meshpilot.server.leftovers`). Adopted pods are left alone until
+the first ``sync()``, then reconciled like any other (an outdated template is rolled).
+``stop()`` stops every pod, adopted or not.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Container, Deployment
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
+from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port
@@ -105,6 +116,7 @@ class LocalRuntime:
         drain_seconds: float = 1.0,
         before_stop: Callable[[Pod], None] | None = None,
         ip_lock_dir: Path | None = None,
+        adopt: bool = True,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.xds_host = xds_host
@@ -122,9 +134,15 @@ class LocalRuntime:
         self._workers: dict[str, PodWorker] = {}
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._synced = False  # adopted pods wait for the desired state before reconciling
+        self.adopted: list[str] = []
+        if adopt:
+            self._adopt_all()
         self._thread = threading.Thread(target=self._loop, name="runtime-reconcile",
                                         daemon=True)
         self._thread.start()
+        for name in self.adopted:
+            self._workers[name].start()
 
     # --- public API ---------------------------------------------------------------------
     def sync(self, deployments: Iterable[tuple[str, str, Deployment]]) -> None:
@@ -134,6 +152,7 @@ class LocalRuntime:
             if self._closed.is_set():
                 raise RuntimeError("the runtime is stopped")
             self._desired = desired
+            self._synced = True
         self._wake.set()
 
     def pods(self) -> list[Pod]:
@@ -210,6 +229,8 @@ class LocalRuntime:
 
     def _reconcile(self) -> None:
         with self._lock:
+            if not self._synced:
+                return
             desired = dict(self._desired)
             keys = set(desired) | {(w.namespace, w.deployment) for w in self._workers.values()}
         for key in sorted(keys):
@@ -380,19 +401,78 @@ class LocalRuntime:
                 probe=probe, cwd=c.working_dir,
             ))
 
-        node = ProxyNode(id=nid, kind="sidecar", namespace=namespace, ip=ip, workload=name,
-                         labels=dict(template.labels), inbound=tuple(inbound))
+        return self._worker(name=name, namespace=namespace, deployment=deployment,
+                            labels=template.labels, template_hash=template.hash, ip=ip,
+                            inbound=inbound, plans=plans, node_id=nid,
+                            grace_seconds=template.grace)
+
+    def _worker(self, *, name: str, namespace: str, deployment: str,
+                labels: Mapping[str, str], template_hash: str, ip: str,
+                inbound: list[InboundPort], plans: list[ContainerPlan], node_id: str,
+                grace_seconds: float) -> PodWorker:
+        node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
+                         workload=name, labels=dict(labels), inbound=tuple(inbound))
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0)
         envoy = EnvoyProcess(boot, name=name, work_dir=self.work_dir / "sidecars",
                              admin_host="127.0.0.1", admin_port=0,
                              concurrency=self.envoy_concurrency)
         return PodWorker(
-            name=name, namespace=namespace, deployment=deployment, labels=template.labels,
-            template_hash=template.hash, ip=ip, inbound=inbound, containers=plans,
-            node_id=nid, sidecar=envoy, log_path=self.work_dir / "pods" / f"{name}.log",
-            grace_seconds=template.grace, drain_seconds=self.drain_seconds,
+            name=name, namespace=namespace, deployment=deployment, labels=labels,
+            template_hash=template_hash, ip=ip, inbound=inbound, containers=plans,
+            node_id=node_id, sidecar=envoy, log_path=self.work_dir / "pods" / f"{name}.log",
+            grace_seconds=grace_seconds, drain_seconds=self.drain_seconds,
             notify=self._notify, before_stop=self._before_stop, on_exit=self._on_exit,
+            record_path=self.work_dir / "pods" / f"{name}.json",
         )
+
+    # --- adoption -------------------------------------------------------------------------
+    def _adopt_all(self) -> None:
+        """Adopt the pods a crashed predecessor left running (see the module docstring)."""
+        def check(path: Path) -> PodWorker | None:
+            try:
+                return self._adoptable(json.loads(path.read_text()), path.stem)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("pod record %s unreadable: %s", path, exc)
+                return None
+
+        paths = sorted((self.work_dir / "pods").glob("*.json"))
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="adopt") as pool:
+            workers = list(pool.map(check, paths))
+        for path, worker in zip(paths, workers, strict=True):
+            if worker is None:
+                path.unlink(missing_ok=True)
+                continue
+            self._workers[worker.name] = worker
+            self.adopted.append(worker.name)
+            log.warning("adopted pod %s/%s (%s)", worker.namespace, worker.name, worker.ip)
+
+    def _adoptable(self, record: dict[str, Any], file_name: str) -> PodWorker | None:
+        name, ip = str(record["name"]), str(record["ip"])
+        if name != file_name or not self.ipam.acquire(ip):
+            return None
+        worker = self._worker(
+            name=name, namespace=str(record["namespace"]),
+            deployment=str(record["deployment"]), labels=dict(record["labels"]),
+            template_hash=str(record["template_hash"]), ip=ip,
+            inbound=[InboundPort(**p) for p in record["inbound"]],
+            plans=[ContainerPlan.from_json(c) for c in record["containers"]],
+            node_id=str(record["node_id"]), grace_seconds=float(record["grace_seconds"]),
+        )
+        if not worker.adopt(record, self.work_dir):
+            self.ipam.release(ip)
+            return None
+        return worker
+
+    def sessions(self) -> set[int]:
+        """Session ids of every process the runtime's pods run (apps and sidecars lead
+        their own sessions), so that nothing of them is mistaken for a leftover."""
+        out = set()
+        for pod in self.pods():
+            for pid in (*pod.pids, pod.sidecar_pid):
+                stat = proc_stat(pid) if pid else None
+                if stat is not None:
+                    out.add(stat[2])
+        return out
 
     @staticmethod
     def _env(c: Container, *, ip: str, pod: str, namespace: str, names: Mapping[str, int],
