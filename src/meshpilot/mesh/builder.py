@@ -6,6 +6,7 @@ plane calls it (debounced) whenever the store or the runtime changes.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -58,18 +59,74 @@ def port_protocol(name: str | None, app_protocol: str | None = None) -> Protocol
     return "HTTP"
 
 
-def _parse(model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]]) -> list[Named[M]]:
+_Parsed = dict[tuple[str, ObjectKey], tuple[dict[str, Any], Named[Any]]]
+_parsed: _Parsed = {}
+"""The previous build's parsed objects: (model, key) -> (a private copy of the body, Named).
+
+An object whose body is unchanged is not validated again and keeps its identity from one
+snapshot to the next, so a rebuild costs O(changed objects) in pydantic and the xDS
+build's input comparisons succeed on identity. Keyed by the body's content, never time.
+"""
+
+
+def _parse(
+    model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]], seen: _Parsed
+) -> list[Named[M]]:
     out: list[Named[M]] = []
     for key, body in objects:
+        memo_key = (model.__name__, key)
+        hit = _parsed.get(memo_key)
+        if hit is not None and hit[0] == body:
+            seen[memo_key] = hit
+            out.append(hit[1])
+            continue
         try:
-            out.append(Named(key.namespace, key.name, model.model_validate(body)))
+            named = Named(key.namespace, key.name, model.model_validate(body))
         except ValidationError as exc:  # stored before a schema change; skip, say why
             log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
+            continue
+        seen[memo_key] = (copy.deepcopy(body), named)
+        out.append(named)
     return out
 
 
 def _selects(selector: dict[str, str] | None, labels: dict[str, str] | Any) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+class _Namespace:
+    """The workloads of one namespace, indexed by (label, value) for selector look-ups."""
+
+    def __init__(self) -> None:
+        self.workloads: list[WorkloadInstance] = []
+        self.by_label: dict[tuple[str, str], list[int]] = {}
+
+    def add(self, w: WorkloadInstance) -> None:
+        for item in w.labels.items():
+            self.by_label.setdefault(item, []).append(len(self.workloads))
+        self.workloads.append(w)
+
+
+def _by_namespace(instances: Iterable[WorkloadInstance]) -> dict[str, _Namespace]:
+    out: dict[str, _Namespace] = {}
+    for w in instances:
+        ns = out.get(w.namespace)
+        if ns is None:
+            ns = out[w.namespace] = _Namespace()
+        ns.add(w)
+    return out
+
+
+def _selected(
+    by_ns: dict[str, _Namespace], namespace: str, selector: dict[str, str] | None
+) -> list[WorkloadInstance]:
+    """Workloads of ``namespace`` whose labels include ``selector`` (none if it is empty),
+    in their original order: the rarest selector label narrows, the rest are checked."""
+    ns = by_ns.get(namespace)
+    if ns is None or not selector:
+        return []
+    candidates = min((ns.by_label.get(item, []) for item in selector.items()), key=len)
+    return [w for i in candidates if _selects(selector, (w := ns.workloads[i]).labels)]
 
 
 def build_snapshot(
@@ -78,11 +135,13 @@ def build_snapshot(
     workloads: Sequence[WorkloadInstance] = (),
 ) -> MeshSnapshot:
     """The mesh at ``version`` from stored ``objects`` and live ``workloads`` (pods)."""
+    global _parsed
+    seen: _Parsed = {}
     by_kind: dict[str, list[tuple[ObjectKey, dict[str, Any]]]] = {}
     for key, body in objects:
         by_kind.setdefault(key.kind, []).append((key, body))
 
-    entries = _parse(WorkloadEntry, by_kind.get("WorkloadEntry", []))
+    entries = _parse(WorkloadEntry, by_kind.get("WorkloadEntry", []), seen)
     instances = list(workloads) + [
         WorkloadInstance(
             name=e.name, namespace=e.namespace, ip=e.obj.spec.address or "127.0.0.1",
@@ -93,8 +152,9 @@ def build_snapshot(
     ]
     services: dict[str, MeshService] = {}
     endpoints: dict[str, list[Endpoint]] = {}
+    by_ns = _by_namespace(instances)
 
-    for svc in _parse(Service, by_kind.get("Service", [])):
+    for svc in _parse(Service, by_kind.get("Service", []), seen):
         host = service_fqdn(svc.name, svc.namespace)
         spec = svc.obj.spec
         ports = tuple(
@@ -108,12 +168,11 @@ def build_snapshot(
             short_names=(svc.name, f"{svc.name}.{svc.namespace}",
                          f"{svc.name}.{svc.namespace}.svc"),
         )
-        members = [w for w in instances
-                   if w.namespace == svc.namespace and _selects(spec.selector, w.labels)]
+        members = _selected(by_ns, svc.namespace, spec.selector)
         endpoints[host] = [ep for w in members for p in ports
                            if (ep := _service_endpoint(host, p, w)) is not None]
 
-    for se in _parse(ServiceEntry, by_kind.get("ServiceEntry", [])):
+    for se in _parse(ServiceEntry, by_kind.get("ServiceEntry", []), seen):
         spec = se.obj.spec
         resolution = {"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS", "STATIC": "STATIC",
                       "NONE": "NONE"}.get(spec.resolution or "NONE", "NONE")
@@ -122,8 +181,8 @@ def build_snapshot(
                         protocol=port_protocol(p.protocol or p.name))
             for p in spec.ports
         )
-        selected = [w for w in instances if w.namespace == se.namespace and spec.workload_selector
-                    and _selects(dict(spec.workload_selector.labels), w.labels)]
+        selected = _selected(by_ns, se.namespace, dict(spec.workload_selector.labels)
+                             if spec.workload_selector else None)
         inline = [
             WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
                              ip=e.address or "", labels=dict(e.labels),
@@ -154,20 +213,22 @@ def build_snapshot(
                                         namespace=se.namespace))
             endpoints[host] = eps
 
-    return MeshSnapshot(
+    snapshot = MeshSnapshot(
         version=version,
         services=dict(sorted(services.items())),
         endpoints={h: tuple(sorted(e, key=_endpoint_order)) for h, e in sorted(endpoints.items())},
-        virtual_services=tuple(_parse(VirtualService, by_kind.get("VirtualService", []))),
-        destination_rules=tuple(_parse(DestinationRule, by_kind.get("DestinationRule", []))),
-        gateways=tuple(_parse(Gateway, by_kind.get("Gateway", []))),
-        service_entries=tuple(_parse(ServiceEntry, by_kind.get("ServiceEntry", []))),
+        virtual_services=tuple(_parse(VirtualService, by_kind.get("VirtualService", []), seen)),
+        destination_rules=tuple(_parse(DestinationRule, by_kind.get("DestinationRule", []), seen)),
+        gateways=tuple(_parse(Gateway, by_kind.get("Gateway", []), seen)),
+        service_entries=tuple(_parse(ServiceEntry, by_kind.get("ServiceEntry", []), seen)),
         peer_authentications=tuple(
-            _parse(PeerAuthentication, by_kind.get("PeerAuthentication", []))),
+            _parse(PeerAuthentication, by_kind.get("PeerAuthentication", []), seen)),
         authorization_policies=tuple(
-            _parse(AuthorizationPolicy, by_kind.get("AuthorizationPolicy", []))),
-        canaries=tuple(_parse(Canary, by_kind.get("Canary", []))),
+            _parse(AuthorizationPolicy, by_kind.get("AuthorizationPolicy", []), seen)),
+        canaries=tuple(_parse(Canary, by_kind.get("Canary", []), seen)),
     )
+    _parsed = seen
+    return snapshot
 
 
 def _endpoint_order(ep: Endpoint) -> tuple[Any, ...]:

@@ -4,6 +4,13 @@ Data flow (see DESIGN.md): store watch → debounced rebuild → MeshSnapshot �
 the runtime's pods feed the same rebuild (a pod is an endpoint only while ready), and
 before a pod is stopped the rebuild that removes it must be ACKed by every proxy, so no
 request is sent to a process that is going away.
+
+Crash and restart: a control plane that dies (SIGKILL, OOM, a bug) leaves its pods and
+proxies running in their own sessions, serving their last config. The next one on the
+same state directory adopts them (see :meth:`MeshControlPlane.start`): same xDS port,
+same pods, names and addresses, the same Envoys, and a snapshot identical to the one
+they hold, so traffic never stops. A graceful stop (SIGTERM, ``meshpilot down``) stops
+every pod and proxy.
 """
 
 from __future__ import annotations
@@ -19,17 +26,19 @@ from typing import Any
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
+from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
+from meshpilot.runtime.ipam import ports_bindable
 from meshpilot.server.delivery_wiring import DeliveryLoop
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.state_dir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import XdsServer
-from meshpilot.xds.build import build_resources
+from meshpilot.xds.shared import SharedBuilder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 
 
 class PortBook:
-    """Ports that must stay the same across restarts (mesh proxy, ingress), on disk."""
+    """Ports that must stay the same across restarts (mesh proxy, ingress, xDS), on disk."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -52,6 +61,14 @@ class PortBook:
             self.ports[name] = free_port(host)
             self.path.write_text(json.dumps(self.ports, indent=2) + "\n")
         return self.ports[name]
+
+    def bindable(self, name: str, host: str = "127.0.0.1") -> int:
+        """The port ``name`` if it can be bound now, else a new one (recorded)."""
+        port = self.get(name, host)
+        if not ports_bindable(host, [port]):
+            self.ports.pop(name)
+            port = self.get(name, host)
+        return port
 
 
 def pod_workload(pod: Pod) -> WorkloadInstance:
@@ -87,8 +104,11 @@ class MeshControlPlane:
         self._stopping = threading.Event()
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
-        self.xds = XdsServer(self._resources_for, host=host)
-        self.xds_port = 0
+        self._builder = SharedBuilder()  # one build per proxy class and change
+        # The same xDS port as the previous control plane on this state directory, so the
+        # proxies it left running reconnect by themselves (a new port only if it is taken)
+        self.xds_port = self.ports.bindable("xds", host)
+        self.xds = XdsServer(self._resources_for, host=host, port=self.xds_port)
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -100,13 +120,16 @@ class MeshControlPlane:
     def start(self) -> dict[str, Any]:
         """Start xDS, the mesh proxy, the ingress gateway and the runtime.
 
+        If a previous control plane on this state directory crashed, its pods and
+        proxies still run: the runtime adopts every pod whose processes all live with the
+        same configuration (pod records, see :mod:`meshpilot.runtime.runtime`) and the
+        mesh proxy and ingress gateway are attached to (:meth:`EnvoyProcess.attach`).
+        Whatever is not adopted (half-dead pods, proxies started for another xDS port)
+        is stopped as a leftover and started afresh. The first snapshot is built with
+        the adopted pods before xDS serves, so reconnecting proxies are told nothing new.
+
         Returns the endpoints to publish in endpoints.json.
         """
-        stale = stop_leftovers(self.work_dir)
-        if stale:
-            log.warning("stopped %d process(es) left by a previous control plane", len(stale))
-        self.xds_port = self.xds.start()
-        self._rebuild()
         self.runtime = LocalRuntime(
             self.work_dir, xds_host=self.host, xds_port=self.xds_port,
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
@@ -114,17 +137,33 @@ class MeshControlPlane:
         )
         mesh_proxy_port = self.ports.get("mesh_proxy")
         ingress_port = self.ports.get("ingress.80")
-        self._start_proxy("mesh-proxy", ProxyNode(
+        self._proxy("mesh-proxy", ProxyNode(
             id=node_id("client", "127.0.0.1", "mesh-proxy", "default"), kind="client",
             namespace="default", ip="127.0.0.1", workload="mesh-proxy",
             labels={"app": "mesh-client"}, outbound_port=mesh_proxy_port,
         ))
-        self._start_proxy("ingressgateway", ProxyNode(
+        self._proxy("ingressgateway", ProxyNode(
             id=node_id("router", "127.0.0.1", "istio-ingressgateway", "istio-system"),
             kind="gateway", namespace="istio-system", ip="127.0.0.1",
             workload="istio-ingressgateway", labels=GATEWAY_LABELS,
             gateway_ports={80: ingress_port},
         ))
+        adopted = [name for name, proxy in self.proxies.items() if proxy.running]
+        keep = self.runtime.sessions() | {
+            stat[2] for proxy in self.proxies.values()
+            if proxy.pid and (stat := proc_stat(proxy.pid)) is not None}
+        stale = stop_leftovers(self.work_dir, keep_sessions=keep)
+        if stale:
+            log.warning("stopped %d process(es) left by a previous control plane", len(stale))
+        if adopted or self.runtime.adopted:
+            log.warning("adopted from a previous control plane: %s",
+                        ", ".join([*adopted, *self.runtime.adopted]))
+        self._rebuild()  # with the adopted pods, before any proxy can reconnect
+        port = self.xds.start()
+        assert port == self.xds_port, (port, self.xds_port)
+        for proxy in self.proxies.values():
+            if not proxy.running:
+                proxy.start()
         for target in (self._watch_store, self._rebuild_loop):
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
@@ -143,6 +182,8 @@ class MeshControlPlane:
         }
 
     def stop(self) -> None:
+        """Graceful stop: every pod (drained first) and every proxy is stopped. Only a
+        crash leaves them running, for the next control plane to adopt."""
         self._stopping.set()
         self._dirty.set()
         if self.delivery is not None:
@@ -155,12 +196,14 @@ class MeshControlPlane:
             proxy.stop(grace=2.0)
         self.xds.stop()
 
-    def _start_proxy(self, name: str, node: ProxyNode) -> None:
+    def _proxy(self, name: str, node: ProxyNode) -> None:
+        """The proxy ``name``: the running one adopted if it has this very config, else
+        one to start (once the leftovers are gone)."""
         doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port, admin_port=0,
                         api_type=self.api_type)  # type: ignore[arg-type]
         proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
                              concurrency=self.envoy_concurrency)
-        proxy.start()
+        proxy.attach()
         self.proxies[name] = proxy
         self._proxy_nodes[name] = node
 
@@ -194,7 +237,7 @@ class MeshControlPlane:
         if node.kind == "gateway":
             node = replace(node, gateway_ports={int(k): v for k, v in
                                                 self.gateway_ports().items()})
-        return build_resources(snapshot, node)
+        return self._builder.entries(snapshot, node)  # type: ignore[return-value]
 
     def _deployments(self) -> list[tuple[str, str, Deployment]]:
         out = []

@@ -15,8 +15,11 @@ send (and in which order) can be unit-tested without a proxy:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -35,7 +38,6 @@ from meshpilot.xds.types import (
     ORDER,
     ROUTE,
     SCOPED_ROUTE,
-    Resources,
     order_key,
 )
 
@@ -58,28 +60,78 @@ class Entry:
 
     @classmethod
     def of(cls, name: str, message: Message) -> Entry:
-        packed = any_pb2.Any()
-        packed.Pack(message)
-        return cls(name, resource_version(message), message, packed)
+        """Serialise once: the same bytes give the version and the packed ``Any``."""
+        data = message.SerializeToString(deterministic=True)
+        packed = any_pb2.Any(type_url=_TYPE_PREFIX + message.DESCRIPTOR.full_name, value=data)
+        return cls(name, hashlib.sha256(data).hexdigest()[:16], message, packed)
 
+
+_TYPE_PREFIX = "type.googleapis.com/"
 
 View = Mapping[str, Entry]
 """name -> Entry for one type."""
 
 
-def to_entries(resources: Resources) -> dict[str, dict[str, Entry]]:
+class EntryView(dict):  # type: ignore[type-arg]
+    """A prebuilt, immutable name -> Entry view (possibly shared by many proxies).
+
+    :func:`to_entries` passes it through as it is, so a stream's staged view can be the
+    very object other streams hold, and per-view facts (digest, references, diffs) are
+    computed once per view instead of once per proxy. Never mutate one.
+    """
+
+    __slots__ = ()
+
+
+def to_entries(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Entry]]:
+    """Messages → Entries; an :class:`EntryView` is taken as it is."""
     return {
-        type_url: {name: Entry.of(name, msg) for name, msg in by_name.items()}
+        type_url: by_name if isinstance(by_name, EntryView)
+        else {name: Entry.of(name, msg) for name, msg in by_name.items()}
         for type_url, by_name in resources.items()
     }
+
+
+
+class _ViewMemo:
+    """Facts about immutable :class:`EntryView` s, computed once however many streams ask.
+
+    Keyed by the views' ids; each entry holds the views themselves, so an id cannot be
+    reused by another object while its entry lives. Bounded (least recently used out).
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, tuple[int, ...]], tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, views: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        key = (kind, tuple(id(v) for v in views))
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._items[key] = (views, value)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_MEMO = _ViewMemo()
+
+
+def _shared(*views: Any) -> bool:
+    return all(isinstance(v, EntryView) for v in views)
 
 
 def versions(view: Mapping[str, Entry]) -> dict[str, str]:
     return {name: e.version for name, e in view.items()}
 
 
-def view_digest(view: Mapping[str, Entry]) -> str:
-    """A short digest of a whole view (used in version_info: the type's version)."""
+def _digest(view: Mapping[str, Entry]) -> str:
     h = hashlib.sha256()
     for name in sorted(view):
         h.update(name.encode())
@@ -87,6 +139,35 @@ def view_digest(view: Mapping[str, Entry]) -> str:
         h.update(view[name].version.encode())
         h.update(b"\n")
     return h.hexdigest()[:8]
+
+
+def view_digest(view: Mapping[str, Entry]) -> str:
+    """A short digest of a whole view (used in version_info: the type's version)."""
+    if _shared(view):
+        return _MEMO.get("digest", (view,), lambda: _digest(view))
+    return _digest(view)
+
+
+def _diff(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> tuple[frozenset[str],
+                                                                         frozenset[str]]:
+    changed = frozenset(
+        n for n, e in new.items()
+        if (c := old.get(n)) is None or (c is not e and c.version != e.version))
+    return changed, frozenset(old.keys() - new.keys())
+
+
+def view_changes(
+    old: Mapping[str, Entry], new: Mapping[str, Entry]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(names added or changed, names removed) from ``old`` to ``new``; computed once per
+    pair of shared views, whichever stream asks."""
+    if old is new:
+        return frozenset(), frozenset()
+    if _shared(old, new):
+        return _MEMO.get("diff", (old, new), lambda: _diff(old, new))
+    return _diff(old, new)
+
+
 
 
 # --- references ---------------------------------------------------------------------
@@ -128,16 +209,30 @@ def scope_route_name(scope: Message) -> str | None:
     return None
 
 
+def _refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
+    def compute() -> frozenset[str]:
+        if kind == CLUSTER:
+            return frozenset(n for e in view.values() if (n := eds_name(e.message)))
+        if kind == LISTENER:
+            return frozenset(n for e in view.values() for n in rds_names(e.message))
+        return frozenset(n for e in view.values() if (n := scope_route_name(e.message)))
+
+    return _MEMO.get("refs:" + kind, (view,), compute) if _shared(view) else compute()
+
+
 def referenced(target: Mapping[str, Mapping[str, Entry]]) -> dict[str, set[str]]:
     """EDS names referenced by the clusters; RDS names referenced by the listeners and
     by the routing scopes."""
-    eds = {n for e in target.get(CLUSTER, {}).values() if (n := eds_name(e.message))}
-    rds: set[str] = set()
-    for e in target.get(LISTENER, {}).values():
-        rds |= rds_names(e.message)
-    rds |= {n for e in target.get(SCOPED_ROUTE, {}).values()
-            if (n := scope_route_name(e.message))}
-    return {ENDPOINT: eds, ROUTE: rds}
+    return {ENDPOINT: set(referenced_eds(target)), ROUTE: set(referenced_rds(target))}
+
+
+def referenced_eds(target: Mapping[str, Mapping[str, Entry]]) -> frozenset[str]:
+    return _refs(CLUSTER, target.get(CLUSTER, {}))
+
+
+def referenced_rds(target: Mapping[str, Mapping[str, Entry]]) -> frozenset[str]:
+    return (_refs(LISTENER, target.get(LISTENER, {}))
+            | _refs(SCOPED_ROUTE, target.get(SCOPED_ROUTE, {})))
 
 
 def consistency_problems(target: Mapping[str, Mapping[str, Entry]]) -> list[str]:
@@ -171,11 +266,24 @@ class Phase:
 
 
 def _changed(cur: Mapping[str, Entry], new: Mapping[str, Entry]) -> set[str]:
-    return {n for n, e in new.items() if (c := cur.get(n)) is None or c.version != e.version}
+    return set(view_changes(cur, new)[0])
 
 
 def _same(a: Mapping[str, Entry], b: Mapping[str, Entry]) -> bool:
-    return versions(a) == versions(b)
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    changed, removed = view_changes(a, b)
+    return not changed and not removed
+
+
+def _merge(cur: Mapping[str, Entry], new: Mapping[str, Entry]) -> Mapping[str, Entry]:
+    """``{**cur, **new}``; ``new`` itself when ``cur`` has no name ``new`` lacks (views are
+    never mutated, so a shared view can be staged as it is)."""
+    if cur is new or not view_changes(cur, new)[1]:
+        return new
+    return {**cur, **new}
 
 
 def plan_update(
@@ -200,15 +308,14 @@ def plan_update(
     phase even when empty, so the proxy's first request for it gets an answer.
     """
     phases: list[Phase] = []
-    refs = referenced(target)
-    staged: dict[str, dict[str, Entry]] = {t: dict(v) for t, v in current.items()}
+    staged: dict[str, Any] = dict(current)  # views are never mutated: no copies
 
-    def stage_merge(type_url: str, stage: dict[str, dict[str, Entry]]) -> set[str]:
+    def stage_merge(type_url: str, stage: dict[str, Any]) -> set[str]:
         cur = staged.get(type_url, {})
         new = target.get(type_url, {})
         changed = _changed(cur, new)
         if type_url not in staged or changed:
-            stage[type_url] = {**cur, **new}
+            stage[type_url] = _merge(cur, new)
         return changed
 
     # 1. clusters, endpoints
@@ -229,7 +336,9 @@ def plan_update(
         expect1: dict[str, dict[str, str]] = {t: {} for t in stage1}
         expect1.setdefault(CLUSTER, {}).update(
             {n: new_clusters[n].version for n in changed_clusters})
-        want_eds = (changed_eds | resend_eds) & refs[ENDPOINT]
+        want_eds = changed_eds | resend_eds
+        if want_eds:
+            want_eds &= referenced_eds(target)
         if want_eds:
             expect1.setdefault(ENDPOINT, {}).update({n: new_eds[n].version for n in want_eds})
         resend = {ENDPOINT: frozenset(resend_eds)} if resend_eds else {}
@@ -241,7 +350,7 @@ def plan_update(
     new_listeners = target.get(LISTENER, {})
     changed_listeners = _changed(staged.get(LISTENER, {}), new_listeners)
     if LISTENER not in staged or not _same(staged[LISTENER], new_listeners):
-        stage2[LISTENER] = dict(new_listeners)
+        stage2[LISTENER] = new_listeners
     changed_scopes = stage_merge(SCOPED_ROUTE, stage2) if SCOPED_ROUTE in (
         set(target) | set(staged)) else set()
     changed_routes = stage_merge(ROUTE, stage2)
@@ -249,7 +358,7 @@ def plan_update(
     for type_url in others:
         new = target.get(type_url, {})
         if type_url not in staged or not _same(staged[type_url], new):
-            stage2[type_url] = dict(new)
+            stage2[type_url] = new
     if stage2:
         expect2: dict[str, dict[str, str]] = {t: {} for t in stage2}
         expect2.setdefault(LISTENER, {}).update(
@@ -258,7 +367,7 @@ def plan_update(
             new_scopes = target.get(SCOPED_ROUTE, {})
             expect2.setdefault(SCOPED_ROUTE, {}).update(
                 {n: new_scopes[n].version for n in changed_scopes})
-        want_rds = changed_routes & refs[ROUTE]
+        want_rds = changed_routes & referenced_rds(target) if changed_routes else set()
         new_routes = target.get(ROUTE, {})
         if want_rds:
             expect2.setdefault(ROUTE, {}).update({n: new_routes[n].version for n in want_rds})
@@ -275,7 +384,7 @@ def plan_update(
     for type_url in sorted(set(staged) | set(target), key=order_key):
         new = target.get(type_url, {})
         if type_url not in staged or not _same(staged[type_url], new):
-            stage3[type_url] = dict(new)
+            stage3[type_url] = new
     if stage3:
         phases.append(Phase("break", stage3, {}, {t: {} for t in stage3}))
     return phases
@@ -359,8 +468,9 @@ def apply_push(sent: dict[str, str], push: Push, subs: Subscription) -> None:
         sent[name] = e.version
     for name in push.removed:
         sent.pop(name, None)
-    for name in [n for n in sent if not subs.wants(n)]:
-        del sent[name]
+    if not subs.wildcard:
+        for name in sent.keys() - subs.names:
+            del sent[name]
 
 
 def sorted_types(type_urls: Iterable[str]) -> list[str]:

@@ -1,8 +1,10 @@
 """The ADS server: State of the World and Delta xDS on one gRPC server.
 
-``update(version)`` is the only way config moves: every connected proxy recomputes
+``update(version)`` is the only way config moves: every connected proxy asks
 ``resources_for(node)`` in its own stream worker and is brought there through the
-make-before-break phases, sending only what changed. ``status()`` and ``wait_acked()``
+make-before-break phases, sending only what changed. The control plane passes
+:class:`meshpilot.xds.shared.SharedBuilder`, so that ask is a look-up of views built once
+per proxy class and change, not a build per proxy. ``status()`` and ``wait_acked()``
 report what each proxy has actually accepted, which is what convergence means.
 """
 
@@ -42,10 +44,13 @@ class XdsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        max_workers: int = 64,
+        max_workers: int = 4096,
         phase_timeout: float = 5.0,
+        first_syncs: int = 32,
     ) -> None:
         self._resources_for = resources_for
+        self._first_syncs = threading.BoundedSemaphore(first_syncs)
+        """At most this many proxies receive their whole config at once (the rest wait)."""
         self._host = host
         self._port = port
         self._max_workers = max_workers
@@ -55,6 +60,7 @@ class XdsServer:
         self._streams: dict[str, ProxyStream] = {}  # node id -> its current stream
         self._gone: dict[str, tuple[ProxyStatus, float, list[SentRecord]]] = {}
         self._callbacks: list[Callable[[], None]] = []
+        self._waiters: list[_Waiter] = []
         self._prefix = secrets.token_hex(3)
         self._stream_ids = iter(range(1, 1 << 62))
         self._server: grpc.Server | None = None
@@ -66,7 +72,9 @@ class XdsServer:
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="xds"),
             # Each stream holds a worker for its lifetime: past the limit, refuse the
-            # stream (the proxy retries) rather than leave it hanging unserved.
+            # stream (the proxy retries) rather than leave it hanging unserved. Threads are
+            # started on demand, so a high limit costs nothing until proxies connect (each
+            # stream uses three threads: this worker, its reader and its sync worker).
             maximum_concurrent_rpcs=self._max_workers,
             options=[
                 ("grpc.so_reuseport", 0),  # never share a port with another server
@@ -123,24 +131,26 @@ class XdsServer:
     ) -> bool:
         """True once every (given) connected proxy has ACKed all its types at ``version``.
 
-        A given node id that is not connected counts as not (yet) ACKed.
+        A given node id that is not connected counts as not (yet) ACKed. Each stream's
+        change re-checks that stream only, so a wait costs O(proxies) in all, not
+        O(proxies) per ACK.
         """
-        wanted = None if node_ids is None else set(node_ids)
         deadline = time.monotonic() + timeout
-
-        def done() -> bool:
-            if wanted is None:
-                return all(s.acked(version) for s in self._streams.values())
-            return all((s := self._streams.get(n)) is not None and s.acked(version)
-                       for n in wanted)
-
         with self._cond:
-            while not done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.5))
-            return True
+            waiter = _Waiter(version, None if node_ids is None else set(node_ids))
+            waiter.recheck(self._streams)
+            self._waiters.append(waiter)
+            try:
+                while waiter.pending:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(min(remaining, 0.5))
+                    if waiter.pending and time.monotonic() - waiter.checked_at > 0.5:
+                        waiter.recheck(self._streams)  # belt and braces: a full look
+                return True
+            finally:
+                self._waiters.remove(waiter)
 
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (no arguments) on every connect, disconnect, ACK and NACK."""
@@ -162,9 +172,17 @@ class XdsServer:
         return stream.subscriptions() if stream is not None else {}
 
     # --- streams ---------------------------------------------------------------------------
-    def _changed(self) -> None:
+    def _changed(self, node_id: str | None = None) -> None:
         with self._cond:
-            self._cond.notify_all()
+            if node_id is not None and self._waiters:
+                stream = self._streams.get(node_id)
+                wake = False
+                for waiter in self._waiters:
+                    wake |= waiter.update(node_id, stream)
+                if wake:
+                    self._cond.notify_all()
+            elif node_id is None:
+                self._cond.notify_all()
             callbacks = list(self._callbacks)
         for cb in callbacks:
             try:
@@ -176,7 +194,8 @@ class XdsServer:
         with self._cond:
             stream = ProxyStream(
                 stream_id=f"{self._prefix}-{next(self._stream_ids)}", node=node, api=api,
-                send=send, resources_for=self._resources_for, notify=self._changed,
+                send=send, resources_for=self._resources_for,
+                notify=lambda: self._changed(node.id), first_sync_gate=self._first_syncs,
                 phase_timeout=self._phase_timeout,
             )
             old = self._streams.get(node.id)
@@ -187,7 +206,7 @@ class XdsServer:
             old.close()
         log.info("proxy %s connected (%s)", node.id, api)
         stream.start(version)
-        self._changed()
+        self._changed(node.id)
         return stream
 
     def _close(self, stream: ProxyStream) -> None:
@@ -198,7 +217,7 @@ class XdsServer:
                 self._gone[stream.node.id] = (stream.status(), time.monotonic(),
                                               stream.sent_log())
         log.info("proxy %s disconnected", stream.node.id)
-        self._changed()
+        self._changed(stream.node.id)
 
     def _serve(self, requests: Iterator[Any], context: grpc.ServicerContext,
                api: Api) -> Iterator[Any]:
@@ -234,6 +253,33 @@ class XdsServer:
         finally:
             if holder:
                 self._close(holder[0])
+
+
+class _Waiter:
+    """One ``wait_acked`` call: the proxies it still waits for (updated per change)."""
+
+    def __init__(self, version: int, wanted: set[str] | None) -> None:
+        self.version = version
+        self.wanted = wanted  # None: every connected proxy
+        self.pending: set[str] = set()
+        self.checked_at = 0.0
+
+    def recheck(self, streams: dict[str, ProxyStream]) -> None:
+        ids = streams if self.wanted is None else self.wanted
+        self.pending = {n for n in ids if not ((s := streams.get(n)) and s.acked(self.version))}
+        self.checked_at = time.monotonic()
+
+    def update(self, node_id: str, stream: ProxyStream | None) -> bool:
+        """Re-check one proxy after it changed; True when nothing is pending any more."""
+        if self.wanted is not None and node_id not in self.wanted:
+            return False
+        if stream is not None and stream.acked(self.version):
+            self.pending.discard(node_id)
+        elif stream is not None or self.wanted is not None:
+            self.pending.add(node_id)  # connected and behind, or wanted and gone
+        else:
+            self.pending.discard(node_id)  # gone: no longer counts for "every proxy"
+        return not self.pending
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

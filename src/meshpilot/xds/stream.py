@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from meshpilot.mesh.model import ProxyNode
 from meshpilot.xds.cache import (
     WILDCARD,
     Entry,
+    EntryView,
     Phase,
     Push,
     Subscription,
@@ -38,6 +39,7 @@ from meshpilot.xds.cache import (
     sorted_types,
     sotw_push,
     to_entries,
+    view_changes,
     view_digest,
 )
 from meshpilot.xds.status import ProxyStatus, SentRecord, TypeStatus
@@ -79,6 +81,14 @@ class _TypeState:
     nack: str | None = None
     nack_count: int = 0
     last_ack_at: float | None = None
+    # Delta only: the staged view ``sent`` equals (visible part, by version) after the last
+    # flush, so the next flush sends the names that changed since, not a full diff.
+    synced: Mapping[str, Entry] | None = None
+    # The staged view found fully ACKed by the last settle check (re-checked by its diff).
+    settled: Mapping[str, Entry] | None = None
+
+    def resubscribed(self) -> None:
+        self.synced = self.settled = None
 
 
 class ProxyStream:
@@ -95,6 +105,7 @@ class ProxyStream:
         notify: Callable[[], None],
         phase_timeout: float = 5.0,
         log_size: int = 2000,
+        first_sync_gate: threading.Semaphore | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.node = node
@@ -104,6 +115,8 @@ class ProxyStream:
         self._send = send
         self._resources_for = resources_for
         self._notify = notify
+        self._gate = first_sync_gate
+        self._holds_gate = False
         self._phase_timeout = phase_timeout
         self._cond = threading.Condition()
         self._types: dict[str, _TypeState] = {}
@@ -137,6 +150,13 @@ class ProxyStream:
             self._closed = True
             self._cond.notify_all()
         self._wake.set()
+        self._release_gate()
+
+    def _release_gate(self) -> None:
+        with self._cond:
+            held, self._holds_gate = self._holds_gate, False
+        if held and self._gate is not None:
+            self._gate.release()
 
     @property
     def closed(self) -> bool:
@@ -172,6 +192,7 @@ class ProxyStream:
             )
             ts.sent = {}
             ts.force = True
+            ts.resubscribed()
             self._flush(t)
             return
         if req.response_nonce != ts.nonce:
@@ -184,7 +205,9 @@ class ProxyStream:
             wanted = names - {WILDCARD}
             if WILDCARD in names and t in FULL_STATE_TYPES:
                 ts.subs.wildcard = True
+                ts.resubscribed()
             if wanted != ts.subs.names:
+                ts.resubscribed()
                 for n in (wanted - ts.subs.names) | (ts.subs.names - wanted):
                     ts.sent.pop(n, None)  # newly requested ones must be sent again
                 ts.subs.names = wanted
@@ -195,6 +218,8 @@ class ProxyStream:
         ts = self._type(t)
         subscribe = set(req.resource_names_subscribe)
         unsubscribe = set(req.resource_names_unsubscribe)
+        if subscribe or unsubscribe or not ts.requested:
+            ts.resubscribed()
         if not ts.requested:
             ts.requested = True
             ts.subs = Subscription(wildcard=not subscribe and t in FULL_STATE_TYPES)
@@ -236,6 +261,7 @@ class ProxyStream:
                 ts.acked.update({n: e.version for n, e in push.resources.items()})
                 for n in push.removed:
                     ts.acked.pop(n, None)
+            ts.last_push = None  # answered: no need to keep its resources alive
         if ts.last_record is not None:
             ts.last_record.acked_at = time.monotonic()
 
@@ -243,6 +269,7 @@ class ProxyStream:
         # The proxy keeps its last good config. ``sent`` keeps the rejected versions, so
         # the bad config is not sent again until the next real change.
         ts.answered = True
+        ts.last_push = None
         ts.nack = message
         ts.nack_count += 1
         if ts.last_record is not None:
@@ -257,9 +284,15 @@ class ProxyStream:
         staged = self._staged.get(type_url)
         if ts is None or not ts.requested or staged is None or self._closed:
             return
-        diff = sotw_push if self.api == "sotw" else delta_push
-        push = diff(type_url, staged, ts.subs, ts.sent, force=ts.force)
+        if self.api == "sotw":
+            push = sotw_push(type_url, staged, ts.subs, ts.sent, force=ts.force)
+        elif ts.synced is not None and not ts.force:
+            push = self._delta_since(ts, staged)
+        else:
+            push = delta_push(type_url, staged, ts.subs, ts.sent, force=ts.force)
         ts.force = False
+        if self.api == "delta":
+            ts.synced = staged
         if push is None:
             return
         nonce = f"{self.stream_id}-{next(self._nonces)}"
@@ -286,6 +319,19 @@ class ProxyStream:
         self._log.append(record)
         self._send(msg)
 
+    @staticmethod
+    def _delta_since(ts: _TypeState, staged: Mapping[str, Entry]) -> Push | None:
+        """What :func:`delta_push` would answer, from the names that changed between the
+        view ``sent`` is in sync with and ``staged``: O(changes), not O(config)."""
+        changed, removed = view_changes(ts.synced or {}, staged)
+        if not changed and not removed:
+            return None
+        wants = ts.subs.wants
+        upserts = {n: staged[n] for n in sorted(changed) if wants(n)
+                   and ts.sent.get(n) != staged[n].version}
+        gone = tuple(sorted(n for n in removed if n in ts.sent and wants(n)))
+        return Push(upserts, gone) if upserts or gone else None
+
     # --- update rounds -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -307,8 +353,23 @@ class ProxyStream:
             log.exception("computing resources for proxy %s failed", self.node.id)
             return
         target = to_entries(resources)
-        for problem in consistency_problems(target):
-            log.warning("proxy %s config at version %s: %s", self.node.id, version, problem)
+        if not all(isinstance(v, EntryView) for v in resources.values()):
+            # prebuilt views (meshpilot.xds.shared) were checked once, where they were built
+            for problem in consistency_problems(target):
+                log.warning("proxy %s config at version %s: %s", self.node.id, version,
+                            problem)
+        self._release_gate()  # a later round: the first sync is over, ACKed or not
+        if self._gate is not None and not self._staged:
+            # A first sync sends the whole config: bound how many are in flight at once
+            # (held until the proxy has ACKed it, or the stream ends), so a thousand
+            # proxies connecting together do not queue a thousand full configs.
+            while not self._gate.acquire(timeout=0.5):
+                if self._closed:
+                    return
+            self._holds_gate = True
+            if self._closed:
+                self._release_gate()
+                return
         with self._cond:
             self._in_round = True
             self._round_version = version
@@ -338,8 +399,9 @@ class ProxyStream:
                 self._staged[t] = phase.stage[t]
                 self._digests[t] = view_digest(phase.stage[t])
                 ts = self._types.get(t)
-                if ts is not None:
-                    for n in phase.resend.get(t, ()):
+                if ts is not None and phase.resend.get(t):
+                    ts.resubscribed()
+                    for n in phase.resend[t]:
                         ts.sent.pop(n, None)
             for t in types:
                 self._flush(t)
@@ -384,14 +446,25 @@ class ProxyStream:
                 continue
             if not ts.answered or ts.nack is not None:
                 return False
-            if any(ts.acked.get(n) != e.version for n, e in ts.subs.visible(staged).items()):
+            if ts.settled is staged:
+                continue
+            if ts.settled is not None:  # only what changed since it was last settled
+                changed = view_changes(ts.settled, staged)[0]
+                check = ((n, staged[n]) for n in changed if ts.subs.wants(n))
+            else:
+                check = iter(ts.subs.visible(staged).items())
+            if any(ts.acked.get(n) != e.version for n, e in check):
                 return False
+            ts.settled = staged
         return True
 
     def _maybe_settle(self) -> None:
         if not self._in_round and self._candidate is not None and self._settled():
             self.mesh_version = self._candidate
             self._candidate = None
+            if self._holds_gate and self._gate is not None:
+                self._holds_gate = False
+                self._gate.release()
 
     # --- reading ------------------------------------------------------------------------
     def status(self) -> ProxyStatus:

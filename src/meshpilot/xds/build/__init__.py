@@ -39,7 +39,12 @@ from meshpilot.xds.build.names import (
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
 )
-from meshpilot.xds.build.vhosts import HTTP_PROTOCOLS, gateway_vhosts, sidecar_route_tables
+from meshpilot.xds.build.vhosts import (
+    HTTP_PROTOCOLS,
+    RouteTable,
+    gateway_vhosts,
+    sidecar_route_tables,
+)
 
 Resources = dict[str, dict[str, Message]]
 
@@ -83,34 +88,50 @@ def _gateway_servers(
     return by_port
 
 
+def route_config(table: RouteTable) -> route_pb2.RouteConfiguration:
+    """A service's sidecar route config ``outbound|<host>`` (its vhosts)."""
+    return route_pb2.RouteConfiguration(
+        name=names.outbound_route(table.host), virtual_hosts=table.vhosts
+    )
+
+
+def scopes(table: RouteTable) -> list[scoped_route_pb2.ScopedRouteConfiguration]:
+    """One routing scope per host spelling of the service, naming its route config."""
+    name = names.outbound_route(table.host)
+    return [
+        scoped_route_pb2.ScopedRouteConfiguration(
+            name=spelling,
+            route_configuration_name=name,
+            key=scoped_route_pb2.ScopedRouteConfiguration.Key(
+                fragments=[
+                    scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=spelling)
+                ]
+            ),
+        )
+        for spelling in table.spellings
+    ]
+
+
 def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
     """Per service a route config, and per host spelling a scope pointing at it."""
     for table in sidecar_route_tables(snapshot, node):
-        name = names.outbound_route(table.host)
-        out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
-            name=name, virtual_hosts=table.vhosts
-        )
-        for spelling in table.spellings:
-            out[TYPE_SCOPED_ROUTE][spelling] = scoped_route_pb2.ScopedRouteConfiguration(
-                name=spelling,
-                route_configuration_name=name,
-                key=scoped_route_pb2.ScopedRouteConfiguration.Key(
-                    fragments=[
-                        scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(
-                            string_key=spelling
-                        )
-                    ]
-                ),
-            )
+        config = route_config(table)
+        out[TYPE_ROUTE][config.name] = config
+        _add(out, TYPE_SCOPED_ROUTE, scopes(table))
 
 
-def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
-    """Every resource ``node`` should have: type URL → resource name → message."""
-    out: Resources = {
+def _empty() -> Resources:
+    return {
         t: {}
         for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SCOPED_ROUTE, TYPE_ROUTE)
     }
-    _outbound_clusters(out, snapshot, node)
+
+
+def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
+    """What only ``node`` has: its listeners and inbound clusters (and, for a gateway,
+    its route configs). Everything else depends on the node through its namespace and
+    labels only (see :mod:`meshpilot.xds.shared`)."""
+    out = _empty()
     if node.kind == "gateway":
         for port, servers in sorted(_gateway_servers(snapshot, node).items()):
             bind = node.gateway_ports.get(port)
@@ -122,16 +143,26 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
             out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
                 name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
             )
-        telemetry.decorate(out, snapshot, node)
-        return out
-    listener = listeners.outbound(node)
-    out[TYPE_LISTENER][listener.name] = listener
-    _outbound_routes(out, snapshot, node)
-    _add(out, TYPE_CLUSTER, clusters.inbound(node))
-    _add(
-        out,
-        TYPE_LISTENER,
-        (listeners.inbound(node, p) for p in sorted(node.inbound, key=lambda p: p.container_port)),
-    )
+    else:
+        listener = listeners.outbound(node)
+        out[TYPE_LISTENER][listener.name] = listener
+        _add(out, TYPE_CLUSTER, clusters.inbound(node))
+        _add(
+            out,
+            TYPE_LISTENER,
+            (listeners.inbound(node, p)
+             for p in sorted(node.inbound, key=lambda p: p.container_port)),
+        )
     telemetry.decorate(out, snapshot, node)
+    return out
+
+
+def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
+    """Every resource ``node`` should have: type URL → resource name → message."""
+    out = _empty()
+    _outbound_clusters(out, snapshot, node)
+    if node.kind != "gateway":
+        _outbound_routes(out, snapshot, node)
+    for type_url, by_name in node_resources(snapshot, node).items():
+        out[type_url].update(by_name)
     return out

@@ -55,6 +55,7 @@ def _one(
 ) -> Built:
     name = names.outbound_cluster(port, subset, service.host)
     cluster = cluster_pb2.Cluster(name=name)
+    cluster.track_cluster_stats.request_response_sizes = True  # istio_request_bytes, ...
     apply_policy(
         cluster,
         effective_policy(rule, subset, port),
@@ -77,14 +78,26 @@ def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
         service = snapshot.services[host]
         if "*" in host:
             continue
-        rule = destination_rule(snapshot, host, node)
-        subsets = rule.spec.subsets if rule else []
-        for sp in sorted(service.ports, key=lambda p: p.port):
-            yield _one(snapshot, service, sp.port, sp.protocol, None, None, rule)
-            for subset in subsets:
-                yield _one(
-                    snapshot, service, sp.port, sp.protocol, subset.name, subset.labels, rule
-                )
+        yield from for_service(snapshot, service, destination_rule(snapshot, host, node))
+
+
+def for_service(
+    snapshot: MeshSnapshot, service: MeshService, rule: DestinationRule | None
+) -> list[Built]:
+    """The clusters of one service under ``rule``: per port, the plain one then subsets.
+
+    Depends only on the service, its endpoints and the rule, so it is shared by every
+    proxy for which :func:`~meshpilot.xds.build.index.destination_rule` picks that rule.
+    """
+    subsets = rule.spec.subsets if rule else []
+    out: list[Built] = []
+    for sp in sorted(service.ports, key=lambda p: p.port):
+        out.append(_one(snapshot, service, sp.port, sp.protocol, None, None, rule))
+        for subset in subsets:
+            out.append(
+                _one(snapshot, service, sp.port, sp.protocol, subset.name, subset.labels, rule)
+            )
+    return out
 
 
 def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
@@ -92,6 +105,7 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
     for port in sorted(node.inbound, key=lambda p: p.container_port):
         name = names.inbound_cluster(port.container_port)
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
+        cluster.track_cluster_stats.request_response_sizes = True
         apply_policy(cluster, None, http2=_h2(port.protocol))
         if port.protocol == "TCP":
             del cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]

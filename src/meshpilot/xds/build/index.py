@@ -20,18 +20,90 @@ def _specificity(pattern: str, host: str) -> int:
     return 0 if pattern == host else 1 if pattern != "*" else 2
 
 
+class SnapshotIndex:
+    """Host → candidate rules, computed once per snapshot (see :func:`of`).
+
+    Exact host patterns are looked up in a dict; only wildcard patterns are matched one
+    by one, so a look-up costs O(rules for that host + wildcard rules), not O(rules).
+    """
+
+    def __init__(self, snapshot: MeshSnapshot) -> None:
+        self._dr_exact: dict[str, list[tuple[str, Named[DestinationRule]]]] = {}
+        self._dr_wild: list[tuple[str, Named[DestinationRule]]] = []
+        for named in snapshot.destination_rules:
+            pattern = fqdn(named.obj.spec.host, named.namespace)
+            bucket = self._dr_wild if "*" in pattern else self._dr_exact.setdefault(pattern, [])
+            bucket.append((pattern, named))
+        self._vs_exact: dict[str, list[tuple[str, Named[VirtualService]]]] = {}
+        self._vs_wild: list[tuple[str, Named[VirtualService]]] = []
+        for named in snapshot.virtual_services:
+            gateways = named.obj.spec.gateways
+            if gateways and MESH not in gateways:
+                continue
+            for pattern in vs_hosts(named):
+                bucket = (self._vs_wild if "*" in pattern
+                          else self._vs_exact.setdefault(pattern, []))
+                bucket.append((pattern, named))
+        self._mesh_vs: dict[str, Named[VirtualService] | None] = {}
+        self.label_sensitive = any(
+            n.obj.spec.workload_selector and n.obj.spec.workload_selector.match_labels
+            for n in snapshot.destination_rules
+        ) or any(
+            m.source_labels
+            for n in snapshot.virtual_services for h in n.obj.spec.http for m in h.match
+        )
+        """Whether any rule's choice depends on the proxy's labels (DestinationRule
+        workloadSelector, VirtualService sourceLabels)."""
+        self.sources: list[str] | None = None  # telemetry.known_sources, filled lazily
+
+    def rules_for(self, host: str) -> list[tuple[str, Named[DestinationRule]]]:
+        exact = self._dr_exact.get(host, [])
+        wild = [(p, n) for p, n in self._dr_wild if host_matches(p, host)]
+        return exact + wild if wild else exact
+
+    def mesh_virtual_service(self, host: str) -> Named[VirtualService] | None:
+        try:
+            return self._mesh_vs[host]
+        except KeyError:
+            pass
+        best: tuple[tuple[int, str, str], Named[VirtualService]] | None = None
+        candidates = self._vs_exact.get(host, []) + [
+            (p, n) for p, n in self._vs_wild if host_matches(p, host)]
+        for pattern, named in candidates:
+            key = (_specificity(pattern, host), named.namespace, named.name)
+            if best is None or key < best[0]:
+                best = (key, named)
+        out = self._mesh_vs[host] = best[1] if best else None
+        return out
+
+
+_INDEX_ATTR = "_xds_index"
+
+
+def of(snapshot: MeshSnapshot) -> SnapshotIndex:
+    """The snapshot's index, built on first use and kept with the (immutable) snapshot."""
+    found = snapshot.__dict__.get(_INDEX_ATTR)
+    if found is None:
+        found = SnapshotIndex(snapshot)
+        object.__setattr__(snapshot, _INDEX_ATTR, found)
+    return found
+
+
 def destination_rule(snapshot: MeshSnapshot, host: str, node: ProxyNode) -> DestinationRule | None:
     """The DestinationRule governing traffic from ``node`` to ``host``, if any."""
+    found = destination_rule_named(snapshot, host, node)
+    return found.obj if found else None
+
+
+def destination_rule_named(
+    snapshot: MeshSnapshot, host: str, node: ProxyNode
+) -> Named[DestinationRule] | None:
     service = snapshot.services.get(host)
     svc_ns = service.namespace if service else ""
-    best: tuple[tuple[int, bool, bool, str, str], DestinationRule] | None = None
-    for named in snapshot.destination_rules:
-        spec = named.obj.spec
-        selector = spec.workload_selector
+    best: tuple[tuple[int, bool, bool, str, str], Named[DestinationRule]] | None = None
+    for pattern, named in of(snapshot).rules_for(host):
+        selector = named.obj.spec.workload_selector
         if selector and not labels_match(selector.match_labels, node.labels):
-            continue
-        pattern = fqdn(spec.host, named.namespace)
-        if not host_matches(pattern, host):
             continue
         key = (
             _specificity(pattern, host),
@@ -41,7 +113,7 @@ def destination_rule(snapshot: MeshSnapshot, host: str, node: ProxyNode) -> Dest
             named.name,
         )
         if best is None or key < best[0]:
-            best = (key, named.obj)
+            best = (key, named)
     return best[1] if best else None
 
 
@@ -59,17 +131,7 @@ def vs_hosts(named: Named[VirtualService]) -> list[str]:
 
 def mesh_virtual_service(snapshot: MeshSnapshot, host: str) -> Named[VirtualService] | None:
     """The VirtualService bound to the mesh (sidecars) for ``host``, if any."""
-    best: tuple[tuple[int, str, str], Named[VirtualService]] | None = None
-    for named in snapshot.virtual_services:
-        gateways = named.obj.spec.gateways
-        if gateways and MESH not in gateways:
-            continue
-        for pattern in vs_hosts(named):
-            if host_matches(pattern, host):
-                key = (_specificity(pattern, host), named.namespace, named.name)
-                if best is None or key < best[0]:
-                    best = (key, named)
-    return best[1] if best else None
+    return of(snapshot).mesh_virtual_service(host)
 
 
 def gateway_ref(ref: str, namespace: str) -> str:

@@ -21,7 +21,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshpilot.mesh.model import InboundPort, ProxyNode
-from meshpilot.xds.build import filters, names, pb
+from meshpilot.xds.build import filters, names, pb, telemetry
 from meshpilot.xds.build.endpoints import socket
 
 IDLE_TIMEOUT = "3600s"
@@ -101,6 +101,7 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
 def outbound(node: ProxyNode) -> listener_pb2.Listener:
     """``outbound_http_proxy`` on ``node.ip:node.outbound_port``, routes over SRDS + RDS."""
     manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
+    manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
     return _listener(
         names.OUTBOUND_LISTENER,
         node.ip,

@@ -3,9 +3,11 @@
 Envoy's stats know the upstream cluster (``outbound|8080|v2|myapp...``: the destination,
 seen by the client) but not who called a server. So:
 
-- every outbound route configuration (sidecars, the mesh proxy, gateways) sets the request
-  header ``x-meshpilot-source: <workload>|<namespace>|<app>|<version>`` (overwriting any
-  value the app sent);
+- every outbound request sets the header
+  ``x-meshpilot-source: <workload>|<namespace>|<app>|<version>`` (overwriting any value
+  the app sent): sidecars and the mesh proxy set it in their outbound connection manager
+  (an early header mutation, so the per-service route configurations stay the same for
+  every proxy and are built once), gateways in their route configurations;
 - every inbound HTTP route configuration declares one Envoy *virtual cluster* per known
   source workload, matching that header exactly; Envoy then counts
   ``vhost.inbound|http|<port>.vcluster.<source>.upstream_rq_<code>`` and
@@ -25,15 +27,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import extension_pb2 as core_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early_hm,
+)
 
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.xds.build import names, pb
-from meshpilot.xds.build.names import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE
+from meshpilot.xds.build import index, names, pb
+from meshpilot.xds.build.names import TYPE_LISTENER, TYPE_ROUTE
 
 SOURCE_HEADER = "x-meshpilot-source"
 UNKNOWN = "unknown"
@@ -71,12 +78,27 @@ def node_source_id(node: ProxyNode) -> str:
 
 
 def known_sources(snapshot: MeshSnapshot) -> list[str]:
+    cached = index.of(snapshot).sources
+    if cached is not None:
+        return cached
     out = {"|".join(MESH_PROXY_SOURCE), "|".join(GATEWAY_SOURCE)}
     for endpoints in snapshot.endpoints.values():
         for ep in endpoints:
             if ep.workload:
                 out.add(source_id(workload_of(ep.workload), ep.namespace, ep.labels))
-    return sorted(out)
+    index.of(snapshot).sources = sorted(out)
+    return index.of(snapshot).sources
+
+
+def source_mutation(node: ProxyNode) -> core_pb2.TypedExtensionConfig:
+    """The connection manager's early header mutation setting ``node``'s source header."""
+    config = early_hm.HeaderMutation(
+        mutations=[mutation_rules_pb2.HeaderMutation(append=_source_header(node_source_id(node)))]
+    )
+    return core_pb2.TypedExtensionConfig(name=EARLY_MUTATION, typed_config=pb.pack(config))
+
+
+EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 
 
 def _source_header(value: str) -> base_pb2.HeaderValueOption:
@@ -98,11 +120,10 @@ def virtual_clusters(sources: Iterable[str]) -> list[rc.VirtualCluster]:
 
 def decorate(out: dict, snapshot: MeshSnapshot, node: ProxyNode) -> None:
     """Add the telemetry bits to ``node``'s resources (in place, deterministic)."""
-    header = _source_header(node_source_id(node))
-    for config in out[TYPE_ROUTE].values():
-        config.request_headers_to_add.append(header)
-    for cluster in out[TYPE_CLUSTER].values():
-        cluster.track_cluster_stats.request_response_sizes = True
+    if node.kind == "gateway":  # sidecars set it in their listener: see source_mutation
+        header = _source_header(node_source_id(node))
+        for config in out[TYPE_ROUTE].values():
+            config.request_headers_to_add.append(header)
     vclusters = virtual_clusters(known_sources(snapshot))
     for name, listener in out[TYPE_LISTENER].items():
         if not name.startswith("inbound_"):

@@ -66,8 +66,15 @@ class RouteTable:
     vhosts: tuple[rc.VirtualHost, ...]
 
 
-def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
-    """Per service with an HTTP port, in host order: one vhost per HTTP port."""
+Planned = tuple[MeshService, list[int], list[str]]
+"""A service with HTTP ports: (service, its HTTP ports, the host spellings it owns)."""
+
+
+def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
+    """Services with an HTTP port, in host order, with the spellings each one owns.
+
+    Depends on the node only through its namespace (short names).
+    """
     planned: list[tuple[MeshService, list[int], list[str], list[str]]] = []
     for host in sorted(snapshot.services):
         service = snapshot.services[host]
@@ -84,24 +91,39 @@ def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteT
                 if h not in claimed:
                     claimed.add(h)
                     owned[i].append(h)
-    out = []
-    for (service, ports, _, _), spellings in zip(planned, owned, strict=True):
-        if not spellings:
-            continue
-        vhosts = []
-        vs = index.mesh_virtual_service(snapshot, service.host)
-        for port in ports:
-            portless = port == 80 or len(service.ports) == 1
-            ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
-            if vs is not None:
-                routes = http_routes(vs, ctx)
-            else:
-                routes = [default_route(service.host, port, ctx)]
-            name = names.vhost(service.host, port)
-            domains = _with_ports(spellings, port, portless)
-            vhosts.append(rc.VirtualHost(name=name, domains=domains, routes=routes))
-        out.append(RouteTable(service.host, tuple(spellings), tuple(vhosts)))
-    return out
+    return [
+        (service, ports, spellings)
+        for (service, ports, _, _), spellings in zip(planned, owned, strict=True)
+        if spellings
+    ]
+
+
+def service_route_table(
+    snapshot: MeshSnapshot, node: ProxyNode, service: MeshService, ports: list[int],
+    spellings: list[str],
+) -> RouteTable:
+    """One service's vhosts (one per HTTP port) for ``node``."""
+    vhosts = []
+    vs = index.mesh_virtual_service(snapshot, service.host)
+    for port in ports:
+        portless = port == 80 or len(service.ports) == 1
+        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        if vs is not None:
+            routes = http_routes(vs, ctx)
+        else:
+            routes = [default_route(service.host, port, ctx)]
+        name = names.vhost(service.host, port)
+        domains = _with_ports(spellings, port, portless)
+        vhosts.append(rc.VirtualHost(name=name, domains=domains, routes=routes))
+    return RouteTable(service.host, tuple(spellings), tuple(vhosts))
+
+
+def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
+    """Per service with an HTTP port, in host order: one vhost per HTTP port."""
+    return [
+        service_route_table(snapshot, node, service, ports, spellings)
+        for service, ports, spellings in sidecar_plan(snapshot, node)
+    ]
 
 
 def sidecar_vhosts(snapshot: MeshSnapshot, node: ProxyNode) -> list[rc.VirtualHost]:

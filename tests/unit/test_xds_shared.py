@@ -1,0 +1,170 @@
+"""Shared builds: one build per proxy class and per changed service, same result as the
+reference ``build_resources``.
+
+Given a mesh of services with DestinationRules and weighted VirtualServices, when many
+proxies ask for their resources, then proxies of one class (namespace, and labels only if
+a rule reads them) get the very same Entry objects, built once; when one VirtualService's
+weights change, then exactly one service's routes are rebuilt and no cluster is; and
+whatever is shared, every proxy's resources equal what ``build_resources`` gives it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.mesh.builder import build_snapshot
+from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
+from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.build import build_resources
+from meshpilot.xds.cache import EntryView, to_entries, versions
+from meshpilot.xds.shared import SharedBuilder
+
+NET = "networking.istio.io"
+
+
+def node(i: int, namespace: str = "default", **kw: Any) -> ProxyNode:
+    return ProxyNode(
+        id=f"sidecar~127.30.0.{i}~p{i}.{namespace}", kind=kw.pop("kind", "sidecar"),
+        namespace=namespace, ip=f"127.30.0.{i}", workload=f"p{i}",
+        labels=kw.pop("labels", {"app": f"p{i}", "version": "v1"}),
+        inbound=(InboundPort(9080, 40000 + i),), **kw)
+
+
+def objects(n: int, weights: dict[int, int], extra: list[Any] | None = None) -> MeshSnapshot:
+    objs: list[tuple[ObjectKey, dict[str, Any]]] = []
+    pods: list[WorkloadInstance] = []
+    for i in range(n):
+        name = f"svc{i:03d}"
+        meta = {"name": name, "namespace": "default"}
+        w2 = weights.get(i, 10)
+        objs.append((ObjectKey("", "Service", "default", name), {
+            "apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 8080}]}}))
+        objs.append((ObjectKey(NET, "DestinationRule", "default", name), {
+            "apiVersion": f"{NET}/v1", "kind": "DestinationRule", "metadata": meta,
+            "spec": {"host": name, "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                               {"name": "v2", "labels": {"version": "v2"}}]}}))
+        objs.append((ObjectKey(NET, "VirtualService", "default", name), {
+            "apiVersion": f"{NET}/v1", "kind": "VirtualService", "metadata": meta,
+            "spec": {"hosts": [name], "http": [{"route": [
+                {"destination": {"host": name, "subset": "v1"}, "weight": 100 - w2},
+                {"destination": {"host": name, "subset": "v2"}, "weight": w2}]}]}}))
+        for v in ("v1", "v2"):
+            pods.append(WorkloadInstance(
+                name=f"{name}-{v}", namespace="default", ip=f"127.31.{i}.{1 + (v == 'v2')}",
+                labels={"app": name, "version": v}, ports=(InboundPort(8080, 18080, "http"),)))
+    objs.extend(extra or [])
+    return build_snapshot(1, objs, pods)
+
+
+def same_as_reference(builder: SharedBuilder, snap: MeshSnapshot, proxy: ProxyNode) -> None:
+    got = builder.entries(snap, proxy)
+    want = to_entries(build_resources(snap, proxy))
+    assert {t: versions(v) for t, v in got.items()} == {t: versions(v) for t, v in want.items()}
+
+
+def test_proxies_of_one_namespace_share_entries_built_once() -> None:
+    builder = SharedBuilder()
+    snap = objects(20, {})
+    a, b = builder.entries(snap, node(1)), builder.entries(snap, node(2))
+    assert builder.builds["class"] == 1
+    assert builder.builds["clusters"] == 20 and builder.builds["routes"] == 20
+    for t in (ENDPOINT, SCOPED_ROUTE, ROUTE):
+        assert a[t] is b[t] and isinstance(a[t], EntryView)
+    shared = [n for n in a[CLUSTER] if n.startswith("outbound|")]
+    assert shared and all(a[CLUSTER][n] is b[CLUSTER][n] for n in shared)
+    assert a[LISTENER] is not b[LISTENER]  # listeners bind the node's own address
+    same_as_reference(builder, snap, node(1))
+    same_as_reference(builder, snap, node(2))
+
+
+def test_other_namespace_is_another_class_with_its_own_short_names() -> None:
+    builder = SharedBuilder()
+    snap = objects(5, {})
+    builder.entries(snap, node(1))
+    other = builder.entries(snap, node(3, namespace="prod"))
+    assert builder.builds["class"] == 2
+    assert "svc000" not in other[SCOPED_ROUTE]  # short name only inside its namespace
+    same_as_reference(builder, snap, node(3, namespace="prod"))
+
+
+def test_one_virtual_service_change_rebuilds_one_service_routes_only() -> None:
+    builder = SharedBuilder()
+    before = objects(30, {})
+    old = builder.entries(before, node(1))
+    builder.entries(before, node(2))
+    counts = dict(builder.builds)
+    after = objects(30, {7: 40})
+    new = builder.entries(after, node(1))
+    builder.entries(after, node(2))
+    assert builder.builds["routes"] == counts["routes"] + 1
+    assert builder.builds["clusters"] == counts["clusters"]
+    assert builder.builds["node"] == counts["node"]  # listeners unchanged: not rebuilt
+    for t in (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE):
+        assert new[t] is old[t]  # unchanged views are the very same objects
+    changed = [n for n, e in new[ROUTE].items() if old[ROUTE][n] is not e]
+    assert changed == ["outbound|svc007.default.svc.cluster.local"]
+    same_as_reference(builder, after, node(1))
+
+
+def test_endpoint_change_rebuilds_that_service_clusters_only() -> None:
+    builder = SharedBuilder()
+    snap = objects(10, {})
+    builder.entries(snap, node(1))
+    counts = dict(builder.builds)
+    pods = [WorkloadInstance(name="extra", namespace="default", ip="127.32.0.1",
+                             labels={"app": "svc004", "version": "v2"},
+                             ports=(InboundPort(8080, 18080, "http"),))]
+    objs = [(ObjectKey("", "Service", "default", "svc004"), {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "svc004", "namespace": "default"},
+        "spec": {"selector": {"app": "svc004"}, "ports": [{"name": "http", "port": 8080}]}})]
+    base = objects(10, {})
+    grown = MeshSnapshot(
+        version=2, services=base.services,
+        endpoints={**base.endpoints, **build_snapshot(2, objs, pods).endpoints},
+        virtual_services=base.virtual_services, destination_rules=base.destination_rules)
+    builder.entries(grown, node(1))
+    assert builder.builds["clusters"] == counts["clusters"] + 1
+    same_as_reference(builder, grown, node(1))
+
+
+@pytest.mark.parametrize("kind", ["sidecar", "client", "gateway"])
+def test_every_proxy_kind_matches_the_reference(kind: str) -> None:
+    gateway = (ObjectKey(NET, "Gateway", "istio-system", "gw"), {
+        "apiVersion": f"{NET}/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "istio-system"},
+        "spec": {"selector": {"istio": "ingressgateway"},
+                 "servers": [{"port": {"number": 80, "protocol": "HTTP", "name": "http"},
+                              "hosts": ["*"]}]}})
+    snap = objects(4, {}, [gateway])
+    proxy = node(5, kind=kind, labels={"istio": "ingressgateway"},
+                 gateway_ports={80: 18000} if kind == "gateway" else {})
+    same_as_reference(SharedBuilder(), snap, proxy)
+
+
+def test_source_labels_make_labels_part_of_the_class() -> None:
+    labelled = (ObjectKey(NET, "VirtualService", "default", "by-source"), {
+        "apiVersion": f"{NET}/v1", "kind": "VirtualService",
+        "metadata": {"name": "by-source", "namespace": "default"},
+        "spec": {"hosts": ["svc001"], "http": [
+            {"match": [{"sourceLabels": {"version": "v2"}}],
+             "route": [{"destination": {"host": "svc001", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "svc001", "subset": "v1"}}]}]}})
+    snap = objects(3, {}, [labelled])
+    builder = SharedBuilder()
+    v1, v2 = node(1), node(2, labels={"app": "p2", "version": "v2"})
+    builder.entries(snap, v1)
+    builder.entries(snap, v2)
+    assert builder.builds["class"] == 2
+    same_as_reference(builder, snap, v1)
+    same_as_reference(builder, snap, v2)
+    # labels do not split proxies when no rule reads them
+    plain = SharedBuilder()
+    snap = objects(3, {})
+    plain.entries(snap, v1)
+    plain.entries(snap, v2)
+    assert plain.builds["class"] == 1
