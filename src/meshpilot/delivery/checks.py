@@ -251,18 +251,44 @@ def evaluate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
         return CheckRecord(metric.name, "fail", message=f"{metric.name}: {exc}")
 
 
-def _success_rate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
-    name = metric.name
+def _canary_evidence(
+    metric: CanaryMetric, ctx: CheckContext, fetch: Callable[[str, float], Sample]
+) -> tuple[Sample, str, float, int] | CheckRecord:
+    """The canary's sample over the metric's window, or a no-data record if it rests on
+    fewer requests than the check needs: silence is never a pass."""
     text, window = _window(metric)
-    need = min_requests(ctx.canary, metric) or 0
-    sample = ctx.metrics.success_rate(ctx.namespace, ctx.target, window)
-    if sample.value is None or sample.requests < max(need, 1):
+    need = max(min_requests(ctx.canary, metric) or 0, 1)
+    sample = fetch(ctx.target, window)
+    if sample.value is None or sample.requests < need:
         return _nodata(
-            name,
-            f"{name}: {sample.requests} requests to {ctx.target} in the last {text} "
-            f"(need {max(need, 1)}); waiting for traffic",
+            metric.name,
+            f"{metric.name}: {sample.requests} requests to {ctx.target} in the last {text} "
+            f"(need {need}); waiting for traffic",
             samples=sample.requests,
         )
+    return sample, text, window, need
+
+
+def _primary_missing(record: CheckRecord, ctx: CheckContext, primary: Sample, text: str,
+                     need: int) -> bool:
+    """Mark ``record`` no-data when the primary has too little traffic to compare with."""
+    if primary.value is not None and primary.requests >= need:
+        return False
+    record.verdict = "nodata"
+    record.message = (
+        f"{record.name}: primary {ctx.primary} served {primary.requests} requests in the "
+        f"last {text} (need {need}) to compare with"
+    )
+    return True
+
+
+def _success_rate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
+    name = metric.name
+    evidence = _canary_evidence(
+        metric, ctx, lambda w, s: ctx.metrics.success_rate(ctx.namespace, w, s))
+    if isinstance(evidence, CheckRecord):
+        return evidence
+    sample, text, window, need = evidence
     lo, hi = _range(metric, "min")
     record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
     failure = _threshold_failure(name, sample.value, lo, hi, "%")
@@ -273,12 +299,7 @@ def _success_rate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     if opts.get("compare") == "primary":
         primary = ctx.metrics.success_rate(ctx.namespace, ctx.primary, window)
         record.primary_value = primary.value
-        if primary.value is None or primary.requests < max(need, 1):
-            record.verdict = "nodata"
-            record.message = (
-                f"{name}: primary {ctx.primary} served {primary.requests} requests in the "
-                f"last {text} (need {max(need, 1)}) to compare with"
-            )
+        if _primary_missing(record, ctx, primary, text, need):
             return record
         confidence = float(opts.get("confidence", "0.98"))
         drop = float(opts.get("allowedDrop", "0")) / 100.0
@@ -319,16 +340,11 @@ def _ratio_check(name: str, value: float, primary: float, opts: dict[str, str],
 
 def _duration(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     name = metric.name
-    text, window = _window(metric)
-    need = min_requests(ctx.canary, metric) or 0
-    sample = ctx.metrics.latency_quantile(ctx.namespace, ctx.target, window, 0.99)
-    if sample.value is None or sample.requests < max(need, 1):
-        return _nodata(
-            name,
-            f"{name}: {sample.requests} requests to {ctx.target} in the last {text} "
-            f"(need {max(need, 1)}); waiting for traffic",
-            samples=sample.requests,
-        )
+    evidence = _canary_evidence(
+        metric, ctx, lambda w, s: ctx.metrics.latency_quantile(ctx.namespace, w, s, 0.99))
+    if isinstance(evidence, CheckRecord):
+        return evidence
+    sample, text, window, need = evidence
     lo, hi = _range(metric, "max")
     record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
     failure = _threshold_failure(f"{name} p99", sample.value, lo, hi, "ms")
@@ -339,12 +355,7 @@ def _duration(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     if opts.get("compare") == "primary":
         primary = ctx.metrics.latency_quantile(ctx.namespace, ctx.primary, window, 0.99)
         record.primary_value = primary.value
-        if primary.value is None or primary.requests < max(need, 1):
-            record.verdict = "nodata"
-            record.message = (
-                f"{name}: primary {ctx.primary} served {primary.requests} requests in the "
-                f"last {text} (need {max(need, 1)}) to compare with"
-            )
+        if _primary_missing(record, ctx, primary, text, need) or primary.value is None:
             return record
         failure = _ratio_check(f"{name} p99", sample.value, primary.value, opts, "ms",
                                DEFAULT_MAX_RATIO)
