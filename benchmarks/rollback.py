@@ -29,8 +29,6 @@ import json
 import os
 import queue
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import ControlPlane
 
 API = "/apis/meshpilot.io/v1"
 TARGET_SECONDS = 5.0
@@ -54,76 +53,6 @@ FLAGGER_DEFAULT_METRIC_INTERVAL_S = 60.0
 # --- the control plane ------------------------------------------------------------------
 
 
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class ControlPlane:
-    """``python -m meshpilot.server --state-dir DIR`` as a subprocess, driven by its API."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.log_path = state_dir.parent / "server.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(state_dir)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=_clean_env(), start_new_session=True)
-        deadline = time.monotonic() + 30
-        endpoints: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"control plane exited at start; see {self.log_path}")
-            try:
-                endpoints = json.loads((state_dir / "endpoints.json").read_text())
-                if endpoints.get("pid") == self.proc.pid and endpoints.get("mesh_proxy"):
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"control plane did not start in 30 s; see {self.log_path}")
-        assert endpoints is not None
-        self.endpoints = endpoints
-        token = (state_dir / "token").read_text().strip()
-        self.api = httpx.Client(base_url=endpoints["api"], trust_env=False, timeout=30.0,
-                                headers={"Authorization": f"Bearer {token}"})
-
-    def apply(self, text: str) -> None:
-        r = self.api.post(f"{API}/apply", json={"sources": [{"file": "bench.yaml", "text": text}]})
-        if r.status_code != 200:
-            raise RuntimeError(f"apply failed: {r.status_code} {r.text}")
-
-    def converge(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api.get(f"{API}/readiness").json().get("ready"):
-                time.sleep(0.2)
-                if self.api.get(f"{API}/readiness").json().get("ready"):
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"mesh not ready within {timeout}s; see {self.log_path}")
-
-    def rollout(self, ns: str, name: str) -> dict[str, Any]:
-        r = self.api.get(f"{API}/namespaces/{ns}/rollouts/{name}")
-        if r.status_code != 200:
-            raise RuntimeError(f"rollout {ns}/{name}: {r.status_code} {r.text[:300]}")
-        return r.json()
-
-    def stop(self) -> None:
-        self.api.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 def deployment(ns: str, version: str, replicas: int, extra_args: list[str]) -> str:
