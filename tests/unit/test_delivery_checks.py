@@ -158,8 +158,9 @@ def test_template_metric_through_the_controller() -> None:
     h.initialize()
     h.release("v2")
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    # 10 s into the analysis, the 30s window is clamped to this revision's traffic
     assert query.queries[-1] == (
-        'sum(rate(errors{namespace="default",workload="podinfo"}[30s])) / 1')
+        'sum(rate(errors{namespace="default",workload="podinfo"}[10s])) / 1')
     query.values = {"podinfo": 5.0}
     h.run_until(lambda: h.phase == "Failed")
     assert "errors 5 > 1" in h.status["history"][-1]["reason"]
@@ -171,6 +172,17 @@ def test_legacy_threshold_on_builtins() -> None:
         {"name": "request-duration", "threshold": 40}]}))
     records = [evaluate(m, CheckContext(c, FakeMetrics())) for m in c.spec.analysis.metrics]
     assert [r.verdict for r in records] == ["pass", "fail"]  # 50ms > 40ms
+
+
+def test_window_never_reaches_back_before_this_revisions_traffic() -> None:
+    c = Canary.model_validate(canary({"metrics": [{"name": "request-success-rate",
+                                                   "interval": "1m"}]}))
+    metrics = FakeMetrics()
+    metric = c.spec.analysis.metrics[0]
+    evaluate(metric, CheckContext(c, metrics, now=1000.0, evidence_since=992.4))
+    evaluate(metric, CheckContext(c, metrics, now=1000.0, evidence_since=900.0))
+    evaluate(metric, CheckContext(c, metrics, now=1000.0, evidence_since=999.9))
+    assert [call[2] for call in metrics.calls] == [7.0, 60.0, 1.0]
 
 
 def test_metric_window_defaults_to_one_minute() -> None:

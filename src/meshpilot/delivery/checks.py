@@ -170,6 +170,9 @@ class CheckContext:
     metrics: MetricsSource
     query: MetricQuery | None = None
     templates: TemplateLookup | None = None
+    now: float | None = None
+    evidence_since: float | None = None
+    """When this revision's traffic began; windows are clamped to start no earlier."""
 
     @property
     def namespace(self) -> str:
@@ -199,9 +202,19 @@ def min_requests(canary: Canary, metric: CanaryMetric) -> int | None:
     return None
 
 
-def _window(metric: CanaryMetric) -> tuple[str, float]:
+def _window(metric: CanaryMetric, ctx: CheckContext) -> tuple[str, float]:
+    """The metric's window, clamped so it never reaches back before this revision's first
+    traffic: right after a rollout starts, a 1m window would still hold the previous
+    revision's requests (or the last canary's), and those are no evidence about this one.
+    A short window then rests on few requests, which the minimum-sample rule turns into
+    "no data" rather than a pass."""
     text = metric.interval or DEFAULT_METRIC_INTERVAL
-    return text, parse_duration(text)
+    window = parse_duration(text)
+    if ctx.now is not None and ctx.evidence_since is not None:
+        elapsed = max(1.0, math.floor(ctx.now - ctx.evidence_since))
+        if elapsed < window:
+            return f"{elapsed:g}s", elapsed
+    return text, window
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -256,7 +269,7 @@ def _canary_evidence(
 ) -> tuple[Sample, str, float, int] | CheckRecord:
     """The canary's sample over the metric's window, or a no-data record if it rests on
     fewer requests than the check needs: silence is never a pass."""
-    text, window = _window(metric)
+    text, window = _window(metric, ctx)
     need = max(min_requests(ctx.canary, metric) or 0, 1)
     sample = fetch(ctx.target, window)
     if sample.value is None or sample.requests < need:
@@ -390,7 +403,7 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
         text = metric.query or ""
     if provider.type == "prometheus" and not provider.address and ctx.canary.spec.metrics_server:
         provider = provider.model_copy(update={"address": ctx.canary.spec.metrics_server})
-    interval, window = _window(metric)
+    interval, window = _window(metric, ctx)
     opts = _options(metric)
     need = min_requests(ctx.canary, metric)
     samples: int | None = None

@@ -358,6 +358,7 @@ class _Tick:
                 self.count_failure("; ".join(failures))
                 return
             st.analysis_started = True
+            st.analysis_started_at = self.now
             self.event(f"Starting canary analysis for {self.label}")
             self.advance()
             return
@@ -367,7 +368,8 @@ class _Tick:
             self.count_failure("; ".join(failures))
             return
         ctx = CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
-                           self.sensors.templates)
+                           self.sensors.templates, now=self.now,
+                           evidence_since=st.analysis_started_at)
         st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
             if self.analysis else []
         verdict = combine(st.checks)

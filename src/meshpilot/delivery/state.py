@@ -124,6 +124,7 @@ _CAMEL = {
     "mirror_stage": "mirrorStage",
     "ab_active": "abActive",
     "analysis_started": "analysisStarted",
+    "analysis_started_at": "analysisStartedAt",
     "next_step_at": "nextStepAt",
     "rollout_started_at": "rolloutStartedAt",
     "nodata_since": "nodataSince",
@@ -166,6 +167,9 @@ class RolloutState:
     """True while the A/B match rule sends matching requests to the canary."""
     analysis_started: bool = False
     """Pre-rollout hooks passed and the first traffic step was taken."""
+    analysis_started_at: float | None = None
+    """When this revision's first traffic step was taken: metric windows never reach back
+    before it, so traffic of an earlier revision is never counted as evidence for this one."""
     paused: bool = False
     next_step_at: float = 0.0
     rollout_started_at: float = 0.0
@@ -276,6 +280,7 @@ class RolloutState:
         self.mirror_stage = False
         self.ab_active = False
         self.analysis_started = False
+        self.analysis_started_at = None
         self.paused = False
         self.nodata_since = None
         self.not_ready_since = None
