@@ -85,7 +85,7 @@ def up(
         print_diagnostics(diags_of(body))
         for result in body.get("results") or []:
             out.print(f"{kind_label(result)} {result['action']}")
-        _wait_ready(client, wait=max(wait, 60.0))
+        _wait_ready(client, wait=max(wait, 180.0))
 
 
 def _wait_ready(client: ControlPlaneClient, wait: float) -> None:
@@ -101,6 +101,12 @@ def _wait_ready(client: ControlPlaneClient, wait: float) -> None:
                       f"{body['meshVersion']}")
             return
         time.sleep(0.2)
+    proxies = check(client.request("GET", "/apis/meshpilot.io/v1/proxies")).get("proxies", [])
+    for p in proxies:
+        if p["connected"] and p["meshVersion"] < p["latestVersion"]:
+            nacks = {t: v["nack"] for t, v in p["types"].items() if v.get("nack")}
+            err.print(f"proxy {p['workload'] or p['id']}: on mesh version {p['meshVersion']} "
+                      f"of {p['latestVersion']}" + (f", NACK {nacks}" if nacks else ""))
     for d in body.get("deployments", []):
         if d.get("error") or d.get("readyReplicas", 0) < (d.get("replicas") or 0):
             err.print(f"deployment {d['namespace']}/{d['name']}: "
