@@ -191,15 +191,20 @@ def _options(metric: CanaryMetric) -> dict[str, str]:
     return dict(metric.template_variables or {})
 
 
-def min_requests(canary: Canary, metric: CanaryMetric) -> int | None:
-    """The minimum-sample rule for ``metric`` (None: not applied)."""
+def min_requests(canary: Canary, metric: CanaryMetric) -> int:
+    """The minimum-sample rule for ``metric``: how many requests the canary must have served
+    in the window before the check may judge it (0 turns the rule off).
+
+    It applies to MetricTemplate checks too, counted by the embedded telemetry: a
+    Prometheus answer over a window with a handful of requests is not evidence (a rate
+    over a new series with one sample simply drops out of the sum, so an error-rate query
+    can read 0% while errors are happening).
+    """
     opts = _options(metric)
     if "minRequests" in opts:
         return int(float(opts["minRequests"]))
-    if metric.name in ("request-success-rate", "request-duration") and not metric.template_ref:
-        raw = canary.metadata.annotations.get(MIN_REQUESTS_ANNOTATION)
-        return int(float(raw)) if raw else DEFAULT_MIN_REQUESTS
-    return None
+    raw = canary.metadata.annotations.get(MIN_REQUESTS_ANNOTATION)
+    return int(float(raw)) if raw else DEFAULT_MIN_REQUESTS
 
 
 def _window(metric: CanaryMetric, ctx: CheckContext) -> tuple[str, float]:
@@ -270,7 +275,7 @@ def _canary_evidence(
     """The canary's sample over the metric's window, or a no-data record if it rests on
     fewer requests than the check needs: silence is never a pass."""
     text, window = _window(metric, ctx)
-    need = max(min_requests(ctx.canary, metric) or 0, 1)
+    need = max(min_requests(ctx.canary, metric), 1)
     sample = fetch(ctx.target, window)
     if sample.value is None or sample.requests < need:
         return _nodata(
