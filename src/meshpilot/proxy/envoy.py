@@ -30,6 +30,7 @@ from typing import IO, Any, Literal
 
 import httpx
 
+from meshpilot.jsonfile import write_json_atomic
 from meshpilot.proxy.admin import AdminClient, AdminError
 from meshpilot.proxy.adopted import AdoptedProcess, proc_cmdline, start_time
 
@@ -196,9 +197,7 @@ class EnvoyProcess:
         started = start_time(self._proc.pid)
         if started is None:
             return  # exited already
-        tmp = self.pid_path.with_suffix(".pid.tmp")
-        tmp.write_text(json.dumps({"pid": self._proc.pid, "start_time": started}))
-        os.replace(tmp, self.pid_path)
+        write_json_atomic(self.pid_path, {"pid": self._proc.pid, "start_time": started})
 
     def attach(self) -> bool:
         """Adopt the Envoy a previous control plane started with this very configuration.

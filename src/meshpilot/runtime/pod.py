@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.proxy.adopted import AdoptedProcess, proc_environ, proc_stat, start_time
 from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
@@ -310,13 +311,9 @@ class PodWorker:
         record = self._record()
         if record == self._recorded:
             return
-        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
         try:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(record, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self.record_path)
+            write_json_atomic(self.record_path, record, mode=0o600, indent=1, sort_keys=True)
         except OSError:
             log.exception("pod %s: cannot write %s", self.name, self.record_path)
             return

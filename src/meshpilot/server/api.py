@@ -23,7 +23,7 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
-from meshpilot.server.config_service import ConfigService, Outcome, _state
+from meshpilot.server.config_service import ConfigService, Outcome, state_of
 from meshpilot.store import Expired, StoredObject
 from meshpilot.validation import check_state
 
@@ -114,7 +114,7 @@ class ControlPlaneAPI:
 
     async def diagnostics(self, request: Request) -> Response:
         q = request.query_params
-        found = check_state(_state(self.store.list()), all_objects=True)
+        found = check_state(state_of(self.store.list()), all_objects=True)
         wanted = None
         if q.get("kind") and q.get("name"):
             wanted = str(ObjectKey(q.get("group", ""), q["kind"], q.get("namespace", "default"),

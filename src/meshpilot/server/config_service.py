@@ -53,7 +53,8 @@ def _result(key: ObjectKey, action: str, obj: StoredObject | None) -> dict[str, 
     return out
 
 
-def _state(objects: Iterable[StoredObject]) -> list[StateObject]:
+def state_of(objects: Iterable[StoredObject]) -> list[StateObject]:
+    """Stored objects as the validator's view of the current state."""
     return [StateObject(o.key, o.body) for o in objects]
 
 
@@ -90,7 +91,7 @@ class ConfigService:
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
         """Apply every document in ``sources`` or none of them."""
         with self._lock:
-            plan = plan_apply(sources, _state(self.store.list()))
+            plan = plan_apply(sources, state_of(self.store.list()))
             if not plan.ok:
                 return Outcome(422, diagnostics=plan.diagnostics)
             changes, bad = self._puts(plan)
@@ -215,9 +216,10 @@ def _newly_broken(before: list[StoredObject], after: list[StoredObject]) -> list
     A delete is not refused for leaving, say, a VirtualService pointing at a subset that
     no longer exists (Kubernetes would not refuse it either), but the user is told.
     """
-    old = {(d.code, d.object, d.path) for d in check_state(_state(before), all_objects=True)}
+    found = check_state(state_of(before), all_objects=True)
+    old = {(d.code, d.object, d.path) for d in found}
     return [
         replace(d, severity=Severity.WARNING)
-        for d in check_state(_state(after), all_objects=True)
+        for d in check_state(state_of(after), all_objects=True)
         if (d.code, d.object, d.path) not in old
     ]

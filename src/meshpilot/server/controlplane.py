@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.proxy.adopted import proc_stat
@@ -59,7 +60,7 @@ class PortBook:
     def get(self, name: str, host: str = "127.0.0.1") -> int:
         if name not in self.ports:
             self.ports[name] = free_port(host)
-            self.path.write_text(json.dumps(self.ports, indent=2) + "\n")
+            write_json_atomic(self.path, self.ports)
         return self.ports[name]
 
     def bindable(self, name: str, host: str = "127.0.0.1") -> int:

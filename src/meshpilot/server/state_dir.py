@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from meshpilot.jsonfile import write_json_atomic
+
 DEFAULT_STATE_DIR = ".meshpilot"
 STATE_DIR_ENV = "MESHPILOT_STATE_DIR"
 
@@ -83,9 +85,7 @@ class StateDir:
 
     def write_endpoints(self, endpoints: dict[str, Any]) -> None:
         """Write endpoints.json atomically so a reader never sees half a file."""
-        tmp = self.endpoints_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
-        os.replace(tmp, self.endpoints_file)
+        write_json_atomic(self.endpoints_file, endpoints)
 
     def read_endpoints(self) -> dict[str, Any] | None:
         try:
