@@ -7,6 +7,8 @@ control plane, so a proxy started before the control plane simply waits
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any, Literal
 
 from meshpilot.mesh.model import ProxyNode, node_to_metadata
@@ -31,8 +33,9 @@ def bootstrap(
 
     ``api_type`` picks state-of-the-world (GRPC) or incremental (DELTA_GRPC) ADS; the
     control plane speaks both. ``stats`` is merged into the document; by default the
-    mesh's lean stats configuration (:func:`meshpilot.proxy.stats.stats_config`),
-    ``{}`` keeps Envoy's defaults.
+    mesh's lean stats configuration (:func:`meshpilot.proxy.stats.stats_config`, its
+    patterns written as regexes only: :func:`regex_only_matcher`), ``{}`` keeps Envoy's
+    defaults.
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
     doc: dict[str, Any] = {
@@ -79,8 +82,32 @@ def bootstrap(
             ]
         },
     }
-    doc.update(stats_config() if stats is None else stats)
+    doc.update(regex_only_matcher(stats_config()) if stats is None else stats)
     return doc
+
+
+def regex_only_matcher(stats: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with every ``prefix`` pattern of its inclusion list written as the
+    equivalent regex (``server.`` -> ``server\\..*``; Envoy's ``safe_regex`` must match
+    the whole name), so the kept stats are exactly the same.
+
+    Why: it is cheaper on the data path. Measured with callgrind (instructions per
+    request through two Envoys, benchmarks/README.md): the list with four prefix patterns
+    costs each Envoy about 3,000 instructions per request (~2%) more than the same list as
+    regexes only, which costs even less than no matcher at all. That is consistent with
+    Envoy trying the prefix patterns on every lookup of a stat by name (a request makes
+    a dozen: response-code counters per cluster, connection manager and virtual cluster),
+    whereas a regex verdict is taken once per name and remembered.
+    """
+    out = copy.deepcopy(stats)
+    try:
+        patterns = out["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
+    except (KeyError, TypeError):
+        return out
+    for i, pattern in enumerate(patterns):
+        if set(pattern) == {"prefix"}:
+            patterns[i] = {"safe_regex": {"regex": re.escape(pattern["prefix"]) + ".*"}}
+    return out
 
 
 def node_id(node_kind: str, ip: str, workload: str, namespace: str) -> str:
