@@ -2,10 +2,11 @@
 
 A mesh of S services (default 1,000), each with subsets v1/v2 (a DestinationRule) and a
 weighted VirtualService. One sidecar is brought in sync through meshpilot's real ADS
-stream state machine (``ProxyStream``: the cache diff, make-before-break phases, Delta
-and SotW), driven by a simulated proxy that ACKs every response and subscribes to what
-it learns the way Envoy does (EDS names from clusters, SRDS when a listener uses scoped
-routes, RDS names from listeners and scopes). Then one VirtualService's weights change,
+stream state machine (``ProxyStream`` on its event loop, through ``DrivenStream``: the
+cache diff, make-before-break phases, Delta and SotW), driven by a simulated proxy that
+ACKs every response and subscribes to what it learns the way Envoy does (EDS names from
+clusters, SRDS when a listener uses scoped routes, RDS names from listeners and scopes).
+Then one VirtualService's weights change,
 and the responses of that update are counted: bytes on the wire (serialized discovery
 responses) and resources per type.
 
@@ -43,7 +44,7 @@ from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds.build import build_resources, names, pb
 from meshpilot.xds.cache import eds_name, rds_names
-from meshpilot.xds.stream import ProxyStream
+from meshpilot.xds.driven import DrivenStream
 from meshpilot.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -123,10 +124,10 @@ class SimProxy:
 
     def __init__(self, api: str, resources_for: Callable[[ProxyNode], Resources]) -> None:
         self.api = api
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.stream = ProxyStream(stream_id="bench", node=NODE, api=api,  # type: ignore[arg-type]
-                                  send=self.inbox.put, resources_for=resources_for,
-                                  notify=lambda: None, phase_timeout=30.0)
+        self.stream = DrivenStream(node=NODE, api=api,  # type: ignore[arg-type]
+                                   resources_for=resources_for, phase_timeout=30.0,
+                                   stream_id="bench")
+        self.inbox = self.stream.responses
         self.received: list[tuple[str, int, int]] = []  # (type, bytes, resources)
         self.names: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set()}
         self.nonce: dict[str, str] = {}

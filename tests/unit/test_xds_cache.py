@@ -42,7 +42,7 @@ from meshpilot.xds.cache import (
     sotw_push,
     to_entries,
 )
-from meshpilot.xds.stream import ProxyStream
+from meshpilot.xds.driven import DrivenStream
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
@@ -238,10 +238,10 @@ NODE = ProxyNode(id="n1", kind="sidecar", namespace="default", ip="127.0.0.1")
 class Harness:
     def __init__(self, api: str, resources: Resources) -> None:
         self.resources = resources
-        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.stream = ProxyStream(stream_id="s", node=NODE, api=api,  # type: ignore[arg-type]
-                                  send=self.out.put, resources_for=lambda n: self.resources,
-                                  notify=lambda: None, phase_timeout=2.0)
+        self.stream = DrivenStream(node=NODE, api=api,  # type: ignore[arg-type]
+                                   resources_for=lambda n: self.resources, phase_timeout=2.0,
+                                   stream_id="s")
+        self.out = self.stream.responses
 
     def recv(self, timeout: float = 3.0) -> Any:
         return self.out.get(timeout=timeout)
@@ -264,6 +264,9 @@ class Harness:
     def ack(self, resp: Any, names: tuple[str, ...] = ()) -> None:
         self.sotw(resp.type_url, names, resp.version_info, resp.nonce)
 
+    def close(self) -> None:
+        self.stream.close()
+
 
 @pytest.fixture
 def harness():
@@ -276,7 +279,7 @@ def harness():
 
     yield make
     for h in made:
-        h.stream.close()
+        h.close()
 
 
 def test_sotw_protocol_ack_nack_stale_and_subscriptions(harness):

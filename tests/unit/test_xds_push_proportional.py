@@ -105,7 +105,7 @@ def pushed(
                 names = {e.message.route_configuration_name for e in staged[t].values()
                          if e.name in sent[t]}
                 if names != subs[ROUTE].names:
-                    subs[ROUTE].names = names
+                    subs[ROUTE] = Subscription(names=names)
                     flush(ROUTE)
 
     for phase in plan_update(current, target):

@@ -14,11 +14,11 @@ send (and in which order) can be unit-tested without a proxy:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -27,148 +27,67 @@ from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from meshpilot.xds.held import (
+    WILDCARD,
+    Have,
+    Push,
+    Subscription,
+    apply_push,
+    delta_push,
+    next_push,
+    sotw_push,
+)
 from meshpilot.xds.types import (
     CLUSTER,
     ENDPOINT,
-    FULL_STATE_TYPES,
     LISTENER,
     ORDER,
     ROUTE,
     SCOPED_ROUTE,
     order_key,
 )
+from meshpilot.xds.views import (
+    Entry,
+    EntryView,
+    LayeredView,
+    View,
+    fact,
+    resource_version,
+    to_entries,
+    versions,
+    view_changes,
+    view_digest,
+)
 
-WILDCARD = "*"
-
-
-def resource_version(message: Message) -> str:
-    """A stable per-resource version: equal bytes, equal version."""
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One resource ready to send: its name, version and the packed ``Any``."""
-
-    name: str
-    version: str
-    message: Message = field(compare=False, repr=False)
-    packed: any_pb2.Any = field(compare=False, repr=False)
-
-    @classmethod
-    def of(cls, name: str, message: Message) -> Entry:
-        """Serialise once: the same bytes give the version and the packed ``Any``."""
-        data = message.SerializeToString(deterministic=True)
-        packed = any_pb2.Any(type_url=_TYPE_PREFIX + message.DESCRIPTOR.full_name, value=data)
-        return cls(name, hashlib.sha256(data).hexdigest()[:16], message, packed)
-
-
-_TYPE_PREFIX = "type.googleapis.com/"
-
-View = Mapping[str, Entry]
-"""name -> Entry for one type."""
-
-
-class EntryView(dict):  # type: ignore[type-arg]
-    """A prebuilt, immutable name -> Entry view (possibly shared by many proxies).
-
-    :func:`to_entries` passes it through as it is, so a stream's staged view can be the
-    very object other streams hold, and per-view facts (digest, references, diffs) are
-    computed once per view instead of once per proxy. Never mutate one.
-    """
-
-    __slots__ = ()
-
-
-def to_entries(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Entry]]:
-    """Messages → Entries; an :class:`EntryView` is taken as it is."""
-    return {
-        type_url: by_name if isinstance(by_name, EntryView)
-        else {name: Entry.of(name, msg) for name, msg in by_name.items()}
-        for type_url, by_name in resources.items()
-    }
-
-
-
-class _ViewMemo:
-    """Facts about immutable :class:`EntryView` s, computed once however many streams ask.
-
-    Keyed by the views' ids; each entry holds the views themselves, so an id cannot be
-    reused by another object while its entry lives. Bounded (least recently used out).
-    """
-
-    def __init__(self, size: int = 1024) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, tuple[int, ...]], tuple[Any, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, kind: str, views: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-        key = (kind, tuple(id(v) for v in views))
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit[1]
-        value = compute()
-        with self._lock:
-            self._items[key] = (views, value)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return value
-
-
-_MEMO = _ViewMemo()
-
-
-def _shared(*views: Any) -> bool:
-    return all(isinstance(v, EntryView) for v in views)
-
-
-def versions(view: Mapping[str, Entry]) -> dict[str, str]:
-    return {name: e.version for name, e in view.items()}
-
-
-def _digest(view: Mapping[str, Entry]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(view):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(view[name].version.encode())
-        h.update(b"\n")
-    return h.hexdigest()[:8]
-
-
-def view_digest(view: Mapping[str, Entry]) -> str:
-    """A short digest of a whole view (used in version_info: the type's version)."""
-    if _shared(view):
-        return _MEMO.get("digest", (view,), lambda: _digest(view))
-    return _digest(view)
-
-
-def _diff(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> tuple[frozenset[str],
-                                                                         frozenset[str]]:
-    changed = frozenset(
-        n for n, e in new.items()
-        if (c := old.get(n)) is None or (c is not e and c.version != e.version))
-    return changed, frozenset(old.keys() - new.keys())
-
-
-def view_changes(
-    old: Mapping[str, Entry], new: Mapping[str, Entry]
-) -> tuple[frozenset[str], frozenset[str]]:
-    """(names added or changed, names removed) from ``old`` to ``new``; computed once per
-    pair of shared views, whichever stream asks."""
-    if old is new:
-        return frozenset(), frozenset()
-    if _shared(old, new):
-        return _MEMO.get("diff", (old, new), lambda: _diff(old, new))
-    return _diff(old, new)
-
-
-
+__all__ = [
+    "WILDCARD",
+    "Entry",
+    "EntryView",
+    "Have",
+    "LayeredView",
+    "Phase",
+    "Push",
+    "Subscription",
+    "View",
+    "apply_push",
+    "consistency_problems",
+    "delta_push",
+    "eds_name",
+    "next_push",
+    "plan_update",
+    "rds_names",
+    "referenced",
+    "resource_version",
+    "scope_route_name",
+    "sorted_types",
+    "sotw_push",
+    "to_entries",
+    "versions",
+    "view_changes",
+    "view_digest",
+]
 
 # --- references ---------------------------------------------------------------------
 
@@ -217,7 +136,14 @@ def _refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
             return frozenset(n for e in view.values() for n in rds_names(e.message))
         return frozenset(n for e in view.values() if (n := scope_route_name(e.message)))
 
-    return _MEMO.get("refs:" + kind, (view,), compute) if _shared(view) else compute()
+    if type(view) is LayeredView:
+        def layered() -> frozenset[str]:
+            if any(n in view.base for n in view.top):
+                return compute()
+            below, above = _refs(kind, view.base), _refs(kind, view.top)
+            return below | above if above else below  # the class's very set, if it can
+        return fact("refs:" + kind, view, layered)
+    return fact("refs:" + kind, view, compute)
 
 
 def referenced(target: Mapping[str, Mapping[str, Entry]]) -> dict[str, set[str]]:
@@ -264,29 +190,128 @@ class Phase:
     resend: dict[str, frozenset[str]]
     expect: dict[str, dict[str, str]]
 
+    @cached_property
+    def stage_order(self) -> tuple[str, ...]:
+        """The staged types in push order."""
+        return tuple(sorted_types(self.stage))
 
-def _changed(cur: Mapping[str, Entry], new: Mapping[str, Entry]) -> set[str]:
-    return set(view_changes(cur, new)[0])
-
-
-def _same(a: Mapping[str, Entry], b: Mapping[str, Entry]) -> bool:
-    if a is b:
-        return True
-    if len(a) != len(b):
-        return False
-    changed, removed = view_changes(a, b)
-    return not changed and not removed
+    @cached_property
+    def expect_order(self) -> tuple[str, ...]:
+        """The expected types in push order."""
+        return tuple(sorted_types(self.expect))
 
 
-def _merge(cur: Mapping[str, Entry], new: Mapping[str, Entry]) -> Mapping[str, Entry]:
+def _merge(cur: Mapping[str, Entry], new: Mapping[str, Entry],
+           removed: frozenset[str]) -> Mapping[str, Entry]:
     """``{**cur, **new}``; ``new`` itself when ``cur`` has no name ``new`` lacks (views are
     never mutated, so a shared view can be staged as it is)."""
-    if cur is new or not view_changes(cur, new)[1]:
+    if cur is new or not removed:
         return new
     return {**cur, **new}
 
 
+_EMPTY_VIEW: Mapping[str, Entry] = EntryView()
+_KNOWN = frozenset(ORDER)
+
+
+class _Diffs:
+    """view_changes between the views of one plan, each pair looked at once."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, int], tuple[frozenset[str], frozenset[str]]] = {}
+
+    def __call__(self, old: Mapping[str, Entry], new: Mapping[str, Entry]
+                 ) -> tuple[frozenset[str], frozenset[str]]:
+        if old is new:
+            return _NO_CHANGES
+        key = (id(old), id(new))
+        got = self._seen.get(key)
+        if got is None:
+            got = self._seen[key] = view_changes(old, new)
+        return got
+
+
+_NO_CHANGES: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+class _PlanMemo:
+    """Plans shared by the proxies that make the same move (bounded, least recently used
+    out). Each entry keeps the views its key names, so their ids stay theirs."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], list[Phase]]] = (
+            OrderedDict())
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], keep: tuple[Any, ...],
+            compute: Callable[[], list[Phase]]) -> list[Phase]:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[1]
+        plan = compute()
+        with self._lock:
+            self._items[key] = (keep, plan)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return plan
+
+
+_PLANS = _PlanMemo()
+
+
+def _plan_key(
+    current: Mapping[str, Mapping[str, Entry]], target: Mapping[str, Mapping[str, Entry]],
+) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    """What a plan depends on, when every view that changes is one a whole class of
+    proxies shares (then every proxy of the class making this move gets the same plan);
+    None otherwise. Unchanged views matter only through the names they reference."""
+    key: list[Any] = []
+    keep: list[Any] = []
+    types = ORDER if len(target) == len(ORDER) and len(current) == len(ORDER) and all(
+        t in target and t in current for t in ORDER) else dict.fromkeys(
+            (*ORDER, *target, *current))
+    for t in types:
+        cur, new = current.get(t), target.get(t)
+        if cur is new and cur is not None:
+            if type(new) is EntryView:  # shared and unchanged: its content is its id
+                key.append((t, id(new)))
+                keep.append(new)
+            continue  # a proxy's own view, unchanged: only the names it references count
+        if type(new) is not EntryView or (cur is not None and type(cur) is not EntryView):
+            return None  # a proxy's own views change, or a first sync: plan for it alone
+        key.append((t, id(cur), id(new)))
+        keep += (cur, new)
+    if not keep or all(len(k) == 2 for k in key):
+        return (), ()  # nothing changed
+    eds = referenced_eds(target)
+    listeners = target.get(LISTENER, _EMPTY_VIEW)
+    scopes = target.get(SCOPED_ROUTE, _EMPTY_VIEW)
+    key += [id(eds), _refs(LISTENER, listeners), id(scopes)]
+    keep += [eds, scopes]
+    return tuple(key), tuple(keep)
+
+
 def plan_update(
+    current: Mapping[str, Mapping[str, Entry]],
+    target: Mapping[str, Mapping[str, Entry]],
+) -> list[Phase]:
+    """Make-before-break phases (see :func:`_plan`), computed once for all the proxies
+    of a class that make the same move. The phases are shared: never mutate them."""
+    found = _plan_key(current, target)
+    if found is None:
+        return _plan(current, target)
+    key, keep = found
+    if not key:
+        return []
+    return _PLANS.get(key, keep, lambda: _plan(current, target))
+
+
+def _plan(
     current: Mapping[str, Mapping[str, Entry]],
     target: Mapping[str, Mapping[str, Entry]],
 ) -> list[Phase]:
@@ -306,30 +331,46 @@ def plan_update(
 
     A type absent from ``current`` was never staged (new stream): it is staged in its
     phase even when empty, so the proxy's first request for it gets an answer.
+
+    Runs once per proxy per change, so the common case (a few views changed, the rest
+    the very same objects) looks only at what changed.
     """
     phases: list[Phase] = []
     staged: dict[str, Any] = dict(current)  # views are never mutated: no copies
+    diff = _Diffs()
 
-    def stage_merge(type_url: str, stage: dict[str, Any]) -> set[str]:
-        cur = staged.get(type_url, {})
-        new = target.get(type_url, {})
-        changed = _changed(cur, new)
+    def stage_merge(type_url: str, stage: dict[str, Any]) -> frozenset[str]:
+        cur = staged.get(type_url, _EMPTY_VIEW)
+        new = target.get(type_url, _EMPTY_VIEW)
+        changed, removed = diff(cur, new)
         if type_url not in staged or changed:
-            stage[type_url] = _merge(cur, new)
+            stage[type_url] = _merge(cur, new, removed)
         return changed
 
+    def same(type_url: str) -> bool:
+        """The staged view of ``type_url`` already is the target one."""
+        if type_url not in staged:
+            return False
+        cur, new = staged[type_url], target.get(type_url, _EMPTY_VIEW)
+        if cur is new:
+            return True
+        if len(cur) != len(new):
+            return False
+        changed, removed = diff(cur, new)
+        return not changed and not removed
+
     # 1. clusters, endpoints
-    stage1: dict[str, dict[str, Entry]] = {}
+    stage1: dict[str, Mapping[str, Entry]] = {}
     changed_clusters = stage_merge(CLUSTER, stage1)
     changed_eds = stage_merge(ENDPOINT, stage1)
-    new_clusters = target.get(CLUSTER, {})
-    new_eds = target.get(ENDPOINT, {})
+    new_clusters = target.get(CLUSTER, _EMPTY_VIEW)
+    new_eds = target.get(ENDPOINT, _EMPTY_VIEW)
     resend_eds: set[str] = set()
-    if ENDPOINT in staged:
+    if ENDPOINT in staged and changed_clusters:
         resend_eds = {
             n for c in changed_clusters if (n := eds_name(new_clusters[c].message))
-        } & set(new_eds)
-        resend_eds -= changed_eds
+            and n in new_eds and n not in changed_eds
+        }
         if resend_eds and ENDPOINT not in stage1:
             stage1[ENDPOINT] = dict(staged[ENDPOINT])
     if stage1:
@@ -346,131 +387,52 @@ def plan_update(
         staged.update(stage1)
 
     # 2. listeners (full), routes (merged), any other type (full)
-    stage2: dict[str, dict[str, Entry]] = {}
-    new_listeners = target.get(LISTENER, {})
-    changed_listeners = _changed(staged.get(LISTENER, {}), new_listeners)
-    if LISTENER not in staged or not _same(staged[LISTENER], new_listeners):
+    stage2: dict[str, Mapping[str, Entry]] = {}
+    new_listeners = target.get(LISTENER, _EMPTY_VIEW)
+    changed_listeners = diff(staged.get(LISTENER, _EMPTY_VIEW), new_listeners)[0]
+    if not same(LISTENER):
         stage2[LISTENER] = new_listeners
-    changed_scopes = stage_merge(SCOPED_ROUTE, stage2) if SCOPED_ROUTE in (
-        set(target) | set(staged)) else set()
+    changed_scopes = stage_merge(SCOPED_ROUTE, stage2) if (
+        SCOPED_ROUTE in target or SCOPED_ROUTE in staged) else frozenset()
     changed_routes = stage_merge(ROUTE, stage2)
-    others = sorted((set(target) | set(staged)) - set(ORDER), key=order_key)
+    others = [t for t in target if t not in _KNOWN]
+    others += [t for t in staged if t not in _KNOWN and t not in target]
     for type_url in others:
-        new = target.get(type_url, {})
-        if type_url not in staged or not _same(staged[type_url], new):
-            stage2[type_url] = new
+        if not same(type_url):
+            stage2[type_url] = target.get(type_url, _EMPTY_VIEW)
     if stage2:
         expect2: dict[str, dict[str, str]] = {t: {} for t in stage2}
         expect2.setdefault(LISTENER, {}).update(
             {n: new_listeners[n].version for n in changed_listeners})
         if changed_scopes:
-            new_scopes = target.get(SCOPED_ROUTE, {})
+            new_scopes = target.get(SCOPED_ROUTE, _EMPTY_VIEW)
             expect2.setdefault(SCOPED_ROUTE, {}).update(
                 {n: new_scopes[n].version for n in changed_scopes})
-        want_rds = changed_routes & referenced_rds(target) if changed_routes else set()
-        new_routes = target.get(ROUTE, {})
-        if want_rds:
-            expect2.setdefault(ROUTE, {}).update({n: new_routes[n].version for n in want_rds})
+        if changed_routes:
+            by_listeners = _refs(LISTENER, target.get(LISTENER, _EMPTY_VIEW))
+            by_scopes = _refs(SCOPED_ROUTE, target.get(SCOPED_ROUTE, _EMPTY_VIEW))
+            new_routes = target.get(ROUTE, _EMPTY_VIEW)
+            want_rds = {n: new_routes[n].version for n in changed_routes
+                        if n in by_listeners or n in by_scopes}
+            if want_rds:
+                expect2.setdefault(ROUTE, {}).update(want_rds)
         for type_url in others:
             if type_url in stage2:
-                new = target.get(type_url, {})
+                new = target.get(type_url, _EMPTY_VIEW)
                 expect2[type_url] = {
-                    n: new[n].version for n in _changed(staged.get(type_url, {}), new)}
+                    n: new[n].version
+                    for n in diff(staged.get(type_url, _EMPTY_VIEW), new)[0]}
         phases.append(Phase("switch", stage2, {}, expect2))
         staged.update(stage2)
 
     # 3. remove what is no longer referenced
-    stage3: dict[str, dict[str, Entry]] = {}
-    for type_url in sorted(set(staged) | set(target), key=order_key):
-        new = target.get(type_url, {})
-        if type_url not in staged or not _same(staged[type_url], new):
-            stage3[type_url] = new
+    stage3: dict[str, Mapping[str, Entry]] = {}
+    for type_url in (*ORDER, *others):
+        if (type_url in staged or type_url in target) and not same(type_url):
+            stage3[type_url] = target.get(type_url, _EMPTY_VIEW)
     if stage3:
         phases.append(Phase("break", stage3, {}, {t: {} for t in stage3}))
     return phases
-
-
-# --- subscriptions and response content ----------------------------------------------
-
-
-@dataclass
-class Subscription:
-    """What a proxy asked for, for one type: everything (wildcard) or these names."""
-
-    wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-
-    def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
-
-    def visible(self, view: Mapping[str, Entry]) -> dict[str, Entry]:
-        if self.wildcard:
-            return dict(view)
-        return {n: e for n, e in view.items() if n in self.names}
-
-
-@dataclass(frozen=True)
-class Push:
-    """The content of one response: resources to (re)send and names to remove."""
-
-    resources: dict[str, Entry]
-    removed: tuple[str, ...] = ()
-    full_state: bool = False  # SotW CDS/LDS: ``resources`` is the proxy's whole set
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.resources)
-
-
-def sotw_push(
-    type_url: str, staged: Mapping[str, Entry], subs: Subscription,
-    sent: Mapping[str, str], *, force: bool = False,
-) -> Push | None:
-    """Next SotW response for one type, or None when the proxy is up to date.
-
-    Listener/Cluster: the full visible set whenever it differs from what was sent.
-    Other types: only the subscribed resources whose version differs from what the
-    proxy has (Envoy keeps the RDS/EDS resources a response does not mention).
-    ``force`` (an initial request) answers full-state types even when nothing changed.
-    """
-    visible = subs.visible(staged)
-    if type_url in FULL_STATE_TYPES:
-        if force or versions(visible) != dict(sent):
-            return Push(dict(sorted(visible.items())), (), True)
-        return None
-    changed = {n: e for n, e in sorted(visible.items()) if sent.get(n) != e.version}
-    return Push(changed) if changed else None
-
-
-def delta_push(
-    type_url: str, staged: Mapping[str, Entry], subs: Subscription,
-    sent: Mapping[str, str], *, force: bool = False,
-) -> Push | None:
-    """Next Delta response: changed subscribed resources plus ``removed_resources``.
-
-    ``force`` answers an initial request even with nothing to send: a starting proxy
-    that is to have no clusters or listeners completes initialisation, and a proxy that
-    reconnects with everything already at the right versions (initial_resource_versions)
-    still gets a nonce to ACK, so its status shows it in sync.
-    """
-    visible = subs.visible(staged)
-    upserts = {n: e for n, e in sorted(visible.items()) if sent.get(n) != e.version}
-    removed = tuple(sorted(n for n in sent if n not in visible and subs.wants(n)))
-    if upserts or removed or force:
-        return Push(upserts, removed)
-    return None
-
-
-def apply_push(sent: dict[str, str], push: Push, subs: Subscription) -> None:
-    """Update what the proxy is believed to have after ``push`` is sent."""
-    if push.full_state:
-        sent.clear()
-    for name, e in push.resources.items():
-        sent[name] = e.version
-    for name in push.removed:
-        sent.pop(name, None)
-    if not subs.wildcard:
-        for name in sent.keys() - subs.names:
-            del sent[name]
 
 
 def sorted_types(type_urls: Iterable[str]) -> list[str]:

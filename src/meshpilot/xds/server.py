@@ -1,38 +1,51 @@
 """The ADS server: State of the World and Delta xDS on one gRPC server.
 
 ``update(version)`` is the only way config moves: every connected proxy asks
-``resources_for(node)`` in its own stream worker and is brought there through the
-make-before-break phases, sending only what changed. The control plane passes
+``resources_for(node)`` and is brought there through the make-before-break phases,
+sending only what changed. The control plane passes
 :class:`meshpilot.xds.shared.SharedBuilder`, so that ask is a look-up of views built once
 per proxy class and change, not a build per proxy. ``status()`` and ``wait_acked()``
 report what each proxy has actually accepted, which is what convergence means.
+
+All streams run on one asyncio event loop in one thread (``grpc.aio``): a stream is a
+few objects and a reader and a writer, not three threads, and a change reaches a thousand proxies
+without a thousand thread hand-offs. Responses are bytes assembled by the streams
+(the method handlers' serialiser passes them through). The public methods may be called
+from any thread: reads run on the loop, waits use a condition the loop notifies.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
-import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
 from meshpilot.xds.status import ProxyStatus, SentRecord
-from meshpilot.xds.stream import Api, ProxyStream
+from meshpilot.xds.stream import Api, FirstSyncGate, ProxyStream
 from meshpilot.xds.types import Resources
 
 log = logging.getLogger(__name__)
 
-_END = object()
+T = TypeVar("T")
 DISCONNECTED_RETENTION = 300.0
 """Seconds a disconnected proxy stays in ``status()``."""
+_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+UNACCEPTED_WAIT = 600
+"""Seconds a new stream may wait to be accepted before gRPC cancels it (default 30)."""
+
+
+def _passthrough(data: bytes) -> bytes:
+    return data
 
 
 class XdsServer:
@@ -44,16 +57,16 @@ class XdsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        max_workers: int = 4096,
+        max_streams: int = 4096,
         phase_timeout: float = 5.0,
         first_syncs: int = 32,
     ) -> None:
         self._resources_for = resources_for
-        self._first_syncs = threading.BoundedSemaphore(first_syncs)
+        self._first_syncs = first_syncs
         """At most this many proxies receive their whole config at once (the rest wait)."""
         self._host = host
         self._port = port
-        self._max_workers = max_workers
+        self._max_streams = max_streams
         self._phase_timeout = phase_timeout
         self._cond = threading.Condition()
         self._version = 0
@@ -63,49 +76,126 @@ class XdsServer:
         self._waiters: list[_Waiter] = []
         self._prefix = secrets.token_hex(3)
         self._stream_ids = iter(range(1, 1 << 62))
-        self._server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: grpc.aio.Server | None = None
+        self._gate: FirstSyncGate | None = None
+        self._active_at = time.monotonic()
         self.port = 0
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> int:
-        """Bind and serve; returns the bound port."""
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="xds"),
-            # Each stream holds a worker for its lifetime: past the limit, refuse the
-            # stream (the proxy retries) rather than leave it hanging unserved. Threads are
-            # started on demand, so a high limit costs nothing until proxies connect (each
-            # stream uses three threads: this worker, its reader and its sync worker).
-            maximum_concurrent_rpcs=self._max_workers,
+        """Bind and serve (on a loop thread of its own); returns the bound port."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="xds-loop", daemon=True)
+        thread.start()
+        ready.wait()
+        self._loop, self._thread = loop, thread
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self._serve_start(), loop).result(30)
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self.port
+
+    async def _serve_start(self) -> int:
+        server = grpc.aio.server(
+            # Past the limit a stream is refused (the proxy retries) rather than left
+            # hanging unserved.
+            maximum_concurrent_rpcs=self._max_streams,
             options=[
                 ("grpc.so_reuseport", 0),  # never share a port with another server
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                # A proxy's stream waits (unaccepted) while the loop serves others, e.g. a
+                # thousand proxies reconnecting at once; gRPC would cancel it after 30 s.
+                ("grpc.server_max_unrequested_time_in_server", UNACCEPTED_WAIT),
             ],
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        server.add_generic_rpc_handlers((self._handlers(),))
         host = f"[{self._host}]" if ":" in self._host else self._host
         port = server.add_insecure_port(f"{host}:{self._port}")
         if not port:
             raise OSError(f"cannot bind xDS server to {self._host}:{self._port}")
-        server.start()
+        await server.start()
         self._server = server
-        self.port = port
+        self._gate = FirstSyncGate(self._first_syncs)
         return port
 
     def stop(self, grace: float = 1.0) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._serve_stop(grace), loop).result(grace + 10)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("xDS server did not stop within %.1fs", grace + 10)
+        finally:
+            self._stop_loop()
+
+    async def _serve_stop(self, grace: float) -> None:
         server, self._server = self._server, None
         with self._cond:
             streams = list(self._streams.values())
         for stream in streams:
             stream.close()
         if server is not None:
-            server.stop(grace).wait(grace + 5.0)
+            await server.stop(grace)
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None:
+            return
+
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            asyncio.get_running_loop().stop()
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(finish()))
+        if thread is not None:
+            thread.join(10)
+        if not loop.is_running():
+            loop.close()
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the loop (where the streams' state lives) and return its value."""
+        loop, thread = self._loop, self._thread
+        if loop is None or not loop.is_running() or threading.current_thread() is thread:
+            return fn()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(30)
 
     # --- config ---------------------------------------------------------------------------
     def update(self, version: int) -> None:
         """The mesh changed: bring every connected proxy to snapshot ``version``."""
         with self._cond:
             self._version = version
+        self._active_at = time.monotonic()
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._trigger_all, version)
+
+    def _trigger_all(self, version: int) -> None:
+        with self._cond:
             streams = list(self._streams.values())
         for stream in streams:
             stream.trigger(version)
@@ -114,9 +204,16 @@ class XdsServer:
     def version(self) -> int:
         return self._version
 
+    def idle_seconds(self) -> float:
+        """Seconds since the last update, connect, disconnect, ACK or NACK."""
+        return time.monotonic() - self._active_at
+
     # --- observing ------------------------------------------------------------------------
     def status(self) -> list[ProxyStatus]:
         """One entry per proxy: connected ones, then recently disconnected ones."""
+        return self._in_loop(self._status)
+
+    def _status(self) -> list[ProxyStatus]:
         now = time.monotonic()
         with self._cond:
             streams = list(self._streams.values())
@@ -153,26 +250,34 @@ class XdsServer:
                 self._waiters.remove(waiter)
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (no arguments) on every connect, disconnect, ACK and NACK."""
+        """Call ``callback`` (no arguments; on the loop, so keep it short) on every
+        connect, disconnect, ACK and NACK."""
         with self._cond:
             self._callbacks.append(callback)
 
     def sent_log(self, node_id: str) -> list[SentRecord]:
         """Responses sent on the node's current (or last) stream, oldest first."""
-        with self._cond:
-            stream = self._streams.get(node_id)
-            if stream is None:
-                gone = self._gone.get(node_id)
-                return list(gone[2]) if gone else []
-        return stream.sent_log()
+        def read() -> list[SentRecord]:
+            with self._cond:
+                stream = self._streams.get(node_id)
+                if stream is None:
+                    gone = self._gone.get(node_id)
+                    return list(gone[2]) if gone else []
+            return stream.sent_log()
+
+        return self._in_loop(read)
 
     def subscriptions(self, node_id: str) -> dict[str, set[str] | None]:
-        with self._cond:
-            stream = self._streams.get(node_id)
-        return stream.subscriptions() if stream is not None else {}
+        def read() -> dict[str, set[str] | None]:
+            with self._cond:
+                stream = self._streams.get(node_id)
+            return stream.subscriptions() if stream is not None else {}
 
-    # --- streams ---------------------------------------------------------------------------
+        return self._in_loop(read)
+
+    # --- streams (on the loop) ---------------------------------------------------------------
     def _changed(self, node_id: str | None = None) -> None:
+        self._active_at = time.monotonic()
         with self._cond:
             if node_id is not None and self._waiters:
                 stream = self._streams.get(node_id)
@@ -183,21 +288,21 @@ class XdsServer:
                     self._cond.notify_all()
             elif node_id is None:
                 self._cond.notify_all()
-            callbacks = list(self._callbacks)
+            callbacks = list(self._callbacks) if self._callbacks else ()
         for cb in callbacks:
             try:
                 cb()
             except Exception:
                 log.exception("xDS on_change callback failed")
 
-    def _open(self, node: ProxyNode, api: Api, send: Callable[[Any], None]) -> ProxyStream:
+    def _open(self, node: ProxyNode, api: Api, send: Callable[[bytes], None]) -> ProxyStream:
+        stream = ProxyStream(
+            stream_id=f"{self._prefix}-{next(self._stream_ids)}", node=node, api=api,
+            send=send, resources_for=self._resources_for,
+            notify=lambda: self._changed(node.id), first_sync_gate=self._gate,
+            phase_timeout=self._phase_timeout,
+        )
         with self._cond:
-            stream = ProxyStream(
-                stream_id=f"{self._prefix}-{next(self._stream_ids)}", node=node, api=api,
-                send=send, resources_for=self._resources_for,
-                notify=lambda: self._changed(node.id), first_sync_gate=self._first_syncs,
-                phase_timeout=self._phase_timeout,
-            )
             old = self._streams.get(node.id)
             self._streams[node.id] = stream
             self._gone.pop(node.id, None)
@@ -219,40 +324,54 @@ class XdsServer:
         log.info("proxy %s disconnected", stream.node.id)
         self._changed(stream.node.id)
 
-    def _serve(self, requests: Iterator[Any], context: grpc.ServicerContext,
-               api: Api) -> Iterator[Any]:
-        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        holder: list[ProxyStream] = []
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        def handler(api: Api, request_type: Any) -> grpc.RpcMethodHandler:
+            async def serve(requests: Any, context: grpc.aio.ServicerContext) -> None:
+                await self._serve(requests, context, api)
 
-        def read() -> None:
-            try:
-                for req in requests:
-                    if not holder:
-                        if not req.HasField("node") or not req.node.id:
-                            log.warning("xDS stream without a node id in its first request")
-                            return
-                        meta = MessageToDict(req.node.metadata)
-                        holder.append(self._open(node_from_metadata(req.node.id, meta),
-                                                 api, out.put))
-                    holder[0].handle(req)
-            except grpc.RpcError:
-                pass  # the stream ended (cancelled, server stopping)
-            except Exception:
-                log.exception("xDS stream failed")
-            finally:
-                out.put(_END)
+            return grpc.stream_stream_rpc_method_handler(
+                serve, request_deserializer=request_type.FromString,
+                response_serializer=_passthrough)
 
-        context.add_callback(lambda: out.put(_END))
-        threading.Thread(target=read, name="xds-reader", daemon=True).start()
+        return grpc.method_handlers_generic_handler(_SERVICE, {
+            "StreamAggregatedResources": handler("sotw", discovery_pb2.DiscoveryRequest),
+            "DeltaAggregatedResources": handler("delta", discovery_pb2.DeltaDiscoveryRequest),
+        })
+
+    async def _serve(self, requests: Any, context: grpc.aio.ServicerContext, api: Api) -> None:
+        out: asyncio.Queue[bytes] = asyncio.Queue()
+        stream: ProxyStream | None = None
+        writer: asyncio.Task[None] | None = None
         try:
-            while True:
-                item = out.get()
-                if item is _END:
-                    return
-                yield item
+            async for req in requests:
+                if stream is None:
+                    if not req.HasField("node") or not req.node.id:
+                        log.warning("xDS stream without a node id in its first request")
+                        return
+                    meta = MessageToDict(req.node.metadata)
+                    stream = self._open(node_from_metadata(req.node.id, meta), api,
+                                        out.put_nowait)
+                    writer = asyncio.get_running_loop().create_task(_write(context, out))
+                stream.handle(req)
+        except (grpc.RpcError, asyncio.CancelledError):
+            pass  # the stream ended (cancelled, server stopping)
+        except Exception:
+            log.exception("xDS stream failed")
         finally:
-            if holder:
-                self._close(holder[0])
+            if writer is not None:
+                writer.cancel()
+            if stream is not None:
+                self._close(stream)
+
+
+async def _write(context: grpc.aio.ServicerContext, out: asyncio.Queue[bytes]) -> None:
+    try:
+        while True:
+            await context.write(await out.get())
+    except (grpc.RpcError, asyncio.CancelledError, grpc.aio.AbortError):
+        pass
+    except Exception:  # the call ended under us (e.g. the proxy went away)
+        log.debug("xDS stream writer ended", exc_info=True)
 
 
 class _Waiter:
@@ -280,14 +399,3 @@ class _Waiter:
         else:
             self.pending.discard(node_id)  # gone: no longer counts for "every proxy"
         return not self.pending
-
-
-class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, server: XdsServer) -> None:
-        self._server = server
-
-    def StreamAggregatedResources(self, request_iterator, context):
-        return self._server._serve(request_iterator, context, "sotw")
-
-    def DeltaAggregatedResources(self, request_iterator, context):
-        return self._server._serve(request_iterator, context, "delta")

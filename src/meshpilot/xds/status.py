@@ -40,9 +40,14 @@ class SentRecord:
     type_url: str
     nonce: str
     version: str
-    resources: tuple[str, ...]
+    resources: tuple[str, ...]  # their names (the first few of a large response)
     removed: tuple[str, ...]
     sent_at: float  # time.monotonic()
     acked_at: float | None = None
     nacked: str | None = None
     phase: str = ""  # the update phase that staged it ("make", "switch", "break") or ""
+    count: int = -1  # how many resources it carried (-1: ``len(resources)``)
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            self.count = len(self.resources)

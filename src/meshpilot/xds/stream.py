@@ -1,21 +1,29 @@
 """One proxy's ADS stream: its protocol state, and the rounds that bring it up to date.
 
-A stream has three threads: the gRPC handler (yields responses from a queue), a reader
-(consumes requests: subscriptions, ACKs, NACKs) and a sync worker (runs update rounds
-through the make-before-break phases planned by :func:`meshpilot.xds.cache.plan_update`).
-All state sits behind one Condition; phases wait on it for ACKs.
+Every stream lives on the xDS server's event loop (one thread for all of them), so its
+state needs no lock and a thousand streams cost a thousand small objects, not three
+thousand threads. Requests are handled as they arrive (:meth:`ProxyStream.handle`:
+subscriptions, ACKs, NACKs); update rounds go through the make-before-break phases
+planned by :func:`meshpilot.xds.cache.plan_update`, each phase waiting for the ACKs it
+needs before the next. A round is driven by events (a trigger, a request, a phase's
+timer), not by a task of its own, so moving a thousand proxies on costs a thousand
+function calls, not a thousand task switches.
 
-The worker never sends directly: it *stages* a view per type and calls ``_flush``, which
-diffs the staged view against what the proxy is believed to have and sends what differs.
-Requests that change a subscription call ``_flush`` too, so a proxy asking for the
-endpoints of a cluster it just learnt gets them from the currently staged view.
+A round never sends directly: it *stages* a view per type and calls ``_flush``, which
+works out what differs between the staged view and what the proxy holds
+(:func:`meshpilot.xds.held.next_push`) and sends that. Requests that change a
+subscription flush too, so a proxy asking for the endpoints of a cluster it has just
+learnt gets them from the view staged now. What a proxy holds and has ACKed are
+:class:`~meshpilot.xds.held.Have` values pointing at the shared staged views: per stream,
+memory and work are proportional to what differs from them, not to the config's size.
+Responses are assembled from each resource's wire bytes, encoded once for all streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -25,23 +33,8 @@ from typing import Any, Literal
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import ProxyNode
-from meshpilot.xds.cache import (
-    WILDCARD,
-    Entry,
-    EntryView,
-    Phase,
-    Push,
-    Subscription,
-    apply_push,
-    consistency_problems,
-    delta_push,
-    plan_update,
-    sorted_types,
-    sotw_push,
-    to_entries,
-    view_changes,
-    view_digest,
-)
+from meshpilot.xds.cache import Phase, consistency_problems, plan_update
+from meshpilot.xds.held import WILDCARD, Have, Push, Subscription, next_push
 from meshpilot.xds.status import ProxyStatus, SentRecord, TypeStatus
 from meshpilot.xds.types import (
     CLUSTER,
@@ -52,10 +45,13 @@ from meshpilot.xds.types import (
     SCOPED_ROUTE,
     Resources,
 )
+from meshpilot.xds.views import Entry, LayeredView, fact, is_shared, to_entries, view_digest
 
 log = logging.getLogger(__name__)
 
 Api = Literal["sotw", "delta"]
+LOGGED_NAMES = 64
+"""A sent-log record keeps at most this many resource names (and the total count)."""
 _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     ENDPOINT: (CLUSTER,),
     SCOPED_ROUTE: (LISTENER,),
@@ -65,34 +61,107 @@ _DEPENDS_ON: dict[str, tuple[str, ...]] = {
 rejected listener or scope), so a phase does not wait for those."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _TypeState:
-    subs: Subscription = field(default_factory=Subscription)
+    subs: Subscription = field(default_factory=Subscription.of)
     requested: bool = False
     force: bool = False  # an initial request still waits for its answer
-    sent: dict[str, str] = field(default_factory=dict)  # what the proxy has: name -> version
-    acked: dict[str, str] = field(default_factory=dict)  # ACKed: name -> version
+    sent: Have = field(default_factory=Have)  # what the proxy has been given
+    acked: Have = field(default_factory=Have)  # what it has accepted
+    pending: Have | None = None  # what it holds once it ACKs the last response
+    last_push: Push | None = None  # the last response, until answered
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Names of NACKed responses -> the version the proxy kept (``""``: none), until sent
+    again: an ACK of a later response does not mean the proxy took these."""
     nonce: str = ""
     version: str = ""
     answered: bool = True  # the last response was ACKed or NACKed
-    last_push: Push | None = None
     last_record: SentRecord | None = None
     acked_version: str | None = None
     nack: str | None = None
     nack_count: int = 0
     last_ack_at: float | None = None
-    # Delta only: the staged view ``sent`` equals (visible part, by version) after the last
-    # flush, so the next flush sends the names that changed since, not a full diff.
-    synced: Mapping[str, Entry] | None = None
-    # The staged view found fully ACKed by the last settle check (re-checked by its diff).
-    settled: Mapping[str, Entry] | None = None
 
-    def resubscribed(self) -> None:
-        self.synced = self.settled = None
+
+class FirstSyncGate:
+    """At most ``limit`` streams hold a slot; the others wait their turn, in order.
+
+    A waiter is a callable that takes the slot it is offered and says so (a stream that
+    closed meanwhile declines, and the slot goes to the next). Slots are handed over on
+    the loop's next turn, never from inside the releasing stream's own call.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiting: deque[Callable[[], bool]] = deque()
+
+    def acquire(self, waiter: Callable[[], bool]) -> bool:
+        """True: a slot is taken now. False: ``waiter`` is called when one frees up."""
+        if self._free > 0:
+            self._free -= 1
+            return True
+        self._waiting.append(waiter)
+        return False
+
+    def release(self) -> None:
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._offer, self._waiting.popleft())
+        else:
+            self._free += 1
+
+    def _offer(self, waiter: Callable[[], bool]) -> None:
+        try:
+            taken = waiter()
+        except Exception:
+            log.exception("first-sync waiter failed")
+            taken = False
+        if not taken:
+            self.release()
+
+
+def _holds(acked: Have, staged: Mapping[str, Entry] | None, names: Mapping[str, str]) -> bool:
+    """Whether ``acked`` is, without looking name by name, the very view the expected
+    versions come from, with every expected name subscribed."""
+    if staged is None or acked.view is not staged or acked.over:
+        return False
+    subs = acked.subs
+    return subs.wildcard or subs.names.issuperset(names)
+
+
+def _body(view: Mapping[str, Entry], sotw: bool) -> bytes:
+    """Every resource of a view, encoded as a response's ``resources``: once per view."""
+    if isinstance(view, LayeredView):
+        return _body(view.base, sotw) + _body(view.top, sotw) if not any(
+            n in view.base for n in view.top) else _join(view, sotw)
+    return fact("sotw_body" if sotw else "delta_body", view, lambda: _join(view, sotw))
+
+
+def _join(view: Mapping[str, Entry], sotw: bool) -> bytes:
+    if sotw:
+        return b"".join(e.sotw_wire for e in view.values())
+    return b"".join(e.delta_wire for e in view.values())
+
+
+def _wire_string(field_number: int, value: str) -> bytes:
+    """One string field of a protobuf message, encoded (tag, length, UTF-8 bytes).
+
+    The response's few scalar fields (version, type URL, nonce, removed names; field
+    numbers as in ``DiscoveryResponse`` / ``DeltaDiscoveryResponse``) are written here
+    rather than by building a message per proxy per response: that build was a measured
+    share of a push to a thousand proxies. Tests parse what this writes with protobuf.
+    """
+    data = value.encode()
+    n = len(data)
+    length = bytearray()
+    while n > 0x7F:
+        length.append((n & 0x7F) | 0x80)
+        n >>= 7
+    length.append(n)
+    return bytes((field_number << 3 | 2,)) + bytes(length) + data
 
 
 class ProxyStream:
-    """State of one ADS stream from one proxy."""
+    """State of one ADS stream from one proxy. Loop thread only, except :meth:`acked`."""
 
     def __init__(
         self,
@@ -100,12 +169,12 @@ class ProxyStream:
         stream_id: str,
         node: ProxyNode,
         api: Api,
-        send: Callable[[Any], None],
+        send: Callable[[bytes], None],
         resources_for: Callable[[ProxyNode], Resources],
         notify: Callable[[], None],
         phase_timeout: float = 5.0,
-        log_size: int = 2000,
-        first_sync_gate: threading.Semaphore | None = None,
+        log_size: int = 256,
+        first_sync_gate: FirstSyncGate | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.node = node
@@ -118,9 +187,8 @@ class ProxyStream:
         self._gate = first_sync_gate
         self._holds_gate = False
         self._phase_timeout = phase_timeout
-        self._cond = threading.Condition()
         self._types: dict[str, _TypeState] = {}
-        self._staged: dict[str, dict[str, Entry]] = {}
+        self._staged: dict[str, Mapping[str, Entry]] = {}
         self._digests: dict[str, str] = {}  # type -> view_digest of the staged view
         self._nonces = itertools.count(1)
         self._log: deque[SentRecord] = deque(maxlen=log_size)
@@ -129,32 +197,36 @@ class ProxyStream:
         self._candidate: int | None = None
         self._round_version = 0
         self._phase = ""
-        self._want: int = 0
-        self._wake = threading.Event()
-        self._worker = threading.Thread(
-            target=self._run, name=f"xds-sync-{node.id}", daemon=True)
+        self._want = 0
+        self._again = False  # a trigger arrived during a round (or while gated)
+        self._gated = False  # waiting for the first-sync gate
+        self._phases: list[Phase] = []
+        self._phase_at = 0  # index of the phase being waited for
+        self._marks: dict[str, int] = {}
+        self._failed: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, version: int) -> None:
+        """Bring the proxy to ``version`` (call on the loop)."""
         self.trigger(version)
-        self._worker.start()
 
     def trigger(self, version: int) -> None:
-        """Bring the proxy to ``version``; coalesces with a round already running."""
-        with self._cond:
-            self._want = version
-            self._wake.set()
+        """Bring the proxy to ``version``; coalesces with a round already running (the
+        next round starts when it ends, with the latest version)."""
+        self._want = version
+        if self._in_round or self._gated or self._closed:
+            self._again = True
+            return
+        self._begin_round()
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._wake.set()
+        self._closed = True
+        self._cancel_timer()
         self._release_gate()
 
     def _release_gate(self) -> None:
-        with self._cond:
-            held, self._holds_gate = self._holds_gate, False
+        held, self._holds_gate = self._holds_gate, False
         if held and self._gate is not None:
             self._gate.release()
 
@@ -164,13 +236,13 @@ class ProxyStream:
 
     # --- requests ----------------------------------------------------------------------
     def handle(self, request: Any) -> None:
-        with self._cond:
-            if self.api == "sotw":
-                self._on_sotw(request)
-            else:
-                self._on_delta(request)
-            self._maybe_settle()
-            self._cond.notify_all()
+        if self.api == "sotw":
+            self._on_sotw(request)
+        else:
+            self._on_delta(request)
+        self._maybe_settle()
+        if self._in_round:
+            self._progress()
         self._notify()
 
     def _type(self, type_url: str) -> _TypeState:
@@ -186,13 +258,11 @@ class ProxyStream:
         if not req.response_nonce:
             # Initial request for this type (new stream): answer with the current view.
             ts.requested = True
-            ts.subs = Subscription(
-                wildcard=(not names and t in FULL_STATE_TYPES) or WILDCARD in names,
-                names=names - {WILDCARD},
-            )
-            ts.sent = {}
+            ts.subs = Subscription.of(
+                (not names and t in FULL_STATE_TYPES) or WILDCARD in names,
+                names - {WILDCARD})
+            ts.sent = Have()
             ts.force = True
-            ts.resubscribed()
             self._flush(t)
             return
         if req.response_nonce != ts.nonce:
@@ -200,17 +270,16 @@ class ProxyStream:
         if req.HasField("error_detail") and (req.error_detail.message or req.error_detail.code):
             self._record_nack(ts, req.error_detail.message or f"code {req.error_detail.code}")
         elif req.version_info == ts.version and not ts.answered:
-            self._record_ack(ts, req.version_info)
+            self._record_ack(ts)
         if not ts.subs.wildcard:
             wanted = names - {WILDCARD}
-            if WILDCARD in names and t in FULL_STATE_TYPES:
-                ts.subs.wildcard = True
-                ts.resubscribed()
-            if wanted != ts.subs.names:
-                ts.resubscribed()
-                for n in (wanted - ts.subs.names) | (ts.subs.names - wanted):
-                    ts.sent.pop(n, None)  # newly requested ones must be sent again
-                ts.subs.names = wanted
+            wildcard = WILDCARD in names and t in FULL_STATE_TYPES
+            if wildcard or wanted != ts.subs.names:
+                # newly requested names must be sent again, whatever the proxy had
+                fresh = [n for n in wanted - ts.subs.names if n in ts.sent]
+                if fresh:
+                    ts.sent = ts.sent.with_versions(dict.fromkeys(fresh, ""))
+                ts.subs = Subscription.of(wildcard, wanted)
         self._flush(t)
 
     def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
@@ -218,50 +287,42 @@ class ProxyStream:
         ts = self._type(t)
         subscribe = set(req.resource_names_subscribe)
         unsubscribe = set(req.resource_names_unsubscribe)
-        if subscribe or unsubscribe or not ts.requested:
-            ts.resubscribed()
+        wildcard = ts.subs.wildcard
         if not ts.requested:
             ts.requested = True
-            ts.subs = Subscription(wildcard=not subscribe and t in FULL_STATE_TYPES)
+            wildcard = not subscribe and t in FULL_STATE_TYPES
             # Reconnect: what the proxy already has is not sent again at the same version.
-            ts.sent = dict(req.initial_resource_versions)
-            ts.acked = dict(req.initial_resource_versions)
+            ts.sent = ts.acked = Have.of(req.initial_resource_versions)
             ts.force = True
-        else:
-            for n in subscribe:
-                ts.sent.pop(n, None)  # a (re)subscribed resource must be provided
+        elif subscribe:  # a (re)subscribed resource must be provided, even if held
+            held = [n for n in subscribe if n != WILDCARD and n in ts.sent]
+            if held:
+                ts.sent = ts.sent.with_versions(dict.fromkeys(held, ""))
         if WILDCARD in subscribe:
-            ts.subs.wildcard = True
+            wildcard = True
         if WILDCARD in unsubscribe:
-            ts.subs.wildcard = False
-        ts.subs.names |= subscribe - {WILDCARD}
-        ts.subs.names -= unsubscribe
-        for n in unsubscribe:
-            if not ts.subs.wants(n):
-                ts.sent.pop(n, None)
+            wildcard = False
+        if subscribe or unsubscribe or wildcard != ts.subs.wildcard:
+            ts.subs = Subscription.of(
+                wildcard, (ts.subs.names | (subscribe - {WILDCARD})) - unsubscribe)
         if req.response_nonce and req.response_nonce == ts.nonce and not ts.answered:
             if req.HasField("error_detail") and (
                 req.error_detail.message or req.error_detail.code
             ):
                 self._record_nack(ts, req.error_detail.message or f"code {req.error_detail.code}")
             else:
-                self._record_ack(ts, ts.version)
+                self._record_ack(ts)
         self._flush(t)
 
-    def _record_ack(self, ts: _TypeState, version: str) -> None:
+    def _record_ack(self, ts: _TypeState) -> None:
         ts.answered = True
-        ts.acked_version = version
+        ts.acked_version = ts.version
         ts.nack = None
         ts.last_ack_at = time.time()
-        push = ts.last_push
-        if push is not None:
-            if push.full_state:
-                ts.acked = {n: e.version for n, e in push.resources.items()}
-            else:
-                ts.acked.update({n: e.version for n, e in push.resources.items()})
-                for n in push.removed:
-                    ts.acked.pop(n, None)
-            ts.last_push = None  # answered: no need to keep its resources alive
+        if ts.pending is not None:
+            ts.acked = ts.pending.with_versions(ts.rejected)
+            ts.pending = None
+        ts.last_push = None  # answered: no need to keep its resources alive
         if ts.last_record is not None:
             ts.last_record.acked_at = time.monotonic()
 
@@ -269,7 +330,10 @@ class ProxyStream:
         # The proxy keeps its last good config. ``sent`` keeps the rejected versions, so
         # the bad config is not sent again until the next real change.
         ts.answered = True
-        ts.last_push = None
+        push, ts.last_push, ts.pending = ts.last_push, None, None
+        if push is not None:
+            for n in (*push.resources, *push.removed):
+                ts.rejected.setdefault(n, ts.acked.get(n, ""))
         ts.nack = message
         ts.nack_count += 1
         if ts.last_record is not None:
@@ -279,147 +343,148 @@ class ProxyStream:
 
     # --- sending ------------------------------------------------------------------------
     def _flush(self, type_url: str) -> None:
-        """Send what differs between the staged view and what the proxy has (lock held)."""
+        """Send what differs between the staged view and what the proxy has."""
         ts = self._types.get(type_url)
         staged = self._staged.get(type_url)
         if ts is None or not ts.requested or staged is None or self._closed:
             return
-        if self.api == "sotw":
-            push = sotw_push(type_url, staged, ts.subs, ts.sent, force=ts.force)
-        elif ts.synced is not None and not ts.force:
-            push = self._delta_since(ts, staged)
-        else:
-            push = delta_push(type_url, staged, ts.subs, ts.sent, force=ts.force)
+        push, ts.sent = next_push(type_url, self.api == "delta", staged, ts.subs, ts.sent,
+                                  force=ts.force)
         ts.force = False
-        if self.api == "delta":
-            ts.synced = staged
         if push is None:
             return
         nonce = f"{self.stream_id}-{next(self._nonces)}"
         version = f"{self._round_version}-{self._digests[type_url]}"
-        if self.api == "sotw":
-            msg: Any = discovery_pb2.DiscoveryResponse(
-                version_info=version, type_url=type_url, nonce=nonce,
-                resources=[e.packed for e in push.resources.values()],
-            )
-        else:
-            msg = discovery_pb2.DeltaDiscoveryResponse(
-                system_version_info=version, type_url=type_url, nonce=nonce,
-                resources=[
-                    discovery_pb2.Resource(name=n, version=e.version, resource=e.packed)
-                    for n, e in push.resources.items()
-                ],
-                removed_resources=list(push.removed),
-            )
-        apply_push(ts.sent, push, ts.subs)
-        ts.nonce, ts.version, ts.answered, ts.last_push = nonce, version, False, push
-        record = SentRecord(type_url, nonce, version, push.names(), push.removed,
-                            time.monotonic(), phase=self._phase)
+        self._send(self._encode(type_url, push, nonce, version))
+        if push.full_state:
+            ts.rejected.clear()
+        elif ts.rejected:
+            for n in (*push.resources, *push.removed):
+                ts.rejected.pop(n, None)
+        ts.nonce, ts.version, ts.answered = nonce, version, False
+        ts.pending, ts.last_push = ts.sent, push
+        names = tuple(itertools.islice(push.resources, LOGGED_NAMES))
+        record = SentRecord(type_url, nonce, version, names, push.removed,
+                            time.monotonic(), phase=self._phase, count=len(push.resources))
         ts.last_record = record
         self._log.append(record)
-        self._send(msg)
 
-    @staticmethod
-    def _delta_since(ts: _TypeState, staged: Mapping[str, Entry]) -> Push | None:
-        """What :func:`delta_push` would answer, from the names that changed between the
-        view ``sent`` is in sync with and ``staged``: O(changes), not O(config)."""
-        changed, removed = view_changes(ts.synced or {}, staged)
-        if not changed and not removed:
-            return None
-        wants = ts.subs.wants
-        upserts = {n: staged[n] for n in sorted(changed) if wants(n)
-                   and ts.sent.get(n) != staged[n].version}
-        gone = tuple(sorted(n for n in removed if n in ts.sent and wants(n)))
-        return Push(upserts, gone) if upserts or gone else None
+    def _encode(self, type_url: str, push: Push, nonce: str, version: str) -> bytes:
+        """The response's bytes: its own fields, then each resource's prebuilt wire form
+        (a protobuf message is the concatenation of its fields). A whole view's
+        resources are encoded once for every proxy that gets it."""
+        sotw = self.api == "sotw"
+        head = [_wire_string(1, version), _wire_string(4, type_url), _wire_string(5, nonce)]
+        if not sotw:
+            head += (_wire_string(6, n) for n in push.removed)
+        if push.whole:
+            return b"".join((*head, _body(push.resources, sotw)))
+        if sotw:
+            return b"".join((*head, *(e.sotw_wire for e in push.resources.values())))
+        return b"".join((*head, *(e.delta_wire for e in push.resources.values())))
 
     # --- update rounds -------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            with self._cond:
-                if self._closed:
-                    return
-                self._wake.clear()
-                version = self._want
-            try:
-                self._round(version)
-            except Exception:
-                log.exception("xDS update of proxy %s failed", self.node.id)
+    # A round is driven by events, not by a task: ``trigger`` begins it, each request
+    # (``handle`` -> ``_progress``) or a phase's timer moves it on. A phase that needs no
+    # ACK is passed at once.
 
-    def _round(self, version: int) -> None:
+    def _begin_round(self, granted: bool = False) -> bool:
+        """Start a round at the wanted version. ``granted``: called by the first-sync
+        gate with a slot for this stream; returns whether the slot was taken."""
+        self._gated = False
+        self._again = False
+        if self._closed:
+            return False
+        version = self._want
         try:
             resources = self._resources_for(self.node)
         except Exception:
             log.exception("computing resources for proxy %s failed", self.node.id)
-            return
-        target = to_entries(resources)
-        if not all(isinstance(v, EntryView) for v in resources.values()):
+            return False
+        if all(map(is_shared, resources.values())):
             # prebuilt views (meshpilot.xds.shared) were checked once, where they were built
+            target: Mapping[str, Mapping[str, Entry]] = resources  # type: ignore[assignment]
+        else:
+            target = to_entries(resources)
             for problem in consistency_problems(target):
                 log.warning("proxy %s config at version %s: %s", self.node.id, version,
                             problem)
-        self._release_gate()  # a later round: the first sync is over, ACKed or not
-        if self._gate is not None and not self._staged:
-            # A first sync sends the whole config: bound how many are in flight at once
-            # (held until the proxy has ACKed it, or the stream ends), so a thousand
-            # proxies connecting together do not queue a thousand full configs.
-            while not self._gate.acquire(timeout=0.5):
-                if self._closed:
-                    return
+        if granted:
             self._holds_gate = True
-            if self._closed:
-                self._release_gate()
-                return
-        with self._cond:
-            self._in_round = True
-            self._round_version = version
-            phases = plan_update(self._staged, target)
-        try:
-            for phase in phases:
-                if not self._run_phase(phase):
-                    return
-        finally:
-            with self._cond:
-                self._in_round = False
-                self._phase = ""
-                self._candidate = version
-                self._maybe_settle()
-                self._cond.notify_all()
-            self._notify()
+        else:
+            self._release_gate()  # a later round: the first sync is over, ACKed or not
+            if self._gate is not None and not self._staged:
+                # A first sync sends the whole config: bound how many are in flight at
+                # once (held until the proxy has ACKed it, or the stream ends), so a
+                # thousand proxies connecting together do not queue a thousand configs.
+                if not self._gate.acquire(lambda: self._begin_round(granted=True)):
+                    self._gated = True
+                    return False
+                self._holds_gate = True
+        self._in_round = True
+        self._round_version = version
+        self._phases = plan_update(self._staged, target)
+        self._phase_at = -1
+        self._next_phase()
+        return True
 
-    def _run_phase(self, phase: Phase) -> bool:
-        """Stage, send, wait for the ACKs (or the timeout); False if the stream closed."""
-        with self._cond:
-            if self._closed:
-                return False
+    def _next_phase(self) -> None:
+        """Stage and send the next phase; end the round after the last one."""
+        while not self._closed:
+            self._phase_at += 1
+            if self._phase_at >= len(self._phases):
+                self._end_round()
+                return
+            phase = self._phases[self._phase_at]
             self._phase = phase.name
-            marks = {t: ts.nack_count for t, ts in self._types.items()}
-            types = sorted_types(phase.stage)
-            for t in types:
+            self._marks = {t: ts.nack_count for t, ts in self._types.items()}
+            self._failed = set()
+            for t in phase.stage_order:
                 self._staged[t] = phase.stage[t]
                 self._digests[t] = view_digest(phase.stage[t])
                 ts = self._types.get(t)
                 if ts is not None and phase.resend.get(t):
-                    ts.resubscribed()
-                    for n in phase.resend[t]:
-                        ts.sent.pop(n, None)
-            for t in types:
+                    ts.sent = ts.sent.with_versions(dict.fromkeys(phase.resend[t], ""))
+            for t in phase.stage_order:
                 self._flush(t)
-            deadline = time.monotonic() + self._phase_timeout
-            failed: set[str] = set()
-            while not self._phase_done(phase, marks, failed):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.warning("proxy %s: phase %s not ACKed within %.1fs; continuing",
-                                self.node.id, phase.name, self._phase_timeout)
-                    break
-                self._cond.wait(remaining)
-                if self._closed:
-                    return False
-        return True
+            if not self._phase_done(phase, self._marks, self._failed):
+                self._timer = asyncio.get_running_loop().call_later(
+                    self._phase_timeout, self._timed_out)
+                return
+
+    def _progress(self) -> None:
+        """After a request: move on if the phase waited for is done."""
+        if self._closed or not 0 <= self._phase_at < len(self._phases):
+            return
+        if self._phase_done(self._phases[self._phase_at], self._marks, self._failed):
+            self._cancel_timer()
+            self._next_phase()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._closed or not self._in_round:
+            return
+        log.warning("proxy %s: phase %s not ACKed within %.1fs; continuing",
+                    self.node.id, self._phase, self._phase_timeout)
+        self._next_phase()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _end_round(self) -> None:
+        self._in_round = False
+        self._phase = ""
+        self._phases = []
+        self._candidate = self._round_version
+        self._maybe_settle()
+        self._notify()
+        if self._again and not self._closed:
+            self._begin_round()
 
     def _phase_done(self, phase: Phase, marks: dict[str, int], failed: set[str]) -> bool:
-        for t in sorted_types(phase.expect):
+        for t in phase.expect_order:
             ts = self._types.get(t)
             if ts is not None and ts.nack_count != marks.get(t, 0):
                 failed.add(t)  # rejected: the proxy stays on its last good config
@@ -432,7 +497,8 @@ class ProxyStream:
                 continue
             if not ts.answered:
                 return False
-            if any(ts.acked.get(n) != v for n, v in names.items()):
+            if names and not _holds(ts.acked, phase.stage.get(t), names) and any(
+                    ts.acked.get(n) != v for n, v in names.items()):
                 return False
         return True
 
@@ -446,52 +512,43 @@ class ProxyStream:
                 continue
             if not ts.answered or ts.nack is not None:
                 return False
-            if ts.settled is staged:
-                continue
-            if ts.settled is not None:  # only what changed since it was last settled
-                changed = view_changes(ts.settled, staged)[0]
-                check = ((n, staged[n]) for n in changed if ts.subs.wants(n))
-            else:
-                check = iter(ts.subs.visible(staged).items())
-            if any(ts.acked.get(n) != e.version for n, e in check):
+            acked = ts.acked
+            if acked.view is staged and acked.subs is ts.subs and not acked.over:
+                continue  # exactly what was staged: nothing to compare
+            if next(acked.differs(staged, ts.subs), None) is not None:
                 return False
-            ts.settled = staged
         return True
 
     def _maybe_settle(self) -> None:
         if not self._in_round and self._candidate is not None and self._settled():
             self.mesh_version = self._candidate
             self._candidate = None
-            if self._holds_gate and self._gate is not None:
-                self._holds_gate = False
-                self._gate.release()
+            if self._holds_gate:
+                self._release_gate()
 
     # --- reading ------------------------------------------------------------------------
     def status(self) -> ProxyStatus:
-        with self._cond:
-            types = {
-                t: TypeStatus(
-                    type_url=t, sent_version=ts.version, acked_version=ts.acked_version,
-                    nonce=ts.nonce, nack=ts.nack, resources=len(ts.sent),
-                    last_ack_at=ts.last_ack_at,
-                )
-                for t, ts in self._types.items() if ts.requested
-            }
-            return ProxyStatus(
-                node=self.node, connected=not self._closed, api=self.api,
-                mesh_version=self.mesh_version, types=types, connected_at=self.connected_at,
+        types = {
+            t: TypeStatus(
+                type_url=t, sent_version=ts.version, acked_version=ts.acked_version,
+                nonce=ts.nonce, nack=ts.nack, resources=len(ts.sent),
+                last_ack_at=ts.last_ack_at,
             )
+            for t, ts in self._types.items() if ts.requested
+        }
+        return ProxyStatus(
+            node=self.node, connected=not self._closed, api=self.api,
+            mesh_version=self.mesh_version, types=types, connected_at=self.connected_at,
+        )
 
     def sent_log(self) -> list[SentRecord]:
-        with self._cond:
-            return [SentRecord(**vars(r)) for r in self._log]
+        return [SentRecord(**vars(r)) for r in self._log]
 
     def acked(self, version: int) -> bool:
+        """Thread-safe: two plain reads."""
         return not self._closed and self.mesh_version >= version
 
     def subscriptions(self) -> dict[str, set[str] | None]:
         """type_url -> subscribed names, None for a wildcard subscription."""
-        with self._cond:
-            return {t: None if ts.subs.wildcard else set(ts.subs.names)
-                    for t, ts in self._types.items() if ts.requested}
-
+        return {t: None if ts.subs.wildcard else set(ts.subs.names)
+                for t, ts in self._types.items() if ts.requested}

@@ -38,12 +38,12 @@ Resources = dict[str, dict[str, Message]]
 """type_url -> resource name -> protobuf message: everything one proxy should have."""
 
 
+_RANK = {t: i for i, t in enumerate(ORDER)}
+
+
 def order_key(type_url: str) -> int:
     """Sort key putting known types in push order and any other type after them."""
-    try:
-        return ORDER.index(type_url)
-    except ValueError:
-        return len(ORDER)
+    return _RANK.get(type_url, len(ORDER))
 
 
 def short_name(type_url: str) -> str:

@@ -1,0 +1,78 @@
+"""Drive a :class:`~meshpilot.xds.stream.ProxyStream` from a plain thread.
+
+A stream lives on an event loop (the xDS server's). Tests and benchmarks that play the
+proxy's side by hand want to call it from their own thread and read its responses from a
+queue; :class:`DrivenStream` runs it on a private loop thread and does exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshpilot.mesh.model import ProxyNode
+from meshpilot.xds.stream import Api, ProxyStream
+from meshpilot.xds.types import Resources
+
+
+class LoopThread:
+    """An event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="xds-driven",
+                                        daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
+        """``fn(*args)`` on the loop; its result here."""
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class DrivenStream:
+    """A ProxyStream on a private loop. Its methods are called through the loop; its
+    responses arrive, parsed, in ``responses``."""
+
+    def __init__(
+        self, *, node: ProxyNode, api: Api, resources_for: Callable[[ProxyNode], Resources],
+        phase_timeout: float = 5.0, stream_id: str = "driven",
+    ) -> None:
+        self.responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        parse = (discovery_pb2.DiscoveryResponse if api == "sotw"
+                 else discovery_pb2.DeltaDiscoveryResponse).FromString
+        self._loop = LoopThread()
+        self.stream = ProxyStream(
+            stream_id=stream_id, node=node, api=api,
+            send=lambda data: self.responses.put(parse(data)), resources_for=resources_for,
+            notify=lambda: None, phase_timeout=phase_timeout)
+
+    def start(self, version: int) -> None:
+        self._loop.call(self.stream.start, version)
+
+    def trigger(self, version: int) -> None:
+        self._loop.call(self.stream.trigger, version)
+
+    def handle(self, request: Any) -> None:
+        self._loop.call(self.stream.handle, request)
+
+    def status(self) -> Any:
+        return self._loop.call(self.stream.status)
+
+    def acked(self, version: int) -> bool:
+        return self.stream.acked(version)
+
+    def close(self) -> None:
+        self._loop.call(self.stream.close)
+        self._loop.close()
