@@ -299,9 +299,10 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
     resources = build_resources(_snapshot(), node)
     assert resources[TYPE_LISTENER] and resources[TYPE_ROUTE]
-    if node.kind != "gateway":  # every route config is validated through some scope
+    if node.kind != "gateway":  # every route config is validated: via a scope or a listener
         scoped = {s.route_configuration_name for s in resources[TYPE_SCOPED_ROUTE].values()}
-        assert scoped == set(resources[TYPE_ROUTE]), scoped
+        inbound = {f"inbound|{p.container_port}||" for p in node.inbound if p.protocol != "TCP"}
+        assert scoped | inbound == set(resources[TYPE_ROUTE]), scoped
     config = tmp_path / "envoy.json"
     config.write_text(json.dumps(_static_bootstrap(resources), indent=1))
     proc = subprocess.run(

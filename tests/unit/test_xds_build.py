@@ -354,7 +354,8 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
     assert manager.common_http_protocol_options.idle_timeout.seconds > 0
     inbound = res[TYPE_LISTENER]["inbound_9080"]
     assert inbound.address.socket_address.port_value == 9080
-    route = _hcm(inbound).route_config.virtual_hosts[0].routes[0]
+    assert _hcm(inbound).rds.route_config_name == "inbound|9080||"
+    route = res[TYPE_ROUTE]["inbound|9080||"].virtual_hosts[0].routes[0]
     assert route.route.cluster == "inbound|9080||"
     app = res[TYPE_CLUSTER]["inbound|9080||"]
     assert app.type == cluster_pb2.Cluster.STATIC
@@ -365,7 +366,7 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
 def test_vhost_domains_cover_short_forms_and_are_unique():
     res = build_resources(snapshot(), SIDECAR)
     # one route config per service with an HTTP port, holding one vhost per HTTP port
-    assert set(res[TYPE_ROUTE]) == {f"outbound|{h}" for h in SERVICES}
+    assert set(res[TYPE_ROUTE]) == {f"outbound|{h}" for h in SERVICES} | {"inbound|9080||"}
     assert [v.name for v in res[TYPE_ROUTE][f"outbound|{RATINGS}"].virtual_hosts] == [
         f"{RATINGS}:8080",
         f"{RATINGS}:9090",

@@ -19,7 +19,7 @@ from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 from meshpilot.xds.build import build_resources
-from meshpilot.xds.cache import EntryView, to_entries, versions
+from meshpilot.xds.cache import EntryView, LayeredView, referenced_rds, to_entries, versions
 from meshpilot.xds.shared import SharedBuilder
 
 NET = "networking.istio.io"
@@ -61,9 +61,16 @@ def objects(n: int, weights: dict[int, int], extra: list[Any] | None = None) -> 
 
 
 def same_as_reference(builder: SharedBuilder, snap: MeshSnapshot, proxy: ProxyNode) -> None:
+    """The same resources as the reference build, route configs as the proxy asks for
+    them: by name, those its listeners and scopes name (the shared view may also hold
+    other ports' inbound routes, which a proxy never asks for)."""
     got = builder.entries(snap, proxy)
     want = to_entries(build_resources(snap, proxy))
-    assert {t: versions(v) for t, v in got.items()} == {t: versions(v) for t, v in want.items()}
+    asked = referenced_rds(got)
+    got_routes = {n: e for n, e in got[ROUTE].items() if n in asked}
+    assert versions(got_routes) == versions(want[ROUTE])
+    assert {t: versions(v) for t, v in got.items() if t != ROUTE} == {
+        t: versions(v) for t, v in want.items() if t != ROUTE}
 
 
 def test_proxies_of_one_namespace_share_entries_built_once() -> None:
@@ -74,11 +81,40 @@ def test_proxies_of_one_namespace_share_entries_built_once() -> None:
     assert builder.builds["clusters"] == 20 and builder.builds["routes"] == 20
     for t in (ENDPOINT, SCOPED_ROUTE, ROUTE):
         assert a[t] is b[t] and isinstance(a[t], EntryView)
+    # a node's own clusters are layered over the very same shared view, not copied in
+    assert isinstance(a[CLUSTER], LayeredView) and a[CLUSTER].base is b[CLUSTER].base
     shared = [n for n in a[CLUSTER] if n.startswith("outbound|")]
     assert shared and all(a[CLUSTER][n] is b[CLUSTER][n] for n in shared)
+    assert a[CLUSTER]["inbound|9080||"] is not b[CLUSTER]["inbound|9080||"]  # its own app
+    # the inbound routes (one virtual cluster per caller) are one Entry for every pod
+    assert a[ROUTE]["inbound|9080||"] is b[ROUTE]["inbound|9080||"]
     assert a[LISTENER] is not b[LISTENER]  # listeners bind the node's own address
     same_as_reference(builder, snap, node(1))
     same_as_reference(builder, snap, node(2))
+
+
+def test_a_new_caller_changes_the_shared_inbound_routes_not_the_listeners() -> None:
+    builder = SharedBuilder()
+    before = objects(3, {})
+    old = builder.entries(before, node(1))
+    builder.entries(before, node(2))
+    counts = dict(builder.builds)
+    after = objects(4, {})  # svc003's pods are new callers (telemetry sources)
+    new, other = builder.entries(after, node(1)), builder.entries(after, node(2))
+    assert builder.builds["node"] == counts["node"]  # listeners and clusters not rebuilt
+    assert new[LISTENER] is old[LISTENER]
+    assert new[ROUTE]["inbound|9080||"].version != old[ROUTE]["inbound|9080||"].version
+    assert new[ROUTE] is other[ROUTE]
+    same_as_reference(builder, after, node(1))
+
+
+def test_an_unchanged_proxy_gets_the_very_same_views_back() -> None:
+    builder = SharedBuilder()
+    snap = objects(3, {})
+    first = builder.entries(snap, node(1))
+    assert builder.entries(snap, node(1)) is first
+    again = objects(3, {})  # a new snapshot with the same content
+    assert builder.entries(again, node(1)) is first
 
 
 def test_other_namespace_is_another_class_with_its_own_short_names() -> None:

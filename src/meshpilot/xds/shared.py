@@ -16,8 +16,13 @@ its labels. :class:`SharedBuilder` returns the same resources, as prebuilt
   only when the service, its spellings, its VirtualService, or the services and rules
   its routes point at change (inputs are compared by equality, so the memo is keyed by
   inputs, never by time). A weight change in one VirtualService rebuilds one route config;
-- per **node**: its listeners and inbound clusters, rebuilt only when the node or the
-  set of known telemetry sources changes (gateways: on every snapshot; there are few).
+- per **node**: its listeners and inbound clusters, rebuilt only when the node changes.
+  Inbound route configs (``inbound|<port>||``, with one telemetry virtual cluster per
+  known caller) are the same for every pod with that container port: they are part of
+  the class's routes, built once per port and set of known callers;
+- a node's own resources are layered over its class's views (:class:`LayeredView`), so a
+  proxy costs a few references, not a copy of the mesh; and a node whose class and own
+  views did not change gets the very same views back, at the cost of a look-up.
 
 Old entries are dropped once unused for two snapshots. Thread-safe; no I/O.
 """
@@ -25,6 +30,7 @@ Old entries are dropped once unused for two snapshots. Thread-safe; no I/O.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable
@@ -34,16 +40,27 @@ from typing import Any
 from google.protobuf.message import Message
 
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.build import clusters, index, node_resources, route_config, scopes
+from meshpilot.xds.build import (
+    clusters,
+    http_inbound_ports,
+    inbound_route,
+    index,
+    node_resources,
+    route_config,
+    scopes,
+    sidecar_own,
+)
 from meshpilot.xds.build import telemetry as build_telemetry
 from meshpilot.xds.build.vhosts import service_route_table, sidecar_plan
-from meshpilot.xds.cache import Entry, EntryView, consistency_problems
+from meshpilot.xds.cache import consistency_problems
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.views import EMPTY, Entry, EntryView, LayeredView, OwnView
 
 log = logging.getLogger(__name__)
 
 TYPES = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
 Entries = dict[str, EntryView]
+Views = dict[str, EntryView | LayeredView]
 _KEEP = 2
 """Snapshots (generations) a class or node entry survives unused."""
 
@@ -70,8 +87,12 @@ class _Node:
     own: Entries = field(default_factory=dict)
     gen: int = 0
     snapshot: MeshSnapshot | None = None
-    merged: dict[str, tuple[EntryView, EntryView, EntryView]] = field(default_factory=dict)
-    """type -> (class view, own view, their merge), kept while both stay the same."""
+    layered: dict[str, tuple[EntryView, EntryView, LayeredView]] = field(default_factory=dict)
+    """type -> (class view, own view, the layered view of both), while both stay."""
+    out: Views = field(default_factory=dict)
+    out_of: tuple[Any, ...] = ()  # the (class views, own views) ``out`` was made of
+    key: Hashable = None  # its class key ...
+    key_of: MeshSnapshot | None = None  # ... for this snapshot
 
 
 def _entries(items: Iterable[tuple[str, Message]]) -> list[tuple[str, Entry]]:
@@ -88,10 +109,11 @@ def _rebuilt(memo: _Memo | None, inputs: Any, out: list[tuple[str, Entry]]) -> _
     return _Memo(inputs, out)
 
 
-def _view(items: Iterable[tuple[str, Entry]], old: EntryView | None) -> EntryView:
+def _view(items: Iterable[tuple[str, Entry]], old: EntryView | None,
+          kind: type[EntryView] = EntryView) -> EntryView:
     """A view of ``items``; the ``old`` object itself when it holds the very same entries,
     so an unchanged type stays the same object from one snapshot to the next."""
-    view = EntryView(items)
+    view = kind(items)
     if old is not None and len(old) == len(view) and all(
             old.get(n) is e for n, e in view.items()):
         return old
@@ -107,26 +129,44 @@ class SharedBuilder:
         self._nodes: dict[str, _Node] = {}
         self._snapshot: MeshSnapshot | None = None
         self._gen = 0
+        self._known: tuple[str, ...] = ()
+        self._sources_of: MeshSnapshot | None = None
+        self._inbound_routes: dict[int, Entry] = {}  # container port -> its route config
+        self._ports: set[int] = set()  # HTTP container ports of the sidecars seen
         self.builds: Counter[str] = Counter()
         """How many times each part was (re)built: ``clusters`` / ``routes`` per service,
         ``node`` per proxy, ``class`` per proxy class and snapshot (for tests and
         benchmarks)."""
 
     # --- public ---------------------------------------------------------------------------
-    def entries(self, snapshot: MeshSnapshot, node: ProxyNode) -> Entries:
+    def entries(self, snapshot: MeshSnapshot, node: ProxyNode) -> Views:
         with self._lock:
             self._advance(snapshot)
-            cls = self._class(snapshot, node)
-            state = self._node(snapshot, node)
-            out: Entries = {}
+            state = self._nodes.get(node.id)
+            if state is None:
+                state = self._nodes[node.id] = _Node()
+            if state.inputs is not node and node.kind != "gateway":
+                self._note_ports(node)
+            if state.key_of is not snapshot:
+                state.key, state.key_of = self.class_key(snapshot, node), snapshot
+            cls = self._class(snapshot, node, state.key)
+            self._node(snapshot, node, state)
+            views, own = cls.views, state.own
+            parts = (views.get(CLUSTER), views.get(ENDPOINT), views.get(LISTENER),
+                     views.get(SCOPED_ROUTE), views.get(ROUTE), *own.values())
+            last = state.out_of
+            if len(parts) == len(last) and all(map(operator.is_, parts, last)):
+                return state.out  # nothing this proxy gets changed: the same views
+            out: Views = {}
             for t in TYPES:
-                shared, own = cls.views.get(t), state.own.get(t)
-                if not own:
-                    out[t] = shared if shared is not None else EntryView()
+                shared, mine = views.get(t), own.get(t)
+                if not mine:
+                    out[t] = shared if shared is not None else EMPTY
                 elif not shared:
-                    out[t] = own
+                    out[t] = mine
                 else:
-                    out[t] = self._merge(state, t, shared, own)
+                    out[t] = self._layer(state, t, shared, mine)
+            state.out, state.out_of = out, parts
             return out
 
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
@@ -148,8 +188,7 @@ class SharedBuilder:
             del self._nodes[key]
 
     # --- per class ------------------------------------------------------------------------
-    def _class(self, snapshot: MeshSnapshot, node: ProxyNode) -> _Class:
-        key = self.class_key(snapshot, node)
+    def _class(self, snapshot: MeshSnapshot, node: ProxyNode, key: Hashable) -> _Class:
         cls = self._classes.get(key)
         if cls is None:
             cls = self._classes[key] = _Class(key)
@@ -183,6 +222,7 @@ class SharedBuilder:
                 route_items.append(memo.out[0])
                 scope_items.extend(memo.out[1:])
             cls.routes = kept
+            route_items += self._inbound_entries(snapshot)
             views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
             views[ROUTE] = _view(route_items, cls.views.get(ROUTE))
         for problem in consistency_problems({**views, LISTENER: {}}):
@@ -236,32 +276,64 @@ class SharedBuilder:
         return _rebuilt(memo, inputs, out)
 
     # --- per node ---------------------------------------------------------------------------
-    def _node(self, snapshot: MeshSnapshot, node: ProxyNode) -> _Node:
-        state = self._nodes.get(node.id)
-        if state is None:
-            state = self._nodes[node.id] = _Node()
+    def _node(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> _Node:
         state.gen = self._gen
         if node.kind == "gateway":  # its routes read the whole snapshot: rebuilt per snapshot
             if state.snapshot is snapshot and state.inputs == node:
                 return state
-            inputs: Any = node
-        else:
-            inputs = (node, build_telemetry.known_sources(snapshot))
-            if state.inputs is not None and state.inputs == inputs:
-                return state
+            self.builds["node"] += 1
+            own = node_resources(snapshot, node)
+            state.own = {t: _view(_entries(own[t].items()), state.own.get(t), OwnView)
+                         for t in TYPES if own.get(t)}
+            state.inputs, state.snapshot = node, snapshot
+            return state
+        if state.inputs is not None and (state.inputs is node or state.inputs == node):
+            return state
         self.builds["node"] += 1
-        own = node_resources(snapshot, node)
-        state.own = {t: _view(_entries(own[t].items()), state.own.get(t)) for t in TYPES
-                     if own.get(t)}
-        state.inputs = inputs
-        state.snapshot = snapshot if node.kind == "gateway" else None
+        own = sidecar_own(node)
+        state.own = {t: _view(_entries(own[t].items()), state.own.get(t), OwnView)
+                     for t in TYPES if own.get(t)}
+        state.inputs = node
         return state
 
-    def _merge(self, state: _Node, t: str, shared: EntryView, own: EntryView) -> EntryView:
-        last = state.merged.get(t)
+    # --- inbound routes (shared by every sidecar with that container port) -----------------
+    def _note_ports(self, node: ProxyNode) -> None:
+        """A container port no proxy had before: every sidecar class's routes gain its
+        inbound route config (unreferenced route configs are never sent: RDS is asked
+        for by name)."""
+        ports = http_inbound_ports(node)
+        if all(p in self._ports for p in ports):
+            return
+        self._ports.update(ports)
+        for cls in self._classes.values():
+            cls.snapshot = None  # rebuilt on next use, from the memos (cheap)
+
+    def _sources(self, snapshot: MeshSnapshot) -> tuple[str, ...]:
+        """The snapshot's known telemetry sources, the very same tuple while they stay."""
+        if snapshot is not self._sources_of:
+            sources = tuple(build_telemetry.known_sources(snapshot))
+            if sources != self._known:
+                self._known = sources
+                self._inbound_routes = {}
+            self._sources_of = snapshot
+        return self._known
+
+    def _inbound_entries(self, snapshot: MeshSnapshot) -> list[tuple[str, Entry]]:
+        """``inbound|<port>||`` for every container port seen, counting the known sources."""
+        sources = self._sources(snapshot)
+        out = []
+        for port in sorted(self._ports):
+            entry = self._inbound_routes.get(port)
+            if entry is None:
+                config = inbound_route(port, sources)
+                entry = self._inbound_routes[port] = Entry.of(config.name, config)
+            out.append((entry.name, entry))
+        return out
+
+    def _layer(self, state: _Node, t: str, shared: EntryView, own: OwnView) -> LayeredView:
+        last = state.layered.get(t)
         if last is not None and last[0] is shared and last[1] is own:
             return last[2]
-        merged = EntryView(shared)
-        merged.update(own)
-        state.merged[t] = (shared, own, merged)
-        return merged
+        layered = LayeredView(shared, own)
+        state.layered[t] = (shared, own, layered)
+        return layered

@@ -11,7 +11,8 @@ What a proxy gets:
   are scoped by request host (SRDS): per service with an HTTP port a route config
   ``outbound|<host>`` (one vhost per HTTP port) and one routing scope per host spelling
   that reaches it, so a change to one service's routes resends that route config only;
-  per inbound port an ``inbound_<port>`` listener and an ``inbound|<port>||`` cluster.
+  per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
+  (HTTP) an ``inbound|<port>||`` route config.
 - ``gateway``: the outbound clusters, and per HTTP Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener with route config ``http.<port>``.
 
@@ -29,7 +30,7 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
 from meshpilot.api.networking import Server
-from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.xds.build import clusters, listeners, names, telemetry
 from meshpilot.xds.build.index import labels_match
 from meshpilot.xds.build.names import (
@@ -128,33 +129,58 @@ def _empty() -> Resources:
 
 
 def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
-    """What only ``node`` has: its listeners and inbound clusters (and, for a gateway,
-    its route configs). Everything else depends on the node through its namespace and
-    labels only (see :mod:`meshpilot.xds.shared`)."""
+    """What only ``node`` has: its listeners, inbound clusters and inbound route configs
+    (and, for a gateway, its route configs). Everything else depends on the node
+    through its namespace and labels only (see :mod:`meshpilot.xds.shared`)."""
+    if node.kind != "gateway":
+        out = sidecar_own(node)
+        _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
+        return out
     out = _empty()
-    if node.kind == "gateway":
-        for port, servers in sorted(_gateway_servers(snapshot, node).items()):
-            bind = node.gateway_ports.get(port)
-            if bind is None:
-                continue
-            listener = listeners.gateway(node, port, bind)
-            out[TYPE_LISTENER][listener.name] = listener
-            name = names.gateway_route(port)
-            out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
-                name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
-            )
-    else:
-        listener = listeners.outbound(node)
+    for port, servers in sorted(_gateway_servers(snapshot, node).items()):
+        bind = node.gateway_ports.get(port)
+        if bind is None:
+            continue
+        listener = listeners.gateway(node, port, bind)
         out[TYPE_LISTENER][listener.name] = listener
-        _add(out, TYPE_CLUSTER, clusters.inbound(node))
-        _add(
-            out,
-            TYPE_LISTENER,
-            (listeners.inbound(node, p)
-             for p in sorted(node.inbound, key=lambda p: p.container_port)),
+        name = names.gateway_route(port)
+        out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
+            name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
         )
-    telemetry.decorate(out, snapshot, node)
+    telemetry.mark_gateway_routes(out, node)
     return out
+
+
+def sidecar_own(node: ProxyNode) -> Resources:
+    """A sidecar's (or the mesh proxy's) listeners and inbound clusters: a function of
+    the node alone."""
+    out = _empty()
+    listener = listeners.outbound(node)
+    out[TYPE_LISTENER][listener.name] = listener
+    _add(out, TYPE_CLUSTER, clusters.inbound(node))
+    _add(out, TYPE_LISTENER, (listeners.inbound(node, p) for p in _ports(node)))
+    return out
+
+
+def _ports(node: ProxyNode) -> list[InboundPort]:
+    return sorted(node.inbound, key=lambda p: p.container_port)
+
+
+def http_inbound_ports(node: ProxyNode) -> list[int]:
+    """Container ports whose inbound listener routes over RDS (every non-TCP one)."""
+    return [p.container_port for p in _ports(node) if p.protocol != "TCP"]
+
+
+def inbound_route(container_port: int, sources: Iterable[str]) -> route_pb2.RouteConfiguration:
+    """``inbound|<port>||`` with a telemetry virtual cluster per known source."""
+    config = listeners.inbound_route(container_port)
+    telemetry.count_sources(config, sources)
+    return config
+
+
+def inbound_routes(snapshot: MeshSnapshot, node: ProxyNode) -> list[route_pb2.RouteConfiguration]:
+    sources = telemetry.known_sources(snapshot)
+    return [inbound_route(port, sources) for port in http_inbound_ports(node)]
 
 
 def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:

@@ -112,29 +112,38 @@ def outbound(node: ProxyNode) -> listener_pb2.Listener:
 
 
 def inbound(node: ProxyNode, port: InboundPort) -> listener_pb2.Listener:
-    """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``."""
+    """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``.
+
+    An HTTP port's routes come over RDS (:func:`inbound_route`): they are the same for
+    every pod with that container port, so a new caller (one more telemetry virtual
+    cluster) changes one shared route config, not every pod's listener.
+    """
     cluster = names.inbound_cluster(port.container_port)
     name = names.inbound_listener(port.container_port)
     if port.protocol == "TCP":
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
         network = lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
     else:
-        route = rc.Route(
-            name="default",
-            match=rc.RouteMatch(prefix="/"),
-            route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s")),
-        )
-        config = route_pb2.RouteConfiguration(
-            name=cluster,
-            virtual_hosts=[
-                rc.VirtualHost(
-                    name=f"inbound|http|{port.container_port}", domains=["*"], routes=[route]
-                )
-            ],
-            validate_clusters={"value": False},
-        )
-        network = _hcm_filter(connection_manager(name, route_config=config, fault_and_cors=False))
+        network = _hcm_filter(connection_manager(
+            name, rds=names.inbound_route(port.container_port), fault_and_cors=False))
     return _listener(name, node.ip, port.container_port, network, base_pb2.INBOUND)
+
+
+def inbound_route(container_port: int) -> route_pb2.RouteConfiguration:
+    """The routes of every ``inbound_<port>`` listener: all to ``inbound|<port>||``."""
+    cluster = names.inbound_cluster(container_port)
+    route = rc.Route(
+        name="default",
+        match=rc.RouteMatch(prefix="/"),
+        route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s")),
+    )
+    return route_pb2.RouteConfiguration(
+        name=names.inbound_route(container_port),
+        virtual_hosts=[
+            rc.VirtualHost(name=f"inbound|http|{container_port}", domains=["*"], routes=[route])
+        ],
+        validate_clusters={"value": False},
+    )
 
 
 def gateway(node: ProxyNode, server_port: int, bind_port: int) -> listener_pb2.Listener:

@@ -9,7 +9,7 @@ sidecar scoped routes (SRDS)   ``outbound_http_proxy``: one scope per host spell
                                named and keyed by that spelling
 sidecar route cfg (per svc)    ``outbound|myapp.default.svc.cluster.local``
 sidecar virtual host           ``myapp.default.svc.cluster.local:8080``
-inbound listener               ``inbound_8080`` (route config ``inbound|8080||``)
+inbound listener               ``inbound_8080`` (RDS route config ``inbound|8080||``)
 gateway listener / route cfg   ``gateway_80`` / ``http.80`` (keyed by Gateway server port)
 =============================  =============================================
 """
@@ -40,6 +40,11 @@ def outbound_cluster(port: int, subset: str | None, host: str) -> str:
 
 
 def inbound_cluster(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def inbound_route(port: int) -> str:
+    """The route config of ``inbound_<port>`` (over RDS; shared by every such listener)."""
     return f"inbound|{port}||"
 
 

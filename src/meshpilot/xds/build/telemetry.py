@@ -8,8 +8,9 @@ seen by the client) but not who called a server. So:
   the app sent): sidecars and the mesh proxy set it in their outbound connection manager
   (an early header mutation, so the per-service route configurations stay the same for
   every proxy and are built once), gateways in their route configurations;
-- every inbound HTTP route configuration declares one Envoy *virtual cluster* per known
-  source workload, matching that header exactly; Envoy then counts
+- every inbound HTTP route configuration (``inbound|<port>||``, over RDS, the same for
+  every pod with that port) declares one Envoy *virtual cluster* per known source
+  workload, matching that header exactly; Envoy then counts
   ``vhost.inbound|http|<port>.vcluster.<source>.upstream_rq_<code>`` and
   ``.upstream_rq_time`` per source, and everything else under its built-in ``other``
   virtual cluster (reported as source ``unknown``).
@@ -31,16 +32,14 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import extension_pb2 as core_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm,
-)
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
 
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.xds.build import index, names, pb
-from meshpilot.xds.build.names import TYPE_LISTENER, TYPE_ROUTE
+from meshpilot.xds.build import index, pb
+from meshpilot.xds.build.names import TYPE_ROUTE
 
 SOURCE_HEADER = "x-meshpilot-source"
 UNKNOWN = "unknown"
@@ -118,24 +117,16 @@ def virtual_clusters(sources: Iterable[str]) -> list[rc.VirtualCluster]:
     ]
 
 
-def decorate(out: dict, snapshot: MeshSnapshot, node: ProxyNode) -> None:
-    """Add the telemetry bits to ``node``'s resources (in place, deterministic)."""
-    if node.kind == "gateway":  # sidecars set it in their listener: see source_mutation
-        header = _source_header(node_source_id(node))
-        for config in out[TYPE_ROUTE].values():
-            config.request_headers_to_add.append(header)
-    vclusters = virtual_clusters(known_sources(snapshot))
-    for name, listener in out[TYPE_LISTENER].items():
-        if not name.startswith("inbound_"):
-            continue
-        for chain in listener.filter_chains:
-            for f in chain.filters:
-                if f.name != names.HCM_FILTER:
-                    continue
-                manager = hcm.HttpConnectionManager()
-                f.typed_config.Unpack(manager)
-                if not manager.HasField("route_config"):
-                    continue
-                for vhost in manager.route_config.virtual_hosts:
-                    vhost.virtual_clusters.extend(vclusters)
-                f.typed_config.CopyFrom(pb.pack(manager))
+def mark_gateway_routes(out: dict, node: ProxyNode) -> None:
+    """A gateway's route configs set its source header (in place). Sidecars set theirs
+    in their outbound listener: see :func:`source_mutation`."""
+    header = _source_header(node_source_id(node))
+    for config in out[TYPE_ROUTE].values():
+        config.request_headers_to_add.append(header)
+
+
+def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str]) -> None:
+    """An inbound route config gets one virtual cluster per known source (in place)."""
+    vclusters = virtual_clusters(sources)
+    for vhost in config.virtual_hosts:
+        vhost.virtual_clusters.extend(vclusters)
