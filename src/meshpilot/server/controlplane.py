@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
@@ -116,6 +117,7 @@ class MeshControlPlane:
         self.telemetry: MeshTelemetry | None = None
         self.delivery: DeliveryLoop | None = None
         self._threads: list[threading.Thread] = []
+        self._collector: QuietCollector | None = None  # full GCs only between pushes
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class MeshControlPlane:
                                        host=self.host, port=self.ports.get("metrics"))
         metrics = self.telemetry.start()
         self.delivery = DeliveryLoop.start_for(self)  # rollouts; publishes loadtester
+        self._collector = QuietCollector(self.xds.idle_seconds).start()
         return {
             **metrics,
             "xds": f"{self.host}:{self.xds_port}",
@@ -187,6 +190,8 @@ class MeshControlPlane:
         crash leaves them running, for the next control plane to adopt."""
         self._stopping.set()
         self._dirty.set()
+        if self._collector is not None:
+            self._collector.stop()
         if self.delivery is not None:
             self.delivery.stop()
         if self.telemetry is not None:
