@@ -65,7 +65,8 @@ _parsed: _Parsed = {}
 
 An object whose body is unchanged is not validated again and keeps its identity from one
 snapshot to the next, so a rebuild costs O(changed objects) in pydantic and the xDS
-build's input comparisons succeed on identity. Keyed by the body's content, never time.
+build's input comparisons succeed on identity. Keyed by the body's content (its
+resourceVersion when it has one, as every stored object does), never time.
 """
 
 
@@ -76,7 +77,7 @@ def _parse(
     for key, body in objects:
         memo_key = (model.__name__, key)
         hit = _parsed.get(memo_key)
-        if hit is not None and hit[0] == body:
+        if hit is not None and _same_body(hit[0], body):
             seen[memo_key] = hit
             out.append(hit[1])
             continue
@@ -88,6 +89,16 @@ def _parse(
         seen[memo_key] = (copy.deepcopy(body), named)
         out.append(named)
     return out
+
+
+def _same_body(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Stored objects carry the store's resourceVersion, bumped on every write: equal
+    versions are equal bodies, with no need to compare them field by field."""
+    old_rv = (old.get("metadata") or {}).get("resourceVersion")
+    new_rv = (new.get("metadata") or {}).get("resourceVersion")
+    if old_rv is not None and new_rv is not None:
+        return bool(old_rv == new_rv)
+    return old == new
 
 
 def _selects(selector: dict[str, str] | None, labels: dict[str, str] | Any) -> bool:
