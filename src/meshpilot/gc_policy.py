@@ -3,9 +3,9 @@
 A full (oldest-generation) collection walks every tracked object: with a mesh of 1,000
 services that is a million objects and a pause of hundreds of milliseconds, which, if it
 falls inside a push, is what a thousand proxies wait for. So the control plane keeps the
-young collections (cheap, frequent) and runs full ones itself, when the xDS server has
-been quiet for a moment (or, at the latest, every ``longest`` seconds, so cyclic garbage
-stays bounded whatever the load). Objects that survive the start-up are frozen (never
+young collections (less often than Python's default) and runs full ones itself, when the
+xDS server has been quiet for a moment (or, at the latest, every ``longest`` seconds, so
+cyclic garbage stays bounded whatever the load). Objects that survive the start-up are frozen (never
 scanned again), as they live as long as the process.
 """
 
@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 NEVER = 1 << 30
 """A gen-2 threshold that automatic collection never reaches."""
+YOUNG = 10_000
+"""Allocations between young collections (Python's default: 700). A push to a thousand
+proxies allocates some 30,000 short-lived objects; at the default, the forty-odd young
+collections it triggered cost as much as the push's own work (measured: ~165 vs ~100 us
+per proxy), at 10,000 they cost next to nothing."""
 
 
 class QuietCollector:
@@ -45,8 +50,7 @@ class QuietCollector:
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the process: never scan it again
         self._saved = gc.get_threshold()
-        young, middle, _ = self._saved
-        gc.set_threshold(young, middle, NEVER)
+        gc.set_threshold(YOUNG, self._saved[1], NEVER)
         self._thread = threading.Thread(target=self._run, name="gc-when-quiet", daemon=True)
         self._thread.start()
         return self
