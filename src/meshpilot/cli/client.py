@@ -86,7 +86,7 @@ class ControlPlaneClient:
         return self.request("POST", "/apis/meshpilot.io/v1/delete", json=payload)
 
     def delete_keys(self, keys: list[ObjectKey], ignore_missing: bool) -> Response:
-        payload = {"keys": [k.__dict__ for k in keys], "ignoreNotFound": ignore_missing}
+        payload = {"keys": [k._asdict() for k in keys], "ignoreNotFound": ignore_missing}
         return self.request("POST", "/apis/meshpilot.io/v1/delete", json=payload)
 
     def get(self, info: KindInfo, namespace: str, name: str) -> Response:
