@@ -128,3 +128,41 @@ def test_port_protocol_follows_istio_naming() -> None:
     assert port_protocol("tcp-db") == "TCP"
     assert port_protocol("web", "http2") == "HTTP2"
     assert port_protocol(None) == "HTTP"
+
+
+OTHER = SERVICE.replace("myapp", "other")
+
+
+def test_a_rebuild_keeps_the_objects_of_what_did_not_change() -> None:
+    """Equal inputs give equal snapshots, and unchanged services, endpoints and rules are
+    the very same objects (the xDS build tells "unchanged" by identity)."""
+    def build(version: int, ip: str) -> Any:
+        pods = [pod("a", "127.10.0.2", "v1"), pod("b", ip, "v2"),
+                WorkloadInstance(name="o", namespace="default", ip="127.10.0.9",
+                                 labels={"app": "other"}, ports=(InboundPort(8080, 1),))]
+        return build_snapshot(version, objects(SERVICE + "---" + OTHER), pods)
+
+    first = build(1, "127.10.0.3")
+    again = build(2, "127.10.0.3")  # new dicts and instances, same content
+    mine, other = "myapp.default.svc.cluster.local", "other.default.svc.cluster.local"
+    for host in (mine, other):
+        assert again.services[host] is first.services[host]
+        assert again.endpoints[host] is first.endpoints[host]
+    moved = build(3, "127.10.0.7")  # pod b moved: only myapp's endpoints change
+    assert moved.endpoints[other] is first.endpoints[other]
+    assert moved.endpoints[mine] is not first.endpoints[mine]
+    assert {e.address for e in moved.endpoints[mine]} == {"127.10.0.2", "127.10.0.7"}
+    assert moved.services[mine] == first.services[mine]
+
+
+def test_an_equal_body_with_another_resource_version_is_parsed_again() -> None:
+    docs = objects(SERVICE)
+    (key, body), = docs
+    one = build_snapshot(1, [(key, {**body, "metadata": {**body["metadata"],
+                                                          "resourceVersion": "5"}})])
+    changed = {**body, "metadata": {**body["metadata"], "resourceVersion": "6"},
+               "spec": {**body["spec"], "ports": [{"name": "http", "port": 8081}]}}
+    two = build_snapshot(2, [(key, changed)])
+    host = "myapp.default.svc.cluster.local"
+    assert [p.port for p in one.services[host].ports] == [8080, 9090]
+    assert [p.port for p in two.services[host].ports] == [8081]

@@ -8,6 +8,7 @@ wins, then the rule in the proxy's namespace, then the service's namespace, then
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
 from meshpilot.api.networking import DestinationRule, VirtualService
@@ -30,28 +31,26 @@ class SnapshotIndex:
     def __init__(self, snapshot: MeshSnapshot) -> None:
         self._dr_exact: dict[str, list[tuple[str, Named[DestinationRule]]]] = {}
         self._dr_wild: list[tuple[str, Named[DestinationRule]]] = []
+        sensitive = False
         for named in snapshot.destination_rules:
-            pattern = fqdn(named.obj.spec.host, named.namespace)
+            (pattern,), selects = _facts(named)
+            sensitive = sensitive or selects
             bucket = self._dr_wild if "*" in pattern else self._dr_exact.setdefault(pattern, [])
             bucket.append((pattern, named))
         self._vs_exact: dict[str, list[tuple[str, Named[VirtualService]]]] = {}
         self._vs_wild: list[tuple[str, Named[VirtualService]]] = []
         for named in snapshot.virtual_services:
+            patterns, selects = _facts(named)
+            sensitive = sensitive or selects
             gateways = named.obj.spec.gateways
             if gateways and MESH not in gateways:
                 continue
-            for pattern in vs_hosts(named):
+            for pattern in patterns:
                 bucket = (self._vs_wild if "*" in pattern
                           else self._vs_exact.setdefault(pattern, []))
                 bucket.append((pattern, named))
         self._mesh_vs: dict[str, Named[VirtualService] | None] = {}
-        self.label_sensitive = any(
-            n.obj.spec.workload_selector and n.obj.spec.workload_selector.match_labels
-            for n in snapshot.destination_rules
-        ) or any(
-            m.source_labels
-            for n in snapshot.virtual_services for h in n.obj.spec.http for m in h.match
-        )
+        self.label_sensitive = sensitive
         """Whether any rule's choice depends on the proxy's labels (DestinationRule
         workloadSelector, VirtualService sourceLabels)."""
         self.sources: list[str] | None = None  # telemetry.known_sources, filled lazily
@@ -75,6 +74,29 @@ class SnapshotIndex:
                 best = (key, named)
         out = self._mesh_vs[host] = best[1] if best else None
         return out
+
+
+_FACTS: dict[int, tuple[Named[Any], tuple[tuple[str, ...], bool]]] = {}
+"""Per parsed rule (by identity; the entry holds it): its host patterns and whether its
+choice depends on proxy labels. Parsed rules keep their identity while unchanged, so a
+new snapshot's index costs a look-up per rule, not a parse of its hosts."""
+
+
+def _facts(named: Named[Any]) -> tuple[tuple[str, ...], bool]:
+    hit = _FACTS.get(id(named))
+    if hit is not None and hit[0] is named:
+        return hit[1]
+    spec = named.obj.spec
+    if isinstance(named.obj, DestinationRule):
+        facts = ((fqdn(spec.host, named.namespace),),
+                 bool(spec.workload_selector and spec.workload_selector.match_labels))
+    else:
+        facts = (tuple(vs_hosts(named)),
+                 any(m.source_labels for h in spec.http for m in h.match))
+    if len(_FACTS) > 50_000:
+        _FACTS.clear()  # bounded; refilled from the rules in use
+    _FACTS[id(named)] = (named, facts)
+    return facts
 
 
 _INDEX_ATTR = "_xds_index"
@@ -127,6 +149,25 @@ def labels_match(selector: dict[str, str] | None, labels: object) -> bool:
 
 def vs_hosts(named: Named[VirtualService]) -> list[str]:
     return [fqdn(h, named.namespace) for h in named.obj.spec.hosts]
+
+
+def changed_vs_hosts(
+    old: Iterable[Named[VirtualService]], new: Iterable[Named[VirtualService]],
+) -> frozenset[str] | None:
+    """Hosts whose VirtualService may differ between two snapshots' VirtualServices
+    (objects compared by identity: an unchanged one is the same object); None when a
+    wildcard host is involved, so any host may."""
+    before = {id(n): n for n in old}
+    after = {id(n): n for n in new}
+    moved = [n for k, n in before.items() if k not in after]
+    moved += [n for k, n in after.items() if k not in before]
+    hosts: set[str] = set()
+    for named in moved:
+        for pattern in vs_hosts(named):
+            if "*" in pattern:
+                return None
+            hosts.add(pattern)
+    return frozenset(hosts)
 
 
 def mesh_virtual_service(snapshot: MeshSnapshot, host: str) -> Named[VirtualService] | None:

@@ -25,6 +25,7 @@ Outbound and inbound clusters also track request/response sizes (``istio_request
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Mapping
 
@@ -80,13 +81,25 @@ def known_sources(snapshot: MeshSnapshot) -> list[str]:
     cached = index.of(snapshot).sources
     if cached is not None:
         return cached
+    global _last_sources
+    last_endpoints, last = _last_sources
+    now = tuple(snapshot.endpoints.values())
+    if len(now) == len(last_endpoints) and all(map(operator.is_, now, last_endpoints)):
+        index.of(snapshot).sources = last  # the same endpoints (by identity): same callers
+        return last
     out = {"|".join(MESH_PROXY_SOURCE), "|".join(GATEWAY_SOURCE)}
-    for endpoints in snapshot.endpoints.values():
+    for endpoints in now:
         for ep in endpoints:
             if ep.workload:
                 out.add(source_id(workload_of(ep.workload), ep.namespace, ep.labels))
-    index.of(snapshot).sources = sorted(out)
-    return index.of(snapshot).sources
+    sources = sorted(out)
+    index.of(snapshot).sources = sources
+    _last_sources = (now, sources)
+    return sources
+
+
+_last_sources: tuple[tuple[object, ...], list[str]] = ((), [])
+"""The previous snapshot's endpoint tuples and the callers found in them."""
 
 
 def source_mutation(node: ProxyNode) -> core_pb2.TypedExtensionConfig:
