@@ -79,6 +79,38 @@ class _Class:
     views: Entries = field(default_factory=dict)
     clusters: dict[str, _Memo] = field(default_factory=dict)  # host -> clusters + CLAs
     routes: dict[str, _Memo] = field(default_factory=dict)  # host -> route config + scopes
+    built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
+    plan: list[Any] = field(default_factory=list)  # sidecar_plan for built_from
+    inbound: list[tuple[str, Entry]] = field(default_factory=list)  # its inbound routes
+
+
+@dataclass(frozen=True)
+class _Moves:
+    """What changed between the snapshot a class was built from and the next one, in
+    the terms its memos depend on (every object compared by identity: the snapshot
+    builder keeps the objects of what did not change)."""
+
+    rules: bool  # any DestinationRule
+    services: bool  # any service (added, removed, replaced)
+    vs_hosts: frozenset[str] | None  # hosts whose VirtualService may differ; None: any
+
+    @classmethod
+    def between(cls, old: MeshSnapshot | None, new: MeshSnapshot) -> _Moves | None:
+        if old is None:
+            return None
+        return cls(
+            rules=not _same_items(old.destination_rules, new.destination_rules),
+            services=not (old.services.keys() == new.services.keys() and all(
+                map(operator.is_, old.services.values(), new.services.values()))),
+            vs_hosts=index.changed_vs_hosts(old.virtual_services, new.virtual_services),
+        )
+
+    def vs_same(self, host: str) -> bool:
+        return self.vs_hosts is not None and host not in self.vs_hosts
+
+
+def _same_items(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return a is b or (len(a) == len(b) and all(map(operator.is_, a, b)))
 
 
 @dataclass
@@ -196,47 +228,65 @@ class SharedBuilder:
         if cls.snapshot is snapshot:
             return cls
         self.builds["class"] += 1
-        cluster_items: list[tuple[str, Entry]] = []
-        eds_items: list[tuple[str, Entry]] = []
-        kept: dict[str, _Memo] = {}
-        for host in sorted(snapshot.services):
+        moves = _Moves.between(cls.built_from, snapshot)
+        cluster_memos: dict[str, _Memo] = {}
+        changed = False
+        for host, service in snapshot.services.items():
             if "*" in host:
                 continue
-            memo = self._service_clusters(cls, snapshot, node, snapshot.services[host])
-            kept[host] = memo
-            for name, e in memo.out:
-                (eds_items if name.startswith("eds:") else cluster_items).append(
-                    (name[4:], e) if name.startswith("eds:") else (name, e))
-        cls.clusters = kept
-        views: Entries = {
-            CLUSTER: _view(cluster_items, cls.views.get(CLUSTER)),
-            ENDPOINT: _view(eds_items, cls.views.get(ENDPOINT)),
-        }
+            memo = self._service_clusters(cls, snapshot, node, service, moves)
+            cluster_memos[host] = memo
+            changed = changed or memo is not cls.clusters.get(host)
+        changed = changed or len(cluster_memos) != len(cls.clusters)
+        views: Entries = dict(cls.views)
+        if changed or CLUSTER not in views:
+            cluster_items: list[tuple[str, Entry]] = []
+            eds_items: list[tuple[str, Entry]] = []
+            for host in sorted(cluster_memos):
+                for name, e in cluster_memos[host].out:
+                    if name.startswith("eds:"):
+                        eds_items.append((name[4:], e))
+                    else:
+                        cluster_items.append((name, e))
+            views[CLUSTER] = _view(cluster_items, cls.views.get(CLUSTER))
+            views[ENDPOINT] = _view(eds_items, cls.views.get(ENDPOINT))
+        cls.clusters = cluster_memos
         if not key[0]:  # type: ignore[index]  # sidecars and the mesh proxy: SRDS + RDS
-            route_items: list[tuple[str, Entry]] = []
-            scope_items: list[tuple[str, Entry]] = []
-            kept = {}
-            for service, ports, spellings in sidecar_plan(snapshot, node):
-                memo = self._service_routes(cls, snapshot, node, service, ports, spellings)
-                kept[service.host] = memo
-                route_items.append(memo.out[0])
-                scope_items.extend(memo.out[1:])
-            cls.routes = kept
-            route_items += self._inbound_entries(snapshot)
-            views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
-            views[ROUTE] = _view(route_items, cls.views.get(ROUTE))
-        for problem in consistency_problems({**views, LISTENER: {}}):
-            log.warning("proxy class %s at version %s: %s", key, snapshot.version, problem)
+            if moves is None or moves.services or not cls.plan:
+                cls.plan = sidecar_plan(snapshot, node)
+            route_memos: dict[str, _Memo] = {}
+            changed = False
+            for service, ports, spellings in cls.plan:
+                memo = self._service_routes(cls, snapshot, node, service, ports, spellings,
+                                            moves)
+                route_memos[service.host] = memo
+                changed = changed or memo is not cls.routes.get(service.host)
+            changed = changed or len(route_memos) != len(cls.routes)
+            inbound = self._inbound_entries(snapshot)
+            if changed or inbound != cls.inbound or ROUTE not in views:
+                route_items = [route_memos[h].out[0] for h in route_memos]
+                scope_items = [e for h in route_memos for e in route_memos[h].out[1:]]
+                views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
+                views[ROUTE] = _view(route_items + inbound, cls.views.get(ROUTE))
+            cls.routes, cls.inbound = route_memos, inbound
+        if any(views.get(t) is not cls.views.get(t) for t in TYPES):
+            for problem in consistency_problems({**views, LISTENER: {}}):
+                log.warning("proxy class %s at version %s: %s", key, snapshot.version, problem)
         cls.views = views
-        cls.snapshot = snapshot
+        cls.snapshot = cls.built_from = snapshot
         return cls
 
     def _service_clusters(
-        self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService
+        self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,
+        moves: _Moves | None,
     ) -> _Memo:
-        rule = index.destination_rule_named(snapshot, service.host, node)
-        inputs = (service, rule, snapshot.endpoints.get(service.host, ()))
         memo = cls.clusters.get(service.host)
+        endpoints = snapshot.endpoints.get(service.host, ())
+        if memo is not None and moves is not None and not moves.rules and \
+                memo.inputs[0] is service and memo.inputs[2] is endpoints:
+            return memo  # the same service, endpoints and rules: nothing to look at
+        rule = index.destination_rule_named(snapshot, service.host, node)
+        inputs = (service, rule, endpoints)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
@@ -251,8 +301,15 @@ class SharedBuilder:
 
     def _service_routes(
         self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,
-        ports: list[int], spellings: list[str],
+        ports: list[int], spellings: list[str], moves: _Moves | None,
     ) -> _Memo:
+        memo = cls.routes.get(service.host)
+        if memo is not None and moves is not None and not moves.rules and \
+                not moves.services and moves.vs_same(service.host) and \
+                memo.inputs[0] is service and \
+                memo.inputs[1] == tuple(ports) and memo.inputs[2] == tuple(spellings) and all(
+                    snapshot.services.get(h) is svc for h, svc, _ in memo.inputs[4]):
+            return memo  # the same service, VirtualService, destinations and rules
         vs = index.mesh_virtual_service(snapshot, service.host)
         hosts = {service.host}
         if vs is not None:
@@ -265,7 +322,6 @@ class SharedBuilder:
         deps = tuple((h, snapshot.services.get(h), index.destination_rule_named(snapshot, h, node))
                      for h in sorted(hosts))
         inputs = (service, tuple(ports), tuple(spellings), vs, deps)
-        memo = cls.routes.get(service.host)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["routes"] += 1
