@@ -1,6 +1,7 @@
 """The data-plane half of the control-plane process: mesh view, xDS, runtime, proxies.
 
-Data flow (see DESIGN.md): store watch → debounced rebuild → MeshSnapshot → xDS push;
+Data flow (see DESIGN.md): store watch (into an in-memory mirror) → debounced rebuild →
+MeshSnapshot → xDS push;
 the runtime's pods feed the same rebuild (a pod is an endpoint only while ready), and
 before a pod is stopped the rebuild that removes it must be ACKed by every proxy, so no
 request is sent to a process that is going away.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +40,7 @@ from meshpilot.server.delivery_wiring import DeliveryLoop
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.state_dir import StateDir
 from meshpilot.store import SqliteStore
+from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import XdsServer
 from meshpilot.xds.shared import SharedBuilder
@@ -118,6 +121,8 @@ class MeshControlPlane:
         self.delivery: DeliveryLoop | None = None
         self._threads: list[threading.Thread] = []
         self._collector: QuietCollector | None = None  # full GCs only between pushes
+        self._mirror: StoreMirror | None = None  # the stored objects, kept current
+        self._workloads: dict[str, tuple[Any, WorkloadInstance]] = {}  # pod name -> instance
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -161,6 +166,7 @@ class MeshControlPlane:
         if adopted or self.runtime.adopted:
             log.warning("adopted from a previous control plane: %s",
                         ", ".join([*adopted, *self.runtime.adopted]))
+        self._mirror = StoreMirror(self.store)  # watched from here on: no change missed
         self._rebuild()  # with the adopted pods, before any proxy can reconnect
         port = self.xds.start()
         assert port == self.xds_port, (port, self.xds_port)
@@ -255,14 +261,29 @@ class MeshControlPlane:
                 log.warning("skipping %s: %s", obj.key, exc)
         return out
 
+    def _workload(self, pod: Pod) -> WorkloadInstance:
+        """The pod's workload instance: the same object while the pod does not change
+        (made afresh for every pod on every rebuild, they were a measurable share of it)."""
+        key = (pod.namespace, pod.ip, pod.ready, tuple(pod.inbound), tuple(pod.labels.items()))
+        held = self._workloads.get(pod.name)
+        if held is not None and held[0] == key:
+            return held[1]
+        instance = pod_workload(pod)
+        self._workloads[pod.name] = (key, instance)
+        return instance
+
     def _rebuild(self) -> int:
         """Recompute the snapshot and push it; returns the new mesh version."""
         with self._lock:
-            objects = [(o.key, o.body) for o in self.store.list()]
+            if self._mirror is None:  # before start: the store itself
+                objects = [(o.key, o.body) for o in self.store.list()]
+            else:
+                objects = self._mirror.objects()
             pods = self.runtime.pods() if self.runtime is not None else []
             self._version += 1
-            self.snapshot = build_snapshot(
-                self._version, objects, [pod_workload(p) for p in pods if p.ip])
+            workloads = [self._workload(p) for p in pods if p.ip]
+            self._workloads = {w.name: self._workloads[w.name] for w in workloads}
+            self.snapshot = build_snapshot(self._version, objects, workloads)
             version = self._version
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
@@ -272,12 +293,18 @@ class MeshControlPlane:
         return version
 
     def _rebuild_loop(self) -> None:
+        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS``: a change after a
+        quiet spell goes out at once (leading edge), a burst of changes is coalesced."""
+        last = 0.0
         while not self._stopping.is_set():
             self._dirty.wait()
             if self._stopping.is_set():
                 return
-            self._stopping.wait(DEBOUNCE_SECONDS)
+            wait = last + DEBOUNCE_SECONDS - time.monotonic()
+            if wait > 0:
+                self._stopping.wait(wait)
             self._dirty.clear()
+            last = time.monotonic()
             try:
                 if self.runtime is not None:
                     self.runtime.sync(self._deployments())
@@ -286,10 +313,14 @@ class MeshControlPlane:
                 log.exception("mesh rebuild failed")
 
     def _watch_store(self) -> None:
-        with self.store.watch() as watch:
+        mirror = self._mirror
+        assert mirror is not None
+        try:
             while not self._stopping.is_set():
-                if watch.get(timeout=0.5) is not None:
+                if mirror.poll(timeout=0.5):
                     self._dirty.set()
+        finally:
+            mirror.close()
 
     def _wait_removed(self, pod: Pod) -> None:
         """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""

@@ -1,0 +1,67 @@
+"""An in-memory copy of the store, kept current by its watch.
+
+The control plane rebuilds the mesh from every stored object on each change; reading and
+decoding them all from SQLite each time costs tens of milliseconds at a thousand
+services, for one changed object. The mirror reads them once and then applies the watch's
+events, so a rebuild starts from a dict look-up. Durability is untouched: the store
+remains the only place a change is accepted.
+
+No gap, no stale object: the watch is opened before the first listing, and every event is
+applied only if it is newer than what the mirror holds for that key (an event for a
+change the listing already saw is a no-op).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.store.sqlite import SqliteStore
+
+
+class StoreMirror:
+    """Every stored object as ``(key, body)``, current as of the last :meth:`poll`."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._lock = threading.Lock()
+        self._watch = store.watch()
+        self._objects: dict[ObjectKey, tuple[int, dict[str, Any]]] = {}
+        self._gone: dict[ObjectKey, int] = {}  # deleted keys -> revision of the delete
+        for obj in store.list():
+            self._objects[obj.key] = (obj.resource_version, obj.body)
+
+    def objects(self) -> list[tuple[ObjectKey, dict[str, Any]]]:
+        """The objects, sorted by key (bodies are shared: treat them as read-only)."""
+        with self._lock:
+            return [(key, self._objects[key][1]) for key in sorted(self._objects)]
+
+    def poll(self, timeout: float) -> bool:
+        """Apply the watch's pending events (waiting up to ``timeout`` for the first);
+        True if any arrived."""
+        event = self._watch.get(timeout=timeout)
+        if event is None:
+            return False
+        while event is not None:
+            self._apply(event.type, event.object.key, event.resource_version,
+                        event.object.body)
+            event = self._watch.get(timeout=0)
+        return True
+
+    def _apply(self, kind: str, key: ObjectKey, revision: int, body: dict[str, Any]) -> None:
+        with self._lock:
+            held = self._objects.get(key)
+            if held is not None and held[0] >= revision:
+                return  # the listing already had this change (or a later one)
+            if kind == "DELETED":
+                if held is not None:
+                    del self._objects[key]
+                self._gone[key] = revision
+                return
+            if self._gone.get(key, 0) >= revision:
+                return  # deleted after this change
+            self._gone.pop(key, None)
+            self._objects[key] = (revision, body)
+
+    def close(self) -> None:
+        self._watch.close()

@@ -1,0 +1,50 @@
+"""The store's in-memory mirror: the same objects as the store, kept current by its watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshpilot.store import Delete, SqliteStore
+from meshpilot.store.mirror import StoreMirror
+from tests.unit.test_store import key, put
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "store.db")
+    yield s
+    s.close()
+
+
+def as_stored(store: SqliteStore) -> list:
+    return [(o.key, o.body) for o in store.list()]
+
+
+def test_the_mirror_follows_puts_updates_and_deletes(store: SqliteStore) -> None:
+    store.commit([put("a"), put("b")])
+    mirror = StoreMirror(store)
+    assert mirror.objects() == as_stored(store)
+    store.commit([put("a", ["changed.example.com"]), put("c")])
+    store.commit([Delete(key("b"))])
+    assert mirror.poll(timeout=2)
+    assert mirror.objects() == as_stored(store)
+    assert [k.name for k, _ in mirror.objects()] == ["a", "c"]
+    assert not mirror.poll(timeout=0.05)  # nothing new
+    mirror.close()
+
+
+def test_a_change_the_listing_already_saw_is_not_applied_again(store: SqliteStore) -> None:
+    store.commit([put("a")])
+    mirror = StoreMirror(store)
+    first = store.get(key("a"))
+    assert first is not None
+    store.commit([put("a", ["v2.example.com"])])
+    assert mirror.poll(timeout=2)
+    # an older event for the same key (as when the listing ran after the commit) changes
+    # nothing, nor does a stale delete
+    mirror._apply("MODIFIED", key("a"), first.resource_version, first.body)
+    mirror._apply("DELETED", key("a"), first.resource_version, first.body)
+    assert mirror.objects() == as_stored(store)
+    mirror.close()
