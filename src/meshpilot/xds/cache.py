@@ -245,15 +245,21 @@ class _PlanMemo:
         self._items: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], list[Phase]]] = (
             OrderedDict())
         self._lock = threading.Lock()
+        self._last: tuple[tuple[Any, ...], list[Phase], tuple[Any, ...]] | None = None
 
     def get(self, key: tuple[Any, ...], keep: tuple[Any, ...],
             compute: Callable[[], list[Phase]]) -> list[Phase]:
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]  # the proxy before made the same move (the common case)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
+                self._last = (key, hit[1], hit[0])
                 return hit[1]
         plan = compute()
+        self._last = (key, plan, keep)
         with self._lock:
             self._items[key] = (keep, plan)
             while len(self._items) > self._size:

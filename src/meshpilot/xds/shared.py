@@ -125,6 +125,7 @@ class _Node:
     out_of: tuple[Any, ...] = ()  # the (class views, own views) ``out`` was made of
     key: Hashable = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
+    plain_key: Hashable = None  # its class key while no rule reads proxy labels
 
 
 def _entries(items: Iterable[tuple[str, Message]]) -> list[tuple[str, Entry]]:
@@ -160,6 +161,7 @@ class SharedBuilder:
         self._classes: dict[Hashable, _Class] = {}
         self._nodes: dict[str, _Node] = {}
         self._snapshot: MeshSnapshot | None = None
+        self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._gen = 0
         self._known: tuple[str, ...] = ()
         self._sources_of: MeshSnapshot | None = None
@@ -180,7 +182,12 @@ class SharedBuilder:
             if state.inputs is not node and node.kind != "gateway":
                 self._note_ports(node)
             if state.key_of is not snapshot:
-                state.key, state.key_of = self.class_key(snapshot, node), snapshot
+                if not self._sensitive and state.plain_key is not None:
+                    state.key = state.plain_key  # labels do not matter: same class as before
+                else:
+                    state.key = self.class_key(snapshot, node)
+                    state.plain_key = None if self._sensitive else state.key
+                state.key_of = snapshot
             cls = self._class(snapshot, node, state.key)
             self._node(snapshot, node, state)
             views, own = cls.views, state.own
@@ -212,6 +219,7 @@ class SharedBuilder:
         if snapshot is self._snapshot:
             return
         self._snapshot = snapshot
+        self._sensitive = index.of(snapshot).label_sensitive
         self._gen += 1
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:

@@ -33,7 +33,7 @@ class ProxyStatus:
     connected_at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class SentRecord:
     """One response sent on a stream (for tests, debugging and convergence figures)."""
 

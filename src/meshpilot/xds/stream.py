@@ -22,6 +22,7 @@ Responses are assembled from each resource's wire bytes, encoded once for all st
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import time
@@ -142,6 +143,10 @@ def _join(view: Mapping[str, Entry], sotw: bool) -> bytes:
     return b"".join(e.delta_wire for e in view.values())
 
 
+_TYPE_FIELD: dict[str, bytes] = {}  # type URL -> its encoded type_url field
+_NO_MARKS: dict[str, int] = {}
+
+
 def _wire_string(field_number: int, value: str) -> bytes:
     """One string field of a protobuf message, encoded (tag, length, UTF-8 bytes).
 
@@ -198,6 +203,7 @@ class ProxyStream:
         self._round_version = 0
         self._phase = ""
         self._want = 0
+        self._nacks = 0  # NACKs on this stream, all types
         self._again = False  # a trigger arrived during a round (or while gated)
         self._gated = False  # waiting for the first-sync gate
         self._phases: list[Phase] = []
@@ -240,9 +246,11 @@ class ProxyStream:
             self._on_sotw(request)
         else:
             self._on_delta(request)
-        self._maybe_settle()
         if self._in_round:
-            self._progress()
+            if self._progress():
+                return  # the round ended, and said so
+        else:
+            self._maybe_settle()
         self._notify()
 
     def _type(self, type_url: str) -> _TypeState:
@@ -285,6 +293,21 @@ class ProxyStream:
     def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
         t = req.type_url
         ts = self._type(t)
+        if ts.requested and not req.resource_names_subscribe and \
+                not req.resource_names_unsubscribe:
+            # The common request: an ACK (or NACK), no change of subscription.
+            if req.response_nonce and req.response_nonce == ts.nonce and not ts.answered:
+                if req.HasField("error_detail") and (
+                        req.error_detail.message or req.error_detail.code):
+                    self._record_nack(ts, req.error_detail.message
+                                      or f"code {req.error_detail.code}")
+                else:
+                    self._record_ack(ts)
+            sent, staged = ts.sent, self._staged.get(t)
+            if staged is not None and not (sent.view is staged and sent.subs is ts.subs
+                                           and not sent.over):
+                self._flush(t)
+            return
         subscribe = set(req.resource_names_subscribe)
         unsubscribe = set(req.resource_names_unsubscribe)
         wildcard = ts.subs.wildcard
@@ -336,6 +359,7 @@ class ProxyStream:
                 ts.rejected.setdefault(n, ts.acked.get(n, ""))
         ts.nack = message
         ts.nack_count += 1
+        self._nacks += 1
         if ts.last_record is not None:
             ts.last_record.nacked = message
         log.warning("proxy %s rejected %s %s: %s", self.node.id, ts.last_record and
@@ -363,9 +387,11 @@ class ProxyStream:
                 ts.rejected.pop(n, None)
         ts.nonce, ts.version, ts.answered = nonce, version, False
         ts.pending, ts.last_push = ts.sent, push
-        names = tuple(itertools.islice(push.resources, LOGGED_NAMES))
+        count = len(push.resources)
+        names = tuple(push.resources) if count <= LOGGED_NAMES else tuple(
+            itertools.islice(push.resources, LOGGED_NAMES))
         record = SentRecord(type_url, nonce, version, names, push.removed,
-                            time.monotonic(), phase=self._phase, count=len(push.resources))
+                            time.monotonic(), None, None, self._phase, count)
         ts.last_record = record
         self._log.append(record)
 
@@ -374,7 +400,10 @@ class ProxyStream:
         (a protobuf message is the concatenation of its fields). A whole view's
         resources are encoded once for every proxy that gets it."""
         sotw = self.api == "sotw"
-        head = [_wire_string(1, version), _wire_string(4, type_url), _wire_string(5, nonce)]
+        typed = _TYPE_FIELD.get(type_url)
+        if typed is None:
+            typed = _TYPE_FIELD[type_url] = _wire_string(4, type_url)
+        head = [_wire_string(1, version), typed, _wire_string(5, nonce)]
         if not sotw:
             head += (_wire_string(6, n) for n in push.removed)
         if push.whole:
@@ -437,7 +466,9 @@ class ProxyStream:
                 return
             phase = self._phases[self._phase_at]
             self._phase = phase.name
-            self._marks = {t: ts.nack_count for t, ts in self._types.items()}
+            # NACK counts at the phase's start (a stream that never NACKed needs none)
+            self._marks = {t: ts.nack_count for t, ts in self._types.items()} \
+                if self._nacks else _NO_MARKS
             self._failed = set()
             for t in phase.stage_order:
                 self._staged[t] = phase.stage[t]
@@ -452,13 +483,16 @@ class ProxyStream:
                     self._phase_timeout, self._timed_out)
                 return
 
-    def _progress(self) -> None:
-        """After a request: move on if the phase waited for is done."""
+    def _progress(self) -> bool:
+        """After a request: move on if the phase waited for is done. True if that ended
+        the round."""
         if self._closed or not 0 <= self._phase_at < len(self._phases):
-            return
+            return False
         if self._phase_done(self._phases[self._phase_at], self._marks, self._failed):
             self._cancel_timer()
             self._next_phase()
+            return not self._in_round
+        return False
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -486,7 +520,7 @@ class ProxyStream:
     def _phase_done(self, phase: Phase, marks: dict[str, int], failed: set[str]) -> bool:
         for t in phase.expect_order:
             ts = self._types.get(t)
-            if ts is not None and ts.nack_count != marks.get(t, 0):
+            if ts is not None and ts.nack_count and ts.nack_count != marks.get(t, 0):
                 failed.add(t)  # rejected: the proxy stays on its last good config
             if t in failed or any(d in failed for d in _DEPENDS_ON.get(t, ())):
                 continue
@@ -542,7 +576,7 @@ class ProxyStream:
         )
 
     def sent_log(self) -> list[SentRecord]:
-        return [SentRecord(**vars(r)) for r in self._log]
+        return [copy.copy(r) for r in self._log]
 
     def acked(self, version: int) -> bool:
         """Thread-safe: two plain reads."""

@@ -1,0 +1,116 @@
+"""What a proxy holds and asked for, shared views, and the next response from them (pure)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from meshpilot.xds.cache import plan_update
+from meshpilot.xds.held import Have, Subscription, next_push
+from meshpilot.xds.stream import FirstSyncGate
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.views import (
+    Entry,
+    EntryView,
+    LayeredView,
+    OwnView,
+    view_changes,
+    view_digest,
+)
+
+
+def entry(name: str, port: int = 80) -> Entry:
+    m = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    m.endpoints.add().lb_endpoints.add().endpoint.address.socket_address.port_value = port
+    return Entry.of(name, m)
+
+
+def view(**ports: int) -> EntryView:
+    return EntryView((n, entry(n, p)) for n, p in ports.items())
+
+
+def test_equal_subscriptions_are_one_object() -> None:
+    a = Subscription.of(False, {"x", "y"})
+    assert Subscription.of(False, ["y", "x"]) is a
+    assert Subscription.of(True) is not a and Subscription.of(True) is Subscription.of(True)
+    assert a.wants("x") and not a.wants("z") and Subscription.of(True).wants("z")
+
+
+def test_a_have_is_a_view_seen_through_a_subscription_with_overrides() -> None:
+    v = view(a=1, b=2, c=3)
+    held = Have(v, Subscription.of(False, {"a", "b", "missing"}))
+    assert dict(held) == {"a": v["a"].version, "b": v["b"].version}
+    assert len(held) == 2 and "c" not in held and "missing" not in held
+    changed = held.with_versions({"a": "old", "b": ""})  # "" = not held
+    assert dict(changed) == {"a": "old"}
+    assert dict(held) == {"a": v["a"].version, "b": v["b"].version}  # immutable
+    assert held.is_view(v, held.subs) and not changed.is_view(v, held.subs)
+
+
+def test_a_first_sync_sends_the_whole_shared_view_as_it_is() -> None:
+    v = view(a=1, b=2)
+    push, after = next_push(ENDPOINT, True, v, Subscription.of(True), Have())
+    assert push is not None and push.whole and push.resources is v
+    assert after.is_view(v, Subscription.of(True))
+    # nothing differs any more: no push, and the same Have back
+    again, same = next_push(ENDPOINT, True, v, Subscription.of(True), after)
+    assert again is None and same is after
+
+
+def test_a_change_is_found_from_the_views_diff_not_name_by_name() -> None:
+    old, new = view(a=1, b=2, c=3), view(a=1, b=9, d=4)
+    subs = Subscription.of(True)
+    push, after = next_push(ENDPOINT, True, new, subs, Have(old, subs))
+    assert push is not None and sorted(push.resources) == ["b", "d"] and push.removed == ("c",)
+    assert after.is_view(new, subs)
+    # SotW EDS keeps what a response does not mention: "c" stays held, nothing removed
+    push, after = next_push(ENDPOINT, False, new, subs, Have(old, subs))
+    assert push is not None and sorted(push.resources) == ["b", "d"] and not push.removed
+    assert dict(after)["c"] == old["c"].version
+
+
+def test_a_new_subscription_name_is_sent_and_an_unsubscribed_one_is_not_removed() -> None:
+    v = view(a=1, b=2)
+    before = Subscription.of(False, {"a"})
+    now = Subscription.of(False, {"b"})
+    push, after = next_push(ENDPOINT, True, v, now, Have(v, before))
+    assert push is not None and list(push.resources) == ["b"] and push.removed == ()
+    assert dict(after) == {"b": v["b"].version}
+
+
+def test_a_layered_view_shares_its_base_and_diffs_from_its_layers() -> None:
+    base1, base2 = view(a=1, b=2), view(a=1, b=3)
+    top = OwnView([("mine", entry("mine", 7))])
+    one, two = LayeredView(base1, top), LayeredView(base2, top)
+    assert set(one) == {"a", "b", "mine"} and len(one) == 3 and one["mine"] is top["mine"]
+    assert view_changes(one, two) == (frozenset({"b"}), frozenset())
+    assert view_digest(one) != view_digest(two) and view_digest(one) == view_digest(one)
+
+
+def test_proxies_making_the_same_move_share_one_plan() -> None:
+    old, new, routes, scopes = view(a=1), view(a=2), view(), view()
+    mine_1, mine_2 = OwnView(), OwnView()  # each proxy's own (unchanged) listeners
+
+    def plan(mine: OwnView) -> object:
+        common = {CLUSTER: old, SCOPED_ROUTE: scopes, ROUTE: routes, LISTENER: mine}
+        return plan_update({**common, ENDPOINT: old}, {**common, ENDPOINT: new})
+
+    plan_1, plan_2 = plan(mine_1), plan(mine_2)
+    assert plan_1 is plan_2 and [p.name for p in plan_1] == ["make"]  # type: ignore[attr-defined]
+
+
+def test_the_first_sync_gate_hands_slots_over_in_order() -> None:
+    async def scenario() -> list[str]:
+        gate = FirstSyncGate(1)
+        order: list[str] = []
+        assert gate.acquire(lambda: True)
+        assert not gate.acquire(lambda: order.append("closed") or False)  # declines
+        assert not gate.acquire(lambda: order.append("second") or True)
+        gate.release()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not gate.acquire(lambda: True)  # the slot went to "second"
+        return order
+
+    assert asyncio.run(scenario()) == ["closed", "second"]
