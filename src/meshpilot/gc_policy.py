@@ -61,6 +61,7 @@ class QuietCollector:
             self._thread.join(5)
         if self._saved is not None:
             gc.set_threshold(*self._saved)
+            gc.unfreeze()
             self._saved = None
 
     def _run(self) -> None:

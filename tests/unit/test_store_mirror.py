@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.unit.test_store import key, put
 
 from meshpilot.store import Delete, SqliteStore
 from meshpilot.store.mirror import StoreMirror
-from tests.unit.test_store import key, put
 
 
 @pytest.fixture

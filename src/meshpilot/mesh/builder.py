@@ -63,9 +63,10 @@ def port_protocol(name: str | None, app_protocol: str | None = None) -> Protocol
     return "HTTP"
 
 
-_Parsed = dict[tuple[str, ObjectKey], tuple[dict[str, Any], Named[Any]]]
+_Parsed = dict[ObjectKey, tuple[dict[str, Any], Named[Any], dict[str, Any]]]
 _parsed: _Parsed = {}
-"""The previous build's parsed objects: (model, key) -> (a private copy of the body, Named).
+"""The previous build's parsed objects: key -> (a private copy of the body, Named, the
+body given; read-only, as the store mirror's bodies are).
 
 An object whose body is unchanged is not validated again and keeps its identity from one
 snapshot to the next, so a rebuild costs O(changed objects) in pydantic and the xDS
@@ -78,11 +79,11 @@ def _parse(
     model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]], seen: _Parsed
 ) -> list[Named[M]]:
     out: list[Named[M]] = []
+    parsed = _parsed
     for key, body in objects:
-        memo_key = (model.__name__, key)
-        hit = _parsed.get(memo_key)
-        if hit is not None and _same_body(hit[0], body):
-            seen[memo_key] = hit
+        hit = parsed.get(key)
+        if hit is not None and (hit[2] is body or _same_body(hit[0], body)):
+            seen[key] = hit  # the very body (the store mirror's), or an equal one
             out.append(hit[1])
             continue
         try:
@@ -90,7 +91,7 @@ def _parse(
         except ValidationError as exc:  # stored before a schema change; skip, say why
             log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
             continue
-        seen[memo_key] = (copy.deepcopy(body), named)
+        seen[key] = (copy.deepcopy(body), named, body)
         out.append(named)
     return out
 

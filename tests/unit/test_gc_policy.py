@@ -1,0 +1,37 @@
+"""Full garbage collections wait for a quiet control plane (and still happen)."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from meshpilot.gc_policy import NEVER, QuietCollector
+
+
+def test_full_collections_only_when_quiet_and_thresholds_restored() -> None:
+    before = gc.get_threshold()
+    idle = {"s": 0.0}
+    collector = QuietCollector(lambda: idle["s"], quiet=0.2, every=0.1, longest=60).start()
+    try:
+        assert gc.get_threshold()[2] == NEVER  # no automatic full collection
+        time.sleep(0.6)
+        assert collector.collections == 0  # busy all along
+        idle["s"] = 5.0
+        deadline = time.monotonic() + 5
+        while collector.collections == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert collector.collections >= 1  # quiet: collected
+    finally:
+        collector.stop()
+    assert gc.get_threshold() == before
+
+
+def test_a_busy_control_plane_is_still_collected_at_the_longest_interval() -> None:
+    collector = QuietCollector(lambda: 0.0, quiet=10, every=0.1, longest=0.3).start()
+    try:
+        deadline = time.monotonic() + 5
+        while collector.collections == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert collector.collections >= 1
+    finally:
+        collector.stop()
