@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import queue
@@ -57,9 +58,25 @@ ISTIOD_NOTE = ("Istio's published istiod sizing: 1 vCPU and 1.5 GB of memory for
                "services and 2,000 sidecars")
 SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS"}
+FOLLOWED = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
+"""Response types an Envoy follows up with subscriptions (EDS, RDS, SRDS names)."""
 
 
 # --- the mesh ------------------------------------------------------------------------------
+
+
+def mesh_workloads(services: int) -> list[WorkloadInstance]:
+    """The pods of :func:`mesh_objects`' services: v1 and v2 of each."""
+    workloads: list[WorkloadInstance] = []
+    for i in range(services):
+        n = f"svc{i:04d}"
+        for j, v in enumerate(("v1", "v2")):
+            k = 2 * i + j
+            workloads.append(WorkloadInstance(
+                name=f"{n}-{v}", namespace="default",
+                ip=f"127.{100 + k // 62500}.{(k // 250) % 250}.{k % 250 + 1}",
+                labels={"app": n, "version": v}, ports=(InboundPort(8080, 18080, "http"),)))
+    return workloads
 
 
 def mesh_objects(services: int, weight: int) -> tuple[list[tuple[ObjectKey, dict[str, Any]]],
@@ -67,11 +84,11 @@ def mesh_objects(services: int, weight: int) -> tuple[list[tuple[ObjectKey, dict
     """S services, each with pods v1 and v2, a DestinationRule (two subsets) and a
     VirtualService splitting traffic; ``svc0000``'s split is ``100-weight``/``weight``."""
     objects: list[tuple[ObjectKey, dict[str, Any]]] = []
-    workloads: list[WorkloadInstance] = []
     net = "networking.istio.io"
     for i in range(services):
         n = f"svc{i:04d}"
-        meta = {"name": n, "namespace": "default"}
+        # As in the store: every object has a resourceVersion, which changes when it does.
+        meta = {"name": n, "namespace": "default", "resourceVersion": "1"}
         w2 = weight if i == 0 else 10
         objects.append((ObjectKey("", "Service", "default", n), {
             "apiVersion": "v1", "kind": "Service", "metadata": meta,
@@ -82,22 +99,38 @@ def mesh_objects(services: int, weight: int) -> tuple[list[tuple[ObjectKey, dict
             "spec": {"host": n, "subsets": [{"name": "v1", "labels": {"version": "v1"}},
                                             {"name": "v2", "labels": {"version": "v2"}}]}}))
         objects.append((ObjectKey(net, "VirtualService", "default", n), {
-            "apiVersion": f"{net}/v1", "kind": "VirtualService", "metadata": meta,
+            "apiVersion": f"{net}/v1", "kind": "VirtualService",
+            "metadata": {**meta, "resourceVersion": str(1000 + w2)},
             "spec": {"hosts": [n], "http": [{"route": [
                 {"destination": {"host": n, "subset": "v1"}, "weight": 100 - w2},
                 {"destination": {"host": n, "subset": "v2"}, "weight": w2}]}]}}))
-        for j, v in enumerate(("v1", "v2")):
-            k = 2 * i + j
-            workloads.append(WorkloadInstance(
-                name=f"{n}-{v}", namespace="default",
-                ip=f"127.{100 + k // 62500}.{(k // 250) % 250}.{k % 250 + 1}",
-                labels={"app": n, "version": v}, ports=(InboundPort(8080, 18080, "http"),)))
-    return objects, workloads
+    return objects, mesh_workloads(services)
 
 
 def make_snapshot(version: int, services: int, weight: int) -> MeshSnapshot:
     objects, workloads = mesh_objects(services, weight)
     return build_snapshot(version, objects, workloads)
+
+
+class StoredMesh:
+    """The mesh as the control plane holds it: its stored objects (in its in-memory
+    mirror of the store, where a change replaces one object's body) and its pods' workload
+    instances (kept while a pod does not change, as the control plane does)."""
+
+    def __init__(self, services: int) -> None:
+        self.services = services
+        self.objects, self.workloads = mesh_objects(services, 10)
+        self.vs_at = next(i for i, (k, _) in enumerate(self.objects)
+                          if k.kind == "VirtualService" and k.name == "svc0000")
+
+    def set_weight(self, weight: int) -> None:
+        """What applying a new svc0000 VirtualService does to the mirror."""
+        key, _ = self.objects[self.vs_at]
+        fresh, _ = mesh_objects(1, weight)
+        self.objects[self.vs_at] = (key, next(b for k, b in fresh if k == key))
+
+    def snapshot(self, version: int) -> MeshSnapshot:
+        return build_snapshot(version, self.objects, self.workloads)
 
 
 def weight_for(k: int) -> int:
@@ -212,12 +245,15 @@ def sim_node(i: int) -> ProxyNode:
 
 def serve_role(args: argparse.Namespace) -> int:
     """``--role server``: an XdsServer driven by JSON lines on stdin."""
+    from meshpilot.gc_policy import QuietCollector
     from meshpilot.xds import XdsServer
 
-    holder = {"snap": make_snapshot(1, args.sim_services, 10), "version": 1}
+    mesh = StoredMesh(args.sim_services)
+    holder = {"snap": mesh.snapshot(1), "version": 1}
     builder = SharedBuilder()  # what the control plane serves with (default pool size)
     xds = XdsServer(lambda node: builder.entries(holder["snap"], node), host="127.0.0.1")
     port = xds.start()
+    QuietCollector(xds.idle_seconds).start()  # the control plane's collection policy
     xds.update(1)
     ids = [sim_node(i).id for i in range(args.sim_clients)]
     marks: dict[str, float] = {}
@@ -237,7 +273,8 @@ def serve_role(args: argparse.Namespace) -> int:
         elif op in ("update", "set"):
             holder["version"] += 1
             t0, cpu0 = time.perf_counter(), cpu_seconds()
-            holder["snap"] = make_snapshot(holder["version"], args.sim_services, cmd["weight"])
+            mesh.set_weight(cmd["weight"])
+            holder["snap"] = mesh.snapshot(holder["version"])
             t1 = time.perf_counter()
             xds.update(holder["version"])
             reply = {"version": holder["version"], "build": t1 - t0}
@@ -266,8 +303,21 @@ def serve_role(args: argparse.Namespace) -> int:
 
 
 def clients_role(args: argparse.Namespace) -> int:
-    """``--role clients``: simulated proxies (asyncio gRPC), driven by JSON lines on stdin."""
-    return asyncio.run(_clients_main(args))
+    """``--role clients``: simulated proxies (asyncio gRPC), driven by JSON lines on stdin.
+
+    The garbage collector is off in these short-lived load processes (their garbage is
+    acyclic and freed by reference counting), so its pauses do not delay ACKs. They run on
+    uvloop as the server does: the less CPU the simulated proxies take on this shared
+    machine, the more the figures are the server's.
+    """
+    gc.disable()
+    from meshpilot.xds.server import new_event_loop
+
+    loop = new_event_loop()  # the server's loop (uvloop): cheaper clients, less noise
+    try:
+        return loop.run_until_complete(_clients_main(args))
+    finally:
+        loop.close()
 
 
 async def _clients_main(args: argparse.Namespace) -> int:
@@ -279,7 +329,7 @@ async def _clients_main(args: argparse.Namespace) -> int:
     from envoy.extensions.filters.network.http_connection_manager.v3 import (
         http_connection_manager_pb2 as hcm_pb2,
     )
-    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
 
     from meshpilot.mesh.model import node_to_metadata
     from meshpilot.xds.cache import eds_name
@@ -305,20 +355,21 @@ async def _clients_main(args: argparse.Namespace) -> int:
         key = SHORT.get(type_url, type_url)
         st["types"][key] = st["types"].get(key, 0) + n
 
+    delta_method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+    sotw_method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+    def _bytes(data: bytes) -> bytes:
+        return data
+
     async def one(i: int, api: str) -> None:
         pn = sim_node(i)
         node = base_pb2.Node(id=pn.id, cluster="sim.default")
         node.metadata.update(node_to_metadata(pn))
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channels[(i - args.first)
-                                                                    // per_channel])
-
-        async def requests() -> Any:
-            while True:
-                item = await q.get()
-                if item is None:
-                    return
-                yield item
+        channel = channels[(i - args.first) // per_channel]
+        # Raw bytes both ways and ``write`` (no request generator): the clients' own cost
+        # per message is small, so the figures are the server's.
+        call = channel.stream_stream(delta_method if api == "delta" else sotw_method,
+                                     request_serializer=_bytes, response_deserializer=_bytes)()
 
         # What an Envoy asks for next: EDS for its EDS clusters, RDS for the route configs
         # its connection managers (or their SRDS scopes) name, SRDS when a connection
@@ -365,37 +416,44 @@ async def _clients_main(args: argparse.Namespace) -> int:
 
         if api == "delta":
             req = discovery_pb2.DeltaDiscoveryRequest
-            call = stub.DeltaAggregatedResources(requests())
-            q.put_nowait(req(node=node, type_url=CLUSTER))
-            q.put_nowait(req(type_url=LISTENER))
-            async for resp in call:
-                count(stats[i], resp.type_url, resp.ByteSize(), len(resp.resources))
-                q.put_nowait(req(type_url=resp.type_url, response_nonce=resp.nonce))
-                more = follow_up(resp.type_url, [r.resource.value for r in resp.resources])
-                for t, names in more.items():
-                    q.put_nowait(req(type_url=t, resource_names_subscribe=sorted(names or ())))
+            parse = discovery_pb2.DeltaDiscoveryResponse.FromString
+            await call.write(req(node=node, type_url=CLUSTER).SerializeToString())
+            await call.write(req(type_url=LISTENER).SerializeToString())
+            async for raw in call:
+                resp = parse(raw)
+                count(stats[i], resp.type_url, len(raw), len(resp.resources))
+                await call.write(req(type_url=resp.type_url,
+                                     response_nonce=resp.nonce).SerializeToString())
+                if resp.type_url in FOLLOWED:
+                    more = follow_up(resp.type_url, [r.resource.value for r in resp.resources])
+                    for t, names in more.items():
+                        await call.write(req(type_url=t, resource_names_subscribe=sorted(
+                            names or ())).SerializeToString())
         else:
             sreq = discovery_pb2.DiscoveryRequest
-            call = stub.StreamAggregatedResources(requests())
-            q.put_nowait(sreq(node=node, type_url=CLUSTER))
-            q.put_nowait(sreq(type_url=LISTENER))
-            async for resp in call:
-                count(stats[i], resp.type_url, resp.ByteSize(), len(resp.resources))
-                q.put_nowait(sreq(type_url=resp.type_url, version_info=resp.version_info,
-                                  response_nonce=resp.nonce,
-                                  resource_names=sorted(subs.get(resp.type_url) or ())))
-                more = follow_up(resp.type_url, [a.value for a in resp.resources])
-                for t in more:
-                    q.put_nowait(sreq(type_url=t, resource_names=sorted(subs.get(t) or ())))
+            sparse = discovery_pb2.DiscoveryResponse.FromString
+            await call.write(sreq(node=node, type_url=CLUSTER).SerializeToString())
+            await call.write(sreq(type_url=LISTENER).SerializeToString())
+            async for raw in call:
+                sresp = sparse(raw)
+                count(stats[i], sresp.type_url, len(raw), len(sresp.resources))
+                await call.write(sreq(
+                    type_url=sresp.type_url, version_info=sresp.version_info,
+                    response_nonce=sresp.nonce,
+                    resource_names=sorted(subs.get(sresp.type_url) or ())).SerializeToString())
+                if sresp.type_url in FOLLOWED:
+                    more = follow_up(sresp.type_url, [a.value for a in sresp.resources])
+                    for t in more:
+                        await call.write(sreq(type_url=t, resource_names=sorted(
+                            subs.get(t) or ())).SerializeToString())
 
     async def guarded(i: int, api: str) -> None:
         try:
             await one(i, api)
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                print(f"client {i}: {exc.code()} {exc.details()}", file=sys.stderr)
+        except grpc.aio.AioRpcError as exc:  # our own disconnect cancels the task instead
+            print(f"client {i}: {exc.code()} {exc.details()}", file=sys.stderr)
         except Exception:
             traceback.print_exc()
 
@@ -675,6 +733,7 @@ def report_sim(r: dict[str, Any], cost: dict[str, float], args: argparse.Namespa
             print(f"{'ratio full / delta':<28}{full['elapsed'] / pct(totals, 50):10.1f}"
                   f"{'':>10}{full['resources'] / max(delta_res, 1e-9):11.0f}"
                   f"{full['bytes'] / max(delta_kb, 1e-9):10.0f}")
+        print("  every change, ms, in order: " + ", ".join(f"{t * 1000:.0f}" for t in totals))
         rebuild = statistics.fmean(u["build"] for u in ups) * 1000
         responses = statistics.fmean(u["responses"] for u in ups)
         print(f"  per change: snapshot rebuild {rebuild:.0f} ms; responses per proxy "
