@@ -1,27 +1,27 @@
 """Config convergence: from a weight change to every proxy having ACKed it.
 
 Part (a), real Envoys: N Envoy processes (default 20) connect to one in-process
-``XdsServer`` serving ``build_resources(build_snapshot(...), node)`` for a mesh of M services
-(default 50). K times (default 20): change the weights of one VirtualService, rebuild the
-snapshot, ``xds.update(version)``, and time until ``wait_acked`` says every proxy ACKed.
-Run once with Delta ADS (meshpilot's default) and once with State-of-the-World ADS.
+``XdsServer`` serving ``SharedBuilder().entries(snapshot, node)`` (what the control plane
+serves) for a mesh of M services (default 50). K times (default 20): change the weights of
+one VirtualService in the stored mesh, rebuild the snapshot, ``xds.update(version)``, and
+time until ``wait_acked`` says every proxy ACKed. Run once with Delta ADS (meshpilot's
+default) and once with State-of-the-World ADS.
 
-Part (b), simulated proxies at scale: the ``XdsServer`` runs in its own process (so its
-peak RSS is its own: VmHWM from /proc) and C simulated clients (gRPC Delta ADS streams
-in a few client processes, each ACKing what it receives and subscribing to the EDS and
-RDS names it learns, as Envoy does) connect to it over a mesh of S services. K weight
-changes are timed as in (a), and each client counts the responses, resources and bytes
-it received for the change. Baseline in the same run: the same change delivered as a
-full-state resend (every client re-fetches its whole config over SotW, which is what a
-control plane without per-resource diffs sends on any change).
+Part (b), simulated proxies at the targets' scale: the ``XdsServer`` runs in its own
+process (so its peak RSS is its own: VmHWM from /proc) and C simulated clients (default
+1,000; gRPC Delta ADS streams in a few client processes, each ACKing what it receives and
+subscribing to the EDS and RDS names it learns, as Envoy does) connect to it over a mesh
+of S services (default 1,000). K weight changes are timed as in (a), and each client
+counts the responses, resources and bytes it received for the change. Baseline in the
+same run: the same change delivered as a full-state resend (every client re-fetches its
+whole config over SotW, which is what a control plane without per-resource diffs sends on
+any change).
 
-Part (b) at the targets' scale (1,000 clients x 1,000 services) did not complete its initial
-sync on a 2-core machine (see benchmarks/README.md), so its defaults are 200 clients x 50
-services;
-``--sim-clients 1000 --sim-services 1000 --sim-budget 3600`` asks for the real thing.
+The mesh is held as the control plane holds it (:class:`StoredMesh`): stored objects in
+an in-memory mirror where a change replaces one body, and the pods' workload instances.
 
 Run:  .venv/bin/python benchmarks/convergence.py [--envoys 20 --services 50 --updates 20]
-          [--sim-clients 200 --sim-services 50 --sim-updates 5]  [--skip-envoy|--skip-sim]
+          [--sim-clients 1000 --sim-services 1000 --sim-updates 20]  [--skip-envoy|--skip-sim]
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
     from meshpilot.proxy.ports import free_port
     from meshpilot.xds import XdsServer
 
-    holder = {"snap": make_snapshot(1, args.services, 10)}
+    mesh = StoredMesh(args.services)
+    holder = {"snap": mesh.snapshot(1)}
     builder = SharedBuilder()  # what the control plane serves with
     xds = XdsServer(lambda node: builder.entries(holder["snap"], node), host="127.0.0.1")
     port = xds.start()
@@ -203,7 +204,8 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
             version = k + 2
             t0 = time.perf_counter()
             mono0 = time.monotonic()
-            holder["snap"] = make_snapshot(version, args.services, weight_for(k))
+            mesh.set_weight(weight_for(k))
+            holder["snap"] = mesh.snapshot(version)
             t1 = time.perf_counter()
             xds.update(version)
             if not xds.wait_acked(version, ids, timeout=60):
@@ -640,8 +642,9 @@ def run_sim(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def target_cost(services: int) -> dict[str, float]:
+    mesh = StoredMesh(services)
     t0 = time.perf_counter()
-    snap = make_snapshot(1, services, 10)
+    snap = mesh.snapshot(1)  # from scratch: every object parsed
     t1 = time.perf_counter()
     res = build_resources(snap, sim_node(0))
     t2 = time.perf_counter()
@@ -658,7 +661,9 @@ def target_cost(services: int) -> dict[str, float]:
     t5 = time.perf_counter()
     builder.entries(snap, sim_node(1))
     t6 = time.perf_counter()
-    snap2 = make_snapshot(2, services, weight_for(0))
+    mesh.set_weight(weight_for(0))
+    t6 = time.perf_counter()
+    snap2 = mesh.snapshot(2)  # after one change: as the control plane rebuilds
     t7 = time.perf_counter()
     builder.entries(snap2, sim_node(0))
     t8 = time.perf_counter()
@@ -784,15 +789,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envoys", type=int, default=20, help="(a) real Envoys (default 20)")
     parser.add_argument("--services", type=int, default=50, help="(a) mesh services (50)")
     parser.add_argument("--updates", type=int, default=20, help="(a) weight changes (20)")
-    parser.add_argument("--sim-clients", type=int, default=200,
-                        help="(b) simulated xDS clients (default 200; the target scale is 1000)")
-    parser.add_argument("--sim-services", type=int, default=50,
-                        help="(b) mesh services (default 50; the target scale is 1000)")
-    parser.add_argument("--sim-updates", type=int, default=5, help="(b) weight changes (5)")
+    parser.add_argument("--sim-clients", type=int, default=1000,
+                        help="(b) simulated xDS clients (default 1000, the target scale)")
+    parser.add_argument("--sim-services", type=int, default=1000,
+                        help="(b) mesh services (default 1000, the target scale)")
+    parser.add_argument("--sim-updates", type=int, default=20, help="(b) weight changes (20)")
     parser.add_argument("--sim-procs", type=int, default=2,
                         help="(b) client processes (default 2)")
-    parser.add_argument("--sim-budget", type=float, default=150.0,
-                        help="(b) give up waiting after this many seconds in total (150)")
+    parser.add_argument("--sim-budget", type=float, default=600.0,
+                        help="(b) give up waiting after this many seconds in total (600)")
     parser.add_argument("--target-services", type=int, default=1000,
                         help="services for the one-proxy cost probe (default 1000)")
     parser.add_argument("--target-clients", type=int, default=1000,
