@@ -278,6 +278,7 @@ def _plan_key(
     None otherwise. Unchanged views matter only through the names they reference."""
     key: list[Any] = []
     keep: list[Any] = []
+    moved = False
     types = ORDER if len(target) == len(ORDER) and len(current) == len(ORDER) and all(
         t in target and t in current for t in ORDER) else dict.fromkeys(
             (*ORDER, *target, *current))
@@ -292,7 +293,8 @@ def _plan_key(
             return None  # a proxy's own views change, or a first sync: plan for it alone
         key.append((t, id(cur), id(new)))
         keep += (cur, new)
-    if not keep or all(len(k) == 2 for k in key):
+        moved = True
+    if not moved:
         return (), ()  # nothing changed
     eds = referenced_eds(target)
     listeners = target.get(LISTENER, _EMPTY_VIEW)

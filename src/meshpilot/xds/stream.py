@@ -522,7 +522,7 @@ class ProxyStream:
             ts = self._types.get(t)
             if ts is not None and ts.nack_count and ts.nack_count != marks.get(t, 0):
                 failed.add(t)  # rejected: the proxy stays on its last good config
-            if t in failed or any(d in failed for d in _DEPENDS_ON.get(t, ())):
+            if failed and (t in failed or any(d in failed for d in _DEPENDS_ON.get(t, ()))):
                 continue
             names = phase.expect[t]
             if ts is None or not ts.requested:
