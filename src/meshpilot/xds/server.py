@@ -22,6 +22,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -353,7 +354,7 @@ class XdsServer:
         })
 
     async def _serve(self, requests: Any, context: grpc.aio.ServicerContext, api: Api) -> None:
-        out: asyncio.Queue[bytes] = asyncio.Queue()
+        out = _Outbox()
         stream: ProxyStream | None = None
         writer: asyncio.Task[None] | None = None
         try:
@@ -363,8 +364,7 @@ class XdsServer:
                         log.warning("xDS stream without a node id in its first request")
                         return
                     meta = MessageToDict(req.node.metadata)
-                    stream = self._open(node_from_metadata(req.node.id, meta), api,
-                                        out.put_nowait)
+                    stream = self._open(node_from_metadata(req.node.id, meta), api, out.put)
                     writer = asyncio.get_running_loop().create_task(_write(context, out))
                 stream.handle(req)
         except (grpc.RpcError, asyncio.CancelledError):
@@ -378,7 +378,34 @@ class XdsServer:
                 self._close(stream)
 
 
-async def _write(context: grpc.aio.ServicerContext, out: asyncio.Queue[bytes]) -> None:
+class _Outbox:
+    """A stream's responses waiting to be written, in order (one writer, no locks: the
+    loop's thread only). Leaner than asyncio.Queue, which is a measurable share of a push
+    to a thousand proxies."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: bytes) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> bytes:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+async def _write(context: grpc.aio.ServicerContext, out: _Outbox) -> None:
     try:
         while True:
             await context.write(await out.get())
