@@ -431,6 +431,10 @@ async def _clients_main(args: argparse.Namespace) -> int:
                     for t, names in more.items():
                         await call.write(req(type_url=t, resource_names_subscribe=sorted(
                             names or ())).SerializeToString())
+                # Let go of the response now: an Envoy has applied it and holds only its
+                # config. Kept until the next one, a 3 MB initial sync was freed in the
+                # middle of the first measured change (~0.7 ms of CPU per client).
+                del raw, resp
         else:
             sreq = discovery_pb2.DiscoveryRequest
             sparse = discovery_pb2.DiscoveryResponse.FromString
@@ -448,6 +452,7 @@ async def _clients_main(args: argparse.Namespace) -> int:
                     for t in more:
                         await call.write(sreq(type_url=t, resource_names=sorted(
                             subs.get(t) or ())).SerializeToString())
+                del raw, sresp
 
     async def guarded(i: int, api: str) -> None:
         try:
@@ -490,6 +495,7 @@ async def _clients_main(args: argparse.Namespace) -> int:
         elif op == "mark":
             for i in stats:
                 stats[i] = fresh()
+            gc.collect()  # between changes, outside the timing (the collector is off)
         elif op == "stats":
             reply = {"clients": list(stats.values())}
         print(json.dumps(reply), flush=True)

@@ -104,6 +104,7 @@ async def clients(port: int, first: int, count: int) -> None:
             resp = discovery_pb2.DeltaDiscoveryResponse.FromString(raw)
             await call.write(discovery_pb2.DeltaDiscoveryRequest(
                 type_url=resp.type_url, response_nonce=resp.nonce).SerializeToString())
+            del raw, resp  # freed now, not in the middle of the next round
 
     await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
 
