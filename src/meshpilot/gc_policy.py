@@ -4,9 +4,11 @@ A full (oldest-generation) collection walks every tracked object: with a mesh of
 services that is a million objects and a pause of hundreds of milliseconds, which, if it
 falls inside a push, is what a thousand proxies wait for. So the control plane keeps the
 young collections (less often than Python's default) and runs full ones itself, when the
-xDS server has been quiet for a moment (or, at the latest, every ``longest`` seconds, so
-cyclic garbage stays bounded whatever the load). Objects that survive the start-up are frozen (never
-scanned again), as they live as long as the process.
+xDS server has been quiet for a moment. Under steady churn it never is: past ``longest``
+seconds the collection is overdue and takes the first lull between pushes (``lull``
+seconds without xDS activity: the last push ACKed), and past twice that it runs whatever
+the load, so cyclic garbage stays bounded. Objects that survive the start-up are frozen
+(never scanned again), as they live as long as the process.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ per proxy), at 10,000 they cost next to nothing."""
 
 class QuietCollector:
     """Full collections only while ``idle()`` (seconds without xDS activity) ≥ ``quiet``,
-    at most every ``every`` seconds, and at least every ``longest`` seconds."""
+    at most every ``every`` seconds; overdue after ``longest`` seconds (then a lull of
+    ``lull`` seconds will do), forced after ``2 * longest``."""
 
     def __init__(
         self, idle: Callable[[], float], *, quiet: float = 2.0, every: float = 10.0,
-        longest: float = 120.0,
+        longest: float = 120.0, lull: float = 0.05,
     ) -> None:
         self._idle = idle
         self._quiet = quiet
         self._every = every
         self._longest = longest
+        self._lull = lull
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._saved: tuple[int, int, int] | None = None
@@ -64,11 +68,22 @@ class QuietCollector:
             gc.unfreeze()
             self._saved = None
 
+    def _due(self, since: float) -> bool:
+        """Whether to collect now, ``since`` seconds after the last full collection."""
+        if since >= 2 * self._longest:
+            return True
+        idle = self._idle()
+        if since >= self._longest:
+            return idle >= self._lull  # overdue: between two pushes, not inside one
+        return since >= self._every and idle >= self._quiet
+
     def _run(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(min(self._quiet, self._every) / 2):
+        relaxed = min(self._quiet, self._every) / 2
+        while not self._stop.wait(
+                relaxed if time.monotonic() - last < self._longest else self._lull / 2):
             since = time.monotonic() - last
-            if since >= self._longest or (since >= self._every and self._idle() >= self._quiet):
+            if self._due(since):
                 t0 = time.perf_counter()
                 gc.collect()
                 self.last_pause = time.perf_counter() - t0
