@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -37,6 +36,7 @@ from tests.conftest import wait_for
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.bootstrap import bootstrap
+from meshpilot.proxy.ports import free_port
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer
 
 APIS = ["GRPC", "DELTA_GRPC"]
@@ -45,15 +45,14 @@ ROUTE_NAME = "http-routes"
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all held open while choosing)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct free loopback ports, from below the ephemeral range (as the runtime
+    picks them: no client connection takes one before Envoy binds it)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 # --- a backend ------------------------------------------------------------------------
