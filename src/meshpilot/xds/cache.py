@@ -128,7 +128,17 @@ def scope_route_name(scope: Message) -> str | None:
     return None
 
 
+_REFS_FACT = {CLUSTER: "refs:" + CLUSTER, LISTENER: "refs:" + LISTENER,
+              SCOPED_ROUTE: "refs:" + SCOPED_ROUTE}
+
+
 def _refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
+    facts = getattr(view, "facts", None)  # a shared view's facts, known once computed
+    if facts is not None:
+        known = facts.get(_REFS_FACT[kind])
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+
     def compute() -> frozenset[str]:
         if kind == CLUSTER:
             return frozenset(n for e in view.values() if (n := eds_name(e.message)))
@@ -142,8 +152,8 @@ def _refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
                 return compute()
             below, above = _refs(kind, view.base), _refs(kind, view.top)
             return below | above if above else below  # the class's very set, if it can
-        return fact("refs:" + kind, view, layered)
-    return fact("refs:" + kind, view, compute)
+        return fact(_REFS_FACT[kind], view, layered)
+    return fact(_REFS_FACT[kind], view, compute)
 
 
 def referenced(target: Mapping[str, Mapping[str, Entry]]) -> dict[str, set[str]]:
@@ -194,6 +204,13 @@ class Phase:
     def stage_order(self) -> tuple[str, ...]:
         """The staged types in push order."""
         return tuple(sorted_types(self.stage))
+
+    @cached_property
+    def staging(self) -> tuple[tuple[str, Mapping[str, Entry], str, frozenset[str]], ...]:
+        """(type, view, its digest, names to resend) in push order: worked out once for
+        every proxy that follows this plan."""
+        return tuple((t, self.stage[t], view_digest(self.stage[t]),
+                      self.resend.get(t) or frozenset()) for t in self.stage_order)
 
     @cached_property
     def expect_order(self) -> tuple[str, ...]:
@@ -268,6 +285,7 @@ class _PlanMemo:
 
 
 _PLANS = _PlanMemo()
+_ORDER_SET = frozenset(ORDER)
 
 
 def _plan_key(
@@ -279,9 +297,8 @@ def _plan_key(
     key: list[Any] = []
     keep: list[Any] = []
     moved = False
-    types = ORDER if len(target) == len(ORDER) and len(current) == len(ORDER) and all(
-        t in target and t in current for t in ORDER) else dict.fromkeys(
-            (*ORDER, *target, *current))
+    types = ORDER if target.keys() == _ORDER_SET and current.keys() == _ORDER_SET else (
+        dict.fromkeys((*ORDER, *target, *current)))
     for t in types:
         cur, new = current.get(t), target.get(t)
         if cur is new and cur is not None:

@@ -18,9 +18,12 @@ views, the names overridden, the subscription's change): O(change), not O(config
 
 from __future__ import annotations
 
+import itertools
+import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -28,6 +31,8 @@ from meshpilot.xds.types import FULL_STATE_TYPES
 from meshpilot.xds.views import EMPTY, Entry, view_changes
 
 WILDCARD = "*"
+LOGGED_NAMES = 64
+"""A sent-log record keeps at most this many resource names (and the total count)."""
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -169,19 +174,78 @@ class Have(Mapping[str, str]):
         return Have(self.view, self.subs, {**self.over, **updates})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Push:
-    """The content of one response: resources to (re)send and names to remove."""
+    """The content of one response: resources to (re)send and names to remove. Shared by
+    every proxy making the same move (:func:`next_push`): never mutate it."""
 
     resources: Mapping[str, Entry]
     removed: tuple[str, ...] = ()
     full_state: bool = False  # SotW CDS/LDS: ``resources`` is the proxy's whole set
     whole: bool = False  # ``resources`` is a whole (shared) staged view
+    wire: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Encodings of the response's shared part, by API, made once for all its proxies."""
+
     def names(self) -> tuple[str, ...]:
         return tuple(self.resources)
 
+    @cached_property
+    def logged(self) -> tuple[str, ...]:
+        """The names a sent-log record keeps: at most :data:`LOGGED_NAMES`."""
+        return tuple(itertools.islice(self.resources, LOGGED_NAMES))
+
+
+class _PushMemo:
+    """The push for a move many proxies make alike: a class's proxies hold the same staged
+    view with the same subscription and are moved to the same next one. Keyed by the ids
+    of those shared objects; the entry holds them, so an id stays theirs while it lives."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: dict[tuple[Any, ...], tuple[tuple[Any, ...], Push | None, Have]] = {}
+        self._last: tuple[tuple[Any, ...], Push | None, Have] | None = None
+        self._lock = threading.Lock()  # streams of several loops (tests) may share it
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Push | None, Have] | None:
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1], last[2]
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        self._last = (key, hit[1], hit[2])
+        return hit[1], hit[2]
+
+    def put(self, key: tuple[Any, ...], keep: tuple[Any, ...], push: Push | None,
+            after: Have) -> None:
+        self._last = (key, push, after)
+        with self._lock:
+            self._items[key] = (keep, push, after)
+            if len(self._items) > self._size:
+                del self._items[next(iter(self._items))]  # the oldest
+
+
+_PUSHES = _PushMemo()
+
 
 def next_push(
+    type_url: str, delta: bool, staged: Mapping[str, Entry], subs: Subscription,
+    sent: Have, *, force: bool = False,
+) -> tuple[Push | None, Have]:
+    """The next response of one type and what the proxy then holds (see
+    :func:`_next_push`); computed once for every proxy that makes the same move from a
+    shared view."""
+    if sent.over or not sent.view:
+        return _next_push(type_url, delta, staged, subs, sent, force=force)
+    key = (type_url, delta, force, id(staged), id(subs), id(sent.view), id(sent.subs))
+    found = _PUSHES.get(key)
+    if found is None:
+        found = _next_push(type_url, delta, staged, subs, sent, force=force)
+        _PUSHES.put(key, (staged, subs, sent.view, sent.subs), *found)
+    return found
+
+
+def _next_push(
     type_url: str, delta: bool, staged: Mapping[str, Entry], subs: Subscription,
     sent: Have, *, force: bool = False,
 ) -> tuple[Push | None, Have]:

@@ -82,6 +82,9 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Any] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: list[tuple[str, Entry]] = field(default_factory=list)  # its inbound routes
+    template: Views = field(default_factory=dict)
+    """Every type -> its class view (EMPTY where none), for ``views``: a proxy's views
+    start as a copy of it."""
 
 
 @dataclass(frozen=True)
@@ -190,21 +193,16 @@ class SharedBuilder:
                 state.key_of = snapshot
             cls = self._class(snapshot, node, state.key)
             self._node(snapshot, node, state)
-            views, own = cls.views, state.own
-            parts = (views.get(CLUSTER), views.get(ENDPOINT), views.get(LISTENER),
-                     views.get(SCOPED_ROUTE), views.get(ROUTE), *own.values())
+            own = state.own
+            parts = (cls.views, *own.values())
             last = state.out_of
             if len(parts) == len(last) and all(map(operator.is_, parts, last)):
                 return state.out  # nothing this proxy gets changed: the same views
-            out: Views = {}
-            for t in TYPES:
-                shared, mine = views.get(t), own.get(t)
-                if not mine:
-                    out[t] = shared if shared is not None else EMPTY
-                elif not shared:
-                    out[t] = mine
-                else:
-                    out[t] = self._layer(state, t, shared, mine)
+            out: Views = dict(cls.template)
+            for t, mine in own.items():
+                if mine:
+                    shared = out[t]
+                    out[t] = self._layer(state, t, shared, mine) if shared else mine
             state.out, state.out_of = out, parts
             return out
 
@@ -277,10 +275,12 @@ class SharedBuilder:
                 views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
                 views[ROUTE] = _view(route_items + inbound, cls.views.get(ROUTE))
             cls.routes, cls.inbound = route_memos, inbound
-        if any(views.get(t) is not cls.views.get(t) for t in TYPES):
+        if any(views.get(t) is not cls.views.get(t) for t in TYPES) or not cls.template:
             for problem in consistency_problems({**views, LISTENER: {}}):
                 log.warning("proxy class %s at version %s: %s", key, snapshot.version, problem)
-        cls.views = views
+            # a new object only when a view moved: proxies compare it by identity
+            cls.views = views
+            cls.template = {t: v if (v := views.get(t)) is not None else EMPTY for t in TYPES}
         cls.snapshot = cls.built_from = snapshot
         return cls
 

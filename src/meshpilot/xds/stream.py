@@ -46,13 +46,11 @@ from meshpilot.xds.types import (
     SCOPED_ROUTE,
     Resources,
 )
-from meshpilot.xds.views import Entry, LayeredView, fact, is_shared, to_entries, view_digest
+from meshpilot.xds.views import Entry, LayeredView, fact, is_shared, to_entries
 
 log = logging.getLogger(__name__)
 
 Api = Literal["sotw", "delta"]
-LOGGED_NAMES = 64
-"""A sent-log record keeps at most this many resource names (and the total count)."""
 _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     ENDPOINT: (CLUSTER,),
     SCOPED_ROUTE: (LISTENER,),
@@ -387,11 +385,8 @@ class ProxyStream:
                 ts.rejected.pop(n, None)
         ts.nonce, ts.version, ts.answered = nonce, version, False
         ts.pending, ts.last_push = ts.sent, push
-        count = len(push.resources)
-        names = tuple(push.resources) if count <= LOGGED_NAMES else tuple(
-            itertools.islice(push.resources, LOGGED_NAMES))
-        record = SentRecord(type_url, nonce, version, names, push.removed,
-                            time.monotonic(), None, None, self._phase, count)
+        record = SentRecord(type_url, nonce, version, push.logged, push.removed,
+                            time.monotonic(), None, None, self._phase, len(push.resources))
         ts.last_record = record
         self._log.append(record)
 
@@ -403,14 +398,21 @@ class ProxyStream:
         typed = _TYPE_FIELD.get(type_url)
         if typed is None:
             typed = _TYPE_FIELD[type_url] = _wire_string(4, type_url)
-        head = [_wire_string(1, version), typed, _wire_string(5, nonce)]
-        if not sotw:
-            head += (_wire_string(6, n) for n in push.removed)
+        shared = push.wire.get(self.api)
+        if shared is None:
+            shared = push.wire[self.api] = self._shared_part(push, sotw)
+        return b"".join((_wire_string(1, version), typed, _wire_string(5, nonce), shared))
+
+    @staticmethod
+    def _shared_part(push: Push, sotw: bool) -> bytes:
+        """The fields every proxy getting this push gets alike: removed names (Delta) and
+        the resources (field order does not matter on the wire)."""
+        removed = b"" if sotw else b"".join(_wire_string(6, n) for n in push.removed)
         if push.whole:
-            return b"".join((*head, _body(push.resources, sotw)))
+            return removed + _body(push.resources, sotw)
         if sotw:
-            return b"".join((*head, *(e.sotw_wire for e in push.resources.values())))
-        return b"".join((*head, *(e.delta_wire for e in push.resources.values())))
+            return removed + b"".join(e.sotw_wire for e in push.resources.values())
+        return removed + b"".join(e.delta_wire for e in push.resources.values())
 
     # --- update rounds -------------------------------------------------------------------
     # A round is driven by events, not by a task: ``trigger`` begins it, each request
@@ -470,13 +472,13 @@ class ProxyStream:
             self._marks = {t: ts.nack_count for t, ts in self._types.items()} \
                 if self._nacks else _NO_MARKS
             self._failed = set()
-            for t in phase.stage_order:
-                self._staged[t] = phase.stage[t]
-                self._digests[t] = view_digest(phase.stage[t])
-                ts = self._types.get(t)
-                if ts is not None and phase.resend.get(t):
-                    ts.sent = ts.sent.with_versions(dict.fromkeys(phase.resend[t], ""))
-            for t in phase.stage_order:
+            staging = phase.staging
+            for t, view, digest, resend in staging:
+                self._staged[t] = view
+                self._digests[t] = digest
+                if resend and (ts := self._types.get(t)) is not None:
+                    ts.sent = ts.sent.with_versions(dict.fromkeys(resend, ""))
+            for t, _, _, _ in staging:
                 self._flush(t)
             if not self._phase_done(phase, self._marks, self._failed):
                 self._timer = asyncio.get_running_loop().call_later(
