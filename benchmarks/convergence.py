@@ -15,13 +15,16 @@ of S services (default 1,000). K weight changes are timed as in (a), and each cl
 counts the responses, resources and bytes it received for the change. Baseline in the
 same run: the same change delivered as a full-state resend (every client re-fetches its
 whole config over SotW, which is what a control plane without per-resource diffs sends on
-any change).
+any change); and the bare gRPC floor (``grpc_floor.py``: the same number of streams, one
+small message each, no meshpilot code), so a run on a slower or busier host reads as a
+ratio to what the transport alone takes there.
 
 The mesh is held as the control plane holds it (:class:`StoredMesh`): stored objects in
 an in-memory mirror where a change replaces one body, and the pods' workload instances.
 
 Run:  .venv/bin/python benchmarks/convergence.py [--envoys 20 --services 50 --updates 20]
           [--sim-clients 1000 --sim-services 1000 --sim-updates 20]  [--skip-envoy|--skip-sim]
+          [--skip-floor]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import grpc_floor  # this directory's: the transport's floor, the baseline of part (b)
+
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
@@ -53,6 +58,7 @@ from meshpilot.xds.shared import SharedBuilder
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 TARGET_P99_MS = 250.0
+FLOOR_ROUNDS = 10
 TARGET_RSS_MB = 500.0
 ISTIOD_NOTE = ("Istio's published istiod sizing: 1 vCPU and 1.5 GB of memory for 1,000 "
                "services and 2,000 sidecars")
@@ -762,6 +768,17 @@ def report_sim(r: dict[str, Any], cost: dict[str, float], args: argparse.Namespa
         print(f"  control-plane memory: peak RSS (VmHWM) {mem['VmHWM']:.0f} MB, "
               f"RSS now {mem['VmRSS']:.0f} MB  -> {verdict} the {TARGET_RSS_MB:.0f} MB target "
               f"(at this scale)")
+    floor = r.get("floor")
+    if floor and ups:
+        times = [f["elapsed"] for f in floor]
+        totals = [u["total"] for u in ups]
+        print(f"  baseline in this run, the bare gRPC floor (grpc_floor.py: {c} streams, one "
+              f"0.9 KB message each, every client answering, no meshpilot code; "
+              f"{len(floor)} rounds): p50 {ms(pct(times, 50)).strip()} ms, max "
+              f"{ms(max(times)).strip()} ms, server CPU "
+              f"{statistics.median(f['cpu'] for f in floor) * 1000:.0f} ms per round")
+        print(f"  meshpilot's change / the floor: p50 x{pct(totals, 50) / pct(times, 50):.2f}, "
+              f"p99 x{pct(totals, 99) / max(times):.2f} (against the floor's max)")
     if ups:
         p99 = pct([u["total"] for u in ups], 99) * 1000
         verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
@@ -811,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the logs' temporary directory")
     parser.add_argument("--skip-envoy", action="store_true", help="skip part (a)")
     parser.add_argument("--skip-sim", action="store_true", help="skip part (b)")
+    parser.add_argument("--skip-floor", action="store_true",
+                        help="skip (b)'s baseline: the bare gRPC floor (grpc_floor.py)")
     parser.add_argument("--role", choices=["driver", "server", "clients"], default="driver",
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -835,6 +854,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n(b) {args.sim_clients} simulated clients x {args.sim_services} services "
                   "...", flush=True)
             sim = run_sim(args, tmp)
+            if not args.skip_floor:
+                print(f"(b) the bare gRPC floor, {args.sim_clients} streams ...", flush=True)
+                sim["floor"] = grpc_floor.measure(args.sim_clients, FLOOR_ROUNDS)
             cost = target_cost(args.target_services)
             report_sim(sim, cost, args)
         print(f"\n(total run time {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs)")

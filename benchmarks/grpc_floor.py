@@ -124,6 +124,48 @@ def child_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure(streams: int, rounds: int, big: bool = False) -> list[dict[str, float]]:
+    """``rounds`` pushes to ``streams`` streams (in a server process and two client
+    processes of their own): per round its time, the server's CPU, its loop thread's
+    CPU and the clients' CPU, in seconds."""
+    me = [sys.executable, os.path.abspath(__file__)]
+    server = subprocess.Popen([*me, "--role", "server", "--streams", str(streams)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+
+    def ask(cmd: dict[str, object]) -> dict[str, float]:
+        server.stdin.write(json.dumps(cmd) + "\n")  # type: ignore[union-attr]
+        server.stdin.flush()  # type: ignore[union-attr]
+        return json.loads(server.stdout.readline())  # type: ignore[union-attr,no-any-return]
+
+    port = json.loads(server.stdout.readline())["port"]
+    half = streams // 2
+    procs = [subprocess.Popen([*me, "--role", "clients", "--port", str(port), "--first",
+                               str(p * half), "--count", str(half)]) for p in range(2)]
+    out: list[dict[str, float]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while ask({"cmd": "count"})["streams"] < 2 * half:
+            if time.monotonic() > deadline:
+                raise SystemExit("the clients did not all connect within 120 s")
+            time.sleep(0.2)
+        if big:
+            ask({"cmd": "push", "payload": 3_000_000})
+        for _ in range(rounds):
+            before = sum(child_cpu(p.pid) for p in procs)
+            r = ask({"cmd": "push", "payload": 900})
+            r["clients_cpu"] = sum(child_cpu(p.pid) for p in procs) - before
+            out.append(r)
+            time.sleep(0.3)
+    finally:
+        for p in procs:
+            p.kill()
+        server.kill()
+        for p in (*procs, server):
+            p.wait()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
@@ -141,47 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "clients":
         run_on_uvloop(clients(args.port, args.first, args.count))
         return 0
-    me = [sys.executable, os.path.abspath(__file__)]
-    server = subprocess.Popen([*me, "--role", "server", "--streams", str(args.streams)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert server.stdin is not None and server.stdout is not None
-
-    def ask(cmd: dict[str, object]) -> dict[str, float]:
-        server.stdin.write(json.dumps(cmd) + "\n")  # type: ignore[union-attr]
-        server.stdin.flush()  # type: ignore[union-attr]
-        return json.loads(server.stdout.readline())  # type: ignore[union-attr,no-any-return]
-
-    port = json.loads(server.stdout.readline())["port"]
-    half = args.streams // 2
-    procs = [subprocess.Popen([*me, "--role", "clients", "--port", str(port), "--first",
-                               str(p * half), "--count", str(half)]) for p in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while ask({"cmd": "count"})["streams"] < 2 * half:
-            if time.monotonic() > deadline:
-                raise SystemExit("the clients did not all connect within 120 s")
-            time.sleep(0.2)
-        if args.big:
-            ask({"cmd": "push", "payload": 3_000_000})
-        print(f"bare grpc.aio push to {2 * half} streams, ~0.9 KB each, every client "
-              f"answering{' (after one 3 MB message each)' if args.big else ''}:")
-        print(f"{'round':>5} {'ms':>8} {'server CPU ms':>14} {'its loop ms':>12} "
-              f"{'clients CPU ms':>15}")
-        times = []
-        for k in range(args.rounds):
-            before = sum(child_cpu(p.pid) for p in procs)
-            r = ask({"cmd": "push", "payload": 900})
-            clients_cpu = sum(child_cpu(p.pid) for p in procs) - before
-            times.append(r["elapsed"])
-            print(f"{k + 1:>5} {r['elapsed'] * 1000:8.1f} {r['cpu'] * 1000:14.1f} "
-                  f"{r['loop_cpu'] * 1000:12.1f} {clients_cpu * 1000:15.0f}")
-            time.sleep(0.3)
-        times.sort()
-        print(f"p50 {times[len(times) // 2] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
-    finally:
-        for p in procs:
-            p.kill()
-        server.kill()
+    rounds = measure(args.streams, args.rounds, args.big)
+    print(f"bare grpc.aio push to {2 * (args.streams // 2)} streams, ~0.9 KB each, every "
+          f"client answering{' (after one 3 MB message each)' if args.big else ''}:")
+    print(f"{'round':>5} {'ms':>8} {'server CPU ms':>14} {'its loop ms':>12} "
+          f"{'clients CPU ms':>15}")
+    for k, r in enumerate(rounds):
+        print(f"{k + 1:>5} {r['elapsed'] * 1000:8.1f} {r['cpu'] * 1000:14.1f} "
+              f"{r['loop_cpu'] * 1000:12.1f} {r['clients_cpu'] * 1000:15.0f}")
+    times = sorted(r["elapsed"] for r in rounds)
+    print(f"p50 {times[len(times) // 2] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
     return 0
 
 
