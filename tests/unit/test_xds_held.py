@@ -114,3 +114,19 @@ def test_the_first_sync_gate_hands_slots_over_in_order() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["closed", "second"]
+
+
+def test_proxies_making_the_same_move_share_one_push() -> None:
+    """A class's proxies hold the same view and are moved to the same next one: the push
+    is worked out (and encoded) once; one holding something else gets its own."""
+    before, after = view(a=1, b=2), view(a=1, b=3)
+    subs = Subscription.of(True)
+    first, held_first = next_push(ENDPOINT, True, after, subs, Have(before, subs))
+    second, held_second = next_push(ENDPOINT, True, after, subs, Have(before, subs))
+    assert first is not None and first is second and held_first is held_second
+    assert list(first.resources) == ["b"] and held_first.is_view(after, subs)
+    other, _ = next_push(ENDPOINT, True, after, subs, Have(before, subs, {"a": "old"}))
+    assert other is not None and other is not first and sorted(other.resources) == ["a", "b"]
+    narrower = Subscription.of(False, {"a"})
+    none, held = next_push(ENDPOINT, True, after, narrower, Have(before, narrower))
+    assert none is None and held.is_view(after, narrower)  # "b" is not asked for
