@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
@@ -122,6 +123,7 @@ class MeshControlPlane:
         self._threads: list[threading.Thread] = []
         self._collector: QuietCollector | None = None  # full GCs only between pushes
         self._mirror: StoreMirror | None = None  # the stored objects, kept current
+        self._parsed_deployments: dict[ObjectKey, tuple[dict[str, Any], Deployment]] = {}
         self._workloads: dict[str, tuple[Any, WorkloadInstance]] = {}  # pod name -> instance
 
     # --- lifecycle ---------------------------------------------------------------
@@ -251,14 +253,35 @@ class MeshControlPlane:
                                                 self.gateway_ports().items()})
         return self._builder.entries(snapshot, node)  # type: ignore[return-value]
 
-    def _deployments(self) -> list[tuple[str, str, Deployment]]:
+    def _deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
+        """The stored Deployments, parsed. From the store mirror once started (what the
+        snapshot is built from), each body parsed once while it stays the same object:
+        at a thousand Deployments, reading and validating them all on every rebuild was
+        some 60 ms of pydantic alone, before any proxy heard of the change.
+        ``from_store``: read the store itself (an API answer right after an apply)."""
+        mirror = None if from_store else self._mirror
+        if mirror is None:
+            bodies = [(o.key, o.body) for o in self.store.list(group="apps", kind="Deployment")]
+        else:
+            bodies = [(key, body) for key, body in mirror.objects()
+                      if key.kind == "Deployment" and key.group == "apps"]
+        held = self._parsed_deployments
+        parsed: dict[ObjectKey, tuple[dict[str, Any], Deployment]] = {}
         out = []
-        for obj in self.store.list(group="apps", kind="Deployment"):
-            try:
-                out.append((obj.key.namespace, obj.key.name,
-                            Deployment.model_validate(obj.body)))
-            except ValueError as exc:
-                log.warning("skipping %s: %s", obj.key, exc)
+        for key, body in bodies:
+            known = held.get(key)
+            if known is not None and known[0] is body:
+                dep = known[1]
+            else:
+                try:
+                    dep = Deployment.model_validate(body)
+                except ValueError as exc:
+                    log.warning("skipping %s: %s", key, exc)
+                    continue
+            parsed[key] = (body, dep)
+            out.append((key.namespace, key.name, dep))
+        if mirror is not None:
+            self._parsed_deployments = parsed  # one swap: a concurrent caller sees either
         return out
 
     def _workload(self, pod: Pod) -> WorkloadInstance:

@@ -1,0 +1,54 @@
+"""The control plane reads Deployments from its store mirror, each body parsed once while
+it stays the same object; an API answer can still read the store itself."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.state_dir import StateDir
+from meshpilot.store import SqliteStore
+from meshpilot.store.mirror import StoreMirror
+from meshpilot.store.model import Put
+
+EXAMPLE = Path(__file__).parents[2] / "examples/canary/deployments.yaml"
+
+
+def deployments() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+
+
+def put(body: dict[str, Any]) -> Put:
+    meta = body["metadata"]
+    return Put(body, ObjectKey("apps", "Deployment", meta["namespace"], meta["name"]))
+
+
+def test_deployments_come_from_the_mirror_and_are_parsed_once_per_body(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "config.db")
+    cp = MeshControlPlane(StateDir(tmp_path), store)
+    first, second = deployments()[:2]
+    store.commit([put(first), put(second)])
+    cp._mirror = StoreMirror(store)
+    try:
+        before = {name: dep for _, name, dep in cp._deployments()}
+        assert sorted(before) == ["myapp-v1", "myapp-v2"]
+        again = {name: dep for _, name, dep in cp._deployments()}
+        assert all(again[n] is before[n] for n in before)  # unchanged bodies: not re-parsed
+
+        changed = copy.deepcopy(second)
+        changed["spec"]["replicas"] = 5
+        store.commit([put(changed)])
+        assert cp._deployments(from_store=True)[1][2].spec.replicas == 5  # the store at once
+        assert cp._mirror.poll(timeout=2)
+        after = {name: dep for _, name, dep in cp._deployments()}
+        assert after["myapp-v1"] is before["myapp-v1"]
+        assert after["myapp-v2"] is not before["myapp-v2"]
+        assert after["myapp-v2"].spec.replicas == 5
+    finally:
+        cp._mirror.close()
+        store.close()
