@@ -4,6 +4,8 @@ source port takes one before the listener binds it."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from meshpilot.proxy.ports import LISTEN_RANGE, free_port
 
@@ -18,7 +20,7 @@ def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
     top = min(high, _ephemeral_start() - 1)
     ports = [free_port() for _ in range(20)]
     assert all(low <= p <= top for p in ports), ports
-    assert len(set(ports)) > 1  # drawn, not one fixed port
+    assert len(set(ports)) == len(ports)  # one process never hands out a port twice
     for port in ports[:3]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
@@ -36,3 +38,10 @@ def test_a_port_in_use_is_never_returned() -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_separate_processes_walk_from_separate_starts() -> None:
+    code = "from meshpilot.proxy.ports import free_port; print(free_port())"
+    starts = {int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(4)}
+    assert len(starts) > 1  # not one fixed start every process would share
