@@ -1,5 +1,6 @@
 """The control plane reads Deployments from its store mirror, each body parsed once while
-it stays the same object; an API answer can still read the store itself."""
+it stays the same object; an API answer can still read the store itself, each version
+parsed once."""
 
 from __future__ import annotations
 
@@ -43,7 +44,10 @@ def test_deployments_come_from_the_mirror_and_are_parsed_once_per_body(tmp_path:
         changed = copy.deepcopy(second)
         changed["spec"]["replicas"] = 5
         store.commit([put(changed)])
-        assert cp._deployments(from_store=True)[1][2].spec.replicas == 5  # the store at once
+        stored = cp._deployments(from_store=True)
+        assert stored[1][2].spec.replicas == 5  # the store at once
+        again_stored = cp._deployments(from_store=True)
+        assert all(a[2] is b[2] for a, b in zip(stored, again_stored, strict=True))
         assert cp._mirror.poll(timeout=2)
         after = {name: dep for _, name, dep in cp._deployments()}
         assert after["myapp-v1"] is before["myapp-v1"]
