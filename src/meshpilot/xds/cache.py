@@ -14,9 +14,7 @@ send (and in which order) can be unit-tested without a proxy:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -49,9 +47,11 @@ from meshpilot.xds.types import (
     order_key,
 )
 from meshpilot.xds.views import (
+    NO_CHANGES,
     Entry,
     EntryView,
     LayeredView,
+    SharedMemo,
     View,
     fact,
     resource_version,
@@ -242,7 +242,7 @@ class _Diffs:
     def __call__(self, old: Mapping[str, Entry], new: Mapping[str, Entry]
                  ) -> tuple[frozenset[str], frozenset[str]]:
         if old is new:
-            return _NO_CHANGES
+            return NO_CHANGES
         key = (id(old), id(new))
         got = self._seen.get(key)
         if got is None:
@@ -250,42 +250,8 @@ class _Diffs:
         return got
 
 
-_NO_CHANGES: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-
-
-class _PlanMemo:
-    """Plans shared by the proxies that make the same move (bounded, least recently used
-    out). Each entry keeps the views its key names, so their ids stay theirs."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], list[Phase]]] = (
-            OrderedDict())
-        self._lock = threading.Lock()
-        self._last: tuple[tuple[Any, ...], list[Phase], tuple[Any, ...]] | None = None
-
-    def get(self, key: tuple[Any, ...], keep: tuple[Any, ...],
-            compute: Callable[[], list[Phase]]) -> list[Phase]:
-        last = self._last
-        if last is not None and last[0] == key:
-            return last[1]  # the proxy before made the same move (the common case)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                self._last = (key, hit[1], hit[0])
-                return hit[1]
-        plan = compute()
-        self._last = (key, plan, keep)
-        with self._lock:
-            self._items[key] = (keep, plan)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return plan
-
-
-_PLANS = _PlanMemo()
-_ORDER_SET = frozenset(ORDER)
+_PLANS = SharedMemo(256)
+"""Plans shared by the proxies that make the same move."""
 
 
 def _plan_key(
@@ -297,7 +263,7 @@ def _plan_key(
     key: list[Any] = []
     keep: list[Any] = []
     moved = False
-    types = ORDER if target.keys() == _ORDER_SET and current.keys() == _ORDER_SET else (
+    types = ORDER if target.keys() == _KNOWN and current.keys() == _KNOWN else (
         dict.fromkeys((*ORDER, *target, *current)))
     for t in types:
         cur, new = current.get(t), target.get(t)

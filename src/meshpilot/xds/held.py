@@ -19,7 +19,6 @@ views, the names overridden, the subscription's change): O(change), not O(config
 from __future__ import annotations
 
 import itertools
-import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshpilot.xds.types import FULL_STATE_TYPES
-from meshpilot.xds.views import EMPTY, Entry, view_changes
+from meshpilot.xds.views import EMPTY, Entry, SharedMemo, view_changes
 
 WILDCARD = "*"
 LOGGED_NAMES = 64
@@ -195,37 +194,8 @@ class Push:
         return tuple(itertools.islice(self.resources, LOGGED_NAMES))
 
 
-class _PushMemo:
-    """The push for a move many proxies make alike: a class's proxies hold the same staged
-    view with the same subscription and are moved to the same next one. Keyed by the ids
-    of those shared objects; the entry holds them, so an id stays theirs while it lives."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._items: dict[tuple[Any, ...], tuple[tuple[Any, ...], Push | None, Have]] = {}
-        self._last: tuple[tuple[Any, ...], Push | None, Have] | None = None
-        self._lock = threading.Lock()  # streams of several loops (tests) may share it
-
-    def get(self, key: tuple[Any, ...]) -> tuple[Push | None, Have] | None:
-        last = self._last
-        if last is not None and last[0] == key:
-            return last[1], last[2]
-        hit = self._items.get(key)
-        if hit is None:
-            return None
-        self._last = (key, hit[1], hit[2])
-        return hit[1], hit[2]
-
-    def put(self, key: tuple[Any, ...], keep: tuple[Any, ...], push: Push | None,
-            after: Have) -> None:
-        self._last = (key, push, after)
-        with self._lock:
-            self._items[key] = (keep, push, after)
-            if len(self._items) > self._size:
-                del self._items[next(iter(self._items))]  # the oldest
-
-
-_PUSHES = _PushMemo()
+_PUSHES = SharedMemo(256)
+"""Pushes shared by the proxies that make the same move from a shared view."""
 
 
 def next_push(
@@ -238,11 +208,8 @@ def next_push(
     if sent.over or not sent.view:
         return _next_push(type_url, delta, staged, subs, sent, force=force)
     key = (type_url, delta, force, id(staged), id(subs), id(sent.view), id(sent.subs))
-    found = _PUSHES.get(key)
-    if found is None:
-        found = _next_push(type_url, delta, staged, subs, sent, force=force)
-        _PUSHES.put(key, (staged, subs, sent.view, sent.subs), *found)
-    return found
+    return _PUSHES.get(key, (staged, subs, sent.view, sent.subs),  # type: ignore[no-any-return]
+                       lambda: _next_push(type_url, delta, staged, subs, sent, force=force))
 
 
 def _next_push(
