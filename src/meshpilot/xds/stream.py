@@ -118,6 +118,13 @@ class FirstSyncGate:
             self.release()
 
 
+def _rejection(req: Any) -> str | None:
+    """The proxy's error when its request NACKs a response (``error_detail`` set)."""
+    if req.HasField("error_detail") and (req.error_detail.message or req.error_detail.code):
+        return str(req.error_detail.message or f"code {req.error_detail.code}")
+    return None
+
+
 def _holds(acked: Have, staged: Mapping[str, Entry] | None, names: Mapping[str, str]) -> bool:
     """Whether ``acked`` is, without looking name by name, the very view the expected
     versions come from, with every expected name subscribed."""
@@ -273,8 +280,9 @@ class ProxyStream:
             return
         if req.response_nonce != ts.nonce:
             return  # stale: a newer response is on its way; its ACK will carry the names
-        if req.HasField("error_detail") and (req.error_detail.message or req.error_detail.code):
-            self._record_nack(ts, req.error_detail.message or f"code {req.error_detail.code}")
+        error = _rejection(req)
+        if error is not None:
+            self._record_nack(ts, error)
         elif req.version_info == ts.version and not ts.answered:
             self._record_ack(ts)
         if not ts.subs.wildcard:
@@ -294,16 +302,9 @@ class ProxyStream:
         if ts.requested and not req.resource_names_subscribe and \
                 not req.resource_names_unsubscribe:
             # The common request: an ACK (or NACK), no change of subscription.
-            if req.response_nonce and req.response_nonce == ts.nonce and not ts.answered:
-                if req.HasField("error_detail") and (
-                        req.error_detail.message or req.error_detail.code):
-                    self._record_nack(ts, req.error_detail.message
-                                      or f"code {req.error_detail.code}")
-                else:
-                    self._record_ack(ts)
-            sent, staged = ts.sent, self._staged.get(t)
-            if staged is not None and not (sent.view is staged and sent.subs is ts.subs
-                                           and not sent.over):
+            self._answer_delta(ts, req)
+            staged = self._staged.get(t)
+            if staged is not None and not ts.sent.is_view(staged, ts.subs):
                 self._flush(t)
             return
         subscribe = set(req.resource_names_subscribe)
@@ -326,14 +327,18 @@ class ProxyStream:
         if subscribe or unsubscribe or wildcard != ts.subs.wildcard:
             ts.subs = Subscription.of(
                 wildcard, (ts.subs.names | (subscribe - {WILDCARD})) - unsubscribe)
-        if req.response_nonce and req.response_nonce == ts.nonce and not ts.answered:
-            if req.HasField("error_detail") and (
-                req.error_detail.message or req.error_detail.code
-            ):
-                self._record_nack(ts, req.error_detail.message or f"code {req.error_detail.code}")
-            else:
-                self._record_ack(ts)
+        self._answer_delta(ts, req)
         self._flush(t)
+
+    def _answer_delta(self, ts: _TypeState, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        """An ACK or NACK of the type's last response (a request naming an older nonce
+        answers nothing)."""
+        if req.response_nonce and req.response_nonce == ts.nonce and not ts.answered:
+            error = _rejection(req)
+            if error is None:
+                self._record_ack(ts)
+            else:
+                self._record_nack(ts, error)
 
     def _record_ack(self, ts: _TypeState) -> None:
         ts.answered = True
@@ -548,10 +553,9 @@ class ProxyStream:
                 continue
             if not ts.answered or ts.nack is not None:
                 return False
-            acked = ts.acked
-            if acked.view is staged and acked.subs is ts.subs and not acked.over:
+            if ts.acked.is_view(staged, ts.subs):
                 continue  # exactly what was staged: nothing to compare
-            if next(acked.differs(staged, ts.subs), None) is not None:
+            if next(ts.acked.differs(staged, ts.subs), None) is not None:
                 return False
         return True
 
