@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,13 +36,6 @@ def deployment(version: str = "v1", replicas: int = 2) -> dict[str, Any]:
             },
         },
     }
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path / "db.sqlite")
-    yield s
-    s.close()
 
 
 def test_writer_applies_several_objects_and_reports_refusals(store: SqliteStore) -> None:

@@ -46,13 +46,6 @@ def put(name: str, hosts: list[str] | None = None, **kw: Any) -> Put:
     return Put(vs(name, hosts), key(name), **kw)
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.db")
-    yield s
-    s.close()
-
-
 def test_empty_store(store: SqliteStore) -> None:
     assert store.revision() == 0
     assert store.get(key("a")) is None

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from tests.unit.test_store import key, put
 
 from meshpilot.store import Delete, SqliteStore
 from meshpilot.store.mirror import StoreMirror
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.db")
-    yield s
-    s.close()
 
 
 def as_stored(store: SqliteStore) -> list:
