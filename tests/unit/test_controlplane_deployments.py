@@ -36,20 +36,20 @@ def test_deployments_come_from_the_mirror_and_are_parsed_once_per_body(tmp_path:
     store.commit([put(first), put(second)])
     cp._mirror = StoreMirror(store)
     try:
-        before = {name: dep for _, name, dep in cp._deployments()}
+        before = {name: dep for _, name, dep in cp.deployments()}
         assert sorted(before) == ["myapp-v1", "myapp-v2"]
-        again = {name: dep for _, name, dep in cp._deployments()}
+        again = {name: dep for _, name, dep in cp.deployments()}
         assert all(again[n] is before[n] for n in before)  # unchanged bodies: not re-parsed
 
         changed = copy.deepcopy(second)
         changed["spec"]["replicas"] = 5
         store.commit([put(changed)])
-        stored = cp._deployments(from_store=True)
+        stored = cp.deployments(from_store=True)
         assert stored[1][2].spec.replicas == 5  # the store at once
-        again_stored = cp._deployments(from_store=True)
+        again_stored = cp.deployments(from_store=True)
         assert all(a[2] is b[2] for a, b in zip(stored, again_stored, strict=True))
         assert cp._mirror.poll(timeout=2)
-        after = {name: dep for _, name, dep in cp._deployments()}
+        after = {name: dep for _, name, dep in cp.deployments()}
         assert after["myapp-v1"] is before["myapp-v1"]
         assert after["myapp-v2"] is not before["myapp-v2"]
         assert after["myapp-v2"].spec.replicas == 5

@@ -280,7 +280,7 @@ class MeshControlPlane:
                                                 self.gateway_ports().items()})
         return self._builder.entries(snapshot, node)  # type: ignore[return-value]
 
-    def _deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
+    def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
         """The stored Deployments, parsed once per version: at a thousand Deployments,
         validating them all on every rebuild was some 60 ms of pydantic alone, before any
         proxy heard of the change. From the store mirror once started (what the snapshot
@@ -344,7 +344,7 @@ class MeshControlPlane:
             last = time.monotonic()
             try:
                 if self.runtime is not None:
-                    self.runtime.sync(self._deployments())
+                    self.runtime.sync(self.deployments())
                 self._rebuild()
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")

@@ -127,7 +127,7 @@ class MeshAPI:
         latest mesh version? ``meshpilot up DIR`` waits on this."""
         deployments = []
         runtime = self.mesh.runtime
-        for ns, name, dep in self.mesh._deployments(from_store=True):  # as just applied
+        for ns, name, dep in self.mesh.deployments(from_store=True):  # as just applied
             status = runtime.deployment_status(ns, name) if runtime is not None else {}
             deployments.append({**status, "namespace": ns, "name": name,
                                 "replicas": dep.spec.replicas})
