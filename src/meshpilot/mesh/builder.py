@@ -82,7 +82,7 @@ def _parse(
     parsed = _parsed
     for key, body in objects:
         hit = parsed.get(key)
-        if hit is not None and (hit[2] is body or _same_body(hit[0], body)):
+        if hit is not None and (hit[2] is body or same_stored_body(hit[0], body)):
             seen[key] = hit  # the very body (the store mirror's), or an equal one
             out.append(hit[1])
             continue
@@ -96,9 +96,11 @@ def _parse(
     return out
 
 
-def _same_body(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def same_stored_body(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Stored objects carry the store's resourceVersion, bumped on every write: equal
     versions are equal bodies, with no need to compare them field by field."""
+    if old is new:
+        return True
     old_rv = (old.get("metadata") or {}).get("resourceVersion")
     new_rv = (new.get("metadata") or {}).get("resourceVersion")
     if old_rv is not None and new_rv is not None:

@@ -29,7 +29,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
-from meshpilot.mesh.builder import build_snapshot
+from meshpilot.mesh.builder import build_snapshot, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
@@ -75,32 +75,6 @@ class PortBook:
             self.ports.pop(name)
             port = self.get(name, host)
         return port
-
-
-_DeploymentMemo = dict[ObjectKey, tuple[Any, Deployment]]
-
-
-def _parse_deployments(
-    items: list[tuple[ObjectKey, Any, dict[str, Any]]], held: _DeploymentMemo,
-) -> tuple[list[tuple[str, str, Deployment]], _DeploymentMemo]:
-    """(namespace, name, Deployment) for each (key, token, body), and the new memo: a
-    body whose token is the one held (the same object, or an equal one) is not parsed
-    again. Invalid bodies are skipped, with a warning."""
-    memo: _DeploymentMemo = {}
-    out = []
-    for key, token, body in items:
-        known = held.get(key)
-        if known is not None and (known[0] is token or known[0] == token):
-            dep = known[1]
-        else:
-            try:
-                dep = Deployment.model_validate(body)
-            except ValueError as exc:
-                log.warning("skipping %s: %s", key, exc)
-                continue
-        memo[key] = (token, dep)
-        out.append((key.namespace, key.name, dep))
-    return out, memo
 
 
 def pod_workload(pod: Pod) -> WorkloadInstance:
@@ -149,8 +123,7 @@ class MeshControlPlane:
         self._threads: list[threading.Thread] = []
         self._collector: QuietCollector | None = None  # full GCs only between pushes
         self._mirror: StoreMirror | None = None  # the stored objects, kept current
-        self._parsed_deployments: _DeploymentMemo = {}  # from the mirror, by body
-        self._stored_deployments: _DeploymentMemo = {}  # from the store, by resourceVersion
+        self._parsed_deployments: dict[ObjectKey, tuple[dict[str, Any], Deployment]] = {}
         self._workloads: dict[str, tuple[Any, WorkloadInstance]] = {}  # pod name -> instance
 
     # --- lifecycle ---------------------------------------------------------------
@@ -281,22 +254,34 @@ class MeshControlPlane:
         return self._builder.entries(snapshot, node)  # type: ignore[return-value]
 
     def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
-        """The stored Deployments, parsed once per version: at a thousand Deployments,
+        """The stored Deployments, each version parsed once: at a thousand Deployments,
         validating them all on every rebuild was some 60 ms of pydantic alone, before any
         proxy heard of the change. From the store mirror once started (what the snapshot
-        is built from; a body is the same object while it does not change), or with
-        ``from_store`` from the store itself (an API answer right after an apply; its
-        bodies are known by resourceVersion)."""
+        is built from), or with ``from_store`` from the store itself (an API answer right
+        after an apply)."""
         mirror = None if from_store else self._mirror
         if mirror is None:
-            items = [(o.key, o.resource_version, o.body)
-                     for o in self.store.list(group="apps", kind="Deployment")]
-            out, self._stored_deployments = _parse_deployments(items, self._stored_deployments)
+            bodies = [(o.key, o.body) for o in self.store.list(group="apps", kind="Deployment")]
         else:
-            items = [(key, body, body) for key, body in mirror.objects()
-                     if key.kind == "Deployment" and key.group == "apps"]
-            out, self._parsed_deployments = _parse_deployments(items, self._parsed_deployments)
-        return out  # each memo is swapped whole: a concurrent caller sees one or the other
+            bodies = [(key, body) for key, body in mirror.objects()
+                      if key.kind == "Deployment" and key.group == "apps"]
+        held = self._parsed_deployments
+        parsed: dict[ObjectKey, tuple[dict[str, Any], Deployment]] = {}
+        out = []
+        for key, body in bodies:
+            known = held.get(key)
+            if known is not None and same_stored_body(known[0], body):
+                dep = known[1]
+            else:
+                try:
+                    dep = Deployment.model_validate(body)
+                except ValueError as exc:
+                    log.warning("skipping %s: %s", key, exc)
+                    continue
+            parsed[key] = (body, dep)
+            out.append((key.namespace, key.name, dep))
+        self._parsed_deployments = parsed  # swapped whole: a concurrent caller sees either
+        return out
 
     def _workload(self, pod: Pod) -> WorkloadInstance:
         """The pod's workload instance: the same object while the pod does not change
