@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from meshpilot.mesh.model import (
     Protocol,
     ServicePort,
     WorkloadInstance,
+    same_objects,
 )
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _namespaces(instances: tuple[WorkloadInstance, ...]) -> tuple[bool, dict[str
     """(whether it is the previous build's index, the index)."""
     global _index
     last, index = _index
-    if len(last) == len(instances) and all(map(operator.is_, last, instances)):
+    if same_objects(last, instances):
         return True, index
     _index = (instances, _by_namespace(instances))
     return False, _index[1]
@@ -220,8 +220,7 @@ def build_snapshot(
             services[host], endpoints[host] = last[2], last[3]
             continue
         members = tuple(_selected(by_ns, svc.namespace, spec.selector))
-        if last is not None and last[0] is svc and len(last[1]) == len(members) and all(
-                map(operator.is_, last[1], members)):
+        if last is not None and last[0] is svc and same_objects(last[1], members):
             kept[host] = last
             services[host], endpoints[host] = last[2], last[3]
             continue

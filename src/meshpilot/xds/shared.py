@@ -30,7 +30,6 @@ Old entries are dropped once unused for two snapshots. Thread-safe; no I/O.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable
@@ -39,7 +38,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
+from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.build import (
     clusters,
     http_inbound_ports,
@@ -53,12 +52,11 @@ from meshpilot.xds.build import (
 from meshpilot.xds.build import telemetry as build_telemetry
 from meshpilot.xds.build.vhosts import service_route_table, sidecar_plan
 from meshpilot.xds.cache import consistency_problems
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, SCOPED_ROUTE
 from meshpilot.xds.views import EMPTY, Entry, EntryView, LayeredView, OwnView
 
 log = logging.getLogger(__name__)
 
-TYPES = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
 Entries = dict[str, EntryView]
 Views = dict[str, EntryView | LayeredView]
 _KEEP = 2
@@ -102,18 +100,14 @@ class _Moves:
         if old is None:
             return None
         return cls(
-            rules=not _same_items(old.destination_rules, new.destination_rules),
-            services=not (old.services.keys() == new.services.keys() and all(
-                map(operator.is_, old.services.values(), new.services.values()))),
+            rules=not same_objects(old.destination_rules, new.destination_rules),
+            services=not (old.services.keys() == new.services.keys() and same_objects(
+                tuple(old.services.values()), tuple(new.services.values()))),
             vs_hosts=index.changed_vs_hosts(old.virtual_services, new.virtual_services),
         )
 
     def vs_same(self, host: str) -> bool:
         return self.vs_hosts is not None and host not in self.vs_hosts
-
-
-def _same_items(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return a is b or (len(a) == len(b) and all(map(operator.is_, a, b)))
 
 
 @dataclass
@@ -196,7 +190,7 @@ class SharedBuilder:
             own = state.own
             parts = (cls.views, *own.values())
             last = state.out_of
-            if len(parts) == len(last) and all(map(operator.is_, parts, last)):
+            if same_objects(parts, last):
                 return state.out  # nothing this proxy gets changed: the same views
             out: Views = dict(cls.template)
             for t, mine in own.items():
@@ -275,12 +269,12 @@ class SharedBuilder:
                 views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
                 views[ROUTE] = _view(route_items + inbound, cls.views.get(ROUTE))
             cls.routes, cls.inbound = route_memos, inbound
-        if any(views.get(t) is not cls.views.get(t) for t in TYPES) or not cls.template:
+        if any(views.get(t) is not cls.views.get(t) for t in ORDER) or not cls.template:
             for problem in consistency_problems({**views, LISTENER: {}}):
                 log.warning("proxy class %s at version %s: %s", key, snapshot.version, problem)
             # a new object only when a view moved: proxies compare it by identity
             cls.views = views
-            cls.template = {t: v if (v := views.get(t)) is not None else EMPTY for t in TYPES}
+            cls.template = {t: v if (v := views.get(t)) is not None else EMPTY for t in ORDER}
         cls.snapshot = cls.built_from = snapshot
         return cls
 
@@ -348,7 +342,7 @@ class SharedBuilder:
             self.builds["node"] += 1
             own = node_resources(snapshot, node)
             state.own = {t: _view(_entries(own[t].items()), state.own.get(t), OwnView)
-                         for t in TYPES if own.get(t)}
+                         for t in ORDER if own.get(t)}
             state.inputs, state.snapshot = node, snapshot
             return state
         if state.inputs is not None and (state.inputs is node or state.inputs == node):
@@ -356,7 +350,7 @@ class SharedBuilder:
         self.builds["node"] += 1
         own = sidecar_own(node)
         state.own = {t: _view(_entries(own[t].items()), state.own.get(t), OwnView)
-                     for t in TYPES if own.get(t)}
+                     for t in ORDER if own.get(t)}
         state.inputs = node
         return state
 

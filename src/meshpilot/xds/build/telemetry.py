@@ -25,7 +25,6 @@ Outbound and inbound clusters also track request/response sizes (``istio_request
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Iterable, Mapping
 
@@ -38,7 +37,7 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
 
-from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.build import index, pb
 from meshpilot.xds.build.names import TYPE_ROUTE
 
@@ -84,7 +83,7 @@ def known_sources(snapshot: MeshSnapshot) -> list[str]:
     global _last_sources
     last_endpoints, last = _last_sources
     now = tuple(snapshot.endpoints.values())
-    if len(now) == len(last_endpoints) and all(map(operator.is_, now, last_endpoints)):
+    if same_objects(now, last_endpoints):
         index.of(snapshot).sources = last  # the same endpoints (by identity): same callers
         return last
     out = {"|".join(MESH_PROXY_SOURCE), "|".join(GATEWAY_SOURCE)}
