@@ -24,6 +24,7 @@ import time
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from harness import process_cpu_seconds
 
 from meshpilot.xds.server import new_event_loop
 
@@ -118,12 +119,6 @@ def run_on_uvloop(main: object) -> None:
         loop.close()
 
 
-def child_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(streams: int, rounds: int, big: bool = False) -> list[dict[str, float]]:
     """``rounds`` pushes to ``streams`` streams (in a server process and two client
     processes of their own): per round its time, the server's CPU, its loop thread's
@@ -152,9 +147,9 @@ def measure(streams: int, rounds: int, big: bool = False) -> list[dict[str, floa
         if big:
             ask({"cmd": "push", "payload": 3_000_000})
         for _ in range(rounds):
-            before = sum(child_cpu(p.pid) for p in procs)
+            before = sum(process_cpu_seconds(p.pid) for p in procs)
             r = ask({"cmd": "push", "payload": 900})
-            r["clients_cpu"] = sum(child_cpu(p.pid) for p in procs) - before
+            r["clients_cpu"] = sum(process_cpu_seconds(p.pid) for p in procs) - before
             out.append(r)
             time.sleep(0.3)
     finally:

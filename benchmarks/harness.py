@@ -20,6 +20,13 @@ import httpx
 API = "/apis/meshpilot.io/v1"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def clean_env() -> dict[str, str]:
     """The environment without proxy settings, so loopback calls go direct."""
     env = {k: v for k, v in os.environ.items()

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import process_cpu_seconds
+
 from meshpilot.proxy.envoy import envoy_binary
 from meshpilot.proxy.ports import free_port, wait_port
 
@@ -56,12 +58,6 @@ def bootstrap(port: int, sources: int) -> dict[str, Any]:
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": hcm}]}]}]},
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def send(port: int, requests: int, caller: str) -> None:
@@ -98,9 +94,9 @@ def measure(sources: int, requests: int, samples: int, tmp: Path) -> list[float]
         send(port, requests // 10, caller)  # warm up
         out = []
         for _ in range(samples):
-            before = cpu_seconds(proc.pid)
+            before = process_cpu_seconds(proc.pid)
             send(port, requests, caller)
-            out.append((cpu_seconds(proc.pid) - before) / requests * 1e6)
+            out.append((process_cpu_seconds(proc.pid) - before) / requests * 1e6)
         return out
     finally:
         proc.terminate()
