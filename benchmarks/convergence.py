@@ -319,7 +319,7 @@ def clients_role(args: argparse.Namespace) -> int:
     machine, the more the figures are the server's.
     """
     gc.disable()
-    from meshpilot.xds.server import new_event_loop
+    from meshpilot.xds.loop import new_event_loop
 
     loop = new_event_loop()  # the server's loop (uvloop): cheaper clients, less noise
     try:

@@ -26,7 +26,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from harness import process_cpu_seconds
 
-from meshpilot.xds.server import new_event_loop
+from meshpilot.xds.loop import new_event_loop
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 SERVICE, NAME = METHOD[1:].split("/")

@@ -7,38 +7,16 @@ queue; :class:`DrivenStream` runs it on a private loop thread and does exactly t
 
 from __future__ import annotations
 
-import asyncio
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import ProxyNode
+from meshpilot.xds.loop import LoopThread
 from meshpilot.xds.stream import Api, ProxyStream
 from meshpilot.xds.types import Resources
-
-
-class LoopThread:
-    """An event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="xds-driven",
-                                        daemon=True)
-        self._thread.start()
-
-    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
-        """``fn(*args)`` on the loop; its result here."""
-        async def run() -> Any:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
 
 
 class DrivenStream:
@@ -52,7 +30,7 @@ class DrivenStream:
         self.responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
         parse = (discovery_pb2.DiscoveryResponse if api == "sotw"
                  else discovery_pb2.DeltaDiscoveryResponse).FromString
-        self._loop = LoopThread()
+        self._loop = LoopThread("xds-driven")
         self.stream = ProxyStream(
             stream_id=stream_id, node=node, api=api,
             send=lambda data: self.responses.put(parse(data)), resources_for=resources_for,

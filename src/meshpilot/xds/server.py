@@ -31,6 +31,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
+from meshpilot.xds.loop import LoopThread
 from meshpilot.xds.status import ProxyStatus, SentRecord
 from meshpilot.xds.stream import Api, FirstSyncGate, ProxyStream
 from meshpilot.xds.types import Resources
@@ -47,20 +48,6 @@ UNACCEPTED_WAIT = 600
 
 def _passthrough(data: bytes) -> bytes:
     return data
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop where it exists (Linux, macOS), else asyncio's.
-
-    The streams' work is mostly the loop's own (futures, callbacks, timers, the gRPC
-    poller's wake-ups): measured on a push to 1,000 proxies, uvloop's loop cut the time
-    to every ACK by about a third.
-    """
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class XdsServer:
@@ -91,8 +78,7 @@ class XdsServer:
         self._waiters: list[_Waiter] = []
         self._prefix = secrets.token_hex(3)
         self._stream_ids = iter(range(1, 1 << 62))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopThread | None = None
         self._server: grpc.aio.Server | None = None
         self._gate: FirstSyncGate | None = None
         self._active_at = time.monotonic()
@@ -101,20 +87,9 @@ class XdsServer:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> int:
         """Bind and serve (on a loop thread of its own); returns the bound port."""
-        loop = new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="xds-loop", daemon=True)
-        thread.start()
-        ready.wait()
-        self._loop, self._thread = loop, thread
+        loop = self._loop = LoopThread("xds-loop")
         try:
-            self.port = asyncio.run_coroutine_threadsafe(self._serve_start(), loop).result(30)
+            self.port = loop.run(self._serve_start(), 30)
         except BaseException:
             self._stop_loop()
             raise
@@ -149,7 +124,7 @@ class XdsServer:
         if loop is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._serve_stop(grace), loop).result(grace + 10)
+            loop.run(self._serve_stop(grace), grace + 10)
         except (concurrent.futures.TimeoutError, RuntimeError):
             log.warning("xDS server did not stop within %.1fs", grace + 10)
         finally:
@@ -165,39 +140,14 @@ class XdsServer:
             await server.stop(grace)
 
     def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None:
-            return
-
-        async def finish() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            asyncio.get_running_loop().stop()
-
-        loop.call_soon_threadsafe(lambda: loop.create_task(finish()))
-        if thread is not None:
-            thread.join(10)
-        if not loop.is_running():
+        loop, self._loop = self._loop, None
+        if loop is not None:
             loop.close()
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the loop (where the streams' state lives) and return its value."""
-        loop, thread = self._loop, self._thread
-        if loop is None or not loop.is_running() or threading.current_thread() is thread:
-            return fn()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return done.result(30)
+        loop = self._loop
+        return fn() if loop is None else loop.call(fn)
 
     # --- config ---------------------------------------------------------------------------
     def update(self, version: int) -> None:
@@ -206,8 +156,8 @@ class XdsServer:
             self._version = version
         self._active_at = time.monotonic()
         loop = self._loop
-        if loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(self._trigger_all, version)
+        if loop is not None:
+            loop.soon(self._trigger_all, version)
 
     def _trigger_all(self, version: int) -> None:
         with self._cond:
