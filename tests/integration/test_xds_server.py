@@ -45,14 +45,9 @@ ROUTE_NAME = "http-routes"
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports, from below the ephemeral range (as the runtime
-    picks them: no client connection takes one before Envoy binds it)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
+    """``n`` free loopback ports as the runtime picks them (distinct: a process never
+    gets the same port twice from ``free_port``)."""
+    return [free_port() for _ in range(n)]
 
 
 # --- a backend ------------------------------------------------------------------------
