@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,14 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_di
     try:
         prom.wait_target_up()
         # warm up until every series exists (an error included), then measure increments
-        wait(lambda: send(mesh.http, URL, 10, headers=V2).get(500), 20, "no injected error")
+        warm_v2: Counter[int] = Counter()
+
+        def warm_up() -> int:
+            got = send(mesh.http, URL, 10, headers=V2)
+            warm_v2.update(got)
+            return got.get(500, 0)
+
+        wait(warm_up, 20, "no injected error")
         send(mesh.http, URL, 10)
         time.sleep(3)
         sent_v2 = send(mesh.http, URL, 240, headers=V2, workers=8)
@@ -206,17 +214,26 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_di
 
         errors_v2 = sent_v2.get(500, 0)
         total_v2 = sum(sent_v2.values())
+        # What rate() over 1 m can count of v2's errors: the measured ones, and perhaps
+        # some of the warm-up's last batch (those after the 5xx series' first scrape),
+        # extrapolated to the window's edges (by up to a scrape interval each side).
+        warm_errors = warm_v2[500]
+
+        def counts_errors(value: float, reporters: int) -> bool:
+            return (0.8 * reporters * errors_v2 <= value
+                    <= 1.2 * reporters * (errors_v2 + warm_errors))
         # Istio's dashboards query: both reporters count each in-mesh request
         r = prom.scalar('sum(rate(istio_requests_total{destination_version="v2",'
                         'response_code=~"5.."}[1m]))')
         assert r is not None
-        assert r * 60 == pytest.approx(2 * errors_v2, rel=0.2), (r * 60, errors_v2)
+        assert counts_errors(r * 60, 2), (r * 60, errors_v2, warm_errors)
         by_reporter = {
             row["metric"]["reporter"]: float(row["value"][1]) * 60
             for row in prom.query('sum by (reporter) (rate(istio_requests_total{'
                                   'destination_version="v2",response_code=~"5.."}[1m]))')}
-        assert by_reporter["source"] == pytest.approx(errors_v2, rel=0.2)
-        assert by_reporter["destination"] == pytest.approx(errors_v2, rel=0.2)
+        assert counts_errors(by_reporter["source"], 1), (by_reporter, errors_v2, warm_errors)
+        assert counts_errors(by_reporter["destination"], 1), (by_reporter, errors_v2,
+                                                              warm_errors)
 
         p99 = prom.scalar('histogram_quantile(0.99, sum by (le) (rate('
                           'istio_request_duration_milliseconds_bucket{destination_version="v2"}'
