@@ -48,6 +48,19 @@ def test_a_have_is_a_view_seen_through_a_subscription_with_overrides() -> None:
     assert held.is_view(v, held.subs) and not changed.is_view(v, held.subs)
 
 
+def test_a_haves_length_is_the_number_of_names_it_holds() -> None:
+    """``len`` counts the shared part once per (view, subscription) and adjusts for the
+    overrides; it must agree with iterating, whatever the overrides say."""
+    v = view(a=1, b=2, c=3, d=4)
+    for subs in (Subscription.of(True), Subscription.of(False, {"a", "b", "x"})):
+        base = Have(v, subs)
+        cases = [base, base.with_versions({"a": ""}), base.with_versions({"c": "old"}),
+                 base.with_versions({"x": "v", "a": "old", "b": ""}),
+                 base.with_versions({"d": "", "y": ""}), Have.of({"p": "1", "q": "2"})]
+        for have in cases:
+            assert len(have) == len(list(have)) == len(dict(have.items()))
+
+
 def test_a_first_sync_sends_the_whole_shared_view_as_it_is() -> None:
     v = view(a=1, b=2)
     push, after = next_push(ENDPOINT, True, v, Subscription.of(True), Have())

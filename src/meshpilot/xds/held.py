@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshpilot.xds.types import FULL_STATE_TYPES
-from meshpilot.xds.views import EMPTY, Entry, SharedMemo, view_changes
+from meshpilot.xds.views import EMPTY, Entry, SharedMemo, fact, view_changes
 
 WILDCARD = "*"
 LOGGED_NAMES = 64
@@ -85,6 +85,13 @@ _ABSENT = ""  # an override meaning "the proxy does not have this name"
 _NO_OVER: Mapping[str, str] = MappingProxyType({})
 
 
+def _seen(view: Mapping[str, Entry], subs: Subscription) -> int:
+    """How many names of ``view`` the subscription sees."""
+    if subs.wildcard:
+        return len(view)
+    return sum(1 for n in subs.names if n in view)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Have(Mapping[str, str]):
     """name -> version a proxy holds of one type: the part of ``view`` that ``subs``
@@ -130,7 +137,14 @@ class Have(Mapping[str, str]):
             yield from (n for n in self.subs.names if n in view and n not in over)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        """Proportional to the overrides: how much of the shared view the subscription
+        sees is counted once per (view, subscription), not once per proxy (``status()``
+        asks it of every proxy and type)."""
+        view, subs, over = self.view, self.subs, self.over
+        count: int = fact(("seen", subs), view, lambda: _seen(view, subs))
+        for n, v in over.items():
+            count += (v != _ABSENT) - (n in view and subs.wants(n))
+        return count
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Have) and other.view is self.view and other.subs is self.subs \

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -155,7 +155,7 @@ def versions(view: Mapping[str, Entry]) -> dict[str, str]:
 # --- remembered facts -----------------------------------------------------------------
 
 
-def fact(kind: str, view: Mapping[str, Entry], compute: Callable[[], Any]) -> Any:
+def fact(kind: Hashable, view: Mapping[str, Entry], compute: Callable[[], Any]) -> Any:
     """``compute()`` once per (kind, view) for a shared view, kept on the view itself (so
     it lives exactly as long as the view, however many proxies hold it)."""
     if type(view) not in _SHARED_TYPES:
