@@ -236,11 +236,11 @@ NODE = ProxyNode(id="n1", kind="sidecar", namespace="default", ip="127.0.0.1")
 
 
 class Harness:
-    def __init__(self, api: str, resources: Resources) -> None:
+    def __init__(self, api: str, resources: Resources, phase_timeout: float = 2.0) -> None:
         self.resources = resources
         self.stream = DrivenStream(node=NODE, api=api,  # type: ignore[arg-type]
-                                   resources_for=lambda n: self.resources, phase_timeout=2.0,
-                                   stream_id="s")
+                                   resources_for=lambda n: self.resources,
+                                   phase_timeout=phase_timeout, stream_id="s")
         self.out = self.stream.responses
 
     def recv(self, timeout: float = 3.0) -> Any:
@@ -272,8 +272,8 @@ class Harness:
 def harness():
     made: list[Harness] = []
 
-    def make(api: str, resources: Resources) -> Harness:
-        h = Harness(api, resources)
+    def make(api: str, resources: Resources, phase_timeout: float = 2.0) -> Harness:
+        h = Harness(api, resources, phase_timeout)
         made.append(h)
         return h
 
@@ -316,6 +316,20 @@ def test_sotw_protocol_ack_nack_stale_and_subscriptions(harness):
     assert st.types[ROUTE].nack == "bad route" and st.types[ROUTE].acked_version is None
     assert h.none()  # the rejected config is not resent
     assert st.mesh_version == -1
+
+
+def test_a_phase_not_acked_in_time_moves_on(harness, caplog):
+    """A proxy that never ACKs its clusters does not hold the round forever: past the
+    phase timeout the listeners are staged and sent all the same."""
+    h = harness("sotw", world({"a": 1}, "a"), phase_timeout=0.3)
+    h.stream.start(1)
+    h.sotw(CLUSTER)
+    assert h.recv().type_url == CLUSTER  # not ACKed, ever
+    h.sotw(LISTENER)
+    assert h.none(0.1)  # the listeners wait for the clusters' ACK...
+    lds = h.recv(timeout=5.0)  # ...until the phase times out
+    assert lds.type_url == LISTENER and len(lds.resources) == 1
+    assert "not ACKed within 0.3s" in caplog.text
 
 
 def test_delta_reconnect_sends_only_what_differs(harness):

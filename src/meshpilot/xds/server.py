@@ -31,6 +31,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
+from meshpilot.xds.deadlines import Deadlines
 from meshpilot.xds.loop import LoopThread
 from meshpilot.xds.status import ProxyStatus, SentRecord
 from meshpilot.xds.stream import Api, FirstSyncGate, ProxyStream
@@ -81,6 +82,7 @@ class XdsServer:
         self._loop: LoopThread | None = None
         self._server: grpc.aio.Server | None = None
         self._gate: FirstSyncGate | None = None
+        self._deadlines = Deadlines()  # every stream's phase deadline, on one loop timer
         self._active_at = time.monotonic()
         self.port = 0
 
@@ -265,7 +267,7 @@ class XdsServer:
             stream_id=f"{self._prefix}-{next(self._stream_ids)}", node=node, api=api,
             send=send, resources_for=self._resources_for,
             notify=lambda: self._changed(node.id), first_sync_gate=self._gate,
-            phase_timeout=self._phase_timeout,
+            phase_timeout=self._phase_timeout, deadlines=self._deadlines,
         )
         with self._cond:
             old = self._streams.get(node.id)

@@ -35,6 +35,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.xds.cache import Phase, consistency_problems, plan_update
+from meshpilot.xds.deadlines import Deadlines
 from meshpilot.xds.held import WILDCARD, Have, Push, Subscription, next_push
 from meshpilot.xds.status import ProxyStatus, SentRecord, TypeStatus
 from meshpilot.xds.types import (
@@ -185,6 +186,7 @@ class ProxyStream:
         phase_timeout: float = 5.0,
         log_size: int = 256,
         first_sync_gate: FirstSyncGate | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.node = node
@@ -215,7 +217,8 @@ class ProxyStream:
         self._phase_at = 0  # index of the phase being waited for
         self._marks: dict[str, int] = {}
         self._failed: set[str] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = deadlines if deadlines is not None else Deadlines()
+        """Where this stream's phase deadline is armed (the server's streams share one)."""
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, version: int) -> None:
@@ -486,8 +489,7 @@ class ProxyStream:
             for t, _, _, _ in staging:
                 self._flush(t)
             if not self._phase_done(phase, self._marks, self._failed):
-                self._timer = asyncio.get_running_loop().call_later(
-                    self._phase_timeout, self._timed_out)
+                self._deadlines.arm(self, self._phase_timeout, self._timed_out)
                 return
 
     def _progress(self) -> bool:
@@ -502,7 +504,6 @@ class ProxyStream:
         return False
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self._closed or not self._in_round:
             return
         log.warning("proxy %s: phase %s not ACKed within %.1fs; continuing",
@@ -510,9 +511,7 @@ class ProxyStream:
         self._next_phase()
 
     def _cancel_timer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        self._deadlines.disarm(self)
 
     def _end_round(self) -> None:
         self._in_round = False
