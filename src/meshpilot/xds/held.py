@@ -197,7 +197,8 @@ class Push:
     full_state: bool = False  # SotW CDS/LDS: ``resources`` is the proxy's whole set
     whole: bool = False  # ``resources`` is a whole (shared) staged view
     wire: dict[str, bytes] = field(default_factory=dict, repr=False)
-    """Encodings of the response's shared part, by API, made once for all its proxies."""
+    """Encodings of the response's shared part, by API (and with the version, by "API
+    version"), made once for all its proxies."""
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.resources)
