@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc_floor  # this directory's: the transport's floor, the baseline of part (b)
+from harness import process_cpu_seconds
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import build_snapshot
@@ -611,8 +612,10 @@ def run_sim(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # K weight changes, Delta.
         for k in range(args.sim_updates):
             all_clients({"cmd": "mark"})
+            before = sum(process_cpu_seconds(c.proc.pid) for c in clients)
             r = server.call({"cmd": "update", "weight": weight_for(k), "timeout": left()},
                             timeout=left() + 30)
+            r["clients_cpu"] = sum(process_cpu_seconds(c.proc.pid) for c in clients) - before
             time.sleep(0.2)  # late bytes (none expected) would still be counted
             st = per_client_stats()
             r["bytes"] = statistics.fmean(s["bytes"] for s in st)
@@ -752,6 +755,13 @@ def report_sim(r: dict[str, Any], cost: dict[str, float], args: argparse.Namespa
                   f"{full['bytes'] / max(delta_kb, 1e-9):10.0f}")
         print("  every change, ms, in order: " + ", ".join(f"{t * 1000:.0f}" for t in totals))
         rebuild = statistics.fmean(u["build"] for u in ups) * 1000
+        server_cpu = statistics.median(u["cpu"] for u in ups) * 1000
+        clients_cpu = statistics.median(u["clients_cpu"] for u in ups) * 1000
+        cpus = os.cpu_count() or 1
+        print(f"  CPU per change (median): server {server_cpu:.0f} ms (most of it its event "
+              f"loop's one thread), the simulated clients {clients_cpu:.0f} ms: on {cpus} "
+              f"CPUs at least {(server_cpu + clients_cpu) / cpus:.0f} ms even if all of it "
+              "ran in parallel")
         responses = statistics.fmean(u["responses"] for u in ups)
         print(f"  per change: snapshot rebuild {rebuild:.0f} ms; responses per proxy "
               f"{responses:.1f}; "

@@ -196,9 +196,9 @@ class Push:
     removed: tuple[str, ...] = ()
     full_state: bool = False  # SotW CDS/LDS: ``resources`` is the proxy's whole set
     whole: bool = False  # ``resources`` is a whole (shared) staged view
-    wire: dict[str, bytes] = field(default_factory=dict, repr=False)
-    """Encodings of the response's shared part, by API (and with the version, by "API
-    version"), made once for all its proxies."""
+    wire: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    """API -> (version, the response's encoded fields but the nonce), made once for all
+    the proxies that get this push at that version."""
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.resources)

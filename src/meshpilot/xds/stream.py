@@ -403,19 +403,18 @@ class ProxyStream:
         (a protobuf message is the concatenation of its fields). A whole view's
         resources are encoded once for every proxy that gets it."""
         # The version is the same for every proxy of a class making this move: it is
-        # encoded with the shared part, once; only the nonce is the proxy's own.
-        key = f"{self.api} {version}"
-        shared = push.wire.get(key)
-        if shared is None:
+        # encoded with the shared part, once; only the nonce is the proxy's own. One
+        # encoding per API is kept (a whole view's is megabytes).
+        held = push.wire.get(self.api)
+        if held is not None and held[0] == version:
+            shared = held[1]
+        else:
             typed = _TYPE_FIELD.get(type_url)
             if typed is None:
                 typed = _TYPE_FIELD[type_url] = _wire_string(4, type_url)
-            body = push.wire.get(self.api)
-            if body is None:
-                body = push.wire[self.api] = self._shared_part(push, self.api == "sotw")
-            for stale in [k for k in push.wire if k.startswith(f"{self.api} ")]:
-                del push.wire[stale]  # one version kept: a whole view's copy is megabytes
-            shared = push.wire[key] = b"".join((_wire_string(1, version), typed, body))
+            body = self._shared_part(push, self.api == "sotw")
+            shared = b"".join((_wire_string(1, version), typed, body))
+            push.wire[self.api] = (version, shared)
         return shared + _wire_string(5, nonce)
 
     @staticmethod
