@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.xds.cache import plan_update
@@ -15,6 +16,8 @@ from meshpilot.xds.views import (
     EntryView,
     LayeredView,
     OwnView,
+    names_of,
+    versions_of,
     view_changes,
     view_digest,
 )
@@ -143,3 +146,20 @@ def test_proxies_making_the_same_move_share_one_push() -> None:
     narrower = Subscription.of(False, {"a"})
     none, held = next_push(ENDPOINT, True, after, narrower, Have(before, narrower))
     assert none is None and held.is_view(after, narrower)  # "b" is not asked for
+
+
+def test_a_first_sync_expects_every_cluster_at_its_version() -> None:
+    """A first sync's expectations come from the view's own name -> version map (built
+    once per shared view): the same as asking every name, for shared and layered views."""
+    def clusters(*names: str, kind: int = cluster_pb2.Cluster.STATIC) -> list[tuple[str, Entry]]:
+        return [(n, Entry.of(n, cluster_pb2.Cluster(name=n, type=kind))) for n in names]
+
+    base = EntryView(clusters("a", "b", "c"))
+    layered = LayeredView(base, OwnView(clusters("inbound", "b", kind=cluster_pb2.Cluster.EDS)))
+    for target in (base, layered):
+        phases = plan_update({}, {CLUSTER: target})
+        assert phases[0].name == "make"
+        assert phases[0].expect[CLUSTER] == {n: e.version for n, e in target.items()}
+        assert names_of(target) == set(target)
+    assert versions_of(base) is versions_of(base)  # kept on the shared view
+    assert versions_of(layered)["b"] == layered["b"].version != base["b"].version  # the top's

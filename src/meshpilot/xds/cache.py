@@ -57,6 +57,7 @@ from meshpilot.xds.views import (
     resource_version,
     to_entries,
     versions,
+    versions_of,
     view_changes,
     view_digest,
 )
@@ -366,13 +367,12 @@ def _plan(
             stage1[ENDPOINT] = dict(staged[ENDPOINT])
     if stage1:
         expect1: dict[str, dict[str, str]] = {t: {} for t in stage1}
-        expect1.setdefault(CLUSTER, {}).update(
-            {n: new_clusters[n].version for n in changed_clusters})
+        expect1.setdefault(CLUSTER, {}).update(_expected(new_clusters, changed_clusters))
         want_eds = changed_eds | resend_eds
         if want_eds:
             want_eds &= referenced_eds(target)
         if want_eds:
-            expect1.setdefault(ENDPOINT, {}).update({n: new_eds[n].version for n in want_eds})
+            expect1.setdefault(ENDPOINT, {}).update(_expected(new_eds, want_eds))
         resend = {ENDPOINT: frozenset(resend_eds)} if resend_eds else {}
         phases.append(Phase("make", stage1, resend, expect1))
         staged.update(stage1)
@@ -397,22 +397,19 @@ def _plan(
             {n: new_listeners[n].version for n in changed_listeners})
         if changed_scopes:
             new_scopes = target.get(SCOPED_ROUTE, _EMPTY_VIEW)
-            expect2.setdefault(SCOPED_ROUTE, {}).update(
-                {n: new_scopes[n].version for n in changed_scopes})
+            expect2.setdefault(SCOPED_ROUTE, {}).update(_expected(new_scopes, changed_scopes))
         if changed_routes:
             by_listeners = _refs(LISTENER, target.get(LISTENER, _EMPTY_VIEW))
             by_scopes = _refs(SCOPED_ROUTE, target.get(SCOPED_ROUTE, _EMPTY_VIEW))
             new_routes = target.get(ROUTE, _EMPTY_VIEW)
-            want_rds = {n: new_routes[n].version for n in changed_routes
-                        if n in by_listeners or n in by_scopes}
+            want_rds = _expected(new_routes, changed_routes & (by_listeners | by_scopes))
             if want_rds:
                 expect2.setdefault(ROUTE, {}).update(want_rds)
         for type_url in others:
             if type_url in stage2:
                 new = target.get(type_url, _EMPTY_VIEW)
-                expect2[type_url] = {
-                    n: new[n].version
-                    for n in diff(staged.get(type_url, _EMPTY_VIEW), new)[0]}
+                expect2[type_url] = dict(
+                    _expected(new, diff(staged.get(type_url, _EMPTY_VIEW), new)[0]))
         phases.append(Phase("switch", stage2, {}, expect2))
         staged.update(stage2)
 
@@ -424,6 +421,15 @@ def _plan(
     if stage3:
         phases.append(Phase("break", stage3, {}, {t: {} for t in stage3}))
     return phases
+
+
+def _expected(view: Mapping[str, Entry], names: frozenset[str]) -> Mapping[str, str]:
+    """name -> version in ``view`` of ``names`` (a subset of its names). All of them, as
+    in a first sync, is the view's own map, built once per shared view: a thousand
+    proxies' first syncs asked 3,000 clusters' versions one by one each. Read only."""
+    if len(names) == len(view):
+        return versions_of(view)
+    return {n: view[n].version for n in names}
 
 
 def sorted_types(type_urls: Iterable[str]) -> list[str]:

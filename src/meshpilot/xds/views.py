@@ -152,6 +152,22 @@ def versions(view: Mapping[str, Entry]) -> dict[str, str]:
     return {name: e.version for name, e in view.items()}
 
 
+def names_of(view: Mapping[str, Entry]) -> frozenset[str]:
+    """The view's names: once per shared view; a layered one joins its layers' sets (not
+    kept: a proxy's own view would keep a set of thousands per proxy)."""
+    if type(view) is LayeredView:
+        return names_of(view.base) | names_of(view.top)
+    return fact("names", view, lambda: frozenset(view))  # type: ignore[no-any-return]
+
+
+def versions_of(view: Mapping[str, Entry]) -> dict[str, str]:
+    """name -> version of the whole view: once per shared view (never mutate it); a
+    layered one merges its layers' maps (not kept, as in :func:`names_of`)."""
+    if type(view) is LayeredView:
+        return {**versions_of(view.base), **versions_of(view.top)}
+    return fact("versions", view, lambda: versions(view))  # type: ignore[no-any-return]
+
+
 # --- remembered facts -----------------------------------------------------------------
 
 
@@ -247,6 +263,8 @@ NO_CHANGES: Changes = (frozenset(), frozenset())
 
 
 def _diff(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> Changes:
+    if not old:  # a first sync: everything is new
+        return names_of(new), frozenset()
     changed = frozenset(
         n for n, e in new.items()
         if (c := old.get(n)) is None or (c is not e and c.version != e.version))
