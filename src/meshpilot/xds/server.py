@@ -62,7 +62,7 @@ class XdsServer:
         port: int = 0,
         max_streams: int = 4096,
         phase_timeout: float = 5.0,
-        first_syncs: int = 32,
+        first_syncs: int = 16,
     ) -> None:
         self._resources_for = resources_for
         self._first_syncs = first_syncs
