@@ -134,27 +134,26 @@ _REFS_FACT = {CLUSTER: "refs:" + CLUSTER, LISTENER: "refs:" + LISTENER,
 
 
 def _refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
-    facts = getattr(view, "facts", None)  # a shared view's facts, known once computed
-    if facts is not None:
-        known = facts.get(_REFS_FACT[kind])
-        if known is not None:
-            return known  # type: ignore[no-any-return]
-
-    def compute() -> frozenset[str]:
-        if kind == CLUSTER:
-            return frozenset(n for e in view.values() if (n := eds_name(e.message)))
-        if kind == LISTENER:
-            return frozenset(n for e in view.values() for n in rds_names(e.message))
-        return frozenset(n for e in view.values() if (n := scope_route_name(e.message)))
-
+    """The names a view's resources refer to (EDS by clusters, RDS by listeners and
+    scopes): once per shared view; a layered view's from its layers' when it can."""
     if type(view) is LayeredView:
-        def layered() -> frozenset[str]:
-            if any(n in view.base for n in view.top):
-                return compute()
-            below, above = _refs(kind, view.base), _refs(kind, view.top)
-            return below | above if above else below  # the class's very set, if it can
-        return fact(_REFS_FACT[kind], view, layered)
-    return fact(_REFS_FACT[kind], view, compute)
+        return fact(_REFS_FACT[kind], view, _layered_refs, kind, view)  # type: ignore[no-any-return]
+    return fact(_REFS_FACT[kind], view, _own_refs, kind, view)  # type: ignore[no-any-return]
+
+
+def _own_refs(kind: str, view: Mapping[str, Entry]) -> frozenset[str]:
+    if kind == CLUSTER:
+        return frozenset(n for e in view.values() if (n := eds_name(e.message)))
+    if kind == LISTENER:
+        return frozenset(n for e in view.values() for n in rds_names(e.message))
+    return frozenset(n for e in view.values() if (n := scope_route_name(e.message)))
+
+
+def _layered_refs(kind: str, view: LayeredView) -> frozenset[str]:
+    if any(n in view.base for n in view.top):
+        return _own_refs(kind, view)
+    below, above = _refs(kind, view.base), _refs(kind, view.top)
+    return below | above if above else below  # the class's very set, if it can
 
 
 def referenced(target: Mapping[str, Mapping[str, Entry]]) -> dict[str, set[str]]:

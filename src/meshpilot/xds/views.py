@@ -171,11 +171,14 @@ def versions_of(view: Mapping[str, Entry]) -> dict[str, str]:
 # --- remembered facts -----------------------------------------------------------------
 
 
-def fact(kind: Hashable, view: Mapping[str, Entry], compute: Callable[[], Any]) -> Any:
-    """``compute()`` once per (kind, view) for a shared view, kept on the view itself (so
-    it lives exactly as long as the view, however many proxies hold it)."""
+def fact(kind: Hashable, view: Mapping[str, Entry], compute: Callable[..., Any],
+         *args: Any) -> Any:
+    """``compute(*args)`` once per (kind, view) for a shared view, kept on the view itself
+    (so it lives exactly as long as the view, however many proxies hold it). Pass a
+    module-level ``compute`` and its ``args`` on hot paths: a known fact then costs no
+    closure."""
     if type(view) not in _SHARED_TYPES:
-        return compute()
+        return compute(*args)
     try:
         facts = view.facts  # type: ignore[attr-defined]
     except AttributeError:
@@ -183,7 +186,7 @@ def fact(kind: Hashable, view: Mapping[str, Entry], compute: Callable[[], Any]) 
     try:
         return facts[kind]
     except KeyError:
-        value = facts[kind] = compute()
+        value = facts[kind] = compute(*args)
         return value
 
 
