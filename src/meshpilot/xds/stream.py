@@ -422,11 +422,7 @@ class ProxyStream:
         """The fields every proxy getting this push gets alike: removed names (Delta) and
         the resources (field order does not matter on the wire)."""
         removed = b"" if sotw else b"".join(_wire_string(6, n) for n in push.removed)
-        if push.whole:
-            return removed + _body(push.resources, sotw)
-        if sotw:
-            return removed + b"".join(e.sotw_wire for e in push.resources.values())
-        return removed + b"".join(e.delta_wire for e in push.resources.values())
+        return removed + (_body if push.whole else _join)(push.resources, sotw)
 
     # --- update rounds -------------------------------------------------------------------
     # A round is driven by events, not by a task: ``trigger`` begins it, each request
