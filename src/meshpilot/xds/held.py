@@ -85,11 +85,8 @@ _ABSENT = ""  # an override meaning "the proxy does not have this name"
 _NO_OVER: Mapping[str, str] = MappingProxyType({})
 
 
-def _seen(view: Mapping[str, Entry], subs: Subscription) -> int:
-    """How many names of ``view`` the subscription sees."""
-    if subs.wildcard:
-        return len(view)
-    return sum(1 for n in subs.names if n in view)
+def _visible_count(subs: Subscription, view: Mapping[str, Entry]) -> int:
+    return len(subs.visible(view))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -141,7 +138,7 @@ class Have(Mapping[str, str]):
         sees is counted once per (view, subscription), not once per proxy (``status()``
         asks it of every proxy and type)."""
         view, subs, over = self.view, self.subs, self.over
-        count: int = fact(("seen", subs), view, lambda: _seen(view, subs))
+        count: int = fact(("seen", subs), view, _visible_count, subs, view)
         for n, v in over.items():
             count += (v != _ABSENT) - (n in view and subs.wants(n))
         return count
