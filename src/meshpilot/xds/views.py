@@ -227,20 +227,6 @@ _PAIRS = SharedMemo(1024)
 change, a few per change."""
 
 
-def memo(kind: str, views: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    """``compute()`` once per (kind, views) while the views are shared ones."""
-    if len(views) == 1:
-        return fact(kind, views[0], compute)
-    if all(map(is_shared, views)):
-        return _PAIRS.get((kind, *map(id, views)), views, compute)
-    return compute()
-
-
-_last_diff: tuple[Any, Any, Any] = (None, None, None)
-"""The last shared pair diffed and its diff: a push asks the same pair once per proxy,
-a thousand times in a row."""
-
-
 def _digest(view: Mapping[str, Entry]) -> str:
     h = hashlib.sha256()
     for name in sorted(view):
@@ -302,15 +288,11 @@ def view_changes(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> Changes:
     layered views."""
     if old is new:
         return NO_CHANGES
-    global _last_diff
-    last = _last_diff
-    if last[0] is old and last[1] is new:
-        return last[2]  # type: ignore[no-any-return]
     if type(old) is LayeredView and type(new) is LayeredView:
         out = _layered_diff(old, new)
         if out is not None:
             return out
-    changes: Changes = memo("diff", (old, new), lambda: _diff(old, new))
-    if is_shared(old) and is_shared(new):
-        _last_diff = (old, new, changes)
-    return changes
+    if is_shared(old) and is_shared(new):  # the pairs' memo answers its last hit first
+        return _PAIRS.get((id(old), id(new)), (old, new),  # type: ignore[no-any-return]
+                          lambda: _diff(old, new))
+    return _diff(old, new)
