@@ -75,14 +75,13 @@ class _Class:
     snapshot: MeshSnapshot | None = None
     gen: int = 0
     views: Entries = field(default_factory=dict)
+    """Every type -> the class's view (EMPTY where it has none), once built: a proxy's
+    views start as a copy of it."""
     clusters: dict[str, _Memo] = field(default_factory=dict)  # host -> clusters + CLAs
     routes: dict[str, _Memo] = field(default_factory=dict)  # host -> route config + scopes
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Any] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: list[tuple[str, Entry]] = field(default_factory=list)  # its inbound routes
-    template: Views = field(default_factory=dict)
-    """Every type -> its class view (EMPTY where none), for ``views``: a proxy's views
-    start as a copy of it."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ class SharedBuilder:
             last = state.out_of
             if same_objects(parts, last):
                 return state.out  # nothing this proxy gets changed: the same views
-            out: Views = dict(cls.template)
+            out: Views = {**cls.views}
             for t, mine in own.items():
                 if mine:
                     shared = out[t]
@@ -269,12 +268,12 @@ class SharedBuilder:
                 views[SCOPED_ROUTE] = _view(scope_items, cls.views.get(SCOPED_ROUTE))
                 views[ROUTE] = _view(route_items + inbound, cls.views.get(ROUTE))
             cls.routes, cls.inbound = route_memos, inbound
-        if any(views.get(t) is not cls.views.get(t) for t in ORDER) or not cls.template:
+        for t in ORDER:
+            views.setdefault(t, EMPTY)
+        if any(views[t] is not cls.views.get(t) for t in ORDER):
             for problem in consistency_problems({**views, LISTENER: {}}):
                 log.warning("proxy class %s at version %s: %s", key, snapshot.version, problem)
-            # a new object only when a view moved: proxies compare it by identity
-            cls.views = views
-            cls.template = {t: v if (v := views.get(t)) is not None else EMPTY for t in ORDER}
+            cls.views = views  # a new object only when a view moved: compared by identity
         cls.snapshot = cls.built_from = snapshot
         return cls
 
