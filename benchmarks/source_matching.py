@@ -1,7 +1,7 @@
 """Envoy's CPU per inbound request against the number of known callers.
 
 Every inbound route configuration declares one virtual cluster per known source workload
-(an exact match on ``x-meshpilot-source``, see ``meshpilot/xds/build/telemetry.py``), so
+(an exact match on ``x-meshpilot-source``, see ``meshpilot/xds/translate/telemetry.py``), so
 the list grows with the mesh. This runs one Envoy (``--concurrency 1``) per list size
 with a 1 kB direct response and that list, sends keep-alive requests whose source matches
 the *last* virtual cluster (the worst case of a linear scan), and reads Envoy's CPU time

@@ -38,7 +38,7 @@ from meshpilot.mesh.model import (
 )
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Resources, XdsServer
-from meshpilot.xds.build import build_resources
+from meshpilot.xds.translate import build_resources
 
 APIS = ["GRPC", "DELTA_GRPC"]
 ALPHA = "alpha.default.svc.cluster.local"

@@ -19,7 +19,7 @@ from meshpilot.telemetry.envoy_stats import (
 )
 from meshpilot.telemetry.istio import HistValue, Point, ProxyIdentity, relabel
 from meshpilot.telemetry.store import SeriesStore
-from meshpilot.xds.build.telemetry import known_sources, node_source_id, workload_of
+from meshpilot.xds.translate.telemetry import known_sources, node_source_id, workload_of
 
 HOST = "myapp.default.svc.cluster.local"
 DOC = {"stats": [

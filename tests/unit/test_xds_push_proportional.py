@@ -18,7 +18,7 @@ import yaml
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SCOPED_ROUTE
-from meshpilot.xds.build import build_resources
+from meshpilot.xds.translate import build_resources
 from meshpilot.xds.cache import (
     Entry,
     Push,

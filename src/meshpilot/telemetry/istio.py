@@ -12,7 +12,7 @@ Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSE
 
 Reporter ``destination`` comes from a sidecar's inbound side: per inbound port, the
 virtual clusters of route ``inbound|PORT||`` (one per known source workload, see
-:mod:`meshpilot.xds.build.telemetry`; Envoy's ``other`` → source ``unknown``).
+:mod:`meshpilot.xds.translate.telemetry`; Envoy's ``other`` → source ``unknown``).
 ``destination_*`` is the pod (its Deployment and labels) and the Service whose endpoint
 it is; ``connection_security_policy`` is ``none`` (no mTLS in meshpilot).
 
@@ -35,8 +35,8 @@ from meshpilot.telemetry.envoy_stats import (
     split_cluster_stat,
     split_vcluster_stat,
 )
-from meshpilot.xds.build.index import destination_rule
-from meshpilot.xds.build.telemetry import OTHER_VCLUSTER, parse_source_id, workload_of
+from meshpilot.xds.translate.index import destination_rule
+from meshpilot.xds.translate.telemetry import OTHER_VCLUSTER, parse_source_id, workload_of
 
 UNKNOWN = "unknown"
 CLUSTER_ID = "Kubernetes"  # Istio's default cluster id

@@ -1,6 +1,6 @@
 """Build each proxy's resources once per *kind of proxy*, and each service once per change.
 
-:func:`meshpilot.xds.build.build_resources` is the reference: a pure function of
+:func:`meshpilot.xds.translate.build_resources` is the reference: a pure function of
 (snapshot, node). Most of what it returns does not depend on the node at all, or only on
 its namespace (short-name spellings, DestinationRule tie-breaks) and, when some rule looks
 at proxy labels (DestinationRule ``workloadSelector``, VirtualService ``sourceLabels``),
@@ -39,7 +39,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
-from meshpilot.xds.build import (
+from meshpilot.xds.translate import (
     clusters,
     http_inbound_ports,
     inbound_route,
@@ -49,8 +49,8 @@ from meshpilot.xds.build import (
     scopes,
     sidecar_own,
 )
-from meshpilot.xds.build import telemetry as build_telemetry
-from meshpilot.xds.build.vhosts import service_route_table, sidecar_plan
+from meshpilot.xds.translate import telemetry as build_telemetry
+from meshpilot.xds.translate.vhosts import service_route_table, sidecar_plan
 from meshpilot.xds.cache import consistency_problems
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, SCOPED_ROUTE
 from meshpilot.xds.views import EMPTY, Entry, EntryView, LayeredView, OwnView

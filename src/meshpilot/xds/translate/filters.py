@@ -24,8 +24,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 
 from meshpilot.api.networking import CorsPolicy, HTTPFaultInjection, StringMatch
-from meshpilot.xds.build import names, pb
-from meshpilot.xds.build.matches import string_matcher
+from meshpilot.xds.translate import names, pb
+from meshpilot.xds.translate.matches import string_matcher
 
 # gRPC status names Istio accepts in ``abort.grpcStatus``.
 GRPC_CODES = {

@@ -21,8 +21,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshpilot.mesh.model import InboundPort, ProxyNode
-from meshpilot.xds.build import filters, names, pb, telemetry
-from meshpilot.xds.build.endpoints import socket
+from meshpilot.xds.translate import filters, names, pb, telemetry
+from meshpilot.xds.translate.endpoints import socket
 
 IDLE_TIMEOUT = "3600s"
 

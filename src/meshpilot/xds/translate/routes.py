@@ -31,9 +31,9 @@ from meshpilot.api.networking import (
     VirtualService,
 )
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
-from meshpilot.xds.build import filters, index, names, pb
-from meshpilot.xds.build.matches import Where, applies, regex, route_match
-from meshpilot.xds.build.policy import effective_policy, hash_policies
+from meshpilot.xds.translate import filters, index, names, pb
+from meshpilot.xds.translate.matches import Where, applies, regex, route_match
+from meshpilot.xds.translate.policy import effective_policy, hash_policies
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

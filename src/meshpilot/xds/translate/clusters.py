@@ -20,9 +20,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.api.networking import DestinationRule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.build import endpoints, names, pb
-from meshpilot.xds.build.index import destination_rule
-from meshpilot.xds.build.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
+from meshpilot.xds.translate import endpoints, names, pb
+from meshpilot.xds.translate.index import destination_rule
+from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 
 Built = tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]
 """A cluster and, for EDS clusters, the assignment to serve over EDS."""
@@ -87,7 +87,7 @@ def for_service(
     """The clusters of one service under ``rule``: per port, the plain one then subsets.
 
     Depends only on the service, its endpoints and the rule, so it is shared by every
-    proxy for which :func:`~meshpilot.xds.build.index.destination_rule` picks that rule.
+    proxy for which :func:`~meshpilot.xds.translate.index.destination_rule` picks that rule.
     """
     subsets = rule.spec.subsets if rule else []
     out: list[Built] = []

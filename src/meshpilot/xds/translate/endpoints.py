@@ -9,7 +9,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.mesh.model import Endpoint, MeshSnapshot
-from meshpilot.xds.build.index import labels_match
+from meshpilot.xds.translate.index import labels_match
 
 
 def select(

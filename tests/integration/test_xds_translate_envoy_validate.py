@@ -32,7 +32,7 @@ from meshpilot.mesh.model import (
     ProxyNode,
     ServicePort,
 )
-from meshpilot.xds.build import (
+from meshpilot.xds.translate import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
     TYPE_LISTENER,

@@ -2,7 +2,7 @@
 
 No I/O, no clock, no randomness: the same input gives byte-identical resources
 (iteration is sorted, ``Any`` payloads are packed deterministically), so the cache
-can diff by hash. Names follow Istio; see :mod:`meshpilot.xds.build.names`.
+can diff by hash. Names follow Istio; see :mod:`meshpilot.xds.translate.names`.
 
 What a proxy gets:
 
@@ -31,16 +31,16 @@ from google.protobuf.message import Message
 
 from meshpilot.api.networking import Server
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
-from meshpilot.xds.build import clusters, listeners, names, telemetry
-from meshpilot.xds.build.index import labels_match
-from meshpilot.xds.build.names import (
+from meshpilot.xds.translate import clusters, listeners, names, telemetry
+from meshpilot.xds.translate.index import labels_match
+from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
 )
-from meshpilot.xds.build.vhosts import (
+from meshpilot.xds.translate.vhosts import (
     HTTP_PROTOCOLS,
     RouteTable,
     gateway_vhosts,

@@ -38,8 +38,8 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 )
 
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, same_objects
-from meshpilot.xds.build import index, pb
-from meshpilot.xds.build.names import TYPE_ROUTE
+from meshpilot.xds.translate import index, pb
+from meshpilot.xds.translate.names import TYPE_ROUTE
 
 SOURCE_HEADER = "x-meshpilot-source"
 UNKNOWN = "unknown"

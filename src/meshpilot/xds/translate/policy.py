@@ -26,7 +26,7 @@ from meshpilot.api.networking import (
     PortTrafficPolicy,
     TrafficPolicy,
 )
-from meshpilot.xds.build import pb
+from meshpilot.xds.translate import pb
 
 DEFAULT_CONNECT_TIMEOUT = "10s"
 DEFAULT_RING_SIZE = 1024
