@@ -53,9 +53,9 @@ from harness import process_cpu_seconds
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
-from meshpilot.xds.translate import build_resources
 from meshpilot.xds.cache import to_entries
 from meshpilot.xds.shared import SharedBuilder
+from meshpilot.xds.translate import build_resources
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 TARGET_P99_MS = 250.0

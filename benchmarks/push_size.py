@@ -42,9 +42,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
-from meshpilot.xds.translate import build_resources, names, pb
 from meshpilot.xds.cache import eds_name, rds_names
 from meshpilot.xds.driven import DrivenStream
+from meshpilot.xds.translate import build_resources, names, pb
 from meshpilot.xds.types import (
     CLUSTER,
     ENDPOINT,

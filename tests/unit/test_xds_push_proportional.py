@@ -18,7 +18,6 @@ import yaml
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SCOPED_ROUTE
-from meshpilot.xds.translate import build_resources
 from meshpilot.xds.cache import (
     Entry,
     Push,
@@ -30,6 +29,7 @@ from meshpilot.xds.cache import (
     to_entries,
     versions,
 )
+from meshpilot.xds.translate import build_resources
 
 NODE = ProxyNode(id="sidecar~127.20.0.1~client.default", kind="sidecar", namespace="default",
                  ip="127.20.0.1", labels={"app": "client"})

@@ -18,9 +18,9 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
-from meshpilot.xds.translate import build_resources
 from meshpilot.xds.cache import EntryView, LayeredView, referenced_rds, to_entries, versions
 from meshpilot.xds.shared import SharedBuilder
+from meshpilot.xds.translate import build_resources
 
 NET = "networking.istio.io"
 

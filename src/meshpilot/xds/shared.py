@@ -39,6 +39,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
+from meshpilot.xds.cache import consistency_problems
 from meshpilot.xds.translate import (
     clusters,
     http_inbound_ports,
@@ -51,7 +52,6 @@ from meshpilot.xds.translate import (
 )
 from meshpilot.xds.translate import telemetry as build_telemetry
 from meshpilot.xds.translate.vhosts import service_route_table, sidecar_plan
-from meshpilot.xds.cache import consistency_problems
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, SCOPED_ROUTE
 from meshpilot.xds.views import EMPTY, Entry, EntryView, LayeredView, OwnView
 
