@@ -1,9 +1,9 @@
 """Config convergence: from a weight change to every proxy having ACKed it.
 
 Part (a), real Envoys: N Envoy processes (default 20) connect to one in-process
-``XdsServer`` serving ``SharedBuilder().entries(snapshot, node)`` (what the control plane
+``XdsServer`` serving ``ProxyConfigBuilder().config_for(snapshot, node)`` (what the control plane
 serves) for a mesh of M services (default 50). K times (default 20): change the weights of
-one VirtualService in the stored mesh, rebuild the snapshot, ``xds.update(version)``, and
+one VirtualService in the stored mesh, rebuild the snapshot, publish it to the server, and
 time until ``wait_acked`` says every proxy ACKed. Run once with Delta ADS (meshpilot's
 default) and once with State-of-the-World ADS.
 
@@ -51,10 +51,10 @@ import grpc_floor  # this directory's: the transport's floor, the baseline of pa
 from harness import process_cpu_seconds
 
 from meshpilot.api.identity import ObjectKey
-from meshpilot.mesh.builder import build_snapshot
+from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
-from meshpilot.xds.cache import to_entries
-from meshpilot.xds.shared import SharedBuilder
+from meshpilot.xds import ProxyConfigBuilder, XdsSnapshot
+from meshpilot.xds.resources import prepare
 from meshpilot.xds.translate import build_resources
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -124,11 +124,14 @@ class StoredMesh:
     mirror of the store, where a change replaces one object's body) and its pods' workload
     instances (kept while a pod does not change, as the control plane does)."""
 
-    def __init__(self, services: int) -> None:
+    def __init__(self, services: int, clients: list[ProxyNode] | None = None) -> None:
         self.services = services
         self.objects, self.workloads = mesh_objects(services, 10)
+        # the proxies' own pods are workloads of the mesh too, as every sidecar's is
+        self.workloads += [client_pod(n) for n in clients or ()]
         self.vs_at = next(i for i, (k, _) in enumerate(self.objects)
                           if k.kind == "VirtualService" and k.name == "svc0000")
+        self.builder = SnapshotBuilder()  # the control plane's: unchanged objects kept
 
     def set_weight(self, weight: int) -> None:
         """What applying a new svc0000 VirtualService does to the mirror."""
@@ -137,7 +140,18 @@ class StoredMesh:
         self.objects[self.vs_at] = (key, next(b for k, b in fresh if k == key))
 
     def snapshot(self, version: int) -> MeshSnapshot:
-        return build_snapshot(version, self.objects, self.workloads)
+        return self.builder.build(version, self.objects, self.workloads)
+
+
+def client_pod(node: ProxyNode) -> WorkloadInstance:
+    """The pod of a benchmark's proxy (no Service selects it)."""
+    return WorkloadInstance(name=node.workload, namespace=node.namespace, ip=node.ip,
+                            labels=dict(node.labels), ports=node.inbound)
+
+
+def publish(xds: Any, builder: ProxyConfigBuilder, snap: MeshSnapshot) -> None:
+    """What the control plane does with a new mesh snapshot."""
+    xds.publish(XdsSnapshot(snap.version, lambda node: builder.config_for(snap, node)))
 
 
 def weight_for(k: int) -> int:
@@ -177,28 +191,26 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
     from meshpilot.proxy.ports import free_port
     from meshpilot.xds import XdsServer
 
-    mesh = StoredMesh(args.services)
+    nodes = [ProxyNode(
+        id=node_id("sidecar", "127.0.0.1", f"bench-{api}-{i}", "default"),
+        kind="sidecar", namespace="default", ip="127.0.0.1", workload=f"bench-{i}",
+        labels={"app": f"bench-{i}", "version": "v1"},
+        inbound=(InboundPort(free_port(), free_port(), "http"),),
+        outbound_port=free_port()) for i in range(args.envoys)]
+    mesh = StoredMesh(args.services, nodes)
     holder = {"snap": mesh.snapshot(1)}
-    builder = SharedBuilder()  # what the control plane serves with
-    xds = XdsServer(lambda node: builder.entries(holder["snap"], node), host="127.0.0.1")
+    builder = ProxyConfigBuilder()  # what the control plane serves with
+    xds = XdsServer(host="127.0.0.1")
     port = xds.start()
-    xds.update(1)
+    publish(xds, builder, holder["snap"])
     envoys: list[EnvoyProcess] = []
-    nodes: list[ProxyNode] = []
     try:
-        for i in range(args.envoys):
-            node = ProxyNode(
-                id=node_id("sidecar", "127.0.0.1", f"bench-{api}-{i}", "default"),
-                kind="sidecar", namespace="default", ip="127.0.0.1", workload=f"bench-{i}",
-                labels={"app": f"bench-{i}", "version": "v1"},
-                inbound=(InboundPort(free_port(), free_port(), "http"),),
-                outbound_port=free_port())
+        for i, node in enumerate(nodes):
             doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port, admin_port=0,
                             api_type="DELTA_GRPC" if api == "delta" else "GRPC")
             proc = EnvoyProcess(doc, name=f"{api}-{i}", work_dir=tmp / f"envoys-{api}")
             proc.start()
             envoys.append(proc)
-            nodes.append(node)
         ids = [n.id for n in nodes]
         t = time.perf_counter()
         if not xds.wait_acked(1, ids, timeout=120):
@@ -214,13 +226,13 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
             mesh.set_weight(weight_for(k))
             holder["snap"] = mesh.snapshot(version)
             t1 = time.perf_counter()
-            xds.update(version)
+            publish(xds, builder, holder["snap"])
             if not xds.wait_acked(version, ids, timeout=60):
                 raise RuntimeError(f"{api}: update {version} not ACKed by every Envoy in 60 s")
             totals.append(time.perf_counter() - t0)
             builds.append(t1 - t0)
             # What was sent for this change, per proxy (from the server's sent log).
-            sizes = {(t, n): e.packed.ByteSize() for t, v in to_entries(
+            sizes = {(t, n): e.packed.ByteSize() for t, v in prepare(
                 build_resources(holder["snap"], nodes[0])).items() for n, e in v.items()}
             for node in nodes:
                 recs = [r for r in xds.sent_log(node.id) if r.sent_at >= mono0]
@@ -257,13 +269,13 @@ def serve_role(args: argparse.Namespace) -> int:
     from meshpilot.gc_policy import QuietCollector
     from meshpilot.xds import XdsServer
 
-    mesh = StoredMesh(args.sim_services)
+    mesh = StoredMesh(args.sim_services, [sim_node(i) for i in range(args.sim_clients)])
     holder = {"snap": mesh.snapshot(1), "version": 1}
-    builder = SharedBuilder()  # what the control plane serves with (default pool size)
-    xds = XdsServer(lambda node: builder.entries(holder["snap"], node), host="127.0.0.1")
+    builder = ProxyConfigBuilder()  # what the control plane serves with (default pool size)
+    xds = XdsServer(host="127.0.0.1")
     port = xds.start()
     QuietCollector(xds.idle_seconds).start()  # the control plane's collection policy
-    xds.update(1)
+    publish(xds, builder, holder["snap"])
     ids = [sim_node(i).id for i in range(args.sim_clients)]
     marks: dict[str, float] = {}
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
@@ -285,7 +297,7 @@ def serve_role(args: argparse.Namespace) -> int:
             mesh.set_weight(cmd["weight"])
             holder["snap"] = mesh.snapshot(holder["version"])
             t1 = time.perf_counter()
-            xds.update(holder["version"])
+            publish(xds, builder, holder["snap"])
             reply = {"version": holder["version"], "build": t1 - t0}
             if op == "update":
                 ok = xds.wait_acked(holder["version"], ids, timeout=cmd["timeout"])
@@ -341,7 +353,7 @@ async def _clients_main(args: argparse.Namespace) -> int:
     from envoy.service.discovery.v3 import discovery_pb2
 
     from meshpilot.mesh.model import node_to_metadata
-    from meshpilot.xds.cache import eds_name
+    from meshpilot.xds.references import eds_name
 
     per_channel = 25
     channels = [
@@ -663,26 +675,26 @@ def target_cost(services: int) -> dict[str, float]:
     t1 = time.perf_counter()
     res = build_resources(snap, sim_node(0))
     t2 = time.perf_counter()
-    entries = to_entries(res)
+    entries = prepare(res)
     t3 = time.perf_counter()
-    after = to_entries(build_resources(make_snapshot(2, services, weight_for(0)), sim_node(0)))
+    after = prepare(build_resources(make_snapshot(2, services, weight_for(0)), sim_node(0)))
     changed = [e for t, v in after.items() for n, e in v.items()
                if entries.get(t, {}).get(n) is None or entries[t][n].version != e.version]
     full = sum(e.packed.ByteSize() for v in entries.values() for e in v.values())
-    # The control plane's path: SharedBuilder (one build per proxy class, per changed service).
-    builder = SharedBuilder()
+    # The control plane's path: ProxyConfigBuilder (one build per proxy class, per changed service).
+    builder = ProxyConfigBuilder()
     t4 = time.perf_counter()
-    builder.entries(snap, sim_node(0))
+    builder.config_for(snap, sim_node(0))
     t5 = time.perf_counter()
-    builder.entries(snap, sim_node(1))
+    builder.config_for(snap, sim_node(1))
     t6 = time.perf_counter()
     mesh.set_weight(weight_for(0))
     t6 = time.perf_counter()
     snap2 = mesh.snapshot(2)  # after one change: as the control plane rebuilds
     t7 = time.perf_counter()
-    builder.entries(snap2, sim_node(0))
+    builder.config_for(snap2, sim_node(0))
     t8 = time.perf_counter()
-    builder.entries(snap2, sim_node(1))
+    builder.config_for(snap2, sim_node(1))
     t9 = time.perf_counter()
     return {"snapshot": t1 - t0, "build": t2 - t1, "entries": t3 - t2, "full_bytes": full,
             "changed_bytes": sum(e.packed.ByteSize() for e in changed),
@@ -800,11 +812,11 @@ def report_sim(r: dict[str, Any], cost: dict[str, float], args: argparse.Namespa
     print(f"Cost at target scale: one proxy, mesh of {args.target_services} services "
           "(measured in this process)")
     print(f"  build_snapshot {cost['snapshot'] * 1000:.0f} ms; build_resources for one proxy "
-          f"{cost['build'] * 1000:.0f} ms; to_entries (pack + hash) {cost['entries'] * 1000:.0f}"
+          f"{cost['build'] * 1000:.0f} ms; prepare (pack + hash) {cost['entries'] * 1000:.0f}"
           f" ms; {cost['resources']:.0f} resources, {cost['full_bytes'] / 1024:.0f} KB full "
           f"state; a weight change alters {cost['changed']:.0f} resource(s), "
           f"{cost['changed_bytes'] / 1024:.1f} KB")
-    print(f"  shared (control plane's SharedBuilder): first proxy of a class "
+    print(f"  shared (control plane's ProxyConfigBuilder): first proxy of a class "
           f"{cost['shared_first'] * 1000:.0f} ms, each further proxy "
           f"{cost['shared_next_proxy'] * 1000:.1f} ms (its listeners); after a weight change "
           f"(snapshot rebuild {cost['snapshot2'] * 1000:.0f} ms) the class costs "

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from driven import DrivenStream
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -42,8 +43,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
-from meshpilot.xds.cache import eds_name, rds_names
-from meshpilot.xds.driven import DrivenStream
+from meshpilot.xds.references import eds_name, rds_names
 from meshpilot.xds.translate import build_resources, names, pb
 from meshpilot.xds.types import (
     CLUSTER,

@@ -2,11 +2,12 @@
 
 C ``ProxyStream``s (default 1,000: what the ADS server runs per connected proxy) on one
 event loop serve a mesh of S services (default 200) through the control plane's
-``SharedBuilder``; each stream's "proxy" is this script, which ACKs every response and
+``ProxyConfigBuilder``; each stream's "proxy" is this script, which ACKs every response and
 subscribes to the EDS and RDS names of its config, as Envoy does. After the initial sync,
 K times (default 20): one VirtualService's weights change, the snapshot and the class
-are rebuilt (outside the timing), then every stream's round is started (timed: "round
-start") and every proxy's ACK handled (timed: "ACK"). What gRPC adds on top of this is
+are rebuilt (outside the timing), then every stream is handed its proxy's config as the
+server does (its config looked up, checked for consistency, its round started: timed,
+"round start") and every proxy's ACK handled (timed: "ACK"). What gRPC adds on top of this is
 what ``grpc_floor.py`` measures.
 
 Baseline in the same run: what any Python server must do per proxy at the least, with
@@ -27,8 +28,11 @@ import time
 from convergence import StoredMesh, sim_node, weight_for
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.xds.shared import SharedBuilder
-from meshpilot.xds.stream import FirstSyncGate, ProxyStream
+from meshpilot.mesh.model import MeshSnapshot
+from meshpilot.xds import ProxyConfigBuilder, PushPlanner
+from meshpilot.xds.consistency import ConsistencyCheck
+from meshpilot.xds.first_sync import FirstSyncGate
+from meshpilot.xds.stream import ProxyStream
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 Req = discovery_pb2.DeltaDiscoveryRequest
@@ -50,10 +54,11 @@ def baseline_per_proxy(count: int) -> float:
 
 
 async def measure(proxies: int, services: int, changes: int) -> dict[str, list[float]]:
-    mesh = StoredMesh(services)
+    mesh = StoredMesh(services, [sim_node(i) for i in range(proxies)])
     holder = {"snap": mesh.snapshot(1)}
-    builder = SharedBuilder()  # what the control plane serves with
+    builder = ProxyConfigBuilder()  # what the control plane serves with
     gate = FirstSyncGate(32)
+    planner, check = PushPlanner(), ConsistencyCheck()  # the server's, shared by its streams
     outboxes: list[list[bytes]] = []
     streams: list[ProxyStream] = []
     for i in range(proxies):
@@ -61,8 +66,14 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
         outboxes.append(out)
         streams.append(ProxyStream(
             stream_id=f"s{i}", node=sim_node(i), api="delta", send=out.append,
-            resources_for=lambda node: builder.entries(holder["snap"], node),
-            notify=lambda: None, first_sync_gate=gate))
+            notify=lambda: None, planner=planner, first_sync_gate=gate))
+
+    def deliver(stream: ProxyStream, snap: MeshSnapshot) -> None:
+        """What the server does per proxy with a published snapshot."""
+        config = builder.config_for(snap, stream.node)
+        if check.problems(config):
+            raise SystemExit(f"inconsistent config for {stream.node.id}")
+        stream.trigger(snap.version, config)
 
     def answer(i: int) -> int:
         """ACK what stream i sent; subscribe to the names its config refers to."""
@@ -71,7 +82,7 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
             resp = Resp.FromString(out.pop(0))
             n += 1
             stream.handle(Req(type_url=resp.type_url, response_nonce=resp.nonce))
-            views = builder.entries(holder["snap"], stream.node)
+            views = builder.config_for(holder["snap"], stream.node)
             if resp.type_url == CLUSTER:
                 stream.handle(Req(type_url=ENDPOINT,
                                   resource_names_subscribe=sorted(views[ENDPOINT])))
@@ -82,7 +93,7 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
         return n
 
     for stream in streams:
-        stream.start(1)
+        deliver(stream, holder["snap"])
         stream.handle(Req(type_url=CLUSTER))
         stream.handle(Req(type_url=LISTENER))
     t_sync = time.perf_counter()
@@ -101,10 +112,10 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
         version = k + 2
         mesh.set_weight(weight_for(k))
         holder["snap"] = mesh.snapshot(version)
-        builder.entries(holder["snap"], streams[0].node)  # the class rebuild, untimed
+        builder.config_for(holder["snap"], streams[0].node)  # the class rebuild, untimed
         t0 = time.perf_counter()
         for stream in streams:
-            stream.trigger(version)
+            deliver(stream, holder["snap"])
         t1 = time.perf_counter()
         acks_due = []
         for i, stream in enumerate(streams):

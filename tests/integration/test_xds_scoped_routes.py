@@ -37,7 +37,16 @@ from meshpilot.mesh.model import (
     ServicePort,
 )
 from meshpilot.proxy.bootstrap import bootstrap
-from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Resources, XdsServer
+from meshpilot.xds import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Resources,
+    XdsServer,
+    XdsSnapshot,
+)
 from meshpilot.xds.translate import build_resources
 
 APIS = ["GRPC", "DELTA_GRPC"]
@@ -145,7 +154,7 @@ class World:
         before = len(self.server.sent_log(self.node.id))
         self.mesh.set(**changes)
         self.version += 1
-        self.server.update(self.version)
+        self.server.publish(XdsSnapshot(self.version, self.mesh.resources_for))
         assert self.server.wait_acked(self.version, [self.node.id], timeout=timeout), (
             self.server.status(), self.log.read_text(errors="replace")[-3000:])
         return self.server.sent_log(self.node.id)[before:]
@@ -163,10 +172,10 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         backends = {n: Backend(n) for n in ("A1", "A2", "B", "G", "R")}
         cleanup.extend(b.close for b in backends.values())
         mesh = Mesh(backends)
-        server = XdsServer(mesh.resources_for)
+        server = XdsServer()
         port = server.start()
         cleanup.append(lambda: server.stop(0.2))
-        server.update(1)
+        server.publish(XdsSnapshot(1, mesh.resources_for))
         outbound, admin = free_ports(2)
         node = ProxyNode(id=f"sidecar~127.0.0.1~web-{api_type.lower()}.default",
                          kind="sidecar", namespace="default", ip="127.0.0.1",
@@ -301,7 +310,7 @@ def test_nacks_show_per_type_and_envoy_keeps_serving(
         good = world.status().types[bad_type].acked_version
         world.mesh.set(tamper=tamper, weights=(0, 100))
         world.version += 1
-        world.server.update(world.version)
+        world.server.publish(XdsSnapshot(world.version, world.mesh.resources_for))
         wait_for(lambda t=bad_type: world.status().types[t].nack, timeout=10)
         st = world.status()
         assert st.types[bad_type].acked_version == good

@@ -37,7 +37,7 @@ from tests.conftest import wait_for
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.ports import free_port
-from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer
+from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer, XdsSnapshot
 
 APIS = ["GRPC", "DELTA_GRPC"]
 LISTENER_NAME = "http"
@@ -275,7 +275,7 @@ class World:
         """Apply a mesh change as snapshot version+1 and wait for the proxy's ACK."""
         self.mesh.set(**changes)
         self.version += 1
-        self.server.update(self.version)
+        self.server.publish(XdsSnapshot(self.version, self.mesh.resources_for))
         assert self.server.wait_acked(self.version, [self.node.id], timeout=timeout), \
             self.server.status()
         return self.version
@@ -294,12 +294,12 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         cleanup.append(backend.close)
         listener_port, admin_port = free_ports(2)
         mesh = Mesh(listener_port=listener_port, backends={"A": backend.port}, weights={"A": 1})
-        server = XdsServer(mesh.resources_for)
+        server = XdsServer()
         changes: list[float] = []
         server.on_change(lambda: changes.append(time.monotonic()))
         port = server.start()
         cleanup.append(lambda: server.stop(0.2))
-        server.update(1)
+        server.publish(XdsSnapshot(1, mesh.resources_for))
         node = ProxyNode(id=f"sidecar~127.0.0.1~web-{api_type.lower()}.default~default",
                          kind="sidecar", namespace="default", ip="127.0.0.1",
                          workload=f"web-{api_type.lower()}", labels={"app": "web"})
@@ -378,7 +378,7 @@ def test_nack_is_recorded_and_envoy_keeps_serving(
 
     world.mesh.set(duplicate_domains=True, tag="bad")
     world.version += 1
-    world.server.update(world.version)
+    world.server.publish(XdsSnapshot(world.version, world.mesh.resources_for))
     wait_for(lambda: _status(world).types[ROUTE].nack, timeout=10)
 
     st = _status(world)
@@ -486,7 +486,7 @@ def test_envoy_resyncs_after_server_restart(
     r = world.get()
     assert r.status_code == 200 and r.text == "A"
 
-    server = XdsServer(world.mesh.resources_for, port=port)
+    server = XdsServer(port=port)
     deadline = time.monotonic() + 10
     while True:  # the old socket may take a moment to be released
         try:
@@ -497,7 +497,7 @@ def test_envoy_resyncs_after_server_restart(
                 raise
             time.sleep(0.2)
     try:
-        server.update(world.version)
+        server.publish(XdsSnapshot(world.version, world.mesh.resources_for))
         assert server.wait_acked(world.version, [world.node.id], timeout=45), server.status()
         st = next(s for s in server.status() if s.node.id == world.node.id)
         assert st.connected and set(st.types) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}

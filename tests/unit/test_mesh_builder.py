@@ -8,7 +8,7 @@ import yaml
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
-from meshpilot.mesh.builder import build_snapshot, port_protocol
+from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot, port_protocol
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
 
 
@@ -136,11 +136,13 @@ OTHER = SERVICE.replace("myapp", "other")
 def test_a_rebuild_keeps_the_objects_of_what_did_not_change() -> None:
     """Equal inputs give equal snapshots, and unchanged services, endpoints and rules are
     the very same objects (the xDS build tells "unchanged" by identity)."""
+    builder = SnapshotBuilder()
+
     def build(version: int, ip: str) -> Any:
         pods = [pod("a", "127.10.0.2", "v1"), pod("b", ip, "v2"),
                 WorkloadInstance(name="o", namespace="default", ip="127.10.0.9",
                                  labels={"app": "other"}, ports=(InboundPort(8080, 1),))]
-        return build_snapshot(version, objects(SERVICE + "---" + OTHER), pods)
+        return builder.build(version, objects(SERVICE + "---" + OTHER), pods)
 
     first = build(1, "127.10.0.3")
     again = build(2, "127.10.0.3")  # new dicts and instances, same content

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from meshpilot.proxy.ports import LISTEN_RANGE, free_port
+from meshpilot.proxy.ports import LISTEN_RANGE, PortWalk, free_port
 
 
 def _ephemeral_start() -> int:
@@ -18,9 +18,10 @@ def _ephemeral_start() -> int:
 def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
     low, high = LISTEN_RANGE
     top = min(high, _ephemeral_start() - 1)
-    ports = [free_port() for _ in range(20)]
+    walk = PortWalk()
+    ports = [free_port(walk=walk) for _ in range(20)]
     assert all(low <= p <= top for p in ports), ports
-    assert len(set(ports)) == len(ports)  # one process never hands out a port twice
+    assert len(set(ports)) == len(ports)  # one walk never hands out a port twice
     for port in ports[:3]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))

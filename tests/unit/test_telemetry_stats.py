@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshpilot.api.networking import DestinationRule
+from meshpilot.mesh import index
 from meshpilot.mesh.model import (
     Endpoint,
     InboundPort,
@@ -11,6 +12,7 @@ from meshpilot.mesh.model import (
     Named,
     ProxyNode,
 )
+from meshpilot.mesh.sources import node_source_id
 from meshpilot.telemetry.envoy_stats import (
     Histogram,
     parse_json,
@@ -19,7 +21,6 @@ from meshpilot.telemetry.envoy_stats import (
 )
 from meshpilot.telemetry.istio import HistValue, Point, ProxyIdentity, relabel
 from meshpilot.telemetry.store import SeriesStore
-from meshpilot.xds.translate.telemetry import known_sources, node_source_id, workload_of
 
 HOST = "myapp.default.svc.cluster.local"
 DOC = {"stats": [
@@ -42,9 +43,9 @@ DOC = {"stats": [
 def _snapshot() -> MeshSnapshot:
     svc = MeshService(host=HOST, name="myapp", namespace="default", ports=())
     eps = (Endpoint(HOST, 8080, "127.10.0.2", 8080, {"app": "myapp", "version": "v2"},
-                    workload="myapp-v2-0123456789-bcdfg"),
+                    workload="myapp-v2"),
            Endpoint(HOST, 8080, "127.10.0.1", 8080, {"app": "myapp", "version": "v1"},
-                    workload="myapp-v1-0123456789-bcdfg"))
+                    workload="myapp-v1"))
     rule = DestinationRule.model_validate({
         "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
         "metadata": {"name": "myapp", "namespace": "default"},
@@ -74,13 +75,13 @@ def test_bin_ending_on_a_bound_counts_below_it() -> None:
 
 
 def test_source_ids() -> None:
-    assert workload_of("myapp-v1-0123456789-bcdfg") == "myapp-v1"
-    assert workload_of("mesh-proxy") == "mesh-proxy"
+    """The workload (Deployment) name travels with the proxy and the endpoints; the pod
+    name is the proxy's own."""
     node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.3",
-                     workload="client-v1-0123456789-bcdfg",
+                     workload="client-v1", name="client-v1-0123456789-bcdfg",
                      labels={"app": "client", "version": "v1"})
     assert node_source_id(node) == "client-v1|default|client|v1"
-    sources = known_sources(_snapshot())
+    sources = index.of(_snapshot()).sources
     assert "myapp-v1|default|myapp|v1" in sources
     assert "mesh-proxy|default|mesh-client|unknown" in sources
 
@@ -92,7 +93,7 @@ def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
 
 def test_relabel_source_and_destination_sides() -> None:
     node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.2",
-                     workload="myapp-v2-0123456789-bcdfg",
+                     workload="myapp-v2", name="myapp-v2-0123456789-bcdfg",
                      labels={"app": "myapp", "version": "v2"},
                      inbound=(InboundPort(8080, 40000, "http"),))
     identity = ProxyIdentity.from_node(node, "myapp-v2")

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from benchmarks.driven import DrivenStream
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -30,19 +31,10 @@ from meshpilot.xds import (
     Resources,
     plan_update,
 )
-from meshpilot.xds.cache import (
-    Entry,
-    Subscription,
-    consistency_problems,
-    delta_push,
-    eds_name,
-    rds_names,
-    referenced,
-    resource_version,
-    sotw_push,
-    to_entries,
-)
-from meshpilot.xds.driven import DrivenStream
+from meshpilot.xds.consistency import consistency_problems, referenced
+from meshpilot.xds.holdings import Subscription, delta_push, sotw_push
+from meshpilot.xds.references import eds_name, rds_names
+from meshpilot.xds.resources import PreparedResource, prepare, resource_version
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
@@ -91,8 +83,8 @@ def world(clusters: dict[str, int], to: str, *, timeout: int = 1) -> Resources:
     }
 
 
-def staged_after(current: Resources) -> dict[str, dict[str, Entry]]:
-    return to_entries(current)
+def staged_after(current: Resources) -> dict[str, dict[str, PreparedResource]]:
+    return prepare(current)
 
 
 # --- versions and references ------------------------------------------------------------
@@ -110,7 +102,7 @@ def test_references_and_consistency():
     assert eds_name(cluster("a", service_name="svc-a")) == "svc-a"
     assert eds_name(cluster_pb2.Cluster(name="s", type=cluster_pb2.Cluster.STATIC)) is None
     assert rds_names(listener("l", "r1")) == {"r1"}
-    target = to_entries(world({"a": 1}, "a"))
+    target = prepare(world({"a": 1}, "a"))
     assert referenced(target) == {ENDPOINT: {"a"}, ROUTE: {"routes"}}
     assert consistency_problems(target) == []
     del target[ENDPOINT]["a"]
@@ -121,7 +113,7 @@ def test_references_and_consistency():
 
 
 def test_first_sync_orders_clusters_endpoints_then_listeners_routes():
-    phases = plan_update({}, to_entries(world({"a": 1}, "a")))
+    phases = plan_update({}, prepare(world({"a": 1}, "a")))
     assert [p.name for p in phases] == ["make", "switch"]
     assert list(phases[0].stage) == [CLUSTER, ENDPOINT]
     assert list(phases[1].stage) == [LISTENER, ROUTE]
@@ -139,26 +131,26 @@ def test_first_sync_stages_empty_types_so_initial_requests_are_answered():
 
 def test_no_change_no_phase():
     cur = staged_after(world({"a": 1}, "a"))
-    assert plan_update(cur, to_entries(world({"a": 1}, "a"))) == []
+    assert plan_update(cur, prepare(world({"a": 1}, "a"))) == []
 
 
 def test_route_only_change_is_one_route_push():
     cur = staged_after(world({"a": 1, "b": 2}, "a"))
-    [phase] = plan_update(cur, to_entries(world({"a": 1, "b": 2}, "b")))
+    [phase] = plan_update(cur, prepare(world({"a": 1, "b": 2}, "b")))
     assert phase.name == "switch" and list(phase.stage) == [ROUTE]
     assert list(phase.expect[ROUTE]) == ["routes"]
 
 
 def test_endpoint_only_change_is_one_endpoint_push():
     cur = staged_after(world({"a": 1, "b": 2}, "a"))
-    [phase] = plan_update(cur, to_entries(world({"a": 1, "b": 3}, "a")))
+    [phase] = plan_update(cur, prepare(world({"a": 1, "b": 3}, "a")))
     assert phase.name == "make" and list(phase.stage) == [ENDPOINT]
     assert list(phase.expect[ENDPOINT]) == ["b"]
 
 
 def test_switch_cluster_is_make_before_break():
     cur = staged_after(world({"a": 1}, "a"))
-    make, switch, brk = plan_update(cur, to_entries(world({"b": 2}, "b")))
+    make, switch, brk = plan_update(cur, prepare(world({"b": 2}, "b")))
     assert make.name == "make"
     assert set(make.stage[CLUSTER]) == {"a", "b"}  # the old cluster stays for now
     assert set(make.stage[ENDPOINT]) == {"a", "b"}
@@ -170,7 +162,7 @@ def test_switch_cluster_is_make_before_break():
 
 def test_changed_cluster_gets_its_endpoints_again():
     cur = staged_after(world({"a": 1}, "a"))
-    [make] = plan_update(cur, to_entries(world({"a": 1}, "a", timeout=5)))
+    [make] = plan_update(cur, prepare(world({"a": 1}, "a", timeout=5)))
     assert list(make.stage) == [CLUSTER, ENDPOINT]
     assert make.resend == {ENDPOINT: frozenset({"a"})}
     assert make.expect[ENDPOINT].keys() == {"a"}
@@ -178,7 +170,7 @@ def test_changed_cluster_gets_its_endpoints_again():
 
 def test_removed_listener_and_route():
     cur = staged_after(world({"a": 1}, "a"))
-    target = to_entries({CLUSTER: {"a": cluster("a")}, ENDPOINT: {"a": cla("a", 1)}})
+    target = prepare({CLUSTER: {"a": cluster("a")}, ENDPOINT: {"a": cla("a", 1)}})
     switch, brk = plan_update(cur, target)
     assert switch.stage == {LISTENER: {}}  # listeners go in the switch (full set) ...
     assert brk.stage == {ROUTE: {}}  # ... their routes only after
@@ -187,12 +179,12 @@ def test_removed_listener_and_route():
 # --- response content ---------------------------------------------------------------------
 
 
-def _view(**ports: int) -> dict[str, Entry]:
-    return {n: Entry.of(n, cla(n, p)) for n, p in ports.items()}
+def _view(**ports: int) -> dict[str, PreparedResource]:
+    return {n: PreparedResource.of(n, cla(n, p)) for n, p in ports.items()}
 
 
 def test_sotw_full_state_types_send_everything_when_anything_differs():
-    staged = {n: Entry.of(n, cluster(n)) for n in ("a", "b")}
+    staged = {n: PreparedResource.of(n, cluster(n)) for n in ("a", "b")}
     wild = Subscription(wildcard=True)
     push = sotw_push(CLUSTER, staged, wild, {})
     assert push is not None and push.full_state and list(push.resources) == ["a", "b"]
@@ -372,7 +364,7 @@ def scoped_world(services: dict[str, str]) -> Resources:
 
 
 def test_scopes_reference_route_configs():
-    target = to_entries(scoped_world({"x": "a", "y": "a"}))
+    target = prepare(scoped_world({"x": "a", "y": "a"}))
     assert referenced(target)[ROUTE] == {"routes", "outbound|x", "outbound|y"}
     del target[ROUTE]["outbound|y"], target[ROUTE]["routes"]
     assert consistency_problems(target) == [
@@ -380,7 +372,7 @@ def test_scopes_reference_route_configs():
 
 
 def test_scopes_and_their_routes_are_staged_together_after_listeners():
-    [_, switch] = plan_update({}, to_entries(scoped_world({"x": "a"})))
+    [_, switch] = plan_update({}, prepare(scoped_world({"x": "a"})))
     assert list(switch.stage) == [LISTENER, SCOPED_ROUTE, ROUTE]
     assert switch.expect[SCOPED_ROUTE].keys() == {"x"}
     assert switch.expect[ROUTE].keys() == {"outbound|x", "routes"}
@@ -388,19 +380,19 @@ def test_scopes_and_their_routes_are_staged_together_after_listeners():
 
 def test_one_service_route_change_is_one_route_config():
     cur = staged_after(scoped_world({"x": "a", "y": "b", "z": "b"}))
-    [phase] = plan_update(cur, to_entries(scoped_world({"x": "a", "y": "a", "z": "b"})))
+    [phase] = plan_update(cur, prepare(scoped_world({"x": "a", "y": "a", "z": "b"})))
     assert list(phase.stage) == [ROUTE] and list(phase.expect[ROUTE]) == ["outbound|y"]
 
 
 def test_new_service_scope_and_route_then_removed_after():
     cur = staged_after(scoped_world({"x": "a"}))
-    [switch] = plan_update(cur, to_entries(scoped_world({"x": "a", "y": "a"})))
+    [switch] = plan_update(cur, prepare(scoped_world({"x": "a", "y": "a"})))
     assert list(switch.stage) == [SCOPED_ROUTE, ROUTE]
     assert set(switch.stage[SCOPED_ROUTE]) == {"x", "y"}
     assert switch.expect[SCOPED_ROUTE] == {"y": ANY_VERSION}
     assert switch.expect[ROUTE] == {"outbound|y": ANY_VERSION}
     cur = staged_after(scoped_world({"x": "a", "y": "a"}))
-    [brk] = plan_update(cur, to_entries(scoped_world({"x": "a"})))
+    [brk] = plan_update(cur, prepare(scoped_world({"x": "a"})))
     assert brk.name == "break"  # a scope goes with its route config, nothing to make first
     assert set(brk.stage[SCOPED_ROUTE]) == {"x"} and set(brk.stage[ROUTE]) == {
         "routes", "outbound|x"}

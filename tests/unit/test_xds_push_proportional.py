@@ -18,19 +18,12 @@ import yaml
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SCOPED_ROUTE
-from meshpilot.xds.cache import (
-    Entry,
-    Push,
-    Subscription,
-    apply_push,
-    delta_push,
-    plan_update,
-    sotw_push,
-    to_entries,
-    versions,
-)
+from meshpilot.xds.holdings import Push, Subscription, apply_push, delta_push, sotw_push
+from meshpilot.xds.planner import plan_update
+from meshpilot.xds.resources import PreparedResource, prepare, versions
 from meshpilot.xds.translate import build_resources
 
+Config = dict[str, dict[str, PreparedResource]]
 NODE = ProxyNode(id="sidecar~127.20.0.1~client.default", kind="sidecar", namespace="default",
                  ip="127.20.0.1", labels={"app": "client"})
 
@@ -82,7 +75,7 @@ def mesh(n: int, weights: dict[int, tuple[int, int]]) -> MeshSnapshot:
 
 
 def pushed(
-    current: dict[str, dict[str, Entry]], target: dict[str, dict[str, Entry]],
+    current: dict[str, dict[str, PreparedResource]], target: dict[str, dict[str, PreparedResource]],
     diff: Callable[..., Push | None],
 ) -> dict[str, list[Push]]:
     """What a proxy holding (and subscribed to) ``current`` is sent to reach ``target``.
@@ -116,10 +109,10 @@ def pushed(
 
 
 @pytest.fixture(scope="module")
-def weight_change() -> tuple[dict[str, dict[str, Entry]], dict[str, dict[str, Entry]]]:
+def weight_change() -> tuple[Config, Config]:
     n = 500
-    before = to_entries(build_resources(mesh(n, {}), NODE))
-    after = to_entries(build_resources(mesh(n, {123: (50, 50)}), NODE))
+    before = prepare(build_resources(mesh(n, {}), NODE))
+    after = prepare(build_resources(mesh(n, {123: (50, 50)}), NODE))
     return before, after
 
 
@@ -141,8 +134,8 @@ def test_one_virtual_service_weight_change_resends_one_route_config(weight_chang
 
 def test_the_push_does_not_grow_with_the_mesh():
     def change_bytes(n: int) -> int:
-        before = to_entries(build_resources(mesh(n, {}), NODE))
-        after = to_entries(build_resources(mesh(n, {3: (50, 50)}), NODE))
+        before = prepare(build_resources(mesh(n, {}), NODE))
+        after = prepare(build_resources(mesh(n, {3: (50, 50)}), NODE))
         out = pushed(before, after, delta_push)
         assert set(out) == {ROUTE}
         return sum(e.packed.ByteSize() for p in out[ROUTE] for e in p.resources.values())
@@ -151,8 +144,8 @@ def test_the_push_does_not_grow_with_the_mesh():
 
 
 def test_a_new_service_adds_its_scopes_and_its_route_config_only():
-    before = to_entries(build_resources(mesh(100, {}), NODE))
-    after = to_entries(build_resources(mesh(101, {}), NODE))
+    before = prepare(build_resources(mesh(100, {}), NODE))
+    after = prepare(build_resources(mesh(101, {}), NODE))
     out = pushed(before, after, delta_push)
     new = host(100)
     assert [list(p.resources) for p in out[SCOPED_ROUTE]] == [

@@ -3,7 +3,7 @@ reference ``build_resources``.
 
 Given a mesh of services with DestinationRules and weighted VirtualServices, when many
 proxies ask for their resources, then proxies of one class (namespace, and labels only if
-a rule reads them) get the very same Entry objects, built once; when one VirtualService's
+a rule reads them) get the very same PreparedResource objects, built once; when one VirtualService's
 weights change, then exactly one service's routes are rebuilt and no cluster is; and
 whatever is shared, every proxy's resources equal what ``build_resources`` gives it.
 """
@@ -15,14 +15,17 @@ from typing import Any
 import pytest
 
 from meshpilot.api.identity import ObjectKey
-from meshpilot.mesh.builder import build_snapshot
+from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
-from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
-from meshpilot.xds.cache import EntryView, LayeredView, referenced_rds, to_entries, versions
-from meshpilot.xds.shared import SharedBuilder
+from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, ProxyConfigBuilder
+from meshpilot.xds.consistency import referenced
+from meshpilot.xds.resources import LayeredSet, SharedSet, prepare, versions
 from meshpilot.xds.translate import build_resources
 
 NET = "networking.istio.io"
+SNAPSHOTS = SnapshotBuilder()
+"""One snapshot builder for these tests, as the control plane keeps one: snapshots of
+equal content share their objects."""
 
 
 def node(i: int, namespace: str = "default", **kw: Any) -> ProxyNode:
@@ -56,17 +59,20 @@ def objects(n: int, weights: dict[int, int], extra: list[Any] | None = None) -> 
             pods.append(WorkloadInstance(
                 name=f"{name}-{v}", namespace="default", ip=f"127.31.{i}.{1 + (v == 'v2')}",
                 labels={"app": name, "version": v}, ports=(InboundPort(8080, 18080, "http"),)))
+    # the test proxies' own pod: its container port is one of the mesh's sidecar ports
+    pods.append(WorkloadInstance(name="p", namespace="default", ip="127.30.0.1",
+                                 labels={"app": "p"}, ports=(InboundPort(9080, 40000),)))
     objs.extend(extra or [])
-    return build_snapshot(1, objs, pods)
+    return SNAPSHOTS.build(1, objs, pods)
 
 
-def same_as_reference(builder: SharedBuilder, snap: MeshSnapshot, proxy: ProxyNode) -> None:
+def same_as_reference(builder: ProxyConfigBuilder, snap: MeshSnapshot, proxy: ProxyNode) -> None:
     """The same resources as the reference build, route configs as the proxy asks for
     them: by name, those its listeners and scopes name (the shared view may also hold
     other ports' inbound routes, which a proxy never asks for)."""
-    got = builder.entries(snap, proxy)
-    want = to_entries(build_resources(snap, proxy))
-    asked = referenced_rds(got)
+    got = builder.config_for(snap, proxy)
+    want = prepare(build_resources(snap, proxy))
+    asked = referenced(got)[ROUTE]
     got_routes = {n: e for n, e in got[ROUTE].items() if n in asked}
     assert versions(got_routes) == versions(want[ROUTE])
     assert {t: versions(v) for t, v in got.items() if t != ROUTE} == {
@@ -74,19 +80,19 @@ def same_as_reference(builder: SharedBuilder, snap: MeshSnapshot, proxy: ProxyNo
 
 
 def test_proxies_of_one_namespace_share_entries_built_once() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     snap = objects(20, {})
-    a, b = builder.entries(snap, node(1)), builder.entries(snap, node(2))
+    a, b = builder.config_for(snap, node(1)), builder.config_for(snap, node(2))
     assert builder.builds["class"] == 1
     assert builder.builds["clusters"] == 20 and builder.builds["routes"] == 20
     for t in (ENDPOINT, SCOPED_ROUTE, ROUTE):
-        assert a[t] is b[t] and isinstance(a[t], EntryView)
+        assert a[t] is b[t] and isinstance(a[t], SharedSet)
     # a node's own clusters are layered over the very same shared view, not copied in
-    assert isinstance(a[CLUSTER], LayeredView) and a[CLUSTER].base is b[CLUSTER].base
+    assert isinstance(a[CLUSTER], LayeredSet) and a[CLUSTER].base is b[CLUSTER].base
     shared = [n for n in a[CLUSTER] if n.startswith("outbound|")]
     assert shared and all(a[CLUSTER][n] is b[CLUSTER][n] for n in shared)
     assert a[CLUSTER]["inbound|9080||"] is not b[CLUSTER]["inbound|9080||"]  # its own app
-    # the inbound routes (one virtual cluster per caller) are one Entry for every pod
+    # the inbound routes (one virtual cluster per caller) are one PreparedResource for every pod
     assert a[ROUTE]["inbound|9080||"] is b[ROUTE]["inbound|9080||"]
     assert a[LISTENER] is not b[LISTENER]  # listeners bind the node's own address
     same_as_reference(builder, snap, node(1))
@@ -94,13 +100,13 @@ def test_proxies_of_one_namespace_share_entries_built_once() -> None:
 
 
 def test_a_new_caller_changes_the_shared_inbound_routes_not_the_listeners() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     before = objects(3, {})
-    old = builder.entries(before, node(1))
-    builder.entries(before, node(2))
+    old = builder.config_for(before, node(1))
+    builder.config_for(before, node(2))
     counts = dict(builder.builds)
     after = objects(4, {})  # svc003's pods are new callers (telemetry sources)
-    new, other = builder.entries(after, node(1)), builder.entries(after, node(2))
+    new, other = builder.config_for(after, node(1)), builder.config_for(after, node(2))
     assert builder.builds["node"] == counts["node"]  # listeners and clusters not rebuilt
     assert new[LISTENER] is old[LISTENER]
     assert new[ROUTE]["inbound|9080||"].version != old[ROUTE]["inbound|9080||"].version
@@ -109,33 +115,33 @@ def test_a_new_caller_changes_the_shared_inbound_routes_not_the_listeners() -> N
 
 
 def test_an_unchanged_proxy_gets_the_very_same_views_back() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     snap = objects(3, {})
-    first = builder.entries(snap, node(1))
-    assert builder.entries(snap, node(1)) is first
+    first = builder.config_for(snap, node(1))
+    assert builder.config_for(snap, node(1)) is first
     again = objects(3, {})  # a new snapshot with the same content
-    assert builder.entries(again, node(1)) is first
+    assert builder.config_for(again, node(1)) is first
 
 
 def test_other_namespace_is_another_class_with_its_own_short_names() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     snap = objects(5, {})
-    builder.entries(snap, node(1))
-    other = builder.entries(snap, node(3, namespace="prod"))
+    builder.config_for(snap, node(1))
+    other = builder.config_for(snap, node(3, namespace="prod"))
     assert builder.builds["class"] == 2
     assert "svc000" not in other[SCOPED_ROUTE]  # short name only inside its namespace
     same_as_reference(builder, snap, node(3, namespace="prod"))
 
 
 def test_one_virtual_service_change_rebuilds_one_service_routes_only() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     before = objects(30, {})
-    old = builder.entries(before, node(1))
-    builder.entries(before, node(2))
+    old = builder.config_for(before, node(1))
+    builder.config_for(before, node(2))
     counts = dict(builder.builds)
     after = objects(30, {7: 40})
-    new = builder.entries(after, node(1))
-    builder.entries(after, node(2))
+    new = builder.config_for(after, node(1))
+    builder.config_for(after, node(2))
     assert builder.builds["routes"] == counts["routes"] + 1
     assert builder.builds["clusters"] == counts["clusters"]
     assert builder.builds["node"] == counts["node"]  # listeners unchanged: not rebuilt
@@ -147,9 +153,9 @@ def test_one_virtual_service_change_rebuilds_one_service_routes_only() -> None:
 
 
 def test_endpoint_change_rebuilds_that_service_clusters_only() -> None:
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     snap = objects(10, {})
-    builder.entries(snap, node(1))
+    builder.config_for(snap, node(1))
     counts = dict(builder.builds)
     pods = [WorkloadInstance(name="extra", namespace="default", ip="127.32.0.1",
                              labels={"app": "svc004", "version": "v2"},
@@ -163,7 +169,7 @@ def test_endpoint_change_rebuilds_that_service_clusters_only() -> None:
         version=2, services=base.services,
         endpoints={**base.endpoints, **build_snapshot(2, objs, pods).endpoints},
         virtual_services=base.virtual_services, destination_rules=base.destination_rules)
-    builder.entries(grown, node(1))
+    builder.config_for(grown, node(1))
     assert builder.builds["clusters"] == counts["clusters"] + 1
     same_as_reference(builder, grown, node(1))
 
@@ -179,7 +185,7 @@ def test_every_proxy_kind_matches_the_reference(kind: str) -> None:
     snap = objects(4, {}, [gateway])
     proxy = node(5, kind=kind, labels={"istio": "ingressgateway"},
                  gateway_ports={80: 18000} if kind == "gateway" else {})
-    same_as_reference(SharedBuilder(), snap, proxy)
+    same_as_reference(ProxyConfigBuilder(), snap, proxy)
 
 
 def test_source_labels_make_labels_part_of_the_class() -> None:
@@ -191,16 +197,16 @@ def test_source_labels_make_labels_part_of_the_class() -> None:
              "route": [{"destination": {"host": "svc001", "subset": "v2"}}]},
             {"route": [{"destination": {"host": "svc001", "subset": "v1"}}]}]}})
     snap = objects(3, {}, [labelled])
-    builder = SharedBuilder()
+    builder = ProxyConfigBuilder()
     v1, v2 = node(1), node(2, labels={"app": "p2", "version": "v2"})
-    builder.entries(snap, v1)
-    builder.entries(snap, v2)
+    builder.config_for(snap, v1)
+    builder.config_for(snap, v2)
     assert builder.builds["class"] == 2
     same_as_reference(builder, snap, v1)
     same_as_reference(builder, snap, v2)
     # labels do not split proxies when no rule reads them
-    plain = SharedBuilder()
+    plain = ProxyConfigBuilder()
     snap = objects(3, {})
-    plain.entries(snap, v1)
-    plain.entries(snap, v2)
+    plain.config_for(snap, v1)
+    plain.config_for(snap, v2)
     assert plain.builds["class"] == 1

@@ -33,7 +33,7 @@ from meshpilot.cli.common import (
     out,
     print_diagnostics,
 )
-from meshpilot.cli.mesh_commands import pods_table
+from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
 from meshpilot.cli.rollout import register as register_rollout_commands
 from meshpilot.cli.top import register as register_top_command
@@ -105,8 +105,9 @@ def _wait_ready(client: ControlPlaneClient, wait: float) -> None:
     for p in proxies:
         if p["connected"] and p["meshVersion"] < p["latestVersion"]:
             nacks = {t: v["nack"] for t, v in p["types"].items() if v.get("nack")}
-            err.print(f"proxy {p['workload'] or p['id']}: on mesh version {p['meshVersion']} "
-                      f"of {p['latestVersion']}" + (f", NACK {nacks}" if nacks else ""))
+            err.print(f"proxy {proxy_name(p)}: on mesh version {p['meshVersion']} "
+                      f"of {p['latestVersion']}" + (f", NACK {nacks}" if nacks else "")
+                      + refused_note(p))
     for d in body.get("deployments", []):
         if d.get("error") or d.get("readyReplicas", 0) < (d.get("replicas") or 0):
             err.print(f"deployment {d['namespace']}/{d['name']}: "
@@ -190,9 +191,24 @@ def status(state_dir: StateOpt = None) -> None:
         ("api", client.endpoints.get("api")), ("pid", body.get("pid")),
         ("state dir", body.get("stateDir")), ("started", body.get("startedAt")),
         ("revision", body.get("revision")),
+        ("proxies", _proxies_summary(client)),
     ):
         table.add_row(label, str(value))
     out.print(table)
+
+
+def _proxies_summary(client: ControlPlaneClient) -> str:
+    """How many proxies are connected and on the latest config; any refused config."""
+    reply = client.request("GET", "/apis/meshpilot.io/v1/proxies")
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return "-"  # no mesh (``up --no-mesh``)
+    proxies = [p for p in reply.body.get("proxies", []) if p["connected"]]
+    synced = sum(p["meshVersion"] >= p["latestVersion"] for p in proxies)
+    refused = [p for p in proxies if p.get("refused")]
+    text = f"{len(proxies)} connected, {synced} on the latest config"
+    if refused:
+        text += f", {len(refused)} REFUSED a newer one:" + refused_note(refused[0])
+    return text
 
 
 @app.command()

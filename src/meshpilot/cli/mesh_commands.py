@@ -26,7 +26,7 @@ def proxy_status_table(proxies: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False)
     for title in ("NAME", "KIND", "NAMESPACE", "API", "CDS", "EDS", "LDS", "RDS", "VERSION"):
         table.add_column(title)
-    for p in sorted(proxies, key=lambda p: (p["kind"], p["namespace"], p["workload"])):
+    for p in sorted(proxies, key=lambda p: (p["kind"], p["namespace"], proxy_name(p))):
         cells = []
         for column, kinds in _COLUMN_TYPES.items():
             ts = {_short(k): v for k, v in p["types"].items() if _short(k) in kinds}
@@ -42,9 +42,21 @@ def proxy_status_table(proxies: list[dict[str, Any]]) -> Table:
                 cells.append("STALE")
         state = "" if p["connected"] else " (disconnected)"
         version = f"{p['meshVersion']}/{p['latestVersion']}"
-        table.add_row(p["workload"] or p["id"], p["kind"], p["namespace"], p["api"], *cells,
-                      version + state)
+        table.add_row(proxy_name(p), p["kind"], p["namespace"], p["api"], *cells,
+                      version + state + refused_note(p))
     return table
+
+
+def proxy_name(proxy: dict[str, Any]) -> str:
+    return str(proxy.get("name") or proxy.get("workload") or proxy["id"])
+
+
+def refused_note(proxy: dict[str, Any]) -> str:
+    """Why the proxy stays on an older config, when a newer one was refused for it."""
+    refused = proxy.get("refused")
+    if not refused:
+        return ""
+    return f" (version {refused['version']} REFUSED: {'; '.join(refused['problems'])[:120]})"
 
 
 def _cluster_row(cluster: dict[str, Any]) -> list[str]:

@@ -1,17 +1,11 @@
-"""Fold stored config and live workloads into one MeshSnapshot.
-
-Pure in its result: given the same objects and workloads it returns an equal snapshot.
-The control plane calls it (debounced) whenever the store or the runtime changes, so it
-remembers the previous build (parsed objects, workloads, each Service's selection) and
-hands back the very same objects for what did not change: a rebuild costs about one
-look-up per object, and the xDS build downstream tells "unchanged" by identity.
-"""
+"""Fold stored config and live workloads into one MeshSnapshot (:class:`SnapshotBuilder`)."""
 
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Iterable, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -29,6 +23,8 @@ from meshpilot.api.networking import (
     WorkloadEntry,
 )
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
+from meshpilot.mesh import index
+from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
     MeshService,
@@ -64,36 +60,11 @@ def port_protocol(name: str | None, app_protocol: str | None = None) -> Protocol
 
 
 _Parsed = dict[ObjectKey, tuple[dict[str, Any], Named[Any], dict[str, Any]]]
-_parsed: _Parsed = {}
-"""The previous build's parsed objects: key -> (a private copy of the body, Named, the
-body given; read-only, as the store mirror's bodies are).
-
-An object whose body is unchanged is not validated again and keeps its identity from one
-snapshot to the next, so a rebuild costs O(changed objects) in pydantic and the xDS
-build's input comparisons succeed on identity. Keyed by the body's content (its
-resourceVersion when it has one, as every stored object does), never time.
-"""
-
-
-def _parse(
-    model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]], seen: _Parsed
-) -> list[Named[M]]:
-    out: list[Named[M]] = []
-    parsed = _parsed
-    for key, body in objects:
-        hit = parsed.get(key)
-        if hit is not None and (hit[2] is body or same_stored_body(hit[0], body)):
-            seen[key] = hit  # the very body (the store mirror's), or an equal one
-            out.append(hit[1])
-            continue
-        try:
-            named = Named(key.namespace, key.name, model.model_validate(body))
-        except ValidationError as exc:  # stored before a schema change; skip, say why
-            log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
-            continue
-        seen[key] = (copy.deepcopy(body), named, body)
-        out.append(named)
-    return out
+"""key -> (a private copy of the body, Named, the body given; read-only, as the store
+mirror's bodies are)."""
+_ServiceBuild = tuple[Named[Service], tuple[WorkloadInstance, ...], MeshService,
+                      tuple[Endpoint, ...]]
+"""A Service's parsed object, members, MeshService and endpoints, as last built."""
 
 
 def same_stored_body(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -147,41 +118,174 @@ def _selected(
     return [w for i in candidates if _selects(selector, (w := ns.workloads[i]).labels)]
 
 
-_workloads: dict[tuple[str, str], WorkloadInstance] = {}
-"""The previous build's workload instances by (namespace, name): an equal one is replaced by
-the earlier object, so what did not change keeps its identity."""
-_index: tuple[tuple[WorkloadInstance, ...], dict[str, _Namespace]] = ((), {})
-"""The previous build's workloads and their namespace index."""
-_services: dict[str, tuple[Named[Service], tuple[WorkloadInstance, ...], MeshService,
-                           tuple[Endpoint, ...]]] = {}
-"""Per Service host, the previous build's (parsed Service, members, MeshService,
-endpoints): a Service whose object and members are the same objects keeps its MeshService
-and endpoint tuple, so the xDS build sees the very same inputs and skips it."""
+def _by_kind(objects: Iterable[tuple[ObjectKey, dict[str, Any]]]
+             ) -> dict[str, list[tuple[ObjectKey, dict[str, Any]]]]:
+    out: dict[str, list[tuple[ObjectKey, dict[str, Any]]]] = {}
+    for key, body in objects:
+        out.setdefault(key.kind, []).append((key, body))
+    return out
 
 
-def _stable(instances: Sequence[WorkloadInstance]) -> tuple[WorkloadInstance, ...]:
-    global _workloads
-    seen: dict[tuple[str, str], WorkloadInstance] = {}
-    out = []
-    for w in instances:
-        key = (w.namespace, w.name)
-        old = _workloads.get(key)
-        if old is not None and (old is w or old == w):
-            w = old
-        seen[key] = w
-        out.append(w)
-    _workloads = seen
-    return tuple(out)
+def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
+    spec = entry.obj.spec
+    return WorkloadInstance(
+        name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
+        labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
+        weight=spec.weight or 1)
 
 
-def _namespaces(instances: tuple[WorkloadInstance, ...]) -> tuple[bool, dict[str, _Namespace]]:
-    """(whether it is the previous build's index, the index)."""
-    global _index
-    last, index = _index
-    if same_objects(last, instances):
-        return True, index
-    _index = (instances, _by_namespace(instances))
-    return False, _index[1]
+def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:
+    return frozenset(p.container_port for w in instances if w.has_sidecar
+                     for p in w.ports if p.protocol != "TCP")
+
+
+_KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({
+    model: model.__name__ for model in (
+        WorkloadEntry, Service, ServiceEntry, VirtualService, DestinationRule, Gateway,
+        PeerAuthentication, AuthorizationPolicy, Canary)})
+"""The models a snapshot is folded from, by the kind they are stored as (their name)."""
+
+
+class SnapshotBuilder:
+    """``build(version, objects, workloads)``: the mesh at ``version`` from stored objects
+    and live workloads (pods).
+
+    Pure in its result: the same inputs give an equal snapshot. The control plane owns
+    one and calls it (debounced) whenever the store or the runtime changes, so it keeps
+    the previous build (parsed objects, workloads, each Service's selection, the rule
+    index) and hands back the very same objects for what did not change. A rebuild then
+    costs about one look-up per object, and the xDS translation downstream tells
+    "unchanged" by identity (see :mod:`meshpilot.xds`).
+    """
+
+    def __init__(self) -> None:
+        self._parsed: _Parsed = {}
+        """The previous build's parsed objects: an object whose body is unchanged is not
+        validated again and keeps its identity, so a rebuild costs O(changed objects) in
+        pydantic. Keyed by the body's content (its resourceVersion when it has one, as
+        every stored object does), never time."""
+        self._workloads: dict[tuple[str, str], WorkloadInstance] = {}
+        """The previous build's instances by (namespace, name): an equal one is replaced
+        by the earlier object."""
+        self._namespaces: tuple[tuple[WorkloadInstance, ...], dict[str, _Namespace]] = ((), {})
+        self._services: dict[str, _ServiceBuild] = {}
+        """Per Service host, as last built: a Service whose object and members are the
+        same objects keeps its MeshService and endpoint tuple."""
+        self._index: SnapshotIndex | None = None
+        self._ports: frozenset[int] = frozenset()  # the same object while the ports stay
+
+    def build(
+        self,
+        version: int,
+        objects: Sequence[tuple[ObjectKey, dict[str, Any]]],
+        workloads: Sequence[WorkloadInstance] = (),
+    ) -> MeshSnapshot:
+        seen: _Parsed = {}
+        by_kind = _by_kind(objects)
+
+        def parsed(model: type[M]) -> list[Named[M]]:
+            return self._parse(model, by_kind.get(_KINDS[model], []), seen)
+
+        entries = parsed(WorkloadEntry)
+        instances = self._stable([*workloads, *map(_entry_instance, entries)])
+        same_index, by_ns = self._namespace_index(instances)
+        services: dict[str, MeshService] = {}
+        endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._kubernetes_services(parsed(Service), by_ns, same_index, services, endpoints)
+        service_entries = parsed(ServiceEntry)
+        for se in service_entries:
+            _entry_services(se, by_ns, services, endpoints)
+        snapshot = MeshSnapshot(
+            version=version,
+            services=dict(sorted(services.items())),
+            endpoints=dict(sorted(endpoints.items())),
+            virtual_services=tuple(parsed(VirtualService)),
+            destination_rules=tuple(parsed(DestinationRule)),
+            gateways=tuple(parsed(Gateway)),
+            service_entries=tuple(service_entries),
+            peer_authentications=tuple(parsed(PeerAuthentication)),
+            authorization_policies=tuple(parsed(AuthorizationPolicy)),
+            canaries=tuple(parsed(Canary)),
+            sidecar_ports=self._sidecar_ports(instances),
+        )
+        self._parsed = seen
+        self._index = index.attach(snapshot, SnapshotIndex(snapshot, self._index))
+        return snapshot
+
+    def _sidecar_ports(self, instances: Iterable[WorkloadInstance]) -> frozenset[int]:
+        ports = _sidecar_ports(instances)
+        if ports != self._ports:
+            self._ports = ports
+        return self._ports
+
+    def _parse(self, model: type[M], objects: Iterable[tuple[ObjectKey, dict[str, Any]]],
+               seen: _Parsed) -> list[Named[M]]:
+        out: list[Named[M]] = []
+        for key, body in objects:
+            hit = self._parsed.get(key)
+            if hit is not None and (hit[2] is body or same_stored_body(hit[0], body)):
+                seen[key] = hit  # the very body (the store mirror's), or an equal one
+                out.append(hit[1])
+                continue
+            try:
+                named = Named(key.namespace, key.name, model.model_validate(body))
+            except ValidationError as exc:  # stored before a schema change; skip, say why
+                log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
+                continue
+            seen[key] = (copy.deepcopy(body), named, body)
+            out.append(named)
+        return out
+
+    def _stable(self, instances: Sequence[WorkloadInstance]) -> tuple[WorkloadInstance, ...]:
+        """The instances, each an earlier build's very object when equal to it."""
+        seen: dict[tuple[str, str], WorkloadInstance] = {}
+        out = []
+        for w in instances:
+            key = (w.namespace, w.name)
+            old = self._workloads.get(key)
+            if old is not None and (old is w or old == w):
+                w = old
+            seen[key] = w
+            out.append(w)
+        self._workloads = seen
+        return tuple(out)
+
+    def _namespace_index(self, instances: tuple[WorkloadInstance, ...]
+                         ) -> tuple[bool, dict[str, _Namespace]]:
+        """(whether it is the previous build's index, the index)."""
+        last, by_ns = self._namespaces
+        if same_objects(last, instances):
+            return True, by_ns
+        self._namespaces = (instances, _by_namespace(instances))
+        return False, self._namespaces[1]
+
+    def _kubernetes_services(
+        self, parsed: list[Named[Service]], by_ns: dict[str, _Namespace], same_index: bool,
+        services: dict[str, MeshService], endpoints: dict[str, tuple[Endpoint, ...]],
+    ) -> None:
+        kept: dict[str, _ServiceBuild] = {}
+        for svc in parsed:
+            host = service_fqdn(svc.name, svc.namespace)
+            built = self._service(svc, host, by_ns, same_index)
+            kept[host] = built
+            services[host], endpoints[host] = built[2], built[3]
+        self._services = kept
+
+    def _service(self, svc: Named[Service], host: str, by_ns: dict[str, _Namespace],
+                 same_index: bool) -> _ServiceBuild:
+        """The Service's MeshService and endpoints: the last build's when the Service and
+        the workloads it selects are the same objects."""
+        last = self._services.get(host)
+        if last is not None and last[0] is svc and same_index:
+            return last  # same Service, same workloads: the same selection
+        members = tuple(_selected(by_ns, svc.namespace, svc.obj.spec.selector))
+        if last is not None and last[0] is svc and same_objects(last[1], members):
+            return last
+        service = _mesh_service(svc, host)
+        eps = tuple(sorted(
+            (ep for w in members for p in service.ports
+             if (ep := _service_endpoint(host, p, w)) is not None), key=_endpoint_order))
+        return (svc, members, service, eps)
 
 
 def build_snapshot(
@@ -189,115 +293,81 @@ def build_snapshot(
     objects: Sequence[tuple[ObjectKey, dict[str, Any]]],
     workloads: Sequence[WorkloadInstance] = (),
 ) -> MeshSnapshot:
-    """The mesh at ``version`` from stored ``objects`` and live ``workloads`` (pods)."""
-    global _parsed, _services
-    seen: _Parsed = {}
-    by_kind: dict[str, list[tuple[ObjectKey, dict[str, Any]]]] = {}
-    for key, body in objects:
-        by_kind.setdefault(key.kind, []).append((key, body))
+    """A snapshot built from nothing remembered (a fresh :class:`SnapshotBuilder`)."""
+    return SnapshotBuilder().build(version, objects, workloads)
 
-    entries = _parse(WorkloadEntry, by_kind.get("WorkloadEntry", []), seen)
-    instances = _stable(list(workloads) + [
-        WorkloadInstance(
-            name=e.name, namespace=e.namespace, ip=e.obj.spec.address or "127.0.0.1",
-            labels=dict(e.obj.spec.labels), named_ports=dict(e.obj.spec.ports),
-            has_sidecar=False, weight=e.obj.spec.weight or 1,
-        )
-        for e in entries
-    ])
-    services: dict[str, MeshService] = {}
-    endpoints: dict[str, tuple[Endpoint, ...]] = {}
-    same_index, by_ns = _namespaces(instances)
-    kept: dict[str, tuple[Named[Service], tuple[WorkloadInstance, ...], MeshService,
-                          tuple[Endpoint, ...]]] = {}
 
-    for svc in _parse(Service, by_kind.get("Service", []), seen):
-        host = service_fqdn(svc.name, svc.namespace)
-        spec = svc.obj.spec
-        last = _services.get(host)
-        if last is not None and last[0] is svc and same_index:
-            kept[host] = last  # same Service, same workloads: the same selection
-            services[host], endpoints[host] = last[2], last[3]
-            continue
-        members = tuple(_selected(by_ns, svc.namespace, spec.selector))
-        if last is not None and last[0] is svc and same_objects(last[1], members):
-            kept[host] = last
-            services[host], endpoints[host] = last[2], last[3]
-            continue
-        ports = tuple(
-            ServicePort(port=p.port, name=p.name or "", target_port=p.target_port,
-                        protocol=port_protocol(p.name, p.app_protocol))
-            for p in spec.ports
-        )
+def _mesh_service(svc: Named[Service], host: str) -> MeshService:
+    spec = svc.obj.spec
+    ports = tuple(
+        ServicePort(port=p.port, name=p.name or "", target_port=p.target_port,
+                    protocol=port_protocol(p.name, p.app_protocol))
+        for p in spec.ports
+    )
+    return MeshService(
+        host=host, name=svc.name, namespace=svc.namespace, ports=ports,
+        selector=dict(spec.selector or {}),
+        short_names=(svc.name, f"{svc.name}.{svc.namespace}",
+                     f"{svc.name}.{svc.namespace}.svc"),
+    )
+
+
+_RESOLUTIONS = MappingProxyType({"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS", "STATIC": "STATIC",
+                                 "NONE": "NONE"})
+
+
+def _entry_services(
+    se: Named[ServiceEntry], by_ns: dict[str, _Namespace], services: dict[str, MeshService],
+    endpoints: dict[str, tuple[Endpoint, ...]],
+) -> None:
+    """A ServiceEntry's hosts as services, with its inline or selected endpoints."""
+    spec = se.obj.spec
+    resolution = _RESOLUTIONS.get(spec.resolution or "NONE", "NONE")
+    ports = tuple(
+        ServicePort(port=p.number, name=p.name, target_port=p.target_port,
+                    protocol=port_protocol(p.protocol or p.name))
+        for p in spec.ports
+    )
+    selector = dict(spec.workload_selector.labels) if spec.workload_selector else None
+    members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
+    for raw_host in spec.hosts:
+        host = fqdn(raw_host, se.namespace)
+        if "*" in host:
+            continue  # wildcard entries route by the request's host; not modelled yet
+        mode = "EDS" if resolution in ("STATIC", "NONE") and members else resolution
         services[host] = MeshService(
-            host=host, name=svc.name, namespace=svc.namespace, ports=ports,
-            selector=dict(spec.selector or {}),
-            short_names=(svc.name, f"{svc.name}.{svc.namespace}",
-                         f"{svc.name}.{svc.namespace}.svc"),
+            host=host, name=raw_host, namespace=se.namespace, ports=ports,
+            origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
+            resolution=mode,  # type: ignore[arg-type]
+            selector=selector,
         )
         endpoints[host] = tuple(sorted(
-            (ep for w in members for p in ports
-             if (ep := _service_endpoint(host, p, w)) is not None), key=_endpoint_order))
-        kept[host] = (svc, members, services[host], endpoints[host])
-    _services = kept
+            _entry_endpoints(se, host, raw_host, ports, members, resolution),
+            key=_endpoint_order))
 
-    for se in _parse(ServiceEntry, by_kind.get("ServiceEntry", []), seen):
-        spec = se.obj.spec
-        resolution = {"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS", "STATIC": "STATIC",
-                      "NONE": "NONE"}.get(spec.resolution or "NONE", "NONE")
-        ports = tuple(
-            ServicePort(port=p.number, name=p.name, target_port=p.target_port,
-                        protocol=port_protocol(p.protocol or p.name))
-            for p in spec.ports
-        )
-        selected = _selected(by_ns, se.namespace, dict(spec.workload_selector.labels)
-                             if spec.workload_selector else None)
-        inline = [
-            WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
-                             ip=e.address or "", labels=dict(e.labels),
-                             named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1)
-            for i, e in enumerate(spec.endpoints)
-        ]
-        for raw_host in spec.hosts:
-            host = fqdn(raw_host, se.namespace)
-            if "*" in host:
-                continue  # wildcard entries route by the request's host; not modelled yet
-            mode = "EDS" if resolution in ("STATIC", "NONE") and (inline or selected) else (
-                resolution)
-            services[host] = MeshService(
-                host=host, name=raw_host, namespace=se.namespace, ports=ports,
-                origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
-                resolution=mode,  # type: ignore[arg-type]
-                selector=dict(spec.workload_selector.labels) if spec.workload_selector else None,
-            )
-            eps: list[Endpoint] = []
-            for p in ports:
-                for w in inline + selected:
-                    ep = _entry_endpoint(host, p, w)
-                    if ep is not None:
-                        eps.append(ep)
-                if not inline and not selected and resolution == "DNS":
-                    eps.append(Endpoint(host=host, service_port=p.port, address=raw_host,
-                                        port=p.target_port or p.port, workload=raw_host,
-                                        namespace=se.namespace))
-            endpoints[host] = tuple(sorted(eps, key=_endpoint_order))
 
-    snapshot = MeshSnapshot(
-        version=version,
-        services=dict(sorted(services.items())),
-        endpoints=dict(sorted(endpoints.items())),
-        virtual_services=tuple(_parse(VirtualService, by_kind.get("VirtualService", []), seen)),
-        destination_rules=tuple(_parse(DestinationRule, by_kind.get("DestinationRule", []), seen)),
-        gateways=tuple(_parse(Gateway, by_kind.get("Gateway", []), seen)),
-        service_entries=tuple(_parse(ServiceEntry, by_kind.get("ServiceEntry", []), seen)),
-        peer_authentications=tuple(
-            _parse(PeerAuthentication, by_kind.get("PeerAuthentication", []), seen)),
-        authorization_policies=tuple(
-            _parse(AuthorizationPolicy, by_kind.get("AuthorizationPolicy", []), seen)),
-        canaries=tuple(_parse(Canary, by_kind.get("Canary", []), seen)),
-    )
-    _parsed = seen
-    return snapshot
+def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
+    return [
+        WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
+                         ip=e.address or "", labels=dict(e.labels),
+                         named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1)
+        for i, e in enumerate(se.obj.spec.endpoints)
+    ]
+
+
+def _entry_endpoints(
+    se: Named[ServiceEntry], host: str, raw_host: str, ports: tuple[ServicePort, ...],
+    members: list[WorkloadInstance], resolution: str,
+) -> list[Endpoint]:
+    """Per port: the members' endpoints; with none and DNS resolution, the host itself."""
+    eps: list[Endpoint] = []
+    for p in ports:
+        eps.extend(ep for w in members if (ep := _entry_endpoint(host, p, w)) is not None)
+        if not members and resolution == "DNS":
+            eps.append(Endpoint(host=host, service_port=p.port, address=raw_host,
+                                port=p.target_port or p.port, workload=raw_host,
+                                namespace=se.namespace))
+    return eps
 
 
 def _endpoint_order(ep: Endpoint) -> tuple[Any, ...]:
@@ -321,7 +391,7 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
     else:
         number = w.named_ports.get(port.name, int(target))
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=number,
-                    labels=dict(w.labels), workload=w.name, namespace=w.namespace,
+                    labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight)
 
 
@@ -333,5 +403,5 @@ def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoi
         return _service_endpoint(host, port, w)
     number = w.named_ports.get(port.name, port.target_port or port.port)
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
-                    labels=dict(w.labels), workload=w.name, namespace=w.namespace,
+                    labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight)

@@ -71,7 +71,7 @@ class Endpoint:
     address: str  # POD_IP, a WorkloadEntry address, or a ServiceEntry endpoint address
     port: int  # the port at that address (the pod's inbound listener = containerPort)
     labels: Mapping[str, str] = field(default_factory=dict)
-    workload: str = ""  # pod or WorkloadEntry name
+    workload: str = ""  # Istio's workload: the pod's Deployment, or the WorkloadEntry
     namespace: str = "default"
     ready: bool = True
     weight: int = 1
@@ -96,7 +96,7 @@ class WorkloadInstance:
     directly at ``ip`` on the ports it names.
     """
 
-    name: str
+    name: str  # the pod's or the WorkloadEntry's name
     namespace: str
     ip: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -105,6 +105,13 @@ class WorkloadInstance:
     ready: bool = True
     has_sidecar: bool = True
     weight: int = 1
+    workload: str = ""
+    """Istio's workload name: the pod's Deployment; empty means ``name`` (a WorkloadEntry
+    or ServiceEntry endpoint is its own workload)."""
+
+    @property
+    def workload_name(self) -> str:
+        return self.workload or self.name
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ class ProxyNode:
     kind: Literal["sidecar", "client", "gateway"]
     namespace: str
     ip: str  # address its listeners bind to
-    workload: str = ""  # pod name (sidecar), gateway name
+    workload: str = ""  # Istio's workload: the pod's Deployment, or the built-in proxy's name
+    name: str = ""  # the proxy's own name: its pod's (sidecar), or the built-in proxy's
     labels: Mapping[str, str] = field(default_factory=dict)
     inbound: tuple[InboundPort, ...] = ()
     outbound_port: int = OUTBOUND_PROXY_PORT  # the HTTP proxy listener (sidecar, client)
@@ -150,6 +158,9 @@ class MeshSnapshot:
     peer_authentications: tuple[Named[PeerAuthentication], ...] = ()
     authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
     canaries: tuple[Named[Canary], ...] = ()
+    sidecar_ports: frozenset[int] = frozenset()
+    """The HTTP container ports of the workloads with a sidecar: every sidecar gets the
+    inbound route configurations of all of them, so they are one shared set."""
 
 
 def same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -165,6 +176,7 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
         "MESHPILOT_KIND": node.kind,
         "NAMESPACE": node.namespace,
         "INSTANCE_IP": node.ip,
+        "NAME": node.name,
         "WORKLOAD_NAME": node.workload,
         "LABELS": dict(node.labels),
         "INBOUND": [
@@ -204,6 +216,7 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         namespace=str(meta.get("NAMESPACE", "default")),
         ip=str(meta.get("INSTANCE_IP", "127.0.0.1")),
         workload=str(meta.get("WORKLOAD_NAME", "")),
+        name=str(meta.get("NAME", "")),
         labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
         inbound=inbound,
         outbound_port=_int(meta.get("OUTBOUND_PORT"), OUTBOUND_PROXY_PORT),

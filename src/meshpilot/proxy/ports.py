@@ -5,10 +5,10 @@ the caller's bind). Its worst source is the kernel itself: a port-0 bind draws f
 ephemeral range, the very range every outgoing connection's source port comes from, so on
 a busy machine a chosen port was often taken by some client's connection before Envoy
 bound it ("Address already in use"). So ports come from below that range, where only
-listeners live, each process walking it from a random start (see :class:`_Sequence`),
-and are checked by binding them. Callers that cannot tolerate the remaining race should
-bind port 0 themselves and read the port back (Envoy: admin port 0 with
-``--admin-address-path``).
+listeners live, each owner of a :class:`PortWalk` (a control plane, a test session)
+walking it from a random start, and are checked by binding them. Callers that cannot
+tolerate the remaining race should bind port 0 themselves and read the port back (Envoy:
+admin port 0 with ``--admin-address-path``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ import socket
 import threading
 import time
 
-__all__ = ["LISTEN_RANGE", "free_port", "port_open", "wait_port"]
-
-_random = random.SystemRandom()  # not the process's seeded generator: processes that seed
-# ``random`` alike (tests) must not start their walks at the same port
-
+__all__ = ["LISTEN_RANGE", "PortWalk", "free_port", "port_open", "wait_port"]
 
 LISTEN_RANGE = (10000, 32767)
 """Where :func:`free_port` draws from: above the well-known and common service ports,
@@ -40,13 +36,16 @@ def _ephemeral_start() -> int:
         return 32768
 
 
-class _Sequence:
-    """This process's walk through :data:`LISTEN_RANGE`: from a random start, one port
-    after the other. Random picks by several processes (a test run's control planes, each
-    holding ports it chose but has not bound yet) collide often; two walks collide only
-    where they overlap, and one process never hands out the same port twice."""
+class PortWalk:
+    """A walk through :data:`LISTEN_RANGE`: from a random start, one port after the other.
+    Random picks by several owners (a test run's control planes, each holding ports it
+    chose but has not bound yet) collide often; two walks collide only where they overlap,
+    and one walk never hands out the same port twice."""
 
     def __init__(self) -> None:
+        # not the process's seeded generator: processes that seed ``random`` alike
+        # (tests) must not start their walks at the same port
+        self._random = random.SystemRandom()
         self._lock = threading.Lock()
         self._pid = 0
         self._next = 0
@@ -55,24 +54,23 @@ class _Sequence:
         with self._lock:
             if self._pid != os.getpid() or not low <= self._next <= high:
                 self._pid = os.getpid()  # a forked child walks from a start of its own
-                self._next = _random.randint(low, high)
+                self._next = self._random.randint(low, high)
             port = self._next
             self._next = port + 1 if port < high else low
             return port
 
 
-_SEQUENCE = _Sequence()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago: the next of this process's
-    walk through :data:`LISTEN_RANGE` (below the ephemeral range) that binds, else (a
-    machine with no room there) one the kernel picks."""
+def free_port(host: str = "127.0.0.1", walk: PortWalk | None = None) -> int:
+    """A TCP port on ``host`` that was free a moment ago: the next of ``walk`` through
+    :data:`LISTEN_RANGE` (below the ephemeral range) that binds, else (a machine with no
+    room there) one the kernel picks. Without a walk, a random one of the range: a caller
+    that picks many ports keeps a walk."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     low, high = LISTEN_RANGE
     high = min(high, _ephemeral_start() - 1)
+    walk = walk if walk is not None else PortWalk()
     for _ in range(_ATTEMPTS if high > low else 0):
-        port = _SEQUENCE.take(low, high)
+        port = walk.take(low, high)
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))

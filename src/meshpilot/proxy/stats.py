@@ -9,7 +9,7 @@ Kept:
   size histograms, a few connection counters (bytes, opened/closed: the TCP metrics),
   membership and outlier ejections;
 - per inbound virtual host: the virtual-cluster code counters and latency histogram that
-  carry the *source* workload (see :mod:`meshpilot.xds.translate.telemetry`);
+  carry the *source* workload (see :mod:`meshpilot.mesh.sources`);
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
   connection managers' downstream request totals, for debugging.
 

@@ -114,7 +114,8 @@ class Pod:
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""
         return ProxyNode(id=self.node_id, kind="sidecar", namespace=self.namespace, ip=self.ip,
-                         workload=self.name, labels=dict(self.labels), inbound=self.inbound)
+                         workload=self.deployment, name=self.name, labels=dict(self.labels),
+                         inbound=self.inbound)
 
 
 @dataclass(frozen=True)

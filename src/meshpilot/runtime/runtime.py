@@ -46,7 +46,7 @@ from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
-from meshpilot.proxy.ports import free_port
+from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime.images import ImageMap, ImageMapError, NoCommand, resolve_command
 from meshpilot.runtime.ipam import DEFAULT_IP_RANGE, IpAllocator, IpRangeExhausted
 from meshpilot.runtime.pod import (
@@ -117,6 +117,7 @@ class LocalRuntime:
         before_stop: Callable[[Pod], None] | None = None,
         ip_lock_dir: Path | None = None,
         adopt: bool = True,
+        port_walk: PortWalk | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.xds_host = xds_host
@@ -125,6 +126,8 @@ class LocalRuntime:
         self.images = images if images is not None else ImageMap.default()
         self.drain_seconds = drain_seconds
         self.ipam = IpAllocator(ip_range, lock_dir=ip_lock_dir)
+        self._port_walk = port_walk if port_walk is not None else PortWalk()
+        """Where the apps' ports come from (the control plane shares its own)."""
         self._on_change = on_change
         self._before_stop = before_stop
         self._lock = threading.RLock()
@@ -376,9 +379,9 @@ class LocalRuntime:
                     names[p.name] = p.container_port
                 if p.protocol != "TCP":
                     continue
-                app_port = free_port(ip)
+                app_port = free_port(ip, self._port_walk)
                 while app_port in reserved:
-                    app_port = free_port(ip)
+                    app_port = free_port(ip, self._port_walk)
                 reserved.add(app_port)
                 app_ports[p.container_port] = app_port
                 inbound.append(InboundPort(container_port=p.container_port, app_port=app_port,
@@ -411,7 +414,8 @@ class LocalRuntime:
                 inbound: list[InboundPort], plans: list[ContainerPlan], node_id: str,
                 grace_seconds: float) -> PodWorker:
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
-                         workload=name, labels=dict(labels), inbound=tuple(inbound))
+                         workload=deployment, name=name, labels=dict(labels),
+                         inbound=tuple(inbound))
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0)
         envoy = EnvoyProcess(boot, name=name, work_dir=self.work_dir / "sidecars",
                              admin_host="127.0.0.1", admin_port=0,

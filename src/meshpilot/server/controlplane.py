@@ -29,12 +29,12 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
-from meshpilot.mesh.builder import build_snapshot, same_stored_body
+from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
-from meshpilot.proxy.ports import free_port
+from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
 from meshpilot.server.delivery_wiring import DeliveryLoop
@@ -43,8 +43,7 @@ from meshpilot.server.state_dir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
-from meshpilot.xds import XdsServer
-from meshpilot.xds.shared import SharedBuilder
+from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,9 @@ GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 class PortBook:
     """Ports that must stay the same across restarts (mesh proxy, ingress, xDS), on disk."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, walk: PortWalk) -> None:
         self.path = path
+        self.walk = walk
         try:
             self.ports: dict[str, int] = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -64,7 +64,7 @@ class PortBook:
 
     def get(self, name: str, host: str = "127.0.0.1") -> int:
         if name not in self.ports:
-            self.ports[name] = free_port(host)
+            self.ports[name] = free_port(host, self.walk)
             write_json_atomic(self.path, self.ports)
         return self.ports[name]
 
@@ -80,7 +80,7 @@ class PortBook:
 def pod_workload(pod: Pod) -> WorkloadInstance:
     return WorkloadInstance(
         name=pod.name, namespace=pod.namespace, ip=pod.ip, labels=dict(pod.labels),
-        ports=tuple(pod.inbound), ready=pod.ready, has_sidecar=True,
+        ports=tuple(pod.inbound), ready=pod.ready, has_sidecar=True, workload=pod.deployment,
     )
 
 
@@ -104,17 +104,19 @@ class MeshControlPlane:
         self._published_gateway_ports: dict[str, int] = {}
         self.work_dir = state.root / "run"
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = PortBook(state.root / "ports.json")
+        self.port_walk = PortWalk()  # every port this control plane picks comes from it
+        self.ports = PortBook(state.root / "ports.json", self.port_walk)
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
-        self._builder = SharedBuilder()  # one build per proxy class and change
+        self._snapshots = SnapshotBuilder()  # unchanged objects keep their identity
+        self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
-        self.xds = XdsServer(self._resources_for, host=host, port=self.xds_port)
+        self.xds = XdsServer(host=host, port=self.xds_port)
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -144,18 +146,19 @@ class MeshControlPlane:
             self.work_dir, xds_host=self.host, xds_port=self.xds_port,
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
             before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
+            port_walk=self.port_walk,
         )
         mesh_proxy_port = self.ports.get("mesh_proxy")
         ingress_port = self.ports.get("ingress.80")
         self._proxy("mesh-proxy", ProxyNode(
             id=node_id("client", "127.0.0.1", "mesh-proxy", "default"), kind="client",
-            namespace="default", ip="127.0.0.1", workload="mesh-proxy",
+            namespace="default", ip="127.0.0.1", workload="mesh-proxy", name="mesh-proxy",
             labels={"app": "mesh-client"}, outbound_port=mesh_proxy_port,
         ))
         self._proxy("ingressgateway", ProxyNode(
             id=node_id("router", "127.0.0.1", "istio-ingressgateway", "istio-system"),
             kind="gateway", namespace="istio-system", ip="127.0.0.1",
-            workload="istio-ingressgateway", labels=GATEWAY_LABELS,
+            workload="istio-ingressgateway", name="istio-ingressgateway", labels=GATEWAY_LABELS,
             gateway_ports={80: ingress_port},
         ))
         adopted = [name for name, proxy in self.proxies.items() if proxy.running]
@@ -227,7 +230,7 @@ class MeshControlPlane:
         for name, proxy in list(self.proxies.items()):
             node = self._proxy_nodes.get(name)
             if node is not None and proxy.running and proxy.admin_port:
-                out.append(Target(node.workload or name, proxy.admin_host, proxy.admin_port,
+                out.append(Target(node.name or name, proxy.admin_host, proxy.admin_port,
                                   proxy.pid,
                                   ProxyIdentity.from_node(node), node))
         for pod in self.runtime.pods() if self.runtime is not None else []:
@@ -246,12 +249,19 @@ class MeshControlPlane:
                 wanted.add(server.port.number)
         return {str(p): self.ports.get(f"ingress.{p}") for p in sorted(wanted)}
 
-    def _resources_for(self, node: ProxyNode) -> dict[str, dict[str, Any]]:
-        snapshot = self.snapshot
-        if node.kind == "gateway":
-            node = replace(node, gateway_ports={int(k): v for k, v in
-                                                self.gateway_ports().items()})
-        return self._builder.entries(snapshot, node)  # type: ignore[return-value]
+    def _xds_snapshot(self, snapshot: MeshSnapshot, gateway_ports: dict[str, int]
+                      ) -> XdsSnapshot:
+        """What the proxies are told at ``snapshot``: a gateway listens on the ports
+        recorded for its servers' port numbers (fixed at this version, like the rest)."""
+        ports = {int(k): v for k, v in gateway_ports.items()}
+        configs = self._configs
+
+        def config_for(node: ProxyNode) -> dict[str, Any]:
+            if node.kind == "gateway":
+                node = replace(node, gateway_ports=ports)
+            return configs.config_for(snapshot, node)
+
+        return XdsSnapshot(snapshot.version, config_for)
 
     def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
         """The stored Deployments, each version parsed once: at a thousand Deployments,
@@ -305,13 +315,13 @@ class MeshControlPlane:
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
-            self.snapshot = build_snapshot(self._version, objects, workloads)
+            self.snapshot = snapshot = self._snapshots.build(self._version, objects, workloads)
             version = self._version
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
             self.publish({"ingress_ports": ports})
-        self.xds.update(version)
+        self.xds.publish(self._xds_snapshot(snapshot, ports))
         return version
 
     def _rebuild_loop(self) -> None:

@@ -67,9 +67,13 @@ class MeshAPI:
         out = []
         for status in self.mesh.xds.status():
             node = status.node
+            refusal = status.refusal
             out.append({
                 "id": node.id, "kind": node.kind, "namespace": node.namespace,
-                "workload": node.workload, "connected": status.connected, "api": status.api,
+                "name": node.name or node.workload, "workload": node.workload,
+                "connected": status.connected, "api": status.api,
+                "refused": {"version": refusal.version, "problems": list(refusal.problems)}
+                if refusal is not None else None,
                 "meshVersion": status.mesh_version, "latestVersion": self.mesh.snapshot.version,
                 "types": {
                     url.rsplit(".", 1)[-1]: {
@@ -85,9 +89,9 @@ class MeshAPI:
         proxy = self.mesh.proxies.get(name)
         if proxy is not None and proxy.running:
             return proxy.admin
-        for proxy in self.mesh.proxies.values():  # the name proxy-status shows (workload)
+        for proxy in self.mesh.proxies.values():  # the name proxy-status shows
             meta = proxy.bootstrap.get("node", {}).get("metadata", {})
-            if proxy.running and meta.get("WORKLOAD_NAME") == name:
+            if proxy.running and name in (meta.get("NAME"), meta.get("WORKLOAD_NAME")):
                 return proxy.admin
         for pod in self._pods():
             if pod.name == name and pod.admin_port:

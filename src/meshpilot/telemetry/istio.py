@@ -28,15 +28,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.mesh.sources import OTHER_SOURCE, parse_source_id
 from meshpilot.telemetry.envoy_stats import (
     RawStats,
     response_code,
     split_cluster_stat,
     split_vcluster_stat,
 )
-from meshpilot.xds.translate.index import destination_rule
-from meshpilot.xds.translate.telemetry import OTHER_VCLUSTER, parse_source_id, workload_of
 
 UNKNOWN = "unknown"
 CLUSTER_ID = "Kubernetes"  # Istio's default cluster id
@@ -120,9 +120,8 @@ class ProxyIdentity:
 
     @staticmethod
     def from_node(node: ProxyNode, workload: str | None = None) -> ProxyIdentity:
-        wl = workload or (workload_of(node.workload) if node.kind == "sidecar"
-                          else node.workload)
-        return ProxyIdentity(node.workload or node.id, node.kind, node.namespace, wl,
+        return ProxyIdentity(node.name or node.workload or node.id, node.kind,
+                             node.namespace, workload or node.workload,
                              dict(node.labels), node.ip)
 
 
@@ -194,7 +193,7 @@ def outbound_destination(snapshot: MeshSnapshot, node: ProxyNode, cluster: str) 
     version = subset_labels.get("version") or _uniform(
         e.labels.get("version", UNKNOWN) for e in workloads)
     app = subset_labels.get("app") or _uniform(e.labels.get("app", UNKNOWN) for e in workloads)
-    workload = _uniform(workload_of(e.workload) for e in workloads)
+    workload = _uniform(e.workload for e in workloads)
     wl_ns = _uniform(e.namespace for e in workloads)
     canonical, revision = (app if app != UNKNOWN else workload), (
         version if version != UNKNOWN else "latest")
@@ -297,7 +296,7 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
         protocol = inbound_protocols.get(port, "HTTP")
         host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
                                             identity.labels.get("app"))
-        if vcluster == OTHER_VCLUSTER:
+        if vcluster == OTHER_SOURCE:
             source = _side("source", "", "", {}, known=False)
         else:
             wl, ns, app, version = parse_source_id(vcluster)

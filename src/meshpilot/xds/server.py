@@ -1,10 +1,11 @@
 """The ADS server: State of the World and Delta xDS on one gRPC server.
 
-``update(version)`` is the only way config moves: every connected proxy asks
-``resources_for(node)`` and is brought there through the make-before-break phases,
-sending only what changed. The control plane passes
-:class:`meshpilot.xds.shared.SharedBuilder`, so that ask is a look-up of views built once
-per proxy class and change, not a build per proxy. ``status()`` and ``wait_acked()``
+``publish(snapshot)`` is the only way config moves, and it moves one way: the control
+plane publishes an :class:`~meshpilot.xds.snapshot.XdsSnapshot`, the server derives each
+connected proxy's config from it, checks it (:class:`ConsistencyCheck`: a proxy is only
+ever given a consistent config; an inconsistent one is refused, the proxy stays on its
+last good one and its status says why) and brings the proxy there through the
+make-before-break phases, sending only what changed. ``status()`` and ``wait_acked()``
 report what each proxy has actually accepted, which is what convergence means.
 
 All streams run on one asyncio event loop in one thread (``grpc.aio``): a stream is a
@@ -31,11 +32,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
+from meshpilot.xds.consistency import ConsistencyCheck
 from meshpilot.xds.deadlines import Deadlines
+from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.loop import LoopThread
-from meshpilot.xds.status import ProxyStatus, SentRecord
-from meshpilot.xds.stream import Api, FirstSyncGate, ProxyStream
-from meshpilot.xds.types import Resources
+from meshpilot.xds.planner import PushPlanner
+from meshpilot.xds.resources import ProxyConfig, prepare
+from meshpilot.xds.snapshot import XdsSnapshot
+from meshpilot.xds.status import ProxyStatus, Refusal, SentRecord
+from meshpilot.xds.stream import Api, ProxyStream
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,6 @@ class XdsServer:
 
     def __init__(
         self,
-        resources_for: Callable[[ProxyNode], Resources],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -64,7 +68,6 @@ class XdsServer:
         phase_timeout: float = 5.0,
         first_syncs: int = 16,
     ) -> None:
-        self._resources_for = resources_for
         self._first_syncs = first_syncs
         """At most this many proxies receive their whole config at once (the rest wait)."""
         self._host = host
@@ -72,7 +75,9 @@ class XdsServer:
         self._max_streams = max_streams
         self._phase_timeout = phase_timeout
         self._cond = threading.Condition()
-        self._version = 0
+        self._snapshot: XdsSnapshot | None = None  # the latest published
+        self._planner = PushPlanner()  # what the streams work out once for all of them
+        self._check = ConsistencyCheck()
         self._streams: dict[str, ProxyStream] = {}  # node id -> its current stream
         self._gone: dict[str, tuple[ProxyStatus, float, list[SentRecord]]] = {}
         self._callbacks: list[Callable[[], None]] = []
@@ -152,24 +157,48 @@ class XdsServer:
         return fn() if loop is None else loop.call(fn)
 
     # --- config ---------------------------------------------------------------------------
-    def update(self, version: int) -> None:
-        """The mesh changed: bring every connected proxy to snapshot ``version``."""
+    def publish(self, snapshot: XdsSnapshot) -> None:
+        """Serve ``snapshot`` from now on: every connected proxy is brought to its config
+        at that version (or refused it, and stays where it is)."""
         with self._cond:
-            self._version = version
+            self._snapshot = snapshot
         self._active_at = time.monotonic()
         loop = self._loop
         if loop is not None:
-            loop.soon(self._trigger_all, version)
+            loop.soon(self._install, snapshot)
 
-    def _trigger_all(self, version: int) -> None:
+    def _install(self, snapshot: XdsSnapshot) -> None:
         with self._cond:
+            if snapshot is not self._snapshot:
+                return  # a newer one was published meanwhile: its install follows
             streams = list(self._streams.values())
-        for stream in streams:
-            stream.trigger(version)
+        refused = [stream for stream in streams if not self._deliver(stream, snapshot)]
+        if refused:
+            first = refused[0].refusal
+            log.error("mesh version %d refused for %d proxies (%s): %s", snapshot.version,
+                      len(refused), ", ".join(s.node.id for s in refused[:3]),
+                      "; ".join(first.problems) if first else "")
+
+    def _deliver(self, stream: ProxyStream, snapshot: XdsSnapshot) -> bool:
+        """Hand ``stream`` its proxy's config at ``snapshot``, or refuse it; True if given."""
+        try:
+            config: ProxyConfig = prepare(snapshot.config_for(stream.node))
+        except Exception as exc:
+            log.exception("building the config of proxy %s failed", stream.node.id)
+            problems: tuple[str, ...] = (f"its config could not be built: {exc}",)
+        else:
+            problems = tuple(self._check.problems(config))
+            if not problems:
+                stream.trigger(snapshot.version, config)
+                return True
+        stream.refuse(Refusal(snapshot.version, problems))
+        return False
 
     @property
     def version(self) -> int:
-        return self._version
+        """The latest published mesh version (0 before any)."""
+        snapshot = self._snapshot
+        return snapshot.version if snapshot is not None else 0
 
     def idle_seconds(self) -> float:
         """Seconds since the last update, connect, disconnect, ACK or NACK."""
@@ -265,19 +294,22 @@ class XdsServer:
     def _open(self, node: ProxyNode, api: Api, send: Callable[[bytes], None]) -> ProxyStream:
         stream = ProxyStream(
             stream_id=f"{self._prefix}-{next(self._stream_ids)}", node=node, api=api,
-            send=send, resources_for=self._resources_for,
-            notify=lambda: self._changed(node.id), first_sync_gate=self._gate,
-            phase_timeout=self._phase_timeout, deadlines=self._deadlines,
+            send=send, notify=lambda: self._changed(node.id), planner=self._planner,
+            first_sync_gate=self._gate, phase_timeout=self._phase_timeout,
+            deadlines=self._deadlines,
         )
         with self._cond:
             old = self._streams.get(node.id)
             self._streams[node.id] = stream
             self._gone.pop(node.id, None)
-            version = self._version
+            snapshot = self._snapshot
         if old is not None:
             old.close()
         log.info("proxy %s connected (%s)", node.id, api)
-        stream.start(version)
+        if snapshot is not None and not self._deliver(stream, snapshot):
+            refusal = stream.refusal
+            log.error("mesh version %d refused for proxy %s: %s", snapshot.version, node.id,
+                      "; ".join(refusal.problems) if refusal else "")
         self._changed(node.id)
         return stream
 

@@ -22,6 +22,15 @@ class TypeStatus:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A published mesh version whose config for one proxy was refused as inconsistent:
+    the proxy stays on the last config it was given."""
+
+    version: int
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProxyStatus:
     """One proxy (connected, or disconnected a short while ago)."""
 
@@ -31,6 +40,7 @@ class ProxyStatus:
     mesh_version: int  # the snapshot version whose config it has fully ACKed (-1: none)
     types: dict[str, TypeStatus]
     connected_at: float
+    refusal: Refusal | None = None  # the newest config refused for it, until a good one
 
 
 @dataclass(slots=True)

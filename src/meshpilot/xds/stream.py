@@ -3,25 +3,25 @@
 Every stream lives on the xDS server's event loop (one thread for all of them), so its
 state needs no lock and a thousand streams cost a thousand small objects, not three
 thousand threads. Requests are handled as they arrive (:meth:`ProxyStream.handle`:
-subscriptions, ACKs, NACKs); update rounds go through the make-before-break phases
-planned by :func:`meshpilot.xds.cache.plan_update`, each phase waiting for the ACKs it
-needs before the next. A round is driven by events (a trigger, a request, a phase's
+subscriptions, ACKs, NACKs). The server hands a stream each new config with its version
+(:meth:`ProxyStream.trigger`); an update round goes through the make-before-break phases
+planned by :class:`~meshpilot.xds.planner.PushPlanner`, each phase waiting for the ACKs
+it needs before the next. A round is driven by events (a trigger, a request, a phase's
 timer), not by a task of its own, so moving a thousand proxies on costs a thousand
 function calls, not a thousand task switches.
 
-A round never sends directly: it *stages* a view per type and calls ``_flush``, which
-works out what differs between the staged view and what the proxy holds
-(:func:`meshpilot.xds.held.next_push`) and sends that. Requests that change a
-subscription flush too, so a proxy asking for the endpoints of a cluster it has just
-learnt gets them from the view staged now. What a proxy holds and has ACKed are
-:class:`~meshpilot.xds.held.Have` values pointing at the shared staged views: per stream,
-memory and work are proportional to what differs from them, not to the config's size.
-Responses are assembled from each resource's wire bytes, encoded once for all streams.
+A round never sends directly: it *stages* a resource set per type and calls ``_flush``,
+which works out what differs between the staged set and what the proxy holds and sends
+that. Requests that change a subscription flush too, so a proxy asking for the endpoints
+of a cluster it has just learnt gets them from the set staged now. What a proxy holds and
+has ACKed are :class:`~meshpilot.xds.holdings.Holding` values pointing at the shared
+staged sets: per stream, memory and work are proportional to what differs from them, not
+to the config's size. Responses are assembled from each resource's wire bytes, encoded
+once for all streams.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import itertools
 import logging
@@ -29,46 +29,40 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import ProxyNode
-from meshpilot.xds.cache import Phase, consistency_problems, plan_update
+from meshpilot.xds import wire
 from meshpilot.xds.deadlines import Deadlines
-from meshpilot.xds.held import WILDCARD, Have, Push, Subscription, next_push
-from meshpilot.xds.status import ProxyStatus, SentRecord, TypeStatus
-from meshpilot.xds.types import (
-    CLUSTER,
-    ENDPOINT,
-    FULL_STATE_TYPES,
-    LISTENER,
-    ROUTE,
-    SCOPED_ROUTE,
-    Resources,
-)
-from meshpilot.xds.views import Entry, LayeredView, fact, is_shared, to_entries
+from meshpilot.xds.first_sync import FirstSyncGate
+from meshpilot.xds.holdings import NOTHING, WILDCARD, Holding, Push, Subscription
+from meshpilot.xds.planner import Phase, PushPlanner
+from meshpilot.xds.resources import ProxyConfig, ResourceSet
+from meshpilot.xds.sequence import PUSH_SEQUENCE
+from meshpilot.xds.status import ProxyStatus, Refusal, SentRecord, TypeStatus
+from meshpilot.xds.types import FULL_STATE_TYPES
 
 log = logging.getLogger(__name__)
 
 Api = Literal["sotw", "delta"]
-_DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    ENDPOINT: (CLUSTER,),
-    SCOPED_ROUTE: (LISTENER,),
-    ROUTE: (LISTENER, SCOPED_ROUTE),
-}
-"""A rejected type: the proxy will not ask for what it would have named (routes of a
-rejected listener or scope), so a phase does not wait for those."""
+_ASKED_THROUGH: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {rule.type_url: rule.asked_through for rule in PUSH_SEQUENCE})
+"""The types without which the proxy would not ask for a type: when one of those is
+rejected, the proxy will not ask for what it would have named (routes of a rejected
+listener or scope), so a phase does not wait for those."""
 
 
 @dataclass(slots=True)
 class _TypeState:
-    subs: Subscription = field(default_factory=Subscription.of)
+    subs: Subscription = NOTHING
     requested: bool = False
     force: bool = False  # an initial request still waits for its answer
-    sent: Have = field(default_factory=Have)  # what the proxy has been given
-    acked: Have = field(default_factory=Have)  # what it has accepted
-    pending: Have | None = None  # what it holds once it ACKs the last response
+    sent: Holding = field(default_factory=Holding)  # what the proxy has been given
+    acked: Holding = field(default_factory=Holding)  # what it has accepted
+    pending: Holding | None = None  # what it holds once it ACKs the last response
     last_push: Push | None = None  # the last response, until answered
     rejected: dict[str, str] = field(default_factory=dict)
     """Names of NACKed responses -> the version the proxy kept (``""``: none), until sent
@@ -83,42 +77,6 @@ class _TypeState:
     last_ack_at: float | None = None
 
 
-class FirstSyncGate:
-    """At most ``limit`` streams hold a slot; the others wait their turn, in order.
-
-    A waiter is a callable that takes the slot it is offered and says so (a stream that
-    closed meanwhile declines, and the slot goes to the next). Slots are handed over on
-    the loop's next turn, never from inside the releasing stream's own call.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._waiting: deque[Callable[[], bool]] = deque()
-
-    def acquire(self, waiter: Callable[[], bool]) -> bool:
-        """True: a slot is taken now. False: ``waiter`` is called when one frees up."""
-        if self._free > 0:
-            self._free -= 1
-            return True
-        self._waiting.append(waiter)
-        return False
-
-    def release(self) -> None:
-        if self._waiting:
-            asyncio.get_running_loop().call_soon(self._offer, self._waiting.popleft())
-        else:
-            self._free += 1
-
-    def _offer(self, waiter: Callable[[], bool]) -> None:
-        try:
-            taken = waiter()
-        except Exception:
-            log.exception("first-sync waiter failed")
-            taken = False
-        if not taken:
-            self.release()
-
-
 def _rejection(req: Any) -> str | None:
     """The proxy's error when its request NACKs a response (``error_detail`` set)."""
     if req.HasField("error_detail") and (req.error_detail.message or req.error_detail.code):
@@ -126,49 +84,16 @@ def _rejection(req: Any) -> str | None:
     return None
 
 
-def _holds(acked: Have, staged: Mapping[str, Entry] | None, names: Mapping[str, str]) -> bool:
-    """Whether ``acked`` is, without looking name by name, the very view the expected
+def _holds(acked: Holding, staged: ResourceSet | None, names: Mapping[str, str]) -> bool:
+    """Whether ``acked`` is, without looking name by name, the very set the expected
     versions come from, with every expected name subscribed."""
-    if staged is None or acked.view is not staged or acked.over:
+    if staged is None or acked.base is not staged or acked.overrides:
         return False
-    subs = acked.subs
+    subs = acked.subscription
     return subs.wildcard or subs.names.issuperset(names)
 
 
-def _body(view: Mapping[str, Entry], sotw: bool) -> bytes:
-    """Every resource of a view, encoded as a response's ``resources``: once per view."""
-    if isinstance(view, LayeredView):
-        return _body(view.base, sotw) + _body(view.top, sotw) if not any(
-            n in view.base for n in view.top) else _join(view, sotw)
-    return fact("sotw_body" if sotw else "delta_body", view, lambda: _join(view, sotw))
-
-
-def _join(view: Mapping[str, Entry], sotw: bool) -> bytes:
-    if sotw:
-        return b"".join(e.sotw_wire for e in view.values())
-    return b"".join(e.delta_wire for e in view.values())
-
-
-_TYPE_FIELD: dict[str, bytes] = {}  # type URL -> its encoded type_url field
-_NO_MARKS: dict[str, int] = {}
-
-
-def _wire_string(field_number: int, value: str) -> bytes:
-    """One string field of a protobuf message, encoded (tag, length, UTF-8 bytes).
-
-    The response's few scalar fields (version, type URL, nonce, removed names; field
-    numbers as in ``DiscoveryResponse`` / ``DeltaDiscoveryResponse``) are written here
-    rather than by building a message per proxy per response: that build was a measured
-    share of a push to a thousand proxies. Tests parse what this writes with protobuf.
-    """
-    data = value.encode()
-    n = len(data)
-    length = bytearray()
-    while n > 0x7F:
-        length.append((n & 0x7F) | 0x80)
-        n >>= 7
-    length.append(n)
-    return bytes((field_number << 3 | 2,)) + bytes(length) + data
+_NO_MARKS: dict[str, int] = {}  # read only: a stream that never NACKed
 
 
 class ProxyStream:
@@ -181,8 +106,8 @@ class ProxyStream:
         node: ProxyNode,
         api: Api,
         send: Callable[[bytes], None],
-        resources_for: Callable[[ProxyNode], Resources],
         notify: Callable[[], None],
+        planner: PushPlanner | None = None,
         phase_timeout: float = 5.0,
         log_size: int = 256,
         first_sync_gate: FirstSyncGate | None = None,
@@ -194,14 +119,15 @@ class ProxyStream:
         self.connected_at = time.time()
         self.mesh_version = -1
         self._send = send
-        self._resources_for = resources_for
         self._notify = notify
+        self._planner = planner if planner is not None else PushPlanner()
+        """Plans and pushes shared with the server's other streams."""
         self._gate = first_sync_gate
         self._holds_gate = False
         self._phase_timeout = phase_timeout
         self._types: dict[str, _TypeState] = {}
-        self._staged: dict[str, Mapping[str, Entry]] = {}
-        self._digests: dict[str, str] = {}  # type -> view_digest of the staged view
+        self._staged: dict[str, ResourceSet] = {}
+        self._digests: dict[str, str] = {}  # type -> set_digest of the staged set
         self._nonces = itertools.count(1)
         self._log: deque[SentRecord] = deque(maxlen=log_size)
         self._closed = False
@@ -209,7 +135,10 @@ class ProxyStream:
         self._candidate: int | None = None
         self._round_version = 0
         self._phase = ""
-        self._want = 0
+        self._want: tuple[int, ProxyConfig] = (0, {})  # the latest version and config given
+        self.refusal: Refusal | None = None
+        """The last config refused for this proxy (it stays on its last good one), until
+        a good one comes."""
         self._nacks = 0  # NACKs on this stream, all types
         self._again = False  # a trigger arrived during a round (or while gated)
         self._gated = False  # waiting for the first-sync gate
@@ -221,18 +150,26 @@ class ProxyStream:
         """Where this stream's phase deadline is armed (the server's streams share one)."""
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self, version: int) -> None:
-        """Bring the proxy to ``version`` (call on the loop)."""
-        self.trigger(version)
+    def start(self, version: int, config: ProxyConfig) -> None:
+        """Bring the proxy to ``config`` at ``version`` (call on the loop)."""
+        self.trigger(version, config)
 
-    def trigger(self, version: int) -> None:
-        """Bring the proxy to ``version``; coalesces with a round already running (the
-        next round starts when it ends, with the latest version)."""
-        self._want = version
+    def trigger(self, version: int, config: ProxyConfig) -> None:
+        """Bring the proxy to ``config``, the consistent config of mesh ``version``;
+        coalesces with a round already running (the next round starts when it ends, with
+        the latest config)."""
+        self._want = (version, config)
+        self.refusal = None
         if self._in_round or self._gated or self._closed:
             self._again = True
             return
         self._begin_round()
+
+    def refuse(self, refusal: Refusal) -> None:
+        """The config of a newer mesh version was refused for this proxy: it stays on the
+        last one it was given, and its status says why."""
+        self.refusal = refusal
+        self._notify()
 
     def close(self) -> None:
         self._closed = True
@@ -274,10 +211,10 @@ class ProxyStream:
         if not req.response_nonce:
             # Initial request for this type (new stream): answer with the current view.
             ts.requested = True
-            ts.subs = Subscription.of(
+            ts.subs = self._planner.subscription(
                 (not names and t in FULL_STATE_TYPES) or WILDCARD in names,
                 names - {WILDCARD})
-            ts.sent = Have()
+            ts.sent = Holding()
             ts.force = True
             self._flush(t)
             return
@@ -296,7 +233,7 @@ class ProxyStream:
                 fresh = [n for n in wanted - ts.subs.names if n in ts.sent]
                 if fresh:
                     ts.sent = ts.sent.with_versions(dict.fromkeys(fresh, ""))
-                ts.subs = Subscription.of(wildcard, wanted)
+                ts.subs = self._planner.subscription(wildcard, wanted)
         self._flush(t)
 
     def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
@@ -307,7 +244,7 @@ class ProxyStream:
             # The common request: an ACK (or NACK), no change of subscription.
             self._answer_delta(ts, req)
             staged = self._staged.get(t)
-            if staged is not None and not ts.sent.is_view(staged, ts.subs):
+            if staged is not None and not ts.sent.is_exactly(staged, ts.subs):
                 self._flush(t)
             return
         subscribe = set(req.resource_names_subscribe)
@@ -317,7 +254,7 @@ class ProxyStream:
             ts.requested = True
             wildcard = not subscribe and t in FULL_STATE_TYPES
             # Reconnect: what the proxy already has is not sent again at the same version.
-            ts.sent = ts.acked = Have.of(req.initial_resource_versions)
+            ts.sent = ts.acked = Holding.of(req.initial_resource_versions)
             ts.force = True
         elif subscribe:  # a (re)subscribed resource must be provided, even if held
             held = [n for n in subscribe if n != WILDCARD and n in ts.sent]
@@ -328,7 +265,7 @@ class ProxyStream:
         if WILDCARD in unsubscribe:
             wildcard = False
         if subscribe or unsubscribe or wildcard != ts.subs.wildcard:
-            ts.subs = Subscription.of(
+            ts.subs = self._planner.subscription(
                 wildcard, (ts.subs.names | (subscribe - {WILDCARD})) - unsubscribe)
         self._answer_delta(ts, req)
         self._flush(t)
@@ -373,19 +310,19 @@ class ProxyStream:
 
     # --- sending ------------------------------------------------------------------------
     def _flush(self, type_url: str) -> None:
-        """Send what differs between the staged view and what the proxy has."""
+        """Send what differs between the staged set and what the proxy has."""
         ts = self._types.get(type_url)
         staged = self._staged.get(type_url)
         if ts is None or not ts.requested or staged is None or self._closed:
             return
-        push, ts.sent = next_push(type_url, self.api == "delta", staged, ts.subs, ts.sent,
-                                  force=ts.force)
+        push, ts.sent = self._planner.push(type_url, self.api == "delta", staged, ts.subs,
+                                           ts.sent, force=ts.force)
         ts.force = False
         if push is None:
             return
         nonce = f"{self.stream_id}-{next(self._nonces)}"
         version = f"{self._round_version}-{self._digests[type_url]}"
-        self._send(self._encode(type_url, push, nonce, version))
+        self._send(wire.response(self.api, type_url, push, version, nonce))
         if push.full_state:
             ts.rejected.clear()
         elif ts.rejected:
@@ -398,75 +335,42 @@ class ProxyStream:
         ts.last_record = record
         self._log.append(record)
 
-    def _encode(self, type_url: str, push: Push, nonce: str, version: str) -> bytes:
-        """The response's bytes: its own fields, then each resource's prebuilt wire form
-        (a protobuf message is the concatenation of its fields). A whole view's
-        resources are encoded once for every proxy that gets it."""
-        # The version is the same for every proxy of a class making this move: it is
-        # encoded with the shared part, once; only the nonce is the proxy's own. One
-        # encoding per API is kept (a whole view's is megabytes).
-        held = push.wire.get(self.api)
-        if held is not None and held[0] == version:
-            shared = held[1]
-        else:
-            typed = _TYPE_FIELD.get(type_url)
-            if typed is None:
-                typed = _TYPE_FIELD[type_url] = _wire_string(4, type_url)
-            body = self._shared_part(push, self.api == "sotw")
-            shared = b"".join((_wire_string(1, version), typed, body))
-            push.wire[self.api] = (version, shared)
-        return shared + _wire_string(5, nonce)
-
-    @staticmethod
-    def _shared_part(push: Push, sotw: bool) -> bytes:
-        """The fields every proxy getting this push gets alike: removed names (Delta) and
-        the resources (field order does not matter on the wire)."""
-        removed = b"" if sotw else b"".join(_wire_string(6, n) for n in push.removed)
-        return removed + (_body if push.whole else _join)(push.resources, sotw)
-
     # --- update rounds -------------------------------------------------------------------
     # A round is driven by events, not by a task: ``trigger`` begins it, each request
     # (``handle`` -> ``_progress``) or a phase's timer moves it on. A phase that needs no
     # ACK is passed at once.
 
     def _begin_round(self, granted: bool = False) -> bool:
-        """Start a round at the wanted version. ``granted``: called by the first-sync
+        """Start a round to the latest config given. ``granted``: called by the first-sync
         gate with a slot for this stream; returns whether the slot was taken."""
         self._gated = False
         self._again = False
         if self._closed:
             return False
-        version = self._want
-        try:
-            resources = self._resources_for(self.node)
-        except Exception:
-            log.exception("computing resources for proxy %s failed", self.node.id)
-            return False
-        if all(map(is_shared, resources.values())):
-            # prebuilt views (meshpilot.xds.shared) were checked once, where they were built
-            target: Mapping[str, Mapping[str, Entry]] = resources  # type: ignore[assignment]
-        else:
-            target = to_entries(resources)
-            for problem in consistency_problems(target):
-                log.warning("proxy %s config at version %s: %s", self.node.id, version,
-                            problem)
+        version, target = self._want
         if granted:
             self._holds_gate = True
-        else:
-            self._release_gate()  # a later round: the first sync is over, ACKed or not
-            if self._gate is not None and not self._staged:
-                # A first sync sends the whole config: bound how many are in flight at
-                # once (held until the proxy has ACKed it, or the stream ends), so a
-                # thousand proxies connecting together do not queue a thousand configs.
-                if not self._gate.acquire(lambda: self._begin_round(granted=True)):
-                    self._gated = True
-                    return False
-                self._holds_gate = True
+        elif not self._first_sync_allowed():
+            return False
         self._in_round = True
         self._round_version = version
-        self._phases = plan_update(self._staged, target)
+        self._phases = self._planner.plan(self._staged, target)
         self._phase_at = -1
         self._next_phase()
+        return True
+
+    def _first_sync_allowed(self) -> bool:
+        """A first sync sends the whole config: at most so many are in flight at once
+        (each holding its slot until its proxy has ACKed, or the stream ends), so a
+        thousand proxies connecting together do not queue a thousand configs. A later
+        round gives back the slot: the first sync is over, ACKed or not."""
+        self._release_gate()
+        if self._gate is None or self._staged:
+            return True
+        if not self._gate.acquire(lambda: self._begin_round(granted=True)):
+            self._gated = True
+            return False
+        self._holds_gate = True
         return True
 
     def _next_phase(self) -> None:
@@ -530,7 +434,7 @@ class ProxyStream:
             ts = self._types.get(t)
             if ts is not None and ts.nack_count and ts.nack_count != marks.get(t, 0):
                 failed.add(t)  # rejected: the proxy stays on its last good config
-            if failed and (t in failed or any(d in failed for d in _DEPENDS_ON.get(t, ()))):
+            if failed and (t in failed or any(d in failed for d in _ASKED_THROUGH.get(t, ()))):
                 continue
             names = phase.expect[t]
             if ts is None or not ts.requested:
@@ -554,9 +458,9 @@ class ProxyStream:
                 continue
             if not ts.answered or ts.nack is not None:
                 return False
-            if ts.acked.is_view(staged, ts.subs):
+            if ts.acked.is_exactly(staged, ts.subs):
                 continue  # exactly what was staged: nothing to compare
-            if next(ts.acked.differs(staged, ts.subs), None) is not None:
+            if next(ts.acked.differs(staged, ts.subs, self._planner.diffs), None) is not None:
                 return False
         return True
 
@@ -580,6 +484,7 @@ class ProxyStream:
         return ProxyStatus(
             node=self.node, connected=not self._closed, api=self.api,
             mesh_version=self.mesh_version, types=types, connected_at=self.connected_at,
+            refusal=self.refusal,
         )
 
     def sent_log(self) -> list[SentRecord]:

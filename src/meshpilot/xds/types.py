@@ -1,6 +1,8 @@
-"""xDS resource type URLs, the order they are pushed in, and the shape of a proxy's config."""
+"""xDS resource type URLs and the facts of the protocol about them."""
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 from google.protobuf.message import Message
 
@@ -12,15 +14,6 @@ LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 SCOPED_ROUTE = _PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 
-ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
-"""Make-before-break push order (xds_protocol.rst, "Eventual consistency considerations").
-
-Scoped routes (SRDS) come after the listener whose connection manager fetches them and
-before the route configurations they name: Envoy subscribes to a scope's RouteConfiguration
-over RDS only once it holds the scope, so the route configuration cannot be sent first;
-both are staged in the same phase and the RDS answer goes out as soon as Envoy asks.
-"""
-
 FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """SotW responses of these types carry the complete set; absence means deletion.
 
@@ -30,20 +23,12 @@ response leaves out). Every other type (RDS, EDS) is grouped per resource, as in
 SotW response may carry only some of the subscribed names and the rest stay as they were.
 """
 
-SHORT_NAMES: dict[str, str] = {
+SHORT_NAMES: MappingProxyType[str, str] = MappingProxyType({
     CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
-}
+})
 
 Resources = dict[str, dict[str, Message]]
 """type_url -> resource name -> protobuf message: everything one proxy should have."""
-
-
-_RANK = {t: i for i, t in enumerate(ORDER)}
-
-
-def order_key(type_url: str) -> int:
-    """Sort key putting known types in push order and any other type after them."""
-    return _RANK.get(type_url, len(ORDER))
 
 
 def short_name(type_url: str) -> str:

@@ -20,6 +20,9 @@ Not translated yet: TLS (Gateway HTTPS/TLS servers, DestinationRule ``tls``), TC
 TLS routes, delegate VirtualServices, ``exportTo``, locality load balancing, warmup,
 tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, and
 peer authentication / authorization policies.
+
+Nothing here does I/O or keeps state between calls (import-linter keeps translation away
+from the store, the runtime and the server).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
 from meshpilot.api.networking import Server
+from meshpilot.mesh import index
+from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import clusters, listeners, names, telemetry
-from meshpilot.xds.translate.index import labels_match
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
@@ -179,7 +183,7 @@ def inbound_route(container_port: int, sources: Iterable[str]) -> route_pb2.Rout
 
 
 def inbound_routes(snapshot: MeshSnapshot, node: ProxyNode) -> list[route_pb2.RouteConfiguration]:
-    sources = telemetry.known_sources(snapshot)
+    sources = index.of(snapshot).sources
     return [inbound_route(port, sources) for port in http_inbound_ports(node)]
 
 

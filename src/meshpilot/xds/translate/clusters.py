@@ -19,9 +19,9 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.api.networking import DestinationRule
+from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import endpoints, names, pb
-from meshpilot.xds.translate.index import destination_rule
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 
 Built = tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]
@@ -87,7 +87,7 @@ def for_service(
     """The clusters of one service under ``rule``: per port, the plain one then subsets.
 
     Depends only on the service, its endpoints and the rule, so it is shared by every
-    proxy for which :func:`~meshpilot.xds.translate.index.destination_rule` picks that rule.
+    proxy for which :func:`~meshpilot.mesh.index.destination_rule` picks that rule.
     """
     subsets = rule.spec.subsets if rule else []
     out: list[Built] = []

@@ -8,8 +8,8 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import Endpoint, MeshSnapshot
-from meshpilot.xds.translate.index import labels_match
 
 
 def select(

@@ -14,7 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from meshpilot.api.networking import HTTPMatchRequest, StringMatch
-from meshpilot.xds.translate.index import MESH, gateway_ref, labels_match
+from meshpilot.mesh.index import MESH, gateway_ref, labels_match
 
 
 @dataclass(frozen=True)

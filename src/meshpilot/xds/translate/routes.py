@@ -30,8 +30,9 @@ from meshpilot.api.networking import (
     HTTPRouteDestination,
     VirtualService,
 )
+from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
-from meshpilot.xds.translate import filters, index, names, pb
+from meshpilot.xds.translate import filters, names, pb
 from meshpilot.xds.translate.matches import Where, applies, regex, route_match
 from meshpilot.xds.translate.policy import effective_policy, hash_policies
 

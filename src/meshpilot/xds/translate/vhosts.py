@@ -24,8 +24,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 
 from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn, host_matches
 from meshpilot.api.networking import Server
+from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import index, names
+from meshpilot.xds.translate import names
 from meshpilot.xds.translate.matches import Where
 from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
 from meshpilot.api.networking import DestinationRule, VirtualService
-from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode
+from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, same_objects
+from meshpilot.mesh.sources import known_sources
 
 MESH = "mesh"
 
@@ -21,26 +22,35 @@ def _specificity(pattern: str, host: str) -> int:
     return 0 if pattern == host else 1 if pattern != "*" else 2
 
 
+RuleFacts = tuple[tuple[str, ...], bool]
+"""A rule's host patterns, and whether its choice depends on the proxy's labels."""
+
+
 class SnapshotIndex:
-    """Host → candidate rules, computed once per snapshot (see :func:`of`).
+    """Host -> candidate rules, and the known calling workloads, for one snapshot.
 
     Exact host patterns are looked up in a dict; only wildcard patterns are matched one
     by one, so a look-up costs O(rules for that host + wildcard rules), not O(rules).
+    Built from the previous snapshot's index when there is one: a rule that is the very
+    same object (the snapshot builder keeps unchanged ones) keeps its parsed facts, and
+    the same endpoint tuples keep their callers, so a new index costs a look-up per rule.
     """
 
-    def __init__(self, snapshot: MeshSnapshot) -> None:
+    def __init__(self, snapshot: MeshSnapshot, previous: SnapshotIndex | None = None) -> None:
+        known = previous._facts if previous is not None else {}
+        self._facts: dict[int, tuple[Named[Any], RuleFacts]] = {}
         self._dr_exact: dict[str, list[tuple[str, Named[DestinationRule]]]] = {}
         self._dr_wild: list[tuple[str, Named[DestinationRule]]] = []
         sensitive = False
         for named in snapshot.destination_rules:
-            (pattern,), selects = _facts(named)
+            (pattern,), selects = self._rule_facts(named, known)
             sensitive = sensitive or selects
             bucket = self._dr_wild if "*" in pattern else self._dr_exact.setdefault(pattern, [])
             bucket.append((pattern, named))
         self._vs_exact: dict[str, list[tuple[str, Named[VirtualService]]]] = {}
         self._vs_wild: list[tuple[str, Named[VirtualService]]] = []
         for named in snapshot.virtual_services:
-            patterns, selects = _facts(named)
+            patterns, selects = self._rule_facts(named, known)
             sensitive = sensitive or selects
             gateways = named.obj.spec.gateways
             if gateways and MESH not in gateways:
@@ -53,7 +63,17 @@ class SnapshotIndex:
         self.label_sensitive = sensitive
         """Whether any rule's choice depends on the proxy's labels (DestinationRule
         workloadSelector, VirtualService sourceLabels)."""
-        self.sources: list[str] | None = None  # telemetry.known_sources, filled lazily
+        self._endpoints = tuple(snapshot.endpoints.values())
+        self._sources: tuple[str, ...] | None = None
+        if previous is not None and same_objects(self._endpoints, previous._endpoints):
+            self._sources = previous._sources  # the same endpoints: the same callers
+
+    def _rule_facts(self, named: Named[Any],
+                    known: dict[int, tuple[Named[Any], RuleFacts]]) -> RuleFacts:
+        hit = known.get(id(named))
+        facts = hit[1] if hit is not None and hit[0] is named else _parse_facts(named)
+        self._facts[id(named)] = (named, facts)
+        return facts
 
     def rules_for(self, host: str) -> list[tuple[str, Named[DestinationRule]]]:
         exact = self._dr_exact.get(host, [])
@@ -75,40 +95,38 @@ class SnapshotIndex:
         out = self._mesh_vs[host] = best[1] if best else None
         return out
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every calling workload the snapshot knows, as source ids (sorted)."""
+        if self._sources is None:
+            self._sources = known_sources(self._endpoints)
+        return self._sources
 
-_FACTS: dict[int, tuple[Named[Any], tuple[tuple[str, ...], bool]]] = {}
-"""Per parsed rule (by identity; the entry holds it): its host patterns and whether its
-choice depends on proxy labels. Parsed rules keep their identity while unchanged, so a
-new snapshot's index costs a look-up per rule, not a parse of its hosts."""
 
-
-def _facts(named: Named[Any]) -> tuple[tuple[str, ...], bool]:
-    hit = _FACTS.get(id(named))
-    if hit is not None and hit[0] is named:
-        return hit[1]
+def _parse_facts(named: Named[Any]) -> RuleFacts:
     spec = named.obj.spec
     if isinstance(named.obj, DestinationRule):
-        facts = ((fqdn(spec.host, named.namespace),),
-                 bool(spec.workload_selector and spec.workload_selector.match_labels))
-    else:
-        facts = (tuple(vs_hosts(named)),
-                 any(m.source_labels for h in spec.http for m in h.match))
-    if len(_FACTS) > 50_000:
-        _FACTS.clear()  # bounded; refilled from the rules in use
-    _FACTS[id(named)] = (named, facts)
-    return facts
+        return ((fqdn(spec.host, named.namespace),),
+                bool(spec.workload_selector and spec.workload_selector.match_labels))
+    return (tuple(vs_hosts(named)), any(m.source_labels for h in spec.http for m in h.match))
 
 
-_INDEX_ATTR = "_xds_index"
+_INDEX_ATTR = "_mesh_index"
 
 
 def of(snapshot: MeshSnapshot) -> SnapshotIndex:
     """The snapshot's index, built on first use and kept with the (immutable) snapshot."""
     found = snapshot.__dict__.get(_INDEX_ATTR)
     if found is None:
-        found = SnapshotIndex(snapshot)
-        object.__setattr__(snapshot, _INDEX_ATTR, found)
-    return found
+        found = attach(snapshot, SnapshotIndex(snapshot))
+    return found  # type: ignore[no-any-return]
+
+
+def attach(snapshot: MeshSnapshot, index: SnapshotIndex) -> SnapshotIndex:
+    """Keep ``index`` with ``snapshot`` (the snapshot builder does, for the index it built
+    from the previous one); the snapshot stays immutable in everything it says."""
+    object.__setattr__(snapshot, _INDEX_ATTR, index)
+    return index
 
 
 def destination_rule(snapshot: MeshSnapshot, host: str, node: ProxyNode) -> DestinationRule | None:

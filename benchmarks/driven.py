@@ -1,8 +1,10 @@
 """Drive a :class:`~meshpilot.xds.stream.ProxyStream` from a plain thread.
 
-A stream lives on an event loop (the xDS server's). Tests and benchmarks that play the
-proxy's side by hand want to call it from their own thread and read its responses from a
-queue; :class:`DrivenStream` runs it on a private loop thread and does exactly that.
+A stream lives on an event loop (the xDS server's). The push-size benchmark and the
+stream's tests play the proxy's side by hand: they call it from their own thread, hand
+it configs as the server would (from a ``resources_for(node)`` of their own), and read
+its responses from a queue. :class:`DrivenStream` runs it on a private loop thread and
+does exactly that.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.xds.loop import LoopThread
+from meshpilot.xds.resources import ProxyConfig, prepare
 from meshpilot.xds.stream import Api, ProxyStream
 from meshpilot.xds.types import Resources
 
@@ -31,16 +34,20 @@ class DrivenStream:
         parse = (discovery_pb2.DiscoveryResponse if api == "sotw"
                  else discovery_pb2.DeltaDiscoveryResponse).FromString
         self._loop = LoopThread("xds-driven")
+        self._resources_for = resources_for
         self.stream = ProxyStream(
             stream_id=stream_id, node=node, api=api,
-            send=lambda data: self.responses.put(parse(data)), resources_for=resources_for,
-            notify=lambda: None, phase_timeout=phase_timeout)
+            send=lambda data: self.responses.put(parse(data)), notify=lambda: None,
+            phase_timeout=phase_timeout)
+
+    def _config(self) -> ProxyConfig:
+        return prepare(self._resources_for(self.stream.node))
 
     def start(self, version: int) -> None:
-        self._loop.call(self.stream.start, version)
+        self._loop.call(self.stream.start, version, self._config())
 
     def trigger(self, version: int) -> None:
-        self._loop.call(self.stream.trigger, version)
+        self._loop.call(self.stream.trigger, version, self._config())
 
     def handle(self, request: Any) -> None:
         self._loop.call(self.stream.handle, request)

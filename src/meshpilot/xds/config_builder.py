@@ -1,0 +1,409 @@
+"""Build each proxy's config once per *kind of proxy*, and each service once per change.
+
+:func:`meshpilot.xds.translate.build_resources` is the reference: a pure function of
+(snapshot, node). Most of what it returns does not depend on the node at all, or only on
+its namespace (short-name spellings, DestinationRule tie-breaks) and, when some rule looks
+at proxy labels (DestinationRule ``workloadSelector``, VirtualService ``sourceLabels``),
+its labels. :class:`ProxyConfigBuilder` returns the same resources, as immutable
+resource sets (serialised and hashed once), built:
+
+- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them)`` and
+  snapshot: outbound clusters, their ClusterLoadAssignments, the per-service route
+  configurations, the routing scopes, and the inbound route configurations of the
+  snapshot's sidecar ports. Every proxy of a class gets the very same set objects, so
+  streams also share per-set work (digests, references, diffs, plans);
+- per **service**, across snapshots: a service's clusters are rebuilt only when the
+  service, its endpoints or the DestinationRule chosen for it change; its route config
+  only when the service, its spellings, its VirtualService, or the services and rules
+  its routes point at change (inputs are compared by equality, so the memo is keyed by
+  inputs, never by time). A weight change in one VirtualService rebuilds one route config;
+- per **node**: its listeners and inbound clusters (and the inbound route of a port the
+  snapshot does not know), rebuilt only when the node changes.
+
+A node's own resources are layered over its class's sets (:class:`LayeredSet`), so a
+proxy costs a few references, not a copy of the mesh; and a node whose class and own sets
+did not change gets the very same config back, at the cost of a look-up. Old entries are
+dropped once unused for two snapshots. Thread-safe; no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from meshpilot.mesh import index
+from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
+from meshpilot.xds.resources import (
+    EMPTY_SET,
+    LayeredSet,
+    OwnSet,
+    PreparedResource,
+    ResourceSet,
+    SharedSet,
+)
+from meshpilot.xds.sequence import ORDER
+from meshpilot.xds.translate import (
+    clusters,
+    http_inbound_ports,
+    inbound_route,
+    node_resources,
+    route_config,
+    scopes,
+    sidecar_own,
+)
+from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
+
+Sets = dict[str, SharedSet]
+Config = dict[str, ResourceSet]
+Items = list[tuple[str, PreparedResource]]
+_KEEP = 2
+"""Snapshots (generations) a class or node entry survives unused."""
+
+
+@dataclass
+class _Memo:
+    inputs: Any
+    out: Items
+
+
+@dataclass
+class _Class:
+    key: Hashable
+    snapshot: MeshSnapshot | None = None
+    gen: int = 0
+    sets: Sets = field(default_factory=dict)
+    """Every type -> the class's set (EMPTY_SET where it has none), once built."""
+    clusters: dict[str, _Memo] = field(default_factory=dict)  # host -> clusters + CLAs
+    routes: dict[str, _Memo] = field(default_factory=dict)  # host -> route config + scopes
+    built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
+    plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
+    inbound: Items = field(default_factory=list)  # its inbound route configs
+
+    @property
+    def gateway(self) -> bool:
+        return bool(self.key[0])  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class _Moves:
+    """What changed between the snapshot a class was built from and the next one, in
+    the terms its memos depend on (every object compared by identity: the snapshot
+    builder keeps the objects of what did not change)."""
+
+    rules: bool  # any DestinationRule
+    services: bool  # any service (added, removed, replaced)
+    vs_hosts: frozenset[str] | None  # hosts whose VirtualService may differ; None: any
+
+    @classmethod
+    def between(cls, old: MeshSnapshot | None, new: MeshSnapshot) -> _Moves | None:
+        if old is None:
+            return None
+        return cls(
+            rules=not same_objects(old.destination_rules, new.destination_rules),
+            services=not (old.services.keys() == new.services.keys() and same_objects(
+                tuple(old.services.values()), tuple(new.services.values()))),
+            vs_hosts=index.changed_vs_hosts(old.virtual_services, new.virtual_services),
+        )
+
+    def vs_same(self, host: str) -> bool:
+        return self.vs_hosts is not None and host not in self.vs_hosts
+
+
+@dataclass
+class _Node:
+    inputs: Any = None
+    own: Sets = field(default_factory=dict)
+    gen: int = 0
+    snapshot: MeshSnapshot | None = None
+    layered: dict[str, tuple[SharedSet, SharedSet, LayeredSet]] = field(default_factory=dict)
+    """type -> (class set, own set, the layered set of both), while both stay."""
+    out: Config = field(default_factory=dict)
+    out_of: tuple[Any, ...] = ()  # the (class sets, own sets) ``out`` was made of
+    key: Hashable = None  # its class key ...
+    key_of: MeshSnapshot | None = None  # ... for this snapshot
+    plain_key: Hashable = None  # its class key while no rule reads proxy labels
+    own_ports: list[int] = field(default_factory=list)
+    """Its HTTP container ports that no workload of the snapshot has (their inbound
+    routes are its own) ..."""
+    ports_of: frozenset[int] | None = None  # ... for these sidecar ports of a snapshot
+
+
+def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
+    return [(name, PreparedResource.of(name, msg)) for name, msg in items]
+
+
+def _rebuilt(memo: _Memo | None, inputs: Any, out: Items) -> _Memo:
+    """A new memo for ``out``, keeping the old object of every resource whose bytes did
+    not change (so sets holding only those stay the same objects)."""
+    if memo is not None:
+        old = dict(memo.out)
+        out = [(n, o if (o := old.get(n)) is not None and o.version == e.version else e)
+               for n, e in out]
+    return _Memo(inputs, out)
+
+
+def _reused(items: Iterable[tuple[str, PreparedResource]], old: SharedSet | None,
+            kind: type[SharedSet] = SharedSet) -> SharedSet:
+    """A set of ``items``; the ``old`` object itself when it holds the very same
+    resources, so an unchanged type stays the same object from one snapshot to the next."""
+    new = kind(items)
+    if old is not None and len(old) == len(new) and all(
+            old.get(n) is e for n, e in new.items()):
+        return old
+    return new
+
+
+def _moved(memos: Mapping[str, _Memo], before: Mapping[str, _Memo]) -> bool:
+    return len(memos) != len(before) or any(m is not before.get(h) for h, m in memos.items())
+
+
+def _route_hosts(snapshot: MeshSnapshot, service: MeshService) -> set[str]:
+    """The service's host and every host its VirtualService routes or mirrors to."""
+    hosts = {service.host}
+    vs = index.mesh_virtual_service(snapshot, service.host)
+    if vs is not None:
+        for http in vs.obj.spec.http:
+            dests = [d.destination for d in http.route]
+            dests += [m.destination for m in http.mirrors]
+            if http.mirror is not None:
+                dests.append(http.mirror)
+            hosts.update(index.service(snapshot, d.host, vs.namespace)[0] for d in dests)
+    return hosts
+
+
+class ProxyConfigBuilder:
+    """``config_for(snapshot, node)``: what :func:`build_resources` gives, as shared sets.
+    The control plane owns one; two control planes share nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._classes: dict[Hashable, _Class] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._snapshot: MeshSnapshot | None = None
+        self._sensitive = False  # whether some rule of the snapshot reads proxy labels
+        self._gen = 0
+        self._inbound_routes: dict[tuple[int, tuple[str, ...]], PreparedResource] = {}
+        """(container port, known sources) -> its inbound route config."""
+        self.builds: Counter[str] = Counter()
+        """How many times each part was (re)built: ``clusters`` / ``routes`` per service,
+        ``node`` per proxy, ``class`` per proxy class and snapshot (for tests and
+        benchmarks)."""
+
+    # --- public ---------------------------------------------------------------------------
+    def config_for(self, snapshot: MeshSnapshot, node: ProxyNode) -> Config:
+        with self._lock:
+            self._advance(snapshot)
+            state = self._nodes.get(node.id)
+            if state is None:
+                state = self._nodes[node.id] = _Node()
+            cls = self._class(snapshot, node, self._class_key(snapshot, node, state))
+            self._node(snapshot, node, state)
+            parts = (cls.sets, *state.own.values())
+            if same_objects(parts, state.out_of):
+                return state.out  # nothing this proxy gets changed: the same sets
+            out: Config = {**cls.sets}
+            for t, mine in state.own.items():
+                if mine:
+                    shared = cls.sets[t]
+                    out[t] = self._layer(state, t, shared, mine) if shared else mine
+            state.out, state.out_of = out, parts
+            return out
+
+    def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
+        """Proxies with the same key get the same shared sets for a snapshot."""
+        labels = (tuple(sorted(node.labels.items()))
+                  if index.of(snapshot).label_sensitive else None)
+        return (node.kind == "gateway", node.namespace, labels)
+
+    def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
+        if state.key_of is not snapshot:
+            if not self._sensitive and state.plain_key is not None:
+                state.key = state.plain_key  # labels do not matter: same class as before
+            else:
+                state.key = self.class_key(snapshot, node)
+                state.plain_key = None if self._sensitive else state.key
+            state.key_of = snapshot
+        return state.key
+
+    # --- generations ----------------------------------------------------------------------
+    def _advance(self, snapshot: MeshSnapshot) -> None:
+        if snapshot is self._snapshot:
+            return
+        self._snapshot = snapshot
+        self._sensitive = index.of(snapshot).label_sensitive
+        self._gen += 1
+        floor = self._gen - _KEEP
+        for key in [k for k, c in self._classes.items() if c.gen < floor]:
+            del self._classes[key]
+        for key in [k for k, n in self._nodes.items() if n.gen < floor]:
+            del self._nodes[key]
+
+    # --- per class ------------------------------------------------------------------------
+    def _class(self, snapshot: MeshSnapshot, node: ProxyNode, key: Hashable) -> _Class:
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = _Class(key)
+        cls.gen = self._gen
+        if cls.snapshot is snapshot:
+            return cls
+        self.builds["class"] += 1
+        moves = _Moves.between(cls.built_from, snapshot)
+        sets: Sets = dict(cls.sets)
+        self._class_clusters(cls, snapshot, node, moves, sets)
+        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS
+            self._class_routes(cls, snapshot, node, moves, sets)
+        for t in ORDER:
+            sets.setdefault(t, EMPTY_SET)
+        if any(sets[t] is not cls.sets.get(t) for t in ORDER):
+            cls.sets = sets  # a new object only when a set moved: compared by identity
+        cls.snapshot = cls.built_from = snapshot
+        return cls
+
+    def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
+                        moves: _Moves | None, sets: Sets) -> None:
+        memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
+                 for host, service in snapshot.services.items() if "*" not in host}
+        if _moved(memos, cls.clusters) or CLUSTER not in sets:
+            cluster_items: Items = []
+            assignment_items: Items = []
+            for host in sorted(memos):
+                for name, e in memos[host].out:
+                    if name.startswith("eds:"):
+                        assignment_items.append((name[4:], e))
+                    else:
+                        cluster_items.append((name, e))
+            sets[CLUSTER] = _reused(cluster_items, cls.sets.get(CLUSTER))
+            sets[ENDPOINT] = _reused(assignment_items, cls.sets.get(ENDPOINT))
+        cls.clusters = memos
+
+    def _class_routes(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
+                      moves: _Moves | None, sets: Sets) -> None:
+        if moves is None or moves.services or not cls.plan:
+            cls.plan = sidecar_plan(snapshot, node)
+        memos = {service.host: self._service_routes(cls, snapshot, node, service, ports,
+                                                    spellings, moves)
+                 for service, ports, spellings in cls.plan}
+        inbound = self._inbound(snapshot, snapshot.sidecar_ports)
+        if _moved(memos, cls.routes) or inbound != cls.inbound or ROUTE not in sets:
+            route_items = [memo.out[0] for memo in memos.values()]
+            scope_items = [e for memo in memos.values() for e in memo.out[1:]]
+            sets[SCOPED_ROUTE] = _reused(scope_items, cls.sets.get(SCOPED_ROUTE))
+            sets[ROUTE] = _reused(route_items + inbound, cls.sets.get(ROUTE))
+        cls.routes, cls.inbound = memos, inbound
+
+    def _service_clusters(
+        self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,
+        moves: _Moves | None,
+    ) -> _Memo:
+        memo = cls.clusters.get(service.host)
+        endpoints = snapshot.endpoints.get(service.host, ())
+        if memo is not None and moves is not None and not moves.rules and \
+                memo.inputs[0] is service and memo.inputs[2] is endpoints:
+            return memo  # the same service, endpoints and rules: nothing to look at
+        rule = index.destination_rule_named(snapshot, service.host, node)
+        inputs = (service, rule, endpoints)
+        if memo is not None and memo.inputs == inputs:
+            return memo
+        self.builds["clusters"] += 1
+        out: Items = []
+        for cluster, assignment in clusters.for_service(
+                snapshot, service, rule.obj if rule else None):
+            out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
+            if assignment is not None:
+                name = assignment.cluster_name
+                out.append(("eds:" + name, PreparedResource.of(name, assignment)))
+        return _rebuilt(memo, inputs, out)
+
+    def _service_routes(
+        self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,
+        ports: list[int], spellings: list[str], moves: _Moves | None,
+    ) -> _Memo:
+        memo = cls.routes.get(service.host)
+        if memo is not None and self._routes_unmoved(memo, snapshot, service, ports,
+                                                     spellings, moves):
+            return memo  # the same service, VirtualService, destinations and rules
+        deps = tuple((h, snapshot.services.get(h),
+                      index.destination_rule_named(snapshot, h, node))
+                     for h in sorted(_route_hosts(snapshot, service)))
+        vs = index.mesh_virtual_service(snapshot, service.host)
+        inputs = (service, tuple(ports), tuple(spellings), vs, deps)
+        if memo is not None and memo.inputs == inputs:
+            return memo
+        self.builds["routes"] += 1
+        table = service_route_table(snapshot, node, service, ports, spellings)
+        config = route_config(table)
+        out = [(config.name, PreparedResource.of(config.name, config)),
+               *_prepared((s.name, s) for s in scopes(table))]
+        return _rebuilt(memo, inputs, out)
+
+    @staticmethod
+    def _routes_unmoved(memo: _Memo, snapshot: MeshSnapshot, service: MeshService,
+                        ports: list[int], spellings: list[str], moves: _Moves | None) -> bool:
+        """Whether nothing a service's routes were built from moved (by identity)."""
+        if moves is None or moves.rules or moves.services or not moves.vs_same(service.host):
+            return False
+        built_service, built_ports, built_spellings, _, deps = memo.inputs
+        return built_service is service and built_ports == tuple(ports) and \
+            built_spellings == tuple(spellings) and all(
+                snapshot.services.get(h) is svc for h, svc, _ in deps)
+
+    # --- per node ---------------------------------------------------------------------------
+    def _node(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
+        state.gen = self._gen
+        if node.kind == "gateway":  # its routes read the whole snapshot: rebuilt per snapshot
+            if state.snapshot is not snapshot or state.inputs != node:
+                self._own_sets(state, node_resources(snapshot, node))
+                state.inputs, state.snapshot = node, snapshot
+            return
+        if state.inputs is None or not (state.inputs is node or state.inputs == node):
+            self._own_sets(state, sidecar_own(node))  # a function of the node alone
+            state.inputs, state.ports_of = node, None
+        if state.ports_of is not snapshot.sidecar_ports:
+            state.own_ports = [p for p in http_inbound_ports(node)
+                               if p not in snapshot.sidecar_ports]
+            state.ports_of = snapshot.sidecar_ports
+        if state.own_ports or ROUTE in state.own:  # a port no other sidecar has
+            routes = _reused(self._inbound(snapshot, state.own_ports),
+                             state.own.get(ROUTE), OwnSet)
+            if routes:
+                state.own[ROUTE] = routes
+            else:
+                del state.own[ROUTE]
+
+    def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
+        self.builds["node"] += 1
+        state.own = {t: _reused(_prepared(own[t].items()), state.own.get(t), OwnSet)
+                     for t in ORDER if own.get(t)}
+
+    # --- inbound routes (shared by every sidecar with that container port) -----------------
+    def _inbound(self, snapshot: MeshSnapshot, ports: Iterable[int]) -> Items:
+        """``inbound|<port>||`` for each port, counting the snapshot's known callers; the
+        same resource objects while the callers stay."""
+        sources = index.of(snapshot).sources
+        out: Items = []
+        kept: dict[tuple[int, tuple[str, ...]], PreparedResource] = {}
+        for port in sorted(ports):
+            entry = self._inbound_routes.get((port, sources))
+            if entry is None:
+                config = inbound_route(port, sources)
+                entry = PreparedResource.of(config.name, config)
+            kept[(port, sources)] = entry
+            out.append((entry.name, entry))
+        self._inbound_routes.update(kept)
+        if len(self._inbound_routes) > 4 * (len(kept) + 64):
+            self._inbound_routes = kept  # bounded: the ports and callers in use now
+        return out
+
+    def _layer(self, state: _Node, t: str, shared: SharedSet, own: SharedSet) -> LayeredSet:
+        last = state.layered.get(t)
+        if last is not None and last[0] is shared and last[1] is own:
+            return last[2]
+        layered = LayeredSet(shared, own)  # type: ignore[arg-type]
+        state.layered[t] = (shared, own, layered)
+        return layered

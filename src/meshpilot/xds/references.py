@@ -1,0 +1,95 @@
+"""The names one resource gives of others, read from the resource itself.
+
+Envoy fetches some resources by the name another one gives: a cluster's
+ClusterLoadAssignment (EDS), a listener's or a routing scope's RouteConfiguration (RDS).
+Those names decide what a proxy will ask for (so what an update waits for) and what a
+consistent config must contain. Each function here reads them from one message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.message import Message
+
+
+def eds_name(cluster: Message) -> str | None:
+    """The ClusterLoadAssignment an EDS cluster waits for (None for other cluster types)."""
+    if not isinstance(cluster, cluster_pb2.Cluster):
+        return None
+    if cluster.HasField("type") and cluster.type == cluster_pb2.Cluster.EDS:
+        return cluster.eds_cluster_config.service_name or cluster.name
+    return None
+
+
+def eds_names(cluster: Message) -> Iterable[str]:
+    name = eds_name(cluster)
+    return (name,) if name else ()
+
+
+def rds_names(listener: Message) -> set[str]:
+    """Route configurations a listener's HTTP connection managers fetch over RDS."""
+    if not isinstance(listener, listener_pb2.Listener):
+        return set()
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    names: set[str] = set()
+    for chain in chains:
+        for flt in chain.filters:
+            if flt.HasField("typed_config") and flt.typed_config.Is(
+                hcm_pb2.HttpConnectionManager.DESCRIPTOR
+            ):
+                hcm = hcm_pb2.HttpConnectionManager()
+                flt.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    names.add(hcm.rds.route_config_name)
+    return names
+
+
+def scope_route_name(scope: Message) -> str | None:
+    """The RouteConfiguration a routing scope (SRDS) points at, fetched over RDS."""
+    if isinstance(scope, scoped_route_pb2.ScopedRouteConfiguration):
+        return scope.route_configuration_name or None
+    return None
+
+
+def scope_route_names(scope: Message) -> Iterable[str]:
+    name = scope_route_name(scope)
+    return (name,) if name else ()
+
+
+def subset_clusters(config: Message) -> set[str]:
+    """The subset clusters (``outbound|<port>|<subset>|<host>``) a route configuration
+    sends or mirrors traffic to. A route naming a subset that no cluster provides would
+    answer 503 for every request it matches; a host with no cluster at all is allowed
+    (Istio routes to it and Envoy answers "no cluster", which validation warns about)."""
+    if not isinstance(config, route_pb2.RouteConfiguration):
+        return set()
+    out: set[str] = set()
+    for vhost in config.virtual_hosts:
+        for route in vhost.routes:
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            names = [action.cluster, *(w.name for w in action.weighted_clusters.clusters),
+                     *(m.cluster for m in action.request_mirror_policies)]
+            out.update(n for n in names if _has_subset(n))
+    return out
+
+
+def _has_subset(cluster: str) -> bool:
+    parts = cluster.split("|")
+    return len(parts) == 4 and parts[0] == "outbound" and bool(parts[2])
+
+
+def subset_parent(cluster: str) -> str:
+    """``outbound|p|subset|host`` -> ``outbound|p||host``: the service's own cluster."""
+    direction, port, _, host = cluster.split("|")
+    return f"{direction}|{port}||{host}"
