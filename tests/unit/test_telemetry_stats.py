@@ -19,7 +19,13 @@ from meshpilot.telemetry.envoy_stats import (
     split_cluster_stat,
     split_vcluster_stat,
 )
-from meshpilot.telemetry.istio import HistValue, Point, ProxyIdentity, relabel
+from meshpilot.telemetry.istio import (
+    HistValue,
+    Point,
+    ProxyIdentity,
+    outbound_destination,
+    relabel,
+)
 from meshpilot.telemetry.store import SeriesStore
 
 HOST = "myapp.default.svc.cluster.local"
@@ -119,6 +125,24 @@ def test_relabel_source_and_destination_sides() -> None:
     (hist,) = _by(points, "istio_request_duration_milliseconds", reporter="source")
     assert hist.hist is not None and hist.hist.count == 9
     assert not [p for p in points if "external" in p.raw]
+
+
+def test_outbound_destination_without_a_subset_keeps_only_shared_labels() -> None:
+    node = ProxyNode(id="x", kind="client", namespace="default", ip="127.0.0.1")
+    dest = outbound_destination(_snapshot(), node, f"outbound|8080||{HOST}")
+    assert dest is not None and dest.protocol == "HTTP"
+    assert dest.labels["destination_version"] == "unknown"  # v1 and v2 pods
+    assert dest.labels["destination_app"] == "myapp"
+    assert dest.labels["destination_canonical_service"] == "myapp"
+    assert dest.labels["destination_canonical_revision"] == "latest"
+    assert dest.labels["destination_workload"] == "unknown"
+    assert dest.labels["destination_cluster"] == "unknown"
+    assert dest.labels["destination_service_namespace"] == "default"
+    unknown_subset = outbound_destination(_snapshot(), node, f"outbound|8080|v9|{HOST}")
+    assert unknown_subset is not None
+    assert unknown_subset.labels["destination_version"] == "unknown"  # matched every pod
+    assert outbound_destination(_snapshot(), node, f"outbound|http|v2|{HOST}") is None
+    assert outbound_destination(_snapshot(), node, f"inbound|8080||{HOST}") is None
 
 
 def _counter(raw: str, value: float) -> Point:

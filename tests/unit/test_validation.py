@@ -827,3 +827,25 @@ def test_every_code_is_documented() -> None:
     text = DOCS.read_text(encoding="utf-8")
     missing = [c.code for c in ALL_CODES if c.code not in text]
     assert not missing, f"codes not documented in docs/diagnostics.md: {missing}"
+
+
+CANARY = """
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: reviews}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: reviews}
+  service: {port: 9080}
+"""
+
+
+@pytest.mark.parametrize("host", ["reviews", "reviews-primary", "reviews-canary"])
+def test_canary_services_are_known_before_they_exist(host: str) -> None:
+    assert "MP2001" not in codes_of(plan(vs_doc(host=host), CANARY))
+    assert "MP2001" in codes_of(plan(vs_doc(host=host)))
+
+
+def test_canary_service_name_overrides_the_target_name() -> None:
+    named = CANARY.replace("port: 9080", "port: 9080, name: ratings")
+    assert "MP2001" not in codes_of(plan(vs_doc(host="ratings-canary"), named))
+    assert "MP2001" in codes_of(plan(vs_doc(host="reviews-canary"), named))

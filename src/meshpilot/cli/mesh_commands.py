@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import httpx
@@ -70,44 +72,65 @@ def _cluster_row(cluster: dict[str, Any]) -> list[str]:
     return [host or "", port, subset or "-", direction.upper() or "-", ctype]
 
 
+_Rows = Iterator[list[str]]
+
+
+def _cluster_rows(items: list[dict[str, Any]]) -> _Rows:
+    return (_cluster_row(item) for item in items)
+
+
+def _listener_rows(items: list[dict[str, Any]]) -> _Rows:
+    for item in items:
+        listener = (item.get("active_state") or {}).get("listener") or {}
+        sock = (listener.get("address") or {}).get("socket_address") or {}
+        yield [item.get("name", ""), sock.get("address", ""), str(sock.get("port_value", ""))]
+
+
+def _some_domains(domains: list[str]) -> str:
+    """The first three domains and how many more: a vhost lists every name its host is
+    reached by, which would crowd the table."""
+    more = f" +{len(domains) - 3}" if len(domains) > 3 else ""
+    return ", ".join(domains[:3]) + more
+
+
+def _route_rows(items: list[dict[str, Any]]) -> _Rows:
+    for item in items:
+        config = item.get("route_config") or {}
+        for vhost in config.get("virtual_hosts", []):
+            yield [config.get("name", ""), vhost.get("name", ""),
+                   _some_domains(vhost.get("domains", [])), str(len(vhost.get("routes", [])))]
+
+
+def _endpoint_rows(items: list[dict[str, Any]]) -> _Rows:
+    for item in items:
+        cla = item.get("endpoint_config") or {}
+        for group in cla.get("endpoints", []):
+            for ep in group.get("lb_endpoints", []):
+                sock = ((ep.get("endpoint") or {}).get("address") or {}).get(
+                    "socket_address") or {}
+                yield [f"{sock.get('address')}:{sock.get('port_value')}",
+                       ep.get("health_status", "HEALTHY"), cla.get("cluster_name", "")]
+
+
+_ENDPOINTS_TABLE = (("ENDPOINT", "STATUS", "CLUSTER"), _endpoint_rows)
+_CONFIG_TABLES: Mapping[str, tuple[tuple[str, ...],
+                                   Callable[[list[dict[str, Any]]], _Rows]]] = MappingProxyType({
+    "clusters": (("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"), _cluster_rows),
+    "listeners": (("NAME", "ADDRESS", "PORT"), _listener_rows),
+    "routes": (("NAME", "VIRTUAL HOST", "DOMAINS", "ROUTES"), _route_rows),
+    "endpoints": _ENDPOINTS_TABLE,
+})
+"""(column titles, rows of /config_dump items) per proxy-config kind."""
+
+
 def config_table(kind: str, items: list[dict[str, Any]]) -> Table:
+    """The table of one kind of /config_dump items; any other kind reads as endpoints."""
+    titles, rows = _CONFIG_TABLES.get(kind, _ENDPOINTS_TABLE)
     table = Table(box=None, pad_edge=False)
-    if kind == "clusters":
-        for title in ("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"):
-            table.add_column(title)
-        for item in items:
-            table.add_row(*_cluster_row(item))
-    elif kind == "listeners":
-        for title in ("NAME", "ADDRESS", "PORT"):
-            table.add_column(title)
-        for item in items:
-            listener = (item.get("active_state") or {}).get("listener") or {}
-            sock = (listener.get("address") or {}).get("socket_address") or {}
-            table.add_row(item.get("name", ""), sock.get("address", ""),
-                          str(sock.get("port_value", "")))
-    elif kind == "routes":
-        for title in ("NAME", "VIRTUAL HOST", "DOMAINS", "ROUTES"):
-            table.add_column(title)
-        for item in items:
-            config = item.get("route_config") or {}
-            for vhost in config.get("virtual_hosts", []):
-                domains = vhost.get("domains", [])
-                shown = ", ".join(domains[:3]) + (f" +{len(domains) - 3}" if len(domains) > 3
-                                                  else "")
-                table.add_row(config.get("name", ""), vhost.get("name", ""), shown,
-                              str(len(vhost.get("routes", []))))
-    else:
-        for title in ("ENDPOINT", "STATUS", "CLUSTER"):
-            table.add_column(title)
-        for item in items:
-            cla = item.get("endpoint_config") or {}
-            for group in cla.get("endpoints", []):
-                for ep in group.get("lb_endpoints", []):
-                    sock = ((ep.get("endpoint") or {}).get("address") or {}).get(
-                        "socket_address") or {}
-                    table.add_row(f"{sock.get('address')}:{sock.get('port_value')}",
-                                  ep.get("health_status", "HEALTHY"),
-                                  cla.get("cluster_name", ""))
+    for title in titles:
+        table.add_column(title)
+    for row in rows(items):
+        table.add_row(*row)
     return table
 
 

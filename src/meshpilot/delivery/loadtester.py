@@ -17,7 +17,9 @@ import shlex
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -50,8 +52,53 @@ class HeyCommand:
     timeout_s: float = 20.0
 
 
+_FIELD_OPTIONS: Mapping[str, tuple[str, Callable[[str], Any]]] = MappingProxyType({
+    "-z": ("duration_s", parse_duration),
+    "-n": ("requests", int),
+    "-q": ("qps", float),
+    "-c": ("concurrency", int),
+    "-m": ("method", str.upper),
+    "-d": ("body", str),
+    "-t": ("timeout_s", float),
+})
+"""hey options that set a HeyCommand field: (field, conversion of the value)."""
+
+
+def _header_line(value: str) -> tuple[str, str]:
+    name, _, val = value.partition(":")
+    return name.strip(), val.strip()
+
+
+_HEADER_OPTIONS: Mapping[str, Callable[[str], tuple[str, str]]] = MappingProxyType({
+    "-H": _header_line,
+    "-T": lambda value: ("Content-Type", value),
+    "-host": lambda value: ("Host", value),
+})
+"""hey options that add a request header."""
+
+_VALUE_OPTIONS = frozenset({*_FIELD_OPTIONS, *_HEADER_OPTIONS,
+                            "-a", "-x", "-o", "-cpus", "-D", "-A"})
+"""Every hey option that takes a value; those not above are accepted and ignored, so
+that commands written for the real hey still run."""
+
+_IGNORED_FLAGS = frozenset({"-h2", "-disable-compression", "-disable-keepalive",
+                            "-disable-redirects"})
+
+
 def parse_hey(cmd: str) -> HeyCommand:
     """Parse ``hey [flags] URL`` (-z -n -q -c -m -H -d -T -t -host; -h2 and tuning ignored)."""
+    fields, headers, url = _hey_arguments(_hey_argv(cmd)[1:])
+    if not url or not url.startswith(("http://", "https://")):
+        raise CommandError("hey needs a URL starting with http:// or https://")
+    concurrency = max(1, min(int(fields.pop("concurrency", 50)), MAX_CONCURRENCY))
+    duration = fields.pop("duration_s", None)
+    if duration is not None:
+        duration = min(duration, MAX_DURATION_S)
+    return HeyCommand(url=url, duration_s=duration, concurrency=concurrency,
+                      headers=tuple(headers), **fields)
+
+
+def _hey_argv(cmd: str) -> list[str]:
     try:
         argv = shlex.split(cmd)
     except ValueError as exc:
@@ -61,60 +108,42 @@ def parse_hey(cmd: str) -> HeyCommand:
             f"only hey commands are built in (got {argv[0] if argv else 'nothing'!r}); "
             "write e.g. hey -z 1m -q 10 -c 2 http://NAME-canary.NAMESPACE:PORT/"
         )
-    opts: dict[str, Any] = {}
+    return argv
+
+
+def _hey_arguments(
+    args: list[str],
+) -> tuple[dict[str, Any], list[tuple[str, str]], str | None]:
+    """(HeyCommand fields, headers in command order, the last URL) of hey's arguments."""
+    fields: dict[str, Any] = {}
     headers: list[tuple[str, str]] = []
     url: str | None = None
-    i = 1
-    takes_value = {"-z", "-n", "-q", "-c", "-m", "-H", "-d", "-T", "-t", "-host", "-a", "-x",
-                   "-o", "-cpus", "-D", "-A"}
-    flags = {"-h2", "-disable-compression", "-disable-keepalive", "-disable-redirects"}
-    while i < len(argv):
-        arg = argv[i]
-        if arg in takes_value:
-            if i + 1 >= len(argv):
+    rest = iter(args)
+    for arg in rest:
+        if arg in _IGNORED_FLAGS:
+            continue
+        if not arg.startswith("-"):
+            url = arg
+        elif arg in _VALUE_OPTIONS:
+            value = next(rest, None)
+            if value is None:
                 raise CommandError(f"{arg} needs a value")
-            value = argv[i + 1]
-            i += 2
-            try:
-                if arg == "-z":
-                    opts["duration_s"] = parse_duration(value)
-                elif arg == "-n":
-                    opts["requests"] = int(value)
-                elif arg == "-q":
-                    opts["qps"] = float(value)
-                elif arg == "-c":
-                    opts["concurrency"] = int(value)
-                elif arg == "-m":
-                    opts["method"] = value.upper()
-                elif arg == "-H":
-                    name, _, val = value.partition(":")
-                    headers.append((name.strip(), val.strip()))
-                elif arg == "-d":
-                    opts["body"] = value
-                elif arg == "-T":
-                    headers.append(("Content-Type", value))
-                elif arg == "-t":
-                    opts["timeout_s"] = float(value)
-                elif arg == "-host":
-                    headers.append(("Host", value))
-            except ValueError as exc:
-                raise CommandError(f"bad value {value!r} for {arg}: {exc}") from exc
-            continue
-        if arg in flags:
-            i += 1
-            continue
-        if arg.startswith("-"):
+            _apply_option(arg, value, fields, headers)
+        else:
             raise CommandError(f"unknown hey flag {arg}")
-        url = arg
-        i += 1
-    if not url or not url.startswith(("http://", "https://")):
-        raise CommandError("hey needs a URL starting with http:// or https://")
-    concurrency = max(1, min(int(opts.pop("concurrency", 50)), MAX_CONCURRENCY))
-    duration = opts.pop("duration_s", None)
-    if duration is not None:
-        duration = min(duration, MAX_DURATION_S)
-    return HeyCommand(url=url, duration_s=duration, concurrency=concurrency,
-                      headers=tuple(headers), **opts)
+    return fields, headers, url
+
+
+def _apply_option(option: str, value: str, fields: dict[str, Any],
+                  headers: list[tuple[str, str]]) -> None:
+    try:
+        if option in _FIELD_OPTIONS:
+            name, convert = _FIELD_OPTIONS[option]
+            fields[name] = convert(value)
+        elif option in _HEADER_OPTIONS:
+            headers.append(_HEADER_OPTIONS[option](value))
+    except ValueError as exc:
+        raise CommandError(f"bad value {value!r} for {option}: {exc}") from exc
 
 
 @dataclass

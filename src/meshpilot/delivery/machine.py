@@ -300,95 +300,145 @@ class _Tick:
         self.event(message)
 
     def analyse(self) -> None:
+        """One tick of an analysis phase, in Flagger's scheduler order: a new revision
+        restarts the analysis; nothing happens while paused, before the canary is ready or
+        before the interval is due; rollback hooks and the confirm-rollout gate come
+        before any step."""
         st = self.st
         if self.revision != st.last_applied_spec:
-            st.add_history("superseded", f"revision {self.revision} was applied during the "
-                           "analysis", self.now)
-            self.start(f"New revision detected! Restarting analysis for {self.label}")
+            self.restart_superseded()
             return
-        if st.paused:
-            return
-        if st.canary_scaled:
-            if not self.canary_ready():
-                if st.not_ready_since is None:
-                    st.not_ready_since = self.now
-                ws = self.obs.canary
-                if self.now - st.not_ready_since > self.deadline:
-                    self.rollback(f"canary {self.label} not ready after {self.deadline:g}s "
-                                  f"({ws.ready}/{ws.desired} pods ready): progress deadline "
-                                  "exceeded")
-                else:
-                    self.event(f"Waiting for {self.label} rollout to finish "
-                               f"({ws.ready}/{ws.desired} pods ready)", once=True)
-                return
-            st.not_ready_since = None
-        if self.now < st.next_step_at:
+        if st.paused or not self.canary_settled() or self.now < st.next_step_at:
             return
         st.next_step_at = self.now + self.interval
+        if self.rollback_requested() or not self.rollout_confirmed():
+            return
+        self.analysis_step()
+
+    def restart_superseded(self) -> None:
+        self.st.add_history("superseded", f"revision {self.revision} was applied during the "
+                            "analysis", self.now)
+        self.start(f"New revision detected! Restarting analysis for {self.label}")
+
+    def canary_settled(self) -> bool:
+        """False while a scaled-up canary is not ready yet; rolls back once it has not
+        been ready for longer than the progress deadline."""
+        st = self.st
+        if not st.canary_scaled:
+            return True
+        if self.canary_ready():
+            st.not_ready_since = None
+            return True
+        if st.not_ready_since is None:
+            st.not_ready_since = self.now
+        ws = self.obs.canary
+        if self.now - st.not_ready_since > self.deadline:
+            self.rollback(f"canary {self.label} not ready after {self.deadline:g}s "
+                          f"({ws.ready}/{ws.desired} pods ready): progress deadline "
+                          "exceeded")
+        else:
+            self.event(f"Waiting for {self.label} rollout to finish "
+                       f"({ws.ready}/{ws.desired} pods ready)", once=True)
+        return False
+
+    def rollback_requested(self) -> bool:
+        """Any rollback webhook that answers 2xx rolls the canary back."""
         for hook in hooks_of(self.canary, "rollback"):
-            result = self.sensors.webhooks.call(hook, payload(self.canary, st, hook))
+            result = self.sensors.webhooks.call(hook, payload(self.canary, self.st, hook))
             if result.ok:
                 self.rollback(f"rollback webhook {hook.name} invoked")
-                return
+                return True
+        return False
+
+    def rollout_confirmed(self) -> bool:
+        """The confirm-rollout gate: Waiting while it is closed, Progressing once open."""
+        st = self.st
         passed, why = self.gates("confirm-rollout")
         if not passed:
             if st.phase != "Waiting":
                 st.set_phase("Waiting", self.now)
             self.event(f"Halt advancement {self.label}: waiting for approval {why}", once=True)
-            return
+            return False
         if st.phase == "Waiting":
             st.set_phase("Progressing", self.now)
             self.event(f"Confirm-rollout passed for {self.label}")
+        return True
+
+    def analysis_step(self) -> None:
+        st = self.st
         if not st.canary_scaled:
-            st.canary_scaled = True
-            st.not_ready_since = self.now
-            st.next_step_at = self.now
-            self.event(f"Scaling up {self.label} to {max(1, st.target_replicas)} replicas")
-            return
-        if self.canary.spec.skip_analysis:
+            self.scale_up_canary()
+        elif self.canary.spec.skip_analysis:
             self.promote("analysis skipped (skipAnalysis)")
             self.event(f"Canary analysis was skipped for {self.label}; promoting")
-            return
-        if st.failed_checks >= self.threshold:
+        elif st.failed_checks >= self.threshold:
             self.rollback(f"failed checks threshold reached {st.failed_checks}")
+        elif not st.analysis_started:
+            self.start_analysis()
+        else:
+            self.check_interval()
+
+    def scale_up_canary(self) -> None:
+        """The next step comes as soon as the canary is ready; the progress deadline for
+        that starts now."""
+        st = self.st
+        st.canary_scaled = True
+        st.not_ready_since = self.now
+        st.next_step_at = self.now
+        self.event(f"Scaling up {self.label} to {max(1, st.target_replicas)} replicas")
+
+    def start_analysis(self) -> None:
+        """Pre-rollout hooks must pass before the first step; a failure counts towards
+        the threshold like a failed check."""
+        failures = self.failing_hooks("pre-rollout")
+        if failures:
+            self.count_failure("; ".join(failures))
             return
-        if not st.analysis_started:
-            failures = self.failing_hooks("pre-rollout")
-            if failures:
-                self.count_failure("; ".join(failures))
-                return
-            st.analysis_started = True
-            st.analysis_started_at = self.now
-            self.event(f"Starting canary analysis for {self.label}")
-            self.advance()
-            return
+        self.st.analysis_started = True
+        self.st.analysis_started_at = self.now
+        self.event(f"Starting canary analysis for {self.label}")
+        self.advance()
+
+    def check_interval(self) -> None:
+        """Rollout hooks, then the metric checks; the strategy advances only on a pass."""
+        st = self.st
         failures = self.failing_hooks("rollout")
         if failures:
             st.checks = [CheckRecord("rollout-webhooks", "fail", message="; ".join(failures))]
             self.count_failure("; ".join(failures))
             return
+        verdict = self.evaluate_checks()
+        if verdict == "fail":
+            self.count_failure("; ".join(c.message for c in st.checks if c.verdict == "fail"))
+            return
+        if verdict == "nodata":
+            self.wait_for_data()
+            return
+        st.nodata_since = None
+        self.advance()
+
+    def evaluate_checks(self) -> str:
+        st = self.st
         ctx = CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
                            self.sensors.templates, now=self.now,
                            evidence_since=st.analysis_started_at)
         st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
             if self.analysis else []
-        verdict = combine(st.checks)
-        if verdict == "fail":
-            self.count_failure("; ".join(c.message for c in st.checks if c.verdict == "fail"))
+        return combine(st.checks)
+
+    def wait_for_data(self) -> None:
+        """Missing metrics halt the analysis without counting as failures, for at most
+        the progress deadline; after that the rollout is rolled back, not left waiting."""
+        st = self.st
+        if st.nodata_since is None:
+            st.nodata_since = self.now
+        why = "; ".join(c.message for c in st.checks if c.verdict == "nodata")
+        waited = self.now - st.nodata_since
+        if waited > self.deadline:
+            self.rollback(f"no data for {waited:.0f}s (progressDeadlineSeconds "
+                          f"{self.deadline:g}): {why}")
             return
-        if verdict == "nodata":
-            if st.nodata_since is None:
-                st.nodata_since = self.now
-            why = "; ".join(c.message for c in st.checks if c.verdict == "nodata")
-            waited = self.now - st.nodata_since
-            if waited > self.deadline:
-                self.rollback(f"no data for {waited:.0f}s (progressDeadlineSeconds "
-                              f"{self.deadline:g}): {why}")
-                return
-            self.event(f"Halt advancement {self.label}: no data yet: {why}", once=True)
-            return
-        st.nodata_since = None
-        self.advance()
+        self.event(f"Halt advancement {self.label}: no data yet: {why}", once=True)
 
     def count_failure(self, why: str) -> None:
         st = self.st

@@ -14,7 +14,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from meshpilot.api.flagger import Canary, SessionAffinity
+from meshpilot.api.flagger import Canary, CanaryAnalysis, SessionAffinity
 from meshpilot.delivery.state import RolloutState
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "meshpilot-delivery"}
@@ -230,101 +230,121 @@ def _cookie(name_value: str, affinity: SessionAffinity) -> str:
     return "; ".join(parts)
 
 
-def virtual_service(canary: Canary, route: Routing) -> dict[str, Any]:
-    """VirtualService NAME: clients keep calling NAME; this decides who answers."""
-    apex, primary, canary_svc = canary.service_names
-    svc = canary.spec.service
-    port = {"number": svc.port}
-    base: dict[str, Any] = {}
-    for field_name, key in (
-        ("retries", "retries"),
-        ("timeout", "timeout"),
-        ("headers", "headers"),
-        ("cors_policy", "corsPolicy"),
-        ("rewrite", "rewrite"),
-    ):
-        value = getattr(svc, field_name)
-        if value:
-            base[key] = copy.deepcopy(value)
-    service_match = [_dump(m) for m in svc.match or []]
+@dataclass(frozen=True)
+class _Rules:
+    """What every http rule of the VirtualService shares: the Service's route settings
+    and match, and the two destinations on the Service's port."""
 
-    def dest(host: str, weight: int, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"destination": {"host": host, "port": dict(port)}, "weight": weight}
+    primary: str
+    canary: str
+    port: int
+    settings: dict[str, Any]
+    service_match: list[dict[str, Any]]
+
+    def dest(self, host: str, weight: int,
+             headers: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"destination": {"host": host, "port": {"number": self.port}},
+                               "weight": weight}
         if headers:
             out["headers"] = headers
         return out
 
-    def rule(match: list[dict[str, Any]], routes: list[dict[str, Any]]) -> dict[str, Any]:
-        out = dict(copy.deepcopy(base))
+    def rule(self, match: list[dict[str, Any]], routes: list[dict[str, Any]]) -> dict[str, Any]:
+        out = dict(copy.deepcopy(self.settings))
         if match:
             out["match"] = match
         out["route"] = routes
         return out
 
-    http: list[dict[str, Any]] = []
+    def split(self, match: list[dict[str, Any]], canary_weight: int) -> dict[str, Any]:
+        return self.rule(match, [self.dest(self.primary, 100 - canary_weight),
+                                 self.dest(self.canary, canary_weight)])
+
+
+_SERVICE_ROUTE_FIELDS = (
+    ("retries", "retries"),
+    ("timeout", "timeout"),
+    ("headers", "headers"),
+    ("cors_policy", "corsPolicy"),
+    ("rewrite", "rewrite"),
+)
+"""(Canary service field, VirtualService key) of the settings every rule carries."""
+
+
+def _rules(canary: Canary) -> _Rules:
+    _, primary, canary_svc = canary.service_names
+    svc = canary.spec.service
+    settings = {key: copy.deepcopy(getattr(svc, name))
+                for name, key in _SERVICE_ROUTE_FIELDS if getattr(svc, name)}
+    return _Rules(primary=primary, canary=canary_svc, port=svc.port, settings=settings,
+                  service_match=[_dump(m) for m in svc.match or []])
+
+
+def _ab_test_rules(rules: _Rules, analysis: CanaryAnalysis,
+                   route: Routing) -> list[dict[str, Any]]:
+    """Matching requests go to the canary while the test runs; the rest stay."""
+    ab_match = _merge_match([_dump(m) for m in analysis.match or []], rules.service_match)
+    return [rules.split(ab_match, 100 if route.ab else 0),
+            rules.split(rules.service_match, 0)]
+
+
+def _cookie_match(cookie_name: str) -> list[dict[str, Any]]:
+    return [{"headers": {"Cookie": {"regex": f".*{cookie_name}=.*"}}}]
+
+
+def _set_cookie(name_value: str, affinity: SessionAffinity) -> dict[str, Any]:
+    return {"response": {"add": {"Set-Cookie": _cookie(name_value, affinity)}}}
+
+
+def _sticky_rules(rules: _Rules, affinity: SessionAffinity,
+                  route: Routing) -> list[dict[str, Any]]:
+    """Clients holding the canary's cookie stay on the canary, those holding the
+    primary's cookie (when it has one) on the primary; new clients are split by weight
+    and get the cookie of the side they landed on."""
+    cookie_name = route.sticky_cookie.split("=", 1)[0]
+    out = [rules.split(_merge_match(_cookie_match(cookie_name), rules.service_match), 100)]
+    primary_headers = None
+    if affinity.primary_cookie_name:
+        primary_match = _cookie_match(affinity.primary_cookie_name)
+        out.append(rules.split(_merge_match(primary_match, rules.service_match), 0))
+        primary_headers = _set_cookie(f"{affinity.primary_cookie_name}=primary", affinity)
+    out.append(rules.rule(rules.service_match, [
+        rules.dest(rules.primary, route.primary_weight, primary_headers),
+        rules.dest(rules.canary, route.canary_weight, _set_cookie(route.sticky_cookie, affinity)),
+    ]))
+    return out
+
+
+def _weighted_rule(rules: _Rules, analysis: CanaryAnalysis | None,
+                   route: Routing) -> dict[str, Any]:
+    main = rules.rule(rules.service_match, [rules.dest(rules.primary, route.primary_weight),
+                                            rules.dest(rules.canary, route.canary_weight)])
+    if route.mirror:
+        main["mirror"] = {"host": rules.canary, "port": {"number": rules.port}}
+        if analysis and analysis.mirror_weight is not None:
+            main["mirrorPercentage"] = {"value": float(analysis.mirror_weight)}
+    return main
+
+
+def _http_rules(canary: Canary, route: Routing) -> list[dict[str, Any]]:
+    rules = _rules(canary)
     analysis = canary.spec.analysis
     if analysis and analysis.match and analysis.iterations:
-        # A/B: matching requests go to the canary while the test runs; the rest stay.
-        ab_match = _merge_match([_dump(m) for m in analysis.match], service_match)
-        canary_w = 100 if route.ab else 0
-        http.append(rule(ab_match, [dest(primary, 100 - canary_w), dest(canary_svc, canary_w)]))
-        http.append(rule(service_match, [dest(primary, 100), dest(canary_svc, 0)]))
-    elif route.sticky_cookie and analysis and analysis.session_affinity:
-        affinity = analysis.session_affinity
-        cookie_name = route.sticky_cookie.split("=", 1)[0]
-        sticky_match = [{"headers": {"Cookie": {"regex": f".*{cookie_name}=.*"}}}]
-        http.append(
-            rule(
-                _merge_match(sticky_match, service_match),
-                [dest(primary, 0), dest(canary_svc, 100)],
-            )
-        )
-        primary_headers = None
-        if affinity.primary_cookie_name:
-            primary_cookie = f"{affinity.primary_cookie_name}=primary"
-            primary_match = [
-                {"headers": {"Cookie": {"regex": f".*{affinity.primary_cookie_name}=.*"}}}
-            ]
-            http.append(
-                rule(
-                    _merge_match(primary_match, service_match),
-                    [dest(primary, 100), dest(canary_svc, 0)],
-                )
-            )
-            primary_headers = {
-                "response": {"add": {"Set-Cookie": _cookie(primary_cookie, affinity)}}
-            }
-        canary_headers = {
-            "response": {"add": {"Set-Cookie": _cookie(route.sticky_cookie, affinity)}}
-        }
-        http.append(
-            rule(
-                service_match,
-                [
-                    dest(primary, route.primary_weight, primary_headers),
-                    dest(canary_svc, route.canary_weight, canary_headers),
-                ],
-            )
-        )
-    else:
-        main = rule(
-            service_match,
-            [dest(primary, route.primary_weight), dest(canary_svc, route.canary_weight)],
-        )
-        if route.mirror:
-            main["mirror"] = {"host": canary_svc, "port": dict(port)}
-            if analysis and analysis.mirror_weight is not None:
-                main["mirrorPercentage"] = {"value": float(analysis.mirror_weight)}
-        http.append(main)
+        return _ab_test_rules(rules, analysis, route)
+    if route.sticky_cookie and analysis and analysis.session_affinity:
+        return _sticky_rules(rules, analysis.session_affinity, route)
+    return [_weighted_rule(rules, analysis, route)]
 
-    hosts = [apex, *[h for h in svc.hosts or [] if h != apex]]
-    spec: dict[str, Any] = {"hosts": hosts}
+
+def virtual_service(canary: Canary, route: Routing) -> dict[str, Any]:
+    """VirtualService NAME: clients keep calling NAME; this decides who answers."""
+    apex = canary.service_names[0]
+    svc = canary.spec.service
+    spec: dict[str, Any] = {"hosts": [apex, *[h for h in svc.hosts or [] if h != apex]]}
     if svc.gateways:
-        gateways = list(svc.gateways)
-        if "mesh" not in gateways:
-            gateways.append("mesh")  # as Flagger: the apex host stays routable in the mesh
-        spec["gateways"] = gateways
-    spec["http"] = http
+        # As Flagger: the apex host stays routable in the mesh.
+        spec["gateways"] = [*svc.gateways, *([] if "mesh" in svc.gateways else ["mesh"])]
+    spec["http"] = _http_rules(canary, route)
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",

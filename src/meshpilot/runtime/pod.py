@@ -39,7 +39,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -145,6 +145,26 @@ Process = subprocess.Popen[bytes] | AdoptedProcess
 
 
 @dataclass
+class _Backoff:
+    """Crash-loop back-off of one process: each failure doubles the wait before the next
+    attempt, up to BACKOFF_MAX_SECONDS; a process that ran for BACKOFF_RESET_SECONDS
+    before exiting was not crash-looping, so its wait starts over."""
+
+    delay: float = BACKOFF_INITIAL_SECONDS
+    """The wait before the next attempt."""
+
+    def after_exit(self, ran_for: float) -> float:
+        if ran_for >= BACKOFF_RESET_SECONDS:
+            self.delay = BACKOFF_INITIAL_SECONDS
+        return self.after_failed_start()
+
+    def after_failed_start(self) -> float:
+        delay = self.delay
+        self.delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        return delay
+
+
+@dataclass
 class _Container:
     plan: ContainerPlan
     tracker: ReadinessTracker
@@ -152,7 +172,7 @@ class _Container:
     start_time: int | None = None  # of proc, from /proc (identifies it across restarts)
     started_mono: float = 0.0
     next_start: float = 0.0
-    backoff: float = BACKOFF_INITIAL_SECONDS
+    backoff: _Backoff = field(default_factory=_Backoff)
     failed_to_start: bool = False
     message: str = ""
 
@@ -162,7 +182,7 @@ class _Sidecar:
     envoy: EnvoyProcess
     started_mono: float = 0.0
     next_start: float = 0.0
-    backoff: float = BACKOFF_INITIAL_SECONDS
+    backoff: _Backoff = field(default_factory=_Backoff)
     started: bool = False
     admin_port: int = 0
     message: str = ""
@@ -423,11 +443,7 @@ class PodWorker:
         sc = self._sidecar
         if sc.started and not sc.envoy.running:
             code = sc.envoy.stop(grace=0.0)  # reap
-            up = now - sc.started_mono
-            if up >= BACKOFF_RESET_SECONDS:
-                sc.backoff = BACKOFF_INITIAL_SECONDS
-            delay = sc.backoff
-            sc.backoff = min(sc.backoff * 2, BACKOFF_MAX_SECONDS)
+            delay = sc.backoff.after_exit(ran_for=now - sc.started_mono)
             with self._lock:
                 sc.started = False
                 sc.next_start = now + delay
@@ -440,8 +456,7 @@ class PodWorker:
             try:
                 sc.envoy.start(wait=False)
             except EnvoyError as exc:
-                delay = sc.backoff
-                sc.backoff = min(sc.backoff * 2, BACKOFF_MAX_SECONDS)
+                delay = sc.backoff.after_failed_start()
                 with self._lock:
                     sc.next_start = now + delay
                     sc.message = f"sidecar failed to start: {exc}"
@@ -461,11 +476,7 @@ class PodWorker:
             code = c.proc.poll()
             if code is not None:
                 _signal_group(c.proc, signal.SIGKILL)  # orphans of the dead container
-                up = now - c.started_mono
-                if up >= BACKOFF_RESET_SECONDS:
-                    c.backoff = BACKOFF_INITIAL_SECONDS
-                delay = c.backoff
-                c.backoff = min(c.backoff * 2, BACKOFF_MAX_SECONDS)
+                delay = c.backoff.after_exit(ran_for=now - c.started_mono)
                 with self._lock:
                     c.proc = None
                     c.next_start = now + delay
@@ -486,8 +497,7 @@ class PodWorker:
                     start_new_session=True,
                 )
             except OSError as exc:
-                delay = c.backoff
-                c.backoff = min(c.backoff * 2, BACKOFF_MAX_SECONDS)
+                delay = c.backoff.after_failed_start()
                 with self._lock:
                     c.failed_to_start = True
                     c.next_start = now + delay

@@ -90,6 +90,31 @@ class _Template:
     grace: float
 
 
+def _stop_all(workers: Iterable[PodWorker]) -> None:
+    for w in workers:
+        w.request_stop()
+
+
+def _by_revision(workers: list[PodWorker],
+                 current: str) -> tuple[list[PodWorker], list[PodWorker]]:
+    """(pods of the ``current`` template, pods of any other)."""
+    return ([w for w in workers if w.template_hash == current],
+            [w for w in workers if w.template_hash != current])
+
+
+def _rolling_step(replicas: int, *, new: int, old: int, ready: int) -> tuple[int, int]:
+    """How many old pods to stop and new pods to create in one RollingUpdate step.
+
+    ``old`` pods are all ready (the rest are stopped beforehand) and ``ready`` counts
+    ready pods of both revisions. Old pods go only while ``replicas`` others stay ready
+    (maxUnavailable 0), and at most one pod beyond ``replicas`` runs (maxSurge 1).
+    """
+    stop_old = min(old, max(0, ready - replicas))
+    remaining = new + old - stop_old
+    create = min(replicas - new, replicas + 1 - remaining)
+    return stop_old, create
+
+
 RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
 """Set in every pod's environment: the run directory of the runtime that started it."""
 
@@ -250,58 +275,67 @@ class LocalRuntime:
             workers = [w for w in self._workers.values() if (w.namespace, w.deployment) == key]
         live = [w for w in workers if not w.stopping]
         if dep is None:
-            for w in live:
-                w.request_stop()
-            with self._lock:
-                self._errors.pop(key, None)
-                self._hashes.pop(key, None)
+            self._remove_deployment(key, live)
             return
+        template = self._checked_template(key, dep)
+        if template is None:
+            return  # existing pods are left alone while the template cannot run
+        replicas = dep.spec.replicas
+        new, old = _by_revision(live, template.hash)
+        strategy = dep.spec.strategy.type if dep.spec.strategy else "RollingUpdate"
+        if strategy == "Recreate" and any(w.template_hash != template.hash for w in workers):
+            _stop_all(old)
+            return  # start the new revision once every old pod is gone
+        if old:
+            self._roll(key, template, new, old, replicas)
+        else:
+            self._scale(key, template, new, replicas)
+
+    def _remove_deployment(self, key: Key, live: list[PodWorker]) -> None:
+        _stop_all(live)
+        with self._lock:
+            self._errors.pop(key, None)
+            self._hashes.pop(key, None)
+
+    def _checked_template(self, key: Key, dep: Deployment) -> _Template | None:
+        """The Deployment's template, or None once the reason it cannot run is recorded.
+
+        A pending "no free pod IP" error outlives a good template: only ``_create`` knows
+        when an address is free again.
+        """
         try:
             template = self._template(dep)
         except (NoCommand, ImageMapError, ValueError) as exc:
             with self._lock:
                 self._errors[key] = str(exc)
-            return
+            return None
         with self._lock:
             self._hashes[key] = template.hash
             if not self._errors.get(key, "").startswith("no free pod IP"):
-                self._errors.pop(key, None)  # the template is fine now
-        replicas = dep.spec.replicas
-        new = [w for w in live if w.template_hash == template.hash]
-        old = [w for w in live if w.template_hash != template.hash]
-        strategy = dep.spec.strategy.type if dep.spec.strategy else "RollingUpdate"
+                self._errors.pop(key, None)
+        return template
 
-        if strategy == "Recreate" and any(w.template_hash != template.hash for w in workers):
-            for w in old:
-                w.request_stop()
-            return  # start the new revision once every old pod is gone
+    def _scale(self, key: Key, template: _Template, pods: list[PodWorker],
+               replicas: int) -> None:
+        if len(pods) < replicas:
+            self._create(key, template, replicas - len(pods))
+        elif len(pods) > replicas:
+            _stop_all(self._pick_victims(pods, len(pods) - replicas))
 
-        if not old:
-            if len(new) < replicas:
-                self._create(key, template, replicas - len(new))
-            elif len(new) > replicas:
-                for w in self._pick_victims(new, len(new) - replicas):
-                    w.request_stop()
-            return
-
-        # RollingUpdate with maxSurge 1, maxUnavailable 0.
-        for w in [w for w in old if not w.ready]:
-            w.request_stop()  # serves nothing: no reason to keep it during the rollout
+    def _roll(self, key: Key, template: _Template, new: list[PodWorker],
+              old: list[PodWorker], replicas: int) -> None:
+        """One step of a RollingUpdate (maxSurge 1, maxUnavailable 0); the next wake-up,
+        when a new pod turns ready or an old one is gone, takes the next."""
+        _stop_all([w for w in old if not w.ready])  # serves nothing: no reason to keep it
         old = [w for w in old if w.ready]
-        live = new + old
         if len(new) > replicas:
-            for w in self._pick_victims(new, len(new) - replicas):
-                w.request_stop()
+            _stop_all(self._pick_victims(new, len(new) - replicas))
             new = [w for w in new if not w.stopping]
-            live = new + old
-        ready = sum(1 for w in live if w.ready)
-        removable = min(len(old), max(0, ready - replicas))
-        for w in old[:removable]:
-            w.request_stop()
-        live_count = len(live) - removable
-        to_create = min(replicas - len(new), replicas + 1 - live_count)
-        if to_create > 0:
-            self._create(key, template, to_create)
+        ready = sum(1 for w in new + old if w.ready)
+        stop_old, create = _rolling_step(replicas, new=len(new), old=len(old), ready=ready)
+        _stop_all(old[:stop_old])
+        if create > 0:
+            self._create(key, template, create)
 
     @staticmethod
     def _pick_victims(workers: list[PodWorker], count: int) -> list[PodWorker]:

@@ -12,7 +12,7 @@ Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSE
 
 Reporter ``destination`` comes from a sidecar's inbound side: per inbound port, the
 virtual clusters of route ``inbound|PORT||`` (one per known source workload, see
-:mod:`meshpilot.xds.translate.telemetry`; Envoy's ``other`` → source ``unknown``).
+:mod:`meshpilot.mesh.sources`; Envoy's ``other`` → source ``unknown``).
 ``destination_*`` is the pod (its Deployment and labels) and the Service whose endpoint
 it is; ``connection_security_policy`` is ``none`` (no mTLS in meshpilot).
 
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from meshpilot.mesh.index import destination_rule
-from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.sources import OTHER_SOURCE, parse_source_id
 from meshpilot.telemetry.envoy_stats import (
     RawStats,
@@ -171,51 +171,79 @@ def _protocol_label(protocol: str) -> str:
 
 def outbound_destination(snapshot: MeshSnapshot, node: ProxyNode, cluster: str) -> _Dest | None:
     """Destination labels of ``outbound|PORT|SUBSET|HOST`` as seen from ``node``."""
+    parsed = _parse_outbound(cluster)
+    if parsed is None:
+        return None
+    port, subset, host = parsed
+    service = snapshot.services.get(host)
+    subset_labels = _subset_labels(snapshot, node, host, subset)
+    workloads = [e for e in snapshot.endpoints.get(host, ())
+                 if e.service_port == port and e.workload
+                 and all(e.labels.get(k) == v for k, v in subset_labels.items())]
+    labels = {
+        **_destination_workload(workloads, subset_labels),
+        "destination_principal": UNKNOWN,
+        "destination_service": host,
+        "destination_service_name": service.name if service else host,
+        "destination_service_namespace": service.namespace if service else UNKNOWN,
+    }
+    return _Dest(labels, _service_protocol(service, port))
+
+
+def _parse_outbound(cluster: str) -> tuple[int, str, str] | None:
+    """(port, subset, host) of ``outbound|PORT|SUBSET|HOST``; None for any other name."""
     parts = cluster.split("|")
     if len(parts) != 4 or parts[0] != "outbound":
         return None
     _, port_text, subset, host = parts
     try:
-        port = int(port_text)
+        return int(port_text), subset, host
     except ValueError:
         return None
-    service = snapshot.services.get(host)
-    subset_labels: dict[str, str] = {}
-    if subset:
-        rule = destination_rule(snapshot, host, node)
-        for s in rule.spec.subsets if rule else ():
-            if s.name == subset:
-                subset_labels = dict(s.labels or {})
-    endpoints = [e for e in snapshot.endpoints.get(host, ())
-                 if e.service_port == port
-                 and all(e.labels.get(k) == v for k, v in subset_labels.items())]
-    workloads = [e for e in endpoints if e.workload]
+
+
+def _subset_labels(snapshot: MeshSnapshot, node: ProxyNode, host: str,
+                   subset: str) -> dict[str, str]:
+    """The labels that select ``subset`` of ``host`` in the DestinationRule ``node`` sees.
+
+    Empty, so that every endpoint of the port matches, without a subset or when no
+    visible rule defines it.
+    """
+    if not subset:
+        return {}
+    rule = destination_rule(snapshot, host, node)
+    labels: dict[str, str] = {}
+    for s in rule.spec.subsets if rule else ():
+        if s.name == subset:
+            labels = dict(s.labels or {})
+    return labels
+
+
+def _destination_workload(workloads: list[Endpoint],
+                          subset_labels: Mapping[str, str]) -> dict[str, str]:
+    """The ``destination_*`` labels of the pods behind a cluster.
+
+    A subset's own ``version``/``app`` labels win; otherwise a value counts only when
+    every pod shares it: a cluster's stats do not say which of its pods served a request.
+    """
     version = subset_labels.get("version") or _uniform(
         e.labels.get("version", UNKNOWN) for e in workloads)
     app = subset_labels.get("app") or _uniform(e.labels.get("app", UNKNOWN) for e in workloads)
     workload = _uniform(e.workload for e in workloads)
-    wl_ns = _uniform(e.namespace for e in workloads)
-    canonical, revision = (app if app != UNKNOWN else workload), (
-        version if version != UNKNOWN else "latest")
-    known = workload != UNKNOWN
-    labels = {
+    return {
         "destination_workload": workload,
-        "destination_workload_namespace": wl_ns,
-        "destination_principal": UNKNOWN,
+        "destination_workload_namespace": _uniform(e.namespace for e in workloads),
         "destination_app": app,
         "destination_version": version,
-        "destination_service": host,
-        "destination_service_name": service.name if service else host,
-        "destination_service_namespace": service.namespace if service else UNKNOWN,
-        "destination_canonical_service": canonical,
-        "destination_canonical_revision": revision,
-        "destination_cluster": CLUSTER_ID if known else UNKNOWN,
+        "destination_canonical_service": app if app != UNKNOWN else workload,
+        "destination_canonical_revision": version if version != UNKNOWN else "latest",
+        "destination_cluster": CLUSTER_ID if workload != UNKNOWN else UNKNOWN,
     }
-    protocol = "HTTP"
-    if service is not None:
-        sp = service.port(port)
-        protocol = sp.protocol if sp else "HTTP"
-    return _Dest(labels, protocol)
+
+
+def _service_protocol(service: MeshService | None, port: int) -> str:
+    service_port = service.port(port) if service is not None else None
+    return service_port.protocol if service_port else "HTTP"
 
 
 def inbound_service(snapshot: MeshSnapshot, ip: str, port: int,

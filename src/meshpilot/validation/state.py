@@ -7,8 +7,9 @@ not at the order of documents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
@@ -51,35 +52,62 @@ class _Index:
     gateways: set[tuple[str, str]] = field(default_factory=set)
     rules: list[tuple[str, StateObject]] = field(default_factory=list)  # (fqdn host, DR)
 
+    def add_service(self, obj: StateObject) -> None:
+        self.services[service_fqdn(obj.key.name, obj.namespace)] = dict(
+            obj.spec.get("selector") or {})
+
+    def add_service_entry(self, obj: StateObject) -> None:
+        """Its hosts exist, and its inline endpoints are workloads a subset may select."""
+        for host in obj.spec.get("hosts") or []:
+            self.entry_hosts.append((fqdn(str(host), obj.namespace), obj))
+        for ep in obj.spec.get("endpoints") or []:
+            if isinstance(ep, dict):
+                self.workloads.append((obj.namespace, dict(ep.get("labels") or {})))
+
+    def add_workload_entry(self, obj: StateObject) -> None:
+        self.workloads.append((obj.namespace, dict(obj.spec.get("labels") or {})))
+
+    def add_deployment(self, obj: StateObject) -> None:
+        template = obj.spec.get("template") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        self.workloads.append((obj.namespace, dict(labels)))
+
+    def add_canary(self, obj: StateObject) -> None:
+        """A Canary makes the apex, -primary and -canary Services of its service name
+        (the target's name by default), so routes may name them before they exist."""
+        target = (obj.spec.get("targetRef") or {}).get("name")
+        service = (obj.spec.get("service") or {}).get("name") or target
+        if service:
+            for suffix in ("", "-primary", "-canary"):
+                self.canary_hosts.add(service_fqdn(f"{service}{suffix}", obj.namespace))
+
+    def add_gateway(self, obj: StateObject) -> None:
+        self.gateways.add((obj.namespace, obj.key.name))
+
+    def add_destination_rule(self, obj: StateObject) -> None:
+        host = obj.spec.get("host")
+        if isinstance(host, str):
+            self.rules.append((fqdn(host, obj.namespace), obj))
+
+
+_INDEXERS: Mapping[str, Callable[[_Index, StateObject], None]] = MappingProxyType({
+    "Service": _Index.add_service,
+    "ServiceEntry": _Index.add_service_entry,
+    "WorkloadEntry": _Index.add_workload_entry,
+    "Deployment": _Index.add_deployment,
+    "Canary": _Index.add_canary,
+    "Gateway": _Index.add_gateway,
+    "DestinationRule": _Index.add_destination_rule,
+})
+"""The kinds the cross-object checks look up; objects of other kinds offer nothing."""
+
 
 def _index(objects: Iterable[StateObject]) -> _Index:
     idx = _Index()
     for obj in objects:
-        kind, ns, spec = obj.key.kind, obj.namespace, obj.spec
-        if kind == "Service":
-            idx.services[service_fqdn(obj.key.name, ns)] = dict(spec.get("selector") or {})
-        elif kind == "ServiceEntry":
-            for host in spec.get("hosts") or []:
-                idx.entry_hosts.append((fqdn(str(host), ns), obj))
-            for ep in spec.get("endpoints") or []:
-                if isinstance(ep, dict):
-                    idx.workloads.append((ns, dict(ep.get("labels") or {})))
-        elif kind == "WorkloadEntry":
-            idx.workloads.append((ns, dict(spec.get("labels") or {})))
-        elif kind == "Deployment":
-            template = spec.get("template") or {}
-            labels = (template.get("metadata") or {}).get("labels") or {}
-            idx.workloads.append((ns, dict(labels)))
-        elif kind == "Canary":
-            target = (spec.get("targetRef") or {}).get("name")
-            service = (spec.get("service") or {}).get("name") or target
-            if service:
-                for suffix in ("", "-primary", "-canary"):
-                    idx.canary_hosts.add(service_fqdn(f"{service}{suffix}", ns))
-        elif kind == "Gateway":
-            idx.gateways.add((ns, obj.key.name))
-        elif kind == "DestinationRule" and isinstance(spec.get("host"), str):
-            idx.rules.append((fqdn(spec["host"], ns), obj))
+        add = _INDEXERS.get(obj.key.kind)
+        if add is not None:
+            add(idx, obj)
     return idx
 
 
