@@ -9,6 +9,7 @@ Istio, Kubernetes and Flagger spell them.
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -34,7 +35,7 @@ class OpenModel(BaseModel):
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
+_UNIT_SECONDS = MappingProxyType({
     "ns": 1e-9,
     "us": 1e-6,
     "µs": 1e-6,
@@ -42,7 +43,7 @@ _UNIT_SECONDS = {
     "s": 1.0,
     "m": 60.0,
     "h": 3600.0,
-}
+})
 
 
 def parse_duration(value: str) -> float:

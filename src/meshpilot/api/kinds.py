@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from functools import cache
+from types import MappingProxyType
 
 from meshpilot.api.base import Resource
 
@@ -37,6 +37,7 @@ class KindInfo:
 
     @property
     def model(self) -> type[Resource]:
+        """The model class (its module imported on first use: the import system keeps it)."""
         return _import(self.model_path)
 
     def collection_path(self, namespace: str | None, version: str | None = None) -> str:
@@ -51,7 +52,6 @@ class KindInfo:
         return f"{self.collection_path(namespace, version)}/{name}"
 
 
-@cache
 def _import(path: str) -> type[Resource]:
     import importlib
 
@@ -89,12 +89,17 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.flagger:MetricTemplate"),
 )
 
-_BY_KIND = {k.kind: k for k in KINDS}
-_BY_NAME: dict[str, KindInfo] = {}
-for _k in KINDS:
-    for _name in (_k.kind.lower(), _k.plural, *_k.short_names):
-        _BY_NAME[_name] = _k
-    _BY_NAME[f"{_k.plural}.{_k.group}" if _k.group else _k.plural] = _k
+_BY_KIND: MappingProxyType[str, KindInfo] = MappingProxyType({k.kind: k for k in KINDS})
+
+
+def _names(info: KindInfo) -> tuple[str, ...]:
+    """Every name the CLI accepts for a kind."""
+    qualified = f"{info.plural}.{info.group}" if info.group else info.plural
+    return (info.kind.lower(), info.plural, *info.short_names, qualified)
+
+
+_BY_NAME: MappingProxyType[str, KindInfo] = MappingProxyType(
+    {name: k for k in KINDS for name in _names(k)})
 
 
 class UnknownKind(LookupError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 Column = tuple[str, Callable[[dict[str, Any]], str]]
@@ -66,32 +67,32 @@ def _weight(obj: dict[str, Any]) -> str:
     return str((obj.get("status") or {}).get("canaryWeight", 0))
 
 
-COLUMNS: dict[str, list[Column]] = {
-    "VirtualService": [
+COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
+    "VirtualService": (
         ("GATEWAYS", lambda o: _join(_spec(o).get("gateways"))),
         ("HOSTS", lambda o: _join(_spec(o).get("hosts"))),
-    ],
-    "DestinationRule": [("HOST", lambda o: str(_spec(o).get("host", ""))), ("SUBSETS", _subsets)],
-    "Gateway": [("SERVERS", lambda o: str(len(_spec(o).get("servers") or [])))],
-    "ServiceEntry": [
+    ),
+    "DestinationRule": (("HOST", lambda o: str(_spec(o).get("host", ""))), ("SUBSETS", _subsets)),
+    "Gateway": (("SERVERS", lambda o: str(len(_spec(o).get("servers") or []))),),
+    "ServiceEntry": (
         ("HOSTS", lambda o: _join(_spec(o).get("hosts"))),
         ("LOCATION", lambda o: str(_spec(o).get("location", ""))),
         ("RESOLUTION", lambda o: str(_spec(o).get("resolution", ""))),
-    ],
-    "WorkloadEntry": [
+    ),
+    "WorkloadEntry": (
         ("ADDRESS", lambda o: str(_spec(o).get("address", ""))),
         ("LABELS", lambda o: _join(_spec(o).get("labels"))),
-    ],
-    "PeerAuthentication": [("MODE", lambda o: str((_spec(o).get("mtls") or {}).get("mode", "")))],
-    "AuthorizationPolicy": [("ACTION", lambda o: str(_spec(o).get("action", "ALLOW")))],
-    "Service": [("PORTS", _ports), ("SELECTOR", lambda o: _join(_spec(o).get("selector")))],
-    "Deployment": [("REPLICAS", _replicas), ("IMAGES", _images)],
-    "Canary": [("STATUS", _canary_status), ("WEIGHT", _weight)],
-    "MetricTemplate": [
+    ),
+    "PeerAuthentication": (("MODE", lambda o: str((_spec(o).get("mtls") or {}).get("mode", ""))),),
+    "AuthorizationPolicy": (("ACTION", lambda o: str(_spec(o).get("action", "ALLOW"))),),
+    "Service": (("PORTS", _ports), ("SELECTOR", lambda o: _join(_spec(o).get("selector")))),
+    "Deployment": (("REPLICAS", _replicas), ("IMAGES", _images)),
+    "Canary": (("STATUS", _canary_status), ("WEIGHT", _weight)),
+    "MetricTemplate": (
         ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type", ""))),
-    ],
-}
+    ),
+})
 
 
-def columns_for(kind: str) -> list[Column]:
-    return COLUMNS.get(kind, [])
+def columns_for(kind: str) -> tuple[Column, ...]:
+    return COLUMNS.get(kind, ())

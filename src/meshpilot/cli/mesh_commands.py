@@ -20,7 +20,8 @@ def _short(url: str) -> str:
             "RouteConfiguration": "RDS", "ScopedRouteConfiguration": "SRDS"}.get(url, url)
 
 
-_COLUMN_TYPES = {"CDS": ("CDS",), "EDS": ("EDS",), "LDS": ("LDS",), "RDS": ("SRDS", "RDS")}
+_COLUMN_TYPES = MappingProxyType(
+    {"CDS": ("CDS",), "EDS": ("EDS",), "LDS": ("LDS",), "RDS": ("SRDS", "RDS")})
 """A sidecar's routes come as scopes (SRDS) naming route configs (RDS): one column."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import typer
@@ -25,10 +26,10 @@ from meshpilot.cli.common import NamespaceOpt, StateOpt, check, client_for, fail
 API = "/apis/meshpilot.io/v1"
 DONE = ("Succeeded", "Failed")
 BAR_WIDTH = 30
-VERDICT_STYLE = {"pass": "green", "fail": "red", "nodata": "yellow"}
-PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Progressing": "cyan",
+VERDICT_STYLE = MappingProxyType({"pass": "green", "fail": "red", "nodata": "yellow"})
+PHASE_STYLE = MappingProxyType({"Succeeded": "green", "Failed": "red", "Progressing": "cyan",
                "WaitingPromotion": "yellow", "Waiting": "yellow", "Promoting": "cyan",
-               "Finalising": "cyan"}
+               "Finalising": "cyan"})
 
 app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries).",
                   no_args_is_help=True)

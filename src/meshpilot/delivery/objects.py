@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.flagger import Canary, CanaryAnalysis, SessionAffinity
 from meshpilot.delivery.state import RolloutState
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "meshpilot-delivery"}
+MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-delivery"})
 CANARY_ANNOTATION = "meshpilot.io/canary"
 SELECTOR_KEYS = ("app", "name", "app.kubernetes.io/name")
 """Label keys Flagger looks for in the target's selector, in order."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 Phase = Literal[
@@ -114,7 +115,7 @@ class HistoryEntry:
         return asdict(self)
 
 
-_CAMEL = {
+_CAMEL = MappingProxyType({
     "canary_weight": "canaryWeight",
     "failed_checks": "failedChecks",
     "last_applied_spec": "lastAppliedSpec",
@@ -138,8 +139,8 @@ _CAMEL = {
     "session_affinity_cookie": "sessionAffinityCookie",
     "selector_label": "selectorLabel",
     "promoted_by": "promotedBy",
-}
-_SNAKE = {v: k for k, v in _CAMEL.items()}
+})
+_SNAKE = MappingProxyType({v: k for k, v in _CAMEL.items()})
 
 
 @dataclass
@@ -291,7 +292,7 @@ class RolloutState:
         self.session_affinity_cookie = ""
 
 
-_CONDITION_MESSAGES = {
+_CONDITION_MESSAGES = MappingProxyType({
     "Initializing": "New deployment detected, starting initialization.",
     "Initialized": "Deployment initialization completed.",
     "Waiting": "Waiting for approval.",
@@ -301,4 +302,4 @@ _CONDITION_MESSAGES = {
     "Finalising": "Canary analysis completed, routing all traffic to primary.",
     "Succeeded": "Canary analysis completed successfully, promotion finished.",
     "Failed": "Canary analysis failed, Deployment scaled to zero.",
-}
+})

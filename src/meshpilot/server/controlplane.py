@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
@@ -48,7 +49,7 @@ from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 log = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.05
-GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+GATEWAY_LABELS = MappingProxyType({"istio": "ingressgateway", "app": "istio-ingressgateway"})
 
 
 class PortBook:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
+from types import MappingProxyType
 from typing import Any
 
 from starlette.requests import Request
@@ -22,12 +23,12 @@ from meshpilot.proxy.admin import AdminClient
 from meshpilot.server.controlplane import MeshControlPlane
 
 _ADMIN = "type.googleapis.com/envoy.admin.v3."
-CONFIG_TYPES = {
+CONFIG_TYPES = MappingProxyType({
     "clusters": ("dynamic_active_clusters", _ADMIN + "ClustersConfigDump"),
     "listeners": ("dynamic_listeners", _ADMIN + "ListenersConfigDump"),
     "routes": ("dynamic_route_configs", _ADMIN + "RoutesConfigDump"),
     "endpoints": ("", _ADMIN + "EndpointsConfigDump"),
-}
+})
 
 
 def _error(code: int, message: str) -> JSONResponse:

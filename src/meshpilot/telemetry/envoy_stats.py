@@ -13,11 +13,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 STATS_PATH = "/stats"
-STATS_PARAMS = {"format": "json", "histogram_buckets": "detailed", "filter": (
-    r"^(cluster\.(outbound|inbound)\||vhost\.inbound)")}
+STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
+    r"^(cluster\.(outbound|inbound)\||vhost\.inbound)")})
 """Only what telemetry needs: cluster and inbound virtual-host stats."""
 
 Bin = tuple[float, float, float]  # lower bound, width, count

@@ -18,7 +18,7 @@ from meshpilot.telemetry.istio import REQUEST_DURATION, REQUESTS_TOTAL, HistValu
 HistoryKey = tuple[str, Labels]  # (sample name e.g. istio_requests_total, labels incl. pod)
 NAN = float("nan")
 
-KEPT = {REQUESTS_TOTAL, REQUEST_DURATION}
+KEPT = frozenset({REQUESTS_TOTAL, REQUEST_DURATION})
 
 
 def flatten(proxy: str, metric: str, labels: Labels, value: float | HistValue,

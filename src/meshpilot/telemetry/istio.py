@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
@@ -55,7 +56,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     600000, 1800000, 3600000)
 BYTES_BUCKETS: tuple[float, ...] = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000)
 
-METRICS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+METRICS: MappingProxyType[str, tuple[str, str, tuple[float, ...]]] = MappingProxyType({
     REQUESTS_TOTAL: ("counter", "Requests handled by a proxy.", ()),
     REQUEST_DURATION: ("histogram", "Request duration in milliseconds.", DURATION_BUCKETS),
     REQUEST_BYTES: ("histogram", "HTTP request body sizes in bytes.",
@@ -66,7 +67,7 @@ METRICS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     TCP_RECEIVED: ("counter", "Bytes received from the downstream on TCP connections.", ()),
     TCP_OPENED: ("counter", "TCP connections opened.", ()),
     TCP_CLOSED: ("counter", "TCP connections closed.", ()),
-}
+})
 
 LABEL_NAMES: tuple[str, ...] = (
     "reporter", "source_workload", "source_workload_namespace", "source_principal",

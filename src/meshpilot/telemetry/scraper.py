@@ -125,7 +125,7 @@ class Scraper:
     def _read(self, target: Target, snapshot: MeshSnapshot) -> tuple[list[Point], int, float]:
         cpu = time.thread_time()
         resp = self._http.get(f"http://{target.host}:{target.port}{STATS_PATH}",
-                              params=STATS_PARAMS)
+                              params=dict(STATS_PARAMS))
         resp.raise_for_status()
         raw = parse_json(resp.content)
         version, cache = self._caches.get(target.name, (-1, {}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Severity(StrEnum):
@@ -55,7 +56,7 @@ ALL_CODES: tuple[Code, ...] = tuple(v for v in globals().values() if isinstance(
 
 # Pydantic error types (standard ones, and the ``mp_*`` custom ones raised by the
 # models' validators) mapped to the code users see.
-PYDANTIC_TYPES: dict[str, Code] = {
+PYDANTIC_TYPES: MappingProxyType[str, Code] = MappingProxyType({
     "extra_forbidden": UNKNOWN_FIELD,
     "missing": MISSING_FIELD,
     "greater_than": OUT_OF_RANGE,
@@ -76,7 +77,7 @@ PYDANTIC_TYPES: dict[str, Code] = {
     "too_short": INVALID_VALUE,
     "too_long": INVALID_VALUE,
     "value_error": INVALID_VALUE,
-}
+})
 
 
 def code_for_pydantic(error_type: str) -> Code:

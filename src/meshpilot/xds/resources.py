@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -86,7 +87,8 @@ class OwnSet(SharedSet):
     __slots__ = ()
 
 
-EMPTY_SET = SharedSet()
+EMPTY_SET: ResourceSet = MappingProxyType({})
+"""No resources (read-only; nothing derived from it is kept)."""
 
 
 class LayeredSet(Mapping[str, PreparedResource]):

@@ -93,7 +93,7 @@ def _holds(acked: Holding, staged: ResourceSet | None, names: Mapping[str, str])
     return subs.wildcard or subs.names.issuperset(names)
 
 
-_NO_MARKS: dict[str, int] = {}  # read only: a stream that never NACKed
+_NO_MARKS: Mapping[str, int] = MappingProxyType({})  # a stream that never NACKed
 
 
 class ProxyStream:
@@ -144,7 +144,7 @@ class ProxyStream:
         self._gated = False  # waiting for the first-sync gate
         self._phases: list[Phase] = []
         self._phase_at = 0  # index of the phase being waited for
-        self._marks: dict[str, int] = {}
+        self._marks: Mapping[str, int] = _NO_MARKS
         self._failed: set[str] = set()
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         """Where this stream's phase deadline is armed (the server's streams share one)."""
@@ -429,7 +429,7 @@ class ProxyStream:
         if self._again and not self._closed:
             self._begin_round()
 
-    def _phase_done(self, phase: Phase, marks: dict[str, int], failed: set[str]) -> bool:
+    def _phase_done(self, phase: Phase, marks: Mapping[str, int], failed: set[str]) -> bool:
         for t in phase.expect_order:
             ts = self._types.get(t)
             if ts is not None and ts.nack_count and ts.nack_count != marks.get(t, 0):

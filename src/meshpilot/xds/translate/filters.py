@@ -13,6 +13,8 @@ a fault on changes a route config, never a listener (no drain).
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -28,7 +30,7 @@ from meshpilot.xds.translate import names, pb
 from meshpilot.xds.translate.matches import string_matcher
 
 # gRPC status names Istio accepts in ``abort.grpcStatus``.
-GRPC_CODES = {
+GRPC_CODES = MappingProxyType({
     name: code
     for code, name in enumerate(
         [
@@ -51,7 +53,7 @@ GRPC_CODES = {
             "UNAUTHENTICATED",
         ]
     )
-}
+})
 
 
 def http_filters(*, fault_and_cors: bool = True) -> list[hcm.HttpFilter]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -39,13 +40,13 @@ from meshpilot.xds.translate.policy import effective_policy, hash_policies
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
-_REDIRECT_CODES = {
+_REDIRECT_CODES = MappingProxyType({
     301: rc.RedirectAction.MOVED_PERMANENTLY,
     302: rc.RedirectAction.FOUND,
     303: rc.RedirectAction.SEE_OTHER,
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
-}
+})
 
 
 @dataclass(frozen=True)
