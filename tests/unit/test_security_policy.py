@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshpilot.api.security import PeerAuthentication
-from meshpilot.security.peer_authentication import (
+from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
+from meshpilot.security.policy import (
+    EVALUATION_ORDER,
+    PolicyRef,
+    authorization_for,
     effective_mtls,
     peer_authentication_conflicts,
 )
-from meshpilot.security.policy_scope import PolicyRef
 
 FINANCE = {"app": "finance", "version": "v1"}
 T0, T1, T2 = "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"
@@ -221,3 +223,87 @@ def test_conflicts_include_ignored_root_selector_policies() -> None:
     assert conflict.code == "selector-in-root-namespace"
     assert "ignored" in conflict.message
     assert peer_authentication_conflicts(policies, root_namespace="mesh") == ()
+
+
+# --- AuthorizationPolicy selection -------------------------------------------------
+
+
+def authz(namespace: str, name: str, action: str = "ALLOW", *, created: str = T0,
+          selector: dict[str, str] | None = None, **spec: Any) -> AuthorizationPolicy:
+    body: dict[str, Any] = {"action": action, **spec}
+    if action == "CUSTOM":
+        body["provider"] = {"name": "ext-authz"}
+    if selector is not None:
+        body["selector"] = {"matchLabels": selector}
+    return AuthorizationPolicy.model_validate({
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": body,
+    })
+
+
+def names(group: tuple[Any, ...]) -> list[str]:
+    return [f"{p.ref.namespace}/{p.ref.name}" for p in group]
+
+
+def test_policies_are_grouped_in_istio_evaluation_order() -> None:
+    # Istio: CUSTOM is evaluated first, then DENY, then ALLOW; AUDIT only marks for logging.
+    policies = [authz("foo", a.lower(), a) for a in ("AUDIT", "ALLOW", "DENY", "CUSTOM")]
+    result = authorization_for(policies, "foo", FINANCE)
+    assert EVALUATION_ORDER == ("CUSTOM", "DENY", "ALLOW", "AUDIT")
+    assert [(action, names(group)) for action, group in result.in_evaluation_order()] == [
+        ("CUSTOM", ["foo/custom"]), ("DENY", ["foo/deny"]), ("ALLOW", ["foo/allow"]),
+        ("AUDIT", ["foo/audit"]),
+    ]
+
+
+def test_scopes_selector_namespace_and_mesh() -> None:
+    # Istio: no selector = its namespace; root namespace = the whole mesh; a selector in the
+    # root namespace matches workloads in every namespace.
+    policies = [
+        authz("foo", "ns-wide", "DENY"),
+        authz("foo", "finance", selector={"app": "finance"}),
+        authz("foo", "cart", selector={"app": "cart"}),
+        authz("istio-system", "mesh-wide", "DENY"),
+        authz("istio-system", "finance-everywhere", "AUDIT", selector={"app": "finance"}),
+        authz("bar", "elsewhere", "DENY"),
+    ]
+    result = authorization_for(policies, "foo", FINANCE)
+    scopes = {p.ref.name: p.scope for _, group in result.in_evaluation_order() for p in group}
+    assert scopes == {"ns-wide": "namespace", "finance": "workload", "mesh-wide": "mesh",
+                      "finance-everywhere": "mesh-selector"}
+    reasons = {p.ref.name: p.reason for p in result.deny + result.allow + result.audit}
+    assert reasons["finance"] == "its selector {app=finance} matches the workload"
+    assert "root namespace istio-system" in reasons["mesh-wide"]
+
+
+def test_one_allow_policy_makes_allow_required() -> None:
+    # Istio: with any ALLOW policy on a workload, requests matching none are denied;
+    # `spec: {}` in a namespace is such a policy (allow nothing).
+    assert not authorization_for([authz("foo", "deny", "DENY")], "foo", {}).allow_required
+    nothing = AuthorizationPolicy.model_validate(
+        {"metadata": {"name": "allow-nothing", "namespace": "foo"}, "spec": {}})
+    result = authorization_for([nothing], "foo", {"app": "x"})
+    assert result.allow_required and names(result.allow) == ["foo/allow-nothing"]
+
+
+def test_groups_are_oldest_first() -> None:
+    policies = [authz("foo", "a", "DENY", created=T2), authz("foo", "b", "DENY", created=T1),
+                authz("istio-system", "c", "DENY", created=T0)]
+    assert names(authorization_for(policies, "foo", {}).deny) == [
+        "istio-system/c", "foo/b", "foo/a"]
+
+
+def test_target_ref_policies_do_not_select_sidecars_and_are_listed_as_ignored() -> None:
+    # Istio: targetRef(s) attach a policy to a Gateway/waypoint/Service, not to sidecars.
+    policies = [
+        authz("foo", "waypoint", "DENY",
+              targetRefs=[{"kind": "Gateway", "group": "gateway.networking.k8s.io",
+                           "name": "waypoint"}]),
+        authz("foo", "svc", "DENY", targetRef={"kind": "Service", "group": "", "name": "cart"}),
+        authz("bar", "other", "DENY", targetRef={"kind": "Gateway", "name": "gw"}),
+    ]
+    result = authorization_for(policies, "foo", FINANCE)
+    assert result.deny == ()
+    assert [i.policy for i in result.ignored] == [
+        ref("foo", "svc", "AuthorizationPolicy"), ref("foo", "waypoint", "AuthorizationPolicy")]
+    assert "Gateway waypoint" in result.ignored[1].reason
