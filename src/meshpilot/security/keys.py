@@ -10,6 +10,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 KeyType = Literal["EC_P256", "RSA_2048"]
 DEFAULT_KEY_TYPE: KeyType = "EC_P256"
@@ -37,7 +38,7 @@ def private_key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
     """The digest to sign with: matched to the curve's strength, SHA-256 otherwise."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
         return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
@@ -57,9 +58,8 @@ def weak_key_reason(key: object) -> str | None:
     return f"a {type(key).__name__} (ECDSA P-256/P-384 or RSA accepted)"
 
 
-def public_key_der(key: PublicKey | PrivateKey) -> bytes:
+def public_key_der(key: PublicKeyTypes) -> bytes:
     """The SubjectPublicKeyInfo bytes: equal exactly when two keys are one key pair."""
-    public = key.public_key() if isinstance(key, PrivateKey) else key
-    return public.public_bytes(
+    return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

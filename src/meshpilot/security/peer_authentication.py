@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from meshpilot.api.security import MtlsMode, PeerAuthentication
@@ -35,12 +36,12 @@ EffectiveMode = Literal["DISABLE", "PERMISSIVE", "STRICT"]
 Level = Literal["mesh", "namespace", "workload", "port"]
 DEFAULT_MODE: EffectiveMode = "PERMISSIVE"
 
-_LEVEL_WORDS: Mapping[Level, str] = {
+_LEVEL_WORDS: Mapping[Level, str] = MappingProxyType({
     "mesh": "mesh-wide policy",
     "namespace": "namespace-wide policy",
     "workload": "workload policy",
     "port": "port-level setting of workload policy",
-}
+})
 
 _ROOT_SELECTOR_IGNORED = (
     "a PeerAuthentication with a workload selector in the root namespace is ignored; "
@@ -110,7 +111,7 @@ def effective_mtls(
     shadowed = tuple(PolicyRef.of(p) for found in by_level.values() for p in found[1:])
     steps = _steps(chosen, port)
     decided = next((s.mode for s in reversed(steps) if s.mode != "UNSET"), DEFAULT_MODE)
-    return MtlsDecision(decided, steps, shadowed, ignored)  # type: ignore[arg-type]
+    return MtlsDecision(decided, steps, shadowed, ignored)
 
 
 def _steps(chosen: Mapping[Level, PeerAuthentication], port: int | None) -> tuple[MtlsStep, ...]:
