@@ -303,7 +303,7 @@ def test_plugged_intermediate_ca_issues_certs_that_verify_against_the_root(
     assert verify(other_root, leaf, untrusted=chain).returncode != 0
 
 
-def test_cert_chain_without_ca_cert_or_root_is_accepted(tmp_path: Path) -> None:
+def test_cert_chain_may_hold_just_the_root_but_not_nothing(tmp_path: Path) -> None:
     directory = plugged_ca_directory(tmp_path)
     (directory / "cert-chain.pem").write_bytes(b"")  # nothing between ca-cert and the root
     with pytest.raises(CaFileError, match=r"cert-chain.pem: holds no PEM certificate"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 PRIVATE_MODE = 0o600
@@ -17,7 +18,7 @@ PUBLIC_MODE = 0o644
 
 def write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Replace ``path`` with ``data``, permission bits exactly ``mode``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have cleared bits of a public file's mode
