@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.unit.delivery_fakes import FakeMetrics
 from tests.unit.test_delivery_controller import NAME, Harness, canary
 
 from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplateProvider
@@ -18,7 +19,6 @@ from meshpilot.delivery.checks import (
     parse_prometheus_result,
     render_query,
 )
-from meshpilot.delivery.fakes import FakeMetrics
 from meshpilot.delivery.judge import proportion_below
 from meshpilot.delivery.state import CheckRecord, RolloutState
 
