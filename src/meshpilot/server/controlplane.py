@@ -39,7 +39,7 @@ from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
 from meshpilot.server.delivery_wiring import DeliveryLoop
 from meshpilot.server.leftovers import stop_leftovers
-from meshpilot.server.state_dir import StateDir
+from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target

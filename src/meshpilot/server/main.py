@@ -24,8 +24,8 @@ from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.mesh_api import MeshAPI
 from meshpilot.server.rollout_api import RolloutAPI
-from meshpilot.server.state_dir import AlreadyRunning, StateDir
 from meshpilot.server.telemetry_api import TelemetryAPI
+from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
 
 log = logging.getLogger("meshpilot.server")
