@@ -5,8 +5,8 @@
 - :class:`ClusterView`: the stored Canary / Deployment / MetricTemplate bodies, plus the
   local runtime's pods, reported per pod template so "ready" means "the new template is
   serving".
-- :class:`TelemetryMetrics`: Flagger's two built-in metrics answered by the embedded
-  telemetry (the same ``istio_*`` series a Prometheus would scrape).
+- :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
+  core's built-in provider answers Flagger's two built-in metrics.
 - :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes; serves the
   built-in load tester on a loopback port (``endpoints.json`` key ``loadtester``).
 
@@ -22,7 +22,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,14 +33,15 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.delivery import (
+    BuiltinMetrics,
     HttpWebhookCaller,
-    PrometheusProvider,
+    Providers,
     RolloutController,
-    Sample,
     Settings,
     WebhookCaller,
     WebhookResult,
     WorkloadStatus,
+    WorkloadTraffic,
     WriteError,
     spec_hash,
 )
@@ -179,51 +180,30 @@ class ClusterView:
 # --- metrics ----------------------------------------------------------------------------
 
 
-class TelemetryMetrics:
-    """MetricsSource over the embedded telemetry, with Flagger's Istio filters:
-    ``istio_requests_total{reporter="destination", destination_workload_namespace=NS,
-    destination_workload=W}`` (and the duration histogram with the same labels)."""
+class TelemetryTraffic:
+    """TrafficSource over the embedded telemetry's summary query (the same ``istio_*``
+    series a Prometheus would scrape), for the built-in metrics."""
 
     def __init__(self, telemetry: Callable[[], MeshTelemetry | None]) -> None:
         self._telemetry = telemetry
 
-    @staticmethod
-    def _matchers(namespace: str, workload: str) -> list[Matcher]:
-        return [
-            Matcher("reporter", "=", "destination"),
-            Matcher("destination_workload_namespace", "=", namespace),
-            Matcher("destination_workload", "=", workload),
-        ]
-
-    def _row(self, namespace: str, workload: str, window_s: float,
-             q: float = 0.99) -> dict[str, Any] | None:
+    def traffic(self, labels: Mapping[str, str], window_s: float,
+                quantile: float) -> WorkloadTraffic | None:
         telemetry = self._telemetry()
         if telemetry is None:
             return None
-        rows = telemetry.query.summary(self._matchers(namespace, workload), (), window_s, (q,))
-        return rows[0] if rows else None
-
-    def success_rate(self, namespace: str, workload: str, window_s: float) -> Sample:
-        row = self._row(namespace, workload, window_s)
-        if row is None:
-            return Sample(None, 0)
-        requests = int(row.get("requests") or 0)
-        errors = int(row.get("errors") or 0)
-        if requests > 0:
-            # The share of non-5xx among the requests counted in the window.
-            return Sample(100.0 * (requests - min(errors, requests)) / requests, requests)
+        matchers = [Matcher(name, "=", value) for name, value in labels.items()]
+        rows = telemetry.query.summary(matchers, (), window_s, (quantile,))
+        if not rows:
+            return None
+        row: dict[str, Any] = rows[0]
         rate = row.get("successRate")
-        return Sample(float(rate) if rate is not None else None, requests)
-
-    def latency_quantile(self, namespace: str, workload: str, window_s: float,
-                         q: float) -> Sample:
-        row = self._row(namespace, workload, window_s, q)
-        if row is None:
-            return Sample(None, 0)
-        latency = row.get("latencyMs") or {}
-        value = latency.get(f"p{q * 100:g}")
-        return Sample(float(value) if value is not None else None,
-                      int(row.get("requests") or 0))
+        latency = (row.get("latencyMs") or {}).get(f"p{quantile * 100:g}")
+        return WorkloadTraffic(
+            requests=int(row.get("requests") or 0), errors=int(row.get("errors") or 0),
+            success_rate=float(rate) if rate is not None else None,
+            latency_ms=float(latency) if latency is not None else None,
+        )
 
 
 # --- webhooks ---------------------------------------------------------------------------
@@ -307,8 +287,8 @@ class DeliveryLoop:
             HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None)
         self.controller = RolloutController(
             time.time, StoreWriter(self.service), self.view,
-            TelemetryMetrics(lambda: mesh.telemetry), self.webhooks,
-            PrometheusProvider(), settings,
+            BuiltinMetrics(TelemetryTraffic(lambda: mesh.telemetry)), self.webhooks,
+            Providers(), settings,
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
