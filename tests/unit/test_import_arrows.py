@@ -18,3 +18,15 @@ def imported_by(module: str, prefix: str) -> list[str]:
 
 def test_the_cli_reaches_the_control_plane_only_through_its_api() -> None:
     assert imported_by("meshpilot.cli.main", "meshpilot.server") == []
+
+
+def test_the_mesh_and_the_rollouts_meet_only_in_the_composition_root() -> None:
+    assert "meshpilot.server.controlplane" not in imported_by(
+        "meshpilot.server.delivery_wiring", "meshpilot.server")
+    assert "meshpilot.server.delivery_wiring" not in imported_by(
+        "meshpilot.server.controlplane", "meshpilot.server")
+
+
+def test_delivery_reaches_store_runtime_and_telemetry_only_through_its_ports() -> None:
+    loaded = imported_by("meshpilot.delivery", "meshpilot.")
+    assert {m.split(".")[1] for m in loaded} <= {"api", "delivery"}

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -38,6 +38,7 @@ from meshpilot.delivery import (
     Providers,
     RolloutController,
     Settings,
+    TrafficSource,
     WebhookCaller,
     WebhookResult,
     WorkloadStatus,
@@ -52,8 +53,7 @@ from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
 from meshpilot.telemetry import Matcher
 
 if TYPE_CHECKING:
-    from meshpilot.runtime import LocalRuntime
-    from meshpilot.server.controlplane import MeshControlPlane
+    from meshpilot.runtime import Pod
     from meshpilot.telemetry import MeshTelemetry
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,19 @@ FORGET_SECONDS = 30.0
 """How often the controller's write cache is dropped, so a generated object someone
 edited or deleted by hand is put back."""
 LOADTESTER_HOSTS = ("flagger-loadtester", "meshpilot-loadtester")
+
+
+Publish = Callable[[dict[str, Any]], None]
+"""Merges entries into the process's endpoints.json."""
+
+
+class RuntimeView(Protocol):
+    """What delivery reads of the local runtime: its pods, and the pod template each
+    Deployment runs or converges to."""
+
+    def pods(self) -> Sequence[Pod]: ...
+
+    def deployment_status(self, namespace: str, name: str) -> dict[str, Any]: ...
 
 
 def _key(kind: str, namespace: str, name: str) -> ObjectKey:
@@ -115,7 +128,7 @@ class ClusterView:
     """ClusterReader over the store and the local runtime."""
 
     def __init__(self, store: SqliteStore,
-                 runtime: Callable[[], LocalRuntime | None]) -> None:
+                 runtime: Callable[[], RuntimeView | None]) -> None:
         self.store = store
         self._runtime = runtime
 
@@ -274,39 +287,39 @@ class LoadTesterServer:
 
 class DeliveryLoop:
     """Steps every Canary: on a timer (``TICK_SECONDS``) and soon after a Canary or
-    Deployment changes in the store. Owned by the MeshControlPlane."""
+    Deployment changes in the store. Built by the composition root (``server.compose``)
+    from the ports it uses: the store, a view of the runtime's pods, the telemetry's
+    counts and a way to publish the load tester's address."""
 
-    def __init__(self, mesh: MeshControlPlane, *, tick_seconds: float = TICK_SECONDS,
+    def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
+                 traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
+                 loadtester_port: int, tick_seconds: float = TICK_SECONDS,
                  settings: Settings | None = None) -> None:
-        self.mesh = mesh
+        self.store = store
+        self.publish = publish
+        self.mesh_proxy = mesh_proxy
+        self.loadtester_port = loadtester_port
         self.tick_seconds = tick_seconds
-        self.service = ConfigService(mesh.store)
-        self.view = ClusterView(mesh.store, lambda: mesh.runtime)
+        self.service = ConfigService(store)
+        self.view = ClusterView(store, runtime)
         self.loadtester: LoadTesterServer | None = None
         self.webhooks = LocalWebhooks(
             HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None)
         self.controller = RolloutController(
-            time.time, StoreWriter(self.service), self.view,
-            BuiltinMetrics(TelemetryTraffic(lambda: mesh.telemetry)), self.webhooks,
-            Providers(), settings,
+            time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
+            self.webhooks, Providers(), settings,
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._generations: dict[tuple[str, str], int] = {}
 
-    @classmethod
-    def start_for(cls, mesh: MeshControlPlane) -> DeliveryLoop:
-        """Create, start and publish (``loadtester`` in endpoints.json)."""
-        loop = cls(mesh)
-        loop.start()
-        return loop
-
     def start(self) -> None:
-        mesh_proxy = f"http://127.0.0.1:{self.mesh.ports.get('mesh_proxy')}"
+        """Serve the load tester (published as ``loadtester`` in endpoints.json), then
+        step the Canaries."""
         try:
-            self.loadtester = LoadTesterServer(mesh_proxy, "127.0.0.1",
-                                               self.mesh.ports.get("loadtester"))
-            self.mesh.publish({"loadtester": self.loadtester.start()})
+            self.loadtester = LoadTesterServer(self.mesh_proxy, "127.0.0.1",
+                                               self.loadtester_port)
+            self.publish({"loadtester": self.loadtester.start()})
         except OSError as exc:
             log.warning("the built-in load tester did not start: %s", exc)
             self.loadtester = None
@@ -349,7 +362,7 @@ class DeliveryLoop:
     def _run(self) -> None:
         next_all = 0.0
         next_forget = time.monotonic() + FORGET_SECONDS
-        with self.mesh.store.watch() as watch:
+        with self.store.watch() as watch:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 event = watch.get(timeout=max(0.0, min(next_all - now, self.tick_seconds)))
