@@ -12,7 +12,7 @@ import yaml
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.server.controlplane import MeshControlPlane
-from meshpilot.server.state_dir import StateDir
+from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.store.model import Put

@@ -7,19 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.unit.delivery_fakes import FakeMetrics
 from tests.unit.test_delivery_controller import NAME, Harness, canary
 
 from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplateProvider
-from meshpilot.delivery.checks import (
-    CheckContext,
-    MetricQueryError,
-    PrometheusProvider,
-    evaluate,
-    parse_prometheus_result,
-    render_query,
-)
-from meshpilot.delivery.fakes import FakeMetrics
+from meshpilot.delivery.checks import CheckContext, evaluate, render_query
 from meshpilot.delivery.judge import proportion_below
+from meshpilot.delivery.ports import MetricQueryError
+from meshpilot.delivery.providers.prometheus import PrometheusProvider, parse_prometheus_result
 from meshpilot.delivery.state import CheckRecord, RolloutState
 
 TEMPLATE = {

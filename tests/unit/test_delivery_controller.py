@@ -7,9 +7,9 @@ import copy
 from typing import Any
 
 import pytest
+from tests.unit.delivery_fakes import FakeClock, FakeMetrics, FakeWebhooks, InMemoryCluster
 
 from meshpilot.delivery import RolloutController, Sample, Settings
-from meshpilot.delivery.fakes import FakeClock, FakeMetrics, FakeWebhooks, InMemoryCluster
 from meshpilot.delivery.state import spec_hash
 
 NS = "default"

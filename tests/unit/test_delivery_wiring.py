@@ -10,14 +10,14 @@ import pytest
 
 from meshpilot.api.flagger import CanaryWebhook
 from meshpilot.api.kubernetes import Deployment
-from meshpilot.delivery import WebhookResult, WriteError, spec_hash
+from meshpilot.delivery import BuiltinMetrics, WebhookResult, WriteError, spec_hash
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.delivery_wiring import (
     ClusterView,
     LocalWebhooks,
     StoreWriter,
-    TelemetryMetrics,
+    TelemetryTraffic,
 )
 from meshpilot.store import SqliteStore
 from meshpilot.telemetry import History, Query
@@ -111,14 +111,16 @@ def history_with(points: list[tuple[float, dict[str, float]]]) -> History:
 def test_metrics_from_the_embedded_telemetry() -> None:
     history = history_with([(100.0, {"200": 0, "500": 0}), (101.0, {"200": 90, "500": 10}),
                             (102.0, {"200": 180, "500": 20})])
-    metrics = TelemetryMetrics(lambda: SimpleNamespace(query=Query(history)))  # type: ignore
+    metrics = BuiltinMetrics(TelemetryTraffic(
+        lambda: SimpleNamespace(query=Query(history))))  # type: ignore
     rate = metrics.success_rate("default", "myapp", 10.0)
     assert rate.requests == 200 and rate.value == pytest.approx(90.0)
     p99 = metrics.latency_quantile("default", "myapp", 10.0, 0.99)
     assert p99.value is not None and 5 < p99.value <= 50
     none = metrics.success_rate("default", "other", 10.0)
     assert none.value is None and none.requests == 0
-    assert TelemetryMetrics(lambda: None).success_rate("default", "myapp", 10).requests == 0
+    assert BuiltinMetrics(TelemetryTraffic(lambda: None)).success_rate(
+        "default", "myapp", 10).requests == 0
 
 
 class Recorder:

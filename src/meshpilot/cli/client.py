@@ -10,7 +10,7 @@ import httpx
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KindInfo, by_kind
-from meshpilot.server.state_dir import StateDir
+from meshpilot.statedir import StateDir
 
 
 class NotRunning(RuntimeError):

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, Response
-from meshpilot.server.state_dir import STATE_DIR_ENV, StateDir
+from meshpilot.statedir import STATE_DIR_ENV, StateDir
 from meshpilot.validation import Diagnostic
 
 # Tables are not cut to 80 columns when the output is a pipe or a file (scripts, CI).

@@ -37,7 +37,7 @@ from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
 from meshpilot.cli.rollout import register as register_rollout_commands
 from meshpilot.cli.top import register as register_top_command
-from meshpilot.server.state_dir import StateDir
+from meshpilot.statedir import StateDir
 from meshpilot.validation import plan_apply
 
 app = typer.Typer(

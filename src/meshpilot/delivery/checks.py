@@ -26,13 +26,13 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from meshpilot.delivery.judge import proportion_below
+from meshpilot.delivery.ports import MetricQueryError
+from meshpilot.delivery.providers import MetricProvider, MetricsSource, Sample
 from meshpilot.delivery.state import CheckRecord
 
 DEFAULT_MIN_REQUESTS = 20
@@ -41,98 +41,8 @@ DEFAULT_METRIC_INTERVAL = "1m"
 DEFAULT_MAX_RATIO = 1.1
 
 
-@dataclass(frozen=True)
-class Sample:
-    """A metric value over a window and how many requests stand behind it."""
-
-    value: float | None
-    requests: int
-
-
-class MetricsSource(Protocol):
-    """The embedded telemetry, answering Flagger's two built-in metrics per workload."""
-
-    def success_rate(self, namespace: str, workload: str, window_s: float) -> Sample:
-        """Percentage (0-100) of non-5xx responses served by ``workload``."""
-        ...
-
-    def latency_quantile(self, namespace: str, workload: str, window_s: float, q: float) -> Sample:
-        """The ``q`` quantile of request duration in milliseconds."""
-        ...
-
-
-class MetricQueryError(Exception):
-    """A provider could not answer (unreachable, bad query, several series)."""
-
-
-class MetricQuery(Protocol):
-    """Runs one rendered MetricTemplate query against its provider."""
-
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
-        """The single number the query returns, or None for no data (empty or NaN)."""
-        ...
-
-
 TemplateLookup = Callable[[str, str], MetricTemplate | None]
 """(namespace, name) → the MetricTemplate, or None when there is none."""
-
-
-# --- Prometheus -----------------------------------------------------------------------
-
-
-class PrometheusProvider:
-    """Flagger's prometheus provider: an instant query over Prometheus' HTTP API."""
-
-    def __init__(self, client: httpx.Client | None = None, timeout: float = 5.0) -> None:
-        self._client = client or httpx.Client(timeout=timeout)
-
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
-        if provider.type != "prometheus":
-            raise MetricQueryError(
-                f"provider type {provider.type!r} is not supported; meshpilot queries "
-                "prometheus (or the built-in metrics)"
-            )
-        if not provider.address:
-            raise MetricQueryError("the prometheus provider has no address")
-        headers = {k: ", ".join(v) for k, v in (provider.headers or {}).items()}
-        url = provider.address.rstrip("/") + "/api/v1/query"
-        try:
-            response = self._client.get(url, params={"query": query}, headers=headers)
-        except httpx.HTTPError as exc:
-            raise MetricQueryError(
-                f"prometheus at {provider.address} did not answer: {exc}"
-            ) from exc
-        if response.status_code != 200:
-            raise MetricQueryError(
-                f"prometheus answered {response.status_code}: {response.text[:200]}"
-            )
-        return parse_prometheus_result(response.json())
-
-
-def parse_prometheus_result(body: dict[str, Any]) -> float | None:
-    """The one number of an instant query result; None when empty or NaN."""
-    if body.get("status") != "success":
-        raise MetricQueryError(f"prometheus query failed: {body.get('error', body)}")
-    data = body.get("data") or {}
-    kind, result = data.get("resultType"), data.get("result")
-    if kind == "scalar":
-        raw = result[1] if isinstance(result, list) and len(result) == 2 else None
-    elif kind == "vector":
-        if not result:
-            return None
-        if len(result) > 1:
-            raise MetricQueryError(
-                f"the query returned {len(result)} series; it must return a single "
-                "number (aggregate it, e.g. with sum())"
-            )
-        raw = result[0].get("value", [None, None])[1]
-    else:
-        raise MetricQueryError(f"unsupported result type {kind!r}; return a single number")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else value
 
 
 _VAR = re.compile(r"\{\{\s*\.?([A-Za-z_][\w.]*)\s*\}\}")
@@ -168,7 +78,7 @@ class CheckContext:
 
     canary: Canary
     metrics: MetricsSource
-    query: MetricQuery | None = None
+    query: MetricProvider | None = None
     templates: TemplateLookup | None = None
     now: float | None = None
     evidence_since: float | None = None

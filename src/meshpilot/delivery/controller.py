@@ -17,9 +17,9 @@ from typing import Any
 
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
-from meshpilot.delivery.checks import MetricQuery, MetricsSource
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
 from meshpilot.delivery.ports import Clock, ClusterReader, ObjectWriter, WriteError
+from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import RolloutState
 from meshpilot.delivery.webhooks import WebhookCaller
 
@@ -46,13 +46,13 @@ class RolloutController:
         reader: ClusterReader,
         metrics: MetricsSource,
         webhooks: WebhookCaller,
-        prometheus: MetricQuery | None = None,
+        providers: MetricProvider | None = None,
         settings: Settings | None = None,
     ) -> None:
         self.clock = clock
         self.writer = writer
         self.reader = reader
-        self.sensors = Sensors(metrics, webhooks, prometheus, reader.metric_template)
+        self.sensors = Sensors(metrics, webhooks, providers, reader.metric_template)
         self.settings = settings or Settings()
         self._written: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()

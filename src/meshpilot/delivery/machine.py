@@ -22,15 +22,9 @@ from typing import Any, Literal
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
-from meshpilot.delivery.checks import (
-    CheckContext,
-    MetricQuery,
-    MetricsSource,
-    TemplateLookup,
-    combine,
-    evaluate,
-)
+from meshpilot.delivery.checks import CheckContext, TemplateLookup, combine, evaluate
 from meshpilot.delivery.ports import WorkloadStatus
+from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import (
     ANALYSIS_PHASES,
     IDLE_PHASES,
@@ -66,7 +60,7 @@ class Observed:
 class Sensors:
     metrics: MetricsSource
     webhooks: WebhookCaller
-    query: MetricQuery | None = None
+    query: MetricProvider | None = None
     templates: TemplateLookup | None = None
 
 

@@ -7,7 +7,7 @@ same calls to the config store, the local runtime and the embedded telemetry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,10 @@ class WorkloadStatus:
 
 class WriteError(Exception):
     """A write was refused (validation, conflict); the next tick tries again."""
+
+
+class MetricQueryError(Exception):
+    """A provider could not answer (unreachable, bad query, several series)."""
 
 
 class ObjectWriter(Protocol):
@@ -65,3 +69,27 @@ class ClusterReader(Protocol):
     def workload(self, namespace: str, name: str) -> WorkloadStatus: ...
 
     def metric_template(self, namespace: str, name: str) -> MetricTemplate | None: ...
+
+
+@dataclass(frozen=True)
+class WorkloadTraffic:
+    """What the embedded telemetry counted for some series over a window."""
+
+    requests: int
+    errors: int
+    """Of ``requests``, those answered 5xx."""
+    success_rate: float | None
+    """Percentage of non-5xx from the request rates (defined while the rates are, even
+    when too few requests completed in the window to count)."""
+    latency_ms: float | None
+    """The asked quantile of request duration."""
+
+
+class TrafficSource(Protocol):
+    """The embedded telemetry, read by the built-in metrics."""
+
+    def traffic(self, labels: Mapping[str, str], window_s: float,
+                quantile: float) -> WorkloadTraffic | None:
+        """The requests over the last ``window_s`` of the series whose labels equal
+        ``labels``; None when there are none (or the telemetry is not running)."""
+        ...

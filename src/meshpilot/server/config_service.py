@@ -9,8 +9,6 @@ only one of them could satisfy.
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -69,24 +67,12 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
         return str(raw)
 
 
-_LOCKS: weakref.WeakKeyDictionary[SqliteStore, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(store: SqliteStore) -> threading.Lock:
-    """One lock per store, shared by every ConfigService over it (the API's and the
-    delivery controller's), so validate-then-commit stays atomic across writers."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(store)
-        if lock is None:
-            lock = _LOCKS[store] = threading.Lock()
-        return lock
-
-
 class ConfigService:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self._lock = _lock_for(store)
+        # The store's lock, not one of our own: every ConfigService over this store (the
+        # API's, the delivery controller's) validates and commits under the same one.
+        self._lock = store.write_lock
 
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
         """Apply every document in ``sources`` or none of them."""

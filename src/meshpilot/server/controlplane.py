@@ -38,9 +38,8 @@ from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
-from meshpilot.server.delivery_wiring import DeliveryLoop
 from meshpilot.server.leftovers import stop_leftovers
-from meshpilot.server.state_dir import StateDir
+from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
@@ -122,7 +121,6 @@ class MeshControlPlane:
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
         self.telemetry: MeshTelemetry | None = None
-        self.delivery: DeliveryLoop | None = None
         self._threads: list[threading.Thread] = []
         self._collector: QuietCollector | None = None  # full GCs only between pushes
         self._mirror: StoreMirror | None = None  # the stored objects, kept current
@@ -187,7 +185,6 @@ class MeshControlPlane:
         self.telemetry = MeshTelemetry(self._telemetry_targets, lambda: self.snapshot,
                                        host=self.host, port=self.ports.get("metrics"))
         metrics = self.telemetry.start()
-        self.delivery = DeliveryLoop.start_for(self)  # rollouts; publishes loadtester
         self._collector = QuietCollector(self.xds.idle_seconds).start()
         return {
             **metrics,
@@ -204,8 +201,6 @@ class MeshControlPlane:
         self._dirty.set()
         if self._collector is not None:
             self._collector.stop()
-        if self.delivery is not None:
-            self.delivery.stop()
         if self.telemetry is not None:
             self.telemetry.stop()
         if self.runtime is not None:

@@ -5,8 +5,8 @@
 - :class:`ClusterView`: the stored Canary / Deployment / MetricTemplate bodies, plus the
   local runtime's pods, reported per pod template so "ready" means "the new template is
   serving".
-- :class:`TelemetryMetrics`: Flagger's two built-in metrics answered by the embedded
-  telemetry (the same ``istio_*`` series a Prometheus would scrape).
+- :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
+  core's built-in provider answers Flagger's two built-in metrics.
 - :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes; serves the
   built-in load tester on a loopback port (``endpoints.json`` key ``loadtester``).
 
@@ -22,8 +22,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -33,14 +33,16 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.delivery import (
+    BuiltinMetrics,
     HttpWebhookCaller,
-    PrometheusProvider,
+    Providers,
     RolloutController,
-    Sample,
     Settings,
+    TrafficSource,
     WebhookCaller,
     WebhookResult,
     WorkloadStatus,
+    WorkloadTraffic,
     WriteError,
     spec_hash,
 )
@@ -51,8 +53,7 @@ from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
 from meshpilot.telemetry import Matcher
 
 if TYPE_CHECKING:
-    from meshpilot.runtime import LocalRuntime
-    from meshpilot.server.controlplane import MeshControlPlane
+    from meshpilot.runtime import Pod
     from meshpilot.telemetry import MeshTelemetry
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,19 @@ FORGET_SECONDS = 30.0
 """How often the controller's write cache is dropped, so a generated object someone
 edited or deleted by hand is put back."""
 LOADTESTER_HOSTS = ("flagger-loadtester", "meshpilot-loadtester")
+
+
+Publish = Callable[[dict[str, Any]], None]
+"""Merges entries into the process's endpoints.json."""
+
+
+class RuntimeView(Protocol):
+    """What delivery reads of the local runtime: its pods, and the pod template each
+    Deployment runs or converges to."""
+
+    def pods(self) -> Sequence[Pod]: ...
+
+    def deployment_status(self, namespace: str, name: str) -> dict[str, Any]: ...
 
 
 def _key(kind: str, namespace: str, name: str) -> ObjectKey:
@@ -114,7 +128,7 @@ class ClusterView:
     """ClusterReader over the store and the local runtime."""
 
     def __init__(self, store: SqliteStore,
-                 runtime: Callable[[], LocalRuntime | None]) -> None:
+                 runtime: Callable[[], RuntimeView | None]) -> None:
         self.store = store
         self._runtime = runtime
 
@@ -179,51 +193,30 @@ class ClusterView:
 # --- metrics ----------------------------------------------------------------------------
 
 
-class TelemetryMetrics:
-    """MetricsSource over the embedded telemetry, with Flagger's Istio filters:
-    ``istio_requests_total{reporter="destination", destination_workload_namespace=NS,
-    destination_workload=W}`` (and the duration histogram with the same labels)."""
+class TelemetryTraffic:
+    """TrafficSource over the embedded telemetry's summary query (the same ``istio_*``
+    series a Prometheus would scrape), for the built-in metrics."""
 
     def __init__(self, telemetry: Callable[[], MeshTelemetry | None]) -> None:
         self._telemetry = telemetry
 
-    @staticmethod
-    def _matchers(namespace: str, workload: str) -> list[Matcher]:
-        return [
-            Matcher("reporter", "=", "destination"),
-            Matcher("destination_workload_namespace", "=", namespace),
-            Matcher("destination_workload", "=", workload),
-        ]
-
-    def _row(self, namespace: str, workload: str, window_s: float,
-             q: float = 0.99) -> dict[str, Any] | None:
+    def traffic(self, labels: Mapping[str, str], window_s: float,
+                quantile: float) -> WorkloadTraffic | None:
         telemetry = self._telemetry()
         if telemetry is None:
             return None
-        rows = telemetry.query.summary(self._matchers(namespace, workload), (), window_s, (q,))
-        return rows[0] if rows else None
-
-    def success_rate(self, namespace: str, workload: str, window_s: float) -> Sample:
-        row = self._row(namespace, workload, window_s)
-        if row is None:
-            return Sample(None, 0)
-        requests = int(row.get("requests") or 0)
-        errors = int(row.get("errors") or 0)
-        if requests > 0:
-            # The share of non-5xx among the requests counted in the window.
-            return Sample(100.0 * (requests - min(errors, requests)) / requests, requests)
+        matchers = [Matcher(name, "=", value) for name, value in labels.items()]
+        rows = telemetry.query.summary(matchers, (), window_s, (quantile,))
+        if not rows:
+            return None
+        row: dict[str, Any] = rows[0]
         rate = row.get("successRate")
-        return Sample(float(rate) if rate is not None else None, requests)
-
-    def latency_quantile(self, namespace: str, workload: str, window_s: float,
-                         q: float) -> Sample:
-        row = self._row(namespace, workload, window_s, q)
-        if row is None:
-            return Sample(None, 0)
-        latency = row.get("latencyMs") or {}
-        value = latency.get(f"p{q * 100:g}")
-        return Sample(float(value) if value is not None else None,
-                      int(row.get("requests") or 0))
+        latency = (row.get("latencyMs") or {}).get(f"p{quantile * 100:g}")
+        return WorkloadTraffic(
+            requests=int(row.get("requests") or 0), errors=int(row.get("errors") or 0),
+            success_rate=float(rate) if rate is not None else None,
+            latency_ms=float(latency) if latency is not None else None,
+        )
 
 
 # --- webhooks ---------------------------------------------------------------------------
@@ -294,39 +287,39 @@ class LoadTesterServer:
 
 class DeliveryLoop:
     """Steps every Canary: on a timer (``TICK_SECONDS``) and soon after a Canary or
-    Deployment changes in the store. Owned by the MeshControlPlane."""
+    Deployment changes in the store. Built by the composition root (``server.compose``)
+    from the ports it uses: the store, a view of the runtime's pods, the telemetry's
+    counts and a way to publish the load tester's address."""
 
-    def __init__(self, mesh: MeshControlPlane, *, tick_seconds: float = TICK_SECONDS,
+    def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
+                 traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
+                 loadtester_port: int, tick_seconds: float = TICK_SECONDS,
                  settings: Settings | None = None) -> None:
-        self.mesh = mesh
+        self.store = store
+        self.publish = publish
+        self.mesh_proxy = mesh_proxy
+        self.loadtester_port = loadtester_port
         self.tick_seconds = tick_seconds
-        self.service = ConfigService(mesh.store)
-        self.view = ClusterView(mesh.store, lambda: mesh.runtime)
+        self.service = ConfigService(store)
+        self.view = ClusterView(store, runtime)
         self.loadtester: LoadTesterServer | None = None
         self.webhooks = LocalWebhooks(
             HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None)
         self.controller = RolloutController(
-            time.time, StoreWriter(self.service), self.view,
-            TelemetryMetrics(lambda: mesh.telemetry), self.webhooks,
-            PrometheusProvider(), settings,
+            time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
+            self.webhooks, Providers(), settings,
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._generations: dict[tuple[str, str], int] = {}
 
-    @classmethod
-    def start_for(cls, mesh: MeshControlPlane) -> DeliveryLoop:
-        """Create, start and publish (``loadtester`` in endpoints.json)."""
-        loop = cls(mesh)
-        loop.start()
-        return loop
-
     def start(self) -> None:
-        mesh_proxy = f"http://127.0.0.1:{self.mesh.ports.get('mesh_proxy')}"
+        """Serve the load tester (published as ``loadtester`` in endpoints.json), then
+        step the Canaries."""
         try:
-            self.loadtester = LoadTesterServer(mesh_proxy, "127.0.0.1",
-                                               self.mesh.ports.get("loadtester"))
-            self.mesh.publish({"loadtester": self.loadtester.start()})
+            self.loadtester = LoadTesterServer(self.mesh_proxy, "127.0.0.1",
+                                               self.loadtester_port)
+            self.publish({"loadtester": self.loadtester.start()})
         except OSError as exc:
             log.warning("the built-in load tester did not start: %s", exc)
             self.loadtester = None
@@ -369,7 +362,7 @@ class DeliveryLoop:
     def _run(self) -> None:
         next_all = 0.0
         next_forget = time.monotonic() + FORGET_SECONDS
-        with self.mesh.store.watch() as watch:
+        with self.store.watch() as watch:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 event = watch.get(timeout=max(0.0, min(next_all - now, self.tick_seconds)))

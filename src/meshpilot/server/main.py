@@ -2,7 +2,8 @@
 
 Binds the API to loopback (a free port unless one is given), writes ``endpoints.json``
 only once the socket is listening, and holds a lock on the state directory so two
-control planes never share one store.
+control planes never share one store. What the process runs is made and wired in
+:mod:`meshpilot.server.compose`; this module is the process around it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,8 @@ from typing import Any
 
 import uvicorn
 
-from meshpilot.server.api import create_app
-from meshpilot.server.config_service import ConfigService
-from meshpilot.server.controlplane import MeshControlPlane
-from meshpilot.server.mesh_api import MeshAPI
-from meshpilot.server.rollout_api import RolloutAPI
-from meshpilot.server.state_dir import AlreadyRunning, StateDir
-from meshpilot.server.telemetry_api import TelemetryAPI
+from meshpilot.server import compose
+from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
 
 log = logging.getLogger("meshpilot.server")
@@ -73,22 +69,15 @@ def serve(
         if started.is_set():
             state.write_endpoints(endpoints)
 
-    mesh: MeshControlPlane | None = None
-    extra_routes = []
-    if with_mesh:
-        mesh = MeshControlPlane(state, store, host=host, envoy_concurrency=envoy_concurrency,
-                                publish=publish)
-        try:
-            publish(mesh.start())
-        except Exception as exc:
-            mesh.stop()
-            store.close()
-            lock.close()
-            print(f"meshpilot: the mesh did not start: {exc}", file=sys.stderr)
-            return 4
-        extra_routes = (MeshAPI(mesh).routes() + TelemetryAPI(mesh).routes()
-                        + RolloutAPI(mesh).routes())
-    app = create_app(ConfigService(store), token, info, extra_routes)
+    try:
+        components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
+                                   envoy_concurrency=envoy_concurrency)
+    except Exception as exc:
+        store.close()
+        lock.close()
+        print(f"meshpilot: the mesh did not start: {exc}", file=sys.stderr)
+        return 4
+    app = components.app(token, info)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
@@ -116,8 +105,7 @@ def serve(
         server.run(sockets=[sock])
     finally:
         state.clear_endpoints()
-        if mesh is not None:
-            mesh.stop()
+        components.stop()
         store.close()
         lock.close()
     return 0

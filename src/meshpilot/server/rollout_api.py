@@ -18,11 +18,10 @@ from starlette.routing import Route
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
-from meshpilot.delivery import COMMANDS
+from meshpilot.delivery import COMMANDS, RolloutController
 from meshpilot.delivery.machine import interval_seconds
 from meshpilot.delivery.state import RolloutState
-from meshpilot.server.controlplane import MeshControlPlane
-from meshpilot.store import StoredObject
+from meshpilot.store import SqliteStore, StoredObject
 
 API = "/apis/meshpilot.io/v1"
 
@@ -120,12 +119,16 @@ def summarize(canary: Canary, full: bool = False) -> dict[str, Any]:
 
 
 class RolloutAPI:
-    def __init__(self, mesh: MeshControlPlane) -> None:
-        self.mesh = mesh
+    """Reads rollouts from the store; carries commands out through the running
+    controller, so a command and the controller's own ticks never interleave."""
+
+    def __init__(self, store: SqliteStore, controller: RolloutController) -> None:
+        self.store = store
+        self.controller = controller
 
     def _canaries(self, namespace: str | None = None) -> list[Canary]:
         out = []
-        objects: list[StoredObject] = self.mesh.store.list(kind="Canary", namespace=namespace)
+        objects: list[StoredObject] = self.store.list(kind="Canary", namespace=namespace)
         for obj in objects:
             try:
                 out.append(Canary.model_validate(obj.body))
@@ -157,10 +160,7 @@ class RolloutAPI:
         if command not in COMMANDS:
             return _error(400, f"unknown command {command!r}; use one of "
                           f"{', '.join(COMMANDS)}", "BadRequest")
-        delivery = getattr(self.mesh, "delivery", None)
-        if delivery is None:
-            return _error(503, "the delivery controller is not running")
-        decision = await asyncio.to_thread(delivery.controller.command, ns, name, command)
+        decision = await asyncio.to_thread(self.controller.command, ns, name, command)
         if decision is None:
             return _error(404, f"no Canary {ns}/{name}", "NotFound")
         if decision.refused:

@@ -132,6 +132,10 @@ class SqliteStore:
         self.path = Path(path)
         self._event_history = event_history
         self._lock = threading.RLock()
+        self.write_lock = threading.Lock()
+        """Held by a writer from reading the state it validates against until its commit
+        (see ``ConfigService``), so two writers cannot both pass a check that only one of
+        them could satisfy. Not the connection lock: reads never wait for a validation."""
         self._watches: list[Watch] = []
         # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves.
         self._conn: sqlite3.Connection | None = sqlite3.connect(

@@ -2,6 +2,10 @@
 
 Everything a control plane needs to come back after a crash lives here, and two
 control planes with different directories never touch each other's files.
+
+The layout is the contract between the control-plane process, which writes the token and
+``endpoints.json``, and the CLI, which finds the process through them; it sits below both
+so that the CLI reaches the control plane only through its API.
 """
 
 from __future__ import annotations

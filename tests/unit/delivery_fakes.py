@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
-from meshpilot.delivery.checks import Sample
 from meshpilot.delivery.ports import WorkloadStatus, WriteError
+from meshpilot.delivery.providers import Sample
 from meshpilot.delivery.state import spec_hash
 from meshpilot.delivery.webhooks import WebhookResult
 

@@ -1,0 +1,77 @@
+"""The composition root: the one place where the control-plane process's components are
+made and connected.
+
+Each component is handed the ports it uses, never another component: the delivery loop
+gets the store, a view of the runtime's pods, the telemetry's counts and a way to publish
+its endpoint, not the mesh control plane, so neither imports the other. Components start
+in dependency order (the mesh, whose runtime and telemetry the rollouts read, before the
+rollouts) and stop in the reverse one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Route
+
+from meshpilot.server.api import create_app
+from meshpilot.server.config_service import ConfigService
+from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
+from meshpilot.server.mesh_api import MeshAPI
+from meshpilot.server.rollout_api import RolloutAPI
+from meshpilot.server.telemetry_api import TelemetryAPI
+from meshpilot.statedir import StateDir
+from meshpilot.store import SqliteStore
+
+
+@dataclass
+class Components:
+    """What one control-plane process runs. The mesh and the rollouts are absent for a
+    config-plane-only process (``--no-mesh``)."""
+
+    store: SqliteStore
+    config: ConfigService
+    mesh: MeshControlPlane | None = None
+    delivery: DeliveryLoop | None = None
+
+    def app(self, token: str, info: dict[str, Any]) -> Any:
+        """The API: the config routes, plus the mesh's and the rollouts' when they run."""
+        routes: list[Route] = []
+        if self.mesh is not None:
+            routes += MeshAPI(self.mesh).routes() + TelemetryAPI(self.mesh).routes()
+        if self.delivery is not None:
+            routes += RolloutAPI(self.store, self.delivery.controller).routes()
+        return create_app(self.config, token, info, routes)
+
+    def stop(self) -> None:
+        """The rollouts stop writing before the mesh they write to goes."""
+        if self.delivery is not None:
+            self.delivery.stop()
+        if self.mesh is not None:
+            self.mesh.stop()
+
+
+def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
+          with_mesh: bool, envoy_concurrency: int) -> Components:
+    """Make, connect and start every component; ``publish`` merges entries into
+    endpoints.json. If one fails to start, those already started are stopped and the
+    error is raised."""
+    components = Components(store, ConfigService(store))
+    if not with_mesh:
+        return components
+    try:
+        mesh = components.mesh = MeshControlPlane(
+            state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish)
+        endpoints = mesh.start()
+        publish(endpoints)
+        delivery = DeliveryLoop(
+            store, lambda: mesh.runtime, TelemetryTraffic(lambda: mesh.telemetry), publish,
+            mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"))
+        delivery.start()
+        components.delivery = delivery  # only once started: stop() joins its thread
+    except BaseException:
+        components.stop()
+        raise
+    return components
