@@ -20,6 +20,8 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/xenon --max-absolute C --max-modules B --max-average A src
 
 test: setup lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q

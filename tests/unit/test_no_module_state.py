@@ -8,9 +8,11 @@ frozen dataclasses, compiled patterns...), and no function rebinds a module's na
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import dataclasses
+import datetime
 import enum
 import importlib
 import logging
@@ -21,21 +23,32 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import rich.console
+import typer
+
 import meshpilot
 
 SRC = Path(meshpilot.__file__).parent
 
-_IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range, re.Pattern)
+_IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range, re.Pattern,
+                      datetime.tzinfo, datetime.timedelta, datetime.date, __future__._Feature,
+                      enum.Enum)
 _CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type,
+         types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType,
          types.ModuleType, property, staticmethod, classmethod)
+_PROCESS_WIDE = (typer.Typer, rich.console.Console, logging.Logger)
+"""Allowed at module level: the command line's declaration (typer builds its app from the
+decorators at import), the process's terminal streams, and the logging framework's
+loggers: each stands for something there is one of per process."""
 
 
 def _typing_construct(value: Any) -> bool:
     """Type aliases, type variables and the like: descriptions, not state."""
+    if isinstance(value, typing.TypeVar | types.GenericAlias | types.UnionType):
+        return True
     module = getattr(type(value), "__module__", "")
-    return module in ("typing", "typing_extensions", "types") and not isinstance(
-        value, types.MappingProxyType | types.SimpleNamespace) or isinstance(
-        value, typing.TypeVar | types.GenericAlias | types.UnionType)
+    return module in ("typing", "typing_extensions") and not isinstance(
+        value, types.MappingProxyType | types.SimpleNamespace)
 
 
 def _frozen_dataclass(value: Any) -> bool:
@@ -49,10 +62,10 @@ def mutable_part(value: Any, seen: set[int] | None = None) -> str | None:
     if id(value) in seen:
         return None
     seen.add(id(value))
-    if isinstance(value, _IMMUTABLE_SCALARS + _CODE) or isinstance(value, enum.Enum):
+    if isinstance(value, _IMMUTABLE_SCALARS + _CODE + _PROCESS_WIDE):
         return None
-    if isinstance(value, logging.Logger) or _typing_construct(value):
-        return None
+    if type(value) is object or _typing_construct(value):
+        return None  # a sentinel: it has no state
     if isinstance(value, tuple | frozenset):
         items: Any = value
     elif isinstance(value, types.MappingProxyType):
@@ -79,8 +92,7 @@ def test_every_module_level_value_is_immutable() -> None:
         for name, value in vars(module).items():
             if name.startswith("__") and name.endswith("__"):
                 continue  # __all__, __version__, the import system's own
-            if getattr(value, "__module__", module.__name__) != module.__name__ and isinstance(
-                    value, _CODE):
+            if callable(value) and getattr(value, "__module__", None) != module.__name__:
                 continue  # imported code
             why = mutable_part(value)
             if why is not None:
