@@ -30,7 +30,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder, PushPlanner
-from meshpilot.xds.consistency import ConsistencyCheck
+from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.stream import ProxyStream
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
@@ -58,7 +58,7 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
     holder = {"snap": mesh.snapshot(1)}
     builder = ProxyConfigBuilder()  # what the control plane serves with
     gate = FirstSyncGate(32)
-    planner, check = PushPlanner(), ConsistencyCheck()  # the server's, shared by its streams
+    planner = PushPlanner()  # the server's, shared by its streams
     outboxes: list[list[bytes]] = []
     streams: list[ProxyStream] = []
     for i in range(proxies):
@@ -71,7 +71,7 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
     def deliver(stream: ProxyStream, snap: MeshSnapshot) -> None:
         """What the server does per proxy with a published snapshot."""
         config = builder.config_for(snap, stream.node)
-        if check.problems(config):
+        if consistency_problems(config):
             raise SystemExit(f"inconsistent config for {stream.node.id}")
         stream.trigger(snap.version, config)
 

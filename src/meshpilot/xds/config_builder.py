@@ -182,7 +182,7 @@ class ProxyConfigBuilder:
     The control plane owns one; two control planes share nothing."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._classes: dict[Hashable, _Class] = {}
         self._nodes: dict[str, _Node] = {}
         self._snapshot: MeshSnapshot | None = None

@@ -14,22 +14,20 @@ few resources are looked at.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from meshpilot.xds.memo import IdentityMemo
 from meshpilot.xds.references import subset_clusters, subset_parent
 from meshpilot.xds.resources import (
     EMPTY_SET,
     LayeredSet,
-    OwnSet,
     ResourceSet,
     derived,
-    layers,
     names_of,
 )
-from meshpilot.xds.sequence import PUSH_SEQUENCE, NameReader, rule_for
+from meshpilot.xds.sequence import PUSH_SEQUENCE, NameReader
 from meshpilot.xds.types import CLUSTER, ROUTE
 
 
@@ -38,30 +36,55 @@ def _read_all(resource_set: ResourceSet, reader: Callable[[Message], Iterable[st
     return frozenset(n for e in resource_set.values() for n in reader(e.message))
 
 
-def _read_layered(layered: LayeredSet, key: str, reader: NameReader) -> frozenset[str]:
+def _read_layered(layered: LayeredSet, key: Hashable, reader: NameReader) -> frozenset[str]:
     if layered.overlaps():
         return _read_all(layered, reader)
     below, above = named_in(layered.base, key, reader), named_in(layered.top, key, reader)
     return below | above if above else below  # the base's very set, when it can
 
 
-def named_in(resource_set: ResourceSet, key: str, reader: NameReader) -> frozenset[str]:
-    """The names ``reader`` finds in the set's resources (``key`` says which reading): once
-    per immutable set; a layered set's from its layers'."""
+def named_in(resource_set: ResourceSet, key: Hashable, reader: NameReader) -> frozenset[str]:
+    """The names ``reader`` finds in the set's resources (``key`` says which reading, one
+    per reader): once per immutable set; a layered set's from its layers'."""
     if type(resource_set) is LayeredSet:
-        return derived(("named", key), resource_set,  # type: ignore[no-any-return]
+        return derived(key, resource_set,  # type: ignore[no-any-return]
                        _read_layered, resource_set, key, reader)
-    return derived(("named", key), resource_set,  # type: ignore[no-any-return]
-                   _read_all, resource_set, reader)
+    return derived(key, resource_set, _read_all, resource_set, reader)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """Names of ``target`` that resources of ``referrer`` give, read by ``reader``; ``named``
+    and ``lacking`` key what is kept on a referrer set (its names, what its targets lack)."""
+
+    referrer: str
+    target: str
+    reader: NameReader
+    named: Hashable
+    lacking: Hashable
+
+
+def _readings() -> tuple[tuple[str, tuple[_Reading, ...]], ...]:
+    out = []
+    for rule in PUSH_SEQUENCE:
+        if rule.named_by:
+            out.append((rule.type_url, tuple(
+                _Reading(referrer, rule.type_url, reader, ("named", rule.type_url, referrer),
+                         ("lacking", rule.type_url, referrer))
+                for referrer, reader in rule.named_by)))
+    return tuple(out)
+
+
+READINGS = _readings()
+"""Per type asked for by name, how the config names its resources (from the sequence)."""
+_SUBSETS = _Reading(ROUTE, CLUSTER, subset_clusters, ("named", "subsets"), ("lacking", "subsets"))
 
 
 def referenced_names(config: Mapping[str, ResourceSet], type_url: str) -> frozenset[str]:
     """The names of ``type_url`` that the config's other resources name (so the proxy
     will ask for), by the sequence's ``named_by``."""
-    rule = rule_for(type_url)
-    if not rule.named_by:
-        return frozenset()
-    found = [named_in(config.get(t, EMPTY_SET), type_url, reader) for t, reader in rule.named_by]
+    readings = next((r for t, r in READINGS if t == type_url), ())
+    found = [named_in(config.get(r.referrer, EMPTY_SET), r.named, r.reader) for r in readings]
     if len(found) == 1:
         return found[0]
     return frozenset().union(*found)
@@ -69,67 +92,65 @@ def referenced_names(config: Mapping[str, ResourceSet], type_url: str) -> frozen
 
 def referenced(config: Mapping[str, ResourceSet]) -> dict[str, frozenset[str]]:
     """For every type asked for by name: the names the config's resources give."""
-    return {rule.type_url: referenced_names(config, rule.type_url)
-            for rule in PUSH_SEQUENCE if rule.named_by}
-
-
-class ConsistencyCheck:
-    """``problems(config)``: what makes a proxy's config inconsistent (empty: none). The
-    xDS server owns one; answers about pairs of shared sets are kept (bounded)."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._pairs = IdentityMemo(size)
-
-    def problems(self, config: Mapping[str, ResourceSet]) -> list[str]:
-        out = []
-        for rule in PUSH_SEQUENCE:
-            targets = config.get(rule.type_url, EMPTY_SET)
-            missing: set[str] = set()
-            for referrer, reader in rule.named_by:
-                missing |= self._missing(config.get(referrer, EMPTY_SET), rule.type_url,
-                                         reader, targets)
-            if missing:
-                out.append(f"{_kind(rule.type_url)} missing: {_listed(missing)}")
-        dangling = self._dangling_subsets(config.get(ROUTE, EMPTY_SET),
-                                          config.get(CLUSTER, EMPTY_SET))
-        if dangling:
-            out.append(f"{_kind(CLUSTER)} of a routed subset missing: {_listed(dangling)}")
-        return out
-
-    def _missing(self, referrers: ResourceSet, key: str, reader: NameReader,
-                 targets: ResourceSet) -> set[str]:
-        """Names the referrers give that the targets lack, layer by layer."""
-        ref_base, ref_top = layers(referrers)
-        if type(referrers) is LayeredSet and referrers.overlaps():
-            ref_base, ref_top = referrers, EMPTY_SET
-        base, top = layers(targets)
-        lacking = self._base_lacks(ref_base, key, reader, base)
-        out = {n for n in lacking if n not in top}
-        if ref_top:
-            out.update(n for n in named_in(ref_top, key, reader)
-                       if n not in base and n not in top)
-        return out
-
-    def _base_lacks(self, referrers: ResourceSet, key: str, reader: NameReader,
-                    targets: ResourceSet) -> frozenset[str]:
-        def compute() -> frozenset[str]:
-            return named_in(referrers, key, reader) - names_of(targets)
-
-        if type(referrers) is OwnSet:  # a proxy's own few resources: nothing to share
-            return compute()
-        return self._pairs.get(  # type: ignore[no-any-return]
-            ("lacks", key, id(referrers), id(targets)), (referrers, targets), compute)
-
-    def _dangling_subsets(self, routes: ResourceSet, clusters: ResourceSet) -> set[str]:
-        base, top = layers(clusters)
-        lacking = self._missing(routes, "subsets", subset_clusters, clusters)
-        return {c for c in lacking
-                if (parent := subset_parent(c)) in base or parent in top}
+    return {type_url: referenced_names(config, type_url) for type_url, _ in READINGS}
 
 
 def consistency_problems(config: Mapping[str, ResourceSet]) -> list[str]:
-    """:meth:`ConsistencyCheck.problems`, with nothing remembered."""
-    return ConsistencyCheck().problems(config)
+    """What makes a proxy's config inconsistent (empty: nothing).
+
+    Proxies of a class share most sets and a change moves few of them, so the answers are
+    derived values: the names a set gives are kept on it, and which of a set of names a
+    target set lacks is kept on the target set (keyed by those names, equal for every
+    proxy of a class); a proxy's own top layer of targets then only takes names away.
+    """
+    out = []
+    for type_url, readings in READINGS:
+        targets = config.get(type_url, EMPTY_SET)
+        missing: frozenset[str] = frozenset()
+        for reading in readings:
+            lacking = lacking_names(config.get(reading.referrer, EMPTY_SET), reading, targets)
+            if lacking:
+                missing |= lacking
+        if missing:
+            out.append(f"{_kind(type_url)} missing: {_listed(missing)}")
+    clusters = config.get(CLUSTER, EMPTY_SET)
+    dangling = [c for c in lacking_names(config.get(ROUTE, EMPTY_SET), _SUBSETS, clusters)
+                if subset_parent(c) in clusters]  # a service with no cluster at all is allowed
+    if dangling:
+        out.append(f"{_kind(CLUSTER)} of a routed subset missing: {_listed(dangling)}")
+    return out
+
+
+def lacking_names(referrers: ResourceSet, reading: _Reading, targets: ResourceSet
+                  ) -> frozenset[str]:
+    """The names ``reading`` finds in the referrers that the targets do not hold.
+
+    Answered against the targets' base layer and kept twice: on an immutable referring
+    set, with the base it was found against (valid while that is the same object: most
+    sets do not move in a change), and on the base, keyed by the names asked about (equal
+    for every proxy of a class). A proxy's own top layer of targets only takes names away.
+    """
+    if type(targets) is LayeredSet:
+        base, top = targets.base, targets.top
+    else:
+        base, top = targets, None
+    slots = getattr(referrers, "derived_values", None)
+    slot = slots.get(reading.lacking) if slots is not None else None
+    if slot is not None and slot[0] is base:
+        found: frozenset[str] = slot[1]
+    else:
+        given = named_in(referrers, reading.named, reading.reader)
+        found = derived((reading.lacking, given), base, _without, given, base) if given \
+            else given
+        if slots is not None:
+            slots[reading.lacking] = (base, found)
+    if found and top:
+        found = frozenset(n for n in found if n not in top)
+    return found
+
+
+def _without(names: frozenset[str], resource_set: ResourceSet) -> frozenset[str]:
+    return names - names_of(resource_set)
 
 
 def _kind(type_url: str) -> str:

@@ -14,6 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+MISSING = object()
+"""What :meth:`IdentityMemo.last` answers when the key was not the last one asked."""
+
 
 class IdentityMemo:
     """Values computed once per key of object identities; bounded, least recently used
@@ -24,6 +27,12 @@ class IdentityMemo:
         self._items: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
         self._lock = threading.Lock()  # tests drive streams of one server from two loops
         self._last: tuple[tuple[Any, ...], Any, tuple[Any, ...]] | None = None
+
+    def last(self, key: tuple[Any, ...]) -> Any:
+        """The value of ``key`` if it was the last one asked (else :data:`MISSING`): the
+        common case, answered before a caller builds what computing would need."""
+        last = self._last
+        return last[1] if last is not None and last[0] == key else MISSING
 
     def get(self, key: tuple[Any, ...], keep: tuple[Any, ...],
             compute: Callable[[], Any]) -> Any:

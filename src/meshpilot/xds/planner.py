@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from meshpilot.xds.consistency import named_in, referenced_names
+from meshpilot.xds.consistency import READINGS, named_in, referenced_names
 from meshpilot.xds.holdings import Differ, Holding, Push, Subscription, compute_push
-from meshpilot.xds.memo import IdentityMemo
+from meshpilot.xds.memo import MISSING, IdentityMemo
 from meshpilot.xds.resources import (
     EMPTY_SET,
     Changes,
@@ -221,6 +221,9 @@ class PushPlanner:
         key, keep = found
         if not key:
             return []
+        hit = self._plans.last(key)
+        if hit is not MISSING:
+            return hit  # type: ignore[no-any-return]
         return self._plans.get(  # type: ignore[no-any-return]
             key, keep, lambda: plan_update(current, target, self.diffs))
 
@@ -234,6 +237,9 @@ class PushPlanner:
                                 changes=self.diffs)
         key = (type_url, delta, force, id(staged), id(subscription), id(held.base),
                id(held.subscription))
+        hit = self._pushes.last(key)
+        if hit is not MISSING:
+            return hit  # type: ignore[no-any-return]
         keep = (staged, subscription, held.base, held.subscription)
         return self._pushes.get(  # type: ignore[no-any-return]
             key, keep, lambda: compute_push(type_url, delta, staged, subscription, held,
@@ -267,8 +273,8 @@ def _plan_key(current: Config, target: Config) -> tuple[tuple[Any, ...], tuple[A
         moved = True
     if not moved:
         return (), ()  # nothing changed
-    for rule in PUSH_SEQUENCE:
-        for referrer, reader in rule.named_by:  # values: equal across a class's proxies
-            key.append(named_in(target.get(referrer, EMPTY_SET), rule.type_url, reader))
+    for _, readings in READINGS:  # values: equal across a class's proxies
+        for r in readings:
+            key.append(named_in(target.get(r.referrer, EMPTY_SET), r.named, r.reader))
     return tuple(key), tuple(keep)
 

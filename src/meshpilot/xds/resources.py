@@ -154,8 +154,12 @@ def layers(resource_set: ResourceSet) -> tuple[ResourceSet, ResourceSet]:
     return resource_set, EMPTY_SET
 
 
-def prepare(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, ResourceSet]:
-    """Messages -> prepared sets; an immutable set is taken as it is."""
+def prepare(resources: Mapping[str, Mapping[str, Any]]) -> Mapping[str, ResourceSet]:
+    """Messages -> prepared sets; an immutable set is taken as it is (and a config of
+    nothing but those, as it is)."""
+    if all(type(by_name) in _IMMUTABLE_SETS or by_name is EMPTY_SET
+           for by_name in resources.values()):
+        return resources  # type: ignore[return-value]
     return {
         type_url: by_name if is_immutable(by_name)
         else {name: PreparedResource.of(name, msg) for name, msg in by_name.items()}

@@ -2,7 +2,7 @@
 
 ``publish(snapshot)`` is the only way config moves, and it moves one way: the control
 plane publishes an :class:`~meshpilot.xds.snapshot.XdsSnapshot`, the server derives each
-connected proxy's config from it, checks it (:class:`ConsistencyCheck`: a proxy is only
+connected proxy's config from it, checks it (``consistency_problems``: a proxy is only
 ever given a consistent config; an inconsistent one is refused, the proxy stays on its
 last good one and its status says why) and brings the proxy there through the
 make-before-break phases, sending only what changed. ``status()`` and ``wait_acked()``
@@ -32,7 +32,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
-from meshpilot.xds.consistency import ConsistencyCheck
+from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.deadlines import Deadlines
 from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.loop import LoopThread
@@ -77,7 +77,6 @@ class XdsServer:
         self._cond = threading.Condition()
         self._snapshot: XdsSnapshot | None = None  # the latest published
         self._planner = PushPlanner()  # what the streams work out once for all of them
-        self._check = ConsistencyCheck()
         self._streams: dict[str, ProxyStream] = {}  # node id -> its current stream
         self._gone: dict[str, tuple[ProxyStatus, float, list[SentRecord]]] = {}
         self._callbacks: list[Callable[[], None]] = []
@@ -187,7 +186,7 @@ class XdsServer:
             log.exception("building the config of proxy %s failed", stream.node.id)
             problems: tuple[str, ...] = (f"its config could not be built: {exc}",)
         else:
-            problems = tuple(self._check.problems(config))
+            problems = tuple(consistency_problems(config))
             if not problems:
                 stream.trigger(snapshot.version, config)
                 return True

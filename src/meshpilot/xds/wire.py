@@ -28,6 +28,8 @@ def wire_string(field_number: int, value: str) -> bytes:
     """One string field, encoded (tag, length, UTF-8 bytes)."""
     data = value.encode()
     n = len(data)
+    if n < 0x80:  # a one-byte length: every nonce and version
+        return bytes((field_number << 3 | 2, n)) + data
     length = bytearray()
     while n > 0x7F:
         length.append((n & 0x7F) | 0x80)
