@@ -25,9 +25,9 @@ NEVER = 1 << 30
 """A gen-2 threshold that automatic collection never reaches."""
 YOUNG = 10_000
 """Allocations between young collections (Python's default: 700). A push to a thousand
-proxies allocates some 30,000 short-lived objects; at the default, the forty-odd young
-collections it triggered cost as much as the push's own work (measured: ~165 vs ~100 us
-per proxy), at 10,000 they cost next to nothing."""
+proxies allocates some 30,000 short-lived objects: young collections must stay a small
+share of a push's work (``benchmarks/stream_work.py`` and ``convergence.py`` run with this
+policy, as the control plane does)."""
 
 
 class QuietCollector:

@@ -260,11 +260,10 @@ class MeshControlPlane:
         return XdsSnapshot(snapshot.version, config_for)
 
     def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
-        """The stored Deployments, each version parsed once: at a thousand Deployments,
-        validating them all on every rebuild was some 60 ms of pydantic alone, before any
-        proxy heard of the change. From the store mirror once started (what the snapshot
-        is built from), or with ``from_store`` from the store itself (an API answer right
-        after an apply)."""
+        """The stored Deployments, each version parsed once (a rebuild's cost follows what
+        changed, not how many Deployments there are; ``benchmarks/apply_to_ack.py``). From
+        the store mirror once started (what the snapshot is built from), or with
+        ``from_store`` from the store itself (an API answer right after an apply)."""
         mirror = None if from_store else self._mirror
         if mirror is None:
             bodies = [(o.key, o.body) for o in self.store.list(group="apps", kind="Deployment")]
@@ -290,8 +289,8 @@ class MeshControlPlane:
         return out
 
     def _workload(self, pod: Pod) -> WorkloadInstance:
-        """The pod's workload instance: the same object while the pod does not change
-        (made afresh for every pod on every rebuild, they were a measurable share of it)."""
+        """The pod's workload instance: the same object while the pod does not change, as
+        the identity contract of :mod:`meshpilot.xds` asks of every builder's input."""
         key = (pod.namespace, pod.ip, pod.ready, tuple(pod.inbound), tuple(pod.labels.items()))
         held = self._workloads.get(pod.name)
         if held is not None and held[0] == key:

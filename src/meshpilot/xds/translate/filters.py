@@ -4,10 +4,9 @@ The fault and cors filters sit in every HTTP chain, unconfigured, before the rou
 *disabled*: Envoy then leaves them out of a request's filter chain unless its route
 carries a ``typed_per_filter_config`` for them, which :func:`per_filter` writes for every
 route whose VirtualService asks for a fault or a corsPolicy (a valid per-route config
-enables a disabled filter). Enabled everywhere, the two cost every request through a
-sidecar about 7,000 instructions (4.5% of the client sidecar's work, measured with
-callgrind; benchmarks/README.md) for nothing on the routes that use neither; disabled,
-they cost about 500. The chain itself stays the same for every listener, so switching
+enables a disabled filter). Disabled, they cost a request next to nothing on the routes
+that use neither (``benchmarks/latency.py --instructions`` counts it; benchmarks/README.md
+has the figures). The chain itself stays the same for every listener, so switching
 a fault on changes a route config, never a listener (no drain).
 """
 
