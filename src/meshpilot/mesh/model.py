@@ -128,6 +128,7 @@ class ProxyNode:
     ip: str  # address its listeners bind to
     workload: str = ""  # Istio's workload: the pod's Deployment, or the built-in proxy's name
     name: str = ""  # the proxy's own name: its pod's (sidecar), or the built-in proxy's
+    service_account: str = "default"  # its identity: spiffe://<domain>/ns/<ns>/sa/<this>
     labels: Mapping[str, str] = field(default_factory=dict)
     inbound: tuple[InboundPort, ...] = ()
     outbound_port: int = OUTBOUND_PROXY_PORT  # the HTTP proxy listener (sidecar, client)
@@ -178,6 +179,7 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
         "INSTANCE_IP": node.ip,
         "NAME": node.name,
         "WORKLOAD_NAME": node.workload,
+        "SERVICE_ACCOUNT": node.service_account,
         "LABELS": dict(node.labels),
         "INBOUND": [
             {"containerPort": p.container_port, "appPort": p.app_port, "name": p.name,
@@ -217,6 +219,7 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         ip=str(meta.get("INSTANCE_IP", "127.0.0.1")),
         workload=str(meta.get("WORKLOAD_NAME", "")),
         name=str(meta.get("NAME", "")),
+        service_account=str(meta.get("SERVICE_ACCOUNT") or "default"),
         labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
         inbound=inbound,
         outbound_port=_int(meta.get("OUTBOUND_PORT"), OUTBOUND_PROXY_PORT),

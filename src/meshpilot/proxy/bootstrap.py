@@ -15,6 +15,8 @@ from meshpilot.mesh.model import ProxyNode, node_to_metadata
 from meshpilot.proxy.stats import stats_config
 
 XDS_CLUSTER = "xds-grpc"
+XDS_TOKEN_HEADER = "x-meshpilot-proxy-token"
+"""The gRPC metadata carrying a proxy's credential for its xDS stream."""
 XDS_RETRY_BASE = "0.25s"
 XDS_RETRY_MAX = "2s"
 
@@ -28,6 +30,7 @@ def bootstrap(
     admin_host: str = "127.0.0.1",
     api_type: Literal["GRPC", "DELTA_GRPC"] = "DELTA_GRPC",
     stats: dict[str, Any] | None = None,
+    xds_token: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap document (JSON-able) for ``node``.
 
@@ -35,7 +38,9 @@ def bootstrap(
     control plane speaks both. ``stats`` is merged into the document; by default the
     mesh's lean stats configuration (:func:`meshpilot.proxy.stats.stats_config`, its
     patterns written as regexes only: :func:`regex_only_matcher`), ``{}`` keeps Envoy's
-    defaults.
+    defaults. ``xds_token`` is the credential the proxy presents on its xDS stream (gRPC
+    metadata :data:`XDS_TOKEN_HEADER`): the control plane refuses a stream without the one
+    issued for that node id.
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
     doc: dict[str, Any] = {
@@ -53,7 +58,8 @@ def bootstrap(
                     # back-off grows to 30 s); the proxy keeps serving meanwhile.
                     "retry_policy": {"retry_back_off": {
                         "base_interval": XDS_RETRY_BASE, "max_interval": XDS_RETRY_MAX}},
-                }}],
+                }, **({"initial_metadata": [{"key": XDS_TOKEN_HEADER, "value": xds_token}]}
+                      if xds_token else {})}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},

@@ -164,7 +164,8 @@ class EnvoyProcess:
         if self.running:
             raise EnvoyError(f"envoy {self.name} is already running (pid {self.pid})")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(json.dumps(self.bootstrap, indent=2))
+        # owner-only: the bootstrap carries the proxy's credential for the control plane
+        write_json_atomic(self.config_path, self.bootstrap, mode=0o600)
         self.admin_address_path.unlink(missing_ok=True)
         self.pid_path.unlink(missing_ok=True)
         self._close_admin()

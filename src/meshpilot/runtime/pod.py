@@ -110,12 +110,13 @@ class Pod:
     pids: tuple[int, ...] = ()  # running app processes (one per container)
     sidecar_pid: int | None = None
     log_path: str = ""
+    service_account: str = "default"
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""
         return ProxyNode(id=self.node_id, kind="sidecar", namespace=self.namespace, ip=self.ip,
                          workload=self.deployment, name=self.name, labels=dict(self.labels),
-                         inbound=self.inbound)
+                         inbound=self.inbound, service_account=self.service_account)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class PodWorker:
         containers: Sequence[ContainerPlan],
         node_id: str,
         sidecar: EnvoyProcess,
+        service_account: str = "default",
         log_path: Path,
         grace_seconds: float,
         drain_seconds: float,
@@ -226,6 +228,7 @@ class PodWorker:
         self.ip = ip
         self.inbound = tuple(inbound)
         self.node_id = node_id
+        self.service_account = service_account
         self.log_path = log_path
         self.grace_seconds = min(grace_seconds, MAX_GRACE_SECONDS)
         self.drain_seconds = drain_seconds
@@ -312,6 +315,7 @@ class PodWorker:
                 "deployment": self.deployment, "labels": dict(self.labels),
                 "template_hash": self.template_hash, "ip": self.ip,
                 "inbound": [asdict(p) for p in self.inbound], "node_id": self.node_id,
+                "service_account": self.service_account,
                 "grace_seconds": self.grace_seconds, "restarts": self._restarts,
                 "started_at": self._started_at, "ready": self._ready,
                 "containers": [
@@ -385,7 +389,7 @@ class PodWorker:
                 pids=tuple(c.proc.pid for c in self._containers
                            if c.proc is not None and c.proc.poll() is None),
                 sidecar_pid=self._sidecar.envoy.pid if self._sidecar.envoy.running else None,
-                log_path=str(self.log_path),
+                log_path=str(self.log_path), service_account=self.service_account,
             )
 
     # --- the supervisor loop ------------------------------------------------------------

@@ -88,6 +88,7 @@ class _Template:
     argvs: tuple[tuple[str, ...], ...]
     container_ports: tuple[int, ...]  # every TCP container port of the pod
     grace: float
+    service_account: str = "default"  # the pods' identity (serviceAccountName)
 
 
 def _stop_all(workers: Iterable[PodWorker]) -> None:
@@ -143,6 +144,7 @@ class LocalRuntime:
         ip_lock_dir: Path | None = None,
         adopt: bool = True,
         port_walk: PortWalk | None = None,
+        proxy_token: Callable[[str], str] | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.xds_host = xds_host
@@ -153,6 +155,8 @@ class LocalRuntime:
         self.ipam = IpAllocator(ip_range, lock_dir=ip_lock_dir)
         self._port_walk = port_walk if port_walk is not None else PortWalk()
         """Where the apps' ports come from (the control plane shares its own)."""
+        self._proxy_token = proxy_token
+        """node id -> the credential its sidecar presents to the xDS server."""
         self._on_change = on_change
         self._before_stop = before_stop
         self._lock = threading.RLock()
@@ -368,6 +372,7 @@ class LocalRuntime:
             containers=tuple(spec.containers), argvs=tuple(argvs),
             container_ports=tuple(ports),
             grace=min(float(30 if grace is None else grace), MAX_GRACE_SECONDS),
+            service_account=spec.service_account_name or spec.service_account or "default",
         )
 
     def _create(self, key: Key, template: _Template, count: int) -> None:
@@ -441,23 +446,27 @@ class LocalRuntime:
         return self._worker(name=name, namespace=namespace, deployment=deployment,
                             labels=template.labels, template_hash=template.hash, ip=ip,
                             inbound=inbound, plans=plans, node_id=nid,
-                            grace_seconds=template.grace)
+                            grace_seconds=template.grace,
+                            service_account=template.service_account)
 
     def _worker(self, *, name: str, namespace: str, deployment: str,
                 labels: Mapping[str, str], template_hash: str, ip: str,
                 inbound: list[InboundPort], plans: list[ContainerPlan], node_id: str,
-                grace_seconds: float) -> PodWorker:
+                grace_seconds: float, service_account: str) -> PodWorker:
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
                          workload=deployment, name=name, labels=dict(labels),
-                         inbound=tuple(inbound))
-        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0)
+                         inbound=tuple(inbound), service_account=service_account)
+        token = self._proxy_token(node_id) if self._proxy_token is not None else None
+        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0,
+                         xds_token=token)
         envoy = EnvoyProcess(boot, name=name, work_dir=self.work_dir / "sidecars",
                              admin_host="127.0.0.1", admin_port=0,
                              concurrency=self.envoy_concurrency)
         return PodWorker(
             name=name, namespace=namespace, deployment=deployment, labels=labels,
             template_hash=template_hash, ip=ip, inbound=inbound, containers=plans,
-            node_id=node_id, sidecar=envoy, log_path=self.work_dir / "pods" / f"{name}.log",
+            node_id=node_id, service_account=service_account, sidecar=envoy,
+            log_path=self.work_dir / "pods" / f"{name}.log",
             grace_seconds=grace_seconds, drain_seconds=self.drain_seconds,
             notify=self._notify, before_stop=self._before_stop, on_exit=self._on_exit,
             record_path=self.work_dir / "pods" / f"{name}.json",
@@ -495,6 +504,7 @@ class LocalRuntime:
             inbound=[InboundPort(**p) for p in record["inbound"]],
             plans=[ContainerPlan.from_json(c) for c in record["containers"]],
             node_id=str(record["node_id"]), grace_seconds=float(record["grace_seconds"]),
+            service_account=str(record.get("service_account") or "default"),
         )
         if not worker.adopt(record, self.work_dir):
             self.ipam.release(ip)

@@ -38,12 +38,14 @@ from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
+from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
+from meshpilot.xds.auth import token_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,10 @@ class MeshControlPlane:
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
-        self.xds = XdsServer(host=host, port=self.xds_port)
+        # every proxy proves its node id with a token the runtime writes into its bootstrap
+        self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
+        self.xds = XdsServer(host=host, port=self.xds_port,
+                             authenticate=token_authenticator(self.proxy_tokens.verify))
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -145,7 +150,7 @@ class MeshControlPlane:
             self.work_dir, xds_host=self.host, xds_port=self.xds_port,
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
             before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
-            port_walk=self.port_walk,
+            port_walk=self.port_walk, proxy_token=self.proxy_tokens.token_for,
         )
         mesh_proxy_port = self.ports.get("mesh_proxy")
         ingress_port = self.ports.get("ingress.80")
@@ -213,7 +218,8 @@ class MeshControlPlane:
         """The proxy ``name``: the running one adopted if it has this very config, else
         one to start (once the leftovers are gone)."""
         doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port, admin_port=0,
-                        api_type=self.api_type)  # type: ignore[arg-type]
+                        api_type=self.api_type,  # type: ignore[arg-type]
+                        xds_token=self.proxy_tokens.token_for(node.id))
         proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
                              concurrency=self.envoy_concurrency)
         proxy.attach()

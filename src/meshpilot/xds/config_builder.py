@@ -57,13 +57,16 @@ from meshpilot.xds.translate import (
     sidecar_own,
 )
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
 
 Sets = dict[str, SharedSet]
 Config = dict[str, ResourceSet]
 Items = list[tuple[str, PreparedResource]]
 _KEEP = 2
 """Snapshots (generations) a class or node entry survives unused."""
+_CLASS_TYPES = tuple(t for t in ORDER if t != SECRET)
+"""Every type a class has a set of (EMPTY_SET where it has none): secrets are never a
+class's, a proxy's keys are its own."""
 
 
 @dataclass
@@ -258,9 +261,9 @@ class ProxyConfigBuilder:
         self._class_clusters(cls, snapshot, node, moves, sets)
         if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS
             self._class_routes(cls, snapshot, node, moves, sets)
-        for t in ORDER:
+        for t in _CLASS_TYPES:
             sets.setdefault(t, EMPTY_SET)
-        if any(sets[t] is not cls.sets.get(t) for t in ORDER):
+        if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
             cls.sets = sets  # a new object only when a set moved: compared by identity
         cls.snapshot = cls.built_from = snapshot
         return cls

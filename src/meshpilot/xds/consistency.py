@@ -91,8 +91,10 @@ def referenced_names(config: Mapping[str, ResourceSet], type_url: str) -> frozen
 
 
 def referenced(config: Mapping[str, ResourceSet]) -> dict[str, frozenset[str]]:
-    """For every type asked for by name: the names the config's resources give."""
-    return {type_url: referenced_names(config, type_url) for type_url, _ in READINGS}
+    """For every type asked for by name that the config names at all: the names its
+    resources give."""
+    found = {type_url: referenced_names(config, type_url) for type_url, _ in READINGS}
+    return {type_url: names for type_url, names in found.items() if names}
 
 
 def consistency_problems(config: Mapping[str, ResourceSet]) -> list[str]:

@@ -261,7 +261,9 @@ def _plan_key(current: Config, target: Config) -> tuple[tuple[Any, ...], tuple[A
         else dict.fromkeys((*ORDER, *target, *current))
     for t in types:
         cur, new = current.get(t), target.get(t)
-        if cur is new and cur is not None:
+        if cur is new:
+            if cur is None:
+                continue  # neither has the type
             if type(new) is SharedSet:  # shared and unchanged: its content is its id
                 key.append((t, id(new)))
                 keep.append(new)

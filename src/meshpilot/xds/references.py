@@ -16,6 +16,8 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 
@@ -93,3 +95,43 @@ def subset_parent(cluster: str) -> str:
     """``outbound|p|subset|host`` -> ``outbound|p||host``: the service's own cluster."""
     direction, port, _, host = cluster.split("|")
     return f"{direction}|{port}||{host}"
+
+
+def cluster_secret_names(cluster: Message) -> set[str]:
+    """SDS secrets a cluster's TLS transport sockets name (its own and its matches')."""
+    if not isinstance(cluster, cluster_pb2.Cluster):
+        return set()
+    sockets = [cluster.transport_socket] if cluster.HasField("transport_socket") else []
+    sockets += [m.transport_socket for m in cluster.transport_socket_matches]
+    return {n for s in sockets for n in _tls_secret_names(s.typed_config,
+                                                          tls_pb2.UpstreamTlsContext)}
+
+
+def listener_secret_names(listener: Message) -> set[str]:
+    """SDS secrets the TLS transport sockets of a listener's filter chains name."""
+    if not isinstance(listener, listener_pb2.Listener):
+        return set()
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    return {n for c in chains if c.HasField("transport_socket")
+            for n in _tls_secret_names(c.transport_socket.typed_config,
+                                       tls_pb2.DownstreamTlsContext)}
+
+
+def _tls_secret_names(packed: any_pb2.Any,
+                      kind: type[tls_pb2.UpstreamTlsContext] | type[tls_pb2.DownstreamTlsContext]
+                      ) -> set[str]:
+    if not packed.Is(kind.DESCRIPTOR):
+        return set()
+    context = kind()
+    packed.Unpack(context)
+    common = context.common_tls_context
+    names = {c.name for c in common.tls_certificate_sds_secret_configs}
+    if common.HasField("validation_context_sds_secret_config"):
+        names.add(common.validation_context_sds_secret_config.name)
+    combined = common.combined_validation_context
+    if common.HasField("combined_validation_context") and \
+            combined.HasField("validation_context_sds_secret_config"):
+        names.add(combined.validation_context_sds_secret_config.name)
+    return names

@@ -1,7 +1,7 @@
 """The push sequence: how each resource type moves in an update, as one table.
 
 An update goes through three phases (xds_protocol.rst, "Eventual consistency
-considerations"): **make** what will be pointed at (clusters, their endpoints), **switch**
+considerations"): **make** what will be pointed at (secrets, clusters, their endpoints), **switch**
 what points (listeners, routes), then **break**: remove what nothing points at any more.
 :data:`PUSH_SEQUENCE` says, per type, in push order:
 
@@ -38,8 +38,14 @@ from typing import Literal
 
 from google.protobuf.message import Message
 
-from meshpilot.xds.references import eds_names, rds_names, scope_route_names
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.references import (
+    cluster_secret_names,
+    eds_names,
+    listener_secret_names,
+    rds_names,
+    scope_route_names,
+)
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
 Phase = Literal["make", "switch"]
 NameReader = Callable[[Message], Iterable[str]]
@@ -64,6 +70,8 @@ class TypeRule:
 
 
 PUSH_SEQUENCE: tuple[TypeRule, ...] = (
+    TypeRule(SECRET, "make", keeps_stale=True, staged_empty=False,
+             named_by=((CLUSTER, cluster_secret_names), (LISTENER, listener_secret_names))),
     TypeRule(CLUSTER, "make", keeps_stale=True),
     TypeRule(ENDPOINT, "make", keeps_stale=True, named_by=((CLUSTER, eds_names),),
              resent_with=CLUSTER),

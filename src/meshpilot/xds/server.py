@@ -32,6 +32,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
+from meshpilot.xds.auth import Authenticator
 from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.deadlines import Deadlines
 from meshpilot.xds.first_sync import FirstSyncGate
@@ -62,12 +63,15 @@ class XdsServer:
     def __init__(
         self,
         *,
+        authenticate: Authenticator,
         host: str = "127.0.0.1",
         port: int = 0,
         max_streams: int = 4096,
         phase_timeout: float = 5.0,
         first_syncs: int = 16,
     ) -> None:
+        self._authenticate = authenticate
+        """Whether a stream may speak for the node it names (a refusal reason, or None)."""
         self._first_syncs = first_syncs
         """At most this many proxies receive their whole config at once (the rest wait)."""
         self._host = host
@@ -343,15 +347,12 @@ class XdsServer:
         try:
             async for req in requests:
                 if stream is None:
-                    if not req.HasField("node") or not req.node.id:
-                        log.warning("xDS stream without a node id in its first request")
-                        return
-                    meta = MessageToDict(req.node.metadata)
-                    stream = self._open(node_from_metadata(req.node.id, meta), api, out.put)
+                    node = await self._admitted(req, context)
+                    stream = self._open(node, api, out.put)
                     writer = asyncio.get_running_loop().create_task(_write(context, out))
                 stream.handle(req)
-        except (grpc.RpcError, asyncio.CancelledError):
-            pass  # the stream ended (cancelled, server stopping)
+        except (grpc.RpcError, asyncio.CancelledError, grpc.aio.AbortError):
+            pass  # the stream ended (cancelled, refused, server stopping)
         except Exception:
             log.exception("xDS stream failed")
         finally:
@@ -359,6 +360,27 @@ class XdsServer:
                 writer.cancel()
             if stream is not None:
                 self._close(stream)
+
+
+    async def _admitted(self, request: Any, context: grpc.aio.ServicerContext) -> ProxyNode:
+        """The node a stream's first request names, if the stream may speak for it; the
+        stream is aborted (UNAUTHENTICATED) and the refusal logged otherwise."""
+        if not request.HasField("node") or not request.node.id:
+            reason = "no node id in its first request"
+            node_id = "?"
+        else:
+            node_id = request.node.id
+            node = node_from_metadata(node_id, MessageToDict(request.node.metadata))
+            metadata = {k: v for k, v in (context.invocation_metadata() or ())
+                        if isinstance(v, str)}
+            refusal = self._authenticate(node, metadata)
+            if refusal is None:
+                return node
+            reason = refusal
+        log.warning("refused an xDS stream from %s (node %s): %s", context.peer(), node_id,
+                    reason)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        raise AssertionError("unreachable: abort raises")
 
 
 class _Outbox:

@@ -13,6 +13,7 @@ ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 SCOPED_ROUTE = _PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
+SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """SotW responses of these types carry the complete set; absence means deletion.
@@ -25,6 +26,7 @@ SotW response may carry only some of the subscribed names and the rest stay as t
 
 SHORT_NAMES: MappingProxyType[str, str] = MappingProxyType({
     CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
+    SECRET: "SDS",
 })
 
 Resources = dict[str, dict[str, Message]]
