@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from tests.builders import by_version, destination_rule, named, sidecar_node
+
 from meshpilot.api.networking import DestinationRule
 from meshpilot.mesh.model import (
     Endpoint,
     InboundPort,
     MeshService,
     MeshSnapshot,
-    Named,
-    ProxyNode,
 )
 from meshpilot.telemetry.envoy_stats import (
     Histogram,
@@ -45,12 +45,9 @@ def _snapshot() -> MeshSnapshot:
                     workload="myapp-v2-0123456789-bcdfg"),
            Endpoint(HOST, 8080, "127.10.0.1", 8080, {"app": "myapp", "version": "v1"},
                     workload="myapp-v1-0123456789-bcdfg"))
-    rule = DestinationRule.model_validate({
-        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-        "metadata": {"name": "myapp", "namespace": "default"},
-        "spec": {"host": "myapp", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}})
+    rule = named(DestinationRule, destination_rule("myapp", subsets=by_version("v2")))
     return MeshSnapshot(version=1, services={HOST: svc}, endpoints={HOST: eps},
-                        destination_rules=(Named("default", "myapp", rule),))
+                        destination_rules=(rule,))
 
 
 def test_parse_detailed_json_and_names() -> None:
@@ -76,9 +73,8 @@ def test_bin_ending_on_a_bound_counts_below_it() -> None:
 def test_source_ids() -> None:
     assert workload_of("myapp-v1-0123456789-bcdfg") == "myapp-v1"
     assert workload_of("mesh-proxy") == "mesh-proxy"
-    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.3",
-                     workload="client-v1-0123456789-bcdfg",
-                     labels={"app": "client", "version": "v1"})
+    node = sidecar_node("client-v1-0123456789-bcdfg", "127.10.0.3",
+                        labels={"app": "client", "version": "v1"})
     assert node_source_id(node) == "client-v1|default|client|v1"
     sources = known_sources(_snapshot())
     assert "myapp-v1|default|myapp|v1" in sources
@@ -91,10 +87,9 @@ def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
 
 
 def test_relabel_source_and_destination_sides() -> None:
-    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.2",
-                     workload="myapp-v2-0123456789-bcdfg",
-                     labels={"app": "myapp", "version": "v2"},
-                     inbound=(InboundPort(8080, 40000, "http"),))
+    node = sidecar_node("myapp-v2-0123456789-bcdfg", "127.10.0.2",
+                        labels={"app": "myapp", "version": "v2"},
+                        inbound=(InboundPort(8080, 40000, "http"),))
     identity = ProxyIdentity.from_node(node, "myapp-v2")
     points = list(relabel(identity, node, parse_json(DOC), _snapshot()))
     (ok,) = _by(points, "istio_requests_total", reporter="source", response_code="200")
