@@ -72,7 +72,7 @@ def demo_app_container(version: str, args: str = "", *, port: int = 8080) -> Bod
     """
     return {
         "name": "app",
-        "command": DEMO_APP,
+        "command": list(DEMO_APP),
         "args": ["--version", version, *args.split()],
         "ports": [{"name": "http", "containerPort": port}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
