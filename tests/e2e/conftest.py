@@ -5,12 +5,9 @@ hosts the mesh reaches without running them.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -64,59 +61,3 @@ def backend_app() -> Iterator[Callable[..., str]]:
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-# --- the builders of the tests not yet on tests/e2e/myapp.py ----------------------------
-
-PYTHON = sys.executable
-
-
-def demo_deployment(name: str, version: str, *, app: str = "myapp", namespace: str = "default",
-                    replicas: int = 1, args: str = "", port: int = 8080) -> str:
-    """A Deployment running the demo app (`python -m meshpilot.demoapp`)."""
-    extra = "".join(f", {json.dumps(a)}" for a in args.split())  # args are strings
-    return textwrap.dedent(f"""\
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {{name: {name}, namespace: {namespace}}}
-        spec:
-          replicas: {replicas}
-          selector: {{matchLabels: {{app: {app}, version: {version}}}}}
-          template:
-            metadata: {{labels: {{app: {app}, version: {version}}}}}
-            spec:
-              containers:
-              - name: app
-                command: [{PYTHON}, -m, meshpilot.demoapp]
-                args: [--version, {version}{extra}]
-                ports: [{{name: http, containerPort: {port}}}]
-                readinessProbe:
-                  httpGet: {{path: /healthz, port: http}}
-                  periodSeconds: 1
-        """)
-
-
-def service(name: str = "myapp", *, app: str | None = None, namespace: str = "default",
-            port: int = 8080) -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: v1
-        kind: Service
-        metadata: {{name: {name}, namespace: {namespace}}}
-        spec:
-          selector: {{app: {app or name}}}
-          ports: [{{name: http, port: {port}, targetPort: http}}]
-        """)
-
-
-def subsets_rule(host: str = "myapp", versions: tuple[str, ...] = ("v1", "v2"),
-                 namespace: str = "default", traffic_policy: str = "") -> str:
-    subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
-    policy = textwrap.indent(textwrap.dedent(traffic_policy), "    ") if traffic_policy else ""
-    return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-            f"metadata: {{name: {host}, namespace: {namespace}}}\nspec:\n  host: {host}\n"
-            + (f"  trafficPolicy:\n{policy}" if policy else "")
-            + f"  subsets:\n{subsets}\n")
-
-
-def cp_endpoints(cp: ControlPlane) -> dict[str, Any]:
-    return json.loads((cp.state_dir / "endpoints.json").read_text())
