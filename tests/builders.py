@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
@@ -269,9 +270,9 @@ def keyed(docs: str | Iterable[dict[str, Any]]) -> list[tuple[ObjectKey, dict[st
     return [(object_key(b), b) for b in bodies if b]
 
 
-def named(model: type, doc: Mapping[str, Any] | str) -> Named[Any]:
+def named(model: type[BaseModel], doc: Mapping[str, Any] | str) -> Named[Any]:
     """A body (or its YAML) validated as ``model`` and named as the mesh snapshot holds it."""
-    obj = model.model_validate(from_yaml(doc) if isinstance(doc, str) else doc)
+    obj: Any = model.model_validate(from_yaml(doc) if isinstance(doc, str) else doc)
     return Named(obj.metadata.namespace, obj.metadata.name, obj)
 
 

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from meshpilot.server.leftovers import stop_leftovers
 
@@ -43,11 +43,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def validation_errors(model: type, doc: Any) -> list[dict[str, Any]]:
+def validation_errors(model: type[BaseModel], doc: Any) -> list[dict[str, Any]]:
     """What pydantic says about ``doc`` as a ``model``, which must refuse it."""
     with pytest.raises(ValidationError) as exc:
         model.model_validate(doc)
-    return exc.value.errors()
+    return cast(list[dict[str, Any]], exc.value.errors())
 
 
 def process_alive(pid: int) -> bool:

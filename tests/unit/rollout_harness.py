@@ -95,8 +95,11 @@ class Harness:
         raise AssertionError(f"not reached after {limit} ticks: {self.phase} {self.messages()}")
 
     def target_replicas(self) -> int:
-        return self.cluster.get("Deployment", NAME)["spec"]["replicas"]
+        target = self.cluster.get("Deployment", NAME)
+        assert target is not None, "no target Deployment"
+        return target["spec"]["replicas"]
 
     def primary_image(self) -> str:
         primary = self.cluster.get("Deployment", f"{NAME}-primary")
+        assert primary is not None, "no primary Deployment"
         return primary["spec"]["template"]["spec"]["containers"][0]["image"]
