@@ -73,15 +73,9 @@ class Rollout:
     def wait_phase(self, *phases: str, timeout: float = 60.0,
                    fail_on: tuple[str, ...] = ()) -> dict[str, Any]:
         """Until the rollout is in one of ``phases``; fails at once in one of ``fail_on``."""
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = self.get()
-            if body["phase"] in phases:
-                return body
-            if body["phase"] in fail_on:
-                break
-            time.sleep(0.2)
+        body, stopped = self._poll(lambda b: b["phase"] in phases + fail_on, timeout, 0.2)
+        if stopped and body["phase"] in phases:
+            return body
         raise AssertionError(
             f"rollout {self.name} not in {phases} within {timeout}s: phase "
             f"{body.get('phase')}\nevents: "
@@ -92,13 +86,22 @@ class Rollout:
     def wait(self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 60.0,
              what: str = "") -> dict[str, Any]:
         """Until ``predicate`` holds for the rollout's status, polled every 0.1 s."""
+        body, stopped = self._poll(predicate, timeout, 0.1)
+        if stopped:
+            return body
+        raise AssertionError(f"not within {timeout}s: {what}; last: phase {body.get('phase')} "
+                             f"weight {body.get('canaryWeight')} events "
+                             f"{[e['message'] for e in body.get('events', [])][-8:]}")
+
+    def _poll(self, stop: Callable[[dict[str, Any]], Any], timeout: float,
+              interval: float) -> tuple[dict[str, Any], bool]:
+        """The status polled every ``interval`` until ``stop`` holds for it or ``timeout``
+        is over: the last one seen, and whether ``stop`` held."""
         deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}
         while time.monotonic() < deadline:
             body = self.get()
-            if predicate(body):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"not within {timeout}s: {what}; last: phase {body.get('phase')} "
-                             f"weight {body.get('canaryWeight')} events "
-                             f"{[e['message'] for e in body.get('events', [])][-8:]}")
+            if stop(body):
+                return body, True
+            time.sleep(interval)
+        return body, False

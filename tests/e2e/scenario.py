@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tests.conftest import wait_for
@@ -29,11 +29,15 @@ Body = dict[str, Any]
 Doc = str | Mapping[str, Any]
 
 
-class Given:
-    """The mesh as a test starts from."""
+class _Facet:
+    """One of given / when / then: a view of the test's mesh."""
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
+
+
+class Given(_Facet):
+    """The mesh as a test starts from."""
 
     def applied(self, *docs: Doc) -> Given:
         """``docs`` applied, every Deployment ready and every proxy in sync."""
@@ -49,17 +53,12 @@ class Given:
         return self
 
 
-class When:
+class When(_Facet):
     """What happens to the mesh."""
-
-    def __init__(self, mesh: Mesh) -> None:
-        self.mesh = mesh
 
     def apply(self, *docs: Doc) -> When:
         """``docs`` applied, and the mesh converged on them."""
-        self.mesh.apply(*docs)
-        self.mesh.converge()
-        return self
+        return self.apply_nowait(*docs).converges()
 
     def apply_nowait(self, *docs: Doc) -> When:
         """``docs`` applied; nothing waits (what they change rolls out from here)."""
@@ -90,10 +89,16 @@ class When:
         self.mesh.cp.start()
         return self
 
-    def traffic(self, url: str = URL, **options: Any) -> Traffic:
-        """Background requests (see ``Traffic`` for ``options``); they run inside a
-        ``with`` block: ``with when.traffic() as load: ...``."""
-        return Traffic(self.mesh, url, **options)
+    def traffic(
+        self, url: str = URL, *, via: Sequence[str] = (), workers: int = 3,
+        rate: float | None = 60.0, max_seconds: float = 90.0, max_requests: int | None = None,
+        headers: dict[str, str] | None = None, timeout: float = 10.0,
+    ) -> Traffic:
+        """Background requests to ``url`` (see ``Traffic``); they run inside a ``with``
+        block: ``with when.traffic() as load: ...``."""
+        return Traffic(self.mesh, url, via=via, workers=workers, rate=rate,
+                       max_seconds=max_seconds, max_requests=max_requests, headers=headers,
+                       timeout=timeout)
 
     def rollout_reaches(self, predicate: Callable[[Body], Any], what: str,
                         timeout: float = 60.0) -> Body:
@@ -118,11 +123,8 @@ class When:
         return self
 
 
-class Then:
+class Then(_Facet):
     """What real requests and the API say about the mesh."""
-
-    def __init__(self, mesh: Mesh) -> None:
-        self.mesh = mesh
 
     def split_is(self, expected: Mapping[str, int], url: str = URL, **request: Any) -> Then:
         """Exactly ``expected`` (version → count) answer as many requests as it sums to."""
