@@ -6,18 +6,22 @@ so tests run safely in parallel under pytest-xdist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from meshpilot.server.leftovers import stop_leftovers
 
@@ -25,16 +29,51 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail after
+    ``timeout`` saying what was awaited (``message``, else the predicate)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+            raise AssertionError(f"not within {timeout}s: {message or predicate}")
         time.sleep(interval)
+
+
+def validation_errors(model: type[BaseModel], doc: Any) -> list[dict[str, Any]]:
+    """What pydantic says about ``doc`` as a ``model``, which must refuse it."""
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(doc)
+    return cast(list[dict[str, Any]], exc.value.errors())
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (dead, not yet reaped by its parent) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A loopback HTTP server answering with ``handler`` on a thread; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def read_endpoints(state_dir: Path) -> dict[str, Any] | None:
@@ -44,14 +83,19 @@ def read_endpoints(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        env.pop(name, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any proxy setting (a test's processes talk to
+    each other on loopback, never through the machine's proxy), unbuffered, plus ``extra``.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
     return env
+
+
+def _env() -> dict[str, str]:
+    return clean_env(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 
 
 class ControlPlane:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import httpx
 
 from meshpilot.proxy.ports import free_port, wait_port
+from tests.conftest import wait_for
 
 _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -55,7 +54,8 @@ def send(client: httpx.Client, url: str, n: int, *, headers: dict[str, str] | No
 
 
 class Prometheus:
-    """A real ``prometheus`` scraping meshpilot every second (found through /http_sd)."""
+    """A real ``prometheus`` scraping meshpilot every second (found through /http_sd);
+    stopped at the end of a ``with`` block."""
 
     def __init__(self, tmp: Path, http_sd_url: str, rules: Path | None = None) -> None:
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -80,11 +80,17 @@ class Prometheus:
             self.stop()
             raise AssertionError("prometheus did not start:\n" + self.log_text())
         try:  # the API answers 503 until the TSDB is open
-            wait(lambda: self.http.get("/-/ready").status_code == 200, 30,
-                 "prometheus never became ready")
+            wait_for(lambda: self.http.get("/-/ready").status_code == 200, 30, interval=0.2,
+                     message="prometheus to become ready")
         except AssertionError:
             self.stop()
             raise
+
+    def __enter__(self) -> Prometheus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log_text(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -99,8 +105,8 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     def wait_target_up(self, timeout: float = 20.0) -> None:
-        wait(lambda: self.scalar('up{job="meshpilot"}') == 1.0, timeout,
-             "prometheus never scraped meshpilot:\n" + self.log_text())
+        wait_for(lambda: self.scalar('up{job="meshpilot"}') == 1.0, timeout, interval=0.2,
+                 message="prometheus to scrape meshpilot:\n" + self.log_text())
 
     def stop(self) -> None:
         self.http.close()
@@ -112,22 +118,3 @@ class Prometheus:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.log.close()
-
-
-def wait(predicate: Callable[[], Any], timeout: float, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout}s")
-        time.sleep(0.2)
-
-
-def prometheus(tmp: Path, http_sd_url: str, rules: Path | None = None) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp, http_sd_url, rules)
-    try:
-        yield prom
-    finally:
-        prom.stop()

@@ -3,24 +3,23 @@ breaking and outlier detection, observed on real requests through the mesh proxy
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Mesh, demo_deployment, service
-from tests.e2e.traffic import by_pod, destination_rule, mesh_client, pod_of, pods_of
+from tests.builders import demo_deployment
+from tests.e2e import myapp
+from tests.e2e.mesh import URL, Mesh, pod_of
+from tests.e2e.scenario import Given, When
+from tests.e2e.traffic import concurrent_get
 
-URL = "http://myapp:8080/"
 USERS = [f"user-{i}" for i in range(12)]
+SLOW = "http://myapp:8080/delay/500"
 
 
-def _hash_rule(key: str) -> str:
-    return destination_rule(
-        versions=("v1",), traffic_policy=f"loadBalancer:\n  consistentHash:\n    {key}\n"
-    )
+def _hash_rule(key: str) -> dict[str, object]:
+    return myapp.subsets("v1", traffic_policy=f"loadBalancer:\n  consistentHash:\n    {key}\n")
 
 
 def _sticky(mapping: dict[str, Counter[str]]) -> None:
@@ -32,51 +31,51 @@ def _sticky(mapping: dict[str, Counter[str]]) -> None:
     assert len(used) >= 2, f"every user hashed to the same pod: {mapping}"
 
 
-def _three_pods(mesh: Mesh, rule: str) -> None:
-    mesh.apply(demo_deployment("myapp-v1", "v1", replicas=3), service(), rule)
-    mesh.converge()
-    assert len(pods_of(mesh, "myapp-v1")) == 3
+def given_three_pods(mesh: Mesh, given: Given, rule: dict[str, object]) -> None:
+    """Given three pods of myapp v1 behind ``rule``."""
+    given.applied(myapp.version("v1", replicas=3), myapp.service(), rule)
+    assert len(mesh.pods_of("myapp-v1")) == 3
 
 
 @pytest.mark.parametrize("kind", ["header", "query", "cookie"])
-def test_consistent_hash_keeps_a_key_on_one_pod(mesh: Mesh, kind: str) -> None:
+def test_consistent_hash_keeps_a_key_on_one_pod(mesh: Mesh, given: Given, kind: str) -> None:
     key = {
         "header": "httpHeaderName: x-user",
         "query": "httpQueryParameterName: user",
         "cookie": "httpCookie: {name: session, ttl: 60s}",
     }[kind]
-    _three_pods(mesh, _hash_rule(key))
+    given_three_pods(mesh, given, _hash_rule(key))
 
     mapping: dict[str, Counter[str]] = {}
     for user in USERS:
         if kind == "header":
-            mapping[user] = by_pod(mesh, URL, 5, headers={"x-user": user})
+            mapping[user] = mesh.by_pod(URL, 5, headers={"x-user": user})
         elif kind == "query":
-            mapping[user] = by_pod(mesh, URL + f"?user={user}", 5)
+            mapping[user] = mesh.by_pod(URL + f"?user={user}", 5)
         else:
-            with mesh_client(mesh) as client:
+            with mesh.client() as client:
                 client.cookies.set("session", user)
                 mapping[user] = Counter(pod_of(client.get(URL)) for _ in range(5))
     _sticky(mapping)
 
     if kind == "cookie":
         # No cookie yet and a ttl: Envoy makes one up, and the client that keeps it sticks.
-        with mesh_client(mesh) as client:
+        with mesh.client() as client:
             first = client.get(URL)
             assert first.status_code == 200
             assert "session=" in first.headers.get("set-cookie", ""), first.headers
             assert {pod_of(client.get(URL)) for _ in range(5)} == {pod_of(first)}
 
 
-def test_consistent_hash_by_source_ip(mesh: Mesh) -> None:
-    _three_pods(mesh, _hash_rule("useSourceIp: true"))
+def test_consistent_hash_by_source_ip(mesh: Mesh, given: Given) -> None:
+    given_three_pods(mesh, given, _hash_rule("useSourceIp: true"))
     mapping: dict[str, Counter[str]] = {}
     for i in range(12):
         source = f"127.0.0.{40 + i}"
         # httpx ignores local_address when it uses a proxy: talk to the mesh proxy as a
         # plain server instead (origin-form request; Envoy routes on the Host header).
         transport = httpx.HTTPTransport(local_address=source)
-        with mesh_client(mesh, transport=transport) as client:
+        with mesh.client(transport=transport) as client:
             mapping[source] = Counter(
                 pod_of(client.get(mesh.mesh_proxy + "/", headers={"Host": "myapp:8080"}))
                 for _ in range(5)
@@ -84,23 +83,16 @@ def test_consistent_hash_by_source_ip(mesh: Mesh) -> None:
     _sticky(mapping)
 
 
-def test_round_robin_spreads_over_every_pod(mesh: Mesh) -> None:
-    _three_pods(
-        mesh,
-        destination_rule(
-            versions=("v1",),
-            traffic_policy="""\
-        loadBalancer: {simple: ROUND_ROBIN}
-        """,
-        ),
-    )
-    counts = by_pod(mesh, URL, 30)
+def test_round_robin_spreads_over_every_pod(mesh: Mesh, given: Given) -> None:
+    round_robin = myapp.subsets("v1", traffic_policy="loadBalancer: {simple: ROUND_ROBIN}")
+    given_three_pods(mesh, given, round_robin)
+    counts = mesh.by_pod(URL, 30)
     assert len(counts) == 3, counts
     assert all(name.startswith("myapp-v1-") for name in counts), counts
     assert min(counts.values()) >= 5, counts  # round robin: about 10 each
 
 
-def test_subset_has_its_own_traffic_policy(mesh: Mesh) -> None:
+def test_subset_has_its_own_traffic_policy(mesh: Mesh, given: Given) -> None:
     rule = """\
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -129,61 +121,36 @@ def test_subset_has_its_own_traffic_policy(mesh: Mesh) -> None:
             route: [{destination: {host: myapp, subset: v2}}]
           - route: [{destination: {host: myapp, subset: v1}}]
         """
-    mesh.apply(
-        demo_deployment("myapp-v1", "v1", replicas=2),
-        demo_deployment("myapp-v2", "v2", replicas=2),
-        service(),
-        rule,
-        route,
-    )
-    mesh.converge()
+    given.applied(myapp.version("v1", replicas=2), myapp.version("v2", replicas=2),
+                  myapp.service(), rule, route)
 
-    clusters = {
-        c["cluster"]["name"]: c["cluster"] for c in mesh.proxy_config("mesh-proxy", "clusters")
-    }
+    clusters = mesh.clusters()
     v1 = clusters["outbound|8080|v1|myapp.default.svc.cluster.local"]
     v2 = clusters["outbound|8080|v2|myapp.default.svc.cluster.local"]
     assert v1["lb_policy"] == "RING_HASH"
     assert v2.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"  # the enum default
 
     # v1 (its own consistent hash): one user, one pod.
-    mapping = {u: by_pod(mesh, URL, 4, headers={"x-user": u}) for u in USERS}
+    mapping = {u: mesh.by_pod(URL, 4, headers={"x-user": u}) for u in USERS}
     _sticky(mapping)
     # v2 (the rule's round robin): the same user is spread over both v2 pods.
-    spread = by_pod(mesh, URL, 10, headers={"x-user": USERS[0], "x-subset": "v2"})
+    spread = mesh.by_pod(URL, 10, headers={"x-user": USERS[0], "x-subset": "v2"})
     assert len(spread) == 2 and all(p.startswith("myapp-v2-") for p in spread), spread
 
 
-def _concurrent_slow_requests(mesh: Mesh, n: int = 8) -> list[httpx.Response]:
-    barrier = threading.Barrier(n)
-
-    def one(_: int) -> httpx.Response:
-        with mesh_client(mesh) as client:
-            barrier.wait(timeout=10)
-            return client.get("http://myapp:8080/delay/500")
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def test_connection_pool_limits_trip_the_circuit_breaker(mesh: Mesh) -> None:
-    mesh.apply(demo_deployment("myapp-v1", "v1"), service())
-    mesh.converge()
-    without = _concurrent_slow_requests(mesh)
+def test_connection_pool_limits_trip_the_circuit_breaker(
+    mesh: Mesh, given: Given, when: When
+) -> None:
+    given.applied(myapp.version("v1"), myapp.service())
+    without = concurrent_get(mesh, SLOW, 8)
     assert [r.status_code for r in without] == [200] * len(without)
 
-    mesh.apply(
-        destination_rule(
-            versions=("v1",),
-            traffic_policy="""\
+    when.apply(myapp.subsets("v1", traffic_policy="""
         connectionPool:
           tcp: {maxConnections: 1}
           http: {http1MaxPendingRequests: 1}
-        """,
-        )
-    )
-    mesh.converge()
-    limited = _concurrent_slow_requests(mesh)
+        """))
+    limited = concurrent_get(mesh, SLOW, 8)
     codes = Counter(r.status_code for r in limited)
     assert codes[200] >= 1, codes
     assert codes[503] >= 1, codes  # refused by Envoy's breaker, not by the app
@@ -194,32 +161,25 @@ def test_connection_pool_limits_trip_the_circuit_breaker(mesh: Mesh) -> None:
             assert "x-pod" not in r.headers  # never reached a pod
 
 
-def test_outlier_detection_ejects_the_failing_pod(mesh: Mesh) -> None:
-    mesh.apply(
-        demo_deployment("myapp-v1", "v1"),
-        demo_deployment("myapp-v1-bad", "v1", args="--error-rate=1.0"),
-        service(),
-    )
-    mesh.converge()
-    bad_pod = pods_of(mesh, "myapp-v1-bad")[0]["metadata"]["name"]
-    good_pod = pods_of(mesh, "myapp-v1")[0]["metadata"]["name"]
+def test_outlier_detection_ejects_the_failing_pod(
+    mesh: Mesh, given: Given, when: When
+) -> None:
+    given.applied(myapp.version("v1"),
+                  demo_deployment("myapp-v1-bad", "v1", args="--error-rate=1.0"),
+                  myapp.service())
+    bad_pod = mesh.pods_of("myapp-v1-bad")[0]["metadata"]["name"]
+    good_pod = mesh.pods_of("myapp-v1")[0]["metadata"]["name"]
     # Without outlier detection both pods keep getting traffic.
     before = Counter(mesh.http.get(URL).status_code for _ in range(30))
     assert before[500] >= 1 and before[200] >= 1, before
 
-    mesh.apply(
-        destination_rule(
-            versions=("v1",),
-            traffic_policy="""\
+    when.apply(myapp.subsets("v1", traffic_policy="""
         outlierDetection:
           consecutive5xxErrors: 2
           interval: 1s
           baseEjectionTime: 120s
           maxEjectionPercent: 100
-        """,
-        )
-    )
-    mesh.converge()
+        """))
     warmup = [mesh.http.get(URL) for _ in range(20)]
     assert any(r.status_code == 500 and pod_of(r) == bad_pod for r in warmup), (
         "the failing pod was never tried"

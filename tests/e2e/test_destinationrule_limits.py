@@ -23,22 +23,22 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import textwrap
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import pytest
 
 from meshpilot.proxy.admin import AdminClient
-from tests.conftest import wait_for
-from tests.e2e.conftest import Mesh, demo_deployment, service
-from tests.e2e.traffic import destination_rule, mesh_client, pod_of, pods_of
+from tests.builders import demo_deployment, workload_entry
+from tests.conftest import serve_http, wait_for
+from tests.e2e import myapp
+from tests.e2e.mesh import Mesh, pod_of
+from tests.e2e.scenario import Given, When
+from tests.e2e.traffic import concurrent_get
 
 URL = "http://myapp:8080"
 MYAPP = "outbound|8080||myapp.default.svc.cluster.local"
@@ -47,17 +47,9 @@ MYAPP = "outbound|8080||myapp.default.svc.cluster.local"
 # --- helpers ----------------------------------------------------------------------------
 
 
-def mesh_admin(mesh: Mesh) -> AdminClient:
-    """The admin API of the mesh proxy (Envoy writes its address to ``run/*.admin``)."""
-    path = mesh.cp.state_dir / "run" / "mesh-proxy.admin"
-    text = wait_for(lambda: path.exists() and path.read_text().strip(), timeout=10)
-    host, _, port = text.rpartition(":")
-    return AdminClient(host, int(port))
-
-
 @pytest.fixture
 def admin(mesh: Mesh) -> Iterator[AdminClient]:
-    client = mesh_admin(mesh)
+    client = mesh.proxy_admin()
     try:
         yield client
     finally:
@@ -76,10 +68,7 @@ def delta(before: Counter[str], after: Counter[str], name: str) -> int:
 
 
 def cluster_config(mesh: Mesh, name: str = MYAPP) -> dict[str, Any]:
-    clusters = {
-        c["cluster"]["name"]: c["cluster"] for c in mesh.proxy_config("mesh-proxy", "clusters")
-    }
-    return clusters[name]
+    return mesh.clusters()[name]
 
 
 def hosts(admin: AdminClient, cluster: str = MYAPP) -> dict[str, dict[str, Any]]:
@@ -104,51 +93,17 @@ def ejected_ips(admin: AdminClient, cluster: str = MYAPP) -> set[str]:
 
 def pod_ips(mesh: Mesh, deployment: str) -> dict[str, str]:
     """Pod IP → pod name, for the pods of ``deployment``."""
-    return {p["status"]["podIP"]: p["metadata"]["name"] for p in pods_of(mesh, deployment)}
+    return {p["status"]["podIP"]: p["metadata"]["name"] for p in mesh.pods_of(deployment)}
 
 
-def rule(traffic_policy: str, host: str = "myapp") -> str:
-    policy = textwrap.dedent(traffic_policy).rstrip("\n") + "\n"
-    return destination_rule(host=host, versions=("v1",), traffic_policy=policy)
+def rule(traffic_policy: str, host: str = "myapp") -> dict[str, Any]:
+    """A DestinationRule for ``host`` (subset v1) with the ``traffic_policy`` YAML."""
+    return myapp.subsets("v1", traffic_policy=traffic_policy, host=host)
 
 
-def virtual_service(http: str, host: str = "myapp") -> str:
-    body = textwrap.indent(textwrap.dedent(http).strip("\n"), "  ")
-    return (
-        f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-        f"metadata: {{name: {host}, namespace: default}}\n"
-        f"spec:\n  hosts: [{host}]\n  http:\n{body}\n"
-    )
-
-
-def workload_entry(name: str, port: int, app: str = "myapp", version: str = "v1") -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: networking.istio.io/v1
-        kind: WorkloadEntry
-        metadata: {{name: {name}, namespace: default}}
-        spec:
-          address: 127.0.0.1
-          ports: {{http: {port}}}
-          labels: {{app: {app}, version: {version}}}
-        """)
-
-
-def concurrent_get(mesh: Mesh, path: str, n: int) -> list[httpx.Response]:
-    """``n`` requests released together (one client per thread)."""
-    barrier = threading.Barrier(n)
-
-    def one(_: int) -> httpx.Response:
-        with mesh_client(mesh) as client:
-            barrier.wait(timeout=10)
-            return client.get(URL + path)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def apply_and_converge(mesh: Mesh, *docs: str) -> None:
-    mesh.apply(*docs)
-    mesh.converge()
+def v1_entry(name: str, port: int, app: str = "myapp") -> dict[str, Any]:
+    """A WorkloadEntry ``app: <app>, version: v1`` on loopback ``port``."""
+    return workload_entry(name, port=port, labels={"app": app, "version": "v1"})
 
 
 @contextlib.contextmanager
@@ -180,7 +135,10 @@ def unaccepting_listener() -> Iterator[int]:
         listener.close()
 
 
-class _Answer502(BaseHTTPRequestHandler):
+class Answer502(BaseHTTPRequestHandler):
+    """An HTTP server answering every request with 502 (X-Pod: gateway-502): a gateway
+    error the demo app cannot make."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -193,23 +151,6 @@ class _Answer502(BaseHTTPRequestHandler):
         self.send_header("X-Pod", "gateway-502")
         self.end_headers()
         self.wfile.write(body)
-
-
-@contextlib.contextmanager
-def bad_gateway_server() -> Iterator[int]:
-    """A loopback HTTP server answering every request with 502 (X-Pod: gateway-502)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer502)
-    server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def send_until(
@@ -230,16 +171,17 @@ def send_until(
 # --- connectionPool.tcp.connectTimeout ----------------------------------------------------
 
 
-def test_connect_timeout_fails_a_hanging_connect_fast(mesh: Mesh, admin: AdminClient) -> None:
+def test_connect_timeout_fails_a_hanging_connect_fast(
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
+) -> None:
     cluster = "outbound|8080||blackhole.default.svc.cluster.local"
     url = "http://blackhole:8080/"
     with unaccepting_listener() as port:
         # Given a service whose only endpoint never completes a TCP handshake, no retries
-        apply_and_converge(
-            mesh,
-            workload_entry("blackhole-vm", port, app="blackhole"),
-            service("blackhole"),
-            virtual_service(
+        given.applied(
+            v1_entry("blackhole-vm", port, app="blackhole"),
+            myapp.service("blackhole"),
+            myapp.routes(
                 "- route: [{destination: {host: blackhole}}]\n  retries: {attempts: 0}",
                 host="blackhole",
             ),
@@ -254,8 +196,8 @@ def test_connect_timeout_fails_a_hanging_connect_fast(mesh: Mesh, admin: AdminCl
         assert delta(before, cluster_stats(admin, cluster), "upstream_cx_connect_fail") == 0
 
         # When the DestinationRule sets connectTimeout 0.5s
-        apply_and_converge(
-            mesh, rule("connectionPool:\n  tcp: {connectTimeout: 0.5s}", host="blackhole")
+        when.apply(
+            rule("connectionPool:\n  tcp: {connectTimeout: 0.5s}", host="blackhole")
         )
         assert cluster_config(mesh, cluster)["connect_timeout"] == "0.500s"
         before = cluster_stats(admin, cluster)
@@ -276,17 +218,19 @@ def test_connect_timeout_fails_a_hanging_connect_fast(mesh: Mesh, admin: AdminCl
 # --- connectionPool.http.http2MaxRequests -------------------------------------------------
 
 
-def test_http2_max_requests_caps_requests_in_flight(mesh: Mesh, admin: AdminClient) -> None:
-    apply_and_converge(mesh, demo_deployment("myapp-v1", "v1"), service())
+def test_http2_max_requests_caps_requests_in_flight(
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
+) -> None:
+    given.applied(myapp.version("v1"), myapp.service())
     # Without limits, 8 concurrent slow requests all succeed.
-    assert {r.status_code for r in concurrent_get(mesh, "/delay/1000", 8)} == {200}
+    assert {r.status_code for r in concurrent_get(mesh, URL + "/delay/1000", 8)} == {200}
 
     # When at most 2 requests may be in flight to the cluster (no other limit set)
-    apply_and_converge(mesh, rule("connectionPool:\n  http: {http2MaxRequests: 2}"))
+    when.apply(rule("connectionPool:\n  http: {http2MaxRequests: 2}"))
     thresholds = cluster_config(mesh)["circuit_breakers"]["thresholds"][0]
     assert thresholds["max_requests"] == 2, thresholds
     before = cluster_stats(admin)
-    responses = concurrent_get(mesh, "/delay/1000", 8)
+    responses = concurrent_get(mesh, URL + "/delay/1000", 8)
     after = cluster_stats(admin)
 
     # Then two are served and the rest are refused by Envoy's breaker, never reaching a pod
@@ -305,8 +249,10 @@ def test_http2_max_requests_caps_requests_in_flight(mesh: Mesh, admin: AdminClie
 # --- connectionPool.http.maxRequestsPerConnection -----------------------------------------
 
 
-def test_max_requests_per_connection_recycles_connections(mesh: Mesh, admin: AdminClient) -> None:
-    apply_and_converge(mesh, demo_deployment("myapp-v1", "v1"), service())
+def test_max_requests_per_connection_recycles_connections(
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
+) -> None:
+    given.applied(myapp.version("v1"), myapp.service())
     # Without the setting, sequential requests reuse one keep-alive connection.
     before = cluster_stats(admin)
     assert {mesh.http.get(URL + "/").status_code for _ in range(10)} == {200}
@@ -315,7 +261,7 @@ def test_max_requests_per_connection_recycles_connections(mesh: Mesh, admin: Adm
     assert delta(before, after, "upstream_cx_destroy") == 0, after
 
     # When each upstream connection may carry one request
-    apply_and_converge(mesh, rule("connectionPool:\n  http: {maxRequestsPerConnection: 1}"))
+    when.apply(rule("connectionPool:\n  http: {maxRequestsPerConnection: 1}"))
     before = cluster_stats(admin)
     assert {mesh.http.get(URL + "/").status_code for _ in range(10)} == {200}
     after = wait_for(
@@ -334,25 +280,27 @@ RETRY_ROUTE = """\
     """
 
 
-def test_max_retries_caps_concurrent_retries(mesh: Mesh, admin: AdminClient) -> None:
+def test_max_retries_caps_concurrent_retries(
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
+) -> None:
     # Given a route that retries 503s twice (backoff 1s: a retry waits, holding its slot)
-    apply_and_converge(
-        mesh, demo_deployment("myapp-v1", "v1"), service(), virtual_service(RETRY_ROUTE)
+    given.applied(
+        myapp.version("v1"), myapp.service(), myapp.routes(RETRY_ROUTE)
     )
     # Without a limit every failing request is retried twice.
     before = cluster_stats(admin)
-    responses = concurrent_get(mesh, "/status/503", 6)
+    responses = concurrent_get(mesh, URL + "/status/503", 6)
     after = cluster_stats(admin)
     assert {(r.status_code, "x-pod" in r.headers) for r in responses} == {(503, True)}
     assert delta(before, after, "upstream_rq_retry") == 12, after
     assert delta(before, after, "upstream_rq_retry_overflow") == 0, after
 
     # When at most one retry may be outstanding for the cluster
-    apply_and_converge(mesh, rule("connectionPool:\n  http: {maxRetries: 1}"))
+    when.apply(rule("connectionPool:\n  http: {maxRetries: 1}"))
     thresholds = cluster_config(mesh)["circuit_breakers"]["thresholds"][0]
     assert thresholds["max_retries"] == 1, thresholds
     before = cluster_stats(admin)
-    responses = concurrent_get(mesh, "/status/503", 6)
+    responses = concurrent_get(mesh, URL + "/status/503", 6)
     after = cluster_stats(admin)
     # Then the other retries are refused by the breaker: the app's 503 is passed on at once
     assert {(r.status_code, "x-pod" in r.headers) for r in responses} == {(503, True)}
@@ -365,9 +313,9 @@ def test_max_retries_caps_concurrent_retries(mesh: Mesh, admin: AdminClient) -> 
 
 @pytest.mark.parametrize("level", ["http", "tcp"])
 def test_idle_timeout_closes_idle_upstream_connections(
-    mesh: Mesh, admin: AdminClient, level: str
+    mesh: Mesh, given: Given, when: When, admin: AdminClient, level: str
 ) -> None:
-    apply_and_converge(mesh, demo_deployment("myapp-v1", "v1"), service())
+    given.applied(myapp.version("v1"), myapp.service())
     # Without the setting an idle upstream connection stays open (Envoy's default is 1h).
     assert mesh.http.get(URL + "/").status_code == 200
     before = cluster_stats(admin)
@@ -377,7 +325,7 @@ def test_idle_timeout_closes_idle_upstream_connections(
     assert delta(before, after, "upstream_cx_destroy") == 0, after
 
     # When the DestinationRule sets a 1s idle timeout (http's, or tcp's which HTTP also uses)
-    apply_and_converge(mesh, rule(f"connectionPool:\n  {level}: {{idleTimeout: 1s}}"))
+    when.apply(rule(f"connectionPool:\n  {level}: {{idleTimeout: 1s}}"))
     options = cluster_config(mesh)["typed_extension_protocol_options"]
     common = next(iter(options.values())).get("common_http_protocol_options", {})
     assert common.get("idle_timeout") == "1s", options
@@ -410,25 +358,23 @@ def eject_some(mesh: Mesh, admin: AdminClient, n: int = 1, limit: int = 100) -> 
 
 
 def test_consecutive_gateway_errors_eject_only_gateway_failures(
-    mesh: Mesh, admin: AdminClient
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
 ) -> None:
-    with bad_gateway_server() as port:
+    with serve_http(Answer502) as port:
         # Given myapp: a good pod, a pod answering 500, and an endpoint answering 502
-        apply_and_converge(
-            mesh,
-            demo_deployment("myapp-v1", "v1"),
+        given.applied(
+            myapp.version("v1"),
             demo_deployment("myapp-bad", "v1", args="--error-rate=1.0"),
-            workload_entry("myapp-gateway", port),
-            service(),
+            v1_entry("myapp-gateway", port),
+            myapp.service(),
         )
-        good = pods_of(mesh, "myapp-v1")[0]["metadata"]["name"]
-        bad = pods_of(mesh, "myapp-bad")[0]["metadata"]["name"]
+        good = mesh.pods_of("myapp-v1")[0]["metadata"]["name"]
+        bad = mesh.pods_of("myapp-bad")[0]["metadata"]["name"]
         seen = Counter(pod_of(mesh.http.get(URL + "/")) for _ in range(40))
         assert {good, bad, "gateway-502"} <= set(seen), seen
 
         # When two consecutive gateway errors eject a host (5xx-based ejection off)
-        apply_and_converge(
-            mesh,
+        when.apply(
             rule("""\
             outlierDetection:
               consecutiveGatewayErrors: 2
@@ -450,15 +396,15 @@ def test_consecutive_gateway_errors_eject_only_gateway_failures(
         assert cluster_stats(admin)["outlier_detection.ejections_active"] == 1
 
 
-def test_ejection_ends_after_base_ejection_time(mesh: Mesh, admin: AdminClient) -> None:
-    apply_and_converge(
-        mesh,
-        demo_deployment("myapp-v1", "v1"),
+def test_ejection_ends_after_base_ejection_time(
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
+) -> None:
+    given.applied(
+        myapp.version("v1"),
         demo_deployment("myapp-bad", "v1", args="--error-rate=1.0"),
-        service(),
+        myapp.service(),
     )
-    apply_and_converge(
-        mesh,
+    when.apply(
         rule("""\
             outlierDetection:
               consecutive5xxErrors: 1
@@ -469,7 +415,7 @@ def test_ejection_ends_after_base_ejection_time(mesh: Mesh, admin: AdminClient) 
     )
     out = cluster_config(mesh)["outlier_detection"]
     assert (out["interval"], out["base_ejection_time"]) == ("0.500s", "1s"), out
-    good = pods_of(mesh, "myapp-v1")[0]["metadata"]["name"]
+    good = mesh.pods_of("myapp-v1")[0]["metadata"]["name"]
     bad_ips = pod_ips(mesh, "myapp-bad")
 
     # Given the failing pod was just ejected
@@ -488,16 +434,15 @@ def test_ejection_ends_after_base_ejection_time(mesh: Mesh, admin: AdminClient) 
 
 
 def test_max_ejection_percent_caps_how_many_hosts_are_ejected(
-    mesh: Mesh, admin: AdminClient
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
 ) -> None:
     # Given one good pod and two failing ones
-    apply_and_converge(
-        mesh,
-        demo_deployment("myapp-v1", "v1"),
+    given.applied(
+        myapp.version("v1"),
         demo_deployment("myapp-bad", "v1", replicas=2, args="--error-rate=1.0"),
-        service(),
+        myapp.service(),
     )
-    good = pods_of(mesh, "myapp-v1")[0]["metadata"]["name"]
+    good = mesh.pods_of("myapp-v1")[0]["metadata"]["name"]
     bad_ips = pod_ips(mesh, "myapp-bad")
     assert len(bad_ips) == 2
     policy = """\
@@ -509,7 +454,7 @@ def test_max_ejection_percent_caps_how_many_hosts_are_ejected(
         """
 
     # When at most 40% of the hosts may be ejected (one of three)
-    apply_and_converge(mesh, rule(policy.format(40)))
+    when.apply(rule(policy.format(40)))
     ejected = eject_some(mesh, admin)
     assert len(ejected) == 1 and ejected <= set(bad_ips), ejected
     # Then the other failing pod keeps failing, keeps getting traffic, and is never ejected
@@ -521,7 +466,7 @@ def test_max_ejection_percent_caps_how_many_hosts_are_ejected(
     assert cluster_stats(admin)["outlier_detection.ejections_active"] == 1
 
     # When no host may be ejected at all
-    apply_and_converge(mesh, rule(policy.format(0)))
+    when.apply(rule(policy.format(0)))
     seen = Counter(pod_of(mesh.http.get(URL + "/")) for _ in range(40))
     # Then both failing pods keep getting traffic and none is ever ejected
     assert set(seen) == {good, *bad_ips.values()}, seen
@@ -529,15 +474,14 @@ def test_max_ejection_percent_caps_how_many_hosts_are_ejected(
 
 
 def test_min_health_percent_sends_traffic_to_all_hosts_in_panic(
-    mesh: Mesh, admin: AdminClient
+    mesh: Mesh, given: Given, when: When, admin: AdminClient
 ) -> None:
-    apply_and_converge(
-        mesh,
-        demo_deployment("myapp-v1", "v1"),
+    given.applied(
+        myapp.version("v1"),
         demo_deployment("myapp-bad", "v1", args="--error-rate=1.0"),
-        service(),
+        myapp.service(),
     )
-    good = pods_of(mesh, "myapp-v1")[0]["metadata"]["name"]
+    good = mesh.pods_of("myapp-v1")[0]["metadata"]["name"]
     bad_ips = pod_ips(mesh, "myapp-bad")
     policy = """\
         outlierDetection:
@@ -549,12 +493,12 @@ def test_min_health_percent_sends_traffic_to_all_hosts_in_panic(
         """
 
     # With minHealthPercent 0 (no panic): once the bad pod is ejected only the good answers.
-    apply_and_converge(mesh, rule(policy.format(0)))
+    when.apply(rule(policy.format(0)))
     assert eject_some(mesh, admin) == set(bad_ips)
     assert {pod_of(mesh.http.get(URL + "/")) for _ in range(20)} == {good}
 
     # When half the hosts healthy is below the panic threshold (minHealthPercent 60)
-    apply_and_converge(mesh, rule(policy.format(60)))
+    when.apply(rule(policy.format(60)))
     assert cluster_config(mesh)["common_lb_config"]["healthy_panic_threshold"]["value"] == 60
     assert eject_some(mesh, admin) == set(bad_ips)
     seen = Counter(pod_of(mesh.http.get(URL + "/")) for _ in range(40))

@@ -3,100 +3,34 @@ shows up, and what a crash of the control plane does to traffic."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from meshpilot.server.leftovers import find_leftovers
-from tests.conftest import run_cli
-from tests.e2e.conftest import Mesh, demo_deployment, service
-from tests.e2e.traffic import destination_rule, mesh_client, wait_until
+from tests.conftest import process_alive, run_cli, wait_for
+from tests.e2e import myapp
+from tests.e2e.mesh import URL, Mesh
+from tests.e2e.scenario import Given
 
-URL = "http://myapp:8080/"
 V1_CLUSTER = "outbound|8080|v1|myapp.default.svc.cluster.local"
-TYPES = {"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"}
-
-GATEWAY = """\
-    apiVersion: networking.istio.io/v1
-    kind: Gateway
-    metadata: {name: my-gateway}
-    spec:
-      selector: {istio: ingressgateway}
-      servers:
-      - port: {number: 80, name: http, protocol: HTTP}
-        hosts: ["*"]
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: myapp-ingress}
-    spec:
-      hosts: ["*"]
-      gateways: [my-gateway]
-      http:
-      - route: [{destination: {host: myapp, subset: v1}}]
-    """
+PROXIES = {"mesh-proxy", "istio-ingressgateway"}  # beside the pods' sidecars
 
 
-def _mesh_with_myapp(mesh: Mesh, replicas: int = 2) -> list[dict[str, Any]]:
-    mesh.apply(
-        demo_deployment("myapp-v1", "v1", replicas=replicas),
-        demo_deployment("myapp-v2", "v2"),
-        service(),
-        destination_rule(),
-        GATEWAY,
-    )
-    mesh.converge()
+def given_myapp(mesh: Mesh, given: Given, replicas: int = 2) -> list[dict[str, Any]]:
+    """Given myapp v1 (``replicas`` pods) and v2 (one), subsets, and the ingress gateway
+    routing every host to v1; the pods."""
+    given.applied(myapp.version("v1", replicas=replicas), myapp.version("v2"), myapp.service(),
+                  myapp.subsets(), *myapp.ingress("v1"))
     pods = mesh.pods()
     assert len(pods) == replicas + 1
     return pods
 
 
-def _all_synced(mesh: Mesh, expected: set[str]) -> list[dict[str, Any]] | None:
-    """Proxies when every expected one is connected with every type ACKed, else None."""
-    proxies = mesh.proxies()
-    by_name = {p["workload"]: p for p in proxies}
-    if set(by_name) != expected:
-        return None
-    for p in proxies:
-        if not p["connected"] or p["meshVersion"] != p["latestVersion"]:
-            return None
-        if not set(p["types"]) >= TYPES:
-            return None
-        for t in p["types"].values():
-            if t["nack"] is not None or t["acked"] != t["sent"]:
-                return None
-    return proxies
-
-
-def _wait_synced(mesh: Mesh, expected: set[str], timeout: float = 30.0) -> list[dict[str, Any]]:
-    try:
-        return wait_until(
-            lambda: _all_synced(mesh, expected),
-            timeout,
-            "every proxy connected and SYNCED at the latest version",
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nexpected {sorted(expected)}\n{mesh.proxies()}") from None
-
-
-def _endpoint_addresses(items: list[dict[str, Any]], cluster: str) -> set[str]:
-    out = set()
-    for item in items:
-        cla = item.get("endpoint_config") or {}
-        if cla.get("cluster_name") != cluster:
-            continue
-        for group in cla.get("endpoints", []):
-            for ep in group.get("lb_endpoints", []):
-                sock = ep["endpoint"]["address"]["socket_address"]
-                out.add(f"{sock['address']}:{sock['port_value']}")
-    return out
-
-
-def test_every_proxy_is_connected_and_synced(mesh: Mesh) -> None:
-    pods = _mesh_with_myapp(mesh)
+def test_every_proxy_is_connected_and_synced(mesh: Mesh, given: Given) -> None:
+    pods = given_myapp(mesh, given)
     names = {p["metadata"]["name"] for p in pods}
-    proxies = _wait_synced(mesh, names | {"mesh-proxy", "istio-ingressgateway"})
+    proxies = mesh.wait_synced(names | PROXIES)
     kinds = {p["workload"]: p["kind"] for p in proxies}
     assert kinds["mesh-proxy"] == "client"
     assert kinds["istio-ingressgateway"] == "gateway"
@@ -117,18 +51,16 @@ def test_every_proxy_is_connected_and_synced(mesh: Mesh) -> None:
         assert routes and any(
             vh["domains"] for r in routes for vh in r["route_config"].get("virtual_hosts", [])
         )
-        endpoints = mesh.proxy_config(pod, "endpoints")
-        assert _endpoint_addresses(endpoints, V1_CLUSTER) == v1_ips
+        assert set(mesh.endpoint_addresses(pod, V1_CLUSTER)) == v1_ips
     gateway_routes = mesh.proxy_config("istio-ingressgateway", "routes")
     assert [r["route_config"]["name"] for r in gateway_routes] == ["http.80"]
-    with httpx.Client(trust_env=False) as client:
-        assert client.get(mesh.ingress + "/").headers["x-version"] == "v1"
+    assert mesh.from_ingress().headers["x-version"] == "v1"
 
 
-def test_cli_shows_proxies_config_and_pods(mesh: Mesh) -> None:
-    pods = _mesh_with_myapp(mesh, replicas=1)
+def test_cli_shows_proxies_config_and_pods(mesh: Mesh, given: Given) -> None:
+    pods = given_myapp(mesh, given, replicas=1)
     names = {p["metadata"]["name"] for p in pods}
-    _wait_synced(mesh, names | {"mesh-proxy", "istio-ingressgateway"})
+    mesh.wait_synced(names | PROXIES)
     state = mesh.cp.state_dir
 
     status = run_cli("proxy-status", state_dir=state)
@@ -136,7 +68,7 @@ def test_cli_shows_proxies_config_and_pods(mesh: Mesh) -> None:
     rows = {
         line.split()[0]: line.split() for line in status.stdout.splitlines()[1:] if line.strip()
     }
-    assert set(rows) == names | {"mesh-proxy", "istio-ingressgateway"}, status.stdout
+    assert set(rows) == names | PROXIES, status.stdout
     for name, row in rows.items():
         assert row.count("SYNCED") >= 4, (name, status.stdout)
         assert "NACK" not in row and "STALE" not in row, (name, status.stdout)
@@ -168,18 +100,18 @@ def test_cli_shows_proxies_config_and_pods(mesh: Mesh) -> None:
     assert "no-such-pod" in unknown.stdout + unknown.stderr
 
 
-def test_nacked_config_is_reported_and_the_last_good_config_keeps_serving(mesh: Mesh) -> None:
-    pods = _mesh_with_myapp(mesh, replicas=1)
-    names = {p["metadata"]["name"] for p in pods} | {"mesh-proxy", "istio-ingressgateway"}
+def test_nacked_config_is_reported_and_the_last_good_config_keeps_serving(
+    mesh: Mesh, given: Given
+) -> None:
+    pods = given_myapp(mesh, given, replicas=1)
+    names = {p["metadata"]["name"] for p in pods} | PROXIES
     pod = next(p for p in pods if p["metadata"]["name"].startswith("myapp-v1-"))
     # meshpilot accepts any table size; Envoy requires a prime one and refuses the clusters.
-    bad = destination_rule(
-        traffic_policy="""\
+    policy = """
         loadBalancer:
           consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 1000}}
         """
-    )
-    mesh.apply(bad)
+    mesh.apply(myapp.subsets(traffic_policy=policy))
 
     def nacked() -> list[dict[str, Any]] | None:
         proxies = mesh.proxies()
@@ -189,7 +121,7 @@ def test_nacked_config_is_reported_and_the_last_good_config_keeps_serving(mesh: 
             return proxies
         return None
 
-    proxies = wait_until(nacked, 30, "every proxy NACKs the clusters")
+    proxies = wait_for(nacked, 30, interval=0.1, message="every proxy NACKs the clusters")
     for p in proxies:
         assert p["meshVersion"] < p["latestVersion"], p
         assert p["types"]["Cluster"]["acked"] != p["types"]["Cluster"]["sent"]
@@ -199,37 +131,26 @@ def test_nacked_config_is_reported_and_the_last_good_config_keeps_serving(mesh: 
 
     # The proxies keep the last good clusters and keep serving.
     for name in (pod["metadata"]["name"], "mesh-proxy"):
-        clusters = {c["cluster"]["name"]: c["cluster"] for c in mesh.proxy_config(name, "clusters")}
-        assert clusters[V1_CLUSTER].get("lb_policy") != "MAGLEV"
+        assert mesh.clusters(name)[V1_CLUSTER].get("lb_policy") != "MAGLEV"
     counts = mesh.versions(URL, 20)
     assert sum(counts.get(v, 0) for v in ("v1", "v2")) == 20, counts
-    with httpx.Client(trust_env=False) as client:
-        assert client.get(mesh.ingress + "/").status_code == 200
+    assert mesh.from_ingress().status_code == 200
     ip = pod["status"]["podIP"]
     with httpx.Client(proxy=f"http://{ip}:15001", trust_env=False) as client:
         assert client.get(URL).status_code == 200
 
     # Fixed: a prime table size is accepted and the NACK is gone.
-    mesh.apply(bad.replace("tableSize: 1000", "tableSize: 1021"))
+    mesh.apply(myapp.subsets(traffic_policy=policy.replace("tableSize: 1000", "tableSize: 1021")))
     mesh.converge()
-    _wait_synced(mesh, names)
-    clusters = {
-        c["cluster"]["name"]: c["cluster"] for c in mesh.proxy_config("mesh-proxy", "clusters")
-    }
-    assert clusters[V1_CLUSTER]["lb_policy"] == "MAGLEV"
+    mesh.wait_synced(names)
+    assert mesh.clusters()[V1_CLUSTER]["lb_policy"] == "MAGLEV"
     assert mesh.versions(URL, 10).keys() <= {"v1", "v2"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_sidecars_survive_a_control_plane_crash_and_restart_adopts_them(mesh: Mesh) -> None:
-    pods = _mesh_with_myapp(mesh, replicas=1)
+def test_sidecars_survive_a_control_plane_crash_and_restart_adopts_them(
+    mesh: Mesh, given: Given
+) -> None:
+    pods = given_myapp(mesh, given, replicas=1)
     old_names = {p["metadata"]["name"] for p in pods}
     v1 = next(p for p in pods if p["metadata"]["name"].startswith("myapp-v1-"))
     ip = v1["status"]["podIP"]
@@ -252,14 +173,13 @@ def test_sidecars_survive_a_control_plane_crash_and_restart_adopts_them(mesh: Me
     mesh.cp.start()
     mesh.converge()
     assert sorted(find_leftovers(mesh.cp.state_dir / "run")) == sorted(leftovers)
-    assert all(_alive(pid) for pid in leftovers)
+    assert all(process_alive(pid) for pid in leftovers)
     new_pods = mesh.pods()
     assert {p["metadata"]["name"]: p["status"]["podIP"] for p in new_pods} == {
         p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
     assert all(p["status"]["restartCount"] == 0 for p in new_pods)
-    _wait_synced(mesh, old_names | {"mesh-proxy", "istio-ingressgateway"})
-    with mesh_client(mesh) as client:
+    mesh.wait_synced(old_names | PROXIES)
+    with mesh.client() as client:
         answered = {client.get(URL).headers.get("x-pod") for _ in range(30)}
     assert answered == old_names, answered
-    with httpx.Client(trust_env=False) as client:
-        assert client.get(mesh.ingress + "/").headers["x-version"] == "v1"
+    assert mesh.from_ingress().headers["x-version"] == "v1"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Mesh
-from tests.e2e.rollout_helpers import Steady, canary, given_initialized, target, versions
+from tests.e2e.mesh import Mesh
+from tests.e2e.rollouts import FINISHED, canary
+from tests.e2e.scenario import Given, Then, When
 from tests.e2e.telemetry_helpers import Prometheus
 
 pytestmark = pytest.mark.skipif(
@@ -28,6 +28,8 @@ ERROR_RATE = (
     f'100 - sum(rate(istio_requests_total{{{SELECTOR}, response_code!~"5.*"}}'
     f'[{{{{ interval }}}}])) / sum(rate(istio_requests_total{{{SELECTOR}}}'
     f'[{{{{ interval }}}}])) * 100')
+ERROR_RATE_CHECK = [{"name": "error-rate", "templateRef": {"name": "error-rate"},
+                     "thresholdRange": {"max": 1}, "interval": "10s"}]
 
 
 def metric_template(address: str) -> str:
@@ -41,37 +43,28 @@ def metric_template(address: str) -> str:
         """)
 
 
-def test_prometheus_metric_template_promotes_and_rolls_back(mesh: Mesh, tmp_path: Path) -> None:
-    prom = Prometheus(tmp_path / "prom", mesh.endpoints["metrics_http_sd"])
-    try:
+def test_prometheus_metric_template_promotes_and_rolls_back(
+    mesh: Mesh, given: Given, when: When, then: Then, tmp_path: Path
+) -> None:
+    with Prometheus(tmp_path / "prom", mesh.endpoints["metrics_http_sd"]) as prom:
         prom.wait_target_up()
-        metrics = textwrap.dedent("""\
-            - name: error-rate
-              templateRef: {name: error-rate}
-              thresholdRange: {max: 1}
-              interval: 10s
-            """)
-        mesh.apply(metric_template(prom.url))
-        rollouts = given_initialized(mesh, canary(interval="2s", max_weight=20,
-                                                  metrics=metrics))
-        with Steady(mesh, rate=60, max_seconds=120) as load:
+        given.applied(metric_template(prom.url))
+        given.rollout(canary(interval="2s", max_weight=20, metrics=ERROR_RATE_CHECK))
+        with when.traffic(rate=60, max_seconds=120) as load:
             # a healthy revision: the Prometheus check passes, it is promoted
-            mesh.apply(target("v2"))
-            good = rollouts.wait_phase("Succeeded", "Failed", timeout=60)
-            assert good["phase"] == "Succeeded", good["events"][-8:]
-            assert versions(mesh, 10) == {"v2": 10}
-            assert load.failures == [], load.failures[:5]
+            when.release("v2")
+            good = then.rollout_phase("Succeeded")
+            then.split_is({"v2": 10})
+            then.no_request_failed(load)
             # a failing one: rolled back, the reason names the check and its value
-            mesh.apply(target("v3", args="--error-rate 0.3"))
-            bad = rollouts.wait(lambda b: b["phase"] in ("Failed", "Succeeded")
-                                and b["revision"] != good["revision"], timeout=60,
-                                what="the v3 rollout to finish")
+            when.release("v3", args="--error-rate 0.3")
+            bad = when.rollout_reaches(
+                lambda b: b["phase"] in FINISHED and b["revision"] != good["revision"],
+                "the v3 rollout to finish", timeout=60)
         assert bad["phase"] == "Failed"
         reason = bad["history"][-1]["reason"]
         assert "error-rate" in reason, reason
         failed = [c for c in bad["checks"] if c["verdict"] == "fail"]
         assert failed and failed[0]["name"] == "error-rate" and failed[0]["value"] > 1
-        time.sleep(1.0)  # the status is written first, then the routes reach the proxies
-        assert versions(mesh, 20) == {"v2": 20}
-    finally:
-        prom.stop()
+        when.time_passes(1.0)  # the status is written first, then the routes reach proxies
+        then.split_is({"v2": 20})

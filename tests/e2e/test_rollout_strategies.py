@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 
-from tests.e2e.conftest import Mesh
-from tests.e2e.rollout_helpers import Steady, canary, given_initialized, target, versions
+from tests.e2e.mesh import Mesh
+from tests.e2e.rollouts import canary
+from tests.e2e.scenario import Given, Then, When
 
 LOAD_HOOK = """\
 webhooks:
@@ -26,89 +26,71 @@ webhooks:
 """
 
 
-def telemetry(mesh: Mesh, workload: str, window: str = "30s") -> dict[str, Any] | None:
-    r = mesh.api.get("/apis/meshpilot.io/v1/telemetry/query",
-                     params={"namespace": "default", "workload": workload, "window": window})
-    assert r.status_code == 200, r.text
-    rows = r.json()["rows"]
-    return rows[0] if rows else None
-
-
-def test_blue_green_runs_to_completion(mesh: Mesh) -> None:
-    rollouts = given_initialized(mesh, canary(strategy="iterations: 3", analysis=LOAD_HOOK))
-    with Steady(mesh) as load:
-        # When the new revision is applied
-        mesh.apply(target("v2"))
-        seen: list[dict[str, Any]] = []
-
-        def done(body: dict[str, Any]) -> bool:
-            seen.append(body)
-            return body["phase"] in ("Succeeded", "Failed")
-
-        final = rollouts.wait(done, timeout=80, what="blue-green to finish")
-        time.sleep(0.5)
+def test_blue_green_runs_to_completion(given: Given, when: When, then: Then) -> None:
+    given.rollout(canary(strategy="iterations: 3", analysis=LOAD_HOOK))
+    with when.traffic() as load:
+        when.release("v2")
+        seen = when.rollout_runs_to_the_end(timeout=80)
+        when.time_passes(0.5)
     # Then it ran its iterations on the canary (load-tested, no user traffic), switched
     # all traffic over, promoted, and no user request failed
-    assert final["phase"] == "Succeeded", rollouts.events()
+    then.rollout_phase("Succeeded")
     assert max(b["iterations"] for b in seen) == 3
     assert {b["canaryWeight"] for b in seen} <= {0, 100}
     during = [b for b in seen if b["phase"] == "Progressing" and b["iterations"] >= 1]
     assert during and all(b["canaryWeight"] == 0 for b in during[:1])
-    assert load.failures == [], load.failures[:10]
-    assert versions(mesh, 20) == {"v2": 20}
-    events = " | ".join(rollouts.events())
+    then.no_request_failed(load)
+    then.split_is({"v2": 20})
+    events = " | ".join(then.rollout_events())
     assert "iteration 3/3" in events and "Routing all traffic to canary" in events
 
 
-def test_ab_testing_sends_only_matching_requests_to_the_canary(mesh: Mesh) -> None:
-    rollouts = given_initialized(mesh, canary(
+def test_ab_testing_sends_only_matching_requests_to_the_canary(
+    given: Given, when: When, then: Then
+) -> None:
+    given.rollout(canary(
         interval="2s",
         strategy="iterations: 4\nmatch:\n- headers: {x-canary: {exact: insider}}"))
     insider = {"x-canary": "insider"}
-    with Steady(mesh, headers=insider, rate=40) as insiders, Steady(mesh, rate=30) as others:
-        mesh.apply(target("v2"))
-        rollouts.wait(lambda b: b["abActive"] and b["phase"] == "Progressing", timeout=40,
-                      what="the A/B rule to be active")
-        # Then, during the test, only requests with the header reach v2
+    with when.traffic(headers=insider, rate=40) as insiders, when.traffic(rate=30) as others:
+        when.release("v2")
+        when.rollout_reaches(lambda b: b["abActive"] and b["phase"] == "Progressing",
+                             "the A/B rule to be active", timeout=40)
         t0 = time.time()
-        time.sleep(1.0)  # let every proxy take the A/B rule
-        during_insiders = versions(mesh, 20, headers=insider)
-        during_others = versions(mesh, 20)
-        still = rollouts.get()
-        final = rollouts.wait_phase("Succeeded", "Failed", timeout=60)
-    assert still["phase"] == "Progressing" and still["abActive"], still["phase"]
-    assert during_insiders == {"v2": 20}
-    assert during_others == {"v1": 20}
-    assert final["phase"] == "Succeeded", rollouts.events()
+        when.time_passes(1.0)  # let every proxy take the A/B rule
+        # Then, during the test, only requests with the header reach v2
+        then.split_is({"v2": 20}, headers=insider)
+        then.split_is({"v1": 20})
+        still = then.rollout()
+        assert still["phase"] == "Progressing" and still["abActive"], still["phase"]
+        final = then.rollout_phase("Succeeded")
     # before the promotion started, the requests without the header never saw v2
     copying = next(e for e in final["events"] if e["message"].startswith("Copying"))
     promoted_at = datetime.strptime(copying["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=UTC).timestamp()
-    before = [v for t, v in others.timeline if t < promoted_at]
+    before = others.versions_between(0.0, promoted_at)
     assert before and set(before) == {"v1"}, Counter(before)
     assert final["history"][-1]["outcome"] == "promoted"
     assert insiders.since(t0)["v2"] > 0
-    assert insiders.failures == [] and others.failures == [], (insiders.failures[:5],
-                                                                others.failures[:5])
-    assert versions(mesh, 20) == {"v2": 20}
+    then.no_request_failed(insiders, others)
+    then.split_is({"v2": 20})
 
 
-def test_mirroring_runs_to_completion(mesh: Mesh) -> None:
-    rollouts = given_initialized(mesh, canary(
-        interval="2s", strategy="maxWeight: 20\nstepWeight: 10\nmirror: true"))
-    with Steady(mesh, rate=60) as load:
-        mesh.apply(target("v2"))
+def test_mirroring_runs_to_completion(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
+    given.rollout(canary(interval="2s", strategy="maxWeight: 20\nstepWeight: 10\nmirror: true"))
+    with when.traffic(rate=60) as load:
+        when.release("v2")
         # When the mirror stage runs, clients are answered by v1 only while the canary
         # serves copies of their requests
-        rollouts.wait(lambda b: b["mirroring"], timeout=40, what="the mirror stage")
-        time.sleep(1.5)
-        answered = versions(mesh, 20)
-        mirrored = telemetry(mesh, "myapp", "5s")
-        final = rollouts.wait_phase("Succeeded", "Failed", timeout=60)
-    assert answered == {"v1": 20}
-    assert mirrored is not None and mirrored["requests"] > 0
-    assert final["phase"] == "Succeeded", rollouts.events()
-    events = " | ".join(rollouts.events())
+        when.rollout_reaches(lambda b: b["mirroring"], "the mirror stage", timeout=40)
+        when.time_passes(1.5)
+        then.split_is({"v1": 20})
+        rows = mesh.telemetry(namespace="default", workload="myapp", window="5s")["rows"]
+        assert rows and rows[0]["requests"] > 0
+        then.rollout_phase("Succeeded")
+    events = " | ".join(then.rollout_events())
     assert "Start traffic mirroring" in events and "Stop traffic mirroring" in events
-    assert load.failures == [], load.failures[:10]
-    assert versions(mesh, 20) == {"v2": 20}
+    then.no_request_failed(load)
+    then.split_is({"v2": 20})

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.e2e.conftest import Mesh, demo_deployment, service, subsets_rule
-from tests.e2e.telemetry_helpers import (
-    Prometheus,
-    fetch_metrics,
-    metric_sum,
-    send,
-    wait,
-)
+from tests.conftest import process_alive, run_cli, wait_for
+from tests.e2e import myapp
+from tests.e2e.mesh import URL, Mesh
+from tests.e2e.scenario import Given
+from tests.e2e.telemetry_helpers import Prometheus, fetch_metrics, metric_sum, send
 
 ROUTE_BY_HEADER = """
 apiVersion: networking.istio.io/v1
@@ -33,30 +29,20 @@ spec:
   - route: [{destination: {host: myapp, subset: v1}}]
 """
 LATENCY_MS = 60  # lies in Istio's (50, 100] duration bucket
-URL = "http://myapp:8080/"
 V2 = {"x-version": "v2"}
+# v1 healthy, v2 with 30% errors and +60 ms; requests with x-version: v2 go to v2
+HEALTHY_V1_FAULTY_V2 = (
+    myapp.version("v1"),
+    myapp.version("v2", args=f"--error-rate 0.3 --latency-ms {LATENCY_MS}"),
+    myapp.service(), myapp.subsets(), ROUTE_BY_HEADER,
+)
 
 
-def _setup(mesh: Mesh) -> None:
-    mesh.apply(
-        demo_deployment("myapp-v1", "v1"),
-        demo_deployment("myapp-v2", "v2", args=f"--error-rate 0.3 --latency-ms {LATENCY_MS}"),
-        service(), subsets_rule(), ROUTE_BY_HEADER,
-    )
-    mesh.converge()
-
-
-def _query(mesh: Mesh, **params: str) -> dict:
-    r = mesh.api.get("/apis/meshpilot.io/v1/telemetry/query", params=params)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
+def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh, given: Given) -> None:
     """Given v1 (healthy) and v2 (30% errors, +60 ms), when requests reach each version,
     then both reporters count exactly the responses the client saw, with Istio's labels,
     and p99 lies in the injected latency's bucket."""
-    _setup(mesh)
+    given.applied(*HEALTHY_V1_FAULTY_V2)
     metrics_url = mesh.endpoints["metrics"]
     sent_v1 = send(mesh.http, URL, 60)
     # v2's 200 and 500 series are born before the bulk of its traffic (and scraped once):
@@ -78,7 +64,8 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
         total = metric_sum(samples, "istio_requests_total", reporter="destination")
         return samples if total >= sum(sent_v1.values()) + sum(sent_v2.values()) else None
 
-    samples = wait(counted, 15, "the destination sidecars' requests never showed up")
+    samples = wait_for(counted, 15, interval=0.2,
+                       message="the destination sidecars' requests to show up")
     time.sleep(1.5)  # one more scrape, so the source side is complete too
     samples = fetch_metrics(metrics_url)
     for reporter in ("source", "destination"):
@@ -114,7 +101,7 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
     count = metric_sum(samples, "istio_request_duration_milliseconds_count",
                        reporter="destination", destination_version="v2")
     assert count == sum(sent_v2.values())
-    body = _query(mesh, workload="myapp-v2", namespace="default", window="60s")
+    body = mesh.telemetry(workload="myapp-v2", namespace="default", window="60s")
     (row,) = body["rows"]
     assert 50 <= row["latencyMs"]["p99"] <= 100, row
     assert row["requests"] == sum(sent_v2.values()), row
@@ -123,7 +110,7 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
     # (the first 500) make it approximate; the counts above are exact
     expected_success = 100.0 * sent_v2.get(200, 0) / sum(sent_v2.values())
     assert abs(row["successRate"] - expected_success) < 12, (row, sent_v2)
-    (fast,) = _query(mesh, workload="myapp-v1", namespace="default")["rows"]
+    (fast,) = mesh.telemetry(workload="myapp-v1", namespace="default")["rows"]
     # all of v1's requests came before its series' first scrape: like Prometheus' rate(),
     # the rate sees no increase, but the count of requests says what happened
     assert fast["requests"] == 60 and fast["errors"] == 0, fast
@@ -137,11 +124,10 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh) -> None:
                       destination_version="v1") == 60
 
 
-def test_counters_survive_a_sidecar_restart(mesh: Mesh) -> None:
+def test_counters_survive_a_sidecar_restart(mesh: Mesh, given: Given) -> None:
     """Given counted requests, when a sidecar Envoy is killed and restarted, then its
     counters continue from where they were instead of going back to zero."""
-    mesh.apply(demo_deployment("myapp-v1", "v1"), service(), subsets_rule(versions=("v1",)))
-    mesh.converge()
+    given.applied(myapp.version("v1"), myapp.service(), myapp.subsets("v1"))
     metrics_url = mesh.endpoints["metrics"]
     assert send(mesh.http, URL, 20) == {200: 20}
 
@@ -149,17 +135,19 @@ def test_counters_survive_a_sidecar_restart(mesh: Mesh) -> None:
         return metric_sum(fetch_metrics(metrics_url), "istio_requests_total",
                           reporter="destination", destination_workload="myapp-v1")
 
-    wait(lambda: dest_count() == 20, 10, "first requests not counted")
+    wait_for(lambda: dest_count() == 20, 10, interval=0.2, message="the first requests counted")
     (pod,) = [p for p in mesh.pods() if p["metadata"]["name"].startswith("myapp-v1")]
     admin = pod["status"]["sidecarAdmin"]
     sidecar_pid = _sidecar_pid(mesh, pod["metadata"]["name"])
     os.kill(sidecar_pid, signal.SIGKILL)
-    wait(lambda: _sidecar_pid(mesh, pod["metadata"]["name"]) not in (None, sidecar_pid), 20,
-         "the sidecar was not restarted")
+    wait_for(lambda: _sidecar_pid(mesh, pod["metadata"]["name"]) not in (None, sidecar_pid),
+             20, interval=0.2, message="the sidecar restarted")
     mesh.converge()
-    wait(lambda: send(mesh.http, URL, 1) == {200: 1}, 20, "no traffic after restart")
+    wait_for(lambda: send(mesh.http, URL, 1) == {200: 1}, 20, interval=0.2,
+             message="traffic after the restart")
     assert send(mesh.http, URL, 9) == {200: 9}
-    wait(lambda: dest_count() == 30, 10, f"counter not continued: {dest_count()} ({admin})")
+    wait_for(lambda: dest_count() == 30, 10, interval=0.2,
+             message=f"the counter to continue: {dest_count()} ({admin})")
 
 
 def _sidecar_pid(mesh: Mesh, pod_name: str) -> int | None:
@@ -172,14 +160,9 @@ def _sidecar_pid(mesh: Mesh, pod_name: str) -> int | None:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in cmdline]
-        if args and args[0].endswith("envoy") and any(
-                a.endswith(f"sidecars/{pod_name}.json") and str(state_dir) in a for a in args):
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if stat.rpartition(")")[2].split()[0] != "Z":
-                return int(proc.name)
+        ours = any(a.endswith(f"sidecars/{pod_name}.json") and str(state_dir) in a for a in args)
+        if args and args[0].endswith("envoy") and ours and process_alive(int(proc.name)):
+            return int(proc.name)
     return None
 
 
@@ -188,14 +171,15 @@ def prom_dir(tmp_path: Path) -> Path:
     return tmp_path / "prometheus"
 
 
-def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_dir: Path) -> None:
+def test_prometheus_runs_istio_and_flagger_queries_unchanged(
+    mesh: Mesh, given: Given, prom_dir: Path
+) -> None:
     """Given a real Prometheus scraping meshpilot (found through /http_sd), when v2 serves
     30% errors with +60 ms, then Istio's and Flagger's queries return the expected values,
     and the embedded queries agree with Prometheus."""
-    _setup(mesh)
-    prom = Prometheus(prom_dir, mesh.endpoints["metrics_http_sd"],
-                      rules=Path(__file__).parents[2] / "deploy/prometheus/alerts.yaml")
-    try:
+    given.applied(*HEALTHY_V1_FAULTY_V2)
+    with Prometheus(prom_dir, mesh.endpoints["metrics_http_sd"],
+                    rules=Path(__file__).parents[2] / "deploy/prometheus/alerts.yaml") as prom:
         prom.wait_target_up()
         # warm up until every series exists (an error included), then measure increments
         warm_v2: Counter[int] = Counter()
@@ -205,7 +189,7 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_di
             warm_v2.update(got)
             return got.get(500, 0)
 
-        wait(warm_up, 20, "no injected error")
+        wait_for(warm_up, 20, interval=0.2, message="an injected error")
         send(mesh.http, URL, 10)
         time.sleep(3)
         sent_v2 = send(mesh.http, URL, 240, headers=V2, workers=8)
@@ -262,7 +246,7 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_di
         assert v1_success == 100.0 and set(sent_v1) == {200}
 
         # the embedded queries agree with Prometheus over the same window
-        (emb,) = _query(mesh, workload="myapp-v2", namespace="default", window="60s")["rows"]
+        (emb,) = mesh.telemetry(workload="myapp-v2", namespace="default", window="60s")["rows"]
         assert abs(emb["successRate"] - success) < 2, (emb, success)
         assert emb["latencyMs"]["p99"] == pytest.approx(duration, rel=0.1), (emb, duration)
         # rate() extrapolates to the window's edges (by up to a scrape interval at each end
@@ -276,5 +260,3 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(mesh: Mesh, prom_di
         # the example alerting rules loaded
         groups = prom.http.get("/api/v1/rules").json()["data"]["groups"]
         assert groups and any(rule["name"] for g in groups for rule in g["rules"])
-    finally:
-        prom.stop()

@@ -8,39 +8,22 @@ asserted only where the feature is time (delays, timeouts), and then with coarse
 
 from __future__ import annotations
 
-import textwrap
 import time
 from typing import Any
 
 from meshpilot.proxy.admin import AdminClient
 from tests.conftest import wait_for
-from tests.e2e.conftest import Mesh, demo_deployment, service, subsets_rule
+from tests.e2e import myapp
+from tests.e2e.mesh import Mesh
+from tests.e2e.scenario import Given, Then, When
 
 URL = "http://myapp:8080"
 
 
-def virtual_service(http: str, *, name: str = "myapp", host: str = "myapp") -> str:
-    """A VirtualService for ``host`` whose ``http:`` list is the YAML in ``http``."""
-    body = textwrap.indent(textwrap.dedent(http).strip("\n"), "  ")
-    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-            f"metadata: {{name: {name}, namespace: default}}\n"
-            f"spec:\n  hosts: [{host}]\n  http:\n{body}\n")
-
-
-def given(mesh: Mesh, v1_args: str = "", v2_args: str = "") -> None:
-    """myapp v1 and v2 (demo app knobs in ``v*_args``), their service and subsets.
-
-    Numbers in args must be quoted (``--error-rate 0.5``): container args are strings, and
-    ``demo_deployment`` writes them into a YAML flow list as they are.
-    """
-    mesh.apply(demo_deployment("myapp-v1", "v1", args=v1_args),
-               demo_deployment("myapp-v2", "v2", args=v2_args), service(), subsets_rule())
-    mesh.converge()
-
-
-def when_applied(mesh: Mesh, http: str) -> None:
-    mesh.apply(virtual_service(http))
-    mesh.converge()
+def v1_and_v2(v1_args: str = "", v2_args: str = "") -> tuple[dict[str, Any], ...]:
+    """myapp v1 and v2 (demo app flags in ``v*_args``), their service and subsets."""
+    return (myapp.version("v1", args=v1_args), myapp.version("v2", args=v2_args),
+            myapp.service(), myapp.subsets())
 
 
 def timed(mesh: Mesh, path: str, method: str = "GET", **kwargs: Any) -> tuple[Any, float]:
@@ -57,15 +40,6 @@ def statuses(mesh: Mesh, path: str, n: int, **kwargs: Any) -> dict[int, int]:
     return counts
 
 
-def sidecar_of(mesh: Mesh, deployment: str) -> AdminClient:
-    """The admin API of the (single) pod of ``deployment``'s sidecar."""
-    pods = [p for p in mesh.pods()
-            if p["metadata"]["ownerReferences"][0]["name"] == deployment]
-    assert len(pods) == 1, pods
-    host, _, port = pods[0]["status"]["sidecarAdmin"].rpartition(":")
-    return AdminClient(host, int(port))
-
-
 def inbound_5xx(admin: AdminClient) -> int:
     """Requests the app behind this sidecar answered with a 5xx (port 8080)."""
     stats = admin.stats_dict(r"^cluster\.inbound\|8080\|\|\.upstream_rq_5xx$")
@@ -74,42 +48,44 @@ def inbound_5xx(admin: AdminClient) -> int:
 
 # --- mirror -----------------------------------------------------------------------------
 
-def test_mirror_copies_requests_and_discards_the_mirrors_answers(mesh: Mesh) -> None:
+def test_mirror_copies_requests_and_discards_the_mirrors_answers(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
     # Given v1, and a v2 that fails every request (readiness on /healthz still passes)
-    given(mesh, v2_args="--error-rate 1.0")
-    v2 = sidecar_of(mesh, "myapp-v2")
+    given.applied(*v1_and_v2(v2_args="--error-rate 1.0"))
+    v2 = mesh.sidecar_admin("myapp-v2")
     try:
         # When all traffic goes to v1 and is mirrored to v2 (mirrorPercentage 100)
-        when_applied(mesh, """
+        when.apply(myapp.routes("""
             - route: [{destination: {host: myapp, subset: v1}}]
               mirror: {host: myapp, subset: v2}
               mirrorPercentage: {value: 100.0}
-            """)
+            """))
         before = inbound_5xx(v2)
         # Then every client request is answered by v1, successfully
-        assert mesh.versions(URL + "/", 30) == {"v1": 30}
+        then.split_is({"v1": 30})
         # And v2 received a copy of each (and answered each with its injected 500)
         wait_for(lambda: inbound_5xx(v2) - before >= 30, timeout=10)
 
         # When the older mirrorPercent field is used
-        when_applied(mesh, """
+        when.apply(myapp.routes("""
             - route: [{destination: {host: myapp, subset: v1}}]
               mirror: {host: myapp, subset: v2}
               mirrorPercent: 100
-            """)
+            """))
         before = inbound_5xx(v2)
         # Then the same: answers from v1 only, copies to v2
-        assert mesh.versions(URL + "/", 20) == {"v1": 20}
+        then.split_is({"v1": 20})
         wait_for(lambda: inbound_5xx(v2) - before >= 20, timeout=10)
 
         # When the mirror percentage is 0
-        when_applied(mesh, """
+        when.apply(myapp.routes("""
             - route: [{destination: {host: myapp, subset: v1}}]
               mirror: {host: myapp, subset: v2}
               mirrorPercentage: {value: 0}
-            """)
+            """))
         before = inbound_5xx(v2)
-        assert mesh.versions(URL + "/", 20) == {"v1": 20}
+        then.split_is({"v1": 20})
         # Then v2 gets no copies (the counter was seen moving above; copies are sent at once,
         # so half a second is ample for any to arrive)
         time.sleep(0.5)
@@ -120,13 +96,15 @@ def test_mirror_copies_requests_and_discards_the_mirrors_answers(mesh: Mesh) -> 
 
 # --- retries ----------------------------------------------------------------------------
 
-def test_retries_hide_flaky_failures_and_per_try_timeout_bounds_each_try(mesh: Mesh) -> None:
+def test_retries_hide_flaky_failures_and_per_try_timeout_bounds_each_try(
+    mesh: Mesh, given: Given, when: When
+) -> None:
     # Given a v1 that fails half of its requests with 500, and a healthy v2
-    given(mesh, v1_args="--error-rate 0.5")
+    given.applied(*v1_and_v2(v1_args="--error-rate 0.5"))
 
     # When requests with x-retry get 3 retries on 5xx, /delay/ requests to v2 get a
     # per-try timeout, and everything else gets no retries at all
-    when_applied(mesh, """
+    when.apply(myapp.routes("""
         - match: [{headers: {x-retry: {exact: 'on'}}}]
           retries: {attempts: 3, retryOn: 5xx}
           route: [{destination: {host: myapp, subset: v1}}]
@@ -136,7 +114,7 @@ def test_retries_hide_flaky_failures_and_per_try_timeout_bounds_each_try(mesh: M
           route: [{destination: {host: myapp, subset: v2}}]
         - retries: {attempts: 0}
           route: [{destination: {host: myapp, subset: v1}}]
-        """)
+        """))
 
     # Then without retries about half fail
     plain = statuses(mesh, "/", 100)
@@ -161,12 +139,14 @@ def test_retries_hide_flaky_failures_and_per_try_timeout_bounds_each_try(mesh: M
 
 # --- timeout and fault injection ------------------------------------------------------------
 
-def test_timeout_and_fault_injection(mesh: Mesh) -> None:
+def test_timeout_and_fault_injection(
+    mesh: Mesh, given: Given, when: When
+) -> None:
     # Given myapp v1 and v2
-    given(mesh)
+    given.applied(*v1_and_v2())
 
     # When /delay/ has a 0.5 s timeout, and other paths abort or delay by fault injection
-    when_applied(mesh, """
+    when.apply(myapp.routes("""
         - match: [{uri: {prefix: /delay/}}]
           timeout: 0.5s
           route: [{destination: {host: myapp, subset: v1}}]
@@ -180,7 +160,7 @@ def test_timeout_and_fault_injection(mesh: Mesh) -> None:
           fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}
           route: [{destination: {host: myapp, subset: v1}}]
         - route: [{destination: {host: myapp, subset: v2}}]
-        """)
+        """))
 
     # Then a 3 s upstream answer is cut at 0.5 s with a 504
     r, elapsed = timed(mesh, "/delay/3000")
@@ -206,9 +186,9 @@ def test_timeout_and_fault_injection(mesh: Mesh) -> None:
     assert r.status_code == 200 and r.headers["x-version"] == "v2", r.text
 
     # When the timeout is removed (Istio: no timeout by default)
-    when_applied(mesh, """
+    when.apply(myapp.routes("""
         - route: [{destination: {host: myapp, subset: v1}}]
-        """)
+        """))
     # Then a 1.2 s answer arrives (Envoy's own 15 s default would also allow it; this
     # checks the 0.5 s timeout is gone with its rule)
     r, elapsed = timed(mesh, "/delay/1200")
@@ -218,13 +198,15 @@ def test_timeout_and_fault_injection(mesh: Mesh) -> None:
 
 # --- rewrite, redirect, direct response, headers, CORS -------------------------------------
 
-def test_rewrite_redirect_direct_response_headers_and_cors(mesh: Mesh) -> None:
+def test_rewrite_redirect_direct_response_headers_and_cors(
+    mesh: Mesh, given: Given, when: When
+) -> None:
     # Given myapp v1 and v2
-    given(mesh)
+    given.applied(*v1_and_v2())
 
     # When a VirtualService rewrites, redirects, answers directly, edits headers and
     # has a CORS policy, each on its own path
-    when_applied(mesh, """
+    when.apply(myapp.routes("""
         - match: [{uri: {prefix: /old/}}]
           rewrite: {uri: /new/, authority: rewritten.example}
           route: [{destination: {host: myapp, subset: v1}}]
@@ -266,7 +248,7 @@ def test_rewrite_redirect_direct_response_headers_and_cors(mesh: Mesh) -> None:
             maxAge: 24h
           route: [{destination: {host: myapp, subset: v1}}]
         - route: [{destination: {host: myapp, subset: v2}}]
-        """)
+        """))
 
     # Then the prefix is rewritten and the Host is the new authority, as the app sees them
     r = mesh.http.get(URL + "/old/thing?q=1")

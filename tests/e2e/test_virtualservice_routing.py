@@ -10,82 +10,46 @@ sees which rule answered, not only which version.
 
 from __future__ import annotations
 
-import textwrap
+from tests.builders import demo_deployment
+from tests.e2e import myapp
+from tests.e2e.mesh import URL, Mesh
+from tests.e2e.scenario import Given, Then, When
 
-from tests.e2e.conftest import Mesh, demo_deployment, service, subsets_rule
-
-URL = "http://myapp:8080"
-
-
-def virtual_service(http: str, *, name: str = "myapp", host: str = "myapp") -> str:
-    """A VirtualService for ``host`` whose ``http:`` list is the YAML in ``http``."""
-    body = textwrap.indent(textwrap.dedent(http).strip("\n"), "  ")
-    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-            f"metadata: {{name: {name}, namespace: default}}\n"
-            f"spec:\n  hosts: [{host}]\n  http:\n{body}\n")
-
-
-def given_v1_and_v2(mesh: Mesh, *extra: str) -> None:
-    mesh.apply(demo_deployment("myapp-v1", "v1"), demo_deployment("myapp-v2", "v2"),
-               service(), subsets_rule(), *extra)
-    mesh.converge()
-
-
-def when_applied(mesh: Mesh, http: str) -> None:
-    mesh.apply(virtual_service(http))
-    mesh.converge()
+V1_AND_V2 = (myapp.version("v1"), myapp.version("v2"), myapp.service(), myapp.subsets())
 
 
 def rule_of(mesh: Mesh, path: str, method: str = "GET", **kwargs: object) -> tuple[str, str]:
     """(x-rule, x-version) of the response to one request."""
-    r = mesh.http.request(method, URL + path, **kwargs)  # type: ignore[arg-type]
+    r = mesh.http.request(method, URL.rstrip("/") + path, **kwargs)  # type: ignore[arg-type]
     assert r.status_code == 200, (path, r.status_code, r.text)
     return r.headers.get("x-rule", "<none>"), r.headers.get("x-version", "<none>")
 
 
-def test_weighted_routes_are_relative_zero_gets_nothing_and_changes_apply(mesh: Mesh) -> None:
-    # Given myapp v1 and v2
-    given_v1_and_v2(mesh)
+def test_weighted_routes_are_relative_zero_gets_nothing_and_changes_apply(
+    given: Given, when: When, then: Then
+) -> None:
+    given.applied(*V1_AND_V2)
 
     # When the weights are 1:3 (they do not add up to 100: weights are relative)
-    when_applied(mesh, """
-        - route:
-          - {destination: {host: myapp, subset: v1}, weight: 1}
-          - {destination: {host: myapp, subset: v2}, weight: 3}
-        """)
-    # Then about a quarter goes to v1 and three quarters to v2
-    counts = mesh.versions(URL + "/", 200)
-    assert set(counts) == {"v1", "v2"}, counts
-    assert 20 <= counts["v1"] <= 85, counts  # expected 50
-    assert 115 <= counts["v2"] <= 180, counts  # expected 150
+    when.apply(myapp.split(v1=1, v2=3))
+    # Then about a quarter goes to v1 and three quarters to v2 (expected 50 and 150)
+    then.split_within(200, {"v1": (20, 85), "v2": (115, 180)})
 
-    # When v1 has weight 0
-    when_applied(mesh, """
-        - route:
-          - {destination: {host: myapp, subset: v1}, weight: 0}
-          - {destination: {host: myapp, subset: v2}, weight: 5}
-        """)
-    # Then v1 gets nothing
-    assert mesh.versions(URL + "/", 60) == {"v2": 60}
+    # When v1 has weight 0, then v1 gets nothing
+    when.apply(myapp.split(v1=0, v2=5))
+    then.split_is({"v2": 60})
 
-    # When there is a single destination (no weight)
-    when_applied(mesh, """
+    # When there is a single destination (no weight), then it gets everything
+    when.apply(myapp.routes("""
         - route:
           - destination: {host: myapp, subset: v1}
-        """)
-    # Then it gets everything
-    assert mesh.versions(URL + "/", 60) == {"v1": 60}
+        """))
+    then.split_is({"v1": 60})
 
-    # When the weights change to 50/50
-    when_applied(mesh, """
-        - route:
-          - {destination: {host: myapp, subset: v1}, weight: 50}
-          - {destination: {host: myapp, subset: v2}, weight: 50}
-        """)
-    # Then both versions answer again, in roughly equal shares
-    counts = mesh.versions(URL + "/", 200)
-    assert set(counts) == {"v1", "v2"}, counts
-    assert 60 <= counts["v1"] <= 140, counts
+    # When the weights change to 50/50, then both versions answer again, in roughly
+    # equal shares
+    when.apply(myapp.split(v1=50, v2=50))
+    then.split_within(200, {"v1": (60, 140), "v2": None})
 
 
 def _tagged(name: str, subset: str, match: str = "") -> str:
@@ -100,12 +64,13 @@ def _tagged(name: str, subset: str, match: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_uri_header_query_method_matches_and_first_match_wins(mesh: Mesh) -> None:
-    # Given myapp v1 and v2
-    given_v1_and_v2(mesh)
+def test_uri_header_query_method_matches_and_first_match_wins(
+    mesh: Mesh, given: Given, when: When
+) -> None:
+    given.applied(*V1_AND_V2)
 
     # When a VirtualService has one rule per kind of match, then a catch-all to v1
-    when_applied(mesh, "".join([
+    when.apply(myapp.routes("".join([
         _tagged("uri-exact", "v2", "[{uri: {exact: /exact}}]"),
         _tagged("special", "v2", "[{uri: {prefix: /api/special}}]"),
         _tagged("uri-prefix", "v2", "[{uri: {prefix: /api/}}]"),
@@ -121,7 +86,7 @@ def test_uri_header_query_method_matches_and_first_match_wins(mesh: Mesh) -> Non
         _tagged("and", "v2", "[{uri: {prefix: /and}, headers: {x-a: {exact: '1'}}}]"),
         _tagged("or", "v2", "[{uri: {exact: /or1}}, {uri: {exact: /or2}}]"),
         _tagged("default", "v1"),
-    ]))
+    ])))
 
     # Then uri exact matches only the exact path
     assert rule_of(mesh, "/exact") == ("uri-exact", "v2")
@@ -165,33 +130,35 @@ def test_uri_header_query_method_matches_and_first_match_wins(mesh: Mesh) -> Non
     assert rule_of(mesh, "/or3") == ("default", "v1")
 
     # When the order of a specific rule and a catch-all is swapped
-    when_applied(mesh, _tagged("catch-all", "v1") + _tagged("uri-exact", "v2",
-                                                            "[{uri: {exact: /exact}}]"))
+    when.apply(myapp.routes(_tagged("catch-all", "v1")
+                            + _tagged("uri-exact", "v2", "[{uri: {exact: /exact}}]")))
     # Then the catch-all answers everything
     assert rule_of(mesh, "/exact") == ("catch-all", "v1")
     assert rule_of(mesh, "/other") == ("catch-all", "v1")
 
 
-def test_source_labels_decide_by_the_calling_proxy(mesh: Mesh) -> None:
+def test_source_labels_decide_by_the_calling_proxy(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
     # Given myapp v1 and v2, and a "tester" workload (another app) with a service
-    given_v1_and_v2(mesh, demo_deployment("tester", "t1", app="tester"),
-                    service("tester"))
+    given.applied(*V1_AND_V2, demo_deployment("tester", "t1", app="tester"),
+                  myapp.service("tester"))
 
     # When rules select by the caller's labels, and the last rule catches everything else
-    when_applied(mesh, "".join([
+    when.apply(myapp.routes("".join([
         _tagged("from-tester", "v2", "[{sourceLabels: {app: tester}}]"),
         _tagged("from-mesh-client", "v2", "[{sourceLabels: {app: mesh-client}}]"),
         _tagged("from-elsewhere", "v2", "[{sourceLabels: {app: somebody-else}}]"),
         _tagged("from-myapp-v2", "v1", "[{sourceLabels: {app: myapp, version: v2}}]"),
         _tagged("default", "v1"),
-    ]))
+    ])))
 
     # Then requests through the mesh proxy (labels app=mesh-client) take its rule
     assert rule_of(mesh, "/") == ("from-mesh-client", "v2")
-    assert mesh.versions(URL + "/", 20) == {"v2": 20}
+    then.split_is({"v2": 20})
 
     # And a request from inside the tester pod, through its own sidecar, takes the tester rule
-    r = mesh.http.get("http://tester:8080/call", params={"url": URL + "/"})
+    r = mesh.http.get("http://tester:8080/call", params={"url": URL})
     assert r.status_code == 200, r.text
     call = r.json()
     assert call["pod"].startswith("tester"), call
@@ -201,7 +168,7 @@ def test_source_labels_decide_by_the_calling_proxy(mesh: Mesh) -> None:
 
     # And from inside a myapp v2 pod (reached through the mesh proxy's rule), the rule for
     # app=myapp,version=v2 applies; no pod has app=somebody-else, so that rule never does
-    r = mesh.http.get(URL + "/call", params={"url": URL + "/"})
+    r = mesh.http.get(URL + "call", params={"url": URL})
     assert r.status_code == 200, r.text
     call = r.json()
     assert call["version"] == "v2", call
@@ -209,10 +176,10 @@ def test_source_labels_decide_by_the_calling_proxy(mesh: Mesh) -> None:
     assert call["body"]["version"] == "v1", call
 
     # When the mesh-client rule goes, then the mesh proxy falls through to the default
-    when_applied(mesh, "".join([
+    when.apply(myapp.routes("".join([
         _tagged("from-tester", "v2", "[{sourceLabels: {app: tester}}]"),
         _tagged("default", "v1"),
-    ]))
+    ])))
     assert rule_of(mesh, "/") == ("default", "v1")
-    r = mesh.http.get("http://tester:8080/call", params={"url": URL + "/"})
+    r = mesh.http.get("http://tester:8080/call", params={"url": URL})
     assert r.json()["headers"].get("x-rule") == "from-tester", r.text

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from tests.builders import route_to, service, virtual_service
 from tests.conftest import ControlPlane, read_endpoints, wait_for
 
 NET = "networking.istio.io"
@@ -29,22 +30,15 @@ SVC_PATH = "/api/v1/namespaces/default/services"
 def vs(name: str, *, namespace: str = "default", host: str | None = None,
        version: str = "v1", labels: dict[str, str] | None = None,
        rv: str | None = None, timeout: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    meta: dict[str, Any] = {}
     if labels:
         meta["labels"] = labels
     if rv is not None:
         meta["resourceVersion"] = rv
-    route: dict[str, Any] = {"route": [{"destination": {"host": host or name}}]}
-    if timeout:
-        route["timeout"] = timeout
-    return {"apiVersion": f"{NET}/{version}", "kind": "VirtualService", "metadata": meta,
-            "spec": {"hosts": [host or name], "http": [route]}}
-
-
-def service(name: str, port: int = 80) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port}]}}
+    host = host or name
+    rule = route_to(host, timeout=timeout) if timeout else route_to(host)
+    return virtual_service(name, hosts=[host], http=[rule], namespace=namespace,
+                           version=version, **meta)
 
 
 def yaml_text(*docs: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.builders import static_envoy_config
+from tests.conftest import clean_env
 
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
@@ -30,14 +31,6 @@ class DemoApp:
         self.client = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
 def demo_app(tmp_path: Path) -> Iterator[Callable[..., DemoApp]]:
     started: list[DemoApp] = []
@@ -49,7 +42,7 @@ def demo_app(tmp_path: Path) -> Iterator[Callable[..., DemoApp]]:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "meshpilot.demoapp", *args], stdin=subprocess.DEVNULL,
                 stdout=fh, stderr=subprocess.STDOUT, text=True,
-                env=_env(PORT=str(port), POD_IP="127.0.0.1", POD_NAMESPACE="shop",
+                env=clean_env(PORT=str(port), POD_IP="127.0.0.1", POD_NAMESPACE="shop",
                          **(env or {})),
             )
         app = DemoApp(proc, port, log)
@@ -164,51 +157,13 @@ def test_call_direct(demo_app: Callable[..., DemoApp]) -> None:
     assert bad.json()["status"] is None and bad.json()["error"]
 
 
-def _forward_proxy_bootstrap(listen_port: int) -> dict[str, Any]:
-    """Envoy as a forward HTTP proxy: routes absolute-URL requests by Host to a
-    dynamic-forward-proxy-free static cluster (all hosts → one upstream)."""
-    return {
-        "node": {"id": "proxy-test", "cluster": "proxy"},
-        "static_resources": {
-            "listeners": [{
-                "name": "outbound",
-                "address": {"socket_address": {"address": "127.0.0.1",
-                                               "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                                 "http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "outbound",
-                        "route_config": {"name": "r", "virtual_hosts": [{
-                            "name": "target", "domains": ["target", "target:*"],
-                            "routes": [{"match": {"prefix": "/"},
-                                        "route": {"cluster": "target"}}],
-                        }]},
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/"
-                                         "envoy.extensions.filters.http.router.v3.Router"},
-                        }],
-                    },
-                }]}],
-            }],
-            "clusters": [],
-        },
-    }
-
-
 def test_call_through_envoy_http_proxy(demo_app: Callable[..., DemoApp], tmp_path: Path) -> None:
     target = demo_app("--version", "v2", "--pod-name", "target-v2")
     listen = free_port()
-    doc = _forward_proxy_bootstrap(listen)
-    doc["static_resources"]["clusters"].append({
-        "name": "target", "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "target", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {
-                "address": "127.0.0.1", "port_value": target.port}}}}]}]},
-    })
+    # Envoy as a forward HTTP proxy: absolute-URL requests for the host "target" go to
+    # the target app (a static cluster; no dynamic forward proxy needed).
+    doc = static_envoy_config(listen, upstream_port=target.port, domains=["target", "target:*"],
+                              listener="outbound", cluster="target", node="proxy-test")
     with EnvoyProcess(doc, name="outbound", work_dir=tmp_path, admin_port=0) as envoy:
         assert envoy.wait_live(10)
         assert wait_port("127.0.0.1", listen, timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.builders import sidecar_node, static_envoy_config
+from tests.conftest import serve_http
 
-from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.admin import AdminClient
-from meshpilot.proxy.bootstrap import bootstrap, node_id
+from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess, EnvoyStartError
 from meshpilot.proxy.ports import free_port, port_open, wait_port
 
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def sidecar_bootstrap(admin_port: int = 0) -> dict[str, Any]:
-    node = ProxyNode(id=node_id("sidecar", "127.0.0.1", "demo-v1-abcde", "default"),
-                     kind="sidecar", namespace="default", ip="127.0.0.1",
-                     workload="demo-v1-abcde", labels={"app": "demo", "version": "v1"})
+    node = sidecar_node("demo-v1-abcde", "127.0.0.1", labels={"app": "demo", "version": "v1"})
     # An xDS port where nothing listens: Envoy must start and wait for its config.
     return bootstrap(node, xds_host="127.0.0.1", xds_port=free_port(), admin_port=admin_port)
 
@@ -49,55 +47,8 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def static_bootstrap(listen_port: int, upstream_port: int) -> dict[str, Any]:
-    """A minimal hand-written Envoy config: one listener → one static cluster."""
-    return {
-        "node": {"id": "static-test", "cluster": "static"},
-        "static_resources": {
-            "listeners": [{
-                "name": "ingress",
-                "address": {"socket_address": {"address": "127.0.0.1",
-                                               "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                                 "http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "ingress_http",
-                        "route_config": {"name": "local", "virtual_hosts": [{
-                            "name": "all", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"},
-                                        "route": {"cluster": "backend"}}],
-                        }]},
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/"
-                                         "envoy.extensions.filters.http.router.v3.Router"},
-                        }],
-                    },
-                }]}],
-            }],
-            "clusters": [{
-                "name": "backend",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "backend", "endpoints": [{
-                    "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": "127.0.0.1", "port_value": upstream_port}}}}],
-                }]},
-            }],
-        },
-    }
+    with serve_http(_Upstream) as port:
+        yield port
 
 
 def test_sidecar_waits_for_control_plane(tmp_path: Path) -> None:
@@ -158,7 +109,7 @@ def test_invalid_bootstrap_gives_clear_error(tmp_path: Path) -> None:
 
 def test_static_envoy_proxies_and_admin_works(tmp_path: Path, upstream: int) -> None:
     listen = free_port()
-    envoy = EnvoyProcess(static_bootstrap(listen, upstream), name="static",
+    envoy = EnvoyProcess(static_envoy_config(listen, upstream_port=upstream), name="static",
                          work_dir=tmp_path, admin_port=0, drain_time_s=1)
     with envoy:
         assert envoy.wait_live(timeout=10)

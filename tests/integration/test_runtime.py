@@ -19,21 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import wait_for
+from tests.builders import DEMO_APP
+from tests.builders import deployment as deployment_body
+from tests.conftest import process_alive, wait_for
 
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, IpAllocator, LocalRuntime, Pod
-
-DEMO = [sys.executable, "-m", "meshpilot.demoapp"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def deployment(
@@ -51,17 +43,14 @@ def deployment(
     if image is not None:
         container["image"] = image
     if command is not None or image is None:
-        container["command"] = command if command is not None else DEMO
-    spec: dict[str, Any] = {
-        "replicas": replicas,
-        "selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name, "version": version}},
-                     "spec": {"containers": [container], "terminationGracePeriodSeconds": 5}},
-    }
-    if strategy:
-        spec["strategy"] = {"type": strategy}
-    return Deployment.model_validate({"apiVersion": "apps/v1", "kind": "Deployment",
-                                      "metadata": {"name": name}, "spec": spec})
+        container["command"] = command if command is not None else DEMO_APP
+    body = deployment_body(
+        name, containers=[container], labels={"app": name, "version": version},
+        selector={"app": name}, replicas=replicas, namespace=None,
+        pod_spec={"terminationGracePeriodSeconds": 5},
+        **({"strategy": {"type": strategy}} if strategy else {}),
+    )
+    return Deployment.model_validate(body)
 
 
 class Harness:
@@ -105,7 +94,7 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
                     all_pids.add(p.sidecar_pid)
 
         def before_stop(pod: Pod) -> None:
-            harness.stopped.append((pod, [alive(pid) for pid in pod.pids]))
+            harness.stopped.append((pod, [process_alive(pid) for pid in pod.pids]))
 
         rt = LocalRuntime(tmp_path / name, xds_host="127.0.0.1", xds_port=free_port(),
                           on_change=on_change, images=images or ImageMap(),
@@ -119,7 +108,7 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         h.rt.stop()
     for h in made:
         assert h.rt.pods() == []
-    leftover = [pid for pid in all_pids if alive(pid)]
+    leftover = [pid for pid in all_pids if process_alive(pid)]
     assert leftover == [], f"processes left running: {leftover}"
 
 
@@ -148,7 +137,7 @@ def test_pods_get_own_ips_env_and_sidecars(runtimes: Callable[..., Harness]) -> 
         assert (port.container_port, port.name) == (8080, "http") and port.app_port != 8080
         body = get(p).json()
         assert body["pod"] == p.name and body["version"] == "v1"
-        assert len(p.pids) == 1 and p.sidecar_pid and alive(p.sidecar_pid)
+        assert len(p.pids) == 1 and p.sidecar_pid and process_alive(p.sidecar_pid)
         assert Path(p.log_path).exists()
     assert h.changes >= 2
     status = h.rt.deployment_status("default", "web")
@@ -181,7 +170,7 @@ def test_pods_get_own_ips_env_and_sidecars(runtimes: Callable[..., Harness]) -> 
 
 def test_not_ready_until_the_probe_passes(runtimes: Callable[..., Harness]) -> None:
     h = runtimes()
-    slow = ["sh", "-c", 'sleep 1; exec "$0" "$@"', *DEMO]
+    slow = ["sh", "-c", 'sleep 1; exec "$0" "$@"', *DEMO_APP]
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}
     h.rt.sync([("default", "slow", deployment("slow", command=slow, probe=probe))])
     first = wait_for(lambda: h.pods("slow"))[0]
@@ -208,8 +197,8 @@ def test_scale_up_and_down_stops_pods_gracefully(runtimes: Callable[..., Harness
     gone = [p for p in three if p.name != one.name]
     assert len(gone) == 2
     for p in gone:
-        assert not any(alive(pid) for pid in p.pids)
-        assert p.sidecar_pid is not None and not alive(p.sidecar_pid)
+        assert not any(process_alive(pid) for pid in p.pids)
+        assert p.sidecar_pid is not None and not process_alive(p.sidecar_pid)
     # before_stop saw each pod Terminating and not ready while its app still ran.
     assert sorted(p.name for p, _ in h.stopped) == sorted(p.name for p in gone)
     for p, pids_alive in h.stopped:
@@ -296,7 +285,7 @@ def test_recreate_stops_old_pods_first(runtimes: Callable[..., Harness]) -> None
 
     wait_for(settled, timeout=15)
     assert overlap == []
-    assert not any(alive(pid) for pid in old.pids)
+    assert not any(process_alive(pid) for pid in old.pids)
 
 
 def test_images_map_and_missing_command(runtimes: Callable[..., Harness], tmp_path: Path,
@@ -366,11 +355,11 @@ def test_stop_leaves_no_processes(runtimes: Callable[..., Harness]) -> None:
     pods = h.ready("web", 2) + h.ready("api", 1)
     assert {p.namespace for p in pods} == {"default", "other"}
     pids = [pid for p in pods for pid in (*p.pids, p.sidecar_pid) if pid]
-    assert len(pids) == 6 and all(alive(pid) for pid in pids)
+    assert len(pids) == 6 and all(process_alive(pid) for pid in pids)
     started = time.monotonic()
     h.rt.stop()
     assert time.monotonic() - started < 5  # in parallel, not one after another
-    assert [pid for pid in pids if alive(pid)] == []
+    assert [pid for pid in pids if process_alive(pid)] == []
     assert h.rt.pods() == []
 
 

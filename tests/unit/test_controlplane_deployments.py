@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.builders import stored
 
-from meshpilot.api.identity import ObjectKey
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 from meshpilot.store.mirror import StoreMirror
-from meshpilot.store.model import Put
 
 EXAMPLE = Path(__file__).parents[2] / "examples/canary/deployments.yaml"
 
@@ -24,16 +23,11 @@ def deployments() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
 
 
-def put(body: dict[str, Any]) -> Put:
-    meta = body["metadata"]
-    return Put(body, ObjectKey("apps", "Deployment", meta["namespace"], meta["name"]))
-
-
 def test_deployments_come_from_the_mirror_and_are_parsed_once_per_body(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "config.db")
     cp = MeshControlPlane(StateDir(tmp_path), store)
     first, second = deployments()[:2]
-    store.commit([put(first), put(second)])
+    store.commit([stored(first), stored(second)])
     cp._mirror = StoreMirror(store)
     try:
         before = {name: dep for _, name, dep in cp.deployments()}
@@ -43,11 +37,11 @@ def test_deployments_come_from_the_mirror_and_are_parsed_once_per_body(tmp_path:
 
         changed = copy.deepcopy(second)
         changed["spec"]["replicas"] = 5
-        store.commit([put(changed)])
-        stored = cp.deployments(from_store=True)
-        assert stored[1][2].spec.replicas == 5  # the store at once
-        again_stored = cp.deployments(from_store=True)
-        assert all(a[2] is b[2] for a, b in zip(stored, again_stored, strict=True))
+        store.commit([stored(changed)])
+        read = cp.deployments(from_store=True)
+        assert read[1][2].spec.replicas == 5  # the store at once
+        read_again = cp.deployments(from_store=True)
+        assert all(a[2] is b[2] for a, b in zip(read, read_again, strict=True))
         assert cp._mirror.poll(timeout=2)
         after = {name: dep for _, name, dep in cp.deployments()}
         assert after["myapp-v1"] is before["myapp-v1"]

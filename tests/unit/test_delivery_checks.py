@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.unit.delivery_fakes import FakeMetrics
-from tests.unit.test_delivery_controller import NAME, Harness, canary
+from tests.unit.rollout_harness import NAME, Harness, canary
 
 from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplateProvider
 from meshpilot.delivery.checks import CheckContext, evaluate, render_query

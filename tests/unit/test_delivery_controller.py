@@ -4,123 +4,12 @@ tests do), over in-memory fakes of its own ports."""
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
-from tests.unit.delivery_fakes import FakeClock, FakeMetrics, FakeWebhooks, InMemoryCluster
+from tests.unit.rollout_harness import NAME, NS, Harness, deployment
 
-from meshpilot.delivery import RolloutController, Sample, Settings
+from meshpilot.delivery import Sample
 from meshpilot.delivery.state import spec_hash
-
-NS = "default"
-NAME = "podinfo"
-
-
-def deployment(version: str = "v1", replicas: int = 2) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": NAME}},
-            "template": {
-                "metadata": {"labels": {"app": NAME}},
-                "spec": {"containers": [{"name": "app", "image": f"podinfo:{version}"}]},
-            },
-        },
-    }
-
-
-def canary(analysis: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    body = {
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
-        "service": {"port": 9898},
-        "analysis": {
-            "interval": "10s",
-            "threshold": 2,
-            "maxWeight": 50,
-            "stepWeight": 10,
-            "metrics": [
-                {"name": "request-success-rate", "thresholdRange": {"min": 99},
-                 "interval": "1m"},
-                {"name": "request-duration", "thresholdRange": {"max": 500},
-                 "interval": "1m"},
-            ],
-            **(analysis or {}),
-        },
-        **spec,
-    }
-    return {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "Canary",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": body,
-    }
-
-
-class Harness:
-    def __init__(self, analysis: dict[str, Any] | None = None, **spec: Any) -> None:
-        self.cluster = InMemoryCluster()
-        self.clock = FakeClock()
-        self.metrics = FakeMetrics()
-        self.hooks = FakeWebhooks()
-        self.cluster.put(deployment("v1"))
-        self.cluster.put(canary(analysis, **spec))
-        self.controller = self.new_controller()
-
-    def new_controller(self) -> RolloutController:
-        return RolloutController(self.clock, self.cluster, self.cluster, self.metrics,
-                                 self.hooks, settings=Settings(drain_seconds=2.0))
-
-    def tick(self, n: int = 1, dt: float = 10.0) -> None:
-        for _ in range(n):
-            self.clock.advance(dt)
-            self.controller.tick(NS, NAME)
-
-    def command(self, command: str) -> str | None:
-        decision = self.controller.command(NS, NAME, command)
-        assert decision is not None
-        return decision.refused
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.cluster.status(NAME)
-
-    @property
-    def phase(self) -> str:
-        return self.status.get("phase", "")
-
-    @property
-    def weights(self) -> list[dict[str, int]]:
-        return self.cluster.weights(NAME)
-
-    def canary_weight_routed(self) -> int:
-        return self.weights[-1].get(f"{NAME}-canary", 0)
-
-    def messages(self) -> list[str]:
-        return [e["message"] for e in self.status.get("events", [])]
-
-    def initialize(self) -> None:
-        self.tick(2)
-        assert self.phase == "Initialized", self.messages()
-
-    def release(self, version: str = "v2", replicas: int = 2) -> None:
-        self.cluster.put(deployment(version, replicas))
-
-    def run_until(self, predicate: Any, limit: int = 60, dt: float = 10.0) -> int:
-        for i in range(limit):
-            if predicate():
-                return i
-            self.tick(dt=dt)
-        raise AssertionError(f"not reached after {limit} ticks: {self.phase} {self.messages()}")
-
-    def target_replicas(self) -> int:
-        return self.cluster.get("Deployment", NAME)["spec"]["replicas"]
-
-    def primary_image(self) -> str:
-        primary = self.cluster.get("Deployment", f"{NAME}-primary")
-        return primary["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
 def observed_weights(h: Harness, limit: int = 40) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.unit.test_delivery_controller import canary, deployment
+from tests.unit.rollout_harness import canary, deployment
 
 from meshpilot.api.flagger import Canary
 from meshpilot.api.kubernetes import Deployment, Service

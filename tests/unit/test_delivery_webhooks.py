@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from tests.unit.test_delivery_controller import NAME, Harness
+from tests.unit.rollout_harness import NAME, Harness
 
 from meshpilot.api.flagger import CanaryWebhook
 from meshpilot.delivery import HttpWebhookCaller, Sample

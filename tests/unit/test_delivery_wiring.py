@@ -7,6 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.builders import deployment as deployment_body
+from tests.builders import service
 
 from meshpilot.api.flagger import CanaryWebhook
 from meshpilot.api.kubernetes import Deployment
@@ -24,25 +26,16 @@ from meshpilot.telemetry import History, Query
 
 
 def deployment(version: str = "v1", replicas: int = 2) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "myapp", "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "myapp"}},
-            "template": {
-                "metadata": {"labels": {"app": "myapp", "version": version}},
-                "spec": {"containers": [{"name": "app", "command": ["demo", version]}]},
-            },
-        },
-    }
+    """myapp whose template changes with ``version`` (selected by app only)."""
+    return deployment_body(
+        "myapp", labels={"app": "myapp", "version": version}, selector={"app": "myapp"},
+        replicas=replicas, containers=[{"name": "app", "command": ["demo", version]}],
+    )
 
 
 def test_writer_applies_several_objects_and_reports_refusals(store: SqliteStore) -> None:
     writer = StoreWriter(ConfigService(store))
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "myapp", "namespace": "default"},
-           "spec": {"selector": {"app": "myapp"}, "ports": [{"name": "http", "port": 8080}]}}
+    svc = service("myapp", port=8080)
     writer.apply([deployment(), svc])
     assert {o.key.kind for o in store.list()} == {"Deployment", "Service"}
     bad = copy.deepcopy(svc)

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
+from tests.builders import keyed
 
-from meshpilot.api.identity import ObjectKey
-from meshpilot.api.kinds import by_kind
 from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot, port_protocol
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
-
-
-def objects(text: str) -> list[tuple[ObjectKey, dict[str, Any]]]:
-    out = []
-    for doc in yaml.safe_load_all(text):
-        info = by_kind(doc["kind"])
-        meta = doc["metadata"]
-        key = ObjectKey(info.group, info.kind, meta.get("namespace", "default"), meta["name"])
-        out.append((key, doc))
-    return out
-
 
 SERVICE = """
 apiVersion: v1
@@ -42,7 +29,7 @@ def pod(name: str, ip: str, version: str, ready: bool = True, ns: str = "default
 
 
 def test_service_endpoints_follow_selector_and_named_target_ports() -> None:
-    snap = build_snapshot(7, objects(SERVICE), [
+    snap = build_snapshot(7, keyed(SERVICE), [
         pod("a", "127.10.0.2", "v1"), pod("b", "127.10.0.3", "v2", ready=False),
         pod("c", "127.10.0.4", "v1", ns="other"),
     ])
@@ -59,7 +46,7 @@ def test_service_endpoints_follow_selector_and_named_target_ports() -> None:
 
 
 def test_workload_entry_behind_a_service_is_reached_directly() -> None:
-    snap = build_snapshot(1, objects(SERVICE.replace("targetPort: http", "targetPort: 8080") + """
+    snap = build_snapshot(1, keyed(SERVICE.replace("targetPort: http", "targetPort: 8080") + """
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -74,7 +61,7 @@ spec:
 
 
 def test_service_entry_static_endpoints_and_dns() -> None:
-    snap = build_snapshot(1, objects("""
+    snap = build_snapshot(1, keyed("""
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ext}
@@ -104,7 +91,7 @@ spec:
 
 
 def test_rules_are_parsed_into_the_snapshot() -> None:
-    snap = build_snapshot(3, objects(SERVICE + """
+    snap = build_snapshot(3, keyed(SERVICE + """
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -142,7 +129,7 @@ def test_a_rebuild_keeps_the_objects_of_what_did_not_change() -> None:
         pods = [pod("a", "127.10.0.2", "v1"), pod("b", ip, "v2"),
                 WorkloadInstance(name="o", namespace="default", ip="127.10.0.9",
                                  labels={"app": "other"}, ports=(InboundPort(8080, 1),))]
-        return builder.build(version, objects(SERVICE + "---" + OTHER), pods)
+        return builder.build(version, keyed(SERVICE + "---" + OTHER), pods)
 
     first = build(1, "127.10.0.3")
     again = build(2, "127.10.0.3")  # new dicts and instances, same content
@@ -158,7 +145,7 @@ def test_a_rebuild_keeps_the_objects_of_what_did_not_change() -> None:
 
 
 def test_an_equal_body_with_another_resource_version_is_parsed_again() -> None:
-    docs = objects(SERVICE)
+    docs = keyed(SERVICE)
     (key, body), = docs
     one = build_snapshot(1, [(key, {**body, "metadata": {**body["metadata"],
                                                           "resourceVersion": "5"}})])

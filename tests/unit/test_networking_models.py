@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from tests.builders import virtual_service
+from tests.conftest import validation_errors
 
 from meshpilot.api.networking import (
     DestinationRule,
@@ -430,34 +431,18 @@ def load(text: str) -> dict[str, Any]:
     return data
 
 
-def errors_of(model: type, data: dict[str, Any]) -> list[dict[str, Any]]:
-    with pytest.raises(ValidationError) as exc:
-        model.model_validate(data)
-    return exc.value.errors()
-
-
 def one_error(model: type, data: dict[str, Any]) -> dict[str, Any]:
-    errs = errors_of(model, data)
+    errs = validation_errors(model, data)
     assert len(errs) == 1, errs
     return errs[0]
 
 
 def vs_with_route(route: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "r"},
-        "spec": {"hosts": ["r"], "http": [{"route": route}]},
-    }
+    return vs_with_http({"route": route})
 
 
 def vs_with_http(http: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "r"},
-        "spec": {"hosts": ["r"], "http": [http]},
-    }
+    return virtual_service("r", http=[http], namespace=None)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -652,7 +637,7 @@ def test_mirror_percentage_and_mirror_percent_ranges() -> None:
     data = load(VS_YAML)
     data["spec"]["http"][0]["mirrorPercentage"]["value"] = 100.5
     data["spec"]["http"][1]["mirrorPercent"] = 101
-    errs = errors_of(VirtualService, data)
+    errs = validation_errors(VirtualService, data)
     assert {(e["type"], e["loc"]) for e in errs} == {
         ("less_than_equal", ("spec", "http", 0, "mirrorPercentage", "value")),
         ("less_than_equal", ("spec", "http", 1, "mirrorPercent")),
@@ -735,7 +720,7 @@ def test_empty_uri_match_is_refused() -> None:
 def test_string_match_with_unknown_key_is_refused() -> None:
     data = load(VS_YAML)
     data["spec"]["http"][1]["match"][0]["uri"] = {"suffix": "/a"}
-    errs = errors_of(VirtualService, data)
+    errs = validation_errors(VirtualService, data)
     assert ("extra_forbidden", ("spec", "http", 1, "match", 0, "uri", "suffix")) in {
         (e["type"], e["loc"]) for e in errs
     }
@@ -761,7 +746,7 @@ def test_bad_enum_values_are_refused() -> None:
     data = load(DR_YAML)
     data["spec"]["trafficPolicy"]["connectionPool"]["http"]["h2UpgradePolicy"] = "ALWAYS"
     data["spec"]["trafficPolicy"]["tls"]["mode"] = "PERMISSIVE"
-    errs = errors_of(DestinationRule, data)
+    errs = validation_errors(DestinationRule, data)
     assert {(e["type"], e["loc"][-1]) for e in errs} == {
         ("literal_error", "h2UpgradePolicy"),
         ("literal_error", "mode"),
@@ -772,7 +757,7 @@ def test_negative_counts_and_percent_ranges_in_destination_rule() -> None:
     data = load(DR_YAML)
     data["spec"]["trafficPolicy"]["connectionPool"]["tcp"]["maxConnections"] = -1
     data["spec"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] = 101
-    errs = errors_of(DestinationRule, data)
+    errs = validation_errors(DestinationRule, data)
     assert {(e["type"], e["loc"][-1]) for e in errs} == {
         ("greater_than_equal", "maxConnections"),
         ("less_than_equal", "maxEjectionPercent"),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from tests.conftest import validation_errors
 
 from meshpilot.api.flagger import Canary, MetricTemplate
 from meshpilot.api.kubernetes import Deployment, Service
@@ -18,14 +18,8 @@ def load(text: str) -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def errors(model: type, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    with pytest.raises(ValidationError) as exc:
-        model.model_validate(doc)
-    return exc.value.errors()
-
-
 def first(model: type, doc: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    err = errors(model, doc)[0]
+    err = validation_errors(model, doc)[0]
     return err["type"], tuple(err["loc"])
 
 
@@ -353,7 +347,7 @@ def test_deployment_host_aliases() -> None:
 def test_deployment_selector_mismatch() -> None:
     doc = load(DEPLOYMENT)
     doc["spec"]["selector"]["matchLabels"] = {"app": "podinfo-v2"}
-    errs = errors(Deployment, doc)
+    errs = validation_errors(Deployment, doc)
     assert errs[0]["type"] == "mp_value"
     assert tuple(errs[0]["loc"]) == ("spec",)
     assert "app=podinfo-v2" in errs[0]["msg"]

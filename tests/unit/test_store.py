@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.builders import stored, virtual_service
 
 from meshpilot.store import (
     Conflict,
@@ -34,16 +35,11 @@ def key(name: str, namespace: str = "default") -> ObjectKey:
 
 
 def vs(name: str, hosts: list[str] | None = None, **metadata: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/v1",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": "default", **metadata},
-        "spec": {"hosts": hosts or [f"{name}.example.com"]},
-    }
+    return virtual_service(name, hosts=hosts or [f"{name}.example.com"], **metadata)
 
 
 def put(name: str, hosts: list[str] | None = None, **kw: Any) -> Put:
-    return Put(vs(name, hosts), key(name), **kw)
+    return stored(vs(name, hosts), **kw)
 
 
 def test_empty_store(store: SqliteStore) -> None:

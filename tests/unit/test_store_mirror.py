@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from tests.unit.test_store import key, put
+from tests.builders import object_key, stored, virtual_service
 
 from meshpilot.store import Delete, SqliteStore
 from meshpilot.store.mirror import StoreMirror
+
+A, B, C = (virtual_service(name) for name in "abc")
 
 
 def as_stored(store: SqliteStore) -> list:
@@ -13,11 +15,11 @@ def as_stored(store: SqliteStore) -> list:
 
 
 def test_the_mirror_follows_puts_updates_and_deletes(store: SqliteStore) -> None:
-    store.commit([put("a"), put("b")])
+    store.commit([stored(A), stored(B)])
     mirror = StoreMirror(store)
     assert mirror.objects() == as_stored(store)
-    store.commit([put("a", ["changed.example.com"]), put("c")])
-    store.commit([Delete(key("b"))])
+    store.commit([stored(virtual_service("a", hosts=["changed.example.com"])), stored(C)])
+    store.commit([Delete(object_key(B))])
     assert mirror.poll(timeout=2)
     assert mirror.objects() == as_stored(store)
     assert [k.name for k, _ in mirror.objects()] == ["a", "c"]
@@ -26,15 +28,15 @@ def test_the_mirror_follows_puts_updates_and_deletes(store: SqliteStore) -> None
 
 
 def test_a_change_the_listing_already_saw_is_not_applied_again(store: SqliteStore) -> None:
-    store.commit([put("a")])
+    store.commit([stored(A)])
     mirror = StoreMirror(store)
-    first = store.get(key("a"))
+    first = store.get(object_key(A))
     assert first is not None
-    store.commit([put("a", ["v2.example.com"])])
+    store.commit([stored(virtual_service("a", hosts=["v2.example.com"]))])
     assert mirror.poll(timeout=2)
     # an older event for the same key (as when the listing ran after the commit) changes
     # nothing, nor does a stale delete
-    mirror._apply("MODIFIED", key("a"), first.resource_version, first.body)
-    mirror._apply("DELETED", key("a"), first.resource_version, first.body)
+    mirror._apply("MODIFIED", object_key(A), first.resource_version, first.body)
+    mirror._apply("DELETED", object_key(A), first.resource_version, first.body)
     assert mirror.objects() == as_stored(store)
     mirror.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.builders import by_version, destination_rule, named, sidecar_node
+
 from meshpilot.api.networking import DestinationRule
 from meshpilot.mesh import index
 from meshpilot.mesh.model import (
@@ -9,7 +11,6 @@ from meshpilot.mesh.model import (
     InboundPort,
     MeshService,
     MeshSnapshot,
-    Named,
     ProxyNode,
 )
 from meshpilot.mesh.sources import node_source_id
@@ -52,12 +53,9 @@ def _snapshot() -> MeshSnapshot:
                     workload="myapp-v2"),
            Endpoint(HOST, 8080, "127.10.0.1", 8080, {"app": "myapp", "version": "v1"},
                     workload="myapp-v1"))
-    rule = DestinationRule.model_validate({
-        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-        "metadata": {"name": "myapp", "namespace": "default"},
-        "spec": {"host": "myapp", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}})
+    rule = named(DestinationRule, destination_rule("myapp", subsets=by_version("v2")))
     return MeshSnapshot(version=1, services={HOST: svc}, endpoints={HOST: eps},
-                        destination_rules=(Named("default", "myapp", rule),))
+                        destination_rules=(rule,))
 
 
 def test_parse_detailed_json_and_names() -> None:
@@ -83,9 +81,8 @@ def test_bin_ending_on_a_bound_counts_below_it() -> None:
 def test_source_ids() -> None:
     """The workload (Deployment) name travels with the proxy and the endpoints; the pod
     name is the proxy's own."""
-    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.3",
-                     workload="client-v1", name="client-v1-0123456789-bcdfg",
-                     labels={"app": "client", "version": "v1"})
+    node = sidecar_node("client-v1-0123456789-bcdfg", "127.10.0.3", workload="client-v1",
+                        labels={"app": "client", "version": "v1"})
     assert node_source_id(node) == "client-v1|default|client|v1"
     sources = index.of(_snapshot()).sources
     assert "myapp-v1|default|myapp|v1" in sources
@@ -98,10 +95,9 @@ def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
 
 
 def test_relabel_source_and_destination_sides() -> None:
-    node = ProxyNode(id="x", kind="sidecar", namespace="default", ip="127.10.0.2",
-                     workload="myapp-v2", name="myapp-v2-0123456789-bcdfg",
-                     labels={"app": "myapp", "version": "v2"},
-                     inbound=(InboundPort(8080, 40000, "http"),))
+    node = sidecar_node("myapp-v2-0123456789-bcdfg", "127.10.0.2", workload="myapp-v2",
+                        labels={"app": "myapp", "version": "v2"},
+                        inbound=(InboundPort(8080, 40000, "http"),))
     identity = ProxyIdentity.from_node(node, "myapp-v2")
     points = list(relabel(identity, node, parse_json(DOC), _snapshot()))
     (ok,) = _by(points, "istio_requests_total", reporter="source", response_code="200")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.builders import destination_rule, route_to, to_yaml, virtual_service
 
 from meshpilot.api.hosts import fqdn
 from meshpilot.api.identity import ObjectKey
@@ -52,17 +53,8 @@ def vs_doc(
     namespace: str | None = None,
     gateways: list[str] | None = None,
 ) -> str:
-    dest: dict = {"host": host}
-    if subset:
-        dest["subset"] = subset
-    meta: dict = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    spec: dict = {"hosts": [host], "http": [{"route": [{"destination": dest}]}]}
-    if gateways is not None:
-        spec["gateways"] = gateways
-    body = {"apiVersion": f"{NET}/v1", "kind": "VirtualService", "metadata": meta, "spec": spec}
-    return yaml.safe_dump(body, sort_keys=False)
+    return to_yaml(virtual_service(name, hosts=[host], http=[route_to(host, subset)],
+                                   gateways=gateways, namespace=namespace))
 
 
 def dr_doc(
@@ -71,15 +63,7 @@ def dr_doc(
     subsets: dict[str, dict[str, str]] | None = None,
     namespace: str | None = None,
 ) -> str:
-    meta: dict = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    spec: dict = {
-        "host": host,
-        "subsets": [{"name": n, "labels": lb} for n, lb in (subsets or {}).items()],
-    }
-    body = {"apiVersion": f"{NET}/v1", "kind": "DestinationRule", "metadata": meta, "spec": spec}
-    return yaml.safe_dump(body, sort_keys=False)
+    return to_yaml(destination_rule(host, name=name, subsets=subsets, namespace=namespace))
 
 
 SERVICE = """
