@@ -210,3 +210,32 @@ def test_source_labels_make_labels_part_of_the_class() -> None:
     plain.config_for(snap, v1)
     plain.config_for(snap, v2)
     assert plain.builds["class"] == 1
+
+
+def test_a_proxys_secrets_are_its_own_and_the_roots_are_shared(tmp_path: Any) -> None:
+    """SDS secrets ``default`` (its certificate and key) and ``ROOTCA`` (the trust bundle)
+    are the proxy's own set; the bundle is one resource for every proxy; the same
+    credential gives the very same config back, a renewed one changes the secrets only."""
+    from datetime import UTC, datetime
+
+    from meshpilot.security import load_or_create_self_signed_ca
+    from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
+    from meshpilot.xds.consistency import consistency_problems
+    from meshpilot.xds.types import SECRET
+
+    certs = WorkloadCertificates(load_or_create_self_signed_ca(tmp_path / "ca"))
+    one, two = node(1), node(2)
+    held = certs.current([CredentialSubject(n.id, n.namespace, n.service_account)
+                          for n in (one, two)], datetime.now(UTC))
+    builder = ProxyConfigBuilder()
+    snap = objects(3, {})
+    a = builder.config_for(snap, one, held[one.id])
+    b = builder.config_for(snap, two, held[two.id])
+    assert set(a[SECRET]) == {"default", "ROOTCA"}
+    assert a[SECRET]["ROOTCA"] is b[SECRET]["ROOTCA"]
+    assert a[SECRET]["default"].version != b[SECRET]["default"].version
+    assert consistency_problems(a) == []
+    assert builder.config_for(snap, one, held[one.id]) is a
+    renewed = certs.current([CredentialSubject("x", "default", "other")])["x"]
+    c = builder.config_for(snap, one, renewed)
+    assert c[SECRET] is not a[SECRET] and all(c[t] is a[t] for t in a if t != SECRET)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -70,6 +71,13 @@ def up(
     envoy_concurrency: Annotated[int, typer.Option(help="Envoy worker threads per proxy")] = 1,
     no_mesh: Annotated[bool, typer.Option("--no-mesh",
                                           help="Config plane only: no proxies, no pods")] = False,
+    trust_domain: Annotated[str, typer.Option(
+        help="SPIFFE trust domain of the workloads' identities")] = "cluster.local",
+    ca_dir: Annotated[str | None, typer.Option(
+        help="Your CA (Istio's ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); "
+             "default: a root made in the state directory")] = None,
+    cert_ttl: Annotated[str, typer.Option(
+        help="Workload certificate lifetime (renewed at about half): 24h, 1h, 30s")] = "24h",
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -77,7 +85,10 @@ def up(
     if endpoints and pid_alive(int(endpoints.get("pid", 0))):
         out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root})")
     else:
-        _start(state, host, port, wait, envoy_concurrency, no_mesh)
+        identity = ["--trust-domain", trust_domain, "--cert-ttl", cert_ttl]
+        if ca_dir:
+            identity += ["--ca-dir", str(Path(ca_dir).resolve())]
+        _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
         client = client_for(state_dir)
@@ -117,14 +128,14 @@ def _wait_ready(client: ControlPlaneClient, wait: float) -> None:
 
 
 def _start(state: StateDir, host: str, port: int, wait: float, envoy_concurrency: int,
-           no_mesh: bool) -> None:
+           no_mesh: bool, extra: list[str]) -> None:
     state.create()
     state.clear_endpoints()
     with open(state.log_file, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "meshpilot.server", "--state-dir", str(state.root),
              "--host", host, "--port", str(port), "--envoy-concurrency",
-             str(envoy_concurrency), *(["--no-mesh"] if no_mesh else [])],
+             str(envoy_concurrency), *(["--no-mesh"] if no_mesh else []), *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             close_fds=True,
         )

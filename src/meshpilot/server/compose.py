@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.routing import Route
 
+from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import create_app
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
@@ -54,7 +55,8 @@ class Components:
 
 
 def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
-          with_mesh: bool, envoy_concurrency: int) -> Components:
+          with_mesh: bool, envoy_concurrency: int,
+          security: SecurityOptions | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json. If one fails to start, those already started are stopped and the
     error is raised."""
@@ -63,7 +65,8 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
         return components
     try:
         mesh = components.mesh = MeshControlPlane(
-            state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish)
+            state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish,
+            security=security)
         endpoints = mesh.start()
         publish(endpoints)
         delivery = DeliveryLoop(

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -38,7 +39,9 @@ from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
+from meshpilot.security.options import SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
@@ -96,6 +99,7 @@ class MeshControlPlane:
         envoy_concurrency: int = 1,
         api_type: str = "DELTA_GRPC",
         publish: Callable[[dict[str, Any]], None] = lambda extra: None,
+        security: SecurityOptions | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -120,6 +124,10 @@ class MeshControlPlane:
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
         self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
+        options = security if security is not None else SecurityOptions()
+        self.certificates = WorkloadCertificates(options.certificate_authority(state.root),
+                                                 ttl=options.cert_ttl)
+        """Every proxy's credential (keys in memory), renewed at half their life."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify))
         self.runtime: LocalRuntime | None = None
@@ -251,19 +259,28 @@ class MeshControlPlane:
                 wanted.add(server.port.number)
         return {str(p): self.ports.get(f"ingress.{p}") for p in sorted(wanted)}
 
-    def _xds_snapshot(self, snapshot: MeshSnapshot, gateway_ports: dict[str, int]
-                      ) -> XdsSnapshot:
+    def _xds_snapshot(self, snapshot: MeshSnapshot, gateway_ports: dict[str, int],
+                      pods: list[Pod]) -> XdsSnapshot:
         """What the proxies are told at ``snapshot``: a gateway listens on the ports
-        recorded for its servers' port numbers (fixed at this version, like the rest)."""
+        recorded for its servers' port numbers, and every proxy of this control plane
+        gets its own credential (both fixed at this version, like the rest)."""
         ports = {int(k): v for k, v in gateway_ports.items()}
         configs = self._configs
+        credentials = self.certificates.current(self._proxy_identities(pods))
 
         def config_for(node: ProxyNode) -> dict[str, Any]:
             if node.kind == "gateway":
                 node = replace(node, gateway_ports=ports)
-            return configs.config_for(snapshot, node)
+            return configs.config_for(snapshot, node, credentials.get(node.id))
 
         return XdsSnapshot(snapshot.version, config_for)
+
+    def _proxy_identities(self, pods: list[Pod]) -> list[CredentialSubject]:
+        """The proxies this control plane runs: the built-in ones and every pod's."""
+        out = [CredentialSubject(n.id, n.namespace, n.service_account)
+               for n in self._proxy_nodes.values()]
+        out += [CredentialSubject(p.node_id, p.namespace, p.service_account) for p in pods]
+        return out
 
     def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:
         """The stored Deployments, each version parsed once (a rebuild's cost follows what
@@ -322,7 +339,7 @@ class MeshControlPlane:
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
             self.publish({"ingress_ports": ports})
-        self.xds.publish(self._xds_snapshot(snapshot, ports))
+        self.xds.publish(self._xds_snapshot(snapshot, ports, pods))
         return version
 
     def _rebuild_loop(self) -> None:
@@ -330,7 +347,7 @@ class MeshControlPlane:
         quiet spell goes out at once (leading edge), a burst of changes is coalesced."""
         last = 0.0
         while not self._stopping.is_set():
-            self._dirty.wait()
+            self._dirty.wait(self._until_renewal())  # a change, or certificates to renew
             if self._stopping.is_set():
                 return
             wait = last + DEBOUNCE_SECONDS - time.monotonic()
@@ -344,6 +361,13 @@ class MeshControlPlane:
                 self._rebuild()
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
+
+    def _until_renewal(self) -> float | None:
+        """Seconds until the earliest proxy certificate is due for renewal (None: none)."""
+        due = self.certificates.next_renewal()
+        if due is None:
+            return None
+        return max(0.05, (due - datetime.now(UTC)).total_seconds())
 
     def _watch_store(self) -> None:
         mirror = self._mirror

@@ -16,10 +16,15 @@ import socket
 import sys
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from meshpilot.api.base import parse_duration
+from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
+from meshpilot.security.options import SecurityOptions
 from meshpilot.server import compose
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
@@ -42,7 +47,8 @@ def _url(host: str, port: int) -> str:
 
 
 def serve(
-    state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1
+    state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
+    security: SecurityOptions | None = None,
 ) -> int:
     state.create()
     try:
@@ -71,7 +77,7 @@ def serve(
 
     try:
         components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
-                                   envoy_concurrency=envoy_concurrency)
+                                   envoy_concurrency=envoy_concurrency, security=security)
     except Exception as exc:
         store.close()
         lock.close()
@@ -120,11 +126,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="config plane only: no xDS, proxies or local runtime")
     parser.add_argument("--envoy-concurrency", type=int, default=1,
                         help="Envoy worker threads per proxy")
+    parser.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN,
+                        help="SPIFFE trust domain of the workloads' identities")
+    parser.add_argument("--ca-dir", default=None,
+                        help="a plugged-in CA (ca-cert.pem, ca-key.pem, root-cert.pem, "
+                             "cert-chain.pem); default: a root made in the state directory")
+    parser.add_argument("--cert-ttl", type=_duration, default=DEFAULT_WORKLOAD_TTL,
+                        help="workload certificate lifetime, e.g. 24h, 1h, 30s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    security = SecurityOptions(trust_domain=args.trust_domain,
+                               ca_dir=Path(args.ca_dir) if args.ca_dir else None,
+                               cert_ttl=args.cert_ttl)
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
-                 with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency)
+                 with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
+                 security=security)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":

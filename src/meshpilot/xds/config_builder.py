@@ -56,6 +56,13 @@ from meshpilot.xds.translate import (
     scopes,
     sidecar_own,
 )
+from meshpilot.xds.translate.secrets import (
+    ROOT_SECRET,
+    WORKLOAD_SECRET,
+    SecretMaterial,
+    root_secret,
+    workload_secret,
+)
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
 
@@ -131,6 +138,7 @@ class _Node:
     key: Hashable = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: Hashable = None  # its class key while no rule reads proxy labels
+    material: SecretMaterial | None = None  # what its secrets were made from
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
     routes are its own) ..."""
@@ -193,13 +201,18 @@ class ProxyConfigBuilder:
         self._gen = 0
         self._inbound_routes: dict[tuple[int, tuple[str, ...]], PreparedResource] = {}
         """(container port, known sources) -> its inbound route config."""
+        self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
+        """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
         """How many times each part was (re)built: ``clusters`` / ``routes`` per service,
         ``node`` per proxy, ``class`` per proxy class and snapshot (for tests and
         benchmarks)."""
 
     # --- public ---------------------------------------------------------------------------
-    def config_for(self, snapshot: MeshSnapshot, node: ProxyNode) -> Config:
+    def config_for(self, snapshot: MeshSnapshot, node: ProxyNode,
+                   secrets: SecretMaterial | None = None) -> Config:
+        """``node``'s config at ``snapshot``; with ``secrets``, its SDS secrets too (the
+        very same object again means the same secrets)."""
         with self._lock:
             self._advance(snapshot)
             state = self._nodes.get(node.id)
@@ -207,13 +220,14 @@ class ProxyConfigBuilder:
                 state = self._nodes[node.id] = _Node()
             cls = self._class(snapshot, node, self._class_key(snapshot, node, state))
             self._node(snapshot, node, state)
+            self._secrets(state, secrets)
             parts = (cls.sets, *state.own.values())
             if same_objects(parts, state.out_of):
                 return state.out  # nothing this proxy gets changed: the same sets
             out: Config = {**cls.sets}
             for t, mine in state.own.items():
                 if mine:
-                    shared = cls.sets[t]
+                    shared = cls.sets.get(t)
                     out[t] = self._layer(state, t, shared, mine) if shared else mine
             state.out, state.out_of = out, parts
             return out
@@ -381,8 +395,27 @@ class ProxyConfigBuilder:
 
     def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
         self.builds["node"] += 1
+        secrets = state.own.get(SECRET)
         state.own = {t: _reused(_prepared(own[t].items()), state.own.get(t), OwnSet)
                      for t in ORDER if own.get(t)}
+        if secrets:
+            state.own[SECRET] = secrets  # made from the node's credential, not from here
+
+    def _secrets(self, state: _Node, material: SecretMaterial | None) -> None:
+        """The node's SDS secrets: the same set while its credential is the same object;
+        the roots one resource for every node while the bundle stays."""
+        if material is state.material:
+            return
+        state.material = material
+        if material is None:
+            state.own.pop(SECRET, None)
+            return
+        if self._roots[0] != material.roots_pem:
+            self._roots = (material.roots_pem, PreparedResource.of(
+                ROOT_SECRET, root_secret(material.roots_pem)))
+        state.own[SECRET] = OwnSet((
+            (WORKLOAD_SECRET, PreparedResource.of(WORKLOAD_SECRET, workload_secret(material))),
+            (ROOT_SECRET, self._roots[1])))
 
     # --- inbound routes (shared by every sidecar with that container port) -----------------
     def _inbound(self, snapshot: MeshSnapshot, ports: Iterable[int]) -> Items:

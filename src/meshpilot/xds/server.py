@@ -162,8 +162,14 @@ class XdsServer:
     # --- config ---------------------------------------------------------------------------
     def publish(self, snapshot: XdsSnapshot) -> None:
         """Serve ``snapshot`` from now on: every connected proxy is brought to its config
-        at that version (or refused it, and stays where it is)."""
+        at that version (or refused it, and stays where it is). A snapshot older than the
+        one served (publishers on several threads) is ignored: versions never go back."""
         with self._cond:
+            current = self._snapshot
+            if current is not None and snapshot.version < current.version:
+                log.debug("ignored mesh version %d: %d is served", snapshot.version,
+                          current.version)
+                return
             self._snapshot = snapshot
         self._active_at = time.monotonic()
         loop = self._loop
