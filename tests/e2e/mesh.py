@@ -138,7 +138,7 @@ class Mesh:
         """The proxies when exactly ``expected`` are connected, each with every type ACKed
         at the latest version and no NACK; else None."""
         proxies = self.proxies()
-        if {p["workload"] for p in proxies} != expected:
+        if {p["name"] for p in proxies} != expected:
             return None
         for p in proxies:
             if not p["connected"] or p["meshVersion"] != p["latestVersion"]:

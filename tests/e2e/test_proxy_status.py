@@ -31,7 +31,7 @@ def test_every_proxy_is_connected_and_synced(mesh: Mesh, given: Given) -> None:
     pods = given_myapp(mesh, given)
     names = {p["metadata"]["name"] for p in pods}
     proxies = mesh.wait_synced(names | PROXIES)
-    kinds = {p["workload"]: p["kind"] for p in proxies}
+    kinds = {p["name"]: p["kind"] for p in proxies}
     assert kinds["mesh-proxy"] == "client"
     assert kinds["istio-ingressgateway"] == "gateway"
     assert {kinds[n] for n in names} == {"sidecar"}
@@ -115,7 +115,7 @@ def test_nacked_config_is_reported_and_the_last_good_config_keeps_serving(
 
     def nacked() -> list[dict[str, Any]] | None:
         proxies = mesh.proxies()
-        if {p["workload"] for p in proxies} == names and all(
+        if {p["name"] for p in proxies} == names and all(
             "maglev" in (p["types"]["Cluster"]["nack"] or "") for p in proxies
         ):
             return proxies
