@@ -80,6 +80,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.security:PeerAuthentication"),
     KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", _SEC_VERSIONS, ("ap",),
              "meshpilot.api.security:AuthorizationPolicy"),
+    KindInfo(SECURITY, "RequestAuthentication", "requestauthentications", _SEC_VERSIONS,
+             ("ra",), "meshpilot.api.request_authentication:RequestAuthentication"),
     KindInfo("", "Service", "services", ("v1",), ("svc",), "meshpilot.api.kubernetes:Service"),
     KindInfo("apps", "Deployment", "deployments", ("v1",), ("deploy",),
              "meshpilot.api.kubernetes:Deployment"),

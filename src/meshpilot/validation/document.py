@@ -146,8 +146,8 @@ def _message(error: dict[str, Any], info: KindInfo, path: tuple[str | int, ...])
     if kind == "extra_forbidden":
         valid = _valid_fields(info.model, path[:-1])
         field = str(path[-1]) if path else "?"
-        close = difflib.get_close_matches(field, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = _closest(field, valid)
+        hint = f" (did you mean {close!r}?)" if close else ""
         listing = f"; valid fields here: {', '.join(valid)}" if valid else ""
         return f"unknown field {field!r}{hint}{listing}"
     if kind == "missing":
@@ -161,6 +161,20 @@ def _message(error: dict[str, Any], info: KindInfo, path: tuple[str | int, ...])
     ):
         return f"{message} (got {got!r})"
     return message
+
+
+def _closest(field: str, valid: list[str]) -> str | None:
+    """The valid name ``field`` most likely meant: the same name in other case or with
+    underscores (``jwksURI``, ``jwks_uri``), else the closest spelling."""
+    def fold(name: str) -> str:
+        return name.replace("_", "").replace("-", "").lower()
+
+    same = [v for v in valid if fold(v) == fold(field)]
+    if same:
+        return same[0]
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(field.lower(), list(lowered), n=1)
+    return lowered[close[0]] if close else None
 
 
 def _valid_fields(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
