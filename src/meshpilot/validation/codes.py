@@ -40,6 +40,8 @@ INVALID_VALUE = Code("MP0017", Severity.ERROR, "invalid value")
 DUPLICATE_OBJECT = Code("MP0018", Severity.ERROR, "object given twice in one apply")
 CONFLICT = Code("MP0020", Severity.ERROR, "stale resourceVersion (conflict)")
 NOT_FOUND = Code("MP0021", Severity.ERROR, "object not found")
+BAD_TLS_SECRET = Code("MP0030", Severity.ERROR, "TLS Secret: certificate or key does not "
+                      "parse, or they are not one pair")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

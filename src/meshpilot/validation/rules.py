@@ -1,0 +1,36 @@
+"""Per-kind rules on one object's body, beyond what its model checks: they need several
+fields at once, parse embedded formats (PEM), or yield warnings, which a model cannot.
+
+Errors refuse the apply (``check_document``); warnings are reported with the
+cross-object ones (``check_state``), so ``apply``, ``analyze`` and ``describe`` show
+the same findings. A rule takes the body as the model writes it back (wire names), so
+a field given by its Python name is checked like the same field in camelCase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from meshpilot.api.base import Resource
+from meshpilot.validation.finding import Finding
+from meshpilot.validation.tls_secret import tls_secret_findings
+
+Rule = Callable[[Mapping[str, Any]], list[Finding]]
+
+RULES: Mapping[str, Rule] = MappingProxyType({
+    "Secret": tls_secret_findings,
+})
+"""The kinds with rules of their own; other kinds have only their model's checks."""
+
+
+def canonical(model: Resource) -> dict[str, Any]:
+    """The body as the model writes it: wire names, defaults filled in."""
+    return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def findings_for(kind: str, body: Mapping[str, Any]) -> list[Finding]:
+    rule = RULES.get(kind)
+    return rule(body) if rule is not None else []
+
