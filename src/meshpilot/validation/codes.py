@@ -42,6 +42,15 @@ CONFLICT = Code("MP0020", Severity.ERROR, "stale resourceVersion (conflict)")
 NOT_FOUND = Code("MP0021", Severity.ERROR, "object not found")
 BAD_TLS_SECRET = Code("MP0030", Severity.ERROR, "TLS Secret: certificate or key does not "
                       "parse, or they are not one pair")
+BAD_WILDCARD = Code("MP0031", Severity.ERROR, "'*' other than as a whole value, prefix or "
+                    "suffix")
+PATH_TEMPLATE = Code("MP0032", Severity.ERROR, "path template ({*}, {**}) not supported")
+BAD_IP = Code("MP0033", Severity.ERROR, "not an IP address or CIDR block")
+UNKNOWN_CONDITION = Code("MP0034", Severity.ERROR, "unknown AuthorizationPolicy condition key")
+CUSTOM_ACTION = Code("MP0035", Severity.ERROR, "action CUSTOM: meshpilot has no ext_authz "
+                     "provider")
+TARGET_REF = Code("MP0036", Severity.ERROR, "targetRef/targetRefs: policies attach to "
+                  "sidecars by selector only")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -51,6 +60,11 @@ UNKNOWN_GATEWAY = Code("MP2004", Severity.WARNING, "VirtualService names a Gatew
 UNKNOWN_HOST = Code("MP2001", Severity.WARNING, "host has no Service, ServiceEntry or "
                     "WorkloadEntry behind it", "IST0101")
 SUBSET_NO_WORKLOAD = Code("MP2002", Severity.WARNING, "subset selects no workload", "IST0173")
+SPIFFE_PRINCIPAL = Code("MP2005", Severity.WARNING, "principal written with spiffe://, "
+                        "which Istio does not match")
+LOWERCASE_METHOD = Code("MP2006", Severity.WARNING, "HTTP method not in upper case")
+DUPLICATE_ISSUER = Code("MP2009", Severity.WARNING, "two JWT rules for one issuer on one "
+                        "workload")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

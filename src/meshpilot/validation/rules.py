@@ -13,13 +13,19 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import ValidationError
+
 from meshpilot.api.base import Resource
+from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.finding import Finding
+from meshpilot.validation.request_authentication_rules import request_authentication_findings
 from meshpilot.validation.tls_secret import tls_secret_findings
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
 
 RULES: Mapping[str, Rule] = MappingProxyType({
+    "AuthorizationPolicy": authorization_policy_findings,
+    "RequestAuthentication": request_authentication_findings,
     "Secret": tls_secret_findings,
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""
@@ -34,3 +40,16 @@ def findings_for(kind: str, body: Mapping[str, Any]) -> list[Finding]:
     rule = RULES.get(kind)
     return rule(body) if rule is not None else []
 
+
+
+def findings_for_stored(model_type: type[Resource], body: Mapping[str, Any]) -> list[Finding]:
+    """For an object already in the state: its canonical form when it parses (it did
+    when it was applied), else the body as stored."""
+    kind = str(body.get("kind") or "")
+    if kind not in RULES:
+        return []
+    try:
+        model = model_type.model_validate(body)
+    except ValidationError:
+        return findings_for(kind, body)
+    return findings_for(kind, canonical(model))
