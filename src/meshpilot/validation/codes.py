@@ -63,6 +63,10 @@ SUBSET_NO_WORKLOAD = Code("MP2002", Severity.WARNING, "subset selects no workloa
 SPIFFE_PRINCIPAL = Code("MP2005", Severity.WARNING, "principal written with spiffe://, "
                         "which Istio does not match")
 LOWERCASE_METHOD = Code("MP2006", Severity.WARNING, "HTTP method not in upper case")
+PEER_AUTHN_CONFLICT = Code("MP2007", Severity.WARNING, "several mesh-wide or namespace-wide "
+                           "PeerAuthentications: only the oldest is enforced")
+PEER_AUTHN_ROOT_SELECTOR = Code("MP2008", Severity.WARNING, "PeerAuthentication with a "
+                                "selector in the root namespace is ignored")
 DUPLICATE_ISSUER = Code("MP2009", Severity.WARNING, "two JWT rules for one issuer on one "
                         "workload")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",

@@ -19,6 +19,7 @@ from meshpilot.validation.codes import Severity
 from meshpilot.validation.diagnostics import Diagnostic
 from meshpilot.validation.finding import Path
 from meshpilot.validation.rules import findings_for_stored
+from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
 
 
@@ -140,7 +141,8 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
 
     Errors: a subset no DestinationRule defines (MP1001), two VirtualServices claiming
     one mesh host (MP1002). Warnings: unknown hosts, gateways, and subsets selecting no
-    workload.
+    workload; each kind's own rules (validation.rules); security policies that Istio
+    would not enforce as written (validation.security_state).
     """
     idx = _index(objects)
     found = Findings()
@@ -165,6 +167,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
         elif obj.key.kind == "DestinationRule":
             _check_destination_rule(obj, idx, found)
         _check_own_rules(obj, found)
+    check_security(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 

@@ -24,6 +24,10 @@ class StateObject:
     body: dict[str, Any]
     source: LoadedDocument | None = None
     changed: bool = False
+    # For a changed object: the creationTimestamp the store keeps for it (that of the
+    # stored version it replaces; None when it is new). What the document says is
+    # ignored, as the store ignores it.
+    created: str | None = None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -33,6 +37,16 @@ class StateObject:
     @property
     def namespace(self) -> str:
         return self.key.namespace
+
+    @property
+    def creation_timestamp(self) -> str | None:
+        """When the store created the object; None for one this change creates (it will
+        be the newest)."""
+        if self.changed:
+            return self.created
+        meta = self.body.get("metadata")
+        stamp = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+        return stamp if isinstance(stamp, str) else None
 
 
 class Findings:
