@@ -19,14 +19,22 @@ from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
-from meshpilot.validation.tls_secret import tls_secret_findings
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
+
+
+def _tls_secret(body: Mapping[str, Any]) -> list[Finding]:
+    # imported on first use: it brings in cryptography, which the CLI's other commands
+    # (which load this module) do not need
+    from meshpilot.validation.tls_secret import tls_secret_findings
+
+    return tls_secret_findings(body)
+
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
     "RequestAuthentication": request_authentication_findings,
-    "Secret": tls_secret_findings,
+    "Secret": _tls_secret,
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""
 
