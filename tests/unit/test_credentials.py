@@ -3,62 +3,17 @@ repeats a Secret's values."""
 
 from __future__ import annotations
 
-import base64
-import datetime
 from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.tls_pairs import CA, CHAIN, KEY, LEAF, LEAF_KEY, OTHER_KEY, b64
+from tests.tls_pairs import key_pem as _key_pem
+from tests.tls_pairs import pem as _pem
 
 from meshpilot.api.credentials import Secret
 from meshpilot.api.kinds import by_kind, by_name
 from meshpilot.validation import Diagnostic, Plan, plan_apply
-
-NOW = datetime.datetime.now(datetime.UTC)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, Any] | None = None,
-          *, ca: bool = False) -> x509.Certificate:
-    issuer_cn, issuer_key = issuer or (cn, key)
-    return (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(issuer_cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - datetime.timedelta(minutes=1))
-            .not_valid_after(NOW + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
-
-
-def _pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey, password: bytes | None = None) -> bytes:
-    crypt = (serialization.BestAvailableEncryption(password) if password
-             else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             crypt)
-
-
-CA_KEY = ec.generate_private_key(ec.SECP256R1())
-CA = _cert("shop root", CA_KEY, ca=True)
-LEAF_KEY = ec.generate_private_key(ec.SECP256R1())
-LEAF = _cert("shop.test", LEAF_KEY, ("shop root", CA_KEY))
-OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
-
-CHAIN = _pem(LEAF, CA)
-KEY = _key_pem(LEAF_KEY)
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def secret(data: dict[str, Any] | None = None, *, string_data: dict[str, Any] | None = None,
