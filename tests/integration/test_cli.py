@@ -439,8 +439,8 @@ def test_apply_and_describe_show_peer_authentication_conflicts(
     assert "peerauthentication.security.istio.io/mesh-b created" in result.stdout
     out = ok(run_cli("describe", "pa", "mesh-b", "-n", "istio-system", state_dir=state))
     diagnostics = out[out.index("Diagnostics:"):]
-    assert "warning MP2007" in diagnostics and "only the oldest, mesh-a, is enforced" in (
-        diagnostics)
+    assert "warning MP2007: 2 mesh-wide PeerAuthentications" in diagnostics
+    assert "only the oldest, mesh-a, is enforced" in diagnostics
 
 
 def test_cli_entry_point_matches_module(tmp_path: Path) -> None:
