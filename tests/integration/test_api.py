@@ -20,6 +20,7 @@ import pytest
 import yaml
 from tests.builders import route_to, service, virtual_service
 from tests.conftest import ControlPlane, read_endpoints, wait_for
+from tests.tls_pairs import CHAIN, KEY, OTHER_KEY, b64, key_pem
 
 NET = "networking.istio.io"
 MP = "/apis/meshpilot.io/v1"
@@ -754,3 +755,81 @@ def test_restart_helper_and_endpoints_track_the_live_process(
     assert second is not None and second["pid"] == control_plane.proc.pid != first["pid"]
     assert second["api"] == control_plane.api
     wait_for(lambda: control_plane.client.get("/healthz").status_code == 200, timeout=5)
+
+
+# --- security policies and Secrets ----------------------------------------------------
+
+SEC = "security.istio.io"
+
+
+def mesh_pa(name: str, mode: str = "STRICT") -> dict[str, Any]:
+    return {"apiVersion": f"{SEC}/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": "istio-system"},
+            "spec": {"mtls": {"mode": mode}}}
+
+
+def pa_diagnostics(client: httpx.Client, name: str) -> list[dict[str, Any]]:
+    """What ``meshpilot describe pa NAME -n istio-system`` shows."""
+    return client.get(f"{MP}/diagnostics", params={
+        "group": SEC, "kind": "PeerAuthentication", "namespace": "istio-system",
+        "name": name}).json()["diagnostics"]
+
+
+def test_peer_authentication_conflicts_are_warned_on_apply_and_describe(
+    control_plane: ControlPlane,
+) -> None:
+    c = control_plane.client
+    r = apply(c, mesh_pa("strict-b"), mesh_pa("permissive-a", "PERMISSIVE"))
+    assert r.status_code == 200, r.text  # warnings: applied
+    assert sorted((d["code"], d["object"], d["severity"]) for d in r.json()["diagnostics"]) == [
+        ("MP2007", "PeerAuthentication istio-system/permissive-a", "warning"),
+        ("MP2007", "PeerAuthentication istio-system/strict-b", "warning")]
+    assert c.get(f"/apis/{SEC}/v1/namespaces/istio-system/peerauthentications/strict-b"
+                 ).status_code == 200
+    (shown,) = pa_diagnostics(c, "strict-b")
+    assert shown["code"] == "MP2007" and "only the oldest, permissive-a, is enforced" in (
+        shown["message"])
+    # applied later, a policy is newer than both, whatever its name: the enforced one stays
+    r = apply(c, mesh_pa("a-late"))
+    assert [(d["code"], d["object"]) for d in r.json()["diagnostics"]] == [
+        ("MP2007", "PeerAuthentication istio-system/a-late")]
+    assert "only the oldest, permissive-a, is enforced" in r.json()["diagnostics"][0]["message"]
+
+
+def test_custom_authorization_policy_is_refused_and_not_stored(
+    control_plane: ControlPlane,
+) -> None:
+    c = control_plane.client
+    policy = {"apiVersion": f"{SEC}/v1beta1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "ext", "namespace": "default"},
+              "spec": {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{}]}}
+    r = apply(c, policy)
+    assert r.status_code == 422
+    assert [(d["code"], d["path"]) for d in errors_of(r)] == [("MP0035", "spec.action")]
+    assert c.get(f"/apis/{SEC}/v1/namespaces/default/authorizationpolicies/ext"
+                 ).status_code == 404
+    assert revision(c) == 0
+
+
+def test_tls_secret_with_the_wrong_key_is_refused_without_its_values(
+    control_plane: ControlPlane,
+) -> None:
+    c = control_plane.client
+    wrong = key_pem(OTHER_KEY)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": "shop-cert", "namespace": "default"},
+              "data": {"tls.crt": b64(CHAIN), "tls.key": b64(wrong)}}
+    r = apply(c, secret)
+    assert r.status_code == 422
+    (d,) = errors_of(r)
+    assert (d["code"], d["path"], d["line"]) == ("MP0030", "data.tls.key", 9)
+    assert "data.tls.key" in d["message"]
+    for line in wrong.decode().splitlines()[1:-1]:
+        assert line not in r.text
+    assert b64(wrong) not in r.text
+    assert c.get("/api/v1/namespaces/default/secrets/shop-cert").status_code == 404
+
+    secret["data"]["tls.key"] = b64(KEY)
+    assert apply(c, secret).status_code == 200
+    stored = c.get("/api/v1/namespaces/default/secrets/shop-cert").json()
+    assert stored["type"] == "kubernetes.io/tls" and stored["data"]["tls.key"] == b64(KEY)

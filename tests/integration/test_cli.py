@@ -393,6 +393,56 @@ def test_analyze_works_offline(tmp_path: Path) -> None:
     assert not nowhere.exists()  # analyze never starts or touches a control plane
 
 
+SPIFFE_POLICY = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  rules:
+  - from:
+    - source:
+        principals: ["spiffe://cluster.local/ns/shop/sa/web"]
+    when:
+    - key: request.headers[x-tenant]
+      values: [acme]
+"""
+
+
+def test_analyze_shows_security_warnings_and_errors(tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-control-plane"
+    policy = write(tmp_path, "policy.yaml", SPIFFE_POLICY)
+    result = run_cli("analyze", "-f", str(policy), state_dir=nowhere)
+    assert result.returncode == 0, result.stderr  # a warning does not fail analyze
+    assert f"warning {policy}:8:" in result.stderr and "MP2005" in result.stderr
+    assert "'cluster.local/ns/shop/sa/web'" in result.stderr
+    assert "1 object(s) in 1 file(s) are valid, 1 warning(s)" in result.stdout
+
+    bad = write(tmp_path, "bad.yaml", SPIFFE_POLICY.replace("request.headers", "request.header"))
+    result = run_cli("analyze", "-f", str(bad), state_dir=nowhere)
+    assert result.returncode == 1
+    assert f"error {bad}:10:" in result.stderr and "MP0034" in result.stderr
+    assert "'request.header[x-tenant]'" in result.stderr  # brackets printed as written
+    assert "1 error(s)" in result.stderr
+
+
+def test_apply_and_describe_show_peer_authentication_conflicts(
+    control_plane: ControlPlane,
+) -> None:
+    state = control_plane.state_dir
+    docs = "---\n".join(
+        f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        f"metadata: {{name: {name}, namespace: istio-system}}\nspec: {{mtls: {{mode: STRICT}}}}\n"
+        for name in ("mesh-b", "mesh-a"))
+    result = run_cli("apply", "-f", "-", state_dir=state, input=docs)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("MP2007") == 2 and "warning <stdin>:" in result.stderr
+    assert "peerauthentication.security.istio.io/mesh-b created" in result.stdout
+    out = ok(run_cli("describe", "pa", "mesh-b", "-n", "istio-system", state_dir=state))
+    diagnostics = out[out.index("Diagnostics:"):]
+    assert "warning MP2007: 2 mesh-wide PeerAuthentications" in diagnostics
+    assert "only the oldest, mesh-a, is enforced" in diagnostics
+
+
 def test_cli_entry_point_matches_module(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "meshpilot.cli.main", "version"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -112,6 +112,10 @@ class ObjectMeta(Model):
 
 class Resource(Model):
     """A top-level object: apiVersion, kind, metadata and a kind-specific body."""
+
+    SENSITIVE_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Top-level fields (wire names) whose values are credentials: a diagnostic about
+    them names the field and the problem, never the value."""
 
     api_version: str
     kind: str

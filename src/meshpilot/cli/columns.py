@@ -58,6 +58,12 @@ def _subsets(obj: dict[str, Any]) -> str:
     return _join([s.get("name") for s in _spec(obj).get("subsets") or [] if isinstance(s, dict)])
 
 
+def _secret_keys(obj: dict[str, Any]) -> str:
+    """How many keys, as kubectl shows it: never the values."""
+    keys = {*(obj.get("data") or {}), *(obj.get("stringData") or {})}
+    return str(len(keys))
+
+
 def _canary_status(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
     return str(status.get("phase", "<pending>"))
@@ -87,6 +93,7 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
     "AuthorizationPolicy": (("ACTION", lambda o: str(_spec(o).get("action", "ALLOW"))),),
     "Service": (("PORTS", _ports), ("SELECTOR", lambda o: _join(_spec(o).get("selector")))),
     "Deployment": (("REPLICAS", _replicas), ("IMAGES", _images)),
+    "Secret": (("TYPE", lambda o: str(o.get("type", "Opaque"))), ("DATA", _secret_keys)),
     "Canary": (("STATUS", _canary_status), ("WEIGHT", _weight)),
     "MetricTemplate": (
         ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type", ""))),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, Response
 from meshpilot.statedir import STATE_DIR_ENV, StateDir
@@ -45,8 +46,10 @@ def client_for(state_dir: Path | None) -> ControlPlaneClient:
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
     for d in diagnostics:
         colour = "red" if d.is_error else "yellow"
-        err.print(f"[{colour}]{d.severity.value}[/{colour}] " + d.format().replace(
-            f"{d.severity.value} ", "", 1), markup=True)
+        # the text is escaped: a field path or key such as request.headers[x-user] is
+        # shown as written, not taken for a style tag
+        err.print(f"[{colour}]{d.severity.value}[/{colour}] " + escape(d.format().replace(
+            f"{d.severity.value} ", "", 1)), markup=True)
 
 
 def diags_of(body: Any) -> list[Diagnostic]:

@@ -386,7 +386,8 @@ def describe(
     findings = diags_of(check(client.diagnostics(key)))
     out.print("Diagnostics:" + ("" if findings else " <none>"), markup=False)
     for d in findings:
-        out.print(f"  {d.severity.value} {d.code} {d.path}: {d.message}", markup=False)
+        where = f" {d.path}" if d.path else ""  # a finding about the whole object has none
+        out.print(f"  {d.severity.value} {d.code}{where}: {d.message}", markup=False)
 
 
 @app.command()

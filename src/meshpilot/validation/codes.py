@@ -40,6 +40,17 @@ INVALID_VALUE = Code("MP0017", Severity.ERROR, "invalid value")
 DUPLICATE_OBJECT = Code("MP0018", Severity.ERROR, "object given twice in one apply")
 CONFLICT = Code("MP0020", Severity.ERROR, "stale resourceVersion (conflict)")
 NOT_FOUND = Code("MP0021", Severity.ERROR, "object not found")
+BAD_TLS_SECRET = Code("MP0030", Severity.ERROR, "TLS Secret: certificate or key does not "
+                      "parse, or they are not one pair")
+BAD_WILDCARD = Code("MP0031", Severity.ERROR, "'*' other than as a whole value, prefix or "
+                    "suffix")
+PATH_TEMPLATE = Code("MP0032", Severity.ERROR, "path template ({*}, {**}) not supported")
+BAD_IP = Code("MP0033", Severity.ERROR, "not an IP address or CIDR block")
+UNKNOWN_CONDITION = Code("MP0034", Severity.ERROR, "unknown AuthorizationPolicy condition key")
+CUSTOM_ACTION = Code("MP0035", Severity.ERROR, "action CUSTOM: meshpilot has no ext_authz "
+                     "provider")
+TARGET_REF = Code("MP0036", Severity.ERROR, "targetRef/targetRefs: policies attach to "
+                  "sidecars by selector only")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -49,6 +60,15 @@ UNKNOWN_GATEWAY = Code("MP2004", Severity.WARNING, "VirtualService names a Gatew
 UNKNOWN_HOST = Code("MP2001", Severity.WARNING, "host has no Service, ServiceEntry or "
                     "WorkloadEntry behind it", "IST0101")
 SUBSET_NO_WORKLOAD = Code("MP2002", Severity.WARNING, "subset selects no workload", "IST0173")
+SPIFFE_PRINCIPAL = Code("MP2005", Severity.WARNING, "principal written with spiffe://, "
+                        "which Istio does not match")
+LOWERCASE_METHOD = Code("MP2006", Severity.WARNING, "HTTP method not in upper case")
+PEER_AUTHN_CONFLICT = Code("MP2007", Severity.WARNING, "several mesh-wide or namespace-wide "
+                           "PeerAuthentications: only the oldest is enforced")
+PEER_AUTHN_ROOT_SELECTOR = Code("MP2008", Severity.WARNING, "PeerAuthentication with a "
+                                "selector in the root namespace is ignored")
+DUPLICATE_ISSUER = Code("MP2009", Severity.WARNING, "two JWT rules for one issuer on one "
+                        "workload")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

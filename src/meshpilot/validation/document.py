@@ -21,6 +21,7 @@ from meshpilot.api.kinds import KindInfo, UnknownKind, resolve_type
 from meshpilot.api.loader import LoadedDocument
 from meshpilot.validation import codes
 from meshpilot.validation.diagnostics import Diagnostic, format_path
+from meshpilot.validation.rules import canonical, findings_for
 
 
 @dataclass
@@ -88,12 +89,30 @@ def check_document(doc: LoadedDocument) -> tuple[ParsedObject | None, list[Diagn
     try:
         model = info.model.model_validate(data)
     except ValidationError as exc:
-        return None, _pydantic_diagnostics(exc, info, doc, label)
+        found = _pydantic_diagnostics(exc, info, doc, label)
+        # The kind's own rules still run on what was written, so one round of fixes
+        # can address every error; a path the model already faults is not repeated.
+        seen = {d.path for d in found}
+        more = [d for d in _rule_errors(info, data, doc, label) if d.path not in seen]
+        return None, found + more
+    errors = _rule_errors(info, canonical(model), doc, label)
+    if errors:
+        return None, errors
     body = dict(data)
     metadata = dict(body.get("metadata") or {})
     metadata["namespace"] = model.metadata.namespace
     body["metadata"] = metadata
     return ParsedObject(info=info, model=model, body=body, source=doc), []
+
+
+def _rule_errors(
+    info: KindInfo, body: dict[str, Any], doc: LoadedDocument, label: str
+) -> list[Diagnostic]:
+    """The errors of the kind's rules; their warnings are reported by check_state."""
+    return [
+        Diagnostic.of(f.code, f.message, object=label, **_where(doc, f.path))
+        for f in findings_for(info.kind, body) if f.is_error
+    ]
 
 
 def _pydantic_diagnostics(
@@ -146,8 +165,8 @@ def _message(error: dict[str, Any], info: KindInfo, path: tuple[str | int, ...])
     if kind == "extra_forbidden":
         valid = _valid_fields(info.model, path[:-1])
         field = str(path[-1]) if path else "?"
-        close = difflib.get_close_matches(field, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = _closest(field, valid)
+        hint = f" (did you mean {close!r}?)" if close else ""
         listing = f"; valid fields here: {', '.join(valid)}" if valid else ""
         return f"unknown field {field!r}{hint}{listing}"
     if kind == "missing":
@@ -156,11 +175,26 @@ def _message(error: dict[str, Any], info: KindInfo, path: tuple[str | int, ...])
     if kind == "literal_error":
         return message.replace("Input should be", "must be")
     got = error.get("input")
-    if codes.code_for_pydantic(kind) in (codes.WRONG_TYPE, codes.OUT_OF_RANGE) and not isinstance(
-        got, dict | list
+    sensitive = bool(path) and path[0] in info.model.SENSITIVE_FIELDS  # never echo a credential
+    if codes.code_for_pydantic(kind) in (codes.WRONG_TYPE, codes.OUT_OF_RANGE) and not (
+        sensitive or isinstance(got, dict | list)
     ):
         return f"{message} (got {got!r})"
     return message
+
+
+def _closest(field: str, valid: list[str]) -> str | None:
+    """The valid name ``field`` most likely meant: the same name in other case or with
+    underscores (``jwksURI``, ``jwks_uri``), else the closest spelling."""
+    def fold(name: str) -> str:
+        return name.replace("_", "").replace("-", "").lower()
+
+    same = [v for v in valid if fold(v) == fold(field)]
+    if same:
+        return same[0]
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(field.lower(), list(lowered), n=1)
+    return lowered[close[0]] if close else None
 
 
 def _valid_fields(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:

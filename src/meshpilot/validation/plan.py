@@ -86,7 +86,9 @@ def plan_apply(
     if plan.ok:
         state = {o.key: o for o in existing}
         for obj in plan.objects:
-            state[obj.key] = StateObject(obj.key, obj.body, obj.source, changed=True)
+            prior = state.get(obj.key)
+            state[obj.key] = StateObject(obj.key, obj.body, obj.source, changed=True,
+                                         created=prior.creation_timestamp if prior else None)
         plan.diagnostics.extend(check_state(list(state.values())))
     return plan
 

@@ -13,32 +13,14 @@ from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
-from meshpilot.api.identity import ObjectKey
-from meshpilot.api.loader import LoadedDocument
+from meshpilot.api.kinds import by_kind
 from meshpilot.validation import codes
-from meshpilot.validation.codes import Code, Severity
-from meshpilot.validation.diagnostics import Diagnostic, format_path
-
-Path = tuple[str | int, ...]
-
-
-@dataclass
-class StateObject:
-    """An object of the resulting state; ``source`` is set when it is part of the change."""
-
-    key: ObjectKey
-    body: dict[str, Any]
-    source: LoadedDocument | None = None
-    changed: bool = False
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        spec = self.body.get("spec")
-        return spec if isinstance(spec, dict) else {}
-
-    @property
-    def namespace(self) -> str:
-        return self.key.namespace
+from meshpilot.validation.codes import Severity
+from meshpilot.validation.diagnostics import Diagnostic
+from meshpilot.validation.finding import Path
+from meshpilot.validation.rules import findings_for_stored
+from meshpilot.validation.security_state import check_security
+from meshpilot.validation.state_object import Findings, StateObject
 
 
 @dataclass
@@ -154,27 +136,16 @@ def _is_mesh_bound(spec: dict[str, Any]) -> bool:
     return not gateways or "mesh" in gateways
 
 
-class _Findings:
-    def __init__(self) -> None:
-        self.items: list[Diagnostic] = []
-
-    def add(self, code: Code, obj: StateObject, path: Path, message: str) -> None:
-        where: dict[str, Any] = {"path": format_path(path), "object": str(obj.key)}
-        if obj.source is not None:
-            pos = obj.source.position_of(path)
-            where.update(file=obj.source.file, line=pos.line, column=pos.column)
-        self.items.append(Diagnostic.of(code, message, **where))
-
-
 def check_state(objects: list[StateObject], *, all_objects: bool = False) -> list[Diagnostic]:
     """Cross-object diagnostics for the changed objects (or every object if ``all_objects``).
 
     Errors: a subset no DestinationRule defines (MP1001), two VirtualServices claiming
     one mesh host (MP1002). Warnings: unknown hosts, gateways, and subsets selecting no
-    workload.
+    workload; each kind's own rules (validation.rules); security policies that Istio
+    would not enforce as written (validation.security_state).
     """
     idx = _index(objects)
-    found = _Findings()
+    found = Findings()
     claimed: dict[str, StateObject] = {}
     for obj in sorted(objects, key=lambda o: (o.changed, o.key)):  # existing claims first
         if obj.key.kind == "VirtualService" and _is_mesh_bound(obj.spec):
@@ -195,10 +166,20 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
             _check_virtual_service(obj, idx, found)
         elif obj.key.kind == "DestinationRule":
             _check_destination_rule(obj, idx, found)
+        _check_own_rules(obj, found)
+    check_security(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 
-def _check_virtual_service(obj: StateObject, idx: _Index, found: _Findings) -> None:
+def _check_own_rules(obj: StateObject, found: Findings) -> None:
+    """The kind's own rules: their warnings are reported here, so they show in apply,
+    analyze and describe alike (their errors were refused at apply; an object stored
+    before a rule existed shows them in describe)."""
+    for finding in findings_for_stored(by_kind(obj.key.kind).model, obj.body):
+        found.add(finding.code, obj, finding.path, finding.message)
+
+
+def _check_virtual_service(obj: StateObject, idx: _Index, found: Findings) -> None:
     for i, gateway in enumerate(obj.spec.get("gateways") or []):
         if not isinstance(gateway, str) or gateway == "mesh":
             continue
@@ -235,7 +216,7 @@ def _check_virtual_service(obj: StateObject, idx: _Index, found: _Findings) -> N
                 )
 
 
-def _check_destination_rule(obj: StateObject, idx: _Index, found: _Findings) -> None:
+def _check_destination_rule(obj: StateObject, idx: _Index, found: Findings) -> None:
     host = obj.spec.get("host")
     if not isinstance(host, str):
         return

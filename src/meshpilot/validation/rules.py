@@ -1,0 +1,63 @@
+"""Per-kind rules on one object's body, beyond what its model checks: they need several
+fields at once, parse embedded formats (PEM), or yield warnings, which a model cannot.
+
+Errors refuse the apply (``check_document``); warnings are reported with the
+cross-object ones (``check_state``), so ``apply``, ``analyze`` and ``describe`` show
+the same findings. A rule takes the body as the model writes it back (wire names), so
+a field given by its Python name is checked like the same field in camelCase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from meshpilot.api.base import Resource
+from meshpilot.validation.authorization_rules import authorization_policy_findings
+from meshpilot.validation.finding import Finding
+from meshpilot.validation.request_authentication_rules import request_authentication_findings
+
+Rule = Callable[[Mapping[str, Any]], list[Finding]]
+
+
+def _tls_secret(body: Mapping[str, Any]) -> list[Finding]:
+    # imported on first use: it brings in cryptography, which the CLI's other commands
+    # (which load this module) do not need
+    from meshpilot.validation.tls_secret import tls_secret_findings
+
+    return tls_secret_findings(body)
+
+
+RULES: Mapping[str, Rule] = MappingProxyType({
+    "AuthorizationPolicy": authorization_policy_findings,
+    "RequestAuthentication": request_authentication_findings,
+    "Secret": _tls_secret,
+})
+"""The kinds with rules of their own; other kinds have only their model's checks."""
+
+
+def canonical(model: Resource) -> dict[str, Any]:
+    """The body as the model writes it: wire names, defaults filled in."""
+    return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def findings_for(kind: str, body: Mapping[str, Any]) -> list[Finding]:
+    rule = RULES.get(kind)
+    return rule(body) if rule is not None else []
+
+
+
+def findings_for_stored(model_type: type[Resource], body: Mapping[str, Any]) -> list[Finding]:
+    """For an object already in the state: its canonical form when it parses (it did
+    when it was applied), else the body as stored."""
+    kind = str(body.get("kind") or "")
+    if kind not in RULES:
+        return []
+    try:
+        model = model_type.model_validate(body)
+    except ValidationError:
+        return findings_for(kind, body)
+    return findings_for(kind, canonical(model))
