@@ -220,9 +220,10 @@ spec:
 
 
 def _claim(name: str, matcher: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"filter": "envoy.filters.http.jwt_authn",
-                         "path": [{"key": "payload"}, {"key": name}],
-                         "value": {"stringMatch": matcher}}}
+    return {"sourcedMetadata": {"metadataMatcher": {
+        "filter": "envoy.filters.http.jwt_authn",
+        "path": [{"key": "payload"}, {"key": name}],
+        "value": {"stringMatch": matcher}}}}
 
 
 def test_request_principals_are_issuer_and_subject_of_the_verified_token():
@@ -298,7 +299,7 @@ spec:
     - {key: source.namespace, values: [ns1]}
     - {key: source.principal, values: [cluster.local/ns/default/sa/sleep]}
     - {key: request.auth.principal, values: [iss/sub]}
-    - {key: request.auth.audiences, values: [aud1]}
+    - {key: request.auth.audiences, values: [aud1, "aud-*"]}
     - {key: request.auth.presenter, values: [client]}
     - {key: "request.auth.claims[groups]", values: [admins]}
     - {key: "request.auth.claims[nested1][nested2]", notValues: [x]}
@@ -316,15 +317,21 @@ spec:
     assert ids[3] == {"orIds": {"ids": [spiffe({"exact": SLEEP})]}}
     assert ids[4] == {"orIds": {"ids": [{"andIds": {"ids": [
         _claim("iss", {"exact": "iss"}), _claim("sub", {"exact": "sub"})]}}]}}
-    strings = {"valueMatchers": [{"stringMatch": {"exact": "aud1"}}]}
-    assert ids[5] == {"metadata": {
+    strings = {"orMatch": {"valueMatchers": [{"stringMatch": {"exact": "aud1"}},
+                                             {"stringMatch": {"prefix": "aud-"}}]}}
+    assert ids[5] == {"sourcedMetadata": {"metadataMatcher": {
         "filter": "envoy.filters.http.jwt_authn",
         "path": [{"key": "payload"}, {"key": "aud"}],
-        "value": {"orMatch": {"valueMatchers": [
-            {"listMatch": {"oneOf": {"orMatch": strings}}}, {"orMatch": strings}]}}}}
-    assert ids[6]["metadata"]["path"] == [{"key": "payload"}, {"key": "azp"}]
-    assert ids[7]["metadata"]["path"] == [{"key": "payload"}, {"key": "groups"}]
-    assert ids[8]["notId"]["metadata"]["path"] == [
+        "value": {"orMatch": {"valueMatchers": [{"listMatch": {"oneOf": strings}}, strings]}}}}}
+    # one value is matched directly: Envoy wants two or more matchers in an OrMatcher
+    one = {"stringMatch": {"exact": "client"}}
+    assert ids[6] == {"sourcedMetadata": {"metadataMatcher": {
+        "filter": "envoy.filters.http.jwt_authn",
+        "path": [{"key": "payload"}, {"key": "azp"}],
+        "value": {"orMatch": {"valueMatchers": [{"listMatch": {"oneOf": one}}, one]}}}}}
+    assert ids[7]["sourcedMetadata"]["metadataMatcher"]["path"] == [
+        {"key": "payload"}, {"key": "groups"}]
+    assert ids[8]["notId"]["sourcedMetadata"]["metadataMatcher"]["path"] == [
         {"key": "payload"}, {"key": "nested1"}, {"key": "nested2"}]
     [permission] = policy["permissions"]
     assert permission["andRules"]["rules"] == [

@@ -202,10 +202,16 @@ def _service_account(value: str, home: str) -> P:
 
 
 def _jwt_claim(path: Sequence[str], matcher: value_pb2.ValueMatcher) -> P:
-    return P(metadata=metadata_pb2.MetadataMatcher(
-        filter=JWT_FILTER,
-        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in (JWT_PAYLOAD, *path)],
-        value=matcher,
+    """The request's dynamic metadata (``sourced_metadata``: ``Principal.metadata`` is
+    deprecated in Envoy) at ``jwt_authn`` / ``payload`` / ``path``."""
+    return P(sourced_metadata=rbac_pb2.SourcedMetadata(
+        metadata_matcher=metadata_pb2.MetadataMatcher(
+            filter=JWT_FILTER,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k)
+                  for k in (JWT_PAYLOAD, *path)],
+            value=matcher,
+        ),
+        metadata_source=rbac_pb2.MetadataSource.DYNAMIC,
     ))
 
 
@@ -243,12 +249,13 @@ def _request_principal(value: str) -> P:
 def _claim_values(path: Sequence[str], values: Sequence[str]) -> P:
     """A claim that may be a string or a list of strings (``aud``, ``groups``): it matches
     when it, or one of its items, matches one of ``values``."""
-    strings = value_pb2.OrMatcher(value_matchers=[
-        value_pb2.ValueMatcher(string_match=string_matcher(v)) for v in values])
+    each = [value_pb2.ValueMatcher(string_match=string_matcher(v)) for v in values]
+    # Envoy wants two or more matchers in an OrMatcher
+    strings = each[0] if len(each) == 1 else value_pb2.ValueMatcher(
+        or_match=value_pb2.OrMatcher(value_matchers=each))
     either = value_pb2.OrMatcher(value_matchers=[
-        value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(
-            one_of=value_pb2.ValueMatcher(or_match=strings))),
-        value_pb2.ValueMatcher(or_match=strings),
+        value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=strings)),
+        strings,
     ])
     return _jwt_claim(path, value_pb2.ValueMatcher(or_match=either))
 
