@@ -107,11 +107,14 @@ def bootstrap(node_id: str, listeners_: Sequence[listener_pb2.Listener],
               clusters: Sequence[cluster_pb2.Cluster], secrets: Sequence[dict[str, Any]],
               *, ads_port: int | None = None) -> dict[str, Any]:
     """A static bootstrap; with ``ads_port``, an ADS stream configured too (so the
-    listeners' SDS-over-ADS references are legal) towards a port nothing serves."""
+    listeners' SDS-over-ADS references are legal) towards a port nothing serves; without,
+    the listeners' references name the static secrets as well (nothing else serves them)."""
+    keep = ads_port is not None
     out: dict[str, Any] = {
         "node": {"id": node_id, "cluster": node_id},
         "static_resources": {
-            "listeners": [as_dict(x) for x in listeners_],
+            "listeners": [as_dict(x) if keep else static_secret_refs(as_dict(x))
+                          for x in listeners_],
             "clusters": [static_secret_refs(as_dict(c)) for c in clusters],
             "secrets": list(secrets),
         },
