@@ -14,17 +14,21 @@ when requests are sent, then:
   another identity (``foo/evil``); on the TCP port that identity's connection is closed;
 - the client refuses a server whose identity is not the expected one;
 - the PERMISSIVE port takes both mTLS (matched on Istio's ALPN) and plaintext, stripping a
-  forged peer-principal header from the latter.
+  forged peer-principal header from the latter;
+- on a port with a JWT rule and an ALLOW policy on request principals and a claim, a bad
+  token gets 401, no token or the wrong subject 403, the right subject or claim 200.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import http.server
 import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from tests.integration.security_envoy import (
     Workload,
     bootstrap,
@@ -49,7 +56,7 @@ from meshpilot.api.security import AuthorizationPolicy
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.security import authorization_for, load_or_create_self_signed_ca
-from meshpilot.xds.translate import tls
+from meshpilot.xds.translate import jwt, tls
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,6 +71,14 @@ spec:
 metadata: {name: only-sleep, namespace: foo}
 spec:
   rules: [{from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]}]
+"""
+ISSUER = "https://issuer.example"
+JWT_POLICIES = """
+metadata: {name: users, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {requestPrincipals: ["https://issuer.example/alice"]}}]
+  - when: [{key: "request.auth.claims[groups]", values: [admins]}]
 """
 
 
@@ -96,6 +111,8 @@ class Mesh:
     evil: Workload
     httpbin: Workload
     client_envoy: EnvoyProcess
+    jwt: int
+    jwt_key: ec.EllipticCurvePrivateKey
 
 
 def _policies(text: str) -> list[AuthorizationPolicy]:
@@ -119,7 +136,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     threading.Thread(target=app.serve_forever, daemon=True).start()
     app_port = app.server_address[1]
 
-    strict, permissive, tcp, client = (free_port() for _ in range(4))
+    strict, permissive, tcp, client, jwt_port = (free_port() for _ in range(5))
+    jwt_key = ec.generate_private_key(ec.SECP256R1())
+    jwt_filter = jwt.jwt_authn_filter([jwt.JwtRule(issuer=ISSUER, jwks=_jwks(jwt_key))])
+    assert jwt_filter is not None
     labels = {"app": "httpbin"}
     http_authz = authorization_for(_policies(POLICIES), "foo", labels)
     tcp_authz = authorization_for(_policies(POLICIES.split("---")[1]), "foo", labels)
@@ -132,7 +152,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
          inbound_listener("inbound_permissive", permissive, "PERMISSIVE",
                           inbound_http_filters(backend, no_authz, "cluster.local")),
          inbound_listener("inbound_tcp", tcp, "STRICT",
-                          inbound_tcp_filters(backend, tcp_authz, "cluster.local"))],
+                          inbound_tcp_filters(backend, tcp_authz, "cluster.local")),
+         inbound_listener("inbound_jwt", jwt_port, "PERMISSIVE", inbound_http_filters(
+             backend, authorization_for(_policies(JWT_POLICIES), "foo", labels),
+             "cluster.local", [jwt_filter]))],
         [static_cluster(backend, "127.0.0.1", app_port)],
         workload_secrets(httpbin, bundle),
     )
@@ -161,14 +184,37 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for envoy in envoys:
             envoy.start()
             assert envoy.wait_live(15), envoy.log_tail()
-        for port in (strict, permissive, tcp, client):
+        for port in (strict, permissive, tcp, client, jwt_port):
             assert wait_port("127.0.0.1", port, timeout=15), port
-        yield Mesh(strict, permissive, tcp, client, root, sleep, evil, httpbin, envoys[1])
+        yield Mesh(strict, permissive, tcp, client, root, sleep, evil, httpbin, envoys[1],
+                   jwt_port, jwt_key)
     finally:
         for envoy in envoys:
             envoy.stop()
         app.shutdown()
         app.server_close()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwks(key: ec.EllipticCurvePrivateKey) -> str:
+    numbers = key.public_key().public_numbers()
+    return json.dumps({"keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "k1", "use": "sig",
+        "x": _b64url(numbers.x.to_bytes(32, "big")),
+        "y": _b64url(numbers.y.to_bytes(32, "big")),
+    }]})
+
+
+def token(key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
+    """An ES256 JWT signed by ``key``, valid for an hour."""
+    claims = {"iss": ISSUER, "exp": int(time.time()) + 3600, **claims}
+    head = _b64url(json.dumps({"alg": "ES256", "typ": "JWT", "kid": "k1"}).encode())
+    body = _b64url(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{head}.{body}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -306,3 +352,27 @@ def test_permissive_takes_mtls_on_istio_alpn_and_plaintext_without_a_forged_iden
     plain = seen_by_app(plain_get(mesh.permissive, headers={
         PEER: "spiffe://cluster.local/ns/foo/sa/forged"}))
     assert PEER not in plain["headers"]
+
+
+# --- JWT -------------------------------------------------------------------------------------
+
+
+def test_request_authentication_and_authorization_on_the_token(mesh: Mesh):
+    def get(bearer: str | None) -> Answer | None:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return plain_get(mesh.jwt, headers=headers)
+
+    alice = token(mesh.jwt_key, sub="alice")
+    assert get(alice)[0] == 200  # type: ignore[index]
+    assert get(token(mesh.jwt_key, sub="bob", groups=["staff", "admins"]))[0] == 200  # type: ignore[index]
+    # a valid token, but neither the subject nor a claim the policy names
+    assert get(token(mesh.jwt_key, sub="carol", groups=["staff"])) == \
+        (403, b"RBAC: access denied")
+    # no token: RequestAuthentication lets it through, the ALLOW policy refuses it
+    assert get(None) == (403, b"RBAC: access denied")
+    # an invalid token is refused before authorization, whatever it claims
+    forged = token(ec.generate_private_key(ec.SECP256R1()), sub="alice")
+    status, body = get(forged)  # type: ignore[misc]
+    assert status == 401, body
+    expired = token(mesh.jwt_key, sub="alice", exp=int(time.time()) - 3600)
+    assert get(expired)[0] == 401  # type: ignore[index]
