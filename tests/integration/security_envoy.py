@@ -28,7 +28,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -36,7 +35,7 @@ from meshpilot.security import CertificateAuthority, WorkloadAuthorization, new_
 from meshpilot.security.identity import SpiffeId, workload_identity
 from meshpilot.xds.translate import listeners, names, pb, rbac, tls
 from meshpilot.xds.translate.endpoints import socket
-from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy
+from meshpilot.xds.translate.policy import apply_policy
 
 ADS_CLUSTER = "xds-grpc"
 
@@ -146,17 +145,7 @@ def static_cluster(name: str, address: str, port: int, *, http2: bool = False,
 
 
 def with_tls(cluster: cluster_pb2.Cluster, chosen: tls.UpstreamTls) -> cluster_pb2.Cluster:
-    """Apply :class:`tls.UpstreamTls` to a cluster, as the config builder will."""
-    if chosen.transport_socket is not None:
-        cluster.transport_socket.CopyFrom(chosen.transport_socket)
-    cluster.transport_socket_matches.extend(chosen.socket_matches)
-    if chosen.auto_sni or chosen.auto_san_validation:
-        options = hpo.HttpProtocolOptions()
-        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(options)
-        upstream = options.upstream_http_protocol_options
-        upstream.auto_sni = chosen.auto_sni
-        upstream.auto_san_validation = chosen.auto_san_validation
-        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pb.pack(options))
+    tls.apply_upstream_tls(cluster, chosen)
     return cluster
 
 

@@ -15,10 +15,12 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import json_format
 
 from meshpilot.api.networking import ClientTLSSettings
 from meshpilot.xds.translate import tls
+from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy
 
 SAN = "spiffe://cluster.local/ns/default/sa/reviews"
 CLUSTER = "outbound|9080|v1|reviews.default.svc.cluster.local"
@@ -346,3 +348,41 @@ def test_the_same_input_gives_the_same_bytes():
     assert [m.SerializeToString(deterministic=True) for m in one] == \
         [m.SerializeToString(deterministic=True) for m in two]
     assert isinstance(one[0], cluster_pb2.Cluster.TransportSocketMatch)
+
+
+# --- applying to a cluster -------------------------------------------------------------
+
+
+def _http_options(cluster: cluster_pb2.Cluster) -> hpo.HttpProtocolOptions:
+    out = hpo.HttpProtocolOptions()
+    assert cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(out)
+    return out
+
+
+def test_apply_puts_socket_matches_and_auto_sni_on_the_cluster_keeping_its_http_options():
+    cluster = cluster_pb2.Cluster(name=CLUSTER)
+    apply_policy(cluster, None, http2=True)
+    tls.apply_upstream_tls(cluster, tls.upstream_tls(settings(mode="SIMPLE"), sni=CLUSTER,
+                                                     subject_alt_names=[]))
+    assert upstream(cluster.transport_socket).common_tls_context.validation_context \
+        .HasField("system_root_certs")
+    options = _http_options(cluster)
+    assert options.upstream_http_protocol_options.auto_sni
+    assert options.upstream_http_protocol_options.auto_san_validation
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+
+    auto = cluster_pb2.Cluster(name=CLUSTER)
+    apply_policy(auto, None)
+    tls.apply_upstream_tls(auto, tls.upstream_tls(None, sni=CLUSTER, subject_alt_names=[SAN]))
+    assert not auto.HasField("transport_socket")
+    assert [m.name for m in auto.transport_socket_matches] == ["tlsMode-istio",
+                                                               "tlsMode-disabled"]
+    assert not _http_options(auto).HasField("upstream_http_protocol_options")
+
+
+def test_apply_leaves_a_cluster_without_http_options_without_them():
+    cluster = cluster_pb2.Cluster(name="tcp")
+    tls.apply_upstream_tls(cluster, tls.upstream_tls(settings(mode="SIMPLE"), sni=CLUSTER,
+                                                     subject_alt_names=[]))
+    assert cluster.HasField("transport_socket")
+    assert HTTP_OPTIONS_KEY not in cluster.typed_extension_protocol_options

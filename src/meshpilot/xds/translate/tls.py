@@ -47,11 +47,14 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 )
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
 from meshpilot.api.networking import ClientTLSSettings
+from meshpilot.security.identity import DEFAULT_TRUST_DOMAIN
 from meshpilot.xds.translate import pb
+from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY
 
 SDS_DEFAULT = "default"
 """SDS secret of the workload's certificate chain and private key (Istio's name)."""
@@ -110,7 +113,8 @@ class UnsupportedTls(ValueError):
 
 @dataclass(frozen=True)
 class UpstreamTls:
-    """What a cluster needs for the TLS it originates.
+    """What a cluster needs for the TLS it originates (:func:`apply_upstream_tls` puts it
+    on a cluster).
 
     ``transport_socket`` goes to ``Cluster.transport_socket`` and ``socket_matches`` to
     ``Cluster.transport_socket_matches`` (auto mTLS); at most one is set. ``auto_sni`` and
@@ -279,6 +283,26 @@ def upstream_tls(
     return _simple_or_mutual(settings, mutual=mode == "MUTUAL", http2=http2)
 
 
+def apply_upstream_tls(cluster: cluster_pb2.Cluster, chosen: UpstreamTls) -> None:
+    """Put ``chosen`` on ``cluster`` (in place, as :func:`~meshpilot.xds.translate.policy.
+    apply_policy` does): the socket or socket matches, and auto SNI / SAN validation in
+    the cluster's HTTP protocol options. A cluster without HTTP options (TCP) has no
+    request host to take a SNI from, so those two flags are left out there."""
+    if chosen.transport_socket is not None:
+        cluster.transport_socket.CopyFrom(chosen.transport_socket)
+    cluster.transport_socket_matches.extend(chosen.socket_matches)
+    if not (chosen.auto_sni or chosen.auto_san_validation):
+        return
+    if HTTP_OPTIONS_KEY not in cluster.typed_extension_protocol_options:
+        return
+    packed = cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]
+    options = hpo.HttpProtocolOptions()
+    packed.Unpack(options)
+    options.upstream_http_protocol_options.auto_sni = chosen.auto_sni
+    options.upstream_http_protocol_options.auto_san_validation = chosen.auto_san_validation
+    packed.CopyFrom(pb.pack(options))
+
+
 _ALL_BUT_MODE = ("client_certificate", "private_key", "ca_certificates", "credential_name",
                  "subject_alt_names", "sni", "insecure_skip_verify", "ca_crl")
 _FILE_OR_CREDENTIAL = ("client_certificate", "private_key", "ca_certificates",
@@ -401,7 +425,7 @@ def tls_inspector() -> lc.ListenerFilter:
 
 
 def inbound_filter_chains(
-    mode: MtlsMode, make_filters: MakeFilters, *, trust_domain: str = "cluster.local"
+    mode: MtlsMode, make_filters: MakeFilters, *, trust_domain: str = DEFAULT_TRUST_DOMAIN
 ) -> tuple[list[lc.FilterChain], list[lc.ListenerFilter]]:
     """The filter chains (and listener filters) of a sidecar's inbound port under its
     effective PeerAuthentication ``mode`` (see ``meshpilot.security.effective_mtls``):
