@@ -1,0 +1,99 @@
+"""RequestAuthentication JWT rules → the jwt_authn filter, asserted on the protobufs:
+Istio's "valid token or none" requirement, provider names and order, keys inline or
+fetched, token locations and outputs, the payload where RBAC reads it, refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from google.protobuf import json_format
+
+from meshpilot.xds.translate import jwt, rbac
+
+JWKS = '{"keys": []}'
+
+
+def config(*rules: jwt.JwtRule) -> dict[str, Any]:
+    f = jwt.jwt_authn_filter(rules)
+    assert f is not None and f.name == "envoy.filters.http.jwt_authn"
+    out = jwt_pb2.JwtAuthentication()
+    assert f.typed_config.Unpack(out)
+    return json_format.MessageToDict(out)
+
+
+def test_no_rules_no_filter():
+    assert jwt.jwt_authn_filter([]) is None
+    assert jwt.jwt_authentication([]) is None
+
+
+def test_one_rule_requires_a_valid_token_or_none_and_stores_the_payload_for_rbac():
+    found = config(jwt.JwtRule(issuer="https://issuer.example", jwks=JWKS,
+                               audiences=("api",)))
+    assert found["providers"] == {"origins-0": {
+        "issuer": "https://issuer.example",
+        "audiences": ["api"],
+        "localJwks": {"inlineString": JWKS},
+        "payloadInMetadata": "payload",
+    }}
+    assert found["rules"] == [{"match": {"prefix": "/"}, "requires": {"requiresAny": {
+        "requirements": [{"providerName": "origins-0"}, {"allowMissing": {}}]}}}]
+    assert found["bypassCorsPreflight"] is True
+    # the RBAC translation reads the payload from the same place
+    assert (rbac.JWT_FILTER, rbac.JWT_PAYLOAD) == ("envoy.filters.http.jwt_authn", "payload")
+
+
+def test_several_rules_are_sorted_by_issuer_and_any_valid_token_or_none_passes():
+    found = config(jwt.JwtRule(issuer="https://z.example", jwks=JWKS),
+                   jwt.JwtRule(issuer="https://a.example", jwks=JWKS))
+    assert found["providers"]["origins-0"]["issuer"] == "https://a.example"
+    assert found["providers"]["origins-1"]["issuer"] == "https://z.example"
+    valid_or_none = [{"requiresAny": {"requirements": [{"providerName": name},
+                                                       {"allowMissing": {}}]}}
+                     for name in ("origins-0", "origins-1")]
+    assert found["rules"][0]["requires"] == {"requiresAny": {"requirements": [
+        {"providerName": "origins-0"}, {"providerName": "origins-1"},
+        {"requiresAll": {"requirements": valid_or_none}},
+    ]}}
+
+
+def test_keys_fetched_through_the_callers_cluster_with_istios_timeout_and_cache():
+    found = config(jwt.JwtRule(issuer="i", jwks_uri="https://i.example/jwks.json",
+                               jwks_cluster="outbound|443||i.example"))
+    assert found["providers"]["origins-0"]["remoteJwks"] == {
+        "httpUri": {"uri": "https://i.example/jwks.json", "cluster": "outbound|443||i.example",
+                    "timeout": "5s"},
+        "cacheDuration": "300s",
+    }
+    timed = config(jwt.JwtRule(issuer="i", jwks_uri="https://i.example/jwks.json",
+                               jwks_cluster="c", timeout="1.5s"))
+    assert timed["providers"]["origins-0"]["remoteJwks"]["httpUri"]["timeout"] == "1.500s"
+
+
+def test_token_locations_and_outputs():
+    found = config(jwt.JwtRule(
+        issuer="i", jwks=JWKS,
+        from_headers=(jwt.JwtHeader("x-jwt"), jwt.JwtHeader("Authorization", "Bearer ")),
+        from_params=("token",), from_cookies=("session",), forward_original_token=True,
+        output_payload_to_header="x-jwt-payload",
+        output_claim_to_headers=(jwt.ClaimToHeader("x-user", "sub"),),
+    ))["providers"]["origins-0"]
+    assert found["fromHeaders"] == [{"name": "x-jwt"},
+                                    {"name": "Authorization", "valuePrefix": "Bearer "}]
+    assert found["fromParams"] == ["token"]
+    assert found["fromCookies"] == ["session"]
+    assert found["forward"] is True
+    assert found["forwardPayloadHeader"] == "x-jwt-payload"
+    assert found["claimToHeaders"] == [{"headerName": "x-user", "claimName": "sub"}]
+
+
+@pytest.mark.parametrize("rule,field", [
+    (jwt.JwtRule(issuer="i"), "jwks"),
+    (jwt.JwtRule(issuer="i", jwks_uri="https://i/jwks"), "jwksUri"),
+    (jwt.JwtRule(issuer="", jwks=JWKS), "issuer"),
+])
+def test_rules_that_cannot_be_translated_are_refused(rule: jwt.JwtRule, field: str):
+    with pytest.raises(jwt.UnsupportedJwtRule) as caught:
+        jwt.jwt_authn_filter([rule])
+    assert caught.value.field == field
