@@ -22,6 +22,7 @@ from meshpilot.api.networking import (
     VirtualService,
     WorkloadEntry,
 )
+from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.mesh import index
 from meshpilot.mesh.index import SnapshotIndex
@@ -142,7 +143,7 @@ def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:
 _KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({
     model: model.__name__ for model in (
         WorkloadEntry, Service, ServiceEntry, VirtualService, DestinationRule, Gateway,
-        PeerAuthentication, AuthorizationPolicy, Canary)})
+        PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary)})
 """The models a snapshot is folded from, by the kind they are stored as (their name)."""
 
 
@@ -158,7 +159,8 @@ class SnapshotBuilder:
     "unchanged" by identity (see :mod:`meshpilot.xds`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trust_domain: str = "cluster.local") -> None:
+        self.trust_domain = trust_domain
         self._parsed: _Parsed = {}
         """The previous build's parsed objects: an object whose body is unchanged is not
         validated again and keeps its identity, so a rebuild costs O(changed objects) in
@@ -173,6 +175,7 @@ class SnapshotBuilder:
         same objects keeps its MeshService and endpoint tuple."""
         self._index: SnapshotIndex | None = None
         self._ports: frozenset[int] = frozenset()  # the same object while the ports stay
+        self._last: MeshSnapshot | None = None
 
     def build(
         self,
@@ -195,19 +198,26 @@ class SnapshotBuilder:
         service_entries = parsed(ServiceEntry)
         for se in service_entries:
             _entry_services(se, by_ns, services, endpoints)
+        last = self._last
         snapshot = MeshSnapshot(
             version=version,
             services=dict(sorted(services.items())),
             endpoints=dict(sorted(endpoints.items())),
-            virtual_services=tuple(parsed(VirtualService)),
-            destination_rules=tuple(parsed(DestinationRule)),
-            gateways=tuple(parsed(Gateway)),
-            service_entries=tuple(service_entries),
-            peer_authentications=tuple(parsed(PeerAuthentication)),
-            authorization_policies=tuple(parsed(AuthorizationPolicy)),
-            canaries=tuple(parsed(Canary)),
+            virtual_services=_kept(parsed(VirtualService), last and last.virtual_services),
+            destination_rules=_kept(parsed(DestinationRule), last and last.destination_rules),
+            gateways=_kept(parsed(Gateway), last and last.gateways),
+            service_entries=_kept(service_entries, last and last.service_entries),
+            peer_authentications=_kept(parsed(PeerAuthentication),
+                                       last and last.peer_authentications),
+            authorization_policies=_kept(parsed(AuthorizationPolicy),
+                                         last and last.authorization_policies),
+            canaries=_kept(parsed(Canary), last and last.canaries),
+            request_authentications=_kept(parsed(RequestAuthentication),
+                                          last and last.request_authentications),
+            trust_domain=self.trust_domain,
             sidecar_ports=self._sidecar_ports(instances),
         )
+        self._last = snapshot
         self._parsed = seen
         self._index = index.attach(snapshot, SnapshotIndex(snapshot, self._index))
         return snapshot
@@ -286,6 +296,14 @@ class SnapshotBuilder:
             (ep for w in members for p in service.ports
              if (ep := _service_endpoint(host, p, w)) is not None), key=_endpoint_order))
         return (svc, members, service, eps)
+
+
+def _kept(objects: list[Named[M]], last: tuple[Named[M], ...] | None) -> tuple[Named[M], ...]:
+    """The last snapshot's very tuple when it holds the very same objects, so "no rule of
+    this kind changed" is one identity test downstream."""
+    if last is not None and same_objects(objects, last):
+        return last
+    return tuple(objects)
 
 
 def build_snapshot(
@@ -392,7 +410,8 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
         number = w.named_ports.get(port.name, int(target))
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=number,
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
-                    ready=w.ready, weight=w.weight)
+                    ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
+                    service_account=w.service_account if w.has_sidecar else "")
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:

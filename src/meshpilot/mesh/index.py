@@ -63,6 +63,9 @@ class SnapshotIndex:
         self.label_sensitive = sensitive
         """Whether any rule's choice depends on the proxy's labels (DestinationRule
         workloadSelector, VirtualService sourceLabels)."""
+        self.derived: dict[Any, Any] = {}
+        """Values the layers above derive from this snapshot (keyed by what they are), kept
+        as long as the snapshot."""
         self._endpoints = tuple(snapshot.endpoints.values())
         self._sources: tuple[str, ...] | None = None
         if previous is not None and same_objects(self._endpoints, previous._endpoints):

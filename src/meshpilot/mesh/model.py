@@ -22,6 +22,7 @@ from typing import Generic, Literal, TypeVar
 
 from meshpilot.api.flagger import Canary
 from meshpilot.api.networking import DestinationRule, Gateway, ServiceEntry, VirtualService
+from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 
 OUTBOUND_PROXY_PORT = 15001
@@ -75,6 +76,8 @@ class Endpoint:
     namespace: str = "default"
     ready: bool = True
     weight: int = 1
+    has_sidecar: bool = False  # a proxy of the mesh receives its traffic (mTLS possible)
+    service_account: str = ""  # its identity's service account (with a sidecar)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class WorkloadInstance:
     workload: str = ""
     """Istio's workload name: the pod's Deployment; empty means ``name`` (a WorkloadEntry
     or ServiceEntry endpoint is its own workload)."""
+    service_account: str = "default"  # a pod's identity: spiffe://<domain>/ns/<ns>/sa/<this>
 
     @property
     def workload_name(self) -> str:
@@ -159,6 +163,8 @@ class MeshSnapshot:
     peer_authentications: tuple[Named[PeerAuthentication], ...] = ()
     authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
     canaries: tuple[Named[Canary], ...] = ()
+    request_authentications: tuple[Named[RequestAuthentication], ...] = ()
+    trust_domain: str = "cluster.local"  # of the workloads' SPIFFE identities
     sidecar_ports: frozenset[int] = frozenset()
     """The HTTP container ports of the workloads with a sidecar: every sidecar gets the
     inbound route configurations of all of them, so they are one shared set."""

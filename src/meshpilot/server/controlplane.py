@@ -86,6 +86,7 @@ def pod_workload(pod: Pod) -> WorkloadInstance:
     return WorkloadInstance(
         name=pod.name, namespace=pod.namespace, ip=pod.ip, labels=dict(pod.labels),
         ports=tuple(pod.inbound), ready=pod.ready, has_sidecar=True, workload=pod.deployment,
+        service_account=pod.service_account,
     )
 
 
@@ -117,14 +118,15 @@ class MeshControlPlane:
         self._stopping = threading.Event()
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
-        self._snapshots = SnapshotBuilder()  # unchanged objects keep their identity
+        options = security if security is not None else SecurityOptions()
+        # unchanged objects keep their identity
+        self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain)
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
         self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
-        options = security if security is not None else SecurityOptions()
         self.certificates = WorkloadCertificates(options.certificate_authority(state.root),
                                                  ttl=options.cert_ttl)
         """Every proxy's credential (keys in memory), renewed at half their life."""
@@ -314,7 +316,8 @@ class MeshControlPlane:
     def _workload(self, pod: Pod) -> WorkloadInstance:
         """The pod's workload instance: the same object while the pod does not change, as
         the identity contract of :mod:`meshpilot.xds` asks of every builder's input."""
-        key = (pod.namespace, pod.ip, pod.ready, tuple(pod.inbound), tuple(pod.labels.items()))
+        key = (pod.namespace, pod.ip, pod.ready, tuple(pod.inbound), tuple(pod.labels.items()),
+               pod.service_account)
         held = self._workloads.get(pod.name)
         if held is not None and held[0] == key:
             return held[1]

@@ -64,6 +64,7 @@ from meshpilot.xds.translate.secrets import (
     workload_secret,
 )
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
+from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
 
 Sets = dict[str, SharedSet]
@@ -106,7 +107,7 @@ class _Moves:
     the terms its memos depend on (every object compared by identity: the snapshot
     builder keeps the objects of what did not change)."""
 
-    rules: bool  # any DestinationRule
+    rules: bool  # any DestinationRule, or PeerAuthentication (it decides endpoints' mTLS)
     services: bool  # any service (added, removed, replaced)
     vs_hosts: frozenset[str] | None  # hosts whose VirtualService may differ; None: any
 
@@ -115,7 +116,9 @@ class _Moves:
         if old is None:
             return None
         return cls(
-            rules=not same_objects(old.destination_rules, new.destination_rules),
+            rules=not same_objects(old.destination_rules, new.destination_rules)
+            or old.peer_authentications is not new.peer_authentications
+            or old.trust_domain != new.trust_domain,
             services=not (old.services.keys() == new.services.keys() and same_objects(
                 tuple(old.services.values()), tuple(new.services.values()))),
             vs_hosts=index.changed_vs_hosts(old.virtual_services, new.virtual_services),
@@ -139,6 +142,8 @@ class _Node:
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: Hashable = None  # its class key while no rule reads proxy labels
     material: SecretMaterial | None = None  # what its secrets were made from
+    security: InboundSecurity | None = None  # what its inbound side enforces ...
+    policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
     routes are its own) ..."""
@@ -324,7 +329,8 @@ class ProxyConfigBuilder:
                 memo.inputs[0] is service and memo.inputs[2] is endpoints:
             return memo  # the same service, endpoints and rules: nothing to look at
         rule = index.destination_rule_named(snapshot, service.host, node)
-        inputs = (service, rule, endpoints)
+        inputs = (service, rule, endpoints, snapshot.peer_authentications,
+                  snapshot.trust_domain)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
@@ -378,9 +384,7 @@ class ProxyConfigBuilder:
                 self._own_sets(state, node_resources(snapshot, node))
                 state.inputs, state.snapshot = node, snapshot
             return
-        if state.inputs is None or not (state.inputs is node or state.inputs == node):
-            self._own_sets(state, sidecar_own(node))  # a function of the node alone
-            state.inputs, state.ports_of = node, None
+        self._inbound_side(snapshot, node, state)
         if state.ports_of is not snapshot.sidecar_ports:
             state.own_ports = [p for p in http_inbound_ports(node)
                                if p not in snapshot.sidecar_ports]
@@ -392,6 +396,20 @@ class ProxyConfigBuilder:
                 state.own[ROUTE] = routes
             else:
                 del state.own[ROUTE]
+
+    def _inbound_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
+        """The node's listeners and inbound clusters: rebuilt when the node changes, or
+        when the snapshot's security policies moved and what they make it enforce did."""
+        policies = (snapshot.peer_authentications, snapshot.authorization_policies,
+                    snapshot.request_authentications, snapshot.trust_domain)
+        moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
+        if not moved and same_objects(policies, state.policies_of):
+            return
+        security = inbound_security(snapshot, node)
+        state.policies_of = policies
+        if moved or security != state.security:
+            self._own_sets(state, sidecar_own(node, security))
+            state.inputs, state.security, state.ports_of = node, security, None
 
     def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
         self.builds["node"] += 1

@@ -50,6 +50,7 @@ from meshpilot.xds.translate.vhosts import (
     gateway_vhosts,
     sidecar_route_tables,
 )
+from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 
 Resources = dict[str, dict[str, Message]]
 
@@ -135,9 +136,9 @@ def _empty() -> Resources:
 def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     """What only ``node`` has: its listeners, inbound clusters and inbound route configs
     (and, for a gateway, its route configs). Everything else depends on the node
-    through its namespace and labels only (see :mod:`meshpilot.xds.shared`)."""
+    through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`)."""
     if node.kind != "gateway":
-        out = sidecar_own(node)
+        out = sidecar_own(node, inbound_security(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         return out
     out = _empty()
@@ -155,14 +156,14 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     return out
 
 
-def sidecar_own(node: ProxyNode) -> Resources:
+def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
     """A sidecar's (or the mesh proxy's) listeners and inbound clusters: a function of
-    the node alone."""
+    the node and what its inbound side enforces."""
     out = _empty()
     listener = listeners.outbound(node)
     out[TYPE_LISTENER][listener.name] = listener
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
-    _add(out, TYPE_LISTENER, (listeners.inbound(node, p) for p in _ports(node)))
+    _add(out, TYPE_LISTENER, (listeners.inbound(node, p, security) for p in _ports(node)))
     return out
 
 

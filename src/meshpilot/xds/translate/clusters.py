@@ -21,8 +21,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from meshpilot.api.networking import DestinationRule
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import endpoints, names, pb
+from meshpilot.xds.translate import endpoints, names, pb, tls
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
+from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
 
 Built = tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]
 """A cluster and, for EDS clusters, the assignment to serve over EDS."""
@@ -56,11 +57,12 @@ def _one(
     name = names.outbound_cluster(port, subset, service.host)
     cluster = cluster_pb2.Cluster(name=name)
     cluster.track_cluster_stats.request_response_sizes = True  # istio_request_bytes, ...
-    apply_policy(
-        cluster,
-        effective_policy(rule, subset, port),
-        http2=_h2(protocol),
-    )
+    policy = effective_policy(rule, subset, port)
+    apply_policy(cluster, policy, http2=_h2(protocol))
+    tls.apply_upstream_tls(cluster, tls.upstream_tls(
+        policy.tls if policy else None, sni=names.outbound_sni(port, subset, service.host),
+        subject_alt_names=service_identities(snapshot, service),
+        http2=_h2(protocol), auto_mtls=service.location != "MESH_EXTERNAL"))
     chosen = endpoints.select(snapshot, service.host, port, labels)
     if service.resolution in ("DNS", "NONE"):
         addresses = [(e.address, e.port, e.weight) for e in chosen]
@@ -69,7 +71,17 @@ def _one(
     cluster.type = cluster_pb2.Cluster.EDS
     cluster.eds_cluster_config.eds_config.CopyFrom(pb.ads_source())
     cluster.eds_cluster_config.service_name = name
-    return cluster, endpoints.assignment_for(name, chosen)
+    return cluster, endpoints.assignment_for(
+        name, chosen, lambda e: endpoint_takes_mtls(snapshot, e))
+
+
+def service_identities(snapshot: MeshSnapshot, service: MeshService) -> list[str]:
+    """The SPIFFE IDs of the service's workloads with a sidecar: what a client checks the
+    server's certificate against (Istio's service accounts of a service)."""
+    accounts = {(e.namespace, e.service_account)
+                for e in snapshot.endpoints.get(service.host, ())
+                if e.has_sidecar and e.service_account}
+    return [f"spiffe://{snapshot.trust_domain}/ns/{ns}/sa/{sa}" for ns, sa in sorted(accounts)]
 
 
 def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
@@ -10,6 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import Endpoint, MeshSnapshot
+from meshpilot.xds.translate.tls import endpoint_tls_metadata
 
 
 def select(
@@ -47,5 +48,15 @@ def load_assignment(
     return out
 
 
-def assignment_for(cluster: str, endpoints: list[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
-    return load_assignment(cluster, [(e.address, e.port, e.weight) for e in endpoints])
+def assignment_for(cluster: str, endpoints: list[Endpoint],
+                   mtls: Callable[[Endpoint], bool] = lambda e: False,
+                   ) -> endpoint_pb2.ClusterLoadAssignment:
+    """The cluster's assignment; an endpoint ``mtls`` accepts carries the ``tlsMode:
+    istio`` metadata that makes a client's auto-mTLS socket match pick mutual TLS (the
+    others get plaintext), as Istio marks its endpoints."""
+    out = load_assignment(cluster, [(e.address, e.port, e.weight) for e in endpoints])
+    if out.endpoints:
+        for lb, e in zip(out.endpoints[0].lb_endpoints, endpoints, strict=True):
+            if mtls(e):
+                lb.metadata.CopyFrom(endpoint_tls_metadata(True))
+    return out

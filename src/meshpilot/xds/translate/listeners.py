@@ -10,6 +10,8 @@ trusted with ``x-envoy-*`` headers. Inbound ports with protocol TCP use tcp_prox
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -21,8 +23,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshpilot.mesh.model import InboundPort, ProxyNode
-from meshpilot.xds.translate import filters, names, pb, telemetry
+from meshpilot.xds.translate import filters, jwt, names, pb, rbac, telemetry, tls
 from meshpilot.xds.translate.endpoints import socket
+from meshpilot.xds.translate.workload_security import InboundSecurity
 
 IDLE_TIMEOUT = "3600s"
 
@@ -35,11 +38,14 @@ def connection_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     edge: bool = False,
     fault_and_cors: bool = True,
+    before_router: Sequence[hcm.HttpFilter] = (),
 ) -> hcm.HttpConnectionManager:
+    chain = filters.http_filters(fault_and_cors=fault_and_cors)
+    chain[-1:-1] = before_router
     out = hcm.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm.HttpConnectionManager.AUTO,
-        http_filters=filters.http_filters(fault_and_cors=fault_and_cors),
+        http_filters=chain,
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
         common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
             idle_timeout=pb.duration(IDLE_TIMEOUT)
@@ -111,8 +117,14 @@ def outbound(node: ProxyNode) -> listener_pb2.Listener:
     )
 
 
-def inbound(node: ProxyNode, port: InboundPort) -> listener_pb2.Listener:
-    """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``.
+def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
+            ) -> listener_pb2.Listener:
+    """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``,
+    enforcing the workload's ``security``: the port's mTLS mode picks the filter chains
+    (STRICT: mTLS only; PERMISSIVE: mTLS and plaintext; DISABLE: plaintext), a JWT
+    filter checks tokens, RBAC filters apply the AuthorizationPolicies (a policy that
+    cannot be enforced denies everything: never a silent allow), and on the mTLS chain
+    the caller's SPIFFE ID is written into a header no client can forge.
 
     An HTTP port's routes come over RDS (:func:`inbound_route`): they are the same for
     every pod with that container port, so a new caller (one more telemetry virtual
@@ -120,13 +132,53 @@ def inbound(node: ProxyNode, port: InboundPort) -> listener_pb2.Listener:
     """
     cluster = names.inbound_cluster(port.container_port)
     name = names.inbound_listener(port.container_port)
+    trust_domain = security.trust_domain
     if port.protocol == "TCP":
-        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
-        network = lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
+        proxy = lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(
+            tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)))
+        guards = _network_guards(security)
+
+        def make(mtls: bool) -> list[lc.Filter]:
+            return [*guards, proxy]
     else:
-        network = _hcm_filter(connection_manager(
-            name, rds=names.inbound_route(port.container_port), fault_and_cors=False))
-    return _listener(name, node.ip, port.container_port, network, base_pb2.INBOUND)
+        checks = [*_jwt_filters(security), *_http_guards(security)]
+
+        def make(mtls: bool) -> list[lc.Filter]:
+            manager = connection_manager(name, rds=names.inbound_route(port.container_port),
+                                         fault_and_cors=False, before_router=checks)
+            manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
+            return [_hcm_filter(manager)]
+
+    chains, listener_filters = tls.inbound_filter_chains(
+        security.mode(port.container_port), make, trust_domain=trust_domain)
+    return listener_pb2.Listener(
+        name=name, address=socket(node.ip, port.container_port),
+        traffic_direction=base_pb2.INBOUND, filter_chains=chains,
+        listener_filters=listener_filters,
+        # a server-speaks-first protocol's silent client is not held by the TLS inspector
+        continue_on_listener_filters_timeout=bool(listener_filters))
+
+
+def _jwt_filters(security: InboundSecurity) -> list[hcm.HttpFilter]:
+    try:
+        found = jwt.jwt_authn_filter(security.jwt_rules)
+    except jwt.UnsupportedJwtRule:
+        return [rbac.deny_all_http()]
+    return [found] if found is not None else []
+
+
+def _http_guards(security: InboundSecurity) -> list[hcm.HttpFilter]:
+    try:
+        return rbac.http_rbac_filters(security.authorization, security.trust_domain)
+    except rbac.UnsupportedAuthorization:
+        return [rbac.deny_all_http()]
+
+
+def _network_guards(security: InboundSecurity) -> list[lc.Filter]:
+    try:
+        return rbac.network_rbac_filters(security.authorization, security.trust_domain)
+    except rbac.UnsupportedAuthorization:
+        return [rbac.deny_all_network()]
 
 
 def inbound_route(container_port: int) -> route_pb2.RouteConfiguration:

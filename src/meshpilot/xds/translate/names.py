@@ -39,6 +39,11 @@ def outbound_cluster(port: int, subset: str | None, host: str) -> str:
     return f"outbound|{port}|{subset or ''}|{host}"
 
 
+def outbound_sni(port: int, subset: str | None, host: str) -> str:
+    """The SNI a client sends to a mesh service over ISTIO_MUTUAL (Istio's form)."""
+    return f"outbound_.{port}_.{subset or ''}_.{host}"
+
+
 def inbound_cluster(port: int) -> str:
     return f"inbound|{port}||"
 

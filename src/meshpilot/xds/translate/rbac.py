@@ -596,3 +596,17 @@ def network_rbac_filters(policies: WorkloadAuthorization, trust_domain: str, *,
             config.shadow_rules_stat_prefix = DRY_RUN_STAT_PREFIX.get(action, "")
         out.append(lc.Filter(name=NETWORK_RBAC_FILTER, typed_config=pb.pack(config)))
     return out
+
+
+def deny_all_http() -> hcm.HttpFilter:
+    """An RBAC filter allowing nothing: what stands in for policies that cannot be
+    enforced as written (fail closed, never a silent allow)."""
+    config = http_rbac.RBAC(rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW))
+    return hcm.HttpFilter(name=HTTP_RBAC_FILTER, typed_config=pb.pack(config))
+
+
+def deny_all_network(stat_prefix: str = TCP_STAT_PREFIX) -> lc.Filter:
+    """:func:`deny_all_http` for a TCP chain."""
+    config = network_rbac.RBAC(stat_prefix=stat_prefix,
+                               rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW))
+    return lc.Filter(name=NETWORK_RBAC_FILTER, typed_config=pb.pack(config))
