@@ -89,7 +89,11 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh, given: Given
     assert lbl["destination_service_name"] == "myapp"
     assert lbl["destination_service_namespace"] == "default"
     assert lbl["request_protocol"] == "http"
-    assert lbl["connection_security_policy"] == "none"
+    # the mesh proxy called over mutual TLS (Istio's default: auto mTLS, PERMISSIVE), and
+    # the destination knows who called from its certificate
+    assert lbl["connection_security_policy"] == "mutual_tls"
+    assert lbl["source_principal"] == "spiffe://cluster.local/ns/default/sa/default"
+    assert lbl["destination_principal"] == "spiffe://cluster.local/ns/default/sa/default"
     assert lbl["response_flags"] == "-"
     src = [lbl for name, lbl, _ in samples if name == "istio_requests_total"
            and lbl["reporter"] == "source" and lbl["destination_version"] == "v2"]

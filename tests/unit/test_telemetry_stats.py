@@ -34,8 +34,10 @@ DOC = {"stats": [
     {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200", "value": 7},
     {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_503", "value": 2},
     {"name": f"cluster.outbound|8080|v2|{HOST}.external.upstream_rq_200", "value": 7},
-    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1.upstream_rq_200",
-     "value": 4},
+    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1|client|none"
+             ".upstream_rq_200", "value": 4},
+    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1|client|mtls"
+             ".upstream_rq_200", "value": 3},
     {"name": "vhost.inbound|http|8080.vcluster.other.upstream_rq_500", "value": 1},
     {"histograms": {"supported_percentiles": [50], "details": [
         {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time",
@@ -50,9 +52,9 @@ DOC = {"stats": [
 def _snapshot() -> MeshSnapshot:
     svc = MeshService(host=HOST, name="myapp", namespace="default", ports=())
     eps = (Endpoint(HOST, 8080, "127.10.0.2", 8080, {"app": "myapp", "version": "v2"},
-                    workload="myapp-v2"),
+                    workload="myapp-v2", has_sidecar=True, service_account="myapp"),
            Endpoint(HOST, 8080, "127.10.0.1", 8080, {"app": "myapp", "version": "v1"},
-                    workload="myapp-v1"))
+                    workload="myapp-v1", has_sidecar=True, service_account="myapp"))
     rule = named(DestinationRule, destination_rule("myapp", subsets=by_version("v2")))
     return MeshSnapshot(version=1, services={HOST: svc}, endpoints={HOST: eps},
                         destination_rules=(rule,))
@@ -79,14 +81,14 @@ def test_bin_ending_on_a_bound_counts_below_it() -> None:
 
 
 def test_source_ids() -> None:
-    """The workload (Deployment) name travels with the proxy and the endpoints; the pod
-    name is the proxy's own."""
+    """The workload (Deployment) name and the service account travel with the proxy and
+    the endpoints; the pod name is the proxy's own."""
     node = sidecar_node("client-v1-0123456789-bcdfg", "127.10.0.3", workload="client-v1",
                         labels={"app": "client", "version": "v1"})
-    assert node_source_id(node) == "client-v1|default|client|v1"
+    assert node_source_id(node) == "client-v1|default|client|v1|default"
     sources = index.of(_snapshot()).sources
-    assert "myapp-v1|default|myapp|v1" in sources
-    assert "mesh-proxy|default|mesh-client|unknown" in sources
+    assert "myapp-v1|default|myapp|v1|myapp" in sources
+    assert "mesh-proxy|default|mesh-client|unknown|default" in sources
 
 
 def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
@@ -109,12 +111,19 @@ def test_relabel_source_and_destination_sides() -> None:
     assert labels["source_workload"] == "myapp-v2"
     assert labels["connection_security_policy"] == "unknown"
     (dest,) = _by(points, "istio_requests_total", reporter="destination",
-                  source_workload="client-v1")
+                  source_workload="client-v1", connection_security_policy="none")
     d = dict(dest.labels)
     assert dest.value == 4 and d["source_version"] == "v1" and d["source_app"] == "client"
     assert d["destination_workload"] == "myapp-v2" and d["destination_version"] == "v2"
     assert d["destination_service_name"] == "myapp"
-    assert d["connection_security_policy"] == "none"
+    assert d["source_principal"] == "unknown" and d["destination_principal"] == "unknown"
+    # the same caller proved by its certificate: mutual_tls, with both identities
+    (proved,) = _by(points, "istio_requests_total", reporter="destination",
+                    source_workload="client-v1", connection_security_policy="mutual_tls")
+    p = dict(proved.labels)
+    assert proved.value == 3
+    assert p["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
+    assert p["destination_principal"] == "spiffe://cluster.local/ns/default/sa/default"
     (unknown,) = _by(points, "istio_requests_total", reporter="destination",
                      response_code="500")
     assert dict(unknown.labels)["source_workload"] == "unknown"

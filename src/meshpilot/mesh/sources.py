@@ -2,16 +2,22 @@
 
 Envoy's stats know the upstream cluster a client called, but not who called a server.
 So every outbound request carries the caller's *source id*
-``<workload>|<namespace>|<app>|<version>`` in :data:`SOURCE_HEADER` (set by the caller's
-sidecar, overwriting anything the app sent), and every inbound route configuration counts
-requests per known source id. The xDS translation writes that header and those
-counters; telemetry reads the counts back into Istio's ``source_*`` labels. Both use the
-encoding defined here, and nothing else.
+``<workload>|<namespace>|<app>|<version>|<service account>`` in :data:`SOURCE_HEADER`
+(set by the caller's sidecar, overwriting anything the app sent), and every inbound route
+configuration counts requests per known source, twice: as *authenticated* when the
+connection was mutual TLS and its peer certificate names that very service account (the
+inbound sidecar writes the certificate's SPIFFE ID into a header no client can forge), or
+as *plaintext* when there was no certificate. A caller claiming another's source id over
+mTLS matches neither and is counted as unknown. The xDS translation writes the header and
+the counters; telemetry reads the counts back into Istio's ``source_*`` labels,
+``source_principal`` and ``connection_security_policy``. Both use the encoding defined
+here, and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from meshpilot.mesh.model import Endpoint, ProxyNode
 
@@ -19,36 +25,76 @@ SOURCE_HEADER = "x-meshpilot-source"
 UNKNOWN = "unknown"
 OTHER_SOURCE = "other"
 """What Envoy counts requests from no known source under (its own catch-all)."""
-MESH_PROXY_SOURCE = ("mesh-proxy", "default", "mesh-client", UNKNOWN)
-GATEWAY_SOURCE = ("istio-ingressgateway", "istio-system", "istio-ingressgateway", UNKNOWN)
-"""The built-in proxies (the control plane starts them with these names and labels)."""
+AUTHENTICATED = "mtls"
+PLAINTEXT = "none"
+"""The last part of a counted source's name: how its requests arrived."""
+MESH_PROXY_SOURCE = ("mesh-proxy", "default", "mesh-client", UNKNOWN, "default")
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+GATEWAY_SOURCE = ("istio-ingressgateway", "istio-system", "istio-ingressgateway", UNKNOWN,
+                  GATEWAY_SERVICE_ACCOUNT)
+"""The built-in proxies (the control plane starts them with these names and identities)."""
 
 
-def source_id(workload: str, namespace: str, labels: Mapping[str, str]) -> str:
-    """The header value (and counter name) naming one source workload."""
+class Source(NamedTuple):
+    """A counted source: who claims to call, and whether a certificate proved it."""
+
+    workload: str
+    namespace: str
+    app: str
+    version: str
+    service_account: str
+    authenticated: bool
+
+    def principal(self, trust_domain: str) -> str:
+        """The caller's SPIFFE ID, when its certificate proved it; else ``unknown``."""
+        if not self.authenticated or self.service_account == UNKNOWN:
+            return UNKNOWN
+        return spiffe_id(trust_domain, self.namespace, self.service_account)
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def source_id(workload: str, namespace: str, labels: Mapping[str, str],
+              service_account: str = "") -> str:
+    """The header value naming one source workload."""
     return "|".join((workload or UNKNOWN, namespace or UNKNOWN,
-                     labels.get("app") or UNKNOWN, labels.get("version") or UNKNOWN))
+                     labels.get("app") or UNKNOWN, labels.get("version") or UNKNOWN,
+                     service_account or UNKNOWN))
 
 
-def parse_source_id(value: str) -> tuple[str, str, str, str]:
-    """``(workload, namespace, app, version)``; all ``unknown`` if not one of ours."""
+def counted_name(source: str, authenticated: bool) -> str:
+    """The inbound counter (virtual cluster) of a source id's requests, over mTLS or not."""
+    return f"{source}|{AUTHENTICATED if authenticated else PLAINTEXT}"
+
+
+def parse_counted(value: str) -> Source | None:
+    """A counter name back into its source; None if not one of ours."""
     parts = value.split("|")
-    if len(parts) != 4:
-        return (UNKNOWN,) * 4  # type: ignore[return-value]
-    return parts[0], parts[1], parts[2], parts[3]
+    if len(parts) != 6 or parts[5] not in (AUTHENTICATED, PLAINTEXT):
+        return None
+    return Source(*parts[:5], authenticated=parts[5] == AUTHENTICATED)
+
+
+def source_identity(source: str) -> tuple[str, str]:
+    """(namespace, service account) a source id claims."""
+    parts = source.split("|")
+    return (parts[1], parts[4]) if len(parts) == 5 else (UNKNOWN, UNKNOWN)
 
 
 def node_source_id(node: ProxyNode) -> str:
     """The source id a proxy's requests carry."""
-    return source_id(node.workload or node.kind, node.namespace, node.labels)
+    return source_id(node.workload or node.kind, node.namespace, node.labels,
+                     node.service_account)
 
 
 def known_sources(endpoints: Iterable[tuple[Endpoint, ...]]) -> tuple[str, ...]:
-    """The source ids of the built-in proxies and of every workload behind ``endpoints``
-    (per service), sorted."""
+    """The source ids of the built-in proxies and of every workload with a sidecar behind
+    ``endpoints`` (per service), sorted."""
     out = {"|".join(MESH_PROXY_SOURCE), "|".join(GATEWAY_SOURCE)}
     for group in endpoints:
         for ep in group:
-            if ep.workload:
-                out.add(source_id(ep.workload, ep.namespace, ep.labels))
+            if ep.workload and ep.has_sidecar:
+                out.add(source_id(ep.workload, ep.namespace, ep.labels, ep.service_account))
     return tuple(sorted(out))

@@ -33,6 +33,7 @@ from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
+from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -173,6 +174,7 @@ class MeshControlPlane:
             id=node_id("router", "127.0.0.1", "istio-ingressgateway", "istio-system"),
             kind="gateway", namespace="istio-system", ip="127.0.0.1",
             workload="istio-ingressgateway", name="istio-ingressgateway", labels=GATEWAY_LABELS,
+            service_account=GATEWAY_SERVICE_ACCOUNT,
             gateway_ports={80: ingress_port},
         ))
         adopted = [name for name, proxy in self.proxies.items() if proxy.running]

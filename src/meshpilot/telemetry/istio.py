@@ -14,7 +14,9 @@ Reporter ``destination`` comes from a sidecar's inbound side: per inbound port, 
 virtual clusters of route ``inbound|PORT||`` (one per known source workload, see
 :mod:`meshpilot.mesh.sources`; Envoy's ``other`` → source ``unknown``).
 ``destination_*`` is the pod (its Deployment and labels) and the Service whose endpoint
-it is; ``connection_security_policy`` is ``none`` (no mTLS in meshpilot).
+it is; ``connection_security_policy`` is ``mutual_tls`` for requests whose caller a
+peer certificate proved (``source_principal`` its SPIFFE ID, ``destination_principal``
+the pod's own), ``none`` for plaintext ones.
 
 ``response_flags`` is ``-`` (Envoy's per-code counters do not carry flags);
 ``istio_request_bytes``/``istio_response_bytes`` come from per-cluster size histograms,
@@ -31,7 +33,7 @@ from types import MappingProxyType
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
-from meshpilot.mesh.sources import OTHER_SOURCE, parse_source_id
+from meshpilot.mesh.sources import OTHER_SOURCE, parse_counted, spiffe_id
 from meshpilot.telemetry.envoy_stats import (
     RawStats,
     response_code,
@@ -277,6 +279,7 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
     cache = {} if cache is None else cache
     me = _side("source", identity.workload, identity.namespace, identity.labels)
     dest_me = _side("destination", identity.workload, identity.namespace, identity.labels)
+    own_principal = spiffe_id(snapshot.trust_domain, node.namespace, node.service_account)
     inbound_protocols = {p.container_port: p.protocol for p in node.inbound}
 
     def dest_for(cluster: str) -> _Dest | None:
@@ -325,20 +328,29 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
         protocol = inbound_protocols.get(port, "HTTP")
         host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
                                             identity.labels.get("app"))
-        if vcluster == OTHER_SOURCE:
-            source = _side("source", "", "", {}, known=False)
-        else:
-            wl, ns, app, version = parse_source_id(vcluster)
-            known = wl != UNKNOWN
-            source = _side("source", wl, ns, {k: v for k, v in (("app", app),
-                                                                ("version", version))
-                                              if v != UNKNOWN}, known=known)
+        source = _counted_side(vcluster, snapshot.trust_domain)
+        mtls = source["source_principal"] != UNKNOWN
         base = {"reporter": "destination", **source, **dest_me,
+                "destination_principal": own_principal if mtls else UNKNOWN,
                 "destination_service": host, "destination_service_name": svc,
                 "destination_service_namespace": svc_ns,
                 "request_protocol": _protocol_label(protocol), "response_flags": "-",
-                "connection_security_policy": "none", "grpc_response_status": ""}
+                "connection_security_policy": "mutual_tls" if mtls else "none",
+                "grpc_response_status": ""}
         yield from _request_points(name, stat, base, raw)
+
+
+def _counted_side(vcluster: str, trust_domain: str) -> dict[str, str]:
+    """The ``source_*`` labels of an inbound counter: its source, with the principal its
+    certificate proved (``unknown`` when it came in plaintext)."""
+    source = parse_counted(vcluster) if vcluster != OTHER_SOURCE else None
+    if source is None or source.workload == UNKNOWN:
+        return _side("source", "", "", {}, known=False)
+    labels = {k: v for k, v in (("app", source.app), ("version", source.version))
+              if v != UNKNOWN}
+    side = _side("source", source.workload, source.namespace, labels)
+    side["source_principal"] = source.principal(trust_domain)
+    return side
 
 
 def _inbound_port(cluster: str) -> int | None:

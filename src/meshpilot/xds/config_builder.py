@@ -204,8 +204,8 @@ class ProxyConfigBuilder:
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._gen = 0
-        self._inbound_routes: dict[tuple[int, tuple[str, ...]], PreparedResource] = {}
-        """(container port, known sources) -> its inbound route config."""
+        self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
+        """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
         """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
@@ -441,13 +441,14 @@ class ProxyConfigBuilder:
         same resource objects while the callers stay."""
         sources = index.of(snapshot).sources
         out: Items = []
-        kept: dict[tuple[int, tuple[str, ...]], PreparedResource] = {}
+        kept: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         for port in sorted(ports):
-            entry = self._inbound_routes.get((port, sources))
+            key = (port, sources, snapshot.trust_domain)
+            entry = self._inbound_routes.get(key)
             if entry is None:
-                config = inbound_route(port, sources)
+                config = inbound_route(port, sources, snapshot.trust_domain)
                 entry = PreparedResource.of(config.name, config)
-            kept[(port, sources)] = entry
+            kept[key] = entry
             out.append((entry.name, entry))
         self._inbound_routes.update(kept)
         if len(self._inbound_routes) > 4 * (len(kept) + 64):

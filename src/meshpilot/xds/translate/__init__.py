@@ -176,16 +176,18 @@ def http_inbound_ports(node: ProxyNode) -> list[int]:
     return [p.container_port for p in _ports(node) if p.protocol != "TCP"]
 
 
-def inbound_route(container_port: int, sources: Iterable[str]) -> route_pb2.RouteConfiguration:
-    """``inbound|<port>||`` with a telemetry virtual cluster per known source."""
+def inbound_route(container_port: int, sources: Iterable[str], trust_domain: str
+                  ) -> route_pb2.RouteConfiguration:
+    """``inbound|<port>||`` with the telemetry virtual clusters of every known source."""
     config = listeners.inbound_route(container_port)
-    telemetry.count_sources(config, sources)
+    telemetry.count_sources(config, sources, trust_domain)
     return config
 
 
 def inbound_routes(snapshot: MeshSnapshot, node: ProxyNode) -> list[route_pb2.RouteConfiguration]:
     sources = index.of(snapshot).sources
-    return [inbound_route(port, sources) for port in http_inbound_ports(node)]
+    return [inbound_route(port, sources, snapshot.trust_domain)
+            for port in http_inbound_ports(node)]
 
 
 def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:

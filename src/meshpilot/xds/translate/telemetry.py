@@ -9,14 +9,11 @@ defined in :mod:`meshpilot.mesh.sources`):
   early header mutation, so the per-service route configurations stay the same for every
   proxy and are built once), gateways in their route configurations;
 - every inbound HTTP route configuration (``inbound|<port>||``, over RDS, the same for
-  every pod with that port) declares one Envoy *virtual cluster* per known source id,
-  matching that header exactly; Envoy then counts
+  every pod with that port) declares Envoy *virtual clusters* per known source id (its
+  requests proved by mTLS, and its plaintext ones); Envoy then counts
   ``vhost.inbound|http|<port>.vcluster.<source>.upstream_rq_<code>`` and
   ``.upstream_rq_time`` per source, and everything else under its built-in ``other``
   virtual cluster (reported as source ``unknown``).
-
-The header is not authenticated (there is no mTLS here): a process that reaches a pod's
-inbound port directly could claim any source.
 
 Outbound and inbound clusters also track request/response sizes (``istio_request_bytes``,
 ``istio_response_bytes``).
@@ -36,9 +33,17 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 )
 
 from meshpilot.mesh.model import ProxyNode
-from meshpilot.mesh.sources import SOURCE_HEADER, node_source_id
+from meshpilot.mesh.sources import (
+    SOURCE_HEADER,
+    UNKNOWN,
+    counted_name,
+    node_source_id,
+    source_identity,
+    spiffe_id,
+)
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.names import TYPE_ROUTE
+from meshpilot.xds.translate.tls import PEER_PRINCIPAL_HEADER
 
 EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 
@@ -58,14 +63,25 @@ def _source_header(value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def virtual_clusters(sources: Iterable[str]) -> list[rc.VirtualCluster]:
-    return [
-        rc.VirtualCluster(
-            name=s,
-            headers=[rc.HeaderMatcher(name=SOURCE_HEADER, string_match={"exact": s})],
-        )
-        for s in sources
-    ]
+def virtual_clusters(sources: Iterable[str], trust_domain: str) -> list[rc.VirtualCluster]:
+    """Per source id, one counter for its requests proved by the peer certificate (the
+    inbound sidecar's principal header names the source's own identity) and one for its
+    plaintext requests (no principal header at all); a claim over mTLS by someone else
+    matches neither and is counted under Envoy's ``other``."""
+    out = []
+    for source in sources:
+        claim = rc.HeaderMatcher(name=SOURCE_HEADER, string_match={"exact": source})
+        namespace, account = source_identity(source)
+        if account != UNKNOWN:
+            proof = rc.HeaderMatcher(name=PEER_PRINCIPAL_HEADER, string_match={
+                "exact": spiffe_id(trust_domain, namespace, account)})
+            out.append(rc.VirtualCluster(name=counted_name(source, True),
+                                         headers=[claim, proof]))
+        absent = rc.HeaderMatcher(name=PEER_PRINCIPAL_HEADER, present_match=True,
+                                  invert_match=True)
+        out.append(rc.VirtualCluster(name=counted_name(source, False),
+                                     headers=[claim, absent]))
+    return out
 
 
 def mark_gateway_routes(out: dict, node: ProxyNode) -> None:
@@ -76,8 +92,10 @@ def mark_gateway_routes(out: dict, node: ProxyNode) -> None:
         config.request_headers_to_add.append(header)
 
 
-def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str]) -> None:
-    """An inbound route config gets one virtual cluster per known source (in place)."""
-    vclusters = virtual_clusters(sources)
+def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
+                  trust_domain: str) -> None:
+    """An inbound route config gets the virtual clusters of every known source (in
+    place)."""
+    vclusters = virtual_clusters(sources, trust_domain)
     for vhost in config.virtual_hosts:
         vhost.virtual_clusters.extend(vclusters)
