@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc_floor  # this directory's: the transport's floor, the baseline of part (b)
-from harness import process_cpu_seconds
+from harness import issue_credentials, process_cpu_seconds
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot
@@ -56,7 +56,7 @@ from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadI
 from meshpilot.xds import ProxyConfigBuilder, XdsSnapshot
 from meshpilot.xds.resources import prepare
 from meshpilot.xds.translate import build_resources
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 TARGET_P99_MS = 250.0
 FLOOR_ROUNDS = 10
@@ -64,7 +64,8 @@ TARGET_RSS_MB = 500.0
 ISTIOD_NOTE = ("Istio's published istiod sizing: 1 vCPU and 1.5 GB of memory for 1,000 "
                "services and 2,000 sidecars")
 SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
-SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS"}
+SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
+         SECRET: "SDS"}
 FOLLOWED = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """Response types an Envoy follows up with subscriptions (EDS, RDS, SRDS names)."""
 
@@ -155,9 +156,12 @@ def admit_all(node: ProxyNode, metadata: Any) -> None:
     return None
 
 
-def publish(xds: Any, builder: ProxyConfigBuilder, snap: MeshSnapshot) -> None:
-    """What the control plane does with a new mesh snapshot."""
-    xds.publish(XdsSnapshot(snap.version, lambda node: builder.config_for(snap, node)))
+def publish(xds: Any, builder: ProxyConfigBuilder, snap: MeshSnapshot,
+            credentials: Any) -> None:
+    """What the control plane does with a new mesh snapshot: every proxy's config, its own
+    credential among it."""
+    xds.publish(XdsSnapshot(snap.version, lambda node: builder.config_for(
+        snap, node, credentials.get(node.id))))
 
 
 def weight_for(k: int) -> int:
@@ -208,7 +212,8 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
     builder = ProxyConfigBuilder()  # what the control plane serves with
     xds = XdsServer(host="127.0.0.1", authenticate=admit_all)
     port = xds.start()
-    publish(xds, builder, holder["snap"])
+    credentials = issue_credentials(nodes)
+    publish(xds, builder, holder["snap"], credentials)
     envoys: list[EnvoyProcess] = []
     try:
         for i, node in enumerate(nodes):
@@ -232,7 +237,7 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
             mesh.set_weight(weight_for(k))
             holder["snap"] = mesh.snapshot(version)
             t1 = time.perf_counter()
-            publish(xds, builder, holder["snap"])
+            publish(xds, builder, holder["snap"], credentials)
             if not xds.wait_acked(version, ids, timeout=60):
                 raise RuntimeError(f"{api}: update {version} not ACKed by every Envoy in 60 s")
             totals.append(time.perf_counter() - t0)
@@ -281,7 +286,8 @@ def serve_role(args: argparse.Namespace) -> int:
     xds = XdsServer(host="127.0.0.1", authenticate=admit_all)
     port = xds.start()
     QuietCollector(xds.idle_seconds).start()  # the control plane's collection policy
-    publish(xds, builder, holder["snap"])
+    credentials = issue_credentials(sim_node(i) for i in range(args.sim_clients))
+    publish(xds, builder, holder["snap"], credentials)
     ids = [sim_node(i).id for i in range(args.sim_clients)]
     marks: dict[str, float] = {}
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
@@ -303,7 +309,7 @@ def serve_role(args: argparse.Namespace) -> int:
             mesh.set_weight(cmd["weight"])
             holder["snap"] = mesh.snapshot(holder["version"])
             t1 = time.perf_counter()
-            publish(xds, builder, holder["snap"])
+            publish(xds, builder, holder["snap"], credentials)
             reply = {"version": holder["version"], "build": t1 - t0}
             if op == "update":
                 ok = xds.wait_acked(holder["version"], ids, timeout=cmd["timeout"])
@@ -359,7 +365,7 @@ async def _clients_main(args: argparse.Namespace) -> int:
     from envoy.service.discovery.v3 import discovery_pb2
 
     from meshpilot.mesh.model import node_to_metadata
-    from meshpilot.xds.references import eds_name
+    from meshpilot.xds.references import cluster_secret_names, eds_name, listener_secret_names
 
     per_channel = 25
     channels = [
@@ -406,12 +412,15 @@ async def _clients_main(args: argparse.Namespace) -> int:
         def follow_up(type_url: str, payloads: list[bytes]) -> dict[str, set[str] | None]:
             want: dict[str, set[str] | None] = {}
             if type_url == CLUSTER:
-                want[ENDPOINT] = {n for b in payloads
-                                  if (n := eds_name(cluster_pb2.Cluster.FromString(b)))}
+                parsed = [cluster_pb2.Cluster.FromString(b) for b in payloads]
+                want[ENDPOINT] = {n for c in parsed if (n := eds_name(c))}
+                want[SECRET] = {n for c in parsed for n in cluster_secret_names(c)}
             elif type_url == LISTENER:
                 rds: set[str] = set()
+                secrets: set[str] = set()
                 for b in payloads:
                     listener = listener_pb2.Listener.FromString(b)
+                    secrets |= listener_secret_names(listener)
                     for chain in listener.filter_chains:
                         for flt in chain.filters:
                             if not flt.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
@@ -424,6 +433,8 @@ async def _clients_main(args: argparse.Namespace) -> int:
                                 want[SCOPED_ROUTE] = None
                 if rds:
                     want[ROUTE] = rds
+                if secrets:
+                    want[SECRET] = secrets
             elif type_url == SCOPED_ROUTE:
                 want[ROUTE] = {
                     n for b in payloads

@@ -27,13 +27,14 @@ import time
 
 from convergence import StoredMesh, sim_node, weight_for
 from envoy.service.discovery.v3 import discovery_pb2
+from harness import issue_credentials
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder, PushPlanner
 from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.stream import ProxyStream
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
 Req = discovery_pb2.DeltaDiscoveryRequest
 Resp = discovery_pb2.DeltaDiscoveryResponse
@@ -54,7 +55,9 @@ def baseline_per_proxy(count: int) -> float:
 
 
 async def measure(proxies: int, services: int, changes: int) -> dict[str, list[float]]:
-    mesh = StoredMesh(services, [sim_node(i) for i in range(proxies)])
+    nodes = [sim_node(i) for i in range(proxies)]
+    mesh = StoredMesh(services, nodes)
+    credentials = issue_credentials(nodes)  # what the control plane gives each proxy
     holder = {"snap": mesh.snapshot(1)}
     builder = ProxyConfigBuilder()  # what the control plane serves with
     gate = FirstSyncGate(32)
@@ -70,8 +73,8 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
 
     def deliver(stream: ProxyStream, snap: MeshSnapshot) -> None:
         """What the server does per proxy with a published snapshot."""
-        config = builder.config_for(snap, stream.node)
-        if consistency_problems(config):
+        config = builder.config_for(snap, stream.node, credentials.get(stream.node.id))
+        if consistency_problems(config, since=stream.accepted):
             raise SystemExit(f"inconsistent config for {stream.node.id}")
         stream.trigger(snap.version, config)
 
@@ -82,10 +85,13 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
             resp = Resp.FromString(out.pop(0))
             n += 1
             stream.handle(Req(type_url=resp.type_url, response_nonce=resp.nonce))
-            views = builder.config_for(holder["snap"], stream.node)
+            views = builder.config_for(holder["snap"], stream.node,
+                                       credentials.get(stream.node.id))
             if resp.type_url == CLUSTER:
                 stream.handle(Req(type_url=ENDPOINT,
                                   resource_names_subscribe=sorted(views[ENDPOINT])))
+                stream.handle(Req(type_url=SECRET,
+                                  resource_names_subscribe=sorted(views.get(SECRET, ()))))
             elif resp.type_url == LISTENER:
                 stream.handle(Req(type_url=SCOPED_ROUTE, resource_names_subscribe=["*"]))
                 stream.handle(Req(type_url=ROUTE,

@@ -115,19 +115,19 @@ def test_istio_mutual_refuses_certificates_of_its_own(field: str, value: Any):
 
 
 def test_auto_mtls_sends_istio_mutual_to_sidecars_and_plaintext_to_the_rest():
-    istio, plain = tls.auto_mtls_matches([SAN], CLUSTER)
+    """One match, for endpoints marked ``tlsMode: istio``; every other endpoint gets the
+    cluster's default socket, which is plaintext (a catch-all match would say the same
+    in bytes every cluster carries)."""
+    [istio] = tls.auto_mtls_matches([SAN], CLUSTER)
     assert istio.name == "tlsMode-istio"
     assert dict(istio.match) == {"tlsMode": "istio"}
     assert upstream(istio.transport_socket).sni == CLUSTER
-    assert plain.name == "tlsMode-disabled"
-    assert dict(plain.match) == {}
-    assert plain.transport_socket.name == "envoy.transport_sockets.raw_buffer"
 
 
 def test_no_tls_setting_means_auto_mtls_unless_turned_off():
     auto = tls.upstream_tls(None, sni=CLUSTER, subject_alt_names=[SAN])
     assert auto.transport_socket is None
-    assert [m.name for m in auto.socket_matches] == ["tlsMode-istio", "tlsMode-disabled"]
+    assert [m.name for m in auto.socket_matches] == ["tlsMode-istio"]
     assert tls.upstream_tls(None, sni=CLUSTER, subject_alt_names=[SAN],
                             auto_mtls=False) == tls.UpstreamTls()
 
@@ -137,7 +137,7 @@ def test_endpoint_metadata_marks_only_endpoints_with_a_sidecar():
     assert dict(marked.filter_metadata["envoy.transport_socket_match"]) == {"tlsMode": "istio"}
     assert tls.endpoint_tls_metadata(False) == base_pb2.Metadata()
     # the two meet: Envoy picks the first match whose fields the endpoint metadata has
-    [istio, _] = tls.auto_mtls_matches([SAN], CLUSTER)
+    [istio] = tls.auto_mtls_matches([SAN], CLUSTER)
     assert dict(istio.match).items() <= dict(marked.filter_metadata[
         "envoy.transport_socket_match"]).items()
 
@@ -375,8 +375,8 @@ def test_apply_puts_socket_matches_and_auto_sni_on_the_cluster_keeping_its_http_
     apply_policy(auto, None)
     tls.apply_upstream_tls(auto, tls.upstream_tls(None, sni=CLUSTER, subject_alt_names=[SAN]))
     assert not auto.HasField("transport_socket")
-    assert [m.name for m in auto.transport_socket_matches] == ["tlsMode-istio",
-                                                               "tlsMode-disabled"]
+    assert [m.name for m in auto.transport_socket_matches] == ["tlsMode-istio"]
+    assert not auto.HasField("transport_socket")  # plaintext to unmarked endpoints
     assert not _http_options(auto).HasField("upstream_http_protocol_options")
 
 

@@ -45,6 +45,7 @@ from meshpilot.xds.resources import (
     PreparedResource,
     ResourceSet,
     SharedSet,
+    same_names_as,
 )
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
@@ -169,9 +170,11 @@ def _reused(items: Iterable[tuple[str, PreparedResource]], old: SharedSet | None
     """A set of ``items``; the ``old`` object itself when it holds the very same
     resources, so an unchanged type stays the same object from one snapshot to the next."""
     new = kind(items)
-    if old is not None and len(old) == len(new) and all(
-            old.get(n) is e for n, e in new.items()):
+    if old is None:
+        return new
+    if len(old) == len(new) and all(old.get(n) is e for n, e in new.items()):
         return old
+    same_names_as(new, old)
     return new
 
 

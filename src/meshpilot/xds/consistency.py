@@ -97,55 +97,72 @@ def referenced(config: Mapping[str, ResourceSet]) -> dict[str, frozenset[str]]:
     return {type_url: names for type_url, names in found.items() if names}
 
 
-def consistency_problems(config: Mapping[str, ResourceSet]) -> list[str]:
+def consistency_problems(config: Mapping[str, ResourceSet],
+                         since: Mapping[str, ResourceSet] | None = None) -> list[str]:
     """What makes a proxy's config inconsistent (empty: nothing).
 
-    Proxies of a class share most sets and a change moves few of them, so the answers are
-    derived values: the names a set gives are kept on it, and which of a set of names a
-    target set lacks is kept on the target set (keyed by those names, equal for every
-    proxy of a class); a proxy's own top layer of targets then only takes names away.
+    ``since``: a consistent config of the same proxy; a reading whose sets are the very
+    same objects in both is not looked at again (a change moves few sets). Proxies of a
+    class share most sets, so the answers are derived values: the names a set gives are
+    kept on it, and which of a set of names a target set lacks is kept on the target set
+    (keyed by those names, equal for every proxy of a class); a proxy's own top layer of
+    targets then only takes names away.
     """
     out = []
     for type_url, readings in READINGS:
         targets = config.get(type_url, EMPTY_SET)
         missing: frozenset[str] = frozenset()
         for reading in readings:
-            lacking = lacking_names(config.get(reading.referrer, EMPTY_SET), reading, targets)
+            referrers = config.get(reading.referrer, EMPTY_SET)
+            if since is not None and since.get(reading.referrer, EMPTY_SET) is referrers \
+                    and since.get(type_url, EMPTY_SET) is targets:
+                continue
+            lacking = lacking_names(referrers, reading, targets)
             if lacking:
                 missing |= lacking
         if missing:
             out.append(f"{_kind(type_url)} missing: {_listed(missing)}")
-    clusters = config.get(CLUSTER, EMPTY_SET)
-    dangling = [c for c in lacking_names(config.get(ROUTE, EMPTY_SET), _SUBSETS, clusters)
-                if subset_parent(c) in clusters]  # a service with no cluster at all is allowed
+    dangling = _dangling_subsets(config, since)
     if dangling:
         out.append(f"{_kind(CLUSTER)} of a routed subset missing: {_listed(dangling)}")
     return out
+
+
+def _dangling_subsets(config: Mapping[str, ResourceSet],
+                      since: Mapping[str, ResourceSet] | None) -> list[str]:
+    routes, clusters = config.get(ROUTE, EMPTY_SET), config.get(CLUSTER, EMPTY_SET)
+    if since is not None and since.get(ROUTE, EMPTY_SET) is routes \
+            and since.get(CLUSTER, EMPTY_SET) is clusters:
+        return []
+    return [c for c in lacking_names(routes, _SUBSETS, clusters)
+            if subset_parent(c) in clusters]  # a service with no cluster at all is allowed
 
 
 def lacking_names(referrers: ResourceSet, reading: _Reading, targets: ResourceSet
                   ) -> frozenset[str]:
     """The names ``reading`` finds in the referrers that the targets do not hold.
 
-    Answered against the targets' base layer and kept twice: on an immutable referring
-    set, with the base it was found against (valid while that is the same object: most
-    sets do not move in a change), and on the base, keyed by the names asked about (equal
-    for every proxy of a class). A proxy's own top layer of targets only takes names away.
+    Answered against the names of the targets' base layer and kept twice: on an immutable
+    referring set, with those names (valid while they are the same object: a change that
+    keeps a set's names, such as new weights, keeps its names object), and on the base,
+    keyed by the names asked about (equal for every proxy of a class). A proxy's own top
+    layer of targets only takes names away.
     """
     if type(targets) is LayeredSet:
         base, top = targets.base, targets.top
     else:
         base, top = targets, None
+    held = names_of(base)
     slots = getattr(referrers, "derived_values", None)
     slot = slots.get(reading.lacking) if slots is not None else None
-    if slot is not None and slot[0] is base:
+    if slot is not None and slot[0] is held:
         found: frozenset[str] = slot[1]
     else:
         given = named_in(referrers, reading.named, reading.reader)
         found = derived((reading.lacking, given), base, _without, given, base) if given \
             else given
         if slots is not None:
-            slots[reading.lacking] = (base, found)
+            slots[reading.lacking] = (held, found)
     if found and top:
         found = frozenset(n for n in found if n not in top)
     return found

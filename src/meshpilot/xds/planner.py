@@ -275,8 +275,10 @@ def _plan_key(current: Config, target: Config) -> tuple[tuple[Any, ...], tuple[A
         moved = True
     if not moved:
         return (), ()  # nothing changed
-    for _, readings in READINGS:  # values: equal across a class's proxies
-        for r in readings:
+    for type_url, readings in READINGS:
+        if current.get(type_url) is target.get(type_url):
+            continue  # not staged: what names it does not matter to this plan
+        for r in readings:  # values: equal across a class's proxies
             key.append(named_in(target.get(r.referrer, EMPTY_SET), r.named, r.reader))
     return tuple(key), tuple(keep)
 

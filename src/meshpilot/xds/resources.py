@@ -173,10 +173,23 @@ def versions(resource_set: ResourceSet) -> dict[str, str]:
 
 def names_of(resource_set: ResourceSet) -> frozenset[str]:
     """The set's names: once per immutable set; a layered one joins its layers' (not
-    kept: a proxy's own layered set would keep thousands of names per proxy)."""
+    kept: a proxy's own layered set would keep thousands of names per proxy). A builder
+    replacing a set by one with the same names passes the names object on
+    (:func:`same_names_as`), so "the names did not change" is an identity test."""
     if type(resource_set) is LayeredSet:
         return names_of(resource_set.base) | names_of(resource_set.top)
     return derived("names", resource_set, frozenset, resource_set)  # type: ignore[no-any-return]
+
+
+def same_names_as(new: SharedSet, old: ResourceSet) -> None:
+    """Give ``new`` (just made, before anyone reads it) ``old``'s very names object when
+    their names are equal."""
+    if new.keys() == old.keys():
+        names = names_of(old)
+        try:
+            new.derived_values.setdefault("names", names)
+        except AttributeError:
+            new.derived_values = {"names": names}
 
 
 def versions_of(resource_set: ResourceSet) -> dict[str, str]:

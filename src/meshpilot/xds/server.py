@@ -196,7 +196,7 @@ class XdsServer:
             log.exception("building the config of proxy %s failed", stream.node.id)
             problems: tuple[str, ...] = (f"its config could not be built: {exc}",)
         else:
-            problems = tuple(consistency_problems(config))
+            problems = tuple(consistency_problems(config, since=stream.accepted))
             if not problems:
                 stream.trigger(snapshot.version, config)
                 return True

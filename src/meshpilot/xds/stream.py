@@ -139,6 +139,8 @@ class ProxyStream:
         self.refusal: Refusal | None = None
         """The last config refused for this proxy (it stays on its last good one), until
         a good one comes."""
+        self.accepted: ProxyConfig | None = None
+        """The last config given (checked consistent): the next is checked against it."""
         self._nacks = 0  # NACKs on this stream, all types
         self._again = False  # a trigger arrived during a round (or while gated)
         self._gated = False  # waiting for the first-sync gate
@@ -159,6 +161,7 @@ class ProxyStream:
         coalesces with a round already running (the next round starts when it ends, with
         the latest config)."""
         self._want = (version, config)
+        self.accepted = config
         self.refusal = None
         if self._in_round or self._gated or self._closed:
             self._again = True

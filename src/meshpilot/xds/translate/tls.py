@@ -222,7 +222,9 @@ def auto_mtls_matches(
 ) -> list[cluster_pb2.Cluster.TransportSocketMatch]:
     """Istio's auto mTLS: ISTIO_MUTUAL to endpoints whose metadata (filter
     ``envoy.transport_socket_match``) says ``tlsMode: istio``, plaintext to the others.
-    Endpoints carry that metadata from :func:`endpoint_tls_metadata`."""
+    Endpoints carry that metadata from :func:`endpoint_tls_metadata`. An endpoint no
+    match applies to gets the cluster's default socket, plaintext, so the catch-all match
+    Istio also writes is left out: every cluster of every proxy carries these bytes."""
     match = cluster_pb2.Cluster.TransportSocketMatch
     istio = struct_pb2.Struct()
     istio.update({TLS_MODE_KEY: TLS_MODE_ISTIO})
@@ -232,8 +234,6 @@ def auto_mtls_matches(
             match=istio,
             transport_socket=istio_mutual_upstream(sni, subject_alt_names, http2=http2),
         ),
-        match(name=f"{TLS_MODE_KEY}-disabled", match=struct_pb2.Struct(),
-              transport_socket=plaintext_socket()),
     ]
 
 
