@@ -31,8 +31,8 @@ from harness import issue_credentials
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder, PushPlanner
-from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.first_sync import FirstSyncGate
+from meshpilot.xds.server import config_problems
 from meshpilot.xds.stream import ProxyStream
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
@@ -74,7 +74,7 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
     def deliver(stream: ProxyStream, snap: MeshSnapshot) -> None:
         """What the server does per proxy with a published snapshot."""
         config = builder.config_for(snap, stream.node, credentials.get(stream.node.id))
-        if consistency_problems(config, since=stream.accepted):
+        if config_problems(config, stream.accepted):
             raise SystemExit(f"inconsistent config for {stream.node.id}")
         stream.trigger(snap.version, config)
 

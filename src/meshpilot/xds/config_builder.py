@@ -38,8 +38,10 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
+from meshpilot.xds.consistency import class_names, consistency_problems
 from meshpilot.xds.resources import (
     EMPTY_SET,
+    CheckedConfig,
     LayeredSet,
     OwnSet,
     PreparedResource,
@@ -96,6 +98,9 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
+    names: tuple[frozenset[str], ...] = ()
+    """What consistency reads of its sets (their names, the names they give): the same
+    object while all of those are equal."""
 
     @property
     def gateway(self) -> bool:
@@ -143,6 +148,7 @@ class _Node:
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: Hashable = None  # its class key while no rule reads proxy labels
     material: SecretMaterial | None = None  # what its secrets were made from
+    verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
@@ -210,6 +216,8 @@ class ProxyConfigBuilder:
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
+        self._policies: tuple[Any, ...] = ()
+        """The current snapshot's security policies: the same object while they stay."""
         """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
         """How many times each part was (re)built: ``clusters`` / ``routes`` per service,
@@ -222,23 +230,45 @@ class ProxyConfigBuilder:
         """``node``'s config at ``snapshot``; with ``secrets``, its SDS secrets too (the
         very same object again means the same secrets)."""
         with self._lock:
-            self._advance(snapshot)
+            if snapshot is not self._snapshot:
+                self._advance(snapshot)
             state = self._nodes.get(node.id)
             if state is None:
                 state = self._nodes[node.id] = _Node()
-            cls = self._class(snapshot, node, self._class_key(snapshot, node, state))
+            key = state.key if state.key_of is snapshot else \
+                self._class_key(snapshot, node, state)
+            cls = self._classes.get(key)
+            if cls is None or cls.snapshot is not snapshot:
+                cls = self._class(snapshot, node, key)
+            else:
+                cls.gen = self._gen
             self._node(snapshot, node, state)
-            self._secrets(state, secrets)
+            if secrets is not state.material:
+                self._secrets(state, secrets)
             parts = (cls.sets, *state.own.values())
             if same_objects(parts, state.out_of):
                 return state.out  # nothing this proxy gets changed: the same sets
-            out: Config = {**cls.sets}
+            out = CheckedConfig(cls.sets)
             for t, mine in state.own.items():
                 if mine:
                     shared = cls.sets.get(t)
                     out[t] = self._layer(state, t, shared, mine) if shared else mine
+            out.problems = self._verdict(state, cls, parts[1:], out)
             state.out, state.out_of = out, parts
             return out
+
+    @staticmethod
+    def _verdict(state: _Node, cls: _Class, own: tuple[Any, ...], config: Config
+                 ) -> tuple[str, ...]:
+        """The config's consistency problems: those found for the last config of the node
+        while its own sets and its class's names are the same objects (consistency is a
+        matter of names only: a weight change keeps the verdict), else checked now."""
+        last = state.verdict
+        if last is not None and last[0] is cls.names and same_objects(last[1], own):
+            return last[2]  # type: ignore[no-any-return]
+        problems = tuple(consistency_problems(config))
+        state.verdict = (cls.names, own, problems)
+        return problems
 
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
         """Proxies with the same key get the same shared sets for a snapshot."""
@@ -258,9 +288,11 @@ class ProxyConfigBuilder:
 
     # --- generations ----------------------------------------------------------------------
     def _advance(self, snapshot: MeshSnapshot) -> None:
-        if snapshot is self._snapshot:
-            return
         self._snapshot = snapshot
+        policies = (snapshot.peer_authentications, snapshot.authorization_policies,
+                    snapshot.request_authentications, snapshot.trust_domain)
+        if not same_objects(policies, self._policies):
+            self._policies = policies  # one object while the security policies stay
         self._sensitive = index.of(snapshot).label_sensitive
         self._gen += 1
         floor = self._gen - _KEEP
@@ -287,6 +319,7 @@ class ProxyConfigBuilder:
             sets.setdefault(t, EMPTY_SET)
         if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
             cls.sets = sets  # a new object only when a set moved: compared by identity
+            cls.names = class_names(sets, cls.names)
         cls.snapshot = cls.built_from = snapshot
         return cls
 
@@ -403,10 +436,9 @@ class ProxyConfigBuilder:
     def _inbound_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
         """The node's listeners and inbound clusters: rebuilt when the node changes, or
         when the snapshot's security policies moved and what they make it enforce did."""
-        policies = (snapshot.peer_authentications, snapshot.authorization_policies,
-                    snapshot.request_authentications, snapshot.trust_domain)
+        policies = self._policies
         moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
-        if not moved and same_objects(policies, state.policies_of):
+        if not moved and policies is state.policies_of:
             return
         security = inbound_security(snapshot, node)
         state.policies_of = policies

@@ -31,14 +31,15 @@ from meshpilot.xds.sequence import PUSH_SEQUENCE, NameReader
 from meshpilot.xds.types import CLUSTER, ROUTE
 
 
-def _read_all(resource_set: ResourceSet, reader: Callable[[Message], Iterable[str]]
-              ) -> frozenset[str]:
-    return frozenset(n for e in resource_set.values() for n in reader(e.message))
+def _read_all(resource_set: ResourceSet, key: Hashable,
+              reader: Callable[[Message], Iterable[str]]) -> frozenset[str]:
+    given = [found for e in resource_set.values() if (found := e.names_given(key, reader))]
+    return frozenset().union(*given) if given else frozenset()
 
 
 def _read_layered(layered: LayeredSet, key: Hashable, reader: NameReader) -> frozenset[str]:
     if layered.overlaps():
-        return _read_all(layered, reader)
+        return _read_all(layered, key, reader)
     below, above = named_in(layered.base, key, reader), named_in(layered.top, key, reader)
     return below | above if above else below  # the base's very set, when it can
 
@@ -49,7 +50,8 @@ def named_in(resource_set: ResourceSet, key: Hashable, reader: NameReader) -> fr
     if type(resource_set) is LayeredSet:
         return derived(key, resource_set,  # type: ignore[no-any-return]
                        _read_layered, resource_set, key, reader)
-    return derived(key, resource_set, _read_all, resource_set, reader)  # type: ignore[no-any-return]
+    return derived(key, resource_set, _read_all,  # type: ignore[no-any-return]
+                   resource_set, key, reader)
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,16 @@ def _listed(names: Iterable[str], most: int = 20) -> str:
     ordered = sorted(names)
     shown = ", ".join(ordered[:most])
     return shown if len(ordered) <= most else f"{shown} and {len(ordered) - most} more"
+
+
+def class_names(sets: Mapping[str, ResourceSet], last: tuple[frozenset[str], ...]
+                ) -> tuple[frozenset[str], ...]:
+    """Everything the consistency of a config reads of these (shared) sets: each set's
+    names and the names each reading finds in it. ``last`` itself when all are equal, so
+    an unchanged answer is an identity test (the sets are built from the same inputs in
+    the same order, so the tuple's positions mean the same things)."""
+    found = [names_of(sets.get(t, EMPTY_SET)) for t in sorted(sets)]
+    found += [named_in(sets.get(r.referrer, EMPTY_SET), r.named, r.reader)
+              for _, readings in READINGS for r in readings if r.referrer in sets]
+    found.append(named_in(sets.get(ROUTE, EMPTY_SET), _SUBSETS.named, _SUBSETS.reader))
+    return last if tuple(found) == last else tuple(found)

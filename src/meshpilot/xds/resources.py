@@ -18,7 +18,7 @@ names its resources refer to) is computed once and kept on the set itself
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -54,6 +54,16 @@ class PreparedResource:
         packed = any_pb2.Any(type_url=_TYPE_PREFIX + message.DESCRIPTOR.full_name, value=data)
         return cls(name, hashlib.sha256(data).hexdigest()[:16], message, packed)
 
+    def names_given(self, key: Hashable, reader: Callable[[Message], Iterable[str]]
+                    ) -> frozenset[str]:
+        """The names ``reader`` finds in this resource (``key`` says which reading), read
+        once: a set that differs from the last in one resource reads just that one."""
+        given: dict[Hashable, frozenset[str]] = self.__dict__.setdefault("_given", {})
+        found = given.get(key)
+        if found is None:
+            found = given[key] = frozenset(reader(self.message))
+        return found
+
     @cached_property
     def sotw_wire(self) -> bytes:
         """``DiscoveryResponse.resources`` holding this resource, encoded."""
@@ -71,6 +81,15 @@ ResourceSet = Mapping[str, PreparedResource]
 
 ProxyConfig = Mapping[str, ResourceSet]
 """type URL -> resource set: everything one proxy should have."""
+
+
+class CheckedConfig(dict):  # type: ignore[type-arg]
+    """A config made by the config builder, with what its consistency check found
+    (``problems``: empty when consistent). The builder checks each configuration of sets
+    once and reuses the verdict while the names its sets hold and give are the same
+    objects, so the server need not look again. Immutable, like its sets."""
+
+    __slots__ = ("problems",)
 
 
 class SharedSet(dict):  # type: ignore[type-arg]
@@ -157,8 +176,9 @@ def layers(resource_set: ResourceSet) -> tuple[ResourceSet, ResourceSet]:
 def prepare(resources: Mapping[str, Mapping[str, Any]]) -> Mapping[str, ResourceSet]:
     """Messages -> prepared sets; an immutable set is taken as it is (and a config of
     nothing but those, as it is)."""
-    if all(type(by_name) in _IMMUTABLE_SETS or by_name is EMPTY_SET
-           for by_name in resources.values()):
+    if type(resources) is CheckedConfig or all(
+            type(by_name) in _IMMUTABLE_SETS or by_name is EMPTY_SET
+            for by_name in resources.values()):
         return resources  # type: ignore[return-value]
     return {
         type_url: by_name if is_immutable(by_name)

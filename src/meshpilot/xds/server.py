@@ -38,7 +38,7 @@ from meshpilot.xds.deadlines import Deadlines
 from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.loop import LoopThread
 from meshpilot.xds.planner import PushPlanner
-from meshpilot.xds.resources import ProxyConfig, prepare
+from meshpilot.xds.resources import CheckedConfig, ProxyConfig, prepare
 from meshpilot.xds.snapshot import XdsSnapshot
 from meshpilot.xds.status import ProxyStatus, Refusal, SentRecord
 from meshpilot.xds.stream import Api, ProxyStream
@@ -196,7 +196,7 @@ class XdsServer:
             log.exception("building the config of proxy %s failed", stream.node.id)
             problems: tuple[str, ...] = (f"its config could not be built: {exc}",)
         else:
-            problems = tuple(consistency_problems(config, since=stream.accepted))
+            problems = config_problems(config, stream.accepted)
             if not problems:
                 stream.trigger(snapshot.version, config)
                 return True
@@ -387,6 +387,14 @@ class XdsServer:
                     reason)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         raise AssertionError("unreachable: abort raises")
+
+
+def config_problems(config: ProxyConfig, since: ProxyConfig | None) -> tuple[str, ...]:
+    """Why a proxy's config may not be served (empty: it may): the config builder's
+    verdict, or a check against the proxy's last accepted config."""
+    if type(config) is CheckedConfig:
+        return config.problems  # type: ignore[no-any-return]
+    return tuple(consistency_problems(config, since=since))
 
 
 class _Outbox:
