@@ -514,3 +514,33 @@ def test_envoy_resyncs_after_server_restart(
         wait_for(lambda: world.get().headers.get("x-route-tag") == "after-restart", timeout=5)
     finally:
         server.stop(0.2)
+
+
+@pytest.mark.parametrize("api_type", APIS)
+def test_an_inconsistent_config_is_refused_and_the_proxy_keeps_its_last_good_one(
+    world_factory: Callable[[str], World], api_type: str,
+):
+    """go-control-plane's snapshot check, as a gate: a config naming endpoints it does not
+    hold is never sent; the proxy keeps serving the last good config and its status says
+    what was wrong; the next consistent version goes out and clears the refusal."""
+    world = world_factory(api_type)
+    sent_before = len(world.server.sent_log(world.node.id))
+    world.version += 1
+
+    def broken(node: ProxyNode) -> Resources:
+        return {**world.mesh.resources_for(node), ENDPOINT: {}}  # clusters name EDS "A"
+
+    world.server.publish(XdsSnapshot(world.version, broken))
+    wait_for(lambda: _status(world).refusal is not None, timeout=10)
+    st = _status(world)
+    assert st.refusal is not None and st.refusal.version == world.version
+    assert st.refusal.problems == ("ClusterLoadAssignment missing: A",)
+    assert st.mesh_version == world.version - 1
+    assert len(world.server.sent_log(world.node.id)) == sent_before  # nothing sent
+    r = world.get()
+    assert r.status_code == 200 and r.text == "A"
+
+    world.push(tag="v2")  # consistent again
+    st = _status(world)
+    assert st.refusal is None and st.mesh_version == world.version
+    wait_for(lambda: world.get().headers.get("x-route-tag") == "v2", timeout=5)

@@ -239,3 +239,28 @@ def test_a_proxys_secrets_are_its_own_and_the_roots_are_shared(tmp_path: Any) ->
     renewed = certs.current([CredentialSubject("x", "default", "other")])["x"]
     c = builder.config_for(snap, one, renewed)
     assert c[SECRET] is not a[SECRET] and all(c[t] is a[t] for t in a if t != SECRET)
+
+
+def test_a_configs_consistency_is_checked_once_per_configuration_of_names(tmp_path: Any
+                                                                          ) -> None:
+    """The builder's configs carry their verdict; a weight change keeps every name, so the
+    verdict found before is reused (the very object); a new service changes the names
+    and is checked again; each verdict is what the full check finds (a proxy without its
+    credential lacks the secrets its mTLS clusters name)."""
+    from meshpilot.security import load_or_create_self_signed_ca
+    from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
+    from meshpilot.xds.consistency import consistency_problems
+    from meshpilot.xds.resources import CheckedConfig
+
+    one = node(1)
+    certs = WorkloadCertificates(load_or_create_self_signed_ca(tmp_path / "ca"))
+    credential = certs.current([CredentialSubject(one.id, one.namespace, "default")])[one.id]
+    builder = ProxyConfigBuilder()
+    first = builder.config_for(objects(4, {}), one, credential)
+    assert type(first) is CheckedConfig and first.problems == ()
+    reweighed = builder.config_for(objects(4, {2: 30}), one, credential)
+    assert reweighed is not first and reweighed.problems is first.problems
+    grown = builder.config_for(objects(5, {}), one, credential)
+    assert grown.problems == tuple(consistency_problems(grown)) == ()
+    bare = builder.config_for(objects(5, {}), one)  # no credential: refused, and why
+    assert bare.problems == ("Secret missing: ROOTCA, default",)
