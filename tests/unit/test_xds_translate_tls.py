@@ -17,6 +17,7 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import json_format
+from pydantic import ValidationError
 
 from meshpilot.api.networking import ClientTLSSettings
 from meshpilot.xds.translate import tls
@@ -56,6 +57,19 @@ def sans(context: common_pb2.CertificateValidationContext) -> list[tuple[int, di
 
 def settings(**kw: Any) -> ClientTLSSettings:
     return ClientTLSSettings.model_validate(kw)
+
+
+def unchecked(**kw: Any) -> ClientTLSSettings:
+    """Settings as stored before their validation existed: the translation must refuse
+    what it cannot honour on its own, as apply now does (``assert_refused_at_apply``)."""
+    fields = {f.alias or name: name for name, f in ClientTLSSettings.model_fields.items()}
+    return ClientTLSSettings.model_construct(**{fields.get(k, k): v for k, v in kw.items()})
+
+
+def assert_refused_at_apply(field: str, **kw: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        settings(**kw)
+    assert f"tls.{field} " in str(caught.value)
 
 
 # --- ISTIO_MUTUAL ----------------------------------------------------------------------
@@ -105,10 +119,11 @@ def test_destination_rule_istio_mutual_uses_its_own_sni_and_sans_over_the_defaul
 ])
 def test_istio_mutual_refuses_certificates_of_its_own(field: str, value: Any):
     with pytest.raises(tls.UnsupportedTls) as caught:
-        tls.upstream_tls(settings(mode="ISTIO_MUTUAL", **{field: value}), sni=CLUSTER,
+        tls.upstream_tls(unchecked(mode="ISTIO_MUTUAL", **{field: value}), sni=CLUSTER,
                          subject_alt_names=[SAN])
     assert caught.value.field == field
     assert str(caught.value).startswith(f"tls.{field}: ")
+    assert_refused_at_apply(field, mode="ISTIO_MUTUAL", **{field: value})
 
 
 # --- auto mTLS -------------------------------------------------------------------------
@@ -150,8 +165,9 @@ def test_disable_sends_plaintext_and_refuses_settings_it_would_drop():
                             subject_alt_names=[SAN]) == tls.UpstreamTls()
     assert tls.upstream_tls(settings(), sni=CLUSTER, subject_alt_names=[]) == tls.UpstreamTls()
     with pytest.raises(tls.UnsupportedTls) as caught:
-        tls.upstream_tls(settings(mode="DISABLE", sni="x"), sni=CLUSTER, subject_alt_names=[])
+        tls.upstream_tls(unchecked(mode="DISABLE", sni="x"), sni=CLUSTER, subject_alt_names=[])
     assert caught.value.field == "sni"
+    assert_refused_at_apply("sni", mode="DISABLE", sni="x")
 
 
 def test_simple_verifies_the_server_with_the_ca_file_sni_and_typed_sans():
@@ -254,8 +270,9 @@ def test_mutual_with_credential_name_and_insecure_skip_verify_presents_but_verif
 ])
 def test_settings_that_cannot_be_honoured_are_refused_by_field(given: dict[str, Any], field: str):
     with pytest.raises(tls.UnsupportedTls) as caught:
-        tls.upstream_tls(settings(**given), sni=CLUSTER, subject_alt_names=[])
+        tls.upstream_tls(unchecked(**given), sni=CLUSTER, subject_alt_names=[])
     assert caught.value.field == field
+    assert_refused_at_apply(field, **given)
 
 
 # --- inbound ---------------------------------------------------------------------------

@@ -601,6 +601,72 @@ class ClientTLSSettings(Model):
     insecure_skip_verify: bool | None = None
     ca_crl: str | None = None
 
+    @model_validator(mode="after")
+    def _honourable(self) -> ClientTLSSettings:
+        problem = tls_settings_problem(self)
+        if problem is not None:
+            field, why = problem
+            raise PydanticCustomError("mp_value", "tls.{field} {why}",
+                                      {"field": field, "why": why})
+        return self
+
+
+_TLS_ALL_BUT_MODE = ("client_certificate", "private_key", "ca_certificates", "credential_name",
+                     "subject_alt_names", "sni", "insecure_skip_verify", "ca_crl")
+_TLS_FILE_OR_CREDENTIAL = ("client_certificate", "private_key", "ca_certificates",
+                           "credential_name", "ca_crl")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _first_set(settings: ClientTLSSettings, fields: tuple[str, ...], why: str
+               ) -> tuple[str, str] | None:
+    name = next((f for f in fields if getattr(settings, f)), None)
+    return (_camel(name), why) if name else None
+
+
+def tls_settings_problem(settings: ClientTLSSettings) -> tuple[str, str] | None:
+    """(field, why) when a DestinationRule's ``tls`` cannot be honoured as written
+    (Istio's own validation, plus what a socket of that mode would drop); None when it
+    can. Refused at apply; the translation to Envoy asks the same question."""
+    mode = settings.mode or "DISABLE"  # Istio's enum default
+    if mode == "DISABLE":
+        return _first_set(settings, _TLS_ALL_BUT_MODE, "has no effect with mode DISABLE")
+    if mode == "ISTIO_MUTUAL":
+        return _first_set(settings, _TLS_FILE_OR_CREDENTIAL,
+                          "cannot be set with mode ISTIO_MUTUAL (the workload certificate "
+                          "is used)") or _first_set(
+            settings, ("insecure_skip_verify",), "ISTIO_MUTUAL always verifies the peer")
+    return _simple_or_mutual_problem(settings, mutual=mode == "MUTUAL")
+
+
+def _simple_or_mutual_problem(settings: ClientTLSSettings, *, mutual: bool
+                              ) -> tuple[str, str] | None:
+    found = None if mutual else _first_set(
+        settings, ("client_certificate", "private_key"),
+        "SIMPLE presents no client certificate; use mode MUTUAL")
+    if found is None and settings.credential_name:
+        found = _first_set(settings, ("client_certificate", "private_key", "ca_certificates"),
+                           "cannot be set with credentialName, which holds the certificates") \
+            or _first_set(settings, ("ca_crl",),
+                          "a CRL file cannot be combined with credentialName")
+    elif found is None and mutual:
+        missing = next((f for f in ("client_certificate", "private_key")
+                        if not getattr(settings, f)), None)
+        if missing:
+            found = (_camel(missing),
+                     "MUTUAL needs a client certificate and private key (or a credentialName)")
+    if found is None and settings.insecure_skip_verify:
+        found = _first_set(settings, ("ca_certificates", "subject_alt_names", "ca_crl"),
+                           "cannot be set with insecureSkipVerify, which verifies nothing")
+        if found is None and not mutual:
+            found = _first_set(settings, ("credential_name",),
+                               "cannot be set with insecureSkipVerify in mode SIMPLE")
+    return found
+
 
 class TunnelSettings(Model):
     """Tunnel TCP over HTTP CONNECT/POST to a proxy (kept loose: rarely used)."""

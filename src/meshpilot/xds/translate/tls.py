@@ -51,7 +51,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
-from meshpilot.api.networking import ClientTLSSettings
+from meshpilot.api.networking import ClientTLSSettings, tls_settings_problem
 from meshpilot.security.identity import DEFAULT_TRUST_DOMAIN
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY
@@ -269,15 +269,13 @@ def upstream_tls(
             return UpstreamTls()
         return UpstreamTls(socket_matches=tuple(auto_mtls_matches(subject_alt_names, sni,
                                                                   http2=http2)))
+    problem = tls_settings_problem(settings)
+    if problem is not None:
+        raise UnsupportedTls(*problem)
     mode = settings.mode or "DISABLE"  # Istio's enum default
     if mode == "DISABLE":
-        _refuse_set(settings, _ALL_BUT_MODE, "has no effect with mode DISABLE")
         return UpstreamTls()
     if mode == "ISTIO_MUTUAL":
-        _refuse_set(settings, _FILE_OR_CREDENTIAL,
-                    "cannot be set with mode ISTIO_MUTUAL (the workload certificate is used)")
-        _refuse_set(settings, ("insecure_skip_verify",),
-                    "ISTIO_MUTUAL always verifies the peer's identity")
         return UpstreamTls(transport_socket=istio_mutual_upstream(
             settings.sni or sni, settings.subject_alt_names or subject_alt_names, http2=http2))
     return _simple_or_mutual(settings, mutual=mode == "MUTUAL", http2=http2)
@@ -303,47 +301,7 @@ def apply_upstream_tls(cluster: cluster_pb2.Cluster, chosen: UpstreamTls) -> Non
     packed.CopyFrom(pb.pack(options))
 
 
-_ALL_BUT_MODE = ("client_certificate", "private_key", "ca_certificates", "credential_name",
-                 "subject_alt_names", "sni", "insecure_skip_verify", "ca_crl")
-_FILE_OR_CREDENTIAL = ("client_certificate", "private_key", "ca_certificates",
-                       "credential_name", "ca_crl")
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _refuse_set(settings: ClientTLSSettings, fields: Sequence[str], why: str) -> None:
-    for name in fields:
-        if getattr(settings, name):
-            raise UnsupportedTls(_camel(name), why)
-
-
-def _check_simple_or_mutual(settings: ClientTLSSettings, mutual: bool) -> None:
-    """Istio's DestinationRule validation, plus what a SIMPLE socket would drop."""
-    if not mutual:
-        _refuse_set(settings, ("client_certificate", "private_key"),
-                    "SIMPLE presents no client certificate; use mode MUTUAL")
-    if settings.credential_name:
-        _refuse_set(settings, ("client_certificate", "private_key", "ca_certificates"),
-                    "cannot be set with credentialName, which holds the certificates")
-        _refuse_set(settings, ("ca_crl",), "a CRL file cannot be combined with credentialName")
-    elif mutual:
-        for name in ("client_certificate", "private_key"):
-            if not getattr(settings, name):
-                raise UnsupportedTls(_camel(name), "MUTUAL needs a client certificate and "
-                                     "private key (or a credentialName)")
-    if settings.insecure_skip_verify:
-        _refuse_set(settings, ("ca_certificates", "subject_alt_names", "ca_crl"),
-                    "cannot be set with insecureSkipVerify, which verifies nothing")
-        if not mutual:
-            _refuse_set(settings, ("credential_name",),
-                        "cannot be set with insecureSkipVerify in mode SIMPLE")
-
-
 def _simple_or_mutual(settings: ClientTLSSettings, *, mutual: bool, http2: bool) -> UpstreamTls:
-    _check_simple_or_mutual(settings, mutual)
     common = tls_pb2.CommonTlsContext(tls_params=_tls_params())
     if http2:
         common.alpn_protocols.append("h2")
