@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 
 from tests.builders import demo_app_container, deployment
 from tests.conftest import run_cli
 from tests.e2e import myapp
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import URL, Mesh
 from tests.e2e.scenario import Given
 
 TRUST_DOMAIN = "cluster.local"
@@ -108,3 +109,85 @@ def test_proxy_config_secret_of_the_builtin_proxies_and_bad_names(
     assert "mesh-proxy" in unknown.stderr and pod in unknown.stderr  # what is valid
     wrong = run_cli("proxy-config", "secrets", pod, state_dir=mesh.cp.state_dir)
     assert wrong.returncode == 1 and "secret, all" in wrong.stderr
+
+
+STRICT_AND_ALLOW_NOTHING = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: myapp-closed, namespace: default}
+spec:
+  selector: {matchLabels: {app: myapp}}
+"""
+
+
+def section(text: str, title: str) -> str:
+    """The lines of ``describe`` output from the heading ``title`` to the next heading."""
+    lines = text[text.index(title):].splitlines()
+    end = next((i for i, line in enumerate(lines[1:], 1) if not line.startswith(" ")),
+               len(lines))
+    return "\n".join(lines[:end])
+
+
+def test_describe_pod_explains_what_its_sidecar_enforces(mesh: Mesh, given: Given) -> None:
+    given.applied(myapp.version("v1"), myapp.service())
+    [pod] = mesh.pods_of("myapp-v1")
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    state = mesh.cp.state_dir
+
+    before = run_cli("describe", "pod", name, state_dir=state)
+    assert before.returncode == 0, before.stderr
+    assert f"Identity:         spiffe://{TRUST_DOMAIN}/ns/default/sa/default" in before.stdout
+    assert "Deployment:       myapp-v1" in before.stdout and f"IP:               {ip}" in \
+        before.stdout
+    mtls = section(before.stdout, "Mutual TLS")
+    assert "8080  HTTP      PERMISSIVE" in mtls
+    assert "no PeerAuthentication applies; PERMISSIVE is the default" in mtls
+    assert "Default: ALLOW (no ALLOW policy applies)" in before.stdout
+    with httpx.Client(trust_env=False, timeout=10) as plain:  # PERMISSIVE: plaintext in
+        assert plain.get(f"http://{ip}:8080/").status_code == 200
+
+    mesh.apply(STRICT_AND_ALLOW_NOTHING)
+    mesh.converge()
+    after = run_cli("describe", "pod", name, state_dir=state)
+    assert after.returncode == 0, after.stderr
+    mtls = section(after.stdout, "Mutual TLS")
+    assert "8080  HTTP      STRICT" in mtls
+    assert "STRICT from namespace-wide policy default/strict" in mtls
+    authz = section(after.stdout, "Authorization")
+    assert "  DENY: <none>" in authz and "  CUSTOM: <none>" in authz
+    assert "default/myapp-closed (0 rules): its selector {app=myapp} matches the workload" \
+        in authz
+    assert "allow-nothing: it has no rules, so it matches no request" in authz
+    assert "Default: DENY (deny by default: an ALLOW policy applies)" in authz
+    assert "Request authentication (RequestAuthentication): <none>" in after.stdout
+
+    # ...and that is what the sidecar does: plaintext is refused, mTLS callers get 403.
+    with httpx.Client(trust_env=False, timeout=10) as plain, \
+            pytest.raises(httpx.TransportError):
+        plain.get(f"http://{ip}:8080/")
+    denied = mesh.http.get(URL)
+    assert denied.status_code == 403 and denied.text == "RBAC: access denied"
+
+    body = mesh.api.get(f"/api/v1/namespaces/default/pods/{name}/security").json()
+    assert body["kind"] == "PodSecurity" and body["pod"]["metadata"]["name"] == name
+    assert body["pod"]["spec"]["serviceAccountName"] == "default"
+    [port] = body["peerAuthentication"]["ports"]
+    assert (port["port"], port["mode"], port["level"]) == (8080, "STRICT", "namespace")
+    assert body["authorization"]["allowRequired"] is True
+    with mesh.cp.new_client(token="") as anonymous:
+        assert anonymous.get(f"/api/v1/namespaces/default/pods/{name}/security"
+                             ).status_code == 401
+
+    unknown = run_cli("describe", "pod", "nope", state_dir=state)
+    assert unknown.returncode == 1
+    assert "no pod 'nope' in namespace default; pods there: " + name in unknown.stderr
+    elsewhere = run_cli("describe", "pod", name, "-n", "prod", state_dir=state)
+    assert elsewhere.returncode == 1 and "use -n default" in elsewhere.stderr
+    # describe of a stored kind is as before
+    stored = run_cli("describe", "peerauthentication", "strict", state_dir=state)
+    assert stored.returncode == 0 and "mode: STRICT" in stored.stdout

@@ -34,6 +34,7 @@ from meshpilot.cli.common import (
     out,
     print_diagnostics,
 )
+from meshpilot.cli.describe_pod import describe_pod
 from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
 from meshpilot.cli.rollout import register as register_rollout_commands
@@ -360,7 +361,11 @@ def describe(
     namespace: NamespaceOpt = "default",
     state_dir: StateOpt = None,
 ) -> None:
-    """Show one object in full, with what the control plane finds wrong with it."""
+    """Show one object in full, with what the control plane finds wrong with it; for a
+    pod, what its sidecar enforces (mTLS mode per port, authorization, JWT) and why."""
+    if kind.lower() in ("pod", "pods", "po"):
+        describe_pod(client_for(state_dir), namespace, name)
+        return
     info = _kind(kind)
     client = client_for(state_dir)
     obj = check(client.get(info, namespace, name))

@@ -1,6 +1,7 @@
 """API routes for the running mesh: pods, proxies and what each proxy actually holds.
 
-``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style;
+``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style (``.../{name}``
+one of them, ``.../{name}/security`` what its sidecar enforces and why);
 ``/apis/meshpilot.io/v1/proxies`` is ``proxy-status`` (per proxy, per xDS type: the
 version sent, the version ACKed, or the NACK); ``.../proxies/{name}/config/{type}`` reads
 the proxy's own admin ``/config_dump``, so the answer is what Envoy holds, not what we
@@ -20,7 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from meshpilot.proxy.admin import AdminClient
+from meshpilot.runtime import Pod
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.pod_security import pod_security
 from meshpilot.server.proxy_secrets import ACTIVE, WARMING, secret_items, without_keys
 
 _ADMIN = "type.googleapis.com/envoy.admin.v3."
@@ -82,6 +85,33 @@ class MeshAPI:
         ns = request.path_params.get("namespace")
         items = [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
         return JSONResponse({"apiVersion": "v1", "kind": "PodList", "items": items})
+
+    def _find_pod(self, namespace: str, name: str) -> Pod | Response:
+        """The pod ``namespace/name``, or the 404 response naming the pods there (and the
+        namespace a pod of that name is in, if it is in another)."""
+        pods = self._pods()
+        found = next((p for p in pods if p.namespace == namespace and p.name == name), None)
+        if found is not None:
+            return found
+        here = sorted(p.name for p in pods if p.namespace == namespace)
+        elsewhere = sorted(p.namespace for p in pods if p.name == name)
+        hint = f" (it is in namespace {elsewhere[0]}: use -n {elsewhere[0]})" if elsewhere else ""
+        return _error(404, f"no pod {name!r} in namespace {namespace}{hint}; pods there: "
+                           f"{', '.join(here) or 'none'}")
+
+    async def pod(self, request: Request) -> Response:
+        found = self._find_pod(request.path_params["namespace"], request.path_params["name"])
+        return found if isinstance(found, Response) else JSONResponse(self._pod_json(found))
+
+    async def pod_security(self, request: Request) -> Response:
+        """What the pod's sidecar enforces and why, from the current snapshot (the one
+        the proxies are being sent): ``meshpilot describe pod``."""
+        found = self._find_pod(request.path_params["namespace"], request.path_params["name"])
+        if isinstance(found, Response):
+            return found
+        body = pod_security(self.mesh.snapshot, found.proxy_node())
+        return JSONResponse({"apiVersion": "meshpilot.io/v1", "kind": "PodSecurity",
+                             "pod": self._pod_json(found), **body})
 
     async def proxies(self, request: Request) -> Response:
         out = []
@@ -180,6 +210,8 @@ class MeshAPI:
         return [
             Route("/api/v1/pods", self.pods),
             Route("/api/v1/namespaces/{namespace}/pods", self.pods),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}", self.pod),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}/security", self.pod_security),
             Route("/apis/meshpilot.io/v1/proxies", self.proxies),
             Route("/apis/meshpilot.io/v1/proxies/{name}/config/{type}", self.proxy_config),
             Route("/apis/meshpilot.io/v1/readiness", self.readiness),
