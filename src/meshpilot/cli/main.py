@@ -78,17 +78,27 @@ def up(
         help="Your CA (Istio's ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); "
              "default: a root made in the state directory")] = None,
     cert_ttl: Annotated[str, typer.Option(
-        help="Workload certificate lifetime (renewed at about half): 24h, 1h, 30s")] = "24h",
+        help="Workload (and API) certificate lifetime (renewed at about half): 24h, 1h, "
+             "30s")] = "24h",
+    tls: Annotated[bool, typer.Option(
+        "--tls", help="Serve the API over HTTPS with a certificate from the mesh's CA; the "
+                      "CLI verifies it against the CA's roots (api-ca.pem in the state "
+                      "directory)")] = False,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
     if endpoints and pid_alive(int(endpoints.get("pid", 0))):
-        out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root})")
+        running_tls = str(endpoints["api"]).startswith("https://")
+        note = "" if running_tls == tls or not tls else (
+            "; it serves plain HTTP: `meshpilot down`, then `up --tls`")
+        out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root}){note}")
     else:
         identity = ["--trust-domain", trust_domain, "--cert-ttl", cert_ttl]
         if ca_dir:
             identity += ["--ca-dir", str(Path(ca_dir).resolve())]
+        if tls:
+            identity.append("--tls")
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
