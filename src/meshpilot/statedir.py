@@ -57,6 +57,12 @@ class StateDir:
     def log_file(self) -> Path:
         return self.root / "controlplane.log"
 
+    @property
+    def api_ca_file(self) -> Path:
+        """The roots that sign the API's certificate when it is served over HTTPS
+        (``up --tls``): what a client verifies the server against."""
+        return self.root / "api-ca.pem"
+
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,19 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _verification(state: StateDir, api: str) -> ssl.SSLContext | bool:
+    """How the API's certificate is checked when it is served over HTTPS (``up --tls``):
+    against the mesh CA's roots in the state directory, and for the address connected to;
+    never against the system's CAs, which did not issue it."""
+    if not api.startswith("https://"):
+        return True  # plain HTTP on loopback: nothing to verify
+    try:
+        return ssl.create_default_context(cafile=state.api_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise NotRunning(f"the API at {api} is served over TLS, but the roots to verify it "
+                         f"against ({state.api_ca_file}) cannot be read: {exc}") from None
+
+
 class ControlPlaneClient:
     def __init__(self, state: StateDir, timeout: float = 30.0) -> None:
         endpoints = state.read_endpoints()
@@ -59,6 +73,7 @@ class ControlPlaneClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             trust_env=False,
+            verify=_verification(state, str(endpoints["api"])),
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Response:

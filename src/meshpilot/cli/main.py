@@ -34,6 +34,7 @@ from meshpilot.cli.common import (
     out,
     print_diagnostics,
 )
+from meshpilot.cli.describe_pod import describe_pod
 from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
 from meshpilot.cli.rollout import register as register_rollout_commands
@@ -77,17 +78,27 @@ def up(
         help="Your CA (Istio's ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); "
              "default: a root made in the state directory")] = None,
     cert_ttl: Annotated[str, typer.Option(
-        help="Workload certificate lifetime (renewed at about half): 24h, 1h, 30s")] = "24h",
+        help="Workload (and API) certificate lifetime (renewed at about half): 24h, 1h, "
+             "30s")] = "24h",
+    tls: Annotated[bool, typer.Option(
+        "--tls", help="Serve the API over HTTPS with a certificate from the mesh's CA; the "
+                      "CLI verifies it against the CA's roots (api-ca.pem in the state "
+                      "directory)")] = False,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
     if endpoints and pid_alive(int(endpoints.get("pid", 0))):
-        out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root})")
+        running_tls = str(endpoints["api"]).startswith("https://")
+        note = "" if running_tls == tls or not tls else (
+            "; it serves plain HTTP: `meshpilot down`, then `up --tls`")
+        out.print(f"meshpilot is already up: API {endpoints['api']} (state {state.root}){note}")
     else:
         identity = ["--trust-domain", trust_domain, "--cert-ttl", cert_ttl]
         if ca_dir:
             identity += ["--ca-dir", str(Path(ca_dir).resolve())]
+        if tls:
+            identity.append("--tls")
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -360,7 +371,11 @@ def describe(
     namespace: NamespaceOpt = "default",
     state_dir: StateOpt = None,
 ) -> None:
-    """Show one object in full, with what the control plane finds wrong with it."""
+    """Show one object in full, with what the control plane finds wrong with it; for a
+    pod, what its sidecar enforces (mTLS mode per port, authorization, JWT) and why."""
+    if kind.lower() in ("pod", "pods", "po"):
+        describe_pod(client_for(state_dir), namespace, name)
+        return
     info = _kind(kind)
     client = client_for(state_dir)
     obj = check(client.get(info, namespace, name))

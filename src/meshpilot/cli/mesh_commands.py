@@ -113,6 +113,34 @@ def _endpoint_rows(items: list[dict[str, Any]]) -> _Rows:
                        ep.get("health_status", "HEALTHY"), cla.get("cluster_name", "")]
 
 
+def _secret_rows(items: list[dict[str, Any]]) -> _Rows:
+    """One row per certificate, as ``istioctl proxy-config secret``: a chain's leaf
+    shows its SPIFFE ID where a root shows its subject."""
+    for item in items:
+        for cert in item.get("certificates") or [{}]:
+            who = ", ".join(cert.get("uriSans") or []) or cert.get("subject") or "-"
+            valid = cert.get("validNow")
+            yield [item.get("name", ""), item.get("type", ""), item.get("status", ""),
+                   "-" if valid is None else str(valid).lower(),
+                   cert.get("serialNumber", "-"), cert.get("notBefore", "-"),
+                   cert.get("notAfter", "-"), who, cert.get("issuer") or "-"]
+
+
+def secret_summary(items: list[dict[str, Any]]) -> list[str]:
+    """What a person asks first: whose certificate this is and whether the proxy trusts
+    the root it was signed by."""
+    lines = []
+    for item in items:
+        if item.get("type") != "Cert Chain":
+            continue
+        root = item.get("trustedRoot")
+        lines.append(f"{item.get('name')}: identity {item.get('identity') or '<none>'}, "
+                     + ("valid now" if item.get("validNow") else "NOT valid now") + ", "
+                     + (f"signed by trusted root {root}" if root
+                        else "NOT signed by any root this proxy trusts"))
+    return lines
+
+
 _ENDPOINTS_TABLE = (("ENDPOINT", "STATUS", "CLUSTER"), _endpoint_rows)
 _CONFIG_TABLES: Mapping[str, tuple[tuple[str, ...],
                                    Callable[[list[dict[str, Any]]], _Rows]]] = MappingProxyType({
@@ -120,6 +148,8 @@ _CONFIG_TABLES: Mapping[str, tuple[tuple[str, ...],
     "listeners": (("NAME", "ADDRESS", "PORT"), _listener_rows),
     "routes": (("NAME", "VIRTUAL HOST", "DOMAINS", "ROUTES"), _route_rows),
     "endpoints": _ENDPOINTS_TABLE,
+    "secret": (("RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT BEFORE",
+                "NOT AFTER", "IDENTITY / SUBJECT", "ISSUER"), _secret_rows),
 })
 """(column titles, rows of /config_dump items) per proxy-config kind."""
 
@@ -170,18 +200,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("proxy-config")
     def proxy_config(
-        kind: Annotated[str, typer.Argument(help="routes, clusters, listeners, endpoints, all")],
+        kind: Annotated[str, typer.Argument(
+            help="routes, clusters, listeners, endpoints, secret, all")],
         name: Annotated[str, typer.Argument(help="pod name, mesh-proxy or ingressgateway")],
         state_dir: StateOpt = None,
         output: Annotated[str, typer.Option("--output", "-o")] = "table",
     ) -> None:
-        """What that Envoy actually holds (read from its admin /config_dump)."""
+        """What that Envoy actually holds (read from its admin /config_dump); ``secret``:
+        its workload certificate and the roots it trusts (never its key)."""
         client: ControlPlaneClient = client_for(state_dir)
         body = check(client.request("GET", f"/apis/meshpilot.io/v1/proxies/{name}/config/{kind}"))
         if output == "json" or kind == "all":
             out.print(json.dumps(body, indent=2), markup=False)
-        else:
-            out.print(config_table(kind, body["items"]), markup=False)
+            return
+        out.print(config_table(kind, body["items"]), markup=False)
+        if kind == "secret":
+            for line in secret_summary(body["items"]):
+                out.print(line, markup=False)
 
     @app.command("send")
     def send(

@@ -1,14 +1,16 @@
 """The control-plane process: ``python -m meshpilot.server --state-dir DIR``.
 
-Binds the API to loopback (a free port unless one is given), writes ``endpoints.json``
-only once the socket is listening, and holds a lock on the state directory so two
-control planes never share one store. What the process runs is made and wired in
+Binds the API to loopback (a free port unless one is given; HTTPS with ``--tls``, see
+:mod:`meshpilot.server.api_tls`), writes ``endpoints.json`` only once the socket is
+listening, and holds a lock on the state directory so two control planes never share one
+store. What the process runs is made and wired in
 :mod:`meshpilot.server.compose`; this module is the process around it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -26,6 +28,7 @@ from meshpilot.api.base import parse_duration
 from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server import compose
+from meshpilot.server.api_tls import ApiTls
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
 
@@ -42,13 +45,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _api_tls(state: StateDir, host: str, components: compose.Components,
+             security: SecurityOptions) -> ApiTls:
+    """The API's TLS, from the CA the mesh issues workload certificates from (the same
+    CA, loaded from its files, for a config plane without a mesh)."""
+    if components.mesh is not None:
+        ca = components.mesh.certificates.ca
+    else:
+        ca = security.certificate_authority(state.root)
+    return ApiTls(ca, state, host, ttl=security.cert_ttl)
 
 
 def serve(
     state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
-    security: SecurityOptions | None = None,
+    security: SecurityOptions | None = None, tls: bool = False,
 ) -> int:
     state.create()
     try:
@@ -75,23 +89,38 @@ def serve(
         if started.is_set():
             state.write_endpoints(endpoints)
 
+    options = security if security is not None else SecurityOptions()
     try:
         components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
-                                   envoy_concurrency=envoy_concurrency, security=security)
+                                   envoy_concurrency=envoy_concurrency, security=options)
     except Exception as exc:
         store.close()
         lock.close()
         print(f"meshpilot: the mesh did not start: {exc}", file=sys.stderr)
         return 4
+    try:
+        api_tls = _api_tls(state, host, components, options) if tls else None
+    except Exception as exc:
+        components.stop()
+        store.close()
+        lock.close()
+        print(f"meshpilot: the API's TLS certificate could not be made: {exc}", file=sys.stderr)
+        return 4
+    if api_tls is not None:
+        endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file))
     app = components.app(token, info)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+        ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)
     server = uvicorn.Server(config)
 
     original_startup = server.startup
+    renewal: list[asyncio.Task[None]] = []  # held, so the task is not collected
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await original_startup(sockets=sockets)
+        if api_tls is not None:
+            renewal.append(asyncio.get_running_loop().create_task(api_tls.renew_forever()))
         started.set()
         state.write_endpoints(endpoints)
         log.warning("meshpilot control plane listening on %s", endpoints["api"])
@@ -132,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a plugged-in CA (ca-cert.pem, ca-key.pem, root-cert.pem, "
                              "cert-chain.pem); default: a root made in the state directory")
     parser.add_argument("--cert-ttl", type=_duration, default=DEFAULT_WORKLOAD_TTL,
-                        help="workload certificate lifetime, e.g. 24h, 1h, 30s")
+                        help="workload (and API) certificate lifetime, e.g. 24h, 1h, 30s")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve the API over HTTPS with a certificate from the mesh's CA "
+                             "(its roots written to api-ca.pem in the state directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -141,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                cert_ttl=args.cert_ttl)
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
-                 security=security)
+                 security=security, tls=args.tls)
 
 
 def _duration(text: str) -> timedelta:

@@ -1,10 +1,11 @@
 """API routes for the running mesh: pods, proxies and what each proxy actually holds.
 
-``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style;
+``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style (``.../{name}``
+one of them, ``.../{name}/security`` what its sidecar enforces and why);
 ``/apis/meshpilot.io/v1/proxies`` is ``proxy-status`` (per proxy, per xDS type: the
 version sent, the version ACKed, or the NACK); ``.../proxies/{name}/config/{type}`` reads
 the proxy's own admin ``/config_dump``, so the answer is what Envoy holds, not what we
-meant to send.
+meant to send (``secret``: its certificate and roots, parsed; never a key).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from meshpilot.proxy.admin import AdminClient
+from meshpilot.runtime import Pod
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.pod_security import pod_security
+from meshpilot.server.proxy_secrets import ACTIVE, WARMING, secret_items, without_keys
 
 _ADMIN = "type.googleapis.com/envoy.admin.v3."
 CONFIG_TYPES = MappingProxyType({
@@ -29,6 +33,23 @@ CONFIG_TYPES = MappingProxyType({
     "routes": ("dynamic_route_configs", _ADMIN + "RoutesConfigDump"),
     "endpoints": ("", _ADMIN + "EndpointsConfigDump"),
 })
+
+
+def _items(dump: dict[str, Any], kind: str) -> list[Any]:
+    """The ``kind`` entries of a whole ``/config_dump``."""
+    field, type_url = CONFIG_TYPES[kind]
+    for config in dump.get("configs", []):
+        if config.get("@type") == type_url:
+            if kind == "endpoints":
+                return [*config.get("static_endpoint_configs", []),
+                        *config.get("dynamic_endpoint_configs", [])]
+            return list(config.get(field, []))
+    return []
+
+
+def _secrets(admin: AdminClient) -> list[dict[str, Any]]:
+    """The proxy's SDS secrets, certificates parsed, keys never read (blocking)."""
+    return secret_items(admin.config_dump(ACTIVE), admin.config_dump(WARMING))
 
 
 def _error(code: int, message: str) -> JSONResponse:
@@ -50,6 +71,7 @@ class MeshAPI:
             "metadata": {"name": pod.name, "namespace": pod.namespace,
                          "labels": dict(pod.labels),
                          "ownerReferences": [{"kind": "Deployment", "name": pod.deployment}]},
+            "spec": {"serviceAccountName": pod.service_account},
             "status": {
                 "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,
                 "restartCount": pod.restarts, "message": pod.message,
@@ -63,6 +85,33 @@ class MeshAPI:
         ns = request.path_params.get("namespace")
         items = [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
         return JSONResponse({"apiVersion": "v1", "kind": "PodList", "items": items})
+
+    def _find_pod(self, namespace: str, name: str) -> Pod | Response:
+        """The pod ``namespace/name``, or the 404 response naming the pods there (and the
+        namespace a pod of that name is in, if it is in another)."""
+        pods = self._pods()
+        found = next((p for p in pods if p.namespace == namespace and p.name == name), None)
+        if found is not None:
+            return found
+        here = sorted(p.name for p in pods if p.namespace == namespace)
+        elsewhere = sorted(p.namespace for p in pods if p.name == name)
+        hint = f" (it is in namespace {elsewhere[0]}: use -n {elsewhere[0]})" if elsewhere else ""
+        return _error(404, f"no pod {name!r} in namespace {namespace}{hint}; pods there: "
+                           f"{', '.join(here) or 'none'}")
+
+    async def pod(self, request: Request) -> Response:
+        found = self._find_pod(request.path_params["namespace"], request.path_params["name"])
+        return found if isinstance(found, Response) else JSONResponse(self._pod_json(found))
+
+    async def pod_security(self, request: Request) -> Response:
+        """What the pod's sidecar enforces and why, from the current snapshot (the one
+        the proxies are being sent): ``meshpilot describe pod``."""
+        found = self._find_pod(request.path_params["namespace"], request.path_params["name"])
+        if isinstance(found, Response):
+            return found
+        body = pod_security(self.mesh.snapshot, found.proxy_node())
+        return JSONResponse({"apiVersion": "meshpilot.io/v1", "kind": "PodSecurity",
+                             "pod": self._pod_json(found), **body})
 
     async def proxies(self, request: Request) -> Response:
         out = []
@@ -86,7 +135,9 @@ class MeshAPI:
             })
         return JSONResponse({"proxies": out})
 
-    def _admin_for(self, name: str) -> AdminClient | None:
+    def _admin_for(self, name: str) -> AdminClient | Response:
+        """The admin API of the proxy ``name`` (a built-in proxy by its key or the name
+        proxy-status shows, or a pod), or the error response saying why there is none."""
         proxy = self.mesh.proxies.get(name)
         if proxy is not None and proxy.running:
             return proxy.admin
@@ -94,38 +145,44 @@ class MeshAPI:
             meta = proxy.bootstrap.get("node", {}).get("metadata", {})
             if proxy.running and name in (meta.get("NAME"), meta.get("WORKLOAD_NAME")):
                 return proxy.admin
-        for pod in self._pods():
+        pods = self._pods()
+        for pod in pods:
             if pod.name == name and pod.admin_port:
                 return AdminClient("127.0.0.1", pod.admin_port)
-        return None
+            if pod.name == name:
+                return _error(409, f"pod {name} is {pod.phase}: its sidecar is not running"
+                                   f"{f' ({pod.message})' if pod.message else ''}; running: "
+                                   f"{', '.join(self._running_proxies()) or 'none'}")
+        return _error(404, f"no proxy named {name!r}; known: "
+                           f"{', '.join(self._running_proxies()) or 'none'}")
+
+    def _running_proxies(self) -> list[str]:
+        """The names ``proxy-config`` takes: the built-in proxies and every pod whose
+        sidecar answers."""
+        names = [name for name, proxy in self.mesh.proxies.items() if proxy.running]
+        names += [p.name for p in self._pods() if p.admin_port]
+        return sorted(names)
 
     async def proxy_config(self, request: Request) -> Response:
         name = request.path_params["name"]
         kind = request.path_params["type"]
-        if kind not in CONFIG_TYPES and kind != "all":
+        if kind not in CONFIG_TYPES and kind not in ("secret", "all"):
             return _error(400, f"unknown config type {kind!r}; use one of: "
-                          f"{', '.join(CONFIG_TYPES)}, all")
+                          f"{', '.join(CONFIG_TYPES)}, secret, all")
         admin = self._admin_for(name)
-        if admin is None:
-            known = sorted([*self.mesh.proxies, *(p.name for p in self._pods())])
-            return _error(404, f"no proxy named {name!r}; known: {', '.join(known)}")
+        if isinstance(admin, Response):
+            return admin
         try:
+            if kind == "secret":
+                return JSONResponse({"proxy": name, "type": kind,
+                                     "items": await asyncio.to_thread(_secrets, admin)})
             dump = await asyncio.to_thread(admin.config_dump, include_eds=kind in ("endpoints",
                                                                                   "all"))
         except Exception as exc:  # the proxy's admin did not answer
             return _error(503, f"proxy {name} did not answer its admin endpoint: {exc}")
         if kind == "all":
-            return JSONResponse(dump)
-        field, type_url = CONFIG_TYPES[kind]
-        for config in dump.get("configs", []):
-            if config.get("@type") == type_url:
-                if kind == "endpoints":
-                    items = [*config.get("static_endpoint_configs", []),
-                             *config.get("dynamic_endpoint_configs", [])]
-                else:
-                    items = config.get(field, [])
-                return JSONResponse({"proxy": name, "type": kind, "items": items})
-        return JSONResponse({"proxy": name, "type": kind, "items": []})
+            return JSONResponse(without_keys(dump))
+        return JSONResponse({"proxy": name, "type": kind, "items": _items(dump, kind)})
 
     async def readiness(self, request: Request) -> Response:
         """Is the mesh converged: every Deployment at its replicas, every proxy on the
@@ -153,6 +210,8 @@ class MeshAPI:
         return [
             Route("/api/v1/pods", self.pods),
             Route("/api/v1/namespaces/{namespace}/pods", self.pods),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}", self.pod),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}/security", self.pod_security),
             Route("/apis/meshpilot.io/v1/proxies", self.proxies),
             Route("/apis/meshpilot.io/v1/proxies/{name}/config/{type}", self.proxy_config),
             Route("/apis/meshpilot.io/v1/readiness", self.readiness),
