@@ -195,3 +195,11 @@ def test_a_stored_secret_that_no_longer_parses_is_skipped_without_its_value(
     assert snap.secrets == ()
     assert "db-password" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+def test_neither_a_secret_nor_the_snapshot_holding_it_shows_values_when_printed() -> None:
+    snap = build_snapshot(1, keyed(TLS_SECRET))
+    assert snap.secrets[1].obj.value("password") == b"hunter2"
+    for text in (repr(snap), repr(snap.secrets), str(snap.secrets[1].obj)):
+        assert "hunter2" not in text and "KEY" not in text
+    assert "password" in repr(snap.secrets[1].obj)  # the keys are shown, not the values

@@ -165,7 +165,7 @@ class MeshSnapshot:
     authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
     canaries: tuple[Named[Canary], ...] = ()
     request_authentications: tuple[Named[RequestAuthentication], ...] = ()
-    secrets: tuple[Named[Secret], ...] = ()
+    secrets: tuple[Named[Secret], ...] = field(default=(), repr=False)
     """Every stored v1 Secret: a gateway serves the certificate a Gateway server names by
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their
     values are credentials: nothing that logs or describes a snapshot may print them."""
