@@ -21,8 +21,8 @@ What a proxy gets:
 
 Not translated yet: TCP routes, TLS termination on TLS ports, multi-cluster gateway
 modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), delegate VirtualServices, ``exportTo``, locality
-load balancing, warmup, tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard
-ServiceEntry hosts, and peer authentication / authorization policies.
+load balancing, warmup, tunnel/proxy protocol, PASSTHROUGH load balancing and wildcard
+ServiceEntry hosts.
 
 Nothing here does I/O or keeps state between calls (import-linter keeps translation away
 from the store, the runtime and the server).
@@ -120,8 +120,7 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     (and, for a gateway, its route configs and, under ``TYPE_SECRET``, the SDS secrets
     of the certificates its Gateway servers name). Everything else depends on the node
     through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
-    What a gateway leaves out is told by :func:`~meshpilot.xds.translate.gateway.
-    gateway_resources`."""
+    What a gateway leaves out, and why, is in ``gateway_resources(...).problems``."""
     if node.kind != "gateway":
         out = sidecar_own(node, inbound_security(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
