@@ -155,3 +155,51 @@ def test_an_equal_body_with_another_resource_version_is_parsed_again() -> None:
     host = "myapp.default.svc.cluster.local"
     assert [p.port for p in one.services[host].ports] == [8080, 9090]
     assert [p.port for p in two.services[host].ports] == [8081]
+
+
+TLS_SECRET = """
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-cert, namespace: istio-system}
+type: kubernetes.io/tls
+stringData: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-password}
+stringData: {password: hunter2}
+"""
+
+
+def test_secrets_are_in_the_snapshot_and_keep_their_identity() -> None:
+    """A gateway serves the certificate of the Secret its Gateway names, so the snapshot
+    carries the stored Secrets; an unchanged one is the very same object next time."""
+    builder = SnapshotBuilder()
+    first = builder.build(1, keyed(SERVICE + "---" + TLS_SECRET))
+    assert [(s.namespace, s.name, s.obj.type) for s in first.secrets] == [
+        ("istio-system", "shop-cert", "kubernetes.io/tls"), ("default", "db-password", "Opaque")]
+    assert first.secrets[0].obj.value("tls.crt") == b"CERT"
+    again = builder.build(2, keyed(SERVICE + "---" + TLS_SECRET))
+    assert again.secrets is first.secrets
+    changed = builder.build(3, keyed(SERVICE + "---" + TLS_SECRET.replace("hunter2", "x")))
+    assert changed.secrets[0] is first.secrets[0]
+    assert changed.secrets[1] is not first.secrets[1]
+
+
+def test_a_stored_secret_that_no_longer_parses_is_skipped_without_its_value(
+        caplog: Any) -> None:
+    (key, body), = keyed(TLS_SECRET.split("---")[1])
+    body = {**body, "data": {"password": "not base64 hunter2!"}}
+    del body["stringData"]
+    snap = build_snapshot(1, [(key, body)])
+    assert snap.secrets == ()
+    assert "db-password" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_neither_a_secret_nor_the_snapshot_holding_it_shows_values_when_printed() -> None:
+    snap = build_snapshot(1, keyed(TLS_SECRET))
+    assert snap.secrets[1].obj.value("password") == b"hunter2"
+    for text in (repr(snap), repr(snap.secrets), str(snap.secrets[1].obj)):
+        assert "hunter2" not in text and "KEY" not in text
+    assert "password" in repr(snap.secrets[1].obj)  # the keys are shown, not the values

@@ -71,6 +71,15 @@ class Secret(Resource):
     data: dict[SecretKey, Base64Value] = Field(default_factory=dict)
     string_data: dict[SecretKey, str] = Field(default_factory=dict)
 
+    def __repr_args__(self) -> Any:
+        """Its fields for ``repr``, the values of ``data`` and ``stringData`` replaced by
+        their keys: a Secret that ends up in a log or a traceback shows no credential."""
+        for name, value in super().__repr_args__():
+            if name in ("data", "string_data") and isinstance(value, dict):
+                yield name, {key: "<redacted>" for key in value}
+            else:
+                yield name, value
+
     def value(self, key: str) -> bytes | None:
         """The decoded value of ``key`` (``stringData`` first), or None."""
         if key in self.string_data:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
+from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary
 from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
@@ -143,7 +144,7 @@ def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:
 _KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({
     model: model.__name__ for model in (
         WorkloadEntry, Service, ServiceEntry, VirtualService, DestinationRule, Gateway,
-        PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary)})
+        PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary, Secret)})
 """The models a snapshot is folded from, by the kind they are stored as (their name)."""
 
 
@@ -214,6 +215,7 @@ class SnapshotBuilder:
             canaries=_kept(parsed(Canary), last and last.canaries),
             request_authentications=_kept(parsed(RequestAuthentication),
                                           last and last.request_authentications),
+            secrets=_kept(parsed(Secret), last and last.secrets),
             trust_domain=self.trust_domain,
             sidecar_ports=self._sidecar_ports(instances),
         )
@@ -240,7 +242,7 @@ class SnapshotBuilder:
             try:
                 named = Named(key.namespace, key.name, model.model_validate(body))
             except ValidationError as exc:  # stored before a schema change; skip, say why
-                log.warning("skipping %s: no longer valid: %s", key, exc.errors()[:1])
+                log.warning("skipping %s: no longer valid: %s", key, _first_error(exc))
                 continue
             seen[key] = (copy.deepcopy(body), named, body)
             out.append(named)
@@ -296,6 +298,13 @@ class SnapshotBuilder:
             (ep for w in members for p in service.ports
              if (ep := _service_endpoint(host, p, w)) is not None), key=_endpoint_order))
         return (svc, members, service, eps)
+
+
+def _first_error(exc: ValidationError) -> dict[str, Any]:
+    """Where and why, without the value at fault: a Secret's values are credentials, and
+    pydantic's error carries the input it refused."""
+    first = exc.errors()[0]
+    return {"type": first["type"], "loc": first["loc"], "msg": first["msg"]}
 
 
 def _kept(objects: list[Named[M]], last: tuple[Named[M], ...] | None) -> tuple[Named[M], ...]:

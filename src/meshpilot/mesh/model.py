@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary
 from meshpilot.api.networking import DestinationRule, Gateway, ServiceEntry, VirtualService
 from meshpilot.api.request_authentication import RequestAuthentication
@@ -164,6 +165,10 @@ class MeshSnapshot:
     authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
     canaries: tuple[Named[Canary], ...] = ()
     request_authentications: tuple[Named[RequestAuthentication], ...] = ()
+    secrets: tuple[Named[Secret], ...] = field(default=(), repr=False)
+    """Every stored v1 Secret: a gateway serves the certificate a Gateway server names by
+    ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their
+    values are credentials: nothing that logs or describes a snapshot may print them."""
     trust_domain: str = "cluster.local"  # of the workloads' SPIFFE identities
     sidecar_ports: frozenset[int] = frozenset()
     """The HTTP container ports of the workloads with a sidecar: every sidecar gets the

@@ -51,6 +51,10 @@ CUSTOM_ACTION = Code("MP0035", Severity.ERROR, "action CUSTOM: meshpilot has no 
                      "provider")
 TARGET_REF = Code("MP0036", Severity.ERROR, "targetRef/targetRefs: policies attach to "
                   "sidecars by selector only")
+GATEWAY_MULTI_CLUSTER = Code("MP0037", Severity.ERROR, "Gateway TLS mode ISTIO_MUTUAL or "
+                             "AUTO_PASSTHROUGH: meshpilot runs no multi-cluster gateway")
+GATEWAY_TLS_UNSERVED = Code("MP0038", Severity.ERROR, "Gateway server TLS the gateway cannot "
+                            "serve as written")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -69,6 +73,12 @@ PEER_AUTHN_ROOT_SELECTOR = Code("MP2008", Severity.WARNING, "PeerAuthentication 
                                 "selector in the root namespace is ignored")
 DUPLICATE_ISSUER = Code("MP2009", Severity.WARNING, "two JWT rules for one issuer on one "
                         "workload")
+GATEWAY_BAD_CREDENTIAL = Code("MP1003", Severity.ERROR, "Gateway credentialName names a "
+                              "Secret that cannot serve it", "IST0161")
+GATEWAY_NO_CREDENTIAL = Code("MP2010", Severity.WARNING, "Gateway credentialName names no "
+                             "Secret in the gateway's namespace", "IST0161")
+PASSTHROUGH_NO_ROUTE = Code("MP2011", Severity.WARNING, "Gateway PASSTHROUGH server with no "
+                            "VirtualService tls route for its hosts")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

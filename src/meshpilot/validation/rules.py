@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.finding import Finding
+from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
@@ -33,6 +34,7 @@ def _tls_secret(body: Mapping[str, Any]) -> list[Finding]:
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
+    "Gateway": gateway_findings,
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
 })

@@ -18,6 +18,7 @@ from meshpilot.validation import codes
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.diagnostics import Diagnostic
 from meshpilot.validation.finding import Path
+from meshpilot.validation.gateway_state import check_gateways
 from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
@@ -140,9 +141,11 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     """Cross-object diagnostics for the changed objects (or every object if ``all_objects``).
 
     Errors: a subset no DestinationRule defines (MP1001), two VirtualServices claiming
-    one mesh host (MP1002). Warnings: unknown hosts, gateways, and subsets selecting no
-    workload; each kind's own rules (validation.rules); security policies that Istio
-    would not enforce as written (validation.security_state).
+    one mesh host (MP1002), a Gateway credential Secret that cannot serve (MP1003).
+    Warnings: unknown hosts, gateways, and subsets selecting no workload; each kind's own
+    rules (validation.rules); security policies that Istio would not enforce as written
+    (validation.security_state); Gateway credentials not there yet and passthrough
+    servers without routes (validation.gateway_state).
     """
     idx = _index(objects)
     found = Findings()
@@ -168,6 +171,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
             _check_destination_rule(obj, idx, found)
         _check_own_rules(obj, found)
     check_security(objects, lambda o: o.changed or all_objects, found)
+    check_gateways(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 

@@ -13,13 +13,16 @@ What a proxy gets:
   that reaches it, so a change to one service's routes resends that route config only;
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
   (HTTP) an ``inbound|<port>||`` route config.
-- ``gateway``: the outbound clusters, and per HTTP Gateway server port mapped in
-  ``node.gateway_ports`` a ``gateway_<port>`` listener with route config ``http.<port>``.
+- ``gateway``: the outbound clusters, and per Gateway server port mapped in
+  ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
+  ``http.<port>``; TLS servers get SNI-matched chains terminating TLS (route config per
+  server) or passing it through by VirtualService ``tls`` routes, and the SDS secrets of
+  their ``credentialName`` certificates (:mod:`~meshpilot.xds.translate.gateway`).
 
-Not translated yet: TLS (Gateway HTTPS/TLS servers, DestinationRule ``tls``), TCP and
-TLS routes, delegate VirtualServices, ``exportTo``, locality load balancing, warmup,
-tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, and
-peer authentication / authorization policies.
+Not translated yet: TCP routes, TLS termination on TLS ports, multi-cluster gateway
+modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), delegate VirtualServices, ``exportTo``, locality
+load balancing, warmup, tunnel/proxy protocol, PASSTHROUGH load balancing and wildcard
+ServiceEntry hosts.
 
 Nothing here does I/O or keeps state between calls (import-linter keeps translation away
 from the store, the runtime and the server).
@@ -32,24 +35,19 @@ from collections.abc import Iterable
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
-from meshpilot.api.networking import Server
 from meshpilot.mesh import index
-from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import clusters, listeners, names, telemetry
+from meshpilot.xds.translate.gateway import gateway_resources
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
+    TYPE_SECRET,
 )
-from meshpilot.xds.translate.vhosts import (
-    HTTP_PROTOCOLS,
-    RouteTable,
-    gateway_vhosts,
-    sidecar_route_tables,
-)
+from meshpilot.xds.translate.vhosts import RouteTable, sidecar_route_tables
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 
 Resources = dict[str, dict[str, Message]]
@@ -60,6 +58,7 @@ __all__ = [
     "TYPE_LISTENER",
     "TYPE_ROUTE",
     "TYPE_SCOPED_ROUTE",
+    "TYPE_SECRET",
     "Resources",
     "build_resources",
 ]
@@ -75,23 +74,6 @@ def _outbound_clusters(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) 
         out[TYPE_CLUSTER][cluster.name] = cluster
         if assignment is not None:
             out[TYPE_ENDPOINT][assignment.cluster_name] = assignment
-
-
-def _gateway_servers(
-    snapshot: MeshSnapshot, node: ProxyNode
-) -> dict[int, list[tuple[str, Server]]]:
-    """HTTP servers of the Gateways selecting ``node``, by Gateway port number."""
-    by_port: dict[int, list[tuple[str, Server]]] = {}
-    for named in sorted(snapshot.gateways, key=lambda n: (n.namespace, n.name)):
-        if node.labels and not labels_match(named.obj.spec.selector, node.labels):
-            continue
-        for server in named.obj.spec.servers:
-            if server.port.protocol.upper() not in HTTP_PROTOCOLS:
-                continue
-            by_port.setdefault(server.port.number, []).append(
-                (f"{named.namespace}/{named.name}", server)
-            )
-    return by_port
 
 
 def route_config(table: RouteTable) -> route_pb2.RouteConfiguration:
@@ -135,23 +117,20 @@ def _empty() -> Resources:
 
 def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     """What only ``node`` has: its listeners, inbound clusters and inbound route configs
-    (and, for a gateway, its route configs). Everything else depends on the node
-    through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`)."""
+    (and, for a gateway, its route configs and, under ``TYPE_SECRET``, the SDS secrets
+    of the certificates its Gateway servers name). Everything else depends on the node
+    through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
+    What a gateway leaves out, and why, is in ``gateway_resources(...).problems``."""
     if node.kind != "gateway":
         out = sidecar_own(node, inbound_security(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         return out
     out = _empty()
-    for port, servers in sorted(_gateway_servers(snapshot, node).items()):
-        bind = node.gateway_ports.get(port)
-        if bind is None:
-            continue
-        listener = listeners.gateway(node, port, bind)
-        out[TYPE_LISTENER][listener.name] = listener
-        name = names.gateway_route(port)
-        out[TYPE_ROUTE][name] = route_pb2.RouteConfiguration(
-            name=name, virtual_hosts=gateway_vhosts(snapshot, node, port, servers)
-        )
+    built = gateway_resources(snapshot, node)
+    _add(out, TYPE_LISTENER, built.listeners)
+    _add(out, TYPE_ROUTE, built.routes)
+    if built.secrets:
+        out[TYPE_SECRET] = {secret.name: secret for secret in built.secrets}
     telemetry.mark_gateway_routes(out, node)
     return out
 
@@ -197,5 +176,5 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     if node.kind != "gateway":
         _outbound_routes(out, snapshot, node)
     for type_url, by_name in node_resources(snapshot, node).items():
-        out[type_url].update(by_name)
+        out.setdefault(type_url, {}).update(by_name)
     return out

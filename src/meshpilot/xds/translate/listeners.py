@@ -210,3 +210,25 @@ def gateway(node: ProxyNode, server_port: int, bind_port: int) -> listener_pb2.L
         _hcm_filter(manager),
         base_pb2.OUTBOUND,
     )
+
+
+def gateway_tls(node: ProxyNode, server_port: int, bind_port: int,
+                chains: Sequence[lc.FilterChain]) -> listener_pb2.Listener:
+    """``gateway_<port>`` for TLS servers: the chains (one per terminating server or
+    passthrough route) are told apart by SNI, which the TLS inspector reads from the
+    ClientHello; a connection whose SNI no chain serves is closed."""
+    return listener_pb2.Listener(
+        name=names.gateway_listener(server_port),
+        address=socket(node.ip, bind_port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=chains,
+        listener_filters=[tls.tls_inspector()],
+    )
+
+
+def gateway_https_filters(server_port: int, route_name: str) -> list[lc.Filter]:
+    """The network filters of a TLS-terminating gateway chain: the gateway's connection
+    manager, routing with ``route_name`` over RDS."""
+    manager = connection_manager(names.gateway_listener(server_port), rds=route_name,
+                                 edge=True)
+    return [_hcm_filter(manager)]

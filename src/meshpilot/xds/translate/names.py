@@ -11,6 +11,9 @@ sidecar route cfg (per svc)    ``outbound|myapp.default.svc.cluster.local``
 sidecar virtual host           ``myapp.default.svc.cluster.local:8080``
 inbound listener               ``inbound_8080`` (RDS route config ``inbound|8080||``)
 gateway listener / route cfg   ``gateway_80`` / ``http.80`` (keyed by Gateway server port)
+gateway TLS route cfg          ``https.443.https.public.istio-system`` (one per terminating
+                               server: port, port name, Gateway, namespace)
+gateway credential (SDS)       ``kubernetes://<credentialName>`` (+ ``-cacert``)
 =============================  =============================================
 """
 
@@ -21,6 +24,7 @@ TYPE_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 TYPE_SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+TYPE_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 OUTBOUND_LISTENER = "outbound_http_proxy"
 OUTBOUND_SCOPES = "outbound_http_proxy"
@@ -69,6 +73,13 @@ def vhost(host: str, port: int) -> str:
 def gateway_route(port: int) -> str:
     """Route config of a gateway's HTTP servers on Gateway port ``port``."""
     return f"http.{port}"
+
+
+def gateway_tls_route(port: int, port_name: str, gateway: str, namespace: str) -> str:
+    """Route config of one TLS-terminating Gateway server (Istio's ``https.`` name). Each
+    such server has its own, so a request can reach only the hosts of the server whose
+    certificate (and client verification) its connection went through."""
+    return f"https.{port}.{port_name}.{gateway}.{namespace}"
 
 
 def gateway_listener(port: int) -> str:

@@ -155,33 +155,65 @@ def gateway_vhosts(
     port: int,
     servers: Iterable[tuple[str, Server]],
 ) -> list[rc.VirtualHost]:
-    """Vhosts of route config ``http.<port>`` for the servers (``ns/gateway``, server)."""
+    """Vhosts of a gateway route config for the servers (``ns/gateway``, server): one
+    per host where a bound VirtualService's hosts meet a server's.
+
+    A server with ``tls.httpsRedirect`` (Istio's behaviour) makes its vhosts answer every
+    request with a 301 to the same URL over https (Envoy's ``require_tls: ALL``), and
+    gets such a vhost for each of its hosts that no VirtualService routes, so a plain
+    ``http://`` request to it is redirected, not refused with 404.
+    """
     servers = list(servers)
     refs = {ref for ref, _ in servers}
     where = Where(node.labels, node.namespace, port, frozenset(refs))
     ctx = Ctx(snapshot, node, where)
     vhosts: dict[str, rc.VirtualHost] = {}
     for named in index.gateway_virtual_services(snapshot, refs):
-        domains = list(
-            _domains(
-                named.namespace, [fqdn(h, named.namespace) for h in named.obj.spec.hosts], servers
-            )
-        )
+        hosts = [fqdn(h, named.namespace) for h in named.obj.spec.hosts]
+        domains = list(bound_hosts(named.namespace, hosts, servers))
         if not domains:
             continue
         routes = http_routes(named, ctx)
-        for domain in domains:
+        for domain, server in domains:
             vhost = vhosts.get(domain)
             if vhost is None:
-                vhost = vhosts[domain] = rc.VirtualHost(
-                    name=names.vhost(domain, port), domains=[domain]
-                )
+                vhost = vhosts[domain] = _gateway_vhost(domain, port, server)
             vhost.routes.extend(routes)
+    _add_redirects(vhosts, port, servers)
     return list(vhosts.values())
 
 
-def _domains(vs_ns: str, vs_hosts: list[str], servers: list[tuple[str, Server]]) -> Iterator[str]:
+def _add_redirects(vhosts: dict[str, rc.VirtualHost], port: int,
+                   servers: list[tuple[str, Server]]) -> None:
+    """A redirect-only vhost for each host of an ``httpsRedirect`` server that no
+    VirtualService routes (Istio's gateway does the same)."""
+    for _, server in servers:
+        if not _redirects(server):
+            continue
+        for _, host in _server_hosts(server, ""):
+            if host not in vhosts:
+                vhosts[host] = _gateway_vhost(host, port, server)
+
+
+def _redirects(server: Server) -> bool:
+    return bool(server.tls and server.tls.https_redirect)
+
+
+def _gateway_vhost(domain: str, port: int, server: Server) -> rc.VirtualHost:
+    vhost = rc.VirtualHost(name=names.vhost(domain, port), domains=[domain])
+    if _redirects(server):
+        vhost.require_tls = rc.VirtualHost.ALL
+    return vhost
+
+
+def bound_hosts(vs_ns: str, vs_hosts: Iterable[str], servers: Iterable[tuple[str, Server]]
+                ) -> Iterator[tuple[str, Server]]:
+    """Where a VirtualService's hosts (or a TLS route's SNI hosts) meet the hosts of the
+    servers (``ns/gateway``, server) it is bound to: each host served, the narrower of
+    the two, once, with the first server that serves it. A server host ``ns/host`` takes
+    VirtualServices of namespace ``ns`` only (``.``: the Gateway's own)."""
     seen: set[str] = set()
+    servers = list(servers)
     for host in vs_hosts:
         for ref, server in servers:
             for ns, server_host in _server_hosts(server, ref.split("/")[0]):
@@ -190,4 +222,4 @@ def _domains(vs_ns: str, vs_hosts: list[str], servers: list[tuple[str, Server]])
                 hit = _intersect(host, server_host)
                 if hit is not None and hit not in seen:
                     seen.add(hit)
-                    yield hit
+                    yield hit, server

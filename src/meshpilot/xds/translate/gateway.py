@@ -1,0 +1,322 @@
+"""The ingress gateway's own resources: per Gateway server port it listens on, a
+listener, its route configurations, and the SDS secrets of the certificates it presents.
+
+The servers of every Gateway selecting the gateway are merged by port, as Istio does:
+
+- plaintext HTTP servers: one listener routing with ``http.<port>`` (the vhosts of every
+  server on the port; ``httpsRedirect`` ones answer 301 to https);
+- TLS servers: one listener whose filter chains are told apart by SNI. A terminating
+  server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) is one chain presenting its certificate and
+  routing with its own route config ``https.<port>.<port name>.<gateway>.<namespace>``
+  (Istio's), so a request reaches only the hosts of the server whose certificate and
+  client verification its connection went through. A PASSTHROUGH server is one chain
+  per VirtualService ``tls`` route match bound to it, matched on the route's
+  ``sniHosts``, forwarding the still-encrypted connection to the route's destination.
+
+A port serves one kind: a server of the other kind than the port's first server is left
+out (Istio refuses that conflict too). An SNI name is served by the first chain that
+claims it on a port, as Envoy refuses two chains for one name.
+
+Nothing is dropped silently: every server or route left out, and why, is a
+:class:`GatewayProblem` in :attr:`GatewayResources.problems`, for the caller to report
+(a missing credential Secret among them: Istio's gateway does not serve that host
+either). Pure: no I/O, the same input gives the same resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+from meshpilot.api.networking import Server, TLSMatchAttributes, TLSRoute, VirtualService
+from meshpilot.mesh import index
+from meshpilot.mesh.index import labels_match
+from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
+from meshpilot.xds.translate import gateway_tls, listeners, names, pb
+from meshpilot.xds.translate.gateway_tls import (
+    CredentialUnavailable,
+    ServerMode,
+    UnsupportedGatewayTls,
+    server_names,
+)
+from meshpilot.xds.translate.matches import Where, applies
+from meshpilot.xds.translate.routes import Ctx, cluster_for
+from meshpilot.xds.translate.vhosts import bound_hosts, gateway_vhosts
+
+ANY_SNI = "*"
+
+
+@dataclass(frozen=True)
+class GatewayProblem:
+    """A Gateway server, or a route bound to it, that the gateway does not serve."""
+
+    gateway: str  # ns/name of the Gateway
+    server: int  # the server's place in spec.servers
+    port: int  # its port number
+    field: str  # the field at fault, under the server (``tls.credentialName``)
+    message: str  # why, and what would be served; never a Secret's value
+
+    def __str__(self) -> str:
+        return (f"Gateway {self.gateway} spec.servers[{self.server}].{self.field} "
+                f"(port {self.port}): {self.message}")
+
+
+@dataclass(frozen=True)
+class GatewayResources:
+    """Everything a gateway serves by itself, and what it leaves out."""
+
+    listeners: tuple[listener_pb2.Listener, ...] = ()
+    routes: tuple[route_pb2.RouteConfiguration, ...] = ()
+    secrets: tuple[secret_pb2.Secret, ...] = ()
+    problems: tuple[GatewayProblem, ...] = ()
+
+
+@dataclass(frozen=True)
+class BoundServer:
+    """A server of a Gateway selecting the gateway, and how it is served."""
+
+    ref: str  # ns/name of its Gateway
+    index: int  # its place in spec.servers
+    server: Server
+    mode: ServerMode
+
+    @property
+    def pair(self) -> tuple[str, Server]:
+        return self.ref, self.server
+
+    def problem(self, field: str, message: str) -> GatewayProblem:
+        return GatewayProblem(self.ref, self.index, self.server.port.number, field, message)
+
+
+def bound_servers(snapshot: MeshSnapshot, node: ProxyNode, problems: list[GatewayProblem]
+                  ) -> dict[int, list[BoundServer]]:
+    """The servers the gateway ``node`` serves, by port number, in Gateway (namespace,
+    name) then server order; a server that cannot be served is added to ``problems``.
+    Servers of other protocols (TCP, MONGO, ...) have no gateway listener."""
+    by_port: dict[int, list[BoundServer]] = {}
+    for named in sorted(snapshot.gateways, key=lambda n: (n.namespace, n.name)):
+        if node.labels and not labels_match(named.obj.spec.selector, node.labels):
+            continue
+        ref = f"{named.namespace}/{named.name}"
+        for i, server in enumerate(named.obj.spec.servers):
+            try:
+                mode = gateway_tls.server_mode(server)
+            except UnsupportedGatewayTls as exc:
+                problems.append(GatewayProblem(ref, i, server.port.number, exc.field,
+                                               exc.reason))
+                continue
+            if mode is not None:
+                by_port.setdefault(server.port.number, []).append(
+                    BoundServer(ref, i, server, mode))
+    return by_port
+
+
+class _Build:
+    """What one :func:`gateway_resources` call gathers."""
+
+    def __init__(self, snapshot: MeshSnapshot, node: ProxyNode) -> None:
+        self.snapshot, self.node = snapshot, node
+        self.secret_index = gateway_tls.secret_index(snapshot.secrets)
+        self.listeners: list[listener_pb2.Listener] = []
+        self.routes: dict[str, route_pb2.RouteConfiguration] = {}
+        self.secrets: dict[str, secret_pb2.Secret] = {}
+        self.problems: list[GatewayProblem] = []
+
+    def result(self) -> GatewayResources:
+        return GatewayResources(tuple(self.listeners), tuple(self.routes.values()),
+                                tuple(self.secrets[n] for n in sorted(self.secrets)),
+                                tuple(self.problems))
+
+
+class _Claims:
+    """The SNI names already served on one port (:data:`ANY_SNI`: a chain for any)."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def claim(self, wanted: list[str]) -> tuple[list[str], list[str]]:
+        """(the names now this chain's, the names an earlier chain has); ``[]`` wanted
+        means any SNI."""
+        keys = wanted or [ANY_SNI]
+        lost = [n for n in keys if n in self.taken]
+        free = [n for n in keys if n not in self.taken]
+        self.taken.update(free)
+        return free, lost
+
+
+def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode) -> GatewayResources:
+    """The gateway's listeners (one per Gateway server port mapped in
+    ``node.gateway_ports``), their route configs, the SDS secrets of the credentials its
+    terminating servers name (from ``snapshot.secrets`` in the gateway's namespace), and
+    the problems of what it leaves out (see the module docstring)."""
+    build = _Build(snapshot, node)
+    for port, servers in sorted(bound_servers(snapshot, node, build.problems).items()):
+        bind = node.gateway_ports.get(port)
+        if bind is None:
+            continue
+        kept = _one_kind(port, servers, build)
+        if kept[0].mode == "http":
+            _http_port(build, port, bind, kept)
+        else:
+            _tls_port(build, port, bind, kept)
+    return build.result()
+
+
+def gateway_secrets(snapshot: MeshSnapshot, node: ProxyNode
+                    ) -> tuple[list[secret_pb2.Secret], list[GatewayProblem]]:
+    """The SDS secrets (Envoy ``Secret``) of the credentials the gateway's servers name,
+    and the credentials it could not find or use (their servers are left out)."""
+    built = gateway_resources(snapshot, node)
+    return list(built.secrets), [p for p in built.problems
+                                 if p.field == CredentialUnavailable.FIELD]
+
+
+def _one_kind(port: int, servers: list[BoundServer], build: _Build) -> list[BoundServer]:
+    plain = servers[0].mode == "http"
+    kept = []
+    for s in servers:
+        if (s.mode == "http") == plain:
+            kept.append(s)
+            continue
+        first = servers[0]
+        build.problems.append(s.problem("port", (
+            f"port {port} already serves {'plaintext HTTP' if plain else 'TLS'} (server "
+            f"{first.index} of Gateway {first.ref}); one port cannot serve both plaintext "
+            "HTTP and TLS")))
+    return kept
+
+
+def _http_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -> None:
+    build.listeners.append(listeners.gateway(build.node, port, bind))
+    name = names.gateway_route(port)
+    build.routes[name] = route_pb2.RouteConfiguration(name=name, virtual_hosts=gateway_vhosts(
+        build.snapshot, build.node, port, [s.pair for s in servers]))
+
+
+def _tls_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -> None:
+    claims = _Claims()
+    chains: list[lc.FilterChain] = []
+    for s in servers:
+        if s.mode == "terminate":
+            chain = _terminating_chain(build, port, s, claims)
+            chains.extend([chain] if chain is not None else [])
+        else:
+            chains.extend(_passthrough_chains(build, port, s, claims))
+    if chains:
+        build.listeners.append(listeners.gateway_tls(build.node, port, bind, chains))
+
+
+def _claimed(claims: _Claims, s: BoundServer, build: _Build, wanted: list[str],
+             what: str) -> list[str]:
+    free, lost = claims.claim(wanted)
+    if lost:
+        build.problems.append(s.problem("hosts", (
+            f"{what}: {', '.join(lost)} already served on port {s.server.port.number} by an "
+            "earlier server or route, which keeps it")))
+    return free
+
+
+def _terminating_chain(build: _Build, port: int, s: BoundServer, claims: _Claims
+                       ) -> lc.FilterChain | None:
+    """The chain of a SIMPLE / MUTUAL / OPTIONAL_MUTUAL server, with its route config and
+    secrets added to ``build``; None (and a problem) when it cannot be served."""
+    settings = s.server.tls
+    assert settings is not None  # a terminating server has tls (server_mode)
+    try:
+        socket = gateway_tls.downstream_socket(settings)
+        secrets = (gateway_tls.credential_secrets(build.secret_index, build.node.namespace,
+                                                  settings)
+                   if settings.credential_name else [])
+    except (UnsupportedGatewayTls, CredentialUnavailable) as exc:
+        build.problems.append(s.problem(exc.field, exc.reason))
+        return None
+    sni = _claimed(claims, s, build, server_names(s.server.hosts), "hosts")
+    if not sni:
+        return None
+    route = _route_name(build, port, s)
+    build.routes[route] = route_pb2.RouteConfiguration(name=route, virtual_hosts=gateway_vhosts(
+        build.snapshot, build.node, port, [s.pair]))
+    build.secrets.update((secret.name, secret) for secret in secrets)
+    chain = lc.FilterChain(name=route, filters=listeners.gateway_https_filters(port, route),
+                           transport_socket=socket)
+    chain.filter_chain_match.server_names.extend(n for n in sni if n != ANY_SNI)
+    return chain
+
+
+def _route_name(build: _Build, port: int, s: BoundServer) -> str:
+    namespace, _, gateway = s.ref.partition("/")
+    name = names.gateway_tls_route(port, s.server.port.name or str(s.index), gateway, namespace)
+    return name if name not in build.routes else f"{name}.{s.index}"
+
+
+# --- passthrough -------------------------------------------------------------------------
+
+_TlsMatch = tuple[Named[VirtualService], str, TLSRoute, TLSMatchAttributes, list[str]]
+"""A bound ``tls`` route match: its VirtualService, where it is written (``ns/name
+spec.tls[i].match[j]``), the route, the match and the SNI names it serves on the
+server."""
+
+
+def _tls_matches(snapshot: MeshSnapshot, s: BoundServer, where: Where) -> Iterator[_TlsMatch]:
+    """The ``tls`` route matches of the VirtualServices bound to the server's Gateway that
+    apply to this port and whose ``sniHosts`` meet the server's hosts."""
+    for named in index.gateway_virtual_services(snapshot, {s.ref}):
+        for i, route in enumerate(named.obj.spec.tls):
+            for j, match in enumerate(route.match):
+                if not applies(match, named.namespace, where):
+                    continue
+                sni = [h for h, _ in bound_hosts(named.namespace, match.sni_hosts, [s.pair])]
+                if sni:
+                    at = f"{named.namespace}/{named.name} spec.tls[{i}].match[{j}]"
+                    yield named, at, route, match, sni
+
+
+def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claims
+                        ) -> list[lc.FilterChain]:
+    """Istio's TLS passthrough: per bound route match, a chain on its SNI names that
+    forwards the connection, not terminated, to the route's destinations."""
+    where = Where(build.node.labels, build.node.namespace, port, frozenset({s.ref}))
+    ctx = Ctx(build.snapshot, build.node, where)
+    chains = []
+    for named, at, route, match, sni in _tls_matches(build.snapshot, s, where):
+        if match.destination_subnets or not route.route:
+            why = ("destinationSubnets is not translated" if match.destination_subnets
+                   else "the route has no destination")
+            build.problems.append(s.problem("tls.mode",
+                                            f"VirtualService {at}: {why}; left out"))
+            continue
+        free = _claimed(claims, s, build, server_names(sni), f"VirtualService {at}")
+        if not free:
+            continue
+        chain = lc.FilterChain(name=at.replace(" ", "."),
+                               filters=[_tcp_proxy(route, named.namespace, ctx)])
+        chain.filter_chain_match.server_names.extend(n for n in free if n != ANY_SNI)
+        chains.append(chain)
+    if not chains:
+        build.problems.append(s.problem("tls.mode", (
+            "PASSTHROUGH forwards connections by the SNI of VirtualService tls routes, and "
+            "no route bound to this Gateway serves its hosts here: nothing is served")))
+    return chains
+
+
+def _tcp_proxy(route: TLSRoute, vs_namespace: str, ctx: Ctx) -> lc.Filter:
+    """tcp_proxy to the route's destination, or its weighted destinations (weight 0
+    dropped, as for HTTP routes)."""
+    dests = route.route
+    kept = dests if len(dests) == 1 else [d for d in dests if (d.weight or 0) > 0]
+    clusters = [cluster_for(d.destination, vs_namespace, ctx) for d in kept]
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=clusters[0] if len(clusters) == 1
+                                   else names.gateway_listener(ctx.where.port))
+    if len(clusters) == 1:
+        proxy.cluster = clusters[0]
+    else:
+        weighted = tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight
+        proxy.weighted_clusters.clusters.extend(
+            weighted(name=c, weight=d.weight or 0) for c, d in zip(clusters, kept, strict=True))
+    return lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
