@@ -28,6 +28,7 @@ dropped once unused for two snapshots. Thread-safe; no I/O.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
@@ -52,9 +53,9 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    gateway_own,
     http_inbound_ports,
     inbound_route,
-    node_resources,
     route_config,
     scopes,
     sidecar_own,
@@ -69,6 +70,8 @@ from meshpilot.xds.translate.secrets import (
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
+
+log = logging.getLogger(__name__)
 
 Sets = dict[str, SharedSet]
 Config = dict[str, ResourceSet]
@@ -147,7 +150,12 @@ class _Node:
     key: Hashable = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: Hashable = None  # its class key while no rule reads proxy labels
-    material: SecretMaterial | None = None  # what its secrets were made from
+    material: SecretMaterial | None = None  # what its workload secrets were made from
+    workload_secrets: OwnSet | None = None  # default, ROOTCA
+    served_secrets: OwnSet | None = None  # the certificates a gateway's servers present
+    secrets: OwnSet | None = None  # both, as one set ...
+    secret_parts: tuple[Any, ...] = ()  # ... made of these
+    problems: list[Any] = field(default_factory=list)  # what a gateway last left out
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
@@ -417,7 +425,13 @@ class ProxyConfigBuilder:
         state.gen = self._gen
         if node.kind == "gateway":  # its routes read the whole snapshot: rebuilt per snapshot
             if state.snapshot is not snapshot or state.inputs != node:
-                self._own_sets(state, node_resources(snapshot, node))
+                own, problems = gateway_own(snapshot, node)
+                if problems != state.problems:  # said once, not on every rebuild
+                    for problem in problems:
+                        log.warning("gateway %s at mesh version %d leaves out: %s", node.id,
+                                    snapshot.version, problem)
+                    state.problems = problems
+                self._own_sets(state, own)
                 state.inputs, state.snapshot = node, snapshot
             return
         self._inbound_side(snapshot, node, state)
@@ -448,27 +462,44 @@ class ProxyConfigBuilder:
 
     def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
         self.builds["node"] += 1
-        secrets = state.own.get(SECRET)
         state.own = {t: _reused(_prepared(own[t].items()), state.own.get(t), OwnSet)
-                     for t in ORDER if own.get(t)}
-        if secrets:
-            state.own[SECRET] = secrets  # made from the node's credential, not from here
+                     for t in ORDER if own.get(t) and t != SECRET}
+        served = own.get(SECRET)  # a gateway's certificates for its Gateway servers
+        state.served_secrets = _reused(_prepared(served.items()), state.served_secrets,
+                                       OwnSet) if served else None
+        self._merge_secrets(state)
 
     def _secrets(self, state: _Node, material: SecretMaterial | None) -> None:
-        """The node's SDS secrets: the same set while its credential is the same object;
-        the roots one resource for every node while the bundle stays."""
-        if material is state.material:
-            return
+        """The node's workload secrets: the same set while its credential is the same
+        object; the roots one resource for every node while the bundle stays."""
         state.material = material
         if material is None:
+            state.workload_secrets = None
+        else:
+            if self._roots[0] != material.roots_pem:
+                self._roots = (material.roots_pem, PreparedResource.of(
+                    ROOT_SECRET, root_secret(material.roots_pem)))
+            state.workload_secrets = OwnSet((
+                (WORKLOAD_SECRET,
+                 PreparedResource.of(WORKLOAD_SECRET, workload_secret(material))),
+                (ROOT_SECRET, self._roots[1])))
+        self._merge_secrets(state)
+
+    @staticmethod
+    def _merge_secrets(state: _Node) -> None:
+        """The node's SECRET set: its workload secrets and the certificates it serves (a
+        gateway's), one set object while both parts are the same objects. The names never
+        clash: served ones are ``kubernetes://<name>``."""
+        parts = (state.workload_secrets, state.served_secrets)
+        if not same_objects(parts, state.secret_parts):
+            present = [p for p in parts if p]
+            state.secrets = present[0] if len(present) == 1 else OwnSet(
+                (n, e) for p in present for n, e in p.items()) if present else None
+            state.secret_parts = parts
+        if state.secrets:
+            state.own[SECRET] = state.secrets
+        else:
             state.own.pop(SECRET, None)
-            return
-        if self._roots[0] != material.roots_pem:
-            self._roots = (material.roots_pem, PreparedResource.of(
-                ROOT_SECRET, root_secret(material.roots_pem)))
-        state.own[SECRET] = OwnSet((
-            (WORKLOAD_SECRET, PreparedResource.of(WORKLOAD_SECRET, workload_secret(material))),
-            (ROOT_SECRET, self._roots[1])))
 
     # --- inbound routes (shared by every sidecar with that container port) -----------------
     def _inbound(self, snapshot: MeshSnapshot, ports: Iterable[int]) -> Items:

@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import clusters, listeners, names, telemetry
-from meshpilot.xds.translate.gateway import gateway_resources
+from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
@@ -120,11 +120,17 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     (and, for a gateway, its route configs and, under ``TYPE_SECRET``, the SDS secrets
     of the certificates its Gateway servers name). Everything else depends on the node
     through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
-    What a gateway leaves out, and why, is in ``gateway_resources(...).problems``."""
+    What a gateway leaves out, and why, is in :func:`gateway_own`'s problems."""
     if node.kind != "gateway":
         out = sidecar_own(node, inbound_security(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         return out
+    return gateway_own(snapshot, node)[0]
+
+
+def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
+                ) -> tuple[Resources, list[GatewayProblem]]:
+    """A gateway's own resources, and the servers it leaves out with why."""
     out = _empty()
     built = gateway_resources(snapshot, node)
     _add(out, TYPE_LISTENER, built.listeners)
@@ -132,7 +138,7 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     if built.secrets:
         out[TYPE_SECRET] = {secret.name: secret for secret in built.secrets}
     telemetry.mark_gateway_routes(out, node)
-    return out
+    return out, list(built.problems)
 
 
 def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
