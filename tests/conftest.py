@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -99,10 +99,12 @@ def _env() -> dict[str, str]:
 
 
 class ControlPlane:
-    """One real ``python -m meshpilot.server`` process on its own state directory."""
+    """One real ``python -m meshpilot.server`` process on its own state directory, started
+    with the server flags in ``args`` (``--cert-ttl 8s``)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, args: Sequence[str] = ()) -> None:
         self.state_dir = state_dir
+        self.args = tuple(args)
         self.log_path = state_dir.parent / f"{state_dir.name}.server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = ""
@@ -118,7 +120,8 @@ class ControlPlane:
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir)],
+            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir),
+             *self.args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=_env(),
         )
         proc = self.proc
@@ -206,12 +209,14 @@ class ControlPlane:
 
 
 @pytest.fixture
-def control_plane_factory(tmp_path: Path) -> Iterator[Callable[[str], ControlPlane]]:
-    """Start extra control planes (each on ``tmp_path/<name>``); all stopped at teardown."""
+def control_plane_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+    """Start extra control planes (each on ``tmp_path/<name>``, with server flags ``args``);
+    all stopped at teardown."""
     started: list[ControlPlane] = []
 
-    def make(name: str = "state", *, start: bool = True) -> ControlPlane:
-        cp = ControlPlane(tmp_path / name)
+    def make(name: str = "state", *, start: bool = True, args: Sequence[str] = ()
+             ) -> ControlPlane:
+        cp = ControlPlane(tmp_path / name, args)
         started.append(cp)
         return cp.start() if start else cp
 
