@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
-from meshpilot.xds.translate import jwt, rbac
+from meshpilot.xds.translate import clusters, jwt, rbac
+from meshpilot.xds.translate.workload_security import jwks_cluster
 
 JWKS = '{"keys": []}'
 
@@ -97,3 +100,29 @@ def test_rules_that_cannot_be_translated_are_refused(rule: jwt.JwtRule, field: s
     with pytest.raises(jwt.UnsupportedJwtRule) as caught:
         jwt.jwt_authn_filter([rule])
     assert caught.value.field == field
+
+
+def test_the_clusters_keys_are_fetched_through_one_per_scheme_host_and_port():
+    def rule(issuer: str, uri: str | None) -> jwt.JwtRule:
+        return jwt.JwtRule(issuer=issuer, jwks_uri=uri,
+                           jwks_cluster=jwks_cluster(uri) if uri else None,
+                           jwks=None if uri else '{"keys": []}')
+
+    built = list(clusters.jwks([
+        rule("a", "https://login.example.com/keys"),
+        rule("b", "https://login.example.com/other-keys"),  # same cluster
+        rule("c", "http://127.0.0.1:8081/jwks.json"),
+        rule("d", None),  # inline keys: no cluster
+    ]))
+    assert [c.name for c in built] == ["jwks|https|login.example.com|443",
+                                       "jwks|http|127.0.0.1|8081"]
+    secure, plain = built
+    assert secure.type == plain.type == cluster_pb2.Cluster.LOGICAL_DNS
+    address = plain.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+    assert (address.socket_address.address, address.socket_address.port_value) == (
+        "127.0.0.1", 8081)
+    assert not plain.HasField("transport_socket")
+    context = tls_pb2.UpstreamTlsContext()
+    secure.transport_socket.typed_config.Unpack(context)
+    assert context.sni == "login.example.com"
+    assert context.common_tls_context.validation_context.HasField("system_root_certs")

@@ -142,12 +142,14 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
 
 
 def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
-    """A sidecar's (or the mesh proxy's) listeners and inbound clusters: a function of
-    the node and what its inbound side enforces."""
+    """A sidecar's (or the mesh proxy's) listeners and inbound clusters (and the clusters
+    its JWT filter fetches keys through): a function of the node and what its inbound
+    side enforces."""
     out = _empty()
     listener = listeners.outbound(node)
     out[TYPE_LISTENER][listener.name] = listener
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
+    _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
     _add(out, TYPE_LISTENER, (listeners.inbound(node, p, security) for p in _ports(node)))
     return out
 

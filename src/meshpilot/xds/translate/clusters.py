@@ -13,15 +13,16 @@ Wildcard hosts (``*.example.com``) get no cluster: there is nothing to resolve.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from meshpilot.api.networking import DestinationRule
+from meshpilot.api.networking import ClientTLSSettings, DestinationRule
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import endpoints, names, pb, tls
+from meshpilot.xds.translate import endpoints, jwt, names, pb, tls
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
 
@@ -125,4 +126,28 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
         cluster.load_assignment.CopyFrom(
             endpoints.load_assignment(name, [(node.ip, port.app_port, 1)])
         )
+        yield cluster
+
+
+JWKS_CONNECT_TIMEOUT = "5s"
+
+
+def jwks(rules: Iterable[jwt.JwtRule]) -> Iterator[cluster_pb2.Cluster]:
+    """The clusters through which the workload's Envoy fetches its ``jwksUri`` keys, one
+    per name the JWT filter gives (scheme, host and port): LOGICAL_DNS of the host, and
+    for ``https`` TLS verified against the system roots with the host as SNI."""
+    seen: set[str] = set()
+    for rule in rules:
+        if not (rule.jwks_uri and rule.jwks_cluster) or rule.jwks_cluster in seen:
+            continue
+        seen.add(rule.jwks_cluster)
+        parts = urlsplit(rule.jwks_uri)
+        secure = parts.scheme == "https"
+        host = parts.hostname or ""
+        cluster = cluster_pb2.Cluster(name=rule.jwks_cluster,
+                                      connect_timeout=pb.duration(JWKS_CONNECT_TIMEOUT))
+        _dns_cluster(cluster, [], (host, parts.port or (443 if secure else 80)))
+        if secure:
+            tls.apply_upstream_tls(cluster, tls.upstream_tls(
+                ClientTLSSettings(mode="SIMPLE", sni=host), sni=host, subject_alt_names=()))
         yield cluster

@@ -12,11 +12,11 @@ A verified token's payload is stored in the request's dynamic metadata under
 ``envoy.filters.http.jwt_authn`` / ``payload`` (:data:`~meshpilot.xds.translate.rbac.
 JWT_PAYLOAD`), where the RBAC filters read ``iss``, ``sub``, ``aud``, ``azp`` and claims.
 
-There is no RequestAuthentication model in ``meshpilot.api`` yet, so the rule fields are
-taken as :class:`JwtRule`, a small frozen dataclass named after Istio's ``JWTRule``
-fields, for the caller to fill from whichever model comes. Istio's istiod fetches a
+The rule fields are taken as :class:`JwtRule`, a small frozen dataclass named after
+Istio's ``JWTRule`` fields, filled from the RequestAuthentication model by
+:mod:`~meshpilot.xds.translate.workload_security`. Istio's istiod fetches a
 ``jwksUri`` itself and inlines the keys; translation does no I/O, so here Envoy fetches
-it, through a cluster the caller names.
+it, through the cluster :func:`~meshpilot.xds.translate.clusters.jwks` builds.
 """
 
 from __future__ import annotations
