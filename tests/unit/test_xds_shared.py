@@ -264,3 +264,55 @@ def test_a_configs_consistency_is_checked_once_per_configuration_of_names(tmp_pa
     assert grown.problems == tuple(consistency_problems(grown)) == ()
     bare = builder.config_for(objects(5, {}), one)  # no credential: refused, and why
     assert bare.problems == ("Secret missing: ROOTCA, default",)
+
+
+def _credential_rule(namespace: str = "default") -> list[Any]:
+    """A ServiceEntry host reached with MUTUAL TLS from the credential ``api-client``."""
+    entry = {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "api", "namespace": namespace},
+             "spec": {"hosts": ["api.example.com"], "location": "MESH_EXTERNAL",
+                      "resolution": "DNS",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTP"}]}}
+    rule = {"apiVersion": f"{NET}/v1", "kind": "DestinationRule",
+            "metadata": {"name": "api", "namespace": namespace},
+            "spec": {"host": "api.example.com", "trafficPolicy": {"tls": {
+                "mode": "MUTUAL", "credentialName": "api-client"}}}}
+    return [(ObjectKey(NET, "ServiceEntry", namespace, "api"), entry),
+            (ObjectKey(NET, "DestinationRule", namespace, "api"), rule)]
+
+
+def _client_secret(namespace: str) -> Any:
+    from tests.integration.gateway_envoy import issue
+    from tests.tls_pairs import b64
+
+    root = issue("client root", ca=True)
+    leaf = issue("client", root, client=True)
+    return (ObjectKey("", "Secret", namespace, "api-client"), {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "api-client", "namespace": namespace},
+        "data": {"tls.crt": b64(leaf.cert_pem), "tls.key": b64(leaf.key_pem),
+                 "ca.crt": b64(root.cert_pem)}})
+
+
+def test_a_client_credential_comes_from_the_proxys_namespace_shared_by_its_class() -> None:
+    """DestinationRule ``credentialName``: the class's clusters name
+    ``kubernetes://api-client`` and its ``-cacert``; every proxy of the class gets both
+    secrets, from the Secret of its own namespace, as the reference build does; a proxy
+    in a namespace without that Secret lacks them and its config is still whole (the
+    cluster fails closed until the Secret comes)."""
+    from meshpilot.xds.consistency import consistency_problems
+    from meshpilot.xds.types import SECRET
+
+    snap = objects(2, {}, [*_credential_rule(), _client_secret("default")])
+    builder = ProxyConfigBuilder()
+    one, two, elsewhere = node(1), node(2), node(3, "other")
+    a, b = builder.config_for(snap, one), builder.config_for(snap, two)
+    assert set(a[SECRET]) == {"kubernetes://api-client", "kubernetes://api-client-cacert"}
+    assert a[SECRET] is b[SECRET]
+    same_as_reference(builder, snap, one)
+    other = builder.config_for(snap, elsewhere)
+    assert SECRET not in other or not other[SECRET]
+    # (no workload credential was given here: only default and ROOTCA are said missing)
+    assert consistency_problems(other) == list(other.problems) == [
+        "Secret missing: ROOTCA, default"]
+    assert "kubernetes://api-client" in referenced(other)[SECRET]

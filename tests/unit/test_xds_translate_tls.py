@@ -220,7 +220,7 @@ def test_simple_with_credential_name_reads_the_ca_from_its_cacert_secret():
         sni=CLUSTER, subject_alt_names=[]).transport_socket).common_tls_context
     assert not common.tls_certificate_sds_secret_configs
     combined = common.combined_validation_context
-    assert_ads_secret(combined.validation_context_sds_secret_config, "api-cred-cacert")
+    assert_ads_secret(combined.validation_context_sds_secret_config, "kubernetes://api-cred-cacert")
     assert sans(combined.default_validation_context) == [(DNS, {"exact": "api.example.com"})]
 
 
@@ -240,17 +240,17 @@ def test_mutual_with_credential_name_uses_the_credential_and_its_ca_secrets():
                                        sni=CLUSTER, subject_alt_names=[]).transport_socket
                       ).common_tls_context
     [cert] = common.tls_certificate_sds_secret_configs
-    assert_ads_secret(cert, "db")
+    assert_ads_secret(cert, "kubernetes://db")
     assert not common.tls_certificates
     assert_ads_secret(common.combined_validation_context.validation_context_sds_secret_config,
-                      "db-cacert")
+                      "kubernetes://db-cacert")
 
 
 def test_mutual_with_credential_name_and_insecure_skip_verify_presents_but_verifies_nothing():
     common = upstream(tls.upstream_tls(
         settings(mode="MUTUAL", credentialName="db", insecureSkipVerify=True),
         sni=CLUSTER, subject_alt_names=[]).transport_socket).common_tls_context
-    assert [c.name for c in common.tls_certificate_sds_secret_configs] == ["db"]
+    assert [c.name for c in common.tls_certificate_sds_secret_configs] == ["kubernetes://db"]
     assert common.validation_context == common_pb2.CertificateValidationContext()
 
 

@@ -79,6 +79,8 @@ GATEWAY_NO_CREDENTIAL = Code("MP2010", Severity.WARNING, "Gateway credentialName
                              "Secret in the gateway's namespace", "IST0161")
 PASSTHROUGH_NO_ROUTE = Code("MP2011", Severity.WARNING, "Gateway PASSTHROUGH server with no "
                             "VirtualService tls route for its hosts")
+DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialName names no "
+                        "Secret in the rule's namespace")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

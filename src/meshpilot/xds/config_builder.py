@@ -39,7 +39,7 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
-from meshpilot.xds.consistency import class_names, consistency_problems
+from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
 from meshpilot.xds.resources import (
     EMPTY_SET,
     CheckedConfig,
@@ -60,6 +60,8 @@ from meshpilot.xds.translate import (
     scopes,
     sidecar_own,
 )
+from meshpilot.xds.translate.client_credentials import client_credential_secrets, is_credential
+from meshpilot.xds.translate.gateway_tls import secret_index
 from meshpilot.xds.translate.secrets import (
     ROOT_SECRET,
     WORKLOAD_SECRET,
@@ -98,6 +100,8 @@ class _Class:
     """Every type -> the class's set (EMPTY_SET where it has none), once built."""
     clusters: dict[str, _Memo] = field(default_factory=dict)  # host -> clusters + CLAs
     routes: dict[str, _Memo] = field(default_factory=dict)  # host -> route config + scopes
+    credentials: OwnSet | None = None  # the client credentials its clusters name ...
+    credentials_of: tuple[Any, ...] = ()  # ... for these names and Secrets
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
@@ -153,7 +157,8 @@ class _Node:
     material: SecretMaterial | None = None  # what its workload secrets were made from
     workload_secrets: OwnSet | None = None  # default, ROOTCA
     served_secrets: OwnSet | None = None  # the certificates a gateway's servers present
-    secrets: OwnSet | None = None  # both, as one set ...
+    client_secrets: OwnSet | None = None  # the client credentials its class's clusters name
+    secrets: OwnSet | None = None  # all of them, as one set ...
     secret_parts: tuple[Any, ...] = ()  # ... made of these
     problems: list[Any] = field(default_factory=list)  # what a gateway last left out
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
@@ -253,6 +258,9 @@ class ProxyConfigBuilder:
             self._node(snapshot, node, state)
             if secrets is not state.material:
                 self._secrets(state, secrets)
+            if cls.credentials is not state.client_secrets:
+                state.client_secrets = cls.credentials
+                self._merge_secrets(state)
             parts = (cls.sets, *state.own.values())
             if same_objects(parts, state.out_of):
                 return state.out  # nothing this proxy gets changed: the same sets
@@ -328,8 +336,31 @@ class ProxyConfigBuilder:
         if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
             cls.sets = sets  # a new object only when a set moved: compared by identity
             cls.names = class_names(sets, cls.names)
+        self._class_credentials(cls, snapshot, node.namespace)
         cls.snapshot = cls.built_from = snapshot
         return cls
+
+    @staticmethod
+    def _class_credentials(cls: _Class, snapshot: MeshSnapshot, namespace: str) -> None:
+        """The SDS secrets of the client credentials (DestinationRule ``credentialName``)
+        the class's clusters name, from its namespace's Secrets: rebuilt only when those
+        names or the snapshot's Secrets change."""
+        names = referenced_names({CLUSTER: cls.sets[CLUSTER]}, SECRET)
+        inputs = (names, snapshot.secrets)
+        if same_objects(inputs, cls.credentials_of):
+            return
+        cls.credentials_of = inputs
+        wanted = [n for n in names if is_credential(n)]
+        if not wanted:
+            cls.credentials = None
+            return
+        built, problems = client_credential_secrets(
+            secret_index(snapshot.secrets), namespace, wanted)
+        for problem in problems:
+            log.warning("proxies in %s at mesh version %d: %s; the clusters naming it "
+                        "fail their connections until it is there", namespace,
+                        snapshot.version, problem)
+        cls.credentials = OwnSet(_prepared((s.name, s) for s in built)) if built else None
 
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
@@ -487,14 +518,17 @@ class ProxyConfigBuilder:
 
     @staticmethod
     def _merge_secrets(state: _Node) -> None:
-        """The node's SECRET set: its workload secrets and the certificates it serves (a
-        gateway's), one set object while both parts are the same objects. The names never
-        clash: served ones are ``kubernetes://<name>``."""
-        parts = (state.workload_secrets, state.served_secrets)
+        """The node's SECRET set: its workload secrets, the certificates it serves (a
+        gateway's) and the client credentials its clusters name, one set object while the
+        parts are the same objects. Workload names never clash with the others
+        (``kubernetes://<name>``); a credential both served and used as a client one is
+        made from the same Secret."""
+        parts = (state.workload_secrets, state.served_secrets, state.client_secrets)
         if not same_objects(parts, state.secret_parts):
             present = [p for p in parts if p]
             state.secrets = present[0] if len(present) == 1 else OwnSet(
-                (n, e) for p in present for n, e in p.items()) if present else None
+                dict((n, e) for p in present for n, e in p.items()).items()) \
+                if present else None
             state.secret_parts = parts
         if state.secrets:
             state.own[SECRET] = state.secrets

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from google.protobuf.message import Message
 
@@ -79,6 +80,8 @@ def _readings() -> tuple[tuple[str, tuple[_Reading, ...]], ...]:
 
 READINGS = _readings()
 """Per type asked for by name, how the config names its resources (from the sequence)."""
+_MAY_LACK = MappingProxyType({r.type_url: r.may_lack for r in PUSH_SEQUENCE if r.may_lack})
+"""Per type, the names a consistent config may name without holding (see the sequence)."""
 _SUBSETS = _Reading(ROUTE, CLUSTER, subset_clusters, ("named", "subsets"), ("lacking", "subsets"))
 
 
@@ -122,6 +125,9 @@ def consistency_problems(config: Mapping[str, ResourceSet],
             lacking = lacking_names(referrers, reading, targets)
             if lacking:
                 missing |= lacking
+        allowed = _MAY_LACK.get(type_url)
+        if missing and allowed is not None:
+            missing = frozenset(n for n in missing if not allowed(n))
         if missing:
             out.append(f"{_kind(type_url)} missing: {_listed(missing)}")
     dangling = _dangling_subsets(config, since)

@@ -16,6 +16,10 @@ what points (listeners, routes), then **break**: remove what nothing points at a
   cluster warms on its endpoints again);
 - ``subscribed_by``: types whose resources make Envoy subscribe to this one at all,
   without naming its resources (a listener with scoped routes subscribes to all scopes);
+- ``may_lack``: names the config may name without holding them: a user's credential
+  (``kubernetes://...``) whose Secret is not there yet. Envoy fails the connections of
+  a cluster whose secret never comes, closed (as with Istio), and the rest of the proxy's
+  config must not wait on a Secret the user has yet to apply;
 - ``staged_empty``: whether a new stream gets the type staged even when its config has
   none, so that the proxy's first request for it is answered (Envoy asks for clusters
   and listeners whatever its config; scoped routes only when a listener has them, and
@@ -45,6 +49,7 @@ from meshpilot.xds.references import (
     rds_names,
     scope_route_names,
 )
+from meshpilot.xds.translate.client_credentials import is_credential
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
 Phase = Literal["make", "switch"]
@@ -62,6 +67,7 @@ class TypeRule:
     resent_with: str | None = None
     subscribed_by: tuple[str, ...] = ()
     staged_empty: bool = True
+    may_lack: Callable[[str], bool] | None = None
 
     @property
     def asked_through(self) -> tuple[str, ...]:
@@ -71,7 +77,8 @@ class TypeRule:
 
 PUSH_SEQUENCE: tuple[TypeRule, ...] = (
     TypeRule(SECRET, "make", keeps_stale=True, staged_empty=False,
-             named_by=((CLUSTER, cluster_secret_names), (LISTENER, listener_secret_names))),
+             named_by=((CLUSTER, cluster_secret_names), (LISTENER, listener_secret_names)),
+             may_lack=is_credential),
     TypeRule(CLUSTER, "make", keeps_stale=True),
     TypeRule(ENDPOINT, "make", keeps_stale=True, named_by=((CLUSTER, eds_names),),
              resent_with=CLUSTER),

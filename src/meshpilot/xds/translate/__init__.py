@@ -37,8 +37,11 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
+from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import clusters, listeners, names, telemetry
+from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
+from meshpilot.xds.translate.gateway_tls import secret_index
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
@@ -178,11 +181,18 @@ def inbound_routes(snapshot: MeshSnapshot, node: ProxyNode) -> list[route_pb2.Ro
 
 
 def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
-    """Every resource ``node`` should have: type URL → resource name → message."""
+    """Every resource ``node`` should have: type URL → resource name → message (the SDS
+    secrets of its workload certificate aside: they come from its credential, not from
+    the snapshot)."""
     out = _empty()
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":
         _outbound_routes(out, snapshot, node)
     for type_url, by_name in node_resources(snapshot, node).items():
         out.setdefault(type_url, {}).update(by_name)
+    credentials, _ = client_credential_secrets(
+        secret_index(snapshot.secrets), node.namespace,
+        {n for c in out[TYPE_CLUSTER].values() for n in cluster_secret_names(c)})
+    if credentials:
+        out.setdefault(TYPE_SECRET, {}).update((s.name, s) for s in credentials)
     return out

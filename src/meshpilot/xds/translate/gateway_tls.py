@@ -39,15 +39,13 @@ from meshpilot.mesh.model import Named
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.tls import (
     CREDENTIAL_CA_SUFFIX,
+    CREDENTIAL_PREFIX,
     DOWNSTREAM_ALPNS,
     TLS_SOCKET,
     san_matchers,
     sds_secret,
 )
 
-CREDENTIAL_PREFIX = "kubernetes://"
-"""SDS names of gateway credentials start with this (Istio's KubernetesSecretTypeURI), so
-they never meet a workload's own ``default`` / ``ROOTCA``."""
 CERT_KEY, KEY_KEY, CA_KEY, CRL_KEY = "tls.crt", "tls.key", "ca.crt", "ca.crl"
 
 ServerMode = Literal["http", "terminate", "passthrough"]

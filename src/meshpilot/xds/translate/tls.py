@@ -60,6 +60,9 @@ SDS_DEFAULT = "default"
 """SDS secret of the workload's certificate chain and private key (Istio's name)."""
 SDS_ROOT = "ROOTCA"
 """SDS secret of the trust bundle workload certificates are verified against."""
+CREDENTIAL_PREFIX = "kubernetes://"
+"""SDS names of a user's credentials (a ``credentialName``) start with this (Istio's
+KubernetesSecretTypeURI), so they never meet a workload's own ``default`` / ``ROOTCA``."""
 CREDENTIAL_CA_SUFFIX = "-cacert"
 """``credentialName`` + this names the CA secret of a credential (Istio's SdsCaSuffix)."""
 
@@ -132,9 +135,20 @@ class UpstreamTls:
 # --- building blocks -------------------------------------------------------------------
 
 
+CREDENTIAL_FETCH_TIMEOUT = "1s"
+"""How long a cluster or listener waits for a user's credential before it is in use
+without it (failing its handshakes closed); it comes at once when its Secret exists."""
+
+
 def sds_secret(name: str) -> secret_pb2.SdsSecretConfig:
-    """A reference to SDS secret ``name``, fetched over the proxy's ADS stream."""
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=pb.ads_source())
+    """A reference to SDS secret ``name``, fetched over the proxy's ADS stream. A user's
+    credential (``kubernetes://...``) may not exist yet: Envoy waits only
+    :data:`CREDENTIAL_FETCH_TIMEOUT` for it, not its default 15 s, during which the proxy's
+    other updates would wait behind the warming cluster."""
+    source = pb.ads_source()
+    if name.startswith(CREDENTIAL_PREFIX):
+        source.initial_fetch_timeout.CopyFrom(pb.duration(CREDENTIAL_FETCH_TIMEOUT))
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
 
 
 def san_matchers(names: Sequence[str]) -> list[common_pb2.SubjectAltNameMatcher]:
@@ -320,7 +334,8 @@ def _simple_or_mutual(settings: ClientTLSSettings, *, mutual: bool, http2: bool)
 
 
 def _client_sds(settings: ClientTLSSettings) -> list[secret_pb2.SdsSecretConfig]:
-    return [sds_secret(settings.credential_name)] if settings.credential_name else []
+    return [sds_secret(CREDENTIAL_PREFIX + settings.credential_name)] \
+        if settings.credential_name else []
 
 
 def _client_files(settings: ClientTLSSettings) -> list[common_pb2.TlsCertificate]:
@@ -344,7 +359,7 @@ def _server_validation(common: tls_pb2.CommonTlsContext, settings: ClientTLSSett
     if settings.credential_name:
         common.combined_validation_context.default_validation_context.CopyFrom(default)
         common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
-            sds_secret(settings.credential_name + CREDENTIAL_CA_SUFFIX))
+            sds_secret(CREDENTIAL_PREFIX + settings.credential_name + CREDENTIAL_CA_SUFFIX))
         return
     if settings.ca_certificates:
         default.trusted_ca.filename = settings.ca_certificates
