@@ -24,6 +24,7 @@ def test_the_mirror_follows_puts_updates_and_deletes(store: SqliteStore) -> None
     assert mirror.objects() == as_stored(store)
     assert [k.name for k, _ in mirror.objects()] == ["a", "c"]
     assert not mirror.poll(timeout=0.05)  # nothing new
+    assert mirror.held() == (store.revision(), mirror.objects())  # every commit held
     mirror.close()
 
 

@@ -119,6 +119,8 @@ class MeshControlPlane:
         self._stopping = threading.Event()
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
+        self.built_from_revision = -1
+        """The store revision the snapshot holds every change up to (-1: none built)."""
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
         self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain)
@@ -331,14 +333,16 @@ class MeshControlPlane:
         """Recompute the snapshot and push it; returns the new mesh version."""
         with self._lock:
             if self._mirror is None:  # before start: the store itself
+                revision = self.store.revision()
                 objects = [(o.key, o.body) for o in self.store.list()]
             else:
-                objects = self._mirror.objects()
+                revision, objects = self._mirror.held()
             pods = self.runtime.pods() if self.runtime is not None else []
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
             self.snapshot = snapshot = self._snapshots.build(self._version, objects, workloads)
+            self.built_from_revision = revision
             version = self._version
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:

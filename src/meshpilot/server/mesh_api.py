@@ -185,8 +185,10 @@ class MeshAPI:
         return JSONResponse({"proxy": name, "type": kind, "items": _items(dump, kind)})
 
     async def readiness(self, request: Request) -> Response:
-        """Is the mesh converged: every Deployment at its replicas, every proxy on the
-        latest mesh version? ``meshpilot up DIR`` waits on this."""
+        """Is the mesh converged: every stored change in the mesh, every Deployment at its
+        replicas, every proxy on the latest mesh version? ``meshpilot up DIR`` waits on
+        this. Right after a write the latest mesh version does not hold it yet (the
+        rebuild follows the store's watch), so that is not ready either."""
         deployments = []
         runtime = self.mesh.runtime
         for ns, name, dep in self.mesh.deployments(from_store=True):  # as just applied
@@ -194,6 +196,7 @@ class MeshAPI:
             deployments.append({**status, "namespace": ns, "name": name,
                                 "replicas": dep.spec.replicas})
         latest = self.mesh.snapshot.version
+        pending = self.mesh.store.revision() > self.mesh.built_from_revision
         proxies = [s for s in self.mesh.xds.status() if s.connected]
         synced = [s for s in proxies if s.mesh_version >= latest]
         ready = all(
@@ -203,7 +206,9 @@ class MeshAPI:
         return JSONResponse({
             "deployments": deployments, "meshVersion": latest,
             "proxies": {"connected": len(proxies), "synced": len(synced)},
-            "ready": ready and len(synced) == len(proxies), "time": time.time(),
+            "changesPending": pending,
+            "ready": ready and not pending and len(synced) == len(proxies),
+            "time": time.time(),
         })
 
     def routes(self) -> list[Route]:

@@ -26,6 +26,7 @@ class StoreMirror:
     def __init__(self, store: SqliteStore) -> None:
         self._lock = threading.Lock()
         self._watch = store.watch()
+        self._revision = self._watch.since  # every commit up to it is held
         self._objects: dict[ObjectKey, tuple[int, dict[str, Any]]] = {}
         self._gone: dict[ObjectKey, int] = {}  # deleted keys -> revision of the delete
         for obj in store.list():
@@ -33,8 +34,14 @@ class StoreMirror:
 
     def objects(self) -> list[tuple[ObjectKey, dict[str, Any]]]:
         """The objects, sorted by key (bodies are shared: treat them as read-only)."""
+        return self.held()[1]
+
+    def held(self) -> tuple[int, list[tuple[ObjectKey, dict[str, Any]]]]:
+        """The revision every commit up to which the mirror holds, and the objects (as
+        :meth:`objects`), read together."""
         with self._lock:
-            return [(key, self._objects[key][1]) for key in sorted(self._objects)]
+            return self._revision, [(key, self._objects[key][1])
+                                    for key in sorted(self._objects)]
 
     def poll(self, timeout: float) -> bool:
         """Apply the watch's pending events (waiting up to ``timeout`` for the first);
@@ -50,6 +57,7 @@ class StoreMirror:
 
     def _apply(self, kind: str, key: ObjectKey, revision: int, body: dict[str, Any]) -> None:
         with self._lock:
+            self._revision = max(self._revision, revision)  # events come in commit order
             held = self._objects.get(key)
             if held is not None and held[0] >= revision:
                 return  # the listing already had this change (or a later one)

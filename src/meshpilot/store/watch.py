@@ -33,6 +33,11 @@ class Watch:
         self._closed = threading.Event()
 
     @property
+    def since(self) -> int:
+        """The revision the watch starts after: it delivers every later commit."""
+        return self._since
+
+    @property
     def closed(self) -> bool:
         """True once the watch was closed; queued events are then discarded."""
         return self._closed.is_set()
