@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from tests.unit.security_pki import openssl_key, plugged_ca_directory
 
+from meshpilot.cli.ca import status_view
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.root_rotation import Phase, Refusal, RotationRefused
 from meshpilot.security.workload_certs import CredentialSubject
@@ -210,3 +212,16 @@ def test_api_bodies_it_does_not_take_are_400(api: TestClient, step: str, body: A
 def test_api_unknown_step_is_404(api: TestClient) -> None:
     response = api.post("/apis/meshpilot.io/v1/ca/abort")
     assert response.status_code == 404 and "trust, switch, retire" in response.json()["message"]
+
+
+def test_the_cli_shows_roots_with_their_role_and_certificates(tmp_path: Path) -> None:
+    rotation = opened(tmp_path, Proxies())
+    rotation.trust()
+    console = Console(width=250, record=True)
+    for part in status_view(rotation.status()):
+        console.print(part)
+    text = console.export_text()
+    assert "Phase: Trusted" in text and "meshpilot ca switch" in text
+    assert "Workload certificates: 3" in text
+    rows = [line.split() for line in text.splitlines() if "..." in line and "CN=" in line]
+    assert [row[-2:] for row in rows[-2:]] == [["issuing", "3"], ["pending", "0"]], text
