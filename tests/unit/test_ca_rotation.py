@@ -37,14 +37,19 @@ class Proxies:
     def __init__(self) -> None:
         self.synced = True
         self.asked = 0
+        self.woken = 0
 
     def converge(self, timeout: float) -> bool:
         self.asked += 1
         return self.synced
 
+    def wake(self) -> None:
+        self.woken += 1
+
 
 def opened(state: Path, proxies: Proxies, **options: Any) -> CaRotation:
-    rotation = CaRotation.open(state, SecurityOptions(**options), proxies.converge)
+    rotation = CaRotation.open(state, SecurityOptions(**options), proxies.converge,
+                               proxies.wake)
     rotation.certificates.current(NODES)  # the proxies have their certificates
     return rotation
 
@@ -73,6 +78,7 @@ def test_the_whole_rotation_and_what_status_shows_at_each_step(tmp_path: Path) -
 
     switched = rotation.switch(spread=timedelta(0))
     assert switched["phase"] == "Switched"
+    assert proxies.woken == 1  # the rebuild loop looks again at when re-issues are due
     assert switched["workloadCertificates"]["awaitingReissue"] == 3
     assert refused(rotation.retire).refusal is Refusal.ROOT_IN_USE
     rotation.certificates.current(NODES)  # the rebuild that re-issues them

@@ -58,6 +58,10 @@ NEXT_STEP = MappingProxyType({
 Converge = Callable[[float], bool]
 """Rebuild now and wait (at most the given seconds) until every connected proxy has
 acknowledged that config; True if they all did."""
+Wake = Callable[[], None]
+"""Make the rebuild loop look again at when the next certificate is due: one asleep
+until the next renewal (hours away) would otherwise miss the re-issues ``switch``
+spread over the coming seconds."""
 
 
 class CaRotation:
@@ -65,17 +69,19 @@ class CaRotation:
 
     def __init__(self, store: RootStore, rotation: RootRotation,
                  certificates: WorkloadCertificates, converge: Converge, *,
+                 wake: Wake = lambda: None,
                  sync_timeout: float = SYNC_TIMEOUT_SECONDS) -> None:
         self._store = store
         self._rotation = rotation
         self.certificates = certificates
         self._converge = converge
+        self._wake = wake
         self._sync_timeout = sync_timeout
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, state_root: Path, options: SecurityOptions, converge: Converge
-             ) -> CaRotation:
+    def open(cls, state_root: Path, options: SecurityOptions, converge: Converge,
+             wake: Wake = lambda: None) -> CaRotation:
         """The rotation saved in ``state_root`` if one was (it says which CA issues),
         else the CA of ``options`` (``--ca-dir``, or the root made in the state dir)."""
         store = RootStore(state_root / ROTATION_DIR)
@@ -85,7 +91,7 @@ class CaRotation:
         elif options.ca_dir is not None:
             _warn_if_other(options, rotation)
         certificates = WorkloadCertificates(rotation.issuing, ttl=options.cert_ttl)
-        return cls(store, rotation, certificates, converge)
+        return cls(store, rotation, certificates, converge, wake=wake)
 
     @property
     def rotation(self) -> RootRotation:
@@ -116,6 +122,7 @@ class CaRotation:
             self._commit(after)
             last = self.certificates.switch(after.issuing, spread=spread)
             synced = self._converge(self._sync_timeout)
+            self._wake()
             by = f", the last by {_time(last)}" if last is not None else ""
             return self._report(f"issuing from {describe(after.issuing.signing_cert)}; "
                                 f"re-issuing the workload certificates{by}", synced)

@@ -129,7 +129,8 @@ class MeshControlPlane:
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
         self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
-        self.ca_rotation = CaRotation.open(state.root, options, self.converge)
+        self.ca_rotation = CaRotation.open(state.root, options, self.converge,
+                                           wake=self._dirty.set)
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
