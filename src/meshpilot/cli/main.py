@@ -20,6 +20,7 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, by_name
 from meshpilot.api.loader import read_sources
+from meshpilot.cli.ca import register as register_ca_commands
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, kind_label, pid_alive
 from meshpilot.cli.columns import age, columns_for
 from meshpilot.cli.common import (
@@ -424,6 +425,7 @@ def analyze(
 register_mesh_commands(app)
 register_top_command(app)
 register_rollout_commands(app)
+register_ca_commands(app)
 
 
 def main() -> None:

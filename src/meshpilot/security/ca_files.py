@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from meshpilot.security.bundle import TrustBundle
 from meshpilot.security.ca import CLOCK_SKEW, MAX_WORKLOAD_TTL, CertificateAuthority
 from meshpilot.security.certs import (
+    ROOT_COMMON_NAME,
     certificate_pem,
+    certificates_pem,
     is_ca,
     is_self_signed,
     issued_by,
@@ -108,25 +110,47 @@ def load_or_create_self_signed_ca(
     return load_plugged_ca(directory, trust_domain=trust_domain, now=now, max_ttl=max_ttl)
 
 
-def _create_root_ca(
-    directory: Path, trust_domain: str, key_type: KeyType, validity: timedelta, now: datetime
-) -> None:
-    """Write a new root's key and certificate files.
+def new_self_signed_ca(
+    *,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    key_type: KeyType = DEFAULT_KEY_TYPE,
+    validity: timedelta = ROOT_VALIDITY,
+    now: datetime | None = None,
+    max_ttl: timedelta = MAX_WORKLOAD_TTL,
+    common_name: str = ROOT_COMMON_NAME,
+) -> CertificateAuthority:
+    """A new self-signed root CA, in memory (its key too) until :func:`write_ca_files`."""
+    domain = validate_trust_domain(trust_domain)
+    key = generate_key(key_type)
+    start = (now or datetime.now(UTC)).replace(microsecond=0) - CLOCK_SKEW
+    root = root_certificate(key, trust_domain=domain, not_before=start,
+                            not_after=start + validity, common_name=common_name)
+    return CertificateAuthority(trust_domain=domain, signing_cert=root, signing_key=key,
+                                root=root, trust_bundle=TrustBundle.of((root,)),
+                                max_ttl=max_ttl)
+
+
+def write_ca_files(directory: Path, ca: CertificateAuthority) -> None:
+    """Write ``ca`` as Istio's four files (``root-cert.pem``: its own root), which
+    :func:`load_plugged_ca` reads back: the key 0600, the directory 0700.
 
     Invariant: ``ca-cert.pem`` is written last, so its presence means a complete set;
     a run interrupted before it simply starts over (nothing was issued from that key).
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    key = generate_key(key_type)
-    start = now.replace(microsecond=0) - CLOCK_SKEW
-    cert_pem = certificate_pem(
-        root_certificate(key, trust_domain=trust_domain, not_before=start,
-                         not_after=start + validity)
-    )
-    write_private(directory / CA_KEY, private_key_pem(key))
-    write_public(directory / ROOT_CERT, cert_pem)
-    write_public(directory / CERT_CHAIN, cert_pem)
-    write_public(directory / CA_CERT, cert_pem)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(directory / CA_KEY, private_key_pem(ca.signing_key))
+    write_public(directory / ROOT_CERT, certificate_pem(ca.root))
+    write_public(directory / CERT_CHAIN, certificates_pem((*ca.chain, ca.root)))
+    write_public(directory / CA_CERT, certificate_pem(ca.signing_cert))
+
+
+def _create_root_ca(
+    directory: Path, trust_domain: str, key_type: KeyType, validity: timedelta, now: datetime
+) -> None:
+    """Write a new root's key and certificate files (see :func:`write_ca_files`)."""
+    write_ca_files(directory, new_self_signed_ca(trust_domain=trust_domain,
+                                                 key_type=key_type, validity=validity,
+                                                 now=now))
 
 
 def _link_to_root(

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshpilot.security.identity import SpiffeId
@@ -30,13 +30,18 @@ def random_serial() -> int:
             return serial
 
 
+ROOT_COMMON_NAME = "meshpilot root CA"
+
+
 def root_certificate(
-    key: PrivateKey, *, trust_domain: str, not_before: datetime, not_after: datetime
+    key: PrivateKey, *, trust_domain: str, not_before: datetime, not_after: datetime,
+    common_name: str = ROOT_COMMON_NAME,
 ) -> x509.Certificate:
-    """A self-signed CA certificate for ``trust_domain``, able to sign CAs below it."""
+    """A self-signed CA certificate for ``trust_domain``, able to sign CAs below it.
+    ``common_name`` tells two roots of one mesh apart (a rotation trusts both at once)."""
     name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-        x509.NameAttribute(NameOID.COMMON_NAME, "meshpilot root CA"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
     ])
     public = key.public_key()
     return (
@@ -97,6 +102,12 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
 
 def certificates_pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
     return b"".join(certificate_pem(cert) for cert in certs)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate as ``openssl x509 -fingerprint -sha256`` prints it
+    (``AB:CD:...``), so a person can match what meshpilot shows against a file."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 def uri_sans(cert: x509.Certificate) -> list[str]:

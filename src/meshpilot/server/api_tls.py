@@ -11,6 +11,11 @@ The private key never stays on disk: Python's ``ssl`` loads a key only from a fi
 it is written (0600, in a fresh 0700 directory inside the state directory) and removed
 as soon as it is loaded. The certificate is renewed at about half its life, in place on
 the same ``SSLContext``, so new connections get the new one without a restart.
+
+It follows a root rotation (``meshpilot ca``) too: a new trust bundle is written to the
+roots file, and once the mesh issues from another CA the certificate is re-issued from
+it, at once. The new certificate is loaded before a smaller bundle is written, so a
+client reading the roots file never lacks the root of the certificate served.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import shutil
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +47,8 @@ LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_ADDRESSES = ("127.0.0.1",)
 MIN_WAIT_SECONDS = 0.5
 """Shortest pause between renewals (a CA about to expire must not make a busy loop)."""
+FOLLOW_SECONDS = 1.0
+"""How often the CA is looked at for a rotation step."""
 
 
 def subject_names(host: str) -> tuple[list[str], list[str]]:
@@ -107,8 +115,10 @@ class ApiTls:
     """The API's ``SSLContext``, its certificate, and its renewal (see the module)."""
 
     def __init__(self, ca: CertificateAuthority, state: StateDir, host: str, *,
-                 ttl: timedelta = DEFAULT_WORKLOAD_TTL) -> None:
+                 ttl: timedelta = DEFAULT_WORKLOAD_TTL,
+                 follow: Callable[[], CertificateAuthority] | None = None) -> None:
         self._ca = ca
+        self._follow = follow  # the mesh's CA now, as a rotation changes it
         self._state = state
         self._names = subject_names(host)
         self._ttl = ttl
@@ -133,15 +143,28 @@ class ApiTls:
             shutil.rmtree(directory, ignore_errors=True)
 
     async def renew_forever(self) -> None:
-        """Replace the certificate at about half its life, for as long as the server runs
-        (a task on the server's event loop, so the context changes on that loop only)."""
+        """Replace the certificate at about half its life, and follow the CA's rotation,
+        for as long as the server runs (a task on the server's event loop, so the context
+        changes on that loop only)."""
         while True:
-            due = renew_at(self.current.certificate) - datetime.now(UTC)
-            await asyncio.sleep(max(MIN_WAIT_SECONDS, due.total_seconds()))
+            due = (renew_at(self.current.certificate) - datetime.now(UTC)).total_seconds()
+            if self._follow is not None:
+                due = min(due, FOLLOW_SECONDS)
+            await asyncio.sleep(max(MIN_WAIT_SECONDS, due))
             try:
-                issued = await asyncio.to_thread(self._issue)
+                await self._tick()
             except Exception:  # keep the current one; try again after the pause
                 log.exception("renewing the API certificate failed")
-                continue
+
+    async def _tick(self) -> None:
+        """Re-issue when due or when another CA issues now; then write a changed bundle."""
+        ca = self._follow() if self._follow is not None else self._ca
+        moved = ca.signing_cert != self._ca.signing_cert
+        if moved or datetime.now(UTC) >= renew_at(self.current.certificate):
+            issued = await asyncio.to_thread(issue_server_certificate, ca, *self._names,
+                                             ttl=self._ttl)
             self._load(issued)
             self.current = issued
+        if ca.trust_bundle != self._ca.trust_bundle:
+            write_public(self._state.api_ca_file, ca.trust_bundle.pem)
+        self._ca = ca

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import create_app
+from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
@@ -42,6 +43,7 @@ class Components:
         routes: list[Route] = []
         if self.mesh is not None:
             routes += MeshAPI(self.mesh).routes() + TelemetryAPI(self.mesh).routes()
+            routes += CaAPI(self.mesh.ca_rotation).routes()
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller).routes()
         return create_app(self.config, token, info, routes)

@@ -42,7 +42,8 @@ from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
-from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
+from meshpilot.security.workload_certs import CredentialSubject
+from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
@@ -130,8 +131,10 @@ class MeshControlPlane:
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
         self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
-        self.certificates = WorkloadCertificates(options.certificate_authority(state.root),
-                                                 ttl=options.cert_ttl)
+        self.ca_rotation = CaRotation.open(state.root, options, self.converge,
+                                           wake=self._dirty.set)
+        """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
+        self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify))

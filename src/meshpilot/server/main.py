@@ -27,6 +27,7 @@ import uvicorn
 from meshpilot.api.base import parse_duration
 from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
 from meshpilot.security.options import SecurityOptions
+from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.statedir import AlreadyRunning, StateDir
@@ -51,12 +52,15 @@ def _url(host: str, port: int, scheme: str = "http") -> str:
 
 def _api_tls(state: StateDir, host: str, components: compose.Components,
              security: SecurityOptions) -> ApiTls:
-    """The API's TLS, from the CA the mesh issues workload certificates from (the same
-    CA, loaded from its files, for a config plane without a mesh)."""
-    if components.mesh is not None:
-        ca = components.mesh.certificates.ca
-    else:
-        ca = security.certificate_authority(state.root)
+    """The API's TLS, from the CA the mesh issues workload certificates from, followed
+    through a root rotation (the same CA, loaded from its files, for a config plane
+    without a mesh)."""
+    mesh = components.mesh
+    if mesh is not None:
+        return ApiTls(mesh.certificates.ca, state, host, ttl=security.cert_ttl,
+                      follow=lambda: mesh.certificates.ca)
+    saved = RootStore(state.root / ROTATION_DIR).load(trust_domain=security.trust_domain)
+    ca = saved.issuing if saved is not None else security.certificate_authority(state.root)
     return ApiTls(ca, state, host, ttl=security.cert_ttl)
 
 

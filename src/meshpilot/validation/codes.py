@@ -55,6 +55,17 @@ GATEWAY_MULTI_CLUSTER = Code("MP0037", Severity.ERROR, "Gateway TLS mode ISTIO_M
                              "AUTO_PASSTHROUGH: meshpilot runs no multi-cluster gateway")
 GATEWAY_TLS_UNSERVED = Code("MP0038", Severity.ERROR, "Gateway server TLS the gateway cannot "
                             "serve as written")
+CA_FILES = Code("MP0039", Severity.ERROR, "CA directory unusable: a file missing or "
+                "unreadable, a key not matching its certificate, a chain not reaching a root")
+CA_STEP_OUT_OF_ORDER = Code("MP0040", Severity.ERROR, "CA rotation step out of order")
+CA_NOT_TRUSTED = Code("MP0041", Severity.ERROR, "switch to a CA whose root is not in the "
+                      "trust bundle")
+CA_ROOT_NEEDED = Code("MP0042", Severity.ERROR, "no root to retire: the only roots left are "
+                      "the issuing and pending CA's")
+CA_ROOT_IN_USE = Code("MP0043", Severity.ERROR, "retiring a root that live workload "
+                      "certificates still chain to")
+CA_NOT_PROPAGATED = Code("MP0044", Severity.ERROR, "proxies have not all taken the previous "
+                         "CA rotation step yet")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
