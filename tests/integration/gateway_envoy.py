@@ -32,6 +32,7 @@ from tests.tls_pairs import b64
 from meshpilot.api.credentials import Secret
 from meshpilot.mesh.model import Named
 from meshpilot.xds.translate import names
+from meshpilot.xds.translate.secrets import root_secret, workload_secret
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -125,3 +126,23 @@ def gateway_bootstrap(node_id: str, listeners: Iterable[listener_pb2.Listener],
     return bootstrap(node_id, [inlined(x, by_name) for x in listeners], clusters,
                      [*(as_dict(s) for s in secrets), *extra_secrets])
 
+
+
+@dataclass(frozen=True)
+class WorkloadMaterial:
+    """A proxy's own workload credential, as the control plane gives one: what its
+    auto-mTLS clusters name (SDS ``default`` and ``ROOTCA``)."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    roots_pem: bytes
+
+    @classmethod
+    def issued(cls, cn: str = "workload") -> WorkloadMaterial:
+        root = issue(f"{cn} root", ca=True)
+        leaf = issue(cn, root)
+        return cls(leaf.cert_pem, leaf.key_pem, root.cert_pem)
+
+    def secrets(self) -> dict[str, secret_pb2.Secret]:
+        """The SDS secrets by name, to add under ``TYPE_SECRET``."""
+        return {s.name: s for s in (workload_secret(self), root_secret(self.roots_pem))}

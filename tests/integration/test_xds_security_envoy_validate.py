@@ -178,8 +178,10 @@ def test_envoy_accepts_listeners_and_clusters_for_every_mode(tmp_path: Path):
             private_key=str(client.key_path), ca_certificates=str(root)), http2=True),
         tls_cluster("mutual-credential", ClientTLSSettings(mode="MUTUAL", credential_name="db")),
     ]
-    secrets = [*workload_secrets(httpbin, bundle), ca_secret("api-cred-cacert", bundle),
-               certificate_secret("db", client), ca_secret("db-cacert", bundle)]
+    secrets = [*workload_secrets(httpbin, bundle),
+               ca_secret("kubernetes://api-cred-cacert", bundle),
+               certificate_secret("kubernetes://db", client),
+               ca_secret("kubernetes://db-cacert", bundle)]
     config = bootstrap("security-validate", listeners, clusters, secrets, ads_port=18083)
 
     # the listeners really do name their secrets over ADS
