@@ -2,8 +2,10 @@
 
 A config is consistent when every resource a proxy will be asked to fetch by name exists
 in it (every ClusterLoadAssignment an EDS cluster names, every RouteConfiguration a
-listener or a routing scope names: :data:`~meshpilot.xds.sequence.PUSH_SEQUENCE`'s
-``named_by``) and no route sends traffic to a subset its service's clusters lack. The xDS
+listener or a routing scope names, every SDS secret a TLS socket names:
+:data:`~meshpilot.xds.sequence.PUSH_SEQUENCE`'s ``named_by``; a user's credential whose
+Secret is not applied yet excepted, its ``may_lack``) and no route sends traffic to a
+subset its service's clusters lack. The xDS
 server serves a proxy only a consistent config: an inconsistent one is refused and the
 proxy stays on its last good one.
 
