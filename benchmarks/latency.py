@@ -1,13 +1,22 @@
 """Added latency of the mesh data path at a fixed request rate.
 
-Three paths to the same app process (a pod run by the real control plane, 1 kB
+Four paths to the same app process (a pod run by the real control plane, 1 kB
 responses), measured in interleaved rounds in the same run:
 
   (a) direct      load generator -> app
   (b) static      load generator -> Envoy (hand-written static config)
-                                 -> Envoy (static) -> app          the physical floor
+                                 -> Envoy (static) -> app          plaintext between them
+  (t) static TLS  the same two static Envoys' configs, with mutual TLS between them:
+                  the TLS meshpilot's sidecars speak (TLS 1.2-1.3, ECDSA P-256
+                  certificates from meshpilot's CA code, Istio's ALPNs and suites)
   (c) meshpilot   load generator -> mesh proxy (client sidecar, xDS)
-                                 -> pod sidecar (xDS) -> app
+                                 -> pod sidecar (xDS) -> app   auto mTLS between them
+
+(t) is the floor meshpilot's (c) is judged against: the same hops and the same TLS, none
+of meshpilot's config. (t) against (b) is what TLS itself costs. ``--mesh-plaintext``
+turns meshpilot's mTLS off (PeerAuthentication DISABLE), and (c) is judged against (b).
+A check request first makes sure (c)'s hop really was mTLS (the sidecar vouched for the
+caller's SPIFFE ID to the app) and (t)'s Envoys' ssl stats show what they negotiated.
 
 Two load generators, so that neither one's own jitter is mistaken for the mesh's:
 
@@ -36,7 +45,7 @@ while for a quiet machine, and runs that were not quiet are left out of the figu
 process on the path are read from /proc, as a second view of what each hop costs.
 
 ``--instructions N`` measures something else, for the same paths: instructions per
-request of (b)'s and (c)'s Envoys under callgrind. That count does not depend on the
+request of (b)'s, (t)'s and (c)'s Envoys under callgrind. That count does not depend on the
 machine's load, so it can tell whether meshpilot's configuration costs more than the
 static floor when the latency figures are too noisy to.
 
@@ -75,16 +84,52 @@ from harness import ControlPlane
 
 from meshpilot.proxy.envoy import EnvoyProcess, envoy_binary
 from meshpilot.proxy.ports import free_port, wait_port
+from meshpilot.security import DEFAULT_TRUST_DOMAIN, load_or_create_self_signed_ca
+from meshpilot.security.files import write_private
+from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
+from meshpilot.xds.translate.tls import (
+    DOWNSTREAM_ALPNS,
+    ISTIO_ALPNS,
+    ISTIO_CIPHER_SUITES,
+    PEER_PRINCIPAL_HEADER,
+)
 
 ISTIO_P90_MS = 0.228
 ISTIO_P99_MS = 0.298
 ISTIO_NOTE = ("Istio 1.20 published: client+server sidecars add +0.228 ms p90, +0.298 ms p99 "
               "at 1000 req/s (1 kB, 16 connections, 2 proxy workers, mTLS, dedicated hosts)")
+ISTIO_CONDITIONS: tuple[tuple[str, float], ...] = (
+    ("rate", 1000.0), ("connections", 16), ("body_size", 1024), ("envoy_concurrency", 2))
+"""The conditions of Istio's published figures that are options here (also: HTTP/1.1 and
+mTLS on, which the defaults give)."""
+ISTIO_GAPS = (
+    "one shared machine for the generator, the app, the Envoys and the control plane "
+    "(Istio: dedicated nodes, a network between them); our own load generator (Istio: "
+    "fortio); meshpilot's telemetry in the sidecars (Istio: its stats and "
+    "metadata-exchange filters)")
+"""Where this script cannot match the conditions of Istio's published figures."""
+MESH_PLAINTEXT = """---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: DISABLE}}
+"""
+"""Applied with --mesh-plaintext: no mTLS to or from the namespace's sidecars."""
 FLOOR_MARGIN = 1.05  # the target: meshpilot's added latency within 5% of the static floor's
 PCTS: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 HOST_HEADER = "bench:8080"
-PATH_NAMES = ("(a) direct to app", "(b) static Envoy x2 (floor)",
-              "(c) meshpilot sidecars x2 (xDS)")
+CHECK_PATH = "/bench-check"
+CHECK_HEADER = "x-bench-peer-principal"
+DIRECT = "(a) direct to app"
+STATIC = "(b) static Envoy x2, plaintext"
+STATIC_TLS = "(t) static Envoy x2, mTLS"
+MESH = "(c) meshpilot sidecars x2 (xDS)"
+PATH_NAMES = (DIRECT, STATIC, STATIC_TLS, MESH)
+RATIOS = ((MESH, STATIC_TLS, "(c)/(t)"), (MESH, STATIC, "(c)/(b)"),
+          (STATIC_TLS, STATIC, "(t)/(b)"))
+"""Pairs of paths whose added figures are printed as ratios: meshpilot against the static
+pair that speaks the same TLS (the like-for-like floor while meshpilot's sidecars speak
+mTLS, their default), meshpilot against the plaintext pair, and what TLS itself costs."""
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -399,31 +444,127 @@ def _listener(host: str, port: int, route_config: dict[str, Any]) -> dict[str, A
     }
 
 
-def static_envoy_bootstrap(listen_port: int, upstream: tuple[str, int]) -> dict[str, Any]:
-    """The minimal Envoy: one HTTP listener, one route, one static cluster (HTTP/1.1)."""
+def static_envoy_bootstrap(listen_port: int, upstream: tuple[str, int], *,
+                           downstream_tls: dict[str, Any] | None = None,
+                           upstream_tls: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The minimal Envoy: one HTTP listener, one route, one static cluster (HTTP/1.1);
+    with ``downstream_tls`` its listener terminates that TLS, with ``upstream_tls`` its
+    cluster originates it (transport sockets from :func:`static_mtls_sockets`)."""
     route = {"name": "local", "virtual_hosts": [{
         "name": "all", "domains": ["*"],
         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]}
-    return {
-        "static_resources": {
-            "listeners": [_listener("127.0.0.1", listen_port, route)],
-            "clusters": [{
-                "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{
-                    "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": upstream[0], "port_value": upstream[1]}}}}]}]},
-            }],
-        },
+    listener = _listener("127.0.0.1", listen_port, route)
+    if downstream_tls is not None:
+        listener["filter_chains"][0]["transport_socket"] = downstream_tls
+    cluster: dict[str, Any] = {
+        "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [{
+            "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": upstream[0], "port_value": upstream[1]}}}}]}]},
     }
+    if upstream_tls is not None:
+        cluster["transport_socket"] = upstream_tls
+    return {"static_resources": {"listeners": [listener], "clusters": [cluster]}}
+
+
+# --- the static mTLS pair: the same TLS as meshpilot's sidecars, from files -----------
+
+STATIC_SNI = "outbound|8080||bench.default.svc.cluster.local"
+"""What the static client sends as SNI: a cluster name, as meshpilot's auto mTLS does."""
+TLS_SOCKET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """One static Envoy's credential as files: its chain, its key (mode 0600) and the
+    roots it verifies its peer against, and the SPIFFE ID its certificate carries."""
+
+    chain: Path
+    key: Path
+    roots: Path
+    identity: str
+
+
+def static_tls_files(directory: Path) -> tuple[TlsFiles, TlsFiles]:
+    """(client, server) credentials for the static mTLS pair, issued by meshpilot's own CA
+    code (a self-signed ECDSA P-256 root made in ``directory``, workload certificates for
+    two service accounts), so both pairs present certificates of the same kind and size.
+
+    Every file is private (0600, in a 0700 directory): the keys are real keys, if only
+    for a benchmark's lifetime.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca = load_or_create_self_signed_ca(directory / "ca")
+    subjects = [CredentialSubject(f"static-{role}", "default", f"static-{role}")
+                for role in ("client", "server")]
+    issued = WorkloadCertificates(ca).current(subjects)
+    out = []
+    for subject in subjects:
+        cred = issued[subject.node_id]
+        files = TlsFiles(directory / f"{subject.node_id}-chain.pem",
+                         directory / f"{subject.node_id}-key.pem",
+                         directory / f"{subject.node_id}-roots.pem", cred.identity.uri)
+        for path, data in ((files.chain, cred.chain_pem), (files.key, cred.key_pem),
+                           (files.roots, cred.roots_pem)):
+            write_private(path, data)
+        out.append(files)
+    return out[0], out[1]
+
+
+def _common_tls(own: TlsFiles, alpns: Sequence[str], peer: dict[str, Any],
+                ciphers: Sequence[str] = ()) -> dict[str, Any]:
+    params: dict[str, Any] = {"tls_minimum_protocol_version": "TLSv1_2",
+                              "tls_maximum_protocol_version": "TLSv1_3"}
+    if ciphers:
+        params["cipher_suites"] = list(ciphers)
+    return {
+        "tls_params": params,
+        "alpn_protocols": list(alpns),
+        "tls_certificates": [{"certificate_chain": {"filename": str(own.chain)},
+                              "private_key": {"filename": str(own.key)}}],
+        "validation_context": {"trusted_ca": {"filename": str(own.roots)},
+                               "match_typed_subject_alt_names": [
+                                   {"san_type": "URI", "matcher": peer}]},
+    }
+
+
+def static_mtls_sockets(client: TlsFiles, server: TlsFiles
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the client's upstream socket, the server's downstream socket) of the static mTLS
+    pair: what meshpilot's sidecars negotiate (``xds/translate/tls.py``), written by hand
+    with files instead of SDS. TLS 1.2 to 1.3; the client offers Istio's mesh ALPNs and a
+    cluster name as SNI and accepts only the server's SPIFFE ID; the server offers h2 and
+    http/1.1, Istio's TLS 1.2 suites, and requires a client certificate with a SPIFFE ID
+    of the trust domain. Left out on purpose: the TLS inspector and the plaintext chain of
+    meshpilot's PERMISSIVE inbound port (they cost per connection, and these connections
+    are kept alive), and every HTTP filter: the floor is TLS and routing, nothing else."""
+    upstream = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": TLS_SOCKET_TYPE + "UpstreamTlsContext", "sni": STATIC_SNI,
+        "common_tls_context": _common_tls(client, ISTIO_ALPNS, {"exact": server.identity})}}
+    downstream = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": TLS_SOCKET_TYPE + "DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": _common_tls(
+            server, DOWNSTREAM_ALPNS, {"prefix": f"spiffe://{DEFAULT_TRUST_DOMAIN}/"},
+            ISTIO_CIPHER_SUITES)}}
+    return upstream, downstream
 
 
 def native_app_bootstrap(host: str, port: int, body_size: int) -> dict[str, Any]:
     """An Envoy that answers every request with ``body_size`` bytes, as the demo app
     would (200, ``x-version: v1``), but with no interpreter in the way."""
+    answer = {"status": 200, "body": {"inline_string": "x" * body_size}}
     route = {"name": "app", "virtual_hosts": [{
         "name": "app", "domains": ["*"],
-        "routes": [{"match": {"prefix": "/"}, "direct_response": {
-            "status": 200, "body": {"inline_string": "x" * body_size}}}],
+        "routes": [
+            # The path check's request only: says which peer identity the pod's sidecar
+            # vouched for (meshpilot's mTLS chain sets the header), so a run shows that
+            # (c) really spoke mTLS. Measured requests take the next route and get the
+            # same bytes on every path.
+            {"match": {"path": CHECK_PATH}, "direct_response": answer,
+             "response_headers_to_add": [{"header": {
+                 "key": CHECK_HEADER, "value": f"%REQ({PEER_PRINCIPAL_HEADER})%"}}]},
+            {"match": {"prefix": "/"}, "direct_response": answer}],
         "response_headers_to_add": [
             {"header": {"key": "x-version", "value": "v1"}},
             {"header": {"key": "content-type", "value": "application/json"}}],
@@ -608,6 +749,55 @@ def upstream_connections(pid: int) -> dict[str, int]:
     return out
 
 
+def check_paths(addrs: dict[str, tuple[str, int]], *, mesh_mtls: bool) -> None:
+    """Every path answers 200 from our app, and the hop into the pod was what the
+    comparison assumes: mTLS on (c) (the sidecar vouched for a SPIFFE ID) unless meshpilot's
+    mTLS is turned off, and no meshpilot identity on the other paths. A run whose (c)
+    silently fell back to plaintext would compare the wrong things, so it stops here.
+    (``PEER_PRINCIPAL_HEADER`` is what a sidecar's inbound mTLS chain sets to the caller's
+    SPIFFE ID: the app seeing it proves the hop was mTLS.)"""
+    for name, addr in addrs.items():
+        with httpx.Client(trust_env=False, timeout=10) as c:
+            r = c.get(f"http://{addr[0]}:{addr[1]}{CHECK_PATH}", headers={"Host": HOST_HEADER})
+        if r.status_code != 200 or r.headers.get("x-version") != "v1":
+            raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+        peer = r.headers.get(CHECK_HEADER, "")  # the native app says it in a header ...
+        if not peer and r.headers.get("content-type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError, AttributeError):  # ... the demo app in JSON
+                peer = r.json().get("headers", {}).get(PEER_PRINCIPAL_HEADER, "")
+        peer = "" if peer == "-" else peer
+        if (name == MESH and mesh_mtls) != peer.startswith("spiffe://"):
+            raise RuntimeError(f"{name}: the app saw peer identity {peer or 'none'!r}; "
+                               f"expected {'one' if name == MESH and mesh_mtls else 'none'}")
+        print(f"  {name}: 200 from the app; peer identity seen by the app: {peer or 'none'}",
+              flush=True)
+
+
+def print_tls_stats(envoys: dict[str, int | None]) -> None:
+    """What the static mTLS pair negotiated, from its Envoys' ``ssl`` stats: handshakes,
+    version, cipher, curve, signature algorithm. (meshpilot's Envoys keep a short stats
+    list without these; their TLS is configured with the same parameters.)"""
+    for label, pid in envoys.items():
+        admin = admin_of(pid) if pid else None
+        if admin is None:
+            continue
+        with httpx.Client(base_url=f"http://{admin}", trust_env=False, timeout=10) as c:
+            stats = c.get("/stats", params={"format": "json", "filter": r"\.ssl\."}).json()
+        seen: dict[str, int] = {}
+        for item in stats.get("stats", []):
+            name, value = str(item.get("name", "")), item.get("value")
+            if not isinstance(value, int) or not value or "admin" in name:
+                continue
+            key = name.split(".ssl.", 1)[1]
+            seen[key] = seen.get(key, 0) + value
+        kinds = [k for k in seen if k.split(".")[0] in ("versions", "ciphers", "curves",
+                                                        "sigalgs")]
+        errors = {k: v for k, v in seen.items() if "fail" in k or "error" in k}
+        print(f"  {label}: {seen.get('handshake', 0)} TLS handshakes; "
+              + ", ".join(k.split(".", 1)[1] for k in sorted(kinds))
+              + (f"; errors {errors}" if errors else ""), flush=True)
+
+
 def dump_configs(envoys: dict[str, int], out_dir: Path) -> None:
     """Write each Envoy's /config_dump (with EDS) and its stats count to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -682,11 +872,15 @@ def _callgrind_total(out_dir: Path, pid: int) -> int:
 
 
 def measure_instructions(addrs: dict[str, tuple[str, int]], pids: dict[str, tuple[int, int]],
-                         out_dir: Path, requests: int, rounds: int) -> None:
+                         out_dir: Path, requests: int, rounds: int, floor: str) -> None:
     """Instructions per request of each path's two Envoys, under callgrind.
 
     For each path: 300 requests to warm up, then the counters of both Envoys are zeroed,
-    ``requests`` sequential requests sent, and the counters dumped. Instruction counts do
+    ``requests`` sequential requests sent, and the counters dumped. ``floor`` is the
+    static path meshpilot's is judged against (the one speaking the same TLS, or none).
+    The connection is kept alive, so a TLS path's handshakes (one per connection) fall in
+    the warm-up and the count is the per-request cost: records encrypted and decrypted
+    on top of the plaintext work. Instruction counts do
     not depend on what else the machine is doing, so this judges what a configuration
     costs where the latency figures cannot (their run-to-run spread is larger than the
     difference sought). It counts user-space work only: the kernel's share (TCP over
@@ -716,10 +910,14 @@ def measure_instructions(addrs: dict[str, tuple[str, int]], pids: dict[str, tupl
         c, s = _med([r[0] for r in rs]), _med([r[1] for r in rs])
         both[name] = c + s
         print(f"  {name:<33}{c:14.0f}{s:14.0f}{c + s:10.0f}")
-    static, mesh = PATH_NAMES[1], PATH_NAMES[2]
-    ratio = both[mesh] / both[static]
-    print(f"  ratio (c)/(b): {ratio:.3f} ({'within' if ratio <= FLOOR_MARGIN else 'NOT within'} "
-          "5% of the floor in instructions)")
+    for over, under, label in RATIOS:
+        if over in both and under in both:
+            ratio = both[over] / both[under]
+            verdict = ""
+            if over == MESH and under == floor:
+                verdict = (f" ({'within' if ratio <= FLOOR_MARGIN else 'NOT within'} 5% of "
+                           "the like-for-like floor in instructions)")
+            print(f"  ratio {label}: {ratio:.3f}{verdict}")
     print("  Telemetry scrapes are off in this mode (MESHPILOT_TELEMETRY_INTERVAL=3600): one "
           "scrape costs an Envoy about 0.4 ms of CPU, once a second.")
 
@@ -790,18 +988,18 @@ def report_generator(gen: str, rounds: list[dict[str, RoundResult]],
         print(f"{name:<33}" + "".join(" " + _cell(per_p[p]) for p in PCTS) + f"  {kept}")
     print(f"{'Istio 1.20 (published, not run)':<33}{'':>22}{ISTIO_P90_MS:>22.3f}"
           f"{ISTIO_P99_MS:>22.3f}")
-    s, m = PATH_NAMES[1], PATH_NAMES[2]
-    triples, kept = _quiet_or_all([[r[direct], r[s], r[m]] for r in rounds
-                                   if all(n in r for n in PATH_NAMES)])
-    ratios = {p: [(c.pct[p] - d.pct[p]) / (b.pct[p] - d.pct[p]) for d, b, c in triples
-                  if b.pct[p] - d.pct[p] > 0] for p in PCTS}
-    print(f"{'ratio (c)/(b), of the medians':<33}" + "".join(
-        f"{(added[p][m] / added[p][s] if added[p][s] > 0 else float('nan')):22.2f}"
-        for p in PCTS))
-    print(f"{'ratio (c)/(b), per round':<33}" + "".join(" " + _cell(ratios[p]) for p in PCTS)
-          + f"  {kept}")
-    print(f"{'ratio (c) / Istio published':<33}{'':>22}{added[90.0][m] / ISTIO_P90_MS:22.2f}"
-          f"{added[99.0][m] / ISTIO_P99_MS:22.2f}")
+    for over, under, label in RATIOS:
+        triples, kept = _quiet_or_all([[r[direct], r[under], r[over]] for r in rounds
+                                       if all(n in r for n in (direct, under, over))])
+        ratios = {p: [(c.pct[p] - d.pct[p]) / (b.pct[p] - d.pct[p]) for d, b, c in triples
+                      if b.pct[p] - d.pct[p] > 0] for p in PCTS}
+        print(f"{'ratio ' + label + ', of the medians':<33}" + "".join(
+            f"{(added[p][over] / added[p][under] if added[p][under] > 0 else float('nan')):22.2f}"
+            for p in PCTS))
+        print(f"{'ratio ' + label + ', per round':<33}" + "".join(
+            " " + _cell(ratios[p]) for p in PCTS) + f"  {kept}")
+    print(f"{'ratio (c) / Istio published':<33}{'':>22}{added[90.0][MESH] / ISTIO_P90_MS:22.2f}"
+          f"{added[99.0][MESH] / ISTIO_P99_MS:22.2f}")
     if gen == "python":
         print()
         print("Generator health (quiet rounds): send lag = actual send - scheduled time, the "
@@ -846,17 +1044,18 @@ def report_cpu(rounds: list[dict[str, RoundResult]], gen: str) -> None:
         print(f"  {name:<33}" + "".join(cells) + f"{_med([x.mean_ms for x in rs]):9.3f}")
 
 
-def verdict(added: dict[float, dict[str, float]]) -> None:
-    s, m = PATH_NAMES[1], PATH_NAMES[2]
+def verdict(added: dict[float, dict[str, float]], floor: str) -> None:
+    """meshpilot's added latency against ``floor`` (the static pair speaking the same
+    TLS as meshpilot's pair in this run) and against Istio's published figures."""
     print()
-    print("Against the targets (python generator, medians of rounds):")
+    print(f"Against the targets (python generator, medians of rounds; floor: {floor}):")
     for p in (50.0, 90.0, 99.0):
-        ok = added[p][m] <= added[p][s] * FLOOR_MARGIN
-        print(f"  p{p:g}: meshpilot +{added[p][m]:.3f} ms vs static +{added[p][s]:.3f} ms: "
-              f"{'within' if ok else 'NOT within'} 5% of the floor")
+        ok = added[p][MESH] <= added[p][floor] * FLOOR_MARGIN
+        print(f"  p{p:g}: meshpilot +{added[p][MESH]:.3f} ms vs static +{added[p][floor]:.3f} "
+              f"ms: {'within' if ok else 'NOT within'} 5% of the floor")
     for p, istio in ((90.0, ISTIO_P90_MS), (99.0, ISTIO_P99_MS)):
-        ok = added[p][m] <= istio
-        print(f"  p{p:g}: meshpilot +{added[p][m]:.3f} ms vs Istio +{istio:.3f} ms: "
+        ok = added[p][MESH] <= istio
+        print(f"  p{p:g}: meshpilot +{added[p][MESH]:.3f} ms vs Istio +{istio:.3f} ms: "
               f"{'at or under' if ok else 'OVER'} Istio's published figure")
 
 
@@ -898,9 +1097,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each round, wait up to this many seconds for a quiet "
                              "machine (default 30; 0: do not wait)")
     parser.add_argument("--instructions", type=int, default=0, metavar="N",
-                        help="instead of latency: run (b) and (c)'s Envoys under callgrind "
+                        help="instead of latency: run (b), (t) and (c)'s Envoys under callgrind "
                              "(Debian: apt-get install valgrind) and count instructions per "
                              "request over N sequential requests (e.g. 1000)")
+    parser.add_argument("--mesh-plaintext", action="store_true",
+                        help="turn meshpilot's mTLS off (a PeerAuthentication DISABLE for "
+                             "namespace default): (c) is then judged against the plaintext "
+                             "static pair (b) instead of the mTLS one (t)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--serve-native-app", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -933,7 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MESHPILOT_ENVOY"] = binary
             os.environ["MESHPILOT_TELEMETRY_INTERVAL"] = "3600"
         cp = ControlPlane(tmp / "state", args.envoy_concurrency)
-        cp.apply(app_manifest(args.body_size, args.app, tmp))
+        manifest = app_manifest(args.body_size, args.app, tmp)
+        if args.mesh_plaintext:
+            manifest += MESH_PLAINTEXT
+        cp.apply(manifest)
         cp.converge()
         pod = next(p for p in cp.pods() if p["status"]["ready"])
         app_ip = pod["status"]["podIP"]
@@ -943,51 +1149,58 @@ def main(argv: list[str] | None = None) -> int:
         print(f"app pod {pod['metadata']['name']} ({args.app}) at {app_ip}:{app_port}; "
               f"mesh proxy {cp.endpoints['mesh_proxy']}", flush=True)
 
-        server_port, client_port = free_port(), free_port()
-        for name, port, upstream in (("static-server", server_port, (app_ip, app_port)),
-                                     ("static-client", client_port, ("127.0.0.1", server_port))):
-            proc = EnvoyProcess(static_envoy_bootstrap(port, upstream), name=name,
+        # Two static pairs to the same app: (b) plaintext between its Envoys, (t) mutual
+        # TLS between them with the TLS meshpilot's sidecars speak.
+        client_tls, server_tls = static_tls_files(tmp / "static-tls")
+        upstream_tls, downstream_tls = static_mtls_sockets(client_tls, server_tls)
+        ports = {key: free_port() for key in ("static-server", "static-client",
+                                              "tls-server", "tls-client")}
+        static_envoys = (
+            ("static-server", (app_ip, app_port), {}),
+            ("static-client", ("127.0.0.1", ports["static-server"]), {}),
+            ("tls-server", (app_ip, app_port), {"downstream_tls": downstream_tls}),
+            ("tls-client", ("127.0.0.1", ports["tls-server"]), {"upstream_tls": upstream_tls}),
+        )
+        static_pids: dict[str, int | None] = {}
+        for name, upstream, tls in static_envoys:
+            proc = EnvoyProcess(static_envoy_bootstrap(ports[name], upstream, **tls), name=name,
                                 work_dir=tmp / "envoy", concurrency=args.envoy_concurrency,
                                 binary=binary)
             proc.start(timeout=60.0)
             envoys.append(proc)
-            if not wait_port("127.0.0.1", port, timeout=15):
+            static_pids[name] = proc.pid
+            if not wait_port("127.0.0.1", ports[name], timeout=15):
                 raise RuntimeError(f"{name} did not listen; see {proc.log_path}")
 
-        addrs = {PATH_NAMES[0]: (app_ip, app_port), PATH_NAMES[1]: ("127.0.0.1", client_port),
-                 PATH_NAMES[2]: mesh_addr}
+        addrs = {DIRECT: (app_ip, app_port), STATIC: ("127.0.0.1", ports["static-client"]),
+                 STATIC_TLS: ("127.0.0.1", ports["tls-client"]), MESH: mesh_addr}
         pids: dict[str, int | None] = {
             "app": listening_pid(app_ip, app_port),
-            "static-client": envoys[1].pid, "static-server": envoys[0].pid,
+            **static_pids,
             "mesh-proxy": listening_pid(*mesh_addr),
             "sidecar": listening_pid(app_ip, 8080),
             "control plane": cp.proc.pid,
         }
-        roles_by_path = {
-            PATH_NAMES[0]: {"app": "app", "control plane": "control plane"},
-            PATH_NAMES[1]: {"client envoy": "static-client", "server envoy": "static-server",
-                            "app": "app", "control plane": "control plane"},
-            PATH_NAMES[2]: {"client envoy": "mesh-proxy", "server envoy": "sidecar",
-                            "app": "app", "control plane": "control plane"},
-        }
-        for name, addr in addrs.items():  # every path answers, and from our app
-            with httpx.Client(trust_env=False, timeout=10) as c:
-                r = c.get(f"http://{addr[0]}:{addr[1]}/", headers={"Host": HOST_HEADER})
-                if r.status_code != 200 or r.headers.get("x-version") != "v1":
-                    raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+        pairs = {STATIC: ("static-client", "static-server"),
+                 STATIC_TLS: ("tls-client", "tls-server"), MESH: ("mesh-proxy", "sidecar")}
+        roles_by_path = {DIRECT: {"app": "app", "control plane": "control plane"}}
+        for name, (client, server) in pairs.items():
+            roles_by_path[name] = {"client envoy": client, "server envoy": server,
+                                   "app": "app", "control plane": "control plane"}
+        floor = STATIC if args.mesh_plaintext else STATIC_TLS
+        check_paths(addrs, mesh_mtls=not args.mesh_plaintext)
+        print_tls_stats({k: pids[k] for k in ("tls-client", "tls-server")})
         if args.dump_config is not None:
             print(f"config dumps -> {args.dump_config}", flush=True)
-            dump_configs({k: v for k, v in pids.items()
-                          if k in ("static-client", "static-server", "mesh-proxy", "sidecar")
-                          and v is not None}, args.dump_config)
+            dump_configs({k: v for pair in pairs.values() for k in pair
+                          if (v := pids[k]) is not None}, args.dump_config)
 
         if args.instructions:
-            envoy_pids = {PATH_NAMES[1]: (pids["static-client"], pids["static-server"]),
-                          PATH_NAMES[2]: (pids["mesh-proxy"], pids["sidecar"])}
+            envoy_pids = {name: (pids[c], pids[s]) for name, (c, s) in pairs.items()}
             if any(p is None for pair in envoy_pids.values() for p in pair):
                 raise RuntimeError(f"an Envoy was not found: {envoy_pids}")
             measure_instructions(addrs, envoy_pids,  # type: ignore[arg-type]
-                                 tmp / "callgrind", args.instructions, rounds=2)
+                                 tmp / "callgrind", args.instructions, rounds=2, floor=floor)
             return 0
 
         script = tmp / "rate.lua"
@@ -1065,9 +1278,12 @@ def main(argv: list[str] | None = None) -> int:
 
         end_load = os.getloadavg()
         print()
+        print("The static mTLS pair's TLS, over the whole run:")
+        print_tls_stats({k: pids[k] for k in ("tls-client", "tls-server")})
+        print()
         print("Upstream connections opened / requests sent, over the whole run (warm-ups, the "
               "check and wrk included):")
-        for key in ("static-client", "static-server", "mesh-proxy", "sidecar"):
+        for key in (k for pair in pairs.values() for k in pair):
             pid = pids[key]
             got = upstream_connections(pid) if pid else {}
             print(f"  {key:<14} {got.get('connections', '?')} connections / "
@@ -1088,10 +1304,17 @@ def main(argv: list[str] | None = None) -> int:
             report_cpu(results[gen], gen)
         print()
         print(f"Context: {ISTIO_NOTE}.")
-        print("Here: everything (generator, app, Envoys, control plane) shares one machine "
-              f"with {os.cpu_count()} CPUs; plain HTTP/1.1, no mTLS.")
+        print("Here: everything (generator, app, six Envoys, control plane) shares one machine "
+              f"with {os.cpu_count()} CPUs; HTTP/1.1; between the two Envoys of (t) mutual TLS, "
+              f"of (b) plaintext, of (c) {'plaintext' if args.mesh_plaintext else 'mutual TLS'}.")
+        options = [f"--{k.replace('_', '-')} {getattr(args, k):g} (Istio: {v:g})"
+                   for k, v in ISTIO_CONDITIONS if getattr(args, k) != v]
+        if args.mesh_plaintext:
+            options.append("--mesh-plaintext (Istio: mTLS on)")
+        print(f"Istio's conditions not matched here: {ISTIO_GAPS}"
+              + "".join(f"; {o}" for o in options) + ".")
         if "python" in added_by_gen:
-            verdict(added_by_gen["python"])
+            verdict(added_by_gen["python"], floor)
         return 0
     finally:
         for proc in envoys:
