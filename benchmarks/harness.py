@@ -107,12 +107,14 @@ class ControlPlane:
 
 def issue_credentials(nodes: Any) -> Any:
     """Workload credentials for the benchmark's proxies, from a CA made in a temporary
-    directory, as the control plane gives its own: node id -> Credential."""
+    directory (removed once the CA is loaded: its key stays in memory only), as the
+    control plane gives its own: node id -> Credential."""
     import tempfile
 
     from meshpilot.security import load_or_create_self_signed_ca
     from meshpilot.security.workload_certs import CredentialSubject, WorkloadCertificates
 
-    ca = load_or_create_self_signed_ca(Path(tempfile.mkdtemp(prefix="meshpilot-bench-ca-")))
+    with tempfile.TemporaryDirectory(prefix="meshpilot-bench-ca-") as directory:
+        ca = load_or_create_self_signed_ca(Path(directory))
     return WorkloadCertificates(ca).current(
         CredentialSubject(n.id, n.namespace, n.service_account) for n in nodes)
