@@ -7,20 +7,13 @@ revision is promoted and a failing one is rolled back with the check named.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.mesh import Mesh
 from tests.e2e.rollouts import FINISHED, canary
 from tests.e2e.scenario import Given, Then, When
 from tests.e2e.telemetry_helpers import Prometheus
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None and not Path("/usr/bin/prometheus").exists(),
-    reason="prometheus is not installed")
 
 SELECTOR = ('reporter="destination", destination_workload_namespace="{{ namespace }}", '
             'destination_workload=~"{{ target }}"')
