@@ -355,8 +355,14 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
     inbound = res[TYPE_LISTENER]["inbound_9080"]
     assert inbound.address.socket_address.port_value == 9080
     assert _hcm(inbound).rds.route_config_name == "inbound|9080||"
-    route = res[TYPE_ROUTE]["inbound|9080||"].virtual_hosts[0].routes[0]
-    assert route.route.cluster == "inbound|9080||"
+    (vhost,) = res[TYPE_ROUTE]["inbound|9080||"].virtual_hosts
+    assert not vhost.routes  # one per counted source, found by the vhost's matcher
+    table = vhost.matcher.matcher_tree.exact_match_map.map
+    assert table
+    for on_match in table.values():
+        route = rc.Route()
+        assert on_match.action.typed_config.Unpack(route)
+        assert route.route.cluster == "inbound|9080||"
     app = res[TYPE_CLUSTER]["inbound|9080||"]
     assert app.type == cluster_pb2.Cluster.STATIC
     sa = app.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
