@@ -127,9 +127,9 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
     the caller's SPIFFE ID is written into a header no client can forge.
 
     Every request an HTTP port answers is counted by its source, whoever answers it (the
-    app, or the sidecar refusing it): the listener writes the key its routes are looked
-    up by and logs each request into the counters (see :mod:`.telemetry`); neither names
-    a source, so a new workload does not change the listener.
+    app, or the sidecar refusing it): the listener logs each request into the counters
+    under the name of the route that sorted it by its caller (see :mod:`.telemetry`); the
+    listener names no source, so a new workload does not change it.
     The routes come over RDS (:func:`inbound_route`): they are the same for every pod
     with that container port, so a new caller (one more counted source) changes one
     shared route config, not every pod's listener. Enforcement stays in the listener: a
@@ -152,8 +152,7 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
         def make(mtls: bool) -> list[lc.Filter]:
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
-            manager.early_header_mutation_extensions.extend([
-                tls.peer_principal_mutation(mtls), telemetry.inbound_key_mutation()])
+            manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
             manager.access_log.append(telemetry.inbound_access_log(port.container_port))
             return [_hcm_filter(manager)]
 

@@ -10,12 +10,12 @@ and the counters' names are defined in :mod:`meshpilot.mesh.sources`):
   proxy and are built once), gateways in their route configurations;
 - every inbound HTTP route configuration (``inbound|<port>||``, over RDS, the same for
   every pod with that port) has one route per counted source, all alike but for their
-  names, picked by a lookup table (:func:`count_sources`): the route's name *is* the
-  counted source. The table is keyed by :data:`INBOUND_KEY_HEADER`, which the inbound
-  listener writes before routing from the peer certificate and the claimed source id
-  (:func:`inbound_key_mutation`), so a claim is believed over mTLS only from the
-  identity it names, and only known sources have a name: whatever a plaintext client
-  writes, the number of names stays the number of known sources (twice, plus two);
+  names, picked by lookup tables (:func:`counting_matcher`): the route's name *is* the
+  counted source. They are looked up by the peer principal header, which the inbound
+  listener writes from the peer certificate on its mTLS chain and removes on its
+  plaintext one, then by the claimed source id: a claim is believed over mTLS only from
+  the identity it names, and only known sources have a name, so whatever a plaintext
+  client writes, the number of names stays the number of known sources (twice, plus two);
 - every inbound HTTP listener counts each request it answers with Envoy's stats access
   logger (:func:`inbound_access_log`), tagged with that route name and the response
   code. An access logger sees every request, including those the sidecar refuses before
@@ -26,7 +26,7 @@ Why not Envoy's virtual clusters, which counted per source before: the router ch
 them, so a request answered by an earlier filter was never counted (Istio's stats filter
 counts it); and they are matched one by one, so a request from the last of 2,000 known
 sources cost the inbound sidecar 2.1 million instructions against 180 thousand with the
-table (``benchmarks/source_matching.py``). A denial made *at* the router (an RBAC shadow
+tables (``benchmarks/source_matching.py``). A denial made *at* the router (an RBAC shadow
 rule and a route answering 403) was rejected: a route config that is missing or late would
 then let a denied request through, where the RBAC filter in the listener never does.
 
@@ -36,7 +36,7 @@ Outbound and inbound clusters also track request/response sizes (``istio_request
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -51,6 +51,8 @@ from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf import json_format, struct_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
+from xds.type.matcher.v3 import regex_pb2 as xds_regex_pb2
+from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from meshpilot.mesh.model import ProxyNode
@@ -70,18 +72,11 @@ from meshpilot.mesh.sources import (
 )
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.names import TYPE_ROUTE
+from meshpilot.xds.translate.tls import PEER_PRINCIPAL_HEADER
 
 EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 STATS_LOGGER = "envoy.access_loggers.stats"
 STATS_LOGGER_CONFIG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
-
-INBOUND_KEY_HEADER = "x-meshpilot-inbound-key"
-"""Request header the inbound sidecar writes before routing, ``<peer URI SAN>;<source
-id>;`` (the SAN is empty in plaintext, so a plaintext key starts with ``;`` and can never
-equal an mTLS one), for its routes to look up; any value a client sent is replaced, and
-the router removes it before the app."""
-INBOUND_KEY_FORMAT = f"%DOWNSTREAM_PEER_URI_SAN%;%REQ({SOURCE_HEADER})%;"
-PLAINTEXT_KEY_PREFIX = ";"
 
 MAX_COUNTERS = 100_000
 MAX_HISTOGRAMS = 20_000
@@ -106,34 +101,6 @@ def _overwrite(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def inbound_key_mutation() -> core_pb2.TypedExtensionConfig:
-    """The inbound connection manager's early header mutation writing
-    :data:`INBOUND_KEY_HEADER` (the same on the mTLS and the plaintext chain)."""
-    config = early_hm.HeaderMutation(mutations=[
-        mutation_rules_pb2.HeaderMutation(append=_overwrite(INBOUND_KEY_HEADER,
-                                                            INBOUND_KEY_FORMAT))])
-    return core_pb2.TypedExtensionConfig(name=EARLY_MUTATION, typed_config=pb.pack(config))
-
-
-def inbound_key(principal: str, source: str) -> str:
-    """What :data:`INBOUND_KEY_FORMAT` gives for a caller proved to be ``principal``
-    (empty in plaintext) claiming ``source``."""
-    return f"{principal};{source};"
-
-
-def counted_keys(sources: Iterable[str], trust_domain: str) -> dict[str, str]:
-    """Inbound key → counted source, per known source id: its claim proved by its own
-    certificate, and its claim in plaintext. Other keys are :data:`UNKNOWN_SOURCE`."""
-    out: dict[str, str] = {}
-    for source in sources:
-        namespace, account = source_identity(source)
-        if account != UNKNOWN:
-            out[inbound_key(spiffe_id(trust_domain, namespace, account), source)] = (
-                counted_name(source, True))
-        out[inbound_key("", source)] = counted_name(source, False)
-    return out
-
-
 def _route_action(template: rc.Route, name: str) -> matcher_pb2.Matcher.OnMatch:
     route = rc.Route()
     route.CopyFrom(template)
@@ -142,43 +109,80 @@ def _route_action(template: rc.Route, name: str) -> matcher_pb2.Matcher.OnMatch:
         name=name, typed_config=pb.pack(route)))
 
 
-def _key_input() -> xds_extension_pb2.TypedExtensionConfig:
-    return xds_extension_pb2.TypedExtensionConfig(
-        name=INBOUND_KEY_HEADER, typed_config=pb.pack(
-            http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=INBOUND_KEY_HEADER)))
+def _header(name: str) -> xds_extension_pb2.TypedExtensionConfig:
+    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=pb.pack(
+        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name)))
+
+
+def _table(header: str, entries: Mapping[str, matcher_pb2.Matcher.OnMatch],
+           otherwise: matcher_pb2.Matcher.OnMatch) -> matcher_pb2.Matcher.OnMatch:
+    """One hash lookup of ``header``'s value in ``entries``; ``otherwise`` when it is
+    not there (or absent)."""
+    if not entries:  # Envoy wants a table with something in it
+        return otherwise
+    table = matcher_pb2.Matcher.MatcherTree.MatchMap()
+    for key in sorted(entries):
+        table.map[key].CopyFrom(entries[key])
+    return matcher_pb2.Matcher.OnMatch(matcher=matcher_pb2.Matcher(
+        matcher_tree=matcher_pb2.Matcher.MatcherTree(input=_header(header),
+                                                     exact_match_map=table),
+        on_no_match=otherwise))
+
+
+def _present(header: str, then: matcher_pb2.Matcher.OnMatch,
+             otherwise: matcher_pb2.Matcher.OnMatch) -> matcher_pb2.Matcher.OnMatch:
+    """``then`` when ``header`` is there at all, else ``otherwise``."""
+    anything = xds_string_pb2.StringMatcher(safe_regex=xds_regex_pb2.RegexMatcher(
+        google_re2=xds_regex_pb2.RegexMatcher.GoogleRE2(), regex=".+"))
+    predicate = matcher_pb2.Matcher.MatcherList.Predicate(
+        single_predicate=matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate(
+            input=_header(header), value_match=anything))
+    return matcher_pb2.Matcher.OnMatch(matcher=matcher_pb2.Matcher(
+        matcher_list=matcher_pb2.Matcher.MatcherList(matchers=[
+            matcher_pb2.Matcher.MatcherList.FieldMatcher(predicate=predicate, on_match=then)]),
+        on_no_match=otherwise))
 
 
 def counting_matcher(template: rc.Route, sources: Iterable[str], trust_domain: str
                      ) -> matcher_pb2.Matcher:
     """The virtual host's route table: a copy of ``template`` per counted source, named
-    after it, found by one hash lookup of the inbound key (the cost does not grow with
-    the number of sources); a key not in the table is an unknown source, in plaintext when
-    the key has no certificate part."""
-    table = matcher_pb2.Matcher.MatcherTree.MatchMap()
-    for key, name in sorted(counted_keys(sources, trust_domain).items()):
-        table.map[key].CopyFrom(_route_action(template, name))
-    unknown = matcher_pb2.Matcher(
-        matcher_tree=matcher_pb2.Matcher.MatcherTree(
-            input=_key_input(),
-            prefix_match_map=matcher_pb2.Matcher.MatcherTree.MatchMap(map={
-                PLAINTEXT_KEY_PREFIX: _route_action(template,
-                                                    counted_name(UNKNOWN_SOURCE, False))})),
-        on_no_match=_route_action(template, counted_name(UNKNOWN_SOURCE, True)))
-    return matcher_pb2.Matcher(
-        matcher_tree=matcher_pb2.Matcher.MatcherTree(input=_key_input(), exact_match_map=table),
-        on_no_match=matcher_pb2.Matcher.OnMatch(matcher=unknown))
+    after it (:func:`~meshpilot.mesh.sources.counted_name`).
+
+    A request is looked up by its peer principal header (the caller's certificate, on the
+    mTLS chain only), then by the source id it claims among the known sources of that
+    identity; without the header (plaintext), by its claim among every known source.
+    Anything else is :data:`~meshpilot.mesh.sources.UNKNOWN_SOURCE`, over mTLS when the
+    header is there. Two hash lookups, whatever the number of sources: unlike a list of
+    matches, the cost does not grow with the mesh.
+    """
+    def route(source: str, authenticated: bool) -> matcher_pb2.Matcher.OnMatch:
+        return _route_action(template, counted_name(source, authenticated))
+
+    by_identity: dict[str, dict[str, matcher_pb2.Matcher.OnMatch]] = {}
+    plaintext: dict[str, matcher_pb2.Matcher.OnMatch] = {}
+    for source in sources:
+        namespace, account = source_identity(source)
+        if account != UNKNOWN:
+            by_identity.setdefault(spiffe_id(trust_domain, namespace, account), {})[
+                source] = route(source, True)
+        plaintext[source] = route(source, False)
+    unknown_mtls = route(UNKNOWN_SOURCE, True)
+    proved = {identity: _table(SOURCE_HEADER, claims, unknown_mtls)
+              for identity, claims in by_identity.items()}
+    not_proved = _present(PEER_PRINCIPAL_HEADER, unknown_mtls,
+                          _table(SOURCE_HEADER, plaintext, route(UNKNOWN_SOURCE, False)))
+    return _table(PEER_PRINCIPAL_HEADER, proved, not_proved).matcher  # never a bare action
 
 
 def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
                   trust_domain: str) -> None:
     """An inbound route config's virtual hosts route with :func:`counting_matcher`, their
-    one route as the template (in place); the router drops the inbound key."""
+    one route as the template (in place)."""
     known = tuple(sources)
     for vhost in config.virtual_hosts:
         (template,) = vhost.routes
         vhost.matcher.CopyFrom(counting_matcher(template, known, trust_domain))
         del vhost.routes[:]
-    config.request_headers_to_remove.append(INBOUND_KEY_HEADER)
 
 
 def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
