@@ -190,12 +190,16 @@ def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
     its counted source (the route's name) and response code, and its duration (first
     byte in to last byte out, as Istio measures) under its counted source.
 
+    Envoy documents this logger as work in progress and warns that tags taken from
+    requests can make stats without bound; here the tags are the route's name (one of the
+    names the route config gives) and the response code, and the scope is capped besides.
     The config travels as a TypedStruct: the Python protos lag Envoy's, which wants
     ``stats_scope`` where they still have a deprecated ``stat_prefix``. The scope is not
     shared between the instances of a listener (``sharing_name``): Envoy 1.40 crashes on
-    it when it validates a config. A replaced listener's counters live on while it drains
-    (stats of one name are one stat), and a counter that restarts from zero after that is
-    a reset, which telemetry tells and adds up (``meshpilot.telemetry.store``).
+    it when it validates a config. A listener replaced by a policy change keeps adding to
+    the same counters (stats of one name are one stat while both listeners hold it; seen
+    end to end), and a counter that restarts from zero all the same is a reset, which
+    telemetry tells and adds up (``meshpilot.telemetry.store``).
     """
     prefix = inbound_stat_prefix(container_port)
     config = {
