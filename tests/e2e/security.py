@@ -201,6 +201,14 @@ def series(mesh: Mesh, **labels: str) -> list[dict[str, str]]:
             and all(got.get(k) == v for k, v in labels.items())]
 
 
+def durations_counted(mesh: Mesh, **labels: str) -> float:
+    """How many requests ``istio_request_duration_milliseconds`` holds (its ``_count``)
+    summed over the series of /metrics that carry ``labels``."""
+    return sum(value for name, got, value in fetch_metrics(mesh.endpoints["metrics"])
+               if name == "istio_request_duration_milliseconds_count"
+               and all(got.get(k) == v for k, v in labels.items()))
+
+
 def wait_counted(mesh: Mesh, n: float, timeout: float = 15.0, **labels: str) -> float:
     """Until /metrics counts at least ``n`` requests with ``labels`` (telemetry reads the
     proxies every second); what it counts then, one more reading later."""

@@ -28,6 +28,7 @@ from tests.e2e.security import (
     authorization_policy,
     becomes,
     deleted,
+    durations_counted,
     series,
     status,
     url,
@@ -225,6 +226,8 @@ def test_denied_requests_are_counted_by_the_destination_reporter(
     assert wait_counted(mesh, 3, response_code="200", **labels) == 3
     assert wait_counted(mesh, 7, response_code="403", source_workload="mesh-proxy",
                         connection_security_policy="mutual_tls", **labels) == 7
+    # and in the latencies, as Istio's are: ten requests, whoever answered them
+    assert durations_counted(mesh, source_workload="mesh-proxy", **labels) == 10
 
 
 SPOOFED = {"x-meshpilot-source": "sleep|foo|sleep|v1|sleep",

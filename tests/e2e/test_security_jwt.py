@@ -14,8 +14,10 @@ from tests.e2e.security import (
     applied,
     authorization_policy,
     becomes,
+    durations_counted,
     request_authentication,
     url,
+    wait_counted,
     workload,
 )
 
@@ -57,6 +59,17 @@ def test_a_valid_token_passes_an_invalid_one_gets_401_and_none_passes(
         "not a jwt": 401, "none": 200}
     refused = mesh.http.get(HTTPBIN, headers=_bearer(impostor.token()))
     assert refused.text.startswith("Jwt"), refused.text  # Envoy's jwt_authn said why
+    # Istio counts the 401s on both sides, the server's sidecar with the caller its
+    # certificate proved, and times them with the rest
+    for reporter in ("source", "destination"):
+        labels = {"reporter": reporter, "source_workload": "mesh-proxy",
+                  "destination_workload": "httpbin", "destination_workload_namespace": FOO}
+        assert wait_counted(mesh, 5, response_code="401", **labels) == 5
+        assert wait_counted(mesh, 2, response_code="200", **labels) == 2
+    proved = {"reporter": "destination", "source_workload": "mesh-proxy",
+              "connection_security_policy": "mutual_tls", "destination_workload": "httpbin"}
+    assert wait_counted(mesh, 7, **proved) == 7
+    assert durations_counted(mesh, **proved) == 7
 
 
 def test_requiring_a_request_principal_denies_requests_without_a_token(

@@ -28,6 +28,23 @@ def test_routes_show_three_domains_and_how_many_more() -> None:
     ]
 
 
+def test_routes_found_by_a_matcher_count_once_each() -> None:
+    """A sidecar's inbound routes (one per counted caller) sit in its vhost's matcher."""
+    def route(name: str) -> dict[str, Any]:
+        return {"action": {"name": name, "typed_config": {"name": name}}}
+
+    matcher = {"matcher_tree": {"exact_match_map": {"map": {
+        "spiffe://cluster.local/ns/foo/sa/sleep": {"matcher": {
+            "matcher_tree": {"exact_match_map": {"map": {"a": route("a|mtls")}}},
+            "on_no_match": route("unknown|mtls")}}}}},
+        "on_no_match": {"matcher": {
+            "matcher_list": {"matchers": [{"on_match": route("unknown|mtls")}]},
+            "on_no_match": route("unknown|none")}}}
+    item = {"route_config": {"name": "inbound|8080||", "virtual_hosts": [
+        {"name": "inbound|http|8080", "domains": ["*"], "matcher": matcher}]}}
+    assert cells("routes", [item])[1] == ["inbound|8080||", "inbound|http|8080", "*", "3"]
+
+
 def test_listeners_and_clusters() -> None:
     listener = {"name": "virtualOutbound", "active_state": {"listener": {"address": {
         "socket_address": {"address": "127.0.0.1", "port_value": 15001}}}}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.builders import by_version, destination_rule, named, sidecar_node
 
 from meshpilot.api.networking import DestinationRule
@@ -13,12 +15,14 @@ from meshpilot.mesh.model import (
     MeshSnapshot,
     ProxyNode,
 )
-from meshpilot.mesh.sources import node_source_id
+from meshpilot.mesh.sources import UNKNOWN_SOURCE, node_source_id
 from meshpilot.telemetry.envoy_stats import (
+    STATS_PARAMS,
     Histogram,
+    InboundStat,
     parse_json,
     split_cluster_stat,
-    split_vcluster_stat,
+    split_inbound_stat,
 )
 from meshpilot.telemetry.istio import (
     HistValue,
@@ -30,20 +34,27 @@ from meshpilot.telemetry.istio import (
 from meshpilot.telemetry.store import SeriesStore
 
 HOST = "myapp.default.svc.cluster.local"
+CLIENT = "client-v1|default|client|v1.2|client"
+"""A source id (its version has a dot, as versions often do)."""
+COUNTED = "meshpilot.inbound_8080.requests"
 DOC = {"stats": [
     {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200", "value": 7},
     {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_503", "value": 2},
     {"name": f"cluster.outbound|8080|v2|{HOST}.external.upstream_rq_200", "value": 7},
-    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1|client|none"
-             ".upstream_rq_200", "value": 4},
-    {"name": "vhost.inbound|http|8080.vcluster.client-v1|default|client|v1|client|mtls"
-             ".upstream_rq_200", "value": 3},
-    {"name": "vhost.inbound|http|8080.vcluster.other.upstream_rq_500", "value": 1},
+    {"name": f"{COUNTED}.response_code.200.source.{CLIENT}|none", "value": 4},
+    {"name": f"{COUNTED}.response_code.200.source.{CLIENT}|mtls", "value": 3},
+    {"name": f"{COUNTED}.response_code.403.source.{CLIENT}|mtls", "value": 2},
+    {"name": f"{COUNTED}.response_code.500.source.{UNKNOWN_SOURCE}|none", "value": 1},
+    {"name": f"{COUNTED}.response_code.401.source.{UNKNOWN_SOURCE}|mtls", "value": 6},
+    {"name": f"{COUNTED}.response_code.400.source.", "value": 1},
     {"histograms": {"supported_percentiles": [50], "details": [
         {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time",
          "totals": [{"lower_bound": 3, "width": 0.1, "count": 5},
                     {"lower_bound": 60, "width": 1, "count": 4}]},
-        {"name": "vhost.inbound|http|8080.vcluster.other.upstream_rq_time",
+        {"name": f"meshpilot.inbound_8080.request_duration.source.{CLIENT}|mtls",
+         "totals": [{"lower_bound": 0, "width": 1, "count": 2},
+                    {"lower_bound": 25, "width": 1, "count": 3}]},
+        {"name": f"meshpilot.inbound_8080.request_duration.source.{UNKNOWN_SOURCE}|none",
          "totals": [{"lower_bound": 25, "width": 1, "count": 1}]},
     ]}},
 ]}
@@ -72,8 +83,20 @@ def test_parse_detailed_json_and_names() -> None:
         is None
     assert split_cluster_stat("cluster.inbound|8080||.upstream_rq_time") == (
         "inbound|8080||", "upstream_rq_time")
-    assert split_vcluster_stat("vhost.inbound|http|8080.vcluster.a|b|c|1.2.upstream_rq_200") \
-        == ("inbound|http|8080", "a|b|c|1.2", "upstream_rq_200")
+    assert split_inbound_stat(f"{COUNTED}.response_code.403.source.{CLIENT}|mtls") == (
+        InboundStat(8080, f"{CLIENT}|mtls", "403"))
+    assert split_inbound_stat(f"meshpilot.inbound_9080.request_duration.source.{CLIENT}|none"
+                              ) == InboundStat(9080, f"{CLIENT}|none", None)
+    assert split_inbound_stat(f"{COUNTED}.response_code.0.source.") == (
+        InboundStat(8080, "", "0"))  # no response, no route
+    assert split_inbound_stat("http.inbound_8080.downstream_rq_4xx") is None
+
+
+def test_the_admin_filter_reads_the_inbound_counters() -> None:
+    wanted = re.compile(STATS_PARAMS["filter"])
+    assert wanted.search(f"{COUNTED}.response_code.403.source.{CLIENT}|mtls")
+    assert wanted.search("cluster.inbound|8080||.upstream_rq_time")
+    assert not wanted.search("http.inbound_8080.downstream_rq_4xx")
 
 
 def test_bin_ending_on_a_bound_counts_below_it() -> None:
@@ -96,12 +119,16 @@ def _by(points: list[Point], metric: str, **want: str) -> list[Point]:
             and all(dict(p.labels).get(k) == v for k, v in want.items())]
 
 
-def test_relabel_source_and_destination_sides() -> None:
+def _relabelled() -> list[Point]:
     node = sidecar_node("myapp-v2-0123456789-bcdfg", "127.10.0.2", workload="myapp-v2",
                         labels={"app": "myapp", "version": "v2"},
                         inbound=(InboundPort(8080, 40000, "http"),))
     identity = ProxyIdentity.from_node(node, "myapp-v2")
-    points = list(relabel(identity, node, parse_json(DOC), _snapshot()))
+    return list(relabel(identity, node, parse_json(DOC), _snapshot()))
+
+
+def test_relabel_source_and_destination_sides() -> None:
+    points = _relabelled()
     (ok,) = _by(points, "istio_requests_total", reporter="source", response_code="200")
     labels = dict(ok.labels)
     assert ok.value == 7
@@ -113,23 +140,54 @@ def test_relabel_source_and_destination_sides() -> None:
     (dest,) = _by(points, "istio_requests_total", reporter="destination",
                   source_workload="client-v1", connection_security_policy="none")
     d = dict(dest.labels)
-    assert dest.value == 4 and d["source_version"] == "v1" and d["source_app"] == "client"
+    assert dest.value == 4 and d["source_version"] == "v1.2" and d["source_app"] == "client"
     assert d["destination_workload"] == "myapp-v2" and d["destination_version"] == "v2"
     assert d["destination_service_name"] == "myapp"
     assert d["source_principal"] == "unknown" and d["destination_principal"] == "unknown"
     # the same caller proved by its certificate: mutual_tls, with both identities
     (proved,) = _by(points, "istio_requests_total", reporter="destination",
-                    source_workload="client-v1", connection_security_policy="mutual_tls")
+                    source_workload="client-v1", connection_security_policy="mutual_tls",
+                    response_code="200")
     p = dict(proved.labels)
     assert proved.value == 3
     assert p["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
     assert p["destination_principal"] == "spiffe://cluster.local/ns/default/sa/default"
     (unknown,) = _by(points, "istio_requests_total", reporter="destination",
                      response_code="500")
-    assert dict(unknown.labels)["source_workload"] == "unknown"
+    u = dict(unknown.labels)
+    assert u["source_workload"] == "unknown" and u["connection_security_policy"] == "none"
     (hist,) = _by(points, "istio_request_duration_milliseconds", reporter="source")
     assert hist.hist is not None and hist.hist.count == 9
     assert not [p for p in points if "external" in p.raw]
+
+
+def test_requests_the_sidecar_refused_count_at_the_destination() -> None:
+    """A 403 (RBAC) or 401 (JWT) the inbound sidecar answered itself counts like any
+    other answer: with its code, its caller, and its duration."""
+    points = _relabelled()
+    (denied,) = _by(points, "istio_requests_total", reporter="destination",
+                    response_code="403")
+    d = dict(denied.labels)
+    assert denied.value == 2
+    assert (d["source_workload"], d["connection_security_policy"]) == (
+        "client-v1", "mutual_tls")
+    assert d["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
+    durations = _by(points, "istio_request_duration_milliseconds", reporter="destination",
+                    source_workload="client-v1")
+    assert [(dict(h.labels)["response_code"], h.hist.count if h.hist else None)
+            for h in durations] == [("unknown", 5)]
+    assert durations[0].hist is not None and durations[0].hist.buckets[:2] == (0, 2)
+    # over mTLS from no known source: still mutual_tls, the pod's own principal
+    (unproved,) = _by(points, "istio_requests_total", reporter="destination",
+                      response_code="401")
+    u = dict(unproved.labels)
+    assert u["source_workload"] == "unknown" and u["source_principal"] == "unknown"
+    assert u["connection_security_policy"] == "mutual_tls"
+    assert u["destination_principal"] == "spiffe://cluster.local/ns/default/sa/default"
+    # answered before any route was picked: nothing is known of the caller
+    (malformed,) = _by(points, "istio_requests_total", reporter="destination",
+                       response_code="400")
+    assert dict(malformed.labels)["connection_security_policy"] == "unknown"
 
 
 def test_outbound_destination_without_a_subset_keeps_only_shared_labels() -> None:

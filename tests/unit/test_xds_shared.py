@@ -92,7 +92,7 @@ def test_proxies_of_one_namespace_share_entries_built_once() -> None:
     shared = [n for n in a[CLUSTER] if n.startswith("outbound|")]
     assert shared and all(a[CLUSTER][n] is b[CLUSTER][n] for n in shared)
     assert a[CLUSTER]["inbound|9080||"] is not b[CLUSTER]["inbound|9080||"]  # its own app
-    # the inbound routes (one virtual cluster per caller) are one PreparedResource for every pod
+    # the inbound routes (one route per counted caller) are one PreparedResource for every pod
     assert a[ROUTE]["inbound|9080||"] is b[ROUTE]["inbound|9080||"]
     assert a[LISTENER] is not b[LISTENER]  # listeners bind the node's own address
     same_as_reference(builder, snap, node(1))

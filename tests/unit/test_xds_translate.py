@@ -355,7 +355,13 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
     inbound = res[TYPE_LISTENER]["inbound_9080"]
     assert inbound.address.socket_address.port_value == 9080
     assert _hcm(inbound).rds.route_config_name == "inbound|9080||"
-    route = res[TYPE_ROUTE]["inbound|9080||"].virtual_hosts[0].routes[0]
+    (vhost,) = res[TYPE_ROUTE]["inbound|9080||"].virtual_hosts
+    # one route per counted source, found by the vhost's matcher (see
+    # test_xds_translate_telemetry.py), every one of them to the app
+    assert not vhost.routes and vhost.HasField("matcher")
+    fallback = vhost.matcher.on_no_match.matcher.on_no_match.matcher.on_no_match
+    route = rc.Route()
+    assert fallback.action.typed_config.Unpack(route)
     assert route.route.cluster == "inbound|9080||"
     app = res[TYPE_CLUSTER]["inbound|9080||"]
     assert app.type == cluster_pb2.Cluster.STATIC

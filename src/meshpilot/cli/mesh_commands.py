@@ -99,7 +99,26 @@ def _route_rows(items: list[dict[str, Any]]) -> _Rows:
         config = item.get("route_config") or {}
         for vhost in config.get("virtual_hosts", []):
             yield [config.get("name", ""), vhost.get("name", ""),
-                   _some_domains(vhost.get("domains", [])), str(len(vhost.get("routes", [])))]
+                   _some_domains(vhost.get("domains", [])), str(_route_count(vhost))]
+
+
+def _route_count(vhost: dict[str, Any]) -> int:
+    """A virtual host's routes: its list, or the distinct routes its matcher picks from
+    (a sidecar's inbound routes, one per counted caller, are found by a matcher)."""
+    if "matcher" not in vhost:
+        return len(vhost.get("routes", []))
+    return len(_matcher_routes(vhost["matcher"]))
+
+
+def _matcher_routes(node: Any) -> set[str]:
+    """The names of the route actions anywhere in a matcher (as JSON)."""
+    if isinstance(node, list):
+        return set().union(*(_matcher_routes(v) for v in node))
+    if not isinstance(node, dict):
+        return set()
+    action = node.get("action")
+    found = {str(action.get("name", ""))} if isinstance(action, dict) else set()
+    return found.union(*(_matcher_routes(v) for k, v in node.items() if k != "action"))
 
 
 def _endpoint_rows(items: list[dict[str, Any]]) -> _Rows:

@@ -3,15 +3,22 @@
 Envoy's stats know the upstream cluster a client called, but not who called a server.
 So every outbound request carries the caller's *source id*
 ``<workload>|<namespace>|<app>|<version>|<service account>`` in :data:`SOURCE_HEADER`
-(set by the caller's sidecar, overwriting anything the app sent), and every inbound route
-configuration counts requests per known source, twice: as *authenticated* when the
-connection was mutual TLS and its peer certificate names that very service account (the
-inbound sidecar writes the certificate's SPIFFE ID into a header no client can forge), or
-as *plaintext* when there was no certificate. A caller claiming another's source id over
-mTLS matches neither and is counted as unknown. The xDS translation writes the header and
-the counters; telemetry reads the counts back into Istio's ``source_*`` labels,
-``source_principal`` and ``connection_security_policy``. Both use the encoding defined
-here, and nothing else.
+(set by the caller's sidecar, overwriting anything the app sent), and the inbound side
+sorts every request into one *counted source*, named :func:`counted_name`: a known
+source id as *authenticated* when the connection was mutual TLS and its peer certificate
+names that very service account, or as *plaintext* when there was no certificate. A
+caller claiming another's source id over mTLS, or a source the mesh does not know (yet),
+is counted as :data:`UNKNOWN_SOURCE`, still telling mTLS from plaintext.
+
+Every request the inbound sidecar answers is counted, whoever answered it: the app
+through the router, or the sidecar itself (an AuthorizationPolicy's 403, a
+RequestAuthentication's 401). Per inbound port, under :func:`inbound_stat_prefix`
+(``meshpilot.inbound_8080``), Envoy keeps the counters
+``<prefix>.requests.response_code.<code>.source.<counted source>`` and the histograms
+``<prefix>.request_duration.source.<counted source>``. The xDS translation writes the
+header, the sorting and the counters; telemetry reads the counts back into Istio's
+``source_*`` labels, ``source_principal`` and ``connection_security_policy``. Both use
+the encoding defined here, and nothing else.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from meshpilot.mesh.model import Endpoint, ProxyNode
 
 SOURCE_HEADER = "x-meshpilot-source"
 UNKNOWN = "unknown"
-OTHER_SOURCE = "other"
-"""What Envoy counts requests from no known source under (its own catch-all)."""
+UNKNOWN_SOURCE = "|".join((UNKNOWN,) * 5)
+"""The source id of every caller that is not a known source (or not proved to be one)."""
 AUTHENTICATED = "mtls"
 PLAINTEXT = "none"
 """The last part of a counted source's name: how its requests arrived."""
@@ -65,7 +72,8 @@ def source_id(workload: str, namespace: str, labels: Mapping[str, str],
 
 
 def counted_name(source: str, authenticated: bool) -> str:
-    """The inbound counter (virtual cluster) of a source id's requests, over mTLS or not."""
+    """The counted source of a source id's requests, over mTLS or not (the name of the
+    inbound route that sorts them, and of their counters)."""
     return f"{source}|{AUTHENTICATED if authenticated else PLAINTEXT}"
 
 
@@ -75,6 +83,20 @@ def parse_counted(value: str) -> Source | None:
     if len(parts) != 6 or parts[5] not in (AUTHENTICATED, PLAINTEXT):
         return None
     return Source(*parts[:5], authenticated=parts[5] == AUTHENTICATED)
+
+
+INBOUND_STATS = "meshpilot.inbound_"
+REQUESTS_STAT = "requests"
+DURATION_STAT = "request_duration"
+CODE_TAG = "response_code"
+SOURCE_TAG = "source"
+"""The inbound counters' names, and their tags (Envoy writes a tag into the name as
+``.<tag>.<value>``; the source comes last because a source id may contain dots)."""
+
+
+def inbound_stat_prefix(container_port: int) -> str:
+    """Where the counters of one inbound port live (``meshpilot.inbound_8080``)."""
+    return f"{INBOUND_STATS}{container_port}"
 
 
 def source_identity(source: str) -> tuple[str, str]:

@@ -8,8 +8,9 @@ Kept:
   ``upstream_rq_time`` histogram, retries, timeouts, pending overflows), request/response
   size histograms, a few connection counters (bytes, opened/closed: the TCP metrics),
   membership and outlier ejections;
-- per inbound virtual host: the virtual-cluster code counters and latency histogram that
-  carry the *source* workload (see :mod:`meshpilot.mesh.sources`);
+- per inbound HTTP port: the request counters (per response code) and duration
+  histograms that carry the *source* workload, which the inbound listener's stats access
+  logger writes (see :mod:`meshpilot.mesh.sources`);
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
   connection managers' downstream request totals, for debugging.
 
@@ -24,7 +25,10 @@ would let histograms lag the counters).
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from meshpilot.mesh.sources import DURATION_STAT, INBOUND_STATS, REQUESTS_STAT
 
 _CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
 _NOT_EXTERNAL = r"([^r]...|.[^n]..|..[^a].|...[^l])"
@@ -35,7 +39,7 @@ KEPT_STATS: tuple[str, ...] = (
     _CLUSTER + r"\.upstream_cx_(total|destroy|active|rx_bytes_total|tx_bytes_total"
     r"|connect_fail|none_healthy)$",
     _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
-    r"^vhost\.[^.]+\.vcluster\..*\.upstream_rq_([0-9]{3}|[1-5]xx|time)$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({REQUESTS_STAT}|{DURATION_STAT})\..*",
     r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
 )
 KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",

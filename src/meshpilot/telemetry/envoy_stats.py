@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from meshpilot.mesh.sources import CODE_TAG, DURATION_STAT, INBOUND_STATS, REQUESTS_STAT, SOURCE_TAG
+
 STATS_PATH = "/stats"
 STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
-    r"^(cluster\.(outbound|inbound)\||vhost\.inbound)")})
-"""Only what telemetry needs: cluster and inbound virtual-host stats."""
+    r"^(cluster\.(outbound|inbound)\||" + re.escape(INBOUND_STATS) + ")")})
+"""Only what telemetry needs: cluster stats and the inbound request counters."""
 
 Bin = tuple[float, float, float]  # lower bound, width, count
 
@@ -87,8 +89,10 @@ def parse_json(doc: Mapping[str, Any] | str | bytes) -> RawStats:
 
 CLUSTER_STAT = re.compile(
     r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?)\.(?P<stat>[a-z_]+[0-9]*)$")
-VCLUSTER_STAT = re.compile(
-    r"^vhost\.(?P<vhost>[^.]+)\.vcluster\.(?P<vcluster>.+)\.(?P<stat>upstream_rq_[0-9a-z_]+)$")
+INBOUND_STAT = re.compile(
+    "^" + re.escape(INBOUND_STATS) + r"(?P<port>[0-9]+)\."
+    rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)|(?P<duration>{DURATION_STAT}))"
+    rf"\.{SOURCE_TAG}\.(?P<source>.*)$")
 CODE_STAT = re.compile(r"^upstream_rq_(?P<code>[1-5][0-9]{2})$")
 
 
@@ -105,13 +109,24 @@ def split_cluster_stat(name: str) -> tuple[str, str] | None:
     return cluster, stat
 
 
-def split_vcluster_stat(name: str) -> tuple[str, str, str] | None:
-    """``vhost.inbound|http|8080.vcluster.<source>.upstream_rq_200`` →
-    (vhost, virtual cluster, stat)."""
-    m = VCLUSTER_STAT.match(name)
+@dataclass(frozen=True)
+class InboundStat:
+    """One of an inbound port's request stats (see :mod:`meshpilot.mesh.sources`): the
+    request counter of a response code, or (``code`` None) the duration histogram."""
+
+    port: int
+    counted: str  # the counted source, as the inbound route that sorted it is named
+    code: str | None
+
+
+def split_inbound_stat(name: str) -> InboundStat | None:
+    """``meshpilot.inbound_8080.requests.response_code.403.source.<counted>`` →
+    InboundStat(8080, <counted>, "403"); ``meshpilot.inbound_8080.request_duration.source.
+    <counted>`` → InboundStat(8080, <counted>, None)."""
+    m = INBOUND_STAT.match(name)
     if m is None:
         return None
-    return m.group("vhost"), m.group("vcluster"), m.group("stat")
+    return InboundStat(int(m.group("port")), m.group("source"), m.group("code"))
 
 
 def response_code(stat: str) -> str | None:

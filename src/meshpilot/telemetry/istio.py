@@ -10,19 +10,23 @@ Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSE
 - ``source_*`` is the proxy itself; ``connection_security_policy`` is ``unknown`` (as
   Istio reports at the source).
 
-Reporter ``destination`` comes from a sidecar's inbound side: per inbound port, the
-virtual clusters of route ``inbound|PORT||`` (one per known source workload, see
-:mod:`meshpilot.mesh.sources`; Envoy's ``other`` → source ``unknown``).
-``destination_*`` is the pod (its Deployment and labels) and the Service whose endpoint
-it is; ``connection_security_policy`` is ``mutual_tls`` for requests whose caller a
-peer certificate proved (``source_principal`` its SPIFFE ID, ``destination_principal``
-the pod's own), ``none`` for plaintext ones.
+Reporter ``destination`` comes from a sidecar's inbound side: per inbound HTTP port,
+the counters and duration histograms its listener keeps per counted source (see
+:mod:`meshpilot.mesh.sources`), which hold every request the sidecar answered, those it
+refused itself (403 from an AuthorizationPolicy, 401 from a RequestAuthentication)
+included, as Istio's stats filter counts them. ``destination_*`` is the pod (its
+Deployment and labels) and the Service whose endpoint it is;
+``connection_security_policy`` is ``mutual_tls`` for requests that came over mutual TLS
+(``destination_principal`` the pod's own SPIFFE ID, ``source_principal`` the caller's
+when its certificate proved the source it claimed), ``none`` for plaintext ones; a caller
+that is not a known source, or not proved to be the one it claims, is ``unknown``.
 
-``response_flags`` is ``-`` (Envoy's per-code counters do not carry flags);
+``response_flags`` is ``-`` (the counters do not carry Envoy's flags);
 ``istio_request_bytes``/``istio_response_bytes`` come from per-cluster size histograms,
 which are not split by response code (``response_code="unknown"``) and, on the
-destination side, not by source (``source_*="unknown"``). TCP ports give the
-``istio_tcp_*`` counters from the cluster's connection counters.
+destination side, not by source (``source_*="unknown"``) and hold only the requests the
+app answered. TCP ports give the ``istio_tcp_*`` counters from the cluster's connection
+counters.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from types import MappingProxyType
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
-from meshpilot.mesh.sources import OTHER_SOURCE, parse_counted, spiffe_id
+from meshpilot.mesh.sources import parse_counted, spiffe_id
 from meshpilot.telemetry.envoy_stats import (
+    InboundStat,
     RawStats,
     response_code,
     split_cluster_stat,
-    split_vcluster_stat,
+    split_inbound_stat,
 )
 
 UNKNOWN = "unknown"
@@ -278,9 +283,7 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
     """Every Istio point one proxy's stats give (see the module docstring)."""
     cache = {} if cache is None else cache
     me = _side("source", identity.workload, identity.namespace, identity.labels)
-    dest_me = _side("destination", identity.workload, identity.namespace, identity.labels)
-    own_principal = spiffe_id(snapshot.trust_domain, node.namespace, node.service_account)
-    inbound_protocols = {p.container_port: p.protocol for p in node.inbound}
+    inbound = _Inbound(identity, node, snapshot)
 
     def dest_for(cluster: str) -> _Dest | None:
         if cluster not in cache:
@@ -290,67 +293,101 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
     names = sorted(set(raw.counters) | set(raw.histograms))
     for name in names:
         split = split_cluster_stat(name)
-        if split is not None:
-            cluster, stat = split
-            if cluster.startswith("outbound|"):
-                dest = dest_for(cluster)
-                if dest is None:
-                    continue
-                base = {"reporter": "source", **me, **dest.labels,
-                        "request_protocol": _protocol_label(dest.protocol),
-                        "response_flags": "-", "connection_security_policy": UNKNOWN,
-                        "grpc_response_status": ""}
-                yield from _cluster_points(name, stat, base, dest.protocol, raw)
-            else:
-                port = _inbound_port(cluster)
-                if port is None:
-                    continue
-                protocol = inbound_protocols.get(port, "HTTP")
-                host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
-                                                    identity.labels.get("app"))
-                base = {"reporter": "destination", **_side("source", "", "", {}, known=False),
-                        **dest_me, "destination_service": host,
-                        "destination_service_name": svc,
-                        "destination_service_namespace": svc_ns,
-                        "request_protocol": _protocol_label(protocol),
-                        "response_flags": "-", "connection_security_policy": "none",
-                        "grpc_response_status": ""}
-                # requests and durations come from the virtual clusters (with the source)
-                yield from _cluster_points(name, stat, base, protocol, raw, requests=False)
+        if split is None:
+            stat = split_inbound_stat(name)
+            if stat is not None:
+                yield from _counted_points(name, stat, inbound, raw)
             continue
-        vsplit = split_vcluster_stat(name)
-        if vsplit is None:
+        cluster, stat_name = split
+        if not cluster.startswith("outbound|"):
+            yield from inbound.cluster_points(name, cluster, stat_name, raw)
             continue
-        vhost, vcluster, stat = vsplit
-        port = _vhost_port(vhost)
-        if port is None:
+        dest = dest_for(cluster)
+        if dest is None:
             continue
-        protocol = inbound_protocols.get(port, "HTTP")
-        host, svc, svc_ns = inbound_service(snapshot, identity.ip, port,
-                                            identity.labels.get("app"))
-        source = _counted_side(vcluster, snapshot.trust_domain)
-        mtls = source["source_principal"] != UNKNOWN
-        base = {"reporter": "destination", **source, **dest_me,
-                "destination_principal": own_principal if mtls else UNKNOWN,
-                "destination_service": host, "destination_service_name": svc,
-                "destination_service_namespace": svc_ns,
-                "request_protocol": _protocol_label(protocol), "response_flags": "-",
-                "connection_security_policy": "mutual_tls" if mtls else "none",
+        base = {"reporter": "source", **me, **dest.labels,
+                "request_protocol": _protocol_label(dest.protocol),
+                "response_flags": "-", "connection_security_policy": UNKNOWN,
                 "grpc_response_status": ""}
-        yield from _request_points(name, stat, base, raw)
+        yield from _cluster_points(name, stat_name, base, dest.protocol, raw)
 
 
-def _counted_side(vcluster: str, trust_domain: str) -> dict[str, str]:
-    """The ``source_*`` labels of an inbound counter: its source, with the principal its
-    certificate proved (``unknown`` when it came in plaintext)."""
-    source = parse_counted(vcluster) if vcluster != OTHER_SOURCE else None
-    if source is None or source.workload == UNKNOWN:
-        return _side("source", "", "", {}, known=False)
-    labels = {k: v for k, v in (("app", source.app), ("version", source.version))
-              if v != UNKNOWN}
-    side = _side("source", source.workload, source.namespace, labels)
-    side["source_principal"] = source.principal(trust_domain)
-    return side
+class _Inbound:
+    """The destination side of one sidecar: the labels its inbound ports report with."""
+
+    def __init__(self, identity: ProxyIdentity, node: ProxyNode,
+                 snapshot: MeshSnapshot) -> None:
+        self.identity = identity
+        self.snapshot = snapshot
+        self.me = _side("destination", identity.workload, identity.namespace,
+                        identity.labels)
+        self.principal = spiffe_id(snapshot.trust_domain, node.namespace,
+                                   node.service_account)
+        self.protocols = {p.container_port: p.protocol for p in node.inbound}
+        self._bases: dict[int, dict[str, str]] = {}
+
+    def base(self, port: int) -> dict[str, str]:
+        """Every label of ``port``'s points but the source, the principals, the security
+        policy and the response code (worked out once per port and reading)."""
+        if port not in self._bases:
+            host, svc, svc_ns = inbound_service(self.snapshot, self.identity.ip, port,
+                                                self.identity.labels.get("app"))
+            self._bases[port] = {
+                "reporter": "destination", **self.me, "destination_service": host,
+                "destination_service_name": svc, "destination_service_namespace": svc_ns,
+                "request_protocol": _protocol_label(self.protocol(port)),
+                "response_flags": "-", "grpc_response_status": ""}
+        return self._bases[port]
+
+    def protocol(self, port: int) -> str:
+        return self.protocols.get(port, "HTTP")
+
+    def cluster_points(self, name: str, cluster: str, stat: str, raw: RawStats
+                       ) -> Iterator[Point]:
+        """Sizes (HTTP) and connections (TCP) of an ``inbound|PORT||`` cluster: requests
+        and durations come from the counted sources instead."""
+        port = _inbound_port(cluster)
+        if port is None:
+            return
+        base = {**self.base(port), **_side("source", "", "", {}, known=False),
+                "connection_security_policy": "none"}
+        yield from _cluster_points(name, stat, base, self.protocol(port), raw,
+                                   requests=False)
+
+
+def _counted_points(name: str, stat: InboundStat, inbound: _Inbound, raw: RawStats
+                    ) -> Iterator[Point]:
+    """The request count of one response code, or the durations, of one counted source."""
+    base = {**inbound.base(stat.port),
+            **_counted_side(stat.counted, inbound.snapshot.trust_domain, inbound.principal)}
+    if stat.code is not None:
+        yield Point(REQUESTS_TOTAL, _labels({**base, "response_code": stat.code}), name,
+                    value=raw.counters.get(name, 0.0))
+        return
+    hist = _hist(raw, name, REQUEST_DURATION)
+    if hist is not None:
+        yield Point(REQUEST_DURATION, _labels({**base, "response_code": UNKNOWN}), name,
+                    hist=hist)
+
+
+def _counted_side(counted: str, trust_domain: str, own_principal: str) -> dict[str, str]:
+    """The ``source_*`` labels, both principals and the security policy of a counted
+    source: its source id, ``unknown`` for any other caller; over mTLS, the pod's own
+    principal, and the caller's when its certificate proved its claim."""
+    source = parse_counted(counted)
+    if source is None:  # answered before a route was picked (a malformed request)
+        return {**_side("source", "", "", {}, known=False),
+                "destination_principal": UNKNOWN, "connection_security_policy": UNKNOWN}
+    if source.workload == UNKNOWN:
+        side = _side("source", "", "", {}, known=False)
+    else:
+        labels = {k: v for k, v in (("app", source.app), ("version", source.version))
+                  if v != UNKNOWN}
+        side = _side("source", source.workload, source.namespace, labels)
+        side["source_principal"] = source.principal(trust_domain)
+    return {**side,
+            "destination_principal": own_principal if source.authenticated else UNKNOWN,
+            "connection_security_policy": "mutual_tls" if source.authenticated else "none"}
 
 
 def _inbound_port(cluster: str) -> int | None:
@@ -358,13 +395,6 @@ def _inbound_port(cluster: str) -> int | None:
     try:
         return int(parts[1])
     except (IndexError, ValueError):
-        return None
-
-
-def _vhost_port(vhost: str) -> int | None:
-    try:
-        return int(vhost.rsplit("|", 1)[-1])
-    except ValueError:
         return None
 
 

@@ -168,7 +168,8 @@ def http_inbound_ports(node: ProxyNode) -> list[int]:
 
 def inbound_route(container_port: int, sources: Iterable[str], trust_domain: str
                   ) -> route_pb2.RouteConfiguration:
-    """``inbound|<port>||`` with the telemetry virtual clusters of every known source."""
+    """``inbound|<port>||``, its route copied and named for every counted source (see
+    :mod:`~meshpilot.xds.translate.telemetry`)."""
     config = listeners.inbound_route(container_port)
     telemetry.count_sources(config, sources, trust_domain)
     return config

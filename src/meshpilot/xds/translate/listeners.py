@@ -126,9 +126,15 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
     cannot be enforced denies everything: never a silent allow), and on the mTLS chain
     the caller's SPIFFE ID is written into a header no client can forge.
 
-    An HTTP port's routes come over RDS (:func:`inbound_route`): they are the same for
-    every pod with that container port, so a new caller (one more telemetry virtual
-    cluster) changes one shared route config, not every pod's listener.
+    Every request an HTTP port answers is counted by its source, whoever answers it (the
+    app, or the sidecar refusing it): the listener logs each request into the counters
+    under the name of the route that sorted it by its caller (see :mod:`.telemetry`); the
+    listener names no source, so a new workload does not change it.
+    The routes come over RDS (:func:`inbound_route`): they are the same for every pod
+    with that container port, so a new caller (one more counted source) changes one
+    shared route config, not every pod's listener. Enforcement stays in the listener: a
+    route config that is missing or late changes what a request is counted as, never
+    whether it is let through.
     """
     cluster = names.inbound_cluster(port.container_port)
     name = names.inbound_listener(port.container_port)
@@ -147,6 +153,7 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
             manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
+            manager.access_log.append(telemetry.inbound_access_log(port.container_port))
             return [_hcm_filter(manager)]
 
     chains, listener_filters = tls.inbound_filter_chains(
@@ -182,7 +189,8 @@ def _network_guards(security: InboundSecurity) -> list[lc.Filter]:
 
 
 def inbound_route(container_port: int) -> route_pb2.RouteConfiguration:
-    """The routes of every ``inbound_<port>`` listener: all to ``inbound|<port>||``."""
+    """The routes of every ``inbound_<port>`` listener: all to ``inbound|<port>||`` (one
+    route here; the telemetry makes it one per counted source)."""
     cluster = names.inbound_cluster(container_port)
     route = rc.Route(
         name="default",

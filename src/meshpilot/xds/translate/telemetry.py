@@ -1,19 +1,34 @@
 """What the proxies need so their stats can be read as Istio's standard metrics.
 
 Envoy's stats know the upstream cluster (``outbound|8080|v2|myapp...``: the destination,
-seen by the client) but not who called a server. So (the source id and its header are
-defined in :mod:`meshpilot.mesh.sources`):
+seen by the client) but not who called a server. So (the source id, the counted sources
+and the counters' names are defined in :mod:`meshpilot.mesh.sources`):
 
 - every outbound request sets the caller's source id header, overwriting any value the
   app sent: sidecars and the mesh proxy set it in their outbound connection manager (an
   early header mutation, so the per-service route configurations stay the same for every
   proxy and are built once), gateways in their route configurations;
 - every inbound HTTP route configuration (``inbound|<port>||``, over RDS, the same for
-  every pod with that port) declares Envoy *virtual clusters* per known source id (its
-  requests proved by mTLS, and its plaintext ones); Envoy then counts
-  ``vhost.inbound|http|<port>.vcluster.<source>.upstream_rq_<code>`` and
-  ``.upstream_rq_time`` per source, and everything else under its built-in ``other``
-  virtual cluster (reported as source ``unknown``).
+  every pod with that port) has one route per counted source, all alike but for their
+  names, picked by lookup tables (:func:`counting_matcher`): the route's name *is* the
+  counted source. They are looked up by the peer principal header, which the inbound
+  listener writes from the peer certificate on its mTLS chain and removes on its
+  plaintext one, then by the claimed source id: a claim is believed over mTLS only from
+  the identity it names, and only known sources have a name, so whatever a plaintext
+  client writes, the number of names stays the number of known sources (twice, plus two);
+- every inbound HTTP listener counts each request it answers with Envoy's stats access
+  logger (:func:`inbound_access_log`), tagged with that route name and the response
+  code. An access logger sees every request, including those the sidecar refuses before
+  the router (an AuthorizationPolicy's 403, a RequestAuthentication's 401, the fail-closed
+  deny-all), whose route Envoy has already picked by then.
+
+Why not Envoy's virtual clusters, which counted per source before: the router charges
+them, so a request answered by an earlier filter was never counted (Istio's stats filter
+counts it); and they are matched one by one, so a request from the last of 2,000 known
+sources cost the inbound sidecar 2.1 million instructions against 180 thousand with the
+tables (``benchmarks/source_matching.py``). A denial made *at* the router (an RBAC shadow
+rule and a route answering 403) was rejected: a route config that is missing or late would
+then let a denied request through, where the RBAC filter in the listener never does.
 
 Outbound and inbound clusters also track request/response sizes (``istio_request_bytes``,
 ``istio_response_bytes``).
@@ -21,8 +36,9 @@ Outbound and inbound clusters also track request/response sizes (``istio_request
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import extension_pb2 as core_pb2
@@ -31,12 +47,25 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
+from envoy.type.matcher.v3 import http_inputs_pb2
+from google.protobuf import json_format, struct_pb2
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+from xds.type.matcher.v3 import matcher_pb2
+from xds.type.matcher.v3 import regex_pb2 as xds_regex_pb2
+from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
+from xds.type.v3 import typed_struct_pb2
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.mesh.sources import (
+    CODE_TAG,
+    DURATION_STAT,
+    REQUESTS_STAT,
     SOURCE_HEADER,
+    SOURCE_TAG,
     UNKNOWN,
+    UNKNOWN_SOURCE,
     counted_name,
+    inbound_stat_prefix,
     node_source_id,
     source_identity,
     spiffe_id,
@@ -46,56 +75,151 @@ from meshpilot.xds.translate.names import TYPE_ROUTE
 from meshpilot.xds.translate.tls import PEER_PRINCIPAL_HEADER
 
 EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
+STATS_LOGGER = "envoy.access_loggers.stats"
+STATS_LOGGER_CONFIG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+
+MAX_COUNTERS = 100_000
+MAX_HISTOGRAMS = 20_000
+"""Caps on one inbound port's counters and histograms, beyond the bound the names already
+give (one histogram per counted source, one counter per counted source and response code):
+a safety net should that bound ever break, not a limit a mesh is expected to reach."""
 
 
 def source_mutation(node: ProxyNode) -> core_pb2.TypedExtensionConfig:
     """The connection manager's early header mutation setting ``node``'s source header."""
     config = early_hm.HeaderMutation(
-        mutations=[mutation_rules_pb2.HeaderMutation(append=_source_header(node_source_id(node)))]
+        mutations=[mutation_rules_pb2.HeaderMutation(append=_overwrite(SOURCE_HEADER,
+                                                                       node_source_id(node)))]
     )
     return core_pb2.TypedExtensionConfig(name=EARLY_MUTATION, typed_config=pb.pack(config))
 
 
-def _source_header(value: str) -> base_pb2.HeaderValueOption:
+def _overwrite(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=SOURCE_HEADER, value=value),
+        header=base_pb2.HeaderValue(key=key, value=value),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
 
 
-def virtual_clusters(sources: Iterable[str], trust_domain: str) -> list[rc.VirtualCluster]:
-    """Per source id, one counter for its requests proved by the peer certificate (the
-    inbound sidecar's principal header names the source's own identity) and one for its
-    plaintext requests (no principal header at all); a claim over mTLS by someone else
-    matches neither and is counted under Envoy's ``other``."""
-    out = []
+def _route_action(template: rc.Route, name: str) -> matcher_pb2.Matcher.OnMatch:
+    route = rc.Route()
+    route.CopyFrom(template)
+    route.name = name
+    return matcher_pb2.Matcher.OnMatch(action=xds_extension_pb2.TypedExtensionConfig(
+        name=name, typed_config=pb.pack(route)))
+
+
+def _header(name: str) -> xds_extension_pb2.TypedExtensionConfig:
+    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=pb.pack(
+        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name)))
+
+
+def _table(header: str, entries: Mapping[str, matcher_pb2.Matcher.OnMatch],
+           otherwise: matcher_pb2.Matcher.OnMatch) -> matcher_pb2.Matcher.OnMatch:
+    """One hash lookup of ``header``'s value in ``entries``; ``otherwise`` when it is
+    not there (or absent)."""
+    if not entries:  # Envoy wants a table with something in it
+        return otherwise
+    table = matcher_pb2.Matcher.MatcherTree.MatchMap()
+    for key in sorted(entries):
+        table.map[key].CopyFrom(entries[key])
+    return matcher_pb2.Matcher.OnMatch(matcher=matcher_pb2.Matcher(
+        matcher_tree=matcher_pb2.Matcher.MatcherTree(input=_header(header),
+                                                     exact_match_map=table),
+        on_no_match=otherwise))
+
+
+def _present(header: str, then: matcher_pb2.Matcher.OnMatch,
+             otherwise: matcher_pb2.Matcher.OnMatch) -> matcher_pb2.Matcher.OnMatch:
+    """``then`` when ``header`` is there at all, else ``otherwise``."""
+    anything = xds_string_pb2.StringMatcher(safe_regex=xds_regex_pb2.RegexMatcher(
+        google_re2=xds_regex_pb2.RegexMatcher.GoogleRE2(), regex=".+"))
+    predicate = matcher_pb2.Matcher.MatcherList.Predicate(
+        single_predicate=matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate(
+            input=_header(header), value_match=anything))
+    return matcher_pb2.Matcher.OnMatch(matcher=matcher_pb2.Matcher(
+        matcher_list=matcher_pb2.Matcher.MatcherList(matchers=[
+            matcher_pb2.Matcher.MatcherList.FieldMatcher(predicate=predicate, on_match=then)]),
+        on_no_match=otherwise))
+
+
+def counting_matcher(template: rc.Route, sources: Iterable[str], trust_domain: str
+                     ) -> matcher_pb2.Matcher:
+    """The virtual host's route table: a copy of ``template`` per counted source, named
+    after it (:func:`~meshpilot.mesh.sources.counted_name`).
+
+    A request is looked up by its peer principal header (the caller's certificate, on the
+    mTLS chain only), then by the source id it claims among the known sources of that
+    identity; without the header (plaintext), by its claim among every known source.
+    Anything else is :data:`~meshpilot.mesh.sources.UNKNOWN_SOURCE`, over mTLS when the
+    header is there. Two hash lookups, whatever the number of sources: unlike a list of
+    matches, the cost does not grow with the mesh.
+    """
+    def route(source: str, authenticated: bool) -> matcher_pb2.Matcher.OnMatch:
+        return _route_action(template, counted_name(source, authenticated))
+
+    by_identity: dict[str, dict[str, matcher_pb2.Matcher.OnMatch]] = {}
+    plaintext: dict[str, matcher_pb2.Matcher.OnMatch] = {}
     for source in sources:
-        claim = rc.HeaderMatcher(name=SOURCE_HEADER, string_match={"exact": source})
         namespace, account = source_identity(source)
         if account != UNKNOWN:
-            proof = rc.HeaderMatcher(name=PEER_PRINCIPAL_HEADER, string_match={
-                "exact": spiffe_id(trust_domain, namespace, account)})
-            out.append(rc.VirtualCluster(name=counted_name(source, True),
-                                         headers=[claim, proof]))
-        absent = rc.HeaderMatcher(name=PEER_PRINCIPAL_HEADER, present_match=True,
-                                  invert_match=True)
-        out.append(rc.VirtualCluster(name=counted_name(source, False),
-                                     headers=[claim, absent]))
-    return out
+            by_identity.setdefault(spiffe_id(trust_domain, namespace, account), {})[
+                source] = route(source, True)
+        plaintext[source] = route(source, False)
+    unknown_mtls = route(UNKNOWN_SOURCE, True)
+    proved = {identity: _table(SOURCE_HEADER, claims, unknown_mtls)
+              for identity, claims in by_identity.items()}
+    not_proved = _present(PEER_PRINCIPAL_HEADER, unknown_mtls,
+                          _table(SOURCE_HEADER, plaintext, route(UNKNOWN_SOURCE, False)))
+    return _table(PEER_PRINCIPAL_HEADER, proved, not_proved).matcher  # never a bare action
+
+
+def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
+                  trust_domain: str) -> None:
+    """An inbound route config's virtual hosts route with :func:`counting_matcher`, their
+    one route as the template (in place)."""
+    known = tuple(sources)
+    for vhost in config.virtual_hosts:
+        (template,) = vhost.routes
+        vhost.matcher.CopyFrom(counting_matcher(template, known, trust_domain))
+        del vhost.routes[:]
+
+
+def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
+    """The stats access logger of an inbound HTTP listener: per request, one count under
+    its counted source (the route's name) and response code, and its duration (first
+    byte in to last byte out, as Istio measures) under its counted source.
+
+    Envoy documents this logger as work in progress and warns that tags taken from
+    requests can make stats without bound; here the tags are the route's name (one of the
+    names the route config gives) and the response code, and the scope is capped besides.
+    The config travels as a TypedStruct: the Python protos lag Envoy's, which wants
+    ``stats_scope`` where they still have a deprecated ``stat_prefix``. The scope is not
+    shared between the instances of a listener (``sharing_name``): Envoy 1.40 crashes on
+    it when it validates a config. A listener replaced by a policy change keeps adding to
+    the same counters (stats of one name are one stat while both listeners hold it; seen
+    end to end), and a counter that restarts from zero all the same is a reset, which
+    telemetry tells and adds up (``meshpilot.telemetry.store``).
+    """
+    prefix = inbound_stat_prefix(container_port)
+    config = {
+        "stats_scope": {"prefix": prefix, "max_counters": MAX_COUNTERS,
+                        "max_histograms": MAX_HISTOGRAMS},
+        "counters": [{"stat": {"name": REQUESTS_STAT, "tags": [
+            {"name": CODE_TAG, "value_format": "%RESPONSE_CODE%"},
+            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]}, "value_fixed": 1}],
+        "histograms": [{"stat": {"name": DURATION_STAT, "tags": [
+            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]},
+            "unit": "Milliseconds", "value_format": "%DURATION%"}],
+    }
+    typed = typed_struct_pb2.TypedStruct(
+        type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
+    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
 
 
 def mark_gateway_routes(out: dict, node: ProxyNode) -> None:
     """A gateway's route configs set its source header (in place). Sidecars set theirs
     in their outbound listener: see :func:`source_mutation`."""
-    header = _source_header(node_source_id(node))
+    header = _overwrite(SOURCE_HEADER, node_source_id(node))
     for config in out[TYPE_ROUTE].values():
         config.request_headers_to_add.append(header)
-
-
-def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
-                  trust_domain: str) -> None:
-    """An inbound route config gets the virtual clusters of every known source (in
-    place)."""
-    vclusters = virtual_clusters(sources, trust_domain)
-    for vhost in config.virtual_hosts:
-        vhost.virtual_clusters.extend(vclusters)
