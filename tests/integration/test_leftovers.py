@@ -9,18 +9,26 @@ from pathlib import Path
 
 from meshpilot.server.leftovers import find_leftovers, stop_leftovers
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
+
+
+def start(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    """Start a sleeper and wait until it runs: before its exec, /proc shows the parent's
+    command line and environment, and a search would not find it yet."""
+    proc = subprocess.Popen([*SLEEPER, *args], stdout=subprocess.PIPE, text=True,
+                            **kwargs)  # type: ignore[call-overload]
+    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+    return proc
 
 
 def test_stops_processes_of_this_run_dir_and_no_others(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     other_dir = tmp_path / "other"
-    ours = subprocess.Popen(SLEEPER, env={**os.environ, "MESHPILOT_RUN_DIR": str(run_dir)},
+    ours = start(env={**os.environ, "MESHPILOT_RUN_DIR": str(run_dir)},
                             start_new_session=True)
     # An Envoy-like process is recognised by its command line naming the run dir.
-    by_cmdline = subprocess.Popen([*SLEEPER, str(run_dir / "sidecar.json")],
-                                  start_new_session=True)
-    theirs = subprocess.Popen(SLEEPER, env={**os.environ, "MESHPILOT_RUN_DIR": str(other_dir)},
+    by_cmdline = start(str(run_dir / "sidecar.json"), start_new_session=True)
+    theirs = start(env={**os.environ, "MESHPILOT_RUN_DIR": str(other_dir)},
                               start_new_session=True)
     try:
         found = set(find_leftovers(run_dir))
@@ -41,10 +49,10 @@ def test_stops_processes_of_this_run_dir_and_no_others(tmp_path: Path) -> None:
 def test_processes_of_adopted_sessions_are_kept(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "MESHPILOT_RUN_DIR": str(run_dir)}
-    adopted = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
+    adopted = start(env=env, start_new_session=True)
     # a child of the adopted process: same session, same marker, kept as well
-    child = subprocess.Popen(SLEEPER, env=env)  # (our child here, in our session)
-    stray = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
+    child = start(env=env)  # (our child here, in our session)
+    stray = start(env=env, start_new_session=True)
     try:
         found = set(find_leftovers(run_dir, keep_sessions={adopted.pid, os.getsid(0)}))
         assert stray.pid in found
