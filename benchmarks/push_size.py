@@ -44,12 +44,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds.references import eds_name, rds_names
+from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import build_resources, names, pb
 from meshpilot.xds.types import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
-    ORDER,
     ROUTE,
     SCOPED_ROUTE,
     Resources,
