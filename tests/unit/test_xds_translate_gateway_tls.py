@@ -381,7 +381,7 @@ def test_plaintext_and_tls_servers_cannot_share_a_port() -> None:
 @pytest.mark.parametrize(("protocol", "tls", "field"), [
     ("HTTPS", "{mode: ISTIO_MUTUAL}", "tls.mode"),
     ("TLS", "{mode: AUTO_PASSTHROUGH}", "tls.mode"),
-    ("TLS", "{mode: SIMPLE, credentialName: shop-cert}", "port.protocol"),
+    ("UDP", None, "port.protocol"),
     ("HTTPS", None, "tls"),
 ])
 def test_servers_meshpilot_cannot_serve_are_refused_naming_the_field(

@@ -66,6 +66,8 @@ CA_ROOT_IN_USE = Code("MP0043", Severity.ERROR, "retiring a root that live workl
                       "certificates still chain to")
 CA_NOT_PROPAGATED = Code("MP0044", Severity.ERROR, "proxies have not all taken the previous "
                          "CA rotation step yet")
+GATEWAY_PROTOCOL = Code("MP0045", Severity.ERROR, "Gateway server protocol the gateway does "
+                        "not proxy (UDP)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -92,6 +94,12 @@ PASSTHROUGH_NO_ROUTE = Code("MP2011", Severity.WARNING, "Gateway PASSTHROUGH ser
                             "VirtualService tls route for its hosts")
 DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialName names no "
                         "Secret in the rule's namespace")
+TCP_SERVER_NO_ROUTE = Code("MP2013", Severity.WARNING, "Gateway TCP server (or TLS-terminating "
+                           "server on a TLS port) with no VirtualService tcp route")
+MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh: "
+                     "applied at gateways only")
+L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
+                       "or sourceSubnet: not applied")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

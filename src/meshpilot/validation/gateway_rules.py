@@ -7,9 +7,10 @@ control plane's log); refusing it at apply tells the person who wrote it, instea
 - MP0011, as Istio's own validation: an HTTPS or TLS server needs ``tls``; a terminating
   mode needs ``credentialName``, or ``serverCertificate`` and ``privateKey``; MUTUAL and
   OPTIONAL_MUTUAL with files need ``caCertificates``.
-- MP0038, valid in Istio but not served here: TLS termination on a TLS port (it forwards
-  to ``tcp`` routes), several certificates on one server (``credentialNames``,
-  ``tlsCertificates``), certificate files given beside ``credentialName``.
+- MP0038, valid in Istio but not served here: several certificates on one server
+  (``credentialNames``, ``tlsCertificates``), certificate files given beside
+  ``credentialName``.
+- MP0045: a UDP server; Envoy's gateway proxies no UDP (nor does Istio's).
 
 Whether the Secret a ``credentialName`` names exists and can serve is a question about
 two objects: see :mod:`meshpilot.validation.gateway_state`.
@@ -25,6 +26,7 @@ from meshpilot.validation.finding import Finding, Path
 from meshpilot.validation.shapes import as_list, as_mapping
 
 TLS_PROTOCOLS = ("HTTPS", "TLS")
+TCP_PROTOCOLS = ("TCP", "MONGO", "REDIS", "MYSQL")
 TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
 MULTI_CLUSTER_MODES = ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")
 
@@ -45,6 +47,11 @@ def gateway_findings(body: Mapping[str, Any]) -> list[Finding]:
 
 def _server_findings(server: Mapping[str, Any], path: Path) -> Iterator[Finding]:
     protocol = str(as_mapping(server.get("port")).get("protocol") or "").upper()
+    if protocol == "UDP":
+        yield Finding(codes.GATEWAY_PROTOCOL, (*path, "port", "protocol"),
+                      "the gateway proxies no UDP (nor does Istio's): nothing would listen; "
+                      "use TCP, TLS, HTTP, HTTPS, HTTP2 or GRPC")
+        return
     if protocol not in TLS_PROTOCOLS:
         return
     tls = server.get("tls")
@@ -63,11 +70,6 @@ def _server_findings(server: Mapping[str, Any], path: Path) -> Iterator[Finding]
         return
     if mode not in TERMINATING_MODES:
         return
-    if protocol == "TLS":
-        yield Finding(codes.GATEWAY_TLS_UNSERVED, (*path, "port", "protocol"),
-                      f"terminating TLS ({mode}) on a TLS port forwards to tcp routes, which "
-                      "meshpilot does not translate; use protocol HTTPS to route HTTP, or "
-                      "mode PASSTHROUGH")
     yield from _certificate(tls, where, mode)
 
 

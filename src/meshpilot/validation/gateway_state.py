@@ -11,6 +11,9 @@
   Secret whose change breaks it.
 - A PASSTHROUGH server forwards by the SNI of VirtualService ``tls`` routes bound to its
   Gateway: with none for its hosts it serves nothing (MP2011).
+- A TCP server (TCP, MONGO, REDIS, MYSQL), or a TLS-terminating server on a TLS port,
+  forwards by a VirtualService ``tcp`` route bound to its Gateway whose hosts meet the
+  server's: with none it serves nothing (MP2013).
 
 No message repeats a Secret's values; only its type and the names of its keys are read.
 """
@@ -23,7 +26,12 @@ from typing import Any
 from meshpilot.api.hosts import host_matches
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Path
-from meshpilot.validation.gateway_rules import TERMINATING_MODES, TLS_PROTOCOLS, tls_mode
+from meshpilot.validation.gateway_rules import (
+    TCP_PROTOCOLS,
+    TERMINATING_MODES,
+    TLS_PROTOCOLS,
+    tls_mode,
+)
 from meshpilot.validation.shapes import as_list, as_mapping
 from meshpilot.validation.state_object import Findings, StateObject
 
@@ -43,18 +51,52 @@ def check_gateways(objects: list[StateObject], report: Report, found: Findings) 
     secrets = {(o.namespace, o.key.name): o for o in objects
                if o.key.kind == "Secret" and not o.key.group}
     routes = [o for o in objects if o.key.kind == "VirtualService" and o.spec.get("tls")]
+    tcp_routes = [o for o in objects if o.key.kind == "VirtualService" and o.spec.get("tcp")]
     for gateway in gateways:
-        for i, server, tls in _tls_servers(gateway):
-            mode = tls_mode(tls)
-            name = tls.get("credentialName")
-            if mode in TERMINATING_MODES and isinstance(name, str) and name:
-                _credential(gateway, i, name, mode, secrets, report, found)
-            elif mode == "PASSTHROUGH" and report(gateway) and \
-                    not _passthrough_routed(gateway, server, routes):
-                found.add(codes.PASSTHROUGH_NO_ROUTE, gateway, ("spec", "servers", i, "tls"),
-                          "PASSTHROUGH forwards connections by the SNI of VirtualService tls "
-                          "routes bound to this Gateway, and none has sniHosts among the "
-                          "server's hosts: the server serves nothing until one does")
+        if report(gateway):
+            _tcp_servers_routed(gateway, tcp_routes, found)
+        _tls_servers_served(gateway, secrets, routes, report, found)
+
+
+def _tls_servers_served(gateway: StateObject, secrets: Mapping[tuple[str, str], StateObject],
+                        routes: list[StateObject], report: Report, found: Findings) -> None:
+    for i, server, tls in _tls_servers(gateway):
+        mode = tls_mode(tls)
+        name = tls.get("credentialName")
+        if mode in TERMINATING_MODES and isinstance(name, str) and name:
+            _credential(gateway, i, name, mode, secrets, report, found)
+        elif mode == "PASSTHROUGH" and report(gateway) and \
+                not _passthrough_routed(gateway, server, routes):
+            found.add(codes.PASSTHROUGH_NO_ROUTE, gateway, ("spec", "servers", i, "tls"),
+                      "PASSTHROUGH forwards connections by the SNI of VirtualService tls "
+                      "routes bound to this Gateway, and none has sniHosts among the "
+                      "server's hosts: the server serves nothing until one does")
+
+
+def _tcp_servers_routed(gateway: StateObject, routes: list[StateObject], found: Findings
+                        ) -> None:
+    for i, item in enumerate(as_list(gateway.spec.get("servers"))):
+        server = as_mapping(item)
+        port = as_mapping(server.get("port"))
+        protocol = str(port.get("protocol") or "").upper()
+        terminating = protocol == "TLS" and tls_mode(as_mapping(server.get("tls"))) \
+            in TERMINATING_MODES
+        if protocol not in TCP_PROTOCOLS and not terminating:
+            continue
+        if not any(_binds(vs, gateway) and _hosts_meet(vs, gateway, server)
+                   for vs in routes):
+            found.add(codes.TCP_SERVER_NO_ROUTE, gateway, ("spec", "servers", i),
+                      f"a {protocol} server forwards connections by a VirtualService tcp "
+                      "route bound to this Gateway whose hosts meet the server's, and none "
+                      "is: the server serves nothing until one is (Istio's tcp-echo: "
+                      "hosts: ['*'], gateways: [this gateway], tcp: [route: ...])")
+
+
+def _hosts_meet(vs: StateObject, gateway: StateObject, server: Mapping[str, Any]) -> bool:
+    hosts = [_split(str(h), gateway.namespace) for h in as_list(server.get("hosts"))]
+    return any(ns in ("*", vs.namespace) and (host_matches(host, str(h)) or
+                                              host_matches(str(h), host))
+               for h in as_list(vs.spec.get("hosts")) for ns, host in hosts)
 
 
 def _tls_servers(gateway: StateObject) -> Iterator[_Server]:

@@ -19,6 +19,7 @@ from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.gateway_rules import gateway_findings
+from meshpilot.validation.l4_route_rules import virtual_service_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
@@ -37,6 +38,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Gateway": gateway_findings,
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
+    "VirtualService": virtual_service_findings,
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""
 

@@ -15,12 +15,16 @@ What a proxy gets:
   (HTTP) an ``inbound|<port>||`` route config.
 - ``gateway``: the outbound clusters, and per Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
-  ``http.<port>``; TLS servers get SNI-matched chains terminating TLS (route config per
-  server) or passing it through by VirtualService ``tls`` routes, and the SDS secrets of
-  their ``credentialName`` certificates (:mod:`~meshpilot.xds.translate.gateway`).
+  ``http.<port>``; TCP servers forward by VirtualService ``tcp`` routes; TLS servers get
+  SNI-matched chains terminating TLS (then routing HTTP with a route config per server,
+  or on a TLS port forwarding by ``tcp`` routes) or passing it through by VirtualService
+  ``tls`` routes, and the SDS secrets of their ``credentialName`` certificates
+  (:mod:`~meshpilot.xds.translate.gateway`).
 
-Not translated yet: TCP routes, TLS termination on TLS ports, multi-cluster gateway
-modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), delegate VirtualServices, ``exportTo``, locality
+Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
+listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
+gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), delegate
+VirtualServices, ``exportTo``, locality
 load balancing, warmup, tunnel/proxy protocol, PASSTHROUGH load balancing and wildcard
 ServiceEntry hosts.
 

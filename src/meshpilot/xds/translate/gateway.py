@@ -5,17 +5,23 @@ The servers of every Gateway selecting the gateway are merged by port, as Istio 
 
 - plaintext HTTP servers: one listener routing with ``http.<port>`` (the vhosts of every
   server on the port; ``httpsRedirect`` ones answer 301 to https);
+- TCP servers: one listener forwarding each connection with tcp_proxy to the destination
+  (or weighted destinations) of the first VirtualService ``tcp`` route bound to the
+  server's Gateway whose hosts meet the server's and whose match applies on the port
+  (Istio's "TCP Traffic Shifting" task). Plain TCP carries no host, so a port serves the
+  first TCP server on it;
 - TLS servers: one listener whose filter chains are told apart by SNI. A terminating
   server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) is one chain presenting its certificate and
   routing with its own route config ``https.<port>.<port name>.<gateway>.<namespace>``
   (Istio's), so a request reaches only the hosts of the server whose certificate and
-  client verification its connection went through. A PASSTHROUGH server is one chain
-  per VirtualService ``tls`` route match bound to it, matched on the route's
+  client verification its connection went through; on a TLS (not HTTPS) port the chain
+  forwards the decrypted connection by a ``tcp`` route, as above. A PASSTHROUGH server is
+  one chain per VirtualService ``tls`` route match bound to it, matched on the route's
   ``sniHosts``, forwarding the still-encrypted connection to the route's destination.
 
-A port serves one kind: a server of the other kind than the port's first server is left
-out (Istio refuses that conflict too). An SNI name is served by the first chain that
-claims it on a port, as Envoy refuses two chains for one name.
+A port serves one kind (plaintext HTTP, TCP or TLS): a server of another kind than the
+port's first server is left out (Istio refuses that conflict too). An SNI name is served
+by the first chain that claims it on a port, as Envoy refuses two chains for one name.
 
 Nothing is dropped silently: every server or route left out, and why, is a
 :class:`GatewayProblem` in :attr:`GatewayResources.problems`, for the caller to report
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -34,7 +41,15 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
-from meshpilot.api.networking import Server, TLSMatchAttributes, TLSRoute, VirtualService
+from meshpilot.api.networking import (
+    L4MatchAttributes,
+    RouteDestination,
+    Server,
+    TCPRoute,
+    TLSMatchAttributes,
+    TLSRoute,
+    VirtualService,
+)
 from meshpilot.mesh import index
 from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
@@ -97,8 +112,7 @@ class BoundServer:
 def bound_servers(snapshot: MeshSnapshot, node: ProxyNode, problems: list[GatewayProblem]
                   ) -> dict[int, list[BoundServer]]:
     """The servers the gateway ``node`` serves, by port number, in Gateway (namespace,
-    name) then server order; a server that cannot be served is added to ``problems``.
-    Servers of other protocols (TCP, MONGO, ...) have no gateway listener."""
+    name) then server order; a server that cannot be served is added to ``problems``."""
     by_port: dict[int, list[BoundServer]] = {}
     for named in sorted(snapshot.gateways, key=lambda n: (n.namespace, n.name)):
         if node.labels and not labels_match(named.obj.spec.selector, node.labels):
@@ -111,9 +125,7 @@ def bound_servers(snapshot: MeshSnapshot, node: ProxyNode, problems: list[Gatewa
                 problems.append(GatewayProblem(ref, i, server.port.number, exc.field,
                                                exc.reason))
                 continue
-            if mode is not None:
-                by_port.setdefault(server.port.number, []).append(
-                    BoundServer(ref, i, server, mode))
+            by_port.setdefault(server.port.number, []).append(BoundServer(ref, i, server, mode))
     return by_port
 
 
@@ -163,6 +175,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode) -> GatewayResourc
         kept = _one_kind(port, servers, build)
         if kept[0].mode == "http":
             _http_port(build, port, bind, kept)
+        elif kept[0].mode == "tcp":
+            _tcp_port(build, port, bind, kept)
         else:
             _tls_port(build, port, bind, kept)
     return build.result()
@@ -177,18 +191,21 @@ def gateway_secrets(snapshot: MeshSnapshot, node: ProxyNode
                                  if p.field == CredentialUnavailable.FIELD]
 
 
+_KINDS = MappingProxyType({"http": "plaintext HTTP", "tcp": "TCP", "terminate": "TLS",
+                          "passthrough": "TLS"})
+
+
 def _one_kind(port: int, servers: list[BoundServer], build: _Build) -> list[BoundServer]:
-    plain = servers[0].mode == "http"
+    first = servers[0]
+    kind = _KINDS[first.mode]
     kept = []
     for s in servers:
-        if (s.mode == "http") == plain:
+        if _KINDS[s.mode] == kind:
             kept.append(s)
             continue
-        first = servers[0]
         build.problems.append(s.problem("port", (
-            f"port {port} already serves {'plaintext HTTP' if plain else 'TLS'} (server "
-            f"{first.index} of Gateway {first.ref}); one port cannot serve both plaintext "
-            "HTTP and TLS")))
+            f"port {port} already serves {kind} (server {first.index} of Gateway "
+            f"{first.ref}); one port serves one of plaintext HTTP, TCP and TLS")))
     return kept
 
 
@@ -197,6 +214,61 @@ def _http_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) 
     name = names.gateway_route(port)
     build.routes[name] = route_pb2.RouteConfiguration(name=name, virtual_hosts=gateway_vhosts(
         build.snapshot, build.node, port, [s.pair for s in servers]))
+
+
+def _tcp_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -> None:
+    first, *others = servers
+    for s in others:
+        build.problems.append(s.problem("port", (
+            f"port {port} already serves TCP for server {first.index} of Gateway "
+            f"{first.ref}: plain TCP carries no host to tell servers apart, so only the "
+            "first is served")))
+    proxy = _tcp_route_filter(build, port, first)
+    if proxy is not None:
+        build.listeners.append(listeners.gateway_tcp(build.node, port, bind, [proxy]))
+
+
+def _tcp_route_filter(build: _Build, port: int, s: BoundServer) -> lc.Filter | None:
+    """tcp_proxy by the first ``tcp`` route that serves the server (see the module
+    docstring); None, and a problem, when none does."""
+    where = Where(build.node.labels, build.node.namespace, port, frozenset({s.ref}))
+    for named, at, route in _tcp_routes(build, s, where):
+        if route.route:
+            return _tcp_proxy(route.route, named.namespace, Ctx(build.snapshot, build.node,
+                                                                 where))
+        build.problems.append(s.problem("port", f"VirtualService {at}: the route has no "
+                                        "destination; left out"))
+    build.problems.append(s.problem("port", (
+        f"a {s.server.port.protocol} server forwards connections by a VirtualService tcp "
+        "route bound to its Gateway, and none applies on this port: nothing is served")))
+    return None
+
+
+def _tcp_routes(build: _Build, s: BoundServer, where: Where
+                ) -> Iterator[tuple[Named[VirtualService], str, TCPRoute]]:
+    """The ``tcp`` routes of the VirtualServices bound to the server's Gateway whose hosts
+    meet the server's, that apply here (no match, or a match that applies), in order. A
+    match on subnets is left out with a problem: the gateway does not translate it."""
+    for named in index.gateway_virtual_services(build.snapshot, {s.ref}):
+        if not any(True for _ in bound_hosts(named.namespace, named.obj.spec.hosts, [s.pair])):
+            continue
+        for i, route in enumerate(named.obj.spec.tcp):
+            at = f"{named.namespace}/{named.name} spec.tcp[{i}]"
+            if not route.match or any(_l4_applies(build, s, at, m, named.namespace, where)
+                                      for m in route.match):
+                yield named, at, route
+
+
+def _l4_applies(build: _Build, s: BoundServer, at: str, match: L4MatchAttributes,
+                vs_namespace: str, where: Where) -> bool:
+    if not applies(match, vs_namespace, where):
+        return False
+    if match.destination_subnets or match.source_subnet:
+        build.problems.append(s.problem("port", (
+            f"VirtualService {at}: destinationSubnets and sourceSubnet are not translated "
+            "at the gateway; that match is left out")))
+        return False
+    return True
 
 
 def _tls_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -> None:
@@ -240,11 +312,18 @@ def _terminating_chain(build: _Build, port: int, s: BoundServer, claims: _Claims
     if not sni:
         return None
     route = _route_name(build, port, s)
-    build.routes[route] = route_pb2.RouteConfiguration(name=route, virtual_hosts=gateway_vhosts(
-        build.snapshot, build.node, port, [s.pair]))
+    if s.server.port.protocol.upper() == "TLS":
+        proxy = _tcp_route_filter(build, port, s)
+        if proxy is None:
+            return None
+        filters = [proxy]
+    else:
+        build.routes[route] = route_pb2.RouteConfiguration(
+            name=route, virtual_hosts=gateway_vhosts(build.snapshot, build.node, port,
+                                                     [s.pair]))
+        filters = listeners.gateway_https_filters(port, route)
     build.secrets.update((secret.name, secret) for secret in secrets)
-    chain = lc.FilterChain(name=route, filters=listeners.gateway_https_filters(port, route),
-                           transport_socket=socket)
+    chain = lc.FilterChain(name=route, filters=filters, transport_socket=socket)
     chain.filter_chain_match.server_names.extend(n for n in sni if n != ANY_SNI)
     return chain
 
@@ -295,7 +374,7 @@ def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claim
         if not free:
             continue
         chain = lc.FilterChain(name=at.replace(" ", "."),
-                               filters=[_tcp_proxy(route, named.namespace, ctx)])
+                               filters=[_tcp_proxy(route.route, named.namespace, ctx)])
         chain.filter_chain_match.server_names.extend(n for n in free if n != ANY_SNI)
         chains.append(chain)
     if not chains:
@@ -305,10 +384,9 @@ def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claim
     return chains
 
 
-def _tcp_proxy(route: TLSRoute, vs_namespace: str, ctx: Ctx) -> lc.Filter:
-    """tcp_proxy to the route's destination, or its weighted destinations (weight 0
+def _tcp_proxy(dests: list[RouteDestination], vs_namespace: str, ctx: Ctx) -> lc.Filter:
+    """tcp_proxy to a route's destination, or its weighted destinations (weight 0
     dropped, as for HTTP routes)."""
-    dests = route.route
     kept = dests if len(dests) == 1 else [d for d in dests if (d.weight or 0) > 0]
     clusters = [cluster_for(d.destination, vs_namespace, ctx) for d in kept]
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=clusters[0] if len(clusters) == 1

@@ -4,15 +4,19 @@ Gateways").
 
 How a server is served, by its port protocol and ``tls.mode`` (:func:`server_mode`):
 
-- HTTP, HTTP2, GRPC: plaintext HTTP (``tls.httpsRedirect`` answers 301 to https);
+- HTTP, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY: plaintext HTTP (``tls.httpsRedirect`` answers
+  301 to https);
+- TCP, MONGO, REDIS, MYSQL: plain TCP, each connection forwarded to the destination of a
+  VirtualService ``tcp`` route (Istio's gateway proxies these protocols as TCP too);
 - HTTPS with SIMPLE, MUTUAL or OPTIONAL_MUTUAL: TLS is terminated with the server's
-  certificate, then the HTTP connection manager routes the requests;
+  certificate, then the HTTP connection manager routes the requests; on a TLS port the
+  decrypted connection is forwarded by a ``tcp`` route instead, as Istio does;
 - HTTPS or TLS with PASSTHROUGH (Istio's default mode): TLS is not terminated; the
   connection is forwarded by its SNI to the destination of a VirtualService ``tls`` route;
 - ISTIO_MUTUAL and AUTO_PASSTHROUGH serve multi-cluster (east-west) gateways, which
-  meshpilot has none of, and TLS termination on a TLS port forwards to ``tcp`` routes,
-  not translated yet: those raise :class:`UnsupportedGatewayTls`, naming the field, so the
-  caller leaves the server out and says why rather than serve something else.
+  meshpilot has none of, and UDP, which Envoy's gateway does not proxy: those raise
+  :class:`UnsupportedGatewayTls`, naming the field, so the caller leaves the server out
+  and says why rather than serve something else.
 
 The certificate comes from ``credentialName``, a ``kubernetes.io/tls`` Secret in the
 gateway's own namespace (Istio reads it from the namespace of the gateway workload), or
@@ -48,8 +52,9 @@ from meshpilot.xds.translate.tls import (
 
 CERT_KEY, KEY_KEY, CA_KEY, CRL_KEY = "tls.crt", "tls.key", "ca.crt", "ca.crl"
 
-ServerMode = Literal["http", "terminate", "passthrough"]
-HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+ServerMode = Literal["http", "tcp", "terminate", "passthrough"]
+HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY")
+TCP_PROTOCOLS = ("TCP", "MONGO", "REDIS", "MYSQL")
 TLS_PROTOCOLS = ("HTTPS", "TLS")
 MULTI_CLUSTER_MODES = ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")
 VERIFYING_MODES = ("MUTUAL", "OPTIONAL_MUTUAL")
@@ -85,15 +90,17 @@ class CredentialUnavailable(ValueError):
         self.reason = message
 
 
-def server_mode(server: Server) -> ServerMode | None:
-    """How the gateway serves ``server`` (see the module docstring); None for the
-    protocols no gateway listener is built for (TCP, MONGO, ...). Raises
+def server_mode(server: Server) -> ServerMode:
+    """How the gateway serves ``server`` (see the module docstring). Raises
     :class:`UnsupportedGatewayTls`."""
     protocol = server.port.protocol.upper()
     if protocol in HTTP_PROTOCOLS:
         return "http"
+    if protocol in TCP_PROTOCOLS:
+        return "tcp"
     if protocol not in TLS_PROTOCOLS:
-        return None
+        raise UnsupportedGatewayTls("port.protocol", f"{protocol} is not proxied by the "
+                                    "gateway (nor by Istio's); serve it as TCP, or over TLS")
     settings = server.tls
     if settings is None:
         raise UnsupportedGatewayTls("tls", f"a {protocol} server needs tls settings (a mode, "
@@ -104,10 +111,6 @@ def server_mode(server: Server) -> ServerMode | None:
                                     "gateways, which meshpilot does not run")
     if mode == "PASSTHROUGH":
         return "passthrough"
-    if protocol == "TLS":
-        raise UnsupportedGatewayTls("port.protocol", f"terminating TLS ({mode}) on a TLS "
-                                    "port forwards to tcp routes, which are not translated; "
-                                    "use protocol HTTPS to route HTTP, or mode PASSTHROUGH")
     return "terminate"
 
 

@@ -234,6 +234,18 @@ def gateway_tls(node: ProxyNode, server_port: int, bind_port: int,
     )
 
 
+def gateway_tcp(node: ProxyNode, server_port: int, bind_port: int,
+                filters: Sequence[lc.Filter]) -> listener_pb2.Listener:
+    """``gateway_<port>`` for a TCP server: one chain, its network ``filters`` (the
+    tcp_proxy of the server's route)."""
+    return listener_pb2.Listener(
+        name=names.gateway_listener(server_port),
+        address=socket(node.ip, bind_port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=[lc.FilterChain(filters=filters)],
+    )
+
+
 def gateway_https_filters(server_port: int, route_name: str) -> list[lc.Filter]:
     """The network filters of a TLS-terminating gateway chain: the gateway's connection
     manager, routing with ``route_name`` over RDS."""

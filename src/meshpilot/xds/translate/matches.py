@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from meshpilot.api.networking import HTTPMatchRequest, StringMatch, TLSMatchAttributes
+from meshpilot.api.networking import (
+    HTTPMatchRequest,
+    L4MatchAttributes,
+    StringMatch,
+    TLSMatchAttributes,
+)
 from meshpilot.mesh.index import MESH, gateway_ref, labels_match
 
 
@@ -27,8 +32,8 @@ class Where:
     gateways: frozenset[str] = frozenset()  # ``ns/name``; empty means the mesh (sidecars)
 
 
-def applies(match: HTTPMatchRequest | TLSMatchAttributes, vs_namespace: str, where: Where
-            ) -> bool:
+def applies(match: HTTPMatchRequest | TLSMatchAttributes | L4MatchAttributes,
+            vs_namespace: str, where: Where) -> bool:
     if match.port is not None and match.port != where.port:
         return False
     if not labels_match(match.source_labels, where.node_labels):

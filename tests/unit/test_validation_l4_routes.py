@@ -1,0 +1,85 @@
+"""TCP and TLS routes at apply (and in analyze / describe): what meshpilot accepts but
+does not apply everywhere Istio would is a warning with a stable code, never silent."""
+
+from __future__ import annotations
+
+import pytest
+from tests.unit.test_validation_gateway_tls import found, gateway, plan
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.validation import StateObject, check_state
+
+
+def virtual_service(body: str, gateways: str = "[public]", hosts: str = '["*"]') -> str:
+    return f"""
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {{name: tcp-echo, namespace: shop}}
+    spec:
+      hosts: {hosts}
+      gateways: {gateways}
+      {body}
+    """
+
+
+TCP_ROUTE = "tcp: [{match: [{port: 443}], route: [{destination: {host: tcp-echo}}]}]"
+
+
+def test_a_tcp_server_without_a_tcp_route_is_a_warning() -> None:
+    p = plan(gateway("", protocol="TCP", hosts='["*"]'))
+    assert p.ok
+    (d,) = found(p, "MP2013")
+    assert d.path == "spec.servers[0]"
+    assert not found(plan(gateway("", protocol="TCP", hosts='["*"]'),
+                          virtual_service(TCP_ROUTE)), "MP2013")
+    elsewhere = virtual_service(TCP_ROUTE, gateways="[other]")
+    assert found(plan(gateway("", protocol="TCP", hosts='["*"]'), elsewhere), "MP2013")
+
+
+def test_tls_termination_on_a_tls_port_is_served_by_tcp_routes() -> None:
+    tls = "tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"
+    p = plan(gateway(tls, protocol="TLS"))
+    assert p.ok  # no longer refused (it was MP0038)
+    assert [d.code for d in p.diagnostics] == ["MP2013"]
+    served = plan(gateway(tls, protocol="TLS"),
+                  virtual_service(TCP_ROUTE, hosts="[shop.example.com]"))
+    assert served.ok
+    assert [d.code for d in served.diagnostics] == ["MP2001"]  # no tcp-echo Service here
+
+
+@pytest.mark.parametrize(("gateways", "match_gateways", "warned"), [
+    ("[]", "", True),  # no gateways: the mesh
+    ("[public, mesh]", "", True),
+    ("[public]", "", False),
+    ("[public]", ", gateways: [mesh]", True),  # a match's own list replaces the VS's
+    ("[mesh]", ", gateways: [public]", False),
+])
+def test_routes_for_the_mesh_are_warned_about(gateways: str, match_gateways: str,
+                                              warned: bool) -> None:
+    for kind, match in (("tcp", "{port: 443"), ("tls", "{sniHosts: [a.example.com]")):
+        body = (f"{kind}: [{{match: [{match}{match_gateways}}}], "
+                "route: [{destination: {host: tcp-echo}}]}]")
+        p = plan(virtual_service(body, gateways=gateways))
+        assert p.ok
+        assert [d.path for d in found(p, "MP2014")] == ([f"spec.{kind}[0]"] if warned else [])
+
+
+def test_subnet_matches_are_warned_about() -> None:
+    body = ("tcp: [{match: [{port: 443, destinationSubnets: [10.0.0.0/8]}, "
+            "{sourceSubnet: 10.1.0.0/16}], route: [{destination: {host: tcp-echo}}]}]")
+    p = plan(virtual_service(body))
+    assert [d.path for d in found(p, "MP2015")] == [
+        "spec.tcp[0].match[0].destinationSubnets", "spec.tcp[0].match[1].sourceSubnet"]
+
+
+def test_a_udp_server_is_refused() -> None:
+    p = plan(gateway("", protocol="UDP"))
+    assert not p.ok
+    assert [(d.code, d.path) for d in p.errors] == [("MP0045", "spec.servers[0].port.protocol")]
+
+
+def test_describe_shows_the_warnings_of_a_stored_route() -> None:
+    body = plan(virtual_service(TCP_ROUTE, gateways="[]")).objects[0].body
+    state = [StateObject(ObjectKey("networking.istio.io", "VirtualService", "shop",
+                                   "tcp-echo"), body)]
+    assert "MP2014" in [d.code for d in check_state(state, all_objects=True)]
