@@ -1,5 +1,6 @@
-"""TCP and TLS routes at apply (and in analyze / describe): what meshpilot accepts but
-does not apply everywhere Istio would is a warning with a stable code, never silent."""
+"""VirtualService routes at apply (and in analyze / describe), TCP and TLS routes and
+delegates: what meshpilot accepts but does not apply everywhere Istio would is a
+warning with a stable code, never silent."""
 
 from __future__ import annotations
 
@@ -83,3 +84,40 @@ def test_describe_shows_the_warnings_of_a_stored_route() -> None:
     state = [StateObject(ObjectKey("networking.istio.io", "VirtualService", "shop",
                                    "tcp-echo"), body)]
     assert "MP2014" in [d.code for d in check_state(state, all_objects=True)]
+
+
+# --- delegate VirtualServices (MP2023) ---------------------------------------------------
+
+ROOT = """
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {name: root, namespace: shop}
+    spec:
+      hosts: [reviews]
+      http:
+      - match: [{uri: {prefix: /api}}]
+        delegate: {name: api}
+    """
+
+
+def delegate(extra: str = "", hosts: str = "") -> str:
+    return f"""
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {{name: api, namespace: shop}}
+    spec:
+      {hosts}
+      http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+      {extra}
+    """
+
+
+def test_a_delegate_that_is_not_there_or_has_hosts_is_warned_on_the_root() -> None:
+    assert [d.path for d in found(plan(ROOT), "MP2023")] == ["spec.http[0].delegate"]
+    assert found(plan(ROOT, delegate(hosts="hosts: [api.example.com]")), "MP2023")
+    assert not found(plan(ROOT, delegate()), "MP2023")
+
+
+def test_what_a_delegate_does_not_read_is_warned_on_it() -> None:
+    p = plan(ROOT, delegate(extra="gateways: [public]"))
+    assert [d.path for d in found(p, "MP2023")] == ["spec.gateways"]

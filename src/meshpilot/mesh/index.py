@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
-from meshpilot.api.networking import DestinationRule, VirtualService
+from meshpilot.api.networking import Delegate, DestinationRule, VirtualService
 from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, same_objects
 from meshpilot.mesh.sources import known_sources
 
@@ -49,7 +49,10 @@ class SnapshotIndex:
             bucket.append((pattern, named))
         self._vs_exact: dict[str, list[tuple[str, Named[VirtualService]]]] = {}
         self._vs_wild: list[tuple[str, Named[VirtualService]]] = []
+        self._delegates: dict[tuple[str, str], Named[VirtualService]] = {}
         for named in snapshot.virtual_services:
+            if not named.obj.spec.hosts:  # a delegate: reached only through a root's rule
+                self._delegates[(named.namespace, named.name)] = named
             patterns, selects = self._rule_facts(named, known)
             sensitive = sensitive or selects
             gateways = named.obj.spec.gateways
@@ -82,6 +85,10 @@ class SnapshotIndex:
         exact = self._dr_exact.get(host, [])
         wild = [(p, n) for p, n in self._dr_wild if host_matches(p, host)]
         return exact + wild if wild else exact
+
+    def delegate(self, namespace: str, name: str) -> Named[VirtualService] | None:
+        """The VirtualService without hosts called ``name`` in ``namespace``, if any."""
+        return self._delegates.get((namespace, name))
 
     def mesh_virtual_service(self, host: str) -> Named[VirtualService] | None:
         try:
@@ -177,13 +184,15 @@ def changed_vs_hosts(
 ) -> frozenset[str] | None:
     """Hosts whose VirtualService may differ between two snapshots' VirtualServices
     (objects compared by identity: an unchanged one is the same object); None when a
-    wildcard host is involved, so any host may."""
+    wildcard host or a delegate (no hosts) is involved, so any host may."""
     before = {id(n): n for n in old}
     after = {id(n): n for n in new}
     moved = [n for k, n in before.items() if k not in after]
     moved += [n for k, n in after.items() if k not in before]
     hosts: set[str] = set()
     for named in moved:
+        if not named.obj.spec.hosts:  # a delegate: the roots naming it may be anywhere
+            return None
         for pattern in vs_hosts(named):
             if "*" in pattern:
                 return None
@@ -194,6 +203,23 @@ def changed_vs_hosts(
 def mesh_virtual_service(snapshot: MeshSnapshot, host: str) -> Named[VirtualService] | None:
     """The VirtualService bound to the mesh (sidecars) for ``host``, if any."""
     return of(snapshot).mesh_virtual_service(host)
+
+
+def delegate_target(snapshot: MeshSnapshot, delegate: Delegate, root_namespace: str
+                    ) -> Named[VirtualService] | None:
+    """The VirtualService a root's ``delegate`` names (its namespace defaults to the
+    root's), if it exists and has no hosts, as Istio requires of a delegate."""
+    return of(snapshot).delegate(delegate.namespace or root_namespace, delegate.name)
+
+
+def delegates_of(snapshot: MeshSnapshot, named: Named[VirtualService] | None
+                 ) -> tuple[Named[VirtualService] | None, ...]:
+    """The delegates a VirtualService's rules name, in rule order (None for one missing):
+    what its routes are built from besides itself."""
+    if named is None:
+        return ()
+    return tuple(delegate_target(snapshot, http.delegate, named.namespace)
+                 for http in named.obj.spec.http if http.delegate is not None)
 
 
 def gateway_ref(ref: str, namespace: str) -> str:

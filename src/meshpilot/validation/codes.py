@@ -100,6 +100,8 @@ MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls rout
                      "applied at gateways only")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
+DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate not followed: "
+                         "none without hosts by that name, or a delegate's own fields")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -17,6 +17,7 @@ from meshpilot.api.kinds import by_kind
 from meshpilot.validation import codes
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
+from meshpilot.validation.delegate_state import check_delegates
 from meshpilot.validation.diagnostics import Diagnostic
 from meshpilot.validation.finding import Path
 from meshpilot.validation.gateway_state import check_gateways
@@ -174,6 +175,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     check_security(objects, lambda o: o.changed or all_objects, found)
     check_gateways(objects, lambda o: o.changed or all_objects, found)
     check_client_credentials(objects, lambda o: o.changed or all_objects, found)
+    check_delegates(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 

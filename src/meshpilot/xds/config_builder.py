@@ -202,16 +202,19 @@ def _moved(memos: Mapping[str, _Memo], before: Mapping[str, _Memo]) -> bool:
 
 
 def _route_hosts(snapshot: MeshSnapshot, service: MeshService) -> set[str]:
-    """The service's host and every host its VirtualService routes or mirrors to."""
+    """The service's host and every host its VirtualService (and the delegates it names)
+    routes or mirrors to."""
     hosts = {service.host}
     vs = index.mesh_virtual_service(snapshot, service.host)
-    if vs is not None:
-        for http in vs.obj.spec.http:
+    for named in (vs, *index.delegates_of(snapshot, vs)):
+        if named is None:
+            continue
+        for http in named.obj.spec.http:
             dests = [d.destination for d in http.route]
             dests += [m.destination for m in http.mirrors]
             if http.mirror is not None:
                 dests.append(http.mirror)
-            hosts.update(index.service(snapshot, d.host, vs.namespace)[0] for d in dests)
+            hosts.update(index.service(snapshot, d.host, named.namespace)[0] for d in dests)
     return hosts
 
 
@@ -430,7 +433,8 @@ class ProxyConfigBuilder:
                       index.destination_rule_named(snapshot, h, node))
                      for h in sorted(_route_hosts(snapshot, service)))
         vs = index.mesh_virtual_service(snapshot, service.host)
-        inputs = (service, tuple(ports), tuple(spellings), vs, deps)
+        inputs = (service, tuple(ports), tuple(spellings), vs, deps,
+                  index.delegates_of(snapshot, vs))
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["routes"] += 1
@@ -446,7 +450,7 @@ class ProxyConfigBuilder:
         """Whether nothing a service's routes were built from moved (by identity)."""
         if moves is None or moves.rules or moves.services or not moves.vs_same(service.host):
             return False
-        built_service, built_ports, built_spellings, _, deps = memo.inputs
+        built_service, built_ports, built_spellings, _, deps, _ = memo.inputs
         return built_service is service and built_ports == tuple(ports) and \
             built_spellings == tuple(spellings) and all(
                 snapshot.services.get(h) is svc for h, svc, _ in deps)

@@ -3,7 +3,8 @@
 Rules keep their order (first match wins); each applicable ``match`` entry becomes
 one Envoy route carrying the rule's action; a rule with no ``match`` is a catch-all
 (prefix ``/``); a rule whose matches all fail :func:`matches.applies` for this proxy
-disappears. ``delegate`` rules are not translated (dropped).
+disappears. A ``delegate`` rule stands for the rules of the VirtualService it names,
+merged as :mod:`.delegation` says.
 
 Choices where Istio is loose: ``retries`` without ``attempts`` keeps Istio's 2
 retries; the hash policy comes from the first destination's DestinationRule;
@@ -25,6 +26,7 @@ from meshpilot.api.networking import (
     Destination,
     HeaderOperations,
     Headers,
+    HTTPMatchRequest,
     HTTPRedirect,
     HTTPRetry,
     HTTPRoute,
@@ -34,6 +36,7 @@ from meshpilot.api.networking import (
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
 from meshpilot.xds.translate import filters, names, pb
+from meshpilot.xds.translate.delegation import merged_rule
 from meshpilot.xds.translate.matches import Where, applies, regex, route_match
 from meshpilot.xds.translate.policy import effective_policy, hash_policies
 
@@ -258,15 +261,34 @@ def http_routes(named: Named[VirtualService], ctx: Ctx) -> list[rc.Route]:
         matches = [m for m in http.match if applies(m, vs_ns, ctx.where)]
         if http.match and not matches:
             continue
-        base = _base(http, vs_ns, ctx)
-        if base is None:
+        if http.delegate is None:
+            out.extend(_rule_routes(http, matches, vs_ns, ctx))
             continue
-        for m in matches or [None]:
-            route = rc.Route()
-            route.CopyFrom(base)
-            route.name = ".".join(p for p in (http.name, m.name if m else None) if p)
-            route.match.CopyFrom(route_match(m))
-            out.append(route)
+        delegate = index.delegate_target(ctx.snapshot, http.delegate, vs_ns)
+        for rule in delegate.obj.spec.http if delegate is not None else ():
+            merged = None if rule.delegate else merged_rule(http, matches, rule)
+            if merged is not None:
+                assert delegate is not None
+                kept = [m for m in merged.match if applies(m, delegate.namespace, ctx.where)]
+                if not merged.match or kept:
+                    out.extend(_rule_routes(merged, kept, delegate.namespace, ctx))
+    return out
+
+
+def _rule_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, ctx: Ctx
+                 ) -> list[rc.Route]:
+    """One rule's routes: its action under each of its applicable ``matches`` (one
+    catch-all route when it has none)."""
+    base = _base(http, vs_ns, ctx)
+    if base is None:
+        return []
+    out = []
+    for m in matches or [None]:
+        route = rc.Route()
+        route.CopyFrom(base)
+        route.name = ".".join(p for p in (http.name, m.name if m else None) if p)
+        route.match.CopyFrom(route_match(m))
+        out.append(route)
     return out
 
 
