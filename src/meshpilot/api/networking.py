@@ -12,9 +12,10 @@ empty so callers can iterate without guards.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.api.base import Duration, Labels, Model, Percent, Port, Regex, Resource
@@ -93,6 +94,28 @@ def _check_weights(routes: list[Any]) -> list[Any]:
             {"count": len(routes)},
         )
     return routes
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _check_export_to(value: list[str]) -> list[str]:
+    """Istio's exportTo: ``*`` (every namespace), ``.`` (its own), ``~`` (none, and
+    alone), or namespace names; each at most once."""
+    bad = [e for e in value if e not in ("*", ".", "~") and not _NAMESPACE.fullmatch(e)]
+    if bad or len(set(value)) != len(value) or ("~" in value and len(value) > 1):
+        why = (f"{bad[0]!r} is not a namespace name" if bad else "'~' (no namespace) "
+               "stands alone" if "~" in value and len(value) > 1 else "an entry repeats")
+        raise PydanticCustomError(
+            "mp_value",
+            "exportTo: {why}; give '*' (every namespace), '.' (this one), '~' (none) or "
+            "namespace names, each once",
+            {"why": why},
+        )
+    return value
+
+
+ExportTo = Annotated[list[str], AfterValidator(_check_export_to)]
 
 
 # --------------------------------------------------------------------------- shared
@@ -433,7 +456,7 @@ class VirtualServiceSpec(Model):
     http: list[HTTPRoute] = Field(default_factory=list)
     tls: list[TLSRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
-    export_to: list[str] = Field(default_factory=list)
+    export_to: ExportTo = Field(default_factory=list)
 
 
 class VirtualService(Resource):
@@ -720,7 +743,7 @@ class DestinationRuleSpec(Model):
     host: str = Field(min_length=1)
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] = Field(default_factory=list)
-    export_to: list[str] = Field(default_factory=list)
+    export_to: ExportTo = Field(default_factory=list)
     workload_selector: MatchLabelsSelector | None = None
 
 
@@ -854,7 +877,7 @@ class ServiceEntrySpec(Model):
     resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] | None = None
     endpoints: list[WorkloadEntrySpec] = Field(default_factory=list)
     workload_selector: WorkloadSelector | None = None
-    export_to: list[str] = Field(default_factory=list)
+    export_to: ExportTo = Field(default_factory=list)
     subject_alt_names: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -324,6 +324,10 @@ def build_snapshot(
     return SnapshotBuilder().build(version, objects, workloads)
 
 
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+"""A Service's exportTo, comma separated, as Istio reads it from the annotation."""
+
+
 def _mesh_service(svc: Named[Service], host: str) -> MeshService:
     spec = svc.obj.spec
     ports = tuple(
@@ -331,11 +335,13 @@ def _mesh_service(svc: Named[Service], host: str) -> MeshService:
                     protocol=port_protocol(p.name, p.app_protocol))
         for p in spec.ports
     )
+    annotation = svc.obj.metadata.annotations.get(EXPORT_TO_ANNOTATION, "")
     return MeshService(
         host=host, name=svc.name, namespace=svc.namespace, ports=ports,
         selector=dict(spec.selector or {}),
         short_names=(svc.name, f"{svc.name}.{svc.namespace}",
                      f"{svc.name}.{svc.namespace}.svc"),
+        export_to=tuple(e.strip() for e in annotation.split(",") if e.strip()),
     )
 
 
@@ -366,7 +372,7 @@ def _entry_services(
             host=host, name=raw_host, namespace=se.namespace, ports=ports,
             origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
             resolution=mode,  # type: ignore[arg-type]
-            selector=selector,
+            selector=selector, export_to=tuple(spec.export_to),
         )
         endpoints[host] = tuple(sorted(
             _entry_endpoints(se, host, raw_host, ports, members, resolution),

@@ -7,7 +7,7 @@ wins, then the rule in the proxy's namespace, then the service's namespace, then
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
@@ -16,6 +16,15 @@ from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, sa
 from meshpilot.mesh.sources import known_sources
 
 MESH = "mesh"
+
+
+def exported_to(export_to: Sequence[str], owner: str, namespace: str | None) -> bool:
+    """Whether an object of namespace ``owner`` with Istio's ``exportTo`` is visible to
+    proxies of ``namespace`` (None: no proxy in particular, e.g. validation): empty or
+    ``*`` everywhere, ``.`` its own namespace, ``~`` nowhere, else the namespaces named."""
+    if not export_to or namespace is None:
+        return True
+    return any(e in ("*", namespace) or (e == "." and owner == namespace) for e in export_to)
 
 
 def _specificity(pattern: str, host: str) -> int:
@@ -62,7 +71,10 @@ class SnapshotIndex:
                 bucket = (self._vs_wild if "*" in pattern
                           else self._vs_exact.setdefault(pattern, []))
                 bucket.append((pattern, named))
-        self._mesh_vs: dict[str, Named[VirtualService] | None] = {}
+        self._mesh_vs: dict[tuple[str, str | None], Named[VirtualService] | None] = {}
+        self._services = snapshot.services
+        self._exported = any(s.export_to for s in snapshot.services.values())
+        self._visible: dict[str, Mapping[str, MeshService]] = {}
         self.label_sensitive = sensitive
         """Whether any rule's choice depends on the proxy's labels (DestinationRule
         workloadSelector, VirtualService sourceLabels)."""
@@ -90,19 +102,35 @@ class SnapshotIndex:
         """The VirtualService without hosts called ``name`` in ``namespace``, if any."""
         return self._delegates.get((namespace, name))
 
-    def mesh_virtual_service(self, host: str) -> Named[VirtualService] | None:
+    def visible_services(self, namespace: str) -> Mapping[str, MeshService]:
+        """The services exported to ``namespace``: the snapshot's own mapping (the same
+        object) while no service restricts its exportTo."""
+        if not self._exported:
+            return self._services
+        found = self._visible.get(namespace)
+        if found is None:
+            found = self._visible[namespace] = {
+                h: s for h, s in self._services.items()
+                if exported_to(s.export_to, s.namespace, namespace)}
+        return found
+
+    def mesh_virtual_service(self, host: str, namespace: str | None = None
+                             ) -> Named[VirtualService] | None:
+        """The mesh VirtualService for ``host`` among those exported to ``namespace``."""
         try:
-            return self._mesh_vs[host]
+            return self._mesh_vs[(host, namespace)]
         except KeyError:
             pass
         best: tuple[tuple[int, str, str], Named[VirtualService]] | None = None
         candidates = self._vs_exact.get(host, []) + [
             (p, n) for p, n in self._vs_wild if host_matches(p, host)]
         for pattern, named in candidates:
+            if not exported_to(named.obj.spec.export_to, named.namespace, namespace):
+                continue
             key = (_specificity(pattern, host), named.namespace, named.name)
             if best is None or key < best[0]:
                 best = (key, named)
-        out = self._mesh_vs[host] = best[1] if best else None
+        out = self._mesh_vs[(host, namespace)] = best[1] if best else None
         return out
 
     @property
@@ -152,6 +180,8 @@ def destination_rule_named(
     svc_ns = service.namespace if service else ""
     best: tuple[tuple[int, bool, bool, str, str], Named[DestinationRule]] | None = None
     for pattern, named in of(snapshot).rules_for(host):
+        if not exported_to(named.obj.spec.export_to, named.namespace, node.namespace):
+            continue
         selector = named.obj.spec.workload_selector
         if selector and not labels_match(selector.match_labels, node.labels):
             continue
@@ -200,16 +230,29 @@ def changed_vs_hosts(
     return frozenset(hosts)
 
 
-def mesh_virtual_service(snapshot: MeshSnapshot, host: str) -> Named[VirtualService] | None:
-    """The VirtualService bound to the mesh (sidecars) for ``host``, if any."""
-    return of(snapshot).mesh_virtual_service(host)
+def mesh_virtual_service(snapshot: MeshSnapshot, host: str, namespace: str | None = None
+                         ) -> Named[VirtualService] | None:
+    """The VirtualService bound to the mesh (sidecars) for ``host``, if any, among those
+    exported to proxies of ``namespace`` (any, when None)."""
+    return of(snapshot).mesh_virtual_service(host, namespace)
+
+
+def visible_services(snapshot: MeshSnapshot, namespace: str) -> Mapping[str, MeshService]:
+    """The services proxies of ``namespace`` see (exportTo); the snapshot's mapping
+    itself when no service restricts it."""
+    return of(snapshot).visible_services(namespace)
 
 
 def delegate_target(snapshot: MeshSnapshot, delegate: Delegate, root_namespace: str
                     ) -> Named[VirtualService] | None:
     """The VirtualService a root's ``delegate`` names (its namespace defaults to the
-    root's), if it exists and has no hosts, as Istio requires of a delegate."""
-    return of(snapshot).delegate(delegate.namespace or root_namespace, delegate.name)
+    root's), if it exists, has no hosts and is exported to the root's namespace, as
+    Istio requires of a delegate."""
+    found = of(snapshot).delegate(delegate.namespace or root_namespace, delegate.name)
+    if found is None or not exported_to(found.obj.spec.export_to, found.namespace,
+                                        root_namespace):
+        return None
+    return found
 
 
 def delegates_of(snapshot: MeshSnapshot, named: Named[VirtualService] | None
@@ -228,13 +271,15 @@ def gateway_ref(ref: str, namespace: str) -> str:
 
 
 def gateway_virtual_services(
-    snapshot: MeshSnapshot, gateway_refs: Iterable[str]
+    snapshot: MeshSnapshot, gateway_refs: Iterable[str], namespace: str | None = None,
 ) -> Iterator[Named[VirtualService]]:
-    """VirtualServices (in namespace/name order) that list one of the gateways."""
+    """VirtualServices (in namespace/name order) that list one of the gateways, among
+    those exported to the gateway proxy's ``namespace`` (any, when None)."""
     wanted = set(gateway_refs)
     for named in sorted(snapshot.virtual_services, key=lambda n: (n.namespace, n.name)):
         refs = {gateway_ref(g, named.namespace) for g in named.obj.spec.gateways}
-        if refs & wanted:
+        if refs & wanted and exported_to(named.obj.spec.export_to, named.namespace,
+                                         namespace):
             yield named
 
 

@@ -59,6 +59,7 @@ class MeshService:
     # host or endpoint addresses), STATIC (addresses listed in the ServiceEntry).
     resolution: Literal["EDS", "DNS", "STATIC", "NONE"] = "EDS"
     short_names: tuple[str, ...] = ()  # other names users type: myapp, myapp.default, ...
+    export_to: tuple[str, ...] = ()  # Istio's exportTo (empty: every namespace)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

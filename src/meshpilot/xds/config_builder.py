@@ -201,11 +201,11 @@ def _moved(memos: Mapping[str, _Memo], before: Mapping[str, _Memo]) -> bool:
     return len(memos) != len(before) or any(m is not before.get(h) for h, m in memos.items())
 
 
-def _route_hosts(snapshot: MeshSnapshot, service: MeshService) -> set[str]:
-    """The service's host and every host its VirtualService (and the delegates it names)
-    routes or mirrors to."""
+def _route_hosts(snapshot: MeshSnapshot, service: MeshService, namespace: str) -> set[str]:
+    """The service's host and every host its VirtualService (as proxies of ``namespace``
+    see it, and the delegates it names) routes or mirrors to."""
     hosts = {service.host}
-    vs = index.mesh_virtual_service(snapshot, service.host)
+    vs = index.mesh_virtual_service(snapshot, service.host, namespace)
     for named in (vs, *index.delegates_of(snapshot, vs)):
         if named is None:
             continue
@@ -368,7 +368,8 @@ class ProxyConfigBuilder:
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
         memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
-                 for host, service in snapshot.services.items() if "*" not in host}
+                 for host, service in index.visible_services(snapshot, node.namespace).items()
+                 if "*" not in host}
         if _moved(memos, cls.clusters) or CLUSTER not in sets:
             cluster_items: Items = []
             assignment_items: Items = []
@@ -431,8 +432,8 @@ class ProxyConfigBuilder:
             return memo  # the same service, VirtualService, destinations and rules
         deps = tuple((h, snapshot.services.get(h),
                       index.destination_rule_named(snapshot, h, node))
-                     for h in sorted(_route_hosts(snapshot, service)))
-        vs = index.mesh_virtual_service(snapshot, service.host)
+                     for h in sorted(_route_hosts(snapshot, service, node.namespace)))
+        vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
         inputs = (service, tuple(ports), tuple(spellings), vs, deps,
                   index.delegates_of(snapshot, vs))
         if memo is not None and memo.inputs == inputs:

@@ -23,7 +23,7 @@ What a proxy gets:
 
 Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
 listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
-gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), ``exportTo``, locality
+gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH), locality
 load balancing, warmup, tunnel/proxy protocol, PASSTHROUGH load balancing and wildcard
 ServiceEntry hosts.
 

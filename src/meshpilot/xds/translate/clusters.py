@@ -20,6 +20,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.api.networking import ClientTLSSettings, DestinationRule
+from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import endpoints, jwt, names, pb, tls
@@ -86,9 +87,11 @@ def service_identities(snapshot: MeshSnapshot, service: MeshService) -> list[str
 
 
 def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
-    """Every outbound cluster for ``node``, in host, port, subset order."""
-    for host in sorted(snapshot.services):
-        service = snapshot.services[host]
+    """Every outbound cluster for ``node`` (of the services exported to its namespace),
+    in host, port, subset order."""
+    services = index.visible_services(snapshot, node.namespace)
+    for host in sorted(services):
+        service = services[host]
         if "*" in host:
             continue
         yield from for_service(snapshot, service, destination_rule(snapshot, host, node))

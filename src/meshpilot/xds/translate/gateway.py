@@ -249,7 +249,8 @@ def _tcp_routes(build: _Build, s: BoundServer, where: Where
     """The ``tcp`` routes of the VirtualServices bound to the server's Gateway whose hosts
     meet the server's, that apply here (no match, or a match that applies), in order. A
     match on subnets is left out with a problem: the gateway does not translate it."""
-    for named in index.gateway_virtual_services(build.snapshot, {s.ref}):
+    for named in index.gateway_virtual_services(build.snapshot, {s.ref},
+                                                build.node.namespace):
         if not any(True for _ in bound_hosts(named.namespace, named.obj.spec.hosts, [s.pair])):
             continue
         for i, route in enumerate(named.obj.spec.tcp):
@@ -345,7 +346,7 @@ server."""
 def _tls_matches(snapshot: MeshSnapshot, s: BoundServer, where: Where) -> Iterator[_TlsMatch]:
     """The ``tls`` route matches of the VirtualServices bound to the server's Gateway that
     apply to this port and whose ``sniHosts`` meet the server's hosts."""
-    for named in index.gateway_virtual_services(snapshot, {s.ref}):
+    for named in index.gateway_virtual_services(snapshot, {s.ref}, where.node_namespace):
         for i, route in enumerate(named.obj.spec.tls):
             for j, match in enumerate(route.match):
                 if not applies(match, named.namespace, where):

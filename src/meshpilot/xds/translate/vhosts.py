@@ -77,8 +77,9 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     Depends on the node only through its namespace (short names).
     """
     planned: list[tuple[MeshService, list[int], list[str], list[str]]] = []
-    for host in sorted(snapshot.services):
-        service = snapshot.services[host]
+    services = index.visible_services(snapshot, node.namespace)
+    for host in sorted(services):
+        service = services[host]
         if "*" in host:
             continue
         ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
@@ -105,7 +106,7 @@ def service_route_table(
 ) -> RouteTable:
     """One service's vhosts (one per HTTP port) for ``node``."""
     vhosts = []
-    vs = index.mesh_virtual_service(snapshot, service.host)
+    vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
     for port in ports:
         portless = port == 80 or len(service.ports) == 1
         ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
@@ -168,7 +169,7 @@ def gateway_vhosts(
     where = Where(node.labels, node.namespace, port, frozenset(refs))
     ctx = Ctx(snapshot, node, where)
     vhosts: dict[str, rc.VirtualHost] = {}
-    for named in index.gateway_virtual_services(snapshot, refs):
+    for named in index.gateway_virtual_services(snapshot, refs, node.namespace):
         hosts = [fqdn(h, named.namespace) for h in named.obj.spec.hosts]
         domains = list(bound_hosts(named.namespace, hosts, servers))
         if not domains:
