@@ -62,10 +62,12 @@ from meshpilot.mesh.sources import (
     REQUESTS_STAT,
     SOURCE_HEADER,
     SOURCE_TAG,
+    TCP_CLOSED_STAT,
     UNKNOWN,
     UNKNOWN_SOURCE,
     counted_name,
     inbound_stat_prefix,
+    inbound_tcp_stat_prefix,
     node_source_id,
     source_identity,
     spiffe_id,
@@ -211,6 +213,22 @@ def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
         "histograms": [{"stat": {"name": DURATION_STAT, "tags": [
             {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]},
             "unit": "Milliseconds", "value_format": "%DURATION%"}],
+    }
+    typed = typed_struct_pb2.TypedStruct(
+        type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
+    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
+
+
+def inbound_tcp_close_log(container_port: int, mtls: bool) -> accesslog_pb2.AccessLog:
+    """The stats access logger of one chain of an inbound TCP port: one count per closed
+    connection (a tcp_proxy writes its access log when the connection ends), under
+    ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones and
+    the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
+    the chains apart. One fixed name, no tags: nothing a client sends adds a stat."""
+    config = {
+        "stats_scope": {"prefix": "meshpilot." + inbound_tcp_stat_prefix(container_port, mtls),
+                        "max_counters": 1, "max_histograms": 1},
+        "counters": [{"stat": {"name": TCP_CLOSED_STAT}, "value_fixed": 1}],
     }
     typed = typed_struct_pb2.TypedStruct(
         type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
