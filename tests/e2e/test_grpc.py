@@ -26,6 +26,7 @@ import pytest
 from tests.builders import by_version, deployment, destination_rule, gateway, virtual_service
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, When
+from tests.e2e.telemetry_helpers import fetch_metrics
 
 ECHO_APP = Path(__file__).with_name("grpc_echo.py")
 METHOD = "/meshpilot.test.Echo/Say"
@@ -118,3 +119,29 @@ def test_grpc_through_the_ingress_gateway(mesh: Mesh, given: Given) -> None:
 
     # Then a gRPC client calling the gateway's HTTP server reaches v2 over HTTP/2.
     assert words(mesh.ingress, "grpc.example.com", 5) == Counter({"two": 5})
+
+
+def destination_calls(mesh: Mesh, **labels: str) -> float:
+    return sum(value for name, got, value in fetch_metrics(mesh.endpoints["metrics"])
+               if name == "istio_requests_total" and got.get("reporter") == "destination"
+               and all(got.get(k) == v for k, v in labels.items()))
+
+
+def test_a_failing_grpc_call_is_counted_with_its_grpc_status(
+        mesh: Mesh, given: Given, when: When) -> None:
+    given.applied(echo("v1", "one", "grpc"), service(GRPC_BY_NAME))
+    authority = f"{HOST}:{PORT}"
+    with channel(mesh.mesh_proxy, authority) as chan:
+        assert call(chan, "hello") == "one hello"
+        # When a call fails with NOT_FOUND (an HTTP 200 whose trailers say grpc-status 5)
+        with pytest.raises(grpc.RpcError) as failed:
+            call(chan, "missing")
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Then the server's sidecar counts it with grpc_response_status="5", and the call that
+    # succeeded with "0", both answered with HTTP 200 over gRPC.
+    at_server = {"destination_workload": f"{HOST}-v1", "request_protocol": "grpc",
+                 "response_code": "200", "connection_security_policy": "mutual_tls"}
+    when.until(lambda: destination_calls(mesh, grpc_response_status="5", **at_server) == 1,
+               15, "the failed call counted with grpc_response_status 5")
+    assert destination_calls(mesh, grpc_response_status="0", **at_server) == 1

@@ -89,9 +89,12 @@ INBOUND_STATS = "meshpilot.inbound_"
 REQUESTS_STAT = "requests"
 DURATION_STAT = "request_duration"
 CODE_TAG = "response_code"
+GRPC_TAG = "grpc_status"
 SOURCE_TAG = "source"
 """The inbound counters' names, and their tags (Envoy writes a tag into the name as
-``.<tag>.<value>``; the source comes last because a source id may contain dots)."""
+``.<tag>.<value>``; the source comes last because a source id may contain dots). The
+request counters of a gRPC port also carry the response's gRPC status (a number) between
+the code and the source."""
 
 
 def inbound_stat_prefix(container_port: int) -> str:

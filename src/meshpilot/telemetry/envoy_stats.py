@@ -19,6 +19,7 @@ from typing import Any
 from meshpilot.mesh.sources import (
     CODE_TAG,
     DURATION_STAT,
+    GRPC_TAG,
     INBOUND_STATS,
     MUTUAL_TLS,
     NO_TLS,
@@ -103,7 +104,8 @@ CLUSTER_STAT = re.compile(
     r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?)\.(?P<stat>[a-z_]+[0-9]*)$")
 INBOUND_STAT = re.compile(
     "^" + re.escape(INBOUND_STATS) + r"(?P<port>[0-9]+)\."
-    rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)|(?P<duration>{DURATION_STAT}))"
+    rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)(?:\.{GRPC_TAG}\.(?P<grpc>[^.]*))?"
+    rf"|(?P<duration>{DURATION_STAT}))"
     rf"\.{SOURCE_TAG}\.(?P<source>.*)$")
 INBOUND_TCP_STAT = re.compile(
     "^(?:" + re.escape(TCP_STATS) + "|" + re.escape(INBOUND_STATS) + r")(?P<port>[0-9]+)\."
@@ -133,6 +135,7 @@ class InboundStat:
     port: int
     counted: str  # the counted source, as the inbound route that sorted it is named
     code: str | None
+    grpc_status: str = ""  # a gRPC port's count: the responses' gRPC status (a number)
 
 
 def split_inbound_stat(name: str) -> InboundStat | None:
@@ -142,7 +145,9 @@ def split_inbound_stat(name: str) -> InboundStat | None:
     m = INBOUND_STAT.match(name)
     if m is None:
         return None
-    return InboundStat(int(m.group("port")), m.group("source"), m.group("code"))
+    grpc = m.group("grpc") or ""
+    return InboundStat(int(m.group("port")), m.group("source"), m.group("code"),
+                       grpc if grpc.isdigit() else "")
 
 
 @dataclass(frozen=True)

@@ -400,8 +400,8 @@ def _counted_points(name: str, stat: InboundStat, inbound: _Inbound, raw: RawSta
     base = {**inbound.base(stat.port),
             **_counted_side(stat.counted, inbound.snapshot.trust_domain, inbound.principal)}
     if stat.code is not None:
-        yield Point(REQUESTS_TOTAL, _labels({**base, "response_code": stat.code}), name,
-                    value=raw.counters.get(name, 0.0))
+        labels = {**base, "response_code": stat.code, "grpc_response_status": stat.grpc_status}
+        yield Point(REQUESTS_TOTAL, _labels(labels), name, value=raw.counters.get(name, 0.0))
         return
     hist = _hist(raw, name, REQUEST_DURATION)
     if hist is not None:

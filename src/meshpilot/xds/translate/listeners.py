@@ -152,7 +152,8 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
             manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
-            manager.access_log.append(telemetry.inbound_access_log(port.container_port))
+            manager.access_log.append(telemetry.inbound_access_log(
+                port.container_port, grpc=port.protocol == "GRPC"))
             return [_hcm_filter(manager)]
 
     chains, listener_filters = tls.inbound_filter_chains(
