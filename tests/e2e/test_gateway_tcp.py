@@ -79,10 +79,10 @@ def words(mesh: Mesh, connections: int) -> Counter[str]:
     return seen
 
 
-def connections_counted(mesh: Mesh, **labels: str) -> float:
+def connections_counted(mesh: Mesh, metric: str = "istio_tcp_connections_opened_total",
+                        **labels: str) -> float:
     return sum(value for name, got, value in fetch_metrics(mesh.endpoints["metrics"])
-               if name == "istio_tcp_connections_opened_total"
-               and all(got.get(k) == v for k, v in labels.items()))
+               if name == metric and all(got.get(k) == v for k, v in labels.items()))
 
 
 def codes(applied: dict[str, Any]) -> list[str]:
@@ -113,3 +113,19 @@ def test_tcp_traffic_shifts_from_v1_to_an_80_20_split(
     counted = {"reporter": "destination", "destination_workload": "tcp-echo-v2"}
     when.until(lambda: connections_counted(mesh, **counted) >= seen["two"], 15,
                f"{seen['two']} connections counted at tcp-echo-v2")
+
+    # And over mutual TLS (gateway to sidecar is auto mTLS): the destination says so, with
+    # its own SPIFFE ID, and counts none of them as plaintext; their closes and their
+    # bytes (each way: the line sent, the word and the line back) are counted alike.
+    mtls = {**counted, "connection_security_policy": "mutual_tls",
+            "destination_principal": "spiffe://cluster.local/ns/default/sa/default"}
+    when.until(lambda: connections_counted(mesh, **mtls) >= seen["two"], 15,
+               "connections counted as mutual_tls at tcp-echo-v2")
+    when.until(lambda: connections_counted(mesh, "istio_tcp_connections_closed_total",
+                                           **mtls) >= seen["two"], 15,
+               "closed connections counted as mutual_tls at tcp-echo-v2")
+    assert connections_counted(mesh, "istio_tcp_received_bytes_total", **mtls) \
+        >= len("hello 0\n") * seen["two"]
+    assert connections_counted(mesh, "istio_tcp_sent_bytes_total", **mtls) \
+        >= len("two hello 0\n") * seen["two"]
+    assert connections_counted(mesh, **counted, connection_security_policy="none") == 0

@@ -39,6 +39,7 @@ import yaml
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from tests.integration.security_envoy import (
     Workload,
     bootstrap,
@@ -376,3 +377,27 @@ def test_request_authentication_and_authorization_on_the_token(mesh: Mesh):
     assert status == 401, body
     expired = token(mesh.jwt_key, sub="alice", exp=int(time.time()) - 3600)
     assert get(expired)[0] == 401  # type: ignore[index]
+
+
+def _negotiated_alpn(mesh: Mesh, port: int, offered: list[str]) -> str | None:
+    context = _tls_context(mesh, mesh.sleep)
+    context.set_alpn_protocols(offered)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw) as conn:
+        return conn.selected_alpn_protocol()
+
+
+@pytest.mark.parametrize("port", ["strict", "permissive"])
+def test_mtls_negotiates_h2_when_an_http2_client_sidecar_offers_it(mesh: Mesh, port: str):
+    """What a sidecar's HTTP/2 cluster (gRPC, HTTP2 ports) offers over auto mTLS, from the
+    translation itself, gets ``h2`` from the server sidecar, so both ends speak HTTP/2
+    through the tunnel; an HTTP/1.1 cluster's offer (Istio's ALPN only) gets none, and
+    the server's codec detects HTTP/1.1. On PERMISSIVE the offer also picks the mTLS
+    chain (it matches on Istio's ALPN)."""
+    def offered(http2: bool) -> list[str]:
+        context = tls_pb2.UpstreamTlsContext()
+        assert tls.istio_mutual_upstream("sni", [], http2=http2).typed_config.Unpack(context)
+        return list(context.common_tls_context.alpn_protocols)
+
+    assert _negotiated_alpn(mesh, getattr(mesh, port), offered(True)) == "h2"
+    assert _negotiated_alpn(mesh, getattr(mesh, port), offered(False)) is None

@@ -89,14 +89,37 @@ INBOUND_STATS = "meshpilot.inbound_"
 REQUESTS_STAT = "requests"
 DURATION_STAT = "request_duration"
 CODE_TAG = "response_code"
+GRPC_TAG = "grpc_status"
 SOURCE_TAG = "source"
 """The inbound counters' names, and their tags (Envoy writes a tag into the name as
-``.<tag>.<value>``; the source comes last because a source id may contain dots)."""
+``.<tag>.<value>``; the source comes last because a source id may contain dots). The
+request counters of a gRPC port also carry the response's gRPC status (a number) between
+the code and the source."""
 
 
 def inbound_stat_prefix(container_port: int) -> str:
     """Where the counters of one inbound port live (``meshpilot.inbound_8080``)."""
     return f"{INBOUND_STATS}{container_port}"
+
+
+TCP_STATS = "tcp.inbound_"
+"""Where Envoy roots the tcp_proxy stats of an inbound TCP port's chains
+(``tcp.<stat_prefix>.``, the prefix being :func:`inbound_tcp_stat_prefix`)."""
+MUTUAL_TLS = "mutual_tls"
+NO_TLS = "none"
+TCP_CLOSED_STAT = "connections_closed"
+"""An inbound TCP port keeps its connections apart by how they arrived, the chain that
+took them: ``mutual_tls`` or ``none`` (Istio's ``connection_security_policy``). Envoy's
+tcp_proxy counts the connections opened and the bytes of each chain; their closes are
+counted by the chain's stats access logger (a TCP access log is written when the
+connection closes) as ``meshpilot.inbound_<port>.<policy>.connections_closed``."""
+
+
+def inbound_tcp_stat_prefix(container_port: int, mtls: bool) -> str:
+    """The tcp_proxy ``stat_prefix`` of one chain of an inbound TCP port
+    (``inbound_9000.mutual_tls``), and the scope of its close counter under
+    ``meshpilot.``."""
+    return f"inbound_{container_port}.{MUTUAL_TLS if mtls else NO_TLS}"
 
 
 def source_identity(source: str) -> tuple[str, str]:

@@ -11,6 +11,8 @@ Kept:
 - per inbound HTTP port: the request counters (per response code) and duration
   histograms that carry the *source* workload, which the inbound listener's stats access
   logger writes (see :mod:`meshpilot.mesh.sources`);
+- per inbound TCP port and chain (mutual TLS or plaintext): the tcp_proxy's connections
+  opened and bytes each way, and the closes its stats access logger counts;
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
   connection managers' downstream request totals, for debugging.
 
@@ -28,7 +30,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from meshpilot.mesh.sources import DURATION_STAT, INBOUND_STATS, REQUESTS_STAT
+from meshpilot.mesh.sources import (
+    DURATION_STAT,
+    INBOUND_STATS,
+    MUTUAL_TLS,
+    NO_TLS,
+    REQUESTS_STAT,
+    TCP_CLOSED_STAT,
+    TCP_STATS,
+)
 
 _CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
 _NOT_EXTERNAL = r"([^r]...|.[^n]..|..[^a].|...[^l])"
@@ -40,6 +50,9 @@ KEPT_STATS: tuple[str, ...] = (
     r"|connect_fail|none_healthy)$",
     _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
     "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({REQUESTS_STAT}|{DURATION_STAT})\..*",
+    "^" + re.escape(TCP_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})"
+    r"\.downstream_cx_(total|rx_bytes_total|tx_bytes_total)$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})\.{TCP_CLOSED_STAT}$",
     r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
 )
 KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",

@@ -16,12 +16,25 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from meshpilot.mesh.sources import CODE_TAG, DURATION_STAT, INBOUND_STATS, REQUESTS_STAT, SOURCE_TAG
+from meshpilot.mesh.sources import (
+    CODE_TAG,
+    DURATION_STAT,
+    GRPC_TAG,
+    INBOUND_STATS,
+    MUTUAL_TLS,
+    NO_TLS,
+    REQUESTS_STAT,
+    SOURCE_TAG,
+    TCP_CLOSED_STAT,
+    TCP_STATS,
+)
 
 STATS_PATH = "/stats"
 STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
-    r"^(cluster\.(outbound|inbound)\||" + re.escape(INBOUND_STATS) + ")")})
-"""Only what telemetry needs: cluster stats and the inbound request counters."""
+    r"^(cluster\.(outbound|inbound)\||" + re.escape(INBOUND_STATS) + "|"
+    + re.escape(TCP_STATS) + ")")})
+"""Only what telemetry needs: cluster stats, the inbound request counters and the inbound
+TCP chains' connection counters."""
 
 Bin = tuple[float, float, float]  # lower bound, width, count
 
@@ -91,8 +104,13 @@ CLUSTER_STAT = re.compile(
     r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?)\.(?P<stat>[a-z_]+[0-9]*)$")
 INBOUND_STAT = re.compile(
     "^" + re.escape(INBOUND_STATS) + r"(?P<port>[0-9]+)\."
-    rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)|(?P<duration>{DURATION_STAT}))"
+    rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)(?:\.{GRPC_TAG}\.(?P<grpc>[^.]*))?"
+    rf"|(?P<duration>{DURATION_STAT}))"
     rf"\.{SOURCE_TAG}\.(?P<source>.*)$")
+INBOUND_TCP_STAT = re.compile(
+    "^(?:" + re.escape(TCP_STATS) + "|" + re.escape(INBOUND_STATS) + r")(?P<port>[0-9]+)\."
+    rf"(?P<policy>{MUTUAL_TLS}|{NO_TLS})\."
+    rf"(?P<stat>downstream_cx_(?:total|rx_bytes_total|tx_bytes_total)|{TCP_CLOSED_STAT})$")
 CODE_STAT = re.compile(r"^upstream_rq_(?P<code>[1-5][0-9]{2})$")
 
 
@@ -117,6 +135,7 @@ class InboundStat:
     port: int
     counted: str  # the counted source, as the inbound route that sorted it is named
     code: str | None
+    grpc_status: str = ""  # a gRPC port's count: the responses' gRPC status (a number)
 
 
 def split_inbound_stat(name: str) -> InboundStat | None:
@@ -126,7 +145,30 @@ def split_inbound_stat(name: str) -> InboundStat | None:
     m = INBOUND_STAT.match(name)
     if m is None:
         return None
-    return InboundStat(int(m.group("port")), m.group("source"), m.group("code"))
+    grpc = m.group("grpc") or ""
+    return InboundStat(int(m.group("port")), m.group("source"), m.group("code"),
+                       grpc if grpc.isdigit() else "")
+
+
+@dataclass(frozen=True)
+class InboundTcpStat:
+    """One connection counter of one chain of an inbound TCP port: ``policy`` is how its
+    connections arrived (``mutual_tls`` or ``none``), ``stat`` the tcp_proxy's
+    ``downstream_cx_*`` counter or ``connections_closed``."""
+
+    port: int
+    policy: str
+    stat: str
+
+
+def split_inbound_tcp_stat(name: str) -> InboundTcpStat | None:
+    """``tcp.inbound_9000.mutual_tls.downstream_cx_total`` → InboundTcpStat(9000,
+    "mutual_tls", "downstream_cx_total"); ``meshpilot.inbound_9000.none.connections_closed``
+    → InboundTcpStat(9000, "none", "connections_closed")."""
+    m = INBOUND_TCP_STAT.match(name)
+    if m is None:
+        return None
+    return InboundTcpStat(int(m.group("port")), m.group("policy"), m.group("stat"))
 
 
 def response_code(stat: str) -> str | None:

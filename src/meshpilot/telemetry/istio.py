@@ -25,8 +25,11 @@ that is not a known source, or not proved to be the one it claims, is ``unknown`
 ``istio_request_bytes``/``istio_response_bytes`` come from per-cluster size histograms,
 which are not split by response code (``response_code="unknown"``) and, on the
 destination side, not by source (``source_*="unknown"``) and hold only the requests the
-app answered. TCP ports give the ``istio_tcp_*`` counters from the cluster's connection
-counters.
+app answered. On the source side TCP ports give the ``istio_tcp_*`` counters from the
+cluster's connection counters; on the destination side from the inbound TCP port's
+filter chains, one for mutual TLS (``connection_security_policy="mutual_tls"``,
+``destination_principal`` the pod's SPIFFE ID) and one for plaintext (``none``), the
+caller ``unknown`` in both.
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ from types import MappingProxyType
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
-from meshpilot.mesh.sources import parse_counted, spiffe_id
+from meshpilot.mesh.sources import MUTUAL_TLS, parse_counted, spiffe_id
 from meshpilot.telemetry.envoy_stats import (
     InboundStat,
+    InboundTcpStat,
     RawStats,
     response_code,
     split_cluster_stat,
     split_inbound_stat,
+    split_inbound_tcp_stat,
 )
 
 UNKNOWN = "unknown"
@@ -294,9 +299,7 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
     for name in names:
         split = split_cluster_stat(name)
         if split is None:
-            stat = split_inbound_stat(name)
-            if stat is not None:
-                yield from _counted_points(name, stat, inbound, raw)
+            yield from _inbound_points(name, inbound, raw)
             continue
         cluster, stat_name = split
         if not cluster.startswith("outbound|"):
@@ -344,15 +347,51 @@ class _Inbound:
 
     def cluster_points(self, name: str, cluster: str, stat: str, raw: RawStats
                        ) -> Iterator[Point]:
-        """Sizes (HTTP) and connections (TCP) of an ``inbound|PORT||`` cluster: requests
-        and durations come from the counted sources instead."""
+        """Sizes of an HTTP port's ``inbound|PORT||`` cluster: requests and durations come
+        from the counted sources, and a TCP port's connections from its chains
+        (:meth:`tcp_points`), which know whether they came over mutual TLS."""
         port = _inbound_port(cluster)
-        if port is None:
+        if port is None or self.protocol(port) == "TCP":
             return
         base = {**self.base(port), **_side("source", "", "", {}, known=False),
                 "connection_security_policy": "none"}
         yield from _cluster_points(name, stat, base, self.protocol(port), raw,
                                    requests=False)
+
+
+    def tcp_points(self, name: str, stat: InboundTcpStat, raw: RawStats) -> Iterator[Point]:
+        """The ``istio_tcp_*`` counter one chain of an inbound TCP port gives: over mutual
+        TLS, with the pod's own principal. The caller is ``unknown``: the chain's counters
+        are not split by peer (Istio names it from the peer certificate; here no stat
+        carries it)."""
+        metric = _TCP_CHAIN_METRICS.get(stat.stat)
+        if metric is None:
+            return
+        mtls = stat.policy == MUTUAL_TLS
+        base = {**self.base(stat.port), **_side("source", "", "", {}, known=False),
+                "destination_principal": self.principal if mtls else UNKNOWN,
+                "connection_security_policy": stat.policy}
+        yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
+                    value=raw.counters.get(name, 0.0))
+
+
+_TCP_CHAIN_METRICS = MappingProxyType({
+    "downstream_cx_total": TCP_OPENED, "connections_closed": TCP_CLOSED,
+    "downstream_cx_rx_bytes_total": TCP_RECEIVED, "downstream_cx_tx_bytes_total": TCP_SENT})
+"""An inbound TCP chain's counters as Istio's destination-side series: bytes received
+from the caller, bytes sent back to it, connections opened and closed."""
+
+
+def _inbound_points(name: str, inbound: _Inbound, raw: RawStats) -> Iterator[Point]:
+    """The points of a stat of the inbound side that is not a cluster's: an HTTP port's
+    counted requests, or a TCP port chain's connection counters; none for any other."""
+    stat = split_inbound_stat(name)
+    if stat is not None:
+        yield from _counted_points(name, stat, inbound, raw)
+        return
+    tcp = split_inbound_tcp_stat(name)
+    if tcp is not None:
+        yield from inbound.tcp_points(name, tcp, raw)
 
 
 def _counted_points(name: str, stat: InboundStat, inbound: _Inbound, raw: RawStats
@@ -361,8 +400,8 @@ def _counted_points(name: str, stat: InboundStat, inbound: _Inbound, raw: RawSta
     base = {**inbound.base(stat.port),
             **_counted_side(stat.counted, inbound.snapshot.trust_domain, inbound.principal)}
     if stat.code is not None:
-        yield Point(REQUESTS_TOTAL, _labels({**base, "response_code": stat.code}), name,
-                    value=raw.counters.get(name, 0.0))
+        labels = {**base, "response_code": stat.code, "grpc_response_status": stat.grpc_status}
+        yield Point(REQUESTS_TOTAL, _labels(labels), name, value=raw.counters.get(name, 0.0))
         return
     hist = _hist(raw, name, REQUEST_DURATION)
     if hist is not None:

@@ -116,13 +116,26 @@ def for_service(
     return out
 
 
+def _inbound_http2(protocol: str) -> bool | None:
+    """How the sidecar speaks to its app on a port: HTTP/2 when the container port's
+    name says HTTP2 or GRPC; otherwise in the protocol the request arrived in.
+
+    Why not HTTP/1.1 for the rest: the protocol that counts is the Service port's (its
+    ``appProtocol`` or name, as Istio selects it), which the *calling* sidecar reads and
+    speaks (HTTP/2 over mTLS, ALPN ``h2``); the pod's sidecar knows only its container
+    ports, whose names need not say anything. Following the caller carries that choice
+    to the app: a gRPC call stays HTTP/2, an HTTP/1.1 request stays HTTP/1.1 (what Istio
+    does for a port whose protocol it does not know)."""
+    return True if _h2(protocol) else None
+
+
 def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
     """``inbound|PORT||``: a STATIC cluster to the app behind the sidecar."""
     for port in sorted(node.inbound, key=lambda p: p.container_port):
         name = names.inbound_cluster(port.container_port)
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
         cluster.track_cluster_stats.request_response_sizes = True
-        apply_policy(cluster, None, http2=_h2(port.protocol))
+        apply_policy(cluster, None, http2=_inbound_http2(port.protocol))
         if port.protocol == "TCP":
             del cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]
         cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN

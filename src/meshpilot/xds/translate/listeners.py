@@ -22,6 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from meshpilot.mesh import sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.xds.translate import filters, jwt, names, pb, rbac, telemetry, tls
 from meshpilot.xds.translate.endpoints import socket
@@ -140,12 +141,10 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
     name = names.inbound_listener(port.container_port)
     trust_domain = security.trust_domain
     if port.protocol == "TCP":
-        proxy = lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(
-            tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)))
         guards = _network_guards(security)
 
         def make(mtls: bool) -> list[lc.Filter]:
-            return [*guards, proxy]
+            return [*guards, _inbound_tcp_proxy(port.container_port, cluster, mtls)]
     else:
         checks = [*_jwt_filters(security), *_http_guards(security)]
 
@@ -153,7 +152,8 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
             manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
-            manager.access_log.append(telemetry.inbound_access_log(port.container_port))
+            manager.access_log.append(telemetry.inbound_access_log(
+                port.container_port, grpc=port.protocol == "GRPC"))
             return [_hcm_filter(manager)]
 
     chains, listener_filters = tls.inbound_filter_chains(
@@ -164,6 +164,16 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
         listener_filters=listener_filters,
         # a server-speaks-first protocol's silent client is not held by the TLS inspector
         continue_on_listener_filters_timeout=bool(listener_filters))
+
+
+def _inbound_tcp_proxy(container_port: int, cluster: str, mtls: bool) -> lc.Filter:
+    """The tcp_proxy of one chain of an inbound TCP port. Each chain counts under its own
+    stat prefix (``inbound_9000.mutual_tls`` / ``.none``), so telemetry can tell the
+    connections that came over mutual TLS from plaintext ones, as it does for HTTP."""
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=sources.inbound_tcp_stat_prefix(container_port, mtls), cluster=cluster,
+        access_log=[telemetry.inbound_tcp_close_log(container_port, mtls)])
+    return lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
 
 
 def _jwt_filters(security: InboundSecurity) -> list[hcm.HttpFilter]:

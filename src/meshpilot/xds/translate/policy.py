@@ -163,18 +163,23 @@ def _outlier(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None) -> None
 
 
 def _protocol_options(
-    cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None, http2: bool
+    cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None, http2: bool | None
 ) -> None:
     http = policy.connection_pool.http if policy and policy.connection_pool else None
     tcp = policy.connection_pool.tcp if policy and policy.connection_pool else None
     # Istio: the HTTP idle timeout, else the TCP one (it applies to HTTP connections too).
     idle_timeout = (http and http.idle_timeout) or (tcp and tcp.idle_timeout)
     options = hpo.HttpProtocolOptions()
-    explicit = options.explicit_http_config
-    if http2:
-        explicit.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    if http2 is None:  # the protocol the request came in with
+        follow = options.use_downstream_protocol_config
+        follow.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+        follow.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    elif http2:
+        options.explicit_http_config.http2_protocol_options.CopyFrom(
+            protocol_pb2.Http2ProtocolOptions())
     else:
-        explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+        options.explicit_http_config.http_protocol_options.CopyFrom(
+            protocol_pb2.Http1ProtocolOptions())
     if idle_timeout:
         options.common_http_protocol_options.idle_timeout.CopyFrom(pb.duration(idle_timeout))
     if http and http.max_requests_per_connection:
@@ -185,9 +190,13 @@ def _protocol_options(
 
 
 def apply_policy(
-    cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None, *, http2: bool = False
+    cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None, *, http2: bool | None = False
 ) -> None:
-    """Set lb policy, breakers, connect timeout, outlier detection and HTTP options."""
+    """Set lb policy, breakers, connect timeout, outlier detection and HTTP options.
+
+    ``http2``: True speaks HTTP/2 upstream (HTTP2 and GRPC ports), False HTTP/1.1, None
+    the protocol each request arrived in (Envoy's ``use_downstream_protocol_config``,
+    what Istio gives a port whose protocol it does not know)."""
     _load_balancer(cluster, policy)
     _circuit_breakers(cluster, policy)
     _outlier(cluster, policy)

@@ -59,13 +59,16 @@ from meshpilot.mesh.model import ProxyNode
 from meshpilot.mesh.sources import (
     CODE_TAG,
     DURATION_STAT,
+    GRPC_TAG,
     REQUESTS_STAT,
     SOURCE_HEADER,
     SOURCE_TAG,
+    TCP_CLOSED_STAT,
     UNKNOWN,
     UNKNOWN_SOURCE,
     counted_name,
     inbound_stat_prefix,
+    inbound_tcp_stat_prefix,
     node_source_id,
     source_identity,
     spiffe_id,
@@ -185,7 +188,7 @@ def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
         del vhost.routes[:]
 
 
-def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
+def inbound_access_log(container_port: int, *, grpc: bool = False) -> accesslog_pb2.AccessLog:
     """The stats access logger of an inbound HTTP listener: per request, one count under
     its counted source (the route's name) and response code, and its duration (first
     byte in to last byte out, as Istio measures) under its counted source.
@@ -200,17 +203,40 @@ def inbound_access_log(container_port: int) -> accesslog_pb2.AccessLog:
     the same counters (stats of one name are one stat while both listeners hold it; seen
     end to end), and a counter that restarts from zero all the same is a reset, which
     telemetry tells and adds up (``meshpilot.telemetry.store``).
+
+    ``grpc`` (a gRPC port): the count also carries the gRPC status of the response, as a
+    number (Istio's ``grpc_response_status``): from the trailers or a trailers-only
+    response, else derived from the HTTP status (a request the sidecar refused). At most
+    17 values (gRPC's codes), so the bound on the names holds.
     """
     prefix = inbound_stat_prefix(container_port)
+    tags = [{"name": CODE_TAG, "value_format": "%RESPONSE_CODE%"},
+            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]
+    if grpc:
+        tags.insert(1, {"name": GRPC_TAG, "value_format": "%GRPC_STATUS_NUMBER%"})
     config = {
         "stats_scope": {"prefix": prefix, "max_counters": MAX_COUNTERS,
                         "max_histograms": MAX_HISTOGRAMS},
-        "counters": [{"stat": {"name": REQUESTS_STAT, "tags": [
-            {"name": CODE_TAG, "value_format": "%RESPONSE_CODE%"},
-            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]}, "value_fixed": 1}],
+        "counters": [{"stat": {"name": REQUESTS_STAT, "tags": tags}, "value_fixed": 1}],
         "histograms": [{"stat": {"name": DURATION_STAT, "tags": [
             {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]},
             "unit": "Milliseconds", "value_format": "%DURATION%"}],
+    }
+    typed = typed_struct_pb2.TypedStruct(
+        type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
+    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
+
+
+def inbound_tcp_close_log(container_port: int, mtls: bool) -> accesslog_pb2.AccessLog:
+    """The stats access logger of one chain of an inbound TCP port: one count per closed
+    connection (a tcp_proxy writes its access log when the connection ends), under
+    ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones and
+    the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
+    the chains apart. One fixed name, no tags: nothing a client sends adds a stat."""
+    config = {
+        "stats_scope": {"prefix": "meshpilot." + inbound_tcp_stat_prefix(container_port, mtls),
+                        "max_counters": 1, "max_histograms": 1},
+        "counters": [{"stat": {"name": TCP_CLOSED_STAT}, "value_fixed": 1}],
     }
     typed = typed_struct_pb2.TypedStruct(
         type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))

@@ -1,0 +1,61 @@
+"""``grpc_response_status`` at the destination: a gRPC port's request counters carry the
+response's gRPC status, which becomes the label; other ports keep it empty."""
+
+from __future__ import annotations
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from google.protobuf import json_format
+from tests.builders import sidecar_node
+from xds.type.v3 import typed_struct_pb2
+
+from meshpilot.mesh.model import InboundPort, MeshSnapshot
+from meshpilot.security import WorkloadAuthorization
+from meshpilot.telemetry.envoy_stats import InboundStat, parse_json, split_inbound_stat
+from meshpilot.telemetry.istio import ProxyIdentity, relabel
+from meshpilot.xds.translate import listeners, telemetry
+from meshpilot.xds.translate.workload_security import InboundSecurity
+
+CLIENT = "client-v1|default|client|v1|client|mtls"
+NODE = sidecar_node("echo-v1-0123456789-bcdfg", "127.10.0.2", workload="echo-v1",
+                    labels={"app": "echo"},
+                    inbound=(InboundPort(9000, 40000, "grpc", "GRPC"),
+                             InboundPort(8080, 40001, "http", "HTTP")))
+
+
+def _tags(port: InboundPort) -> list[dict[str, str]]:
+    security = InboundSecurity("cluster.local", (), WorkloadAuthorization())
+    listener = listeners.inbound(NODE, port, security)
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[-1].typed_config.Unpack(manager)
+    (log,) = manager.access_log
+    typed = typed_struct_pb2.TypedStruct()
+    assert log.typed_config.Unpack(typed)
+    (counter,) = json_format.MessageToDict(typed.value)["counters"]
+    return counter["stat"]["tags"]
+
+
+def test_a_grpc_port_counts_requests_by_grpc_status_between_code_and_source():
+    grpc_port, http_port = NODE.inbound
+    assert [t["name"] for t in _tags(grpc_port)] == ["response_code", "grpc_status", "source"]
+    assert _tags(grpc_port)[1]["value_format"] == "%GRPC_STATUS_NUMBER%"
+    assert _tags(http_port) == [{"name": "response_code", "value_format": "%RESPONSE_CODE%"},
+                                {"name": "source", "value_format": "%ROUTE_NAME%"}]
+    assert telemetry.inbound_access_log(8080) == telemetry.inbound_access_log(8080, grpc=False)
+
+
+def test_the_grpc_status_is_read_back_and_labelled():
+    name = f"meshpilot.inbound_9000.requests.response_code.200.grpc_status.5.source.{CLIENT}"
+    assert split_inbound_stat(name) == InboundStat(9000, CLIENT, "200", "5")
+    odd = f"meshpilot.inbound_9000.requests.response_code.200.grpc_status.-.source.{CLIENT}"
+    assert split_inbound_stat(odd) == InboundStat(9000, CLIENT, "200", "")
+    plain = f"meshpilot.inbound_8080.requests.response_code.200.source.{CLIENT}"
+    raw = parse_json({"stats": [{"name": name, "value": 2}, {"name": plain, "value": 3}]})
+    points = list(relabel(ProxyIdentity.from_node(NODE), NODE, raw,
+                          MeshSnapshot(version=1, services={}, endpoints={})))
+    got = {dict(p.labels)["request_protocol"]: dict(p.labels) | {"value": p.value}
+           for p in points}
+    assert got["grpc"]["grpc_response_status"] == "5"
+    assert got["grpc"]["value"] == 2
+    assert got["http"]["grpc_response_status"] == ""
