@@ -236,7 +236,7 @@ class ControlPlaneAPI:
         ]
         for root in ("/api/{version}", "/apis/{group}/{version}"):
             routes += [
-                Route(root + "/{plural}", self.collection),
+                Route(root + "/{plural}", self.collection, methods=["GET", "POST"]),
                 Route(root + "/namespaces/{namespace}/{plural}", self.collection,
                       methods=["GET", "POST"]),
                 Route(root + "/namespaces/{namespace}/{plural}/{name}", self.item,
