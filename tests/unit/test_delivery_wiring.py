@@ -56,7 +56,7 @@ class FakeRuntime:
         self._pods = pods
 
     def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
-        return {"templateHash": self.current}
+        return {"templateHash": self.current, "specHash": self.current}
 
     def pods(self) -> list[SimpleNamespace]:
         return self._pods

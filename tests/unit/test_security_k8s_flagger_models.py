@@ -321,8 +321,9 @@ def test_deployment_parses_realistic_manifest() -> None:
     assert c.readiness_probe.http_get.port == "http"
     assert c.liveness_probe.exec.command[0] == "podcli"
     assert c.startup_probe.tcp_socket.port == 9898
-    assert c.env[1].value_from == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert pod.volumes == [{"name": "data", "emptyDir": {}}]
+    assert c.env[1].value_from is not None
+    assert c.env[1].value_from.field_ref.field_path == "metadata.name"
+    assert pod.volumes is not None and pod.volumes[0].empty_dir is not None
     out = dump(dep)
     assert out["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9898
     assert out["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30

@@ -15,4 +15,6 @@ class ObjectKey(NamedTuple):
     name: str
 
     def __str__(self) -> str:
+        if not self.namespace:  # cluster-scoped (Namespace)
+            return f"{self.kind} {self.name}"
         return f"{self.kind} {self.namespace}/{self.name}"

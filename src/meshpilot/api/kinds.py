@@ -41,15 +41,24 @@ class KindInfo:
         return _import(self.model_path)
 
     def collection_path(self, namespace: str | None, version: str | None = None) -> str:
-        """Kubernetes-style path: /apis/{group}/{version}/namespaces/{ns}/{plural}."""
+        """Kubernetes-style path: /apis/{group}/{version}/namespaces/{ns}/{plural}
+        (without the namespace part for a cluster-scoped kind)."""
         v = version or self.preferred_version
         root = f"/apis/{self.group}/{v}" if self.group else f"/api/{v}"
-        if namespace is None:
+        if namespace is None or not self.namespaced:
             return f"{root}/{self.plural}"
         return f"{root}/namespaces/{namespace}/{self.plural}"
 
     def object_path(self, namespace: str, name: str, version: str | None = None) -> str:
         return f"{self.collection_path(namespace, version)}/{name}"
+
+    def scope(self, namespace: str | None) -> str:
+        """The namespace an object of this kind is stored under: ``namespace`` (or
+        ``default``) for a namespaced kind, "" for a cluster-scoped one (Namespace),
+        whatever namespace a command line or a path gave."""
+        if not self.namespaced:
+            return ""
+        return namespace or "default"
 
 
 def _import(path: str) -> type[Resource]:
@@ -86,6 +95,9 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("", "Secret", "secrets", ("v1",), (), "meshpilot.api.credentials:Secret"),
     KindInfo("", "ServiceAccount", "serviceaccounts", ("v1",), ("sa",),
              "meshpilot.api.credentials:ServiceAccount"),
+    KindInfo("", "ConfigMap", "configmaps", ("v1",), ("cm",), "meshpilot.api.config:ConfigMap"),
+    KindInfo("", "Namespace", "namespaces", ("v1",), ("ns",), "meshpilot.api.config:Namespace",
+             namespaced=False),
     KindInfo("apps", "Deployment", "deployments", ("v1",), ("deploy",),
              "meshpilot.api.kubernetes:Deployment"),
     KindInfo(FLAGGER, "Canary", "canaries", ("v1beta1",), ("canary",),

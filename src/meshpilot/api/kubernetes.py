@@ -209,10 +209,160 @@ class Probe(Model):
         return self
 
 
+class ObjectFieldSelector(Model):
+    field_path: str = Field(min_length=1)
+    api_version: str | None = None
+
+
+class KeySelector(Model):
+    """``configMapKeyRef`` / ``secretKeyRef``: one key of a ConfigMap or Secret in the
+    pod's namespace. ``optional``: a missing object or key leaves the variable unset
+    instead of keeping the pod from starting."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    optional: bool | None = None
+
+
+class EnvVarSource(Model):
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: dict[str, Any] | None = None
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+    file_key_ref: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        given = [name for name, value in (
+            ("fieldRef", self.field_ref), ("resourceFieldRef", self.resource_field_ref),
+            ("configMapKeyRef", self.config_map_key_ref), ("secretKeyRef", self.secret_key_ref),
+            ("fileKeyRef", self.file_key_ref)) if value is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "mp_value", "valueFrom needs exactly one of fieldRef, resourceFieldRef, "
+                "configMapKeyRef, secretKeyRef or fileKeyRef; got {got}",
+                {"got": ", ".join(given) or "none"})
+        return self
+
+
 class EnvVar(Model):
     name: str = Field(min_length=1)
     value: str | None = None
-    value_from: dict[str, Any] | None = None
+    value_from: EnvVarSource | None = None
+
+
+class ObjectRef(Model):
+    """``configMapRef`` / ``secretRef`` of ``envFrom``: every key of the object."""
+
+    name: str = Field(min_length=1)
+    optional: bool | None = None
+
+
+class EnvFromSource(Model):
+    prefix: str | None = None
+    config_map_ref: ObjectRef | None = None
+    secret_ref: ObjectRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise PydanticCustomError(
+                "mp_value", "envFrom needs exactly one of configMapRef or secretRef")
+        return self
+
+
+class VolumeMount(Model):
+    name: str = Field(min_length=1)
+    mount_path: str = Field(min_length=1)
+    sub_path: str | None = None
+    sub_path_expr: str | None = None
+    read_only: bool | None = None
+    recursive_read_only: str | None = None
+    mount_propagation: str | None = None
+
+
+class KeyToPath(Model):
+    key: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+
+
+class ConfigMapVolumeSource(Model):
+    name: str = Field(min_length=1)
+    items: list[KeyToPath] | None = None
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    optional: bool | None = None
+
+
+class SecretVolumeSource(Model):
+    secret_name: str = Field(min_length=1)
+    items: list[KeyToPath] | None = None
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    optional: bool | None = None
+
+
+class EmptyDirVolumeSource(Model):
+    medium: str | None = None
+    size_limit: str | int | None = None
+
+
+OTHER_VOLUME_TYPES = (
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi",
+    "downwardAPI", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk",
+    "gitRepo", "glusterfs", "hostPath", "image", "iscsi", "nfs", "persistentVolumeClaim",
+    "photonPersistentDisk", "portworxVolume", "projected", "quobyte", "rbd", "scaleIO",
+    "storageos", "vsphereVolume",
+)
+"""Volume types accepted so that manifests load, and warned about: no local equivalent."""
+
+
+class Volume(Model):
+    """One volume of a pod: ``configMap``, ``secret`` and ``emptyDir`` are made by the
+    local runtime (a directory per pod); the other types are accepted loosely and the
+    validator warns that nothing is mounted for them."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=_DNS_LABEL)
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    aws_elastic_block_store: dict[str, Any] | None = None
+    azure_disk: dict[str, Any] | None = None
+    azure_file: dict[str, Any] | None = None
+    cephfs: dict[str, Any] | None = None
+    cinder: dict[str, Any] | None = None
+    csi: dict[str, Any] | None = None
+    downward_api: dict[str, Any] | None = Field(default=None, alias="downwardAPI")
+    ephemeral: dict[str, Any] | None = None
+    fc: dict[str, Any] | None = None
+    flex_volume: dict[str, Any] | None = None
+    flocker: dict[str, Any] | None = None
+    gce_persistent_disk: dict[str, Any] | None = None
+    git_repo: dict[str, Any] | None = None
+    glusterfs: dict[str, Any] | None = None
+    host_path: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    iscsi: dict[str, Any] | None = None
+    nfs: dict[str, Any] | None = None
+    persistent_volume_claim: dict[str, Any] | None = None
+    photon_persistent_disk: dict[str, Any] | None = None
+    portworx_volume: dict[str, Any] | None = None
+    projected: dict[str, Any] | None = None
+    quobyte: dict[str, Any] | None = None
+    rbd: dict[str, Any] | None = None
+    scale_io: dict[str, Any] | None = Field(default=None, alias="scaleIO")
+    storageos: dict[str, Any] | None = None
+    vsphere_volume: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_type(self) -> Volume:
+        given = [(field.alias or name) for name, field in type(self).model_fields.items()
+                 if name != "name" and getattr(self, name) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "mp_value", "volume {name} needs exactly one volume type (configMap, "
+                "secret, emptyDir, ...); got {got}",
+                {"name": repr(self.name), "got": ", ".join(given) or "none"})
+        return self
 
 
 class ContainerPort(Model):
@@ -230,7 +380,7 @@ class Container(Model):
     args: list[str] | None = None
     working_dir: str | None = None
     env: list[EnvVar] | None = None
-    env_from: list[dict[str, Any]] | None = None
+    env_from: list[EnvFromSource] | None = None
     ports: list[ContainerPort] | None = None
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
@@ -238,7 +388,7 @@ class Container(Model):
     resources: dict[str, Any] | None = None
     resize_policy: list[dict[str, Any]] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    volume_mounts: list[dict[str, Any]] | None = None
+    volume_mounts: list[VolumeMount] | None = None
     volume_devices: list[dict[str, Any]] | None = None
     lifecycle: dict[str, Any] | None = None
     security_context: dict[str, Any] | None = None
@@ -278,7 +428,7 @@ class PodSpec(Model):
     service_account_name: str | None = None
     service_account: str | None = None
     automount_service_account_token: bool | None = None
-    volumes: list[dict[str, Any]] | None = None
+    volumes: list[Volume] | None = None
     node_selector: dict[str, str] | None = None
     node_name: str | None = None
     tolerations: list[dict[str, Any]] | None = None
@@ -320,6 +470,12 @@ class PodSpec(Model):
                 "container name {names} used more than once",
                 {"names": ", ".join(dupes)},
             )
+        volumes = [v.name for v in self.volumes or ()]
+        twice = sorted({n for n in volumes if volumes.count(n) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "mp_value", "volume name {names} used more than once",
+                {"names": ", ".join(twice)})
         return self
 
 

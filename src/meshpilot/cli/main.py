@@ -274,7 +274,7 @@ def delete(
     elif kind and name:
         info = _kind(kind)
         client = client_for(state_dir)
-        key = ObjectKey(info.group, info.kind, namespace, name)
+        key = ObjectKey(info.group, info.kind, info.scope(namespace), name)
         body = check(client.delete_keys([key], ignore_not_found))
     else:
         raise fail("give KIND NAME or -f FILE")
@@ -398,7 +398,7 @@ def describe(
             out.print(f"{section.capitalize()}:", markup=False)
             text = yaml.safe_dump(obj[section], sort_keys=False).rstrip()
             out.print("\n".join("  " + line for line in text.splitlines()), markup=False)
-    key = ObjectKey(info.group, info.kind, namespace, name)
+    key = ObjectKey(info.group, info.kind, info.scope(namespace), name)
     findings = diags_of(check(client.diagnostics(key)))
     out.print("Diagnostics:" + ("" if findings else " <none>"), markup=False)
     for d in findings:

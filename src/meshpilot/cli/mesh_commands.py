@@ -195,7 +195,8 @@ def pods_table(items: list[dict[str, Any]], with_namespace: bool) -> Table:
         owner = (meta.get("ownerReferences") or [{}])[0].get("name", "")
         labels = ",".join(f"{k}={v}" for k, v in sorted(meta.get("labels", {}).items()))
         row = ([meta["namespace"]] if with_namespace else []) + [
-            meta["name"], "1/1" if status.get("ready") else "0/1", status.get("phase", ""),
+            meta["name"], "1/1" if status.get("ready") else "0/1",
+            status.get("reason") or status.get("phase", ""),
             str(status.get("restartCount", 0)), status.get("podIP") or "", owner, labels]
         table.add_row(*row)
     return table

@@ -48,6 +48,7 @@ from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.proxy.adopted import AdoptedProcess, proc_environ, proc_stat, start_time
 from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
+from meshpilot.runtime.pod_config import remove_pod_dir
 from meshpilot.runtime.probes import ProbeSpec, ReadinessTracker, run_probe
 
 __all__ = [
@@ -111,6 +112,7 @@ class Pod:
     sidecar_pid: int | None = None
     log_path: str = ""
     service_account: str = "default"
+    reason: str = ""  # why a Pending pod waits, in Kubernetes' words (CreateContainerConfigError)
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""
@@ -128,10 +130,13 @@ class ContainerPlan:
     env: Mapping[str, str]
     probe: ProbeSpec
     cwd: str | None = None
+    blocked: str = ""
+    """Why the container may not start (a ConfigMap or Secret it reads is missing):
+    Kubernetes' CreateContainerConfigError. It waits for a new revision instead."""
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "argv": list(self.argv), "env": dict(self.env),
-                "cwd": self.cwd, "probe": asdict(self.probe)}
+                "cwd": self.cwd, "probe": asdict(self.probe), "blocked": self.blocked}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ContainerPlan:
@@ -139,7 +144,8 @@ class ContainerPlan:
         probe["headers"] = tuple(tuple(h) for h in probe.get("headers", ()))
         probe["command"] = tuple(probe.get("command", ()))
         return cls(name=doc["name"], argv=tuple(doc["argv"]), env=dict(doc["env"]),
-                   probe=ProbeSpec(**probe), cwd=doc.get("cwd"))
+                   probe=ProbeSpec(**probe), cwd=doc.get("cwd"),
+                   blocked=str(doc.get("blocked") or ""))
 
 
 Process = subprocess.Popen[bytes] | AdoptedProcess
@@ -219,6 +225,7 @@ class PodWorker:
         before_stop: Callable[[Pod], None] | None,
         on_exit: Callable[[PodWorker], None],
         record_path: Path | None = None,
+        pod_dir: Path | None = None,
     ) -> None:
         self.name = name
         self.namespace = namespace
@@ -247,6 +254,9 @@ class PodWorker:
         self._log: IO[bytes] | None = None
         self.created_mono = time.monotonic()
         self.record_path = record_path
+        self.pod_dir = pod_dir
+        """The pod's volumes and container roots (:mod:`meshpilot.runtime.pod_config`),
+        deleted when the pod is gone."""
         self._recorded: dict[str, Any] | None = None
         self.adopted = False
         self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
@@ -390,6 +400,8 @@ class PodWorker:
                            if c.proc is not None and c.proc.poll() is None),
                 sidecar_pid=self._sidecar.envoy.pid if self._sidecar.envoy.running else None,
                 log_path=str(self.log_path), service_account=self.service_account,
+                reason=("CreateContainerConfigError"
+                        if any(c.plan.blocked for c in self._containers) else ""),
             )
 
     # --- the supervisor loop ------------------------------------------------------------
@@ -411,6 +423,8 @@ class PodWorker:
             self._kill_everything()
         finally:
             self._forget()
+            if self.pod_dir is not None:
+                remove_pod_dir(self.pod_dir)
             if self._log is not None:
                 self._log.close()
             try:
@@ -490,6 +504,12 @@ class PodWorker:
                     self._restarts += 1
                 self._write_log(c.message)
                 return
+        if c.proc is None and c.plan.blocked:
+            if not c.message:
+                with self._lock:
+                    c.message = f"CreateContainerConfigError: {c.plan.blocked}"
+                self._write_log(c.message)
+            return
         if c.proc is None:
             if now < c.next_start:
                 return

@@ -29,6 +29,7 @@ the first ``sync()``, then reconciled like any other (an outdated template is ro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshpilot.api.kubernetes import Container, Deployment
+from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
@@ -58,6 +59,16 @@ from meshpilot.runtime.pod import (
     pod_name,
     port_env_name,
     template_hash,
+)
+from meshpilot.runtime.pod_config import (
+    POD_ROOT_ENV,
+    ConfigData,
+    config_digest,
+    config_env,
+    env_value,
+    missing_config,
+    remove_pod_dir,
+    write_volumes,
 )
 from meshpilot.runtime.probes import probe_spec
 
@@ -89,6 +100,9 @@ class _Template:
     container_ports: tuple[int, ...]  # every TCP container port of the pod
     grace: float
     service_account: str = "default"  # the pods' identity (serviceAccountName)
+    spec: PodSpec | None = None
+    spec_hash: str = ""  # of the template alone; ``hash`` also covers what it reads
+    blocked: str = ""  # why its containers cannot start (a ConfigMap or Secret missing)
 
 
 def _stop_all(workers: Iterable[PodWorker]) -> None:
@@ -114,6 +128,21 @@ def _rolling_step(replicas: int, *, new: int, old: int, ready: int) -> tuple[int
     remaining = new + old - stop_old
     create = min(replicas - new, replicas + 1 - remaining)
     return stop_old, create
+
+
+def _var_value(var: EnvVar, declared: Mapping[str, str], ours: Mapping[str, str],
+               field_values: Mapping[str, str], namespace: str,
+               configs: ConfigData) -> str | None:
+    """One ``env`` entry's value, or None when it sets nothing (an unknown fieldPath,
+    an optional key that is missing)."""
+    if var.value is not None:
+        return expand_vars(var.value, {**declared, **ours})
+    vf = var.value_from
+    if vf is None:
+        return ""
+    if vf.field_ref is not None:
+        return field_values.get(vf.field_ref.field_path)
+    return env_value(var, namespace, configs)
 
 
 RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
@@ -163,6 +192,8 @@ class LocalRuntime:
         self._desired: dict[Key, Deployment] = {}
         self._errors: dict[Key, str] = {}
         self._hashes: dict[Key, str] = {}
+        self._spec_hashes: dict[Key, str] = {}
+        self._configs: ConfigData = {}
         self._workers: dict[str, PodWorker] = {}
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -177,13 +208,19 @@ class LocalRuntime:
             self._workers[name].start()
 
     # --- public API ---------------------------------------------------------------------
-    def sync(self, deployments: Iterable[tuple[str, str, Deployment]]) -> None:
-        """Set the desired state: exactly these Deployments (namespace, name, model)."""
+    def sync(self, deployments: Iterable[tuple[str, str, Deployment]],
+             configs: ConfigData | None = None) -> None:
+        """Set the desired state: exactly these Deployments (namespace, name, model), and
+        the ConfigMaps and Secrets their pods read (``configs``, decoded). A change in
+        what a Deployment's pods read is a new revision of it, rolled out as a changed
+        template would be."""
         desired = {(ns, name): dep for ns, name, dep in deployments}
         with self._lock:
             if self._closed.is_set():
                 raise RuntimeError("the runtime is stopped")
             self._desired = desired
+            if configs is not None:
+                self._configs = configs
             self._synced = True
         self._wake.set()
 
@@ -198,6 +235,8 @@ class LocalRuntime:
 
         ``replicas`` counts pods not terminating, ``updatedReplicas`` those of the current
         template, ``readyReplicas`` (= ``availableReplicas``) the ready ones.
+        ``templateHash`` names the current revision (the template and the ConfigMap and
+        Secret values it reads), ``specHash`` the template alone (:func:`template_hash`).
         """
         key = (namespace, name)
         with self._lock:
@@ -205,6 +244,7 @@ class LocalRuntime:
                        if (w.namespace, w.deployment) == key]
             error = self._errors.get(key)
             current = self._hashes.get(key)
+            spec_hash = self._spec_hashes.get(key)
             dep = self._desired.get(key)
         live = [w for w in workers if not w.stopping]
         ready = sum(1 for w in live if w.ready)
@@ -216,6 +256,7 @@ class LocalRuntime:
             "updatedReplicas": sum(1 for w in live if w.template_hash == current),
             "terminatingReplicas": len(workers) - len(live),
             "templateHash": current,
+            "specHash": spec_hash,
             "error": error,
         }
 
@@ -300,6 +341,7 @@ class LocalRuntime:
         with self._lock:
             self._errors.pop(key, None)
             self._hashes.pop(key, None)
+            self._spec_hashes.pop(key, None)
 
     def _checked_template(self, key: Key, dep: Deployment) -> _Template | None:
         """The Deployment's template, or None once the reason it cannot run is recorded.
@@ -308,14 +350,17 @@ class LocalRuntime:
         when an address is free again.
         """
         try:
-            template = self._template(dep)
+            template = self._template(dep, key[0])
         except (NoCommand, ImageMapError, ValueError) as exc:
             with self._lock:
                 self._errors[key] = str(exc)
             return None
         with self._lock:
             self._hashes[key] = template.hash
-            if not self._errors.get(key, "").startswith("no free pod IP"):
+            self._spec_hashes[key] = template.spec_hash
+            if template.blocked:  # its pods are created, and wait (as Kubernetes' do)
+                self._errors[key] = f"CreateContainerConfigError: {template.blocked}"
+            elif not self._errors.get(key, "").startswith("no free pod IP"):
                 self._errors.pop(key, None)
         return template
 
@@ -348,7 +393,7 @@ class LocalRuntime:
         return ranked[:count]
 
     # --- building pods --------------------------------------------------------------------
-    def _template(self, dep: Deployment) -> _Template:
+    def _template(self, dep: Deployment, namespace: str) -> _Template:
         spec = dep.spec.template.spec
         argvs = []
         ports: list[int] = []
@@ -367,8 +412,16 @@ class LocalRuntime:
             raise ValueError(f"container port {OUTBOUND_PROXY_PORT} is reserved for the "
                              "sidecar's outbound proxy listener")
         grace = spec.termination_grace_period_seconds
+        with self._lock:
+            configs = self._configs
+        spec_hash = template_hash(dep)
+        digest = config_digest(spec, namespace, configs)
+        revision = spec_hash if not digest else hashlib.sha256(
+            f"{spec_hash}:{digest}".encode()).hexdigest()[:10]
         return _Template(
-            hash=template_hash(dep), labels=dict(dep.spec.template.metadata.labels),
+            hash=revision, spec=spec, spec_hash=spec_hash,
+            blocked=missing_config(spec, namespace, configs),
+            labels=dict(dep.spec.template.metadata.labels),
             containers=tuple(spec.containers), argvs=tuple(argvs),
             container_ports=tuple(ports),
             grace=min(float(30 if grace is None else grace), MAX_GRACE_SECONDS),
@@ -428,19 +481,27 @@ class LocalRuntime:
             per_container.append((names, app_ports))
 
         nid = node_id("sidecar", ip, name, namespace)
+        with self._lock:
+            configs = self._configs
+        pod_dir = self.work_dir / "pods" / f"{name}.d"
+        roots = {}
+        if template.spec is not None and not template.blocked:
+            roots = write_volumes(template.spec, namespace, configs, pod_dir)
         plans = []
         for c, argv, (names, app_ports) in zip(
             template.containers, template.argvs, per_container, strict=True
         ):
             env = self._env(c, ip=ip, pod=name, namespace=namespace, names=names,
-                            app_ports=app_ports, labels=template.labels)
+                            app_ports=app_ports, labels=template.labels, configs=configs)
             env[RUN_DIR_ENV] = str(self.work_dir)  # lets a restarted control plane find it
+            if c.name in roots:
+                env[POD_ROOT_ENV] = str(roots[c.name])
             first = next(iter(app_ports.values()), None)
             probe = probe_spec(c.readiness_probe, ip=ip, ports_by_name=names,
                                app_ports=app_ports, first_app_port=first)
             plans.append(ContainerPlan(
                 name=c.name, argv=tuple(expand_vars(a, env) for a in argv), env=env,
-                probe=probe, cwd=c.working_dir,
+                probe=probe, cwd=c.working_dir, blocked=template.blocked,
             ))
 
         return self._worker(name=name, namespace=namespace, deployment=deployment,
@@ -470,6 +531,7 @@ class LocalRuntime:
             grace_seconds=grace_seconds, drain_seconds=self.drain_seconds,
             notify=self._notify, before_stop=self._before_stop, on_exit=self._on_exit,
             record_path=self.work_dir / "pods" / f"{name}.json",
+            pod_dir=self.work_dir / "pods" / f"{name}.d",
         )
 
     # --- adoption -------------------------------------------------------------------------
@@ -492,6 +554,9 @@ class LocalRuntime:
             self._workers[worker.name] = worker
             self.adopted.append(worker.name)
             log.warning("adopted pod %s/%s (%s)", worker.namespace, worker.name, worker.ip)
+        for pod_dir in (self.work_dir / "pods").glob("*.d"):
+            if pod_dir.name.removesuffix(".d") not in self._workers:
+                remove_pod_dir(pod_dir)  # volumes of a pod that is gone: Secret files too
 
     def _adoptable(self, record: dict[str, Any], file_name: str) -> PodWorker | None:
         name, ip = str(record["name"]), str(record["ip"])
@@ -524,7 +589,8 @@ class LocalRuntime:
 
     @staticmethod
     def _env(c: Container, *, ip: str, pod: str, namespace: str, names: Mapping[str, int],
-             app_ports: Mapping[int, int], labels: Mapping[str, str]) -> dict[str, str]:
+             app_ports: Mapping[int, int], labels: Mapping[str, str],
+             configs: ConfigData | None = None) -> dict[str, str]:
         """The app's environment.
 
         The host environment (minus proxy settings) is inherited so local commands find
@@ -533,6 +599,7 @@ class LocalRuntime:
         manifest's ``PORT: "8080"`` would make the app bind the sidecar's inbound port.
         ``NO_PROXY`` covers the pod's own address and loopback names, so the app reaches
         its own endpoints directly and every other service through the sidecar.
+        ``envFrom`` comes before ``env`` (which wins), as in Kubernetes.
         """
         env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
         venv_bin = str(Path(sys.executable).parent)
@@ -558,16 +625,12 @@ class LocalRuntime:
                         "status.podIP": ip, "status.hostIP": "127.0.0.1",
                         "spec.nodeName": "localhost"}
         field_values |= {f"metadata.labels['{k}']": v for k, v in labels.items()}
-        declared: dict[str, str] = {}
+        configs = configs or {}
+        declared = config_env(c, namespace, configs)
         for var in c.env or ():
-            if var.value is not None:
-                declared[var.name] = expand_vars(var.value, {**declared, **ours})
-            elif var.value_from and isinstance(var.value_from.get("fieldRef"), dict):
-                path = str(var.value_from["fieldRef"].get("fieldPath", ""))
-                if path in field_values:
-                    declared[var.name] = field_values[path]
-            elif var.value_from is None:
-                declared[var.name] = ""
+            value = _var_value(var, declared, ours, field_values, namespace, configs)
+            if value is not None:
+                declared[var.name] = value
         env.update(declared)
         env.update(ours)
         return env

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 import meshpilot
 from meshpilot.api.identity import ObjectKey
-from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_path
+from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
 from meshpilot.store import Expired, StoredObject
@@ -37,6 +37,14 @@ def _status(code: int, reason: str, message: str) -> JSONResponse:
          "message": message},
         status_code=code,
     )
+
+
+def _scope_message(info: KindInfo) -> str:
+    """Why a path does not serve ``info``: a namespaced kind has its objects under
+    /namespaces/{ns}/, a cluster-scoped one (Namespace) does not."""
+    if info.namespaced:
+        return f"{info.plural} are namespaced: use {info.collection_path('<namespace>')}"
+    return f"{info.plural} are cluster-scoped: use {info.collection_path(None)}"
 
 
 def _outcome(outcome: Outcome) -> JSONResponse:
@@ -105,9 +113,10 @@ class ControlPlaneAPI:
                 if problems:
                     return _outcome(Outcome(422, diagnostics=problems))
             else:
-                keys = [ObjectKey(k.get("group", ""), k["kind"], k.get("namespace", "default"),
-                                  k["name"]) for k in payload["keys"]]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                keys = [ObjectKey(k.get("group", ""), k["kind"],
+                                  by_kind(k["kind"]).scope(k.get("namespace")), k["name"])
+                        for k in payload["keys"]]
+        except (ValueError, KeyError, TypeError, AttributeError, UnknownKind) as exc:
             return _status(400, "BadRequest", f"expected sources or keys: {exc}")
         return _outcome(self.service.delete(
             keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
@@ -117,8 +126,11 @@ class ControlPlaneAPI:
         found = check_state(state_of(self.store.list()), all_objects=True)
         wanted = None
         if q.get("kind") and q.get("name"):
-            wanted = str(ObjectKey(q.get("group", ""), q["kind"], q.get("namespace", "default"),
-                                   q["name"]))
+            try:
+                namespace = by_kind(q["kind"]).scope(q.get("namespace"))
+            except UnknownKind as exc:
+                return _status(404, "NotFound", str(exc))
+            wanted = str(ObjectKey(q.get("group", ""), q["kind"], namespace, q["name"]))
         return JSONResponse({"diagnostics": [
             d.to_dict() for d in found if wanted is None or d.object == wanted]})
 
@@ -137,7 +149,9 @@ class ControlPlaneAPI:
                 return _status(400, "BadRequest", str(exc))
             if not isinstance(body, dict):
                 return _status(400, "BadRequest", "the body must be one JSON object")
-            key = ObjectKey(info.group, info.kind, ns or "default", "")
+            if (ns is not None) != info.namespaced:
+                return _status(404, "NotFound", _scope_message(info))
+            key = ObjectKey(info.group, info.kind, info.scope(ns), "")
             return _outcome(self.service.put_object(key, body, create_only=True))
         if request.query_params.get("watch") in ("true", "1"):
             return self._watch(request, info, ns)
@@ -191,7 +205,9 @@ class ControlPlaneAPI:
         except UnknownKind as exc:
             return _status(404, "NotFound", str(exc))
         p = request.path_params
-        key = ObjectKey(info.group, info.kind, p["namespace"], p["name"])
+        if ("namespace" in p) != info.namespaced:
+            return _status(404, "NotFound", _scope_message(info))
+        key = ObjectKey(info.group, info.kind, info.scope(p.get("namespace")), p["name"])
         if request.method == "GET":
             obj = self.store.get(key)
             if obj is None:
@@ -220,11 +236,13 @@ class ControlPlaneAPI:
         ]
         for root in ("/api/{version}", "/apis/{group}/{version}"):
             routes += [
-                Route(root + "/{plural}", self.collection),
+                Route(root + "/{plural}", self.collection, methods=["GET", "POST"]),
                 Route(root + "/namespaces/{namespace}/{plural}", self.collection,
                       methods=["GET", "POST"]),
                 Route(root + "/namespaces/{namespace}/{plural}/{name}", self.item,
                       methods=["GET", "PUT", "DELETE"]),
+                # a cluster-scoped object (a Namespace): /api/v1/namespaces/{name}
+                Route(root + "/{plural}/{name}", self.item, methods=["GET", "PUT", "DELETE"]),
             ]
         return routes
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from meshpilot.api.config import ConfigMap
+from meshpilot.api.credentials import Secret
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.gc_policy import QuietCollector
@@ -146,6 +148,7 @@ class MeshControlPlane:
         self._collector: QuietCollector | None = None  # full GCs only between pushes
         self._mirror: StoreMirror | None = None  # the stored objects, kept current
         self._parsed_deployments: dict[ObjectKey, tuple[dict[str, Any], Deployment]] = {}
+        self._parsed_configs: dict[ObjectKey, tuple[dict[str, Any], dict[str, bytes]]] = {}
         self._workloads: dict[str, tuple[Any, WorkloadInstance]] = {}  # pod name -> instance
 
     # --- lifecycle ---------------------------------------------------------------
@@ -320,6 +323,31 @@ class MeshControlPlane:
         self._parsed_deployments = parsed  # swapped whole: a concurrent caller sees either
         return out
 
+    def config_data(self) -> dict[tuple[str, str, str], dict[str, bytes]]:
+        """The stored ConfigMaps and Secrets, decoded, for the pods that read them:
+        (kind, namespace, name) -> key -> value. Each stored version is decoded once."""
+        mirror = self._mirror
+        if mirror is None:
+            bodies = [(o.key, o.body) for o in self.store.list(group="")
+                      if o.key.kind in ("ConfigMap", "Secret")]
+        else:
+            bodies = [(key, body) for key, body in mirror.objects()
+                      if key.group == "" and key.kind in ("ConfigMap", "Secret")]
+        held = self._parsed_configs
+        parsed: dict[ObjectKey, tuple[dict[str, Any], dict[str, bytes]]] = {}
+        for key, body in bodies:
+            known = held.get(key)
+            if known is not None and same_stored_body(known[0], body):
+                parsed[key] = known
+                continue
+            model = ConfigMap if key.kind == "ConfigMap" else Secret
+            try:
+                parsed[key] = (body, model.model_validate(body).decoded())
+            except ValueError:
+                log.warning("skipping %s: it does not parse", key)  # never its values
+        self._parsed_configs = parsed
+        return {(k.kind, k.namespace, k.name): v[1] for k, v in parsed.items()}
+
     def _workload(self, pod: Pod) -> WorkloadInstance:
         """The pod's workload instance: the same object while the pod does not change, as
         the identity contract of :mod:`meshpilot.xds` asks of every builder's input."""
@@ -369,7 +397,7 @@ class MeshControlPlane:
             last = time.monotonic()
             try:
                 if self.runtime is not None:
-                    self.runtime.sync(self.deployments())
+                    self.runtime.sync(self.deployments(), self.config_data())
                 self._rebuild()
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")

@@ -163,12 +163,13 @@ class ClusterView:
         runtime = self._runtime()
         if runtime is None:
             return WorkloadStatus(True, None, desired, 0)
-        current = runtime.deployment_status(namespace, name).get("templateHash")
+        status = runtime.deployment_status(namespace, name)
+        current, applied = status.get("templateHash"), status.get("specHash")
         try:
             stored = template_hash(Deployment.model_validate(body))
         except ValueError:
             stored = None
-        if current is None or current != stored:
+        if current is None or applied != stored:
             return WorkloadStatus(True, f"runtime:{current}", desired, 0)
         ready = sum(
             1 for p in runtime.pods()

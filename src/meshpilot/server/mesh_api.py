@@ -75,6 +75,7 @@ class MeshAPI:
             "status": {
                 "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,
                 "restartCount": pod.restarts, "message": pod.message,
+                "reason": pod.reason or None,
                 "ports": [asdict(p) for p in pod.inbound],
                 "sidecarAdmin": f"127.0.0.1:{pod.admin_port}" if pod.admin_port else None,
                 "startedAt": pod.started_at,

@@ -68,6 +68,8 @@ CA_NOT_PROPAGATED = Code("MP0044", Severity.ERROR, "proxies have not all taken t
                          "CA rotation step yet")
 GATEWAY_PROTOCOL = Code("MP0045", Severity.ERROR, "Gateway server protocol the gateway does "
                         "not proxy (UDP)")
+BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item path the "
+                        "local runtime cannot make (unknown volume, path not allowed)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -100,6 +102,12 @@ MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls rout
                      "applied at gateways only")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
+POD_FIELD_IGNORED = Code("MP2017", Severity.WARNING, "Deployment or pod template field the "
+                         "local runtime does not act on")
+INJECTION_NOT_APPLIED = Code("MP2018", Severity.WARNING, "sidecar injection turned off by a "
+                             "label or annotation: meshpilot gives every pod a sidecar")
+POD_CONFIG_MISSING = Code("MP2019", Severity.WARNING, "pod template reads a ConfigMap or Secret "
+                          "that does not exist: its pods wait (CreateContainerConfigError)")
 DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate not followed: "
                          "none without hosts by that name, or a delegate's own fields")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",

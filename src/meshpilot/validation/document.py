@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshpilot.api.base import Resource
 from meshpilot.api.identity import ObjectKey
-from meshpilot.api.kinds import KindInfo, UnknownKind, resolve_type
+from meshpilot.api.kinds import KindInfo, UnknownKind, by_kind, resolve_type
 from meshpilot.api.loader import LoadedDocument
 from meshpilot.validation import codes
 from meshpilot.validation.diagnostics import Diagnostic, format_path
@@ -53,6 +53,11 @@ def _object_label(data: dict[str, Any]) -> str:
     kind = data.get("kind") if isinstance(data.get("kind"), str) else "?"
     name = meta.get("name", "?") if isinstance(meta, dict) else "?"
     ns = meta.get("namespace", "default") if isinstance(meta, dict) else "default"
+    try:
+        if not by_kind(kind).namespaced:
+            return f"{kind} {name}"
+    except UnknownKind:
+        pass
     return f"{kind} {ns}/{name}"
 
 

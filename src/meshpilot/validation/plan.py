@@ -114,6 +114,6 @@ def keys_in(sources: Iterable[tuple[str, str]]) -> tuple[list[ObjectKey], list[D
                 codes.MISSING_FIELD, "metadata.name is required", file=doc.file,
                 line=pos.line, column=pos.column, path=format_path(("metadata", "name"))))
             continue
-        keys.append(ObjectKey(info.group, info.kind, str(meta.get("namespace") or "default"),
+        keys.append(ObjectKey(info.group, info.kind, info.scope(str(meta.get("namespace") or "")),
                               name))
     return keys, diagnostics

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
+from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.l4_route_rules import virtual_service_findings
@@ -35,7 +36,9 @@ def _tls_secret(body: Mapping[str, Any]) -> list[Finding]:
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
+    "Deployment": deployment_findings,
     "Gateway": gateway_findings,
+    "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
     "VirtualService": virtual_service_findings,

@@ -21,6 +21,7 @@ from meshpilot.validation.delegate_state import check_delegates
 from meshpilot.validation.diagnostics import Diagnostic
 from meshpilot.validation.finding import Path
 from meshpilot.validation.gateway_state import check_gateways
+from meshpilot.validation.pod_config_state import check_pod_config
 from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
@@ -176,6 +177,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     check_gateways(objects, lambda o: o.changed or all_objects, found)
     check_client_credentials(objects, lambda o: o.changed or all_objects, found)
     check_delegates(objects, lambda o: o.changed or all_objects, found)
+    check_pod_config(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 
