@@ -63,12 +63,7 @@ def with_rule(rule: dict[str, Any], **spec: Any) -> str:
 
 
 def test_every_field_parses_and_round_trips() -> None:
-    p = plan(FULL)
-    assert p.ok and p.diagnostics == [], [d.format() for d in p.diagnostics]
-    (obj,) = p.objects
-    assert obj.label == "RequestAuthentication shop/orders-jwt"
-    ra = obj.model
-    assert isinstance(ra, RequestAuthentication)
+    ra = RequestAuthentication.model_validate(yaml.safe_load(FULL))
     first, second = ra.spec.jwt_rules or []
     assert first.from_headers and first.from_headers[0].prefix == "Token "
     assert first.output_claim_to_headers and first.output_claim_to_headers[0].claim == "sub"
@@ -76,6 +71,23 @@ def test_every_field_parses_and_round_trips() -> None:
     assert second.jwks == JWKS and second.jwks_uri is None
     written = ra.model_dump(by_alias=True, exclude_none=True)["spec"]
     assert written == yaml.safe_load(FULL)["spec"]
+
+
+def test_every_applied_field_is_accepted_without_a_word() -> None:
+    """outputClaimToHeaders and timeout parse but are not applied: the first is refused
+    (MP0046: a header the sidecar does not write could be the client's own), the second
+    warned about (MP2016); without them, the rest applies as written."""
+    refused = plan(FULL)
+    assert [(d.code, d.path) for d in refused.errors] == [
+        ("MP0046", "spec.jwtRules[0].outputClaimToHeaders")]
+    applied = "\n".join(line for line in FULL.splitlines()
+                         if not line.startswith(("    outputClaimToHeaders", "    - header",
+                                                 "      claim", "    timeout")))
+    p = plan(applied)
+    assert p.ok and p.diagnostics == [], [d.format() for d in p.diagnostics]
+    (obj,) = p.objects
+    assert obj.label == "RequestAuthentication shop/orders-jwt"
+    assert isinstance(obj.model, RequestAuthentication)
 
 
 def test_kind_names_and_versions() -> None:

@@ -68,6 +68,8 @@ CA_NOT_PROPAGATED = Code("MP0044", Severity.ERROR, "proxies have not all taken t
                          "CA rotation step yet")
 GATEWAY_PROTOCOL = Code("MP0045", Severity.ERROR, "Gateway server protocol the gateway does "
                         "not proxy (UDP)")
+UNAPPLIED_SECURITY_FIELD = Code("MP0046", Severity.ERROR, "field meshpilot does not apply, "
+                                "where ignoring it would weaken security")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -100,6 +102,7 @@ MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls rout
                      "applied at gateways only")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
+UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 
