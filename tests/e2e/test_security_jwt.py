@@ -100,3 +100,25 @@ def test_requiring_a_request_principal_denies_requests_without_a_token(
         """))
     becomes(lambda: _statuses(mesh, tokens),
             {"alice": 200, "bob": 403, "invalid": 401, "none": 403})
+
+
+def test_claims_reach_the_app_as_headers_only_from_a_verified_token(
+        mesh: Mesh, given: Given) -> None:
+    """Istio, ``outputClaimToHeaders``: the sidecar copies a claim of a verified token into
+    a request header for the app; a header of that name the client sent itself never
+    reaches the app (with or without a token), so the app can believe it."""
+    issuer = TokenIssuer.new(ISSUER)
+    policy = request_authentication("jwt-example", FOO, ISSUER, issuer.jwks(), app="httpbin")
+    policy["spec"]["jwtRules"][0]["outputClaimToHeaders"] = [
+        {"header": "x-jwt-sub", "claim": "sub"}]
+    policy["spec"]["jwtRules"][0]["timeout"] = "2s"
+    given.applied(*SCENE, policy)
+
+    def seen(headers: dict[str, str]) -> str | None:
+        r = mesh.http.get(HTTPBIN, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()["headers"].get("x-jwt-sub")
+
+    assert seen(_bearer(issuer.token("alice"))) == "alice"
+    assert seen({"x-jwt-sub": "mallory"}) is None  # no token: the forged header is removed
+    assert seen({**_bearer(issuer.token("bob")), "x-jwt-sub": "mallory"}) == "bob"

@@ -9,11 +9,19 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early_hm_pb2,
+)
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
-from meshpilot.xds.translate import clusters, jwt, rbac
-from meshpilot.xds.translate.workload_security import jwks_cluster
+from meshpilot.api.request_authentication import RequestAuthentication
+from meshpilot.mesh.model import InboundPort, MeshSnapshot, Named, ProxyNode
+from meshpilot.xds.translate import clusters, jwt, listeners, rbac
+from meshpilot.xds.translate.workload_security import inbound_security, jwks_cluster
 
 JWKS = '{"keys": []}'
 
@@ -126,3 +134,34 @@ def test_the_clusters_keys_are_fetched_through_one_per_scheme_host_and_port():
     secure.transport_socket.typed_config.Unpack(context)
     assert context.sni == "login.example.com"
     assert context.common_tls_context.validation_context.HasField("system_root_certs")
+
+
+def test_a_request_authentication_carries_its_claim_headers_and_timeout_to_the_rule():
+    """The RequestAuthentication fields reach the JWT rule the filter is built from (they
+    were accepted and dropped once), and the inbound listener removes a client's header
+    of a claim's name before any filter runs."""
+    policy = RequestAuthentication.model_validate({
+        "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+        "metadata": {"name": "jwt", "namespace": "foo"},
+        "spec": {"jwtRules": [{"issuer": "i", "jwks": JWKS, "timeout": "2s",
+                               "outputClaimToHeaders": [{"header": "X-Sub", "claim": "sub"}]}]}})
+    node = ProxyNode(id="sidecar~127.10.0.5~h.foo", kind="sidecar", namespace="foo",
+                     ip="127.10.0.5", inbound=(InboundPort(8080, 40005),))
+    snap = MeshSnapshot(version=1, services={}, endpoints={},
+                        request_authentications=(Named("foo", "jwt", policy),))
+    security = inbound_security(snap, node)
+    (rule,) = security.jwt_rules
+    assert rule.output_claim_to_headers == (jwt.ClaimToHeader("X-Sub", "sub"),)
+    assert rule.timeout == "2s"
+    provider = next(iter(config(rule)["providers"].values()))
+    assert provider["claimToHeaders"] == [{"headerName": "X-Sub", "claimName": "sub"}]
+    listener = listeners.inbound(node, node.inbound[0], security)
+    for chain in listener.filter_chains:  # mTLS and plaintext (PERMISSIVE)
+        manager = hcm_pb2.HttpConnectionManager()
+        assert chain.filters[0].typed_config.Unpack(manager)
+        removed = []
+        for extension in manager.early_header_mutation_extensions:
+            mutation = early_hm_pb2.HeaderMutation()
+            assert extension.typed_config.Unpack(mutation)
+            removed += [m.remove for m in mutation.mutations if m.remove]
+        assert "x-sub" in removed

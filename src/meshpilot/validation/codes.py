@@ -68,6 +68,8 @@ CA_NOT_PROPAGATED = Code("MP0044", Severity.ERROR, "proxies have not all taken t
                          "CA rotation step yet")
 GATEWAY_PROTOCOL = Code("MP0045", Severity.ERROR, "Gateway server protocol the gateway does "
                         "not proxy (UDP)")
+UNAPPLIED_SECURITY_FIELD = Code("MP0046", Severity.ERROR, "field meshpilot does not apply, "
+                                "where ignoring it would weaken security")
 BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item path the "
                         "local runtime cannot make (unknown volume, path not allowed)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
@@ -102,6 +104,7 @@ MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls rout
                      "applied at gateways only")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
+UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")
 POD_FIELD_IGNORED = Code("MP2017", Severity.WARNING, "Deployment or pod template field the "
                          "local runtime does not act on")
 INJECTION_NOT_APPLIED = Code("MP2018", Severity.WARNING, "sidecar injection turned off by a "

@@ -22,6 +22,7 @@ from meshpilot.validation.finding import Finding
 from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.l4_route_rules import virtual_service_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
+from meshpilot.validation.unapplied_fields import rule_for as unapplied
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
 
@@ -34,14 +35,22 @@ def _tls_secret(body: Mapping[str, Any]) -> list[Finding]:
     return tls_secret_findings(body)
 
 
+def _all_of(*rules: Rule) -> Rule:
+    """One rule giving the findings of ``rules``, in order."""
+    return lambda body: [finding for rule in rules for finding in rule(body)]
+
+
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
     "Deployment": deployment_findings,
-    "Gateway": gateway_findings,
+    "DestinationRule": unapplied("DestinationRule"),
+    "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
-    "VirtualService": virtual_service_findings,
+    "ServiceEntry": unapplied("ServiceEntry"),
+    "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
+    "WorkloadEntry": unapplied("WorkloadEntry"),
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""
 

@@ -147,11 +147,17 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             return [*guards, _inbound_tcp_proxy(port.container_port, cluster, mtls)]
     else:
         checks = [*_jwt_filters(security), *_http_guards(security)]
+        # a claim header reaches the app only from a verified token: a client's is removed
+        claim_headers = sorted({c.header.lower() for rule in security.jwt_rules
+                                for c in rule.output_claim_to_headers})
 
         def make(mtls: bool) -> list[lc.Filter]:
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
             manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
+            if claim_headers:
+                manager.early_header_mutation_extensions.append(
+                    tls.removal_mutation(claim_headers))
             manager.access_log.append(telemetry.inbound_access_log(
                 port.container_port, grpc=port.protocol == "GRPC"))
             return [_hcm_filter(manager)]

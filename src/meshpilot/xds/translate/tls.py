@@ -33,7 +33,7 @@ names the field, so the caller can refuse the rule rather than send weaker TLS t
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -432,6 +432,15 @@ def inbound_filter_chains(
     mtls.filter_chain_match.application_protocols.extend(ISTIO_MTLS_ALPNS)
     plaintext.filter_chain_match.transport_protocol = "raw_buffer"
     return [mtls, plaintext], [tls_inspector()]
+
+
+def removal_mutation(headers: Iterable[str]) -> extension_pb2.TypedExtensionConfig:
+    """For ``early_header_mutation_extensions``: remove ``headers`` from every request
+    before routing and every HTTP filter, so only a filter that sets them (the JWT
+    filter's claim headers) can make them reach the application."""
+    rules = [mutation_rules_pb2.HeaderMutation(remove=h) for h in headers]
+    mutation = early_hm.HeaderMutation(mutations=rules)
+    return extension_pb2.TypedExtensionConfig(name=EARLY_MUTATION, typed_config=pb.pack(mutation))
 
 
 def peer_principal_mutation(mtls: bool) -> extension_pb2.TypedExtensionConfig:

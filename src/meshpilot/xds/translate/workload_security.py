@@ -88,6 +88,9 @@ def _jwt_rule(spec: JwtRuleSpec, index: int) -> jwt.JwtRule:
         from_cookies=tuple(spec.from_cookies or ()),
         forward_original_token=bool(spec.forward_original_token),
         output_payload_to_header=spec.output_payload_to_header,
+        output_claim_to_headers=tuple(jwt.ClaimToHeader(c.header, c.claim)
+                                      for c in spec.output_claim_to_headers or ()),
+        timeout=spec.timeout,
     )
 
 
