@@ -6,8 +6,9 @@ from typing import Any
 
 from tests.builders import keyed
 
-from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot, port_protocol
+from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
+from meshpilot.mesh.protocols import port_protocol
 
 SERVICE = """
 apiVersion: v1

@@ -11,7 +11,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
-from meshpilot.mesh.builder import port_protocol
 from meshpilot.mesh.model import (
     Endpoint,
     InboundPort,
@@ -20,7 +19,13 @@ from meshpilot.mesh.model import (
     ProxyNode,
     ServicePort,
 )
-from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_LISTENER, build_resources
+from meshpilot.mesh.protocols import port_protocol
+from meshpilot.xds.translate import (
+    TYPE_CLUSTER,
+    TYPE_LISTENER,
+    build_resources,
+    http_inbound_ports,
+)
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY
 
 HOST = "echo.default.svc.cluster.local"
@@ -55,7 +60,9 @@ def test_istio_protocol_selection_app_protocol_first_then_the_name_prefix():
     assert port_protocol("api", "grpc") == "GRPC"
     assert port_protocol("grpc-api") == "GRPC"
     assert port_protocol("http2") == "HTTP2"
-    assert port_protocol("grpc-web") == "HTTP"
+    assert port_protocol("grpc-web") == "HTTP2"  # Istio's GRPCWeb: HTTP/2 upstream
+    assert port_protocol("web", "kubernetes.io/h2c") == "HTTP2"
+    assert [port_protocol(n) for n in ("mongo", "redis-cache", "mysql")] == ["TCP"] * 3
     assert port_protocol("tcp-db", None) == "TCP"
     assert port_protocol("web") == "HTTP"
 
@@ -93,3 +100,20 @@ def test_inbound_connection_managers_accept_http2_and_http1():
             manager = hcm.HttpConnectionManager()
             assert chain.filters[-1].typed_config.Unpack(manager)
             assert manager.codec_type == hcm.HttpConnectionManager.AUTO
+
+
+def test_tls_and_https_container_ports_are_forwarded_as_bytes():
+    """Istio: an inbound port whose protocol is TLS or HTTPS carries the app's own TLS;
+    the sidecar forwards the connection (tcp_proxy), it does not parse HTTP in it."""
+    node = ProxyNode(id="sidecar~127.10.0.8~web.default", kind="sidecar",
+                     namespace="default", ip="127.10.0.8",
+                     inbound=(InboundPort(8443, 40008, "https", "HTTPS"),
+                              InboundPort(9443, 40009, "tls", "TLS"),
+                              InboundPort(8080, 40010, "http", "HTTP")))
+    listeners = build_resources(MeshSnapshot(version=1, services={}, endpoints={}), node)[
+        TYPE_LISTENER]
+    for port in (8443, 9443):
+        filters = [f.name for chain in listeners[f"inbound_{port}"].filter_chains
+                   for f in chain.filters]
+        assert "envoy.filters.network.tcp_proxy" in filters, filters
+    assert http_inbound_ports(node) == [8080]

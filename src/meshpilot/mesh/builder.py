@@ -32,34 +32,14 @@ from meshpilot.mesh.model import (
     MeshService,
     MeshSnapshot,
     Named,
-    Protocol,
     ServicePort,
     WorkloadInstance,
     same_objects,
 )
+from meshpilot.mesh.protocols import is_tcp, port_protocol
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Resource)
-
-_PROTOCOL_PREFIXES: tuple[tuple[str, Protocol], ...] = (
-    ("http2", "HTTP2"), ("grpc-web", "HTTP"), ("grpc", "GRPC"), ("https", "HTTPS"),
-    ("http", "HTTP"), ("tcp", "TCP"), ("tls", "TLS"),
-)
-
-
-def port_protocol(name: str | None, app_protocol: str | None = None) -> Protocol:
-    """Istio's protocol selection: ``appProtocol``, else the port name's prefix
-    (``http-web`` → HTTP). Unnamed ports are treated as HTTP: every meshpilot client
-    reaches services through an HTTP proxy, so HTTP is what arrives."""
-    for candidate in (app_protocol, name):
-        if not candidate:
-            continue
-        lowered = candidate.lower()
-        for prefix, protocol in _PROTOCOL_PREFIXES:
-            if lowered == prefix or lowered.startswith(prefix + "-"):
-                return protocol
-    return "HTTP"
-
 
 _Parsed = dict[ObjectKey, tuple[dict[str, Any], Named[Any], dict[str, Any]]]
 """key -> (a private copy of the body, Named, the body given; read-only, as the store
@@ -138,7 +118,7 @@ def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
 
 def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:
     return frozenset(p.container_port for w in instances if w.has_sidecar
-                     for p in w.ports if p.protocol != "TCP")
+                     for p in w.ports if not is_tcp(p.protocol))
 
 
 _KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({

@@ -44,6 +44,7 @@ from typing import Any
 
 from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
+from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -80,13 +81,6 @@ Key = tuple[str, str]  # (namespace, deployment name)
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
                "http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def _protocol(port_name: str) -> Any:
-    """Istio's protocol selection by port name prefix (``http-web``, ``grpc``, ``tcp-db``)."""
-    prefix = port_name.split("-", 1)[0].lower()
-    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTTP2",
-            "tcp": "TCP", "https": "HTTPS", "tls": "TLS"}.get(prefix, "HTTP")
 
 
 @dataclass(frozen=True)
@@ -477,7 +471,7 @@ class LocalRuntime:
                 reserved.add(app_port)
                 app_ports[p.container_port] = app_port
                 inbound.append(InboundPort(container_port=p.container_port, app_port=app_port,
-                                           name=p.name or "", protocol=_protocol(p.name or "")))
+                                           name=p.name or "", protocol=port_protocol(p.name or "")))
             per_container.append((names, app_ports))
 
         nid = node_id("sidecar", ip, name, namespace)

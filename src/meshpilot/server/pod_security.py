@@ -16,6 +16,7 @@ from typing import Any
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import PeerAuthentication
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
+from meshpilot.mesh.protocols import is_tcp
 from meshpilot.security import InvalidIdentity, workload_identity
 from meshpilot.security.policy import (
     DEFAULT_ROOT_NAMESPACE,
@@ -158,7 +159,7 @@ def _fail_closed(security: InboundSecurity, node: ProxyNode) -> list[str]:
     """Why the sidecar denies every request (it fails closed on what it cannot enforce
     as written), for its HTTP ports and its TCP ports (the listener translation treats
     every protocol but TCP as HTTP); empty when it enforces the policies as written."""
-    kinds = {"TCP" if p.protocol == "TCP" else "HTTP" for p in node.inbound}
+    kinds = {"TCP" if is_tcp(p.protocol) else "HTTP" for p in node.inbound}
     reasons = []
     if "HTTP" in kinds:
         try:

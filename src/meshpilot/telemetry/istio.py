@@ -40,6 +40,7 @@ from types import MappingProxyType
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
+from meshpilot.mesh.protocols import is_tcp
 from meshpilot.mesh.sources import MUTUAL_TLS, parse_counted, spiffe_id
 from meshpilot.telemetry.envoy_stats import (
     InboundStat,
@@ -179,7 +180,7 @@ class _Dest:
 
 
 def _protocol_label(protocol: str) -> str:
-    return "grpc" if protocol == "GRPC" else "tcp" if protocol == "TCP" else "http"
+    return "grpc" if protocol == "GRPC" else "tcp" if is_tcp(protocol) else "http"
 
 
 def outbound_destination(snapshot: MeshSnapshot, node: ProxyNode, cluster: str) -> _Dest | None:
@@ -351,7 +352,7 @@ class _Inbound:
         from the counted sources, and a TCP port's connections from its chains
         (:meth:`tcp_points`), which know whether they came over mutual TLS."""
         port = _inbound_port(cluster)
-        if port is None or self.protocol(port) == "TCP":
+        if port is None or is_tcp(self.protocol(port)):
             return
         base = {**self.base(port), **_side("source", "", "", {}, known=False),
                 "connection_security_policy": "none"}
@@ -452,7 +453,7 @@ def _request_points(name: str, stat: str, base: dict[str, str], raw: RawStats
 
 def _cluster_points(name: str, stat: str, base: dict[str, str], protocol: str,
                     raw: RawStats, requests: bool = True) -> Iterator[Point]:
-    if protocol == "TCP":
+    if is_tcp(protocol):
         metric = {"upstream_cx_tx_bytes_total": TCP_RECEIVED,
                   "upstream_cx_rx_bytes_total": TCP_SENT,
                   "upstream_cx_total": TCP_OPENED,

@@ -43,6 +43,7 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
+from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import clusters, listeners, names, telemetry
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
@@ -168,8 +169,8 @@ def _ports(node: ProxyNode) -> list[InboundPort]:
 
 
 def http_inbound_ports(node: ProxyNode) -> list[int]:
-    """Container ports whose inbound listener routes over RDS (every non-TCP one)."""
-    return [p.container_port for p in _ports(node) if p.protocol != "TCP"]
+    """Container ports whose inbound listener routes over RDS (every HTTP one)."""
+    return [p.container_port for p in _ports(node) if not is_tcp(p.protocol)]
 
 
 def inbound_route(container_port: int, sources: Iterable[str], trust_domain: str

@@ -23,6 +23,7 @@ from meshpilot.api.networking import ClientTLSSettings, DestinationRule
 from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
+from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.translate import endpoints, jwt, names, pb, tls
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
@@ -136,7 +137,7 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
         cluster.track_cluster_stats.request_response_sizes = True
         apply_policy(cluster, None, http2=_inbound_http2(port.protocol))
-        if port.protocol == "TCP":
+        if is_tcp(port.protocol):
             del cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]
         cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
         cluster.load_assignment.CopyFrom(

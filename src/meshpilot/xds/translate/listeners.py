@@ -24,6 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshpilot.mesh import sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.translate import filters, jwt, names, pb, rbac, telemetry, tls
 from meshpilot.xds.translate.endpoints import socket
 from meshpilot.xds.translate.workload_security import InboundSecurity
@@ -140,7 +141,7 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
     cluster = names.inbound_cluster(port.container_port)
     name = names.inbound_listener(port.container_port)
     trust_domain = security.trust_domain
-    if port.protocol == "TCP":
+    if is_tcp(port.protocol):
         guards = _network_guards(security)
 
         def make(mtls: bool) -> list[lc.Filter]:
