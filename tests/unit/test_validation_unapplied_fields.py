@@ -43,6 +43,7 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {
                                                  "labels": {"app": "vm"}}),
     "RequestAuthentication": ("security.istio.io/v1", {"jwtRules": [{"issuer": "a",
                                                                     "jwks": JWKS}]}),
+    "Sidecar": ("networking.istio.io/v1", {"egress": [{"hosts": ["./*"]}]}),
     "PeerAuthentication": ("security.istio.io/v1", {"mtls": {"mode": "STRICT"}}),
     "AuthorizationPolicy": ("security.istio.io/v1", {
         "action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["evil"]}}]}]}),
@@ -148,6 +149,16 @@ def _header_cases() -> list[tuple[str, dict[str, Any], str, str]]:
 
 
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "name": "http"}}]}, "spec.ingress",
+     WARN),
+    ("Sidecar", {"egress": [{"port": {"number": 80, "name": "http"}}]}, "spec.egress[0].port",
+     WARN),
+    ("Sidecar", {"egress": [{"bind": "127.0.0.1"}]}, "spec.egress[0].bind", WARN),
+    ("Sidecar", {"egress": [{"captureMode": "NONE"}]}, "spec.egress[0].captureMode", WARN),
+    ("Sidecar", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
+     "spec.outboundTrafficPolicy", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}},
+     "spec.inboundConnectionPool", WARN),
     ("VirtualService", _http(match=[{"statPrefix": "mine"}]),
      "spec.http[0].match[0].statPrefix", WARN),
     ("VirtualService", {"http": [{}, {"redirect": {"uri": "/x",

@@ -85,6 +85,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.networking:ServiceEntry"),
     KindInfo(NETWORKING, "WorkloadEntry", "workloadentries", _NET_VERSIONS, ("we",),
              "meshpilot.api.networking:WorkloadEntry"),
+    KindInfo(NETWORKING, "Sidecar", "sidecars", _NET_VERSIONS, (),
+             "meshpilot.api.networking:Sidecar"),
     KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", _SEC_VERSIONS, ("pa",),
              "meshpilot.api.security:PeerAuthentication"),
     KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", _SEC_VERSIONS, ("ap",),

@@ -893,6 +893,73 @@ class ServiceEntry(Resource):
     spec: ServiceEntrySpec
 
 
+
+# --------------------------------------------------------------------------- Sidecar
+
+
+def _check_egress_host(value: str) -> str:
+    """Istio's ``namespace/dnsName``: a namespace (``*`` any, ``.`` the Sidecar's own,
+    ``~`` none) and a host (``*``, ``*.suffix`` or a name)."""
+    namespace, slash, host = value.partition("/")
+    ns_ok = namespace in ("*", ".", "~") or bool(_NAMESPACE.fullmatch(namespace))
+    host_ok = host == "*" or bool(_EGRESS_HOST.fullmatch(host))
+    if not slash or not ns_ok or not host_ok:
+        raise PydanticCustomError(
+            "mp_value",
+            "egress host {value} is not namespace/dnsName: give e.g. './*' (this namespace), "
+            "'istio-system/*', '*/api.example.com' or 'prod/*.prod.svc.cluster.local'",
+            {"value": repr(value)},
+        )
+    return value
+
+
+_EGRESS_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*")
+EgressHost = Annotated[str, AfterValidator(_check_egress_host)]
+
+
+class IstioEgressListener(Model):
+    """What a workload's sidecar may reach: ``hosts`` (applied); a ``port``, ``bind`` or
+    ``captureMode`` of its own is accepted and warned about (one HTTP proxy listener
+    serves every port here)."""
+
+    hosts: list[EgressHost] = Field(min_length=1)
+    port: ServicePort | None = None
+    bind: str | None = None
+    capture_mode: Literal["DEFAULT", "IPTABLES", "NONE"] | None = None
+
+
+class IstioIngressListener(Model):
+    """An inbound port of the sidecar; accepted and warned about: the sidecar's inbound
+    listeners follow the pod's container ports here."""
+
+    port: ServicePort
+    bind: str | None = None
+    capture_mode: Literal["DEFAULT", "IPTABLES", "NONE"] | None = None
+    default_endpoint: str | None = None
+    tls: dict[str, Any] | None = None
+    connection_pool: dict[str, Any] | None = None
+
+
+class OutboundTrafficPolicy(Model):
+    mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] | None = None
+    egress_proxy: dict[str, Any] | None = None
+
+
+class SidecarSpec(Model):
+    workload_selector: WorkloadSelector | None = None
+    ingress: list[IstioIngressListener] = Field(default_factory=list)
+    egress: list[IstioEgressListener] = Field(default_factory=list)
+    outbound_traffic_policy: OutboundTrafficPolicy | None = None
+    inbound_connection_pool: dict[str, Any] | None = None
+
+
+class Sidecar(Resource):
+    """Istio's Sidecar: which services a workload's sidecar knows (its egress hosts),
+    so a large mesh keeps each proxy's config to what it calls."""
+
+    spec: SidecarSpec
+
 __all__ = [
     "ClientTLSSettings",
     "ConnectionPoolSettings",
@@ -915,6 +982,7 @@ __all__ = [
     "ServiceEntry",
     "ServiceEntrySpec",
     "ServicePort",
+    "Sidecar",
     "StringMatch",
     "Subset",
     "TCPRoute",

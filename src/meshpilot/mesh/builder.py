@@ -20,6 +20,7 @@ from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
     ServiceEntry,
+    Sidecar,
     VirtualService,
     WorkloadEntry,
 )
@@ -124,7 +125,8 @@ def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:
 _KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({
     model: model.__name__ for model in (
         WorkloadEntry, Service, ServiceEntry, VirtualService, DestinationRule, Gateway,
-        PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary, Secret)})
+        PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary, Secret,
+        Sidecar)})
 """The models a snapshot is folded from, by the kind they are stored as (their name)."""
 
 
@@ -196,6 +198,7 @@ class SnapshotBuilder:
             request_authentications=_kept(parsed(RequestAuthentication),
                                           last and last.request_authentications),
             secrets=_kept(parsed(Secret), last and last.secrets),
+            sidecars=_kept(parsed(Sidecar), last and last.sidecars),
             trust_domain=self.trust_domain,
             sidecar_ports=self._sidecar_ports(instances),
         )

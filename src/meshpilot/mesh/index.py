@@ -11,11 +11,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
-from meshpilot.api.networking import Delegate, DestinationRule, VirtualService
+from meshpilot.api.networking import Delegate, DestinationRule, Sidecar, VirtualService
 from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, same_objects
 from meshpilot.mesh.sources import known_sources
 
 MESH = "mesh"
+ROOT_NAMESPACE = "istio-system"
+"""Istio's root namespace: its Sidecar without a selector is every namespace's default."""
+
+EgressScope = tuple[tuple[str, str], ...]
+"""A Sidecar's egress hosts as (namespace pattern, host pattern), ``.`` resolved: the
+services a proxy under it knows. None where no Sidecar applies: every service."""
 
 
 def exported_to(export_to: Sequence[str], owner: str, namespace: str | None) -> bool:
@@ -74,7 +80,9 @@ class SnapshotIndex:
         self._mesh_vs: dict[tuple[str, str | None], Named[VirtualService] | None] = {}
         self._services = snapshot.services
         self._exported = any(s.export_to for s in snapshot.services.values())
-        self._visible: dict[str, Mapping[str, MeshService]] = {}
+        self._visible: dict[tuple[str, EgressScope | None], Mapping[str, MeshService]] = {}
+        self._sidecars = snapshot.sidecars
+        sensitive = sensitive or any(_selector(s) for s in snapshot.sidecars)
         self.label_sensitive = sensitive
         """Whether any rule's choice depends on the proxy's labels (DestinationRule
         workloadSelector, VirtualService sourceLabels)."""
@@ -102,17 +110,33 @@ class SnapshotIndex:
         """The VirtualService without hosts called ``name`` in ``namespace``, if any."""
         return self._delegates.get((namespace, name))
 
-    def visible_services(self, namespace: str) -> Mapping[str, MeshService]:
-        """The services exported to ``namespace``: the snapshot's own mapping (the same
-        object) while no service restricts its exportTo."""
-        if not self._exported:
+    def visible_services(self, namespace: str, scope: EgressScope | None = None
+                         ) -> Mapping[str, MeshService]:
+        """The services exported to ``namespace`` and within a Sidecar's egress
+        ``scope``: the snapshot's own mapping (the same object) while neither narrows."""
+        if not self._exported and scope is None:
             return self._services
-        found = self._visible.get(namespace)
+        found = self._visible.get((namespace, scope))
         if found is None:
-            found = self._visible[namespace] = {
+            found = self._visible[(namespace, scope)] = {
                 h: s for h, s in self._services.items()
-                if exported_to(s.export_to, s.namespace, namespace)}
+                if exported_to(s.export_to, s.namespace, namespace)
+                and (scope is None or _in_scope(scope, s))}
         return found
+
+    def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Named[Sidecar] | None:
+        """The Sidecar that applies to a workload, as Istio picks it: the oldest in its
+        namespace whose selector matches, else the oldest without a selector there, else
+        the oldest without a selector in the root namespace."""
+        own = [s for s in self._sidecars if s.namespace == namespace]
+        for candidates in ([s for s in own if _selector(s) and
+                            labels_match(_selector(s), labels)],
+                           [s for s in own if not _selector(s)],
+                           [s for s in self._sidecars
+                            if s.namespace == ROOT_NAMESPACE and not _selector(s)]):
+            if candidates:
+                return min(candidates, key=_age)
+        return None
 
     def mesh_virtual_service(self, host: str, namespace: str | None = None
                              ) -> Named[VirtualService] | None:
@@ -139,6 +163,40 @@ class SnapshotIndex:
         if self._sources is None:
             self._sources = known_sources(self._endpoints)
         return self._sources
+
+
+def _selector(named: Named[Sidecar]) -> dict[str, str]:
+    selector = named.obj.spec.workload_selector
+    return dict(selector.labels) if selector else {}
+
+
+def _age(named: Named[Sidecar]) -> tuple[str, str, str]:
+    """Oldest first (an object not stored yet, without a timestamp, last), then name."""
+    return (named.obj.metadata.creation_timestamp or "~", named.namespace, named.name)
+
+
+def _in_scope(scope: EgressScope, service: MeshService) -> bool:
+    return any(ns in ("*", service.namespace) and host_matches(host, service.host)
+               for ns, host in scope)
+
+
+def egress_scope(snapshot: MeshSnapshot, node: ProxyNode) -> EgressScope | None:
+    """The egress hosts of the Sidecar applying to ``node`` (a sidecar or the mesh proxy;
+    a gateway has none), or None when none applies. A Sidecar's hosts are the union of
+    its egress listeners' (ports are not told apart here); ``.`` is the workload's own
+    namespace, which makes a root-namespace default of ``./*`` mean "each namespace its
+    own", as in Istio."""
+    if node.kind == "gateway":
+        return None
+    found = of(snapshot).sidecar_for(node.namespace, node.labels)
+    if found is None or not found.obj.spec.egress:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for listener in found.obj.spec.egress:
+        for entry in listener.hosts:
+            ns, _, host = entry.partition("/")
+            pairs.append((node.namespace if ns == "." else ns, host))
+    return tuple(dict.fromkeys(pairs))
 
 
 def _parse_facts(named: Named[Any]) -> RuleFacts:
@@ -237,10 +295,10 @@ def mesh_virtual_service(snapshot: MeshSnapshot, host: str, namespace: str | Non
     return of(snapshot).mesh_virtual_service(host, namespace)
 
 
-def visible_services(snapshot: MeshSnapshot, namespace: str) -> Mapping[str, MeshService]:
-    """The services proxies of ``namespace`` see (exportTo); the snapshot's mapping
-    itself when no service restricts it."""
-    return of(snapshot).visible_services(namespace)
+def visible_services(snapshot: MeshSnapshot, node: ProxyNode) -> Mapping[str, MeshService]:
+    """The services ``node`` knows: those exported to its namespace and within its
+    Sidecar's egress hosts; the snapshot's mapping itself when neither narrows."""
+    return of(snapshot).visible_services(node.namespace, egress_scope(snapshot, node))
 
 
 def delegate_target(snapshot: MeshSnapshot, delegate: Delegate, root_namespace: str

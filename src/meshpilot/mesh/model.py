@@ -22,7 +22,13 @@ from typing import Generic, Literal, TypeVar
 
 from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary
-from meshpilot.api.networking import DestinationRule, Gateway, ServiceEntry, VirtualService
+from meshpilot.api.networking import (
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+)
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 
@@ -166,6 +172,7 @@ class MeshSnapshot:
     authorization_policies: tuple[Named[AuthorizationPolicy], ...] = ()
     canaries: tuple[Named[Canary], ...] = ()
     request_authentications: tuple[Named[RequestAuthentication], ...] = ()
+    sidecars: tuple[Named[Sidecar], ...] = ()
     secrets: tuple[Named[Secret], ...] = field(default=(), repr=False)
     """Every stored v1 Secret: a gateway serves the certificate a Gateway server names by
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their

@@ -49,6 +49,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
     "ServiceEntry": unapplied("ServiceEntry"),
+    "Sidecar": unapplied("Sidecar"),
     "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
     "WorkloadEntry": unapplied("WorkloadEntry"),
 })

@@ -249,6 +249,25 @@ GATEWAY: tuple[Unapplied, ...] = (
              "ports only); remove it"),
 )
 
+# --- Sidecar -----------------------------------------------------------------------------
+
+_EGRESS = ("spec", "egress", EACH)
+SIDECAR: tuple[Unapplied, ...] = (
+    _row("spec", "ingress",
+         why="ingress is not applied: the sidecar's inbound listeners follow the pod's "
+             "container ports; remove it"),
+    *(_row(*_EGRESS, field,
+           why=f"{field} is not applied: one outbound HTTP proxy listener serves every port, "
+               "and the hosts of all egress listeners together are what the sidecar knows")
+      for field in ("port", "bind", "captureMode")),
+    _row("spec", "outboundTrafficPolicy",
+         why="outboundTrafficPolicy is not applied: a host outside the registry is not "
+             "routed (404), whatever the mode; remove it"),
+    _row("spec", "inboundConnectionPool",
+         why="inboundConnectionPool is not applied: the connection to the app uses the "
+             "defaults; remove it"),
+)
+
 # --- ServiceEntry and WorkloadEntry ------------------------------------------------------
 
 _SERVICE_ACCOUNT_WHY = (
@@ -297,6 +316,7 @@ TABLE: Mapping[str, tuple[Unapplied, ...]] = MappingProxyType({
     "DestinationRule": DESTINATION_RULE,
     "Gateway": GATEWAY,
     "ServiceEntry": SERVICE_ENTRY,
+    "Sidecar": SIDECAR,
     "VirtualService": VIRTUAL_SERVICE,
     "WorkloadEntry": WORKLOAD_ENTRY,
 })

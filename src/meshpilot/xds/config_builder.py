@@ -153,7 +153,8 @@ class _Node:
     out_of: tuple[Any, ...] = ()  # the (class sets, own sets) ``out`` was made of
     key: Hashable = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
-    plain_key: Hashable = None  # its class key while no rule reads proxy labels
+    plain_key: Hashable = None  # its class key while no rule reads proxy labels ...
+    plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these
     material: SecretMaterial | None = None  # what its workload secrets were made from
     workload_secrets: OwnSet | None = None  # default, ROOTCA
     served_secrets: OwnSet | None = None  # the certificates a gateway's servers present
@@ -290,18 +291,23 @@ class ProxyConfigBuilder:
         return problems
 
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
-        """Proxies with the same key get the same shared sets for a snapshot."""
+        """Proxies with the same key get the same shared sets for a snapshot: the same
+        kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
+        them, labels. A changed Sidecar is a new scope, so a new class, built afresh."""
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
-        return (node.kind == "gateway", node.namespace, labels)
+        return (node.kind == "gateway", node.namespace, labels,
+                index.egress_scope(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
-            if not self._sensitive and state.plain_key is not None:
+            if not self._sensitive and state.plain_key is not None and \
+                    state.plain_of is snapshot.sidecars:
                 state.key = state.plain_key  # labels do not matter: same class as before
             else:
                 state.key = self.class_key(snapshot, node)
                 state.plain_key = None if self._sensitive else state.key
+                state.plain_of = snapshot.sidecars
             state.key_of = snapshot
         return state.key
 
@@ -368,7 +374,7 @@ class ProxyConfigBuilder:
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
         memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
-                 for host, service in index.visible_services(snapshot, node.namespace).items()
+                 for host, service in index.visible_services(snapshot, node).items()
                  if "*" not in host}
         if _moved(memos, cls.clusters) or CLUSTER not in sets:
             cluster_items: Items = []

@@ -90,7 +90,7 @@ def service_identities(snapshot: MeshSnapshot, service: MeshService) -> list[str
 def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
     """Every outbound cluster for ``node`` (of the services exported to its namespace),
     in host, port, subset order."""
-    services = index.visible_services(snapshot, node.namespace)
+    services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
         if "*" in host:

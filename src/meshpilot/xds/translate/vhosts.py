@@ -77,7 +77,7 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     Depends on the node only through its namespace (short names).
     """
     planned: list[tuple[MeshService, list[int], list[str], list[str]]] = []
-    services = index.visible_services(snapshot, node.namespace)
+    services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
         if "*" in host:
