@@ -73,7 +73,23 @@ FOLLOWED = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 # --- the mesh ------------------------------------------------------------------------------
 
 
-def mesh_workloads(services: int) -> list[WorkloadInstance]:
+def namespace_of(i: int, namespaces: int) -> str:
+    """Service ``i``'s namespace when the mesh spreads over ``namespaces`` of them: the
+    first is ``default`` (the clients', and svc0000's, whose weights change)."""
+    k = i % max(1, namespaces)
+    return "default" if k == 0 else f"ns{k:02d}"
+
+
+def sidecar_object(hosts: list[str]) -> tuple[ObjectKey, dict[str, Any]]:
+    """A Sidecar for namespace default (the clients') with these egress hosts."""
+    net = "networking.istio.io"
+    return (ObjectKey(net, "Sidecar", "default", "default"), {
+        "apiVersion": f"{net}/v1", "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "default", "resourceVersion": "1"},
+        "spec": {"egress": [{"hosts": hosts}]}})
+
+
+def mesh_workloads(services: int, namespaces: int = 1) -> list[WorkloadInstance]:
     """The pods of :func:`mesh_objects`' services: v1 and v2 of each."""
     workloads: list[WorkloadInstance] = []
     for i in range(services):
@@ -81,38 +97,40 @@ def mesh_workloads(services: int) -> list[WorkloadInstance]:
         for j, v in enumerate(("v1", "v2")):
             k = 2 * i + j
             workloads.append(WorkloadInstance(
-                name=f"{n}-{v}", namespace="default",
+                name=f"{n}-{v}", namespace=namespace_of(i, namespaces),
                 ip=f"127.{100 + k // 62500}.{(k // 250) % 250}.{k % 250 + 1}",
                 labels={"app": n, "version": v}, ports=(InboundPort(8080, 18080, "http"),)))
     return workloads
 
 
-def mesh_objects(services: int, weight: int) -> tuple[list[tuple[ObjectKey, dict[str, Any]]],
-                                                     list[WorkloadInstance]]:
+def mesh_objects(services: int, weight: int, namespaces: int = 1
+                 ) -> tuple[list[tuple[ObjectKey, dict[str, Any]]], list[WorkloadInstance]]:
     """S services, each with pods v1 and v2, a DestinationRule (two subsets) and a
-    VirtualService splitting traffic; ``svc0000``'s split is ``100-weight``/``weight``."""
+    VirtualService splitting traffic; ``svc0000``'s split is ``100-weight``/``weight``;
+    spread round robin over ``namespaces`` (:func:`namespace_of`)."""
     objects: list[tuple[ObjectKey, dict[str, Any]]] = []
     net = "networking.istio.io"
     for i in range(services):
         n = f"svc{i:04d}"
+        ns = namespace_of(i, namespaces)
         # As in the store: every object has a resourceVersion, which changes when it does.
-        meta = {"name": n, "namespace": "default", "resourceVersion": "1"}
+        meta = {"name": n, "namespace": ns, "resourceVersion": "1"}
         w2 = weight if i == 0 else 10
-        objects.append((ObjectKey("", "Service", "default", n), {
+        objects.append((ObjectKey("", "Service", ns, n), {
             "apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"selector": {"app": n},
                      "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}}))
-        objects.append((ObjectKey(net, "DestinationRule", "default", n), {
+        objects.append((ObjectKey(net, "DestinationRule", ns, n), {
             "apiVersion": f"{net}/v1", "kind": "DestinationRule", "metadata": meta,
             "spec": {"host": n, "subsets": [{"name": "v1", "labels": {"version": "v1"}},
                                             {"name": "v2", "labels": {"version": "v2"}}]}}))
-        objects.append((ObjectKey(net, "VirtualService", "default", n), {
+        objects.append((ObjectKey(net, "VirtualService", ns, n), {
             "apiVersion": f"{net}/v1", "kind": "VirtualService",
             "metadata": {**meta, "resourceVersion": str(1000 + w2)},
             "spec": {"hosts": [n], "http": [{"route": [
                 {"destination": {"host": n, "subset": "v1"}, "weight": 100 - w2},
                 {"destination": {"host": n, "subset": "v2"}, "weight": w2}]}]}}))
-    return objects, mesh_workloads(services)
+    return objects, mesh_workloads(services, namespaces)
 
 
 def make_snapshot(version: int, services: int, weight: int) -> MeshSnapshot:
@@ -125,9 +143,12 @@ class StoredMesh:
     mirror of the store, where a change replaces one object's body) and its pods' workload
     instances (kept while a pod does not change, as the control plane does)."""
 
-    def __init__(self, services: int, clients: list[ProxyNode] | None = None) -> None:
+    def __init__(self, services: int, clients: list[ProxyNode] | None = None,
+                 namespaces: int = 1, sidecar_hosts: list[str] | None = None) -> None:
         self.services = services
-        self.objects, self.workloads = mesh_objects(services, 10)
+        self.objects, self.workloads = mesh_objects(services, 10, namespaces)
+        if sidecar_hosts:
+            self.objects.append(sidecar_object(sidecar_hosts))
         # the proxies' own pods are workloads of the mesh too, as every sidecar's is
         self.workloads += [client_pod(n) for n in clients or ()]
         self.vs_at = next(i for i, (k, _) in enumerate(self.objects)
@@ -280,7 +301,9 @@ def serve_role(args: argparse.Namespace) -> int:
     from meshpilot.gc_policy import QuietCollector
     from meshpilot.xds import XdsServer
 
-    mesh = StoredMesh(args.sim_services, [sim_node(i) for i in range(args.sim_clients)])
+    mesh = StoredMesh(args.sim_services, [sim_node(i) for i in range(args.sim_clients)],
+                      args.namespaces, args.sidecar_hosts.split(",") if args.sidecar_hosts
+                      else None)
     holder = {"snap": mesh.snapshot(1), "version": 1}
     builder = ProxyConfigBuilder()  # what the control plane serves with (default pool size)
     xds = XdsServer(host="127.0.0.1", authenticate=admit_all)
@@ -591,7 +614,8 @@ class Child:
 
 def run_sim(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     me = [sys.executable, os.path.abspath(__file__)]
-    common = ["--sim-clients", str(args.sim_clients), "--sim-services", str(args.sim_services)]
+    common = ["--sim-clients", str(args.sim_clients), "--sim-services", str(args.sim_services),
+              "--namespaces", str(args.namespaces), "--sidecar-hosts", args.sidecar_hosts]
     server = Child([*me, "--role", "server", *common], tmp / "server.log")
     clients: list[Child] = []
     deadline = time.monotonic() + args.sim_budget
@@ -856,6 +880,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-services", type=int, default=1000,
                         help="(b) mesh services (default 1000, the target scale)")
     parser.add_argument("--sim-updates", type=int, default=20, help="(b) weight changes (20)")
+    parser.add_argument("--namespaces", type=int, default=1,
+                        help="(b) spread the services over this many namespaces (1: default)")
+    parser.add_argument("--sidecar-hosts", default="",
+                        help="(b) give namespace default (the clients') a Sidecar with these "
+                             "comma-separated egress hosts, e.g. './*,istio-system/*'")
     parser.add_argument("--sim-procs", type=int, default=2,
                         help="(b) client processes (default 2)")
     parser.add_argument("--sim-budget", type=float, default=600.0,
