@@ -15,6 +15,8 @@ import stat
 import uuid
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import run_cli, wait_for
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
@@ -120,17 +122,46 @@ def test_requests_leave_lines_in_both_sidecars_logs(
     assert missing.returncode == 1 and "no pod 'no-such-pod'" in missing.stderr
 
 
-def test_the_mesh_proxy_logs_and_the_cli_reads_it(mesh: Mesh, given: Given) -> None:
-    given.applied(myapp.version("v1"), myapp.service())
+def printed(mesh: Mesh, proxy: str, request_id: str) -> dict[str, str]:
+    """The fields of the line of ``request_id`` that ``meshpilot logs <proxy>`` prints."""
+    def found() -> str | None:
+        done = run_cli("logs", proxy, state_dir=mesh.cp.state_dir)
+        assert done.returncode == 0, done.stderr
+        return next((line for line in done.stdout.splitlines() if request_id in line), None)
+    return fields(wait_for(found, 10, interval=0.3, message=f"the line in {proxy}'s log"))
+
+
+def test_the_built_in_proxies_log_and_the_cli_reads_them(mesh: Mesh, given: Given) -> None:
+    given.applied(myapp.version("v1"), myapp.service(), myapp.subsets("v1"),
+                  *myapp.ingress("v1"))
     rid = f"mesh-{uuid.uuid4()}"
     assert mesh.http.get("http://myapp:8080/", headers={"x-request-id": rid}).status_code == 200
-
-    def printed() -> str | None:
-        done = run_cli("logs", "mesh-proxy", state_dir=mesh.cp.state_dir)
-        assert done.returncode == 0, done.stderr
-        return next((line for line in done.stdout.splitlines() if rid in line), None)
-    line = fields(wait_for(printed, 10, interval=0.3, message="the mesh proxy's line"))
+    line = printed(mesh, "mesh-proxy", rid)
     assert (line["code"], line["flags"]) == ("200", "-")
     assert line["cluster"] == f"outbound|8080||{HOST}"
     path = Path(mesh.cp.state_dir) / "run" / "mesh-proxy.access.log"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    assert mesh.from_ingress("/ingress-path").status_code == 200
+    with httpx.Client(trust_env=False, timeout=5.0) as outside:
+        assert outside.get(mesh.ingress + "/ingress-path",
+                           headers={"x-request-id": "edge-1"}).status_code == 200
+    line = printed(mesh, "ingressgateway", "/ingress-path")
+    assert (line["code"], line["cluster"]) == ("200", V1)
+
+
+def test_follow_streams_new_lines(mesh: Mesh, given: Given) -> None:
+    """``follow=true`` keeps the answer open and sends each new line as it is written."""
+    given.applied(myapp.version("v1"), myapp.service())
+    with mesh.api.stream("GET", "/apis/meshpilot.io/v1/proxies/mesh-proxy/log",
+                         params={"follow": "true", "tailLines": "0"}, timeout=20) as r:
+        assert r.status_code == 200
+        rid = f"follow-{uuid.uuid4()}"
+        assert mesh.http.get("http://myapp:8080/",
+                             headers={"x-request-id": rid}).status_code == 200
+        seen = ""
+        for chunk in r.iter_text():
+            seen += chunk
+            if rid in seen:
+                break
+    assert f'"{rid}"' in seen
