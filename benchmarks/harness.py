@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ def clean_env() -> dict[str, str]:
 class ControlPlane:
     """``python -m meshpilot.server --state-dir DIR`` as a subprocess, driven by its API."""
 
-    def __init__(self, state_dir: Path, envoy_concurrency: int | None = None) -> None:
+    def __init__(self, state_dir: Path, envoy_concurrency: int | None = None,
+                 server_args: Sequence[str] = ()) -> None:
         self.state_dir = state_dir
         self.log_path = state_dir.parent / "server.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         extra = [] if envoy_concurrency is None else [
             "--envoy-concurrency", str(envoy_concurrency)]
+        extra += server_args
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshpilot.server", "--state-dir", str(state_dir), *extra],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,

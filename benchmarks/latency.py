@@ -1100,6 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of latency: run (b), (t) and (c)'s Envoys under callgrind "
                              "(Debian: apt-get install valgrind) and count instructions per "
                              "request over N sequential requests (e.g. 1000)")
+    parser.add_argument("--access-log", choices=("on", "off"), default="on",
+                        help="the sidecars' Istio-format access logs (meshpilot's default: on)")
     parser.add_argument("--mesh-plaintext", action="store_true",
                         help="turn meshpilot's mTLS off (a PeerAuthentication DISABLE for "
                              "namespace default): (c) is then judged against the plaintext "
@@ -1135,7 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
             binary = str(valgrind_wrapper(tmp))
             os.environ["MESHPILOT_ENVOY"] = binary
             os.environ["MESHPILOT_TELEMETRY_INTERVAL"] = "3600"
-        cp = ControlPlane(tmp / "state", args.envoy_concurrency)
+        cp = ControlPlane(tmp / "state", args.envoy_concurrency,
+                          ["--access-log", args.access_log])
         manifest = app_manifest(args.body_size, args.app, tmp)
         if args.mesh_plaintext:
             manifest += MESH_PLAINTEXT

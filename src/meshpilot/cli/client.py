@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,14 @@ from meshpilot.statedir import StateDir
 
 class NotRunning(RuntimeError):
     """No control plane answers for this state directory."""
+
+
+class Refused(RuntimeError):
+    """A streamed request was answered with an error status (``response`` says why)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"HTTP {response.status}")
+        self.response = response
 
 
 @dataclass
@@ -87,6 +96,24 @@ class ControlPlaneClient:
         except ValueError:
             body = r.text
         return Response(r.status_code, body)
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[str]:
+        """The response body as text, chunk by chunk as it arrives (no read timeout: a
+        followed log may be quiet for long); :class:`Refused` for an error status."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            with self._http.stream(method, path, timeout=timeout, **kwargs) as r:
+                if r.status_code >= 300:
+                    r.read()
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = r.text
+                    raise Refused(Response(r.status_code, body))
+                yield from r.iter_text()
+        except httpx.TransportError as exc:
+            raise NotRunning(f"the control plane at {self.endpoints['api']} does not answer: "
+                             f"{exc}") from None
 
     def version(self) -> Response:
         return self.request("GET", "/version")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from meshpilot.cli.common import (
     print_diagnostics,
 )
 from meshpilot.cli.describe_pod import describe_pod
+from meshpilot.cli.logs import register as register_logs_command
 from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
 from meshpilot.cli.rollout import register as register_rollout_commands
@@ -61,6 +63,13 @@ def _sources(files: list[str] | None) -> list[tuple[str, str]]:
 
 # --- lifecycle -------------------------------------------------------------------
 
+class AccessLog(StrEnum):
+    """``up --access-log``: Istio's ``meshConfig.accessLogFile`` set or unset."""
+
+    on = "on"
+    off = "off"
+
+
 @app.command()
 def up(
     paths: Annotated[list[str] | None, typer.Argument(
@@ -85,6 +94,9 @@ def up(
         "--tls", help="Serve the API over HTTPS with a certificate from the mesh's CA; the "
                       "CLI verifies it against the CA's roots (api-ca.pem in the state "
                       "directory)")] = False,
+    access_log: Annotated[AccessLog, typer.Option(
+        help="Proxies write Istio-format access logs, read with `meshpilot logs POD "
+             "--proxy` (kept under 10 MB each, in the state directory)")] = AccessLog.on,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -100,6 +112,7 @@ def up(
             identity += ["--ca-dir", str(Path(ca_dir).resolve())]
         if tls:
             identity.append("--tls")
+        identity += ["--access-log", access_log.value]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -426,6 +439,7 @@ register_mesh_commands(app)
 register_top_command(app)
 register_rollout_commands(app)
 register_ca_commands(app)
+register_logs_command(app)
 
 
 def main() -> None:

@@ -146,6 +146,11 @@ class ProxyNode:
     outbound_port: int = OUTBOUND_PROXY_PORT  # the HTTP proxy listener (sidecar, client)
     # Gateway only: Gateway server port (80) → the real port it listens on here.
     gateway_ports: Mapping[int, int] = field(default_factory=dict)
+    access_log: str = ""
+    """The file its listeners write Istio-format access log lines to, chosen by whoever
+    runs the proxy (a path on its host, in the proxy's run directory); empty: no access
+    log (``meshpilot up --access-log off``). It arrives with the node, so translation
+    stays a function of its inputs."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
         ],
         "OUTBOUND_PORT": node.outbound_port,
         "GATEWAY_PORTS": {str(k): v for k, v in node.gateway_ports.items()},
+        "ACCESS_LOG_FILE": node.access_log,
     }
 
 
@@ -245,4 +251,5 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         gateway_ports={
             _int(k): _int(v) for k, v in gateway_ports.items()  # type: ignore[union-attr]
         },
+        access_log=str(meta.get("ACCESS_LOG_FILE") or ""),
     )

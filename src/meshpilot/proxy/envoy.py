@@ -31,6 +31,7 @@ from typing import IO, Any, Literal
 import httpx
 
 from meshpilot.jsonfile import write_json_atomic
+from meshpilot.proxy.access_log import AccessLogFile
 from meshpilot.proxy.admin import AdminClient, AdminError
 from meshpilot.proxy.adopted import AdoptedProcess, proc_cmdline, start_time
 
@@ -92,8 +93,12 @@ class EnvoyProcess:
         extra_args: list[str] | None = None,
         binary: str | None = None,
         env: dict[str, str] | None = None,
+        access_log: AccessLogFile | None = None,
     ) -> None:
         self.name = name
+        self.access_log = access_log
+        """The access log file its listeners write (named by its node over xDS), kept
+        0600 and bounded by :meth:`upkeep`; None when access logging is off."""
         self.work_dir = Path(work_dir)
         self.admin_host = admin_host
         self.admin_port = admin_port
@@ -151,6 +156,9 @@ class EnvoyProcess:
             "--drain-strategy", self.drain_strategy,
             "--parent-shutdown-time-s", str(self.parent_shutdown_time_s),
             "--admin-address-path", str(self.admin_address_path),
+            # access log lines reach the file within a second (Envoy's default: 10 s),
+            # so `meshpilot logs --proxy` right after a request shows it
+            *(["--file-flush-interval-msec", "1000"] if self.access_log else []),
             *self.extra_args,
         ]
 
@@ -172,6 +180,8 @@ class EnvoyProcess:
         self.admin_port = self._requested_admin_port
         self._close_log()
         self.returncode = None
+        if self.access_log is not None:
+            self.access_log.prepare()
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
             self._proc = subprocess.Popen(
@@ -353,6 +363,12 @@ class EnvoyProcess:
         self._close_admin()
         self._close_log()
         return code
+
+    def upkeep(self, now: float) -> None:
+        """Periodic care the owner calls (cheap: a ``stat`` a second at most): keep the
+        access log under its limit, rotating it with this Envoy reopening its logs."""
+        if self.access_log is not None and self.running:
+            self.access_log.upkeep(now, self.pid)
 
     def log_tail(self, n: int = 50) -> str:
         """The last ``n`` lines of Envoy's log."""

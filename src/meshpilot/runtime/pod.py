@@ -113,12 +113,15 @@ class Pod:
     log_path: str = ""
     service_account: str = "default"
     reason: str = ""  # why a Pending pod waits, in Kubernetes' words (CreateContainerConfigError)
+    sidecar_log_path: str = ""  # the sidecar Envoy's own stdout and stderr
+    access_log_path: str = ""  # its access log ("" when access logging is off)
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""
         return ProxyNode(id=self.node_id, kind="sidecar", namespace=self.namespace, ip=self.ip,
                          workload=self.deployment, name=self.name, labels=dict(self.labels),
-                         inbound=self.inbound, service_account=self.service_account)
+                         inbound=self.inbound, service_account=self.service_account,
+                         access_log=self.access_log_path)
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,9 @@ class PodWorker:
                            if c.proc is not None and c.proc.poll() is None),
                 sidecar_pid=self._sidecar.envoy.pid if self._sidecar.envoy.running else None,
                 log_path=str(self.log_path), service_account=self.service_account,
+                sidecar_log_path=str(self._sidecar.envoy.log_path),
+                access_log_path=str(self._sidecar.envoy.access_log.path)
+                if self._sidecar.envoy.access_log else "",
                 reason=("CreateContainerConfigError"
                         if any(c.plan.blocked for c in self._containers) else ""),
             )
@@ -425,6 +431,8 @@ class PodWorker:
             self._forget()
             if self.pod_dir is not None:
                 remove_pod_dir(self.pod_dir)
+            if self._sidecar.envoy.access_log is not None:  # gone with its pod, as in k8s
+                self._sidecar.envoy.access_log.remove()
             if self._log is not None:
                 self._log.close()
             try:
@@ -487,7 +495,8 @@ class PodWorker:
             with self._lock:
                 sc.admin_port = sc.envoy.admin_port
                 sc.message = ""
-        return
+        if sc.started:
+            sc.envoy.upkeep(now)
 
     def _tick_container(self, c: _Container, now: float) -> None:
         if c.proc is not None:

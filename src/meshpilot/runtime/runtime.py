@@ -45,6 +45,7 @@ from typing import Any
 from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
+from meshpilot.proxy.access_log import AccessLogFile, access_log_path
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -168,8 +169,13 @@ class LocalRuntime:
         adopt: bool = True,
         port_walk: PortWalk | None = None,
         proxy_token: Callable[[str], str] | None = None,
+        access_log: bool = True,
     ) -> None:
         self.work_dir = Path(work_dir)
+        self.access_log = access_log
+        """Whether sidecars write Istio-format access logs (next to their bootstrap, see
+        :mod:`meshpilot.proxy.access_log`); set before adoption, which compares the
+        bootstrap (a sidecar started with the other setting is restarted, not adopted)."""
         self.xds_host = xds_host
         self.xds_port = xds_port
         self.envoy_concurrency = envoy_concurrency
@@ -508,15 +514,18 @@ class LocalRuntime:
                 labels: Mapping[str, str], template_hash: str, ip: str,
                 inbound: list[InboundPort], plans: list[ContainerPlan], node_id: str,
                 grace_seconds: float, service_account: str) -> PodWorker:
+        sidecars = self.work_dir / "sidecars"
+        access_log = AccessLogFile(access_log_path(sidecars, name)) if self.access_log else None
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
                          workload=deployment, name=name, labels=dict(labels),
-                         inbound=tuple(inbound), service_account=service_account)
+                         inbound=tuple(inbound), service_account=service_account,
+                         access_log=str(access_log.path) if access_log else "")
         token = self._proxy_token(node_id) if self._proxy_token is not None else None
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0,
                          xds_token=token)
-        envoy = EnvoyProcess(boot, name=name, work_dir=self.work_dir / "sidecars",
+        envoy = EnvoyProcess(boot, name=name, work_dir=sidecars,
                              admin_host="127.0.0.1", admin_port=0,
-                             concurrency=self.envoy_concurrency)
+                             concurrency=self.envoy_concurrency, access_log=access_log)
         return PodWorker(
             name=name, namespace=namespace, deployment=deployment, labels=labels,
             template_hash=template_hash, ip=ip, inbound=inbound, containers=plans,

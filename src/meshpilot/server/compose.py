@@ -58,7 +58,7 @@ class Components:
 
 def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
           with_mesh: bool, envoy_concurrency: int,
-          security: SecurityOptions | None = None) -> Components:
+          security: SecurityOptions | None = None, access_log: bool = True) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json. If one fails to start, those already started are stopped and the
     error is raised."""
@@ -68,7 +68,7 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
     try:
         mesh = components.mesh = MeshControlPlane(
             state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish,
-            security=security)
+            security=security, access_log=access_log)
         endpoints = mesh.start()
         publish(endpoints)
         delivery = DeliveryLoop(

@@ -36,6 +36,7 @@ from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
+from meshpilot.proxy.access_log import AccessLogFile, access_log_path
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -105,10 +106,13 @@ class MeshControlPlane:
         api_type: str = "DELTA_GRPC",
         publish: Callable[[dict[str, Any]], None] = lambda extra: None,
         security: SecurityOptions | None = None,
+        access_log: bool = True,
     ) -> None:
         self.state = state
         self.store = store
         self.host = host
+        self.access_log = access_log
+        """Whether every proxy writes Istio-format access logs (``up --access-log``)."""
         self.envoy_concurrency = envoy_concurrency
         self.api_type = api_type
         self.publish = publish
@@ -170,6 +174,7 @@ class MeshControlPlane:
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
             before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
             port_walk=self.port_walk, proxy_token=self.proxy_tokens.token_for,
+            access_log=self.access_log,
         )
         mesh_proxy_port = self.ports.get("mesh_proxy")
         ingress_port = self.ports.get("ingress.80")
@@ -202,7 +207,7 @@ class MeshControlPlane:
         for proxy in self.proxies.values():
             if not proxy.running:
                 proxy.start()
-        for target in (self._watch_store, self._rebuild_loop):
+        for target in (self._watch_store, self._rebuild_loop, self._proxy_upkeep):
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -237,11 +242,14 @@ class MeshControlPlane:
     def _proxy(self, name: str, node: ProxyNode) -> None:
         """The proxy ``name``: the running one adopted if it has this very config, else
         one to start (once the leftovers are gone)."""
+        access_log = (AccessLogFile(access_log_path(self.work_dir, name))
+                      if self.access_log else None)
+        node = replace(node, access_log=str(access_log.path) if access_log else "")
         doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port, admin_port=0,
                         api_type=self.api_type,  # type: ignore[arg-type]
                         xds_token=self.proxy_tokens.token_for(node.id))
         proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
-                             concurrency=self.envoy_concurrency)
+                             concurrency=self.envoy_concurrency, access_log=access_log)
         proxy.attach()
         self.proxies[name] = proxy
         self._proxy_nodes[name] = node
@@ -381,6 +389,16 @@ class MeshControlPlane:
             self.publish({"ingress_ports": ports})
         self.xds.publish(self._xds_snapshot(snapshot, ports, pods))
         return version
+
+    def _proxy_upkeep(self) -> None:
+        """The built-in proxies' periodic care (their access logs kept under the limit);
+        the pods' sidecars get theirs from their pod's supervisor."""
+        while not self._stopping.wait(1.0):
+            for proxy in list(self.proxies.values()):
+                try:
+                    proxy.upkeep(time.monotonic())
+                except Exception:  # a full disk must not stop the loop for good
+                    log.exception("upkeep of proxy %s failed", proxy.name)
 
     def _rebuild_loop(self) -> None:
         """Rebuild on change, at most once per ``DEBOUNCE_SECONDS``: a change after a

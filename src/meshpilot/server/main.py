@@ -66,7 +66,7 @@ def _api_tls(state: StateDir, host: str, components: compose.Components,
 
 def serve(
     state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
-    security: SecurityOptions | None = None, tls: bool = False,
+    security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
 ) -> int:
     state.create()
     try:
@@ -96,7 +96,8 @@ def serve(
     options = security if security is not None else SecurityOptions()
     try:
         components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
-                                   envoy_concurrency=envoy_concurrency, security=options)
+                                   envoy_concurrency=envoy_concurrency, security=options,
+                                   access_log=access_log)
     except Exception as exc:
         store.close()
         lock.close()
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true",
                         help="serve the API over HTTPS with a certificate from the mesh's CA "
                              "(its roots written to api-ca.pem in the state directory)")
+    parser.add_argument("--access-log", choices=("on", "off"), default="on",
+                        help="proxies write Istio-format access logs to files in the run "
+                             "directory (`meshpilot logs POD --proxy`); on by default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                cert_ttl=args.cert_ttl)
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
-                 security=security, tls=args.tls)
+                 security=security, tls=args.tls, access_log=args.access_log == "on")
 
 
 def _duration(text: str) -> timedelta:

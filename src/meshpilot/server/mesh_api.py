@@ -2,6 +2,8 @@
 
 ``/api/v1/namespaces/{ns}/pods`` lists the runtime's pods Kubernetes-style (``.../{name}``
 one of them, ``.../{name}/security`` what its sidecar enforces and why);
+``.../{name}/log`` its logs as ``kubectl logs`` reads them (``?container=istio-proxy``: the
+sidecar's access log and Envoy's output; :mod:`meshpilot.server.pod_logs`);
 ``/apis/meshpilot.io/v1/proxies`` is ``proxy-status`` (per proxy, per xDS type: the
 version sent, the version ACKed, or the NACK); ``.../proxies/{name}/config/{type}`` reads
 the proxy's own admin ``/config_dump``, so the answer is what Envoy holds, not what we
@@ -12,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import Pod
+from meshpilot.server import pod_logs
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.pod_logs import LogSource
 from meshpilot.server.pod_security import pod_security
 from meshpilot.server.proxy_secrets import ACTIVE, WARMING, secret_items, without_keys
 
@@ -55,6 +61,21 @@ def _secrets(admin: AdminClient) -> list[dict[str, Any]]:
 def _error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"kind": "Status", "status": "Failure", "code": code,
                          "message": message}, status_code=code)
+
+
+def _log_response(request: Request, sources: list[LogSource],
+                  alive: Callable[[], bool]) -> Response:
+    """Plain text, as the Kubernetes API answers a pod log request; streamed while the
+    client follows."""
+    try:
+        tail = pod_logs.parse_tail(request.query_params.get("tailLines"))
+    except ValueError:
+        return _error(400, "tailLines must be a whole number of lines, 0 or more")
+    if request.query_params.get("follow") in ("true", "1"):
+        return StreamingResponse(pod_logs.follow(sources, tail, alive),
+                                 media_type="text/plain; charset=utf-8")
+    lines = pod_logs.read_logs(sources, tail)
+    return PlainTextResponse("".join(line + "\n" for line in lines))
 
 
 class MeshAPI:
@@ -113,6 +134,32 @@ class MeshAPI:
         body = pod_security(self.mesh.snapshot, found.proxy_node())
         return JSONResponse({"apiVersion": "meshpilot.io/v1", "kind": "PodSecurity",
                              "pod": self._pod_json(found), **body})
+
+    async def pod_log(self, request: Request) -> Response:
+        """Kubernetes' pod log endpoint: ``container`` (``istio-proxy`` for the sidecar,
+        else the app), ``tailLines``, ``follow``."""
+        ns, name = request.path_params["namespace"], request.path_params["name"]
+        found = self._find_pod(ns, name)
+        if isinstance(found, Response):
+            return found
+        if request.query_params.get("container") == pod_logs.PROXY_CONTAINER:
+            sources = pod_logs.proxy_sources(found.sidecar_log_path, found.access_log_path)
+        else:
+            sources = [LogSource((Path(found.log_path),))] if found.log_path else []
+        return _log_response(request, sources,
+                             lambda: not isinstance(self._find_pod(ns, name), Response))
+
+    async def proxy_log(self, request: Request) -> Response:
+        """A built-in proxy's logs (``mesh-proxy``, ``ingressgateway``), as
+        :meth:`pod_log` gives a sidecar's."""
+        name = request.path_params["name"]
+        proxy = self.mesh.proxies.get(name)
+        if proxy is None:
+            return _error(404, f"no built-in proxy {name!r}; known: "
+                               f"{', '.join(sorted(self.mesh.proxies)) or 'none'}")
+        access = str(proxy.access_log.path) if proxy.access_log is not None else ""
+        sources = pod_logs.proxy_sources(str(proxy.log_path), access)
+        return _log_response(request, sources, lambda: name in self.mesh.proxies)
 
     async def proxies(self, request: Request) -> Response:
         out = []
@@ -218,7 +265,9 @@ class MeshAPI:
             Route("/api/v1/namespaces/{namespace}/pods", self.pods),
             Route("/api/v1/namespaces/{namespace}/pods/{name}", self.pod),
             Route("/api/v1/namespaces/{namespace}/pods/{name}/security", self.pod_security),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.pod_log),
             Route("/apis/meshpilot.io/v1/proxies", self.proxies),
+            Route("/apis/meshpilot.io/v1/proxies/{name}/log", self.proxy_log),
             Route("/apis/meshpilot.io/v1/proxies/{name}/config/{type}", self.proxy_config),
             Route("/apis/meshpilot.io/v1/readiness", self.readiness),
         ]

@@ -20,6 +20,8 @@ What a proxy gets:
   or on a TLS port forwarding by ``tcp`` routes) or passing it through by VirtualService
   ``tls`` routes, and the SDS secrets of their ``credentialName`` certificates
   (:mod:`~meshpilot.xds.translate.gateway`).
+- every listener of a proxy whose node names an access log file writes Istio's default
+  TEXT access log lines there (:mod:`~meshpilot.xds.translate.access_log`).
 
 Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
 listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
@@ -45,7 +47,7 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
-from meshpilot.xds.translate import clusters, listeners, names, telemetry
+from meshpilot.xds.translate import access_log, clusters, listeners, names, telemetry
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -143,7 +145,8 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
     """A gateway's own resources, and the servers it leaves out with why."""
     out = _empty()
     built = gateway_resources(snapshot, node)
-    _add(out, TYPE_LISTENER, built.listeners)
+    _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
+                              for listener in built.listeners))
     _add(out, TYPE_ROUTE, built.routes)
     if built.secrets:
         out[TYPE_SECRET] = {secret.name: secret for secret in built.secrets}
@@ -156,11 +159,12 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
     its JWT filter fetches keys through): a function of the node and what its inbound
     side enforces."""
     out = _empty()
-    listener = listeners.outbound(node)
-    out[TYPE_LISTENER][listener.name] = listener
+    built = [listeners.outbound(node), *(listeners.inbound(node, p, security)
+                                         for p in _ports(node))]
+    _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
+                              for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
-    _add(out, TYPE_LISTENER, (listeners.inbound(node, p, security) for p in _ports(node)))
     return out
 
 
