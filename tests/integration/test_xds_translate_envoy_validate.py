@@ -55,9 +55,11 @@ metadata: {name: reviews}
 spec:
   host: reviews
   trafficPolicy:
-    loadBalancer: {simple: LEAST_CONN}
+    loadBalancer: {simple: LEAST_CONN, warmup: {duration: 30s, minimumPercent: 10,
+                                                aggression: 1.5}}
     connectionPool:
-      tcp: {maxConnections: 10, connectTimeout: 1s}
+      tcp: {maxConnections: 10, connectTimeout: 1s, maxConnectionDuration: 1h,
+            tcpKeepalive: {time: 60s, interval: 10s, probes: 3}}
       http: {http1MaxPendingRequests: 5, http2MaxRequests: 20, maxRetries: 3,
              maxRequestsPerConnection: 2, idleTimeout: 10s}
     outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 1s,

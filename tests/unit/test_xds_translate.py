@@ -14,6 +14,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
 from meshpilot.api.networking import DestinationRule, Gateway, VirtualService
@@ -34,6 +35,7 @@ from meshpilot.xds.translate import (
     TYPE_SCOPED_ROUTE,
     build_resources,
 )
+from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY
 
 REVIEWS = "reviews.default.svc.cluster.local"
 RATINGS = "ratings.default.svc.cluster.local"
@@ -813,3 +815,40 @@ def test_same_input_gives_identical_bytes():
     first, second = dump(), dump()
     assert first == second
     assert list(first[TYPE_CLUSTER]) == list(second[TYPE_CLUSTER])
+
+
+def test_keepalive_connection_duration_and_warmup_reach_the_cluster():
+    """Istio's tcpKeepalive, maxConnectionDuration and warmup (slow start for
+    ROUND_ROBIN and LEAST_REQUEST only, as Istio)."""
+    rule = dr("""
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {warmup: {duration: 30s, minimumPercent: 10, aggression: 1.5}}
+    connectionPool:
+      tcp: {maxConnectionDuration: 1h, tcpKeepalive: {time: 60s, interval: 10s, probes: 3}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 20s}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 20s}}
+""")
+    found = build_resources(snapshot(rule), SIDECAR)[TYPE_CLUSTER]
+    plain = found[f"outbound|9080||{REVIEWS}"]
+    keepalive = plain.upstream_connection_options.tcp_keepalive
+    assert (keepalive.keepalive_time.value, keepalive.keepalive_interval.value,
+            keepalive.keepalive_probes.value) == (60, 10, 3)
+    slow = plain.least_request_lb_config.slow_start_config
+    assert slow.slow_start_window.seconds == 30 and slow.min_weight_percent.value == 10
+    assert slow.aggression.default_value == 1.5
+    options = hpo.HttpProtocolOptions()
+    plain.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(options)
+    assert options.common_http_protocol_options.max_connection_duration.seconds == 3600
+    v1 = found[f"outbound|9080|v1|{REVIEWS}"]
+    assert v1.round_robin_lb_config.slow_start_config.slow_start_window.seconds == 20
+    v2 = found[f"outbound|9080|v2|{REVIEWS}"]
+    assert not v2.HasField("round_robin_lb_config") and not v2.HasField(
+        "least_request_lb_config")  # RANDOM takes no warm-up, in Istio neither

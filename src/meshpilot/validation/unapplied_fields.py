@@ -186,22 +186,9 @@ _POLICY_FIELDS: tuple[Unapplied, ...] = (
              "and the cluster balances with LEAST_REQUEST; remove it"),
     _row("loadBalancer", "localityLbSetting", when=_locality_enabled,
          why="localityLbSetting is not applied: " + _NO_LOCALITY),
-    _row("loadBalancer", "warmupDurationSecs",
-         why="warmupDurationSecs is not applied: a new endpoint gets its full share of "
-             "traffic at once; remove it"),
-    _row("loadBalancer", "warmup",
-         why="warmup is not applied: a new endpoint gets its full share of traffic at "
-             "once; remove it"),
     _row("loadBalancer", "consistentHash", "httpCookie", "attributes",
          why="attributes are not applied: a cookie the proxy generates carries name, path "
              "and ttl only; remove them"),
-    _row("connectionPool", "tcp", "tcpKeepalive",
-         why="tcpKeepalive is not applied: upstream connections use the operating "
-             "system's keepalive settings; remove it"),
-    _row("connectionPool", "tcp", "maxConnectionDuration",
-         why="maxConnectionDuration is not applied: upstream connections live until idle "
-             "(idleTimeout) or closed; use idleTimeout or "
-             "connectionPool.http.maxRequestsPerConnection"),
     _row("connectionPool", "http", "h2UpgradePolicy", when=_equals("UPGRADE"),
          why="h2UpgradePolicy: UPGRADE is not applied: HTTP/1.1 requests go upstream as "
              "HTTP/1.1; declare the port as http2 or grpc to speak HTTP/2"),

@@ -26,7 +26,7 @@ What a proxy gets:
 Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
 listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
 gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH, refused: MP0037), and the fields listed in
-:mod:`meshpilot.validation.unapplied_fields` (locality load balancing, warmup,
+:mod:`meshpilot.validation.unapplied_fields` (locality load balancing,
 tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, ...),
 warned about at apply (MP2016) or refused where ignoring them would weaken security
 (MP0046). A field this package starts to read must

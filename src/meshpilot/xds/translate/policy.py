@@ -20,10 +20,13 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
+from meshpilot.api.base import parse_duration
 from meshpilot.api.networking import (
     ConsistentHashLB,
     DestinationRule,
+    LoadBalancerSettings,
     PortTrafficPolicy,
+    TcpKeepalive,
     TrafficPolicy,
 )
 from meshpilot.xds.translate import pb
@@ -105,6 +108,29 @@ def _load_balancer(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None) -
         "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
         "RANDOM": cluster_pb2.Cluster.RANDOM,
     }.get(simple or "", cluster_pb2.Cluster.LEAST_REQUEST)
+    if policy and policy.load_balancer:
+        _slow_start(cluster, policy.load_balancer)
+
+
+def _slow_start(cluster: cluster_pb2.Cluster, lb: LoadBalancerSettings) -> None:
+    """``warmup`` (or the older ``warmupDurationSecs``): a new endpoint's share of traffic
+    grows over the window (Envoy's slow start), as Istio does for ROUND_ROBIN and
+    LEAST_REQUEST only; the other algorithms take no warm-up, in Istio neither."""
+    window = lb.warmup.duration if lb.warmup else lb.warmup_duration_secs
+    if not window:
+        return
+    if cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN:
+        config = cluster.round_robin_lb_config.slow_start_config
+    elif cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST:
+        config = cluster.least_request_lb_config.slow_start_config
+    else:
+        return
+    config.slow_start_window.CopyFrom(pb.duration(window))
+    if lb.warmup and lb.warmup.aggression is not None:
+        config.aggression.default_value = lb.warmup.aggression
+        config.aggression.runtime_key = "meshpilot.slow_start.aggression"
+    if lb.warmup and lb.warmup.minimum_percent is not None:
+        config.min_weight_percent.value = float(lb.warmup.minimum_percent)
 
 
 def _circuit_breakers(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None) -> None:
@@ -129,6 +155,21 @@ def _circuit_breakers(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None
     cluster.connect_timeout.CopyFrom(
         pb.duration((tcp and tcp.connect_timeout) or DEFAULT_CONNECT_TIMEOUT)
     )
+    if tcp and tcp.tcp_keepalive is not None:
+        _keepalive(cluster, tcp.tcp_keepalive)
+
+
+def _keepalive(cluster: cluster_pb2.Cluster, spec: TcpKeepalive) -> None:
+    """TCP keepalive on upstream connections (Istio: ``tcpKeepalive: {}`` switches it on
+    with the operating system's probes, time and interval; given ones are set)."""
+    keepalive = cluster.upstream_connection_options.tcp_keepalive
+    keepalive.SetInParent()
+    if spec.probes is not None:
+        keepalive.keepalive_probes.value = spec.probes
+    if spec.time:
+        keepalive.keepalive_time.value = max(1, round(parse_duration(spec.time)))
+    if spec.interval:
+        keepalive.keepalive_interval.value = max(1, round(parse_duration(spec.interval)))
 
 
 def _outlier(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None) -> None:
@@ -182,6 +223,9 @@ def _protocol_options(
             protocol_pb2.Http1ProtocolOptions())
     if idle_timeout:
         options.common_http_protocol_options.idle_timeout.CopyFrom(pb.duration(idle_timeout))
+    if tcp and tcp.max_connection_duration:  # as Istio: on the HTTP connection pool
+        options.common_http_protocol_options.max_connection_duration.CopyFrom(
+            pb.duration(tcp.max_connection_duration))
     if http and http.max_requests_per_connection:
         options.common_http_protocol_options.max_requests_per_connection.CopyFrom(
             wrappers_pb2.UInt32Value(value=http.max_requests_per_connection)
