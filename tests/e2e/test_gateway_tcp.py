@@ -33,9 +33,11 @@ GATEWAY = """\
 
 def echo(version: str, word: str) -> dict[str, Any]:
     labels = {"app": "tcp-echo", "version": version}
+    # as Istio's sample: the container port has no name; the Service port's name (tcp)
+    # is what makes the pod's sidecar forward it as TCP
     container = {"name": "tcp-echo", "command": [sys.executable, str(ECHO_APP), word],
-                 "ports": [{"name": "tcp", "containerPort": 9000}],
-                 "readinessProbe": {"tcpSocket": {"port": "tcp"}, "periodSeconds": 1}}
+                 "ports": [{"containerPort": 9000}],
+                 "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1}}
     return deployment(f"tcp-echo-{version}", containers=[container], labels=labels)
 
 

@@ -11,6 +11,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
+from meshpilot.mesh.index import with_service_protocols
 from meshpilot.mesh.model import (
     Endpoint,
     InboundPort,
@@ -117,3 +118,25 @@ def test_tls_and_https_container_ports_are_forwarded_as_bytes():
                    for f in chain.filters]
         assert "envoy.filters.network.tcp_proxy" in filters, filters
     assert http_inbound_ports(node) == [8080]
+
+
+def test_the_service_port_decides_an_inbound_port_whose_name_says_nothing():
+    """Istio selects a workload's inbound protocol by the Service port targeting it: an
+    unnamed container port behind a ``tcp`` Service port is forwarded as TCP (Istio's
+    tcp-echo sample), one behind ``appProtocol: grpc`` speaks HTTP/2 to the app; a node
+    the Services say nothing new about is handed back as the same object."""
+    plain = ProxyNode(id="sidecar~127.10.0.9~echo-v1.default", kind="sidecar",
+                      namespace="default", ip="127.10.0.9",
+                      inbound=(InboundPort(9000, 40001, "", "HTTP"),))
+    for protocol, expected in (("TCP", "TCP"), ("GRPC", "GRPC"), ("HTTP", "HTTP")):
+        snap = _snapshot(protocol)
+        seen = with_service_protocols(snap, plain)
+        assert seen.inbound[0].protocol == expected
+        assert (seen is plain) == (protocol == "HTTP")
+    filters = [f.name for chain in build_resources(_snapshot("TCP"), plain)[TYPE_LISTENER][
+        "inbound_9000"].filter_chains for f in chain.filters]
+    assert "envoy.filters.network.tcp_proxy" in filters
+    inbound = build_resources(_snapshot("GRPC"), plain)[TYPE_CLUSTER]["inbound|9000||"]
+    options = hpo.HttpProtocolOptions()
+    inbound.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(options)
+    assert options.explicit_http_config.HasField("http2_protocol_options")

@@ -8,6 +8,8 @@ wins, then the rule in the proxy's namespace, then the service's namespace, then
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches
@@ -79,6 +81,7 @@ class SnapshotIndex:
                 bucket.append((pattern, named))
         self._mesh_vs: dict[tuple[str, str | None], Named[VirtualService] | None] = {}
         self._services = snapshot.services
+        self._endpoint_map = snapshot.endpoints
         self._exported = any(s.export_to for s in snapshot.services.values())
         self._visible: dict[tuple[str, EgressScope | None], Mapping[str, MeshService]] = {}
         self._sidecars = snapshot.sidecars
@@ -91,8 +94,12 @@ class SnapshotIndex:
         as long as the snapshot."""
         self._endpoints = tuple(snapshot.endpoints.values())
         self._sources: tuple[str, ...] | None = None
+        self._target: Mapping[tuple[str, int], str] | None = None
         if previous is not None and same_objects(self._endpoints, previous._endpoints):
             self._sources = previous._sources  # the same endpoints: the same callers
+            if same_objects(tuple(snapshot.services.values()),
+                            tuple(previous._services.values())):
+                self._target = previous._target  # ... and services: the same targets
 
     def _rule_facts(self, named: Named[Any],
                     known: dict[int, tuple[Named[Any], RuleFacts]]) -> RuleFacts:
@@ -122,6 +129,23 @@ class SnapshotIndex:
                 h: s for h, s in self._services.items()
                 if exported_to(s.export_to, s.namespace, namespace)
                 and (scope is None or _in_scope(scope, s))}
+        return found
+
+    def target_protocols(self) -> Mapping[tuple[str, int], str]:
+        """(workload address, container port) -> the protocol of the Service ports that
+        target it, where they say more than the default HTTP and agree (a conflict, or a
+        plain HTTP Service port, leaves the port to its own name)."""
+        found = self._target
+        if found is None:
+            seen: dict[tuple[str, int], set[str]] = {}
+            for host, eps in self._endpoint_map.items():
+                service = self._services.get(host)
+                for e in eps if service is not None else ():
+                    port = service.port(e.service_port)
+                    if port is not None and port.protocol != "HTTP":
+                        seen.setdefault((e.address, e.port), set()).add(port.protocol)
+            found = self._target = MappingProxyType(
+                {k: next(iter(v)) for k, v in seen.items() if len(v) == 1})
         return found
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Named[Sidecar] | None:
@@ -293,6 +317,22 @@ def mesh_virtual_service(snapshot: MeshSnapshot, host: str, namespace: str | Non
     """The VirtualService bound to the mesh (sidecars) for ``host``, if any, among those
     exported to proxies of ``namespace`` (any, when None)."""
     return of(snapshot).mesh_virtual_service(host, namespace)
+
+
+def with_service_protocols(snapshot: MeshSnapshot, node: ProxyNode) -> ProxyNode:
+    """``node`` with each inbound port's protocol taken from the Service ports that
+    target it, as Istio selects a workload's inbound protocol (the Service port's
+    ``appProtocol`` or name, not the container port's name); ``node`` itself when that
+    changes nothing, so an unchanged node stays the same object."""
+    if node.kind == "gateway" or not node.inbound:
+        return node
+    protocols = of(snapshot).target_protocols()
+    if not protocols or all(protocols.get((node.ip, p.container_port), p.protocol) ==
+                            p.protocol for p in node.inbound):
+        return node  # the common case, a dict look-up per port: every proxy, every change
+    ports = tuple(replace(p, protocol=protocols.get((node.ip, p.container_port), p.protocol))
+                  for p in node.inbound)
+    return replace(node, inbound=ports)  # type: ignore[arg-type]
 
 
 def visible_services(snapshot: MeshSnapshot, node: ProxyNode) -> Mapping[str, MeshService]:

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from meshpilot.mesh.index import destination_rule
+from meshpilot.mesh.index import destination_rule, with_service_protocols
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.mesh.sources import MUTUAL_TLS, parse_counted, spiffe_id
@@ -327,7 +327,8 @@ class _Inbound:
                         identity.labels)
         self.principal = spiffe_id(snapshot.trust_domain, node.namespace,
                                    node.service_account)
-        self.protocols = {p.container_port: p.protocol for p in node.inbound}
+        self.protocols = {p.container_port: p.protocol
+                          for p in with_service_protocols(snapshot, node).inbound}
         self._bases: dict[int, dict[str, str]] = {}
 
     def base(self, port: int) -> dict[str, str]:

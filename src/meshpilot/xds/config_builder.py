@@ -229,6 +229,7 @@ class ProxyConfigBuilder:
         self._nodes: dict[str, _Node] = {}
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
+        self._retargeted = False  # whether some Service port decides an inbound protocol
         self._gen = 0
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
@@ -245,10 +246,13 @@ class ProxyConfigBuilder:
     def config_for(self, snapshot: MeshSnapshot, node: ProxyNode,
                    secrets: SecretMaterial | None = None) -> Config:
         """``node``'s config at ``snapshot``; with ``secrets``, its SDS secrets too (the
-        very same object again means the same secrets)."""
+        very same object again means the same secrets). Its inbound ports speak what
+        the Service ports targeting them say (:func:`index.with_service_protocols`)."""
         with self._lock:
             if snapshot is not self._snapshot:
                 self._advance(snapshot)
+            if self._retargeted:  # some Service port says more than HTTP: a look-up per port
+                node = index.with_service_protocols(snapshot, node)
             state = self._nodes.get(node.id)
             if state is None:
                 state = self._nodes[node.id] = _Node()
@@ -319,6 +323,7 @@ class ProxyConfigBuilder:
         if not same_objects(policies, self._policies):
             self._policies = policies  # one object while the security policies stay
         self._sensitive = index.of(snapshot).label_sensitive
+        self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:

@@ -196,6 +196,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     """Every resource ``node`` should have: type URL → resource name → message (the SDS
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
+    node = index.with_service_protocols(snapshot, node)
     out = _empty()
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":
