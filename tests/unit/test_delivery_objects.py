@@ -88,7 +88,7 @@ def test_service_fields_are_carried_to_every_rule() -> None:
     )
     vs = gen.virtual_service(c, gen.routing(c, state(canary_weight=10)))
     assert vs["spec"]["hosts"] == ["podinfo", "app.example.com"]
-    assert vs["spec"]["gateways"] == ["public-gateway", "mesh"]
+    assert vs["spec"]["gateways"] == ["public-gateway"]  # as Flagger: no mesh beside it
     rule = vs["spec"]["http"][0]
     assert rule["timeout"] == "5s" and rule["retries"]["attempts"] == 3
     assert rule["headers"] == {"request": {"add": {"x-via": "mesh"}}}
@@ -150,3 +150,22 @@ def test_selector_label_prefers_app_then_name() -> None:
     target = deployment("v1")
     target["spec"]["selector"]["matchLabels"] = {"tier": "web", "app.kubernetes.io/name": "x"}
     assert gen.selector_label(target) == ("app.kubernetes.io/name", "x")
+
+
+def test_hosts_and_gateways_follow_flaggers_router() -> None:
+    """Flagger's Istio router: the apex host is added unless it or ``*`` is listed, and
+    ``mesh`` only when no gateway is (its session-affinity e2e spec: hosts ["*"] on a
+    gateway must not capture in-mesh traffic of other services)."""
+    def spec(**service: Any) -> dict[str, Any]:
+        c = make(**service)
+        return gen.virtual_service(c, gen.routing(c, state(canary_weight=10)))["spec"]
+
+    wild = spec(hosts=["*"], gateways=["istio-system/public-gateway"])
+    assert wild["hosts"] == ["*"] and wild["gateways"] == ["istio-system/public-gateway"]
+    both = spec(hosts=["app.example.com"], gateways=["public-gateway", "mesh"])
+    assert both["gateways"] == ["public-gateway", "mesh"]
+    assert both["hosts"] == ["podinfo", "app.example.com"]
+    mesh_only = spec()
+    assert "gateways" not in mesh_only and mesh_only["hosts"] == ["podinfo"]
+    listed = spec(hosts=["podinfo", "app.example.com"], gateways=["public-gateway"])
+    assert listed["hosts"] == ["podinfo", "app.example.com"]

@@ -338,13 +338,20 @@ def _http_rules(canary: Canary, route: Routing) -> list[dict[str, Any]]:
 
 
 def virtual_service(canary: Canary, route: Routing) -> dict[str, Any]:
-    """VirtualService NAME: clients keep calling NAME; this decides who answers."""
+    """VirtualService NAME: clients keep calling NAME; this decides who answers.
+
+    Hosts and gateways as Flagger's Istio router sets them: ``service.hosts`` plus the
+    apex name unless the apex or ``*`` is among them, and ``service.gateways`` as given
+    (none means the mesh). Binding the mesh beside a listed gateway, or the apex beside
+    ``*``, would make this VirtualService claim in-mesh traffic of services the Canary
+    does not own."""
     apex = canary.service_names[0]
     svc = canary.spec.service
-    spec: dict[str, Any] = {"hosts": [apex, *[h for h in svc.hosts or [] if h != apex]]}
+    hosts = list(svc.hosts or [])
+    spec: dict[str, Any] = {
+        "hosts": hosts if apex in hosts or "*" in hosts else [apex, *hosts]}
     if svc.gateways:
-        # As Flagger: the apex host stays routable in the mesh.
-        spec["gateways"] = [*svc.gateways, *([] if "mesh" in svc.gateways else ["mesh"])]
+        spec["gateways"] = list(svc.gateways)
     spec["http"] = _http_rules(canary, route)
     return {
         "apiVersion": "networking.istio.io/v1",
