@@ -384,14 +384,23 @@ class PodWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _status_message(self, blocked: str) -> str:
+        """Why the pod is as it is (held under the lock): a container's own word, else
+        what keeps it from starting (said at once, before the supervisor's first look at
+        it), else a readiness probe's, else the sidecar's."""
+        message = next((c.message for c in self._containers if c.message), "")
+        if not message and blocked:
+            message = f"CreateContainerConfigError: {blocked}"
+        if not message and not self._ready and self._phase == "Running":
+            message = next((c.tracker.message for c in self._containers
+                            if not c.tracker.ready), "")
+        return message or self._sidecar.message
+
     def snapshot(self) -> Pod:
         stopping = self._stop.is_set()
         with self._lock:
-            message = next((c.message for c in self._containers if c.message), "")
-            if not message and not self._ready and self._phase == "Running":
-                message = next((c.tracker.message for c in self._containers
-                                if not c.tracker.ready), "")
-            message = message or self._sidecar.message
+            blocked = next((c.plan.blocked for c in self._containers if c.plan.blocked), "")
+            message = self._status_message(blocked)
             return Pod(
                 name=self.name, namespace=self.namespace, deployment=self.deployment,
                 labels=dict(self.labels), ip=self.ip, inbound=self.inbound,
@@ -406,8 +415,7 @@ class PodWorker:
                 sidecar_log_path=str(self._sidecar.envoy.log_path),
                 access_log_path=str(self._sidecar.envoy.access_log.path)
                 if self._sidecar.envoy.access_log else "",
-                reason=("CreateContainerConfigError"
-                        if any(c.plan.blocked for c in self._containers) else ""),
+                reason="CreateContainerConfigError" if blocked else "",
             )
 
     # --- the supervisor loop ------------------------------------------------------------
