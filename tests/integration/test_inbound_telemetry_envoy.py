@@ -22,7 +22,6 @@ import http.client
 import http.server
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import yaml
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from tests.integration.echo_app import echo_server, serve
 from tests.integration.security_envoy import (
     Workload,
     as_dict,
@@ -71,21 +71,6 @@ spec:
 """
 JWKS = json.dumps({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0", "alg": "HS256"}]})
 
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """The app: answers every GET with the headers it received."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -132,9 +117,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root.write_bytes(ca.trust_bundle.pem)
     httpbin, sleep, evil, stranger = (issue(ca, "foo", sa, work / "certs")
                                       for sa in ("httpbin", "sleep", "evil", "stranger"))
-    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    app.daemon_threads = True
-    threading.Thread(target=app.serve_forever, daemon=True).start()
+    app = echo_server()
+    serve(app)
     port = free_port()
     node = ProxyNode(id="sidecar~127.0.0.1~httpbin-0.foo~foo.svc.cluster.local",
                      kind="sidecar", namespace="foo", ip="127.0.0.1", workload="httpbin",
@@ -278,4 +262,4 @@ def test_whatever_plaintext_clients_claim_the_names_stay_the_known_ones(
 def test_the_app_is_told_who_really_called(server: Server) -> None:
     status, body = get(server, "/", claim=SLEEP, cert=server.evil, headers=FORGED_PROOF)
     assert status == 200
-    assert json.loads(body)[tls.PEER_PRINCIPAL_HEADER] == server.evil.identity.uri
+    assert json.loads(body)["headers"][tls.PEER_PRINCIPAL_HEADER] == server.evil.identity.uri

@@ -26,7 +26,6 @@ import http.server
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.integration.echo_app import echo_server, serve
 from tests.integration.gateway_envoy import Issued, gateway_bootstrap, issue, tls_secret
 from tests.integration.security_envoy import static_cluster
 
@@ -87,23 +87,6 @@ spec:
 """
 
 
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """The backend behind the gateway: the path and headers it received, as JSON."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = json.dumps({"path": self.path, "headers": {
-            k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -122,12 +105,6 @@ def _write(directory: Path, name: str, issued: Issued) -> None:
     (directory / f"{name}.key").write_bytes(issued.key_pem)
 
 
-def _serve(server: http.server.ThreadingHTTPServer) -> int:
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return int(server.server_address[1])
-
-
 def _tls_backend(cert: Issued, files: Path, seen: list[str | None]
                  ) -> http.server.ThreadingHTTPServer:
     """``nginx.example.com``: an HTTPS server with its own certificate, recording the SNI
@@ -140,7 +117,7 @@ def _tls_backend(cert: Issued, files: Path, seen: list[str | None]
         seen.append(name)
 
     context.sni_callback = record
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server = echo_server()
     server.socket = context.wrap_socket(server.socket, server_side=True)
     return server
 
@@ -181,9 +158,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                          ("rogue", rogue)):
         _write(files, name, issued)
     seen: list[str | None] = []
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo),
+    servers = [echo_server(),
                _tls_backend(issue(NGINX, backend_root, dns=[NGINX]), files, seen)]
-    echo_port, tls_port = (_serve(s) for s in servers)
+    echo_port, tls_port = (serve(s) for s in servers)
 
     http_port, https_port = free_port(), free_port()
     node = ProxyNode(id="router~127.0.0.1~istio-ingressgateway.istio-system", kind="gateway",

@@ -27,7 +27,6 @@ import http.server
 import json
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from tests.integration.echo_app import echo_server, serve
 from tests.integration.security_envoy import (
     Workload,
     bootstrap,
@@ -83,23 +83,6 @@ spec:
 """
 
 
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """The app: answers every GET with the path and the headers it received."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = json.dumps({"path": self.path,
-                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @dataclass(frozen=True)
 class Mesh:
@@ -132,10 +115,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     certs = work / "certs"
     httpbin, sleep, evil = (issue(ca, "foo", sa, certs) for sa in ("httpbin", "sleep", "evil"))
 
-    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    app.daemon_threads = True
-    threading.Thread(target=app.serve_forever, daemon=True).start()
-    app_port = app.server_address[1]
+    app = echo_server()
+    app_port = serve(app)
 
     strict, permissive, tcp, client, jwt_port = (free_port() for _ in range(5))
     jwt_key = ec.generate_private_key(ec.SECP256R1())
