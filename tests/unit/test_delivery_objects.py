@@ -169,3 +169,59 @@ def test_hosts_and_gateways_follow_flaggers_router() -> None:
     assert "gateways" not in mesh_only and mesh_only["hosts"] == ["podinfo"]
     listed = spec(hosts=["podinfo", "app.example.com"], gateways=["public-gateway"])
     assert listed["hosts"] == ["podinfo", "app.example.com"]
+
+
+def test_service_metadata_goes_on_the_services_and_the_virtual_service() -> None:
+    """Flagger's service.apex / primary / canary metadata: on the Service of that name
+    (apex also on the VirtualService); each Service labelled with its own name under the
+    selector key, as Flagger's Kubernetes router does; meshpilot's marks always kept."""
+    c = make(apex={"labels": {"team": "web"}, "annotations": {"docs": "apex"}},
+             primary={"labels": {"tier": "stable"}},
+             canary={"annotations": {"docs": "canary"},
+                     "labels": {"app.kubernetes.io/managed-by": "someone-else"}})
+    services = {s["metadata"]["name"]: s["metadata"] for s in gen.services(c, deployment())}
+    assert services["podinfo"]["labels"] == {
+        "team": "web", "app": "podinfo", **gen.MANAGED_BY}
+    assert services["podinfo"]["annotations"] == {"docs": "apex",
+                                                  gen.CANARY_ANNOTATION: "podinfo"}
+    assert services["podinfo-primary"]["labels"] == {
+        "tier": "stable", "app": "podinfo-primary", **gen.MANAGED_BY}
+    assert services["podinfo-canary"]["annotations"]["docs"] == "canary"
+    assert services["podinfo-canary"]["labels"] == {"app": "podinfo-canary",
+                                                     **gen.MANAGED_BY}
+    vs_meta = gen.virtual_service(c, gen.routing(c, state()))["metadata"]
+    assert vs_meta["labels"]["team"] == "web" and vs_meta["annotations"]["docs"] == "apex"
+
+
+def test_port_discovery_adds_the_other_container_ports() -> None:
+    """Flagger's portDiscovery: every container port but the service's own, named by the
+    container or tcp-CONTAINER-INDEX, the mesh proxy's ports left out."""
+    target = deployment()
+    target["spec"]["template"]["spec"]["containers"] = [
+        {"name": "app", "image": "podinfo", "ports": [
+            {"name": "http", "containerPort": 9898}, {"name": "grpc", "containerPort": 9999},
+            {"containerPort": 9797}]},
+        {"name": "istio-proxy", "image": "proxy", "ports": [{"containerPort": 15090}]},
+    ]
+    c = make(portDiscovery=True)
+    for svc in gen.services(c, target):
+        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+            ("http", 9898), ("grpc", 9999), ("tcp-app-2", 9797)]
+        Service.model_validate(svc)
+    plain = gen.services(make(), target)[0]["spec"]["ports"]
+    assert [p["port"] for p in plain] == [9898]
+
+
+def test_delegation_makes_a_delegate_virtual_service() -> None:
+    """Flagger's service.delegation: the VirtualService has no hosts and no gateways, so a
+    root VirtualService can delegate to it; hosts or gateways beside it are refused."""
+    c = make(delegation=True)
+    vs = gen.virtual_service(c, gen.routing(c, state(canary_weight=20)))
+    assert "hosts" not in vs["spec"] and "gateways" not in vs["spec"]
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [80, 20]
+    body = canary()
+    body["spec"]["service"].update(delegation=True, hosts=["app.example.com"])
+    plan = plan_apply([("canary.json", json.dumps(body))])
+    assert not plan.ok
+    (d,) = [d for d in plan.diagnostics if d.severity == Severity.ERROR]
+    assert d.path == "spec.service" and "delegation" in d.message

@@ -88,6 +88,16 @@ class CanaryService(Model):
     canary: CustomMetadata | None = None
     unmanaged_metadata: UnmanagedMetadata | None = None
 
+    @model_validator(mode="after")
+    def _delegate_has_no_hosts(self) -> CanaryService:
+        if self.delegation and (self.hosts or self.gateways):
+            raise PydanticCustomError(
+                "mp_value",
+                "delegation makes the VirtualService a delegate, which has no hosts or "
+                "gateways (the root VirtualService that delegates to it has them); remove "
+                "hosts and gateways, or delegation")
+        return self
+
 
 class ThresholdRange(Model):
     min: float | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from meshpilot.api.flagger import Canary, CanaryAnalysis, SessionAffinity
+from meshpilot.api.flagger import Canary, CanaryAnalysis, CustomMetadata, SessionAffinity
 from meshpilot.delivery.state import RolloutState
 
 MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-delivery"})
@@ -28,12 +28,17 @@ def _dump(model: Any) -> Any:
     return model.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
-def _meta(canary: Canary, name: str) -> dict[str, Any]:
+def _meta(canary: Canary, name: str, custom: CustomMetadata | None = None,
+          **labels: str) -> dict[str, Any]:
+    """Metadata of a generated object: the user's ``custom`` labels and annotations
+    (Flagger's service.apex / primary / canary), then ``labels``, then the marks that
+    make it meshpilot's (those win, so ownership cannot be given away by a label)."""
     return {
         "name": name,
         "namespace": canary.metadata.namespace,
-        "labels": dict(MANAGED_BY),
-        "annotations": {CANARY_ANNOTATION: canary.metadata.name},
+        "labels": {**((custom and custom.labels) or {}), **labels, **MANAGED_BY},
+        "annotations": {**((custom and custom.annotations) or {}),
+                        CANARY_ANNOTATION: canary.metadata.name},
     }
 
 
@@ -113,10 +118,11 @@ def scaled_target(target: dict[str, Any], replicas: int) -> dict[str, Any] | Non
 # --- services and destination rules ---------------------------------------------------
 
 
-def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
-    """NAME and NAME-primary select the primary's pods; NAME-canary the target's."""
-    apex, primary, canary_svc = canary.service_names
-    key, value = selector_label(target)
+SIDECAR_CONTAINERS = frozenset({"istio-proxy", "envoy"})
+"""Containers whose ports service.portDiscovery leaves out (a mesh proxy's, as Flagger)."""
+
+
+def _service_port(canary: Canary) -> dict[str, Any]:
     svc = canary.spec.service
     port: dict[str, Any] = {
         "name": svc.port_name or "http",
@@ -126,19 +132,59 @@ def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
     }
     if svc.app_protocol:
         port["appProtocol"] = svc.app_protocol
+    return port
 
-    def one(name: str, selected: str) -> dict[str, Any]:
+
+def discovered_ports(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
+    """service.portDiscovery: every container port of the target but the service's own
+    (its port, or its targetPort by number or name), named as the container names it or
+    ``tcp-CONTAINER-INDEX`` as Flagger does; sorted by name so the Service is the same
+    on every tick."""
+    svc = canary.spec.service
+    target_port = svc.target_port if svc.target_port is not None else svc.port
+    found: dict[str, int] = {}
+    containers = (((target.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers") or []
+    for container in containers:
+        if container.get("name") in SIDECAR_CONTAINERS:
+            continue
+        for i, port in enumerate(container.get("ports") or []):
+            number, name = port.get("containerPort"), port.get("name")
+            if number == target_port or (name and name == target_port):
+                continue
+            found.setdefault(name or f"tcp-{container.get('name')}-{i}", number)
+    taken = {svc.port}
+    out = []
+    for name, number in sorted(found.items()):
+        if number not in taken:
+            taken.add(number)
+            out.append({"name": name, "port": number, "targetPort": number, "protocol": "TCP"})
+    return out
+
+
+def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
+    """NAME and NAME-primary select the primary's pods; NAME-canary the target's. Each
+    carries its service.apex / primary / canary metadata and, as Flagger labels them,
+    the selector key set to its own name."""
+    apex, primary, canary_svc = canary.service_names
+    key, value = selector_label(target)
+    svc = canary.spec.service
+    ports = [_service_port(canary)]
+    if svc.port_discovery:
+        ports += discovered_ports(canary, target)
+
+    def one(name: str, selected: str, custom: CustomMetadata | None) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(canary, name),
-            "spec": {"selector": {key: selected}, "ports": [dict(port)]},
+            "metadata": _meta(canary, name, custom, **{key: name}),
+            "spec": {"selector": {key: selected}, "ports": [dict(p) for p in ports]},
         }
 
     return [
-        one(apex, f"{value}-primary"),
-        one(primary, f"{value}-primary"),
-        one(canary_svc, value),
+        one(apex, f"{value}-primary", svc.apex),
+        one(primary, f"{value}-primary", svc.primary),
+        one(canary_svc, value, svc.canary),
     ]
 
 
@@ -344,19 +390,22 @@ def virtual_service(canary: Canary, route: Routing) -> dict[str, Any]:
     apex name unless the apex or ``*`` is among them, and ``service.gateways`` as given
     (none means the mesh). Binding the mesh beside a listed gateway, or the apex beside
     ``*``, would make this VirtualService claim in-mesh traffic of services the Canary
-    does not own."""
+    does not own. With service.delegation it has no hosts (nor gateways, which the
+    Canary refuses beside delegation): a delegate, which a root VirtualService of the
+    user's names in ``delegate``, as Flagger makes it."""
     apex = canary.service_names[0]
     svc = canary.spec.service
     hosts = list(svc.hosts or [])
-    spec: dict[str, Any] = {
-        "hosts": hosts if apex in hosts or "*" in hosts else [apex, *hosts]}
+    spec: dict[str, Any] = {}
+    if not svc.delegation:
+        spec["hosts"] = hosts if apex in hosts or "*" in hosts else [apex, *hosts]
     if svc.gateways:
         spec["gateways"] = list(svc.gateways)
     spec["http"] = _http_rules(canary, route)
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
-        "metadata": _meta(canary, apex),
+        "metadata": _meta(canary, apex, svc.apex),
         "spec": spec,
     }
 

@@ -72,6 +72,8 @@ UNAPPLIED_SECURITY_FIELD = Code("MP0046", Severity.ERROR, "field meshpilot does 
                                 "where ignoring it would weaken security")
 BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item path the "
                         "local runtime cannot make (unknown volume, path not allowed)")
+NOT_IMPLEMENTED_FLAGGER_FIELD = Code("MP0048", Severity.ERROR, "Canary or MetricTemplate field "
+                                     "or value meshpilot does not implement")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

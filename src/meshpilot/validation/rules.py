@@ -19,10 +19,13 @@ from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
 from meshpilot.validation.finding import Finding
+from meshpilot.validation.flagger_fields import CANARY, METRIC_TEMPLATE
 from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.l4_route_rules import virtual_service_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
+from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
+from meshpilot.validation.unapplied_fields import rule_of
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
 
@@ -42,12 +45,15 @@ def _all_of(*rules: Rule) -> Rule:
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
+    "Canary": rule_of(CANARY),
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
+    "MetricTemplate": rule_of(METRIC_TEMPLATE),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
     "Secret": _tls_secret,
+    "Service": rule_of(SERVICE),
     "ServiceEntry": unapplied("ServiceEntry"),
     "Sidecar": unapplied("Sidecar"),
     "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),

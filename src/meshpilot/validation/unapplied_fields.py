@@ -119,7 +119,7 @@ class Unapplied:
                 yield (*path, self.inside), as_mapping(value)[self.inside]
 
 
-def _row(*pattern: str, why: str, when: When = given, code: Code = codes.UNAPPLIED_FIELD,
+def row(*pattern: str, why: str, when: When = given, code: Code = codes.UNAPPLIED_FIELD,
          inside: str = "") -> Unapplied:
     return Unapplied(pattern, why, when, code, inside)
 
@@ -139,32 +139,32 @@ _REMOVED_HEADER_WHY = _HEADER_WHY.replace("{field}", "{value}")
 
 def _header_rows(place: Pattern) -> tuple[Unapplied, ...]:
     return (
-        *(_row(*place, "request", op, KEYS, why=_HEADER_WHY, when=_pseudo_request_header)
+        *(row(*place, "request", op, KEYS, why=_HEADER_WHY, when=_pseudo_request_header)
           for op in ("set", "add")),
-        *(_row(*place, "response", op, KEYS, why=_HEADER_WHY, when=_pseudo_or_host)
+        *(row(*place, "response", op, KEYS, why=_HEADER_WHY, when=_pseudo_or_host)
           for op in ("set", "add")),
-        *(_row(*place, side, "remove", EACH, why=_REMOVED_HEADER_WHY, when=_pseudo_or_host)
+        *(row(*place, side, "remove", EACH, why=_REMOVED_HEADER_WHY, when=_pseudo_or_host)
           for side in ("request", "response")),
     )
 
 
 VIRTUAL_SERVICE: tuple[Unapplied, ...] = (
-    _row(*_HTTP, "match", EACH, "statPrefix",
+    row(*_HTTP, "match", EACH, "statPrefix",
          why="statPrefix is not applied: the route keeps no stats of its own; the istio_* "
              "metrics count requests by service and version"),
-    _row(*_HTTP, "redirect", "derivePort",
+    row(*_HTTP, "redirect", "derivePort",
          why="derivePort is not applied: the redirect keeps Envoy's default port handling; "
              "give redirect.port to set the port"),
-    _row(*_HTTP, "redirect", "redirectCode", when=_unsupported_redirect,
+    row(*_HTTP, "redirect", "redirectCode", when=_unsupported_redirect,
          why="redirectCode {value} is not applied: the redirect answers 302; use 301, 302, "
              "303, 307 or 308"),
-    _row(*_HTTP, "retries", "retryRemoteLocalities",
+    row(*_HTTP, "retries", "retryRemoteLocalities",
          why="retryRemoteLocalities is not applied: meshpilot's endpoints have no "
              "locality, so retries go to any endpoint; remove it"),
-    _row(*_HTTP, "fault", "delay", "exponentialDelay",
+    row(*_HTTP, "fault", "delay", "exponentialDelay",
          why="exponentialDelay is not applied: Envoy has no exponential delay, so no delay "
              "is injected; use fixedDelay"),
-    _row(*_HTTP, "fault", "abort", "http2Error",
+    row(*_HTTP, "fault", "abort", "http2Error",
          why="http2Error is not applied: no abort is injected; use httpStatus or "
              "grpcStatus"),
     *(row for place in _HEADER_PLACES for row in _header_rows(place)),
@@ -180,30 +180,30 @@ _NO_LOCALITY = ("meshpilot's endpoints have no locality (all are in one), so "
                 "traffic is balanced over every endpoint; remove it")
 
 _POLICY_FIELDS: tuple[Unapplied, ...] = (
-    _row("loadBalancer", "simple", when=_equals("PASSTHROUGH"),
+    row("loadBalancer", "simple", when=_equals("PASSTHROUGH"),
          why="simple: PASSTHROUGH is not applied: apps reach services through their "
              "sidecar's HTTP proxy, so there is no original destination to pass through to "
              "and the cluster balances with LEAST_REQUEST; remove it"),
-    _row("loadBalancer", "localityLbSetting", when=_locality_enabled,
+    row("loadBalancer", "localityLbSetting", when=_locality_enabled,
          why="localityLbSetting is not applied: " + _NO_LOCALITY),
-    _row("loadBalancer", "consistentHash", "httpCookie", "attributes",
+    row("loadBalancer", "consistentHash", "httpCookie", "attributes",
          why="attributes are not applied: a cookie the proxy generates carries name, path "
              "and ttl only; remove them"),
-    _row("connectionPool", "http", "h2UpgradePolicy", when=_equals("UPGRADE"),
+    row("connectionPool", "http", "h2UpgradePolicy", when=_equals("UPGRADE"),
          why="h2UpgradePolicy: UPGRADE is not applied: HTTP/1.1 requests go upstream as "
              "HTTP/1.1; declare the port as http2 or grpc to speak HTTP/2"),
-    _row("connectionPool", "http", "useClientProtocol",
+    row("connectionPool", "http", "useClientProtocol",
          why="useClientProtocol is not applied: the upstream protocol follows the port's "
              "protocol; remove it"),
-    _row("connectionPool", "http", "maxConcurrentStreams", when=_truthy,
+    row("connectionPool", "http", "maxConcurrentStreams", when=_truthy,
          why="maxConcurrentStreams is not applied: Envoy's default limit of streams per "
              "HTTP/2 connection holds; use http2MaxRequests to bound requests"),
 )
 _WHOLE_POLICY_FIELDS: tuple[Unapplied, ...] = (
-    _row("tunnel",
+    row("tunnel",
          why="tunnel is not applied: connections go straight to the endpoints, not through "
              "a tunnelling proxy; remove it"),
-    _row("proxyProtocol",
+    row("proxyProtocol",
          why="proxyProtocol is not applied: no PROXY protocol header is sent upstream; "
              "remove it"),
 )
@@ -225,13 +225,13 @@ DESTINATION_RULE: tuple[Unapplied, ...] = (
 _SERVER = ("spec", "servers", EACH)
 
 GATEWAY: tuple[Unapplied, ...] = (
-    _row(*_SERVER, "bind",
+    row(*_SERVER, "bind",
          why="bind is not applied: the gateway listens on the loopback port endpoints.json "
              "lists for the server's port (ingress_ports); remove it"),
-    _row(*_SERVER, "defaultEndpoint",
+    row(*_SERVER, "defaultEndpoint",
          why="defaultEndpoint is not applied: the gateway forwards by the VirtualServices "
              "bound to it; remove it"),
-    _row(*_SERVER, "port", "targetPort",
+    row(*_SERVER, "port", "targetPort",
          why="targetPort is not applied on a Gateway server (Istio reads it on ServiceEntry "
              "ports only); remove it"),
 )
@@ -240,17 +240,17 @@ GATEWAY: tuple[Unapplied, ...] = (
 
 _EGRESS = ("spec", "egress", EACH)
 SIDECAR: tuple[Unapplied, ...] = (
-    _row("spec", "ingress",
+    row("spec", "ingress",
          why="ingress is not applied: the sidecar's inbound listeners follow the pod's "
              "container ports; remove it"),
-    *(_row(*_EGRESS, field,
+    *(row(*_EGRESS, field,
            why=f"{field} is not applied: one outbound HTTP proxy listener serves every port, "
                "and the hosts of all egress listeners together are what the sidecar knows")
       for field in ("port", "bind", "captureMode")),
-    _row("spec", "outboundTrafficPolicy",
+    row("spec", "outboundTrafficPolicy",
          why="outboundTrafficPolicy is not applied: a host outside the registry is not "
              "routed (404), whatever the mode; remove it"),
-    _row("spec", "inboundConnectionPool",
+    row("spec", "inboundConnectionPool",
          why="inboundConnectionPool is not applied: the connection to the app uses the "
              "defaults; remove it"),
 )
@@ -271,25 +271,25 @@ _TLS_MODE_WHY = (
 def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
     """A WorkloadEntry's spec, or one ServiceEntry endpoint (same shape), at ``where``."""
     return (
-        _row(*where, why=_SERVICE_ACCOUNT_WHY, when=_mtls_by_account, code=_REFUSED,
+        row(*where, why=_SERVICE_ACCOUNT_WHY, when=_mtls_by_account, code=_REFUSED,
              inside="serviceAccount"),
-        _row(*where, "labels", KEYS, why=_TLS_MODE_WHY, when=_istio_tls_mode, code=_REFUSED),
-        _row(*where, "network",
+        row(*where, "labels", KEYS, why=_TLS_MODE_WHY, when=_istio_tls_mode, code=_REFUSED),
+        row(*where, "network",
              why="network is not applied: every endpoint is reached directly at its "
                  "address, never through a network's gateway; remove it"),
-        _row(*where, "locality",
+        row(*where, "locality",
              why="locality is not applied: " + _NO_LOCALITY),
     )
 
 
 SERVICE_ENTRY: tuple[Unapplied, ...] = (
-    _row("spec", "hosts", EACH, when=_wildcard,
+    row("spec", "hosts", EACH, when=_wildcard,
          why="wildcard host {value} is not applied: no cluster or route is made for it, so "
              "no request reaches this entry by it; list the hosts by name"),
-    _row("spec", "addresses",
+    row("spec", "addresses",
          why="addresses is not applied: apps reach services by host name through their "
              "sidecar's HTTP proxy, so nothing listens on these addresses; remove it"),
-    _row("spec", "subjectAltNames", code=_REFUSED,
+    row("spec", "subjectAltNames", code=_REFUSED,
          why="subjectAltNames is refused: meshpilot does not verify the entry's endpoints "
              "against it, so a client would accept any identity the mesh's roots vouch "
              "for; list the names in the DestinationRule for this host "
@@ -328,13 +328,23 @@ def found_at(node: Any, pattern: Pattern, path: Path = ()) -> Iterator[tuple[Pat
         yield from found_at(as_mapping(node)[head], rest, (*path, head))
 
 
+def findings_of(rows: tuple[Unapplied, ...], body: Mapping[str, Any]) -> list[Finding]:
+    """The findings of ``rows`` in ``body``: one per place a row reports."""
+    return [Finding(row.code, path, row.why.format(field=path[-1], value=value))
+            for row in rows for path, value in row.hits(body)]
+
+
 def unapplied_findings(kind: str, body: Mapping[str, Any]) -> list[Finding]:
     """The findings for the fields of ``body`` (a ``kind`` object) that are not applied."""
-    return [Finding(row.code, path, row.why.format(field=path[-1], value=value))
-            for row in TABLE.get(kind, ()) for path, value in row.hits(body)]
+    return findings_of(TABLE.get(kind, ()), body)
 
 
 def rule_for(kind: str) -> Callable[[Mapping[str, Any]], list[Finding]]:
     """The per-kind rule (``body -> findings``) that :mod:`~meshpilot.validation.rules`
     registers."""
     return lambda body: unapplied_findings(kind, body)
+
+
+def rule_of(rows: tuple[Unapplied, ...]) -> Callable[[Mapping[str, Any]], list[Finding]]:
+    """A rule reporting ``rows`` (for kinds whose table lives in a module of its own)."""
+    return lambda body: findings_of(rows, body)
