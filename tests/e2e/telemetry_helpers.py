@@ -57,25 +57,33 @@ class Prometheus:
     """A real ``prometheus`` scraping meshpilot every second (found through /http_sd);
     stopped at the end of a ``with`` block."""
 
-    def __init__(self, tmp: Path, http_sd_url: str, rules: Path | None = None) -> None:
+    def __init__(self, tmp: Path, http_sd_url: str | None, rules: Path | None = None, *,
+                 web_config: Path | None = None, https: bool = False,
+                 auth: tuple[str, str] | None = None) -> None:
+        """``web_config`` is Prometheus' own web configuration file (TLS, basic auth);
+        ``https`` and ``auth`` say how this helper's client talks to it. No
+        ``http_sd_url``: Prometheus scrapes nothing (for queries of constants)."""
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         self.port = free_port()
         tmp.mkdir(parents=True, exist_ok=True)
         config = tmp / "prometheus.yml"
         rule_files = f"rule_files: [{str(rules)!r}]\n" if rules else ""
+        scrape = ("scrape_configs:\n"
+                  "- job_name: meshpilot\n"
+                  "  scrape_interval: 1s\n"
+                  f"  http_sd_configs: [{{url: '{http_sd_url}', refresh_interval: 5s}}]\n"
+                  ) if http_sd_url else ""
         config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n" + rule_files +
-            "scrape_configs:\n"
-            "- job_name: meshpilot\n"
-            "  scrape_interval: 1s\n"
-            f"  http_sd_configs: [{{url: '{http_sd_url}', refresh_interval: 5s}}]\n")
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n" + rule_files + scrape)
+        web = [f"--web.config.file={web_config}"] if web_config else []
         self.log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *web],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=10,
+                                 verify=not https, auth=auth)
         if not wait_port("127.0.0.1", self.port, timeout=20):
             self.stop()
             raise AssertionError("prometheus did not start:\n" + self.log_text())

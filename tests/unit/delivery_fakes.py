@@ -9,10 +9,11 @@ pods ready at once unless a test holds a template back.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
 from meshpilot.delivery.ports import WorkloadStatus, WriteError
 from meshpilot.delivery.providers import Sample
@@ -105,6 +106,10 @@ class InMemoryCluster:
     def metric_template(self, namespace: str, name: str) -> MetricTemplate | None:
         body = self.get("MetricTemplate", name, namespace)
         return MetricTemplate.model_validate(body) if body else None
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        body = self.get("Secret", name, namespace)
+        return Secret.model_validate(body).decoded() if body else None
 
     # --- views for assertions -----------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -81,9 +82,12 @@ class FakeQuery:
     def __init__(self, values: dict[str, float | None]) -> None:
         self.values = values
         self.queries: list[str] = []
+        self.credentials: list[Mapping[str, bytes] | None] = []
 
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+    def query(self, provider: MetricTemplateProvider, query: str,
+              credentials: Mapping[str, bytes] | None = None) -> float | None:
         self.queries.append(query)
+        self.credentials.append(credentials)
         for needle, value in self.values.items():
             if needle in query:
                 return value
@@ -135,7 +139,7 @@ def test_template_metric_min_requests_uses_telemetry_request_count() -> None:
 
 def test_unreachable_provider_is_no_data_not_a_pass() -> None:
     class Down:
-        def query(self, provider: Any, query: str) -> float | None:
+        def query(self, provider: Any, query: str, credentials: Any = None) -> float | None:
             raise MetricQueryError("prometheus at http://prom:9090 did not answer")
 
     c = template_canary()
@@ -215,3 +219,25 @@ def test_state_round_trips_through_json() -> None:
     assert again == st
     assert st.to_status()["canaryWeight"] == 30
     assert st.to_status()["checks"][0]["primaryValue"] is None
+
+
+def test_a_template_secret_ref_passes_the_secret_to_the_provider() -> None:
+    """Flagger's secretRef: the MetricTemplate's provider gets the decoded keys of the
+    Secret of that name in the template's namespace; a Secret that is not there fails
+    the check with both names rather than querying without credentials."""
+    from meshpilot.api.flagger import MetricTemplate
+
+    body = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "provider": {
+        **TEMPLATE["spec"]["provider"], "secretRef": {"name": "prom-auth"}}}}
+    c = template_canary()
+    secrets = {("default", "prom-auth"): {"username": b"flagger", "password": b"s3cret"}}
+    query = FakeQuery({"podinfo": 0.5})
+    context = CheckContext(c, FakeMetrics(), query,
+                           lambda ns, name: MetricTemplate.model_validate(body),
+                           secrets=lambda ns, name: secrets.get((ns, name)))
+    assert evaluate(c.spec.analysis.metrics[0], context).verdict == "pass"
+    assert query.credentials == [{"username": b"flagger", "password": b"s3cret"}]
+    secrets.clear()
+    record = evaluate(c.spec.analysis.metrics[0], context)
+    assert record.verdict == "fail"
+    assert "Secret default/prom-auth" in record.message and len(query.queries) == 1

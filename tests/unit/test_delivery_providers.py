@@ -67,3 +67,15 @@ def test_builtin_success_rate_without_completed_requests_is_the_rate_based_one()
     assert idle.success_rate("test", "podinfo", 60.0) == Sample(97.5, 0)
     assert BuiltinMetrics(Counted(None)).latency_quantile("test", "podinfo", 60.0, 0.99) \
         == Sample(None, 0)
+
+
+def test_secret_keys_become_the_authorization_header_as_flagger_sends_it() -> None:
+    """Flagger's prometheus provider: a ``token`` key is a bearer token (it wins over
+    username/password); otherwise basic auth from ``username`` and ``password``."""
+    from meshpilot.delivery.providers.prometheus import auth_headers
+
+    assert auth_headers(None) == {}
+    assert auth_headers({"token": b"abc123\n", "username": b"u", "password": b"p"}) == {
+        "Authorization": "Bearer abc123"}
+    assert auth_headers({"username": b"flagger", "password": b"pw"}) == {
+        "Authorization": "Basic ZmxhZ2dlcjpwdw=="}

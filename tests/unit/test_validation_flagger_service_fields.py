@@ -158,3 +158,17 @@ def test_every_row_of_the_tables_is_exercised() -> None:
     idle = [(kind, row.pattern) for kind, rows in TABLES.items() for row in rows
             if not any(any(True for _ in row.hits(body)) for body in bodies.get(kind, []))]
     assert idle == []
+
+
+def test_a_template_secret_ref_without_its_secret_is_warned_about() -> None:
+    """MP2024: applied (the checks fail, naming the Secret, until it exists); applied
+    with the Secret in one file, no warning."""
+    template = document("MetricTemplate", {"provider": {"secretRef": {"name": "prom-auth"}}})
+    p = plan(template)
+    assert p.ok
+    assert [(d.code, d.path) for d in p.diagnostics] == [
+        ("MP2024", "spec.provider.secretRef.name")]
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "prom-auth", "namespace": "shop"},
+              "stringData": {"username": "flagger", "password": "pw"}}
+    assert [d.code for d in plan(template, secret).diagnostics] == []

@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from meshpilot.api.base import parse_duration
-from meshpilot.api.flagger import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
+from meshpilot.api.flagger import (
+    Canary,
+    CanaryMetric,
+    MetricTemplate,
+    MetricTemplateProvider,
+    TemplateReference,
+)
 from meshpilot.delivery.judge import proportion_below
 from meshpilot.delivery.ports import MetricQueryError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource, Sample
@@ -43,6 +49,8 @@ DEFAULT_MAX_RATIO = 1.1
 
 TemplateLookup = Callable[[str, str], MetricTemplate | None]
 """(namespace, name) → the MetricTemplate, or None when there is none."""
+SecretLookup = Callable[[str, str], Mapping[str, bytes] | None]
+"""(namespace, name) → a Secret's decoded keys, or None when there is no such Secret."""
 
 
 _VAR = re.compile(r"\{\{\s*\.?([A-Za-z_][\w.]*)\s*\}\}")
@@ -81,6 +89,7 @@ class CheckContext:
     query: MetricProvider | None = None
     templates: TemplateLookup | None = None
     now: float | None = None
+    secrets: SecretLookup | None = None
     evidence_since: float | None = None
     """When this revision's traffic began; windows are clamped to start no earlier."""
 
@@ -296,28 +305,63 @@ def _duration(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     return record
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a templated check's numbers come from: provider, query text, credentials."""
+
+    provider: MetricTemplateProvider
+    text: str
+    credentials: Mapping[str, bytes] | None = None
+
+
+def _template_source(metric: CanaryMetric, ref: TemplateReference,
+                     ctx: CheckContext) -> _Source | CheckRecord:
+    """The MetricTemplate's provider, query and ``secretRef`` credentials (the Secret is
+    read from the template's namespace); a failed record when either is missing."""
+    name, ns = metric.name, ref.namespace or ctx.namespace
+    template = ctx.templates(ns, ref.name) if ctx.templates else None
+    if template is None:
+        return CheckRecord(name, "fail",
+                           message=f"{name}: MetricTemplate {ns}/{ref.name} not found")
+    provider = template.spec.provider
+    if provider.secret_ref is None:
+        return _Source(provider, template.spec.query)
+    credentials = ctx.secrets(ns, provider.secret_ref.name) if ctx.secrets else None
+    if credentials is None:
+        return CheckRecord(name, "fail", message=f"{name}: MetricTemplate {ns}/{ref.name} "
+                           f"names Secret {ns}/{provider.secret_ref.name} in secretRef, "
+                           "and there is none")
+    return _Source(provider, template.spec.query, credentials)
+
+
+def _source(metric: CanaryMetric, ctx: CheckContext) -> _Source | CheckRecord:
+    """A templateRef's template, or an inline query at spec.metricsServer; a prometheus
+    provider without an address takes spec.metricsServer, as Flagger's does."""
+    if metric.template_ref is not None:
+        found = _template_source(metric, metric.template_ref, ctx)
+    elif not ctx.canary.spec.metrics_server:
+        return CheckRecord(metric.name, "fail", message=f"{metric.name}: an inline query "
+                           "needs spec.metricsServer")
+    else:
+        found = _Source(MetricTemplateProvider(type="prometheus",
+                                               address=ctx.canary.spec.metrics_server),
+                        metric.query or "")
+    if isinstance(found, CheckRecord):
+        return found
+    provider = found.provider
+    if provider.type == "prometheus" and not provider.address and ctx.canary.spec.metrics_server:
+        provider = provider.model_copy(update={"address": ctx.canary.spec.metrics_server})
+    return _Source(provider, found.text, found.credentials)
+
+
 def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     name = metric.name
     if ctx.query is None:
         raise MetricQueryError("no metric provider is configured")
-    if metric.template_ref is not None:
-        ns = metric.template_ref.namespace or ctx.namespace
-        template = ctx.templates(ns, metric.template_ref.name) if ctx.templates else None
-        if template is None:
-            return CheckRecord(
-                name, "fail",
-                message=f"{name}: MetricTemplate {ns}/{metric.template_ref.name} not found",
-            )
-        provider, text = template.spec.provider, template.spec.query
-    else:
-        if not ctx.canary.spec.metrics_server:
-            return CheckRecord(name, "fail",
-                               message=f"{name}: an inline query needs spec.metricsServer")
-        provider = MetricTemplateProvider(type="prometheus",
-                                          address=ctx.canary.spec.metrics_server)
-        text = metric.query or ""
-    if provider.type == "prometheus" and not provider.address and ctx.canary.spec.metrics_server:
-        provider = provider.model_copy(update={"address": ctx.canary.spec.metrics_server})
+    source = _source(metric, ctx)
+    if isinstance(source, CheckRecord):
+        return source
+    provider, text, credentials = source.provider, source.text, source.credentials
     interval, window = _window(metric, ctx)
     opts = _options(metric)
     need = min_requests(ctx.canary, metric)
@@ -338,7 +382,7 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
             "variables": opts,
         }
 
-    value = ctx.query.query(provider, render_query(text, variables(ctx.target)))
+    value = ctx.query.query(provider, render_query(text, variables(ctx.target)), credentials)
     if value is None:
         return _nodata(name, f"{name}: the query returned no data", samples)
     lo, hi = _range(metric, "max")
@@ -348,7 +392,8 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
         record.verdict, record.message = "fail", failure
         return record
     if opts.get("compare") == "primary":
-        primary = ctx.query.query(provider, render_query(text, variables(ctx.primary)))
+        primary = ctx.query.query(provider, render_query(text, variables(ctx.primary)),
+                                  credentials)
         record.primary_value = primary
         if primary is None:
             record.verdict = "nodata"

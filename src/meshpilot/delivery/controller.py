@@ -52,7 +52,8 @@ class RolloutController:
         self.clock = clock
         self.writer = writer
         self.reader = reader
-        self.sensors = Sensors(metrics, webhooks, providers, reader.metric_template)
+        self.sensors = Sensors(metrics, webhooks, providers, reader.metric_template,
+                               reader.secret_data)
         self.settings = settings or Settings()
         self._written: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()

@@ -22,7 +22,13 @@ from typing import Any, Literal
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
-from meshpilot.delivery.checks import CheckContext, TemplateLookup, combine, evaluate
+from meshpilot.delivery.checks import (
+    CheckContext,
+    SecretLookup,
+    TemplateLookup,
+    combine,
+    evaluate,
+)
 from meshpilot.delivery.ports import WorkloadStatus
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import (
@@ -62,6 +68,7 @@ class Sensors:
     webhooks: WebhookCaller
     query: MetricProvider | None = None
     templates: TemplateLookup | None = None
+    secrets: SecretLookup | None = None
 
 
 @dataclass
@@ -415,7 +422,8 @@ class _Tick:
         st = self.st
         ctx = CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
                            self.sensors.templates, now=self.now,
-                           evidence_since=st.analysis_started_at)
+                           evidence_since=st.analysis_started_at,
+                           secrets=self.sensors.secrets)
         st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
             if self.analysis else []
         return combine(st.checks)

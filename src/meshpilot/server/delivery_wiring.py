@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
+from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
@@ -184,6 +185,15 @@ class ClusterView:
             return None
         try:
             return MetricTemplate.model_validate(obj.body)
+        except ValueError:
+            return None
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        obj = self.store.get(_key("Secret", namespace, name))
+        if obj is None:
+            return None
+        try:
+            return Secret.model_validate(obj.body).decoded()
         except ValueError:
             return None
 

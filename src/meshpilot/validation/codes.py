@@ -115,6 +115,8 @@ POD_CONFIG_MISSING = Code("MP2019", Severity.WARNING, "pod template reads a Conf
                           "that does not exist: its pods wait (CreateContainerConfigError)")
 DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate not followed: "
                          "none without hosts by that name, or a delegate's own fields")
+TEMPLATE_SECRET_MISSING = Code("MP2024", Severity.WARNING, "MetricTemplate secretRef names "
+                               "no Secret in its namespace: its checks fail until it exists")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

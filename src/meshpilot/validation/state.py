@@ -25,6 +25,7 @@ from meshpilot.validation.pod_config_state import check_pod_config
 from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
+from meshpilot.validation.template_secret_state import check_template_secrets
 
 
 @dataclass
@@ -178,6 +179,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     check_client_credentials(objects, lambda o: o.changed or all_objects, found)
     check_delegates(objects, lambda o: o.changed or all_objects, found)
     check_pod_config(objects, lambda o: o.changed or all_objects, found)
+    check_template_secrets(objects, lambda o: o.changed or all_objects, found)
     return found.items
 
 

@@ -26,8 +26,10 @@ from meshpilot.delivery.providers.prometheus import PrometheusProvider
 class MetricProvider(Protocol):
     """Runs one rendered MetricTemplate query against its provider."""
 
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+    def query(self, provider: MetricTemplateProvider, query: str,
+              credentials: Mapping[str, bytes] | None = None) -> float | None:
         """The single number the query returns, or None for no data (empty or NaN).
+        ``credentials`` are the decoded keys of the template's ``secretRef`` Secret.
         Raises MetricQueryError when the provider cannot answer."""
         ...
 
@@ -57,11 +59,12 @@ class Providers:
     def __init__(self) -> None:
         self._made: dict[str, MetricProvider] = {}
 
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+    def query(self, provider: MetricTemplateProvider, query: str,
+              credentials: Mapping[str, bytes] | None = None) -> float | None:
         made = self._made.get(provider.type)
         if made is None:
             made = self._made[provider.type] = provider_for(provider.type)()
-        return made.query(provider, query)
+        return made.query(provider, query, credentials)
 
 
 __all__ = [

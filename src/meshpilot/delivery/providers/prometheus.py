@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -11,19 +13,50 @@ from meshpilot.api.flagger import MetricTemplateProvider
 from meshpilot.delivery.ports import MetricQueryError
 
 
+def auth_headers(credentials: Mapping[str, bytes] | None) -> dict[str, str]:
+    """The Authorization header Flagger's provider sends for a ``secretRef``'s Secret:
+    a ``token`` key is a bearer token; otherwise ``username`` and ``password`` are basic
+    auth, and both must be there. No Secret: no header."""
+    if credentials is None:
+        return {}
+    if "token" in credentials:
+        return {"Authorization": "Bearer " + credentials["token"].decode("utf-8").strip()}
+    missing = [key for key in ("username", "password") if key not in credentials]
+    if missing:
+        raise MetricQueryError(
+            f"the provider's secretRef Secret has neither a token nor {' and '.join(missing)} "
+            "(keys: token, or username and password)")
+    pair = credentials["username"] + b":" + credentials["password"]
+    return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
 class PrometheusProvider:
-    """An instant query (``/api/v1/query``) at the template's ``provider.address``."""
+    """An instant query (``/api/v1/query``) at the template's ``provider.address``, with
+    the credentials of its ``secretRef`` and, for ``insecureSkipVerify``, a client that
+    does not verify the server's certificate (made only when a template asks for it)."""
 
     def __init__(self, client: httpx.Client | None = None, timeout: float = 5.0) -> None:
         self._client = client or httpx.Client(timeout=timeout)
+        self._timeout = timeout
+        self._unverified: httpx.Client | None = None
 
-    def query(self, provider: MetricTemplateProvider, query: str) -> float | None:
+    def _client_for(self, provider: MetricTemplateProvider) -> httpx.Client:
+        if not provider.insecure_skip_verify:
+            return self._client
+        if self._unverified is None:
+            self._unverified = httpx.Client(timeout=self._timeout, verify=False)
+        return self._unverified
+
+    def query(self, provider: MetricTemplateProvider, query: str,
+              credentials: Mapping[str, bytes] | None = None) -> float | None:
         if not provider.address:
             raise MetricQueryError("the prometheus provider has no address")
         headers = {k: ", ".join(v) for k, v in (provider.headers or {}).items()}
+        headers.update(auth_headers(credentials))
         url = provider.address.rstrip("/") + "/api/v1/query"
         try:
-            response = self._client.get(url, params={"query": query}, headers=headers)
+            response = self._client_for(provider).get(url, params={"query": query},
+                                                      headers=headers)
         except httpx.HTTPError as exc:
             raise MetricQueryError(
                 f"prometheus at {provider.address} did not answer: {exc}"
