@@ -78,6 +78,8 @@ UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any Desti
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
                      "IST0109")
+CANARY_HOST_CLAIM = Code("MP1004", Severity.ERROR, "a Canary bound to the mesh lists a host "
+                         "that is another service's (or '*')")
 UNKNOWN_GATEWAY = Code("MP2004", Severity.WARNING, "VirtualService names a Gateway that "
                        "does not exist", "IST0101")
 UNKNOWN_HOST = Code("MP2001", Severity.WARNING, "host has no Service, ServiceEntry or "

@@ -15,6 +15,7 @@ from typing import Any
 from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
 from meshpilot.api.kinds import by_kind
 from meshpilot.validation import codes
+from meshpilot.validation.canary_state import check_canary_hosts
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
 from meshpilot.validation.delegate_state import check_delegates
@@ -153,6 +154,10 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     """
     idx = _index(objects)
     found = Findings()
+
+    def report(obj: StateObject) -> bool:
+        return obj.changed or all_objects
+
     claimed: dict[str, StateObject] = {}
     for obj in sorted(objects, key=lambda o: (o.changed, o.key)):  # existing claims first
         if obj.key.kind == "VirtualService" and _is_mesh_bound(obj.spec):
@@ -174,12 +179,9 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
         elif obj.key.kind == "DestinationRule":
             _check_destination_rule(obj, idx, found)
         _check_own_rules(obj, found)
-    check_security(objects, lambda o: o.changed or all_objects, found)
-    check_gateways(objects, lambda o: o.changed or all_objects, found)
-    check_client_credentials(objects, lambda o: o.changed or all_objects, found)
-    check_delegates(objects, lambda o: o.changed or all_objects, found)
-    check_pod_config(objects, lambda o: o.changed or all_objects, found)
-    check_template_secrets(objects, lambda o: o.changed or all_objects, found)
+    for check in (check_security, check_gateways, check_client_credentials, check_delegates,
+                  check_pod_config, check_template_secrets, check_canary_hosts):
+        check(objects, report, found)
     return found.items
 
 
