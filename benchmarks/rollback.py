@@ -85,7 +85,10 @@ def canary(ns: str, a: argparse.Namespace) -> str:
         metadata:
           name: myapp
           namespace: {ns}
-          annotations: {{meshpilot.io/min-requests: "{a.min_requests}"}}
+          annotations:
+            meshpilot.io/min-requests: "{a.min_requests}"
+            meshpilot.io/mirror-first: "{a.mirror_first}"
+            meshpilot.io/fail-fast: "{'true' if a.fail_fast else 'false'}"
         spec:
           targetRef: {{apiVersion: apps/v1, kind: Deployment, name: myapp}}
           progressDeadlineSeconds: 60
@@ -239,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=float, default=3.0,
                         help="seconds after t_back / Succeeded still counted in the share")
     parser.add_argument("--timeout", type=float, default=90.0, help="per rollout, seconds")
+    parser.add_argument("--mirror-first", type=int, default=0,
+                        help="intervals on mirrored traffic before user traffic (0: off)")
+    parser.add_argument("--no-fail-fast", dest="fail_fast", action="store_false",
+                        help="judge only at interval ends")
     parser.add_argument("--skip-healthy", action="store_true", help="skip the baseline")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = parser.parse_args(argv)
@@ -284,19 +291,24 @@ def main(argv: list[str] | None = None) -> int:
 
         v2 = [r for r in bad if r.version == "v2"]
         v2_fail = [r for r in v2 if r.status >= 500]
-        if final["phase"] != "Failed" or not v2_fail:
+        if final["phase"] != "Failed" or not (v2_fail or (a.mirror_first and not v2)):
             print(f"the bad revision was not rolled back as expected: phase {final['phase']}, "
                   f"{len(v2_fail)} failed v2 answers; reason {reason!r}")
             return 1
-        t_first_v2 = v2[0].sched
-        t_first_fail = v2_fail[0].sched
-        t_last_v2 = v2[-1].sched
-        after = [r for r in bad if r.sched > t_last_v2]
-        t_back = after[0].sched if after else t_last_v2 + 1 / a.rate
+        # With the mirror-first gate no user request may reach v2: then the rollback is
+        # timed from the apply to the Failed phase, and every failure counts against it.
+        t_first_v2 = v2[0].sched if v2 else None
+        t_first_fail = v2_fail[0].sched if v2_fail else None
+        t_last_v2 = v2[-1].sched if v2 else None
+        t_back = t_failed_seen or t_apply
+        if t_last_v2 is not None:
+            after_v2 = [r for r in bad if r.sched > t_last_v2]
+            t_back = after_v2[0].sched if after_v2 else t_last_v2 + 1 / a.rate
+        after = [r for r in bad if r.sched >= t_back]
         window = [r for r in bad if r.sched <= t_back + a.tail]
         win_fail = [r for r in window if failed(r)]
         not_primary_after = [r for r in after if r.version != "v1" or failed(r)]
-        ttr = t_back - t_first_fail
+        ttr = t_back - (t_first_fail if t_first_fail is not None else t_apply)
 
         # (2) baseline: a healthy revision, promoted
         healthy: dict[str, Any] | None = None
@@ -341,11 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  rollout phase Failed (API poll)   {rel(t_failed_seen)}")
         print(f"  last request answered by v2       {rel(t_last_v2)}")
         print(f"  all requests on the primary from  {rel(t_back)}   = t_back")
-        print(f"  TIME TO ROLLBACK (t_back - t_first_fail): {ttr:.2f} s"
+        print(f"  TIME TO ROLLBACK (t_back - {'t_first_fail' if t_first_fail else 'apply'}): "
+              f"{ttr:.2f} s"
               f"   [target < {TARGET_SECONDS:g} s: {'met' if ttr < TARGET_SECONDS else 'MISSED'}]")
         print(f"  FAILED REQUESTS: {len(win_fail)} of {len(window)} user requests = {pct:.2f} %"
               f" (apply .. t_back + {a.tail:g} s)   [target < {TARGET_FAILED_PCT:g} %: "
               f"{'met' if pct < TARGET_FAILED_PCT else 'MISSED'}]")
+        allowed = 0 if a.mirror_first else 2
+        print(f"  FAILED USER REQUESTS: {len(win_fail)}   [issue 13 target at 100 req/s: "
+              f"{allowed}{' with the mirror-first gate' if a.mirror_first else ''}: "
+              f"{'met' if len(win_fail) <= allowed else 'MISSED'}]")
         print(f"  of which answered by v1: {sum(r.version == 'v1' for r in win_fail)}, "
               f"transport errors: {sum(r.status == 0 for r in win_fail)}")
         print(f"  v2 answered {len(v2)} requests ({len(v2_fail)} failed); canary weight "
@@ -353,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  after t_back until +{a.tail + 2:g} s: {len(after)} requests, "
               f"{len(not_primary_after)} not a 200 from v1")
         print(f"  rollout: {final['phase']}, {outcome}: {reason}")
-        span_v2 = max(1e-9, t_last_v2 - t_first_v2)
+        span_v2 = max(1e-9, (t_last_v2 or 0.0) - (t_first_v2 or 0.0))
         floor = a.rate * a.step_weight / 100 * a.error_rate
         print(f"  context: at weight {a.step_weight} % the bad revision fails ~{floor:.1f} "
               f"req/s, so each second of exposure costs ~{floor:.1f} failed requests; "

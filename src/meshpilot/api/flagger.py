@@ -260,10 +260,53 @@ class CanarySpec(Model):
         return data
 
 
+MIN_REQUESTS_ANNOTATION = "meshpilot.io/min-requests"
+"""Requests a check needs in its window before it may judge (default 20; 0: no rule)."""
+MIRROR_FIRST_ANNOTATION = "meshpilot.io/mirror-first"
+"""Intervals the canary is judged on mirrored copies of live traffic before any user
+request reaches it (progressive and mirror strategies; 0 or absent: off)."""
+FAIL_FAST_ANNOTATION = "meshpilot.io/fail-fast"
+"""``"false"`` judges the request success rate only at interval ends (default: also as
+soon as the failures seen are conclusive)."""
+_COUNT_ANNOTATIONS = (MIN_REQUESTS_ANNOTATION, MIRROR_FIRST_ANNOTATION)
+
+
+def annotation_count(annotations: dict[str, str], key: str) -> int:
+    """The whole number an annotation holds (0 when absent); validated at apply."""
+    raw = annotations.get(key)
+    return int(float(raw)) if raw else 0
+
+
 class Canary(Resource):
     api_version: str = "flagger.app/v1beta1"
     kind: Literal["Canary"] = "Canary"
     spec: CanarySpec
+
+    @model_validator(mode="after")
+    def _meshpilot_annotations(self) -> Canary:
+        """meshpilot's own knobs ride on annotations (Flagger's schema has no field for
+        them); a value they cannot be read as is refused, not taken as the default."""
+        annotations = self.metadata.annotations
+        for key in _COUNT_ANNOTATIONS:
+            raw = annotations.get(key)
+            if raw is not None and not (raw.isdigit() and int(raw) <= 1000):
+                raise PydanticCustomError(
+                    "mp_value", "annotation {key} is {raw}; give a whole number from 0 to "
+                    "1000", {"key": key, "raw": repr(raw)})
+        raw = annotations.get(FAIL_FAST_ANNOTATION)
+        if raw is not None and raw not in ("true", "false"):
+            raise PydanticCustomError(
+                "mp_value", "annotation {key} is {raw}; give \"true\" or \"false\"",
+                {"key": FAIL_FAST_ANNOTATION, "raw": repr(raw)})
+        return self
+
+    @property
+    def mirror_first_intervals(self) -> int:
+        return annotation_count(self.metadata.annotations, MIRROR_FIRST_ANNOTATION)
+
+    @property
+    def fail_fast(self) -> bool:
+        return self.metadata.annotations.get(FAIL_FAST_ANNOTATION) != "false"
 
     @property
     def strategy(self) -> Literal["ab", "bluegreen", "mirror", "canary"]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import (
+    MIN_REQUESTS_ANNOTATION,
     Canary,
     CanaryMetric,
     MetricTemplate,
@@ -42,7 +43,6 @@ from meshpilot.delivery.providers import MetricProvider, MetricsSource, Sample
 from meshpilot.delivery.state import CheckRecord
 
 DEFAULT_MIN_REQUESTS = 20
-MIN_REQUESTS_ANNOTATION = "meshpilot.io/min-requests"
 DEFAULT_METRIC_INTERVAL = "1m"
 DEFAULT_MAX_RATIO = 1.1
 
@@ -147,7 +147,9 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.4g}{unit}"
 
 
-def _range(metric: CanaryMetric, legacy: str) -> tuple[float | None, float | None]:
+def threshold_bounds(metric: CanaryMetric, legacy: str) -> tuple[float | None, float | None]:
+    """(min, max) a check's value must stay within; a bare ``threshold`` is the
+    ``legacy`` bound (min for success rate, max for the rest), as in Flagger."""
     rng = metric.threshold_range
     lo, hi = (rng.min, rng.max) if rng else (None, None)
     if lo is None and hi is None and metric.threshold is not None:
@@ -226,7 +228,7 @@ def _success_rate(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     if isinstance(evidence, CheckRecord):
         return evidence
     sample, text, window, need = evidence
-    lo, hi = _range(metric, "min")
+    lo, hi = threshold_bounds(metric, "min")
     record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
     failure = _threshold_failure(name, sample.value, lo, hi, "%")
     if failure:
@@ -282,7 +284,7 @@ def _duration(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     if isinstance(evidence, CheckRecord):
         return evidence
     sample, text, window, need = evidence
-    lo, hi = _range(metric, "max")
+    lo, hi = threshold_bounds(metric, "max")
     record = CheckRecord(name, "pass", value=sample.value, samples=sample.requests)
     failure = _threshold_failure(f"{name} p99", sample.value, lo, hi, "ms")
     if failure:
@@ -385,7 +387,7 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
     value = ctx.query.query(provider, render_query(text, variables(ctx.target)), credentials)
     if value is None:
         return _nodata(name, f"{name}: the query returned no data", samples)
-    lo, hi = _range(metric, "max")
+    lo, hi = threshold_bounds(metric, "max")
     record = CheckRecord(name, "pass", value=value, samples=samples)
     failure = _threshold_failure(name, value, lo, hi, "")
     if failure:

@@ -18,7 +18,7 @@ from typing import Any
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
-from meshpilot.delivery.ports import Clock, ClusterReader, ObjectWriter, WriteError
+from meshpilot.delivery.ports import Clock, ClusterReader, LiveCounts, ObjectWriter, WriteError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import RolloutState
 from meshpilot.delivery.webhooks import WebhookCaller
@@ -48,12 +48,13 @@ class RolloutController:
         webhooks: WebhookCaller,
         providers: MetricProvider | None = None,
         settings: Settings | None = None,
+        live: LiveCounts | None = None,
     ) -> None:
         self.clock = clock
         self.writer = writer
         self.reader = reader
         self.sensors = Sensors(metrics, webhooks, providers, reader.metric_template,
-                               reader.secret_data)
+                               reader.secret_data, live)
         self.settings = settings or Settings()
         self._written: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()

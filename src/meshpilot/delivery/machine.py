@@ -16,7 +16,7 @@ Promoting → Finalising → Succeeded; or Failed with the reason on any rollbac
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from meshpilot.api.base import parse_duration
@@ -29,7 +29,8 @@ from meshpilot.delivery.checks import (
     combine,
     evaluate,
 )
-from meshpilot.delivery.ports import WorkloadStatus
+from meshpilot.delivery.fail_fast import conclusive_failure, judge
+from meshpilot.delivery.ports import LiveCounts, WorkloadStatus
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import (
     ANALYSIS_PHASES,
@@ -69,6 +70,7 @@ class Sensors:
     query: MetricProvider | None = None
     templates: TemplateLookup | None = None
     secrets: SecretLookup | None = None
+    live: LiveCounts | None = None
 
 
 @dataclass
@@ -309,12 +311,51 @@ class _Tick:
         if self.revision != st.last_applied_spec:
             self.restart_superseded()
             return
-        if st.paused or not self.canary_settled() or self.now < st.next_step_at:
+        if st.paused or not self.canary_settled():
+            return
+        if self.now < st.next_step_at:
+            self.fail_fast()
             return
         st.next_step_at = self.now + self.interval
         if self.rollback_requested() or not self.rollout_confirmed():
             return
         self.analysis_step()
+
+    def fail_fast(self) -> None:
+        """Between interval ends: a canary holding traffic whose failures are already
+        conclusive fails this interval's check now (see :mod:`.fail_fast`)."""
+        st = self.st
+        holds_traffic = st.canary_weight > 0 or st.mirror_stage or st.ab_active
+        if not (st.analysis_started and holds_traffic and self.canary.fail_fast
+                and self.analysis and self.analysis.metrics):
+            return
+        live = self.live_delta()
+        since = max(st.analysis_started_at or 0.0, st.failure_counted_at or 0.0)
+        if live is None and self.now - since < 1.0:
+            return  # no evidence yet that an earlier judgement has not already counted
+        ctx = replace(self.check_context(), evidence_since=since)
+        for metric in self.analysis.metrics:
+            record = (judge(metric, *live) if live is not None
+                      else conclusive_failure(metric, ctx))
+            if record is not None:
+                st.checks = [record]
+                st.next_step_at = self.now + self.interval
+                self.count_failure(record.message)
+                return
+
+    def live_delta(self) -> tuple[int, int] | None:
+        """(requests, failures) the canary's sidecars counted since the baseline, read
+        now; None when they cannot be read. The baseline is taken on the first read of
+        a judgement period (and again if a pod restart set the counters back)."""
+        st, live = self.st, self.sensors.live
+        counts = live.live_counts(self.ns, self.canary.spec.target_ref.name) if live else None
+        if counts is None:
+            return None
+        base = st.fail_fast_baseline
+        if base is None or counts[0] < base[0] or counts[1] < base[1]:
+            st.fail_fast_baseline = list(counts)
+            return 0, 0
+        return counts[0] - base[0], counts[1] - base[1]
 
     def restart_superseded(self) -> None:
         self.st.add_history("superseded", f"revision {self.revision} was applied during the "
@@ -397,6 +438,9 @@ class _Tick:
             return
         self.st.analysis_started = True
         self.st.analysis_started_at = self.now
+        self.st.fail_fast_baseline = None
+        if self.canary.fail_fast:
+            self.live_delta()  # the baseline, before the first request reaches the canary
         self.event(f"Starting canary analysis for {self.label}")
         self.advance()
 
@@ -418,12 +462,15 @@ class _Tick:
         st.nodata_since = None
         self.advance()
 
+    def check_context(self) -> CheckContext:
+        return CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
+                            self.sensors.templates, now=self.now,
+                            evidence_since=self.st.analysis_started_at,
+                            secrets=self.sensors.secrets)
+
     def evaluate_checks(self) -> str:
         st = self.st
-        ctx = CheckContext(self.canary, self.sensors.metrics, self.sensors.query,
-                           self.sensors.templates, now=self.now,
-                           evidence_since=st.analysis_started_at,
-                           secrets=self.sensors.secrets)
+        ctx = self.check_context()
         st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
             if self.analysis else []
         return combine(st.checks)
@@ -445,6 +492,8 @@ class _Tick:
     def count_failure(self, why: str) -> None:
         st = self.st
         st.failed_checks += 1
+        st.failure_counted_at = self.now
+        st.fail_fast_baseline = None
         if st.failed_checks >= self.threshold:
             self.rollback(f"failed checks threshold reached {st.failed_checks}: {why}")
             return
@@ -460,19 +509,16 @@ class _Tick:
         elif strategy == "bluegreen":
             self.advance_bluegreen()
         else:
-            self.advance_canary(mirror_first=strategy == "mirror")
+            gate = self.canary.mirror_first_intervals
+            self.advance_canary(mirror_intervals=max(gate, 1 if strategy == "mirror" else 0))
 
-    def advance_canary(self, mirror_first: bool) -> None:
+    def advance_canary(self, mirror_intervals: int) -> None:
         st, analysis = self.st, self.analysis
         weights = (analysis.weights if analysis else []) or [
             (analysis.max_weight if analysis else None) or 100
         ]
         if st.step_index + 1 < len(weights):
-            if mirror_first and st.step_index == -1 and not st.mirror_stage:
-                st.mirror_stage = True
-                share = analysis.mirror_weight if analysis and analysis.mirror_weight else 100
-                self.event(f"Start traffic mirroring to {self.canary.service_names[2]}."
-                           f"{self.ns} ({share}% of requests)")
+            if st.step_index == -1 and self.still_mirroring(mirror_intervals):
                 return
             passed, why = self.gates("confirm-traffic-increase")
             if not passed:
@@ -488,6 +534,27 @@ class _Tick:
             return
         if self.promotion_gate():
             self.promote("analysis passed")
+
+    def still_mirroring(self, intervals: int) -> bool:
+        """Before the first weight: the canary takes mirrored copies of live traffic
+        for ``intervals`` passed intervals (the mirror strategy's one, or the
+        mirror-first gate's N) before any user request reaches it."""
+        st, analysis = self.st, self.analysis
+        if intervals <= 0:
+            return False
+        if not st.mirror_stage:
+            st.mirror_stage = True
+            st.mirror_passes = 0
+            share = analysis.mirror_weight if analysis and analysis.mirror_weight else 100
+            self.event(f"Start traffic mirroring to {self.canary.service_names[2]}."
+                       f"{self.ns} ({share}% of requests)")
+            return True
+        st.mirror_passes += 1
+        if st.mirror_passes < intervals:
+            self.event(f"Mirrored traffic passed the checks {st.mirror_passes}/{intervals} "
+                       f"for {self.label}; no user request reaches it yet")
+            return True
+        return False
 
     def advance_ab(self) -> None:
         st = self.st

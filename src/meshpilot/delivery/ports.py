@@ -97,3 +97,13 @@ class TrafficSource(Protocol):
         """The requests over the last ``window_s`` of the series whose labels equal
         ``labels``; None when there are none (or the telemetry is not running)."""
         ...
+
+
+class LiveCounts(Protocol):
+    """Counters read from a workload's proxies at the moment of asking, not from the
+    last telemetry cycle: what fail-fast judges on."""
+
+    def live_counts(self, namespace: str, workload: str) -> tuple[int, int] | None:
+        """(requests, 5xx answers) the workload's pods have served since they started,
+        as their sidecars count them; None when they cannot be read now."""
+        ...

@@ -123,6 +123,9 @@ _CAMEL = MappingProxyType({
     "last_transition_time": "lastTransitionTime",
     "step_index": "stepIndex",
     "mirror_stage": "mirrorStage",
+    "mirror_passes": "mirrorPasses",
+    "failure_counted_at": "failureCountedAt",
+    "fail_fast_baseline": "failFastBaseline",
     "ab_active": "abActive",
     "analysis_started": "analysisStarted",
     "analysis_started_at": "analysisStartedAt",
@@ -164,6 +167,8 @@ class RolloutState:
     """Index into the canary weights; -1 before the first weight is set."""
     mirror_stage: bool = False
     """True while traffic is mirrored (mirror strategy's first step, blue-green mirror)."""
+    mirror_passes: int = 0
+    """Intervals the canary passed on mirrored traffic alone (the mirror-first gate)."""
     ab_active: bool = False
     """True while the A/B match rule sends matching requests to the canary."""
     analysis_started: bool = False
@@ -171,6 +176,12 @@ class RolloutState:
     analysis_started_at: float | None = None
     """When this revision's first traffic step was taken: metric windows never reach back
     before it, so traffic of an earlier revision is never counted as evidence for this one."""
+    failure_counted_at: float | None = None
+    """When the last failed check was counted: fail-fast judges only evidence after it,
+    so one burst of failures is counted once."""
+    fail_fast_baseline: list[int] | None = None
+    """The canary sidecars' (requests, failures) counters when fail-fast's current
+    judgement period began; its evidence is what they counted since."""
     paused: bool = False
     next_step_at: float = 0.0
     rollout_started_at: float = 0.0
@@ -279,9 +290,12 @@ class RolloutState:
         self.failed_checks = 0
         self.step_index = -1
         self.mirror_stage = False
+        self.mirror_passes = 0
         self.ab_active = False
         self.analysis_started = False
         self.analysis_started_at = None
+        self.failure_counted_at = None
+        self.fail_fast_baseline = None
         self.paused = False
         self.nodata_since = None
         self.not_ready_since = None

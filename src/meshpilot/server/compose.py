@@ -71,9 +71,11 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
             security=security, access_log=access_log)
         endpoints = mesh.start()
         publish(endpoints)
+        traffic = TelemetryTraffic(lambda: mesh.telemetry)
         delivery = DeliveryLoop(
-            store, lambda: mesh.runtime, TelemetryTraffic(lambda: mesh.telemetry), publish,
-            mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"))
+            store, lambda: mesh.runtime, traffic, publish,
+            mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
+            live=traffic)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
     except BaseException:

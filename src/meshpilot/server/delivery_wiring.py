@@ -48,10 +48,12 @@ from meshpilot.delivery import (
     spec_hash,
 )
 from meshpilot.delivery.loadtester import LoadTester
+from meshpilot.delivery.ports import LiveCounts
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
 from meshpilot.telemetry import Matcher
+from meshpilot.telemetry.istio import REQUESTS_TOTAL
 
 if TYPE_CHECKING:
     from meshpilot.runtime import Pod
@@ -230,6 +232,22 @@ class TelemetryTraffic:
         )
 
 
+    def live_counts(self, namespace: str, workload: str) -> tuple[int, int] | None:
+        telemetry = self._telemetry()
+        if telemetry is None:
+            return None
+        points = telemetry.scraper.read_now(
+            lambda t: t.identity.kind == "sidecar" and t.identity.namespace == namespace
+            and t.identity.workload == workload)
+        served = [p for p in points if p.metric == REQUESTS_TOTAL
+                  and dict(p.labels).get("reporter") == "destination"]
+        if not served:
+            return None
+        failed = sum(p.value for p in served
+                     if str(dict(p.labels).get("response_code", "")).startswith("5"))
+        return int(sum(p.value for p in served)), int(failed)
+
+
 # --- webhooks ---------------------------------------------------------------------------
 
 
@@ -305,7 +323,7 @@ class DeliveryLoop:
     def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
                  loadtester_port: int, tick_seconds: float = TICK_SECONDS,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, live: LiveCounts | None = None) -> None:
         self.store = store
         self.publish = publish
         self.mesh_proxy = mesh_proxy
@@ -318,7 +336,7 @@ class DeliveryLoop:
             HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None)
         self.controller = RolloutController(
             time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
-            self.webhooks, Providers(), settings,
+            self.webhooks, Providers(), settings, live,
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)

@@ -135,6 +135,21 @@ class Scraper:
         points = list(relabel(target.identity, target.node, raw, snapshot, cache))
         return points, len(resp.content), time.thread_time() - cpu
 
+    def read_now(self, wanted: Callable[[Target], bool]) -> list[Point]:
+        """The points of the proxies ``wanted`` picks, read now and not stored: for a
+        judgement that cannot wait for the next cycle (fail-fast reads a canary's
+        sidecars this way). A proxy that does not answer adds nothing."""
+        snapshot = self.snapshot()
+        futures = [self._pool.submit(self._read, t, snapshot)
+                   for t in self.targets() if wanted(t)]
+        points: list[Point] = []
+        for future in futures:
+            try:
+                points.extend(future.result()[0])
+            except Exception as exc:
+                log.debug("telemetry: a live read did not answer: %s", exc)
+        return points
+
     def scrape_once(self) -> None:
         started = time.monotonic()
         now = self.clock()
