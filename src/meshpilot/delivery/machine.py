@@ -165,8 +165,8 @@ class _Tick:
         for event in self.events:
             for hook in hooks_of(self.canary, "event"):
                 self.sensors.webhooks.call(
-                    hook, event_payload(self.canary, self.st, event.message, event.type, self.now)
-                )
+                    hook, event_payload(self.canary, self.st, hook, event.message, event.type,
+                                        self.now))
         out: list[dict[str, Any]] = []
         if objects:
             out = gen.desired_objects(
@@ -284,20 +284,31 @@ class _Tick:
         self.start(f"New revision detected! Scaling up {self.label}")
 
     def start(self, message: str) -> None:
+        """Begin the rollout of the current revision.
+
+        The confirm-rollout gate is asked here only when no analysis is running (an idle
+        phase, or still Waiting for approval), as Flagger's scheduler asks it in
+        ``checkCanaryStatus`` only for a newly detected revision or while Waiting: a
+        revision that supersedes a running analysis restarts it without asking again.
+        The payload carries the phase the Canary had when the revision was detected."""
         st = self.st
+        gated = st.phase in IDLE_PHASES or st.phase == "Waiting"
         st.reset_for_rollout(self.revision, self.now)
         st.scale_down_at = None
         affinity = self.analysis.session_affinity if self.analysis else None
         if affinity:
             st.session_affinity_cookie = f"{affinity.cookie_name}={self.revision}"
+        if gated and not self.rollout_confirmed():
+            return
         st.set_phase("Progressing", self.now)
         self.event(message)
 
     def analyse(self) -> None:
         """One tick of an analysis phase, in Flagger's scheduler order: a new revision
         restarts the analysis; nothing happens while paused, before the canary is ready or
-        before the interval is due; rollback hooks and the confirm-rollout gate come
-        before any step."""
+        before the interval is due; then the rollback hooks, and, only while the rollout
+        is Waiting to start, the confirm-rollout gate (once Progressing it is never asked
+        again for this revision, as in Flagger), before any step."""
         st = self.st
         if self.revision != st.last_applied_spec:
             self.restart_superseded()
@@ -305,7 +316,9 @@ class _Tick:
         if st.paused or not self.canary_settled() or self.now < st.next_step_at:
             return
         st.next_step_at = self.now + self.interval
-        if self.rollback_requested() or not self.rollout_confirmed():
+        if self.rollback_requested():
+            return
+        if st.phase == "Waiting" and not self.rollout_confirmed():
             return
         self.analysis_step()
 
@@ -345,7 +358,8 @@ class _Tick:
         return False
 
     def rollout_confirmed(self) -> bool:
-        """The confirm-rollout gate: Waiting while it is closed, Progressing once open."""
+        """The confirm-rollout gate: Waiting while it is closed, Progressing once open.
+        Callers ask it only before the canary is scaled up (see ``start``)."""
         st = self.st
         passed, why = self.gates("confirm-rollout")
         if not passed:
