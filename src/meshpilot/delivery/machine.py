@@ -22,6 +22,7 @@ from typing import Any, Literal
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
+from meshpilot.delivery.affinity import sync_cookies
 from meshpilot.delivery.checks import CheckContext, TemplateLookup, combine, evaluate
 from meshpilot.delivery.ports import WorkloadStatus
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
@@ -159,6 +160,7 @@ class _Tick:
         if st.scale_down_at is not None and self.now >= st.scale_down_at:
             st.scale_down_at = None
             st.canary_scaled = False
+        sync_cookies(st, self.analysis.session_affinity if self.analysis else None)
         return self.decision(objects=True)
 
     def decision(self, objects: bool) -> Decision:
@@ -295,9 +297,6 @@ class _Tick:
         gated = st.phase in IDLE_PHASES or st.phase == "Waiting"
         st.reset_for_rollout(self.revision, self.now)
         st.scale_down_at = None
-        affinity = self.analysis.session_affinity if self.analysis else None
-        if affinity:
-            st.session_affinity_cookie = f"{affinity.cookie_name}={self.revision}"
         if gated and not self.rollout_confirmed():
             return
         st.set_phase("Progressing", self.now)
