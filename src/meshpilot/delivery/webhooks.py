@@ -10,6 +10,7 @@ rollback hook rolls back).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -105,12 +106,15 @@ class HttpWebhookCaller:
         self._client = client or httpx.Client()
         self._retry_delay = retry_delay_s
         self._insecure: httpx.Client | None = None
+        self._insecure_lock = threading.Lock()
 
     def _insecure_client(self) -> httpx.Client:
-        """For hooks with disableTLS: true (Flagger skips certificate checks for them)."""
-        if self._insecure is None:
-            self._insecure = httpx.Client(verify=False)
-        return self._insecure
+        """For hooks with disableTLS: true (Flagger skips certificate checks for them).
+        Made once, under a lock: several Canaries' ticks call hooks at the same time."""
+        with self._insecure_lock:
+            if self._insecure is None:
+                self._insecure = httpx.Client(verify=False)
+            return self._insecure
 
     def call(self, hook: CanaryWebhook, payload: dict[str, Any]) -> WebhookResult:
         timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_S
