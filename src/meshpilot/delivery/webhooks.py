@@ -43,7 +43,10 @@ def checksum(state: RolloutState) -> str:
     lastAppliedSpec; Flagger adds its tracked ConfigMaps and Secrets, which meshpilot does
     not track). It does not depend on what the primary runs, so every hook of one
     revision, from confirm-rollout to post-rollout, receives the same checksum and a
-    receiver can key its work by it."""
+    receiver can key its work by it. meshpilot records a detected revision in
+    lastAppliedSpec before asking confirm-rollout, so the gate already sees the checksum
+    of the revision it approves (Flagger writes lastAppliedSpec only once the gate has
+    opened, so its gate sees the previous revision's while Waiting)."""
     return hashlib.sha256(f"lastAppliedSpec={state.last_applied_spec}".encode()).hexdigest()[:16]
 
 
