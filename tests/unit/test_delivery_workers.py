@@ -142,7 +142,7 @@ def test_a_slow_webhook_holds_up_only_its_own_canary() -> None:
         # While slow's first tick waits on its webhook, fast keeps its cadence...
         during = [start for start, _ in recorded.ticks["fast"] if start >= held_since]
         assert len(during) >= 5, during
-        assert max(b - a for a, b in pairwise(during)) < 0.5
+        assert max(b - a for a, b in pairwise(during)) < 0.8
         assert cluster.status("fast")["phase"] == "Initialized"
         # ... and slow has not started a second tick beside the one held
         assert recorded.count("slow") == 0 and receiver.received == 1
