@@ -7,12 +7,16 @@ as Flagger's tester does.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from tests.e2e.mesh import Mesh
-from tests.e2e.rollouts import canary
+import httpx
+
+from tests.e2e.hook_receiver import hook_receiver
+from tests.e2e.mesh import URL, Mesh, version_of
+from tests.e2e.rollouts import Rollout, canary
 from tests.e2e.scenario import Given, Then, When
 
 LOAD_HOOK = """\
@@ -27,11 +31,17 @@ webhooks:
 
 
 def test_blue_green_runs_to_completion(given: Given, when: When, then: Then) -> None:
-    given.rollout(canary(strategy="iterations: 3", analysis=LOAD_HOOK))
-    with when.traffic() as load:
-        when.release("v2")
-        seen = when.rollout_runs_to_the_end(timeout=80)
-        when.time_passes(0.5)
+    with hook_receiver() as events:
+        # an event hook with Flagger's metadata, beside the load test
+        event_hook = (f"- name: events\n  type: event\n  url: {events.url}\n"
+                      "  metadata: {environment: e2e, cluster: local}\n")
+        given.rollout(canary(strategy="iterations: 3", analysis=LOAD_HOOK + event_hook))
+        before = len(events.received())
+        with when.traffic() as load:
+            when.release("v2")
+            seen = when.rollout_runs_to_the_end(timeout=80)
+            when.time_passes(0.5)
+        sent = events.received()[before:]
     # Then it ran its iterations on the canary (load-tested, no user traffic), switched
     # all traffic over, promoted, and no user request failed
     then.rollout_phase("Succeeded")
@@ -41,8 +51,16 @@ def test_blue_green_runs_to_completion(given: Given, when: When, then: Then) -> 
     assert during and all(b["canaryWeight"] == 0 for b in during[:1])
     then.no_request_failed(load)
     then.split_is({"v2": 20})
-    events = " | ".join(then.rollout_events())
-    assert "iteration 3/3" in events and "Routing all traffic to canary" in events
+    events_seen = " | ".join(then.rollout_events())
+    assert "iteration 3/3" in events_seen and "Routing all traffic to canary" in events_seen
+    # and the event hook got every event of the revision, with its metadata and one
+    # checksum from detection to promotion (Flagger's CallEventWebhook, canaryChecksum)
+    messages = [p["metadata"]["eventMessage"] for p in sent]
+    assert any(m.startswith("New revision detected") for m in messages), messages
+    assert any(m.startswith("Promotion completed") for m in messages), messages
+    assert all(p["metadata"]["environment"] == "e2e" and p["metadata"]["cluster"] == "local"
+               for p in sent)
+    assert len({p["checksum"] for p in sent}) == 1
 
 
 def test_ab_testing_sends_only_matching_requests_to_the_canary(
@@ -94,3 +112,44 @@ def test_mirroring_runs_to_completion(
     assert "Start traffic mirroring" in events and "Stop traffic mirroring" in events
     then.no_request_failed(load)
     then.split_is({"v2": 20})
+
+
+def _get(mesh: Mesh, cookie: str = "") -> httpx.Response:
+    """One request through the mesh from a new client (no cookie jar carried over)."""
+    with mesh.client() as client:
+        return client.get(URL, headers={"Cookie": cookie} if cookie else {})
+
+
+def test_session_affinity_keeps_canary_clients_then_expires_their_cookie(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
+    """Flagger's Istio router through real Envoys: responses from the canary set this
+    run's random cookie, requests carrying it stay on the canary, and after promotion
+    they are told to drop it (Max-Age=-1)."""
+    given.rollout(canary(
+        interval="2s", analysis="sessionAffinity: {cookieName: flagger-cookie, maxAge: 60}"))
+    rollout = Rollout(mesh)
+    with when.traffic() as load:
+        when.release("v2")
+        when.rollout_reaches(lambda b: b["canaryWeight"] > 0, "canary weight", timeout=40)
+        rollout.command("pause")
+        when.time_passes(1.0)  # the sticky routes reach the proxies
+        answered: list[httpx.Response] = []
+        for _ in range(100):  # at 10%, a canary answer comes within a few dozen
+            answered.append(_get(mesh))
+            if version_of(answered[-1]) == "v2":
+                break
+        cookie, _, attributes = answered[-1].headers["set-cookie"].partition("; ")
+        assert re.fullmatch(r"flagger-cookie=[A-Za-z]{10}", cookie), cookie
+        assert attributes == "Max-Age=60"
+        assert all("set-cookie" not in r.headers for r in answered[:-1])  # primary's
+        assert Counter(version_of(_get(mesh, f"a=1; {cookie}")) for _ in range(10)) == {
+            "v2": 10}
+        rollout.command("resume")
+        then.rollout_phase("Succeeded")
+    when.time_passes(1.0)
+    expired = _get(mesh, cookie)
+    assert expired.headers.get("set-cookie") == f"{cookie}; Max-Age=-1"
+    assert version_of(expired) == "v2"  # the primary, now on v2
+    assert "set-cookie" not in _get(mesh).headers
+    then.no_request_failed(load)

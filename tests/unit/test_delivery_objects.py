@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.unit.rollout_harness import canary, deployment
@@ -110,23 +111,76 @@ def test_ab_match_rule_comes_first_and_merges_service_match() -> None:
     VirtualService.model_validate(vs)
 
 
+AFFINITY = {"sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 3600,
+                                "primaryCookieName": "primary-cookie"}}
+
+
 def test_session_affinity_routes_cookie_holders_to_canary() -> None:
-    c = make({"sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 3600,
-                                  "primaryCookieName": "primary-cookie"}})
-    st = state(canary_weight=20, session_affinity_cookie="flagger-cookie=abc")
+    """Flagger's getSessionAffinityRouteRules while the canary has weight: the sticky
+    canary rule matches name and value of this run's cookie, the primary's cookie lives
+    one analysis interval (10 s here), and new clients get the cookie of their side."""
+    c = make(AFFINITY)
+    st = state(canary_weight=20, session_affinity_cookie="flagger-cookie=abcdeFGHIJ",
+               primary_session_affinity_cookie="primary-cookie=KLMNOpqrst",
+               previous_session_affinity_cookie="flagger-cookie=oldOLDoldO")
     vs = gen.virtual_service(c, gen.routing(c, st))
     sticky, primary_rule, weighted = vs["spec"]["http"]
-    assert sticky["match"][0]["headers"]["Cookie"]["regex"] == ".*flagger-cookie=.*"
+    regex = sticky["match"][0]["headers"]["Cookie"]["regex"]
+    assert re.fullmatch(regex, "session=1; flagger-cookie=abcdeFGHIJ")
+    assert not re.fullmatch(regex, "flagger-cookie=oldOLDoldO")  # an earlier run's cookie
     assert [r["weight"] for r in sticky["route"]] == [0, 100]
+    primary_regex = primary_rule["match"][0]["headers"]["Cookie"]["regex"]
+    assert re.fullmatch(primary_regex, "primary-cookie=KLMNOpqrst")
     assert [r["weight"] for r in primary_rule["route"]] == [100, 0]
-    canary_dest = weighted["route"][1]
-    assert canary_dest["weight"] == 20
+    primary_dest, canary_dest = weighted["route"]
+    assert "match" not in weighted and canary_dest["weight"] == 20
     assert canary_dest["headers"]["response"]["add"]["Set-Cookie"] == (
-        "flagger-cookie=abc; Max-Age=3600")
+        "flagger-cookie=abcdeFGHIJ; Max-Age=3600")
+    assert primary_dest["headers"]["response"]["add"]["Set-Cookie"] == (
+        "primary-cookie=KLMNOpqrst; Max-Age=10")
     VirtualService.model_validate(vs)
-    # with no canary traffic, no sticky rule
+    # with no canary traffic and no earlier run, only the weighted rule
     idle = gen.virtual_service(c, gen.routing(c, state(canary_weight=0)))
     assert len(idle["spec"]["http"]) == 1
+
+
+def test_previous_cookie_is_expired_once_the_canary_has_no_weight() -> None:
+    """Flagger's router at canary weight 0: requests carrying the previous run's cookie
+    go to the primary and the response expires that cookie (Max-Age=-1); the service's
+    own response headers are kept beside it."""
+    c = make(AFFINITY, headers={"response": {"add": {"x-served-by": "mesh"}}})
+    st = state(canary_weight=0, previous_session_affinity_cookie="flagger-cookie=oldOLDoldO")
+    vs = gen.virtual_service(c, gen.routing(c, st))
+    expiring, weighted = vs["spec"]["http"]
+    assert re.fullmatch(expiring["match"][0]["headers"]["Cookie"]["regex"],
+                        "flagger-cookie=oldOLDoldO")
+    assert [(r["destination"]["host"], r["weight"]) for r in expiring["route"]] == [
+        ("podinfo-primary", 100), ("podinfo-canary", 0)]
+    assert expiring["headers"]["response"]["add"] == {
+        "x-served-by": "mesh", "Set-Cookie": "flagger-cookie=oldOLDoldO; Max-Age=-1"}
+    assert "match" not in weighted and weighted["headers"] == {
+        "response": {"add": {"x-served-by": "mesh"}}}
+    assert c.spec.service.headers == {"response": {"add": {"x-served-by": "mesh"}}}
+    VirtualService.model_validate(vs)
+    # a canary without ready pods gets nothing, and the expiry rule stays
+    held = gen.virtual_service(c, gen.routing(c, state(
+        canary_weight=30, session_affinity_cookie="flagger-cookie=abcdeFGHIJ",
+        previous_session_affinity_cookie="flagger-cookie=oldOLDoldO"), canary_ready=False))
+    assert [len(rule["route"]) for rule in held["spec"]["http"]] == [2, 2]
+    assert all(rule["route"][1]["weight"] == 0 for rule in held["spec"]["http"])
+
+
+def test_set_cookie_attributes_in_flaggers_order() -> None:
+    """Flagger's SessionAffinity.BuildCookie: Max-Age, Domain, HttpOnly, Partitioned,
+    Path, SameSite, Secure."""
+    c = make({"sessionAffinity": {"cookieName": "c", "domain": "example.com",
+                                  "httpOnly": True, "partitioned": True, "path": "/",
+                                  "sameSite": "Strict", "secure": True}})
+    vs = gen.virtual_service(c, gen.routing(c, state(canary_weight=10,
+                                                     session_affinity_cookie="c=v")))
+    assert vs["spec"]["http"][-1]["route"][1]["headers"]["response"]["add"]["Set-Cookie"] == (
+        "c=v; Max-Age=86400; Domain=example.com; HttpOnly; Partitioned; Path=/; "
+        "SameSite=Strict; Secure")
 
 
 def test_initializing_writes_only_the_primary() -> None:

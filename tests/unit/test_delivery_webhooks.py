@@ -18,6 +18,8 @@ def hooks(*items: tuple[str, str]) -> dict[str, Any]:
 
 
 def test_confirm_rollout_holds_in_waiting_without_scaling_up() -> None:
+    """Flagger's runConfirmRolloutHooks: the first call, when the revision is detected,
+    carries the phase the Canary had then; the next ones carry Waiting."""
     h = Harness(hooks(("confirm-rollout", GATE)))
     h.hooks.statuses[GATE] = 403
     h.initialize()
@@ -26,23 +28,81 @@ def test_confirm_rollout_holds_in_waiting_without_scaling_up() -> None:
     assert h.phase == "Waiting"
     assert h.target_replicas() == 0
     assert any("waiting for approval confirm-rollout-hook" in m for m in h.messages())
-    payload = h.hooks.called("confirm-rollout")[-1]
+    sent = h.hooks.called("confirm-rollout")
+    assert [p["phase"] for p in sent] == ["Initialized", "Waiting", "Waiting"]
+    payload = sent[-1]
     assert payload["name"] == NAME and payload["namespace"] == "default"
-    assert payload["phase"] == "Waiting" and payload["checksum"]
+    assert payload["checksum"]
     h.hooks.statuses[GATE] = 200
     h.tick()
     assert h.phase == "Progressing" and h.target_replicas() == 2
     h.run_until(lambda: h.phase == "Succeeded")
 
 
-def test_closing_the_rollout_gate_mid_analysis_pauses_in_waiting() -> None:
+def test_confirm_rollout_is_not_asked_once_the_analysis_runs() -> None:
+    """Flagger's checkCanaryStatus returns before the confirm-rollout hooks for a
+    Progressing Canary, and a revision superseding a running analysis goes straight back
+    to Progressing (hasCanaryRevisionChanged): the gate guards the start only."""
     h = Harness(hooks(("confirm-rollout", GATE)))
     h.initialize()
     h.release("v2")
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
-    h.hooks.statuses[GATE] = 403
-    h.tick(3)
-    assert h.phase == "Waiting" and h.status["canaryWeight"] == 20
+    asked = len(h.hooks.called("confirm-rollout"))
+    assert asked == 1
+    h.hooks.statuses[GATE] = 403  # closing the gate now changes nothing
+    h.tick(2)
+    assert h.phase == "Progressing" and h.status["canaryWeight"] == 40
+    h.release("v3")  # supersedes the running analysis
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    assert h.phase == "Progressing"
+    h.run_until(lambda: h.phase == "Succeeded")
+    assert len(h.hooks.called("confirm-rollout")) == asked
+    assert h.primary_image() == "podinfo:v3"
+    h.release("v4")  # a new rollout: asked again, and held
+    h.tick(2)
+    assert h.phase == "Waiting" and len(h.hooks.called("confirm-rollout")) == asked + 2
+
+
+ALL_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase",
+             "confirm-promotion", "post-rollout", "event")
+
+
+def test_every_hook_of_one_revision_gets_the_same_checksum() -> None:
+    """Flagger's canaryChecksum hashes lastAppliedSpec (and tracked configs), never the
+    promoted spec: it names the revision from confirm-rollout to post-rollout."""
+    h = Harness(hooks(*((t, f"http://tester/{t}") for t in ALL_HOOKS)))
+    h.initialize()
+    h.hooks.calls.clear()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "Succeeded")
+    v2 = list(h.hooks.calls)
+    assert {t for t, _, _ in v2} == set(ALL_HOOKS)
+    assert len({p["checksum"] for _, _, p in v2}) == 1
+    h.hooks.calls.clear()
+    h.release("v3")
+    h.tick()
+    h.run_until(lambda: h.phase == "Succeeded")
+    v3 = {p["checksum"] for _, _, p in h.hooks.calls}
+    assert len(v3) == 1 and v3 != {v2[0][2]["checksum"]}
+
+
+def test_hook_payloads_carry_the_phase_flagger_reports() -> None:
+    """Flagger's scheduler_hooks.go sends Progressing to pre-rollout, rollout,
+    confirm-traffic-increase and confirm-promotion hooks whatever the phase (also while
+    WaitingPromotion), and the Canary's phase to post-rollout hooks."""
+    promote = "http://tester/confirm-promotion"
+    h = Harness(hooks(*((t, f"http://tester/{t}") for t in ALL_HOOKS if t != "event")))
+    h.hooks.statuses[promote] = 403
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.phase == "WaitingPromotion")
+    h.tick(2)
+    h.hooks.statuses[promote] = 200
+    h.run_until(lambda: h.phase == "Succeeded")
+    for kind in ("pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion"):
+        assert {p["phase"] for p in h.hooks.called(kind)} == {"Progressing"}, kind
+    assert len(h.hooks.called("confirm-promotion")) >= 3
+    assert [p["phase"] for p in h.hooks.called("post-rollout")] == ["Succeeded"]
 
 
 def test_pre_rollout_failures_count_and_roll_back_at_threshold() -> None:
@@ -153,6 +213,22 @@ def test_event_hooks_receive_every_event() -> None:
     assert "New revision detected! Scaling up podinfo.default" in sent
     first = h.hooks.called("event")[0]["metadata"]
     assert first["eventType"] == "Normal" and first["timestamp"].isdigit()
+
+
+def test_event_hooks_keep_their_metadata() -> None:
+    """Flagger's CallEventWebhook adds the hook's metadata to eventMessage, eventType
+    and timestamp, without letting it replace those three."""
+    metadata = {"environment": "staging", "cluster": "eu-1", "eventType": "forged"}
+    h = Harness({"webhooks": [{"name": "events", "type": "event",
+                               "url": "http://tester/events", "metadata": metadata}]})
+    h.initialize()
+    sent = h.hooks.called("event")
+    assert sent
+    for p in sent:
+        assert p["metadata"]["environment"] == "staging" and p["metadata"]["cluster"] == "eu-1"
+        assert p["metadata"]["eventType"] == "Normal"
+        assert set(p["metadata"]) == {"environment", "cluster", "eventMessage", "eventType",
+                                      "timestamp"}
 
 
 # --- manual commands ------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.builders import canary as canary_body
 from tests.builders import deployment as deployment_body
 from tests.builders import service
 
@@ -17,6 +19,7 @@ from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.delivery_wiring import (
     ClusterView,
+    DeliveryLoop,
     LocalWebhooks,
     StoreWriter,
     TelemetryTraffic,
@@ -134,3 +137,40 @@ def test_flagger_load_tester_urls_go_to_the_built_in_tester() -> None:
         hooks.call(CanaryWebhook(name="h", url=url), {})
     assert inner.urls == ["http://127.0.0.1:4567/", "http://127.0.0.1:4567/gate/check",
                           "http://127.0.0.1:4567/rollback/check", "http://other.test/"]
+
+
+def wait_for(what: str, done: Any, limit_s: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not within {limit_s}s: {what}")
+
+
+def test_the_loop_steps_canaries_on_workers_and_reverts_a_deleted_one(
+    store: SqliteStore,
+) -> None:
+    """The real loop over a real store: a Canary is stepped on its own worker, and its
+    deletion is carried out on that worker (after any tick it is running)."""
+    writer = StoreWriter(ConfigService(store))
+    writer.apply([deployment(), canary_body(
+        "myapp", port=8080, analysis={"interval": "1s", "metrics": []},
+        revertOnDeletion=True)])
+    loop = DeliveryLoop(store, lambda: None, TelemetryTraffic(lambda: None), lambda _: None,
+                        mesh_proxy="http://127.0.0.1:9", loadtester_port=0,
+                        tick_seconds=0.05)
+    loop.start()
+    try:
+        def deployments() -> set[str]:
+            return {o.key.name for o in store.list(kind="Deployment")}
+
+        wait_for("the primary Deployment", lambda: "myapp-primary" in deployments())
+        assert loop.workers.keys() == [("default", "myapp")]
+        writer.delete("default", [("Canary", "myapp")])
+        wait_for("the primary removed", lambda: deployments() == {"myapp"})
+        wait_for("the worker retired", lambda: loop.workers.keys() == [])
+    finally:
+        began = time.monotonic()
+        loop.stop()
+        assert time.monotonic() - began < 10.0

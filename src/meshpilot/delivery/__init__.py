@@ -6,6 +6,7 @@
 - ``checks`` / ``judge``: metric checks (thresholds, minimum samples, primary comparison).
 - ``providers``: what answers them: the built-in metrics and MetricTemplate providers.
 - ``webhooks``: Flagger's webhook payloads and HTTP caller.
+- ``affinity``: the session affinity cookies a rollout hands out and later expires.
 - ``machine``: ``reconcile``, one tick of the state machine, without I/O of its own.
 - ``controller``: ``RolloutController``, the shell that reads, decides and writes.
 - ``loadtester``: the built-in load tester and manual gates (Flagger's tester API).

@@ -37,7 +37,13 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 class RolloutController:
     """Steps Canaries. Call ``tick`` on every Canary/Deployment change and on a timer
-    (e.g. every second); ``command`` carries out promote/abort/pause/resume/retry."""
+    (e.g. every second); ``command`` carries out promote/abort/pause/resume/retry.
+
+    Different Canaries may be stepped at the same time from different threads (see
+    ``workers``), so a webhook that takes its whole timeout for one Canary holds up no
+    other. Invariant: a Canary's ticks, commands and clean-up never overlap; they are
+    serialised by that Canary's lock.
+    """
 
     def __init__(
         self,
@@ -57,8 +63,17 @@ class RolloutController:
                                reader.secret_data, live)
         self.settings = settings or Settings()
         self._written: dict[tuple[str, str, str], str] = {}
-        self._lock = threading.Lock()
+        self._written_lock = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        """One lock per Canary ever stepped; never removed, so two threads can never
+        hold different locks for the same Canary."""
+        self._locks_lock = threading.Lock()
         self.last_write_error: str | None = None
+        """The refusal of the last write (of whichever Canary wrote last), or None."""
+
+    def _lock_of(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault((namespace, name), threading.Lock())
 
     def tick(self, namespace: str, name: str) -> Decision | None:
         """Advance one Canary by one tick; None when the Canary does not exist."""
@@ -69,7 +84,7 @@ class RolloutController:
         return self._step(namespace, name, command)
 
     def _step(self, namespace: str, name: str, command: str | None) -> Decision | None:
-        with self._lock:
+        with self._lock_of(namespace, name):
             canary = self.reader.canary(namespace, name)
             if canary is None:
                 return None
@@ -95,7 +110,8 @@ class RolloutController:
         owned = [o for o in objects if (o.get("metadata") or {}).get("annotations", {})
                  .get(gen.CANARY_ANNOTATION)]
         target = [o for o in objects if o not in owned]
-        changed = [o for o in owned if self._written.get(_key(o)) != _canonical(o)]
+        with self._written_lock:
+            changed = [o for o in owned if self._written.get(_key(o)) != _canonical(o)]
         self.last_write_error = None
         for batch, cache in ((changed, True), (target, False)):
             if not batch:
@@ -108,12 +124,14 @@ class RolloutController:
                 log.warning("delivery write refused: %s", exc)
                 continue
             if cache:
-                for obj in batch:
-                    self._written[_key(obj)] = _canonical(obj)
+                with self._written_lock:
+                    for obj in batch:
+                        self._written[_key(obj)] = _canonical(obj)
 
     def forget(self) -> None:
         """Drop the write cache (e.g. after the store was restored from a backup)."""
-        self._written.clear()
+        with self._written_lock:
+            self._written.clear()
 
     def deleted(self, canary: Canary) -> None:
         """The Canary was deleted: with revertOnDeletion, hand traffic back to the target.
@@ -125,6 +143,10 @@ class RolloutController:
         """
         if not canary.spec.revert_on_deletion:
             return
+        with self._lock_of(canary.metadata.namespace, canary.metadata.name):
+            self._revert(canary)
+
+    def _revert(self, canary: Canary) -> None:
         namespace = canary.metadata.namespace
         state = RolloutState.from_status(canary.status)
         target = self.reader.deployment(namespace, canary.spec.target_ref.name)
@@ -139,5 +161,6 @@ class RolloutController:
         owned = [(k, n) for k, n in gen.owned_names(canary) if n != canary.service_names[0]
                  or k != "Service"]
         self.writer.delete(namespace, owned)
-        for kind, obj_name in owned:
-            self._written.pop((kind, namespace, obj_name), None)
+        with self._written_lock:
+            for kind, obj_name in owned:
+                self._written.pop((kind, namespace, obj_name), None)

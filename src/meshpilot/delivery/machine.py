@@ -22,6 +22,7 @@ from typing import Any, Literal
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import objects as gen
+from meshpilot.delivery.affinity import sync_cookies
 from meshpilot.delivery.checks import (
     CheckContext,
     SecretLookup,
@@ -168,14 +169,15 @@ class _Tick:
         if st.scale_down_at is not None and self.now >= st.scale_down_at:
             st.scale_down_at = None
             st.canary_scaled = False
+        sync_cookies(st, self.analysis.session_affinity if self.analysis else None)
         return self.decision(objects=True)
 
     def decision(self, objects: bool) -> Decision:
         for event in self.events:
             for hook in hooks_of(self.canary, "event"):
                 self.sensors.webhooks.call(
-                    hook, event_payload(self.canary, self.st, event.message, event.type, self.now)
-                )
+                    hook, event_payload(self.canary, self.st, hook, event.message, event.type,
+                                        self.now))
         out: list[dict[str, Any]] = []
         if objects:
             out = gen.desired_objects(
@@ -293,20 +295,28 @@ class _Tick:
         self.start(f"New revision detected! Scaling up {self.label}")
 
     def start(self, message: str) -> None:
+        """Begin the rollout of the current revision.
+
+        The confirm-rollout gate is asked here only when no analysis is running (an idle
+        phase, or still Waiting for approval), as Flagger's scheduler asks it in
+        ``checkCanaryStatus`` only for a newly detected revision or while Waiting: a
+        revision that supersedes a running analysis restarts it without asking again.
+        The payload carries the phase the Canary had when the revision was detected."""
         st = self.st
+        gated = st.phase in IDLE_PHASES or st.phase == "Waiting"
         st.reset_for_rollout(self.revision, self.now)
         st.scale_down_at = None
-        affinity = self.analysis.session_affinity if self.analysis else None
-        if affinity:
-            st.session_affinity_cookie = f"{affinity.cookie_name}={self.revision}"
+        if gated and not self.rollout_confirmed():
+            return
         st.set_phase("Progressing", self.now)
         self.event(message)
 
     def analyse(self) -> None:
         """One tick of an analysis phase, in Flagger's scheduler order: a new revision
         restarts the analysis; nothing happens while paused, before the canary is ready or
-        before the interval is due; rollback hooks and the confirm-rollout gate come
-        before any step."""
+        before the interval is due; then the rollback hooks, and, only while the rollout
+        is Waiting to start, the confirm-rollout gate (once Progressing it is never asked
+        again for this revision, as in Flagger), before any step."""
         st = self.st
         if self.revision != st.last_applied_spec:
             self.restart_superseded()
@@ -317,7 +327,9 @@ class _Tick:
             self.fail_fast()
             return
         st.next_step_at = self.now + self.interval
-        if self.rollback_requested() or not self.rollout_confirmed():
+        if self.rollback_requested():
+            return
+        if st.phase == "Waiting" and not self.rollout_confirmed():
             return
         self.analysis_step()
 
@@ -393,7 +405,8 @@ class _Tick:
         return False
 
     def rollout_confirmed(self) -> bool:
-        """The confirm-rollout gate: Waiting while it is closed, Progressing once open."""
+        """The confirm-rollout gate: Waiting while it is closed, Progressing once open.
+        Callers ask it only before the canary is scaled up (see ``start``)."""
         st = self.st
         passed, why = self.gates("confirm-rollout")
         if not passed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary, CanaryAnalysis, CustomMetadata, SessionAffinity
 from meshpilot.delivery.state import RolloutState
 
@@ -219,6 +220,15 @@ class Routing:
     mirror: bool = False
     ab: bool = False
     sticky_cookie: str = ""
+    """``NAME=VALUE`` of the running canary's session cookie, when it takes traffic."""
+    primary_cookie: str = ""
+    """``NAME=VALUE`` of the primary's session cookie (``primaryCookieName``)."""
+    primary_cookie_max_age: int = 60
+    """Flagger lets the primary's cookie live one analysis interval, so its holders are
+    split again by the next weight."""
+    expired_cookie: str = ""
+    """The previous run's cookie, sent back with ``Max-Age=-1`` while the canary has no
+    weight."""
 
     @property
     def canary_receives_traffic(self) -> bool:
@@ -226,19 +236,33 @@ class Routing:
 
 
 def routing(canary: Canary, state: RolloutState, *, canary_ready: bool = True) -> Routing:
-    """The routes the state calls for, but never to a canary without ready pods."""
+    """The routes the state calls for, but never to a canary without ready pods.
+
+    Session cookies as Flagger's Istio router uses them: the run's cookies while the
+    canary has weight, else the previous run's cookie to expire."""
     weight = max(0, min(100, state.canary_weight))
+    analysis = canary.spec.analysis
+    affinity = analysis.session_affinity if analysis else None
+    expired = state.previous_session_affinity_cookie if affinity else ""
     if not canary_ready:
-        return Routing()
-    affinity = canary.spec.analysis.session_affinity if canary.spec.analysis else None
-    sticky = state.session_affinity_cookie if affinity and 0 < weight < 100 else ""
+        return Routing(expired_cookie=expired)
+    sticky = state.session_affinity_cookie if affinity and weight > 0 else ""
     return Routing(
         primary_weight=100 - weight,
         canary_weight=weight,
         mirror=state.mirror_stage,
         ab=state.ab_active,
         sticky_cookie=sticky,
+        primary_cookie=state.primary_session_affinity_cookie if sticky else "",
+        primary_cookie_max_age=_interval_seconds(analysis),
+        expired_cookie="" if sticky else expired,
     )
+
+
+def _interval_seconds(analysis: CanaryAnalysis | None) -> int:
+    if analysis is None or analysis.interval is None:
+        return 60
+    return int(parse_duration(analysis.interval))
 
 
 def _merge_match(
@@ -260,20 +284,21 @@ def _merge_match(
     return out
 
 
-def _cookie(name_value: str, affinity: SessionAffinity) -> str:
-    parts = [name_value, f"Max-Age={affinity.max_age or 86400}"]
-    if affinity.path:
-        parts.append(f"Path={affinity.path}")
+def _cookie(name_value: str, affinity: SessionAffinity, max_age: int) -> str:
+    """A Set-Cookie value, attributes in the order of Flagger's ``BuildCookie``."""
+    parts = [name_value, f"Max-Age={max_age}"]
     if affinity.domain:
         parts.append(f"Domain={affinity.domain}")
     if affinity.http_only:
         parts.append("HttpOnly")
-    if affinity.secure:
-        parts.append("Secure")
-    if affinity.same_site:
-        parts.append(f"SameSite={affinity.same_site}")
     if affinity.partitioned:
         parts.append("Partitioned")
+    if affinity.path:
+        parts.append(f"Path={affinity.path}")
+    if affinity.same_site:
+        parts.append(f"SameSite={affinity.same_site}")
+    if affinity.secure:
+        parts.append("Secure")
     return "; ".join(parts)
 
 
@@ -335,31 +360,59 @@ def _ab_test_rules(rules: _Rules, analysis: CanaryAnalysis,
             rules.split(rules.service_match, 0)]
 
 
-def _cookie_match(cookie_name: str) -> list[dict[str, Any]]:
-    return [{"headers": {"Cookie": {"regex": f".*{cookie_name}=.*"}}}]
+_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}")
 
 
-def _set_cookie(name_value: str, affinity: SessionAffinity) -> dict[str, Any]:
-    return {"response": {"add": {"Set-Cookie": _cookie(name_value, affinity)}}}
+def _literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching itself."""
+    return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
 
 
-def _sticky_rules(rules: _Rules, affinity: SessionAffinity,
+def _cookie_match(name_value: str) -> list[dict[str, Any]]:
+    """Requests whose Cookie header carries this cookie's name and value (Flagger's
+    ``.*NAME.*VALUE.*``): the value matters, so a cookie of another run never matches."""
+    name, _, value = name_value.partition("=")
+    return [{"headers": {"Cookie": {"regex": f".*{_literal(name)}.*{_literal(value)}.*"}}}]
+
+
+def _set_cookie(value: str) -> dict[str, Any]:
+    return {"response": {"add": {"Set-Cookie": value}}}
+
+
+def _expiring_rule(rules: _Rules, route: Routing) -> dict[str, Any]:
+    """Holders of the previous run's cookie go where the weights say (all to the primary
+    once the canary has no weight) and are told to drop it, as Flagger's router does."""
+    rule = rules.rule(_merge_match(_cookie_match(route.expired_cookie), rules.service_match),
+                      [rules.dest(rules.primary, route.primary_weight),
+                       rules.dest(rules.canary, route.canary_weight)])
+    headers = copy.deepcopy(rule.get("headers") or {})
+    response = headers.setdefault("response", {})
+    response["add"] = {**(response.get("add") or {}),
+                       "Set-Cookie": f"{route.expired_cookie}; Max-Age=-1"}
+    rule["headers"] = headers
+    return rule
+
+
+def _sticky_rules(rules: _Rules, analysis: CanaryAnalysis, affinity: SessionAffinity,
                   route: Routing) -> list[dict[str, Any]]:
-    """Clients holding the canary's cookie stay on the canary, those holding the
-    primary's cookie (when it has one) on the primary; new clients are split by weight
-    and get the cookie of the side they landed on."""
-    cookie_name = route.sticky_cookie.split("=", 1)[0]
-    out = [rules.split(_merge_match(_cookie_match(cookie_name), rules.service_match), 100)]
-    primary_headers = None
-    if affinity.primary_cookie_name:
-        primary_match = _cookie_match(affinity.primary_cookie_name)
-        out.append(rules.split(_merge_match(primary_match, rules.service_match), 0))
-        primary_headers = _set_cookie(f"{affinity.primary_cookie_name}=primary", affinity)
-    out.append(rules.rule(rules.service_match, [
-        rules.dest(rules.primary, route.primary_weight, primary_headers),
-        rules.dest(rules.canary, route.canary_weight, _set_cookie(route.sticky_cookie, affinity)),
-    ]))
-    return out
+    """While the canary takes traffic: clients holding this run's canary cookie stay on
+    the canary, those holding the primary's cookie (with ``primaryCookieName``) on the
+    primary; new clients are split by weight and get the cookie of the side they landed
+    on. Afterwards only the previous cookie's expiry rule precedes the weighted rule."""
+    weighted = _weighted_rule(rules, analysis, route)
+    if not route.sticky_cookie:
+        return [_expiring_rule(rules, route), weighted]
+    primary_dest, canary_dest = weighted["route"]
+    canary_dest["headers"] = _set_cookie(
+        _cookie(route.sticky_cookie, affinity, affinity.max_age or 86400))
+    out = [rules.split(_merge_match(_cookie_match(route.sticky_cookie), rules.service_match),
+                       100)]
+    if route.primary_cookie:
+        primary_dest["headers"] = _set_cookie(
+            _cookie(route.primary_cookie, affinity, route.primary_cookie_max_age))
+        out.append(rules.split(
+            _merge_match(_cookie_match(route.primary_cookie), rules.service_match), 0))
+    return [*out, weighted]
 
 
 def _weighted_rule(rules: _Rules, analysis: CanaryAnalysis | None,
@@ -378,8 +431,8 @@ def _http_rules(canary: Canary, route: Routing) -> list[dict[str, Any]]:
     analysis = canary.spec.analysis
     if analysis and analysis.match and analysis.iterations:
         return _ab_test_rules(rules, analysis, route)
-    if route.sticky_cookie and analysis and analysis.session_affinity:
-        return _sticky_rules(rules, analysis.session_affinity, route)
+    if analysis and analysis.session_affinity and (route.sticky_cookie or route.expired_cookie):
+        return _sticky_rules(rules, analysis, analysis.session_affinity, route)
     return [_weighted_rule(rules, analysis, route)]
 
 

@@ -140,6 +140,8 @@ _CAMEL = MappingProxyType({
     "primary_template": "primaryTemplate",
     "previous_primary_template": "previousPrimaryTemplate",
     "session_affinity_cookie": "sessionAffinityCookie",
+    "previous_session_affinity_cookie": "previousSessionAffinityCookie",
+    "primary_session_affinity_cookie": "primarySessionAffinityCookie",
     "selector_label": "selectorLabel",
     "promoted_by": "promotedBy",
 })
@@ -199,6 +201,11 @@ class RolloutState:
     """The primary's template before the last promotion, to put back if it never gets ready."""
     selector_label: str = "app"
     session_affinity_cookie: str = ""
+    """``NAME=VALUE`` of the running canary's cookie; empty while the canary has no weight
+    (Flagger's field, see ``affinity``)."""
+    previous_session_affinity_cookie: str = ""
+    """The last run's cookie, expired on clients that still send it."""
+    primary_session_affinity_cookie: str = ""
     promoted_by: str = ""
     checks: list[CheckRecord] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -303,7 +310,6 @@ class RolloutState:
         self.next_step_at = now
         self.checks = []
         self.promoted_by = ""
-        self.session_affinity_cookie = ""
 
 
 _CONDITION_MESSAGES = MappingProxyType({

@@ -10,8 +10,10 @@ rollback hook rolls back).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import httpx
@@ -37,9 +39,26 @@ class WebhookCaller(Protocol):
 
 
 def checksum(state: RolloutState) -> str:
-    """Flagger's canary checksum: changes whenever the revision under test changes."""
-    text = f"{state.last_applied_spec}/{state.last_promoted_spec}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Names the revision under test, as Flagger's checksum does (a hash of the Canary's
+    lastAppliedSpec; Flagger adds its tracked ConfigMaps and Secrets, which meshpilot does
+    not track). It does not depend on what the primary runs, so every hook of one
+    revision, from confirm-rollout to post-rollout, receives the same checksum and a
+    receiver can key its work by it. meshpilot records a detected revision in
+    lastAppliedSpec before asking confirm-rollout, so the gate already sees the checksum
+    of the revision it approves (Flagger writes lastAppliedSpec only once the gate has
+    opened, so its gate sees the previous revision's while Waiting)."""
+    return hashlib.sha256(f"lastAppliedSpec={state.last_applied_spec}".encode()).hexdigest()[:16]
+
+
+REPORTED_PHASE = MappingProxyType({
+    "pre-rollout": "Progressing",
+    "rollout": "Progressing",
+    "confirm-traffic-increase": "Progressing",
+    "confirm-promotion": "Progressing",
+})
+"""The phase Flagger's scheduler puts in the payload of these hook types whatever the
+Canary's phase is (a confirm-promotion hook polled in WaitingPromotion still reads
+Progressing). confirm-rollout, rollback and post-rollout hooks get the Canary's phase."""
 
 
 def payload(canary: Canary, state: RolloutState, hook: CanaryWebhook) -> dict[str, Any]:
@@ -47,26 +66,34 @@ def payload(canary: Canary, state: RolloutState, hook: CanaryWebhook) -> dict[st
     return {
         "name": canary.metadata.name,
         "namespace": canary.metadata.namespace,
-        "phase": state.phase,
+        "phase": REPORTED_PHASE.get(hook.type, state.phase),
         "checksum": checksum(state),
         "metadata": dict(hook.metadata or {}),
     }
 
 
+EVENT_KEYS = ("eventMessage", "eventType", "timestamp")
+"""The metadata keys an event hook's payload always carries; the hook's own metadata
+cannot replace them."""
+
+
 def event_payload(
-    canary: Canary, state: RolloutState, message: str, event_type: str, now: float
+    canary: Canary, state: RolloutState, hook: CanaryWebhook, message: str, event_type: str,
+    now: float,
 ) -> dict[str, Any]:
-    """The event hook's payload: the message, its type and a millisecond timestamp."""
+    """The event hook's payload: the message, its type and a millisecond timestamp,
+    merged with the hook's ``metadata`` (e.g. ``environment``, ``cluster``) so a
+    receiver shared by several clusters can tell them apart. As in Flagger's event
+    webhook, the event's own keys win over a hook key of the same name."""
+    metadata = {k: v for k, v in (hook.metadata or {}).items() if k not in EVENT_KEYS}
+    metadata.update(eventMessage=message, eventType=event_type,
+                    timestamp=str(int(now * 1000)))
     return {
         "name": canary.metadata.name,
         "namespace": canary.metadata.namespace,
         "phase": state.phase,
         "checksum": checksum(state),
-        "metadata": {
-            "eventMessage": message,
-            "eventType": event_type,
-            "timestamp": str(int(now * 1000)),
-        },
+        "metadata": metadata,
     }
 
 
@@ -82,12 +109,15 @@ class HttpWebhookCaller:
         self._client = client or httpx.Client()
         self._retry_delay = retry_delay_s
         self._insecure: httpx.Client | None = None
+        self._insecure_lock = threading.Lock()
 
     def _insecure_client(self) -> httpx.Client:
-        """For hooks with disableTLS: true (Flagger skips certificate checks for them)."""
-        if self._insecure is None:
-            self._insecure = httpx.Client(verify=False)
-        return self._insecure
+        """For hooks with disableTLS: true (Flagger skips certificate checks for them).
+        Made once, under a lock: several Canaries' ticks call hooks at the same time."""
+        with self._insecure_lock:
+            if self._insecure is None:
+                self._insecure = httpx.Client(verify=False)
+            return self._insecure
 
     def call(self, hook: CanaryWebhook, payload: dict[str, Any]) -> WebhookResult:
         timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_S

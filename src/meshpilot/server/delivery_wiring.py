@@ -7,8 +7,9 @@
   serving".
 - :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
   core's built-in provider answers Flagger's two built-in metrics.
-- :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes; serves the
-  built-in load tester on a loopback port (``endpoints.json`` key ``loadtester``).
+- :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes, each Canary
+  on its own worker thread; serves the built-in load tester on a loopback port
+  (``endpoints.json`` key ``loadtester``).
 
 Webhook URLs whose host is ``flagger-loadtester`` (any namespace suffix, e.g. Flagger's
 ``http://flagger-loadtester.test/``) or ``meshpilot-loadtester`` are sent to the built-in
@@ -49,6 +50,7 @@ from meshpilot.delivery import (
 )
 from meshpilot.delivery.loadtester import LoadTester
 from meshpilot.delivery.ports import LiveCounts
+from meshpilot.delivery.workers import CanaryWorkers
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
@@ -65,6 +67,8 @@ WRITER_SOURCE = "<delivery-controller>"
 TICK_SECONDS = 0.5
 """Every Canary is stepped at least this often (pod readiness is not a store event)."""
 EVENT_DEBOUNCE_SECONDS = 0.05
+STOP_SECONDS = 15.0
+"""How long stopping waits in all for ticks still running (a webhook in flight)."""
 FORGET_SECONDS = 30.0
 """How often the controller's write cache is dropped, so a generated object someone
 edited or deleted by hand is put back."""
@@ -318,7 +322,11 @@ class DeliveryLoop:
     """Steps every Canary: on a timer (``TICK_SECONDS``) and soon after a Canary or
     Deployment changes in the store. Built by the composition root (``server.compose``)
     from the ports it uses: the store, a view of the runtime's pods, the telemetry's
-    counts and a way to publish the load tester's address."""
+    counts and a way to publish the load tester's address.
+
+    The loop only asks for ticks; each Canary's ticks run on its own worker
+    (``CanaryWorkers``), so a webhook taking its whole timeout for one Canary delays
+    neither the other Canaries nor this loop."""
 
     def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
@@ -338,6 +346,7 @@ class DeliveryLoop:
             time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
             self.webhooks, Providers(), settings, live,
         )
+        self.workers = CanaryWorkers(self.controller.tick)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._generations: dict[tuple[str, str], int] = {}
@@ -356,20 +365,19 @@ class DeliveryLoop:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=15)
+        self._thread.join(timeout=STOP_SECONDS)
+        self.workers.stop(timeout=STOP_SECONDS)
         if self.loadtester is not None:
             self.loadtester.stop()
 
     # --- stepping -----------------------------------------------------------------
 
     def tick_all(self) -> None:
-        for namespace, name in self.view.canaries():
-            if self._stopping.is_set():
-                return
-            try:
-                self.controller.tick(namespace, name)
-            except Exception:  # one broken Canary must not stop the others
-                log.exception("delivery tick of %s/%s failed", namespace, name)
+        """Ask every Canary's worker for a tick; the workers of deleted Canaries end."""
+        canaries = self.view.canaries()
+        for namespace, name in canaries:
+            self.workers.kick(namespace, name)
+        self.workers.retire_others(canaries)
 
     def _relevant(self, event: WatchEvent) -> bool:
         key = event.object.key
@@ -377,16 +385,23 @@ class DeliveryLoop:
             ident = (key.namespace, key.name)
             if event.type == "DELETED":
                 self._generations.pop(ident, None)
-                try:
-                    self.controller.deleted(Canary.model_validate(event.object.body))
-                except Exception:
-                    log.exception("cleaning up after Canary %s/%s failed", *ident)
+                self._clean_up(event.object.body)
                 return False
             # A status write (ours) does not bump the generation: nothing to do for it.
             seen = self._generations.get(ident)
             self._generations[ident] = event.object.generation
             return seen != event.object.generation
         return key.kind == "Deployment"
+
+    def _clean_up(self, body: dict[str, Any]) -> None:
+        """Revert a deleted Canary on its own worker, after a tick it may be running."""
+        try:
+            canary = Canary.model_validate(body)
+        except ValueError:
+            log.exception("a deleted Canary does not parse; nothing cleaned up")
+            return
+        self.workers.submit(canary.metadata.namespace, canary.metadata.name,
+                            lambda: self.controller.deleted(canary))
 
     def _run(self) -> None:
         next_all = 0.0
