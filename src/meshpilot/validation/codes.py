@@ -72,6 +72,11 @@ UNAPPLIED_SECURITY_FIELD = Code("MP0046", Severity.ERROR, "field meshpilot does 
                                 "where ignoring it would weaken security")
 BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item path the "
                         "local runtime cannot make (unknown volume, path not allowed)")
+TESTER_TASK_TYPE = Code("MP0055", Severity.ERROR, "webhook to the built-in load tester with "
+                        "a task type it does not run (helm, helmv3, kubectl, concord, "
+                        "ngrinder, unknown)")
+TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load tester's "
+                         "task endpoint without metadata.cmd")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -113,6 +118,8 @@ POD_CONFIG_MISSING = Code("MP2019", Severity.WARNING, "pod template reads a Conf
                           "that does not exist: its pods wait (CreateContainerConfigError)")
 DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate not followed: "
                          "none without hosts by that name, or a delegate's own fields")
+TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
+                           "control plane's host: only with up --loadtester-commands")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

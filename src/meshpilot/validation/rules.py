@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
+from meshpilot.validation.canary_rules import canary_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.gateway_rules import gateway_findings
@@ -42,6 +43,7 @@ def _all_of(*rules: Rule) -> Rule:
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
+    "Canary": canary_findings,
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
