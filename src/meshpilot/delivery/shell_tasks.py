@@ -110,21 +110,32 @@ class CommandRun:
 
     def wait(self, timeout_s: float) -> CommandResult:
         """Until it exits or ``timeout_s`` is over; then the group is killed."""
-        timed_out = False
-        try:
-            self.process.wait(timeout=max(0.0, timeout_s))
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = not self._exited(max(0.0, timeout_s))
         # Kill what is left of the group even after a clean exit: a background job the
-        # command started (``sleep 99 &``) must not outlive it. The group's id cannot
-        # name another group meanwhile: Linux does not reuse a pid that is still some
-        # group's id, and when the group is empty killpg finds nothing.
+        # command started (``sleep 99 &``) must not outlive it.
         self.kill()
         code = self.process.wait()
         return CommandResult(None if timed_out else code, self._output.text(),
                              time.monotonic() - self.started, timed_out)
 
+    def _exited(self, timeout_s: float) -> bool:
+        """Whether the shell exited within ``timeout_s``. It is left unreaped (a zombie)
+        until ``wait`` has killed the group: its pid, the group's id, cannot be given to
+        another process before then."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.001
+        while os.waitid(os.P_PID, self.process.pid,
+                        os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+        return True
+
     def kill(self) -> None:
+        if self.process.returncode is not None:
+            return  # reaped: the group's id may name another group by now
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
             os.killpg(self.process.pid, signal.SIGKILL)
 
