@@ -64,9 +64,12 @@ def test_blocking_run_reports_result() -> None:
     assert len(hits) == 10
 
 
-def test_bad_command_is_400() -> None:
+def test_bad_command_is_refused() -> None:
     api = TestClient(LoadTester(client=fake_backend()[0]).app)
-    assert api.post("/", json={"metadata": {"cmd": "rm -rf /"}}).status_code == 400
+    # not hey, and commands are off: refused, saying how to allow them
+    refused = api.post("/", json={"metadata": {"cmd": "rm -rf /"}})
+    assert refused.status_code == 403 and "--loadtester-commands" in refused.text
+    assert api.post("/", json={"metadata": {"cmd": "hey -zz 1 http://x/"}}).status_code == 400
     assert api.post("/", json={"metadata": {}}).status_code == 400
 
 

@@ -135,8 +135,23 @@ def test_flagger_load_tester_urls_go_to_the_built_in_tester() -> None:
                 "http://meshpilot-loadtester.x.svc.cluster.local:80/rollback/check",
                 "http://other.test/"):
         hooks.call(CanaryWebhook(name="h", url=url), {})
-    assert inner.urls == ["http://127.0.0.1:4567/", "http://127.0.0.1:4567/gate/check",
-                          "http://127.0.0.1:4567/rollback/check", "http://other.test/"]
+    # the hook's timeout goes along (Flagger's default, 10s, when it has none), so that a
+    # command the tester runs ends before the call gives up
+    hooks.call(CanaryWebhook(name="h", url="http://flagger-loadtester/?a=1", timeout="1m"), {})
+    assert inner.urls == ["http://127.0.0.1:4567/?timeout=10s",
+                          "http://127.0.0.1:4567/gate/check?timeout=10s",
+                          "http://127.0.0.1:4567/rollback/check?timeout=10s",
+                          "http://other.test/", "http://127.0.0.1:4567/?a=1&timeout=60s"]
+
+
+def test_built_in_tester_calls_go_through_its_own_caller() -> None:
+    # the caller that carries the tester's credential is used for the tester only
+    inner, tester = Recorder(), Recorder()
+    hooks = LocalWebhooks(inner, lambda: "http://127.0.0.1:4567", tester)
+    hooks.call(CanaryWebhook(name="h", url="http://flagger-loadtester.test/"), {})
+    hooks.call(CanaryWebhook(name="h", url="http://other.test/"), {})
+    assert tester.urls == ["http://127.0.0.1:4567/?timeout=10s"]
+    assert inner.urls == ["http://other.test/"]
 
 
 def wait_for(what: str, done: Any, limit_s: float = 10.0) -> None:

@@ -28,7 +28,9 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {
         "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
         "service": {"port": 80},
         "analysis": {"interval": "10s", "stepWeight": 10, "maxWeight": 50,
-                     "webhooks": [{"name": "load", "url": "http://flagger-loadtester/"}]}}),
+                     "webhooks": [{"name": "load", "url": "http://flagger-loadtester/",
+                                   "metadata": {"cmd": "hey -z 1m -q 10 -c 2 "
+                                                       "http://web-canary.shop/"}}]}}),
     "MetricTemplate": ("flagger.app/v1beta1", {
         "provider": {"type": "prometheus", "address": "http://127.0.0.1:9090"},
         "query": "sum(up)"}),

@@ -97,6 +97,11 @@ def up(
     access_log: Annotated[AccessLog, typer.Option(
         help="Proxies write Istio-format access logs, read with `meshpilot logs POD "
              "--proxy` (kept under 10 MB each, in the state directory)")] = AccessLog.on,
+    loadtester_commands: Annotated[bool, typer.Option(
+        "--loadtester-commands",
+        help="The built-in load tester runs webhook commands (metadata type bash and cmd, "
+             "other than hey) on this host, as the control plane's user; off by "
+             "default")] = False,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -113,6 +118,8 @@ def up(
         if tls:
             identity.append("--tls")
         identity += ["--access-log", access_log.value]
+        if loadtester_commands:
+            identity.append("--loadtester-commands")
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

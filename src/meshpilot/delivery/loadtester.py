@@ -5,6 +5,13 @@ starts a ``hey``-style load in the background unless the same command is already
 (Flagger's behaviour; ``type: bash`` runs it to completion and answers with the result).
 The generator is built in — there is no ``hey`` binary — and sends its requests through
 the mesh proxy given at construction, so ``podinfo-canary`` resolves as in the mesh.
+Other commands of the task types ``bash`` and ``cmd`` run on this host
+(:mod:`meshpilot.delivery.shell_tasks`) when the tester was given a ``ShellTasks``, and
+are refused (403, saying how to allow them) otherwise; given a ``token``, it runs them
+only for requests bearing it (the control plane's own webhook calls). The types Flagger's tester has
+and this one does not (``helm``, ``kubectl``, ...) are refused with 400, as Flagger's
+refuses a type it does not know. A ``bash`` command ends before the caller gives up:
+the control plane sends the hook's timeout as ``?timeout=10s``.
 Manual gates: ``/gate/approve`` (always 200), ``/gate/halt`` (always 403), ``/gate/check``
 driven by ``/gate/open`` and ``/gate/close``, ``/rollback/check`` driven by
 ``/rollback/open`` and ``/rollback/close``. Gates are keyed by the Canary's
@@ -13,6 +20,7 @@ driven by ``/gate/open`` and ``/gate/close``, ``/rollback/check`` driven by
 
 from __future__ import annotations
 
+import hmac
 import shlex
 import threading
 import time
@@ -24,14 +32,19 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from meshpilot.api import flagger_tester as tester
 from meshpilot.api.base import parse_duration
+from meshpilot.delivery.shell_tasks import CommandRefused, ShellTasks
 
 MAX_DURATION_S = 3600.0
 MAX_CONCURRENCY = 200
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+"""What Flagger's tester reads as true in ``logCmdOutput`` and ``returnCmdOutput``."""
 
 
 class CommandError(ValueError):
@@ -219,8 +232,11 @@ def run_load(run: LoadRun, client: httpx.Client) -> None:
 class LoadTester:
     """The tester service: background loads keyed by command, and manual gates."""
 
-    def __init__(self, proxy: str | None = None, client: httpx.Client | None = None) -> None:
+    def __init__(self, proxy: str | None = None, client: httpx.Client | None = None,
+                 shell: ShellTasks | None = None, token: str | None = None) -> None:
         self._client = client or httpx.Client(proxy=proxy, trust_env=False)
+        self._shell = shell
+        self._token = token
         self._runs: dict[str, LoadRun] = {}
         self._gates: set[str] = set()
         self._rollbacks: set[str] = set()
@@ -262,17 +278,31 @@ class LoadTester:
             runs = list(self._runs.values())
         for run in runs:
             run.stop.set()
+        if self._shell is not None:
+            self._shell.stop_all()
 
     async def _run(self, request: Request) -> Response:
         body = await _json(request)
-        metadata = body.get("metadata") or {}
+        metadata = body.get("metadata")
+        if not isinstance(metadata, dict) or not metadata:
+            return PlainTextResponse("metadata not found in payload", status_code=400)
+        kind = str(tester.task_type(metadata))
+        if kind not in tester.RUNS:
+            return PlainTextResponse(_unknown_type(kind), status_code=400)
         cmd = metadata.get("cmd")
         if not isinstance(cmd, str) or not cmd.strip():
             return PlainTextResponse("metadata.cmd is required", status_code=400)
+        if tester.is_builtin_command(cmd):
+            return await self._hey(cmd, blocking=kind == tester.BASH)
+        canary = f"{body.get('name')}.{body.get('namespace')}"
         try:
-            if metadata.get("type") == "bash":
-                from starlette.concurrency import run_in_threadpool
+            return await self._command(request, canary, metadata, kind, cmd)
+        except CommandRefused as exc:
+            return PlainTextResponse(str(exc), status_code=503)
 
+    async def _hey(self, cmd: str, *, blocking: bool) -> Response:
+        try:
+            if blocking:
                 run = await run_in_threadpool(self.run_blocking, cmd)
                 return JSONResponse(run.summary(), status_code=200 if run.ok else 400)
             run, started = self.start(cmd)
@@ -282,10 +312,42 @@ class LoadTester:
         summary["started"] = started
         return JSONResponse(summary, status_code=200)
 
+    async def _command(self, request: Request, canary: str, metadata: dict[str, Any],
+                       kind: str, cmd: str) -> Response:
+        """A shell command: ``cmd`` answered 202 at once, ``bash`` 200 or 500 when done."""
+        shell = self._shell
+        if shell is None:
+            return PlainTextResponse(
+                f"the built-in load tester runs hey only; it runs {cmd!r} on the control "
+                f"plane's host only when that was started with `meshpilot up "
+                f"{tester.ENABLE_FLAG}`", status_code=403)
+        if not self._authorized(request):
+            return PlainTextResponse("commands are run for the control plane's webhook "
+                                     "calls only", status_code=401)
+        log_output = str(metadata.get("logCmdOutput", "")) in _TRUE
+        if kind == tester.CMD:
+            started = shell.start(canary, cmd, log_output=log_output)
+            return JSONResponse({"started": started}, status_code=202)
+        timeout = _answer_within(request.query_params.get("timeout"), shell.limit_s)
+        result = await run_in_threadpool(shell.run, canary, cmd, timeout,
+                                         log_output=log_output)
+        if not result.ok:
+            return PlainTextResponse(result.failure(cmd), status_code=500)
+        returned = str(metadata.get("returnCmdOutput", "")) in _TRUE
+        return PlainTextResponse(result.output if returned else "", status_code=200)
+
+    def _authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode())
+
     async def _status(self, request: Request) -> Response:
         with self._lock:
             runs = {cmd: run.summary() for cmd, run in self._runs.items()}
-        return JSONResponse({"runs": runs, "gates": sorted(self._gates),
+        commands = self._shell.status() if self._shell is not None else {}
+        return JSONResponse({"runs": runs, "commands": commands,
+                             "gates": sorted(self._gates),
                              "rollbacks": sorted(self._rollbacks)})
 
     # --- gates ----------------------------------------------------------------------
@@ -322,6 +384,23 @@ class LoadTester:
         with self._lock:
             (where.add if on else where.discard)(key)
         return PlainTextResponse(f"{text} for {key}", status_code=202)
+
+
+def _unknown_type(kind: str) -> str:
+    if kind in tester.FLAGGER_ONLY:
+        return (f"task type {kind} is Flagger's tester's; the built-in one runs cmd and bash "
+                f"(run it as a bash command with `meshpilot up {tester.ENABLE_FLAG}`)")
+    return f"unknown task type {kind}"
+
+
+def _answer_within(timeout: str | None, limit_s: float) -> float:
+    """How long a bash command may run so that the answer beats the caller's timeout:
+    the hook's ``timeout`` less a margin (a tenth, at most a second), else ``limit_s``."""
+    try:
+        seconds = parse_duration(timeout) if timeout else limit_s
+    except ValueError:
+        seconds = limit_s
+    return max(0.1, min(limit_s, seconds - min(1.0, seconds / 10)))
 
 
 def _check(key: str | None, where: set[str]) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -103,10 +104,13 @@ def hooks_of(canary: Canary, kind: str) -> list[CanaryWebhook]:
 
 
 class HttpWebhookCaller:
-    """Calls hooks over HTTP with the hook's timeout and retries."""
+    """Calls hooks over HTTP with the hook's timeout and retries; ``headers`` go with
+    every call (the built-in tester's credential)."""
 
-    def __init__(self, client: httpx.Client | None = None, retry_delay_s: float = 0.2) -> None:
-        self._client = client or httpx.Client()
+    def __init__(self, client: httpx.Client | None = None, retry_delay_s: float = 0.2,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self._headers = dict(headers or {})
+        self._client = client or httpx.Client(headers=self._headers)
         self._retry_delay = retry_delay_s
         self._insecure: httpx.Client | None = None
         self._insecure_lock = threading.Lock()
@@ -116,7 +120,7 @@ class HttpWebhookCaller:
         Made once, under a lock: several Canaries' ticks call hooks at the same time."""
         with self._insecure_lock:
             if self._insecure is None:
-                self._insecure = httpx.Client(verify=False)
+                self._insecure = httpx.Client(verify=False, headers=self._headers)
             return self._insecure
 
     def call(self, hook: CanaryWebhook, payload: dict[str, Any]) -> WebhookResult:

@@ -58,10 +58,11 @@ class Components:
 
 def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
           with_mesh: bool, envoy_concurrency: int,
-          security: SecurityOptions | None = None, access_log: bool = True) -> Components:
+          security: SecurityOptions | None = None, access_log: bool = True,
+          loadtester_commands: bool = False) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
-    endpoints.json. If one fails to start, those already started are stopped and the
-    error is raised."""
+    endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
+    one fails to start, those already started are stopped and the error is raised."""
     components = Components(store, ConfigService(store))
     if not with_mesh:
         return components
@@ -75,7 +76,7 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
-            live=traffic)
+            loadtester_commands=loadtester_commands, live=traffic)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
     except BaseException:

@@ -9,17 +9,21 @@
   core's built-in provider answers Flagger's two built-in metrics.
 - :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes, each Canary
   on its own worker thread; serves the built-in load tester on a loopback port
-  (``endpoints.json`` key ``loadtester``).
+  (``endpoints.json`` key ``loadtester``), which runs shell commands only when the
+  control plane was started with ``--loadtester-commands``.
 
 Webhook URLs whose host is ``flagger-loadtester`` (any namespace suffix, e.g. Flagger's
 ``http://flagger-loadtester.test/``) or ``meshpilot-loadtester`` are sent to the built-in
-load tester, so Canaries written for Flagger work unchanged.
+load tester, so Canaries written for Flagger work unchanged; the hook's timeout goes with
+them (``?timeout=``), so a command the tester runs ends before the call gives up.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -29,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
+from meshpilot.api import flagger_tester
+from meshpilot.api.base import parse_duration
 from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
 from meshpilot.api.identity import ObjectKey
@@ -50,6 +56,8 @@ from meshpilot.delivery import (
 )
 from meshpilot.delivery.loadtester import LoadTester
 from meshpilot.delivery.ports import LiveCounts
+from meshpilot.delivery.shell_tasks import ShellTasks, command_env
+from meshpilot.delivery.webhooks import DEFAULT_TIMEOUT_S
 from meshpilot.delivery.workers import CanaryWorkers
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
@@ -72,7 +80,6 @@ STOP_SECONDS = 15.0
 FORGET_SECONDS = 30.0
 """How often the controller's write cache is dropped, so a generated object someone
 edited or deleted by hand is put back."""
-LOADTESTER_HOSTS = ("flagger-loadtester", "meshpilot-loadtester")
 
 
 Publish = Callable[[dict[str, Any]], None]
@@ -256,38 +263,44 @@ class TelemetryTraffic:
 
 
 class LocalWebhooks:
-    """Sends Flagger's load tester host names to the built-in load tester."""
+    """Sends Flagger's load tester host names to the built-in load tester, through
+    ``tester`` (a caller with the tester's credential) when given, else ``inner``."""
 
-    def __init__(self, inner: WebhookCaller, loadtester: Callable[[], str | None]) -> None:
+    def __init__(self, inner: WebhookCaller, loadtester: Callable[[], str | None],
+                 tester: WebhookCaller | None = None) -> None:
         self.inner = inner
+        self.tester = tester or inner
         self._loadtester = loadtester
 
-    def rewrite(self, url: str) -> str:
+    def rewrite(self, url: str, timeout: str | None = None) -> str:
+        """``url`` on the built-in tester, if it names it, with the hook's ``timeout``."""
         base = self._loadtester()
-        if not base:
+        if not base or not flagger_tester.is_builtin_tester(url):
             return url
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not any(host == h or host.startswith(h + ".") for h in LOADTESTER_HOSTS):
-            return url
+        seconds = parse_duration(timeout) if timeout else DEFAULT_TIMEOUT_S
+        query = "&".join(q for q in (parts.query, f"timeout={seconds:g}s") if q)
         target = urlsplit(base)
-        return urlunsplit(("http", target.netloc, parts.path or "/", parts.query, ""))
+        return urlunsplit(("http", target.netloc, parts.path or "/", query, ""))
 
     def call(self, hook: CanaryWebhook, payload: dict[str, Any]) -> WebhookResult:
-        url = self.rewrite(hook.url)
-        if url != hook.url:
-            hook = hook.model_copy(update={"url": url})
-        return self.inner.call(hook, payload)
+        url = self.rewrite(hook.url, hook.timeout)
+        if url == hook.url:
+            return self.inner.call(hook, payload)
+        return self.tester.call(hook.model_copy(update={"url": url}), payload)
 
 
 # --- the load tester server --------------------------------------------------------------
 
 
 class LoadTesterServer:
-    """The built-in load tester (Flagger's tester API) on a loopback port."""
+    """The built-in load tester (Flagger's tester API) on a loopback port; with
+    ``commands`` it runs the hooks' shell commands on this host."""
 
-    def __init__(self, proxy: str, host: str, port: int) -> None:
-        self.tester = LoadTester(proxy=proxy)
+    def __init__(self, proxy: str, host: str, port: int, *, commands: bool = False,
+                 token: str | None = None) -> None:
+        shell = ShellTasks(command_env(proxy)) if commands else None
+        self.tester = LoadTester(proxy=proxy, shell=shell, token=token)
         self.host = host
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -330,18 +343,24 @@ class DeliveryLoop:
 
     def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
-                 loadtester_port: int, tick_seconds: float = TICK_SECONDS,
+                 loadtester_port: int, loadtester_commands: bool = False,
+                 tick_seconds: float = TICK_SECONDS,
                  settings: Settings | None = None, live: LiveCounts | None = None) -> None:
         self.store = store
         self.publish = publish
         self.mesh_proxy = mesh_proxy
         self.loadtester_port = loadtester_port
+        self.loadtester_commands = loadtester_commands
         self.tick_seconds = tick_seconds
         self.service = ConfigService(store)
         self.view = ClusterView(store, runtime)
         self.loadtester: LoadTesterServer | None = None
+        # Only the controller may have the tester run commands: its port is open to
+        # every local user, and a command runs as this process's user.
+        self._tester_token = secrets.token_urlsafe(32)
         self.webhooks = LocalWebhooks(
-            HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None)
+            HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None,
+            HttpWebhookCaller(headers={"Authorization": f"Bearer {self._tester_token}"}))
         self.controller = RolloutController(
             time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
             self.webhooks, Providers(), settings, live,
@@ -356,8 +375,13 @@ class DeliveryLoop:
         step the Canaries."""
         try:
             self.loadtester = LoadTesterServer(self.mesh_proxy, "127.0.0.1",
-                                               self.loadtester_port)
+                                               self.loadtester_port,
+                                               commands=self.loadtester_commands,
+                                               token=self._tester_token)
             self.publish({"loadtester": self.loadtester.start()})
+            if self.loadtester_commands:
+                log.warning("the built-in load tester runs webhook commands (type bash and "
+                            "cmd) on this host as user %s", getpass.getuser())
         except OSError as exc:
             log.warning("the built-in load tester did not start: %s", exc)
             self.loadtester = None

@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 
 from meshpilot.api.base import parse_duration
+from meshpilot.delivery import shell_tasks
 from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.root_store import ROTATION_DIR, RootStore
@@ -67,6 +68,7 @@ def _api_tls(state: StateDir, host: str, components: compose.Components,
 def serve(
     state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
+    loadtester_commands: bool = False,
 ) -> int:
     state.create()
     try:
@@ -97,7 +99,8 @@ def serve(
     try:
         components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
-                                   access_log=access_log)
+                                   access_log=access_log,
+                                   loadtester_commands=loadtester_commands)
     except Exception as exc:
         store.close()
         lock.close()
@@ -173,15 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", choices=("on", "off"), default="on",
                         help="proxies write Istio-format access logs to files in the run "
                              "directory (`meshpilot logs POD --proxy`); on by default")
+    parser.add_argument("--loadtester-commands", action="store_true",
+                        help="the built-in load tester runs webhook commands (metadata type "
+                             "bash and cmd) on this host, as this process's user")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # what the webhook commands did is what their authors asked to see
+    logging.getLogger(shell_tasks.__name__).setLevel(logging.INFO)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     security = SecurityOptions(trust_domain=args.trust_domain,
                                ca_dir=Path(args.ca_dir) if args.ca_dir else None,
                                cert_ttl=args.cert_ttl)
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
-                 security=security, tls=args.tls, access_log=args.access_log == "on")
+                 security=security, tls=args.tls, access_log=args.access_log == "on",
+                 loadtester_commands=args.loadtester_commands)
 
 
 def _duration(text: str) -> timedelta:

@@ -74,6 +74,11 @@ BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item p
                         "local runtime cannot make (unknown volume, path not allowed)")
 NOT_IMPLEMENTED_FLAGGER_FIELD = Code("MP0048", Severity.ERROR, "Canary or MetricTemplate field "
                                      "or value meshpilot does not implement")
+TESTER_TASK_TYPE = Code("MP0055", Severity.ERROR, "webhook to the built-in load tester with "
+                        "a task type it does not run (helm, helmv3, kubectl, concord, "
+                        "ngrinder, unknown)")
+TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load tester's "
+                         "task endpoint without metadata.cmd")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -119,6 +124,8 @@ DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate no
                          "none without hosts by that name, or a delegate's own fields")
 TEMPLATE_SECRET_MISSING = Code("MP2024", Severity.WARNING, "MetricTemplate secretRef names "
                                "no Secret in its namespace: its checks fail until it exists")
+TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
+                           "control plane's host: only with up --loadtester-commands")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
 from meshpilot.validation.authorization_rules import authorization_policy_findings
+from meshpilot.validation.canary_rules import canary_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.flagger_fields import CANARY, METRIC_TEMPLATE
@@ -45,7 +46,7 @@ def _all_of(*rules: Rule) -> Rule:
 
 RULES: Mapping[str, Rule] = MappingProxyType({
     "AuthorizationPolicy": authorization_policy_findings,
-    "Canary": rule_of(CANARY),
+    "Canary": _all_of(canary_findings, rule_of(CANARY)),
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
