@@ -57,6 +57,7 @@ from meshpilot.delivery import (
 from meshpilot.delivery.loadtester import LoadTester
 from meshpilot.delivery.ports import LiveCounts
 from meshpilot.delivery.shell_tasks import ShellTasks, command_env
+from meshpilot.delivery.state import ANALYSIS_PHASES
 from meshpilot.delivery.webhooks import DEFAULT_TIMEOUT_S
 from meshpilot.delivery.workers import CanaryWorkers
 from meshpilot.runtime.pod import template_hash
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 WRITER_SOURCE = "<delivery-controller>"
 TICK_SECONDS = 0.5
 """Every Canary is stepped at least this often (pod readiness is not a store event)."""
+HOT_TICK_SECONDS = 0.1
+"""How often a Canary whose canary holds traffic under analysis is stepped (fail-fast)."""
 EVENT_DEBOUNCE_SECONDS = 0.05
 STOP_SECONDS = 15.0
 """How long stopping waits in all for ticks still running (a webhook in flight)."""
@@ -365,7 +368,9 @@ class DeliveryLoop:
             time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
             self.webhooks, Providers(), settings, live,
         )
-        self.workers = CanaryWorkers(self.controller.tick)
+        self.workers = CanaryWorkers(self._tick_one)
+        self._hot: set[tuple[str, str]] = set()
+        self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._generations: dict[tuple[str, str], int] = {}
@@ -395,6 +400,26 @@ class DeliveryLoop:
             self.loadtester.stop()
 
     # --- stepping -----------------------------------------------------------------
+
+    def _tick_one(self, namespace: str, name: str) -> None:
+        """One tick on the Canary's worker; a Canary whose canary holds traffic under
+        analysis becomes hot: ticked every ``HOT_TICK_SECONDS`` so that fail-fast sees
+        its failures within a fraction of a second, not at the next regular tick."""
+        decision = self.controller.tick(namespace, name)
+        st = decision.state if decision is not None else None
+        hot = bool(st and st.phase in ANALYSIS_PHASES and st.analysis_started and (
+            st.canary_weight > 0 or st.mirror_stage or st.ab_active))
+        with self._hot_lock:
+            if hot:
+                self._hot.add((namespace, name))
+            else:
+                self._hot.discard((namespace, name))
+
+    def _kick_hot(self) -> None:
+        with self._hot_lock:
+            hot = list(self._hot)
+        for namespace, name in hot:
+            self.workers.kick(namespace, name)
 
     def tick_all(self) -> None:
         """Ask every Canary's worker for a tick; the workers of deleted Canaries end."""
@@ -428,12 +453,13 @@ class DeliveryLoop:
                             lambda: self.controller.deleted(canary))
 
     def _run(self) -> None:
-        next_all = 0.0
+        next_all = next_hot = 0.0
         next_forget = time.monotonic() + FORGET_SECONDS
         with self.store.watch() as watch:
             while not self._stopping.is_set():
                 now = time.monotonic()
-                event = watch.get(timeout=max(0.0, min(next_all - now, self.tick_seconds)))
+                due = min(next_all, next_hot if self._hot else next_all)
+                event = watch.get(timeout=max(0.0, min(due - now, self.tick_seconds)))
                 soon = False
                 while event is not None:
                     soon = self._relevant(event) or soon
@@ -451,3 +477,6 @@ class DeliveryLoop:
                         next_forget = now + FORGET_SECONDS
                     self.tick_all()
                     next_all = time.monotonic() + self.tick_seconds
+                elif self._hot and now >= next_hot:
+                    self._kick_hot()
+                    next_hot = now + HOT_TICK_SECONDS
