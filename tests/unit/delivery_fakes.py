@@ -107,6 +107,9 @@ class InMemoryCluster:
         body = self.get("MetricTemplate", name, namespace)
         return MetricTemplate.model_validate(body) if body else None
 
+    def config(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        return self.get(kind, name, namespace)
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         body = self.get("Secret", name, namespace)
         return Secret.model_validate(body).decoded() if body else None

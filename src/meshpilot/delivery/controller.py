@@ -16,7 +16,9 @@ import threading
 from typing import Any
 
 from meshpilot.api.flagger import Canary
+from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
+from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
 from meshpilot.delivery.ports import Clock, ClusterReader, LiveCounts, ObjectWriter, WriteError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
@@ -90,10 +92,12 @@ class RolloutController:
                 return None
             state = RolloutState.from_status(canary.status)
             target_name = canary.spec.target_ref.name
+            target = self.reader.deployment(namespace, target_name)
             observed = Observed(
-                target=self.reader.deployment(namespace, target_name),
+                target=target,
                 primary=self.reader.workload(namespace, f"{target_name}-primary"),
                 canary=self.reader.workload(namespace, target_name),
+                configs=self._configs(namespace, target),
             )
             decision = reconcile(
                 canary, observed, state, self.clock(), self.sensors, command, self.settings
@@ -105,6 +109,17 @@ class RolloutController:
                 self.writer.put_status(namespace, name, new_status)
             self._write(decision.objects)
             return decision
+
+    def _configs(self, namespace: str, target: dict[str, Any] | None
+                 ) -> dict[ConfigKey, dict[str, Any]]:
+        """The tracked ConfigMaps and Secrets the target's pod template reads."""
+        template = ((target or {}).get("spec") or {}).get("template") or {}
+        out = {}
+        for kind, name in sorted(configs.referenced(template)):
+            body = self.reader.config(namespace, kind, name)
+            if body is not None and configs.tracked(body):
+                out[(kind, name)] = body
+        return out
 
     def _write(self, objects: list[dict[str, Any]]) -> None:
         owned = [o for o in objects if (o.get("metadata") or {}).get("annotations", {})
@@ -158,8 +173,8 @@ class RolloutController:
             scaled = gen.reverted_target(target, state)
             if scaled is not None:
                 self.writer.apply([scaled])
-        owned = [(k, n) for k, n in gen.owned_names(canary) if n != canary.service_names[0]
-                 or k != "Service"]
+        owned = [(k, n) for k, n in gen.owned_names(canary, state)
+                 if n != canary.service_names[0] or k != "Service"]
         self.writer.delete(namespace, owned)
         with self._written_lock:
             for kind, obj_name in owned:

@@ -16,11 +16,13 @@ Promoting → Finalising → Succeeded; or Failed with the reason on any rollbac
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
+from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
 from meshpilot.delivery.affinity import sync_cookies
 from meshpilot.delivery.checks import (
@@ -30,6 +32,7 @@ from meshpilot.delivery.checks import (
     combine,
     evaluate,
 )
+from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.fail_fast import conclusive_failure, judge
 from meshpilot.delivery.ports import LiveCounts, WorkloadStatus
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
@@ -62,6 +65,8 @@ class Observed:
     target: dict[str, Any] | None
     primary: WorkloadStatus
     canary: WorkloadStatus
+    configs: Mapping[ConfigKey, Mapping[str, Any]] = field(default_factory=dict)
+    """The tracked ConfigMaps and Secrets the target's template reads (their bodies)."""
 
 
 @dataclass
@@ -134,7 +139,12 @@ class _Tick:
         self.threshold = (self.analysis.threshold if self.analysis else None) or 1
         self.target: dict[str, Any] = observed.target or {}
         self.template = (self.target.get("spec") or {}).get("template") or {}
-        self.revision = spec_hash(self.template)
+        self.template_hash = spec_hash(self.template)
+        self.config_checksums = configs.checksums(observed.configs)
+        self.revision = (spec_hash({"template": self.template, "configs": self.config_checksums})
+                         if self.config_checksums else self.template_hash)
+        self.extra_objects: list[dict[str, Any]] = []
+        """Written before the desired objects this tick: the primary's config copies."""
 
     # --- entry point ---------------------------------------------------------------
 
@@ -185,7 +195,8 @@ class _Tick:
                 canary_ready=self.obs.canary.exists and self.obs.canary.ready > 0,
                 primary_ready=self.primary_ready(),
             )
-        return Decision(state=self.st, objects=out, events=self.events)
+        return Decision(state=self.st, objects=[*self.extra_objects, *out] if objects else out,
+                        events=self.events)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -201,7 +212,7 @@ class _Tick:
 
     def canary_ready(self) -> bool:
         threshold = (self.analysis.canary_ready_threshold if self.analysis else None) or 100
-        return _ready(self.obs.canary, self.revision, threshold)
+        return _ready(self.obs.canary, self.template_hash, threshold)
 
     def gates(self, kind: str) -> tuple[bool, str]:
         """Run every hook of a gate type; closed when any answers other than 2xx."""
@@ -271,6 +282,7 @@ class _Tick:
             st.last_applied_spec = self.revision
             st.last_promoted_spec = self.revision
             st.canary_scaled = False
+            self.copy_configs_to_primary()
             self.event(f"Initializing {self.label}: creating {self.target_name}-primary")
         if not self.primary_ready():
             ws = self.obs.primary
@@ -305,6 +317,7 @@ class _Tick:
         st = self.st
         gated = st.phase in IDLE_PHASES or st.phase == "Waiting"
         st.reset_for_rollout(self.revision, self.now)
+        st.tracked_configs = dict(self.config_checksums)
         st.scale_down_at = None
         if gated and not self.rollout_confirmed():
             return
@@ -621,11 +634,20 @@ class _Tick:
         st.previous_primary_template = copy.deepcopy(st.primary_template)
         st.primary_template = copy.deepcopy(self.template)
         st.last_promoted_spec = self.revision
+        self.copy_configs_to_primary()
         st.promoted_by = reason
         st.paused = False
         st.next_step_at = self.now
         st.set_phase("Promoting", self.now)
         self.event(f"Copying {self.label} template spec to {self.target_name}-primary.{self.ns}")
+
+    def copy_configs_to_primary(self) -> None:
+        """The primary reads copies of the configs the promoted template reads, made
+        now from the target's, so editing a config never changes the primary unjudged."""
+        self.st.primary_configs = sorted(self.config_checksums)
+        self.st.tracked_configs = dict(self.config_checksums)
+        self.extra_objects = configs.primary_copies(
+            self.obs.configs, lambda name: gen.owned_meta(self.canary, name))
 
     def promoting(self) -> None:
         st = self.st

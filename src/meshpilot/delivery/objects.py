@@ -17,6 +17,7 @@ from typing import Any
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary, CanaryAnalysis, CustomMetadata, SessionAffinity
+from meshpilot.delivery import configs
 from meshpilot.delivery.state import RolloutState
 
 MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-delivery"})
@@ -41,6 +42,11 @@ def _meta(canary: Canary, name: str, custom: CustomMetadata | None = None,
         "annotations": {**((custom and custom.annotations) or {}),
                         CANARY_ANNOTATION: canary.metadata.name},
     }
+
+
+def owned_meta(canary: Canary, name: str) -> dict[str, Any]:
+    """The metadata that marks a generated object ``name`` as this Canary's."""
+    return _meta(canary, name)
 
 
 def selector_label(target: dict[str, Any]) -> tuple[str, str]:
@@ -69,7 +75,9 @@ def primary_deployment(
     """NAME-primary: the promoted template, relabelled so its pods are told apart."""
     key, value = selector_label(target)
     spec = copy.deepcopy(target.get("spec") or {})
-    template = copy.deepcopy(state.primary_template or spec.get("template") or {})
+    template = configs.with_primary_names(
+        state.primary_template or spec.get("template") or {},
+        {(kind, name) for kind, _, name in (c.partition("/") for c in state.primary_configs)})
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), key: f"{value}-primary"}
     selector = spec.get("selector") or {}
@@ -493,10 +501,12 @@ def desired_objects(
     return objects
 
 
-def owned_names(canary: Canary) -> list[tuple[str, str]]:
+def owned_names(canary: Canary, state: RolloutState | None = None) -> list[tuple[str, str]]:
     """(kind, name) of every generated object, for cleanup when the Canary goes away."""
     apex, primary, canary_svc = canary.service_names
-    return [
+    copies = [(kind, name + configs.PRIMARY_SUFFIX) for kind, _, name in
+              (c.partition("/") for c in (state.primary_configs if state else []))]
+    return [*copies,
         ("VirtualService", apex),
         ("DestinationRule", primary),
         ("DestinationRule", canary_svc),

@@ -70,6 +70,10 @@ class ClusterReader(Protocol):
 
     def metric_template(self, namespace: str, name: str) -> MetricTemplate | None: ...
 
+    def config(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        """The stored body of ConfigMap or Secret ``namespace/name`` (``kind``)."""
+        ...
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         """The decoded keys of Secret ``namespace/name``, or None when there is none."""
         ...

@@ -144,6 +144,8 @@ _CAMEL = MappingProxyType({
     "primary_session_affinity_cookie": "primarySessionAffinityCookie",
     "selector_label": "selectorLabel",
     "promoted_by": "promotedBy",
+    "tracked_configs": "trackedConfigs",
+    "primary_configs": "primaryConfigs",
 })
 _SNAKE = MappingProxyType({v: k for k, v in _CAMEL.items()})
 
@@ -199,6 +201,11 @@ class RolloutState:
     """The pod template the primary runs (the last promoted revision, unlabelled)."""
     previous_primary_template: dict[str, Any] | None = None
     """The primary's template before the last promotion, to put back if it never gets ready."""
+    tracked_configs: dict[str, str] = field(default_factory=dict)
+    """``Kind/name`` → digest of the configs the revision under way reads (Flagger's
+    ``trackedConfigs``)."""
+    primary_configs: list[str] = field(default_factory=list)
+    """``Kind/name`` of the configs the primary reads as ``NAME-primary`` copies."""
     selector_label: str = "app"
     session_affinity_cookie: str = ""
     """``NAME=VALUE`` of the running canary's cookie; empty while the canary has no weight
