@@ -254,6 +254,22 @@ def test_outlier_detection():
     assert c.common_lb_config.healthy_panic_threshold.value == 20
 
 
+def test_max_ejection_percent_zero_is_unset_as_in_istio():
+    """Istio's applyOutlierDetection sets max_ejection_percent only when it is above 0
+    (0 is the proto's unset value), so Envoy's default of 10 % holds; meshpilot once
+    sent 0, which made the outlier detection eject nothing."""
+    rule = dr("""
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 0}
+""")
+    od = build_resources(snapshot(rule), SIDECAR)[TYPE_CLUSTER][
+        f"outbound|9080||{REVIEWS}"].outlier_detection
+    assert od.consecutive_5xx.value == 1 and not od.HasField("max_ejection_percent")
+
+
 def test_subset_policy_overrides_and_port_level_settings():
     rule = dr("""
 metadata: {name: ratings}

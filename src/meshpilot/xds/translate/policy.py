@@ -195,7 +195,7 @@ def _outlier(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None) -> None
         out.interval.CopyFrom(pb.duration(od.interval))
     if od.base_ejection_time:
         out.base_ejection_time.CopyFrom(pb.duration(od.base_ejection_time))
-    if od.max_ejection_percent is not None:
+    if od.max_ejection_percent:  # 0 is unset in Istio's API: Envoy's default (10 %) holds
         out.max_ejection_percent.value = od.max_ejection_percent
     cluster.outlier_detection.CopyFrom(out)
     cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
