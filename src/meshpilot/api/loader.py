@@ -160,10 +160,15 @@ def _expand(
         items, prefix = data["items"], ("items",)
     else:
         return [LoadedDocument(data, file, index, start, positions)]
+    # one pass over the positions, not one per item: a list of n items is O(n)
+    depth = len(prefix)
+    per_item: dict[int, dict[FieldPath, Position]] = {}
+    for path, pos in positions.items():
+        if len(path) > depth and path[:depth] == prefix and isinstance(path[depth], int):
+            per_item.setdefault(path[depth], {})[path[depth + 1 :]] = pos
     out = []
     for i, item in enumerate(items):
-        base = (*prefix, i)
-        sub = {p[len(base) :]: pos for p, pos in positions.items() if p[: len(base)] == base}
+        sub = per_item.get(i, {})
         line = sub.get((), Position(start, 1)).line
         out.append(LoadedDocument(item, file, index, line, sub))
     return out
