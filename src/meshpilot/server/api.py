@@ -24,6 +24,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
+from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
 from meshpilot.validation import check_state
 
@@ -31,12 +32,18 @@ MESHPILOT_API = "/apis/meshpilot.io/v1"
 _WATCH_POLL_SECONDS = 0.05
 
 
-def _status(code: int, reason: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"kind": "Status", "status": "Failure", "reason": reason, "code": code,
-         "message": message},
-        status_code=code,
-    )
+def _status(code: int, reason: str, message: str, diagnostic: str = "") -> JSONResponse:
+    """A Kubernetes-style Status; ``diagnostic`` (a code such as MP0050) goes in
+    ``details.causes`` so a client can tell refusals apart without reading the message."""
+    body: dict[str, Any] = {"kind": "Status", "status": "Failure", "reason": reason,
+                            "code": code, "message": message}
+    if diagnostic:
+        body["details"] = {"causes": [{"reason": diagnostic, "message": message}]}
+    return JSONResponse(body, status_code=code)
+
+
+def _bad_body(exc: BadBody) -> JSONResponse:
+    return _status(400, "BadRequest", str(exc), exc.code)
 
 
 def _scope_message(info: KindInfo) -> str:
@@ -70,11 +77,10 @@ class ControlPlaneAPI:
         p = request.path_params
         return by_path(p.get("group", ""), p["version"], p["plural"])
 
-    async def _json(self, request: Request) -> Any:
-        try:
-            return json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"request body is not JSON: {exc}") from None
+    @staticmethod
+    async def _json(request: Request) -> Any:
+        """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not."""
+        return parse_json(await request.body())
 
     # --- meta ----------------------------------------------------------------
     async def version(self, request: Request) -> Response:
@@ -96,6 +102,8 @@ class ControlPlaneAPI:
         try:
             payload = await self._json(request)
             sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
+        except BadBody as exc:
+            return _bad_body(exc)
         except (ValueError, KeyError, TypeError) as exc:
             return _status(400, "BadRequest",
                            f"expected {{'sources': [{{'file', 'text'}}]}}: {exc}")
@@ -107,6 +115,9 @@ class ControlPlaneAPI:
 
         try:
             payload = await self._json(request)
+        except BadBody as exc:
+            return _bad_body(exc)
+        try:
             if "sources" in payload:
                 sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
                 keys, problems = keys_in(sources)
@@ -145,8 +156,8 @@ class ControlPlaneAPI:
         if request.method == "POST":
             try:
                 body = await self._json(request)
-            except ValueError as exc:
-                return _status(400, "BadRequest", str(exc))
+            except BadBody as exc:
+                return _bad_body(exc)
             if not isinstance(body, dict):
                 return _status(400, "BadRequest", "the body must be one JSON object")
             if (ns is not None) != info.namespaced:
@@ -219,8 +230,8 @@ class ControlPlaneAPI:
             return _outcome(self.service.delete([key], expected=expected))
         try:
             body = await self._json(request)
-        except ValueError as exc:
-            return _status(400, "BadRequest", str(exc))
+        except BadBody as exc:
+            return _bad_body(exc)
         if not isinstance(body, dict):
             return _status(400, "BadRequest", "the body must be one JSON object")
         return _outcome(self.service.put_object(key, body, create_only=False))

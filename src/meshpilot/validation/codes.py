@@ -72,6 +72,9 @@ UNAPPLIED_SECURITY_FIELD = Code("MP0046", Severity.ERROR, "field meshpilot does 
                                 "where ignoring it would weaken security")
 BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item path the "
                         "local runtime cannot make (unknown volume, path not allowed)")
+TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
+TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
+                      "limit, aliases counted as the nodes they stand for")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

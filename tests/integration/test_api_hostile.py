@@ -1,0 +1,208 @@
+"""Hostile input against a real control plane (issue 18): each refusal is a clear 4xx
+with its position, the API keeps answering meanwhile, and nothing accepted is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from tests.builders import service
+from tests.conftest import ControlPlane
+from tests.integration.test_api import MP, SVC_PATH, VS_PATH, apply, revision, vs, yaml_text
+
+HEALTH_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def cp(control_plane_factory: Callable[..., ControlPlane]) -> ControlPlane:
+    """A config-plane-only control plane: the API, validation and store are all real."""
+    return control_plane_factory("state", args=["--no-mesh"])
+
+
+def seed(c: httpx.Client) -> dict[str, Any]:
+    """Two accepted objects; returns what the API serves for them."""
+    r = apply(c, vs("reviews"), service("reviews"))
+    assert r.status_code == 200, r.text
+    return {"vs": c.get(f"{VS_PATH}/reviews").json(), "svc": c.get(f"{SVC_PATH}/reviews").json()}
+
+
+def assert_kept(c: httpx.Client, before: dict[str, Any], rev: int) -> None:
+    """Everything accepted before is still served as it was, and nothing was written."""
+    assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]
+    assert c.get(f"{SVC_PATH}/reviews").json() == before["svc"]
+    assert revision(c) == rev
+
+
+@contextmanager
+def health_polled(cp: ControlPlane) -> Iterator[list[tuple[int, float]]]:
+    """Poll /healthz on its own connection while the block runs; yields the (status,
+    seconds) of each answer. A poll that gets no answer within HEALTH_TIMEOUT is
+    recorded as status 0."""
+    answers: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with cp.new_client(timeout=HEALTH_TIMEOUT) as client:
+            while not stop.is_set() and len(answers) < 2000:
+                start = time.monotonic()
+                try:
+                    status = client.get("/healthz").status_code
+                except httpx.TimeoutException:
+                    status = 0
+                answers.append((status, time.monotonic() - start))
+                stop.wait(0.02)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        thread.join(timeout=HEALTH_TIMEOUT + 5)
+
+
+def diagnostics(r: httpx.Response) -> list[dict[str, Any]]:
+    return list(r.json()["diagnostics"])
+
+
+# --- 1. nesting depth -----------------------------------------------------------------
+
+DEEP_SOURCES = [
+    ("deep.json", "[" * 2_000 + "]" * 2_000, (1, 101)),
+    ("deeper.json", '{"a":' * 100_000 + "1" + "}" * 100_000, (1, 501)),
+    ("deep.yaml", "a:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(2_000)),
+     (101, 201)),
+    ("flow.yaml", "kind: [" + "[" * 100_000 + "]" * 100_001, (1, 106)),
+]
+
+
+@pytest.mark.parametrize(("file", "text", "where"), DEEP_SOURCES,
+                         ids=[s[0] for s in DEEP_SOURCES])
+def test_deeply_nested_file_is_refused_at_the_level_too_deep(
+        cp: ControlPlane, file: str, text: str, where: tuple[int, int]) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    r = apply(c, file=file, text=text)
+    assert r.status_code == 422, r.text
+    [d] = diagnostics(r)
+    assert (d["code"], d["file"], (d["line"], d["column"])) == ("MP0050", file, where)
+    assert "more than 100 levels" in d["message"]
+    assert_kept(c, before, rev)
+
+
+def test_a_file_nested_exactly_100_levels_is_not_refused_for_depth(cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    r = apply(c, file="deep.yaml", text="kind: " + "[" * 99 + "]" * 99)
+    assert r.status_code == 422, r.text
+    assert "MP0050" not in [d["code"] for d in diagnostics(r)]  # refused, but for its kind
+
+
+def test_deeply_nested_request_body_is_a_400_naming_the_position(cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    deep = b'{"sources": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for path, method in ((f"{MP}/apply", "POST"), (f"{VS_PATH}/reviews", "PUT"),
+                         (VS_PATH, "POST"), (f"{MP}/delete", "POST")):
+        r = c.request(method, path, content=deep)
+        assert r.status_code == 400, (path, r.text)
+        body = r.json()
+        assert body["kind"] == "Status" and body["reason"] == "BadRequest"
+        assert "nested more than 100 levels deep at line 1, column 112" in body["message"]
+        assert body["details"]["causes"][0]["reason"] == "MP0050"
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert_kept(c, before, rev)
+
+
+# --- 2. half a surrogate pair ---------------------------------------------------------
+
+def test_lone_surrogate_in_the_request_body_is_a_400_naming_the_position(
+        cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    body = b'{"sources": [{"file": "x.yaml",\n  "text": "kind: \\ud800"}]}'
+    r = c.post(f"{MP}/apply", content=body)
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert "at line 2, column 18, \\ud800 is half of a UTF-16 surrogate pair" in message
+    # the same for an object's body, and a low half alone; a whole pair is one character
+    r = c.put(f"{VS_PATH}/reviews",
+              content=b'{"metadata": {"name": "reviews", "labels": {"a": "\\udc00"}}}')
+    assert r.status_code == 400, r.text
+    assert "column 51, \\udc00 is half" in r.json()["message"]
+    r = c.post(f"{MP}/apply", content=b'{"sources": [{"file": "\\ud83d\\ude00.yaml", '
+                                       b'"text": "kind: x"}]}')
+    assert r.status_code == 422, r.text
+    assert diagnostics(r)[0]["file"] == "\U0001f600.yaml"
+    # bytes that are not UTF-8 at all
+    r = c.post(f"{MP}/apply", content=b'{"sources": "\xed\xa0\x80"}')
+    assert r.status_code == 400, r.text
+    assert "not UTF-8: byte 13 (0xed)" in r.json()["message"]
+    assert_kept(c, before, rev)
+
+
+def test_lone_surrogate_escaped_in_a_file_is_refused_at_its_line(cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    doc = yaml_text(vs("ratings")).replace("name: ratings", 'name: ratings\n  labels: '
+                                           '{a: "x\\ud800"}')
+    r = apply(c, file="ratings.yaml", text=doc)
+    assert r.status_code == 422, r.text
+    [d] = diagnostics(r)
+    assert (d["code"], d["file"], d["line"], d["column"]) == ("MP0001", "ratings.yaml", 5, 15)
+    assert "\\ud800, half of a UTF-16 surrogate pair" in d["message"]
+    json_doc = '{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "\\udfff"}}'
+    r = apply(c, file="svc.json", text=json_doc)
+    assert r.status_code == 422, r.text
+    assert [(d["code"], d["line"]) for d in diagnostics(r)] == [("MP0001", 1)]
+    assert_kept(c, before, rev)
+
+
+# --- 3. alias bombs and the node budget -----------------------------------------------
+
+def billion_laughs() -> str:
+    """8 levels of 9 aliases each: 307 bytes whose last key stands for 9^8 (43 million)
+    strings; PyYAML alone takes minutes and gigabytes to walk them."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines[:8]) + "\n"
+
+
+def test_billion_laughs_is_refused_at_once_and_the_api_keeps_answering(
+        cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    text = billion_laughs()
+    assert len(text) < 413
+    with health_polled(cp) as health:
+        r = apply(c, file="lol.yaml", text=text)
+        time.sleep(0.3)  # and the polls go on after the refusal
+    assert r.status_code == 422, r.text
+    [d] = diagnostics(r)
+    assert (d["code"], d["file"], d["line"]) == ("MP0051", "lol.yaml", 6)
+    assert "alias *e stands for" in d["message"]
+    assert "more than 250,000 YAML/JSON nodes" in d["message"]
+    assert health and all(status == 200 for status, _ in health), health
+    # the budget is the apply's: the same bomb split over many files is refused too
+    parts = [{"file": f"part{i}.yaml", "text": "\n".join(text.splitlines()[:5]) + "\n"}
+             for i in range(60)]
+    r = c.post(f"{MP}/apply", json={"sources": parts})
+    assert r.status_code == 422, r.text
+    assert "MP0051" in {d["code"] for d in diagnostics(r)}
+    # a few anchors and aliases, as real manifests use them, are fine
+    shared = ("labels: &labels {app: reviews, version: v1}\n"
+              "selector: *labels\n")
+    r = apply(c, file="anchors.yaml", text=shared)
+    assert "MP0051" not in [d["code"] for d in diagnostics(r)]
+    assert_kept(c, before, rev)
