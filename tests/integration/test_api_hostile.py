@@ -206,3 +206,63 @@ def test_billion_laughs_is_refused_at_once_and_the_api_keeps_answering(
     r = apply(c, file="anchors.yaml", text=shared)
     assert "MP0051" not in [d["code"] for d in diagnostics(r)]
     assert_kept(c, before, rev)
+
+
+# --- 4. body size, and long applies off the event loop ---------------------------------
+
+LIMIT = 200_000
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    cp = control_plane_factory("small", args=["--no-mesh", "--max-body-bytes", str(LIMIT)])
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    big = yaml_text(vs("ratings")) + "#" * LIMIT
+    r = apply(c, file="big.yaml", text=big)
+    assert r.status_code == 413, r.text
+    body = r.json()
+    assert (body["kind"], body["reason"], body["code"]) == (
+        "Status", "RequestEntityTooLarge", 413)
+    assert f"larger than {LIMIT:,} bytes" in body["message"]
+    assert "--max-body-bytes" in body["message"]
+    assert body["details"]["causes"][0]["reason"] == "MP0052"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"sources": [{"file": "big.yaml", "text": "'
+        for _ in range(LIMIT // 10_000 + 1):
+            yield b"#" * 10_000
+        yield b'"}]}'
+
+    with cp.new_client() as fresh:
+        r = fresh.post(f"{MP}/apply", content=chunks())
+        assert r.status_code == 413, r.text
+        assert r.json()["reason"] == "RequestEntityTooLarge"
+    # just under the limit is read and applied
+    r = apply(c, file="ok.yaml", text=yaml_text(vs("ratings")) + "#" * (LIMIT - 2_000))
+    assert r.status_code == 200, r.text
+    assert c.get(f"{VS_PATH}/ratings").status_code == 200
+    assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]
+    assert revision(c) == rev + 1
+
+
+def test_a_large_apply_is_validated_while_the_api_keeps_answering(cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before = seed(c)
+    docs = [d for i in range(1_500) for d in (vs(f"app{i}"), service(f"app{i}"))]
+    text = yaml_text(*docs)
+    with health_polled(cp) as health:
+        start = time.monotonic()
+        r = apply(c, file="big.yaml", text=text)
+        took = time.monotonic() - start
+        answered_meanwhile = len(health)
+    assert r.status_code == 200, r.text[:2000]
+    assert len(r.json()["results"]) == 3_000
+    # /healthz answered all along, several times while the apply was being validated
+    assert all(status == 200 for status, _ in health), health
+    assert answered_meanwhile >= 3, (answered_meanwhile, took)
+    listed = c.get("/apis/networking.istio.io/v1/virtualservices").json()["items"]
+    assert len(listed) == 1_501
+    assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]

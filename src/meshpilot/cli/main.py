@@ -97,6 +97,9 @@ def up(
     access_log: Annotated[AccessLog, typer.Option(
         help="Proxies write Istio-format access logs, read with `meshpilot logs POD "
              "--proxy` (kept under 10 MB each, in the state directory)")] = AccessLog.on,
+    max_body_bytes: Annotated[int | None, typer.Option(
+        min=1, help="Largest request body the API reads (an apply's files, as JSON); "
+                    "larger ones are refused with 413. Default: 4 MiB")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -113,6 +116,8 @@ def up(
         if tls:
             identity.append("--tls")
         identity += ["--access-log", access_log.value]
+        if max_body_bytes is not None:
+            identity += ["--max-body-bytes", str(max_body_bytes)]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

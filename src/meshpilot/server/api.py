@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -23,6 +24,7 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
+from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
 from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
@@ -108,7 +110,9 @@ class ControlPlaneAPI:
             return _status(400, "BadRequest",
                            f"expected {{'sources': [{{'file', 'text'}}]}}: {exc}")
         dry_run = bool(payload.get("dryRun"))
-        return _outcome(self.service.apply(sources, dry_run=dry_run))
+        # Parsing and validating a large apply takes seconds of CPU: off the event loop,
+        # so /healthz and reads keep answering meanwhile.
+        return _outcome(await run_in_threadpool(self.service.apply, sources, dry_run=dry_run))
 
     async def delete_batch(self, request: Request) -> Response:
         from meshpilot.validation import keys_in
@@ -120,7 +124,7 @@ class ControlPlaneAPI:
         try:
             if "sources" in payload:
                 sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
-                keys, problems = keys_in(sources)
+                keys, problems = await run_in_threadpool(keys_in, sources)
                 if problems:
                     return _outcome(Outcome(422, diagnostics=problems))
             else:
@@ -129,8 +133,8 @@ class ControlPlaneAPI:
                         for k in payload["keys"]]
         except (ValueError, KeyError, TypeError, AttributeError, UnknownKind) as exc:
             return _status(400, "BadRequest", f"expected sources or keys: {exc}")
-        return _outcome(self.service.delete(
-            keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
+        return _outcome(await run_in_threadpool(
+            self.service.delete, keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
 
     async def diagnostics(self, request: Request) -> Response:
         q = request.query_params
@@ -163,7 +167,8 @@ class ControlPlaneAPI:
             if (ns is not None) != info.namespaced:
                 return _status(404, "NotFound", _scope_message(info))
             key = ObjectKey(info.group, info.kind, info.scope(ns), "")
-            return _outcome(self.service.put_object(key, body, create_only=True))
+            return _outcome(await run_in_threadpool(
+                self.service.put_object, key, body, create_only=True))
         if request.query_params.get("watch") in ("true", "1"):
             return self._watch(request, info, ns)
         items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
@@ -227,14 +232,16 @@ class ControlPlaneAPI:
         if request.method == "DELETE":
             raw = request.query_params.get("resourceVersion")
             expected = int(raw) if raw and raw.isdigit() else None
-            return _outcome(self.service.delete([key], expected=expected))
+            return _outcome(await run_in_threadpool(self.service.delete, [key],
+                                                    expected=expected))
         try:
             body = await self._json(request)
         except BadBody as exc:
             return _bad_body(exc)
         if not isinstance(body, dict):
             return _status(400, "BadRequest", "the body must be one JSON object")
-        return _outcome(self.service.put_object(key, body, create_only=False))
+        return _outcome(await run_in_threadpool(
+            self.service.put_object, key, body, create_only=False))
 
     def routes(self) -> list[Route]:
         routes = [
@@ -259,8 +266,11 @@ class ControlPlaneAPI:
 
 
 def create_app(
-    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = ()
+    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Any:
-    """The ASGI app: every route behind the bearer-token check."""
+    """The ASGI app: every route behind the bearer-token check, then the body limit (so
+    a client without the token cannot make the control plane read a body at all)."""
     api = ControlPlaneAPI(service, info)
-    return BearerTokenMiddleware(Starlette(routes=[*extra_routes, *api.routes()]), token)
+    app = Starlette(routes=[*extra_routes, *api.routes()])
+    return BearerTokenMiddleware(BodyLimitMiddleware(app, max_body_bytes), token)

@@ -30,6 +30,7 @@ from meshpilot.security.options import SecurityOptions
 from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
 from meshpilot.server.api_tls import ApiTls
+from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import SqliteStore
 
@@ -67,6 +68,7 @@ def _api_tls(state: StateDir, host: str, components: compose.Components,
 def serve(
     state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> int:
     state.create()
     try:
@@ -113,7 +115,7 @@ def serve(
         return 4
     if api_tls is not None:
         endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file))
-    app = components.app(token, info)
+    app = components.app(token, info, max_body_bytes)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", choices=("on", "off"), default="on",
                         help="proxies write Istio-format access logs to files in the run "
                              "directory (`meshpilot logs POD --proxy`); on by default")
+    parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest request body the API reads; larger ones get 413 "
+                             f"(default {DEFAULT_MAX_BODY_BYTES})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -181,7 +186,18 @@ def main(argv: list[str] | None = None) -> int:
                                cert_ttl=args.cert_ttl)
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
-                 security=security, tls=args.tls, access_log=args.access_log == "on")
+                 security=security, tls=args.tls, access_log=args.access_log == "on",
+                 max_body_bytes=args.max_body_bytes)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
 
 
 def _duration(text: str) -> timedelta:

@@ -75,6 +75,8 @@ BAD_VOLUME_MOUNT = Code("MP0047", Severity.ERROR, "volume mount or volume item p
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
+BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the control "
+                      "plane's limit (up --max-body-bytes)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
