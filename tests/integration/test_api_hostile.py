@@ -266,3 +266,45 @@ def test_a_large_apply_is_validated_while_the_api_keeps_answering(cp: ControlPla
     listed = c.get("/apis/networking.istio.io/v1/virtualservices").json()["items"]
     assert len(listed) == 1_501
     assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]
+
+
+# --- 5. DELETE preconditions ----------------------------------------------------------
+
+def test_delete_with_a_stale_resource_version_is_a_409_and_keeps_the_object(
+        cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    before = seed(c)
+    stale = before["vs"]["metadata"]["resourceVersion"]
+    r = apply(c, vs("reviews", timeout="5s"))  # someone else changes it meanwhile
+    assert r.status_code == 200, r.text
+    current = c.get(f"{VS_PATH}/reviews").json()
+    rev = revision(c)
+    path = f"{VS_PATH}/reviews"
+    options = {"kind": "DeleteOptions", "apiVersion": "v1",
+               "preconditions": {"resourceVersion": stale}}
+    for r in (c.delete(f"{path}?resourceVersion={stale}"),
+              c.request("DELETE", path, json=options),
+              c.request("DELETE", path, json={"preconditions": {
+                  "uid": "00000000-0000-0000-0000-000000000000"}})):
+        assert r.status_code == 409, r.text
+        [d] = diagnostics(r)
+        assert d["code"] == "MP0020" and "nothing was deleted" in d["message"]
+        assert d["object"] == "VirtualService default/reviews"
+    # a precondition that cannot be read is refused, not ignored
+    for r in (c.delete(f"{path}?resourceVersion=abc"),
+              c.request("DELETE", path, json={"preconditions": {"resourceVersion": "x1"}}),
+              c.request("DELETE", f"{path}?resourceVersion={stale}",
+                        json={"preconditions": {"resourceVersion": "999"}}),
+              c.request("DELETE", path, json={"kind": "Pod"})):
+        assert r.status_code == 400, r.text
+        assert diagnostics(r)[0]["code"] == "MP0017"
+    assert c.get(path).json() == current
+    assert revision(c) == rev
+    # the current version and uid delete it
+    now = {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"],
+                             "uid": current["metadata"]["uid"]}}
+    r = c.request("DELETE", path, json=now)
+    assert r.status_code == 200, r.text
+    assert c.get(path).status_code == 404
+    assert c.get(f"{SVC_PATH}/reviews").json() == before["svc"]

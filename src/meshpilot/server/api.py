@@ -26,9 +26,10 @@ from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
+from meshpilot.server.delete_options import BadPreconditions, read_preconditions
 from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
-from meshpilot.validation import check_state
+from meshpilot.validation import Diagnostic, check_state, codes
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
 _WATCH_POLL_SECONDS = 0.05
@@ -230,10 +231,7 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", f"{key} not found")
             return JSONResponse(render(obj, info, p["version"]))
         if request.method == "DELETE":
-            raw = request.query_params.get("resourceVersion")
-            expected = int(raw) if raw and raw.isdigit() else None
-            return _outcome(await run_in_threadpool(self.service.delete, [key],
-                                                    expected=expected))
+            return await self._delete_one(request, key)
         try:
             body = await self._json(request)
         except BadBody as exc:
@@ -242,6 +240,18 @@ class ControlPlaneAPI:
             return _status(400, "BadRequest", "the body must be one JSON object")
         return _outcome(await run_in_threadpool(
             self.service.put_object, key, body, create_only=False))
+
+    async def _delete_one(self, request: Request, key: ObjectKey) -> Response:
+        try:
+            pre = read_preconditions(request.query_params.get("resourceVersion"),
+                                     await self._json(request))
+        except BadBody as exc:
+            return _bad_body(exc)
+        except BadPreconditions as exc:
+            return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
+                codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
+        return _outcome(await run_in_threadpool(
+            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid))
 
     def routes(self) -> list[Route]:
         routes = [
