@@ -308,3 +308,51 @@ def test_delete_with_a_stale_resource_version_is_a_409_and_keeps_the_object(
     assert r.status_code == 200, r.text
     assert c.get(path).status_code == 404
     assert c.get(f"{SVC_PATH}/reviews").json() == before["svc"]
+
+
+# --- 6. the disk refuses the store's writes --------------------------------------------
+
+def config_map(name: str, size: int) -> str:
+    return (f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"
+            f"data: {{blob: {'x' * size}}}\n")
+
+
+def test_a_store_write_the_disk_refuses_is_a_507_and_loses_nothing(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    """The control plane may not grow any file past 1 MB (RLIMIT_FSIZE): the OS refuses
+    the store's write as a full disk would, and SQLite reports it."""
+    cp = control_plane_factory("full", args=["--no-mesh"], file_size_limit=1_000_000)
+    c = cp.client
+    assert c is not None
+    before = seed(c)
+    accepted: list[str] = []
+    refused = None
+    for i in range(40):  # 100 KB each: the WAL passes 1 MB within a dozen
+        r = apply(c, file=f"cm{i}.yaml", text=config_map(f"cm{i}", 100_000))
+        if r.status_code != 200:
+            refused = r
+            break
+        accepted.append(f"cm{i}")
+    assert refused is not None and accepted, "the store never ran out of room"
+    assert refused.status_code == 507, refused.text
+    [d] = diagnostics(refused)
+    assert d["code"] == "MP0053"
+    assert "could not be written" in d["message"] and "disk I/O error" in d["message"]
+    assert "nothing was written" in d["message"] and "Free space" in d["message"]
+    rev = revision(c)
+    assert c.get("/healthz").json() == {"status": "ok"}
+    # a delete meets the same disk: refused the same way, the object kept
+    r = c.delete(f"/api/v1/namespaces/default/configmaps/{accepted[0]}")
+    assert r.status_code == 507, r.text
+    assert revision(c) == rev
+    # with room again, everything accepted before is there
+    cp.terminate()
+    cp.file_size_limit = None
+    cp.start()
+    c = cp.client
+    assert c is not None
+    names = [o["metadata"]["name"] for o in
+             c.get("/api/v1/namespaces/default/configmaps").json()["items"]]
+    assert names == sorted(accepted)
+    assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]
+    assert revision(c) == rev

@@ -15,7 +15,15 @@ from typing import Any
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
-from meshpilot.store import Conflict, Delete, NotFound, Put, SqliteStore, StoredObject
+from meshpilot.store import (
+    Conflict,
+    Delete,
+    NotFound,
+    Put,
+    SqliteStore,
+    StoredObject,
+    WriteFailed,
+)
 from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
 from meshpilot.validation.codes import Severity
 
@@ -89,6 +97,8 @@ class ConfigService:
                 done = self.store.commit(changes)
             except Conflict as exc:
                 return Outcome(409, diagnostics=[self._conflict(exc, plan)])
+            except WriteFailed as exc:
+                return _write_failed(exc)
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done], plan.warnings)
 
     def _preview(self, key: ObjectKey) -> dict[str, Any]:
@@ -161,6 +171,8 @@ class ConfigService:
                     f"{exc.expected}, stored {exc.actual}; nothing was deleted (get it again "
                     "to see what changed)", object=str(exc.key),
                     path="metadata.resourceVersion")])
+            except WriteFailed as exc:
+                return _write_failed(exc)
             except NotFound as exc:  # raced with another writer outside this lock
                 return Outcome(404, diagnostics=[Diagnostic.of(
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
@@ -217,6 +229,12 @@ class ConfigService:
                     object=f"{key.kind} {key.namespace}/{name}")])
             meta.setdefault("resourceVersion", "0")
         return self.apply([("<request body>", json.dumps(body, indent=2))])
+
+
+def _write_failed(exc: WriteFailed) -> Outcome:
+    """507 Insufficient Storage, the WebDAV status for "could not store": the request
+    was fine and may succeed as is once the disk has room."""
+    return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
 
 
 def _newly_broken(before: list[StoredObject], after: list[StoredObject]) -> list[Diagnostic]:

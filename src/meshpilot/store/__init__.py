@@ -19,6 +19,7 @@ from meshpilot.store.model import (
     StoredObject,
     StoreError,
     WatchEvent,
+    WriteFailed,
 )
 from meshpilot.store.sqlite import DEFAULT_EVENT_HISTORY, SqliteStore
 from meshpilot.store.watch import Watch
@@ -41,4 +42,5 @@ __all__ = [
     "StoredObject",
     "Watch",
     "WatchEvent",
+    "WriteFailed",
 ]

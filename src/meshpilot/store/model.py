@@ -118,6 +118,20 @@ class NotFound(StoreError):
         super().__init__(f"{key} not found")
 
 
+class WriteFailed(StoreError):
+    """SQLite could not write a commit: the disk is full (SQLITE_FULL) or the write
+    failed (SQLITE_IOERR). Nothing of the commit was kept; reads still work."""
+
+    def __init__(self, path: str, cause: str, full: bool) -> None:
+        self.path = path
+        self.cause = cause
+        self.full = full
+        what = "the disk is full" if full else "the disk refused the write"
+        super().__init__(
+            f"the config store {path} could not be written: {what} ({cause}); nothing "
+            "was written. Free space on that disk (or check it), then apply again")
+
+
 class Expired(StoreError):
     """The requested event history was compacted away; the caller must re-list."""
 

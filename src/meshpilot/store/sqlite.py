@@ -20,6 +20,7 @@ Design, and why:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import json
 import sqlite3
@@ -44,6 +45,7 @@ from meshpilot.store.model import (
     PutStatus,
     StoredObject,
     WatchEvent,
+    WriteFailed,
 )
 from meshpilot.store.watch import Watch
 
@@ -285,13 +287,15 @@ class SqliteStore:
 
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 results, events = self._apply(conn, changes)
                 conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._write_failed(exc) from exc
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise
             if events:
                 for watch in list(self._watches):
@@ -299,6 +303,22 @@ class SqliteStore:
             return results
 
     # -- internals ---------------------------------------------------------
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back already; a
+        # failing ROLLBACK must not hide the error that caused it.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _write_failed(self, exc: sqlite3.Error) -> Exception:
+        """WriteFailed for a full disk or a failed write; ``exc`` itself otherwise."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if code not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return exc
+        name = getattr(exc, "sqlite_errorname", "") or "SQLITE_IOERR"
+        return WriteFailed(str(self.path), f"{exc}, {name}", code == sqlite3.SQLITE_FULL)
 
     @staticmethod
     def _meta(conn: sqlite3.Connection, name: str) -> int:

@@ -77,6 +77,8 @@ TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON node
                       "limit, aliases counted as the nodes they stand for")
 BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the control "
                       "plane's limit (up --max-body-bytes)")
+STORE_WRITE_FAILED = Code("MP0053", Severity.ERROR, "the config store could not be written "
+                          "(disk full or I/O error): 507, nothing written")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
