@@ -356,3 +356,52 @@ def test_a_store_write_the_disk_refuses_is_a_507_and_loses_nothing(
     assert names == sorted(accepted)
     assert c.get(f"{VS_PATH}/reviews").json() == before["vs"]
     assert revision(c) == rev
+
+
+# --- 7. object names by kind ------------------------------------------------------------
+
+BAD_NAMES = [
+    # (kind, name, what the message must say)
+    ("Service", "a" * 64, "it has 64 characters, more than 63"),
+    ("Service", "2fast", "it starts with '2', not a letter"),
+    ("Service", "my.svc", "'.' is not allowed"),
+    ("VirtualService", "a..b", "it has an empty part between dots"),
+    ("VirtualService", "a.-b", "a part starts or ends with '-'"),
+    ("VirtualService", "Reviews", "'R' is not allowed"),
+    ("VirtualService", "x" * 254, "it has 254 characters, more than 253"),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "why"), BAD_NAMES,
+                         ids=[f"{k}-{n[:8]}" for k, n, _ in BAD_NAMES])
+def test_an_object_name_its_kind_does_not_allow_is_refused_with_the_rule(
+        cp: ControlPlane, kind: str, name: str, why: str) -> None:
+    c = cp.client
+    assert c is not None
+    before, rev = seed(c), revision(c)
+    doc = service(name) if kind == "Service" else vs("ratings")
+    doc["metadata"]["name"] = name
+    r = apply(c, doc, file="names.yaml")
+    assert r.status_code == 422, r.text
+    [d] = [d for d in diagnostics(r) if d["severity"] == "error"]
+    assert (d["code"], d["path"], d["file"], d["line"]) == (
+        "MP0017", "metadata.name", "names.yaml", 4)
+    assert why in d["message"]
+    if kind == "Service":
+        assert "a DNS label (RFC 1035): at most 63 characters" in d["message"]
+        assert "(for example 'reviews-v2')" in d["message"]
+    else:
+        assert "a DNS subdomain (RFC 1123): at most 253 characters" in d["message"]
+        assert "(for example 'reviews-v2.canary')" in d["message"]
+    assert_kept(c, before, rev)
+
+
+def test_names_kubernetes_allows_are_accepted(cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    ok_vs = vs("ratings")
+    ok_vs["metadata"]["name"] = "ratings.v2-canary"
+    r = apply(c, ok_vs, service("s" * 63), service("a-1"))
+    assert r.status_code == 200, r.text
+    assert c.get(f"{SVC_PATH}/{'s' * 63}").status_code == 200
+    assert c.get(f"{VS_PATH}/ratings.v2-canary").status_code == 200
