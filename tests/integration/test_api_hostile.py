@@ -3,6 +3,8 @@ with its position, the API keeps answering meanwhile, and nothing accepted is lo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.builders import service
-from tests.conftest import ControlPlane
+from tests.conftest import ControlPlane, clean_env
 from tests.integration.test_api import MP, SVC_PATH, VS_PATH, apply, revision, vs, yaml_text
 
 HEALTH_TIMEOUT = 5.0
@@ -405,3 +407,35 @@ def test_names_kubernetes_allows_are_accepted(cp: ControlPlane) -> None:
     assert r.status_code == 200, r.text
     assert c.get(f"{SVC_PATH}/{'s' * 63}").status_code == 200
     assert c.get(f"{VS_PATH}/ratings.v2-canary").status_code == 200
+
+
+# --- 8. a damaged database --------------------------------------------------------------
+
+def test_up_refuses_a_damaged_database_naming_the_file_and_the_way_back(
+        cp: ControlPlane) -> None:
+    c = cp.client
+    assert c is not None
+    seed(c)
+    r = apply(c, *[service(f"s{i}") for i in range(50)])
+    assert r.status_code == 200, r.text
+    assert cp.terminate() == 0
+    database = cp.state_dir / "config.db"
+    assert not (cp.state_dir / "config.db-wal").exists()  # checkpointed at close
+    with database.open("r+b") as f:  # a torn write: the third page overwritten
+        f.seek(2 * 4096)
+        f.write(b"\x55" * 4096)
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshpilot.server", "--state-dir", str(cp.state_dir),
+         "--no-mesh"], capture_output=True, text=True, timeout=60, env=clean_env())
+    assert proc.returncode == 5, proc.stderr
+    assert f"the config store {database} is damaged" in proc.stderr
+    assert "quick_check" in proc.stderr or "malformed" in proc.stderr
+    assert f"mv {database} {database}.damaged" in proc.stderr and ".recover" in proc.stderr
+    assert not (cp.state_dir / "endpoints.json").exists()
+    # not a database at all
+    database.write_bytes(b"this is not SQLite" * 300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshpilot.server", "--state-dir", str(cp.state_dir),
+         "--no-mesh"], capture_output=True, text=True, timeout=60, env=clean_env())
+    assert proc.returncode == 5, proc.stderr
+    assert "file is not a database" in proc.stderr

@@ -32,7 +32,7 @@ from meshpilot.server import compose
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.statedir import AlreadyRunning, StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import Corrupt, SqliteStore
 
 log = logging.getLogger("meshpilot.server")
 
@@ -77,7 +77,12 @@ def serve(
         print(f"meshpilot: {exc}", file=sys.stderr)
         return 3
     token = state.ensure_token()
-    store = SqliteStore(state.database)
+    try:
+        store = SqliteStore(state.database)
+    except Corrupt as exc:
+        lock.close()
+        print(f"meshpilot: {exc}", file=sys.stderr)
+        return 5
     sock = bind(host, port)
     api_port = sock.getsockname()[1]
     info: dict[str, Any] = {

@@ -36,6 +36,7 @@ from meshpilot.store.model import (
     Change,
     ChangeResult,
     Conflict,
+    Corrupt,
     Delete,
     EventType,
     Expired,
@@ -145,6 +146,12 @@ class SqliteStore:
         )
         conn = self._conn
         conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            self._check_integrity(conn)
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RuntimeError(f"could not switch {self.path} to WAL journal mode (got {mode})")
@@ -165,6 +172,24 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             conn.close()
             raise
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged file (Corrupt) before anything reads or writes it.
+
+        quick_check reads every page once (milliseconds for a config store) and finds
+        what a torn or overwritten page leaves behind; a file that is not a database
+        at all fails on its first read."""
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise Corrupt(str(self.path), str(exc)) from exc
+            raise
+        findings = [str(r[0]) for r in rows]
+        if findings != ["ok"]:
+            shown = "; ".join(findings[:3]) + ("; ..." if len(findings) > 3 else "")
+            raise Corrupt(str(self.path), f"PRAGMA quick_check: {shown}")
 
     # -- lifecycle ---------------------------------------------------------
 
