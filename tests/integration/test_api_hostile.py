@@ -3,6 +3,7 @@ with its position, the API keeps answering meanwhile, and nothing accepted is lo
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -10,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from tests.builders import service
-from tests.conftest import ControlPlane, clean_env
+from tests.conftest import ControlPlane, clean_env, read_endpoints
 from tests.integration.test_api import MP, SVC_PATH, VS_PATH, apply, revision, vs, yaml_text
 
 HEALTH_TIMEOUT = 5.0
@@ -439,3 +441,31 @@ def test_up_refuses_a_damaged_database_naming_the_file_and_the_way_back(
          "--no-mesh"], capture_output=True, text=True, timeout=60, env=clean_env())
     assert proc.returncode == 5, proc.stderr
     assert "file is not a database" in proc.stderr
+
+
+# --- 9. the API's --host does not carry the mesh's listeners along ----------------------
+
+def accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_xds_and_metrics_stay_on_loopback_whatever_host_the_api_binds(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    """The API on another address (127.0.0.2 here, as 0.0.0.0 would be in use): xDS and
+    the token-less metrics endpoint still listen on 127.0.0.1 only."""
+    cp = control_plane_factory("apart", args=["--host", "127.0.0.2"])
+    endpoints = read_endpoints(cp.state_dir)
+    assert endpoints is not None
+    assert urlsplit(endpoints["api"]).hostname == "127.0.0.2"
+    xds_host, _, xds_port = endpoints["xds"].rpartition(":")
+    metrics = urlsplit(endpoints["metrics"])
+    assert (xds_host, metrics.hostname) == ("127.0.0.1", "127.0.0.1")
+    assert metrics.port is not None
+    for port in (int(xds_port), metrics.port):
+        assert accepts("127.0.0.1", port)
+        assert not accepts("127.0.0.2", port), port
+    assert cp.client is not None and cp.client.get("/healthz").status_code == 200

@@ -28,6 +28,9 @@ from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
 
+MESH_HOST = "127.0.0.1"
+"""Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
+
 
 @dataclass
 class Components:
@@ -58,7 +61,7 @@ class Components:
             self.mesh.stop()
 
 
-def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
+def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
@@ -68,9 +71,12 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
     if not with_mesh:
         return components
     try:
+        # The mesh's own listeners (xDS, metrics) serve local proxies and a local
+        # Prometheus only, so they stay on loopback whatever the API binds to (up
+        # --host): metrics need no token to be read
         mesh = components.mesh = MeshControlPlane(
-            state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish,
-            security=security, access_log=access_log)
+            state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
+            publish=publish, security=security, access_log=access_log)
         endpoints = mesh.start()
         publish(endpoints)
         delivery = DeliveryLoop(

@@ -102,7 +102,7 @@ def serve(
 
     options = security if security is not None else SecurityOptions()
     try:
-        components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
+        components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log)
     except Exception as exc:
