@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from tests.builders import service
-from tests.conftest import ControlPlane, clean_env, read_endpoints
+from tests.conftest import ControlPlane, clean_env, read_endpoints, run_cli
 from tests.integration.test_api import MP, SVC_PATH, VS_PATH, apply, revision, vs, yaml_text
 
 HEALTH_TIMEOUT = 5.0
@@ -469,3 +470,21 @@ def test_xds_and_metrics_stay_on_loopback_whatever_host_the_api_binds(
         assert accepts("127.0.0.1", port)
         assert not accepts("127.0.0.2", port), port
     assert cp.client is not None and cp.client.get("/healthz").status_code == 200
+
+
+def test_up_max_body_bytes_reaches_the_api_and_apply_says_why(tmp_path: Path) -> None:
+    state_dir = tmp_path / "cli-state"
+    try:
+        up = run_cli("up", "--no-mesh", "--max-body-bytes", "50000", state_dir=state_dir)
+        assert up.returncode == 0, up.stderr
+        big = tmp_path / "big.yaml"
+        big.write_text(yaml_text(vs("ratings")) + "#" * 60_000)
+        result = run_cli("apply", "-f", str(big), state_dir=state_dir)
+        assert result.returncode == 1
+        assert "larger than 50,000 bytes" in result.stderr
+        assert "(HTTP 413)" in result.stderr
+        small = tmp_path / "small.yaml"
+        small.write_text(yaml_text(vs("ratings")))
+        assert run_cli("apply", "-f", str(small), state_dir=state_dir).returncode == 0
+    finally:
+        run_cli("down", state_dir=state_dir)
