@@ -11,8 +11,8 @@ while the text is composed and before anything walks the result:
   deep; 100 leaves room and keeps every recursive pass far below Python's recursion
   limit of 1000);
 * more than :data:`MAX_NODES` nodes in one apply, each alias counted as the nodes it
-  stands for (about 250,000 nodes: some 8 s of parsing and 300 MB on this machine,
-  room for 5,000 typical objects; a billion laughs is refused at its first few aliases).
+  stands for (250,000 nodes: some 7 s of parsing and 350 MB on a 2-core machine, room
+  for 3,000 to 10,000 typical objects; a billion laughs is refused at its first aliases).
 
 Double-quoted scalars may spell a character as a UTF-16 surrogate pair
 (``"\\ud83d\\ude00"``, as JSON does); PyYAML keeps the two halves, so they are joined

@@ -14,8 +14,8 @@ from typing import Any
 from meshpilot.validation import codes
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-"""4 MiB: ten times an apply of 3,000 typical objects, and less than the node budget
-(MP0051) lets one apply hold, so the two limits agree on what a large apply is."""
+"""4 MiB: eight times an apply of 3,000 typical objects (0.5 MB of YAML). This bounds
+what a request makes the API read; the node budget (MP0051) what it makes it build."""
 
 Scope = dict[str, Any]
 
