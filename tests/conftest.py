@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -102,9 +103,14 @@ class ControlPlane:
     """One real ``python -m meshpilot.server`` process on its own state directory, started
     with the server flags in ``args`` (``--cert-ttl 8s``)."""
 
-    def __init__(self, state_dir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(self, state_dir: Path, args: Sequence[str] = (),
+                 file_size_limit: int | None = None) -> None:
         self.state_dir = state_dir
         self.args = tuple(args)
+        # RLIMIT_FSIZE of the process: the OS refuses to grow any file it writes past
+        # this many bytes, as a full disk would (Python ignores the SIGXFSZ that comes
+        # with it, so the write just fails)
+        self.file_size_limit = file_size_limit
         self.log_path = state_dir.parent / f"{state_dir.name}.server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = ""
@@ -123,6 +129,7 @@ class ControlPlane:
             [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir),
              *self.args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=_env(),
+            preexec_fn=self._limit_file_size if self.file_size_limit else None,
         )
         proc = self.proc
 
@@ -138,6 +145,10 @@ class ControlPlane:
         self.token = (self.state_dir / "token").read_text().strip()
         self.client = self.new_client()
         return self
+
+    def _limit_file_size(self) -> None:
+        limit = self.file_size_limit or resource.RLIM_INFINITY
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     def new_client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {} if token == "" else {"Authorization": f"Bearer {token or self.token}"}
@@ -214,9 +225,9 @@ def control_plane_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane
     all stopped at teardown."""
     started: list[ControlPlane] = []
 
-    def make(name: str = "state", *, start: bool = True, args: Sequence[str] = ()
-             ) -> ControlPlane:
-        cp = ControlPlane(tmp_path / name, args)
+    def make(name: str = "state", *, start: bool = True, args: Sequence[str] = (),
+             file_size_limit: int | None = None) -> ControlPlane:
+        cp = ControlPlane(tmp_path / name, args, file_size_limit)
         started.append(cp)
         return cp.start() if start else cp
 

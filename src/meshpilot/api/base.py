@@ -12,9 +12,11 @@ import re
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from meshpilot.api.names import NAMESPACE_LABEL, SUBDOMAIN, NameRule, explain, name_problem
 
 
 class Model(BaseModel):
@@ -96,18 +98,40 @@ Labels = dict[str, str]
 
 
 class ObjectMeta(Model):
-    """The parts of Kubernetes ObjectMeta that a mesh without Kubernetes keeps."""
+    """The parts of Kubernetes ObjectMeta that a mesh without Kubernetes keeps.
 
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    namespace: str = Field(
-        default="default", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-    )
+    ``name`` follows NAME_RULE, a DNS subdomain for most kinds; a kind with a stricter
+    rule (Service) has its own subclass. See :mod:`meshpilot.api.names`."""
+
+    NAME_RULE: ClassVar[NameRule] = SUBDOMAIN
+
+    name: str
+    namespace: str = "default"
     labels: Labels = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     resource_version: str | None = None
     generation: int | None = None
     uid: str | None = None
     creation_timestamp: str | None = None
+
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        problem = name_problem(value, cls.NAME_RULE)
+        if problem:
+            raise PydanticCustomError(
+                "mp_value", explain("name", value, cls.NAME_RULE, problem))
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        problem = name_problem(value, NAMESPACE_LABEL)
+        if problem:
+            raise PydanticCustomError(
+                "mp_value", explain("namespace", value, NAMESPACE_LABEL, problem))
+        return value
 
 
 class Resource(Model):

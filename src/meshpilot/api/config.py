@@ -59,9 +59,10 @@ class ClusterObjectMeta(ObjectMeta):
 
     namespace: str = ""
 
+    # named as ObjectMeta's namespace check, so that it replaces it: "" is right here
     @field_validator("namespace", mode="before")
     @classmethod
-    def _no_namespace(cls, value: Any) -> Any:
+    def _valid_namespace(cls, value: Any) -> Any:
         if value not in (None, ""):
             raise PydanticCustomError(
                 "mp_value", "this kind is cluster-scoped: remove metadata.namespace")

@@ -11,12 +11,13 @@ misspelt ``comand`` fails instead of silently running the image's default comman
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from meshpilot.api.base import Labels, Model, Port, Resource
+from meshpilot.api.base import Labels, Model, ObjectMeta, Port, Resource
+from meshpilot.api.names import SERVICE_LABEL, NameRule
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -140,9 +141,17 @@ class ServiceSpec(Model):
         return self
 
 
+class ServiceMeta(ObjectMeta):
+    """A Service's name is the first label of its host name (NAME.NS.svc.cluster.local):
+    a DNS-1035 label, as Kubernetes asks."""
+
+    NAME_RULE: ClassVar[NameRule] = SERVICE_LABEL
+
+
 class Service(Resource):
     api_version: str = "v1"
     kind: Literal["Service"] = "Service"
+    metadata: ServiceMeta
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
 
 

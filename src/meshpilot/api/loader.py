@@ -16,6 +16,14 @@ from typing import Any
 
 import yaml
 
+from meshpilot.api.yaml_bounds import (
+    BoundedLoader,
+    LoneSurrogate,
+    NestingTooDeep,
+    NodeBudget,
+    TooManyNodes,
+)
+
 FieldPath = tuple[str | int, ...]
 
 
@@ -60,8 +68,16 @@ class LoadError(Exception):
         self.message = message
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as strings (they are labels, not dates, to us)."""
+class InputTooLarge(LoadError):
+    """A file over one of the loader's limits (``limit``: "depth" or "nodes")."""
+
+    def __init__(self, file: str, line: int, column: int, message: str, limit: str) -> None:
+        super().__init__(file, line, column, message)
+        self.limit = limit
+
+
+class _Loader(BoundedLoader):
+    """Bounded SafeLoader that keeps timestamps as strings (labels, not dates, to us)."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -99,20 +115,31 @@ def _json_error(file: str, text: str) -> None:
         json.loads(text)
     except json.JSONDecodeError as exc:
         raise LoadError(file, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        pass  # too deep: the YAML composer refuses it, at the level where it goes too deep
 
 
-def load_text(text: str, file: str = "<stdin>") -> list[LoadedDocument]:
+def _position(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
+    mark = exc.problem_mark or exc.context_mark
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+
+
+def load_text(
+    text: str, file: str = "<stdin>", budget: NodeBudget | None = None
+) -> list[LoadedDocument]:
     """Parse every document in ``text``; empty documents are skipped.
 
     A JSON file (by name, or text starting with ``{``/``[``) is checked by the JSON
     parser first, so its errors read as JSON errors; a top-level JSON list or a
-    Kubernetes ``List`` kind is expanded into its items.
+    Kubernetes ``List`` kind is expanded into its items. ``budget``: the nodes the
+    caller's whole apply may still hold (see :mod:`meshpilot.api.yaml_bounds`).
     """
     stripped = text.lstrip()
     if file.endswith(".json") or stripped.startswith(("{", "[")):
         _json_error(file, text)
     try:
-        loader = _Loader(text)  # refuses non-printable characters up front
+        # refuses non-printable characters up front
+        loader = _Loader(text, budget if budget is not None else NodeBudget())
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
         line, column = before.count("\n") + 1, exc.position - before.rfind("\n")
@@ -135,12 +162,14 @@ def load_text(text: str, file: str = "<stdin>") -> list[LoadedDocument]:
                 continue
             docs.extend(_expand(data, file, index, start, positions))
             index += 1
+    except (NestingTooDeep, TooManyNodes) as exc:
+        limit = "depth" if isinstance(exc, NestingTooDeep) else "nodes"
+        raise InputTooLarge(file, *_position(exc), str(exc.problem), limit) from None
+    except LoneSurrogate as exc:
+        raise LoadError(file, *_position(exc), f"invalid text: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        column = mark.column + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
-        raise LoadError(file, line, column, f"invalid YAML: {problem}") from None
+        raise LoadError(file, *_position(exc), f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise LoadError(file, 1, 1, f"invalid YAML: {exc}") from None
     finally:
@@ -160,10 +189,15 @@ def _expand(
         items, prefix = data["items"], ("items",)
     else:
         return [LoadedDocument(data, file, index, start, positions)]
+    # one pass over the positions, not one per item: a list of n items is O(n)
+    depth = len(prefix)
+    per_item: dict[int, dict[FieldPath, Position]] = {}
+    for path, pos in positions.items():
+        if len(path) > depth and path[:depth] == prefix and isinstance(path[depth], int):
+            per_item.setdefault(path[depth], {})[path[depth + 1 :]] = pos
     out = []
     for i, item in enumerate(items):
-        base = (*prefix, i)
-        sub = {p[len(base) :]: pos for p, pos in positions.items() if p[: len(base)] == base}
+        sub = per_item.get(i, {})
         line = sub.get((), Position(start, 1)).line
         out.append(LoadedDocument(item, file, index, line, sub))
     return out

@@ -102,6 +102,9 @@ def up(
         help="The built-in load tester runs webhook commands (metadata type bash and cmd, "
              "other than hey) on this host, as the control plane's user; off by "
              "default")] = False,
+    max_body_bytes: Annotated[int | None, typer.Option(
+        min=1, help="Largest request body the API reads (an apply's files, as JSON); "
+                    "larger ones are refused with 413. Default: 4 MiB")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -120,6 +123,8 @@ def up(
         identity += ["--access-log", access_log.value]
         if loadtester_commands:
             identity.append("--loadtester-commands")
+        if max_body_bytes is not None:
+            identity += ["--max-body-bytes", str(max_body_bytes)]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -23,20 +24,29 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server.auth import BearerTokenMiddleware
+from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
+from meshpilot.server.delete_options import BadPreconditions, read_preconditions
+from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
-from meshpilot.validation import check_state
+from meshpilot.validation import Diagnostic, check_state, codes
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
 _WATCH_POLL_SECONDS = 0.05
 
 
-def _status(code: int, reason: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"kind": "Status", "status": "Failure", "reason": reason, "code": code,
-         "message": message},
-        status_code=code,
-    )
+def _status(code: int, reason: str, message: str, diagnostic: str = "") -> JSONResponse:
+    """A Kubernetes-style Status; ``diagnostic`` (a code such as MP0050) goes in
+    ``details.causes`` so a client can tell refusals apart without reading the message."""
+    body: dict[str, Any] = {"kind": "Status", "status": "Failure", "reason": reason,
+                            "code": code, "message": message}
+    if diagnostic:
+        body["details"] = {"causes": [{"reason": diagnostic, "message": message}]}
+    return JSONResponse(body, status_code=code)
+
+
+def _bad_body(exc: BadBody) -> JSONResponse:
+    return _status(400, "BadRequest", str(exc), exc.code)
 
 
 def _scope_message(info: KindInfo) -> str:
@@ -70,11 +80,10 @@ class ControlPlaneAPI:
         p = request.path_params
         return by_path(p.get("group", ""), p["version"], p["plural"])
 
-    async def _json(self, request: Request) -> Any:
-        try:
-            return json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"request body is not JSON: {exc}") from None
+    @staticmethod
+    async def _json(request: Request) -> Any:
+        """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not."""
+        return parse_json(await request.body())
 
     # --- meta ----------------------------------------------------------------
     async def version(self, request: Request) -> Response:
@@ -96,20 +105,27 @@ class ControlPlaneAPI:
         try:
             payload = await self._json(request)
             sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
+        except BadBody as exc:
+            return _bad_body(exc)
         except (ValueError, KeyError, TypeError) as exc:
             return _status(400, "BadRequest",
                            f"expected {{'sources': [{{'file', 'text'}}]}}: {exc}")
         dry_run = bool(payload.get("dryRun"))
-        return _outcome(self.service.apply(sources, dry_run=dry_run))
+        # Parsing and validating a large apply takes seconds of CPU: off the event loop,
+        # so /healthz and reads keep answering meanwhile.
+        return _outcome(await run_in_threadpool(self.service.apply, sources, dry_run=dry_run))
 
     async def delete_batch(self, request: Request) -> Response:
         from meshpilot.validation import keys_in
 
         try:
             payload = await self._json(request)
+        except BadBody as exc:
+            return _bad_body(exc)
+        try:
             if "sources" in payload:
                 sources = [(str(s["file"]), str(s["text"])) for s in payload["sources"]]
-                keys, problems = keys_in(sources)
+                keys, problems = await run_in_threadpool(keys_in, sources)
                 if problems:
                     return _outcome(Outcome(422, diagnostics=problems))
             else:
@@ -118,8 +134,8 @@ class ControlPlaneAPI:
                         for k in payload["keys"]]
         except (ValueError, KeyError, TypeError, AttributeError, UnknownKind) as exc:
             return _status(400, "BadRequest", f"expected sources or keys: {exc}")
-        return _outcome(self.service.delete(
-            keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
+        return _outcome(await run_in_threadpool(
+            self.service.delete, keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
 
     async def diagnostics(self, request: Request) -> Response:
         q = request.query_params
@@ -145,14 +161,15 @@ class ControlPlaneAPI:
         if request.method == "POST":
             try:
                 body = await self._json(request)
-            except ValueError as exc:
-                return _status(400, "BadRequest", str(exc))
+            except BadBody as exc:
+                return _bad_body(exc)
             if not isinstance(body, dict):
                 return _status(400, "BadRequest", "the body must be one JSON object")
             if (ns is not None) != info.namespaced:
                 return _status(404, "NotFound", _scope_message(info))
             key = ObjectKey(info.group, info.kind, info.scope(ns), "")
-            return _outcome(self.service.put_object(key, body, create_only=True))
+            return _outcome(await run_in_threadpool(
+                self.service.put_object, key, body, create_only=True))
         if request.query_params.get("watch") in ("true", "1"):
             return self._watch(request, info, ns)
         items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
@@ -214,16 +231,27 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", f"{key} not found")
             return JSONResponse(render(obj, info, p["version"]))
         if request.method == "DELETE":
-            raw = request.query_params.get("resourceVersion")
-            expected = int(raw) if raw and raw.isdigit() else None
-            return _outcome(self.service.delete([key], expected=expected))
+            return await self._delete_one(request, key)
         try:
             body = await self._json(request)
-        except ValueError as exc:
-            return _status(400, "BadRequest", str(exc))
+        except BadBody as exc:
+            return _bad_body(exc)
         if not isinstance(body, dict):
             return _status(400, "BadRequest", "the body must be one JSON object")
-        return _outcome(self.service.put_object(key, body, create_only=False))
+        return _outcome(await run_in_threadpool(
+            self.service.put_object, key, body, create_only=False))
+
+    async def _delete_one(self, request: Request, key: ObjectKey) -> Response:
+        try:
+            pre = read_preconditions(request.query_params.get("resourceVersion"),
+                                     await self._json(request))
+        except BadBody as exc:
+            return _bad_body(exc)
+        except BadPreconditions as exc:
+            return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
+                codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
+        return _outcome(await run_in_threadpool(
+            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid))
 
     def routes(self) -> list[Route]:
         routes = [
@@ -248,8 +276,11 @@ class ControlPlaneAPI:
 
 
 def create_app(
-    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = ()
+    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Any:
-    """The ASGI app: every route behind the bearer-token check."""
+    """The ASGI app: every route behind the bearer-token check, then the body limit (so
+    a client without the token cannot make the control plane read a body at all)."""
     api = ControlPlaneAPI(service, info)
-    return BearerTokenMiddleware(Starlette(routes=[*extra_routes, *api.routes()]), token)
+    app = Starlette(routes=[*extra_routes, *api.routes()])
+    return BearerTokenMiddleware(BodyLimitMiddleware(app, max_body_bytes), token)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import create_app
+from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
@@ -26,6 +27,9 @@ from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
+
+MESH_HOST = "127.0.0.1"
+"""Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
 
 
 @dataclass
@@ -38,7 +42,8 @@ class Components:
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
 
-    def app(self, token: str, info: dict[str, Any]) -> Any:
+    def app(self, token: str, info: dict[str, Any],
+            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
         """The API: the config routes, plus the mesh's and the rollouts' when they run."""
         routes: list[Route] = []
         if self.mesh is not None:
@@ -46,7 +51,7 @@ class Components:
             routes += CaAPI(self.mesh.ca_rotation).routes()
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller).routes()
-        return create_app(self.config, token, info, routes)
+        return create_app(self.config, token, info, routes, max_body_bytes)
 
     def stop(self) -> None:
         """The rollouts stop writing before the mesh they write to goes."""
@@ -56,7 +61,7 @@ class Components:
             self.mesh.stop()
 
 
-def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
+def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False) -> Components:
@@ -67,9 +72,12 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *, host: str,
     if not with_mesh:
         return components
     try:
+        # The mesh's own listeners (xDS, metrics) serve local proxies and a local
+        # Prometheus only, so they stay on loopback whatever the API binds to (up
+        # --host): metrics need no token to be read
         mesh = components.mesh = MeshControlPlane(
-            state, store, host=host, envoy_concurrency=envoy_concurrency, publish=publish,
-            security=security, access_log=access_log)
+            state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
+            publish=publish, security=security, access_log=access_log)
         endpoints = mesh.start()
         publish(endpoints)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)

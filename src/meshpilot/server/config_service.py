@@ -15,7 +15,15 @@ from typing import Any
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
-from meshpilot.store import Conflict, Delete, NotFound, Put, SqliteStore, StoredObject
+from meshpilot.store import (
+    Conflict,
+    Delete,
+    NotFound,
+    Put,
+    SqliteStore,
+    StoredObject,
+    WriteFailed,
+)
 from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
 from meshpilot.validation.codes import Severity
 
@@ -89,6 +97,8 @@ class ConfigService:
                 done = self.store.commit(changes)
             except Conflict as exc:
                 return Outcome(409, diagnostics=[self._conflict(exc, plan)])
+            except WriteFailed as exc:
+                return _write_failed(exc)
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done], plan.warnings)
 
     def _preview(self, key: ObjectKey) -> dict[str, Any]:
@@ -135,15 +145,22 @@ class ConfigService:
 
     def delete(
         self, keys: Sequence[ObjectKey], *, expected: int | None = None,
-        ignore_missing: bool = False,
+        expected_uid: str | None = None, ignore_missing: bool = False,
     ) -> Outcome:
-        """Delete every object in ``keys`` or none (a missing one refuses the whole delete)."""
+        """Delete every object in ``keys`` or none (a missing one refuses the whole delete).
+
+        ``expected``/``expected_uid``: each object must still have that resourceVersion
+        and uid (DeleteOptions' preconditions), else 409 and nothing is deleted."""
         with self._lock:
             missing = [k for k in keys if self.store.get(k) is None]
             if missing and not ignore_missing:
                 return Outcome(404, diagnostics=[
                     Diagnostic.of(codes.NOT_FOUND, f"{k} not found; nothing was deleted",
                                   object=str(k)) for k in missing])
+            if expected_uid is not None:
+                stale = self._other_uid(keys, expected_uid)
+                if stale:
+                    return Outcome(409, diagnostics=stale)
             todo = [Delete(k, expected) for k in dict.fromkeys(keys) if k not in missing]
             before = self.store.list()
             try:
@@ -151,13 +168,31 @@ class ConfigService:
             except Conflict as exc:
                 return Outcome(409, diagnostics=[Diagnostic.of(
                     codes.CONFLICT, f"{exc.key} changed: expected resourceVersion "
-                    f"{exc.expected}, stored {exc.actual}", object=str(exc.key))])
+                    f"{exc.expected}, stored {exc.actual}; nothing was deleted (get it again "
+                    "to see what changed)", object=str(exc.key),
+                    path="metadata.resourceVersion")])
+            except WriteFailed as exc:
+                return _write_failed(exc)
             except NotFound as exc:  # raced with another writer outside this lock
                 return Outcome(404, diagnostics=[Diagnostic.of(
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
             after = self.store.list()
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done],
                        _newly_broken(before, after))
+
+    def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:
+        """Conflicts for the objects in ``keys`` whose uid is not ``uid``: another object
+        of the same name was created since the client read it."""
+        found = []
+        for key in keys:
+            obj = self.store.get(key)
+            stored = (obj.body.get("metadata") or {}).get("uid") if obj else None
+            if obj is not None and stored != uid:
+                found.append(Diagnostic.of(
+                    codes.CONFLICT, f"{key} is not the object with uid {uid} (its uid is "
+                    f"{stored}): it was deleted and created again; nothing was deleted",
+                    object=str(key), path="metadata.uid"))
+        return found
 
     def put_object(self, key: ObjectKey, body: dict[str, Any], *, create_only: bool) -> Outcome:
         """PUT/POST of one JSON object at its Kubernetes-style path."""
@@ -194,6 +229,12 @@ class ConfigService:
                     object=f"{key.kind} {key.namespace}/{name}")])
             meta.setdefault("resourceVersion", "0")
         return self.apply([("<request body>", json.dumps(body, indent=2))])
+
+
+def _write_failed(exc: WriteFailed) -> Outcome:
+    """507 Insufficient Storage, the WebDAV status for "could not store": the request
+    was fine and may succeed as is once the disk has room."""
+    return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
 
 
 def _newly_broken(before: list[StoredObject], after: list[StoredObject]) -> list[Diagnostic]:

@@ -31,8 +31,9 @@ from meshpilot.security.options import SecurityOptions
 from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
 from meshpilot.server.api_tls import ApiTls
+from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.statedir import AlreadyRunning, StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import Corrupt, SqliteStore
 
 log = logging.getLogger("meshpilot.server")
 
@@ -69,6 +70,7 @@ def serve(
     state: StateDir, host: str, port: int, *, with_mesh: bool = True, envoy_concurrency: int = 1,
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
     loadtester_commands: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> int:
     state.create()
     try:
@@ -77,7 +79,12 @@ def serve(
         print(f"meshpilot: {exc}", file=sys.stderr)
         return 3
     token = state.ensure_token()
-    store = SqliteStore(state.database)
+    try:
+        store = SqliteStore(state.database)
+    except Corrupt as exc:
+        lock.close()
+        print(f"meshpilot: {exc}", file=sys.stderr)
+        return 5
     sock = bind(host, port)
     api_port = sock.getsockname()[1]
     info: dict[str, Any] = {
@@ -97,7 +104,7 @@ def serve(
 
     options = security if security is not None else SecurityOptions()
     try:
-        components = compose.start(state, store, publish, host=host, with_mesh=with_mesh,
+        components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log,
                                    loadtester_commands=loadtester_commands)
@@ -116,7 +123,7 @@ def serve(
         return 4
     if api_tls is not None:
         endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file))
-    app = components.app(token, info)
+    app = components.app(token, info, max_body_bytes)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)
@@ -179,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadtester-commands", action="store_true",
                         help="the built-in load tester runs webhook commands (metadata type "
                              "bash and cmd) on this host, as this process's user")
+    parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest request body the API reads; larger ones get 413 "
+                             f"(default {DEFAULT_MAX_BODY_BYTES})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -190,7 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     return serve(StateDir.resolve(args.state_dir), args.host, args.port,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
-                 loadtester_commands=args.loadtester_commands)
+                 loadtester_commands=args.loadtester_commands,
+                 max_body_bytes=args.max_body_bytes)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
 
 
 def _duration(text: str) -> timedelta:

@@ -9,6 +9,7 @@ from meshpilot.store.model import (
     Change,
     ChangeResult,
     Conflict,
+    Corrupt,
     Delete,
     EventType,
     Expired,
@@ -19,6 +20,7 @@ from meshpilot.store.model import (
     StoredObject,
     StoreError,
     WatchEvent,
+    WriteFailed,
 )
 from meshpilot.store.sqlite import DEFAULT_EVENT_HISTORY, SqliteStore
 from meshpilot.store.watch import Watch
@@ -29,6 +31,7 @@ __all__ = [
     "Change",
     "ChangeResult",
     "Conflict",
+    "Corrupt",
     "Delete",
     "EventType",
     "Expired",
@@ -41,4 +44,5 @@ __all__ = [
     "StoredObject",
     "Watch",
     "WatchEvent",
+    "WriteFailed",
 ]

@@ -118,6 +118,35 @@ class NotFound(StoreError):
         super().__init__(f"{key} not found")
 
 
+class WriteFailed(StoreError):
+    """SQLite could not write a commit: the disk is full (SQLITE_FULL) or the write
+    failed (SQLITE_IOERR). Nothing of the commit was kept; reads still work."""
+
+    def __init__(self, path: str, cause: str, full: bool) -> None:
+        self.path = path
+        self.cause = cause
+        self.full = full
+        what = "the disk is full" if full else "the disk refused the write"
+        super().__init__(
+            f"the config store {path} could not be written: {what} ({cause}); nothing "
+            "was written. Free space on that disk (or check it), then apply again")
+
+
+class Corrupt(StoreError):
+    """The database file fails SQLite's integrity check (or is not a database at all):
+    the store refuses to open it rather than serve, and build on, a damaged state."""
+
+    def __init__(self, path: str, finding: str) -> None:
+        self.path = path
+        self.finding = finding
+        super().__init__(
+            f"the config store {path} is damaged ({finding}); meshpilot will not start on "
+            f"it. To recover, move it aside (`mv {path} {path}.damaged`, and its -wal and "
+            "-shm files likewise), then put back a copy from a backup, or keep what SQLite "
+            f"can still read (`sqlite3 {path}.damaged .recover | sqlite3 {path}`), or "
+            "start empty and apply your manifests again")
+
+
 class Expired(StoreError):
     """The requested event history was compacted away; the caller must re-list."""
 

@@ -20,6 +20,7 @@ Design, and why:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import json
 import sqlite3
@@ -35,6 +36,7 @@ from meshpilot.store.model import (
     Change,
     ChangeResult,
     Conflict,
+    Corrupt,
     Delete,
     EventType,
     Expired,
@@ -44,6 +46,7 @@ from meshpilot.store.model import (
     PutStatus,
     StoredObject,
     WatchEvent,
+    WriteFailed,
 )
 from meshpilot.store.watch import Watch
 
@@ -143,6 +146,12 @@ class SqliteStore:
         )
         conn = self._conn
         conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            self._check_integrity(conn)
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RuntimeError(f"could not switch {self.path} to WAL journal mode (got {mode})")
@@ -163,6 +172,24 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             conn.close()
             raise
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged file (Corrupt) before anything reads or writes it.
+
+        quick_check reads every page once (milliseconds for a config store) and finds
+        what a torn or overwritten page leaves behind; a file that is not a database
+        at all fails on its first read."""
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise Corrupt(str(self.path), str(exc)) from exc
+            raise
+        findings = [str(r[0]) for r in rows]
+        if findings != ["ok"]:
+            shown = "; ".join(findings[:3]) + ("; ..." if len(findings) > 3 else "")
+            raise Corrupt(str(self.path), f"PRAGMA quick_check: {shown}")
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -285,13 +312,15 @@ class SqliteStore:
 
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 results, events = self._apply(conn, changes)
                 conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._write_failed(exc) from exc
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise
             if events:
                 for watch in list(self._watches):
@@ -299,6 +328,22 @@ class SqliteStore:
             return results
 
     # -- internals ---------------------------------------------------------
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back already; a
+        # failing ROLLBACK must not hide the error that caused it.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _write_failed(self, exc: sqlite3.Error) -> Exception:
+        """WriteFailed for a full disk or a failed write; ``exc`` itself otherwise."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if code not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return exc
+        name = getattr(exc, "sqlite_errorname", "") or "SQLITE_IOERR"
+        return WriteFailed(str(self.path), f"{exc}, {name}", code == sqlite3.SQLITE_FULL)
 
     @staticmethod
     def _meta(conn: sqlite3.Connection, name: str) -> int:

@@ -79,6 +79,13 @@ TESTER_TASK_TYPE = Code("MP0055", Severity.ERROR, "webhook to the built-in load 
                         "ngrinder, unknown)")
 TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load tester's "
                          "task endpoint without metadata.cmd")
+TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
+TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
+                      "limit, aliases counted as the nodes they stand for")
+BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the control "
+                      "plane's limit (up --max-body-bytes)")
+STORE_WRITE_FAILED = Code("MP0053", Severity.ERROR, "the config store could not be written "
+                          "(disk full or I/O error): 507, nothing written")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, resolve_type
-from meshpilot.api.loader import LoadedDocument, LoadError, load_text
+from meshpilot.api.loader import InputTooLarge, LoadedDocument, LoadError, load_text
+from meshpilot.api.yaml_bounds import NodeBudget
 from meshpilot.validation import codes
 from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
 from meshpilot.validation.document import ParsedObject, check_document
@@ -41,18 +42,26 @@ class Plan:
 def load_sources(
     sources: Iterable[tuple[str, str]],
 ) -> tuple[list[LoadedDocument], list[Diagnostic]]:
-    """Parse every (file, text); a file that does not parse yields one MP0001."""
+    """Parse every (file, text); a file that does not parse yields one MP0001 (MP0050 or
+    MP0051 when it is over a limit). The node budget is the whole apply's, not a file's."""
     docs: list[LoadedDocument] = []
     diagnostics: list[Diagnostic] = []
+    budget = NodeBudget()
     for file, text in sources:
         try:
-            docs.extend(load_text(text, file))
+            docs.extend(load_text(text, file, budget))
         except LoadError as exc:
             diagnostics.append(
-                Diagnostic.of(codes.PARSE, exc.message, file=exc.file, line=exc.line,
+                Diagnostic.of(_load_code(exc), exc.message, file=exc.file, line=exc.line,
                               column=exc.column)
             )
     return docs, diagnostics
+
+
+def _load_code(exc: LoadError) -> codes.Code:
+    if not isinstance(exc, InputTooLarge):
+        return codes.PARSE
+    return codes.TOO_DEEP if exc.limit == "depth" else codes.TOO_MANY_NODES
 
 
 def plan_apply(
