@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshpilot.api.flagger import Canary, MetricTemplate
+from meshpilot.api.flagger_alerts import AlertProvider
 
 Clock = Callable[[], float]
 """Seconds since the epoch (``time.time`` in production, a fake in tests)."""
@@ -69,6 +70,8 @@ class ClusterReader(Protocol):
     def workload(self, namespace: str, name: str) -> WorkloadStatus: ...
 
     def metric_template(self, namespace: str, name: str) -> MetricTemplate | None: ...
+
+    def alert_provider(self, namespace: str, name: str) -> AlertProvider | None: ...
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         """The decoded keys of Secret ``namespace/name``, or None when there is none."""
