@@ -113,8 +113,8 @@ def test_a_failed_revision_alerts_error_to_every_severity() -> None:
 
 def test_an_alert_is_sent_after_the_state_it_reports_is_written() -> None:
     """The controller sends once the status is persisted: the rollback alert is posted
-    with the Canary already Failed in the store (Flagger alerts before the status is
-    synced; meshpilot never reports what a crash could undo)."""
+    with the Canary already Failed in the store (Flagger's rollback() alerts before it
+    syncs the Failed status; meshpilot never reports what a crash could undo)."""
     h = alerting()
     h.alerts.observe = lambda: h.phase
     h.initialize()

@@ -35,10 +35,11 @@ def _check_url(value: str | None, field: str) -> str | None:
         return value
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises ValueError
     except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        valid = False
+    if not valid:
         raise PydanticCustomError(
             "mp_value", "{field} must be an absolute http:// or https:// URL with a host",
             {"field": field})
