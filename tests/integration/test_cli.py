@@ -366,6 +366,55 @@ def test_delete_file_with_a_missing_object_deletes_nothing(
     assert ok(run_cli("get", "vs", "reviews", state_dir=populated.state_dir))
 
 
+ALERTING = """\
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {name: on-call, namespace: shop}
+spec:
+  type: slack
+  channel: on-call-alerts
+  address: https://hooks.slack.com/services/T0/B0/XYZ
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: shop}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 80}
+  analysis:
+    interval: 10s
+    stepWeight: 10
+    alerts:
+    - {name: on-call, severity: error, providerRef: {name: on-call}}
+    - {name: qa, severity: warn, providerRef: {name: qa-discord}}
+"""
+
+
+def test_alert_providers_apply_list_and_delete_like_any_kind(
+    control_plane: ControlPlane,
+) -> None:
+    """AlertProvider is served as Flagger's CRD names it (alertproviders.flagger.app);
+    a providerRef naming no AlertProvider is warned about at apply (MP2025)."""
+    state = control_plane.state_dir
+    applied = run_cli("apply", "-f", "-", state_dir=state, input=ALERTING)
+    assert "alertprovider.flagger.app/on-call created" in ok(applied)
+    assert "MP2025" in applied.stderr and "shop/qa-discord" in applied.stderr
+    assert "alerts[0]" not in applied.stderr  # on-call exists
+    header, *rows = ok(run_cli("get", "alertproviders", "-n", "shop", state_dir=state)
+                       ).strip().splitlines()
+    assert header.split() == ["NAME", "TYPE", "AGE"]
+    assert rows[0].split()[:2] == ["on-call", "slack"]
+    one = yaml.safe_load(ok(run_cli("get", "alertprovider", "on-call", "-n", "shop", "-o",
+                                    "yaml", state_dir=state)))
+    assert one["spec"]["channel"] == "on-call-alerts"
+    assert control_plane.client.get(
+        "/apis/flagger.app/v1beta1/namespaces/shop/alertproviders/on-call").status_code == 200
+    assert ok(run_cli("delete", "alertproviders.flagger.app", "on-call", "-n", "shop",
+                      state_dir=state)).strip() == "alertprovider.flagger.app/on-call deleted"
+    described = ok(run_cli("describe", "canary", "web", "-n", "shop", state_dir=state))
+    assert described.count("MP2025") == 2  # both providers missing now
+
+
 # --- analyze ----------------------------------------------------------------------------
 
 def test_analyze_works_offline(tmp_path: Path) -> None:

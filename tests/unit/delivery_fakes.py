@@ -9,12 +9,14 @@ pods ready at once unless a test holds a template back.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
+from meshpilot.api.flagger_alerts import AlertProvider
+from meshpilot.delivery.notifiers import AlertPostError
 from meshpilot.delivery.ports import WorkloadStatus, WriteError
 from meshpilot.delivery.providers import Sample
 from meshpilot.delivery.state import spec_hash
@@ -110,6 +112,10 @@ class InMemoryCluster:
     def config(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         return self.get(kind, name, namespace)
 
+    def alert_provider(self, namespace: str, name: str) -> AlertProvider | None:
+        body = self.get("AlertProvider", name, namespace)
+        return AlertProvider.model_validate(body) if body else None
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         body = self.get("Secret", name, namespace)
         return Secret.model_validate(body).decoded() if body else None
@@ -164,3 +170,39 @@ class FakeWebhooks:
 
     def called(self, kind: str) -> list[dict[str, Any]]:
         return [p for t, _, p in self.calls if t == kind]
+
+
+@dataclass(frozen=True)
+class Post:
+    """One alert message as it would have gone over the wire."""
+
+    url: str
+    body: dict[str, Any]
+    token: str | None
+    proxy: str | None
+    seen: Any = None
+    """What ``FakeAlertPoster.observe`` returned at the moment of posting."""
+
+    @property
+    def text(self) -> str:
+        """The message, for the Slack-shaped providers (slack, discord, rocket)."""
+        return str(self.body["attachments"][0]["text"])
+
+
+@dataclass
+class FakeAlertPoster:
+    """Records every alert post; ``failing`` receivers answer as a 500 would."""
+
+    posts: list[Post] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+    observe: Callable[[], Any] | None = None
+
+    def post(self, url: str, body: dict[str, Any], *, token: str | None = None,
+             proxy: str | None = None) -> None:
+        seen = self.observe() if self.observe else None
+        self.posts.append(Post(url, copy.deepcopy(body), token, proxy, seen))
+        if url in self.failing:
+            raise AlertPostError(f"answered 500: token {token} refused")
+
+    def texts(self, url: str) -> list[str]:
+        return [p.text for p in self.posts if p.url == url]

@@ -13,7 +13,13 @@ from typing import Any
 from tests.builders import builtin_checks
 from tests.builders import canary as canary_body
 from tests.builders import deployment as deployment_body
-from tests.unit.delivery_fakes import FakeClock, FakeMetrics, FakeWebhooks, InMemoryCluster
+from tests.unit.delivery_fakes import (
+    FakeAlertPoster,
+    FakeClock,
+    FakeMetrics,
+    FakeWebhooks,
+    InMemoryCluster,
+)
 
 from meshpilot.delivery import RolloutController, Settings
 
@@ -44,13 +50,15 @@ class Harness:
         self.clock = FakeClock()
         self.metrics = FakeMetrics()
         self.hooks = FakeWebhooks()
+        self.alerts = FakeAlertPoster()
         self.cluster.put(deployment("v1"))
         self.cluster.put(canary(analysis, **spec))
         self.controller = self.new_controller()
 
     def new_controller(self) -> RolloutController:
         return RolloutController(self.clock, self.cluster, self.cluster, self.metrics,
-                                 self.hooks, settings=Settings(drain_seconds=2.0))
+                                 self.hooks, settings=Settings(drain_seconds=2.0),
+                                 alerts=self.alerts)
 
     def tick(self, n: int = 1, dt: float = 10.0) -> None:
         for _ in range(n):

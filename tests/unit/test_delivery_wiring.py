@@ -53,6 +53,28 @@ def test_writer_applies_several_objects_and_reports_refusals(store: SqliteStore)
     assert {o.key.kind for o in store.list()} == {"Deployment"}
 
 
+def test_view_reads_alert_providers_and_their_secrets(store: SqliteStore) -> None:
+    """What the alert sender looks up: the stored AlertProvider (None when absent) and
+    its Secret's decoded keys."""
+    ConfigService(store).apply([("it.yaml", """\
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {name: on-call, namespace: ops}
+spec: {type: msteams, secretRef: {name: teams-url}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: teams-url, namespace: ops}
+stringData: {address: "https://example.webhook.office.com/x"}
+""")])
+    view = ClusterView(store, lambda: None)
+    provider = view.alert_provider("ops", "on-call")
+    assert provider is not None and provider.spec.type == "msteams"
+    assert view.alert_provider("default", "on-call") is None
+    assert view.secret_data("ops", "teams-url") == {
+        "address": b"https://example.webhook.office.com/x"}
+
+
 class FakeRuntime:
     def __init__(self, current: str | None, pods: list[SimpleNamespace]) -> None:
         self.current = current

@@ -1,5 +1,5 @@
 """Canary, MetricTemplate and Service fields meshpilot does not act on are refused
-(MP0048: they would change how a release is routed, judged or announced) or warned about
+(MP0048: they would change how a release is routed or judged) or warned about
 (MP2016: they have nothing to act on here), at apply and in analyze / describe.
 
 As in test_validation_unapplied_fields: each case is a base object (which draws neither
@@ -79,13 +79,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     _refused_canary("service.meshName", "global"),
     _refused_canary("service.backends", ["backend.test"]),
     _refused_canary("service.unmanagedMetadata", {"labels": ["team"]}),
-    _refused_canary("analysis.alerts", [{"name": "on-call", "severity": "error",
-                                         "providerRef": {"name": "slack"}}]),
     ("Canary", {"service": {"headless": True}}, "spec.service.headless", WARN),
     ("Canary", {"service": {"trafficDistribution": "PreferClose"}},
      "spec.service.trafficDistribution", WARN),
-    ("Canary", {"analysis": {"webhooks": [{"muteAlert": True}]}},
-     "spec.analysis.webhooks[0].muteAlert", WARN),
     ("MetricTemplate", {"provider": {"type": "datadog"}}, "spec.provider.type", REFUSE),
     ("MetricTemplate", {"provider": {"region": "eu-west-1"}}, "spec.provider.region", WARN),
     ("Service", {"type": "NodePort"}, "spec.type", WARN),
@@ -129,7 +125,7 @@ NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
     ("Canary", {"provider": "istio"}),
     ("Canary", {"service": {"headless": False, "portDiscovery": True, "delegation": False,
                             "apex": {"labels": {"team": "web"}}}}),
-    ("Canary", {"analysis": {"webhooks": [{"muteAlert": False}]}}),
+    ("Canary", {"analysis": {"webhooks": [{"muteAlert": True}]}}),  # acted on: alerts
     ("Service", {"type": "ClusterIP", "sessionAffinity": "None",
                  "internalTrafficPolicy": "Cluster", "publishNotReadyAddresses": False,
                  "ports": [{"protocol": "TCP", "appProtocol": "http"}]}),

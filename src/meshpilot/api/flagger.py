@@ -1,4 +1,5 @@
-"""Flagger ``flagger.app/v1beta1`` resources: Canary and MetricTemplate.
+"""Flagger ``flagger.app/v1beta1`` resources: Canary and MetricTemplate (AlertProvider
+and the Canary's alerts are in :mod:`.flagger_alerts`).
 
 Field names follow Flagger's Go types (``pkg/apis/flagger/v1beta1``) and its CRD schema.
 Match conditions use the Istio ``HTTPMatchRequest`` model; the other Istio fragments a
@@ -14,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.api.base import Duration, Labels, Model, Port, Resource, parse_duration
+from meshpilot.api.flagger_alerts import CanaryAlert
 from meshpilot.api.kubernetes import PortOrName
 from meshpilot.api.networking import HTTPMatchRequest
 
@@ -181,7 +183,7 @@ class CanaryAnalysis(Model):
     threshold: int | None = Field(default=None, ge=0)
     primary_ready_threshold: Weight | None = None
     canary_ready_threshold: Weight | None = None
-    alerts: list[dict[str, Any]] | None = None
+    alerts: list[CanaryAlert] | None = None
     metrics: list[CanaryMetric] | None = None
     webhooks: list[CanaryWebhook] | None = None
     match: HTTPMatchList | None = None

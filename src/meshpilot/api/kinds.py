@@ -106,6 +106,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.flagger:Canary"),
     KindInfo(FLAGGER, "MetricTemplate", "metrictemplates", ("v1beta1",), ("mt",),
              "meshpilot.api.flagger:MetricTemplate"),
+    KindInfo(FLAGGER, "AlertProvider", "alertproviders", ("v1beta1",), (),
+             "meshpilot.api.flagger_alerts:AlertProvider"),
 )
 
 _BY_KIND: MappingProxyType[str, KindInfo] = MappingProxyType({k.kind: k for k in KINDS})

@@ -98,6 +98,7 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
     "MetricTemplate": (
         ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type", ""))),
     ),
+    "AlertProvider": (("TYPE", lambda o: str(_spec(o).get("type", ""))),),
 })
 
 

@@ -6,15 +6,19 @@
 - ``checks`` / ``judge``: metric checks (thresholds, minimum samples, primary comparison).
 - ``providers``: what answers them: the built-in metrics and MetricTemplate providers.
 - ``webhooks``: Flagger's webhook payloads and HTTP caller.
+- ``alerts`` / ``notifiers``: Flagger's alerts: which alert hears what, each provider
+  type's message, and posting it.
 - ``affinity``: the session affinity cookies a rollout hands out and later expires.
 - ``machine``: ``reconcile``, one tick of the state machine, without I/O of its own.
 - ``controller``: ``RolloutController``, the shell that reads, decides and writes.
 - ``loadtester``: the built-in load tester and manual gates (Flagger's tester API).
 """
 
+from meshpilot.delivery.alerts import AlertIntent, AlertSender
 from meshpilot.delivery.checks import render_query
 from meshpilot.delivery.controller import RolloutController
 from meshpilot.delivery.machine import COMMANDS, Decision, Observed, Sensors, Settings, reconcile
+from meshpilot.delivery.notifiers import AlertPoster, AlertPostError, HttpAlertPoster
 from meshpilot.delivery.ports import (
     ClusterReader,
     MetricQueryError,
@@ -37,9 +41,14 @@ from meshpilot.delivery.webhooks import HttpWebhookCaller, WebhookCaller, Webhoo
 
 __all__ = [
     "COMMANDS",
+    "AlertIntent",
+    "AlertPostError",
+    "AlertPoster",
+    "AlertSender",
     "BuiltinMetrics",
     "ClusterReader",
     "Decision",
+    "HttpAlertPoster",
     "HttpWebhookCaller",
     "MetricProvider",
     "MetricQueryError",

@@ -6,6 +6,10 @@ the very same objects from the persisted state and writes them, so traffic only 
 moves forward to where the recorded state says it is, never back and forth. The target
 Deployment is written in its own batch because it carries the user's resourceVersion: a
 conflict with a concurrent user apply must not hold back a route change (a rollback).
+Alerts go last, after the state and the objects are written and outside the Canary's
+lock: a slow chat service delays only this Canary's next tick (each Canary ticks on its
+own worker), never a command or another Canary, and what it is told has already
+happened.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Any
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
+from meshpilot.delivery.alerts import AlertSender
 from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
+from meshpilot.delivery.notifiers import AlertPoster, HttpAlertPoster
 from meshpilot.delivery.ports import Clock, ClusterReader, LiveCounts, ObjectWriter, WriteError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import RolloutState
@@ -57,6 +63,7 @@ class RolloutController:
         providers: MetricProvider | None = None,
         settings: Settings | None = None,
         live: LiveCounts | None = None,
+        alerts: AlertPoster | None = None,
     ) -> None:
         self.clock = clock
         self.writer = writer
@@ -64,6 +71,8 @@ class RolloutController:
         self.sensors = Sensors(metrics, webhooks, providers, reader.metric_template,
                                reader.secret_data, live)
         self.settings = settings or Settings()
+        self.alerts = AlertSender(reader.alert_provider, reader.secret_data,
+                                  alerts or HttpAlertPoster())
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_lock = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -86,6 +95,16 @@ class RolloutController:
         return self._step(namespace, name, command)
 
     def _step(self, namespace: str, name: str, command: str | None) -> Decision | None:
+        stepped = self._step_locked(namespace, name, command)
+        if stepped is None:
+            return None
+        canary, decision = stepped
+        if decision.alerts:
+            self.alerts.send(canary, decision.alerts)
+        return decision
+
+    def _step_locked(self, namespace: str, name: str, command: str | None
+                     ) -> tuple[Canary, Decision] | None:
         with self._lock_of(namespace, name):
             canary = self.reader.canary(namespace, name)
             if canary is None:
@@ -103,12 +122,12 @@ class RolloutController:
                 canary, observed, state, self.clock(), self.sensors, command, self.settings
             )
             if decision.refused:
-                return decision
+                return canary, decision
             new_status = decision.state.to_status()
             if new_status != state.to_status() or not canary.status:
                 self.writer.put_status(namespace, name, new_status)
             self._write(decision.objects)
-            return decision
+            return canary, decision
 
     def _configs(self, namespace: str, target: dict[str, Any] | None
                  ) -> dict[ConfigKey, dict[str, Any]]:

@@ -11,6 +11,14 @@ The flow follows Flagger's scheduler: Initializing → Initialized; a new revisi
 rollback hooks, rollout hooks, metric checks, then one step of the strategy (weights,
 mirror, A/B or blue-green iterations, confirm-traffic-increase, confirm-promotion) →
 Promoting → Finalising → Succeeded; or Failed with the reason on any rollback.
+
+Alerts are decided here too, as intents in the Decision (sent by the controller once the
+state is written), at the moments and with the severities of Flagger's scheduler
+(``pkg/controller/scheduler.go``, ``scheduler_hooks.go``): info for a new target and a
+new revision (with the Canary's settings) and for a finished promotion; warn while a
+gate waits for approval (unless the closed hook has ``muteAlert``) and for a manual
+rollback; error when a rollout fails (failed checks threshold, progress deadline, a
+primary that does not take the promoted template).
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from meshpilot.api.base import parse_duration
-from meshpilot.api.flagger import Canary
+from meshpilot.api.flagger import Canary, CanaryWebhook
+from meshpilot.api.flagger_alerts import AlertSeverity
 from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
 from meshpilot.delivery.affinity import sync_cookies
+from meshpilot.delivery.alerts import AlertIntent
 from meshpilot.delivery.checks import (
     CheckContext,
     SecretLookup,
@@ -48,6 +58,11 @@ from meshpilot.delivery.webhooks import WebhookCaller, event_payload, hooks_of, 
 
 Command = Literal["promote", "abort", "pause", "resume", "retry"]
 COMMANDS: tuple[str, ...] = ("promote", "abort", "pause", "resume", "retry")
+
+NEW_REVISION_ALERT = "New revision detected, progressing canary analysis."
+SKIPPED = "analysis skipped (skipAnalysis)"
+"""``promoted_by`` of a promotion without analysis: it ends with Flagger's skipped
+alert instead of the completed one."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,8 @@ class Decision:
     state: RolloutState
     objects: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    alerts: list[AlertIntent] = field(default_factory=list)
+    """What the Canary's alerts are to be told of this tick, in order."""
     refused: str | None = None
     """Set when a command could not be carried out; nothing else changed then."""
 
@@ -130,6 +147,7 @@ class _Tick:
         self.sensors = sensors
         self.settings = settings
         self.events: list[Event] = []
+        self.alerts: list[AlertIntent] = []
         self.analysis = canary.spec.analysis
         self.target_name = canary.spec.target_ref.name
         self.ns = canary.metadata.namespace
@@ -196,7 +214,7 @@ class _Tick:
                 primary_ready=self.primary_ready(),
             )
         return Decision(state=self.st, objects=[*self.extra_objects, *out] if objects else out,
-                        events=self.events)
+                        events=self.events, alerts=self.alerts)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -204,6 +222,13 @@ class _Tick:
         if once and self.st.events and self.st.events[-1].message == message:
             return
         self.events.append(self.st.add_event(self.now, message, warning))
+
+    def alert(self, message: str, severity: AlertSeverity, metadata: bool = False,
+              hook: CanaryWebhook | None = None) -> None:
+        """Tell the Canary's alerts, unless ``hook`` (the closed gate the message is
+        about) mutes its alerts."""
+        if hook is None or not hook.mute_alert:
+            self.alerts.append(AlertIntent(message, severity, metadata))
 
     def primary_ready(self) -> bool:
         expected = gen.primary_deployment(self.canary, self.target, self.st)
@@ -214,13 +239,14 @@ class _Tick:
         threshold = (self.analysis.canary_ready_threshold if self.analysis else None) or 100
         return _ready(self.obs.canary, self.template_hash, threshold)
 
-    def gates(self, kind: str) -> tuple[bool, str]:
-        """Run every hook of a gate type; closed when any answers other than 2xx."""
+    def gates(self, kind: str) -> tuple[CanaryWebhook | None, str]:
+        """Run every hook of a gate type; the first that answers other than 2xx closes
+        the gate and is returned (None: open), with why."""
         for hook in hooks_of(self.canary, kind):
             result = self.sensors.webhooks.call(hook, payload(self.canary, self.st, hook))
             if not result.ok:
-                return False, f"{hook.name} ({result.message or result.status})"
-        return True, ""
+                return hook, f"{hook.name} ({result.message or result.status})"
+        return None, ""
 
     def failing_hooks(self, kind: str) -> list[str]:
         failed = []
@@ -251,6 +277,7 @@ class _Tick:
         elif command == "abort":
             if not active:
                 return f"no rollout to abort: {self.canary.metadata.name} is {st.phase or 'new'}"
+            self.alert("Rolling back, aborted by user", "warn")
             self.rollback("aborted by user")
         elif command == "promote":
             if not active:
@@ -291,11 +318,14 @@ class _Tick:
             return
         st.set_phase("Initialized", self.now)
         self.event(f"Initialization done! {self.label}")
+        self.alert(f"New {self.canary.spec.target_ref.kind} detected, initialization "
+                   "completed.", "info", metadata=True)
 
     def idle(self, command: str | None) -> None:
         st = self.st
         if command == "retry":
-            self.start(f"Retrying the rollout of {self.label}")
+            self.start(f"Retrying the rollout of {self.label}",
+                       "Rollout retried, progressing canary analysis.")
             return
         if self.revision == st.last_applied_spec:
             return
@@ -306,14 +336,16 @@ class _Tick:
             return
         self.start(f"New revision detected! Scaling up {self.label}")
 
-    def start(self, message: str) -> None:
+    def start(self, message: str, alert: str = NEW_REVISION_ALERT) -> None:
         """Begin the rollout of the current revision.
 
         The confirm-rollout gate is asked here only when no analysis is running (an idle
         phase, or still Waiting for approval), as Flagger's scheduler asks it in
         ``checkCanaryStatus`` only for a newly detected revision or while Waiting: a
         revision that supersedes a running analysis restarts it without asking again.
-        The payload carries the phase the Canary had when the revision was detected."""
+        The payload carries the phase the Canary had when the revision was detected.
+        Only a gated start alerts, as Flagger alerts where the gate opens; a restarted
+        analysis does not."""
         st = self.st
         gated = st.phase in IDLE_PHASES or st.phase == "Waiting"
         st.reset_for_rollout(self.revision, self.now)
@@ -323,6 +355,8 @@ class _Tick:
             return
         st.set_phase("Progressing", self.now)
         self.event(message)
+        if gated:
+            self.alert(alert, "info", metadata=True)
 
     def analyse(self) -> None:
         """One tick of an analysis phase, in Flagger's scheduler order: a new revision
@@ -342,8 +376,10 @@ class _Tick:
         st.next_step_at = self.now + self.interval
         if self.rollback_requested():
             return
-        if st.phase == "Waiting" and not self.rollout_confirmed():
-            return
+        if st.phase == "Waiting":
+            if not self.rollout_confirmed():
+                return
+            self.alert(NEW_REVISION_ALERT, "info", metadata=True)
         self.analysis_step()
 
     def fail_fast(self) -> None:
@@ -400,9 +436,10 @@ class _Tick:
             st.not_ready_since = self.now
         ws = self.obs.canary
         if self.now - st.not_ready_since > self.deadline:
-            self.rollback(f"canary {self.label} not ready after {self.deadline:g}s "
-                          f"({ws.ready}/{ws.desired} pods ready): progress deadline "
-                          "exceeded")
+            why = (f"canary {self.label} not ready after {self.deadline:g}s "
+                   f"({ws.ready}/{ws.desired} pods ready)")
+            self.alert(f"Progress deadline exceeded: {why}", "error")
+            self.rollback(f"{why}: progress deadline exceeded")
         else:
             self.event(f"Waiting for {self.label} rollout to finish "
                        f"({ws.ready}/{ws.desired} pods ready)", once=True)
@@ -413,6 +450,7 @@ class _Tick:
         for hook in hooks_of(self.canary, "rollback"):
             result = self.sensors.webhooks.call(hook, payload(self.canary, self.st, hook))
             if result.ok:
+                self.alert("Rolling back manual webhook invoked", "warn")
                 self.rollback(f"rollback webhook {hook.name} invoked")
                 return True
         return False
@@ -421,10 +459,11 @@ class _Tick:
         """The confirm-rollout gate: Waiting while it is closed, Progressing once open.
         Callers ask it only before the canary is scaled up (see ``start``)."""
         st = self.st
-        passed, why = self.gates("confirm-rollout")
-        if not passed:
+        closed, why = self.gates("confirm-rollout")
+        if closed is not None:
             if st.phase != "Waiting":
                 st.set_phase("Waiting", self.now)
+                self.alert("Canary is waiting for approval.", "warn", hook=closed)
             self.event(f"Halt advancement {self.label}: waiting for approval {why}", once=True)
             return False
         if st.phase == "Waiting":
@@ -437,9 +476,10 @@ class _Tick:
         if not st.canary_scaled:
             self.scale_up_canary()
         elif self.canary.spec.skip_analysis:
-            self.promote("analysis skipped (skipAnalysis)")
+            self.promote(SKIPPED)
             self.event(f"Canary analysis was skipped for {self.label}; promoting")
         elif st.failed_checks >= self.threshold:
+            self.alert(f"Failed checks threshold reached {st.failed_checks}", "error")
             self.rollback(f"failed checks threshold reached {st.failed_checks}")
         elif not st.analysis_started:
             self.start_analysis()
@@ -510,8 +550,10 @@ class _Tick:
         why = "; ".join(c.message for c in st.checks if c.verdict == "nodata")
         waited = self.now - st.nodata_since
         if waited > self.deadline:
-            self.rollback(f"no data for {waited:.0f}s (progressDeadlineSeconds "
-                          f"{self.deadline:g}): {why}")
+            reason = (f"no data for {waited:.0f}s (progressDeadlineSeconds "
+                      f"{self.deadline:g}): {why}")
+            self.alert(f"Progress deadline exceeded: {reason}", "error")
+            self.rollback(reason)
             return
         self.event(f"Halt advancement {self.label}: no data yet: {why}", once=True)
 
@@ -521,6 +563,7 @@ class _Tick:
         st.failure_counted_at = self.now
         st.fail_fast_baseline = None
         if st.failed_checks >= self.threshold:
+            self.alert(f"Failed checks threshold reached {st.failed_checks}", "error")
             self.rollback(f"failed checks threshold reached {st.failed_checks}: {why}")
             return
         self.event(f"Halt advancement {self.label}: {why} (failed checks "
@@ -546,10 +589,13 @@ class _Tick:
         if st.step_index + 1 < len(weights):
             if st.step_index == -1 and self.still_mirroring(mirror_intervals):
                 return
-            passed, why = self.gates("confirm-traffic-increase")
-            if not passed:
+            closed, why = self.gates("confirm-traffic-increase")
+            if closed is not None:
                 self.event(f"Halt advancement {self.label}: waiting for traffic increase "
                            f"approval {why}", once=True)
+                # as Flagger: every time the closed gate is asked, not once
+                self.alert("Canary traffic increase is waiting for approval.", "warn",
+                           hook=closed)
                 return
             if st.mirror_stage:
                 st.mirror_stage = False
@@ -618,10 +664,11 @@ class _Tick:
 
     def promotion_gate(self) -> bool:
         st = self.st
-        passed, why = self.gates("confirm-promotion")
-        if not passed:
+        closed, why = self.gates("confirm-promotion")
+        if closed is not None:
             if st.phase != "WaitingPromotion":
                 st.set_phase("WaitingPromotion", self.now)
+                self.alert("Canary promotion is waiting for approval.", "warn", hook=closed)
             self.event(f"Halt advancement {self.label}: waiting for promotion approval {why}",
                        once=True)
             return False
@@ -656,6 +703,9 @@ class _Tick:
             if self.now - st.phase_since > self.deadline:
                 st.primary_template = copy.deepcopy(st.previous_primary_template)
                 st.last_promoted_spec = spec_hash(st.primary_template)
+                self.alert(f"Promotion failed, primary not ready: {self.target_name}-primary."
+                           f"{self.ns} {ws.ready}/{ws.desired} pods ready after "
+                           f"{self.deadline:g}s", "error")
                 self.rollback(f"{self.target_name}-primary.{self.ns} did not become ready "
                               f"with the new template within {self.deadline:g}s "
                               f"({ws.ready}/{ws.desired} pods); its previous template is "
@@ -688,6 +738,8 @@ class _Tick:
         st.set_phase("Succeeded", self.now)
         st.add_history("promoted", st.promoted_by or "analysis passed", self.now)
         self.event(f"Promotion completed! Scaling down {self.label}")
+        self.alert("Canary analysis was skipped, promotion finished." if st.promoted_by == SKIPPED
+                   else "Canary analysis completed successfully, promotion finished.", "info")
         self.post_rollout()
 
     def rollback(self, reason: str) -> None:

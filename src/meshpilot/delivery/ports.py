@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshpilot.api.flagger import Canary, MetricTemplate
+from meshpilot.api.flagger_alerts import AlertProvider
 
 Clock = Callable[[], float]
 """Seconds since the epoch (``time.time`` in production, a fake in tests)."""
@@ -73,6 +74,8 @@ class ClusterReader(Protocol):
     def config(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         """The stored body of ConfigMap or Secret ``namespace/name`` (``kind``)."""
         ...
+
+    def alert_provider(self, namespace: str, name: str) -> AlertProvider | None: ...
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         """The decoded keys of Secret ``namespace/name``, or None when there is none."""

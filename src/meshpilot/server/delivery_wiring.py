@@ -2,9 +2,9 @@
 
 - :class:`StoreWriter`: the controller writes like any user, through ``ConfigService``
   (load → validate → store), so ``meshpilot get`` shows what the rollout is doing.
-- :class:`ClusterView`: the stored Canary / Deployment / MetricTemplate bodies, plus the
-  local runtime's pods, reported per pod template so "ready" means "the new template is
-  serving".
+- :class:`ClusterView`: the stored Canary / Deployment / MetricTemplate / AlertProvider
+  bodies, plus the local runtime's pods, reported per pod template so "ready" means "the
+  new template is serving".
 - :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
   core's built-in provider answers Flagger's two built-in metrics.
 - :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes, each Canary
@@ -37,11 +37,13 @@ from meshpilot.api import flagger_tester
 from meshpilot.api.base import parse_duration
 from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
+from meshpilot.api.flagger_alerts import AlertProvider
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.delivery import (
     BuiltinMetrics,
+    HttpAlertPoster,
     HttpWebhookCaller,
     Providers,
     RolloutController,
@@ -208,6 +210,15 @@ class ClusterView:
         obj = self.store.get(_key(kind, namespace, name))
         return obj.body if obj is not None else None
 
+    def alert_provider(self, namespace: str, name: str) -> AlertProvider | None:
+        obj = self.store.get(_key("AlertProvider", namespace, name))
+        if obj is None:
+            return None
+        try:
+            return AlertProvider.model_validate(obj.body)
+        except ValueError:
+            return None
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         obj = self.store.get(_key("Secret", namespace, name))
         if obj is None:
@@ -368,9 +379,10 @@ class DeliveryLoop:
         self.webhooks = LocalWebhooks(
             HttpWebhookCaller(), lambda: self.loadtester.url if self.loadtester else None,
             HttpWebhookCaller(headers={"Authorization": f"Bearer {self._tester_token}"}))
+        self.alert_poster = HttpAlertPoster()
         self.controller = RolloutController(
             time.time, StoreWriter(self.service), self.view, BuiltinMetrics(traffic),
-            self.webhooks, Providers(), settings, live,
+            self.webhooks, Providers(), settings, live, self.alert_poster,
         )
         self.workers = CanaryWorkers(self._tick_one)
         self._hot: set[tuple[str, str]] = set()
@@ -400,6 +412,7 @@ class DeliveryLoop:
         self._stopping.set()
         self._thread.join(timeout=STOP_SECONDS)
         self.workers.stop(timeout=STOP_SECONDS)
+        self.alert_poster.close()
         if self.loadtester is not None:
             self.loadtester.stop()
 

@@ -131,6 +131,9 @@ DELEGATE_UNUSABLE = Code("MP2023", Severity.WARNING, "VirtualService delegate no
                          "none without hosts by that name, or a delegate's own fields")
 TEMPLATE_SECRET_MISSING = Code("MP2024", Severity.WARNING, "MetricTemplate secretRef names "
                                "no Secret in its namespace: its checks fail until it exists")
+ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's providerRef names "
+                              "no AlertProvider, or an AlertProvider's secretRef no Secret: "
+                              "those alerts are not sent until it exists")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",

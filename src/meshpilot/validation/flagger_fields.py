@@ -4,8 +4,8 @@ Flagger's schema carries fields for every router and metrics backend it supports
 meshpilot is one router (its own Istio-compatible mesh) and queries Prometheus and its
 own telemetry. A Canary is a promise about how a release will be judged and routed, so a
 field that would change that and is not acted on is refused (MP0048) rather than
-applied without it: a Canary must never look as if it alerted, autoscaled or routed in a
-way it does not. Fields whose only effect is on Kubernetes objects meshpilot has no use
+applied without it: a Canary must never look as if it autoscaled or routed in a way it
+does not. Fields whose only effect is on Kubernetes objects meshpilot has no use
 for (a headless Service, a traffic distribution hint) are warnings (MP2016).
 
 The rows read the body in wire form, as the model writes it back (see
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshpilot.validation import codes
-from meshpilot.validation.unapplied_fields import EACH, Unapplied, row
+from meshpilot.validation.unapplied_fields import Unapplied, row
 
 _REFUSED = codes.NOT_IMPLEMENTED_FLAGGER_FIELD
 ROUTER = "istio"
@@ -42,7 +42,6 @@ def _other_router_field(field: str, used_by: str) -> Unapplied:
 
 
 _SERVICE = ("spec", "service")
-_ANALYSIS = ("spec", "analysis")
 
 CANARY: tuple[Unapplied, ...] = (
     row("spec", "provider", when=_other_router, code=_REFUSED,
@@ -75,12 +74,6 @@ CANARY: tuple[Unapplied, ...] = (
     row(*_SERVICE, "trafficDistribution",
         why="service.trafficDistribution is not applied: meshpilot's endpoints have no "
             "zone, so traffic is balanced over every endpoint"),
-    row(*_ANALYSIS, "alerts", code=_REFUSED,
-        why="analysis.alerts is refused: meshpilot sends no alerts (there is no "
-            "AlertProvider kind); remove them, or call the receiver from an event "
-            "webhook (type: event), which is sent"),
-    row(*_ANALYSIS, "webhooks", EACH, "muteAlert",
-        why="muteAlert is not applied: meshpilot sends no alerts, so there is none to mute"),
 )
 
 _PROVIDER = ("spec", "provider")
