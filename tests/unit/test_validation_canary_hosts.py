@@ -64,3 +64,16 @@ def test_a_stored_canary_shows_it_in_analyze() -> None:
                          canary(hosts=["web.other"]))]
     assert [(d.code, d.path) for d in check_state(state, all_objects=True)
             if d.code == "MP1004"] == [("MP1004", "spec.service.hosts[0]")]
+
+
+def test_a_canary_whose_generated_service_names_would_be_invalid_is_refused() -> None:
+    """NAME-primary must be a valid Service name (63 characters at most): a target name
+    of 56 characters is refused at apply, naming the generated Service."""
+    body = canary()
+    body["spec"]["targetRef"]["name"] = "a" * 56
+    plan = plan_apply([("it.yaml", yaml.safe_dump(body))], [])
+    assert not plan.ok
+    (d,) = plan.diagnostics
+    assert "a" * 56 + "-primary" in d.message and "at most 55" in d.message
+    body["spec"]["targetRef"]["name"] = "a" * 55
+    assert plan_apply([("it.yaml", yaml.safe_dump(body))], []).ok

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from meshpilot.api.base import Duration, Labels, Model, Port, Resource, parse_duration
 from meshpilot.api.flagger_alerts import CanaryAlert
 from meshpilot.api.kubernetes import PortOrName
+from meshpilot.api.names import SERVICE_LABEL, name_problem
 from meshpilot.api.networking import HTTPMatchRequest
 
 Weight = Annotated[int, Field(ge=0, le=100)]
@@ -300,6 +301,21 @@ class Canary(Resource):
             raise PydanticCustomError(
                 "mp_value", "annotation {key} is {raw}; give \"true\" or \"false\"",
                 {"key": FAIL_FAST_ANNOTATION, "raw": repr(raw)})
+        return self
+
+    @model_validator(mode="after")
+    def _generated_names_are_valid(self) -> Canary:
+        """The Services the Canary generates (NAME, NAME-primary, NAME-canary) must be
+        valid Service names: refused here, not when the controller writes them."""
+        for generated in self.service_names:
+            problem = name_problem(generated, SERVICE_LABEL)
+            if problem:
+                raise PydanticCustomError(
+                    "mp_value", "the Canary would generate Service {name}, which is not "
+                    "valid: {problem}. Service names are {rule}: at most 63 characters, so "
+                    "service.name (or the target's name) may have at most 55",
+                    {"name": repr(generated), "problem": problem,
+                     "rule": SERVICE_LABEL.title})
         return self
 
     @property
