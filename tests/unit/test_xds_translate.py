@@ -868,3 +868,44 @@ spec:
     v2 = found[f"outbound|9080|v2|{REVIEWS}"]
     assert not v2.HasField("round_robin_lb_config") and not v2.HasField(
         "least_request_lb_config")  # RANDOM takes no warm-up, in Istio neither
+
+
+def test_dns_round_robin_is_logical_dns_as_in_istio():
+    """Istio gives resolution DNS_ROUND_ROBIN a LOGICAL_DNS cluster (the first address
+    a name resolves to, connections kept across DNS changes), of its one endpoint or of
+    the host; meshpilot once treated it as DNS (STRICT_DNS). Several endpoints are
+    refused, as the mode connects through one name."""
+    from tests.builders import keyed
+
+    from meshpilot.mesh.builder import build_snapshot
+
+    def cluster_of(extra: str) -> Any:
+        snap = build_snapshot(1, keyed(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: rr}}
+spec:
+  hosts: [rr.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{{number: 80, name: http}}]
+{extra}"""))
+        return build_resources(snap, SIDECAR)[TYPE_CLUSTER]["outbound|80||rr.example.com"]
+
+    plain = cluster_of("")
+    assert plain.type == cluster_pb2.Cluster.LOGICAL_DNS
+    sa = plain.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (sa.address, sa.port_value) == ("rr.example.com", 80)
+    one = cluster_of("  endpoints: [{address: lb.example.net}]\n")
+    assert one.type == cluster_pb2.Cluster.LOGICAL_DNS
+    sa = one.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert sa.address == "lb.example.net"
+    from pydantic import ValidationError
+
+    from meshpilot.api.networking import ServiceEntry
+    with pytest.raises(ValidationError, match="at most one endpoint"):
+        ServiceEntry.model_validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "rr"},
+            "spec": {"hosts": ["rr.example.com"], "resolution": "DNS_ROUND_ROBIN",
+                     "ports": [{"number": 80, "name": "http"}],
+                     "endpoints": [{"address": "a.example.net"}, {"address": "b.example.net"}]}})

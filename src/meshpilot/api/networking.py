@@ -886,6 +886,10 @@ class ServiceEntrySpec(Model):
             raise PydanticCustomError(
                 "mp_value", "a ServiceEntry takes endpoints or workloadSelector, not both"
             )
+        if self.resolution == "DNS_ROUND_ROBIN" and len(self.endpoints) > 1:
+            raise PydanticCustomError(
+                "mp_value", "resolution DNS_ROUND_ROBIN takes at most one endpoint (it "
+                "connects to the first address one name resolves to); use DNS for several")
         return self
 
 

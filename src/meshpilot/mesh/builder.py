@@ -328,8 +328,8 @@ def _mesh_service(svc: Named[Service], host: str) -> MeshService:
     )
 
 
-_RESOLUTIONS = MappingProxyType({"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS", "STATIC": "STATIC",
-                                 "NONE": "NONE"})
+_RESOLUTIONS = MappingProxyType({"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS_ROUND_ROBIN",
+                                 "STATIC": "STATIC", "NONE": "NONE"})
 
 
 def _entry_services(
@@ -379,7 +379,7 @@ def _entry_endpoints(
     eps: list[Endpoint] = []
     for p in ports:
         eps.extend(ep for w in members if (ep := _entry_endpoint(host, p, w)) is not None)
-        if not members and resolution == "DNS":
+        if not members and resolution in ("DNS", "DNS_ROUND_ROBIN"):
             eps.append(Endpoint(host=host, service_port=p.port, address=raw_host,
                                 port=p.target_port or p.port, workload=raw_host,
                                 namespace=se.namespace))

@@ -63,7 +63,7 @@ class MeshService:
     location: Literal["MESH_INTERNAL", "MESH_EXTERNAL"] = "MESH_INTERNAL"
     # How Envoy finds endpoints: EDS (pods/WorkloadEntries we list), DNS (resolve the
     # host or endpoint addresses), STATIC (addresses listed in the ServiceEntry).
-    resolution: Literal["EDS", "DNS", "STATIC", "NONE"] = "EDS"
+    resolution: Literal["EDS", "DNS", "DNS_ROUND_ROBIN", "STATIC", "NONE"] = "EDS"
     short_names: tuple[str, ...] = ()  # other names users type: myapp, myapp.default, ...
     export_to: tuple[str, ...] = ()  # Istio's exportTo (empty: every namespace)
 

@@ -6,6 +6,9 @@ Outbound discovery by ``MeshService.resolution``:
   the snapshot's endpoints (for STATIC, the addresses the ServiceEntry lists).
 - ``DNS``: STRICT_DNS over the endpoints' addresses, or LOGICAL_DNS of the host
   itself when the ServiceEntry lists none.
+- ``DNS_ROUND_ROBIN``: LOGICAL_DNS of its one endpoint or of the host, as Istio makes
+  it: connections go to the first address the name resolves to and are kept when the
+  DNS answer changes.
 - ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
 
 Wildcard hosts (``*.example.com``) get no cluster: there is nothing to resolve.
@@ -37,10 +40,14 @@ def _h2(protocol: str) -> bool:
 
 
 def _dns_cluster(
-    cluster: cluster_pb2.Cluster, addresses: list[tuple[str, int, int]], fallback: tuple[str, int]
+    cluster: cluster_pb2.Cluster, addresses: list[tuple[str, int, int]], fallback: tuple[str, int],
+    *, logical: bool = False,
 ) -> None:
-    if addresses:
+    if addresses and not logical:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
+    elif addresses:
+        cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
+        addresses = addresses[:1]
     else:
         cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
         addresses = [(fallback[0], fallback[1], 1)]
@@ -67,9 +74,10 @@ def _one(
         subject_alt_names=service_identities(snapshot, service),
         http2=_h2(protocol), auto_mtls=service.location != "MESH_EXTERNAL"))
     chosen = endpoints.select(snapshot, service.host, port, labels)
-    if service.resolution in ("DNS", "NONE"):
+    if service.resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
         addresses = [(e.address, e.port, e.weight) for e in chosen]
-        _dns_cluster(cluster, addresses, (service.host, port))
+        _dns_cluster(cluster, addresses, (service.host, port),
+                     logical=service.resolution == "DNS_ROUND_ROBIN")
         return cluster, None
     cluster.type = cluster_pb2.Cluster.EDS
     cluster.eds_cluster_config.eds_config.CopyFrom(pb.ads_source())
