@@ -84,24 +84,48 @@ class StateDir:
             return None
 
     def acquire_lock(self) -> IO[str]:
-        """Hold an exclusive lock for the life of the process; the OS drops it on death."""
+        """Hold an exclusive lock for the life of the process; the OS drops it on death.
+        The holder's pid is written in it, so the CLI can find a running control plane
+        even when endpoints.json is lost or unreadable (:meth:`lock_holder`)."""
         handle = open(self.lock_file, "a+")  # noqa: SIM115 - held until process exit
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise AlreadyRunning(f"another control plane is running on {self.root}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         return handle
+
+    def lock_holder(self) -> int | None:
+        """The pid of the control plane holding this state directory's lock (0 when it
+        holds it but the pid cannot be read), or None when no process holds it."""
+        try:
+            handle = open(self.lock_file)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else 0
+            return None
 
     def write_endpoints(self, endpoints: dict[str, Any]) -> None:
         """Write endpoints.json atomically so a reader never sees half a file."""
         write_json_atomic(self.endpoints_file, endpoints)
 
     def read_endpoints(self) -> dict[str, Any] | None:
+        """endpoints.json, or None when it is missing or not a JSON object with an
+        ``api`` address (a garbled file is no address to call)."""
         try:
-            return json.loads(self.endpoints_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            found = json.loads(self.endpoints_file.read_text())
+        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
             return None
+        return found if isinstance(found, dict) and isinstance(found.get("api"), str) else None
 
     def clear_endpoints(self) -> None:
         self.endpoints_file.unlink(missing_ok=True)

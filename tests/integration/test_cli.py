@@ -497,3 +497,22 @@ def test_cli_entry_point_matches_module(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.strip() == f"meshpilot {meshpilot.__version__}"
+
+
+def test_a_garbled_endpoints_file_never_hides_a_running_control_plane(
+        state_dir: Path) -> None:
+    """Issue 18: with endpoints.json overwritten by garbage, the CLI still finds the
+    control plane by the lock it holds (its pid is written in it): status and up say so
+    instead of "not running", and down stops it."""
+    ok(run_cli("up", state_dir=state_dir))
+    pid = int(read_endpoints(state_dir)["pid"])
+    (state_dir / "endpoints.json").write_text("{not json at all")
+    status = run_cli("status", state_dir=state_dir)
+    assert status.returncode == 1
+    assert f"pid {pid}" in status.stderr and "meshpilot down" in status.stderr
+    up = run_cli("up", state_dir=state_dir)
+    assert up.returncode == 1 and f"pid {pid}" in up.stderr
+    assert pid_alive(pid)  # no second control plane was started, the first still runs
+    assert "is down" in ok(run_cli("down", state_dir=state_dir))
+    assert _pid_gone(pid)
+    assert "not running" in ok(run_cli("down", state_dir=state_dir))

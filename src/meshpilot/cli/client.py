@@ -37,6 +37,14 @@ class Response:
         return 200 <= self.status < 300
 
 
+def _pid(endpoints: dict[str, Any]) -> int:
+    """The pid endpoints.json names; 0 when it names none readable."""
+    try:
+        return int(endpoints.get("pid", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,7 +78,14 @@ class ControlPlaneClient:
     def __init__(self, state: StateDir, timeout: float = 30.0) -> None:
         endpoints = state.read_endpoints()
         token = state.read_token()
-        if endpoints is None or token is None or not pid_alive(int(endpoints.get("pid", 0))):
+        if endpoints is None or token is None or not pid_alive(_pid(endpoints)):
+            holder = state.lock_holder()
+            if holder is not None:
+                raise NotRunning(
+                    f"a control plane{f' (pid {holder})' if holder else ''} holds "
+                    f"{state.root}, but its endpoints.json is missing or unreadable, so "
+                    f"it cannot be reached; stop it with `meshpilot down --state-dir "
+                    f"{state.root}`, then start it again with `meshpilot up`")
             raise NotRunning(
                 f"no control plane is running for {state.root}; start one with "
                 f"`meshpilot up --state-dir {state.root}`"

@@ -109,7 +109,12 @@ def up(
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
-    if endpoints and pid_alive(int(endpoints.get("pid", 0))):
+    holder = state.lock_holder()
+    if not (endpoints and pid_alive(running_pid(state))) and holder is not None:
+        raise fail(f"a control plane{f' (pid {holder})' if holder else ''} already holds "
+                   f"{state.root}, but its endpoints.json is missing or unreadable; stop it "
+                   f"with `meshpilot down --state-dir {state.root}`, then `meshpilot up`")
+    if endpoints and pid_alive(running_pid(state)):
         running_tls = str(endpoints["api"]).startswith("https://")
         note = "" if running_tls == tls or not tls else (
             "; it serves plain HTTP: `meshpilot down`, then `up --tls`")
@@ -201,8 +206,7 @@ def down(
 ) -> None:
     """Stop the control plane of this state directory."""
     state = StateDir.resolve(state_dir)
-    endpoints = state.read_endpoints()
-    pid = int(endpoints.get("pid", 0)) if endpoints else 0
+    pid = running_pid(state)
     if not pid or not pid_alive(pid):
         state.clear_endpoints()
         out.print(f"meshpilot is not running (state {state.root})")
@@ -216,6 +220,19 @@ def down(
         os.kill(pid, signal.SIGKILL)
         state.clear_endpoints()
     out.print(f"meshpilot is down (state {state.root})")
+
+
+def running_pid(state: StateDir) -> int:
+    """The control plane's pid: from endpoints.json, else from the lock it holds (so a
+    lost or garbled endpoints.json never hides a running control plane); 0 if none."""
+    endpoints = state.read_endpoints() or {}
+    try:
+        pid = int(endpoints.get("pid", 0))
+    except (TypeError, ValueError):
+        pid = 0
+    if pid and pid_alive(pid):
+        return pid
+    return state.lock_holder() or 0
 
 
 def _reap(pid: int) -> None:
