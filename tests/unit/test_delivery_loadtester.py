@@ -73,6 +73,22 @@ def test_bad_command_is_refused() -> None:
     assert api.post("/", json={"metadata": {}}).status_code == 400
 
 
+def test_gates_and_rollbacks_are_switched_only_with_the_api_token() -> None:
+    """Issue 18: any local process reaches the tester's loopback port; opening a gate
+    approves a promotion and opening a rollback forces one, so both take the API's
+    token. The checks the controller's webhooks call stay open, as in Flagger."""
+    api = TestClient(LoadTester(client=fake_backend()[0], gate_token="s3cret").app)
+    for path in ("/gate/open", "/gate/close", "/rollback/open", "/rollback/close"):
+        refused = api.post(path, json=CANARY)
+        assert refused.status_code == 401 and ".meshpilot/token" in refused.text
+        wrong = api.post(path, json=CANARY, headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    assert api.post("/gate/check", json=CANARY).status_code == 403  # still closed
+    good = {"Authorization": "Bearer s3cret"}
+    assert api.post("/gate/open", json=CANARY, headers=good).status_code == 202
+    assert api.post("/gate/check", json=CANARY).status_code == 200
+
+
 def test_gates() -> None:
     api = TestClient(LoadTester(client=fake_backend()[0]).app)
     assert api.post("/gate/approve", json=CANARY).status_code == 200

@@ -229,14 +229,29 @@ def run_load(run: LoadRun, client: httpx.Client) -> None:
     run.finished = time.time()
 
 
+def _bearer(request: Request, token: str | None) -> bool:
+    """Whether ``request`` carries ``token`` as a bearer token (compared in constant
+    time); every request does when there is no token to carry."""
+    if token is None:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 class LoadTester:
     """The tester service: background loads keyed by command, and manual gates."""
 
     def __init__(self, proxy: str | None = None, client: httpx.Client | None = None,
-                 shell: ShellTasks | None = None, token: str | None = None) -> None:
+                 shell: ShellTasks | None = None, token: str | None = None,
+                 gate_token: str | None = None) -> None:
+        """``token`` is what the controller's own calls carry (needed to run commands);
+        ``gate_token`` (the API's token) is what opening or closing a gate or a rollback
+        takes: any local process can reach this loopback port, and those switches
+        approve promotions or force rollbacks."""
         self._client = client or httpx.Client(proxy=proxy, trust_env=False)
         self._shell = shell
         self._token = token
+        self._gate_token = gate_token
         self._runs: dict[str, LoadRun] = {}
         self._gates: set[str] = set()
         self._rollbacks: set[str] = set()
@@ -337,10 +352,7 @@ class LoadTester:
         return PlainTextResponse(result.output if returned else "", status_code=200)
 
     def _authorized(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode())
+        return _bearer(request, self._token)
 
     async def _status(self, request: Request) -> Response:
         with self._lock:
@@ -362,21 +374,31 @@ class LoadTester:
         return _check(await _canary_key(request), self._gates)
 
     async def _gate_open(self, request: Request) -> Response:
-        return self._toggle(await _canary_key(request), self._gates, True, "Gate opened")
+        return self._switch(request, await _canary_key(request), self._gates, True,
+                            "Gate opened")
 
     async def _gate_close(self, request: Request) -> Response:
-        return self._toggle(await _canary_key(request), self._gates, False, "Gate closed")
+        return self._switch(request, await _canary_key(request), self._gates, False,
+                            "Gate closed")
 
     async def _rollback_check(self, request: Request) -> Response:
         return _check(await _canary_key(request), self._rollbacks)
 
     async def _rollback_open(self, request: Request) -> Response:
-        return self._toggle(await _canary_key(request), self._rollbacks, True,
+        return self._switch(request, await _canary_key(request), self._rollbacks, True,
                             "Rollback opened")
 
     async def _rollback_close(self, request: Request) -> Response:
-        return self._toggle(await _canary_key(request), self._rollbacks, False,
+        return self._switch(request, await _canary_key(request), self._rollbacks, False,
                             "Rollback closed")
+
+    def _switch(self, request: Request, key: str | None, where: set[str], on: bool,
+                text: str) -> Response:
+        if not _bearer(request, self._gate_token):
+            return PlainTextResponse(
+                "opening or closing a gate or a rollback takes the API's token: send "
+                "Authorization: Bearer $(cat .meshpilot/token)", status_code=401)
+        return self._toggle(key, where, on, text)
 
     def _toggle(self, key: str | None, where: set[str], on: bool, text: str) -> Response:
         if key is None:

@@ -64,7 +64,7 @@ class Components:
 def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
-          loadtester_commands: bool = False) -> Components:
+          loadtester_commands: bool = False, api_token: str | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -84,7 +84,7 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
-            loadtester_commands=loadtester_commands, live=traffic)
+            loadtester_commands=loadtester_commands, live=traffic, api_token=api_token)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
     except BaseException:

@@ -316,9 +316,9 @@ class LoadTesterServer:
     ``commands`` it runs the hooks' shell commands on this host."""
 
     def __init__(self, proxy: str, host: str, port: int, *, commands: bool = False,
-                 token: str | None = None) -> None:
+                 token: str | None = None, gate_token: str | None = None) -> None:
         shell = ShellTasks(command_env(proxy)) if commands else None
-        self.tester = LoadTester(proxy=proxy, shell=shell, token=token)
+        self.tester = LoadTester(proxy=proxy, shell=shell, token=token, gate_token=gate_token)
         self.host = host
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -363,8 +363,10 @@ class DeliveryLoop:
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
                  loadtester_port: int, loadtester_commands: bool = False,
                  tick_seconds: float = TICK_SECONDS,
-                 settings: Settings | None = None, live: LiveCounts | None = None) -> None:
+                 settings: Settings | None = None, live: LiveCounts | None = None,
+                 api_token: str | None = None) -> None:
         self.store = store
+        self.api_token = api_token
         self.publish = publish
         self.mesh_proxy = mesh_proxy
         self.loadtester_port = loadtester_port
@@ -398,7 +400,8 @@ class DeliveryLoop:
             self.loadtester = LoadTesterServer(self.mesh_proxy, "127.0.0.1",
                                                self.loadtester_port,
                                                commands=self.loadtester_commands,
-                                               token=self._tester_token)
+                                               token=self._tester_token,
+                                               gate_token=self.api_token)
             self.publish({"loadtester": self.loadtester.start()})
             if self.loadtester_commands:
                 log.warning("the built-in load tester runs webhook commands (type bash and "

@@ -107,7 +107,8 @@ def serve(
         components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log,
-                                   loadtester_commands=loadtester_commands)
+                                   loadtester_commands=loadtester_commands,
+                                   api_token=token)
     except Exception as exc:
         store.close()
         lock.close()
