@@ -42,6 +42,8 @@ class ControlPlane:
 
     def __init__(self, state_dir: Path, envoy_concurrency: int | None = None,
                  server_args: Sequence[str] = ()) -> None:
+        """With ``--no-mesh`` among ``server_args`` only the API and store run (no
+        proxies): what API and store benchmarks measure."""
         self.state_dir = state_dir
         self.log_path = state_dir.parent / "server.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -64,7 +66,9 @@ class ControlPlane:
                 raise RuntimeError(f"control plane exited at start; see {self.log_path}")
             try:
                 endpoints = json.loads((self.state_dir / "endpoints.json").read_text())
-                if endpoints.get("pid") == self.proc.pid and endpoints.get("mesh_proxy"):
+                meshless = "--no-mesh" in self.proc.args
+                if endpoints.get("pid") == self.proc.pid and (
+                        meshless or endpoints.get("mesh_proxy")):
                     return endpoints
             except (FileNotFoundError, json.JSONDecodeError):
                 pass
