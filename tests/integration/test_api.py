@@ -833,3 +833,50 @@ def test_tls_secret_with_the_wrong_key_is_refused_without_its_values(
     assert apply(c, secret).status_code == 200
     stored = c.get("/api/v1/namespaces/default/secrets/shop-cert").json()
     assert stored["type"] == "kubernetes.io/tls" and stored["data"]["tls.key"] == b64(KEY)
+
+
+def test_a_watcher_that_never_reads_is_cut_off_with_410_and_resumes(
+        control_plane_factory: Any) -> None:
+    """Issue 18: a watch client that never reads must not make the server queue every
+    write for it. With a backlog limit of 50 events (``--watch-backlog``), a watcher whose
+    socket stays full while 5 MB of writes land is closed with Kubernetes' ERROR event
+    (410 Expired) after what its buffers already held; the API kept answering, and a new
+    watch from the last resourceVersion it saw gets the rest."""
+    cp = control_plane_factory("backlog", args=["--watch-backlog", "50"])
+    rv = cp.client.get(SVC_PATH).json()["metadata"]["resourceVersion"]
+    host, port = urlsplit(cp.api).hostname, urlsplit(cp.api).port
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that never reads
+    slow.connect((host, port))
+    slow.sendall((f"GET {SVC_PATH}?watch=true&resourceVersion={rv}&timeoutSeconds=60 "
+                  f"HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {cp.token}\r\n\r\n"
+                  ).encode())
+    big = "x" * 10_000
+    for batch in range(10):
+        docs = [service(f"s{batch}-{i}") for i in range(50)]
+        for doc in docs:
+            doc["metadata"]["annotations"] = {"padding": big}
+        r = cp.client.post(f"{MP}/apply", json={"sources": [
+            {"file": "many.yaml", "text": yaml.safe_dump_all(docs)}]})
+        assert r.status_code == 200, r.text
+        assert cp.client.get("/healthz").status_code == 200
+    slow.settimeout(10)
+    received = b""
+    while True:
+        chunk = slow.recv(1 << 20)
+        if not chunk or b'"type": "ERROR"' in received[-4096:] + chunk:
+            received += chunk
+            break
+        received += chunk
+    slow.close()
+    lines = [json.loads(line) for line in received.split(b"\r\n\r\n", 1)[1].splitlines()
+             if line.strip().startswith(b"{")]
+    assert lines[-1]["type"] == "ERROR" and lines[-1]["object"]["code"] == 410, lines[-1]
+    seen = [e for e in lines if e["type"] == "ADDED"]
+    assert 0 < len(seen) < 500  # cut off: it did not get all 500
+    last = seen[-1]["object"]["metadata"]["resourceVersion"]
+    r = cp.client.get(SVC_PATH, params={"watch": "true", "resourceVersion": last,
+                                        "timeoutSeconds": "8"}, timeout=30)
+    rest = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    names = {e["object"]["metadata"]["name"] for e in seen + rest if e["type"] == "ADDED"}
+    assert len(names) == 500, (len(seen), len(rest), rest[-1:])

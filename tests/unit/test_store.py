@@ -482,3 +482,23 @@ def test_committed_change_survives_sigkill(tmp_path: Path) -> None:
         assert obj.body["spec"] == {"x": 1}
         assert obj.resource_version == 1
         assert s.revision() == 1
+
+
+def test_a_bounded_watch_is_cut_off_between_commits_and_keeps_what_it_queued(
+        store: SqliteStore) -> None:
+    """A watch with a limit (an API client's) that falls more than ``limit`` events
+    behind stops receiving; the commits queued before stay readable, and the cut falls
+    between commits, so resuming after the last revision read misses nothing."""
+    watch = store.watch(limit=4)
+    store.commit([put("a")])
+    store.commit([put("b"), put("c")])
+    store.commit([put("d"), put("e")])  # 3 queued + 2 > 4: cut off before this commit
+    assert watch.overflowed
+    read = list(watch)
+    assert [e.object.key.name for e in read] == ["a", "b", "c"]
+    resumed = store.watch(since=read[-1].resource_version, limit=4)
+    assert [resumed.get(timeout=1).object.key.name for _ in range(2)] == ["d", "e"]
+    unbounded = store.watch(since=0)
+    assert len([unbounded.get(timeout=1) for _ in range(5)]) == 5 and not unbounded.overflowed
+    for w in (watch, resumed, unbounded):
+        w.close()

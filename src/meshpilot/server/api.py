@@ -68,11 +68,27 @@ def render(obj: StoredObject, info: KindInfo, version: str | None = None) -> dic
     return body
 
 
+WATCH_BACKLOG_LIMIT = 10_000
+"""Events one API watch may have queued and unsent; a client further behind is cut off
+with 410 Gone and resumes from the last resourceVersion it saw."""
+
+
+def _gone_event(limit: int) -> bytes:
+    """The ERROR event Kubernetes sends a watcher that fell too far behind (410 Gone)."""
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+              "reason": "Expired",
+              "message": f"this watch fell more than {limit} events behind "
+                         "and was closed; watch again from the last resourceVersion seen"}
+    return (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()
+
+
 class ControlPlaneAPI:
-    def __init__(self, service: ConfigService, info: dict[str, Any]) -> None:
+    def __init__(self, service: ConfigService, info: dict[str, Any],
+                 watch_limit: int = WATCH_BACKLOG_LIMIT) -> None:
         self.service = service
         self.store = service.store
         self.info = info
+        self.watch_limit = watch_limit
 
     # --- helpers -------------------------------------------------------------
     @staticmethod
@@ -185,7 +201,7 @@ class ControlPlaneAPI:
         try:
             since = int(raw) if raw else None
             timeout = float(request.query_params.get("timeoutSeconds", "300"))
-            watch = self.store.watch(since)
+            watch = self.store.watch(since, limit=self.watch_limit)
         except ValueError:
             return _status(400, "BadRequest", "resourceVersion and timeoutSeconds are numbers")
         except Expired as exc:
@@ -201,6 +217,9 @@ class ControlPlaneAPI:
             try:
                 while time.monotonic() < deadline:
                     event = watch.get(timeout=0)
+                    if event is None and watch.overflowed:
+                        yield _gone_event(self.watch_limit)
+                        return
                     if event is None:
                         await asyncio.sleep(_WATCH_POLL_SECONDS)
                         continue
@@ -277,10 +296,10 @@ class ControlPlaneAPI:
 
 def create_app(
     service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = (),
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, watch_limit: int = WATCH_BACKLOG_LIMIT,
 ) -> Any:
     """The ASGI app: every route behind the bearer-token check, then the body limit (so
     a client without the token cannot make the control plane read a body at all)."""
-    api = ControlPlaneAPI(service, info)
+    api = ControlPlaneAPI(service, info, watch_limit)
     app = Starlette(routes=[*extra_routes, *api.routes()])
     return BearerTokenMiddleware(BodyLimitMiddleware(app, max_body_bytes), token)

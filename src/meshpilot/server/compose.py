@@ -16,7 +16,7 @@ from typing import Any
 from starlette.routing import Route
 
 from meshpilot.security.options import SecurityOptions
-from meshpilot.server.api import create_app
+from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
@@ -43,7 +43,8 @@ class Components:
     delivery: DeliveryLoop | None = None
 
     def app(self, token: str, info: dict[str, Any],
-            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
+            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+            watch_limit: int = WATCH_BACKLOG_LIMIT) -> Any:
         """The API: the config routes, plus the mesh's and the rollouts' when they run."""
         routes: list[Route] = []
         if self.mesh is not None:
@@ -51,7 +52,7 @@ class Components:
             routes += CaAPI(self.mesh.ca_rotation).routes()
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller).routes()
-        return create_app(self.config, token, info, routes, max_body_bytes)
+        return create_app(self.config, token, info, routes, max_body_bytes, watch_limit)
 
     def stop(self) -> None:
         """The rollouts stop writing before the mesh they write to goes."""

@@ -30,6 +30,7 @@ from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
+from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.statedir import AlreadyRunning, StateDir
@@ -71,6 +72,7 @@ def serve(
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    watch_limit: int = WATCH_BACKLOG_LIMIT,
 ) -> int:
     state.create()
     try:
@@ -124,7 +126,7 @@ def serve(
         return 4
     if api_tls is not None:
         endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file))
-    app = components.app(token, info, max_body_bytes)
+    app = components.app(token, info, max_body_bytes, watch_limit)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)
@@ -190,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
                         help="largest request body the API reads; larger ones get 413 "
                              f"(default {DEFAULT_MAX_BODY_BYTES})")
+    parser.add_argument("--watch-backlog", type=_positive, default=WATCH_BACKLOG_LIMIT,
+                        help="events one API watch may have queued unread before it is "
+                             f"closed with 410 Gone (default {WATCH_BACKLOG_LIMIT})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,
-                 max_body_bytes=args.max_body_bytes)
+                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog)
 
 
 def _positive(text: str) -> int:

@@ -263,8 +263,9 @@ class SqliteStore:
 
     # -- watch -------------------------------------------------------------
 
-    def watch(self, since: int | None = None) -> Watch:
-        """Subscribe to changes after revision ``since`` (None: from now).
+    def watch(self, since: int | None = None, limit: int | None = None) -> Watch:
+        """Subscribe to changes after revision ``since`` (None: from now); ``limit``
+        bounds the events queued for a slow reader (see :mod:`.watch`).
 
         Backlog and live events are queued under the commit lock, so there is
         neither a gap nor a duplicate between them. Raises Expired if ``since``
@@ -277,8 +278,8 @@ class SqliteStore:
                 backlog: list[WatchEvent] = []
             else:
                 backlog = self._events_since(conn, since)
-            watch = Watch(since, self._unsubscribe)
-            watch._deliver(backlog)
+            watch = Watch(since, self._unsubscribe, limit)
+            watch._deliver_history(backlog)
             self._watches.append(watch)
             return watch
 
