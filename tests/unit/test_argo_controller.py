@@ -259,3 +259,15 @@ def test_old_revisions_beyond_the_history_limit_are_deleted() -> None:
 def test_a_missing_rollout_ticks_to_none() -> None:
     h = ArgoHarness()
     assert h.controller.tick(NS, "other") is None
+
+
+def test_deleting_a_rollout_deletes_its_revisions_and_leaves_the_routing() -> None:
+    # Argo's ReplicaSets are owned by the Rollout and go with it; the VirtualService
+    # and DestinationRule are the user's and keep what they last had
+    h, v1 = promoted_v1()
+    v2 = h.release("v2")
+    h.tick(3)
+    status = h.status
+    h.controller.deleted(NS, NAME, status)
+    assert h.replicas(v1) is None and h.replicas(v2) is None
+    assert h.split() == {"stable": 80, "canary": 20}

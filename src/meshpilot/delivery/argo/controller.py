@@ -92,3 +92,13 @@ class ArgoController:
             return True
         stored = self.reader.deployment(namespace, obj["metadata"]["name"])
         return stored is None or traffic.changed(obj, stored)
+
+    def deleted(self, namespace: str, name: str, status: dict[str, Any] | None) -> None:
+        """A Rollout was deleted: its revisions' Deployments go with it (Argo's
+        ReplicaSets are deleted with their owner); the user's routing objects keep the
+        split they last had, as with Argo."""
+        st = ArgoState.from_status(status)
+        hashes = {h for h in (st.current_pod_hash, st.stable_rs, *st.old_revisions) if h}
+        refs = [("Deployment", f"{name}-{h}") for h in sorted(hashes)]
+        if refs:
+            self.writer.delete(namespace, refs)

@@ -12,13 +12,14 @@ import copy
 import hashlib
 import json
 import math
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.argo import POD_TEMPLATE_HASH_LABEL, Rollout
 
 ROLLOUT_ANNOTATION = "meshpilot.io/rollout"
 """On a generated Deployment: the Rollout it is a revision of."""
-MANAGED_BY = {"app.kubernetes.io/managed-by": "meshpilot-argo"}
+MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-argo"})
 
 
 def pod_template_hash(template: dict[str, Any] | None) -> str:
