@@ -138,3 +138,20 @@ def test_host_level_splitting_needs_both_services() -> None:
     body["spec"]["strategy"]["canary"].update(canaryService="web-canary",
                                               stableService="web-stable")
     assert plan(body).ok
+
+
+def test_argos_whole_example_draws_no_subset_warning() -> None:
+    # examples/istio/istio-subset-split.yaml: the DestinationRule's subsets select the
+    # Rollout's pods, which exist once it runs; no MP2002 "selects no workload"
+    rule = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+            "metadata": {"name": "istio-subset-split-destrule", "namespace": "default"},
+            "spec": {"host": "istio-subset-split", "subsets": [
+                {"name": "stable", "labels": {"app": "istio-subset-split"}},
+                {"name": "canary", "labels": {"app": "istio-subset-split"}}]}}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "istio-subset-split", "namespace": "default"},
+               "spec": {"selector": {"app": "istio-subset-split"},
+                        "ports": [{"name": "http", "port": 80}]}}
+    p = plan_apply([("ex.yaml", yaml.safe_dump_all([service, rule, BASE]))], [])
+    assert p.ok and [d.code for d in p.diagnostics] == [], [
+        d.format() for d in p.diagnostics]
