@@ -135,20 +135,30 @@ def test_only_the_weights_of_the_named_route_change() -> None:
 
 
 def test_host_level_splitting_sets_weights_by_service() -> None:
-    # istio.go: without a destinationRule, destinations are canaryService / stableService
+    # istio.go: without a destinationRule, destinations are canaryService / stableService;
+    # service.go: those Services select their revision's pods by the hash label
     h = ArgoHarness(canaryService="web-canary", stableService="web-stable", trafficRouting={
         "istio": {"virtualService": {"name": VS}}})
+    for name in ("web-canary", "web-stable"):
+        h.cluster.put({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": name, "namespace": NS},
+                       "spec": {"selector": {"app": NAME}, "ports": [{"port": 80}]}})
     vs = h.cluster.get("VirtualService", VS)
     assert vs is not None
     vs["spec"]["http"] = [{"route": [
         {"destination": {"host": "web-stable.default.svc.cluster.local"}, "weight": 100},
         {"destination": {"host": "web-canary"}, "weight": 0}]}]
     h.tick(2)
-    h.release("v2")
+    v1 = h.status["stableRS"]
+    v2 = h.release("v2")
     h.tick(2)
     vs = h.cluster.get("VirtualService", VS)
     assert vs is not None
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [80, 20]
+    selectors = {n: h.cluster.get("Service", n)["spec"]["selector"]  # type: ignore[index]
+                 for n in ("web-canary", "web-stable")}
+    assert selectors == {"web-canary": {"app": NAME, "rollouts-pod-template-hash": v2},
+                         "web-stable": {"app": NAME, "rollouts-pod-template-hash": v1}}
     assert h.status["canary"]["weights"]["canary"]["serviceName"] == "web-canary"
     assert h.subset_hashes() == {"stable": None, "canary": None}  # no rule is edited
 

@@ -156,6 +156,12 @@ class _Tick:
             stored = self._stored("DestinationRule", rule.name)
             edits.append((traffic.hashed_destination_rule(
                 self.ro, stored, canary_hash, self.st.stable_rs), stored))
+        canary = self.ro.canary
+        for service, pod_hash in ((canary.canary_service, canary_hash),
+                                  (canary.stable_service, self.st.stable_rs)):
+            if service:
+                stored = self._stored("Service", service)
+                edits.append((traffic.hashed_service(stored, pod_hash), stored))
         for spec in istio.all_virtual_services:
             stored = self._stored("VirtualService", spec.name)
             edits.append((traffic.weighted_virtual_service(self.ro, spec, stored,
@@ -196,6 +202,7 @@ class _Tick:
         if problem:
             self.degraded(f"InvalidSpec: {problem}")
             return
+        self.scale(self.st.stable_rs, self.ro.spec.replicas)
         steps = self.ro.canary.steps
         if self.st.step_index >= len(steps):
             self.finish()

@@ -15,6 +15,9 @@ Following ``rollout/trafficrouting/istio/istio.go``:
   annotation ``argo-rollouts.argoproj.io/managed-by-rollouts: ROLLOUT``. (Argo also
   drops the rule's other subsets; meshpilot leaves them, so nothing else of the user's
   object changes.)
+- **Services** (``rollout/service.go``): the ``canaryService`` and ``stableService``,
+  when given, select their revision's pods: ``rollouts-pod-template-hash`` is added to
+  their selector, so host-level splitting sends the canary's share to the canary's pods.
 """
 
 from __future__ import annotations
@@ -121,6 +124,14 @@ def hashed_destination_rule(rollout: Rollout, body: dict[str, Any], canary_hash:
     if missing:
         raise RoutingError(f"DestinationRule {rule.name} has no subset named "
                            f"{', '.join(missing)}")
+    return out
+
+
+def hashed_service(body: dict[str, Any], pod_hash: str) -> dict[str, Any]:
+    """The user's Service selecting only revision ``pod_hash``'s pods."""
+    out = _writable(body)
+    spec = out.setdefault("spec", {})
+    spec["selector"] = {**(spec.get("selector") or {}), POD_TEMPLATE_HASH_LABEL: pod_hash}
     return out
 
 
