@@ -19,9 +19,12 @@ from tests.unit.argo_harness import (
     VS,
     ArgoHarness,
     destination_rule,
+    template,
 )
+from tests.unit.argo_harness import rollout as rollout_body
 
 from meshpilot.delivery.argo import ArgoController
+from meshpilot.delivery.argo.workloads import pod_template_hash
 
 
 def promoted_v1() -> tuple[ArgoHarness, str]:
@@ -281,3 +284,30 @@ def test_deleting_a_rollout_deletes_its_revisions_and_leaves_the_routing() -> No
     h.controller.deleted(NS, NAME, status)
     assert h.replicas(v1) is None and h.replicas(v2) is None
     assert h.split() == {"stable": 80, "canary": 20}
+
+
+def test_set_canary_scale_sets_the_canarys_pods_apart_from_its_weight() -> None:
+    # types.go SetCanaryScale / GetCanaryReplicasOrWeight: the last setCanaryScale holds
+    # until matchTrafficWeight; the step waits for those pods
+    steps = [{"setCanaryScale": {"replicas": 2}}, {"setWeight": 10}, {"pause": {}},
+             {"setCanaryScale": {"weight": 50}}, {"pause": {}},
+             {"setCanaryScale": {"matchTrafficWeight": True}}, {"pause": {}}]
+    h = ArgoHarness()
+    h.tick(2)
+    v1 = h.status["stableRS"]
+    h.cluster.put(rollout_body("v2", steps))
+    v2 = pod_template_hash(template("v2"))
+    h.cluster.unready.add(f"{NAME}-{v2}")
+    h.tick(3)
+    assert h.replicas(v2) == 2 and h.status["currentStepIndex"] == 0  # waits for pods
+    h.cluster.unready.clear()
+    h.tick(3)
+    assert h.status["phase"] == "Paused" and h.status["currentStepIndex"] == 2
+    assert h.replicas(v2) == 2 and h.split() == {"stable": 90, "canary": 10}
+    h.command("promote")
+    h.tick(2)
+    assert h.replicas(v2) == 1 and h.status["currentStepIndex"] == 4  # 50% of 2 pods
+    h.command("promote")
+    h.tick(2)
+    assert h.replicas(v2) == 1 and h.status["currentStepIndex"] == 6  # ceil(2 * 10%)
+    assert h.replicas(v1) == 2

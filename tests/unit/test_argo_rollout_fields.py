@@ -65,6 +65,19 @@ def test_argos_subset_split_example_is_accepted_and_typed() -> None:
     assert rollout.spec.revision_history_limit == 10  # Argo's default
 
 
+def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
+    # types.go SetCanaryScale: replicas, weight or matchTrafficWeight
+    body = copy.deepcopy(BASE)
+    body["spec"]["strategy"]["canary"]["steps"] = [
+        {"setCanaryScale": {"replicas": 1}}, {"setCanaryScale": {"weight": 50}},
+        {"setCanaryScale": {"matchTrafficWeight": True}}]
+    p = plan(body)
+    assert p.ok, [d.format() for d in p.diagnostics]
+    scales = [s.set_canary_scale for s in Rollout.model_validate(body).canary.steps]
+    assert [(s.replicas, s.weight, s.match_traffic_weight) for s in scales if s] == [
+        (1, None, None), (None, 50, None), (None, None, True)]
+
+
 CASES: list[tuple[dict[str, Any], str]] = [
     ({"strategy": {"blueGreen": {"activeService": "a", "previewService": "b"}}},
      "spec.strategy.blueGreen"),
@@ -81,7 +94,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),
        f"spec.strategy.canary.steps[1].{step}") for step, value in (
-        ("setCanaryScale", {"replicas": 1}), ("analysis", {"templates": []}),
+        ("analysis", {"templates": []}),
         ("experiment", {"templates": []}), ("setHeaderRoute", {"name": "h"}),
         ("setMirrorRoute", {"name": "m"}))),
     (canary({"trafficRouting": {"nginx": {"stableIngress": "web"}}}),
@@ -119,6 +132,10 @@ def test_a_canary_without_istio_routing_is_refused() -> None:
     (canary({"steps": [{"setWeight": 120}]}), "MP0013", "spec.strategy.canary.steps[0].setWeight"),
     (canary({"steps": [{"setWeight": 10, "pause": {}}]}), "MP0017",
      "spec.strategy.canary.steps[0]"),
+    (canary({"steps": [{"setCanaryScale": {"replicas": 1, "weight": 20}}]}), "MP0017",
+     "spec.strategy.canary.steps[0].setCanaryScale"),
+    (canary({"steps": [{"setCanaryScale": {"weight": 101}}]}), "MP0013",
+     "spec.strategy.canary.steps[0].setCanaryScale.weight"),
     (canary({"steps": [{"pause": {"duration": "ten"}}]}), "MP0014",
      "spec.strategy.canary.steps[0].pause.duration"),
 ])

@@ -56,15 +56,32 @@ class RolloutPause(Model):
         return pause_seconds(self.duration) if self.duration is not None else None
 
 
+class SetCanaryScale(Model):
+    """The canary's pod count apart from its traffic weight (exactly one field)."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    weight: int | None = Field(default=None, ge=0, le=100)
+    match_traffic_weight: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SetCanaryScale:
+        given = [name for name, value in self if value is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "mp_value", "setCanaryScale sets exactly one of replicas, weight, "
+                "matchTrafficWeight; this one sets {n}", {"n": len(given)})
+        return self
+
+
 class CanaryStep(Model):
     """One step; exactly one field is set (Argo's rule)."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: RolloutPause | None = None
+    set_canary_scale: SetCanaryScale | None = None
     # Argo step kinds meshpilot does not run yet: refused by validation.argo_fields.
     analysis: Any = None
     experiment: Any = None
-    set_canary_scale: Any = None
     set_header_route: Any = None
     set_mirror_route: Any = None
     plugin: Any = None

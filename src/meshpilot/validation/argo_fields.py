@@ -48,9 +48,10 @@ ROLLOUT: tuple[Unapplied, ...] = (
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
         "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
-    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight and pause "
-              "run)") for step in ("analysis", "experiment", "setCanaryScale",
-                                   "setHeaderRoute", "setMirrorRoute", "plugin")),
+    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause and "
+              "setCanaryScale run)") for step in ("analysis", "experiment",
+                                                  "setHeaderRoute", "setMirrorRoute",
+                                                  "plugin")),
     *(_refuse(*_ROUTING, router, what=f"trafficRouting.{router}: meshpilot routes as "
               "Istio only (trafficRouting.istio)") for router in (
         "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),

@@ -11,6 +11,9 @@ time.
 - After the last step the canary is scaled to all replicas, then takes all traffic (100),
   then becomes stable: the stable subset (or service) points at it and the weights go
   back to 100/0 on the stable side; the previous stable revision is scaled to zero.
+- ``setCanaryScale`` sets the canary's pod count apart from its weight (``replicas``, or
+  ``weight`` percent of the replicas) until ``matchTrafficWeight`` or the end of the steps,
+  and waits for those pods (Argo's ``GetCanaryReplicasOrWeight``).
 - ``abort`` sends all traffic back to stable and scales the canary to zero (at once;
   Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
   Degraded until a new template or ``retry``. ``promote`` ends a pause, or skips the
@@ -56,6 +59,19 @@ def set_weight_before(rollout: Rollout, index: int) -> int:
     """The weight the last setWeight before step ``index`` set (0 when none did)."""
     weights = [s.set_weight for s in rollout.canary.steps[:index] if s.set_weight is not None]
     return weights[-1] if weights else 0
+
+
+def canary_count(rollout: Rollout, index: int, weight: int) -> int:
+    """The canary's pods at step ``index`` with traffic ``weight``: the last
+    setCanaryScale up to that step, unless it matches the traffic weight."""
+    scales = [s.set_canary_scale for s in rollout.canary.steps[:index + 1]
+              if s.set_canary_scale is not None]
+    scale = scales[-1] if scales else None
+    if scale is None or scale.match_traffic_weight:
+        return workloads.canary_replicas(rollout, weight)
+    if scale.replicas is not None:
+        return scale.replicas
+    return workloads.canary_replicas(rollout, scale.weight or 0)
 
 
 class _Tick:
@@ -212,10 +228,22 @@ class _Tick:
             self.set_weight(step.set_weight)
         elif step.pause is not None:
             self.pause(step.pause.seconds)
+        elif step.set_canary_scale is not None:
+            self.set_canary_scale()
         self.st.message = self.st.message or f"step {self.st.step_index}/{len(steps)}"
 
+    def canary_pods(self, weight: int) -> int:
+        return canary_count(self.ro, self.st.step_index, weight)
+
+    def set_canary_scale(self) -> None:
+        weight = set_weight_before(self.ro, self.st.step_index)
+        self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
+        if self.run_current(self.canary_pods(weight)):
+            self.st.step_index += 1
+            self.st.message = ""
+
     def set_weight(self, weight: int) -> None:
-        ready = self.run_current(workloads.canary_replicas(self.ro, weight))
+        ready = self.run_current(self.canary_pods(weight))
         self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
         if not ready:
             return
@@ -228,7 +256,7 @@ class _Tick:
 
     def pause(self, seconds: float | None) -> None:
         weight = set_weight_before(self.ro, self.st.step_index)
-        self.run_current(workloads.canary_replicas(self.ro, weight))
+        self.run_current(self.canary_pods(weight))
         if self.st.pause_start is None:
             self.st.pause_start = self.now
         if seconds is not None and self.now >= self.st.pause_start + seconds:
