@@ -111,8 +111,8 @@ def test_the_canary_takes_all_traffic_before_it_becomes_stable() -> None:
     # until the new ReplicaSet is stable; then 0 with both subsets on the new hash
     h, v1 = promoted_v1()
     v2 = h.release("v2")
-    h.tick(2)  # 20%
-    h.command("promote")  # 50%
+    h.tick(3)  # 20%, paused
+    assert h.command("promote") == ""  # 50%
     seen = []
     for _ in range(8):
         h.tick(dt=3.0)
@@ -202,6 +202,11 @@ def test_commands_that_do_not_apply_are_refused() -> None:
     h, _ = promoted_v1()
     assert "fully promoted" in h.command("promote")
     assert "fully promoted" in h.command("abort")
+    h.cluster.unready.add(f"{NAME}-{h.release('v2')}")
+    h.tick()
+    # kubectl argo rollouts promote acts on a paused Rollout only
+    assert "not paused" in h.command("promote")
+    assert h.status["currentStepIndex"] == 0
     assert "not implemented" in h.command("pause")
 
 
@@ -214,7 +219,7 @@ def test_a_restart_resumes_from_the_status() -> None:
     h.controller = ArgoController(h.clock, h.cluster, h.cluster)
     h.tick(5)
     assert h.status["phase"] == "Paused" and h.split() == {"stable": 80, "canary": 20}
-    h.command("promote")
+    assert h.command("promote") == ""
     assert h.split() == {"stable": 50, "canary": 50}
 
 
@@ -304,10 +309,10 @@ def test_set_canary_scale_sets_the_canarys_pods_apart_from_its_weight() -> None:
     h.tick(3)
     assert h.status["phase"] == "Paused" and h.status["currentStepIndex"] == 2
     assert h.replicas(v2) == 2 and h.split() == {"stable": 90, "canary": 10}
-    h.command("promote")
+    assert h.command("promote") == ""
     h.tick(2)
     assert h.replicas(v2) == 1 and h.status["currentStepIndex"] == 4  # 50% of 2 pods
-    h.command("promote")
+    assert h.command("promote") == ""
     h.tick(2)
     assert h.replicas(v2) == 1 and h.status["currentStepIndex"] == 6  # ceil(2 * 10%)
     assert h.replicas(v1) == 2

@@ -182,7 +182,7 @@ def _command(command: str, help_text: str) -> None:
 
 
 _command("promote", "Promote the canary now (skips the remaining analysis); for an Argo "
-         "Rollout, end the current pause or skip the current step.")
+         "Rollout, end the current pause.")
 _command("abort", "Roll back now: all traffic to the primary (an Argo Rollout's stable), "
          "the canary scaled down.")
 _command("pause", "Hold the rollout at its current step (checks stop).")

@@ -16,8 +16,8 @@ time.
   and waits for those pods (Argo's ``GetCanaryReplicasOrWeight``).
 - ``abort`` sends all traffic back to stable and scales the canary to zero (at once;
   Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
-  Degraded until a new template or ``retry``. ``promote`` ends a pause, or skips the
-  current step.
+  Degraded until a new template or ``retry``. ``promote`` ends a pause and moves to the
+  next step (kubectl-argo-rollouts' ``promote``).
 """
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ class _Tick:
                 return "the Rollout is aborted: retry it, or apply a new template"
             if st.promoted:
                 return "nothing to promote: the Rollout is fully promoted"
+            if st.pause_start is None:
+                # kubectl argo rollouts promote changes nothing then (its
+                # --skip-current-step is not implemented here)
+                return "the Rollout is not paused at a step; promote ends a pause"
             st.pause_start = None
             st.step_index = min(st.step_index + 1, len(self.ro.canary.steps))
             return ""
