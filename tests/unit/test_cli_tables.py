@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
+from meshpilot.cli.columns import columns_for
 from meshpilot.cli.mesh_commands import config_table
 
 
@@ -70,8 +71,6 @@ def test_endpoints_one_row_per_lb_endpoint() -> None:
 
 
 def test_an_argo_rollout_shows_its_phase_step_and_canary_weight() -> None:
-    from meshpilot.cli.columns import columns_for
-
     rollout = {"spec": {"replicas": 2, "strategy": {"canary": {"steps": [{}, {}, {}, {}]}}},
                "status": {"phase": "Paused", "currentStepIndex": 1,
                           "canary": {"weights": {"canary": {"weight": 20}}}}}
