@@ -316,3 +316,27 @@ def test_set_canary_scale_sets_the_canarys_pods_apart_from_its_weight() -> None:
     h.tick(2)
     assert h.replicas(v2) == 1 and h.status["currentStepIndex"] == 6  # ceil(2 * 10%)
     assert h.replicas(v1) == 2
+
+
+def test_a_template_rolled_back_to_leaves_the_history() -> None:
+    # an older revision that runs again is the current one, never deleted as history
+    h = ArgoHarness()
+    h.cluster.put({**h.cluster.get("Rollout", NAME), "spec": {  # type: ignore[dict-item]
+        **h.cluster.get("Rollout", NAME)["spec"], "revisionHistoryLimit": 1}})  # type: ignore[index]
+    h.tick(2)
+    v1 = h.status["stableRS"]
+
+    def release_without_steps(version: str) -> None:
+        body = copy.deepcopy(h.cluster.get("Rollout", NAME))
+        assert body is not None
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = f"demo:{version}"
+        body["spec"]["strategy"]["canary"]["steps"] = []
+        h.cluster.put(body)
+        h.tick(4)
+
+    release_without_steps("v2")
+    release_without_steps("v1")
+    assert h.status["stableRS"] == v1 and h.replicas(v1) == 2
+    release_without_steps("v3")
+    assert h.replicas(v1) == 0  # kept: the newest of the history
+    assert v1 in h.status["meshpilot"]["oldRevisions"]

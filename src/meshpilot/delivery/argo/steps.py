@@ -118,6 +118,8 @@ class _Tick:
 
     def observe_template(self) -> None:
         st, h = self.st, self.pod_hash
+        # a revision that runs again (a template rolled back to) is no longer history
+        st.old_revisions = [x for x in st.old_revisions if x != h]
         if not st.stable_rs or h == st.stable_rs:
             if st.current_pod_hash and st.current_pod_hash not in (h, st.stable_rs):
                 self.retire(st.current_pod_hash)
