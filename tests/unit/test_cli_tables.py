@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
+from meshpilot.cli.columns import columns_for
 from meshpilot.cli.mesh_commands import config_table
 
 
@@ -67,3 +68,11 @@ def test_endpoints_one_row_per_lb_endpoint() -> None:
         ["127.10.0.1:8080", "HEALTHY", "outbound|8080||web"],
         ["127.10.0.2:8080", "UNHEALTHY", "outbound|8080||web"],
     ]
+
+
+def test_an_argo_rollout_shows_its_phase_step_and_canary_weight() -> None:
+    rollout = {"spec": {"replicas": 2, "strategy": {"canary": {"steps": [{}, {}, {}, {}]}}},
+               "status": {"phase": "Paused", "currentStepIndex": 1,
+                          "canary": {"weights": {"canary": {"weight": 20}}}}}
+    assert [(title, fn(rollout)) for title, fn in columns_for("Rollout")] == [
+        ("DESIRED", "2"), ("STATUS", "Paused"), ("STEP", "1/4"), ("WEIGHT", "20")]

@@ -74,7 +74,9 @@ def test_timeout_kills_the_command_and_what_it_started(api: TestClient, tmp_path
     r = api.post("/?timeout=2s", json=task(f"sleep 60 & echo $$ $! > {pids}; wait"))
     took = time.monotonic() - began
     assert r.status_code == 500 and "timed out" in r.text
-    assert 1.0 < took < 2.0, took
+    # aimed just before the 2 s deadline; a loaded machine adds the kill's own time, so
+    # the bound is the deadline's order of magnitude, far from the 60 s command
+    assert 1.0 < took < 3.0, took
     shell_pid, sleep_pid = (int(p) for p in pids.read_text().split())
     wait_for(lambda: not process_alive(shell_pid) and not process_alive(sleep_pid),
              timeout=5, message="the shell and its sleep to be killed")

@@ -71,6 +71,7 @@ def _import(path: str) -> type[Resource]:
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
 FLAGGER = "flagger.app"
+ARGO = "argoproj.io"
 _NET_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 _SEC_VERSIONS = ("v1beta1", "v1")
 
@@ -108,6 +109,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.flagger:MetricTemplate"),
     KindInfo(FLAGGER, "AlertProvider", "alertproviders", ("v1beta1",), (),
              "meshpilot.api.flagger_alerts:AlertProvider"),
+    KindInfo(ARGO, "Rollout", "rollouts", ("v1alpha1",), ("ro",),
+             "meshpilot.api.argo:Rollout"),
 )
 
 _BY_KIND: MappingProxyType[str, KindInfo] = MappingProxyType({k.kind: k for k in KINDS})

@@ -73,6 +73,17 @@ def _weight(obj: dict[str, Any]) -> str:
     return str((obj.get("status") or {}).get("canaryWeight", 0))
 
 
+def _rollout_step(obj: dict[str, Any]) -> str:
+    steps = ((_spec(obj).get("strategy") or {}).get("canary") or {}).get("steps") or []
+    index = (obj.get("status") or {}).get("currentStepIndex")
+    return f"{index}/{len(steps)}" if index is not None else "-"
+
+
+def _rollout_weight(obj: dict[str, Any]) -> str:
+    weights = (((obj.get("status") or {}).get("canary") or {}).get("weights") or {})
+    return str((weights.get("canary") or {}).get("weight", 0))
+
+
 COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
     "VirtualService": (
         ("GATEWAYS", lambda o: _join(_spec(o).get("gateways"))),
@@ -95,6 +106,8 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
     "Deployment": (("REPLICAS", _replicas), ("IMAGES", _images)),
     "Secret": (("TYPE", lambda o: str(o.get("type", "Opaque"))), ("DATA", _secret_keys)),
     "Canary": (("STATUS", _canary_status), ("WEIGHT", _weight)),
+    "Rollout": (("DESIRED", _replicas), ("STATUS", _canary_status), ("STEP", _rollout_step),
+                ("WEIGHT", _rollout_weight)),
     "MetricTemplate": (
         ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type", ""))),
     ),

@@ -34,7 +34,8 @@ PHASE_STYLE = MappingProxyType({"Succeeded": "green", "Failed": "red", "Progress
 app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries).",
                   no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Canary name")]
+NameArg = Annotated[str, typer.Argument(
+    help="Canary name (promote, abort and retry also take an Argo Rollout's)")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
@@ -180,11 +181,13 @@ def _command(command: str, help_text: str) -> None:
     app.command(command)(run)
 
 
-_command("promote", "Promote the canary now (skips the remaining analysis).")
-_command("abort", "Roll back now: all traffic to the primary, the canary scaled down.")
+_command("promote", "Promote the canary now (skips the remaining analysis); for an Argo "
+         "Rollout, end the current pause.")
+_command("abort", "Roll back now: all traffic to the primary (an Argo Rollout's stable), "
+         "the canary scaled down.")
 _command("pause", "Hold the rollout at its current step (checks stop).")
 _command("resume", "Continue a paused rollout.")
-_command("retry", "Run a failed rollout again with the same revision.")
+_command("retry", "Run a failed (or an aborted Argo) rollout again with the same revision.")
 
 
 @app.command("history")

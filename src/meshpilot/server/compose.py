@@ -51,7 +51,8 @@ class Components:
             routes += MeshAPI(self.mesh).routes() + TelemetryAPI(self.mesh).routes()
             routes += CaAPI(self.mesh.ca_rotation).routes()
         if self.delivery is not None:
-            routes += RolloutAPI(self.store, self.delivery.controller).routes()
+            routes += RolloutAPI(self.store, self.delivery.controller,
+                                 self.delivery.argo).routes()
         return create_app(self.config, token, info, routes, max_body_bytes, watch_limit)
 
     def stop(self) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from meshpilot.api import flagger_tester
+from meshpilot.api.argo import Rollout
 from meshpilot.api.base import parse_duration
 from meshpilot.api.credentials import Secret
 from meshpilot.api.flagger import Canary, CanaryWebhook, MetricTemplate
@@ -56,6 +57,7 @@ from meshpilot.delivery import (
     WriteError,
     spec_hash,
 )
+from meshpilot.delivery.argo import ArgoController
 from meshpilot.delivery.loadtester import LoadTester
 from meshpilot.delivery.ports import LiveCounts
 from meshpilot.delivery.shell_tasks import ShellTasks, command_env
@@ -139,6 +141,12 @@ class StoreWriter:
         except NotFound:
             log.info("Canary %s/%s was deleted; its status is not written", namespace, name)
 
+    def put_rollout_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.store.commit([PutStatus(_key("Rollout", namespace, name), status)])
+        except NotFound:
+            log.info("Rollout %s/%s was deleted; its status is not written", namespace, name)
+
 
 # --- the reader -------------------------------------------------------------------------
 
@@ -164,6 +172,24 @@ class ClusterView:
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.store.get(_key("Deployment", namespace, name))
         return obj.body if obj is not None else None
+
+    def rollout(self, namespace: str, name: str) -> Rollout | None:
+        obj = self.store.get(_key("Rollout", namespace, name))
+        if obj is None:
+            return None
+        try:
+            return Rollout.model_validate(obj.body)
+        except ValueError as exc:
+            log.warning("Rollout %s/%s does not parse: %s", namespace, name, exc)
+            return None
+
+    def routing_object(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        """The stored VirtualService or DestinationRule, with its resourceVersion."""
+        obj = self.store.get(_key(kind, namespace, name))
+        return obj.body if obj is not None else None
+
+    def rollouts(self) -> list[tuple[str, str]]:
+        return [(o.key.namespace, o.key.name) for o in self.store.list(kind="Rollout")]
 
     def workload(self, namespace: str, name: str) -> WorkloadStatus:
         """The pods of the template the runtime is converging to, counted when ready.
@@ -387,11 +413,14 @@ class DeliveryLoop:
             self.webhooks, Providers(), settings, live, self.alert_poster,
         )
         self.workers = CanaryWorkers(self._tick_one)
+        self.argo = ArgoController(time.time, StoreWriter(self.service), self.view)
+        self.argo_workers = CanaryWorkers(self.argo.tick, name="argo")
         self._hot: set[tuple[str, str]] = set()
         self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._generations: dict[tuple[str, str], int] = {}
+        self._rollout_generations: dict[tuple[str, str, str], int] = {}
 
     def start(self) -> None:
         """Serve the load tester (published as ``loadtester`` in endpoints.json), then
@@ -415,6 +444,7 @@ class DeliveryLoop:
         self._stopping.set()
         self._thread.join(timeout=STOP_SECONDS)
         self.workers.stop(timeout=STOP_SECONDS)
+        self.argo_workers.stop(timeout=STOP_SECONDS)
         self.alert_poster.close()
         if self.loadtester is not None:
             self.loadtester.stop()
@@ -447,6 +477,10 @@ class DeliveryLoop:
         for namespace, name in canaries:
             self.workers.kick(namespace, name)
         self.workers.retire_others(canaries)
+        rollouts = self.view.rollouts()
+        for namespace, name in rollouts:
+            self.argo_workers.kick(namespace, name)
+        self.argo_workers.retire_others(rollouts)
 
     def _relevant(self, event: WatchEvent) -> bool:
         key = event.object.key
@@ -460,7 +494,24 @@ class DeliveryLoop:
             seen = self._generations.get(ident)
             self._generations[ident] = event.object.generation
             return seen != event.object.generation
+        if key.kind == "Rollout":
+            return self._rollout_event(event)
         return key.kind == "Deployment"
+
+    def _rollout_event(self, event: WatchEvent) -> bool:
+        """Whether a Rollout event asks for a tick soon: a spec change does (a status
+        write, ours, does not bump the generation); a deletion removes its revisions."""
+        key = event.object.key
+        ident = ("Rollout", key.namespace, key.name)
+        if event.type == "DELETED":
+            self._rollout_generations.pop(ident, None)
+            status = event.object.body.get("status")
+            self.argo_workers.submit(key.namespace, key.name, lambda: self.argo.deleted(
+                key.namespace, key.name, status))
+            return False
+        seen = self._rollout_generations.get(ident)
+        self._rollout_generations[ident] = event.object.generation
+        return seen != event.object.generation
 
     def _clean_up(self, body: dict[str, Any]) -> None:
         """Revert a deleted Canary on its own worker, after a tick it may be running."""

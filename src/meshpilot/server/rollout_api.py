@@ -4,7 +4,9 @@
 check verdicts. ``GET .../namespaces/{ns}/rollouts/{name}``: one rollout in full (checks
 with values and thresholds, events, history). ``POST .../rollouts/{name}/{command}``:
 promote, abort, pause, resume or retry; 409 with the controller's reason when the
-command does not apply now, 400 for an unknown command.
+command does not apply now, 400 for an unknown command. A command for a name that is no
+Canary goes to the Argo Rollout of that name (promote, abort and retry), and answers with
+the Rollout's status.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.routing import Route
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import COMMANDS, RolloutController
+from meshpilot.delivery.argo import ArgoController
 from meshpilot.delivery.machine import interval_seconds
 from meshpilot.delivery.state import RolloutState
 from meshpilot.store import SqliteStore, StoredObject
@@ -118,13 +121,20 @@ def summarize(canary: Canary, full: bool = False) -> dict[str, Any]:
     return out
 
 
+def _argo_weight(status: dict[str, Any]) -> int:
+    weights = (status.get("canary") or {}).get("weights") or {}
+    return int((weights.get("canary") or {}).get("weight") or 0)
+
+
 class RolloutAPI:
     """Reads rollouts from the store; carries commands out through the running
     controller, so a command and the controller's own ticks never interleave."""
 
-    def __init__(self, store: SqliteStore, controller: RolloutController) -> None:
+    def __init__(self, store: SqliteStore, controller: RolloutController,
+                 argo: ArgoController | None = None) -> None:
         self.store = store
         self.controller = controller
+        self.argo = argo
 
     def _canaries(self, namespace: str | None = None) -> list[Canary]:
         out = []
@@ -162,12 +172,28 @@ class RolloutAPI:
                           f"{', '.join(COMMANDS)}", "BadRequest")
         decision = await asyncio.to_thread(self.controller.command, ns, name, command)
         if decision is None:
-            return _error(404, f"no Canary {ns}/{name}", "NotFound")
+            return await self._argo_command(ns, name, command)
         if decision.refused:
             return _error(409, decision.refused, "Conflict")
         canary = self._canary(ns, name)
         body = summarize(canary, full=True) if canary is not None else {}
         return JSONResponse({"command": command, "rollout": body})
+
+    async def _argo_command(self, ns: str, name: str, command: str) -> Response:
+        argo = self.argo
+        decision = (await asyncio.to_thread(argo.command, ns, name, command)
+                    if argo is not None else None)
+        if argo is None or decision is None:
+            return _error(404, f"no Canary or Rollout {ns}/{name}", "NotFound")
+        if decision.refused:
+            return _error(409, decision.refused, "Conflict")
+        rollout = argo.reader.rollout(ns, name)
+        status = (rollout.status if rollout is not None else None) or {}
+        return JSONResponse({"command": command, "kind": "Rollout",
+                             "rollout": {"namespace": ns, "name": name,
+                                         "phase": status.get("phase", ""),
+                                         "canaryWeight": _argo_weight(status),
+                                         "status": status}})
 
     def routes(self) -> list[Route]:
         return [

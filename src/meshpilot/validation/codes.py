@@ -79,6 +79,8 @@ TESTER_TASK_TYPE = Code("MP0055", Severity.ERROR, "webhook to the built-in load 
                         "ngrinder, unknown)")
 TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load tester's "
                          "task endpoint without metadata.cmd")
+NOT_IMPLEMENTED_ARGO_FIELD = Code("MP0057", Severity.ERROR, "Argo Rollouts field, step, "
+                                  "strategy or router meshpilot does not implement")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
+from meshpilot.validation.argo_fields import rollout_findings
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.canary_rules import canary_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
@@ -53,6 +54,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "MetricTemplate": rule_of(METRIC_TEMPLATE),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
+    "Rollout": rollout_findings,
     "Secret": _tls_secret,
     "Service": rule_of(SERVICE),
     "ServiceEntry": unapplied("ServiceEntry"),

@@ -84,6 +84,9 @@ _INDEXERS: Mapping[str, Callable[[_Index, StateObject], None]] = MappingProxyTyp
     "ServiceEntry": _Index.add_service_entry,
     "WorkloadEntry": _Index.add_workload_entry,
     "Deployment": _Index.add_deployment,
+    # An Argo Rollout's pods carry its template's labels (plus the revision's hash,
+    # which its generated Deployments carry once they run)
+    "Rollout": _Index.add_deployment,
     "Canary": _Index.add_canary,
     "Gateway": _Index.add_gateway,
     "DestinationRule": _Index.add_destination_rule,

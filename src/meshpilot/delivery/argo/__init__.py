@@ -1,0 +1,17 @@
+"""Argo Rollouts' canary strategy with Istio traffic routing, on meshpilot's runtime and
+mesh: a separate controller that reuses the Flagger controller's ports (writes through
+the one config path, reads the store and the runtime's pods) and workers.
+
+- :mod:`.workloads`: a revision's Deployment (``NAME-HASH``, pods labelled
+  ``rollouts-pod-template-hash``), Argo's ReplicaSet stand-in.
+- :mod:`.traffic`: the edits Argo makes to the user's VirtualService (weights of the
+  named routes) and DestinationRule (subset labels), and nothing else.
+- :mod:`.status`: the state, kept in the Rollout's status in Argo's shape.
+- :mod:`.steps`: the decision for one tick (pure, given what it reads).
+- :mod:`.controller`: read, decide, persist the status, write.
+"""
+
+from meshpilot.delivery.argo.controller import ARGO_COMMANDS, ArgoController
+from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
+
+__all__ = ["ARGO_COMMANDS", "ArgoController", "ArgoReader", "ArgoWriter"]

@@ -1,0 +1,104 @@
+"""The shell around :mod:`.steps`: read, decide, persist the status, write.
+
+As in the Flagger controller, the new state is persisted before the objects are written:
+if the process dies in between, the next tick derives the same writes from the recorded
+state, so traffic only moves to where the status says it is. A write that is refused
+(a user's apply in between: a conflict) is retried by the next tick. A Rollout's ticks and
+commands never overlap: they are serialised by that Rollout's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from meshpilot.api.argo import Rollout
+from meshpilot.delivery.argo import traffic
+from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
+from meshpilot.delivery.argo.status import ArgoState
+from meshpilot.delivery.argo.steps import Decision, View, decide
+from meshpilot.delivery.ports import Clock, WriteError
+
+log = logging.getLogger(__name__)
+
+ARGO_COMMANDS = ("promote", "abort", "retry")
+
+
+class ArgoController:
+    """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote,
+    abort and retry."""
+
+    def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader) -> None:
+        self.clock = clock
+        self.writer = writer
+        self.reader = reader
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        """One lock per Rollout ever stepped; never removed, so two threads can never
+        hold different locks for one Rollout."""
+        self._locks_lock = threading.Lock()
+        self.last_write_error: str | None = None
+
+    def _lock_of(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def tick(self, namespace: str, name: str) -> Decision | None:
+        """Advance one Rollout by one tick; None when there is no such Rollout."""
+        return self.command(namespace, name, None)
+
+    def command(self, namespace: str, name: str, command: str | None) -> Decision | None:
+        with self._lock_of(namespace, name):
+            rollout = self.reader.rollout(namespace, name)
+            if rollout is None:
+                return None
+            return self._step(rollout, command)
+
+    def _step(self, rollout: Rollout, command: str | None) -> Decision:
+        ns = rollout.metadata.namespace
+        view = View(
+            deployment=lambda n: self.reader.deployment(ns, n),
+            workload=lambda n: self.reader.workload(ns, n),
+            routing_object=lambda kind, n: self.reader.routing_object(ns, kind, n),
+        )
+        state = ArgoState.from_status(rollout.status)
+        decision = decide(rollout, state, view, self.clock(), command)
+        if decision.refused:
+            return decision
+        canary = rollout.canary
+        status = decision.state.to_status(canary.canary_service, canary.stable_service)
+        if status != rollout.status:
+            self.writer.put_rollout_status(ns, rollout.metadata.name, status)
+        self._write(ns, decision)
+        return decision
+
+    def _write(self, namespace: str, decision: Decision) -> None:
+        objects = [o for o in decision.objects if self._differs(namespace, o)]
+        self.last_write_error = None
+        try:
+            if objects:
+                self.writer.apply(objects)
+            if decision.deletes:
+                self.writer.delete(namespace, decision.deletes)
+        except WriteError as exc:
+            # The state is persisted; the next tick derives these writes again.
+            self.last_write_error = str(exc)
+            log.warning("Argo Rollout write refused: %s", exc)
+
+    def _differs(self, namespace: str, obj: dict[str, Any]) -> bool:
+        """Whether ``obj`` changes the stored object (a revision Deployment; the user's
+        routing objects are compared when they are edited)."""
+        if obj.get("kind") != "Deployment":
+            return True
+        stored = self.reader.deployment(namespace, obj["metadata"]["name"])
+        return stored is None or traffic.changed(obj, stored)
+
+    def deleted(self, namespace: str, name: str, status: dict[str, Any] | None) -> None:
+        """A Rollout was deleted: its revisions' Deployments go with it (Argo's
+        ReplicaSets are deleted with their owner); the user's routing objects keep the
+        split they last had, as with Argo."""
+        st = ArgoState.from_status(status)
+        hashes = {h for h in (st.current_pod_hash, st.stable_rs, *st.old_revisions) if h}
+        refs = [("Deployment", f"{name}-{h}") for h in sorted(hashes)]
+        if refs:
+            self.writer.delete(namespace, refs)

@@ -1,0 +1,114 @@
+"""A Rollout's state, kept in its status in the shape Argo writes it, so it survives a
+restart of the control plane and reads as Argo users expect.
+
+Argo's fields (``RolloutStatus`` in ``pkg/apis/rollouts/v1alpha1/types.go``): ``phase``
+(Healthy, Progressing, Paused, Degraded) and ``message``, ``currentPodHash``,
+``stableRS``, ``currentStepIndex``, ``pauseConditions`` (``CanaryPauseStep`` with its
+``startTime``), ``controllerPause``, ``abort`` / ``abortedAt``, ``canary.weights`` and
+``conditions``. What Argo keeps elsewhere (the pause's start as a number, the older
+revisions kept scaled to zero) is under ``meshpilot``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpilot.delivery.state import rfc3339
+
+PAUSE_REASON = "CanaryPauseStep"
+
+
+@dataclass
+class ArgoState:
+    current_pod_hash: str = ""
+    stable_rs: str = ""
+    step_index: int = 0
+    canary_weight: int = 0
+    pause_start: float | None = None
+    abort: bool = False
+    aborted_at: float | None = None
+    phase: str = ""
+    message: str = ""
+    old_revisions: list[str] = field(default_factory=list)
+    """Hashes of earlier revisions, newest last, kept at zero replicas up to
+    revisionHistoryLimit (Argo keeps old ReplicaSets the same way)."""
+    replicas: int = 0
+    ready_replicas: int = 0
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.stable_rs) and self.stable_rs == self.current_pod_hash
+
+    @classmethod
+    def from_status(cls, status: dict[str, Any] | None) -> ArgoState:
+        s = status or {}
+        own = s.get("meshpilot") or {}
+        return cls(
+            current_pod_hash=str(s.get("currentPodHash") or ""),
+            stable_rs=str(s.get("stableRS") or ""),
+            step_index=int(s.get("currentStepIndex") or 0),
+            canary_weight=int((((s.get("canary") or {}).get("weights") or {})
+                               .get("canary") or {}).get("weight") or 0),
+            pause_start=own.get("pauseStart"),
+            abort=bool(s.get("abort")),
+            aborted_at=own.get("abortedAt"),
+            phase=str(s.get("phase") or ""),
+            message=str(s.get("message") or ""),
+            old_revisions=[str(h) for h in own.get("oldRevisions") or []],
+            replicas=int(s.get("replicas") or 0),
+            ready_replicas=int(s.get("readyReplicas") or 0),
+        )
+
+    def copy(self) -> ArgoState:
+        return copy.deepcopy(self)
+
+    def to_status(self, canary_service: str | None = None,
+                  stable_service: str | None = None) -> dict[str, Any]:
+        paused = self.pause_start is not None
+        out: dict[str, Any] = {
+            "phase": self.phase,
+            "message": self.message,
+            "currentPodHash": self.current_pod_hash,
+            "stableRS": self.stable_rs,
+            "currentStepIndex": self.step_index,
+            "controllerPause": paused,
+            "abort": self.abort,
+            "replicas": self.replicas,
+            "readyReplicas": self.ready_replicas,
+            "canary": {"weights": {
+                "canary": {"weight": self.canary_weight,
+                           "podTemplateHash": self.current_pod_hash,
+                           **({"serviceName": canary_service} if canary_service else {})},
+                "stable": {"weight": 100 - self.canary_weight,
+                           "podTemplateHash": self.stable_rs,
+                           **({"serviceName": stable_service} if stable_service else {})},
+            }},
+            "conditions": self.conditions(),
+            "meshpilot": {"pauseStart": self.pause_start, "abortedAt": self.aborted_at,
+                          "oldRevisions": list(self.old_revisions)},
+        }
+        if paused and self.pause_start is not None:
+            out["pauseConditions"] = [{"reason": PAUSE_REASON,
+                                       "startTime": rfc3339(self.pause_start)}]
+        if self.abort and self.aborted_at is not None:
+            out["abortedAt"] = rfc3339(self.aborted_at)
+        return out
+
+    def conditions(self) -> list[dict[str, str]]:
+        """Argo's Progressing, Paused and Healthy conditions for the current phase."""
+        progressing = {
+            "Healthy": ("True", "NewReplicaSetAvailable"),
+            "Paused": ("Unknown", "RolloutPaused"),
+            "Degraded": ("False", "RolloutAborted"),
+        }.get(self.phase, ("True", "ReplicaSetUpdated"))
+        return [
+            {"type": "Progressing", "status": progressing[0], "reason": progressing[1],
+             "message": self.message},
+            {"type": "Paused", "status": str(self.phase == "Paused"),
+             "reason": PAUSE_REASON if self.phase == "Paused" else "",
+             "message": ""},
+            {"type": "Healthy", "status": str(self.phase == "Healthy"),
+             "reason": "", "message": ""},
+        ]

@@ -1,0 +1,313 @@
+"""One tick of a Rollout's canary steps: a function of the Rollout, its recorded state,
+what it reads and the time, as Argo's ``rollout/canary.go`` reconciles one step at a
+time.
+
+- The first template a Rollout runs becomes stable at once, without steps (Argo skips
+  the steps when there is no stable ReplicaSet yet); so does a template equal to the
+  stable one (a rollback to stable).
+- A new template starts at step 0. ``setWeight: W`` scales the canary revision to
+  ``ceil(replicas * W / 100)`` pods and, once they are ready, sets the weight.
+  ``pause: {duration}`` waits that long; ``pause: {}`` waits for ``promote``.
+- After the last step the canary is scaled to all replicas, then takes all traffic (100),
+  then becomes stable: the stable subset (or service) points at it and the weights go
+  back to 100/0 on the stable side; the previous stable revision is scaled to zero.
+- ``setCanaryScale`` sets the canary's pod count apart from its weight (``replicas``, or
+  ``weight`` percent of the replicas) until ``matchTrafficWeight`` or the end of the steps,
+  and waits for those pods (Argo's ``GetCanaryReplicasOrWeight``).
+- ``abort`` sends all traffic back to stable and scales the canary to zero (at once;
+  Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
+  Degraded until a new template or ``retry``. ``promote`` ends a pause and moves to the
+  next step (kubectl-argo-rollouts' ``promote``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpilot.api.argo import Rollout
+from meshpilot.delivery.argo import traffic, workloads
+from meshpilot.delivery.argo.status import PAUSE_REASON, ArgoState
+from meshpilot.delivery.ports import WorkloadStatus
+
+FULL_WEIGHT = 100
+
+
+@dataclass(frozen=True)
+class View:
+    """What a tick reads, by name in the Rollout's namespace."""
+
+    deployment: Callable[[str], dict[str, Any] | None]
+    workload: Callable[[str], WorkloadStatus]
+    routing_object: Callable[[str, str], dict[str, Any] | None]
+
+
+@dataclass
+class Decision:
+    state: ArgoState
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[tuple[str, str]] = field(default_factory=list)
+    refused: str = ""
+
+
+def _ready(ws: WorkloadStatus, want: int) -> bool:
+    return ws.exists and ws.desired == want and ws.ready >= want
+
+
+def set_weight_before(rollout: Rollout, index: int) -> int:
+    """The weight the last setWeight before step ``index`` set (0 when none did)."""
+    weights = [s.set_weight for s in rollout.canary.steps[:index] if s.set_weight is not None]
+    return weights[-1] if weights else 0
+
+
+def canary_count(rollout: Rollout, index: int, weight: int) -> int:
+    """The canary's pods at step ``index`` with traffic ``weight``: the last
+    setCanaryScale up to that step, unless it matches the traffic weight."""
+    scales = [s.set_canary_scale for s in rollout.canary.steps[:index + 1]
+              if s.set_canary_scale is not None]
+    scale = scales[-1] if scales else None
+    if scale is None or scale.match_traffic_weight:
+        return workloads.canary_replicas(rollout, weight)
+    if scale.replicas is not None:
+        return scale.replicas
+    return workloads.canary_replicas(rollout, scale.weight or 0)
+
+
+class _Tick:
+    def __init__(self, rollout: Rollout, st: ArgoState, view: View, now: float) -> None:
+        self.ro = rollout
+        self.st = st
+        self.view = view
+        self.now = now
+        self.pod_hash = workloads.pod_template_hash(rollout.spec.template)
+        self.objects: list[dict[str, Any]] = []
+        self.deletes: list[tuple[str, str]] = []
+
+    # --- commands ------------------------------------------------------------------
+
+    def command(self, command: str) -> str:
+        """Carry out ``command``; the reason it does not apply now, or ""."""
+        st = self.st
+        if command == "abort":
+            if st.promoted:
+                return "nothing to abort: the Rollout is fully promoted"
+            st.abort, st.aborted_at = True, self.now
+            st.pause_start = None
+            return ""
+        if command == "retry":
+            if not st.abort:
+                return "retry applies to an aborted Rollout only"
+            st.abort, st.aborted_at, st.step_index = False, None, 0
+            return ""
+        if command == "promote":
+            if st.abort:
+                return "the Rollout is aborted: retry it, or apply a new template"
+            if st.promoted:
+                return "nothing to promote: the Rollout is fully promoted"
+            if st.pause_start is None:
+                # kubectl argo rollouts promote changes nothing then (its
+                # --skip-current-step is not implemented here)
+                return "the Rollout is not paused at a step; promote ends a pause"
+            st.pause_start = None
+            st.step_index = min(st.step_index + 1, len(self.ro.canary.steps))
+            return ""
+        return f"{command} is not implemented for Argo Rollouts; use promote, abort or retry"
+
+    # --- revisions -----------------------------------------------------------------
+
+    def observe_template(self) -> None:
+        st, h = self.st, self.pod_hash
+        # a revision that runs again (a template rolled back to) is no longer history
+        st.old_revisions = [x for x in st.old_revisions if x != h]
+        if not st.stable_rs or h == st.stable_rs:
+            if st.current_pod_hash and st.current_pod_hash not in (h, st.stable_rs):
+                self.retire(st.current_pod_hash)
+            st.stable_rs = st.current_pod_hash = h
+            st.step_index = len(self.ro.canary.steps)
+            st.abort, st.pause_start, st.canary_weight = False, None, 0
+        elif h != st.current_pod_hash:
+            if st.current_pod_hash != st.stable_rs:
+                self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
+            st.current_pod_hash, st.step_index = h, 0
+            st.abort, st.pause_start = False, None
+
+    def retire(self, pod_hash: str) -> None:
+        """Keep revision ``pod_hash`` at zero replicas, within revisionHistoryLimit."""
+        if not pod_hash:
+            return
+        self.st.old_revisions = [h for h in self.st.old_revisions if h != pod_hash] + [
+            pod_hash]
+        self.scale(pod_hash, 0)
+        limit = self.ro.spec.revision_history_limit
+        while len(self.st.old_revisions) > limit:
+            gone = self.st.old_revisions.pop(0)
+            self.deletes.append(("Deployment", workloads.revision_name(self.ro, gone)))
+
+    def scale(self, pod_hash: str, replicas: int) -> None:
+        body = self.view.deployment(workloads.revision_name(self.ro, pod_hash))
+        if body is not None:
+            out = workloads.rescaled(body, replicas)
+            if out is not None:
+                self.objects.append(out)
+
+    def run_current(self, replicas: int) -> bool:
+        """Write the current revision at ``replicas``; whether all are ready."""
+        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas))
+        ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
+        return _ready(ws, replicas)
+
+    # --- traffic -------------------------------------------------------------------
+
+    def route(self, canary_weight: int, canary_hash: str) -> str:
+        """Write the split and subset labels; the reason it cannot be, or ""."""
+        try:
+            edits = self._routing_edits(canary_weight, canary_hash)
+        except traffic.RoutingError as exc:
+            return str(exc)
+        self.objects.extend(edits)
+        self.st.canary_weight = canary_weight
+        return ""
+
+    def _routing_edits(self, canary_weight: int, canary_hash: str) -> list[dict[str, Any]]:
+        istio = self.ro.istio
+        assert istio is not None, "validation refuses a canary without trafficRouting.istio"
+        edits: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        rule = istio.destination_rule
+        if rule is not None:
+            stored = self._stored("DestinationRule", rule.name)
+            edits.append((traffic.hashed_destination_rule(
+                self.ro, stored, canary_hash, self.st.stable_rs), stored))
+        canary = self.ro.canary
+        for service, pod_hash in ((canary.canary_service, canary_hash),
+                                  (canary.stable_service, self.st.stable_rs)):
+            if service:
+                stored = self._stored("Service", service)
+                edits.append((traffic.hashed_service(stored, pod_hash), stored))
+        for spec in istio.all_virtual_services:
+            stored = self._stored("VirtualService", spec.name)
+            edits.append((traffic.weighted_virtual_service(self.ro, spec, stored,
+                                                           canary_weight), stored))
+        return [new for new, old in edits if traffic.changed(new, old)]
+
+    def _stored(self, kind: str, name: str) -> dict[str, Any]:
+        body = self.view.routing_object(kind, name)
+        if body is None:
+            raise traffic.RoutingError(f"{kind} {name} not found in namespace "
+                                       f"{self.ro.metadata.namespace}")
+        return body
+
+    # --- phases --------------------------------------------------------------------
+
+    def degraded(self, message: str) -> None:
+        self.st.phase, self.st.message = "Degraded", message
+
+    def healthy(self) -> None:
+        ready = self.run_current(self.ro.spec.replicas)
+        problem = self.route(0, self.pod_hash)
+        if problem:
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.st.phase = "Healthy" if ready else "Progressing"
+        self.st.message = "" if ready else "updated replicas are still becoming available"
+
+    def aborted(self) -> None:
+        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+        problem = self.route(0, self.pod_hash)
+        self.degraded(f"InvalidSpec: {problem}" if problem else
+                      f"RolloutAborted: Rollout aborted update to revision {self.pod_hash}")
+
+    def progress(self) -> None:
+        # Argo reconciles the split on every pass, so an apply of the user's objects that
+        # reset the weights mid-rollout is corrected at once.
+        problem = self.route(self.st.canary_weight, self.pod_hash)
+        if problem:
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.scale(self.st.stable_rs, self.ro.spec.replicas)
+        steps = self.ro.canary.steps
+        if self.st.step_index >= len(steps):
+            self.finish()
+            return
+        step = steps[self.st.step_index]
+        if step.set_weight is not None:
+            self.set_weight(step.set_weight)
+        elif step.pause is not None:
+            self.pause(step.pause.seconds)
+        elif step.set_canary_scale is not None:
+            self.set_canary_scale()
+        self.st.message = self.st.message or f"step {self.st.step_index}/{len(steps)}"
+
+    def canary_pods(self, weight: int) -> int:
+        return canary_count(self.ro, self.st.step_index, weight)
+
+    def set_canary_scale(self) -> None:
+        weight = set_weight_before(self.ro, self.st.step_index)
+        self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
+        if self.run_current(self.canary_pods(weight)):
+            self.st.step_index += 1
+            self.st.message = ""
+
+    def set_weight(self, weight: int) -> None:
+        ready = self.run_current(self.canary_pods(weight))
+        self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
+        if not ready:
+            return
+        problem = self.route(weight, self.pod_hash)
+        if problem:
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.st.step_index += 1
+        self.st.message = ""
+
+    def pause(self, seconds: float | None) -> None:
+        weight = set_weight_before(self.ro, self.st.step_index)
+        self.run_current(self.canary_pods(weight))
+        if self.st.pause_start is None:
+            self.st.pause_start = self.now
+        if seconds is not None and self.now >= self.st.pause_start + seconds:
+            self.st.pause_start = None
+            self.st.step_index += 1
+            self.st.phase, self.st.message = "Progressing", ""
+            return
+        self.st.phase, self.st.message = "Paused", PAUSE_REASON
+
+    def finish(self) -> None:
+        """All steps done: canary to all replicas, then all traffic, then stable."""
+        self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
+        if not self.run_current(self.ro.spec.replicas):
+            return
+        if self.st.canary_weight < FULL_WEIGHT:
+            problem = self.route(FULL_WEIGHT, self.pod_hash)
+            if problem:
+                self.degraded(f"InvalidSpec: {problem}")
+            return
+        previous = self.st.stable_rs
+        self.st.stable_rs = self.pod_hash
+        problem = self.route(0, self.pod_hash)
+        if problem:
+            self.st.stable_rs = previous
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.retire(previous)
+        self.st.phase, self.st.message = "Healthy", ""
+
+
+def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
+           command: str | None = None) -> Decision:
+    """The new state and the writes of one tick (or of ``command``, then a tick)."""
+    tick = _Tick(rollout, state.copy(), view, now)
+    tick.observe_template()
+    if command is not None:
+        refused = tick.command(command)
+        if refused:
+            return Decision(state, refused=refused)
+    if tick.st.promoted:
+        tick.healthy()
+    elif tick.st.abort:
+        tick.aborted()
+    else:
+        tick.progress()
+    ws = view.workload(workloads.revision_name(rollout, tick.st.stable_rs))
+    tick.st.replicas, tick.st.ready_replicas = rollout.spec.replicas, ws.ready
+    return Decision(tick.st, tick.objects, tick.deletes)

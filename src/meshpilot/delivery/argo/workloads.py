@@ -1,0 +1,73 @@
+"""A Rollout revision's Deployment: Argo's ReplicaSet, run by meshpilot's runtime.
+
+Argo makes one ReplicaSet per pod template, named ``ROLLOUT-HASH``, whose pods (and
+selector) carry ``rollouts-pod-template-hash: HASH`` so the stable and canary revisions
+are told apart by the Services and DestinationRule subsets that select them. meshpilot's
+runtime runs Deployments, so a revision is a Deployment of that name and labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from types import MappingProxyType
+from typing import Any
+
+from meshpilot.api.argo import POD_TEMPLATE_HASH_LABEL, Rollout
+
+ROLLOUT_ANNOTATION = "meshpilot.io/rollout"
+"""On a generated Deployment: the Rollout it is a revision of."""
+MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-argo"})
+
+
+def pod_template_hash(template: dict[str, Any] | None) -> str:
+    """A short stable digest of a pod template, a DNS label (Argo's is its own FNV hash;
+    only its role matters: equal templates, equal hashes)."""
+    text = json.dumps(template or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def revision_name(rollout: Rollout, pod_hash: str) -> str:
+    return f"{rollout.metadata.name}-{pod_hash}"
+
+
+def canary_replicas(rollout: Rollout, weight: int) -> int:
+    """Pods the canary needs for ``weight`` percent: Argo's count with traffic routing,
+    ``ceil(replicas * weight / 100)``."""
+    return math.ceil(rollout.spec.replicas * weight / 100)
+
+
+def revision_deployment(rollout: Rollout, pod_hash: str, replicas: int) -> dict[str, Any]:
+    """The Deployment that runs the Rollout's current template as revision ``pod_hash``."""
+    template = copy.deepcopy(rollout.spec.template or {})
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), POD_TEMPLATE_HASH_LABEL: pod_hash}
+    selector = rollout.spec.selector.match_labels if rollout.spec.selector else {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": revision_name(rollout, pod_hash),
+            "namespace": rollout.metadata.namespace,
+            "labels": {**meta["labels"], **MANAGED_BY},
+            "annotations": {ROLLOUT_ANNOTATION: rollout.metadata.name},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {**selector, POD_TEMPLATE_HASH_LABEL: pod_hash}},
+            "template": template,
+        },
+    }
+
+
+def rescaled(body: dict[str, Any], replicas: int) -> dict[str, Any] | None:
+    """A stored revision Deployment at ``replicas``; None when it already runs that many."""
+    spec = body.get("spec") or {}
+    if int(spec.get("replicas", 1)) == replicas:
+        return None
+    meta = body.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": kept,
+            "spec": {**spec, "replicas": replicas}}

@@ -1,0 +1,103 @@
+"""Fields of Argo Rollouts' Rollout that meshpilot does not act on: refused (MP0057).
+
+A Rollout is a promise about how a release is routed and judged. meshpilot runs the
+canary strategy with Istio traffic routing (setWeight and pause steps, host-level or
+subset-level splitting); a field that would change a release and is not acted on is
+refused by name, never stored and ignored. When a field becomes implemented its row
+goes, and docs/diagnostics.md and the README's Argo section with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from meshpilot.validation import codes
+from meshpilot.validation.finding import Finding
+from meshpilot.validation.unapplied_fields import EACH, Unapplied, findings_of, row
+
+_REFUSED = codes.NOT_IMPLEMENTED_ARGO_FIELD
+_SPEC = ("spec",)
+_CANARY = ("spec", "strategy", "canary")
+_ROUTING = (*_CANARY, "trafficRouting")
+_ISTIO = (*_ROUTING, "istio")
+
+
+def _refuse(*pattern: str, what: str) -> Unapplied:
+    return row(*pattern, code=_REFUSED,
+               why=f"{{field}} is refused: meshpilot does not implement {what}; "
+                   "remove it (see the README's Argo Rollouts section for what runs)")
+
+
+ROLLOUT: tuple[Unapplied, ...] = (
+    _refuse(*_SPEC, "workloadRef", what="a Rollout over an existing Deployment; "
+            "give spec.selector and spec.template"),
+    _refuse(*_SPEC, "minReadySeconds", what="minReadySeconds (a pod counts when ready)"),
+    _refuse(*_SPEC, "paused", what="spec.paused (use pause steps)"),
+    _refuse(*_SPEC, "progressDeadlineSeconds", what="a progress deadline"),
+    _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
+    _refuse(*_SPEC, "restartAt", what="restartAt"),
+    _refuse(*_SPEC, "rollbackWindow", what="rollbackWindow"),
+    _refuse(*_SPEC, "analysis", what="Rollout-level analysis"),
+    _refuse(*_SPEC, "selector", "matchExpressions",
+            what="matchExpressions (give matchLabels)"),
+    _refuse("spec", "strategy", "blueGreen", what="the blueGreen strategy (use canary "
+            "with trafficRouting.istio)"),
+    *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
+        "analysis", "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
+        "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
+        "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
+        "minPodsPerReplicaSet", "replicaProgressThreshold")),
+    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause and "
+              "setCanaryScale run)") for step in ("analysis", "experiment",
+                                                  "setHeaderRoute", "setMirrorRoute",
+                                                  "plugin")),
+    *(_refuse(*_ROUTING, router, what=f"trafficRouting.{router}: meshpilot routes as "
+              "Istio only (trafficRouting.istio)") for router in (
+        "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),
+    _refuse(*_ROUTING, "managedRoutes", what="managedRoutes (setHeaderRoute and "
+            "setMirrorRoute)"),
+    _refuse(*_ROUTING, "maxTrafficWeight", what="maxTrafficWeight (weights are percent)"),
+    *(_refuse(*_ISTIO, place, *rest, field, what=f"Istio {field} (HTTP routes are "
+              "split)") for place, rest in (("virtualService", ()),
+                                            ("virtualServices", (EACH,)))
+      for field in ("tlsRoutes", "tcpRoutes")),
+)
+
+
+def _no_routing(body: Mapping[str, Any]) -> list[Finding]:
+    """A canary without trafficRouting.istio is Argo's replica-ratio canary: not run."""
+    canary = ((body.get("spec") or {}).get("strategy") or {}).get("canary")
+    if not isinstance(canary, Mapping):
+        if ((body.get("spec") or {}).get("strategy") or {}).get("blueGreen") is None:
+            return [Finding(_REFUSED, ("spec", "strategy"),
+                            "strategy is refused: meshpilot runs strategy.canary with "
+                            "trafficRouting.istio; give canary")]
+        return []
+    if ((canary.get("trafficRouting") or {}).get("istio")) is None:
+        return [Finding(_REFUSED, (*_CANARY, "trafficRouting"),
+                        "a canary without trafficRouting.istio is refused: meshpilot does "
+                        "not implement Argo's replica-count canary yet; give "
+                        "trafficRouting.istio with a virtualService (and destinationRule "
+                        "for subset-level splitting)")]
+    return []
+
+
+def _other_namespace(body: Mapping[str, Any]) -> list[Finding]:
+    """Argo reads ``name.namespace`` as a VirtualService in another namespace: not run."""
+    istio = (((((body.get("spec") or {}).get("strategy") or {}).get("canary") or {})
+              .get("trafficRouting") or {}).get("istio") or {})
+    places: list[tuple[tuple[str | int, ...], Any]] = []
+    if isinstance(istio.get("virtualService"), Mapping):
+        places.append(((*_ISTIO, "virtualService", "name"), istio["virtualService"]))
+    for i, vs in enumerate(istio.get("virtualServices") or []):
+        if isinstance(vs, Mapping):
+            places.append(((*_ISTIO, "virtualServices", i, "name"), vs))
+    return [Finding(_REFUSED, path, f"name {vs.get('name')!r} is refused: a VirtualService "
+                    "in another namespace (name.namespace) is not implemented; put it in "
+                    "the Rollout's namespace")
+            for path, vs in places if "." in str(vs.get("name", ""))]
+
+
+def rollout_findings(body: Mapping[str, Any]) -> list[Finding]:
+    return [*findings_of(ROLLOUT, body), *_no_routing(body), *_other_namespace(body)]

@@ -1,0 +1,141 @@
+"""An Argo Rollout end to end: real pods, real Envoy, real traffic, the real controller.
+
+Shaped like Argo's ``examples/istio/istio-subset-split.yaml``: a Service, a VirtualService
+whose route ``primary`` splits between the DestinationRule's subsets ``stable`` and
+``canary``, and a Rollout over two replicas of the demo app; here the VirtualService has
+one more route (``pinned``: requests with ``x-pin: v1`` go to the rule's own subset
+``pinned``) that the Rollout must never touch, and the steps are setWeight 20, pause {},
+setWeight 50, pause {duration: 2s}.
+
+Given v1 stable, when the template becomes v2, then 20% of real requests reach v2 and the
+Rollout waits, Paused; ``meshpilot rollout promote`` takes it to 50/50 and, after the 2 s
+pause, to v2 as the new stable; the pinned route answers from v1 and is the same object
+throughout.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+from tests.builders import demo_app_container
+from tests.conftest import run_cli
+from tests.e2e import myapp
+from tests.e2e.mesh import Mesh
+from tests.e2e.scenario import Given, Then, When
+
+NAME = "myapp"
+PINNED = {"name": "pinned", "match": [{"headers": {"x-pin": {"exact": "v1"}}}],
+          "route": [{"destination": {"host": NAME, "subset": "pinned"}}]}
+
+
+def virtual_service() -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": f"{NAME}-vsvc"},
+            "spec": {"hosts": [NAME], "http": [copy.deepcopy(PINNED), {
+                "name": "primary", "route": [
+                    {"destination": {"host": NAME, "subset": "stable"}, "weight": 100},
+                    {"destination": {"host": NAME, "subset": "canary"}, "weight": 0}]}]}}
+
+
+def destination_rule() -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": f"{NAME}-destrule"},
+            "spec": {"host": NAME, "subsets": [
+                {"name": "stable", "labels": {"app": NAME}},
+                {"name": "canary", "labels": {"app": NAME}},
+                {"name": "pinned", "labels": {"app": NAME, "version": "v1"}}]}}
+
+
+def rollout(version: str) -> dict[str, Any]:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": NAME},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": NAME}},
+                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
+                                  "spec": {"containers": [demo_app_container(version)]}},
+                     "strategy": {"canary": {
+                         "trafficRouting": {"istio": {
+                             "virtualService": {"name": f"{NAME}-vsvc",
+                                                "routes": ["primary"]},
+                             "destinationRule": {"name": f"{NAME}-destrule",
+                                                 "canarySubsetName": "canary",
+                                                 "stableSubsetName": "stable"}}},
+                         "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50},
+                                   {"pause": {"duration": "2s"}}]}}}}
+
+
+def status(mesh: Mesh) -> dict[str, Any]:
+    """The Rollout as ``meshpilot get rollout myapp -o json`` shows it."""
+    shown = run_cli("get", "rollout", NAME, "-o", "json", state_dir=mesh.cp.state_dir)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout).get("status") or {}
+
+
+def wait_for(mesh: Mesh, phase: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    path = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        st = mesh.api.get(path).json().get("status") or {}
+        if st.get("phase") == phase and all(st.get(k) == v for k, v in fields.items()):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"Rollout not {phase} {fields} in {timeout}s: {st}\n"
+                         + mesh.cp.log()[-2000:])
+
+
+def weights(st: dict[str, Any]) -> tuple[int, int]:
+    w = st["canary"]["weights"]
+    return w["stable"]["weight"], w["canary"]["weight"]
+
+
+def pinned_route(mesh: Mesh) -> dict[str, Any]:
+    vs = mesh.api.get(f"/apis/networking.istio.io/v1beta1/namespaces/default/"
+                      f"virtualservices/{NAME}-vsvc").json()
+    return vs["spec"]["http"][0]
+
+
+def test_subset_split_rollout_waits_at_20_is_promoted_to_50_then_stable(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
+    given.applied(myapp.service(), virtual_service(), destination_rule(), rollout("v1"))
+    v1 = wait_for(mesh, "Healthy")["stableRS"]
+    then.split_is({"v1": 10})
+
+    # When the template becomes v2: 80/20 on real traffic, and the Rollout waits
+    mesh.apply(rollout("v2"))
+    st = wait_for(mesh, "Paused", currentStepIndex=1)
+    assert weights(st) == (80, 20) and st["stableRS"] == v1
+    v2 = st["currentPodHash"]
+    mesh.converge()
+    then.split_within(200, {"v1": (130, 190), "v2": (10, 70)})
+    then.split_is({"v1": 10}, headers={"x-pin": "v1"})  # the other route: untouched
+    assert pinned_route(mesh) == PINNED
+    time.sleep(2.0)
+    assert status(mesh)["phase"] == "Paused"  # pause {} waits for promote
+
+    # When promoted: 50/50, the 2 s pause, then v2 is the stable revision
+    promoted = run_cli("rollout", "promote", NAME, state_dir=mesh.cp.state_dir)
+    assert promoted.returncode == 0, promoted.stderr
+    st = wait_for(mesh, "Paused", currentStepIndex=3)
+    assert weights(st) == (50, 50)
+    mesh.converge()
+    then.split_within(200, {"v1": (60, 140), "v2": (60, 140)})
+    then.split_is({"v1": 10}, headers={"x-pin": "v1"})
+
+    st = wait_for(mesh, "Healthy", stableRS=v2)
+    assert weights(st) == (100, 0) and st["currentStepIndex"] == 4
+    assert status(mesh)["stableRS"] == v2
+    mesh.converge()
+    then.split_is({"v2": 20})
+    assert pinned_route(mesh) == PINNED
+    dr = mesh.api.get("/apis/networking.istio.io/v1beta1/namespaces/default/"
+                      f"destinationrules/{NAME}-destrule").json()
+    assert {s["name"]: s["labels"] for s in dr["spec"]["subsets"]} == {
+        "stable": {"app": NAME, "rollouts-pod-template-hash": v2},
+        "canary": {"app": NAME, "rollouts-pod-template-hash": v2},
+        "pinned": {"app": NAME, "version": "v1"}}
+    assert mesh.pods_of(f"{NAME}-{v1}", terminating=False) == []
+    assert len(mesh.pods_of(f"{NAME}-{v2}", terminating=False)) == 2
