@@ -27,6 +27,7 @@ from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
 from meshpilot.store import SqliteStore
+from meshpilot.store.mirror import StoreMirror
 
 MESH_HOST = "127.0.0.1"
 """Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
@@ -70,7 +71,8 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
-    components = Components(store, ConfigService(store))
+    # one mirror of the state for every apply's validation (see ConfigService)
+    components = Components(store, ConfigService(store, StoreMirror(store)))
     if not with_mesh:
         return components
     try:
@@ -86,7 +88,8 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
-            loadtester_commands=loadtester_commands, live=traffic, api_token=api_token)
+            loadtester_commands=loadtester_commands, live=traffic, api_token=api_token,
+            service=components.config)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
     except BaseException:

@@ -24,6 +24,7 @@ from meshpilot.store import (
     StoredObject,
     WriteFailed,
 )
+from meshpilot.store.mirror import StoreMirror
 from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
 from meshpilot.validation.codes import Severity
 
@@ -76,8 +77,15 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
 
 
 class ConfigService:
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, mirror: StoreMirror | None = None) -> None:
+        """``mirror``, when given, is where the current state is read for validation: a
+        dict kept current by the store's watch, instead of reading and decoding every
+        stored object from SQLite on each apply (the cost that grew with the store). It
+        is polled only under the store's write lock, which every ConfigService over the
+        store validates and commits under, so one mirror may serve them all and always
+        holds every commit made before the lock was taken."""
         self.store = store
+        self._mirror = mirror
         # The store's lock, not one of our own: every ConfigService over this store (the
         # API's, the delivery controller's) validates and commits under the same one.
         self._lock = store.write_lock
@@ -85,7 +93,7 @@ class ConfigService:
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
         """Apply every document in ``sources`` or none of them."""
         with self._lock:
-            plan = plan_apply(sources, state_of(self.store.list()))
+            plan = plan_apply(sources, self._state())
             if not plan.ok:
                 return Outcome(422, diagnostics=plan.diagnostics)
             changes, bad = self._puts(plan)
@@ -162,7 +170,7 @@ class ConfigService:
                 if stale:
                     return Outcome(409, diagnostics=stale)
             todo = [Delete(k, expected) for k in dict.fromkeys(keys) if k not in missing]
-            before = self.store.list()
+            before = self._state()
             try:
                 done = self.store.commit(todo) if todo else []
             except Conflict as exc:
@@ -176,9 +184,16 @@ class ConfigService:
             except NotFound as exc:  # raced with another writer outside this lock
                 return Outcome(404, diagnostics=[Diagnostic.of(
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
-            after = self.store.list()
+            after = self._state()
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done],
                        _newly_broken(before, after))
+
+    def _state(self) -> list[StateObject]:
+        """Every stored object as the validator sees it; call under the write lock."""
+        if self._mirror is None:
+            return state_of(self.store.list())
+        self._mirror.poll(timeout=0)
+        return [StateObject(key, body) for key, body in self._mirror.objects()]
 
     def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:
         """Conflicts for the objects in ``keys`` whose uid is not ``uid``: another object
@@ -237,16 +252,16 @@ def _write_failed(exc: WriteFailed) -> Outcome:
     return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
 
 
-def _newly_broken(before: list[StoredObject], after: list[StoredObject]) -> list[Diagnostic]:
+def _newly_broken(before: list[StateObject], after: list[StateObject]) -> list[Diagnostic]:
     """Findings a delete causes in the objects that remain, shown as warnings.
 
     A delete is not refused for leaving, say, a VirtualService pointing at a subset that
     no longer exists (Kubernetes would not refuse it either), but the user is told.
     """
-    found = check_state(state_of(before), all_objects=True)
+    found = check_state(before, all_objects=True)
     old = {(d.code, d.object, d.path) for d in found}
     return [
         replace(d, severity=Severity.WARNING)
-        for d in check_state(state_of(after), all_objects=True)
+        for d in check_state(after, all_objects=True)
         if (d.code, d.object, d.path) not in old
     ]

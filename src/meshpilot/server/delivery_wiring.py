@@ -390,7 +390,8 @@ class DeliveryLoop:
                  loadtester_port: int, loadtester_commands: bool = False,
                  tick_seconds: float = TICK_SECONDS,
                  settings: Settings | None = None, live: LiveCounts | None = None,
-                 api_token: str | None = None) -> None:
+                 api_token: str | None = None,
+                 service: ConfigService | None = None) -> None:
         self.store = store
         self.api_token = api_token
         self.publish = publish
@@ -398,7 +399,7 @@ class DeliveryLoop:
         self.loadtester_port = loadtester_port
         self.loadtester_commands = loadtester_commands
         self.tick_seconds = tick_seconds
-        self.service = ConfigService(store)
+        self.service = service or ConfigService(store)
         self.view = ClusterView(store, runtime)
         self.loadtester: LoadTesterServer | None = None
         # Only the controller may have the tester run commands: its port is open to
