@@ -7,12 +7,14 @@ then without a token, or with the token of another node, the stream is refused
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from tests.proxy_tokens import TOKENS, authenticator
 
 from meshpilot.mesh.model import ProxyNode, node_to_metadata
@@ -71,3 +73,43 @@ def test_a_token_from_another_key_is_refused(server: XdsServer) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         first_answer(server.port, NODE, stranger.token_for(NODE.id))
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_impostor_never_silences_the_real_proxys_stream(server: XdsServer) -> None:
+    """Issue 18: a client claiming a connected proxy's node id used to take over its
+    stream, freezing the real proxy's config. Without the node's token the impostor is
+    refused, and the real stream stays the one served: it receives the next version."""
+    meta = struct_pb2.Struct()
+    meta.update(node_to_metadata(NODE))
+    requests: list[discovery_pb2.DeltaDiscoveryRequest] = [
+        discovery_pb2.DeltaDiscoveryRequest(node={"id": NODE.id, "metadata": meta},
+                                            type_url=CLUSTER)]
+
+    def stream() -> Iterator[discovery_pb2.DeltaDiscoveryRequest]:
+        yield requests[0]
+        while True:  # ACK whatever comes, until the channel closes
+            ack = acks.get()
+            if ack is None:
+                return
+            yield ack
+
+    acks: queue.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = queue.Queue()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.stream_stream(
+            METHOD, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)
+        answers = iter(call(stream(), metadata=[(XDS_TOKEN_HEADER, TOKENS.token_for(NODE.id))],
+                            timeout=10))
+        first = next(answers)
+        acks.put(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER,
+                                                     response_nonce=first.nonce))
+        with pytest.raises(grpc.RpcError) as refused:
+            first_answer(server.port, NODE, None)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        added = cluster_pb2.Cluster(name="added", type=cluster_pb2.Cluster.STATIC,
+                                    connect_timeout=duration_pb2.Duration(seconds=1))
+        server.publish(XdsSnapshot(2, lambda node: {CLUSTER: {"added": added}}))
+        second = next(answers)
+        assert [r.name for r in second.resources] == ["added"]
+        assert [s.node.id for s in server.status()] == [NODE.id]
+        acks.put(None)
