@@ -57,6 +57,7 @@ def test_the_kubeconfig_names_the_api_its_token_and_context(plane: ControlPlane)
     assert config["clusters"][0]["cluster"]["certificate-authority"] == str(
         plane.state_dir / "api-ca.pem")
     assert config["users"][0]["user"]["token"] == plane.token
+    assert "Server Version: v1.32" in kubectl(plane, "version").stdout
 
 
 def test_a_wrong_token_is_refused(plane: ControlPlane, tmp_path: Path) -> None:
@@ -71,3 +72,16 @@ def test_a_wrong_token_is_refused(plane: ControlPlane, tmp_path: Path) -> None:
     assert "You must be logged in" in done.stderr
     assert "missing or wrong bearer token" in done.stderr
 
+
+def test_api_resources_lists_short_names_and_categories(plane: ControlPlane) -> None:
+    rows = {line.split()[0]: line.split() for line in
+            kubectl(plane, "api-resources", "--no-headers").stdout.splitlines()}
+    for plural, short in [("virtualservices", "vs"), ("destinationrules", "dr"),
+                          ("gateways", "gw"), ("serviceentries", "se"),
+                          ("peerauthentications", "pa"), ("authorizationpolicies", "ap"),
+                          ("requestauthentications", "ra"), ("canaries", "canary"),
+                          ("deployments", "deploy"), ("services", "svc")]:
+        assert rows[plural][1] == short, rows[plural]
+    istio = kubectl(plane, "api-resources", "--categories=istio-io", "-o", "name").stdout
+    assert "virtualservices.networking.istio.io" in istio.split()
+    assert "peerauthentications.security.istio.io" in istio.split()

@@ -23,6 +23,7 @@ from starlette.routing import Route
 import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
+from meshpilot.server import kube_discovery
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
@@ -87,18 +88,33 @@ class ControlPlaneAPI:
 
     # --- meta ----------------------------------------------------------------
     async def version(self, request: Request) -> Response:
-        return JSONResponse({**self.info, "version": meshpilot.__version__,
+        """meshpilot's own facts, plus the fields of Kubernetes' version.Info that
+        ``kubectl version`` reads."""
+        return JSONResponse({**kube_discovery.kube_version(meshpilot.__version__),
+                             **self.info, "version": meshpilot.__version__,
                              "revision": self.store.revision()})
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def discovery(self, request: Request) -> Response:
-        return JSONResponse({"resources": [
+        """Kubernetes' APIGroupList for kubectl, and under ``resources`` meshpilot's own
+        flat list of kinds (every version of each), which its clients read."""
+        return JSONResponse({**kube_discovery.api_group_list(), "resources": [
             {"group": k.group, "kind": k.kind, "plural": k.plural, "versions": list(k.versions),
              "shortNames": list(k.short_names), "namespaced": k.namespaced}
             for k in KINDS
         ]})
+
+    async def core_versions(self, request: Request) -> Response:
+        return JSONResponse(kube_discovery.api_versions())
+
+    async def resource_list(self, request: Request) -> Response:
+        p = request.path_params
+        found = kube_discovery.api_resource_list(p.get("group", ""), p["version"])
+        if found is None:
+            return _status(404, "NotFound", f"meshpilot serves nothing at {request.url.path}")
+        return JSONResponse(found)
 
     # --- batch ---------------------------------------------------------------
     async def apply(self, request: Request) -> Response:
@@ -258,6 +274,9 @@ class ControlPlaneAPI:
             Route("/version", self.version),
             Route("/healthz", self.healthz),
             Route("/apis", self.discovery),
+            Route("/api", self.core_versions),
+            Route("/api/{version}", self.resource_list),
+            Route("/apis/{group}/{version}", self.resource_list),
             Route(f"{MESHPILOT_API}/apply", self.apply, methods=["POST"]),
             Route(f"{MESHPILOT_API}/delete", self.delete_batch, methods=["POST"]),
             Route(f"{MESHPILOT_API}/diagnostics", self.diagnostics),
