@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -25,7 +26,13 @@ KUBECTL = "kubectl"
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     cp = ControlPlane(tmp_path_factory.mktemp("kubectl") / "state", ["--no-mesh", "--tls"])
     try:
-        yield cp.start()
+        cp.start()
+        # the fixture's own client, to look behind kubectl's back, verifies the API too
+        assert cp.client is not None
+        cp.client.close()
+        cp.client = cp.new_client(verify=ssl.create_default_context(
+            cafile=str(cp.state_dir / "api-ca.pem")))
+        yield cp
     finally:
         cp.stop()
 
@@ -85,3 +92,107 @@ def test_api_resources_lists_short_names_and_categories(plane: ControlPlane) -> 
     istio = kubectl(plane, "api-resources", "--categories=istio-io", "-o", "name").stdout
     assert "virtualservices.networking.istio.io" in istio.split()
     assert "peerauthentications.security.istio.io" in istio.split()
+
+
+# --- apply, get, delete -----------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "canary"
+
+
+def in_namespace(namespace: str, *files: Path) -> str:
+    """The documents of ``files`` moved to ``namespace``, as one YAML stream."""
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    for d in docs:
+        d["metadata"]["namespace"] = namespace
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
+def weights(plane: ControlPlane, namespace: str) -> str:
+    return kubectl(plane, "get", "virtualservice", "myapp", "-n", namespace, "-o",
+                   "jsonpath={.spec.http[0].route[*].weight}").stdout
+
+
+def test_apply_creates_then_leaves_unchanged_then_configures(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text(in_namespace("apply", *sorted(EXAMPLES.glob("*.yaml"))))
+    first = kubectl(plane, "apply", "-f", str(app)).stdout.splitlines()
+    assert first == ["deployment.apps/myapp-v1 created", "deployment.apps/myapp-v2 created",
+                     "service/myapp created", "destinationrule.networking.istio.io/myapp created",
+                     "virtualservice.networking.istio.io/myapp created"]
+    again = kubectl(plane, "apply", "-f", str(app)).stdout.splitlines()
+    assert again == [line.replace("created", "unchanged") for line in first]
+    assert weights(plane, "apply") == "90 10"
+
+    # a merge patch for the Istio kind, a strategic merge patch for the Deployment
+    docs = list(yaml.safe_load_all(app.read_text()))
+    docs[1]["spec"]["template"]["spec"]["containers"][0]["args"] += ["--fail-rate", "0"]
+    for route, weight in zip(docs[4]["spec"]["http"][0]["route"], (50, 50), strict=True):
+        route["weight"] = weight
+    app.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    edited = kubectl(plane, "apply", "-f", str(app)).stdout.splitlines()
+    assert "virtualservice.networking.istio.io/myapp configured" in edited
+    assert "deployment.apps/myapp-v2 configured" in edited
+    assert "deployment.apps/myapp-v1 unchanged" in edited
+    assert weights(plane, "apply") == "50 50"
+    deployment = plane.client.get("/apis/apps/v1/namespaces/apply/deployments/myapp-v2").json()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--version", "v2", "--fail-rate", "0"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert deployment["metadata"]["generation"] == 2
+
+    kubectl(plane, "delete", "-f", str(app))
+    assert kubectl(plane, "get", "all", "-n", "apply", "-o", "name").stdout == ""
+
+
+def test_get_across_namespaces_by_short_names_and_jsonpath(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    for namespace in ("get-a", "get-b"):
+        app = tmp_path / f"{namespace}.yaml"
+        app.write_text(in_namespace(namespace, EXAMPLES / "service.yaml",
+                                    EXAMPLES / "virtualservice.yaml"))
+        kubectl(plane, "apply", "-f", str(app))
+    rows = kubectl(plane, "get", "vs,dr", "-A", "--no-headers").stdout.splitlines()
+    assert [r.split()[:2] for r in rows if r.startswith("get-")] == [
+        ["get-a", "virtualservice.networking.istio.io/myapp"],
+        ["get-b", "virtualservice.networking.istio.io/myapp"],
+        ["get-a", "destinationrule.networking.istio.io/myapp"],
+        ["get-b", "destinationrule.networking.istio.io/myapp"]]
+    assert weights(plane, "get-b") == "90 10"
+    as_json = kubectl(plane, "get", "vs", "myapp", "-n", "get-a", "-o", "json").stdout
+    assert '"kind": "VirtualService"' in as_json
+    missing = kubectl(plane, "get", "vs", "nothere", "-n", "get-a", check=False)
+    assert missing.returncode == 1
+    assert "NotFound" in missing.stderr
+    kubectl(plane, "delete", "vs", "myapp", "-n", "get-a")
+    assert kubectl(plane, "get", "vs", "-n", "get-a", "-o", "name").stdout == ""
+
+
+def test_a_bad_file_is_refused_with_its_field_and_changes_nothing(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(in_namespace("bad", EXAMPLES / "service.yaml",
+                                 EXAMPLES / "virtualservice.yaml"))
+    kubectl(plane, "apply", "-f", str(good))
+    before = plane.client.get(
+        "/apis/networking.istio.io/v1/namespaces/bad/virtualservices/myapp").json()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("weight: 10", "wieght: 10"))
+    refused = kubectl(plane, "apply", "-f", str(bad), check=False)
+    assert refused.returncode == 1
+    assert ('The VirtualService "myapp" is invalid: spec.http[0].route[1].wieght: '
+            "unknown field 'wieght' (did you mean 'weight'?)") in refused.stderr
+    assert "valid fields here: destination, headers, weight (MP0010)" in refused.stderr
+    after = plane.client.get(
+        "/apis/networking.istio.io/v1/namespaces/bad/virtualservices/myapp").json()
+    assert after == before
+
+    # a new object that does not validate is not created either
+    bad.write_text(bad.read_text().replace("name: myapp\n  namespace: bad\nspec:\n  hosts",
+                                           "name: other\n  namespace: bad\nspec:\n  hosts"))
+    assert "name: other" in bad.read_text()
+    refused = kubectl(plane, "apply", "-f", str(bad), check=False)
+    assert 'The VirtualService "other" is invalid' in refused.stderr
+    assert kubectl(plane, "get", "vs", "-n", "bad", "-o", "name").stdout.split() == [
+        "virtualservice.networking.istio.io/myapp"]

@@ -23,7 +23,12 @@ from starlette.routing import Route
 import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
-from meshpilot.server import kube_discovery
+from meshpilot.server import (
+    kube_discovery,
+    kube_openapi,
+    kube_patch,
+    kube_responses,
+)
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
@@ -116,6 +121,16 @@ class ControlPlaneAPI:
             return _status(404, "NotFound", f"meshpilot serves nothing at {request.url.path}")
         return JSONResponse(found)
 
+    async def openapi_index(self, request: Request) -> Response:
+        return JSONResponse(kube_openapi.index())
+
+    async def openapi_document(self, request: Request) -> Response:
+        p = request.path_params
+        found = kube_openapi.group_version_document(p.get("group", ""), p["version"])
+        if found is None:
+            return _status(404, "NotFound", f"meshpilot serves nothing at {request.url.path}")
+        return JSONResponse(found)
+
     # --- batch ---------------------------------------------------------------
     async def apply(self, request: Request) -> Response:
         try:
@@ -184,8 +199,7 @@ class ControlPlaneAPI:
             if (ns is not None) != info.namespaced:
                 return _status(404, "NotFound", _scope_message(info))
             key = ObjectKey(info.group, info.kind, info.scope(ns), "")
-            return _outcome(await run_in_threadpool(
-                self.service.put_object, key, body, create_only=True))
+            return await self._write(request, info, key, body, create_only=True)
         if request.query_params.get("watch") in ("true", "1"):
             return self._watch(request, info, ns)
         items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
@@ -247,17 +261,54 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", f"{key} not found")
             return JSONResponse(render(obj, info, p["version"]))
         if request.method == "DELETE":
-            return await self._delete_one(request, key)
+            return await self._delete_one(request, key, info)
+        if request.method == "PATCH":
+            return await self._patch(request, info, key)
         try:
             body = await self._json(request)
         except BadBody as exc:
             return _bad_body(exc)
         if not isinstance(body, dict):
             return _status(400, "BadRequest", "the body must be one JSON object")
-        return _outcome(await run_in_threadpool(
-            self.service.put_object, key, body, create_only=False))
+        return await self._write(request, info, key, body, create_only=False)
 
-    async def _delete_one(self, request: Request, key: ObjectKey) -> Response:
+    async def _patch(self, request: Request, info: KindInfo, key: ObjectKey) -> Response:
+        """PATCH: the patch applied to the stored object, then written like a PUT, so it
+        passes the same validation; the stored resourceVersion goes with it, so a write
+        in between makes this one a conflict instead of being overwritten."""
+        obj = self.store.get(key)
+        if obj is None:
+            return _status(404, "NotFound", f"{key} not found")
+        try:
+            patched = kube_patch.apply_patch(render(obj, info), await request.body(),
+                                             request.headers.get("content-type", ""))
+        except kube_patch.PatchError as exc:
+            return _status(exc.status, "BadRequest" if exc.status == 400
+                           else "UnsupportedMediaType", str(exc))
+        return await self._write(request, info, key, patched, create_only=False)
+
+    async def _write(self, request: Request, info: KindInfo, key: ObjectKey,
+                     body: dict[str, Any], *, create_only: bool) -> Response:
+        """Create or replace one object through the config service; the answer in
+        Kubernetes' shape for a Kubernetes client, else meshpilot's Outcome."""
+        if request.query_params.get("dryRun"):
+            return _status(400, "BadRequest", "dryRun is not supported on this path yet; "
+                           "use `meshpilot apply --dry-run`")
+        outcome = await run_in_threadpool(
+            self.service.put_object, key, body, create_only=create_only)
+        if not kube_responses.wants_kube(request):
+            return _outcome(outcome)
+        name = key.name or str((body.get("metadata") or {}).get("name", ""))
+        if outcome.status != 200:
+            return kube_responses.refusal(outcome, info, name)
+        stored = self.store.get(ObjectKey(key.group, key.kind, key.namespace, name))
+        if stored is None:  # deleted again by another writer since this one
+            return _status(404, "NotFound", f"{key.kind} {key.namespace}/{name} not found")
+        created = bool(outcome.results) and outcome.results[0]["action"] == "created"
+        version = request.path_params["version"]
+        return kube_responses.written(render(stored, info, version), outcome, created)
+
+    async def _delete_one(self, request: Request, key: ObjectKey, info: KindInfo) -> Response:
         try:
             pre = read_preconditions(request.query_params.get("resourceVersion"),
                                      await self._json(request))
@@ -266,8 +317,15 @@ class ControlPlaneAPI:
         except BadPreconditions as exc:
             return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
                 codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
-        return _outcome(await run_in_threadpool(
-            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid))
+        if request.query_params.get("dryRun"):
+            return _status(400, "BadRequest", "dryRun is not supported on this path yet")
+        outcome = await run_in_threadpool(
+            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid)
+        if not kube_responses.wants_kube(request):
+            return _outcome(outcome)
+        if outcome.status != 200:
+            return kube_responses.refusal(outcome, info, key.name)
+        return kube_responses.deleted(outcome, info, key.name)
 
     def routes(self) -> list[Route]:
         routes = [
@@ -277,6 +335,9 @@ class ControlPlaneAPI:
             Route("/api", self.core_versions),
             Route("/api/{version}", self.resource_list),
             Route("/apis/{group}/{version}", self.resource_list),
+            Route("/openapi/v3", self.openapi_index),
+            Route("/openapi/v3/api/{version}", self.openapi_document),
+            Route("/openapi/v3/apis/{group}/{version}", self.openapi_document),
             Route(f"{MESHPILOT_API}/apply", self.apply, methods=["POST"]),
             Route(f"{MESHPILOT_API}/delete", self.delete_batch, methods=["POST"]),
             Route(f"{MESHPILOT_API}/diagnostics", self.diagnostics),
@@ -287,9 +348,10 @@ class ControlPlaneAPI:
                 Route(root + "/namespaces/{namespace}/{plural}", self.collection,
                       methods=["GET", "POST"]),
                 Route(root + "/namespaces/{namespace}/{plural}/{name}", self.item,
-                      methods=["GET", "PUT", "DELETE"]),
+                      methods=["GET", "PUT", "PATCH", "DELETE"]),
                 # a cluster-scoped object (a Namespace): /api/v1/namespaces/{name}
-                Route(root + "/{plural}/{name}", self.item, methods=["GET", "PUT", "DELETE"]),
+                Route(root + "/{plural}/{name}", self.item,
+                      methods=["GET", "PUT", "PATCH", "DELETE"]),
             ]
         return routes
 
