@@ -196,3 +196,28 @@ def test_a_bad_file_is_refused_with_its_field_and_changes_nothing(
     assert 'The VirtualService "other" is invalid' in refused.stderr
     assert kubectl(plane, "get", "vs", "-n", "bad", "-o", "name").stdout.split() == [
         "virtualservice.networking.istio.io/myapp"]
+
+
+def test_get_prints_the_columns_users_know(plane: ControlPlane, tmp_path: Path) -> None:
+    progressive = EXAMPLES.parent / "progressive"
+    app = tmp_path / "app.yaml"
+    # kubectl applies one object at a time, so what the VirtualService names (the
+    # DestinationRule's subsets, in service.yaml) comes first
+    app.write_text(in_namespace("columns", EXAMPLES / "service.yaml",
+                                EXAMPLES / "virtualservice.yaml",
+                                *sorted(progressive.glob("*.yaml"))))
+    kubectl(plane, "apply", "-f", str(app))
+
+    def header(*args: str) -> list[str]:
+        return kubectl(plane, "get", *args, "-n", "columns").stdout.splitlines()[0].split()
+
+    assert header("vs") == ["NAME", "GATEWAYS", "HOSTS", "AGE"]
+    assert header("canary") == ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]
+    assert header("deploy") == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert header("dr") == ["NAME", "HOST", "AGE"]
+    assert header("svc") == ["NAME", "PORT(S)", "AGE"]
+    vs_row = kubectl(plane, "get", "vs", "myapp", "-n", "columns", "--no-headers").stdout
+    assert vs_row.split()[:2] == ["myapp", '["myapp"]']
+    # -o wide adds the lower-priority columns
+    assert "FAILEDCHECKS" in header("canary", "-o", "wide")
+    kubectl(plane, "delete", "-f", str(app))

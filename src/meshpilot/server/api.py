@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,6 +28,7 @@ from meshpilot.server import (
     kube_openapi,
     kube_patch,
     kube_responses,
+    kube_tables,
 )
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
@@ -74,11 +75,29 @@ def render(obj: StoredObject, info: KindInfo, version: str | None = None) -> dic
     return body
 
 
+# Live status of an object that the store does not hold (a Deployment's pods, from the
+# runtime), by key; None when nothing runs it.
+LiveStatus = Callable[[ObjectKey], "dict[str, Any] | None"]
+
+
 class ControlPlaneAPI:
-    def __init__(self, service: ConfigService, info: dict[str, Any]) -> None:
+    def __init__(self, service: ConfigService, info: dict[str, Any],
+                 live_status: LiveStatus | None = None) -> None:
         self.service = service
         self.store = service.store
         self.info = info
+        self.live_status = live_status
+
+    def _table(self, info: KindInfo, objects: Sequence[StoredObject], version: str) -> Response:
+        """kubectl get's Table, a Deployment's status filled in from the runtime."""
+        bodies = []
+        for obj in objects:
+            body = render(obj, info, version)
+            live = self.live_status(obj.key) if self.live_status is not None else None
+            if live is not None:
+                body["status"] = live
+            bodies.append(body)
+        return JSONResponse(kube_tables.table(info.kind, bodies, str(self.store.revision())))
 
     # --- helpers -------------------------------------------------------------
     @staticmethod
@@ -203,6 +222,8 @@ class ControlPlaneAPI:
         if request.query_params.get("watch") in ("true", "1"):
             return self._watch(request, info, ns)
         items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
+        if kube_tables.wants_table(request):
+            return self._table(info, items, version)
         return JSONResponse({
             "apiVersion": info.api_version(version),
             "kind": f"{info.kind}List",
@@ -259,6 +280,8 @@ class ControlPlaneAPI:
             obj = self.store.get(key)
             if obj is None:
                 return _status(404, "NotFound", f"{key} not found")
+            if kube_tables.wants_table(request):
+                return self._table(info, [obj], p["version"])
             return JSONResponse(render(obj, info, p["version"]))
         if request.method == "DELETE":
             return await self._delete_one(request, key, info)
@@ -358,10 +381,10 @@ class ControlPlaneAPI:
 
 def create_app(
     service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = (),
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, live_status: LiveStatus | None = None,
 ) -> Any:
     """The ASGI app: every route behind the bearer-token check, then the body limit (so
     a client without the token cannot make the control plane read a body at all)."""
-    api = ControlPlaneAPI(service, info)
+    api = ControlPlaneAPI(service, info, live_status)
     app = Starlette(routes=[*extra_routes, *api.routes()])
     return BearerTokenMiddleware(BodyLimitMiddleware(app, max_body_bytes), token)
