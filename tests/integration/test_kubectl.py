@@ -123,6 +123,8 @@ def test_apply_creates_then_leaves_unchanged_then_configures(
     again = kubectl(plane, "apply", "-f", str(app)).stdout.splitlines()
     assert again == [line.replace("created", "unchanged") for line in first]
     assert weights(plane, "apply") == "90 10"
+    assert kubectl(plane, "get", "deploy", "-n", "apply", "-l", "version=v2",
+                   "-o", "name").stdout.split() == ["deployment.apps/myapp-v2"]
 
     # a merge patch for the Istio kind, a strategic merge patch for the Deployment
     docs = list(yaml.safe_load_all(app.read_text()))
@@ -221,3 +223,35 @@ def test_get_prints_the_columns_users_know(plane: ControlPlane, tmp_path: Path) 
     # -o wide adds the lower-priority columns
     assert "FAILEDCHECKS" in header("canary", "-o", "wide")
     kubectl(plane, "delete", "-f", str(app))
+
+
+def test_get_watch_streams_one_objects_changes(plane: ControlPlane, tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text(in_namespace("watch", EXAMPLES / "service.yaml",
+                                EXAMPLES / "virtualservice.yaml"))
+    kubectl(plane, "apply", "-f", str(app))
+    home = plane.state_dir.parent / "home"
+    env = clean_env(KUBECONFIG=str(plane.state_dir / "kubeconfig"), HOME=str(home))
+    watcher = subprocess.Popen(
+        [KUBECTL, "get", "vs", "myapp", "-n", "watch", "-w", "--output-watch-events",
+         "--no-headers", "--request-timeout=20s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline().split()
+        assert first[:2] == ["ADDED", "myapp"], first
+        # another object of the same kind and namespace is not the watched one
+        other = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                 "metadata": {"name": "other", "namespace": "watch"},
+                 "spec": {"hosts": ["other"],
+                          "http": [{"route": [{"destination": {"host": "myapp"}}]}]}}
+        kubectl(plane, "apply", "-f", "-", input=yaml.safe_dump(other))
+        app.write_text(app.read_text().replace("weight: 90", "weight: 80")
+                       .replace("weight: 10", "weight: 20"))
+        kubectl(plane, "apply", "-f", str(app))
+        assert watcher.stdout.readline().split()[:2] == ["MODIFIED", "myapp"]
+        kubectl(plane, "delete", "vs", "myapp", "-n", "watch")
+        assert watcher.stdout.readline().split()[:2] == ["DELETED", "myapp"]
+    finally:
+        watcher.kill()
+        watcher.communicate(timeout=10)

@@ -28,6 +28,7 @@ from meshpilot.server import (
     kube_openapi,
     kube_patch,
     kube_responses,
+    kube_selectors,
     kube_tables,
 )
 from meshpilot.server.auth import BearerTokenMiddleware
@@ -89,6 +90,10 @@ class ControlPlaneAPI:
         self.live_status = live_status
 
     def _table(self, info: KindInfo, objects: Sequence[StoredObject], version: str) -> Response:
+        return JSONResponse(self._table_body(info, objects, version))
+
+    def _table_body(self, info: KindInfo, objects: Sequence[StoredObject],
+                    version: str) -> dict[str, Any]:
         """kubectl get's Table, a Deployment's status filled in from the runtime."""
         bodies = []
         for obj in objects:
@@ -97,7 +102,7 @@ class ControlPlaneAPI:
             if live is not None:
                 body["status"] = live
             bodies.append(body)
-        return JSONResponse(kube_tables.table(info.kind, bodies, str(self.store.revision())))
+        return kube_tables.table(info.kind, bodies, str(self.store.revision()))
 
     # --- helpers -------------------------------------------------------------
     @staticmethod
@@ -219,9 +224,14 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", _scope_message(info))
             key = ObjectKey(info.group, info.kind, info.scope(ns), "")
             return await self._write(request, info, key, body, create_only=True)
+        try:
+            selected = self._selected(request)
+        except ValueError as exc:
+            return _status(400, "BadRequest", str(exc))
         if request.query_params.get("watch") in ("true", "1"):
-            return self._watch(request, info, ns)
-        items = self.store.list(group=info.group, kind=info.kind, namespace=ns)
+            return self._watch(request, info, ns, selected)
+        items = [o for o in self.store.list(group=info.group, kind=info.kind, namespace=ns)
+                 if selected(o)]
         if kube_tables.wants_table(request):
             return self._table(info, items, version)
         return JSONResponse({
@@ -231,17 +241,47 @@ class ControlPlaneAPI:
             "items": [render(o, info, version) for o in items],
         })
 
-    def _watch(self, request: Request, info: KindInfo, ns: str | None) -> Response:
+    @staticmethod
+    def _selected(request: Request) -> Callable[[StoredObject], bool]:
+        """The list's or watch's fieldSelector and labelSelector as one predicate."""
+        fields = kube_selectors.field_selector(request.query_params.get("fieldSelector"))
+        labels = kube_selectors.label_selector(request.query_params.get("labelSelector"))
+        return lambda obj: fields(obj.key) and labels(obj.body)
+
+    def _watch(self, request: Request, info: KindInfo, ns: str | None,
+               selected: Callable[[StoredObject], bool]) -> Response:
+        """Changes to ``info``'s objects as lines of JSON.
+
+        For a Kubernetes client a resourceVersion of 0 or none means what it means to an
+        API server: the current objects as ADDED events, then the changes; each object a
+        Table when the client asks for one. Otherwise 0 replays the store's history."""
         raw = request.query_params.get("resourceVersion")
+        kube = kube_responses.wants_kube(request)
+        initial: list[StoredObject] = []
         try:
             since = int(raw) if raw else None
             timeout = float(request.query_params.get("timeoutSeconds", "300"))
+            if kube and not since:
+                since = self.store.revision()
+                initial = self.store.list(group=info.group, kind=info.kind, namespace=ns)
             watch = self.store.watch(since)
         except ValueError:
             return _status(400, "BadRequest", "resourceVersion and timeoutSeconds are numbers")
         except Expired as exc:
             return _status(410, "Expired", str(exc))
         version = request.path_params["version"]
+        as_table = kube_tables.wants_table(request)
+
+        def wanted(obj: StoredObject) -> bool:
+            key = obj.key
+            return (key.kind == info.kind and key.group == info.group
+                    and (ns is None or key.namespace == ns) and selected(obj))
+
+        def line(kind: str, obj: StoredObject) -> bytes:
+            body = render(obj, info, version)
+            if as_table:
+                body = self._table_body(info, [obj], version)
+            return (json.dumps({"type": kind, "object": body}) + "\n").encode()
 
         # An async generator that polls without blocking: a sync one runs in a worker
         # thread blocked in watch.get() until the next event or the watch's timeout, so
@@ -250,22 +290,21 @@ class ControlPlaneAPI:
         async def events() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
             try:
+                for obj in initial:
+                    if wanted(obj):
+                        yield line("ADDED", obj)
                 while time.monotonic() < deadline:
                     event = watch.get(timeout=0)
                     if event is None:
                         await asyncio.sleep(_WATCH_POLL_SECONDS)
-                        continue
-                    key = event.object.key
-                    if key.kind != info.kind or key.group != info.group:
-                        continue
-                    if ns is not None and key.namespace != ns:
-                        continue
-                    line = {"type": event.type, "object": render(event.object, info, version)}
-                    yield (json.dumps(line) + "\n").encode()
+                    elif wanted(event.object):
+                        yield line(event.type, event.object)
             finally:
                 watch.close()
 
-        return StreamingResponse(events(), media_type="application/x-ndjson")
+        # client-go picks its stream decoder by this type; it has none for ndjson
+        media = "application/json" if kube else "application/x-ndjson"
+        return StreamingResponse(events(), media_type=media)
 
     async def item(self, request: Request) -> Response:
         try:
