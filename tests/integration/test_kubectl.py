@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import ControlPlane, clean_env
+from tests.conftest import ControlPlane, clean_env, read_endpoints
 
 KUBECTL = "kubectl"
 
@@ -255,3 +255,25 @@ def test_get_watch_streams_one_objects_changes(plane: ControlPlane, tmp_path: Pa
     finally:
         watcher.kill()
         watcher.communicate(timeout=10)
+
+
+def test_typed_commands_sending_protobuf_are_told_what_works(plane: ControlPlane) -> None:
+    refused = kubectl(plane, "create", "namespace", "team-a", check=False)
+    assert refused.returncode == 1
+    assert "UnsupportedMediaType" in refused.stderr
+    assert "kubectl apply -f" in refused.stderr
+
+
+def test_no_kubeconfig_for_a_plain_http_api(tmp_path: Path) -> None:
+    """kubectl would not send the token to it; a stale kubeconfig from an HTTPS start is
+    removed, since it names a port nothing listens on any more."""
+    state_dir = tmp_path / "plain"
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "kubeconfig").write_text("stale")
+    cp = ControlPlane(state_dir, ["--no-mesh"])
+    try:
+        cp.start()
+        assert not (state_dir / "kubeconfig").exists()
+        assert "kubeconfig" not in (read_endpoints(state_dir) or {})
+    finally:
+        cp.stop()

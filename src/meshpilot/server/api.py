@@ -46,15 +46,22 @@ _WATCH_POLL_SECONDS = 0.05
 def _status(code: int, reason: str, message: str, diagnostic: str = "") -> JSONResponse:
     """A Kubernetes-style Status; ``diagnostic`` (a code such as MP0050) goes in
     ``details.causes`` so a client can tell refusals apart without reading the message."""
-    body: dict[str, Any] = {"kind": "Status", "status": "Failure", "reason": reason,
-                            "code": code, "message": message}
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": reason, "code": code,
+                            "message": message}
     if diagnostic:
         body["details"] = {"causes": [{"reason": diagnostic, "message": message}]}
     return JSONResponse(body, status_code=code)
 
 
 def _bad_body(exc: BadBody) -> JSONResponse:
+    if isinstance(exc, UnsupportedBody):
+        return _status(415, "UnsupportedMediaType", str(exc))
     return _status(400, "BadRequest", str(exc), exc.code)
+
+
+class UnsupportedBody(BadBody):
+    """A body in a media type meshpilot does not read (Kubernetes' protobuf)."""
 
 
 def _scope_message(info: KindInfo) -> str:
@@ -112,7 +119,15 @@ class ControlPlaneAPI:
 
     @staticmethod
     async def _json(request: Request) -> Any:
-        """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not."""
+        """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not.
+
+        kubectl's typed commands (``create namespace``, ``scale``) send protobuf, whose
+        schemas meshpilot does not have: those get 415 and a way that works."""
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        if media == "application/vnd.kubernetes.protobuf":
+            raise UnsupportedBody(
+                "meshpilot reads JSON bodies, not Kubernetes protobuf: write the object "
+                "in a file and use kubectl apply -f (or create -f)")
         return parse_json(await request.body())
 
     # --- meta ----------------------------------------------------------------
