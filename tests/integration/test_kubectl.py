@@ -163,6 +163,8 @@ def test_get_across_namespaces_by_short_names_and_jsonpath(
     assert weights(plane, "get-b") == "90 10"
     as_json = kubectl(plane, "get", "vs", "myapp", "-n", "get-a", "-o", "json").stdout
     assert '"kind": "VirtualService"' in as_json
+    again = kubectl(plane, "create", "-f", str(tmp_path / "get-a.yaml"), check=False)
+    assert "(AlreadyExists)" in again.stderr
     missing = kubectl(plane, "get", "vs", "nothere", "-n", "get-a", check=False)
     assert missing.returncode == 1
     assert "NotFound" in missing.stderr

@@ -85,7 +85,7 @@ def render(obj: StoredObject, info: KindInfo, version: str | None = None) -> dic
 
 # Live status of an object that the store does not hold (a Deployment's pods, from the
 # runtime), by key; None when nothing runs it.
-LiveStatus = Callable[[ObjectKey], "dict[str, Any] | None"]
+LiveStatus = Callable[[ObjectKey], dict[str, Any] | None]
 
 
 class ControlPlaneAPI:
@@ -377,7 +377,7 @@ class ControlPlaneAPI:
             return _outcome(outcome)
         name = key.name or str((body.get("metadata") or {}).get("name", ""))
         if outcome.status != 200:
-            return kube_responses.refusal(outcome, info, name)
+            return kube_responses.refusal(outcome, info, name, create_only=create_only)
         stored = self.store.get(ObjectKey(key.group, key.kind, key.namespace, name))
         if stored is None:  # deleted again by another writer since this one
             return _status(404, "NotFound", f"{key.kind} {key.namespace}/{name} not found")

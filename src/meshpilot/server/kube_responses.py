@@ -51,8 +51,9 @@ def _details(info: KindInfo, name: str) -> dict[str, Any]:
 
 def status(code: int, message: str, info: KindInfo, name: str,
            causes: list[dict[str, str]] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    """A metav1.Status: Success for 2xx, else Failure with the reason of ``code``."""
+           headers: dict[str, str] | None = None, reason: str = "") -> JSONResponse:
+    """A metav1.Status: Success for 2xx, else Failure with ``reason`` (by default the
+    one of ``code``)."""
     ok = code < 300
     details = _details(info, name)
     if causes:
@@ -60,14 +61,16 @@ def status(code: int, message: str, info: KindInfo, name: str,
     body: dict[str, Any] = {
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Success" if ok else "Failure", "message": message,
-        "reason": "" if ok else _REASONS.get(code, "InternalError"),
+        "reason": "" if ok else reason or _REASONS.get(code, "InternalError"),
         "details": details, "code": code}
     return JSONResponse(body, status_code=code, headers=headers)
 
 
-def refusal(outcome: Outcome, info: KindInfo, name: str) -> JSONResponse:
+def refusal(outcome: Outcome, info: KindInfo, name: str, *,
+            create_only: bool = False) -> JSONResponse:
     """A refused write as a Status whose causes name each field, with meshpilot's
-    diagnostic code (``reason``) and message: kubectl prints ``field: message`` lines."""
+    diagnostic code (``reason``) and message: kubectl prints ``field: message`` lines.
+    A create refused with 409 is AlreadyExists, as clients test for that reason."""
     errors = [d for d in outcome.diagnostics if d.is_error] or outcome.diagnostics
     causes = [{"reason": d.code, "message": f"{d.message} ({d.code})", "field": d.path}
               for d in errors]
@@ -76,7 +79,9 @@ def refusal(outcome: Outcome, info: KindInfo, name: str) -> JSONResponse:
     message = (f"{what} is invalid: {summary}" if outcome.status == 422
                else summary or what)
     warnings = [d for d in outcome.diagnostics if not d.is_error]
-    return status(outcome.status, message, info, name, causes, _warning_headers(warnings))
+    reason = "AlreadyExists" if create_only and outcome.status == 409 else ""
+    return status(outcome.status, message, info, name, causes, _warning_headers(warnings),
+                  reason=reason)
 
 
 def written(body: dict[str, Any], outcome: Outcome, created: bool) -> JSONResponse:
