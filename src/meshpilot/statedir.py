@@ -50,6 +50,11 @@ class StateDir:
         return self.root / "endpoints.json"
 
     @property
+    def kubeconfig_file(self) -> Path:
+        """What ``kubectl`` uses to reach this control plane (``KUBECONFIG=...``)."""
+        return self.root / "kubeconfig"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "controlplane.lock"
 

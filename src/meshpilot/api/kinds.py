@@ -22,6 +22,9 @@ class KindInfo:
     short_names: tuple[str, ...]
     model_path: str  # "module:Class", imported on first use
     namespaced: bool = True
+    # the groups ``kubectl get CATEGORY`` lists it under: Istio's, Flagger's and
+    # Kubernetes' own, so ``kubectl get istio-io`` or ``kubectl get all`` mean the same
+    categories: tuple[str, ...] = ()
 
     @property
     def preferred_version(self) -> str:
@@ -74,27 +77,32 @@ FLAGGER = "flagger.app"
 ARGO = "argoproj.io"
 _NET_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 _SEC_VERSIONS = ("v1beta1", "v1")
+_NET_CATEGORIES = ("istio-io", "networking-istio-io")
+_SEC_CATEGORIES = ("istio-io", "security-istio-io")
+_ALL = ("all",)
 
 KINDS: tuple[KindInfo, ...] = (
     KindInfo(NETWORKING, "VirtualService", "virtualservices", _NET_VERSIONS, ("vs",),
-             "meshpilot.api.networking:VirtualService"),
+             "meshpilot.api.networking:VirtualService", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "DestinationRule", "destinationrules", _NET_VERSIONS, ("dr",),
-             "meshpilot.api.networking:DestinationRule"),
+             "meshpilot.api.networking:DestinationRule", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "Gateway", "gateways", _NET_VERSIONS, ("gw",),
-             "meshpilot.api.networking:Gateway"),
+             "meshpilot.api.networking:Gateway", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "ServiceEntry", "serviceentries", _NET_VERSIONS, ("se",),
-             "meshpilot.api.networking:ServiceEntry"),
+             "meshpilot.api.networking:ServiceEntry", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "WorkloadEntry", "workloadentries", _NET_VERSIONS, ("we",),
-             "meshpilot.api.networking:WorkloadEntry"),
+             "meshpilot.api.networking:WorkloadEntry", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "Sidecar", "sidecars", _NET_VERSIONS, (),
-             "meshpilot.api.networking:Sidecar"),
+             "meshpilot.api.networking:Sidecar", categories=_NET_CATEGORIES),
     KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", _SEC_VERSIONS, ("pa",),
-             "meshpilot.api.security:PeerAuthentication"),
+             "meshpilot.api.security:PeerAuthentication", categories=_SEC_CATEGORIES),
     KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", _SEC_VERSIONS, ("ap",),
-             "meshpilot.api.security:AuthorizationPolicy"),
+             "meshpilot.api.security:AuthorizationPolicy", categories=_SEC_CATEGORIES),
     KindInfo(SECURITY, "RequestAuthentication", "requestauthentications", _SEC_VERSIONS,
-             ("ra",), "meshpilot.api.request_authentication:RequestAuthentication"),
-    KindInfo("", "Service", "services", ("v1",), ("svc",), "meshpilot.api.kubernetes:Service"),
+             ("ra",), "meshpilot.api.request_authentication:RequestAuthentication",
+             categories=_SEC_CATEGORIES),
+    KindInfo("", "Service", "services", ("v1",), ("svc",), "meshpilot.api.kubernetes:Service",
+             categories=_ALL),
     KindInfo("", "Secret", "secrets", ("v1",), (), "meshpilot.api.credentials:Secret"),
     KindInfo("", "ServiceAccount", "serviceaccounts", ("v1",), ("sa",),
              "meshpilot.api.credentials:ServiceAccount"),
@@ -102,9 +110,9 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("", "Namespace", "namespaces", ("v1",), ("ns",), "meshpilot.api.config:Namespace",
              namespaced=False),
     KindInfo("apps", "Deployment", "deployments", ("v1",), ("deploy",),
-             "meshpilot.api.kubernetes:Deployment"),
+             "meshpilot.api.kubernetes:Deployment", categories=_ALL),
     KindInfo(FLAGGER, "Canary", "canaries", ("v1beta1",), ("canary",),
-             "meshpilot.api.flagger:Canary"),
+             "meshpilot.api.flagger:Canary", categories=_ALL),
     KindInfo(FLAGGER, "MetricTemplate", "metrictemplates", ("v1beta1",), ("mt",),
              "meshpilot.api.flagger:MetricTemplate"),
     KindInfo(FLAGGER, "AlertProvider", "alertproviders", ("v1beta1",), (),

@@ -29,7 +29,7 @@ class BearerTokenMiddleware:
         body = json.dumps({
             "kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401,
             "message": "missing or wrong bearer token; the CLI reads it from the state "
-                       "directory's token file",
+                       "directory's token file, kubectl from its kubeconfig",
         }).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"),

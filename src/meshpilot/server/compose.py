@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.routing import Route
 
+from meshpilot.api.identity import ObjectKey
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
@@ -54,7 +55,16 @@ class Components:
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller,
                                  self.delivery.argo).routes()
-        return create_app(self.config, token, info, routes, max_body_bytes, watch_limit)
+        return create_app(self.config, token, info, routes, max_body_bytes,
+                          live_status=self._deployment_status, watch_limit=watch_limit)
+
+    def _deployment_status(self, key: ObjectKey) -> dict[str, Any] | None:
+        """A Deployment's pod counts from the runtime (what kubectl get shows as READY);
+        None for other kinds, or when no mesh runs pods."""
+        runtime = self.mesh.runtime if self.mesh is not None else None
+        if runtime is None or key.kind != "Deployment" or key.group != "apps":
+            return None
+        return runtime.deployment_status(key.namespace, key.name)
 
     def stop(self) -> None:
         """The rollouts stop writing before the mesh they write to goes."""

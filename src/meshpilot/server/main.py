@@ -33,6 +33,7 @@ from meshpilot.server import compose
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
+from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import Corrupt, SqliteStore
 
@@ -140,6 +141,14 @@ def serve(
         if api_tls is not None:
             renewal.append(asyncio.get_running_loop().create_task(api_tls.renew_forever()))
         started.set()
+        if api_tls is not None:
+            write_kubeconfig(state.kubeconfig_file,
+                             kubeconfig(endpoints["api"], token, state.api_ca_file))
+            endpoints["kubeconfig"] = str(state.kubeconfig_file)
+        else:
+            # kubectl sends a kubeconfig's token over HTTPS only: one for this plain-HTTP
+            # API would only get 401s, and a stale one would name an old port
+            state.kubeconfig_file.unlink(missing_ok=True)
         state.write_endpoints(endpoints)
         log.warning("meshpilot control plane listening on %s", endpoints["api"])
 

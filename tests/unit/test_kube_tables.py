@@ -1,0 +1,42 @@
+"""kubectl get's columns, computed from objects as served."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meshpilot.server.kube_tables import age, table
+
+NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+
+
+def test_canary_columns_come_from_flaggers_status_fields() -> None:
+    canary = {"metadata": {"name": "myapp", "namespace": "default",
+                           "creationTimestamp": "2026-01-02T11:00:00Z"},
+              "spec": {"analysis": {"interval": "10s", "stepWeight": 10}},
+              "status": {"phase": "Progressing", "canaryWeight": 20, "failedChecks": 1,
+                         "lastTransitionTime": "2026-01-02T11:59:00Z"}}
+    got = table("Canary", [canary], "7", NOW)
+    names = [c["name"] for c in got["columnDefinitions"]]
+    assert names == ["Name", "Status", "Weight", "FailedChecks", "Interval", "StepWeight",
+                     "LastTransitionTime"]
+    assert got["rows"][0]["cells"] == ["myapp", "Progressing", 20, 1, "10s", 10,
+                                       "2026-01-02T11:59:00Z"]
+    assert got["rows"][0]["object"]["metadata"]["namespace"] == "default"
+    assert got["metadata"] == {"resourceVersion": "7"}
+
+
+def test_deployment_ready_counts_and_default_columns() -> None:
+    deployment = {"metadata": {"name": "web", "creationTimestamp": "2026-01-02T11:58:30Z"},
+                  "spec": {"replicas": 3},
+                  "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}}
+    assert table("Deployment", [deployment], "1", NOW)["rows"][0]["cells"] == [
+        "web", "2/3", 3, 2, "90s"]
+    other = table("ConfigMap", [{"metadata": {"name": "cfg"}}], "1", NOW)
+    assert [c["name"] for c in other["columnDefinitions"]] == ["Name", "Age"]
+    assert other["rows"][0]["cells"] == ["cfg", "<unknown>"]
+
+
+def test_ages() -> None:
+    assert [age(s) for s in (5, 119, 200, 600, 7200, 4 * 3600 + 60, 30 * 3600,
+                             3 * 86400 + 3600, 40 * 86400)] == [
+        "5s", "119s", "3m20s", "10m", "120m", "4h1m", "30h", "3d1h", "40d"]
