@@ -11,7 +11,7 @@ from pathlib import Path
 
 CSRF_SLOT = "{{csrf}}"
 MESSAGE_SLOT = "{{message}}"
-SIGN_IN = "Run <code>meshpilot dashboard</code> and open the link it prints."
+SIGN_IN = "<p>Run <code>meshpilot dashboard</code> and open the link it prints.</p>"
 
 
 def static_dir() -> Path:

@@ -112,12 +112,17 @@ def _edge(row: Mapping[str, Any]) -> Body:
     src = f"wl:{row.get('source_workload_namespace')}/{row.get('source_workload')}"
     dst = f"wl:{row.get('destination_workload_namespace')}/{row.get('destination_workload')}"
     latency = row.get("latencyMs") or {}
+    # over the whole window, so a burst a few seconds ago still shows (the summary's
+    # requestRate is the recent rate, 0 once it stopped)
+    requests = int(row.get("requests") or 0)
+    errors = int(row.get("errors") or 0)
     return {"id": f"{src}->{dst}", "source": src, "target": dst,
             "sourceName": row.get("source_workload"),
             "service": row.get("destination_service_name"),
             "version": row.get("destination_version"),
-            "requestRate": row.get("requestRate"), "successRate": row.get("successRate"),
-            "p99": latency.get("p99"), "requests": row.get("requests")}
+            "requestRate": requests / WINDOW_SECONDS,
+            "successRate": 100.0 * (requests - errors) / requests if requests else None,
+            "p99": latency.get("p99"), "requests": requests}
 
 
 def graph(pods: Sequence[Pod], services: Sequence[StoredObject],
@@ -125,7 +130,7 @@ def graph(pods: Sequence[Pod], services: Sequence[StoredObject],
     """The mesh graph; ``rows``: telemetry summary rows grouped by ``EDGE_LABELS``."""
     workloads = _workloads(pods, services)
     known = {w["id"] for w in workloads}
-    edges = [_edge(r) for r in rows if r.get("requestRate")]
+    edges = [_edge(r) for r in rows if r.get("requests")]
     callers = []  # callers that are no workload of the runtime (the mesh proxy, outside)
     for edge in edges:
         if edge["source"] not in known:

@@ -69,8 +69,7 @@
           { selector: "edge", style: { label: "data(label)", "curve-style": "bezier",
             "target-arrow-shape": "triangle", width: 2, "font-size": 10,
             "line-color": "#7fa08a", "target-arrow-color": "#7fa08a",
-            "text-background-color": "#fff", "text-background-opacity": 0.9,
-            "text-background-padding": 2 } },
+            "text-rotation": "autorotate", "text-margin-y": -9 } },
         ],
       });
     }
@@ -78,7 +77,7 @@
       shape = ids;
       cy.elements().remove();
       cy.add(els);
-      cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.4, padding: 24,
+      cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.6, padding: 24,
                   animate: false }).run();
     } else {
       for (const e of els) cy.getElementById(e.data.id).data(e.data);
@@ -116,10 +115,14 @@
   }
 
   // --- rollouts -----------------------------------------------------------------------
+  // the built-in checks' units, as `meshpilot rollout status` shows them
+  const unit = (name) => ({ "request-success-rate": "%", "request-duration": " ms" })[name] || "";
+  const value = (v, u) => (v === null || v === undefined) ? "-" : (+v).toPrecision(4) + u;
+
   function threshold(c) {
     const parts = [];
-    if (c.min !== null && c.min !== undefined) parts.push(">= " + c.min);
-    if (c.max !== null && c.max !== undefined) parts.push("<= " + c.max);
+    if (c.min !== null && c.min !== undefined) parts.push(">= " + c.min + unit(c.name));
+    if (c.max !== null && c.max !== undefined) parts.push("<= " + c.max + unit(c.name));
     return parts.join(" and ") || "-";
   }
 
@@ -179,7 +182,7 @@
       c.weights.textContent = "canary " + r.canaryWeight + "% · primary " + r.primaryWeight +
         "% · " + (r.strategy === "canary" ? "step " + r.step + "/" + r.steps : r.strategy);
       c.checks.replaceChildren(...(r.checks.length ? r.checks.map((k) => el("tr", {},
-        el("td", {}, k.name), el("td", { className: "num" }, k.value === null || k.value === undefined ? "-" : (+k.value).toPrecision(4)),
+        el("td", {}, k.name), el("td", { className: "num" }, value(k.value, unit(k.name))),
         el("td", {}, threshold(k)),
         el("td", { className: "verdict-" + k.verdict }, k.verdict || "-"),
         el("td", { className: "num" }, k.samples === null || k.samples === undefined ? "-" : k.samples)))
