@@ -227,6 +227,20 @@ def step_promote_button_promotes_the_paused_canary(
     expect(card.locator(".phase")).to_have_text("Succeeded", timeout=LIVE_SECONDS)
 
 
+def step_proxies_show_what_each_envoy_acked(mesh: Mesh, page: Page, shots: Path) -> None:
+    status = {p["name"]: p for p in mesh.api.get(f"{API}/proxies").json()["proxies"]}
+    row = page.locator('#proxy-table tr[data-proxy="mesh-proxy"]')
+    expect(row).to_contain_text("(synced)", timeout=LIVE_SECONDS)
+    routes = status["mesh-proxy"]["types"]["RouteConfiguration"]["acked"]
+    expect(row.locator("td").nth(7)).to_have_text(re.compile(r"\S+"))
+    assert routes and row.locator("td.nack").count() == 0
+    names = set(page.locator("#proxy-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.proxy)"))
+    assert {"mesh-proxy", "istio-ingressgateway"} <= names, names
+    assert any(n.startswith("myapp-v1-") for n in names), names  # the sidecars too
+    page.locator("#proxies").screenshot(path=shots / "dashboard-proxies.png")
+
+
 def test_the_dashboard_as_a_person_sees_it(mesh: Mesh, browser: Browser, page: Page,
                                           shots: Path) -> None:
     step_without_the_cookie_a_browser_gets_the_login_page(mesh, browser, shots)
@@ -234,3 +248,4 @@ def test_the_dashboard_as_a_person_sees_it(mesh: Mesh, browser: Browser, page: P
     step_weight_change_shows_without_reload(mesh, page)
     step_forged_cross_site_post_is_refused(mesh, browser, page)
     step_promote_button_promotes_the_paused_canary(mesh, page, shots)
+    step_proxies_show_what_each_envoy_acked(mesh, page, shots)

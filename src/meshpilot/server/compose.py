@@ -27,7 +27,7 @@ from meshpilot.server.dashboard import views
 from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
-from meshpilot.server.mesh_api import MeshAPI
+from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
@@ -60,7 +60,8 @@ class Components:
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller).routes()
         auth = DashboardAuth()
-        routes += Dashboard(self.store, auth, partial(_pods, mesh), rows).routes()
+        proxies = partial(proxy_statuses, mesh) if mesh is not None else list
+        routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies).routes()
         return create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth)
 
     def stop(self) -> None:

@@ -48,16 +48,19 @@ PAGE_HEADERS = MappingProxyType({"content-security-policy": CSP, "cache-control"
 
 
 class Dashboard:
-    """The dashboard of one control plane: reads the store, the runtime's pods (``pods``)
-    and the telemetry (``rows``: a blocking summary query, None without a mesh)."""
+    """The dashboard of one control plane: reads the store, the runtime's pods (``pods``),
+    the telemetry (``rows``: a blocking summary query, None without a mesh) and the
+    proxies' xDS status (``proxies``, as ``proxy-status`` shows it)."""
 
     def __init__(self, store: SqliteStore, auth: DashboardAuth,
                  pods: Callable[[], Sequence[Pod]],
-                 rows: Callable[[], list[dict[str, Any]]] | None) -> None:
+                 rows: Callable[[], list[dict[str, Any]]] | None,
+                 proxies: Callable[[], list[dict[str, Any]]]) -> None:
         self.store = store
         self.auth = auth
         self.pods = pods
         self.rows = rows
+        self.proxies = proxies
 
     async def snapshot(self) -> dict[str, Any]:
         rows = await asyncio.to_thread(self.rows) if self.rows is not None else []
@@ -67,6 +70,7 @@ class Dashboard:
                                  store.list(group="networking.istio.io",
                                             kind="VirtualService"), rows),
             "rollouts": views.rollouts(store.list(kind="Canary")),
+            "proxies": views.proxies(self.proxies()),
             "telemetry": self.rows is not None,
         }
 

@@ -1,11 +1,13 @@
-"""What the dashboard draws, as plain JSON: the mesh as a graph, and the rollouts.
+"""What the dashboard draws, as plain JSON: the mesh as a graph, the rollouts, the
+proxies.
 
 The graph: one node per workload version (a Deployment's pods, by their ``version``
 label) inside a node per Service that selects them; an edge per caller and callee with
-the request rate, success rate and p99 of the last minute, from the embedded telemetry
-as the destination sidecars report it (the numbers behind ``meshpilot top``); and each
+the requests of the last minute (rate, success rate, p99) from the embedded telemetry as
+the destination sidecars report it (the numbers behind ``meshpilot top``); and each
 Service's traffic split as its VirtualServices route it. The rollouts: every Canary as
 the rollout API shows it, so the page and ``meshpilot rollout status`` never disagree.
+The proxies: what each ACKed or NACKed, per xDS type, as ``proxy-status`` shows it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ def rollouts(canaries: Iterable[StoredObject]) -> list[Body]:
         except ValueError:
             continue  # not a Canary the controller can run: the API says why
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))
+
+
+def proxies(statuses: Iterable[Mapping[str, Any]]) -> list[Body]:
+    """Per proxy, per xDS type, the version ACKed and any NACK; without the resource
+    counts and sent versions, which change on every push and say nothing here."""
+    out = []
+    for p in statuses:
+        refused = p.get("refused")
+        out.append({
+            "name": p["name"], "kind": p["kind"], "namespace": p["namespace"],
+            "connected": p["connected"], "meshVersion": p["meshVersion"],
+            "latestVersion": p["latestVersion"],
+            "refused": "; ".join(refused["problems"]) if refused else "",
+            "types": {t: {"acked": v["acked"], "nack": v["nack"] or ""}
+                      for t, v in sorted(p["types"].items())},
+        })
+    return sorted(out, key=lambda p: (p["kind"], p["namespace"], p["name"]))
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

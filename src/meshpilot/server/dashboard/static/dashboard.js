@@ -194,6 +194,31 @@
     list.replaceChildren(...nodes);
   }
 
+  // --- proxies ------------------------------------------------------------------------
+  const XDS = [["CDS", "Cluster"], ["EDS", "ClusterLoadAssignment"], ["LDS", "Listener"],
+               ["RDS", "RouteConfiguration"], ["SDS", "Secret"]];
+
+  function xdsCell(t) {
+    if (!t) return el("td", {}, "-");
+    if (t.nack) return el("td", { className: "nack", title: t.nack }, "NACK");
+    return el("td", { className: "num" }, t.acked || "-");
+  }
+
+  function drawProxies(proxies) {
+    const rows = proxies.map((p) => {
+      const mesh = !p.connected ? "disconnected"
+        : p.meshVersion >= p.latestVersion ? p.meshVersion + " (synced)"
+        : p.meshVersion + " of " + p.latestVersion;
+      const row = el("tr", { dataset: { proxy: p.name } },
+        el("td", {}, p.name), el("td", {}, p.kind), el("td", {}, p.namespace),
+        el("td", { className: p.refused ? "nack" : "", title: p.refused }, mesh),
+        ...XDS.map(([, type]) => xdsCell(p.types[type])));
+      return row;
+    });
+    document.querySelector("#proxy-table tbody").replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colSpan: 9, className: "empty" }, "No proxies connected."))]));
+  }
+
   // --- the live feed ------------------------------------------------------------------
   const source = new EventSource("/dashboard/events");
   source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
@@ -204,6 +229,7 @@
     describe(state.graph);
     drawTables(state.graph);
     drawRollouts(state.rollouts);
+    drawProxies(state.proxies);
     document.body.dataset.updated = String(Date.now());
   });
 })();
