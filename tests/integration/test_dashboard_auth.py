@@ -4,6 +4,9 @@ CSRF and Origin checks on state-changing requests made with the cookie."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -80,5 +83,32 @@ def test_cookie_posts_need_the_csrf_token_and_this_origin(
         assert browser.post(cp.api + PROMOTE, headers=here).status_code == 404
         # a signed-in browser cannot mint sign-in codes; the bearer token can
         assert browser.post(cp.api + CODES, headers=here).status_code == 403
+    finally:
+        browser.close()
+
+
+def test_an_open_dashboard_does_not_hold_up_shutdown(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    """uvicorn waits up to 5 s for open responses; the event stream ends at once."""
+    cp = control_plane_factory("state", args=["--no-mesh"])
+    browser, _ = _signed_in(cp)
+    opened = threading.Event()
+
+    def follow() -> None:
+        with contextlib.suppress(httpx.HTTPError), browser.stream(
+                "GET", cp.api + "/dashboard/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("event: state"):
+                    opened.set()
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        assert opened.wait(10), "no state event"
+        started = time.monotonic()
+        assert cp.terminate() == 0
+        assert time.monotonic() - started < 3.0
+        reader.join(timeout=5)
+        assert not reader.is_alive()  # the stream ended with the server
     finally:
         browser.close()

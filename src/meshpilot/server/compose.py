@@ -10,6 +10,7 @@ rollouts) and stop in the reverse one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.dashboard import views
 from meshpilot.server.dashboard.auth import DashboardAuth
+from meshpilot.server.dashboard.events import never
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
@@ -48,8 +50,10 @@ class Components:
     delivery: DeliveryLoop | None = None
 
     def app(self, token: str, info: dict[str, Any],
-            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
-        """The API: the config routes, plus the mesh's and the rollouts' when they run."""
+            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+            stopping: Callable[[], bool] = never) -> Any:
+        """The API: the config routes, plus the mesh's and the rollouts' when they run,
+        and the dashboard; ``stopping`` says when the server is shutting down."""
         routes: list[BaseRoute] = []
         mesh = self.mesh
         rows = None
@@ -61,7 +65,8 @@ class Components:
             routes += RolloutAPI(self.store, self.delivery.controller).routes()
         auth = DashboardAuth()
         proxies = partial(proxy_statuses, mesh) if mesh is not None else list
-        routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies).routes()
+        routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
+                            stopping).routes()
         return create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth)
 
     def stop(self) -> None:

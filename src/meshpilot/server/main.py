@@ -127,7 +127,8 @@ def serve(
     if api_tls is not None:
         endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file),
                          dashboard=_url(host, api_port, "https") + DASHBOARD_PATH)
-    app = components.app(token, info, max_body_bytes)
+    # the server is made below; the dashboard's streams read should_exit once it runs
+    app = components.app(token, info, max_body_bytes, stopping=lambda: server.should_exit)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)

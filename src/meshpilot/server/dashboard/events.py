@@ -42,9 +42,15 @@ def _drain(watch: Watch) -> bool:
     return changed
 
 
-async def stream(store: SqliteStore,
-                 snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[bytes]:
-    """The event stream of one browser; ``snapshot`` makes the current ``state``."""
+def never() -> bool:
+    return False
+
+
+async def stream(store: SqliteStore, snapshot: Callable[[], Awaitable[dict[str, Any]]],
+                 stopping: Callable[[], bool] = never) -> AsyncIterator[bytes]:
+    """The event stream of one browser; ``snapshot`` makes the current ``state``. It
+    ends as soon as ``stopping()`` (the server shuts down): an open tab must not hold
+    up ``meshpilot down`` for the server's whole graceful-shutdown timeout."""
     watch = store.watch(None)
     try:
         start = last_sent = last_beat = time.monotonic()
@@ -53,7 +59,7 @@ async def stream(store: SqliteStore,
         next_tick = start + PERIOD_SECONDS
         while True:
             now = time.monotonic()
-            if now - start > MAX_STREAM_SECONDS:
+            if now - start > MAX_STREAM_SECONDS or stopping():
                 return
             due = _drain(watch) or due or now >= next_tick
             if (due and now - last_sent >= MIN_GAP_SECONDS) or sent == "":

@@ -33,7 +33,7 @@ from meshpilot.server.dashboard.auth import (
     SESSION_TTL_SECONDS,
     DashboardAuth,
 )
-from meshpilot.server.dashboard.events import stream
+from meshpilot.server.dashboard.events import never, stream
 from meshpilot.server.dashboard.gate import PREFIX, SESSION_STATE
 from meshpilot.server.dashboard.pages import dashboard_page, login_page, static_dir
 from meshpilot.store import SqliteStore
@@ -50,17 +50,20 @@ PAGE_HEADERS = MappingProxyType({"content-security-policy": CSP, "cache-control"
 class Dashboard:
     """The dashboard of one control plane: reads the store, the runtime's pods (``pods``),
     the telemetry (``rows``: a blocking summary query, None without a mesh) and the
-    proxies' xDS status (``proxies``, as ``proxy-status`` shows it)."""
+    proxies' xDS status (``proxies``, as ``proxy-status`` shows it); ``stopping`` says
+    when the server shuts down, so that the event streams end."""
 
     def __init__(self, store: SqliteStore, auth: DashboardAuth,
                  pods: Callable[[], Sequence[Pod]],
                  rows: Callable[[], list[dict[str, Any]]] | None,
-                 proxies: Callable[[], list[dict[str, Any]]]) -> None:
+                 proxies: Callable[[], list[dict[str, Any]]],
+                 stopping: Callable[[], bool] = never) -> None:
         self.store = store
         self.auth = auth
         self.pods = pods
         self.rows = rows
         self.proxies = proxies
+        self.stopping = stopping
 
     async def snapshot(self) -> dict[str, Any]:
         rows = await asyncio.to_thread(self.rows) if self.rows is not None else []
@@ -103,7 +106,7 @@ class Dashboard:
         return HTMLResponse(dashboard_page(session.csrf), headers=dict(PAGE_HEADERS))
 
     async def events(self, request: Request) -> Response:
-        return StreamingResponse(stream(self.store, self.snapshot),
+        return StreamingResponse(stream(self.store, self.snapshot, self.stopping),
                                  media_type="text/event-stream",
                                  headers={"cache-control": "no-store",
                                           "x-accel-buffering": "no"})
