@@ -5,6 +5,7 @@ CSRF and Origin checks on state-changing requests made with the cookie."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -112,3 +113,26 @@ def test_an_open_dashboard_does_not_hold_up_shutdown(
         assert not reader.is_alive()  # the stream ended with the server
     finally:
         browser.close()
+
+
+def test_over_tls_the_cookie_is_secure_and_the_origin_https(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    cp = control_plane_factory("state", args=["--no-mesh", "--tls"])
+    endpoints = read_endpoints(cp.state_dir)
+    assert endpoints is not None and endpoints["dashboard"] == cp.api + "/dashboard/"
+    assert cp.api.startswith("https://")
+    ca = ssl.create_default_context(cafile=cp.state_dir / "api-ca.pem")
+    with httpx.Client(base_url=cp.api, trust_env=False, verify=ca,
+                      headers={"Authorization": f"Bearer {cp.token}"}) as cli:
+        url = cli.post(CODES).json()["url"]
+    assert url.startswith(cp.api + "/dashboard/login?code=")
+    with httpx.Client(trust_env=False, verify=ca) as browser:
+        signed_in = browser.get(url)
+        assert signed_in.status_code == 303
+        assert "Secure" in signed_in.headers["set-cookie"]
+        page = browser.get(cp.api + "/dashboard/")
+        csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        plain = {"Origin": cp.api.replace("https://", "http://"), "X-Meshpilot-CSRF": csrf}
+        assert browser.post(cp.api + PROMOTE, headers=plain).status_code == 403
+        here = {"Origin": cp.api, "X-Meshpilot-CSRF": csrf}
+        assert browser.post(cp.api + PROMOTE, headers=here).status_code == 404
