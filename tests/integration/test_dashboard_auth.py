@@ -108,7 +108,7 @@ def test_an_open_dashboard_does_not_hold_up_shutdown(
         assert opened.wait(10), "no state event"
         started = time.monotonic()
         assert cp.terminate() == 0
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 4.0  # 5.5 s when the stream held on
         reader.join(timeout=5)
         assert not reader.is_alive()  # the stream ended with the server
     finally:

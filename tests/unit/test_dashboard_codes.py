@@ -8,6 +8,7 @@ from meshpilot.server.dashboard.auth import (
     SESSION_TTL_SECONDS,
     DashboardAuth,
 )
+from meshpilot.server.dashboard.routes import exposed
 
 
 class Clock:
@@ -62,3 +63,10 @@ def test_outstanding_codes_are_bounded_oldest_dropped() -> None:
         clock.now += 0.001
         auth.new_code()
     assert auth.redeem(first) is None
+
+
+def test_no_sign_in_over_plain_http_beyond_loopback() -> None:
+    assert not exposed("http", "127.0.0.1") and not exposed("http", "::1")
+    assert not exposed("http", "127.0.0.2") and not exposed("http", "localhost")
+    assert exposed("http", "0.0.0.0") and exposed("http", "192.168.1.5")
+    assert not exposed("https", "192.168.1.5")

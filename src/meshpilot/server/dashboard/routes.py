@@ -10,6 +10,7 @@ dashboard`` prints a link with.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +46,17 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "form-action 'self'; base-uri 'none'")
 PAGE_HEADERS = MappingProxyType({"content-security-policy": CSP, "cache-control": "no-store",
                                  "referrer-policy": "no-referrer", "x-frame-options": "DENY"})
+
+
+def exposed(scheme: str, server_host: str) -> bool:
+    """Whether a session cookie would cross a network in clear: plain HTTP on an address
+    other than loopback (``up --host``)."""
+    if scheme == "https":
+        return False
+    try:
+        return not ipaddress.ip_address(server_host).is_loopback
+    except ValueError:
+        return server_host != "localhost"
 
 
 class Dashboard:
@@ -83,6 +95,13 @@ class Dashboard:
                                  "reason": "Forbidden",
                                  "message": "sign-in codes are for the bearer token"},
                                 status_code=403)
+        if exposed(request.url.scheme, (request.scope.get("server") or ("", 0))[0]):
+            return JSONResponse({"kind": "Status", "status": "Failure", "code": 409,
+                                 "reason": "Conflict",
+                                 "message": "the API is served over plain HTTP beyond "
+                                            "loopback, where the dashboard's cookie could "
+                                            "be read on the way: use up --tls"},
+                                status_code=409)
         code = self.auth.new_code()
         base = f"{request.url.scheme}://{request.headers.get('host', '')}"
         return JSONResponse({"url": f"{base}{PREFIX}/login?code={code}",
