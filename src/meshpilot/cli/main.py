@@ -36,6 +36,7 @@ from meshpilot.cli.common import (
     out,
     print_diagnostics,
 )
+from meshpilot.cli.dashboard import register as register_dashboard_command
 from meshpilot.cli.describe_pod import describe_pod
 from meshpilot.cli.logs import register as register_logs_command
 from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
@@ -471,6 +472,7 @@ def analyze(
 
 register_mesh_commands(app)
 register_top_command(app)
+register_dashboard_command(app)
 register_rollout_commands(app)
 register_ca_commands(app)
 register_logs_command(app)

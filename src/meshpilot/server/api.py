@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 import meshpilot
 from meshpilot.api.identity import ObjectKey
@@ -34,6 +34,8 @@ from meshpilot.server import (
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
+from meshpilot.server.dashboard.auth import DashboardAuth
+from meshpilot.server.dashboard.gate import DashboardGate
 from meshpilot.server.delete_options import BadPreconditions, read_preconditions
 from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
@@ -453,12 +455,16 @@ class ControlPlaneAPI:
 
 
 def create_app(
-    service: ConfigService, token: str, info: dict[str, Any], extra_routes: Sequence[Route] = (),
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, live_status: LiveStatus | None = None,
+    service: ConfigService, token: str, info: dict[str, Any],
+    extra_routes: Sequence[BaseRoute] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    dashboard: DashboardAuth | None = None, live_status: LiveStatus | None = None,
     watch_limit: int = WATCH_BACKLOG_LIMIT,
 ) -> Any:
     """The ASGI app: every route behind the bearer-token check, then the body limit (so
-    a client without the token cannot make the control plane read a body at all)."""
+    a client without the token cannot make the control plane read a body at all). With
+    ``dashboard``, a browser signed in to the dashboard passes its gate instead."""
     api = ControlPlaneAPI(service, info, live_status, watch_limit)
-    app = Starlette(routes=[*extra_routes, *api.routes()])
-    return BearerTokenMiddleware(BodyLimitMiddleware(app, max_body_bytes), token)
+    app = BodyLimitMiddleware(Starlette(routes=[*extra_routes, *api.routes()]),
+                              max_body_bytes)
+    bearer = BearerTokenMiddleware(app, token)
+    return bearer if dashboard is None else DashboardGate(app, bearer, dashboard)

@@ -10,20 +10,27 @@ rollouts) and stop in the reverse one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from meshpilot.api.identity import ObjectKey
+from meshpilot.runtime import Pod
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.dashboard import views
+from meshpilot.server.dashboard.auth import DashboardAuth
+from meshpilot.server.dashboard.events import never
+from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
-from meshpilot.server.mesh_api import MeshAPI
+from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
@@ -46,16 +53,25 @@ class Components:
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-            watch_limit: int = WATCH_BACKLOG_LIMIT) -> Any:
-        """The API: the config routes, plus the mesh's and the rollouts' when they run."""
-        routes: list[Route] = []
-        if self.mesh is not None:
+            watch_limit: int = WATCH_BACKLOG_LIMIT,
+            stopping: Callable[[], bool] = never) -> Any:
+        """The API: the config routes, plus the mesh's and the rollouts' when they run,
+        and the dashboard; ``stopping`` says when the server is shutting down."""
+        routes: list[BaseRoute] = []
+        mesh = self.mesh
+        rows = None
+        if mesh is not None:
+            rows = partial(_edge_rows, mesh)
             routes += MeshAPI(self.mesh).routes() + TelemetryAPI(self.mesh).routes()
             routes += CaAPI(self.mesh.ca_rotation).routes()
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller,
                                  self.delivery.argo).routes()
-        return create_app(self.config, token, info, routes, max_body_bytes,
+        auth = DashboardAuth()
+        proxies = partial(proxy_statuses, mesh) if mesh is not None else list
+        routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
+                            stopping).routes()
+        return create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth,
                           live_status=self._deployment_status, watch_limit=watch_limit)
 
     def _deployment_status(self, key: ObjectKey) -> dict[str, Any] | None:
@@ -72,6 +88,20 @@ class Components:
             self.delivery.stop()
         if self.mesh is not None:
             self.mesh.stop()
+
+
+def _pods(mesh: MeshControlPlane | None) -> list[Pod]:
+    runtime = mesh.runtime if mesh is not None else None
+    return runtime.pods() if runtime is not None else []
+
+
+def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
+    """The dashboard's edges: the last minute's traffic per caller and callee version."""
+    telemetry = mesh.telemetry
+    if telemetry is None:
+        return []
+    return [dict(row) for row in telemetry.query.summary(
+        views.EDGE_MATCHERS, views.EDGE_LABELS, views.WINDOW_SECONDS, (0.99,))]
 
 
 def start(state: StateDir, store: SqliteStore, publish: Publish, *,

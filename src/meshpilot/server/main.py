@@ -33,11 +33,13 @@ from meshpilot.server import compose
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
+from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import Corrupt, SqliteStore
 
 log = logging.getLogger("meshpilot.server")
+DASHBOARD_PATH = DASHBOARD_PREFIX + "/"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -96,7 +98,8 @@ def serve(
         "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     endpoints: dict[str, Any] = {
-        "api": _url(host, api_port), "pid": os.getpid(), "stateDir": str(state.root)}
+        "api": _url(host, api_port), "dashboard": _url(host, api_port) + DASHBOARD_PATH,
+        "pid": os.getpid(), "stateDir": str(state.root)}
     started = threading.Event()
 
     def publish(extra: dict[str, Any]) -> None:
@@ -126,8 +129,11 @@ def serve(
         print(f"meshpilot: the API's TLS certificate could not be made: {exc}", file=sys.stderr)
         return 4
     if api_tls is not None:
-        endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file))
-    app = components.app(token, info, max_body_bytes, watch_limit)
+        endpoints.update(api=_url(host, api_port, "https"), api_ca=str(state.api_ca_file),
+                         dashboard=_url(host, api_port, "https") + DASHBOARD_PATH)
+    # the server is made below; the dashboard's streams read should_exit once it runs
+    app = components.app(token, info, max_body_bytes, watch_limit,
+                         stopping=lambda: server.should_exit)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)

@@ -78,6 +78,32 @@ def _log_response(request: Request, sources: list[LogSource],
     return PlainTextResponse("".join(line + "\n" for line in lines))
 
 
+def proxy_statuses(mesh: MeshControlPlane) -> list[dict[str, Any]]:
+    """Every proxy's xDS status: per type the version sent, the version ACKed, the NACK
+    (``proxy-status``, and the dashboard's Proxies table)."""
+    out = []
+    latest = mesh.snapshot.version
+    for status in mesh.xds.status():
+        node = status.node
+        refusal = status.refusal
+        out.append({
+            "id": node.id, "kind": node.kind, "namespace": node.namespace,
+            "name": node.name or node.workload, "workload": node.workload,
+            "connected": status.connected, "api": status.api,
+            "refused": {"version": refusal.version, "problems": list(refusal.problems)}
+            if refusal is not None else None,
+            "meshVersion": status.mesh_version, "latestVersion": latest,
+            "types": {
+                url.rsplit(".", 1)[-1]: {
+                    "sent": t.sent_version, "acked": t.acked_version, "nack": t.nack,
+                    "resources": t.resources,
+                }
+                for url, t in status.types.items()
+            },
+        })
+    return out
+
+
 class MeshAPI:
     def __init__(self, mesh: MeshControlPlane) -> None:
         self.mesh = mesh
@@ -162,26 +188,7 @@ class MeshAPI:
         return _log_response(request, sources, lambda: name in self.mesh.proxies)
 
     async def proxies(self, request: Request) -> Response:
-        out = []
-        for status in self.mesh.xds.status():
-            node = status.node
-            refusal = status.refusal
-            out.append({
-                "id": node.id, "kind": node.kind, "namespace": node.namespace,
-                "name": node.name or node.workload, "workload": node.workload,
-                "connected": status.connected, "api": status.api,
-                "refused": {"version": refusal.version, "problems": list(refusal.problems)}
-                if refusal is not None else None,
-                "meshVersion": status.mesh_version, "latestVersion": self.mesh.snapshot.version,
-                "types": {
-                    url.rsplit(".", 1)[-1]: {
-                        "sent": t.sent_version, "acked": t.acked_version, "nack": t.nack,
-                        "resources": t.resources,
-                    }
-                    for url, t in status.types.items()
-                },
-            })
-        return JSONResponse({"proxies": out})
+        return JSONResponse({"proxies": proxy_statuses(self.mesh)})
 
     def _admin_for(self, name: str) -> AdminClient | Response:
         """The admin API of the proxy ``name`` (a built-in proxy by its key or the name
