@@ -266,16 +266,32 @@ def test_typed_commands_sending_protobuf_are_told_what_works(plane: ControlPlane
     assert "kubectl apply -f" in refused.stderr
 
 
-def test_no_kubeconfig_for_a_plain_http_api(tmp_path: Path) -> None:
-    """kubectl would not send the token to it; a stale kubeconfig from an HTTPS start is
-    removed, since it names a port nothing listens on any more."""
+def test_kubectl_works_beside_a_plain_http_api(tmp_path: Path) -> None:
+    """kubectl sends a kubeconfig's token over HTTPS only, so beside a plain-HTTP API
+    (plain ``meshpilot up``, as issue 14's commands start it) the same API is also served
+    over HTTPS on a loopback port of its own, and the kubeconfig names that one. A stale
+    kubeconfig from an earlier start is replaced."""
     state_dir = tmp_path / "plain"
     state_dir.mkdir(mode=0o700)
     (state_dir / "kubeconfig").write_text("stale")
     cp = ControlPlane(state_dir, ["--no-mesh"])
     try:
         cp.start()
-        assert not (state_dir / "kubeconfig").exists()
-        assert "kubeconfig" not in (read_endpoints(state_dir) or {})
+        endpoints = read_endpoints(state_dir) or {}
+        assert endpoints["api"].startswith("http://")
+        assert endpoints["kube_api"].startswith("https://127.0.0.1:")
+        config = yaml.safe_load((state_dir / "kubeconfig").read_text())
+        assert config["clusters"][0]["cluster"]["server"] == endpoints["kube_api"]
+        assert stat.S_IMODE((state_dir / "kubeconfig").stat().st_mode) == 0o600
+        vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+              "metadata: {name: reviews, namespace: default}\n"
+              "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n")
+        created = kubectl(cp, "apply", "-f", "-", input=vs)
+        assert "virtualservice.networking.istio.io/reviews created" in created.stdout
+        assert "reviews" in kubectl(cp, "get", "vs", "-A").stdout
+        # the same store, read over the plain-HTTP API
+        stored = cp.client.get("/apis/networking.istio.io/v1/namespaces/default/"
+                               "virtualservices/reviews")
+        assert stored.status_code == 200
     finally:
         cp.stop()

@@ -193,9 +193,6 @@ def _start(state: StateDir, host: str, port: int, wait: float, envoy_concurrency
                           f"ingress: {endpoints.get('ingress')}")
             if endpoints.get("kubeconfig"):
                 out.print(f"kubectl: export KUBECONFIG={endpoints['kubeconfig']}")
-            else:
-                out.print("kubectl: start with --tls for a kubeconfig (kubectl sends its "
-                          "token over HTTPS only)")
             return
         if proc.poll() is not None:
             tail = state.log_file.read_text(errors="replace").strip().splitlines()[-5:]

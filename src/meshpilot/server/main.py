@@ -56,6 +56,44 @@ def _url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
+KUBE_HOST = "127.0.0.1"
+"""Where the HTTPS listener for kubectl binds beside a plain-HTTP API: loopback only."""
+
+
+class KubeListener:
+    """The API served a second time, over HTTPS on a loopback port, in a thread of its
+    own: what a kubeconfig points kubectl at when the API itself is plain HTTP (kubectl
+    will not send a bearer token over HTTP). Same app, token and validation."""
+
+    def __init__(self, app: Any, tls: ApiTls) -> None:
+        self._tls = tls
+        self._sock = bind(KUBE_HOST, 0)
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=2,
+            ssl_context_factory=lambda _config, _default: tls.context))
+        original = self._server.startup
+
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
+            await original(sockets=sockets)
+            self._renewal = asyncio.get_running_loop().create_task(tls.renew_forever())
+
+        self._server.startup = startup  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._sock]},
+                                        name="kubectl-https", daemon=True)
+
+    def start(self) -> str:
+        """Serve; the URL a kubeconfig names."""
+        self._thread.start()
+        return _url(KUBE_HOST, self._sock.getsockname()[1], "https")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
 def _api_tls(state: StateDir, host: str, components: compose.Components,
              security: SecurityOptions) -> ApiTls:
     """The API's TLS, from the CA the mesh issues workload certificates from, followed
@@ -122,6 +160,9 @@ def serve(
         return 4
     try:
         api_tls = _api_tls(state, host, components, options) if tls else None
+        # kubectl sends a kubeconfig's token over HTTPS only: beside a plain-HTTP API, the
+        # same API is also served over HTTPS on a loopback port of its own, for kubectl
+        kube_tls = _api_tls(state, KUBE_HOST, components, options) if not tls else None
     except Exception as exc:
         components.stop()
         store.close()
@@ -138,6 +179,7 @@ def serve(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda _config, _default: api_tls.context) if api_tls else None)
     server = uvicorn.Server(config)
+    kube = KubeListener(app, kube_tls) if kube_tls is not None else None
 
     original_startup = server.startup
     renewal: list[asyncio.Task[None]] = []  # held, so the task is not collected
@@ -147,14 +189,13 @@ def serve(
         if api_tls is not None:
             renewal.append(asyncio.get_running_loop().create_task(api_tls.renew_forever()))
         started.set()
-        if api_tls is not None:
+        https_api = endpoints["api"] if api_tls is not None else None
+        if kube is not None:
+            https_api = endpoints["kube_api"] = kube.start()
+        if https_api is not None:
             write_kubeconfig(state.kubeconfig_file,
-                             kubeconfig(endpoints["api"], token, state.api_ca_file))
+                             kubeconfig(https_api, token, state.api_ca_file))
             endpoints["kubeconfig"] = str(state.kubeconfig_file)
-        else:
-            # kubectl sends a kubeconfig's token over HTTPS only: one for this plain-HTTP
-            # API would only get 401s, and a stale one would name an old port
-            state.kubeconfig_file.unlink(missing_ok=True)
         state.write_endpoints(endpoints)
         log.warning("meshpilot control plane listening on %s", endpoints["api"])
 
@@ -172,6 +213,8 @@ def serve(
     try:
         server.run(sockets=[sock])
     finally:
+        if kube is not None:
+            kube.stop()
         state.clear_endpoints()
         components.stop()
         store.close()
