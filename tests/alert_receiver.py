@@ -1,6 +1,7 @@
-"""A chat service's incoming webhook on loopback: records every POST (request target,
-headers, JSON body) and answers with a set status, optionally late. It also serves as
-an HTTP proxy in tests: a proxy receives the absolute URL as the request target."""
+"""A receiver of JSON POSTs on loopback: a chat service's incoming webhook for alerts, a
+Flagger event hook's endpoint, or an HTTP proxy (a proxy receives the absolute URL as
+the request target). Records every POST (request target, headers, JSON body) and
+answers with a set status, optionally late."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from tests.e2e.hook_receiver import hook_receiver
+from tests.alert_receiver import alert_receiver
 from tests.e2e.mesh import URL, Mesh, version_of
 from tests.e2e.rollouts import Rollout, canary
 from tests.e2e.scenario import Given, Then, When
@@ -31,7 +31,7 @@ webhooks:
 
 
 def test_blue_green_runs_to_completion(given: Given, when: When, then: Then) -> None:
-    with hook_receiver() as events:
+    with alert_receiver() as events:
         # an event hook with Flagger's metadata, beside the load test
         event_hook = (f"- name: events\n  type: event\n  url: {events.url}\n"
                       "  metadata: {environment: e2e, cluster: local}\n")
@@ -41,7 +41,7 @@ def test_blue_green_runs_to_completion(given: Given, when: When, then: Then) -> 
             when.release("v2")
             seen = when.rollout_runs_to_the_end(timeout=80)
             when.time_passes(0.5)
-        sent = events.received()[before:]
+        sent = [r.body for r in events.received()[before:]]
     # Then it ran its iterations on the canary (load-tested, no user traffic), switched
     # all traffic over, promoted, and no user request failed
     then.rollout_phase("Succeeded")
