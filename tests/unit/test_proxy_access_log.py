@@ -110,6 +110,31 @@ def test_following_survives_a_rotation(tmp_path: Path) -> None:
     os.replace(path, tmp_path / "p.access.log.1")
     path.write_text("fresh\n")
     assert follower.read() == ["fresh"]
+    follower.close()
+
+
+def test_lines_written_around_a_rotation_are_not_lost(tmp_path: Path) -> None:
+    """The writer (Envoy) keeps its handle on the renamed file until it reopens its log:
+    a line written just before the rename, and one written to the renamed file after
+    the fresh one appeared, are both read (the follow e2e test once missed its request's
+    line this way)."""
+    path = tmp_path / "p.access.log"
+    path.write_text("")
+    follower = _Follower(path)
+    writer = open(path, "a")  # noqa: SIM115 - Envoy's handle, closed below
+    writer.write("before the rename\n")
+    writer.flush()
+    os.replace(path, tmp_path / "p.access.log.1")
+    path.write_text("in the fresh file\n")
+    writer.write("late, in the renamed file\n")
+    writer.flush()
+    # the renamed file is read to its end first, then the fresh one
+    assert follower.read() == ["before the rename", "late, in the renamed file",
+                               "in the fresh file"]
+    writer.write("later still\n")
+    writer.close()
+    assert follower.read() == ["later still"]
+    follower.close()
 
 
 def test_tail_lines_parameter() -> None:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from meshpilot.proxy.access_log import tail_lines
 
@@ -79,53 +80,87 @@ def read_logs(sources: Iterable[LogSource], tail: int | None) -> list[str]:
 
 
 class _Follower:
-    """New lines of one live file since it was last read, reopening it when rotated."""
+    """New lines of one live file since it was last read, across rotations.
+
+    The file is read through an open handle, so a rotation (the file renamed aside, a
+    fresh one in its place) loses nothing: what was written to the old file before the
+    rename, and what the writer still puts there until it reopens its log, is read from
+    the old handle, which is kept and drained for ``RETIRE_SECONDS`` after the switch."""
+
+    RETIRE_SECONDS = 5.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._inode, self._offset = self._position()
+        self._fh = self._open(at_end=True)
+        self._retired: list[tuple[Any, float]] = []  # (old handle, when it was retired)
         self._partial = b""
 
-    def _position(self) -> tuple[int, int]:
+    def _open(self, *, at_end: bool) -> Any:
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - held across reads, closed in close()
+        except OSError:
+            return None
+        if at_end:
+            fh.seek(0, os.SEEK_END)
+        return fh
+
+    def _switch_if_rotated(self) -> None:
         try:
             st = self.path.stat()
         except OSError:
-            return 0, 0
-        return st.st_ino, st.st_size
+            return
+        if self._fh is not None and os.fstat(self._fh.fileno()).st_ino == st.st_ino:
+            if st.st_size < self._fh.tell():  # truncated in place
+                self._fh.seek(0)
+            return
+        if self._fh is not None:
+            self._retired.append((self._fh, time.monotonic()))
+        self._fh = self._open(at_end=False)
 
     def read(self) -> list[str]:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return []
-        if st.st_ino != self._inode or st.st_size < self._offset:  # rotated or truncated
-            self._inode, self._offset = st.st_ino, 0
-        if st.st_size == self._offset:
-            return []
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            data = self._partial + fh.read(st.st_size - self._offset)
-        self._offset = st.st_size
+        data = b""
+        now = time.monotonic()
+        for fh, _ in self._retired:
+            data += fh.read()
+        for fh, since in [r for r in self._retired if now - r[1] > self.RETIRE_SECONDS]:
+            fh.close()
+            self._retired.remove((fh, since))
+        if self._fh is not None:
+            data += self._fh.read()
+        self._switch_if_rotated()
+        if self._fh is not None and self._retired:
+            data += self._fh.read()
+        data = self._partial + data
         *complete, self._partial = data.split(b"\n")
         return [line.decode(errors="replace") for line in complete]
+
+    def close(self) -> None:
+        for fh in [self._fh, *(r[0] for r in self._retired)]:
+            if fh is not None:
+                fh.close()
+        self._fh, self._retired = None, []
 
 
 async def follow(sources: Iterable[LogSource], tail: int | None,
                  alive: Callable[[], bool]) -> AsyncIterator[bytes]:
     """:func:`read_logs`, then every new line as it is written, while ``alive()``."""
     followers = [_Follower(s.live) for s in sources]
-    for line in read_logs(sources, tail):
-        yield (line + "\n").encode()
-    checked = time.monotonic()
-    while True:
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        lines = [line for f in followers for line in f.read()]
-        if lines:
-            yield "".join(line + "\n" for line in lines).encode()
-        if time.monotonic() - checked > 1.0:
-            checked = time.monotonic()
-            if not alive():
-                return
+    try:
+        for line in read_logs(sources, tail):
+            yield (line + "\n").encode()
+        checked = time.monotonic()
+        while True:
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            lines = [line for f in followers for line in f.read()]
+            if lines:
+                yield "".join(line + "\n" for line in lines).encode()
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                if not alive():
+                    return
+    finally:
+        for follower in followers:
+            follower.close()
 
 
 def parse_tail(value: str | None) -> int | None:
