@@ -24,6 +24,7 @@ from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
 from meshpilot.delivery.alerts import AlertSender
 from meshpilot.delivery.configs import ConfigKey
+from meshpilot.delivery.keyed_locks import KeyedLocks
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
 from meshpilot.delivery.notifiers import AlertPoster, HttpAlertPoster
 from meshpilot.delivery.ports import Clock, ClusterReader, LiveCounts, ObjectWriter, WriteError
@@ -75,16 +76,12 @@ class RolloutController:
                                   alerts or HttpAlertPoster())
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_lock = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        """One lock per Canary ever stepped; never removed, so two threads can never
-        hold different locks for the same Canary."""
-        self._locks_lock = threading.Lock()
+        self._locks = KeyedLocks()  # one per Canary: its steps stay serial
         self.last_write_error: str | None = None
         """The refusal of the last write (of whichever Canary wrote last), or None."""
 
     def _lock_of(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_lock:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        return self._locks.of(namespace, name)
 
     def tick(self, namespace: str, name: str) -> Decision | None:
         """Advance one Canary by one tick; None when the Canary does not exist."""

@@ -18,6 +18,7 @@ from meshpilot.delivery.argo import traffic
 from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
 from meshpilot.delivery.argo.status import ArgoState
 from meshpilot.delivery.argo.steps import Decision, View, decide
+from meshpilot.delivery.keyed_locks import KeyedLocks
 from meshpilot.delivery.ports import Clock, WriteError
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,11 @@ class ArgoController:
         self.clock = clock
         self.writer = writer
         self.reader = reader
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        """One lock per Rollout ever stepped; never removed, so two threads can never
-        hold different locks for one Rollout."""
-        self._locks_lock = threading.Lock()
+        self._locks = KeyedLocks()  # one per Rollout: its steps stay serial
         self.last_write_error: str | None = None
 
     def _lock_of(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_lock:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        return self._locks.of(namespace, name)
 
     def tick(self, namespace: str, name: str) -> Decision | None:
         """Advance one Rollout by one tick; None when there is no such Rollout."""
