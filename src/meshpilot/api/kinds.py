@@ -92,6 +92,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.networking:ServiceEntry", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "WorkloadEntry", "workloadentries", _NET_VERSIONS, ("we",),
              "meshpilot.api.networking:WorkloadEntry", categories=_NET_CATEGORIES),
+    KindInfo(NETWORKING, "WorkloadGroup", "workloadgroups", _NET_VERSIONS, ("wg",),
+             "meshpilot.api.workload_group:WorkloadGroup", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "Sidecar", "sidecars", _NET_VERSIONS, (),
              "meshpilot.api.networking:Sidecar", categories=_NET_CATEGORIES),
     KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", _SEC_VERSIONS, ("pa",),

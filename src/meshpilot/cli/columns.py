@@ -100,6 +100,11 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
         ("ADDRESS", lambda o: str(_spec(o).get("address", ""))),
         ("LABELS", lambda o: _join(_spec(o).get("labels"))),
     ),
+    "WorkloadGroup": (
+        ("SERVICE ACCOUNT", lambda o: str((_spec(o).get("template") or {})
+                                          .get("serviceAccount", ""))),
+        ("LABELS", lambda o: _join((_spec(o).get("template") or {}).get("labels"))),
+    ),
     "PeerAuthentication": (("MODE", lambda o: str((_spec(o).get("mtls") or {}).get("mode", ""))),),
     "AuthorizationPolicy": (("ACTION", lambda o: str(_spec(o).get("action", "ALLOW"))),),
     "Service": (("PORTS", _ports), ("SELECTOR", lambda o: _join(_spec(o).get("selector")))),

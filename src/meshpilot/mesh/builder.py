@@ -26,10 +26,12 @@ from meshpilot.api.networking import (
 )
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
+from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
 from meshpilot.mesh import index
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
+    InboundPort,
     MeshService,
     MeshSnapshot,
     Named,
@@ -110,11 +112,29 @@ def _by_kind(objects: Iterable[tuple[ObjectKey, dict[str, Any]]]
 
 
 def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
+    """A hand-written entry is a process reached directly; one a joined host registered
+    (Istio's auto-registration) has a sidecar of the mesh listening on its ports, reached
+    over mTLS as its service account, and is ready while its ``Healthy`` condition (which
+    the control plane keeps from the host's reports) is True."""
     spec = entry.obj.spec
+    if entry.obj.metadata.annotations.get(AUTO_REGISTRATION_ANNOTATION):
+        return WorkloadInstance(
+            name=entry.name, namespace=entry.namespace, ip=spec.address or "",
+            labels=dict(spec.labels), weight=spec.weight or 1, ready=_healthy(entry.obj),
+            ports=tuple(InboundPort(container_port=port, app_port=port, name=name,
+                                    protocol=port_protocol(name))
+                        for name, port in sorted(spec.ports.items())),
+            service_account=spec.service_account or "default")
     return WorkloadInstance(
         name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
         labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
         weight=spec.weight or 1)
+
+
+def _healthy(entry: WorkloadEntry) -> bool:
+    conditions = (entry.status or {}).get("conditions") or []
+    return any(isinstance(c, dict) and c.get("type") == "Healthy" and c.get("status") == "True"
+               for c in conditions)
 
 
 def _sidecar_ports(instances: Iterable[WorkloadInstance]) -> frozenset[int]:

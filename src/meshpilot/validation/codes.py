@@ -88,6 +88,10 @@ BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the co
                       "plane's limit (up --max-body-bytes)")
 STORE_WRITE_FAILED = Code("MP0053", Severity.ERROR, "the config store could not be written "
                           "(disk full or I/O error): 507, nothing written")
+PROBE_NOT_RUN = Code("MP0065", Severity.ERROR, "WorkloadGroup probe a host agent does not "
+                     "run (grpc)")
+JOIN_REFUSED = Code("MP0066", Severity.ERROR, "host join refused: the token is unknown, "
+                    "expired, already used, or issued for another WorkloadGroup")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

@@ -28,6 +28,10 @@ from meshpilot.validation.request_authentication_rules import request_authentica
 from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
 from meshpilot.validation.unapplied_fields import rule_of
+from meshpilot.validation.workload_group_rules import (
+    workload_entry_findings,
+    workload_group_findings,
+)
 
 Rule = Callable[[Mapping[str, Any]], list[Finding]]
 
@@ -60,7 +64,8 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "ServiceEntry": unapplied("ServiceEntry"),
     "Sidecar": unapplied("Sidecar"),
     "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
-    "WorkloadEntry": unapplied("WorkloadEntry"),
+    "WorkloadEntry": workload_entry_findings,
+    "WorkloadGroup": workload_group_findings,
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""
 

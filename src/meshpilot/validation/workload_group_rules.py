@@ -1,0 +1,56 @@
+"""WorkloadGroup and auto-registered WorkloadEntry rules: what a joined host acts on.
+
+A host that joins a group (``meshpilot host join``) runs a sidecar of the mesh, so its
+WorkloadEntry is reached over mutual TLS as the group's ``serviceAccount``: unlike a
+hand-written entry (a process with no sidecar, whose ``serviceAccount`` is refused, see
+:mod:`meshpilot.validation.unapplied_fields`), the identity is applied. An entry says it
+was registered that way with Istio's annotation ``istio.io/autoRegistrationGroup``.
+
+What the agent does not do is said at apply: a ``grpc`` probe is refused (MP0065; the
+agent runs httpGet, tcpSocket and exec), ``network`` and ``locality`` are warned about
+as on any entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
+from meshpilot.validation import codes
+from meshpilot.validation.finding import Finding
+from meshpilot.validation.shapes import as_mapping
+from meshpilot.validation.unapplied_fields import WORKLOAD_ENTRY, findings_of, row
+
+_NO_NETWORK = ("network is not applied: every endpoint is reached directly at its "
+               "address, never through a network's gateway; remove it")
+_NO_LOCALITY = ("locality is not applied: meshpilot's endpoints have no locality (all are "
+                "in one), so traffic is balanced over every endpoint; remove it")
+
+WORKLOAD_GROUP = (
+    row("spec", "template", "network", why=_NO_NETWORK),
+    row("spec", "template", "locality", why=_NO_LOCALITY),
+    row("spec", "probe", "grpc", code=codes.PROBE_NOT_RUN,
+        why="a grpc probe is not run by the host agent, so readiness would never be "
+            "checked; use httpGet, tcpSocket or exec"),
+)
+
+_AUTO_REGISTERED_ENTRY = tuple(r for r in WORKLOAD_ENTRY
+                               if r.code is not codes.UNAPPLIED_SECURITY_FIELD)
+"""An auto-registered entry's rows: its identity is applied (it has a sidecar)."""
+
+
+def auto_registered(body: Mapping[str, Any]) -> bool:
+    annotations = as_mapping(as_mapping(body.get("metadata")).get("annotations"))
+    return bool(annotations.get(AUTO_REGISTRATION_ANNOTATION))
+
+
+def workload_group_findings(body: Mapping[str, Any]) -> list[Finding]:
+    return findings_of(WORKLOAD_GROUP, body)
+
+
+def workload_entry_findings(body: Mapping[str, Any]) -> list[Finding]:
+    """A hand-written entry gets every WorkloadEntry row; an auto-registered one not the
+    refusals that exist because such an entry has no sidecar."""
+    return findings_of(_AUTO_REGISTERED_ENTRY if auto_registered(body) else WORKLOAD_ENTRY,
+                       body)
