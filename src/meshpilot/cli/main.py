@@ -38,6 +38,7 @@ from meshpilot.cli.common import (
 )
 from meshpilot.cli.dashboard import register as register_dashboard_command
 from meshpilot.cli.describe_pod import describe_pod
+from meshpilot.cli.host import register as register_host_commands
 from meshpilot.cli.logs import register as register_logs_command
 from meshpilot.cli.mesh_commands import pods_table, proxy_name, refused_note
 from meshpilot.cli.mesh_commands import register as register_mesh_commands
@@ -106,6 +107,10 @@ def up(
     max_body_bytes: Annotated[int | None, typer.Option(
         min=1, help="Largest request body the API reads (an apply's files, as JSON); "
                     "larger ones are refused with 413. Default: 4 MiB")] = None,
+    listen: Annotated[str | None, typer.Option(
+        help="Make the control plane reachable from other hosts at this address: the API "
+             "over HTTPS and xDS over mutual TLS (for `meshpilot host join`); implies "
+             "--tls. Default: loopback only")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -131,6 +136,8 @@ def up(
             identity.append("--loadtester-commands")
         if max_body_bytes is not None:
             identity += ["--max-body-bytes", str(max_body_bytes)]
+        if listen:
+            identity += ["--listen", listen]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -473,6 +480,7 @@ register_dashboard_command(app)
 register_rollout_commands(app)
 register_ca_commands(app)
 register_logs_command(app)
+register_host_commands(app)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.runtime import Pod
+from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
@@ -30,6 +31,8 @@ from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.events import never
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
+from meshpilot.server.host_registry import HostRegistry
+from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
@@ -50,6 +53,7 @@ class Components:
     config: ConfigService
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
+    hosts: HostsAPI | None = None
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -71,8 +75,11 @@ class Components:
         proxies = partial(proxy_statuses, mesh) if mesh is not None else list
         routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
                             stopping).routes()
-        return create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth,
-                          live_status=self._deployment_status, watch_limit=watch_limit)
+        if self.hosts is not None:
+            routes += self.hosts.routes()
+        app = create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth,
+                         live_status=self._deployment_status, watch_limit=watch_limit)
+        return app if self.hosts is None else HostRoutesGate(app, self.hosts.public_app())
 
     def _deployment_status(self, key: ObjectKey) -> dict[str, Any] | None:
         """A Deployment's pod counts from the runtime (what kubectl get shows as READY);
@@ -86,6 +93,8 @@ class Components:
         """The rollouts stop writing before the mesh they write to goes."""
         if self.delivery is not None:
             self.delivery.stop()
+        if self.hosts is not None:
+            self.hosts.registry.stop()
         if self.mesh is not None:
             self.mesh.stop()
 
@@ -104,10 +113,24 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
         views.EDGE_MATCHERS, views.EDGE_LABELS, views.WINDOW_SECONDS, (0.99,))]
 
 
+def _hosts(state: StateDir, store: SqliteStore, config: ConfigService, mesh: MeshControlPlane,
+           security: SecurityOptions | None) -> HostsAPI:
+    """Joined hosts: their tokens, registrations and health, and their sidecars'
+    credentials fed to the mesh's SDS."""
+    tokens = JoinTokens(state.root / "secrets")
+    registry = HostRegistry(
+        store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
+        (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
+        changed=mesh.wake)
+    mesh.remote_credentials = registry.credentials
+    return HostsAPI(registry, tokens)
+
+
 def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
-          loadtester_commands: bool = False, api_token: str | None = None) -> Components:
+          loadtester_commands: bool = False, api_token: str | None = None,
+          listen: str | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -121,8 +144,10 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
         # --host): metrics need no token to be read
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
-            publish=publish, security=security, access_log=access_log)
+            publish=publish, security=security, access_log=access_log, listen=listen)
+        components.hosts = _hosts(state, store, components.config, mesh, security)
         endpoints = mesh.start()
+        components.hosts.registry.start()
         publish(endpoints)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)
         delivery = DeliveryLoop(

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from meshpilot.runtime.ipam import ports_bindable
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.security.workload_certs import CredentialSubject
+from meshpilot.server.api_tls import issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
@@ -54,6 +55,7 @@ from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 from meshpilot.xds.auth import token_authenticator
+from meshpilot.xds.server import SecurePort
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,11 @@ class MeshControlPlane:
         publish: Callable[[dict[str, Any]], None] = lambda extra: None,
         security: SecurityOptions | None = None,
         access_log: bool = True,
+        listen: str | None = None,
     ) -> None:
         self.state = state
+        self.listen = listen
+        """Where proxies on other hosts reach xDS, over mutual TLS (``up --listen``)."""
         self.store = store
         self.host = host
         self.access_log = access_log
@@ -143,7 +148,10 @@ class MeshControlPlane:
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
         self.xds = XdsServer(host=host, port=self.xds_port,
-                             authenticate=token_authenticator(self.proxy_tokens.verify))
+                             authenticate=token_authenticator(self.proxy_tokens.verify),
+                             secure=self._secure_xds(listen, options))
+        self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
+        """node id -> the credential of a proxy on a joined host (its key stays there)."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -216,13 +224,34 @@ class MeshControlPlane:
                                        host=self.host, port=self.ports.get("metrics"))
         metrics = self.telemetry.start()
         self._collector = QuietCollector(self.xds.idle_seconds).start()
+        remote = {"xds_tls": self.xds_tls_address} if self.listen else {}
         return {
             **metrics,
+            **remote,
             "xds": f"{self.host}:{self.xds_port}",
             "mesh_proxy": f"http://127.0.0.1:{mesh_proxy_port}",
             "ingress": f"http://127.0.0.1:{ingress_port}",
             "ingress_ports": self.gateway_ports(),
         }
+
+    def _secure_xds(self, listen: str | None, options: SecurityOptions) -> SecurePort | None:
+        """The mutual-TLS xDS port at ``listen`` (none without it): a server certificate
+        from the mesh's CA for that address; clients must present a workload
+        certificate from the same roots."""
+        if not listen:
+            return None
+        ca = self.certificates.ca
+        issued = issue_server_certificate(ca, *subject_names(listen), ttl=options.cert_ttl)
+        return SecurePort(listen, self.ports.bindable("xds_tls", listen), issued.chain_pem,
+                          issued.key_pem, ca.trust_bundle.pem)
+
+    @property
+    def xds_tls_address(self) -> str:
+        """host:port of the mutual-TLS xDS port ("" without ``listen``)."""
+        if not self.listen:
+            return ""
+        host = f"[{self.listen}]" if ":" in self.listen else self.listen
+        return f"{host}:{self.xds.secure_port or self.ports.get('xds_tls', self.listen)}"
 
     def stop(self) -> None:
         """Graceful stop: every pod (drained first) and every proxy is stopped. Only a
@@ -286,7 +315,8 @@ class MeshControlPlane:
         gets its own credential (both fixed at this version, like the rest)."""
         ports = {int(k): v for k, v in gateway_ports.items()}
         configs = self._configs
-        credentials = self.certificates.current(self._proxy_identities(pods))
+        credentials = {**self.certificates.current(self._proxy_identities(pods)),
+                       **self.remote_credentials()}
 
         def config_for(node: ProxyNode) -> dict[str, Any]:
             if node.kind == "gateway":
@@ -443,6 +473,10 @@ class MeshControlPlane:
         if not self.xds.wait_acked(version, timeout=5.0):
             log.warning("not every proxy ACKed mesh version %d before stopping %s",
                         version, pod.name)
+
+    def wake(self) -> None:
+        """Rebuild soon (something outside the store changed: a host joined or left)."""
+        self._dirty.set()
 
     def converge(self, timeout: float = 10.0) -> bool:
         """Rebuild now and wait until every connected proxy has ACKed it."""

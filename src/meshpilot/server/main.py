@@ -113,8 +113,10 @@ def serve(
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    watch_limit: int = WATCH_BACKLOG_LIMIT,
+    watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
 ) -> int:
+    if listen:  # reachable from other hosts: the API there, and only over TLS
+        host, tls = listen, True
     state.create()
     try:
         lock = state.acquire_lock()
@@ -152,7 +154,7 @@ def serve(
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log,
                                    loadtester_commands=loadtester_commands,
-                                   api_token=token)
+                                   api_token=token, listen=listen)
     except Exception as exc:
         store.close()
         lock.close()
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-backlog", type=_positive, default=WATCH_BACKLOG_LIMIT,
                         help="events one API watch may have queued unread before it is "
                              f"closed with 410 Gone (default {WATCH_BACKLOG_LIMIT})")
+    parser.add_argument("--listen", default=None,
+                        help="serve the API (HTTPS) and xDS (mutual TLS) at this address "
+                             "for hosts that join; implies --tls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,
-                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog)
+                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
+                 listen=args.listen)
 
 
 def _positive(text: str) -> int:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -57,6 +58,29 @@ def _passthrough(data: bytes) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class SecurePort:
+    """Where and with what the xDS server also listens over mutual TLS: the server's
+    certificate chain and key, and the roots a client's certificate must chain to (a
+    client without one is refused in the handshake)."""
+
+    host: str
+    port: int
+    chain_pem: bytes
+    key_pem: bytes = field(repr=False)
+    roots_pem: bytes = b""
+
+    def add_to(self, server: grpc.aio.Server) -> int:
+        credentials = grpc.ssl_server_credentials(
+            [(self.key_pem, self.chain_pem)], root_certificates=self.roots_pem,
+            require_client_auth=True)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = server.add_secure_port(f"{host}:{self.port}", credentials)
+        if not port:
+            raise OSError(f"cannot bind the mTLS xDS port to {self.host}:{self.port}")
+        return port
+
+
 class XdsServer:
     """Aggregated Discovery Service for the mesh's proxies (SotW and Delta)."""
 
@@ -69,8 +93,11 @@ class XdsServer:
         max_streams: int = 4096,
         phase_timeout: float = 5.0,
         first_syncs: int = 16,
+        secure: SecurePort | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._secure = secure
+        """A second, mutual-TLS port for proxies on other hosts (``up --listen``)."""
         """Whether a stream may speak for the node it names (a refusal reason, or None)."""
         self._first_syncs = first_syncs
         """At most this many proxies receive their whole config at once (the rest wait)."""
@@ -93,6 +120,7 @@ class XdsServer:
         self._deadlines = Deadlines()  # every stream's phase deadline, on one loop timer
         self._active_at = time.monotonic()
         self.port = 0
+        self.secure_port = 0
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> int:
@@ -124,6 +152,8 @@ class XdsServer:
         port = server.add_insecure_port(f"{host}:{self._port}")
         if not port:
             raise OSError(f"cannot bind xDS server to {self._host}:{self._port}")
+        if self._secure is not None:
+            self.secure_port = self._secure.add_to(server)
         await server.start()
         self._server = server
         self._gate = FirstSyncGate(self._first_syncs)

@@ -31,9 +31,14 @@ class SecretMaterial(Protocol):
 
 
 def workload_secret(material: SecretMaterial) -> secret_pb2.Secret:
+    """The chain and the key inline; for a proxy on a joined host, whose key the control
+    plane never has, the key as the file its Envoy reads on that host (``key_file``)."""
+    key_file = str(getattr(material, "key_file", "") or "")
+    key = (base_pb2.DataSource(filename=key_file) if key_file
+           else base_pb2.DataSource(inline_bytes=material.key_pem))
     return secret_pb2.Secret(name=WORKLOAD_SECRET, tls_certificate=common_pb2.TlsCertificate(
         certificate_chain=base_pb2.DataSource(inline_bytes=material.chain_pem),
-        private_key=base_pb2.DataSource(inline_bytes=material.key_pem)))
+        private_key=key))
 
 
 def root_secret(roots_pem: bytes) -> secret_pb2.Secret:

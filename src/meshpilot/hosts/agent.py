@@ -1,0 +1,183 @@
+"""The node agent: join, run the sidecar, report readiness (see the package).
+
+It speaks to the control plane only over TLS that it verifies against the roots it was
+given (``--ca-file``, the control plane's ``api-ca.pem``): the join over the API's
+HTTPS, the sidecar's xDS over mutual TLS with the certificate the join issued. A plain
+``http://`` server is refused, so nothing the host sends or is sent crosses the network
+in clear.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshpilot.hosts.identity import HostFiles
+from meshpilot.hosts.probe import Readiness
+from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
+from meshpilot.mesh.protocols import port_protocol
+from meshpilot.proxy.bootstrap import XDS_CLUSTER, bootstrap
+from meshpilot.proxy.envoy import EnvoyProcess
+
+log = logging.getLogger(__name__)
+
+HOSTS_API = "/apis/meshpilot.io/v1/hosts"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+class JoinFailed(RuntimeError):
+    """The control plane refused the join, or could not be reached; says why."""
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    server: str  # https://ADDR:PORT, the control plane's API
+    token: str
+    group: str  # NS/NAME
+    address: str  # this host's address, where the mesh reaches it
+    ca_file: Path  # the control plane's roots, to verify it
+    state_dir: Path
+    app_ports: Mapping[str, int] = field(default_factory=dict)  # group port name -> app port
+    outbound_port: int = OUTBOUND_PROXY_PORT
+
+
+def _address(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _san_type(server: str) -> str:
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        return "DNS"
+    return "IP_ADDRESS"
+
+
+class HostAgent:
+    """One joined host: :meth:`join`, then :meth:`run` until :meth:`stop`."""
+
+    def __init__(self, options: AgentOptions) -> None:
+        if not options.server.startswith("https://"):
+            raise JoinFailed(f"--server {options.server} is not https://: a host joins over "
+                             "TLS only (start the control plane with `up --listen ADDR`)")
+        self.options = options
+        self.files = HostFiles(options.state_dir / "identity")
+        self._tls = ssl.create_default_context(cafile=str(options.ca_file))
+        self._stop = threading.Event()
+        self.joined: dict[str, Any] = {}
+        self.sidecar: EnvoyProcess | None = None
+
+    # --- join ----------------------------------------------------------------------
+    def join(self) -> dict[str, Any]:
+        """Make the key and CSR, join, write the certificate; the control plane's answer."""
+        csr = self.files.new_key()
+        answer = self._post("join", {
+            "token": self.options.token, "group": self.options.group,
+            "address": self.options.address, "csr": csr.decode(),
+            "keyFile": str(self.files.key)})
+        self.files.save(answer["certificateChain"].encode(), answer["roots"].encode())
+        self.joined = answer
+        return answer
+
+    def _post(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = httpx.post(f"{self.options.server}{HOSTS_API}/{action}", json=body,
+                                  verify=self._tls, timeout=10.0, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise JoinFailed(f"the control plane at {self.options.server} did not answer: "
+                             f"{exc}") from None
+        payload = response.json() if response.content else {}
+        if response.status_code != 200:
+            codes = ", ".join(d.get("code", "") for d in payload.get("diagnostics") or [])
+            raise JoinFailed(f"{action} refused ({response.status_code}"
+                             f"{' ' + codes if codes else ''}): {payload.get('message', '')}")
+        return dict(payload)
+
+    # --- the sidecar -----------------------------------------------------------------
+    def node(self) -> ProxyNode:
+        joined = self.joined
+        inbound = []
+        for name, port in sorted(dict(joined["ports"]).items()):
+            app_port = self.options.app_ports.get(name)
+            if app_port is None:
+                raise JoinFailed(f"the group's port {name} ({port}) has no --app-port "
+                                 f"{name}=PORT: where does the app on this host serve it?")
+            inbound.append(InboundPort(container_port=int(port), app_port=app_port, name=name,
+                                       protocol=port_protocol(name)))
+        return ProxyNode(
+            id=joined["nodeId"], kind="sidecar", namespace=joined["namespace"],
+            ip=self.options.address, workload=joined["entry"], name=joined["entry"],
+            service_account=joined["serviceAccount"], labels=dict(joined["labels"]),
+            inbound=tuple(inbound), outbound_port=self.options.outbound_port)
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The sidecar's bootstrap: xDS at the control plane's mutual-TLS port, presenting
+        this host's certificate and verifying the server's address against the roots."""
+        xds_host, xds_port = _address(self.joined["xds"])
+        doc = bootstrap(self.node(), xds_host=xds_host, xds_port=xds_port, admin_port=0,
+                        xds_token=self.joined["xdsToken"])
+        for cluster in doc["static_resources"]["clusters"]:
+            if cluster["name"] == XDS_CLUSTER:
+                cluster["transport_socket"] = self._xds_tls(xds_host)
+        return doc
+
+    def _xds_tls(self, server: str) -> dict[str, Any]:
+        return {"name": TLS_SOCKET, "typed_config": {
+            "@type": UPSTREAM_TLS,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": str(self.files.chain)},
+                    "private_key": {"filename": str(self.files.key)}}],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(self.files.roots)},
+                    "match_typed_subject_alt_names": [{
+                        "san_type": _san_type(server), "matcher": {"exact": server}}]}}}}
+
+    def start_sidecar(self) -> EnvoyProcess:
+        self.sidecar = EnvoyProcess(self.bootstrap(), name=f"host-{self.joined['entry']}",
+                                    work_dir=self.options.state_dir / "sidecar")
+        return self.sidecar.start()
+
+    # --- reports ---------------------------------------------------------------------
+    def run(self) -> int:
+        """Probe and report until stopped; 0 on stop, 1 when the control plane no longer
+        knows this host (its entry was removed: join again)."""
+        readiness = Readiness(self.joined.get("probe"), self.options.address)
+        every = float(self.joined.get("reportSeconds") or 2.0)
+        started = time.monotonic()
+        next_probe = started + readiness.initial_delay
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_probe:
+                readiness.step()
+                next_probe = now + readiness.period
+            running = self.sidecar is not None and self.sidecar.running
+            try:
+                self._post("report", {"namespace": self.joined["namespace"],
+                                      "entry": self.joined["entry"],
+                                      "hostToken": self.joined["hostToken"],
+                                      "ready": readiness.ready and running})
+            except JoinFailed as exc:
+                if "(403" in str(exc):
+                    log.error("%s; stopping", exc)
+                    return 1
+                log.warning("report not delivered: %s", exc)
+            self._stop.wait(min(every, max(0.1, next_probe - time.monotonic())))
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.sidecar is not None:
+            self.sidecar.stop(grace=2.0)

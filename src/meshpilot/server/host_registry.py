@@ -1,0 +1,294 @@
+"""Hosts that joined a WorkloadGroup: their registration, identity and health.
+
+Istio's WorkloadGroup auto-registration, for hosts the control plane does not run:
+
+- **Join.** A host presents a join token (single use, bound to one group), its address
+  and a CSR for the group's service account. The control plane signs the CSR (the key
+  stays on the host), and registers a WorkloadEntry named ``GROUP-ADDRESS`` from the
+  group's template and metadata, annotated ``istio.io/autoRegistrationGroup``, through
+  the same validated path as every apply. The host gets its certificate, the xDS token
+  of its sidecar's node id, and a credential for its reports.
+- **Health.** The host's agent reports every few seconds whether the group's probe
+  passes. The entry's ``Healthy`` condition is True only while reports arrive within
+  ``timeout`` and say ready, so a host that goes silent (crashed, cut off) leaves the
+  endpoints within ``timeout`` plus a check interval; after ``grace`` of silence its
+  entry is deleted.
+- **SDS.** The sidecar on that host is served its certificate chain with the private key
+  named by its *file on that host* (Envoy reads it there), never the key itself, which
+  the control plane never had.
+
+Reports are kept in memory: after a restart, an entry is healthy again once its host
+reports, and removed if it never does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.kinds import NETWORKING as NETWORKING_GROUP
+from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION, WorkloadGroup
+from meshpilot.proxy.bootstrap import node_id
+from meshpilot.security.ca import CertificateAuthority
+from meshpilot.security.csr import CertificateRequestRefused
+from meshpilot.security.identity import workload_identity
+from meshpilot.security.join_tokens import JoinRefused, JoinTokens
+from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.config_service import ConfigService
+from meshpilot.store import NotFound, PutStatus, SqliteStore
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_ANNOTATION = "istio.io/workloadController"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_GRACE = 300.0
+CHECK_SECONDS = 0.5
+
+
+class JoinError(Exception):
+    """A join refused: ``status`` for the HTTP answer, ``code`` its diagnostic code."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 diagnostics: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.diagnostics = status, code, diagnostics or []
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    token: str
+    group: str  # NS/NAME
+    address: str
+    csr_pem: bytes
+    key_file: str  # where the host's Envoy reads its private key (on that host)
+
+
+@dataclass(frozen=True)
+class HostCredential:
+    """A joined host's sidecar secrets: the chain issued from its CSR, and its key named
+    by its path on that host (``key_pem`` is empty: the control plane never holds it)."""
+
+    chain_pem: bytes
+    key_file: str
+    roots_pem: bytes
+    key_pem: bytes = b""
+
+
+@dataclass
+class _Member:
+    key: ObjectKey
+    node_id: str
+    credential: HostCredential
+    last_seen: float
+    ready: bool = False
+
+
+@dataclass
+class HostRegistry:
+    """Joins, reports and health of the hosts in the mesh (see the module)."""
+
+    store: SqliteStore
+    config: ConfigService
+    tokens: JoinTokens
+    proxy_tokens: ProxyTokens
+    ca: Callable[[], CertificateAuthority]
+    cert_ttl: timedelta
+    xds_address: Callable[[], str]
+    changed: Callable[[], None] = lambda: None
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    clock: Callable[[], float] = time.monotonic
+    _members: dict[ObjectKey, _Member] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _started: float = field(default_factory=time.monotonic)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # --- join --------------------------------------------------------------------
+    def join(self, request: JoinRequest) -> dict[str, Any]:
+        """Register the host; raises :class:`JoinError` and changes nothing if refused."""
+        namespace, name = _group_ref(request.group)
+        group = self._group(namespace, name)
+        entry = _entry(group, namespace, name, request.address)
+        key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry["metadata"]["name"])
+        self._check_entry(entry)
+        account = group.spec.template.service_account or "default"
+        ca = self.ca()
+        issued = self._sign(ca, request.csr_pem, namespace, account)
+        try:
+            self.tokens.spend(request.token, request.group)
+        except JoinRefused as exc:
+            raise JoinError(403, "MP0066", str(exc)) from None
+        node = node_id("sidecar", request.address, key.name, namespace)
+        member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
+                                                   ca.trust_bundle.pem), self.clock())
+        with self._lock:
+            self._members[key] = member
+        outcome = self.config.apply([("<host join>", json.dumps(entry))])
+        if outcome.status != 200:
+            with self._lock:
+                self._members.pop(key, None)
+            raise JoinError(outcome.status, "MP0066", "the WorkloadEntry was refused",
+                            [d.to_dict() for d in outcome.diagnostics])
+        self.changed()
+        return {
+            "entry": key.name, "namespace": namespace, "nodeId": node,
+            "serviceAccount": account, "identity": issued.identity.uri,
+            "certificateChain": issued.chain_pem.decode(), "roots": ca.trust_bundle.pem.decode(),
+            "xdsToken": self.proxy_tokens.token_for(node),
+            "hostToken": self.proxy_tokens.token_for(_host_subject(key)),
+            "xds": self.xds_address(), "labels": entry["spec"].get("labels", {}),
+            "ports": entry["spec"].get("ports", {}),
+            "probe": group.spec.model_dump(by_alias=True, exclude_none=True).get("probe"),
+            "reportSeconds": max(1.0, self.timeout / 4),
+        }
+
+    def group_of(self, ref: str) -> WorkloadGroup:
+        """The stored WorkloadGroup ``NS/NAME``; :class:`JoinError` if there is none."""
+        return self._group(*_group_ref(ref))
+
+    def _group(self, namespace: str, name: str) -> WorkloadGroup:
+        stored = self.store.get(ObjectKey(NETWORKING_GROUP, "WorkloadGroup", namespace, name))
+        if stored is None:
+            raise JoinError(404, "MP0021", f"WorkloadGroup {namespace}/{name} not found; "
+                                           "apply it before hosts join it")
+        try:
+            return WorkloadGroup.model_validate(stored.body)
+        except ValidationError as exc:
+            raise JoinError(409, "MP0066", f"WorkloadGroup {namespace}/{name} is no longer "
+                                           f"valid: {exc.errors()[0]['msg']}") from None
+
+    def _check_entry(self, entry: dict[str, Any]) -> None:
+        outcome = self.config.apply([("<host join>", json.dumps(entry))], dry_run=True)
+        if outcome.status != 200:
+            raise JoinError(outcome.status, "MP0066", "the WorkloadEntry would be refused",
+                            [d.to_dict() for d in outcome.diagnostics])
+
+    def _sign(self, ca: CertificateAuthority, csr_pem: bytes, namespace: str,
+              account: str) -> Any:
+        try:
+            identity = workload_identity(namespace, account, trust_domain=ca.trust_domain)
+            return ca.issue(csr_pem, identity, ttl=self.cert_ttl)
+        except (CertificateRequestRefused, ValueError) as exc:
+            raise JoinError(400, "MP0066", f"the CSR was refused: {exc}") from None
+
+    # --- reports -------------------------------------------------------------------
+    def report(self, namespace: str, entry: str, host_token: str, ready: bool) -> bool:
+        """A host's report; False (nothing recorded) if its credential is not the one
+        issued for that entry, or the entry is not one that joined here."""
+        key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
+        if not self.proxy_tokens.verify(_host_subject(key), host_token):
+            return False
+        with self._lock:
+            member = self._members.get(key)
+            if member is None:
+                return False
+            member.last_seen, member.ready = self.clock(), ready
+        return True
+
+    def credentials(self) -> Mapping[str, HostCredential]:
+        """node id -> its credential, with the CA's current trust bundle."""
+        roots = self.ca().trust_bundle.pem
+        with self._lock:
+            for member in self._members.values():
+                if member.credential.roots_pem != roots:
+                    member.credential = replace(member.credential, roots_pem=roots)
+            return MappingProxyType({m.node_id: m.credential for m in self._members.values()})
+
+    # --- health --------------------------------------------------------------------
+    def start(self) -> None:
+        self._started = self.clock()
+        self._thread = threading.Thread(target=self._run, name="host-health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECK_SECONDS):
+            try:
+                self.check()
+            except Exception:  # the next round tries again
+                log.exception("host health check failed")
+
+    def check(self) -> None:
+        """One round: every auto-registered entry's Healthy condition set from its
+        host's reports; entries silent for longer than ``grace`` deleted."""
+        now = self.clock()
+        for stored in self.store.list(group=NETWORKING_GROUP, kind="WorkloadEntry"):
+            annotations = (stored.body.get("metadata") or {}).get("annotations") or {}
+            if AUTO_REGISTRATION_ANNOTATION not in annotations:
+                continue
+            with self._lock:
+                member = self._members.get(stored.key)
+                seen = member.last_seen if member else self._started
+                ready = bool(member and member.ready)
+            if now - seen > self.grace:
+                self._remove(stored.key)
+                continue
+            self._set_health(stored.key, stored.body, ready and now - seen <= self.timeout)
+
+    def _set_health(self, key: ObjectKey, body: dict[str, Any], healthy: bool) -> None:
+        wanted = "True" if healthy else "False"
+        conditions = (body.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Healthy" and c.get("status") == wanted for c in conditions):
+            return
+        reason = "Reported" if healthy else "NotReportedOrNotReady"
+        try:
+            self.store.commit([PutStatus(key, {"conditions": [{
+                "type": "Healthy", "status": wanted, "reason": reason,
+                "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]})])
+        except NotFound:
+            return
+        log.warning("host entry %s/%s is %s", key.namespace, key.name,
+                    "healthy" if healthy else "unhealthy")
+
+    def _remove(self, key: ObjectKey) -> None:
+        self.config.delete([key], ignore_missing=True)
+        with self._lock:
+            self._members.pop(key, None)
+        log.warning("host entry %s/%s removed: no report for %.0fs", key.namespace, key.name,
+                    self.grace)
+        self.changed()
+
+
+def _host_subject(key: ObjectKey) -> str:
+    """What a host's report credential is bound to (never a node id: no ``~``)."""
+    return f"host/{key.namespace}/{key.name}"
+
+
+def _group_ref(ref: str) -> tuple[str, str]:
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name or "/" in name:
+        raise JoinError(400, "MP0066", f"group {ref!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
+def _entry(group: WorkloadGroup, namespace: str, name: str, address: str) -> dict[str, Any]:
+    """The WorkloadEntry of a member at ``address``: Istio's auto-registration (template
+    spec plus the address; group metadata labels and annotations; named GROUP-ADDRESS,
+    plus -NETWORK when the template names one)."""
+    template = group.spec.template.model_dump(by_alias=True, exclude_none=True)
+    labels = {**group.spec.metadata.labels, **template.get("labels", {})}
+    network = template.get("network")
+    entry_name = f"{name}-{address}" + (f"-{network}" if network else "")
+    annotations = {**group.spec.metadata.annotations,
+                   AUTO_REGISTRATION_ANNOTATION: name, CONTROLLER_ANNOTATION: "meshpilot"}
+    return {
+        "apiVersion": f"{NETWORKING_GROUP}/v1", "kind": "WorkloadEntry",
+        "metadata": {"name": entry_name.replace(":", "-"), "namespace": namespace,
+                     "labels": labels, "annotations": annotations},
+        "spec": {**template, "address": address, "labels": labels},
+    }
