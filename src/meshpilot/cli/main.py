@@ -111,6 +111,11 @@ def up(
         help="Make the control plane reachable from other hosts at this address: the API "
              "over HTTPS and xDS over mutual TLS (for `meshpilot host join`); implies "
              "--tls. Default: loopback only")] = None,
+    host_timeout: Annotated[str | None, typer.Option(
+        help="A joined host silent for this long leaves the endpoints (default 10s)")] = None,
+    host_grace: Annotated[str | None, typer.Option(
+        help="A joined host silent for this long has its WorkloadEntry deleted "
+             "(default 5m)")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -138,6 +143,9 @@ def up(
             identity += ["--max-body-bytes", str(max_body_bytes)]
         if listen:
             identity += ["--listen", listen]
+        for flag, value in (("--host-timeout", host_timeout), ("--host-grace", host_grace)):
+            if value:
+                identity += [flag, value]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

@@ -90,10 +90,11 @@ class HostAgent:
         self.joined = answer
         return answer
 
-    def _post(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, action: str, body: dict[str, Any], timeout: float = 10.0
+              ) -> dict[str, Any]:
         try:
             response = httpx.post(f"{self.options.server}{HOSTS_API}/{action}", json=body,
-                                  verify=self._tls, timeout=10.0, trust_env=False)
+                                  verify=self._tls, timeout=timeout, trust_env=False)
         except httpx.HTTPError as exc:
             raise JoinFailed(f"the control plane at {self.options.server} did not answer: "
                              f"{exc}") from None
@@ -168,7 +169,8 @@ class HostAgent:
                 self._post("report", {"namespace": self.joined["namespace"],
                                       "entry": self.joined["entry"],
                                       "hostToken": self.joined["hostToken"],
-                                      "ready": readiness.ready and running})
+                                      "ready": readiness.ready and running},
+                           timeout=every)
             except JoinFailed as exc:
                 if "(403" in str(exc):
                     log.error("%s; stopping", exc)

@@ -31,7 +31,7 @@ from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.events import never
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
-from meshpilot.server.host_registry import HostRegistry
+from meshpilot.server.host_registry import HostHealth, HostRegistry
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
@@ -114,14 +114,14 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
 
 
 def _hosts(state: StateDir, store: SqliteStore, config: ConfigService, mesh: MeshControlPlane,
-           security: SecurityOptions | None) -> HostsAPI:
+           security: SecurityOptions | None, health: HostHealth) -> HostsAPI:
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
     tokens = JoinTokens(state.root / "secrets")
     registry = HostRegistry(
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
-        changed=mesh.wake)
+        changed=mesh.wake, timeout=health.timeout, grace=health.grace)
     mesh.remote_credentials = registry.credentials
     return HostsAPI(registry, tokens)
 
@@ -130,7 +130,7 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
-          listen: str | None = None) -> Components:
+          listen: str | None = None, host_health: HostHealth | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -145,7 +145,8 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen)
-        components.hosts = _hosts(state, store, components.config, mesh, security)
+        components.hosts = _hosts(state, store, components.config, mesh, security,
+                                  host_health or HostHealth())
         endpoints = mesh.start()
         components.hosts.registry.start()
         publish(endpoints)

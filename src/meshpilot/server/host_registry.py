@@ -55,6 +55,20 @@ DEFAULT_GRACE = 300.0
 CHECK_SECONDS = 0.5
 
 
+@dataclass(frozen=True)
+class HostHealth:
+    """How long a joined host may stay silent: ``timeout`` before it leaves the
+    endpoints, ``grace`` before its entry is deleted (``up --host-timeout/--host-grace``)."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+
+    @classmethod
+    def of(cls, timeout: timedelta | None, grace: timedelta | None) -> HostHealth:
+        return cls(timeout.total_seconds() if timeout else DEFAULT_TIMEOUT,
+                   grace.total_seconds() if grace else DEFAULT_GRACE)
+
+
 class JoinError(Exception):
     """A join refused: ``status`` for the HTTP answer, ``code`` its diagnostic code."""
 

@@ -34,6 +34,7 @@ from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
+from meshpilot.server.host_registry import HostHealth
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import Corrupt, SqliteStore
@@ -114,6 +115,7 @@ def serve(
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
+    host_health: HostHealth | None = None,
 ) -> int:
     if listen:  # reachable from other hosts: the API there, and only over TLS
         host, tls = listen, True
@@ -154,7 +156,8 @@ def serve(
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log,
                                    loadtester_commands=loadtester_commands,
-                                   api_token=token, listen=listen)
+                                   api_token=token, listen=listen,
+                                   host_health=host_health)
     except Exception as exc:
         store.close()
         lock.close()
@@ -258,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default=None,
                         help="serve the API (HTTPS) and xDS (mutual TLS) at this address "
                              "for hosts that join; implies --tls")
+    parser.add_argument("--host-timeout", type=_duration, default=None,
+                        help="a joined host that has not reported for this long leaves "
+                             "the endpoints (default 10s)")
+    parser.add_argument("--host-grace", type=_duration, default=None,
+                        help="... and its WorkloadEntry is deleted after this long "
+                             "(default 5m)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -271,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,
                  max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
-                 listen=args.listen)
+                 listen=args.listen, host_health=HostHealth.of(args.host_timeout,
+                                                               args.host_grace))
 
 
 def _positive(text: str) -> int:
