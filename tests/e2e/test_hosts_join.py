@@ -11,6 +11,7 @@ account, and an auto-registered entry whose proxy stops reporting is marked unhe
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 import sys
@@ -37,7 +38,12 @@ pytestmark = pytest.mark.skipif(
 CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
 TIMEOUT = 2.0  # --host-timeout: how long a silent host stays in the endpoints
 MESH_PROXY_ID = "spiffe://cluster.local/ns/default/sa/default"
+VM_ID = "spiffe://cluster.local/ns/default/sa/myapp-vm"
 PEER_HEADER = "x-meshpilot-peer-principal"
+V2_SERVICE = {"apiVersion": "v1", "kind": "Service",
+              "metadata": {"name": "myapp-v2", "namespace": "default"},
+              "spec": {"selector": {"app": "myapp", "version": "v2"},
+                       "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}}
 
 
 def group(name: str = "myapp-vm", version: str = "v2") -> dict[str, Any]:
@@ -136,7 +142,7 @@ def test_v1_here_and_v2_on_a_joined_host_split_90_10_over_mtls(
     certificate and passed its SPIFFE ID on), and the host's sidecar presents the group's
     identity, checked with openssl."""
     mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(), myapp.split(v1=90, v2=10),
-               group())
+               group(), V2_SERVICE)
     mesh.converge()
     host = net.add_host()
     join(mesh, host, tmp_path, token(mesh))
@@ -152,13 +158,26 @@ def test_v1_here_and_v2_on_a_joined_host_split_90_10_over_mtls(
     assert set(counts) == {"v1", "v2"}, counts
     assert 6 <= counts["v2"] <= 45, counts  # 10% of 200: 20, sd ~4.2
 
+    # The app on the joined host calls the mesh through its sidecar's HTTP proxy, which
+    # listens on that host's loopback only (here a service whose only endpoint is that
+    # host, since the pods' addresses are loopback addresses of the control plane's host).
+    via = subprocess.run(
+        ["ip", "netns", "exec", host.netns, "curl", "-sS", "--max-time", "10", "-x",
+         "http://127.0.0.1:15001", "http://myapp-v2:8080/"],
+        capture_output=True, text=True, timeout=20)
+    assert json.loads(via.stdout)["headers"][PEER_HEADER] == VM_ID, via.stdout + via.stderr
+    closed = subprocess.run(["curl", "-sS", "--max-time", "5", "-x",
+                             f"http://{host.address}:15001", "http://myapp-v2:8080/"],
+                            capture_output=True, text=True, timeout=20)
+    assert closed.returncode != 0, closed.stdout
+
     # The joined sidecar's inbound port speaks TLS with the group's identity.
     shown = subprocess.run(
         ["openssl", "s_client", "-connect", f"{host.address}:8080", "-alpn", "istio",
          "-showcerts"], input="", capture_output=True, text=True, timeout=20)
     cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"],
                           input=shown.stdout, capture_output=True, text=True, timeout=10)
-    assert "URI:spiffe://cluster.local/ns/default/sa/myapp-vm" in cert.stdout, (
+    assert f"URI:{VM_ID}" in cert.stdout, (
         shown.stdout + shown.stderr + cert.stderr)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshpilot.hosts.agent import AgentOptions, HostAgent, JoinFailed
+from meshpilot.hosts.agent import OUTBOUND_ADDRESS, AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     print(f"joined {joined['namespace']}/{joined['entry']} as {joined['identity']}; app "
-          f"outbound proxy: HTTP_PROXY=http://{options.address}:{options.outbound_port}",
+          f"outbound proxy: HTTP_PROXY=http://{OUTBOUND_ADDRESS}:{options.outbound_port}",
           flush=True)
     try:
         return agent.run()

@@ -31,6 +31,9 @@ from meshpilot.proxy.envoy import EnvoyProcess
 log = logging.getLogger(__name__)
 
 HOSTS_API = "/apis/meshpilot.io/v1/hosts"
+OUTBOUND_ADDRESS = "127.0.0.1"
+"""Where the sidecar's HTTP proxy listens: loopback, for the apps of this host only (on
+the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
@@ -120,7 +123,8 @@ class HostAgent:
             id=joined["nodeId"], kind="sidecar", namespace=joined["namespace"],
             ip=self.options.address, workload=joined["entry"], name=joined["entry"],
             service_account=joined["serviceAccount"], labels=dict(joined["labels"]),
-            inbound=tuple(inbound), outbound_port=self.options.outbound_port)
+            inbound=tuple(inbound), outbound_port=self.options.outbound_port,
+            outbound_ip=OUTBOUND_ADDRESS)
 
     def bootstrap(self) -> dict[str, Any]:
         """The sidecar's bootstrap: xDS at the control plane's mutual-TLS port, presenting

@@ -144,6 +144,9 @@ class ProxyNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     inbound: tuple[InboundPort, ...] = ()
     outbound_port: int = OUTBOUND_PROXY_PORT  # the HTTP proxy listener (sidecar, client)
+    outbound_ip: str = ""
+    """Where the HTTP proxy listener binds, when not ``ip``: a joined host's sidecar keeps
+    it on loopback, so its app reaches the mesh through it and its network does not."""
     # Gateway only: Gateway server port (80) → the real port it listens on here.
     gateway_ports: Mapping[int, int] = field(default_factory=dict)
     access_log: str = ""
@@ -211,6 +214,7 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
             for p in node.inbound
         ],
         "OUTBOUND_PORT": node.outbound_port,
+        "OUTBOUND_IP": node.outbound_ip,
         "GATEWAY_PORTS": {str(k): v for k, v in node.gateway_ports.items()},
         "ACCESS_LOG_FILE": node.access_log,
     }
@@ -248,6 +252,7 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
         inbound=inbound,
         outbound_port=_int(meta.get("OUTBOUND_PORT"), OUTBOUND_PROXY_PORT),
+        outbound_ip=str(meta.get("OUTBOUND_IP") or ""),
         gateway_ports={
             _int(k): _int(v) for k, v in gateway_ports.items()  # type: ignore[union-attr]
         },

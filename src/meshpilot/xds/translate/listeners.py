@@ -107,12 +107,13 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
 
 
 def outbound(node: ProxyNode) -> listener_pb2.Listener:
-    """``outbound_http_proxy`` on ``node.ip:node.outbound_port``, routes over SRDS + RDS."""
+    """``outbound_http_proxy`` on ``node.ip:node.outbound_port`` (``outbound_ip`` when
+    set), routes over SRDS + RDS."""
     manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
     manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
     return _listener(
         names.OUTBOUND_LISTENER,
-        node.ip,
+        node.outbound_ip or node.ip,
         node.outbound_port,
         _hcm_filter(manager),
         base_pb2.OUTBOUND,
