@@ -1,0 +1,68 @@
+"""The node agent's sidecar bootstrap: xDS over mutual TLS with the host's own files,
+the server verified by its address, the HTTP proxy on loopback, and refusals that say
+what to do (an ``http://`` server, a group port without an app port)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshpilot.hosts.agent import AgentOptions, HostAgent, JoinFailed
+from meshpilot.mesh.model import node_from_metadata
+from meshpilot.proxy.bootstrap import XDS_CLUSTER
+
+JOINED = {"nodeId": "sidecar~10.77.0.2~reviews-10.77.0.2.shop~shop.svc.cluster.local",
+          "namespace": "shop", "entry": "reviews-10.77.0.2", "serviceAccount": "reviews",
+          "labels": {"app": "reviews"}, "ports": {"http": 8080, "grpc-api": 9090},
+          "xds": "10.77.0.1:15012", "xdsToken": "t" * 64}
+
+
+def agent(tmp_path: Path, server: str = "https://10.77.0.1:8443",
+          **ports: int) -> HostAgent:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    a = HostAgent(AgentOptions(server=server, token="x", group="shop/reviews",
+                               address="10.77.0.2", ca_file=ca, state_dir=tmp_path,
+                               app_ports=ports))
+    a.joined = dict(JOINED)
+    return a
+
+
+def xds_cluster(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in doc["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER)
+
+
+def test_xds_is_mutual_tls_from_the_host_files(tmp_path: Path) -> None:
+    a = agent(tmp_path, http=9080, **{"grpc-api": 9091})
+    doc = a.bootstrap()
+    tls = xds_cluster(doc)["transport_socket"]["typed_config"]["common_tls_context"]
+    (cert,) = tls["tls_certificates"]
+    assert cert["private_key"] == {"filename": str(a.files.key)}
+    assert cert["certificate_chain"] == {"filename": str(a.files.chain)}
+    assert tls["validation_context"]["trusted_ca"] == {"filename": str(a.files.roots)}
+    assert tls["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.77.0.1"}}]
+    node = node_from_metadata(doc["node"]["id"], doc["node"]["metadata"])
+    assert node.ip == "10.77.0.2" and node.outbound_ip == "127.0.0.1"
+    assert {(p.name, p.container_port, p.app_port, p.protocol) for p in node.inbound} == {
+        ("http", 8080, 9080, "HTTP"), ("grpc-api", 9090, 9091, "GRPC")}
+
+
+def test_every_group_port_needs_an_app_port(tmp_path: Path) -> None:
+    with pytest.raises(JoinFailed, match=r"port grpc-api .* has no --app-port"):
+        agent(tmp_path, http=9080).bootstrap()
+
+
+def test_plain_http_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(JoinFailed, match="not https://"):
+        agent(tmp_path, server="http://10.77.0.1:8080")
+
+
+def test_the_key_is_made_owner_only(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    csr = a.files.new_key()
+    assert b"BEGIN CERTIFICATE REQUEST" in csr
+    assert a.files.key.stat().st_mode & 0o777 == 0o600
+    assert a.files.directory.stat().st_mode & 0o777 == 0o700

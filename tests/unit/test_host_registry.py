@@ -1,0 +1,163 @@
+"""The control plane's side of joined hosts, on a real store, CA and validation path:
+Istio's WorkloadGroup auto-registration (entry GROUP-ADDRESS from the template, annotated
+with its group), health from the host's reports (unhealthy once silent past the timeout,
+deleted after the grace period), and the sidecar's secret naming its key by its file on
+that host."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.security.ca_files import load_or_create_self_signed_ca
+from meshpilot.security.join_tokens import JoinTokens
+from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.config_service import ConfigService
+from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
+from meshpilot.store import SqliteStore
+from meshpilot.xds.translate.secrets import workload_secret
+
+GROUP = {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadGroup",
+         "metadata": {"name": "reviews", "namespace": "shop"},
+         "spec": {"metadata": {"labels": {"app": "reviews"}, "annotations": {"team": "x"}},
+                  "template": {"labels": {"version": "v2"}, "ports": {"http": 8080},
+                               "serviceAccount": "reviews"}}}
+ENTRY = ObjectKey("networking.istio.io", "WorkloadEntry", "shop", "reviews-10.77.0.2")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def csr() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry, Clock]]:
+    config = ConfigService(store)
+    assert config.apply([("g.json", json.dumps(GROUP))]).status == 200
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    clock = Clock()
+    reg = HostRegistry(store, config, JoinTokens(tmp_path), ProxyTokens(b"k" * 32),
+                       lambda: ca, timedelta(hours=1), lambda: "10.77.0.1:15012",
+                       timeout=5.0, grace=30.0, clock=clock)
+    reg._started = clock.now
+    yield reg, clock
+
+
+def joined(reg: HostRegistry, address: str = "10.77.0.2") -> dict[str, Any]:
+    token = reg.tokens.issue("shop/reviews").token
+    return reg.join(JoinRequest(token, "shop/reviews", address, csr(), "/var/lib/h/key.pem"))
+
+
+def healthy(store: SqliteStore) -> str | None:
+    stored = store.get(ENTRY)
+    if stored is None:
+        return None
+    return str(stored.body["status"]["conditions"][0]["status"])
+
+
+def test_join_registers_the_entry_from_the_template(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore) -> None:
+    reg, _ = registry
+    answer = joined(reg)
+    assert answer["entry"] == ENTRY.name
+    assert answer["identity"] == "spiffe://cluster.local/ns/shop/sa/reviews"
+    assert answer["xds"] == "10.77.0.1:15012"
+    stored = store.get(ENTRY)
+    assert stored is not None
+    meta, spec = stored.body["metadata"], stored.body["spec"]
+    assert meta["annotations"] == {"team": "x", "istio.io/autoRegistrationGroup": "reviews",
+                                   "istio.io/workloadController": "meshpilot"}
+    assert spec["address"] == "10.77.0.2"
+    assert spec["labels"] == {"app": "reviews", "version": "v2"}
+    assert spec["ports"] == {"http": 8080} and spec["serviceAccount"] == "reviews"
+    leaf = x509.load_pem_x509_certificates(answer["certificateChain"].encode())[0]
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [u.value for u in uris] == [answer["identity"]]
+
+
+def test_the_sidecar_secret_names_the_key_file_and_never_holds_a_key(
+        registry: tuple[HostRegistry, Clock]) -> None:
+    reg, _ = registry
+    answer = joined(reg)
+    credential = reg.credentials()[answer["nodeId"]]
+    secret = workload_secret(credential)
+    assert secret.tls_certificate.private_key.filename == "/var/lib/h/key.pem"
+    assert not secret.tls_certificate.private_key.inline_bytes
+    assert secret.tls_certificate.certificate_chain.inline_bytes.startswith(b"-----BEGIN")
+
+
+def test_health_follows_reports_and_silence_removes_the_entry(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore) -> None:
+    reg, clock = registry
+    answer = joined(reg)
+    reg.check()
+    assert healthy(store) == "False"  # no report yet
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+    reg.check()
+    assert healthy(store) == "True"
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], ready=False)
+    reg.check()
+    assert healthy(store) == "False"  # the probe fails
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+    reg.check()
+    clock.now += 5.5  # past the timeout
+    reg.check()
+    assert healthy(store) == "False"
+    clock.now += 25  # past the grace period
+    reg.check()
+    assert store.get(ENTRY) is None
+    assert answer["nodeId"] not in reg.credentials()
+    assert not reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+
+
+def test_a_report_needs_the_credential_of_that_entry(
+        registry: tuple[HostRegistry, Clock]) -> None:
+    reg, _ = registry
+    first = joined(reg)
+    joined(reg, "10.77.0.3")
+    assert not reg.report("shop", ENTRY.name, "0" * 64, ready=True)
+    assert not reg.report("shop", "reviews-10.77.0.3", first["hostToken"], ready=True)
+
+
+@pytest.mark.parametrize(("group", "status"), [("shop/nope", 404), ("shop", 400)])
+def test_join_to_a_missing_group_spends_nothing(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore, group: str,
+        status: int) -> None:
+    reg, _ = registry
+    token = reg.tokens.issue("shop/reviews").token
+    with pytest.raises(JoinError) as refused:
+        reg.join(JoinRequest(token, group, "10.77.0.2", csr(), "/k"))
+    assert refused.value.status == status
+    reg.join(JoinRequest(token, "shop/reviews", "10.77.0.2", csr(), "/k"))  # still unspent
+    assert store.get(ENTRY) is not None
+
+
+def test_a_bad_csr_or_address_is_refused_and_spends_nothing(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore) -> None:
+    reg, _ = registry
+    token = reg.tokens.issue("shop/reviews").token
+    with pytest.raises(JoinError, match="CSR was refused"):
+        reg.join(JoinRequest(token, "shop/reviews", "10.77.0.2", b"not a csr", "/k"))
+    with pytest.raises(JoinError) as refused:
+        reg.join(JoinRequest(token, "shop/reviews", "not/an address", csr(), "/k"))
+    assert refused.value.status == 422
+    reg.join(JoinRequest(token, "shop/reviews", "10.77.0.2", csr(), "/k"))
+    assert store.get(ENTRY) is not None
