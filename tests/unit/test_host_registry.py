@@ -56,7 +56,8 @@ def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry,
     clock = Clock()
     reg = HostRegistry(store, config, JoinTokens(tmp_path), ProxyTokens(b"k" * 32),
                        lambda: ca, timedelta(hours=1), lambda: "10.77.0.1:15012",
-                       timeout=5.0, grace=30.0, clock=clock)
+                       timeout=5.0, grace=30.0, clock=clock,
+                       members_file=tmp_path / "hosts.json")
     reg._started = clock.now
     yield reg, clock
 
@@ -161,3 +162,23 @@ def test_a_bad_csr_or_address_is_refused_and_spends_nothing(
     assert refused.value.status == 422
     reg.join(JoinRequest(token, "shop/reviews", "10.77.0.2", csr(), "/k"))
     assert store.get(ENTRY) is not None
+
+
+def test_a_restarted_control_plane_keeps_its_members(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore) -> None:
+    """Members survive a restart: their sidecars keep their secret and their reports are
+    taken; the file holds no key and is owner-only."""
+    reg, clock = registry
+    answer = joined(reg)
+    assert reg.members_file is not None
+    assert reg.members_file.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE KEY" not in reg.members_file.read_text()
+    again = HostRegistry(reg.store, reg.config, reg.tokens, reg.proxy_tokens, reg.ca,
+                         reg.cert_ttl, reg.xds_address, timeout=5.0, grace=30.0,
+                         clock=clock, members_file=reg.members_file)
+    credential = again.credentials()[answer["nodeId"]]
+    assert credential.key_file == "/var/lib/h/key.pem"
+    assert credential.roots_pem == reg.ca().trust_bundle.pem
+    assert again.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+    again.check()
+    assert healthy(store) == "True"

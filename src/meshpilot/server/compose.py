@@ -121,7 +121,8 @@ def _hosts(state: StateDir, store: SqliteStore, config: ConfigService, mesh: Mes
     registry = HostRegistry(
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
-        changed=mesh.wake, timeout=health.timeout, grace=health.grace)
+        changed=mesh.wake, timeout=health.timeout, grace=health.grace,
+        members_file=state.root / "secrets" / "hosts.json")
     mesh.remote_credentials = registry.credentials
     return HostsAPI(registry, tokens)
 

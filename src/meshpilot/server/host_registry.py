@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +42,7 @@ from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION, WorkloadG
 from meshpilot.proxy.bootstrap import node_id
 from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
+from meshpilot.security.files import write_private
 from meshpilot.security.identity import workload_identity
 from meshpilot.security.join_tokens import JoinRefused, JoinTokens
 from meshpilot.security.proxy_tokens import ProxyTokens
@@ -122,11 +124,42 @@ class HostRegistry:
     timeout: float = DEFAULT_TIMEOUT
     grace: float = DEFAULT_GRACE
     clock: Callable[[], float] = time.monotonic
+    members_file: Path | None = None
+    """Where the members are kept (entry, node id, certificate chain, key file path:
+    nothing secret), so a restarted control plane still serves their sidecars and takes
+    their reports; silence is counted from its start."""
     _members: dict[ObjectKey, _Member] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = field(default_factory=time.monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._members = self._load()
+
+    def _load(self) -> dict[ObjectKey, _Member]:
+        if self.members_file is None:
+            return {}
+        try:
+            rows = json.loads(self.members_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        now = self.clock()
+        out = {}
+        for row in rows:
+            key = ObjectKey(*row["key"])
+            out[key] = _Member(key, row["nodeId"], HostCredential(
+                row["chain"].encode(), row["keyFile"], b""), now)
+        return out
+
+    def _save(self) -> None:
+        """Called under the lock."""
+        if self.members_file is None:
+            return
+        rows = [{"key": list(m.key), "nodeId": m.node_id,
+                 "chain": m.credential.chain_pem.decode(), "keyFile": m.credential.key_file}
+                for m in self._members.values()]
+        write_private(self.members_file, json.dumps(rows).encode())
 
     # --- join --------------------------------------------------------------------
     def join(self, request: JoinRequest) -> dict[str, Any]:
@@ -148,10 +181,12 @@ class HostRegistry:
                                                    ca.trust_bundle.pem), self.clock())
         with self._lock:
             self._members[key] = member
+            self._save()
         outcome = self.config.apply([("<host join>", json.dumps(entry))])
         if outcome.status != 200:
             with self._lock:
                 self._members.pop(key, None)
+                self._save()
             raise JoinError(outcome.status, "MP0066", "the WorkloadEntry was refused",
                             [d.to_dict() for d in outcome.diagnostics])
         self.changed()
@@ -273,6 +308,7 @@ class HostRegistry:
         self.config.delete([key], ignore_missing=True)
         with self._lock:
             self._members.pop(key, None)
+            self._save()
         log.warning("host entry %s/%s removed: no report for %.0fs", key.namespace, key.name,
                     self.grace)
         self.changed()
