@@ -37,6 +37,7 @@ pytestmark = pytest.mark.skipif(
 
 CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
 TIMEOUT = 2.0  # --host-timeout: how long a silent host stays in the endpoints
+CERT_TTL = 16.0  # --cert-ttl: a joined host renews its certificate after about half
 MESH_PROXY_ID = "spiffe://cluster.local/ns/default/sa/default"
 VM_ID = "spiffe://cluster.local/ns/default/sa/myapp-vm"
 PEER_HEADER = "x-meshpilot-peer-principal"
@@ -69,7 +70,8 @@ def net() -> Iterator[Network]:
 @pytest.fixture
 def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network) -> Iterator[Mesh]:
     cp = control_plane_factory("cp", args=["--listen", net.address, "--host-timeout",
-                                           f"{TIMEOUT:g}s", "--host-grace", "60s"])
+                                           f"{TIMEOUT:g}s", "--host-grace", "60s",
+                                           "--cert-ttl", f"{CERT_TTL:g}s"])
     cp.client = cp.new_client(verify=roots(cp))
     m = Mesh(cp)
     try:
@@ -171,26 +173,59 @@ def test_v1_here_and_v2_on_a_joined_host_split_90_10_over_mtls(
                             capture_output=True, text=True, timeout=20)
     assert closed.returncode != 0, closed.stdout
 
-    # The joined sidecar's inbound port speaks TLS with the group's identity.
+    # The joined sidecar's inbound port speaks TLS with the group's identity ...
+    first = served_certificate(host)
+    assert f"URI:{VM_ID}" in first, first
+    # ... and the host renews it (a new key, made there) at about half its life, with
+    # no request failing meanwhile.
+    deadline = time.monotonic() + CERT_TTL
+    while "renewed (generation 1)" not in read(tmp_path / "agent.log"):
+        assert time.monotonic() < deadline, read(tmp_path / "agent.log")
+        r = mesh.http.get(URL)
+        assert r.status_code == 200 and r.json()["headers"][PEER_HEADER] == MESH_PROXY_ID
+        time.sleep(0.2)
+    wait_for(lambda: serial(served_certificate(host)) != serial(first), 10,
+             lambda: "the sidecar still serves the first certificate")
+    assert f"URI:{VM_ID}" in served_certificate(host)
+    assert (tmp_path / f"host-{host.address}" / "identity" / "key-1.pem").exists()
+
+
+def served_certificate(host: Host) -> str:
+    """What the joined sidecar's inbound port presents, as openssl prints it."""
     shown = subprocess.run(
         ["openssl", "s_client", "-connect", f"{host.address}:8080", "-alpn", "istio",
          "-showcerts"], input="", capture_output=True, text=True, timeout=20)
-    cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"],
+    cert = subprocess.run(["openssl", "x509", "-noout", "-serial", "-ext", "subjectAltName"],
                           input=shown.stdout, capture_output=True, text=True, timeout=10)
-    assert f"URI:{VM_ID}" in cert.stdout, (
-        shown.stdout + shown.stderr + cert.stderr)
+    return cert.stdout + cert.stderr
+
+
+def serial(text: str) -> str:
+    return next((line for line in text.splitlines() if line.startswith("serial=")), "")
 
 
 def test_a_host_cut_off_leaves_the_endpoints_within_the_bound(
         mesh: Mesh, net: Network, tmp_path: Path) -> None:
-    """Given v1 pods and a joined host behind one Service, when the host's link goes
-    down, its endpoint leaves every proxy within the report timeout (plus a check and a
-    push), its entry is marked unhealthy, and requests keep succeeding on the pods."""
+    """Given v1 pods and a joined host behind one Service (kept across a crash and
+    restart of the control plane), when the host's link goes down, its endpoint leaves
+    every proxy within the report timeout (plus a check and a push), its entry is marked
+    unhealthy, and requests keep succeeding on the pods."""
     mesh.apply(myapp.version("v1"), myapp.service(), group())
     mesh.converge()
     host = net.add_host()
     join(mesh, host, tmp_path, token(mesh))
     name = joined(mesh, host, tmp_path)
+
+    # A control plane that crashes and restarts keeps its joined hosts: same API address
+    # for their reports, their membership, their sidecar's xDS over mutual TLS again.
+    api = mesh.cp.api
+    mesh.cp.restart(graceful=False)
+    mesh.cp.client = mesh.cp.new_client(verify=roots(mesh.cp))
+    assert mesh.cp.api == api
+    mesh.converge()
+    wait_for(lambda: any(p["name"] == name and p["connected"] for p in mesh.proxies()), 10,
+             lambda: f"{name}'s sidecar did not reconnect: {mesh.proxies()}")
+    assert healthy(entry(mesh, name))
     assert {r.json()["version"] for r in (mesh.http.get(URL) for _ in range(40))} \
         == {"v1", "v2"}
 

@@ -4,6 +4,7 @@ what to do (an ``http://`` server, a group port without an app port)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,22 @@ def xds_cluster(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_xds_is_mutual_tls_from_the_host_files(tmp_path: Path) -> None:
+    """The client certificate comes from a file-based SDS resource (Envoy watches its
+    directory), which names the current generation's chain and key files."""
     a = agent(tmp_path, http=9080, **{"grpc-api": 9091})
+    a.files.new_key(0)
+    a.files.save(0, b"chain-0", b"roots")
     doc = a.bootstrap()
     tls = xds_cluster(doc)["transport_socket"]["typed_config"]["common_tls_context"]
-    (cert,) = tls["tls_certificates"]
-    assert cert["private_key"] == {"filename": str(a.files.key)}
-    assert cert["certificate_chain"] == {"filename": str(a.files.chain)}
+    (sds,) = tls["tls_certificate_sds_secret_configs"]
+    source = sds["sds_config"]["path_config_source"]
+    assert source == {"path": str(a.files.sds),
+                      "watched_directory": {"path": str(a.files.directory)}}
+    (secret,) = json.loads(a.files.sds.read_text())["resources"]
+    assert secret["name"] == sds["name"]
+    assert secret["tls_certificate"] == {
+        "certificate_chain": {"filename": str(a.files.chain_of(0))},
+        "private_key": {"filename": str(a.files.key_of(0))}}
     assert tls["validation_context"]["trusted_ca"] == {"filename": str(a.files.roots)}
     assert tls["validation_context"]["match_typed_subject_alt_names"] == [
         {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.77.0.1"}}]
@@ -60,9 +71,15 @@ def test_plain_http_is_refused(tmp_path: Path) -> None:
         agent(tmp_path, server="http://10.77.0.1:8080")
 
 
-def test_the_key_is_made_owner_only(tmp_path: Path) -> None:
+def test_keys_are_owner_only_and_generations_roll(tmp_path: Path) -> None:
     a = agent(tmp_path)
-    csr = a.files.new_key()
+    csr = a.files.new_key(0)
     assert b"BEGIN CERTIFICATE REQUEST" in csr
-    assert a.files.key.stat().st_mode & 0o777 == 0o600
+    assert a.files.key_of(0).stat().st_mode & 0o777 == 0o600
     assert a.files.directory.stat().st_mode & 0o777 == 0o700
+    for generation in (0, 1, 2):
+        a.files.new_key(generation)
+        a.files.save(generation, f"chain-{generation}".encode(), b"roots")
+    assert a.files.sds.stat().st_mode & 0o777 == 0o600
+    assert str(a.files.key_of(2)) in a.files.sds.read_text()
+    assert not a.files.key_of(0).exists() and a.files.key_of(1).exists()

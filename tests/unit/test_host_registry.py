@@ -182,3 +182,18 @@ def test_a_restarted_control_plane_keeps_its_members(
     assert again.report("shop", ENTRY.name, answer["hostToken"], ready=True)
     again.check()
     assert healthy(store) == "True"
+
+
+def test_renewal_issues_for_the_same_identity_and_a_new_key_file(
+        registry: tuple[HostRegistry, Clock]) -> None:
+    reg, _ = registry
+    answer = joined(reg)
+    renewed = reg.renew("shop", ENTRY.name, answer["hostToken"], csr(), "/var/lib/h/key-1.pem")
+    assert renewed is not None
+    leaf = x509.load_pem_x509_certificates(renewed["certificateChain"].encode())[0]
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [u.value for u in uris] == [answer["identity"]]
+    credential = reg.credentials()[answer["nodeId"]]
+    assert credential.key_file == "/var/lib/h/key-1.pem"
+    assert credential.chain_pem == renewed["certificateChain"].encode()
+    assert reg.renew("shop", ENTRY.name, "0" * 64, csr(), "/k") is None

@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from meshpilot.hosts.identity import HostFiles
+from meshpilot.hosts.identity import XDS_CLIENT_SECRET, HostFiles
 from meshpilot.hosts.probe import Readiness
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
@@ -84,12 +85,12 @@ class HostAgent:
     # --- join ----------------------------------------------------------------------
     def join(self) -> dict[str, Any]:
         """Make the key and CSR, join, write the certificate; the control plane's answer."""
-        csr = self.files.new_key()
+        csr = self.files.new_key(0)
         answer = self._post("join", {
             "token": self.options.token, "group": self.options.group,
             "address": self.options.address, "csr": csr.decode(),
-            "keyFile": str(self.files.key)})
-        self.files.save(answer["certificateChain"].encode(), answer["roots"].encode())
+            "keyFile": str(self.files.key_of(0))})
+        self.files.save(0, answer["certificateChain"].encode(), answer["roots"].encode())
         self.joined = answer
         return answer
 
@@ -138,13 +139,17 @@ class HostAgent:
         return doc
 
     def _xds_tls(self, server: str) -> dict[str, Any]:
+        """The client certificate comes from the SDS file the agent rewrites on renewal
+        (Envoy watches its directory); the roots and the server's name are fixed."""
         return {"name": TLS_SOCKET, "typed_config": {
             "@type": UPSTREAM_TLS,
             "common_tls_context": {
                 "alpn_protocols": ["h2"],
-                "tls_certificates": [{
-                    "certificate_chain": {"filename": str(self.files.chain)},
-                    "private_key": {"filename": str(self.files.key)}}],
+                "tls_certificate_sds_secret_configs": [{
+                    "name": XDS_CLIENT_SECRET,
+                    "sds_config": {"resource_api_version": "V3", "path_config_source": {
+                        "path": str(self.files.sds),
+                        "watched_directory": {"path": str(self.files.directory)}}}}],
                 "validation_context": {
                     "trusted_ca": {"filename": str(self.files.roots)},
                     "match_typed_subject_alt_names": [{
@@ -156,9 +161,31 @@ class HostAgent:
         return self.sidecar.start()
 
     # --- reports ---------------------------------------------------------------------
+    def renew(self) -> None:
+        """A new key and certificate (the next generation); the control plane serves the
+        sidecar the new chain with the new key's file, and the xDS client certificate
+        follows through the SDS file."""
+        generation = self.files.generation + 1
+        csr = self.files.new_key(generation)
+        answer = self._post("renew", {
+            "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+            "hostToken": self.joined["hostToken"], "csr": csr.decode(),
+            "keyFile": str(self.files.key_of(generation))})
+        self.files.save(generation, answer["certificateChain"].encode(),
+                        answer["roots"].encode())
+        log.warning("certificate renewed (generation %d)", generation)
+
+    def _renew_if_due(self) -> None:
+        if datetime.now(UTC) < self.files.renew_at():
+            return
+        try:
+            self.renew()
+        except JoinFailed as exc:  # the current one is still valid: try again next round
+            log.warning("certificate renewal failed: %s", exc)
+
     def run(self) -> int:
-        """Probe and report until stopped; 0 on stop, 1 when the control plane no longer
-        knows this host (its entry was removed: join again)."""
+        """Probe, report and renew until stopped; 0 on stop, 1 when the control plane no
+        longer knows this host (its entry was removed: join again)."""
         readiness = Readiness(self.joined.get("probe"), self.options.address)
         every = float(self.joined.get("reportSeconds") or 2.0)
         started = time.monotonic()
@@ -168,6 +195,7 @@ class HostAgent:
             if now >= next_probe:
                 readiness.step()
                 next_probe = now + readiness.period
+            self._renew_if_due()
             running = self.sidecar is not None and self.sidecar.running
             try:
                 self._post("report", {"namespace": self.joined["namespace"],

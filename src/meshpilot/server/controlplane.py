@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -43,10 +43,12 @@ from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import PortWalk, free_port
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.ipam import ports_bindable
+from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.options import SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.security.rotation import renew_at
 from meshpilot.security.workload_certs import CredentialSubject
-from meshpilot.server.api_tls import issue_server_certificate, subject_names
+from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
@@ -87,6 +89,33 @@ class PortBook:
             self.ports.pop(name)
             port = self.get(name, host)
         return port
+
+
+class XdsServerCertificate:
+    """The mutual-TLS xDS port's certificate: re-issued at about half its life, and at
+    once when the mesh issues from another CA (a root rotation), with the CA's current
+    trust bundle as the roots clients are verified against."""
+
+    def __init__(self, ca: Callable[[], CertificateAuthority],
+                 names: tuple[list[str], list[str]], ttl: timedelta) -> None:
+        self._ca, self._names, self._ttl = ca, names, ttl
+        self._lock = threading.Lock()
+        self._held: tuple[CertificateAuthority, ServerCertificate,
+                          tuple[bytes, bytes, bytes]] | None = None
+
+    def current(self) -> tuple[bytes, bytes, bytes]:
+        """(chain, key, roots), the same tuple while nothing is due."""
+        ca = self._ca()
+        with self._lock:
+            held = self._held
+            due = held is None or held[0] is not ca or \
+                datetime.now(UTC) >= renew_at(held[1].certificate)
+            if due:
+                issued = issue_server_certificate(ca, *self._names, ttl=self._ttl)
+                held = self._held = (ca, issued, (issued.chain_pem, issued.key_pem,
+                                                  ca.trust_bundle.pem))
+            assert held is not None
+            return held[2]
 
 
 def pod_workload(pod: Pod) -> WorkloadInstance:
@@ -235,15 +264,14 @@ class MeshControlPlane:
         }
 
     def _secure_xds(self, listen: str | None, options: SecurityOptions) -> SecurePort | None:
-        """The mutual-TLS xDS port at ``listen`` (none without it): a server certificate
-        from the mesh's CA for that address; clients must present a workload
-        certificate from the same roots."""
+        """The mutual-TLS xDS port at ``listen`` (none without it), with a server
+        certificate from the mesh's CA for that address (see :class:`XdsServerCertificate`);
+        clients must present a workload certificate from the same roots."""
         if not listen:
             return None
-        ca = self.certificates.ca
-        issued = issue_server_certificate(ca, *subject_names(listen), ttl=options.cert_ttl)
-        return SecurePort(listen, self.ports.bindable("xds_tls", listen), issued.chain_pem,
-                          issued.key_pem, ca.trust_bundle.pem)
+        held = XdsServerCertificate(lambda: self.certificates.ca, subject_names(listen),
+                                    options.cert_ttl)
+        return SecurePort(listen, self.ports.bindable("xds_tls", listen), held.current)
 
     @property
     def xds_tls_address(self) -> str:

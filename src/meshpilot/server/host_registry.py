@@ -106,6 +106,7 @@ class _Member:
     node_id: str
     credential: HostCredential
     last_seen: float
+    account: str = "default"  # the service account its certificates are issued for
     ready: bool = False
 
 
@@ -149,14 +150,14 @@ class HostRegistry:
         for row in rows:
             key = ObjectKey(*row["key"])
             out[key] = _Member(key, row["nodeId"], HostCredential(
-                row["chain"].encode(), row["keyFile"], b""), now)
+                row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"))
         return out
 
     def _save(self) -> None:
         """Called under the lock."""
         if self.members_file is None:
             return
-        rows = [{"key": list(m.key), "nodeId": m.node_id,
+        rows = [{"key": list(m.key), "nodeId": m.node_id, "account": m.account,
                  "chain": m.credential.chain_pem.decode(), "keyFile": m.credential.key_file}
                 for m in self._members.values()]
         write_private(self.members_file, json.dumps(rows).encode())
@@ -178,7 +179,7 @@ class HostRegistry:
             raise JoinError(403, "MP0066", str(exc)) from None
         node = node_id("sidecar", request.address, key.name, namespace)
         member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
-                                                   ca.trust_bundle.pem), self.clock())
+                                                   ca.trust_bundle.pem), self.clock(), account)
         with self._lock:
             self._members[key] = member
             self._save()
@@ -244,6 +245,27 @@ class HostRegistry:
                 return False
             member.last_seen, member.ready = self.clock(), ready
         return True
+
+    def renew(self, namespace: str, entry: str, host_token: str, csr_pem: bytes,
+              key_file: str) -> dict[str, Any] | None:
+        """A new certificate for a member's new key (made on its host, named by its file
+        there); None if the credential is not that entry's or it is no member. Raises
+        :class:`JoinError` for a CSR the CA refuses."""
+        key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
+        if not self.proxy_tokens.verify(_host_subject(key), host_token):
+            return None
+        with self._lock:
+            member = self._members.get(key)
+        if member is None:
+            return None
+        ca = self.ca()
+        issued = self._sign(ca, csr_pem, namespace, member.account)
+        with self._lock:
+            member.credential = HostCredential(issued.chain_pem, key_file, ca.trust_bundle.pem)
+            self._save()
+        self.changed()
+        return {"certificateChain": issued.chain_pem.decode(),
+                "roots": ca.trust_bundle.pem.decode()}
 
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> its credential, with the CA's current trust bundle."""

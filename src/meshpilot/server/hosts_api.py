@@ -2,15 +2,17 @@
 
 ``POST /apis/meshpilot.io/v1/hosts/tokens`` ``{"group": "NS/NAME", "ttlSeconds": N}``
 (behind the API's bearer token, like every route): a single-use join token for that
-WorkloadGroup. The two routes a joining host calls carry no bearer token, since the host
+WorkloadGroup. The routes a joining host calls carry no bearer token, since the host
 has none; they are authenticated by what they carry instead:
 
 - ``POST .../hosts/join`` ``{"token", "group", "address", "csr", "keyFile"}``: the join
   token (spent on success), see :mod:`meshpilot.server.host_registry`;
-- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}``: the
-  credential the join answered with, bound to that one entry.
+- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}`` and
+  ``POST .../hosts/renew`` ``{"namespace", "entry", "hostToken", "csr", "keyFile"}`` (a
+  new certificate for a new key, at about half the old one's life): the credential the
+  join answered with, bound to that one entry.
 
-:class:`HostRoutesGate` sends those two paths to their own small app and everything else
+:class:`HostRoutesGate` sends those paths to their own small app and everything else
 through the bearer-token check.
 """
 
@@ -32,9 +34,10 @@ from meshpilot.server.body_limit import BodyLimitMiddleware
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 
 API = "/apis/meshpilot.io/v1/hosts"
-PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report"})
+PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew"})
 MAX_BODY = 64 * 1024
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
+_RENEW_FIELDS = frozenset({"namespace", "entry", "hostToken", "csr", "keyFile"})
 
 
 def _failure(status: int, message: str, code: str = "",
@@ -104,6 +107,23 @@ class HostsAPI:
                                  "left the mesh (join again)")
         return JSONResponse({"accepted": True})
 
+    async def renew(self, request: Request) -> Response:
+        body = await _json(request)
+        if body is None or set(body) != _RENEW_FIELDS or not all(
+                isinstance(body[k], str) for k in _RENEW_FIELDS):
+            return _failure(400, "the body is a JSON object with the strings "
+                                 + ", ".join(sorted(_RENEW_FIELDS)))
+        try:
+            answer = await asyncio.to_thread(
+                self.registry.renew, body["namespace"], body["entry"], body["hostToken"],
+                body["csr"].encode(), body["keyFile"])
+        except JoinError as exc:
+            return _failure(exc.status, str(exc), exc.code)
+        if answer is None:
+            return _failure(403, "not a host credential for that entry, or the entry has "
+                                 "left the mesh (join again)")
+        return JSONResponse(answer)
+
     def routes(self) -> list[Route]:
         """The bearer-token route (into the main app)."""
         return [Route(f"{API}/tokens", self.create_token, methods=["POST"])]
@@ -113,6 +133,7 @@ class HostsAPI:
         return BodyLimitMiddleware(Starlette(routes=[
             Route(f"{API}/join", self.join, methods=["POST"]),
             Route(f"{API}/report", self.report, methods=["POST"]),
+            Route(f"{API}/renew", self.renew, methods=["POST"]),
         ]), MAX_BODY)
 
 

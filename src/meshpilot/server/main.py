@@ -53,6 +53,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+LISTEN_PORT_FILE = "listen-port"
+"""The API port chosen for ``--listen`` (no ``--port``), reused by the next start: the
+hosts that joined call it by that address."""
+
+
+def bind_listen(state: StateDir, host: str, port: int) -> socket.socket:
+    """Bind the API for other hosts: ``port`` if given, else the one the previous control
+    plane on this state directory used (a fresh one if it is taken), recorded."""
+    path = state.root / LISTEN_PORT_FILE
+    if port == 0:
+        try:
+            return bind(host, int(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    sock = bind(host, port)
+    path.write_text(str(sock.getsockname()[1]))
+    return sock
+
+
 def _url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
@@ -132,7 +151,7 @@ def serve(
         lock.close()
         print(f"meshpilot: {exc}", file=sys.stderr)
         return 5
-    sock = bind(host, port)
+    sock = bind_listen(state, host, port) if listen else bind(host, port)
     api_port = sock.getsockname()[1]
     info: dict[str, Any] = {
         "stateDir": str(state.root),

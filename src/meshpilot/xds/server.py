@@ -58,22 +58,38 @@ def _passthrough(data: bytes) -> bytes:
     return data
 
 
+ServerCertificate = tuple[bytes, bytes, bytes]
+"""(certificate chain PEM, private key PEM, client roots PEM)."""
+
+
 @dataclass(frozen=True)
 class SecurePort:
-    """Where and with what the xDS server also listens over mutual TLS: the server's
-    certificate chain and key, and the roots a client's certificate must chain to (a
-    client without one is refused in the handshake)."""
+    """Where and with what the xDS server also listens over mutual TLS: ``certificate()``
+    gives the server's chain and key and the roots a client's certificate must chain to
+    (a client without one is refused in the handshake). It is asked again before every
+    new connection's handshake, and a different answer replaces the certificate, so a
+    renewed certificate or a rotated root is served without a restart."""
 
     host: str
     port: int
-    chain_pem: bytes
-    key_pem: bytes = field(repr=False)
-    roots_pem: bytes = b""
+    certificate: Callable[[], ServerCertificate] = field(repr=False)
 
     def add_to(self, server: grpc.aio.Server) -> int:
-        credentials = grpc.ssl_server_credentials(
-            [(self.key_pem, self.chain_pem)], root_certificates=self.roots_pem,
-            require_client_auth=True)
+        current = [self.certificate()]
+
+        def configuration(held: ServerCertificate) -> grpc.ServerCertificateConfiguration:
+            chain, key, roots = held
+            return grpc.ssl_server_certificate_configuration([(key, chain)], roots)
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            fresh = self.certificate()
+            if fresh == current[0]:
+                return None
+            current[0] = fresh
+            return configuration(fresh)
+
+        credentials = grpc.dynamic_ssl_server_credentials(
+            configuration(current[0]), fetch, require_client_authentication=True)
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = server.add_secure_port(f"{host}:{self.port}", credentials)
         if not port:
