@@ -83,3 +83,11 @@ def test_keys_are_owner_only_and_generations_roll(tmp_path: Path) -> None:
     assert a.files.sds.stat().st_mode & 0o777 == 0o600
     assert str(a.files.key_of(2)) in a.files.sds.read_text()
     assert not a.files.key_of(0).exists() and a.files.key_of(1).exists()
+
+
+def test_a_ca_file_that_is_no_roots_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(JoinFailed, match=r"--ca-file .* not the control plane's roots"):
+        HostAgent(AgentOptions(server="https://10.77.0.1:1", token="x", group="a/b",
+                               address="10.77.0.2", ca_file=tmp_path / "ca.pem",
+                               state_dir=tmp_path))

@@ -77,7 +77,11 @@ class HostAgent:
                              "TLS only (start the control plane with `up --listen ADDR`)")
         self.options = options
         self.files = HostFiles(options.state_dir / "identity")
-        self._tls = ssl.create_default_context(cafile=str(options.ca_file))
+        try:
+            self._tls = ssl.create_default_context(cafile=str(options.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise JoinFailed(f"--ca-file {options.ca_file}: not the control plane's roots "
+                             f"(its api-ca.pem): {exc}") from None
         self._stop = threading.Event()
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None

@@ -1,0 +1,46 @@
+"""``meshpilot host``: token creation through the real CLI and control plane, and the
+join command's refusals before anything is sent (kubeadm-style join tokens; Istio's
+WorkloadGroup as what they are bound to)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import ControlPlane, run_cli
+
+GROUP = {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadGroup",
+         "metadata": {"name": "reviews", "namespace": "default"},
+         "spec": {"template": {"labels": {"app": "reviews"}, "ports": {"http": 8080}}}}
+
+
+def test_token_create_for_a_group(control_plane: ControlPlane, tmp_path: Path) -> None:
+    missing = run_cli("host", "token", "create", "--group", "default/reviews",
+                      state_dir=control_plane.state_dir)
+    assert missing.returncode == 1
+    assert "WorkloadGroup default/reviews not found" in missing.stderr
+
+    (tmp_path / "wg.json").write_text(json.dumps(GROUP))
+    assert run_cli("apply", "-f", str(tmp_path / "wg.json"),
+                   state_dir=control_plane.state_dir).returncode == 0
+    made = run_cli("host", "token", "create", "--group", "default/reviews", "--ttl", "2m",
+                   state_dir=control_plane.state_dir)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert len(token) >= 40 and " " not in token
+    assert "for WorkloadGroup default/reviews, single use" in made.stderr
+
+    too_long = run_cli("host", "token", "create", "--group", "default/reviews", "--ttl",
+                       "48h", state_dir=control_plane.state_dir)
+    assert too_long.returncode == 1 and "at most" in too_long.stderr
+
+
+def test_join_refuses_a_plaintext_server(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("")
+    refused = run_cli("host", "join", "--server", "http://10.0.0.1:8080", "--token", "t",
+                      "--group", "default/reviews", "--address", "10.0.0.2",
+                      "--ca-file", str(tmp_path / "ca.pem"),
+                      "--state-dir", str(tmp_path / "host"), state_dir=tmp_path / "state")
+    assert refused.returncode == 2
+    assert "not https://" in refused.stderr
+    assert not (tmp_path / "host").exists()
