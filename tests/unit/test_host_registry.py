@@ -140,15 +140,25 @@ def test_a_report_needs_the_credential_of_that_entry(
 
 @pytest.mark.parametrize(("group", "status"), [("shop/nope", 404), ("shop", 400)])
 def test_join_to_a_missing_group_spends_nothing(
-        registry: tuple[HostRegistry, Clock], store: SqliteStore, group: str,
-        status: int) -> None:
+        registry: tuple[HostRegistry, Clock], group: str, status: int) -> None:
     reg, _ = registry
-    token = reg.tokens.issue("shop/reviews").token
+    token = reg.tokens.issue(group).token
     with pytest.raises(JoinError) as refused:
         reg.join(JoinRequest(token, group, "10.77.0.2", csr(), "/k"))
     assert refused.value.status == status
-    reg.join(JoinRequest(token, "shop/reviews", "10.77.0.2", csr(), "/k"))  # still unspent
-    assert store.get(ENTRY) is not None
+    reg.tokens.check(token, group)  # still unspent
+
+
+def test_without_a_valid_token_nothing_else_is_looked_at(
+        registry: tuple[HostRegistry, Clock]) -> None:
+    """The token is checked first: a caller without one learns nothing of the groups
+    (a missing group and a present one answer alike) and gets no signing done."""
+    reg, _ = registry
+    token = reg.tokens.issue("shop/reviews").token
+    for group in ("shop/nope", "shop/reviews-2"):
+        with pytest.raises(JoinError, match=f"not issued for WorkloadGroup {group}") as no:
+            reg.join(JoinRequest(token, group, "10.77.0.2", b"not a csr", "/k"))
+        assert no.value.status == 403
 
 
 def test_a_bad_csr_or_address_is_refused_and_spends_nothing(

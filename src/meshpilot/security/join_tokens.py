@@ -73,27 +73,37 @@ class JoinTokens:
             self._save()
         return IssuedToken(token, group, moment + ttl)
 
+    def check(self, token: str, group: str, now: datetime | None = None) -> None:
+        """Raise :class:`JoinRefused` unless ``token`` would admit a join to ``group`` now
+        (spends nothing: a join checks first, so a caller without a valid token costs the
+        control plane no validation or signing, then spends)."""
+        with self._lock:
+            self._admitting(token, group, now or datetime.now(UTC))
+
     def spend(self, token: str, group: str, now: datetime | None = None) -> None:
         """Mark ``token`` used for a join to ``group``; raises :class:`JoinRefused`
         (nothing spent) if it is unknown, expired, used, or for another group."""
-        moment = now or datetime.now(UTC)
-        wanted = _digest(token).encode()
         with self._lock:
-            match = None
-            for held in self._held:  # every hash compared: the time says nothing
-                if hmac.compare_digest(held.digest.encode(), wanted):
-                    match = held
-            if match is None:
-                raise JoinRefused("the join token is not one this control plane issued")
-            if match.used:
-                raise JoinRefused("the join token was already used; a token admits one join")
-            if match.expires_at <= moment:
-                raise JoinRefused("the join token has expired; create a new one with "
-                                  "`meshpilot host token create`")
-            if not hmac.compare_digest(match.group.encode(), group.encode()):
-                raise JoinRefused(f"the join token was not issued for WorkloadGroup {group}")
-            match.used = True
+            self._admitting(token, group, now or datetime.now(UTC)).used = True
             self._save()
+
+    def _admitting(self, token: str, group: str, moment: datetime) -> _Held:
+        """The held token that admits this join (call under the lock)."""
+        wanted = _digest(token).encode()
+        match = None
+        for held in self._held:  # every hash compared: the time says nothing
+            if hmac.compare_digest(held.digest.encode(), wanted):
+                match = held
+        if match is None:
+            raise JoinRefused("the join token is not one this control plane issued")
+        if match.used:
+            raise JoinRefused("the join token was already used; a token admits one join")
+        if match.expires_at <= moment:
+            raise JoinRefused("the join token has expired; create a new one with "
+                              "`meshpilot host token create`")
+        if not hmac.compare_digest(match.group.encode(), group.encode()):
+            raise JoinRefused(f"the join token was not issued for WorkloadGroup {group}")
+        return match
 
     def _load(self) -> list[_Held]:
         try:

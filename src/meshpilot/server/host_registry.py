@@ -164,8 +164,13 @@ class HostRegistry:
 
     # --- join --------------------------------------------------------------------
     def join(self, request: JoinRequest) -> dict[str, Any]:
-        """Register the host; raises :class:`JoinError` and changes nothing if refused."""
+        """Register the host; raises :class:`JoinError` and changes nothing if refused.
+        The token is checked before any other work, and spent once all else passed."""
         namespace, name = _group_ref(request.group)
+        try:
+            self.tokens.check(request.token, request.group)
+        except JoinRefused as exc:
+            raise JoinError(403, "MP0066", str(exc)) from None
         group = self._group(namespace, name)
         entry = _entry(group, namespace, name, request.address)
         key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry["metadata"]["name"])
