@@ -106,9 +106,15 @@ def test_hand_written_entry_with_service_account_is_still_refused() -> None:
 
 
 def test_auto_registered_entry_keeps_its_identity() -> None:
-    p = plan(yaml.safe_dump(entry(AUTO)))
+    p = plan(yaml.safe_dump_all([entry(AUTO), yaml.safe_load(group(GROUP))]))
     assert p.ok, [d.format() for d in p.errors]
     assert codes(p) == []
+
+
+def test_auto_registered_entry_without_its_group_is_warned_mp2043() -> None:
+    p = plan(yaml.safe_dump(entry(AUTO)))
+    assert p.ok
+    assert codes(p) == [("MP2043", "metadata.annotations.istio.io/autoRegistrationGroup")]
 
 
 SERVICE = {"apiVersion": "v1", "kind": "Service",

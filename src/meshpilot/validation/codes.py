@@ -142,6 +142,9 @@ ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's provid
                               "those alerts are not sent until it exists")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
+MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "
+                            "istio.io/autoRegistrationGroup names no WorkloadGroup: an "
+                            "endpoint only while a joined host reports for it")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -28,6 +28,7 @@ from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.template_secret_state import check_template_secrets
+from meshpilot.validation.workload_group_rules import check_members
 
 
 @dataclass
@@ -185,7 +186,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
         _check_own_rules(obj, found)
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
-                  check_alert_refs):
+                  check_alert_refs, check_members):
         check(objects, report, found)
     return found.items
 

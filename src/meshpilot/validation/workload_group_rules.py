@@ -13,13 +13,14 @@ as on any entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.shapes import as_mapping
+from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.unapplied_fields import WORKLOAD_ENTRY, findings_of, row
 
 _NO_NETWORK = ("network is not applied: every endpoint is reached directly at its "
@@ -54,3 +55,23 @@ def workload_entry_findings(body: Mapping[str, Any]) -> list[Finding]:
     refusals that exist because such an entry has no sidecar."""
     return findings_of(_AUTO_REGISTERED_ENTRY if auto_registered(body) else WORKLOAD_ENTRY,
                        body)
+
+
+def check_members(objects: list[StateObject], report: Callable[[StateObject], bool],
+                  found: Findings) -> None:
+    """An auto-registered entry whose group is not there (MP2043): the control plane
+    keeps it healthy only while a joined host reports for it and deletes it after the
+    grace period, so one written by hand would silently never serve."""
+    groups = {(o.namespace, o.key.name) for o in objects if o.key.kind == "WorkloadGroup"}
+    for obj in objects:
+        if obj.key.kind != "WorkloadEntry" or not report(obj) or not auto_registered(obj.body):
+            continue
+        group = str(as_mapping(as_mapping(obj.body.get("metadata")).get("annotations"))
+                    .get(AUTO_REGISTRATION_ANNOTATION))
+        if (obj.namespace, group) not in groups:
+            found.add(codes.MEMBER_WITHOUT_GROUP, obj,
+                      ("metadata", "annotations", AUTO_REGISTRATION_ANNOTATION),
+                      f"no WorkloadGroup {obj.namespace}/{group}: this entry is an endpoint "
+                      "only while a host that joined reports for it, and is deleted after "
+                      "the grace period when none does; apply the group and join hosts "
+                      "with `meshpilot host join`, or remove the annotation")
