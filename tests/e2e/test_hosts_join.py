@@ -225,7 +225,7 @@ def test_a_host_cut_off_leaves_the_endpoints_within_the_bound(
     mesh.converge()
     wait_for(lambda: any(p["name"] == name and p["connected"] for p in mesh.proxies()), 10,
              lambda: f"{name}'s sidecar did not reconnect: {mesh.proxies()}")
-    assert healthy(entry(mesh, name))
+    wait_for(lambda: healthy(entry(mesh, name)), 10, lambda: f"{name} not healthy")
     assert {r.json()["version"] for r in (mesh.http.get(URL) for _ in range(40))} \
         == {"v1", "v2"}
 

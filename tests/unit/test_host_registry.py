@@ -58,7 +58,7 @@ def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry,
                        lambda: ca, timedelta(hours=1), lambda: "10.77.0.1:15012",
                        timeout=5.0, grace=30.0, clock=clock,
                        members_file=tmp_path / "hosts.json")
-    reg._started = clock.now
+    reg._started = clock.now - 1  # started a while ago
     yield reg, clock
 
 
@@ -186,6 +186,13 @@ def test_a_restarted_control_plane_keeps_its_members(
     again = HostRegistry(reg.store, reg.config, reg.tokens, reg.proxy_tokens, reg.ca,
                          reg.cert_ttl, reg.xds_address, timeout=5.0, grace=30.0,
                          clock=clock, members_file=reg.members_file)
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+    reg.check()
+    assert healthy(store) == "True"
+    again._started = clock.now + 5.0  # what start() sets: one timeout to report in
+    clock.now += 4.0
+    again.check()
+    assert healthy(store) == "True"  # kept while the host could not report yet
     credential = again.credentials()[answer["nodeId"]]
     assert credential.key_file == "/var/lib/h/key.pem"
     assert credential.roots_pem == reg.ca().trust_bundle.pem

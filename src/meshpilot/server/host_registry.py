@@ -108,6 +108,7 @@ class _Member:
     last_seen: float
     account: str = "default"  # the service account its certificates are issued for
     ready: bool = False
+    reported: bool = False  # since this control plane started
 
 
 @dataclass
@@ -248,7 +249,7 @@ class HostRegistry:
             member = self._members.get(key)
             if member is None:
                 return False
-            member.last_seen, member.ready = self.clock(), ready
+            member.last_seen, member.ready, member.reported = self.clock(), ready, True
         return True
 
     def renew(self, namespace: str, entry: str, host_token: str, csr_pem: bytes,
@@ -283,7 +284,10 @@ class HostRegistry:
 
     # --- health --------------------------------------------------------------------
     def start(self) -> None:
-        self._started = self.clock()
+        """Check health from now on. Silence is counted from one ``timeout`` after now at
+        the earliest: the API that takes the reports comes up after this, and a restarted
+        control plane must not mark its hosts unhealthy before they could report."""
+        self._started = self.clock() + self.timeout
         self._thread = threading.Thread(target=self._run, name="host-health", daemon=True)
         self._thread.start()
 
@@ -309,12 +313,14 @@ class HostRegistry:
                 continue
             with self._lock:
                 member = self._members.get(stored.key)
-                seen = member.last_seen if member else self._started
+                seen = max(member.last_seen, self._started) if member else self._started
                 ready = bool(member and member.ready)
+                waiting = bool(member and not member.reported and now <= self._started)
             if now - seen > self.grace:
                 self._remove(stored.key)
-                continue
-            self._set_health(stored.key, stored.body, ready and now - seen <= self.timeout)
+            elif not waiting:  # a restart keeps the condition until the host can report
+                self._set_health(stored.key, stored.body,
+                                 ready and now - seen <= self.timeout)
 
     def _set_health(self, key: ObjectKey, body: dict[str, Any], healthy: bool) -> None:
         wanted = "True" if healthy else "False"
