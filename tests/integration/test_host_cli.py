@@ -44,3 +44,11 @@ def test_join_refuses_a_plaintext_server(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "not https://" in refused.stderr
     assert not (tmp_path / "host").exists()
+
+
+def test_up_refuses_host_and_listen_that_disagree(tmp_path: Path) -> None:
+    refused = run_cli("up", "--host", "127.0.0.2", "--listen", "10.0.0.1",
+                      state_dir=tmp_path / "state")
+    assert refused.returncode == 1
+    assert "--host 127.0.0.2 and --listen 10.0.0.1" in refused.stderr
+    assert not (tmp_path / "state" / "endpoints.json").exists()

@@ -214,3 +214,14 @@ def test_renewal_issues_for_the_same_identity_and_a_new_key_file(
     assert credential.key_file == "/var/lib/h/key-1.pem"
     assert credential.chain_pem == renewed["certificateChain"].encode()
     assert reg.renew("shop", ENTRY.name, "0" * 64, csr(), "/k") is None
+
+
+def test_deleting_the_entry_makes_the_host_leave(
+        registry: tuple[HostRegistry, Clock], store: SqliteStore) -> None:
+    reg, _ = registry
+    answer = joined(reg)
+    assert reg.config.delete([ENTRY]).status == 200
+    reg.check()
+    assert answer["nodeId"] not in reg.credentials()
+    assert not reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
+    assert store.get(ENTRY) is None

@@ -118,6 +118,7 @@ def up(
              "(default 5m)")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
+    hosts_args = _hosts_args(host, listen, host_timeout, host_grace)
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
     holder = state.lock_holder()
@@ -141,11 +142,7 @@ def up(
             identity.append("--loadtester-commands")
         if max_body_bytes is not None:
             identity += ["--max-body-bytes", str(max_body_bytes)]
-        if listen:
-            identity += ["--listen", listen]
-        for flag, value in (("--host-timeout", host_timeout), ("--host-grace", host_grace)):
-            if value:
-                identity += [flag, value]
+        identity += hosts_args
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -155,6 +152,19 @@ def up(
         for result in body.get("results") or []:
             out.print(f"{kind_label(result)} {result['action']}")
         _wait_ready(client, wait=max(wait, 180.0))
+
+
+def _hosts_args(host: str, listen: str | None, timeout: str | None, grace: str | None
+                ) -> list[str]:
+    """The server flags for other hosts (``--listen`` and the joined hosts' health)."""
+    if listen and host not in ("127.0.0.1", listen):
+        raise fail(f"--host {host} and --listen {listen}: with --listen the API binds to "
+                   "the listen address; give one of them")
+    args = ["--listen", listen] if listen else []
+    for flag, value in (("--host-timeout", timeout), ("--host-grace", grace)):
+        if value:
+            args += [flag, value]
+    return args
 
 
 def _wait_ready(client: ControlPlaneClient, wait: float) -> None:

@@ -109,6 +109,7 @@ class _Member:
     account: str = "default"  # the service account its certificates are issued for
     ready: bool = False
     reported: bool = False  # since this control plane started
+    registered: bool = True  # its entry was stored (False only during its join)
 
 
 @dataclass
@@ -185,7 +186,8 @@ class HostRegistry:
             raise JoinError(403, "MP0066", str(exc)) from None
         node = node_id("sidecar", request.address, key.name, namespace)
         member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
-                                                   ca.trust_bundle.pem), self.clock(), account)
+                                                   ca.trust_bundle.pem), self.clock(), account,
+                         registered=False)
         with self._lock:
             self._members[key] = member
             self._save()
@@ -196,6 +198,7 @@ class HostRegistry:
                 self._save()
             raise JoinError(outcome.status, "MP0066", "the WorkloadEntry was refused",
                             [d.to_dict() for d in outcome.diagnostics])
+        member.registered = True
         self.changed()
         return {
             "entry": key.name, "namespace": namespace, "nodeId": node,
@@ -307,7 +310,9 @@ class HostRegistry:
         """One round: every auto-registered entry's Healthy condition set from its
         host's reports; entries silent for longer than ``grace`` deleted."""
         now = self.clock()
-        for stored in self.store.list(group=NETWORKING_GROUP, kind="WorkloadEntry"):
+        entries = self.store.list(group=NETWORKING_GROUP, kind="WorkloadEntry")
+        self._forget_deleted({e.key for e in entries})
+        for stored in entries:
             annotations = (stored.body.get("metadata") or {}).get("annotations") or {}
             if AUTO_REGISTRATION_ANNOTATION not in annotations:
                 continue
@@ -321,6 +326,20 @@ class HostRegistry:
             elif not waiting:  # a restart keeps the condition until the host can report
                 self._set_health(stored.key, stored.body,
                                  ready and now - seen <= self.timeout)
+
+    def _forget_deleted(self, present: set[ObjectKey]) -> None:
+        """Members whose entry was deleted (``meshpilot delete``) leave: their sidecar's
+        secret is no longer served and their next report is refused (join again)."""
+        with self._lock:
+            gone = [key for key, m in self._members.items()  # looked up again: a join
+                    if m.registered and key not in present  # may have just stored it
+                    and self.store.get(key) is None]
+            for key in gone:
+                del self._members[key]
+            if gone:
+                self._save()
+        if gone:
+            self.changed()
 
     def _set_health(self, key: ObjectKey, body: dict[str, Any], healthy: bool) -> None:
         wanted = "True" if healthy else "False"
