@@ -109,6 +109,7 @@ def summarize(canary: Canary, full: bool = False) -> dict[str, Any]:
             "metrics": metrics,
             "events": [e.to_json() for e in st.events],
             "history": [h.to_json() for h in st.history],
+            "checkHistory": [p.to_json() for p in st.check_history],
             "conditions": st.conditions,
             "progressDeadlineSeconds": canary.spec.progress_deadline_seconds,
             "status": canary.status or {},
