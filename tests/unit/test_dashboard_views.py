@@ -120,3 +120,23 @@ def test_the_stream_sends_on_change_only_when_the_picture_changed() -> None:
     assert asyncio.run(run()) == [events.sse("state", {"n": 0}), events.sse("state", {"n": 1})]
     assert len(asked) == 3  # the last change was looked at, and not sent
     assert store.w.closed
+
+
+def test_config_lists_objects_by_kind_with_their_findings() -> None:
+    vs = _stored("networking.istio.io", "VirtualService",
+                 virtual_service("myapp", http=[weighted("myapp", {"v1": 100})]))
+    svc = _stored("", "Service", service("myapp"))
+    findings = [
+        {"object": "VirtualService default/myapp", "code": "MP1001", "severity": "error",
+         "path": "spec.hosts[0]", "message": "claimed twice", "file": "x.yaml"},
+        {"object": "VirtualService default/gone", "code": "MP2001", "severity": "warning",
+         "path": "", "message": "names nothing"},
+    ]
+    shown = views.config([vs, svc], findings)
+    assert [(o["kind"], o["name"]) for o in shown["objects"]] == [
+        ("Service", "myapp"), ("VirtualService", "myapp")]
+    assert shown["objects"][0]["findings"] == []
+    assert shown["objects"][1]["findings"] == [
+        {"code": "MP1001", "severity": "error", "path": "spec.hosts[0]",
+         "message": "claimed twice"}]
+    assert [f["code"] for f in shown["unattached"]] == ["MP2001"]

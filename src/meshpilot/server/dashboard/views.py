@@ -163,3 +163,21 @@ def graph(pods: Sequence[Pod], services: Sequence[StoredObject],
         "workloads": workloads, "callers": callers, "edges": edges,
         "splits": splits(virtual_services), "windowSeconds": WINDOW_SECONDS,
     }
+
+
+def config(objects: Iterable[StoredObject], findings: Iterable[Mapping[str, Any]]) -> Body:
+    """Every stored object by kind and namespace with the validation findings on it (as
+    ``meshpilot analyze`` reports them), and the findings that name no stored object."""
+    by_object: dict[str, list[Body]] = {}
+    for d in findings:
+        by_object.setdefault(str(d.get("object") or ""), []).append({
+            "code": d.get("code"), "severity": d.get("severity"), "path": d.get("path") or "",
+            "message": d.get("message")})
+    items = []
+    for obj in sorted(objects, key=lambda o: (o.key.kind, o.key.namespace, o.key.name)):
+        items.append({"group": obj.key.group, "kind": obj.key.kind,
+                      "namespace": obj.key.namespace, "name": obj.key.name,
+                      "resourceVersion": str(obj.resource_version),
+                      "findings": by_object.pop(str(obj.key), [])})
+    return {"objects": items,
+            "unattached": [f for found in by_object.values() for f in found]}
