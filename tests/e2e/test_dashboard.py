@@ -172,6 +172,21 @@ def step_weight_change_shows_without_reload(mesh: Mesh, page: Page) -> None:
     assert page.evaluate("window.sameDocument") is True  # pushed, not reloaded
 
 
+def step_mirrored_traffic_is_drawn(mesh: Mesh, page: Page) -> None:
+    """Istio's mirroring task: v1 serves, v2 gets copies (here of half the requests)."""
+    mirrored = myapp.split(v1=100)
+    mirrored["spec"]["http"][0].update({"mirror": {"host": "myapp", "subset": "v2"},
+                                        "mirrorPercentage": {"value": 50.0}})
+    mesh.apply(mirrored)
+    expect(_service_row(page, "myapp").locator(".split")).to_contain_text(
+        "v1 100% · mirror v2 50%", timeout=LIVE_SECONDS)
+    expect(page.locator("#graph")).to_have_attribute("data-mirrors", "wl:default/myapp-v2")
+    mesh.apply(myapp.split(v1=50, v2=50))
+    expect(_service_row(page, "myapp").locator(".split")).to_contain_text("v1 50% / v2 50%",
+                                                                          timeout=LIVE_SECONDS)
+    expect(page.locator("#graph")).to_have_attribute("data-mirrors", "")
+
+
 def step_forged_cross_site_post_is_refused(mesh: Mesh, browser: Browser, page: Page) -> None:
     """A page on another origin (same site: 127.0.0.1, so the SameSite cookie still goes
     with it) makes the signed-in browser POST a rollout command: refused, nothing done."""
@@ -386,6 +401,7 @@ def test_the_dashboard_as_a_person_sees_it(mesh: Mesh, browser: Browser, page: P
     step_without_the_cookie_a_browser_gets_the_login_page(mesh, browser, shots)
     step_graph_shows_myapp_v1_and_v2_and_the_90_10_split(page, shots)
     step_weight_change_shows_without_reload(mesh, page)
+    step_mirrored_traffic_is_drawn(mesh, page)
     step_forged_cross_site_post_is_refused(mesh, browser, page)
     step_promote_button_promotes_the_paused_canary(mesh, page, shots)
     step_proxies_show_what_each_envoy_acked(mesh, page, shots)

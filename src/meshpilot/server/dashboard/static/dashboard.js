@@ -40,6 +40,15 @@
       out.push({ data });
     }
     for (const c of g.callers) out.push({ data: { id: c.id, kind: "caller", label: c.name } });
+    // mirrored copies: a dashed arrow from the Service to the version that gets them
+    for (const s of g.services) {
+      for (const rule of g.splits[s.id] || []) {
+        const m = rule.mirror;
+        const to = m && g.workloads.find((w) => w.service === s.id && w.version === m.subset);
+        if (to) out.push({ data: { id: "mirror:" + s.id + ">" + to.id, source: s.id,
+          target: to.id, kind: "mirror", label: "mirror " + m.percent + "%" } });
+      }
+    }
     for (const e of g.edges) {
       out.push({ data: { id: e.id, source: e.source, target: e.target,
         label: num(e.requestRate, 1, " rps") + " · " + num(e.successRate, 1, "%") +
@@ -50,6 +59,9 @@
 
   function drawGraph(g) {
     const els = elements(g);
+    // what the dashed arrows point at, readable without the canvas
+    document.getElementById("graph").dataset.mirrors = els
+      .filter((e) => e.data.kind === "mirror").map((e) => e.data.target).join(" ");
     const ids = els.map((e) => e.data.id + ">" + (e.data.parent || "")).sort().join("|");
     if (cy === null) {
       cy = cytoscape({
@@ -70,6 +82,8 @@
             "target-arrow-shape": "triangle", width: 2, "font-size": 10,
             "line-color": "#7fa08a", "target-arrow-color": "#7fa08a",
             "text-rotation": "autorotate", "text-margin-y": -9 } },
+          { selector: 'edge[kind = "mirror"]', style: { "line-style": "dashed",
+            "line-color": "#b7791f", "target-arrow-color": "#b7791f" } },
         ],
       });
     }
