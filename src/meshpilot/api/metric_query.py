@@ -1,0 +1,57 @@
+"""How the query of a Graphite or InfluxDB MetricTemplate is read: one definition for the
+provider that sends it (``delivery.providers``) and the rules that judge it at apply
+(``validation``), so the two cannot disagree."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+_SPACE = re.compile(r"\s+")
+_FLUX = re.compile(r'\|>|^\s*from\s*\(|^\s*import\s+"', re.MULTILINE)
+# InfluxQL's literals and comments, which may hold any word or ';' without meaning it:
+# strings ('...'), quoted identifiers ("..."), regexes (/.../ after =~ or !~), comments.
+_LITERALS = re.compile(r"""
+    '(?:[^'\\]|\\.)*'
+  | "(?:[^"\\]|\\.)*"
+  | (?<=~)\s*/(?:[^/\\]|\\.)*/
+  | --[^\n]*
+  | /\*.*?\*/
+""", re.VERBOSE | re.DOTALL)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def graphite_params(query: str) -> list[tuple[str, str]]:
+    """A Graphite template's query as ``/render`` parameters, as Flagger reads it: runs
+    of white space folded into one space (so a target may span lines), then the pairs
+    decoded as a URL query string (``%xx``, ``+``)."""
+    return parse_qsl(_SPACE.sub(" ", query), keep_blank_values=True)
+
+
+def is_http_url(address: str) -> bool:
+    """An ``http://`` or ``https://`` URL with a host: where a provider can be asked."""
+    try:
+        parts = urlsplit(address)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def influxql_problem(query: str) -> str | None:
+    """Why an influxdb template's query is not one read-only InfluxQL SELECT, or None.
+
+    InfluxDB 1.x runs writes sent with GET too (``SELECT ... INTO``, ``DROP``, with only
+    a deprecation warning), so a check's query must be judged here: one statement, a
+    SELECT, without INTO. Literals and comments are set aside first, so a word or a
+    ``;`` inside a string, a quoted name or a regex does not count."""
+    if _FLUX.search(query):
+        return "it is Flux"
+    bare = _LITERALS.sub(" ", query)
+    words = [w.lower() for w in _WORD.findall(bare)]
+    if not words or words[0] != "select":
+        return f"it starts with {words[0].upper() if words else 'nothing'}, not SELECT"
+    if ";" in bare.rstrip().rstrip(";"):
+        return "it holds more than one statement"
+    if "into" in words:
+        return "SELECT ... INTO writes"
+    return None

@@ -1,0 +1,175 @@
+"""Graphite and InfluxDB MetricTemplates at apply: what could never answer a check is
+refused (MP0073 address, MP0074 query) with file, line and field; what is replaced is
+warned about (MP2049); Flagger's documented templates are judged as written.
+
+The Graphite template is the one in Flagger's metrics docs (``usage/metrics.md``,
+"Graphite"); the InfluxDB one is its Flux example ("InfluxDB"), which InfluxDB 1.x
+cannot run.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from meshpilot.api.metric_query import graphite_params, influxql_problem, is_http_url
+from meshpilot.validation import Diagnostic, Plan, plan_apply
+
+FLAGGER_GRAPHITE = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata:
+  name: graphite-request-success-rate
+spec:
+  provider:
+    type: graphite
+    address: http://graphite.monitoring
+  query: |
+    target=summarize(
+      asPercent(
+        sumSeries(
+          stats.timers.httpServerRequests.app.{{target}}.exception.*.method.*.outcome.{CLIENT_ERROR,INFORMATIONAL,REDIRECTION,SUCCESS}.status.*.uri.*.count
+        ),
+        sumSeries(
+          stats.timers.httpServerRequests.app.{{target}}.exception.*.method.*.outcome.*.status.*.uri.*.count
+        )
+      ),
+      {{interval}},
+      'avg'
+    )
+"""
+
+FLAGGER_FLUX = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata:
+  name: not-found
+  namespace: test
+spec:
+  provider:
+    type: influxdb
+    address: http://influxdb.monitoring:8086
+    secretRef:
+      name: influx-token
+  query: |
+    from(bucket: "default")
+    |> range(start: -2h)
+    |> filter(fn: (r) => r["_measurement"] == "istio_requests_total")
+    |> count()
+    |> yield(name: "count")
+"""
+
+INFLUXQL = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: errors}
+spec:
+  provider: {type: influxdb, address: "http://influxdb.monitoring:8086/?db=istio"}
+  query: SELECT sum("value") FROM "requests" WHERE "workload" = '{{ target }}'
+"""
+
+
+def plan(text: str) -> Plan:
+    return plan_apply([("t.yaml", text)], [])
+
+
+def found(p: Plan, code: str) -> Diagnostic:
+    hits = [d for d in p.diagnostics if d.code == code]
+    assert len(hits) == 1, [d.format() for d in p.diagnostics]
+    return hits[0]
+
+
+def test_flagger_s_graphite_template_is_accepted_as_written() -> None:
+    assert plan(FLAGGER_GRAPHITE).diagnostics == []
+
+
+def test_an_influxql_select_is_accepted() -> None:
+    assert plan(INFLUXQL).diagnostics == []
+
+
+def test_flagger_s_flux_template_is_refused_naming_the_gap() -> None:
+    p = plan(FLAGGER_FLUX)
+    assert not p.ok
+    d = found(p, "MP0074")
+    assert (d.file, d.line, d.path) == ("t.yaml", 12, "spec.query")
+    assert "it is Flux" in d.message and "/api/v2/query" in d.message
+    assert "SELECT" in d.message  # the alternative, written out
+
+
+@pytest.mark.parametrize(("query", "why"), [
+    ("SHOW DATABASES", "starts with SHOW"),
+    ('SELECT "value" INTO "copy" FROM "requests"', "INTO writes"),
+    ('SELECT count("value") FROM "r"; DROP DATABASE "istio"', "more than one statement"),
+])
+def test_influxql_other_than_one_read_only_select_is_refused(query: str, why: str) -> None:
+    d = found(plan(INFLUXQL.replace(INFLUXQL.splitlines()[-1], f"  query: '{query}'")),
+              "MP0074")
+    assert why in d.message
+
+
+@pytest.mark.parametrize(("address", "line"), [
+    (None, 5), ("influxdb.monitoring:8086", 7), ("ftp://influxdb", 7), ("http://", 7)])
+def test_an_influxdb_or_graphite_template_needs_an_http_address(
+        address: str | None, line: int) -> None:
+    for kind in ("influxdb", "graphite"):
+        query = 'SELECT 1' if kind == "influxdb" else "target=a.b"
+        where = "" if address is None else f"    address: '{address}'\n"
+        text = textwrap.dedent(f"""\
+            apiVersion: flagger.app/v1beta1
+            kind: MetricTemplate
+            metadata: {{name: m}}
+            spec:
+              provider:
+                type: {kind}
+            """) + where + f"  query: '{query}'\n"
+        p = plan(text)
+        assert not p.ok
+        d = found(p, "MP0073")
+        # a missing address is placed on the provider that lacks it
+        assert (d.file, d.line, d.path) == ("t.yaml", line, "spec.provider.address")
+        assert ("needs address" if address is None else "not an http:// or https://") in \
+            d.message
+
+
+def test_a_prometheus_template_may_leave_the_address_to_metrics_server() -> None:
+    text = INFLUXQL.replace('{type: influxdb, address: "http://influxdb.monitoring:8086/?db'
+                            '=istio"}', "{type: prometheus}").replace(
+        """SELECT sum("value") FROM "requests" WHERE "workload" = '{{ target }}'""", "sum(up)")
+    assert "type: prometheus" in text
+    assert plan(text).diagnostics == []
+
+
+def test_a_graphite_query_without_target_is_refused_and_format_is_warned() -> None:
+    text = FLAGGER_GRAPHITE.replace("target=summarize(", "from=-5min&series=summarize(")
+    d = found(plan(text), "MP0074")
+    assert d.path == "spec.query" and "no target parameter" in d.message
+    warned = plan(FLAGGER_GRAPHITE.replace("    )\n", "    )&format=csv\n"))
+    assert warned.ok
+    assert "format is replaced by json" in found(warned, "MP2049").message
+
+
+def test_other_flagger_provider_types_stay_refused() -> None:
+    text = INFLUXQL.replace("type: influxdb", "type: datadog")
+    d = found(plan(text), "MP0048")
+    assert "prometheus, graphite and influxdb" in d.message
+
+
+def test_graphite_params_fold_white_space_and_decode_as_flagger_does() -> None:
+    assert graphite_params("target=sumSeries(\n   a.b,\n  c.d)\n&from=-5min") == [
+        ("target", "sumSeries( a.b, c.d) "), ("from", "-5min")]
+    assert graphite_params("target=a%2Cb&until=now+1") == [("target", "a,b"),
+                                                           ("until", "now 1")]
+
+
+def test_influxql_literals_and_comments_do_not_count() -> None:
+    assert influxql_problem("-- errors\nSELECT \"into\" FROM r WHERE a = '; DROP x'") is None
+    assert influxql_problem("SELECT a / b FROM r WHERE w =~ /in;to/;") is None
+    assert influxql_problem("/* c */ select 1") is None
+    assert influxql_problem("") == "it starts with nothing, not SELECT"
+
+
+def test_http_urls() -> None:
+    assert is_http_url("https://g.monitoring/graphite")
+    assert not is_http_url("http://[::1")  # does not parse
+    assert not is_http_url("g.monitoring:80")
