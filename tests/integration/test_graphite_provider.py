@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.metric_backends import GRAPHITE_PASSWORD, GRAPHITE_USER, Graphite, now
+from tests.provider_rollouts import ProviderHarness, secret, template
 
 from meshpilot.api.flagger import MetricTemplateProvider
 from meshpilot.delivery.ports import MetricQueryError
@@ -110,3 +111,40 @@ def test_an_address_nothing_listens_on_fails_the_query(graphite: Graphite) -> No
     address = graphite.url.rsplit(":", 1)[0] + ":1"
     with pytest.raises(MetricQueryError, match=f"graphite at {address} did not answer"):
         GraphiteProvider(timeout=2.0).query(_provider(address), "target=mp.x")
+
+
+ERROR_PERCENT = """target=asPercent(
+    sumSeries(mp.rollout.{{ target }}.errors),
+    sumSeries(mp.rollout.{{ target }}.requests)
+  )&from=-{{ interval }}"""
+
+
+def test_a_graphite_template_check_promotes_and_rolls_back(graphite: Graphite) -> None:
+    """A Canary whose one check is a graphite MetricTemplate behind basic auth (Flagger's
+    "Graphite authentication": a secretRef in the template's namespace), stepped by the
+    rollout controller with the real provider: 0.5 % errors is promoted, 5 % is rolled
+    back with the check and its value named. ``{{ interval }}`` is rendered as Graphite
+    spells time (``1min``, ``30s``; its ``m`` is not minutes)."""
+    h = ProviderHarness({"name": "error-rate", "templateRef": {"name": "graphite-errors"},
+                         "thresholdRange": {"max": 1}, "interval": "1m"})
+    h.cluster.put(template("graphite-errors", {"type": "graphite",
+                                               "address": graphite.auth_url,
+                                               "secretRef": {"name": "graphite-auth"}},
+                           ERROR_PERCENT))
+    h.cluster.put(secret("graphite-auth", {"username": GRAPHITE_USER,
+                                           "password": GRAPHITE_PASSWORD}))
+    h.initialize()
+    graphite.feed([("mp.rollout.podinfo.errors", 1, now() - 1),
+                   ("mp.rollout.podinfo.requests", 200, now() - 1)])
+    good = h.rollout("v2")
+    assert good["phase"] == "Succeeded", h.messages()
+    assert [(c["name"], c["verdict"], c["value"]) for c in good["checks"]] == [
+        ("error-rate", "pass", 0.5)]
+    t = now()
+    graphite.feed([("mp.rollout.podinfo.errors", 10, t), ("mp.rollout.podinfo.requests", 200, t)])
+    bad = h.rollout("v3")
+    assert bad["phase"] == "Failed", h.messages()
+    failed = [(c["name"], c["value"]) for c in bad["checks"] if c["verdict"] == "fail"]
+    assert failed == [("error-rate", 5.0)]
+    assert "error-rate" in bad["history"][-1]["reason"]
+    assert h.primary_image() == "podinfo:v2"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.metric_backends import INFLUX_PASSWORD, INFLUX_USER, InfluxDB, now
+from tests.provider_rollouts import ProviderHarness, secret, template
 
 from meshpilot.api.flagger import MetricTemplateProvider
 from meshpilot.delivery.ports import MetricQueryError
@@ -128,3 +129,34 @@ def test_writes_are_never_sent(influx: InfluxDB) -> None:
                           CREDENTIALS) == 3.0
     assert not influx.statement('SELECT count("value") FROM "copy"',
                                 db=True)["results"][0].get("series")
+
+
+def test_an_influxdb_template_check_promotes_and_rolls_back(influx: InfluxDB) -> None:
+    """A Canary whose one check is an influxdb MetricTemplate (InfluxQL, with Flagger's
+    ``{{ target }}`` and ``{{ interval }}``; the user in a secretRef Secret), stepped by
+    the rollout controller with the real provider: under 1 % errors is promoted, 5 % is
+    rolled back with the check and its value named."""
+    h = ProviderHarness({"name": "error-rate", "templateRef": {"name": "influx-errors"},
+                         "thresholdRange": {"max": 1}, "interval": "1m"})
+    h.cluster.put(template("influx-errors", {"type": "influxdb",
+                                             "address": f"{influx.url}/?db={influx.database}",
+                                             "secretRef": {"name": "influx-auth"}},
+                           "SELECT 100 * sum(\"errors\") / sum(\"requests\") FROM \"rollout\" "
+                           "WHERE \"workload\" = '{{ target }}' AND time > now() - "
+                           "{{ interval }}"))
+    h.cluster.put(secret("influx-auth", {"username": INFLUX_USER, "password": INFLUX_PASSWORD}))
+    h.initialize()
+    t = now() - 1
+    influx.write([f"rollout,workload=podinfo errors=1,requests=200 {t}"])
+    good = h.rollout("v2")
+    assert good["phase"] == "Succeeded", h.messages()
+    assert [(c["name"], c["verdict"], c["value"]) for c in good["checks"]] == [
+        ("error-rate", "pass", 0.5)]
+    # the same series and time: InfluxDB replaces the point, so the window holds one
+    influx.write([f"rollout,workload=podinfo errors=10,requests=200 {t}"])
+    bad = h.rollout("v3")
+    assert bad["phase"] == "Failed", h.messages()
+    failed = [(c["name"], c["value"]) for c in bad["checks"] if c["verdict"] == "fail"]
+    assert failed == [("error-rate", 5.0)]
+    assert "error-rate" in bad["history"][-1]["reason"]
+    assert h.primary_image() == "podinfo:v2"

@@ -5,12 +5,17 @@ joining, datapoint decoding) or, for influxdb, the InfluxDB 1.x ``/query`` answe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 import pytest
+from tests.unit.delivery_fakes import FakeMetrics
+from tests.unit.test_delivery_checks import TEMPLATE, template_canary
 
-from meshpilot.api.flagger import MetricTemplateProvider
+from meshpilot.api.flagger import MetricTemplate, MetricTemplateProvider
+from meshpilot.api.metric_query import graphite_offset
+from meshpilot.delivery.checks import CheckContext, evaluate
 from meshpilot.delivery.ports import MetricQueryError
 from meshpilot.delivery.providers import Providers, provider_for
 from meshpilot.delivery.providers.graphite import GraphiteProvider, last_datapoint, render_url
@@ -93,3 +98,30 @@ def test_influxdb_query_is_checked_before_it_is_sent() -> None:
     spec = MetricTemplateProvider(type="influxdb", address="http://i:8086")
     with pytest.raises(MetricQueryError, match=r"it is Flux\); not sent"):
         provider.query(spec, 'from(bucket: "x") |> range(start: -1h)')
+
+
+def test_graphite_offsets_are_spelled_as_graphite_reads_them() -> None:
+    assert [graphite_offset(s) for s in (60, 300, 90, 0.4, 3600)] == [
+        "1min", "5min", "90s", "1s", "60min"]
+
+
+def test_a_graphite_template_gets_the_interval_in_graphite_s_spelling() -> None:
+    """A Canary's ``interval: 1m`` is Go's minute; Graphite reads ``1m`` as nothing
+    (its minute is ``min``), so a graphite template's ``{{ interval }}`` is ``1min``
+    while a prometheus one keeps ``1m``."""
+    asked: list[tuple[str, str]] = []
+
+    class Recorder:
+        def query(self, provider: MetricTemplateProvider, query: str,
+                  credentials: Mapping[str, bytes] | None = None) -> float | None:
+            asked.append((provider.type, query))
+            return 0.0
+
+    for kind in ("graphite", "prometheus"):
+        body = {**TEMPLATE, "spec": {"provider": {"type": kind, "address": "http://m"},
+                                     "query": "target=x&from=-{{ interval }}"}}
+        c = template_canary(interval="1m")
+        context = CheckContext(c, FakeMetrics(), Recorder(),
+                               lambda ns, name, b=body: MetricTemplate.model_validate(b))
+        assert evaluate(c.spec.analysis.metrics[0], context).verdict == "pass"
+    assert asked == [("graphite", "target=x&from=-1min"), ("prometheus", "target=x&from=-1m")]

@@ -28,6 +28,15 @@ def graphite_params(query: str) -> list[tuple[str, str]]:
     return parse_qsl(_SPACE.sub(" ", query), keep_blank_values=True)
 
 
+def graphite_offset(seconds: float) -> str:
+    """A window as Graphite spells a time offset, for a graphite template's
+    ``{{ interval }}``: ``1min``, ``90s``. Graphite reads ``m`` as nothing (its minutes
+    are ``min``), so the Go-style ``1m`` a Canary's interval is written in would make
+    ``from=-{{ interval }}`` or ``summarize(..., '{{ interval }}')`` fail."""
+    whole = max(1, round(seconds))
+    return f"{whole // 60}min" if whole % 60 == 0 else f"{whole}s"
+
+
 def is_http_url(address: str) -> bool:
     """An ``http://`` or ``https://`` URL with a host: where a provider can be asked."""
     try:

@@ -37,6 +37,7 @@ from meshpilot.api.flagger import (
     MetricTemplateProvider,
     TemplateReference,
 )
+from meshpilot.api.metric_query import graphite_offset
 from meshpilot.delivery.judge import proportion_below
 from meshpilot.delivery.ports import MetricQueryError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource, Sample
@@ -380,7 +381,7 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
             "namespace": ctx.namespace,
             "target": target,
             "service": ctx.canary.service_names[0],
-            "interval": interval,
+            "interval": graphite_offset(window) if provider.type == "graphite" else interval,
             "variables": opts,
         }
 
