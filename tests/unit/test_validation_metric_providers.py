@@ -13,7 +13,12 @@ import textwrap
 
 import pytest
 
-from meshpilot.api.metric_query import graphite_params, influxql_problem, is_http_url
+from meshpilot.api.metric_query import (
+    graphite_params,
+    influxql_problem,
+    is_http_url,
+    metric_interval_seconds,
+)
 from meshpilot.validation import Diagnostic, Plan, plan_apply
 
 FLAGGER_GRAPHITE = """\
@@ -173,3 +178,39 @@ def test_http_urls() -> None:
     assert is_http_url("https://g.monitoring/graphite")
     assert not is_http_url("http://[::1")  # does not parse
     assert not is_http_url("g.monitoring:80")
+
+
+FLAGGER_GRAPHITE_CANARY = """\
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1m
+    threshold: 5
+    metrics:
+      - name: "success rate"
+        templateRef:
+          name: graphite-request-success-rate
+        thresholdRange:
+          min: 90
+        interval: 1min
+"""
+
+
+def test_flagger_s_graphite_canary_with_a_1min_interval_applies() -> None:
+    """Flagger's graphite docs write the metric interval ``1min`` (its schema takes
+    anything starting with digits and m or s); it is a minute, as Graphite reads it."""
+    p = plan_apply([("t.yaml", FLAGGER_GRAPHITE + "---\n" + FLAGGER_GRAPHITE_CANARY)], [])
+    assert p.ok, [d.format() for d in p.diagnostics]
+    assert [metric_interval_seconds(s) for s in ("1min", "5mins", "30sec", "1m", "90s")] == [
+        60.0, 300.0, 30.0, 60.0, 90.0]
+
+
+def test_a_metric_interval_in_no_known_spelling_is_refused() -> None:
+    p = plan(FLAGGER_GRAPHITE_CANARY.replace("interval: 1min", "interval: 1month"))
+    d = found(p, "MP0014")
+    assert (d.line, d.path) == (16, "spec.analysis.metrics[0].interval")
+    assert "1min" in d.message and "30s" in d.message

@@ -5,7 +5,13 @@ provider that sends it (``delivery.providers``) and the rules that judge it at a
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
+
+from meshpilot.api.base import parse_duration
 
 _SPACE = re.compile(r"\s+")
 _FLUX = re.compile(r'\|>|^\s*from\s*\(|^\s*import\s+"', re.MULTILINE)
@@ -19,6 +25,35 @@ _LITERALS = re.compile(r"""
   | /\*.*?\*/
 """, re.VERBOSE | re.DOTALL)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GRAPHITE_SPAN = re.compile(r"^(\d+)(min|mins|minute|minutes|sec|secs|second|seconds)$")
+
+
+def metric_interval_seconds(text: str) -> float:
+    """A metric's ``interval`` in seconds: a Go duration (``1m``, ``30s``), or minutes
+    or seconds as Graphite spells them (``1min``, ``30sec``), which Flagger's schema
+    lets through and its graphite docs write. ValueError naming both when neither."""
+    found = _GRAPHITE_SPAN.match(text.strip())
+    if found:
+        return int(found.group(1)) * (60.0 if found.group(2).startswith("min") else 1.0)
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(f"interval {text!r} does not parse; write a duration such as 30s, "
+                         "1m or 5m (or Graphite's 1min)") from None
+
+
+def _check_metric_interval(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise PydanticCustomError("mp_duration", "interval must be a string such as 30s or 1m")
+    try:
+        metric_interval_seconds(value)
+    except ValueError as exc:
+        raise PydanticCustomError("mp_duration", str(exc)) from None
+    return value
+
+
+MetricInterval = Annotated[str, BeforeValidator(_check_metric_interval)]
+"""A metric's interval kept as written (it fills ``{{ interval }}``), checked to parse."""
 
 
 def graphite_params(query: str) -> list[tuple[str, str]]:
