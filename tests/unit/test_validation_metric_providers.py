@@ -214,3 +214,44 @@ def test_a_metric_interval_in_no_known_spelling_is_refused() -> None:
     d = found(p, "MP0014")
     assert (d.line, d.path) == (16, "spec.analysis.metrics[0].interval")
     assert "1min" in d.message and "30s" in d.message
+
+
+def _secret(**data: str) -> str:
+    return ("apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData:\n"
+            + "".join(f"  {k}: {v}\n" for k, v in data.items()))
+
+
+@pytest.mark.parametrize(("kind", "keys", "warned"), [
+    ("influxdb", {"token": "t", "org": "o"}, "token and org are InfluxDB 2's"),
+    ("influxdb", {"username": "u"}, "reads username and password"),
+    ("graphite", {"token": "t"}, "reads username and password"),
+    ("prometheus", {"username": "u"}, "reads token, or username and password"),
+    ("influxdb", {"username": "u", "password": "p"}, None),
+    ("graphite", {"username": "u", "password": "p"}, None),
+    ("prometheus", {"token": "t"}, None),
+])
+def test_a_secret_without_the_keys_its_provider_reads_is_warned_about(
+        kind: str, keys: dict[str, str], warned: str | None) -> None:
+    """The Secret exists (no MP2024) but the provider would find nothing to send: the
+    template is applied with MP2049 on its secretRef, which names the keys."""
+    query = {"influxdb": "SELECT 1", "graphite": "target=a.b", "prometheus": "up"}[kind]
+    text = textwrap.dedent(f"""\
+        apiVersion: flagger.app/v1beta1
+        kind: MetricTemplate
+        metadata: {{name: m}}
+        spec:
+          provider:
+            type: {kind}
+            address: http://metrics.monitoring
+            secretRef: {{name: creds}}
+          query: '{query}'
+        ---
+        """) + _secret(**keys)
+    p = plan_apply([("t.yaml", text)], [])
+    assert p.ok
+    if warned is None:
+        assert p.diagnostics == []
+        return
+    d = found(p, "MP2049")
+    assert (d.line, d.path) == (8, "spec.provider.secretRef.name")
+    assert warned in d.message and "Secret default/creds has the keys" in d.message

@@ -143,8 +143,9 @@ ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's provid
                               "those alerts are not sent until it exists")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
-PROVIDER_QUERY_REPLACED = Code("MP2049", Severity.WARNING, "graphite query parameter "
-                              "meshpilot replaces: format (always json)")
+TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
+                              "provider does not use as written: a secretRef Secret without "
+                              "the keys it reads, a graphite query's format (always json)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -10,7 +10,8 @@ check, refused at apply rather than failing in the middle of a rollout.
   not have; and a graphite query with no ``target`` parameter, which Graphite answers
   with no series at all.
 - MP2049 (warning): a graphite query's own ``format``, replaced by ``json`` as Flagger
-  replaces it (the provider reads JSON).
+  replaces it (the provider reads JSON). (The same code warns of a ``secretRef`` Secret
+  without the keys the provider reads: :mod:`.template_secret_state`.)
 """
 
 from __future__ import annotations
@@ -72,6 +73,6 @@ def _query(kind: str, query: str) -> Iterator[Finding]:
                       "list of a /render request, e.g. target=sumSeries(app.{{ target }}"
                       ".errors)&from=-{{ interval }}")
     if "format" in names:
-        yield Finding(codes.PROVIDER_QUERY_REPLACED, path,
+        yield Finding(codes.TEMPLATE_NOT_AS_WRITTEN, path,
                       "format is replaced by json: the provider reads Graphite's JSON "
                       "answer; remove format from the query")
