@@ -15,8 +15,8 @@ provider runs what 1.x runs: InfluxQL. How it maps onto Flagger's template:
   here once the template's variables are in (a ``templateVariables`` value could add a
   statement): InfluxDB 1.x runs writes sent with GET too. It is sent with GET within
   Flagger's 15 seconds.
-- The answer is one number: the only value column of the only row of the only series of
-  the first statement, as a Prometheus query must return one series here. No series (or
+- The answer is one number: the only value column of the only row of the only series
+  the statement returns, as a Prometheus query must return one series here. No series (or
   a null value) is no data; several series or rows are an error asking for an aggregate.
 """
 
@@ -90,7 +90,7 @@ class InfluxDBProvider:
 
 
 def single_value(body: Any) -> float | None:
-    """The one number of the first statement's result; None when it has no series."""
+    """The one number of the statement's result; None when it has no series."""
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or not results or not isinstance(results[0], dict):
         error = body.get("error") if isinstance(body, dict) else None
