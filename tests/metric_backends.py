@@ -62,9 +62,12 @@ class Graphite:
                                                                             cache_port))
         self._carbon_log = open(tmp / "carbon.log", "wb")  # noqa: SIM115 - closed in stop()
         self._web_log = open(tmp / "graphite-web.log", "wb")  # noqa: SIM115 - closed in stop()
+        # Debian's Python runs both: nothing of the test run's environment (a virtualenv's
+        # PYTHONPATH) may reach it
         self.carbon = subprocess.Popen(
-            ["carbon-cache", f"--config={conf / 'carbon.conf'}", "--nodaemon", "start"],
-            stdout=self._carbon_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            ["/usr/bin/carbon-cache", f"--config={conf / 'carbon.conf'}", "--nodaemon",
+             "start"], stdout=self._carbon_log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp / "py"),
                "GRAPHITE_SETTINGS_MODULE": "mp_graphite_settings",
                "DJANGO_SETTINGS_MODULE": "graphite.settings",
