@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshpilot.proxy.ports import PortWalk, free_port, wait_port
 from tests.conftest import wait_for
+from tests.tls_pairs import certificate, key_pem, pem
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 """Debian's Python, where graphite-web and Django are installed."""
@@ -44,7 +46,8 @@ class Graphite:
     """carbon-cache and graphite-web over one whisper directory under ``tmp``.
 
     ``url`` is graphite-web as it is, ``auth_url`` the same behind basic auth for
-    :data:`GRAPHITE_USER` and :data:`GRAPHITE_PASSWORD`."""
+    :data:`GRAPHITE_USER` and :data:`GRAPHITE_PASSWORD`, ``tls_url`` over HTTPS with a
+    certificate for 127.0.0.1 that no root vouches for."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -60,6 +63,7 @@ class Graphite:
         (conf / "storage-schemas.conf").write_text("[all]\npattern = .*\nretentions = 1s:1h\n")
         (tmp / "py" / "mp_graphite_settings.py").write_text(_web_settings(storage, conf,
                                                                             cache_port))
+        cert, key = _self_signed(tmp)
         self._carbon_log = open(tmp / "carbon.log", "wb")  # noqa: SIM115 - closed in stop()
         self._web_log = open(tmp / "graphite-web.log", "wb")  # noqa: SIM115 - closed in stop()
         # Debian's Python runs both: nothing of the test run's environment (a virtualenv's
@@ -71,7 +75,8 @@ class Graphite:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp / "py"),
                "GRAPHITE_SETTINGS_MODULE": "mp_graphite_settings",
                "DJANGO_SETTINGS_MODULE": "graphite.settings",
-               "MP_GRAPHITE_BASIC_AUTH": f"{GRAPHITE_USER}:{GRAPHITE_PASSWORD}"}
+               "MP_GRAPHITE_BASIC_AUTH": f"{GRAPHITE_USER}:{GRAPHITE_PASSWORD}",
+               "MP_GRAPHITE_TLS_CERT": str(cert), "MP_GRAPHITE_TLS_KEY": str(key)}
         self.web = subprocess.Popen(
             [SYSTEM_PYTHON, str(Path(__file__).with_name("graphite_web.py"))],
             stdout=subprocess.PIPE, stderr=self._web_log, stdin=subprocess.DEVNULL, env=env)
@@ -83,11 +88,12 @@ class Graphite:
 
     def _wait_ready(self) -> None:
         assert self.web.stdout is not None
-        ports = self.web.stdout.readline().split()  # written once both listen
-        if len(ports) != 2:
+        ports = self.web.stdout.readline().split()  # written once all listen
+        if len(ports) != 3:
             raise AssertionError("graphite-web did not start:\n" + self.logs())
         self.url = f"http://127.0.0.1:{int(ports[0])}"
         self.auth_url = f"http://127.0.0.1:{int(ports[1])}"
+        self.tls_url = f"https://127.0.0.1:{int(ports[2])}"
         self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
         if not wait_port("127.0.0.1", self.line_port, timeout=30):
             raise AssertionError("carbon-cache did not start:\n" + self.logs())
@@ -124,6 +130,16 @@ class Graphite:
         assert r.status_code == 200, r.text
         return [(float(v), int(t)) for series in r.json() for v, t in series["datapoints"]
                 if v is not None]
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key, and the key (0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, key_file = tmp / "graphite.crt", tmp / "graphite.key"
+    cert.write_bytes(pem(certificate("127.0.0.1", key)))
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(key_pem(key))
+    return cert, key_file
 
 
 def _carbon_conf(storage: Path, conf: Path, pid: Path, line: int, pickle: int,

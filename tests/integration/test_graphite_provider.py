@@ -93,6 +93,19 @@ def test_secret_credentials_are_sent_as_basic_auth(graphite: Graphite) -> None:
                        {**CREDENTIALS, "password": b"guess"})
 
 
+def test_skip_verify_accepts_a_certificate_no_root_vouches_for(graphite: Graphite) -> None:
+    """Flagger's graphite provider honours ``insecureSkipVerify``; without it the
+    certificate is verified and the query fails."""
+    t = now()
+    graphite.feed([("mp.tls.x", 3, t - 2)])
+    provider, query = GraphiteProvider(), "target=mp.tls.x&from=-1min"
+    skip = MetricTemplateProvider(type="graphite", address=graphite.tls_url,
+                                  insecure_skip_verify=True)
+    assert provider.query(skip, query) == 3.0
+    with pytest.raises(MetricQueryError, match="CERTIFICATE_VERIFY_FAILED"):
+        provider.query(_provider(graphite.tls_url), query)
+
+
 def test_a_secret_without_both_keys_fails_before_any_request(graphite: Graphite) -> None:
     """Flagger refuses a graphite Secret lacking a username or a password."""
     with pytest.raises(MetricQueryError, match="secretRef Secret has no password"):
