@@ -1,13 +1,12 @@
 """Fields of Flagger's Canary and MetricTemplate that meshpilot does not act on: refused.
 
 Flagger's schema carries fields for every router and metrics backend it supports;
-meshpilot is one router (its own Istio-compatible mesh) and queries Prometheus,
-Graphite, InfluxDB (InfluxQL) and its own telemetry. A Canary is a promise about how a
-release will be judged and routed, so a field that would change that and is not acted
-on is refused (MP0048) rather than applied without it: a Canary must never look as if
-it autoscaled or routed in a way it does not. Fields whose only effect is on Kubernetes
-objects meshpilot has no use for (a headless Service, a traffic distribution hint) are
-warnings (MP2016).
+meshpilot is one router (its own mesh) and queries Prometheus, Graphite, InfluxDB and its
+own telemetry. A Canary is a promise about how a release will be judged and routed, so a
+field that would change that and is not acted on is refused (MP0048) rather than
+applied without it: a Canary must never look as if it autoscaled or routed in a way it
+does not. Fields whose only effect is on Kubernetes objects meshpilot has no use
+for (a headless Service, a traffic distribution hint) are warnings (MP2016).
 
 The rows read the body in wire form, as the model writes it back (see
 :mod:`~meshpilot.validation.unapplied_fields`). When a field becomes implemented its
