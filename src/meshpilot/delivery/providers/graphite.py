@@ -97,7 +97,8 @@ def last_datapoint(body: Any) -> float | None:
 
 def _point_value(point: Any) -> float | None:
     """A datapoint's value: ``[value, timestamp]``, the value a number, a numeric string
-    or null (Graphite's JSON for a missing point)."""
+    or null (Graphite's JSON for a missing point). NaN and infinities count as null: a
+    check cannot compare them with a threshold."""
     if not isinstance(point, list) or len(point) != 2:
         raise MetricQueryError(f"graphite datapoint {point!r} is not [value, timestamp]")
     raw = point[0]
