@@ -17,7 +17,7 @@ from meshpilot.api.flagger import MetricTemplate, MetricTemplateProvider
 from meshpilot.api.metric_query import graphite_offset
 from meshpilot.delivery.checks import CheckContext, evaluate
 from meshpilot.delivery.ports import MetricQueryError
-from meshpilot.delivery.providers import Providers, provider_for
+from meshpilot.delivery.providers import provider_for
 from meshpilot.delivery.providers.graphite import GraphiteProvider, last_datapoint, render_url
 from meshpilot.delivery.providers.influxdb import InfluxDBProvider, query_endpoint, single_value
 
@@ -25,7 +25,6 @@ from meshpilot.delivery.providers.influxdb import InfluxDBProvider, query_endpoi
 def test_the_registry_knows_graphite_and_influxdb() -> None:
     assert provider_for("graphite") is GraphiteProvider
     assert provider_for("influxdb") is InfluxDBProvider
-    assert isinstance(Providers(), Providers)
 
 
 def test_render_goes_under_the_address_path_as_flagger_joins_it() -> None:
