@@ -521,10 +521,8 @@ class LocalRuntime:
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "")
         token = self._proxy_token(node_id) if self._proxy_token is not None else None
-        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0,
-                         xds_token=token)
+        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, xds_token=token)
         envoy = EnvoyProcess(boot, name=name, work_dir=sidecars,
-                             admin_host="127.0.0.1", admin_port=0,
                              concurrency=self.envoy_concurrency, access_log=access_log)
         return PodWorker(
             name=name, namespace=namespace, deployment=deployment, labels=labels,
