@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.builders import sidecar_node, static_envoy_config
+from tests.proc_sockets import tcp_listening_ports, unix_listening_paths
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.proxy.admin import AdminClient
@@ -34,44 +35,6 @@ from meshpilot.telemetry.scraper import Scraper
 from meshpilot.telemetry.store import SeriesStore
 
 pytestmark = pytest.mark.timeout(60)
-
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
-def socket_inodes(pid: int) -> set[int]:
-    """The inodes of the sockets process ``pid`` holds open."""
-    out = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("socket:["):
-            out.add(int(target[len("socket:["):-1]))
-    return out
-
-
-def tcp_listening_ports(pid: int) -> set[int]:
-    """The TCP ports (IPv4 and IPv6) process ``pid`` listens on, from /proc/net/tcp{,6}."""
-    mine = socket_inodes(pid)
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == _LISTEN and int(fields[9]) in mine:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def unix_listening_paths(pid: int) -> set[str]:
-    """The paths of the Unix sockets process ``pid`` listens on, from /proc/net/unix."""
-    mine = socket_inodes(pid)
-    paths = set()
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        fields = line.split()
-        # Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = __SO_ACCEPTCON
-        if len(fields) == 8 and int(fields[6]) in mine and int(fields[3], 16) & 0x10000:
-            paths.add(fields[7])
-    return paths
-
 
 def connect_as_nobody(path: Path) -> str:
     """What a connection attempt to ``path`` by the user ``nobody`` (group ``nogroup``,
