@@ -25,7 +25,7 @@ from tests.proc_sockets import tcp_listening_ports, unix_listening_paths
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.proxy.admin import AdminClient
-from meshpilot.proxy.admin_socket import SUN_PATH_MAX
+from meshpilot.proxy.admin_socket import SUN_PATH_MAX, remove_socket_dir
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
@@ -154,6 +154,8 @@ def test_a_deep_work_dir_puts_the_socket_in_a_private_tmp_dir(tmp_path: Path) ->
             info = os.lstat(path.parent)
             assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
         assert not path.exists()
+        remove_socket_dir(deep)  # what the owner of the proxies does once all stopped
+        assert not path.parent.exists()
     finally:
         envoy.stop(grace=1.0)
         shutil.rmtree(path.parent, ignore_errors=True)

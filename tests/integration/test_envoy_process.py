@@ -16,6 +16,7 @@ from tests.builders import sidecar_node, static_envoy_config
 from tests.conftest import serve_http
 
 from meshpilot.proxy.admin import AdminClient
+from meshpilot.proxy.admin_socket import admin_socket_path, prepare_socket_dir, socket_dir
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess, EnvoyStartError
 from meshpilot.proxy.ports import free_port, port_open, wait_port
@@ -69,14 +70,14 @@ def test_sidecar_waits_for_control_plane(tmp_path: Path) -> None:
         code = envoy.stop(grace=5)
     assert not envoy.running
     assert code == 0
-    assert envoy.admin_socket == tmp_path / "admin" / "sidecar.sock"
+    assert envoy.admin_socket == admin_socket_path(tmp_path, "sidecar")
     assert not envoy.admin_socket.exists()  # removed with the process
 
 
 def test_a_stale_admin_socket_is_replaced(tmp_path: Path) -> None:
     """A socket file left by a crashed Envoy (nobody listening) does not stop the next."""
-    path = tmp_path / "admin" / "stale.sock"
-    path.parent.mkdir(mode=0o700)
+    path = admin_socket_path(tmp_path, "stale")
+    prepare_socket_dir(path.parent)
     with socket.socket(socket.AF_UNIX) as left:
         left.bind(str(path))  # bound, never listening: what a SIGKILLed Envoy leaves
     with EnvoyProcess(sidecar_bootstrap(), name="stale", work_dir=tmp_path) as envoy:
@@ -90,12 +91,16 @@ def test_an_unsafe_admin_socket_directory_gives_clear_error(tmp_path: Path) -> N
     enter) is refused before Envoy starts, naming the directory."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o777)
-    (tmp_path / "admin").symlink_to(elsewhere)
+    folder = socket_dir(tmp_path)
+    folder.symlink_to(elsewhere)
     envoy = EnvoyProcess(sidecar_bootstrap(), name="unsafe", work_dir=tmp_path)
-    with pytest.raises(EnvoyStartError) as info:
-        envoy.start(timeout=10)
+    try:
+        with pytest.raises(EnvoyStartError) as info:
+            envoy.start(timeout=10)
+    finally:
+        folder.unlink()
     message = str(info.value)
-    assert "unsafe" in message and str(tmp_path / "admin") in message
+    assert "unsafe" in message and str(folder) in message
     assert "symbolic link" in message
     assert not envoy.running and list(elsewhere.iterdir()) == []
 

@@ -20,6 +20,8 @@ from meshpilot.proxy.admin_socket import (
     UnsafeSocketDir,
     admin_socket_path,
     prepare_socket_dir,
+    remove_socket_dir,
+    socket_dir,
     socket_name,
 )
 
@@ -29,14 +31,15 @@ def test_short_plain_names_are_kept_and_long_ones_shortened() -> None:
     assert socket_name("myapp-v1-7d9f8c-abcde") == "myapp-v1-7d9f8c-abcde.sock"
     long = "a-deployment-name-of-sixty-characters-" + "x" * 22
     other = long[:-1] + "y"
-    assert len(socket_name(long)) <= 32 and socket_name(long).startswith(long[:16])
+    assert len(socket_name(long)) <= 29 and socket_name(long).startswith(long[:12])
     assert socket_name(long) != socket_name(other)  # the digest tells them apart
     assert "/" not in socket_name("../../etc/passwd")
 
 
-def test_the_socket_stays_in_the_work_dir_while_the_path_fits(tmp_path: Path) -> None:
-    path = admin_socket_path(tmp_path / "run", "mesh-proxy")
-    assert path == tmp_path / "run" / "admin" / "mesh-proxy.sock"
+def test_the_socket_stays_in_the_work_dir_while_the_path_fits() -> None:
+    work = Path("/tmp/mp-state/run")  # a path, nothing is created
+    assert admin_socket_path(work, "mesh-proxy") == work / "admin" / "mesh-proxy.sock"
+    assert socket_dir(work) == work / "admin"
 
 
 def test_a_path_too_long_for_sun_path_moves_to_a_private_tmp_dir(tmp_path: Path) -> None:
@@ -49,6 +52,29 @@ def test_a_path_too_long_for_sun_path_moves_to_a_private_tmp_dir(tmp_path: Path)
     # stable for one work dir, distinct for another
     assert admin_socket_path(deep, "mesh-proxy") == path
     assert admin_socket_path(deep.parent / ("y" * 50), "mesh-proxy").parent != path.parent
+
+
+def test_one_work_dir_puts_all_its_sockets_in_one_directory(tmp_path: Path) -> None:
+    """The choice depends on the directory, not on a name: a work dir where a short name
+    would still fit but the longest would not sends every proxy to /tmp."""
+    base = len(os.fsencode(tmp_path.absolute() / "admin")) + 1
+    work = tmp_path / ("w" * (SUN_PATH_MAX - base - 20))
+    assert len(os.fsencode(work / "admin" / "a.sock")) <= SUN_PATH_MAX
+    short, long = admin_socket_path(work, "a"), admin_socket_path(work, "b" * 24)
+    assert short.parent == long.parent == socket_dir(work) != work / "admin"
+    assert len(os.fsencode(long)) <= SUN_PATH_MAX
+
+
+def test_the_owner_removes_the_directory_only_when_empty(tmp_path: Path) -> None:
+    folder = socket_dir(tmp_path)
+    prepare_socket_dir(folder)
+    (folder / "left.sock").write_text("")
+    remove_socket_dir(tmp_path)
+    assert folder.is_dir()  # a proxy still has its socket there
+    (folder / "left.sock").unlink()
+    remove_socket_dir(tmp_path)
+    assert not folder.exists()
+    remove_socket_dir(tmp_path)  # gone already: nothing to do
 
 
 def test_the_directory_is_made_0700_and_an_existing_one_tightened(tmp_path: Path) -> None:

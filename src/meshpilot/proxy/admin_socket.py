@@ -7,11 +7,14 @@ the socket with the process's umask and only then changes its mode, and the dire
 closes that window. Another local user cannot even reach the socket.
 
 A socket's path must fit ``sockaddr_un.sun_path``: 108 bytes with the terminating NUL, so
-107. A deep state directory can exceed that; its proxies then use a directory of their
-own under ``/tmp`` (``meshpilot-<uid>-<digest of work_dir>``: the same one again after
-a restart, so a restarted control plane finds the proxies it adopts), created 0700 and
-refused if it is a symbolic link or belongs to another user (someone may create the name
-first to capture the sockets).
+107. A deep state directory can exceed that; the proxies of that ``work_dir`` (all of
+them: the choice depends on the directory only, not on a name's length) then use a
+directory of their own under ``/tmp`` (``meshpilot-<uid>-<digest of work_dir>``: the
+same one again after a restart, so a restarted control plane finds the proxies it
+adopts), created 0700 and refused if it is a symbolic link or belongs to another user
+(someone may create the name first to capture the sockets). Whoever runs the proxies of a
+``work_dir`` removes the directory once they have all stopped
+(:func:`remove_socket_dir`); a crash leaves it for the next start.
 
 The short name is the proxy's name when that is short and plain, else its beginning and a
 digest of it: pod names are bounded by Kubernetes' rules, not by ``sun_path``.
@@ -27,14 +30,15 @@ import stat
 from pathlib import Path
 
 __all__ = ["DIR_MODE", "SOCKET_MODE", "SUN_PATH_MAX", "UnsafeSocketDir", "admin_socket_path",
-           "prepare_socket_dir"]
+           "prepare_socket_dir", "remove_socket_dir", "socket_dir"]
 
 SUN_PATH_MAX = 107
 """Bytes of a socket path Linux accepts: ``sun_path`` is 108 with the terminating NUL."""
 SOCKET_MODE = 0o600
 DIR_MODE = 0o700
 FALLBACK_ROOT = Path("/tmp")
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")
+_LONGEST_NAME = 24 + len(".sock")  # what socket_name gives at most
 
 
 class UnsafeSocketDir(RuntimeError):
@@ -49,18 +53,30 @@ def socket_name(name: str) -> str:
     """``name.sock`` for a short plain name, else its first characters and a digest."""
     if _PLAIN.fullmatch(name):
         return f"{name}.sock"
-    head = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:16]
+    head = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:12]
     return f"{head}-{_digest(name, 10)}.sock"
+
+
+def socket_dir(work_dir: Path) -> Path:
+    """The directory of the admin sockets of the proxies run from ``work_dir``:
+    ``work_dir/admin`` if any proxy's socket fits there, else the private one in /tmp."""
+    preferred = Path(work_dir).absolute() / "admin"
+    if len(os.fsencode(preferred)) + 1 + _LONGEST_NAME <= SUN_PATH_MAX:
+        return preferred
+    digest = _digest(str(Path(work_dir).absolute()), 12)
+    return FALLBACK_ROOT / f"meshpilot-{os.geteuid()}-{digest}"
 
 
 def admin_socket_path(work_dir: Path, name: str) -> Path:
     """The admin socket of proxy ``name`` run from ``work_dir`` (see the module)."""
-    file = socket_name(name)
-    preferred = Path(work_dir).absolute() / "admin" / file
-    if len(os.fsencode(preferred)) <= SUN_PATH_MAX:
-        return preferred
-    digest = _digest(str(Path(work_dir).absolute()), 12)
-    return FALLBACK_ROOT / f"meshpilot-{os.geteuid()}-{digest}" / file
+    return socket_dir(work_dir) / socket_name(name)
+
+
+def remove_socket_dir(work_dir: Path) -> None:
+    """Remove the socket directory of ``work_dir`` if it is empty: for the owner of its
+    proxies, once all have stopped (so that none is about to bind in it)."""
+    with contextlib.suppress(OSError):  # not empty, or gone: nothing to do
+        os.rmdir(socket_dir(work_dir))
 
 
 def prepare_socket_dir(directory: Path) -> None:

@@ -46,6 +46,7 @@ from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
+from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -274,6 +275,7 @@ class LocalRuntime:
         for w in workers:
             w.join(timeout=max(0.1, deadline - time.monotonic()))
         self.ipam.release_all()
+        remove_socket_dir(self.work_dir / "sidecars")  # the sidecars' admin sockets
 
     def __enter__(self) -> LocalRuntime:
         return self

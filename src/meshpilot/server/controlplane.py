@@ -37,6 +37,7 @@ from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
+from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -237,6 +238,7 @@ class MeshControlPlane:
             self.runtime.stop()
         for proxy in self.proxies.values():
             proxy.stop(grace=2.0)
+        remove_socket_dir(self.work_dir)  # the built-in proxies' admin sockets
         self.xds.stop()
 
     def _proxy(self, name: str, node: ProxyNode) -> None:
