@@ -177,6 +177,7 @@ def test_stop_kills_after_grace_and_start_twice_is_refused(tmp_path: Path) -> No
     assert envoy.admin.state() == "PRE_INITIALIZING"
     envoy.admin.quit()
     assert envoy.wait(timeout=10) == 0
+    assert not envoy.admin_socket.exists()  # an exit of its own leaves no socket either
 
 
 def test_a_running_envoy_is_adopted_only_with_the_same_configuration(tmp_path: Path) -> None:

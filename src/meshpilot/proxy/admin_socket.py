@@ -37,8 +37,8 @@ SUN_PATH_MAX = 107
 SOCKET_MODE = 0o600
 DIR_MODE = 0o700
 FALLBACK_ROOT = Path("/tmp")
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")
-_LONGEST_NAME = 24 + len(".sock")  # what socket_name gives at most
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,18}")
+_LONGEST_NAME = 19 + len(".sock")  # what socket_name gives at most
 
 
 class UnsafeSocketDir(RuntimeError):
@@ -53,8 +53,8 @@ def socket_name(name: str) -> str:
     """``name.sock`` for a short plain name, else its first characters and a digest."""
     if _PLAIN.fullmatch(name):
         return f"{name}.sock"
-    head = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:12]
-    return f"{head}-{_digest(name, 10)}.sock"
+    head = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:10]
+    return f"{head}-{_digest(name, 8)}.sock"
 
 
 def socket_dir(work_dir: Path) -> Path:

@@ -343,6 +343,7 @@ class EnvoyProcess:
         self.returncode = code
         self._close_admin()
         self._close_log()
+        self._remove_socket()
         return code
 
     def upkeep(self, now: float) -> None:
