@@ -135,7 +135,7 @@ class HostAgent:
         """The sidecar's bootstrap: xDS at the control plane's mutual-TLS port, presenting
         this host's certificate and verifying the server's address against the roots."""
         xds_host, xds_port = _address(self.joined["xds"])
-        doc = bootstrap(self.node(), xds_host=xds_host, xds_port=xds_port, admin_port=0,
+        doc = bootstrap(self.node(), xds_host=xds_host, xds_port=xds_port,
                         xds_token=self.joined["xdsToken"])
         for cluster in doc["static_resources"]["clusters"]:
             if cluster["name"] == XDS_CLUSTER:

@@ -81,6 +81,11 @@ TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load
                          "task endpoint without metadata.cmd")
 NOT_IMPLEMENTED_ARGO_FIELD = Code("MP0057", Severity.ERROR, "Argo Rollouts field, step, "
                                   "strategy or router meshpilot does not implement")
+PROVIDER_ADDRESS = Code("MP0073", Severity.ERROR, "MetricTemplate graphite or influxdb "
+                        "provider without an http(s) address")
+PROVIDER_QUERY = Code("MP0074", Severity.ERROR, "MetricTemplate query its provider does not "
+                      "run: influxdb other than an InfluxQL SELECT (Flux), graphite without "
+                      "a target")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
@@ -145,6 +150,9 @@ TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command o
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "
                             "istio.io/autoRegistrationGroup names no WorkloadGroup: an "
                             "endpoint only while a joined host reports for it")
+TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
+                              "provider does not use as written: a secretRef Secret without "
+                              "the keys it reads, a graphite query's format (always json)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 
