@@ -12,6 +12,7 @@ from typing import Any
 
 from meshpilot.hosts.agent import OUTBOUND_ADDRESS, AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT
+from meshpilot.proxy.envoy import EnvoyError
 
 
 def _app_ports(values: list[str]) -> dict[str, int]:
@@ -57,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent = HostAgent(options)
         joined = agent.join()
-        agent.start_sidecar()
     except JoinFailed as exc:
         print(f"meshpilot host join: {exc}", file=sys.stderr)
         return 2
+    try:
+        agent.start_sidecar()
+    except (JoinFailed, EnvoyError) as exc:
+        agent.stop()
+        print(f"meshpilot host join: joined, but the sidecar did not start: {exc}",
+              file=sys.stderr)
+        return 3
 
     def _stop(signum: int, frame: Any) -> None:
         agent.stop()

@@ -26,6 +26,7 @@ from meshpilot.hosts.identity import XDS_CLIENT_SECRET, HostFiles
 from meshpilot.hosts.probe import Readiness
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
+from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.bootstrap import XDS_CLUSTER, bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess
 
@@ -219,3 +220,4 @@ class HostAgent:
         self._stop.set()
         if self.sidecar is not None:
             self.sidecar.stop(grace=2.0)
+            remove_socket_dir(self.sidecar.work_dir)  # its admin socket's directory
