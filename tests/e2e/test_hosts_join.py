@@ -6,7 +6,8 @@ and each joined host is a network namespace on that bridge running ``meshpilot.h
 Istio behaviour followed: a VM's workload joins the Services whose selectors match its
 WorkloadGroup's template labels, is reached over mutual TLS as the group's service
 account, and an auto-registered entry whose proxy stops reporting is marked unhealthy
-(leaves the endpoints) and is removed after a grace period.
+(leaves the endpoints); its removal after the grace period is stepped through with a
+fake clock in tests/unit/test_host_registry.py.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ from tests.conftest import ControlPlane
 from tests.e2e import myapp
 from tests.e2e.hosts import Host, Network, network
 from tests.e2e.mesh import URL, Mesh
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/ns/net").exists(), reason="needs Linux network namespaces")
 
 CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
 TIMEOUT = 2.0  # --host-timeout: how long a silent host stays in the endpoints
