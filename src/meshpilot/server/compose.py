@@ -34,7 +34,7 @@ from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 
 MESH_HOST = "127.0.0.1"
@@ -46,7 +46,7 @@ class Components:
     """What one control-plane process runs. The mesh and the rollouts are absent for a
     config-plane-only process (``--no-mesh``)."""
 
-    store: SqliteStore
+    store: ConfigStore
     config: ConfigService
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
@@ -104,7 +104,7 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
         views.EDGE_MATCHERS, views.EDGE_LABELS, views.WINDOW_SECONDS, (0.99,))]
 
 
-def start(state: StateDir, store: SqliteStore, publish: Publish, *,
+def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None) -> Components:

@@ -20,13 +20,18 @@ from meshpilot.store import (
     Delete,
     NotFound,
     Put,
-    SqliteStore,
     StoredObject,
     WriteFailed,
 )
 from meshpilot.store.mirror import StoreMirror
+from meshpilot.store.protocol import ConfigStore
 from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
 from meshpilot.validation.codes import Severity
+
+MIRROR_WAIT_SECONDS = 2.0
+"""How long an apply waits for the mirror to receive the last commits (etcd delivers them
+from its watch, a few milliseconds after they commit) before validating against a fresh
+read of the whole store instead."""
 
 
 @dataclass
@@ -77,7 +82,7 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
 
 
 class ConfigService:
-    def __init__(self, store: SqliteStore, mirror: StoreMirror | None = None) -> None:
+    def __init__(self, store: ConfigStore, mirror: StoreMirror | None = None) -> None:
         """``mirror``, when given, is where the current state is read for validation: a
         dict kept current by the store's watch, instead of reading and decoding every
         stored object from SQLite on each apply (the cost that grew with the store). It
@@ -192,7 +197,8 @@ class ConfigService:
         """Every stored object as the validator sees it; call under the write lock."""
         if self._mirror is None:
             return state_of(self.store.list())
-        self._mirror.poll(timeout=0)
+        if not self._mirror.catch_up(self.store.revision(), MIRROR_WAIT_SECONDS):
+            return state_of(self.store.list())
         return [StateObject(key, body) for key, body in self._mirror.objects()]
 
     def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:

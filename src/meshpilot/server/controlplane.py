@@ -49,7 +49,7 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
@@ -99,7 +99,7 @@ class MeshControlPlane:
     def __init__(
         self,
         state: StateDir,
-        store: SqliteStore,
+        store: ConfigStore,
         *,
         host: str = "127.0.0.1",
         envoy_concurrency: int = 1,

@@ -66,7 +66,7 @@ from meshpilot.delivery.webhooks import DEFAULT_TIMEOUT_S
 from meshpilot.delivery.workers import CanaryWorkers
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
-from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
+from meshpilot.store import ConfigStore, NotFound, PutStatus, WatchEvent
 from meshpilot.telemetry import Matcher
 from meshpilot.telemetry.istio import REQUESTS_TOTAL
 
@@ -114,7 +114,7 @@ class StoreWriter:
 
     def __init__(self, service: ConfigService, source: str = WRITER_SOURCE) -> None:
         self.service = service
-        self.store: SqliteStore = service.store
+        self.store: ConfigStore = service.store
         self.source = source
 
     def apply(self, objects: Sequence[dict[str, Any]]) -> None:
@@ -154,7 +154,7 @@ class StoreWriter:
 class ClusterView:
     """ClusterReader over the store and the local runtime."""
 
-    def __init__(self, store: SqliteStore,
+    def __init__(self, store: ConfigStore,
                  runtime: Callable[[], RuntimeView | None]) -> None:
         self.store = store
         self._runtime = runtime
@@ -385,7 +385,7 @@ class DeliveryLoop:
     (``CanaryWorkers``), so a webhook taking its whole timeout for one Canary delays
     neither the other Canaries nor this loop."""
 
-    def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
+    def __init__(self, store: ConfigStore, runtime: Callable[[], RuntimeView | None],
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
                  loadtester_port: int, loadtester_commands: bool = False,
                  tick_seconds: float = TICK_SECONDS,

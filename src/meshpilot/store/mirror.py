@@ -14,17 +14,19 @@ change the listing already saw is a no-op).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
-from meshpilot.store.sqlite import SqliteStore
+from meshpilot.store.protocol import ConfigStore
 
 
 class StoreMirror:
     """Every stored object as ``(key, body)``, current as of the last :meth:`poll`."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: ConfigStore) -> None:
         self._lock = threading.Lock()
+        self._store = store
         self._watch = store.watch()
         self._revision = self._watch.since  # every commit up to it is held
         self._objects: dict[ObjectKey, tuple[int, dict[str, Any]]] = {}
@@ -54,6 +56,37 @@ class StoreMirror:
                         event.object.body)
             event = self._watch.get(timeout=0)
         return True
+
+    def catch_up(self, revision: int, timeout: float) -> bool:
+        """Apply events until the mirror holds every commit up to ``revision`` (a value of
+        the store's ``revision()``); False if that took longer than ``timeout``.
+
+        SQLite queues a commit's events before ``commit`` returns, so this is one poll;
+        etcd delivers them a moment later, from its watch. A mirror whose watch was cut
+        off (etcd could not follow) reads everything afresh."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                held = self._revision
+            if held >= revision:
+                return True
+            if self._watch.overflowed:
+                self._reload()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll(timeout=min(left, 0.05))
+
+    def _reload(self) -> None:
+        watch = self._store.watch()
+        objects = {o.key: (o.resource_version, o.body) for o in self._store.list()}
+        with self._lock:
+            old, self._watch = self._watch, watch
+            self._revision = watch.since
+            self._objects = objects
+            self._gone = {}
+        old.close()
 
     def _apply(self, kind: str, key: ObjectKey, revision: int, body: dict[str, Any]) -> None:
         with self._lock:

@@ -156,3 +156,18 @@ class Expired(StoreError):
         super().__init__(
             f"resourceVersion {requested} is too old: events up to {compacted} were compacted"
         )
+
+
+class Unavailable(WriteFailed):
+    """The etcd cluster did not answer (no member reachable, or none with a leader, for
+    longer than the client retries): nothing of the commit was written. A kind of
+    WriteFailed, so every writer that reports a failed write reports this one too."""
+
+    def __init__(self, endpoints: str, cause: str) -> None:
+        StoreError.__init__(
+            self, f"the config store (etcd at {endpoints}) could not be reached: {cause}; "
+            "nothing was written. Check that a majority of the etcd members run and can "
+            "reach each other, then apply again")
+        self.path = endpoints
+        self.cause = cause
+        self.full = False
