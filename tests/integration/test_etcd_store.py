@@ -8,14 +8,17 @@ remains), and clients move to another member."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.builders import stored, virtual_service
+from tests.conftest import wait_for
 from tests.etcd_cluster import Cluster, running
 
 from meshpilot.store import Conflict, ObjectKey, Put, Unavailable
+from meshpilot.store.election import Election
 from meshpilot.store.etcd import EtcdStore
 
 KEY = ObjectKey("networking.istio.io", "VirtualService", "default", "a")
@@ -106,3 +109,29 @@ def test_writes_and_watches_continue_when_an_etcd_member_is_killed(
         watch.close()
     finally:
         store.close()
+
+
+def test_one_of_two_candidates_leads_and_a_stepped_down_leader_is_replaced_at_once(
+        etcd_server: Cluster, etcd_prefix: str) -> None:
+    """etcd's election recipe: the key is created under the winner's lease only if it
+    does not exist; revoking the lease (a graceful stop) deletes it, and the other
+    candidate, polling, takes the lead without waiting for a lease to lapse."""
+    key = etcd_prefix + "leader"
+    changes: list[tuple[str, bool]] = []
+    first = Election(etcd_server.endpoints, key, "first")
+    second = Election(etcd_server.endpoints, key, "second")
+    try:
+        first.start(lambda leading: changes.append(("first", leading)))
+        wait_for(first.leading, timeout=5, message="the first candidate leads")
+        second.start(lambda leading: changes.append(("second", leading)))
+        time.sleep(0.6)  # a few of the second candidate's polls
+        assert not second.leading() and second.leader() == "first"
+        stopped = time.monotonic()
+        first.stop()
+        wait_for(second.leading, timeout=5, message="the second candidate leads")
+        assert time.monotonic() - stopped < 2.0  # no lease had to expire
+        assert second.leader() == "second"
+        assert changes == [("first", True), ("first", False), ("second", True)]
+    finally:
+        first.stop()  # a no-op when already stopped
+        second.stop()

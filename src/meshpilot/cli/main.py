@@ -106,6 +106,10 @@ def up(
     max_body_bytes: Annotated[int | None, typer.Option(
         min=1, help="Largest request body the API reads (an apply's files, as JSON); "
                     "larger ones are refused with 413. Default: 4 MiB")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Where the config lives: the SQLite file in the state directory (default), "
+             "or etcd://HOST:2379,HOST:2379/PREFIX (members; prefix optional): replicas (each "
+             "with its own --state-dir) share one etcd and elect a leader")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -131,6 +135,8 @@ def up(
             identity.append("--loadtester-commands")
         if max_body_bytes is not None:
             identity += ["--max-body-bytes", str(max_body_bytes)]
+        if store is not None:
+            identity += ["--store", store]  # checked by the server: a bad one fails `up`
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

@@ -10,8 +10,10 @@ rollouts) and stop in the reverse one.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -30,11 +32,14 @@ from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.events import never
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
+from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
+from meshpilot.store.election import AlwaysLeader, Election
+from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
 
 MESH_HOST = "127.0.0.1"
@@ -50,6 +55,9 @@ class Components:
     config: ConfigService
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
+    leader: AlwaysLeader | Election = field(default_factory=AlwaysLeader)
+    """Whether this replica runs what must run once (pods, rollouts): always with
+    SQLite; the elected one of the replicas on an etcd."""
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -67,6 +75,7 @@ class Components:
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller,
                                  self.delivery.argo).routes()
+        routes += LeaderAPI(self.leader).routes()
         auth = DashboardAuth()
         proxies = partial(proxy_statuses, mesh) if mesh is not None else list
         routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
@@ -83,11 +92,18 @@ class Components:
         return runtime.deployment_status(key.namespace, key.name)
 
     def stop(self) -> None:
-        """The rollouts stop writing before the mesh they write to goes."""
+        """The rollouts stop writing before the mesh they write to goes; leadership is
+        given up once they stopped (so no two replicas ever step the same rollout)."""
         if self.delivery is not None:
             self.delivery.stop()
+        self.leader.stop()
         if self.mesh is not None:
             self.mesh.stop()
+
+
+def _identity(state: StateDir) -> str:
+    """How this replica names itself in the election: host, process and state directory."""
+    return f"{socket.gethostname()}/{os.getpid()}/{state.root}"
 
 
 def _pods(mesh: MeshControlPlane | None) -> list[Pod]:
@@ -112,8 +128,10 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
     # one mirror of the state for every apply's validation (see ConfigService)
-    components = Components(store, ConfigService(store, StoreMirror(store)))
+    components = Components(store, ConfigService(store, StoreMirror(store)),
+                            leader=leadership(store, _identity(state)))
     if not with_mesh:
+        components.leader.start(lambda leading: None)
         return components
     try:
         # The mesh's own listeners (xDS, metrics) serve local proxies and a local
@@ -121,7 +139,8 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         # --host): metrics need no token to be read
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
-            publish=publish, security=security, access_log=access_log)
+            publish=publish, security=security, access_log=access_log,
+            leading=components.leader.leading)
         endpoints = mesh.start()
         publish(endpoints)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)
@@ -129,9 +148,10 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
             loadtester_commands=loadtester_commands, live=traffic, api_token=api_token,
-            service=components.config)
+            service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        components.leader.start(mesh.leadership_changed)
     except BaseException:
         components.stop()
         raise

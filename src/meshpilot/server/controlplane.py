@@ -107,8 +107,12 @@ class MeshControlPlane:
         publish: Callable[[dict[str, Any]], None] = lambda extra: None,
         security: SecurityOptions | None = None,
         access_log: bool = True,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
+        self.leading = leading
+        """Whether this replica runs the local runtime's pods (the elected leader among
+        replicas on one etcd; always, with SQLite)."""
         self.store = store
         self.host = host
         self.access_log = access_log
@@ -415,10 +419,17 @@ class MeshControlPlane:
             last = time.monotonic()
             try:
                 if self.runtime is not None:
-                    self.runtime.sync(self.deployments(), self.config_data())
+                    # a replica that does not lead runs no pods (the leader runs them)
+                    leads = self.leading()
+                    self.runtime.sync(self.deployments() if leads else [],
+                                      self.config_data() if leads else {})
                 self._rebuild()
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
+
+    def leadership_changed(self, leading: bool) -> None:
+        """Start (or stop) the pods at once when this replica gains (or loses) the lead."""
+        self._dirty.set()
 
     def _until_renewal(self) -> float | None:
         """Seconds until the earliest proxy certificate is due for renewal (None: none)."""

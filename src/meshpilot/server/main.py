@@ -36,7 +36,9 @@ from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
 from meshpilot.statedir import AlreadyRunning, StateDir
-from meshpilot.store import Corrupt, SqliteStore
+from meshpilot.store import Corrupt, Unavailable
+from meshpilot.store.factory import open_store
+from meshpilot.store.url import StoreSpec, parse_store_url
 
 log = logging.getLogger("meshpilot.server")
 DASHBOARD_PATH = DASHBOARD_PREFIX + "/"
@@ -113,7 +115,7 @@ def serve(
     security: SecurityOptions | None = None, tls: bool = False, access_log: bool = True,
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    watch_limit: int = WATCH_BACKLOG_LIMIT,
+    watch_limit: int = WATCH_BACKLOG_LIMIT, store_spec: StoreSpec | None = None,
 ) -> int:
     state.create()
     try:
@@ -123,8 +125,8 @@ def serve(
         return 3
     token = state.ensure_token()
     try:
-        store = SqliteStore(state.database)
-    except Corrupt as exc:
+        store = open_store(store_spec or StoreSpec(), state.database)
+    except (Corrupt, Unavailable) as exc:
         lock.close()
         print(f"meshpilot: {exc}", file=sys.stderr)
         return 5
@@ -253,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-backlog", type=_positive, default=WATCH_BACKLOG_LIMIT,
                         help="events one API watch may have queued unread before it is "
                              f"closed with 410 Gone (default {WATCH_BACKLOG_LIMIT})")
+    parser.add_argument("--store", type=_store, default=StoreSpec(),
+                        help="where the config lives: the SQLite file in the state "
+                             "directory (default), or etcd://HOST:PORT,HOST:PORT/PREFIX (one or "
+                             "more members, prefix optional) for replicas sharing one etcd")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -265,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,
-                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog)
+                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
+                 store_spec=args.store)
 
 
 def _positive(text: str) -> int:
@@ -276,6 +283,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
     return value
+
+
+def _store(text: str) -> StoreSpec:
+    try:
+        return parse_store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(text: str) -> timedelta:

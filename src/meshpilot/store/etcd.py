@@ -57,9 +57,9 @@ from meshpilot.store.model import (
 )
 from meshpilot.store.planning import now_rfc3339, plan_change, validate_changes
 from meshpilot.store.sqlite import DEFAULT_EVENT_HISTORY
+from meshpilot.store.url import DEFAULT_PREFIX
 from meshpilot.store.watch import Watch
 
-DEFAULT_PREFIX = "/meshpilot/"
 COMMIT_ATTEMPTS = 50
 """Re-plans of one commit when other replicas keep committing first; each attempt is one
 round trip, so this bounds a commit's time under contention."""
