@@ -27,6 +27,7 @@ from meshpilot.store import (
     Put,
     PutStatus,
     SqliteStore,
+    Stale,
     WatchEvent,
 )
 from meshpilot.store.protocol import ConfigStore
@@ -252,6 +253,19 @@ def test_failed_commit_writes_nothing(store: ConfigStore, bad: Any, rv: Any) -> 
     # the store is still usable afterwards
     assert store.commit([put("c")])[0].action == "created"
     assert store.revision() == rv(2)
+
+
+def test_a_commit_based_on_an_older_revision_is_stale_and_writes_nothing(
+        store: ConfigStore, rv: Any) -> None:
+    """What a validating writer relies on: "commit only onto the state I checked"."""
+    store.commit([put("a")])
+    store.commit([put("b")])
+    with pytest.raises(Stale) as exc:
+        store.commit([put("c")], unchanged_since=rv(1))
+    assert (exc.value.based_on, exc.value.actual) == (rv(1), rv(2))
+    assert store.get(key("c")) is None and store.revision() == rv(2)
+    (done,) = store.commit([put("c")], unchanged_since=rv(2))
+    assert done.action == "created" and store.revision() == rv(3)
 
 
 def test_delete_missing_is_not_found(store: ConfigStore) -> None:

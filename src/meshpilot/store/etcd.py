@@ -51,6 +51,7 @@ from meshpilot.store.model import (
     EventType,
     Expired,
     ObjectKey,
+    Stale,
     StoredObject,
     Unavailable,
     WatchEvent,
@@ -239,26 +240,31 @@ class EtcdStore:
 
     # -- writes ------------------------------------------------------------
 
-    def commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult]:
+    def commit(self, changes: Sequence[Change], *,
+               unchanged_since: int | None = None) -> builtins.list[ChangeResult]:
         """Apply ``changes`` atomically; return one result per change, in order.
 
         All-or-nothing: on Conflict or NotFound nothing is written and the exception
         propagates. A key may appear only once per commit (ValueError otherwise).
+        ``unchanged_since``: raise Stale (writing nothing) if the store moved past it.
         """
         validate_changes(changes)
         if not changes:
             return []
         with self._commit_lock:
             for _ in range(COMMIT_ATTEMPTS):
-                done = self._try_commit(changes)
+                done = self._try_commit(changes, unchanged_since)
                 if done is not None:
                     return done
         raise Unavailable(", ".join(self.endpoints),
                           f"{COMMIT_ATTEMPTS} attempts lost to other replicas' commits")
 
-    def _try_commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult] | None:
+    def _try_commit(self, changes: Sequence[Change],
+                    unchanged_since: int | None) -> builtins.list[ChangeResult] | None:
         """One attempt: read, plan, write if nobody committed meanwhile (else None)."""
         head_revision, head = self._head()
+        if unchanged_since is not None and head_revision != unchanged_since:
+            raise Stale(unchanged_since, head_revision)
         currents = self._read_many([c.key for c in changes])
         now = now_rfc3339()
         planned: builtins.list[tuple[Change, str, dict[str, Any], int]] = []

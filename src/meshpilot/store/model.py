@@ -110,6 +110,17 @@ class Conflict(StoreError):
         super().__init__(f"conflict on {key}: {detail}")
 
 
+class Stale(StoreError):
+    """A commit asked that nothing change after the revision its caller validated
+    against, and something did (another replica's commit): nothing was written; the
+    caller validates again on the new state."""
+
+    def __init__(self, based_on: int, actual: int) -> None:
+        self.based_on = based_on
+        self.actual = actual
+        super().__init__(f"the store is at revision {actual}, not {based_on} as validated")
+
+
 class NotFound(StoreError):
     """A Delete or PutStatus named an object that does not exist."""
 

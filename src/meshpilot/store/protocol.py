@@ -14,6 +14,9 @@ The contract, which the shared store tests check on both:
 * ``watch(since)`` delivers every later commit whole and in order, with neither a gap nor
   a duplicate after ``events_since``-style history; history older than what is retained
   raises Expired (HTTP 410 for an API client).
+* ``commit(..., unchanged_since=R)`` raises Stale, writing nothing, if any commit came
+  after revision R: a writer that validated against the state at R (ConfigService)
+  commits only onto that state, also when another replica writes.
 * ``write_lock`` serialises this process's writers from validation to commit.
 """
 
@@ -44,6 +47,7 @@ class ConfigStore(Protocol):
 
     def watch(self, since: int | None = None, limit: int | None = None) -> Watch: ...
 
-    def commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult]: ...
+    def commit(self, changes: Sequence[Change], *,
+               unchanged_since: int | None = None) -> builtins.list[ChangeResult]: ...
 
     def close(self) -> None: ...

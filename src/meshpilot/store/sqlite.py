@@ -35,6 +35,7 @@ from meshpilot.store.model import (
     EventType,
     Expired,
     ObjectKey,
+    Stale,
     StoredObject,
     WatchEvent,
     WriteFailed,
@@ -250,12 +251,14 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------
 
-    def commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult]:
+    def commit(self, changes: Sequence[Change], *,
+               unchanged_since: int | None = None) -> builtins.list[ChangeResult]:
         """Apply ``changes`` atomically; return one result per change, in order.
 
         All-or-nothing: on Conflict or NotFound nothing is written and the
         exception propagates. A key may appear only once per commit (ValueError
         otherwise), so each revision holds at most one version of an object.
+        ``unchanged_since``: raise Stale (writing nothing) if the store moved past it.
         """
         validate_changes(changes)
         if not changes:
@@ -265,7 +268,7 @@ class SqliteStore:
             conn = self._db()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                results, events = self._apply(conn, changes)
+                results, events = self._apply(conn, changes, unchanged_since)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
@@ -328,10 +331,13 @@ class SqliteStore:
         return StoredObject(key, json.loads(row[0]), row[1], row[2])
 
     def _apply(
-        self, conn: sqlite3.Connection, changes: Sequence[Change]
+        self, conn: sqlite3.Connection, changes: Sequence[Change], unchanged_since: int | None
     ) -> tuple[builtins.list[ChangeResult], builtins.list[WatchEvent]]:
         """Check and plan every change, then write them all at one new revision."""
-        revision = self._meta(conn, "revision") + 1
+        current = self._meta(conn, "revision")
+        if unchanged_since is not None and current != unchanged_since:
+            raise Stale(unchanged_since, current)
+        revision = current + 1
         now = now_rfc3339()
         results: list[ChangeResult] = []
         # (event type, key, body, generation) of each change that writes
