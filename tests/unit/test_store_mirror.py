@@ -49,3 +49,22 @@ def test_a_change_the_listing_already_saw_is_not_applied_again(store: ConfigStor
     mirror._apply("DELETED", object_key(A), first.resource_version, first.body)
     assert mirror.objects() == as_stored(store)
     mirror.close()
+
+
+def test_a_mirror_whose_watch_was_cut_off_reads_the_store_afresh(store: ConfigStore) -> None:
+    """When the store cuts a watch off (etcd compacted under it, or out of reach for
+    long), the mirror lists everything again rather than keep a state that no longer
+    follows the store."""
+    store.commit([stored(A)])
+    mirror = StoreMirror(store)
+    mirror._watch.cut_off()
+    store.commit([stored(B), stored(C)])
+    assert mirror.catch_up(store.revision(), timeout=5)
+    assert mirror.objects() == as_stored(store)
+    store.commit([Delete(object_key(A))])
+    assert mirror.catch_up(store.revision(), timeout=5)  # the new watch follows
+    assert [k.name for k, _ in mirror.objects()] == ["b", "c"]
+    mirror._watch.cut_off()
+    assert mirror.poll(timeout=0.5)  # the control plane's loop: poll reloads too
+    assert mirror.objects() == as_stored(store)
+    mirror.close()

@@ -13,12 +13,16 @@ change the listing already saw is a no-op).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
+from meshpilot.store.model import StoreError
 from meshpilot.store.protocol import ConfigStore
+
+log = logging.getLogger(__name__)
 
 
 class StoreMirror:
@@ -50,7 +54,9 @@ class StoreMirror:
         True if any arrived."""
         event = self._watch.get(timeout=timeout)
         if event is None:
-            return False
+            # a watch the store could not keep up (etcd out of reach for long): read
+            # everything afresh rather than hold a state that no longer follows the store
+            return self._watch.overflowed and self._reload()
         while event is not None:
             self._apply(event.type, event.object.key, event.resource_version,
                         event.object.body)
@@ -71,22 +77,31 @@ class StoreMirror:
             if held >= revision:
                 return True
             if self._watch.overflowed:
-                self._reload()
+                if not self._reload():
+                    return False
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             self.poll(timeout=min(left, 0.05))
 
-    def _reload(self) -> None:
-        watch = self._store.watch()
-        objects = {o.key: (o.resource_version, o.body) for o in self._store.list()}
+    def _reload(self) -> bool:
+        """A new watch and a fresh listing; False (nothing changed) if the store does not
+        answer, so the caller tries again later."""
+        try:
+            watch = self._store.watch()
+            listed = self._store.list()
+        except StoreError as exc:
+            log.warning("the store's mirror could not be read afresh: %s", exc)
+            return False
+        objects = {o.key: (o.resource_version, o.body) for o in listed}
         with self._lock:
             old, self._watch = self._watch, watch
             self._revision = watch.since
             self._objects = objects
             self._gone = {}
         old.close()
+        return True
 
     def _apply(self, kind: str, key: ObjectKey, revision: int, body: dict[str, Any]) -> None:
         with self._lock:
