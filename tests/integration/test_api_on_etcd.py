@@ -1,0 +1,54 @@
+"""The API's watch cases of test_api.py, run again on a control plane
+whose store is etcd (``--store etcd://...``), plus what only replicas can show: a
+watch on one replica streams what is applied through another.
+
+The cases follow the Kubernetes API's watch contract (events in resourceVersion order
+after the one given, a list's resourceVersion as the start of a watch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from tests.conftest import ControlPlane
+from tests.etcd_cluster import Cluster
+from tests.integration import test_api as on_sqlite
+from tests.integration.test_api import VS_PATH, _drain, _watch_in_thread, apply, vs
+
+
+@pytest.fixture
+def etcd_url(etcd_server: Cluster, etcd_prefix: str) -> str:
+    return etcd_server.url + etcd_prefix.rstrip("/")
+
+
+@pytest.fixture
+def control_plane(control_plane_factory: Callable[..., ControlPlane],
+                  etcd_url: str) -> ControlPlane:
+    """A config-plane control plane on etcd (the API and store; no proxies needed)."""
+    return control_plane_factory("state", args=["--no-mesh", "--store", etcd_url])
+
+
+test_watch_streams_added_modified_deleted_in_order = (
+    on_sqlite.test_watch_streams_added_modified_deleted_in_order)
+test_watch_resumes_from_an_old_resource_version = (
+    on_sqlite.test_watch_resumes_from_an_old_resource_version)
+
+
+def test_a_watch_on_one_replica_streams_what_another_replica_applied(
+        control_plane: ControlPlane, control_plane_factory: Callable[..., ControlPlane],
+        etcd_url: str) -> None:
+    other = control_plane_factory("other", args=["--no-mesh", "--store", etcd_url])
+    rv = control_plane.client.get(VS_PATH).json()["metadata"]["resourceVersion"]
+    thread, events = _watch_in_thread(control_plane, VS_PATH, rv, count=2)
+    assert other.client is not None
+    assert apply(other.client, vs("from-other")).status_code == 200
+    assert apply(other.client, vs("from-other", timeout="2s")).status_code == 200
+    status, *lines = _drain(thread, events)
+    assert status == ("status", 200)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [
+        ("ADDED", "from-other"), ("MODIFIED", "from-other")]
+    # both replicas answer reads with the same object and resourceVersion
+    mine = control_plane.client.get(f"{VS_PATH}/from-other").json()["metadata"]
+    theirs = other.client.get(f"{VS_PATH}/from-other").json()["metadata"]
+    assert mine["resourceVersion"] == theirs["resourceVersion"] == \
+        lines[1]["object"]["metadata"]["resourceVersion"]
