@@ -17,7 +17,7 @@ from tests.builders import stored, virtual_service
 from tests.conftest import wait_for
 from tests.etcd_cluster import Cluster, running
 
-from meshpilot.store import Conflict, ObjectKey, Put, Unavailable
+from meshpilot.store import Conflict, ObjectKey, Put, Refused, Unavailable
 from meshpilot.store.election import Election
 from meshpilot.store.etcd import EtcdStore
 
@@ -76,6 +76,20 @@ def test_concurrent_conditional_writes_from_two_replicas_one_wins(
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_commit_beyond_etcds_limits_is_refused_whole_and_says_which_limit(
+        etcd_server: Cluster, etcd_prefix: str) -> None:
+    """etcd refuses a transaction with more operations than its --max-txn-ops (1024 in
+    the tests' etcd): the store reports that, with the flag to raise, and writes
+    nothing."""
+    with EtcdStore(etcd_server.endpoints, prefix=etcd_prefix) as store:
+        many = [stored(virtual_service(f"s{i}")) for i in range(1100)]
+        with pytest.raises(Refused) as exc:
+            store.commit(many)
+        assert "--max-txn-ops 1102" in str(exc.value)
+        assert "nothing was written" in str(exc.value)
+        assert store.list() == [] and store.revision() == 0
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ from meshpilot.store.model import (
     EventType,
     Expired,
     ObjectKey,
+    Refused,
     Stale,
     StoredObject,
     Unavailable,
@@ -279,7 +280,10 @@ class EtcdStore:
         ops = self._write_ops(writes, head)
         compare = [{"key": b64(self.prefix + "head"), "target": "MOD", "result": "EQUAL",
                     "mod_revision": str(head_revision)}]
-        answer = self._call(lambda c: c.txn(compare, ops))
+        try:
+            answer = self._call(lambda c: c.txn(compare, ops))
+        except EtcdError as exc:
+            raise Refused(", ".join(self.endpoints), exc.message, _hint(exc, len(ops))) from exc
         if not answer.get("succeeded"):
             return None
         revision = int(answer["header"]["revision"])
@@ -353,6 +357,18 @@ class EtcdStore:
             retained -= count
             compacted = max(compacted, int(kv["mod_revision"]))
         return dropped, retained, compacted
+
+
+def _hint(exc: EtcdError, operations: int) -> str:
+    """What to change when etcd's own limits refused a commit."""
+    if "too many operations" in exc.message:
+        return (f"The commit needs {operations} operations in one transaction: start etcd "
+                f"with --max-txn-ops {operations} or more, or apply fewer objects at once")
+    if "too large" in exc.message:
+        return ("The commit (its objects, twice: the objects and their events) is larger "
+                "than etcd takes in one request: raise etcd's --max-request-bytes, or apply "
+                "fewer objects at once")
+    return "Check etcd's log for why"
 
 
 def _head_of(answer: dict[str, Any]) -> Head:

@@ -182,3 +182,16 @@ class Unavailable(WriteFailed):
         self.path = endpoints
         self.cause = cause
         self.full = False
+
+
+class Refused(WriteFailed):
+    """etcd refused the commit's transaction (too many operations or bytes for its
+    limits, say): nothing of it was written. A kind of WriteFailed (507 for an apply)."""
+
+    def __init__(self, endpoints: str, cause: str, hint: str) -> None:
+        StoreError.__init__(
+            self, f"the config store (etcd at {endpoints}) refused the commit: {cause}; "
+            f"nothing was written. {hint}")
+        self.path = endpoints
+        self.cause = cause
+        self.full = False
