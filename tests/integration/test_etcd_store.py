@@ -13,14 +13,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 from tests.builders import stored, virtual_service
 from tests.conftest import wait_for
 from tests.etcd_cluster import Cluster, running
 
+from meshpilot.server.api import create_app
+from meshpilot.server.config_service import ConfigService
 from meshpilot.store import Conflict, ObjectKey, Put, Refused, Unavailable
 from meshpilot.store.election import Election
 from meshpilot.store.etcd import EtcdStore
 
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+"""
 KEY = ObjectKey("networking.istio.io", "VirtualService", "default", "a")
 
 
@@ -149,3 +160,27 @@ def test_one_of_two_candidates_leads_and_a_stepped_down_leader_is_replaced_at_on
     finally:
         first.stop()  # a no-op when already stopped
         second.stop()
+
+
+def test_etcd_out_of_reach_is_503_naming_it_for_applies_and_reads(tmp_path: Path) -> None:
+    """With no etcd member answering, an apply and a read through the API are 503 with
+    MP0060 and the endpoints, not server errors; nothing is written."""
+    with running(tmp_path / "alone", name="alone") as cluster:
+        store = EtcdStore(cluster.endpoints, prefix="/mesh/", retry_seconds=0.5)
+        service = ConfigService(store)
+        client = TestClient(create_app(service, "t0ken", {}),
+                            headers={"Authorization": "Bearer t0ken"})
+        try:
+            assert service.apply([("svc.yaml", SERVICE)]).status == 200
+            cluster.members[0].kill()
+            outcome = service.apply([("svc.yaml", SERVICE.replace("8080", "9090"))])
+            assert outcome.status == 503
+            [diagnostic] = outcome.diagnostics
+            assert diagnostic.code == "MP0060"
+            assert cluster.members[0].endpoint.removeprefix("http://") in diagnostic.message
+            read = client.get("/api/v1/namespaces/default/services")
+            assert read.status_code == 503
+            assert read.json()["diagnostics"][0]["code"] == "MP0060"
+        finally:
+            client.close()
+            store.close()

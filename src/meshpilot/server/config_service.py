@@ -20,8 +20,10 @@ from meshpilot.store import (
     Delete,
     NotFound,
     Put,
+    Refused,
     Stale,
     StoredObject,
+    Unavailable,
     WriteFailed,
 )
 from meshpilot.store.mirror import StoreMirror
@@ -105,7 +107,10 @@ class ConfigService:
         control-plane replica committed in between (Stale), the apply is validated
         again on the new state, a bounded number of times."""
         for _ in range(STALE_RETRIES):
-            outcome = self._apply_once(sources, dry_run)
+            try:
+                outcome = self._apply_once(sources, dry_run)
+            except WriteFailed as exc:  # etcd out of reach already for the validation
+                return _write_failed(exc)
             if outcome is not None:
                 return outcome
         return Outcome(409, diagnostics=[Diagnostic.of(
@@ -281,8 +286,12 @@ class ConfigService:
 
 def _write_failed(exc: WriteFailed) -> Outcome:
     """507 Insufficient Storage, the WebDAV status for "could not store": the request
-    was fine and may succeed as is once the disk has room."""
-    return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
+    was fine and may succeed as is once the disk has room (or etcd's limits are raised);
+    503 when etcd could not be reached at all."""
+    if isinstance(exc, Unavailable):
+        return Outcome(503, diagnostics=[Diagnostic.of(codes.STORE_UNREACHABLE, str(exc))])
+    code = codes.STORE_REFUSED if isinstance(exc, Refused) else codes.STORE_WRITE_FAILED
+    return Outcome(507, diagnostics=[Diagnostic.of(code, str(exc))])
 
 
 def _newly_broken(before: list[StateObject], after: list[StateObject]) -> list[Diagnostic]:

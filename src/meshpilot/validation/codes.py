@@ -88,6 +88,10 @@ BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the co
                       "plane's limit (up --max-body-bytes)")
 STORE_WRITE_FAILED = Code("MP0053", Severity.ERROR, "the config store could not be written "
                           "(disk full or I/O error): 507, nothing written")
+STORE_UNREACHABLE = Code("MP0060", Severity.ERROR, "the config store's etcd cluster did not "
+                         "answer (no majority of its members reachable): 503, nothing written")
+STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one of its own "
+                     "limits (--max-txn-ops, --max-request-bytes): 507, nothing written")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
