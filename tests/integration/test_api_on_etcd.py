@@ -7,13 +7,16 @@ after the one given, a list's resourceVersion as the start of a watch)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
-from tests.conftest import ControlPlane
+from tests.conftest import ControlPlane, wait_for
 from tests.etcd_cluster import Cluster
 from tests.integration import test_api as on_sqlite
 from tests.integration.test_api import VS_PATH, _drain, _watch_in_thread, apply, vs
+
+LEADER = "/apis/meshpilot.io/v1/leader"
 
 
 @pytest.fixture
@@ -52,3 +55,20 @@ def test_a_watch_on_one_replica_streams_what_another_replica_applied(
     theirs = other.client.get(f"{VS_PATH}/from-other").json()["metadata"]
     assert mine["resourceVersion"] == theirs["resourceVersion"] == \
         lines[1]["object"]["metadata"]["resourceVersion"]
+
+
+def test_a_leader_stopped_gracefully_hands_over_at_once(
+        control_plane: ControlPlane, control_plane_factory: Callable[..., ControlPlane],
+        etcd_url: str) -> None:
+    """``meshpilot down`` (SIGTERM) on the leader revokes its lease: the other replica
+    leads within a poll or two, not after the lease's TTL (client-go's
+    ReleaseOnCancel, etcd's Resign)."""
+    other = control_plane_factory("other", args=["--no-mesh", "--store", etcd_url])
+    assert other.client is not None
+    first = control_plane.client.get(LEADER).json()
+    assert first["leading"] and other.client.get(LEADER).json()["leader"] == first["identity"]
+    stopped = time.monotonic()
+    assert control_plane.terminate() == 0
+    wait_for(lambda: other.client.get(LEADER).json()["leading"], timeout=10, interval=0.05,
+             message="the other replica leads")
+    assert time.monotonic() - stopped < 2.5  # the 3 s lease did not have to lapse
