@@ -54,6 +54,25 @@ def test_a_replica_sees_another_replicas_commits_live_and_in_order(
         watch.close()
 
 
+def test_a_closed_watch_lets_go_of_its_thread_and_connection(
+        etcd_server: Cluster, etcd_prefix: str) -> None:
+    """Every API watch has an etcd watch stream and a thread behind it: closing the watch
+    (or the store) ends both at once, so watches that come and go leak nothing."""
+    def feeds() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "etcd-watch")
+
+    before = feeds()
+    store = EtcdStore(etcd_server.endpoints, prefix=etcd_prefix)
+    watches = [store.watch() for _ in range(4)]
+    assert feeds() == before + 4
+    for watch in watches[:2]:
+        watch.close()
+    wait_for(lambda: feeds() == before + 2, timeout=5, message="two feeds end")
+    store.close()
+    wait_for(lambda: feeds() == before, timeout=5, message="every feed ends")
+    assert all(w.closed for w in watches)
+
+
 def test_concurrent_conditional_writes_from_two_replicas_one_wins(
         etcd_server: Cluster, etcd_prefix: str) -> None:
     """Optimistic concurrency across processes: both replicas ask for the same expected

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -221,9 +222,16 @@ class WatchStream:
             yield message.get("result", {})
 
     def close(self) -> None:
+        """Shut the connection's socket first: a read blocked in another thread returns at
+        once (closing the response alone does not wake it), then release it all."""
         if self.closed:
             return
         self.closed = True
+        stream = self._response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._response.close()
         with contextlib.suppress(Exception):

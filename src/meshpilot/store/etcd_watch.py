@@ -67,7 +67,8 @@ class LogFeed:
                     return
                 failing_since = None
                 time.sleep(0.05)  # the member ended the stream: reconnect, not spin
-            except (httpx.HTTPError, EtcdUnavailable, EtcdError, ValueError) as exc:
+            except (httpx.HTTPError, httpx.StreamError, OSError, EtcdUnavailable, EtcdError,
+                    ValueError) as exc:
                 if self._stopped.is_set():
                     return
                 now = time.monotonic()
