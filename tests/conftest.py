@@ -257,3 +257,21 @@ def run_cli(
         input=input, capture_output=True, text=True, env=env, timeout=timeout,
         cwd=str(cwd or state_dir.parent),
     )
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real single-member etcd per test session (per xdist worker), on loopback;
+    tests share it through a key prefix of their own (see ``etcd_prefix``)."""
+    from tests.etcd_cluster import running
+
+    with running(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def etcd_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test uses, so one etcd serves every test."""
+    import uuid
+
+    return f"/test/{uuid.uuid4().hex}/"

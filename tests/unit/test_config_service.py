@@ -6,6 +6,7 @@ import threading
 
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import SqliteStore
+from meshpilot.store.protocol import ConfigStore
 
 SERVICE = """\
 apiVersion: v1
@@ -17,9 +18,11 @@ spec:
 """
 
 
-def test_writers_over_one_store_wait_for_the_store_write_lock(store: SqliteStore) -> None:
+def test_writers_over_one_store_wait_for_the_store_write_lock(any_store: ConfigStore) -> None:
     """A second ConfigService (the delivery controller's, say) waits while another writer
-    holds the store's write lock, so neither validates against a state about to change."""
+    holds the store's write lock, so neither validates against a state about to change
+    (on both store implementations)."""
+    store = any_store
     done = threading.Event()
 
     def apply() -> None:

@@ -1,4 +1,6 @@
-"""Tests of the durable SQLite config store (meshpilot.store)."""
+"""Tests of the durable config store (meshpilot.store), run on both implementations:
+SQLite and a real etcd. Revisions are written ``rv(n)``, the n-th commit of the test:
+etcd's revisions are the cluster's (shared by every test), SQLite's start at 1."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any
 
 import pytest
 from tests.builders import stored, virtual_service
+from tests.conftest import wait_for
+from tests.unit.conftest import Backend
 
 from meshpilot.store import (
     Conflict,
@@ -23,8 +27,10 @@ from meshpilot.store import (
     Put,
     PutStatus,
     SqliteStore,
+    Stale,
     WatchEvent,
 )
+from meshpilot.store.protocol import ConfigStore
 
 GROUP = "networking.istio.io"
 KIND = "VirtualService"
@@ -42,23 +48,33 @@ def put(name: str, hosts: list[str] | None = None, **kw: Any) -> Put:
     return stored(vs(name, hosts), **kw)
 
 
-def test_empty_store(store: SqliteStore) -> None:
+@pytest.fixture
+def store(any_store: ConfigStore) -> ConfigStore:
+    return any_store
+
+
+@pytest.fixture
+def rv(backend: Backend) -> Any:
+    return backend.rv
+
+
+def test_empty_store(store: ConfigStore) -> None:
     assert store.revision() == 0
     assert store.get(key("a")) is None
     assert store.list() == []
     assert store.events_since(0) == []
 
 
-def test_create_fills_metadata(store: SqliteStore) -> None:
+def test_create_fills_metadata(store: ConfigStore, rv: Any) -> None:
     body = vs("a")
     body["metadata"]["namespace"] = "ignored"  # the key wins
     (result,) = store.commit([Put(body, key("a"))])
     assert result.action == "created"
     obj = result.object
     assert obj is not None
-    assert obj.resource_version == 1 and obj.generation == 1
+    assert obj.resource_version == rv(1) and obj.generation == 1
     meta = obj.body["metadata"]
-    assert meta["resourceVersion"] == "1"
+    assert meta["resourceVersion"] == str(rv(1))
     assert meta["generation"] == 1
     assert meta["name"] == "a" and meta["namespace"] == "default"
     assert len(meta["uid"]) == 36
@@ -66,10 +82,10 @@ def test_create_fills_metadata(store: SqliteStore) -> None:
     assert body["metadata"]["namespace"] == "ignored"  # caller's dict not mutated
     got = store.get(key("a"))
     assert got is not None and got.body == obj.body
-    assert store.revision() == 1
+    assert store.revision() == rv(1)
 
 
-def test_update_unchanged_delete_round_trip(store: SqliteStore) -> None:
+def test_update_unchanged_delete_round_trip(store: ConfigStore, rv: Any) -> None:
     created = store.commit([put("a")])[0].object
     assert created is not None
     uid = created.body["metadata"]["uid"]
@@ -78,14 +94,14 @@ def test_update_unchanged_delete_round_trip(store: SqliteStore) -> None:
     # resubmitting what get() returned (with server metadata) is unchanged
     (same,) = store.commit([Put(created.body, key("a"))])
     assert same.action == "unchanged"
-    assert same.object is not None and same.object.resource_version == 1
-    assert store.revision() == 1
+    assert same.object is not None and same.object.resource_version == rv(1)
+    assert store.revision() == rv(1)
     assert store.commit([put("a")])[0].action == "unchanged"
 
     (updated,) = store.commit([put("a", ["other.example.com"])])
     assert updated.action == "configured"
     assert updated.object is not None
-    assert updated.object.resource_version == 2 and updated.object.generation == 2
+    assert updated.object.resource_version == rv(2) and updated.object.generation == 2
     assert updated.object.body["metadata"]["uid"] == uid
     assert updated.object.body["metadata"]["creationTimestamp"] == ts
     assert updated.object.body["spec"]["hosts"] == ["other.example.com"]
@@ -94,28 +110,28 @@ def test_update_unchanged_delete_round_trip(store: SqliteStore) -> None:
     assert deleted.action == "deleted"
     assert deleted.object is not None
     assert deleted.object.body["spec"]["hosts"] == ["other.example.com"]
-    assert deleted.object.resource_version == 3
+    assert deleted.object.resource_version == rv(3)
     assert store.get(key("a")) is None
-    assert store.revision() == 3
+    assert store.revision() == rv(3)
     assert [e.type for e in store.events_since(0)] == ["ADDED", "MODIFIED", "DELETED"]
 
 
-def test_revision_shared_within_commit_and_monotonic(store: SqliteStore) -> None:
+def test_revision_shared_within_commit_and_monotonic(store: ConfigStore, rv: Any) -> None:
     results = store.commit([put("a"), put("b"), put("c")])
-    assert {r.object.resource_version for r in results if r.object} == {1}
+    assert {r.object.resource_version for r in results if r.object} == {rv(1)}
     results = store.commit([put("a"), put("b", ["x"]), Delete(key("c"))])
     assert [r.action for r in results] == ["unchanged", "configured", "deleted"]
-    assert results[0].object is not None and results[0].object.resource_version == 1
-    assert results[1].object is not None and results[1].object.resource_version == 2
-    assert store.revision() == 2
-    events = store.events_since(1)
+    assert results[0].object is not None and results[0].object.resource_version == rv(1)
+    assert results[1].object is not None and results[1].object.resource_version == rv(2)
+    assert store.revision() == rv(2)
+    events = store.events_since(rv(1))
     assert [(e.type, e.object.key.name, e.resource_version) for e in events] == [
-        ("MODIFIED", "b", 2),
-        ("DELETED", "c", 2),
+        ("MODIFIED", "b", rv(2)),
+        ("DELETED", "c", rv(2)),
     ]
 
 
-def test_list_filters_and_order(store: SqliteStore) -> None:
+def test_list_filters_and_order(store: ConfigStore) -> None:
     store.commit(
         [
             Put(vs("z"), ObjectKey(GROUP, KIND, "b", "z")),
@@ -132,19 +148,19 @@ def test_list_filters_and_order(store: SqliteStore) -> None:
     assert [o.key.name for o in store.list(namespace="a")] == ["s", "x", "y"]
 
 
-def test_generation_bumps_only_on_spec_change(store: SqliteStore) -> None:
+def test_generation_bumps_only_on_spec_change(store: ConfigStore, rv: Any) -> None:
     store.commit([put("a")])
     (labelled,) = store.commit([Put(vs("a", labels={"app": "web"}), key("a"))])
     assert labelled.action == "configured"
     assert labelled.object is not None
-    assert labelled.object.resource_version == 2 and labelled.object.generation == 1
+    assert labelled.object.resource_version == rv(2) and labelled.object.generation == 1
     (annotated,) = store.commit(
         [Put(vs("a", labels={"app": "web"}, annotations={"n": "1"}), key("a"))]
     )
     assert annotated.object is not None and annotated.object.generation == 1
     (spec,) = store.commit([Put(vs("a", ["b"], labels={"app": "web"}), key("a"))])
     assert spec.object is not None
-    assert spec.object.generation == 2 and spec.object.resource_version == 4
+    assert spec.object.generation == 2 and spec.object.resource_version == rv(4)
     assert spec.object.body["metadata"]["generation"] == 2
     # extra top-level fields count as spec, too
     body = vs("a", ["b"], labels={"app": "web"})
@@ -153,7 +169,7 @@ def test_generation_bumps_only_on_spec_change(store: SqliteStore) -> None:
     assert extra.object is not None and extra.object.generation == 3
 
 
-def test_status_preserved_on_put_and_written_by_put_status(store: SqliteStore) -> None:
+def test_status_preserved_on_put_and_written_by_put_status(store: ConfigStore, rv: Any) -> None:
     body = vs("a")
     body["status"] = {"ignored": True}
     created = store.commit([Put(body, key("a"))])[0].object
@@ -163,11 +179,11 @@ def test_status_preserved_on_put_and_written_by_put_status(store: SqliteStore) -
     assert st.action == "configured"
     assert st.object is not None
     assert st.object.body["status"] == {"phase": "Ready"}
-    assert st.object.resource_version == 2 and st.object.generation == 1
+    assert st.object.resource_version == rv(2) and st.object.generation == 1
 
     # same status again: no-op
     assert store.commit([PutStatus(key("a"), {"phase": "Ready"})])[0].action == "unchanged"
-    assert store.revision() == 2
+    assert store.revision() == rv(2)
 
     # a Put that only differs in status is unchanged and keeps the stored status
     body = vs("a")
@@ -182,34 +198,34 @@ def test_status_preserved_on_put_and_written_by_put_status(store: SqliteStore) -
     assert got is not None and got.body["status"] == {"phase": "Ready"}
 
 
-def test_put_status_of_missing_is_not_found(store: SqliteStore) -> None:
+def test_put_status_of_missing_is_not_found(store: ConfigStore) -> None:
     with pytest.raises(NotFound) as exc:
         store.commit([PutStatus(key("nope"), {})])
     assert exc.value.key == key("nope")
 
 
-def test_conflict_on_stale_resource_version(store: SqliteStore) -> None:
+def test_conflict_on_stale_resource_version(store: ConfigStore, rv: Any) -> None:
     store.commit([put("a")])
     store.commit([put("a", ["v2"])])
     with pytest.raises(Conflict) as exc:
-        store.commit([put("a", ["v3"], expected_resource_version=1)])
-    assert (exc.value.key, exc.value.expected, exc.value.actual) == (key("a"), 1, 2)
-    assert "resourceVersion 1" in str(exc.value) and "2" in str(exc.value)
+        store.commit([put("a", ["v3"], expected_resource_version=rv(1))])
+    assert (exc.value.key, exc.value.expected, exc.value.actual) == (key("a"), rv(1), rv(2))
+    assert f"resourceVersion {rv(1)}" in str(exc.value) and str(rv(2)) in str(exc.value)
     assert "default/a" in str(exc.value)
-    (ok,) = store.commit([put("a", ["v3"], expected_resource_version=2)])
+    (ok,) = store.commit([put("a", ["v3"], expected_resource_version=rv(2))])
     assert ok.action == "configured"
     with pytest.raises(Conflict):
-        store.commit([Delete(key("a"), expected_resource_version=2)])
-    assert store.commit([Delete(key("a"), expected_resource_version=3)])[0].action == "deleted"
+        store.commit([Delete(key("a"), expected_resource_version=rv(2))])
+    assert store.commit([Delete(key("a"), expected_resource_version=rv(3))])[0].action == "deleted"
 
 
-def test_expected_zero_means_must_not_exist(store: SqliteStore) -> None:
+def test_expected_zero_means_must_not_exist(store: ConfigStore, rv: Any) -> None:
     assert store.commit([put("a", expected_resource_version=0)])[0].action == "created"
     with pytest.raises(Conflict) as exc:
         store.commit([put("a", ["x"], expected_resource_version=0)])
-    assert (exc.value.expected, exc.value.actual) == (0, 1)
+    assert (exc.value.expected, exc.value.actual) == (0, rv(1))
     with pytest.raises(Conflict) as exc:
-        store.commit([put("b", expected_resource_version=5)])
+        store.commit([put("b", expected_resource_version=rv(5))])
     assert exc.value.actual == 0
 
 
@@ -221,7 +237,7 @@ def test_expected_zero_means_must_not_exist(store: SqliteStore) -> None:
         PutStatus(key("missing"), {"x": 1}),  # NotFound
     ],
 )
-def test_failed_commit_writes_nothing(store: SqliteStore, bad: Any) -> None:
+def test_failed_commit_writes_nothing(store: ConfigStore, bad: Any, rv: Any) -> None:
     store.commit([put("a"), put("b")])
     before = [(o.key, o.body) for o in store.list()]
     watch = store.watch()
@@ -231,44 +247,56 @@ def test_failed_commit_writes_nothing(store: SqliteStore, bad: Any) -> None:
     with pytest.raises((Conflict, NotFound)):
         store.commit(changes)
     assert [(o.key, o.body) for o in store.list()] == before
-    assert store.revision() == 1
+    assert store.revision() == rv(1)
     assert len(store.events_since(0)) == 2
     assert watch.get(timeout=0.05) is None
     # the store is still usable afterwards
     assert store.commit([put("c")])[0].action == "created"
-    assert store.revision() == 2
+    assert store.revision() == rv(2)
 
 
-def test_delete_missing_is_not_found(store: SqliteStore) -> None:
+def test_a_commit_based_on_an_older_revision_is_stale_and_writes_nothing(
+        store: ConfigStore, rv: Any) -> None:
+    """What a validating writer relies on: "commit only onto the state I checked"."""
+    store.commit([put("a")])
+    store.commit([put("b")])
+    with pytest.raises(Stale) as exc:
+        store.commit([put("c")], unchanged_since=rv(1))
+    assert (exc.value.based_on, exc.value.actual) == (rv(1), rv(2))
+    assert store.get(key("c")) is None and store.revision() == rv(2)
+    (done,) = store.commit([put("c")], unchanged_since=rv(2))
+    assert done.action == "created" and store.revision() == rv(3)
+
+
+def test_delete_missing_is_not_found(store: ConfigStore) -> None:
     with pytest.raises(NotFound):
         store.commit([Delete(key("a"))])
     assert store.revision() == 0
 
 
-def test_same_key_twice_in_one_commit_is_value_error(store: SqliteStore) -> None:
+def test_same_key_twice_in_one_commit_is_value_error(store: ConfigStore) -> None:
     with pytest.raises(ValueError):
         store.commit([put("a"), put("a", ["x"])])
     assert store.revision() == 0
     assert store.commit([]) == []
 
 
-def test_reopen_sees_same_data_and_revision(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    with SqliteStore(path) as s:
+def test_reopen_sees_same_data_and_revision(backend: Backend) -> None:
+    with backend.open() as s:
         s.commit([put("a"), put("b")])
         s.commit([PutStatus(key("a"), {"ok": True})])
         s.commit([Delete(key("b"))])
         before = s.list()
-    with SqliteStore(path) as s:
-        assert s.revision() == 3
+    with backend.open() as s:
+        assert s.revision() == backend.rv(3)
         assert [(o.key, o.body, o.resource_version, o.generation) for o in s.list()] == [
             (o.key, o.body, o.resource_version, o.generation) for o in before
         ]
         assert [e.type for e in s.events_since(0)] == ["ADDED", "ADDED", "MODIFIED", "DELETED"]
-        assert s.commit([put("c")])[0].object.resource_version == 4  # type: ignore[union-attr]
+        assert s.commit([put("c")])[0].object.resource_version == backend.rv(4)  # type: ignore[union-attr]
 
 
-def test_watch_from_now(store: SqliteStore) -> None:
+def test_watch_from_now(store: ConfigStore, rv: Any) -> None:
     store.commit([put("old")])
     watch = store.watch()
     assert watch.get(timeout=0.05) is None
@@ -278,9 +306,9 @@ def test_watch_from_now(store: SqliteStore) -> None:
     store.commit([Delete(key("a"))])
     events = [watch.get(timeout=1) for _ in range(3)]
     assert [(e.type, e.resource_version) for e in events if e] == [
-        ("ADDED", 2),
-        ("MODIFIED", 3),
-        ("DELETED", 4),
+        ("ADDED", rv(2)),
+        ("MODIFIED", rv(3)),
+        ("DELETED", rv(4)),
     ]
     assert watch.get(timeout=0.05) is None
     watch.close()
@@ -289,37 +317,37 @@ def test_watch_from_now(store: SqliteStore) -> None:
     assert list(watch) == []
 
 
-def test_watch_resume_since_no_gap_no_dup(store: SqliteStore) -> None:
+def test_watch_resume_since_no_gap_no_dup(store: ConfigStore, rv: Any) -> None:
     for i in range(5):
         store.commit([put(f"o{i}")])
-    watch = store.watch(since=2)
+    watch = store.watch(since=rv(2))
     store.commit([put("o5")])
     store.commit([put("o6"), put("o7")])
     got: list[WatchEvent] = []
     while (e := watch.get(timeout=0.2)) is not None:
         got.append(e)
     assert [(e.resource_version, e.object.key.name) for e in got] == [
-        (3, "o2"),
-        (4, "o3"),
-        (5, "o4"),
-        (6, "o5"),
-        (7, "o6"),
-        (7, "o7"),
+        (rv(3), "o2"),
+        (rv(4), "o3"),
+        (rv(5), "o4"),
+        (rv(6), "o5"),
+        (rv(7), "o6"),
+        (rv(7), "o7"),
     ]
     assert all(e.object.body["metadata"]["resourceVersion"] == str(e.resource_version) for e in got)
     watch.close()
 
 
-def test_watch_since_future_revision_skips_until_then(store: SqliteStore) -> None:
-    watch = store.watch(since=2)
+def test_watch_since_future_revision_skips_until_then(store: ConfigStore, rv: Any) -> None:
+    watch = store.watch(since=rv(2))
     for name in ("a", "b", "c"):
         store.commit([put(name)])
     e = watch.get(timeout=1)
-    assert e is not None and e.resource_version == 3
+    assert e is not None and e.resource_version == rv(3)
     watch.close()
 
 
-def test_watch_sees_commits_from_other_thread(store: SqliteStore) -> None:
+def test_watch_sees_commits_from_other_thread(store: ConfigStore, rv: Any) -> None:
     watch = store.watch()
     received: list[WatchEvent] = []
 
@@ -343,12 +371,12 @@ def test_watch_sees_commits_from_other_thread(store: SqliteStore) -> None:
         t.join()
     consumer.join(timeout=10)
     assert not consumer.is_alive()
-    assert [e.resource_version for e in received] == list(range(1, 21))
+    assert [e.resource_version for e in received] == [rv(n) for n in range(1, 21)]
     watch.close()
 
 
-def test_close_ends_blocked_iteration(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "store.db")
+def test_close_ends_blocked_iteration(backend: Backend) -> None:
+    s = backend.open()
     watch = s.watch()
     done = threading.Event()
 
@@ -366,7 +394,7 @@ def test_close_ends_blocked_iteration(tmp_path: Path) -> None:
         s.get(key("a"))
 
 
-def test_concurrent_commits_from_8_threads(store: SqliteStore) -> None:
+def test_concurrent_commits_from_8_threads(store: ConfigStore, rv: Any) -> None:
     revisions: list[int] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -387,12 +415,12 @@ def test_concurrent_commits_from_8_threads(store: SqliteStore) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(revisions) == list(range(1, 201))
-    assert store.revision() == 200
+    assert sorted(revisions) == [rv(n) for n in range(1, 201)]
+    assert store.revision() == rv(200)
     assert len(store.list()) == 200
 
 
-def test_concurrent_conditional_updates_one_wins(store: SqliteStore) -> None:
+def test_concurrent_conditional_updates_one_wins(store: ConfigStore, rv: Any) -> None:
     store.commit([put("a")])
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
@@ -400,7 +428,7 @@ def test_concurrent_conditional_updates_one_wins(store: SqliteStore) -> None:
     def worker(n: int) -> None:
         barrier.wait()
         try:
-            store.commit([put("a", [f"h{n}"], expected_resource_version=1)])
+            store.commit([put("a", [f"h{n}"], expected_resource_version=rv(1))])
             outcomes.append("ok")
         except Conflict:
             outcomes.append("conflict")
@@ -411,29 +439,33 @@ def test_concurrent_conditional_updates_one_wins(store: SqliteStore) -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
-    assert store.revision() == 2
+    assert store.revision() == rv(2)
 
 
-def test_event_history_compaction(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "store.db", event_history=5) as s:
+def test_event_history_compaction(backend: Backend) -> None:
+    rv = backend.rv
+    with backend.open(event_history=5) as s:
         for i in range(10):
             s.commit([put(f"o{i}")])
         with pytest.raises(Expired):
             s.events_since(0)
         with pytest.raises(Expired):
-            s.watch(since=1)
-        events = s.events_since(5)
-        assert [e.resource_version for e in events] == [6, 7, 8, 9, 10]
+            s.watch(since=rv(1))
+        events = s.events_since(rv(5))
+        assert [e.resource_version for e in events] == [rv(n) for n in (6, 7, 8, 9, 10)]
         # a multi-object revision is kept or dropped as a whole
         s.commit([put("p1"), put("p2"), put("p3")])
-        assert [e.resource_version for e in s.events_since(8)] == [9, 10, 11, 11, 11]
+        kept = [e.resource_version for e in s.events_since(rv(8))]
+        assert kept == [rv(n) for n in (9, 10, 11, 11, 11)]
         with pytest.raises(Expired):
-            s.events_since(7)
+            s.events_since(rv(7))
         assert len(s.list()) == 13  # objects are never compacted
 
 
-def test_wal_mode_enabled(store: SqliteStore, tmp_path: Path) -> None:
+def test_wal_mode_enabled(tmp_path: Path) -> None:
     import sqlite3
+
+    SqliteStore(tmp_path / "store.db").close()
 
     conn = sqlite3.connect(tmp_path / "store.db")
     try:
@@ -485,7 +517,7 @@ def test_committed_change_survives_sigkill(tmp_path: Path) -> None:
 
 
 def test_a_bounded_watch_is_cut_off_between_commits_and_keeps_what_it_queued(
-        store: SqliteStore) -> None:
+        store: ConfigStore) -> None:
     """A watch with a limit (an API client's) that falls more than ``limit`` events
     behind stops receiving; the commits queued before stay readable, and the cut falls
     between commits, so resuming after the last revision read misses nothing."""
@@ -493,7 +525,8 @@ def test_a_bounded_watch_is_cut_off_between_commits_and_keeps_what_it_queued(
     store.commit([put("a")])
     store.commit([put("b"), put("c")])
     store.commit([put("d"), put("e")])  # 3 queued + 2 > 4: cut off before this commit
-    assert watch.overflowed
+    # (etcd's watch delivers after the commit returns, SQLite's before)
+    wait_for(lambda: watch.overflowed, timeout=5, message="the watch is cut off")
     read = list(watch)
     assert [e.object.key.name for e in read] == ["a", "b", "c"]
     resumed = store.watch(since=read[-1].resource_version, limit=4)

@@ -116,6 +116,10 @@ def up(
     host_grace: Annotated[str | None, typer.Option(
         help="A joined host silent for this long has its WorkloadEntry deleted "
              "(default 5m)")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Where the config lives: the SQLite file in the state directory (default), "
+             "or etcd://HOST:2379,HOST:2379/PREFIX (members; prefix optional): replicas (each "
+             "with its own --state-dir) share one etcd and elect a leader")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     hosts_args = _hosts_args(host, listen, host_timeout, host_grace)
@@ -143,6 +147,8 @@ def up(
         if max_body_bytes is not None:
             identity += ["--max-body-bytes", str(max_body_bytes)]
         identity += hosts_args
+        if store is not None:
+            identity += ["--store", store]  # checked by the server: a bad one fails `up`
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

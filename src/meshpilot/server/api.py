@@ -38,7 +38,7 @@ from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.gate import DashboardGate
 from meshpilot.server.delete_options import BadPreconditions, read_preconditions
 from meshpilot.server.request_body import BadBody, parse_json
-from meshpilot.store import Expired, StoredObject
+from meshpilot.store import Expired, StoredObject, Unavailable
 from meshpilot.validation import Diagnostic, check_state, codes
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
@@ -454,6 +454,13 @@ class ControlPlaneAPI:
         return routes
 
 
+async def _unreachable(request: Request, exc: Exception) -> Response:
+    """A read (or any route) the store could not answer: etcd out of reach is 503 with
+    its reason, as an apply's write is, not a server error."""
+    outcome = Outcome(503, diagnostics=[Diagnostic.of(codes.STORE_UNREACHABLE, str(exc))])
+    return JSONResponse(outcome.to_json(), status_code=503)
+
+
 def create_app(
     service: ConfigService, token: str, info: dict[str, Any],
     extra_routes: Sequence[BaseRoute] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -464,7 +471,8 @@ def create_app(
     a client without the token cannot make the control plane read a body at all). With
     ``dashboard``, a browser signed in to the dashboard passes its gate instead."""
     api = ControlPlaneAPI(service, info, live_status, watch_limit)
-    app = BodyLimitMiddleware(Starlette(routes=[*extra_routes, *api.routes()]),
+    app = BodyLimitMiddleware(Starlette(routes=[*extra_routes, *api.routes()],
+                                        exception_handlers={Unavailable: _unreachable}),
                               max_body_bytes)
     bearer = BearerTokenMiddleware(app, token)
     return bearer if dashboard is None else DashboardGate(app, bearer, dashboard)

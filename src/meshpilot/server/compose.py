@@ -10,8 +10,10 @@ rollouts) and stop in the reverse one.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,11 +35,14 @@ from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
 from meshpilot.server.host_registry import HostHealth, HostRegistry
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
+from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
+from meshpilot.store.election import AlwaysLeader, Election
+from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
 
 MESH_HOST = "127.0.0.1"
@@ -49,11 +54,14 @@ class Components:
     """What one control-plane process runs. The mesh and the rollouts are absent for a
     config-plane-only process (``--no-mesh``)."""
 
-    store: SqliteStore
+    store: ConfigStore
     config: ConfigService
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
     hosts: HostsAPI | None = None
+    leader: AlwaysLeader | Election = field(default_factory=AlwaysLeader)
+    """Whether this replica runs what must run once (pods, rollouts): always with
+    SQLite; the elected one of the replicas on an etcd."""
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -71,6 +79,7 @@ class Components:
         if self.delivery is not None:
             routes += RolloutAPI(self.store, self.delivery.controller,
                                  self.delivery.argo).routes()
+        routes += LeaderAPI(self.leader).routes()
         auth = DashboardAuth()
         proxies = partial(proxy_statuses, mesh) if mesh is not None else list
         routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
@@ -90,13 +99,20 @@ class Components:
         return runtime.deployment_status(key.namespace, key.name)
 
     def stop(self) -> None:
-        """The rollouts stop writing before the mesh they write to goes."""
+        """The rollouts stop writing before the mesh they write to goes; leadership is
+        given up once they stopped (so no two replicas ever step the same rollout)."""
         if self.delivery is not None:
             self.delivery.stop()
         if self.hosts is not None:
             self.hosts.registry.stop()
+        self.leader.stop()
         if self.mesh is not None:
             self.mesh.stop()
+
+
+def _identity(state: StateDir) -> str:
+    """How this replica names itself in the election: host, process and state directory."""
+    return f"{socket.gethostname()}/{os.getpid()}/{state.root}"
 
 
 def _pods(mesh: MeshControlPlane | None) -> list[Pod]:
@@ -113,8 +129,9 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
         views.EDGE_MATCHERS, views.EDGE_LABELS, views.WINDOW_SECONDS, (0.99,))]
 
 
-def _hosts(state: StateDir, store: SqliteStore, config: ConfigService, mesh: MeshControlPlane,
-           security: SecurityOptions | None, health: HostHealth) -> HostsAPI:
+def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: MeshControlPlane,
+           security: SecurityOptions | None, health: HostHealth,
+           leading: Callable[[], bool]) -> HostsAPI:
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
     tokens = JoinTokens(state.root / "secrets")
@@ -122,12 +139,12 @@ def _hosts(state: StateDir, store: SqliteStore, config: ConfigService, mesh: Mes
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
-        members_file=state.root / "secrets" / "hosts.json")
+        members_file=state.root / "secrets" / "hosts.json", leading=leading)
     mesh.remote_credentials = registry.credentials
     return HostsAPI(registry, tokens)
 
 
-def start(state: StateDir, store: SqliteStore, publish: Publish, *,
+def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
@@ -136,8 +153,10 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
     # one mirror of the state for every apply's validation (see ConfigService)
-    components = Components(store, ConfigService(store, StoreMirror(store)))
+    components = Components(store, ConfigService(store, StoreMirror(store)),
+                            leader=leadership(store, _identity(state)))
     if not with_mesh:
+        components.leader.start(lambda leading: None)
         return components
     try:
         # The mesh's own listeners (xDS, metrics) serve local proxies and a local
@@ -145,9 +164,10 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
         # --host): metrics need no token to be read
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
-            publish=publish, security=security, access_log=access_log, listen=listen)
+            publish=publish, security=security, access_log=access_log, listen=listen,
+            leading=components.leader.leading)
         components.hosts = _hosts(state, store, components.config, mesh, security,
-                                  host_health or HostHealth())
+                                  host_health or HostHealth(), components.leader.leading)
         endpoints = mesh.start()
         components.hosts.registry.start()
         publish(endpoints)
@@ -156,9 +176,10 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
             loadtester_commands=loadtester_commands, live=traffic, api_token=api_token,
-            service=components.config)
+            service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        components.leader.start(mesh.leadership_changed)
     except BaseException:
         components.stop()
         raise

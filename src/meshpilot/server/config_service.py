@@ -20,13 +20,23 @@ from meshpilot.store import (
     Delete,
     NotFound,
     Put,
-    SqliteStore,
+    Refused,
+    Stale,
     StoredObject,
+    Unavailable,
     WriteFailed,
 )
 from meshpilot.store.mirror import StoreMirror
+from meshpilot.store.protocol import ConfigStore
 from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
 from meshpilot.validation.codes import Severity
+
+STALE_RETRIES = 5
+"""Validations of one apply when other replicas keep committing before it."""
+MIRROR_WAIT_SECONDS = 2.0
+"""How long an apply waits for the mirror to receive the last commits (etcd delivers them
+from its watch, a few milliseconds after they commit) before validating against a fresh
+read of the whole store instead."""
 
 
 @dataclass
@@ -77,7 +87,7 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
 
 
 class ConfigService:
-    def __init__(self, store: SqliteStore, mirror: StoreMirror | None = None) -> None:
+    def __init__(self, store: ConfigStore, mirror: StoreMirror | None = None) -> None:
         """``mirror``, when given, is where the current state is read for validation: a
         dict kept current by the store's watch, instead of reading and decoding every
         stored object from SQLite on each apply (the cost that grew with the store). It
@@ -91,9 +101,27 @@ class ConfigService:
         self._lock = store.write_lock
 
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
-        """Apply every document in ``sources`` or none of them."""
+        """Apply every document in ``sources`` or none of them.
+
+        The commit goes through only onto the state it was validated against; if another
+        control-plane replica committed in between (Stale), the apply is validated
+        again on the new state, a bounded number of times."""
+        for _ in range(STALE_RETRIES):
+            try:
+                outcome = self._apply_once(sources, dry_run)
+            except WriteFailed as exc:  # etcd out of reach already for the validation
+                return _write_failed(exc)
+            if outcome is not None:
+                return outcome
+        return Outcome(409, diagnostics=[Diagnostic.of(
+            codes.CONFLICT, f"the configuration changed under this apply {STALE_RETRIES} "
+            "times in a row (other writers are busy); nothing was written: apply again")])
+
+    def _apply_once(self, sources: Sequence[tuple[str, str]], dry_run: bool) -> Outcome | None:
+        """One validation and commit; None when the state changed before the commit."""
         with self._lock:
-            plan = plan_apply(sources, self._state())
+            revision, state = self._state_at()
+            plan = plan_apply(sources, state)
             if not plan.ok:
                 return Outcome(422, diagnostics=plan.diagnostics)
             changes, bad = self._puts(plan)
@@ -102,7 +130,9 @@ class ConfigService:
             if dry_run:
                 return Outcome(200, [self._preview(p.key) for p in changes], plan.warnings)
             try:
-                done = self.store.commit(changes)
+                done = self.store.commit(changes, unchanged_since=revision)
+            except Stale:
+                return None
             except Conflict as exc:
                 return Outcome(409, diagnostics=[self._conflict(exc, plan)])
             except WriteFailed as exc:
@@ -190,10 +220,18 @@ class ConfigService:
 
     def _state(self) -> list[StateObject]:
         """Every stored object as the validator sees it; call under the write lock."""
-        if self._mirror is None:
-            return state_of(self.store.list())
-        self._mirror.poll(timeout=0)
-        return [StateObject(key, body) for key, body in self._mirror.objects()]
+        return self._state_at()[1]
+
+    def _state_at(self) -> tuple[int, list[StateObject]]:
+        """The store's revision and every object at it, as the validator sees them. The
+        revision is never newer than the objects (a commit in between makes the commit
+        that relies on them Stale, not wrong)."""
+        if self._mirror is None or not self._mirror.catch_up(self.store.revision(),
+                                                             MIRROR_WAIT_SECONDS):
+            revision = self.store.revision()
+            return revision, state_of(self.store.list())
+        revision, objects = self._mirror.held()
+        return revision, [StateObject(key, body) for key, body in objects]
 
     def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:
         """Conflicts for the objects in ``keys`` whose uid is not ``uid``: another object
@@ -248,8 +286,12 @@ class ConfigService:
 
 def _write_failed(exc: WriteFailed) -> Outcome:
     """507 Insufficient Storage, the WebDAV status for "could not store": the request
-    was fine and may succeed as is once the disk has room."""
-    return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
+    was fine and may succeed as is once the disk has room (or etcd's limits are raised);
+    503 when etcd could not be reached at all."""
+    if isinstance(exc, Unavailable):
+        return Outcome(503, diagnostics=[Diagnostic.of(codes.STORE_UNREACHABLE, str(exc))])
+    code = codes.STORE_REFUSED if isinstance(exc, Refused) else codes.STORE_WRITE_FAILED
+    return Outcome(507, diagnostics=[Diagnostic.of(code, str(exc))])
 
 
 def _newly_broken(before: list[StateObject], after: list[StateObject]) -> list[Diagnostic]:

@@ -53,7 +53,7 @@ from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.statedir import StateDir
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
@@ -131,7 +131,7 @@ class MeshControlPlane:
     def __init__(
         self,
         state: StateDir,
-        store: SqliteStore,
+        store: ConfigStore,
         *,
         host: str = "127.0.0.1",
         envoy_concurrency: int = 1,
@@ -140,10 +140,14 @@ class MeshControlPlane:
         security: SecurityOptions | None = None,
         access_log: bool = True,
         listen: str | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
         self.listen = listen
         """Where proxies on other hosts reach xDS, over mutual TLS (``up --listen``)."""
+        self.leading = leading
+        """Whether this replica runs the local runtime's pods (the elected leader among
+        replicas on one etcd; always, with SQLite)."""
         self.store = store
         self.host = host
         self.access_log = access_log
@@ -474,10 +478,17 @@ class MeshControlPlane:
             last = time.monotonic()
             try:
                 if self.runtime is not None:
-                    self.runtime.sync(self.deployments(), self.config_data())
+                    # a replica that does not lead runs no pods (the leader runs them)
+                    leads = self.leading()
+                    self.runtime.sync(self.deployments() if leads else [],
+                                      self.config_data() if leads else {})
                 self._rebuild()
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
+
+    def leadership_changed(self, leading: bool) -> None:
+        """Start (or stop) the pods at once when this replica gains (or loses) the lead."""
+        self._dirty.set()
 
     def _until_renewal(self) -> float | None:
         """Seconds until the earliest proxy certificate is due for renewal (None: none)."""

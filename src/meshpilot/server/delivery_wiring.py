@@ -66,7 +66,7 @@ from meshpilot.delivery.webhooks import DEFAULT_TIMEOUT_S
 from meshpilot.delivery.workers import CanaryWorkers
 from meshpilot.runtime.pod import template_hash
 from meshpilot.server.config_service import ConfigService
-from meshpilot.store import NotFound, PutStatus, SqliteStore, WatchEvent
+from meshpilot.store import ConfigStore, NotFound, PutStatus, Watch, WatchEvent
 from meshpilot.telemetry import Matcher
 from meshpilot.telemetry.istio import REQUESTS_TOTAL
 
@@ -83,6 +83,7 @@ HOT_TICK_SECONDS = 0.1
 """How often a Canary whose canary holds traffic under analysis is stepped (fail-fast)."""
 EVENT_DEBOUNCE_SECONDS = 0.05
 STOP_SECONDS = 15.0
+FOLLOWER_POLL_SECONDS = 0.2  # how soon a replica notices it took the lead
 """How long stopping waits in all for ticks still running (a webhook in flight)."""
 FORGET_SECONDS = 30.0
 """How often the controller's write cache is dropped, so a generated object someone
@@ -114,7 +115,7 @@ class StoreWriter:
 
     def __init__(self, service: ConfigService, source: str = WRITER_SOURCE) -> None:
         self.service = service
-        self.store: SqliteStore = service.store
+        self.store: ConfigStore = service.store
         self.source = source
 
     def apply(self, objects: Sequence[dict[str, Any]]) -> None:
@@ -154,7 +155,7 @@ class StoreWriter:
 class ClusterView:
     """ClusterReader over the store and the local runtime."""
 
-    def __init__(self, store: SqliteStore,
+    def __init__(self, store: ConfigStore,
                  runtime: Callable[[], RuntimeView | None]) -> None:
         self.store = store
         self._runtime = runtime
@@ -385,14 +386,18 @@ class DeliveryLoop:
     (``CanaryWorkers``), so a webhook taking its whole timeout for one Canary delays
     neither the other Canaries nor this loop."""
 
-    def __init__(self, store: SqliteStore, runtime: Callable[[], RuntimeView | None],
+    def __init__(self, store: ConfigStore, runtime: Callable[[], RuntimeView | None],
                  traffic: TrafficSource, publish: Publish, *, mesh_proxy: str,
                  loadtester_port: int, loadtester_commands: bool = False,
                  tick_seconds: float = TICK_SECONDS,
                  settings: Settings | None = None, live: LiveCounts | None = None,
                  api_token: str | None = None,
-                 service: ConfigService | None = None) -> None:
+                 service: ConfigService | None = None,
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.leading = leading
+        """Whether this replica steps the rollouts (only the elected leader does, among
+        replicas on one etcd: a rollout is stepped once, wherever it is read)."""
         self.api_token = api_token
         self.publish = publish
         self.mesh_proxy = mesh_proxy
@@ -525,11 +530,25 @@ class DeliveryLoop:
         self.workers.submit(canary.metadata.namespace, canary.metadata.name,
                             lambda: self.controller.deleted(canary))
 
+    def _follow(self, watch: Watch) -> None:
+        """While another replica leads: read the events (so the watch does not pile them
+        up) and do nothing with them; the leader acts on them, and on taking the lead
+        this replica reads every rollout's persisted state afresh."""
+        event = watch.get(timeout=FOLLOWER_POLL_SECONDS)
+        while event is not None and not self._stopping.is_set():
+            event = watch.get(timeout=0)
+        self._generations.clear()
+        self._rollout_generations.clear()
+
     def _run(self) -> None:
         next_all = next_hot = 0.0
         next_forget = time.monotonic() + FORGET_SECONDS
         with self.store.watch() as watch:
             while not self._stopping.is_set():
+                if not self.leading():
+                    self._follow(watch)
+                    next_all = 0.0  # on taking the lead, tick every rollout at once
+                    continue
                 now = time.monotonic()
                 due = min(next_all, next_hot if self._hot else next_all)
                 event = watch.get(timeout=max(0.0, min(due - now, self.tick_seconds)))

@@ -47,7 +47,7 @@ from meshpilot.security.identity import workload_identity
 from meshpilot.security.join_tokens import JoinRefused, JoinTokens
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
-from meshpilot.store import NotFound, PutStatus, SqliteStore
+from meshpilot.store import ConfigStore, NotFound, PutStatus
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class _Member:
 class HostRegistry:
     """Joins, reports and health of the hosts in the mesh (see the module)."""
 
-    store: SqliteStore
+    store: ConfigStore
     config: ConfigService
     tokens: JoinTokens
     proxy_tokens: ProxyTokens
@@ -127,6 +127,9 @@ class HostRegistry:
     timeout: float = DEFAULT_TIMEOUT
     grace: float = DEFAULT_GRACE
     clock: Callable[[], float] = time.monotonic
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica judges health (the leader among replicas on one etcd; it
+    must be the one the hosts report to: reports are not shared between replicas)."""
     members_file: Path | None = None
     """Where the members are kept (entry, node id, certificate chain, key file path:
     nothing secret), so a restarted control plane still serves their sidecars and takes
@@ -301,6 +304,8 @@ class HostRegistry:
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_SECONDS):
+            if not self.leading():
+                continue  # another replica judges; this one would see no reports
             try:
                 self.check()
             except Exception:  # the next round tries again

@@ -37,7 +37,9 @@ from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.host_registry import HostHealth
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
 from meshpilot.statedir import AlreadyRunning, StateDir
-from meshpilot.store import Corrupt, SqliteStore
+from meshpilot.store import Corrupt, Unavailable
+from meshpilot.store.factory import open_store
+from meshpilot.store.url import StoreSpec, parse_store_url
 
 log = logging.getLogger("meshpilot.server")
 DASHBOARD_PATH = DASHBOARD_PREFIX + "/"
@@ -134,7 +136,7 @@ def serve(
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
-    host_health: HostHealth | None = None,
+    host_health: HostHealth | None = None, store_spec: StoreSpec | None = None,
 ) -> int:
     if listen:  # reachable from other hosts: the API there, and only over TLS
         host, tls = listen, True
@@ -146,8 +148,8 @@ def serve(
         return 3
     token = state.ensure_token()
     try:
-        store = SqliteStore(state.database)
-    except Corrupt as exc:
+        store = open_store(store_spec or StoreSpec(), state.database)
+    except (Corrupt, Unavailable) as exc:
         lock.close()
         print(f"meshpilot: {exc}", file=sys.stderr)
         return 5
@@ -170,6 +172,10 @@ def serve(
             state.write_endpoints(endpoints)
 
     options = security if security is not None else SecurityOptions()
+    if with_mesh and store_spec is not None and store_spec.is_etcd and options.ca_dir is None:
+        log.warning("replicas on one etcd share its config but not a CA: without the same "
+                    "--ca-dir on every replica, each issues certificates from a root of its "
+                    "own, and workloads of different replicas do not trust each other")
     try:
         components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
@@ -286,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-grace", type=_duration, default=None,
                         help="... and its WorkloadEntry is deleted after this long "
                              "(default 5m)")
+    parser.add_argument("--store", type=_store, default=StoreSpec(),
+                        help="where the config lives: the SQLite file in the state "
+                             "directory (default), or etcd://HOST:PORT,HOST:PORT/PREFIX (one or "
+                             "more members, prefix optional) for replicas sharing one etcd")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                  loadtester_commands=args.loadtester_commands,
                  max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
                  listen=args.listen, host_health=HostHealth.of(args.host_timeout,
-                                                               args.host_grace))
+                                                               args.host_grace),
+                 store_spec=args.store)
 
 
 def _positive(text: str) -> int:
@@ -311,6 +322,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
     return value
+
+
+def _store(text: str) -> StoreSpec:
+    try:
+        return parse_store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(text: str) -> timedelta:

@@ -24,7 +24,7 @@ from meshpilot.delivery import COMMANDS, RolloutController
 from meshpilot.delivery.argo import ArgoController
 from meshpilot.delivery.machine import interval_seconds
 from meshpilot.delivery.state import RolloutState
-from meshpilot.store import SqliteStore, StoredObject
+from meshpilot.store import ConfigStore, StoredObject
 
 API = "/apis/meshpilot.io/v1"
 
@@ -131,7 +131,7 @@ class RolloutAPI:
     """Reads rollouts from the store; carries commands out through the running
     controller, so a command and the controller's own ticks never interleave."""
 
-    def __init__(self, store: SqliteStore, controller: RolloutController,
+    def __init__(self, store: ConfigStore, controller: RolloutController,
                  argo: ArgoController | None = None) -> None:
         self.store = store
         self.controller = controller

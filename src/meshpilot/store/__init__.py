@@ -1,7 +1,8 @@
 """Durable config store: JSON documents keyed by (group, kind, namespace, name).
 
 Schema-agnostic, transactional (all-or-nothing commits), versioned by one global
-revision like etcd, and watchable with resume. See ``sqlite.py`` for the design.
+revision like etcd, and watchable with resume. One protocol (``protocol.py``), two
+implementations: SQLite (``sqlite.py``, the embedded default) and etcd (``etcd.py``).
 """
 
 from meshpilot.store.model import (
@@ -17,11 +18,15 @@ from meshpilot.store.model import (
     ObjectKey,
     Put,
     PutStatus,
+    Refused,
+    Stale,
     StoredObject,
     StoreError,
+    Unavailable,
     WatchEvent,
     WriteFailed,
 )
+from meshpilot.store.protocol import ConfigStore
 from meshpilot.store.sqlite import DEFAULT_EVENT_HISTORY, SqliteStore
 from meshpilot.store.watch import Watch
 
@@ -30,6 +35,7 @@ __all__ = [
     "Action",
     "Change",
     "ChangeResult",
+    "ConfigStore",
     "Conflict",
     "Corrupt",
     "Delete",
@@ -39,9 +45,12 @@ __all__ = [
     "ObjectKey",
     "Put",
     "PutStatus",
+    "Refused",
     "SqliteStore",
+    "Stale",
     "StoreError",
     "StoredObject",
+    "Unavailable",
     "Watch",
     "WatchEvent",
     "WriteFailed",

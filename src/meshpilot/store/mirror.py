@@ -13,18 +13,24 @@ change the listing already saw is a no-op).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
-from meshpilot.store.sqlite import SqliteStore
+from meshpilot.store.model import StoreError
+from meshpilot.store.protocol import ConfigStore
+
+log = logging.getLogger(__name__)
 
 
 class StoreMirror:
     """Every stored object as ``(key, body)``, current as of the last :meth:`poll`."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: ConfigStore) -> None:
         self._lock = threading.Lock()
+        self._store = store
         self._watch = store.watch()
         self._revision = self._watch.since  # every commit up to it is held
         self._objects: dict[ObjectKey, tuple[int, dict[str, Any]]] = {}
@@ -48,11 +54,53 @@ class StoreMirror:
         True if any arrived."""
         event = self._watch.get(timeout=timeout)
         if event is None:
-            return False
+            # a watch the store could not keep up (etcd out of reach for long): read
+            # everything afresh rather than hold a state that no longer follows the store
+            return self._watch.overflowed and self._reload()
         while event is not None:
             self._apply(event.type, event.object.key, event.resource_version,
                         event.object.body)
             event = self._watch.get(timeout=0)
+        return True
+
+    def catch_up(self, revision: int, timeout: float) -> bool:
+        """Apply events until the mirror holds every commit up to ``revision`` (a value of
+        the store's ``revision()``); False if that took longer than ``timeout``.
+
+        SQLite queues a commit's events before ``commit`` returns, so this is one poll;
+        etcd delivers them a moment later, from its watch. A mirror whose watch was cut
+        off (etcd could not follow) reads everything afresh."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                held = self._revision
+            if held >= revision:
+                return True
+            if self._watch.overflowed:
+                if not self._reload():
+                    return False
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll(timeout=min(left, 0.05))
+
+    def _reload(self) -> bool:
+        """A new watch and a fresh listing; False (nothing changed) if the store does not
+        answer, so the caller tries again later."""
+        try:
+            watch = self._store.watch()
+            listed = self._store.list()
+        except StoreError as exc:
+            log.warning("the store's mirror could not be read afresh: %s", exc)
+            return False
+        objects = {o.key: (o.resource_version, o.body) for o in listed}
+        with self._lock:
+            old, self._watch = self._watch, watch
+            self._revision = watch.since
+            self._objects = objects
+            self._gone = {}
+        old.close()
         return True
 
     def _apply(self, kind: str, key: ObjectKey, revision: int, body: dict[str, Any]) -> None:

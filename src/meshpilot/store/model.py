@@ -110,6 +110,17 @@ class Conflict(StoreError):
         super().__init__(f"conflict on {key}: {detail}")
 
 
+class Stale(StoreError):
+    """A commit asked that nothing change after the revision its caller validated
+    against, and something did (another replica's commit): nothing was written; the
+    caller validates again on the new state."""
+
+    def __init__(self, based_on: int, actual: int) -> None:
+        self.based_on = based_on
+        self.actual = actual
+        super().__init__(f"the store is at revision {actual}, not {based_on} as validated")
+
+
 class NotFound(StoreError):
     """A Delete or PutStatus named an object that does not exist."""
 
@@ -156,3 +167,31 @@ class Expired(StoreError):
         super().__init__(
             f"resourceVersion {requested} is too old: events up to {compacted} were compacted"
         )
+
+
+class Unavailable(WriteFailed):
+    """The etcd cluster did not answer (no member reachable, or none with a leader, for
+    longer than the client retries): nothing of the commit was written. A kind of
+    WriteFailed, so every writer that reports a failed write reports this one too."""
+
+    def __init__(self, endpoints: str, cause: str) -> None:
+        StoreError.__init__(
+            self, f"the config store (etcd at {endpoints}) could not be reached: {cause}; "
+            "nothing was written. Check that a majority of the etcd members run and can "
+            "reach each other, then apply again")
+        self.path = endpoints
+        self.cause = cause
+        self.full = False
+
+
+class Refused(WriteFailed):
+    """etcd refused the commit's transaction (too many operations or bytes for its
+    limits, say): nothing of it was written. A kind of WriteFailed (507 for an apply)."""
+
+    def __init__(self, endpoints: str, cause: str, hint: str) -> None:
+        StoreError.__init__(
+            self, f"the config store (etcd at {endpoints}) refused the commit: {cause}; "
+            f"nothing was written. {hint}")
+        self.path = endpoints
+        self.cause = cause
+        self.full = False

@@ -21,41 +21,30 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import copy
 import json
 import sqlite3
 import threading
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from meshpilot.store.model import (
-    Action,
     Change,
     ChangeResult,
-    Conflict,
     Corrupt,
-    Delete,
     EventType,
     Expired,
-    NotFound,
     ObjectKey,
-    Put,
-    PutStatus,
+    Stale,
     StoredObject,
     WatchEvent,
     WriteFailed,
 )
+from meshpilot.store.planning import dumps, now_rfc3339, plan_change, validate_changes
 from meshpilot.store.watch import Watch
 
 SCHEMA_VERSION = 1
 DEFAULT_EVENT_HISTORY = 10_000
-
-# metadata fields the store owns: ignored in the user's body when deciding
-# whether a Put changes anything, and overwritten on write.
-_SERVER_METADATA = ("resourceVersion", "generation", "uid", "creationTimestamp", "managedFields")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -87,34 +76,6 @@ CREATE INDEX IF NOT EXISTS events_revision ON events (revision);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('compact_revision', 0);
 """
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _metadata(body: dict[str, Any]) -> dict[str, Any]:
-    meta = body.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _comparable(body: dict[str, Any], key: ObjectKey) -> dict[str, Any]:
-    """The part of a body a Put owns: no status, no server-managed metadata."""
-    out = {k: v for k, v in body.items() if k != "status"}
-    meta = {k: v for k, v in _metadata(body).items() if k not in _SERVER_METADATA}
-    meta["name"] = key.name
-    meta["namespace"] = key.namespace
-    out["metadata"] = meta
-    return out
-
-
-def _spec_part(body: dict[str, Any]) -> dict[str, Any]:
-    """Everything but metadata and status: a change here bumps generation."""
-    return {k: v for k, v in body.items() if k not in ("metadata", "status")}
 
 
 def _key_of(row: sqlite3.Row | tuple[Any, ...]) -> ObjectKey:
@@ -290,24 +251,16 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------
 
-    def commit(self, changes: Sequence[Change]) -> builtins.list[ChangeResult]:
+    def commit(self, changes: Sequence[Change], *,
+               unchanged_since: int | None = None) -> builtins.list[ChangeResult]:
         """Apply ``changes`` atomically; return one result per change, in order.
 
         All-or-nothing: on Conflict or NotFound nothing is written and the
         exception propagates. A key may appear only once per commit (ValueError
         otherwise), so each revision holds at most one version of an object.
+        ``unchanged_since``: raise Stale (writing nothing) if the store moved past it.
         """
-        seen: set[ObjectKey] = set()
-        for change in changes:
-            if not isinstance(change, Put | Delete | PutStatus):
-                raise TypeError(f"not a store change: {change!r}")
-            if change.key in seen:
-                raise ValueError(f"{change.key} appears more than once in one commit")
-            seen.add(change.key)
-            if isinstance(change, Put) and not isinstance(change.body, dict):
-                raise TypeError(f"Put body for {change.key} must be a dict")
-            if isinstance(change, PutStatus) and not isinstance(change.status, dict):
-                raise TypeError(f"PutStatus status for {change.key} must be a dict")
+        validate_changes(changes)
         if not changes:
             return []
 
@@ -315,7 +268,7 @@ class SqliteStore:
             conn = self._db()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                results, events = self._apply(conn, changes)
+                results, events = self._apply(conn, changes, unchanged_since)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
@@ -378,11 +331,14 @@ class SqliteStore:
         return StoredObject(key, json.loads(row[0]), row[1], row[2])
 
     def _apply(
-        self, conn: sqlite3.Connection, changes: Sequence[Change]
+        self, conn: sqlite3.Connection, changes: Sequence[Change], unchanged_since: int | None
     ) -> tuple[builtins.list[ChangeResult], builtins.list[WatchEvent]]:
         """Check and plan every change, then write them all at one new revision."""
-        revision = self._meta(conn, "revision") + 1
-        now = _now_rfc3339()
+        current = self._meta(conn, "revision")
+        if unchanged_since is not None and current != unchanged_since:
+            raise Stale(unchanged_since, current)
+        revision = current + 1
+        now = now_rfc3339()
         results: list[ChangeResult] = []
         # (event type, key, body, generation) of each change that writes
         writes: list[tuple[EventType, ObjectKey, dict[str, Any], int]] = []
@@ -390,40 +346,11 @@ class SqliteStore:
         for change in changes:
             current = self._read(conn, change.key)
             key = change.key
-            action: Action
-            if isinstance(change, Put):
-                expected = change.expected_resource_version
-                actual = current.resource_version if current else 0
-                if expected is not None and expected != actual:
-                    raise Conflict(key, expected, actual)
-                body, generation, action = self._plan_put(change, current, now)
-                if action == "unchanged":
-                    assert current is not None
-                    results.append(ChangeResult(key, "unchanged", current))
-                    continue
-                etype: EventType = "ADDED" if action == "created" else "MODIFIED"
-            elif isinstance(change, Delete):
-                if current is None:
-                    raise NotFound(key)
-                expected = change.expected_resource_version
-                if expected is not None and expected != current.resource_version:
-                    raise Conflict(key, expected, current.resource_version)
-                body, generation, action = (
-                    copy.deepcopy(current.body),
-                    current.generation,
-                    "deleted",
-                )
-                etype = "DELETED"
-            else:
-                if current is None:
-                    raise NotFound(key)
-                if current.body.get("status") == change.status:
-                    results.append(ChangeResult(key, "unchanged", current))
-                    continue
-                body = copy.deepcopy(current.body)
-                body["status"] = copy.deepcopy(change.status)
-                generation, action, etype = current.generation, "configured", "MODIFIED"
-
+            action, body, generation, etype = plan_change(change, current, now)
+            if etype is None:
+                assert current is not None
+                results.append(ChangeResult(key, action, current))
+                continue
             body.setdefault("metadata", {})["resourceVersion"] = str(revision)
             obj = StoredObject(key, body, revision, generation)
             results.append(ChangeResult(key, action, obj))
@@ -434,7 +361,7 @@ class SqliteStore:
 
         events: list[WatchEvent] = []
         for etype, key, body, generation in writes:
-            text = _dumps(body)
+            text = dumps(body)
             params = (key.group, key.kind, key.namespace, key.name)
             if etype == "DELETED":
                 conn.execute(
@@ -462,42 +389,6 @@ class SqliteStore:
         conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
         self._compact(conn)
         return results, events
-
-    @staticmethod
-    def _plan_put(
-        change: Put, current: StoredObject | None, now: str
-    ) -> tuple[dict[str, Any], int, Action]:
-        """New body, generation and action of a Put (resourceVersion set later)."""
-        key = change.key
-        wanted = copy.deepcopy(_comparable(change.body, key))
-        # keep the user's managedFields, if any, but never compare on them
-        managed = _metadata(change.body).get("managedFields")
-        if current is None:
-            body = wanted
-            meta = body["metadata"]
-            meta["uid"] = str(uuid.uuid4())
-            meta["creationTimestamp"] = now
-            meta["generation"] = 1
-            if managed is not None:
-                meta["managedFields"] = copy.deepcopy(managed)
-            return body, 1, "created"
-
-        if _comparable(current.body, key) == wanted:
-            return current.body, current.generation, "unchanged"
-        generation = current.generation
-        if _spec_part(current.body) != _spec_part(wanted):
-            generation += 1
-        body = wanted
-        meta = body["metadata"]
-        old_meta = _metadata(current.body)
-        meta["uid"] = old_meta.get("uid") or str(uuid.uuid4())
-        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or now
-        meta["generation"] = generation
-        if managed is not None:
-            meta["managedFields"] = copy.deepcopy(managed)
-        if "status" in current.body:
-            body["status"] = copy.deepcopy(current.body["status"])
-        return body, generation, "configured"
 
     def _compact(self, conn: sqlite3.Connection) -> None:
         """Drop events beyond the retained history, whole revisions at a time."""

@@ -24,8 +24,9 @@ class Watch:
     """A stream of WatchEvents; iterate (blocking) or poll with ``get(timeout)``.
 
     Iteration ends when the watch is closed, by ``close()`` or by the store
-    closing. Only commits made through the same SqliteStore instance are seen
-    live (another process writing the same file is not observed).
+    closing. With SQLite, only commits made through the same SqliteStore instance
+    are seen live (another process writing the same file is not observed); with etcd,
+    every replica's commits are.
     """
 
     def __init__(self, since: int, unsubscribe: Callable[[Watch], None],
@@ -64,12 +65,19 @@ class Watch:
             # a reader resuming after the last revision it saw must have seen all of it.
             # What is queued stays readable; the reader meets the end after it. (Not
             # unsubscribed here: that takes the store's lock, which is held.)
-            self.overflowed = True
-            self._queue.put(_CLOSED)
+            self.cut_off()
             return
         for event in fresh:
             self._pending += 1
             self._queue.put(event)
+
+    def cut_off(self) -> None:
+        """End the stream for the reader as an overflow does: what is queued stays
+        readable, then the reader must resume from the last revision it saw (or re-list).
+        A store calls it when it can no longer follow its changes (etcd's history was
+        compacted under the watch, or no member answered)."""
+        self.overflowed = True
+        self._queue.put(_CLOSED)
 
     def _deliver_history(self, events: list[WatchEvent]) -> None:
         """The events a watch from an old revision starts with: they are bounded by the

@@ -97,6 +97,10 @@ PROBE_NOT_RUN = Code("MP0065", Severity.ERROR, "WorkloadGroup probe a host agent
                      "run (grpc)")
 JOIN_REFUSED = Code("MP0066", Severity.ERROR, "host join refused: the token is unknown, "
                     "expired, already used, or issued for another WorkloadGroup")
+STORE_UNREACHABLE = Code("MP0060", Severity.ERROR, "the config store's etcd cluster did not "
+                         "answer (no majority of its members reachable): 503, nothing written")
+STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one of its own "
+                     "limits (--max-txn-ops, --max-request-bytes): 507, nothing written")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 from meshpilot.store.watch import Watch
 
 PERIOD_SECONDS = 2.0
@@ -46,7 +46,7 @@ def never() -> bool:
     return False
 
 
-async def stream(store: SqliteStore, snapshot: Callable[[], Awaitable[dict[str, Any]]],
+async def stream(store: ConfigStore, snapshot: Callable[[], Awaitable[dict[str, Any]]],
                  stopping: Callable[[], bool] = never) -> AsyncIterator[bytes]:
     """The event stream of one browser; ``snapshot`` makes the current ``state``. It
     ends as soon as ``stopping()`` (the server shuts down): an open tab must not hold

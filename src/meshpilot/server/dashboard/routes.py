@@ -41,7 +41,7 @@ from meshpilot.server.dashboard.auth import (
 from meshpilot.server.dashboard.events import never, stream
 from meshpilot.server.dashboard.gate import PREFIX, SESSION_STATE, session_id
 from meshpilot.server.dashboard.pages import dashboard_page, login_page, static_dir
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 from meshpilot.validation import check_state
 
 CODES_PATH = "/apis/meshpilot.io/v1/dashboard/codes"
@@ -70,7 +70,7 @@ class Dashboard:
     proxies' xDS status (``proxies``, as ``proxy-status`` shows it); ``stopping`` says
     when the server shuts down, so that the event streams end."""
 
-    def __init__(self, store: SqliteStore, auth: DashboardAuth,
+    def __init__(self, store: ConfigStore, auth: DashboardAuth,
                  pods: Callable[[], Sequence[Pod]],
                  rows: Callable[[], list[dict[str, Any]]] | None,
                  proxies: Callable[[], list[dict[str, Any]]],

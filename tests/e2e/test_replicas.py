@@ -1,0 +1,115 @@
+"""Control-plane replicas on one etcd: every replica serves the API and xDS, one leader
+runs what must run once, and a dead leader is replaced within a few seconds.
+
+Follows how Kubernetes controllers elect a leader with a lease (client-go's
+leaderelection: one holder, renewals, a dead holder replaced once its lease lapses) and
+etcd's own election recipe (a key created under a lease, in a transaction that succeeds
+only if the key does not exist)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ControlPlane, run_cli, wait_for
+from tests.e2e import myapp
+from tests.e2e.mesh import Mesh
+from tests.e2e.rollouts import Rollout, canary
+from tests.e2e.scenario import Given, Then, When
+from tests.e2e.test_rollout_crash import new_revisions
+from tests.etcd_cluster import Cluster
+
+LEADER = "/apis/meshpilot.io/v1/leader"
+FAILOVER_BOUND = 8.0  # the lease's 3 s, a poll, and a loaded CI machine's slack
+
+
+def leading(mesh: Mesh) -> bool:
+    return bool(mesh.api.get(LEADER).json()["leading"])
+
+
+def running_pods(mesh: Mesh, deployment: str) -> list[dict[str, Any]]:
+    return [p for p in mesh.pods_of(deployment, terminating=False)
+            if p["status"]["phase"] == "Running"]
+
+
+@pytest.fixture
+def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cluster,
+             etcd_prefix: str) -> Iterator[list[Mesh]]:
+    url = etcd_server.url + etcd_prefix.rstrip("/")
+    meshes = [Mesh(control_plane_factory(name, args=["--store", url]))
+              for name in ("one", "two")]
+    try:
+        yield meshes
+    finally:
+        for m in meshes:
+            m.close()
+
+
+def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
+        replicas: list[Mesh]) -> None:
+    """Two replicas, one leader: only it runs the pods, while both serve the config to
+    their proxies. SIGKILL the leader: the other replica leads within the bound, starts
+    the pods on its host, and a change applied to it reaches its proxies."""
+    one, two = replicas
+    statuses = [m.api.get(LEADER).json() for m in replicas]
+    assert sorted(s["leading"] for s in statuses) == [False, True]
+    assert statuses[0]["leader"] == statuses[1]["leader"]  # both see the same leader
+    leader, follower = (one, two) if statuses[0]["leading"] else (two, one)
+
+    follower.apply(myapp.version("v1"), myapp.service())  # any replica takes writes
+    wait_for(lambda: running_pods(leader, "myapp-v1"), timeout=60, message="v1 on the leader")
+    assert follower.pods_of("myapp-v1") == []  # the follower runs no pods
+    # the follower's own proxies are told about the Service all the same
+    wait_for(lambda: any("myapp" in name for name in follower.clusters()), timeout=30,
+             message="the follower's mesh proxy knows myapp")
+
+    killed_at = time.monotonic()
+    leader.cp.kill()
+    wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
+             message="the follower takes the lead")
+    assert time.monotonic() - killed_at < FAILOVER_BOUND
+    wait_for(lambda: running_pods(follower, "myapp-v1"), timeout=60,
+             message="the new leader runs the pods")
+
+    follower.apply(myapp.version("v2"), myapp.subsets(), myapp.split(v1=0, v2=100))
+    follower.converge()
+    assert {v for v in follower.versions("http://myapp:8080/", 10)} == {"v2"}
+
+
+def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mesh]) -> None:
+    """The leader is SIGKILLed mid-canary: the other replica takes the lead, starts the
+    pods on its host and steps the same rollout on from the step stored with it (same
+    revision, no step replayed) to its promotion, as a restarted control plane does
+    (test_rollout_crash.py) and as Flagger resumes from the Canary's status."""
+    leader, follower = (m for m in sorted(replicas, key=lambda m: not leading(m)))
+    Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
+    with When(leader).traffic(rate=50, max_seconds=100):
+        When(leader).release("v2")
+        before = When(leader).rollout_reaches(lambda b: b["canaryWeight"] >= 20,
+                                              "the canary at 20%", timeout=60)
+        leader.cp.kill()
+    wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
+             message="the follower takes the lead")
+    after = Rollout(follower).get()
+    assert after["revision"] == before["revision"]
+    assert after["canaryWeight"] >= before["canaryWeight"]
+    assert new_revisions(after) == new_revisions(before)  # not started over
+
+    with When(follower).traffic(rate=50, max_seconds=120):
+        final = When(follower).rollout_runs_to_the_end(timeout=110)[-1]
+    Then(follower).rollout_phase("Succeeded")
+    weights = [e["message"] for e in final["events"] if "canary weight" in e["message"]]
+    assert len(weights) == len(set(weights)), weights  # every step taken once
+
+
+def test_up_refuses_a_store_url_it_cannot_use(tmp_path: Any) -> None:
+    """A mistyped ``--store`` is refused by ``up`` with the form it expects, and nothing
+    starts."""
+    result = run_cli("up", "--no-mesh", "--store", "etcd://nohost", "--wait", "20",
+                     state_dir=tmp_path / "state")
+    assert result.returncode != 0
+    assert "'nohost' is not HOST:PORT" in result.stderr + result.stdout
+    assert "etcd://HOST:2379" in result.stderr + result.stdout
