@@ -24,7 +24,9 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server import (
+    kube_apply,
     kube_discovery,
+    kube_dry_run,
     kube_openapi,
     kube_patch,
     kube_responses,
@@ -373,57 +375,113 @@ class ControlPlaneAPI:
     async def _patch(self, request: Request, info: KindInfo, key: ObjectKey) -> Response:
         """PATCH: the patch applied to the stored object, then written like a PUT, so it
         passes the same validation; the stored resourceVersion goes with it, so a write
-        in between makes this one a conflict instead of being overwritten."""
+        in between makes this one a conflict instead of being overwritten. A server-side
+        apply may create the object."""
         obj = self.store.get(key)
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        if media == kube_apply.APPLY_PATCH:
+            return await self._server_side_apply(request, info, key, obj)
         if obj is None:
             return _status(404, "NotFound", f"{key} not found")
         try:
-            patched = kube_patch.apply_patch(render(obj, info), await request.body(),
-                                             request.headers.get("content-type", ""))
+            patched = kube_patch.apply_patch(render(obj, info), await request.body(), media)
         except kube_patch.PatchError as exc:
             return _status(exc.status, "BadRequest" if exc.status == 400
                            else "UnsupportedMediaType", str(exc))
         return await self._write(request, info, key, patched, create_only=False)
 
+    async def _server_side_apply(self, request: Request, info: KindInfo, key: ObjectKey,
+                                 obj: StoredObject | None) -> Response:
+        """``kubectl apply --server-side``: the applied object merged into the stored one
+        under its field manager; a conflict with another manager is a 409 naming the
+        fields, unless forced."""
+        q = request.query_params
+        if not q.get("fieldManager"):
+            return _status(400, "BadRequest", "fieldManager is required for an apply patch")
+        try:
+            applied = kube_apply.applied_object(await request.body())
+            body = kube_apply.apply_upgrading(
+                render(obj, info) if obj is not None else None, applied, q["fieldManager"],
+                force=q.get("force") == "true")
+        except kube_apply.BadApply as exc:
+            return _status(400, "BadRequest", str(exc))
+        except kube_apply.ApplyConflicts as exc:
+            return kube_responses.status(409, str(exc), info, key.name, exc.causes())
+        return await self._write(request, info, key, body, create_only=False, tracked=True)
+
     async def _write(self, request: Request, info: KindInfo, key: ObjectKey,
-                     body: dict[str, Any], *, create_only: bool) -> Response:
+                     body: dict[str, Any], *, create_only: bool,
+                     tracked: bool = False) -> Response:
         """Create or replace one object through the config service; the answer in
-        Kubernetes' shape for a Kubernetes client, else meshpilot's Outcome."""
-        if request.query_params.get("dryRun"):
-            return _status(400, "BadRequest", "dryRun is not supported on this path yet; "
-                           "use `meshpilot apply --dry-run`")
+        Kubernetes' shape for a Kubernetes client, else meshpilot's Outcome. The fields
+        it changes are recorded under its field manager (unless ``tracked`` already)."""
+        try:
+            dry_run = kube_dry_run.requested(request.query_params.getlist("dryRun"))
+        except kube_dry_run.BadDryRun as exc:
+            return _status(400, "BadRequest", str(exc))
+        name = key.name or str((body.get("metadata") or {}).get("name", ""))
+        target = ObjectKey(key.group, key.kind, key.namespace, name)
+        current = self.store.get(target) if name else None
+        if not tracked:
+            manager = kube_apply.manager_of(request.query_params.get("fieldManager"),
+                                            request.headers.get("user-agent", ""))
+            body = kube_apply.track_update(
+                render(current, info) if current is not None and not create_only else None,
+                body, manager)
         outcome = await run_in_threadpool(
-            self.service.put_object, key, body, create_only=create_only)
+            self.service.put_object, key, body, create_only=create_only, dry_run=dry_run)
         if not kube_responses.wants_kube(request):
             return _outcome(outcome)
-        name = key.name or str((body.get("metadata") or {}).get("name", ""))
         if outcome.status != 200:
             return kube_responses.refusal(outcome, info, name, create_only=create_only)
-        stored = self.store.get(ObjectKey(key.group, key.kind, key.namespace, name))
+        created = bool(outcome.results) and outcome.results[0]["action"].startswith("created")
+        version = request.path_params["version"]
+        if dry_run:
+            return kube_responses.written(
+                kube_dry_run.preview(body, current, info.api_version(version)),
+                outcome, created)
+        stored = self.store.get(target)
         if stored is None:  # deleted again by another writer since this one
             return _status(404, "NotFound", f"{key.kind} {key.namespace}/{name} not found")
-        created = bool(outcome.results) and outcome.results[0]["action"] == "created"
-        version = request.path_params["version"]
         return kube_responses.written(render(stored, info, version), outcome, created)
 
     async def _delete_one(self, request: Request, key: ObjectKey, info: KindInfo) -> Response:
         try:
-            pre = read_preconditions(request.query_params.get("resourceVersion"),
-                                     await self._json(request))
+            options = await self._json(request)
+            pre = read_preconditions(request.query_params.get("resourceVersion"), options)
+            dry_run = kube_dry_run.requested([
+                *request.query_params.getlist("dryRun"),
+                *kube_dry_run.from_delete_options(options)])
         except BadBody as exc:
             return _bad_body(exc)
-        except BadPreconditions as exc:
+        except (BadPreconditions, kube_dry_run.BadDryRun) as exc:
             return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
                 codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
-        if request.query_params.get("dryRun"):
-            return _status(400, "BadRequest", "dryRun is not supported on this path yet")
-        outcome = await run_in_threadpool(
-            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid)
+        if dry_run:
+            outcome = self._delete_preview(key, pre.resource_version)
+        else:
+            outcome = await run_in_threadpool(
+                self.service.delete, [key], expected=pre.resource_version,
+                expected_uid=pre.uid)
         if not kube_responses.wants_kube(request):
             return _outcome(outcome)
         if outcome.status != 200:
             return kube_responses.refusal(outcome, info, key.name)
         return kube_responses.deleted(outcome, info, key.name)
+
+    def _delete_preview(self, key: ObjectKey, expected: int | None) -> Outcome:
+        """A dry-run delete: refused as the delete would be (missing, stale), else a
+        success that deletes nothing."""
+        obj = self.store.get(key)
+        if obj is None:
+            return Outcome(404, diagnostics=[Diagnostic.of(
+                codes.NOT_FOUND, f"{key} not found", object=str(key))])
+        if expected is not None and expected != obj.resource_version:
+            return Outcome(409, diagnostics=[Diagnostic.of(
+                codes.CONFLICT, f"{key} changed: expected resourceVersion {expected}, "
+                f"stored {obj.resource_version}", object=str(key),
+                path="metadata.resourceVersion")])
+        return Outcome(200, [{"kind": key.kind, "name": key.name, "action": "deleted (dry run)"}])
 
     def routes(self) -> list[Route]:
         routes = [
