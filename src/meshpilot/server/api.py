@@ -115,6 +115,7 @@ class ControlPlaneAPI:
         self.info = info
         self.live_status = live_status
         self.watch_limit = watch_limit
+        self.openapi = kube_openapi.OpenAPIDocuments()
 
     def _table(self, info: KindInfo, objects: Sequence[StoredObject], version: str) -> Response:
         return JSONResponse(self._table_body(info, objects, version))
@@ -181,11 +182,12 @@ class ControlPlaneAPI:
         return JSONResponse(found)
 
     async def openapi_index(self, request: Request) -> Response:
-        return JSONResponse(kube_openapi.index())
+        return JSONResponse(await run_in_threadpool(self.openapi.index))
 
     async def openapi_document(self, request: Request) -> Response:
         p = request.path_params
-        found = kube_openapi.group_version_document(p.get("group", ""), p["version"])
+        found = await run_in_threadpool(self.openapi.document, p.get("group", ""),
+                                        p["version"])
         if found is None:
             return _status(404, "NotFound", f"meshpilot serves nothing at {request.url.path}")
         return JSONResponse(found)
