@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from tests.conftest import ControlPlane
 from tests.integration.test_kubectl import kubectl, plane
 

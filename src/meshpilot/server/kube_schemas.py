@@ -75,38 +75,63 @@ def _converted(schema: dict[str, Any], docs: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+_SCHEMA_KEYS = frozenset({"type", "allOf", "$ref", "anyOf", "oneOf", "enum", "properties"})
+_VERBATIM = frozenset({"required", "enum", "examples", "discriminator"})
+
+
 def _node(schema: Any) -> Any:
+    """One JSON Schema node (and what it holds) in OpenAPI 3.0 form."""
     if isinstance(schema, list):
         return [_node(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    options = schema.get("anyOf")
-    if isinstance(options, list):
-        kept = [o for o in options if o != {"type": "null"}]
-        rest = {k: v for k, v in schema.items() if k != "anyOf"}
-        if len(kept) == 1:
-            return _node({**rest, **kept[0]})
-        schema = {**rest, "anyOf": kept}
-        if sorted(o.get("type", "") for o in kept) == ["integer", "string"]:
-            schema["x-kubernetes-int-or-string"] = True  # Kubernetes' IntOrString
+    single = _optional_of(schema)
+    if single is not None:
+        return _node(single)
+    schema = _int_or_string(schema)
     out = {"$ref": "#/components/schemas/" + schema["$ref"]} if "$ref" in schema else {}
     for key, value in schema.items():
         if key in _DROP or key in ("$ref", "const") or (
                 key == "additionalProperties" and value is False):
             continue
-        if key in ("properties", "patternProperties") and isinstance(value, dict):
-            out[key] = {name: _node(prop) for name, prop in value.items()}
-        elif key in ("required", "enum", "examples", "discriminator"):
-            out[key] = value
-        else:
-            out[key] = _node(value)
+        out[key] = _child(key, value)
     if "$ref" in out and len(out) > 1:  # OpenAPI ignores a $ref's siblings
         out = {"allOf": [{"$ref": out.pop("$ref")}], **out}
     if "const" in schema:
         out["enum"] = [schema["const"]]
-    if not out.keys() & {"type", "allOf", "$ref", "anyOf", "oneOf", "enum", "properties"}:
+    if not out.keys() & _SCHEMA_KEYS:
         # any value (a field typed Any): what a CRD says with preserve-unknown-fields
         out.update({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    return out
+
+
+def _child(key: str, value: Any) -> Any:
+    if key in ("properties", "patternProperties") and isinstance(value, dict):
+        return {name: _node(prop) for name, prop in value.items()}
+    return value if key in _VERBATIM else _node(value)
+
+
+def _options(schema: dict[str, Any]) -> list[Any] | None:
+    options = schema.get("anyOf")
+    return [o for o in options if o != {"type": "null"}] if isinstance(options, list) else None
+
+
+def _optional_of(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """For ``anyOf [X, null]`` (an optional field), X with the node's other keys."""
+    kept = _options(schema)
+    if kept is None or len(kept) != 1:
+        return None
+    return {**{k: v for k, v in schema.items() if k != "anyOf"}, **kept[0]}
+
+
+def _int_or_string(schema: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf`` without ``null``, marked as Kubernetes' IntOrString when it is one."""
+    kept = _options(schema)
+    if kept is None:
+        return schema
+    out = {**schema, "anyOf": kept}
+    if sorted(o.get("type", "") for o in kept) == ["integer", "string"]:
+        out["x-kubernetes-int-or-string"] = True
     return out
 
 
