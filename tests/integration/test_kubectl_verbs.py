@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 from tests.conftest import ControlPlane
-from tests.integration.test_kubectl import kubectl, plane
+from tests.integration.test_kubectl import EXAMPLES, in_namespace, kubectl, plane
 
 __all__ = ["plane"]  # the module's control plane fixture
 
@@ -66,3 +66,40 @@ def test_label_and_field_selectors_on_list_and_watch(
     refused = kubectl(plane, "get", "cm", "-A", "--field-selector", "data.k=v", check=False)
     assert "only metadata.name and metadata.namespace" in refused.stderr
     kubectl(plane, "delete", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def test_scale_and_status_subresources(plane: ControlPlane, tmp_path: Path) -> None:
+    """kubectl scale patches the autoscaling/v1 Scale at .../scale; the status
+    subresource is readable (kubectl get --subresource) and, being what meshpilot
+    observes, not writable by a client."""
+    app = tmp_path / "app.yaml"
+    app.write_text(in_namespace("scale", EXAMPLES / "deployments.yaml"))
+    kubectl(plane, "apply", "-f", str(app))
+    done = kubectl(plane, "scale", "deployment", "myapp-v2", "-n", "scale", "--replicas=3")
+    assert done.stdout.strip() == "deployment.apps/myapp-v2 scaled"
+    spec = kubectl(plane, "get", "deploy", "myapp-v2", "-n", "scale", "-o",
+                   "jsonpath={.spec.replicas} {.metadata.generation}").stdout
+    assert spec == "3 2"
+    scale = yaml.safe_load(kubectl(plane, "get", "deploy", "myapp-v2", "-n", "scale",
+                                   "--subresource=scale", "-o", "yaml").stdout)
+    assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+    assert scale["status"]["selector"] == "app=myapp,version=v2"
+    # the change is the scaler's: a server-side apply of the file's 2 conflicts
+    refused = kubectl(plane, "apply", "--server-side", "-f", str(app), check=False)
+    assert 'conflict with "kubectl" using apps/v1: .spec.replicas' in refused.stderr
+
+    header = kubectl(plane, "get", "deploy", "myapp-v2", "-n", "scale",
+                     "--subresource=status").stdout.split()
+    assert header[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    written = kubectl(plane, "patch", "deploy", "myapp-v2", "-n", "scale",
+                      "--subresource=status", "--type=merge", "-p",
+                      '{"status": {"readyReplicas": 3}}', check=False)
+    assert written.returncode == 1
+    assert "MethodNotAllowed" in written.stderr
+    negative = kubectl(plane, "patch", "deploy", "myapp-v2", "-n", "scale",
+                       "--subresource=scale", "--type=merge", "-p",
+                       '{"spec": {"replicas": -1}}', check=False)
+    assert "spec.replicas must be a whole number, 0 or more" in negative.stderr
+    none = kubectl(plane, "scale", "vs", "myapp", "-n", "scale", "--replicas=2", check=False)
+    assert none.returncode == 1
+    kubectl(plane, "delete", "-f", str(app))

@@ -31,6 +31,7 @@ from meshpilot.server import (
     kube_patch,
     kube_responses,
     kube_selectors,
+    kube_subresources,
     kube_tables,
 )
 from meshpilot.server.auth import BearerTokenMiddleware
@@ -45,6 +46,7 @@ from meshpilot.validation import Diagnostic, check_state, codes
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
 _WATCH_POLL_SECONDS = 0.05
+_LIVE_STATUS_SECONDS = 0.5  # how often a Deployment watch looks at its pods' status
 
 
 def _status(code: int, reason: str, message: str, diagnostic: str = "") -> JSONResponse:
@@ -123,14 +125,21 @@ class ControlPlaneAPI:
     def _table_body(self, info: KindInfo, objects: Sequence[StoredObject],
                     version: str) -> dict[str, Any]:
         """kubectl get's Table, a Deployment's status filled in from the runtime."""
-        bodies = []
-        for obj in objects:
-            body = render(obj, info, version)
-            live = self.live_status(obj.key) if self.live_status is not None else None
-            if live is not None:
-                body["status"] = live
-            bodies.append(body)
+        bodies = [self._served(obj, info, version) for obj in objects]
         return kube_tables.table(info.kind, bodies, str(self.store.revision()))
+
+    def _served(self, obj: StoredObject, info: KindInfo,
+                version: str | None = None) -> dict[str, Any]:
+        """The object as a read serves it: a Deployment with its pods' status from the
+        runtime (which the store does not hold)."""
+        body = render(obj, info, version)
+        live = self._live(obj)
+        if live is not None:
+            body["status"] = kube_subresources.deployment_status(body, live)
+        return body
+
+    def _live(self, obj: StoredObject) -> dict[str, Any] | None:
+        return self.live_status(obj.key) if self.live_status is not None else None
 
     # --- helpers -------------------------------------------------------------
     @staticmethod
@@ -275,7 +284,7 @@ class ControlPlaneAPI:
             "apiVersion": info.api_version(version),
             "kind": f"{info.kind}List",
             "metadata": {"resourceVersion": str(self.store.revision())},
-            "items": [render(o, info, version) for o in items],
+            "items": [self._served(o, info, version) for o in items],
         })
 
     @staticmethod
@@ -315,7 +324,7 @@ class ControlPlaneAPI:
                     and (ns is None or key.namespace == ns) and selected(obj))
 
         def line(kind: str, obj: StoredObject) -> bytes:
-            body = render(obj, info, version)
+            body = self._served(obj, info, version)
             if as_table:
                 body = self._table_body(info, [obj], version)
             return (json.dumps({"type": kind, "object": body}) + "\n").encode()
@@ -324,21 +333,32 @@ class ControlPlaneAPI:
         # thread blocked in watch.get() until the next event or the watch's timeout, so
         # a disconnected client leaked that thread and a SIGTERM could not stop the
         # process until every watch had timed out (300s by default).
+        live = kube_subresources.LiveStatusWatch(self._live)
+
+        def sent(kind: str, obj: StoredObject) -> bytes:
+            live.sent(kind, obj)
+            return line(kind, obj)
+
         async def events() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
+            next_live = time.monotonic() + _LIVE_STATUS_SECONDS
             try:
                 for obj in initial:
                     if wanted(obj):
-                        yield line("ADDED", obj)
+                        yield sent("ADDED", obj)
                 while time.monotonic() < deadline:
                     event = watch.get(timeout=0)
                     if event is None and watch.overflowed:
                         yield _gone_event(self.watch_limit)
                         return
-                    if event is None:
+                    if event is not None and wanted(event.object):
+                        yield sent(event.type, event.object)
+                    elif time.monotonic() >= next_live:
+                        next_live = time.monotonic() + _LIVE_STATUS_SECONDS
+                        for obj in live.changed():  # pods changed, the object did not
+                            yield sent("MODIFIED", obj)
+                    elif event is None:
                         await asyncio.sleep(_WATCH_POLL_SECONDS)
-                    elif wanted(event.object):
-                        yield line(event.type, event.object)
             finally:
                 watch.close()
 
@@ -361,7 +381,7 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", f"{key} not found")
             if kube_tables.wants_table(request):
                 return self._table(info, [obj], p["version"])
-            return JSONResponse(render(obj, info, p["version"]))
+            return JSONResponse(self._served(obj, info, p["version"]))
         if request.method == "DELETE":
             return await self._delete_one(request, key, info)
         if request.method == "PATCH":
@@ -485,6 +505,62 @@ class ControlPlaneAPI:
                 path="metadata.resourceVersion")])
         return Outcome(200, [{"kind": key.kind, "name": key.name, "action": "deleted (dry run)"}])
 
+    async def subresource(self, request: Request) -> Response:
+        """``.../{name}/scale`` and ``.../{name}/status`` (:mod:`kube_subresources`)."""
+        try:
+            info = self._kind(request)
+        except UnknownKind as exc:
+            return _status(404, "NotFound", str(exc))
+        p = request.path_params
+        key = ObjectKey(info.group, info.kind, info.scope(p.get("namespace")), p["name"])
+        which = request.url.path.rsplit("/", 1)[1]
+        obj = self.store.get(key)
+        if (which == "scale" and not kube_subresources.scalable(info.kind, info.group)) or (
+                ("namespace" in p) != info.namespaced):
+            return _status(404, "NotFound", f"{info.plural} have no {which} subresource")
+        if obj is None:
+            return _status(404, "NotFound", f"{key} not found")
+        if which == "status":
+            return self._status_subresource(request, info, obj)
+        return await self._scale(request, info, key, obj)
+
+    def _status_subresource(self, request: Request, info: KindInfo,
+                            obj: StoredObject) -> Response:
+        if request.method != "GET":
+            return _status(405, "MethodNotAllowed",
+                           f"the status of {info.plural} is written by meshpilot itself (what "
+                           "it observes of pods and rollouts); change the object's spec instead")
+        version = request.path_params["version"]
+        if kube_tables.wants_table(request):
+            return self._table(info, [obj], version)
+        return JSONResponse(self._served(obj, info, version))
+
+    async def _scale(self, request: Request, info: KindInfo, key: ObjectKey,
+                     obj: StoredObject) -> Response:
+        """The Scale of a Deployment (or Rollout); a write sets its spec.replicas through
+        the same path as any other write, and answers with the new Scale."""
+        current = kube_subresources.scale_of(self._served(obj, info))
+        if request.method == "GET":
+            return JSONResponse(current)
+        try:
+            if request.method == "PATCH":
+                wanted = kube_patch.apply_patch(current, await request.body(),
+                                                request.headers.get("content-type", ""))
+            else:
+                wanted = await self._json(request)
+            body = kube_subresources.scaled(render(obj, info), wanted)
+        except kube_patch.PatchError as exc:
+            return _status(exc.status, "BadRequest" if exc.status == 400
+                           else "UnsupportedMediaType", str(exc))
+        except (BadBody, kube_subresources.BadScale) as exc:
+            return _status(400, "BadRequest", str(exc))
+        answer = await self._write(request, info, key, body, create_only=False)
+        if answer.status_code >= 300 or not kube_responses.wants_kube(request):
+            return answer
+        return JSONResponse(kube_subresources.scale_of(json.loads(bytes(answer.body))),
+                            status_code=200, headers={
+                                k: v for k, v in answer.headers.items() if k == "warning"})
+
     def routes(self) -> list[Route]:
         routes = [
             Route("/version", self.version),
@@ -510,6 +586,10 @@ class ControlPlaneAPI:
                 # a cluster-scoped object (a Namespace): /api/v1/namespaces/{name}
                 Route(root + "/{plural}/{name}", self.item,
                       methods=["GET", "PUT", "PATCH", "DELETE"]),
+                *[Route(root + "/namespaces/{namespace}/{plural}/{name}/" + sub, self.subresource,
+                        methods=["GET", "PUT", "PATCH"]) for sub in ("scale", "status")],
+                *[Route(root + "/{plural}/{name}/" + sub, self.subresource,
+                        methods=["GET", "PUT", "PATCH"]) for sub in ("scale", "status")],
             ]
         return routes
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from meshpilot.api.kinds import KINDS, KindInfo
+from meshpilot.server.kube_subresources import scalable
 
 # What every kind supports at its paths; no deletecollection (there is no bulk delete
-# by label selector) and no status subresource.
+# by label selector).
 VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 # The Kubernetes release whose API shapes meshpilot follows; kubectl warns when its own
@@ -74,11 +75,24 @@ def _resource(info: KindInfo) -> dict[str, Any]:
     return resource
 
 
+def _subresources(info: KindInfo) -> list[dict[str, Any]]:
+    """``{plural}/status`` (read-only: meshpilot writes status) for every kind, and
+    ``{plural}/scale`` (an autoscaling/v1 Scale) for the kinds with a replica count."""
+    found = [{"name": f"{info.plural}/status", "singularName": "", "kind": info.kind,
+              "namespaced": info.namespaced, "verbs": ["get"]}]
+    if scalable(info.kind, info.group):
+        found.append({"name": f"{info.plural}/scale", "singularName": "", "kind": "Scale",
+                      "group": "autoscaling", "version": "v1",
+                      "namespaced": info.namespaced, "verbs": ["get", "patch", "update"]})
+    return found
+
+
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     """``/apis/{group}/{version}`` (``/api/v1`` for ``group`` ""), or None when meshpilot
     serves no kind at that group-version."""
-    found = [_resource(k) for k in KINDS if k.group == group and version in k.versions]
-    if not found:
+    kinds = [k for k in KINDS if k.group == group and version in k.versions]
+    if not kinds:
         return None
+    found = [r for k in kinds for r in (_resource(k), *_subresources(k))]
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": found}
