@@ -38,7 +38,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def kubectl(plane: ControlPlane, *args: str, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the real kubectl with the control plane's kubeconfig, and a discovery cache of
     its own (``HOME``) so no other run's cache is read."""
     binary = shutil.which(KUBECTL)
@@ -47,7 +47,7 @@ def kubectl(plane: ControlPlane, *args: str, check: bool = True,
     home.mkdir(exist_ok=True)
     env = clean_env(KUBECONFIG=str(plane.state_dir / "kubeconfig"), HOME=str(home))
     done = subprocess.run([binary, *args], capture_output=True, text=True, env=env,
-                          input=input, timeout=30)
+                          input=input, timeout=timeout)
     if check:
         assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}{done.stdout}"
     return done

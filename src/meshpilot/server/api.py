@@ -334,6 +334,10 @@ class ControlPlaneAPI:
         # a disconnected client leaked that thread and a SIGTERM could not stop the
         # process until every watch had timed out (300s by default).
         live = kube_subresources.LiveStatusWatch(self._live)
+        if kube and not initial and info.kind == "Deployment" and self.live_status:
+            for obj in self.store.list(group=info.group, kind=info.kind, namespace=ns):
+                if wanted(obj):
+                    live.follow(obj)
 
         def sent(kind: str, obj: StoredObject) -> bytes:
             live.sent(kind, obj)

@@ -90,6 +90,9 @@ def deployment_status(body: Mapping[str, Any], live: Mapping[str, Any]) -> dict[
     return status
 
 
+_UNSEEN = object()
+
+
 class LiveStatusWatch:
     """For a watch on Deployments: which watched objects' served status changed since
     last sent. Their pods come and go without a store event, and ``kubectl rollout
@@ -108,6 +111,13 @@ class LiveStatusWatch:
         else:
             self._objects[obj.key] = obj
             self._sent[obj.key] = self._status_of(obj)
+
+    def follow(self, obj: StoredObject) -> None:
+        """Watch ``obj``'s status from here on, though no event was sent for it (a watch
+        from a resourceVersion): its next look reports it, since its pods may have
+        changed between the client's list and this watch."""
+        self._objects[obj.key] = obj
+        self._sent[obj.key] = _UNSEEN
 
     def changed(self) -> list[StoredObject]:
         """The watched objects whose status is not the one last sent."""
