@@ -29,6 +29,7 @@ from meshpilot.server import (
     kube_dry_run,
     kube_openapi,
     kube_patch,
+    kube_protobuf,
     kube_responses,
     kube_selectors,
     kube_subresources,
@@ -151,13 +152,15 @@ class ControlPlaneAPI:
     async def _json(request: Request) -> Any:
         """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not.
 
-        kubectl's typed commands (``create namespace``, ``scale``) send protobuf, whose
-        schemas meshpilot does not have: those get 415 and a way that works."""
+        kubectl's typed commands (``create namespace``, ``create configmap``) send
+        protobuf: the kinds :mod:`kube_protobuf` reads are taken, others get 415 and a
+        way that works."""
         media = request.headers.get("content-type", "").split(";")[0].strip()
-        if media == "application/vnd.kubernetes.protobuf":
-            raise UnsupportedBody(
-                "meshpilot reads JSON bodies, not Kubernetes protobuf: write the object "
-                "in a file and use kubectl apply -f (or create -f)")
+        if media == kube_protobuf.MEDIA_TYPE:
+            try:
+                return kube_protobuf.decode(await request.body())
+            except (kube_protobuf.UnreadableProtobuf, UnicodeDecodeError) as exc:
+                raise UnsupportedBody(str(exc)) from None
         return parse_json(await request.body())
 
     # --- meta ----------------------------------------------------------------
