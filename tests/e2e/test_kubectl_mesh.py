@@ -3,7 +3,8 @@ kubeconfig ``meshpilot up`` writes: issue 14's commands, with the traffic measur
 
 Given the canary example applied with ``kubectl apply -f`` / When a 50/50 VirtualService
 is applied with kubectl / Then requests through the mesh split about evenly and kubectl
-reads the weights back; ``kubectl scale`` and ``kubectl rollout restart`` change the
+reads the weights back; ``kubectl get pods`` and ``kubectl logs`` show the runtime's
+pods and their app's output; ``kubectl scale`` and ``kubectl rollout restart`` change the
 pods, and ``kubectl rollout status`` follows them as it follows a Deployment on a
 cluster (it waits for status.observedGeneration, updated and available replicas).
 """
@@ -31,6 +32,15 @@ def test_kubectl_applies_a_50_50_split_that_the_mesh_routes(
         assert f'deployment "{name}" successfully rolled out' in status.stdout
     mesh.converge()
     then.split_within(100, {"v1": (70, 100), "v2": (1, 30)})  # the example's 90/10
+
+    # the runtime's pods, with the columns kubectl shows, and their app's output
+    rows = kubectl(cp, "get", "pods", "-o", "wide", "-l", "version in (v2)",
+                   "--no-headers").stdout.splitlines()
+    assert len(rows) == 2 and all(r.split()[1:3] == ["1/1", "Running"] for r in rows), rows
+    assert all(r.split()[-1] == "myapp-v2" for r in rows)  # -o wide: its Deployment
+    pod = rows[0].split()[0]
+    logs = kubectl(cp, "logs", pod, "-c", "app").stdout
+    assert f"demo-app v2 pod={pod} listening" in logs
 
     even = tmp_path / "vs-50-50.yaml"
     even.write_text(in_namespace("default", EXAMPLES / "virtualservice.yaml")

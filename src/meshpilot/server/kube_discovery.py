@@ -87,6 +87,15 @@ def _subresources(info: KindInfo) -> list[dict[str, Any]]:
     return found
 
 
+# Core resources served from the runtime, not the store: readable, never written.
+_RUNTIME_RESOURCES: tuple[dict[str, Any], ...] = (
+    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+     "verbs": ["get", "list"], "shortNames": ["po"], "categories": ["all"]},
+    {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
+     "verbs": ["get"]},
+)
+
+
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     """``/apis/{group}/{version}`` (``/api/v1`` for ``group`` ""), or None when meshpilot
     serves no kind at that group-version."""
@@ -94,5 +103,7 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     if not kinds:
         return None
     found = [r for k in kinds for r in (_resource(k), *_subresources(k))]
+    if (group, version) == ("", "v1"):
+        found += [dict(r) for r in _RUNTIME_RESOURCES]
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": found}
