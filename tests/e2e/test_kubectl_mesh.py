@@ -11,8 +11,10 @@ cluster (it waits for status.observedGeneration, updated and available replicas)
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+from tests.conftest import clean_env
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Then
 from tests.integration.test_kubectl import EXAMPLES, in_namespace, kubectl
@@ -69,3 +71,43 @@ def test_kubectl_applies_a_50_50_split_that_the_mesh_routes(
     assert len(after) == 2 and not after & before
     mesh.converge()
     then.split_within(100, {"v1": (25, 75), "v2": (25, 75)})
+
+
+PROGRESSIVE = EXAMPLES.parent / "progressive"
+
+
+def test_kubectl_follows_a_canary_rollout_to_success(mesh: Mesh, tmp_path: Path) -> None:
+    """Flagger's documented kubectl workflow: apply the workload and its Canary, wait
+    for the Canary's phase with ``kubectl wait --for=jsonpath``, apply a new revision,
+    watch the phases with ``kubectl get canary -w`` (Flagger's printer columns), wait
+    for Succeeded."""
+    cp = mesh.cp
+    kubectl(cp, "apply", "-f", str(PROGRESSIVE / "myapp.yaml"), "-f",
+            str(PROGRESSIVE / "canary.yaml"))
+    kubectl(cp, "wait", "--for=jsonpath={.status.phase}=Initialized", "canary/myapp",
+            "-n", "progressive", "--timeout=90s", timeout=100)
+    env = clean_env(KUBECONFIG=str(cp.state_dir / "kubeconfig"),
+                    HOME=str(cp.state_dir.parent / "home"))
+    watcher = subprocess.Popen(
+        ["kubectl", "get", "canary", "myapp", "-n", "progressive", "-w", "--no-headers",
+         "--request-timeout=150s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
+    try:
+        v2 = tmp_path / "myapp-v2.yaml"
+        v2.write_text((PROGRESSIVE / "revisions" / "myapp-v2.yaml.rev").read_text())
+        assert "deployment.apps/myapp configured" in kubectl(cp, "apply", "-f", str(v2)).stdout
+        done = kubectl(cp, "wait", "--for=jsonpath={.status.phase}=Succeeded",
+                       "canary/myapp", "-n", "progressive", "--timeout=150s", timeout=160)
+        assert "canary.flagger.app/myapp condition met" in done.stdout
+    finally:
+        watcher.kill()
+        lines, _ = watcher.communicate(timeout=10)
+    phases = [line.split()[1] for line in lines.splitlines() if line.strip()]
+    assert "Progressing" in phases, phases
+    assert phases.index("Progressing") < len(phases) - 1  # later phases followed it
+    # the weights stepped up while it progressed (STATUS, WEIGHT columns)
+    weights = {int(line.split()[2]) for line in lines.splitlines()
+               if line.split()[1:2] == ["Progressing"] and line.split()[2].isdigit()}
+    assert max(weights, default=0) >= 10, lines
+    assert kubectl(cp, "get", "vs", "myapp", "-n", "progressive", "-o",
+                   "jsonpath={.spec.http[0].route[*].weight}").stdout.split() == ["100", "0"]
