@@ -9,10 +9,11 @@ by the server to lists and watches.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import yaml
-from tests.conftest import ControlPlane
+from tests.conftest import ControlPlane, clean_env
 from tests.integration.test_kubectl import EXAMPLES, in_namespace, kubectl, plane
 
 __all__ = ["plane"]  # the module's control plane fixture
@@ -103,3 +104,27 @@ def test_scale_and_status_subresources(plane: ControlPlane, tmp_path: Path) -> N
     none = kubectl(plane, "scale", "vs", "myapp", "-n", "scale", "--replicas=2", check=False)
     assert none.returncode == 1
     kubectl(plane, "delete", "-f", str(app))
+
+
+def test_a_watch_takes_a_set_based_label_selector(plane: ControlPlane) -> None:
+    """kubectl get -w -l sends the selector on the watch: only matching objects'
+    events arrive, as from an API server."""
+    env = clean_env(KUBECONFIG=str(plane.state_dir / "kubeconfig"),
+                    HOME=str(plane.state_dir.parent / "home"))
+    watcher = subprocess.Popen(
+        ["kubectl", "get", "cm", "-n", "watch-sel", "-w", "--output-watch-events",
+         "--no-headers", "-l", "app in (web,api),!skip", "--request-timeout=20s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert watcher.stdout is not None
+        for name, labels in [("db", {"app": "db"}), ("skipped", {"app": "web", "skip": "now"}),
+                             ("web", {"app": "web"})]:
+            kubectl(plane, "apply", "-f", "-",
+                    input=yaml.safe_dump(labelled("watch-sel", name, labels)))
+        first = watcher.stdout.readline().split()
+        assert first[:2] == ["ADDED", "web"], first
+        kubectl(plane, "delete", "cm", "db", "skipped", "web", "-n", "watch-sel")
+        assert watcher.stdout.readline().split()[:2] == ["DELETED", "web"]
+    finally:
+        watcher.kill()
+        watcher.communicate(timeout=10)
