@@ -29,6 +29,7 @@ from meshpilot.server import (
     kube_dry_run,
     kube_openapi,
     kube_patch,
+    kube_pods,
     kube_protobuf,
     kube_responses,
     kube_selectors,
@@ -77,6 +78,13 @@ def _scope_message(info: KindInfo) -> str:
     if info.namespaced:
         return f"{info.plural} are namespaced: use {info.collection_path('<namespace>')}"
     return f"{info.plural} are cluster-scoped: use {info.collection_path(None)}"
+
+
+def _no_pods(request: Request) -> bool:
+    """A GET of the pods collection that reached the stored kinds' routes."""
+    p = request.path_params
+    return (request.method == "GET" and p.get("plural") == "pods"
+            and not p.get("group") and p.get("version") == "v1")
 
 
 def _outcome(outcome: Outcome) -> JSONResponse:
@@ -176,7 +184,11 @@ class ControlPlaneAPI:
 
     async def discovery(self, request: Request) -> Response:
         """Kubernetes' APIGroupList for kubectl, and under ``resources`` meshpilot's own
-        flat list of kinds (every version of each), which its clients read."""
+        flat list of kinds (every version of each), which its clients read; the
+        aggregated form when kubectl asks for it."""
+        if kube_discovery.wants_aggregated(request.headers.get("accept", "")):
+            return JSONResponse(kube_discovery.aggregated(core=False),
+                                media_type=kube_discovery.AGGREGATED)
         return JSONResponse({**kube_discovery.api_group_list(), "resources": [
             {"group": k.group, "kind": k.kind, "plural": k.plural, "versions": list(k.versions),
              "shortNames": list(k.short_names), "namespaced": k.namespaced}
@@ -184,6 +196,9 @@ class ControlPlaneAPI:
         ]})
 
     async def core_versions(self, request: Request) -> Response:
+        if kube_discovery.wants_aggregated(request.headers.get("accept", "")):
+            return JSONResponse(kube_discovery.aggregated(core=True),
+                                media_type=kube_discovery.AGGREGATED)
         return JSONResponse(kube_discovery.api_versions())
 
     async def resource_list(self, request: Request) -> Response:
@@ -256,6 +271,10 @@ class ControlPlaneAPI:
 
     # --- Kubernetes-style objects -------------------------------------------
     async def collection(self, request: Request) -> Response:
+        if _no_pods(request):
+            # discovery lists pods (kubectl get all asks for them); where a runtime
+            # runs, its routes answer before these, so here no pods run
+            return kube_pods.pod_list(request, [])
         try:
             info = self._kind(request)
         except UnknownKind as exc:

@@ -12,7 +12,8 @@ set in the message is refused, never dropped, so an object is stored whole or no
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 MAGIC = b"k8s\x00"
@@ -164,9 +165,9 @@ def _service_account(fields: Fields, body: dict[str, Any]) -> None:
             raise _unknown("ServiceAccount", number)
 
 
-_KINDS: dict[str, Callable[[Fields, dict[str, Any]], None]] = {
+_KINDS: Mapping[str, Callable[[Fields, dict[str, Any]], None]] = MappingProxyType({
     "Namespace": _namespace, "ConfigMap": _config_map, "Secret": _secret,
-    "ServiceAccount": _service_account}
+    "ServiceAccount": _service_account})
 
 
 def decode(data: bytes) -> dict[str, Any]:

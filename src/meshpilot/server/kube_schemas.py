@@ -18,7 +18,8 @@ import ast
 import inspect
 import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,7 +28,7 @@ from meshpilot.api.kinds import KindInfo
 from meshpilot.server.kube_patch import MERGE_KEYS
 
 _DROP = ("title", "default")
-_TOP = {
+_TOP: Mapping[str, str] = MappingProxyType({
     "apiVersion": "APIVersion defines the versioned schema of this representation of an "
                   "object.",
     "kind": "Kind is a string value representing the REST resource this object represents.",
@@ -35,7 +36,7 @@ _TOP = {
                 "the server sets.",
     "status": "Written by meshpilot (a rollout's phase, a Deployment's pods); ignored on "
               "apply.",
-}
+})
 
 
 def schema_name(info: KindInfo, version: str) -> str:
