@@ -128,3 +128,18 @@ def test_a_watch_takes_a_set_based_label_selector(plane: ControlPlane) -> None:
     finally:
         watcher.kill()
         watcher.communicate(timeout=10)
+
+
+def test_a_delete_that_would_orphan_is_refused(plane: ControlPlane) -> None:
+    """kubectl delete --cascade=orphan asks the API server to leave the dependents (a
+    Deployment's pods) running; meshpilot's pods stop with their Deployment, so it
+    refuses and deletes nothing rather than deleting differently."""
+    kubectl(plane, "apply", "-f", "-", input=yaml.safe_dump(labelled("orphan", "c", {})))
+    refused = kubectl(plane, "delete", "cm", "c", "-n", "orphan", "--cascade=orphan",
+                      check=False)
+    assert refused.returncode == 1
+    assert "propagationPolicy Orphan (--cascade=orphan) is not supported" in refused.stderr
+    assert kubectl(plane, "get", "cm", "-n", "orphan", "-o", "name").stdout.split() == [
+        "configmap/c"]
+    kubectl(plane, "delete", "cm", "c", "-n", "orphan", "--cascade=foreground")
+    assert kubectl(plane, "get", "cm", "-n", "orphan", "-o", "name").stdout == ""

@@ -41,7 +41,11 @@ from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddlew
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
 from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.gate import DashboardGate
-from meshpilot.server.delete_options import BadPreconditions, read_preconditions
+from meshpilot.server.delete_options import (
+    BadPreconditions,
+    read_preconditions,
+    refuse_orphaning,
+)
 from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject
 from meshpilot.validation import Diagnostic, check_state, codes
@@ -496,6 +500,7 @@ class ControlPlaneAPI:
     async def _delete_one(self, request: Request, key: ObjectKey, info: KindInfo) -> Response:
         try:
             options = await self._json(request)
+            refuse_orphaning(request.query_params.get("propagationPolicy"), options)
             pre = read_preconditions(request.query_params.get("resourceVersion"), options)
             dry_run = kube_dry_run.requested([
                 *request.query_params.getlist("dryRun"),
@@ -503,8 +508,10 @@ class ControlPlaneAPI:
         except BadBody as exc:
             return _bad_body(exc)
         except (BadPreconditions, kube_dry_run.BadDryRun) as exc:
-            return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
-                codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
+            refused = Outcome(400, diagnostics=[Diagnostic.of(
+                codes.INVALID_VALUE, str(exc), path="deleteOptions", object=str(key))])
+            return (kube_responses.refusal(refused, info, key.name)
+                    if kube_responses.wants_kube(request) else _outcome(refused))
         if dry_run:
             outcome = self._delete_preview(key, pre.resource_version)
         else:
