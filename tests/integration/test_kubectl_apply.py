@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from tests.conftest import ControlPlane
 from tests.integration.test_kubectl import EXAMPLES, in_namespace, kubectl, plane, weights
 
@@ -127,4 +128,44 @@ def test_server_dry_runs_validate_and_store_nothing(
     assert diff.returncode == 1, diff.stderr
     assert "-      weight: 90" in diff.stdout and "+      weight: 50" in diff.stdout
     assert weights(plane, "dry") == "90 10"
+    kubectl(plane, "delete", "-f", str(app))
+
+
+def test_strategic_merge_on_a_deployments_env_and_a_stale_replace(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    """kubectl apply and kubectl patch send strategic merge patches for a Deployment,
+    merging containers and env by name (the patch keys kubectl reads from the
+    served OpenAPI schema); a replace carrying a resourceVersion someone else has moved
+    past is a 409, as optimistic concurrency on an API server."""
+    app = tmp_path / "deploy.yaml"
+    text = in_namespace("smp", EXAMPLES / "deployments.yaml")
+    docs = [d for d in yaml.safe_load_all(text) if d["metadata"]["name"] == "myapp-v1"]
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    app.write_text(yaml.safe_dump(docs[0]))
+    kubectl(plane, "apply", "-f", str(app))
+    container["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "3"},
+                        {"name": "C", "value": "4"}]
+    app.write_text(yaml.safe_dump(docs[0]))
+    assert "deployment.apps/myapp-v1 configured" in kubectl(plane, "apply", "-f",
+                                                           str(app)).stdout
+    kubectl(plane, "patch", "deploy", "myapp-v1", "-n", "smp", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "env": [{"name": "A", "value": "9"}]}]}}}}))
+    assert plane.client is not None
+    stored = plane.client.get("/apis/apps/v1/namespaces/smp/deployments/myapp-v1").json()
+    (app_container,) = stored["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e["value"] for e in app_container["env"]} == {
+        "A": "9", "B": "3", "C": "4"}
+    assert app_container["readinessProbe"]["httpGet"]["path"] == "/healthz"  # kept
+
+    stale = tmp_path / "stale.yaml"
+    stale.write_text(kubectl(plane, "get", "deploy", "myapp-v1", "-n", "smp",
+                             "-o", "yaml").stdout)
+    kubectl(plane, "scale", "deploy", "myapp-v1", "-n", "smp", "--replicas=1")
+    refused = kubectl(plane, "replace", "-f", str(stale), check=False)
+    assert refused.returncode == 1
+    assert "Conflict" in refused.stderr and "has been modified" in refused.stderr
+    assert kubectl(plane, "get", "deploy", "myapp-v1", "-n", "smp", "-o",
+                   "jsonpath={.spec.replicas}").stdout == "1"
     kubectl(plane, "delete", "-f", str(app))
