@@ -57,6 +57,8 @@ def test_kubectl_applies_a_50_50_split_that_the_mesh_routes(
     # scale v2 to 3 pods; rollout status waits until the third is ready
     kubectl(cp, "scale", "deployment", "myapp-v2", "--replicas=3")
     kubectl(cp, "rollout", "status", "deployment/myapp-v2", "--timeout=60s", timeout=70)
+    kubectl(cp, "wait", "--for=condition=Available", "deployment/myapp-v2", "--timeout=30s",
+            timeout=40)
     assert kubectl(cp, "get", "deploy", "myapp-v2", "-o",
                    "jsonpath={.status.readyReplicas}/{.spec.replicas}").stdout == "3/3"
     ready = kubectl(cp, "get", "deploy", "myapp-v2", "--no-headers").stdout.split()

@@ -41,11 +41,21 @@ def test_a_scale_write_sets_replicas_and_its_resource_version_is_a_precondition(
 def test_a_deployment_status_from_the_runtime() -> None:
     live = {"replicas": 2, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2,
             "templateHash": "abc", "observedGeneration": 3, "error": None}
-    assert sub.deployment_status(BODY, live) == {
+    status = sub.deployment_status(BODY, live)
+    conditions = {c["type"]: c for c in status.pop("conditions")}
+    assert status == {
         "replicas": 2, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2,
         "unavailableReplicas": 1, "observedGeneration": 3}
+    assert (conditions["Available"]["status"], conditions["Progressing"]["reason"]) == (
+        "False", "ReplicaSetUpdated")
+    ready = sub.deployment_status(BODY, {**live, "readyReplicas": 2, "availableReplicas": 2})
+    conditions = {c["type"]: c for c in ready["conditions"]}
+    assert (conditions["Available"]["status"], conditions["Progressing"]["reason"]) == (
+        "True", "NewReplicaSetAvailable")
     failing = sub.deployment_status(BODY, {**live, "error": "no such command"})
-    assert failing["conditions"][0]["message"] == "no such command"
+    assert failing["conditions"][-1] == {"type": "ReplicaFailure", "status": "True",
+                                         "reason": "FailedCreate",
+                                         "message": "no such command"}
 
 
 def test_a_watch_reports_a_deployment_whose_pods_changed() -> None:

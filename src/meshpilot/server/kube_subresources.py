@@ -84,10 +84,31 @@ def deployment_status(body: Mapping[str, Any], live: Mapping[str, Any]) -> dict[
                                                                   or 0), 0)
     if live.get("observedGeneration") is not None:
         status["observedGeneration"] = live["observedGeneration"]
-    if live.get("error"):
-        status["conditions"] = [{"type": "ReplicaFailure", "status": "True",
-                                 "reason": "FailedCreate", "message": str(live["error"])}]
+    status["conditions"] = _conditions(body, live)
     return status
+
+
+def _conditions(body: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Available (every wanted pod ready: ``kubectl wait --for=condition=Available``) and
+    Progressing (NewReplicaSetAvailable once the current template's pods are all that
+    run and ready), as the Deployment controller reports them; ReplicaFailure when the
+    runtime cannot start the pods."""
+    wanted = int((body.get("spec") or {}).get("replicas") or 0)
+    ready = int(live.get("availableReplicas") or 0)
+    updated = int(live.get("updatedReplicas") or 0)
+    available = ready >= wanted
+    done = updated >= wanted and int(live.get("replicas") or 0) == updated and ready >= updated
+    found = [
+        {"type": "Available", "status": "True" if available else "False",
+         "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+         "message": f"{ready} of {wanted} pods ready"},
+        {"type": "Progressing", "status": "True",
+         "reason": "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
+         "message": f"{updated} of {wanted} pods run the current template"}]
+    if live.get("error"):
+        found.append({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                      "message": str(live["error"])})
+    return found
 
 
 _UNSEEN = object()
