@@ -35,6 +35,21 @@ def test_explain_shows_the_fields_of_meshpilots_models(plane: ControlPlane) -> N
     assert missing.returncode == 1
     assert 'field "htpp" does not exist' in missing.stderr
 
+    # what explain lists is what a write accepts: kubectl apply --validate=strict leaves
+    # field validation to the server (the served schema says it takes fieldValidation),
+    # which refuses a field explain does not show, naming the ones it does
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "strict", "namespace": "explain"},
+          "spec": {"hosts": ["strict"], "http": [{"route": [
+              {"destination": {"host": "strict"}, "wieght": 100}]}]}}
+    refused = kubectl(plane, "apply", "--validate=strict", "-f", "-",
+                      input=yaml.safe_dump(vs), check=False)
+    assert refused.returncode == 1
+    assert ("spec.http[0].route[0].wieght: unknown field 'wieght' (did you mean 'weight'?)"
+            in refused.stderr)
+    assert "valid fields here: destination, headers, weight (MP0010)" in refused.stderr
+    assert kubectl(plane, "get", "vs", "-n", "explain", "-o", "name").stdout == ""
+
 
 def labelled(namespace: str, name: str, labels: dict[str, str]) -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "ConfigMap",
