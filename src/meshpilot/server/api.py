@@ -35,6 +35,7 @@ from meshpilot.server import (
     kube_selectors,
     kube_subresources,
     kube_tables,
+    kube_watch,
 )
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
@@ -124,12 +125,14 @@ LiveStatus = Callable[[ObjectKey], dict[str, Any] | None]
 class ControlPlaneAPI:
     def __init__(self, service: ConfigService, info: dict[str, Any],
                  live_status: LiveStatus | None = None,
-                 watch_limit: int = WATCH_BACKLOG_LIMIT) -> None:
+                 watch_limit: int = WATCH_BACKLOG_LIMIT,
+                 bookmark_seconds: float = kube_watch.BOOKMARK_SECONDS) -> None:
         self.service = service
         self.store = service.store
         self.info = info
         self.live_status = live_status
         self.watch_limit = watch_limit
+        self.bookmark_seconds = bookmark_seconds
         self.openapi = kube_openapi.OpenAPIDocuments()
 
     def _table(self, info: KindInfo, objects: Sequence[StoredObject], version: str) -> Response:
@@ -369,9 +372,20 @@ class ControlPlaneAPI:
             live.sent(kind, obj)
             return line(kind, obj)
 
+        bookmarks = kube_watch.Bookmarks(
+            info.api_version(version), info.kind, since or 0, self.bookmark_seconds,
+            enabled=kube and not as_table
+            and request.query_params.get("allowWatchBookmarks") == "true")
+
+        def ticks() -> list[bytes]:
+            """What a quiet watch sends: Deployments whose pods changed (the objects did
+            not), and a bookmark when one is due."""
+            found = [sent("MODIFIED", obj) for obj in live.changed()]
+            return [*found, *bookmarks.due(time.monotonic())]
+
         async def events() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
-            next_live = time.monotonic() + _LIVE_STATUS_SECONDS
+            next_tick = time.monotonic() + _LIVE_STATUS_SECONDS
             try:
                 for obj in initial:
                     if wanted(obj):
@@ -381,13 +395,15 @@ class ControlPlaneAPI:
                     if event is None and watch.overflowed:
                         yield _gone_event(self.watch_limit)
                         return
-                    if event is not None and wanted(event.object):
-                        yield sent(event.type, event.object)
-                    elif time.monotonic() >= next_live:
-                        next_live = time.monotonic() + _LIVE_STATUS_SECONDS
-                        for obj in live.changed():  # pods changed, the object did not
-                            yield sent("MODIFIED", obj)
-                    elif event is None:
+                    if event is not None:
+                        bookmarks.saw(event.resource_version)
+                        if wanted(event.object):
+                            yield sent(event.type, event.object)
+                    elif time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + _LIVE_STATUS_SECONDS
+                        for chunk in ticks():
+                            yield chunk
+                    else:
                         await asyncio.sleep(_WATCH_POLL_SECONDS)
             finally:
                 watch.close()
@@ -632,11 +648,12 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     dashboard: DashboardAuth | None = None, live_status: LiveStatus | None = None,
     watch_limit: int = WATCH_BACKLOG_LIMIT,
+    bookmark_seconds: float = kube_watch.BOOKMARK_SECONDS,
 ) -> Any:
     """The ASGI app: every route behind the bearer-token check, then the body limit (so
     a client without the token cannot make the control plane read a body at all). With
     ``dashboard``, a browser signed in to the dashboard passes its gate instead."""
-    api = ControlPlaneAPI(service, info, live_status, watch_limit)
+    api = ControlPlaneAPI(service, info, live_status, watch_limit, bookmark_seconds)
     app = BodyLimitMiddleware(Starlette(routes=[*extra_routes, *api.routes()]),
                               max_body_bytes)
     bearer = BearerTokenMiddleware(app, token)
