@@ -30,5 +30,22 @@ def test_label_selector_equality_terms() -> None:
     assert label_selector("app==web,!canary")(web)
     assert not label_selector("app!=web")(web)
     assert not label_selector("canary")({"metadata": {}})
-    with pytest.raises(ValueError):
-        label_selector("app in (web,api)")
+
+
+def test_label_selector_set_terms() -> None:
+    """Kubernetes' set-based requirements: ``in`` needs the label with one of the
+    values; ``notin`` and ``!=`` also hold for an object without the label."""
+    web = {"metadata": {"labels": {"app": "web", "tier": "front"}}}
+    bare: dict[str, object] = {"metadata": {}}
+    assert label_selector("app in (web,api)")(web)
+    assert label_selector("app in (api, web), tier notin (back)")(web)
+    assert not label_selector("app notin (web)")(web)
+    assert not label_selector("app in (api)")(bare)
+    assert label_selector("app notin (api),app!=api,!app")(bare)
+    assert label_selector("app in (web),!canary,tier!=back")(web)
+
+
+@pytest.mark.parametrize("text", ["app in web", "app in (web", "a b", "app=(x)", "=x"])
+def test_a_label_selector_that_does_not_parse_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="label selector"):
+        label_selector(text)

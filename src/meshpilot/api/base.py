@@ -113,7 +113,9 @@ class ObjectMeta(Model):
     generation: int | None = None
     uid: str | None = None
     creation_timestamp: str | None = None
-
+    managed_fields: list[dict[str, Any]] | None = Field(
+        default=None, description="Which field manager set which fields; written by the "
+        "server on writes through the Kubernetes API (server-side apply).")
 
     @field_validator("name")
     @classmethod

@@ -259,6 +259,9 @@ class LocalRuntime:
             "templateHash": current,
             "specHash": spec_hash,
             "error": error,
+            # the generation of the Deployment the runtime was last given (kubectl
+            # rollout status waits for it to reach the stored one)
+            "observedGeneration": dep.metadata.generation if dep is not None else None,
         }
 
     def stop(self, timeout: float = 60.0) -> None:

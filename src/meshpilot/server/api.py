@@ -24,25 +24,36 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import KINDS, KindInfo, UnknownKind, by_kind, by_path
 from meshpilot.server import (
+    kube_apply,
     kube_discovery,
+    kube_dry_run,
     kube_openapi,
     kube_patch,
+    kube_pods,
+    kube_protobuf,
     kube_responses,
     kube_selectors,
+    kube_subresources,
     kube_tables,
+    kube_watch,
 )
 from meshpilot.server.auth import BearerTokenMiddleware
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from meshpilot.server.config_service import ConfigService, Outcome, state_of
 from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.gate import DashboardGate
-from meshpilot.server.delete_options import BadPreconditions, read_preconditions
+from meshpilot.server.delete_options import (
+    BadPreconditions,
+    read_preconditions,
+    refuse_orphaning,
+)
 from meshpilot.server.request_body import BadBody, parse_json
 from meshpilot.store import Expired, StoredObject, Unavailable
 from meshpilot.validation import Diagnostic, check_state, codes
 
 MESHPILOT_API = "/apis/meshpilot.io/v1"
 _WATCH_POLL_SECONDS = 0.05
+_LIVE_STATUS_SECONDS = 0.5  # how often a Deployment watch looks at its pods' status
 
 
 def _status(code: int, reason: str, message: str, diagnostic: str = "") -> JSONResponse:
@@ -72,6 +83,13 @@ def _scope_message(info: KindInfo) -> str:
     if info.namespaced:
         return f"{info.plural} are namespaced: use {info.collection_path('<namespace>')}"
     return f"{info.plural} are cluster-scoped: use {info.collection_path(None)}"
+
+
+def _no_pods(request: Request) -> bool:
+    """A GET of the pods collection that reached the stored kinds' routes."""
+    p = request.path_params
+    return (request.method == "GET" and p.get("plural") == "pods"
+            and not p.get("group") and p.get("version") == "v1")
 
 
 def _outcome(outcome: Outcome) -> JSONResponse:
@@ -107,12 +125,15 @@ LiveStatus = Callable[[ObjectKey], dict[str, Any] | None]
 class ControlPlaneAPI:
     def __init__(self, service: ConfigService, info: dict[str, Any],
                  live_status: LiveStatus | None = None,
-                 watch_limit: int = WATCH_BACKLOG_LIMIT) -> None:
+                 watch_limit: int = WATCH_BACKLOG_LIMIT,
+                 bookmark_seconds: float = kube_watch.BOOKMARK_SECONDS) -> None:
         self.service = service
         self.store = service.store
         self.info = info
         self.live_status = live_status
         self.watch_limit = watch_limit
+        self.bookmark_seconds = bookmark_seconds
+        self.openapi = kube_openapi.OpenAPIDocuments()
 
     def _table(self, info: KindInfo, objects: Sequence[StoredObject], version: str) -> Response:
         return JSONResponse(self._table_body(info, objects, version))
@@ -120,14 +141,21 @@ class ControlPlaneAPI:
     def _table_body(self, info: KindInfo, objects: Sequence[StoredObject],
                     version: str) -> dict[str, Any]:
         """kubectl get's Table, a Deployment's status filled in from the runtime."""
-        bodies = []
-        for obj in objects:
-            body = render(obj, info, version)
-            live = self.live_status(obj.key) if self.live_status is not None else None
-            if live is not None:
-                body["status"] = live
-            bodies.append(body)
+        bodies = [self._served(obj, info, version) for obj in objects]
         return kube_tables.table(info.kind, bodies, str(self.store.revision()))
+
+    def _served(self, obj: StoredObject, info: KindInfo,
+                version: str | None = None) -> dict[str, Any]:
+        """The object as a read serves it: a Deployment with its pods' status from the
+        runtime (which the store does not hold)."""
+        body = render(obj, info, version)
+        live = self._live(obj)
+        if live is not None:
+            body["status"] = kube_subresources.deployment_status(body, live)
+        return body
+
+    def _live(self, obj: StoredObject) -> dict[str, Any] | None:
+        return self.live_status(obj.key) if self.live_status is not None else None
 
     # --- helpers -------------------------------------------------------------
     @staticmethod
@@ -139,13 +167,15 @@ class ControlPlaneAPI:
     async def _json(request: Request) -> Any:
         """The body as JSON; :class:`BadBody` (a ValueError) with where and why if not.
 
-        kubectl's typed commands (``create namespace``, ``scale``) send protobuf, whose
-        schemas meshpilot does not have: those get 415 and a way that works."""
+        kubectl's typed commands (``create namespace``, ``create configmap``) send
+        protobuf: the kinds :mod:`kube_protobuf` reads are taken, others get 415 and a
+        way that works."""
         media = request.headers.get("content-type", "").split(";")[0].strip()
-        if media == "application/vnd.kubernetes.protobuf":
-            raise UnsupportedBody(
-                "meshpilot reads JSON bodies, not Kubernetes protobuf: write the object "
-                "in a file and use kubectl apply -f (or create -f)")
+        if media == kube_protobuf.MEDIA_TYPE:
+            try:
+                return kube_protobuf.decode(await request.body())
+            except (kube_protobuf.UnreadableProtobuf, UnicodeDecodeError) as exc:
+                raise UnsupportedBody(str(exc)) from None
         return parse_json(await request.body())
 
     # --- meta ----------------------------------------------------------------
@@ -161,7 +191,11 @@ class ControlPlaneAPI:
 
     async def discovery(self, request: Request) -> Response:
         """Kubernetes' APIGroupList for kubectl, and under ``resources`` meshpilot's own
-        flat list of kinds (every version of each), which its clients read."""
+        flat list of kinds (every version of each), which its clients read; the
+        aggregated form when kubectl asks for it."""
+        if kube_discovery.wants_aggregated(request.headers.get("accept", "")):
+            return JSONResponse(kube_discovery.aggregated(core=False),
+                                media_type=kube_discovery.AGGREGATED)
         return JSONResponse({**kube_discovery.api_group_list(), "resources": [
             {"group": k.group, "kind": k.kind, "plural": k.plural, "versions": list(k.versions),
              "shortNames": list(k.short_names), "namespaced": k.namespaced}
@@ -169,6 +203,9 @@ class ControlPlaneAPI:
         ]})
 
     async def core_versions(self, request: Request) -> Response:
+        if kube_discovery.wants_aggregated(request.headers.get("accept", "")):
+            return JSONResponse(kube_discovery.aggregated(core=True),
+                                media_type=kube_discovery.AGGREGATED)
         return JSONResponse(kube_discovery.api_versions())
 
     async def resource_list(self, request: Request) -> Response:
@@ -179,11 +216,12 @@ class ControlPlaneAPI:
         return JSONResponse(found)
 
     async def openapi_index(self, request: Request) -> Response:
-        return JSONResponse(kube_openapi.index())
+        return JSONResponse(await run_in_threadpool(self.openapi.index))
 
     async def openapi_document(self, request: Request) -> Response:
         p = request.path_params
-        found = kube_openapi.group_version_document(p.get("group", ""), p["version"])
+        found = await run_in_threadpool(self.openapi.document, p.get("group", ""),
+                                        p["version"])
         if found is None:
             return _status(404, "NotFound", f"meshpilot serves nothing at {request.url.path}")
         return JSONResponse(found)
@@ -240,6 +278,10 @@ class ControlPlaneAPI:
 
     # --- Kubernetes-style objects -------------------------------------------
     async def collection(self, request: Request) -> Response:
+        if _no_pods(request):
+            # discovery lists pods (kubectl get all asks for them); where a runtime
+            # runs, its routes answer before these, so here no pods run
+            return kube_pods.pod_list(request, [])
         try:
             info = self._kind(request)
         except UnknownKind as exc:
@@ -271,7 +313,7 @@ class ControlPlaneAPI:
             "apiVersion": info.api_version(version),
             "kind": f"{info.kind}List",
             "metadata": {"resourceVersion": str(self.store.revision())},
-            "items": [render(o, info, version) for o in items],
+            "items": [self._served(o, info, version) for o in items],
         })
 
     @staticmethod
@@ -311,7 +353,7 @@ class ControlPlaneAPI:
                     and (ns is None or key.namespace == ns) and selected(obj))
 
         def line(kind: str, obj: StoredObject) -> bytes:
-            body = render(obj, info, version)
+            body = self._served(obj, info, version)
             if as_table:
                 body = self._table_body(info, [obj], version)
             return (json.dumps({"type": kind, "object": body}) + "\n").encode()
@@ -320,21 +362,49 @@ class ControlPlaneAPI:
         # thread blocked in watch.get() until the next event or the watch's timeout, so
         # a disconnected client leaked that thread and a SIGTERM could not stop the
         # process until every watch had timed out (300s by default).
+        live = kube_subresources.LiveStatusWatch(self._live)
+        if kube and not initial and info.kind == "Deployment" and self.live_status:
+            for obj in self.store.list(group=info.group, kind=info.kind, namespace=ns):
+                if wanted(obj):
+                    live.follow(obj)
+
+        def sent(kind: str, obj: StoredObject) -> bytes:
+            live.sent(kind, obj)
+            return line(kind, obj)
+
+        bookmarks = kube_watch.Bookmarks(
+            info.api_version(version), info.kind, since or 0, self.bookmark_seconds,
+            enabled=kube and not as_table
+            and request.query_params.get("allowWatchBookmarks") == "true")
+
+        def ticks() -> list[bytes]:
+            """What a quiet watch sends: Deployments whose pods changed (the objects did
+            not), and a bookmark when one is due."""
+            found = [sent("MODIFIED", obj) for obj in live.changed()]
+            return [*found, *bookmarks.due(time.monotonic())]
+
         async def events() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
+            next_tick = time.monotonic() + _LIVE_STATUS_SECONDS
             try:
                 for obj in initial:
                     if wanted(obj):
-                        yield line("ADDED", obj)
+                        yield sent("ADDED", obj)
                 while time.monotonic() < deadline:
                     event = watch.get(timeout=0)
                     if event is None and watch.overflowed:
                         yield _gone_event(self.watch_limit)
                         return
-                    if event is None:
+                    if event is not None:
+                        bookmarks.saw(event.resource_version)
+                        if wanted(event.object):
+                            yield sent(event.type, event.object)
+                    elif time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + _LIVE_STATUS_SECONDS
+                        for chunk in ticks():
+                            yield chunk
+                    else:
                         await asyncio.sleep(_WATCH_POLL_SECONDS)
-                    elif wanted(event.object):
-                        yield line(event.type, event.object)
             finally:
                 watch.close()
 
@@ -357,7 +427,7 @@ class ControlPlaneAPI:
                 return _status(404, "NotFound", f"{key} not found")
             if kube_tables.wants_table(request):
                 return self._table(info, [obj], p["version"])
-            return JSONResponse(render(obj, info, p["version"]))
+            return JSONResponse(self._served(obj, info, p["version"]))
         if request.method == "DELETE":
             return await self._delete_one(request, key, info)
         if request.method == "PATCH":
@@ -373,57 +443,172 @@ class ControlPlaneAPI:
     async def _patch(self, request: Request, info: KindInfo, key: ObjectKey) -> Response:
         """PATCH: the patch applied to the stored object, then written like a PUT, so it
         passes the same validation; the stored resourceVersion goes with it, so a write
-        in between makes this one a conflict instead of being overwritten."""
+        in between makes this one a conflict instead of being overwritten. A server-side
+        apply may create the object."""
         obj = self.store.get(key)
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        if media == kube_apply.APPLY_PATCH:
+            return await self._server_side_apply(request, info, key, obj)
         if obj is None:
             return _status(404, "NotFound", f"{key} not found")
         try:
-            patched = kube_patch.apply_patch(render(obj, info), await request.body(),
-                                             request.headers.get("content-type", ""))
+            patched = kube_patch.apply_patch(render(obj, info), await request.body(), media)
         except kube_patch.PatchError as exc:
             return _status(exc.status, "BadRequest" if exc.status == 400
                            else "UnsupportedMediaType", str(exc))
         return await self._write(request, info, key, patched, create_only=False)
 
+    async def _server_side_apply(self, request: Request, info: KindInfo, key: ObjectKey,
+                                 obj: StoredObject | None) -> Response:
+        """``kubectl apply --server-side``: the applied object merged into the stored one
+        under its field manager; a conflict with another manager is a 409 naming the
+        fields, unless forced."""
+        q = request.query_params
+        if not q.get("fieldManager"):
+            return _status(400, "BadRequest", "fieldManager is required for an apply patch")
+        try:
+            applied = kube_apply.applied_object(await request.body())
+            body = kube_apply.apply_upgrading(
+                render(obj, info) if obj is not None else None, applied, q["fieldManager"],
+                force=q.get("force") == "true")
+        except kube_apply.BadApply as exc:
+            return _status(400, "BadRequest", str(exc))
+        except kube_apply.ApplyConflicts as exc:
+            return kube_responses.status(409, str(exc), info, key.name, exc.causes())
+        return await self._write(request, info, key, body, create_only=False, tracked=True)
+
     async def _write(self, request: Request, info: KindInfo, key: ObjectKey,
-                     body: dict[str, Any], *, create_only: bool) -> Response:
+                     body: dict[str, Any], *, create_only: bool,
+                     tracked: bool = False) -> Response:
         """Create or replace one object through the config service; the answer in
-        Kubernetes' shape for a Kubernetes client, else meshpilot's Outcome."""
-        if request.query_params.get("dryRun"):
-            return _status(400, "BadRequest", "dryRun is not supported on this path yet; "
-                           "use `meshpilot apply --dry-run`")
+        Kubernetes' shape for a Kubernetes client, else meshpilot's Outcome. The fields
+        it changes are recorded under its field manager (unless ``tracked`` already)."""
+        try:
+            dry_run = kube_dry_run.requested(request.query_params.getlist("dryRun"))
+        except kube_dry_run.BadDryRun as exc:
+            return _status(400, "BadRequest", str(exc))
+        name = key.name or str((body.get("metadata") or {}).get("name", ""))
+        target = ObjectKey(key.group, key.kind, key.namespace, name)
+        current = self.store.get(target) if name else None
+        if not tracked:
+            manager = kube_apply.manager_of(request.query_params.get("fieldManager"),
+                                            request.headers.get("user-agent", ""))
+            body = kube_apply.track_update(
+                render(current, info) if current is not None and not create_only else None,
+                body, manager)
         outcome = await run_in_threadpool(
-            self.service.put_object, key, body, create_only=create_only)
+            self.service.put_object, key, body, create_only=create_only, dry_run=dry_run)
         if not kube_responses.wants_kube(request):
             return _outcome(outcome)
-        name = key.name or str((body.get("metadata") or {}).get("name", ""))
         if outcome.status != 200:
             return kube_responses.refusal(outcome, info, name, create_only=create_only)
-        stored = self.store.get(ObjectKey(key.group, key.kind, key.namespace, name))
+        created = bool(outcome.results) and outcome.results[0]["action"].startswith("created")
+        version = request.path_params["version"]
+        if dry_run:
+            return kube_responses.written(
+                kube_dry_run.preview(body, current, info.api_version(version)),
+                outcome, created)
+        stored = self.store.get(target)
         if stored is None:  # deleted again by another writer since this one
             return _status(404, "NotFound", f"{key.kind} {key.namespace}/{name} not found")
-        created = bool(outcome.results) and outcome.results[0]["action"] == "created"
-        version = request.path_params["version"]
         return kube_responses.written(render(stored, info, version), outcome, created)
 
     async def _delete_one(self, request: Request, key: ObjectKey, info: KindInfo) -> Response:
         try:
-            pre = read_preconditions(request.query_params.get("resourceVersion"),
-                                     await self._json(request))
+            options = await self._json(request)
+            refuse_orphaning(request.query_params.get("propagationPolicy"), options)
+            pre = read_preconditions(request.query_params.get("resourceVersion"), options)
+            dry_run = kube_dry_run.requested([
+                *request.query_params.getlist("dryRun"),
+                *kube_dry_run.from_delete_options(options)])
         except BadBody as exc:
             return _bad_body(exc)
-        except BadPreconditions as exc:
-            return _outcome(Outcome(400, diagnostics=[Diagnostic.of(
-                codes.INVALID_VALUE, str(exc), path="preconditions", object=str(key))]))
-        if request.query_params.get("dryRun"):
-            return _status(400, "BadRequest", "dryRun is not supported on this path yet")
-        outcome = await run_in_threadpool(
-            self.service.delete, [key], expected=pre.resource_version, expected_uid=pre.uid)
+        except (BadPreconditions, kube_dry_run.BadDryRun) as exc:
+            refused = Outcome(400, diagnostics=[Diagnostic.of(
+                codes.INVALID_VALUE, str(exc), path="deleteOptions", object=str(key))])
+            return (kube_responses.refusal(refused, info, key.name)
+                    if kube_responses.wants_kube(request) else _outcome(refused))
+        if dry_run:
+            outcome = self._delete_preview(key, pre.resource_version)
+        else:
+            outcome = await run_in_threadpool(
+                self.service.delete, [key], expected=pre.resource_version,
+                expected_uid=pre.uid)
         if not kube_responses.wants_kube(request):
             return _outcome(outcome)
         if outcome.status != 200:
             return kube_responses.refusal(outcome, info, key.name)
         return kube_responses.deleted(outcome, info, key.name)
+
+    def _delete_preview(self, key: ObjectKey, expected: int | None) -> Outcome:
+        """A dry-run delete: refused as the delete would be (missing, stale), else a
+        success that deletes nothing."""
+        obj = self.store.get(key)
+        if obj is None:
+            return Outcome(404, diagnostics=[Diagnostic.of(
+                codes.NOT_FOUND, f"{key} not found", object=str(key))])
+        if expected is not None and expected != obj.resource_version:
+            return Outcome(409, diagnostics=[Diagnostic.of(
+                codes.CONFLICT, f"{key} changed: expected resourceVersion {expected}, "
+                f"stored {obj.resource_version}", object=str(key),
+                path="metadata.resourceVersion")])
+        return Outcome(200, [{"kind": key.kind, "name": key.name, "action": "deleted (dry run)"}])
+
+    async def subresource(self, request: Request) -> Response:
+        """``.../{name}/scale`` and ``.../{name}/status`` (:mod:`kube_subresources`)."""
+        try:
+            info = self._kind(request)
+        except UnknownKind as exc:
+            return _status(404, "NotFound", str(exc))
+        p = request.path_params
+        key = ObjectKey(info.group, info.kind, info.scope(p.get("namespace")), p["name"])
+        which = request.url.path.rsplit("/", 1)[1]
+        obj = self.store.get(key)
+        if (which == "scale" and not kube_subresources.scalable(info.kind, info.group)) or (
+                ("namespace" in p) != info.namespaced):
+            return _status(404, "NotFound", f"{info.plural} have no {which} subresource")
+        if obj is None:
+            return _status(404, "NotFound", f"{key} not found")
+        if which == "status":
+            return self._status_subresource(request, info, obj)
+        return await self._scale(request, info, key, obj)
+
+    def _status_subresource(self, request: Request, info: KindInfo,
+                            obj: StoredObject) -> Response:
+        if request.method != "GET":
+            return _status(405, "MethodNotAllowed",
+                           f"the status of {info.plural} is written by meshpilot itself (what "
+                           "it observes of pods and rollouts); change the object's spec instead")
+        version = request.path_params["version"]
+        if kube_tables.wants_table(request):
+            return self._table(info, [obj], version)
+        return JSONResponse(self._served(obj, info, version))
+
+    async def _scale(self, request: Request, info: KindInfo, key: ObjectKey,
+                     obj: StoredObject) -> Response:
+        """The Scale of a Deployment (or Rollout); a write sets its spec.replicas through
+        the same path as any other write, and answers with the new Scale."""
+        current = kube_subresources.scale_of(self._served(obj, info))
+        if request.method == "GET":
+            return JSONResponse(current)
+        try:
+            if request.method == "PATCH":
+                wanted = kube_patch.apply_patch(current, await request.body(),
+                                                request.headers.get("content-type", ""))
+            else:
+                wanted = await self._json(request)
+            body = kube_subresources.scaled(render(obj, info), wanted)
+        except kube_patch.PatchError as exc:
+            return _status(exc.status, "BadRequest" if exc.status == 400
+                           else "UnsupportedMediaType", str(exc))
+        except (BadBody, kube_subresources.BadScale) as exc:
+            return _status(400, "BadRequest", str(exc))
+        answer = await self._write(request, info, key, body, create_only=False)
+        if answer.status_code >= 300 or not kube_responses.wants_kube(request):
+            return answer
+        return JSONResponse(kube_subresources.scale_of(json.loads(bytes(answer.body))),
+                            status_code=200, headers={
+                                k: v for k, v in answer.headers.items() if k == "warning"})
 
     def routes(self) -> list[Route]:
         routes = [
@@ -450,6 +635,10 @@ class ControlPlaneAPI:
                 # a cluster-scoped object (a Namespace): /api/v1/namespaces/{name}
                 Route(root + "/{plural}/{name}", self.item,
                       methods=["GET", "PUT", "PATCH", "DELETE"]),
+                *[Route(root + "/namespaces/{namespace}/{plural}/{name}/" + sub, self.subresource,
+                        methods=["GET", "PUT", "PATCH"]) for sub in ("scale", "status")],
+                *[Route(root + "/{plural}/{name}/" + sub, self.subresource,
+                        methods=["GET", "PUT", "PATCH"]) for sub in ("scale", "status")],
             ]
         return routes
 
@@ -466,11 +655,12 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     dashboard: DashboardAuth | None = None, live_status: LiveStatus | None = None,
     watch_limit: int = WATCH_BACKLOG_LIMIT,
+    bookmark_seconds: float = kube_watch.BOOKMARK_SECONDS,
 ) -> Any:
     """The ASGI app: every route behind the bearer-token check, then the body limit (so
     a client without the token cannot make the control plane read a body at all). With
     ``dashboard``, a browser signed in to the dashboard passes its gate instead."""
-    api = ControlPlaneAPI(service, info, live_status, watch_limit)
+    api = ControlPlaneAPI(service, info, live_status, watch_limit, bookmark_seconds)
     app = BodyLimitMiddleware(Starlette(routes=[*extra_routes, *api.routes()],
                                         exception_handlers={Unavailable: _unreachable}),
                               max_body_bytes)

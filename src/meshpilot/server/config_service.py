@@ -247,8 +247,10 @@ class ConfigService:
                     object=str(key), path="metadata.uid"))
         return found
 
-    def put_object(self, key: ObjectKey, body: dict[str, Any], *, create_only: bool) -> Outcome:
-        """PUT/POST of one JSON object at its Kubernetes-style path."""
+    def put_object(self, key: ObjectKey, body: dict[str, Any], *, create_only: bool,
+                   dry_run: bool = False) -> Outcome:
+        """PUT/POST of one JSON object at its Kubernetes-style path (``dry_run``: checked
+        in full, nothing stored)."""
         info = by_kind(key.kind)
         body = {"apiVersion": info.api_version(), "kind": info.kind, **body}
         api_version = body["apiVersion"]
@@ -281,7 +283,7 @@ class ConfigService:
                     codes.CONFLICT, f"{key.kind} {key.namespace}/{name} already exists",
                     object=f"{key.kind} {key.namespace}/{name}")])
             meta.setdefault("resourceVersion", "0")
-        return self.apply([("<request body>", json.dumps(body, indent=2))])
+        return self.apply([("<request body>", json.dumps(body, indent=2))], dry_run=dry_run)
 
 
 def _write_failed(exc: WriteFailed) -> Outcome:

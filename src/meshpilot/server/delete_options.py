@@ -60,3 +60,24 @@ def read_preconditions(query_version: str | None, body: Any) -> Preconditions:
             f"?resourceVersion={from_query} and preconditions.resourceVersion {from_body} "
             "disagree; give one")
     return Preconditions(from_query if from_query is not None else from_body, uid)
+
+
+_POLICIES = ("Background", "Foreground", "Orphan")
+
+
+def refuse_orphaning(query_policy: str | None, body: Any) -> None:
+    """BadPreconditions for a delete that asks to orphan the object's dependents
+    (``kubectl delete --cascade=orphan``: ``propagationPolicy: Orphan`` or
+    ``orphanDependents: true``). A Deployment's pods are the runtime's processes and stop
+    with it; leaving them running is not something meshpilot can do, so such a delete is
+    refused rather than carried out differently. Background and Foreground both delete
+    the dependents, which is what happens."""
+    options = body if isinstance(body, dict) else {}
+    policy = query_policy or options.get("propagationPolicy")
+    if policy not in (None, "", *_POLICIES):
+        raise BadPreconditions(f"propagationPolicy {policy!r}: use Background or Foreground")
+    if policy == "Orphan" or options.get("orphanDependents") is True:
+        raise BadPreconditions(
+            "propagationPolicy Orphan (--cascade=orphan) is not supported: a Deployment's "
+            "pods stop with it; delete with the default --cascade=background; nothing was "
+            "deleted")

@@ -1,10 +1,12 @@
-"""The OpenAPI v3 documents kubectl downloads before it applies a file.
+"""The OpenAPI v3 documents kubectl downloads before it applies a file or explains a
+field.
 
 kubectl refuses to apply without a schema for the objects' kinds (``failed to download
-openapi``). What it would check there, meshpilot checks itself on every write, all or
-nothing and with its own diagnostics (MPxxxx codes, the valid alternatives), so each
-kind's schema here is an object that keeps unknown fields: kubectl passes the file on
-and the control plane is the one judge of it.
+openapi``), and ``kubectl explain`` reads its fields and descriptions from there: each
+kind's schema is generated from its model (:mod:`kube_schemas`). Each object's path
+declares that its writes take ``fieldValidation``, so kubectl leaves checking fields to
+the server, which meshpilot does on every write, all or nothing and with its own
+diagnostics (MPxxxx codes, the valid alternatives).
 """
 
 from __future__ import annotations
@@ -14,21 +16,12 @@ import json
 from typing import Any
 
 from meshpilot.api.kinds import KINDS, KindInfo
+from meshpilot.server.kube_schemas import ModuleDocs, kind_schemas
 
 
 def _path(group: str, version: str) -> str:
     """The discovery path of a group-version, as the OpenAPI index names it."""
     return f"apis/{group}/{version}" if group else f"api/{version}"
-
-
-def _schema(info: KindInfo, version: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": f"{info.kind}: checked by meshpilot's validation when written",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "x-kubernetes-group-version-kind": [
-            {"group": info.group, "version": version, "kind": info.kind}],
-    }
 
 
 def _item_path(info: KindInfo, version: str) -> dict[str, Any]:
@@ -45,7 +38,8 @@ def _item_path(info: KindInfo, version: str) -> dict[str, Any]:
     return {"patch": operation, "put": operation}
 
 
-def group_version_document(group: str, version: str) -> dict[str, Any] | None:
+def group_version_document(group: str, version: str,
+                           parsed: ModuleDocs | None = None) -> dict[str, Any] | None:
     """``/openapi/v3/apis/{group}/{version}``: one schema and one object path per kind
     served there, or None when meshpilot serves nothing at that group-version."""
     kinds = [info for info in KINDS if info.group == group and version in info.versions]
@@ -56,8 +50,9 @@ def group_version_document(group: str, version: str) -> dict[str, Any] | None:
         "info": {"title": "meshpilot", "version": f"{group or 'core'}/{version}"},
         "paths": {info.object_path("{namespace}", "{name}", version): _item_path(info, version)
                   for info in kinds},
-        "components": {"schemas": {f"{group or 'core'}.{version}.{info.kind}":
-                                   _schema(info, version) for info in kinds}},
+        "components": {"schemas": {
+            name: schema for info in kinds
+            for name, schema in kind_schemas(info, version, parsed).items()}},
     }
 
 
@@ -65,16 +60,35 @@ def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def index() -> dict[str, Any]:
-    """``/openapi/v3``: every group-version's document, each URL carrying a hash of its
-    content so kubectl's cache of it is invalidated when it changes."""
-    paths: dict[str, Any] = {}
-    for info in KINDS:
-        for version in info.versions:
-            path = _path(info.group, version)
-            if path in paths:
-                continue
-            document = group_version_document(info.group, version)
-            assert document is not None  # info itself is served there
-            paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={_digest(document)}"}
-    return {"paths": paths}
+class OpenAPIDocuments:
+    """The index and the group-version documents, each built once: they follow from
+    the models, which do not change while the process runs, and building them all (to
+    hash them for the index) takes a noticeable fraction of a second."""
+
+    def __init__(self) -> None:
+        self._documents: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._index: dict[str, Any] | None = None
+        self._parsed: ModuleDocs = {}
+
+    def document(self, group: str, version: str) -> dict[str, Any] | None:
+        """:func:`group_version_document`, kept."""
+        key = (group, version)
+        if key not in self._documents:
+            self._documents[key] = group_version_document(group, version, self._parsed)
+        return self._documents[key]
+
+    def index(self) -> dict[str, Any]:
+        """``/openapi/v3``: every group-version's document, each URL carrying a hash of
+        its content so kubectl's cache of it is invalidated when it changes."""
+        if self._index is None:
+            paths: dict[str, Any] = {}
+            for info in KINDS:
+                for version in info.versions:
+                    path = _path(info.group, version)
+                    document = self.document(info.group, version)
+                    if path in paths or document is None:
+                        continue
+                    paths[path] = {
+                        "serverRelativeURL": f"/openapi/v3/{path}?hash={_digest(document)}"}
+            self._index = {"paths": paths}
+        return self._index

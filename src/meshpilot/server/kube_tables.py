@@ -3,7 +3,8 @@
 kubectl asks for a Table in its Accept header and prints the server's columns, so
 the columns users know from Istio's, Flagger's and Kubernetes' own printers come from
 here: VirtualService GATEWAYS/HOSTS/AGE, Canary STATUS/WEIGHT/LASTTRANSITIONTIME,
-Deployment READY/UP-TO-DATE/AVAILABLE/AGE, and NAME/AGE for any other kind. Cells are
+Deployment READY/UP-TO-DATE/AVAILABLE/AGE, Pod READY/STATUS/RESTARTS/AGE/IP, and
+NAME/AGE for any other kind. Cells are
 computed from the object as served (a Deployment's ``status`` filled in from the
 runtime by the caller); a column whose field is absent shows an empty cell.
 """
@@ -124,6 +125,23 @@ def _ports(body: Body, _now: datetime) -> str:
                     if isinstance(p, Mapping)) or "<none>"
 
 
+def _pod_ready(body: Body, _now: datetime) -> str:
+    """Ready containers / containers: the app and its sidecar are one unit here."""
+    return "1/1" if (body.get("status") or {}).get("ready") else "0/1"
+
+
+def _owner(body: Body, _now: datetime) -> str:
+    owners = (body.get("metadata") or {}).get("ownerReferences") or [{}]
+    return str(owners[0].get("name", "")) if isinstance(owners[0], Mapping) else ""
+
+
+def _pod_age(body: Body, now: datetime) -> str:
+    started = (body.get("status") or {}).get("startedAt")
+    if not isinstance(started, int | float):
+        return "<unknown>"
+    return age(now.timestamp() - started)
+
+
 COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
     "VirtualService": (
         NAME, field_column("Gateways", "the gateways the routes apply to", "spec", "gateways"),
@@ -156,6 +174,14 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
                type="integer"),
         Column("Available", "ready pods", _count("availableReplicas"), type="integer"), AGE),
     "Service": (NAME, Column("Port(s)", "the ports it serves", _ports), AGE),
+    "Pod": (
+        NAME, Column("Ready", "ready containers / containers", _pod_ready),
+        field_column("Status", "the pod's phase", "status", "phase"),
+        field_column("Restarts", "restarts of its app", "status", "restartCount",
+                     type="integer"),
+        Column("Age", "time since its processes started", _pod_age, type="date"),
+        field_column("IP", "the pod's address", "status", "podIP", priority=1),
+        Column("Deployment", "the Deployment it belongs to", _owner, priority=1)),
 })
 
 

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import Pod
-from meshpilot.server import pod_logs
+from meshpilot.server import kube_pods, pod_logs
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.pod_logs import LogSource
 from meshpilot.server.pod_security import pod_security
@@ -131,7 +131,9 @@ class MeshAPI:
             "metadata": {"name": pod.name, "namespace": pod.namespace,
                          "labels": dict(pod.labels),
                          "ownerReferences": [{"kind": "Deployment", "name": pod.deployment}]},
-            "spec": {"serviceAccountName": pod.service_account},
+            # the app's container and its sidecar, by the names kubectl logs -c takes
+            "spec": {"serviceAccountName": pod.service_account,
+                     "containers": [{"name": "app"}, {"name": pod_logs.PROXY_CONTAINER}]},
             "status": {
                 "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,
                 "restartCount": pod.restarts, "message": pod.message,
@@ -145,7 +147,7 @@ class MeshAPI:
     async def pods(self, request: Request) -> Response:
         ns = request.path_params.get("namespace")
         items = [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
-        return JSONResponse({"apiVersion": "v1", "kind": "PodList", "items": items})
+        return kube_pods.pod_list(request, items)
 
     def _find_pod(self, namespace: str, name: str) -> Pod | Response:
         """The pod ``namespace/name``, or the 404 response naming the pods there (and the
@@ -162,7 +164,8 @@ class MeshAPI:
 
     async def pod(self, request: Request) -> Response:
         found = self._find_pod(request.path_params["namespace"], request.path_params["name"])
-        return found if isinstance(found, Response) else JSONResponse(self._pod_json(found))
+        return found if isinstance(found, Response) else kube_pods.pod(
+            request, self._pod_json(found))
 
     async def pod_security(self, request: Request) -> Response:
         """What the pod's sidecar enforces and why, from the current snapshot (the one
