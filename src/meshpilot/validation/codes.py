@@ -81,6 +81,14 @@ TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load
                          "task endpoint without metadata.cmd")
 NOT_IMPLEMENTED_ARGO_FIELD = Code("MP0057", Severity.ERROR, "Argo Rollouts field, step, "
                                   "strategy or router meshpilot does not implement")
+ARGO_METRIC_PROVIDER = Code("MP0075", Severity.ERROR, "Argo analysis metric provider "
+                            "meshpilot does not run (it runs prometheus and web)")
+ARGO_ANALYSIS_FIELD = Code("MP0076", Severity.ERROR, "Argo analysis field meshpilot does "
+                           "not implement")
+ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition or "
+                      "failureCondition outside the supported expression forms")
+ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
+                      "supported forms ({$.a.b[0]})")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
