@@ -88,15 +88,21 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
     ({"paused": True}, "spec.paused"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (
-        ("analysis", {"templates": [{"templateName": "success-rate"}]}), ("maxSurge", 1),
+        ("maxSurge", 1),
         ("maxUnavailable", 0), ("abortScaleDownDelaySeconds", 30),
         ("scaleDownDelaySeconds", 30), ("dynamicStableScale", True),
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),
        f"spec.strategy.canary.steps[1].{step}") for step, value in (
-        ("analysis", {"templates": []}),
         ("experiment", {"templates": []}), ("setHeaderRoute", {"name": "h"}),
         ("setMirrorRoute", {"name": "m"}))),
+    (canary({"analysis": {"templates": [{"templateName": "success-rate"}],
+                          "dryRun": [{"metricName": "m"}]}}),
+     "spec.strategy.canary.analysis.dryRun"),
+    (canary({"steps": [{"analysis": {"templates": [{"templateName": "success-rate"}],
+                                     "args": [{"name": "ns", "valueFrom": {
+                                         "fieldRef": {"fieldPath": "metadata.name"}}}]}}]}),
+     "spec.strategy.canary.steps[0].analysis.args[0].valueFrom.fieldRef"),
     (canary({"trafficRouting": {"nginx": {"stableIngress": "web"}}}),
      "spec.strategy.canary.trafficRouting.nginx"),
     (canary({"trafficRouting": {"istio": {"virtualService": {"tlsRoutes": [{"port": 443}]}}}}),

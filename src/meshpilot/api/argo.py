@@ -73,14 +73,54 @@ class SetCanaryScale(Model):
         return self
 
 
+class AnalysisTemplateRef(Model):
+    template_name: str = Field(min_length=1)
+    cluster_scope: bool = False
+
+
+class RolloutArgumentValueFrom(Model):
+    """A Rollout's analysis argument from the stable or latest revision's hash."""
+
+    pod_template_hash_value: Literal["Stable", "Latest"] | None = None
+    field_ref: Any = None  # refused by validation.argo_fields
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RolloutArgumentValueFrom:
+        if (self.pod_template_hash_value is None) == (self.field_ref is None):
+            raise PydanticCustomError("mp_value", "valueFrom sets exactly one of "
+                                      "podTemplateHashValue, fieldRef")
+        return self
+
+
+class RolloutArgument(Model):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: RolloutArgumentValueFrom | None = None
+
+
+class RolloutAnalysis(Model):
+    """Templates to run as one AnalysisRun (a step's, or the background one), with the
+    values of their arguments."""
+
+    templates: list[AnalysisTemplateRef] = Field(min_length=1)
+    args: list[RolloutArgument] | None = None
+    dry_run: Any = None
+    measurement_retention: Any = None
+    analysis_run_metadata: Any = None
+
+
+class RolloutAnalysisBackground(RolloutAnalysis):
+    starting_step: int | None = Field(default=None, ge=0)
+
+
 class CanaryStep(Model):
     """One step; exactly one field is set (Argo's rule)."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: RolloutPause | None = None
     set_canary_scale: SetCanaryScale | None = None
+    analysis: RolloutAnalysis | None = None
     # Argo step kinds meshpilot does not run yet: refused by validation.argo_fields.
-    analysis: Any = None
     experiment: Any = None
     set_header_route: Any = None
     set_mirror_route: Any = None
@@ -148,8 +188,8 @@ class CanaryStrategy(Model):
     stable_service: str | None = None
     steps: list[CanaryStep] = Field(default_factory=list)
     traffic_routing: TrafficRouting | None = None
+    analysis: RolloutAnalysisBackground | None = None
     # Declared so they are refused by name (validation.argo_fields), not unknown.
-    analysis: Any = None
     max_surge: Any = None
     max_unavailable: Any = None
     anti_affinity: Any = None

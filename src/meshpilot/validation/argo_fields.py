@@ -44,17 +44,23 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse("spec", "strategy", "blueGreen", what="the blueGreen strategy (use canary "
             "with trafficRouting.istio)"),
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
-        "analysis", "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
+        "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
         "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
-    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause and "
-              "setCanaryScale run)") for step in ("analysis", "experiment",
+    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause, "
+              "setCanaryScale and analysis run)") for step in ("experiment",
                                                   "setHeaderRoute", "setMirrorRoute",
                                                   "plugin")),
     *(_refuse(*_ROUTING, router, what=f"trafficRouting.{router}: meshpilot routes as "
               "Istio only (trafficRouting.istio)") for router in (
         "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),
+    *(_refuse(*place, field, what=f"analysis {field}") for place in (
+        (*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))
+      for field in ("dryRun", "measurementRetention", "analysisRunMetadata")),
+    *(_refuse(*place, "args", EACH, "valueFrom", "fieldRef", what="an analysis argument "
+              "from valueFrom.fieldRef (give value or valueFrom.podTemplateHashValue)")
+      for place in ((*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))),
     _refuse(*_ROUTING, "managedRoutes", what="managedRoutes (setHeaderRoute and "
             "setMirrorRoute)"),
     _refuse(*_ROUTING, "maxTrafficWeight", what="maxTrafficWeight (weights are percent)"),

@@ -57,6 +57,7 @@ class ArgoController:
             deployment=lambda n: self.reader.deployment(ns, n),
             workload=lambda n: self.reader.workload(ns, n),
             routing_object=lambda kind, n: self.reader.routing_object(ns, kind, n),
+            cluster_object=lambda kind, n: self.reader.routing_object("", kind, n),
         )
         state = ArgoState.from_status(rollout.status)
         decision = decide(rollout, state, view, self.clock(), command)
@@ -97,5 +98,6 @@ class ArgoController:
         st = ArgoState.from_status(status)
         hashes = {h for h in (st.current_pod_hash, st.stable_rs, *st.old_revisions) if h}
         refs = [("Deployment", f"{name}-{h}") for h in sorted(hashes)]
+        refs += [("AnalysisRun", run) for run in st.runs]  # Argo's runs go with their owner
         if refs:
             self.writer.delete(namespace, refs)

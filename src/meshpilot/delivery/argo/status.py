@@ -18,6 +18,39 @@ from typing import Any
 from meshpilot.delivery.state import rfc3339
 
 PAUSE_REASON = "CanaryPauseStep"
+INCONCLUSIVE_REASON = "InconclusiveAnalysis"
+
+
+@dataclass
+class RunRef:
+    """A Rollout's current AnalysisRun as its status shows it (``RolloutAnalysisRunStatus``)."""
+
+    name: str = ""
+    status: str = ""
+    message: str = ""
+
+    def to_status(self) -> dict[str, str] | None:
+        return {"name": self.name, "status": self.status, "message": self.message} if (
+            self.name) else None
+
+    @classmethod
+    def from_status(cls, data: Any) -> RunRef:
+        d = data if isinstance(data, dict) else {}
+        return cls(str(d.get("name") or ""), str(d.get("status") or ""),
+                   str(d.get("message") or ""))
+
+
+def _analysis_fields(canary: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """ArgoState's analysis fields from the status' ``canary`` and ``meshpilot`` parts."""
+    return {
+        "step_run": RunRef.from_status(canary.get("currentStepAnalysisRunStatus")),
+        "background_run": RunRef.from_status(canary.get(
+            "currentBackgroundAnalysisRunStatus")),
+        "inconclusive": bool(own.get("inconclusive")),
+        "analysis_attempt": int(own.get("analysisAttempt") or 0),
+        "runs": [str(r) for r in own.get("analysisRuns") or []],
+        "abort_reason": str(own.get("abortReason") or ""),
+    }
 
 
 @dataclass
@@ -36,6 +69,16 @@ class ArgoState:
     revisionHistoryLimit (Argo keeps old ReplicaSets the same way)."""
     replicas: int = 0
     ready_replicas: int = 0
+    step_run: RunRef = field(default_factory=RunRef)
+    background_run: RunRef = field(default_factory=RunRef)
+    inconclusive: bool = False
+    """Paused because an analysis was Inconclusive (``InconclusiveAnalysis``)."""
+    analysis_attempt: int = 0
+    """Bumped by retry and by promote after an inconclusive analysis: new runs."""
+    runs: list[str] = field(default_factory=list)
+    abort_reason: str = ""
+    """Why the controller aborted (a failed analysis); "" for a user's abort."""
+    """AnalysisRuns this Rollout created, oldest first (deleted beyond a limit)."""
 
     @property
     def promoted(self) -> bool:
@@ -59,6 +102,7 @@ class ArgoState:
             old_revisions=[str(h) for h in own.get("oldRevisions") or []],
             replicas=int(s.get("replicas") or 0),
             ready_replicas=int(s.get("readyReplicas") or 0),
+            **_analysis_fields(s.get("canary") or {}, own),
         )
 
     def copy(self) -> ArgoState:
@@ -66,7 +110,7 @@ class ArgoState:
 
     def to_status(self, canary_service: str | None = None,
                   stable_service: str | None = None) -> dict[str, Any]:
-        paused = self.pause_start is not None
+        paused = self.pause_start is not None or self.inconclusive
         out: dict[str, Any] = {
             "phase": self.phase,
             "message": self.message,
@@ -87,10 +131,19 @@ class ArgoState:
             }},
             "conditions": self.conditions(),
             "meshpilot": {"pauseStart": self.pause_start, "abortedAt": self.aborted_at,
-                          "oldRevisions": list(self.old_revisions)},
+                          "oldRevisions": list(self.old_revisions),
+                          "inconclusive": self.inconclusive,
+                          "analysisAttempt": self.analysis_attempt,
+                          "analysisRuns": list(self.runs),
+                          "abortReason": self.abort_reason},
         }
+        for key, ref in (("currentStepAnalysisRunStatus", self.step_run),
+                         ("currentBackgroundAnalysisRunStatus", self.background_run)):
+            if ref.to_status() is not None:
+                out["canary"][key] = ref.to_status()
         if paused and self.pause_start is not None:
-            out["pauseConditions"] = [{"reason": PAUSE_REASON,
+            reason = INCONCLUSIVE_REASON if self.inconclusive else PAUSE_REASON
+            out["pauseConditions"] = [{"reason": reason,
                                        "startTime": rfc3339(self.pause_start)}]
         if self.abort and self.aborted_at is not None:
             out["abortedAt"] = rfc3339(self.aborted_at)

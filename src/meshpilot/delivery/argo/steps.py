@@ -26,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshpilot.api.argo import Rollout
-from meshpilot.delivery.argo import traffic, workloads
-from meshpilot.delivery.argo.status import PAUSE_REASON, ArgoState
+from meshpilot.api.argo import Rollout, RolloutAnalysis
+from meshpilot.delivery.argo import run_objects, traffic, workloads
+from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, ArgoState, RunRef
 from meshpilot.delivery.ports import WorkloadStatus
 
 FULL_WEIGHT = 100
+RUN_HISTORY_LIMIT = 10
+"""AnalysisRuns kept per Rollout; older ones are deleted (Argo keeps 5 successful and 5
+unsuccessful by default)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class View:
     deployment: Callable[[str], dict[str, Any] | None]
     workload: Callable[[str], WorkloadStatus]
     routing_object: Callable[[str, str], dict[str, Any] | None]
+    """(kind, name) -> a stored object of the Rollout's namespace: the user's
+    VirtualServices, DestinationRules and Services, AnalysisTemplates and AnalysisRuns."""
+    cluster_object: Callable[[str, str], dict[str, Any] | None] = lambda kind, name: None
+    """(kind, name) -> a stored cluster-scoped object (ClusterAnalysisTemplate)."""
 
 
 @dataclass
@@ -92,19 +99,24 @@ class _Tick:
         if command == "abort":
             if st.promoted:
                 return "nothing to abort: the Rollout is fully promoted"
-            st.abort, st.aborted_at = True, self.now
-            st.pause_start = None
+            self.abort("")
             return ""
         if command == "retry":
             if not st.abort:
                 return "retry applies to an aborted Rollout only"
-            st.abort, st.aborted_at, st.step_index = False, None, 0
+            st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+            self.new_analysis_attempt()
             return ""
         if command == "promote":
             if st.abort:
                 return "the Rollout is aborted: retry it, or apply a new template"
             if st.promoted:
                 return "nothing to promote: the Rollout is fully promoted"
+            if st.inconclusive:
+                # Argo: promoting after an inconclusive analysis runs it again
+                st.inconclusive, st.pause_start = False, None
+                self.new_analysis_attempt()
+                return ""
             if st.pause_start is None:
                 # kubectl argo rollouts promote changes nothing then (its
                 # --skip-current-step is not implemented here)
@@ -123,6 +135,8 @@ class _Tick:
         if not st.stable_rs or h == st.stable_rs:
             if st.current_pod_hash and st.current_pod_hash not in (h, st.stable_rs):
                 self.retire(st.current_pod_hash)
+            if st.current_pod_hash and st.current_pod_hash != h:
+                self.new_analysis_attempt()  # back to stable: the canary's runs stop
             st.stable_rs = st.current_pod_hash = h
             st.step_index = len(self.ro.canary.steps)
             st.abort, st.pause_start, st.canary_weight = False, None, 0
@@ -130,7 +144,8 @@ class _Tick:
             if st.current_pod_hash != st.stable_rs:
                 self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
             st.current_pod_hash, st.step_index = h, 0
-            st.abort, st.pause_start = False, None
+            st.abort, st.pause_start, st.abort_reason = False, None, ""
+            self.new_analysis_attempt()
 
     def retire(self, pod_hash: str) -> None:
         """Keep revision ``pod_hash`` at zero replicas, within revisionHistoryLimit."""
@@ -156,6 +171,102 @@ class _Tick:
         self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas))
         ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
         return _ready(ws, replicas)
+
+    # --- analysis ------------------------------------------------------------------
+
+    def new_analysis_attempt(self) -> None:
+        """Stop the current runs; the next ones get new names (a template rolled back
+        to, a retry or a promote after Inconclusive never reads an old run's result)."""
+        self.terminate_runs()
+        self.st.analysis_attempt += 1
+        self.st.step_run, self.st.background_run = RunRef(), RunRef()
+        self.st.inconclusive = False
+
+    def terminate_runs(self, step: bool = True, background: bool = True) -> None:
+        refs = [r for r, on in ((self.st.step_run, step),
+                                (self.st.background_run, background)) if on and r.name]
+        for ref in refs:
+            body = self.view.routing_object("AnalysisRun", ref.name)
+            stopped = run_objects.terminated(body) if body is not None else None
+            if stopped is not None:
+                self.objects.append(stopped)
+
+    def _template(self, name: str, cluster: bool) -> dict[str, Any] | None:
+        if cluster:
+            return self.view.cluster_object("ClusterAnalysisTemplate", name)
+        return self.view.routing_object("AnalysisTemplate", name)
+
+    def analysis_run(self, spec: RolloutAnalysis, step: int | None) -> RunRef | None:
+        """The current revision's run of ``spec`` (made when missing, also after a lost
+        write); None when it cannot be made (the Rollout is then Degraded)."""
+        name = run_objects.run_name(self.ro, self.pod_hash, self.st.analysis_attempt, step)
+        stored = self.view.routing_object("AnalysisRun", name)
+        if stored is not None:
+            status = stored.get("status") or {}
+            return RunRef(name, str(status.get("phase") or "Pending"),
+                          str(status.get("message") or ""))
+        try:
+            body = run_objects.new_run(self.ro, spec, self._template, name=name,
+                                       stable=self.st.stable_rs, latest=self.pod_hash,
+                                       step=step)
+        except run_objects.RunSpecError as exc:
+            self.degraded(f"InvalidSpec: {exc}")
+            return None
+        self.objects.append(body)
+        if name not in self.st.runs:
+            self.st.runs.append(name)
+        while len(self.st.runs) > RUN_HISTORY_LIMIT:
+            self.deletes.append(("AnalysisRun", self.st.runs.pop(0)))
+        return RunRef(name, "Pending", "")
+
+    def judge_run(self, ref: RunRef, kind: str) -> bool:
+        """Abort on a Failed or Error run, pause on an Inconclusive one; whether it did."""
+        if ref.status in ("Failed", "Error"):
+            reason = f"{kind} analysis phase error/failed"
+            self.abort(f"{reason}: {ref.message}" if ref.message else reason)
+            self.aborted()
+            return True
+        if ref.status == "Inconclusive":
+            self.st.inconclusive = True
+            self.st.pause_start = self.now
+            self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
+            return True
+        return False
+
+    def abort(self, reason: str) -> None:
+        self.st.abort, self.st.aborted_at = True, self.now
+        self.st.pause_start, self.st.inconclusive = None, False
+        self.st.abort_reason = reason
+
+    def background_analysis(self) -> bool:
+        """Run the background analysis from its starting step; whether it stopped the
+        steps (aborted or paused)."""
+        spec = self.ro.canary.analysis
+        if spec is None or self.st.step_index < (spec.starting_step or 0):
+            return False
+        ref = self.analysis_run(spec, None)
+        if ref is None:
+            return True
+        self.st.background_run = ref
+        return self.judge_run(ref, "Background")
+
+    def step_analysis(self, spec: RolloutAnalysis) -> None:
+        """An analysis step: the canary keeps its pods and weight until the run ends;
+        Successful moves on, Failed or Error aborts, Inconclusive pauses."""
+        weight = set_weight_before(self.ro, self.st.step_index)
+        self.run_current(self.canary_pods(weight))
+        ref = self.analysis_run(spec, self.st.step_index)
+        if ref is None:
+            return
+        self.st.step_run = ref
+        if self.judge_run(ref, "Step-based"):
+            return
+        self.st.phase = "Progressing"
+        if ref.status == "Successful":
+            self.st.step_index += 1
+            self.st.message = ""
+        else:
+            self.st.message = f"waiting for AnalysisRun {ref.name}"
 
     # --- traffic -------------------------------------------------------------------
 
@@ -213,9 +324,12 @@ class _Tick:
 
     def aborted(self) -> None:
         self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+        self.terminate_runs()
         problem = self.route(0, self.pod_hash)
+        reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
         self.degraded(f"InvalidSpec: {problem}" if problem else
-                      f"RolloutAborted: Rollout aborted update to revision {self.pod_hash}")
+                      f"RolloutAborted: Rollout aborted update to revision "
+                      f"{self.pod_hash}{reason}")
 
     def progress(self) -> None:
         # Argo reconciles the split on every pass, so an apply of the user's objects that
@@ -225,6 +339,11 @@ class _Tick:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.scale(self.st.stable_rs, self.ro.spec.replicas)
+        if self.st.inconclusive:
+            self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
+            return
+        if self.background_analysis():
+            return
         steps = self.ro.canary.steps
         if self.st.step_index >= len(steps):
             self.finish()
@@ -236,6 +355,8 @@ class _Tick:
             self.pause(step.pause.seconds)
         elif step.set_canary_scale is not None:
             self.set_canary_scale()
+        elif step.analysis is not None:
+            self.step_analysis(step.analysis)
         self.st.message = self.st.message or f"step {self.st.step_index}/{len(steps)}"
 
     def canary_pods(self, weight: int) -> int:
@@ -290,6 +411,7 @@ class _Tick:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.retire(previous)
+        self.terminate_runs(step=False)  # Argo stops the background run once promoted
         self.st.phase, self.st.message = "Healthy", ""
 
 
