@@ -79,8 +79,6 @@ def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
 
 
 CASES: list[tuple[dict[str, Any], str]] = [
-    ({"strategy": {"blueGreen": {"activeService": "a", "previewService": "b"}}},
-     "spec.strategy.blueGreen"),
     ({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
      "spec.workloadRef"),
     ({"analysis": {"successfulRunHistoryLimit": 1}}, "spec.analysis"),
@@ -178,3 +176,35 @@ def test_argos_whole_example_draws_no_subset_warning() -> None:
     p = plan_apply([("ex.yaml", yaml.safe_dump_all([service, rule, BASE]))], [])
     assert p.ok and [d.code for d in p.diagnostics] == [], [
         d.format() for d in p.diagnostics]
+
+
+def blue_green(**fields: Any) -> dict[str, Any]:
+    body = copy.deepcopy(BASE)
+    body["spec"]["strategy"] = {"blueGreen": {"activeService": "web-active",
+                                              "previewService": "web-preview", **fields}}
+    return body
+
+
+def test_argos_blue_green_strategy_is_accepted() -> None:
+    # bluegreen.md's fields meshpilot runs
+    p = plan(blue_green(autoPromotionEnabled=False, autoPromotionSeconds=30,
+                        scaleDownDelaySeconds=5,
+                        prePromotionAnalysis={"templates": [{"templateName": "smoke"}]},
+                        postPromotionAnalysis={"templates": [{"templateName": "smoke"}]}))
+    assert p.ok, [d.format() for d in p.diagnostics]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("previewReplicaCount", 1), ("abortScaleDownDelaySeconds", 10),
+    ("activeMetadata", {"labels": {"role": "active"}}), ("maxUnavailable", 1)])
+def test_blue_green_fields_not_run_are_refused(field: str, value: Any) -> None:
+    p = plan(blue_green(**{field: value}))
+    assert (REFUSE, f"spec.strategy.blueGreen.{field}") in [
+        (d.code, d.path) for d in p.diagnostics]
+
+
+def test_both_strategies_or_one_service_for_both_roles_are_invalid() -> None:
+    both = blue_green()
+    both["spec"]["strategy"]["canary"] = BASE["spec"]["strategy"]["canary"]
+    assert not plan(both).ok
+    assert not plan(blue_green(previewService="web-active")).ok

@@ -215,9 +215,48 @@ class CanaryStrategy(Model):
         return self
 
 
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
+"""Argo's default for blueGreen.scaleDownDelaySeconds."""
+
+
+class BlueGreenStrategy(Model):
+    """Two Services over whole revisions: ``activeService`` serves users,
+    ``previewService`` the next revision until it is promoted."""
+
+    active_service: str = Field(min_length=1)
+    preview_service: str | None = None
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int | None = Field(default=None, ge=1)
+    pre_promotion_analysis: RolloutAnalysis | None = None
+    post_promotion_analysis: RolloutAnalysis | None = None
+    scale_down_delay_seconds: int = Field(default=DEFAULT_SCALE_DOWN_DELAY_SECONDS, ge=0)
+    # Declared so they are refused by name (validation.argo_fields), not unknown.
+    preview_replica_count: Any = None
+    anti_affinity: Any = None
+    active_metadata: Any = None
+    preview_metadata: Any = None
+    scale_down_delay_revision_limit: Any = None
+    abort_scale_down_delay_seconds: Any = None
+    max_unavailable: Any = None
+
+    @model_validator(mode="after")
+    def _two_services(self) -> BlueGreenStrategy:
+        if self.preview_service == self.active_service:
+            raise PydanticCustomError("mp_value", "previewService and activeService must "
+                                      "be two Services")
+        return self
+
+
 class RolloutStrategy(Model):
     canary: CanaryStrategy | None = None
-    blue_green: Any = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> RolloutStrategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise PydanticCustomError("mp_value", "a Rollout's strategy sets exactly one "
+                                      "of canary, blueGreen")
+        return self
 
 
 class LabelSelector(Model):
@@ -271,6 +310,17 @@ class Rollout(Resource):
         return canary
 
     @property
+    def blue_green(self) -> BlueGreenStrategy | None:
+        return self.spec.strategy.blue_green
+
+    @property
+    def steps(self) -> list[CanaryStep]:
+        """The canary's steps; a blue-green Rollout has none."""
+        canary = self.spec.strategy.canary
+        return canary.steps if canary is not None else []
+
+    @property
     def istio(self) -> IstioTrafficRouting | None:
-        routing = self.canary.traffic_routing
+        canary = self.spec.strategy.canary
+        routing = canary.traffic_routing if canary is not None else None
         return routing.istio if routing else None

@@ -41,8 +41,16 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse(*_SPEC, "analysis", what="Rollout-level analysis"),
     _refuse(*_SPEC, "selector", "matchExpressions",
             what="matchExpressions (give matchLabels)"),
-    _refuse("spec", "strategy", "blueGreen", what="the blueGreen strategy (use canary "
-            "with trafficRouting.istio)"),
+    *(_refuse("spec", "strategy", "blueGreen", field, what=f"blueGreen.{field}") for field in (
+        "previewReplicaCount", "antiAffinity", "activeMetadata", "previewMetadata",
+        "scaleDownDelayRevisionLimit", "abortScaleDownDelaySeconds", "maxUnavailable")),
+    *(_refuse("spec", "strategy", "blueGreen", place, field, what=f"analysis {field}")
+      for place in ("prePromotionAnalysis", "postPromotionAnalysis")
+      for field in ("dryRun", "measurementRetention", "analysisRunMetadata")),
+    *(_refuse("spec", "strategy", "blueGreen", place, "args", EACH, "valueFrom", "fieldRef",
+              what="an analysis argument from valueFrom.fieldRef (give value or "
+                   "valueFrom.podTemplateHashValue)")
+      for place in ("prePromotionAnalysis", "postPromotionAnalysis")),
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
         "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",

@@ -7,8 +7,9 @@
   ``podTemplateHashValue`` resolved to the stable or latest revision's hash. Every
   argument must end with a value or a ``valueFrom`` (a Secret, read at each
   measurement, so its value is never written into the run).
-- The run is named ``ROLLOUT-HASH-ATTEMPT[-STEP]`` (Argo: ``ROLLOUT-HASH-REVISION[-STEP]``)
-  and labelled with the revision's hash and ``rollout-type`` (Step or Background).
+- The run is named ``ROLLOUT-HASH-ATTEMPT[-STEP|-pre|-post]`` (Argo:
+  ``ROLLOUT-HASH-REVISION[-STEP|-pre|-post]``) and labelled with the revision's hash and
+  ``rollout-type`` (Step, Background, PrePromotion or PostPromotion).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ class RunSpecError(Exception):
     """The analysis cannot make a run (a template missing, arguments in conflict)."""
 
 
-def run_name(rollout: Rollout, pod_hash: str, attempt: int, step: int | None) -> str:
+def run_name(rollout: Rollout, pod_hash: str, attempt: int, suffix: int | str | None) -> str:
+    """``suffix``: the step index, ``pre``/``post`` (blue-green), None (background)."""
     base = f"{rollout.metadata.name}-{pod_hash}-{attempt}"
-    return base if step is None else f"{base}-{step}"
+    return base if suffix is None else f"{base}-{suffix}"
 
 
 def _templates(spec: RolloutAnalysis, read: TemplateReader) -> list[dict[str, Any]]:
@@ -72,7 +74,8 @@ def _rollout_values(rollout: Rollout, spec: RolloutAnalysis, stable: str,
 
 
 def new_run(rollout: Rollout, spec: RolloutAnalysis, read: TemplateReader, *, name: str,
-            stable: str, latest: str, step: int | None) -> dict[str, Any]:
+            stable: str, latest: str, step: int | None,
+            kind: str = "") -> dict[str, Any]:
     """The AnalysisRun body; raises RunSpecError when it cannot be made."""
     templates = _templates(spec, read)
     metrics = [m for body in templates for m in (body.get("spec") or {}).get("metrics") or []]
@@ -90,7 +93,7 @@ def new_run(rollout: Rollout, spec: RolloutAnalysis, read: TemplateReader, *, na
                                "the Rollout's analysis args")
         args.append(arg)
     labels = {POD_TEMPLATE_HASH_LABEL: latest,
-              ROLLOUT_TYPE_LABEL: "Background" if step is None else "Step"}
+              ROLLOUT_TYPE_LABEL: kind or ("Background" if step is None else "Step")}
     if step is not None:
         labels[STEP_INDEX_LABEL] = str(step)
     return {

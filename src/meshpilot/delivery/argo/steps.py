@@ -81,7 +81,7 @@ def canary_count(rollout: Rollout, index: int, weight: int) -> int:
     return workloads.canary_replicas(rollout, scale.weight or 0)
 
 
-class _Tick:
+class Tick:
     def __init__(self, rollout: Rollout, st: ArgoState, view: View, now: float) -> None:
         self.ro = rollout
         self.st = st
@@ -122,7 +122,7 @@ class _Tick:
                 # --skip-current-step is not implemented here)
                 return "the Rollout is not paused at a step; promote ends a pause"
             st.pause_start = None
-            st.step_index = min(st.step_index + 1, len(self.ro.canary.steps))
+            st.step_index = min(st.step_index + 1, len(self.ro.steps))
             return ""
         return f"{command} is not implemented for Argo Rollouts; use promote, abort or retry"
 
@@ -138,7 +138,7 @@ class _Tick:
             if st.current_pod_hash and st.current_pod_hash != h:
                 self.new_analysis_attempt()  # back to stable: the canary's runs stop
             st.stable_rs = st.current_pod_hash = h
-            st.step_index = len(self.ro.canary.steps)
+            st.step_index = len(self.ro.steps)
             st.abort, st.pause_start, st.canary_weight = False, None, 0
         elif h != st.current_pod_hash:
             if st.current_pod_hash != st.stable_rs:
@@ -196,10 +196,13 @@ class _Tick:
             return self.view.cluster_object("ClusterAnalysisTemplate", name)
         return self.view.routing_object("AnalysisTemplate", name)
 
-    def analysis_run(self, spec: RolloutAnalysis, step: int | None) -> RunRef | None:
+    def analysis_run(self, spec: RolloutAnalysis, step: int | None,
+                     kind: str = "") -> RunRef | None:
         """The current revision's run of ``spec`` (made when missing, also after a lost
-        write); None when it cannot be made (the Rollout is then Degraded)."""
-        name = run_objects.run_name(self.ro, self.pod_hash, self.st.analysis_attempt, step)
+        write); None when it cannot be made (the Rollout is then Degraded). ``kind``
+        PrePromotion or PostPromotion: a blue-green Rollout's."""
+        suffix = {"PrePromotion": "pre", "PostPromotion": "post"}.get(kind, step)
+        name = run_objects.run_name(self.ro, self.pod_hash, self.st.analysis_attempt, suffix)
         stored = self.view.routing_object("AnalysisRun", name)
         if stored is not None:
             status = stored.get("status") or {}
@@ -208,7 +211,7 @@ class _Tick:
         try:
             body = run_objects.new_run(self.ro, spec, self._template, name=name,
                                        stable=self.st.stable_rs, latest=self.pod_hash,
-                                       step=step)
+                                       step=step, kind=kind)
         except run_objects.RunSpecError as exc:
             self.degraded(f"InvalidSpec: {exc}")
             return None
@@ -416,9 +419,10 @@ class _Tick:
 
 
 def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
-           command: str | None = None) -> Decision:
-    """The new state and the writes of one tick (or of ``command``, then a tick)."""
-    tick = _Tick(rollout, state.copy(), view, now)
+           command: str | None = None, kind: type[Tick] | None = None) -> Decision:
+    """The new state and the writes of one tick (or of ``command``, then a tick);
+    ``kind`` is the strategy's Tick (the canary's by default)."""
+    tick = (kind or Tick)(rollout, state.copy(), view, now)
     tick.observe_template()
     if command is not None:
         refused = tick.command(command)
