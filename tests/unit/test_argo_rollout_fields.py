@@ -92,8 +92,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),
        f"spec.strategy.canary.steps[1].{step}") for step, value in (
-        ("experiment", {"templates": []}), ("setHeaderRoute", {"name": "h"}),
-        ("setMirrorRoute", {"name": "m"}))),
+        ("experiment", {"templates": []}), ("plugin", {"name": "p"}))),
     (canary({"analysis": {"templates": [{"templateName": "success-rate"}],
                           "dryRun": [{"metricName": "m"}]}}),
      "spec.strategy.canary.analysis.dryRun"),
@@ -208,3 +207,14 @@ def test_both_strategies_or_one_service_for_both_roles_are_invalid() -> None:
     both["spec"]["strategy"]["canary"] = BASE["spec"]["strategy"]["canary"]
     assert not plan(both).ok
     assert not plan(blue_green(previewService="web-active")).ok
+
+
+def test_a_step_route_must_be_a_managed_route() -> None:
+    # Argo's validation: setHeaderRoute/setMirrorRoute name one of managedRoutes
+    body = copy.deepcopy(BASE)
+    body["spec"]["strategy"]["canary"]["steps"] = [{"setHeaderRoute": {"name": "header-route"}}]
+    p = plan(body)
+    assert not p.ok and "managedRoutes" in " ".join(d.format() for d in p.diagnostics)
+    body["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] = [
+        {"name": "header-route"}]
+    assert plan(body).ok

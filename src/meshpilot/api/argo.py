@@ -113,6 +113,54 @@ class RolloutAnalysisBackground(RolloutAnalysis):
     starting_step: int | None = Field(default=None, ge=0)
 
 
+class StringMatch(Model):
+    """Istio's StringMatch (exactly one of exact, prefix, regex)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        if sum(v is not None for _, v in self) != 1:
+            raise PydanticCustomError("mp_value", "a match sets exactly one of exact, "
+                                      "prefix, regex")
+        return self
+
+
+class HeaderRoutingMatch(Model):
+    header_name: str = Field(min_length=1)
+    header_value: StringMatch
+
+
+class SetHeaderRoute(Model):
+    """A route (one of ``managedRoutes``) sending requests with these headers to the
+    canary; without ``match`` the route is removed."""
+
+    name: str = Field(min_length=1)
+    match: list[HeaderRoutingMatch] | None = None
+
+
+class RouteMatch(Model):
+    method: StringMatch | None = None
+    path: StringMatch | None = None
+    headers: dict[str, StringMatch] | None = None
+
+
+class SetMirrorRoute(Model):
+    """A route (one of ``managedRoutes``) that serves matching requests as the weighted
+    route does and mirrors ``percentage`` of them to the canary; without ``match`` the
+    route is removed."""
+
+    name: str = Field(min_length=1)
+    match: list[RouteMatch] | None = None
+    percentage: int | None = Field(default=None, ge=0, le=100)
+
+
+class ManagedRoute(Model):
+    name: str = Field(min_length=1)
+
+
 class CanaryStep(Model):
     """One step; exactly one field is set (Argo's rule)."""
 
@@ -120,10 +168,10 @@ class CanaryStep(Model):
     pause: RolloutPause | None = None
     set_canary_scale: SetCanaryScale | None = None
     analysis: RolloutAnalysis | None = None
+    set_header_route: SetHeaderRoute | None = None
+    set_mirror_route: SetMirrorRoute | None = None
     # Argo step kinds meshpilot does not run yet: refused by validation.argo_fields.
     experiment: Any = None
-    set_header_route: Any = None
-    set_mirror_route: Any = None
     plugin: Any = None
 
     @model_validator(mode="after")
@@ -179,7 +227,7 @@ class TrafficRouting(Model):
     traefik: Any = None
     apisix: Any = None
     plugins: Any = None
-    managed_routes: Any = None
+    managed_routes: list[ManagedRoute] | None = None
     max_traffic_weight: Any = None
 
 
@@ -202,6 +250,20 @@ class CanaryStrategy(Model):
     ping_pong: Any = None
     min_pods_per_replica_set: Any = None
     replica_progress_threshold: Any = None
+
+    @model_validator(mode="after")
+    def _managed_route_names(self) -> CanaryStrategy:
+        """Argo's rule: a setHeaderRoute/setMirrorRoute names one of managedRoutes."""
+        managed = {r.name for r in (self.traffic_routing.managed_routes or [])} if (
+            self.traffic_routing) else set()
+        for step in self.steps:
+            route = step.set_header_route or step.set_mirror_route
+            if route is not None and route.name not in managed:
+                raise PydanticCustomError(
+                    "mp_value", "step route {name!r} is not in "
+                    "trafficRouting.managedRoutes ({names})",
+                    {"name": route.name, "names": ", ".join(sorted(managed)) or "none"})
+        return self
 
     @model_validator(mode="after")
     def _routing_targets(self) -> CanaryStrategy:

@@ -57,9 +57,8 @@ ROLLOUT: tuple[Unapplied, ...] = (
         "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
     *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause, "
-              "setCanaryScale and analysis run)") for step in ("experiment",
-                                                  "setHeaderRoute", "setMirrorRoute",
-                                                  "plugin")),
+              "setCanaryScale, analysis, setHeaderRoute and setMirrorRoute run)")
+      for step in ("experiment", "plugin")),
     *(_refuse(*_ROUTING, router, what=f"trafficRouting.{router}: meshpilot routes as "
               "Istio only (trafficRouting.istio)") for router in (
         "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),
@@ -69,8 +68,6 @@ ROLLOUT: tuple[Unapplied, ...] = (
     *(_refuse(*place, "args", EACH, "valueFrom", "fieldRef", what="an analysis argument "
               "from valueFrom.fieldRef (give value or valueFrom.podTemplateHashValue)")
       for place in ((*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))),
-    _refuse(*_ROUTING, "managedRoutes", what="managedRoutes (setHeaderRoute and "
-            "setMirrorRoute)"),
     _refuse(*_ROUTING, "maxTrafficWeight", what="maxTrafficWeight (weights are percent)"),
     *(_refuse(*_ISTIO, place, *rest, field, what=f"Istio {field} (HTTP routes are "
               "split)") for place, rest in (("virtualService", ()),

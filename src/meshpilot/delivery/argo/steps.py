@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshpilot.api.argo import Rollout, RolloutAnalysis
-from meshpilot.delivery.argo import run_objects, traffic, workloads
+from meshpilot.delivery.argo import managed_routes, run_objects, traffic, workloads
 from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, ArgoState, RunRef
 from meshpilot.delivery.ports import WorkloadStatus
 
@@ -90,6 +90,8 @@ class Tick:
         self.pod_hash = workloads.pod_template_hash(rollout.spec.template)
         self.objects: list[dict[str, Any]] = []
         self.deletes: list[tuple[str, str]] = []
+        self.managed: dict[str, Any] = {}
+        """The setHeaderRoute/setMirrorRoute routes the VirtualServices carry now."""
 
     # --- commands ------------------------------------------------------------------
 
@@ -288,8 +290,10 @@ class Tick:
         assert istio is not None, "validation refuses a canary without trafficRouting.istio"
         edits: list[tuple[dict[str, Any], dict[str, Any]]] = []
         rule = istio.destination_rule
+        dr_host = None
         if rule is not None:
             stored = self._stored("DestinationRule", rule.name)
+            dr_host = (stored.get("spec") or {}).get("host")
             edits.append((traffic.hashed_destination_rule(
                 self.ro, stored, canary_hash, self.st.stable_rs), stored))
         canary = self.ro.canary
@@ -300,8 +304,9 @@ class Tick:
                 edits.append((traffic.hashed_service(stored, pod_hash), stored))
         for spec in istio.all_virtual_services:
             stored = self._stored("VirtualService", spec.name)
-            edits.append((traffic.weighted_virtual_service(self.ro, spec, stored,
-                                                           canary_weight), stored))
+            weighted = traffic.weighted_virtual_service(self.ro, spec, stored, canary_weight)
+            edits.append((managed_routes.with_managed_routes(
+                self.ro, spec, weighted, self.managed, dr_host), stored))
         return [new for new, old in edits if traffic.changed(new, old)]
 
     def _stored(self, kind: str, name: str) -> dict[str, Any]:
@@ -360,7 +365,19 @@ class Tick:
             self.set_canary_scale()
         elif step.analysis is not None:
             self.step_analysis(step.analysis)
+        elif step.set_header_route is not None or step.set_mirror_route is not None:
+            self.set_route()
         self.st.message = self.st.message or f"step {self.st.step_index}/{len(steps)}"
+
+    def set_route(self) -> None:
+        """A setHeaderRoute or setMirrorRoute step: the route changes, the step is done."""
+        self.managed = managed_routes.in_effect(self.ro, self.st.step_index + 1)
+        problem = self.route(self.st.canary_weight, self.pod_hash)
+        if problem:
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.st.step_index += 1
+        self.st.phase, self.st.message = "Progressing", ""
 
     def canary_pods(self, weight: int) -> int:
         return canary_count(self.ro, self.st.step_index, weight)
@@ -397,7 +414,9 @@ class Tick:
         self.st.phase, self.st.message = "Paused", PAUSE_REASON
 
     def finish(self) -> None:
-        """All steps done: canary to all replicas, then all traffic, then stable."""
+        """All steps done: canary to all replicas, then all traffic, then stable (the
+        managed routes go, as Argo removes them on promotion)."""
+        self.managed = {}
         self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
         if not self.run_current(self.ro.spec.replicas):
             return
@@ -428,6 +447,8 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         refused = tick.command(command)
         if refused:
             return Decision(state, refused=refused)
+    if not (tick.st.promoted or tick.st.abort):
+        tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
     if tick.st.promoted:
         tick.healthy()
     elif tick.st.abort:
