@@ -127,3 +127,40 @@ def test_a_cluster_template_takes_no_namespace() -> None:
     body["kind"] = "ClusterAnalysisTemplate"
     p = plan(body)
     assert not p.ok and "cluster-scoped" in " ".join(d.format() for d in p.diagnostics)
+
+
+ROLLOUT_WITH_ANALYSIS = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: demo}]}
+  strategy:
+    blueGreen:
+      activeService: web-active
+      prePromotionAnalysis:
+        templates: [{templateName: success-rate}, {templateName: smoke, clusterScope: true}]
+"""
+
+
+def test_a_missing_analysis_template_is_a_warning_naming_it() -> None:
+    # Argo finds templates when it makes a run (getAnalysisTemplatesFromRefs): a missing
+    # one is told at apply, where the Rollout still goes in
+    p = plan_apply([("ro.yaml", ROLLOUT_WITH_ANALYSIS)], [])
+    assert p.ok
+    warned = [(d.code, d.path, d.message) for d in p.diagnostics if d.code == "MP2050"]
+    assert [w[1] for w in warned] == [
+        "spec.strategy.blueGreen.prePromotionAnalysis.templates[0].templateName",
+        "spec.strategy.blueGreen.prePromotionAnalysis.templates[1].templateName"]
+    assert "AnalysisTemplate default/success-rate" in warned[0][2]
+    assert "ClusterAnalysisTemplate smoke" in warned[1][2]
+    both = plan_apply([("all.yaml", ROLLOUT_WITH_ANALYSIS + "---\n" + yaml.safe_dump(BASE)
+                        + "---\n" + yaml.safe_dump({
+                            "apiVersion": "argoproj.io/v1alpha1",
+                            "kind": "ClusterAnalysisTemplate", "metadata": {"name": "smoke"},
+                            "spec": BASE["spec"]}))], [])
+    assert [d for d in both.diagnostics if d.code == "MP2050"] == []

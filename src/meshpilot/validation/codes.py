@@ -89,6 +89,9 @@ ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition 
                       "failureCondition outside the supported expression forms")
 ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
                       "supported forms ({$.a.b[0]})")
+ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
+                             "AnalysisTemplate or ClusterAnalysisTemplate that does not "
+                             "exist (yet)")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
