@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any, Protocol
 
 import httpx
@@ -66,19 +67,25 @@ def prometheus_result(body: dict[str, Any]) -> tuple[str, Any]:
 
 
 class HttpMeasurer:
-    """Measures with httpx; one client per verification mode, made on first use."""
+    """Measures with httpx; one client per verification mode, made on first use (runs are
+    measured on several workers at once: the clients are shared, made under a lock)."""
 
     def __init__(self) -> None:
         self._clients: dict[bool, httpx.Client] = {}
+        self._lock = threading.Lock()
 
     def _client(self, insecure: bool) -> httpx.Client:
-        if insecure not in self._clients:
-            self._clients[insecure] = httpx.Client(verify=not insecure)
-        return self._clients[insecure]
+        with self._lock:
+            if insecure not in self._clients:
+                self._clients[insecure] = httpx.Client(verify=not insecure,
+                                                        trust_env=False)
+            return self._clients[insecure]
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def measure(self, metric: Metric) -> tuple[str, Any]:
         provider = metric.provider

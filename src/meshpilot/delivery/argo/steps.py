@@ -18,6 +18,9 @@ time.
   Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
   Degraded until a new template or ``retry``. ``promote`` ends a pause and moves to the
   next step (kubectl-argo-rollouts' ``promote``).
+- ``analysis`` steps and the background ``analysis`` (``rollout/analysis.go``): see
+  :meth:`Tick.step_analysis` and :meth:`Tick.background_analysis`; ``setHeaderRoute`` and
+  ``setMirrorRoute`` steps: :mod:`.managed_routes`.
 """
 
 from __future__ import annotations
