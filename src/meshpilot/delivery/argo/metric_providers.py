@@ -77,8 +77,7 @@ class HttpMeasurer:
     def _client(self, insecure: bool) -> httpx.Client:
         with self._lock:
             if insecure not in self._clients:
-                self._clients[insecure] = httpx.Client(verify=not insecure,
-                                                        trust_env=False)
+                self._clients[insecure] = httpx.Client(verify=not insecure)
             return self._clients[insecure]
 
     def close(self) -> None:
