@@ -190,3 +190,23 @@ def test_passing_pre_and_post_analysis_promote() -> None:
     st = h.status
     assert st["phase"] == "Healthy" and st["stableRS"] == v2 and h.selects(ACTIVE) == v2
     assert st["blueGreen"]["postPromotionAnalysisRunStatus"]["status"] == "Successful"
+
+
+def test_a_new_template_during_post_promotion_analysis_returns_active_to_stable() -> None:
+    # the switched revision was never stable: a newer template starts over from the
+    # stable one (its pre-promotion path), the active Service back on stable meanwhile
+    h = BlueGreen(*([[1]] * 10), autoPromotionEnabled=False,
+                  postPromotionAnalysis={"templates": [{"templateName": "forever"}]})
+    h.cluster.put({**smoke_template(), "metadata": {"name": "forever", "namespace": NS},
+                   "spec": {"metrics": [{"name": "ok", "interval": "1s",
+                                         "successCondition": "result == [1]",
+                                         "provider": {"web": {"url": "http://127.0.0.1:9/"}}}]}})
+    v2 = h.release("v2")
+    h.tick(2)
+    assert h.command("promote") == ""
+    assert h.selects(ACTIVE) == v2 and h.status["stableRS"] == h.v1
+    v3 = h.release("v3")
+    h.tick()
+    assert h.selects(ACTIVE) == h.v1 and h.status["phase"] == "Progressing"
+    h.tick()
+    assert h.selects(PREVIEW) == v3 and h.status["phase"] == "Paused"

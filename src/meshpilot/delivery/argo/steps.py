@@ -150,6 +150,7 @@ class Tick:
                 self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
             st.current_pod_hash, st.step_index = h, 0
             st.abort, st.pause_start, st.abort_reason = False, None, ""
+            st.switched = False  # blue-green: a revision not yet stable loses the active
             self.new_analysis_attempt()
 
     def retire(self, pod_hash: str) -> None:
