@@ -217,3 +217,17 @@ def test_deleting_the_rollout_deletes_its_runs() -> None:
     h.cluster.objects.pop(("Rollout", NS, NAME))
     h.controller.deleted(NS, NAME, status)
     assert h.runs() == {}
+
+
+def test_a_cluster_template_is_found_with_cluster_scope() -> None:
+    # AnalysisTemplateRef.clusterScope: the template is a ClusterAnalysisTemplate
+    h = Analysed([0.99], [0.99], steps=[{"setWeight": 20}, {"analysis": {
+        "templates": [{"templateName": "cluster-rate", "clusterScope": True}],
+        "args": STEP_ANALYSIS["analysis"]["args"]}}])
+    h.cluster.put({**TEMPLATE, "kind": "ClusterAnalysisTemplate",
+                   "metadata": {"name": "cluster-rate", "namespace": ""}})
+    _, v2 = h.release_v2()
+    h.until("promoted", lambda: h.phase_is("Healthy"))
+    assert h.status["stableRS"] == v2
+    (run,) = h.runs().values()
+    assert run["spec"]["metrics"][0]["name"] == "success-rate"
