@@ -231,3 +231,20 @@ def test_a_cluster_template_is_found_with_cluster_scope() -> None:
     assert h.status["stableRS"] == v2
     (run,) = h.runs().values()
     assert run["spec"]["metrics"][0]["name"] == "success-rate"
+
+
+def test_finished_runs_beyond_the_history_limits_are_deleted() -> None:
+    # spec.analysis successfulRunHistoryLimit / unsuccessfulRunHistoryLimit (Argo's
+    # FilterAnalysisRunsToDelete: the current runs are kept, then that many of each)
+    h = Analysed(*([[0.99]] * 6), steps=[{"setWeight": 20}, STEP_ANALYSIS])
+    h.tick(2)  # v1 stable
+    made: list[str] = []
+    for version in ("v2", "v3", "v4"):
+        pod_hash = h.release(version)
+        h.cluster.objects[("Rollout", NS, NAME)]["spec"]["analysis"] = {
+            "successfulRunHistoryLimit": 1, "unsuccessfulRunHistoryLimit": 1}
+        h.until(f"{version} promoted", lambda: h.phase_is("Healthy"))
+        made.append(f"{NAME}-{pod_hash}-{len(made) + 1}-1")
+    # v4's run was made with v3's (kept, the 1 successful one) and v2's (deleted)
+    assert set(h.runs()) == set(made[1:])
+    assert h.status["meshpilot"]["analysisRuns"] == made[1:]

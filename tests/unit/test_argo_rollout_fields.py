@@ -81,7 +81,6 @@ def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
 CASES: list[tuple[dict[str, Any], str]] = [
     ({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
      "spec.workloadRef"),
-    ({"analysis": {"successfulRunHistoryLimit": 1}}, "spec.analysis"),
     ({"progressDeadlineSeconds": 600}, "spec.progressDeadlineSeconds"),
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
     ({"paused": True}, "spec.paused"),

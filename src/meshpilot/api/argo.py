@@ -326,6 +326,17 @@ class LabelSelector(Model):
     match_expressions: Any = None
 
 
+DEFAULT_RUN_HISTORY_LIMIT = 5
+"""Argo's default for successfulRunHistoryLimit and unsuccessfulRunHistoryLimit."""
+
+
+class AnalysisRunStrategy(Model):
+    """How many of a Rollout's finished AnalysisRuns are kept."""
+
+    successful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
+    unsuccessful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
+
+
 class RolloutSpec(Model):
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector | None = None
@@ -339,7 +350,7 @@ class RolloutSpec(Model):
     progress_deadline_abort: Any = None
     restart_at: Any = None
     rollback_window: Any = None
-    analysis: Any = None
+    analysis: AnalysisRunStrategy = Field(default_factory=AnalysisRunStrategy)
 
     @model_validator(mode="after")
     def _template_selected(self) -> RolloutSpec:

@@ -38,7 +38,6 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
     _refuse(*_SPEC, "restartAt", what="restartAt"),
     _refuse(*_SPEC, "rollbackWindow", what="rollbackWindow"),
-    _refuse(*_SPEC, "analysis", what="Rollout-level analysis"),
     _refuse(*_SPEC, "selector", "matchExpressions",
             what="matchExpressions (give matchLabels)"),
     *(_refuse("spec", "strategy", "blueGreen", field, what=f"blueGreen.{field}") for field in (

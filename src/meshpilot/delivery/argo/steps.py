@@ -35,9 +35,7 @@ from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, Ar
 from meshpilot.delivery.ports import WorkloadStatus
 
 FULL_WEIGHT = 100
-RUN_HISTORY_LIMIT = 10
-"""AnalysisRuns kept per Rollout; older ones are deleted (Argo keeps 5 successful and 5
-unsuccessful by default)."""
+UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
 
 @dataclass(frozen=True)
@@ -224,9 +222,31 @@ class Tick:
         self.objects.append(body)
         if name not in self.st.runs:
             self.st.runs.append(name)
-        while len(self.st.runs) > RUN_HISTORY_LIMIT:
-            self.deletes.append(("AnalysisRun", self.st.runs.pop(0)))
+        self.collect_runs(name)
         return RunRef(name, "Pending", "")
+
+    def collect_runs(self, new: str) -> None:
+        """Delete the oldest finished runs beyond spec.analysis' successful and
+        unsuccessful history limits (Argo's ``FilterAnalysisRunsToDelete``); runs still
+        going are kept, those gone already forgotten; ``new`` is not stored yet."""
+        limits = self.ro.spec.analysis
+        left = {"Successful": limits.successful_run_history_limit,
+                "unsuccessful": limits.unsuccessful_run_history_limit}
+        keep: list[str] = []
+        for name in reversed(self.st.runs):  # newest first
+            body = self.view.routing_object("AnalysisRun", name) if name != new else {}
+            if body is None:
+                continue
+            phase = str((body.get("status") or {}).get("phase") or "")
+            group = "Successful" if phase == "Successful" else (
+                "unsuccessful" if phase in UNSUCCESSFUL else "")
+            if group and left[group] <= 0:
+                self.deletes.append(("AnalysisRun", name))
+                continue
+            if group:
+                left[group] -= 1
+            keep.append(name)
+        self.st.runs = keep[::-1]
 
     def judge_run(self, ref: RunRef, kind: str) -> bool:
         """Abort on a Failed or Error run, pause on an Inconclusive one; whether it did."""
