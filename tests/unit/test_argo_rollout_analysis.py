@@ -114,8 +114,9 @@ def test_a_failing_step_analysis_aborts_and_stable_takes_all_traffic() -> None:
     assert 'Metric "success-rate" assessed Failed' in st["message"]
     assert st["canary"]["currentStepAnalysisRunStatus"]["status"] == "Failed"
     assert h.split() == {"stable": 100, "canary": 0}
-    assert h.replicas(v2) == 0 and h.replicas(v1) == 2
-    assert st["stableRS"] == v1
+    assert st["stableRS"] == v1 and h.replicas(v1) == 2
+    h.tick(31)  # abortScaleDownDelaySeconds
+    assert h.replicas(v2) == 0
 
 
 def test_retry_after_a_failed_analysis_makes_a_new_run() -> None:

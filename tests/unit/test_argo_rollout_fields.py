@@ -86,7 +86,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"paused": True}, "spec.paused"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (
         ("maxSurge", 1),
-        ("maxUnavailable", 0), ("abortScaleDownDelaySeconds", 30),
+        ("maxUnavailable", 0),
         ("scaleDownDelaySeconds", 30), ("dynamicStableScale", True),
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),

@@ -231,6 +231,11 @@ class TrafficRouting(Model):
     max_traffic_weight: Any = None
 
 
+DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS = 30
+"""Argo's default with traffic routing: an aborted canary keeps its pods this long, so
+proxies still sending to it while the split returns to stable are answered."""
+
+
 class CanaryStrategy(Model):
     canary_service: str | None = None
     stable_service: str | None = None
@@ -245,7 +250,8 @@ class CanaryStrategy(Model):
     stable_metadata: Any = None
     scale_down_delay_seconds: Any = None
     scale_down_delay_revision_limit: Any = None
-    abort_scale_down_delay_seconds: Any = None
+    abort_scale_down_delay_seconds: int = Field(default=DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS,
+                                                ge=0)
     dynamic_stable_scale: Any = None
     ping_pong: Any = None
     min_pods_per_replica_set: Any = None

@@ -53,7 +53,7 @@ ROLLOUT: tuple[Unapplied, ...] = (
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
         "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
-        "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
+        "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
     *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause, "
               "setCanaryScale, analysis, setHeaderRoute and setMirrorRoute run)")

@@ -14,8 +14,8 @@ time.
 - ``setCanaryScale`` sets the canary's pod count apart from its weight (``replicas``, or
   ``weight`` percent of the replicas) until ``matchTrafficWeight`` or the end of the steps,
   and waits for those pods (Argo's ``GetCanaryReplicasOrWeight``).
-- ``abort`` sends all traffic back to stable and scales the canary to zero (at once;
-  Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
+- ``abort`` sends all traffic back to stable and scales the canary to zero
+  ``abortScaleDownDelaySeconds`` (default 30) later; the phase is
   Degraded until a new template or ``retry``. ``promote`` ends a pause and moves to the
   next step (kubectl-argo-rollouts' ``promote``).
 - ``analysis`` steps and the background ``analysis`` (``rollout/analysis.go``): see
@@ -355,7 +355,12 @@ class Tick:
         self.st.message = "" if ready else "updated replicas are still becoming available"
 
     def aborted(self) -> None:
-        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+        """All traffic to stable; the canary keeps its pods abortScaleDownDelaySeconds
+        (default 30) after the abort, then is scaled to zero (Argo's behaviour with
+        traffic routing: the switch back fails no request)."""
+        due = (self.st.aborted_at or self.now) + self.ro.canary.abort_scale_down_delay_seconds
+        if self.now >= due:
+            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
         self.terminate_runs()
         problem = self.route(0, self.pod_hash)
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
