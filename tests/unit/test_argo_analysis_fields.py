@@ -90,14 +90,23 @@ def test_fields_not_implemented_are_refused_by_name(patch: dict[str, Any], path:
     assert ("MP0076", path) in codes_of(p), codes_of(p)
 
 
-def test_a_field_ref_argument_and_dry_run_are_refused() -> None:
+def test_a_field_ref_argument_is_refused() -> None:
     body = copy.deepcopy(BASE)
     body["spec"]["args"] = [{"name": "ns", "valueFrom": {
         "fieldRef": {"fieldPath": "metadata.namespace"}}}]
-    body["spec"]["dryRun"] = [{"metricName": "success-rate"}]
-    found = codes_of(plan(body))
-    assert ("MP0076", "spec.args[0].valueFrom.fieldRef") in found
-    assert ("MP0076", "spec.dryRun") in found
+    assert ("MP0076", "spec.args[0].valueFrom.fieldRef") in codes_of(plan(body))
+
+
+def test_dry_run_and_retention_rules_must_match_a_metric() -> None:
+    # GetDryRunMetrics / GetMeasurementRetentionMetrics: a rule matching no metric is an
+    # error; the pattern is Go's (RE2) regexp, found anywhere in the name
+    body = copy.deepcopy(BASE)
+    body["spec"]["dryRun"] = [{"metricName": "success"}]
+    body["spec"]["measurementRetention"] = [{"metricName": ".*", "limit": 20}]
+    assert plan(body).ok
+    body["spec"]["dryRun"] = [{"metricName": "^latency$"}]
+    p = plan(body)
+    assert not p.ok and "matches no metric" in " ".join(d.format() for d in p.diagnostics)
 
 
 @pytest.mark.parametrize("condition", [

@@ -190,3 +190,30 @@ def test_an_argument_without_a_value_is_an_error_run() -> None:
     st = AnalysisRunner(FakeClock(), store, store, ScriptedMeasurer()).tick(NS, NAME)
     assert st is not None and st["phase"] == "Error"
     assert "args.service" in st["message"]
+
+
+def test_a_dry_run_metric_is_measured_but_does_not_decide_the_run() -> None:
+    # assessRunStatus with dryRun: a failing dry-run metric leaves the run Successful,
+    # counted in dryRunSummary; measurementRetention keeps that many measurements
+    store = RunStore()
+    body = run_body(interval="1s", count=3)
+    body["spec"]["metrics"].append({**body["spec"]["metrics"][0], "name": "canary-latency"})
+    body["spec"]["dryRun"] = [{"metricName": "latency"}]
+    body["spec"]["measurementRetention"] = [{"metricName": "success", "limit": 2}]
+    store.put(body)
+    clock = FakeClock()
+    runner = AnalysisRunner(clock, store, store,
+                            ScriptedMeasurer([0.99], [0.1], [0.99], [0.99]))
+    st = runner.tick(NS, NAME)
+    # the dry-run metric failed (and is done); that ends nothing
+    assert st is not None and st["phase"] == "Running"
+    for _ in range(2):
+        clock.advance(1)
+        st = runner.tick(NS, NAME)
+    assert st is not None and st["phase"] == "Successful", st
+    judged, dry = st["metricResults"]
+    assert judged["count"] == 3 and len(judged["measurements"]) == 2
+    assert dry["dryRun"] is True and dry["phase"] == "Failed"
+    assert st["runSummary"]["successful"] == 1 and st["runSummary"]["count"] == 1
+    assert st["dryRunSummary"] == {"count": 1, "successful": 0, "failed": 1,
+                                   "inconclusive": 0, "error": 0}

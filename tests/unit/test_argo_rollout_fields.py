@@ -93,8 +93,8 @@ CASES: list[tuple[dict[str, Any], str]] = [
        f"spec.strategy.canary.steps[1].{step}") for step, value in (
         ("experiment", {"templates": []}), ("plugin", {"name": "p"}))),
     (canary({"analysis": {"templates": [{"templateName": "success-rate"}],
-                          "dryRun": [{"metricName": "m"}]}}),
-     "spec.strategy.canary.analysis.dryRun"),
+                          "analysisRunMetadata": {"labels": {"a": "b"}}}}),
+     "spec.strategy.canary.analysis.analysisRunMetadata"),
     (canary({"steps": [{"analysis": {"templates": [{"templateName": "success-rate"}],
                                      "args": [{"name": "ns", "valueFrom": {
                                          "fieldRef": {"fieldPath": "metadata.name"}}}]}}]}),

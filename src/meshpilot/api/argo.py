@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from meshpilot.api.argo_analysis import DryRun, MeasurementRetention
 from meshpilot.api.base import Labels, Model, Resource, parse_duration
 
 POD_TEMPLATE_HASH_LABEL = "rollouts-pod-template-hash"
@@ -104,8 +105,8 @@ class RolloutAnalysis(Model):
 
     templates: list[AnalysisTemplateRef] = Field(min_length=1)
     args: list[RolloutArgument] | None = None
-    dry_run: Any = None
-    measurement_retention: Any = None
+    dry_run: list[DryRun] | None = None
+    measurement_retention: list[MeasurementRetention] | None = None
     analysis_run_metadata: Any = None
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from meshpilot.api.base import Model, Resource, parse_duration
+from meshpilot.api.base import Model, Regex, Resource, parse_duration
 from meshpilot.api.config import ClusterObjectMeta
 
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
@@ -147,11 +147,53 @@ class Metric(Model):
         return self.count
 
 
+class DryRun(Model):
+    """Metrics (names matching the RE2 pattern, as Go's regexp) measured but not judged."""
+
+    metric_name: Regex
+
+
+class MeasurementRetention(Model):
+    """How many measurements of the matching metrics a run keeps (default 10)."""
+
+    metric_name: Regex
+    limit: int = Field(ge=1)
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Go's ``regexp.MatchString``: the RE2 pattern found anywhere in ``name``."""
+    import re2
+
+    return re2.search(pattern, name) is not None
+
+
 class AnalysisTemplateSpec(Model):
     metrics: list[Metric] = Field(min_length=1)
     args: list[Argument] | None = None
-    dry_run: Any = None
-    measurement_retention: Any = None
+    dry_run: list[DryRun] | None = None
+    measurement_retention: list[MeasurementRetention] | None = None
+
+    @model_validator(mode="after")
+    def _rules_match(self) -> AnalysisTemplateSpec:
+        """Argo's rule: each dryRun / measurementRetention rule matches some metric."""
+        for field, rules in (("dryRun", self.dry_run), ("measurementRetention",
+                                                       self.measurement_retention)):
+            for i, rule in enumerate(rules or []):
+                if not any(matches(rule.metric_name, m.name) for m in self.metrics):
+                    raise PydanticCustomError(
+                        "mp_value", "{field}[{i}]: {pattern!r} matches no metric name",
+                        {"field": field, "i": i, "pattern": rule.metric_name})
+        return self
+
+    def dry_run_metrics(self) -> set[str]:
+        return {m.name for m in self.metrics for rule in self.dry_run or []
+                if matches(rule.metric_name, m.name)}
+
+    def retention(self, name: str) -> int | None:
+        """The measurement limit of metric ``name`` (the last matching rule's)."""
+        limits = [r.limit for r in self.measurement_retention or []
+                  if matches(r.metric_name, name)]
+        return limits[-1] if limits else None
 
     @model_validator(mode="after")
     def _unique_names(self) -> AnalysisTemplateSpec:

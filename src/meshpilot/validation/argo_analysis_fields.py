@@ -2,7 +2,7 @@
 meshpilot does not act on: refused by name, never stored and ignored.
 
 - MP0075: a metric provider other than ``prometheus`` and ``web``.
-- MP0076: a field not implemented (dryRun, measurementRetention, consecutiveSuccessLimit,
+- MP0076: a field not implemented (consecutiveSuccessLimit,
   provider authentication, range queries, ``valueFrom.fieldRef``, ttlStrategy).
 - MP0077: a success or failure condition outside the supported expression forms
   (:mod:`meshpilot.api.argo_expressions`).
@@ -36,9 +36,6 @@ ANALYSIS: tuple[Unapplied, ...] = (
           why=f"provider {name} is refused: meshpilot runs the prometheus and web metric "
               "providers only; use one of them")
       for name in PROVIDERS if name not in _RUNS),
-    _field("spec", "dryRun", what="dry-run metrics"),
-    _field("spec", "measurementRetention", what="measurementRetention (the last 10 "
-           "measurements of a metric are kept)"),
     _field("spec", "ttlStrategy", what="ttlStrategy"),
     _field(*_METRIC, "consecutiveSuccessLimit", what="consecutiveSuccessLimit"),
     _field(*_METRIC, "provider", "prometheus", "authentication",

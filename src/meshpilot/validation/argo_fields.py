@@ -45,7 +45,7 @@ ROLLOUT: tuple[Unapplied, ...] = (
         "scaleDownDelayRevisionLimit", "abortScaleDownDelaySeconds", "maxUnavailable")),
     *(_refuse("spec", "strategy", "blueGreen", place, field, what=f"analysis {field}")
       for place in ("prePromotionAnalysis", "postPromotionAnalysis")
-      for field in ("dryRun", "measurementRetention", "analysisRunMetadata")),
+      for field in ("analysisRunMetadata",)),
     *(_refuse("spec", "strategy", "blueGreen", place, "args", EACH, "valueFrom", "fieldRef",
               what="an analysis argument from valueFrom.fieldRef (give value or "
                    "valueFrom.podTemplateHashValue)")
@@ -63,7 +63,7 @@ ROLLOUT: tuple[Unapplied, ...] = (
         "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),
     *(_refuse(*place, field, what=f"analysis {field}") for place in (
         (*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))
-      for field in ("dryRun", "measurementRetention", "analysisRunMetadata")),
+      for field in ("analysisRunMetadata",)),
     *(_refuse(*place, "args", EACH, "valueFrom", "fieldRef", what="an analysis argument "
               "from valueFrom.fieldRef (give value or valueFrom.podTemplateHashValue)")
       for place in ((*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))),

@@ -58,9 +58,10 @@ def _result(status: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def terminating(spec_terminate: bool, status: dict[str, Any]) -> bool:
-    """Argo's ``IsTerminating``: asked to, or a metric already ended the run."""
+    """Argo's ``IsTerminating``: asked to, or a metric (not a dry-run one) already ended
+    the run."""
     return spec_terminate or any(
-        r.get("phase") in ("Failed", "Error", "Inconclusive")
+        r.get("phase") in ("Failed", "Error", "Inconclusive") and not r.get("dryRun")
         for r in status.get("metricResults") or [])
 
 
@@ -114,16 +115,18 @@ def evaluate(metric: Metric, result: Any) -> tuple[str, str]:
     return ("Successful", "") if success else ("Inconclusive", "")
 
 
-def record(status: dict[str, Any], name: str, measurement: dict[str, Any]) -> dict[str, Any]:
+def record(status: dict[str, Any], name: str, measurement: dict[str, Any],
+           keep: int | None = None, dry_run: bool = False) -> dict[str, Any]:
     """``status`` with ``measurement`` (phase, value, message, startedAt, finishedAt)
-    added to metric ``name``'s result and counts (``runMeasurements``)."""
+    added to metric ``name``'s result and counts (``runMeasurements``); the last ``keep``
+    measurements are kept (measurementRetention; default 10)."""
     out = copy.deepcopy(status)
     results = out.setdefault("metricResults", [])
     result = _result(out, name)
     if result is None:
         result = {"name": name, "phase": "Running", "count": 0, "successful": 0,
                   "failed": 0, "inconclusive": 0, "error": 0, "consecutiveError": 0,
-                  "measurements": []}
+                  "measurements": [], **({"dryRun": True} if dry_run else {})}
         results.append(result)
     phase = measurement["phase"]
     key = {"Successful": "successful", "Failed": "failed", "Inconclusive": "inconclusive",
@@ -136,7 +139,7 @@ def record(status: dict[str, Any], name: str, measurement: dict[str, Any]) -> di
         result["consecutiveError"] = 0
     kept = [*(result.get("measurements") or []), {k: v for k, v in measurement.items()
                                                    if v not in (None, "")}]
-    result["measurements"] = kept[-MEASUREMENT_HISTORY_LIMIT:]
+    result["measurements"] = kept[-(keep or MEASUREMENT_HISTORY_LIMIT):]
     return out
 
 
@@ -181,40 +184,59 @@ def _worse(current: str, new: str) -> bool:
     return _ORDER.index(new) > _ORDER.index(current)
 
 
+def _set_phase(result: dict[str, Any], phase: str) -> None:
+    if result.get("phase") != phase:
+        result["phase"] = phase
+        last = (result.get("measurements") or [{}])[-1]
+        if last.get("message"):
+            result["message"] = last["message"]
+
+
+def _summary(count: int) -> dict[str, int]:
+    return {"count": count, "successful": 0, "failed": 0, "inconclusive": 0, "error": 0}
+
+
+def _reason(metric: Metric, result: dict[str, Any], phase: str) -> str:
+    _, reason = _limits_broken(metric, result)
+    if not reason:
+        return ""
+    message = f'Metric "{metric.name}" assessed {phase} due to {reason}'
+    if result.get("message"):
+        message += f': "Error Message: {result["message"]}"'
+    return message
+
+
 def assess(metrics: list[Metric], status: dict[str, Any], now: float,
-           terminate: bool = False) -> dict[str, Any]:
-    """``status`` with each metric's phase, the run's phase and message, its summary,
-    startedAt and (once completed) completedAt (``assessRunStatus``)."""
+           terminate: bool = False, dry_run: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``status`` with each metric's phase, the run's phase and message, its summaries,
+    startedAt and (once completed) completedAt (``assessRunStatus``). A ``dry_run``
+    metric is measured and shown but does not decide the run (``dryRunSummary``)."""
     out = copy.deepcopy(status)
     out.setdefault("metricResults", [])
     out.setdefault("startedAt", timestamp(now))
     ending = terminating(terminate, out)
     worst, message, completed = "", "Run Terminated" if terminate else "", True
-    summary = {"count": len(metrics), "successful": 0, "failed": 0, "inconclusive": 0,
-               "error": 0}
+    judged = [m for m in metrics if m.name not in dry_run]
+    summary, dry_summary = _summary(len(judged)), _summary(len(metrics) - len(judged))
     for metric in metrics:
         result = _result(out, metric.name)
         phase = _metric_phase(metric, result, ending)
-        if result is None:
-            completed = completed and phase in COMPLETED
-            continue
-        if result.get("phase") != phase:
-            result["phase"] = phase
-            last = (result.get("measurements") or [{}])[-1]
-            if last.get("message"):
-                result["message"] = last["message"]
+        if result is not None:
+            _set_phase(result, phase)
         if phase not in COMPLETED:
             completed = False
+        elif result is None:
             continue
-        summary[phase.lower()] += 1
-        if not worst or _worse(worst, phase):
-            worst = phase
-            _, reason = _limits_broken(metric, result)
-            if reason:
-                message = f'Metric "{metric.name}" assessed {phase} due to {reason}'
-                if result.get("message"):
-                    message += f': "Error Message: {result["message"]}"'
+        elif metric.name in dry_run:
+            dry_summary[phase.lower()] += 1
+            worst = worst or "Successful"
+        else:
+            summary[phase.lower()] += 1
+            if not worst or _worse(worst, phase):
+                worst, message = phase, _reason(metric, result, phase) or message
     out["runSummary"] = summary
+    if dry_run:
+        out["dryRunSummary"] = dry_summary
     if ending:
         run_phase = worst or "Successful"
     elif not completed or not worst:

@@ -73,6 +73,15 @@ def _rollout_values(rollout: Rollout, spec: RolloutAnalysis, stable: str,
     return values
 
 
+def _rules(templates: list[dict[str, Any]], spec: RolloutAnalysis) -> dict[str, list[Any]]:
+    """The templates' dryRun and measurementRetention rules, then the Rollout's."""
+    own = {"dryRun": spec.dry_run or [], "measurementRetention": spec.measurement_retention
+           or []}
+    return {field: [*(r for body in templates for r in (body.get("spec") or {}).get(field)
+                      or []), *(r.model_dump(by_alias=True) for r in own[field])]
+            for field in own}
+
+
 def new_run(rollout: Rollout, spec: RolloutAnalysis, read: TemplateReader, *, name: str,
             stable: str, latest: str, step: int | None,
             kind: str = "") -> dict[str, Any]:
@@ -96,12 +105,14 @@ def new_run(rollout: Rollout, spec: RolloutAnalysis, read: TemplateReader, *, na
               ROLLOUT_TYPE_LABEL: kind or ("Background" if step is None else "Step")}
     if step is not None:
         labels[STEP_INDEX_LABEL] = str(step)
+    rules = _rules(templates, spec)
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
         "metadata": {"name": name, "namespace": rollout.metadata.namespace,
                      "labels": labels,
                      "annotations": {ROLLOUT_ANNOTATION: rollout.metadata.name}},
-        "spec": {"metrics": metrics, **({"args": args} if args else {})},
+        "spec": {"metrics": metrics, **({"args": args} if args else {}),
+                 **{field: found for field, found in rules.items() if found}},
     }
 
 

@@ -126,15 +126,17 @@ class AnalysisRunner:
             values, secrets = resolve_args(run.spec.args or [], run.metadata.namespace,
                                            self.reader)
             for metric in analysis.due(metrics, status, now, terminate):
-                status = self._measure(status, metric, substituted(metric, values), secrets)
+                status = self._measure(run, status, metric, substituted(metric, values),
+                                       secrets)
         except ArgumentError as exc:
             status.update(phase="Error", message=f"Unable to resolve metric arguments: {exc}",
                           completedAt=analysis.timestamp(now))
             return status
-        return analysis.assess(metrics, status, self.clock(), terminate)
+        return analysis.assess(metrics, status, self.clock(), terminate,
+                               frozenset(run.spec.dry_run_metrics()))
 
-    def _measure(self, status: dict[str, Any], metric: Metric, resolved: Metric,
-                 secrets: list[str]) -> dict[str, Any]:
+    def _measure(self, run: AnalysisRun, status: dict[str, Any], metric: Metric,
+                 resolved: Metric, secrets: list[str]) -> dict[str, Any]:
         started = self.clock()
         value, message = "", ""
         try:
@@ -146,4 +148,6 @@ class AnalysisRunner:
                        "message": _masked(message, secrets),
                        "startedAt": analysis.timestamp(started),
                        "finishedAt": analysis.timestamp(self.clock())}
-        return analysis.record(status, metric.name, measurement)
+        return analysis.record(status, metric.name, measurement,
+                               keep=run.spec.retention(metric.name),
+                               dry_run=metric.name in run.spec.dry_run_metrics())
