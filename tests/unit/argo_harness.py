@@ -10,6 +10,7 @@ unrelated route (``admin``, to another host) that no step may touch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from tests.unit.delivery_fakes import FakeClock, InMemoryCluster
@@ -84,6 +85,16 @@ class ArgoCluster(InMemoryCluster):
 
     def put_rollout_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.objects[("Rollout", namespace, name)]["status"] = copy.deepcopy(status)
+
+    def analysis_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.routing_object(namespace, "AnalysisRun", name)
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        return None
+
+    def put_analysis_run_status(self, namespace: str, name: str,
+                                status: dict[str, Any]) -> None:
+        self.objects[("AnalysisRun", namespace, name)]["status"] = copy.deepcopy(status)
 
     def workload(self, namespace: str, name: str) -> WorkloadStatus:
         ws = super().workload(namespace, name)

@@ -189,8 +189,12 @@ def test_abort_sends_all_traffic_back_to_stable() -> None:
     assert st["phase"] == "Degraded" and st["abort"] is True
     assert st["message"].startswith("RolloutAborted")
     assert h.split() == {"stable": 100, "canary": 0}
-    assert h.replicas(v2) == 0 and h.replicas(v1) == 2
-    h.tick(5)
+    # abortScaleDownDelaySeconds (default 30): the canary's pod stays meanwhile
+    assert h.replicas(v2) == 1 and h.replicas(v1) == 2
+    h.tick(29)
+    assert h.replicas(v2) == 1
+    h.tick(2)
+    assert h.replicas(v2) == 0
     assert h.status["phase"] == "Degraded"
     assert h.command("promote") != ""  # an aborted Rollout is retried, not promoted
     assert h.command("retry") == ""

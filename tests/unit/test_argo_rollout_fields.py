@@ -79,24 +79,26 @@ def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
 
 
 CASES: list[tuple[dict[str, Any], str]] = [
-    ({"strategy": {"blueGreen": {"activeService": "a", "previewService": "b"}}},
-     "spec.strategy.blueGreen"),
     ({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
      "spec.workloadRef"),
-    ({"analysis": {"successfulRunHistoryLimit": 1}}, "spec.analysis"),
     ({"progressDeadlineSeconds": 600}, "spec.progressDeadlineSeconds"),
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
     ({"paused": True}, "spec.paused"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (
-        ("analysis", {"templates": [{"templateName": "success-rate"}]}), ("maxSurge", 1),
-        ("maxUnavailable", 0), ("abortScaleDownDelaySeconds", 30),
+        ("maxSurge", 1),
+        ("maxUnavailable", 0),
         ("scaleDownDelaySeconds", 30), ("dynamicStableScale", True),
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),
        f"spec.strategy.canary.steps[1].{step}") for step, value in (
-        ("analysis", {"templates": []}),
-        ("experiment", {"templates": []}), ("setHeaderRoute", {"name": "h"}),
-        ("setMirrorRoute", {"name": "m"}))),
+        ("experiment", {"templates": []}), ("plugin", {"name": "p"}))),
+    (canary({"analysis": {"templates": [{"templateName": "success-rate"}],
+                          "analysisRunMetadata": {"labels": {"a": "b"}}}}),
+     "spec.strategy.canary.analysis.analysisRunMetadata"),
+    (canary({"steps": [{"analysis": {"templates": [{"templateName": "success-rate"}],
+                                     "args": [{"name": "ns", "valueFrom": {
+                                         "fieldRef": {"fieldPath": "metadata.name"}}}]}}]}),
+     "spec.strategy.canary.steps[0].analysis.args[0].valueFrom.fieldRef"),
     (canary({"trafficRouting": {"nginx": {"stableIngress": "web"}}}),
      "spec.strategy.canary.trafficRouting.nginx"),
     (canary({"trafficRouting": {"istio": {"virtualService": {"tlsRoutes": [{"port": 443}]}}}}),
@@ -172,3 +174,46 @@ def test_argos_whole_example_draws_no_subset_warning() -> None:
     p = plan_apply([("ex.yaml", yaml.safe_dump_all([service, rule, BASE]))], [])
     assert p.ok and [d.code for d in p.diagnostics] == [], [
         d.format() for d in p.diagnostics]
+
+
+def blue_green(**fields: Any) -> dict[str, Any]:
+    body = copy.deepcopy(BASE)
+    body["spec"]["strategy"] = {"blueGreen": {"activeService": "web-active",
+                                              "previewService": "web-preview", **fields}}
+    return body
+
+
+def test_argos_blue_green_strategy_is_accepted() -> None:
+    # bluegreen.md's fields meshpilot runs
+    p = plan(blue_green(autoPromotionEnabled=False, autoPromotionSeconds=30,
+                        scaleDownDelaySeconds=5,
+                        prePromotionAnalysis={"templates": [{"templateName": "smoke"}]},
+                        postPromotionAnalysis={"templates": [{"templateName": "smoke"}]}))
+    assert p.ok, [d.format() for d in p.diagnostics]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("previewReplicaCount", 1), ("abortScaleDownDelaySeconds", 10),
+    ("activeMetadata", {"labels": {"role": "active"}}), ("maxUnavailable", 1)])
+def test_blue_green_fields_not_run_are_refused(field: str, value: Any) -> None:
+    p = plan(blue_green(**{field: value}))
+    assert (REFUSE, f"spec.strategy.blueGreen.{field}") in [
+        (d.code, d.path) for d in p.diagnostics]
+
+
+def test_both_strategies_or_one_service_for_both_roles_are_invalid() -> None:
+    both = blue_green()
+    both["spec"]["strategy"]["canary"] = BASE["spec"]["strategy"]["canary"]
+    assert not plan(both).ok
+    assert not plan(blue_green(previewService="web-active")).ok
+
+
+def test_a_step_route_must_be_a_managed_route() -> None:
+    # Argo's validation: setHeaderRoute/setMirrorRoute name one of managedRoutes
+    body = copy.deepcopy(BASE)
+    body["spec"]["strategy"]["canary"]["steps"] = [{"setHeaderRoute": {"name": "header-route"}}]
+    p = plan(body)
+    assert not p.ok and "managedRoutes" in " ".join(d.format() for d in p.diagnostics)
+    body["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] = [
+        {"name": "header-route"}]
+    assert plan(body).ok

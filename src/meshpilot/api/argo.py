@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from meshpilot.api.argo_analysis import DryRun, MeasurementRetention
 from meshpilot.api.base import Labels, Model, Resource, parse_duration
 
 POD_TEMPLATE_HASH_LABEL = "rollouts-pod-template-hash"
@@ -73,17 +74,105 @@ class SetCanaryScale(Model):
         return self
 
 
+class AnalysisTemplateRef(Model):
+    template_name: str = Field(min_length=1)
+    cluster_scope: bool = False
+
+
+class RolloutArgumentValueFrom(Model):
+    """A Rollout's analysis argument from the stable or latest revision's hash."""
+
+    pod_template_hash_value: Literal["Stable", "Latest"] | None = None
+    field_ref: Any = None  # refused by validation.argo_fields
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RolloutArgumentValueFrom:
+        if (self.pod_template_hash_value is None) == (self.field_ref is None):
+            raise PydanticCustomError("mp_value", "valueFrom sets exactly one of "
+                                      "podTemplateHashValue, fieldRef")
+        return self
+
+
+class RolloutArgument(Model):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: RolloutArgumentValueFrom | None = None
+
+
+class RolloutAnalysis(Model):
+    """Templates to run as one AnalysisRun (a step's, or the background one), with the
+    values of their arguments."""
+
+    templates: list[AnalysisTemplateRef] = Field(min_length=1)
+    args: list[RolloutArgument] | None = None
+    dry_run: list[DryRun] | None = None
+    measurement_retention: list[MeasurementRetention] | None = None
+    analysis_run_metadata: Any = None
+
+
+class RolloutAnalysisBackground(RolloutAnalysis):
+    starting_step: int | None = Field(default=None, ge=0)
+
+
+class StringMatch(Model):
+    """Istio's StringMatch (exactly one of exact, prefix, regex)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        if sum(v is not None for _, v in self) != 1:
+            raise PydanticCustomError("mp_value", "a match sets exactly one of exact, "
+                                      "prefix, regex")
+        return self
+
+
+class HeaderRoutingMatch(Model):
+    header_name: str = Field(min_length=1)
+    header_value: StringMatch
+
+
+class SetHeaderRoute(Model):
+    """A route (one of ``managedRoutes``) sending requests with these headers to the
+    canary; without ``match`` the route is removed."""
+
+    name: str = Field(min_length=1)
+    match: list[HeaderRoutingMatch] | None = None
+
+
+class RouteMatch(Model):
+    method: StringMatch | None = None
+    path: StringMatch | None = None
+    headers: dict[str, StringMatch] | None = None
+
+
+class SetMirrorRoute(Model):
+    """A route (one of ``managedRoutes``) that serves matching requests as the weighted
+    route does and mirrors ``percentage`` of them to the canary; without ``match`` the
+    route is removed."""
+
+    name: str = Field(min_length=1)
+    match: list[RouteMatch] | None = None
+    percentage: int | None = Field(default=None, ge=0, le=100)
+
+
+class ManagedRoute(Model):
+    name: str = Field(min_length=1)
+
+
 class CanaryStep(Model):
     """One step; exactly one field is set (Argo's rule)."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: RolloutPause | None = None
     set_canary_scale: SetCanaryScale | None = None
+    analysis: RolloutAnalysis | None = None
+    set_header_route: SetHeaderRoute | None = None
+    set_mirror_route: SetMirrorRoute | None = None
     # Argo step kinds meshpilot does not run yet: refused by validation.argo_fields.
-    analysis: Any = None
     experiment: Any = None
-    set_header_route: Any = None
-    set_mirror_route: Any = None
     plugin: Any = None
 
     @model_validator(mode="after")
@@ -139,8 +228,13 @@ class TrafficRouting(Model):
     traefik: Any = None
     apisix: Any = None
     plugins: Any = None
-    managed_routes: Any = None
+    managed_routes: list[ManagedRoute] | None = None
     max_traffic_weight: Any = None
+
+
+DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS = 30
+"""Argo's default with traffic routing: an aborted canary keeps its pods this long, so
+proxies still sending to it while the split returns to stable are answered."""
 
 
 class CanaryStrategy(Model):
@@ -148,8 +242,8 @@ class CanaryStrategy(Model):
     stable_service: str | None = None
     steps: list[CanaryStep] = Field(default_factory=list)
     traffic_routing: TrafficRouting | None = None
+    analysis: RolloutAnalysisBackground | None = None
     # Declared so they are refused by name (validation.argo_fields), not unknown.
-    analysis: Any = None
     max_surge: Any = None
     max_unavailable: Any = None
     anti_affinity: Any = None
@@ -157,11 +251,26 @@ class CanaryStrategy(Model):
     stable_metadata: Any = None
     scale_down_delay_seconds: Any = None
     scale_down_delay_revision_limit: Any = None
-    abort_scale_down_delay_seconds: Any = None
+    abort_scale_down_delay_seconds: int = Field(default=DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS,
+                                                ge=0)
     dynamic_stable_scale: Any = None
     ping_pong: Any = None
     min_pods_per_replica_set: Any = None
     replica_progress_threshold: Any = None
+
+    @model_validator(mode="after")
+    def _managed_route_names(self) -> CanaryStrategy:
+        """Argo's rule: a setHeaderRoute/setMirrorRoute names one of managedRoutes."""
+        managed = {r.name for r in (self.traffic_routing.managed_routes or [])} if (
+            self.traffic_routing) else set()
+        for step in self.steps:
+            route = step.set_header_route or step.set_mirror_route
+            if route is not None and route.name not in managed:
+                raise PydanticCustomError(
+                    "mp_value", "step route {name!r} is not in "
+                    "trafficRouting.managedRoutes ({names})",
+                    {"name": route.name, "names": ", ".join(sorted(managed)) or "none"})
+        return self
 
     @model_validator(mode="after")
     def _routing_targets(self) -> CanaryStrategy:
@@ -175,14 +284,64 @@ class CanaryStrategy(Model):
         return self
 
 
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
+"""Argo's default for blueGreen.scaleDownDelaySeconds."""
+
+
+class BlueGreenStrategy(Model):
+    """Two Services over whole revisions: ``activeService`` serves users,
+    ``previewService`` the next revision until it is promoted."""
+
+    active_service: str = Field(min_length=1)
+    preview_service: str | None = None
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int | None = Field(default=None, ge=1)
+    pre_promotion_analysis: RolloutAnalysis | None = None
+    post_promotion_analysis: RolloutAnalysis | None = None
+    scale_down_delay_seconds: int = Field(default=DEFAULT_SCALE_DOWN_DELAY_SECONDS, ge=0)
+    # Declared so they are refused by name (validation.argo_fields), not unknown.
+    preview_replica_count: Any = None
+    anti_affinity: Any = None
+    active_metadata: Any = None
+    preview_metadata: Any = None
+    scale_down_delay_revision_limit: Any = None
+    abort_scale_down_delay_seconds: Any = None
+    max_unavailable: Any = None
+
+    @model_validator(mode="after")
+    def _two_services(self) -> BlueGreenStrategy:
+        if self.preview_service == self.active_service:
+            raise PydanticCustomError("mp_value", "previewService and activeService must "
+                                      "be two Services")
+        return self
+
+
 class RolloutStrategy(Model):
     canary: CanaryStrategy | None = None
-    blue_green: Any = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> RolloutStrategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise PydanticCustomError("mp_value", "a Rollout's strategy sets exactly one "
+                                      "of canary, blueGreen")
+        return self
 
 
 class LabelSelector(Model):
     match_labels: Labels = Field(default_factory=dict)
     match_expressions: Any = None
+
+
+DEFAULT_RUN_HISTORY_LIMIT = 5
+"""Argo's default for successfulRunHistoryLimit and unsuccessfulRunHistoryLimit."""
+
+
+class AnalysisRunStrategy(Model):
+    """How many of a Rollout's finished AnalysisRuns are kept."""
+
+    successful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
+    unsuccessful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
 
 
 class RolloutSpec(Model):
@@ -198,7 +357,7 @@ class RolloutSpec(Model):
     progress_deadline_abort: Any = None
     restart_at: Any = None
     rollback_window: Any = None
-    analysis: Any = None
+    analysis: AnalysisRunStrategy = Field(default_factory=AnalysisRunStrategy)
 
     @model_validator(mode="after")
     def _template_selected(self) -> RolloutSpec:
@@ -231,6 +390,17 @@ class Rollout(Resource):
         return canary
 
     @property
+    def blue_green(self) -> BlueGreenStrategy | None:
+        return self.spec.strategy.blue_green
+
+    @property
+    def steps(self) -> list[CanaryStep]:
+        """The canary's steps; a blue-green Rollout has none."""
+        canary = self.spec.strategy.canary
+        return canary.steps if canary is not None else []
+
+    @property
     def istio(self) -> IstioTrafficRouting | None:
-        routing = self.canary.traffic_routing
+        canary = self.spec.strategy.canary
+        routing = canary.traffic_routing if canary is not None else None
         return routing.istio if routing else None

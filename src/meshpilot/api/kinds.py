@@ -121,6 +121,12 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.flagger_alerts:AlertProvider"),
     KindInfo(ARGO, "Rollout", "rollouts", ("v1alpha1",), ("ro",),
              "meshpilot.api.argo:Rollout"),
+    KindInfo(ARGO, "AnalysisTemplate", "analysistemplates", ("v1alpha1",), (),
+             "meshpilot.api.argo_analysis:AnalysisTemplate"),
+    KindInfo(ARGO, "ClusterAnalysisTemplate", "clusteranalysistemplates", ("v1alpha1",), (),
+             "meshpilot.api.argo_analysis:ClusterAnalysisTemplate", namespaced=False),
+    KindInfo(ARGO, "AnalysisRun", "analysisruns", ("v1alpha1",), (),
+             "meshpilot.api.argo_analysis:AnalysisRun"),
 )
 
 _BY_KIND: MappingProxyType[str, KindInfo] = MappingProxyType({k.kind: k for k in KINDS})

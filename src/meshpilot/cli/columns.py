@@ -113,6 +113,7 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType({
     "Canary": (("STATUS", _canary_status), ("WEIGHT", _weight)),
     "Rollout": (("DESIRED", _replicas), ("STATUS", _canary_status), ("STEP", _rollout_step),
                 ("WEIGHT", _rollout_weight)),
+    "AnalysisRun": (("STATUS", lambda o: str((o.get("status") or {}).get("phase", ""))),),
     "MetricTemplate": (
         ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type", ""))),
     ),

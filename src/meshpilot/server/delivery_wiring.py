@@ -58,6 +58,9 @@ from meshpilot.delivery import (
     spec_hash,
 )
 from meshpilot.delivery.argo import ArgoController
+from meshpilot.delivery.argo.analysis import COMPLETED as ANALYSIS_COMPLETED
+from meshpilot.delivery.argo.metric_providers import HttpMeasurer
+from meshpilot.delivery.argo.runner import AnalysisRunner
 from meshpilot.delivery.loadtester import LoadTester
 from meshpilot.delivery.ports import LiveCounts
 from meshpilot.delivery.shell_tasks import ShellTasks, command_env
@@ -148,6 +151,14 @@ class StoreWriter:
         except NotFound:
             log.info("Rollout %s/%s was deleted; its status is not written", namespace, name)
 
+    def put_analysis_run_status(self, namespace: str, name: str,
+                                status: dict[str, Any]) -> None:
+        try:
+            self.store.commit([PutStatus(_key("AnalysisRun", namespace, name), status)])
+        except NotFound:
+            log.info("AnalysisRun %s/%s was deleted; its status is not written",
+                     namespace, name)
+
 
 # --- the reader -------------------------------------------------------------------------
 
@@ -191,6 +202,14 @@ class ClusterView:
 
     def rollouts(self) -> list[tuple[str, str]]:
         return [(o.key.namespace, o.key.name) for o in self.store.list(kind="Rollout")]
+
+    def analysis_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.routing_object(namespace, "AnalysisRun", name)
+
+    def analysis_runs(self) -> list[tuple[str, str]]:
+        """The AnalysisRuns still to measure (not yet completed)."""
+        return [(o.key.namespace, o.key.name) for o in self.store.list(kind="AnalysisRun")
+                if (o.body.get("status") or {}).get("phase") not in ANALYSIS_COMPLETED]
 
     def workload(self, namespace: str, name: str) -> WorkloadStatus:
         """The pods of the template the runtime is converging to, counted when ready.
@@ -421,6 +440,10 @@ class DeliveryLoop:
         self.workers = CanaryWorkers(self._tick_one)
         self.argo = ArgoController(time.time, StoreWriter(self.service), self.view)
         self.argo_workers = CanaryWorkers(self.argo.tick, name="argo")
+        self.measurer = HttpMeasurer()
+        self.analysis = AnalysisRunner(time.time, self.view, StoreWriter(self.service),
+                                       self.measurer)
+        self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
         self._hot: set[tuple[str, str]] = set()
         self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -452,6 +475,8 @@ class DeliveryLoop:
         self.workers.stop(timeout=STOP_SECONDS)
         self.argo_workers.stop(timeout=STOP_SECONDS)
         self.controller.close(timeout=STOP_SECONDS)
+        self.analysis_workers.stop(timeout=STOP_SECONDS)
+        self.measurer.close()
         self.alert_poster.close()
         if self.loadtester is not None:
             self.loadtester.stop()
@@ -488,6 +513,10 @@ class DeliveryLoop:
         for namespace, name in rollouts:
             self.argo_workers.kick(namespace, name)
         self.argo_workers.retire_others(rollouts)
+        runs = self.view.analysis_runs()
+        for namespace, name in runs:
+            self.analysis_workers.kick(namespace, name)
+        self.analysis_workers.retire_others(runs)
 
     def _relevant(self, event: WatchEvent) -> bool:
         key = event.object.key
@@ -503,6 +532,8 @@ class DeliveryLoop:
             return seen != event.object.generation
         if key.kind == "Rollout":
             return self._rollout_event(event)
+        if key.kind == "AnalysisRun":
+            return event.type == "ADDED"
         return key.kind == "Deployment"
 
     def _rollout_event(self, event: WatchEvent) -> bool:

@@ -38,25 +38,35 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
     _refuse(*_SPEC, "restartAt", what="restartAt"),
     _refuse(*_SPEC, "rollbackWindow", what="rollbackWindow"),
-    _refuse(*_SPEC, "analysis", what="Rollout-level analysis"),
     _refuse(*_SPEC, "selector", "matchExpressions",
             what="matchExpressions (give matchLabels)"),
-    _refuse("spec", "strategy", "blueGreen", what="the blueGreen strategy (use canary "
-            "with trafficRouting.istio)"),
+    *(_refuse("spec", "strategy", "blueGreen", field, what=f"blueGreen.{field}") for field in (
+        "previewReplicaCount", "antiAffinity", "activeMetadata", "previewMetadata",
+        "scaleDownDelayRevisionLimit", "abortScaleDownDelaySeconds", "maxUnavailable")),
+    *(_refuse("spec", "strategy", "blueGreen", place, field, what=f"analysis {field}")
+      for place in ("prePromotionAnalysis", "postPromotionAnalysis")
+      for field in ("analysisRunMetadata",)),
+    *(_refuse("spec", "strategy", "blueGreen", place, "args", EACH, "valueFrom", "fieldRef",
+              what="an analysis argument from valueFrom.fieldRef (give value or "
+                   "valueFrom.podTemplateHashValue)")
+      for place in ("prePromotionAnalysis", "postPromotionAnalysis")),
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
-        "analysis", "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
+        "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
-        "abortScaleDownDelaySeconds", "dynamicStableScale", "pingPong",
+        "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
-    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause and "
-              "setCanaryScale run)") for step in ("analysis", "experiment",
-                                                  "setHeaderRoute", "setMirrorRoute",
-                                                  "plugin")),
+    *(_refuse(*_CANARY, "steps", EACH, step, what=f"the {step} step (setWeight, pause, "
+              "setCanaryScale, analysis, setHeaderRoute and setMirrorRoute run)")
+      for step in ("experiment", "plugin")),
     *(_refuse(*_ROUTING, router, what=f"trafficRouting.{router}: meshpilot routes as "
               "Istio only (trafficRouting.istio)") for router in (
         "nginx", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")),
-    _refuse(*_ROUTING, "managedRoutes", what="managedRoutes (setHeaderRoute and "
-            "setMirrorRoute)"),
+    *(_refuse(*place, field, what=f"analysis {field}") for place in (
+        (*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))
+      for field in ("analysisRunMetadata",)),
+    *(_refuse(*place, "args", EACH, "valueFrom", "fieldRef", what="an analysis argument "
+              "from valueFrom.fieldRef (give value or valueFrom.podTemplateHashValue)")
+      for place in ((*_CANARY, "analysis"), (*_CANARY, "steps", EACH, "analysis"))),
     _refuse(*_ROUTING, "maxTrafficWeight", what="maxTrafficWeight (weights are percent)"),
     *(_refuse(*_ISTIO, place, *rest, field, what=f"Istio {field} (HTTP routes are "
               "split)") for place, rest in (("virtualService", ()),

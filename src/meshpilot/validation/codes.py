@@ -86,6 +86,17 @@ PROVIDER_ADDRESS = Code("MP0073", Severity.ERROR, "MetricTemplate graphite or in
 PROVIDER_QUERY = Code("MP0074", Severity.ERROR, "MetricTemplate query its provider does not "
                       "run: influxdb other than an InfluxQL SELECT (Flux), graphite without "
                       "a target")
+ARGO_METRIC_PROVIDER = Code("MP0075", Severity.ERROR, "Argo analysis metric provider "
+                            "meshpilot does not run (it runs prometheus and web)")
+ARGO_ANALYSIS_FIELD = Code("MP0076", Severity.ERROR, "Argo analysis field meshpilot does "
+                           "not implement")
+ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition or "
+                      "failureCondition outside the supported expression forms")
+ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
+                      "supported forms ({$.a.b[0]})")
+ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
+                             "AnalysisTemplate or ClusterAnalysisTemplate that does not "
+                             "exist (yet)")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")

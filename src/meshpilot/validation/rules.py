@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
+from meshpilot.validation.argo_analysis_fields import analysis_findings
 from meshpilot.validation.argo_fields import rollout_findings
 from meshpilot.validation.authorization_rules import authorization_policy_findings
 from meshpilot.validation.canary_rules import canary_findings
@@ -51,7 +52,10 @@ def _all_of(*rules: Rule) -> Rule:
 
 
 RULES: Mapping[str, Rule] = MappingProxyType({
+    "AnalysisRun": analysis_findings,
+    "AnalysisTemplate": analysis_findings,
     "AuthorizationPolicy": authorization_policy_findings,
+    "ClusterAnalysisTemplate": analysis_findings,
     "Canary": _all_of(canary_findings, rule_of(CANARY)),
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),

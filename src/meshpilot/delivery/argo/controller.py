@@ -15,6 +15,7 @@ from typing import Any
 
 from meshpilot.api.argo import Rollout
 from meshpilot.delivery.argo import traffic
+from meshpilot.delivery.argo.bluegreen import BlueGreenTick
 from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
 from meshpilot.delivery.argo.status import ArgoState
 from meshpilot.delivery.argo.steps import Decision, View, decide
@@ -57,20 +58,26 @@ class ArgoController:
             deployment=lambda n: self.reader.deployment(ns, n),
             workload=lambda n: self.reader.workload(ns, n),
             routing_object=lambda kind, n: self.reader.routing_object(ns, kind, n),
+            cluster_object=lambda kind, n: self.reader.routing_object("", kind, n),
         )
         state = ArgoState.from_status(rollout.status)
-        decision = decide(rollout, state, view, self.clock(), command)
+        kind = BlueGreenTick if rollout.blue_green is not None else None
+        decision = decide(rollout, state, view, self.clock(), command, kind)
         if decision.refused:
             return decision
-        canary = rollout.canary
-        status = decision.state.to_status(canary.canary_service, canary.stable_service)
+        canary = rollout.spec.strategy.canary
+        status = decision.state.to_status(canary.canary_service if canary else None,
+                                          canary.stable_service if canary else None)
         if status != rollout.status:
             self.writer.put_rollout_status(ns, rollout.metadata.name, status)
         self._write(ns, decision)
         return decision
 
     def _write(self, namespace: str, decision: Decision) -> None:
-        objects = [o for o in decision.objects if self._differs(namespace, o)]
+        # one write per object, the tick's last version of it (an apply may not name an
+        # object twice)
+        last = {(o["kind"], o["metadata"]["name"]): o for o in decision.objects}
+        objects = [o for o in last.values() if self._differs(namespace, o)]
         self.last_write_error = None
         try:
             if objects:
@@ -97,5 +104,6 @@ class ArgoController:
         st = ArgoState.from_status(status)
         hashes = {h for h in (st.current_pod_hash, st.stable_rs, *st.old_revisions) if h}
         refs = [("Deployment", f"{name}-{h}") for h in sorted(hashes)]
+        refs += [("AnalysisRun", run) for run in st.runs]  # Argo's runs go with their owner
         if refs:
             self.writer.delete(namespace, refs)

@@ -14,10 +14,13 @@ time.
 - ``setCanaryScale`` sets the canary's pod count apart from its weight (``replicas``, or
   ``weight`` percent of the replicas) until ``matchTrafficWeight`` or the end of the steps,
   and waits for those pods (Argo's ``GetCanaryReplicasOrWeight``).
-- ``abort`` sends all traffic back to stable and scales the canary to zero (at once;
-  Argo waits abortScaleDownDelaySeconds, a field meshpilot refuses); the phase is
+- ``abort`` sends all traffic back to stable and scales the canary to zero
+  ``abortScaleDownDelaySeconds`` (default 30) later; the phase is
   Degraded until a new template or ``retry``. ``promote`` ends a pause and moves to the
   next step (kubectl-argo-rollouts' ``promote``).
+- ``analysis`` steps and the background ``analysis`` (``rollout/analysis.go``): see
+  :meth:`Tick.step_analysis` and :meth:`Tick.background_analysis`; ``setHeaderRoute`` and
+  ``setMirrorRoute`` steps: :mod:`.managed_routes`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshpilot.api.argo import Rollout
-from meshpilot.delivery.argo import traffic, workloads
-from meshpilot.delivery.argo.status import PAUSE_REASON, ArgoState
+from meshpilot.api.argo import Rollout, RolloutAnalysis
+from meshpilot.delivery.argo import managed_routes, run_objects, traffic, workloads
+from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, ArgoState, RunRef
 from meshpilot.delivery.ports import WorkloadStatus
 
 FULL_WEIGHT = 100
+UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class View:
     deployment: Callable[[str], dict[str, Any] | None]
     workload: Callable[[str], WorkloadStatus]
     routing_object: Callable[[str, str], dict[str, Any] | None]
+    """(kind, name) -> a stored object of the Rollout's namespace: the user's
+    VirtualServices, DestinationRules and Services, AnalysisTemplates and AnalysisRuns."""
+    cluster_object: Callable[[str, str], dict[str, Any] | None] = lambda kind, name: None
+    """(kind, name) -> a stored cluster-scoped object (ClusterAnalysisTemplate)."""
 
 
 @dataclass
@@ -74,7 +82,7 @@ def canary_count(rollout: Rollout, index: int, weight: int) -> int:
     return workloads.canary_replicas(rollout, scale.weight or 0)
 
 
-class _Tick:
+class Tick:
     def __init__(self, rollout: Rollout, st: ArgoState, view: View, now: float) -> None:
         self.ro = rollout
         self.st = st
@@ -83,6 +91,8 @@ class _Tick:
         self.pod_hash = workloads.pod_template_hash(rollout.spec.template)
         self.objects: list[dict[str, Any]] = []
         self.deletes: list[tuple[str, str]] = []
+        self.managed: dict[str, Any] = {}
+        """The setHeaderRoute/setMirrorRoute routes the VirtualServices carry now."""
 
     # --- commands ------------------------------------------------------------------
 
@@ -92,25 +102,30 @@ class _Tick:
         if command == "abort":
             if st.promoted:
                 return "nothing to abort: the Rollout is fully promoted"
-            st.abort, st.aborted_at = True, self.now
-            st.pause_start = None
+            self.abort("")
             return ""
         if command == "retry":
             if not st.abort:
                 return "retry applies to an aborted Rollout only"
-            st.abort, st.aborted_at, st.step_index = False, None, 0
+            st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+            self.new_analysis_attempt()
             return ""
         if command == "promote":
             if st.abort:
                 return "the Rollout is aborted: retry it, or apply a new template"
             if st.promoted:
                 return "nothing to promote: the Rollout is fully promoted"
+            if st.inconclusive:
+                # Argo: promoting after an inconclusive analysis runs it again
+                st.inconclusive, st.pause_start = False, None
+                self.new_analysis_attempt()
+                return ""
             if st.pause_start is None:
                 # kubectl argo rollouts promote changes nothing then (its
                 # --skip-current-step is not implemented here)
                 return "the Rollout is not paused at a step; promote ends a pause"
             st.pause_start = None
-            st.step_index = min(st.step_index + 1, len(self.ro.canary.steps))
+            st.step_index = min(st.step_index + 1, len(self.ro.steps))
             return ""
         return f"{command} is not implemented for Argo Rollouts; use promote, abort or retry"
 
@@ -123,14 +138,18 @@ class _Tick:
         if not st.stable_rs or h == st.stable_rs:
             if st.current_pod_hash and st.current_pod_hash not in (h, st.stable_rs):
                 self.retire(st.current_pod_hash)
+            if st.current_pod_hash and st.current_pod_hash != h:
+                self.new_analysis_attempt()  # back to stable: the canary's runs stop
             st.stable_rs = st.current_pod_hash = h
-            st.step_index = len(self.ro.canary.steps)
+            st.step_index = len(self.ro.steps)
             st.abort, st.pause_start, st.canary_weight = False, None, 0
         elif h != st.current_pod_hash:
             if st.current_pod_hash != st.stable_rs:
                 self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
             st.current_pod_hash, st.step_index = h, 0
-            st.abort, st.pause_start = False, None
+            st.abort, st.pause_start, st.abort_reason = False, None, ""
+            st.switched = False  # blue-green: a revision not yet stable loses the active
+            self.new_analysis_attempt()
 
     def retire(self, pod_hash: str) -> None:
         """Keep revision ``pod_hash`` at zero replicas, within revisionHistoryLimit."""
@@ -157,6 +176,127 @@ class _Tick:
         ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
         return _ready(ws, replicas)
 
+    # --- analysis ------------------------------------------------------------------
+
+    def new_analysis_attempt(self) -> None:
+        """Stop the current runs; the next ones get new names (a template rolled back
+        to, a retry or a promote after Inconclusive never reads an old run's result)."""
+        self.terminate_runs()
+        self.st.analysis_attempt += 1
+        self.st.step_run, self.st.background_run = RunRef(), RunRef()
+        self.st.inconclusive = False
+
+    def terminate_runs(self, step: bool = True, background: bool = True) -> None:
+        refs = [r for r, on in ((self.st.step_run, step),
+                                (self.st.background_run, background)) if on and r.name]
+        for ref in refs:
+            body = self.view.routing_object("AnalysisRun", ref.name)
+            stopped = run_objects.terminated(body) if body is not None else None
+            if stopped is not None:
+                self.objects.append(stopped)
+
+    def _template(self, name: str, cluster: bool) -> dict[str, Any] | None:
+        if cluster:
+            return self.view.cluster_object("ClusterAnalysisTemplate", name)
+        return self.view.routing_object("AnalysisTemplate", name)
+
+    def analysis_run(self, spec: RolloutAnalysis, step: int | None,
+                     kind: str = "") -> RunRef | None:
+        """The current revision's run of ``spec`` (made when missing, also after a lost
+        write); None when it cannot be made (the Rollout is then Degraded). ``kind``
+        PrePromotion or PostPromotion: a blue-green Rollout's."""
+        suffix = {"PrePromotion": "pre", "PostPromotion": "post"}.get(kind, step)
+        name = run_objects.run_name(self.ro, self.pod_hash, self.st.analysis_attempt, suffix)
+        stored = self.view.routing_object("AnalysisRun", name)
+        if stored is not None:
+            status = stored.get("status") or {}
+            return RunRef(name, str(status.get("phase") or "Pending"),
+                          str(status.get("message") or ""))
+        try:
+            body = run_objects.new_run(self.ro, spec, self._template, name=name,
+                                       stable=self.st.stable_rs, latest=self.pod_hash,
+                                       step=step, kind=kind)
+        except run_objects.RunSpecError as exc:
+            self.degraded(f"InvalidSpec: {exc}")
+            return None
+        self.objects.append(body)
+        if name not in self.st.runs:
+            self.st.runs.append(name)
+        self.collect_runs(name)
+        return RunRef(name, "Pending", "")
+
+    def collect_runs(self, new: str) -> None:
+        """Delete the oldest finished runs beyond spec.analysis' successful and
+        unsuccessful history limits (Argo's ``FilterAnalysisRunsToDelete``); runs still
+        going are kept, those gone already forgotten; ``new`` is not stored yet."""
+        limits = self.ro.spec.analysis
+        left = {"Successful": limits.successful_run_history_limit,
+                "unsuccessful": limits.unsuccessful_run_history_limit}
+        keep: list[str] = []
+        for name in reversed(self.st.runs):  # newest first
+            body = self.view.routing_object("AnalysisRun", name) if name != new else {}
+            if body is None:
+                continue
+            phase = str((body.get("status") or {}).get("phase") or "")
+            group = "Successful" if phase == "Successful" else (
+                "unsuccessful" if phase in UNSUCCESSFUL else "")
+            if group and left[group] <= 0:
+                self.deletes.append(("AnalysisRun", name))
+                continue
+            if group:
+                left[group] -= 1
+            keep.append(name)
+        self.st.runs = keep[::-1]
+
+    def judge_run(self, ref: RunRef, kind: str) -> bool:
+        """Abort on a Failed or Error run, pause on an Inconclusive one; whether it did."""
+        if ref.status in ("Failed", "Error"):
+            reason = f"{kind} analysis phase error/failed"
+            self.abort(f"{reason}: {ref.message}" if ref.message else reason)
+            self.aborted()
+            return True
+        if ref.status == "Inconclusive":
+            self.st.inconclusive = True
+            self.st.pause_start = self.now
+            self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
+            return True
+        return False
+
+    def abort(self, reason: str) -> None:
+        self.st.abort, self.st.aborted_at = True, self.now
+        self.st.pause_start, self.st.inconclusive = None, False
+        self.st.abort_reason = reason
+
+    def background_analysis(self) -> bool:
+        """Run the background analysis from its starting step; whether it stopped the
+        steps (aborted or paused)."""
+        spec = self.ro.canary.analysis
+        if spec is None or self.st.step_index < (spec.starting_step or 0):
+            return False
+        ref = self.analysis_run(spec, None)
+        if ref is None:
+            return True
+        self.st.background_run = ref
+        return self.judge_run(ref, "Background")
+
+    def step_analysis(self, spec: RolloutAnalysis) -> None:
+        """An analysis step: the canary keeps its pods and weight until the run ends;
+        Successful moves on, Failed or Error aborts, Inconclusive pauses."""
+        weight = set_weight_before(self.ro, self.st.step_index)
+        self.run_current(self.canary_pods(weight))
+        ref = self.analysis_run(spec, self.st.step_index)
+        if ref is None:
+            return
+        self.st.step_run = ref
+        if self.judge_run(ref, "Step-based"):
+            return
+        self.st.phase = "Progressing"
+        if ref.status == "Successful":
+            self.st.step_index += 1
+            self.st.message = ""
+        else:
+            self.st.message = f"waiting for AnalysisRun {ref.name}"
+
     # --- traffic -------------------------------------------------------------------
 
     def route(self, canary_weight: int, canary_hash: str) -> str:
@@ -174,8 +314,10 @@ class _Tick:
         assert istio is not None, "validation refuses a canary without trafficRouting.istio"
         edits: list[tuple[dict[str, Any], dict[str, Any]]] = []
         rule = istio.destination_rule
+        dr_host = None
         if rule is not None:
             stored = self._stored("DestinationRule", rule.name)
+            dr_host = (stored.get("spec") or {}).get("host")
             edits.append((traffic.hashed_destination_rule(
                 self.ro, stored, canary_hash, self.st.stable_rs), stored))
         canary = self.ro.canary
@@ -186,8 +328,9 @@ class _Tick:
                 edits.append((traffic.hashed_service(stored, pod_hash), stored))
         for spec in istio.all_virtual_services:
             stored = self._stored("VirtualService", spec.name)
-            edits.append((traffic.weighted_virtual_service(self.ro, spec, stored,
-                                                           canary_weight), stored))
+            weighted = traffic.weighted_virtual_service(self.ro, spec, stored, canary_weight)
+            edits.append((managed_routes.with_managed_routes(
+                self.ro, spec, weighted, self.managed, dr_host), stored))
         return [new for new, old in edits if traffic.changed(new, old)]
 
     def _stored(self, kind: str, name: str) -> dict[str, Any]:
@@ -212,10 +355,18 @@ class _Tick:
         self.st.message = "" if ready else "updated replicas are still becoming available"
 
     def aborted(self) -> None:
-        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+        """All traffic to stable; the canary keeps its pods abortScaleDownDelaySeconds
+        (default 30) after the abort, then is scaled to zero (Argo's behaviour with
+        traffic routing: the switch back fails no request)."""
+        due = (self.st.aborted_at or self.now) + self.ro.canary.abort_scale_down_delay_seconds
+        if self.now >= due:
+            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+        self.terminate_runs()
         problem = self.route(0, self.pod_hash)
+        reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
         self.degraded(f"InvalidSpec: {problem}" if problem else
-                      f"RolloutAborted: Rollout aborted update to revision {self.pod_hash}")
+                      f"RolloutAborted: Rollout aborted update to revision "
+                      f"{self.pod_hash}{reason}")
 
     def progress(self) -> None:
         # Argo reconciles the split on every pass, so an apply of the user's objects that
@@ -225,6 +376,11 @@ class _Tick:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.scale(self.st.stable_rs, self.ro.spec.replicas)
+        if self.st.inconclusive:
+            self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
+            return
+        if self.background_analysis():
+            return
         steps = self.ro.canary.steps
         if self.st.step_index >= len(steps):
             self.finish()
@@ -236,7 +392,21 @@ class _Tick:
             self.pause(step.pause.seconds)
         elif step.set_canary_scale is not None:
             self.set_canary_scale()
+        elif step.analysis is not None:
+            self.step_analysis(step.analysis)
+        elif step.set_header_route is not None or step.set_mirror_route is not None:
+            self.set_route()
         self.st.message = self.st.message or f"step {self.st.step_index}/{len(steps)}"
+
+    def set_route(self) -> None:
+        """A setHeaderRoute or setMirrorRoute step: the route changes, the step is done."""
+        self.managed = managed_routes.in_effect(self.ro, self.st.step_index + 1)
+        problem = self.route(self.st.canary_weight, self.pod_hash)
+        if problem:
+            self.degraded(f"InvalidSpec: {problem}")
+            return
+        self.st.step_index += 1
+        self.st.phase, self.st.message = "Progressing", ""
 
     def canary_pods(self, weight: int) -> int:
         return canary_count(self.ro, self.st.step_index, weight)
@@ -273,7 +443,9 @@ class _Tick:
         self.st.phase, self.st.message = "Paused", PAUSE_REASON
 
     def finish(self) -> None:
-        """All steps done: canary to all replicas, then all traffic, then stable."""
+        """All steps done: canary to all replicas, then all traffic, then stable (the
+        managed routes go, as Argo removes them on promotion)."""
+        self.managed = {}
         self.st.phase, self.st.message = "Progressing", "more replicas need to be updated"
         if not self.run_current(self.ro.spec.replicas):
             return
@@ -290,18 +462,22 @@ class _Tick:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.retire(previous)
+        self.terminate_runs(step=False)  # Argo stops the background run once promoted
         self.st.phase, self.st.message = "Healthy", ""
 
 
 def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
-           command: str | None = None) -> Decision:
-    """The new state and the writes of one tick (or of ``command``, then a tick)."""
-    tick = _Tick(rollout, state.copy(), view, now)
+           command: str | None = None, kind: type[Tick] | None = None) -> Decision:
+    """The new state and the writes of one tick (or of ``command``, then a tick);
+    ``kind`` is the strategy's Tick (the canary's by default)."""
+    tick = (kind or Tick)(rollout, state.copy(), view, now)
     tick.observe_template()
     if command is not None:
         refused = tick.command(command)
         if refused:
             return Decision(state, refused=refused)
+    if not (tick.st.promoted or tick.st.abort):
+        tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
     if tick.st.promoted:
         tick.healthy()
     elif tick.st.abort:

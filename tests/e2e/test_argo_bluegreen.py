@@ -1,0 +1,89 @@
+"""An Argo blue-green Rollout end to end: real pods, real Envoy, real traffic.
+
+Shaped like Argo's ``examples/rollout-bluegreen.yaml``: two Services over the same pods
+(``myapp-active``, ``myapp-preview``), a Rollout with ``autoPromotionEnabled: false`` (and
+here ``scaleDownDelaySeconds: 3``). As ``docs/features/bluegreen.md`` describes: given
+v1 active, when v2 is released, then the preview Service answers from v2 while the
+active one still answers from v1 and the Rollout waits (``BlueGreenPause``); when
+promoted, then the active Service answers from v2 and, the delay later, v1's pods are
+gone. Requests sent to the active Service all along, through the switch and the
+scale-down, all succeed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.builders import demo_app_container
+from tests.builders import service as service_body
+from tests.conftest import run_cli
+from tests.e2e.mesh import Mesh
+from tests.e2e.scenario import Given, Then, When
+
+NAME = "myapp"
+ACTIVE, PREVIEW = f"http://{NAME}-active:8080/", f"http://{NAME}-preview:8080/"
+ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
+
+
+def rollout(version: str) -> dict[str, Any]:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": NAME},
+            "spec": {"replicas": 2, "revisionHistoryLimit": 2,
+                     "selector": {"matchLabels": {"app": NAME}},
+                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
+                                  "spec": {"containers": [demo_app_container(version)]}},
+                     "strategy": {"blueGreen": {
+                         "activeService": f"{NAME}-active",
+                         "previewService": f"{NAME}-preview",
+                         "autoPromotionEnabled": False, "scaleDownDelaySeconds": 3}}}}
+
+
+def wait_for(mesh: Mesh, what: str, ready: Any, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        st = mesh.api.get(ROLLOUT).json().get("status") or {}
+        if ready(st):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-2000:])
+
+
+def test_blue_green_preview_then_promotion_switches_with_no_failed_request(
+    mesh: Mesh, given: Given, when: When, then: Then
+) -> None:
+    given.applied(service_body(f"{NAME}-active", app=NAME, port=8080, target_port="http"),
+                  service_body(f"{NAME}-preview", app=NAME, port=8080, target_port="http"),
+                  rollout("v1"))
+    v1 = wait_for(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")["stableRS"]
+    mesh.converge()
+    then.split_is({"v1": 10}, url=ACTIVE)
+
+    with when.traffic(ACTIVE, rate=50, max_seconds=90) as load:
+        # When v2 is released: the preview answers from it, the active one from v1
+        mesh.apply(rollout("v2"))
+        st = wait_for(mesh, "paused", lambda s: s.get("phase") == "Paused")
+        assert st["pauseConditions"][0]["reason"] == "BlueGreenPause"
+        v2 = st["currentPodHash"]
+        assert st["blueGreen"] == {"activeSelector": v1, "previewSelector": v2}
+        mesh.converge()
+        then.split_is({"v2": 10}, url=PREVIEW)
+        then.split_is({"v1": 10}, url=ACTIVE)
+
+        # When promoted: the active Service switches, v1 goes after the delay
+        promoted = run_cli("rollout", "promote", NAME, state_dir=mesh.cp.state_dir)
+        assert promoted.returncode == 0, promoted.stderr
+        st = wait_for(mesh, "promoted", lambda s: s.get("phase") == "Healthy"
+                      and s.get("stableRS") == v2)
+        assert st["blueGreen"]["activeSelector"] == v2
+        mesh.converge()
+        then.split_is({"v2": 10}, url=ACTIVE)
+        deadline = time.monotonic() + 30
+        while mesh.pods_of(f"{NAME}-{v1}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert mesh.pods_of(f"{NAME}-{v1}") == []
+        when.time_passes(1.0)
+    then.no_request_failed(load, more_than=200)
+    svc = mesh.api.get(f"/api/v1/namespaces/default/services/{NAME}-active").json()
+    assert svc["spec"]["selector"] == {"app": NAME, "rollouts-pod-template-hash": v2}
