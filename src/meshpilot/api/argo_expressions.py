@@ -27,12 +27,13 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 MAX_LENGTH = 2000
 """Longer conditions are refused (the parser's recursion stays bounded)."""
 _ELEMENT = "__element__"
-_CONSTANTS = {"true": True, "false": False, "nil": None}
+_CONSTANTS = MappingProxyType({"true": True, "false": False, "nil": None})
 _PREDICATES = ("all", "any", "none", "filter", "map", "count")
 
 
@@ -76,15 +77,15 @@ def _translate(text: str) -> str:
     return "".join(out)
 
 
-_BINARY: Mapping[type[ast.operator], Callable[[Any, Any], Any]] = {
+_BINARY: Mapping[type[ast.operator], Callable[[Any, Any], Any]] = MappingProxyType({
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow,
-}
-_COMPARE: Mapping[type[ast.cmpop], Callable[[Any, Any], bool]] = {
+})
+_COMPARE: Mapping[type[ast.cmpop], Callable[[Any, Any], bool]] = MappingProxyType({
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
     ast.Gt: operator.gt, ast.GtE: operator.ge,
     ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
-}
+})
 
 
 def _number(value: Any, what: str) -> float:
@@ -113,7 +114,7 @@ def _length(value: Any) -> int:
     raise ExpressionError(f"len needs a list, map or string, got {type(value).__name__}")
 
 
-_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
+_FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "len": _length,
     "abs": lambda v: abs(_number(v, "abs")),
     "min": lambda *v: min(v[0] if len(v) == 1 else v),
@@ -124,7 +125,7 @@ _FUNCTIONS: Mapping[str, Callable[..., Any]] = {
         sign == 0 or (sign > 0) == (v > 0)),
     "asInt": _as_int,
     "asFloat": _as_float,
-}
+})
 _RESULT_FUNCTIONS = ("isNil", "default")
 """Functions of the result itself, as Argo binds them."""
 
@@ -182,11 +183,11 @@ def _check_operator(node: ast.AST, in_closure: bool) -> None:
         _check(child, in_closure)
 
 
-_CHECKS: Mapping[type[ast.AST], Callable[[Any, bool], None]] = {
+_CHECKS: Mapping[type[ast.AST], Callable[[Any, bool], None]] = MappingProxyType({
     ast.Name: _check_name, ast.Constant: _check_constant,
     **{t: _check_operator for t in (ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare,
                                    ast.List, ast.Subscript, ast.Attribute)},
-}
+})
 
 
 def _check(node: ast.AST, in_closure: bool) -> None:

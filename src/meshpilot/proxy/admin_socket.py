@@ -36,7 +36,7 @@ SUN_PATH_MAX = 107
 """Bytes of a socket path Linux accepts: ``sun_path`` is 108 with the terminating NUL."""
 SOCKET_MODE = 0o600
 DIR_MODE = 0o700
-FALLBACK_ROOT = Path("/tmp")
+FALLBACK_ROOT = "/tmp"
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,18}")
 _LONGEST_NAME = 19 + len(".sock")  # what socket_name gives at most
 
@@ -64,7 +64,7 @@ def socket_dir(work_dir: Path) -> Path:
     if len(os.fsencode(preferred)) + 1 + _LONGEST_NAME <= SUN_PATH_MAX:
         return preferred
     digest = _digest(str(Path(work_dir).absolute()), 12)
-    return FALLBACK_ROOT / f"meshpilot-{os.geteuid()}-{digest}"
+    return Path(FALLBACK_ROOT) / f"meshpilot-{os.geteuid()}-{digest}"
 
 
 def admin_socket_path(work_dir: Path, name: str) -> Path:
