@@ -88,6 +88,11 @@ BODY_TOO_LARGE = Code("MP0052", Severity.ERROR, "request body larger than the co
                       "plane's limit (up --max-body-bytes)")
 STORE_WRITE_FAILED = Code("MP0053", Severity.ERROR, "the config store could not be written "
                           "(disk full or I/O error): 507, nothing written")
+HPA_NOT_COMPUTED = Code("MP0070", Severity.ERROR, "HorizontalPodAutoscaler metric, target "
+                        "or scale target meshpilot does not compute (CPU and the mesh's "
+                        "request rate only, of a Deployment)")
+AUTOSCALER_REF_KIND = Code("MP0071", Severity.ERROR, "Canary autoscalerRef to a kind other "
+                           "than HorizontalPodAutoscaler (a KEDA ScaledObject)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -138,6 +143,14 @@ ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's provid
                               "those alerts are not sent until it exists")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
+HPA_FIELD_NOT_APPLIED = Code("MP2046", Severity.WARNING, "HorizontalPodAutoscaler or "
+                             "autoscalerRef field accepted and not applied")
+HPA_TARGET_MISSING = Code("MP2047", Severity.WARNING, "HorizontalPodAutoscaler's scale target, "
+                          "or a Canary autoscalerRef's HorizontalPodAutoscaler, does not "
+                          "exist: nothing is scaled until it does")
+HPA_NO_CPU_REQUEST = Code("MP2048", Severity.WARNING, "HorizontalPodAutoscaler on CPU "
+                          "utilization of a Deployment whose containers request no CPU: "
+                          "the metric cannot be computed")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 
