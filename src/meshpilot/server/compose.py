@@ -21,6 +21,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.runtime import Pod
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
+from meshpilot.server.autoscaling_wiring import SYNC_SECONDS, AutoscalerLoop
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
@@ -50,6 +51,7 @@ class Components:
     config: ConfigService
     mesh: MeshControlPlane | None = None
     delivery: DeliveryLoop | None = None
+    autoscaler: AutoscalerLoop | None = None
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -83,7 +85,10 @@ class Components:
         return runtime.deployment_status(key.namespace, key.name)
 
     def stop(self) -> None:
-        """The rollouts stop writing before the mesh they write to goes."""
+        """The rollouts and the autoscalers stop writing before the mesh they write to
+        goes."""
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         if self.delivery is not None:
             self.delivery.stop()
         if self.mesh is not None:
@@ -107,7 +112,8 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
 def start(state: StateDir, store: SqliteStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
-          loadtester_commands: bool = False, api_token: str | None = None) -> Components:
+          loadtester_commands: bool = False, api_token: str | None = None,
+          hpa_sync_seconds: float = SYNC_SECONDS) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -132,6 +138,10 @@ def start(state: StateDir, store: SqliteStore, publish: Publish, *,
             service=components.config)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        autoscaler = AutoscalerLoop(components.config, partial(_pods, mesh),
+                                    lambda: mesh.telemetry, hpa_sync_seconds)
+        autoscaler.start()
+        components.autoscaler = autoscaler
     except BaseException:
         components.stop()
         raise

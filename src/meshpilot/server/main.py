@@ -32,6 +32,7 @@ from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
+from meshpilot.server.autoscaling_wiring import SYNC_SECONDS
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
@@ -114,6 +115,7 @@ def serve(
     loadtester_commands: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch_limit: int = WATCH_BACKLOG_LIMIT,
+    hpa_sync_seconds: float = SYNC_SECONDS,
 ) -> int:
     state.create()
     try:
@@ -152,7 +154,7 @@ def serve(
                                    envoy_concurrency=envoy_concurrency, security=options,
                                    access_log=access_log,
                                    loadtester_commands=loadtester_commands,
-                                   api_token=token)
+                                   api_token=token, hpa_sync_seconds=hpa_sync_seconds)
     except Exception as exc:
         store.close()
         lock.close()
@@ -253,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-backlog", type=_positive, default=WATCH_BACKLOG_LIMIT,
                         help="events one API watch may have queued unread before it is "
                              f"closed with 410 Gone (default {WATCH_BACKLOG_LIMIT})")
+    parser.add_argument("--hpa-sync-period", type=_duration,
+                        default=timedelta(seconds=SYNC_SECONDS),
+                        help="how often HorizontalPodAutoscalers are synced, as Kubernetes' "
+                             "--horizontal-pod-autoscaler-sync-period (default 15s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -265,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,
-                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog)
+                 max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
+                 hpa_sync_seconds=max(0.1, args.hpa_sync_period.total_seconds()))
 
 
 def _positive(text: str) -> int:

@@ -16,6 +16,7 @@ from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
 from meshpilot.api.kinds import by_kind
 from meshpilot.validation import codes
 from meshpilot.validation.alert_state import check_alert_refs
+from meshpilot.validation.autoscaler_state import check_autoscalers
 from meshpilot.validation.canary_state import check_canary_hosts
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
@@ -185,7 +186,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
         _check_own_rules(obj, found)
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
-                  check_alert_refs):
+                  check_alert_refs, check_autoscalers):
         check(objects, report, found)
     return found.items
 

@@ -74,46 +74,67 @@ def _ratio(values: dict[str, float], requests: dict[str, float], target: float,
     return percent / target, percent, raw
 
 
-def per_pod_replicas(current_replicas: int, pods: Sequence[PodUsage], target: float,
-                     tolerance: Tolerance, *, utilization: bool, cpu: bool) -> Proposal:
-    """A per-pod metric (CPU utilization or average value, the pods' request rate):
-    Kubernetes' ``GetResourceReplicas`` / ``calcPlainMetricReplicas``."""
+@dataclass(frozen=True)
+class _Groups:
+    """The pods sorted as Kubernetes' ``groupPods`` sorts them."""
+
+    measured: dict[str, float]
+    """Ready pods with a sample (for CPU; any running pod with one otherwise)."""
+    unready: list[PodUsage]
+    missing: list[PodUsage]
+    requests: dict[str, float]
+
+
+def _groups(pods: Sequence[PodUsage], utilization: bool, cpu: bool) -> _Groups:
     if not pods:
         raise MetricError("no pods match the scale target's selector")
-    values = {p.name: p.usage for p in pods
-              if p.usage is not None and not p.pending and (p.ready or not cpu)}
-    unready = [p for p in pods if p.pending or (cpu and p.usage is not None and not p.ready)]
-    missing = [p for p in pods if p.usage is None and not p.pending]
     if utilization and any(p.request <= 0 for p in pods):
         raise MetricError("missing request for cpu: every container of the target's pods "
                           "needs resources.requests.cpu")
-    if not values:
+    measured = {p.name: float(p.usage) for p in pods
+                if p.usage is not None and not p.pending and (p.ready or not cpu)}
+    if not measured:
         raise MetricError("did not receive metrics for any ready pod of the target")
-    requests = {p.name: p.request for p in pods}
-    measured: dict[str, float] = {name: float(v) for name, v in values.items() if v is not None}
-    ratio, current, raw = _ratio(measured, requests, target, utilization)
-    up_with_unready = bool(unready) and ratio > 1.0
-    if not up_with_unready and not missing:
-        if tolerance.within(ratio):
-            return Proposal(current_replicas, current, raw)
-        return Proposal(math.ceil(ratio * len(measured)), current, raw)
-    filled = dict(measured)
-    for pod in missing:
+    return _Groups(
+        measured,
+        [p for p in pods if p.pending or (cpu and p.usage is not None and not p.ready)],
+        [p for p in pods if p.usage is None and not p.pending],
+        {p.name: p.request for p in pods})
+
+
+def _filled(groups: _Groups, ratio: float, target: float, utilization: bool,
+            up_with_unready: bool) -> dict[str, float]:
+    """The samples with the untrusted pods filled in against the proposed direction."""
+    filled = dict(groups.measured)
+    for pod in groups.missing:
         if ratio < 1.0:
             filled[pod.name] = (pod.request * max(target, 100.0) / 100.0 if utilization
                                 else target)
         elif ratio > 1.0:
             filled[pod.name] = 0.0
     if up_with_unready:
-        for pod in unready:
+        for pod in groups.unready:
             filled[pod.name] = 0.0
-    new_ratio = _ratio(filled, requests, target, utilization)[0]
-    if (tolerance.within(new_ratio) or (ratio < 1.0 < new_ratio)
-            or (new_ratio < 1.0 < ratio)):
-        return Proposal(current_replicas, current, raw)
+    return filled
+
+
+def per_pod_replicas(current_replicas: int, pods: Sequence[PodUsage], target: float,
+                     tolerance: Tolerance, *, utilization: bool, cpu: bool) -> Proposal:
+    """A per-pod metric (CPU utilization or average value, the pods' request rate):
+    Kubernetes' ``GetResourceReplicas`` / ``calcPlainMetricReplicas``."""
+    groups = _groups(pods, utilization, cpu)
+    ratio, current, raw = _ratio(groups.measured, groups.requests, target, utilization)
+    up_with_unready = bool(groups.unready) and ratio > 1.0
+    if not up_with_unready and not groups.missing:
+        if tolerance.within(ratio):
+            return Proposal(current_replicas, current, raw)
+        return Proposal(math.ceil(ratio * len(groups.measured)), current, raw)
+    filled = _filled(groups, ratio, target, utilization, up_with_unready)
+    new_ratio = _ratio(filled, groups.requests, target, utilization)[0]
     replicas = math.ceil(new_ratio * len(filled))
-    if (new_ratio < 1.0 and replicas > current_replicas) or (
-            new_ratio > 1.0 and replicas < current_replicas):
+    if (tolerance.within(new_ratio) or (ratio < 1.0 < new_ratio) or (new_ratio < 1.0 < ratio)
+            or (new_ratio < 1.0 and replicas > current_replicas)
+            or (new_ratio > 1.0 and replicas < current_replicas)):
         return Proposal(current_replicas, current, raw)
     return Proposal(replicas, current, raw)
 
