@@ -106,6 +106,9 @@ def up(
     max_body_bytes: Annotated[int | None, typer.Option(
         min=1, help="Largest request body the API reads (an apply's files, as JSON); "
                     "larger ones are refused with 413. Default: 4 MiB")] = None,
+    hpa_sync_period: Annotated[str | None, typer.Option(
+        help="How often HorizontalPodAutoscalers are synced (Kubernetes' "
+             "--horizontal-pod-autoscaler-sync-period), e.g. 5s. Default: 15s")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     state = StateDir.resolve(state_dir)
@@ -131,6 +134,8 @@ def up(
             identity.append("--loadtester-commands")
         if max_body_bytes is not None:
             identity += ["--max-body-bytes", str(max_body_bytes)]
+        if hpa_sync_period is not None:
+            identity += ["--hpa-sync-period", hpa_sync_period]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

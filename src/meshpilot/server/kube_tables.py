@@ -124,6 +124,45 @@ def _ports(body: Body, _now: datetime) -> str:
                     if isinstance(p, Mapping)) or "<none>"
 
 
+def _reference(body: Body, _now: datetime) -> str:
+    ref = _field("spec", "scaleTargetRef")(body) or {}
+    return f"{ref.get('kind')}/{ref.get('name')}"
+
+
+def _target_of(metric: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(metric key, wanted, prefix) of one spec.metrics entry, as kubectl prints it."""
+    kind = str(metric.get("type", ""))
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}
+    target = source.get("target") or {}
+    name = source.get("name") or (source.get("metric") or {}).get("name", "")
+    if target.get("type") == "Utilization":
+        return f"{kind}/{name}", f"{target.get('averageUtilization')}%", f"{name}: "
+    wanted = target.get("averageValue", target.get("value"))
+    return f"{kind}/{name}", str(wanted), f"{name}: " if kind == "Resource" else ""
+
+
+def _current_of(metric: Mapping[str, Any]) -> tuple[str, str]:
+    kind = str(metric.get("type", ""))
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}
+    name = source.get("name") or (source.get("metric") or {}).get("name", "")
+    current = source.get("current") or {}
+    if "averageUtilization" in current:
+        return f"{kind}/{name}", f"{current['averageUtilization']}%"
+    return f"{kind}/{name}", str(current.get("averageValue", current.get("value", "")))
+
+
+def _targets(body: Body, _now: datetime) -> str:
+    """``cpu: 12%/50%`` per metric, ``<unknown>`` before the first measurement."""
+    current = dict(_current_of(m) for m in
+                   (_field("status", "currentMetrics")(body) or []) if isinstance(m, Mapping))
+    cells = []
+    for metric in _field("spec", "metrics")(body) or []:
+        if isinstance(metric, Mapping):
+            key, wanted, prefix = _target_of(metric)
+            cells.append(f"{prefix}{current.get(key) or '<unknown>'}/{wanted}")
+    return ", ".join(cells) or "<none>"
+
+
 COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
     "VirtualService": (
         NAME, field_column("Gateways", "the gateways the routes apply to", "spec", "gateways"),
@@ -156,6 +195,13 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
                type="integer"),
         Column("Available", "ready pods", _count("availableReplicas"), type="integer"), AGE),
     "Service": (NAME, Column("Port(s)", "the ports it serves", _ports), AGE),
+    "HorizontalPodAutoscaler": (
+        NAME, Column("Reference", "the scaled object", _reference),
+        Column("Targets", "current/target of each metric", _targets),
+        field_column("MinPods", "minReplicas", "spec", "minReplicas", type="integer"),
+        field_column("MaxPods", "maxReplicas", "spec", "maxReplicas", type="integer"),
+        Column("Replicas", "replicas at the last sync", _count("currentReplicas"),
+               type="integer"), AGE),
 })
 
 
