@@ -131,3 +131,24 @@ def test_a_canary_autoscaler_ref_gives_the_primary_its_own_autoscaler(
     assert replicas(mesh, NAME) == 0
     wait_for(lambda: (get(mesh, f"{HPA}/{NAME}-primary") or {}).get("status", {}).get(
         "currentReplicas") == 2, 30)
+
+
+def test_the_mesh_request_rate_scales_a_deployment(mesh: Mesh, given: Given,
+                                                   when: When) -> None:
+    """A Pods metric ``istio_requests_per_second`` (the adapter-style name of the rate of
+    ``istio_requests_total``), AverageValue 4: about 20 requests a second need more
+    than one pod; the status reports the rate per pod from the mesh's own telemetry."""
+    given.applied(target("v1", replicas=1), service(NAME, port=8080, target_port="http"))
+    hpa = autoscaler(NAME, NAME, min_replicas=1, max_replicas=3, utilization=50)
+    hpa["spec"]["metrics"] = [{"type": "Pods", "pods": {
+        "metric": {"name": "istio_requests_per_second"},
+        "target": {"type": "AverageValue", "averageValue": "4"}}}]
+    mesh.apply(hpa)
+
+    with when.traffic(f"http://{NAME}:8080/", workers=2, rate=20, max_seconds=60):
+        when.until(lambda: replicas(mesh, NAME) >= 2, 45, "a scale-up on request rate")
+    status = get(mesh, f"{HPA}/{NAME}")
+    assert status is not None
+    (rate,) = status["status"]["currentMetrics"]
+    assert rate["pods"]["metric"]["name"] == "istio_requests_per_second"
+    assert float(rate["pods"]["current"]["averageValue"].rstrip("m")) > 0
