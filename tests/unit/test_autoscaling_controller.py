@@ -202,3 +202,14 @@ def test_a_missing_target_is_reported() -> None:
     cluster, controller, clock = setup(target=None)
     sync(controller, clock)
     assert cluster.condition("AbleToScale") == ("False", "FailedGetScale")
+
+
+def test_readings_of_pods_gone_are_forgotten() -> None:
+    """A pod's last CPU reading is kept only while the pod is there."""
+    cluster, controller, clock = setup(target=deployment(2))
+    sync(controller, clock)
+    assert set(controller.cpu.last) == {(NS, "web-0"), (NS, "web-1")}
+    assert cluster.target is not None
+    cluster.target["spec"]["replicas"] = 1
+    sync(controller, clock)
+    assert set(controller.cpu.last) == {(NS, "web-0")}

@@ -88,6 +88,7 @@ class AutoscalerController:
                 except Exception:  # one broken autoscaler must not stop the others
                     log.exception("autoscaler %s/%s: sync failed", namespace, name)
             self._history = {k: v for k, v in self._history.items() if k in set(keys)}
+            self.cpu.forget_unseen()
 
     def sync(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Sync one autoscaler now; its new status (None when it does not exist)."""

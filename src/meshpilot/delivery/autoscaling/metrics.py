@@ -56,6 +56,8 @@ class CpuRates:
     """The last CPU-time reading of each pod, so the next one gives its usage (cores)."""
 
     last: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    """The pods read since the last ``forget_unseen``."""
 
     def usage(self, namespace: str, samples: Sequence[PodSample], now: float
               ) -> dict[str, float | None]:
@@ -63,6 +65,7 @@ class CpuRates:
         out: dict[str, float | None] = {}
         for pod in samples:
             key = (namespace, pod.name)
+            self.seen.add(key)
             previous = self.last.get(key)
             out[pod.name] = None
             if pod.cpu_seconds is None:
@@ -73,8 +76,10 @@ class CpuRates:
                 out[pod.name] = max(0.0, pod.cpu_seconds - previous[1]) / (now - previous[0])
         return out
 
-    def forget_others(self, live: set[tuple[str, str]]) -> None:
-        self.last = {k: v for k, v in self.last.items() if k in live}
+    def forget_unseen(self) -> None:
+        """Drop the readings of pods not read since the last call (they are gone)."""
+        self.last = {k: v for k, v in self.last.items() if k in self.seen}
+        self.seen = set()
 
 
 @dataclass(frozen=True)
