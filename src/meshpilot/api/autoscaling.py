@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -20,12 +21,12 @@ from meshpilot.api.base import Model, Resource
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|"
                        r"n|u|m|k|M|G|T|P|E)?$")
-_SUFFIX = {
-    None: Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
-}
+_SUFFIX = MappingProxyType({
+    None: "1", "n": "1e-9", "u": "1e-6", "m": "1e-3", "k": "1e3", "M": "1e6", "G": "1e9",
+    "T": "1e12", "P": "1e15", "E": "1e18", "Ki": str(2**10), "Mi": str(2**20),
+    "Gi": str(2**30), "Ti": str(2**40), "Pi": str(2**50), "Ei": str(2**60),
+})
+"""The multiplier of each suffix (a decimal string: exact)."""
 
 
 def parse_quantity(value: str | int | float) -> float:
@@ -40,7 +41,7 @@ def parse_quantity(value: str | int | float) -> float:
         raise ValueError(f"quantity {value!r} does not parse; write a number with an optional "
                          "suffix: 100m (thousandths), 1.5, 2k, 512Mi")
     try:
-        return float(Decimal(match.group(1)) * _SUFFIX[match.group(2)])
+        return float(Decimal(match.group(1)) * Decimal(_SUFFIX[match.group(2)]))
     except InvalidOperation:
         raise ValueError(f"quantity {value!r} does not parse") from None
 
@@ -119,8 +120,9 @@ class ExternalMetricSource(Model):
 
 
 MetricType = Literal["Resource", "Pods", "Object", "External", "ContainerResource"]
-_SOURCE_OF = {"Resource": "resource", "Pods": "pods", "Object": "object",
-              "External": "external", "ContainerResource": "containerResource"}
+_SOURCE_OF = MappingProxyType({"Resource": "resource", "Pods": "pods", "Object": "object",
+                               "External": "external",
+                               "ContainerResource": "containerResource"})
 
 
 class MetricSpec(Model):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["group_cpu_seconds"]
 
-_PROC = Path("/proc")
+_PROC = "/proc"
 
 
 def _stat_fields(path: Path) -> list[str] | None:
@@ -35,7 +35,7 @@ def group_cpu_seconds(groups: Iterable[int]) -> dict[int, float]:
     ticks = float(os.sysconf("SC_CLK_TCK"))
     out: dict[int, float] = {}
     try:
-        entries = list(_PROC.iterdir())
+        entries = list(Path(_PROC).iterdir())
     except OSError:
         return out
     for entry in entries:

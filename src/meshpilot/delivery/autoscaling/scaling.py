@@ -19,14 +19,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from meshpilot.api.autoscaling import HorizontalPodAutoscalerBehavior, HPAScalingPolicy
+from meshpilot.api.autoscaling import HorizontalPodAutoscalerBehavior, HPAScalingRules
 
 DOWNSCALE_STABILISATION_SECONDS = 300.0
 """Kubernetes' ``--horizontal-pod-autoscaler-downscale-stabilization``."""
 
-SCALE_UP_POLICIES = (HPAScalingPolicy(type="Pods", value=4, period_seconds=15),
-                     HPAScalingPolicy(type="Percent", value=100, period_seconds=15))
-SCALE_DOWN_POLICIES = (HPAScalingPolicy(type="Percent", value=100, period_seconds=15),)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One scaling policy: at most ``value`` pods (or percent) per ``period_seconds``."""
+
+    type: str
+    value: int
+    period_seconds: int
+
+
+SCALE_UP_POLICIES = (Policy("Pods", 4, 15), Policy("Percent", 100, 15))
+SCALE_DOWN_POLICIES = (Policy("Percent", 100, 15),)
 """The API server's defaults for ``behavior`` policies left out."""
 
 
@@ -36,7 +46,13 @@ class Rules:
 
     window: float
     select: str
-    policies: tuple[HPAScalingPolicy, ...]
+    policies: tuple[Policy, ...]
+
+
+def _policies(rules: HPAScalingRules | None, default: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    if rules is None or not rules.policies:
+        return default
+    return tuple(Policy(p.type, p.value, p.period_seconds) for p in rules.policies)
 
 
 def rules_of(behavior: HorizontalPodAutoscalerBehavior | None) -> tuple[Rules, Rules]:
@@ -47,10 +63,9 @@ def rules_of(behavior: HorizontalPodAutoscalerBehavior | None) -> tuple[Rules, R
     down_window = down.stabilization_window_seconds if down else None
     return (
         Rules(float(up_window or 0), (up and up.select_policy) or "Max",
-              tuple((up and up.policies) or SCALE_UP_POLICIES)),
+              _policies(up, SCALE_UP_POLICIES)),
         Rules(float(DOWNSCALE_STABILISATION_SECONDS if down_window is None else down_window),
-              (down and down.select_policy) or "Max",
-              tuple((down and down.policies) or SCALE_DOWN_POLICIES)),
+              (down and down.select_policy) or "Max", _policies(down, SCALE_DOWN_POLICIES)),
     )
 
 
