@@ -7,7 +7,8 @@ period so it takes seconds. The second follows Flagger's HPA e2e spec
 (``test/kubernetes/test-hpa.sh``): its podinfo HorizontalPodAutoscaler (min 2, max 4,
 99 % CPU) applied unchanged but for the names, and a Canary whose autoscalerRef names it:
 the primary gets ``NAME-primary``, which scales the primary to its minimum, while the
-target's own autoscaler leaves the canary at zero.
+target's own autoscaler leaves the canary at zero; a release scales the canary up to the
+autoscaler's minReplicas and the promotion keeps the primary's autoscaled count.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.builders import service
 from tests.conftest import ControlPlane, wait_for
 from tests.e2e.mesh import Mesh
 from tests.e2e.rollouts import NAME, canary, target
-from tests.e2e.scenario import Given, When
+from tests.e2e.scenario import Given, Then, When
 
 HPA = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
@@ -108,7 +109,7 @@ def test_cpu_load_scales_a_deployment_up_and_back_down(mesh: Mesh, given: Given,
 
 
 def test_a_canary_autoscaler_ref_gives_the_primary_its_own_autoscaler(
-        mesh: Mesh, given: Given, when: When) -> None:
+        mesh: Mesh, given: Given, when: When, then: Then) -> None:
     mesh.apply(autoscaler(NAME, NAME, min_replicas=2, max_replicas=4, utilization=99))
     spec = canary()
     spec["spec"]["autoscalerRef"] = {"apiVersion": "autoscaling/v2",
@@ -131,6 +132,16 @@ def test_a_canary_autoscaler_ref_gives_the_primary_its_own_autoscaler(
     assert replicas(mesh, NAME) == 0
     wait_for(lambda: (get(mesh, f"{HPA}/{NAME}-primary") or {}).get("status", {}).get(
         "currentReplicas") == 2, 30)
+
+    # a release without replicas: the canary starts at its autoscaler's minReplicas, and
+    # the promotion leaves the primary at the count its autoscaler keeps
+    with when.traffic(rate=40, max_seconds=90) as load:
+        when.apply_nowait(target("v2", replicas=0))
+        when.until(lambda: replicas(mesh, NAME) == 2, 30, "the canary at minReplicas")
+        then.rollout_phase("Succeeded", timeout=80)
+        then.no_request_failed(load)
+    assert replicas(mesh, f"{NAME}-primary") == 2
+    when.until(lambda: replicas(mesh, NAME) == 0, 30, "the canary back at zero")
 
 
 def test_the_mesh_request_rate_scales_a_deployment(mesh: Mesh, given: Given,
