@@ -167,6 +167,7 @@ def test_a_count_outside_min_max_is_corrected_first() -> None:
     cluster, controller, clock = setup(target=deployment(9))
     sync(controller, clock)
     assert cluster.scales == [5]
+    assert cluster.condition("ScalingLimited") == ("True", "TooManyReplicas")
 
 
 def test_no_cpu_request_holds_the_count_and_says_why() -> None:

@@ -130,13 +130,13 @@ class AutoscalerController:
                            "scaling is disabled since the replica count of the target is zero")
             return sync
         if current > spec.max_replicas or current < spec.min_replicas:
-            sync.desired = spec.max_replicas if current > spec.max_replicas else spec.min_replicas
-            sync.reason = ("Current number of replicas above Spec.MaxReplicas"
-                           if current > spec.max_replicas
+            above = current > spec.max_replicas
+            sync.desired = spec.max_replicas if above else spec.min_replicas
+            sync.reason = ("Current number of replicas above Spec.MaxReplicas" if above
                            else "Current number of replicas below Spec.MinReplicas")
             sync.rescale = True
-            sync.condition("ScalingActive", True, "ValidMetricFound",
-                           "the replica count is outside the HPA's range")
+            sync.condition("ScalingLimited", True,
+                           "TooManyReplicas" if above else "TooFewReplicas", sync.reason)
             return sync
         proposed, metric = self._propose(hpa, namespace, deployment, sync, now)
         if proposed is None:
