@@ -23,7 +23,8 @@ def hpa(min_replicas: int = 2, max_replicas: int = 4, utilization: int = 99) -> 
     """Flagger's podinfo hpa.yaml (kustomize/podinfo), with its bounds as parameters."""
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": NAME, "namespace": "default", "labels": {"team": "web"}},
+        "metadata": {"name": NAME, "namespace": "default", "labels": {
+            "team": "web", "kustomize.toolkit.fluxcd.io/name": "apps"}},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
             "minReplicas": min_replicas, "maxReplicas": max_replicas,
@@ -62,6 +63,7 @@ def test_initialization_makes_the_primary_autoscaler_from_the_targets() -> None:
                            "name": f"{NAME}-primary"},
         "minReplicas": 2, "maxReplicas": 4, "metrics": hpa()["spec"]["metrics"]}
     assert made["metadata"]["labels"]["team"] == "web"
+    assert "kustomize.toolkit.fluxcd.io/name" not in made["metadata"]["labels"]  # as Flagger
     assert made["metadata"]["annotations"]["meshpilot.io/canary"] == NAME
     assert h.target_replicas() == 0  # the target's autoscaler sees 0: scaling disabled
 

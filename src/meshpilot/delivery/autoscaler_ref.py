@@ -2,9 +2,9 @@
 Deployment's replica count is fought over.
 
 As Flagger's HPA reconciler does, ``NAME-primary`` copies the target's
-HorizontalPodAutoscaler (min/max, metrics, behavior, labels) and points at the primary
-Deployment; ``primaryScalerReplicas`` overrides its bounds. From then on the autoscalers
-own the replica counts: the primary keeps the count its autoscaler gave it when a
+HorizontalPodAutoscaler (min/max, metrics, behavior, labels but Flux's) and points at the
+primary Deployment; ``primaryScalerReplicas`` overrides its bounds. From then on the
+autoscalers own the replica counts: the primary keeps the count its autoscaler gave it when a
 promotion rewrites its template, and the canary, scaled up from zero for an analysis,
 starts at the autoscaler's ``minReplicas`` (when above 1) and is left to its own
 autoscaler until it is scaled back to zero (where an autoscaler does not touch it).
@@ -19,6 +19,9 @@ from typing import Any
 from meshpilot.api.flagger import Canary
 
 KIND = "HorizontalPodAutoscaler"
+FLUX_MARKER = "toolkit.fluxcd.io"
+"""Labels naming Flux's controllers are not copied (as Flagger leaves them out), so Flux
+does not take the generated autoscaler for one of its own and prune it."""
 _COPIED = ("metrics", "behavior")
 
 
@@ -50,7 +53,9 @@ def primary_autoscaler(canary: Canary, target: Mapping[str, Any], primary: str,
             out["minReplicas"] = overrides.min_replicas
         if overrides.max_replicas is not None:
             out["maxReplicas"] = overrides.max_replicas
-    labels = {**((target.get("metadata") or {}).get("labels") or {}), **meta["labels"]}
+    copied = {k: v for k, v in ((target.get("metadata") or {}).get("labels") or {}).items()
+              if FLUX_MARKER not in k}
+    labels = {**copied, **meta["labels"]}
     return {
         "apiVersion": target.get("apiVersion", "autoscaling/v2"),
         "kind": KIND,
