@@ -118,3 +118,19 @@ def test_without_the_targets_autoscaler_it_says_so_and_makes_none() -> None:
     h.cluster.put(hpa())
     h.tick()
     assert primary_hpa(h)["spec"]["scaleTargetRef"]["name"] == f"{NAME}-primary"
+
+
+def test_revert_on_deletion_removes_the_primarys_autoscaler() -> None:
+    """With revertOnDeletion the generated objects go, the primary's autoscaler with them
+    (Flagger's finalizer), and the target's own autoscaler stays with the target."""
+    h = Harness(autoscalerRef=REF, revertOnDeletion=True)
+    h.cluster.put(hpa())
+    h.initialize()
+    assert primary_hpa(h)
+    c = h.cluster.canary("default", NAME)
+    assert c is not None
+    h.cluster.delete("default", [("Canary", NAME)])
+    h.controller.deleted(c)
+    assert h.cluster.get("HorizontalPodAutoscaler", f"{NAME}-primary") is None
+    assert h.cluster.get("HorizontalPodAutoscaler", NAME) is not None
+    assert h.target_replicas() == 2
