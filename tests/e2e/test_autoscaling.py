@@ -148,18 +148,24 @@ def test_the_mesh_request_rate_scales_a_deployment(mesh: Mesh, given: Given,
                                                    when: When) -> None:
     """A Pods metric ``istio_requests_per_second`` (the adapter-style name of the rate of
     ``istio_requests_total``), AverageValue 4: about 20 requests a second need more
-    than one pod; the status reports the rate per pod from the mesh's own telemetry."""
+    than one pod; the status reports the rate per pod from the mesh's own telemetry, and
+    beside it the Service's rate of an Object metric (whose high target asks for none)."""
     given.applied(target("v1", replicas=1), service(NAME, port=8080, target_port="http"))
     hpa = autoscaler(NAME, NAME, min_replicas=1, max_replicas=3, utilization=50)
     hpa["spec"]["metrics"] = [{"type": "Pods", "pods": {
         "metric": {"name": "istio_requests_per_second"},
-        "target": {"type": "AverageValue", "averageValue": "4"}}}]
+        "target": {"type": "AverageValue", "averageValue": "4"}}}, {"type": "Object", "object": {
+            "describedObject": {"apiVersion": "v1", "kind": "Service", "name": NAME},
+            "metric": {"name": "istio_requests_per_second"},
+            "target": {"type": "Value", "value": "1k"}}}]
     mesh.apply(hpa)
 
     with when.traffic(f"http://{NAME}:8080/", workers=2, rate=20, max_seconds=60):
         when.until(lambda: replicas(mesh, NAME) >= 2, 45, "a scale-up on request rate")
     status = get(mesh, f"{HPA}/{NAME}")
     assert status is not None
-    (rate,) = status["status"]["currentMetrics"]
+    rate, service_rate = status["status"]["currentMetrics"]
     assert rate["pods"]["metric"]["name"] == "istio_requests_per_second"
     assert float(rate["pods"]["current"]["averageValue"].rstrip("m")) > 0
+    assert service_rate["object"]["describedObject"]["name"] == NAME
+    assert float(service_rate["object"]["current"]["value"].rstrip("m")) > 0
