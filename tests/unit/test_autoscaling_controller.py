@@ -19,6 +19,7 @@ from typing import Any
 from tests.unit.delivery_fakes import FakeClock
 
 from meshpilot.delivery.autoscaling import AutoscalerController, PodSample
+from meshpilot.delivery.autoscaling.metrics import CpuRates
 from meshpilot.delivery.ports import WriteError
 
 NS = "default"
@@ -214,3 +215,13 @@ def test_readings_of_pods_gone_are_forgotten() -> None:
     cluster.target["spec"]["replicas"] = 1
     sync(controller, clock)
     assert set(controller.cpu.last) == {(NS, "web-0")}
+
+
+def test_cpu_burnt_while_starting_is_not_counted() -> None:
+    """A window that began before the pod was ready gives no usage (Kubernetes ignores a
+    sample not taken wholly after the readiness transition): the pod is missing, not
+    busy, for that sync."""
+    rates = CpuRates()
+    assert rates.usage(NS, [PodSample("p", False, False, 1.0)], 0.0) == {"p": None}
+    assert rates.usage(NS, [PodSample("p", True, False, 3.0)], 1.0) == {"p": None}
+    assert rates.usage(NS, [PodSample("p", True, False, 3.5)], 2.0) == {"p": 0.5}

@@ -53,15 +53,21 @@ def cpu_request(deployment: Mapping[str, Any]) -> float:
 
 @dataclass
 class CpuRates:
-    """The last CPU-time reading of each pod, so the next one gives its usage (cores)."""
+    """The last CPU-time reading of each pod, so the next one gives its usage (cores).
 
-    last: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    A usage is only given for a window that began with the pod ready: the CPU a process
+    burns while it starts (before its readiness probe passes) says nothing about its
+    load, and Kubernetes likewise ignores a sample not collected wholly after the
+    readiness transition."""
+
+    last: dict[tuple[str, str], tuple[float, float, bool]] = field(default_factory=dict)
+    """(time, CPU seconds, ready) of each pod's last reading."""
     seen: set[tuple[str, str]] = field(default_factory=set)
     """The pods read since the last ``forget_unseen``."""
 
     def usage(self, namespace: str, samples: Sequence[PodSample], now: float
               ) -> dict[str, float | None]:
-        """Cores each pod used since the previous reading (None: first reading)."""
+        """Cores each pod used since the previous reading (None: no ready window yet)."""
         out: dict[str, float | None] = {}
         for pod in samples:
             key = (namespace, pod.name)
@@ -70,8 +76,8 @@ class CpuRates:
             out[pod.name] = None
             if pod.cpu_seconds is None:
                 continue
-            self.last[key] = (now, pod.cpu_seconds)
-            if previous is not None and now > previous[0]:
+            self.last[key] = (now, pod.cpu_seconds, pod.ready)
+            if previous is not None and previous[2] and now > previous[0]:
                 # a process that exited takes its CPU time with it: never negative
                 out[pod.name] = max(0.0, pod.cpu_seconds - previous[1]) / (now - previous[0])
         return out
