@@ -136,3 +136,51 @@ def test_over_tls_the_cookie_is_secure_and_the_origin_https(
         assert browser.post(cp.api + PROMOTE, headers=plain).status_code == 403
         here = {"Origin": cp.api, "X-Meshpilot-CSRF": csrf}
         assert browser.post(cp.api + PROMOTE, headers=here).status_code == 404
+
+
+def test_sign_out_needs_the_csrf_token_and_ends_the_session(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    cp = control_plane_factory("state", args=["--no-mesh"])
+    browser, csrf = _signed_in(cp)
+    try:
+        logout = cp.api + "/dashboard/logout"
+        assert browser.post(logout, headers={"Origin": cp.api}).status_code == 403
+        assert browser.get(cp.api + "/dashboard/").status_code == 200  # still signed in
+        cookie = browser.cookies["meshpilot_dashboard"]
+        r = browser.post(logout, headers={"Origin": cp.api, "X-Meshpilot-CSRF": csrf})
+        assert r.status_code == 200 and r.json() == {"signedOut": True}
+        assert 'meshpilot_dashboard=""' in r.headers["set-cookie"]
+        # the old cookie, sent again, opens nothing
+        with httpx.Client(base_url=cp.api, trust_env=False,
+                          cookies={"meshpilot_dashboard": cookie}) as replay:
+            assert replay.get("/dashboard/").status_code == 401
+            assert replay.get("/dashboard/config").status_code == 401
+            assert replay.get("/apis/meshpilot.io/v1/rollouts").status_code == 401
+    finally:
+        browser.close()
+
+
+def test_config_view_shows_objects_with_their_findings(
+        control_plane_factory: Callable[..., ControlPlane]) -> None:
+    """The Config page's data: what analyze reports, per stored object."""
+    cp = control_plane_factory("state", args=["--no-mesh"])
+    assert cp.client is not None
+    vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+          "metadata: {name: reviews, namespace: default}\n"
+          "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n")
+    r = cp.client.post("/apis/meshpilot.io/v1/apply",
+                       json={"sources": [{"file": "vs.yaml", "text": vs}]})
+    assert r.status_code == 200, r.text
+    analyzed = cp.client.get("/apis/meshpilot.io/v1/diagnostics").json()["diagnostics"]
+    browser, _ = _signed_in(cp)
+    try:
+        shown = browser.get(cp.api + "/dashboard/config").json()
+    finally:
+        browser.close()
+    row = next(o for o in shown["objects"] if o["kind"] == "VirtualService")
+    assert row["name"] == "reviews" and row["namespace"] == "default"
+    mine = "VirtualService default/reviews"
+    expected = sorted(d["code"] for d in analyzed if d["object"] == mine)
+    assert "MP2001" in expected, analyzed  # a host with no Service behind it
+    assert sorted(f["code"] for f in row["findings"]) == expected
+    assert shown["revision"] >= 1

@@ -68,6 +68,7 @@ class Harness:
     def command(self, command: str) -> str | None:
         decision = self.controller.command(NS, NAME, command)
         assert decision is not None
+        assert self.controller.queued_alerts.flush(5.0)  # its alerts, sent off this thread
         return decision.refused
 
     @property

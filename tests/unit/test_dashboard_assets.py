@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_assets_are_package_data() -> None:
     static = pages.static_dir()
-    for name in ("cytoscape.min.js", "cytoscape.LICENSE", "dashboard.js", "dashboard.css"):
+    for name in ("cytoscape.min.js", "cytoscape.LICENSE", "uplot.min.js", "uplot.min.css",
+                 "uplot.LICENSE", "dashboard.js", "dashboard.css"):
         assert (static / name).stat().st_size > 0, name
     assert "Cytoscape Consortium" in (static / "cytoscape.LICENSE").read_text()
+    assert "Leon Sorokin" in (static / "uplot.LICENSE").read_text()
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     shipped = config["tool"]["setuptools"]["package-data"]["meshpilot"]
     assert {"server/dashboard/static/*", "server/dashboard/templates/*"} <= set(shipped)

@@ -70,3 +70,12 @@ def test_no_sign_in_over_plain_http_beyond_loopback() -> None:
     assert not exposed("http", "127.0.0.2") and not exposed("http", "localhost")
     assert exposed("http", "0.0.0.0") and exposed("http", "192.168.1.5")
     assert not exposed("https", "192.168.1.5")
+
+
+def test_a_signed_out_session_is_gone() -> None:
+    auth = DashboardAuth()
+    session_id, _ = auth.redeem(auth.new_code()) or ("", None)
+    assert auth.session(session_id) is not None
+    assert auth.end(session_id) is True
+    assert auth.session(session_id) is None
+    assert auth.end(session_id) is False  # twice: nothing left to end

@@ -72,6 +72,21 @@ def test_splits_name_other_hosts_and_default_a_lone_route_to_100() -> None:
     assert last["text"] == "myapp-primary 80% / myapp-canary 20%"
 
 
+def test_mirrored_traffic_is_shown_as_such() -> None:
+    """Istio's mirroring task: all traffic to v1, a copy of 50 % to v2 (mirrorPercentage);
+    without a percentage every request is copied."""
+    vs = _stored("networking.istio.io", "VirtualService", virtual_service("myapp", http=[
+        {"route": [{"destination": {"host": "myapp", "subset": "v1"}, "weight": 100}],
+         "mirror": {"host": "myapp", "subset": "v2"}, "mirrorPercentage": {"value": 50.0}}]))
+    [rule] = views.splits([vs])["svc:default/myapp"]
+    assert rule["text"] == "v1 100% · mirror v2 50%"
+    assert rule["mirror"] == {"to": "v2", "subset": "v2", "percent": 50.0}
+    whole = _stored("networking.istio.io", "VirtualService", virtual_service("myapp", http=[
+        {"route": [{"destination": {"host": "myapp", "subset": "v1"}}],
+         "mirror": {"host": "myapp", "subset": "v2"}}]))
+    assert views.splits([whole])["svc:default/myapp"][0]["mirror"]["percent"] == 100.0
+
+
 class _Watch:
     def __init__(self) -> None:
         self.pending = 0
@@ -120,3 +135,23 @@ def test_the_stream_sends_on_change_only_when_the_picture_changed() -> None:
     assert asyncio.run(run()) == [events.sse("state", {"n": 0}), events.sse("state", {"n": 1})]
     assert len(asked) == 3  # the last change was looked at, and not sent
     assert store.w.closed
+
+
+def test_config_lists_objects_by_kind_with_their_findings() -> None:
+    vs = _stored("networking.istio.io", "VirtualService",
+                 virtual_service("myapp", http=[weighted("myapp", {"v1": 100})]))
+    svc = _stored("", "Service", service("myapp"))
+    findings = [
+        {"object": "VirtualService default/myapp", "code": "MP1001", "severity": "error",
+         "path": "spec.hosts[0]", "message": "claimed twice", "file": "x.yaml"},
+        {"object": "VirtualService default/gone", "code": "MP2001", "severity": "warning",
+         "path": "", "message": "names nothing"},
+    ]
+    shown = views.config([vs, svc], findings)
+    assert [(o["kind"], o["name"]) for o in shown["objects"]] == [
+        ("Service", "myapp"), ("VirtualService", "myapp")]
+    assert shown["objects"][0]["findings"] == []
+    assert shown["objects"][1]["findings"] == [
+        {"code": "MP1001", "severity": "error", "path": "spec.hosts[0]",
+         "message": "claimed twice"}]
+    assert [f["code"] for f in shown["unattached"]] == ["MP2001"]

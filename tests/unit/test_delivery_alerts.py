@@ -360,3 +360,28 @@ def test_a_canary_without_alerts_posts_nothing() -> None:
     h.release("v2")
     h.run_until(lambda: h.phase == "Succeeded")
     assert h.alerts.posts == []
+
+
+def test_a_commands_alerts_do_not_hold_up_its_answer() -> None:
+    """An abort answers at once; its alert goes out after, from another thread, even when
+    the receiver takes its whole timeout (here: until the test lets it go)."""
+    import threading
+    import time
+
+    release = threading.Event()
+    h = alerting()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 10)
+    h.alerts.posts.clear()
+    h.alerts.observe = lambda: release.wait(10)
+    started = time.monotonic()
+    decision = h.controller.command("default", NAME, "abort")
+    assert decision is not None and decision.refused is None
+    assert time.monotonic() - started < 1.0  # not the receiver's 10 s
+    assert h.phase == "Failed"
+    assert h.alerts.texts(WARN) == []  # not yet: the receiver is still busy
+    release.set()
+    assert h.controller.queued_alerts.flush(5.0)
+    assert h.alerts.texts(WARN) == ["Rolling back, aborted by user"]
+    assert h.controller.queued_alerts.close(5.0)

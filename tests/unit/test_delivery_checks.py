@@ -215,10 +215,27 @@ def test_state_round_trips_through_json() -> None:
                       checks=[CheckRecord("x", "nodata", samples=3, message="few")])
     st.add_event(1.0, "hello")
     st.add_history("promoted", "ok", 2.0)
+    st.add_check_point(1.5)
     again = RolloutState.from_status(json.loads(json.dumps(st.to_status())))
     assert again == st
+    assert st.to_status()["checkHistory"] == [{
+        "time": "1970-01-01T00:00:01Z", "weight": 30,
+        "checks": [{"name": "x", "value": None, "verdict": "nodata"}]}]
     assert st.to_status()["canaryWeight"] == 30
     assert st.to_status()["checks"][0]["primaryValue"] is None
+
+
+def test_check_history_keeps_the_last_runs_and_restarts_with_a_rollout() -> None:
+    from meshpilot.delivery.state import MAX_CHECK_POINTS
+
+    st = RolloutState(checks=[CheckRecord("x", "pass", value=100.0)])
+    for second in range(MAX_CHECK_POINTS + 5):
+        st.canary_weight = second
+        st.add_check_point(float(second))
+    assert len(st.check_history) == MAX_CHECK_POINTS
+    assert st.check_history[0].weight == 5  # the oldest went first
+    st.reset_for_rollout("rev2", 500.0)
+    assert st.check_history == []
 
 
 def test_a_template_secret_ref_passes_the_secret_to_the_provider() -> None:

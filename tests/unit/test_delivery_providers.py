@@ -19,8 +19,8 @@ from meshpilot.delivery.providers import (
     provider_for,
 )
 
-UNSUPPORTED = ("provider type 'datadog' is not supported; meshpilot queries prometheus "
-               "(or the built-in metrics)")
+UNSUPPORTED = ("provider type 'datadog' is not supported; meshpilot queries prometheus, "
+               "graphite, influxdb (or the built-in metrics)")
 
 
 def test_the_registry_maps_a_template_type_to_its_provider() -> None:

@@ -40,14 +40,16 @@ def test_a_never_idle_control_plane_is_still_collected_at_twice_the_longest() ->
 def test_an_overdue_collection_waits_for_a_lull_between_pushes() -> None:
     idle = {"s": 0.0}
     started = time.monotonic()
-    collector = QuietCollector(lambda: idle["s"], quiet=10, every=0.1, longest=1.0,
+    # overdue after 2 s, forced after 4 s: the lull must be taken well before (a loaded
+    # machine may hold the collector's thread back for a while, not for 1.5 s)
+    collector = QuietCollector(lambda: idle["s"], quiet=10, every=0.1, longest=2.0,
                                lull=0.05).start()
     try:
-        time.sleep(1.1)  # overdue, but a push is in flight (no lull yet)
+        time.sleep(2.1)  # overdue, but a push is in flight (no lull yet)
         assert collector.collections == 0
         idle["s"] = 0.06  # the last push was ACKed 60 ms ago: short of quiet, a lull
-        forced_at = started + 2.0  # what would collect anyway, lull or not
-        while collector.collections == 0 and time.monotonic() < forced_at - 0.2:
+        forced_at = started + 4.0  # what would collect anyway, lull or not
+        while collector.collections == 0 and time.monotonic() < forced_at - 0.4:
             time.sleep(0.02)
         assert collector.collections >= 1  # the lull, before the forced one was due
     finally:

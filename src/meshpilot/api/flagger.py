@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from meshpilot.api.base import Duration, Labels, Model, Port, Resource, parse_duration
 from meshpilot.api.flagger_alerts import CanaryAlert
 from meshpilot.api.kubernetes import PortOrName
+from meshpilot.api.metric_query import MetricInterval
 from meshpilot.api.names import SERVICE_LABEL, name_problem
 from meshpilot.api.networking import HTTPMatchRequest
 
@@ -142,7 +143,7 @@ class TemplateReference(Model):
 
 class CanaryMetric(Model):
     name: str = Field(min_length=1)
-    interval: Duration | None = None
+    interval: MetricInterval | None = None
     threshold: float | None = None
     threshold_range: ThresholdRange | None = None
     query: str | None = None

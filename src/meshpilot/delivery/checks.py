@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import (
     MIN_REQUESTS_ANNOTATION,
     Canary,
@@ -37,6 +36,7 @@ from meshpilot.api.flagger import (
     MetricTemplateProvider,
     TemplateReference,
 )
+from meshpilot.api.metric_query import graphite_offset, metric_interval_seconds
 from meshpilot.delivery.judge import proportion_below
 from meshpilot.delivery.ports import MetricQueryError
 from meshpilot.delivery.providers import MetricProvider, MetricsSource, Sample
@@ -133,7 +133,7 @@ def _window(metric: CanaryMetric, ctx: CheckContext) -> tuple[str, float]:
     A short window then rests on few requests, which the minimum-sample rule turns into
     "no data" rather than a pass."""
     text = metric.interval or DEFAULT_METRIC_INTERVAL
-    window = parse_duration(text)
+    window = metric_interval_seconds(text)
     if ctx.now is not None and ctx.evidence_since is not None:
         elapsed = max(1.0, math.floor(ctx.now - ctx.evidence_since))
         if elapsed < window:
@@ -380,7 +380,7 @@ def _templated(metric: CanaryMetric, ctx: CheckContext) -> CheckRecord:
             "namespace": ctx.namespace,
             "target": target,
             "service": ctx.canary.service_names[0],
-            "interval": interval,
+            "interval": graphite_offset(window) if provider.type == "graphite" else interval,
             "variables": opts,
         }
 

@@ -22,6 +22,7 @@ from typing import Any
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
+from meshpilot.delivery.alert_queue import QueuedAlerts
 from meshpilot.delivery.alerts import AlertSender
 from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.keyed_locks import KeyedLocks
@@ -81,6 +82,7 @@ class RolloutController:
         self.settings = settings or Settings()
         self.alerts = AlertSender(reader.alert_provider, reader.secret_data,
                                   alerts or HttpAlertPoster())
+        self.queued_alerts = QueuedAlerts(self.alerts)
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_lock = threading.Lock()
         self._locks = KeyedLocks()  # one per Canary: its steps stay serial
@@ -95,8 +97,20 @@ class RolloutController:
         return self._step(namespace, name, None)
 
     def command(self, namespace: str, name: str, command: str) -> Decision | None:
-        """Carry out a user command now; ``Decision.refused`` says why it could not."""
-        return self._step(namespace, name, command)
+        """Carry out a user command now; ``Decision.refused`` says why it could not. Its
+        alerts are sent after the answer, off the caller's thread."""
+        stepped = self._step_locked(namespace, name, command)
+        if stepped is None:
+            return None
+        canary, decision = stepped
+        if decision.alerts:
+            self.queued_alerts.submit(canary, decision.alerts)
+        return decision
+
+    def close(self, timeout: float) -> None:
+        """Send the alerts still queued (within ``timeout``), then stop sending."""
+        if not self.queued_alerts.close(timeout):
+            log.warning("alerts still queued after %.0f s were not sent", timeout)
 
     def _step(self, namespace: str, name: str, command: str | None) -> Decision | None:
         stepped = self._step_locked(namespace, name, command)

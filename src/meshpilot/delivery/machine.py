@@ -408,6 +408,7 @@ class _Tick:
                       else conclusive_failure(metric, ctx))
             if record is not None:
                 st.checks = [record]
+                st.add_check_point(self.now)
                 st.next_step_at = self.now + self.interval
                 self.count_failure(record.message)
                 return
@@ -547,6 +548,8 @@ class _Tick:
         ctx = self.check_context()
         st.checks = [evaluate(m, ctx) for m in (self.analysis.metrics or [])] \
             if self.analysis else []
+        if st.checks:
+            st.add_check_point(self.now)
         return combine(st.checks)
 
     def wait_for_data(self) -> None:

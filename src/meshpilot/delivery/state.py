@@ -41,6 +41,7 @@ Verdict = Literal["pass", "fail", "nodata"]
 
 MAX_EVENTS = 50
 MAX_HISTORY = 20
+MAX_CHECK_POINTS = 100
 
 
 def spec_hash(template: Any) -> str:
@@ -115,6 +116,27 @@ class HistoryEntry:
         return asdict(self)
 
 
+@dataclass
+class CheckPoint:
+    """The checks of one analysis run of the rollout under way, at the canary weight
+    they judged: the series the dashboard charts against each check's threshold."""
+
+    time: str
+    weight: int
+    checks: list[CheckRecord]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "weight": self.weight,
+                "checks": [{"name": c.name, "value": c.value, "verdict": c.verdict}
+                           for c in self.checks]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckPoint:
+        checks = [CheckRecord.from_json(c) for c in data.get("checks") or []
+                  if isinstance(c, dict)]
+        return cls(str(data.get("time", "")), int(data.get("weight") or 0), checks)
+
+
 _CAMEL = MappingProxyType({
     "canary_weight": "canaryWeight",
     "failed_checks": "failedChecks",
@@ -123,6 +145,7 @@ _CAMEL = MappingProxyType({
     "last_transition_time": "lastTransitionTime",
     "step_index": "stepIndex",
     "mirror_stage": "mirrorStage",
+    "check_history": "checkHistory",
     "mirror_passes": "mirrorPasses",
     "failure_counted_at": "failureCountedAt",
     "fail_fast_baseline": "failFastBaseline",
@@ -215,6 +238,8 @@ class RolloutState:
     primary_session_affinity_cookie: str = ""
     promoted_by: str = ""
     checks: list[CheckRecord] = field(default_factory=list)
+    check_history: list[CheckPoint] = field(default_factory=list)
+    """Every analysis run of the rollout under way (the last ``MAX_CHECK_POINTS``)."""
     events: list[Event] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
 
@@ -225,7 +250,7 @@ class RolloutState:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("checks", "events", "history"):
+            if f.name in ("checks", "check_history", "events", "history"):
                 value = [item.to_json() for item in value]
             out[_CAMEL.get(f.name, f.name)] = value
         return out
@@ -243,6 +268,8 @@ class RolloutState:
                 continue
             if name == "checks":
                 value = [CheckRecord.from_json(c) for c in value if isinstance(c, dict)]
+            elif name == "check_history":
+                value = [CheckPoint.from_json(c) for c in value if isinstance(c, dict)]
             elif name == "events":
                 value = [
                     Event(str(e.get("time", "")), e.get("type", "Normal"), str(e.get("message")))
@@ -289,6 +316,12 @@ class RolloutState:
         del self.events[:-MAX_EVENTS]
         return event
 
+    def add_check_point(self, now: float) -> None:
+        # the numbers a chart needs; messages and sample counts stay with ``checks``
+        self.check_history.append(CheckPoint(rfc3339(now), self.canary_weight, [
+            CheckRecord(c.name, c.verdict, c.value) for c in self.checks]))
+        del self.check_history[:-MAX_CHECK_POINTS]
+
     def add_history(self, outcome: str, reason: str, now: float) -> None:
         started = rfc3339(self.rollout_started_at) if self.rollout_started_at else rfc3339(now)
         self.history.append(
@@ -316,6 +349,7 @@ class RolloutState:
         self.rollout_started_at = now
         self.next_step_at = now
         self.checks = []
+        self.check_history = []
         self.promoted_by = ""
 
 

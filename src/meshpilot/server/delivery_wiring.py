@@ -450,6 +450,7 @@ class DeliveryLoop:
         self._thread.join(timeout=STOP_SECONDS)
         self.workers.stop(timeout=STOP_SECONDS)
         self.argo_workers.stop(timeout=STOP_SECONDS)
+        self.controller.close(timeout=STOP_SECONDS)
         self.alert_poster.close()
         if self.loadtester is not None:
             self.loadtester.stop()

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary
+from meshpilot.api.metric_query import metric_interval_seconds
 from meshpilot.delivery import COMMANDS, RolloutController
 from meshpilot.delivery.argo import ArgoController
 from meshpilot.delivery.machine import interval_seconds
@@ -109,13 +109,14 @@ def summarize(canary: Canary, full: bool = False) -> dict[str, Any]:
             "metrics": metrics,
             "events": [e.to_json() for e in st.events],
             "history": [h.to_json() for h in st.history],
+            "checkHistory": [p.to_json() for p in st.check_history],
             "conditions": st.conditions,
             "progressDeadlineSeconds": canary.spec.progress_deadline_seconds,
             "status": canary.status or {},
         })
         for m in metrics:
             try:
-                m["intervalSeconds"] = parse_duration(m["interval"])
+                m["intervalSeconds"] = metric_interval_seconds(m["interval"])
             except ValueError:
                 m["intervalSeconds"] = None
     return out

@@ -81,6 +81,11 @@ TESTER_NO_COMMAND = Code("MP0056", Severity.ERROR, "webhook to the built-in load
                          "task endpoint without metadata.cmd")
 NOT_IMPLEMENTED_ARGO_FIELD = Code("MP0057", Severity.ERROR, "Argo Rollouts field, step, "
                                   "strategy or router meshpilot does not implement")
+PROVIDER_ADDRESS = Code("MP0073", Severity.ERROR, "MetricTemplate graphite or influxdb "
+                        "provider without an http(s) address")
+PROVIDER_QUERY = Code("MP0074", Severity.ERROR, "MetricTemplate query its provider does not "
+                      "run: influxdb other than an InfluxQL SELECT (Flux), graphite without "
+                      "a target")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
@@ -151,6 +156,9 @@ HPA_TARGET_MISSING = Code("MP2047", Severity.WARNING, "HorizontalPodAutoscaler's
 HPA_NO_CPU_REQUEST = Code("MP2048", Severity.WARNING, "HorizontalPodAutoscaler on CPU "
                           "utilization of a Deployment whose containers request no CPU: "
                           "the metric cannot be computed")
+TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
+                              "provider does not use as written: a secretRef Secret without "
+                              "the keys it reads, a graphite query's format (always json)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

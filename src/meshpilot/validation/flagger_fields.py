@@ -1,7 +1,7 @@
 """Fields of Flagger's Canary and MetricTemplate that meshpilot does not act on: refused.
 
 Flagger's schema carries fields for every router and metrics backend it supports;
-meshpilot is one router (its own Istio-compatible mesh) and queries Prometheus and its
+meshpilot is one router (its own mesh) and queries Prometheus, Graphite, InfluxDB and its
 own telemetry. A Canary is a promise about how a release will be judged and routed, so a
 field that would change that and is not acted on is refused (MP0048) rather than
 applied without it: a Canary must never look as if it autoscaled or routed in a way it
@@ -23,7 +23,7 @@ from meshpilot.validation.unapplied_fields import Unapplied, row
 _REFUSED = codes.NOT_IMPLEMENTED_FLAGGER_FIELD
 ROUTER = "istio"
 """The one Flagger provider (router) meshpilot is: its own mesh, programmed as Istio."""
-QUERIED_PROVIDERS = frozenset({"prometheus"})
+QUERIED_PROVIDERS = frozenset({"prometheus", "graphite", "influxdb"})
 """MetricTemplate provider types meshpilot queries."""
 
 
@@ -88,10 +88,11 @@ _PROVIDER = ("spec", "provider")
 
 METRIC_TEMPLATE: tuple[Unapplied, ...] = (
     row(*_PROVIDER, "type", when=_not_queried, code=_REFUSED,
-        why="provider type {value} is refused: meshpilot queries prometheus only (and its "
-            "built-in request-success-rate and request-duration checks, which need no "
-            "template); point a prometheus template at a Prometheus that has the data"),
+        why="provider type {value} is refused: meshpilot queries prometheus, graphite "
+            "and influxdb (InfluxQL) only (and its built-in request-success-rate and "
+            "request-duration checks, which need no template); point a template of one "
+            "of those types at a server that has the data"),
     row(*_PROVIDER, "region",
-        why="region is not applied: it locates a CloudWatch provider; a prometheus "
-            "provider is found by its address; remove it"),
+        why="region is not applied: it locates a CloudWatch provider; prometheus, "
+            "graphite and influxdb providers are found by their address; remove it"),
 )

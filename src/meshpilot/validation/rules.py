@@ -25,6 +25,7 @@ from meshpilot.validation.finding import Finding
 from meshpilot.validation.flagger_fields import CANARY, METRIC_TEMPLATE
 from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.l4_route_rules import virtual_service_findings
+from meshpilot.validation.metric_template_rules import metric_template_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
 from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
@@ -53,7 +54,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "DestinationRule": unapplied("DestinationRule"),
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
     "HorizontalPodAutoscaler": hpa_findings,
-    "MetricTemplate": rule_of(METRIC_TEMPLATE),
+    "MetricTemplate": _all_of(rule_of(METRIC_TEMPLATE), metric_template_findings),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
     "Rollout": rollout_findings,

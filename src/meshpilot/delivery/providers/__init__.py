@@ -2,8 +2,9 @@
 
 - :mod:`.builtin`: Flagger's built-in metrics (``request-success-rate``,
   ``request-duration``), chosen by metric name, answered by the embedded telemetry.
-- :mod:`.prometheus`: MetricTemplate queries whose ``spec.provider.type`` is
-  ``prometheus``.
+- :mod:`.prometheus`, :mod:`.graphite`, :mod:`.influxdb`: MetricTemplate queries whose
+  ``spec.provider.type`` is ``prometheus``, ``graphite`` or ``influxdb`` (InfluxQL on
+  InfluxDB 1.x; Flagger's Flux for InfluxDB 2 is refused at apply).
 
 As in Flagger's providers package, a MetricTemplate's provider is looked up by its type
 in one table, :data:`PROVIDERS`: another provider is one module here and one line there.
@@ -20,6 +21,8 @@ from typing import Protocol
 from meshpilot.api.flagger import MetricTemplateProvider
 from meshpilot.delivery.ports import MetricQueryError
 from meshpilot.delivery.providers.builtin import BuiltinMetrics, MetricsSource, Sample
+from meshpilot.delivery.providers.graphite import GraphiteProvider
+from meshpilot.delivery.providers.influxdb import InfluxDBProvider
 from meshpilot.delivery.providers.prometheus import PrometheusProvider
 
 
@@ -36,6 +39,8 @@ class MetricProvider(Protocol):
 
 PROVIDERS: Mapping[str, Callable[[], MetricProvider]] = MappingProxyType({
     "prometheus": PrometheusProvider,
+    "graphite": GraphiteProvider,
+    "influxdb": InfluxDBProvider,
 })
 """MetricTemplate ``spec.provider.type`` → how to make the provider that answers it."""
 
@@ -70,6 +75,8 @@ class Providers:
 __all__ = [
     "PROVIDERS",
     "BuiltinMetrics",
+    "GraphiteProvider",
+    "InfluxDBProvider",
     "MetricProvider",
     "MetricsSource",
     "PrometheusProvider",

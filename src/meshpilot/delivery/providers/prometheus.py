@@ -11,6 +11,7 @@ import httpx
 
 from meshpilot.api.flagger import MetricTemplateProvider
 from meshpilot.delivery.ports import MetricQueryError
+from meshpilot.delivery.providers.http import ProviderHTTP, template_headers
 
 
 def auth_headers(credentials: Mapping[str, bytes] | None) -> dict[str, str]:
@@ -36,36 +37,22 @@ class PrometheusProvider:
     does not verify the server's certificate (made only when a template asks for it)."""
 
     def __init__(self, client: httpx.Client | None = None, timeout: float = 5.0) -> None:
-        self._client = client or httpx.Client(timeout=timeout)
-        self._timeout = timeout
-        self._unverified: httpx.Client | None = None
-
-    def _client_for(self, provider: MetricTemplateProvider) -> httpx.Client:
-        if not provider.insecure_skip_verify:
-            return self._client
-        if self._unverified is None:
-            self._unverified = httpx.Client(timeout=self._timeout, verify=False)
-        return self._unverified
+        self._http = ProviderHTTP(client, timeout)
 
     def query(self, provider: MetricTemplateProvider, query: str,
               credentials: Mapping[str, bytes] | None = None) -> float | None:
         if not provider.address:
             raise MetricQueryError("the prometheus provider has no address")
-        headers = {k: ", ".join(v) for k, v in (provider.headers or {}).items()}
+        headers = template_headers(provider)
         headers.update(auth_headers(credentials))
         url = provider.address.rstrip("/") + "/api/v1/query"
+        response = self._http.get(provider, url, {"query": query}, headers)
         try:
-            response = self._client_for(provider).get(url, params={"query": query},
-                                                      headers=headers)
-        except httpx.HTTPError as exc:
+            body = response.json()
+        except ValueError as exc:
             raise MetricQueryError(
-                f"prometheus at {provider.address} did not answer: {exc}"
-            ) from exc
-        if response.status_code != 200:
-            raise MetricQueryError(
-                f"prometheus answered {response.status_code}: {response.text[:200]}"
-            )
-        return parse_prometheus_result(response.json())
+                f"prometheus answered with no JSON: {response.text[:200]}") from exc
+        return parse_prometheus_result(body)
 
 
 def parse_prometheus_result(body: dict[str, Any]) -> float | None:

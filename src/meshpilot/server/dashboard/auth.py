@@ -92,6 +92,15 @@ class DashboardAuth:
             found = self._find(self._sessions, _digest(session_id))
             return self._sessions[found] if found is not None else None
 
+    def end(self, session_id: str) -> bool:
+        """Sign a session out; whether there was one."""
+        with self._lock:
+            found = self._find(self._sessions, _digest(session_id))
+            if found is None:
+                return False
+            del self._sessions[found]
+            return True
+
     @staticmethod
     def _find(entries: dict[bytes, object], given: bytes) -> bytes | None:
         found = None

@@ -94,6 +94,10 @@ class DashboardGate:
             if session is None:
                 await _send(send, 401, login_page(), b"text/html; charset=utf-8")
                 return
+            if unsafe and not self._csrf_ok(session, scope, headers):
+                await forbidden(send, "the dashboard's CSRF token or Origin is missing or "
+                                      "wrong")
+                return
             await self._as(session, scope, receive, send)
         elif session is not None and "authorization" not in headers:
             if unsafe and not self._csrf_ok(session, scope, headers):

@@ -2,9 +2,12 @@
 
 ``/dashboard/`` the page (signed-in browsers only: see :mod:`.gate`),
 ``/dashboard/login?code=`` the sign-in link, ``/dashboard/events`` its live feed,
+``/dashboard/config`` every stored object with its validation findings (what
+``meshpilot analyze`` reports), ``POST /dashboard/logout`` signing out,
 ``/dashboard/static/`` its assets (shipped in the package: nothing comes from elsewhere),
 and ``POST /apis/meshpilot.io/v1/dashboard/codes`` the one-time code ``meshpilot
-dashboard`` prints a link with.
+dashboard`` prints a link with. The page applies YAML, runs rollout commands and reads
+proxy configs through the API itself, as the CLI does.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from meshpilot.runtime import Pod
+from meshpilot.server.config_service import state_of
 from meshpilot.server.dashboard import views
 from meshpilot.server.dashboard.auth import (
     CODE_TTL_SECONDS,
@@ -35,9 +39,10 @@ from meshpilot.server.dashboard.auth import (
     DashboardAuth,
 )
 from meshpilot.server.dashboard.events import never, stream
-from meshpilot.server.dashboard.gate import PREFIX, SESSION_STATE
+from meshpilot.server.dashboard.gate import PREFIX, SESSION_STATE, session_id
 from meshpilot.server.dashboard.pages import dashboard_page, login_page, static_dir
 from meshpilot.store import SqliteStore
+from meshpilot.validation import check_state
 
 CODES_PATH = "/apis/meshpilot.io/v1/dashboard/codes"
 # The page's own code and assets, never anything from another host
@@ -81,6 +86,7 @@ class Dashboard:
         rows = await asyncio.to_thread(self.rows) if self.rows is not None else []
         store = self.store
         return {
+            "revision": store.revision(),
             "graph": views.graph(self.pods(), store.list(group="", kind="Service"),
                                  store.list(group="networking.istio.io",
                                             kind="VirtualService"), rows),
@@ -124,6 +130,26 @@ class Dashboard:
         session = getattr(request.state, SESSION_STATE)
         return HTMLResponse(dashboard_page(session.csrf), headers=dict(PAGE_HEADERS))
 
+    def _config(self) -> dict[str, Any]:
+        objects = self.store.list()
+        found = check_state(state_of(objects), all_objects=True)
+        return {"revision": self.store.revision(),
+                **views.config(objects, (d.to_dict() for d in found))}
+
+    async def config(self, request: Request) -> Response:
+        # judging the whole state takes CPU in proportion to it: off the event loop
+        return JSONResponse(await asyncio.to_thread(self._config),
+                            headers={"cache-control": "no-store"})
+
+    async def logout(self, request: Request) -> Response:
+        """Ends this browser's session (the gate checked its CSRF token and origin) and
+        clears its cookie; the page then shows the sign-in page."""
+        self.auth.end(session_id(request.headers) or "")
+        response = JSONResponse({"signedOut": True}, headers={"cache-control": "no-store"})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")
+        return response
+
     async def events(self, request: Request) -> Response:
         return StreamingResponse(stream(self.store, self.snapshot, self.stopping),
                                  media_type="text/event-stream",
@@ -137,5 +163,7 @@ class Dashboard:
             Route(f"{PREFIX}/", self.page),
             Route(f"{PREFIX}/login", self.login),
             Route(f"{PREFIX}/events", self.events),
+            Route(f"{PREFIX}/config", self.config),
+            Route(f"{PREFIX}/logout", self.logout, methods=["POST"]),
             Mount(f"{PREFIX}/static", StaticFiles(directory=static_dir()), name="dashboard-static"),
         ]

@@ -105,9 +105,28 @@ def _rule_split(rule: Mapping[str, Any], service: str, namespace: str) -> Body:
             weight = 100 if len(routes) == 1 else 0
         parts.append({"to": _route_label(route.get("destination") or {}, service, namespace),
                       "weight": int(weight)})
+    text = " / ".join(f"{p['to']} {p['weight']}%" for p in parts)
+    mirror = _mirror(rule, service, namespace)
+    if mirror is not None:
+        text += f" · mirror {mirror['to']} {mirror['percent']:g}%"
     return {"rule": rule.get("name") or "", "match": bool(rule.get("match")),
-            "routes": parts,
-            "text": " / ".join(f"{p['to']} {p['weight']}%" for p in parts)}
+            "routes": parts, "mirror": mirror, "text": text}
+
+
+def _mirror(rule: Mapping[str, Any], service: str, namespace: str) -> Body | None:
+    """Where the rule mirrors copies of its requests and what share of them (Istio's
+    ``mirror`` with ``mirrorPercentage``, 100 % when absent; ``mirrors`` lists)."""
+    targets = list(rule.get("mirrors") or [])
+    if rule.get("mirror"):
+        targets.insert(0, {"destination": rule["mirror"],
+                           "percentage": rule.get("mirrorPercentage")})
+    if not targets:
+        return None
+    first = targets[0]
+    share = (first.get("percentage") or {}).get("value")
+    dest = first.get("destination") or {}
+    return {"to": _route_label(dest, service, namespace), "subset": dest.get("subset") or "",
+            "percent": 100.0 if share is None else float(share)}
 
 
 def splits(virtual_services: Iterable[StoredObject]) -> dict[str, list[Body]]:
@@ -163,3 +182,21 @@ def graph(pods: Sequence[Pod], services: Sequence[StoredObject],
         "workloads": workloads, "callers": callers, "edges": edges,
         "splits": splits(virtual_services), "windowSeconds": WINDOW_SECONDS,
     }
+
+
+def config(objects: Iterable[StoredObject], findings: Iterable[Mapping[str, Any]]) -> Body:
+    """Every stored object by kind and namespace with the validation findings on it (as
+    ``meshpilot analyze`` reports them), and the findings that name no stored object."""
+    by_object: dict[str, list[Body]] = {}
+    for d in findings:
+        by_object.setdefault(str(d.get("object") or ""), []).append({
+            "code": d.get("code"), "severity": d.get("severity"), "path": d.get("path") or "",
+            "message": d.get("message")})
+    items = []
+    for obj in sorted(objects, key=lambda o: (o.key.kind, o.key.namespace, o.key.name)):
+        items.append({"group": obj.key.group, "kind": obj.key.kind,
+                      "namespace": obj.key.namespace, "name": obj.key.name,
+                      "resourceVersion": str(obj.resource_version),
+                      "findings": by_object.pop(str(obj.key), [])})
+    return {"objects": items,
+            "unattached": [f for found in by_object.values() for f in found]}
