@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import wait_for
 
@@ -19,21 +20,18 @@ BURN = ("import time\n"
 
 
 def test_a_group_counts_its_processes_and_waited_children() -> None:
-    """A shell (group leader) runs a Python child that burns 0.3 s of CPU and waits for
-    it, then sleeps: the group's CPU time includes the child's."""
-    script = f"{sys.executable} -c '{BURN}'; sleep 5"
+    """A shell (group leader) runs a Python child that burns 0.3 s of CPU, waits for it,
+    then becomes ``sleep``: once only the idle sleep is left in the group, the group's
+    CPU time still holds the child's (the CPU time of waited-for children, which
+    ``exec`` keeps)."""
+    script = f"{sys.executable} -c '{BURN}'; exec sleep 5"
     proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
     try:
-        deadline = 50
-        used = 0.0
-        for _ in range(deadline):  # bounded: 50 x 0.1 s
-            used = group_cpu_seconds([proc.pid]).get(proc.pid, 0.0)
-            if used >= 0.25:
-                break
-            subprocess.run(["sleep", "0.1"], check=True)
-        assert used >= 0.25
+        wait_for(lambda: cmdline.read_bytes().startswith(b"sleep"), 10)
+        assert group_cpu_seconds([proc.pid]).get(proc.pid, 0.0) >= 0.25
         assert group_cpu_seconds([]) == {}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
-    wait_for(lambda: proc.pid not in group_cpu_seconds([proc.pid]), 5)
+    assert proc.pid not in group_cpu_seconds([proc.pid])
