@@ -238,7 +238,7 @@ def run_envoys(args: argparse.Namespace, tmp: Path, api: str) -> dict[str, Any]:
     envoys: list[EnvoyProcess] = []
     try:
         for i, node in enumerate(nodes):
-            doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port, admin_port=0,
+            doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                             api_type="DELTA_GRPC" if api == "delta" else "GRPC")
             proc = EnvoyProcess(doc, name=f"{api}-{i}", work_dir=tmp / f"envoys-{api}")
             proc.start()

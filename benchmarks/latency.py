@@ -82,6 +82,7 @@ from typing import Any
 import httpx
 from harness import ControlPlane
 
+from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.envoy import EnvoyProcess, envoy_binary
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.security import DEFAULT_TRUST_DOMAIN, load_or_create_self_signed_ca
@@ -701,15 +702,19 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
         time.sleep(2.0)
 
 
-def admin_of(pid: int) -> str | None:
-    """An Envoy's admin address, from the file named by its ``--admin-address-path``."""
+def admin_of(pid: int) -> AdminClient | None:
+    """A client for an Envoy's admin socket, named in the bootstrap its ``-c`` reads."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
     for flag, value in itertools.pairwise(argv):
-        if flag == b"--admin-address-path":
-            return Path(value.decode()).read_text().strip()
+        if flag == b"-c":
+            try:
+                doc = json.loads(Path(value.decode()).read_text())
+                return AdminClient(doc["admin"]["address"]["pipe"]["path"], timeout=10)
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
     return None
 
 
@@ -736,11 +741,10 @@ def upstream_connections(pid: int) -> dict[str, int]:
     admin = admin_of(pid)
     if admin is None:
         return {}
-    with httpx.Client(base_url=f"http://{admin}", trust_env=False, timeout=10) as c:
-        stats = c.get("/stats", params={"format": "json",
-                                        "filter": r"^cluster\..*\.upstream_(cx|rq)_total$"})
+    with admin:
+        stats = admin.stats(r"^cluster\..*\.upstream_(cx|rq)_total$", "json")
     out: dict[str, int] = {}
-    for item in stats.json().get("stats", []):
+    for item in stats.get("stats", []):
         name = str(item.get("name", ""))
         if "xds-grpc" in name or "value" not in item:
             continue
@@ -781,8 +785,8 @@ def print_tls_stats(envoys: dict[str, int | None]) -> None:
         admin = admin_of(pid) if pid else None
         if admin is None:
             continue
-        with httpx.Client(base_url=f"http://{admin}", trust_env=False, timeout=10) as c:
-            stats = c.get("/stats", params={"format": "json", "filter": r"\.ssl\."}).json()
+        with admin:
+            stats = admin.stats(r"\.ssl\.", "json")
         seen: dict[str, int] = {}
         for item in stats.get("stats", []):
             name, value = str(item.get("name", "")), item.get("value")
@@ -804,11 +808,11 @@ def dump_configs(envoys: dict[str, int], out_dir: Path) -> None:
     for label, pid in envoys.items():
         admin = admin_of(pid)
         if admin is None:
-            print(f"  {label}: no admin address found", flush=True)
+            print(f"  {label}: no admin socket found", flush=True)
             continue
-        with httpx.Client(base_url=f"http://{admin}", trust_env=False, timeout=10) as c:
-            dump = c.get("/config_dump", params={"include_eds": ""}).json()
-            stats = c.get("/stats", params={"format": "json"}).json().get("stats", [])
+        with admin:
+            dump = admin.config_dump(include_eds=True)
+            stats = admin.stats(None, "json").get("stats", [])
         (out_dir / f"{label}.json").write_text(json.dumps(dump, indent=1))
         print(f"  {label} (pid {pid}): {len(stats)} stats; "
               + "; ".join(http_filters(dump)), flush=True)

@@ -108,7 +108,6 @@ def bootstrap(config: str, n: int, port: int, app_port: int) -> dict[str, Any]:
         stats["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"].append(
             {"safe_regex": {"regex": VCLUSTER_STATS}})
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": [_dict(listener)],
                              "clusters": [_dict(c) for c in clusters.inbound(node)]},
         **regex_only_matcher(stats),
@@ -128,7 +127,6 @@ def upstream(port: int) -> dict[str, Any]:
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": [{
             "name": "app",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from meshpilot.proxy.admin import AdminClient
+
 DEPLOYMENT = """
 apiVersion: apps/v1
 kind: Deployment
@@ -145,7 +147,7 @@ def main() -> int:
             time.sleep(0.1)
         (pod,) = api.get("/api/v1/namespaces/default/pods").json()["items"]
         name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-        admin = pod["status"]["sidecarAdmin"]
+        admin = AdminClient(pod["status"]["sidecarAdminSocket"], timeout=10)
         pid = sidecar_pid(state, name)
         time.sleep(3)
         idle, idle_anon = rss_kb(pid), rss_kb(pid, "RssAnon")
@@ -167,10 +169,10 @@ def main() -> int:
         sampler.join()
         loaded, loaded_anon = rss_kb(pid), rss_kb(pid, "RssAnon")
         cost1 = api.get("/apis/meshpilot.io/v1/telemetry/cost").json()
-        stats = httpx.get(f"http://{admin}/stats", trust_env=False).text.count("\n")
-        server_mem = httpx.get(f"http://{admin}/stats", trust_env=False,
-                               params={"filter": r"^server\.memory_(allocated|heap_size)$"}
-                               ).text.strip().replace("\n", ", ")
+        with admin:
+            stats = admin.stats(None, "text").count("\n")
+            server_mem = admin.stats(r"^server\.memory_(allocated|heap_size)$",
+                                     "text").strip().replace("\n", ", ")
         reads = cost1["proxiesRead"] - cost0["proxiesRead"]
         cpu = cost1["cpuSecondsTotal"] - cost0["cpuSecondsTotal"]
         print(f"sidecar VmRSS idle:            {idle / 1024:.1f} MB "

@@ -14,11 +14,13 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from meshpilot.proxy.admin import AdminClient
+from meshpilot.proxy.admin_socket import admin_socket_path
 from tests.builders import to_yaml
 from tests.conftest import ControlPlane, read_endpoints, wait_for
 
@@ -38,10 +40,10 @@ def version_of(response: httpx.Response) -> str:
     return response.headers.get("x-version") or f"status:{response.status_code}"
 
 
-def admin_at(address: str) -> AdminClient:
-    """An Envoy admin client for ``host:port``."""
-    host, _, port = address.rpartition(":")
-    return AdminClient(host, int(port))
+def admin_at(socket_path: str) -> AdminClient:
+    """An Envoy admin client for the admin socket ``socket_path`` (a pod's status names
+    its sidecar's: ``sidecarAdminSocket``)."""
+    return AdminClient(socket_path)
 
 
 class Mesh:
@@ -158,15 +160,16 @@ class Mesh:
             raise AssertionError(f"{exc}\nexpected {sorted(expected)}\n{self.proxies()}") from None
 
     def proxy_admin(self) -> AdminClient:
-        """The admin API of the mesh proxy (Envoy writes its address to ``run/*.admin``)."""
-        path = self.cp.state_dir / "run" / "mesh-proxy.admin"
-        return admin_at(wait_for(lambda: path.exists() and path.read_text().strip(), timeout=10))
+        """The admin API of the mesh proxy (its socket, in the run directory's ``admin``)."""
+        path = admin_socket_path(Path(self.cp.state_dir) / "run", "mesh-proxy")
+        wait_for(path.exists, timeout=10, message=f"the mesh proxy's admin socket {path}")
+        return admin_at(str(path))
 
     def sidecar_admin(self, deployment: str) -> AdminClient:
         """The admin API of the sidecar of the (single) pod of ``deployment``."""
         pods = self.pods_of(deployment)
         assert len(pods) == 1, pods
-        return admin_at(pods[0]["status"]["sidecarAdmin"])
+        return admin_at(pods[0]["status"]["sidecarAdminSocket"])
 
     # --- requests ------------------------------------------------------------------------
     def versions(self, url: str, n: int, **request: Any) -> Counter[str]:

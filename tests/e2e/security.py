@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT
+from meshpilot.proxy.admin import AdminClient
 from tests.builders import demo_app_container, deployment, from_yaml, metadata, service
 from tests.conftest import wait_for
 from tests.e2e.mesh import Mesh
@@ -227,13 +228,13 @@ def wait_counted(mesh: Mesh, n: float, timeout: float = 15.0, **labels: str) -> 
 # --- certificates -----------------------------------------------------------------------
 
 
-def workload_serials(admin: str) -> set[str]:
+def workload_serials(admin_socket: str) -> set[str]:
     """The serial numbers of the workload certificates (those with a SPIFFE URI SAN) the
-    Envoy whose admin API is at ``admin`` (``host:port``) holds now (Envoy's ``/certs``)."""
-    r = httpx.get(f"http://{admin}/certs", trust_env=False, timeout=5.0)
-    r.raise_for_status()
+    Envoy whose admin socket is ``admin_socket`` holds now (Envoy's ``/certs``)."""
+    with AdminClient(admin_socket, timeout=5.0) as admin:
+        certs = admin.certs()
     return {cert["serial_number"]
-            for context in r.json()["certificates"]
+            for context in certs["certificates"]
             for cert in context.get("cert_chain", [])
             if any(san.get("uri", "").startswith("spiffe://")
                    for san in cert.get("subject_alt_names", []))}

@@ -209,7 +209,8 @@ def test_certificates_rotate_under_load_without_a_failed_request(
     given.applied(*SCENE, peer_authentication(FOO, "STRICT"), destination_rule(
         "httpbin.foo.svc.cluster.local", namespace=FOO, traffic_policy={
             "connectionPool": {"http": {"maxRequestsPerConnection": 1}}}))
-    admins = {app: pod(mesh, FOO, app)["status"]["sidecarAdmin"] for app in ("httpbin", "sleep")}
+    admins = {app: pod(mesh, FOO, app)["status"]["sidecarAdminSocket"]
+              for app in ("httpbin", "sleep")}
     seen: dict[str, list[set[str]]] = {app: [] for app in admins}
 
     via = [mesh.mesh_proxy, sidecar_proxy(mesh, FOO, "sleep")]

@@ -93,7 +93,8 @@ def test_the_root_is_rotated_under_mtls_load_without_a_failed_request(
     assert before["phase"] == "Steady" and len(before["roots"]) == 1
     old = before["roots"][0]
 
-    callers = [mesh.proxy_admin(), admin_at(pod(mesh, FOO, "sleep")["status"]["sidecarAdmin"])]
+    callers = [mesh.proxy_admin(),
+               admin_at(pod(mesh, FOO, "sleep")["status"]["sidecarAdminSocket"])]
     opened = [connections_opened(callers)]
 
     via = [mesh.mesh_proxy, sidecar_proxy(mesh, FOO, "sleep")]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography import x509
 
+from meshpilot.proxy.admin import AdminClient
 from tests.builders import demo_app_container, deployment
 from tests.conftest import run_cli
 from tests.e2e import myapp
@@ -66,9 +67,8 @@ def test_proxy_config_secret_shows_the_certificate_envoy_holds(mesh: Mesh, given
     assert datetime.fromisoformat(trusted["notAfter"]) == root.not_valid_after_utc
 
     # Envoy's own account of what it serves names the same certificates.
-    with httpx.Client(trust_env=False, timeout=10) as admin:
-        certs = admin.get(f"http://{pod['status']['sidecarAdmin']}/certs").json()[
-            "certificates"]
+    with AdminClient(pod["status"]["sidecarAdminSocket"], timeout=10) as admin:
+        certs = admin.certs()["certificates"]
     envoy_serials = {c["serial_number"] for entry in certs for c in entry["cert_chain"]}
     assert envoy_serials == {leaf["serialNumber"]}, certs
 

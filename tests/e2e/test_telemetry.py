@@ -141,7 +141,7 @@ def test_counters_survive_a_sidecar_restart(mesh: Mesh, given: Given) -> None:
 
     wait_for(lambda: dest_count() == 20, 10, interval=0.2, message="the first requests counted")
     (pod,) = [p for p in mesh.pods() if p["metadata"]["name"].startswith("myapp-v1")]
-    admin = pod["status"]["sidecarAdmin"]
+    admin = pod["status"]["sidecarAdminSocket"]
     sidecar_pid = _sidecar_pid(mesh, pod["metadata"]["name"])
     os.kill(sidecar_pid, signal.SIGKILL)
     wait_for(lambda: _sidecar_pid(mesh, pod["metadata"]["name"]) not in (None, sidecar_pid),

@@ -174,7 +174,7 @@ def test_call_through_envoy_http_proxy(demo_app: Callable[..., DemoApp], tmp_pat
     # the target app (a static cluster; no dynamic forward proxy needed).
     doc = static_envoy_config(listen, upstream_port=target.port, domains=["target", "target:*"],
                               listener="outbound", cluster="target", node="proxy-test")
-    with EnvoyProcess(doc, name="outbound", work_dir=tmp_path, admin_port=0) as envoy:
+    with EnvoyProcess(doc, name="outbound", work_dir=tmp_path) as envoy:
         assert envoy.wait_live(10)
         assert wait_port("127.0.0.1", listen, timeout=5)
         caller = demo_app(env={"HTTP_PROXY": f"http://127.0.0.1:{listen}",

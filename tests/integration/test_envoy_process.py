@@ -16,6 +16,7 @@ from tests.builders import sidecar_node, static_envoy_config
 from tests.conftest import serve_http
 
 from meshpilot.proxy.admin import AdminClient
+from meshpilot.proxy.admin_socket import admin_socket_path, prepare_socket_dir, socket_dir
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess, EnvoyStartError
 from meshpilot.proxy.ports import free_port, port_open, wait_port
@@ -23,10 +24,10 @@ from meshpilot.proxy.ports import free_port, port_open, wait_port
 pytestmark = pytest.mark.timeout(60)
 
 
-def sidecar_bootstrap(admin_port: int = 0) -> dict[str, Any]:
+def sidecar_bootstrap() -> dict[str, Any]:
     node = sidecar_node("demo-v1-abcde", "127.0.0.1", labels={"app": "demo", "version": "v1"})
     # An xDS port where nothing listens: Envoy must start and wait for its config.
-    return bootstrap(node, xds_host="127.0.0.1", xds_port=free_port(), admin_port=admin_port)
+    return bootstrap(node, xds_host="127.0.0.1", xds_port=free_port())
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -52,8 +53,7 @@ def upstream() -> Iterator[int]:
 
 
 def test_sidecar_waits_for_control_plane(tmp_path: Path) -> None:
-    envoy = EnvoyProcess(sidecar_bootstrap(), name="sidecar", work_dir=tmp_path,
-                         admin_port=free_port())
+    envoy = EnvoyProcess(sidecar_bootstrap(), name="sidecar", work_dir=tmp_path)
     try:
         envoy.start()
         assert envoy.running and envoy.pid
@@ -70,36 +70,45 @@ def test_sidecar_waits_for_control_plane(tmp_path: Path) -> None:
         code = envoy.stop(grace=5)
     assert not envoy.running
     assert code == 0
-    assert not envoy.admin_port or not port_open("127.0.0.1", envoy.admin_port)
+    assert envoy.admin_socket == admin_socket_path(tmp_path, "sidecar")
+    assert not envoy.admin_socket.exists()  # removed with the process
 
 
-def test_admin_port_zero_is_read_back(tmp_path: Path) -> None:
-    with EnvoyProcess(sidecar_bootstrap(), name="zero", work_dir=tmp_path,
-                      admin_port=0) as envoy:
-        assert envoy.admin_port > 0
+def test_a_stale_admin_socket_is_replaced(tmp_path: Path) -> None:
+    """A socket file left by a crashed Envoy (nobody listening) does not stop the next."""
+    path = admin_socket_path(tmp_path, "stale")
+    prepare_socket_dir(path.parent)
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(path))  # bound, never listening: what a SIGKILLed Envoy leaves
+    with EnvoyProcess(sidecar_bootstrap(), name="stale", work_dir=tmp_path) as envoy:
+        assert envoy.admin_socket == path
         assert envoy.admin.state() == "PRE_INITIALIZING"
-    assert not envoy.running
+    assert not envoy.running and not path.exists()
 
 
-def test_admin_port_in_use_gives_clear_error(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen(1)
-        port = holder.getsockname()[1]
-        envoy = EnvoyProcess(sidecar_bootstrap(), name="busy", work_dir=tmp_path,
-                             admin_port=port)
+def test_an_unsafe_admin_socket_directory_gives_clear_error(tmp_path: Path) -> None:
+    """The socket directory replaced by a symbolic link (to a directory anyone can
+    enter) is refused before Envoy starts, naming the directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    folder = socket_dir(tmp_path)
+    folder.symlink_to(elsewhere)
+    envoy = EnvoyProcess(sidecar_bootstrap(), name="unsafe", work_dir=tmp_path)
+    try:
         with pytest.raises(EnvoyStartError) as info:
             envoy.start(timeout=10)
+    finally:
+        folder.unlink()
     message = str(info.value)
-    assert "busy" in message and "exited with code" in message
-    assert "cannot bind" in message or "in use" in message.lower()
-    assert not envoy.running
+    assert "unsafe" in message and str(folder) in message
+    assert "symbolic link" in message
+    assert not envoy.running and list(elsewhere.iterdir()) == []
 
 
 def test_invalid_bootstrap_gives_clear_error(tmp_path: Path) -> None:
     doc = sidecar_bootstrap()
     doc["static_resources"]["clusters"][0]["no_such_field"] = True
-    envoy = EnvoyProcess(doc, name="invalid", work_dir=tmp_path, admin_port=0)
+    envoy = EnvoyProcess(doc, name="invalid", work_dir=tmp_path)
     with pytest.raises(EnvoyStartError) as info:
         envoy.start(timeout=10)
     assert "no_such_field" in str(info.value)
@@ -110,7 +119,7 @@ def test_invalid_bootstrap_gives_clear_error(tmp_path: Path) -> None:
 def test_static_envoy_proxies_and_admin_works(tmp_path: Path, upstream: int) -> None:
     listen = free_port()
     envoy = EnvoyProcess(static_envoy_config(listen, upstream_port=upstream), name="static",
-                         work_dir=tmp_path, admin_port=0, drain_time_s=1)
+                         work_dir=tmp_path, drain_time_s=1)
     with envoy:
         assert envoy.wait_live(timeout=10)
         assert envoy.admin.ready()
@@ -154,7 +163,7 @@ def test_static_envoy_proxies_and_admin_works(tmp_path: Path, upstream: int) -> 
 
 
 def test_stop_kills_after_grace_and_start_twice_is_refused(tmp_path: Path) -> None:
-    envoy = EnvoyProcess(sidecar_bootstrap(), name="twice", work_dir=tmp_path, admin_port=0)
+    envoy = EnvoyProcess(sidecar_bootstrap(), name="twice", work_dir=tmp_path)
     envoy.start()
     try:
         with pytest.raises(RuntimeError):
@@ -163,11 +172,12 @@ def test_stop_kills_after_grace_and_start_twice_is_refused(tmp_path: Path) -> No
         envoy.stop(grace=0.0)  # SIGKILL path
     assert not envoy.running
     assert envoy.returncode is not None
-    # restartable on a fresh admin port
+    # restartable: the SIGKILLed one's socket is replaced
     envoy.start()
     assert envoy.admin.state() == "PRE_INITIALIZING"
     envoy.admin.quit()
     assert envoy.wait(timeout=10) == 0
+    assert not envoy.admin_socket.exists()  # an exit of its own leaves no socket either
 
 
 def test_a_running_envoy_is_adopted_only_with_the_same_configuration(tmp_path: Path) -> None:
@@ -182,7 +192,7 @@ def test_a_running_envoy_is_adopted_only_with_the_same_configuration(tmp_path: P
         adopted = EnvoyProcess(doc, name="adoptee", work_dir=tmp_path)
         assert adopted.attach() and adopted.adopted
         assert adopted.pid == first.pid and adopted.running
-        assert adopted.admin_port == first.admin_port
+        assert adopted.admin_socket == first.admin_socket
         info = adopted.admin.server_info()
         assert info["command_line_options"]["config_path"] == str(first.config_path)
 

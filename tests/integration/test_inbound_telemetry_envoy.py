@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -50,7 +49,7 @@ from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.proxy.stats import stats_config
 from meshpilot.security import authorization_for, load_or_create_self_signed_ca
-from meshpilot.telemetry.envoy_stats import STATS_PARAMS, STATS_PATH, parse_json
+from meshpilot.telemetry.envoy_stats import STATS_PARAMS, parse_json
 from meshpilot.telemetry.istio import Point, ProxyIdentity, relabel
 from meshpilot.xds.translate import clusters, inbound_route, jwt, listeners, tls
 from meshpilot.xds.translate.workload_security import InboundSecurity
@@ -164,11 +163,9 @@ def get(server: Server, path: str = "/", *, claim: str | None = None,
 
 def points(server: Server) -> list[Point]:
     """What telemetry makes of the sidecar's stats (the scraper's request)."""
-    resp = httpx.get(server.envoy.admin_url + STATS_PATH, params=dict(STATS_PARAMS),
-                     timeout=10)
-    resp.raise_for_status()
+    body = server.envoy.admin.stats_bytes(STATS_PARAMS)
     identity = ProxyIdentity.from_node(server.node)
-    return list(relabel(identity, server.node, parse_json(resp.content),
+    return list(relabel(identity, server.node, parse_json(body),
                         MeshSnapshot(version=1, services={}, endpoints={})))
 
 
@@ -250,9 +247,8 @@ def test_whatever_plaintext_clients_claim_the_names_stay_the_known_ones(
     before = counted(server, **unknown)
     for i in range(40):
         get(server, "/admin" if i % 2 else "/", claim=f"made-up-{i}|x|y|z|w")
-    resp = httpx.get(server.envoy.admin_url + STATS_PATH, params=dict(STATS_PARAMS),
-                     timeout=10)
-    names = {s["name"].rsplit(".source.", 1)[1] for s in resp.json()["stats"]
+    stats = json.loads(server.envoy.admin.stats_bytes(STATS_PARAMS))["stats"]
+    names = {s["name"].rsplit(".source.", 1)[1] for s in stats
              if "name" in s and ".source." in s["name"]}
     known = {counted_name(s, m) for s in (*SOURCES, UNKNOWN_SOURCE) for m in (True, False)}
     assert names <= known, names - known

@@ -24,6 +24,7 @@ from tests.builders import deployment as deployment_body
 from tests.conftest import process_alive, wait_for
 
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, IpAllocator, LocalRuntime, Pod
 
@@ -159,11 +160,11 @@ def test_pods_get_own_ips_env_and_sidecars(runtimes: Callable[..., Harness]) -> 
     assert env["GREETING"] == f"hello {p.name}"
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 
-    # The sidecar's admin answers on 127.0.0.1 and its node id is the pod's.
-    admin = wait_for(lambda: next((q.admin_port for q in h.pods("web")
-                                   if q.name == p.name and q.admin_port), None))
-    with httpx.Client(trust_env=False, timeout=5) as client:
-        info = client.get(f"http://127.0.0.1:{admin}/server_info").json()
+    # The sidecar's admin answers on its socket and its node id is the pod's.
+    admin = wait_for(lambda: next((q.admin_socket for q in h.pods("web")
+                                   if q.name == p.name and q.admin_socket), None))
+    with AdminClient(admin) as client:
+        info = client.server_info()
     assert info["node"]["id"] == p.node_id
     assert info["state"] == "PRE_INITIALIZING"
 

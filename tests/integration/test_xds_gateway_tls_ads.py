@@ -133,7 +133,7 @@ def test_gateway_gets_its_certificate_over_ads_and_a_rotation(
         tmp_path: Path, backend: int, api_type: str) -> None:
     root = issue("example root", ca=True)
     first = issue("shop.example.com", root, dns=["shop.example.com"])
-    https_port, admin_port = free_port(), free_port()
+    https_port = free_port()
     node = ProxyNode(id="router~127.0.0.1~istio-ingressgateway.istio-system",
                      kind="gateway", namespace="istio-system", ip="127.0.0.1",
                      workload="istio-ingressgateway", labels={"istio": "ingressgateway"},
@@ -149,7 +149,7 @@ def test_gateway_gets_its_certificate_over_ads_and_a_rotation(
     server = XdsServer(authenticate=authenticator())
     port = server.start()
     envoy = EnvoyProcess(bootstrap(node, xds_host="127.0.0.1", xds_port=port,
-                                   admin_port=admin_port, api_type=api_type,  # type: ignore[arg-type]
+                                   api_type=api_type,  # type: ignore[arg-type]
                                    xds_token=TOKENS.token_for(node.id)),
                          name=f"gateway-{api_type}", work_dir=tmp_path)
     try:

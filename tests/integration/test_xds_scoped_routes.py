@@ -181,12 +181,13 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         port = server.start()
         cleanup.append(lambda: server.stop(0.2))
         server.publish(XdsSnapshot(1, mesh.resources_for))
-        outbound, admin = free_ports(2)
+        (outbound,) = free_ports(1)
         node = ProxyNode(id=f"sidecar~127.0.0.1~web-{api_type.lower()}.default",
                          kind="sidecar", namespace="default", ip="127.0.0.1",
                          workload=f"web-{api_type.lower()}", labels={"app": "web"},
                          outbound_port=outbound)
-        doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port, admin_port=admin,
+        # no admin: nothing here reads it
+        doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                         api_type=api_type,  # type: ignore[arg-type]
                         xds_token=TOKENS.token_for(node.id))
         config = tmp_path / f"{api_type}.json"

@@ -36,6 +36,8 @@ from tests.conftest import wait_for
 from tests.proxy_tokens import TOKENS, authenticator
 
 from meshpilot.mesh.model import ProxyNode
+from meshpilot.proxy.admin import AdminClient
+from meshpilot.proxy.admin_socket import admin_socket_path, prepare_socket_dir
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.ports import free_port
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer, XdsSnapshot
@@ -195,12 +197,13 @@ class Mesh:
 
 
 class Envoy:
-    def __init__(self, node: ProxyNode, xds_port: int, api_type: str, workdir: Path,
-                 admin_port: int) -> None:
+    def __init__(self, node: ProxyNode, xds_port: int, api_type: str, workdir: Path) -> None:
         self.node = node
-        self.admin_port = admin_port
+        self.admin_socket = admin_socket_path(workdir, node.workload)
+        prepare_socket_dir(self.admin_socket.parent)
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=xds_port,
-                        admin_port=self.admin_port, api_type=api_type,  # type: ignore[arg-type]
+                        admin_socket=self.admin_socket,
+                        api_type=api_type,  # type: ignore[arg-type]
                         xds_token=TOKENS.token_for(node.id))
         self.config = workdir / f"{node.workload}-envoy.json"
         self.config.write_text(json.dumps(doc))
@@ -211,27 +214,19 @@ class Envoy:
              "--concurrency", "1", "-l", "warning"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
         )
-        self.admin = httpx.Client(base_url=f"http://127.0.0.1:{self.admin_port}",
-                                  trust_env=False, timeout=5.0)
+        self.admin = AdminClient(self.admin_socket, timeout=5.0)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"envoy exited {self.proc.returncode}:\n{self.log()}")
-        try:
-            r = self.admin.get("/ready")
-        except httpx.TransportError:
-            return False
-        return r.status_code == 200 and r.text.strip() == "LIVE"
+        return self.admin.ready()
 
     def config_dump(self, resource: str = "") -> dict[str, Any]:
-        params = {"include_eds": "true"} if "endpoint" in resource else {}
-        if resource:
-            params["resource"] = resource
-        return self.admin.get("/config_dump", params=params).json()
+        return self.admin.config_dump(resource or None, include_eds="endpoint" in resource)
 
     def cluster_hosts(self) -> dict[str, set[str]]:
         """cluster name -> "ip:port" of its hosts, from /clusters?format=json."""
-        data = self.admin.get("/clusters", params={"format": "json"}).json()
+        data = self.admin.clusters_json()
         out: dict[str, set[str]] = {}
         for c in data.get("cluster_statuses", []):
             hosts = set()
@@ -294,7 +289,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
     def make(api_type: str) -> World:
         backend = Backend("A")
         cleanup.append(backend.close)
-        listener_port, admin_port = free_ports(2)
+        (listener_port,) = free_ports(1)
         mesh = Mesh(listener_port=listener_port, backends={"A": backend.port}, weights={"A": 1})
         server = XdsServer(authenticate=authenticator())
         changes: list[float] = []
@@ -305,7 +300,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         node = ProxyNode(id=f"sidecar~127.0.0.1~web-{api_type.lower()}.default~default",
                          kind="sidecar", namespace="default", ip="127.0.0.1",
                          workload=f"web-{api_type.lower()}", labels={"app": "web"})
-        envoy = Envoy(node, port, api_type, tmp_path, admin_port)
+        envoy = Envoy(node, port, api_type, tmp_path)
         cleanup.append(envoy.stop)
         client = httpx.Client(trust_env=False, timeout=5.0)
         cleanup.append(client.close)

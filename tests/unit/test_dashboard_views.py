@@ -24,7 +24,7 @@ def _stored(group: str, kind: str, body: dict[str, Any]) -> StoredObject:
 def _pod(name: str, deployment: str, labels: dict[str, str], ready: bool = True) -> Pod:
     return Pod(name=name, namespace="default", deployment=deployment, labels=labels,
                ip="127.10.0.9", inbound=(), phase="Running", ready=ready, restarts=0,
-               message="", template_hash="h", started_at=None, admin_port=0, node_id=name)
+               message="", template_hash="h", started_at=None, admin_socket="", node_id=name)
 
 
 def test_workloads_by_version_in_their_service_with_the_split() -> None:

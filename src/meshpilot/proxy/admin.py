@@ -1,4 +1,11 @@
-"""A small synchronous client for Envoy's admin API.
+"""The one client for Envoy's admin API, spoken over the proxy's admin Unix socket.
+
+Every meshpilot Envoy has its admin on a Unix socket (0600, in a 0700 directory: see
+:mod:`meshpilot.proxy.admin_socket`) rather than a loopback TCP port, because any local
+user can connect to a loopback port and Envoy's admin has no authentication: it would let
+them stop the proxy (``/quitquitquit``), drain it or change its runtime. Everything that
+reads or drives a proxy (stats scraping, ``proxy-config``, readiness, drain, quit) goes
+through this client.
 
 Every call has a short timeout and ignores proxy environment variables (``trust_env=False``):
 an ``HTTP_PROXY`` meant for an app must never capture the control plane's own admin calls.
@@ -8,6 +15,8 @@ Mutating endpoints (drain, healthcheck, quit) are POSTs, as Envoy requires.
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -21,15 +30,23 @@ class AdminError(RuntimeError):
     """The admin endpoint answered with an error status."""
 
 
-class AdminClient:
-    """Envoy admin API at ``http://host:port``."""
+BASE_URL = "http://envoy-admin"
+"""The URL requests are made against: the host is only the ``Host`` header (Envoy's admin
+ignores it); the connection goes to the socket."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 2.0) -> None:
-        self.host = host
-        self.port = port
-        self.base_url = f"http://{host}:{port}"
+
+class AdminClient:
+    """Envoy admin API on the Unix socket ``socket_path``.
+
+    Connections are kept alive between calls, so a caller that reads one proxy
+    repeatedly (the telemetry scraper) keeps one client per proxy.
+    """
+
+    def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float = 2.0) -> None:
+        self.socket_path = os.fspath(socket_path)
         self._client = httpx.Client(
-            base_url=self.base_url,
+            base_url=BASE_URL,
+            transport=httpx.HTTPTransport(uds=self.socket_path),
             trust_env=False,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
         )
@@ -45,7 +62,7 @@ class AdminClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"AdminClient({self.base_url!r})"
+        return f"AdminClient({self.socket_path!r})"
 
     def _request(
         self, method: str, path: str, params: dict[str, Any] | None = None,
@@ -53,8 +70,8 @@ class AdminClient:
     ) -> httpx.Response:
         resp = self._client.request(method, path, params=params)
         if resp.status_code not in ok:
-            raise AdminError(
-                f"{method} {self.base_url}{path} -> {resp.status_code}: {resp.text[:500]}")
+            raise AdminError(f"{method} {path} on admin socket {self.socket_path} -> "
+                             f"{resp.status_code}: {resp.text[:500]}")
         return resp
 
     def _get(self, path: str, params: dict[str, Any] | None = None,
@@ -133,6 +150,11 @@ class AdminClient:
             return self._get("/stats", params).json()
         return self._get("/stats", params).text
 
+    def stats_bytes(self, params: Mapping[str, str]) -> bytes:
+        """``/stats`` with ``params``, the body as it came: for a caller that parses it
+        its own way (telemetry parses the JSON straight from the bytes)."""
+        return self._get("/stats", dict(params)).content
+
     def stats_dict(self, filter: str | None = None) -> dict[str, Any]:
         """Counters and gauges as ``{name: value}`` (histograms left out)."""
         out: dict[str, Any] = {}
@@ -168,6 +190,10 @@ class AdminClient:
 
     def healthcheck_ok(self) -> None:
         self._post("/healthcheck/ok")
+
+    def certs(self) -> dict[str, Any]:
+        """``/certs``: the certificates the proxy holds (no keys), with their expiry."""
+        return self._get("/certs").json()
 
     def set_log_level(self, level: str, logger: str | None = None) -> None:
         self._post("/logging", {logger or "level": level})

@@ -1,5 +1,8 @@
 """Envoy bootstrap for a meshpilot proxy: who it is, where its admin listens, where xDS is.
 
+The admin listens on a Unix socket only (:func:`admin_address`), never on a TCP port:
+see :mod:`meshpilot.proxy.admin`.
+
 Everything else (listeners, routes, clusters, endpoints) arrives over ADS from the
 control plane, so a proxy started before the control plane simply waits
 (PRE_INITIALIZING) and one whose control plane restarts keeps serving its last config.
@@ -8,10 +11,12 @@ control plane, so a proxy started before the control plane simply waits
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Any, Literal
 
 from meshpilot.mesh.model import ProxyNode, node_to_metadata
+from meshpilot.proxy.admin_socket import SOCKET_MODE
 from meshpilot.proxy.stats import stats_config
 
 XDS_CLUSTER = "xds-grpc"
@@ -21,13 +26,17 @@ XDS_RETRY_BASE = "0.25s"
 XDS_RETRY_MAX = "2s"
 
 
+def admin_address(socket_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The admin ``address``: the Unix socket ``socket_path``, made 0600 by Envoy."""
+    return {"pipe": {"path": os.fspath(socket_path), "mode": SOCKET_MODE}}
+
+
 def bootstrap(
     node: ProxyNode,
     *,
     xds_host: str,
     xds_port: int,
-    admin_port: int,
-    admin_host: str = "127.0.0.1",
+    admin_socket: str | os.PathLike[str] | None = None,
     api_type: Literal["GRPC", "DELTA_GRPC"] = "DELTA_GRPC",
     stats: dict[str, Any] | None = None,
     xds_token: str | None = None,
@@ -40,14 +49,14 @@ def bootstrap(
     patterns written as regexes only: :func:`regex_only_matcher`), ``{}`` keeps Envoy's
     defaults. ``xds_token`` is the credential the proxy presents on its xDS stream (gRPC
     metadata :data:`XDS_TOKEN_HEADER`): the control plane refuses a stream without the one
-    issued for that node id.
+    issued for that node id. ``admin_socket``: where the admin listens; left out, the
+    document has no admin and whoever runs it sets one (:class:`~meshpilot.proxy.envoy.
+    EnvoyProcess` always does, choosing the socket itself).
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
     doc: dict[str, Any] = {
         "node": {"id": node.id, "cluster": cluster, "metadata": node_to_metadata(node)},
-        "admin": {
-            "address": {"socket_address": {"address": admin_host, "port_value": admin_port}},
-        },
+        **({"admin": {"address": admin_address(admin_socket)}} if admin_socket else {}),
         "dynamic_resources": {
             "ads_config": {
                 "api_type": api_type,

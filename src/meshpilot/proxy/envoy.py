@@ -5,9 +5,10 @@ its own process with its own shared-memory-free stats), so many Envoys can share
 machine. Envoy's stdout and stderr go to ``work_dir/<name>.log``; ``log_tail`` reads it
 back for error messages.
 
-Admin port 0 is supported: Envoy binds an ephemeral port and writes the address to
-``work_dir/<name>.admin`` (``--admin-address-path``), which ``start()`` reads back, so
-tests and the runtime need not race for free ports.
+Its admin listens on a Unix socket only (``work_dir/admin/<name>.sock`` or, for a deep
+``work_dir``, a private directory under /tmp: :mod:`meshpilot.proxy.admin_socket`), 0600
+in a 0700 directory, so no other local user can stop or reconfigure it; there is no admin
+TCP port, and so no port to pick or race for.
 
 Adoption: ``start()`` also writes ``work_dir/<name>.pid`` (pid and start time). A
 control plane restarted after a crash calls :meth:`EnvoyProcess.attach` instead of
@@ -18,10 +19,12 @@ adopted Envoy as on one it started.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections import deque
@@ -33,7 +36,9 @@ import httpx
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.proxy.access_log import AccessLogFile
 from meshpilot.proxy.admin import AdminClient, AdminError
+from meshpilot.proxy.admin_socket import UnsafeSocketDir, admin_socket_path, prepare_socket_dir
 from meshpilot.proxy.adopted import AdoptedProcess, proc_cmdline, start_time
+from meshpilot.proxy.bootstrap import admin_address
 
 __all__ = ["EnvoyError", "EnvoyProcess", "EnvoyStartError", "envoy_binary", "validate_bootstrap"]
 
@@ -73,7 +78,8 @@ def validate_bootstrap(bootstrap: dict[str, Any], work_dir: Path, name: str = "v
 class EnvoyProcess:
     """A managed Envoy.
 
-    ``admin_host``/``admin_port`` override the bootstrap's ``admin.address`` so the process
+    ``admin_socket`` (default: :func:`~meshpilot.proxy.admin_socket.admin_socket_path` of
+    ``work_dir`` and ``name``) overrides the bootstrap's ``admin.address``, so the process
     object is the single source of truth for where its admin listens.
     """
 
@@ -83,8 +89,7 @@ class EnvoyProcess:
         *,
         name: str,
         work_dir: Path,
-        admin_host: str = "127.0.0.1",
-        admin_port: int = 0,
+        admin_socket: Path | None = None,
         concurrency: int = 1,
         log_level: str = "warning",
         drain_time_s: int = 5,
@@ -100,9 +105,8 @@ class EnvoyProcess:
         """The access log file its listeners write (named by its node over xDS), kept
         0600 and bounded by :meth:`upkeep`; None when access logging is off."""
         self.work_dir = Path(work_dir)
-        self.admin_host = admin_host
-        self.admin_port = admin_port
-        self._requested_admin_port = admin_port
+        self.admin_socket = (Path(admin_socket) if admin_socket is not None
+                             else admin_socket_path(self.work_dir, name))
         self.concurrency = concurrency
         self.log_level = log_level
         self.drain_time_s = int(drain_time_s)
@@ -113,11 +117,10 @@ class EnvoyProcess:
         self.env = env
         self.bootstrap = copy.deepcopy(bootstrap)
         admin = self.bootstrap.setdefault("admin", {})
-        admin["address"] = {"socket_address": {"address": admin_host, "port_value": admin_port}}
+        admin["address"] = admin_address(self.admin_socket)
 
         self.config_path = self.work_dir / f"{name}.json"
         self.log_path = self.work_dir / f"{name}.log"
-        self.admin_address_path = self.work_dir / f"{name}.admin"
         self.pid_path = self.work_dir / f"{name}.pid"
         self._proc: subprocess.Popen[bytes] | AdoptedProcess | None = None
         self._log_file: IO[bytes] | None = None
@@ -135,15 +138,10 @@ class EnvoyProcess:
 
     @property
     def admin(self) -> AdminClient:
+        """Its admin API (one kept-alive client, closed when the process stops)."""
         if self._admin is None:
-            if self.admin_port == 0:
-                raise EnvoyError(f"envoy {self.name}: admin port not known yet (not started)")
-            self._admin = AdminClient(self.admin_host, self.admin_port)
+            self._admin = AdminClient(self.admin_socket)
         return self._admin
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{self.admin_host}:{self.admin_port}"
 
     def command(self) -> list[str]:
         return [
@@ -155,7 +153,6 @@ class EnvoyProcess:
             "--drain-time-s", str(self.drain_time_s),
             "--drain-strategy", self.drain_strategy,
             "--parent-shutdown-time-s", str(self.parent_shutdown_time_s),
-            "--admin-address-path", str(self.admin_address_path),
             # access log lines reach the file within a second (Envoy's default: 10 s),
             # so `meshpilot logs --proxy` right after a request shows it
             *(["--file-flush-interval-msec", "1000"] if self.access_log else []),
@@ -172,12 +169,14 @@ class EnvoyProcess:
         if self.running:
             raise EnvoyError(f"envoy {self.name} is already running (pid {self.pid})")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            prepare_socket_dir(self.admin_socket.parent)
+        except (UnsafeSocketDir, OSError) as exc:
+            raise EnvoyStartError(f"envoy {self.name}: admin socket directory: {exc}") from exc
         # owner-only: the bootstrap carries the proxy's credential for the control plane
         write_json_atomic(self.config_path, self.bootstrap, mode=0o600)
-        self.admin_address_path.unlink(missing_ok=True)
         self.pid_path.unlink(missing_ok=True)
         self._close_admin()
-        self.admin_port = self._requested_admin_port
         self._close_log()
         self.returncode = None
         if self.access_log is not None:
@@ -198,7 +197,7 @@ class EnvoyProcess:
                 self.stop(grace=1.0)
                 raise EnvoyStartError(
                     f"envoy {self.name}: admin did not answer within {timeout}s "
-                    f"on {self.admin_host}:{self.admin_port}\n--- {self.log_path} ---\n"
+                    f"on {self.admin_socket}\n--- {self.log_path} ---\n"
                     f"{self.log_tail(40)}")
             raise self._exit_error()
         return self
@@ -235,12 +234,10 @@ class EnvoyProcess:
             proc.close()
             return False
         self._close_admin()
-        self.admin_port = self._requested_admin_port
         self._proc = proc
         self.returncode = None
-        if not (self._resolve_admin_port() and self._admin_is_ours()):
+        if not self._admin_is_ours():
             self._proc = None
-            self.admin_port = self._requested_admin_port
             proc.close()
             return False
         return True
@@ -258,28 +255,11 @@ class EnvoyProcess:
             f"envoy {self.name} exited with code {code} at start "
             f"(config {self.config_path})\n--- {self.log_path} ---\n{self.log_tail(40)}")
 
-    def _resolve_admin_port(self) -> bool:
-        """With admin port 0, read the real port from ``--admin-address-path``."""
-        if self.admin_port != 0:
-            return True
-        try:
-            text = self.admin_address_path.read_text().strip()
-        except FileNotFoundError:
-            return False
-        if not text:
-            return False
-        _host, _, port = text.rpartition(":")
-        try:
-            self.admin_port = int(port)
-        except ValueError:
-            return False
-        return True
-
     def _admin_is_ours(self) -> bool:
-        """Admin answers and it is this process (not whoever else holds the port)."""
-        # A short timeout: if another process holds the port and never answers, we want
-        # to notice Envoy's exit quickly rather than wait on that socket.
-        with AdminClient(self.admin_host, self.admin_port, timeout=0.5) as probe:
+        """Admin answers and it is this process (not a predecessor still on the socket)."""
+        # A short timeout: if whoever holds the socket never answers, we want to notice
+        # Envoy's exit quickly rather than wait on that socket.
+        with AdminClient(self.admin_socket, timeout=0.5) as probe:
             try:
                 info = probe.server_info()
             except (httpx.HTTPError, AdminError, ValueError):
@@ -293,7 +273,7 @@ class EnvoyProcess:
         while True:
             if not self.running:
                 return False
-            if self._resolve_admin_port() and self._admin_is_ours():
+            if self._admin_is_ours():
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -305,7 +285,7 @@ class EnvoyProcess:
             if not self.running:
                 return False
             try:
-                if self._resolve_admin_port() and self.admin.state() == state:
+                if self.admin.state() == state:
                     return True
             except (httpx.HTTPError, AdminError, ValueError):
                 pass
@@ -348,6 +328,7 @@ class EnvoyProcess:
         self.returncode = proc.returncode
         self._close_log()
         self.pid_path.unlink(missing_ok=True)
+        self._remove_socket()
         return self.returncode
 
     def kill(self) -> int | None:
@@ -362,6 +343,7 @@ class EnvoyProcess:
         self.returncode = code
         self._close_admin()
         self._close_log()
+        self._remove_socket()
         return code
 
     def upkeep(self, now: float) -> None:
@@ -384,6 +366,12 @@ class EnvoyProcess:
             self._admin.close()
             self._admin = None
 
+    def _remove_socket(self) -> None:
+        """Remove the admin socket Envoy leaves behind when it exits (only a socket)."""
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.lstat(self.admin_socket).st_mode):
+                self.admin_socket.unlink()
+
     def _close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
@@ -401,4 +389,4 @@ class EnvoyProcess:
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited({self.returncode})"
         return (f"EnvoyProcess(name={self.name!r}, pid={self.pid}, "
-                f"admin={self.admin_host}:{self.admin_port}, {state})")
+                f"admin={self.admin_socket}, {state})")

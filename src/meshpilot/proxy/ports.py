@@ -7,8 +7,7 @@ a busy machine a chosen port was often taken by some client's connection before 
 bound it ("Address already in use"). So ports come from below that range, where only
 listeners live, each owner of a :class:`PortWalk` (a control plane, a test session)
 walking it from a random start, and are checked by binding them. Callers that cannot
-tolerate the remaining race should bind port 0 themselves and read the port back (Envoy:
-admin port 0 with ``--admin-address-path``).
+tolerate the remaining race should bind port 0 themselves and read the port back.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class Pod:
     message: str
     template_hash: str
     started_at: float | None  # time.time() when the pod's processes were first started
-    admin_port: int  # the sidecar's admin port on 127.0.0.1 (0 until known)
+    admin_socket: str  # the sidecar's admin Unix socket ("" until it answers there)
     node_id: str
     pids: tuple[int, ...] = ()  # running app processes (one per container)
     sidecar_pid: int | None = None
@@ -194,7 +194,7 @@ class _Sidecar:
     next_start: float = 0.0
     backoff: _Backoff = field(default_factory=_Backoff)
     started: bool = False
-    admin_port: int = 0
+    admin_socket: str = ""  # set once its admin answers
     message: str = ""
 
 
@@ -310,7 +310,7 @@ class PodWorker:
             c.tracker.message = "" if ready else c.tracker.message
             c.tracker.next_at = now
         sc = self._sidecar
-        sc.started, sc.started_mono, sc.admin_port = True, now, sc.envoy.admin_port
+        sc.started, sc.started_mono, sc.admin_socket = True, now, str(sc.envoy.admin_socket)
         self._restarts = int(record.get("restarts", 0))
         started_at = record.get("started_at")
         self._started_at = float(started_at) if started_at is not None else None
@@ -339,7 +339,7 @@ class PodWorker:
                     for c in self._containers],
                 "sidecar": {"name": self._sidecar.envoy.name,
                             "pid": self._sidecar.envoy.pid if self._sidecar.started else None,
-                            "admin_port": self._sidecar.admin_port},
+                            "admin_socket": self._sidecar.admin_socket},
             }
 
     def _persist(self) -> None:
@@ -407,7 +407,7 @@ class PodWorker:
                 phase="Terminating" if stopping else self._phase,
                 ready=self._ready and not stopping, restarts=self._restarts, message=message,
                 template_hash=self.template_hash, started_at=self._started_at,
-                admin_port=self._sidecar.admin_port, node_id=self.node_id,
+                admin_socket=self._sidecar.admin_socket, node_id=self.node_id,
                 pids=tuple(c.proc.pid for c in self._containers
                            if c.proc is not None and c.proc.poll() is None),
                 sidecar_pid=self._sidecar.envoy.pid if self._sidecar.envoy.running else None,
@@ -498,10 +498,10 @@ class PodWorker:
             with self._lock:
                 sc.started = True
                 sc.started_mono = now
-                sc.admin_port = 0
-        if sc.started and sc.admin_port == 0 and sc.envoy.wait_admin(timeout=0):
+                sc.admin_socket = ""
+        if sc.started and not sc.admin_socket and sc.envoy.wait_admin(timeout=0):
             with self._lock:
-                sc.admin_port = sc.envoy.admin_port
+                sc.admin_socket = str(sc.envoy.admin_socket)
                 sc.message = ""
         if sc.started:
             sc.envoy.upkeep(now)

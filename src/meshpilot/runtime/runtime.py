@@ -46,6 +46,7 @@ from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
+from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -274,6 +275,7 @@ class LocalRuntime:
         for w in workers:
             w.join(timeout=max(0.1, deadline - time.monotonic()))
         self.ipam.release_all()
+        remove_socket_dir(self.work_dir / "sidecars")  # the sidecars' admin sockets
 
     def __enter__(self) -> LocalRuntime:
         return self
@@ -521,10 +523,8 @@ class LocalRuntime:
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "")
         token = self._proxy_token(node_id) if self._proxy_token is not None else None
-        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, admin_port=0,
-                         xds_token=token)
+        boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, xds_token=token)
         envoy = EnvoyProcess(boot, name=name, work_dir=sidecars,
-                             admin_host="127.0.0.1", admin_port=0,
                              concurrency=self.envoy_concurrency, access_log=access_log)
         return PodWorker(
             name=name, namespace=namespace, deployment=deployment, labels=labels,

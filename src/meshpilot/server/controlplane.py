@@ -37,6 +37,7 @@ from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
+from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
 from meshpilot.proxy.bootstrap import bootstrap, node_id
 from meshpilot.proxy.envoy import EnvoyProcess
@@ -237,6 +238,7 @@ class MeshControlPlane:
             self.runtime.stop()
         for proxy in self.proxies.values():
             proxy.stop(grace=2.0)
+        remove_socket_dir(self.work_dir)  # the built-in proxies' admin sockets
         self.xds.stop()
 
     def _proxy(self, name: str, node: ProxyNode) -> None:
@@ -245,7 +247,7 @@ class MeshControlPlane:
         access_log = (AccessLogFile(access_log_path(self.work_dir, name))
                       if self.access_log else None)
         node = replace(node, access_log=str(access_log.path) if access_log else "")
-        doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port, admin_port=0,
+        doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port,
                         api_type=self.api_type,  # type: ignore[arg-type]
                         xds_token=self.proxy_tokens.token_for(node.id))
         proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
@@ -259,14 +261,13 @@ class MeshControlPlane:
         out = []
         for name, proxy in list(self.proxies.items()):
             node = self._proxy_nodes.get(name)
-            if node is not None and proxy.running and proxy.admin_port:
-                out.append(Target(node.name or name, proxy.admin_host, proxy.admin_port,
-                                  proxy.pid,
+            if node is not None and proxy.running:
+                out.append(Target(node.name or name, str(proxy.admin_socket), proxy.pid,
                                   ProxyIdentity.from_node(node), node))
         for pod in self.runtime.pods() if self.runtime is not None else []:
-            if pod.admin_port and pod.sidecar_pid:
+            if pod.admin_socket and pod.sidecar_pid:
                 node = pod.proxy_node()
-                out.append(Target(pod.name, "127.0.0.1", pod.admin_port, pod.sidecar_pid,
+                out.append(Target(pod.name, pod.admin_socket, pod.sidecar_pid,
                                   ProxyIdentity.from_node(node, pod.deployment), node))
         return out
 

@@ -8,6 +8,11 @@ sidecar's access log and Envoy's output; :mod:`meshpilot.server.pod_logs`);
 version sent, the version ACKed, or the NACK); ``.../proxies/{name}/config/{type}`` reads
 the proxy's own admin ``/config_dump``, so the answer is what Envoy holds, not what we
 meant to send (``secret``: its certificate and roots, parsed; never a key).
+
+A proxy's admin is a Unix socket only this user can open: these authenticated routes are
+how a user reads it from elsewhere. A pod's status names its sidecar's socket
+(``sidecarAdminSocket``) for whoever runs meshpilot and wants the rest of the admin API
+(``curl --unix-socket PATH http://x/stats``).
 """
 
 from __future__ import annotations
@@ -53,9 +58,17 @@ def _items(dump: dict[str, Any], kind: str) -> list[Any]:
     return []
 
 
-def _secrets(admin: AdminClient) -> list[dict[str, Any]]:
+def _secrets(socket_path: str) -> list[dict[str, Any]]:
     """The proxy's SDS secrets, certificates parsed, keys never read (blocking)."""
-    return secret_items(admin.config_dump(ACTIVE), admin.config_dump(WARMING))
+    with AdminClient(socket_path) as admin:
+        return secret_items(admin.config_dump(ACTIVE), admin.config_dump(WARMING))
+
+
+def _config_dump(socket_path: str, include_eds: bool) -> dict[str, Any]:
+    """The proxy's whole ``/config_dump`` (blocking; a client of its own: this runs in a
+    worker thread, beside the proxy's other users)."""
+    with AdminClient(socket_path) as admin:
+        return admin.config_dump(include_eds=include_eds)
 
 
 def _error(code: int, message: str) -> JSONResponse:
@@ -124,7 +137,7 @@ class MeshAPI:
                 "restartCount": pod.restarts, "message": pod.message,
                 "reason": pod.reason or None,
                 "ports": [asdict(p) for p in pod.inbound],
-                "sidecarAdmin": f"127.0.0.1:{pod.admin_port}" if pod.admin_port else None,
+                "sidecarAdminSocket": pod.admin_socket or None,
                 "startedAt": pod.started_at,
             },
         }
@@ -190,20 +203,20 @@ class MeshAPI:
     async def proxies(self, request: Request) -> Response:
         return JSONResponse({"proxies": proxy_statuses(self.mesh)})
 
-    def _admin_for(self, name: str) -> AdminClient | Response:
-        """The admin API of the proxy ``name`` (a built-in proxy by its key or the name
+    def _admin_for(self, name: str) -> str | Response:
+        """The admin socket of the proxy ``name`` (a built-in proxy by its key or the name
         proxy-status shows, or a pod), or the error response saying why there is none."""
         proxy = self.mesh.proxies.get(name)
         if proxy is not None and proxy.running:
-            return proxy.admin
+            return str(proxy.admin_socket)
         for proxy in self.mesh.proxies.values():  # the name proxy-status shows
             meta = proxy.bootstrap.get("node", {}).get("metadata", {})
             if proxy.running and name in (meta.get("NAME"), meta.get("WORKLOAD_NAME")):
-                return proxy.admin
+                return str(proxy.admin_socket)
         pods = self._pods()
         for pod in pods:
-            if pod.name == name and pod.admin_port:
-                return AdminClient("127.0.0.1", pod.admin_port)
+            if pod.name == name and pod.admin_socket:
+                return pod.admin_socket
             if pod.name == name:
                 return _error(409, f"pod {name} is {pod.phase}: its sidecar is not running"
                                    f"{f' ({pod.message})' if pod.message else ''}; running: "
@@ -215,7 +228,7 @@ class MeshAPI:
         """The names ``proxy-config`` takes: the built-in proxies and every pod whose
         sidecar answers."""
         names = [name for name, proxy in self.mesh.proxies.items() if proxy.running]
-        names += [p.name for p in self._pods() if p.admin_port]
+        names += [p.name for p in self._pods() if p.admin_socket]
         return sorted(names)
 
     async def proxy_config(self, request: Request) -> Response:
@@ -224,15 +237,15 @@ class MeshAPI:
         if kind not in CONFIG_TYPES and kind not in ("secret", "all"):
             return _error(400, f"unknown config type {kind!r}; use one of: "
                           f"{', '.join(CONFIG_TYPES)}, secret, all")
-        admin = self._admin_for(name)
-        if isinstance(admin, Response):
-            return admin
+        socket_path = self._admin_for(name)
+        if isinstance(socket_path, Response):
+            return socket_path
         try:
             if kind == "secret":
                 return JSONResponse({"proxy": name, "type": kind,
-                                     "items": await asyncio.to_thread(_secrets, admin)})
-            dump = await asyncio.to_thread(admin.config_dump, include_eds=kind in ("endpoints",
-                                                                                  "all"))
+                                     "items": await asyncio.to_thread(_secrets, socket_path)})
+            dump = await asyncio.to_thread(_config_dump, socket_path,
+                                           kind in ("endpoints", "all"))
         except Exception as exc:  # the proxy's admin did not answer
             return _error(503, f"proxy {name} did not answer its admin endpoint: {exc}")
         if kind == "all":

@@ -5,6 +5,10 @@ parallel (at most ``max_workers`` at a time, each read bounded by ``timeout``), 
 proxy that hangs delays nothing but its own series. It measures its own cost: wall time
 per cycle, CPU seconds (fetch + parse + relabel, per worker thread) and bytes read, per
 proxy; :meth:`Scraper.cost` reports them.
+
+Each proxy is read through its admin Unix socket (:class:`~meshpilot.proxy.admin.
+AdminClient`), one kept-alive client per socket while the proxy is a target, so a cycle
+opens no connection in the steady state.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import httpx
-
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.telemetry.envoy_stats import STATS_PARAMS, STATS_PATH, parse_json
+from meshpilot.proxy.admin import AdminClient
+from meshpilot.telemetry.envoy_stats import STATS_PARAMS, parse_json
 from meshpilot.telemetry.history import KEPT, History, HistoryKey, flatten
 from meshpilot.telemetry.istio import METRICS, Point, ProxyIdentity, relabel
 from meshpilot.telemetry.store import SeriesStore
@@ -34,8 +37,7 @@ class Target:
     """One proxy to read: where its admin listens and who it is."""
 
     name: str
-    host: str
-    port: int
+    admin_socket: str  # the proxy's admin Unix socket
     epoch: object  # changes when the proxy process is replaced (its pid)
     identity: ProxyIdentity
     node: ProxyNode
@@ -84,8 +86,8 @@ class Scraper:
         self.history = history
         self.interval = interval
         self.clock = clock
-        self._http = httpx.Client(trust_env=False, timeout=httpx.Timeout(timeout),
-                                  limits=httpx.Limits(max_keepalive_connections=64))
+        self.timeout = timeout
+        self._admins: dict[str, AdminClient] = {}  # by socket path
         self._pool = ThreadPoolExecutor(max_workers=max_workers,
                                         thread_name_prefix="telemetry-scrape")
         self._stop = threading.Event()
@@ -105,7 +107,10 @@ class Scraper:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._http.close()
+        with self._lock:
+            admins, self._admins = self._admins, {}
+        for admin in admins.values():
+            admin.close()
 
     def _run(self) -> None:
         next_at = time.monotonic()
@@ -124,16 +129,31 @@ class Scraper:
     # --- one cycle ------------------------------------------------------------------------
     def _read(self, target: Target, snapshot: MeshSnapshot) -> tuple[list[Point], int, float]:
         cpu = time.thread_time()
-        resp = self._http.get(f"http://{target.host}:{target.port}{STATS_PATH}",
-                              params=dict(STATS_PARAMS))
-        resp.raise_for_status()
-        raw = parse_json(resp.content)
+        body = self._admin(target.admin_socket).stats_bytes(STATS_PARAMS)
+        raw = parse_json(body)
         version, cache = self._caches.get(target.name, (-1, {}))
         if version != snapshot.version:
             cache = {}
             self._caches[target.name] = (snapshot.version, cache)
         points = list(relabel(target.identity, target.node, raw, snapshot, cache))
-        return points, len(resp.content), time.thread_time() - cpu
+        return points, len(body), time.thread_time() - cpu
+
+    def _admin(self, socket_path: str) -> AdminClient:
+        """The kept client of the proxy at ``socket_path`` (made on its first read)."""
+        with self._lock:
+            admin = self._admins.get(socket_path)
+            if admin is None:
+                admin = self._admins[socket_path] = AdminClient(socket_path,
+                                                                timeout=self.timeout)
+            return admin
+
+    def _forget_admins(self, targets: list[Target]) -> None:
+        """Close the clients of proxies that are no longer targets."""
+        live = {t.admin_socket for t in targets}
+        with self._lock:
+            gone = [self._admins.pop(path) for path in list(self._admins) if path not in live]
+        for admin in gone:
+            admin.close()
 
     def read_now(self, wanted: Callable[[Target], bool]) -> list[Point]:
         """The points of the proxies ``wanted`` picks, read now and not stored: for a
@@ -171,6 +191,7 @@ class Scraper:
             read += 1
             per_proxy[name] = cpu * 1000
         live = {t.name for t in targets}
+        self._forget_admins(targets)
         for name in self.store.expire(now):
             self._caches.pop(name, None)
         for name in list(self._caches):
