@@ -134,6 +134,16 @@ def test_status_and_delay_endpoints(demo_app: Callable[..., DemoApp]) -> None:
     assert time.monotonic() - started >= 0.15
 
 
+def test_burn_uses_cpu_time(demo_app: Callable[..., DemoApp]) -> None:
+    """/burn/<ms> keeps a CPU busy for that much CPU time (what an autoscaler on CPU
+    measures); more than a second, or a bad number, is refused."""
+    app = demo_app()
+    resp = app.client.get("/burn/50")
+    assert resp.status_code == 200 and 45 <= resp.json()["burned_ms"] <= 500
+    assert app.client.get("/burn/5000").status_code == 400
+    assert app.client.get("/burn/x").status_code == 400
+
+
 def test_call_direct(demo_app: Callable[..., DemoApp]) -> None:
     target = demo_app("--version", "v3", "--pod-name", "target-1")
     caller = demo_app("--pod-name", "caller-1")

@@ -227,6 +227,52 @@ def test_get_prints_the_columns_users_know(plane: ControlPlane, tmp_path: Path) 
     kubectl(plane, "delete", "-f", str(app))
 
 
+PODINFO_HPA = """\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: podinfo
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  minReplicas: 2
+  maxReplicas: 4
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          # scale up if usage is above
+          # 99% of the requested CPU (100m)
+          averageUtilization: 99
+"""
+"""Flagger's podinfo ``kustomize/podinfo/hpa.yaml``, as it is there."""
+
+
+def test_flaggers_podinfo_autoscaler_applies_unchanged(plane: ControlPlane,
+                                                       tmp_path: Path) -> None:
+    """kubectl apply of Flagger's podinfo HPA, then kubectl get hpa with its columns and
+    a strategic merge patch on a second apply."""
+    hpa = tmp_path / "hpa.yaml"
+    hpa.write_text(PODINFO_HPA)
+    created = kubectl(plane, "apply", "-n", "hpa", "-f", str(hpa))
+    assert created.stdout.strip() == "horizontalpodautoscaler.autoscaling/podinfo created"
+    assert "MP2047" in created.stderr  # no Deployment podinfo to scale yet: a warning
+    lines = kubectl(plane, "get", "hpa", "-n", "hpa").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS",
+                                "REPLICAS", "AGE"]
+    assert lines[1].split()[:4] == ["podinfo", "Deployment/podinfo", "cpu:", "<unknown>/99%"]
+    hpa.write_text(PODINFO_HPA.replace("maxReplicas: 4", "maxReplicas: 6"))
+    kubectl(plane, "apply", "-n", "hpa", "-f", str(hpa))
+    assert kubectl(plane, "get", "hpa", "podinfo", "-n", "hpa", "-o",
+                   "jsonpath={.spec.maxReplicas}").stdout == "6"
+    kubectl(plane, "delete", "-n", "hpa", "-f", str(hpa))
+    assert kubectl(plane, "get", "hpa", "-n", "hpa", "-o", "name").stdout == ""
+
+
 def test_get_watch_streams_one_objects_changes(plane: ControlPlane, tmp_path: Path) -> None:
     app = tmp_path / "app.yaml"
     app.write_text(in_namespace("watch", EXAMPLES / "service.yaml",

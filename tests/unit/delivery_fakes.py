@@ -116,6 +116,10 @@ class InMemoryCluster:
         body = self.get("AlertProvider", name, namespace)
         return AlertProvider.model_validate(body) if body else None
 
+    def autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:
+        body = self.get("HorizontalPodAutoscaler", name, namespace)
+        return copy.deepcopy(body) if body else None
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         body = self.get("Secret", name, namespace)
         return Secret.model_validate(body).decoded() if body else None

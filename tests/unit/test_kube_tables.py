@@ -58,3 +58,20 @@ def test_pod_columns_are_kubectls_with_its_deployment_under_wide() -> None:
     starting = table("Pod", [{"metadata": {"name": "p"}, "status": {"phase": "Pending"}}],
                      "1", NOW)
     assert starting["rows"][0]["cells"][:5] == ["p", "0/1", "Pending", "", "<unknown>"]
+def test_horizontal_pod_autoscaler_columns_are_kubectls() -> None:
+    """kubectl get hpa: REFERENCE, TARGETS (current/target per metric, <unknown> before
+    the first measurement), MINPODS, MAXPODS, REPLICAS, AGE."""
+    body = {"metadata": {"name": "web"}, "spec": {
+        "scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1,
+        "maxReplicas": 5, "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Pods", "pods": {"metric": {"name": "istio_requests_per_second"},
+                                      "target": {"type": "AverageValue", "averageValue": "10"}}}]},
+        "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "current": {"averageUtilization": 12, "averageValue": "12m"}}}]}}
+    out = table("HorizontalPodAutoscaler", [body], "1")
+    assert [c["name"] for c in out["columnDefinitions"]] == [
+        "Name", "Reference", "Targets", "MinPods", "MaxPods", "Replicas", "Age"]
+    assert out["rows"][0]["cells"][:6] == [
+        "web", "Deployment/web", "cpu: 12%/50%, <unknown>/10", 1, 5, 2]

@@ -51,7 +51,8 @@ def plan(*docs: dict[str, Any]) -> Plan:
 
 
 def reported(p: Plan) -> list[tuple[str, str]]:
-    return [(d.code, d.path) for d in p.diagnostics if d.code in (WARN, REFUSE)]
+    return [(d.code, d.path) for d in p.diagnostics
+            if d.code in (WARN, REFUSE, "MP0071", "MP2046")]
 
 
 def _refused_canary(field: str, value: Any) -> tuple[str, dict[str, Any], str, str]:
@@ -65,8 +66,12 @@ def _refused_canary(field: str, value: Any) -> tuple[str, dict[str, Any], str, s
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
     _refused_canary("provider", "linkerd"),
     _refused_canary("provider", "gatewayapi:v1beta1"),
-    _refused_canary("autoscalerRef", {"apiVersion": "autoscaling/v2",
-                                      "kind": "HorizontalPodAutoscaler", "name": "web"}),
+    ("Canary", {"autoscalerRef": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                                  "name": "web"}}, "spec.autoscalerRef.kind", "MP0071"),
+    ("Canary", {"autoscalerRef": {"apiVersion": "autoscaling/v2",
+                                  "kind": "HorizontalPodAutoscaler", "name": "web",
+                                  "primaryScalerQueries": {"web": "sum(up)"}}},
+     "spec.autoscalerRef.primaryScalerQueries", "MP2046"),
     _refused_canary("ingressRef", {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                                    "name": "web"}),
     _refused_canary("routeRef", {"apiVersion": "gateway.networking.k8s.io/v1",
@@ -115,7 +120,7 @@ def test_a_field_not_acted_on_is_reported_at_its_path(kind: str, patch: dict[str
                                                       path: str, code: str) -> None:
     p = plan(document(kind, patch))
     assert reported(p) == [(code, path)], [d.format() for d in p.diagnostics]
-    assert p.ok is (code == WARN)  # a refusal changes nothing
+    assert p.ok is code.startswith("MP2")  # a refusal changes nothing
     (d,) = [d for d in p.diagnostics if d.code == code]
     assert "not applied" in d.message or "refused" in d.message
     assert d.line is not None
@@ -123,6 +128,9 @@ def test_a_field_not_acted_on_is_reported_at_its_path(kind: str, patch: dict[str
 
 NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
     ("Canary", {"provider": "istio"}),
+    ("Canary", {"autoscalerRef": {"apiVersion": "autoscaling/v2",  # acted on
+                                  "kind": "HorizontalPodAutoscaler", "name": "web",
+                                  "primaryScalerReplicas": {"minReplicas": 2}}}),
     ("Canary", {"service": {"headless": False, "portDiscovery": True, "delegation": False,
                             "apex": {"labels": {"team": "web"}}}}),
     ("Canary", {"analysis": {"webhooks": [{"muteAlert": True}]}}),  # acted on: alerts
@@ -141,12 +149,11 @@ def test_acted_on_fields_and_defaults_are_not_reported(kind: str, patch: dict[st
 
 
 def test_a_stored_canary_shows_its_refusal_in_describe_and_analyze() -> None:
-    canary = document("Canary", {"autoscalerRef": {"apiVersion": "autoscaling/v2",
-                                                   "kind": "HorizontalPodAutoscaler",
-                                                   "name": "web"}})
+    canary = document("Canary", {"autoscalerRef": {"apiVersion": "keda.sh/v1alpha1",
+                                                   "kind": "ScaledObject", "name": "web"}})
     state = [StateObject(ObjectKey("flagger.app", "Canary", "shop", "web"), canary)]
     found = [(d.code, d.path) for d in check_state(state, all_objects=True)]
-    assert (REFUSE, "spec.autoscalerRef") in found
+    assert ("MP0071", "spec.autoscalerRef.kind") in found
 
 
 def test_every_row_of_the_tables_is_exercised() -> None:

@@ -53,6 +53,24 @@ class TargetReference(Model):
     name: str = Field(min_length=1)
 
 
+class ScalerReplicas(Model):
+    """Flagger's overrides of the primary autoscaler's replica bounds."""
+
+    min_replicas: int | None = Field(default=None, ge=1)
+    max_replicas: int | None = Field(default=None, ge=1)
+
+
+class AutoscalerReference(Model):
+    """``autoscalerRef``: the autoscaler of the target, which Flagger copies for the
+    primary as ``NAME-primary``. ``primaryScalerQueries`` is for a KEDA ScaledObject."""
+
+    api_version: str | None = None
+    kind: str | None = None
+    name: str = Field(min_length=1)
+    primary_scaler_queries: dict[str, str] | None = None
+    primary_scaler_replicas: ScalerReplicas | None = None
+
+
 class CustomMetadata(Model):
     labels: Labels | None = None
     annotations: dict[str, str] | None = None
@@ -239,7 +257,7 @@ class CanarySpec(Model):
     provider: str | None = None
     metrics_server: str | None = None
     target_ref: TargetReference
-    autoscaler_ref: dict[str, Any] | None = None
+    autoscaler_ref: AutoscalerReference | None = None
     ingress_ref: dict[str, Any] | None = None
     route_ref: dict[str, Any] | None = None
     upstream_ref: dict[str, Any] | None = None

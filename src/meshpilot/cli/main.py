@@ -120,6 +120,9 @@ def up(
         help="Where the config lives: the SQLite file in the state directory (default), "
              "or etcd://HOST:2379,HOST:2379/PREFIX (members; prefix optional): replicas (each "
              "with its own --state-dir) share one etcd and elect a leader")] = None,
+    hpa_sync_period: Annotated[str | None, typer.Option(
+        help="How often HorizontalPodAutoscalers are synced (Kubernetes' "
+             "--horizontal-pod-autoscaler-sync-period), e.g. 5s. Default: 15s")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     hosts_args = _hosts_args(host, listen, host_timeout, host_grace)
@@ -149,6 +152,8 @@ def up(
         identity += hosts_args
         if store is not None:
             identity += ["--store", store]  # checked by the server: a bad one fails `up`
+        if hpa_sync_period is not None:
+            identity += ["--hpa-sync-period", hpa_sync_period]
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)

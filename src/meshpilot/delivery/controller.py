@@ -28,7 +28,14 @@ from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.keyed_locks import KeyedLocks
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
 from meshpilot.delivery.notifiers import AlertPoster, HttpAlertPoster
-from meshpilot.delivery.ports import Clock, ClusterReader, LiveCounts, ObjectWriter, WriteError
+from meshpilot.delivery.ports import (
+    Clock,
+    ClusterReader,
+    LiveCounts,
+    ObjectWriter,
+    WorkloadStatus,
+    WriteError,
+)
 from meshpilot.delivery.providers import MetricProvider, MetricsSource
 from meshpilot.delivery.state import RolloutState
 from meshpilot.delivery.webhooks import WebhookCaller
@@ -123,11 +130,13 @@ class RolloutController:
             state = RolloutState.from_status(canary.status)
             target_name = canary.spec.target_ref.name
             target = self.reader.deployment(namespace, target_name)
+            primary = self.reader.workload(namespace, f"{target_name}-primary")
             observed = Observed(
                 target=target,
-                primary=self.reader.workload(namespace, f"{target_name}-primary"),
+                primary=primary,
                 canary=self.reader.workload(namespace, target_name),
                 configs=self._configs(namespace, target),
+                scalers=self._scalers(canary, primary),
             )
             decision = reconcile(
                 canary, observed, state, self.clock(), self.sensors, command, self.settings
@@ -139,6 +148,14 @@ class RolloutController:
                 self.writer.put_status(namespace, name, new_status)
             self._write(decision.objects)
             return canary, decision
+
+    def _scalers(self, canary: Canary, primary: WorkloadStatus) -> gen.Scalers:
+        """The target's autoscaler, read only for a Canary with an autoscalerRef."""
+        ref = canary.spec.autoscaler_ref
+        if ref is None:
+            return gen.Scalers()
+        return gen.Scalers(self.reader.autoscaler(canary.metadata.namespace, ref.name),
+                           primary.desired if primary.exists else None)
 
     def _configs(self, namespace: str, target: dict[str, Any] | None
                  ) -> dict[ConfigKey, dict[str, Any]]:

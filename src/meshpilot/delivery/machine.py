@@ -82,6 +82,8 @@ class Observed:
     canary: WorkloadStatus
     configs: Mapping[ConfigKey, Mapping[str, Any]] = field(default_factory=dict)
     """The tracked ConfigMaps and Secrets the target's template reads (their bodies)."""
+    scalers: gen.Scalers = field(default_factory=gen.Scalers)
+    """The target's autoscaler and the primary's replicas (autoscalerRef)."""
 
 
 @dataclass
@@ -176,6 +178,11 @@ class _Tick:
         if replicas > 0:
             st.target_replicas = replicas
         st.selector_label = gen.selector_label(self.target)[0]
+        ref = self.canary.spec.autoscaler_ref
+        if ref is not None and self.obs.scalers.target_autoscaler is None:
+            self.event(f"HorizontalPodAutoscaler {ref.name}.{self.ns} (autoscalerRef) not "
+                       f"found: {self.target_name}-primary gets no autoscaler until it exists",
+                       warning=True, once=True)
         if command is not None:
             refused = self.command(command)
             if refused:
@@ -212,6 +219,7 @@ class _Tick:
                 self.canary, self.target, self.st,
                 canary_ready=self.obs.canary.exists and self.obs.canary.ready > 0,
                 primary_ready=self.primary_ready(),
+                scalers=self.obs.scalers,
             )
         return Decision(state=self.st, objects=[*self.extra_objects, *out] if objects else out,
                         events=self.events, alerts=self.alerts)

@@ -17,7 +17,7 @@ from typing import Any
 
 from meshpilot.api.base import parse_duration
 from meshpilot.api.flagger import Canary, CanaryAnalysis, CustomMetadata, SessionAffinity
-from meshpilot.delivery import configs
+from meshpilot.delivery import autoscaler_ref, configs
 from meshpilot.delivery.state import RolloutState
 
 MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-delivery"})
@@ -70,9 +70,14 @@ def primary_name(canary: Canary) -> str:
 
 
 def primary_deployment(
-    canary: Canary, target: dict[str, Any], state: RolloutState
+    canary: Canary, target: dict[str, Any], state: RolloutState,
+    running: int | None = None,
 ) -> dict[str, Any]:
-    """NAME-primary: the promoted template, relabelled so its pods are told apart."""
+    """NAME-primary: the promoted template, relabelled so its pods are told apart.
+
+    ``running``: the replicas the primary runs now; with an autoscalerRef they are its
+    autoscaler's to set, so they are kept (Flagger copies the target's count only
+    without one)."""
     key, value = selector_label(target)
     spec = copy.deepcopy(target.get("spec") or {})
     template = configs.with_primary_names(
@@ -86,6 +91,8 @@ def primary_deployment(
     spec["selector"] = {**selector, "matchLabels": match}
     spec["template"] = template
     spec["replicas"] = max(1, state.target_replicas)
+    if canary.spec.autoscaler_ref is not None and running:
+        spec["replicas"] = running
     target_meta = target.get("metadata") or {}
     labels = {**(target_meta.get("labels") or {}), **MANAGED_BY}
     if key in labels:
@@ -217,6 +224,41 @@ def destination_rules(canary: Canary) -> list[dict[str, Any]]:
 
 
 # --- routing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scalers:
+    """What an autoscalerRef needs to be followed: the target's autoscaler (its stored
+    body; None when missing) and the replicas the primary runs now (None: no primary)."""
+
+    target_autoscaler: dict[str, Any] | None = None
+    primary_replicas: int | None = None
+
+
+def scaled_canary(canary: Canary, target: dict[str, Any], state: RolloutState,
+                  scalers: Scalers) -> dict[str, Any] | None:
+    """The target at the replicas the rollout wants, or None when it runs them. With an
+    autoscalerRef a running canary's count is its autoscaler's: only the scale from and
+    to zero is the rollout's."""
+    if canary.spec.autoscaler_ref is None:
+        return scaled_target(target, max(1, state.target_replicas) if state.canary_scaled
+                             else 0)
+    running = int((target.get("spec") or {}).get("replicas", 1))
+    if not state.canary_scaled:
+        return scaled_target(target, 0)
+    if running > 0:
+        return None
+    return scaled_target(target, autoscaler_ref.min_replicas(scalers.target_autoscaler))
+
+
+def primary_scaler(canary: Canary, scalers: Scalers) -> list[dict[str, Any]]:
+    """The primary's autoscaler, when the Canary names one that exists."""
+    name = autoscaler_ref.primary_autoscaler_name(canary)
+    if name is None or scalers.target_autoscaler is None:
+        return []
+    made = autoscaler_ref.primary_autoscaler(canary, scalers.target_autoscaler,
+                                             primary_name(canary), _meta(canary, name))
+    return [made] if made is not None else []
 
 
 @dataclass(frozen=True)
@@ -481,21 +523,22 @@ def desired_objects(
     *,
     canary_ready: bool = True,
     primary_ready: bool = True,
+    scalers: Scalers = Scalers(),
 ) -> list[dict[str, Any]]:
     """Everything the Canary owns, for the current state, in a safe write order.
 
     Until the primary has ready pods (initialization) only the primary Deployment is
     made, so the apex host never routes to a workload that does not exist yet.
     """
-    objects = [primary_deployment(canary, target, state)]
+    objects = [primary_deployment(canary, target, state, scalers.primary_replicas),
+               *primary_scaler(canary, scalers)]
     initialized = state.phase not in ("", "Initializing")
     if not initialized and not primary_ready:
         return objects
     objects += services(canary, target)
     objects += destination_rules(canary)
     objects.append(virtual_service(canary, routing(canary, state, canary_ready=canary_ready)))
-    replicas = max(1, state.target_replicas) if state.canary_scaled else 0
-    scaled = scaled_target(target, replicas)
+    scaled = scaled_canary(canary, target, state, scalers)
     if scaled is not None:
         objects.append(scaled)
     return objects
@@ -506,7 +549,9 @@ def owned_names(canary: Canary, state: RolloutState | None = None) -> list[tuple
     apex, primary, canary_svc = canary.service_names
     copies = [(kind, name + configs.PRIMARY_SUFFIX) for kind, _, name in
               (c.partition("/") for c in (state.primary_configs if state else []))]
+    scaler = autoscaler_ref.primary_autoscaler_name(canary)
     return [*copies,
+        *([(autoscaler_ref.KIND, scaler)] if scaler else []),
         ("VirtualService", apex),
         ("DestinationRule", primary),
         ("DestinationRule", canary_svc),

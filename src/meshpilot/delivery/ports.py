@@ -77,6 +77,10 @@ class ClusterReader(Protocol):
 
     def alert_provider(self, namespace: str, name: str) -> AlertProvider | None: ...
 
+    def autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored HorizontalPodAutoscaler body (read for an autoscalerRef only)."""
+        ...
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         """The decoded keys of Secret ``namespace/name``, or None when there is none."""
         ...

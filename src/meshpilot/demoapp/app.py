@@ -8,6 +8,8 @@ Endpoints:
 - ``GET /healthz``: always 200 ``ok``; no injected errors or latency (readiness probe).
 - ``GET /status/<code>``: answers ``<code>`` (retry / outlier-detection tests).
 - ``GET /delay/<ms>``: sleeps ``<ms>`` then answers 200 (timeout tests).
+- ``GET /burn/<ms>``: keeps a CPU busy for ``<ms>`` (at most 1000) of CPU time, then
+  answers 200 (autoscaling on CPU).
 - ``GET /call?url=<url>``: calls ``url`` through the proxy in ``HTTP_PROXY`` (the pod's
   sidecar) and returns the upstream status, headers and body as JSON. Optional query
   parameters: ``method``, ``header=Name:Value`` (repeatable), ``timeout`` (seconds).
@@ -16,7 +18,7 @@ Endpoints:
 - anything else: 200 JSON describing the request and the instance.
 
 Injected errors (``error_rate``) and latency (``latency_ms``) apply to every endpoint except
-``/healthz``, ``/status/`` and ``/delay/``.
+``/healthz``, ``/status/``, ``/delay/`` and ``/burn/``.
 
 SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish (up to a bound), and
 exits 0.
@@ -152,6 +154,14 @@ class DemoHandler(BaseHTTPRequestHandler):
                 self._json(400, {"error": f"bad status code {path!r}", "version": cfg.version})
             else:
                 self._json(code, self._describe(parsed, {"status": code}))
+            return
+        if path.startswith("/burn/"):
+            ms = _float(path[len("/burn/"):].strip("/"), -1.0)
+            if not 0 <= ms <= MAX_BURN_MS:
+                self._json(400, {"error": f"bad burn {path!r}: 0 to {MAX_BURN_MS:g} ms of CPU",
+                                 "version": cfg.version})
+                return
+            self._json(200, self._describe(parsed, {"burned_ms": _burn(ms / 1000.0)}))
             return
         if path.startswith("/delay/"):
             ms = _float(path[len("/delay/"):].strip("/"), -1.0)
@@ -305,6 +315,19 @@ class _SidecarProxy(urllib.request.BaseHandler):
     def http_open(self, req: urllib.request.Request) -> None:
         req.set_proxy(self.hostport, "http")
         return None  # let HTTPHandler send it, now addressed to the proxy
+
+
+MAX_BURN_MS = 1000.0
+
+
+def _burn(seconds: float) -> float:
+    """Keep a CPU busy for ``seconds`` of this thread's CPU time (what an autoscaler on
+    CPU sees), giving up after ten times as long on the wall clock on a crowded host;
+    returns the milliseconds burned."""
+    start, deadline = time.thread_time(), time.monotonic() + 10 * seconds
+    while time.thread_time() - start < seconds and time.monotonic() < deadline:
+        sum(range(1000))
+    return round((time.thread_time() - start) * 1000.0, 1)
 
 
 def _int(text: str, default: int) -> int:

@@ -24,6 +24,7 @@ from meshpilot.runtime import Pod
 from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
+from meshpilot.server.autoscaling_wiring import SYNC_SECONDS, AutoscalerLoop
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.ca_api import CaAPI
 from meshpilot.server.config_service import ConfigService
@@ -62,6 +63,7 @@ class Components:
     leader: AlwaysLeader | Election = field(default_factory=AlwaysLeader)
     """Whether this replica runs what must run once (pods, rollouts): always with
     SQLite; the elected one of the replicas on an etcd."""
+    autoscaler: AutoscalerLoop | None = None
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -99,8 +101,11 @@ class Components:
         return runtime.deployment_status(key.namespace, key.name)
 
     def stop(self) -> None:
-        """The rollouts stop writing before the mesh they write to goes; leadership is
-        given up once they stopped (so no two replicas ever step the same rollout)."""
+        """The rollouts and the autoscalers stop writing before the mesh they write to
+        goes; leadership is given up once they stopped (so no two replicas ever step the
+        same rollout)."""
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         if self.delivery is not None:
             self.delivery.stop()
         if self.hosts is not None:
@@ -148,7 +153,8 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           with_mesh: bool, envoy_concurrency: int,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
-          listen: str | None = None, host_health: HostHealth | None = None) -> Components:
+          listen: str | None = None, host_health: HostHealth | None = None,
+          hpa_sync_seconds: float = SYNC_SECONDS) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -179,6 +185,11 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        autoscaler = AutoscalerLoop(components.config, partial(_pods, mesh),
+                                    lambda: mesh.telemetry, hpa_sync_seconds,
+                                    leading=components.leader.leading)
+        autoscaler.start()
+        components.autoscaler = autoscaler
         components.leader.start(mesh.leadership_changed)
     except BaseException:
         components.stop()

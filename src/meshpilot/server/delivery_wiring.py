@@ -265,6 +265,10 @@ class ClusterView:
         except ValueError:
             return None
 
+    def autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.store.get(_key("HorizontalPodAutoscaler", namespace, name))
+        return obj.body if obj is not None else None
+
     def secret_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         obj = self.store.get(_key("Secret", namespace, name))
         if obj is None:

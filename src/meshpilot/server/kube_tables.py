@@ -140,6 +140,43 @@ def _pod_age(body: Body, now: datetime) -> str:
     if not isinstance(started, int | float):
         return "<unknown>"
     return age(now.timestamp() - started)
+def _reference(body: Body, _now: datetime) -> str:
+    ref = _field("spec", "scaleTargetRef")(body) or {}
+    return f"{ref.get('kind')}/{ref.get('name')}"
+
+
+def _target_of(metric: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(metric key, wanted, prefix) of one spec.metrics entry, as kubectl prints it."""
+    kind = str(metric.get("type", ""))
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}
+    target = source.get("target") or {}
+    name = source.get("name") or (source.get("metric") or {}).get("name", "")
+    if target.get("type") == "Utilization":
+        return f"{kind}/{name}", f"{target.get('averageUtilization')}%", f"{name}: "
+    wanted = target.get("averageValue", target.get("value"))
+    return f"{kind}/{name}", str(wanted), f"{name}: " if kind == "Resource" else ""
+
+
+def _current_of(metric: Mapping[str, Any]) -> tuple[str, str]:
+    kind = str(metric.get("type", ""))
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}
+    name = source.get("name") or (source.get("metric") or {}).get("name", "")
+    current = source.get("current") or {}
+    if "averageUtilization" in current:
+        return f"{kind}/{name}", f"{current['averageUtilization']}%"
+    return f"{kind}/{name}", str(current.get("averageValue", current.get("value", "")))
+
+
+def _targets(body: Body, _now: datetime) -> str:
+    """``cpu: 12%/50%`` per metric, ``<unknown>`` before the first measurement."""
+    current = dict(_current_of(m) for m in
+                   (_field("status", "currentMetrics")(body) or []) if isinstance(m, Mapping))
+    cells = []
+    for metric in _field("spec", "metrics")(body) or []:
+        if isinstance(metric, Mapping):
+            key, wanted, prefix = _target_of(metric)
+            cells.append(f"{prefix}{current.get(key) or '<unknown>'}/{wanted}")
+    return ", ".join(cells) or "<none>"
 
 
 COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
@@ -182,6 +219,13 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
         Column("Age", "time since its processes started", _pod_age, type="date"),
         field_column("IP", "the pod's address", "status", "podIP", priority=1),
         Column("Deployment", "the Deployment it belongs to", _owner, priority=1)),
+    "HorizontalPodAutoscaler": (
+        NAME, Column("Reference", "the scaled object", _reference),
+        Column("Targets", "current/target of each metric", _targets),
+        field_column("MinPods", "minReplicas", "spec", "minReplicas", type="integer"),
+        field_column("MaxPods", "maxReplicas", "spec", "maxReplicas", type="integer"),
+        Column("Replicas", "replicas at the last sync", _count("currentReplicas"),
+               type="integer"), AGE),
 })
 
 

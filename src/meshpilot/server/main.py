@@ -32,6 +32,7 @@ from meshpilot.security.root_store import ROTATION_DIR, RootStore
 from meshpilot.server import compose
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT
 from meshpilot.server.api_tls import ApiTls
+from meshpilot.server.autoscaling_wiring import SYNC_SECONDS
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.host_registry import HostHealth
@@ -137,6 +138,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
     host_health: HostHealth | None = None, store_spec: StoreSpec | None = None,
+    hpa_sync_seconds: float = SYNC_SECONDS,
 ) -> int:
     if listen:  # reachable from other hosts: the API there, and only over TLS
         host, tls = listen, True
@@ -182,7 +184,8 @@ def serve(
                                    access_log=access_log,
                                    loadtester_commands=loadtester_commands,
                                    api_token=token, listen=listen,
-                                   host_health=host_health)
+                                   host_health=host_health,
+                                   hpa_sync_seconds=hpa_sync_seconds)
     except Exception as exc:
         store.close()
         lock.close()
@@ -296,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the config lives: the SQLite file in the state "
                              "directory (default), or etcd://HOST:PORT,HOST:PORT/PREFIX (one or "
                              "more members, prefix optional) for replicas sharing one etcd")
+    parser.add_argument("--hpa-sync-period", type=_duration,
+                        default=timedelta(seconds=SYNC_SECONDS),
+                        help="how often HorizontalPodAutoscalers are synced, as Kubernetes' "
+                             "--horizontal-pod-autoscaler-sync-period (default 15s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
@@ -311,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                  max_body_bytes=args.max_body_bytes, watch_limit=args.watch_backlog,
                  listen=args.listen, host_health=HostHealth.of(args.host_timeout,
                                                                args.host_grace),
-                 store_spec=args.store)
+                 store_spec=args.store,
+                 hpa_sync_seconds=max(0.1, args.hpa_sync_period.total_seconds()))
 
 
 def _positive(text: str) -> int:

@@ -112,6 +112,11 @@ STORE_UNREACHABLE = Code("MP0060", Severity.ERROR, "the config store's etcd clus
                          "answer (no majority of its members reachable): 503, nothing written")
 STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one of its own "
                      "limits (--max-txn-ops, --max-request-bytes): 507, nothing written")
+HPA_NOT_COMPUTED = Code("MP0070", Severity.ERROR, "HorizontalPodAutoscaler metric, target "
+                        "or scale target meshpilot does not compute (CPU and the mesh's "
+                        "request rate only, of a Deployment)")
+AUTOSCALER_REF_KIND = Code("MP0071", Severity.ERROR, "Canary autoscalerRef to a kind other "
+                           "than HorizontalPodAutoscaler (a KEDA ScaledObject)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",
                       "IST0101")
 HOST_CONFLICT = Code("MP1002", Severity.ERROR, "two VirtualServices claim one mesh host",
@@ -165,6 +170,14 @@ TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command o
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "
                             "istio.io/autoRegistrationGroup names no WorkloadGroup: an "
                             "endpoint only while a joined host reports for it")
+HPA_FIELD_NOT_APPLIED = Code("MP2046", Severity.WARNING, "HorizontalPodAutoscaler or "
+                             "autoscalerRef field accepted and not applied")
+HPA_TARGET_MISSING = Code("MP2047", Severity.WARNING, "HorizontalPodAutoscaler's scale target, "
+                          "or a Canary autoscalerRef's HorizontalPodAutoscaler, does not "
+                          "exist: nothing is scaled until it does")
+HPA_NO_CPU_REQUEST = Code("MP2048", Severity.WARNING, "HorizontalPodAutoscaler on CPU "
+                          "utilization of a Deployment whose containers request no CPU: "
+                          "the metric cannot be computed")
 TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
                               "provider does not use as written: a secretRef Secret without "
                               "the keys it reads, a graphite query's format (always json)")

@@ -61,7 +61,8 @@ POD_IGNORED: Mapping[str, str] = MappingProxyType({
 CONTAINER_IGNORED: Mapping[str, str] = MappingProxyType({
     "livenessProbe": "only readinessProbe is run: a process that exits is restarted",
     "startupProbe": "only readinessProbe is run",
-    "resources": "resources are not limited or reserved",
+    "resources": "resources are not limited or reserved (requests.cpu is read only as the "
+                 "base of a HorizontalPodAutoscaler's CPU utilization)",
     "resizePolicy": "resources are not limited or reserved",
     "imagePullPolicy": _NO_IMAGES,
     "volumeDevices": "no block devices are attached",

@@ -31,6 +31,10 @@ def _other_router(_: str | int, value: Any) -> bool:
     return value is not None and str(value).split(":", 1)[0] != ROUTER
 
 
+def _not_hpa(_: str | int, value: Any) -> bool:
+    return value != "HorizontalPodAutoscaler"
+
+
 def _not_queried(_: str | int, value: Any) -> bool:
     return value not in QUERIED_PROVIDERS
 
@@ -47,10 +51,14 @@ CANARY: tuple[Unapplied, ...] = (
     row("spec", "provider", when=_other_router, code=_REFUSED,
         why="provider {value} is refused: meshpilot is an Istio-compatible mesh and routes "
             "the Canary that way only; remove provider or set it to istio"),
-    row("spec", "autoscalerRef", code=_REFUSED,
-        why="autoscalerRef is refused: meshpilot runs no HorizontalPodAutoscaler, so the "
-            "primary would not be scaled as Flagger scales it; remove it (the primary gets "
-            "the target Deployment's replicas)"),
+    row("spec", "autoscalerRef", "kind", when=_not_hpa, code=codes.AUTOSCALER_REF_KIND,
+        why="autoscalerRef kind {value} is refused: meshpilot runs HorizontalPodAutoscalers "
+            "(autoscaling/v2) only, not KEDA ScaledObjects; point it at a "
+            "HorizontalPodAutoscaler"),
+    row("spec", "autoscalerRef", "primaryScalerQueries", code=codes.HPA_FIELD_NOT_APPLIED,
+        why="autoscalerRef.primaryScalerQueries is not applied: it rewrites a KEDA "
+            "ScaledObject's triggers, and the primary's HorizontalPodAutoscaler copies the "
+            "target's metrics as Flagger copies them; remove it"),
     _other_router_field("ingressRef", "an ingress controller's Ingress (NGINX, Skipper)"),
     _other_router_field("routeRef", "a Gateway API or Kuma route"),
     _other_router_field("upstreamRef", "a Gloo or Kong upstream"),

@@ -19,6 +19,7 @@ from meshpilot.api.base import Resource
 from meshpilot.validation.argo_analysis_fields import analysis_findings
 from meshpilot.validation.argo_fields import rollout_findings
 from meshpilot.validation.authorization_rules import authorization_policy_findings
+from meshpilot.validation.autoscaler_rules import hpa_findings
 from meshpilot.validation.canary_rules import canary_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
 from meshpilot.validation.finding import Finding
@@ -60,6 +61,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
+    "HorizontalPodAutoscaler": hpa_findings,
     "MetricTemplate": _all_of(rule_of(METRIC_TEMPLATE), metric_template_findings),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,

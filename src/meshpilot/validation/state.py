@@ -17,6 +17,7 @@ from meshpilot.api.kinds import by_kind
 from meshpilot.validation import codes
 from meshpilot.validation.alert_state import check_alert_refs
 from meshpilot.validation.argo_analysis_state import check_analysis_templates
+from meshpilot.validation.autoscaler_state import check_autoscalers
 from meshpilot.validation.canary_state import check_canary_hosts
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
@@ -187,7 +188,8 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
         _check_own_rules(obj, found)
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
-                  check_alert_refs, check_members, check_analysis_templates):
+                  check_alert_refs, check_members, check_analysis_templates,
+                  check_autoscalers):
         check(objects, report, found)
     return found.items
 
