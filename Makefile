@@ -24,7 +24,7 @@ lint: setup
 	$(BIN)/xenon --max-absolute C --max-modules B --max-average A src
 
 test: setup lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q --durations=15
 
 clean:
 	rm -rf $(VENV) .meshpilot .pytest_cache .ruff_cache .hypothesis

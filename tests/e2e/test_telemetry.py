@@ -223,10 +223,15 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(
         assert counts_errors(by_reporter["destination"], 1), (by_reporter, errors_v2,
                                                               warm_errors)
 
-        p99 = prom.scalar('histogram_quantile(0.99, sum by (le) (rate('
-                          'istio_request_duration_milliseconds_bucket{destination_version="v2"}'
-                          '[1m])))')
-        assert p99 is not None and 50 <= p99 <= 100, p99
+        # v2 answers after 50 ms: its requests land in the (50, 100] bucket, unless a
+        # loaded machine delays some beyond it (the median stays there; the tail may not)
+        def quantile(q: float) -> float | None:
+            return prom.scalar(f'histogram_quantile({q}, sum by (le) (rate('
+                               'istio_request_duration_milliseconds_bucket{'
+                               'destination_version="v2"}[1m])))')
+        p50, p99 = quantile(0.5), quantile(0.99)
+        assert p50 is not None and 50 <= p50 <= 100, p50
+        assert p99 is not None and 50 <= p99 <= 1000, p99
 
         # Flagger's built-in checks (Istio provider), verbatim with target myapp-v2
         success = prom.scalar(

@@ -58,18 +58,21 @@ def test_a_closed_watch_lets_go_of_its_thread_and_connection(
         etcd_server: Cluster, etcd_prefix: str) -> None:
     """Every API watch has an etcd watch stream and a thread behind it: closing the watch
     (or the store) ends both at once, so watches that come and go leak nothing."""
-    def feeds() -> int:
-        return sum(1 for t in threading.enumerate() if t.name == "etcd-watch")
+    def feeds() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "etcd-watch"}
 
-    before = feeds()
+    others = feeds()  # other tests' feeds may still be ending: not counted
     store = EtcdStore(etcd_server.endpoints, prefix=etcd_prefix)
     watches = [store.watch() for _ in range(4)]
-    assert feeds() == before + 4
+    mine = feeds() - others
+    assert len(mine) == 4
     for watch in watches[:2]:
         watch.close()
-    wait_for(lambda: feeds() == before + 2, timeout=5, message="two feeds end")
+    wait_for(lambda: sum(t.is_alive() for t in mine) == 2, timeout=5,
+             message="two feeds end")
     store.close()
-    wait_for(lambda: feeds() == before, timeout=5, message="every feed ends")
+    wait_for(lambda: not any(t.is_alive() for t in mine), timeout=5,
+             message="every feed ends")
     assert all(w.closed for w in watches)
 
 
