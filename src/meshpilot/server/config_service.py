@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
@@ -25,8 +25,15 @@ from meshpilot.store import (
     WriteFailed,
 )
 from meshpilot.store.mirror import StoreMirror
-from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
-from meshpilot.validation.codes import Severity
+from meshpilot.validation import (
+    Diagnostic,
+    Plan,
+    StateIndex,
+    StateObject,
+    codes,
+    newly_broken,
+    plan_apply,
+)
 
 
 @dataclass
@@ -78,14 +85,19 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
 
 class ConfigService:
     def __init__(self, store: SqliteStore, mirror: StoreMirror | None = None) -> None:
-        """``mirror``, when given, is where the current state is read for validation: a
-        dict kept current by the store's watch, instead of reading and decoding every
-        stored object from SQLite on each apply (the cost that grew with the store). It
-        is polled only under the store's write lock, which every ConfigService over the
-        store validates and commits under, so one mirror may serve them all and always
-        holds every commit made before the lock was taken."""
+        """``mirror``, when given, keeps the index of the current state that changes are
+        validated against (validation.StateIndex) current from the store's watch,
+        instead of reading and decoding every stored object from SQLite on each apply
+        (the cost that grew with the store). It is polled only under the store's write
+        lock, which every ConfigService over the store validates and commits under, so
+        one mirror may serve them all and always holds every commit made before the
+        lock was taken."""
         self.store = store
         self._mirror = mirror
+        self._index: StateIndex | None = None
+        if mirror is not None:
+            self._index = StateIndex()
+            mirror.follow(self._index)
         # The store's lock, not one of our own: every ConfigService over this store (the
         # API's, the delivery controller's) validates and commits under the same one.
         self._lock = store.write_lock
@@ -184,16 +196,15 @@ class ConfigService:
             except NotFound as exc:  # raced with another writer outside this lock
                 return Outcome(404, diagnostics=[Diagnostic.of(
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
-            after = self._state()
-        return Outcome(200, [_result(r.key, r.action, r.object) for r in done],
-                       _newly_broken(before, after))
+            broken = newly_broken(before, [change.key for change in todo])
+        return Outcome(200, [_result(r.key, r.action, r.object) for r in done], broken)
 
-    def _state(self) -> list[StateObject]:
-        """Every stored object as the validator sees it; call under the write lock."""
-        if self._mirror is None:
-            return state_of(self.store.list())
+    def _state(self) -> StateIndex:
+        """Every stored object, indexed for validation; call under the write lock."""
+        if self._index is None or self._mirror is None:
+            return StateIndex.of(state_of(self.store.list()))
         self._mirror.poll(timeout=0)
-        return [StateObject(key, body) for key, body in self._mirror.objects()]
+        return self._index
 
     def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:
         """Conflicts for the objects in ``keys`` whose uid is not ``uid``: another object
@@ -250,18 +261,3 @@ def _write_failed(exc: WriteFailed) -> Outcome:
     """507 Insufficient Storage, the WebDAV status for "could not store": the request
     was fine and may succeed as is once the disk has room."""
     return Outcome(507, diagnostics=[Diagnostic.of(codes.STORE_WRITE_FAILED, str(exc))])
-
-
-def _newly_broken(before: list[StateObject], after: list[StateObject]) -> list[Diagnostic]:
-    """Findings a delete causes in the objects that remain, shown as warnings.
-
-    A delete is not refused for leaving, say, a VirtualService pointing at a subset that
-    no longer exists (Kubernetes would not refuse it either), but the user is told.
-    """
-    found = check_state(before, all_objects=True)
-    old = {(d.code, d.object, d.path) for d in found}
-    return [
-        replace(d, severity=Severity.WARNING)
-        for d in check_state(after, all_objects=True)
-        if (d.code, d.object, d.path) not in old
-    ]
