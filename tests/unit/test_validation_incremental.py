@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import by_kind
 from meshpilot.validation import Diagnostic, Severity, StateIndex, StateObject, check_state, codes
-from meshpilot.validation.state_index import judge_change, newly_broken
+from meshpilot.validation.state_index import findings_about, judge_change, newly_broken
 
-SETTINGS = settings(max_examples=250, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 NAMES = ("a", "b")
@@ -371,14 +371,18 @@ def test_an_apply_judged_around_its_change_finds_what_the_whole_state_finds(
 @given(stored=stores(min_size=1), data=st.data())
 def test_a_delete_judged_around_what_it_deletes_finds_what_the_whole_state_finds(
         stored: list[StateObject], data: st.DataObject) -> None:
+    """And ``describe`` of one object (findings_about) finds what the whole state finds
+    about it."""
     deleted = set(data.draw(st.lists(st.sampled_from([o.key for o in stored]), min_size=1,
                                      max_size=3)))
     index = _index(stored, data.draw)
     assert _dicts(newly_broken(index, deleted)) == _dicts(whole_state_delete(stored, deleted))
     before = check_state(stored, all_objects=True)
-    for obj in stored:  # and each object deleted alone
+    for obj in stored:  # and each object deleted alone, and described
         assert _dicts(newly_broken(index, [obj.key])) == _dicts(
             whole_state_delete(stored, {obj.key}, before)), obj.key
+        assert _dicts(findings_about(index, obj.key)) == _dicts(
+            [d for d in before if d.object == str(obj.key)]), obj.key
 
 
 VS, DR, GW = "VirtualService", "DestinationRule", "Gateway"

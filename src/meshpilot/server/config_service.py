@@ -31,6 +31,7 @@ from meshpilot.validation import (
     StateIndex,
     StateObject,
     codes,
+    findings_about,
     newly_broken,
     plan_apply,
 )
@@ -198,6 +199,12 @@ class ConfigService:
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
             broken = newly_broken(before, [change.key for change in todo])
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done], broken)
+
+    def findings_about(self, key: ObjectKey) -> list[Diagnostic]:
+        """What every stored object's findings say about ``key`` (``describe``), judged
+        on its neighbourhood in the current state."""
+        with self._lock:
+            return findings_about(self._state(), key)
 
     def _state(self) -> StateIndex:
         """Every stored object, indexed for validation; call under the write lock."""

@@ -5,7 +5,7 @@ from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
 from meshpilot.validation.document import ParsedObject, check_document
 from meshpilot.validation.plan import Plan, keys_in, load_sources, plan_apply
 from meshpilot.validation.state import StateObject, check_state
-from meshpilot.validation.state_index import StateIndex, newly_broken
+from meshpilot.validation.state_index import StateIndex, findings_about, newly_broken
 
 __all__ = [
     "ALL_CODES",
@@ -18,6 +18,7 @@ __all__ = [
     "StateObject",
     "check_document",
     "check_state",
+    "findings_about",
     "format_path",
     "has_errors",
     "keys_in",

@@ -146,6 +146,13 @@ def judge_change(index: StateIndex, changed: Sequence[StateObject]) -> list[Diag
     return judge(view.around(view.changes, new), lambda obj: obj.changed)
 
 
+def findings_about(index: StateIndex, key: ObjectKey) -> list[Diagnostic]:
+    """What ``check_state`` over every stored object reports about ``key``."""
+    if key not in index:
+        return []
+    return judge(StateView(index, {}).around([key]), lambda obj: obj.key == key)
+
+
 def newly_broken(index: StateIndex, deleted: Iterable[ObjectKey]) -> list[Diagnostic]:
     """Findings that deleting ``deleted`` from the stored state causes in the objects
     that remain, as warnings (a delete is not refused for them, as Kubernetes would not
