@@ -37,7 +37,7 @@ STAMPS = ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
 names = st.sampled_from(NAMES)
 namespaces = st.sampled_from(NAMESPACES)
 hosts = st.sampled_from(HOSTS)
-apps, versions = st.sampled_from(("a", "b")), st.sampled_from(("v1", "v2"))
+apps, versions = st.sampled_from(("a", "x")), st.sampled_from(("v1", "v2"))
 labels = st.fixed_dictionaries({}, optional={"app": apps, "version": versions})
 some_labels = st.one_of(st.fixed_dictionaries({"app": apps}, optional={"version": versions}),
                         st.fixed_dictionaries({"version": versions}))
@@ -444,3 +444,120 @@ def test_a_change_is_judged_against_its_neighbourhood_only() -> None:
     assert route.key.kind == "VirtualService"
     around = StateView(index, {route.key: route}).around([route.key])
     assert sorted(str(o.key) for o in around) == ["Service shop/s0", "VirtualService shop/s0"]
+
+
+def _obj(kind: str, ns: str, name: str, spec: Spec | None = None, **top: Any) -> StateObject:
+    info = by_kind(kind)
+    body: Spec = {"apiVersion": info.api_version(), "kind": kind,
+                  "metadata": {"name": name, "namespace": ns}, **top}
+    if spec is not None:
+        body["spec"] = spec
+    return StateObject(ObjectKey(info.group, kind, ns, name), body)
+
+
+def _entry(ns: str, name: str, hosts: list[str]) -> StateObject:
+    return _obj("ServiceEntry", ns, name, {"hosts": hosts, "resolution": "STATIC", "ports": [
+        {"number": 80, "name": "http", "protocol": "HTTP"}]})
+
+
+def _route(ns: str, name: str, host: str, subset: str | None = None, **spec: Any
+           ) -> StateObject:
+    dest: Spec = {"host": host, **({"subset": subset} if subset else {})}
+    return _obj("VirtualService", ns, name, {"http": [{"route": [{"destination": dest}]}],
+                                             **spec})
+
+
+def _https_gateway(credential: str) -> StateObject:
+    return _obj("Gateway", "istio-system", "gw", {"servers": [{
+        "port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+        "tls": {"mode": "SIMPLE", "credentialName": credential}}]})
+
+
+def _pods(ns: str, name: str, labels: dict[str, str], **pod: Any) -> StateObject:
+    return _obj("Deployment", ns, name, {"selector": {"matchLabels": labels}, "template": {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "demo"}], **pod}}})
+
+
+def _jwt(ns: str, name: str) -> StateObject:
+    return _obj("RequestAuthentication", ns, name, {"jwtRules": [{"issuer": "https://one"}]})
+
+
+WORKLOAD_V1 = _obj("WorkloadEntry", "web", "w", {"address": "10.0.0.2",
+                                                 "labels": {"version": "v1"}})
+CASES: dict[str, tuple[list[StateObject], StateObject, list[str]]] = {
+    # (stored objects, the changed one, the codes the whole state reports)
+    "a subset's workload, found by its labels alone": (
+        [_entry("shop", "e", ["api.example.com"]), WORKLOAD_V1],
+        _obj("DestinationRule", "shop", "d", {"host": "api.example.com", "subsets": [
+            {"name": "v1", "labels": {"version": "v1"}}]}), []),
+    "a subset without labels: the workloads the Service selects": (
+        [_obj("Service", "shop", "a", {"selector": {"app": "x"}}),
+         _pods("shop", "p", {"app": "x"})],
+        _obj("DestinationRule", "shop", "d", {"host": "a", "subsets": [{"name": "v1"}]}), []),
+    "a Gateway's credential Secret that cannot serve": (
+        [_obj("Secret", "istio-system", "tls", type="Opaque", data={"k": "eA=="})],
+        _https_gateway("tls"), ["MP1003"]),
+    "a Secret a stored Gateway serves with": (
+        [_https_gateway("tls")],
+        _obj("Secret", "istio-system", "tls", type="Opaque", data={"k": "eA=="}), ["MP1003"]),
+    "a route's host behind a ServiceEntry for every host": (
+        [_entry("web", "any", ["*"])],
+        _route("shop", "r", "api.example.com", hosts=["api.example.com"],
+               gateways=["istio-system/gw"]), ["MP2004"]),
+    "a subset of a wildcard DestinationRule": (
+        [_entry("shop", "e", ["api.example.com"]), WORKLOAD_V1,
+         _obj("DestinationRule", "shop", "d", {"host": "*.example.com", "subsets": [
+             {"name": "v1", "labels": {"version": "v1"}}]})],
+        _route("shop", "r", "api.example.com", "v1"), []),
+    "a DestinationRule's client credential": (
+        [_obj("Secret", "shop", "c", data={"cert": "eA=="})],
+        _obj("DestinationRule", "shop", "d", {"host": "api.example.com", "trafficPolicy": {
+            "tls": {"mode": "MUTUAL", "credentialName": "c"}}}), ["MP2003"]),
+    "a pod's ConfigMap": (
+        [_obj("ConfigMap", "shop", "cfg", data={"k": "v"})],
+        _pods("shop", "p", {"app": "x"}, volumes=[{"name": "v", "configMap": {"name": "cfg"}}]),
+        []),
+    "a root-namespace RequestAuthentication reaches every namespace's workloads": (
+        [_jwt("shop", "local"), _pods("shop", "p", {"app": "x"})],
+        _jwt("istio-system", "root"), ["MP2009"]),
+    "a Canary's host that is another Service's": (
+        [_obj("Service", "shop", "b", {"selector": {"app": "b"}})],
+        _obj("Canary", "shop", "c", {"targetRef": {"apiVersion": "apps/v1",
+                                                   "kind": "Deployment", "name": "a"},
+                                     "service": {"port": 80, "hosts": ["b.shop"]},
+                                     "analysis": {"interval": "10s"}}), ["MP1004"]),
+    "a Canary alert's provider": (
+        [_obj("AlertProvider", "web", "p", {"type": "slack", "secretRef": {"name": "s"}})],
+        _obj("Canary", "shop", "c", {"targetRef": {"apiVersion": "apps/v1",
+                                                   "kind": "Deployment", "name": "a"},
+                                     "service": {"port": 80}, "analysis": {
+                                         "interval": "10s", "alerts": [{
+                                             "name": "x", "severity": "info",
+                                             "providerRef": {"name": "p", "namespace": "web"}}]}}),
+        []),
+    "a delegate": (
+        [_route("shop", "d", "api.example.com", tcp=[])],
+        _obj("VirtualService", "shop", "root", {"hosts": ["api.example.com"],
+                                                "http": [{"delegate": {"name": "d"}}]}), []),
+    "a mesh host another route claims": (
+        [_route("shop", "a", "api.example.com", hosts=["a"])],
+        _route("shop", "b", "api.example.com", hosts=["a.shop.svc.cluster.local"]),
+        ["MP1002", "MP2001"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_each_kind_of_reference_is_followed(
+        case: tuple[list[StateObject], StateObject, list[str]]) -> None:
+    """One case per reference a check follows (what random stores reach only rarely): the
+    neighbourhood holds the object that decides the finding, so the findings agree."""
+    stored, change, expected = case
+    stored = sorted(stored, key=lambda o: o.key)
+    changed = _as_change(stored, [change])
+    whole = whole_state(stored, changed)
+    assert [d.code for d in whole] == expected
+    assert _dicts(judge_change(StateIndex.of(stored), changed)) == _dicts(whole)
+    for obj in stored:  # and deleting what decides it
+        assert _dicts(newly_broken(StateIndex.of(stored), [obj.key])) == _dicts(
+            whole_state_delete(stored, {obj.key}))
