@@ -3,6 +3,9 @@
 A file that brings a VirtualService and the DestinationRule defining its subsets applies
 cleanly in any order, because the subset check looks at the state after the apply,
 not at the order of documents.
+
+A check added here (or in a ``*_state`` module) that looks an object up must say by what
+in ``state_refs``: an apply is judged only on the objects around its change.
 """
 
 from __future__ import annotations
