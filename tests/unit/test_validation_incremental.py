@@ -561,3 +561,19 @@ def test_each_kind_of_reference_is_followed(
     for obj in stored:  # and deleting what decides it
         assert _dicts(newly_broken(StateIndex.of(stored), [obj.key])) == _dicts(
             whole_state_delete(stored, {obj.key}))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(stored=stores(min_size=1), data=st.data())
+def test_the_index_holds_nothing_for_what_is_gone(stored: list[StateObject],
+                                                  data: st.DataObject) -> None:
+    """Churn does not grow it: once every object is removed (after versions replaced
+    along the way), no reference, table entry or shared tuple is left."""
+    index = _index(stored, data.draw)
+    held = {ref for obj in stored for ref in (*index.refs(obj.key).provides,
+                                               *index.refs(obj.key).reads)}
+    assert set(index._canonical) == held == set(index._providers) | set(index._readers)
+    for obj in stored:
+        index.remove(obj.key)
+    assert len(index) == 0
+    assert (index._providers, index._readers, index._canonical) == ({}, {}, {})

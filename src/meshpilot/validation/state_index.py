@@ -38,6 +38,9 @@ class StateIndex:
         self._refs: dict[ObjectKey, Refs] = {}
         self._providers: dict[Ref, set[ObjectKey]] = {}
         self._readers: dict[Ref, set[ObjectKey]] = {}
+        # one tuple per distinct reference, shared by the objects and the tables (at
+        # 10,000 objects, per-object copies took most of the index's memory)
+        self._canonical: dict[Ref, Ref] = {}
 
     @classmethod
     def of(cls, objects: Iterable[StateObject]) -> StateIndex:
@@ -68,7 +71,8 @@ class StateIndex:
         """``key`` is now ``body`` (the body is shared with the mirror: read only)."""
         self.remove(key)
         obj = StateObject(key, body)
-        refs = references(obj)
+        found = references(obj)
+        refs = Refs(self._shared(found.provides), self._shared(found.reads))
         self._objects[key] = obj
         self._refs[key] = refs
         for ref in refs.provides:
@@ -87,6 +91,11 @@ class StateIndex:
                 keys.discard(key)
                 if not keys:
                     del table[ref]
+                    if ref not in self._providers and ref not in self._readers:
+                        del self._canonical[ref]
+
+    def _shared(self, refs: tuple[Ref, ...]) -> tuple[Ref, ...]:
+        return tuple(self._canonical.setdefault(ref, ref) for ref in refs)
 
 
 class StateView:

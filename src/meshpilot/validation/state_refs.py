@@ -39,8 +39,8 @@ Ref = tuple[str, ...]
 class Refs:
     """The references an object provides, and those its findings read."""
 
-    provides: frozenset[Ref]
-    reads: frozenset[Ref]
+    provides: tuple[Ref, ...]
+    reads: tuple[Ref, ...]
 
 
 def references(obj: StateObject) -> Refs:
@@ -50,7 +50,7 @@ def references(obj: StateObject) -> Refs:
     describe = _BY_KIND.get(obj.key.kind)
     if describe is not None:
         describe(obj, provides, reads)
-    return Refs(frozenset(provides), frozenset(reads))
+    return Refs(tuple(provides), tuple(reads))
 
 
 def host_patterns(host: str) -> Iterator[str]:
