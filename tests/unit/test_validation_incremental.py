@@ -561,6 +561,11 @@ def test_each_kind_of_reference_is_followed(
     for obj in stored:  # and deleting what decides it
         assert _dicts(newly_broken(StateIndex.of(stored), [obj.key])) == _dicts(
             whole_state_delete(stored, {obj.key}))
+    after = sorted([*(o for o in stored if o.key != change.key), change], key=lambda o: o.key)
+    every = check_state(after, all_objects=True)
+    for obj in after:  # and describing each object once the change is stored
+        assert _dicts(findings_about(StateIndex.of(after), obj.key)) == _dicts(
+            [d for d in every if d.object == str(obj.key)]), obj.key
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

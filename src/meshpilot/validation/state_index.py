@@ -159,7 +159,16 @@ def findings_about(index: StateIndex, key: ObjectKey) -> list[Diagnostic]:
     """What ``check_state`` over every stored object reports about ``key``."""
     if key not in index:
         return []
-    return judge(StateView(index, {}).around([key]), lambda obj: obj.key == key)
+    return _about(StateView(index, {}), {key})
+
+
+def _about(view: StateView, keys: set[ObjectKey]) -> list[Diagnostic]:
+    """The findings about ``keys`` when every object is judged (``all_objects``): every
+    object around them is judged too, as where a finding is reported may depend on
+    whether another object is (a Gateway's unusable Secret is said on the Gateway), and
+    only theirs are kept."""
+    about = {str(key) for key in keys}
+    return [d for d in judge(view.around(keys), lambda obj: True) if d.object in about]
 
 
 def newly_broken(index: StateIndex, deleted: Iterable[ObjectKey]) -> list[Diagnostic]:
@@ -174,12 +183,7 @@ def newly_broken(index: StateIndex, deleted: Iterable[ObjectKey]) -> list[Diagno
     affected -= gone.keys()
     if not affected:
         return []
-
-    def report(obj: StateObject) -> bool:
-        return obj.key in affected
-
-    old = {(d.code, d.object, d.path) for d in judge(before.around(affected), report)}
-    after = StateView(index, gone)
+    old = {(d.code, d.object, d.path) for d in _about(before, affected)}
     return [replace(d, severity=Severity.WARNING)
-            for d in judge(after.around(affected), report)
+            for d in _about(StateView(index, gone), affected)
             if (d.code, d.object, d.path) not in old]
