@@ -264,17 +264,20 @@ class ControlPlaneAPI:
             self.service.delete, keys, ignore_missing=bool(payload.get("ignoreNotFound"))))
 
     async def diagnostics(self, request: Request) -> Response:
+        """Every stored object's findings, or one object's (``describe``): judged on the
+        object's neighbourhood in the state (the same findings), off the event loop."""
         q = request.query_params
-        found = check_state(state_of(self.store.list()), all_objects=True)
-        wanted = None
-        if q.get("kind") and q.get("name"):
+        if not (q.get("kind") and q.get("name")):
+            found = await run_in_threadpool(
+                lambda: check_state(state_of(self.store.list()), all_objects=True))
+        else:
             try:
-                namespace = by_kind(q["kind"]).scope(q.get("namespace"))
+                info = by_kind(q["kind"])
             except UnknownKind as exc:
                 return _status(404, "NotFound", str(exc))
-            wanted = str(ObjectKey(q.get("group", ""), q["kind"], namespace, q["name"]))
-        return JSONResponse({"diagnostics": [
-            d.to_dict() for d in found if wanted is None or d.object == wanted]})
+            key = ObjectKey(info.group, info.kind, info.scope(q.get("namespace")), q["name"])
+            found = await run_in_threadpool(self.service.findings_about, key)
+        return JSONResponse({"diagnostics": [d.to_dict() for d in found]})
 
     # --- Kubernetes-style objects -------------------------------------------
     async def collection(self, request: Request) -> Response:

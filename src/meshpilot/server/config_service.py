@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshpilot.api.identity import ObjectKey
@@ -28,8 +28,16 @@ from meshpilot.store import (
 )
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.store.protocol import ConfigStore
-from meshpilot.validation import Diagnostic, Plan, StateObject, check_state, codes, plan_apply
-from meshpilot.validation.codes import Severity
+from meshpilot.validation import (
+    Diagnostic,
+    Plan,
+    StateIndex,
+    StateObject,
+    codes,
+    findings_about,
+    newly_broken,
+    plan_apply,
+)
 
 STALE_RETRIES = 5
 """Validations of one apply when other replicas keep committing before it."""
@@ -88,14 +96,19 @@ def _expected_version(body: dict[str, Any]) -> int | str | None:
 
 class ConfigService:
     def __init__(self, store: ConfigStore, mirror: StoreMirror | None = None) -> None:
-        """``mirror``, when given, is where the current state is read for validation: a
-        dict kept current by the store's watch, instead of reading and decoding every
-        stored object from SQLite on each apply (the cost that grew with the store). It
-        is polled only under the store's write lock, which every ConfigService over the
-        store validates and commits under, so one mirror may serve them all and always
-        holds every commit made before the lock was taken."""
+        """``mirror``, when given, keeps the index of the current state that changes are
+        validated against (validation.StateIndex) current from the store's watch,
+        instead of reading and decoding every stored object on each apply (the cost that
+        grew with the store). It is polled only under the store's write lock, which
+        every ConfigService over the store validates and commits under, so one mirror
+        may serve them all and always holds every commit made before the lock was
+        taken."""
         self.store = store
         self._mirror = mirror
+        self._index: StateIndex | None = None
+        if mirror is not None:
+            self._index = StateIndex()
+            mirror.follow(self._index)
         # The store's lock, not one of our own: every ConfigService over this store (the
         # API's, the delivery controller's) validates and commits under the same one.
         self._lock = store.write_lock
@@ -214,24 +227,28 @@ class ConfigService:
             except NotFound as exc:  # raced with another writer outside this lock
                 return Outcome(404, diagnostics=[Diagnostic.of(
                     codes.NOT_FOUND, f"{exc.key} not found", object=str(exc.key))])
-            after = self._state()
-        return Outcome(200, [_result(r.key, r.action, r.object) for r in done],
-                       _newly_broken(before, after))
+            broken = newly_broken(before, [change.key for change in todo])
+        return Outcome(200, [_result(r.key, r.action, r.object) for r in done], broken)
 
-    def _state(self) -> list[StateObject]:
-        """Every stored object as the validator sees it; call under the write lock."""
+    def findings_about(self, key: ObjectKey) -> list[Diagnostic]:
+        """What every stored object's findings say about ``key`` (``describe``), judged
+        on its neighbourhood in the current state."""
+        with self._lock:
+            return findings_about(self._state(), key)
+
+    def _state(self) -> StateIndex:
+        """Every stored object, indexed for validation; call under the write lock."""
         return self._state_at()[1]
 
-    def _state_at(self) -> tuple[int, list[StateObject]]:
-        """The store's revision and every object at it, as the validator sees them. The
+    def _state_at(self) -> tuple[int, StateIndex]:
+        """The store's revision and every object at it, indexed for validation. The
         revision is never newer than the objects (a commit in between makes the commit
         that relies on them Stale, not wrong)."""
-        if self._mirror is None or not self._mirror.catch_up(self.store.revision(),
-                                                             MIRROR_WAIT_SECONDS):
+        if self._index is None or self._mirror is None or not self._mirror.catch_up(
+                self.store.revision(), MIRROR_WAIT_SECONDS):
             revision = self.store.revision()
-            return revision, state_of(self.store.list())
-        revision, objects = self._mirror.held()
-        return revision, [StateObject(key, body) for key, body in objects]
+            return revision, StateIndex.of(state_of(self.store.list()))
+        return self._mirror.revision(), self._index
 
     def _other_uid(self, keys: Sequence[ObjectKey], uid: str) -> list[Diagnostic]:
         """Conflicts for the objects in ``keys`` whose uid is not ``uid``: another object
@@ -295,17 +312,3 @@ def _write_failed(exc: WriteFailed) -> Outcome:
     code = codes.STORE_REFUSED if isinstance(exc, Refused) else codes.STORE_WRITE_FAILED
     return Outcome(507, diagnostics=[Diagnostic.of(code, str(exc))])
 
-
-def _newly_broken(before: list[StateObject], after: list[StateObject]) -> list[Diagnostic]:
-    """Findings a delete causes in the objects that remain, shown as warnings.
-
-    A delete is not refused for leaving, say, a VirtualService pointing at a subset that
-    no longer exists (Kubernetes would not refuse it either), but the user is told.
-    """
-    found = check_state(before, all_objects=True)
-    old = {(d.code, d.object, d.path) for d in found}
-    return [
-        replace(d, severity=Severity.WARNING)
-        for d in check_state(after, all_objects=True)
-        if (d.code, d.object, d.path) not in old
-    ]

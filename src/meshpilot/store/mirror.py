@@ -16,13 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.store.model import StoreError
 from meshpilot.store.protocol import ConfigStore
 
 log = logging.getLogger(__name__)
+
+
+class MirrorListener(Protocol):
+    """Told of every object the mirror holds and of each change it applies, in order."""
+
+    def put(self, key: ObjectKey, body: dict[str, Any]) -> None: ...
+
+    def remove(self, key: ObjectKey) -> None: ...
 
 
 class StoreMirror:
@@ -35,6 +43,7 @@ class StoreMirror:
         self._revision = self._watch.since  # every commit up to it is held
         self._objects: dict[ObjectKey, tuple[int, dict[str, Any]]] = {}
         self._gone: dict[ObjectKey, int] = {}  # deleted keys -> revision of the delete
+        self._listeners: list[MirrorListener] = []
         for obj in store.list():
             self._objects[obj.key] = (obj.resource_version, obj.body)
 
@@ -48,6 +57,19 @@ class StoreMirror:
         with self._lock:
             return self._revision, [(key, self._objects[key][1])
                                     for key in sorted(self._objects)]
+
+    def revision(self) -> int:
+        """The revision every commit up to which the mirror holds."""
+        with self._lock:
+            return self._revision
+
+    def follow(self, listener: MirrorListener) -> None:
+        """Tell ``listener`` every object held now, then each change as :meth:`poll`
+        applies it (an index kept beside the objects, without listing them all again)."""
+        with self._lock:
+            for key, (_, body) in self._objects.items():
+                listener.put(key, body)
+            self._listeners.append(listener)
 
     def poll(self, timeout: float) -> bool:
         """Apply the watch's pending events (waiting up to ``timeout`` for the first);
@@ -98,6 +120,12 @@ class StoreMirror:
         with self._lock:
             old, self._watch = self._watch, watch
             self._revision = watch.since
+            for listener in self._listeners:  # told the difference, as if by events
+                for key in self._objects.keys() - objects.keys():
+                    listener.remove(key)
+                for key, (revision, body) in objects.items():
+                    if self._objects.get(key, (None,))[0] != revision:
+                        listener.put(key, body)
             self._objects = objects
             self._gone = {}
         old.close()
@@ -112,12 +140,16 @@ class StoreMirror:
             if kind == "DELETED":
                 if held is not None:
                     del self._objects[key]
+                    for listener in self._listeners:
+                        listener.remove(key)
                 self._gone[key] = revision
                 return
             if self._gone.get(key, 0) >= revision:
                 return  # deleted after this change
             self._gone.pop(key, None)
             self._objects[key] = (revision, body)
+            for listener in self._listeners:
+                listener.put(key, body)
 
     def close(self) -> None:
         self._watch.close()

@@ -5,6 +5,7 @@ from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
 from meshpilot.validation.document import ParsedObject, check_document
 from meshpilot.validation.plan import Plan, keys_in, load_sources, plan_apply
 from meshpilot.validation.state import StateObject, check_state
+from meshpilot.validation.state_index import StateIndex, findings_about, newly_broken
 
 __all__ = [
     "ALL_CODES",
@@ -13,12 +14,15 @@ __all__ = [
     "ParsedObject",
     "Plan",
     "Severity",
+    "StateIndex",
     "StateObject",
     "check_document",
     "check_state",
+    "findings_about",
     "format_path",
     "has_errors",
     "keys_in",
     "load_sources",
+    "newly_broken",
     "plan_apply",
 ]

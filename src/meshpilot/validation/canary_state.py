@@ -42,7 +42,7 @@ def check_canary_hosts(objects: list[StateObject], report: Report, found: Findin
                           "VirtualService answer for every host in the mesh; list the "
                           "Canary's hosts by name, or bind it to a gateway (service.gateways)")
                 continue
-            for name in _names(str(host), canary.namespace):
+            for name in canary_host_names(str(host), canary.namespace):
                 owner = next((o for h, o in hosts.items()
                               if h not in own and host_matches(name, h)), None)
                 if owner is not None:
@@ -70,7 +70,7 @@ def _own_hosts(canary: StateObject, service: dict[str, object]) -> set[str]:
             for suffix in ("", "-primary", "-canary")}
 
 
-def _names(host: str, namespace: str) -> set[str]:
+def canary_host_names(host: str, namespace: str) -> set[str]:
     """``host`` as Istio resolves it, and as the Service it names when written
     ``name.namespace`` (with or without ``.svc`` or the cluster domain)."""
     names = {fqdn(host, namespace)}

@@ -29,7 +29,7 @@ def check_client_credentials(objects: list[StateObject], report: Report,
     secrets = {(o.namespace, o.key.name) for o in objects
                if o.key.kind == "Secret" and not o.key.group}
     for rule in rules:
-        for path, name in _credential_names(rule.spec):
+        for path, name in credential_names(rule.spec):
             if (rule.namespace, name) not in secrets:
                 found.add(codes.DR_NO_CREDENTIAL, rule, path,
                           f"no Secret {rule.namespace}/{name}: a client reads credentialName "
@@ -39,7 +39,7 @@ def check_client_credentials(objects: list[StateObject], report: Report,
                           "--from-file=cert=CERT --from-file=key=KEY --from-file=cacert=CA)")
 
 
-def _credential_names(spec: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
+def credential_names(spec: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
     """Every ``tls.credentialName`` in the rule, with its path."""
     policies: list[tuple[Path, Any]] = [(("spec", "trafficPolicy"), spec.get("trafficPolicy"))]
     for i, subset in enumerate(as_list(spec.get("subsets"))):

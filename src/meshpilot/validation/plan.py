@@ -17,6 +17,7 @@ from meshpilot.validation import codes
 from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
 from meshpilot.validation.document import ParsedObject, check_document
 from meshpilot.validation.state import StateObject, check_state
+from meshpilot.validation.state_index import StateIndex, judge_change
 
 
 @dataclass
@@ -65,9 +66,11 @@ def _load_code(exc: LoadError) -> codes.Code:
 
 
 def plan_apply(
-    sources: Iterable[tuple[str, str]], existing: Sequence[StateObject] = ()
+    sources: Iterable[tuple[str, str]], existing: Sequence[StateObject] | StateIndex = ()
 ) -> Plan:
-    """Check ``sources`` as one all-or-nothing change on top of ``existing``."""
+    """Check ``sources`` as one all-or-nothing change on top of ``existing``: a list of
+    objects is judged whole (``analyze``), an index only around the change (an apply to
+    the control plane; the same findings, at a cost that does not grow with the store)."""
     docs, diagnostics = load_sources(sources)
     plan = Plan(diagnostics=diagnostics)
     seen: dict[ObjectKey, ParsedObject] = {}
@@ -93,13 +96,22 @@ def plan_apply(
     if not docs and not diagnostics:
         return plan
     if plan.ok:
-        state = {o.key: o for o in existing}
-        for obj in plan.objects:
-            prior = state.get(obj.key)
-            state[obj.key] = StateObject(obj.key, obj.body, obj.source, changed=True,
-                                         created=prior.creation_timestamp if prior else None)
-        plan.diagnostics.extend(check_state(list(state.values())))
+        plan.diagnostics.extend(_judge(plan.objects, existing))
     return plan
+
+
+def _judge(objects: list[ParsedObject], existing: Sequence[StateObject] | StateIndex,
+           ) -> list[Diagnostic]:
+    state = existing if isinstance(existing, StateIndex) else {o.key: o for o in existing}
+    changed = []
+    for obj in objects:
+        prior = state.get(obj.key)
+        changed.append(StateObject(obj.key, obj.body, obj.source, changed=True,
+                                   created=prior.creation_timestamp if prior else None))
+    if isinstance(state, StateIndex):
+        return judge_change(state, changed)
+    state.update((obj.key, obj) for obj in changed)
+    return check_state(list(state.values()))
 
 
 def keys_in(sources: Iterable[tuple[str, str]]) -> tuple[list[ObjectKey], list[Diagnostic]]:

@@ -29,7 +29,7 @@ def check_pod_config(objects: list[StateObject], report: Report, found: Findings
             if not o.key.group and o.key.kind in ("ConfigMap", "Secret")}
     for dep in deployments:
         pod = as_mapping(as_mapping(dep.spec.get("template")).get("spec"))
-        for path, kind, name in _references(pod, ("spec", "template", "spec")):
+        for path, kind, name in config_references(pod, ("spec", "template", "spec")):
             if (kind, dep.namespace, name) not in have:
                 found.add(codes.POD_CONFIG_MISSING, dep, path,
                           f"no {kind} {dep.namespace}/{name}: the pods wait, not started "
@@ -37,7 +37,7 @@ def check_pod_config(objects: list[StateObject], report: Report, found: Findings
                           "reference optional: true if they may run without it")
 
 
-def _references(pod: Mapping[str, Any], path: Path) -> Iterator[Reference]:
+def config_references(pod: Mapping[str, Any], path: Path) -> Iterator[Reference]:
     for i, c in enumerate(as_list(pod.get("containers"))):
         yield from _container_references(as_mapping(c), (*path, "containers", i))
     for i, v in enumerate(as_list(pod.get("volumes"))):

@@ -3,6 +3,9 @@
 A file that brings a VirtualService and the DestinationRule defining its subsets applies
 cleanly in any order, because the subset check looks at the state after the apply,
 not at the order of documents.
+
+A check added here (or in a ``*_state`` module) that looks an object up must say by what
+in ``state_refs``: an apply is judged only on the objects around its change.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from meshpilot.validation.security_state import check_security
 from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.template_secret_state import check_template_secrets
 from meshpilot.validation.workload_group_rules import check_members
+
+Report = Callable[[StateObject], bool]
+"""Whether findings about an object are wanted (changed, or every object for describe)."""
 
 
 @dataclass
@@ -128,7 +134,7 @@ def _subsets_for(idx: _Index, host: str) -> dict[str, dict[str, str]]:
     return subsets
 
 
-def _destinations(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+def destinations(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every destination a VirtualService sends or mirrors traffic to, with its path."""
     for proto in ("http", "tcp", "tls"):
         for i, route in enumerate(spec.get(proto) or []):
@@ -144,7 +150,7 @@ def _destinations(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]
                     yield ("spec", proto, i, "mirrors", j, "destination"), mirror["destination"]
 
 
-def _is_mesh_bound(spec: dict[str, Any]) -> bool:
+def is_mesh_bound(spec: dict[str, Any]) -> bool:
     gateways = spec.get("gateways") or []
     return not gateways or "mesh" in gateways
 
@@ -159,19 +165,25 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
     (validation.security_state); Gateway credentials not there yet and passthrough
     servers without routes (validation.gateway_state).
     """
+    return judge(objects, lambda obj: obj.changed or all_objects)
+
+
+def judge(objects: list[StateObject], report: Report) -> list[Diagnostic]:
+    """The findings about the objects ``report`` picks, judged against ``objects``.
+
+    Every finding is about an object ``report`` picks, and depends only on that object's
+    neighbourhood (validation.state_refs): given the reported objects and their
+    neighbourhoods, in the order they have in the whole state, this returns what it
+    returns for the whole state (validation.state_index relies on it)."""
     idx = _index(objects)
     found = Findings()
-
-    def report(obj: StateObject) -> bool:
-        return obj.changed or all_objects
-
     claimed: dict[str, StateObject] = {}
     for obj in sorted(objects, key=lambda o: (o.changed, o.key)):  # existing claims first
-        if obj.key.kind == "VirtualService" and _is_mesh_bound(obj.spec):
+        if obj.key.kind == "VirtualService" and is_mesh_bound(obj.spec):
             for i, host in enumerate(obj.spec.get("hosts") or []):
                 name = fqdn(str(host), obj.namespace)
                 other = claimed.setdefault(name, obj)
-                if other is not obj and (obj.changed or all_objects):
+                if other is not obj and report(obj):
                     found.add(
                         codes.HOST_CONFLICT, obj, ("spec", "hosts", i),
                         f"host {name} is already claimed for the mesh by VirtualService "
@@ -179,7 +191,7 @@ def check_state(objects: list[StateObject], *, all_objects: bool = False) -> lis
                         "VirtualService, or bind one of them to a Gateway",
                     )
     for obj in objects:
-        if not (obj.changed or all_objects):
+        if not report(obj):
             continue
         if obj.key.kind == "VirtualService":
             _check_virtual_service(obj, idx, found)
@@ -214,7 +226,7 @@ def _check_virtual_service(obj: StateObject, idx: _Index, found: Findings) -> No
                 "bound to it serve nothing until it does",
             )
     warned: set[str] = set()
-    for path, dest in _destinations(obj.spec):
+    for path, dest in destinations(obj.spec):
         host = dest.get("host")
         if not isinstance(host, str):
             continue
@@ -278,4 +290,4 @@ def _fmt_labels(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-__all__ = ["Severity", "StateObject", "check_state"]
+__all__ = ["Report", "Severity", "StateObject", "check_state", "judge"]
