@@ -9,6 +9,7 @@ by the server to lists and watches.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def test_explain_shows_the_fields_of_meshpilots_models(plane: ControlPlane) -> N
             in refused.stderr)
     assert "valid fields here: destination, headers, weight (MP0010)" in refused.stderr
     assert kubectl(plane, "get", "vs", "-n", "explain", "-o", "name").stdout == ""
+
+    # the Swagger 2.0 document older clients read describes the same fields
+    swagger = json.loads(kubectl(plane, "get", "--raw", "/openapi/v2").stdout)
+    schemas = [s for s in swagger["definitions"].values()
+               if {"group": "networking.istio.io", "version": "v1",
+                   "kind": "VirtualService"} in s.get("x-kubernetes-group-version-kind", [])]
+    assert len(schemas) == 1 and "spec" in schemas[0]["properties"]
 
 
 def labelled(namespace: str, name: str, labels: dict[str, str]) -> dict[str, object]:

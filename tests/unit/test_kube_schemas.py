@@ -98,3 +98,24 @@ def test_keyed_lists_of_built_in_kinds_carry_the_merge_key(documents: OpenAPIDoc
 def test_documents_are_built_once(documents: OpenAPIDocuments) -> None:
     assert documents.document("apps", "v1") is documents.document("apps", "v1")
     assert documents.document("nothing.example", "v1") is None
+
+
+def test_the_v2_document_describes_every_kind_with_resolving_refs(
+        documents: OpenAPIDocuments) -> None:
+    """/openapi/v2 (Swagger 2.0, as the API server serves it to older clients and
+    schema tools): every served kind's definition, marked with its group-version-kind,
+    every $ref under #/definitions/ and resolving there, no v3-only keyword left."""
+    swagger = documents.swagger()
+    assert swagger["swagger"] == "2.0"
+    definitions = swagger["definitions"]
+    marked = {(g["group"], g["version"], g["kind"])
+              for schema in definitions.values()
+              for g in schema.get("x-kubernetes-group-version-kind", [])}
+    for info in KINDS:
+        for version in info.versions:
+            assert (info.group, version, info.kind) in marked, (info.kind, version)
+    text = json.dumps(swagger)
+    assert "#/components/" not in text
+    assert '"nullable"' not in text and '"oneOf"' not in text and '"anyOf"' not in text
+    for ref in refs(swagger):
+        assert ref.startswith("#/definitions/") and ref.split("/")[-1] in definitions, ref

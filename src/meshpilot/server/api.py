@@ -218,6 +218,9 @@ class ControlPlaneAPI:
     async def openapi_index(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.openapi.index))
 
+    async def openapi_v2(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.openapi.swagger))
+
     async def openapi_document(self, request: Request) -> Response:
         p = request.path_params
         found = await run_in_threadpool(self.openapi.document, p.get("group", ""),
@@ -621,6 +624,7 @@ class ControlPlaneAPI:
             Route("/api", self.core_versions),
             Route("/api/{version}", self.resource_list),
             Route("/apis/{group}/{version}", self.resource_list),
+            Route("/openapi/v2", self.openapi_v2),
             Route("/openapi/v3", self.openapi_index),
             Route("/openapi/v3/api/{version}", self.openapi_document),
             Route("/openapi/v3/apis/{group}/{version}", self.openapi_document),

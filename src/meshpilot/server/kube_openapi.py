@@ -1,5 +1,6 @@
 """The OpenAPI v3 documents kubectl downloads before it applies a file or explains a
-field.
+field, and the one OpenAPI v2 (Swagger 2.0) document older clients and schema-driven
+tools read instead.
 
 kubectl refuses to apply without a schema for the objects' kinds (``failed to download
 openapi``), and ``kubectl explain`` reads its fields and descriptions from there: each
@@ -60,6 +61,36 @@ def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
+V3_REF = "#/components/schemas/"
+V2_REF = "#/definitions/"
+
+
+def as_v2(node: Any) -> Any:
+    """A v3 schema as Swagger 2.0 writes it: references under ``#/definitions/``; what
+    2.0 cannot say (``nullable``, ``anyOf``/``oneOf``) said as its extension or left
+    open (any value), never as a wrong type."""
+    if isinstance(node, list):
+        return [as_v2(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str) and value.startswith(V3_REF):
+            out[key] = V2_REF + value[len(V3_REF):]
+        elif key == "nullable":
+            out["x-nullable"] = value
+        elif key not in ("anyOf", "oneOf"):
+            out[key] = as_v2(value)
+    return out
+
+
+def _v2_operation(info: KindInfo, version: str) -> dict[str, Any]:
+    gvk = {"group": info.group, "version": version, "kind": info.kind}
+    return {"x-kubernetes-group-version-kind": gvk,
+            "parameters": [{"name": "fieldValidation", "in": "query", "type": "string"}],
+            "responses": {"200": {"description": "OK"}}}
+
+
 class OpenAPIDocuments:
     """The index and the group-version documents, each built once: they follow from
     the models, which do not change while the process runs, and building them all (to
@@ -68,6 +99,7 @@ class OpenAPIDocuments:
     def __init__(self) -> None:
         self._documents: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._index: dict[str, Any] | None = None
+        self._v2: dict[str, Any] | None = None
         self._parsed: ModuleDocs = {}
 
     def document(self, group: str, version: str) -> dict[str, Any] | None:
@@ -92,3 +124,24 @@ class OpenAPIDocuments:
                         "serverRelativeURL": f"/openapi/v3/{path}?hash={_digest(document)}"}
             self._index = {"paths": paths}
         return self._index
+
+    def swagger(self) -> dict[str, Any]:
+        """``/openapi/v2``: every served kind's schema and object path in one Swagger 2.0
+        document, from the same v3 documents (so both always describe the same fields)."""
+        if self._v2 is None:
+            definitions: dict[str, Any] = {}
+            paths: dict[str, Any] = {}
+            for info in KINDS:
+                for version in info.versions:
+                    document = self.document(info.group, version)
+                    if document is None:
+                        continue
+                    for name, schema in document["components"]["schemas"].items():
+                        definitions.setdefault(name, as_v2(schema))
+                    operation = _v2_operation(info, version)
+                    paths[info.object_path("{namespace}", "{name}", version)] = {
+                        "patch": operation, "put": operation}
+            self._v2 = {"swagger": "2.0",
+                        "info": {"title": "meshpilot", "version": "v1"},
+                        "paths": paths, "definitions": definitions}
+        return self._v2
