@@ -41,7 +41,7 @@ HEALTHY_V1_FAULTY_V2 = (
 def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh, given: Given) -> None:
     """Given v1 (healthy) and v2 (30% errors, +60 ms), when requests reach each version,
     then both reporters count exactly the responses the client saw, with Istio's labels,
-    and p99 lies in the injected latency's bucket."""
+    and none of v2's requests lies in a bucket below the injected latency."""
     given.applied(*HEALTHY_V1_FAULTY_V2)
     metrics_url = mesh.endpoints["metrics"]
     sent_v1 = send(mesh.http, URL, 60)
@@ -101,13 +101,19 @@ def test_counts_by_version_and_code_match_what_was_sent(mesh: Mesh, given: Given
     assert src[0]["destination_workload"] == "myapp-v2"
     assert src[0]["connection_security_policy"] == "unknown"
 
-    # p99 from the histogram lies within the injected latency's bucket (50, 100]
+    # every v2 request took the injected 60 ms or more: none in a bucket up to 50 ms, and
+    # p99 from the histogram at least 50 (how far above depends on the machine's load;
+    # a unit mistake, seconds for milliseconds, would be orders of magnitude off)
     count = metric_sum(samples, "istio_request_duration_milliseconds_count",
                        reporter="destination", destination_version="v2")
     assert count == sum(sent_v2.values())
+    assert metric_sum(samples, "istio_request_duration_milliseconds_bucket",
+                      reporter="destination", destination_version="v2", le="50") == 0
+    assert metric_sum(samples, "istio_request_duration_milliseconds_bucket",
+                      reporter="destination", destination_version="v2", le="+Inf") == count
     body = mesh.telemetry(workload="myapp-v2", namespace="default", window="60s")
     (row,) = body["rows"]
-    assert 50 <= row["latencyMs"]["p99"] <= 100, row
+    assert 50 <= row["latencyMs"]["p99"] <= 1000, row
     assert row["requests"] == sum(sent_v2.values()), row
     assert row["errors"] == sent_v2[500], (row, sent_v2)
     # the success rate is a ratio of Prometheus-style rates: series born mid-window
@@ -223,14 +229,14 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(
         assert counts_errors(by_reporter["destination"], 1), (by_reporter, errors_v2,
                                                               warm_errors)
 
-        # v2 answers after 50 ms: its requests land in the (50, 100] bucket, unless a
-        # loaded machine delays some beyond it (the median stays there; the tail may not)
+        # v2 answers after 60 ms or more: its quantiles are at least 50 (the bucket below
+        # holds none of its requests); how far above depends on the machine's load
         def quantile(q: float) -> float | None:
             return prom.scalar(f'histogram_quantile({q}, sum by (le) (rate('
                                'istio_request_duration_milliseconds_bucket{'
                                'destination_version="v2"}[1m])))')
         p50, p99 = quantile(0.5), quantile(0.99)
-        assert p50 is not None and 50 <= p50 <= 100, p50
+        assert p50 is not None and 50 <= p50 <= 1000, p50
         assert p99 is not None and 50 <= p99 <= 1000, p99
 
         # Flagger's built-in checks (Istio provider), verbatim with target myapp-v2

@@ -62,3 +62,12 @@ def test_tokens_are_kept_hashed_owner_only_and_survive_a_restart(tmp_path: Path)
 def test_lifetimes_are_bounded(tmp_path: Path, ttl: timedelta) -> None:
     with pytest.raises(ValueError, match="at most"):
         JoinTokens(tmp_path).issue("shop/reviews", ttl)
+
+
+def test_a_token_is_one_word_on_a_command_line(tmp_path: Path) -> None:
+    """URL-safe base64 may begin with '-': `host join --token -x...` would take it for an
+    option (it did, 1 join in 64). Every token begins with its prefix instead."""
+    tokens = JoinTokens(tmp_path)
+    for _ in range(200):
+        issued = tokens.issue("web/g")
+        assert issued.token.startswith("mpjoin_") and " " not in issued.token

@@ -52,6 +52,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+TOKEN_PREFIX = "mpjoin_"
+
+
 class JoinTokens:
     """Issue and spend join tokens (thread-safe); persisted hashed under ``directory``."""
 
@@ -66,7 +69,9 @@ class JoinTokens:
             raise ValueError(f"a join token lives more than 0s and at most {MAX_TTL}; "
                              f"asked for {ttl}")
         moment = now or datetime.now(UTC)
-        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        # a prefix: a token is one word on a command line (URL-safe base64 may begin with
+        # "-", which `host join --token` would read as an option) and says what it is
+        token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
         with self._lock:
             self._held = [h for h in self._held if h.expires_at > moment]
             self._held.append(_Held(_digest(token), group, moment + ttl))
