@@ -352,7 +352,7 @@ class RolloutSpec(Model):
     revision_history_limit: int = Field(default=DEFAULT_REVISION_HISTORY_LIMIT, ge=0)
     strategy: RolloutStrategy
     min_ready_seconds: Any = None
-    paused: Any = None
+    paused: bool | None = None
     progress_deadline_seconds: Any = None
     progress_deadline_abort: Any = None
     restart_at: Any = None

@@ -35,8 +35,13 @@ class BlueGreenTick(Tick):
         return strategy
 
     def command(self, command: str) -> str:
-        """promote ends a BlueGreenPause (step_index 1 records it for this revision)."""
+        """promote ends a BlueGreenPause (step_index 1 records it for this revision);
+        pause, resume and promote --full are the canary strategy's here."""
         self.st.blue_green = True
+        if command in ("pause", "resume", "promote-full"):
+            shown = "promote --full" if command == "promote-full" else command
+            return (f"{shown} is implemented for canary Rollouts only; a blue-green "
+                    "Rollout is steered with promote, abort and retry")
         if command == "promote" and not (self.st.abort or self.st.promoted
                                           or self.st.inconclusive):
             if self.st.switched:

@@ -35,6 +35,8 @@ from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, Ar
 from meshpilot.delivery.ports import WorkloadStatus
 
 FULL_WEIGHT = 100
+COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+MANUAL_PAUSE = "manually paused"
 UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
 
@@ -57,6 +59,8 @@ class Decision:
     objects: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[tuple[str, str]] = field(default_factory=list)
     refused: str = ""
+    paused: bool | None = None
+    """spec.paused to write before the status (pause, resume, promote)."""
 
 
 def _ready(ws: WorkloadStatus, want: int) -> bool:
@@ -93,41 +97,94 @@ class Tick:
         self.deletes: list[tuple[str, str]] = []
         self.managed: dict[str, Any] = {}
         """The setHeaderRoute/setMirrorRoute routes the VirtualServices carry now."""
+        self.spec_paused = bool(rollout.spec.paused)
+        """spec.paused as this tick leaves it (pause, resume and promote change it)."""
+        self.paused_write: bool | None = None
+        """spec.paused to write, when a command changed it."""
 
     # --- commands ------------------------------------------------------------------
 
     def command(self, command: str) -> str:
         """Carry out ``command``; the reason it does not apply now, or ""."""
+        handler = {"abort": self._abort, "retry": self._retry, "promote": self._promote,
+                   "promote-full": self._promote_full, "pause": self._pause,
+                   "resume": self._resume}.get(command)
+        if handler is None:
+            return (f"{command} is not implemented for Argo Rollouts; use one of "
+                    f"{', '.join(COMMANDS)}")
+        return handler()
+
+    def _abort(self) -> str:
+        if self.st.promoted:
+            return "nothing to abort: the Rollout is fully promoted"
+        self.abort("")
+        return ""
+
+    def _retry(self) -> str:
         st = self.st
-        if command == "abort":
-            if st.promoted:
-                return "nothing to abort: the Rollout is fully promoted"
-            self.abort("")
-            return ""
-        if command == "retry":
-            if not st.abort:
-                return "retry applies to an aborted Rollout only"
-            st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+        if not st.abort:
+            return "retry applies to an aborted Rollout only"
+        st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+        self.new_analysis_attempt()
+        return ""
+
+    def _promote(self) -> str:
+        """kubectl-argo-rollouts' ``promote``: clears spec.paused and ends a pause step
+        (or, after an inconclusive analysis, runs it again)."""
+        st = self.st
+        if st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        unpaused = self.set_paused(False)
+        if st.promoted:
+            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
+        if st.inconclusive:
+            st.inconclusive, st.pause_start = False, None
             self.new_analysis_attempt()
             return ""
-        if command == "promote":
-            if st.abort:
-                return "the Rollout is aborted: retry it, or apply a new template"
-            if st.promoted:
-                return "nothing to promote: the Rollout is fully promoted"
-            if st.inconclusive:
-                # Argo: promoting after an inconclusive analysis runs it again
-                st.inconclusive, st.pause_start = False, None
-                self.new_analysis_attempt()
-                return ""
-            if st.pause_start is None:
-                # kubectl argo rollouts promote changes nothing then (its
-                # --skip-current-step is not implemented here)
-                return "the Rollout is not paused at a step; promote ends a pause"
-            st.pause_start = None
-            st.step_index = min(st.step_index + 1, len(self.ro.steps))
-            return ""
-        return f"{command} is not implemented for Argo Rollouts; use promote, abort or retry"
+        if st.pause_start is None:
+            # kubectl argo rollouts promote changes nothing then (its
+            # --skip-current-step is not implemented here)
+            return "" if unpaused else (
+                "the Rollout is not paused at a step; promote ends a pause")
+        st.pause_start = None
+        st.step_index = min(st.step_index + 1, len(self.ro.steps))
+        return ""
+
+    def _promote_full(self) -> str:
+        """``promote --full``: unpause, skip every remaining step and analysis; the
+        revision then scales up, takes all traffic and becomes stable."""
+        st = self.st
+        if st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        unpaused = self.set_paused(False)
+        if st.promoted:
+            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
+        self.terminate_runs()
+        st.promote_full, st.inconclusive, st.pause_start = True, False, None
+        st.step_index = len(self.ro.steps)
+        return ""
+
+    def _pause(self) -> str:
+        """kubectl-argo-rollouts' ``pause``: sets spec.paused; the steps hold."""
+        if self.spec_paused:
+            return "the Rollout is already paused (spec.paused); resume or promote it"
+        self.set_paused(True)
+        return ""
+
+    def _resume(self) -> str:
+        if not self.spec_paused:
+            return ("the Rollout is not paused (spec.paused is not set); promote ends a "
+                    "pause step")
+        self.set_paused(False)
+        return ""
+
+    def set_paused(self, paused: bool) -> bool:
+        """Set spec.paused (written by the controller before the status); whether it
+        changed."""
+        if self.spec_paused == paused:
+            return False
+        self.spec_paused = self.paused_write = paused
+        return True
 
     # --- revisions -----------------------------------------------------------------
 
@@ -143,11 +200,13 @@ class Tick:
             st.stable_rs = st.current_pod_hash = h
             st.step_index = len(self.ro.steps)
             st.abort, st.pause_start, st.canary_weight = False, None, 0
+            st.promote_full = False
         elif h != st.current_pod_hash:
             if st.current_pod_hash != st.stable_rs:
                 self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
             st.current_pod_hash, st.step_index = h, 0
             st.abort, st.pause_start, st.abort_reason = False, None, ""
+            st.promote_full = False
             st.switched = False  # blue-green: a revision not yet stable loses the active
             self.new_analysis_attempt()
 
@@ -379,7 +438,7 @@ class Tick:
         if self.st.inconclusive:
             self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
             return
-        if self.background_analysis():
+        if not self.st.promote_full and self.background_analysis():
             return
         steps = self.ro.canary.steps
         if self.st.step_index >= len(steps):
@@ -442,6 +501,21 @@ class Tick:
             return
         self.st.phase, self.st.message = "Paused", PAUSE_REASON
 
+    def hold(self) -> None:
+        """spec.paused (Argo's manual pause): nothing moves. The split is kept where it
+        is (and put back if an apply reset it), no revision is scaled and no step or
+        analysis advances; a fully promoted Rollout keeps its stable revision running.
+        """
+        if self.st.promoted:
+            self.healthy()
+        else:
+            problem = self.route(self.st.canary_weight, self.pod_hash)
+            if problem:
+                self.degraded(f"InvalidSpec: {problem}")
+                return
+        if self.st.phase != "Degraded":
+            self.st.phase, self.st.message = "Paused", MANUAL_PAUSE
+
     def finish(self) -> None:
         """All steps done: canary to all replicas, then all traffic, then stable (the
         managed routes go, as Argo removes them on promotion)."""
@@ -463,6 +537,7 @@ class Tick:
             return
         self.retire(previous)
         self.terminate_runs(step=False)  # Argo stops the background run once promoted
+        self.st.promote_full = False
         self.st.phase, self.st.message = "Healthy", ""
 
 
@@ -478,7 +553,9 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
             return Decision(state, refused=refused)
     if not (tick.st.promoted or tick.st.abort):
         tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
-    if tick.st.promoted:
+    if tick.spec_paused and not tick.st.abort:
+        tick.hold()
+    elif tick.st.promoted:
         tick.healthy()
     elif tick.st.abort:
         tick.aborted()
@@ -486,4 +563,4 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         tick.progress()
     ws = view.workload(workloads.revision_name(rollout, tick.st.stable_rs))
     tick.st.replicas, tick.st.ready_replicas = rollout.spec.replicas, ws.ready
-    return Decision(tick.st, tick.objects, tick.deletes)
+    return Decision(tick.st, tick.objects, tick.deletes, paused=tick.paused_write)
