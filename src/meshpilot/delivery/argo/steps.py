@@ -504,12 +504,16 @@ class Tick:
     def hold(self) -> None:
         """spec.paused (Argo's manual pause): nothing moves. The split is kept where it
         is (and put back if an apply reset it), no revision is scaled and no step or
-        analysis advances; a fully promoted Rollout keeps its stable revision running.
+        analysis advances; a fully promoted Rollout keeps its stable revision running. A
+        template applied while paused is not started (as a paused Deployment): it gets
+        no traffic.
         """
         if self.st.promoted:
             self.healthy()
         else:
-            problem = self.route(self.st.canary_weight, self.pod_hash)
+            started = self.view.deployment(workloads.revision_name(self.ro, self.pod_hash))
+            weight = self.st.canary_weight if started is not None else 0
+            problem = self.route(weight, self.pod_hash)
             if problem:
                 self.degraded(f"InvalidSpec: {problem}")
                 return
