@@ -8,11 +8,17 @@ clears ``spec.paused`` and ends a pause step; ``promote --full`` sets
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from tests.unit.argo_harness import NAME, ArgoHarness, template
+import pytest
+import typer
+from tests.unit.argo_harness import NAME, NS, ArgoHarness, template
 from tests.unit.argo_harness import rollout as rollout_body
 
+from meshpilot.api.argo import Rollout
+from meshpilot.cli import argo_status
+from meshpilot.delivery.argo.summary import summarize
 from meshpilot.delivery.argo.workloads import pod_template_hash
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "2s"}},
@@ -37,6 +43,12 @@ def release_paused(h: ArgoHarness, version: str) -> str:
     body["spec"]["paused"] = True
     h.cluster.put(body)
     return pod_template_hash(template(version))
+
+
+def _rollout(h: ArgoHarness) -> Rollout:
+    ro = h.cluster.rollout(NS, NAME)
+    assert ro is not None
+    return ro
 
 
 def spec_paused(h: ArgoHarness) -> Any:
@@ -135,3 +147,92 @@ def test_promote_full_refused_on_an_aborted_rollout() -> None:
     h.tick()
     assert "aborted" in h.command("promote-full")
     assert h.status["phase"] == "Degraded"
+
+
+# --- rollout status: the plugin's view ---------------------------------------------------
+
+
+def test_status_shows_step_set_and_actual_weight_images_and_replicas() -> None:
+    """``get rollout``'s fields (rollout_info.go): Step i/n, SetWeight as
+    GetCurrentSetWeight (the last setWeight at or before the step; 0 once aborted; 100
+    past the last step), ActualWeight from status.canary.weights, the images of the
+    stable and canary revisions, replicas over the revisions."""
+    h, v1, v2 = canary_at_20()
+    view = summarize(_rollout(h), h.cluster)
+    assert (view["status"], view["strategy"], view["step"]) == ("Paused", "Canary", "1/4")
+    assert (view["setWeight"], view["actualWeight"]) == (20, 20)
+    assert view["images"] == [{"image": "demo:v1", "tags": ["stable"]},
+                              {"image": "demo:v2", "tags": ["canary"]}]
+    assert view["replicas"] == {"desired": 2, "current": 3, "updated": 1, "ready": 3,
+                                "available": 3}
+    assert [(r["podTemplateHash"], r["roles"]) for r in view["revisions"]] == [
+        (v1, ["stable"]), (v2, ["canary"])]
+    assert h.command("abort") == ""
+    h.tick()
+    view = summarize(_rollout(h), h.cluster)
+    assert (view["status"], view["setWeight"], view["actualWeight"]) == ("Degraded", 0, 0)
+    assert h.command("retry") == "" and h.command("promote-full") == ""
+    h.tick(4)
+    view = summarize(_rollout(h), h.cluster)
+    assert (view["status"], view["step"], view["setWeight"]) == ("Healthy", "4/4", 100)
+    assert view["images"] == [{"image": "demo:v2", "tags": ["stable"]}]
+    assert [(r["podTemplateHash"], r["roles"], r["replicas"]) for r in view["revisions"]] == [
+        (v2, ["stable"], 2), (v1, [], 0)]
+
+
+def test_status_lists_the_analysis_runs_with_their_phase() -> None:
+    """The plugin lists a Rollout's AnalysisRuns under its revisions with their phase."""
+    h, _, _ = canary_at_20()
+    h.cluster.put({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
+                   "metadata": {"name": "run-1", "namespace": NS}})
+    h.cluster.put_analysis_run_status(NS, "run-1", {"phase": "Failed", "message": "low"})
+    body = h.cluster.get("Rollout", NAME)
+    assert body is not None
+    body["status"]["meshpilot"]["analysisRuns"] = ["run-1", "gone"]
+    view = summarize(_rollout(h), h.cluster)
+    assert view["analysisRuns"] == [{"name": "run-1", "phase": "Failed", "message": "low"}]
+
+
+def test_status_text_has_the_plugin_fields() -> None:
+    h, _, _ = canary_at_20()
+    text = argo_status.header(summarize(_rollout(h), h.cluster)).plain
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip()
+             for line in text.splitlines() if ":" in line and line.split(":", 1)[1].strip()}
+    assert lines["Name"] == NAME and lines["Status"] == "Paused"
+    assert lines["Message"] == "CanaryPauseStep" and lines["Strategy"] == "Canary"
+    assert (lines["Step"], lines["SetWeight"], lines["ActualWeight"]) == ("1/4", "20", "20")
+    assert lines["Images"] == "demo:v1 (stable)" and "demo:v2 (canary)" in text
+    assert lines["Desired"] == "2" and lines["Updated"] == "1"
+
+
+def _view(phase: str, weight: int) -> dict[str, Any]:
+    return {"kind": "Rollout", "name": NAME, "namespace": NS, "status": phase,
+            "message": "", "strategy": "Canary", "step": "1/4", "setWeight": weight,
+            "actualWeight": weight, "images": [], "revisions": [], "analysisRuns": [],
+            "replicas": dict.fromkeys(("desired", "current", "updated", "ready",
+                                       "available"), 2)}
+
+
+@pytest.mark.parametrize(("end", "code"), [("Healthy", 0), ("Degraded", 1)])
+def test_watch_prints_on_change_and_exits_as_the_plugin(
+        end: str, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """``status --watch`` (status.go WatchStatus): it ends at Healthy (0) or Degraded
+    (an error, 1); a view is printed again only when it changed."""
+    seq = iter([_view("Progressing", 20), _view("Progressing", 20),
+                _view("Progressing", 50), _view(end, 0)])
+    try:
+        argo_status.status(next(seq), lambda: next(seq), True, 5.0, 0.0, "text")
+        got = 0
+    except typer.Exit as exc:
+        got = exc.exit_code
+    assert got == code
+    printed = capsys.readouterr().out
+    assert printed.count("Name:") == 3 and f"Status:         {end}" in printed
+
+
+def test_watch_gives_up_after_the_timeout() -> None:
+    views = iter([_view("Paused", 20)] * 1000)
+    started = time.monotonic()
+    with pytest.raises(typer.Exit) as exc:
+        argo_status.status(next(views), lambda: next(views), True, 0.3, 0.05, "text")
+    assert exc.value.exit_code == 1 and time.monotonic() - started < 2
