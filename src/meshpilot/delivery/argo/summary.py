@@ -57,7 +57,9 @@ def _roles(st: ArgoState) -> dict[str, list[str]]:
 
 def _images(template: dict[str, Any] | None) -> list[str]:
     spec = (template or {}).get("spec") or {}
-    return [str(c.get("image") or "") for c in spec.get("containers") or []]
+    # a container without an image (a local command) is shown by its name
+    return [str(c.get("image") or f"container {c.get('name')}")
+            for c in spec.get("containers") or []]
 
 
 def _revisions(rollout: Rollout, st: ArgoState, reader: ArgoReader) -> list[dict[str, Any]]:
