@@ -236,3 +236,47 @@ def test_watch_gives_up_after_the_timeout() -> None:
     with pytest.raises(typer.Exit) as exc:
         argo_status.status(next(views), lambda: next(views), True, 0.3, 0.05, "text")
     assert exc.value.exit_code == 1 and time.monotonic() - started < 2
+
+
+# --- undo ---------------------------------------------------------------------------------
+
+
+def spec_template(h: ArgoHarness) -> Any:
+    body = h.cluster.get("Rollout", NAME)
+    assert body is not None
+    return body["spec"]["template"]
+
+
+def test_undo_during_a_rollout_goes_back_to_stable_at_once() -> None:
+    """plugin ``undo``: the template becomes the previous revision's (here the stable
+    one); a template equal to stable skips the steps (canary.go), all traffic back."""
+    h, v1, v2 = canary_at_20()
+    assert h.command("undo") == ""
+    assert spec_template(h) == template("v1")
+    assert pod_template_hash(spec_template(h)) == v1
+    h.tick(2)
+    st = h.status
+    assert (st["phase"], st["stableRS"], st["currentPodHash"]) == ("Healthy", v1, v1)
+    assert h.split() == {"stable": 100, "canary": 0}
+    assert h.replicas(v2) == 0 and h.replicas(v1) == 2
+
+
+def test_undo_after_a_promotion_rolls_the_older_revision_out_through_the_steps() -> None:
+    """Undo of a fully promoted v2 brings back v1's template as a new rollout (Argo
+    runs the steps for it, as no rollbackWindow is set)."""
+    h, v1, v2 = canary_at_20()
+    assert h.command("promote-full") == ""
+    h.tick(4)
+    assert h.status["stableRS"] == v2
+    assert h.command("undo") == ""
+    h.tick(2)
+    st = h.status
+    assert (st["stableRS"], st["currentPodHash"]) == (v2, v1)
+    assert h.split() == {"stable": 80, "canary": 20} and h.replicas(v1) == 1
+
+
+def test_undo_without_a_previous_revision_is_refused() -> None:
+    h = ArgoHarness(steps=STEPS)
+    h.tick(2)
+    assert "no previous revision" in h.command("undo")
+    assert spec_template(h) == template("v1")

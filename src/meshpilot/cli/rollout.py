@@ -36,7 +36,8 @@ app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries)
                   no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(
-    help="Canary name, or an Argo Rollout's (status, promote, abort, retry, pause, resume)")]
+    help="Canary name, or an Argo Rollout's (status, promote, abort, retry, pause, resume, "
+    "undo)")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
@@ -219,6 +220,8 @@ _command("pause", "Hold the rollout at its current step (checks stop). For an Ar
          "Rollout: set spec.paused (no step, weight or revision moves).")
 _command("resume", "Continue a paused rollout (an Argo Rollout: clear spec.paused).")
 _command("retry", "Run a failed (or an aborted Argo) rollout again with the same revision.")
+_command("undo", "Argo Rollout: put back the previous revision's template (the stable one "
+         "during a rollout, which then takes all traffic at once).")
 
 
 @app.command("history")

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from meshpilot.api.flagger import Canary
 from meshpilot.api.metric_query import metric_interval_seconds
 from meshpilot.delivery import COMMANDS, RolloutController
-from meshpilot.delivery.argo import ArgoController
+from meshpilot.delivery.argo import ARGO_COMMANDS, ArgoController
 from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.delivery.machine import interval_seconds
 from meshpilot.delivery.state import RolloutState
@@ -182,8 +182,7 @@ class RolloutAPI:
         if full and command != "promote":
             return _error(400, "full applies to promote only", "BadRequest")
         if command not in COMMANDS:
-            return _error(400, f"unknown command {command!r}; use one of "
-                          f"{', '.join(COMMANDS)}", "BadRequest")
+            return await self._argo_only(ns, name, command)
         decision = await asyncio.to_thread(self.controller.command, ns, name, command)
         if decision is None:
             return await self._argo_command(ns, name, "promote-full" if full else command)
@@ -195,6 +194,19 @@ class RolloutAPI:
         if full:
             out["note"] = FULL_ON_CANARY
         return JSONResponse(out)
+
+    async def _argo_only(self, ns: str, name: str, command: str) -> Response:
+        """undo: an Argo Rollout's only (Flagger has none: a Canary is rolled back by
+        applying the previous Deployment)."""
+        if command not in ARGO_COMMANDS or command == "promote-full":
+            known = sorted({*COMMANDS, *ARGO_COMMANDS} - {"promote-full"})
+            return _error(400, f"unknown command {command!r}; use one of "
+                          f"{', '.join(known)}", "BadRequest")
+        if self._canary(ns, name) is not None:
+            return _error(409, f"{command} applies to Argo Rollouts; Canary {ns}/{name} is "
+                          "rolled back with abort, or by applying the previous Deployment",
+                          "Conflict")
+        return await self._argo_command(ns, name, command)
 
     async def _argo_command(self, ns: str, name: str, command: str) -> Response:
         argo = self.argo

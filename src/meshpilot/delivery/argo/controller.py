@@ -29,7 +29,7 @@ ARGO_COMMANDS = COMMANDS
 
 class ArgoController:
     """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote
-    (also ``promote-full``), abort, retry, pause and resume."""
+    (also ``promote-full``), abort, retry, pause, resume and undo."""
 
     def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader) -> None:
         self.clock = clock
@@ -65,8 +65,10 @@ class ArgoController:
         decision = decide(rollout, state, view, self.clock(), command, kind)
         if decision.refused:
             return decision
-        if decision.paused is not None:
-            problem = self._write_paused(rollout, decision.paused)
+        edit = {k: v for k, v in (("paused", decision.paused),
+                                  ("template", decision.template)) if v is not None}
+        if edit:
+            problem = self._write_spec(rollout, edit)
             if problem:
                 return Decision(state, refused=problem)
         canary = rollout.spec.strategy.canary
@@ -77,19 +79,20 @@ class ArgoController:
         self._write(ns, decision)
         return decision
 
-    def _write_paused(self, rollout: Rollout, paused: bool) -> str:
-        """Write spec.paused before the status: the Rollout write carries the stored
-        resourceVersion, which the status write would move on. A problem, or ""."""
+    def _write_spec(self, rollout: Rollout, edit: dict[str, Any]) -> str:
+        """Write spec.paused or spec.template before the status: the Rollout write
+        carries the stored resourceVersion, which the status write would move on. A
+        problem, or ""."""
         ns, name = rollout.metadata.namespace, rollout.metadata.name
         body = self.reader.routing_object(ns, "Rollout", name)
         if body is None:
             return f"Rollout {ns}/{name} is gone"
         body.pop("status", None)
-        body.setdefault("spec", {})["paused"] = paused
+        body.setdefault("spec", {}).update(edit)
         try:
             self.writer.apply([body])
         except WriteError as exc:
-            return f"spec.paused could not be written: {exc}"
+            return f"spec.{', spec.'.join(edit)} could not be written: {exc}"
         return ""
 
     def _write(self, namespace: str, decision: Decision) -> None:

@@ -35,7 +35,7 @@ from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, Ar
 from meshpilot.delivery.ports import WorkloadStatus
 
 FULL_WEIGHT = 100
-COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume", "undo")
 MANUAL_PAUSE = "manually paused"
 UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
@@ -61,6 +61,8 @@ class Decision:
     refused: str = ""
     paused: bool | None = None
     """spec.paused to write before the status (pause, resume, promote)."""
+    template: dict[str, Any] | None = None
+    """spec.template to write (undo); nothing else changes until the next tick."""
 
 
 def _ready(ws: WorkloadStatus, want: int) -> bool:
@@ -101,6 +103,8 @@ class Tick:
         """spec.paused as this tick leaves it (pause, resume and promote change it)."""
         self.paused_write: bool | None = None
         """spec.paused to write, when a command changed it."""
+        self.template_write: dict[str, Any] | None = None
+        """spec.template to write (undo); the next tick runs it."""
 
     # --- commands ------------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class Tick:
         """Carry out ``command``; the reason it does not apply now, or ""."""
         handler = {"abort": self._abort, "retry": self._retry, "promote": self._promote,
                    "promote-full": self._promote_full, "pause": self._pause,
-                   "resume": self._resume}.get(command)
+                   "resume": self._resume, "undo": self._undo}.get(command)
         if handler is None:
             return (f"{command} is not implemented for Argo Rollouts; use one of "
                     f"{', '.join(COMMANDS)}")
@@ -176,6 +180,22 @@ class Tick:
             return ("the Rollout is not paused (spec.paused is not set); promote ends a "
                     "pause step")
         self.set_paused(False)
+        return ""
+
+    def _undo(self) -> str:
+        """kubectl-argo-rollouts' ``undo``: the template goes back to the previous
+        revision's (the stable one during a rollout, else the newest older one); the
+        Rollout then runs it as any new template (back to stable at once, without
+        steps)."""
+        st = self.st
+        previous = st.stable_rs if st.current_pod_hash != st.stable_rs else (
+            st.old_revisions[-1] if st.old_revisions else "")
+        if not previous:
+            return "no previous revision to roll back to"
+        body = self.view.deployment(workloads.revision_name(self.ro, previous))
+        if body is None:
+            return f"revision {previous} is no longer kept (revisionHistoryLimit)"
+        self.template_write = workloads.revision_template(body)
         return ""
 
     def set_paused(self, paused: bool) -> bool:
@@ -555,6 +575,8 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         refused = tick.command(command)
         if refused:
             return Decision(state, refused=refused)
+        if tick.template_write is not None:
+            return Decision(state, template=tick.template_write)
     if not (tick.st.promoted or tick.st.abort):
         tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
     if tick.spec_paused and not tick.st.abort:

@@ -62,6 +62,16 @@ def revision_deployment(rollout: Rollout, pod_hash: str, replicas: int) -> dict[
     }
 
 
+def revision_template(body: dict[str, Any]) -> dict[str, Any]:
+    """The Rollout template a stored revision Deployment runs (without the pod-template
+    hash label the revision adds): what ``undo`` writes back."""
+    template = copy.deepcopy((body.get("spec") or {}).get("template") or {})
+    labels = (template.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(POD_TEMPLATE_HASH_LABEL, None)
+    return template
+
+
 def rescaled(body: dict[str, Any], replicas: int) -> dict[str, Any] | None:
     """A stored revision Deployment at ``replicas``; None when it already runs that many."""
     spec = body.get("spec") or {}
