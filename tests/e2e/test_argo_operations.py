@@ -7,7 +7,7 @@ the plugin's fields; ``rollout pause`` sets spec.paused (stored: ``get rollout``
 and the Rollout stays Paused "manually paused" after ``promote`` would have moved it;
 ``resume`` clears it; ``promote --full`` takes v2 to stable past the remaining steps, and
 ``status --watch`` exits 0 at Healthy (the plugin's ``status --watch``); a v3 aborted makes
-``status --watch`` exit 1 (Degraded).
+``status --watch`` exit 1 (Degraded); ``undo`` then puts v2's template back: Healthy.
 """
 
 from __future__ import annotations
@@ -85,3 +85,8 @@ def test_status_pause_resume_promote_full_and_watch(
     started = time.monotonic()
     code, out, _ = cli(mesh, "status", NAME, "--watch", "--timeout", "30", "--refresh", "0.2")
     assert code == 1 and "Degraded" in out and time.monotonic() - started < 25
+
+    code, _, err = cli(mesh, "undo", NAME)
+    assert code == 0, err
+    st = wait_for(mesh, "Healthy", currentPodHash=v2)
+    assert st["stableRS"] == v2 and weights(st) == (100, 0)
