@@ -15,11 +15,15 @@ import pytest
 import typer
 from tests.unit.argo_harness import NAME, NS, ArgoHarness, template
 from tests.unit.argo_harness import rollout as rollout_body
+from tests.unit.test_argo_bluegreen import NAME as BG_NAME
+from tests.unit.test_argo_bluegreen import BlueGreen
+from tests.unit.test_argo_bluegreen import rollout as bg_rollout
 
 from meshpilot.api.argo import Rollout
 from meshpilot.cli import argo_status
 from meshpilot.delivery.argo.summary import summarize
 from meshpilot.delivery.argo.workloads import pod_template_hash
+from meshpilot.validation.argo_fields import rollout_findings
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "2s"}},
                                {"setWeight": 50}, {"pause": {}}]
@@ -280,3 +284,37 @@ def test_undo_without_a_previous_revision_is_refused() -> None:
     h.tick(2)
     assert "no previous revision" in h.command("undo")
     assert spec_template(h) == template("v1")
+
+
+# --- blue-green and validation --------------------------------------------------------------
+
+
+def test_blue_green_refuses_pause_resume_and_promote_full_and_shows_its_services() -> None:
+    """Only the canary strategy's steps are held by spec.paused here; a blue-green
+    Rollout's view has no step or weights (the plugin prints none for BlueGreen) and
+    names the revisions by the Services that select them."""
+    h = BlueGreen(autoPromotionEnabled=False)
+    for command in ("pause", "resume", "promote-full"):
+        assert "canary Rollouts only" in h.command(command)
+    v2 = h.release("v2")
+    h.tick(2)
+    ro = h.cluster.rollout(NS, BG_NAME)
+    assert ro is not None
+    view = summarize(ro, h.cluster)
+    assert (view["strategy"], view["step"], view["setWeight"]) == ("BlueGreen", None, None)
+    assert [(r["podTemplateHash"], r["roles"]) for r in view["revisions"]] == [
+        (h.v1, ["active"]), (v2, ["preview"])]
+    assert h.command("undo") == ""  # back to the active revision
+    h.tick(2)
+    assert h.status["phase"] == "Healthy" and h.status["currentPodHash"] == h.v1
+
+
+def test_spec_paused_is_accepted_on_a_canary_and_refused_on_a_blue_green_rollout() -> None:
+    body = rollout_body("v1", steps=STEPS)
+    body["spec"]["paused"] = True
+    assert rollout_findings(body) == []
+    bg = bg_rollout("v1")
+    bg["spec"]["paused"] = True
+    (finding,) = rollout_findings(bg)
+    assert finding.code.code == "MP0057" and finding.path == ("spec", "paused")
+    assert "autoPromotionEnabled" in finding.message
