@@ -318,3 +318,49 @@ def test_spec_paused_is_accepted_on_a_canary_and_refused_on_a_blue_green_rollout
     (finding,) = rollout_findings(bg)
     assert finding.code.code == "MP0057" and finding.path == ("spec", "paused")
     assert "autoPromotionEnabled" in finding.message
+
+
+# --- restart ------------------------------------------------------------------------------
+
+
+def pod_restart(h: ArgoHarness, pod_hash: str) -> Any:
+    body = h.cluster.get("Deployment", f"{NAME}-{pod_hash}")
+    assert body is not None
+    return ((body["spec"]["template"]["metadata"].get("annotations") or {})
+            .get("kubectl.kubernetes.io/restartedAt"))
+
+
+def test_restart_stamps_every_running_revision_once() -> None:
+    """plugin ``restart``: spec.restartAt = now; the controller replaces the pods of the
+    stable and the canary revision (here each revision's pod template gets the restart
+    time, which rolls its pods as ``kubectl rollout restart`` does); the revisions keep
+    their pod-template hash and the steps their place."""
+    h, v1, v2 = canary_at_20()
+    assert pod_restart(h, v1) is None
+    assert h.command("restart") == ""
+    body = h.cluster.get("Rollout", NAME)
+    assert body is not None
+    at = body["spec"]["restartAt"]
+    assert at.endswith("Z")
+    h.tick()
+    stamps = {pod_restart(h, v1), pod_restart(h, v2)}
+    assert len(stamps) == 1 and None not in stamps
+    assert h.status["currentPodHash"] == v2 and h.status["currentStepIndex"] == 1
+    assert h.split() == {"stable": 80, "canary": 20}
+    writes = len(h.cluster.writes)
+    h.tick(2)  # once restarted, nothing is written again for it
+    assert all(o["kind"] != "Deployment" for w in h.cluster.writes[writes:] for o in w)
+    assert h.command("undo") == ""  # the stamp is not part of the template put back
+    h.tick(2)
+    assert h.status["currentPodHash"] == v1 and h.status["phase"] == "Healthy"
+
+
+def test_a_restart_at_in_the_future_waits_for_its_time() -> None:
+    """Argo leaves the pods alone until spec.restartAt has come."""
+    h, v1, _ = canary_at_20()
+    body = h.cluster.get("Rollout", NAME)
+    assert body is not None
+    body["spec"]["restartAt"] = "2100-01-01T00:00:00Z"
+    h.cluster.put(body)
+    h.tick(2)
+    assert pod_restart(h, v1) is None

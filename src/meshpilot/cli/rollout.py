@@ -37,7 +37,7 @@ app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries)
 
 NameArg = Annotated[str, typer.Argument(
     help="Canary name, or an Argo Rollout's (status, promote, abort, retry, pause, resume, "
-    "undo)")]
+    "undo, restart)")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
@@ -222,6 +222,8 @@ _command("resume", "Continue a paused rollout (an Argo Rollout: clear spec.pause
 _command("retry", "Run a failed (or an aborted Argo) rollout again with the same revision.")
 _command("undo", "Argo Rollout: put back the previous revision's template (the stable one "
          "during a rollout, which then takes all traffic at once).")
+_command("restart", "Argo Rollout: set spec.restartAt to now; the pods of its running "
+         "revisions are replaced, rolling.")
 
 
 @app.command("history")

@@ -196,15 +196,17 @@ class RolloutAPI:
         return JSONResponse(out)
 
     async def _argo_only(self, ns: str, name: str, command: str) -> Response:
-        """undo: an Argo Rollout's only (Flagger has none: a Canary is rolled back by
-        applying the previous Deployment)."""
+        """undo and restart: an Argo Rollout's only (Flagger has neither: a Canary is
+        rolled back by abort or by applying the previous Deployment, its pods restarted
+        by restarting its Deployment)."""
         if command not in ARGO_COMMANDS or command == "promote-full":
             known = sorted({*COMMANDS, *ARGO_COMMANDS} - {"promote-full"})
             return _error(400, f"unknown command {command!r}; use one of "
                           f"{', '.join(known)}", "BadRequest")
         if self._canary(ns, name) is not None:
-            return _error(409, f"{command} applies to Argo Rollouts; Canary {ns}/{name} is "
-                          "rolled back with abort, or by applying the previous Deployment",
+            return _error(409, f"{command} applies to Argo Rollouts; a Canary is rolled back "
+                          "with abort (or by applying the previous Deployment) and its pods "
+                          "restarted with kubectl rollout restart on its Deployment",
                           "Conflict")
         return await self._argo_command(ns, name, command)
 

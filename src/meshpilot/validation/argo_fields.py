@@ -35,7 +35,6 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse(*_SPEC, "minReadySeconds", what="minReadySeconds (a pod counts when ready)"),
     _refuse(*_SPEC, "progressDeadlineSeconds", what="a progress deadline"),
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
-    _refuse(*_SPEC, "restartAt", what="restartAt"),
     _refuse(*_SPEC, "rollbackWindow", what="rollbackWindow"),
     _refuse(*_SPEC, "selector", "matchExpressions",
             what="matchExpressions (give matchLabels)"),

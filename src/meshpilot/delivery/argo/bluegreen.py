@@ -107,7 +107,8 @@ class BlueGreenTick(Tick):
         self.scale(stable, self.ro.spec.replicas)
         due = (self.st.aborted_at or self.now) + self.bg.scale_down_delay_seconds
         self.objects.append(workloads.revision_deployment(
-            self.ro, self.pod_hash, self.ro.spec.replicas if self.now < due else 0))
+            self.ro, self.pod_hash, self.ro.spec.replicas if self.now < due else 0,
+            self.restart))
         self.keep_or_scale_down()
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
         self.degraded(f"InvalidSpec: {problem}" if problem else

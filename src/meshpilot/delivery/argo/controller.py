@@ -29,7 +29,7 @@ ARGO_COMMANDS = COMMANDS
 
 class ArgoController:
     """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote
-    (also ``promote-full``), abort, retry, pause, resume and undo."""
+    (also ``promote-full``), abort, retry, pause, resume, undo and restart."""
 
     def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader) -> None:
         self.clock = clock
@@ -66,7 +66,8 @@ class ArgoController:
         if decision.refused:
             return decision
         edit = {k: v for k, v in (("paused", decision.paused),
-                                  ("template", decision.template)) if v is not None}
+                                  ("template", decision.template),
+                                  ("restartAt", decision.restart_at)) if v is not None}
         if edit:
             problem = self._write_spec(rollout, edit)
             if problem:
@@ -80,7 +81,7 @@ class ArgoController:
         return decision
 
     def _write_spec(self, rollout: Rollout, edit: dict[str, Any]) -> str:
-        """Write spec.paused or spec.template before the status: the Rollout write
+        """Write spec.paused, spec.template or spec.restartAt before the status: the Rollout write
         carries the stored resourceVersion, which the status write would move on. A
         problem, or ""."""
         ns, name = rollout.metadata.namespace, rollout.metadata.name

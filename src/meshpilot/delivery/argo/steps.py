@@ -33,9 +33,11 @@ from meshpilot.api.argo import Rollout, RolloutAnalysis
 from meshpilot.delivery.argo import managed_routes, run_objects, traffic, workloads
 from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, ArgoState, RunRef
 from meshpilot.delivery.ports import WorkloadStatus
+from meshpilot.delivery.state import rfc3339
 
 FULL_WEIGHT = 100
-COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume", "undo")
+COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume", "undo",
+            "restart")
 MANUAL_PAUSE = "manually paused"
 UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
@@ -63,6 +65,8 @@ class Decision:
     """spec.paused to write before the status (pause, resume, promote)."""
     template: dict[str, Any] | None = None
     """spec.template to write (undo); nothing else changes until the next tick."""
+    restart_at: str | None = None
+    """spec.restartAt to write (restart); the next tick restarts the pods."""
 
 
 def _ready(ws: WorkloadStatus, want: int) -> bool:
@@ -105,6 +109,10 @@ class Tick:
         """spec.paused to write, when a command changed it."""
         self.template_write: dict[str, Any] | None = None
         """spec.template to write (undo); the next tick runs it."""
+        self.restart = workloads.restart_stamp(rollout, now)
+        """spec.restartAt once due: every revision it scales has its pods restarted."""
+        self.restart_write: str | None = None
+        """spec.restartAt to write (restart)."""
 
     # --- commands ------------------------------------------------------------------
 
@@ -112,7 +120,8 @@ class Tick:
         """Carry out ``command``; the reason it does not apply now, or ""."""
         handler = {"abort": self._abort, "retry": self._retry, "promote": self._promote,
                    "promote-full": self._promote_full, "pause": self._pause,
-                   "resume": self._resume, "undo": self._undo}.get(command)
+                   "resume": self._resume, "undo": self._undo,
+                   "restart": self._restart}.get(command)
         if handler is None:
             return (f"{command} is not implemented for Argo Rollouts; use one of "
                     f"{', '.join(COMMANDS)}")
@@ -198,6 +207,12 @@ class Tick:
         self.template_write = workloads.revision_template(body)
         return ""
 
+    def _restart(self) -> str:
+        """kubectl-argo-rollouts' ``restart``: spec.restartAt = now; the pods of the
+        revisions that run are replaced (a rolling restart of each revision)."""
+        self.restart_write = rfc3339(self.now)
+        return ""
+
     def set_paused(self, paused: bool) -> bool:
         """Set spec.paused (written by the controller before the status); whether it
         changed."""
@@ -245,13 +260,14 @@ class Tick:
     def scale(self, pod_hash: str, replicas: int) -> None:
         body = self.view.deployment(workloads.revision_name(self.ro, pod_hash))
         if body is not None:
-            out = workloads.rescaled(body, replicas)
+            out = workloads.rescaled(body, replicas, self.restart)
             if out is not None:
                 self.objects.append(out)
 
     def run_current(self, replicas: int) -> bool:
         """Write the current revision at ``replicas``; whether all are ready."""
-        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas))
+        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas,
+                                                          self.restart))
         ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
         return _ready(ws, replicas)
 
@@ -439,7 +455,8 @@ class Tick:
         traffic routing: the switch back fails no request)."""
         due = (self.st.aborted_at or self.now) + self.ro.canary.abort_scale_down_delay_seconds
         if self.now >= due:
-            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0,
+                                                              self.restart))
         self.terminate_runs()
         problem = self.route(0, self.pod_hash)
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
@@ -575,8 +592,9 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         refused = tick.command(command)
         if refused:
             return Decision(state, refused=refused)
-        if tick.template_write is not None:
-            return Decision(state, template=tick.template_write)
+        if tick.template_write is not None or tick.restart_write is not None:
+            return Decision(state, template=tick.template_write,
+                            restart_at=tick.restart_write)
     if not (tick.st.promoted or tick.st.abort):
         tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
     if tick.spec_paused and not tick.st.abort:
