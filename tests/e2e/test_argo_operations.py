@@ -6,7 +6,8 @@ Shaped like Argo's ``examples/istio/istio-subset-split.yaml`` (the objects of
 the plugin's fields; ``rollout pause`` sets spec.paused (stored: ``get rollout`` shows it)
 and the Rollout stays Paused "manually paused" after ``promote`` would have moved it;
 ``resume`` clears it; ``promote --full`` takes v2 to stable past the remaining steps, and
-``status --watch`` exits 0 at Healthy (the plugin's ``status --watch``); a v3 aborted makes
+``status --watch`` exits 0 at Healthy (the plugin's ``status --watch``); ``restart``
+replaces v2's pods with new ones that serve; a v3 aborted makes
 ``status --watch`` exit 1 (Degraded); ``undo`` then puts v2's template back: Healthy.
 """
 
@@ -77,6 +78,20 @@ def test_status_pause_resume_promote_full_and_watch(
     assert "Healthy" in out and status(mesh)["stableRS"] == v2
     mesh.converge()
     then.split_is({"v2": 10})
+
+    before = {p["metadata"]["name"] for p in mesh.pods_of(f"{NAME}-{v2}")}
+    code, _, err = cli(mesh, "restart", NAME)
+    assert code == 0, err
+    deadline = time.monotonic() + 30
+    now: set[str] = set()
+    while time.monotonic() < deadline:
+        now = {p["metadata"]["name"] for p in mesh.pods_of(f"{NAME}-{v2}", terminating=False)}
+        if len(now) == 2 and not now & before and status(mesh)["phase"] == "Healthy":
+            break
+        time.sleep(0.3)
+    assert len(now) == 2 and not now & before, (before, now)
+    mesh.converge()
+    then.split_is({"v2": 10})  # the restarted pods serve
 
     mesh.apply(rollout("v3"))
     wait_for(mesh, "Paused", currentStepIndex=1)

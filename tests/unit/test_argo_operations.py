@@ -353,6 +353,9 @@ def test_restart_stamps_every_running_revision_once() -> None:
     assert h.command("undo") == ""  # the stamp is not part of the template put back
     h.tick(2)
     assert h.status["currentPodHash"] == v1 and h.status["phase"] == "Healthy"
+    h.release("v1")  # the user's file, without restartAt: v1's pods are not restarted again
+    h.tick(2)
+    assert pod_restart(h, v1) == stamps.pop()
 
 
 def test_a_restart_at_in_the_future_waits_for_its_time() -> None:

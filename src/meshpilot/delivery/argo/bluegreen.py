@@ -108,7 +108,7 @@ class BlueGreenTick(Tick):
         due = (self.st.aborted_at or self.now) + self.bg.scale_down_delay_seconds
         self.objects.append(workloads.revision_deployment(
             self.ro, self.pod_hash, self.ro.spec.replicas if self.now < due else 0,
-            self.restart))
+            self.restart_for(self.pod_hash)))
         self.keep_or_scale_down()
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
         self.degraded(f"InvalidSpec: {problem}" if problem else

@@ -264,10 +264,16 @@ class Tick:
             if out is not None:
                 self.objects.append(out)
 
+    def restart_for(self, pod_hash: str) -> str | None:
+        """spec.restartAt once due; else the restart the revision's pods already had (a
+        restartAt taken out of the spec restarts nothing again)."""
+        return self.restart or workloads.restart_of(
+            self.view.deployment(workloads.revision_name(self.ro, pod_hash)))
+
     def run_current(self, replicas: int) -> bool:
         """Write the current revision at ``replicas``; whether all are ready."""
         self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas,
-                                                          self.restart))
+                                                          self.restart_for(self.pod_hash)))
         ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
         return _ready(ws, replicas)
 
@@ -455,8 +461,8 @@ class Tick:
         traffic routing: the switch back fails no request)."""
         due = (self.st.aborted_at or self.now) + self.ro.canary.abort_scale_down_delay_seconds
         if self.now >= due:
-            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0,
-                                                              self.restart))
+            self.objects.append(workloads.revision_deployment(
+                self.ro, self.pod_hash, 0, self.restart_for(self.pod_hash)))
         self.terminate_runs()
         problem = self.route(0, self.pod_hash)
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""

@@ -33,6 +33,13 @@ def restart_stamp(rollout: Rollout, now: float) -> str | None:
     return at.isoformat()
 
 
+def restart_of(body: dict[str, Any] | None) -> str | None:
+    """The restart a stored revision Deployment's pods last had, or None."""
+    template = ((body or {}).get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+    return str(value) if value else None
+
+
 def _stamp(template: dict[str, Any], stamp: str | None) -> None:
     if stamp:
         meta = template.setdefault("metadata", {})
