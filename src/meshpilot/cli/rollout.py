@@ -1,10 +1,12 @@
-"""``meshpilot rollout``: follow and steer progressive delivery (Flagger Canaries).
+"""``meshpilot rollout``: follow and steer progressive delivery (Flagger Canaries and Argo
+Rollouts: a name that is no Canary is the Rollout of that name).
 
 ``status`` shows where a rollout is (phase, strategy, step, primary/canary weights), every
 check with its value, threshold, verdict and the number of requests behind it, a
 progress bar and the last events; ``--watch`` follows it live until it succeeds or fails.
 ``promote``, ``abort``, ``pause``, ``resume`` and ``retry`` steer it; ``history`` lists
-past rollouts; ``list`` shows every Canary.
+past rollouts; ``list`` shows every Canary. An Argo Rollout also takes
+``promote --full``, ``undo`` and ``restart``; its ``status`` is :mod:`.argo_status`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ PHASE_STYLE = MappingProxyType({"Succeeded": "green", "Failed": "red", "Progress
                "WaitingPromotion": "yellow", "Waiting": "yellow", "Promoting": "cyan",
                "Finalising": "cyan"})
 
-app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries).",
+app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries, Argo "
+                  "Rollouts).",
                   no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(
