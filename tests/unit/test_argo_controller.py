@@ -211,7 +211,8 @@ def test_commands_that_do_not_apply_are_refused() -> None:
     # kubectl argo rollouts promote acts on a paused Rollout only
     assert "not paused" in h.command("promote")
     assert h.status["currentStepIndex"] == 0
-    assert "not implemented" in h.command("pause")
+    assert "not implemented" in h.command("explode")
+    assert "not paused" in h.command("resume")
 
 
 def test_a_restart_resumes_from_the_status() -> None:

@@ -83,7 +83,6 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "spec.workloadRef"),
     ({"progressDeadlineSeconds": 600}, "spec.progressDeadlineSeconds"),
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
-    ({"paused": True}, "spec.paused"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (
         ("maxSurge", 1),
         ("maxUnavailable", 0),

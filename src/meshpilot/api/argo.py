@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AwareDatetime, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.api.argo_analysis import DryRun, MeasurementRetention
@@ -352,10 +352,11 @@ class RolloutSpec(Model):
     revision_history_limit: int = Field(default=DEFAULT_REVISION_HISTORY_LIMIT, ge=0)
     strategy: RolloutStrategy
     min_ready_seconds: Any = None
-    paused: Any = None
+    paused: bool | None = None
     progress_deadline_seconds: Any = None
     progress_deadline_abort: Any = None
-    restart_at: Any = None
+    restart_at: AwareDatetime | None = None
+    """When the pods of every revision are restarted (once it has come)."""
     rollback_window: Any = None
     analysis: AnalysisRunStrategy = Field(default_factory=AnalysisRunStrategy)
 

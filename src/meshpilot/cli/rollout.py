@@ -1,10 +1,12 @@
-"""``meshpilot rollout``: follow and steer progressive delivery (Flagger Canaries).
+"""``meshpilot rollout``: follow and steer progressive delivery (Flagger Canaries and Argo
+Rollouts: a name that is no Canary is the Rollout of that name).
 
 ``status`` shows where a rollout is (phase, strategy, step, primary/canary weights), every
 check with its value, threshold, verdict and the number of requests behind it, a
 progress bar and the last events; ``--watch`` follows it live until it succeeds or fails.
 ``promote``, ``abort``, ``pause``, ``resume`` and ``retry`` steer it; ``history`` lists
-past rollouts; ``list`` shows every Canary.
+past rollouts; ``list`` shows every Canary. An Argo Rollout also takes
+``promote --full``, ``undo`` and ``restart``; its ``status`` is :mod:`.argo_status`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from meshpilot.cli import argo_status
 from meshpilot.cli.client import ControlPlaneClient, NotRunning
 from meshpilot.cli.common import NamespaceOpt, StateOpt, check, client_for, fail, out
 
@@ -31,11 +34,13 @@ PHASE_STYLE = MappingProxyType({"Succeeded": "green", "Failed": "red", "Progress
                "WaitingPromotion": "yellow", "Waiting": "yellow", "Promoting": "cyan",
                "Finalising": "cyan"})
 
-app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries).",
+app = typer.Typer(help="Follow and steer progressive delivery (Flagger Canaries, Argo "
+                  "Rollouts).",
                   no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(
-    help="Canary name (promote, abort and retry also take an Argo Rollout's)")]
+    help="Canary name, or an Argo Rollout's (status, promote, abort, retry, pause, resume, "
+    "undo, restart)")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
@@ -137,9 +142,21 @@ def status(
     """Phase, step, weights, every check with its value and verdict, last events.
 
     With --watch: exit 0 when the rollout succeeds, 1 when it fails or --timeout passes.
+    For an Argo Rollout: what kubectl-argo-rollouts prints (status, step, set and actual
+    weight, images, replicas, revisions, AnalysisRuns); --watch exits 0 at Healthy, 1 at
+    Degraded.
     """
     client = client_for(state_dir)
     body = _fetch(client, namespace, name)
+    if body.get("kind") == "Rollout":
+        try:
+            argo_status.status(body, lambda: _fetch(client, namespace, name), watch,
+                               timeout, refresh, output)
+        except KeyboardInterrupt:
+            return
+        except NotRunning as exc:
+            raise fail(str(exc)) from None
+        return
     if output == "json":
         out.print(json.dumps(body, indent=2), markup=False)
         return
@@ -164,30 +181,52 @@ def status(
     raise fail(f"rollout {namespace}/{name} still {body['phase']} after {timeout:g}s")
 
 
+def _post(command: str, namespace: str, name: str, state_dir: StateOpt,
+          query: str = "") -> None:
+    client = client_for(state_dir)
+    response = client.request("POST", f"{_path(namespace, name)}/{command}{query}")
+    if not response.ok:
+        message = (response.body.get("message") if isinstance(response.body, dict)
+                   else response.body)
+        raise fail(f"{command} refused: {message}")
+    if response.body.get("note"):
+        out.print(f"note: {response.body['note']}", markup=False)
+    rollout = response.body.get("rollout") or {}
+    out.print(f"rollout {namespace}/{name}: {command} accepted; phase "
+              f"{rollout.get('phase', '?')}, canary weight {rollout.get('canaryWeight', 0)}%")
+
+
 def _command(command: str, help_text: str) -> None:
     def run(name: NameArg, namespace: NamespaceOpt = "default",
             state_dir: StateOpt = None) -> None:
-        client = client_for(state_dir)
-        response = client.request("POST", f"{_path(namespace, name)}/{command}")
-        if not response.ok:
-            message = (response.body.get("message") if isinstance(response.body, dict)
-                       else response.body)
-            raise fail(f"{command} refused: {message}")
-        rollout = response.body.get("rollout") or {}
-        out.print(f"rollout {namespace}/{name}: {command} accepted; phase "
-                  f"{rollout.get('phase', '?')}, canary weight {rollout.get('canaryWeight', 0)}%")
+        _post(command, namespace, name, state_dir)
 
     run.__doc__ = help_text
     app.command(command)(run)
 
 
-_command("promote", "Promote the canary now (skips the remaining analysis); for an Argo "
-         "Rollout, end the current pause.")
+@app.command("promote")
+def promote(
+    name: NameArg, namespace: NamespaceOpt = "default", state_dir: StateOpt = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Argo Rollout: skip every remaining step and analysis, straight to "
+        "100% and stable. A Canary's promote is already full.")] = False,
+) -> None:
+    """Promote the canary now (skips the remaining analysis). For an Argo Rollout: clear
+    spec.paused and end the current pause step (--full: skip the remaining steps)."""
+    _post("promote", namespace, name, state_dir, "?full=true" if full else "")
+
+
 _command("abort", "Roll back now: all traffic to the primary (an Argo Rollout's stable), "
          "the canary scaled down.")
-_command("pause", "Hold the rollout at its current step (checks stop).")
-_command("resume", "Continue a paused rollout.")
+_command("pause", "Hold the rollout at its current step (checks stop). For an Argo "
+         "Rollout: set spec.paused (no step, weight or revision moves).")
+_command("resume", "Continue a paused rollout (an Argo Rollout: clear spec.paused).")
 _command("retry", "Run a failed (or an aborted Argo) rollout again with the same revision.")
+_command("undo", "Argo Rollout: put back the previous revision's template (the stable one "
+         "during a rollout, which then takes all traffic at once).")
+_command("restart", "Argo Rollout: set spec.restartAt to now; the pods of its running "
+         "revisions are replaced, rolling.")
 
 
 @app.command("history")

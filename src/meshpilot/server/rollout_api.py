@@ -3,10 +3,13 @@
 ``GET /apis/meshpilot.io/v1/rollouts``: every Canary with its phase, weights, step and
 check verdicts. ``GET .../namespaces/{ns}/rollouts/{name}``: one rollout in full (checks
 with values and thresholds, events, history). ``POST .../rollouts/{name}/{command}``:
-promote, abort, pause, resume or retry; 409 with the controller's reason when the
-command does not apply now, 400 for an unknown command. A command for a name that is no
-Canary goes to the Argo Rollout of that name (promote, abort and retry), and answers with
-the Rollout's status.
+promote (``?full=true``: Argo's ``promote --full``), abort, pause, resume or retry; 409
+with the controller's reason when the command does not apply now, 400 for an unknown
+command. A name that is no Canary is the Argo Rollout of that name: GET answers with
+what kubectl-argo-rollouts prints of it (:mod:`meshpilot.delivery.argo.summary`), a
+command goes to the Argo controller and answers with the Rollout's status. A Canary's
+promote is already a full one (Flagger has no other), so ``full`` maps to it, said in the
+answer's ``note``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from starlette.routing import Route
 from meshpilot.api.flagger import Canary
 from meshpilot.api.metric_query import metric_interval_seconds
 from meshpilot.delivery import COMMANDS, RolloutController
-from meshpilot.delivery.argo import ArgoController
+from meshpilot.delivery.argo import ARGO_COMMANDS, ArgoController
+from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.delivery.machine import interval_seconds
 from meshpilot.delivery.state import RolloutState
 from meshpilot.store import ConfigStore, StoredObject
 
 API = "/apis/meshpilot.io/v1"
+FULL_ON_CANARY = ("a Canary has no separate full promotion: promote already skips its "
+                  "remaining analysis and promotes the canary")
 
 
 def _error(code: int, message: str, reason: str = "Failure") -> JSONResponse:
@@ -161,24 +167,48 @@ class RolloutAPI:
     async def get(self, request: Request) -> Response:
         ns, name = request.path_params["namespace"], request.path_params["name"]
         canary = self._canary(ns, name)
-        if canary is None:
-            return _error(404, f"no Canary {ns}/{name}", "NotFound")
-        return JSONResponse(summarize(canary, full=True))
+        if canary is not None:
+            return JSONResponse(summarize(canary, full=True))
+        argo = self.argo
+        rollout = argo.reader.rollout(ns, name) if argo is not None else None
+        if argo is None or rollout is None:
+            return _error(404, f"no Canary or Rollout {ns}/{name}", "NotFound")
+        return JSONResponse(await asyncio.to_thread(argo_summary, rollout, argo.reader))
 
     async def command(self, request: Request) -> Response:
         p = request.path_params
         ns, name, command = p["namespace"], p["name"], p["command"]
+        full = request.query_params.get("full") in ("true", "1")
+        if full and command != "promote":
+            return _error(400, "full applies to promote only", "BadRequest")
         if command not in COMMANDS:
-            return _error(400, f"unknown command {command!r}; use one of "
-                          f"{', '.join(COMMANDS)}", "BadRequest")
+            return await self._argo_only(ns, name, command)
         decision = await asyncio.to_thread(self.controller.command, ns, name, command)
         if decision is None:
-            return await self._argo_command(ns, name, command)
+            return await self._argo_command(ns, name, "promote-full" if full else command)
         if decision.refused:
             return _error(409, decision.refused, "Conflict")
         canary = self._canary(ns, name)
         body = summarize(canary, full=True) if canary is not None else {}
-        return JSONResponse({"command": command, "rollout": body})
+        out: dict[str, Any] = {"command": command, "rollout": body}
+        if full:
+            out["note"] = FULL_ON_CANARY
+        return JSONResponse(out)
+
+    async def _argo_only(self, ns: str, name: str, command: str) -> Response:
+        """undo and restart: an Argo Rollout's only (Flagger has neither: a Canary is
+        rolled back by abort or by applying the previous Deployment, its pods restarted
+        by restarting its Deployment)."""
+        if command not in ARGO_COMMANDS or command == "promote-full":
+            known = sorted({*COMMANDS, *ARGO_COMMANDS} - {"promote-full"})
+            return _error(400, f"unknown command {command!r}; use one of "
+                          f"{', '.join(known)}", "BadRequest")
+        if self._canary(ns, name) is not None:
+            return _error(409, f"{command} applies to Argo Rollouts; a Canary is rolled back "
+                          "with abort (or by applying the previous Deployment) and its pods "
+                          "restarted with kubectl rollout restart on its Deployment",
+                          "Conflict")
+        return await self._argo_command(ns, name, command)
 
     async def _argo_command(self, ns: str, name: str, command: str) -> Response:
         argo = self.argo

@@ -33,10 +33,8 @@ ROLLOUT: tuple[Unapplied, ...] = (
     _refuse(*_SPEC, "workloadRef", what="a Rollout over an existing Deployment; "
             "give spec.selector and spec.template"),
     _refuse(*_SPEC, "minReadySeconds", what="minReadySeconds (a pod counts when ready)"),
-    _refuse(*_SPEC, "paused", what="spec.paused (use pause steps)"),
     _refuse(*_SPEC, "progressDeadlineSeconds", what="a progress deadline"),
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
-    _refuse(*_SPEC, "restartAt", what="restartAt"),
     _refuse(*_SPEC, "rollbackWindow", what="rollbackWindow"),
     _refuse(*_SPEC, "selector", "matchExpressions",
             what="matchExpressions (give matchLabels)"),
@@ -109,5 +107,17 @@ def _other_namespace(body: Mapping[str, Any]) -> list[Finding]:
             for path, vs in places if "." in str(vs.get("name", ""))]
 
 
+def _paused_blue_green(body: Mapping[str, Any]) -> list[Finding]:
+    """spec.paused holds a canary's steps; a blue-green Rollout's is not run."""
+    spec = body.get("spec") or {}
+    if spec.get("paused") and (spec.get("strategy") or {}).get("blueGreen") is not None:
+        return [Finding(_REFUSED, ("spec", "paused"),
+                        "paused is refused on a blue-green Rollout: meshpilot implements "
+                        "spec.paused for the canary strategy; remove it (autoPromotionEnabled"
+                        ": false holds a blue-green Rollout until promote)")]
+    return []
+
+
 def rollout_findings(body: Mapping[str, Any]) -> list[Finding]:
-    return [*findings_of(ROLLOUT, body), *_no_routing(body), *_other_namespace(body)]
+    return [*findings_of(ROLLOUT, body), *_no_routing(body), *_other_namespace(body),
+            *_paused_blue_green(body)]

@@ -35,8 +35,13 @@ class BlueGreenTick(Tick):
         return strategy
 
     def command(self, command: str) -> str:
-        """promote ends a BlueGreenPause (step_index 1 records it for this revision)."""
+        """promote ends a BlueGreenPause (step_index 1 records it for this revision);
+        pause, resume and promote --full are the canary strategy's here."""
         self.st.blue_green = True
+        if command in ("pause", "resume", "promote-full"):
+            shown = "promote --full" if command == "promote-full" else command
+            return (f"{shown} is implemented for canary Rollouts only; a blue-green "
+                    "Rollout is steered with promote, abort and retry")
         if command == "promote" and not (self.st.abort or self.st.promoted
                                           or self.st.inconclusive):
             if self.st.switched:
@@ -102,7 +107,8 @@ class BlueGreenTick(Tick):
         self.scale(stable, self.ro.spec.replicas)
         due = (self.st.aborted_at or self.now) + self.bg.scale_down_delay_seconds
         self.objects.append(workloads.revision_deployment(
-            self.ro, self.pod_hash, self.ro.spec.replicas if self.now < due else 0))
+            self.ro, self.pod_hash, self.ro.spec.replicas if self.now < due else 0,
+            self.restart_for(self.pod_hash)))
         self.keep_or_scale_down()
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
         self.degraded(f"InvalidSpec: {problem}" if problem else

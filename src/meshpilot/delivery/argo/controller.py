@@ -18,18 +18,18 @@ from meshpilot.delivery.argo import traffic
 from meshpilot.delivery.argo.bluegreen import BlueGreenTick
 from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
 from meshpilot.delivery.argo.status import ArgoState
-from meshpilot.delivery.argo.steps import Decision, View, decide
+from meshpilot.delivery.argo.steps import COMMANDS, Decision, View, decide
 from meshpilot.delivery.keyed_locks import KeyedLocks
 from meshpilot.delivery.ports import Clock, WriteError
 
 log = logging.getLogger(__name__)
 
-ARGO_COMMANDS = ("promote", "abort", "retry")
+ARGO_COMMANDS = COMMANDS
 
 
 class ArgoController:
-    """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote,
-    abort and retry."""
+    """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote
+    (also ``promote-full``), abort, retry, pause, resume, undo and restart."""
 
     def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader) -> None:
         self.clock = clock
@@ -65,6 +65,13 @@ class ArgoController:
         decision = decide(rollout, state, view, self.clock(), command, kind)
         if decision.refused:
             return decision
+        edit = {k: v for k, v in (("paused", decision.paused),
+                                  ("template", decision.template),
+                                  ("restartAt", decision.restart_at)) if v is not None}
+        if edit:
+            problem = self._write_spec(rollout, edit)
+            if problem:
+                return Decision(state, refused=problem)
         canary = rollout.spec.strategy.canary
         status = decision.state.to_status(canary.canary_service if canary else None,
                                           canary.stable_service if canary else None)
@@ -72,6 +79,22 @@ class ArgoController:
             self.writer.put_rollout_status(ns, rollout.metadata.name, status)
         self._write(ns, decision)
         return decision
+
+    def _write_spec(self, rollout: Rollout, edit: dict[str, Any]) -> str:
+        """Write spec.paused, spec.template or spec.restartAt before the status: the Rollout write
+        carries the stored resourceVersion, which the status write would move on. A
+        problem, or ""."""
+        ns, name = rollout.metadata.namespace, rollout.metadata.name
+        body = self.reader.routing_object(ns, "Rollout", name)
+        if body is None:
+            return f"Rollout {ns}/{name} is gone"
+        body.pop("status", None)
+        body.setdefault("spec", {}).update(edit)
+        try:
+            self.writer.apply([body])
+        except WriteError as exc:
+            return f"spec.{', spec.'.join(edit)} could not be written: {exc}"
+        return ""
 
     def _write(self, namespace: str, decision: Decision) -> None:
         # one write per object, the tick's last version of it (an apply may not name an

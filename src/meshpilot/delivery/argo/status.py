@@ -102,6 +102,9 @@ class ArgoState:
     (its post-promotion analysis runs)."""
     scale_down: dict[str, float] = field(default_factory=dict)
     """Blue-green: revision hash -> when it is scaled down (scaleDownDelaySeconds)."""
+    promote_full: bool = False
+    """``promote --full``: the remaining steps and analysis are skipped (Argo's
+    ``status.promoteFull``), until the revision is stable."""
     """AnalysisRuns this Rollout created, oldest first (deleted beyond a limit)."""
 
     @property
@@ -120,6 +123,7 @@ class ArgoState:
                                .get("canary") or {}).get("weight") or 0),
             pause_start=own.get("pauseStart"),
             abort=bool(s.get("abort")),
+            promote_full=bool(s.get("promoteFull")),
             aborted_at=own.get("abortedAt"),
             phase=str(s.get("phase") or ""),
             message=str(s.get("message") or ""),
@@ -144,6 +148,7 @@ class ArgoState:
             "currentStepIndex": self.step_index,
             "controllerPause": paused,
             "abort": self.abort,
+            "promoteFull": self.promote_full,
             "replicas": self.replicas,
             "readyReplicas": self.ready_replicas,
             "canary": {"weights": {

@@ -33,8 +33,12 @@ from meshpilot.api.argo import Rollout, RolloutAnalysis
 from meshpilot.delivery.argo import managed_routes, run_objects, traffic, workloads
 from meshpilot.delivery.argo.status import INCONCLUSIVE_REASON, PAUSE_REASON, ArgoState, RunRef
 from meshpilot.delivery.ports import WorkloadStatus
+from meshpilot.delivery.state import rfc3339
 
 FULL_WEIGHT = 100
+COMMANDS = ("promote", "promote-full", "abort", "retry", "pause", "resume", "undo",
+            "restart")
+MANUAL_PAUSE = "manually paused"
 UNSUCCESSFUL = ("Failed", "Error", "Inconclusive")
 
 
@@ -57,6 +61,12 @@ class Decision:
     objects: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[tuple[str, str]] = field(default_factory=list)
     refused: str = ""
+    paused: bool | None = None
+    """spec.paused to write before the status (pause, resume, promote)."""
+    template: dict[str, Any] | None = None
+    """spec.template to write (undo); nothing else changes until the next tick."""
+    restart_at: str | None = None
+    """spec.restartAt to write (restart); the next tick restarts the pods."""
 
 
 def _ready(ws: WorkloadStatus, want: int) -> bool:
@@ -93,41 +103,123 @@ class Tick:
         self.deletes: list[tuple[str, str]] = []
         self.managed: dict[str, Any] = {}
         """The setHeaderRoute/setMirrorRoute routes the VirtualServices carry now."""
+        self.spec_paused = bool(rollout.spec.paused)
+        """spec.paused as this tick leaves it (pause, resume and promote change it)."""
+        self.paused_write: bool | None = None
+        """spec.paused to write, when a command changed it."""
+        self.template_write: dict[str, Any] | None = None
+        """spec.template to write (undo); the next tick runs it."""
+        self.restart = workloads.restart_stamp(rollout, now)
+        """spec.restartAt once due: every revision it scales has its pods restarted."""
+        self.restart_write: str | None = None
+        """spec.restartAt to write (restart)."""
 
     # --- commands ------------------------------------------------------------------
 
     def command(self, command: str) -> str:
         """Carry out ``command``; the reason it does not apply now, or ""."""
+        handler = {"abort": self._abort, "retry": self._retry, "promote": self._promote,
+                   "promote-full": self._promote_full, "pause": self._pause,
+                   "resume": self._resume, "undo": self._undo,
+                   "restart": self._restart}.get(command)
+        if handler is None:
+            return (f"{command} is not implemented for Argo Rollouts; use one of "
+                    f"{', '.join(COMMANDS)}")
+        return handler()
+
+    def _abort(self) -> str:
+        if self.st.promoted:
+            return "nothing to abort: the Rollout is fully promoted"
+        self.abort("")
+        return ""
+
+    def _retry(self) -> str:
         st = self.st
-        if command == "abort":
-            if st.promoted:
-                return "nothing to abort: the Rollout is fully promoted"
-            self.abort("")
-            return ""
-        if command == "retry":
-            if not st.abort:
-                return "retry applies to an aborted Rollout only"
-            st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+        if not st.abort:
+            return "retry applies to an aborted Rollout only"
+        st.abort, st.aborted_at, st.step_index, st.abort_reason = False, None, 0, ""
+        self.new_analysis_attempt()
+        return ""
+
+    def _promote(self) -> str:
+        """kubectl-argo-rollouts' ``promote``: clears spec.paused and ends a pause step
+        (or, after an inconclusive analysis, runs it again)."""
+        st = self.st
+        if st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        unpaused = self.set_paused(False)
+        if st.promoted:
+            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
+        if st.inconclusive:
+            st.inconclusive, st.pause_start = False, None
             self.new_analysis_attempt()
             return ""
-        if command == "promote":
-            if st.abort:
-                return "the Rollout is aborted: retry it, or apply a new template"
-            if st.promoted:
-                return "nothing to promote: the Rollout is fully promoted"
-            if st.inconclusive:
-                # Argo: promoting after an inconclusive analysis runs it again
-                st.inconclusive, st.pause_start = False, None
-                self.new_analysis_attempt()
-                return ""
-            if st.pause_start is None:
-                # kubectl argo rollouts promote changes nothing then (its
-                # --skip-current-step is not implemented here)
-                return "the Rollout is not paused at a step; promote ends a pause"
-            st.pause_start = None
-            st.step_index = min(st.step_index + 1, len(self.ro.steps))
-            return ""
-        return f"{command} is not implemented for Argo Rollouts; use promote, abort or retry"
+        if st.pause_start is None:
+            # kubectl argo rollouts promote changes nothing then (its
+            # --skip-current-step is not implemented here)
+            return "" if unpaused else (
+                "the Rollout is not paused at a step; promote ends a pause")
+        st.pause_start = None
+        st.step_index = min(st.step_index + 1, len(self.ro.steps))
+        return ""
+
+    def _promote_full(self) -> str:
+        """``promote --full``: unpause, skip every remaining step and analysis; the
+        revision then scales up, takes all traffic and becomes stable."""
+        st = self.st
+        if st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        unpaused = self.set_paused(False)
+        if st.promoted:
+            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
+        self.terminate_runs()
+        st.promote_full, st.inconclusive, st.pause_start = True, False, None
+        st.step_index = len(self.ro.steps)
+        return ""
+
+    def _pause(self) -> str:
+        """kubectl-argo-rollouts' ``pause``: sets spec.paused; the steps hold."""
+        if self.spec_paused:
+            return "the Rollout is already paused (spec.paused); resume or promote it"
+        self.set_paused(True)
+        return ""
+
+    def _resume(self) -> str:
+        if not self.spec_paused:
+            return ("the Rollout is not paused (spec.paused is not set); promote ends a "
+                    "pause step")
+        self.set_paused(False)
+        return ""
+
+    def _undo(self) -> str:
+        """kubectl-argo-rollouts' ``undo``: the template goes back to the previous
+        revision's (the stable one during a rollout, else the newest older one); the
+        Rollout then runs it as any new template (back to stable at once, without
+        steps)."""
+        st = self.st
+        previous = st.stable_rs if st.current_pod_hash != st.stable_rs else (
+            st.old_revisions[-1] if st.old_revisions else "")
+        if not previous:
+            return "no previous revision to roll back to"
+        body = self.view.deployment(workloads.revision_name(self.ro, previous))
+        if body is None:
+            return f"revision {previous} is no longer kept (revisionHistoryLimit)"
+        self.template_write = workloads.revision_template(body)
+        return ""
+
+    def _restart(self) -> str:
+        """kubectl-argo-rollouts' ``restart``: spec.restartAt = now; the pods of the
+        revisions that run are replaced (a rolling restart of each revision)."""
+        self.restart_write = rfc3339(self.now)
+        return ""
+
+    def set_paused(self, paused: bool) -> bool:
+        """Set spec.paused (written by the controller before the status); whether it
+        changed."""
+        if self.spec_paused == paused:
+            return False
+        self.spec_paused = self.paused_write = paused
+        return True
 
     # --- revisions -----------------------------------------------------------------
 
@@ -143,11 +235,13 @@ class Tick:
             st.stable_rs = st.current_pod_hash = h
             st.step_index = len(self.ro.steps)
             st.abort, st.pause_start, st.canary_weight = False, None, 0
+            st.promote_full = False
         elif h != st.current_pod_hash:
             if st.current_pod_hash != st.stable_rs:
                 self.retire(st.current_pod_hash)  # a canary superseded mid-rollout
             st.current_pod_hash, st.step_index = h, 0
             st.abort, st.pause_start, st.abort_reason = False, None, ""
+            st.promote_full = False
             st.switched = False  # blue-green: a revision not yet stable loses the active
             self.new_analysis_attempt()
 
@@ -166,13 +260,20 @@ class Tick:
     def scale(self, pod_hash: str, replicas: int) -> None:
         body = self.view.deployment(workloads.revision_name(self.ro, pod_hash))
         if body is not None:
-            out = workloads.rescaled(body, replicas)
+            out = workloads.rescaled(body, replicas, self.restart)
             if out is not None:
                 self.objects.append(out)
 
+    def restart_for(self, pod_hash: str) -> str | None:
+        """spec.restartAt once due; else the restart the revision's pods already had (a
+        restartAt taken out of the spec restarts nothing again)."""
+        return self.restart or workloads.restart_of(
+            self.view.deployment(workloads.revision_name(self.ro, pod_hash)))
+
     def run_current(self, replicas: int) -> bool:
         """Write the current revision at ``replicas``; whether all are ready."""
-        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas))
+        self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, replicas,
+                                                          self.restart_for(self.pod_hash)))
         ws = self.view.workload(workloads.revision_name(self.ro, self.pod_hash))
         return _ready(ws, replicas)
 
@@ -360,7 +461,8 @@ class Tick:
         traffic routing: the switch back fails no request)."""
         due = (self.st.aborted_at or self.now) + self.ro.canary.abort_scale_down_delay_seconds
         if self.now >= due:
-            self.objects.append(workloads.revision_deployment(self.ro, self.pod_hash, 0))
+            self.objects.append(workloads.revision_deployment(
+                self.ro, self.pod_hash, 0, self.restart_for(self.pod_hash)))
         self.terminate_runs()
         problem = self.route(0, self.pod_hash)
         reason = f": {self.st.abort_reason}" if self.st.abort_reason else ""
@@ -379,7 +481,7 @@ class Tick:
         if self.st.inconclusive:
             self.st.phase, self.st.message = "Paused", INCONCLUSIVE_REASON
             return
-        if self.background_analysis():
+        if not self.st.promote_full and self.background_analysis():
             return
         steps = self.ro.canary.steps
         if self.st.step_index >= len(steps):
@@ -442,6 +544,25 @@ class Tick:
             return
         self.st.phase, self.st.message = "Paused", PAUSE_REASON
 
+    def hold(self) -> None:
+        """spec.paused (Argo's manual pause): nothing moves. The split is kept where it
+        is (and put back if an apply reset it), no revision is scaled and no step or
+        analysis advances; a fully promoted Rollout keeps its stable revision running. A
+        template applied while paused is not started (as a paused Deployment): it gets
+        no traffic.
+        """
+        if self.st.promoted:
+            self.healthy()
+        else:
+            started = self.view.deployment(workloads.revision_name(self.ro, self.pod_hash))
+            weight = self.st.canary_weight if started is not None else 0
+            problem = self.route(weight, self.pod_hash)
+            if problem:
+                self.degraded(f"InvalidSpec: {problem}")
+                return
+        if self.st.phase != "Degraded":
+            self.st.phase, self.st.message = "Paused", MANUAL_PAUSE
+
     def finish(self) -> None:
         """All steps done: canary to all replicas, then all traffic, then stable (the
         managed routes go, as Argo removes them on promotion)."""
@@ -463,6 +584,7 @@ class Tick:
             return
         self.retire(previous)
         self.terminate_runs(step=False)  # Argo stops the background run once promoted
+        self.st.promote_full = False
         self.st.phase, self.st.message = "Healthy", ""
 
 
@@ -476,9 +598,14 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         refused = tick.command(command)
         if refused:
             return Decision(state, refused=refused)
+        if tick.template_write is not None or tick.restart_write is not None:
+            return Decision(state, template=tick.template_write,
+                            restart_at=tick.restart_write)
     if not (tick.st.promoted or tick.st.abort):
         tick.managed = managed_routes.in_effect(rollout, tick.st.step_index)
-    if tick.st.promoted:
+    if tick.spec_paused and not tick.st.abort:
+        tick.hold()
+    elif tick.st.promoted:
         tick.healthy()
     elif tick.st.abort:
         tick.aborted()
@@ -486,4 +613,4 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         tick.progress()
     ws = view.workload(workloads.revision_name(rollout, tick.st.stable_rs))
     tick.st.replicas, tick.st.ready_replicas = rollout.spec.replicas, ws.ready
-    return Decision(tick.st, tick.objects, tick.deletes)
+    return Decision(tick.st, tick.objects, tick.deletes, paused=tick.paused_write)

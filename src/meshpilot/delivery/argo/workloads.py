@@ -20,6 +20,30 @@ from meshpilot.api.argo import POD_TEMPLATE_HASH_LABEL, Rollout
 ROLLOUT_ANNOTATION = "meshpilot.io/rollout"
 """On a generated Deployment: the Rollout it is a revision of."""
 MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-argo"})
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+"""On a revision's pod template: spec.restartAt once due; a new value rolls its pods
+(as ``kubectl rollout restart`` does a Deployment's)."""
+
+
+def restart_stamp(rollout: Rollout, now: float) -> str | None:
+    """spec.restartAt once it has come (Argo leaves pods alone until then), or None."""
+    at = rollout.spec.restart_at
+    if at is None or at.timestamp() > now:
+        return None
+    return at.isoformat()
+
+
+def restart_of(body: dict[str, Any] | None) -> str | None:
+    """The restart a stored revision Deployment's pods last had, or None."""
+    template = ((body or {}).get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+    return str(value) if value else None
+
+
+def _stamp(template: dict[str, Any], stamp: str | None) -> None:
+    if stamp:
+        meta = template.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), RESTARTED_AT: stamp}
 
 
 def pod_template_hash(template: dict[str, Any] | None) -> str:
@@ -39,11 +63,14 @@ def canary_replicas(rollout: Rollout, weight: int) -> int:
     return math.ceil(rollout.spec.replicas * weight / 100)
 
 
-def revision_deployment(rollout: Rollout, pod_hash: str, replicas: int) -> dict[str, Any]:
-    """The Deployment that runs the Rollout's current template as revision ``pod_hash``."""
+def revision_deployment(rollout: Rollout, pod_hash: str, replicas: int,
+                        restart: str | None = None) -> dict[str, Any]:
+    """The Deployment that runs the Rollout's current template as revision ``pod_hash``
+    (``restart``: its pods restarted at that spec.restartAt)."""
     template = copy.deepcopy(rollout.spec.template or {})
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), POD_TEMPLATE_HASH_LABEL: pod_hash}
+    _stamp(template, restart)
     selector = rollout.spec.selector.match_labels if rollout.spec.selector else {}
     return {
         "apiVersion": "apps/v1",
@@ -62,11 +89,31 @@ def revision_deployment(rollout: Rollout, pod_hash: str, replicas: int) -> dict[
     }
 
 
-def rescaled(body: dict[str, Any], replicas: int) -> dict[str, Any] | None:
-    """A stored revision Deployment at ``replicas``; None when it already runs that many."""
+def revision_template(body: dict[str, Any]) -> dict[str, Any]:
+    """The Rollout template a stored revision Deployment runs (without the pod-template
+    hash label and the restart annotation the revision adds): what ``undo`` writes
+    back."""
+    template = copy.deepcopy((body.get("spec") or {}).get("template") or {})
+    meta = template.get("metadata") or {}
+    for key, drop in (("labels", POD_TEMPLATE_HASH_LABEL), ("annotations", RESTARTED_AT)):
+        if isinstance(meta.get(key), dict) and meta[key].pop(drop, None) is not None and (
+                key == "annotations" and not meta[key]):
+            del meta[key]  # the revision added it
+    return template
+
+
+def rescaled(body: dict[str, Any], replicas: int,
+             restart: str | None = None) -> dict[str, Any] | None:
+    """A stored revision Deployment at ``replicas`` (its pods restarted at ``restart``,
+    when they were not yet); None when it already runs so."""
     spec = body.get("spec") or {}
-    if int(spec.get("replicas", 1)) == replicas:
+    annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations")
+    restarted = not restart or (annotations or {}).get(RESTARTED_AT) == restart
+    if int(spec.get("replicas", 1)) == replicas and restarted:
         return None
+    if not restarted:
+        spec = {**spec, "template": copy.deepcopy(spec.get("template") or {})}
+        _stamp(spec["template"], restart)
     meta = body.get("metadata") or {}
     kept = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": kept,
