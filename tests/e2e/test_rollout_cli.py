@@ -59,11 +59,13 @@ def test_watch_follows_a_rollout_to_success(mesh: Mesh, given: Given, when: When
 def test_pause_resume_promote_abort_retry(
     mesh: Mesh, given: Given, when: When, then: Then
 ) -> None:
-    given.rollout(canary(max_weight=90, step_weight=10))
+    # 18 steps of 1 s: a CLI call on a loaded machine (seconds to start) must not find the
+    # rollout already past its steps when it promotes
+    given.rollout(canary(max_weight=90, step_weight=5))
     state = mesh.cp.state_dir
     with when.traffic():
         when.release("v2")
-        when.rollout_reaches(lambda b: b["canaryWeight"] >= 10, "first step", timeout=40)
+        when.rollout_reaches(lambda b: b["canaryWeight"] >= 5, "first step", timeout=40)
 
         # pause holds the weight
         assert run_cli("rollout", "pause", "myapp", state_dir=state).returncode == 0
@@ -84,7 +86,7 @@ def test_pause_resume_promote_abort_retry(
 
         # a new revision, aborted by hand: all traffic back on the primary (v2)
         when.release("v3")
-        when.rollout_reaches(lambda b: b["canaryWeight"] >= 10, "v3 first step", timeout=40)
+        when.rollout_reaches(lambda b: b["canaryWeight"] >= 5, "v3 first step", timeout=40)
         assert run_cli("rollout", "abort", "myapp", state_dir=state).returncode == 0
         aborted = then.rollout()
         assert aborted["phase"] == "Failed" and aborted["canaryWeight"] == 0
@@ -98,7 +100,7 @@ def test_pause_resume_promote_abort_retry(
         assert run_cli("rollout", "retry", "myapp", state_dir=state).returncode == 0
         again = then.rollout()
         assert again["phase"] == "Progressing"
-        when.rollout_reaches(lambda b: b["canaryWeight"] >= 10,
+        when.rollout_reaches(lambda b: b["canaryWeight"] >= 5,
                              "the retried rollout to take traffic", timeout=40)
         assert run_cli("rollout", "promote", "myapp", state_dir=state).returncode == 0
         then.rollout_phase("Succeeded", timeout=40)
