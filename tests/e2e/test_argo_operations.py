@@ -17,6 +17,7 @@ import json
 import time
 
 from tests.conftest import run_cli
+from tests.dashboard_session import signed_in
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then
@@ -34,6 +35,22 @@ from tests.e2e.test_argo_rollout import (
 def cli(mesh: Mesh, *args: str) -> tuple[int, str, str]:
     done = run_cli("rollout", *args, state_dir=mesh.cp.state_dir)
     return done.returncode, done.stdout, done.stderr
+
+
+def dashboard_card(mesh: Mesh) -> dict[str, object]:
+    """The Rollout's card in the dashboard's first live event, read as a signed-in
+    browser reads it."""
+    browser, _ = signed_in(mesh.cp)
+    try:
+        with browser.stream("GET", mesh.cp.api + "/dashboard/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("data: "):
+                    state = json.loads(line[len("data: "):])
+                    return next(r for r in state["rollouts"]
+                                if r.get("kind") == "Rollout" and r["name"] == NAME)
+    finally:
+        browser.close()
+    raise AssertionError("the dashboard sent no state")
 
 
 def spec_paused(mesh: Mesh) -> object:
@@ -58,6 +75,9 @@ def test_status_pause_resume_promote_full_and_watch(
     assert (shown["Status"], shown["Strategy"], shown["Step"]) == ("Paused", "Canary", "1/4")
     assert (shown["SetWeight"], shown["ActualWeight"]) == ("20", "20")
     assert shown["Images"] == "container app (stable, canary)"  # the demo app has no image
+    card = dashboard_card(mesh)  # the dashboard draws the same rollout
+    assert (card["argoPhase"], card["canaryWeight"], card["step"], card["steps"]) == (
+        "Paused", 20, 1, 4), card
 
     code, _, err = cli(mesh, "pause", NAME)
     assert code == 0, err

@@ -12,22 +12,10 @@ from collections.abc import Callable
 
 import httpx
 from tests.conftest import ControlPlane, read_endpoints
+from tests.dashboard_session import signed_in
 
 CODES = "/apis/meshpilot.io/v1/dashboard/codes"
 PROMOTE = "/apis/meshpilot.io/v1/namespaces/default/rollouts/myapp/promote"
-
-
-def _signed_in(cp: ControlPlane) -> tuple[httpx.Client, str]:
-    """A browser-like client signed in through a fresh link; and the page's CSRF token."""
-    assert cp.client is not None
-    url = cp.client.post(CODES).json()["url"]
-    browser = httpx.Client(trust_env=False, timeout=10.0)
-    r = browser.get(url)
-    assert r.status_code == 303 and r.headers["location"] == "/dashboard/"
-    page = browser.get(cp.api + "/dashboard/")
-    assert page.status_code == 200
-    csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
-    return browser, csrf
 
 
 def test_link_works_once_and_sets_a_strict_httponly_cookie(
@@ -68,7 +56,7 @@ def test_without_the_cookie_the_login_page_not_the_data(
 def test_cookie_posts_need_the_csrf_token_and_this_origin(
         control_plane_factory: Callable[..., ControlPlane]) -> None:
     cp = control_plane_factory("state", args=["--no-mesh"])
-    browser, csrf = _signed_in(cp)
+    browser, csrf = signed_in(cp)
     try:
         here = {"Origin": cp.api, "X-Meshpilot-CSRF": csrf}
         assert browser.get(cp.api + "/apis").status_code == 200  # reads with the cookie
@@ -92,7 +80,7 @@ def test_an_open_dashboard_does_not_hold_up_shutdown(
         control_plane_factory: Callable[..., ControlPlane]) -> None:
     """uvicorn waits up to 5 s for open responses; the event stream ends at once."""
     cp = control_plane_factory("state", args=["--no-mesh"])
-    browser, _ = _signed_in(cp)
+    browser, _ = signed_in(cp)
     opened = threading.Event()
 
     def follow() -> None:
@@ -141,7 +129,7 @@ def test_over_tls_the_cookie_is_secure_and_the_origin_https(
 def test_sign_out_needs_the_csrf_token_and_ends_the_session(
         control_plane_factory: Callable[..., ControlPlane]) -> None:
     cp = control_plane_factory("state", args=["--no-mesh"])
-    browser, csrf = _signed_in(cp)
+    browser, csrf = signed_in(cp)
     try:
         logout = cp.api + "/dashboard/logout"
         assert browser.post(logout, headers={"Origin": cp.api}).status_code == 403
@@ -172,7 +160,7 @@ def test_config_view_shows_objects_with_their_findings(
                        json={"sources": [{"file": "vs.yaml", "text": vs}]})
     assert r.status_code == 200, r.text
     analyzed = cp.client.get("/apis/meshpilot.io/v1/diagnostics").json()["diagnostics"]
-    browser, _ = _signed_in(cp)
+    browser, _ = signed_in(cp)
     try:
         shown = browser.get(cp.api + "/dashboard/config").json()
     finally:

@@ -155,3 +155,22 @@ def test_config_lists_objects_by_kind_with_their_findings() -> None:
         {"code": "MP1001", "severity": "error", "path": "spec.hosts[0]",
          "message": "claimed twice"}]
     assert [f["code"] for f in shown["unattached"]] == ["MP2001"]
+
+
+def test_an_argo_rollout_is_drawn_as_a_card_with_its_step_and_runs() -> None:
+    """An Argo Rollout as `rollout status` shows it, in the rollout card's shape: Argo's
+    phase (Degraded drawn red as Failed), weights, step, its AnalysisRuns as checks."""
+    view = {"namespace": "default", "name": "web", "status": "Degraded",
+            "message": "RolloutAborted", "strategy": "Canary", "step": "1/4",
+            "actualWeight": 0, "paused": False,
+            "analysisRuns": [{"name": "web-abc-2", "phase": "Failed"}],
+            "revisions": [{"podTemplateHash": "abc", "roles": ["stable"],
+                           "images": ["demo:1"]}]}
+    card = views.argo_card(view)
+    assert (card["kind"], card["phase"], card["argoPhase"]) == ("Rollout", "Failed", "Degraded")
+    assert (card["canaryWeight"], card["primaryWeight"], card["step"], card["steps"]) == (
+        0, 100, 1, 4)
+    assert card["checks"][0]["name"] == "analysis web-abc-2"
+    assert card["checks"][0]["verdict"] == "fail"
+    assert card["events"][0]["message"] == "RolloutAborted"
+    assert card["history"][0]["outcome"] == "stable"

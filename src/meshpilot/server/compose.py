@@ -19,7 +19,10 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
+from meshpilot.api.argo import Rollout
 from meshpilot.api.identity import ObjectKey
+from meshpilot.delivery.argo.controller import ArgoController
+from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
 from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
@@ -84,8 +87,10 @@ class Components:
         routes += LeaderAPI(self.leader).routes()
         auth = DashboardAuth()
         proxies = partial(proxy_statuses, mesh) if mesh is not None else list
+        argo = (partial(_argo_views, self.store, self.delivery.argo)
+                if self.delivery is not None else None)
         routes += Dashboard(self.store, auth, partial(_pods, mesh), rows, proxies,
-                            stopping).routes()
+                            stopping, argo).routes()
         if self.hosts is not None:
             routes += self.hosts.routes()
         app = create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth,
@@ -123,6 +128,18 @@ def _identity(state: StateDir) -> str:
 def _pods(mesh: MeshControlPlane | None) -> list[Pod]:
     runtime = mesh.runtime if mesh is not None else None
     return runtime.pods() if runtime is not None else []
+
+
+def _argo_views(store: ConfigStore, argo: ArgoController) -> list[dict[str, Any]]:
+    """Every Argo Rollout as ``meshpilot rollout status`` shows it, for the dashboard."""
+    views = []
+    for obj in store.list(group="argoproj.io", kind="Rollout"):
+        try:
+            rollout = Rollout.model_validate(obj.body)
+        except ValueError:
+            continue  # not one the controller runs: the API says why
+        views.append(argo_summary(rollout, argo.reader))
+    return views
 
 
 def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:

@@ -74,13 +74,15 @@ class Dashboard:
                  pods: Callable[[], Sequence[Pod]],
                  rows: Callable[[], list[dict[str, Any]]] | None,
                  proxies: Callable[[], list[dict[str, Any]]],
-                 stopping: Callable[[], bool] = never) -> None:
+                 stopping: Callable[[], bool] = never,
+                 argo: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.store = store
         self.auth = auth
         self.pods = pods
         self.rows = rows
         self.proxies = proxies
         self.stopping = stopping
+        self.argo = argo
 
     async def snapshot(self) -> dict[str, Any]:
         rows = await asyncio.to_thread(self.rows) if self.rows is not None else []
@@ -90,7 +92,9 @@ class Dashboard:
             "graph": views.graph(self.pods(), store.list(group="", kind="Service"),
                                  store.list(group="networking.istio.io",
                                             kind="VirtualService"), rows),
-            "rollouts": views.rollouts(store.list(kind="Canary")),
+            "rollouts": views.rollouts(store.list(kind="Canary")) + (
+                [views.argo_card(v) for v in await asyncio.to_thread(self.argo)]
+                if self.argo is not None else []),
             "proxies": views.proxies(self.proxies()),
             "telemetry": self.rows is not None,
         }

@@ -13,6 +13,7 @@ The proxies: what each ACKed or NACKed, per xDS type, as ``proxy-status`` shows 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.flagger import Canary
@@ -37,6 +38,36 @@ def rollouts(canaries: Iterable[StoredObject]) -> list[Body]:
         except ValueError:
             continue  # not a Canary the controller can run: the API says why
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))
+
+
+ARGO_PHASES = MappingProxyType({"Healthy": "Succeeded", "Degraded": "Failed"})
+"""Argo's phases drawn as the Canary phases that mean the same (green, red)."""
+
+
+def argo_card(view: Mapping[str, Any]) -> Body:
+    """An Argo Rollout (as ``meshpilot rollout status`` shows it) in a rollout card's
+    shape: its phase, weights and step; its analysis runs as the checks; its message as
+    the last event; its revisions as the history."""
+    canary = view.get("strategy") == "Canary"
+    step, _, steps = str(view.get("step") or "0/0").partition("/")
+    weight = int(view.get("actualWeight") or 0)
+    return {
+        "kind": "Rollout", "namespace": view["namespace"], "name": view["name"],
+        "phase": ARGO_PHASES.get(str(view.get("status")), str(view.get("status"))),
+        "argoPhase": view.get("status"), "paused": bool(view.get("paused")),
+        "canaryWeight": weight, "primaryWeight": 100 - weight,
+        "strategy": "canary" if canary else "blue-green",
+        "step": int(step or 0), "steps": int(steps or 0),
+        "checks": [{"name": f"analysis {run.get('name')}", "value": None, "min": None,
+                    "max": None, "verdict": {"Successful": "pass", "Failed": "fail",
+                                             "Error": "fail"}.get(str(run.get("phase")), "-"),
+                    "samples": None} for run in view.get("analysisRuns") or []],
+        "events": [{"time": "", "message": view["message"]}] if view.get("message") else [],
+        "history": [{"revision": str(r.get("podTemplateHash", "")), "outcome": ",".join(
+            r.get("roles") or []) or "old", "reason": ", ".join(r.get("images") or []),
+            "started": "", "finished": ""} for r in view.get("revisions") or []],
+        "metrics": [], "checkHistory": [],
+    }
 
 
 def proxies(statuses: Iterable[Mapping[str, Any]]) -> list[Body]:

@@ -157,8 +157,11 @@
     }
   }
 
+  // a Canary's card is keyed NS/NAME, an Argo Rollout's Rollout:NS/NAME
+  const keyOf = (r) => (r.kind === "Rollout" ? "Rollout:" : "") + r.namespace + "/" + r.name;
+
   function card(r) {
-    const key = r.namespace + "/" + r.name;
+    const key = keyOf(r);
     let c = cards.get(key);
     if (c) return c;
     const result = el("p", { className: "result", role: "status" });
@@ -240,14 +243,14 @@
   function drawRollouts(rollouts) {
     const list = document.getElementById("rollout-list");
     if (!rollouts.length) {
-      list.replaceChildren(el("p", { className: "empty" }, "No Canaries."));
+      list.replaceChildren(el("p", { className: "empty" }, "No Canaries or Rollouts."));
       cards.clear();
       return;
     }
     const nodes = rollouts.map((r) => {
       const c = card(r);
       c.rollout = r;
-      c.phase.textContent = r.phase + (r.paused ? " (paused)" : "");
+      c.phase.textContent = (r.argoPhase || r.phase) + (r.paused ? " (paused)" : "");
       c.phase.className = "phase " + r.phase + (r.paused ? " paused" : "");
       c.bar.value = r.canaryWeight;
       c.weights.textContent = "canary " + r.canaryWeight + "% · primary " + r.primaryWeight +
