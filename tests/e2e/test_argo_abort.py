@@ -17,11 +17,10 @@ from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then, When
-from tests.e2e.test_argo_rollout import destination_rule, virtual_service
+from tests.e2e.test_argo_rollout import destination_rule, virtual_service, wait_status
 from tests.e2e.test_argo_rollout import rollout as base_rollout
 
 NAME = "myapp"
-ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
 
 
 def rollout(version: str) -> dict[str, Any]:
@@ -32,31 +31,21 @@ def rollout(version: str) -> dict[str, Any]:
     return body
 
 
-def wait_for(mesh: Mesh, what: str, ready: Any, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        st = mesh.api.get(ROLLOUT).json().get("status") or {}
-        if ready(st):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-2000:])
-
 
 def test_abort_under_load_fails_no_request(
     mesh: Mesh, given: Given, when: When, then: Then
 ) -> None:
     given.applied(myapp.service(), virtual_service(), destination_rule(), rollout("v1"))
-    wait_for(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")
+    wait_status(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")
     mesh.apply(rollout("v2"))
-    v2 = wait_for(mesh, "paused at 50%", lambda s: s.get("phase") == "Paused")["currentPodHash"]
+    v2 = wait_status(mesh, "paused at 50%", lambda s: s.get("phase") == "Paused")["currentPodHash"]
     mesh.converge()
     then.split_within(100, {"v1": (25, 75), "v2": (25, 75)})
     with when.traffic(rate=60, max_seconds=60) as load:
         when.time_passes(1.0)
         aborted = run_cli("rollout", "abort", NAME, state_dir=mesh.cp.state_dir)
         assert aborted.returncode == 0, aborted.stderr
-        wait_for(mesh, "aborted", lambda s: s.get("phase") == "Degraded")
+        wait_status(mesh, "aborted", lambda s: s.get("phase") == "Degraded")
         mesh.converge()
         then.split_is({"v1": 20})
         deadline = time.monotonic() + 20

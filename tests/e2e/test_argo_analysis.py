@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,10 @@ from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then, When
 from tests.e2e.telemetry_helpers import Prometheus
-from tests.e2e.test_argo_rollout import destination_rule, virtual_service
+from tests.e2e.test_argo_rollout import destination_rule, virtual_service, wait_status
 from tests.metric_server import MetricServer
 
 NAME = "myapp"
-ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
 RUNS = "/apis/argoproj.io/v1alpha1/namespaces/default/analysisruns"
 WORKLOAD = f'destination_workload="{NAME}-{{{{args.canary-hash}}}}"'
 SUCCESS_RATE = (f'sum(rate(istio_requests_total{{{WORKLOAD}, response_code!~"5.*"}}[10s])) / '
@@ -70,17 +68,6 @@ def rollout(version: str, args: str = "") -> dict[str, Any]:
                              "args": [{"name": "canary-hash", "valueFrom": {
                                  "podTemplateHashValue": "Latest"}}]}}]}}}}
 
-
-def wait_status(mesh: Mesh, what: str, ready: Callable[[dict[str, Any]], bool],
-                timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        st = mesh.api.get(ROLLOUT).json().get("status") or {}
-        if ready(st):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-3000:])
 
 
 def run_of(mesh: Mesh, pod_hash: str) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from tests.builders import service as service_body
 from tests.conftest import run_cli
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then, When
+from tests.e2e.test_argo_rollout import wait_status
 
 NAME = "myapp"
 ACTIVE, PREVIEW = f"http://{NAME}-active:8080/", f"http://{NAME}-preview:8080/"
-ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
 
 
 def rollout(version: str) -> dict[str, Any]:
@@ -39,16 +39,6 @@ def rollout(version: str) -> dict[str, Any]:
                          "autoPromotionEnabled": False, "scaleDownDelaySeconds": 3}}}}
 
 
-def wait_for(mesh: Mesh, what: str, ready: Any, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        st = mesh.api.get(ROLLOUT).json().get("status") or {}
-        if ready(st):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-2000:])
-
 
 def test_blue_green_preview_then_promotion_switches_with_no_failed_request(
     mesh: Mesh, given: Given, when: When, then: Then
@@ -56,14 +46,14 @@ def test_blue_green_preview_then_promotion_switches_with_no_failed_request(
     given.applied(service_body(f"{NAME}-active", app=NAME, port=8080, target_port="http"),
                   service_body(f"{NAME}-preview", app=NAME, port=8080, target_port="http"),
                   rollout("v1"))
-    v1 = wait_for(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")["stableRS"]
+    v1 = wait_status(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")["stableRS"]
     mesh.converge()
     then.split_is({"v1": 10}, url=ACTIVE)
 
     with when.traffic(ACTIVE, rate=50, max_seconds=90) as load:
         # When v2 is released: the preview answers from it, the active one from v1
         mesh.apply(rollout("v2"))
-        st = wait_for(mesh, "paused", lambda s: s.get("phase") == "Paused")
+        st = wait_status(mesh, "paused", lambda s: s.get("phase") == "Paused")
         assert st["pauseConditions"][0]["reason"] == "BlueGreenPause"
         v2 = st["currentPodHash"]
         assert st["blueGreen"] == {"activeSelector": v1, "previewSelector": v2}
@@ -74,7 +64,7 @@ def test_blue_green_preview_then_promotion_switches_with_no_failed_request(
         # When promoted: the active Service switches, v1 goes after the delay
         promoted = run_cli("rollout", "promote", NAME, state_dir=mesh.cp.state_dir)
         assert promoted.returncode == 0, promoted.stderr
-        st = wait_for(mesh, "promoted", lambda s: s.get("phase") == "Healthy"
+        st = wait_status(mesh, "promoted", lambda s: s.get("phase") == "Healthy"
                       and s.get("stableRS") == v2)
         assert st["blueGreen"]["activeSelector"] == v2
         mesh.converge()

@@ -21,10 +21,14 @@ from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then, When
-from tests.e2e.test_argo_rollout import PINNED, destination_rule, virtual_service
+from tests.e2e.test_argo_rollout import (
+    PINNED,
+    destination_rule,
+    virtual_service,
+    wait_status,
+)
 
 NAME = "myapp"
-ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
 VS = f"/apis/networking.istio.io/v1beta1/namespaces/default/virtualservices/{NAME}-vsvc"
 
 
@@ -54,16 +58,6 @@ def rollout(version: str) -> dict[str, Any]:
                              {"pause": {}}]}}}}
 
 
-def wait_for(mesh: Mesh, what: str, ready: Any, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        st = mesh.api.get(ROLLOUT).json().get("status") or {}
-        if ready(st):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-2000:])
-
 
 def canary_requests(mesh: Mesh, pod_hash: str) -> float:
     rows = mesh.telemetry(namespace="default", workload=f"{NAME}-{pod_hash}",
@@ -75,9 +69,9 @@ def test_mirror_and_header_routes_then_promotion_removes_them(
     mesh: Mesh, given: Given, when: When, then: Then
 ) -> None:
     given.applied(myapp.service(), virtual_service(), destination_rule(), rollout("v1"))
-    wait_for(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")
+    wait_status(mesh, "Healthy", lambda s: s.get("phase") == "Healthy")
     mesh.apply(rollout("v2"))
-    st = wait_for(mesh, "paused", lambda s: s.get("phase") == "Paused"
+    st = wait_status(mesh, "paused", lambda s: s.get("phase") == "Paused"
                   and s.get("currentStepIndex") == 3)
     v2 = st["currentPodHash"]
     names = [r.get("name") for r in mesh.api.get(VS).json()["spec"]["http"]]
@@ -96,7 +90,7 @@ def test_mirror_and_header_routes_then_promotion_removes_them(
 
     promoted = run_cli("rollout", "promote", NAME, state_dir=mesh.cp.state_dir)
     assert promoted.returncode == 0, promoted.stderr
-    wait_for(mesh, "promoted", lambda s: s.get("phase") == "Healthy"
+    wait_status(mesh, "promoted", lambda s: s.get("phase") == "Healthy"
              and s.get("stableRS") == v2)
     http = mesh.api.get(VS).json()["spec"]["http"]
     assert [r.get("name") for r in http] == ["pinned", "primary"] and http[0] == PINNED

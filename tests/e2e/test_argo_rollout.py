@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.builders import demo_app_container
@@ -73,17 +74,28 @@ def status(mesh: Mesh) -> dict[str, Any]:
     return json.loads(shown.stdout).get("status") or {}
 
 
+ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
+
+
 def wait_for(mesh: Mesh, phase: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+    """The Rollout's status once it is in ``phase`` with ``fields``."""
+    return wait_status(
+        mesh, f"{phase} {fields}",
+        lambda st: st.get("phase") == phase and all(st.get(k) == v for k, v in fields.items()),
+        timeout)
+
+
+def wait_status(mesh: Mesh, what: str, ready: Callable[[dict[str, Any]], bool],
+                timeout: float = 60.0) -> dict[str, Any]:
+    """The Rollout's stored status once ``ready`` holds for it (polled every 0.2 s)."""
     deadline = time.monotonic() + timeout
-    path = f"/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/{NAME}"
     st: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        st = mesh.api.get(path).json().get("status") or {}
-        if st.get("phase") == phase and all(st.get(k) == v for k, v in fields.items()):
+        st = mesh.api.get(ROLLOUT).json().get("status") or {}
+        if ready(st):
             return st
         time.sleep(0.2)
-    raise AssertionError(f"Rollout not {phase} {fields} in {timeout}s: {st}\n"
-                         + mesh.cp.log()[-2000:])
+    raise AssertionError(f"Rollout not {what} in {timeout}s: {st}\n" + mesh.cp.log()[-3000:])
 
 
 def weights(st: dict[str, Any]) -> tuple[int, int]:
