@@ -340,3 +340,27 @@ def static_cluster(name: str, port: int) -> Body:
             {"endpoint": {"address": {"socket_address": {
                 "address": "127.0.0.1", "port_value": port}}}}]}]},
     }
+
+
+PODINFO_HPA = """\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: podinfo
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  minReplicas: 2
+  maxReplicas: 4
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: 99
+"""
+"""The fields and values of Flagger's podinfo ``kustomize/podinfo/hpa.yaml`` in its
+layout (its comments left out): the file a Flagger user applies with ``autoscalerRef``."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.builders import PODINFO_HPA
 from tests.conftest import ControlPlane, clean_env, read_endpoints
 
 KUBECTL = "kubectl"
@@ -227,29 +228,6 @@ def test_get_prints_the_columns_users_know(plane: ControlPlane, tmp_path: Path) 
     kubectl(plane, "delete", "-f", str(app))
 
 
-PODINFO_HPA = """\
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: podinfo
-spec:
-  scaleTargetRef:
-    apiVersion: apps/v1
-    kind: Deployment
-    name: podinfo
-  minReplicas: 2
-  maxReplicas: 4
-  metrics:
-    - type: Resource
-      resource:
-        name: cpu
-        target:
-          type: Utilization
-          # scale up if usage is above
-          # 99% of the requested CPU (100m)
-          averageUtilization: 99
-"""
-"""Flagger's podinfo ``kustomize/podinfo/hpa.yaml``, as it is there."""
 
 
 def test_flaggers_podinfo_autoscaler_applies_unchanged(plane: ControlPlane,

@@ -3,9 +3,9 @@ what meshpilot cannot compute is refused (MP0070) at its path; what is missing a
 is a warning (MP2047, MP2048).
 
 The accepted cases follow Kubernetes' autoscaling/v2 reference and Flagger's podinfo
-``kustomize/podinfo/hpa.yaml`` (written out here as it is there); the request-rate form
-follows the Prometheus adapter's renaming of ``istio_requests_total`` to
-``istio_requests_per_second``.
+``kustomize/podinfo/hpa.yaml`` (its fields and values: ``tests.builders.PODINFO_HPA``);
+the request-rate form follows the Prometheus adapter's renaming of
+``istio_requests_total`` to ``istio_requests_per_second``.
 """
 
 from __future__ import annotations
@@ -14,31 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.builders import PODINFO_HPA
 
 from meshpilot.validation import Plan, plan_apply
-
-PODINFO_HPA = """\
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: podinfo
-spec:
-  scaleTargetRef:
-    apiVersion: apps/v1
-    kind: Deployment
-    name: podinfo
-  minReplicas: 2
-  maxReplicas: 4
-  metrics:
-    - type: Resource
-      resource:
-        name: cpu
-        target:
-          type: Utilization
-          # scale up if usage is above
-          # 99% of the requested CPU (100m)
-          averageUtilization: 99
-"""
 
 PODINFO = """\
 apiVersion: apps/v1
