@@ -28,10 +28,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
+from pydantic import BaseModel
 
 from meshpilot.api import flagger_tester
 from meshpilot.api.argo import Rollout
@@ -160,6 +161,9 @@ class StoreWriter:
                      namespace, name)
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 # --- the reader -------------------------------------------------------------------------
 
 
@@ -171,29 +175,29 @@ class ClusterView:
         self.store = store
         self._runtime = runtime
 
-    def canary(self, namespace: str, name: str) -> Canary | None:
-        obj = self.store.get(_key("Canary", namespace, name))
+    def _model(self, model: type[ModelT], kind: str, namespace: str, name: str, *,
+               warn: bool = False) -> ModelT | None:
+        """The stored object as ``model``; None when absent or when it does not parse
+        (logged with ``warn``: the objects a controller steps on)."""
+        obj = self.store.get(_key(kind, namespace, name))
         if obj is None:
             return None
         try:
-            return Canary.model_validate(obj.body)
+            return model.model_validate(obj.body)
         except ValueError as exc:
-            log.warning("Canary %s/%s does not parse: %s", namespace, name, exc)
+            if warn:
+                log.warning("%s %s/%s does not parse: %s", kind, namespace, name, exc)
             return None
+
+    def canary(self, namespace: str, name: str) -> Canary | None:
+        return self._model(Canary, "Canary", namespace, name, warn=True)
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.store.get(_key("Deployment", namespace, name))
         return obj.body if obj is not None else None
 
     def rollout(self, namespace: str, name: str) -> Rollout | None:
-        obj = self.store.get(_key("Rollout", namespace, name))
-        if obj is None:
-            return None
-        try:
-            return Rollout.model_validate(obj.body)
-        except ValueError as exc:
-            log.warning("Rollout %s/%s does not parse: %s", namespace, name, exc)
-            return None
+        return self._model(Rollout, "Rollout", namespace, name, warn=True)
 
     def routing_object(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         """The stored VirtualService or DestinationRule, with its resourceVersion."""
@@ -244,26 +248,14 @@ class ClusterView:
         return WorkloadStatus(True, spec_hash(spec.get("template")), desired, ready)
 
     def metric_template(self, namespace: str, name: str) -> MetricTemplate | None:
-        obj = self.store.get(_key("MetricTemplate", namespace, name))
-        if obj is None:
-            return None
-        try:
-            return MetricTemplate.model_validate(obj.body)
-        except ValueError:
-            return None
+        return self._model(MetricTemplate, "MetricTemplate", namespace, name)
 
     def config(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         obj = self.store.get(_key(kind, namespace, name))
         return obj.body if obj is not None else None
 
     def alert_provider(self, namespace: str, name: str) -> AlertProvider | None:
-        obj = self.store.get(_key("AlertProvider", namespace, name))
-        if obj is None:
-            return None
-        try:
-            return AlertProvider.model_validate(obj.body)
-        except ValueError:
-            return None
+        return self._model(AlertProvider, "AlertProvider", namespace, name)
 
     def autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.store.get(_key("HorizontalPodAutoscaler", namespace, name))
