@@ -48,6 +48,7 @@ from meshpilot.security.join_tokens import JoinRefused, JoinTokens
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
+from meshpilot.validation.codes import JOIN_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class HostRegistry:
         try:
             self.tokens.check(request.token, request.group)
         except JoinRefused as exc:
-            raise JoinError(403, "MP0066", str(exc)) from None
+            raise JoinError(403, JOIN_REFUSED.code, str(exc)) from None
         group = self._group(namespace, name)
         entry = _entry(group, namespace, name, request.address)
         key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry["metadata"]["name"])
@@ -186,7 +187,7 @@ class HostRegistry:
         try:
             self.tokens.spend(request.token, request.group)
         except JoinRefused as exc:
-            raise JoinError(403, "MP0066", str(exc)) from None
+            raise JoinError(403, JOIN_REFUSED.code, str(exc)) from None
         node = node_id("sidecar", request.address, key.name, namespace)
         member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
                                                    ca.trust_bundle.pem), self.clock(), account,
@@ -199,7 +200,7 @@ class HostRegistry:
             with self._lock:
                 self._members.pop(key, None)
                 self._save()
-            raise JoinError(outcome.status, "MP0066", "the WorkloadEntry was refused",
+            raise JoinError(outcome.status, JOIN_REFUSED.code, "the WorkloadEntry was refused",
                             [d.to_dict() for d in outcome.diagnostics])
         member.registered = True
         self.changed()
@@ -227,13 +228,14 @@ class HostRegistry:
         try:
             return WorkloadGroup.model_validate(stored.body)
         except ValidationError as exc:
-            raise JoinError(409, "MP0066", f"WorkloadGroup {namespace}/{name} is no longer "
-                                           f"valid: {exc.errors()[0]['msg']}") from None
+            raise JoinError(409, JOIN_REFUSED.code,
+                            f"WorkloadGroup {namespace}/{name} is no longer valid: "
+                            f"{exc.errors()[0]['msg']}") from None
 
     def _check_entry(self, entry: dict[str, Any]) -> None:
         outcome = self.config.apply([("<host join>", json.dumps(entry))], dry_run=True)
         if outcome.status != 200:
-            raise JoinError(outcome.status, "MP0066", "the WorkloadEntry would be refused",
+            raise JoinError(outcome.status, JOIN_REFUSED.code, "the WorkloadEntry would be refused",
                             [d.to_dict() for d in outcome.diagnostics])
 
     def _sign(self, ca: CertificateAuthority, csr_pem: bytes, namespace: str,
@@ -242,7 +244,7 @@ class HostRegistry:
             identity = workload_identity(namespace, account, trust_domain=ca.trust_domain)
             return ca.issue(csr_pem, identity, ttl=self.cert_ttl)
         except (CertificateRequestRefused, ValueError) as exc:
-            raise JoinError(400, "MP0066", f"the CSR was refused: {exc}") from None
+            raise JoinError(400, JOIN_REFUSED.code, f"the CSR was refused: {exc}") from None
 
     # --- reports -------------------------------------------------------------------
     def report(self, namespace: str, entry: str, host_token: str, ready: bool) -> bool:
@@ -379,7 +381,7 @@ def _host_subject(key: ObjectKey) -> str:
 def _group_ref(ref: str) -> tuple[str, str]:
     namespace, _, name = ref.partition("/")
     if not namespace or not name or "/" in name:
-        raise JoinError(400, "MP0066", f"group {ref!r} is not NAMESPACE/NAME")
+        raise JoinError(400, JOIN_REFUSED.code, f"group {ref!r} is not NAMESPACE/NAME")
     return namespace, name
 
 
