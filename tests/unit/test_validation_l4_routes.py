@@ -134,3 +134,36 @@ def test_a_delegate_that_is_not_there_or_has_hosts_is_warned_on_the_root() -> No
 def test_what_a_delegate_does_not_read_is_warned_on_it() -> None:
     p = plan(ROOT, delegate(extra="gateways: [public]"))
     assert [d.path for d in found(p, "MP2023")] == ["spec.gateways"]
+
+
+def service(ports: str) -> str:
+    return f"""
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: tcp-echo, namespace: shop}}
+    spec:
+      selector: {{app: tcp-echo}}
+      ports: {ports}
+    """
+
+
+@pytest.mark.parametrize(("ports", "warned"), [
+    ("[{name: http, port: 9000}]", ["tcp", "tls"]),
+    ("[{port: 9000}]", ["tcp", "tls"]),  # unnamed: HTTP through the sidecar's HTTP proxy
+    ("[{name: tcp, port: 9000}]", ["tls"]),
+    ("[{name: web, port: 9000, appProtocol: mongo}]", ["tls"]),
+    ("[{name: https-web, port: 443}, {name: http, port: 80}]", ["tcp"]),
+    ("[{name: tcp, port: 9000}, {name: tls, port: 443}]", []),
+])
+def test_mesh_routes_on_a_service_without_a_port_of_their_kind_are_warned_about(
+        ports: str, warned: list[str]) -> None:
+    """Istio's sidecars apply tcp routes on a Service's TCP ports and tls routes on its
+    TLS/HTTPS ports only; elsewhere they do nothing, which apply says (MP2014)."""
+    body = ("tcp: [{route: [{destination: {host: tcp-echo}}]}]\n      "
+            "tls: [{match: [{sniHosts: [tcp-echo]}], route: [{destination: {host: tcp-echo}}]}]")
+    p = plan(service(ports), virtual_service(body, gateways="[]", hosts="[tcp-echo]"))
+    assert p.ok
+    assert [d.path for d in found(p, "MP2014")] == [f"spec.{k}[0]" for k in warned]
+    # bound to a Gateway only, the routes are not the mesh's: nothing to say
+    gateway_only = plan(service(ports), virtual_service(body, hosts="[tcp-echo]"))
+    assert not found(gateway_only, "MP2014")

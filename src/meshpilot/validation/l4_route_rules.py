@@ -50,7 +50,7 @@ def _may_be_service(host: str, namespace: str) -> bool:
 def _route_findings(kind: str, i: int, route: Mapping[str, Any], bound: list[str],
                     to_services: bool) -> Iterator[Finding]:
     matches = [as_mapping(m) for m in as_list(route.get("match"))]
-    if not to_services and _for_mesh(matches, bound):
+    if not to_services and for_mesh(matches, bound):
         yield Finding(codes.MESH_L4_ROUTE, ("spec", kind, i),
                       f"for the mesh a {kind} route applies at the sidecars' listeners for "
                       f"the {kind.upper()} ports of Kubernetes Services, and none of this "
@@ -66,7 +66,7 @@ def _route_findings(kind: str, i: int, route: Mapping[str, Any], bound: list[str
                               "sourceNamespace)")
 
 
-def _for_mesh(matches: list[Mapping[str, Any]], bound: list[str]) -> bool:
+def for_mesh(matches: list[Mapping[str, Any]], bound: list[str]) -> bool:
     """Whether the route applies to sidecars, as Istio reads ``gateways``: a match's own
     list replaces the VirtualService's; an empty one means ``mesh`` alone."""
     default = bound or [MESH]
