@@ -31,23 +31,32 @@ def check_mesh_l4_routes(obj: StateObject, service_protocols: Mapping[str, froze
     """MP2014 on each mesh ``tcp`` / ``tls`` route of ``obj`` when the Services its hosts
     name (``service_protocols``: Service FQDN → its ports' protocols) have no port of
     the route's kind."""
-    hosts = [fqdn(str(h), obj.namespace) for h in as_list(obj.spec.get("hosts"))]
-    if any(h.startswith("*") for h in hosts):
-        return
-    services = [h for h in hosts if h in service_protocols]
-    if not services:
-        return
+    services = _named_services(obj, service_protocols)
     bound = [str(g) for g in as_list(obj.spec.get("gateways"))]
     for kind, wanted in _KINDS.items():
-        if any(service_protocols[h] & wanted for h in services):
+        if not services or any(service_protocols[h] & wanted for h in services):
             continue
-        for i, route in enumerate(as_list(obj.spec.get(kind))):
-            matches = [as_mapping(m) for m in as_list(as_mapping(route).get("match"))]
-            if for_mesh(matches, bound):
-                found.add(codes.MESH_L4_ROUTE, obj, ("spec", kind, i), (
-                    f"for the mesh a {kind} route applies at the sidecars' listeners for a "
-                    f"Service's {' and '.join(sorted(wanted))} ports, and "
-                    f"{', '.join(services)} has none (its HTTP ports are routed by http "
-                    "routes), so for the mesh it does nothing; name such a port in the "
-                    "Service (a name like tcp-*, tls-* or an appProtocol), or bind the "
-                    "route to a Gateway"))
+        for i in _mesh_routes(obj, kind, bound):
+            found.add(codes.MESH_L4_ROUTE, obj, ("spec", kind, i), (
+                f"for the mesh a {kind} route applies at the sidecars' listeners for a "
+                f"Service's {' and '.join(sorted(wanted))} ports, and "
+                f"{', '.join(services)} has none (its HTTP ports are routed by http "
+                "routes), so for the mesh it does nothing; name such a port in the "
+                "Service (a name like tcp-*, tls-* or an appProtocol), or bind the "
+                "route to a Gateway"))
+
+
+def _named_services(obj: StateObject, service_protocols: Mapping[str, frozenset[str]]
+                    ) -> list[str]:
+    """The Services ``obj``'s hosts name; none to judge when a host is a wildcard."""
+    hosts = [fqdn(str(h), obj.namespace) for h in as_list(obj.spec.get("hosts"))]
+    if any(h.startswith("*") for h in hosts):
+        return []
+    return [h for h in hosts if h in service_protocols]
+
+
+def _mesh_routes(obj: StateObject, kind: str, bound: list[str]) -> list[int]:
+    """The places of ``obj``'s routes of ``kind`` that apply to the mesh."""
+    routes = [as_mapping(r) for r in as_list(obj.spec.get(kind))]
+    return [i for i, route in enumerate(routes)
+            if for_mesh([as_mapping(m) for m in as_list(route.get("match"))], bound)]
