@@ -45,7 +45,7 @@ from typing import Any
 from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode, TcpOutbound
 from meshpilot.mesh.protocols import port_protocol
-from meshpilot.mesh.tcp_outbound import TcpTarget, allocate, service_env
+from meshpilot.mesh.tcp_outbound import LAST_PORT, TcpTarget, allocate, service_env
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
 from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
@@ -447,6 +447,11 @@ class LocalRuntime:
         with self._lock:
             targets = self._tcp_targets
         outbound = allocate(targets, namespace, [*template.container_ports, OUTBOUND_PROXY_PORT])
+        wanted = sum(1 for t in targets if t.namespace == namespace)
+        if len(outbound) < wanted:
+            log.warning("%s/%s: %d of the namespace's %d TCP/TLS Service ports get no local "
+                        "port (the range ends at %d); its pods cannot reach the others",
+                        namespace, deployment, wanted - len(outbound), wanted, LAST_PORT)
         for _ in range(count):
             try:
                 ip = self.ipam.allocate([*template.container_ports, OUTBOUND_PROXY_PORT,
