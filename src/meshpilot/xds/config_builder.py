@@ -18,7 +18,9 @@ resource sets (serialised and hashed once), built:
   its routes point at change (inputs are compared by equality, so the memo is keyed by
   inputs, never by time). A weight change in one VirtualService rebuilds one route config;
 - per **node**: its listeners and inbound clusters (and the inbound route of a port the
-  snapshot does not know), rebuilt only when the node changes.
+  snapshot does not know), rebuilt only when the node changes; a sidecar's outbound TCP
+  listeners also when a service it lists, its VirtualService or a destination's service
+  changes (a ``tcp`` route's weights live in the listener: tcp_proxy has no RDS).
 
 A node's own resources are layered over its class's sets (:class:`LayeredSet`), so a
 proxy costs a few references, not a copy of the mesh; and a node whose class and own sets
