@@ -147,8 +147,8 @@ DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialN
                         "Secret in the rule's namespace")
 TCP_SERVER_NO_ROUTE = Code("MP2013", Severity.WARNING, "Gateway TCP server (or TLS-terminating "
                            "server on a TLS port) with no VirtualService tcp route")
-MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh: "
-                     "applied at gateways only")
+MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh "
+                     "on hosts no sidecar listens for (no Kubernetes Service)")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
 UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")

@@ -188,6 +188,8 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
         claims = {("claim", fqdn(str(h), obj.namespace)) for h in obj.spec.get("hosts") or []}
         provides.update(claims)
         reads.update(claims)
+    if obj.spec.get("tcp") or obj.spec.get("tls"):  # mesh_l4_state: the Services' ports
+        reads.update(("host", fqdn(str(h), obj.namespace)) for h in as_list(obj.spec.get("hosts")))
     for _, dest in destinations(obj.spec):
         host = dest.get("host")
         if isinstance(host, str):
