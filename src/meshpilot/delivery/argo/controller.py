@@ -45,14 +45,17 @@ class ArgoController:
         """Advance one Rollout by one tick; None when there is no such Rollout."""
         return self.command(namespace, name, None)
 
-    def command(self, namespace: str, name: str, command: str | None) -> Decision | None:
+    def command(self, namespace: str, name: str, command: str | None,
+                to_revision: int | None = None) -> Decision | None:
+        """``to_revision``: undo's ``--to-revision`` (None: the previous revision)."""
         with self._lock_of(namespace, name):
             rollout = self.reader.rollout(namespace, name)
             if rollout is None:
                 return None
-            return self._step(rollout, command)
+            return self._step(rollout, command, to_revision)
 
-    def _step(self, rollout: Rollout, command: str | None) -> Decision:
+    def _step(self, rollout: Rollout, command: str | None,
+              to_revision: int | None = None) -> Decision:
         ns = rollout.metadata.namespace
         view = View(
             deployment=lambda n: self.reader.deployment(ns, n),
@@ -62,7 +65,7 @@ class ArgoController:
         )
         state = ArgoState.from_status(rollout.status)
         kind = BlueGreenTick if rollout.blue_green is not None else None
-        decision = decide(rollout, state, view, self.clock(), command, kind)
+        decision = decide(rollout, state, view, self.clock(), command, kind, to_revision)
         if decision.refused:
             return decision
         edit = {k: v for k, v in (("paused", decision.paused),
