@@ -200,6 +200,11 @@ class Tick:
         revision's (the stable one during a rollout, else the newest older one), or with
         ``--to-revision N`` to the revision numbered N; the Rollout then runs it as any
         new template (back to stable at once, without steps)."""
+        ref = self.ro.spec.workload_ref
+        if ref is not None:
+            return (f"undo applies to a Rollout's own template; this one runs Deployment "
+                    f"{ref.name}'s (spec.workloadRef): undo that Deployment (kubectl "
+                    "rollout undo deployment) and the Rollout follows it")
         if self.to_revision:
             previous, problem = self._numbered(self.to_revision)
             if problem:
