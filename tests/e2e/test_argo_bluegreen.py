@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.builders import demo_app_container
+from tests.argo_builders import blue_green_rollout
 from tests.builders import service as service_body
 from tests.conftest import run_cli
 from tests.e2e.mesh import Mesh
@@ -27,17 +27,8 @@ ACTIVE, PREVIEW = f"http://{NAME}-active:8080/", f"http://{NAME}-preview:8080/"
 
 
 def rollout(version: str) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": NAME},
-            "spec": {"replicas": 2, "revisionHistoryLimit": 2,
-                     "selector": {"matchLabels": {"app": NAME}},
-                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
-                                  "spec": {"containers": [demo_app_container(version)]}},
-                     "strategy": {"blueGreen": {
-                         "activeService": f"{NAME}-active",
-                         "previewService": f"{NAME}-preview",
-                         "autoPromotionEnabled": False, "scaleDownDelaySeconds": 3}}}}
-
+    return blue_green_rollout(NAME, version, spec={"revisionHistoryLimit": 2},
+                              autoPromotionEnabled=False, scaleDownDelaySeconds=3)
 
 
 def test_blue_green_preview_then_promotion_switches_with_no_failed_request(

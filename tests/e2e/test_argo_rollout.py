@@ -15,13 +15,12 @@ throughout.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.builders import demo_app_container
+from tests import argo_builders
 from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
@@ -33,38 +32,17 @@ PINNED = {"name": "pinned", "match": [{"headers": {"x-pin": {"exact": "v1"}}}],
 
 
 def virtual_service() -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": f"{NAME}-vsvc"},
-            "spec": {"hosts": [NAME], "http": [copy.deepcopy(PINNED), {
-                "name": "primary", "route": [
-                    {"destination": {"host": NAME, "subset": "stable"}, "weight": 100},
-                    {"destination": {"host": NAME, "subset": "canary"}, "weight": 0}]}]}}
+    return argo_builders.virtual_service(NAME, [PINNED])
 
 
 def destination_rule() -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-            "metadata": {"name": f"{NAME}-destrule"},
-            "spec": {"host": NAME, "subsets": [
-                {"name": "stable", "labels": {"app": NAME}},
-                {"name": "canary", "labels": {"app": NAME}},
-                {"name": "pinned", "labels": {"app": NAME, "version": "v1"}}]}}
+    return argo_builders.destination_rule(
+        NAME, [{"name": "pinned", "labels": {"app": NAME, "version": "v1"}}])
 
 
 def rollout(version: str) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": NAME},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": NAME}},
-                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
-                                  "spec": {"containers": [demo_app_container(version)]}},
-                     "strategy": {"canary": {
-                         "trafficRouting": {"istio": {
-                             "virtualService": {"name": f"{NAME}-vsvc",
-                                                "routes": ["primary"]},
-                             "destinationRule": {"name": f"{NAME}-destrule",
-                                                 "canarySubsetName": "canary",
-                                                 "stableSubsetName": "stable"}}},
-                         "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50},
-                                   {"pause": {"duration": "2s"}}]}}}}
+    return argo_builders.canary_rollout(NAME, version, [
+        {"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "2s"}}])
 
 
 def status(mesh: Mesh) -> dict[str, Any]:
