@@ -94,9 +94,13 @@ def test_onsuccess_scales_the_deployment_to_zero_once_healthy() -> None:
     h.ready[f"{NAME}-{v1}"] = 0
     h.tick(3)
     assert h.status["phase"] == "Progressing" and h.web_replicas() == 2
+    # until the Rollout's pods are ready the rule's subsets still select the
+    # Deployment's pods (meshpilot's zero-failure take-over)
+    assert h.subset_hashes() == {"stable": None, "canary": None}
     del h.ready[f"{NAME}-{v1}"]
     h.tick()
     assert h.status["phase"] == "Healthy" and h.web_replicas() == 0
+    assert h.subset_hashes() == {"stable": v1, "canary": v1}
 
 
 def test_progressively_scales_the_deployment_down_as_rollout_pods_become_ready() -> None:

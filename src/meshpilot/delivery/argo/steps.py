@@ -475,13 +475,27 @@ class Tick:
         self.st.phase, self.st.message = "Degraded", message
 
     def healthy(self) -> None:
+        """The stable revision at all replicas, all traffic to it (Argo points the
+        subsets at the first revision at once). A Rollout taking over a Deployment's
+        pods (workloadRef) routes to its first revision once that revision's pods are
+        ready: until then the user's routing objects keep selecting the Deployment's
+        pods, so the migration fails no request."""
         ready = self.run_current(self.ro.spec.replicas)
+        if not ready and self._taking_over():
+            self.st.phase, self.st.message = "Progressing", (
+                "updated replicas are still becoming available")
+            return
         problem = self.route(0, self.pod_hash)
         if problem:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.st.phase = "Healthy" if ready else "Progressing"
         self.st.message = "" if ready else "updated replicas are still becoming available"
+
+    def _taking_over(self) -> bool:
+        """A workloadRef Rollout's first revision, not Healthy yet."""
+        return (self.ro.spec.workload_ref is not None and not self.st.old_revisions
+                and self.st.phase != "Healthy")
 
     def aborted(self) -> None:
         """All traffic to stable; the canary keeps its pods abortScaleDownDelaySeconds
