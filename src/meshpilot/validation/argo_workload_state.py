@@ -17,16 +17,21 @@ from meshpilot.validation.state_object import Findings, StateObject
 Report = Callable[[StateObject], bool]
 
 
+def _referenced(obj: StateObject) -> str | None:
+    """The Deployment name a Rollout's workloadRef gives, or None."""
+    name = as_mapping(obj.spec.get("workloadRef")).get("name")
+    return name if obj.key.kind == "Rollout" and isinstance(name, str) else None
+
+
 def check_workload_refs(objects: list[StateObject], report: Report,
                         found: Findings) -> None:
-    rollouts = [o for o in objects if o.key.kind == "Rollout" and report(o)
-                and as_mapping(o.spec.get("workloadRef"))]
+    rollouts = [o for o in objects if _referenced(o) and report(o)]
     if not rollouts:
         return
     have = {(o.namespace, o.key.name) for o in objects if o.key.kind == "Deployment"}
     for rollout in rollouts:
-        name = as_mapping(rollout.spec.get("workloadRef")).get("name")
-        if isinstance(name, str) and (rollout.namespace, name) not in have:
+        name = _referenced(rollout)
+        if (rollout.namespace, name) not in have:
             found.add(codes.ARGO_WORKLOAD_MISSING, rollout, ("spec", "workloadRef", "name"),
                       f"Deployment {rollout.namespace}/{name} does not exist (yet); the "
                       "Rollout stays Degraded (InvalidSpec) until it does")
