@@ -7,6 +7,8 @@ revisions. ``scaleDown``: ``never`` leaves the Deployment as it is, ``onsuccess`
 it to zero once the Rollout is Healthy, ``progressively`` scales it down as the Rollout's
 pods become ready (Argo's ``scaleDeployment``: the Rollout's replicas less its ready
 pods). A new template applied to the Deployment is a new revision through the steps.
+Past the take-over the Deployment is kept at zero (Argo scales it on revision 1 only; a
+re-applied manifest is scaled down again here, where Argo issue #4935 leaves it running).
 """
 
 from __future__ import annotations
@@ -186,3 +188,22 @@ def test_a_workload_ref_to_a_missing_deployment_is_a_warning_at_apply() -> None:
     both = plan_apply([("all.yaml", yaml.safe_dump(deployment("v1")) + "---\n"
                         + yaml.safe_dump(referencing("onsuccess")))], [])
     assert both.ok and [d for d in both.diagnostics if d.code == "MP2066"] == []
+
+
+def test_past_the_take_over_the_deployment_is_kept_at_zero() -> None:
+    """A GitOps re-apply of the Deployment's manifest (replicas 2) while Healthy is scaled
+    down again; during the second revision, pods of the stable revision going unready do
+    not scale the Deployment back up (Argo scales it on revision 1 only)."""
+    h = Partly("progressively")
+    h.tick(2)
+    v1 = h.status["stableRS"]
+    assert h.status["phase"] == "Healthy" and h.web_replicas() == 0
+    h.cluster.put(deployment("v1"))  # the manifest again, replicas 2
+    h.tick()
+    assert h.web_replicas() == 0
+    h.cluster.put(deployment("v2", replicas=0))
+    h.tick(3)
+    assert h.status["currentStepIndex"] == 1
+    h.ready[f"{NAME}-{v1}"] = 1
+    h.tick(2)
+    assert h.web_replicas() == 0

@@ -88,8 +88,7 @@ class ArgoController:
         if status != rollout.status:
             self.writer.put_rollout_status(ns, rollout.metadata.name, status)
         if referenced is not None:
-            scaled = workload_ref.scaled(rollout, referenced, decision.state.phase,
-                                         decision.state.ready_replicas)
+            scaled = workload_ref.scaled(rollout, referenced, decision.state)
             decision.objects.extend([scaled] if scaled is not None else [])
         self._write(ns, decision)
         return decision

@@ -7,8 +7,14 @@
 - The Deployment itself is the user's; the Rollout only scales it, per ``scaleDown``:
   ``never`` (the default) leaves it alone, ``onsuccess`` scales it to zero once the
   Rollout is Healthy, ``progressively`` keeps it at the Rollout's replicas less the
-  Rollout's ready pods (Argo's ``scaleDeployment``), so while the Rollout's pods come
-  up the Deployment's still serve, and it scales back up if the Rollout's pods go.
+  Rollout's ready pods during the Rollout's first revision (Argo's ``scaleDeployment``
+  on revision 1): while the Rollout's pods come up the Deployment's still serve, and it
+  scales back up if they go. While the Rollout is Healthy, and from its second revision
+  on, both keep the Deployment at zero: a re-apply of the Deployment's manifest with its
+  old replicas (a GitOps sync) is scaled down again, and a later rollout never scales it
+  up beside the Rollout's pods.
+- Deleting the Rollout leaves the Deployment as it is, as Argo does: scale it up first
+  to go back to it.
 - A missing Deployment, or one whose pods the selector would not select, leaves the
   Rollout Degraded with the reason (Argo: ``InvalidSpec``) until it is fixed.
 """
@@ -19,6 +25,7 @@ import copy
 from typing import Any
 
 from meshpilot.api.argo import LabelSelector, Rollout, WorkloadRef
+from meshpilot.delivery.argo.status import ArgoState
 
 
 def _ref(rollout: Rollout) -> WorkloadRef:
@@ -52,16 +59,18 @@ def resolved(rollout: Rollout, deployment: dict[str, Any] | None) -> Rollout | s
     return rollout.model_copy(update={"spec": new_spec})
 
 
-def scaled(rollout: Rollout, deployment: dict[str, Any], phase: str,
-           ready: int) -> dict[str, Any] | None:
+def scaled(rollout: Rollout, deployment: dict[str, Any], st: ArgoState) -> dict[str, Any] | None:
     """The referenced Deployment at the replicas ``scaleDown`` asks for, given the
-    Rollout's ``phase`` and ``ready`` pods; None when it stays as it is."""
+    Rollout's state after its tick; None when it stays as it is."""
     mode = _ref(rollout).scale_down or "never"
     current = int((deployment.get("spec") or {}).get("replicas", 1))
-    if mode == "onsuccess":
-        want = 0 if phase == "Healthy" else current
-    elif mode == "progressively" and ready > 0:
-        want = max(0, rollout.spec.replicas - ready)
+    taken_over = st.phase == "Healthy" or max(st.revisions.values(), default=0) > 1
+    if mode == "never":
+        want = current
+    elif taken_over:
+        want = 0
+    elif mode == "progressively" and st.ready_replicas > 0:
+        want = max(0, rollout.spec.replicas - st.ready_replicas)
     else:
         want = current
     if want == current:
