@@ -207,3 +207,29 @@ def test_past_the_take_over_the_deployment_is_kept_at_zero() -> None:
     h.ready[f"{NAME}-{v1}"] = 1
     h.tick(2)
     assert h.web_replicas() == 0
+
+
+def test_a_blue_green_take_over_switches_the_services_once_the_pods_are_ready() -> None:
+    """Blue-green over a Deployment (Argo's migration with ``activeService``): the active
+    and preview Services select the Deployment's pods until the Rollout's are ready."""
+    h = Partly("onsuccess")
+    for name in ("web-active", "web-preview"):
+        h.cluster.put({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": name, "namespace": NS},
+                       "spec": {"selector": {"app": NAME}, "ports": [{"port": 80}]}})
+    body = referencing("onsuccess")
+    body["spec"]["strategy"] = {"blueGreen": {"activeService": "web-active",
+                                              "previewService": "web-preview"}}
+    h.cluster.put(body)
+    v1 = template_hash("v1")
+    h.ready[f"{NAME}-{v1}"] = 0
+    h.tick(3)
+    active = h.cluster.get("Service", "web-active")
+    assert active is not None and active["spec"]["selector"] == {"app": NAME}
+    assert h.status["phase"] == "Progressing" and h.web_replicas() == 2
+    del h.ready[f"{NAME}-{v1}"]
+    h.tick()
+    active = h.cluster.get("Service", "web-active")
+    assert active is not None
+    assert active["spec"]["selector"] == {"app": NAME, "rollouts-pod-template-hash": v1}
+    assert h.status["phase"] == "Healthy" and h.web_replicas() == 0

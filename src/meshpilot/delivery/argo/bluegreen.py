@@ -106,6 +106,11 @@ class BlueGreenTick(Tick):
     def healthy(self) -> None:
         self.st.blue_green = True
         ready = self.run_current(self.ro.spec.replicas)
+        if not ready and self._taking_over():
+            # the Services keep selecting the referenced Deployment's pods until then
+            self.st.phase, self.st.message = "Progressing", (
+                "updated replicas are still becoming available")
+            return
         self.keep_or_scale_down()
         problem = self.services(self.pod_hash, self.pod_hash)
         if problem:
