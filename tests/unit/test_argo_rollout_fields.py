@@ -79,8 +79,6 @@ def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
 
 
 CASES: list[tuple[dict[str, Any], str]] = [
-    ({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
-     "spec.workloadRef"),
     ({"progressDeadlineSeconds": 600}, "spec.progressDeadlineSeconds"),
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (

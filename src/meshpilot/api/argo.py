@@ -344,11 +344,24 @@ class AnalysisRunStrategy(Model):
     unsuccessful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
 
 
+class WorkloadRef(Model):
+    """A Deployment whose pod template the Rollout runs (Argo's migration path): the
+    Rollout takes the template, and ``scaleDown`` says what becomes of the Deployment
+    (``never``, the default: left as it is; ``onsuccess``: scaled to zero once the
+    Rollout is Healthy; ``progressively``: scaled down as the Rollout's pods become
+    ready)."""
+
+    api_version: Literal["apps/v1"]
+    kind: Literal["Deployment"]
+    name: str = Field(min_length=1)
+    scale_down: Literal["never", "onsuccess", "progressively"] | None = None
+
+
 class RolloutSpec(Model):
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector | None = None
     template: dict[str, Any] | None = None
-    workload_ref: Any = None
+    workload_ref: WorkloadRef | None = None
     revision_history_limit: int = Field(default=DEFAULT_REVISION_HISTORY_LIMIT, ge=0)
     strategy: RolloutStrategy
     min_ready_seconds: Any = None
@@ -363,7 +376,11 @@ class RolloutSpec(Model):
     @model_validator(mode="after")
     def _template_selected(self) -> RolloutSpec:
         if self.workload_ref is not None:
-            return self  # refused by name in validation.argo_fields
+            if self.template is not None:
+                raise PydanticCustomError(
+                    "mp_value", "give spec.template or spec.workloadRef, not both: a "
+                    "Rollout with workloadRef runs its Deployment's pod template")
+            return self  # the Deployment's template is checked when the Rollout runs
         if self.template is None or self.selector is None or not self.selector.match_labels:
             raise PydanticCustomError(
                 "mp_value", "a Rollout needs selector.matchLabels and a pod template")

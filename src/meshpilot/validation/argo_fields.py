@@ -30,8 +30,6 @@ def _refuse(*pattern: str, what: str) -> Unapplied:
 
 
 ROLLOUT: tuple[Unapplied, ...] = (
-    _refuse(*_SPEC, "workloadRef", what="a Rollout over an existing Deployment; "
-            "give spec.selector and spec.template"),
     _refuse(*_SPEC, "minReadySeconds", what="minReadySeconds (a pod counts when ready)"),
     _refuse(*_SPEC, "progressDeadlineSeconds", what="a progress deadline"),
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),

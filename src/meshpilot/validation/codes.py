@@ -97,6 +97,8 @@ ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outsid
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")
+ARGO_WORKLOAD_MISSING = Code("MP2066", Severity.WARNING, "Argo Rollout workloadRef names a "
+                             "Deployment that does not exist (yet)")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")

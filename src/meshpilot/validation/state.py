@@ -21,6 +21,7 @@ from meshpilot.api.protocols import selected_protocol
 from meshpilot.validation import codes
 from meshpilot.validation.alert_state import check_alert_refs
 from meshpilot.validation.argo_analysis_state import check_analysis_templates
+from meshpilot.validation.argo_workload_state import check_workload_refs
 from meshpilot.validation.autoscaler_state import check_autoscalers
 from meshpilot.validation.canary_state import check_canary_hosts
 from meshpilot.validation.codes import Severity
@@ -208,7 +209,7 @@ def judge(objects: list[StateObject], report: Report) -> list[Diagnostic]:
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
                   check_alert_refs, check_members, check_analysis_templates,
-                  check_autoscalers):
+                  check_workload_refs, check_autoscalers):
         check(objects, report, found)
     return found.items
 
