@@ -243,9 +243,10 @@ class CanaryStrategy(Model):
     steps: list[CanaryStep] = Field(default_factory=list)
     traffic_routing: TrafficRouting | None = None
     analysis: RolloutAnalysisBackground | None = None
+    # Accepted and warned about (Argo does not act on them under traffic routing).
+    max_surge: int | str | None = None
+    max_unavailable: int | str | None = None
     # Declared so they are refused by name (validation.argo_fields), not unknown.
-    max_surge: Any = None
-    max_unavailable: Any = None
     anti_affinity: Any = None
     canary_metadata: Any = None
     stable_metadata: Any = None

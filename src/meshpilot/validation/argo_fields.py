@@ -46,8 +46,14 @@ ROLLOUT: tuple[Unapplied, ...] = (
               what="an analysis argument from valueFrom.fieldRef (give value or "
                    "valueFrom.podTemplateHashValue)")
       for place in ("prePromotionAnalysis", "postPromotionAnalysis")),
+    # Argo itself does not act on these with traffic routing (the canary's pods follow
+    # setWeight / setCanaryScale, the stable ones stay), and a canary here always has it
+    *(row(*_CANARY, field, why="{field} is accepted and not acted on: with "
+          "trafficRouting, Argo Rollouts sizes the canary by setWeight or setCanaryScale and "
+          "keeps the stable pods, and so does meshpilot") for field in (
+        "maxSurge", "maxUnavailable")),
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
-        "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
+        "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
         "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),
