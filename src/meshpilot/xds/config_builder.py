@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
+from meshpilot.xds.patched_config import patched
 from meshpilot.xds.resources import (
     EMPTY_SET,
     CheckedConfig,
@@ -53,6 +54,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    envoy_filter,
     gateway_own,
     http_inbound_ports,
     inbound_route,
@@ -169,6 +171,7 @@ class _Node:
     """Its HTTP container ports that no workload of the snapshot has (their inbound
     routes are its own) ..."""
     ports_of: frozenset[int] | None = None  # ... for these sidecar ports of a snapshot
+    filters_of: tuple[Any, ...] = ()  # the EnvoyFilters ``out`` was patched with
 
 
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
@@ -270,7 +273,8 @@ class ProxyConfigBuilder:
                 state.client_secrets = cls.credentials
                 self._merge_secrets(state)
             parts = (cls.sets, *state.own.values())
-            if same_objects(parts, state.out_of):
+            chosen = envoy_filter.selected(snapshot, node)
+            if same_objects(parts, state.out_of) and same_objects(chosen, state.filters_of):
                 return state.out  # nothing this proxy gets changed: the same sets
             out = CheckedConfig(cls.sets)
             for t, mine in state.own.items():
@@ -278,8 +282,18 @@ class ProxyConfigBuilder:
                     shared = cls.sets.get(t)
                     out[t] = self._layer(state, t, shared, mine) if shared else mine
             out.problems = self._verdict(state, cls, parts[1:], out)
-            state.out, state.out_of = out, parts
+            if chosen:  # EnvoyFilters select it: its config patched, in sets of its own
+                out = self._patched(node, out, chosen)
+            state.out, state.out_of, state.filters_of = out, parts, chosen
             return out
+
+    def _patched(self, node: ProxyNode, config: CheckedConfig,
+                 chosen: tuple[Any, ...]) -> CheckedConfig:
+        self.builds["patched"] += 1
+        out, problems = patched(config, node, chosen)
+        for problem in problems:
+            log.warning("proxy %s: %s", node.id, problem)
+        return out
 
     @staticmethod
     def _verdict(state: _Node, cls: _Class, own: tuple[Any, ...], config: Config

@@ -22,6 +22,8 @@ What a proxy gets:
   (:mod:`~meshpilot.xds.translate.gateway`).
 - every listener of a proxy whose node names an access log file writes Istio's default
   TEXT access log lines there (:mod:`~meshpilot.xds.translate.access_log`).
+- last, the patches of the EnvoyFilters that select the proxy
+  (:mod:`~meshpilot.xds.translate.envoy_filter`).
 
 Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
 listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
@@ -47,7 +49,7 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
-from meshpilot.xds.translate import access_log, clusters, listeners, names, telemetry
+from meshpilot.xds.translate import access_log, clusters, envoy_filter, listeners, names, telemetry
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -208,4 +210,5 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
         {n for c in out[TYPE_CLUSTER].values() for n in cluster_secret_names(c)})
     if credentials:
         out.setdefault(TYPE_SECRET, {}).update((s.name, s) for s in credentials)
+    envoy_filter.apply_filters(out, node, envoy_filter.selected(snapshot, node))
     return out

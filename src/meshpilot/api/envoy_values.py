@@ -1,0 +1,109 @@
+"""Envoy v3 API values as an EnvoyFilter writes them: JSON or YAML parsed into protobuf.
+
+A patch ``value`` is the JSON form of an Envoy message (a Cluster, an HttpFilter, a
+Route, ...): field names snake_case or camelCase, durations as ``"1s"``, ``Any`` fields
+as objects with an ``@type``. protobuf's ``json_format`` parses that, provided the
+message types an ``@type`` names are loaded; they are found by their package (the Python
+modules of ``envoy.extensions.filters.http.local_ratelimit.v3`` hold
+``...local_ratelimit.v3.LocalRateLimit``) and imported on first use, so any type the
+installed Envoy API protos define can be written, not a fixed list.
+
+``TypedStruct`` (``udpa.type.v1`` or ``xds.type.v3``), which Istio's own tasks use to
+give a filter's config without its proto, is unwrapped into the typed message it
+stands for: the config pushed to Envoy is then the same either way, and a wrong field
+in it is refused here, at apply, rather than by Envoy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from google.protobuf import json_format, symbol_database
+from google.protobuf.message import Message
+
+M = TypeVar("M", bound=Message)
+
+TYPED_STRUCTS = frozenset({
+    "udpa.type.v1.TypedStruct",
+    "xds.type.v3.TypedStruct",
+})
+_PREFIX = "type.googleapis.com/"
+
+
+class EnvoyValueError(ValueError):
+    """A value that is not the JSON of the Envoy message it must be; says why."""
+
+
+def type_name(type_url: str) -> str:
+    """``type.googleapis.com/a.b.C`` → ``a.b.C`` (any host part is dropped)."""
+    return type_url.rpartition("/")[2]
+
+
+def load_type(name: str) -> bool:
+    """Import the modules of ``name``'s package so the default descriptor pool knows the
+    type; whether it is known now."""
+    database = symbol_database.Default()
+    try:
+        database.GetSymbol(name)
+        return True
+    except KeyError:
+        pass
+    package = name.rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return False
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{info.name}")
+    try:
+        database.GetSymbol(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _unwrapped(value: Any, where: str) -> Any:
+    """``value`` with every TypedStruct replaced by the typed object it stands for, and
+    every ``@type`` it names loaded (refused when no installed proto defines it)."""
+    if isinstance(value, list):
+        return [_unwrapped(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, Mapping):
+        return value
+    out = {str(k): _unwrapped(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    url = out.get("@type")
+    if not isinstance(url, str):
+        return out
+    if type_name(url) in TYPED_STRUCTS:
+        inner = out.get("type_url", out.get("typeUrl"))
+        if not isinstance(inner, str) or not inner:
+            raise EnvoyValueError(f"{where or 'value'}: a TypedStruct needs type_url, the "
+                                  "type of the config it holds")
+        body = out.get("value") or {}
+        if not isinstance(body, Mapping):
+            raise EnvoyValueError(f"{where or 'value'}.value: a TypedStruct's value is an "
+                                  "object")
+        out = {"@type": inner if "/" in inner else _PREFIX + inner, **body}
+        url = out["@type"]
+    if not load_type(type_name(url)):
+        raise EnvoyValueError(f"{where + '.' if where else ''}@type: {url!r} is not a type "
+                              "of the Envoy v3 API (write type.googleapis.com/ and the "
+                              "message's full name, e.g. type.googleapis.com/envoy."
+                              "extensions.filters.http.local_ratelimit.v3.LocalRateLimit)")
+    return out
+
+
+def parse_value(value: Mapping[str, Any], kind: type[M]) -> M:
+    """``value`` as a ``kind`` message; EnvoyValueError naming the field that is wrong."""
+    try:
+        plain = _unwrapped(value, "")
+        return json_format.ParseDict(plain, kind())
+    except json_format.ParseError as exc:
+        raise EnvoyValueError(f"not a valid {kind.DESCRIPTOR.full_name}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, EnvoyValueError):
+            raise
+        raise EnvoyValueError(f"not a valid {kind.DESCRIPTOR.full_name}: {exc}") from None

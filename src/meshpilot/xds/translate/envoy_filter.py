@@ -1,0 +1,276 @@
+"""EnvoyFilter patches applied to a proxy's generated config (Istio's semantics).
+
+Which filters apply to a proxy (:func:`selected`): those of its namespace, and those of
+the root namespace ``istio-system`` (for every namespace), whose ``workloadSelector``
+matches its labels (none: all). They apply in Istio's order: by ``priority`` (lower
+first), then oldest first, then by name; each filter's ``configPatches`` in the order
+written, each patch on the config the earlier ones left.
+
+What each ``applyTo`` acts on, and how the match fields read meshpilot's names, is in
+:mod:`.envoy_filter_match`; the list operations and MERGE in :mod:`.envoy_filter_ops`.
+Only what :mod:`meshpilot.validation.envoy_filter_rules` accepts reaches here; a value
+that no longer parses (an Envoy API upgrade) is left out and said in the problems.
+
+Pure: no I/O; the same inputs give the same resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from google.protobuf.message import Message
+
+from meshpilot.api.envoy_filter import ConfigPatch, EnvoyFilter, ObjectMatch
+from meshpilot.api.envoy_values import EnvoyValueError, parse_value
+from meshpilot.mesh.index import ROOT_NAMESPACE, labels_match
+from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
+from meshpilot.xds.translate import envoy_filter_match as m
+from meshpilot.xds.translate import names, pb
+from meshpilot.xds.translate.envoy_filter_ops import edit, merge, rewrite
+from meshpilot.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
+
+Resources = MutableMapping[str, MutableMapping[str, Message]]
+
+VALUE_TYPES: dict[str, type[Message]] = {
+    "LISTENER": listener_pb2.Listener,
+    "FILTER_CHAIN": lc.FilterChain,
+    "NETWORK_FILTER": lc.Filter,
+    "HTTP_FILTER": hcm.HttpFilter,
+    "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
+    "VIRTUAL_HOST": rc.VirtualHost,
+    "HTTP_ROUTE": rc.Route,
+    "CLUSTER": cluster_pb2.Cluster,
+}
+"""The Envoy message a patch value of each applied ``applyTo`` is."""
+
+PATCHED_TYPES: dict[str, tuple[str, ...]] = {
+    "CLUSTER": (TYPE_CLUSTER, TYPE_ENDPOINT),
+    "LISTENER": (TYPE_LISTENER,), "FILTER_CHAIN": (TYPE_LISTENER,),
+    "NETWORK_FILTER": (TYPE_LISTENER,), "HTTP_FILTER": (TYPE_LISTENER,),
+    "ROUTE_CONFIGURATION": (TYPE_ROUTE,), "VIRTUAL_HOST": (TYPE_ROUTE,),
+    "HTTP_ROUTE": (TYPE_ROUTE,),
+}
+"""The resource types a patch of each ``applyTo`` may change."""
+
+
+def _order(named: Named[EnvoyFilter]) -> tuple[int, str, str]:
+    meta = named.obj.metadata
+    return (named.obj.spec.priority, meta.creation_timestamp or "~",
+            f"{named.name}.{named.namespace}")
+
+
+def applies_to(named: Named[EnvoyFilter], node: ProxyNode) -> bool:
+    if named.namespace not in (ROOT_NAMESPACE, node.namespace):
+        return False
+    selector = named.obj.spec.workload_selector
+    return labels_match(selector.labels if selector else None, node.labels)
+
+
+def selected(snapshot: MeshSnapshot, node: ProxyNode) -> tuple[Named[EnvoyFilter], ...]:
+    """The filters that apply to ``node``, in the order they apply (empty, at the cost of
+    one attribute read, when the mesh has none)."""
+    filters = snapshot.envoy_filters
+    if not filters:
+        return ()
+    return tuple(sorted((f for f in filters if applies_to(f, node)), key=_order))
+
+
+def touched_types(filters: Iterable[Named[EnvoyFilter]]) -> frozenset[str]:
+    """The resource types the patches of ``filters`` may change."""
+    return frozenset(t for f in filters for p in f.obj.spec.config_patches
+                     for t in PATCHED_TYPES.get(p.apply_to or "", ()))
+
+
+def apply_filters(resources: Resources, node: ProxyNode,
+                  filters: Iterable[Named[EnvoyFilter]]) -> list[str]:
+    """Apply every patch of ``filters`` to ``resources`` in place; what could not be
+    applied, said per patch (empty when all were)."""
+    problems = []
+    for named in filters:
+        for i, patch in enumerate(named.obj.spec.config_patches):
+            try:
+                apply_patch(resources, node, patch)
+            except EnvoyValueError as exc:
+                problems.append(f"EnvoyFilter {named.namespace}/{named.name} "
+                                f"configPatches[{i}] not applied: {exc}")
+    return problems
+
+
+def patch_value(patch: ConfigPatch) -> Message | None:
+    """The patch's value as the Envoy message its ``applyTo`` takes (None: no value)."""
+    body = patch.patch.value if patch.patch is not None else None
+    if body is None:
+        return None
+    return parse_value(body, VALUE_TYPES[patch.apply_to or ""])
+
+
+def apply_patch(resources: Resources, node: ProxyNode, patch: ConfigPatch) -> None:
+    apply_to = patch.apply_to or ""
+    operation = (patch.patch.operation if patch.patch else None) or "INVALID"
+    value = patch_value(patch)
+    match = patch.match or ObjectMatch()
+    if apply_to == "CLUSTER":
+        _clusters(resources, node, match, operation, value)
+    elif apply_to in ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER"):
+        _LISTENER_EDITS[apply_to](resources.setdefault(TYPE_LISTENER, {}), node, match,
+                                  operation, value)
+    elif apply_to in ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"):
+        _route_edit(resources.setdefault(TYPE_ROUTE, {}), node, match, operation, value,
+                    apply_to)
+
+
+def _adds_here(match: ObjectMatch, node: ProxyNode, inbound_ok: bool = False) -> bool:
+    """Whether an ADD of a whole listener or cluster applies to this proxy's kind."""
+    context = match.context or "ANY"
+    if node.kind == "gateway":
+        return context in ("ANY", m.GATEWAY)
+    return context in ("ANY", m.OUTBOUND) or (inbound_ok and context == m.INBOUND)
+
+
+# --- clusters ---------------------------------------------------------------------------
+
+def _clusters(resources: Resources, node: ProxyNode, match: ObjectMatch, operation: str,
+              value: Message | None) -> None:
+    clusters = resources.setdefault(TYPE_CLUSTER, {})
+    if operation == "ADD":
+        if value is not None and _adds_here(match, node, inbound_ok=True):
+            clusters.setdefault(value.name, value)  # type: ignore[attr-defined]
+        return
+    for name, cluster in list(clusters.items()):
+        if not m.cluster_matches(match, node, cluster):  # type: ignore[arg-type]
+            continue
+        if operation == "REMOVE":
+            del clusters[name]
+            resources.get(TYPE_ENDPOINT, {}).pop(name, None)
+        elif operation == "MERGE" and value is not None:
+            merged = _copied(cluster)
+            merge(merged, value)
+            merged.name = name  # type: ignore[attr-defined]
+            clusters[name] = merged
+        elif operation == "REPLACE" and value is not None:
+            clusters[name] = _copied(value)
+
+
+def _copied(message: Message) -> Any:
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
+# --- listeners --------------------------------------------------------------------------
+
+Listeners = MutableMapping[str, Message]
+
+
+def _matching(listeners: Listeners, node: ProxyNode, match: ObjectMatch
+              ) -> list[tuple[str, Any]]:
+    return [(name, _copied(lsn)) for name, lsn in listeners.items()
+            if m.listener_matches(match, node, lsn)]  # type: ignore[arg-type]
+
+
+def _listener(listeners: Listeners, node: ProxyNode, match: ObjectMatch, operation: str,
+              value: Message | None) -> None:
+    if operation == "ADD":
+        if value is not None and _adds_here(match, node, inbound_ok=True):
+            listeners.setdefault(value.name, value)  # type: ignore[attr-defined]
+        return
+    for name, lsn in _matching(listeners, node, match):
+        if operation == "REMOVE":
+            del listeners[name]
+        elif value is not None:
+            merge(lsn, value)
+            lsn.name = name
+            listeners[name] = lsn
+
+
+def _chains(listeners: Listeners, node: ProxyNode, match: ObjectMatch, operation: str,
+            value: Message | None) -> None:
+    wanted = match.listener.filter_chain if match.listener is not None else None
+    for name, lsn in _matching(listeners, node, match):
+        picked: Callable[[Any], bool] = lambda c: m.chain_matches(wanted, c)  # noqa: E731
+        rewrite(lsn.filter_chains, edit(lsn.filter_chains, operation, value, picked, False))
+        listeners[name] = lsn
+
+
+def _each_chain(listeners: Listeners, node: ProxyNode, match: ObjectMatch,
+                change: Callable[[Any], None]) -> None:
+    """Run ``change`` on every filter chain the match selects (in a copy it stores)."""
+    wanted = match.listener.filter_chain if match.listener is not None else None
+    for name, lsn in _matching(listeners, node, match):
+        for chain in lsn.filter_chains:
+            if m.chain_matches(wanted, chain):
+                change(chain)
+        listeners[name] = lsn
+
+
+def _network_filters(listeners: Listeners, node: ProxyNode, match: ObjectMatch,
+                     operation: str, value: Message | None) -> None:
+    named = m.network_filter_name(match)
+
+    def change(chain: Any) -> None:
+        rewrite(chain.filters, edit(chain.filters, operation, value,
+                                    lambda f: f.name == named, named is not None))
+
+    _each_chain(listeners, node, match, change)
+
+
+def _http_filters(listeners: Listeners, node: ProxyNode, match: ObjectMatch,
+                  operation: str, value: Message | None) -> None:
+    if not m.hcm_name_ok(match):
+        return
+    named = m.sub_filter(match)
+
+    def change(chain: Any) -> None:
+        for network_filter in chain.filters:
+            if network_filter.name != names.HCM_FILTER:
+                continue
+            manager = hcm.HttpConnectionManager()
+            network_filter.typed_config.Unpack(manager)
+            rewrite(manager.http_filters, edit(
+                manager.http_filters, operation, value, lambda f: f.name == named,
+                named is not None))
+            network_filter.typed_config.CopyFrom(pb.pack(manager))
+
+    _each_chain(listeners, node, match, change)
+
+
+_LISTENER_EDITS = {
+    "LISTENER": _listener,
+    "FILTER_CHAIN": _chains,
+    "NETWORK_FILTER": _network_filters,
+    "HTTP_FILTER": _http_filters,
+}
+
+
+# --- routes -----------------------------------------------------------------------------
+
+def _route_edit(configs: MutableMapping[str, Message], node: ProxyNode, match: ObjectMatch,
+                operation: str, value: Message | None, apply_to: str) -> None:
+    for name, config in list(configs.items()):
+        if not m.route_config_matches(match, node, config):  # type: ignore[arg-type]
+            continue
+        patched: Any = _copied(config)
+        if apply_to == "ROUTE_CONFIGURATION":
+            if value is not None:
+                merge(patched, value)
+                patched.name = name
+        elif apply_to == "VIRTUAL_HOST":
+            rewrite(patched.virtual_hosts, edit(
+                patched.virtual_hosts, operation, value,
+                lambda v: m.vhost_matches(match, v), False))
+        else:
+            for vhost in patched.virtual_hosts:
+                if m.vhost_matches(match, vhost):
+                    rewrite(vhost.routes, edit(
+                        vhost.routes, operation, value, lambda r: m.route_matches(match, r),
+                        m.route_name(match) is not None))
+        configs[name] = patched
