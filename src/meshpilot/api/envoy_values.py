@@ -19,8 +19,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
 from google.protobuf import json_format, symbol_database
 from google.protobuf.message import Message
 
@@ -31,6 +38,23 @@ TYPED_STRUCTS = frozenset({
     "xds.type.v3.TypedStruct",
 })
 _PREFIX = "type.googleapis.com/"
+
+
+VALUE_TYPES: Mapping[str, type[Message]] = MappingProxyType({
+    "LISTENER": listener_pb2.Listener,
+    "FILTER_CHAIN": listener_components_pb2.FilterChain,
+    "NETWORK_FILTER": listener_components_pb2.Filter,
+    "HTTP_FILTER": http_connection_manager_pb2.HttpFilter,
+    "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
+    "VIRTUAL_HOST": route_components_pb2.VirtualHost,
+    "HTTP_ROUTE": route_components_pb2.Route,
+    "CLUSTER": cluster_pb2.Cluster,
+})
+"""The Envoy message a patch value is, per EnvoyFilter ``applyTo`` meshpilot applies."""
+
+
+def value_type(apply_to: str) -> type[Message]:
+    return VALUE_TYPES[apply_to]
 
 
 class EnvoyValueError(ValueError):

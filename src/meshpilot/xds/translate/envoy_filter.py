@@ -19,18 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.listener.v3 import listener_components_pb2 as lc
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from google.protobuf.message import Message
 
 from meshpilot.api.envoy_filter import ConfigPatch, EnvoyFilter, ObjectMatch
-from meshpilot.api.envoy_values import EnvoyValueError, parse_value
+from meshpilot.api.envoy_values import EnvoyValueError, parse_value, value_type
 from meshpilot.mesh.index import ROOT_NAMESPACE, labels_match
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
 from meshpilot.xds.translate import envoy_filter_match as m
@@ -39,18 +34,6 @@ from meshpilot.xds.translate.envoy_filter_ops import edit, merge, rewrite
 from meshpilot.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
 
 Resources = MutableMapping[str, MutableMapping[str, Message]]
-
-VALUE_TYPES: dict[str, type[Message]] = {
-    "LISTENER": listener_pb2.Listener,
-    "FILTER_CHAIN": lc.FilterChain,
-    "NETWORK_FILTER": lc.Filter,
-    "HTTP_FILTER": hcm.HttpFilter,
-    "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
-    "VIRTUAL_HOST": rc.VirtualHost,
-    "HTTP_ROUTE": rc.Route,
-    "CLUSTER": cluster_pb2.Cluster,
-}
-"""The Envoy message a patch value of each applied ``applyTo`` is."""
 
 PATCHED_TYPES: dict[str, tuple[str, ...]] = {
     "CLUSTER": (TYPE_CLUSTER, TYPE_ENDPOINT),
@@ -110,7 +93,7 @@ def patch_value(patch: ConfigPatch) -> Message | None:
     body = patch.patch.value if patch.patch is not None else None
     if body is None:
         return None
-    return parse_value(body, VALUE_TYPES[patch.apply_to or ""])
+    return parse_value(body, value_type(patch.apply_to or ""))
 
 
 def apply_patch(resources: Resources, node: ProxyNode, patch: ConfigPatch) -> None:
