@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -59,6 +60,26 @@ CONNECT_TIMEOUT = {
 }
 
 
+def inbound_routes(config: Any) -> list[rc.Route]:
+    """The routes of an inbound route config: the actions of its vhosts' matchers."""
+    found: list[rc.Route] = []
+
+    def walk(matcher: Any) -> None:
+        tree = matcher.matcher_tree
+        for on_match in [*tree.exact_match_map.map.values(), matcher.on_no_match]:
+            if on_match.HasField("matcher"):
+                walk(on_match.matcher)
+            elif on_match.HasField("action"):
+                route = rc.Route()
+                assert on_match.action.typed_config.Unpack(route)
+                found.append(route)
+
+    for vhost in config.virtual_hosts:
+        found.extend(vhost.routes)
+        walk(vhost.matcher)
+    return found
+
+
 def http_filters(resources: Any, listener: str) -> list[str]:
     lsn = resources[LISTENER][listener]
     found = []
@@ -79,10 +100,11 @@ def test_rate_limit_task_inserts_the_filter_and_per_route_config() -> None:
     assert inbound[0] == "envoy.filters.http.local_ratelimit"  # no subFilter: first
     assert inbound[-1] == "envoy.filters.http.router"
     assert "envoy.filters.http.local_ratelimit" not in http_filters(got, "outbound_http_proxy")
-    for vhost in got[ROUTE]["inbound|9080||"].virtual_hosts:
-        for route in vhost.routes:
-            assert route.typed_per_filter_config[
-                "envoy.filters.http.local_ratelimit"].type_url == LRL
+    routes = inbound_routes(got[ROUTE]["inbound|9080||"])
+    assert len(routes) >= 2  # one per counted source (see telemetry)
+    for route in routes:
+        assert route.typed_per_filter_config[
+            "envoy.filters.http.local_ratelimit"].type_url == LRL
     # another workload: not selected, its config as without the filter
     other = build_resources(snap, node(2))
     assert "envoy.filters.http.local_ratelimit" not in http_filters(other, "inbound_9080")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -253,7 +254,40 @@ def _route_edit(configs: MutableMapping[str, Message], node: ProxyNode, match: O
         else:
             for vhost in patched.virtual_hosts:
                 if m.vhost_matches(match, vhost):
-                    rewrite(vhost.routes, edit(
-                        vhost.routes, operation, value, lambda r: m.route_matches(match, r),
-                        m.route_name(match) is not None))
+                    _vhost_routes(vhost, match, operation, value)
         configs[name] = patched
+
+
+def _vhost_routes(vhost: Any, match: ObjectMatch, operation: str, value: Message | None
+                  ) -> None:
+    """An HTTP_ROUTE patch on one virtual host: on its routes, or (an inbound one, whose
+    routes are the actions of its source-counting matcher, see :mod:`.telemetry`) a
+    MERGE on every route action the match selects; other operations there go to its
+    ``routes``, which Envoy refuses beside a matcher (said at apply)."""
+    if vhost.HasField("matcher") and operation == "MERGE" and value is not None:
+        def change(route: rc.Route) -> None:
+            if m.route_matches(match, route):
+                merge(route, value)
+
+        _matcher_routes(vhost.matcher, change)
+        return
+    rewrite(vhost.routes, edit(vhost.routes, operation, value,
+                               lambda r: m.route_matches(match, r),
+                               m.route_name(match) is not None))
+
+
+def _matcher_routes(matcher: Any, change: Callable[[rc.Route], None]) -> None:
+    """Run ``change`` on every Route action of a generic matcher, at any depth."""
+    tree = matcher.matcher_tree
+    on_matches = [*tree.exact_match_map.map.values(), *tree.prefix_match_map.map.values(),
+                  *(f.on_match for f in matcher.matcher_list.matchers)]
+    if matcher.HasField("on_no_match"):
+        on_matches.append(matcher.on_no_match)
+    for on_match in on_matches:
+        if on_match.HasField("matcher"):
+            _matcher_routes(on_match.matcher, change)
+        elif on_match.action.typed_config.Is(rc.Route.DESCRIPTOR):
+            route = rc.Route()
+            on_match.action.typed_config.Unpack(route)
+            change(route)
+            on_match.action.typed_config.CopyFrom(pb.pack(route))
