@@ -17,12 +17,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from tests.unit.test_xds_shared import node, objects, same_as_reference
 
 from meshpilot.api.identity import ObjectKey
+from meshpilot.mesh.model import ProxyNode
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyConfigBuilder
 from meshpilot.xds.translate import build_resources
 
 NET = "networking.istio.io"
 LRL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 SVC = "svc000.default.svc.cluster.local"
+HCM = "envoy.filters.network.http_connection_manager"
 
 
 def envoy_filter(name: str, patches: list[dict[str, Any]], namespace: str = "default",
@@ -202,3 +204,81 @@ def test_shared_builds_agree_and_unselected_proxies_keep_their_sets() -> None:
     assert patched[CLUSTER][name] is unpatched[CLUSTER][name]
     assert patched[CLUSTER][f"outbound|8080|v1|{SVC}"].version != \
         unpatched[CLUSTER][f"outbound|8080|v1|{SVC}"].version
+
+
+GATEWAY = ProxyNode(id="gateway~127.0.0.1~gw.istio-system", kind="gateway",
+                    namespace="istio-system", ip="127.0.0.1",
+                    labels={"istio": "ingressgateway"}, gateway_ports={80: 18080})
+PUBLIC = (ObjectKey(NET, "Gateway", "istio-system", "public"), {
+    "apiVersion": f"{NET}/v1", "kind": "Gateway",
+    "metadata": {"name": "public", "namespace": "istio-system"},
+    "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}})
+
+
+def test_gateway_context_reaches_the_gateway_only() -> None:
+    """context GATEWAY: the ingress gateway's listener and route config (``http.80``),
+    matched by the Gateway server port; sidecars are left alone."""
+    idle = {"applyTo": "NETWORK_FILTER", "match": {"context": "GATEWAY", "listener": {
+        "portNumber": 80, "filterChain": {"filter": {"name": HCM}}}},
+        "patch": {"operation": "MERGE", "value": {"name": HCM, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager",
+            "server_name": "edge"}}}}
+    vhost = {"applyTo": "ROUTE_CONFIGURATION", "match": {"context": "GATEWAY",
+             "routeConfiguration": {"portNumber": 80}},
+             "patch": {"operation": "MERGE", "value": {"max_direct_response_body_size_bytes":
+                                                       2048}}}
+    snap = objects(1, {}, extra=[PUBLIC, envoy_filter("edge", [idle, vhost],
+                                                      namespace="istio-system")])
+    got = build_resources(snap, GATEWAY)
+    manager = hcm.HttpConnectionManager()
+    got[LISTENER]["gateway_80"].filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert manager.server_name == "edge"
+    assert manager.http_filters[-1].name == "envoy.filters.http.router"  # merged, not replaced
+    assert got[ROUTE]["http.80"].max_direct_response_body_size_bytes.value == 2048
+    sidecar = build_resources(snap, node(1))
+    assert all(c.max_direct_response_body_size_bytes.value != 2048
+               for c in sidecar[ROUTE].values())
+
+
+def test_replace_and_remove_of_named_http_filters() -> None:
+    """REPLACE and REMOVE act on the HTTP filter subFilter.name names, in the context
+    matched only."""
+    where = {"listener": {"filterChain": {"filter": {
+        "name": HCM, "subFilter": {"name": "envoy.filters.http.cors"}}}}}
+    removed = {"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_OUTBOUND", **where},
+               "patch": {"operation": "REMOVE"}}
+    replaced = {"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_OUTBOUND", "listener": {
+        "filterChain": {"filter": {"name": HCM, "subFilter": {
+            "name": "envoy.filters.http.fault"}}}}},
+        "patch": {"operation": "REPLACE", "value": {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {"@type": LRL, "stat_prefix": "outbound"}}}}
+    snap = objects(1, {}, extra=[envoy_filter("f", [removed, replaced])])
+    got = build_resources(snap, node(1))
+    plain = build_resources(objects(1, {}), node(1))
+    before = http_filters(plain, "outbound_http_proxy")
+    assert before[:2] == ["envoy.filters.http.fault", "envoy.filters.http.cors"]
+    assert http_filters(got, "outbound_http_proxy") == [
+        "envoy.filters.http.local_ratelimit", *before[2:]]
+    assert http_filters(got, "inbound_9080") == http_filters(plain, "inbound_9080")
+
+
+def test_listener_merge_by_name_and_filter_chain_add() -> None:
+    merged = {"applyTo": "LISTENER", "match": {"listener": {"name": "inbound_9080"}},
+              "patch": {"operation": "MERGE", "value": {
+                  "per_connection_buffer_limit_bytes": 32768}}}
+    chain = {"applyTo": "FILTER_CHAIN", "match": {"context": "SIDECAR_INBOUND"},
+             "patch": {"operation": "ADD", "value": {"name": "extra", "filters": [{
+                 "name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                     "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                              "tcp_proxy.v3.TcpProxy",
+                     "stat_prefix": "x", "cluster": "inbound|9080||"}}]}}}
+    snap = objects(1, {}, extra=[envoy_filter("f", [merged, chain])])
+    got = build_resources(snap, node(1))
+    inbound = got[LISTENER]["inbound_9080"]
+    assert inbound.per_connection_buffer_limit_bytes.value == 32768
+    assert inbound.filter_chains[-1].name == "extra"
+    assert got[LISTENER]["outbound_http_proxy"].per_connection_buffer_limit_bytes.value == 0
+    assert "extra" not in [c.name for c in got[LISTENER]["outbound_http_proxy"].filter_chains]
