@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from meshpilot.api.envoy_values import EnvoyValueError, parse_value, value_type
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding, Path
 from meshpilot.validation.shapes import as_list, as_mapping
@@ -161,6 +160,10 @@ def _value_findings(patch: Mapping[str, Any], apply_to: str, operation: str,
             yield Finding(codes.MISSING_FIELD, where,
                           f"{operation} needs a value: the Envoy {apply_to} (v3 API JSON)")
         return
+    # imported on first use: the Envoy API's protobuf modules, which the CLI's other
+    # commands (which load this module) do not need
+    from meshpilot.api.envoy_values import EnvoyValueError, parse_value, value_type
+
     try:
         parsed = parse_value(as_mapping(value), value_type(apply_to))
     except EnvoyValueError as exc:
