@@ -122,3 +122,21 @@ def test_a_patch_matching_nothing_is_warned_about() -> None:
     assert plan.ok
     assert [(d.code, d.path) for d in plan.diagnostics] == [
         ("MP2058", "spec.configPatches[0].match")]
+
+
+def test_route_inserts_reach_outbound_routes_and_not_the_inbound_matcher() -> None:
+    """Outbound virtual hosts have a route list: an INSERT_FIRST lands there. The
+    inbound one routes through its source-counting matcher (MERGE reaches those
+    routes), so a route inserted beside it is refused with Envoy's reason."""
+    teapot = {"name": "teapot", "match": {"prefix": "/tea"}, "direct_response": {"status": 418}}
+    for context, refused in (("SIDECAR_OUTBOUND", False), ("SIDECAR_INBOUND", True)):
+        doc = {**RATE_LIMIT, "metadata": {"name": "tea", "namespace": "default"},
+               "spec": {"configPatches": [{"applyTo": "HTTP_ROUTE", "match": {
+                   "context": context}, "patch": {"operation": "INSERT_FIRST",
+                                                  "value": teapot}}]}}
+        plan = check(doc, [node(1)], objects(1, {}))
+        if refused:
+            assert [d.code for d in plan.errors] == ["MP0088"]
+            assert "cannot set both matcher and routes" in plan.errors[0].message
+        else:
+            assert plan.ok and not plan.diagnostics, plan.diagnostics
