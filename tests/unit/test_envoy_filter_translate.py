@@ -282,3 +282,30 @@ def test_listener_merge_by_name_and_filter_chain_add() -> None:
     assert inbound.filter_chains[-1].name == "extra"
     assert got[LISTENER]["outbound_http_proxy"].per_connection_buffer_limit_bytes.value == 0
     assert "extra" not in [c.name for c in got[LISTENER]["outbound_http_proxy"].filter_chains]
+
+
+def test_shared_builds_agree_on_removed_and_added_clusters() -> None:
+    """The builder parses only the clusters a match names; what it removes (with its
+    endpoint assignment) and adds is what the reference build removes and adds."""
+    removed = {"applyTo": "CLUSTER", "match": {"cluster": {"service": SVC, "subset": "v2"}},
+               "patch": {"operation": "REMOVE"}}
+    added = {"applyTo": "CLUSTER", "patch": {"operation": "ADD", "value": {
+        "name": "extra", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "extra"}}}}
+    snap = objects(3, {}, extra=[envoy_filter("f", [removed, added, CONNECT_TIMEOUT])])
+    builder = ProxyConfigBuilder()
+    same_as_reference(builder, snap, node(1))
+    got = builder.config_for(snap, node(1))
+    assert "extra" in got[CLUSTER] and f"outbound|8080|v2|{SVC}" not in got[ENDPOINT]
+
+
+def test_a_route_config_is_patched_once_for_every_proxy_that_has_it() -> None:
+    """The inbound route config is one resource for a class of sidecars: patched once per
+    snapshot, every proxy gets the very same patched resource, as the reference build."""
+    snap = objects(3, {}, extra=[envoy_filter("rl", [RATE_LIMIT, PER_ROUTE])])
+    builder = ProxyConfigBuilder()
+    a, b = builder.config_for(snap, node(1)), builder.config_for(snap, node(2))
+    assert a[ROUTE]["inbound|9080||"] is b[ROUTE]["inbound|9080||"]
+    same_as_reference(builder, snap, node(3))
+    plain = ProxyConfigBuilder().config_for(objects(3, {}), node(1))
+    assert a[ROUTE]["inbound|9080||"].version != plain[ROUTE]["inbound|9080||"].version

@@ -40,7 +40,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
-from meshpilot.xds.patched_config import patched
+from meshpilot.xds.patched_config import RouteMemo, patched
 from meshpilot.xds.resources import (
     EMPTY_SET,
     CheckedConfig,
@@ -234,6 +234,7 @@ class ProxyConfigBuilder:
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
         self._gen = 0
+        self._patched_routes = RouteMemo()  # route configs as EnvoyFilters patched them
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
@@ -290,7 +291,7 @@ class ProxyConfigBuilder:
     def _patched(self, node: ProxyNode, config: CheckedConfig,
                  chosen: tuple[Any, ...]) -> CheckedConfig:
         self.builds["patched"] += 1
-        out, problems = patched(config, node, chosen)
+        out, problems = patched(config, node, chosen, self._patched_routes)
         for problem in problems:
             log.warning("proxy %s: %s", node.id, problem)
         return out
@@ -339,6 +340,7 @@ class ProxyConfigBuilder:
         self._sensitive = index.of(snapshot).label_sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
+        self._patched_routes.advance()
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:
             del self._classes[key]

@@ -74,6 +74,38 @@ def touched_types(filters: Iterable[Named[EnvoyFilter]]) -> frozenset[str]:
                      for t in PATCHED_TYPES.get(p.apply_to or "", ()))
 
 
+def clusters_touched(names: Iterable[str], node: ProxyNode,
+                     filters: Iterable[Named[EnvoyFilter]]) -> set[str]:
+    """The clusters among ``names`` (and those added) the CLUSTER patches of ``filters``
+    may change, told by name alone: what a cluster match reads is its name, so the other
+    clusters of a large mesh need not be parsed to be patched."""
+    out: set[str] = set()
+    for named in filters:
+        for patch in named.obj.spec.config_patches:
+            if patch.apply_to != "CLUSTER":
+                continue
+            if patch.patch is not None and patch.patch.operation == "ADD":
+                try:
+                    value = patch_value(patch)
+                except EnvoyValueError:
+                    continue  # said when it is applied
+                out.add(getattr(value, "name", ""))
+                continue
+            test = m.cluster_name_test(patch.match or ObjectMatch(), node)
+            out.update(n for n in names if test(n))
+    return out
+
+
+def routes_touched(names: Iterable[str], node: ProxyNode,
+                   filters: Iterable[Named[EnvoyFilter]]) -> set[str]:
+    """The route configs among ``names`` the route patches of ``filters`` may change,
+    told by name (see :func:`.envoy_filter_match.route_name_test`)."""
+    tests = [m.route_name_test(p.match or ObjectMatch(), node)
+             for f in filters for p in f.obj.spec.config_patches
+             if TYPE_ROUTE in PATCHED_TYPES.get(p.apply_to or "", ())]
+    return {n for n in names if any(test(n) for test in tests)}
+
+
 def apply_filters(resources: Resources, node: ProxyNode,
                   filters: Iterable[Named[EnvoyFilter]]) -> list[str]:
     """Apply every patch of ``filters`` to ``resources`` in place; what could not be
