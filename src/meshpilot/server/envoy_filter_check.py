@@ -16,15 +16,17 @@ Why at apply rather than by pushing to one canary proxy first and watching for a
 the apply then fails as a whole and changes nothing (the project's rule for bad input),
 the reason is in the answer to the person who applied it, with file and line, and no
 proxy ever holds the bad config; a canary push would accept the change, then need the
-store rolled back. The cost is one Envoy start in validate mode per proxy checked
-(about 0.3 s), paid only by applies that hold an EnvoyFilter. What the check cannot see
-is a later change to the mesh that makes an accepted patch bad: such a config is refused
-by the proxy (NACK) and shown by ``meshpilot proxy-status``, the proxy keeping its last
-good config, as for any config.
+store rolled back. The cost is one config build and one Envoy run in validate mode per
+proxy checked, on what the patches changed (0.3 s at 100 services, 3 s at 1,000:
+``benchmarks/envoy_filter_cost.py``), paid only by applies that hold an EnvoyFilter.
+What the check cannot see is a later change to the mesh that makes an accepted patch
+bad: such a config is refused by the proxy (NACK) and shown by ``meshpilot
+proxy-status``, the proxy keeping its last good config, as for any config.
 """
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,13 +39,13 @@ from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.envoy_values import EnvoyValueError
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, Named, ProxyNode
-from meshpilot.proxy.envoy import validate_bootstrap
+from meshpilot.proxy.envoy import envoy_binary
 from meshpilot.validation import Diagnostic, Plan, codes
 from meshpilot.validation.document import ParsedObject
 from meshpilot.validation.envoy_filter_state import GATEWAY_LABELS, ROOT_NAMESPACE
 from meshpilot.xds.consistency import consistency_problems
 from meshpilot.xds.resources import PreparedResource
-from meshpilot.xds.static_config import static_bootstrap
+from meshpilot.xds.static_config import clusters_named_by, routes_named_by, static_bootstrap
 from meshpilot.xds.translate import build_resources
 from meshpilot.xds.translate.envoy_filter import (
     PATCHED_TYPES,
@@ -51,22 +53,41 @@ from meshpilot.xds.translate.envoy_filter import (
     apply_patch,
     selected,
 )
+from meshpilot.xds.translate.names import (
+    TYPE_CLUSTER,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SCOPED_ROUTE,
+)
 
 if TYPE_CHECKING:
     from meshpilot.server.controlplane import MeshControlPlane
 
 MAX_PROXIES = 4
 """Proxies one apply is checked on (each costs an Envoy run)."""
+VALIDATE_TIMEOUT = 60.0
+"""Seconds one Envoy run may take (a mesh of thousands of services takes a few)."""
 REASON_LIMIT = 800
 """Characters of Envoy's reason kept in a diagnostic."""
 
 Resources = dict[str, dict[str, Message]]
 
 
-def envoy_validate(bootstrap: dict[str, Any]) -> str | None:
-    """``envoy --mode validate`` on ``bootstrap`` in a private temporary directory."""
+def envoy_validate(bootstrap: Message, timeout: float = VALIDATE_TIMEOUT) -> str | None:
+    """``envoy --mode validate`` on ``bootstrap`` (written in protobuf's binary form, a
+    ``.pb`` file, in a private temporary directory); None if Envoy takes it, else what
+    Envoy said."""
     with tempfile.TemporaryDirectory(prefix="meshpilot-validate-") as work:
-        return validate_bootstrap(bootstrap, Path(work), name="envoyfilter")
+        path = Path(work) / "envoyfilter.pb"
+        path.write_bytes(bootstrap.SerializeToString())
+        try:
+            proc = subprocess.run(
+                [envoy_binary(), "--mode", "validate", "-c", str(path),
+                 "--disable-hot-restart", "-l", "warning"],
+                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return f"Envoy did not answer within {timeout:.0f} s"
+    return None if proc.returncode == 0 else (proc.stdout + proc.stderr).strip()
 
 
 def envoy_reason(output: str) -> str:
@@ -101,7 +122,7 @@ class EnvoyFilterCheck:
 
     snapshot: Callable[[], MeshSnapshot]
     nodes: Callable[[], list[ProxyNode]]
-    validate: Callable[[dict[str, Any]], str | None] = envoy_validate
+    validate: Callable[[Message], str | None] = envoy_validate
 
     def __call__(self, plan: Plan) -> list[Diagnostic]:
         changed = [o for o in plan.objects if o.key.kind == "EnvoyFilter"]
@@ -135,6 +156,7 @@ class EnvoyFilterCheck:
                verdict: _Verdict) -> None:
         resources: Resources = build_resources(replace(snapshot, envoy_filters=()), node)
         unpatched = set(_problems(resources))  # e.g. its workload secrets, given apart
+        original = _fingerprint(resources, (TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE))
         for named in selected(snapshot, node):
             for i, patch in enumerate(named.obj.spec.config_patches):
                 key = ObjectKey("networking.istio.io", "EnvoyFilter", named.namespace,
@@ -152,10 +174,38 @@ class EnvoyFilterCheck:
             verdict.found.extend(_blame(changed, node, "the patched config names what is "
                                         f"not there: {'; '.join(missing)}"))
             return
-        refused = self.validate(static_bootstrap(resources, node.id))
+        refused = self.validate(static_bootstrap(_moved(resources, original), node.id))
         if refused is not None:
             verdict.found.extend(_blame(changed, node, "Envoy refuses the patched config: "
                                         + envoy_reason(refused)))
+
+
+def _moved(resources: Resources, original: dict[str, dict[str, bytes]]) -> Resources:
+    """What Envoy is to look at: the route configs and clusters the patches changed, the
+    listeners they changed or that name those route configs, and the clusters these
+    name (Envoy checks that they exist: those the routes send to, and any a listener's
+    filters name, told by their names in its bytes, a broader set than needed). The
+    rest was generated, hence valid, and a mesh's thousands of clusters and route
+    configs cost Envoy seconds to read again."""
+    def changed(t: str) -> set[str]:
+        was = original.get(t, {})
+        return {n for n, m in resources.get(t, {}).items()
+                if was.get(n) != m.SerializeToString(deterministic=True)}
+
+    routes = changed(TYPE_ROUTE)
+    scopes = resources.get(TYPE_SCOPED_ROUTE, {})
+    listeners = changed(TYPE_LISTENER) | {
+        n for n, lsn in resources.get(TYPE_LISTENER, {}).items()
+        if routes & routes_named_by(lsn, scopes)}
+    kept = {TYPE_ROUTE: {n: resources[TYPE_ROUTE][n] for n in routes},
+            TYPE_LISTENER: {n: resources[TYPE_LISTENER][n] for n in listeners}}
+    clusters = resources.get(TYPE_CLUSTER, {})
+    named = changed(TYPE_CLUSTER).union(*map(clusters_named_by, kept[TYPE_ROUTE].values()))
+    data = b"".join(m.SerializeToString() for m in kept[TYPE_LISTENER].values())
+    named.update(n for n in clusters if n.encode() in data)
+    return {TYPE_CLUSTER: {n: c for n, c in clusters.items() if n in named},
+            TYPE_SCOPED_ROUTE: scopes,
+            **kept}
 
 
 def _problems(resources: Resources) -> list[str]:

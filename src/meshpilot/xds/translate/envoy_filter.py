@@ -301,14 +301,14 @@ def _vhost_routes(vhost: Any, match: ObjectMatch, operation: str, value: Message
             if m.route_matches(match, route):
                 merge(route, value)
 
-        _matcher_routes(vhost.matcher, change)
+        matcher_routes(vhost.matcher, change)
         return
     rewrite(vhost.routes, edit(vhost.routes, operation, value,
                                lambda r: m.route_matches(match, r),
                                m.route_name(match) is not None))
 
 
-def _matcher_routes(matcher: Any, change: Callable[[rc.Route], None]) -> None:
+def matcher_routes(matcher: Any, change: Callable[[rc.Route], None]) -> None:
     """Run ``change`` on every Route action of a generic matcher, at any depth."""
     tree = matcher.matcher_tree
     on_matches = [*tree.exact_match_map.map.values(), *tree.prefix_match_map.map.values(),
@@ -317,7 +317,7 @@ def _matcher_routes(matcher: Any, change: Callable[[rc.Route], None]) -> None:
         on_matches.append(matcher.on_no_match)
     for on_match in on_matches:
         if on_match.HasField("matcher"):
-            _matcher_routes(on_match.matcher, change)
+            matcher_routes(on_match.matcher, change)
         elif on_match.action.typed_config.Is(rc.Route.DESCRIPTOR):
             route = rc.Route()
             on_match.action.typed_config.Unpack(route)
