@@ -144,12 +144,13 @@ def apply_patch(resources: Resources, node: ProxyNode, patch: ConfigPatch) -> No
                     apply_to)
 
 
-def _adds_here(match: ObjectMatch, node: ProxyNode, inbound_ok: bool = False) -> bool:
-    """Whether an ADD of a whole listener or cluster applies to this proxy's kind."""
+def _adds_here(match: ObjectMatch, node: ProxyNode) -> bool:
+    """Whether an ADD of a whole listener or cluster applies to this proxy: any context
+    but GATEWAY for a sidecar, ANY or GATEWAY for the gateway."""
     context = match.context or "ANY"
     if node.kind == "gateway":
         return context in ("ANY", m.GATEWAY)
-    return context in ("ANY", m.OUTBOUND) or (inbound_ok and context == m.INBOUND)
+    return context != m.GATEWAY
 
 
 # --- clusters ---------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def _clusters(resources: Resources, node: ProxyNode, match: ObjectMatch, operati
               value: Message | None) -> None:
     clusters = resources.setdefault(TYPE_CLUSTER, {})
     if operation == "ADD":
-        if value is not None and _adds_here(match, node, inbound_ok=True):
+        if value is not None and _adds_here(match, node):
             clusters.setdefault(value.name, value)  # type: ignore[attr-defined]
         return
     for name, cluster in list(clusters.items()):
@@ -196,7 +197,7 @@ def _matching(listeners: Listeners, node: ProxyNode, match: ObjectMatch
 def _listener(listeners: Listeners, node: ProxyNode, match: ObjectMatch, operation: str,
               value: Message | None) -> None:
     if operation == "ADD":
-        if value is not None and _adds_here(match, node, inbound_ok=True):
+        if value is not None and _adds_here(match, node):
             listeners.setdefault(value.name, value)  # type: ignore[attr-defined]
         return
     for name, lsn in _matching(listeners, node, match):
