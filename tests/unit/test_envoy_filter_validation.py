@@ -140,3 +140,18 @@ def test_what_an_operation_needs_is_required() -> None:
             ) in codes_at(every_filter)
     wrong_match = plan(with_patch({**CLUSTER_MERGE, "match": {"listener": {"portNumber": 1}}}))
     assert ("MP0017", "spec.configPatches[0].match.listener") in codes_at(wrong_match)
+
+
+def test_an_at_type_outside_the_envoy_api_is_never_imported() -> None:
+    """A type name is user input: one naming a module outside the Envoy API's protos is
+    refused without importing that module (importing can run code)."""
+    import sys
+
+    for url in ("type.googleapis.com/antigravity.Fly", "type.googleapis.com/this.Zen",
+                "type.googleapis.com/envoy..x.Y"):
+        before = set(sys.modules)
+        p = plan(with_patch({**CLUSTER_MERGE, "patch": {"operation": "MERGE", "value": {
+            "typed_extension_protocol_options": {"x": {"@type": url}}}}}))
+        assert [d.code for d in p.errors] == ["MP0087"], p.diagnostics
+        assert not {m for m in set(sys.modules) - before
+                    if m.split(".")[0] in ("antigravity", "this")}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -66,9 +67,15 @@ def type_name(type_url: str) -> str:
     return type_url.rpartition("/")[2]
 
 
+PROTO_ROOTS = ("envoy.", "udpa.", "xds.", "google.protobuf.")
+"""The packages an ``@type`` may name: the Envoy API's protos (and the well-known
+types). A type name is user input: nothing outside these is ever imported for it."""
+_PACKAGE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
+
+
 def load_type(name: str) -> bool:
-    """Import the modules of ``name``'s package so the default descriptor pool knows the
-    type; whether it is known now."""
+    """Import the ``_pb2`` modules of ``name``'s package (one of :data:`PROTO_ROOTS`) so
+    the default descriptor pool knows the type; whether it is known now."""
     database = symbol_database.Default()
     try:
         database.GetSymbol(name)
@@ -76,6 +83,8 @@ def load_type(name: str) -> bool:
     except KeyError:
         pass
     package = name.rpartition(".")[0]
+    if not package.startswith(PROTO_ROOTS) or not _PACKAGE.fullmatch(package):
+        return False
     try:
         module = importlib.import_module(package)
     except ImportError:
