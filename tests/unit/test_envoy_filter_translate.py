@@ -309,3 +309,22 @@ def test_a_route_config_is_patched_once_for_every_proxy_that_has_it() -> None:
     same_as_reference(builder, snap, node(3))
     plain = ProxyConfigBuilder().config_for(objects(3, {}), node(1))
     assert a[ROUTE]["inbound|9080||"].version != plain[ROUTE]["inbound|9080||"].version
+
+
+def test_filter_chain_match_fields_pick_the_chain() -> None:
+    """``transportProtocol`` picks the inbound mTLS chain (``tls``) apart from the
+    plaintext one (``raw_buffer``) of a PERMISSIVE sidecar, as Istio's match does."""
+    only_mtls = {**RATE_LIMIT, "match": {"context": "SIDECAR_INBOUND", "listener": {
+        "filterChain": {"transportProtocol": "tls", "filter": {"name": HCM}}}}}
+    snap = objects(1, {}, extra=[envoy_filter("rl", [only_mtls])])
+    chains = build_resources(snap, node(1))[LISTENER]["inbound_9080"].filter_chains
+    by_protocol = {}
+    for chain in chains:
+        manager = hcm.HttpConnectionManager()
+        [f] = [f for f in chain.filters if f.name == HCM]
+        f.typed_config.Unpack(manager)
+        by_protocol[chain.filter_chain_match.transport_protocol] = [
+            h.name for h in manager.http_filters]
+    assert set(by_protocol) == {"tls", "raw_buffer"}
+    assert by_protocol["tls"][0] == "envoy.filters.http.local_ratelimit"
+    assert "envoy.filters.http.local_ratelimit" not in by_protocol["raw_buffer"]

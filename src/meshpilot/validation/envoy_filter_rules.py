@@ -6,9 +6,8 @@ the values that are applied, so no patch is accepted and then silently not made:
 
 - ``applyTo`` EXTENSION_CONFIG, BOOTSTRAP, LISTENER_FILTER; ``targetRefs``;
   ``match.proxy`` (proxyVersion, metadata); ``patch.filterClass`` other than
-  UNSPECIFIED; the listener match's ``portName``, ``listenerFilter`` and the filter
-  chain's ``sni``, ``transportProtocol``, ``applicationProtocols``, ``destinationPort``;
-  the route configuration match's ``portName`` and ``gateway``;
+  UNSPECIFIED; the listener match's ``portName`` and ``listenerFilter``; the route
+  configuration match's ``portName`` and ``gateway``;
 - an operation its ``applyTo`` does not take here (:data:`OPERATIONS`).
 
 A patch ``value`` must parse as the Envoy v3 message its ``applyTo`` takes (MP0087, with
@@ -58,13 +57,6 @@ _UNAPPLIED_MATCH: tuple[tuple[Path, str], ...] = (
                  "runs the same Envoy; select workloads with workloadSelector"),
     (("listener", "portName"), "give the port as listener.portNumber"),
     (("listener", "listenerFilter"), "listener filters are not patched"),
-    (("listener", "filterChain", "sni"), "filter chains are matched by name and filter"),
-    (("listener", "filterChain", "transportProtocol"),
-     "filter chains are matched by name and filter"),
-    (("listener", "filterChain", "applicationProtocols"),
-     "filter chains are matched by name and filter"),
-    (("listener", "filterChain", "destinationPort"),
-     "filter chains are matched by name and filter"),
     (("routeConfiguration", "portName"), "give the port as routeConfiguration.portNumber"),
     (("routeConfiguration", "gateway"),
      "gateway route configs are matched by portNumber or name (http.<port>)"),

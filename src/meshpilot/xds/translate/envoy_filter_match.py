@@ -15,7 +15,9 @@ listener and a route config per port. The match fields therefore read as follows
 ``listener.portNumber``             inbound: the container port; gateway: the Gateway
                                     server port; outbound: the HTTP proxy's port (15001)
 ``listener.name``                   meshpilot's listener name
-``listener.filterChain.name``       a chain's name
+``listener.filterChain.name``       a chain's name; ``sni``, ``transportProtocol``,
+                                    ``applicationProtocols``, ``destinationPort``: its
+                                    ``filter_chain_match``
 ``...filterChain.filter.name``      a chain holding a network filter of that name
 ``...filter.subFilter.name``        the HTTP filter an insert is relative to, or the one
                                     a MERGE / REMOVE / REPLACE acts on
@@ -126,8 +128,28 @@ def chain_matches(wanted: FilterChainMatch | None, chain: lc.FilterChain) -> boo
         return True
     if wanted.name is not None and wanted.name != chain.name:
         return False
+    if not _chain_match_ok(wanted, chain.filter_chain_match):
+        return False
     named = wanted.filter.name if wanted.filter is not None else None
     return named is None or any(f.name == named for f in chain.filters)
+
+
+def _chain_match_ok(wanted: FilterChainMatch, match: lc.FilterChainMatch) -> bool:
+    """The fields Istio reads of a chain's ``filter_chain_match``: ``sni`` one of its
+    server names, ``transportProtocol`` its transport protocol, ``applicationProtocols``
+    (comma-separated) one of its ALPN protocols, ``destinationPort`` its port."""
+    if wanted.sni is not None and wanted.sni not in match.server_names:
+        return False
+    if wanted.transport_protocol is not None and \
+            wanted.transport_protocol != match.transport_protocol:
+        return False
+    if wanted.application_protocols is not None and not {
+            p.strip() for p in wanted.application_protocols.split(",")} & set(
+            match.application_protocols):
+        return False
+    return wanted.destination_port is None or (
+        match.HasField("destination_port")
+        and match.destination_port.value == wanted.destination_port)
 
 
 def cluster_matches(match: ObjectMatch, node: ProxyNode, cluster: cluster_pb2.Cluster) -> bool:
