@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from meshpilot.api.credentials import Secret
+from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
 from meshpilot.api.networking import (
     DestinationRule,
@@ -198,6 +199,9 @@ class MeshSnapshot:
     canaries: tuple[Named[Canary], ...] = ()
     request_authentications: tuple[Named[RequestAuthentication], ...] = ()
     sidecars: tuple[Named[Sidecar], ...] = ()
+    envoy_filters: tuple[Named[EnvoyFilter], ...] = ()
+    """Patches to the generated config of the proxies each selects (applied last, see
+    :mod:`meshpilot.xds.translate.envoy_filter`)."""
     secrets: tuple[Named[Secret], ...] = field(default=(), repr=False)
     """Every stored v1 Secret: a gateway serves the certificate a Gateway server names by
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their

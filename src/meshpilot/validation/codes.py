@@ -94,6 +94,17 @@ ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition 
                       "failureCondition outside the supported expression forms")
 ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
                       "supported forms ({$.a.b[0]})")
+ENVOY_FILTER_NOT_APPLIED = Code("MP0086", Severity.ERROR, "EnvoyFilter applyTo, operation, "
+                                "match field or option meshpilot does not apply")
+ENVOY_FILTER_VALUE = Code("MP0087", Severity.ERROR, "EnvoyFilter patch value is not the Envoy "
+                          "v3 message its applyTo takes")
+ENVOY_FILTER_ENVOY_REFUSED = Code("MP0088", Severity.ERROR, "EnvoyFilter patches yield a "
+                                  "config Envoy refuses (envoy --mode validate), or one that "
+                                  "names what it removed")
+ENVOY_FILTER_NO_WORKLOAD = Code("MP2057", Severity.WARNING, "EnvoyFilter workloadSelector "
+                                "selects no workload (yet)")
+ENVOY_FILTER_NO_MATCH = Code("MP2058", Severity.WARNING, "EnvoyFilter patch matches nothing "
+                             "in the config of the proxies it selects")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")

@@ -28,6 +28,7 @@ from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
 from meshpilot.validation.delegate_state import check_delegates
 from meshpilot.validation.diagnostics import Diagnostic
+from meshpilot.validation.envoy_filter_state import check_envoy_filters
 from meshpilot.validation.finding import Path
 from meshpilot.validation.gateway_state import check_gateways
 from meshpilot.validation.mesh_l4_state import check_mesh_l4_routes
@@ -209,7 +210,7 @@ def judge(objects: list[StateObject], report: Report) -> list[Diagnostic]:
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
                   check_alert_refs, check_members, check_analysis_templates,
-                  check_workload_refs, check_autoscalers):
+                  check_workload_refs, check_autoscalers, check_envoy_filters):
         check(objects, report, found)
     return found.items
 

@@ -27,6 +27,7 @@ from meshpilot.api.hosts import fqdn, service_fqdn, short_name
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
 from meshpilot.validation.canary_state import canary_host_names
 from meshpilot.validation.credential_state import credential_names
+from meshpilot.validation.envoy_filter_state import selector_of
 from meshpilot.validation.gateway_state import GATEWAY_NAMESPACE
 from meshpilot.validation.pod_config_state import config_references
 from meshpilot.validation.shapes import as_list, as_mapping
@@ -207,6 +208,15 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
                        str(target.get("name"))))
 
 
+def _envoy_filter(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
+    """``check_envoy_filters``: a workload that carries its selector's labels (one is
+    enough to find it); the gateway's labels are built in, no object's."""
+    labels = selector_of(obj)
+    if labels:
+        key = "app" if "app" in labels else min(labels)
+        reads.add(("label", key, labels[key]))
+
+
 def _named(ref: str) -> Callable[[StateObject, set[Ref], set[Ref]], None]:
     """Objects looked up by (namespace, name) only: Secrets, ConfigMaps, AlertProviders."""
     def provide(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
@@ -255,6 +265,7 @@ _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = Mapp
     "ConfigMap": _named("configmap"),
     "Deployment": _pod_owner,
     "DestinationRule": _destination_rule,
+    "EnvoyFilter": _envoy_filter,
     "Gateway": _gateway,
     "HorizontalPodAutoscaler": _autoscaler,
     "MetricTemplate": _secret_ref("provider", "secretRef", "name"),

@@ -42,6 +42,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
+from meshpilot.xds.patched_config import RouteMemo, patched
 from meshpilot.xds.resources import (
     EMPTY_SET,
     CheckedConfig,
@@ -55,6 +56,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    envoy_filter,
     gateway_own,
     http_inbound_ports,
     inbound_route,
@@ -177,6 +179,7 @@ class _Node:
     tcp_inputs: Any = None  # ... what its outbound TCP listeners were built from ...
     tcp_items: Items = field(default_factory=list)  # ... those listeners ...
     tcp_merged_of: tuple[Any, ...] = ()  # ... and the (listeners, TCP items) merged
+    filters_of: tuple[Any, ...] = ()  # the EnvoyFilters ``out`` was patched with
 
 
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
@@ -239,6 +242,7 @@ class ProxyConfigBuilder:
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
         self._gen = 0
+        self._patched_routes = RouteMemo()  # route configs as EnvoyFilters patched them
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
@@ -278,7 +282,8 @@ class ProxyConfigBuilder:
                 state.client_secrets = cls.credentials
                 self._merge_secrets(state)
             parts = (cls.sets, *state.own.values())
-            if same_objects(parts, state.out_of):
+            chosen = envoy_filter.selected(snapshot, node)
+            if same_objects(parts, state.out_of) and same_objects(chosen, state.filters_of):
                 return state.out  # nothing this proxy gets changed: the same sets
             out = CheckedConfig(cls.sets)
             for t, mine in state.own.items():
@@ -286,8 +291,18 @@ class ProxyConfigBuilder:
                     shared = cls.sets.get(t)
                     out[t] = self._layer(state, t, shared, mine) if shared else mine
             out.problems = self._verdict(state, cls, parts[1:], out)
-            state.out, state.out_of = out, parts
+            if chosen:  # EnvoyFilters select it: its config patched, in sets of its own
+                out = self._patched(node, out, chosen)
+            state.out, state.out_of, state.filters_of = out, parts, chosen
             return out
+
+    def _patched(self, node: ProxyNode, config: CheckedConfig,
+                 chosen: tuple[Any, ...]) -> CheckedConfig:
+        self.builds["patched"] += 1
+        out, problems = patched(config, node, chosen, self._patched_routes)
+        for problem in problems:
+            log.warning("proxy %s: %s", node.id, problem)
+        return out
 
     @staticmethod
     def _verdict(state: _Node, cls: _Class, own: tuple[Any, ...], config: Config
@@ -333,6 +348,7 @@ class ProxyConfigBuilder:
         self._sensitive = index.of(snapshot).label_sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
+        self._patched_routes.advance()
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:
             del self._classes[key]

@@ -24,6 +24,8 @@ What a proxy gets:
   (:mod:`~meshpilot.xds.translate.gateway`).
 - every listener of a proxy whose node names an access log file writes Istio's default
   TEXT access log lines there (:mod:`~meshpilot.xds.translate.access_log`).
+- last, the patches of the EnvoyFilters that select the proxy
+  (:mod:`~meshpilot.xds.translate.envoy_filter`).
 
 Not translated yet: subnet matches in ``tcp`` and ``tls`` routes (warned about at apply:
 MP2015), multi-cluster
@@ -53,6 +55,7 @@ from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import (
     access_log,
     clusters,
+    envoy_filter,
     listeners,
     names,
     sidecar_tcp,
@@ -225,4 +228,5 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
         {n for c in out[TYPE_CLUSTER].values() for n in cluster_secret_names(c)})
     if credentials:
         out.setdefault(TYPE_SECRET, {}).update((s.name, s) for s in credentials)
+    envoy_filter.apply_filters(out, node, envoy_filter.selected(snapshot, node))
     return out
