@@ -27,7 +27,7 @@ from meshpilot.api.networking import (
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
-from meshpilot.mesh import index
+from meshpilot.mesh import index, locality
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
@@ -124,11 +124,11 @@ def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
             ports=tuple(InboundPort(container_port=port, app_port=port, name=name,
                                     protocol=port_protocol(name))
                         for name, port in sorted(spec.ports.items())),
-            service_account=spec.service_account or "default")
+            service_account=spec.service_account or "default", locality=spec.locality or "")
     return WorkloadInstance(
         name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
         labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
-        weight=spec.weight or 1)
+        weight=spec.weight or 1, locality=spec.locality or "")
 
 
 def _healthy(entry: WorkloadEntry) -> bool:
@@ -386,7 +386,8 @@ def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
     return [
         WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
                          ip=e.address or "", labels=dict(e.labels),
-                         named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1)
+                         named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1,
+                         locality=e.locality or "")
         for i, e in enumerate(se.obj.spec.endpoints)
     ]
 
@@ -429,7 +430,8 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=number,
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
-                    service_account=w.service_account if w.has_sidecar else "")
+                    service_account=w.service_account if w.has_sidecar else "",
+                    locality=locality.of_workload(w.locality, w.labels))
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
@@ -441,4 +443,5 @@ def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoi
     number = w.named_ports.get(port.name, port.target_port or port.port)
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
-                    ready=w.ready, weight=w.weight)
+                    ready=w.ready, weight=w.weight,
+                    locality=locality.of_workload(w.locality, w.labels))

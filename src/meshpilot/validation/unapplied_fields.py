@@ -58,10 +58,6 @@ def _equals(wanted: Any) -> When:
     return lambda _, value: value == wanted
 
 
-def _locality_enabled(_: str | int, value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("enabled") is not False
-
-
 def _unsupported_redirect(_: str | int, value: Any) -> bool:
     return value is not None and value not in _SUPPORTED_REDIRECT_CODES
 
@@ -158,9 +154,6 @@ VIRTUAL_SERVICE: tuple[Unapplied, ...] = (
     row(*_HTTP, "redirect", "redirectCode", when=_unsupported_redirect,
          why="redirectCode {value} is not applied: the redirect answers 302; use 301, 302, "
              "303, 307 or 308"),
-    row(*_HTTP, "retries", "retryRemoteLocalities",
-         why="retryRemoteLocalities is not applied: meshpilot's endpoints have no "
-             "locality, so retries go to any endpoint; remove it"),
     row(*_HTTP, "fault", "delay", "exponentialDelay",
          why="exponentialDelay is not applied: Envoy has no exponential delay, so no delay "
              "is injected; use fixedDelay"),
@@ -176,16 +169,11 @@ _POLICIES: tuple[Pattern, ...] = (("spec", "trafficPolicy"),
                                   ("spec", "subsets", EACH, "trafficPolicy"))
 _PORT_POLICIES: tuple[Pattern, ...] = tuple((*p, "portLevelSettings", EACH) for p in _POLICIES)
 
-_NO_LOCALITY = ("meshpilot's endpoints have no locality (all are in one), so "
-                "traffic is balanced over every endpoint; remove it")
-
 _POLICY_FIELDS: tuple[Unapplied, ...] = (
     row("loadBalancer", "simple", when=_equals("PASSTHROUGH"),
          why="simple: PASSTHROUGH is not applied: apps reach services through their "
              "sidecar's HTTP proxy, so there is no original destination to pass through to "
              "and the cluster balances with LEAST_REQUEST; remove it"),
-    row("loadBalancer", "localityLbSetting", when=_locality_enabled,
-         why="localityLbSetting is not applied: " + _NO_LOCALITY),
     row("loadBalancer", "consistentHash", "httpCookie", "attributes",
          why="attributes are not applied: a cookie the proxy generates carries name, path "
              "and ttl only; remove them"),
@@ -277,8 +265,6 @@ def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
         row(*where, "network",
              why="network is not applied: every endpoint is reached directly at its "
                  "address, never through a network's gateway; remove it"),
-        row(*where, "locality",
-             why="locality is not applied: " + _NO_LOCALITY),
     )
 
 

@@ -56,6 +56,7 @@ from meshpilot.xds.translate import (
     gateway_own,
     http_inbound_ports,
     inbound_route,
+    locality,
     route_config,
     scopes,
     sidecar_own,
@@ -112,6 +113,12 @@ class _Class:
     @property
     def gateway(self) -> bool:
         return bool(self.key[0])  # type: ignore[index]
+
+    @property
+    def seen_from(self) -> locality.CallerKey | None:
+        """Where its proxies see the endpoints from, when that matters (the key's last
+        part, :func:`locality.caller_key`)."""
+        return self.key[-1]  # type: ignore[index,no-any-return]
 
 
 @dataclass(frozen=True)
@@ -297,11 +304,13 @@ class ProxyConfigBuilder:
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
         """Proxies with the same key get the same shared sets for a snapshot: the same
         kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
-        them, labels. A changed Sidecar is a new scope, so a new class, built afresh."""
+        them, labels; and, when some DestinationRule balances by locality, the same view
+        of the endpoints' localities (:func:`locality.caller_key`: their locality, mostly).
+        A changed Sidecar is a new scope, so a new class, built afresh."""
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node))
+                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -322,7 +331,8 @@ class ProxyConfigBuilder:
                     snapshot.request_authentications, snapshot.trust_domain)
         if not same_objects(policies, self._policies):
             self._policies = policies  # one object while the security policies stay
-        self._sensitive = index.of(snapshot).label_sensitive
+        self._sensitive = index.of(snapshot).label_sensitive or \
+            locality.facts(snapshot).sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
         floor = self._gen - _KEEP
@@ -419,14 +429,16 @@ class ProxyConfigBuilder:
                 memo.inputs[0] is service and memo.inputs[2] is endpoints:
             return memo  # the same service, endpoints and rules: nothing to look at
         rule = index.destination_rule_named(snapshot, service.host, node)
+        seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain)
+                  snapshot.trust_domain, seen_from)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
         out: Items = []
+        caller = locality.caller_of(node) if seen_from is not None else None
         for cluster, assignment in clusters.for_service(
-                snapshot, service, rule.obj if rule else None):
+                snapshot, service, rule.obj if rule else None, caller):
             out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
             if assignment is not None:
                 name = assignment.cluster_name
