@@ -114,3 +114,17 @@ def test_a_malformed_workload_locality_is_refused(value: str) -> None:
                    "ports": [{"number": 80, "name": "http"}],
                    "endpoints": [{"address": "10.0.0.1", "locality": value}]}}
     assert found(plan(se)) == [("MP0091", "spec.endpoints[0].locality")]
+
+
+def test_a_wildcard_dns_entry_without_endpoints_is_refused() -> None:
+    """Istio refuses hosts that are not names when DNS must resolve them (no endpoints):
+    a wildcard is a pattern, not a name."""
+    se = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+          "metadata": {"name": "wiki", "namespace": "shop"},
+          "spec": {"hosts": ["en.wikipedia.org", "*.wikipedia.org"], "resolution": "DNS",
+                   "ports": [{"number": 80, "name": "http"}]}}
+    p = plan(se)
+    assert not p.ok
+    assert [(d.code, d.path) for d in p.errors] == [("MP0092", "spec.hosts[1]")]
+    se["spec"]["endpoints"] = [{"address": "www.wikipedia.org"}]
+    assert plan(se).ok

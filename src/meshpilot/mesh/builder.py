@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
@@ -368,18 +369,35 @@ def _entry_services(
     members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
-        if "*" in host:
-            continue  # wildcard entries route by the request's host; not modelled yet
+        if "*" in host and (host == "*" or resolution == "NONE" or (
+                resolution != "STATIC" and not members)):
+            continue  # no address to send a covered host to (passthrough: not modelled)
         mode = "EDS" if resolution in ("STATIC", "NONE") and members else resolution
         services[host] = MeshService(
             host=host, name=raw_host, namespace=se.namespace, ports=ports,
             origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
             resolution=mode,  # type: ignore[arg-type]
             selector=selector, export_to=tuple(spec.export_to),
+            short_names=entry_addresses(spec.addresses),
         )
         endpoints[host] = tuple(sorted(
             _entry_endpoints(se, host, raw_host, ports, members, resolution),
             key=_endpoint_order))
+
+
+def entry_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """The ServiceEntry ``addresses`` a request can name as its host: single IPs (a
+    ``/32`` or ``/128`` block is one). A wider block names no host an HTTP client writes,
+    so it is not one (and is warned about at apply)."""
+    out = []
+    for text in addresses:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if net.num_addresses == 1:
+            out.append(str(net.network_address))
+    return tuple(out)
 
 
 def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:

@@ -187,6 +187,8 @@ BAD_LOCALITY_SETTING = Code("MP0090", Severity.ERROR, "DestinationRule localityL
                              "malformed localities")
 BAD_LOCALITY = Code("MP0091", Severity.ERROR, "workload locality not of the form "
                     "region/zone/subzone (no '*', no empty part before a given one)")
+WILDCARD_DNS_HOST = Code("MP0092", Severity.ERROR, "ServiceEntry wildcard host with "
+                         "resolution DNS and no endpoints: there is no name to resolve")
 FAILOVER_WITHOUT_OUTLIERS = Code("MP2060", Severity.WARNING, "locality failover or "
                                  "failoverPriority without outlierDetection: it never takes "
                                  "effect (Istio's validation warns the same)")

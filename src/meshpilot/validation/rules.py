@@ -29,6 +29,7 @@ from meshpilot.validation.l4_route_rules import virtual_service_findings
 from meshpilot.validation.locality_rules import destination_rule_findings, entry_findings
 from meshpilot.validation.metric_template_rules import metric_template_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
+from meshpilot.validation.service_entry_rules import service_entry_findings
 from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
 from meshpilot.validation.unapplied_fields import rule_of
@@ -69,7 +70,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Rollout": rollout_findings,
     "Secret": _tls_secret,
     "Service": rule_of(SERVICE),
-    "ServiceEntry": _all_of(entry_findings, unapplied("ServiceEntry")),
+    "ServiceEntry": _all_of(service_entry_findings, unapplied("ServiceEntry")),
     "Sidecar": unapplied("Sidecar"),
     "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
     "WorkloadEntry": _all_of(entry_findings, workload_entry_findings),

@@ -21,6 +21,7 @@ field (CUSTOM and ``targetRef`` are refused elsewhere: MP0035, MP0036).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -62,8 +63,19 @@ def _unsupported_redirect(_: str | int, value: Any) -> bool:
     return value is not None and value not in _SUPPORTED_REDIRECT_CODES
 
 
-def _wildcard(_: str | int, value: Any) -> bool:
-    return "*" in str(value)
+def _wildcard_passthrough(_: str | int, spec: Any) -> bool:
+    """A wildcard host of an entry resolved NONE (the default)."""
+    spec = as_mapping(spec)
+    return spec.get("resolution", "NONE") == "NONE" and any(
+        "*" in str(h) for h in as_list(spec.get("hosts")))
+
+
+def _address_block(_: str | int, value: Any) -> bool:
+    """An address that is a block of more than one address (or does not parse)."""
+    try:
+        return ipaddress.ip_network(str(value), strict=False).num_addresses > 1
+    except ValueError:
+        return True
 
 
 def _istio_tls_mode(key: str | int, value: Any) -> bool:
@@ -269,12 +281,15 @@ def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
 
 
 SERVICE_ENTRY: tuple[Unapplied, ...] = (
-    row("spec", "hosts", EACH, when=_wildcard,
-         why="wildcard host {value} is not applied: no cluster or route is made for it, so "
-             "no request reaches this entry by it; list the hosts by name"),
-    row("spec", "addresses",
-         why="addresses is not applied: apps reach services by host name through their "
-             "sidecar's HTTP proxy, so nothing listens on these addresses; remove it"),
+    row("spec", why="wildcard host is not applied with resolution NONE: there is no "
+                    "original destination to pass a covered host through to, so no "
+                    "request reaches this entry by it; give endpoints with resolution "
+                    "STATIC or DNS, or list the hosts by name",
+        when=_wildcard_passthrough, inside="hosts"),
+    row("spec", "addresses", EACH, when=_address_block,
+         why="address block {value} is not applied: apps reach services by host name "
+             "through their sidecar's HTTP proxy, so only a single address (which a "
+             "client may write as the host) routes to this entry; list single IPs"),
     row("spec", "subjectAltNames", code=_REFUSED,
          why="subjectAltNames is refused: meshpilot does not verify the entry's endpoints "
              "against it, so a client would accept any identity the mesh's roots vouch "

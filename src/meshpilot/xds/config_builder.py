@@ -60,6 +60,7 @@ from meshpilot.xds.translate import (
     route_config,
     scopes,
     sidecar_own,
+    wildcards,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets, is_credential
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -171,6 +172,7 @@ class _Node:
     problems: list[Any] = field(default_factory=list)  # what a gateway last left out
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
+    wild: wildcards.WildScopes = ()  # the wildcard hosts its outbound listener keys
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
@@ -389,8 +391,7 @@ class ProxyConfigBuilder:
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
         memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
-                 for host, service in index.visible_services(snapshot, node).items()
-                 if "*" not in host}
+                 for host, service in index.visible_services(snapshot, node).items()}
         if _moved(memos, cls.clusters) or CLUSTER not in sets:
             cluster_items: Items = []
             assignment_items: Items = []
@@ -511,13 +512,15 @@ class ProxyConfigBuilder:
         when the snapshot's security policies moved and what they make it enforce did."""
         policies = self._policies
         moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
-        if not moved and policies is state.policies_of:
+        wild = wildcards.scope_rules(snapshot, node)
+        if not moved and policies is state.policies_of and wild == state.wild:
             return
         security = inbound_security(snapshot, node)
         state.policies_of = policies
-        if moved or security != state.security:
-            self._own_sets(state, sidecar_own(node, security))
+        if moved or security != state.security or wild != state.wild:
+            self._own_sets(state, sidecar_own(node, security, wild))
             state.inputs, state.security, state.ports_of = node, security, None
+            state.wild = wild
 
     def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
         self.builds["node"] += 1

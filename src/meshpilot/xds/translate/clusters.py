@@ -11,7 +11,8 @@ Outbound discovery by ``MeshService.resolution``:
   DNS answer changes.
 - ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
 
-Wildcard hosts (``*.example.com``) get no cluster: there is nothing to resolve.
+A wildcard host (``*.example.com``) is a service only with addresses to send what it
+covers to (STATIC, or DNS with endpoints): its clusters are named after the pattern.
 """
 
 from __future__ import annotations
@@ -118,8 +119,6 @@ def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        if "*" in host:
-            continue
         yield from for_service(snapshot, service, destination_rule(snapshot, host, node),
                                locality.caller_of(node))
 

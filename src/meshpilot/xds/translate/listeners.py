@@ -25,7 +25,17 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from meshpilot.mesh import sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.xds.translate import filters, headers, jwt, names, pb, rbac, telemetry, tls
+from meshpilot.xds.translate import (
+    filters,
+    headers,
+    jwt,
+    names,
+    pb,
+    rbac,
+    telemetry,
+    tls,
+    wildcards,
+)
 from meshpilot.xds.translate.endpoints import socket
 from meshpilot.xds.translate.workload_security import InboundSecurity
 
@@ -108,11 +118,12 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
     return lc.Filter(name=names.HCM_FILTER, typed_config=pb.pack(manager))
 
 
-def outbound(node: ProxyNode) -> listener_pb2.Listener:
+def outbound(node: ProxyNode, wild: wildcards.WildScopes = ()) -> listener_pb2.Listener:
     """``outbound_http_proxy`` on ``node.ip:node.outbound_port`` (``outbound_ip`` when
-    set), routes over SRDS + RDS."""
+    set), routes over SRDS + RDS (scoped for the wildcard hosts ``wild`` too)."""
     manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
     manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
+    wildcards.apply(manager, wild)
     return _listener(
         names.OUTBOUND_LISTENER,
         node.outbound_ip or node.ip,

@@ -80,8 +80,6 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        if "*" in host:
-            continue
         ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
         if ports:
             planned.append((service, ports, *_aliases(service, node)))
