@@ -5,14 +5,17 @@ Follows Istio's "Egress using Wildcard Hosts" task page (its "single hosting ser
 case: ``*.wikipedia.org`` with resolution DNS and one endpoint serving every covered
 host), with the same for resolution STATIC; an exact entry under the same suffix keeps its
 own host (Istio's more specific host wins); an entry's single ``addresses`` entry is a
-host a client may write.
+host a client may write; a ``workloadSelector`` entry's endpoints are the pods and
+WorkloadEntries of its namespace it selects (Istio's "ServiceEntry" reference, MESH_INTERNAL
+with workloadSelector).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.e2e.mesh import Mesh
+from tests.builders import demo_deployment, workload_entry
+from tests.e2e.mesh import Mesh, version_of
 from tests.e2e.scenario import Given
 
 
@@ -62,3 +65,24 @@ def test_a_wildcard_entry_is_reached_by_every_host_it_covers(
     # an unknown host, the entry's endpoint does not answer)
     for host in ("wikipedia.org", "en.wikipedia.com"):
         assert "x-version" not in mesh.http.get(f"http://{host}/").headers
+
+
+def test_a_workload_selector_entry_reaches_the_pods_and_entries_it_selects(
+        mesh: Mesh, given: Given, backend_app: Callable[..., str]) -> None:
+    vm = int(backend_app("vm").rsplit(":", 1)[1])
+    pods = demo_deployment("api-v1", "v1", app="api")
+    pods["spec"]["template"]["metadata"]["labels"]["role"] = "api"
+    given.applied(pods, workload_entry("api-vm", port=vm, labels={"role": "api"}),
+                  demo_deployment("other", "other", app="other"), """\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: api}
+        spec:
+          hosts: [api.internal]
+          location: MESH_INTERNAL
+          resolution: STATIC
+          ports: [{number: 8080, name: http, protocol: HTTP}]
+          workloadSelector: {labels: {role: api}}
+        """)
+    seen = {version_of(mesh.http.get("http://api.internal:8080/")) for _ in range(20)}
+    assert seen == {"v1", "vm"}, seen  # the pod (over its sidecar) and the entry

@@ -15,11 +15,12 @@ from typing import Any
 import yaml
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from meshpilot.api.networking import DestinationRule
+from meshpilot.api.networking import DestinationRule, HTTPRetry
 from meshpilot.mesh.locality import from_labels, parse
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
 from meshpilot.xds.config_builder import ProxyConfigBuilder
 from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_ENDPOINT, build_resources
+from meshpilot.xds.translate.routes import retry_policy
 from meshpilot.xds.types import ENDPOINT
 
 HOST = "myapp.default.svc.cluster.local"
@@ -197,3 +198,29 @@ def test_proxies_share_assignments_per_locality_only_when_a_rule_reads_it() -> N
         reference = build_resources(failover, node)[TYPE_ENDPOINT][CLUSTER]
         served = builder.config_for(failover, node)[ENDPOINT].get(CLUSTER)
         assert served.message == reference
+
+
+def test_dns_entry_endpoints_are_grouped_and_prioritised_too() -> None:
+    """A ServiceEntry resolved by DNS lists its endpoints in the cluster itself; Istio
+    applies the same locality priorities there."""
+    ext = "api.example.com"
+    service = MeshService(ext, ext, "default", (ServicePort(80, "http"),),
+                          origin="ServiceEntry", resolution="DNS", location="MESH_EXTERNAL")
+    named = (Endpoint(ext, 80, "near.example.net", 80, workload="n", locality="r1/z1"),
+             Endpoint(ext, 80, "far.example.net", 80, workload="f", locality="r2/z1"))
+    dr = rule(OUTLIERS).obj.model_copy(deep=True)
+    dr.spec.host = ext
+    snap = MeshSnapshot(version=1, services={ext: service}, endpoints={ext: named},
+                        destination_rules=(Named("default", "ext", dr),))
+    cluster = build_resources(snap, caller("r1/z1"))[TYPE_CLUSTER][f"outbound|80||{ext}"]
+    assert cluster.type == cluster.STRICT_DNS
+    got = {g.locality.region: g.priority for g in cluster.load_assignment.endpoints}
+    assert got == {"r1": 0, "r2": 1}
+
+
+def test_retry_remote_localities_moves_retries_to_other_priorities() -> None:
+    policy = retry_policy(HTTPRetry(attempts=2, retry_remote_localities=True))
+    assert policy is not None
+    assert policy.retry_priority.name == "envoy.retry_priorities.previous_priorities"
+    plain = retry_policy(HTTPRetry(attempts=2))
+    assert plain is not None and not plain.HasField("retry_priority")
