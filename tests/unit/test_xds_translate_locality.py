@@ -18,6 +18,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from meshpilot.api.networking import DestinationRule, HTTPRetry
 from meshpilot.mesh.locality import from_labels, parse
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
+from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds.config_builder import ProxyConfigBuilder
 from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_ENDPOINT, build_resources
 from meshpilot.xds.translate.routes import retry_policy
@@ -224,3 +225,18 @@ def test_retry_remote_localities_moves_retries_to_other_priorities() -> None:
     assert policy.retry_priority.name == "envoy.retry_priorities.previous_priorities"
     plain = retry_policy(HTTPRetry(attempts=2))
     assert plain is not None and not plain.HasField("retry_priority")
+
+
+def test_a_proxy_tells_its_locality_in_its_envoy_node() -> None:
+    """Istio's sidecars carry their locality in the Envoy node (``node.locality``): from
+    the pod's labels here, or as the node names it (a joined host's entry)."""
+    labelled = ProxyNode(id="p", kind="sidecar", namespace="default", ip="127.10.0.5",
+                         labels={"topology.kubernetes.io/region": "r1",
+                                 "topology.kubernetes.io/zone": "z2"})
+    doc = bootstrap(labelled, xds_host="127.0.0.1", xds_port=15010)
+    assert doc["node"]["locality"] == {"region": "r1", "zone": "z2", "sub_zone": ""}
+    named = replace(labelled, labels={}, locality="eu/west/rack1")
+    assert bootstrap(named, xds_host="127.0.0.1", xds_port=15010)["node"]["locality"] == {
+        "region": "eu", "zone": "west", "sub_zone": "rack1"}
+    nowhere = replace(labelled, labels={})
+    assert "locality" not in bootstrap(nowhere, xds_host="127.0.0.1", xds_port=15010)["node"]
