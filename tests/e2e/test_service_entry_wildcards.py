@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from tests.builders import demo_deployment, workload_entry
 from tests.e2e.mesh import Mesh, version_of
-from tests.e2e.scenario import Given
+from tests.e2e.scenario import Given, When
 
 
 def _entry(name: str, hosts: str, resolution: str, address: str, port: int,
@@ -36,7 +36,7 @@ def _entry(name: str, hosts: str, resolution: str, address: str, port: int,
 
 
 def test_a_wildcard_entry_is_reached_by_every_host_it_covers(
-        mesh: Mesh, given: Given, backend_app: Callable[..., str]) -> None:
+        mesh: Mesh, given: Given, when: When, backend_app: Callable[..., str]) -> None:
     wiki = int(backend_app("wiki").rsplit(":", 1)[1])
     static = int(backend_app("static").rsplit(":", 1)[1])
     exact = int(backend_app("exact").rsplit(":", 1)[1])
@@ -65,6 +65,21 @@ def test_a_wildcard_entry_is_reached_by_every_host_it_covers(
     # an unknown host, the entry's endpoint does not answer)
     for host in ("wikipedia.org", "en.wikipedia.com"):
         assert "x-version" not in mesh.http.get(f"http://{host}/").headers
+
+    # a VirtualService for the pattern routes every covered name; its destination, a
+    # covered name, is the entry
+    when.apply("""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: wikipedia}
+        spec:
+          hosts: ["*.wikipedia.org"]
+          http:
+          - route: [{destination: {host: en.wikipedia.org}}]
+            headers: {response: {set: {x-routed: wikipedia}}}
+        """)
+    r = mesh.http.get("http://fr.wikipedia.org/")
+    assert (r.headers.get("x-routed"), r.headers.get("x-version")) == ("wikipedia", "wiki")
 
 
 def test_a_workload_selector_entry_reaches_the_pods_and_entries_it_selects(

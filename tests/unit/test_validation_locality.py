@@ -128,3 +128,27 @@ def test_a_wildcard_dns_entry_without_endpoints_is_refused() -> None:
     assert [(d.code, d.path) for d in p.errors] == [("MP0092", "spec.hosts[1]")]
     se["spec"]["endpoints"] = [{"address": "www.wikipedia.org"}]
     assert plan(se).ok
+
+
+def test_a_mesh_route_for_a_name_only_a_wildcard_covers_is_warned() -> None:
+    """The covered names are routed by the pattern's routes (MP2061); routes for the
+    pattern itself, for a name known exactly, or bound to a gateway are not warned."""
+    se = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+          "metadata": {"name": "wiki", "namespace": "shop"},
+          "spec": {"hosts": ["*.wikipedia.org", "de.wikipedia.org"], "resolution": "DNS",
+                   "ports": [{"number": 80, "name": "http"}],
+                   "endpoints": [{"address": "www.wikipedia.org"}]}}
+
+    def vs(name: str, hosts: list[str], **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"hosts": hosts, "http": [{"route": [{"destination": {
+                    "host": "en.wikipedia.org"}}]}], **spec}}
+
+    p = plan(se, vs("en", ["en.wikipedia.org"]), vs("all", ["*.wikipedia.org"]),
+             vs("de", ["de.wikipedia.org"]),
+             vs("edge", ["fr.wikipedia.org"], gateways=["my-gateway"]))
+    warned = [(d.code, d.object, d.path) for d in p.diagnostics if d.code == "MP2061"]
+    assert warned == [("MP2061", "VirtualService shop/en", "spec.hosts[0]")], warned
+    # a destination to a covered name is known (it goes to the entry's cluster)
+    assert "MP2001" not in {d.code for d in p.diagnostics}

@@ -83,3 +83,27 @@ def test_no_wildcard_keeps_the_listener_keyed_by_host() -> None:
     assert listener.scoped_routes.scope_key_builder.fragments[0] \
         .header_value_extractor.name == "host"
     assert len(listener.early_header_mutation_extensions) == 1  # the source id only
+
+
+def test_a_destination_a_wildcard_covers_goes_to_the_entrys_cluster() -> None:
+    """Istio sends a route's destination that only a wildcard entry covers to that
+    entry's cluster (the most specific pattern's)."""
+    vs_key = ObjectKey("networking.istio.io", "VirtualService", "default", "wiki")
+    vs_body = yaml.safe_load("""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wiki, namespace: default}
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - match: [{headers: {":authority": {prefix: "en."}}}]
+    route: [{destination: {host: en.a.example.com}}]
+  - route: [{destination: {host: www.example.com}}]
+""")
+    snap = build_snapshot(1, [
+        entry("w", ["*.example.com"], "STATIC", endpoints=[{"address": "10.0.0.1"}]),
+        entry("a", ["*.a.example.com"], "STATIC", endpoints=[{"address": "10.0.0.2"}]),
+        (vs_key, vs_body)])
+    (vhost,) = build_resources(snap, NODE)[TYPE_ROUTE]["outbound|*.example.com"].virtual_hosts
+    assert [r.route.cluster for r in vhost.routes] == [
+        "outbound|80||*.a.example.com", "outbound|80||*.example.com"]

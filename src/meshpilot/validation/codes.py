@@ -192,6 +192,9 @@ WILDCARD_DNS_HOST = Code("MP0092", Severity.ERROR, "ServiceEntry wildcard host w
 FAILOVER_WITHOUT_OUTLIERS = Code("MP2060", Severity.WARNING, "locality failover or "
                                  "failoverPriority without outlierDetection: it never takes "
                                  "effect (Istio's validation warns the same)")
+WILDCARD_COVERED_HOST = Code("MP2061", Severity.WARNING, "mesh VirtualService for a name "
+                             "only a wildcard ServiceEntry host covers: not applied (the "
+                             "pattern's routes serve it)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 
