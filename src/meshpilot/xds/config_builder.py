@@ -7,8 +7,9 @@ at proxy labels (DestinationRule ``workloadSelector``, VirtualService ``sourceLa
 its labels. :class:`ProxyConfigBuilder` returns the same resources, as immutable
 resource sets (serialised and hashed once), built:
 
-- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them)`` and
-  snapshot: outbound clusters, their ClusterLoadAssignments, the per-service route
+- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them,
+  egress scope, locality if any DestinationRule balances by it)`` and snapshot:
+  outbound clusters, their ClusterLoadAssignments, the per-service route
   configurations, the routing scopes, and the inbound route configurations of the
   snapshot's sidecar ports. Every proxy of a class gets the very same set objects, so
   streams also share per-set work (digests, references, diffs, plans);
