@@ -240,3 +240,23 @@ def test_a_proxy_tells_its_locality_in_its_envoy_node() -> None:
         "region": "eu", "zone": "west", "sub_zone": "rack1"}
     nowhere = replace(labelled, labels={})
     assert "locality" not in bootstrap(nowhere, xds_host="127.0.0.1", xds_port=15010)["node"]
+
+
+def test_failover_priority_with_failover_orders_regions_within_each_rank() -> None:
+    """Both given (Istio: the label ranks first, then the regions within each, the
+    ``failover`` target before other regions)."""
+    endpoints = (
+        ep("127.20.0.1", "r1/z1", net="n1"),
+        ep("127.20.0.2", "r2/z1", net="n1"),
+        ep("127.20.0.3", "r3/z1", net="n1"),
+        ep("127.20.0.4", "r1/z1", net="n2"),
+    )
+    policy = """
+    loadBalancer:
+      localityLbSetting:
+        failoverPriority: [net]
+        failover: [{from: r1, to: r3}]
+""" + OUTLIERS
+    snap = snapshot(rule(policy), endpoints=endpoints)
+    assert by_priority(snap, caller("r1/z1", net="n1")) == {
+        0: ["127.20.0.1"], 1: ["127.20.0.3"], 2: ["127.20.0.2"], 3: ["127.20.0.4"]}

@@ -187,11 +187,12 @@ def apply(out: endpoint_pb2.ClusterLoadAssignment, members: list[list[Endpoint]]
         return True
     if policy is None or policy.outlier_detection is None:
         return False
-    if chosen.failover_priority and caller.labels:
+    if not chosen.failover_priority:
+        _by_distance(out, caller, chosen.failover)
+        return False
+    if caller.labels:  # a caller with no labels at all has nothing to compare
         _by_labels(out, members, caller, chosen.failover_priority)
-        if chosen.failover:
-            _by_distance(out, caller, chosen.failover)
-    elif not chosen.failover_priority:
+    if chosen.failover:  # given with failoverPriority: the regions order within it
         _by_distance(out, caller, chosen.failover)
     return False
 
