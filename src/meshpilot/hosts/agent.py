@@ -130,7 +130,7 @@ class HostAgent:
             ip=self.options.address, workload=joined["entry"], name=joined["entry"],
             service_account=joined["serviceAccount"], labels=dict(joined["labels"]),
             inbound=tuple(inbound), outbound_port=self.options.outbound_port,
-            outbound_ip=OUTBOUND_ADDRESS)
+            outbound_ip=OUTBOUND_ADDRESS, locality=str(joined.get("locality") or ""))
 
     def bootstrap(self) -> dict[str, Any]:
         """The sidecar's bootstrap: xDS at the control plane's mutual-TLS port, presenting

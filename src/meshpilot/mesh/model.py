@@ -90,6 +90,7 @@ class Endpoint:
     weight: int = 1
     has_sidecar: bool = False  # a proxy of the mesh receives its traffic (mTLS possible)
     service_account: str = ""  # its identity's service account (with a sidecar)
+    locality: str = ""  # region/zone/subzone (see meshpilot.mesh.locality); "": none
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ class WorkloadInstance:
     """Istio's workload name: the pod's Deployment; empty means ``name`` (a WorkloadEntry
     or ServiceEntry endpoint is its own workload)."""
     service_account: str = "default"  # a pod's identity: spiffe://<domain>/ns/<ns>/sa/<this>
+    locality: str = ""
+    """region/zone/subzone as the workload's spec names it (a WorkloadEntry's, a
+    ServiceEntry endpoint's); empty: read from its labels, as a pod's is."""
 
     @property
     def workload_name(self) -> str:
@@ -172,6 +176,9 @@ class ProxyNode:
     runs the proxy (a path on its host, in the proxy's run directory); empty: no access
     log (``meshpilot up --access-log off``). It arrives with the node, so translation
     stays a function of its inputs."""
+    locality: str = ""
+    """region/zone/subzone from the Envoy node's ``locality`` (its bootstrap); empty: read
+    from its labels as a pod's is (:func:`meshpilot.mesh.locality.of_proxy`)."""
 
 
 @dataclass(frozen=True)

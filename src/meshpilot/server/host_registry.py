@@ -212,6 +212,7 @@ class HostRegistry:
             "hostToken": self.proxy_tokens.token_for(_host_subject(key)),
             "xds": self.xds_address(), "labels": entry["spec"].get("labels", {}),
             "ports": entry["spec"].get("ports", {}),
+            "locality": entry["spec"].get("locality", ""),
             "probe": group.spec.model_dump(by_alias=True, exclude_none=True).get("probe"),
             "reportSeconds": max(1.0, self.timeout / 4),
         }

@@ -194,6 +194,20 @@ HPA_NO_CPU_REQUEST = Code("MP2048", Severity.WARNING, "HorizontalPodAutoscaler o
 TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
                               "provider does not use as written: a secretRef Secret without "
                               "the keys it reads, a graphite query's format (always json)")
+BAD_LOCALITY_SETTING = Code("MP0090", Severity.ERROR, "DestinationRule localityLbSetting "
+                             "Istio refuses: distribute with failover, weights not summing "
+                             "to 100, a failover region with '/' or '*', overlapping or "
+                             "malformed localities")
+BAD_LOCALITY = Code("MP0091", Severity.ERROR, "workload locality not of the form "
+                    "region/zone/subzone (no '*', no empty part before a given one)")
+WILDCARD_DNS_HOST = Code("MP0092", Severity.ERROR, "ServiceEntry wildcard host with "
+                         "resolution DNS and no endpoints: there is no name to resolve")
+FAILOVER_WITHOUT_OUTLIERS = Code("MP2060", Severity.WARNING, "locality failover or "
+                                 "failoverPriority without outlierDetection: it never takes "
+                                 "effect (Istio's validation warns the same)")
+WILDCARD_COVERED_HOST = Code("MP2061", Severity.WARNING, "mesh VirtualService for a name "
+                             "only a wildcard ServiceEntry host covers: not applied (the "
+                             "pattern's routes serve it)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

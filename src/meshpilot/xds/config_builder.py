@@ -7,8 +7,9 @@ at proxy labels (DestinationRule ``workloadSelector``, VirtualService ``sourceLa
 its labels. :class:`ProxyConfigBuilder` returns the same resources, as immutable
 resource sets (serialised and hashed once), built:
 
-- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them)`` and
-  snapshot: outbound clusters, their ClusterLoadAssignments, the per-service route
+- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them,
+  egress scope, locality if any DestinationRule balances by it)`` and snapshot:
+  outbound clusters, their ClusterLoadAssignments, the per-service route
   configurations, the routing scopes, and the inbound route configurations of the
   snapshot's sidecar ports. Every proxy of a class gets the very same set objects, so
   streams also share per-set work (digests, references, diffs, plans);
@@ -60,10 +61,12 @@ from meshpilot.xds.translate import (
     gateway_own,
     http_inbound_ports,
     inbound_route,
+    locality,
     route_config,
     scopes,
     sidecar_own,
     tcp_listeners,
+    wildcards,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets, is_credential
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -119,6 +122,12 @@ class _Class:
     def gateway(self) -> bool:
         return bool(self.key[0])  # type: ignore[index]
 
+    @property
+    def seen_from(self) -> locality.CallerKey | None:
+        """Where its proxies see the endpoints from, when that matters (the key's last
+        part, :func:`locality.caller_key`)."""
+        return self.key[-1]  # type: ignore[index,no-any-return]
+
 
 @dataclass(frozen=True)
 class _Moves:
@@ -170,6 +179,7 @@ class _Node:
     problems: list[Any] = field(default_factory=list)  # what a gateway last left out
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
+    wild: wildcards.WildScopes = ()  # the wildcard hosts its outbound listener keys
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
@@ -320,11 +330,13 @@ class ProxyConfigBuilder:
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
         """Proxies with the same key get the same shared sets for a snapshot: the same
         kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
-        them, labels. A changed Sidecar is a new scope, so a new class, built afresh."""
+        them, labels; and, when some DestinationRule balances by locality, the same view
+        of the endpoints' localities (:func:`locality.caller_key`: their locality, mostly).
+        A changed Sidecar is a new scope, so a new class, built afresh."""
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node))
+                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -345,7 +357,8 @@ class ProxyConfigBuilder:
                     snapshot.request_authentications, snapshot.trust_domain)
         if not same_objects(policies, self._policies):
             self._policies = policies  # one object while the security policies stay
-        self._sensitive = index.of(snapshot).label_sensitive
+        self._sensitive = index.of(snapshot).label_sensitive or \
+            locality.facts(snapshot).sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
         self._patched_routes.advance()
@@ -403,8 +416,7 @@ class ProxyConfigBuilder:
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
         memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
-                 for host, service in index.visible_services(snapshot, node).items()
-                 if "*" not in host}
+                 for host, service in index.visible_services(snapshot, node).items()}
         if _moved(memos, cls.clusters) or CLUSTER not in sets:
             cluster_items: Items = []
             assignment_items: Items = []
@@ -443,14 +455,16 @@ class ProxyConfigBuilder:
                 memo.inputs[0] is service and memo.inputs[2] is endpoints:
             return memo  # the same service, endpoints and rules: nothing to look at
         rule = index.destination_rule_named(snapshot, service.host, node)
+        seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain)
+                  snapshot.trust_domain, seen_from)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
         out: Items = []
+        caller = locality.caller_of(node) if seen_from is not None else None
         for cluster, assignment in clusters.for_service(
-                snapshot, service, rule.obj if rule else None):
+                snapshot, service, rule.obj if rule else None, caller):
             out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
             if assignment is not None:
                 name = assignment.cluster_name
@@ -524,13 +538,15 @@ class ProxyConfigBuilder:
         when the snapshot's security policies moved and what they make it enforce did."""
         policies = self._policies
         moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
-        if not moved and policies is state.policies_of:
+        wild = wildcards.scope_rules(snapshot, node)
+        if not moved and policies is state.policies_of and wild == state.wild:
             return
         security = inbound_security(snapshot, node)
         state.policies_of = policies
-        if moved or security != state.security:
-            self._own_sets(state, sidecar_own(node, security))
+        if moved or security != state.security or wild != state.wild:
+            self._own_sets(state, sidecar_own(node, security, wild))
             state.inputs, state.security, state.ports_of = node, security, None
+            state.wild = wild
 
     def _tcp_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
         """Its outbound TCP and TLS listeners (:mod:`~meshpilot.xds.translate.sidecar_tcp`)

@@ -25,13 +25,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
+from meshpilot.mesh.locality import Locality
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
 from meshpilot.xds.auth import Authenticator
 from meshpilot.xds.consistency import consistency_problems
@@ -423,6 +424,10 @@ class XdsServer:
         else:
             node_id = request.node.id
             node = node_from_metadata(node_id, MessageToDict(request.node.metadata))
+            if request.node.HasField("locality"):  # Envoy's own field, from its bootstrap
+                where = request.node.locality
+                node = replace(node, locality=str(Locality(
+                    where.region, where.zone, where.sub_zone)))
             metadata = {k: v for k, v in (context.invocation_metadata() or ())
                         if isinstance(v, str)}
             refusal = self._authenticate(node, metadata)

@@ -30,8 +30,8 @@ What a proxy gets:
 Not translated yet: subnet matches in ``tcp`` and ``tls`` routes (warned about at apply:
 MP2015), multi-cluster
 gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH, refused: MP0037), and the fields listed in
-:mod:`meshpilot.validation.unapplied_fields` (locality load balancing,
-tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, ...),
+:mod:`meshpilot.validation.unapplied_fields` (tunnel/proxy protocol, PASSTHROUGH load
+balancing, wildcard ServiceEntry hosts with resolution NONE, ...),
 warned about at apply (MP2016) or refused where ignoring them would weaken security
 (MP0046). A field this package starts to read must
 leave that table.
@@ -60,6 +60,7 @@ from meshpilot.xds.translate import (
     names,
     sidecar_tcp,
     telemetry,
+    wildcards,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
@@ -147,7 +148,8 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
     What a gateway leaves out, and why, is in :func:`gateway_own`'s problems."""
     if node.kind != "gateway":
-        out = sidecar_own(node, inbound_security(snapshot, node))
+        out = sidecar_own(node, inbound_security(snapshot, node),
+                          wildcards.scope_rules(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         _add(out, TYPE_LISTENER, tcp_listeners(snapshot, node))
         return out
@@ -168,12 +170,13 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
     return out, list(built.problems)
 
 
-def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
+def sidecar_own(node: ProxyNode, security: InboundSecurity,
+                wild: wildcards.WildScopes = ()) -> Resources:
     """A sidecar's (or the mesh proxy's) listeners and inbound clusters (and the clusters
-    its JWT filter fetches keys through): a function of the node and what its inbound
-    side enforces."""
+    its JWT filter fetches keys through): a function of the node, what its inbound side
+    enforces and the wildcard hosts it routes."""
     out = _empty()
-    built = [listeners.outbound(node), *(listeners.inbound(node, p, security)
+    built = [listeners.outbound(node, wild), *(listeners.inbound(node, p, security)
                                          for p in _ports(node))]
     _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
                               for listener in built))
