@@ -52,6 +52,7 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
+from meshpilot.server.pacing import RebuildPacer
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
@@ -61,6 +62,8 @@ from meshpilot.xds.auth import token_authenticator
 from meshpilot.xds.server import SecurePort
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of a mesh rebuild (``time.monotonic``), at DEBUG for benchmarks."""
 
 DEBOUNCE_SECONDS = 0.05
 GATEWAY_LABELS = MappingProxyType({"istio": "ingressgateway", "app": "istio-ingressgateway"})
@@ -450,7 +453,11 @@ class MeshControlPlane:
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
             self.publish({"ingress_ports": ports})
+        built = time.monotonic()
         self.xds.publish(self._xds_snapshot(snapshot, ports, pods))
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f published version=%d built=%.4f", time.monotonic(),
+                           version, built)
         return version
 
     def _proxy_upkeep(self) -> None:
@@ -464,25 +471,31 @@ class MeshControlPlane:
                     log.exception("upkeep of proxy %s failed", proxy.name)
 
     def _rebuild_loop(self) -> None:
-        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS``: a change after a
-        quiet spell goes out at once (leading edge), a burst of changes is coalesced."""
-        last = 0.0
+        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS`` on average: a change
+        after a quiet spell goes out at once (leading edge), and so does a second one right
+        after it (see :mod:`.pacing`); a longer burst of changes is coalesced."""
+        pacer = RebuildPacer(DEBOUNCE_SECONDS, burst=2)
         while not self._stopping.is_set():
             self._dirty.wait(self._until_renewal())  # a change, or certificates to renew
             if self._stopping.is_set():
                 return
-            wait = last + DEBOUNCE_SECONDS - time.monotonic()
+            wait = pacer.wait(time.monotonic())
             if wait > 0:
                 self._stopping.wait(wait)
             self._dirty.clear()
             last = time.monotonic()
+            pacer.take(last)
             try:
                 if self.runtime is not None:
                     # a replica that does not lead runs no pods (the leader runs them)
                     leads = self.leading()
                     self.runtime.sync(self.deployments() if leads else [],
                                       self.config_data() if leads else {})
-                self._rebuild()
+                synced = time.monotonic()
+                version = self._rebuild()
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f rebuild version=%d start=%.4f synced=%.4f",
+                                   time.monotonic(), version, last, synced)
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
 
@@ -503,6 +516,9 @@ class MeshControlPlane:
         try:
             while not self._stopping.is_set():
                 if mirror.poll(timeout=0.5):
+                    if timeline.isEnabledFor(logging.DEBUG):
+                        timeline.debug("%.4f store-change revision=%s", time.monotonic(),
+                                       mirror.revision())
                     self._dirty.set()
         finally:
             mirror.close()

@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     from meshpilot.telemetry import MeshTelemetry
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of live reads (``time.monotonic``), at DEBUG for benchmarks."""
 
 WRITER_SOURCE = "<delivery-controller>"
 TICK_SECONDS = 0.5
@@ -307,15 +309,20 @@ class TelemetryTraffic:
         telemetry = self._telemetry()
         if telemetry is None:
             return None
+        started = time.monotonic()
         points = telemetry.scraper.read_now(
             lambda t: t.identity.kind == "sidecar" and t.identity.namespace == namespace
             and t.identity.workload == workload)
+        if points is None:
+            return None
         served = [p for p in points if p.metric == REQUESTS_TOTAL
                   and dict(p.labels).get("reporter") == "destination"]
-        if not served:
-            return None
         failed = sum(p.value for p in served
                      if str(dict(p.labels).get("response_code", "")).startswith("5"))
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f live-read %s/%s start=%.4f requests=%d failed=%d",
+                           time.monotonic(), namespace, workload, started,
+                           sum(p.value for p in served), failed)
         return int(sum(p.value for p in served)), int(failed)
 
 
@@ -441,6 +448,10 @@ class DeliveryLoop:
                                        self.measurer)
         self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
         self._hot: set[tuple[str, str]] = set()
+        self._warm: set[tuple[str, str]] = set()
+        """Canaries under analysis: the loop wakes every ``HOT_TICK_SECONDS`` while there
+        are any, so one that turns hot (its first weight) is ticked within that, not at
+        the next regular tick."""
         self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
@@ -485,17 +496,21 @@ class DeliveryLoop:
         its failures within a fraction of a second, not at the next regular tick."""
         decision = self.controller.tick(namespace, name)
         st = decision.state if decision is not None else None
-        hot = bool(st and st.phase in ANALYSIS_PHASES and st.analysis_started and (
+        warm = bool(st and st.phase in ANALYSIS_PHASES)
+        hot = bool(st and warm and st.analysis_started and (
             st.canary_weight > 0 or st.mirror_stage or st.ab_active))
         with self._hot_lock:
-            if hot:
-                self._hot.add((namespace, name))
-            else:
-                self._hot.discard((namespace, name))
+            for members, member in ((self._hot, hot), (self._warm, warm)):
+                if member:
+                    members.add((namespace, name))
+                else:
+                    members.discard((namespace, name))
 
     def _kick_hot(self) -> None:
         with self._hot_lock:
             hot = list(self._hot)
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f kick-hot %d", time.monotonic(), len(hot))
         for namespace, name in hot:
             self.workers.kick(namespace, name)
 
@@ -578,7 +593,8 @@ class DeliveryLoop:
                     continue
                 now = time.monotonic()
                 due = min(next_all, next_hot if self._hot else next_all)
-                event = watch.get(timeout=max(0.0, min(due - now, self.tick_seconds)))
+                cap = HOT_TICK_SECONDS if self._warm else self.tick_seconds
+                event = watch.get(timeout=max(0.0, min(due - now, cap)))
                 soon = False
                 while event is not None:
                     soon = self._relevant(event) or soon
