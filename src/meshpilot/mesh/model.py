@@ -154,6 +154,10 @@ class ProxyNode:
     runs the proxy (a path on its host, in the proxy's run directory); empty: no access
     log (``meshpilot up --access-log off``). It arrives with the node, so translation
     stays a function of its inputs."""
+    report_failures: bool = False
+    """Whether its inbound listeners stream failed requests to the control plane: set by
+    the xDS build from the snapshot for the sidecars of a Canary's target workload
+    (``xds.translate.failure_reports``), never from the node's metadata."""
 
 
 @dataclass(frozen=True)

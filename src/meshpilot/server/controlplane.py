@@ -57,6 +57,7 @@ from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
+from meshpilot.telemetry.failure_reports import FailureReports
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 from meshpilot.xds.auth import token_authenticator
 from meshpilot.xds.server import SecurePort
@@ -184,9 +185,12 @@ class MeshControlPlane:
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
+        self.failure_reports = FailureReports()
+        """Canary sidecars' failed requests as they happen (served beside xDS)."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify),
-                             secure=self._secure_xds(listen, options))
+                             secure=self._secure_xds(listen, options),
+                             services=(self.failure_reports.handler(),))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
         self.runtime: LocalRuntime | None = None

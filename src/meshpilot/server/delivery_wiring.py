@@ -449,6 +449,8 @@ class DeliveryLoop:
         self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
         self._hot: set[tuple[str, str]] = set()
         self._warm: set[tuple[str, str]] = set()
+        self._hot_targets: dict[tuple[str, str], str] = {}
+        """Hot Canary -> its target workload, whose failure reports step it at once."""
         """Canaries under analysis: the loop wakes every ``HOT_TICK_SECONDS`` while there
         are any, so one that turns hot (its first weight) is ticked within that, not at
         the next regular tick."""
@@ -499,12 +501,35 @@ class DeliveryLoop:
         warm = bool(st and st.phase in ANALYSIS_PHASES)
         hot = bool(st and warm and st.analysis_started and (
             st.canary_weight > 0 or st.mirror_stage or st.ab_active))
+        key = (namespace, name)
+        with self._hot_lock:
+            target = self._hot_targets.get(key) if hot else None
+        if hot and target is None:
+            canary = self.view.canary(namespace, name)
+            target = canary.spec.target_ref.name if canary is not None else None
         with self._hot_lock:
             for members, member in ((self._hot, hot), (self._warm, warm)):
                 if member:
-                    members.add((namespace, name))
+                    members.add(key)
                 else:
-                    members.discard((namespace, name))
+                    members.discard(key)
+            if target is not None:
+                self._hot_targets[key] = target
+            else:
+                self._hot_targets.pop(key, None)
+
+    def failures_reported(self, namespace: str, workload: str, failed: int) -> None:
+        """A canary's sidecars just answered ``failed`` requests with 5xx: step at once
+        the hot Canaries whose target that is (fail-fast judges on arrival, not at the
+        next hot tick). Called on the xDS server's loop: it only kicks workers."""
+        with self._hot_lock:
+            canaries = [name for (ns, name), target in self._hot_targets.items()
+                        if ns == namespace and target == workload]
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f failure-report %s/%s failed=%d canaries=%d", time.monotonic(),
+                           namespace, workload, failed, len(canaries))
+        for name in canaries:
+            self.workers.kick(namespace, name)
 
     def _kick_hot(self) -> None:
         with self._hot_lock:

@@ -53,6 +53,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    failure_reports,
     gateway_own,
     http_inbound_ports,
     inbound_route,
@@ -230,6 +231,8 @@ class ProxyConfigBuilder:
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
+        self._canary_targets: frozenset[tuple[str, str]] = frozenset()
+        """Whose sidecars report their failures (``translate.failure_reports``)."""
         self._gen = 0
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
@@ -253,6 +256,7 @@ class ProxyConfigBuilder:
                 self._advance(snapshot)
             if self._retargeted:  # some Service port says more than HTTP: a look-up per port
                 node = index.with_service_protocols(snapshot, node)
+            node = failure_reports.marked(node, self._canary_targets)
             state = self._nodes.get(node.id)
             if state is None:
                 state = self._nodes[node.id] = _Node()
@@ -324,6 +328,7 @@ class ProxyConfigBuilder:
             self._policies = policies  # one object while the security policies stay
         self._sensitive = index.of(snapshot).label_sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
+        self._canary_targets = failure_reports.canary_targets(snapshot)
         self._gen += 1
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:

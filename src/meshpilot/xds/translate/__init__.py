@@ -47,7 +47,14 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
-from meshpilot.xds.translate import access_log, clusters, listeners, names, telemetry
+from meshpilot.xds.translate import (
+    access_log,
+    clusters,
+    failure_reports,
+    listeners,
+    names,
+    telemetry,
+)
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -159,8 +166,10 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
     its JWT filter fetches keys through): a function of the node and what its inbound
     side enforces."""
     out = _empty()
-    built = [listeners.outbound(node), *(listeners.inbound(node, p, security)
-                                         for p in _ports(node))]
+    inbound = [listeners.inbound(node, p, security) for p in _ports(node)]
+    if node.report_failures:
+        inbound = [failure_reports.with_failure_reports(listener) for listener in inbound]
+    built = [listeners.outbound(node), *inbound]
     _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
                               for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
@@ -197,6 +206,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
     node = index.with_service_protocols(snapshot, node)
+    node = failure_reports.marked(node, failure_reports.canary_targets(snapshot))
     out = _empty()
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":
