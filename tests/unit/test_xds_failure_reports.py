@@ -22,9 +22,10 @@ from meshpilot.xds.translate import failure_reports as fr
 PORTS = (InboundPort(8080, 18080, "http"),)
 
 
-def snapshot(*targets: str) -> MeshSnapshot:
+def snapshot(*targets: str, fail_fast: str = "true") -> MeshSnapshot:
     canaries = tuple(Named("default", t, Canary.model_validate(
-        canary(t, analysis={"interval": "1s"}, port=8080))) for t in targets)
+        canary(t, analysis={"interval": "1s"}, port=8080,
+               annotations={"meshpilot.io/fail-fast": fail_fast}))) for t in targets)
     return MeshSnapshot(1, {}, {}, canaries=canaries)
 
 
@@ -71,6 +72,12 @@ def test_the_primary_and_other_workloads_do_not() -> None:
     snap = snapshot("myapp")
     for node in (pod("myapp-primary"), pod("other"), pod("myapp", namespace="test")):
         assert not [c for lis in listeners_of(snap, node).values() for c in grpc_loggers(lis)]
+
+
+def test_nor_a_canary_with_fail_fast_turned_off() -> None:
+    snap = snapshot("myapp", fail_fast="false")
+    assert not [c for lis in listeners_of(snap, pod("myapp")).values()
+                for c in grpc_loggers(lis)]
 
 
 def test_the_shared_builder_follows_the_canary_coming_and_going() -> None:

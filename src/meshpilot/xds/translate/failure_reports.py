@@ -43,8 +43,10 @@ MIN_CODE_RUNTIME_KEY = "meshpilot.failure_reports.min_code"
 
 
 def canary_targets(snapshot: MeshSnapshot) -> frozenset[tuple[str, str]]:
-    """(namespace, workload) of every Canary's target Deployment."""
-    return frozenset((c.namespace, c.obj.spec.target_ref.name) for c in snapshot.canaries)
+    """(namespace, workload) of the target Deployment of every Canary fail-fast judges
+    (not of one annotated ``meshpilot.io/fail-fast: "false"``)."""
+    return frozenset((c.namespace, c.obj.spec.target_ref.name) for c in snapshot.canaries
+                     if c.obj.fail_fast)
 
 
 def marked(node: ProxyNode, targets: frozenset[tuple[str, str]]) -> ProxyNode:
