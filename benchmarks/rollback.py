@@ -236,7 +236,7 @@ def print_timeline(log_path: Path, bad: list[Rec], t_apply: float, t_back: float
                  if r.version == "v2" and r.status < 500]
         rows += [(t2, f"failure report ({f2.get('failed')} failed)") for t2, s2, f2 in events
                  if s2 == "failure-report" and second.sched - 0.5 <= t2 <= t]
-        after = [(t2, s2, f2) for t2, s2, f2 in events if t2 >= t]
+        after = [(t2, s2, f2) for t2, s2, f2 in events if t <= t2 <= t + 1.0]
         rows += [(t2, f"{s2} {' '.join(f'{k}={v}' for k, v in f2.items())}"[:80])
                  for t2, s2, f2 in after[:40]
                  if s2 in ("store-change", "rebuild", "published")
