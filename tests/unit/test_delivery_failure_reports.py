@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.builders import canary as canary_body
-from tests.unit.test_delivery_wiring import deployment
+from tests.unit.test_delivery_wiring import deployment, wait_for
 
 from meshpilot.delivery.machine import Decision
 from meshpilot.delivery.state import RolloutState
@@ -28,6 +28,9 @@ class Ticks:
     def tick(self, namespace: str, name: str) -> Decision:
         self.calls.append((namespace, name))
         return Decision(self.state)
+
+    def close(self, timeout: float) -> None:
+        """Nothing queued to send."""
 
 
 class Kicks:
@@ -96,3 +99,25 @@ def test_once_rolled_back_reports_step_nothing(loop: tuple[DeliveryLoop, Ticks, 
     delivery._tick_one("default", "myapp")
     delivery.failures_reported("default", "myapp", 3)
     assert kicks.kicked == []
+
+
+def test_a_canary_turning_hot_is_ticked_within_the_hot_tick_not_the_regular_one(
+        store: SqliteStore) -> None:
+    """The real loop: with the regular tick at 5 s, a Canary whose first tick gives its
+    canary traffic is ticked again within a fraction of a second (the loop wakes every
+    0.1 s to kick hot Canaries); its first weight used to wait for the next regular tick
+    before fail-fast looked at it."""
+    StoreWriter(ConfigService(store)).apply([deployment(), canary_body(
+        "myapp", port=8080, analysis={"interval": "1s", "metrics": []})])
+    delivery = DeliveryLoop(store, lambda: None, TelemetryTraffic(lambda: None),
+                            lambda _: None, mesh_proxy="http://127.0.0.1:9",
+                            loadtester_port=0, tick_seconds=5.0)
+    ticks = Ticks()
+    ticks.state = progressing(weight=10)
+    delivery.controller = ticks  # type: ignore[assignment]
+    delivery._thread.start()  # the loop alone: no load tester
+    try:
+        wait_for("three ticks", lambda: len(ticks.calls) >= 3, limit_s=2.0)
+    finally:
+        delivery.stop()
+    assert set(ticks.calls) == {("default", "myapp")}

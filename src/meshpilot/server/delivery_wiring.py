@@ -448,12 +448,8 @@ class DeliveryLoop:
                                        self.measurer)
         self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
         self._hot: set[tuple[str, str]] = set()
-        self._warm: set[tuple[str, str]] = set()
         self._hot_targets: dict[tuple[str, str], str] = {}
         """Hot Canary -> its target workload, whose failure reports step it at once."""
-        """Canaries under analysis: the loop wakes every ``HOT_TICK_SECONDS`` while there
-        are any, so one that turns hot (its first weight) is ticked within that, not at
-        the next regular tick."""
         self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
@@ -498,8 +494,7 @@ class DeliveryLoop:
         its failures within a fraction of a second, not at the next regular tick."""
         decision = self.controller.tick(namespace, name)
         st = decision.state if decision is not None else None
-        warm = bool(st and st.phase in ANALYSIS_PHASES)
-        hot = bool(st and warm and st.analysis_started and (
+        hot = bool(st and st.phase in ANALYSIS_PHASES and st.analysis_started and (
             st.canary_weight > 0 or st.mirror_stage or st.ab_active))
         key = (namespace, name)
         with self._hot_lock:
@@ -508,11 +503,10 @@ class DeliveryLoop:
             canary = self.view.canary(namespace, name)
             target = canary.spec.target_ref.name if canary is not None else None
         with self._hot_lock:
-            for members, member in ((self._hot, hot), (self._warm, warm)):
-                if member:
-                    members.add(key)
-                else:
-                    members.discard(key)
+            if hot:
+                self._hot.add(key)
+            else:
+                self._hot.discard(key)
             if target is not None:
                 self._hot_targets[key] = target
             else:
@@ -618,8 +612,9 @@ class DeliveryLoop:
                     continue
                 now = time.monotonic()
                 due = min(next_all, next_hot if self._hot else next_all)
-                cap = HOT_TICK_SECONDS if self._warm else self.tick_seconds
-                event = watch.get(timeout=max(0.0, min(due - now, cap)))
+                # woken at least every hot tick: a Canary that turned hot on its worker
+                # since ``due`` was worked out is kicked within one, not a regular tick
+                event = watch.get(timeout=max(0.0, min(due - now, HOT_TICK_SECONDS)))
                 soon = False
                 while event is not None:
                     soon = self._relevant(event) or soon
