@@ -52,6 +52,7 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
+from meshpilot.server.mesh_changes import MeshChanges
 from meshpilot.server.pacing import RebuildPacer
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
@@ -515,17 +516,36 @@ class MeshControlPlane:
         return max(0.05, (due - datetime.now(UTC)).total_seconds())
 
     def _watch_store(self) -> None:
+        """Rebuild on every store change the mesh is built from; one that only touches a
+        Canary's status (see :mod:`.mesh_changes`) counts as held by the mesh at once."""
         mirror = self._mirror
         assert mirror is not None
+        changes = MeshChanges()
+        mirror.follow(changes)
         try:
             while not self._stopping.is_set():
-                if mirror.poll(timeout=0.5):
-                    if timeline.isEnabledFor(logging.DEBUG):
-                        timeline.debug("%.4f store-change revision=%s", time.monotonic(),
-                                       mirror.revision())
+                before = mirror.revision()
+                if not mirror.poll(timeout=0.5):
+                    continue
+                relevant = changes.take()
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f store-change revision=%s rebuild=%s", time.monotonic(),
+                                   mirror.revision(), relevant)
+                if relevant:
                     self._dirty.set()
+                else:
+                    self._held_without_rebuild(before, mirror.revision())
         finally:
             mirror.close()
+
+    def _held_without_rebuild(self, before: int, after: int) -> None:
+        """Changes from ``before`` to ``after`` need no rebuild: when the snapshot holds
+        every change up to ``before``, it holds every one up to ``after`` (readiness
+        compares this with the store's revision). Otherwise a rebuild is still due, and
+        reads them anyway."""
+        with self._lock:
+            if self.built_from_revision >= before:
+                self.built_from_revision = max(self.built_from_revision, after)
 
     def _wait_removed(self, pod: Pod) -> None:
         """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""

@@ -7,8 +7,9 @@
   new template is serving".
 - :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
   core's built-in provider answers Flagger's two built-in metrics.
-- :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes, each Canary
-  on its own worker thread; serves the built-in load tester on a loopback port
+- :class:`DeliveryLoop`: ticks every Canary on a timer, on store changes and, while its
+  canary holds traffic, on its canary sidecars' failure reports, each Canary on its own
+  worker thread; serves the built-in load tester on a loopback port
   (``endpoints.json`` key ``loadtester``), which runs shell commands only when the
   control plane was started with ``--loadtester-commands``.
 
