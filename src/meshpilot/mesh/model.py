@@ -179,6 +179,10 @@ class ProxyNode:
     locality: str = ""
     """region/zone/subzone from the Envoy node's ``locality`` (its bootstrap); empty: read
     from its labels as a pod's is (:func:`meshpilot.mesh.locality.of_proxy`)."""
+    report_failures: bool = False
+    """Whether its inbound listeners stream failed requests to the control plane: set by
+    the xDS build from the snapshot for the sidecars of a Canary's target workload
+    (``xds.translate.failure_reports``), never from the node's metadata."""
 
 
 @dataclass(frozen=True)

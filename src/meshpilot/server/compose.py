@@ -204,6 +204,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        mesh.failure_reports.subscribe(delivery.failures_reported)
         autoscaler = AutoscalerLoop(components.config, partial(_pods, mesh),
                                     lambda: mesh.telemetry, hpa_sync_seconds,
                                     leading=components.leader.leading)

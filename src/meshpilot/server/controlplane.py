@@ -53,15 +53,20 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
+from meshpilot.server.mesh_changes import MeshChanges
+from meshpilot.server.pacing import RebuildPacer
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
+from meshpilot.telemetry.failure_reports import FailureReports
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 from meshpilot.xds.auth import token_authenticator
 from meshpilot.xds.server import SecurePort
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of a mesh rebuild (``time.monotonic``), at DEBUG for benchmarks."""
 
 DEBOUNCE_SECONDS = 0.05
 GATEWAY_LABELS = MappingProxyType({"istio": "ingressgateway", "app": "istio-ingressgateway"})
@@ -182,9 +187,12 @@ class MeshControlPlane:
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
+        self.failure_reports = FailureReports()
+        """Canary sidecars' failed requests as they happen (served beside xDS)."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify),
-                             secure=self._secure_xds(listen, options))
+                             secure=self._secure_xds(listen, options),
+                             services=(self.failure_reports.handler(),))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
         self.runtime: LocalRuntime | None = None
@@ -451,7 +459,11 @@ class MeshControlPlane:
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
             self.publish({"ingress_ports": ports})
+        built = time.monotonic()
         self.xds.publish(self._xds_snapshot(snapshot, ports, pods))
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f published version=%d built=%.4f", time.monotonic(),
+                           version, built)
         return version
 
     def _proxy_upkeep(self) -> None:
@@ -465,21 +477,24 @@ class MeshControlPlane:
                     log.exception("upkeep of proxy %s failed", proxy.name)
 
     def _rebuild_loop(self) -> None:
-        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS``: a change after a
-        quiet spell goes out at once (leading edge), a burst of changes is coalesced."""
-        last = 0.0
+        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS`` on average: a change
+        after a quiet spell goes out at once (leading edge), and so does a second one right
+        after it (see :mod:`.pacing`); a longer burst of changes is coalesced."""
+        pacer = RebuildPacer(DEBOUNCE_SECONDS, burst=2)
         while not self._stopping.is_set():
             self._dirty.wait(self._until_renewal())  # a change, or certificates to renew
             if self._stopping.is_set():
                 return
-            wait = last + DEBOUNCE_SECONDS - time.monotonic()
+            wait = pacer.wait(time.monotonic())
             if wait > 0:
                 self._stopping.wait(wait)
             self._dirty.clear()
             last = time.monotonic()
+            pacer.take(last)
             try:
+                synced = time.monotonic()  # pods are synced after the snapshot (below)
                 try:
-                    self._rebuild()
+                    version = self._rebuild()
                 finally:  # pods start after the snapshot: they see its Services' TCP ports
                     if self.runtime is not None:
                         # a replica that does not lead runs no pods (the leader runs them)
@@ -487,6 +502,9 @@ class MeshControlPlane:
                         self.runtime.sync(self.deployments() if leads else [],
                                           self.config_data() if leads else {},
                                           tcp_targets(self.snapshot))
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f rebuild version=%d start=%.4f synced=%.4f",
+                                   time.monotonic(), version, last, synced)
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
 
@@ -502,14 +520,36 @@ class MeshControlPlane:
         return max(0.05, (due - datetime.now(UTC)).total_seconds())
 
     def _watch_store(self) -> None:
+        """Rebuild on every store change the mesh is built from; one that only touches a
+        Canary's status (see :mod:`.mesh_changes`) counts as held by the mesh at once."""
         mirror = self._mirror
         assert mirror is not None
+        changes = MeshChanges()
+        mirror.follow(changes)
         try:
             while not self._stopping.is_set():
-                if mirror.poll(timeout=0.5):
+                before = mirror.revision()
+                if not mirror.poll(timeout=0.5):
+                    continue
+                relevant = changes.take()
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f store-change revision=%s rebuild=%s", time.monotonic(),
+                                   mirror.revision(), relevant)
+                if relevant:
                     self._dirty.set()
+                else:
+                    self._held_without_rebuild(before, mirror.revision())
         finally:
             mirror.close()
+
+    def _held_without_rebuild(self, before: int, after: int) -> None:
+        """Changes from ``before`` to ``after`` need no rebuild: when the snapshot holds
+        every change up to ``before``, it holds every one up to ``after`` (readiness
+        compares this with the store's revision). Otherwise a rebuild is still due, and
+        reads them anyway."""
+        with self._lock:
+            if self.built_from_revision >= before:
+                self.built_from_revision = max(self.built_from_revision, after)
 
     def _wait_removed(self, pod: Pod) -> None:
         """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""

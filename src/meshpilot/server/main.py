@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
     logging.getLogger(shell_tasks.__name__).setLevel(logging.INFO)
+    if os.environ.get("MESHPILOT_TIMELINE") == "1":  # stage times, for benchmarks
+        logging.getLogger("meshpilot.timeline").setLevel(logging.DEBUG)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     security = SecurityOptions(trust_domain=args.trust_domain,
                                ca_dir=Path(args.ca_dir) if args.ca_dir else None,

@@ -155,19 +155,24 @@ class Scraper:
         for admin in gone:
             admin.close()
 
-    def read_now(self, wanted: Callable[[Target], bool]) -> list[Point]:
+    def read_now(self, wanted: Callable[[Target], bool]) -> list[Point] | None:
         """The points of the proxies ``wanted`` picks, read now and not stored: for a
         judgement that cannot wait for the next cycle (fail-fast reads a canary's
-        sidecars this way). A proxy that does not answer adds nothing."""
+        sidecars this way). None when no proxy is picked or one of them does not answer:
+        a sum over some of them would read as counters set back, and a proxy that has
+        served nothing yet (no request counters at all) must still read as zero."""
         snapshot = self.snapshot()
         futures = [self._pool.submit(self._read, t, snapshot)
                    for t in self.targets() if wanted(t)]
+        if not futures:
+            return None
         points: list[Point] = []
         for future in futures:
             try:
                 points.extend(future.result()[0])
             except Exception as exc:
                 log.debug("telemetry: a live read did not answer: %s", exc)
+                return None
         return points
 
     def scrape_once(self) -> None:

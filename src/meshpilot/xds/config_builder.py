@@ -58,6 +58,7 @@ from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
     envoy_filter,
+    failure_reports,
     gateway_own,
     http_inbound_ports,
     inbound_route,
@@ -251,6 +252,8 @@ class ProxyConfigBuilder:
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
+        self._canary_targets: frozenset[tuple[str, str]] = frozenset()
+        """Whose sidecars report their failures (``translate.failure_reports``)."""
         self._gen = 0
         self._patched_routes = RouteMemo()  # route configs as EnvoyFilters patched them
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
@@ -275,6 +278,7 @@ class ProxyConfigBuilder:
                 self._advance(snapshot)
             if self._retargeted:  # some Service port says more than HTTP: a look-up per port
                 node = index.with_service_protocols(snapshot, node)
+            node = failure_reports.marked(node, self._canary_targets)
             state = self._nodes.get(node.id)
             if state is None:
                 state = self._nodes[node.id] = _Node()
@@ -360,6 +364,7 @@ class ProxyConfigBuilder:
         self._sensitive = index.of(snapshot).label_sensitive or \
             locality.facts(snapshot).sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
+        self._canary_targets = failure_reports.canary_targets(snapshot)
         self._gen += 1
         self._patched_routes.advance()
         floor = self._gen - _KEEP

@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -111,8 +111,12 @@ class XdsServer:
         phase_timeout: float = 5.0,
         first_syncs: int = 16,
         secure: SecurePort | None = None,
+        services: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
         self._authenticate = authenticate
+        self._services = tuple(services)
+        """More gRPC services on the same port (the proxies reach it through the cluster
+        their bootstrap names for xDS): the canaries' failure reports."""
         self._secure = secure
         """A second, mutual-TLS port for proxies on other hosts (``up --listen``)."""
         """Whether a stream may speak for the node it names (a refusal reason, or None)."""
@@ -164,7 +168,7 @@ class XdsServer:
                 ("grpc.server_max_unrequested_time_in_server", UNACCEPTED_WAIT),
             ],
         )
-        server.add_generic_rpc_handlers((self._handlers(),))
+        server.add_generic_rpc_handlers((self._handlers(), *self._services))
         host = f"[{self._host}]" if ":" in self._host else self._host
         port = server.add_insecure_port(f"{host}:{self._port}")
         if not port:

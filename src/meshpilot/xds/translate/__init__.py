@@ -56,6 +56,7 @@ from meshpilot.xds.translate import (
     access_log,
     clusters,
     envoy_filter,
+    failure_reports,
     listeners,
     names,
     sidecar_tcp,
@@ -176,8 +177,10 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
     its JWT filter fetches keys through): a function of the node, what its inbound side
     enforces and the wildcard hosts it routes."""
     out = _empty()
-    built = [listeners.outbound(node, wild), *(listeners.inbound(node, p, security)
-                                         for p in _ports(node))]
+    inbound = [listeners.inbound(node, p, security) for p in _ports(node)]
+    if node.report_failures:
+        inbound = [failure_reports.with_failure_reports(listener) for listener in inbound]
+    built = [listeners.outbound(node, wild), *inbound]
     _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
                               for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
@@ -220,6 +223,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
     node = index.with_service_protocols(snapshot, node)
+    node = failure_reports.marked(node, failure_reports.canary_targets(snapshot))
     out = _empty()
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":
