@@ -41,6 +41,7 @@ from meshpilot.server.host_registry import HostHealth, HostRegistry
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
+from meshpilot.server.replica_wiring import ReplicaState
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
@@ -67,6 +68,8 @@ class Components:
     """Whether this replica runs what must run once (pods, rollouts): always with
     SQLite; the elected one of the replicas on an etcd."""
     autoscaler: AutoscalerLoop | None = None
+    replicas: ReplicaState = field(default_factory=ReplicaState)
+    """What replicas on one etcd share (proxy-token key, hosts) and who is alive."""
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -116,6 +119,7 @@ class Components:
         if self.hosts is not None:
             self.hosts.registry.stop()
         self.leader.stop()
+        self.replicas.stop()
         if self.mesh is not None:
             self.mesh.stop()
 
@@ -153,7 +157,7 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
 
 def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: MeshControlPlane,
            security: SecurityOptions | None, health: HostHealth,
-           leading: Callable[[], bool]) -> HostsAPI:
+           leading: Callable[[], bool], replicas: ReplicaState) -> HostsAPI:
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
     tokens = JoinTokens(state.root / "secrets")
@@ -161,7 +165,8 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
-        members_file=state.root / "secrets" / "hosts.json", leading=leading)
+        members_file=state.root / "secrets" / "hosts.json", leading=leading,
+        shared=replicas.shared, replicas=replicas.directory.replicas)
     mesh.remote_credentials = registry.credentials
     return HostsAPI(registry, tokens)
 
@@ -171,13 +176,16 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
           listen: str | None = None, host_health: HostHealth | None = None,
-          hpa_sync_seconds: float = SYNC_SECONDS) -> Components:
+          hpa_sync_seconds: float = SYNC_SECONDS, api_url: str = "") -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
-    one fails to start, those already started are stopped and the error is raised."""
+    one fails to start, those already started are stopped and the error is raised.
+    ``api_url`` is where other hosts reach this replica's API (named to them with the
+    other replicas)."""
     # one mirror of the state for every apply's validation (see ConfigService)
     components = Components(store, ConfigService(store, StoreMirror(store)),
-                            leader=leadership(store, _identity(state)))
+                            leader=leadership(store, _identity(state)),
+                            replicas=ReplicaState.of(store, _identity(state)))
     if not with_mesh:
         components.leader.start(lambda leading: None)
         return components
@@ -188,12 +196,15 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen,
-            leading=components.leader.leading)
+            leading=components.leader.leading,
+            proxy_tokens=components.replicas.proxy_tokens(state))
         components.hosts = _hosts(state, store, components.config, mesh, security,
-                                  host_health or HostHealth(), components.leader.leading)
+                                  host_health or HostHealth(), components.leader.leading,
+                                  components.replicas)
         endpoints = mesh.start()
         components.hosts.registry.start()
         publish(endpoints)
+        components.replicas.announce(api_url, mesh.xds_tls_address, publish)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,

@@ -141,6 +141,7 @@ class MeshControlPlane:
         access_log: bool = True,
         listen: str | None = None,
         leading: Callable[[], bool] = lambda: True,
+        proxy_tokens: ProxyTokens | None = None,
     ) -> None:
         self.state = state
         self.listen = listen
@@ -175,7 +176,8 @@ class MeshControlPlane:
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
-        self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
+        # (replicas on one etcd share the key: see meshpilot.server.replica_wiring)
+        self.proxy_tokens = proxy_tokens or ProxyTokens.in_directory(state.root / "secrets")
         self.ca_rotation = CaRotation.open(state.root, options, self.converge,
                                            wake=self._dirty.set)
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""

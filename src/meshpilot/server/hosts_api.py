@@ -7,7 +7,8 @@ has none; they are authenticated by what they carry instead:
 
 - ``POST .../hosts/join`` ``{"token", "group", "address", "csr", "keyFile"}``: the join
   token (spent on success), see :mod:`meshpilot.server.host_registry`;
-- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}`` and
+- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}`` (answered
+  with the live replicas, see :mod:`meshpilot.store.replicas`) and
   ``POST .../hosts/renew`` ``{"namespace", "entry", "hostToken", "csr", "keyFile"}`` (a
   new certificate for a new key, at about half the old one's life): the credential the
   join answered with, bound to that one entry.
@@ -98,14 +99,14 @@ class HostsAPI:
         body = await _json(request)
         if body is None:
             return _failure(400, "the body is a JSON object")
-        accepted = self.registry.report(str(body.get("namespace", "")),
-                                        str(body.get("entry", "")),
-                                        str(body.get("hostToken", "")),
-                                        body.get("ready") is True)
+        accepted = await asyncio.to_thread(
+            self.registry.report, str(body.get("namespace", "")), str(body.get("entry", "")),
+            str(body.get("hostToken", "")), body.get("ready") is True)
         if not accepted:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
-        return JSONResponse({"accepted": True})
+        # the replicas alive now, so the host knows where to go if this one dies
+        return JSONResponse({"accepted": True, "replicas": self.registry.reachable()})
 
     async def renew(self, request: Request) -> Response:
         body = await _json(request)

@@ -185,7 +185,8 @@ def serve(
                                    loadtester_commands=loadtester_commands,
                                    api_token=token, listen=listen,
                                    host_health=host_health,
-                                   hpa_sync_seconds=hpa_sync_seconds)
+                                   hpa_sync_seconds=hpa_sync_seconds,
+                                   api_url=_url(host, api_port, "https" if tls else "http"))
     except Exception as exc:
         store.close()
         lock.close()
