@@ -1,8 +1,9 @@
 """A joined host goes on with another control-plane replica when its own dies.
 
 Two replicas on one etcd, both reachable from other hosts (``--listen`` on the test's
-bridge) and issuing from one plugged-in CA; a host (a network namespace) joins through
-replica A. SIGKILL the replica its sidecar streams xDS from: the sidecar reconnects to
+bridge) and issuing from the one root they share (no ``--ca-dir``: the first replica's
+self-signed root, taken by the other from etcd); a host (a network namespace) joins
+through replica A. SIGKILL the replica its sidecar streams xDS from: the sidecar reconnects to
 the other by itself and gets the next config change from it, and the agent's reports
 reach the other too, so the entry stays healthy under whichever replica leads.
 
@@ -22,13 +23,13 @@ from typing import Any
 
 import pytest
 
+from meshpilot.proxy.admin_socket import admin_socket_path
 from tests.conftest import ControlPlane, read_endpoints
 from tests.e2e import myapp
 from tests.e2e.hosts import Host, Network, network
 from tests.e2e.mesh import Mesh
 from tests.e2e.test_hosts_join import V2_SERVICE, entry, group, healthy, read, roots, wait_for
 from tests.etcd_cluster import Cluster
-from tests.unit.security_pki import plugged_ca_directory
 
 TIMEOUT = 2.0  # --host-timeout
 LEADER = "/apis/meshpilot.io/v1/leader"
@@ -43,13 +44,12 @@ def net() -> Iterator[Network]:
 @pytest.fixture
 def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cluster,
              etcd_prefix: str, net: Network, tmp_path: Path) -> Iterator[list[Mesh]]:
-    ca = plugged_ca_directory(tmp_path / "ca")
     url = etcd_server.url + etcd_prefix.rstrip("/")
     meshes = []
     try:
         for name in ("a", "b"):
             cp = control_plane_factory(name, args=[
-                "--store", url, "--listen", net.address, "--ca-dir", str(ca),
+                "--store", url, "--listen", net.address,
                 "--host-timeout", f"{TIMEOUT:g}s", "--host-grace", "60s"])
             cp.client = cp.new_client(verify=roots(cp))
             meshes.append(Mesh(cp))
@@ -76,7 +76,6 @@ def streaming_from(mesh: Mesh, name: str) -> bool:
 
 def xds_cluster(tmp: Path, name: str) -> str:
     """The sidecar's view of its xDS servers (health flags), for a failure's message."""
-    from meshpilot.proxy.admin_socket import admin_socket_path
     sock = admin_socket_path(tmp / "host" / "sidecar", f"host-{name}")
     shown = subprocess.run(["curl", "-sS", "--unix-socket", str(sock), "http://admin/clusters"],
                            capture_output=True, text=True, timeout=10)
@@ -100,6 +99,9 @@ def test_a_joined_host_goes_on_with_the_other_replica_when_its_own_is_killed(
         wait_for(lambda m=m: len(named(m.cp)) == 2, 10,
                  lambda m=m: f"{m.cp.state_dir.name}: {named(m.cp)}")
     assert {r["api"] for r in named(a.cp)} == {a.cp.api, b.cp.api}
+    # one root for both (the API's roots are the mesh's)
+    assert (a.cp.state_dir / "api-ca.pem").read_bytes() == \
+        (b.cp.state_dir / "api-ca.pem").read_bytes()
 
     a.apply(myapp.service(), group())
     host = net.add_host()

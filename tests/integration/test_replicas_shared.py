@@ -27,9 +27,12 @@ from tests.etcd_cluster import Cluster
 from meshpilot.api.identity import ObjectKey
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.join_tokens import JoinTokens
+from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.host_registry import HostRegistry, JoinRequest
+from meshpilot.server.replica_wiring import ReplicaState
+from meshpilot.statedir import StateDir
 from meshpilot.store.etcd import EtcdStore
 from meshpilot.store.replicas import ReplicaDirectory
 from meshpilot.store.shared import SharedRecords
@@ -85,6 +88,23 @@ def test_a_shared_secret_is_made_once_whoever_asks_first(
     first = shared[0].secret("k", b"made-by-one")
     second = shared[1].secret("k", b"made-by-two")
     assert first == second == b"made-by-one"
+
+
+def test_replicas_without_a_plugged_ca_issue_from_the_one_root_made_first(
+        shared: list[SharedRecords], tmp_path: Path) -> None:
+    """The first replica's self-signed root is the one every replica uses: a second
+    replica's own root (made before it joined) is replaced by it, key 0600."""
+    states = [StateDir(tmp_path / name) for name in ("one", "two")]
+    for state in states:
+        state.create()
+    load_or_create_self_signed_ca(states[1].root / CA_DIR)  # two had a root of its own
+    for state, records in zip(states, shared, strict=True):
+        ReplicaState(records).share_ca(state, SecurityOptions())
+    one, two = (state.root / CA_DIR for state in states)
+    for name in ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert (two / "ca-key.pem").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_self_signed_ca(two).root == load_or_create_self_signed_ca(one).root
 
 
 def csr() -> bytes:

@@ -186,6 +186,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
     components = Components(store, ConfigService(store, StoreMirror(store)),
                             leader=leadership(store, _identity(state)),
                             replicas=ReplicaState.of(store, _identity(state)))
+    components.replicas.share_ca(state, security or SecurityOptions())
     if not with_mesh:
         components.leader.start(lambda leading: None)
         return components

@@ -8,15 +8,31 @@ place for the composition root.
 - The replica directory (:mod:`meshpilot.store.replicas`): which replicas are alive and
   where hosts reach them, published in endpoints.json as ``replicas``.
 - The records the host registry shares (members and reports).
+- The mesh's CA, when no ``--ca-dir`` is given: the root the first replica made, written
+  into every other replica's state directory before its mesh starts, so every replica
+  issues from one root and a workload (or a host's sidecar) trusted by one is trusted by
+  all, as istiod's replicas share ``istio-ca-secret``. Root rotation steps
+  (``meshpilot ca ...``) act on the replica asked only.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshpilot.security.ca_files import (
+    CA_CERT,
+    CA_KEY,
+    CERT_CHAIN,
+    ROOT_CERT,
+    load_or_create_self_signed_ca,
+)
+from meshpilot.security.files import write_private, write_public
+from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
@@ -24,7 +40,12 @@ from meshpilot.store.etcd import EtcdStore
 from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
 from meshpilot.store.shared import SharedRecords
 
+log = logging.getLogger(__name__)
+
 PROXY_TOKEN_SECRET = "proxy-token-key"
+CA_SECRET = "mesh-ca"
+CA_FILES = (CA_KEY, ROOT_CERT, CERT_CHAIN, CA_CERT)
+"""Written in this order: ``ca-cert.pem`` last marks a complete set (see ca_files)."""
 
 
 @dataclass
@@ -47,6 +68,23 @@ class ReplicaState:
         if self.shared is None:
             return ProxyTokens.in_directory(state.root / "secrets")
         return ProxyTokens(self.shared.secret(PROXY_TOKEN_SECRET, secrets.token_bytes(32)))
+
+    def share_ca(self, state: StateDir, options: SecurityOptions) -> None:
+        """Make this replica's self-signed CA the one all replicas share (see the
+        module); nothing to do with SQLite or a plugged-in ``--ca-dir``."""
+        if self.shared is None or options.ca_dir is not None:
+            return
+        directory = state.root / CA_DIR
+        load_or_create_self_signed_ca(directory, trust_domain=options.trust_domain)
+        mine = {name: (directory / name).read_text() for name in CA_FILES}
+        stored = json.loads(self.shared.secret(CA_SECRET, json.dumps(mine).encode()))
+        if stored == mine:
+            return
+        log.warning("this replica's CA in %s is replaced by the one the replicas share",
+                    directory)
+        for name in CA_FILES:
+            write = write_private if name == CA_KEY else write_public
+            write(directory / name, str(stored[name]).encode())
 
     def announce(self, api: str, xds_tls: str,
                  publish: Callable[[dict[str, Any]], None]) -> None:
