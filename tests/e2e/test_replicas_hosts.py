@@ -91,6 +91,10 @@ def token(mesh: Mesh) -> str:
 
 def test_a_joined_host_goes_on_with_the_other_replica_when_its_own_is_killed(
         replicas: list[Mesh], net: Network, tmp_path: Path) -> None:
+    """Given two replicas that name each other, a host joins at A with a token made at
+    B (tokens are shared, and still single-use); when A is SIGKILLed, B leads, a change
+    made at B reaches the host's sidecar (now streaming from B), and the host stays
+    healthy past its report timeout, its agent reporting to B."""
     a, b = replicas
     # every replica's endpoints.json names both (API and mutual-TLS xDS at the bridge)
     def named(cp: ControlPlane) -> list[dict[str, Any]]:
@@ -108,7 +112,7 @@ def test_a_joined_host_goes_on_with_the_other_replica_when_its_own_is_killed(
     host.python("-m", "meshpilot.demoapp", "--version", "v2", "--host", host.address,
                 "--port", "9080", "--pod-name", "vm", log=tmp_path / "app.log")
     agent = host.python(
-        "-m", "meshpilot.hosts", "join", "--server", a.cp.api, "--token", token(a),
+        "-m", "meshpilot.hosts", "join", "--server", a.cp.api, "--token", token(b),
         "--group", "default/myapp-vm", "--address", host.address,
         "--ca-file", str(a.cp.state_dir / "api-ca.pem"), "--state-dir",
         str(tmp_path / "host"), "--app-port", "http=9080", log=tmp_path / "agent.log")

@@ -11,9 +11,10 @@ here with the report taken by one replica and judged at another.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from tests.etcd_cluster import Cluster
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
-from meshpilot.security.join_tokens import JoinTokens
+from meshpilot.security.join_tokens import JoinRefused, JoinTokens, digest
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.host_registry import HostRegistry, JoinRequest
 from meshpilot.server.replica_wiring import ReplicaState
+from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
 from meshpilot.store.etcd import EtcdStore
 from meshpilot.store.replicas import ReplicaDirectory
@@ -195,3 +197,48 @@ def test_a_report_to_a_replica_that_has_not_synced_yet_is_taken(
     started = time.monotonic()
     assert b.report("shop", ENTRY.name, answer["hostToken"], ready=True)
     assert time.monotonic() - started < 5
+
+
+def test_a_join_token_made_at_one_replica_admits_one_join_at_any(
+        shared: list[SharedRecords]) -> None:
+    """A token issued at replica one is checked and spent at replica two, and then is
+    refused at both; a stale one, one for another group and an unknown one are refused
+    with the same words as on one control plane. Two replicas spending the same token
+    at once: exactly one succeeds (etcd's compare-and-swap on the token's record)."""
+    one, two = SharedJoinTokens(shared[0]), SharedJoinTokens(shared[1])
+    issued = one.issue("shop/reviews")
+    assert shared[0].items("join-tokens").keys() == {digest(issued.token)}  # hash only
+    two.check(issued.token, "shop/reviews")
+    two.spend(issued.token, "shop/reviews")
+    for replica in (one, two):
+        with pytest.raises(JoinRefused, match="already used"):
+            replica.check(issued.token, "shop/reviews")
+
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    stale = one.issue("shop/reviews", timedelta(seconds=30), now=past)
+    with pytest.raises(JoinRefused, match="expired"):
+        two.spend(stale.token, "shop/reviews")
+    other = one.issue("shop/reviews")
+    with pytest.raises(JoinRefused, match="not issued for WorkloadGroup shop/ratings"):
+        two.spend(other.token, "shop/ratings")
+    with pytest.raises(JoinRefused, match="not one this control plane issued"):
+        two.check("mpjoin_" + "x" * 43, "shop/reviews")
+
+    for _ in range(5):
+        token = one.issue("shop/reviews").token
+        outcomes: list[str] = []
+
+        def spend(replica: SharedJoinTokens, token: str = token,
+                  outcomes: list[str] = outcomes) -> None:
+            try:
+                replica.spend(token, "shop/reviews")
+                outcomes.append("spent")
+            except JoinRefused:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=spend, args=(r,)) for r in (one, two)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert sorted(outcomes) == ["refused", "spent"]

@@ -24,7 +24,6 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.delivery.argo.controller import ArgoController
 from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
-from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.autoscaling_wiring import SYNC_SECONDS, AutoscalerLoop
@@ -160,7 +159,7 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
            leading: Callable[[], bool], replicas: ReplicaState) -> HostsAPI:
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
-    tokens = JoinTokens(state.root / "secrets")
+    tokens = replicas.join_tokens(state)
     registry = HostRegistry(
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,

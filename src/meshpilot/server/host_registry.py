@@ -51,7 +51,7 @@ from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.files import write_private
 from meshpilot.security.identity import workload_identity
-from meshpilot.security.join_tokens import JoinRefused, JoinTokens
+from meshpilot.security.join_tokens import JoinRefused, JoinTokenBook
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
@@ -130,7 +130,7 @@ class HostRegistry:
 
     store: ConfigStore
     config: ConfigService
-    tokens: JoinTokens
+    tokens: JoinTokenBook
     proxy_tokens: ProxyTokens
     ca: Callable[[], CertificateAuthority]
     cert_ttl: timedelta
@@ -368,7 +368,7 @@ class HostRegistry:
         reports = self.shared.items(REPORTS_AREA)
         now = self.clock()
         with self._lock:
-            for name, (revision, value) in reports.items():
+            for name, (revision, value, _lease) in reports.items():
                 key = _key(name)
                 member = self._members.get(key)
                 if member is None or self._report_revisions.get(key) == revision:
@@ -383,7 +383,8 @@ class HostRegistry:
         now = self.clock()
         changed = False
         with self._lock:
-            for _revision, row in records.values():
+            for record in records.values():
+                row = record.value
                 fresh = _member(row, now)
                 held = self._members.get(fresh.key)
                 if held is None:

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokens
+from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokenBook
 from meshpilot.server.body_limit import BodyLimitMiddleware
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 
@@ -60,7 +60,7 @@ async def _json(request: Request) -> dict[str, Any] | None:
 
 
 class HostsAPI:
-    def __init__(self, registry: HostRegistry, tokens: JoinTokens) -> None:
+    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook) -> None:
         self.registry = registry
         self.tokens = tokens
 

@@ -7,7 +7,7 @@ place for the composition root.
   the file in the state directory, as before.
 - The replica directory (:mod:`meshpilot.store.replicas`): which replicas are alive and
   where hosts reach them, published in endpoints.json as ``replicas``.
-- The records the host registry shares (members and reports).
+- The records the host registry shares (members and reports), and the join tokens.
 - The mesh's CA, when no ``--ca-dir`` is given: the root the first replica made, written
   into every other replica's state directory before its mesh starts, so every replica
   issues from one root and a workload (or a host's sidecar) trusted by one is trusted by
@@ -32,8 +32,10 @@ from meshpilot.security.ca_files import (
     load_or_create_self_signed_ca,
 )
 from meshpilot.security.files import write_private, write_public
+from meshpilot.security.join_tokens import JoinTokenBook, JoinTokens
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.etcd import EtcdStore
@@ -68,6 +70,13 @@ class ReplicaState:
         if self.shared is None:
             return ProxyTokens.in_directory(state.root / "secrets")
         return ProxyTokens(self.shared.secret(PROXY_TOKEN_SECRET, secrets.token_bytes(32)))
+
+    def join_tokens(self, state: StateDir) -> JoinTokenBook:
+        """Where join tokens are kept: shared by the replicas (a token made at one admits
+        a join at any, once), or the state directory's file."""
+        if self.shared is None:
+            return JoinTokens(state.root / "secrets")
+        return SharedJoinTokens(self.shared)
 
     def share_ca(self, state: StateDir, options: SecurityOptions) -> None:
         """Make this replica's self-signed CA the one all replicas share (see the

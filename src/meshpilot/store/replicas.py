@@ -94,7 +94,7 @@ class ReplicaDirectory:
         self._records.put(AREA, self._identity, self._me, lease=self._lease)
 
     def _refresh(self) -> None:
-        found = [value for _revision, value in self._records.items(AREA).values()]
+        found = [record.value for record in self._records.items(AREA).values()]
         if not any(r.get("identity") == self._identity for r in found):
             found.append(self._me)  # written but not yet readable, or being re-announced
         found.sort(key=lambda r: str(r.get("identity")))

@@ -15,7 +15,7 @@ watch log every proxy rebuild follows, and a secret key has no place among objec
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from meshpilot.store.etcd_client import EtcdClient, b64, unb64
@@ -24,6 +24,12 @@ AREA = "x/"
 RETRY_SECONDS = 3.0
 """How long a shared read or write keeps trying other etcd members: short, since the
 callers (reports, health rounds) simply try again on their next round."""
+
+
+class Record(NamedTuple):
+    revision: int  # etcd's revision of its last write
+    value: dict[str, Any]
+    lease: int = 0  # the lease it lives under (0: none)
 
 
 class SharedRecords:
@@ -40,21 +46,25 @@ class SharedRecords:
     def key(self, area: str, name: str) -> str:
         return f"{self._root}{area}/{quote(name, safe='')}"
 
-    def put(self, area: str, name: str, value: dict[str, Any], lease: int = 0) -> int:
-        """Write the record; its new revision."""
+    def put_request(self, area: str, name: str, value: dict[str, Any],
+                    lease: int = 0) -> dict[str, Any]:
+        """The PutRequest that writes the record (for a transaction of the caller's)."""
         request: dict[str, Any] = {"key": b64(self.key(area, name)),
                                    "value": b64(json.dumps(value, sort_keys=True))}
         if lease:
             request["lease"] = str(lease)
-        answer = self._client.call("kv/put", request)
+        return request
+
+    def put(self, area: str, name: str, value: dict[str, Any], lease: int = 0) -> int:
+        """Write the record; its new revision."""
+        answer = self._client.call("kv/put", self.put_request(area, name, value, lease))
         return int((answer.get("header") or {}).get("revision", 0))
 
     def delete(self, area: str, name: str) -> None:
         self._client.call("kv/deleterange", {"key": b64(self.key(area, name))})
 
-    def items(self, area: str) -> dict[str, tuple[int, dict[str, Any]]]:
-        """Every record of ``area``: name -> (the revision it was last written at, value).
-        A record that does not parse is left out."""
+    def items(self, area: str) -> dict[str, Record]:
+        """Every record of ``area`` by name. A record that does not parse is left out."""
         answer = self._client.range(f"{self._root}{area}/", prefix=True)
         start = len(f"{self._root}{area}/")
         out = {}
@@ -65,7 +75,8 @@ class SharedRecords:
                 continue
             if isinstance(value, dict):
                 name = unquote(unb64(kv["key"]).decode()[start:])
-                out[name] = (int(kv.get("mod_revision", 0)), value)
+                out[name] = Record(int(kv.get("mod_revision", 0)), value,
+                                   int(kv.get("lease", 0)))
         return out
 
     def secret(self, name: str, make: bytes) -> bytes:
