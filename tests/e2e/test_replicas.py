@@ -23,6 +23,7 @@ from tests.e2e.test_rollout_crash import new_revisions
 from tests.etcd_cluster import Cluster
 
 LEADER = "/apis/meshpilot.io/v1/leader"
+MYAPP_CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
 FAILOVER_BOUND = 8.0  # the lease's 3 s, a poll, and a loaded CI machine's slack
 
 
@@ -50,8 +51,8 @@ def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cl
 
 def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
         replicas: list[Mesh]) -> None:
-    """Two replicas, one leader: only it runs the pods, while both serve the config to
-    their proxies. SIGKILL the leader: the other replica leads within the bound, starts
+    """Two replicas, one leader: only it runs the pods, while both serve the config and
+    the pods' endpoints to their proxies. SIGKILL the leader: the other replica leads within the bound, starts
     the pods on its host, and a change applied to it reaches its proxies."""
     one, two = replicas
     statuses = [m.api.get(LEADER).json() for m in replicas]
@@ -62,9 +63,15 @@ def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
     follower.apply(myapp.version("v1"), myapp.service())  # any replica takes writes
     wait_for(lambda: running_pods(leader, "myapp-v1"), timeout=60, message="v1 on the leader")
     assert follower.pods_of("myapp-v1") == []  # the follower runs no pods
-    # the follower's own proxies are told about the Service all the same
+    # the follower's own proxies are told about the Service all the same, and about the
+    # leader's pods: a request through the follower's mesh proxy reaches them
     wait_for(lambda: any("myapp" in name for name in follower.clusters()), timeout=30,
              message="the follower's mesh proxy knows myapp")
+    pods = {p["status"]["podIP"] for p in running_pods(leader, "myapp-v1")}
+    wait_for(lambda: {a.rsplit(":", 1)[0] for a in follower.endpoint_addresses(
+        "mesh-proxy", MYAPP_CLUSTER)} == pods, timeout=15,
+             message="the follower's mesh proxy holds the leader's pods")
+    assert set(follower.versions("http://myapp:8080/", 10)) == {"v1"}
 
     killed_at = time.monotonic()
     leader.cp.kill()

@@ -204,7 +204,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         endpoints = mesh.start()
         components.hosts.registry.start()
         publish(endpoints)
-        components.replicas.announce(api_url, mesh.xds_tls_address, publish)
+        components.replicas.announce(mesh, api_url, publish)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,

@@ -188,6 +188,10 @@ class MeshControlPlane:
                              secure=self._secure_xds(listen, options))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
+        self.remote_workloads: Callable[[], list[WorkloadInstance]] = list
+        """The pods other replicas run (the leader's), as endpoints for this one's proxies."""
+        self.share_workloads: Callable[[list[WorkloadInstance]], None] = lambda w: None
+        """Tells the other replicas the pods this one runs (no I/O on the caller's thread)."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -445,9 +449,11 @@ class MeshControlPlane:
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
-            self.snapshot = snapshot = self._snapshots.build(self._version, objects, workloads)
+            self.snapshot = snapshot = self._snapshots.build(
+                self._version, objects, workloads + self.remote_workloads())
             self.built_from_revision = revision
             version = self._version
+        self.share_workloads(workloads)
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports

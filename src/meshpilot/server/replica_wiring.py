@@ -35,6 +35,8 @@ from meshpilot.security.files import write_private, write_public
 from meshpilot.security.join_tokens import JoinTokenBook, JoinTokens
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.shared_endpoints import SharedEndpoints
 from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 PROXY_TOKEN_SECRET = "proxy-token-key"
 CA_SECRET = "mesh-ca"
+PUBLISHED = ("identity", "api", "xds_tls")
+"""What endpoints.json says of each replica."""
 CA_FILES = (CA_KEY, ROOT_CERT, CERT_CHAIN, CA_CERT)
 """Written in this order: ``ca-cert.pem`` last marks a complete set (see ca_files)."""
 
@@ -95,12 +99,20 @@ class ReplicaState:
             write = write_private if name == CA_KEY else write_public
             write(directory / name, str(stored[name]).encode())
 
-    def announce(self, api: str, xds_tls: str,
+    def announce(self, mesh: MeshControlPlane, api: str,
                  publish: Callable[[dict[str, Any]], None]) -> None:
-        """Join the directory as ``api`` / ``xds_tls``; every change of the set of live
-        replicas goes to endpoints.json."""
-        self.directory.start({"api": api, "xds_tls": xds_tls},
-                             lambda replicas: publish({"replicas": replicas}))
+        """Join the directory as ``api`` and the mesh's mutual-TLS xDS, with the pods it
+        runs; every change of the set of live replicas goes to endpoints.json, and every
+        change of another's pods to the mesh (:mod:`meshpilot.server.shared_endpoints`)."""
+        endpoints = SharedEndpoints(self.directory)
+        mesh.remote_workloads = endpoints.others
+        mesh.share_workloads = endpoints.share
+
+        def changed(replicas: list[dict[str, Any]]) -> None:
+            publish({"replicas": [{k: r.get(k) for k in PUBLISHED} for r in replicas]})
+            mesh.wake()
+
+        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address}, changed)
 
     def stop(self) -> None:
         self.directory.stop()

@@ -1,0 +1,69 @@
+"""The leader's pods as endpoints of every replica's proxies.
+
+Only the leader runs the local runtime's pods, yet every replica serves xDS: without
+this, a proxy connected to a follower would know the Services but none of their pods.
+Each replica tells the others the workloads it runs (in its record in the replica
+directory, :mod:`meshpilot.store.replicas`, which goes with the replica's lease when it
+dies), and folds the others' into its own mesh snapshot, so every replica's proxies get
+the same endpoints within a directory poll.
+
+The pods' addresses are the leader host's (loopback addresses with the local runtime):
+reachable from replicas on the same host, as in the tests; replicas on other hosts
+would need the pods on routable addresses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meshpilot.mesh.model import InboundPort, WorkloadInstance
+from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
+
+FIELD = "workloads"
+
+
+def record(w: WorkloadInstance) -> dict[str, Any]:
+    return {"name": w.name, "namespace": w.namespace, "ip": w.ip, "labels": dict(w.labels),
+            "ports": [[p.container_port, p.app_port, p.name, p.protocol] for p in w.ports],
+            "ready": w.ready, "workload": w.workload, "serviceAccount": w.service_account}
+
+
+def instance(row: dict[str, Any]) -> WorkloadInstance:
+    return WorkloadInstance(
+        name=str(row["name"]), namespace=str(row["namespace"]), ip=str(row["ip"]),
+        labels={str(k): str(v) for k, v in dict(row.get("labels") or {}).items()},
+        ports=tuple(InboundPort(int(p[0]), int(p[1]), str(p[2]), p[3])
+                    for p in row.get("ports") or []),
+        ready=row.get("ready") is True, has_sidecar=True, workload=str(row.get("workload", "")),
+        service_account=str(row.get("serviceAccount") or "default"))
+
+
+class SharedEndpoints:
+    """``share`` this replica's workloads; ``others`` the other replicas' (the same
+    objects while a replica's list does not change: the snapshot builder's identity
+    contract, see :mod:`meshpilot.xds`)."""
+
+    def __init__(self, directory: ReplicaDirectory | SingleReplica) -> None:
+        self._directory = directory
+        self._held: dict[str, tuple[str, list[WorkloadInstance]]] = {}
+
+    def share(self, workloads: list[WorkloadInstance]) -> None:
+        self._directory.update(**{FIELD: [record(w) for w in workloads]})
+
+    def others(self) -> list[WorkloadInstance]:
+        held: dict[str, tuple[str, list[WorkloadInstance]]] = {}
+        out: list[WorkloadInstance] = []
+        for replica in self._directory.replicas():
+            identity = str(replica.get("identity"))
+            if identity == self._directory.identity:
+                continue
+            rows = replica.get(FIELD) or []
+            text = json.dumps(rows, sort_keys=True)
+            known = self._held.get(identity)
+            if known is None or known[0] != text:
+                known = (text, [instance(r) for r in rows])
+            held[identity] = known
+            out += known[1]
+        self._held = held
+        return out
