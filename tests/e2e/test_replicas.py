@@ -52,8 +52,9 @@ def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cl
 def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
         replicas: list[Mesh]) -> None:
     """Two replicas, one leader: only it runs the pods, while both serve the config and
-    the pods' endpoints to their proxies. SIGKILL the leader: the other replica leads within the bound, starts
-    the pods on its host, and a change applied to it reaches its proxies."""
+    the pods' endpoints to their proxies. SIGKILL the leader: the other replica leads
+    within the bound, starts the pods on its host, and a change applied to it reaches
+    its proxies."""
     one, two = replicas
     statuses = [m.api.get(LEADER).json() for m in replicas]
     assert sorted(s["leading"] for s in statuses) == [False, True]
