@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ControlPlane, run_cli, wait_for
 from tests.e2e import myapp
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import URL, Mesh
 from tests.e2e.rollouts import Rollout, canary
 from tests.e2e.scenario import Given, Then, When
 from tests.e2e.test_rollout_crash import new_revisions
@@ -91,26 +91,33 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
     """The leader is SIGKILLed mid-canary: the other replica takes the lead, starts the
     pods on its host and steps the same rollout on from the step stored with it (same
     revision, no step replayed) to its promotion, as a restarted control plane does
-    (test_rollout_crash.py) and as Flagger resumes from the Canary's status."""
+    (test_rollout_crash.py) and as Flagger resumes from the Canary's status. Requests
+    sent all along through the other replica's mesh proxy never fail: its proxies had
+    the leader's pods as endpoints, and keep them (their processes outlive the killed
+    control plane) until its own pods of the same Deployments are ready, as Kubernetes
+    keeps a lost node's pods in the endpoints until the node is declared dead."""
     leader, follower = (m for m in sorted(replicas, key=lambda m: not leading(m)))
     Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
-    with When(leader).traffic(rate=50, max_seconds=100):
+    wait_for(lambda: follower.http.get(URL).status_code == 200, timeout=30,
+             message="the follower's mesh proxy reaches the leader's pods")
+    with When(follower).traffic(rate=50, max_seconds=200) as load:
         When(leader).release("v2")
         before = When(leader).rollout_reaches(lambda b: b["canaryWeight"] >= 20,
                                               "the canary at 20%", timeout=60)
         leader.cp.kill()
-    wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
-             message="the follower takes the lead")
-    after = Rollout(follower).get()
-    assert after["revision"] == before["revision"]
-    assert after["canaryWeight"] >= before["canaryWeight"]
-    assert new_revisions(after) == new_revisions(before)  # not started over
-
-    with When(follower).traffic(rate=50, max_seconds=120):
+        wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
+                 message="the follower takes the lead")
+        after = Rollout(follower).get()
+        assert after["revision"] == before["revision"]
+        assert after["canaryWeight"] >= before["canaryWeight"]
+        assert new_revisions(after) == new_revisions(before)  # not started over
         final = When(follower).rollout_runs_to_the_end(timeout=110)[-1]
     Then(follower).rollout_phase("Succeeded")
     weights = [e["message"] for e in final["events"] if "canary weight" in e["message"]]
     assert len(weights) == len(set(weights)), weights  # every step taken once
+    assert load.sent > 100
+    assert load.failures == [], load.failures[:5]
+    assert load.last_versions(20) == {"v2": 20}  # promoted: v2 answers
 
 
 def test_up_refuses_a_store_url_it_cannot_use(tmp_path: Any) -> None:

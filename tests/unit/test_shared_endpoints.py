@@ -60,3 +60,37 @@ def test_one_control_plane_has_no_others() -> None:
     shared = SharedEndpoints(single)
     shared.share([POD])
     assert shared.others() == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_departed_leaders_pods_stay_until_ready_here_or_the_bound() -> None:
+    """The leader's record goes (its lease lapsed): its pods stay endpoints until this
+    replica has ready pods of the same Deployment, as Kubernetes keeps a lost node's pods
+    in the endpoints until the node is declared dead; at most ``keep_departed``."""
+    other = WorkloadInstance(name="other-0", namespace="default", ip="127.0.1.8",
+                             labels={"app": "other"}, workload="other")
+    directory = Directory()
+    clock = Clock()
+    shared = SharedEndpoints(directory, keep_departed=30.0, clock=clock)  # type: ignore[arg-type]
+    directory.records.append({"identity": "leader",
+                              "workloads": [record(POD), record(other)]})
+    assert shared.others() == [POD, other]
+    directory.records.pop()  # the leader died
+    kept = shared.others()
+    assert kept == [POD, other]
+    starting = WorkloadInstance(name="myapp-v1-new", namespace="default", ip="127.0.2.1",
+                                labels=dict(POD.labels), workload="myapp-v1", ready=False)
+    shared.share([starting])
+    assert shared.others() == [POD, other]  # not ready here yet
+    shared.share([WorkloadInstance(**{**starting.__dict__, "ready": True})])
+    assert shared.others() == [other]  # myapp-v1 is ready here: its old pod goes
+    assert shared.others()[0] is kept[1]
+    clock.now += 31
+    assert shared.others() == []  # the bound

@@ -7,6 +7,13 @@ directory, :mod:`meshpilot.store.replicas`, which goes with the replica's lease 
 dies), and folds the others' into its own mesh snapshot, so every replica's proxies get
 the same endpoints within a directory poll.
 
+When a replica leaves (its lease lapsed: it died), its pods are kept as endpoints until
+this replica runs ready pods of the same Deployment, or for ``KEEP_DEPARTED`` seconds at
+most, as Kubernetes keeps a lost node's pods in the endpoints until the node is declared
+dead: a leader whose process died on a host that lives on leaves its pods serving, and
+the new leader's proxies go on sending to them until its own pods are ready, so the
+hand-over costs no request.
+
 The pods' addresses are the leader host's (loopback addresses with the local runtime):
 reachable from replicas on the same host, as in the tests; replicas on other hosts
 would need the pods on routable addresses.
@@ -15,12 +22,15 @@ would need the pods on routable addresses.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
 from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
 
 FIELD = "workloads"
+KEEP_DEPARTED = 30.0
 
 
 def record(w: WorkloadInstance) -> dict[str, Any]:
@@ -44,11 +54,17 @@ class SharedEndpoints:
     objects while a replica's list does not change: the snapshot builder's identity
     contract, see :mod:`meshpilot.xds`)."""
 
-    def __init__(self, directory: ReplicaDirectory | SingleReplica) -> None:
+    def __init__(self, directory: ReplicaDirectory | SingleReplica, *,
+                 keep_departed: float = KEEP_DEPARTED,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._directory = directory
+        self._keep, self._clock = keep_departed, clock
         self._held: dict[str, tuple[str, list[WorkloadInstance]]] = {}
+        self._departed: dict[str, tuple[float, list[WorkloadInstance]]] = {}
+        self._ready_here: set[tuple[str, str]] = set()  # (namespace, deployment)
 
     def share(self, workloads: list[WorkloadInstance]) -> None:
+        self._ready_here = {(w.namespace, w.workload_name) for w in workloads if w.ready}
         self._directory.update(**{FIELD: [record(w) for w in workloads]})
 
     def others(self) -> list[WorkloadInstance]:
@@ -65,5 +81,20 @@ class SharedEndpoints:
                 known = (text, [instance(r) for r in rows])
             held[identity] = known
             out += known[1]
+        now = self._clock()
+        for identity in self._held.keys() - held.keys():  # gone since the last call
+            self._departed[identity] = (now + self._keep, self._held[identity][1])
         self._held = held
-        return out
+        return out + self._still_departed(now)
+
+    def _still_departed(self, now: float) -> list[WorkloadInstance]:
+        """The departed replicas' pods of Deployments not ready here yet, within the
+        bound (the same objects while kept: the list is filtered, never rebuilt)."""
+        kept: dict[str, tuple[float, list[WorkloadInstance]]] = {}
+        for identity, (until, pods) in self._departed.items():
+            waiting = [w for w in pods
+                       if (w.namespace, w.workload_name) not in self._ready_here]
+            if waiting and now < until:
+                kept[identity] = (until, waiting)
+        self._departed = kept
+        return [w for _until, pods in kept.values() for w in pods]
