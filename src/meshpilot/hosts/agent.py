@@ -11,15 +11,21 @@ The sidecar's xDS cluster lists them all, so when the stream to one breaks Envoy
 reconnection picks another; the agent sends each report and renewal to the replica that
 answered last and, if it does not answer, to the next, and learns the current set from
 every report's answer.
+
+Telemetry: each report carries the sidecar's counters (its admin ``/stats``, read with
+the query the join's answer names, compressed), since the control plane cannot reach the
+admin socket on this host; the control plane reads them as it reads its own proxies'.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,7 +264,7 @@ class HostAgent:
                 self._learn(self._post("report", {
                     "namespace": self.joined["namespace"], "entry": self.joined["entry"],
                     "hostToken": self.joined["hostToken"],
-                    "ready": readiness.ready and running}, timeout=every))
+                    "ready": readiness.ready and running, **self._stats()}, timeout=every))
             except JoinFailed as exc:
                 if "(403" in str(exc):
                     log.error("%s; stopping", exc)
@@ -266,6 +272,22 @@ class HostAgent:
                 log.warning("report not delivered: %s", exc)
             self._stop.wait(min(every, max(0.1, next_probe - time.monotonic())))
         return 0
+
+    def _stats(self) -> dict[str, Any]:
+        """The sidecar's counters for the report (none if it is not up, or no query was
+        named): ``stats`` zlib-compressed and base64, and the sidecar's process as
+        ``epoch`` (its counters start again from zero when it is another)."""
+        query = self.joined.get("statsQuery")
+        sidecar = self.sidecar
+        if not query or sidecar is None or not sidecar.running or sidecar.pid is None:
+            return {}
+        try:
+            body = sidecar.admin.stats_bytes(dict(query))
+        except Exception as exc:  # the report goes without them
+            log.warning("sidecar stats not read: %s", exc)
+            return {}
+        return {"stats": base64.b64encode(zlib.compress(body)).decode(),
+                "epoch": sidecar.pid}
 
     def stop(self) -> None:
         self._stop.set()

@@ -48,6 +48,7 @@ from meshpilot.store import ConfigStore
 from meshpilot.store.election import AlwaysLeader, Election
 from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
+from meshpilot.telemetry import ProxyIdentity, Target
 
 MESH_HOST = "127.0.0.1"
 """Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
@@ -167,7 +168,15 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
         members_file=state.root / "secrets" / "hosts.json", leading=leading,
         shared=replicas.shared, replicas=replicas.directory.replicas)
     mesh.remote_credentials = registry.credentials
+    mesh.remote_targets = partial(_host_targets, registry)
     return HostsAPI(registry, tokens)
+
+
+def _host_targets(registry: HostRegistry) -> list[Target]:
+    """The joined hosts' sidecars as telemetry targets, read from their agents' reports."""
+    return [Target(node.name, "", epoch, ProxyIdentity.from_node(node), node,
+                   read=partial(bytes, stats))
+            for node, epoch, stats in registry.sidecar_stats()]
 
 
 def start(state: StateDir, store: ConfigStore, publish: Publish, *,

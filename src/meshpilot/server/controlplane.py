@@ -192,6 +192,8 @@ class MeshControlPlane:
         """The pods other replicas run (the leader's), as endpoints for this one's proxies."""
         self.share_workloads: Callable[[list[WorkloadInstance]], None] = lambda w: None
         """Tells the other replicas the pods this one runs (no I/O on the caller's thread)."""
+        self.remote_targets: Callable[[], list[Target]] = list
+        """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -336,7 +338,7 @@ class MeshControlPlane:
                 node = pod.proxy_node()
                 out.append(Target(pod.name, pod.admin_socket, pod.sidecar_pid,
                                   ProxyIdentity.from_node(node, pod.deployment), node))
-        return out
+        return out + self.remote_targets()
 
     # --- the mesh view -------------------------------------------------------------
     def gateway_ports(self) -> dict[str, int]:

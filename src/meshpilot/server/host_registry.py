@@ -46,6 +46,8 @@ from pydantic import ValidationError
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import NETWORKING as NETWORKING_GROUP
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION, WorkloadGroup
+from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.bootstrap import node_id
 from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
@@ -57,6 +59,7 @@ from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
 from meshpilot.store.etcd_client import EtcdError, EtcdUnavailable
 from meshpilot.store.shared import SharedRecords
+from meshpilot.telemetry.envoy_stats import STATS_PARAMS
 from meshpilot.validation.codes import JOIN_REFUSED
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,10 @@ class _Member:
     ready: bool = False
     reported: bool = False  # since this control plane started
     registered: bool = True  # its entry was stored (False only during its join)
+    address: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # the group's port name -> number
+    stats: tuple[int, bytes] = (0, b"")  # its sidecar's last counters: (epoch, /stats JSON)
 
 
 @dataclass
@@ -203,7 +210,9 @@ class HostRegistry:
         node = node_id("sidecar", request.address, key.name, namespace)
         member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
                                                    ca.trust_bundle.pem), self.clock(), account,
-                         registered=False)
+                         registered=False, address=request.address,
+                         labels=dict(entry["spec"].get("labels") or {}),
+                         ports=dict(entry["spec"].get("ports") or {}))
         with self._lock:
             self._members[key] = member
             self._save()
@@ -228,6 +237,7 @@ class HostRegistry:
             "probe": group.spec.model_dump(by_alias=True, exclude_none=True).get("probe"),
             "reportSeconds": max(1.0, self.timeout / 4),
             "replicas": self.reachable(),
+            "statsQuery": dict(STATS_PARAMS),
         }
 
     def reachable(self) -> list[dict[str, str]]:
@@ -266,9 +276,11 @@ class HostRegistry:
             raise JoinError(400, JOIN_REFUSED.code, f"the CSR was refused: {exc}") from None
 
     # --- reports -------------------------------------------------------------------
-    def report(self, namespace: str, entry: str, host_token: str, ready: bool) -> bool:
-        """A host's report; False (nothing recorded) if its credential is not the one
-        issued for that entry, or the entry is not one that joined here."""
+    def report(self, namespace: str, entry: str, host_token: str, ready: bool,
+               stats: tuple[int, bytes] = (0, b"")) -> bool:
+        """A host's report, with its sidecar's counters (epoch, /stats JSON) if it sent
+        them; False (nothing recorded) if its credential is not the one issued for that
+        entry, or the entry is not one that joined here."""
         key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
         if not self.proxy_tokens.verify(_host_subject(key), host_token):
             return False
@@ -282,6 +294,8 @@ class HostRegistry:
             if member is None:
                 return False
             member.last_seen, member.ready, member.reported = self.clock(), ready, True
+            if stats[1]:
+                member.stats = stats
         if self.shared is not None:  # for the leader, whichever replica it is
             try:
                 revision = self.shared.put(REPORTS_AREA, _name(key), {"ready": ready})
@@ -314,6 +328,13 @@ class HostRegistry:
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode()}
+
+    def sidecar_stats(self) -> list[tuple[ProxyNode, int, bytes]]:
+        """Every joined sidecar whose counters were reported here: its node (as the
+        agent describes it to xDS), epoch and latest /stats JSON. Kept by the replica
+        that received them (the leader's telemetry counts those reported to it)."""
+        with self._lock:
+            return [(_node(m), *m.stats) for m in self._members.values() if m.stats[1]]
 
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> its credential, with the CA's current trust bundle."""
@@ -473,12 +494,25 @@ def _record(member: _Member) -> dict[str, Any]:
     secret: the chain is public, the key stays on the host and is named by its path)."""
     return {"key": list(member.key), "nodeId": member.node_id, "account": member.account,
             "chain": member.credential.chain_pem.decode(),
-            "keyFile": member.credential.key_file}
+            "keyFile": member.credential.key_file, "address": member.address,
+            "labels": member.labels, "ports": member.ports}
 
 
 def _member(row: dict[str, Any], now: float) -> _Member:
     return _Member(ObjectKey(*row["key"]), row["nodeId"], HostCredential(
-        row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"))
+        row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"),
+        address=str(row.get("address", "")), labels=dict(row.get("labels") or {}),
+        ports=dict(row.get("ports") or {}))
+
+
+def _node(member: _Member) -> ProxyNode:
+    """The joined sidecar as its agent introduces it (see meshpilot.hosts.agent)."""
+    return ProxyNode(
+        id=member.node_id, kind="sidecar", namespace=member.key.namespace, ip=member.address,
+        workload=member.key.name, name=member.key.name, service_account=member.account,
+        labels=dict(member.labels),
+        inbound=tuple(InboundPort(int(port), int(port), name, port_protocol(name))
+                      for name, port in sorted(member.ports.items())))
 
 
 def _name(key: ObjectKey) -> str:

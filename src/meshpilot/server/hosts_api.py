@@ -7,8 +7,9 @@ has none; they are authenticated by what they carry instead:
 
 - ``POST .../hosts/join`` ``{"token", "group", "address", "csr", "keyFile"}``: the join
   token (spent on success), see :mod:`meshpilot.server.host_registry`;
-- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}`` (answered
-  with the live replicas, see :mod:`meshpilot.store.replicas`) and
+- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}``, with the
+  sidecar's counters as ``"stats"`` and ``"epoch"`` (answered with the live replicas,
+  see :mod:`meshpilot.store.replicas`) and
   ``POST .../hosts/renew`` ``{"namespace", "entry", "hostToken", "csr", "keyFile"}`` (a
   new certificate for a new key, at about half the old one's life): the credential the
   join answered with, bound to that one entry.
@@ -20,7 +21,10 @@ through the bearer-token check.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +40,10 @@ from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 
 API = "/apis/meshpilot.io/v1/hosts"
 PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew"})
-MAX_BODY = 64 * 1024
+MAX_BODY = 1024 * 1024
+"""A report carries its sidecar's counters (compressed): room for a large mesh's."""
+MAX_STATS = 32 * 1024 * 1024
+"""What those counters may inflate to: a bound on what a small body can cost."""
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
 _RENEW_FIELDS = frozenset({"namespace", "entry", "hostToken", "csr", "keyFile"})
 
@@ -57,6 +64,22 @@ async def _json(request: Request) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _stats(body: dict[str, Any]) -> tuple[int, bytes] | None:
+    """A report's sidecar counters as (epoch, JSON bytes): (0, b"") when it has none,
+    None when they are not what the agent sends. Decompressed to at most MAX_STATS."""
+    if "stats" not in body:
+        return 0, b""
+    epoch = body.get("epoch")
+    if not isinstance(body["stats"], str) or not isinstance(epoch, int):
+        return None
+    try:
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(base64.b64decode(body["stats"], validate=True), MAX_STATS)
+    except (binascii.Error, zlib.error):
+        return None
+    return (epoch, data) if not inflate.unconsumed_tail else None
 
 
 class HostsAPI:
@@ -99,9 +122,13 @@ class HostsAPI:
         body = await _json(request)
         if body is None:
             return _failure(400, "the body is a JSON object")
+        stats = _stats(body)
+        if stats is None:
+            return _failure(400, "stats is the sidecar's /stats, zlib-compressed, in base64, "
+                                 "with its process as epoch (an integer)")
         accepted = await asyncio.to_thread(
             self.registry.report, str(body.get("namespace", "")), str(body.get("entry", "")),
-            str(body.get("hostToken", "")), body.get("ready") is True)
+            str(body.get("hostToken", "")), body.get("ready") is True, stats)
         if not accepted:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
