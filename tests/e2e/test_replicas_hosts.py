@@ -94,7 +94,8 @@ def test_a_joined_host_goes_on_with_the_other_replica_when_its_own_is_killed(
     """Given two replicas that name each other, a host joins at A with a token made at
     B (tokens are shared, and still single-use); when A is SIGKILLed, B leads, a change
     made at B reaches the host's sidecar (now streaming from B), and the host stays
-    healthy past its report timeout, its agent reporting to B."""
+    healthy past its report timeout, its agent reporting to B, the leader, whose
+    telemetry then has the sidecar's counters."""
     a, b = replicas
     # every replica's endpoints.json names both (API and mutual-TLS xDS at the bridge)
     def named(cp: ControlPlane) -> list[dict[str, Any]]:
@@ -138,6 +139,12 @@ def test_a_joined_host_goes_on_with_the_other_replica_when_its_own_is_killed(
     # timeout the entry is still healthy
     time.sleep(TIMEOUT * 2 + 1)
     assert healthy(entry(b, name)) is True, read(tmp_path / "agent.log")
-    assert "answered; " in read(tmp_path / "agent.log")  # the agent went on with B
+    # ... with its sidecar's counters: B's telemetry has the requests the host sent
+    # itself through its sidecar (destination-reported by that sidecar)
+    wait_for(lambda: [r for r in b.telemetry(workload=name, namespace="default",
+                                             window="120s")["rows"] if r["requests"] >= 1],
+             15, lambda: f"no counters of {name} at B: {b.telemetry(namespace='default')}")
+    log = read(tmp_path / "agent.log")  # the agent went on with B, the leader
+    assert f"control plane {b.cp.api} answered" in log or f"reporting to {b.cp.api}" in log
     assert agent.poll() is None
     assert moved < 20

@@ -131,8 +131,8 @@ def test_one_control_plane_has_no_health_checks(tmp_path: Path) -> None:
 
 
 def test_reports_try_each_replica_and_say_which_did_not_answer(tmp_path: Path) -> None:
-    """The agent learns the replicas from an answer (the one it talks to stays first),
-    and when none answers its error names every one it tried."""
+    """The agent learns the replicas from an answer (the one it talks to stays first,
+    unless another leads), and when none answers its error names every one it tried."""
     closed = [f"https://127.0.0.{n}:{free_port(f'127.0.0.{n}')}" for n in (1, 2)]
     a = agent(tmp_path, server=closed[0])
     a._learn({"replicas": [{"api": closed[1] + "/", "xds": "x:1"},
@@ -141,3 +141,7 @@ def test_reports_try_each_replica_and_say_which_did_not_answer(tmp_path: Path) -
     with pytest.raises(JoinFailed) as refused:
         a._post("report", {}, timeout=1.0)
     assert all(server in str(refused.value) for server in closed), refused.value
+    # once an answer says which replica leads, reports go there first
+    a._learn({"replicas": [{"api": closed[0], "xds": "x:2", "leading": False},
+                           {"api": closed[1], "xds": "x:1", "leading": True}]})
+    assert a.servers == [closed[1], closed[0]]

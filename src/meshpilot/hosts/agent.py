@@ -8,9 +8,9 @@ in clear.
 
 Replicas: the join's answer names every live control-plane replica (its API and xDS).
 The sidecar's xDS cluster lists them all, so when the stream to one breaks Envoy's
-reconnection picks another; the agent sends each report and renewal to the replica that
-answered last and, if it does not answer, to the next, and learns the current set from
-every report's answer.
+reconnection picks another; the agent sends each report and renewal to the leading replica
+(the one that answered last until it knows) and, if it does not answer, to the next, and
+learns the current set from every report's answer.
 
 Telemetry: each report carries the sidecar's counters (its admin ``/stats``, read with
 the query the join's answer names, compressed), since the control plane cannot reach the
@@ -119,11 +119,20 @@ class HostAgent:
         return answer
 
     def _learn(self, answer: dict[str, Any]) -> None:
-        """Take the live replicas an answer names (the current server stays first)."""
-        apis = [str(r["api"]).rstrip("/") for r in answer.get("replicas") or []
-                if isinstance(r, dict) and r.get("api")]
-        if apis:
-            self.servers = [self.servers[0], *(a for a in apis if a != self.servers[0])]
+        """Take the live replicas an answer names: the leader first (it judges the hosts'
+        health and reads their counters, so reports go straight to it), else the current
+        server stays first."""
+        replicas = [r for r in answer.get("replicas") or []
+                    if isinstance(r, dict) and r.get("api")]
+        apis = [str(r["api"]).rstrip("/") for r in replicas]
+        if not apis:
+            return
+        leaders = [str(r["api"]).rstrip("/") for r in replicas if r.get("leading") is True]
+        first = leaders[0] if leaders else self.servers[0]
+        if first != self.servers[0]:
+            log.warning("reporting to %s, the leading control plane", first)
+        self.servers = [first, *(a for a in [self.servers[0], *apis] if a != first)]
+        self.servers = list(dict.fromkeys(self.servers))
 
     def xds_servers(self) -> list[str]:
         """host:port of every replica's mutual-TLS xDS, the joined one's first."""

@@ -172,6 +172,13 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
     return HostsAPI(registry, tokens)
 
 
+def _leadership_changed(mesh: MeshControlPlane, replicas: ReplicaState, leading: bool) -> None:
+    """The pods start (or stop) at once, and the other replicas and the hosts learn who
+    leads (a host sends its reports, and so its sidecar's counters, to the leader)."""
+    mesh.leadership_changed(leading)
+    replicas.directory.update(leading=leading)
+
+
 def _host_targets(registry: HostRegistry) -> list[Target]:
     """The joined hosts' sidecars as telemetry targets, read from their agents' reports."""
     return [Target(node.name, "", epoch, ProxyIdentity.from_node(node), node,
@@ -227,7 +234,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
                                     leading=components.leader.leading)
         autoscaler.start()
         components.autoscaler = autoscaler
-        components.leader.start(mesh.leadership_changed)
+        components.leader.start(partial(_leadership_changed, mesh, components.replicas))
     except BaseException:
         components.stop()
         raise

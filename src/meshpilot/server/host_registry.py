@@ -242,7 +242,8 @@ class HostRegistry:
 
     def reachable(self) -> list[dict[str, str]]:
         """Every live replica a host can turn to: its API URL and mutual-TLS xDS."""
-        return [{"api": str(r["api"]), "xds": str(r["xds_tls"])}
+        return [{"api": str(r["api"]), "xds": str(r["xds_tls"]),
+                 "leading": r.get("leading") is True}
                 for r in self.replicas() if r.get("api") and r.get("xds_tls")]
 
     def group_of(self, ref: str) -> WorkloadGroup:
