@@ -92,5 +92,7 @@ def test_a_departed_leaders_pods_stay_until_ready_here_or_the_bound() -> None:
     shared.share([WorkloadInstance(**{**starting.__dict__, "ready": True})])
     assert shared.others() == [other]  # myapp-v1 is ready here: its old pod goes
     assert shared.others()[0] is kept[1]
+    assert shared.departing()  # the mesh rebuilds each poll meanwhile
     clock.now += 31
     assert shared.others() == []  # the bound
+    assert not shared.departing()

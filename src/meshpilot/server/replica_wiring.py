@@ -112,7 +112,11 @@ class ReplicaState:
             publish({"replicas": [{k: r.get(k) for k in PUBLISHED} for r in replicas]})
             mesh.wake()
 
-        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address}, changed)
+        def poll() -> None:
+            if endpoints.departing():
+                mesh.wake()
+
+        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address}, changed, poll)
 
     def stop(self) -> None:
         self.directory.stop()

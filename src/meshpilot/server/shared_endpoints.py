@@ -87,6 +87,11 @@ class SharedEndpoints:
         self._held = held
         return out + self._still_departed(now)
 
+    def departing(self) -> bool:
+        """Whether a departed replica's pods are still kept (the mesh rebuilds each poll
+        meanwhile, so they go when the bound passes even if nothing else changes)."""
+        return bool(self._departed)
+
     def _still_departed(self, now: float) -> list[WorkloadInstance]:
         """The departed replicas' pods of Deployments not ready here yet, within the
         bound (the same objects while kept: the list is filtered, never rebuilt)."""

@@ -41,7 +41,8 @@ class SingleReplica:
     def __init__(self) -> None:
         self._me: list[Replica] = []
 
-    def start(self, me: Replica, on_change: OnChange) -> None:
+    def start(self, me: Replica, on_change: OnChange,
+              on_poll: Callable[[], None] = lambda: None) -> None:
         self._me = [{**me, "identity": self.identity}]
         on_change(self.replicas())
 
@@ -70,13 +71,15 @@ class ReplicaDirectory:
         self._wake = threading.Event()
         self._rewrite = False  # this replica's record changed: write it on the next round
         self._on_change: OnChange = lambda replicas: None
+        self._on_poll: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="replicas", daemon=True)
 
-    def start(self, me: Replica, on_change: OnChange) -> None:
+    def start(self, me: Replica, on_change: OnChange,
+              on_poll: Callable[[], None] = lambda: None) -> None:
         """Announce ``me`` and follow the others; ``on_change(replicas)`` whenever the set
-        changes (called first with at least this replica)."""
+        changes (called first with at least this replica), ``on_poll()`` every round."""
         self._me = {**me, "identity": self._identity}
-        self._on_change = on_change
+        self._on_change, self._on_poll = on_change, on_poll
         self._announce()
         self._refresh()
         self._thread.start()
@@ -152,5 +155,6 @@ class ReplicaDirectory:
                 elif self._rewrite:
                     self._write()
                 self._refresh()
+                self._on_poll()
             except (EtcdError, EtcdUnavailable) as exc:
                 log.warning("replica directory not refreshed: %s", exc)
