@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
-from meshpilot.server.shared_endpoints import SharedEndpoints, instance, record
+from meshpilot.server.shared_endpoints import MAX_LAG, SharedEndpoints, instance, record
 from meshpilot.store.replicas import SingleReplica
 
 POD = WorkloadInstance(name="myapp-v1-0", namespace="default", ip="127.0.1.7",
@@ -96,3 +96,29 @@ def test_a_departed_leaders_pods_stay_until_ready_here_or_the_bound() -> None:
     clock.now += 31
     assert shared.others() == []  # the bound
     assert not shared.departing()
+
+
+def test_a_rebuild_waits_for_the_leaders_pods_as_of_its_revision_within_a_bound() -> None:
+    """A follower at store revision 7 waits while the leader's record says it built 6
+    (a route made at 7 may send to pods the follower does not know yet); it goes on once
+    the leader says 7, or after MAX_LAG without waiting again until the leader caught
+    up. A replica that does not lead is never waited for."""
+    directory = Directory()
+    clock = Clock()
+    shared = SharedEndpoints(directory, clock=clock)  # type: ignore[arg-type]
+    directory.records.append({"identity": "other", "leading": False, "revision": 1})
+    assert not shared.behind(7)
+    directory.records.append({"identity": "leader", "leading": True, "revision": 6})
+    assert shared.behind(7)
+    clock.now += 1
+    assert shared.behind(7)
+    directory.records[2]["revision"] = 7
+    assert not shared.behind(7)
+    directory.records[2]["revision"] = 8
+    assert shared.behind(9)
+    clock.now += MAX_LAG + 0.1
+    assert not shared.behind(9)  # a slow or dead leader holds nothing back for long
+    assert not shared.behind(10)
+    directory.records[2]["revision"] = 10
+    assert not shared.behind(10)
+    assert shared.behind(11)  # caught up: waiting again from here

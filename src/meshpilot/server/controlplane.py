@@ -190,8 +190,12 @@ class MeshControlPlane:
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
         self.remote_workloads: Callable[[], list[WorkloadInstance]] = list
         """The pods other replicas run (the leader's), as endpoints for this one's proxies."""
-        self.share_workloads: Callable[[list[WorkloadInstance]], None] = lambda w: None
-        """Tells the other replicas the pods this one runs (no I/O on the caller's thread)."""
+        self.share_workloads: Callable[[list[WorkloadInstance], int], None] = \
+            lambda workloads, revision: None
+        """Tells the other replicas the pods this one runs as of a store revision (no I/O
+        on the caller's thread)."""
+        self.remote_behind: Callable[[int], bool] = lambda revision: False
+        """Whether a rebuild at a store revision waits for the leader's pods as of it."""
         self.remote_targets: Callable[[], list[Target]] = list
         """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: LocalRuntime | None = None
@@ -455,7 +459,7 @@ class MeshControlPlane:
                 self._version, objects, workloads + self.remote_workloads())
             self.built_from_revision = revision
             version = self._version
-        self.share_workloads(workloads)
+        self.share_workloads(workloads, revision)
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
@@ -487,6 +491,11 @@ class MeshControlPlane:
             self._dirty.clear()
             last = time.monotonic()
             try:
+                mirror = self._mirror
+                if mirror is not None and self.remote_behind(mirror.revision()):
+                    self._dirty.set()  # again when the leader's record comes (or soon)
+                    self._stopping.wait(DEBOUNCE_SECONDS)
+                    continue
                 if self.runtime is not None:
                     # a replica that does not lead runs no pods (the leader runs them)
                     leads = self.leading()

@@ -107,6 +107,7 @@ class ReplicaState:
         endpoints = SharedEndpoints(self.directory)
         mesh.remote_workloads = endpoints.others
         mesh.share_workloads = endpoints.share
+        mesh.remote_behind = endpoints.behind
 
         def changed(replicas: list[dict[str, Any]]) -> None:
             publish({"replicas": [{k: r.get(k) for k in PUBLISHED} for r in replicas]})

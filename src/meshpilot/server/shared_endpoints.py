@@ -7,6 +7,13 @@ directory, :mod:`meshpilot.store.replicas`, which goes with the replica's lease 
 dies), and folds the others' into its own mesh snapshot, so every replica's proxies get
 the same endpoints within a directory poll.
 
+The pods and the config must reach a follower's proxies in the order the leader acted
+on them (its rollout moves weight to a canary only once the canary's pods are ready):
+each replica's record also names the store revision its mesh was built from, and a
+follower holds a rebuild at revision R back until the leader's record says it built R
+or later (``MAX_LAG`` seconds at most, for a slow or dead leader), so a route never
+reaches a follower's proxies before the pods it sends to.
+
 When a replica leaves (its lease lapsed: it died), its pods are kept as endpoints until
 this replica runs ready pods of the same Deployment, or for ``KEEP_DEPARTED`` seconds at
 most, as Kubernetes keeps a lost node's pods in the endpoints until the node is declared
@@ -31,6 +38,7 @@ from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
 
 FIELD = "workloads"
 KEEP_DEPARTED = 30.0
+MAX_LAG = 2.0
 
 
 def record(w: WorkloadInstance) -> dict[str, Any]:
@@ -62,10 +70,28 @@ class SharedEndpoints:
         self._held: dict[str, tuple[str, list[WorkloadInstance]]] = {}
         self._departed: dict[str, tuple[float, list[WorkloadInstance]]] = {}
         self._ready_here: set[tuple[str, str]] = set()  # (namespace, deployment)
+        self._behind_since: float | None = None
 
-    def share(self, workloads: list[WorkloadInstance]) -> None:
+    def share(self, workloads: list[WorkloadInstance], revision: int = 0) -> None:
+        """Tell the others the pods this replica runs, as of store ``revision``."""
         self._ready_here = {(w.namespace, w.workload_name) for w in workloads if w.ready}
-        self._directory.update(**{FIELD: [record(w) for w in workloads]})
+        self._directory.update(**{FIELD: [record(w) for w in workloads],
+                                  "revision": revision})
+
+    def behind(self, revision: int) -> bool:
+        """Whether a rebuild at store ``revision`` should wait for the leader's pods as
+        of that revision (see the module); False once it waited ``MAX_LAG``, until the
+        leader has caught up again."""
+        lagging = any(r.get("leading") is True and int(r.get("revision") or 0) < revision
+                      for r in self._directory.replicas()
+                      if r.get("identity") != self._directory.identity)
+        if not lagging:
+            self._behind_since = None
+            return False
+        now = self._clock()
+        if self._behind_since is None:
+            self._behind_since = now
+        return now - self._behind_since <= MAX_LAG
 
     def others(self) -> list[WorkloadInstance]:
         held: dict[str, tuple[str, list[WorkloadInstance]]] = {}

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 AREA = "replicas"
 TTL = 3
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 Replica = dict[str, Any]
 """``{"identity", "api", "xds_tls"}`` (``xds_tls`` empty without ``up --listen``), and
