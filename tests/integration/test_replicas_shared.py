@@ -77,6 +77,10 @@ def test_the_directory_names_every_live_replica_and_forgets_one_that_stops(
         assert one.replicas()[1] == {"identity": "two", "api": "https://10.77.0.1:3",
                                      "xds_tls": "10.77.0.1:4"}
         assert [len(s) for s in seen][:2] == [1, 2]  # told of each change
+        two.update(leading=True, revision=12)  # written by its thread, read by the other
+        wait_for(lambda: one.replicas()[1].get("leading") is True, 5,
+                 message="one reads what two says of itself")
+        assert one.replicas()[1]["revision"] == 12
         two.stop()
         wait_for(lambda: [r["identity"] for r in one.replicas()] == ["one"], 5,
                  message="a stopped replica leaves the directory")
