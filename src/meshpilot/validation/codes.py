@@ -97,6 +97,8 @@ ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outsid
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")
+ARGO_WORKLOAD_MISSING = Code("MP2066", Severity.WARNING, "Argo Rollout workloadRef names a "
+                             "Deployment that does not exist (yet)")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
@@ -147,8 +149,8 @@ DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialN
                         "Secret in the rule's namespace")
 TCP_SERVER_NO_ROUTE = Code("MP2013", Severity.WARNING, "Gateway TCP server (or TLS-terminating "
                            "server on a TLS port) with no VirtualService tcp route")
-MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh: "
-                     "applied at gateways only")
+MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh "
+                     "on hosts no sidecar listens for (no Kubernetes Service)")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
 UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")

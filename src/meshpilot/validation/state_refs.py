@@ -104,7 +104,8 @@ def _pod_owner(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
     """Deployments and Rollouts: their pods' labels; a Deployment reads its pods'
     ConfigMaps and Secrets and is what an autoscaler scales (``check_autoscalers``
     reads its pods' CPU requests); a Rollout reads the analysis templates it names
-    (``check_analysis_templates``: every one, a reference broader than the look-up)."""
+    (``check_analysis_templates``: every one, a reference broader than the look-up) and
+    the Deployment its workloadRef names."""
     template = as_mapping(obj.spec.get("template"))
     _workload(obj, as_mapping(template.get("metadata")).get("labels"), provides)
     if obj.key.kind == "Deployment":
@@ -114,6 +115,9 @@ def _pod_owner(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
             reads.add((kind.lower(), obj.namespace, name))
     else:
         reads.update({("kind", "AnalysisTemplate"), ("kind", "ClusterAnalysisTemplate")})
+        ref = as_mapping(obj.spec.get("workloadRef")).get("name")
+        if isinstance(ref, str):  # check_workload_refs
+            reads.add(("deployment", obj.namespace, ref))
 
 
 def _autoscaler(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
@@ -188,6 +192,8 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
         claims = {("claim", fqdn(str(h), obj.namespace)) for h in obj.spec.get("hosts") or []}
         provides.update(claims)
         reads.update(claims)
+    if obj.spec.get("tcp") or obj.spec.get("tls"):  # mesh_l4_state: the Services' ports
+        reads.update(("host", fqdn(str(h), obj.namespace)) for h in as_list(obj.spec.get("hosts")))
     for _, dest in destinations(obj.spec):
         host = dest.get("host")
         if isinstance(host, str):
