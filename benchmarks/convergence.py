@@ -311,7 +311,10 @@ def serve_role(args: argparse.Namespace) -> int:
     QuietCollector(xds.idle_seconds).start()  # the control plane's collection policy
     credentials = issue_credentials(sim_node(i) for i in range(args.sim_clients))
     publish(xds, builder, holder["snap"], credentials)
-    ids = [sim_node(i).id for i in range(args.sim_clients)]
+    # the clients this server waits for: all, or (``--count``, replicas.py) its share
+    served = range(args.first, args.first + args.count) if args.count else \
+        range(args.sim_clients)
+    ids = [sim_node(i).id for i in served]
     marks: dict[str, float] = {}
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:

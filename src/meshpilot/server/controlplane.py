@@ -147,6 +147,7 @@ class MeshControlPlane:
         access_log: bool = True,
         listen: str | None = None,
         leading: Callable[[], bool] = lambda: True,
+        proxy_tokens: ProxyTokens | None = None,
     ) -> None:
         self.state = state
         self.listen = listen
@@ -172,6 +173,7 @@ class MeshControlPlane:
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
         self.built_from_revision = -1
+        self._shared_workloads: list[WorkloadInstance] = []  # the pods of that build
         """The store revision the snapshot holds every change up to (-1: none built)."""
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
@@ -181,7 +183,8 @@ class MeshControlPlane:
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
-        self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
+        # (replicas on one etcd share the key: see meshpilot.server.replica_wiring)
+        self.proxy_tokens = proxy_tokens or ProxyTokens.in_directory(state.root / "secrets")
         self.ca_rotation = CaRotation.open(state.root, options, self.converge,
                                            wake=self._dirty.set)
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
@@ -195,6 +198,16 @@ class MeshControlPlane:
                              services=(self.failure_reports.handler(),))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
+        self.remote_workloads: Callable[[], list[WorkloadInstance]] = list
+        """The pods other replicas run (the leader's), as endpoints for this one's proxies."""
+        self.share_workloads: Callable[[list[WorkloadInstance], int], None] = \
+            lambda workloads, revision: None
+        """Tells the other replicas the pods this one runs as of a store revision (no I/O
+        on the caller's thread)."""
+        self.remote_behind: Callable[[int], bool] = lambda revision: False
+        """Whether a rebuild at a store revision waits for the leader's pods as of it."""
+        self.remote_targets: Callable[[], list[Target]] = list
+        """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -339,7 +352,7 @@ class MeshControlPlane:
                 node = pod.proxy_node()
                 out.append(Target(pod.name, pod.admin_socket, pod.sidecar_pid,
                                   ProxyIdentity.from_node(node, pod.deployment), node))
-        return out
+        return out + self.remote_targets()
 
     # --- the mesh view -------------------------------------------------------------
     def gateway_ports(self) -> dict[str, int]:
@@ -452,9 +465,12 @@ class MeshControlPlane:
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
-            self.snapshot = snapshot = self._snapshots.build(self._version, objects, workloads)
+            self.snapshot = snapshot = self._snapshots.build(
+                self._version, objects, workloads + self.remote_workloads())
             self.built_from_revision = revision
+            self._shared_workloads = workloads
             version = self._version
+        self.share_workloads(workloads, revision)
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
@@ -492,6 +508,11 @@ class MeshControlPlane:
             last = time.monotonic()
             pacer.take(last)
             try:
+                mirror = self._mirror
+                if mirror is not None and self.remote_behind(mirror.revision()):
+                    self._dirty.set()  # again when the leader's record comes (or soon)
+                    self._stopping.wait(DEBOUNCE_SECONDS)
+                    continue
                 synced = time.monotonic()  # pods are synced after the snapshot (below)
                 try:
                     version = self._rebuild()
@@ -548,8 +569,13 @@ class MeshControlPlane:
         compares this with the store's revision). Otherwise a rebuild is still due, and
         reads them anyway."""
         with self._lock:
-            if self.built_from_revision >= before:
-                self.built_from_revision = max(self.built_from_revision, after)
+            if before <= self.built_from_revision < after:
+                self.built_from_revision = after
+                workloads = self._shared_workloads
+            else:
+                return
+        # the other replicas wait for this revision before their own rebuilds
+        self.share_workloads(workloads, after)
 
     def _wait_removed(self, pod: Pod) -> None:
         """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""

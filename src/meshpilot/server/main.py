@@ -174,10 +174,6 @@ def serve(
             state.write_endpoints(endpoints)
 
     options = security if security is not None else SecurityOptions()
-    if with_mesh and store_spec is not None and store_spec.is_etcd and options.ca_dir is None:
-        log.warning("replicas on one etcd share its config but not a CA: without the same "
-                    "--ca-dir on every replica, each issues certificates from a root of its "
-                    "own, and workloads of different replicas do not trust each other")
     try:
         components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
@@ -185,7 +181,8 @@ def serve(
                                    loadtester_commands=loadtester_commands,
                                    api_token=token, listen=listen,
                                    host_health=host_health,
-                                   hpa_sync_seconds=hpa_sync_seconds)
+                                   hpa_sync_seconds=hpa_sync_seconds,
+                                   api_url=_url(host, api_port, "https" if tls else "http"))
     except Exception as exc:
         store.close()
         lock.close()

@@ -41,6 +41,9 @@ class Target:
     epoch: object  # changes when the proxy process is replaced (its pid)
     identity: ProxyIdentity
     node: ProxyNode
+    read: Callable[[], bytes] | None = None
+    """The /stats JSON when it is not read from a socket here (a joined host's sidecar,
+    whose agent reports it)."""
 
 
 @dataclass
@@ -129,7 +132,8 @@ class Scraper:
     # --- one cycle ------------------------------------------------------------------------
     def _read(self, target: Target, snapshot: MeshSnapshot) -> tuple[list[Point], int, float]:
         cpu = time.thread_time()
-        body = self._admin(target.admin_socket).stats_bytes(STATS_PARAMS)
+        body = (target.read() if target.read is not None
+                else self._admin(target.admin_socket).stats_bytes(STATS_PARAMS))
         raw = parse_json(body)
         version, cache = self._caches.get(target.name, (-1, {}))
         if version != snapshot.version:
