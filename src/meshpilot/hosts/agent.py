@@ -50,10 +50,12 @@ OUTBOUND_ADDRESS = "127.0.0.1"
 the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-XDS_HEALTH_CHECK = {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
-                    "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {}}
-"""A replica's xDS port is alive while a connection to it succeeds, checked each second
-(also while no request went through: Envoy's ``no_traffic_interval`` is 60 s by default)."""
+def xds_health_check() -> dict[str, Any]:
+    """A replica's xDS port is alive while a connection to it succeeds, checked each
+    second (also while no request went through: Envoy's ``no_traffic_interval`` is 60 s
+    by default)."""
+    return {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+            "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {}}
 
 
 class JoinFailed(RuntimeError):
@@ -206,7 +208,7 @@ class HostAgent:
                 cluster["transport_socket"] = self._xds_tls(
                     sorted({host for host, _ in servers}))
                 if len(servers) > 1:
-                    cluster["health_checks"] = [XDS_HEALTH_CHECK]
+                    cluster["health_checks"] = [xds_health_check()]
         return doc
 
     def _xds_tls(self, servers: list[str]) -> dict[str, Any]:
