@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from meshpilot.api.argo import Rollout
 from meshpilot.api.identity import ObjectKey
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.delivery.argo.controller import ArgoController
 from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
@@ -171,7 +172,8 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
           listen: str | None = None, host_health: HostHealth | None = None,
-          hpa_sync_seconds: float = SYNC_SECONDS) -> Components:
+          hpa_sync_seconds: float = SYNC_SECONDS,
+          mesh_config: MeshConfig | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised."""
@@ -188,7 +190,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen,
-            leading=components.leader.leading)
+            leading=components.leader.leading, mesh_config=mesh_config)
         components.hosts = _hosts(state, store, components.config, mesh, security,
                                   host_health or HostHealth(), components.leader.leading)
         endpoints = mesh.start()

@@ -94,6 +94,14 @@ ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition 
                       "failureCondition outside the supported expression forms")
 ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
                       "supported forms ({$.a.b[0]})")
+MESH_CONFIG_FILE = Code("MP0079", Severity.ERROR, "mesh config file unreadable or not one "
+                        "YAML object of meshConfig's fields")
+MESH_CONFIG_FIELD = Code("MP0080", Severity.ERROR, "mesh config field unknown to Istio's "
+                         "meshConfig and to meshpilot")
+MESH_CONFIG_VALUE = Code("MP0081", Severity.ERROR, "mesh config value invalid "
+                         "(outboundTrafficPolicy.mode, dnsResolvers)")
+MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field that "
+                           "meshpilot does not act on")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")

@@ -37,6 +37,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
@@ -53,6 +54,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    egress,
     gateway_own,
     http_inbound_ports,
     inbound_route,
@@ -71,7 +73,7 @@ from meshpilot.xds.translate.secrets import (
 )
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, ROUTE, SCOPED_ROUTE, SECRET
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
+    policy_of: tuple[Any, ...] = ()  # the (scopes, mode, mesh config) its ECDS set is for
     names: tuple[frozenset[str], ...] = ()
     """What consistency reads of its sets (their names, the names they give): the same
     object while all of those are equal."""
@@ -171,6 +174,26 @@ class _Node:
     ports_of: frozenset[int] | None = None  # ... for these sidecar ports of a snapshot
 
 
+@dataclass(frozen=True)
+class _Egress:
+    """What the outbound traffic policy adds to every sidecar class, the same whatever the
+    class and its mode, for one mesh config (see :mod:`meshpilot.xds.translate.egress`)."""
+
+    config: MeshConfig
+    clusters: Items
+    routes: Items
+    scopes: Items
+    filter: tuple[str, PreparedResource]
+
+    @classmethod
+    def of(cls, config: MeshConfig) -> _Egress:
+        passthrough = egress.passthrough_filter(config)
+        return cls(config, _prepared((c.name, c) for c in egress.clusters(config)),
+                   _prepared((r.name, r) for r in egress.route_configs()),
+                   _prepared((s.name, s) for s in egress.scopes()),
+                   (passthrough.name, PreparedResource.of(passthrough.name, passthrough)))
+
+
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
     return [(name, PreparedResource.of(name, msg)) for name, msg in items]
 
@@ -235,6 +258,7 @@ class ProxyConfigBuilder:
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
         self._policies: tuple[Any, ...] = ()
+        self._egress_items: _Egress | None = None
         """The current snapshot's security policies: the same object while they stay."""
         """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
@@ -301,7 +325,7 @@ class ProxyConfigBuilder:
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node))
+                index.egress_scope(snapshot, node), egress.outbound_mode(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -343,8 +367,9 @@ class ProxyConfigBuilder:
         moves = _Moves.between(cls.built_from, snapshot)
         sets: Sets = dict(cls.sets)
         self._class_clusters(cls, snapshot, node, moves, sets)
-        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS
+        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS, ECDS
             self._class_routes(cls, snapshot, node, moves, sets)
+            self._class_policy(cls, snapshot, sets)
         for t in _CLASS_TYPES:
             sets.setdefault(t, EMPTY_SET)
         if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
@@ -390,6 +415,8 @@ class ProxyConfigBuilder:
                         assignment_items.append((name[4:], e))
                     else:
                         cluster_items.append((name, e))
+            if not cls.gateway:
+                cluster_items += self._egress(snapshot).clusters
             sets[CLUSTER] = _reused(cluster_items, cls.sets.get(CLUSTER))
             sets[ENDPOINT] = _reused(assignment_items, cls.sets.get(ENDPOINT))
         cls.clusters = memos
@@ -403,11 +430,36 @@ class ProxyConfigBuilder:
                  for service, ports, spellings in cls.plan}
         inbound = self._inbound(snapshot, snapshot.sidecar_ports)
         if _moved(memos, cls.routes) or inbound != cls.inbound or ROUTE not in sets:
-            route_items = [memo.out[0] for memo in memos.values()]
-            scope_items = [e for memo in memos.values() for e in memo.out[1:]]
+            policy = self._egress(snapshot)
+            route_items = [memo.out[0] for memo in memos.values()] + policy.routes
+            scope_items = [e for memo in memos.values() for e in memo.out[1:]] + policy.scopes
             sets[SCOPED_ROUTE] = _reused(scope_items, cls.sets.get(SCOPED_ROUTE))
             sets[ROUTE] = _reused(route_items + inbound, cls.sets.get(ROUTE))
         cls.routes, cls.inbound = memos, inbound
+
+    def _egress(self, snapshot: MeshSnapshot) -> _Egress:
+        """The outbound traffic policy's clusters, route configs, scopes and passthrough
+        filter: prepared once per mesh config (so the very same objects in every class)."""
+        found = self._egress_items
+        if found is None or found.config is not snapshot.mesh_config:
+            found = self._egress_items = _Egress.of(snapshot.mesh_config)
+        return found
+
+    def _class_policy(self, cls: _Class, snapshot: MeshSnapshot, sets: Sets) -> None:
+        """The class's ECDS set: the policy filter (the class's scope keys and mode) and
+        the passthrough filter; rebuilt only when the scopes (services coming and going)
+        or the mode change, never on a route change."""
+        scope_set = sets[SCOPED_ROUTE]
+        mode = cls.key[4]  # type: ignore[index]
+        inputs = (scope_set, mode, snapshot.mesh_config)
+        if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
+            sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
+            return
+        known = [n for n in scope_set if n not in egress.POLICY_SCOPES]
+        lua = egress.policy_filter(known, mode)
+        items = [(lua.name, PreparedResource.of(lua.name, lua)), self._egress(snapshot).filter]
+        sets[EXTENSION_CONFIG] = _reused(items, cls.sets.get(EXTENSION_CONFIG))
+        cls.policy_of = inputs
 
     def _service_clusters(
         self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,

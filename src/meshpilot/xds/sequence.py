@@ -44,13 +44,22 @@ from google.protobuf.message import Message
 
 from meshpilot.xds.references import (
     cluster_secret_names,
+    ecds_names,
     eds_names,
     listener_secret_names,
     rds_names,
     scope_route_names,
 )
 from meshpilot.xds.translate.client_credentials import is_credential
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+)
 
 Phase = Literal["make", "switch"]
 NameReader = Callable[[Message], Iterable[str]]
@@ -82,6 +91,8 @@ PUSH_SEQUENCE: tuple[TypeRule, ...] = (
     TypeRule(CLUSTER, "make", keeps_stale=True),
     TypeRule(ENDPOINT, "make", keeps_stale=True, named_by=((CLUSTER, eds_names),),
              resent_with=CLUSTER),
+    TypeRule(EXTENSION_CONFIG, "make", keeps_stale=True, staged_empty=False,
+             named_by=((LISTENER, ecds_names),)),
     TypeRule(LISTENER, "switch", keeps_stale=False),
     TypeRule(SCOPED_ROUTE, "switch", keeps_stale=True, subscribed_by=(LISTENER,),
              staged_empty=False),

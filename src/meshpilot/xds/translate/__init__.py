@@ -47,13 +47,14 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
-from meshpilot.xds.translate import access_log, clusters, listeners, names, telemetry
+from meshpilot.xds.translate import access_log, clusters, egress, listeners, names, telemetry
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.gateway_tls import secret_index
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
+    TYPE_EXTENSION_CONFIG,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
@@ -113,17 +114,25 @@ def scopes(table: RouteTable) -> list[scoped_route_pb2.ScopedRouteConfiguration]
 
 
 def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
-    """Per service a route config, and per host spelling a scope pointing at it."""
+    """Per service a route config, and per host spelling a scope pointing at it; and
+    the outbound traffic policy's clusters, route configs, scopes and filters (ECDS)."""
     for table in sidecar_route_tables(snapshot, node):
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
+    known = list(out[TYPE_SCOPED_ROUTE])
+    _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
+    _add(out, TYPE_ROUTE, egress.route_configs())
+    _add(out, TYPE_SCOPED_ROUTE, egress.scopes())
+    out[TYPE_EXTENSION_CONFIG] = {e.name: e for e in egress.extension_configs(
+        known, egress.outbound_mode(snapshot, node), snapshot.mesh_config)}
 
 
 def _empty() -> Resources:
     return {
         t: {}
-        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SCOPED_ROUTE, TYPE_ROUTE)
+        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_EXTENSION_CONFIG, TYPE_LISTENER,
+                  TYPE_SCOPED_ROUTE, TYPE_ROUTE)
     }
 
 
