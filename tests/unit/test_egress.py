@@ -18,6 +18,12 @@ from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
     dynamic_forward_proxy_pb2 as dfp_filter,
 )
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early,
+)
 from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares
 from tests.unit.test_xds_shared import node, objects, same_as_reference
 
@@ -150,3 +156,20 @@ def test_a_weight_change_leaves_the_policy_alone_and_a_new_service_resends_it() 
     passthrough = egress.PASSTHROUGH_FILTER
     assert grown[EXTENSION_CONFIG][passthrough] is after[EXTENSION_CONFIG][passthrough]
     assert "svc003" in lua_source(build_resources(objects(4, {}), node(1)))
+
+
+def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
+    """The header the policy filter keeps the original authority in is removed from every
+    request by the early header mutation, before any filter or route reads it."""
+    listener = build_resources(objects(1, {}), node(1))[LISTENER]["outbound_http_proxy"]
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    removed = []
+    for extension in manager.early_header_mutation_extensions:
+        mutation = early.HeaderMutation()
+        assert extension.typed_config.Unpack(mutation)
+        removed += [m.remove for m in mutation.mutations if m.remove]
+    assert egress.AUTHORITY_HEADER in removed
+    assert manager.http_filters[0].name == egress.POLICY_FILTER
+    assert manager.http_filters[0].config_discovery.type_urls == [
+        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
