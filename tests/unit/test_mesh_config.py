@@ -99,13 +99,21 @@ def test_istio_fields_meshpilot_does_not_act_on_are_warned_about() -> None:
         trustDomain: example.org
         outboundTrafficPolicy:
           mode: REGISTRY_ONLY
-          egressProxy: {host: egress.example}
         """)
     assert config.outbound_mode == "REGISTRY_ONLY"
     assert [w.split(" [")[0] for w in warnings] == [
-        "mesh.yaml:1:1: warning MP2051", "mesh.yaml:2:1: warning MP2051",
-        "mesh.yaml:5:3: warning MP2051"]
+        "mesh.yaml:1:1: warning MP2051", "mesh.yaml:2:1: warning MP2051"]
     assert "up --trust-domain" in warnings[1]
+
+
+def test_an_egress_proxy_is_refused_rather_than_bypassed() -> None:
+    (error,) = refused("""
+        outboundTrafficPolicy:
+          mode: ALLOW_ANY
+          egressProxy: {host: istio-egressgateway.istio-system.svc.cluster.local}
+        """)
+    assert error.startswith("mesh.yaml:3:3: error MP0082 [meshConfig] "
+                            "outboundTrafficPolicy.egressProxy:")
 
 
 def test_a_file_that_is_not_one_object_or_not_yaml_is_refused(tmp_path: Path) -> None:

@@ -100,6 +100,9 @@ MESH_CONFIG_FIELD = Code("MP0080", Severity.ERROR, "mesh config field unknown to
                          "meshConfig and to meshpilot")
 MESH_CONFIG_VALUE = Code("MP0081", Severity.ERROR, "mesh config value invalid "
                          "(outboundTrafficPolicy.mode, dnsResolvers)")
+MESH_CONFIG_REFUSED = Code("MP0082", Severity.ERROR, "mesh config field refused: leaving it "
+                           "out would send traffic past the control it asks for "
+                           "(outboundTrafficPolicy.egressProxy)")
 MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field that "
                            "meshpilot does not act on")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "

@@ -4,8 +4,9 @@ The file is checked as strictly as an applied object, because a control plane mu
 start on a mesh config it would have to guess at: a field neither Istio's meshConfig nor
 meshpilot knows is refused with the valid ones listed (MP0080); one Istio defines and
 meshpilot does not act on is accepted with a warning naming it (MP2051), never dropped in
-silence; a bad value names the valid ones (MP0081); a file that is not one YAML object
-is MP0079. Every finding carries the file, line and field path.
+silence, unless leaving it out would send traffic past a control it asks for (refused,
+MP0082); a bad value names the valid ones (MP0081); a file that is not one YAML object is
+MP0079. Every finding carries the file, line and field path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from meshpilot.validation.codes import (
     MESH_CONFIG_FIELD,
     MESH_CONFIG_FILE,
     MESH_CONFIG_IGNORED,
+    MESH_CONFIG_REFUSED,
     MESH_CONFIG_VALUE,
     Code,
 )
@@ -47,13 +49,21 @@ ISTIO_NOT_APPLIED = frozenset({
     "h2UpgradePolicy", "enablePrometheusMerge", "discoverySelectors", "tcpKeepalive",
     "caCertificates", "certificates", "serviceSettings", "meshMTLS", "tlsDefaults",
     "verifyCertificateAtClient", "defaultHttpRetryPolicy", "proxyHttpPort",
-    "proxyListenPort", "proxyInboundListenPort", "outboundTrafficPolicy.egressProxy",
+    "proxyListenPort", "proxyInboundListenPort",
 })
 """Istio meshConfig fields meshpilot accepts and does not act on (warned: MP2051)."""
 
+REFUSED = MappingProxyType({
+    "outboundTrafficPolicy.egressProxy": (
+        "egressProxy is refused: Istio would send the traffic for hosts outside the "
+        "registry through that proxy; meshpilot sends it straight to the host it names, "
+        "past the proxy meant to control it; remove it (and use REGISTRY_ONLY with "
+        "ServiceEntries to control egress)"),
+})
+"""Istio fields that cannot be left out without weakening a control (MP0082)."""
+
 _WHERE_INSTEAD = MappingProxyType({
     "trustDomain": "; the trust domain is `up --trust-domain`",
-    "outboundTrafficPolicy.egressProxy": "; unknown hosts go straight to the host they name",
 })
 
 
@@ -84,6 +94,9 @@ class _Reader:
             name = str(key)
             dotted = ".".join((*path, name))
             if name in valid:
+                continue
+            if dotted in REFUSED:
+                self.say(MESH_CONFIG_REFUSED, (*path, name), REFUSED[dotted])
                 continue
             if dotted in ISTIO_NOT_APPLIED:
                 self.say(MESH_CONFIG_IGNORED, (*path, name),

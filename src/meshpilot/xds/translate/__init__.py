@@ -12,7 +12,9 @@ What a proxy gets:
   ``outbound|<host>`` (one vhost per HTTP port) and one routing scope per host spelling
   that reaches it, so a change to one service's routes resends that route config only;
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
-  (HTTP) an ``inbound|<port>||`` route config.
+  (HTTP) an ``inbound|<port>||`` route config; and the outbound traffic policy for hosts
+  outside the registry (:mod:`~meshpilot.xds.translate.egress`): two ECDS filter configs,
+  ``PassthroughCluster`` and ``BlackHoleCluster``, their route configs and scopes.
 - ``gateway``: the outbound clusters, and per Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
   ``http.<port>``; TCP servers forward by VirtualService ``tcp`` routes; TLS servers get
