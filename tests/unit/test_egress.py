@@ -55,6 +55,25 @@ def versions_equal(a: Any, b: Any) -> bool:
     return {n: e.version for n, e in a.items()} == {n: e.version for n, e in b.items()}
 
 
+def decoded(source: str) -> set[str]:
+    """The set the policy filter's Lua builds (its two lists, read as the Lua reads them)."""
+    names, services = (line.split('"')[1].split() for line in source.splitlines()
+                       if "gmatch" in line)
+    suffix = ".svc.cluster.local"
+    return {*names, *(k for b in services for k in (b, f"{b}.svc", f"{b}{suffix}"))}
+
+
+def test_the_key_encoding_is_lossless() -> None:
+    keys = {"svc000", "svc000.default", "svc000.default.svc",
+            "svc000.default.svc.cluster.local", "other.prod.svc.cluster.local",
+            "other.prod", "api.example.com", "x.svc.cluster.local"}
+    names, services = egress.encode_keys(keys)
+    assert services == ["svc000.default"]  # the only base with all three of its keys
+    assert set(names) | {k for b in services for k in
+                         (b, f"{b}.svc", f"{b}.svc.cluster.local")} == keys
+    assert len(names) + len(services) == len(keys) - 2
+
+
 def lua_source(resources: Any) -> str:
     lua = lua_pb2.Lua()
     assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(lua)
@@ -98,8 +117,7 @@ def test_the_policy_filter_knows_every_scope_key_and_nothing_else() -> None:
     source = lua_source(res)
     keys = set(res[SCOPED_ROUTE]) - egress.POLICY_SCOPES
     assert {"svc000", "svc001.default", "svc001.default.svc.cluster.local"} <= keys
-    (names,) = [line for line in source.splitlines() if "gmatch" in line]
-    assert set(names.split('"')[1].split()) == keys
+    assert decoded(source) == keys
     # a key that is not a DNS name never reaches the Lua source
     odd = egress.policy_filter(["good.example", 'bad"); os.exit(1) --'], "ALLOW_ANY")
     lua = lua_pb2.Lua()
