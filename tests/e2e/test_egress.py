@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ControlPlane
+from tests.conftest import ControlPlane, run_cli
 from tests.dns_responder import DnsResponder
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, When
@@ -87,6 +87,10 @@ def test_allow_any_passes_through_and_a_sidecar_closes_one_workload(
         # Then sleep gets BlackHoleCluster's 502, and the mesh's other clients pass through
         assert refused.status_code == 502 and "BlackHoleCluster" in refused.text
         assert mesh.http.get(url).status_code == 200
+        (pod,) = mesh.pods_of("sleep")
+        described = run_cli("describe", "pod", pod["metadata"]["name"],
+                            state_dir=mesh.cp.state_dir)
+        assert "REGISTRY_ONLY (Sidecar default/sleep)" in described.stdout, described
         assert wait_counted(mesh, 1, destination_service_name="BlackHoleCluster",
                             response_code="502", source_workload="sleep") >= 1
     finally:

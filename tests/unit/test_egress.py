@@ -100,6 +100,8 @@ def test_a_sidecar_policy_replaces_the_mesh_one_for_the_workloads_it_selects() -
     assert egress.outbound_mode(snap, node(2)) == "REGISTRY_ONLY"  # Istio's enum zero
     assert egress.outbound_mode(closed, node(3)) == "ALLOW_ANY"
     assert egress.outbound_mode(snap, node(4)) == "ALLOW_ANY"  # no Sidecar: the mesh's
+    assert egress.outbound_policy(snap, node(2)) == ("REGISTRY_ONLY", "Sidecar default/no-mode")
+    assert egress.outbound_policy(closed, node(4)) == ("REGISTRY_ONLY", "mesh config")
     assert egress.outbound_mode(closed, node(4)) == "REGISTRY_ONLY"
     # the shared per-class build agrees with the reference, one class per mode
     builder = ProxyConfigBuilder()

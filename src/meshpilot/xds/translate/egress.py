@@ -112,12 +112,18 @@ def outbound_mode(snapshot: MeshSnapshot, node: ProxyNode) -> OutboundMode:
     """The mode for ``node``: its Sidecar's ``outboundTrafficPolicy`` when it has one
     (as Istio, a policy without a mode is ``REGISTRY_ONLY``, the mode enum's zero value),
     else the mesh config's."""
+    return outbound_policy(snapshot, node)[0]
+
+
+def outbound_policy(snapshot: MeshSnapshot, node: ProxyNode) -> tuple[OutboundMode, str]:
+    """:func:`outbound_mode`, and where it comes from (``Sidecar NS/NAME`` or ``mesh
+    config``), for ``describe pod``."""
     if node.kind != "gateway":
         found = index.of(snapshot).sidecar_for(node.namespace, node.labels)
         policy = found.obj.spec.outbound_traffic_policy if found is not None else None
-        if policy is not None:
-            return policy.mode or REGISTRY_ONLY
-    return snapshot.mesh_config.outbound_mode
+        if found is not None and policy is not None:
+            return policy.mode or REGISTRY_ONLY, f"Sidecar {found.namespace}/{found.name}"
+    return snapshot.mesh_config.outbound_mode, "mesh config"
 
 
 # --- the listener's side: the same for every sidecar, whatever the mode ---------------------
