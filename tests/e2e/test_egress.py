@@ -70,10 +70,13 @@ def test_allow_any_passes_through_and_a_sidecar_closes_one_workload(
         url = f"http://{EXTERNAL}:{port}/"
         given.applied(*workload("sleep", "default"))
 
-        # "Envoy passthrough to external services": reached as named, nothing registered
-        r = mesh.http.get(url)
+        # "Envoy passthrough to external services": reached as named, nothing registered;
+        # a client cannot steer it elsewhere with the header the sidecar keeps the host in,
+        # and that header does not reach the external server
+        r = mesh.http.get(url, headers={"x-meshpilot-authority": "127.0.0.1:1"})
         assert r.status_code == 200, r.text
         assert r.headers["x-version"] == "ext" and r.json()["host"] == f"{EXTERNAL}:{port}"
+        assert "x-meshpilot-authority" not in r.json()["headers"]
         assert EXTERNAL in dns.asked
         wait_counted(mesh, 1, destination_service_name="PassthroughCluster",
                      response_code="200", reporter="source")
