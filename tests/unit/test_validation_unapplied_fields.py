@@ -148,8 +148,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      WARN),
     ("Sidecar", {"egress": [{"bind": "127.0.0.1"}]}, "spec.egress[0].bind", WARN),
     ("Sidecar", {"egress": [{"captureMode": "NONE"}]}, "spec.egress[0].captureMode", WARN),
-    ("Sidecar", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
-     "spec.outboundTrafficPolicy", WARN),
+    ("Sidecar", {"outboundTrafficPolicy": {"mode": "ALLOW_ANY", "egressProxy": {
+        "host": "egress.istio-system.svc.cluster.local"}}},
+     "spec.outboundTrafficPolicy.egressProxy", REFUSE),
     ("Sidecar", {"inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}},
      "spec.inboundConnectionPool", WARN),
     ("VirtualService", _http(match=[{"statPrefix": "mine"}]),

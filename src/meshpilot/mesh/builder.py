@@ -18,6 +18,7 @@ from meshpilot.api.flagger import Canary
 from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Service
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -164,8 +165,10 @@ class SnapshotBuilder:
     "unchanged" by identity (see :mod:`meshpilot.xds`).
     """
 
-    def __init__(self, trust_domain: str = "cluster.local") -> None:
+    def __init__(self, trust_domain: str = "cluster.local",
+                 mesh_config: MeshConfig | None = None) -> None:
         self.trust_domain = trust_domain
+        self.mesh_config = mesh_config if mesh_config is not None else MeshConfig()
         self._parsed: _Parsed = {}
         """The previous build's parsed objects: an object whose body is unchanged is not
         validated again and keeps its identity, so a rebuild costs O(changed objects) in
@@ -223,6 +226,7 @@ class SnapshotBuilder:
             sidecars=_kept(parsed(Sidecar), last and last.sidecars),
             envoy_filters=_kept(parsed(EnvoyFilter), last and last.envoy_filters),
             trust_domain=self.trust_domain,
+            mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
         )
         self._last = snapshot

@@ -26,6 +26,7 @@ from typing import Generic, Literal, TypeVar
 from meshpilot.api.credentials import Secret
 from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
+from meshpilot.api.mesh_config import DEFAULT_MESH_CONFIG, MeshConfig
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -218,6 +219,9 @@ class MeshSnapshot:
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their
     values are credentials: nothing that logs or describes a snapshot may print them."""
     trust_domain: str = "cluster.local"  # of the workloads' SPIFFE identities
+    mesh_config: MeshConfig = DEFAULT_MESH_CONFIG
+    """The mesh config ``up`` was given: what a request for a host outside the registry
+    gets (:mod:`meshpilot.xds.translate.egress`)."""
     sidecar_ports: frozenset[int] = frozenset()
     """The HTTP container ports of the workloads with a sidecar: every sidecar gets the
     inbound route configurations of all of them, so they are one shared set."""

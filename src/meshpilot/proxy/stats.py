@@ -42,9 +42,13 @@ from meshpilot.mesh.sources import (
 
 _CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
 _NOT_EXTERNAL = r"([^r]...|.[^n]..|..[^a].|...[^l])"
+_EGRESS = r"^cluster\.(PassthroughCluster|BlackHoleCluster)"
+"""Istio's two clusters for hosts outside the registry (the outbound traffic policy's):
+their requests are counted as Istio counts them."""
 
 KEPT_STATS: tuple[str, ...] = (
     _CLUSTER + _NOT_EXTERNAL + r"\.upstream_rq_[0-9a-z_]+$",
+    _EGRESS + r"\.upstream_rq_([0-9]+|time)$",
     _CLUSTER + r"\.upstream_rs_(headers|body)_size$",
     _CLUSTER + r"\.upstream_cx_(total|destroy|active|rx_bytes_total|tx_bytes_total"
     r"|connect_fail|none_healthy)$",

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from meshpilot.api.argo import Rollout
 from meshpilot.api.identity import ObjectKey
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.delivery.argo.controller import ArgoController
 from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
@@ -192,7 +193,8 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
           listen: str | None = None, host_health: HostHealth | None = None,
-          hpa_sync_seconds: float = SYNC_SECONDS, api_url: str = "") -> Components:
+          hpa_sync_seconds: float = SYNC_SECONDS, api_url: str = "",
+          mesh_config: MeshConfig | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
     one fails to start, those already started are stopped and the error is raised.
@@ -214,7 +216,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen,
             leading=components.leader.leading,
-            proxy_tokens=components.replicas.proxy_tokens(state))
+            proxy_tokens=components.replicas.proxy_tokens(state), mesh_config=mesh_config)
         components.config.change_check = envoy_filter_check.for_mesh(mesh)
         components.hosts = _hosts(state, store, components.config, mesh, security,
                                   host_health or HostHealth(), components.leader.leading,

@@ -31,6 +31,7 @@ from meshpilot.api.config import ConfigMap
 from meshpilot.api.credentials import Secret
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
@@ -148,6 +149,7 @@ class MeshControlPlane:
         listen: str | None = None,
         leading: Callable[[], bool] = lambda: True,
         proxy_tokens: ProxyTokens | None = None,
+        mesh_config: MeshConfig | None = None,
     ) -> None:
         self.state = state
         self.listen = listen
@@ -177,7 +179,8 @@ class MeshControlPlane:
         """The store revision the snapshot holds every change up to (-1: none built)."""
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
-        self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain)
+        self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain,
+                                          mesh_config=mesh_config)
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)

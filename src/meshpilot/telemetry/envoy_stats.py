@@ -31,7 +31,8 @@ from meshpilot.mesh.sources import (
 
 STATS_PATH = "/stats"
 STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
-    r"^(cluster\.(outbound|inbound)\||" + re.escape(INBOUND_STATS) + "|"
+    r"^(cluster\.((outbound|inbound)\||PassthroughCluster\.|BlackHoleCluster\.)|"
+    + re.escape(INBOUND_STATS) + "|"
     + re.escape(TCP_STATS) + ")")})
 """Only what telemetry needs: cluster stats, the inbound request counters and the inbound
 TCP chains' connection counters."""
@@ -101,7 +102,8 @@ def parse_json(doc: Mapping[str, Any] | str | bytes) -> RawStats:
 # --- stat names -------------------------------------------------------------------------
 
 CLUSTER_STAT = re.compile(
-    r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?)\.(?P<stat>[a-z_]+[0-9]*)$")
+    r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?|PassthroughCluster"
+    r"|BlackHoleCluster)\.(?P<stat>[a-z_]+[0-9]*)$")
 INBOUND_STAT = re.compile(
     "^" + re.escape(INBOUND_STATS) + r"(?P<port>[0-9]+)\."
     rf"(?:{REQUESTS_STAT}\.{CODE_TAG}\.(?P<code>[0-9]+)(?:\.{GRPC_TAG}\.(?P<grpc>[^.]*))?"

@@ -38,10 +38,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from meshpilot.api.mesh_config import EGRESS_CLUSTERS
 from meshpilot.mesh.index import destination_rule, with_service_protocols
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.mesh.sources import MUTUAL_TLS, parse_counted, spiffe_id
+from meshpilot.telemetry.egress import as_answered, egress_destination
 from meshpilot.telemetry.envoy_stats import (
     InboundStat,
     InboundTcpStat,
@@ -293,7 +295,9 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
 
     def dest_for(cluster: str) -> _Dest | None:
         if cluster not in cache:
-            cache[cluster] = outbound_destination(snapshot, node, cluster)
+            egress = egress_destination(cluster)
+            cache[cluster] = _Dest(egress, "HTTP") if egress else \
+                outbound_destination(snapshot, node, cluster)
         return cache[cluster]
 
     names = sorted(set(raw.counters) | set(raw.histograms))
@@ -303,7 +307,7 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
             yield from _inbound_points(name, inbound, raw)
             continue
         cluster, stat_name = split
-        if not cluster.startswith("outbound|"):
+        if not cluster.startswith("outbound|") and cluster not in EGRESS_CLUSTERS:
             yield from inbound.cluster_points(name, cluster, stat_name, raw)
             continue
         dest = dest_for(cluster)
@@ -313,7 +317,8 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
                 "request_protocol": _protocol_label(dest.protocol),
                 "response_flags": "-", "connection_security_policy": UNKNOWN,
                 "grpc_response_status": ""}
-        yield from _cluster_points(name, stat_name, base, dest.protocol, raw)
+        yield from as_answered(cluster, _cluster_points(name, stat_name, base,
+                                                        dest.protocol, raw))
 
 
 class _Inbound:

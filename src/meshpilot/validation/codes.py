@@ -105,6 +105,17 @@ ENVOY_FILTER_NO_WORKLOAD = Code("MP2057", Severity.WARNING, "EnvoyFilter workloa
                                 "selects no workload (yet)")
 ENVOY_FILTER_NO_MATCH = Code("MP2058", Severity.WARNING, "EnvoyFilter patch matches nothing "
                              "in the config of the proxies it selects")
+MESH_CONFIG_FILE = Code("MP0079", Severity.ERROR, "mesh config file unreadable or not one "
+                        "YAML object of meshConfig's fields")
+MESH_CONFIG_FIELD = Code("MP0080", Severity.ERROR, "mesh config field unknown to Istio's "
+                         "meshConfig and to meshpilot")
+MESH_CONFIG_VALUE = Code("MP0081", Severity.ERROR, "mesh config value invalid "
+                         "(outboundTrafficPolicy.mode, dnsResolvers)")
+MESH_CONFIG_REFUSED = Code("MP0082", Severity.ERROR, "mesh config field refused: leaving it "
+                           "out would send traffic past the control it asks for "
+                           "(outboundTrafficPolicy.egressProxy)")
+MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field that "
+                           "meshpilot does not act on")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")

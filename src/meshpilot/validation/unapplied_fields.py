@@ -247,9 +247,11 @@ SIDECAR: tuple[Unapplied, ...] = (
            why=f"{field} is not applied: one outbound HTTP proxy listener serves every port, "
                "and the hosts of all egress listeners together are what the sidecar knows")
       for field in ("port", "bind", "captureMode")),
-    row("spec", "outboundTrafficPolicy",
-         why="outboundTrafficPolicy is not applied: a host outside the registry is not "
-             "routed (404), whatever the mode; remove it"),
+    row("spec", "outboundTrafficPolicy", "egressProxy", code=_REFUSED,
+         why="outboundTrafficPolicy.egressProxy is refused: Istio would send the traffic "
+             "for hosts outside the registry through that egress proxy; meshpilot sends it "
+             "straight to the host it names, past the proxy meant to control it; remove "
+             "it (mode ALLOW_ANY or REGISTRY_ONLY is applied)"),
     row("spec", "inboundConnectionPool",
          why="inboundConnectionPool is not applied: the connection to the app uses the "
              "defaults; remove it"),

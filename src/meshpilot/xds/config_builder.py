@@ -40,6 +40,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
@@ -57,6 +58,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    egress,
     envoy_filter,
     failure_reports,
     gateway_own,
@@ -81,7 +83,15 @@ from meshpilot.xds.translate.secrets import (
 from meshpilot.xds.translate.sidecar_tcp import inputs as sidecar_tcp_inputs
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +125,7 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
+    policy_of: tuple[Any, ...] = ()  # the (scopes, mode, mesh config) its ECDS set is for
     names: tuple[frozenset[str], ...] = ()
     """What consistency reads of its sets (their names, the names they give): the same
     object while all of those are equal."""
@@ -193,6 +204,26 @@ class _Node:
     filters_of: tuple[Any, ...] = ()  # the EnvoyFilters ``out`` was patched with
 
 
+@dataclass(frozen=True)
+class _Egress:
+    """What the outbound traffic policy adds to every sidecar class, the same whatever the
+    class and its mode, for one mesh config (see :mod:`meshpilot.xds.translate.egress`)."""
+
+    config: MeshConfig
+    clusters: Items
+    routes: Items
+    scopes: Items
+    filter: tuple[str, PreparedResource]
+
+    @classmethod
+    def of(cls, config: MeshConfig) -> _Egress:
+        passthrough = egress.passthrough_filter(config)
+        return cls(config, _prepared((c.name, c) for c in egress.clusters(config)),
+                   _prepared((r.name, r) for r in egress.route_configs()),
+                   _prepared((s.name, s) for s in egress.scopes()),
+                   (passthrough.name, PreparedResource.of(passthrough.name, passthrough)))
+
+
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
     return [(name, PreparedResource.of(name, msg)) for name, msg in items]
 
@@ -260,6 +291,7 @@ class ProxyConfigBuilder:
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
         self._policies: tuple[Any, ...] = ()
+        self._egress_items: _Egress | None = None
         """The current snapshot's security policies: the same object while they stay."""
         """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
@@ -340,7 +372,8 @@ class ProxyConfigBuilder:
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node))
+                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node),
+                egress.outbound_mode(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -385,8 +418,9 @@ class ProxyConfigBuilder:
         moves = _Moves.between(cls.built_from, snapshot)
         sets: Sets = dict(cls.sets)
         self._class_clusters(cls, snapshot, node, moves, sets)
-        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS
+        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS, ECDS
             self._class_routes(cls, snapshot, node, moves, sets)
+            self._class_policy(cls, snapshot, sets)
         for t in _CLASS_TYPES:
             sets.setdefault(t, EMPTY_SET)
         if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
@@ -431,6 +465,8 @@ class ProxyConfigBuilder:
                         assignment_items.append((name[4:], e))
                     else:
                         cluster_items.append((name, e))
+            if not cls.gateway:
+                cluster_items += self._egress(snapshot).clusters
             sets[CLUSTER] = _reused(cluster_items, cls.sets.get(CLUSTER))
             sets[ENDPOINT] = _reused(assignment_items, cls.sets.get(ENDPOINT))
         cls.clusters = memos
@@ -444,11 +480,36 @@ class ProxyConfigBuilder:
                  for service, ports, spellings in cls.plan}
         inbound = self._inbound(snapshot, snapshot.sidecar_ports)
         if _moved(memos, cls.routes) or inbound != cls.inbound or ROUTE not in sets:
-            route_items = [memo.out[0] for memo in memos.values()]
-            scope_items = [e for memo in memos.values() for e in memo.out[1:]]
+            policy = self._egress(snapshot)
+            route_items = [memo.out[0] for memo in memos.values()] + policy.routes
+            scope_items = [e for memo in memos.values() for e in memo.out[1:]] + policy.scopes
             sets[SCOPED_ROUTE] = _reused(scope_items, cls.sets.get(SCOPED_ROUTE))
             sets[ROUTE] = _reused(route_items + inbound, cls.sets.get(ROUTE))
         cls.routes, cls.inbound = memos, inbound
+
+    def _egress(self, snapshot: MeshSnapshot) -> _Egress:
+        """The outbound traffic policy's clusters, route configs, scopes and passthrough
+        filter: prepared once per mesh config (so the very same objects in every class)."""
+        found = self._egress_items
+        if found is None or found.config is not snapshot.mesh_config:
+            found = self._egress_items = _Egress.of(snapshot.mesh_config)
+        return found
+
+    def _class_policy(self, cls: _Class, snapshot: MeshSnapshot, sets: Sets) -> None:
+        """The class's ECDS set: the policy filter (the class's scope keys and mode) and
+        the passthrough filter; rebuilt only when the scopes (services coming and going)
+        or the mode change, never on a route change."""
+        scope_set = sets[SCOPED_ROUTE]
+        mode = cls.key[4]  # type: ignore[index]
+        inputs = (scope_set, mode, snapshot.mesh_config)
+        if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
+            sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
+            return
+        known = [n for n in scope_set if n not in egress.POLICY_SCOPES]
+        lua = egress.policy_filter(known, mode)
+        items = [(lua.name, PreparedResource.of(lua.name, lua)), self._egress(snapshot).filter]
+        sets[EXTENSION_CONFIG] = _reused(items, cls.sets.get(EXTENSION_CONFIG))
+        cls.policy_of = inputs
 
     def _service_clusters(
         self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,

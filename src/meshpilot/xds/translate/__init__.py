@@ -14,7 +14,10 @@ What a proxy gets:
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
   (HTTP) an ``inbound|<port>||`` route config; per TCP or TLS service port its node lists,
   an ``outbound_tcp|<port>|<host>`` listener applying the mesh's ``tcp`` and ``tls``
-  routes (:mod:`~meshpilot.xds.translate.sidecar_tcp`).
+  routes (:mod:`~meshpilot.xds.translate.sidecar_tcp`); and the outbound traffic policy
+  for hosts outside the registry (:mod:`~meshpilot.xds.translate.egress`): two ECDS
+  filter configs, ``PassthroughCluster`` and ``BlackHoleCluster``, their route configs
+  and scopes.
 - ``gateway``: the outbound clusters, and per Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
   ``http.<port>``; TCP servers forward by VirtualService ``tcp`` routes; TLS servers get
@@ -55,6 +58,7 @@ from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import (
     access_log,
     clusters,
+    egress,
     envoy_filter,
     failure_reports,
     listeners,
@@ -69,6 +73,7 @@ from meshpilot.xds.translate.gateway_tls import secret_index
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
+    TYPE_EXTENSION_CONFIG,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
@@ -128,17 +133,25 @@ def scopes(table: RouteTable) -> list[scoped_route_pb2.ScopedRouteConfiguration]
 
 
 def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
-    """Per service a route config, and per host spelling a scope pointing at it."""
+    """Per service a route config, and per host spelling a scope pointing at it; and
+    the outbound traffic policy's clusters, route configs, scopes and filters (ECDS)."""
     for table in sidecar_route_tables(snapshot, node):
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
+    known = list(out[TYPE_SCOPED_ROUTE])
+    _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
+    _add(out, TYPE_ROUTE, egress.route_configs())
+    _add(out, TYPE_SCOPED_ROUTE, egress.scopes())
+    out[TYPE_EXTENSION_CONFIG] = {e.name: e for e in egress.extension_configs(
+        known, egress.outbound_mode(snapshot, node), snapshot.mesh_config)}
 
 
 def _empty() -> Resources:
     return {
         t: {}
-        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SCOPED_ROUTE, TYPE_ROUTE)
+        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_EXTENSION_CONFIG, TYPE_LISTENER,
+                  TYPE_SCOPED_ROUTE, TYPE_ROUTE)
     }
 
 

@@ -26,6 +26,7 @@ from meshpilot.mesh import sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.translate import (
+    egress,
     filters,
     headers,
     jwt,
@@ -120,9 +121,18 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
 
 def outbound(node: ProxyNode, wild: wildcards.WildScopes = ()) -> listener_pb2.Listener:
     """``outbound_http_proxy`` on ``node.ip:node.outbound_port`` (``outbound_ip`` when
-    set), routes over SRDS + RDS (scoped for the wildcard hosts ``wild`` too)."""
-    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
+    set), routes over SRDS + RDS (scoped for the wildcard hosts ``wild`` too). Hosts
+    outside the registry go by the outbound traffic policy (:mod:`.egress`), whose filters
+    come over ECDS: this listener is the same in every mode and whatever services there
+    are."""
+    policy, passthrough = egress.listener_filters()
+    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES,
+                                 before_router=[passthrough])
+    manager.http_filters.insert(0, policy)
+    manager.local_reply_config.CopyFrom(egress.local_replies())
     manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
+    manager.early_header_mutation_extensions.append(
+        tls.removal_mutation(egress.stripped_headers()))
     wildcards.apply(manager, wild)
     return _listener(
         names.OUTBOUND_LISTENER,
