@@ -30,6 +30,7 @@ from tests.e2e.test_hosts_join import (  # noqa: F401  (fixtures: mesh, net)
     joined,
     mesh,
     net,
+    read,
     token,
     wait_for,
 )
@@ -79,6 +80,12 @@ def test_a_joined_host_calls_pods_of_the_control_plane_host_over_mtls(
     for _ in range(10):
         status, text = call(host)
         assert status == 200 and json.loads(text)["version"] == "v1", text
+
+    # The connections went through the gateway, to the cluster the SNI named (its
+    # access log, Istio's format: the upstream cluster is a field of each line).
+    gateway_log = Path(mesh.cp.state_dir) / "run" / "eastwestgateway.access.log"
+    wait_for(lambda: "outbound_.8080_.v1_.myapp.default.svc.cluster.local"
+             in read(gateway_log), 10, lambda: f"gateway log: {read(gateway_log)!r}")
 
     # On this host the mesh proxy reaches the pod at its own (loopback) address.
     local = mesh.endpoint_addresses("mesh-proxy", "outbound|8080|v1|myapp.default.svc."

@@ -31,7 +31,7 @@ class EastWestGateway:
         self.node = east_west.gateway_node(listen)
         self.address = (listen, east_west.GATEWAY_PORT)
         self._lock = threading.Lock()
-        self._built: tuple[MeshSnapshot | None, east_west.Resources] = (None, {})
+        self._built: tuple[tuple[MeshSnapshot, str] | None, east_west.Resources] = (None, {})
 
     @property
     def endpoint(self) -> str:
@@ -39,13 +39,16 @@ class EastWestGateway:
         host = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
         return f"{host}:{self.address[1]}"
 
-    def config(self, snapshot: MeshSnapshot) -> east_west.Resources:
-        """The gateway's resources at ``snapshot``, built once for it."""
+    def config(self, snapshot: MeshSnapshot, node: ProxyNode) -> east_west.Resources:
+        """The gateway's resources at ``snapshot`` for the gateway's ``node`` as it
+        introduced itself (its access log file), built once for them."""
         with self._lock:
             built_from, resources = self._built
-            if built_from is not snapshot:
-                resources = east_west.gateway_resources(snapshot, self.node)
-                self._built = (snapshot, resources)
+            if built_from is None or built_from[0] is not snapshot or \
+                    built_from[1] != node.access_log:
+                resources = east_west.gateway_resources(
+                    snapshot, replace(self.node, access_log=node.access_log))
+                self._built = ((snapshot, node.access_log), resources)
             return resources
 
     def wrap(self, snapshot: MeshSnapshot, remote: Collection[str],
@@ -56,7 +59,7 @@ class EastWestGateway:
 
         def wrapped(node: ProxyNode) -> Mapping[str, Any]:
             if node.id == self.node.id:
-                return self.config(snapshot)
+                return self.config(snapshot, node)
             if node.id in remote:
                 node = replace(node, via_gateway=self.address)
             return config_for(node)

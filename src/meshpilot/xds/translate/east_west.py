@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import clusters, names, pb, tls
+from meshpilot.xds.translate import access_log, clusters, names, pb, tls
 from meshpilot.xds.translate.endpoints import socket
 
 GATEWAY_PORT = 15443
@@ -153,7 +153,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
             out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni)
     served = sorted(out[names.TYPE_CLUSTER])
     if served:
-        out[names.TYPE_LISTENER][LISTENER] = _listener(node.ip, served)
+        out[names.TYPE_LISTENER][LISTENER] = access_log.with_access_log(
+            _listener(node.ip, served), node.access_log)
     return out
 
 
@@ -161,8 +162,12 @@ def _listener(address: str, served: list[str]) -> listener_pb2.Listener:
     chain = lc.FilterChain(filters=[
         lc.Filter(name=SNI_CLUSTER_FILTER, typed_config=pb.pack(sni_cluster_pb2.SniCluster())),
         # the cluster named here is replaced by the SNI before the connection is made
+        # a caller's connection is pooled and lives long: its log line is written when
+        # it is made, not only when it closes
         lc.Filter(name=TCP_PROXY_FILTER, typed_config=pb.pack(tcp_proxy_pb2.TcpProxy(
-            stat_prefix=LISTENER, cluster=served[0]))),
+            stat_prefix=LISTENER, cluster=served[0],
+            access_log_options=tcp_proxy_pb2.TcpProxy.TcpAccessLogOptions(
+                flush_access_log_on_connected=True)))),
     ])
     chain.filter_chain_match.transport_protocol = "tls"
     chain.filter_chain_match.server_names.extend(served)
