@@ -34,8 +34,12 @@ V1 = "outbound|8080|v1|" + HOST
 def snapshot() -> MeshSnapshot:
     """myapp with subsets v1/v2: two v1 pods on this host (loopback), and a v2 joined
     host's entry at a bridge address."""
+    return SnapshotBuilder().build(1, objects(), pods())
+
+
+def objects() -> list[tuple[ObjectKey, dict[str, Any]]]:
     meta = {"name": "myapp", "namespace": "default"}
-    objs: list[tuple[ObjectKey, dict[str, Any]]] = [
+    return [
         (ObjectKey("", "Service", "default", "myapp"), {
             "apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"selector": {"app": "myapp"}, "ports": [{"name": "http", "port": 8080}]}}),
@@ -44,13 +48,16 @@ def snapshot() -> MeshSnapshot:
             "spec": {"host": "myapp", "subsets": [
                 {"name": "v1", "labels": {"version": "v1"}},
                 {"name": "v2", "labels": {"version": "v2"}}]}})]
+
+
+def pods() -> list[WorkloadInstance]:
     pods = [WorkloadInstance(name=f"myapp-v1-{i}", namespace="default", ip=f"127.40.0.{i}",
                              labels={"app": "myapp", "version": "v1"},
                              ports=(InboundPort(8080, 18080, "http"),)) for i in (1, 2)]
     pods.append(WorkloadInstance(name="vm", namespace="default", ip="192.0.2.7",
                                  labels={"app": "myapp", "version": "v2"},
                                  ports=(InboundPort(8080, 9080, "http"),)))
-    return SnapshotBuilder().build(1, objs, pods)
+    return pods
 
 
 def joined_node() -> ProxyNode:
@@ -119,7 +126,8 @@ def test_the_gateway_holds_one_sni_cluster_per_port_and_subset_with_local_pods()
     through this host); its listener at the listen address matches exactly those names
     on TLS connections and hands each to the cluster its SNI names."""
     node = east_west.gateway_node("192.0.2.1")
-    out = east_west.gateway_resources(snapshot(), node)
+    out, problems = east_west.gateway_resources(snapshot(), node)
+    assert problems == []
     plain = names.outbound_sni(8080, None, HOST)
     v1 = names.outbound_sni(8080, "v1", HOST)
     v2 = names.outbound_sni(8080, "v2", HOST)
@@ -147,5 +155,25 @@ def test_no_services_no_listener() -> None:
     """With nothing to serve the gateway has no listener (Envoy refuses one with no
     filter chain), rather than one that matches nothing."""
     empty = SnapshotBuilder().build(1, [], [])
-    out = east_west.gateway_resources(empty, east_west.gateway_node("192.0.2.1"))
+    out, _ = east_west.gateway_resources(empty, east_west.gateway_node("192.0.2.1"))
     assert out[names.TYPE_LISTENER] == {} and out[names.TYPE_CLUSTER] == {}
+
+
+def test_an_envoy_filter_selecting_the_gateway_patches_it() -> None:
+    """An EnvoyFilter whose workloadSelector picks the gateway's labels (Istio's
+    ``istio: eastwestgateway``) patches its config like any proxy's: here a CLUSTER MERGE
+    by the SNI cluster's name in the GATEWAY context (Istio's match by ``cluster.name``)."""
+    name = names.outbound_sni(8080, "v1", HOST)
+    patch = {"applyTo": "CLUSTER", "match": {"context": "GATEWAY", "cluster": {"name": name}},
+             "patch": {"operation": "MERGE", "value": {"connect_timeout": "1.5s"}}}
+    body = {"apiVersion": f"{NET}/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": {"name": "ew", "namespace": "istio-system"},
+            "spec": {"workloadSelector": {"labels": {"istio": "eastwestgateway"}},
+                     "configPatches": [patch]}}
+    snap = SnapshotBuilder().build(2, [*objects(), (ObjectKey(
+        NET, "EnvoyFilter", "istio-system", "ew"), body)], pods())
+    out, problems = east_west.gateway_resources(snap, east_west.gateway_node("192.0.2.1"))
+    assert problems == []
+    assert out[names.TYPE_CLUSTER][name].connect_timeout.ToMilliseconds() == 1500
+    other = names.outbound_sni(8080, "v2", HOST)
+    assert out[names.TYPE_CLUSTER][other].connect_timeout.ToMilliseconds() == 5000

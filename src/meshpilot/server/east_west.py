@@ -12,6 +12,7 @@ a proxy says of itself). Without ``--listen`` there is none, and nothing changes
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
@@ -19,6 +20,8 @@ from typing import Any
 
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import east_west
+
+log = logging.getLogger(__name__)
 
 PROXY_NAME = "eastwestgateway"
 """The gateway's name among the control plane's own proxies (its run directory)."""
@@ -46,8 +49,11 @@ class EastWestGateway:
             built_from, resources = self._built
             if built_from is None or built_from[0] is not snapshot or \
                     built_from[1] != node.access_log:
-                resources = east_west.gateway_resources(
+                resources, problems = east_west.gateway_resources(
                     snapshot, replace(self.node, access_log=node.access_log))
+                for problem in problems:
+                    log.warning("proxy %s at mesh version %d: %s", node.id,
+                                snapshot.version, problem)
                 self._built = ((snapshot, node.access_log), resources)
             return resources
 

@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import access_log, clusters, names, pb, tls
+from meshpilot.xds.translate import access_log, clusters, envoy_filter, names, pb, tls
 from meshpilot.xds.translate.endpoints import socket
 
 GATEWAY_PORT = 15443
@@ -137,11 +137,15 @@ def _mesh_services(snapshot: MeshSnapshot) -> Iterator[MeshService]:
             yield service
 
 
-def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
+def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
+                      ) -> tuple[Resources, list[str]]:
     """The gateway's listener at ``node.ip:GATEWAY_PORT`` and, per mesh service port and
     subset (the DestinationRule the gateway's namespace sees, as for any proxy), an EDS
     cluster named by the SNI with the local pods as endpoints. The listener's one chain
-    matches those SNI names exactly: a connection naming anything else is closed."""
+    matches those SNI names exactly: a connection naming anything else is closed. It
+    writes Istio's access log lines where the node says, as every proxy does. Last, the
+    EnvoyFilters that select the gateway patch it, as any proxy; the second value says
+    per patch what could not be applied."""
     out: Resources = {names.TYPE_LISTENER: {}, names.TYPE_CLUSTER: {}, names.TYPE_ENDPOINT: {}}
     for service in _mesh_services(snapshot):
         rule = destination_rule(snapshot, service.host, node)
@@ -155,7 +159,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     if served:
         out[names.TYPE_LISTENER][LISTENER] = access_log.with_access_log(
             _listener(node.ip, served), node.access_log)
-    return out
+    problems = envoy_filter.apply_filters(out, node, envoy_filter.selected(snapshot, node))
+    return out, problems
 
 
 def _listener(address: str, served: list[str]) -> listener_pb2.Listener:
