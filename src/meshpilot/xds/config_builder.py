@@ -36,11 +36,11 @@ import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 
-from meshpilot.api.mesh_config import MeshConfig
+from meshpilot.api.mesh_config import MeshConfig, OutboundMode
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
@@ -112,9 +112,21 @@ class _Memo:
     out: Items
 
 
+class ClassKey(NamedTuple):
+    """What proxies that share one build have in common (see ``class_key``)."""
+
+    gateway: bool
+    namespace: str
+    labels: tuple[tuple[str, str], ...] | None
+    egress_scope: Hashable
+    via_gateway: tuple[str, int] | None
+    seen_from: locality.CallerKey | None
+    outbound_mode: OutboundMode
+
+
 @dataclass
 class _Class:
-    key: Hashable
+    key: ClassKey
     snapshot: MeshSnapshot | None = None
     gen: int = 0
     sets: Sets = field(default_factory=dict)
@@ -133,19 +145,19 @@ class _Class:
 
     @property
     def gateway(self) -> bool:
-        return bool(self.key[0])  # type: ignore[index]
+        return self.key.gateway
 
     @property
     def via_gateway(self) -> tuple[str, int] | None:
         """The east-west gateway its proxies reach the control-plane host's pods through
         (none: they reach them directly)."""
-        return self.key[-2]  # type: ignore[index,no-any-return]
+        return self.key.via_gateway
 
     @property
     def seen_from(self) -> locality.CallerKey | None:
-        """Where its proxies see the endpoints from, when that matters (the key's last
-        part, :func:`locality.caller_key`)."""
-        return self.key[-1]  # type: ignore[index,no-any-return]
+        """Where its proxies see the endpoints from, when that matters
+        (:func:`locality.caller_key`)."""
+        return self.key.seen_from
 
 
 @dataclass(frozen=True)
@@ -185,9 +197,9 @@ class _Node:
     """type -> (class set, own set, the layered set of both), while both stay."""
     out: Config = field(default_factory=dict)
     out_of: tuple[Any, ...] = ()  # the (class sets, own sets) ``out`` was made of
-    key: Hashable = None  # its class key ...
+    key: ClassKey | None = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
-    plain_key: Hashable = None  # its class key while no rule reads proxy labels ...
+    plain_key: ClassKey | None = None  # its class key while no rule reads labels ...
     plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these
     material: SecretMaterial | None = None  # what its workload secrets were made from
     workload_secrets: OwnSet | None = None  # default, ROOTCA
@@ -285,7 +297,7 @@ class ProxyConfigBuilder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._classes: dict[Hashable, _Class] = {}
+        self._classes: dict[ClassKey, _Class] = {}
         self._nodes: dict[str, _Node] = {}
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
@@ -370,20 +382,22 @@ class ProxyConfigBuilder:
         state.verdict = (cls.names, own, problems)
         return problems
 
-    def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
+    def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> ClassKey:
         """Proxies with the same key get the same shared sets for a snapshot: the same
         kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
-        them, labels; and, when some DestinationRule balances by locality, the same view
-        of the endpoints' localities (:func:`locality.caller_key`: their locality, mostly).
-        A changed Sidecar is a new scope, so a new class, built afresh."""
+        them, labels; the same east-west gateway to this host's pods (none here); and,
+        when some DestinationRule balances by locality, the same view of the endpoints'
+        localities (:func:`locality.caller_key`: their locality, mostly); and the same
+        outbound traffic policy mode. A changed Sidecar is a new scope, so a new class,
+        built afresh."""
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
-        return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node), node.via_gateway,
-                locality.caller_key(snapshot, node),
-                egress.outbound_mode(snapshot, node))  # last: read by _class_policy
+        return ClassKey(node.kind == "gateway", node.namespace, labels,
+                        index.egress_scope(snapshot, node), node.via_gateway,
+                        locality.caller_key(snapshot, node),
+                        egress.outbound_mode(snapshot, node))
 
-    def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
+    def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> ClassKey:
         if state.key_of is not snapshot:
             if not self._sensitive and state.plain_key is not None and \
                     state.plain_of is snapshot.sidecars:
@@ -415,7 +429,7 @@ class ProxyConfigBuilder:
             del self._nodes[key]
 
     # --- per class ------------------------------------------------------------------------
-    def _class(self, snapshot: MeshSnapshot, node: ProxyNode, key: Hashable) -> _Class:
+    def _class(self, snapshot: MeshSnapshot, node: ProxyNode, key: ClassKey) -> _Class:
         cls = self._classes.get(key)
         if cls is None:
             cls = self._classes[key] = _Class(key)
@@ -508,7 +522,7 @@ class ProxyConfigBuilder:
         the passthrough filter; rebuilt only when the scopes (services coming and going)
         or the mode change, never on a route change."""
         scope_set = sets[SCOPED_ROUTE]
-        mode = cls.key[-1]  # type: ignore[index]  # class keys end with the mode
+        mode = cls.key.outbound_mode
         inputs = (scope_set, mode, snapshot.mesh_config)
         if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
             sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
