@@ -38,19 +38,22 @@ def _tags(port: InboundPort) -> list[dict[str, str]]:
 
 def test_a_grpc_port_counts_requests_by_grpc_status_between_code_and_source():
     grpc_port, http_port = NODE.inbound
-    assert [t["name"] for t in _tags(grpc_port)] == ["response_code", "grpc_status", "source"]
-    assert _tags(grpc_port)[1]["value_format"] == "%GRPC_STATUS_NUMBER%"
+    assert [t["name"] for t in _tags(grpc_port)] == ["response_code", "response_flags",
+                                                     "grpc_status", "source"]
+    assert _tags(grpc_port)[2]["value_format"] == "%GRPC_STATUS_NUMBER%"
     assert _tags(http_port) == [{"name": "response_code", "value_format": "%RESPONSE_CODE%"},
+                                {"name": "response_flags", "value_format": "%RESPONSE_FLAGS%"},
                                 {"name": "source", "value_format": "%ROUTE_NAME%"}]
     assert telemetry.inbound_access_log(8080) == telemetry.inbound_access_log(8080, grpc=False)
 
 
 def test_the_grpc_status_is_read_back_and_labelled():
-    name = f"meshpilot.inbound_9000.requests.response_code.200.grpc_status.5.source.{CLIENT}"
-    assert split_inbound_stat(name) == InboundStat(9000, CLIENT, "200", "5")
-    odd = f"meshpilot.inbound_9000.requests.response_code.200.grpc_status.-.source.{CLIENT}"
-    assert split_inbound_stat(odd) == InboundStat(9000, CLIENT, "200", "")
-    plain = f"meshpilot.inbound_8080.requests.response_code.200.source.{CLIENT}"
+    ok = "meshpilot.inbound_9000.requests.response_code.200.response_flags.-"
+    name = f"{ok}.grpc_status.5.source.{CLIENT}"
+    assert split_inbound_stat(name) == InboundStat("requests", "200", "-", "5", 9000, CLIENT)
+    odd = f"{ok}.grpc_status.-.source.{CLIENT}"
+    assert split_inbound_stat(odd) == InboundStat("requests", "200", "-", "", 9000, CLIENT)
+    plain = f"meshpilot.inbound_8080.requests.response_code.200.response_flags.-.source.{CLIENT}"
     raw = parse_json({"stats": [{"name": name, "value": 2}, {"name": plain, "value": 3}]})
     points = list(relabel(ProxyIdentity.from_node(NODE), NODE, raw,
                           MeshSnapshot(version=1, services={}, endpoints={})))

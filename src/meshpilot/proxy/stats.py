@@ -8,9 +8,10 @@ Kept:
   ``upstream_rq_time`` histogram, retries, timeouts, pending overflows), request/response
   size histograms, a few connection counters (bytes, opened/closed: the TCP metrics),
   membership and outlier ejections;
-- per inbound HTTP port: the request counters (per response code) and duration
-  histograms that carry the *source* workload, which the inbound listener's stats access
-  logger writes (see :mod:`meshpilot.mesh.sources`);
+- per inbound HTTP port: the request counters (per response code and flags) and
+  duration and size histograms that carry the *source* workload, which the inbound
+  listener's stats access logger writes (see :mod:`meshpilot.mesh.sources`); the same
+  per upstream cluster, which every outbound connection manager's logger writes;
 - per inbound TCP port and chain (mutual TLS or plaintext): the tcp_proxy's connections
   opened and bytes each way, and the closes its stats access logger counts;
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
@@ -35,7 +36,10 @@ from meshpilot.mesh.sources import (
     INBOUND_STATS,
     MUTUAL_TLS,
     NO_TLS,
+    OUTBOUND_STATS,
+    REQUEST_BYTES_STAT,
     REQUESTS_STAT,
+    RESPONSE_BYTES_STAT,
     TCP_CLOSED_STAT,
     TCP_STATS,
 )
@@ -49,7 +53,8 @@ KEPT_STATS: tuple[str, ...] = (
     _CLUSTER + r"\.upstream_cx_(total|destroy|active|rx_bytes_total|tx_bytes_total"
     r"|connect_fail|none_healthy)$",
     _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
-    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({REQUESTS_STAT}|{DURATION_STAT})\..*",
+    "^(" + re.escape(INBOUND_STATS) + "[0-9]+|" + re.escape(OUTBOUND_STATS.rstrip("."))
+    + rf")\.({REQUESTS_STAT}|{DURATION_STAT}|{REQUEST_BYTES_STAT}|{RESPONSE_BYTES_STAT})\..*",
     "^" + re.escape(TCP_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})"
     r"\.downstream_cx_(total|rx_bytes_total|tx_bytes_total)$",
     "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})\.{TCP_CLOSED_STAT}$",
