@@ -127,6 +127,18 @@ counted by the chain's stats access logger (a TCP access log is written when the
 connection closes) as ``meshpilot.inbound_<port>.<policy>.connections_closed``."""
 
 
+TCP_OPENED_STAT = "connections_opened"
+TCP_RECEIVED_STAT = "received_bytes"
+TCP_SENT_STAT = "sent_bytes"
+PEER_TAG = "peer"
+"""The mutual TLS chain of an inbound TCP port counts by caller instead: its stats
+access loggers count ``connections_opened`` when the upstream connects, and
+``connections_closed``, ``received_bytes`` and ``sent_bytes`` when the connection ends,
+each tagged with the caller's certificate's SPIFFE ID
+(``meshpilot.inbound_9000.mutual_tls.connections_opened.peer.spiffe://...``); its
+tcp_proxy's own counters are not kept."""
+
+
 def inbound_tcp_stat_prefix(container_port: int, mtls: bool) -> str:
     """The tcp_proxy ``stat_prefix`` of one chain of an inbound TCP port
     (``inbound_9000.mutual_tls``), and the scope of its close counter under

@@ -12,8 +12,9 @@ Kept:
   duration and size histograms that carry the *source* workload, which the inbound
   listener's stats access logger writes (see :mod:`meshpilot.mesh.sources`); the same
   per upstream cluster, which every outbound connection manager's logger writes;
-- per inbound TCP port and chain (mutual TLS or plaintext): the tcp_proxy's connections
-  opened and bytes each way, and the closes its stats access logger counts;
+- per inbound TCP port: on the plaintext chain the tcp_proxy's connections opened and
+  bytes each way, and the closes its stats access logger counts; on the mutual TLS chain
+  the same four counts per caller, from its stats access loggers;
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
   connection managers' downstream request totals, for debugging.
 
@@ -37,10 +38,14 @@ from meshpilot.mesh.sources import (
     MUTUAL_TLS,
     NO_TLS,
     OUTBOUND_STATS,
+    PEER_TAG,
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
     TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     TCP_STATS,
 )
 
@@ -55,9 +60,11 @@ KEPT_STATS: tuple[str, ...] = (
     _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
     "^(" + re.escape(INBOUND_STATS) + "[0-9]+|" + re.escape(OUTBOUND_STATS.rstrip("."))
     + rf")\.({REQUESTS_STAT}|{DURATION_STAT}|{REQUEST_BYTES_STAT}|{RESPONSE_BYTES_STAT})\..*",
-    "^" + re.escape(TCP_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})"
+    "^" + re.escape(TCP_STATS) + rf"[0-9]+\.{NO_TLS}"
     r"\.downstream_cx_(total|rx_bytes_total|tx_bytes_total)$",
-    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})\.{TCP_CLOSED_STAT}$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.{NO_TLS}\.{TCP_CLOSED_STAT}$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.{MUTUAL_TLS}\.({TCP_OPENED_STAT}|"
+    rf"{TCP_CLOSED_STAT}|{TCP_RECEIVED_STAT}|{TCP_SENT_STAT})\.{PEER_TAG}\..*",
     r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
 )
 KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",

@@ -26,11 +26,15 @@ from meshpilot.mesh.sources import (
     MUTUAL_TLS,
     NO_TLS,
     OUTBOUND_STATS,
+    PEER_TAG,
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
     SOURCE_TAG,
     TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     TCP_STATS,
 )
 
@@ -120,7 +124,9 @@ OUTBOUND_STAT = re.compile(
 INBOUND_TCP_STAT = re.compile(
     "^(?:" + re.escape(TCP_STATS) + "|" + re.escape(INBOUND_STATS) + r")(?P<port>[0-9]+)\."
     rf"(?P<policy>{MUTUAL_TLS}|{NO_TLS})\."
-    rf"(?P<stat>downstream_cx_(?:total|rx_bytes_total|tx_bytes_total)|{TCP_CLOSED_STAT})$")
+    rf"(?P<stat>downstream_cx_(?:total|rx_bytes_total|tx_bytes_total)|{TCP_CLOSED_STAT}"
+    rf"|{TCP_OPENED_STAT}|{TCP_RECEIVED_STAT}|{TCP_SENT_STAT})"
+    rf"(?:\.{PEER_TAG}\.(?P<peer>.*))?$")
 
 
 def split_cluster_stat(name: str) -> tuple[str, str] | None:
@@ -195,18 +201,23 @@ def split_outbound_stat(name: str) -> OutboundStat | None:
 class InboundTcpStat:
     """One connection counter of one chain of an inbound TCP port: ``policy`` is how its
     connections arrived (``mutual_tls`` or ``none``), ``stat`` the tcp_proxy's
-    ``downstream_cx_*`` counter or ``connections_closed``."""
+    ``downstream_cx_*`` counter or one its loggers keep; ``peer`` the caller's SPIFFE ID
+    on the mutual TLS chain's per-caller counters (None on the others)."""
 
     port: int
     policy: str
     stat: str
+    peer: str | None = None
 
 
 def split_inbound_tcp_stat(name: str) -> InboundTcpStat | None:
     """``tcp.inbound_9000.mutual_tls.downstream_cx_total`` → InboundTcpStat(9000,
     "mutual_tls", "downstream_cx_total"); ``meshpilot.inbound_9000.none.connections_closed``
-    → InboundTcpStat(9000, "none", "connections_closed")."""
+    → InboundTcpStat(9000, "none", "connections_closed");
+    ``meshpilot.inbound_9000.mutual_tls.sent_bytes.peer.spiffe://cluster.local/ns/a/sa/b``
+    → InboundTcpStat(9000, "mutual_tls", "sent_bytes", "spiffe://cluster.local/ns/a/sa/b")."""
     m = INBOUND_TCP_STAT.match(name)
     if m is None:
         return None
-    return InboundTcpStat(int(m.group("port")), m.group("policy"), m.group("stat"))
+    return InboundTcpStat(int(m.group("port")), m.group("policy"), m.group("stat"),
+                          m.group("peer"))

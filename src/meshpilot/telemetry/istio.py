@@ -31,8 +31,9 @@ injected abort, no route: ``destination_service`` ``unknown``) is counted at the
 too. On the source side TCP ports give the ``istio_tcp_*`` counters from the cluster's
 connection counters; on the destination side from the inbound TCP port's filter chains,
 one for mutual TLS (``connection_security_policy="mutual_tls"``,
-``destination_principal`` the pod's SPIFFE ID) and one for plaintext (``none``), the
-caller ``unknown`` in both.
+``destination_principal`` the pod's SPIFFE ID, counted per caller: ``source_principal``
+from its certificate, and its workload when that identity is one workload's) and one for
+plaintext (``none``, the caller ``unknown``, as Istio has no peer metadata there).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule, with_service_protocols
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
@@ -50,7 +52,12 @@ from meshpilot.mesh.sources import (
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
+    TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     parse_counted,
+    source_identity,
     spiffe_id,
 )
 from meshpilot.telemetry.envoy_stats import (
@@ -361,6 +368,7 @@ class _Inbound:
         self.protocols = {p.container_port: p.protocol
                           for p in with_service_protocols(snapshot, node).inbound}
         self._bases: dict[int, dict[str, str]] = {}
+        self._callers: dict[str, dict[str, str]] = {}
 
     def base(self, port: int) -> dict[str, str]:
         """Every label of ``port``'s points but the source, the principals, the security
@@ -378,26 +386,62 @@ class _Inbound:
         return self.protocols.get(port, "HTTP")
 
     def tcp_points(self, name: str, stat: InboundTcpStat, raw: RawStats) -> Iterator[Point]:
-        """The ``istio_tcp_*`` counter one chain of an inbound TCP port gives: over mutual
-        TLS, with the pod's own principal. The caller is ``unknown``: the chain's counters
-        are not split by peer (Istio names it from the peer certificate; here no stat
-        carries it)."""
+        """The ``istio_tcp_*`` counter one chain of an inbound TCP port gives. Over mutual
+        TLS, per caller: the pod's own principal, the caller's from its certificate, and
+        the caller's workload when one workload alone runs as that identity (Istio learns
+        it by metadata exchange; here the certificate names the service account). The
+        plaintext chain's callers are ``unknown``, as in Istio. Counters of the mutual TLS
+        chain not split by caller (kept by proxies configured before) are left out."""
         metric = _TCP_CHAIN_METRICS.get(stat.stat)
-        if metric is None:
-            return
         mtls = stat.policy == MUTUAL_TLS
-        base = {**self.base(stat.port), **_side("source", "", "", {}, known=False),
+        if metric is None or (mtls and stat.peer is None):
+            return
+        caller = (self.caller(stat.peer) if stat.peer is not None
+                  else _side("source", "", "", {}, known=False))
+        base = {**self.base(stat.port), **caller,
                 "destination_principal": self.principal if mtls else UNKNOWN,
                 "response_flags": "-", "connection_security_policy": stat.policy}
         yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
                     value=raw.counters.get(name, 0.0))
 
+    def caller(self, peer: str) -> dict[str, str]:
+        """The ``source_*`` labels of the caller whose certificate names ``peer``."""
+        if peer not in self._callers:
+            self._callers[peer] = _peer_side(peer, self.snapshot)
+        return self._callers[peer]
+
 
 _TCP_CHAIN_METRICS = MappingProxyType({
-    "downstream_cx_total": TCP_OPENED, "connections_closed": TCP_CLOSED,
-    "downstream_cx_rx_bytes_total": TCP_RECEIVED, "downstream_cx_tx_bytes_total": TCP_SENT})
+    "downstream_cx_total": TCP_OPENED, TCP_OPENED_STAT: TCP_OPENED,
+    TCP_CLOSED_STAT: TCP_CLOSED,
+    "downstream_cx_rx_bytes_total": TCP_RECEIVED, TCP_RECEIVED_STAT: TCP_RECEIVED,
+    "downstream_cx_tx_bytes_total": TCP_SENT, TCP_SENT_STAT: TCP_SENT})
 """An inbound TCP chain's counters as Istio's destination-side series: bytes received
 from the caller, bytes sent back to it, connections opened and closed."""
+
+
+def _peer_side(peer: str, snapshot: MeshSnapshot) -> dict[str, str]:
+    """The ``source_*`` labels of a caller known by its SPIFFE ID: its namespace and
+    principal always; its workload, app and version when exactly one known source (a
+    workload with a sidecar, or a built-in proxy) runs as that service account."""
+    prefix = f"spiffe://{snapshot.trust_domain}/ns/"
+    namespace, _, account = peer.removeprefix(prefix).partition("/sa/")
+    if not peer.startswith(prefix) or not namespace or not account or "/" in namespace:
+        return _side("source", "", "", {}, known=False)
+    claims = [parse_counted(f"{s}|mtls") for s in index.of(snapshot).sources
+              if source_identity(s) == (namespace, account)]
+    sources = [c for c in claims if c is not None]
+    if len(sources) == 1:
+        (source,) = sources
+        labels = {k: v for k, v in (("app", source.app), ("version", source.version))
+                  if v != UNKNOWN}
+        side = _side("source", source.workload, namespace, labels)
+    else:
+        side = {**_side("source", "", "", {}, known=False),
+                "source_workload_namespace": namespace}
+    side["source_principal"] = peer
+    return side
+
 
 
 def _inbound_points(name: str, inbound: _Inbound, raw: RawStats) -> Iterator[Point]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
@@ -52,13 +53,20 @@ their log parsers expect exactly these fields in this order."""
 
 
 def file_logger(path: str) -> accesslog_pb2.AccessLog:
-    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``."""
+    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``:
+    one line per request or connection, when it ends. A tcp_proxy that also logs when
+    its upstream connects (for its stats: see :mod:`.telemetry`) adds no line for it."""
     config = file_pb2.FileAccessLog(
         path=path,
         log_format=substitution_format_string_pb2.SubstitutionFormatString(
             text_format_source=base_pb2.DataSource(inline_string=ISTIO_TEXT_FORMAT)),
     )
-    return accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pb.pack(config))
+    logger = accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pb.pack(config))
+    not_at_connect = logger.filter.log_type_filter
+    not_at_connect.types.extend([accesslog_data_pb2.TcpUpstreamConnected,
+                                 accesslog_data_pb2.TcpPeriodic])
+    not_at_connect.exclude = True
+    return logger
 
 
 def with_access_log(listener: listener_pb2.Listener, path: str) -> listener_pb2.Listener:

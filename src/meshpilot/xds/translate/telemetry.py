@@ -49,9 +49,11 @@ from envoy.config.core.v3 import extension_pb2 as core_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
@@ -71,12 +73,16 @@ from meshpilot.mesh.sources import (
     FLAGS_TAG,
     GRPC_TAG,
     OUTBOUND_STATS,
+    PEER_TAG,
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
     SOURCE_HEADER,
     SOURCE_TAG,
     TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     UNKNOWN,
     UNKNOWN_SOURCE,
     counted_name,
@@ -269,9 +275,7 @@ def _request_logger(prefix: str, last_tag: Mapping[str, str], *, grpc: bool
                 (REQUEST_BYTES_STAT, "Bytes", "%BYTES_RECEIVED%"),
                 (RESPONSE_BYTES_STAT, "Bytes", "%BYTES_SENT%"))],
     }
-    typed = typed_struct_pb2.TypedStruct(
-        type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
-    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
+    return _stats_logger(config)
 
 
 def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.Listener:
@@ -295,16 +299,59 @@ def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.List
 
 
 def inbound_tcp_close_log(container_port: int, mtls: bool) -> accesslog_pb2.AccessLog:
-    """The stats access logger of one chain of an inbound TCP port: one count per closed
-    connection (a tcp_proxy writes its access log when the connection ends), under
-    ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones and
-    the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
+    """The stats access logger of the plaintext chain of an inbound TCP port: one count
+    per closed connection (a tcp_proxy writes its access log when the connection ends),
+    under ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones
+    and the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
     the chains apart. One fixed name, no tags: nothing a client sends adds a stat."""
     config = {
         "stats_scope": {"prefix": "meshpilot." + inbound_tcp_stat_prefix(container_port, mtls),
                         "max_counters": 1, "max_histograms": 1},
         "counters": [{"stat": {"name": TCP_CLOSED_STAT}, "value_fixed": 1}],
     }
+    return _stats_logger(config)
+
+
+EARLY_DATA_BYTES = 65_536
+MAX_PEER_COUNTERS = 20_000
+"""Cap on the per-caller counters of one inbound TCP port (four per identity the mesh's
+CA certified): a safety net, not a limit a mesh is expected to reach."""
+
+
+def count_tcp_callers(proxy: tcp_proxy_pb2.TcpProxy, container_port: int) -> None:
+    """The mutual TLS chain's tcp_proxy counts its connections by caller (in place):
+    Istio labels a destination's TCP series with the caller it learns over mTLS, and here
+    the caller's certificate names it. One logger counts a connection when its upstream
+    is connected (the tcp_proxy logs then too), another its close and its bytes each way
+    when it ends; both tagged with the peer's SPIFFE ID, which only the mesh's CA can
+    vouch for, so a client cannot make names at will. The upstream is connected after
+    the TLS handshake, so that the connect knows the peer (a client always speaks first
+    in TLS, so server-first protocols are served as before). A connection's bytes are counted
+    when it closes (Envoy's periodic TCP log repeats the running totals, which a counter
+    cannot take), where Istio's proxies also report open connections every 15 seconds."""
+    prefix = "meshpilot." + inbound_tcp_stat_prefix(container_port, True)
+    peer = [{"name": PEER_TAG, "value_format": "%DOWNSTREAM_PEER_URI_SAN%"}]
+    scope = {"prefix": prefix, "max_counters": MAX_PEER_COUNTERS, "max_histograms": 1}
+    opened = _stats_logger({"stats_scope": scope, "counters": [
+        {"stat": {"name": TCP_OPENED_STAT, "tags": peer}, "value_fixed": 1}]})
+    opened.filter.log_type_filter.types.append(accesslog_data_pb2.TcpUpstreamConnected)
+    ended = _stats_logger({"stats_scope": scope, "counters": [
+        {"stat": {"name": TCP_CLOSED_STAT, "tags": peer}, "value_fixed": 1},
+        {"stat": {"name": TCP_RECEIVED_STAT, "tags": peer}, "value_format": "%BYTES_RECEIVED%"},
+        {"stat": {"name": TCP_SENT_STAT, "tags": peer}, "value_format": "%BYTES_SENT%"}]})
+    ended.filter.log_type_filter.types.append(accesslog_data_pb2.TcpConnectionEnd)
+    proxy.access_log.extend([opened, ended])
+    proxy.access_log_options.flush_access_log_on_connected = True
+    # connect upstream once the caller's certificate is known (by default the tcp_proxy
+    # connects at accept, in parallel with the handshake, and the connect is then
+    # logged with no peer: seen end to end for about one connection in five)
+    proxy.upstream_connect_mode = tcp_proxy_pb2.ON_DOWNSTREAM_TLS_HANDSHAKE
+    # what the caller sends before the upstream is up is held, up to this much (Envoy
+    # wants the bound with this mode; past it the caller is read no further until then)
+    proxy.max_early_data_bytes.value = EARLY_DATA_BYTES
+
+
+def _stats_logger(config: Mapping[str, object]) -> accesslog_pb2.AccessLog:
     typed = typed_struct_pb2.TypedStruct(
         type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
     return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
