@@ -15,7 +15,7 @@ from tests.conftest import wait_for
 from tests.e2e import myapp
 from tests.e2e.mesh import URL, Mesh
 from tests.e2e.scenario import Given, When
-from tests.e2e.telemetry_helpers import fetch_metrics, metric_sum, send
+from tests.e2e.telemetry_helpers import Prometheus, fetch_metrics, metric_sum, send
 from tests.e2e.test_telemetry import _sidecar_pid
 
 Series = dict[tuple[tuple[str, str], ...], float]
@@ -38,13 +38,24 @@ def _none_lower(before: Series, after: Series) -> list[str]:
             for k, v in before.items() if after.get(k, -1.0) < v]
 
 
-def test_counters_survive_control_plane_restarts(mesh: Mesh, given: Given,
-                                                 when: When) -> None:
+def test_counters_survive_control_plane_restarts(mesh: Mesh, given: Given, when: When,
+                                                 tmp_path: Path) -> None:
     """Given counted requests and a sidecar restart (its series now above what its new
     Envoy reports), when the control plane is killed and started again, and later
     stopped and started gracefully, then no series on /metrics is lower than before,
-    and the count goes on from where it was."""
+    the count goes on from where it was, and a real Prometheus scraping throughout saw
+    no counter reset (PromQL ``resets()``)."""
     given.applied(myapp.version("v1"), myapp.service(), myapp.subsets("v1"))
+    with Prometheus(tmp_path / "prometheus", mesh.endpoints["metrics_http_sd"]) as prom:
+        prom.wait_target_up()
+        _restarts(mesh, when)
+        query = 'sum(istio_requests_total{reporter="destination",destination_workload="myapp-v1"})'
+        wait_for(lambda: prom.scalar(query) == 35, 15, interval=0.3,
+                 message=f"Prometheus to hold 35 (at {prom.scalar(query)})")
+        assert prom.scalar("sum(resets(istio_requests_total[5m]))") == 0
+
+
+def _restarts(mesh: Mesh, when: When) -> None:
     assert send(mesh.http, URL, 20) == {200: 20}
     wait_for(lambda: _v1_count(mesh) == 20, 10, interval=0.2, message="the first requests")
     (pod,) = mesh.pods_of("myapp-v1")
