@@ -12,13 +12,14 @@ termination, ``-`` none).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from tests.builders import service as service_body
 from tests.conftest import wait_for
 from tests.e2e import myapp
 from tests.e2e.mesh import URL, Mesh
 from tests.e2e.scenario import Given
-from tests.e2e.telemetry_helpers import fetch_metrics, metric_sum, send
+from tests.e2e.telemetry_helpers import Prometheus, fetch_metrics, metric_sum, send
 
 # v1 answers at once, v2 after 400 ms; "abort" requests are aborted by the client
 # sidecar (Istio's fault injection task), "slow" ones go to v2 with a 100 ms timeout
@@ -41,8 +42,8 @@ def _sum(samples: list, name: str, **labels: str) -> float:
                       **labels)
 
 
-def test_failed_requests_carry_envoys_response_flags_and_codes(mesh: Mesh,
-                                                               given: Given) -> None:
+def test_failed_requests_carry_envoys_response_flags_and_codes(mesh: Mesh, given: Given,
+                                                               tmp_path: Path) -> None:
     """Given v1 (fast), v2 (400 ms) and a Service with no pods, when requests succeed, are
     aborted by fault injection, time out, and find no upstream, then the source side
     counts each with Envoy's flag and the code the client saw, on the counter and on the
@@ -107,3 +108,11 @@ def test_failed_requests_carry_envoys_response_flags_and_codes(mesh: Mesh,
     assert metric_sum(dest, "istio_request_duration_milliseconds_count",
                       reporter="destination", destination_workload="myapp-v1",
                       response_code="200", response_flags="-") == 6
+
+    # a real Prometheus reads the same: a query by flag, as a dashboard would ask
+    with Prometheus(tmp_path / "prometheus", mesh.endpoints["metrics_http_sd"]) as prom:
+        prom.wait_target_up()
+        by_flags = 'sum by (response_flags) (istio_requests_total{reporter="source"})'
+        wait_for(lambda: {r["metric"]["response_flags"]: float(r["value"][1])
+                          for r in prom.query(by_flags)} == {"-": 6, "FI": 5, "UT": 3, "UH": 4},
+                 15, interval=0.3, message=f"Prometheus by flags: {prom.query(by_flags)}")
