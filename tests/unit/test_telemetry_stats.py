@@ -129,7 +129,11 @@ def test_the_admin_filter_reads_the_request_stats() -> None:
     wanted = re.compile(STATS_PARAMS["filter"])
     assert wanted.search(f"{COUNTED}.response_code.403.response_flags.-.source.{CLIENT}|mtls")
     assert wanted.search(f"{OUT}.requests.{OK}.grpc_status..{V2}")
-    assert wanted.search("cluster.inbound|8080||.upstream_rq_time")
+    assert wanted.search(f"cluster.outbound|9000||{HOST}.upstream_cx_rx_bytes_total")
+    # the clusters' request stats are counted by the loggers instead: not read
+    assert not wanted.search("cluster.inbound|8080||.upstream_rq_time")
+    assert not wanted.search(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200")
+    assert not wanted.search(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_body_size")
     assert not wanted.search("http.inbound_8080.downstream_rq_4xx")
 
 

@@ -40,10 +40,14 @@ from meshpilot.mesh.sources import (
 
 STATS_PATH = "/stats"
 STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
-    r"^(cluster\.(outbound|inbound)\||" + re.escape(INBOUND_STATS) + "|"
-    + re.escape(OUTBOUND_STATS) + "|" + re.escape(TCP_STATS) + ")")})
-"""Only what telemetry needs: cluster stats, the inbound and outbound request counters
-and histograms, and the inbound TCP chains' connection counters."""
+    r"^(cluster\.outbound\|.*\.upstream_cx_(total|destroy|rx_bytes_total|tx_bytes_total)$|"
+    + re.escape(INBOUND_STATS) + "|" + re.escape(OUTBOUND_STATS) + "|"
+    + re.escape(TCP_STATS) + ")")})
+"""Only what telemetry needs: the outbound clusters' connection counters (a TCP
+service's source side), the inbound and outbound request counters and histograms, and
+the inbound TCP chains' connection counters. The clusters' request stats and histograms
+are left out: requests are counted by the connection managers' loggers, and the
+histograms are most of a proxy's stats by bytes."""
 
 Bin = tuple[float, float, float]  # lower bound, width, count
 
