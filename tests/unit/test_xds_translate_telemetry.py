@@ -225,3 +225,7 @@ def test_outbound_listeners_count_by_upstream_cluster_and_inbound_ones_do_not() 
     inbound = _inbound_listener("PERMISSIVE")
     before = inbound.SerializeToString()
     assert telemetry.with_outbound_counting(inbound).SerializeToString() == before
+    # a gateway's servers count as the source too (Istio's gateways report so)
+    gateway = telemetry.with_outbound_counting(listeners.gateway(node, 80, 8080))
+    (gateway_manager,) = _managers(gateway)
+    assert telemetry.outbound_access_log() in gateway_manager.access_log
