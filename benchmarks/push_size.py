@@ -18,7 +18,12 @@ Side by side, in the same process, on the same mesh and change:
 - ``scoped (SRDS)``: today's build: routing scopes keyed by request host, one
   RouteConfiguration per service.
 
-Run:  .venv/bin/python benchmarks/push_size.py [--services 1000] [--changes 3]
+With ``--tcp K``, the mesh also has K TCP services (port 9000, weighted VirtualService
+``tcp`` routes) that the sidecar lists in its node, as a pod of their namespace does (an
+``outbound_tcp`` listener each), and the same number of changes re-weight one of their
+``tcp`` routes: what a TCP weight change sends.
+
+Run:  .venv/bin/python benchmarks/push_size.py [--services 1000] [--changes 3] [--tcp 10]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from driven import DrivenStream
@@ -42,7 +48,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.api.networking import DestinationRule, VirtualService
-from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
+from meshpilot.mesh.model import (
+    Endpoint,
+    MeshService,
+    MeshSnapshot,
+    Named,
+    ProxyNode,
+    ServicePort,
+    TcpOutbound,
+)
 from meshpilot.xds.references import eds_name, rds_names
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import build_resources, names, pb
@@ -65,7 +79,44 @@ NODE = ProxyNode(id="sidecar~127.20.0.1~client.default", kind="sidecar", namespa
 # --- the mesh ------------------------------------------------------------------------------
 
 
-def make_snapshot(services: int, weights: dict[int, tuple[int, int]]) -> MeshSnapshot:
+TCP_PORT = 9000
+
+
+def tcp_host(j: int) -> str:
+    return f"tcp-{j:04d}.default.svc.cluster.local"
+
+
+def tcp_node(tcp: int) -> ProxyNode:
+    """NODE listing ``tcp`` TCP services, as the runtime lists its namespace's for a pod."""
+    return replace(NODE, tcp_outbound=tuple(TcpOutbound(tcp_host(j), TCP_PORT, 15100 + j)
+                                            for j in range(tcp)))
+
+
+def _tcp_services(tcp: int, weights: dict[int, tuple[int, int]], svcs: dict[str, Any],
+                  eps: dict[str, Any], rules: list[Any], routes: list[Any]) -> None:
+    for j in range(tcp):
+        name, host = f"tcp-{j:04d}", tcp_host(j)
+        svcs[host] = MeshService(host, name, "default", (ServicePort(TCP_PORT, "tcp", "TCP"),))
+        eps[host] = tuple(
+            Endpoint(host, TCP_PORT, f"127.22.{j // 200}.{j % 200 + v}", TCP_PORT,
+                     {"version": f"v{v}"}, f"{name}-v{v}")
+            for v in (1, 2))
+        rules.append(Named("default", name, DestinationRule.model_validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name},
+            "spec": {"host": name, "subsets": [{"name": f"v{v}", "labels": {"version": f"v{v}"}}
+                                               for v in (1, 2)]}})))
+        v1, v2 = weights.get(j, (90, 10))
+        routes.append(Named("default", name, VirtualService.model_validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {"hosts": [name], "tcp": [{"route": [
+                {"destination": {"host": name, "subset": "v1"}, "weight": v1},
+                {"destination": {"host": name, "subset": "v2"}, "weight": v2}]}]}})))
+
+
+def make_snapshot(services: int, weights: dict[int, tuple[int, int]], tcp: int = 0,
+                  tcp_weights: dict[int, tuple[int, int]] | None = None) -> MeshSnapshot:
     svcs, eps, rules, routes = {}, {}, [], []
     for i in range(services):
         name = f"svc-{i:04d}"
@@ -90,6 +141,7 @@ def make_snapshot(services: int, weights: dict[int, tuple[int, int]]) -> MeshSna
                 {"destination": {"host": name, "subset": "v2"}, "weight": v2}]}]}})
         rules.append(Named("default", name, rule))
         routes.append(Named("default", name, vs))
+    _tcp_services(tcp, tcp_weights or {}, svcs, eps, rules, routes)
     return MeshSnapshot(version=1, services=svcs, endpoints=eps,
                         virtual_services=tuple(routes), destination_rules=tuple(rules))
 
@@ -283,6 +335,8 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--changes", type=int, default=3, help="weight changes to time (each on "
                     "a different VirtualService)")
+    ap.add_argument("--tcp", type=int, default=0, help="TCP services the sidecar lists, "
+                    "and as many TCP weight changes measured besides")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -290,7 +344,8 @@ def main() -> None:
     plans: list[dict[int, tuple[int, int]]] = [{}]
     for k in range(1, args.changes + 1):  # each change: one more VirtualService re-weighted
         plans.append({**plans[-1], (k * 37) % s: (50 + k, 50 - k)})
-    scoped = [build_resources(make_snapshot(s, w), NODE) for w in plans]
+    node = tcp_node(args.tcp)
+    scoped = [build_resources(make_snapshot(s, w, args.tcp), node) for w in plans]
     single = [single_route_config(r) for r in scoped]
     built = time.perf_counter() - t0
 
@@ -316,6 +371,23 @@ def main() -> None:
         print()
     print("bytes: serialized Delta/SotW discovery responses the sidecar received for the "
           "update; resources per type; ratio: single / scoped.")
+    if args.tcp:
+        tcp_changes(s, args.tcp, args.changes, plans[-1], node)
+
+
+def tcp_changes(services: int, tcp: int, changes: int, http: dict[int, tuple[int, int]],
+                node: ProxyNode) -> None:
+    """Re-weight one TCP service's ``tcp`` route per change (scoped layout)."""
+    plans: list[dict[int, tuple[int, int]]] = [{}]
+    for k in range(1, changes + 1):
+        plans.append({**plans[-1], (k * 7) % tcp: (50 + k, 50 - k)})
+    snaps = [build_resources(make_snapshot(services, http, tcp, w), node) for w in plans]
+    print(f"\nA one-VirtualService tcp route weight change ({tcp} TCP services listed):")
+    for api in ("delta", "sotw"):
+        got = measure(api, "scoped", snaps)
+        for k, change in enumerate(got["changes"], 1):
+            print(f"{api:8}{f'tcp change {k}, bytes':24}{change['bytes']:>12,}  "
+                  f"{fmt_types(change['resources'])}")
 
 
 if __name__ == "__main__":

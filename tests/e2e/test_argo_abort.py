@@ -13,22 +13,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.argo_builders import canary_rollout
 from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, Then, When
 from tests.e2e.test_argo_rollout import destination_rule, virtual_service, wait_status
-from tests.e2e.test_argo_rollout import rollout as base_rollout
 
 NAME = "myapp"
 
 
 def rollout(version: str) -> dict[str, Any]:
-    body = base_rollout(version)
-    canary = body["spec"]["strategy"]["canary"]
-    canary["steps"] = [{"setWeight": 50}, {"pause": {}}]
-    canary["abortScaleDownDelaySeconds"] = 3
-    return body
+    return canary_rollout(NAME, version, [{"setWeight": 50}, {"pause": {}}],
+                          abortScaleDownDelaySeconds=3)
 
 
 

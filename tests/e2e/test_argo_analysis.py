@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.builders import demo_app_container
+from tests import argo_builders
 from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
@@ -40,34 +40,18 @@ SUCCESS_RATE = (f'sum(rate(istio_requests_total{{{WORKLOAD}, response_code!~"5.*
 
 
 def analysis_template(prometheus: str) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
-            "metadata": {"name": "success-rate"},
-            "spec": {"args": [{"name": "canary-hash"}],
-                     "metrics": [{"name": "success-rate", "initialDelay": "6s",
-                                  "interval": "2s", "count": 3,
-                                  "successCondition": "result[0] >= 0.95",
-                                  "provider": {"prometheus": {"address": prometheus,
-                                                              "query": SUCCESS_RATE}}}]}}
+    return argo_builders.analysis_template("success-rate", [{
+        "name": "success-rate", "initialDelay": "6s", "interval": "2s", "count": 3,
+        "successCondition": "result[0] >= 0.95",
+        "provider": {"prometheus": {"address": prometheus, "query": SUCCESS_RATE}}}],
+        args=["canary-hash"])
 
 
 def rollout(version: str, args: str = "") -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": NAME},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": NAME}},
-                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
-                                  "spec": {"containers": [demo_app_container(version, args)]}},
-                     "strategy": {"canary": {
-                         "trafficRouting": {"istio": {
-                             "virtualService": {"name": f"{NAME}-vsvc",
-                                                "routes": ["primary"]},
-                             "destinationRule": {"name": f"{NAME}-destrule",
-                                                 "canarySubsetName": "canary",
-                                                 "stableSubsetName": "stable"}}},
-                         "steps": [{"setWeight": 50}, {"analysis": {
-                             "templates": [{"templateName": "success-rate"}],
-                             "args": [{"name": "canary-hash", "valueFrom": {
-                                 "podTemplateHashValue": "Latest"}}]}}]}}}}
-
+    return argo_builders.canary_rollout(NAME, version, [{"setWeight": 50}, {"analysis": {
+        "templates": [{"templateName": "success-rate"}],
+        "args": [{"name": "canary-hash",
+                  "valueFrom": {"podTemplateHashValue": "Latest"}}]}}], args=args)
 
 
 def run_of(mesh: Mesh, pod_hash: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.builders import demo_app_container
+from tests.argo_builders import canary_rollout, subset_routing
 from tests.conftest import run_cli
 from tests.e2e import myapp
 from tests.e2e.mesh import Mesh
@@ -33,29 +33,14 @@ VS = f"/apis/networking.istio.io/v1beta1/namespaces/default/virtualservices/{NAM
 
 
 def rollout(version: str) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": NAME},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": NAME}},
-                     "template": {"metadata": {"labels": {"app": NAME, "version": version}},
-                                  "spec": {"containers": [demo_app_container(version)]}},
-                     "strategy": {"canary": {
-                         "trafficRouting": {
-                             "managedRoutes": [{"name": "header-route"},
-                                               {"name": "mirror-route"}],
-                             "istio": {
-                                 "virtualService": {"name": f"{NAME}-vsvc",
-                                                    "routes": ["primary"]},
-                                 "destinationRule": {"name": f"{NAME}-destrule",
-                                                     "canarySubsetName": "canary",
-                                                     "stableSubsetName": "stable"}}},
-                         "steps": [
-                             {"setCanaryScale": {"replicas": 1}},
-                             {"setMirrorRoute": {"name": "mirror-route", "match": [
-                                 {"method": {"exact": "GET"}}]}},
-                             {"setHeaderRoute": {"name": "header-route", "match": [
-                                 {"headerName": "x-canary",
-                                  "headerValue": {"exact": "yes"}}]}},
-                             {"pause": {}}]}}}}
+    routing = {"managedRoutes": [{"name": "header-route"}, {"name": "mirror-route"}],
+               **subset_routing(NAME)}
+    return canary_rollout(NAME, version, [
+        {"setCanaryScale": {"replicas": 1}},
+        {"setMirrorRoute": {"name": "mirror-route", "match": [{"method": {"exact": "GET"}}]}},
+        {"setHeaderRoute": {"name": "header-route", "match": [
+            {"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"pause": {}}], routing=routing)
 
 
 

@@ -8,13 +8,16 @@ and the Rollout stays Paused "manually paused" after ``promote`` would have move
 ``resume`` clears it; ``promote --full`` takes v2 to stable past the remaining steps, and
 ``status --watch`` exits 0 at Healthy (the plugin's ``status --watch``); ``restart``
 replaces v2's pods with new ones that serve; a v3 aborted makes
-``status --watch`` exit 1 (Degraded); ``undo`` then puts v2's template back: Healthy.
+``status --watch`` exit 1 (Degraded); ``undo`` then puts v2's template back: Healthy;
+``undo --to-revision 1`` (the plugin's revision numbers) brings v1 back through the steps.
 """
 
 from __future__ import annotations
 
 import json
 import time
+
+import pytest
 
 from tests.conftest import run_cli
 from tests.dashboard_session import signed_in
@@ -59,11 +62,12 @@ def spec_paused(mesh: Mesh) -> object:
     return json.loads(shown.stdout)["spec"].get("paused")
 
 
+@pytest.mark.timeout(300)  # a dozen operations, each waiting for pods: slow under load
 def test_status_pause_resume_promote_full_and_watch(
     mesh: Mesh, given: Given, then: Then
 ) -> None:
     given.applied(myapp.service(), virtual_service(), destination_rule(), rollout("v1"))
-    wait_for(mesh, "Healthy")
+    v1 = wait_for(mesh, "Healthy")["stableRS"]
     mesh.apply(rollout("v2"))
     st = wait_for(mesh, "Paused", currentStepIndex=1)
     v2 = st["currentPodHash"]
@@ -125,3 +129,17 @@ def test_status_pause_resume_promote_full_and_watch(
     assert code == 0, err
     st = wait_for(mesh, "Healthy", currentPodHash=v2)
     assert st["stableRS"] == v2 and weights(st) == (100, 0)
+
+    # undo --to-revision: revisions numbered as Argo numbers them (v1 1, v2 2, v3 3, and
+    # v2 rolled back to is 4); an unknown number is refused, changing nothing
+    code, out, err = cli(mesh, "status", NAME, "-o", "json")
+    assert code == 0, err
+    numbers = {r["podTemplateHash"]: r["revision"] for r in json.loads(out)["revisions"]}
+    assert numbers[v1] == 1 and numbers[v2] == 4 and sorted(numbers.values()) == [1, 3, 4]
+    code, _, err = cli(mesh, "undo", NAME, "--to-revision", "9")
+    assert code == 1 and "unable to find revision 9" in err, err
+    assert status(mesh)["currentPodHash"] == v2
+    code, _, err = cli(mesh, "undo", NAME, "--to-revision", "1")
+    assert code == 0, err
+    st = wait_for(mesh, "Paused", currentPodHash=v1, currentStepIndex=1)
+    assert st["stableRS"] == v2 and weights(st) == (80, 20)

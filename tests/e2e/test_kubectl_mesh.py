@@ -12,6 +12,7 @@ cluster (it waits for status.observedGeneration, updated and available replicas)
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import clean_env
@@ -54,9 +55,22 @@ def test_kubectl_applies_a_50_50_split_that_the_mesh_routes(
     mesh.converge()
     then.split_within(200, {"v1": (60, 140), "v2": (60, 140)})
 
-    # scale v2 to 3 pods; rollout status waits until the third is ready
+    # scale v2 to 3 pods, watched with get pods -w; rollout status waits for the third
+    watching = subprocess.Popen(
+        ["kubectl", "get", "pods", "-w", "-l", "version=v2", "--output-watch-events",
+         "--no-headers", "--request-timeout=90s"],
+        env=clean_env(KUBECONFIG=str(cp.state_dir / "kubeconfig")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     kubectl(cp, "scale", "deployment", "myapp-v2", "--replicas=3")
     kubectl(cp, "rollout", "status", "deployment/myapp-v2", "--timeout=60s", timeout=70)
+    time.sleep(1.0)  # two looks of the watch after the third pod turned ready
+    watching.terminate()
+    seen, errors = watching.communicate(timeout=10)
+    events = [line.split() for line in seen.splitlines()]
+    assert {e[1] for e in events if e[0] == "ADDED"} >= {r.split()[0] for r in rows}, seen
+    third = {e[1] for e in events} - {r.split()[0] for r in rows}
+    assert len(third) == 1, (seen, errors)  # the new pod, added then modified to ready
+    assert [e[2:4] for e in events if e[1] in third][-1] == ["1/1", "Running"], seen
     kubectl(cp, "wait", "--for=condition=Available", "deployment/myapp-v2", "--timeout=30s",
             timeout=40)
     assert kubectl(cp, "get", "deploy", "myapp-v2", "-o",

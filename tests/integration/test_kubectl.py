@@ -189,6 +189,11 @@ def test_a_bad_file_is_refused_with_its_field_and_changes_nothing(
     assert ('The VirtualService "myapp" is invalid: spec.http[0].route[1].wieght: '
             "unknown field 'wieght' (did you mean 'weight'?)") in refused.stderr
     assert "valid fields here: destination, headers, weight (MP0010)" in refused.stderr
+    # --validate=false asks an API server to drop the field; meshpilot still refuses it
+    lenient = kubectl(plane, "apply", "--validate=false", "-f", str(bad), check=False)
+    assert lenient.returncode == 1
+    assert "unknown field 'wieght'" in lenient.stderr
+    assert "refuses unknown fields whatever --validate asks" in lenient.stderr
     after = plane.client.get(
         "/apis/networking.istio.io/v1/namespaces/bad/virtualservices/myapp").json()
     assert after == before

@@ -68,6 +68,26 @@ def test_server_side_apply_records_managers_and_refuses_their_conflicts(
     kubectl(plane, "delete", "-f", str(app))
 
 
+def test_a_second_manager_applying_the_same_values_shares_them(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    """Server-side apply's shared ownership: the same values applied by another manager
+    are no conflict, and that manager is recorded although no field changed (so a later
+    change by either conflicts with the other)."""
+    app = app_file(tmp_path, "shared")
+    kubectl(plane, "apply", "--server-side", "-f", str(app))
+    before = kubectl(plane, "get", "vs", "myapp", "-n", "shared", "-o",
+                     "jsonpath={.metadata.generation}").stdout
+    kubectl(plane, "apply", "--server-side", "--field-manager=ops", "-f", str(app))
+    assert managers(plane, "shared") == {"kubectl": "Apply", "ops": "Apply"}
+    assert kubectl(plane, "get", "vs", "myapp", "-n", "shared", "-o",
+                   "jsonpath={.metadata.generation}").stdout == before
+    refused = kubectl(plane, "apply", "--server-side", "-f", str(reweighted(app, 50, 50)),
+                      check=False)
+    assert 'conflict with "ops"' in refused.stderr
+    assert weights(plane, "shared") == "90 10"
+    kubectl(plane, "delete", "-f", str(app))
+
+
 def test_server_side_apply_after_client_side_apply_and_a_patch(
         plane: ControlPlane, tmp_path: Path) -> None:
     app = app_file(tmp_path, "csa")

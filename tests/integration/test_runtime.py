@@ -7,6 +7,7 @@ scaling, rollouts, shutdown), not about traffic through the mesh.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ from tests.builders import deployment as deployment_body
 from tests.conftest import process_alive, wait_for
 
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.mesh.tcp_outbound import FIRST_PORT, TcpTarget
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, IpAllocator, LocalRuntime, Pod
@@ -372,3 +374,27 @@ def test_command_that_cannot_run_fails_only_its_pod(runtimes: Callable[..., Harn
     assert "cannot start" in bad.message and "/nonexistent/app" in bad.message
     assert not bad.ready
     h.ready("web", 1)
+
+
+def test_pods_get_service_variables_for_their_namespace_s_tcp_ports(
+        runtimes: Callable[..., Harness], tmp_path: Path) -> None:
+    """Kubernetes gives a pod ``{SVC}_SERVICE_HOST`` / ``_PORT`` / ``_PORT_{NAME}`` for each
+    Service of its namespace that exists when it starts; here they point at the pod's own
+    sidecar, which lists the ports in its node metadata and its pod record (adoption)."""
+    echo = "tcp-echo.default.svc.cluster.local"
+    targets = [TcpTarget("default", "tcp-echo", echo, 9000, "tcp"),
+               TcpTarget("shop", "db", "db.shop.svc.cluster.local", 5432, "tcp")]
+    h = runtimes()
+    h.rt.sync([("default", "web", deployment("web"))], tcp_targets=targets)
+    (p,) = h.ready("web", 1)
+    env = dict(line.split("=", 1) for line in Path(f"/proc/{p.pids[0]}/environ")
+               .read_bytes().decode().split("\0") if "=" in line)
+    assert env["TCP_ECHO_SERVICE_HOST"] == p.ip
+    assert env["TCP_ECHO_SERVICE_PORT"] == env["TCP_ECHO_SERVICE_PORT_TCP"] == str(FIRST_PORT)
+    assert env["TCP_ECHO_PORT"] == f"tcp://{p.ip}:{FIRST_PORT}"
+    assert not any(k.startswith("DB_") for k in env)  # another namespace's Service
+    (listed,) = p.tcp_outbound
+    assert (listed.host, listed.port, listed.local_port) == (echo, 9000, FIRST_PORT)
+    assert p.proxy_node().tcp_outbound == p.tcp_outbound
+    record = json.loads((tmp_path / "rt" / "pods" / f"{p.name}.json").read_text())
+    assert record["tcp_outbound"] == [{"host": echo, "port": 9000, "local_port": FIRST_PORT}]

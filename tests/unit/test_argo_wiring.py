@@ -56,6 +56,14 @@ def test_the_loop_runs_a_rollout_and_its_commands_and_cleans_up(store: SqliteSto
             assert refused.status_code == 409, refused.text
             assert "fully promoted" in refused.json()["message"]
             assert client.post(f"{API}/nope/promote").status_code == 404
+            # undo's toRevision (the plugin's --to-revision): a number, for undo only
+            bad = client.post(f"{API}/{NAME}/undo?toRevision=two")
+            assert bad.status_code == 400 and "not a revision number" in bad.json()["message"]
+            assert client.post(f"{API}/{NAME}/abort?toRevision=1").status_code == 400
+            missing = client.post(f"{API}/{NAME}/undo?toRevision=7")
+            assert missing.status_code == 409, missing.text
+            assert "unable to find revision 7 in the history (kept: 1)" in (
+                missing.json()["message"])
 
         writer.delete("default", [("Rollout", NAME)])
         wait_for("the revision deleted", lambda: revisions() == set())

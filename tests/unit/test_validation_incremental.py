@@ -224,9 +224,19 @@ def _request_authentication(draw: st.DrawFn) -> Spec:
     return spec
 
 
+@st.composite
+def _envoy_filter(draw: st.DrawFn) -> Spec:
+    spec: Spec = {"configPatches": [{"applyTo": "CLUSTER", "patch": {
+        "operation": "MERGE", "value": {"connect_timeout": "1s"}}}]}
+    if draw(st.booleans()):
+        spec["workloadSelector"] = {"labels": draw(some_labels)}
+    return spec
+
+
 SPECS: dict[str, Callable[[], st.SearchStrategy[Spec]]] = {
     "AlertProvider": _alert_provider, "Canary": _canary, "ConfigMap": _no_spec,
-    "Deployment": _pods, "DestinationRule": _destination_rule, "Gateway": _gateway,
+    "Deployment": _pods, "DestinationRule": _destination_rule, "EnvoyFilter": _envoy_filter,
+    "Gateway": _gateway,
     "MetricTemplate": _metric_template, "PeerAuthentication": _peer_authentication,
     "RequestAuthentication": _request_authentication, "Rollout": _rollout,
     "Secret": _no_spec, "Service": _service, "ServiceEntry": _service_entry,
@@ -244,6 +254,7 @@ FAMILIES = (
     ("Canary", "Service", "ServiceEntry", "AlertProvider", "Secret"),
     ("Deployment", "ConfigMap", "Secret", "MetricTemplate"),
     ("PeerAuthentication", "RequestAuthentication", "Deployment", "WorkloadEntry"),
+    ("EnvoyFilter", "Deployment", "Rollout", "WorkloadEntry"),
 )
 """Kinds whose objects the checks look up in one another."""
 some_kinds = st.one_of(st.sampled_from(FAMILIES), st.just(KINDS),
@@ -400,6 +411,7 @@ CODES = (
     (codes.PEER_AUTHN_CONFLICT, ("PeerAuthentication",)),
     (codes.PEER_AUTHN_ROOT_SELECTOR, ("PeerAuthentication",)),
     (codes.DUPLICATE_ISSUER, ("RequestAuthentication", "Deployment", "WorkloadEntry")),
+    (codes.ENVOY_FILTER_NO_WORKLOAD, ("EnvoyFilter", "Deployment")),
 )
 """Each cross-object code, and the kinds whose objects meet to give it."""
 

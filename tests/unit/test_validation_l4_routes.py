@@ -55,14 +55,26 @@ def test_tls_termination_on_a_tls_port_is_served_by_tcp_routes() -> None:
     ("[public]", ", gateways: [mesh]", True),  # a match's own list replaces the VS's
     ("[mesh]", ", gateways: [public]", False),
 ])
-def test_routes_for_the_mesh_are_warned_about(gateways: str, match_gateways: str,
-                                              warned: bool) -> None:
+def test_routes_for_the_mesh_on_hosts_no_sidecar_listens_for_are_warned_about(
+        gateways: str, match_gateways: str, warned: bool) -> None:
     for kind, match in (("tcp", "{port: 443"), ("tls", "{sniHosts: [a.example.com]")):
         body = (f"{kind}: [{{match: [{match}{match_gateways}}}], "
                 "route: [{destination: {host: tcp-echo}}]}]")
-        p = plan(virtual_service(body, gateways=gateways))
+        p = plan(virtual_service(body, gateways=gateways,
+                                 hosts="[a.example.com, '*.example.com']"))
         assert p.ok
         assert [d.path for d in found(p, "MP2014")] == ([f"spec.{kind}[0]"] if warned else [])
+
+
+@pytest.mark.parametrize("hosts", ["[tcp-echo]", "[tcp-echo.shop.svc.cluster.local]", '["*"]',
+                                   '["*.svc.cluster.local"]', "[a.example.com, tcp-echo]"])
+def test_mesh_routes_on_a_service_are_applied_at_sidecars_without_a_warning(
+        hosts: str) -> None:
+    """Istio applies a mesh VirtualService's tcp/tls routes at every sidecar; meshpilot's
+    sidecars listen for the TCP and TLS ports of Kubernetes Services."""
+    for kind, match in (("tcp", "{port: 443}"), ("tls", "{sniHosts: [a.example.com]}")):
+        body = f"{kind}: [{{match: [{match}], route: [{{destination: {{host: tcp-echo}}}}]}}]"
+        assert not found(plan(virtual_service(body, gateways="[]", hosts=hosts)), "MP2014")
 
 
 def test_subnet_matches_are_warned_about() -> None:
@@ -80,7 +92,8 @@ def test_a_udp_server_is_refused() -> None:
 
 
 def test_describe_shows_the_warnings_of_a_stored_route() -> None:
-    body = plan(virtual_service(TCP_ROUTE, gateways="[]")).objects[0].body
+    body = plan(virtual_service(TCP_ROUTE, gateways="[]",
+                                hosts="[tcp.example.com]")).objects[0].body
     state = [StateObject(ObjectKey("networking.istio.io", "VirtualService", "shop",
                                    "tcp-echo"), body)]
     assert "MP2014" in [d.code for d in check_state(state, all_objects=True)]
@@ -121,3 +134,36 @@ def test_a_delegate_that_is_not_there_or_has_hosts_is_warned_on_the_root() -> No
 def test_what_a_delegate_does_not_read_is_warned_on_it() -> None:
     p = plan(ROOT, delegate(extra="gateways: [public]"))
     assert [d.path for d in found(p, "MP2023")] == ["spec.gateways"]
+
+
+def service(ports: str) -> str:
+    return f"""
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: tcp-echo, namespace: shop}}
+    spec:
+      selector: {{app: tcp-echo}}
+      ports: {ports}
+    """
+
+
+@pytest.mark.parametrize(("ports", "warned"), [
+    ("[{name: http, port: 9000}]", ["tcp", "tls"]),
+    ("[{port: 9000}]", ["tcp", "tls"]),  # unnamed: HTTP through the sidecar's HTTP proxy
+    ("[{name: tcp, port: 9000}]", ["tls"]),
+    ("[{name: web, port: 9000, appProtocol: mongo}]", ["tls"]),
+    ("[{name: https-web, port: 443}, {name: http, port: 80}]", ["tcp"]),
+    ("[{name: tcp, port: 9000}, {name: tls, port: 443}]", []),
+])
+def test_mesh_routes_on_a_service_without_a_port_of_their_kind_are_warned_about(
+        ports: str, warned: list[str]) -> None:
+    """Istio's sidecars apply tcp routes on a Service's TCP ports and tls routes on its
+    TLS/HTTPS ports only; elsewhere they do nothing, which apply says (MP2014)."""
+    body = ("tcp: [{route: [{destination: {host: tcp-echo}}]}]\n      "
+            "tls: [{match: [{sniHosts: [tcp-echo]}], route: [{destination: {host: tcp-echo}}]}]")
+    p = plan(service(ports), virtual_service(body, gateways="[]", hosts="[tcp-echo]"))
+    assert p.ok
+    assert [d.path for d in found(p, "MP2014")] == [f"spec.{k}[0]" for k in warned]
+    # bound to a Gateway only, the routes are not the mesh's: nothing to say
+    gateway_only = plan(service(ports), virtual_service(body, hosts="[tcp-echo]"))
+    assert not found(gateway_only, "MP2014")

@@ -250,7 +250,7 @@ def test_applied_fields_and_default_values_are_not_reported(kind: str, patch: di
 def test_l4_route_warnings_still_come_with_these() -> None:
     vs = document("VirtualService", {"http": [{"match": [{"statPrefix": "s"}], "route": [
         {"destination": {"host": "reviews"}}]}], "tcp": [{"route": [
-        {"destination": {"host": "reviews"}}]}]})
+        {"destination": {"host": "reviews"}}]}], "hosts": ["reviews.example.com"]})
     codes = [d.code for d in plan(vs).diagnostics]
     assert "MP2014" in codes and WARN in codes
 

@@ -243,9 +243,10 @@ class CanaryStrategy(Model):
     steps: list[CanaryStep] = Field(default_factory=list)
     traffic_routing: TrafficRouting | None = None
     analysis: RolloutAnalysisBackground | None = None
+    # Accepted and warned about (Argo does not act on them under traffic routing).
+    max_surge: int | str | None = None
+    max_unavailable: int | str | None = None
     # Declared so they are refused by name (validation.argo_fields), not unknown.
-    max_surge: Any = None
-    max_unavailable: Any = None
     anti_affinity: Any = None
     canary_metadata: Any = None
     stable_metadata: Any = None
@@ -344,11 +345,24 @@ class AnalysisRunStrategy(Model):
     unsuccessful_run_history_limit: int = Field(default=DEFAULT_RUN_HISTORY_LIMIT, ge=0)
 
 
+class WorkloadRef(Model):
+    """A Deployment whose pod template the Rollout runs (Argo's migration path): the
+    Rollout takes the template, and ``scaleDown`` says what becomes of the Deployment
+    (``never``, the default: left as it is; ``onsuccess``: scaled to zero once the
+    Rollout is Healthy; ``progressively``: scaled down as the Rollout's pods become
+    ready)."""
+
+    api_version: Literal["apps/v1"]
+    kind: Literal["Deployment"]
+    name: str = Field(min_length=1)
+    scale_down: Literal["never", "onsuccess", "progressively"] | None = None
+
+
 class RolloutSpec(Model):
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector | None = None
     template: dict[str, Any] | None = None
-    workload_ref: Any = None
+    workload_ref: WorkloadRef | None = None
     revision_history_limit: int = Field(default=DEFAULT_REVISION_HISTORY_LIMIT, ge=0)
     strategy: RolloutStrategy
     min_ready_seconds: Any = None
@@ -363,7 +377,11 @@ class RolloutSpec(Model):
     @model_validator(mode="after")
     def _template_selected(self) -> RolloutSpec:
         if self.workload_ref is not None:
-            return self  # refused by name in validation.argo_fields
+            if self.template is not None:
+                raise PydanticCustomError(
+                    "mp_value", "give spec.template or spec.workloadRef, not both: a "
+                    "Rollout with workloadRef runs its Deployment's pod template")
+            return self  # the Deployment's template is checked when the Rollout runs
         if self.template is None or self.selector is None or not self.selector.match_labels:
             raise PydanticCustomError(
                 "mp_value", "a Rollout needs selector.matchLabels and a pod template")

@@ -96,6 +96,8 @@ KINDS: tuple[KindInfo, ...] = (
              "meshpilot.api.workload_group:WorkloadGroup", categories=_NET_CATEGORIES),
     KindInfo(NETWORKING, "Sidecar", "sidecars", _NET_VERSIONS, (),
              "meshpilot.api.networking:Sidecar", categories=_NET_CATEGORIES),
+    KindInfo(NETWORKING, "EnvoyFilter", "envoyfilters", ("v1alpha3",), (),
+             "meshpilot.api.envoy_filter:EnvoyFilter", categories=_NET_CATEGORIES),
     KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", _SEC_VERSIONS, ("pa",),
              "meshpilot.api.security:PeerAuthentication", categories=_SEC_CATEGORIES),
     KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", _SEC_VERSIONS, ("ap",),

@@ -61,10 +61,12 @@ def header(body: dict[str, Any]) -> Text:
 
 def revisions_table(body: dict[str, Any]) -> Table:
     table = Table(box=None, pad_edge=False, title="Revisions", title_justify="left")
-    for col in ("REVISION", "DEPLOYMENT", "ROLE", "PODS", "READY", "IMAGES"):
+    for col in ("REVISION", "HASH", "DEPLOYMENT", "ROLE", "PODS", "READY", "IMAGES"):
         table.add_column(col)
     for rev in body.get("revisions") or []:
-        table.add_row(rev["podTemplateHash"], rev["name"], ", ".join(rev["roles"]) or "old",
+        number = rev.get("revision")
+        table.add_row(str(number) if number else "-", rev["podTemplateHash"], rev["name"],
+                      ", ".join(rev["roles"]) or "old",
                       str(rev["replicas"]), str(rev["ready"]), ", ".join(rev["images"]))
     return table
 

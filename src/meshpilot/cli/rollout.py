@@ -223,8 +223,20 @@ _command("pause", "Hold the rollout at its current step (checks stop). For an Ar
          "Rollout: set spec.paused (no step, weight or revision moves).")
 _command("resume", "Continue a paused rollout (an Argo Rollout: clear spec.paused).")
 _command("retry", "Run a failed (or an aborted Argo) rollout again with the same revision.")
-_command("undo", "Argo Rollout: put back the previous revision's template (the stable one "
-         "during a rollout, which then takes all traffic at once).")
+
+
+@app.command("undo")
+def undo(
+    name: NameArg, namespace: NamespaceOpt = "default", state_dir: StateOpt = None,
+    to_revision: Annotated[int, typer.Option(
+        "--to-revision", min=0, help="The revision number to go back to (rollout "
+        "status lists them); 0: the previous revision")] = 0,
+) -> None:
+    """Argo Rollout: put back the previous revision's template (the stable one during a
+    rollout, which then takes all traffic at once), or revision N's with --to-revision."""
+    _post("undo", namespace, name, state_dir,
+          f"?toRevision={to_revision}" if to_revision else "")
+
 _command("restart", "Argo Rollout: set spec.restartAt to now; the pods of its running "
          "revisions are replaced, rolling.")
 

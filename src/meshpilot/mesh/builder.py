@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from meshpilot.api.base import Resource
 from meshpilot.api.credentials import Secret
+from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
 from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
@@ -146,7 +147,7 @@ _KINDS: MappingProxyType[type[Resource], str] = MappingProxyType({
     model: model.__name__ for model in (
         WorkloadEntry, Service, ServiceEntry, VirtualService, DestinationRule, Gateway,
         PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Canary, Secret,
-        Sidecar)})
+        Sidecar, EnvoyFilter)})
 """The models a snapshot is folded from, by the kind they are stored as (their name)."""
 
 
@@ -219,6 +220,7 @@ class SnapshotBuilder:
                                           last and last.request_authentications),
             secrets=_kept(parsed(Secret), last and last.secrets),
             sidecars=_kept(parsed(Sidecar), last and last.sidecars),
+            envoy_filters=_kept(parsed(EnvoyFilter), last and last.envoy_filters),
             trust_domain=self.trust_domain,
             sidecar_ports=self._sidecar_ports(instances),
         )

@@ -10,7 +10,10 @@ Addressing (the local runtime's "pod network"): every pod gets its own loopback 
 (so endpoints read like Kubernetes pod endpoints, ``127.10.0.7:8080``) and hands requests
 to the app, which listens on ``POD_IP:app_port`` (a port the runtime assigned, given to
 the app as ``PORT``). The app reaches other services through its sidecar's outbound HTTP
-proxy listener at ``POD_IP:OUTBOUND_PROXY_PORT`` (``HTTP_PROXY`` for the app).
+proxy listener at ``POD_IP:OUTBOUND_PROXY_PORT`` (``HTTP_PROXY`` for the app), and the TCP
+and TLS ports of the Services of its namespace through one sidecar listener each at
+``POD_IP:<local port>`` (:class:`TcpOutbound`; the app finds them in Kubernetes' service
+variables, see :mod:`meshpilot.mesh.tcp_outbound`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from meshpilot.api.credentials import Secret
+from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
 from meshpilot.api.networking import (
     DestinationRule,
@@ -99,6 +103,17 @@ class InboundPort:
 
 
 @dataclass(frozen=True)
+class TcpOutbound:
+    """A TCP or TLS service port a sidecar listens for on its app's behalf: the app
+    connects to ``POD_IP:local_port`` and the sidecar forwards the connection to
+    ``host:port`` by the mesh's ``tcp`` / ``tls`` routes."""
+
+    host: str  # the service's FQDN
+    port: int  # the service port
+    local_port: int  # where the sidecar listens on the pod's address
+
+
+@dataclass(frozen=True)
 class WorkloadInstance:
     """A running workload that can be a service endpoint: a pod or a WorkloadEntry.
 
@@ -149,6 +164,9 @@ class ProxyNode:
     it on loopback, so its app reaches the mesh through it and its network does not."""
     # Gateway only: Gateway server port (80) → the real port it listens on here.
     gateway_ports: Mapping[int, int] = field(default_factory=dict)
+    tcp_outbound: tuple[TcpOutbound, ...] = ()
+    """Sidecars: the TCP and TLS service ports it listens for (fixed when its pod starts,
+    as Kubernetes' service variables are)."""
     access_log: str = ""
     """The file its listeners write Istio-format access log lines to, chosen by whoever
     runs the proxy (a path on its host, in the proxy's run directory); empty: no access
@@ -181,6 +199,9 @@ class MeshSnapshot:
     canaries: tuple[Named[Canary], ...] = ()
     request_authentications: tuple[Named[RequestAuthentication], ...] = ()
     sidecars: tuple[Named[Sidecar], ...] = ()
+    envoy_filters: tuple[Named[EnvoyFilter], ...] = ()
+    """Patches to the generated config of the proxies each selects (applied last, see
+    :mod:`meshpilot.xds.translate.envoy_filter`)."""
     secrets: tuple[Named[Secret], ...] = field(default=(), repr=False)
     """Every stored v1 Secret: a gateway serves the certificate a Gateway server names by
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their
@@ -217,6 +238,8 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
         "OUTBOUND_IP": node.outbound_ip,
         "GATEWAY_PORTS": {str(k): v for k, v in node.gateway_ports.items()},
         "ACCESS_LOG_FILE": node.access_log,
+        "TCP_OUTBOUND": [{"host": t.host, "port": t.port, "localPort": t.local_port}
+                         for t in node.tcp_outbound],
     }
 
 
@@ -239,6 +262,12 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         for p in (meta.get("INBOUND") or [])  # type: ignore[union-attr]
         if isinstance(p, Mapping)
     )
+    tcp_outbound = tuple(
+        TcpOutbound(host=str(t.get("host", "")), port=_int(t.get("port")),
+                    local_port=_int(t.get("localPort")))
+        for t in (meta.get("TCP_OUTBOUND") or [])  # type: ignore[union-attr]
+        if isinstance(t, Mapping)
+    )
     gateway_ports = meta.get("GATEWAY_PORTS") or {}
     labels = meta.get("LABELS") or {}
     return ProxyNode(
@@ -257,4 +286,5 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
             _int(k): _int(v) for k, v in gateway_ports.items()  # type: ignore[union-attr]
         },
         access_log=str(meta.get("ACCESS_LOG_FILE") or ""),
+        tcp_outbound=tcp_outbound,
     )

@@ -45,7 +45,7 @@ from typing import IO, Any, Literal
 
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.jsonfile import write_json_atomic
-from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.mesh.model import InboundPort, ProxyNode, TcpOutbound
 from meshpilot.proxy.adopted import AdoptedProcess, proc_environ, proc_stat, start_time
 from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
 from meshpilot.runtime.pod_config import remove_pod_dir
@@ -115,13 +115,14 @@ class Pod:
     reason: str = ""  # why a Pending pod waits, in Kubernetes' words (CreateContainerConfigError)
     sidecar_log_path: str = ""  # the sidecar Envoy's own stdout and stderr
     access_log_path: str = ""  # its access log ("" when access logging is off)
+    tcp_outbound: tuple[TcpOutbound, ...] = ()  # the service ports its sidecar listens for
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""
         return ProxyNode(id=self.node_id, kind="sidecar", namespace=self.namespace, ip=self.ip,
                          workload=self.deployment, name=self.name, labels=dict(self.labels),
                          inbound=self.inbound, service_account=self.service_account,
-                         access_log=self.access_log_path)
+                         access_log=self.access_log_path, tcp_outbound=self.tcp_outbound)
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,10 @@ class PodWorker:
         on_exit: Callable[[PodWorker], None],
         record_path: Path | None = None,
         pod_dir: Path | None = None,
+        tcp_outbound: Sequence[TcpOutbound] = (),
     ) -> None:
         self.name = name
+        self.tcp_outbound = tuple(tcp_outbound)
         self.namespace = namespace
         self.deployment = deployment
         self.labels = dict(labels)
@@ -328,6 +331,7 @@ class PodWorker:
                 "deployment": self.deployment, "labels": dict(self.labels),
                 "template_hash": self.template_hash, "ip": self.ip,
                 "inbound": [asdict(p) for p in self.inbound], "node_id": self.node_id,
+                "tcp_outbound": [asdict(t) for t in self.tcp_outbound],
                 "service_account": self.service_account,
                 "grace_seconds": self.grace_seconds, "restarts": self._restarts,
                 "started_at": self._started_at, "ready": self._ready,
@@ -416,6 +420,7 @@ class PodWorker:
                 access_log_path=str(self._sidecar.envoy.access_log.path)
                 if self._sidecar.envoy.access_log else "",
                 reason="CreateContainerConfigError" if blocked else "",
+                tcp_outbound=self.tcp_outbound,
             )
 
     # --- the supervisor loop ------------------------------------------------------------

@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
-from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
+from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode, TcpOutbound
 from meshpilot.mesh.protocols import port_protocol
+from meshpilot.mesh.tcp_outbound import LAST_PORT, TcpTarget, allocate, service_env
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
 from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
@@ -195,6 +196,9 @@ class LocalRuntime:
         self._hashes: dict[Key, str] = {}
         self._spec_hashes: dict[Key, str] = {}
         self._configs: ConfigData = {}
+        self._tcp_targets: tuple[TcpTarget, ...] = ()
+        """The TCP and TLS Service ports a new pod's sidecar listens for (those of its
+        namespace), announced to its app in Kubernetes' service variables."""
         self._workers: dict[str, PodWorker] = {}
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -210,11 +214,14 @@ class LocalRuntime:
 
     # --- public API ---------------------------------------------------------------------
     def sync(self, deployments: Iterable[tuple[str, str, Deployment]],
-             configs: ConfigData | None = None) -> None:
+             configs: ConfigData | None = None,
+             tcp_targets: Iterable[TcpTarget] | None = None) -> None:
         """Set the desired state: exactly these Deployments (namespace, name, model), and
         the ConfigMaps and Secrets their pods read (``configs``, decoded). A change in
         what a Deployment's pods read is a new revision of it, rolled out as a changed
-        template would be."""
+        template would be. ``tcp_targets``: the Services' TCP and TLS ports, which pods
+        started from now on reach through their sidecar (:mod:`meshpilot.mesh.tcp_outbound`;
+        like Kubernetes' service variables, a running pod keeps what it started with)."""
         desired = {(ns, name): dep for ns, name, dep in deployments}
         with self._lock:
             if self._closed.is_set():
@@ -222,6 +229,8 @@ class LocalRuntime:
             self._desired = desired
             if configs is not None:
                 self._configs = configs
+            if tcp_targets is not None:
+                self._tcp_targets = tuple(tcp_targets)
             self._synced = True
         self._wake.set()
 
@@ -435,9 +444,18 @@ class LocalRuntime:
 
     def _create(self, key: Key, template: _Template, count: int) -> None:
         namespace, deployment = key
+        with self._lock:
+            targets = self._tcp_targets
+        outbound = allocate(targets, namespace, [*template.container_ports, OUTBOUND_PROXY_PORT])
+        wanted = sum(1 for t in targets if t.namespace == namespace)
+        if len(outbound) < wanted:
+            log.warning("%s/%s: %d of the namespace's %d TCP/TLS Service ports get no local "
+                        "port (the range ends at %d); its pods cannot reach the others",
+                        namespace, deployment, wanted - len(outbound), wanted, LAST_PORT)
         for _ in range(count):
             try:
-                ip = self.ipam.allocate([*template.container_ports, OUTBOUND_PROXY_PORT])
+                ip = self.ipam.allocate([*template.container_ports, OUTBOUND_PROXY_PORT,
+                                         *(o.local_port for o in outbound)])
             except IpRangeExhausted as exc:
                 with self._lock:
                     self._errors[key] = str(exc)
@@ -446,7 +464,8 @@ class LocalRuntime:
                 if self._errors.get(key, "").startswith("no free pod IP"):
                     self._errors.pop(key, None)
             try:
-                worker = self._build(namespace, deployment, template, ip)
+                worker = self._build(namespace, deployment, template, ip,
+                                     (targets, outbound))
             except Exception:
                 self.ipam.release(ip)
                 raise
@@ -459,13 +478,16 @@ class LocalRuntime:
         self._notify()
 
     def _build(self, namespace: str, deployment: str, template: _Template,
-               ip: str) -> PodWorker:
+               ip: str, tcp: tuple[tuple[TcpTarget, ...], tuple[TcpOutbound, ...]] = ((), ())
+               ) -> PodWorker:
         with self._lock:
             taken = set(self._workers)
         name = pod_name(deployment, template.hash)
         while name in taken:
             name = pod_name(deployment, template.hash)
-        reserved = {*template.container_ports, OUTBOUND_PROXY_PORT}
+        targets, outbound = tcp
+        reserved = {*template.container_ports, OUTBOUND_PROXY_PORT,
+                    *(o.local_port for o in outbound)}
         inbound: list[InboundPort] = []
         per_container: list[tuple[dict[str, int], dict[int, int]]] = []
         for c in template.containers:
@@ -499,6 +521,8 @@ class LocalRuntime:
             env = self._env(c, ip=ip, pod=name, namespace=namespace, names=names,
                             app_ports=app_ports, labels=template.labels, configs=configs)
             env[RUN_DIR_ENV] = str(self.work_dir)  # lets a restarted control plane find it
+            for var, value in service_env(targets, outbound, ip).items():
+                env.setdefault(var, value)  # the manifest's own variable wins, as in Kubernetes
             if c.name in roots:
                 env[POD_ROOT_ENV] = str(roots[c.name])
             first = next(iter(app_ports.values()), None)
@@ -513,18 +537,20 @@ class LocalRuntime:
                             labels=template.labels, template_hash=template.hash, ip=ip,
                             inbound=inbound, plans=plans, node_id=nid,
                             grace_seconds=template.grace,
-                            service_account=template.service_account)
+                            service_account=template.service_account, tcp_outbound=outbound)
 
     def _worker(self, *, name: str, namespace: str, deployment: str,
                 labels: Mapping[str, str], template_hash: str, ip: str,
                 inbound: list[InboundPort], plans: list[ContainerPlan], node_id: str,
-                grace_seconds: float, service_account: str) -> PodWorker:
+                grace_seconds: float, service_account: str,
+                tcp_outbound: tuple[TcpOutbound, ...] = ()) -> PodWorker:
         sidecars = self.work_dir / "sidecars"
         access_log = AccessLogFile(access_log_path(sidecars, name)) if self.access_log else None
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
                          workload=deployment, name=name, labels=dict(labels),
                          inbound=tuple(inbound), service_account=service_account,
-                         access_log=str(access_log.path) if access_log else "")
+                         access_log=str(access_log.path) if access_log else "",
+                         tcp_outbound=tcp_outbound)
         token = self._proxy_token(node_id) if self._proxy_token is not None else None
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, xds_token=token)
         envoy = EnvoyProcess(boot, name=name, work_dir=sidecars,
@@ -537,7 +563,7 @@ class LocalRuntime:
             grace_seconds=grace_seconds, drain_seconds=self.drain_seconds,
             notify=self._notify, before_stop=self._before_stop, on_exit=self._on_exit,
             record_path=self.work_dir / "pods" / f"{name}.json",
-            pod_dir=self.work_dir / "pods" / f"{name}.d",
+            pod_dir=self.work_dir / "pods" / f"{name}.d", tcp_outbound=tcp_outbound,
         )
 
     # --- adoption -------------------------------------------------------------------------
@@ -576,6 +602,7 @@ class LocalRuntime:
             plans=[ContainerPlan.from_json(c) for c in record["containers"]],
             node_id=str(record["node_id"]), grace_seconds=float(record["grace_seconds"]),
             service_account=str(record.get("service_account") or "default"),
+            tcp_outbound=tuple(TcpOutbound(**t) for t in record.get("tcp_outbound") or ()),
         )
         if not worker.adopt(record, self.work_dir):
             self.ipam.release(ip)

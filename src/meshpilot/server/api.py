@@ -507,7 +507,9 @@ class ControlPlaneAPI:
         if not kube_responses.wants_kube(request):
             return _outcome(outcome)
         if outcome.status != 200:
-            return kube_responses.refusal(outcome, info, name, create_only=create_only)
+            return kube_responses.refusal(
+                outcome, info, name, create_only=create_only,
+                field_validation=request.query_params.get("fieldValidation"))
         created = bool(outcome.results) and outcome.results[0]["action"].startswith("created")
         version = request.path_params["version"]
         if dry_run:

@@ -26,6 +26,7 @@ from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
 from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
+from meshpilot.server import envoy_filter_check
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
 from meshpilot.server.autoscaling_wiring import SYNC_SECONDS, AutoscalerLoop
 from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
@@ -189,6 +190,7 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen,
             leading=components.leader.leading)
+        components.config.change_check = envoy_filter_check.for_mesh(mesh)
         components.hosts = _hosts(state, store, components.config, mesh, security,
                                   host_health or HostHealth(), components.leader.leading)
         endpoints = mesh.start()

@@ -9,7 +9,7 @@ only one of them could satisfy.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,10 @@ class ConfigService:
         # The store's lock, not one of our own: every ConfigService over this store (the
         # API's, the delivery controller's) validates and commits under the same one.
         self._lock = store.write_lock
+        self.change_check: Callable[[Plan], list[Diagnostic]] | None = None
+        """A check of a valid change against the running mesh (Envoy's judgement of an
+        EnvoyFilter, ``envoy_filter_check``): its errors refuse the apply, its warnings
+        are reported with the plan's."""
 
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
         """Apply every document in ``sources`` or none of them.
@@ -137,6 +141,10 @@ class ConfigService:
             plan = plan_apply(sources, state)
             if not plan.ok:
                 return Outcome(422, diagnostics=plan.diagnostics)
+            if self.change_check is not None:
+                plan.diagnostics.extend(self.change_check(plan))
+                if not plan.ok:
+                    return Outcome(422, diagnostics=plan.diagnostics)
             changes, bad = self._puts(plan)
             if bad:
                 return Outcome(422, diagnostics=bad + plan.warnings)

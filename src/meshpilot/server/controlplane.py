@@ -36,6 +36,7 @@ from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
+from meshpilot.mesh.tcp_outbound import tcp_targets
 from meshpilot.proxy.access_log import AccessLogFile, access_log_path
 from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.adopted import proc_stat
@@ -478,12 +479,15 @@ class MeshControlPlane:
             self._dirty.clear()
             last = time.monotonic()
             try:
-                if self.runtime is not None:
-                    # a replica that does not lead runs no pods (the leader runs them)
-                    leads = self.leading()
-                    self.runtime.sync(self.deployments() if leads else [],
-                                      self.config_data() if leads else {})
-                self._rebuild()
+                try:
+                    self._rebuild()
+                finally:  # pods start after the snapshot: they see its Services' TCP ports
+                    if self.runtime is not None:
+                        # a replica that does not lead runs no pods (the leader runs them)
+                        leads = self.leading()
+                        self.runtime.sync(self.deployments() if leads else [],
+                                          self.config_data() if leads else {},
+                                          tcp_targets(self.snapshot))
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from meshpilot.api.kinds import KindInfo
 from meshpilot.server.config_service import Outcome
-from meshpilot.validation import Diagnostic
+from meshpilot.validation import Diagnostic, codes
 
 # HTTP status → metav1.StatusReason, for the statuses an Outcome carries
 _REASONS: Mapping[int, str] = MappingProxyType({
@@ -66,15 +66,31 @@ def status(code: int, message: str, info: KindInfo, name: str,
     return JSONResponse(body, status_code=code, headers=headers)
 
 
+LENIENT_FIELD_VALIDATION = frozenset({"Ignore", "Warn"})
+"""What ``kubectl --validate=false`` / ``--validate=warn`` send as ``fieldValidation``."""
+STRICT_FIELDS_NOTE = (" (meshpilot refuses unknown fields whatever --validate asks: a field"
+                      " it would drop is never accepted silently)")
+
+
 def refusal(outcome: Outcome, info: KindInfo, name: str, *,
-            create_only: bool = False) -> JSONResponse:
+            create_only: bool = False, field_validation: str | None = None) -> JSONResponse:
     """A refused write as a Status whose causes name each field, with meshpilot's
     diagnostic code (``reason``) and message: kubectl prints ``field: message`` lines.
-    A create refused with 409 is AlreadyExists, as clients test for that reason."""
+    A create refused with 409 is AlreadyExists, as clients test for that reason.
+
+    An API server drops unknown fields when asked to (``fieldValidation`` Ignore or
+    Warn); meshpilot does not, since a dropped field is one the user believes applied,
+    so such a request is refused like a strict one and its message says why."""
     errors = [d for d in outcome.diagnostics if d.is_error] or outcome.diagnostics
-    causes = [{"reason": d.code, "message": f"{d.message} ({d.code})", "field": d.path}
+    lenient = field_validation in LENIENT_FIELD_VALIDATION
+
+    def text(d: Diagnostic) -> str:
+        note = STRICT_FIELDS_NOTE if lenient and d.code == codes.UNKNOWN_FIELD.code else ""
+        return f"{d.message}{note}"
+
+    causes = [{"reason": d.code, "message": f"{text(d)} ({d.code})", "field": d.path}
               for d in errors]
-    summary = "; ".join(f"{d.path + ': ' if d.path else ''}{d.message}" for d in errors)
+    summary = "; ".join(f"{d.path + ': ' if d.path else ''}{text(d)}" for d in errors)
     what = f'{info.plural}{"." + info.group if info.group else ""} "{name}"'
     message = (f"{what} is invalid: {summary}" if outcome.status == 422
                else summary or what)

@@ -146,8 +146,10 @@ class MeshAPI:
 
     async def pods(self, request: Request) -> Response:
         ns = request.path_params.get("namespace")
-        items = [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
-        return kube_pods.pod_list(request, items)
+        def look() -> list[dict[str, Any]]:
+            return [self._pod_json(p) for p in self._pods() if ns is None or p.namespace == ns]
+
+        return kube_pods.pod_list(request, look(), look)
 
     def _find_pod(self, namespace: str, name: str) -> Pod | Response:
         """The pod ``namespace/name``, or the 404 response naming the pods there (and the

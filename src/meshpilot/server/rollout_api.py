@@ -3,7 +3,8 @@
 ``GET /apis/meshpilot.io/v1/rollouts``: every Canary with its phase, weights, step and
 check verdicts. ``GET .../namespaces/{ns}/rollouts/{name}``: one rollout in full (checks
 with values and thresholds, events, history). ``POST .../rollouts/{name}/{command}``:
-promote (``?full=true``: Argo's ``promote --full``), abort, pause, resume or retry; 409
+promote (``?full=true``: Argo's ``promote --full``), abort, pause, resume or retry (an
+Argo Rollout also undo, ``?toRevision=N`` naming the revision, and restart); 409
 with the controller's reason when the command does not apply now, 400 for an unknown
 command. A name that is no Canary is the Argo Rollout of that name: GET answers with
 what kubectl-argo-rollouts prints of it (:mod:`meshpilot.delivery.argo.summary`), a
@@ -38,6 +39,20 @@ FULL_ON_CANARY = ("a Canary has no separate full promotion: promote already skip
 def _error(code: int, message: str, reason: str = "Failure") -> JSONResponse:
     return JSONResponse({"kind": "Status", "status": "Failure", "reason": reason,
                          "code": code, "message": message}, status_code=code)
+
+
+def _to_revision(request: Request, command: str) -> int | JSONResponse | None:
+    """undo's ``toRevision`` (kubectl-argo-rollouts' ``--to-revision``; 0 or none: the
+    previous revision), or the 400 answer to a bad one."""
+    text = request.query_params.get("toRevision")
+    if text is None:
+        return None
+    if command != "undo":
+        return _error(400, "toRevision applies to undo only", "BadRequest")
+    if not text.isdigit():
+        return _error(400, f"toRevision {text!r} is not a revision number (0, 1, 2, ...)",
+                      "BadRequest")
+    return int(text)
 
 
 def _metrics(canary: Canary) -> list[dict[str, Any]]:
@@ -181,8 +196,11 @@ class RolloutAPI:
         full = request.query_params.get("full") in ("true", "1")
         if full and command != "promote":
             return _error(400, "full applies to promote only", "BadRequest")
+        to_revision = _to_revision(request, command)
+        if isinstance(to_revision, JSONResponse):
+            return to_revision
         if command not in COMMANDS:
-            return await self._argo_only(ns, name, command)
+            return await self._argo_only(ns, name, command, to_revision)
         decision = await asyncio.to_thread(self.controller.command, ns, name, command)
         if decision is None:
             return await self._argo_command(ns, name, "promote-full" if full else command)
@@ -195,7 +213,8 @@ class RolloutAPI:
             out["note"] = FULL_ON_CANARY
         return JSONResponse(out)
 
-    async def _argo_only(self, ns: str, name: str, command: str) -> Response:
+    async def _argo_only(self, ns: str, name: str, command: str,
+                         to_revision: int | None = None) -> Response:
         """undo and restart: an Argo Rollout's only (Flagger has neither: a Canary is
         rolled back by abort or by applying the previous Deployment, its pods restarted
         by restarting its Deployment)."""
@@ -208,11 +227,12 @@ class RolloutAPI:
                           "with abort (or by applying the previous Deployment) and its pods "
                           "restarted with kubectl rollout restart on its Deployment",
                           "Conflict")
-        return await self._argo_command(ns, name, command)
+        return await self._argo_command(ns, name, command, to_revision)
 
-    async def _argo_command(self, ns: str, name: str, command: str) -> Response:
+    async def _argo_command(self, ns: str, name: str, command: str,
+                            to_revision: int | None = None) -> Response:
         argo = self.argo
-        decision = (await asyncio.to_thread(argo.command, ns, name, command)
+        decision = (await asyncio.to_thread(argo.command, ns, name, command, to_revision)
                     if argo is not None else None)
         if argo is None or decision is None:
             return _error(404, f"no Canary or Rollout {ns}/{name}", "NotFound")

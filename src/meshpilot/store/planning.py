@@ -67,7 +67,7 @@ def plan_put(change: Put, current: StoredObject | None,
     """New body, generation and action of a Put (resourceVersion set by the store)."""
     key = change.key
     wanted = copy.deepcopy(comparable(change.body, key))
-    # keep the user's managedFields, if any, but never compare on them
+    # keep the user's managedFields, if any; a change of them alone changes no generation
     managed = metadata(change.body).get("managedFields")
     if current is None:
         body = wanted
@@ -80,7 +80,13 @@ def plan_put(change: Put, current: StoredObject | None,
         return body, 1, "created"
 
     if comparable(current.body, key) == wanted:
-        return current.body, current.generation, "unchanged"
+        if managed is None or managed == metadata(current.body).get("managedFields"):
+            return current.body, current.generation, "unchanged"
+        # only the fields' owners changed (another manager applied the same values):
+        # stored, as an API server stores it, so the next apply's conflicts see them
+        body = copy.deepcopy(current.body)
+        body["metadata"]["managedFields"] = copy.deepcopy(managed)
+        return body, current.generation, "configured"
     generation = current.generation
     if spec_part(current.body) != spec_part(wanted):
         generation += 1

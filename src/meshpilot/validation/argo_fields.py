@@ -30,8 +30,6 @@ def _refuse(*pattern: str, what: str) -> Unapplied:
 
 
 ROLLOUT: tuple[Unapplied, ...] = (
-    _refuse(*_SPEC, "workloadRef", what="a Rollout over an existing Deployment; "
-            "give spec.selector and spec.template"),
     _refuse(*_SPEC, "minReadySeconds", what="minReadySeconds (a pod counts when ready)"),
     _refuse(*_SPEC, "progressDeadlineSeconds", what="a progress deadline"),
     _refuse(*_SPEC, "progressDeadlineAbort", what="a progress deadline"),
@@ -48,8 +46,14 @@ ROLLOUT: tuple[Unapplied, ...] = (
               what="an analysis argument from valueFrom.fieldRef (give value or "
                    "valueFrom.podTemplateHashValue)")
       for place in ("prePromotionAnalysis", "postPromotionAnalysis")),
+    # Argo itself does not act on these with traffic routing (the canary's pods follow
+    # setWeight / setCanaryScale, the stable ones stay), and a canary here always has it
+    *(row(*_CANARY, field, why="{field} is accepted and not acted on: with "
+          "trafficRouting, Argo Rollouts sizes the canary by setWeight or setCanaryScale and "
+          "keeps the stable pods, and so does meshpilot") for field in (
+        "maxSurge", "maxUnavailable")),
     *(_refuse(*_CANARY, field, what=f"canary.{field}") for field in (
-        "maxSurge", "maxUnavailable", "antiAffinity", "canaryMetadata",
+        "antiAffinity", "canaryMetadata",
         "stableMetadata", "scaleDownDelaySeconds", "scaleDownDelayRevisionLimit",
         "dynamicStableScale", "pingPong",
         "minPodsPerReplicaSet", "replicaProgressThreshold")),

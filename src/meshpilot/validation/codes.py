@@ -94,9 +94,22 @@ ARGO_CONDITION = Code("MP0077", Severity.ERROR, "Argo analysis successCondition 
                       "failureCondition outside the supported expression forms")
 ARGO_JSON_PATH = Code("MP0078", Severity.ERROR, "Argo web metric jsonPath outside the "
                       "supported forms ({$.a.b[0]})")
+ENVOY_FILTER_NOT_APPLIED = Code("MP0086", Severity.ERROR, "EnvoyFilter applyTo, operation, "
+                                "match field or option meshpilot does not apply")
+ENVOY_FILTER_VALUE = Code("MP0087", Severity.ERROR, "EnvoyFilter patch value is not the Envoy "
+                          "v3 message its applyTo takes")
+ENVOY_FILTER_ENVOY_REFUSED = Code("MP0088", Severity.ERROR, "EnvoyFilter patches yield a "
+                                  "config Envoy refuses (envoy --mode validate), or one that "
+                                  "names what it removed")
+ENVOY_FILTER_NO_WORKLOAD = Code("MP2057", Severity.WARNING, "EnvoyFilter workloadSelector "
+                                "selects no workload (yet)")
+ENVOY_FILTER_NO_MATCH = Code("MP2058", Severity.WARNING, "EnvoyFilter patch matches nothing "
+                             "in the config of the proxies it selects")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")
+ARGO_WORKLOAD_MISSING = Code("MP2066", Severity.WARNING, "Argo Rollout workloadRef names a "
+                             "Deployment that does not exist (yet)")
 TOO_DEEP = Code("MP0050", Severity.ERROR, "input nested deeper than the limit (100 levels)")
 TOO_MANY_NODES = Code("MP0051", Severity.ERROR, "apply holds more YAML/JSON nodes than the "
                       "limit, aliases counted as the nodes they stand for")
@@ -147,8 +160,8 @@ DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialN
                         "Secret in the rule's namespace")
 TCP_SERVER_NO_ROUTE = Code("MP2013", Severity.WARNING, "Gateway TCP server (or TLS-terminating "
                            "server on a TLS port) with no VirtualService tcp route")
-MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh: "
-                     "applied at gateways only")
+MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh "
+                     "on hosts no sidecar listens for (no Kubernetes Service)")
 L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
                        "or sourceSubnet: not applied")
 UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")

@@ -22,6 +22,7 @@ from meshpilot.validation.authorization_rules import authorization_policy_findin
 from meshpilot.validation.autoscaler_rules import hpa_findings
 from meshpilot.validation.canary_rules import canary_findings
 from meshpilot.validation.deployment_rules import deployment_findings, namespace_findings
+from meshpilot.validation.envoy_filter_rules import envoy_filter_findings
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.flagger_fields import CANARY, METRIC_TEMPLATE
 from meshpilot.validation.gateway_rules import gateway_findings
@@ -60,6 +61,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Canary": _all_of(canary_findings, rule_of(CANARY)),
     "Deployment": deployment_findings,
     "DestinationRule": unapplied("DestinationRule"),
+    "EnvoyFilter": envoy_filter_findings,
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
     "HorizontalPodAutoscaler": hpa_findings,
     "MetricTemplate": _all_of(rule_of(METRIC_TEMPLATE), metric_template_findings),

@@ -17,17 +17,21 @@ from typing import Any
 
 from meshpilot.api.hosts import fqdn, host_matches, service_fqdn, short_name
 from meshpilot.api.kinds import by_kind
+from meshpilot.api.protocols import selected_protocol
 from meshpilot.validation import codes
 from meshpilot.validation.alert_state import check_alert_refs
 from meshpilot.validation.argo_analysis_state import check_analysis_templates
+from meshpilot.validation.argo_workload_state import check_workload_refs
 from meshpilot.validation.autoscaler_state import check_autoscalers
 from meshpilot.validation.canary_state import check_canary_hosts
 from meshpilot.validation.codes import Severity
 from meshpilot.validation.credential_state import check_client_credentials
 from meshpilot.validation.delegate_state import check_delegates
 from meshpilot.validation.diagnostics import Diagnostic
+from meshpilot.validation.envoy_filter_state import check_envoy_filters
 from meshpilot.validation.finding import Path
 from meshpilot.validation.gateway_state import check_gateways
+from meshpilot.validation.mesh_l4_state import check_mesh_l4_routes
 from meshpilot.validation.pod_config_state import check_pod_config
 from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
@@ -44,6 +48,8 @@ class _Index:
     """What the state offers: hosts that exist, subsets per host, workloads' labels."""
 
     services: dict[str, dict[str, str]] = field(default_factory=dict)  # fqdn → selector
+    service_protocols: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Service fqdn → the protocols of its ports (Istio's selection)."""
     entry_hosts: list[tuple[str, StateObject]] = field(default_factory=list)
     workloads: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (ns, labels)
     canary_hosts: set[str] = field(default_factory=set)
@@ -53,6 +59,9 @@ class _Index:
     def add_service(self, obj: StateObject) -> None:
         self.services[service_fqdn(obj.key.name, obj.namespace)] = dict(
             obj.spec.get("selector") or {})
+        self.service_protocols[service_fqdn(obj.key.name, obj.namespace)] = frozenset(
+            selected_protocol(str(p.get("name") or ""), str(p.get("appProtocol") or ""))
+            for p in obj.spec.get("ports") or [] if isinstance(p, dict))
 
     def add_service_entry(self, obj: StateObject) -> None:
         """Its hosts exist, and its inline endpoints are workloads a subset may select."""
@@ -201,7 +210,7 @@ def judge(objects: list[StateObject], report: Report) -> list[Diagnostic]:
     for check in (check_security, check_gateways, check_client_credentials, check_delegates,
                   check_pod_config, check_template_secrets, check_canary_hosts,
                   check_alert_refs, check_members, check_analysis_templates,
-                  check_autoscalers):
+                  check_workload_refs, check_autoscalers, check_envoy_filters):
         check(objects, report, found)
     return found.items
 
@@ -249,6 +258,9 @@ def _check_virtual_service(obj: StateObject, idx: _Index, found: Findings) -> No
                     f"DestinationRule (subsets defined: {valid}); apply a DestinationRule "
                     "with this subset in the same change",
                 )
+
+
+    check_mesh_l4_routes(obj, idx.service_protocols, found)
 
 
 def _check_destination_rule(obj: StateObject, idx: _Index, found: Findings) -> None:

@@ -27,6 +27,7 @@ from meshpilot.api.hosts import fqdn, service_fqdn, short_name
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
 from meshpilot.validation.canary_state import canary_host_names
 from meshpilot.validation.credential_state import credential_names
+from meshpilot.validation.envoy_filter_state import selector_of
 from meshpilot.validation.gateway_state import GATEWAY_NAMESPACE
 from meshpilot.validation.pod_config_state import config_references
 from meshpilot.validation.shapes import as_list, as_mapping
@@ -104,7 +105,8 @@ def _pod_owner(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
     """Deployments and Rollouts: their pods' labels; a Deployment reads its pods'
     ConfigMaps and Secrets and is what an autoscaler scales (``check_autoscalers``
     reads its pods' CPU requests); a Rollout reads the analysis templates it names
-    (``check_analysis_templates``: every one, a reference broader than the look-up)."""
+    (``check_analysis_templates``: every one, a reference broader than the look-up) and
+    the Deployment its workloadRef names."""
     template = as_mapping(obj.spec.get("template"))
     _workload(obj, as_mapping(template.get("metadata")).get("labels"), provides)
     if obj.key.kind == "Deployment":
@@ -114,6 +116,9 @@ def _pod_owner(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
             reads.add((kind.lower(), obj.namespace, name))
     else:
         reads.update({("kind", "AnalysisTemplate"), ("kind", "ClusterAnalysisTemplate")})
+        ref = as_mapping(obj.spec.get("workloadRef")).get("name")
+        if isinstance(ref, str):  # check_workload_refs
+            reads.add(("deployment", obj.namespace, ref))
 
 
 def _autoscaler(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
@@ -188,6 +193,8 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
         claims = {("claim", fqdn(str(h), obj.namespace)) for h in obj.spec.get("hosts") or []}
         provides.update(claims)
         reads.update(claims)
+    if obj.spec.get("tcp") or obj.spec.get("tls"):  # mesh_l4_state: the Services' ports
+        reads.update(("host", fqdn(str(h), obj.namespace)) for h in as_list(obj.spec.get("hosts")))
     for _, dest in destinations(obj.spec):
         host = dest.get("host")
         if isinstance(host, str):
@@ -199,6 +206,15 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
         if target:
             reads.add(("vs", str(target.get("namespace") or obj.namespace),
                        str(target.get("name"))))
+
+
+def _envoy_filter(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
+    """``check_envoy_filters``: a workload that carries its selector's labels (one is
+    enough to find it); the gateway's labels are built in, no object's."""
+    labels = selector_of(obj)
+    if labels:
+        key = "app" if "app" in labels else min(labels)
+        reads.add(("label", key, labels[key]))
 
 
 def _named(ref: str) -> Callable[[StateObject, set[Ref], set[Ref]], None]:
@@ -249,6 +265,7 @@ _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = Mapp
     "ConfigMap": _named("configmap"),
     "Deployment": _pod_owner,
     "DestinationRule": _destination_rule,
+    "EnvoyFilter": _envoy_filter,
     "Gateway": _gateway,
     "HorizontalPodAutoscaler": _autoscaler,
     "MetricTemplate": _secret_ref("provider", "secretRef", "name"),

@@ -18,7 +18,9 @@ resource sets (serialised and hashed once), built:
   its routes point at change (inputs are compared by equality, so the memo is keyed by
   inputs, never by time). A weight change in one VirtualService rebuilds one route config;
 - per **node**: its listeners and inbound clusters (and the inbound route of a port the
-  snapshot does not know), rebuilt only when the node changes.
+  snapshot does not know), rebuilt only when the node changes; a sidecar's outbound TCP
+  listeners also when a service it lists, its VirtualService or a destination's service
+  changes (a ``tcp`` route's weights live in the listener: tcp_proxy has no RDS).
 
 A node's own resources are layered over its class's sets (:class:`LayeredSet`), so a
 proxy costs a few references, not a copy of the mesh; and a node whose class and own sets
@@ -40,6 +42,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
+from meshpilot.xds.patched_config import RouteMemo, patched
 from meshpilot.xds.resources import (
     EMPTY_SET,
     CheckedConfig,
@@ -53,12 +56,14 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    envoy_filter,
     gateway_own,
     http_inbound_ports,
     inbound_route,
     route_config,
     scopes,
     sidecar_own,
+    tcp_listeners,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets, is_credential
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -69,9 +74,10 @@ from meshpilot.xds.translate.secrets import (
     root_secret,
     workload_secret,
 )
+from meshpilot.xds.translate.sidecar_tcp import inputs as sidecar_tcp_inputs
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +175,11 @@ class _Node:
     """Its HTTP container ports that no workload of the snapshot has (their inbound
     routes are its own) ..."""
     ports_of: frozenset[int] | None = None  # ... for these sidecar ports of a snapshot
+    listeners: SharedSet | None = None  # its listeners but the outbound TCP ones ...
+    tcp_inputs: Any = None  # ... what its outbound TCP listeners were built from ...
+    tcp_items: Items = field(default_factory=list)  # ... those listeners ...
+    tcp_merged_of: tuple[Any, ...] = ()  # ... and the (listeners, TCP items) merged
+    filters_of: tuple[Any, ...] = ()  # the EnvoyFilters ``out`` was patched with
 
 
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
@@ -231,6 +242,7 @@ class ProxyConfigBuilder:
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
         self._gen = 0
+        self._patched_routes = RouteMemo()  # route configs as EnvoyFilters patched them
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
@@ -270,7 +282,8 @@ class ProxyConfigBuilder:
                 state.client_secrets = cls.credentials
                 self._merge_secrets(state)
             parts = (cls.sets, *state.own.values())
-            if same_objects(parts, state.out_of):
+            chosen = envoy_filter.selected(snapshot, node)
+            if same_objects(parts, state.out_of) and same_objects(chosen, state.filters_of):
                 return state.out  # nothing this proxy gets changed: the same sets
             out = CheckedConfig(cls.sets)
             for t, mine in state.own.items():
@@ -278,8 +291,18 @@ class ProxyConfigBuilder:
                     shared = cls.sets.get(t)
                     out[t] = self._layer(state, t, shared, mine) if shared else mine
             out.problems = self._verdict(state, cls, parts[1:], out)
-            state.out, state.out_of = out, parts
+            if chosen:  # EnvoyFilters select it: its config patched, in sets of its own
+                out = self._patched(node, out, chosen)
+            state.out, state.out_of, state.filters_of = out, parts, chosen
             return out
+
+    def _patched(self, node: ProxyNode, config: CheckedConfig,
+                 chosen: tuple[Any, ...]) -> CheckedConfig:
+        self.builds["patched"] += 1
+        out, problems = patched(config, node, chosen, self._patched_routes)
+        for problem in problems:
+            log.warning("proxy %s: %s", node.id, problem)
+        return out
 
     @staticmethod
     def _verdict(state: _Node, cls: _Class, own: tuple[Any, ...], config: Config
@@ -325,6 +348,7 @@ class ProxyConfigBuilder:
         self._sensitive = index.of(snapshot).label_sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
         self._gen += 1
+        self._patched_routes.advance()
         floor = self._gen - _KEEP
         for key in [k for k, c in self._classes.items() if c.gen < floor]:
             del self._classes[key]
@@ -482,6 +506,7 @@ class ProxyConfigBuilder:
                 state.inputs, state.snapshot = node, snapshot
             return
         self._inbound_side(snapshot, node, state)
+        self._tcp_side(snapshot, node, state)
         if state.ports_of is not snapshot.sidecar_ports:
             state.own_ports = [p for p in http_inbound_ports(node)
                                if p not in snapshot.sidecar_ports]
@@ -507,10 +532,35 @@ class ProxyConfigBuilder:
             self._own_sets(state, sidecar_own(node, security))
             state.inputs, state.security, state.ports_of = node, security, None
 
+    def _tcp_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
+        """Its outbound TCP and TLS listeners (:mod:`~meshpilot.xds.translate.sidecar_tcp`)
+        merged into its listeners: rebuilt when what they read changed (a weight change
+        of a ``tcp`` route rebuilds those of the pods that list that service only)."""
+        if not node.tcp_outbound and not state.tcp_items:
+            return
+        wanted = sidecar_tcp_inputs(snapshot, node)
+        if wanted != state.tcp_inputs:
+            self.builds["tcp"] += 1
+            old = dict(state.tcp_items)
+            state.tcp_items = [
+                (n, o if (o := old.get(n)) is not None and o.version == e.version else e)
+                for n, e in _prepared((listener.name, listener)
+                                      for listener in tcp_listeners(snapshot, node))]
+            state.tcp_inputs = wanted
+        parts = (state.listeners, state.tcp_items)
+        if same_objects(parts, state.tcp_merged_of):
+            return
+        base = list(state.listeners.items()) if state.listeners else []
+        merged = _reused(base + state.tcp_items, state.own.get(LISTENER), OwnSet)
+        if merged:
+            state.own[LISTENER] = merged
+        state.tcp_merged_of = parts
+
     def _own_sets(self, state: _Node, own: Mapping[str, Mapping[str, Message]]) -> None:
         self.builds["node"] += 1
         state.own = {t: _reused(_prepared(own[t].items()), state.own.get(t), OwnSet)
                      for t in ORDER if own.get(t) and t != SECRET}
+        state.listeners = state.own.get(LISTENER)
         served = own.get(SECRET)  # a gateway's certificates for its Gateway servers
         state.served_secrets = _reused(_prepared(served.items()), state.served_secrets,
                                        OwnSet) if served else None

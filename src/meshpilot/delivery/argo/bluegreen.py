@@ -14,6 +14,9 @@
   Once it passes (or without one), the new revision is stable and the previous one is
   scaled down ``scaleDownDelaySeconds`` (default 30) later, so proxies that still send
   to its pods while the new endpoints propagate are answered.
+- ``promote`` ends the BlueGreenPause; ``promote --full`` (Argo's ``status.promoteFull``)
+  also skips the pre- and post-promotion analysis: the active Service switches as soon as
+  the new revision is available and it becomes stable at once.
 - An abort points both Services at the stable revision; the new revision is scaled down
   after the same delay. The switch itself is one selector edit: the mesh's endpoints
   move from one revision's ready pods to the other's, with no pod stopping meanwhile.
@@ -36,12 +39,14 @@ class BlueGreenTick(Tick):
 
     def command(self, command: str) -> str:
         """promote ends a BlueGreenPause (step_index 1 records it for this revision);
-        pause, resume and promote --full are the canary strategy's here."""
+        promote --full also skips the analysis; pause and resume are the canary
+        strategy's here."""
         self.st.blue_green = True
-        if command in ("pause", "resume", "promote-full"):
-            shown = "promote --full" if command == "promote-full" else command
-            return (f"{shown} is implemented for canary Rollouts only; a blue-green "
-                    "Rollout is steered with promote, abort and retry")
+        if command in ("pause", "resume"):
+            return (f"{command} is implemented for canary Rollouts only; a blue-green "
+                    "Rollout is steered with promote [--full], abort and retry")
+        if command == "promote-full":
+            return self._promote_full_blue_green()
         if command == "promote" and not (self.st.abort or self.st.promoted
                                           or self.st.inconclusive):
             if self.st.switched:
@@ -49,6 +54,18 @@ class BlueGreenTick(Tick):
             self.st.pause_start, self.st.step_index = None, 1
             return ""
         return super().command(command)
+
+    def _promote_full_blue_green(self) -> str:
+        """``promote --full``: no pause, no pre- or post-promotion analysis (their runs
+        are terminated); the switch still waits for the new revision's pods."""
+        st = self.st
+        if st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        if st.promoted:
+            return "nothing to promote: the Rollout is fully promoted"
+        self.terminate_runs()
+        st.promote_full, st.inconclusive, st.pause_start, st.step_index = True, False, None, 1
+        return ""
 
     # --- services and revisions ------------------------------------------------------
 
@@ -89,6 +106,11 @@ class BlueGreenTick(Tick):
     def healthy(self) -> None:
         self.st.blue_green = True
         ready = self.run_current(self.ro.spec.replicas)
+        if not ready and self._taking_over():
+            # the Services keep selecting the referenced Deployment's pods until then
+            self.st.phase, self.st.message = "Progressing", (
+                "updated replicas are still becoming available")
+            return
         self.keep_or_scale_down()
         problem = self.services(self.pod_hash, self.pod_hash)
         if problem:
@@ -142,7 +164,7 @@ class BlueGreenTick(Tick):
 
     def pre_promotion_blocks(self) -> bool:
         spec = self.bg.pre_promotion_analysis
-        if spec is None:
+        if spec is None or self.st.promote_full:
             return False
         ref = self.analysis_run(spec, None, "PrePromotion")
         if ref is None:
@@ -183,7 +205,7 @@ class BlueGreenTick(Tick):
     def after_switch(self) -> None:
         self.services(self.pod_hash, self.pod_hash)
         spec = self.bg.post_promotion_analysis
-        if spec is not None:
+        if spec is not None and not self.st.promote_full:
             ref = self.analysis_run(spec, None, "PostPromotion")
             if ref is None:
                 return
@@ -196,5 +218,6 @@ class BlueGreenTick(Tick):
                 return
         previous = self.st.stable_rs
         self.st.stable_rs, self.st.switched = self.pod_hash, False
+        self.st.promote_full = False
         self.schedule_scale_down(previous)
         self.st.phase, self.st.message = "Healthy", ""

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from meshpilot.api.argo import Rollout
-from meshpilot.delivery.argo import traffic
+from meshpilot.delivery.argo import traffic, workload_ref
 from meshpilot.delivery.argo.bluegreen import BlueGreenTick
 from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
 from meshpilot.delivery.argo.status import ArgoState
@@ -45,15 +45,25 @@ class ArgoController:
         """Advance one Rollout by one tick; None when there is no such Rollout."""
         return self.command(namespace, name, None)
 
-    def command(self, namespace: str, name: str, command: str | None) -> Decision | None:
+    def command(self, namespace: str, name: str, command: str | None,
+                to_revision: int | None = None) -> Decision | None:
+        """``to_revision``: undo's ``--to-revision`` (None: the previous revision)."""
         with self._lock_of(namespace, name):
             rollout = self.reader.rollout(namespace, name)
             if rollout is None:
                 return None
-            return self._step(rollout, command)
+            return self._step(rollout, command, to_revision)
 
-    def _step(self, rollout: Rollout, command: str | None) -> Decision:
+    def _step(self, rollout: Rollout, command: str | None,
+              to_revision: int | None = None) -> Decision:
         ns = rollout.metadata.namespace
+        referenced = None
+        if rollout.spec.workload_ref is not None:
+            referenced = self.reader.deployment(ns, rollout.spec.workload_ref.name)
+            run = workload_ref.resolved(rollout, referenced)
+            if isinstance(run, str):
+                return self._invalid(rollout, run)
+            rollout = run
         view = View(
             deployment=lambda n: self.reader.deployment(ns, n),
             workload=lambda n: self.reader.workload(ns, n),
@@ -62,7 +72,7 @@ class ArgoController:
         )
         state = ArgoState.from_status(rollout.status)
         kind = BlueGreenTick if rollout.blue_green is not None else None
-        decision = decide(rollout, state, view, self.clock(), command, kind)
+        decision = decide(rollout, state, view, self.clock(), command, kind, to_revision)
         if decision.refused:
             return decision
         edit = {k: v for k, v in (("paused", decision.paused),
@@ -77,8 +87,22 @@ class ArgoController:
                                           canary.stable_service if canary else None)
         if status != rollout.status:
             self.writer.put_rollout_status(ns, rollout.metadata.name, status)
+        if referenced is not None:
+            scaled = workload_ref.scaled(rollout, referenced, decision.state)
+            decision.objects.extend([scaled] if scaled is not None else [])
         self._write(ns, decision)
         return decision
+
+    def _invalid(self, rollout: Rollout, problem: str) -> Decision:
+        """The Rollout cannot run (its workloadRef): Degraded with the reason, nothing
+        else moves."""
+        state = ArgoState.from_status(rollout.status)
+        state.phase, state.message = "Degraded", f"InvalidSpec: {problem}"
+        status = state.to_status()
+        if status != rollout.status:
+            self.writer.put_rollout_status(rollout.metadata.namespace,
+                                           rollout.metadata.name, status)
+        return Decision(state)
 
     def _write_spec(self, rollout: Rollout, edit: dict[str, Any]) -> str:
         """Write spec.paused, spec.template or spec.restartAt before the status: the Rollout write

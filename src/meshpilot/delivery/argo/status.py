@@ -69,6 +69,16 @@ def _blue_green_fields(bg: dict[str, Any], own: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _revision_fields(own: dict[str, Any]) -> dict[str, Any]:
+    """ArgoState's fields kept only under the status' ``meshpilot`` part."""
+    return {
+        "pause_start": own.get("pauseStart"),
+        "aborted_at": own.get("abortedAt"),
+        "old_revisions": [str(h) for h in own.get("oldRevisions") or []],
+        "revisions": {str(k): int(v) for k, v in (own.get("revisions") or {}).items()},
+    }
+
+
 @dataclass
 class ArgoState:
     current_pod_hash: str = ""
@@ -92,6 +102,7 @@ class ArgoState:
     analysis_attempt: int = 0
     """Bumped by retry and by promote after an inconclusive analysis: new runs."""
     runs: list[str] = field(default_factory=list)
+    """AnalysisRuns this Rollout created, oldest first (deleted beyond a limit)."""
     abort_reason: str = ""
     """Why the controller aborted (a failed analysis); "" for a user's abort."""
     blue_green: bool = False
@@ -105,7 +116,9 @@ class ArgoState:
     promote_full: bool = False
     """``promote --full``: the remaining steps and analysis are skipped (Argo's
     ``status.promoteFull``), until the revision is stable."""
-    """AnalysisRuns this Rollout created, oldest first (deleted beyond a limit)."""
+    revisions: dict[str, int] = field(default_factory=dict)
+    """Revision hash -> its revision number (Argo's ``rollout.argoproj.io/revision``):
+    each template the Rollout starts to run, new or rolled back to, gets the next one."""
 
     @property
     def promoted(self) -> bool:
@@ -121,18 +134,20 @@ class ArgoState:
             step_index=int(s.get("currentStepIndex") or 0),
             canary_weight=int((((s.get("canary") or {}).get("weights") or {})
                                .get("canary") or {}).get("weight") or 0),
-            pause_start=own.get("pauseStart"),
             abort=bool(s.get("abort")),
             promote_full=bool(s.get("promoteFull")),
-            aborted_at=own.get("abortedAt"),
             phase=str(s.get("phase") or ""),
             message=str(s.get("message") or ""),
-            old_revisions=[str(h) for h in own.get("oldRevisions") or []],
             replicas=int(s.get("replicas") or 0),
             ready_replicas=int(s.get("readyReplicas") or 0),
             **_analysis_fields(s.get("canary") or {}, s.get("blueGreen") or {}, own),
             **_blue_green_fields(s.get("blueGreen") or {}, own),
+            **_revision_fields(own),
         )
+
+    def number(self, pod_hash: str) -> None:
+        """Give revision ``pod_hash`` the next revision number (it starts to run)."""
+        self.revisions[pod_hash] = max(self.revisions.values(), default=0) + 1
 
     def copy(self) -> ArgoState:
         return copy.deepcopy(self)
@@ -167,7 +182,8 @@ class ArgoState:
                           "analysisRuns": list(self.runs),
                           "abortReason": self.abort_reason,
                           "blueGreen": self.blue_green, "switched": self.switched,
-                          "scaleDown": dict(self.scale_down)},
+                          "scaleDown": dict(self.scale_down),
+                          "revisions": dict(self.revisions)},
         }
         if self.blue_green:
             self._blue_green_status(out)

@@ -93,8 +93,12 @@ def canary_count(rollout: Rollout, index: int, weight: int) -> int:
 
 
 class Tick:
-    def __init__(self, rollout: Rollout, st: ArgoState, view: View, now: float) -> None:
+    def __init__(self, rollout: Rollout, st: ArgoState, view: View, now: float,
+                 to_revision: int | None = None) -> None:
         self.ro = rollout
+        self.to_revision = to_revision
+        """undo's ``--to-revision``: the revision number to go back to (None or 0: the
+        previous revision)."""
         self.st = st
         self.view = view
         self.now = now
@@ -193,12 +197,22 @@ class Tick:
 
     def _undo(self) -> str:
         """kubectl-argo-rollouts' ``undo``: the template goes back to the previous
-        revision's (the stable one during a rollout, else the newest older one); the
-        Rollout then runs it as any new template (back to stable at once, without
-        steps)."""
-        st = self.st
-        previous = st.stable_rs if st.current_pod_hash != st.stable_rs else (
-            st.old_revisions[-1] if st.old_revisions else "")
+        revision's (the stable one during a rollout, else the newest older one), or with
+        ``--to-revision N`` to the revision numbered N; the Rollout then runs it as any
+        new template (back to stable at once, without steps)."""
+        ref = self.ro.spec.workload_ref
+        if ref is not None:
+            return (f"undo applies to a Rollout's own template; this one runs Deployment "
+                    f"{ref.name}'s (spec.workloadRef): undo that Deployment (kubectl "
+                    "rollout undo deployment) and the Rollout follows it")
+        if self.to_revision:
+            previous, problem = self._numbered(self.to_revision)
+            if problem:
+                return problem
+        else:
+            st = self.st
+            previous = st.stable_rs if st.current_pod_hash != st.stable_rs else (
+                st.old_revisions[-1] if st.old_revisions else "")
         if not previous:
             return "no previous revision to roll back to"
         body = self.view.deployment(workloads.revision_name(self.ro, previous))
@@ -206,6 +220,17 @@ class Tick:
             return f"revision {previous} is no longer kept (revisionHistoryLimit)"
         self.template_write = workloads.revision_template(body)
         return ""
+
+    def _numbered(self, number: int) -> tuple[str, str]:
+        """(the hash of revision ``number``, "") or ("", why there is none to go to)."""
+        by_number = {n: h for h, n in self.st.revisions.items()}
+        pod_hash = by_number.get(number)
+        if pod_hash is None:
+            kept = ", ".join(str(n) for n in sorted(by_number)) or "none"
+            return "", f"unable to find revision {number} in the history (kept: {kept})"
+        if pod_hash == self.st.current_pod_hash:
+            return "", f"revision {number} is the current revision; nothing to undo"
+        return pod_hash, ""
 
     def _restart(self) -> str:
         """kubectl-argo-rollouts' ``restart``: spec.restartAt = now; the pods of the
@@ -227,6 +252,8 @@ class Tick:
         st, h = self.st, self.pod_hash
         # a revision that runs again (a template rolled back to) is no longer history
         st.old_revisions = [x for x in st.old_revisions if x != h]
+        if h != st.current_pod_hash or h not in st.revisions:
+            st.number(h)  # Argo bumps a rolled-back-to ReplicaSet's revision too
         if not st.stable_rs or h == st.stable_rs:
             if st.current_pod_hash and st.current_pod_hash not in (h, st.stable_rs):
                 self.retire(st.current_pod_hash)
@@ -255,6 +282,7 @@ class Tick:
         limit = self.ro.spec.revision_history_limit
         while len(self.st.old_revisions) > limit:
             gone = self.st.old_revisions.pop(0)
+            self.st.revisions.pop(gone, None)
             self.deletes.append(("Deployment", workloads.revision_name(self.ro, gone)))
 
     def scale(self, pod_hash: str, replicas: int) -> None:
@@ -447,13 +475,27 @@ class Tick:
         self.st.phase, self.st.message = "Degraded", message
 
     def healthy(self) -> None:
+        """The stable revision at all replicas, all traffic to it (Argo points the
+        subsets at the first revision at once). A Rollout taking over a Deployment's
+        pods (workloadRef) routes to its first revision once that revision's pods are
+        ready: until then the user's routing objects keep selecting the Deployment's
+        pods, so the migration fails no request."""
         ready = self.run_current(self.ro.spec.replicas)
+        if not ready and self._taking_over():
+            self.st.phase, self.st.message = "Progressing", (
+                "updated replicas are still becoming available")
+            return
         problem = self.route(0, self.pod_hash)
         if problem:
             self.degraded(f"InvalidSpec: {problem}")
             return
         self.st.phase = "Healthy" if ready else "Progressing"
         self.st.message = "" if ready else "updated replicas are still becoming available"
+
+    def _taking_over(self) -> bool:
+        """A workloadRef Rollout's first revision, not Healthy yet."""
+        return (self.ro.spec.workload_ref is not None and not self.st.old_revisions
+                and self.st.phase != "Healthy")
 
     def aborted(self) -> None:
         """All traffic to stable; the canary keeps its pods abortScaleDownDelaySeconds
@@ -589,10 +631,12 @@ class Tick:
 
 
 def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
-           command: str | None = None, kind: type[Tick] | None = None) -> Decision:
+           command: str | None = None, kind: type[Tick] | None = None,
+           to_revision: int | None = None) -> Decision:
     """The new state and the writes of one tick (or of ``command``, then a tick);
-    ``kind`` is the strategy's Tick (the canary's by default)."""
-    tick = (kind or Tick)(rollout, state.copy(), view, now)
+    ``kind`` is the strategy's Tick (the canary's by default); ``to_revision`` undo's
+    revision number."""
+    tick = (kind or Tick)(rollout, state.copy(), view, now, to_revision)
     tick.observe_template()
     if command is not None:
         refused = tick.command(command)
@@ -613,4 +657,15 @@ def decide(rollout: Rollout, state: ArgoState, view: View, now: float,
         tick.progress()
     ws = view.workload(workloads.revision_name(rollout, tick.st.stable_rs))
     tick.st.replicas, tick.st.ready_replicas = rollout.spec.replicas, ws.ready
-    return Decision(tick.st, tick.objects, tick.deletes, paused=tick.paused_write)
+    return Decision(tick.st, _numbered(rollout, tick.objects, tick.st), tick.deletes,
+                    paused=tick.paused_write)
+
+
+def _numbered(rollout: Rollout, objects: list[dict[str, Any]],
+              st: ArgoState) -> list[dict[str, Any]]:
+    """The revision Deployments among ``objects`` with their revision numbers."""
+    by_name = {workloads.revision_name(rollout, h): n for h, n in st.revisions.items()}
+    for obj in objects:
+        if obj.get("kind") == "Deployment":
+            workloads.numbered(obj, by_name.get(str(obj["metadata"]["name"])))
+    return objects

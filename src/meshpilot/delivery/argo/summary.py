@@ -10,7 +10,7 @@ Rollout's status and what runs.
   routes carry.
 - ``images`` each container image with the revisions (stable, canary) that run it;
   ``replicas`` desired, current, updated, ready and available pods over the revisions;
-  ``revisions`` each revision kept (hash, role, pods); ``analysisRuns`` the Rollout's
+  ``revisions`` each revision kept (number, hash, role, pods); ``analysisRuns`` the Rollout's
   AnalysisRuns with their phase.
 """
 
@@ -73,7 +73,8 @@ def _revisions(rollout: Rollout, st: ArgoState, reader: ArgoReader) -> list[dict
         template = spec.get("template")
         if template is None and pod_hash == st.current_pod_hash:
             template = rollout.spec.template
-        out.append({"podTemplateHash": pod_hash, "name": name, "roles": roles,
+        out.append({"revision": st.revisions.get(pod_hash) or workloads.revision_of(body),
+                    "podTemplateHash": pod_hash, "name": name, "roles": roles,
                     "replicas": int(spec.get("replicas") or 0),
                     "ready": ws.ready if ws.exists else 0,
                     "images": _images(template)})

@@ -20,6 +20,9 @@ from meshpilot.api.argo import POD_TEMPLATE_HASH_LABEL, Rollout
 ROLLOUT_ANNOTATION = "meshpilot.io/rollout"
 """On a generated Deployment: the Rollout it is a revision of."""
 MANAGED_BY = MappingProxyType({"app.kubernetes.io/managed-by": "meshpilot-argo"})
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+"""On a revision's Deployment (Argo: on its ReplicaSet): its revision number, what
+``undo --to-revision`` names."""
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 """On a revision's pod template: spec.restartAt once due; a new value rolls its pods
 (as ``kubectl rollout restart`` does a Deployment's)."""
@@ -118,3 +121,20 @@ def rescaled(body: dict[str, Any], replicas: int,
     kept = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": kept,
             "spec": {**spec, "replicas": replicas}}
+
+
+def numbered(body: dict[str, Any], revision: int | None) -> dict[str, Any]:
+    """A revision Deployment to write, carrying its revision number (when it has one)."""
+    if revision is None:
+        return body
+    meta = body.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}),
+                           REVISION_ANNOTATION: str(revision)}
+    return body
+
+
+def revision_of(body: dict[str, Any] | None) -> int | None:
+    """The revision number a stored revision Deployment carries, or None."""
+    value = (((body or {}).get("metadata") or {}).get("annotations") or {}).get(
+        REVISION_ANNOTATION)
+    return int(value) if isinstance(value, str) and value.isdigit() else None

@@ -12,7 +12,9 @@ What a proxy gets:
   ``outbound|<host>`` (one vhost per HTTP port) and one routing scope per host spelling
   that reaches it, so a change to one service's routes resends that route config only;
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
-  (HTTP) an ``inbound|<port>||`` route config.
+  (HTTP) an ``inbound|<port>||`` route config; per TCP or TLS service port its node lists,
+  an ``outbound_tcp|<port>|<host>`` listener applying the mesh's ``tcp`` and ``tls``
+  routes (:mod:`~meshpilot.xds.translate.sidecar_tcp`).
 - ``gateway``: the outbound clusters, and per Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
   ``http.<port>``; TCP servers forward by VirtualService ``tcp`` routes; TLS servers get
@@ -22,9 +24,11 @@ What a proxy gets:
   (:mod:`~meshpilot.xds.translate.gateway`).
 - every listener of a proxy whose node names an access log file writes Istio's default
   TEXT access log lines there (:mod:`~meshpilot.xds.translate.access_log`).
+- last, the patches of the EnvoyFilters that select the proxy
+  (:mod:`~meshpilot.xds.translate.envoy_filter`).
 
-Not translated yet: ``tcp`` and ``tls`` routes at sidecars (they have no outbound TCP
-listener) and subnet matches (both warned about at apply: MP2014, MP2015), multi-cluster
+Not translated yet: subnet matches in ``tcp`` and ``tls`` routes (warned about at apply:
+MP2015), multi-cluster
 gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH, refused: MP0037), and the fields listed in
 :mod:`meshpilot.validation.unapplied_fields` (locality load balancing,
 tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, ...),
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
@@ -47,7 +52,15 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
-from meshpilot.xds.translate import access_log, clusters, listeners, names, telemetry
+from meshpilot.xds.translate import (
+    access_log,
+    clusters,
+    envoy_filter,
+    listeners,
+    names,
+    sidecar_tcp,
+    telemetry,
+)
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -136,6 +149,7 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     if node.kind != "gateway":
         out = sidecar_own(node, inbound_security(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
+        _add(out, TYPE_LISTENER, tcp_listeners(snapshot, node))
         return out
     return gateway_own(snapshot, node)[0]
 
@@ -166,6 +180,12 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
     return out
+
+
+def tcp_listeners(snapshot: MeshSnapshot, node: ProxyNode) -> list[listener_pb2.Listener]:
+    """The sidecar's outbound TCP and TLS listeners, with its access log."""
+    return [access_log.with_access_log(listener, node.access_log)
+            for listener in sidecar_tcp.listeners(snapshot, node)]
 
 
 def _ports(node: ProxyNode) -> list[InboundPort]:
@@ -208,4 +228,5 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
         {n for c in out[TYPE_CLUSTER].values() for n in cluster_secret_names(c)})
     if credentials:
         out.setdefault(TYPE_SECRET, {}).update((s.name, s) for s in credentials)
+    envoy_filter.apply_filters(out, node, envoy_filter.selected(snapshot, node))
     return out

@@ -234,7 +234,7 @@ def _tcp_route_filter(build: _Build, port: int, s: BoundServer) -> lc.Filter | N
     where = Where(build.node.labels, build.node.namespace, port, frozenset({s.ref}))
     for named, at, route in _tcp_routes(build, s, where):
         if route.route:
-            return _tcp_proxy(route.route, named.namespace, Ctx(build.snapshot, build.node,
+            return tcp_proxy(route.route, named.namespace, Ctx(build.snapshot, build.node,
                                                                  where))
         build.problems.append(s.problem("port", f"VirtualService {at}: the route has no "
                                         "destination; left out"))
@@ -375,7 +375,7 @@ def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claim
         if not free:
             continue
         chain = lc.FilterChain(name=at.replace(" ", "."),
-                               filters=[_tcp_proxy(route.route, named.namespace, ctx)])
+                               filters=[tcp_proxy(route.route, named.namespace, ctx)])
         chain.filter_chain_match.server_names.extend(n for n in free if n != ANY_SNI)
         chains.append(chain)
     if not chains:
@@ -385,13 +385,15 @@ def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claim
     return chains
 
 
-def _tcp_proxy(dests: list[RouteDestination], vs_namespace: str, ctx: Ctx) -> lc.Filter:
+def tcp_proxy(dests: list[RouteDestination], vs_namespace: str, ctx: Ctx,
+              stat_prefix: str | None = None) -> lc.Filter:
     """tcp_proxy to a route's destination, or its weighted destinations (weight 0
-    dropped, as for HTTP routes)."""
+    dropped, as for HTTP routes); the sidecars' TCP listeners use it too, with their
+    own ``stat_prefix`` for a split."""
     kept = dests if len(dests) == 1 else [d for d in dests if (d.weight or 0) > 0]
     clusters = [cluster_for(d.destination, vs_namespace, ctx) for d in kept]
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=clusters[0] if len(clusters) == 1
-                                   else names.gateway_listener(ctx.where.port))
+                                   else stat_prefix or names.gateway_listener(ctx.where.port))
     if len(clusters) == 1:
         proxy.cluster = clusters[0]
     else:

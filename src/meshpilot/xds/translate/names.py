@@ -15,6 +15,9 @@ gateway TLS route cfg          ``https.443.https.public.istio-system`` (one per 
                                server: port, port name, Gateway, namespace)
 gateway credential (SDS)       ``kubernetes://<credentialName>`` (+ ``-cacert``)
 =============================  =============================================
+
+EnvoyFilter match fields (Istio's) read these names: how each maps is in
+:mod:`.envoy_filter_match` and docs/envoyfilter.md.
 """
 
 from __future__ import annotations
