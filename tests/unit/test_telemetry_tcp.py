@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from envoy.data.accesslog.v3 import accesslog_pb2 as data
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import json_format
 from tests.builders import sidecar_node
@@ -24,6 +25,7 @@ from meshpilot.telemetry.envoy_stats import (
 )
 from meshpilot.telemetry.istio import ProxyIdentity, relabel
 from meshpilot.xds.translate import listeners
+from meshpilot.xds.translate.access_log import file_logger
 from meshpilot.xds.translate.workload_security import InboundSecurity
 
 HOST = "echo.default.svc.cluster.local"
@@ -144,3 +146,12 @@ def test_destination_tcp_series_name_the_caller_over_mutual_tls():
     plain = dict(got[("istio_tcp_connections_opened_total", "none", "unknown")].labels)
     assert plain["destination_principal"] == "unknown"
     assert plain["source_workload"] == "unknown"
+
+
+def test_the_istio_format_file_log_still_writes_one_line_per_connection():
+    """The mTLS chain's tcp_proxy also logs when its upstream connects (for the per-caller
+    count); Istio's TEXT access log keeps one line per connection, written when it ends
+    (Istio's "Envoy Access Logs" page shows one line per TCP connection)."""
+    only = file_logger("/tmp/x.log").filter.log_type_filter
+    assert only.exclude
+    assert set(only.types) == {data.TcpUpstreamConnected, data.TcpPeriodic}
