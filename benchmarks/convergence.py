@@ -56,7 +56,7 @@ from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadI
 from meshpilot.xds import ProxyConfigBuilder, XdsSnapshot
 from meshpilot.xds.resources import prepare
 from meshpilot.xds.translate import build_resources
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from meshpilot.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, SECRET
 
 TARGET_P99_MS = 250.0
 FLOOR_ROUNDS = 10
@@ -65,7 +65,7 @@ ISTIOD_NOTE = ("Istio's published istiod sizing: 1 vCPU and 1.5 GB of memory for
                "services and 2,000 sidecars")
 SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
-         SECRET: "SDS"}
+         SECRET: "SDS", EXTENSION_CONFIG: "ECDS"}
 FOLLOWED = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """Response types an Envoy follows up with subscriptions (EDS, RDS, SRDS names)."""
 
@@ -311,7 +311,10 @@ def serve_role(args: argparse.Namespace) -> int:
     QuietCollector(xds.idle_seconds).start()  # the control plane's collection policy
     credentials = issue_credentials(sim_node(i) for i in range(args.sim_clients))
     publish(xds, builder, holder["snap"], credentials)
-    ids = [sim_node(i).id for i in range(args.sim_clients)]
+    # the clients this server waits for: all, or (``--count``, replicas.py) its share
+    served = range(args.first, args.first + args.count) if args.count else \
+        range(args.sim_clients)
+    ids = [sim_node(i).id for i in served]
     marks: dict[str, float] = {}
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
@@ -388,7 +391,12 @@ async def _clients_main(args: argparse.Namespace) -> int:
     from envoy.service.discovery.v3 import discovery_pb2
 
     from meshpilot.mesh.model import node_to_metadata
-    from meshpilot.xds.references import cluster_secret_names, eds_name, listener_secret_names
+    from meshpilot.xds.references import (
+        cluster_secret_names,
+        ecds_names,
+        eds_name,
+        listener_secret_names,
+    )
 
     per_channel = 25
     channels = [
@@ -444,6 +452,8 @@ async def _clients_main(args: argparse.Namespace) -> int:
                 for b in payloads:
                     listener = listener_pb2.Listener.FromString(b)
                     secrets |= listener_secret_names(listener)
+                    if found := ecds_names(listener):
+                        want[EXTENSION_CONFIG] = found
                     for chain in listener.filter_chains:
                         for flt in chain.filters:
                             if not flt.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):

@@ -5,7 +5,8 @@ weighted VirtualService. One sidecar is brought in sync through meshpilot's real
 stream state machine (``ProxyStream`` on its event loop, through ``DrivenStream``: the
 cache diff, make-before-break phases, Delta and SotW), driven by a simulated proxy that
 ACKs every response and subscribes to what it learns the way Envoy does (EDS names from
-clusters, SRDS when a listener uses scoped routes, RDS names from listeners and scopes).
+clusters, SRDS when a listener uses scoped routes, RDS names from listeners and scopes,
+ECDS names from listeners' discovered filters).
 Then one VirtualService's weights change,
 and the responses of that update are counted: bytes on the wire (serialized discovery
 responses) and resources per type.
@@ -57,12 +58,13 @@ from meshpilot.mesh.model import (
     ServicePort,
     TcpOutbound,
 )
-from meshpilot.xds.references import eds_name, rds_names
+from meshpilot.xds.references import ecds_names, eds_name, rds_names
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import build_resources, names, pb
 from meshpilot.xds.types import (
     CLUSTER,
     ENDPOINT,
+    EXTENSION_CONFIG,
     LISTENER,
     ROUTE,
     SCOPED_ROUTE,
@@ -183,7 +185,8 @@ class SimProxy:
                                    stream_id="bench")
         self.inbox = self.stream.responses
         self.received: list[tuple[str, int, int]] = []  # (type, bytes, resources)
-        self.names: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set()}
+        self.names: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set(),
+                                           EXTENSION_CONFIG: set()}
         self.nonce: dict[str, str] = {}
         self.scoped = False
         self.error: BaseException | None = None
@@ -257,14 +260,18 @@ class SimProxy:
                     self._subscribe(ENDPOINT, self.names[ENDPOINT] | got)
             elif t == LISTENER:
                 rds: set[str] = set()
+                ecds: set[str] = set()
                 for a in payloads:
                     lis = listener_pb2.Listener.FromString(a.value)
                     rds |= rds_names(lis)
+                    ecds |= ecds_names(lis)
                     if not self.scoped and _uses_scoped_rds(lis):
                         self.scoped = True
                         self._initial(SCOPED_ROUTE)
                 if rds:
                     self._subscribe(ROUTE, self.names[ROUTE] | rds)
+                if ecds:  # filters whose config comes over ECDS, by name
+                    self._subscribe(EXTENSION_CONFIG, self.names[EXTENSION_CONFIG] | ecds)
             elif t == SCOPED_ROUTE:
                 route_names = {scoped_route_pb2.ScopedRouteConfiguration.FromString(
                     a.value).route_configuration_name for a in payloads}

@@ -187,6 +187,70 @@ def failed(r: Rec) -> bool:
     return r.status != 200
 
 
+# --- the stage timeline (--timeline) -----------------------------------------------------
+
+
+def timeline_events(log_path: Path, since: float) -> list[tuple[float, str, dict[str, str]]]:
+    """The control plane's ``meshpilot.timeline`` lines from ``since`` on (both sides read
+    ``time.monotonic``, one clock on Linux): (time, stage, fields)."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        _, sep, rest = line.partition(" meshpilot.timeline ")
+        if not sep:
+            continue
+        parts = rest.split()
+        t = float(parts[0])
+        if t >= since:
+            fields = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+            out.append((t, parts[1], fields))
+    return out
+
+
+def print_timeline(log_path: Path, bad: list[Rec], t_apply: float, t_back: float) -> None:
+    """Where the time between the second failure and the rollback went, stage by stage."""
+    v2_fail = [r for r in bad if r.version == "v2" and r.status >= 500]
+    if len(v2_fail) < 2:
+        print("  timeline: fewer than two failures; nothing to show")
+        return
+    second = v2_fail[1]
+    events = timeline_events(log_path, t_apply)
+    rows: list[tuple[float, str]] = [(second.sched, "2nd failure due"),
+                                      (second.sent, "2nd failure sent"),
+                                      (second.done, "2nd failure answered")]
+    rows += [(r.done, f"failure {i + 3} answered") for i, r in enumerate(v2_fail[2:])]
+    failed_tick = next(((t, f) for t, stage, f in events
+                        if stage == "tick" and f.get("phase") == "Failed"), None)
+    if failed_tick is not None:
+        t, f = failed_tick
+        rows += [(float(f["start"]), "judging tick starts"),
+                 (float(f["decided"]), "judged (reconcile done)"),
+                 (float(f["stored"]), "status committed"),
+                 (t, "route objects written")]
+        reads = [(float(f2["start"]), t2) for t2, s2, f2 in events
+                 if s2 == "live-read" and float(f["start"]) <= float(f2["start"]) <= t]
+        rows += [(end, f"live read ({1000 * (end - start):.0f} ms)") for start, end in reads]
+        rows += [(t2, f"live read: {f2['requests']} requests, {f2['failed']} failed")
+                 for t2, s2, f2 in events if s2 == "live-read" and "failed" in f2
+                 and second.sched - 0.5 <= t2 <= t]
+        rows += [(r.done, f"v2 answered {r.status}") for r in bad
+                 if r.version == "v2" and r.status < 500]
+        rows += [(t2, f"failure report ({f2.get('failed')} failed)") for t2, s2, f2 in events
+                 if s2 == "failure-report" and second.sched - 0.5 <= t2 <= t]
+        after = [(t2, s2, f2) for t2, s2, f2 in events if t <= t2 <= t + 1.0]
+        rows += [(t2, f"{s2} {' '.join(f'{k}={v}' for k, v in f2.items())}"[:80])
+                 for t2, s2, f2 in after[:40]
+                 if s2 in ("store-change", "rebuild", "published")
+                 or (s2.startswith("xds") and "mesh-proxy" in f2.get("node", ""))][:12]
+        rebuild = next((f2 for _, s2, f2 in after if s2 == "rebuild"), None)
+        if rebuild is not None:
+            rows += [(float(rebuild["start"]), "rebuild starts"),
+                     (float(rebuild["synced"]), "runtime synced")]
+    rows.append((t_back, "t_back (first request due after the last v2 answer)"))
+    print("  timeline (ms from the 2nd failure's due time):")
+    for t, what in sorted(rows):
+        print(f"    {1000 * (t - second.sched):8.1f}  {what}")
+
+
 # --- one rollout ------------------------------------------------------------------------
 
 
@@ -248,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="judge only at interval ends")
     parser.add_argument("--skip-healthy", action="store_true", help="skip the baseline")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the stages from the 2nd failure to the rollback "
+                             "(the control plane logs their times)")
     a = parser.parse_args(argv)
     if a.rate <= 0 or a.threshold < 1 or a.workers < 1 or not 0 < a.error_rate <= 1:
         parser.error("rate, threshold, workers must be positive; 0 < error-rate <= 1")
@@ -259,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         print(f"starting the control plane (state dir {tmp / 'state'}) ...", flush=True)
+        if a.timeline:
+            os.environ["MESHPILOT_TIMELINE"] = "1"
         cp = ControlPlane(tmp / "state")
         cp.apply(deployment(ns, "v1", 2, []) + "---\n" + canary(ns, a))
         follow(cp, ns, ("Initialized",), a.timeout, start_phase_changes=False)
@@ -370,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  after t_back until +{a.tail + 2:g} s: {len(after)} requests, "
               f"{len(not_primary_after)} not a 200 from v1")
         print(f"  rollout: {final['phase']}, {outcome}: {reason}")
+        if a.timeline:
+            print_timeline(cp.log_path, bad, t_apply, t_back)
         span_v2 = max(1e-9, (t_last_v2 or 0.0) - (t_first_v2 or 0.0))
         floor = a.rate * a.step_weight / 100 * a.error_rate
         print(f"  context: at weight {a.step_weight} % the bad revision fails ~{floor:.1f} "

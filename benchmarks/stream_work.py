@@ -3,7 +3,7 @@
 C ``ProxyStream``s (default 1,000: what the ADS server runs per connected proxy) on one
 event loop serve a mesh of S services (default 200) through the control plane's
 ``ProxyConfigBuilder``; each stream's "proxy" is this script, which ACKs every response and
-subscribes to the EDS and RDS names of its config, as Envoy does. After the initial sync,
+subscribes to the EDS, ECDS and RDS names of its config, as Envoy does. After the initial sync,
 K times (default 20): one VirtualService's weights change, the snapshot and the class
 are rebuilt (outside the timing), then every stream is handed its proxy's config as the
 server does (its config looked up, checked for consistency, its round started: timed,
@@ -34,7 +34,15 @@ from meshpilot.xds import ProxyConfigBuilder, PushPlanner
 from meshpilot.xds.first_sync import FirstSyncGate
 from meshpilot.xds.server import config_problems
 from meshpilot.xds.stream import ProxyStream
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+)
 
 Req = discovery_pb2.DeltaDiscoveryRequest
 Resp = discovery_pb2.DeltaDiscoveryResponse
@@ -93,6 +101,8 @@ async def measure(proxies: int, services: int, changes: int) -> dict[str, list[f
                 stream.handle(Req(type_url=SECRET,
                                   resource_names_subscribe=sorted(views.get(SECRET, ()))))
             elif resp.type_url == LISTENER:
+                stream.handle(Req(type_url=EXTENSION_CONFIG, resource_names_subscribe=sorted(
+                    views.get(EXTENSION_CONFIG, ()))))
                 stream.handle(Req(type_url=SCOPED_ROUTE, resource_names_subscribe=["*"]))
                 stream.handle(Req(type_url=ROUTE,
                                   resource_names_subscribe=sorted(views[ROUTE])))

@@ -25,6 +25,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from meshpilot.server.leftovers import stop_leftovers
+from tests.dns_responder import DnsResponder
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -104,9 +105,13 @@ class ControlPlane:
     with the server flags in ``args`` (``--cert-ttl 8s``)."""
 
     def __init__(self, state_dir: Path, args: Sequence[str] = (),
-                 file_size_limit: int | None = None) -> None:
+                 file_size_limit: int | None = None, dns: str | None = None) -> None:
         self.state_dir = state_dir
         self.args = tuple(args)
+        self.dns = dns
+        """A loopback DNS server (``IP:port``) for hosts outside the registry: written
+        into the state directory's mesh.yaml when the test wrote none, so no lookup of
+        a test's unknown host leaves the machine."""
         # RLIMIT_FSIZE of the process: the OS refuses to grow any file it writes past
         # this many bytes, as a full disk would (Python ignores the SIGXFSZ that comes
         # with it, so the write just fails)
@@ -124,6 +129,10 @@ class ControlPlane:
         self._close_client()
         # A stale endpoints.json (after a SIGKILL) must not be mistaken for the new one.
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        mesh_config = self.state_dir / "mesh.yaml"
+        if self.dns and not mesh_config.exists() and "--mesh-config" not in self.args:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            mesh_config.write_text(f'dnsResolvers: ["{self.dns}"]\n')
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir),
@@ -219,15 +228,24 @@ class ControlPlane:
             return ""
 
 
+@pytest.fixture(scope="session")
+def loopback_dns() -> Iterator[DnsResponder]:
+    """A DNS server on loopback that knows no name (NXDOMAIN): the resolver of the
+    control planes the tests start, for the hosts outside the registry they call."""
+    with DnsResponder() as responder:
+        yield responder
+
+
 @pytest.fixture
-def control_plane_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+def control_plane_factory(tmp_path: Path, loopback_dns: DnsResponder
+                          ) -> Iterator[Callable[..., ControlPlane]]:
     """Start extra control planes (each on ``tmp_path/<name>``, with server flags ``args``);
-    all stopped at teardown."""
+    all stopped at teardown. Each resolves unknown hosts with :func:`loopback_dns`."""
     started: list[ControlPlane] = []
 
     def make(name: str = "state", *, start: bool = True, args: Sequence[str] = (),
              file_size_limit: int | None = None) -> ControlPlane:
-        cp = ControlPlane(tmp_path / name, args, file_size_limit)
+        cp = ControlPlane(tmp_path / name, args, file_size_limit, dns=loopback_dns.address)
         started.append(cp)
         return cp.start() if start else cp
 

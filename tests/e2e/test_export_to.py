@@ -35,8 +35,9 @@ def test_a_virtual_service_exported_to_its_namespace_steers_only_there(
         seen = Counter(version_of(caller.get(CALLER_URL)) for _ in range(30))
     assert set(seen) == {"v1", "v2"}, seen
 
-    # When the Service itself is kept to its namespace, other's pods lose it (404:
-    # no route for the host), default's clients keep it.
+    # When the Service itself is kept to its namespace, other's pods lose it (a host
+    # outside their registry, passed through, whose name does not resolve: 404),
+    # default's clients keep it.
     private = myapp.service()
     private["metadata"]["annotations"] = {"networking.istio.io/exportTo": "."}
     when.apply(private)

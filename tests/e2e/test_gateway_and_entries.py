@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.builders import workload_entry
+from tests.dns_responder import DnsResponder
 from tests.e2e import myapp
 from tests.e2e.mesh import URL, Mesh
 from tests.e2e.scenario import Given, Then, When
@@ -76,7 +77,8 @@ def _service_entry(port: int) -> str:
 
 
 def test_service_entry_reaches_a_host_outside_the_mesh(
-    mesh: Mesh, given: Given, when: When, backend_app: Callable[..., str]
+    mesh: Mesh, given: Given, when: When, backend_app: Callable[..., str],
+    loopback_dns: DnsResponder,
 ) -> None:
     address = backend_app("ext")
     port = int(address.rsplit(":", 1)[1])
@@ -105,8 +107,10 @@ def test_service_entry_reaches_a_host_outside_the_mesh(
     assert r.status_code == 200, r.text
     assert r.headers["x-ext"] == "via-mesh"
     assert r.json()["path"] == "/path"
-    # A host nobody declared is still unknown to the mesh.
+    # A host nobody declared is still unknown to the mesh: passed through (ALLOW_ANY),
+    # its name looked up on the test's loopback DNS server, which does not know it: 404
     assert mesh.http.get("http://unknown.example.com/").status_code == 404
+    assert "unknown.example.com" in loopback_dns.asked
 
 
 def test_workload_entry_is_an_endpoint_of_a_service(

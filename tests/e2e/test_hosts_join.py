@@ -139,8 +139,9 @@ def test_v1_here_and_v2_on_a_joined_host_split_90_10_over_mtls(
     """Given v1 pods on the control plane's host and a WorkloadGroup v2 on another host,
     when the host joins, a 90/10 VirtualService splits traffic between them, each request
     arriving at the joined host over mutual TLS (its sidecar verified the caller's
-    certificate and passed its SPIFFE ID on), and the host's sidecar presents the group's
-    identity, checked with openssl."""
+    certificate and passed its SPIFFE ID on), the joined sidecar's counters reach the
+    control plane's telemetry (Istio's destination reporter, as for a pod), and the
+    host's sidecar presents the group's identity, checked with openssl."""
     mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(), myapp.split(v1=90, v2=10),
                group(), V2_SERVICE)
     mesh.converge()
@@ -157,6 +158,18 @@ def test_v1_here_and_v2_on_a_joined_host_split_90_10_over_mtls(
         assert body["headers"].get(PEER_HEADER) == MESH_PROXY_ID, body
     assert set(counts) == {"v1", "v2"}, counts
     assert 6 <= counts["v2"] <= 45, counts  # 10% of 200: 20, sd ~4.2
+
+    # The joined sidecar's counters reach the control plane's telemetry with its agent's
+    # reports (its admin is on that host): Istio's destination-reported requests of the
+    # entry's workload, one for each v2 answer, as for a pod's sidecar.
+    def vm_row() -> dict[str, Any] | None:
+        rows = mesh.telemetry(workload=name, namespace="default", window="120s")["rows"]
+        return rows[0] if rows and rows[0]["requests"] >= counts["v2"] else None
+
+    name = f"myapp-vm-{host.address}"
+    row = wait_for(vm_row, 20, lambda: f"no telemetry of {name}: "
+                                       f"{mesh.telemetry(namespace='default')}")
+    assert row["requests"] == counts["v2"] and row["errors"] == 0, (row, counts)
 
     # The app on the joined host calls the mesh through its sidecar's HTTP proxy, which
     # listens on that host's loopback only (here a service whose only endpoint is that

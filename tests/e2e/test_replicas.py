@@ -16,13 +16,14 @@ import pytest
 
 from tests.conftest import ControlPlane, run_cli, wait_for
 from tests.e2e import myapp
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import URL, Mesh
 from tests.e2e.rollouts import Rollout, canary
 from tests.e2e.scenario import Given, Then, When
 from tests.e2e.test_rollout_crash import new_revisions
 from tests.etcd_cluster import Cluster
 
 LEADER = "/apis/meshpilot.io/v1/leader"
+MYAPP_CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
 FAILOVER_BOUND = 8.0  # the lease's 3 s, a poll, and a loaded CI machine's slack
 
 
@@ -50,9 +51,10 @@ def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cl
 
 def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
         replicas: list[Mesh]) -> None:
-    """Two replicas, one leader: only it runs the pods, while both serve the config to
-    their proxies. SIGKILL the leader: the other replica leads within the bound, starts
-    the pods on its host, and a change applied to it reaches its proxies."""
+    """Two replicas, one leader: only it runs the pods, while both serve the config and
+    the pods' endpoints to their proxies. SIGKILL the leader: the other replica leads
+    within the bound, starts the pods on its host, and a change applied to it reaches
+    its proxies."""
     one, two = replicas
     statuses = [m.api.get(LEADER).json() for m in replicas]
     assert sorted(s["leading"] for s in statuses) == [False, True]
@@ -62,9 +64,15 @@ def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
     follower.apply(myapp.version("v1"), myapp.service())  # any replica takes writes
     wait_for(lambda: running_pods(leader, "myapp-v1"), timeout=60, message="v1 on the leader")
     assert follower.pods_of("myapp-v1") == []  # the follower runs no pods
-    # the follower's own proxies are told about the Service all the same
+    # the follower's own proxies are told about the Service all the same, and about the
+    # leader's pods: a request through the follower's mesh proxy reaches them
     wait_for(lambda: any("myapp" in name for name in follower.clusters()), timeout=30,
              message="the follower's mesh proxy knows myapp")
+    pods = {p["status"]["podIP"] for p in running_pods(leader, "myapp-v1")}
+    wait_for(lambda: {a.rsplit(":", 1)[0] for a in follower.endpoint_addresses(
+        "mesh-proxy", MYAPP_CLUSTER)} == pods, timeout=15,
+             message="the follower's mesh proxy holds the leader's pods")
+    assert set(follower.versions("http://myapp:8080/", 10)) == {"v1"}
 
     killed_at = time.monotonic()
     leader.cp.kill()
@@ -83,26 +91,33 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
     """The leader is SIGKILLed mid-canary: the other replica takes the lead, starts the
     pods on its host and steps the same rollout on from the step stored with it (same
     revision, no step replayed) to its promotion, as a restarted control plane does
-    (test_rollout_crash.py) and as Flagger resumes from the Canary's status."""
+    (test_rollout_crash.py) and as Flagger resumes from the Canary's status. Requests
+    sent all along through the other replica's mesh proxy never fail: its proxies had
+    the leader's pods as endpoints, and keep them (their processes outlive the killed
+    control plane) until its own pods of the same Deployments are ready, as Kubernetes
+    keeps a lost node's pods in the endpoints until the node is declared dead."""
     leader, follower = (m for m in sorted(replicas, key=lambda m: not leading(m)))
     Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
-    with When(leader).traffic(rate=50, max_seconds=100):
+    wait_for(lambda: follower.http.get(URL).status_code == 200, timeout=30,
+             message="the follower's mesh proxy reaches the leader's pods")
+    with When(follower).traffic(rate=50, max_seconds=200) as load:
         When(leader).release("v2")
         before = When(leader).rollout_reaches(lambda b: b["canaryWeight"] >= 20,
                                               "the canary at 20%", timeout=60)
         leader.cp.kill()
-    wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
-             message="the follower takes the lead")
-    after = Rollout(follower).get()
-    assert after["revision"] == before["revision"]
-    assert after["canaryWeight"] >= before["canaryWeight"]
-    assert new_revisions(after) == new_revisions(before)  # not started over
-
-    with When(follower).traffic(rate=50, max_seconds=120):
+        wait_for(lambda: leading(follower), timeout=FAILOVER_BOUND + 5, interval=0.05,
+                 message="the follower takes the lead")
+        after = Rollout(follower).get()
+        assert after["revision"] == before["revision"]
+        assert after["canaryWeight"] >= before["canaryWeight"]
+        assert new_revisions(after) == new_revisions(before)  # not started over
         final = When(follower).rollout_runs_to_the_end(timeout=110)[-1]
     Then(follower).rollout_phase("Succeeded")
     weights = [e["message"] for e in final["events"] if "canary weight" in e["message"]]
     assert len(weights) == len(set(weights)), weights  # every step taken once
+    assert load.sent > 100
+    assert load.failures == [], load.failures[:5]
+    assert load.last_versions(20) == {"v2": 20}  # promoted: v2 answers
 
 
 def test_up_refuses_a_store_url_it_cannot_use(tmp_path: Any) -> None:

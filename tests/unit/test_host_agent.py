@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.etcd_cluster import free_port
 
 from meshpilot.hosts.agent import AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import node_from_metadata
@@ -91,3 +92,56 @@ def test_a_ca_file_that_is_no_roots_is_refused(tmp_path: Path) -> None:
         HostAgent(AgentOptions(server="https://10.77.0.1:1", token="x", group="a/b",
                                address="10.77.0.2", ca_file=tmp_path / "ca.pem",
                                state_dir=tmp_path))
+
+
+def test_xds_names_every_replica_the_joined_one_first(tmp_path: Path) -> None:
+    """With replicas, the sidecar's xDS cluster lists each one's mutual-TLS port at its
+    own priority (the joined replica at 0), checks them by connecting each second (also
+    while idle), and accepts each one's address as the server's name: Envoy's priority
+    failover moves the stream to the first live replica when its own dies."""
+    a = agent(tmp_path, http=9080, **{"grpc-api": 9091})
+    a.joined["replicas"] = [{"api": "https://10.77.0.9:8443", "xds": "10.77.0.9:15012"},
+                            {"api": "https://10.77.0.1:8443", "xds": "10.77.0.1:15012"},
+                            {"api": "https://10.77.0.1:9443", "xds": "10.77.0.1:16012"}]
+    a.files.new_key(0)
+    a.files.save(0, b"chain-0", b"roots")
+    cluster = xds_cluster(a.bootstrap())
+    endpoints = [(group["priority"], group["lb_endpoints"][0]["endpoint"]["address"]
+                  ["socket_address"]) for group in cluster["load_assignment"]["endpoints"]]
+    assert endpoints == [
+        (0, {"address": "10.77.0.1", "port_value": 15012}),
+        (1, {"address": "10.77.0.9", "port_value": 15012}),
+        (2, {"address": "10.77.0.1", "port_value": 16012})]
+    (check,) = cluster["health_checks"]
+    assert check["interval"] == check["no_traffic_interval"] == "1s"
+    tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert [m["matcher"]["exact"] for m in
+            tls["validation_context"]["match_typed_subject_alt_names"]] == [
+        "10.77.0.1", "10.77.0.9"]
+
+
+def test_one_control_plane_has_no_health_checks(tmp_path: Path) -> None:
+    """A single control plane: one endpoint, nothing to fail over to, nothing checked."""
+    a = agent(tmp_path, http=9080, **{"grpc-api": 9091})
+    a.files.new_key(0)
+    a.files.save(0, b"chain-0", b"roots")
+    cluster = xds_cluster(a.bootstrap())
+    assert len(cluster["load_assignment"]["endpoints"]) == 1
+    assert "health_checks" not in cluster
+
+
+def test_reports_try_each_replica_and_say_which_did_not_answer(tmp_path: Path) -> None:
+    """The agent learns the replicas from an answer (the one it talks to stays first,
+    unless another leads), and when none answers its error names every one it tried."""
+    closed = [f"https://127.0.0.{n}:{free_port(f'127.0.0.{n}')}" for n in (1, 2)]
+    a = agent(tmp_path, server=closed[0])
+    a._learn({"replicas": [{"api": closed[1] + "/", "xds": "x:1"},
+                           {"api": closed[0], "xds": "x:2"}]})
+    assert a.servers == closed
+    with pytest.raises(JoinFailed) as refused:
+        a._post("report", {}, timeout=1.0)
+    assert all(server in str(refused.value) for server in closed), refused.value
+    # once an answer says which replica leads, reports go there first
+    a._learn({"replicas": [{"api": closed[0], "xds": "x:2", "leading": False},
+                           {"api": closed[1], "xds": "x:1", "leading": True}]})
+    assert a.servers == [closed[1], closed[0]]

@@ -225,3 +225,22 @@ def test_deleting_the_entry_makes_the_host_leave(
     assert answer["nodeId"] not in reg.credentials()
     assert not reg.report("shop", ENTRY.name, answer["hostToken"], ready=True)
     assert store.get(ENTRY) is None
+
+
+def test_a_reported_sidecars_counters_are_read_as_its_agent_describes_it(
+        registry: tuple[HostRegistry, Clock]) -> None:
+    """The counters a host reports become a telemetry source named as its sidecar
+    introduces itself to xDS (entry name, group labels, the group's ports inbound);
+    a report without counters keeps the last ones."""
+    reg, _ = registry
+    answer = joined(reg)
+    assert answer["statsQuery"]["format"] == "json"
+    assert reg.sidecar_stats() == []
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], True, (41, b'{"stats": []}'))
+    assert reg.report("shop", ENTRY.name, answer["hostToken"], True)
+    ((node, epoch, body),) = reg.sidecar_stats()
+    assert (epoch, body) == (41, b'{"stats": []}')
+    assert node.id == answer["nodeId"] and node.kind == "sidecar"
+    assert (node.name, node.workload, node.ip) == (ENTRY.name, ENTRY.name, "10.77.0.2")
+    assert node.labels == {"app": "reviews", "version": "v2"}
+    assert [(p.name, p.container_port) for p in node.inbound] == [("http", 8080)]

@@ -708,6 +708,7 @@ def test_service_entry_host_makes_unknown_host_go_away(entry_host: str) -> None:
       hosts: ["{entry_host}"]
       ports: [{{number: 443, name: https, protocol: TLS}}]
       resolution: DNS
+      endpoints: [{{address: egress.example.net}}]
     """
     p = plan(vs_doc(host="api.example.com"), entry)
     assert "MP2001" not in codes_of(p)

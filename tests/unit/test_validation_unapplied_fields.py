@@ -86,8 +86,6 @@ def _http(**fields: Any) -> dict[str, Any]:
 
 _POLICY_FIELDS: tuple[tuple[dict[str, Any], str], ...] = (
     ({"loadBalancer": {"simple": "PASSTHROUGH"}}, "loadBalancer.simple"),
-    ({"loadBalancer": {"localityLbSetting": {"failoverPriority": ["topology.kubernetes.io/zone"]}}},
-     "loadBalancer.localityLbSetting"),
     ({"loadBalancer": {"consistentHash": {"httpCookie": {
         "name": "s", "ttl": "0s", "attributes": [{"name": "SameSite", "value": "Strict"}]}}}},
      "loadBalancer.consistentHash.httpCookie.attributes"),
@@ -150,8 +148,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      WARN),
     ("Sidecar", {"egress": [{"bind": "127.0.0.1"}]}, "spec.egress[0].bind", WARN),
     ("Sidecar", {"egress": [{"captureMode": "NONE"}]}, "spec.egress[0].captureMode", WARN),
-    ("Sidecar", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
-     "spec.outboundTrafficPolicy", WARN),
+    ("Sidecar", {"outboundTrafficPolicy": {"mode": "ALLOW_ANY", "egressProxy": {
+        "host": "egress.istio-system.svc.cluster.local"}}},
+     "spec.outboundTrafficPolicy.egressProxy", REFUSE),
     ("Sidecar", {"inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}},
      "spec.inboundConnectionPool", WARN),
     ("VirtualService", _http(match=[{"statPrefix": "mine"}]),
@@ -161,8 +160,6 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.http[1].redirect.derivePort", WARN),
     ("VirtualService", {"http": [{}, {"redirect": {"uri": "/x", "redirectCode": 305}}]},
      "spec.http[1].redirect.redirectCode", WARN),
-    ("VirtualService", _http(retries={"attempts": 2, "retryRemoteLocalities": True}),
-     "spec.http[0].retries.retryRemoteLocalities", WARN),
     ("VirtualService", _http(fault={"delay": {"exponentialDelay": "1s"}}),
      "spec.http[0].fault.delay.exponentialDelay", WARN),
     ("VirtualService", _http(fault={"abort": {"http2Error": "REFUSED_STREAM"}}),
@@ -174,8 +171,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.servers[0].defaultEndpoint", WARN),
     ("Gateway", {"servers": [{"port": {"targetPort": 8080}}]},
      "spec.servers[0].port.targetPort", WARN),
-    ("ServiceEntry", {"hosts": ["api.example.com", "*.example.com"]}, "spec.hosts[1]", WARN),
-    ("ServiceEntry", {"addresses": ["240.0.0.1"]}, "spec.addresses", WARN),
+    ("ServiceEntry", {"hosts": ["api.example.com", "*.example.com"], "resolution": "NONE"},
+     "spec.hosts", WARN),
+    ("ServiceEntry", {"addresses": ["240.0.0.1", "240.0.1.0/24"]}, "spec.addresses[1]", WARN),
     ("ServiceEntry", {"subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/api"]},
      "spec.subjectAltNames", REFUSE),
     ("ServiceEntry", {"endpoints": [{"serviceAccount": "api"}]},
@@ -183,13 +181,10 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("ServiceEntry", {"endpoints": [{"labels": {"security.istio.io/tlsMode": "istio"}}]},
      "spec.endpoints[0].labels.security.istio.io/tlsMode", REFUSE),
     ("ServiceEntry", {"endpoints": [{"network": "vpc-1"}]}, "spec.endpoints[0].network", WARN),
-    ("ServiceEntry", {"endpoints": [{"locality": "eu/west/a"}]}, "spec.endpoints[0].locality",
-     WARN),
     ("WorkloadEntry", {"serviceAccount": "vm"}, "spec.serviceAccount", REFUSE),
     ("WorkloadEntry", {"labels": {"security.istio.io/tlsMode": "istio"}},
      "spec.labels.security.istio.io/tlsMode", REFUSE),
     ("WorkloadEntry", {"network": "vpc-1"}, "spec.network", WARN),
-    ("WorkloadEntry", {"locality": "eu/west/a"}, "spec.locality", WARN),
 ]
 
 
@@ -216,6 +211,7 @@ NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
     ("VirtualService", {"exportTo": ["*"]}),
     ("VirtualService", {"http": [{}, {"redirect": {"uri": "/x", "redirectCode": 308}}]}),
     ("VirtualService", _http(retries={"attempts": 2, "retryRemoteLocalities": False})),
+    ("VirtualService", _http(retries={"attempts": 2, "retryRemoteLocalities": True})),
     ("VirtualService", _http(match=[{"uri": {"prefix": "/A"}, "ignoreUriCase": True}])),
     ("VirtualService", _http(headers={"request": {"set": {":authority": "a", "host": "b",
                                                           "x-a": "1"},
@@ -230,6 +226,12 @@ NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
         "tls": {"mode": "SIMPLE", "sni": "reviews.example.com",
                 "subjectAltNames": ["reviews.example.com"]}}}),
     ("ServiceEntry", {"exportTo": ["*"], "hosts": ["api.example.com", "b.example.com"]}),
+    ("ServiceEntry", {"endpoints": [{"locality": "eu/west/a"}]}),
+    ("ServiceEntry", {"hosts": ["*.example.com"], "addresses": ["240.0.0.1", "240.0.0.2/32"]}),
+    ("WorkloadEntry", {"locality": "eu/west/a"}),
+    ("DestinationRule", {"trafficPolicy": {
+        "loadBalancer": {"localityLbSetting": {"failoverPriority": ["app"]}},
+        "outlierDetection": {"consecutive5xxErrors": 1}}}),
     ("ServiceEntry", {"endpoints": [{"labels": {"security.istio.io/tlsMode": "disabled"},
                                      "serviceAccount": "api"}]}),
     ("WorkloadEntry", {"labels": {"security.istio.io/tlsMode": "disabled"},

@@ -119,7 +119,8 @@ def weight_change() -> tuple[Config, Config]:
 @pytest.mark.parametrize("diff", [delta_push, sotw_push], ids=["delta", "sotw"])
 def test_one_virtual_service_weight_change_resends_one_route_config(weight_change, diff):
     before, after = weight_change
-    assert len(before[ROUTE]) == 500 and len(before[SCOPED_ROUTE]) == 500 * 4
+    # and the outbound traffic policy's two route configs and scopes
+    assert len(before[ROUTE]) == 500 + 2 and len(before[SCOPED_ROUTE]) == 500 * 4 + 2
 
     out = pushed(before, after, diff)
 

@@ -34,6 +34,7 @@ from meshpilot.xds.translate import (
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
     build_resources,
+    egress,
 )
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY
 
@@ -364,8 +365,10 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
     assert scoped.scoped_rds.scoped_rds_config_source.HasField("ads")
     assert manager.http_protocol_options.allow_absolute_url.value is True
     assert [f.name for f in manager.http_filters] == [
+        "mp.outbound_traffic_policy",  # ECDS: hosts outside the registry (egress.py)
         "envoy.filters.http.fault",
         "envoy.filters.http.cors",
+        "mp.passthrough",  # ECDS: the dynamic forward proxy of ALLOW_ANY
         "envoy.filters.http.router",
     ]
     assert manager.use_remote_address.value is False
@@ -390,7 +393,8 @@ def test_sidecar_listeners_outbound_proxy_and_inbound():
 def test_vhost_domains_cover_short_forms_and_are_unique():
     res = build_resources(snapshot(), SIDECAR)
     # one route config per service with an HTTP port, holding one vhost per HTTP port
-    assert set(res[TYPE_ROUTE]) == {f"outbound|{h}" for h in SERVICES} | {"inbound|9080||"}
+    assert set(res[TYPE_ROUTE]) == {f"outbound|{h}" for h in SERVICES} | {
+        "inbound|9080||", "allow_any", "block_all"}  # and the outbound traffic policy's
     assert [v.name for v in res[TYPE_ROUTE][f"outbound|{RATINGS}"].virtual_hosts] == [
         f"{RATINGS}:8080",
         f"{RATINGS}:9090",
@@ -425,12 +429,14 @@ def test_vhost_domains_cover_short_forms_and_are_unique():
     # one routing scope per host spelling (the domains without port), keyed by it and
     # pointing at its service's route config
     scopes = res[TYPE_SCOPED_ROUTE]
-    assert set(scopes) == {d.split(":")[0] for d in all_domains}
+    # (and the outbound traffic policy's two)
+    assert set(scopes) == {d.split(":")[0] for d in all_domains} | set(egress.POLICY_SCOPES)
     for name, scope in scopes.items():
         assert scope.name == name
         assert [f.string_key for f in scope.key.fragments] == [name]
         config = res[TYPE_ROUTE][scope.route_configuration_name]
-        assert any(d.split(":")[0] == name for v in config.virtual_hosts for d in v.domains)
+        assert name in egress.POLICY_SCOPES or any(
+            d.split(":")[0] == name for v in config.virtual_hosts for d in v.domains)
     assert scopes["reviews"].route_configuration_name == f"outbound|{REVIEWS}"
     assert scopes["web"].route_configuration_name == f"outbound|{WEB}"
     assert scopes[EXT].route_configuration_name == f"outbound|{EXT}"

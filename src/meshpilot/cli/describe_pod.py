@@ -45,9 +45,15 @@ def _facts(body: dict[str, Any]) -> Table:
         ("Service Account", identity["serviceAccount"]),
         ("Identity", identity.get("spiffeId") or f"<none>: {identity.get('error')}"),
         ("Mesh Version", body["meshVersion"]),
+        ("Outbound Policy", _outbound(body.get("outboundTrafficPolicy"))),
     ):
         table.add_row(f"{label}:", str(value))
     return table
+
+
+def _outbound(policy: dict[str, str] | None) -> str:
+    """The sidecar's mode for hosts outside the registry, and where it comes from."""
+    return f"{policy['mode']} ({policy['from']})" if policy else "<unknown>"
 
 
 def _policy(ref: dict[str, Any]) -> str:

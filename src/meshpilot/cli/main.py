@@ -21,6 +21,7 @@ import meshpilot
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, by_name
 from meshpilot.api.loader import read_sources
+from meshpilot.api.mesh_config import MESH_CONFIG_FILE
 from meshpilot.cli.ca import register as register_ca_commands
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, kind_label, pid_alive
 from meshpilot.cli.columns import age, columns_for
@@ -46,6 +47,7 @@ from meshpilot.cli.rollout import register as register_rollout_commands
 from meshpilot.cli.top import register as register_top_command
 from meshpilot.statedir import StateDir
 from meshpilot.validation import plan_apply
+from meshpilot.validation.mesh_config import MeshConfigError, read_mesh_config
 
 app = typer.Typer(
     name="meshpilot",
@@ -123,6 +125,10 @@ def up(
     hpa_sync_period: Annotated[str | None, typer.Option(
         help="How often HorizontalPodAutoscalers are synced (Kubernetes' "
              "--horizontal-pod-autoscaler-sync-period), e.g. 5s. Default: 15s")] = None,
+    mesh_config: Annotated[str | None, typer.Option(
+        help="meshConfig YAML: outboundTrafficPolicy.mode (ALLOW_ANY, the default, or "
+             "REGISTRY_ONLY) and dnsResolvers; default: mesh.yaml in the state directory, "
+             "when there")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
     hosts_args = _hosts_args(host, listen, host_timeout, host_grace)
@@ -154,6 +160,7 @@ def up(
             identity += ["--store", store]  # checked by the server: a bad one fails `up`
         if hpa_sync_period is not None:
             identity += ["--hpa-sync-period", hpa_sync_period]
+        identity += _mesh_config_args(state, mesh_config)
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -163,6 +170,21 @@ def up(
         for result in body.get("results") or []:
             out.print(f"{kind_label(result)} {result['action']}")
         _wait_ready(client, wait=max(wait, 180.0))
+
+
+def _mesh_config_args(state: StateDir, given: str | None) -> list[str]:
+    """Check the mesh config before starting (the control plane would refuse it too, in
+    its log): errors stop `up` with file, line and field; warnings are printed."""
+    path = Path(given) if given else state.root / MESH_CONFIG_FILE
+    if given is None and not path.is_file():
+        return []
+    try:
+        _, warnings = read_mesh_config(path)
+    except MeshConfigError as exc:
+        print_diagnostics(exc.diagnostics)
+        raise fail(f"{path}: mesh config refused; the control plane was not started") from None
+    print_diagnostics(warnings)
+    return ["--mesh-config", str(path.resolve())] if given else []
 
 
 def _hosts_args(host: str, listen: str | None, timeout: str | None, grace: str | None

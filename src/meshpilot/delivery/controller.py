@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from meshpilot.api.flagger import Canary
@@ -41,6 +42,8 @@ from meshpilot.delivery.state import RolloutState
 from meshpilot.delivery.webhooks import WebhookCaller
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of a tick (``time.monotonic``), at DEBUG for benchmarks."""
 
 
 def _canonical(obj: dict[str, Any]) -> str:
@@ -123,6 +126,7 @@ class RolloutController:
 
     def _step_locked(self, namespace: str, name: str, command: str | None
                      ) -> tuple[Canary, Decision] | None:
+        started = time.monotonic()
         with self._lock_of(namespace, name):
             canary = self.reader.canary(namespace, name)
             if canary is None:
@@ -143,10 +147,17 @@ class RolloutController:
             )
             if decision.refused:
                 return canary, decision
+            decided = time.monotonic()
             new_status = decision.state.to_status()
             if new_status != state.to_status() or not canary.status:
                 self.writer.put_status(namespace, name, new_status)
+            stored = time.monotonic()
             self._write(decision.objects)
+            if timeline.isEnabledFor(logging.DEBUG):
+                timeline.debug("%.4f tick %s/%s start=%.4f decided=%.4f stored=%.4f phase=%s "
+                               "weight=%d", time.monotonic(), namespace, name, started,
+                               decided, stored, decision.state.phase,
+                               decision.state.canary_weight)
             return canary, decision
 
     def _scalers(self, canary: Canary, primary: WorkloadStatus) -> gen.Scalers:

@@ -11,10 +11,14 @@ fail one request early is never judged this way; a revision failing half its req
 is judged after its second failure is seen, not after the interval.
 
 The evidence is read live from the canary's sidecars on every tick when they can be
-read (counters since a baseline the rollout keeps), else from the telemetry's last
-cycles. The judgement counts as that interval's failed check (the next interval starts from
-it), so ``threshold`` keeps its meaning: with threshold 1 it rolls back at once, with 5
-it takes five conclusive intervals. ``meshpilot.io/fail-fast: "false"`` turns it off.
+read (counters since a baseline the rollout keeps; a sidecar that has served nothing
+counts zero), else from the telemetry's last cycles. Ticks come every 0.1 s while the
+canary holds traffic, and at once when its sidecars report a failed request (the control
+plane's ``failures_reported``; the report only triggers the tick, the counts are read).
+
+The judgement counts as that interval's failed check (the next interval starts from it),
+so ``threshold`` keeps its meaning: with threshold 1 it rolls back at once, with 5 it
+takes five conclusive intervals. ``meshpilot.io/fail-fast: "false"`` turns it off.
 """
 
 from __future__ import annotations

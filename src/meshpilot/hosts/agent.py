@@ -5,15 +5,27 @@ given (``--ca-file``, the control plane's ``api-ca.pem``): the join over the API
 HTTPS, the sidecar's xDS over mutual TLS with the certificate the join issued. A plain
 ``http://`` server is refused, so nothing the host sends or is sent crosses the network
 in clear.
+
+Replicas: the join's answer names every live control-plane replica (its API and xDS).
+The sidecar's xDS cluster lists them all, so when the stream to one breaks Envoy's
+reconnection picks another; the agent sends each report and renewal to the leading replica
+(the one that answered last until it knows) and, if it does not answer, to the next, and
+learns the current set from every report's answer.
+
+Telemetry: each report carries the sidecar's counters (its admin ``/stats``, read with
+the query the join's answer names, compressed), since the control plane cannot reach the
+admin socket on this host; the control plane reads them as it reads its own proxies'.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +50,12 @@ OUTBOUND_ADDRESS = "127.0.0.1"
 the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+def xds_health_check() -> dict[str, Any]:
+    """A replica's xDS port is alive while a connection to it succeeds, checked each
+    second (also while no request went through: Envoy's ``no_traffic_interval`` is 60 s
+    by default)."""
+    return {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+            "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {}}
 
 
 class JoinFailed(RuntimeError):
@@ -86,6 +104,8 @@ class HostAgent:
         self._stop = threading.Event()
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None
+        self.servers: list[str] = [options.server]
+        """The API URLs of the replicas to try, the one that answered last first."""
 
     # --- join ----------------------------------------------------------------------
     def join(self) -> dict[str, Any]:
@@ -97,16 +117,52 @@ class HostAgent:
             "keyFile": str(self.files.key_of(0))})
         self.files.save(0, answer["certificateChain"].encode(), answer["roots"].encode())
         self.joined = answer
+        self._learn(answer)
         return answer
+
+    def _learn(self, answer: dict[str, Any]) -> None:
+        """Take the live replicas an answer names: the leader first (it judges the hosts'
+        health and reads their counters, so reports go straight to it), else the current
+        server stays first."""
+        replicas = [r for r in answer.get("replicas") or []
+                    if isinstance(r, dict) and r.get("api")]
+        apis = [str(r["api"]).rstrip("/") for r in replicas]
+        if not apis:
+            return
+        leaders = [str(r["api"]).rstrip("/") for r in replicas if r.get("leading") is True]
+        first = leaders[0] if leaders else self.servers[0]
+        if first != self.servers[0]:
+            log.warning("reporting to %s, the leading control plane", first)
+        self.servers = [first, *(a for a in [self.servers[0], *apis] if a != first)]
+        self.servers = list(dict.fromkeys(self.servers))
+
+    def xds_servers(self) -> list[str]:
+        """host:port of every replica's mutual-TLS xDS, the joined one's first."""
+        out = [str(self.joined["xds"])]
+        for replica in self.joined.get("replicas") or []:
+            xds = str(replica.get("xds") or "")
+            if xds and xds not in out:
+                out.append(xds)
+        return out
 
     def _post(self, action: str, body: dict[str, Any], timeout: float = 10.0
               ) -> dict[str, Any]:
-        try:
-            response = httpx.post(f"{self.options.server}{HOSTS_API}/{action}", json=body,
-                                  verify=self._tls, timeout=timeout, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise JoinFailed(f"the control plane at {self.options.server} did not answer: "
-                             f"{exc}") from None
+        """POST to the replica that answered last, else to each other one in turn."""
+        causes = []
+        for server in list(self.servers):
+            try:
+                response = httpx.post(f"{server}{HOSTS_API}/{action}", json=body,
+                                      verify=self._tls, timeout=timeout, trust_env=False)
+            except httpx.HTTPError as exc:
+                causes.append(f"{server}: {exc or type(exc).__name__}")
+                continue
+            if server != self.servers[0]:
+                log.warning("control plane %s answered; %s did not", server, self.servers[0])
+                self.servers = [server, *(s for s in self.servers if s != server)]
+            return self._answer(action, response)
+        raise JoinFailed("no control plane answered: " + "; ".join(causes))
+
+    def _answer(self, action: str, response: httpx.Response) -> dict[str, Any]:
         payload = response.json() if response.content else {}
         if response.status_code != 200:
             codes = ", ".join(d.get("code", "") for d in payload.get("diagnostics") or [])
@@ -130,20 +186,32 @@ class HostAgent:
             ip=self.options.address, workload=joined["entry"], name=joined["entry"],
             service_account=joined["serviceAccount"], labels=dict(joined["labels"]),
             inbound=tuple(inbound), outbound_port=self.options.outbound_port,
-            outbound_ip=OUTBOUND_ADDRESS)
+            outbound_ip=OUTBOUND_ADDRESS, locality=str(joined.get("locality") or ""))
 
     def bootstrap(self) -> dict[str, Any]:
-        """The sidecar's bootstrap: xDS at the control plane's mutual-TLS port, presenting
-        this host's certificate and verifying the server's address against the roots."""
-        xds_host, xds_port = _address(self.joined["xds"])
-        doc = bootstrap(self.node(), xds_host=xds_host, xds_port=xds_port,
+        """The sidecar's bootstrap: xDS at every replica's mutual-TLS port, presenting
+        this host's certificate and verifying the server's address against the roots.
+
+        The replica it joined comes first (priority 0), each other one after it; Envoy
+        checks every one by connecting each second, so when the stream's replica dies
+        the reconnection goes to the first one still alive, and back once the first
+        answers again (Envoy's priority failover)."""
+        servers = [_address(x) for x in self.xds_servers()]
+        doc = bootstrap(self.node(), xds_host=servers[0][0], xds_port=servers[0][1],
                         xds_token=self.joined["xdsToken"])
         for cluster in doc["static_resources"]["clusters"]:
             if cluster["name"] == XDS_CLUSTER:
-                cluster["transport_socket"] = self._xds_tls(xds_host)
+                cluster["load_assignment"]["endpoints"] = [
+                    {"priority": n, "lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": host, "port_value": port}}}}]}
+                    for n, (host, port) in enumerate(servers)]
+                cluster["transport_socket"] = self._xds_tls(
+                    sorted({host for host, _ in servers}))
+                if len(servers) > 1:
+                    cluster["health_checks"] = [xds_health_check()]
         return doc
 
-    def _xds_tls(self, server: str) -> dict[str, Any]:
+    def _xds_tls(self, servers: list[str]) -> dict[str, Any]:
         """The client certificate comes from the SDS file the agent rewrites on renewal
         (Envoy watches its directory); the roots and the server's name are fixed."""
         return {"name": TLS_SOCKET, "typed_config": {
@@ -158,7 +226,8 @@ class HostAgent:
                 "validation_context": {
                     "trusted_ca": {"filename": str(self.files.roots)},
                     "match_typed_subject_alt_names": [{
-                        "san_type": _san_type(server), "matcher": {"exact": server}}]}}}}
+                        "san_type": _san_type(server), "matcher": {"exact": server}}
+                        for server in servers]}}}}
 
     def start_sidecar(self) -> EnvoyProcess:
         self.sidecar = EnvoyProcess(self.bootstrap(), name=f"host-{self.joined['entry']}",
@@ -203,11 +272,10 @@ class HostAgent:
             self._renew_if_due()
             running = self.sidecar is not None and self.sidecar.running
             try:
-                self._post("report", {"namespace": self.joined["namespace"],
-                                      "entry": self.joined["entry"],
-                                      "hostToken": self.joined["hostToken"],
-                                      "ready": readiness.ready and running},
-                           timeout=every)
+                self._learn(self._post("report", {
+                    "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+                    "hostToken": self.joined["hostToken"],
+                    "ready": readiness.ready and running, **self._stats()}, timeout=every))
             except JoinFailed as exc:
                 if "(403" in str(exc):
                     log.error("%s; stopping", exc)
@@ -215,6 +283,22 @@ class HostAgent:
                 log.warning("report not delivered: %s", exc)
             self._stop.wait(min(every, max(0.1, next_probe - time.monotonic())))
         return 0
+
+    def _stats(self) -> dict[str, Any]:
+        """The sidecar's counters for the report (none if it is not up, or no query was
+        named): ``stats`` zlib-compressed and base64, and the sidecar's process as
+        ``epoch`` (its counters start again from zero when it is another)."""
+        query = self.joined.get("statsQuery")
+        sidecar = self.sidecar
+        if not query or sidecar is None or not sidecar.running or sidecar.pid is None:
+            return {}
+        try:
+            body = sidecar.admin.stats_bytes(dict(query))
+        except Exception as exc:  # the report goes without them
+            log.warning("sidecar stats not read: %s", exc)
+            return {}
+        return {"stats": base64.b64encode(zlib.compress(body)).decode(),
+                "epoch": sidecar.pid}
 
     def stop(self) -> None:
         self._stop.set()

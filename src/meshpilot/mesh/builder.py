@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
@@ -17,6 +18,7 @@ from meshpilot.api.flagger import Canary
 from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Service
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -28,7 +30,7 @@ from meshpilot.api.networking import (
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
-from meshpilot.mesh import index
+from meshpilot.mesh import index, locality
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
@@ -125,11 +127,11 @@ def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
             ports=tuple(InboundPort(container_port=port, app_port=port, name=name,
                                     protocol=port_protocol(name))
                         for name, port in sorted(spec.ports.items())),
-            service_account=spec.service_account or "default")
+            service_account=spec.service_account or "default", locality=spec.locality or "")
     return WorkloadInstance(
         name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
         labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
-        weight=spec.weight or 1)
+        weight=spec.weight or 1, locality=spec.locality or "")
 
 
 def _healthy(entry: WorkloadEntry) -> bool:
@@ -163,8 +165,10 @@ class SnapshotBuilder:
     "unchanged" by identity (see :mod:`meshpilot.xds`).
     """
 
-    def __init__(self, trust_domain: str = "cluster.local") -> None:
+    def __init__(self, trust_domain: str = "cluster.local",
+                 mesh_config: MeshConfig | None = None) -> None:
         self.trust_domain = trust_domain
+        self.mesh_config = mesh_config if mesh_config is not None else MeshConfig()
         self._parsed: _Parsed = {}
         """The previous build's parsed objects: an object whose body is unchanged is not
         validated again and keeps its identity, so a rebuild costs O(changed objects) in
@@ -222,6 +226,7 @@ class SnapshotBuilder:
             sidecars=_kept(parsed(Sidecar), last and last.sidecars),
             envoy_filters=_kept(parsed(EnvoyFilter), last and last.envoy_filters),
             trust_domain=self.trust_domain,
+            mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
         )
         self._last = snapshot
@@ -370,25 +375,43 @@ def _entry_services(
     members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
-        if "*" in host:
-            continue  # wildcard entries route by the request's host; not modelled yet
+        if "*" in host and (host == "*" or resolution == "NONE" or (
+                resolution != "STATIC" and not members)):
+            continue  # no address to send a covered host to (passthrough: not modelled)
         mode = "EDS" if resolution in ("STATIC", "NONE") and members else resolution
         services[host] = MeshService(
             host=host, name=raw_host, namespace=se.namespace, ports=ports,
             origin="ServiceEntry", location=spec.location or "MESH_EXTERNAL",
             resolution=mode,  # type: ignore[arg-type]
             selector=selector, export_to=tuple(spec.export_to),
+            short_names=entry_addresses(spec.addresses),
         )
         endpoints[host] = tuple(sorted(
             _entry_endpoints(se, host, raw_host, ports, members, resolution),
             key=_endpoint_order))
 
 
+def entry_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """The ServiceEntry ``addresses`` a request can name as its host: single IPs (a
+    ``/32`` or ``/128`` block is one). A wider block names no host an HTTP client writes,
+    so it is not one (and is warned about at apply)."""
+    out = []
+    for text in addresses:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if net.num_addresses == 1:
+            out.append(str(net.network_address))
+    return tuple(out)
+
+
 def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
     return [
         WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
                          ip=e.address or "", labels=dict(e.labels),
-                         named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1)
+                         named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1,
+                         locality=e.locality or "")
         for i, e in enumerate(se.obj.spec.endpoints)
     ]
 
@@ -431,7 +454,8 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=number,
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
-                    service_account=w.service_account if w.has_sidecar else "")
+                    service_account=w.service_account if w.has_sidecar else "",
+                    locality=locality.of_workload(w.locality, w.labels))
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
@@ -443,4 +467,5 @@ def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoi
     number = w.named_ports.get(port.name, port.target_port or port.port)
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
-                    ready=w.ready, weight=w.weight)
+                    ready=w.ready, weight=w.weight,
+                    locality=locality.of_workload(w.locality, w.labels))

@@ -382,9 +382,26 @@ def gateway_virtual_services(
 
 
 def service(snapshot: MeshSnapshot, host: str, namespace: str) -> tuple[str, MeshService | None]:
-    """A destination host as written (short or FQDN) → its FQDN and service, if known."""
+    """A destination host as written (short or FQDN) → its FQDN and service, if known;
+    a name only a wildcard ServiceEntry host covers is that entry's (its most specific
+    pattern), as Istio sends it to the entry's cluster."""
     full = fqdn(host, namespace)
-    return full, snapshot.services.get(full)
+    found = snapshot.services.get(full)
+    if found is None and "*" not in full:
+        covering = wildcard_for(snapshot, full)
+        if covering is not None:
+            return covering.host, covering
+    return full, found
+
+
+def wildcard_for(snapshot: MeshSnapshot, host: str) -> MeshService | None:
+    """The wildcard service (``*.suffix``) covering ``host`` most specifically, if any."""
+    wild = of(snapshot).derived.get("wildcard services")
+    if wild is None:
+        wild = of(snapshot).derived["wildcard services"] = tuple(sorted(
+            (s for h, s in snapshot.services.items() if h.startswith("*.")),
+            key=lambda s: -len(s.host)))
+    return next((s for s in wild if host_matches(s.host, host)), None)
 
 
 def destination_port(service: MeshService | None, wanted: int | None, listener_port: int) -> int:

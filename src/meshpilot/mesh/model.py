@@ -26,6 +26,7 @@ from typing import Generic, Literal, TypeVar
 from meshpilot.api.credentials import Secret
 from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
+from meshpilot.api.mesh_config import DEFAULT_MESH_CONFIG, MeshConfig
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -90,6 +91,7 @@ class Endpoint:
     weight: int = 1
     has_sidecar: bool = False  # a proxy of the mesh receives its traffic (mTLS possible)
     service_account: str = ""  # its identity's service account (with a sidecar)
+    locality: str = ""  # region/zone/subzone (see meshpilot.mesh.locality); "": none
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class WorkloadInstance:
     """Istio's workload name: the pod's Deployment; empty means ``name`` (a WorkloadEntry
     or ServiceEntry endpoint is its own workload)."""
     service_account: str = "default"  # a pod's identity: spiffe://<domain>/ns/<ns>/sa/<this>
+    locality: str = ""
+    """region/zone/subzone as the workload's spec names it (a WorkloadEntry's, a
+    ServiceEntry endpoint's); empty: read from its labels, as a pod's is."""
 
     @property
     def workload_name(self) -> str:
@@ -172,6 +177,13 @@ class ProxyNode:
     runs the proxy (a path on its host, in the proxy's run directory); empty: no access
     log (``meshpilot up --access-log off``). It arrives with the node, so translation
     stays a function of its inputs."""
+    locality: str = ""
+    """region/zone/subzone from the Envoy node's ``locality`` (its bootstrap); empty: read
+    from its labels as a pod's is (:func:`meshpilot.mesh.locality.of_proxy`)."""
+    report_failures: bool = False
+    """Whether its inbound listeners stream failed requests to the control plane: set by
+    the xDS build from the snapshot for the sidecars of a Canary's target workload
+    (``xds.translate.failure_reports``), never from the node's metadata."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +219,9 @@ class MeshSnapshot:
     ``credentialName`` from a Secret in the gateway's own namespace (Istio's rule). Their
     values are credentials: nothing that logs or describes a snapshot may print them."""
     trust_domain: str = "cluster.local"  # of the workloads' SPIFFE identities
+    mesh_config: MeshConfig = DEFAULT_MESH_CONFIG
+    """The mesh config ``up`` was given: what a request for a host outside the registry
+    gets (:mod:`meshpilot.xds.translate.egress`)."""
     sidecar_ports: frozenset[int] = frozenset()
     """The HTTP container ports of the workloads with a sidecar: every sidecar gets the
     inbound route configurations of all of them, so they are one shared set."""

@@ -15,6 +15,7 @@ import os
 import re
 from typing import Any, Literal
 
+from meshpilot.mesh import locality
 from meshpilot.mesh.model import ProxyNode, node_to_metadata
 from meshpilot.proxy.admin_socket import SOCKET_MODE
 from meshpilot.proxy.stats import stats_config
@@ -29,6 +30,16 @@ XDS_RETRY_MAX = "2s"
 def admin_address(socket_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The admin ``address``: the Unix socket ``socket_path``, made 0600 by Envoy."""
     return {"pipe": {"path": os.fspath(socket_path), "mode": SOCKET_MODE}}
+
+
+def _locality(node: ProxyNode) -> dict[str, Any]:
+    """The node's ``locality`` (Envoy's own field, which the control plane reads back and
+    Envoy reports in its stats), when it has one: named, or read from its labels."""
+    where = locality.parse(locality.of_workload(node.locality, node.labels))
+    if not any(where):
+        return {}
+    return {"locality": {"region": where.region, "zone": where.zone,
+                         "sub_zone": where.subzone}}
 
 
 def bootstrap(
@@ -55,7 +66,8 @@ def bootstrap(
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
     doc: dict[str, Any] = {
-        "node": {"id": node.id, "cluster": cluster, "metadata": node_to_metadata(node)},
+        "node": {"id": node.id, "cluster": cluster, "metadata": node_to_metadata(node),
+                 **_locality(node)},
         **({"admin": {"address": admin_address(admin_socket)}} if admin_socket else {}),
         "dynamic_resources": {
             "ads_config": {

@@ -53,6 +53,9 @@ from meshpilot.mesh.sources import (
 
 _CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
 _NOT_EXTERNAL = r"([^r]...|.[^n]..|..[^a].|...[^l])"
+_EGRESS = r"^cluster\.(PassthroughCluster|BlackHoleCluster)"
+"""Istio's two clusters for hosts outside the registry (the outbound traffic policy's):
+their requests are counted as Istio counts them."""
 
 KEPT_STATS: tuple[str, ...] = (
     _CLUSTER + _NOT_EXTERNAL + r"\.upstream_rq_([0-9][0-9a-z_]*|[acmpr][0-9a-z_]*"

@@ -16,9 +16,11 @@ import hmac
 import json
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from meshpilot.security.files import write_private
 
@@ -41,7 +43,7 @@ class IssuedToken:
 
 
 @dataclass
-class _Held:
+class HeldToken:
     digest: str
     group: str
     expires_at: datetime
@@ -55,26 +57,52 @@ def _digest(token: str) -> str:
 TOKEN_PREFIX = "mpjoin_"
 
 
+class JoinTokenBook(Protocol):
+    """Where join tokens are issued, checked and spent: :class:`JoinTokens` (one control
+    plane), or one the replicas on an etcd share."""
+
+    def issue(self, group: str, ttl: timedelta = DEFAULT_TTL,
+              now: datetime | None = None) -> IssuedToken: ...
+
+    def check(self, token: str, group: str, now: datetime | None = None) -> None: ...
+
+    def spend(self, token: str, group: str, now: datetime | None = None) -> None: ...
+
+
+def check_ttl(ttl: timedelta) -> None:
+    if not timedelta(0) < ttl <= MAX_TTL:
+        raise ValueError(f"a join token lives more than 0s and at most {MAX_TTL}; "
+                         f"asked for {ttl}")
+
+
+def new_token() -> str:
+    """A fresh token. Its prefix makes it one word on a command line (URL-safe base64 may
+    begin with "-", which `host join --token` would read as an option) and says what it
+    is."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def digest(token: str) -> str:
+    """What is kept of a token: its SHA-256, never the token."""
+    return _digest(token)
+
+
 class JoinTokens:
     """Issue and spend join tokens (thread-safe); persisted hashed under ``directory``."""
 
     def __init__(self, directory: Path) -> None:
         self._path = directory / TOKENS_FILE
         self._lock = threading.Lock()
-        self._held: list[_Held] = self._load()
+        self._held: list[HeldToken] = self._load()
 
     def issue(self, group: str, ttl: timedelta = DEFAULT_TTL,
               now: datetime | None = None) -> IssuedToken:
-        if not timedelta(0) < ttl <= MAX_TTL:
-            raise ValueError(f"a join token lives more than 0s and at most {MAX_TTL}; "
-                             f"asked for {ttl}")
+        check_ttl(ttl)
         moment = now or datetime.now(UTC)
-        # a prefix: a token is one word on a command line (URL-safe base64 may begin with
-        # "-", which `host join --token` would read as an option) and says what it is
-        token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+        token = new_token()
         with self._lock:
             self._held = [h for h in self._held if h.expires_at > moment]
-            self._held.append(_Held(_digest(token), group, moment + ttl))
+            self._held.append(HeldToken(_digest(token), group, moment + ttl))
             self._save()
         return IssuedToken(token, group, moment + ttl)
 
@@ -92,30 +120,16 @@ class JoinTokens:
             self._admitting(token, group, now or datetime.now(UTC)).used = True
             self._save()
 
-    def _admitting(self, token: str, group: str, moment: datetime) -> _Held:
+    def _admitting(self, token: str, group: str, moment: datetime) -> HeldToken:
         """The held token that admits this join (call under the lock)."""
-        wanted = _digest(token).encode()
-        match = None
-        for held in self._held:  # every hash compared: the time says nothing
-            if hmac.compare_digest(held.digest.encode(), wanted):
-                match = held
-        if match is None:
-            raise JoinRefused("the join token is not one this control plane issued")
-        if match.used:
-            raise JoinRefused("the join token was already used; a token admits one join")
-        if match.expires_at <= moment:
-            raise JoinRefused("the join token has expired; create a new one with "
-                              "`meshpilot host token create`")
-        if not hmac.compare_digest(match.group.encode(), group.encode()):
-            raise JoinRefused(f"the join token was not issued for WorkloadGroup {group}")
-        return match
+        return admitting(self._held, token, group, moment)
 
-    def _load(self) -> list[_Held]:
+    def _load(self) -> list[HeldToken]:
         try:
             rows = json.loads(self._path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return []
-        return [_Held(r["digest"], r["group"], datetime.fromisoformat(r["expiresAt"]),
+        return [HeldToken(r["digest"], r["group"], datetime.fromisoformat(r["expiresAt"]),
                       bool(r.get("used"))) for r in rows]
 
     def _save(self) -> None:
@@ -123,3 +137,24 @@ class JoinTokens:
         rows = [{"digest": h.digest, "group": h.group, "expiresAt": h.expires_at.isoformat(),
                  "used": h.used} for h in self._held]
         write_private(self._path, json.dumps(rows).encode())
+
+
+def admitting(tokens: Iterable[HeldToken], token: str, group: str,
+              moment: datetime) -> HeldToken:
+    """The one of ``tokens`` that admits a join to ``group`` with ``token`` at ``moment``;
+    :class:`JoinRefused` naming the rule broken if none does."""
+    wanted = _digest(token).encode()
+    match = None
+    for held in tokens:  # every hash compared: the time says nothing
+        if hmac.compare_digest(held.digest.encode(), wanted):
+            match = held
+    if match is None:
+        raise JoinRefused("the join token is not one this control plane issued")
+    if match.used:
+        raise JoinRefused("the join token was already used; a token admits one join")
+    if match.expires_at <= moment:
+        raise JoinRefused("the join token has expired; create a new one with "
+                          "`meshpilot host token create`")
+    if not hmac.compare_digest(match.group.encode(), group.encode()):
+        raise JoinRefused(f"the join token was not issued for WorkloadGroup {group}")
+    return match

@@ -21,10 +21,10 @@ from starlette.routing import BaseRoute
 
 from meshpilot.api.argo import Rollout
 from meshpilot.api.identity import ObjectKey
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.delivery.argo.controller import ArgoController
 from meshpilot.delivery.argo.summary import summarize as argo_summary
 from meshpilot.runtime import Pod
-from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.options import SecurityOptions
 from meshpilot.server import envoy_filter_check
 from meshpilot.server.api import WATCH_BACKLOG_LIMIT, create_app
@@ -42,6 +42,7 @@ from meshpilot.server.host_registry import HostHealth, HostRegistry
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
+from meshpilot.server.replica_wiring import ReplicaState
 from meshpilot.server.rollout_api import RolloutAPI
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
@@ -49,6 +50,7 @@ from meshpilot.store import ConfigStore
 from meshpilot.store.election import AlwaysLeader, Election
 from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
+from meshpilot.telemetry import ProxyIdentity, Target
 
 MESH_HOST = "127.0.0.1"
 """Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
@@ -68,6 +70,8 @@ class Components:
     """Whether this replica runs what must run once (pods, rollouts): always with
     SQLite; the elected one of the replicas on an etcd."""
     autoscaler: AutoscalerLoop | None = None
+    replicas: ReplicaState = field(default_factory=ReplicaState)
+    """What replicas on one etcd share (proxy-token key, hosts) and who is alive."""
 
     def app(self, token: str, info: dict[str, Any],
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -117,6 +121,7 @@ class Components:
         if self.hosts is not None:
             self.hosts.registry.stop()
         self.leader.stop()
+        self.replicas.stop()
         if self.mesh is not None:
             self.mesh.stop()
 
@@ -154,17 +159,33 @@ def _edge_rows(mesh: MeshControlPlane) -> list[dict[str, Any]]:
 
 def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: MeshControlPlane,
            security: SecurityOptions | None, health: HostHealth,
-           leading: Callable[[], bool]) -> HostsAPI:
+           leading: Callable[[], bool], replicas: ReplicaState) -> HostsAPI:
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
-    tokens = JoinTokens(state.root / "secrets")
+    tokens = replicas.join_tokens(state)
     registry = HostRegistry(
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
-        members_file=state.root / "secrets" / "hosts.json", leading=leading)
+        members_file=state.root / "secrets" / "hosts.json", leading=leading,
+        shared=replicas.shared, replicas=replicas.directory.replicas)
     mesh.remote_credentials = registry.credentials
+    mesh.remote_targets = partial(_host_targets, registry)
     return HostsAPI(registry, tokens)
+
+
+def _leadership_changed(mesh: MeshControlPlane, replicas: ReplicaState, leading: bool) -> None:
+    """The pods start (or stop) at once, and the other replicas and the hosts learn who
+    leads (a host sends its reports, and so its sidecar's counters, to the leader)."""
+    mesh.leadership_changed(leading)
+    replicas.directory.update(leading=leading)
+
+
+def _host_targets(registry: HostRegistry) -> list[Target]:
+    """The joined hosts' sidecars as telemetry targets, read from their agents' reports."""
+    return [Target(node.name, "", epoch, ProxyIdentity.from_node(node), node,
+                   read=partial(bytes, stats))
+            for node, epoch, stats in registry.sidecar_stats()]
 
 
 def start(state: StateDir, store: ConfigStore, publish: Publish, *,
@@ -172,13 +193,18 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
           security: SecurityOptions | None = None, access_log: bool = True,
           loadtester_commands: bool = False, api_token: str | None = None,
           listen: str | None = None, host_health: HostHealth | None = None,
-          hpa_sync_seconds: float = SYNC_SECONDS) -> Components:
+          hpa_sync_seconds: float = SYNC_SECONDS, api_url: str = "",
+          mesh_config: MeshConfig | None = None) -> Components:
     """Make, connect and start every component; ``publish`` merges entries into
     endpoints.json; ``loadtester_commands`` lets the load tester run shell commands. If
-    one fails to start, those already started are stopped and the error is raised."""
+    one fails to start, those already started are stopped and the error is raised.
+    ``api_url`` is where other hosts reach this replica's API (named to them with the
+    other replicas)."""
     # one mirror of the state for every apply's validation (see ConfigService)
     components = Components(store, ConfigService(store, StoreMirror(store)),
-                            leader=leadership(store, _identity(state)))
+                            leader=leadership(store, _identity(state)),
+                            replicas=ReplicaState.of(store, _identity(state)))
+    components.replicas.share_ca(state, security or SecurityOptions())
     if not with_mesh:
         components.leader.start(lambda leading: None)
         return components
@@ -189,13 +215,16 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         mesh = components.mesh = MeshControlPlane(
             state, store, host=MESH_HOST, envoy_concurrency=envoy_concurrency,
             publish=publish, security=security, access_log=access_log, listen=listen,
-            leading=components.leader.leading)
+            leading=components.leader.leading,
+            proxy_tokens=components.replicas.proxy_tokens(state), mesh_config=mesh_config)
         components.config.change_check = envoy_filter_check.for_mesh(mesh)
         components.hosts = _hosts(state, store, components.config, mesh, security,
-                                  host_health or HostHealth(), components.leader.leading)
+                                  host_health or HostHealth(), components.leader.leading,
+                                  components.replicas)
         endpoints = mesh.start()
         components.hosts.registry.start()
         publish(endpoints)
+        components.replicas.announce(mesh, api_url, publish)
         traffic = TelemetryTraffic(lambda: mesh.telemetry)
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,
@@ -204,12 +233,13 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread
+        mesh.failure_reports.subscribe(delivery.failures_reported)
         autoscaler = AutoscalerLoop(components.config, partial(_pods, mesh),
                                     lambda: mesh.telemetry, hpa_sync_seconds,
                                     leading=components.leader.leading)
         autoscaler.start()
         components.autoscaler = autoscaler
-        components.leader.start(mesh.leadership_changed)
+        components.leader.start(partial(_leadership_changed, mesh, components.replicas))
     except BaseException:
         components.stop()
         raise

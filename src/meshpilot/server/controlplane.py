@@ -31,6 +31,7 @@ from meshpilot.api.config import ConfigMap
 from meshpilot.api.credentials import Secret
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
@@ -53,15 +54,20 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.leftovers import stop_leftovers
+from meshpilot.server.mesh_changes import MeshChanges
+from meshpilot.server.pacing import RebuildPacer
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
+from meshpilot.telemetry.failure_reports import FailureReports
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 from meshpilot.xds.auth import token_authenticator
 from meshpilot.xds.server import SecurePort
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of a mesh rebuild (``time.monotonic``), at DEBUG for benchmarks."""
 
 DEBOUNCE_SECONDS = 0.05
 GATEWAY_LABELS = MappingProxyType({"istio": "ingressgateway", "app": "istio-ingressgateway"})
@@ -142,6 +148,8 @@ class MeshControlPlane:
         access_log: bool = True,
         listen: str | None = None,
         leading: Callable[[], bool] = lambda: True,
+        proxy_tokens: ProxyTokens | None = None,
+        mesh_config: MeshConfig | None = None,
     ) -> None:
         self.state = state
         self.listen = listen
@@ -167,26 +175,42 @@ class MeshControlPlane:
         self._version = 0
         self.snapshot = MeshSnapshot(version=0, services={}, endpoints={})
         self.built_from_revision = -1
+        self._shared_workloads: list[WorkloadInstance] = []  # the pods of that build
         """The store revision the snapshot holds every change up to (-1: none built)."""
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
-        self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain)
+        self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain,
+                                          mesh_config=mesh_config)
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
         # every proxy proves its node id with a token the runtime writes into its bootstrap
-        self.proxy_tokens = ProxyTokens.in_directory(state.root / "secrets")
+        # (replicas on one etcd share the key: see meshpilot.server.replica_wiring)
+        self.proxy_tokens = proxy_tokens or ProxyTokens.in_directory(state.root / "secrets")
         self.ca_rotation = CaRotation.open(state.root, options, self.converge,
                                            wake=self._dirty.set)
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
+        self.failure_reports = FailureReports()
+        """Canary sidecars' failed requests as they happen (served beside xDS)."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify),
-                             secure=self._secure_xds(listen, options))
+                             secure=self._secure_xds(listen, options),
+                             services=(self.failure_reports.handler(),))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
         """node id -> the credential of a proxy on a joined host (its key stays there)."""
+        self.remote_workloads: Callable[[], list[WorkloadInstance]] = list
+        """The pods other replicas run (the leader's), as endpoints for this one's proxies."""
+        self.share_workloads: Callable[[list[WorkloadInstance], int], None] = \
+            lambda workloads, revision: None
+        """Tells the other replicas the pods this one runs as of a store revision (no I/O
+        on the caller's thread)."""
+        self.remote_behind: Callable[[int], bool] = lambda revision: False
+        """Whether a rebuild at a store revision waits for the leader's pods as of it."""
+        self.remote_targets: Callable[[], list[Target]] = list
+        """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
@@ -332,7 +356,7 @@ class MeshControlPlane:
                 node = pod.proxy_node()
                 out.append(Target(pod.name, pod.admin_socket, pod.sidecar_pid,
                                   ProxyIdentity.from_node(node, pod.deployment), node))
-        return out
+        return out + self.remote_targets()
 
     # --- the mesh view -------------------------------------------------------------
     def gateway_ports(self) -> dict[str, int]:
@@ -445,14 +469,21 @@ class MeshControlPlane:
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
-            self.snapshot = snapshot = self._snapshots.build(self._version, objects, workloads)
+            self.snapshot = snapshot = self._snapshots.build(
+                self._version, objects, workloads + self.remote_workloads())
             self.built_from_revision = revision
+            self._shared_workloads = workloads
             version = self._version
+        self.share_workloads(workloads, revision)
         ports = self.gateway_ports()
         if ports != self._published_gateway_ports:
             self._published_gateway_ports = ports
             self.publish({"ingress_ports": ports})
+        built = time.monotonic()
         self.xds.publish(self._xds_snapshot(snapshot, ports, pods))
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f published version=%d built=%.4f", time.monotonic(),
+                           version, built)
         return version
 
     def _proxy_upkeep(self) -> None:
@@ -466,21 +497,29 @@ class MeshControlPlane:
                     log.exception("upkeep of proxy %s failed", proxy.name)
 
     def _rebuild_loop(self) -> None:
-        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS``: a change after a
-        quiet spell goes out at once (leading edge), a burst of changes is coalesced."""
-        last = 0.0
+        """Rebuild on change, at most once per ``DEBOUNCE_SECONDS`` on average: a change
+        after a quiet spell goes out at once (leading edge), and so does a second one right
+        after it (see :mod:`.pacing`); a longer burst of changes is coalesced."""
+        pacer = RebuildPacer(DEBOUNCE_SECONDS, burst=2)
         while not self._stopping.is_set():
             self._dirty.wait(self._until_renewal())  # a change, or certificates to renew
             if self._stopping.is_set():
                 return
-            wait = last + DEBOUNCE_SECONDS - time.monotonic()
+            wait = pacer.wait(time.monotonic())
             if wait > 0:
                 self._stopping.wait(wait)
             self._dirty.clear()
             last = time.monotonic()
+            pacer.take(last)
             try:
+                mirror = self._mirror
+                if mirror is not None and self.remote_behind(mirror.revision()):
+                    self._dirty.set()  # again when the leader's record comes (or soon)
+                    self._stopping.wait(DEBOUNCE_SECONDS)
+                    continue
+                synced = time.monotonic()  # pods are synced after the snapshot (below)
                 try:
-                    self._rebuild()
+                    version = self._rebuild()
                 finally:  # pods start after the snapshot: they see its Services' TCP ports
                     if self.runtime is not None:
                         # a replica that does not lead runs no pods (the leader runs them)
@@ -488,6 +527,9 @@ class MeshControlPlane:
                         self.runtime.sync(self.deployments() if leads else [],
                                           self.config_data() if leads else {},
                                           tcp_targets(self.snapshot))
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f rebuild version=%d start=%.4f synced=%.4f",
+                                   time.monotonic(), version, last, synced)
             except Exception:  # keep serving the last good snapshot
                 log.exception("mesh rebuild failed")
 
@@ -503,14 +545,41 @@ class MeshControlPlane:
         return max(0.05, (due - datetime.now(UTC)).total_seconds())
 
     def _watch_store(self) -> None:
+        """Rebuild on every store change the mesh is built from; one that only touches a
+        Canary's status (see :mod:`.mesh_changes`) counts as held by the mesh at once."""
         mirror = self._mirror
         assert mirror is not None
+        changes = MeshChanges()
+        mirror.follow(changes)
         try:
             while not self._stopping.is_set():
-                if mirror.poll(timeout=0.5):
+                before = mirror.revision()
+                if not mirror.poll(timeout=0.5):
+                    continue
+                relevant = changes.take()
+                if timeline.isEnabledFor(logging.DEBUG):
+                    timeline.debug("%.4f store-change revision=%s rebuild=%s", time.monotonic(),
+                                   mirror.revision(), relevant)
+                if relevant:
                     self._dirty.set()
+                else:
+                    self._held_without_rebuild(before, mirror.revision())
         finally:
             mirror.close()
+
+    def _held_without_rebuild(self, before: int, after: int) -> None:
+        """Changes from ``before`` to ``after`` need no rebuild: when the snapshot holds
+        every change up to ``before``, it holds every one up to ``after`` (readiness
+        compares this with the store's revision). Otherwise a rebuild is still due, and
+        reads them anyway."""
+        with self._lock:
+            if before <= self.built_from_revision < after:
+                self.built_from_revision = after
+                workloads = self._shared_workloads
+            else:
+                return
+        # the other replicas wait for this revision before their own rebuilds
+        self.share_workloads(workloads, after)
 
     def _wait_removed(self, pod: Pod) -> None:
         """Before a pod stops: every proxy has ACKed a mesh without it (bounded wait)."""

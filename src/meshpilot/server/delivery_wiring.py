@@ -7,8 +7,9 @@
   new template is serving".
 - :class:`TelemetryTraffic`: the embedded telemetry's counts, from which the delivery
   core's built-in provider answers Flagger's two built-in metrics.
-- :class:`DeliveryLoop`: ticks every Canary on a timer and on store changes, each Canary
-  on its own worker thread; serves the built-in load tester on a loopback port
+- :class:`DeliveryLoop`: ticks every Canary on a timer, on store changes and, while its
+  canary holds traffic, on its canary sidecars' failure reports, each Canary on its own
+  worker thread; serves the built-in load tester on a loopback port
   (``endpoints.json`` key ``loadtester``), which runs shell commands only when the
   control plane was started with ``--loadtester-commands``.
 
@@ -79,6 +80,8 @@ if TYPE_CHECKING:
     from meshpilot.telemetry import MeshTelemetry
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times of live reads (``time.monotonic``), at DEBUG for benchmarks."""
 
 WRITER_SOURCE = "<delivery-controller>"
 TICK_SECONDS = 0.5
@@ -307,15 +310,20 @@ class TelemetryTraffic:
         telemetry = self._telemetry()
         if telemetry is None:
             return None
+        started = time.monotonic()
         points = telemetry.scraper.read_now(
             lambda t: t.identity.kind == "sidecar" and t.identity.namespace == namespace
             and t.identity.workload == workload)
+        if points is None:
+            return None
         served = [p for p in points if p.metric == REQUESTS_TOTAL
                   and dict(p.labels).get("reporter") == "destination"]
-        if not served:
-            return None
         failed = sum(p.value for p in served
                      if str(dict(p.labels).get("response_code", "")).startswith("5"))
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f live-read %s/%s start=%.4f requests=%d failed=%d",
+                           time.monotonic(), namespace, workload, started,
+                           sum(p.value for p in served), failed)
         return int(sum(p.value for p in served)), int(failed)
 
 
@@ -441,6 +449,8 @@ class DeliveryLoop:
                                        self.measurer)
         self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
         self._hot: set[tuple[str, str]] = set()
+        self._hot_targets: dict[tuple[str, str], str] = {}
+        """Hot Canary -> its target workload, whose failure reports step it at once."""
         self._hot_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
@@ -487,15 +497,40 @@ class DeliveryLoop:
         st = decision.state if decision is not None else None
         hot = bool(st and st.phase in ANALYSIS_PHASES and st.analysis_started and (
             st.canary_weight > 0 or st.mirror_stage or st.ab_active))
+        key = (namespace, name)
+        with self._hot_lock:
+            target = self._hot_targets.get(key) if hot else None
+        if hot and target is None:
+            canary = self.view.canary(namespace, name)
+            target = canary.spec.target_ref.name if canary is not None else None
         with self._hot_lock:
             if hot:
-                self._hot.add((namespace, name))
+                self._hot.add(key)
             else:
-                self._hot.discard((namespace, name))
+                self._hot.discard(key)
+            if target is not None:
+                self._hot_targets[key] = target
+            else:
+                self._hot_targets.pop(key, None)
+
+    def failures_reported(self, namespace: str, workload: str, failed: int) -> None:
+        """A canary's sidecars just answered ``failed`` requests with 5xx: step at once
+        the hot Canaries whose target that is (fail-fast judges on arrival, not at the
+        next hot tick). Called on the xDS server's loop: it only kicks workers."""
+        with self._hot_lock:
+            canaries = [name for (ns, name), target in self._hot_targets.items()
+                        if ns == namespace and target == workload]
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f failure-report %s/%s failed=%d canaries=%d", time.monotonic(),
+                           namespace, workload, failed, len(canaries))
+        for name in canaries:
+            self.workers.kick(namespace, name)
 
     def _kick_hot(self) -> None:
         with self._hot_lock:
             hot = list(self._hot)
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f kick-hot %d", time.monotonic(), len(hot))
         for namespace, name in hot:
             self.workers.kick(namespace, name)
 
@@ -578,7 +613,9 @@ class DeliveryLoop:
                     continue
                 now = time.monotonic()
                 due = min(next_all, next_hot if self._hot else next_all)
-                event = watch.get(timeout=max(0.0, min(due - now, self.tick_seconds)))
+                # woken at least every hot tick: a Canary that turned hot on its worker
+                # since ``due`` was worked out is kicked within one, not a regular tick
+                event = watch.get(timeout=max(0.0, min(due - now, HOT_TICK_SECONDS)))
                 soon = False
                 while event is not None:
                     soon = self._relevant(event) or soon

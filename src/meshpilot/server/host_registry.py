@@ -19,6 +19,13 @@ Istio's WorkloadGroup auto-registration, for hosts the control plane does not ru
 
 Reports are kept in memory: after a restart, an entry is healthy again once its host
 reports, and removed if it never does.
+
+**Replicas.** With several control-plane replicas on one etcd, the members and their
+latest reports are also written to the state the replicas share
+(:class:`~meshpilot.store.shared.SharedRecords`): a host joins at one replica and reports
+to whichever answers, every replica serves its sidecar's secret, and the leader judges
+its health from the shared reports (a report counts when its record changed since the
+leader last looked, by etcd's revision, so no two machines' clocks are compared).
 """
 
 from __future__ import annotations
@@ -39,15 +46,20 @@ from pydantic import ValidationError
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import NETWORKING as NETWORKING_GROUP
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION, WorkloadGroup
+from meshpilot.mesh.model import InboundPort, ProxyNode
+from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.bootstrap import node_id
 from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.files import write_private
 from meshpilot.security.identity import workload_identity
-from meshpilot.security.join_tokens import JoinRefused, JoinTokens
+from meshpilot.security.join_tokens import JoinRefused, JoinTokenBook
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
+from meshpilot.store.etcd_client import EtcdError, EtcdUnavailable
+from meshpilot.store.shared import SharedRecords
+from meshpilot.telemetry.envoy_stats import STATS_PARAMS
 from meshpilot.validation.codes import JOIN_REFUSED
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,8 @@ CONTROLLER_ANNOTATION = "istio.io/workloadController"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_GRACE = 300.0
 CHECK_SECONDS = 0.5
+MEMBERS_AREA = "hosts"
+REPORTS_AREA = "host-reports"
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,10 @@ class _Member:
     ready: bool = False
     reported: bool = False  # since this control plane started
     registered: bool = True  # its entry was stored (False only during its join)
+    address: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # the group's port name -> number
+    stats: tuple[int, bytes] = (0, b"")  # its sidecar's last counters: (epoch, /stats JSON)
 
 
 @dataclass
@@ -119,7 +137,7 @@ class HostRegistry:
 
     store: ConfigStore
     config: ConfigService
-    tokens: JoinTokens
+    tokens: JoinTokenBook
     proxy_tokens: ProxyTokens
     ca: Callable[[], CertificateAuthority]
     cert_ttl: timedelta
@@ -135,6 +153,13 @@ class HostRegistry:
     """Where the members are kept (entry, node id, certificate chain, key file path:
     nothing secret), so a restarted control plane still serves their sidecars and takes
     their reports; silence is counted from its start."""
+    shared: SharedRecords | None = None
+    """The replicas' shared state (etcd), where members and reports go too; None with
+    SQLite (one control plane)."""
+    replicas: Callable[[], list[dict[str, Any]]] = list
+    """The live replicas (API URL, mutual-TLS xDS address), told to hosts so they can go
+    on with another when theirs dies."""
+    _report_revisions: dict[ObjectKey, int] = field(default_factory=dict)
     _members: dict[ObjectKey, _Member] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = field(default_factory=time.monotonic)
@@ -152,20 +177,14 @@ class HostRegistry:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
         now = self.clock()
-        out = {}
-        for row in rows:
-            key = ObjectKey(*row["key"])
-            out[key] = _Member(key, row["nodeId"], HostCredential(
-                row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"))
-        return out
+        return {m.key: m for m in (_member(row, now) for row in rows)}
 
     def _save(self) -> None:
         """Called under the lock."""
         if self.members_file is None:
             return
-        rows = [{"key": list(m.key), "nodeId": m.node_id, "account": m.account,
-                 "chain": m.credential.chain_pem.decode(), "keyFile": m.credential.key_file}
-                for m in self._members.values()]
+        rows = [_record(m) for m in self._members.values()]
+        self.members_file.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.members_file, json.dumps(rows).encode())
 
     # --- join --------------------------------------------------------------------
@@ -191,7 +210,9 @@ class HostRegistry:
         node = node_id("sidecar", request.address, key.name, namespace)
         member = _Member(key, node, HostCredential(issued.chain_pem, request.key_file,
                                                    ca.trust_bundle.pem), self.clock(), account,
-                         registered=False)
+                         registered=False, address=request.address,
+                         labels=dict(entry["spec"].get("labels") or {}),
+                         ports=dict(entry["spec"].get("ports") or {}))
         with self._lock:
             self._members[key] = member
             self._save()
@@ -202,6 +223,7 @@ class HostRegistry:
                 self._save()
             raise JoinError(outcome.status, JOIN_REFUSED.code, "the WorkloadEntry was refused",
                             [d.to_dict() for d in outcome.diagnostics])
+        self._share(member)  # before it counts as registered: a sync would drop it
         member.registered = True
         self.changed()
         return {
@@ -212,9 +234,18 @@ class HostRegistry:
             "hostToken": self.proxy_tokens.token_for(_host_subject(key)),
             "xds": self.xds_address(), "labels": entry["spec"].get("labels", {}),
             "ports": entry["spec"].get("ports", {}),
+            "locality": entry["spec"].get("locality", ""),
             "probe": group.spec.model_dump(by_alias=True, exclude_none=True).get("probe"),
             "reportSeconds": max(1.0, self.timeout / 4),
+            "replicas": self.reachable(),
+            "statsQuery": dict(STATS_PARAMS),
         }
+
+    def reachable(self) -> list[dict[str, str]]:
+        """Every live replica a host can turn to: its API URL and mutual-TLS xDS."""
+        return [{"api": str(r["api"]), "xds": str(r["xds_tls"]),
+                 "leading": r.get("leading") is True}
+                for r in self.replicas() if r.get("api") and r.get("xds_tls")]
 
     def group_of(self, ref: str) -> WorkloadGroup:
         """The stored WorkloadGroup ``NS/NAME``; :class:`JoinError` if there is none."""
@@ -247,17 +278,35 @@ class HostRegistry:
             raise JoinError(400, JOIN_REFUSED.code, f"the CSR was refused: {exc}") from None
 
     # --- reports -------------------------------------------------------------------
-    def report(self, namespace: str, entry: str, host_token: str, ready: bool) -> bool:
-        """A host's report; False (nothing recorded) if its credential is not the one
-        issued for that entry, or the entry is not one that joined here."""
+    def report(self, namespace: str, entry: str, host_token: str, ready: bool,
+               stats: tuple[int, bytes] = (0, b"")) -> bool:
+        """A host's report, with its sidecar's counters (epoch, /stats JSON) if it sent
+        them; False (nothing recorded) if its credential is not the one issued for that
+        entry, or the entry is not one that joined here."""
         key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
         if not self.proxy_tokens.verify(_host_subject(key), host_token):
             return False
+        if key not in self._members and self.shared is not None:
+            try:
+                self._sync_members()  # it joined at another replica a moment ago
+            except (EtcdError, EtcdUnavailable) as exc:
+                log.warning("members not synced with the other replicas: %s", exc)
         with self._lock:
             member = self._members.get(key)
             if member is None:
                 return False
             member.last_seen, member.ready, member.reported = self.clock(), ready, True
+            if stats[1]:
+                member.stats = stats
+        if self.shared is not None:  # for the leader, whichever replica it is
+            try:
+                revision = self.shared.put(REPORTS_AREA, _name(key), {"ready": ready})
+            except (EtcdError, EtcdUnavailable) as exc:
+                log.warning("report of %s not shared with the other replicas: %s",
+                            _name(key), exc)
+                return True
+            with self._lock:
+                self._report_revisions[key] = revision
         return True
 
     def renew(self, namespace: str, entry: str, host_token: str, csr_pem: bytes,
@@ -277,9 +326,17 @@ class HostRegistry:
         with self._lock:
             member.credential = HostCredential(issued.chain_pem, key_file, ca.trust_bundle.pem)
             self._save()
+        self._share(member)
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode()}
+
+    def sidecar_stats(self) -> list[tuple[ProxyNode, int, bytes]]:
+        """Every joined sidecar whose counters were reported here: its node (as the
+        agent describes it to xDS), epoch and latest /stats JSON. Kept by the replica
+        that received them (the leader's telemetry counts those reported to it)."""
+        with self._lock:
+            return [(_node(m), *m.stats) for m in self._members.values() if m.stats[1]]
 
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> its credential, with the CA's current trust bundle."""
@@ -306,12 +363,70 @@ class HostRegistry:
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_SECONDS):
-            if not self.leading():
-                continue  # another replica judges; this one would see no reports
             try:
-                self.check()
+                if self.shared is not None:
+                    self.sync()
+                if self.leading():  # the others serve the hosts, the leader judges them
+                    self.check()
+            except (EtcdError, EtcdUnavailable) as exc:
+                log.warning("host registry not synced with the other replicas: %s", exc)
             except Exception:  # the next round tries again
                 log.exception("host health check failed")
+
+    # --- shared with the other replicas ------------------------------------------------
+    def _share(self, member: _Member) -> None:
+        if self.shared is not None:
+            self.shared.put(MEMBERS_AREA, _name(member.key), _record(member))
+
+    def _unshare(self, key: ObjectKey) -> None:
+        if self.shared is not None:
+            self.shared.delete(MEMBERS_AREA, _name(key))
+            self.shared.delete(REPORTS_AREA, _name(key))
+
+    def sync(self) -> None:
+        """Take the members that joined (or renewed) at other replicas and the reports
+        any replica received since the last round."""
+        self._sync_members()
+        assert self.shared is not None
+        reports = self.shared.items(REPORTS_AREA)
+        now = self.clock()
+        with self._lock:
+            for name, (revision, value, _lease) in reports.items():
+                key = _key(name)
+                member = self._members.get(key)
+                if member is None or self._report_revisions.get(key) == revision:
+                    continue
+                self._report_revisions[key] = revision
+                member.last_seen, member.ready = now, value.get("ready") is True
+                member.reported = True
+
+    def _sync_members(self) -> None:
+        assert self.shared is not None
+        records = self.shared.items(MEMBERS_AREA)
+        now = self.clock()
+        changed = False
+        with self._lock:
+            for record in records.values():
+                row = record.value
+                fresh = _member(row, now)
+                held = self._members.get(fresh.key)
+                if held is None:
+                    self._members[fresh.key] = fresh
+                    changed = True
+                elif (held.credential.chain_pem, held.credential.key_file) != (
+                        fresh.credential.chain_pem, fresh.credential.key_file):
+                    held.credential = replace(fresh.credential,
+                                              roots_pem=held.credential.roots_pem)
+                    changed = True
+            shared = {_key(name) for name in records}
+            for key in [k for k, m in self._members.items() if m.registered
+                        and k not in shared]:
+                del self._members[key]  # removed at another replica
+                changed = True
+            if changed:
+                self._save()
+        if changed:
+            self.changed()
 
     def check(self) -> None:
         """One round: every auto-registered entry's Healthy condition set from its
@@ -345,6 +460,8 @@ class HostRegistry:
                 del self._members[key]
             if gone:
                 self._save()
+        for key in gone:
+            self._unshare(key)
         if gone:
             self.changed()
 
@@ -368,9 +485,45 @@ class HostRegistry:
         with self._lock:
             self._members.pop(key, None)
             self._save()
+        self._unshare(key)
         log.warning("host entry %s/%s removed: no report for %.0fs", key.namespace, key.name,
                     self.grace)
         self.changed()
+
+
+def _record(member: _Member) -> dict[str, Any]:
+    """A member as written to the members file and the replicas' shared state (nothing
+    secret: the chain is public, the key stays on the host and is named by its path)."""
+    return {"key": list(member.key), "nodeId": member.node_id, "account": member.account,
+            "chain": member.credential.chain_pem.decode(),
+            "keyFile": member.credential.key_file, "address": member.address,
+            "labels": member.labels, "ports": member.ports}
+
+
+def _member(row: dict[str, Any], now: float) -> _Member:
+    return _Member(ObjectKey(*row["key"]), row["nodeId"], HostCredential(
+        row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"),
+        address=str(row.get("address", "")), labels=dict(row.get("labels") or {}),
+        ports=dict(row.get("ports") or {}))
+
+
+def _node(member: _Member) -> ProxyNode:
+    """The joined sidecar as its agent introduces it (see meshpilot.hosts.agent)."""
+    return ProxyNode(
+        id=member.node_id, kind="sidecar", namespace=member.key.namespace, ip=member.address,
+        workload=member.key.name, name=member.key.name, service_account=member.account,
+        labels=dict(member.labels),
+        inbound=tuple(InboundPort(int(port), int(port), name, port_protocol(name))
+                      for name, port in sorted(member.ports.items())))
+
+
+def _name(key: ObjectKey) -> str:
+    return f"{key.namespace}/{key.name}"
+
+
+def _key(name: str) -> ObjectKey:
+    namespace, _, entry = name.partition("/")
+    return ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
 
 
 def _host_subject(key: ObjectKey) -> str:

@@ -7,7 +7,9 @@ has none; they are authenticated by what they carry instead:
 
 - ``POST .../hosts/join`` ``{"token", "group", "address", "csr", "keyFile"}``: the join
   token (spent on success), see :mod:`meshpilot.server.host_registry`;
-- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}`` and
+- ``POST .../hosts/report`` ``{"namespace", "entry", "hostToken", "ready"}``, with the
+  sidecar's counters as ``"stats"`` and ``"epoch"`` (answered with the live replicas,
+  see :mod:`meshpilot.store.replicas`) and
   ``POST .../hosts/renew`` ``{"namespace", "entry", "hostToken", "csr", "keyFile"}`` (a
   new certificate for a new key, at about half the old one's life): the credential the
   join answered with, bound to that one entry.
@@ -19,7 +21,10 @@ through the bearer-token check.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -29,13 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokens
+from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokenBook
 from meshpilot.server.body_limit import BodyLimitMiddleware
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 
 API = "/apis/meshpilot.io/v1/hosts"
 PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew"})
-MAX_BODY = 64 * 1024
+MAX_BODY = 1024 * 1024
+"""A report carries its sidecar's counters (compressed): room for a large mesh's."""
+MAX_STATS = 32 * 1024 * 1024
+"""What those counters may inflate to: a bound on what a small body can cost."""
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
 _RENEW_FIELDS = frozenset({"namespace", "entry", "hostToken", "csr", "keyFile"})
 
@@ -58,8 +66,24 @@ async def _json(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _stats(body: dict[str, Any]) -> tuple[int, bytes] | None:
+    """A report's sidecar counters as (epoch, JSON bytes): (0, b"") when it has none,
+    None when they are not what the agent sends. Decompressed to at most MAX_STATS."""
+    if "stats" not in body:
+        return 0, b""
+    epoch = body.get("epoch")
+    if not isinstance(body["stats"], str) or not isinstance(epoch, int):
+        return None
+    try:
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(base64.b64decode(body["stats"], validate=True), MAX_STATS)
+    except (binascii.Error, zlib.error):
+        return None
+    return (epoch, data) if not inflate.unconsumed_tail else None
+
+
 class HostsAPI:
-    def __init__(self, registry: HostRegistry, tokens: JoinTokens) -> None:
+    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook) -> None:
         self.registry = registry
         self.tokens = tokens
 
@@ -98,14 +122,18 @@ class HostsAPI:
         body = await _json(request)
         if body is None:
             return _failure(400, "the body is a JSON object")
-        accepted = self.registry.report(str(body.get("namespace", "")),
-                                        str(body.get("entry", "")),
-                                        str(body.get("hostToken", "")),
-                                        body.get("ready") is True)
+        stats = _stats(body)
+        if stats is None:
+            return _failure(400, "stats is the sidecar's /stats, zlib-compressed, in base64, "
+                                 "with its process as epoch (an integer)")
+        accepted = await asyncio.to_thread(
+            self.registry.report, str(body.get("namespace", "")), str(body.get("entry", "")),
+            str(body.get("hostToken", "")), body.get("ready") is True, stats)
         if not accepted:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
-        return JSONResponse({"accepted": True})
+        # the replicas alive now, so the host knows where to go if this one dies
+        return JSONResponse({"accepted": True, "replicas": self.registry.reachable()})
 
     async def renew(self, request: Request) -> Response:
         body = await _json(request)

@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 
 from meshpilot.api.base import parse_duration
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.delivery import shell_tasks
 from meshpilot.security import DEFAULT_TRUST_DOMAIN, DEFAULT_WORKLOAD_TTL
 from meshpilot.security.options import SecurityOptions
@@ -37,10 +38,12 @@ from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.host_registry import HostHealth
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
+from meshpilot.server.mesh_config_file import FLAG_HELP, load_mesh_config
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import Corrupt, Unavailable
 from meshpilot.store.factory import open_store
 from meshpilot.store.url import StoreSpec, parse_store_url
+from meshpilot.validation.mesh_config import MeshConfigError
 
 log = logging.getLogger("meshpilot.server")
 DASHBOARD_PATH = DASHBOARD_PREFIX + "/"
@@ -138,7 +141,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
     host_health: HostHealth | None = None, store_spec: StoreSpec | None = None,
-    hpa_sync_seconds: float = SYNC_SECONDS,
+    hpa_sync_seconds: float = SYNC_SECONDS, mesh_config: MeshConfig | None = None,
 ) -> int:
     if listen:  # reachable from other hosts: the API there, and only over TLS
         host, tls = listen, True
@@ -174,10 +177,6 @@ def serve(
             state.write_endpoints(endpoints)
 
     options = security if security is not None else SecurityOptions()
-    if with_mesh and store_spec is not None and store_spec.is_etcd and options.ca_dir is None:
-        log.warning("replicas on one etcd share its config but not a CA: without the same "
-                    "--ca-dir on every replica, each issues certificates from a root of its "
-                    "own, and workloads of different replicas do not trust each other")
     try:
         components = compose.start(state, store, publish, with_mesh=with_mesh,
                                    envoy_concurrency=envoy_concurrency, security=options,
@@ -185,7 +184,9 @@ def serve(
                                    loadtester_commands=loadtester_commands,
                                    api_token=token, listen=listen,
                                    host_health=host_health,
-                                   hpa_sync_seconds=hpa_sync_seconds)
+                                   hpa_sync_seconds=hpa_sync_seconds,
+                                   api_url=_url(host, api_port, "https" if tls else "http"),
+                                   mesh_config=mesh_config)
     except Exception as exc:
         store.close()
         lock.close()
@@ -303,15 +304,24 @@ def main(argv: list[str] | None = None) -> int:
                         default=timedelta(seconds=SYNC_SECONDS),
                         help="how often HorizontalPodAutoscalers are synced, as Kubernetes' "
                              "--horizontal-pod-autoscaler-sync-period (default 15s)")
+    parser.add_argument("--mesh-config", default=None, help=FLAG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
     logging.getLogger(shell_tasks.__name__).setLevel(logging.INFO)
+    if os.environ.get("MESHPILOT_TIMELINE") == "1":  # stage times, for benchmarks
+        logging.getLogger("meshpilot.timeline").setLevel(logging.DEBUG)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     security = SecurityOptions(trust_domain=args.trust_domain,
                                ca_dir=Path(args.ca_dir) if args.ca_dir else None,
                                cert_ttl=args.cert_ttl)
-    return serve(StateDir.resolve(args.state_dir), args.host, args.port,
+    state = StateDir.resolve(args.state_dir)
+    try:
+        mesh_config = load_mesh_config(state, args.mesh_config)
+    except MeshConfigError as exc:
+        print(f"meshpilot: mesh config refused:\n{exc}", file=sys.stderr)
+        return 2
+    return serve(state, args.host, args.port, mesh_config=mesh_config,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,

@@ -29,7 +29,7 @@ from meshpilot.security.policy import (
     effective_mtls,
 )
 from meshpilot.security.policy_scope import has_selector, oldest_first, selects
-from meshpilot.xds.translate import jwt, rbac
+from meshpilot.xds.translate import egress, jwt, rbac
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 
 _ROOT_SELECTOR_RA = (
@@ -41,7 +41,8 @@ _ROOT_SELECTOR_RA = (
 
 def pod_security(snapshot: MeshSnapshot, node: ProxyNode, *,
                  root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> dict[str, Any]:
-    """The inbound security of the sidecar ``node`` at ``snapshot``, explained (JSON)."""
+    """The inbound security of the sidecar ``node`` at ``snapshot``, explained (JSON), and
+    its mode for hosts outside the registry with where that comes from."""
     security = inbound_security(snapshot, node, root_namespace)
     return {
         "meshVersion": snapshot.version,
@@ -51,6 +52,9 @@ def pod_security(snapshot: MeshSnapshot, node: ProxyNode, *,
         "authorization": _authorization(security, node),
         "requestAuthentication": _request_authentication(
             snapshot.request_authentications, node, root_namespace),
+        "outboundTrafficPolicy": dict(zip(("mode", "from"),
+                                          egress.outbound_policy(snapshot, node),
+                                          strict=True)),
     }
 
 

@@ -114,7 +114,8 @@ def parse_json(doc: Mapping[str, Any] | str | bytes) -> RawStats:
 # --- stat names -------------------------------------------------------------------------
 
 CLUSTER_STAT = re.compile(
-    r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?)\.(?P<stat>[a-z_]+[0-9]*)$")
+    r"^cluster\.(?P<cluster>(?:outbound|inbound)\|[^|]*\|[^|]*\|.*?|PassthroughCluster"
+    r"|BlackHoleCluster)\.(?P<stat>[a-z_]+[0-9]*)$")
 _REQUEST_STATS = "|".join((REQUESTS_STAT, DURATION_STAT, REQUEST_BYTES_STAT,
                            RESPONSE_BYTES_STAT))
 _REQUEST_TAGS = (rf"\.(?P<stat>{_REQUEST_STATS})\.{CODE_TAG}\.(?P<code>[0-9]+)"

@@ -60,6 +60,7 @@ from meshpilot.mesh.sources import (
     source_identity,
     spiffe_id,
 )
+from meshpilot.telemetry.egress import egress_destination
 from meshpilot.telemetry.envoy_stats import (
     InboundStat,
     InboundTcpStat,
@@ -312,7 +313,9 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
 
     def dest_for(cluster: str) -> _Dest | None:
         if cluster not in cache:
-            cache[cluster] = outbound_destination(snapshot, node, cluster)
+            egress = egress_destination(cluster)
+            cache[cluster] = _Dest(egress, "HTTP") if egress else \
+                outbound_destination(snapshot, node, cluster)
         return cache[cluster]
 
     names = sorted(set(raw.counters) | set(raw.histograms))
@@ -340,10 +343,10 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
 
 
 def _unrouted(cluster: str) -> _Dest:
-    """The destination of requests counted under a cluster that is not a mesh service's:
-    ``-`` (no route matched, Envoy's ``NR``) knows nothing; another cluster (Istio's
-    ``PassthroughCluster``, ``BlackHoleCluster``) names itself as the service, as Istio
-    reports them."""
+    """The destination of requests counted under a cluster that is neither a mesh
+    service's nor an egress one (:mod:`~meshpilot.telemetry.egress`): ``-`` or nothing
+    (no route matched, Envoy's ``NR``; a direct response) knows nothing; another cluster
+    names itself as the service, as Istio reports its own."""
     service = UNKNOWN if cluster in ("", "-") else cluster
     labels = {k: UNKNOWN for k in (
         "destination_workload", "destination_workload_namespace", "destination_principal",

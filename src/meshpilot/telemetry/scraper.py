@@ -41,6 +41,9 @@ class Target:
     epoch: object  # changes when the proxy process is replaced (its pid)
     identity: ProxyIdentity
     node: ProxyNode
+    read: Callable[[], bytes] | None = None
+    """The /stats JSON when it is not read from a socket here (a joined host's sidecar,
+    whose agent reports it)."""
 
 
 @dataclass
@@ -131,7 +134,8 @@ class Scraper:
     # --- one cycle ------------------------------------------------------------------------
     def _read(self, target: Target, snapshot: MeshSnapshot) -> tuple[list[Point], int, float]:
         cpu = time.thread_time()
-        body = self._admin(target.admin_socket).stats_bytes(STATS_PARAMS)
+        body = (target.read() if target.read is not None
+                else self._admin(target.admin_socket).stats_bytes(STATS_PARAMS))
         raw = parse_json(body)
         version, cache = self._caches.get(target.name, (-1, {}))
         if version != snapshot.version:
@@ -157,19 +161,24 @@ class Scraper:
         for admin in gone:
             admin.close()
 
-    def read_now(self, wanted: Callable[[Target], bool]) -> list[Point]:
+    def read_now(self, wanted: Callable[[Target], bool]) -> list[Point] | None:
         """The points of the proxies ``wanted`` picks, read now and not stored: for a
         judgement that cannot wait for the next cycle (fail-fast reads a canary's
-        sidecars this way). A proxy that does not answer adds nothing."""
+        sidecars this way). None when no proxy is picked or one of them does not answer:
+        a sum over some of them would read as counters set back, and a proxy that has
+        served nothing yet (no request counters at all) must still read as zero."""
         snapshot = self.snapshot()
         futures = [self._pool.submit(self._read, t, snapshot)
                    for t in self.targets() if wanted(t)]
+        if not futures:
+            return None
         points: list[Point] = []
         for future in futures:
             try:
                 points.extend(future.result()[0])
             except Exception as exc:
                 log.debug("telemetry: a live read did not answer: %s", exc)
+                return None
         return points
 
     def scrape_once(self) -> None:

@@ -105,6 +105,17 @@ ENVOY_FILTER_NO_WORKLOAD = Code("MP2057", Severity.WARNING, "EnvoyFilter workloa
                                 "selects no workload (yet)")
 ENVOY_FILTER_NO_MATCH = Code("MP2058", Severity.WARNING, "EnvoyFilter patch matches nothing "
                              "in the config of the proxies it selects")
+MESH_CONFIG_FILE = Code("MP0079", Severity.ERROR, "mesh config file unreadable or not one "
+                        "YAML object of meshConfig's fields")
+MESH_CONFIG_FIELD = Code("MP0080", Severity.ERROR, "mesh config field unknown to Istio's "
+                         "meshConfig and to meshpilot")
+MESH_CONFIG_VALUE = Code("MP0081", Severity.ERROR, "mesh config value invalid "
+                         "(outboundTrafficPolicy.mode, dnsResolvers)")
+MESH_CONFIG_REFUSED = Code("MP0082", Severity.ERROR, "mesh config field refused: leaving it "
+                           "out would send traffic past the control it asks for "
+                           "(outboundTrafficPolicy.egressProxy)")
+MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field that "
+                           "meshpilot does not act on")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")
@@ -194,6 +205,20 @@ HPA_NO_CPU_REQUEST = Code("MP2048", Severity.WARNING, "HorizontalPodAutoscaler o
 TEMPLATE_NOT_AS_WRITTEN = Code("MP2049", Severity.WARNING, "MetricTemplate part its "
                               "provider does not use as written: a secretRef Secret without "
                               "the keys it reads, a graphite query's format (always json)")
+BAD_LOCALITY_SETTING = Code("MP0090", Severity.ERROR, "DestinationRule localityLbSetting "
+                             "Istio refuses: distribute with failover, weights not summing "
+                             "to 100, a failover region with '/' or '*', overlapping or "
+                             "malformed localities")
+BAD_LOCALITY = Code("MP0091", Severity.ERROR, "workload locality not of the form "
+                    "region/zone/subzone (no '*', no empty part before a given one)")
+WILDCARD_DNS_HOST = Code("MP0092", Severity.ERROR, "ServiceEntry wildcard host with "
+                         "resolution DNS and no endpoints: there is no name to resolve")
+FAILOVER_WITHOUT_OUTLIERS = Code("MP2060", Severity.WARNING, "locality failover or "
+                                 "failoverPriority without outlierDetection: it never takes "
+                                 "effect (Istio's validation warns the same)")
+WILDCARD_COVERED_HOST = Code("MP2061", Severity.WARNING, "mesh VirtualService for a name "
+                             "only a wildcard ServiceEntry host covers: not applied (the "
+                             "pattern's routes serve it)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -27,8 +27,10 @@ from meshpilot.validation.finding import Finding
 from meshpilot.validation.flagger_fields import CANARY, METRIC_TEMPLATE
 from meshpilot.validation.gateway_rules import gateway_findings
 from meshpilot.validation.l4_route_rules import virtual_service_findings
+from meshpilot.validation.locality_rules import destination_rule_findings, entry_findings
 from meshpilot.validation.metric_template_rules import metric_template_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
+from meshpilot.validation.service_entry_rules import service_entry_findings
 from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
 from meshpilot.validation.unapplied_fields import rule_of
@@ -60,7 +62,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "ClusterAnalysisTemplate": analysis_findings,
     "Canary": _all_of(canary_findings, rule_of(CANARY)),
     "Deployment": deployment_findings,
-    "DestinationRule": unapplied("DestinationRule"),
+    "DestinationRule": _all_of(destination_rule_findings, unapplied("DestinationRule")),
     "EnvoyFilter": envoy_filter_findings,
     "Gateway": _all_of(gateway_findings, unapplied("Gateway")),
     "HorizontalPodAutoscaler": hpa_findings,
@@ -70,10 +72,10 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Rollout": rollout_findings,
     "Secret": _tls_secret,
     "Service": rule_of(SERVICE),
-    "ServiceEntry": unapplied("ServiceEntry"),
+    "ServiceEntry": _all_of(service_entry_findings, unapplied("ServiceEntry")),
     "Sidecar": unapplied("Sidecar"),
     "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
-    "WorkloadEntry": workload_entry_findings,
+    "WorkloadEntry": _all_of(entry_findings, workload_entry_findings),
     "WorkloadGroup": workload_group_findings,
 })
 """The kinds with rules of their own; other kinds have only their model's checks."""

@@ -21,6 +21,7 @@ field (CUSTOM and ``targetRef`` are refused elsewhere: MP0035, MP0036).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -58,16 +59,23 @@ def _equals(wanted: Any) -> When:
     return lambda _, value: value == wanted
 
 
-def _locality_enabled(_: str | int, value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("enabled") is not False
-
-
 def _unsupported_redirect(_: str | int, value: Any) -> bool:
     return value is not None and value not in _SUPPORTED_REDIRECT_CODES
 
 
-def _wildcard(_: str | int, value: Any) -> bool:
-    return "*" in str(value)
+def _wildcard_passthrough(_: str | int, spec: Any) -> bool:
+    """A wildcard host of an entry resolved NONE (the default)."""
+    spec = as_mapping(spec)
+    return spec.get("resolution", "NONE") == "NONE" and any(
+        "*" in str(h) for h in as_list(spec.get("hosts")))
+
+
+def _address_block(_: str | int, value: Any) -> bool:
+    """An address that is a block of more than one address (or does not parse)."""
+    try:
+        return ipaddress.ip_network(str(value), strict=False).num_addresses > 1
+    except ValueError:
+        return True
 
 
 def _istio_tls_mode(key: str | int, value: Any) -> bool:
@@ -158,9 +166,6 @@ VIRTUAL_SERVICE: tuple[Unapplied, ...] = (
     row(*_HTTP, "redirect", "redirectCode", when=_unsupported_redirect,
          why="redirectCode {value} is not applied: the redirect answers 302; use 301, 302, "
              "303, 307 or 308"),
-    row(*_HTTP, "retries", "retryRemoteLocalities",
-         why="retryRemoteLocalities is not applied: meshpilot's endpoints have no "
-             "locality, so retries go to any endpoint; remove it"),
     row(*_HTTP, "fault", "delay", "exponentialDelay",
          why="exponentialDelay is not applied: Envoy has no exponential delay, so no delay "
              "is injected; use fixedDelay"),
@@ -176,16 +181,11 @@ _POLICIES: tuple[Pattern, ...] = (("spec", "trafficPolicy"),
                                   ("spec", "subsets", EACH, "trafficPolicy"))
 _PORT_POLICIES: tuple[Pattern, ...] = tuple((*p, "portLevelSettings", EACH) for p in _POLICIES)
 
-_NO_LOCALITY = ("meshpilot's endpoints have no locality (all are in one), so "
-                "traffic is balanced over every endpoint; remove it")
-
 _POLICY_FIELDS: tuple[Unapplied, ...] = (
     row("loadBalancer", "simple", when=_equals("PASSTHROUGH"),
          why="simple: PASSTHROUGH is not applied: apps reach services through their "
              "sidecar's HTTP proxy, so there is no original destination to pass through to "
              "and the cluster balances with LEAST_REQUEST; remove it"),
-    row("loadBalancer", "localityLbSetting", when=_locality_enabled,
-         why="localityLbSetting is not applied: " + _NO_LOCALITY),
     row("loadBalancer", "consistentHash", "httpCookie", "attributes",
          why="attributes are not applied: a cookie the proxy generates carries name, path "
              "and ttl only; remove them"),
@@ -247,9 +247,11 @@ SIDECAR: tuple[Unapplied, ...] = (
            why=f"{field} is not applied: one outbound HTTP proxy listener serves every port, "
                "and the hosts of all egress listeners together are what the sidecar knows")
       for field in ("port", "bind", "captureMode")),
-    row("spec", "outboundTrafficPolicy",
-         why="outboundTrafficPolicy is not applied: a host outside the registry is not "
-             "routed (404), whatever the mode; remove it"),
+    row("spec", "outboundTrafficPolicy", "egressProxy", code=_REFUSED,
+         why="outboundTrafficPolicy.egressProxy is refused: Istio would send the traffic "
+             "for hosts outside the registry through that egress proxy; meshpilot sends it "
+             "straight to the host it names, past the proxy meant to control it; remove "
+             "it (mode ALLOW_ANY or REGISTRY_ONLY is applied)"),
     row("spec", "inboundConnectionPool",
          why="inboundConnectionPool is not applied: the connection to the app uses the "
              "defaults; remove it"),
@@ -277,18 +279,19 @@ def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
         row(*where, "network",
              why="network is not applied: every endpoint is reached directly at its "
                  "address, never through a network's gateway; remove it"),
-        row(*where, "locality",
-             why="locality is not applied: " + _NO_LOCALITY),
     )
 
 
 SERVICE_ENTRY: tuple[Unapplied, ...] = (
-    row("spec", "hosts", EACH, when=_wildcard,
-         why="wildcard host {value} is not applied: no cluster or route is made for it, so "
-             "no request reaches this entry by it; list the hosts by name"),
-    row("spec", "addresses",
-         why="addresses is not applied: apps reach services by host name through their "
-             "sidecar's HTTP proxy, so nothing listens on these addresses; remove it"),
+    row("spec", why="wildcard host is not applied with resolution NONE: there is no "
+                    "original destination to pass a covered host through to, so no "
+                    "request reaches this entry by it; give endpoints with resolution "
+                    "STATIC or DNS, or list the hosts by name",
+        when=_wildcard_passthrough, inside="hosts"),
+    row("spec", "addresses", EACH, when=_address_block,
+         why="address block {value} is not applied: apps reach services by host name "
+             "through their sidecar's HTTP proxy, so only a single address (which a "
+             "client may write as the host) routes to this entry; list single IPs"),
     row("spec", "subjectAltNames", code=_REFUSED,
          why="subjectAltNames is refused: meshpilot does not verify the entry's endpoints "
              "against it, so a client would accept any identity the mesh's roots vouch "

@@ -7,8 +7,8 @@ hand-written entry (a process with no sidecar, whose ``serviceAccount`` is refus
 was registered that way with Istio's annotation ``istio.io/autoRegistrationGroup``.
 
 What the agent does not do is said at apply: a ``grpc`` probe is refused (MP0065; the
-agent runs httpGet, tcpSocket and exec), ``network`` and ``locality`` are warned about
-as on any entry.
+agent runs httpGet, tcpSocket and exec), ``network`` is warned about as on any entry.
+The template's ``locality`` is the entry's, and the joined sidecar's own.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from meshpilot.validation.unapplied_fields import WORKLOAD_ENTRY, findings_of, r
 
 _NO_NETWORK = ("network is not applied: every endpoint is reached directly at its "
                "address, never through a network's gateway; remove it")
-_NO_LOCALITY = ("locality is not applied: meshpilot's endpoints have no locality (all are "
-                "in one), so traffic is balanced over every endpoint; remove it")
 
 WORKLOAD_GROUP = (
     row("spec", "template", "network", why=_NO_NETWORK),
-    row("spec", "template", "locality", why=_NO_LOCALITY),
     row("spec", "probe", "grpc", code=codes.PROBE_NOT_RUN,
         why="a grpc probe is not run by the host agent, so readiness would never be "
             "checked; use httpGet, tcpSocket or exec"),

@@ -7,8 +7,9 @@ at proxy labels (DestinationRule ``workloadSelector``, VirtualService ``sourceLa
 its labels. :class:`ProxyConfigBuilder` returns the same resources, as immutable
 resource sets (serialised and hashed once), built:
 
-- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them)`` and
-  snapshot: outbound clusters, their ClusterLoadAssignments, the per-service route
+- per **proxy class** ``(gateway or not, namespace, labels if any rule reads them,
+  egress scope, locality if any DestinationRule balances by it)`` and snapshot:
+  outbound clusters, their ClusterLoadAssignments, the per-service route
   configurations, the routing scopes, and the inbound route configurations of the
   snapshot's sidecar ports. Every proxy of a class gets the very same set objects, so
   streams also share per-set work (digests, references, diffs, plans);
@@ -39,6 +40,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
@@ -56,14 +58,18 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    egress,
     envoy_filter,
+    failure_reports,
     gateway_own,
     http_inbound_ports,
     inbound_route,
+    locality,
     route_config,
     scopes,
     sidecar_own,
     tcp_listeners,
+    wildcards,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets, is_credential
 from meshpilot.xds.translate.gateway_tls import secret_index
@@ -77,7 +83,15 @@ from meshpilot.xds.translate.secrets import (
 from meshpilot.xds.translate.sidecar_tcp import inputs as sidecar_tcp_inputs
 from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +125,7 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
+    policy_of: tuple[Any, ...] = ()  # the (scopes, mode, mesh config) its ECDS set is for
     names: tuple[frozenset[str], ...] = ()
     """What consistency reads of its sets (their names, the names they give): the same
     object while all of those are equal."""
@@ -118,6 +133,12 @@ class _Class:
     @property
     def gateway(self) -> bool:
         return bool(self.key[0])  # type: ignore[index]
+
+    @property
+    def seen_from(self) -> locality.CallerKey | None:
+        """Where its proxies see the endpoints from, when that matters (the key's last
+        part, :func:`locality.caller_key`)."""
+        return self.key[-1]  # type: ignore[index,no-any-return]
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,7 @@ class _Node:
     problems: list[Any] = field(default_factory=list)  # what a gateway last left out
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
+    wild: wildcards.WildScopes = ()  # the wildcard hosts its outbound listener keys
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
@@ -180,6 +202,26 @@ class _Node:
     tcp_items: Items = field(default_factory=list)  # ... those listeners ...
     tcp_merged_of: tuple[Any, ...] = ()  # ... and the (listeners, TCP items) merged
     filters_of: tuple[Any, ...] = ()  # the EnvoyFilters ``out`` was patched with
+
+
+@dataclass(frozen=True)
+class _Egress:
+    """What the outbound traffic policy adds to every sidecar class, the same whatever the
+    class and its mode, for one mesh config (see :mod:`meshpilot.xds.translate.egress`)."""
+
+    config: MeshConfig
+    clusters: Items
+    routes: Items
+    scopes: Items
+    filter: tuple[str, PreparedResource]
+
+    @classmethod
+    def of(cls, config: MeshConfig) -> _Egress:
+        passthrough = egress.passthrough_filter(config)
+        return cls(config, _prepared((c.name, c) for c in egress.clusters(config)),
+                   _prepared((r.name, r) for r in egress.route_configs()),
+                   _prepared((s.name, s) for s in egress.scopes()),
+                   (passthrough.name, PreparedResource.of(passthrough.name, passthrough)))
 
 
 def _prepared(items: Iterable[tuple[str, Message]]) -> Items:
@@ -241,12 +283,15 @@ class ProxyConfigBuilder:
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
+        self._canary_targets: frozenset[tuple[str, str]] = frozenset()
+        """Whose sidecars report their failures (``translate.failure_reports``)."""
         self._gen = 0
         self._patched_routes = RouteMemo()  # route configs as EnvoyFilters patched them
         self._inbound_routes: dict[tuple[int, tuple[str, ...], str], PreparedResource] = {}
         """(container port, known sources, trust domain) -> its inbound route config."""
         self._roots: tuple[bytes, PreparedResource | None] = (b"", None)
         self._policies: tuple[Any, ...] = ()
+        self._egress_items: _Egress | None = None
         """The current snapshot's security policies: the same object while they stay."""
         """The last trust bundle and its ``ROOTCA`` secret, shared by every node."""
         self.builds: Counter[str] = Counter()
@@ -265,6 +310,7 @@ class ProxyConfigBuilder:
                 self._advance(snapshot)
             if self._retargeted:  # some Service port says more than HTTP: a look-up per port
                 node = index.with_service_protocols(snapshot, node)
+            node = failure_reports.marked(node, self._canary_targets)
             state = self._nodes.get(node.id)
             if state is None:
                 state = self._nodes[node.id] = _Node()
@@ -320,11 +366,14 @@ class ProxyConfigBuilder:
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
         """Proxies with the same key get the same shared sets for a snapshot: the same
         kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
-        them, labels. A changed Sidecar is a new scope, so a new class, built afresh."""
+        them, labels; and, when some DestinationRule balances by locality, the same view
+        of the endpoints' localities (:func:`locality.caller_key`: their locality, mostly).
+        A changed Sidecar is a new scope, so a new class, built afresh."""
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node))
+                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node),
+                egress.outbound_mode(snapshot, node))
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -345,8 +394,10 @@ class ProxyConfigBuilder:
                     snapshot.request_authentications, snapshot.trust_domain)
         if not same_objects(policies, self._policies):
             self._policies = policies  # one object while the security policies stay
-        self._sensitive = index.of(snapshot).label_sensitive
+        self._sensitive = index.of(snapshot).label_sensitive or \
+            locality.facts(snapshot).sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
+        self._canary_targets = failure_reports.canary_targets(snapshot)
         self._gen += 1
         self._patched_routes.advance()
         floor = self._gen - _KEEP
@@ -367,8 +418,9 @@ class ProxyConfigBuilder:
         moves = _Moves.between(cls.built_from, snapshot)
         sets: Sets = dict(cls.sets)
         self._class_clusters(cls, snapshot, node, moves, sets)
-        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS
+        if not cls.gateway:  # sidecars and the mesh proxy: SRDS + RDS, ECDS
             self._class_routes(cls, snapshot, node, moves, sets)
+            self._class_policy(cls, snapshot, sets)
         for t in _CLASS_TYPES:
             sets.setdefault(t, EMPTY_SET)
         if any(sets[t] is not cls.sets.get(t) for t in _CLASS_TYPES):
@@ -403,8 +455,7 @@ class ProxyConfigBuilder:
     def _class_clusters(self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode,
                         moves: _Moves | None, sets: Sets) -> None:
         memos = {host: self._service_clusters(cls, snapshot, node, service, moves)
-                 for host, service in index.visible_services(snapshot, node).items()
-                 if "*" not in host}
+                 for host, service in index.visible_services(snapshot, node).items()}
         if _moved(memos, cls.clusters) or CLUSTER not in sets:
             cluster_items: Items = []
             assignment_items: Items = []
@@ -414,6 +465,8 @@ class ProxyConfigBuilder:
                         assignment_items.append((name[4:], e))
                     else:
                         cluster_items.append((name, e))
+            if not cls.gateway:
+                cluster_items += self._egress(snapshot).clusters
             sets[CLUSTER] = _reused(cluster_items, cls.sets.get(CLUSTER))
             sets[ENDPOINT] = _reused(assignment_items, cls.sets.get(ENDPOINT))
         cls.clusters = memos
@@ -427,11 +480,36 @@ class ProxyConfigBuilder:
                  for service, ports, spellings in cls.plan}
         inbound = self._inbound(snapshot, snapshot.sidecar_ports)
         if _moved(memos, cls.routes) or inbound != cls.inbound or ROUTE not in sets:
-            route_items = [memo.out[0] for memo in memos.values()]
-            scope_items = [e for memo in memos.values() for e in memo.out[1:]]
+            policy = self._egress(snapshot)
+            route_items = [memo.out[0] for memo in memos.values()] + policy.routes
+            scope_items = [e for memo in memos.values() for e in memo.out[1:]] + policy.scopes
             sets[SCOPED_ROUTE] = _reused(scope_items, cls.sets.get(SCOPED_ROUTE))
             sets[ROUTE] = _reused(route_items + inbound, cls.sets.get(ROUTE))
         cls.routes, cls.inbound = memos, inbound
+
+    def _egress(self, snapshot: MeshSnapshot) -> _Egress:
+        """The outbound traffic policy's clusters, route configs, scopes and passthrough
+        filter: prepared once per mesh config (so the very same objects in every class)."""
+        found = self._egress_items
+        if found is None or found.config is not snapshot.mesh_config:
+            found = self._egress_items = _Egress.of(snapshot.mesh_config)
+        return found
+
+    def _class_policy(self, cls: _Class, snapshot: MeshSnapshot, sets: Sets) -> None:
+        """The class's ECDS set: the policy filter (the class's scope keys and mode) and
+        the passthrough filter; rebuilt only when the scopes (services coming and going)
+        or the mode change, never on a route change."""
+        scope_set = sets[SCOPED_ROUTE]
+        mode = cls.key[4]  # type: ignore[index]
+        inputs = (scope_set, mode, snapshot.mesh_config)
+        if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
+            sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
+            return
+        known = [n for n in scope_set if n not in egress.POLICY_SCOPES]
+        lua = egress.policy_filter(known, mode)
+        items = [(lua.name, PreparedResource.of(lua.name, lua)), self._egress(snapshot).filter]
+        sets[EXTENSION_CONFIG] = _reused(items, cls.sets.get(EXTENSION_CONFIG))
+        cls.policy_of = inputs
 
     def _service_clusters(
         self, cls: _Class, snapshot: MeshSnapshot, node: ProxyNode, service: MeshService,
@@ -443,14 +521,16 @@ class ProxyConfigBuilder:
                 memo.inputs[0] is service and memo.inputs[2] is endpoints:
             return memo  # the same service, endpoints and rules: nothing to look at
         rule = index.destination_rule_named(snapshot, service.host, node)
+        seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain)
+                  snapshot.trust_domain, seen_from)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
         out: Items = []
+        caller = locality.caller_of(node) if seen_from is not None else None
         for cluster, assignment in clusters.for_service(
-                snapshot, service, rule.obj if rule else None):
+                snapshot, service, rule.obj if rule else None, caller):
             out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
             if assignment is not None:
                 name = assignment.cluster_name
@@ -524,13 +604,15 @@ class ProxyConfigBuilder:
         when the snapshot's security policies moved and what they make it enforce did."""
         policies = self._policies
         moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
-        if not moved and policies is state.policies_of:
+        wild = wildcards.scope_rules(snapshot, node)
+        if not moved and policies is state.policies_of and wild == state.wild:
             return
         security = inbound_security(snapshot, node)
         state.policies_of = policies
-        if moved or security != state.security:
-            self._own_sets(state, sidecar_own(node, security))
+        if moved or security != state.security or wild != state.wild:
+            self._own_sets(state, sidecar_own(node, security, wild))
             state.inputs, state.security, state.ports_of = node, security, None
+            state.wild = wild
 
     def _tcp_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
         """Its outbound TCP and TLS listeners (:mod:`~meshpilot.xds.translate.sidecar_tcp`)

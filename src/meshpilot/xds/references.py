@@ -8,7 +8,7 @@ consistent config must contain. Each function here reads them from one message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -35,14 +35,13 @@ def eds_names(cluster: Message) -> Iterable[str]:
     return (name,) if name else ()
 
 
-def rds_names(listener: Message) -> set[str]:
-    """Route configurations a listener's HTTP connection managers fetch over RDS."""
+def _connection_managers(listener: Message) -> Iterator[hcm_pb2.HttpConnectionManager]:
+    """The HTTP connection managers of a listener's filter chains."""
     if not isinstance(listener, listener_pb2.Listener):
-        return set()
+        return
     chains = list(listener.filter_chains)
     if listener.HasField("default_filter_chain"):
         chains.append(listener.default_filter_chain)
-    names: set[str] = set()
     for chain in chains:
         for flt in chain.filters:
             if flt.HasField("typed_config") and flt.typed_config.Is(
@@ -50,9 +49,20 @@ def rds_names(listener: Message) -> set[str]:
             ):
                 hcm = hcm_pb2.HttpConnectionManager()
                 flt.typed_config.Unpack(hcm)
-                if hcm.HasField("rds"):
-                    names.add(hcm.rds.route_config_name)
-    return names
+                yield hcm
+
+
+def rds_names(listener: Message) -> set[str]:
+    """Route configurations a listener's HTTP connection managers fetch over RDS."""
+    return {hcm.rds.route_config_name for hcm in _connection_managers(listener)
+            if hcm.HasField("rds")}
+
+
+def ecds_names(listener: Message) -> set[str]:
+    """Extension configs (ECDS) a listener's HTTP connection managers name: the filters
+    whose config is discovered rather than written in the listener."""
+    return {f.name for hcm in _connection_managers(listener) for f in hcm.http_filters
+            if f.HasField("config_discovery")}
 
 
 def scope_route_name(scope: Message) -> str | None:

@@ -27,6 +27,10 @@ what points (listeners, routes), then **break**: remove what nothing points at a
 
 Adding a type is one line here (and its URL in :mod:`meshpilot.xds.types`).
 
+Extension configs (ECDS) come after the listener that names them, as route
+configurations do: Envoy asks for one only once it holds a listener naming it (and keeps
+the listener warming until it has it), and gets it at once from the config staged then.
+
 Scoped routes (SRDS) come after the listener whose connection manager fetches them and
 before the route configurations they name; both are staged in one phase, because Envoy
 asks for a scope's RouteConfiguration only once it holds the scope, and gets it at once
@@ -44,13 +48,22 @@ from google.protobuf.message import Message
 
 from meshpilot.xds.references import (
     cluster_secret_names,
+    ecds_names,
     eds_names,
     listener_secret_names,
     rds_names,
     scope_route_names,
 )
 from meshpilot.xds.translate.client_credentials import is_credential
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from meshpilot.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+)
 
 Phase = Literal["make", "switch"]
 NameReader = Callable[[Message], Iterable[str]]
@@ -83,6 +96,8 @@ PUSH_SEQUENCE: tuple[TypeRule, ...] = (
     TypeRule(ENDPOINT, "make", keeps_stale=True, named_by=((CLUSTER, eds_names),),
              resent_with=CLUSTER),
     TypeRule(LISTENER, "switch", keeps_stale=False),
+    TypeRule(EXTENSION_CONFIG, "switch", keeps_stale=True, staged_empty=False,
+             named_by=((LISTENER, ecds_names),)),
     TypeRule(SCOPED_ROUTE, "switch", keeps_stale=True, subscribed_by=(LISTENER,),
              staged_empty=False),
     TypeRule(ROUTE, "switch", keeps_stale=True,

@@ -24,14 +24,15 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 
+from meshpilot.mesh.locality import Locality
 from meshpilot.mesh.model import ProxyNode, node_from_metadata
 from meshpilot.xds.auth import Authenticator
 from meshpilot.xds.consistency import consistency_problems
@@ -110,8 +111,12 @@ class XdsServer:
         phase_timeout: float = 5.0,
         first_syncs: int = 16,
         secure: SecurePort | None = None,
+        services: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
         self._authenticate = authenticate
+        self._services = tuple(services)
+        """More gRPC services on the same port (the proxies reach it through the cluster
+        their bootstrap names for xDS): the canaries' failure reports."""
         self._secure = secure
         """A second, mutual-TLS port for proxies on other hosts (``up --listen``)."""
         """Whether a stream may speak for the node it names (a refusal reason, or None)."""
@@ -163,7 +168,7 @@ class XdsServer:
                 ("grpc.server_max_unrequested_time_in_server", UNACCEPTED_WAIT),
             ],
         )
-        server.add_generic_rpc_handlers((self._handlers(),))
+        server.add_generic_rpc_handlers((self._handlers(), *self._services))
         host = f"[{self._host}]" if ":" in self._host else self._host
         port = server.add_insecure_port(f"{host}:{self._port}")
         if not port:
@@ -423,6 +428,10 @@ class XdsServer:
         else:
             node_id = request.node.id
             node = node_from_metadata(node_id, MessageToDict(request.node.metadata))
+            if request.node.HasField("locality"):  # Envoy's own field, from its bootstrap
+                where = request.node.locality
+                node = replace(node, locality=str(Locality(
+                    where.region, where.zone, where.sub_zone)))
             metadata = {k: v for k, v in (context.invocation_metadata() or ())
                         if isinstance(v, str)}
             refusal = self._authenticate(node, metadata)

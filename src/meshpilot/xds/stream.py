@@ -46,6 +46,9 @@ from meshpilot.xds.status import ProxyStatus, Refusal, SentRecord, TypeStatus
 from meshpilot.xds.types import FULL_STATE_TYPES
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
+"""Stage times (``time.monotonic``) of pushes and ACKs, logged at DEBUG when a benchmark
+asks for a timeline (``MESHPILOT_TIMELINE=1``); silent otherwise."""
 
 Api = Literal["sotw", "delta"]
 _ASKED_THROUGH: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -294,6 +297,10 @@ class ProxyStream:
         ts.last_push = None  # answered: no need to keep its resources alive
         if ts.last_record is not None:
             ts.last_record.acked_at = time.monotonic()
+            if timeline.isEnabledFor(logging.DEBUG):
+                timeline.debug("%.4f xds-ack node=%s type=%s version=%s", time.monotonic(),
+                               self.node.id, ts.last_record.type_url.rsplit(".", 1)[-1],
+                               ts.version)
 
     def _record_nack(self, ts: _TypeState, message: str) -> None:
         # The proxy keeps its last good config. ``sent`` keeps the rejected versions, so
@@ -337,6 +344,9 @@ class ProxyStream:
                             time.monotonic(), None, None, self._phase, len(push.resources))
         ts.last_record = record
         self._log.append(record)
+        if timeline.isEnabledFor(logging.DEBUG):
+            timeline.debug("%.4f xds-sent node=%s type=%s version=%s", record.sent_at,
+                           self.node.id, type_url.rsplit(".", 1)[-1], version)
 
     # --- update rounds -------------------------------------------------------------------
     # A round is driven by events, not by a task: ``trigger`` begins it, each request

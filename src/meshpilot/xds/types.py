@@ -14,6 +14,8 @@ LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 SCOPED_ROUTE = _PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+EXTENSION_CONFIG = _PREFIX + "envoy.config.core.v3.TypedExtensionConfig"
+"""ECDS: an HTTP filter's config that a listener names instead of holding it."""
 
 FULL_STATE_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 """SotW responses of these types carry the complete set; absence means deletion.
@@ -26,7 +28,7 @@ SotW response may carry only some of the subscribed names and the rest stay as t
 
 SHORT_NAMES: MappingProxyType[str, str] = MappingProxyType({
     CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", SCOPED_ROUTE: "SRDS", ROUTE: "RDS",
-    SECRET: "SDS",
+    SECRET: "SDS", EXTENSION_CONFIG: "ECDS",
 })
 
 Resources = dict[str, dict[str, Message]]

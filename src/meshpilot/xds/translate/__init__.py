@@ -14,7 +14,10 @@ What a proxy gets:
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
   (HTTP) an ``inbound|<port>||`` route config; per TCP or TLS service port its node lists,
   an ``outbound_tcp|<port>|<host>`` listener applying the mesh's ``tcp`` and ``tls``
-  routes (:mod:`~meshpilot.xds.translate.sidecar_tcp`).
+  routes (:mod:`~meshpilot.xds.translate.sidecar_tcp`); and the outbound traffic policy
+  for hosts outside the registry (:mod:`~meshpilot.xds.translate.egress`): two ECDS
+  filter configs, ``PassthroughCluster`` and ``BlackHoleCluster``, their route configs
+  and scopes.
 - ``gateway``: the outbound clusters, and per Gateway server port mapped in
   ``node.gateway_ports`` a ``gateway_<port>`` listener: HTTP servers route with
   ``http.<port>``; TCP servers forward by VirtualService ``tcp`` routes; TLS servers get
@@ -30,8 +33,8 @@ What a proxy gets:
 Not translated yet: subnet matches in ``tcp`` and ``tls`` routes (warned about at apply:
 MP2015), multi-cluster
 gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH, refused: MP0037), and the fields listed in
-:mod:`meshpilot.validation.unapplied_fields` (locality load balancing,
-tunnel/proxy protocol, PASSTHROUGH load balancing, wildcard ServiceEntry hosts, ...),
+:mod:`meshpilot.validation.unapplied_fields` (tunnel/proxy protocol, PASSTHROUGH load
+balancing, wildcard ServiceEntry hosts with resolution NONE, ...),
 warned about at apply (MP2016) or refused where ignoring them would weaken security
 (MP0046). A field this package starts to read must
 leave that table.
@@ -55,11 +58,14 @@ from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import (
     access_log,
     clusters,
+    egress,
     envoy_filter,
+    failure_reports,
     listeners,
     names,
     sidecar_tcp,
     telemetry,
+    wildcards,
 )
 from meshpilot.xds.translate.client_credentials import client_credential_secrets
 from meshpilot.xds.translate.gateway import GatewayProblem, gateway_resources
@@ -67,6 +73,7 @@ from meshpilot.xds.translate.gateway_tls import secret_index
 from meshpilot.xds.translate.names import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
+    TYPE_EXTENSION_CONFIG,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
@@ -126,17 +133,25 @@ def scopes(table: RouteTable) -> list[scoped_route_pb2.ScopedRouteConfiguration]
 
 
 def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
-    """Per service a route config, and per host spelling a scope pointing at it."""
+    """Per service a route config, and per host spelling a scope pointing at it; and
+    the outbound traffic policy's clusters, route configs, scopes and filters (ECDS)."""
     for table in sidecar_route_tables(snapshot, node):
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
+    known = list(out[TYPE_SCOPED_ROUTE])
+    _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
+    _add(out, TYPE_ROUTE, egress.route_configs())
+    _add(out, TYPE_SCOPED_ROUTE, egress.scopes())
+    out[TYPE_EXTENSION_CONFIG] = {e.name: e for e in egress.extension_configs(
+        known, egress.outbound_mode(snapshot, node), snapshot.mesh_config)}
 
 
 def _empty() -> Resources:
     return {
         t: {}
-        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SCOPED_ROUTE, TYPE_ROUTE)
+        for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_EXTENSION_CONFIG, TYPE_LISTENER,
+                  TYPE_SCOPED_ROUTE, TYPE_ROUTE)
     }
 
 
@@ -147,7 +162,8 @@ def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
     What a gateway leaves out, and why, is in :func:`gateway_own`'s problems."""
     if node.kind != "gateway":
-        out = sidecar_own(node, inbound_security(snapshot, node))
+        out = sidecar_own(node, inbound_security(snapshot, node),
+                          wildcards.scope_rules(snapshot, node))
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         _add(out, TYPE_LISTENER, tcp_listeners(snapshot, node))
         return out
@@ -168,13 +184,16 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
     return out, list(built.problems)
 
 
-def sidecar_own(node: ProxyNode, security: InboundSecurity) -> Resources:
+def sidecar_own(node: ProxyNode, security: InboundSecurity,
+                wild: wildcards.WildScopes = ()) -> Resources:
     """A sidecar's (or the mesh proxy's) listeners and inbound clusters (and the clusters
-    its JWT filter fetches keys through): a function of the node and what its inbound
-    side enforces."""
+    its JWT filter fetches keys through): a function of the node, what its inbound side
+    enforces and the wildcard hosts it routes."""
     out = _empty()
-    built = [listeners.outbound(node), *(listeners.inbound(node, p, security)
-                                         for p in _ports(node))]
+    inbound = [listeners.inbound(node, p, security) for p in _ports(node)]
+    if node.report_failures:
+        inbound = [failure_reports.with_failure_reports(listener) for listener in inbound]
+    built = [listeners.outbound(node, wild), *inbound]
     _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
         access_log.with_access_log(listener, node.access_log)) for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
@@ -217,6 +236,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
     node = index.with_service_protocols(snapshot, node)
+    node = failure_reports.marked(node, failure_reports.canary_targets(snapshot))
     out = _empty()
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":

@@ -11,7 +11,8 @@ Outbound discovery by ``MeshService.resolution``:
   DNS answer changes.
 - ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
 
-Wildcard hosts (``*.example.com``) get no cluster: there is nothing to resolve.
+A wildcard host (``*.example.com``) is a service only with addresses to send what it
+covers to (STATIC, or DNS with endpoints): its clusters are named after the pattern.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from urllib.parse import urlsplit
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from meshpilot.api.networking import ClientTLSSettings, DestinationRule
+from meshpilot.api.networking import ClientTLSSettings, DestinationRule, TrafficPolicy
 from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule
-from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.xds.translate import endpoints, jwt, names, pb, tls
+from meshpilot.xds.translate import endpoints, jwt, locality, names, pb, tls
+from meshpilot.xds.translate.locality import Caller
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
 
@@ -63,6 +65,7 @@ def _one(
     subset: str | None,
     labels: dict[str, str] | None,
     rule: DestinationRule | None,
+    caller: Caller,
 ) -> Built:
     name = names.outbound_cluster(port, subset, service.host)
     cluster = cluster_pb2.Cluster(name=name)
@@ -78,12 +81,27 @@ def _one(
         addresses = [(e.address, e.port, e.weight) for e in chosen]
         _dns_cluster(cluster, addresses, (service.host, port),
                      logical=service.resolution == "DNS_ROUND_ROBIN")
+        if cluster.type == cluster_pb2.Cluster.STRICT_DNS and any(e.locality for e in chosen):
+            _localities(cluster, chosen, caller, policy)
         return cluster, None
     cluster.type = cluster_pb2.Cluster.EDS
     cluster.eds_cluster_config.eds_config.CopyFrom(pb.ads_source())
     cluster.eds_cluster_config.service_name = name
-    return cluster, endpoints.assignment_for(
+    assignment, members = endpoints.assignment_for(
         name, chosen, lambda e: endpoint_takes_mtls(snapshot, e))
+    if locality.apply(assignment, members, caller, policy):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    return cluster, assignment
+
+
+def _localities(cluster: cluster_pb2.Cluster, chosen: list[Endpoint], caller: Caller,
+                policy: TrafficPolicy | None) -> None:
+    """A STRICT_DNS cluster's named endpoints grouped by their localities, with the
+    priorities and weights the policy gives them (as Istio does for DNS entries)."""
+    assignment, members = locality.assignment(cluster.name, chosen)
+    if locality.apply(assignment, members, caller, policy):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    cluster.load_assignment.CopyFrom(assignment)
 
 
 def service_identities(snapshot: MeshSnapshot, service: MeshService) -> list[str]:
@@ -101,27 +119,29 @@ def outbound(snapshot: MeshSnapshot, node: ProxyNode) -> Iterator[Built]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        if "*" in host:
-            continue
-        yield from for_service(snapshot, service, destination_rule(snapshot, host, node))
+        yield from for_service(snapshot, service, destination_rule(snapshot, host, node),
+                               locality.caller_of(node))
 
 
 def for_service(
-    snapshot: MeshSnapshot, service: MeshService, rule: DestinationRule | None
+    snapshot: MeshSnapshot, service: MeshService, rule: DestinationRule | None,
+    caller: Caller | None = None,
 ) -> list[Built]:
     """The clusters of one service under ``rule``: per port, the plain one then subsets.
 
-    Depends only on the service, its endpoints and the rule, so it is shared by every
-    proxy for which :func:`~meshpilot.mesh.index.destination_rule` picks that rule.
+    Depends only on the service, its endpoints, the rule and, where the rule balances by
+    locality, the ``caller`` (:mod:`~meshpilot.xds.translate.locality`), so it is shared
+    by every proxy for which :func:`~meshpilot.mesh.index.destination_rule` picks that
+    rule (and, there, that sees the endpoints from the same place).
     """
+    caller = caller or Caller()
     subsets = rule.spec.subsets if rule else []
     out: list[Built] = []
     for sp in sorted(service.ports, key=lambda p: p.port):
-        out.append(_one(snapshot, service, sp.port, sp.protocol, None, None, rule))
+        out.append(_one(snapshot, service, sp.port, sp.protocol, None, None, rule, caller))
         for subset in subsets:
-            out.append(
-                _one(snapshot, service, sp.port, sp.protocol, subset.name, subset.labels, rule)
-            )
+            out.append(_one(snapshot, service, sp.port, sp.protocol, subset.name,
+                            subset.labels, rule, caller))
     return out
 
 

@@ -10,6 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import Endpoint, MeshSnapshot
+from meshpilot.xds.translate import locality
 from meshpilot.xds.translate.tls import endpoint_tls_metadata
 
 
@@ -50,13 +51,14 @@ def load_assignment(
 
 def assignment_for(cluster: str, endpoints: list[Endpoint],
                    mtls: Callable[[Endpoint], bool] = lambda e: False,
-                   ) -> endpoint_pb2.ClusterLoadAssignment:
-    """The cluster's assignment; an endpoint ``mtls`` accepts carries the ``tlsMode:
+                   ) -> tuple[endpoint_pb2.ClusterLoadAssignment, list[list[Endpoint]]]:
+    """The cluster's assignment, one group per locality of the endpoints (and the
+    endpoints of each group); an endpoint ``mtls`` accepts carries the ``tlsMode:
     istio`` metadata that makes a client's auto-mTLS socket match pick mutual TLS (the
     others get plaintext), as Istio marks its endpoints."""
-    out = load_assignment(cluster, [(e.address, e.port, e.weight) for e in endpoints])
-    if out.endpoints:
-        for lb, e in zip(out.endpoints[0].lb_endpoints, endpoints, strict=True):
-            if mtls(e):
-                lb.metadata.CopyFrom(endpoint_tls_metadata(True))
-    return out
+
+    def mark(e: Endpoint, lb: ec.LbEndpoint) -> None:
+        if mtls(e):
+            lb.metadata.CopyFrom(endpoint_tls_metadata(True))
+
+    return locality.assignment(cluster, endpoints, mark)

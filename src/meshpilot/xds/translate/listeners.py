@@ -25,7 +25,18 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from meshpilot.mesh import sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.xds.translate import filters, jwt, names, pb, rbac, telemetry, tls
+from meshpilot.xds.translate import (
+    egress,
+    filters,
+    headers,
+    jwt,
+    names,
+    pb,
+    rbac,
+    telemetry,
+    tls,
+    wildcards,
+)
 from meshpilot.xds.translate.endpoints import socket
 from meshpilot.xds.translate.workload_security import InboundSecurity
 
@@ -54,9 +65,11 @@ def connection_manager(
         ),
         use_remote_address={"value": edge},
     )
+    headers.server_name(out)
     if edge:
         out.strip_any_host_port = True
         out.normalize_path.value = True
+        headers.gateway(out)
     if rds is not None:
         out.rds.config_source.CopyFrom(pb.ads_source())
         out.rds.route_config_name = rds
@@ -106,11 +119,21 @@ def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
     return lc.Filter(name=names.HCM_FILTER, typed_config=pb.pack(manager))
 
 
-def outbound(node: ProxyNode) -> listener_pb2.Listener:
+def outbound(node: ProxyNode, wild: wildcards.WildScopes = ()) -> listener_pb2.Listener:
     """``outbound_http_proxy`` on ``node.ip:node.outbound_port`` (``outbound_ip`` when
-    set), routes over SRDS + RDS."""
-    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES)
+    set), routes over SRDS + RDS (scoped for the wildcard hosts ``wild`` too). Hosts
+    outside the registry go by the outbound traffic policy (:mod:`.egress`), whose filters
+    come over ECDS: this listener is the same in every mode and whatever services there
+    are."""
+    policy, passthrough = egress.listener_filters()
+    manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES,
+                                 before_router=[passthrough])
+    manager.http_filters.insert(0, policy)
+    manager.local_reply_config.CopyFrom(egress.local_replies())
     manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
+    manager.early_header_mutation_extensions.append(
+        tls.removal_mutation(egress.stripped_headers()))
+    wildcards.apply(manager, wild)
     return _listener(
         names.OUTBOUND_LISTENER,
         node.outbound_ip or node.ip,
@@ -157,6 +180,8 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             manager = connection_manager(name, rds=names.inbound_route(port.container_port),
                                          fault_and_cors=False, before_router=checks)
             manager.early_header_mutation_extensions.append(tls.peer_principal_mutation(mtls))
+            if mtls:
+                headers.inbound_mtls(manager)
             if claim_headers:
                 manager.early_header_mutation_extensions.append(
                     tls.removal_mutation(claim_headers))

@@ -28,6 +28,7 @@ TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 TYPE_SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 TYPE_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+TYPE_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 
 OUTBOUND_LISTENER = "outbound_http_proxy"
 OUTBOUND_SCOPES = "outbound_http_proxy"

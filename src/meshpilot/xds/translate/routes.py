@@ -21,6 +21,9 @@ from types import MappingProxyType
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 
 from meshpilot.api.networking import (
     Destination,
@@ -141,7 +144,18 @@ def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
         out.per_try_timeout.CopyFrom(pb.duration(spec.per_try_timeout))
     if spec.backoff:
         out.retry_back_off.base_interval.CopyFrom(pb.duration(spec.backoff))
+    if spec.retry_remote_localities:
+        out.retry_priority.CopyFrom(remote_localities_priority())
     return out
+
+
+def remote_localities_priority() -> rc.RetryPolicy.RetryPriority:
+    """``retryRemoteLocalities``: a retry moves on from the priorities (localities, see
+    :mod:`~meshpilot.xds.translate.locality`) already tried, as Istio configures it."""
+    return rc.RetryPolicy.RetryPriority(
+        name="envoy.retry_priorities.previous_priorities",
+        typed_config=pb.pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(
+            update_frequency=2)))
 
 
 def _mirrors(http: HTTPRoute, vs_ns: str, ctx: Ctx) -> list[rc.RouteAction.RequestMirrorPolicy]:

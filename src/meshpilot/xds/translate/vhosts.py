@@ -26,7 +26,7 @@ from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn, host_matches
 from meshpilot.api.networking import Server
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import names
+from meshpilot.xds.translate import headers, names
 from meshpilot.xds.translate.matches import Where
 from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
 
@@ -80,8 +80,6 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        if "*" in host:
-            continue
         ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
         if ports:
             planned.append((service, ports, *_aliases(service, node)))
@@ -116,7 +114,8 @@ def service_route_table(
             routes = [default_route(service.host, port, ctx)]
         name = names.vhost(service.host, port)
         domains = _with_ports(spellings, port, portless)
-        vhosts.append(rc.VirtualHost(name=name, domains=domains, routes=routes))
+        vhosts.append(headers.attempt_count(
+            rc.VirtualHost(name=name, domains=domains, routes=routes)))
     return RouteTable(service.host, tuple(spellings), tuple(vhosts))
 
 
@@ -201,7 +200,8 @@ def _redirects(server: Server) -> bool:
 
 
 def _gateway_vhost(domain: str, port: int, server: Server) -> rc.VirtualHost:
-    vhost = rc.VirtualHost(name=names.vhost(domain, port), domains=[domain])
+    vhost = headers.attempt_count(rc.VirtualHost(name=names.vhost(domain, port),
+                                                 domains=[domain]))
     if _redirects(server):
         vhost.require_tls = rc.VirtualHost.ALL
     return vhost

@@ -1,0 +1,87 @@
+"""A canary's sidecars report each failed request to the control plane as it happens.
+
+Fail-fast (:mod:`meshpilot.delivery.fail_fast`) judges a canary on its sidecars' request
+counters. Polled, the counters were looked at up to a tick (0.1 s) after a failure, and
+at about five failing requests a second each tick of waiting cost users half a failed
+request. So the sidecars of a Canary's target workload also stream their failures to the
+control plane through Envoy's gRPC access log service (``envoy.access_loggers.http_grpc``):
+only answers of 500 and above (a status code filter), unbatched (``buffer_size_bytes``
+0: an entry is sent as it is logged), over the bootstrap's xDS cluster, so it reaches the
+control plane wherever xDS does. The control plane steps the rollout on arrival.
+
+Only a Canary's target workload carries the logger: Flagger scales the target to zero
+outside a rollout, so those are the canary pods of a rollout in progress, and a healthy
+canary sends nothing at all. A report is only a trigger: the judgement still reads the
+sidecars' counters, so a report forged by some local process costs one tick, never a
+rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from google.protobuf import wrappers_pb2
+
+from meshpilot.mesh.model import MeshSnapshot, ProxyNode
+from meshpilot.xds.translate import pb
+
+LOGGER = "envoy.access_loggers.http_grpc"
+LOG_NAME = "meshpilot-failures"
+"""The ``log_name`` the control plane's access log service knows these reports by."""
+XDS_CLUSTER = "xds-grpc"
+"""The bootstrap's static cluster to the control plane (``proxy.bootstrap.XDS_CLUSTER``;
+translation may not import the proxy package, a test keeps the two equal)."""
+FAILED_FROM = 500
+MIN_CODE_RUNTIME_KEY = "meshpilot.failure_reports.min_code"
+
+
+def canary_targets(snapshot: MeshSnapshot) -> frozenset[tuple[str, str]]:
+    """(namespace, workload) of the target Deployment of every Canary fail-fast judges
+    (not of one annotated ``meshpilot.io/fail-fast: "false"``)."""
+    return frozenset((c.namespace, c.obj.spec.target_ref.name) for c in snapshot.canaries
+                     if c.obj.fail_fast)
+
+
+def marked(node: ProxyNode, targets: frozenset[tuple[str, str]]) -> ProxyNode:
+    """``node`` set to report its failures when it is a sidecar of one of ``targets``
+    (and not when it is not); the very same node when that changes nothing."""
+    wanted = node.kind == "sidecar" and (node.namespace, node.workload) in targets
+    return node if wanted == node.report_failures else replace(node, report_failures=wanted)
+
+
+def failure_reporter() -> accesslog_pb2.AccessLog:
+    """The gRPC access logger that streams each answer of 500 or above, unbatched."""
+    config = als_pb2.HttpGrpcAccessLogConfig(common_config=als_pb2.CommonGrpcAccessLogConfig(
+        log_name=LOG_NAME,
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)),
+        transport_api_version=config_source_pb2.V3,
+        buffer_size_bytes=wrappers_pb2.UInt32Value(value=0),
+    ))
+    failed = accesslog_pb2.AccessLogFilter(status_code_filter=accesslog_pb2.StatusCodeFilter(
+        comparison=accesslog_pb2.ComparisonFilter(
+            op=accesslog_pb2.ComparisonFilter.GE,
+            value=base_pb2.RuntimeUInt32(default_value=FAILED_FROM,
+                                         runtime_key=MIN_CODE_RUNTIME_KEY))))
+    return accesslog_pb2.AccessLog(name=LOGGER, filter=failed, typed_config=pb.pack(config))
+
+
+def with_failure_reports(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    """``listener`` with :func:`failure_reporter` after the access logs of every HTTP
+    connection manager in its filter chains (in place; returned for chaining)."""
+    logger = failure_reporter()
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            manager = hcm.HttpConnectionManager()
+            if network_filter.typed_config.Is(manager.DESCRIPTOR):
+                network_filter.typed_config.Unpack(manager)
+                manager.access_log.append(logger)
+                network_filter.typed_config.CopyFrom(pb.pack(manager))
+    return listener

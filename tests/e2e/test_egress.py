@@ -1,0 +1,124 @@
+"""Egress end to end, after Istio's task "Accessing External Services": with the mesh's
+``outboundTrafficPolicy`` ALLOW_ANY (the default) a host outside the registry is passed
+through to the host the request names and counted as PassthroughCluster; with
+REGISTRY_ONLY (the mesh config file ``up`` reads) it gets 502 from BlackHoleCluster until
+a ServiceEntry registers it; a Sidecar with ``outboundTrafficPolicy`` closes the
+workloads it selects only. The "external" server is a demo app on loopback named
+``external.test``, which a DNS responder on loopback resolves (so nothing leaves the
+machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import ControlPlane, run_cli
+from tests.dns_responder import DnsResponder
+from tests.e2e.mesh import Mesh
+from tests.e2e.scenario import Given, When
+from tests.e2e.security import as_pod, requests_counted, wait_counted, workload
+
+EXTERNAL = "external.test"
+CLOSE_SLEEP = """\
+    apiVersion: networking.istio.io/v1
+    kind: Sidecar
+    metadata: {name: sleep, namespace: default}
+    spec:
+      workloadSelector: {labels: {app: sleep}}
+      outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsResponder]:
+    with DnsResponder({EXTERNAL: "127.0.0.1"}) as responder:
+        yield responder
+
+
+def _mesh(factory: Callable[..., ControlPlane], dns: DnsResponder, mode: str) -> Mesh:
+    cp = factory(f"egress-{mode.lower()}", start=False)
+    cp.state_dir.mkdir(parents=True)
+    (cp.state_dir / "mesh.yaml").write_text(
+        f"outboundTrafficPolicy:\n  mode: {mode}\ndnsResolvers: [\"{dns.address}\"]\n")
+    return Mesh(cp.start())
+
+
+def _entry(port: int) -> str:
+    return f"""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: external}}
+        spec:
+          hosts: [{EXTERNAL}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          ports: [{{number: 80, name: http, protocol: HTTP}}]
+          endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+        """
+
+
+def test_allow_any_passes_through_and_a_sidecar_closes_one_workload(
+    control_plane_factory: Callable[..., ControlPlane], dns: DnsResponder,
+    backend_app: Callable[..., str],
+) -> None:
+    mesh = _mesh(control_plane_factory, dns, "ALLOW_ANY")
+    try:
+        given, when = Given(mesh), When(mesh)
+        port = int(backend_app("ext").rsplit(":", 1)[1])
+        url = f"http://{EXTERNAL}:{port}/"
+        given.applied(*workload("sleep", "default"))
+
+        # "Envoy passthrough to external services": reached as named, nothing registered;
+        # a client cannot steer it elsewhere with the header the sidecar keeps the host in,
+        # and that header does not reach the external server
+        r = mesh.http.get(url, headers={"x-meshpilot-authority": "127.0.0.1:1"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-version"] == "ext" and r.json()["host"] == f"{EXTERNAL}:{port}"
+        assert "x-meshpilot-authority" not in r.json()["headers"]
+        assert EXTERNAL in dns.asked
+        wait_counted(mesh, 1, destination_service_name="PassthroughCluster",
+                     response_code="200", reporter="source")
+        with as_pod(mesh, "default", "sleep") as sleep:
+            assert sleep.get(url).status_code == 200
+
+        # When a Sidecar closes the sleep workload only
+        when.apply(CLOSE_SLEEP)
+        with as_pod(mesh, "default", "sleep") as sleep:
+            refused = sleep.get(url)
+        # Then sleep gets BlackHoleCluster's 502, and the mesh's other clients pass through
+        assert refused.status_code == 502 and "BlackHoleCluster" in refused.text
+        assert mesh.http.get(url).status_code == 200
+        (pod,) = mesh.pods_of("sleep")
+        described = run_cli("describe", "pod", pod["metadata"]["name"],
+                            state_dir=mesh.cp.state_dir)
+        assert "REGISTRY_ONLY (Sidecar default/sleep)" in described.stdout, described
+        assert wait_counted(mesh, 1, destination_service_name="BlackHoleCluster",
+                            response_code="502", source_workload="sleep") >= 1
+    finally:
+        mesh.close()
+
+
+def test_registry_only_blackholes_until_a_service_entry_registers_the_host(
+    control_plane_factory: Callable[..., ControlPlane], dns: DnsResponder,
+    backend_app: Callable[..., str],
+) -> None:
+    mesh = _mesh(control_plane_factory, dns, "REGISTRY_ONLY")
+    try:
+        port = int(backend_app("ext").rsplit(":", 1)[1])
+        # "Change to the blocking-by-default policy": the host is refused, never looked up
+        refused = mesh.http.get(f"http://{EXTERNAL}:{port}/")
+        assert refused.status_code == 502, refused.text
+        assert "BlackHoleCluster" in refused.text and EXTERNAL not in dns.asked
+        wait_counted(mesh, 1, destination_service_name="BlackHoleCluster",
+                     response_code="502", reporter="source")
+        assert requests_counted(mesh, destination_service_name="PassthroughCluster") == 0
+
+        # "Access an external HTTP service": a ServiceEntry makes it reachable again
+        Given(mesh).applied(_entry(port))
+        r = mesh.http.get(f"http://{EXTERNAL}/")
+        assert r.status_code == 200, r.text
+        assert r.headers["x-version"] == "ext"
+    finally:
+        mesh.close()

@@ -1,0 +1,195 @@
+"""The outbound traffic policy in the xDS build (hosts outside the registry).
+
+Follows Istio's ``outboundTrafficPolicy`` (meshConfig and the Sidecar resource, istio.io
+"Accessing External Services"): ALLOW_ANY by default; a Sidecar's policy replaces the
+mesh's for the workloads it selects, and a policy written without a mode is
+REGISTRY_ONLY (the zero of Istio's mode enum, which is what istiod reads it as). What
+changes with the mode or the services is one ECDS resource per proxy class; a weight
+change leaves every set but one route config the very same object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster
+from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
+    dynamic_forward_proxy_pb2 as dfp_filter,
+)
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early,
+)
+from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares
+from tests.unit.test_xds_shared import node, objects, same_as_reference
+
+from meshpilot.api.identity import ObjectKey
+from meshpilot.api.mesh_config import DnsResolver, MeshConfig
+from meshpilot.mesh.model import MeshSnapshot
+from meshpilot.xds import ProxyConfigBuilder
+from meshpilot.xds.translate import build_resources, egress
+from meshpilot.xds.types import CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, SCOPED_ROUTE
+
+NET = "networking.istio.io"
+
+
+def policy_sidecar(name: str, policy: dict[str, Any], selector: dict[str, str] | None = None
+                   ) -> Any:
+    spec: dict[str, Any] = {"outboundTrafficPolicy": policy}
+    if selector:
+        spec["workloadSelector"] = {"labels": selector}
+    return (ObjectKey(NET, "Sidecar", "default", name),
+            {"apiVersion": f"{NET}/v1", "kind": "Sidecar",
+             "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+
+
+def with_mesh(snap: MeshSnapshot, **config: Any) -> MeshSnapshot:
+    return dataclasses.replace(snap, mesh_config=MeshConfig(**config))
+
+
+def versions_equal(a: Any, b: Any) -> bool:
+    return {n: e.version for n, e in a.items()} == {n: e.version for n, e in b.items()}
+
+
+def decoded(source: str) -> set[str]:
+    """The set the policy filter's Lua builds (its two lists, read as the Lua reads them)."""
+    names, services = (line.split('"')[1].split() for line in source.splitlines()
+                       if "gmatch" in line)
+    suffix = ".svc.cluster.local"
+    return {*names, *(k for b in services for k in (b, f"{b}.svc", f"{b}{suffix}"))}
+
+
+def test_the_key_encoding_is_lossless() -> None:
+    keys = {"svc000", "svc000.default", "svc000.default.svc",
+            "svc000.default.svc.cluster.local", "other.prod.svc.cluster.local",
+            "other.prod", "api.example.com", "x.svc.cluster.local"}
+    names, services = egress.encode_keys(keys)
+    assert services == ["svc000.default"]  # the only base with all three of its keys
+    assert set(names) | {k for b in services for k in
+                         (b, f"{b}.svc", f"{b}.svc.cluster.local")} == keys
+    assert len(names) + len(services) == len(keys) - 2
+
+
+def lua_source(resources: Any) -> str:
+    lua = lua_pb2.Lua()
+    assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(lua)
+    return lua.default_source_code.inline_string
+
+
+def test_mesh_default_is_allow_any_and_mesh_config_sets_registry_only() -> None:
+    snap = objects(2, {})
+    assert egress.outbound_mode(snap, node(1)) == "ALLOW_ANY"
+    assert f'"{egress.PASSTHROUGH_KEY}"' in lua_source(build_resources(snap, node(1)))
+    closed = with_mesh(snap, outbound_mode="REGISTRY_ONLY")
+    assert egress.outbound_mode(closed, node(1)) == "REGISTRY_ONLY"
+    source = lua_source(build_resources(closed, node(1)))
+    assert f'"{egress.BLACKHOLE_KEY}"' in source and egress.PASSTHROUGH_KEY not in source
+
+
+def test_a_sidecar_policy_replaces_the_mesh_one_for_the_workloads_it_selects() -> None:
+    snap = objects(2, {}, extra=[
+        policy_sidecar("locked", {"mode": "REGISTRY_ONLY"}, selector={"app": "p1"}),
+        policy_sidecar("no-mode", {}, selector={"app": "p2"}),
+        policy_sidecar("open", {"mode": "ALLOW_ANY"}, selector={"app": "p3"})])
+    closed = with_mesh(snap, outbound_mode="REGISTRY_ONLY")
+    assert egress.outbound_mode(snap, node(1)) == "REGISTRY_ONLY"
+    assert egress.outbound_mode(snap, node(2)) == "REGISTRY_ONLY"  # Istio's enum zero
+    assert egress.outbound_mode(closed, node(3)) == "ALLOW_ANY"
+    assert egress.outbound_mode(snap, node(4)) == "ALLOW_ANY"  # no Sidecar: the mesh's
+    assert egress.outbound_policy(snap, node(2)) == ("REGISTRY_ONLY", "Sidecar default/no-mode")
+    assert egress.outbound_policy(closed, node(4)) == ("REGISTRY_ONLY", "mesh config")
+    assert egress.outbound_mode(closed, node(4)) == "REGISTRY_ONLY"
+    # the shared per-class build agrees with the reference, one class per mode
+    builder = ProxyConfigBuilder()
+    for i in (1, 3, 4):
+        same_as_reference(builder, closed, node(i))
+    one, three = builder.config_for(closed, node(1)), builder.config_for(closed, node(3))
+    assert one[EXTENSION_CONFIG] is not three[EXTENSION_CONFIG]
+    # what does not depend on the mode is shared: the routes, scopes and clusters
+    assert one[SCOPED_ROUTE] is three[SCOPED_ROUTE] or \
+        versions_equal(one[SCOPED_ROUTE], three[SCOPED_ROUTE])
+
+
+def test_the_policy_filter_knows_every_scope_key_and_nothing_else() -> None:
+    res = build_resources(objects(2, {}), node(1))
+    source = lua_source(res)
+    keys = set(res[SCOPED_ROUTE]) - egress.POLICY_SCOPES
+    assert {"svc000", "svc001.default", "svc001.default.svc.cluster.local"} <= keys
+    assert decoded(source) == keys
+    # a key that is not a DNS name never reaches the Lua source
+    odd = egress.policy_filter(["good.example", 'bad"); os.exit(1) --'], "ALLOW_ANY")
+    lua = lua_pb2.Lua()
+    assert odd.typed_config.Unpack(lua)
+    assert "good.example" in lua.default_source_code.inline_string
+    assert "os.exit" not in lua.default_source_code.inline_string
+
+
+def test_the_listener_is_the_same_in_every_mode_and_names_both_filters() -> None:
+    snap = objects(2, {})
+    opened = build_resources(snap, node(1))
+    closed = build_resources(with_mesh(snap, outbound_mode="REGISTRY_ONLY"), node(1))
+    assert opened[LISTENER] == closed[LISTENER]
+    assert set(opened[EXTENSION_CONFIG]) == {egress.POLICY_FILTER, egress.PASSTHROUGH_FILTER}
+    assert {"PassthroughCluster", "BlackHoleCluster"} <= set(opened[CLUSTER])
+    assert {"allow_any", "block_all"} <= set(opened[ROUTE])
+
+
+def _resolvers(cache: Any) -> list[tuple[str, int]]:
+    config = cares.CaresDnsResolverConfig()
+    if not cache.HasField("typed_dns_resolver_config"):
+        return []
+    assert cache.typed_dns_resolver_config.typed_config.Unpack(config)
+    assert config.dns_resolver_options.no_default_search_domain
+    return [(r.socket_address.address, r.socket_address.port_value) for r in config.resolvers]
+
+
+def _caches(res: Any) -> tuple[Any, Any]:
+    """The DNS cache of the passthrough cluster and of the passthrough filter."""
+    cluster_config, filter_config = dfp_cluster.ClusterConfig(), dfp_filter.FilterConfig()
+    assert res[CLUSTER]["PassthroughCluster"].cluster_type.typed_config.Unpack(cluster_config)
+    assert res[EXTENSION_CONFIG][egress.PASSTHROUGH_FILTER].typed_config.Unpack(filter_config)
+    return cluster_config.dns_cache_config, filter_config.dns_cache_config
+
+
+def test_dns_resolvers_go_to_the_passthrough_cache_of_filter_and_cluster() -> None:
+    snap = with_mesh(objects(1, {}), dns_resolvers=(DnsResolver("127.0.0.1", 5353),))
+    in_cluster, in_filter = _caches(build_resources(snap, node(1)))
+    assert in_cluster == in_filter  # Envoy requires one cache config for both
+    assert _resolvers(in_cluster) == [("127.0.0.1", 5353)]
+    plain, _ = _caches(build_resources(objects(1, {}), node(1)))
+    assert _resolvers(plain) == []  # none given: the host's resolv.conf
+
+
+def test_a_weight_change_leaves_the_policy_alone_and_a_new_service_resends_it() -> None:
+    builder = ProxyConfigBuilder()
+    before = builder.config_for(objects(3, {}), node(1))
+    after = builder.config_for(objects(3, {1: 40}), node(1))
+    for t in (EXTENSION_CONFIG, SCOPED_ROUTE, CLUSTER, LISTENER):
+        assert after[t] is before[t], t
+    assert after[ROUTE] is not before[ROUTE]
+    grown = builder.config_for(objects(4, {1: 40}), node(1))
+    assert grown[EXTENSION_CONFIG] is not after[EXTENSION_CONFIG]
+    passthrough = egress.PASSTHROUGH_FILTER
+    assert grown[EXTENSION_CONFIG][passthrough] is after[EXTENSION_CONFIG][passthrough]
+    assert "svc003" in lua_source(build_resources(objects(4, {}), node(1)))
+
+
+def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
+    """The header the policy filter keeps the original authority in is removed from every
+    request by the early header mutation, before any filter or route reads it."""
+    listener = build_resources(objects(1, {}), node(1))[LISTENER]["outbound_http_proxy"]
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    removed = []
+    for extension in manager.early_header_mutation_extensions:
+        mutation = early.HeaderMutation()
+        assert extension.typed_config.Unpack(mutation)
+        removed += [m.remove for m in mutation.mutations if m.remove]
+    assert egress.AUTHORITY_HEADER in removed
+    assert manager.http_filters[0].name == egress.POLICY_FILTER
+    assert manager.http_filters[0].config_discovery.type_urls == [
+        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
