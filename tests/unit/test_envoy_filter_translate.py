@@ -259,9 +259,11 @@ def test_replace_and_remove_of_named_http_filters() -> None:
     got = build_resources(snap, node(1))
     plain = build_resources(objects(1, {}), node(1))
     before = http_filters(plain, "outbound_http_proxy")
-    assert before[:2] == ["envoy.filters.http.fault", "envoy.filters.http.cors"]
+    # the outbound traffic policy's filter comes first, then the routing ones
+    assert before[:3] == ["mp.outbound_traffic_policy", "envoy.filters.http.fault",
+                          "envoy.filters.http.cors"]
     assert http_filters(got, "outbound_http_proxy") == [
-        "envoy.filters.http.local_ratelimit", *before[2:]]
+        before[0], "envoy.filters.http.local_ratelimit", *before[3:]]
     assert http_filters(got, "inbound_9080") == http_filters(plain, "inbound_9080")
 
 

@@ -373,7 +373,7 @@ class ProxyConfigBuilder:
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
                 index.egress_scope(snapshot, node), locality.caller_key(snapshot, node),
-                egress.outbound_mode(snapshot, node))
+                egress.outbound_mode(snapshot, node))  # last: read by _class_policy
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
         if state.key_of is not snapshot:
@@ -500,7 +500,7 @@ class ProxyConfigBuilder:
         the passthrough filter; rebuilt only when the scopes (services coming and going)
         or the mode change, never on a route change."""
         scope_set = sets[SCOPED_ROUTE]
-        mode = cls.key[4]  # type: ignore[index]
+        mode = cls.key[-1]  # type: ignore[index]  # class keys end with the mode
         inputs = (scope_set, mode, snapshot.mesh_config)
         if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
             sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
