@@ -120,8 +120,17 @@ class Graphite:
             conn.sendall(lines.encode())
         last = {path: (float(value), ts) for path, value, ts in points}
         for path, point in last.items():
-            wait_for(lambda p=path, want=point: want in self.points(p), 20, interval=0.05,
+            wait_for(lambda p=path, want=point: want in self._written(p), 20, interval=0.05,
                      message=f"graphite to render {path} {point}")
+
+    def _written(self, path: str) -> list[tuple[float, int]]:
+        """:meth:`points`, or none while carbon is still creating the path's whisper
+        file (graphite-web then fails to read its header and answers 500)."""
+        r = self.http.get("/render", params={"target": path, "from": "-1h",
+                                             "format": "json"})
+        if r.status_code == 500 and "Unable to read header" in r.text:
+            return []
+        return self.points(path)
 
     def points(self, path: str) -> list[tuple[float, int]]:
         """The non-null points of ``path`` over the last hour."""

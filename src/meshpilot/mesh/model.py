@@ -180,6 +180,11 @@ class ProxyNode:
     locality: str = ""
     """region/zone/subzone from the Envoy node's ``locality`` (its bootstrap); empty: read
     from its labels as a pod's is (:func:`meshpilot.mesh.locality.of_proxy`)."""
+    via_gateway: tuple[str, int] | None = None
+    """For a proxy on another network than the control-plane host's (a joined host's
+    sidecar): the east-west gateway through which it reaches that host's pods
+    (``xds.translate.east_west``). Set by the control plane, never from the node's
+    metadata."""
     report_failures: bool = False
     """Whether its inbound listeners stream failed requests to the control plane: set by
     the xDS build from the snapshot for the sidecars of a Canary's target workload

@@ -53,6 +53,8 @@ from meshpilot.security.rotation import renew_at
 from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
+from meshpilot.server.east_west import PROXY_NAME as EAST_WEST_PROXY
+from meshpilot.server.east_west import EastWestGateway
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.mesh_changes import MeshChanges
 from meshpilot.server.pacing import RebuildPacer
@@ -154,6 +156,8 @@ class MeshControlPlane:
         self.state = state
         self.listen = listen
         """Where proxies on other hosts reach xDS, over mutual TLS (``up --listen``)."""
+        self.east_west = EastWestGateway(listen) if listen else None
+        """The gateway through which joined hosts reach this host's pods (with --listen)."""
         self.leading = leading
         """Whether this replica runs the local runtime's pods (the elected leader among
         replicas on one etcd; always, with SQLite)."""
@@ -257,6 +261,8 @@ class MeshControlPlane:
             service_account=GATEWAY_SERVICE_ACCOUNT,
             gateway_ports={80: ingress_port},
         ))
+        if self.east_west is not None:
+            self._proxy(EAST_WEST_PROXY, self.east_west.node)
         adopted = [name for name, proxy in self.proxies.items() if proxy.running]
         keep = self.runtime.sessions() | {
             stat[2] for proxy in self.proxies.values()
@@ -285,6 +291,8 @@ class MeshControlPlane:
         metrics = self.telemetry.start()
         self._collector = QuietCollector(self.xds.idle_seconds).start()
         remote = {"xds_tls": self.xds_tls_address} if self.listen else {}
+        if self.east_west is not None:
+            remote["east_west"] = self.east_west.endpoint
         return {
             **metrics,
             **remote,
@@ -374,14 +382,17 @@ class MeshControlPlane:
         gets its own credential (both fixed at this version, like the rest)."""
         ports = {int(k): v for k, v in gateway_ports.items()}
         configs = self._configs
-        credentials = {**self.certificates.current(self._proxy_identities(pods)),
-                       **self.remote_credentials()}
+        remote = self.remote_credentials()
+        credentials = {**self.certificates.current(self._proxy_identities(pods)), **remote}
 
         def config_for(node: ProxyNode) -> dict[str, Any]:
             if node.kind == "gateway":
                 node = replace(node, gateway_ports=ports)
             return configs.config_for(snapshot, node, credentials.get(node.id))
 
+        if self.east_west is not None:
+            return XdsSnapshot(snapshot.version,
+                               self.east_west.wrap(snapshot, remote, config_for))
         return XdsSnapshot(snapshot.version, config_for)
 
     def _proxy_identities(self, pods: list[Pod]) -> list[CredentialSubject]:

@@ -23,8 +23,9 @@ from meshpilot.validation.shapes import as_mapping
 from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.unapplied_fields import WORKLOAD_ENTRY, findings_of, row
 
-_NO_NETWORK = ("network is not applied: every endpoint is reached directly at its "
-               "address, never through a network's gateway; remove it")
+_NO_NETWORK = ("network is not applied: networks are not named; a joined host reaches the "
+               "control-plane host's pods through its east-west gateway and every "
+               "other endpoint directly at its address, whatever the network; remove it")
 
 WORKLOAD_GROUP = (
     row("spec", "template", "network", why=_NO_NETWORK),

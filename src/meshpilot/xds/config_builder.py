@@ -58,6 +58,7 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
+    east_west,
     egress,
     envoy_filter,
     failure_reports,
@@ -133,6 +134,12 @@ class _Class:
     @property
     def gateway(self) -> bool:
         return bool(self.key[0])  # type: ignore[index]
+
+    @property
+    def via_gateway(self) -> tuple[str, int] | None:
+        """The east-west gateway its proxies reach the control-plane host's pods through
+        (none: they reach them directly)."""
+        return self.key[-2]  # type: ignore[index,no-any-return]
 
     @property
     def seen_from(self) -> locality.CallerKey | None:
@@ -372,7 +379,8 @@ class ProxyConfigBuilder:
         labels = (tuple(sorted(node.labels.items()))
                   if index.of(snapshot).label_sensitive else None)
         return (node.kind == "gateway", node.namespace, labels,
-                index.egress_scope(snapshot, node), locality.caller_key(snapshot, node),
+                index.egress_scope(snapshot, node), node.via_gateway,
+                locality.caller_key(snapshot, node),
                 egress.outbound_mode(snapshot, node))  # last: read by _class_policy
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> Hashable:
@@ -523,7 +531,7 @@ class ProxyConfigBuilder:
         rule = index.destination_rule_named(snapshot, service.host, node)
         seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain, seen_from)
+                  snapshot.trust_domain, seen_from, cls.via_gateway)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
@@ -533,6 +541,8 @@ class ProxyConfigBuilder:
                 snapshot, service, rule.obj if rule else None, caller):
             out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
             if assignment is not None:
+                if cls.via_gateway is not None:
+                    assignment = east_west.via_gateway(assignment, cls.via_gateway)
                 name = assignment.cluster_name
                 out.append(("eds:" + name, PreparedResource.of(name, assignment)))
         return _rebuilt(memo, inputs, out)
