@@ -25,7 +25,7 @@ from meshpilot.telemetry.envoy_stats import (
 )
 from meshpilot.telemetry.istio import ProxyIdentity, relabel
 from meshpilot.xds.translate import listeners
-from meshpilot.xds.translate.access_log import file_logger
+from meshpilot.xds.translate.access_log import file_logger, with_access_log
 from meshpilot.xds.translate.workload_security import InboundSecurity
 
 HOST = "echo.default.svc.cluster.local"
@@ -152,6 +152,16 @@ def test_the_istio_format_file_log_still_writes_one_line_per_connection():
     """The mTLS chain's tcp_proxy also logs when its upstream connects (for the per-caller
     count); Istio's TEXT access log keeps one line per connection, written when it ends
     (Istio's "Envoy Access Logs" page shows one line per TCP connection)."""
-    only = file_logger("/tmp/x.log").filter.log_type_filter
+    only = file_logger("/tmp/x.log", at_end_only=True).filter.log_type_filter
     assert only.exclude
     assert set(only.types) == {data.TcpUpstreamConnected, data.TcpPeriodic}
+    security = InboundSecurity("cluster.local", ((9000, "PERMISSIVE"),),
+                               WorkloadAuthorization())
+    listener = with_access_log(listeners.inbound(NODE, NODE.inbound[0], security),
+                               "/tmp/x.log")
+    mtls = tcp_proxy_pb2.TcpProxy()
+    assert listener.filter_chains[0].filters[-1].typed_config.Unpack(mtls)
+    (file_log,) = [log for log in mtls.access_log if log.name == "envoy.access_loggers.file"]
+    assert file_log.filter.log_type_filter == only
+    # a tcp_proxy elsewhere that asks to log at connect (the east-west gateway) does so
+    assert not file_logger("/tmp/x.log").HasField("filter")
