@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644, indent: int = 2,
+def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644, indent: int | None = 2,
                       sort_keys: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     os.fchmod(fd, mode)  # exactly ``mode``: a file left by a crash may have had others
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=indent, sort_keys=sort_keys)
+        fh.write(json.dumps(data, indent=indent, sort_keys=sort_keys))  # one C-encoded string
         fh.write("\n")
     os.replace(tmp, path)

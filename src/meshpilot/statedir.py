@@ -55,6 +55,11 @@ class StateDir:
         return self.root / "kubeconfig"
 
     @property
+    def telemetry_file(self) -> Path:
+        """The Istio series' state, kept across restarts (0600)."""
+        return self.root / "telemetry-series.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "controlplane.lock"
 

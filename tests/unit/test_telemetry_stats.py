@@ -16,13 +16,16 @@ from meshpilot.mesh.model import (
     ProxyNode,
 )
 from meshpilot.mesh.sources import UNKNOWN_SOURCE, node_source_id
+from meshpilot.proxy.stats import KEPT_STATS
 from meshpilot.telemetry.envoy_stats import (
     STATS_PARAMS,
     Histogram,
     InboundStat,
+    OutboundStat,
     parse_json,
     split_cluster_stat,
     split_inbound_stat,
+    split_outbound_stat,
 )
 from meshpilot.telemetry.istio import (
     HistValue,
@@ -37,25 +40,47 @@ HOST = "myapp.default.svc.cluster.local"
 CLIENT = "client-v1|default|client|v1.2|client"
 """A source id (its version has a dot, as versions often do)."""
 COUNTED = "meshpilot.inbound_8080.requests"
+OK = "response_code.200.response_flags.-"
+OUT = "meshpilot.outbound"
+V2 = f"cluster.outbound|8080|v2|{HOST}"
 DOC = {"stats": [
+    {"name": f"{OUT}.requests.{OK}.grpc_status..{V2}", "value": 7},
+    {"name": f"{OUT}.requests.response_code.503.response_flags.UH.grpc_status..{V2}",
+     "value": 2},
+    {"name": f"{OUT}.requests.response_code.500.response_flags.FI.grpc_status..{V2}",
+     "value": 1},
+    {"name": f"{OUT}.requests.response_code.404.response_flags.NR.grpc_status..cluster.",
+     "value": 3},
+    # the router's own per-cluster counts: not read (the logger counts every request)
     {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200", "value": 7},
-    {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_503", "value": 2},
     {"name": f"cluster.outbound|8080|v2|{HOST}.external.upstream_rq_200", "value": 7},
-    {"name": f"{COUNTED}.response_code.200.source.{CLIENT}|none", "value": 4},
-    {"name": f"{COUNTED}.response_code.200.source.{CLIENT}|mtls", "value": 3},
-    {"name": f"{COUNTED}.response_code.403.source.{CLIENT}|mtls", "value": 2},
-    {"name": f"{COUNTED}.response_code.500.source.{UNKNOWN_SOURCE}|none", "value": 1},
-    {"name": f"{COUNTED}.response_code.401.source.{UNKNOWN_SOURCE}|mtls", "value": 6},
-    {"name": f"{COUNTED}.response_code.400.source.", "value": 1},
+    {"name": f"{COUNTED}.{OK}.source.{CLIENT}|none", "value": 4},
+    {"name": f"{COUNTED}.{OK}.source.{CLIENT}|mtls", "value": 3},
+    {"name": f"{COUNTED}.response_code.403.response_flags.-.source.{CLIENT}|mtls", "value": 2},
+    {"name": f"{COUNTED}.response_code.500.response_flags.-.source.{UNKNOWN_SOURCE}|none",
+     "value": 1},
+    {"name": f"{COUNTED}.response_code.401.response_flags.-.source.{UNKNOWN_SOURCE}|mtls",
+     "value": 6},
+    {"name": f"{COUNTED}.response_code.400.response_flags.-.source.", "value": 1},
+    {"name": f"{COUNTED}.response_code.0.response_flags.DC.source.{CLIENT}|mtls", "value": 5},
     {"histograms": {"supported_percentiles": [50], "details": [
-        {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time",
+        {"name": f"{OUT}.request_duration.{OK}.{V2}",
          "totals": [{"lower_bound": 3, "width": 0.1, "count": 5},
                     {"lower_bound": 60, "width": 1, "count": 4}]},
-        {"name": f"meshpilot.inbound_8080.request_duration.source.{CLIENT}|mtls",
+        {"name": f"{OUT}.response_bytes.{OK}.{V2}",
+         "totals": [{"lower_bound": 480, "width": 10, "count": 7}]},
+        {"name": f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time",
+         "totals": [{"lower_bound": 3, "width": 0.1, "count": 5}]},
+        {"name": f"meshpilot.inbound_8080.request_duration.{OK}.source.{CLIENT}|mtls",
          "totals": [{"lower_bound": 0, "width": 1, "count": 2},
                     {"lower_bound": 25, "width": 1, "count": 3}]},
-        {"name": f"meshpilot.inbound_8080.request_duration.source.{UNKNOWN_SOURCE}|none",
+        {"name": f"meshpilot.inbound_8080.request_duration.response_code.403"
+                 f".response_flags.-.source.{CLIENT}|mtls",
+         "totals": [{"lower_bound": 0, "width": 1, "count": 2}]},
+        {"name": f"meshpilot.inbound_8080.request_duration.{OK}.source.{UNKNOWN_SOURCE}|none",
          "totals": [{"lower_bound": 25, "width": 1, "count": 1}]},
+        {"name": f"meshpilot.inbound_8080.request_bytes.{OK}.source.{CLIENT}|none",
+         "totals": [{"lower_bound": 0, "width": 0, "count": 4}]},
     ]}},
 ]}
 
@@ -74,7 +99,7 @@ def _snapshot() -> MeshSnapshot:
 def test_parse_detailed_json_and_names() -> None:
     raw = parse_json(DOC)
     assert raw.counters[f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200"] == 7
-    hist = raw.histograms[f"cluster.outbound|8080|v2|{HOST}.upstream_rq_time"]
+    hist = raw.histograms[f"{OUT}.request_duration.{OK}.{V2}"]
     assert hist.count == 9
     assert hist.cumulative((1, 5, 50, 100)) == (0, 5, 5, 9, 9)
     assert split_cluster_stat(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200") == (
@@ -83,20 +108,43 @@ def test_parse_detailed_json_and_names() -> None:
         is None
     assert split_cluster_stat("cluster.inbound|8080||.upstream_rq_time") == (
         "inbound|8080||", "upstream_rq_time")
-    assert split_inbound_stat(f"{COUNTED}.response_code.403.source.{CLIENT}|mtls") == (
-        InboundStat(8080, f"{CLIENT}|mtls", "403"))
-    assert split_inbound_stat(f"meshpilot.inbound_9080.request_duration.source.{CLIENT}|none"
-                              ) == InboundStat(9080, f"{CLIENT}|none", None)
-    assert split_inbound_stat(f"{COUNTED}.response_code.0.source.") == (
-        InboundStat(8080, "", "0"))  # no response, no route
+    assert split_inbound_stat(f"{COUNTED}.response_code.403.response_flags.-.source."
+                              f"{CLIENT}|mtls") == (
+        InboundStat("requests", "403", "-", "", 8080, f"{CLIENT}|mtls"))
+    assert split_inbound_stat(f"meshpilot.inbound_9080.request_duration.{OK}.source."
+                              f"{CLIENT}|none") == InboundStat(
+        "request_duration", "200", "-", "", 9080, f"{CLIENT}|none")
+    assert split_inbound_stat(f"{COUNTED}.response_code.0.response_flags.DC,UT.source.") == (
+        InboundStat("requests", "0", "DC,UT", "", 8080, ""))  # no response, no route
     assert split_inbound_stat("http.inbound_8080.downstream_rq_4xx") is None
+    assert split_outbound_stat(f"{OUT}.requests.response_code.503.response_flags.UH"
+                               f".grpc_status.14.{V2}") == OutboundStat(
+        "requests", "503", "UH", "14", f"outbound|8080|v2|{HOST}")
+    assert split_outbound_stat(f"{OUT}.response_bytes.{OK}.cluster.") == OutboundStat(
+        "response_bytes", "200", "-", "", "")
+    assert split_outbound_stat(f"{COUNTED}.{OK}.source.{CLIENT}|none") is None
 
 
-def test_the_admin_filter_reads_the_inbound_counters() -> None:
+def test_the_admin_filter_reads_the_request_stats() -> None:
     wanted = re.compile(STATS_PARAMS["filter"])
-    assert wanted.search(f"{COUNTED}.response_code.403.source.{CLIENT}|mtls")
-    assert wanted.search("cluster.inbound|8080||.upstream_rq_time")
+    assert wanted.search(f"{COUNTED}.response_code.403.response_flags.-.source.{CLIENT}|mtls")
+    assert wanted.search(f"{OUT}.requests.{OK}.grpc_status..{V2}")
+    assert wanted.search(f"cluster.outbound|9000||{HOST}.upstream_cx_rx_bytes_total")
+    # the clusters' request stats are counted by the loggers instead: not read
+    assert not wanted.search("cluster.inbound|8080||.upstream_rq_time")
+    assert not wanted.search(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_200")
+    assert not wanted.search(f"cluster.outbound|8080|v2|{HOST}.upstream_rq_body_size")
     assert not wanted.search("http.inbound_8080.downstream_rq_4xx")
+
+
+def test_envoy_keeps_the_request_stats_of_both_sides() -> None:
+    """The bootstrap's inclusion list lets the loggers' stats be made (a stat no pattern
+    matches is never created)."""
+    patterns = [re.compile(r) for r in KEPT_STATS]
+    for name in (f"{OUT}.requests.{OK}.grpc_status..{V2}",
+                 f"{OUT}.response_bytes.{OK}.{V2}",
+                 f"meshpilot.inbound_8080.request_bytes.{OK}.source.{CLIENT}|none"):
+        assert any(p.search(name) for p in patterns), name
 
 
 def test_bin_ending_on_a_bound_counts_below_it() -> None:
@@ -158,7 +206,40 @@ def test_relabel_source_and_destination_sides() -> None:
     assert u["source_workload"] == "unknown" and u["connection_security_policy"] == "none"
     (hist,) = _by(points, "istio_request_duration_milliseconds", reporter="source")
     assert hist.hist is not None and hist.hist.count == 9
+    assert dict(hist.labels)["response_code"] == "200"
     assert not [p for p in points if "external" in p.raw]
+    assert not [p for p in points if "upstream_rq" in p.raw]  # the logger's, not the router's
+
+
+def test_source_side_requests_carry_envoys_response_flags() -> None:
+    """Envoy's response flags as its access log documents them: ``UH`` no healthy
+    upstream, ``FI`` a fault injected abort (answered by the client sidecar, never
+    reaching the router's cluster counters), ``NR`` no route (no destination known: as
+    Istio reports it, ``unknown``); the size histograms carry the code too."""
+    points = _relabelled()
+    flags = {(dict(p.labels)["response_code"], dict(p.labels)["response_flags"]): p
+             for p in _by(points, "istio_requests_total", reporter="source")}
+    assert {k: p.value for k, p in flags.items()} == {
+        ("200", "-"): 7, ("503", "UH"): 2, ("500", "FI"): 1, ("404", "NR"): 3}
+    assert dict(flags["503", "UH"].labels)["destination_version"] == "v2"
+    unrouted = dict(flags["404", "NR"].labels)
+    assert unrouted["destination_service"] == "unknown"
+    assert unrouted["destination_workload"] == "unknown"
+    (sizes,) = _by(points, "istio_response_bytes", reporter="source")
+    assert dict(sizes.labels)["response_code"] == "200" and sizes.hist is not None
+    assert sizes.hist.count == 7
+
+
+def test_destination_side_carries_flags_and_codes_on_histograms() -> None:
+    """A request its caller hung up on is ``DC`` with code ``0`` (Envoy's downstream
+    connection termination); durations and sizes are per code, as Istio's are."""
+    points = _relabelled()
+    (hung_up,) = _by(points, "istio_requests_total", reporter="destination",
+                     response_flags="DC")
+    assert dict(hung_up.labels)["response_code"] == "0" and hung_up.value == 5
+    (sizes,) = _by(points, "istio_request_bytes", reporter="destination")
+    assert dict(sizes.labels)["source_workload"] == "client-v1"
+    assert dict(sizes.labels)["response_code"] == "200"
 
 
 def test_requests_the_sidecar_refused_count_at_the_destination() -> None:
@@ -174,8 +255,8 @@ def test_requests_the_sidecar_refused_count_at_the_destination() -> None:
     assert d["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
     durations = _by(points, "istio_request_duration_milliseconds", reporter="destination",
                     source_workload="client-v1")
-    assert [(dict(h.labels)["response_code"], h.hist.count if h.hist else None)
-            for h in durations] == [("unknown", 5)]
+    assert sorted((dict(h.labels)["response_code"], h.hist.count if h.hist else None)
+                  for h in durations) == [("200", 5), ("403", 2)]
     assert durations[0].hist is not None and durations[0].hist.buckets[:2] == (0, 2)
     # over mTLS from no known source: still mutual_tls, the pod's own principal
     (unproved,) = _by(points, "istio_requests_total", reporter="destination",

@@ -180,7 +180,10 @@ def test_every_inbound_chain_logs_every_request() -> None:
         assert log == telemetry.inbound_access_log(8080)
 
 
-def test_the_stats_logger_counts_by_code_and_counted_source_with_durations() -> None:
+def test_the_stats_logger_counts_by_code_flags_and_counted_source_with_histograms() -> None:
+    """Every request stat carries the response code and Envoy's response flags, as
+    every series on Istio's "Standard Metrics" page does; the histograms are the
+    duration and both body sizes."""
     log = telemetry.inbound_access_log(8080)
     typed = typed_struct_pb2.TypedStruct()
     assert log.typed_config.Unpack(typed)
@@ -190,12 +193,39 @@ def test_the_stats_logger_counts_by_code_and_counted_source_with_durations() -> 
     assert config["stats_scope"]["prefix"] == "meshpilot.inbound_8080"
     assert config["stats_scope"]["max_counters"] > 0
     assert config["stats_scope"]["max_histograms"] > 0
+    tags = [{"name": "response_code", "value_format": "%RESPONSE_CODE%"},
+            {"name": "response_flags", "value_format": "%RESPONSE_FLAGS%"},
+            {"name": "source", "value_format": "%ROUTE_NAME%"}]
     (counter,) = config["counters"]
-    assert counter["stat"] == {"name": "requests", "tags": [
-        {"name": "response_code", "value_format": "%RESPONSE_CODE%"},
-        {"name": "source", "value_format": "%ROUTE_NAME%"}]}
+    assert counter["stat"] == {"name": "requests", "tags": tags}
     assert counter["value_fixed"] == 1
-    (durations,) = config["histograms"]
-    assert durations["stat"] == {"name": "request_duration", "tags": [
-        {"name": "source", "value_format": "%ROUTE_NAME%"}]}
-    assert (durations["unit"], durations["value_format"]) == ("Milliseconds", "%DURATION%")
+    assert [(h["stat"], h["unit"], h["value_format"]) for h in config["histograms"]] == [
+        ({"name": "request_duration", "tags": tags}, "Milliseconds", "%DURATION%"),
+        ({"name": "request_bytes", "tags": tags}, "Bytes", "%BYTES_RECEIVED%"),
+        ({"name": "response_bytes", "tags": tags}, "Bytes", "%BYTES_SENT%")]
+
+
+def test_outbound_listeners_count_by_upstream_cluster_and_inbound_ones_do_not() -> None:
+    """The source side counts in the outbound connection manager, tagged with the
+    upstream cluster and the gRPC status; an inbound listener keeps its own logger only."""
+    node = sidecar_node("c", "127.10.0.3", workload="c", labels={},
+                        inbound=(InboundPort(8080, 40000, "http"),))
+    outbound = telemetry.with_outbound_counting(listeners.outbound(node))
+    (manager,) = _managers(outbound)
+    (log,) = [a for a in manager.access_log if a.name == "envoy.access_loggers.stats"]
+    assert log == telemetry.outbound_access_log()
+    typed = typed_struct_pb2.TypedStruct()
+    assert log.typed_config.Unpack(typed)
+    config = json_format.MessageToDict(typed.value)
+    assert config["stats_scope"]["prefix"] == "meshpilot.outbound"
+    assert [t["name"] for t in config["counters"][0]["stat"]["tags"]] == [
+        "response_code", "response_flags", "grpc_status", "cluster"]
+    assert config["counters"][0]["stat"]["tags"][-1]["value_format"] == \
+        "%UPSTREAM_CLUSTER_RAW%"
+    inbound = _inbound_listener("PERMISSIVE")
+    before = inbound.SerializeToString()
+    assert telemetry.with_outbound_counting(inbound).SerializeToString() == before
+    # a gateway's servers count as the source too (Istio's gateways report so)
+    gateway = telemetry.with_outbound_counting(listeners.gateway(node, 80, 8080))
+    (gateway_manager,) = _managers(gateway)
+    assert telemetry.outbound_access_log() in gateway_manager.access_log

@@ -14,8 +14,9 @@ Every request the inbound sidecar answers is counted, whoever answered it: the a
 through the router, or the sidecar itself (an AuthorizationPolicy's 403, a
 RequestAuthentication's 401). Per inbound port, under :func:`inbound_stat_prefix`
 (``meshpilot.inbound_8080``), Envoy keeps the counters
-``<prefix>.requests.response_code.<code>.source.<counted source>`` and the histograms
-``<prefix>.request_duration.source.<counted source>``. The xDS translation writes the
+``<prefix>.requests.response_code.<code>.response_flags.<flags>.source.<counted source>``
+and the histograms ``<prefix>.request_duration`` (and ``.request_bytes``,
+``.response_bytes``) with the same tags. The xDS translation writes the
 header, the sorting and the counters; telemetry reads the counts back into Istio's
 ``source_*`` labels, ``source_principal`` and ``connection_security_policy``. Both use
 the encoding defined here, and nothing else.
@@ -88,13 +89,24 @@ def parse_counted(value: str) -> Source | None:
 INBOUND_STATS = "meshpilot.inbound_"
 REQUESTS_STAT = "requests"
 DURATION_STAT = "request_duration"
+REQUEST_BYTES_STAT = "request_bytes"
+RESPONSE_BYTES_STAT = "response_bytes"
 CODE_TAG = "response_code"
+FLAGS_TAG = "response_flags"
 GRPC_TAG = "grpc_status"
 SOURCE_TAG = "source"
-"""The inbound counters' names, and their tags (Envoy writes a tag into the name as
-``.<tag>.<value>``; the source comes last because a source id may contain dots). The
-request counters of a gRPC port also carry the response's gRPC status (a number) between
-the code and the source."""
+"""The inbound counters' and histograms' names, and their tags (Envoy writes a tag into
+the name as ``.<tag>.<value>``; the source comes last because a source id may contain
+dots): the response code, Envoy's response flags (``-``, ``UH``, ``UT,URX``...), then,
+on a gRPC port's request counters only, the response's gRPC status (a number), then the
+source."""
+
+OUTBOUND_STATS = "meshpilot.outbound."
+CLUSTER_TAG = "cluster"
+"""Where every outbound connection manager (sidecars, the mesh proxy, gateways) counts
+its requests: the same stat names and tags as the inbound side, the last tag being the
+upstream cluster the request was routed to (``-`` when none was: no route) instead of
+the source; the request counters always carry the gRPC status."""
 
 
 def inbound_stat_prefix(container_port: int) -> str:
@@ -113,6 +125,18 @@ took them: ``mutual_tls`` or ``none`` (Istio's ``connection_security_policy``). 
 tcp_proxy counts the connections opened and the bytes of each chain; their closes are
 counted by the chain's stats access logger (a TCP access log is written when the
 connection closes) as ``meshpilot.inbound_<port>.<policy>.connections_closed``."""
+
+
+TCP_OPENED_STAT = "connections_opened"
+TCP_RECEIVED_STAT = "received_bytes"
+TCP_SENT_STAT = "sent_bytes"
+PEER_TAG = "peer"
+"""The mutual TLS chain of an inbound TCP port counts by caller instead: its stats
+access loggers count ``connections_opened`` when the upstream connects, and
+``connections_closed``, ``received_bytes`` and ``sent_bytes`` when the connection ends,
+each tagged with the caller's certificate's SPIFFE ID
+(``meshpilot.inbound_9000.mutual_tls.connections_opened.peer.spiffe://...``); its
+tcp_proxy's own counters are not kept."""
 
 
 def inbound_tcp_stat_prefix(container_port: int, mtls: bool) -> str:

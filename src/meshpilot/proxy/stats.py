@@ -4,15 +4,19 @@ Istio's proxies keep a short inclusion list; so do ours. Envoy instantiates a st
 if a pattern below matches its name, so everything else costs neither memory nor time.
 Kept:
 
-- per outbound/inbound cluster: the ``upstream_rq_*`` family (per-code counters, the
-  ``upstream_rq_time`` histogram, retries, timeouts, pending overflows), request/response
-  size histograms, a few connection counters (bytes, opened/closed: the TCP metrics),
-  membership and outlier ejections;
-- per inbound HTTP port: the request counters (per response code) and duration
-  histograms that carry the *source* workload, which the inbound listener's stats access
-  logger writes (see :mod:`meshpilot.mesh.sources`);
-- per inbound TCP port and chain (mutual TLS or plaintext): the tcp_proxy's connections
-  opened and bytes each way, and the closes its stats access logger counts;
+- per outbound/inbound cluster: the ``upstream_rq_*`` counters (per code, retries,
+  timeouts, pending overflows), a few connection counters (bytes, opened/closed: the
+  TCP metrics), membership and outlier ejections. Not the clusters' histograms
+  (``upstream_rq_time``, the request and response size histograms): the requests'
+  durations and sizes are recorded per code and flags by the connection managers'
+  loggers, and a histogram the matcher leaves out costs the router nothing per request;
+- per inbound HTTP port: the request counters (per response code and flags) and
+  duration and size histograms that carry the *source* workload, which the inbound
+  listener's stats access logger writes (see :mod:`meshpilot.mesh.sources`); the same
+  per upstream cluster, which every outbound connection manager's logger writes;
+- per inbound TCP port: on the plaintext chain the tcp_proxy's connections opened and
+  bytes each way, and the closes its stats access logger counts; on the mutual TLS chain
+  the same four counts per caller, from its stats access loggers;
 - ``server.``, ``cluster_manager.``, ``listener_manager.``, ``control_plane.`` and the
   connection managers' downstream request totals, for debugging.
 
@@ -35,8 +39,15 @@ from meshpilot.mesh.sources import (
     INBOUND_STATS,
     MUTUAL_TLS,
     NO_TLS,
+    OUTBOUND_STATS,
+    PEER_TAG,
+    REQUEST_BYTES_STAT,
     REQUESTS_STAT,
+    RESPONSE_BYTES_STAT,
     TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     TCP_STATS,
 )
 
@@ -47,16 +58,18 @@ _EGRESS = r"^cluster\.(PassthroughCluster|BlackHoleCluster)"
 their requests are counted as Istio counts them."""
 
 KEPT_STATS: tuple[str, ...] = (
-    _CLUSTER + _NOT_EXTERNAL + r"\.upstream_rq_[0-9a-z_]+$",
-    _EGRESS + r"\.upstream_rq_([0-9]+|time)$",
-    _CLUSTER + r"\.upstream_rs_(headers|body)_size$",
+    _CLUSTER + _NOT_EXTERNAL + r"\.upstream_rq_([0-9][0-9a-z_]*|[acmpr][0-9a-z_]*"
+    r"|timeout|total|tx_reset)$",
     _CLUSTER + r"\.upstream_cx_(total|destroy|active|rx_bytes_total|tx_bytes_total"
     r"|connect_fail|none_healthy)$",
     _CLUSTER + r"\.(membership_(healthy|total)|outlier_detection\.ejections_(active|total))$",
-    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({REQUESTS_STAT}|{DURATION_STAT})\..*",
-    "^" + re.escape(TCP_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})"
+    "^(" + re.escape(INBOUND_STATS) + "[0-9]+|" + re.escape(OUTBOUND_STATS.rstrip("."))
+    + rf")\.({REQUESTS_STAT}|{DURATION_STAT}|{REQUEST_BYTES_STAT}|{RESPONSE_BYTES_STAT})\..*",
+    "^" + re.escape(TCP_STATS) + rf"[0-9]+\.{NO_TLS}"
     r"\.downstream_cx_(total|rx_bytes_total|tx_bytes_total)$",
-    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.({MUTUAL_TLS}|{NO_TLS})\.{TCP_CLOSED_STAT}$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.{NO_TLS}\.{TCP_CLOSED_STAT}$",
+    "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.{MUTUAL_TLS}\.({TCP_OPENED_STAT}|"
+    rf"{TCP_CLOSED_STAT}|{TCP_RECEIVED_STAT}|{TCP_SENT_STAT})\.{PEER_TAG}\..*",
     r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
 )
 KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",

@@ -286,7 +286,8 @@ class MeshControlPlane:
             self._threads.append(thread)
         self._dirty.set()
         self.telemetry = MeshTelemetry(self._telemetry_targets, lambda: self.snapshot,
-                                       host=self.host, port=self.ports.get("metrics"))
+                                       host=self.host, port=self.ports.get("metrics"),
+                                       state_file=self.state.telemetry_file)
         metrics = self.telemetry.start()
         self._collector = QuietCollector(self.xds.idle_seconds).start()
         remote = {"xds_tls": self.xds_tls_address} if self.listen else {}

@@ -2,7 +2,8 @@
 
 - :mod:`~meshpilot.telemetry.envoy_stats` parses a proxy's admin stats;
 - :mod:`~meshpilot.telemetry.istio` relabels them into Istio series;
-- :mod:`~meshpilot.telemetry.store` keeps them monotonic across proxy restarts;
+- :mod:`~meshpilot.telemetry.store` keeps them monotonic across proxy restarts, and
+  :mod:`~meshpilot.telemetry.persist` across control-plane restarts;
 - :mod:`~meshpilot.telemetry.history` and :mod:`~meshpilot.telemetry.query` answer
   rate / success rate / quantile questions the way Prometheus would;
 - :mod:`~meshpilot.telemetry.scraper` reads every proxy on a timer;

@@ -3,18 +3,15 @@ policy): ``PassthroughCluster`` (ALLOW_ANY) and ``BlackHoleCluster`` (REGISTRY_O
 
 Istio reports them at the source with the cluster's name as the destination service
 (``destination_service`` and ``destination_service_name``); nothing is known of a
-workload or namespace there. Envoy counts a BlackHoleCluster request as the 503 it made
-(no healthy upstream); the client got the 502 the outbound listener answers instead, so
-that is the code reported, as Istio reports it.
+workload or namespace there. They are counted, like every request, by the outbound
+connection manager's logger under the cluster the request was routed to, with the code
+the client got: a blackholed request's 502 (the listener's answer to Envoy's "no healthy
+upstream", whose ``UH`` flag it keeps), not Envoy's internal 503.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Iterator
-from typing import Any
-
-from meshpilot.api.mesh_config import BLACKHOLE_CLUSTER, EGRESS_CLUSTERS
+from meshpilot.api.mesh_config import EGRESS_CLUSTERS
 
 UNKNOWN = "unknown"
 
@@ -36,15 +33,3 @@ def egress_destination(cluster: str) -> dict[str, str] | None:
         "destination_service_name": cluster,
         "destination_service_namespace": UNKNOWN,
     }
-
-
-def as_answered(cluster: str, points: Iterable[Any]) -> Iterator[Any]:
-    """``points`` of ``cluster`` with the response code the client got: BlackHoleCluster's
-    503 is the 502 the listener answers; every other cluster's pass unchanged."""
-    if cluster != BLACKHOLE_CLUSTER:
-        yield from points
-        return
-    for point in points:
-        labels = tuple((n, "502" if n == "response_code" and v == "503" else v)
-                       for n, v in point.labels)
-        yield dataclasses.replace(point, labels=labels)

@@ -21,15 +21,19 @@ Deployment and labels) and the Service whose endpoint it is;
 when its certificate proved the source it claimed), ``none`` for plaintext ones; a caller
 that is not a known source, or not proved to be the one it claims, is ``unknown``.
 
-``response_flags`` is ``-`` (the counters do not carry Envoy's flags);
-``istio_request_bytes``/``istio_response_bytes`` come from per-cluster size histograms,
-which are not split by response code (``response_code="unknown"``) and, on the
-destination side, not by source (``source_*="unknown"``) and hold only the requests the
-app answered. On the source side TCP ports give the ``istio_tcp_*`` counters from the
-cluster's connection counters; on the destination side from the inbound TCP port's
-filter chains, one for mutual TLS (``connection_security_policy="mutual_tls"``,
-``destination_principal`` the pod's SPIFFE ID) and one for plaintext (``none``), the
-caller ``unknown`` in both.
+Requests are counted, on both sides, by the connection managers' stats access loggers
+(:mod:`meshpilot.xds.translate.telemetry`): every series carries Envoy's response flags
+as it reports them (``-``, ``UH``, ``UF``, ``URX``, ``NR``, ``UO``, ``DC``, ``UT``,
+``FI``, ``RL``...; several joined by commas, as in its access log) and the response code
+(``0`` when none was sent), the duration and size histograms included, as Istio's
+"Standard Metrics" page lists them. A request the client sidecar answers itself (a fault
+injected abort, no route: ``destination_service`` ``unknown``) is counted at the source
+too. On the source side TCP ports give the ``istio_tcp_*`` counters from the cluster's
+connection counters; on the destination side from the inbound TCP port's filter chains,
+one for mutual TLS (``connection_security_policy="mutual_tls"``,
+``destination_principal`` the pod's SPIFFE ID, counted per caller: ``source_principal``
+from its certificate, and its workload when that identity is one workload's) and one for
+plaintext (``none``, the caller ``unknown``, as Istio has no peer metadata there).
 """
 
 from __future__ import annotations
@@ -38,20 +42,34 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from meshpilot.api.mesh_config import EGRESS_CLUSTERS
+from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule, with_service_protocols
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.mesh.sources import MUTUAL_TLS, parse_counted, spiffe_id
-from meshpilot.telemetry.egress import as_answered, egress_destination
+from meshpilot.mesh.sources import (
+    DURATION_STAT,
+    MUTUAL_TLS,
+    REQUEST_BYTES_STAT,
+    REQUESTS_STAT,
+    RESPONSE_BYTES_STAT,
+    TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
+    parse_counted,
+    source_identity,
+    spiffe_id,
+)
+from meshpilot.telemetry.egress import egress_destination
 from meshpilot.telemetry.envoy_stats import (
     InboundStat,
     InboundTcpStat,
     RawStats,
-    response_code,
+    RequestStat,
     split_cluster_stat,
     split_inbound_stat,
     split_inbound_tcp_stat,
+    split_outbound_stat,
 )
 
 UNKNOWN = "unknown"
@@ -302,23 +320,41 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
 
     names = sorted(set(raw.counters) | set(raw.histograms))
     for name in names:
+        outbound = split_outbound_stat(name)
+        if outbound is not None:
+            dest = dest_for(outbound.cluster) or _unrouted(outbound.cluster)
+            base = {"reporter": "source", **me, **dest.labels,
+                    "request_protocol": _protocol_label(dest.protocol),
+                    "connection_security_policy": UNKNOWN}
+            yield from _request_points(name, outbound, base, dest.protocol == "GRPC", raw)
+            continue
         split = split_cluster_stat(name)
         if split is None:
             yield from _inbound_points(name, inbound, raw)
             continue
         cluster, stat_name = split
-        if not cluster.startswith("outbound|") and cluster not in EGRESS_CLUSTERS:
-            yield from inbound.cluster_points(name, cluster, stat_name, raw)
-            continue
-        dest = dest_for(cluster)
-        if dest is None:
-            continue
+        dest = dest_for(cluster) if cluster.startswith("outbound|") else None
+        if dest is None or not is_tcp(dest.protocol):
+            continue  # HTTP requests are counted by the connection managers' loggers
         base = {"reporter": "source", **me, **dest.labels,
                 "request_protocol": _protocol_label(dest.protocol),
-                "response_flags": "-", "connection_security_policy": UNKNOWN,
-                "grpc_response_status": ""}
-        yield from as_answered(cluster, _cluster_points(name, stat_name, base,
-                                                        dest.protocol, raw))
+                "response_flags": "-", "connection_security_policy": UNKNOWN}
+        yield from _tcp_cluster_points(name, stat_name, base, raw)
+
+
+def _unrouted(cluster: str) -> _Dest:
+    """The destination of requests counted under a cluster that is neither a mesh
+    service's nor an egress one (:mod:`~meshpilot.telemetry.egress`): ``-`` or nothing
+    (no route matched, Envoy's ``NR``; a direct response) knows nothing; another cluster
+    names itself as the service, as Istio reports its own."""
+    service = UNKNOWN if cluster in ("", "-") else cluster
+    labels = {k: UNKNOWN for k in (
+        "destination_workload", "destination_workload_namespace", "destination_principal",
+        "destination_app", "destination_version", "destination_canonical_service",
+        "destination_canonical_revision", "destination_cluster",
+        "destination_service_namespace")}
+    return _Dest({**labels, "destination_service": service,
+                  "destination_service_name": service}, "HTTP")
 
 
 class _Inbound:
@@ -335,6 +371,7 @@ class _Inbound:
         self.protocols = {p.container_port: p.protocol
                           for p in with_service_protocols(snapshot, node).inbound}
         self._bases: dict[int, dict[str, str]] = {}
+        self._callers: dict[str, dict[str, str]] = {}
 
     def base(self, port: int) -> dict[str, str]:
         """Every label of ``port``'s points but the source, the principals, the security
@@ -345,48 +382,69 @@ class _Inbound:
             self._bases[port] = {
                 "reporter": "destination", **self.me, "destination_service": host,
                 "destination_service_name": svc, "destination_service_namespace": svc_ns,
-                "request_protocol": _protocol_label(self.protocol(port)),
-                "response_flags": "-", "grpc_response_status": ""}
+                "request_protocol": _protocol_label(self.protocol(port))}
         return self._bases[port]
 
     def protocol(self, port: int) -> str:
         return self.protocols.get(port, "HTTP")
 
-    def cluster_points(self, name: str, cluster: str, stat: str, raw: RawStats
-                       ) -> Iterator[Point]:
-        """Sizes of an HTTP port's ``inbound|PORT||`` cluster: requests and durations come
-        from the counted sources, and a TCP port's connections from its chains
-        (:meth:`tcp_points`), which know whether they came over mutual TLS."""
-        port = _inbound_port(cluster)
-        if port is None or is_tcp(self.protocol(port)):
-            return
-        base = {**self.base(port), **_side("source", "", "", {}, known=False),
-                "connection_security_policy": "none"}
-        yield from _cluster_points(name, stat, base, self.protocol(port), raw,
-                                   requests=False)
-
-
     def tcp_points(self, name: str, stat: InboundTcpStat, raw: RawStats) -> Iterator[Point]:
-        """The ``istio_tcp_*`` counter one chain of an inbound TCP port gives: over mutual
-        TLS, with the pod's own principal. The caller is ``unknown``: the chain's counters
-        are not split by peer (Istio names it from the peer certificate; here no stat
-        carries it)."""
+        """The ``istio_tcp_*`` counter one chain of an inbound TCP port gives. Over mutual
+        TLS, per caller: the pod's own principal, the caller's from its certificate, and
+        the caller's workload when one workload alone runs as that identity (Istio learns
+        it by metadata exchange; here the certificate names the service account). The
+        plaintext chain's callers are ``unknown``, as in Istio. Counters of the mutual TLS
+        chain not split by caller (kept by proxies configured before) are left out."""
         metric = _TCP_CHAIN_METRICS.get(stat.stat)
-        if metric is None:
-            return
         mtls = stat.policy == MUTUAL_TLS
-        base = {**self.base(stat.port), **_side("source", "", "", {}, known=False),
+        if metric is None or (mtls and stat.peer is None):
+            return
+        caller = (self.caller(stat.peer) if stat.peer is not None
+                  else _side("source", "", "", {}, known=False))
+        base = {**self.base(stat.port), **caller,
                 "destination_principal": self.principal if mtls else UNKNOWN,
-                "connection_security_policy": stat.policy}
+                "response_flags": "-", "connection_security_policy": stat.policy}
         yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
                     value=raw.counters.get(name, 0.0))
 
+    def caller(self, peer: str) -> dict[str, str]:
+        """The ``source_*`` labels of the caller whose certificate names ``peer``."""
+        if peer not in self._callers:
+            self._callers[peer] = _peer_side(peer, self.snapshot)
+        return self._callers[peer]
+
 
 _TCP_CHAIN_METRICS = MappingProxyType({
-    "downstream_cx_total": TCP_OPENED, "connections_closed": TCP_CLOSED,
-    "downstream_cx_rx_bytes_total": TCP_RECEIVED, "downstream_cx_tx_bytes_total": TCP_SENT})
+    "downstream_cx_total": TCP_OPENED, TCP_OPENED_STAT: TCP_OPENED,
+    TCP_CLOSED_STAT: TCP_CLOSED,
+    "downstream_cx_rx_bytes_total": TCP_RECEIVED, TCP_RECEIVED_STAT: TCP_RECEIVED,
+    "downstream_cx_tx_bytes_total": TCP_SENT, TCP_SENT_STAT: TCP_SENT})
 """An inbound TCP chain's counters as Istio's destination-side series: bytes received
 from the caller, bytes sent back to it, connections opened and closed."""
+
+
+def _peer_side(peer: str, snapshot: MeshSnapshot) -> dict[str, str]:
+    """The ``source_*`` labels of a caller known by its SPIFFE ID: its namespace and
+    principal always; its workload, app and version when exactly one known source (a
+    workload with a sidecar, or a built-in proxy) runs as that service account."""
+    prefix = f"spiffe://{snapshot.trust_domain}/ns/"
+    namespace, _, account = peer.removeprefix(prefix).partition("/sa/")
+    if not peer.startswith(prefix) or not namespace or not account or "/" in namespace:
+        return _side("source", "", "", {}, known=False)
+    claims = [parse_counted(f"{s}|mtls") for s in index.of(snapshot).sources
+              if source_identity(s) == (namespace, account)]
+    sources = [c for c in claims if c is not None]
+    if len(sources) == 1:
+        (source,) = sources
+        labels = {k: v for k, v in (("app", source.app), ("version", source.version))
+                  if v != UNKNOWN}
+        side = _side("source", source.workload, namespace, labels)
+    else:
+        side = {**_side("source", "", "", {}, known=False),
+                "source_workload_namespace": namespace}
+    side["source_principal"] = peer
+    return side
+
 
 
 def _inbound_points(name: str, inbound: _Inbound, raw: RawStats) -> Iterator[Point]:
@@ -403,17 +461,11 @@ def _inbound_points(name: str, inbound: _Inbound, raw: RawStats) -> Iterator[Poi
 
 def _counted_points(name: str, stat: InboundStat, inbound: _Inbound, raw: RawStats
                     ) -> Iterator[Point]:
-    """The request count of one response code, or the durations, of one counted source."""
+    """The request count, or a duration or size histogram, of one counted source,
+    response code and set of response flags."""
     base = {**inbound.base(stat.port),
             **_counted_side(stat.counted, inbound.snapshot.trust_domain, inbound.principal)}
-    if stat.code is not None:
-        labels = {**base, "response_code": stat.code, "grpc_response_status": stat.grpc_status}
-        yield Point(REQUESTS_TOTAL, _labels(labels), name, value=raw.counters.get(name, 0.0))
-        return
-    hist = _hist(raw, name, REQUEST_DURATION)
-    if hist is not None:
-        yield Point(REQUEST_DURATION, _labels({**base, "response_code": UNKNOWN}), name,
-                    hist=hist)
+    yield from _request_points(name, stat, base, True, raw)
 
 
 def _counted_side(counted: str, trust_domain: str, own_principal: str) -> dict[str, str]:
@@ -436,42 +488,36 @@ def _counted_side(counted: str, trust_domain: str, own_principal: str) -> dict[s
             "connection_security_policy": "mutual_tls" if source.authenticated else "none"}
 
 
-def _inbound_port(cluster: str) -> int | None:
-    parts = cluster.split("|")
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
-        return None
+_HISTOGRAMS = MappingProxyType({DURATION_STAT: REQUEST_DURATION,
+                                REQUEST_BYTES_STAT: REQUEST_BYTES,
+                                RESPONSE_BYTES_STAT: RESPONSE_BYTES})
 
 
-def _request_points(name: str, stat: str, base: dict[str, str], raw: RawStats
-                    ) -> Iterator[Point]:
-    code = response_code(stat)
-    if code is not None:
-        yield Point(REQUESTS_TOTAL, _labels({**base, "response_code": code}), name,
-                    value=raw.counters.get(name, 0.0))
-    elif stat == "upstream_rq_time":
-        hist = _hist(raw, name, REQUEST_DURATION)
-        if hist is not None:
-            yield Point(REQUEST_DURATION, _labels({**base, "response_code": "unknown"}), name,
-                        hist=hist)
-
-
-def _cluster_points(name: str, stat: str, base: dict[str, str], protocol: str,
-                    raw: RawStats, requests: bool = True) -> Iterator[Point]:
-    if is_tcp(protocol):
-        metric = {"upstream_cx_tx_bytes_total": TCP_RECEIVED,
-                  "upstream_cx_rx_bytes_total": TCP_SENT,
-                  "upstream_cx_total": TCP_OPENED,
-                  "upstream_cx_destroy": TCP_CLOSED}.get(stat)
-        if metric is not None:
-            yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
-                        value=raw.counters.get(name, 0.0))
+def _request_points(name: str, stat: RequestStat, base: dict[str, str], grpc: bool,
+                    raw: RawStats) -> Iterator[Point]:
+    """The point of one request stat of a connection manager's logger: the counter of its
+    code and flags (with its gRPC status where ``grpc``), or one of its histograms."""
+    labels = {**base, "response_code": stat.code, "response_flags": stat.flags,
+              "grpc_response_status": stat.grpc_status if grpc else ""}
+    if stat.stat == REQUESTS_STAT:
+        yield Point(REQUESTS_TOTAL, _labels(labels), name, value=raw.counters.get(name, 0.0))
         return
-    if requests:
-        yield from _request_points(name, stat, base, raw)
-    if stat in ("upstream_rq_body_size", "upstream_rs_body_size"):
-        metric = REQUEST_BYTES if stat == "upstream_rq_body_size" else RESPONSE_BYTES
-        hist = _hist(raw, name, metric)
-        if hist is not None:
-            yield Point(metric, _labels({**base, "response_code": UNKNOWN}), name, hist=hist)
+    metric = _HISTOGRAMS[stat.stat]
+    hist = _hist(raw, name, metric)
+    if hist is not None:
+        yield Point(metric, _labels(labels), name, hist=hist)
+
+
+_TCP_CLUSTER_METRICS = MappingProxyType({
+    "upstream_cx_tx_bytes_total": TCP_RECEIVED, "upstream_cx_rx_bytes_total": TCP_SENT,
+    "upstream_cx_total": TCP_OPENED, "upstream_cx_destroy": TCP_CLOSED})
+"""A TCP service's outbound cluster counters as Istio's source-side series (bytes the
+proxy sent upstream are what its destination received)."""
+
+
+def _tcp_cluster_points(name: str, stat: str, base: dict[str, str], raw: RawStats
+                        ) -> Iterator[Point]:
+    metric = _TCP_CLUSTER_METRICS.get(stat)
+    if metric is not None:
+        yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
+                    value=raw.counters.get(name, 0.0))

@@ -82,8 +82,10 @@ class Scraper:
         timeout: float = 1.0,
         max_workers: int = 8,
         clock: Callable[[], float] = time.time,
+        after_cycle: Callable[[], object] | None = None,
     ) -> None:
         self.targets = targets
+        self.after_cycle = after_cycle  # e.g. write the series to disk
         self.snapshot = snapshot
         self.store = store
         self.history = history
@@ -207,6 +209,11 @@ class Scraper:
             if name not in live and name not in self.store.proxies():
                 self._caches.pop(name, None)
         self.history.record(now, self._history_samples())
+        if self.after_cycle is not None:
+            try:
+                self.after_cycle()
+            except OSError:
+                log.exception("telemetry: the step after a scrape cycle failed")
         elapsed = time.monotonic() - started
         with self._lock:
             c = self._cost

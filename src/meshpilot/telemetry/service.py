@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.telemetry.exposition import MetricsServer, render
 from meshpilot.telemetry.history import History
+from meshpilot.telemetry.persist import CounterFile
 from meshpilot.telemetry.query import Query
 from meshpilot.telemetry.scraper import DEFAULT_INTERVAL, Scraper, Target
 from meshpilot.telemetry.store import RETENTION_SECONDS, SeriesStore
@@ -28,13 +30,20 @@ class MeshTelemetry:
         interval: float | None = None,
         retention: float = RETENTION_SECONDS,
         history_seconds: float = HISTORY_SECONDS,
+        state_file: Path | None = None,
     ) -> None:
+        """``state_file``: where the series are kept across restarts of the control
+        plane (see :mod:`meshpilot.telemetry.persist`); None keeps them in memory only."""
         if interval is None:
             interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
         self.interval = interval
         self.store = SeriesStore(retention=retention)
+        self.counters = CounterFile(state_file, self.store) if state_file else None
+        if self.counters is not None:
+            self.counters.load()
         self.history = History(capacity=max(2, int(history_seconds / interval)))
-        self.scraper = Scraper(targets, snapshot, self.store, self.history, interval=interval)
+        self.scraper = Scraper(targets, snapshot, self.store, self.history, interval=interval,
+                               after_cycle=self.counters.save if self.counters else None)
         self.query = Query(self.history)
         self.server = MetricsServer(self.render, host=host, port=port)
 
@@ -51,3 +60,5 @@ class MeshTelemetry:
     def stop(self) -> None:
         self.scraper.stop()
         self.server.stop()
+        if self.counters is not None:
+            self.counters.save(now=True)

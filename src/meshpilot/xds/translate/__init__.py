@@ -178,8 +178,8 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
     """A gateway's own resources, and the servers it leaves out with why."""
     out = _empty()
     built = gateway_resources(snapshot, node)
-    _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
-                              for listener in built.listeners))
+    _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
+        access_log.with_access_log(listener, node.access_log)) for listener in built.listeners))
     _add(out, TYPE_ROUTE, built.routes)
     if built.secrets:
         out[TYPE_SECRET] = {secret.name: secret for secret in built.secrets}
@@ -197,8 +197,8 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
     if node.report_failures:
         inbound = [failure_reports.with_failure_reports(listener) for listener in inbound]
     built = [listeners.outbound(node, wild), *inbound]
-    _add(out, TYPE_LISTENER, (access_log.with_access_log(listener, node.access_log)
-                              for listener in built))
+    _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
+        access_log.with_access_log(listener, node.access_log)) for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
     return out

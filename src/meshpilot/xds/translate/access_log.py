@@ -25,6 +25,7 @@ from __future__ import annotations
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
@@ -51,14 +52,25 @@ istio.io's "Envoy Access Logs" page and Istio's ``EnvoyTextLogFormat`` give it: 
 their log parsers expect exactly these fields in this order."""
 
 
-def file_logger(path: str) -> accesslog_pb2.AccessLog:
-    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``."""
+def file_logger(path: str, *, at_end_only: bool = False) -> accesslog_pb2.AccessLog:
+    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``:
+    one line per request or connection. ``at_end_only``: none for a tcp_proxy's connect
+    or periodic log events, so a connection still writes one line, when it ends (an
+    inbound mutual TLS chain logs at connect for its per-caller counters: see
+    :mod:`.telemetry`); elsewhere a tcp_proxy that asks to log at connect (the
+    east-west gateway's pooled connections) writes that line too."""
     config = file_pb2.FileAccessLog(
         path=path,
         log_format=substitution_format_string_pb2.SubstitutionFormatString(
             text_format_source=base_pb2.DataSource(inline_string=ISTIO_TEXT_FORMAT)),
     )
-    return accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pb.pack(config))
+    logger = accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pb.pack(config))
+    if at_end_only:
+        not_at_connect = logger.filter.log_type_filter
+        not_at_connect.types.extend([accesslog_data_pb2.TcpUpstreamConnected,
+                                     accesslog_data_pb2.TcpPeriodic])
+        not_at_connect.exclude = True
+    return logger
 
 
 def with_access_log(listener: listener_pb2.Listener, path: str) -> listener_pb2.Listener:
@@ -67,7 +79,7 @@ def with_access_log(listener: listener_pb2.Listener, path: str) -> listener_pb2.
     chaining). An empty ``path`` (access logging off) leaves it as it is."""
     if not path:
         return listener
-    logger = file_logger(path)
+    logger = file_logger(path, at_end_only=listener.traffic_direction == base_pb2.INBOUND)
     for chain in [*listener.filter_chains, *_default_chain(listener)]:
         for network_filter in chain.filters:
             _append(network_filter.typed_config, logger)

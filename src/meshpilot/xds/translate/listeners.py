@@ -204,8 +204,11 @@ def _inbound_tcp_proxy(container_port: int, cluster: str, mtls: bool) -> lc.Filt
     stat prefix (``inbound_9000.mutual_tls`` / ``.none``), so telemetry can tell the
     connections that came over mutual TLS from plaintext ones, as it does for HTTP."""
     proxy = tcp_proxy_pb2.TcpProxy(
-        stat_prefix=sources.inbound_tcp_stat_prefix(container_port, mtls), cluster=cluster,
-        access_log=[telemetry.inbound_tcp_close_log(container_port, mtls)])
+        stat_prefix=sources.inbound_tcp_stat_prefix(container_port, mtls), cluster=cluster)
+    if mtls:  # the caller is known from its certificate: counted by caller
+        telemetry.count_tcp_callers(proxy, container_port)
+    else:
+        proxy.access_log.append(telemetry.inbound_tcp_close_log(container_port, mtls))
     return lc.Filter(name=names.TCP_PROXY_FILTER, typed_config=pb.pack(proxy))
 
 

@@ -30,8 +30,12 @@ tables (``benchmarks/source_matching.py``). A denial made *at* the router (an RB
 rule and a route answering 403) was rejected: a route config that is missing or late would
 then let a denied request through, where the RBAC filter in the listener never does.
 
-Outbound and inbound clusters also track request/response sizes (``istio_request_bytes``,
-``istio_response_bytes``).
+Every outbound connection manager (sidecars, the mesh proxy, gateways) counts its requests
+with the same stats access logger (:func:`outbound_access_log`), tagged with the upstream
+cluster instead of the source: a request the client side answers itself (a fault injected
+abort, no route) is counted too, and every series of both reporters carries Envoy's
+response flags and the response code, durations and body sizes included (Istio's
+``istio_request_bytes``, ``istio_response_bytes``).
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import extension_pb2 as core_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
@@ -57,13 +67,22 @@ from xds.type.v3 import typed_struct_pb2
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.mesh.sources import (
+    CLUSTER_TAG,
     CODE_TAG,
     DURATION_STAT,
+    FLAGS_TAG,
     GRPC_TAG,
+    OUTBOUND_STATS,
+    PEER_TAG,
+    REQUEST_BYTES_STAT,
     REQUESTS_STAT,
+    RESPONSE_BYTES_STAT,
     SOURCE_HEADER,
     SOURCE_TAG,
     TCP_CLOSED_STAT,
+    TCP_OPENED_STAT,
+    TCP_RECEIVED_STAT,
+    TCP_SENT_STAT,
     UNKNOWN,
     UNKNOWN_SOURCE,
     counted_name,
@@ -190,12 +209,14 @@ def count_sources(config: route_pb2.RouteConfiguration, sources: Iterable[str],
 
 def inbound_access_log(container_port: int, *, grpc: bool = False) -> accesslog_pb2.AccessLog:
     """The stats access logger of an inbound HTTP listener: per request, one count under
-    its counted source (the route's name) and response code, and its duration (first
-    byte in to last byte out, as Istio measures) under its counted source.
+    its counted source (the route's name), response code and response flags, and its
+    duration (first byte in to last byte out, as Istio measures) and body sizes under the
+    same names.
 
     Envoy documents this logger as work in progress and warns that tags taken from
     requests can make stats without bound; here the tags are the route's name (one of the
-    names the route config gives) and the response code, and the scope is capped besides.
+    names the route config gives), the response code and Envoy's response flags (a
+    fixed alphabet), and the scope is capped besides.
     The config travels as a TypedStruct: the Python protos lag Envoy's, which wants
     ``stats_scope`` where they still have a deprecated ``stat_prefix``. The scope is not
     shared between the instances of a listener (``sharing_name``): Envoy 1.40 crashes on
@@ -209,35 +230,128 @@ def inbound_access_log(container_port: int, *, grpc: bool = False) -> accesslog_
     response, else derived from the HTTP status (a request the sidecar refused). At most
     17 values (gRPC's codes), so the bound on the names holds.
     """
-    prefix = inbound_stat_prefix(container_port)
+    return _request_logger(inbound_stat_prefix(container_port),
+                           {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}, grpc=grpc)
+
+
+def outbound_access_log() -> accesslog_pb2.AccessLog:
+    """The stats access logger of an outbound connection manager (a sidecar's or the mesh
+    proxy's HTTP proxy, a gateway's servers): Istio's ``reporter="source"`` series.
+
+    Counted here rather than from the upstream cluster's own counters because those are
+    charged by the router only: a request the client side answers itself never reaches
+    them (a fault injected abort, ``FI``; no route, ``NR``), and they carry neither
+    Envoy's response flags nor a response code on the durations and sizes. The last tag
+    is the upstream cluster (``-`` when there is none), so the names are bounded by the
+    clusters the proxy holds, times codes and flags. One logger whatever the routes: a
+    weight change (route configs) changes nothing here.
+    """
+    return _request_logger(OUTBOUND_STATS.rstrip("."),
+                           {"name": CLUSTER_TAG, "value_format": "%UPSTREAM_CLUSTER_RAW%"},
+                           grpc=True)
+
+
+def _request_logger(prefix: str, last_tag: Mapping[str, str], *, grpc: bool
+                    ) -> accesslog_pb2.AccessLog:
+    """A stats access logger counting requests and recording their durations and body
+    sizes under ``prefix``, tagged with the response code and flags then ``last_tag``
+    (the gRPC status before it on the counters when ``grpc``): see
+    :mod:`meshpilot.mesh.sources` for the names."""
     tags = [{"name": CODE_TAG, "value_format": "%RESPONSE_CODE%"},
-            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]
-    if grpc:
-        tags.insert(1, {"name": GRPC_TAG, "value_format": "%GRPC_STATUS_NUMBER%"})
+            {"name": FLAGS_TAG, "value_format": "%RESPONSE_FLAGS%"}]
+    counter_tags = [*tags, {"name": GRPC_TAG, "value_format": "%GRPC_STATUS_NUMBER%"},
+                    dict(last_tag)] if grpc else [*tags, dict(last_tag)]
+    histogram_tags = [*tags, dict(last_tag)]
     config = {
         "stats_scope": {"prefix": prefix, "max_counters": MAX_COUNTERS,
                         "max_histograms": MAX_HISTOGRAMS},
-        "counters": [{"stat": {"name": REQUESTS_STAT, "tags": tags}, "value_fixed": 1}],
-        "histograms": [{"stat": {"name": DURATION_STAT, "tags": [
-            {"name": SOURCE_TAG, "value_format": "%ROUTE_NAME%"}]},
-            "unit": "Milliseconds", "value_format": "%DURATION%"}],
+        "counters": [{"stat": {"name": REQUESTS_STAT, "tags": counter_tags},
+                      "value_fixed": 1}],
+        "histograms": [
+            {"stat": {"name": stat, "tags": histogram_tags}, "unit": unit,
+             "value_format": value}
+            for stat, unit, value in (
+                (DURATION_STAT, "Milliseconds", "%DURATION%"),
+                (REQUEST_BYTES_STAT, "Bytes", "%BYTES_RECEIVED%"),
+                (RESPONSE_BYTES_STAT, "Bytes", "%BYTES_SENT%"))],
     }
-    typed = typed_struct_pb2.TypedStruct(
-        type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
-    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
+    return _stats_logger(config)
+
+
+def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    """``listener`` with :func:`outbound_access_log` on every HTTP connection manager of
+    its chains when it is an outbound listener (in place; returned for chaining). Done
+    after the listeners are built, as the file access log is, so every outbound listener
+    a proxy gets counts the same way."""
+    if listener.traffic_direction != base_pb2.OUTBOUND:
+        return listener
+    chains = [*listener.filter_chains]
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    for chain in chains:
+        for network_filter in chain.filters:
+            manager = hcm.HttpConnectionManager()
+            if network_filter.typed_config.Is(manager.DESCRIPTOR):
+                network_filter.typed_config.Unpack(manager)
+                manager.access_log.append(outbound_access_log())
+                network_filter.typed_config.CopyFrom(pb.pack(manager))
+    return listener
 
 
 def inbound_tcp_close_log(container_port: int, mtls: bool) -> accesslog_pb2.AccessLog:
-    """The stats access logger of one chain of an inbound TCP port: one count per closed
-    connection (a tcp_proxy writes its access log when the connection ends), under
-    ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones and
-    the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
+    """The stats access logger of the plaintext chain of an inbound TCP port: one count
+    per closed connection (a tcp_proxy writes its access log when the connection ends),
+    under ``meshpilot.<chain's stat prefix>``. The chain's tcp_proxy counts the opened ones
+    and the bytes itself, but keeps no count of closes, and the cluster's count cannot tell
     the chains apart. One fixed name, no tags: nothing a client sends adds a stat."""
     config = {
         "stats_scope": {"prefix": "meshpilot." + inbound_tcp_stat_prefix(container_port, mtls),
                         "max_counters": 1, "max_histograms": 1},
         "counters": [{"stat": {"name": TCP_CLOSED_STAT}, "value_fixed": 1}],
     }
+    return _stats_logger(config)
+
+
+EARLY_DATA_BYTES = 65_536
+MAX_PEER_COUNTERS = 20_000
+"""Cap on the per-caller counters of one inbound TCP port (four per identity the mesh's
+CA certified): a safety net, not a limit a mesh is expected to reach."""
+
+
+def count_tcp_callers(proxy: tcp_proxy_pb2.TcpProxy, container_port: int) -> None:
+    """The mutual TLS chain's tcp_proxy counts its connections by caller (in place):
+    Istio labels a destination's TCP series with the caller it learns over mTLS, and here
+    the caller's certificate names it. One logger counts a connection when its upstream
+    is connected (the tcp_proxy logs then too), another its close and its bytes each way
+    when it ends; both tagged with the peer's SPIFFE ID, which only the mesh's CA can
+    vouch for, so a client cannot make names at will. The upstream is connected after
+    the TLS handshake, so that the connect knows the peer (a client always speaks first
+    in TLS, so server-first protocols are served as before). A connection's bytes are counted
+    when it closes (Envoy's periodic TCP log repeats the running totals, which a counter
+    cannot take), where Istio's proxies also report open connections every 15 seconds."""
+    prefix = "meshpilot." + inbound_tcp_stat_prefix(container_port, True)
+    peer = [{"name": PEER_TAG, "value_format": "%DOWNSTREAM_PEER_URI_SAN%"}]
+    scope = {"prefix": prefix, "max_counters": MAX_PEER_COUNTERS, "max_histograms": 1}
+    opened = _stats_logger({"stats_scope": scope, "counters": [
+        {"stat": {"name": TCP_OPENED_STAT, "tags": peer}, "value_fixed": 1}]})
+    opened.filter.log_type_filter.types.append(accesslog_data_pb2.TcpUpstreamConnected)
+    ended = _stats_logger({"stats_scope": scope, "counters": [
+        {"stat": {"name": TCP_CLOSED_STAT, "tags": peer}, "value_fixed": 1},
+        {"stat": {"name": TCP_RECEIVED_STAT, "tags": peer}, "value_format": "%BYTES_RECEIVED%"},
+        {"stat": {"name": TCP_SENT_STAT, "tags": peer}, "value_format": "%BYTES_SENT%"}]})
+    ended.filter.log_type_filter.types.append(accesslog_data_pb2.TcpConnectionEnd)
+    proxy.access_log.extend([opened, ended])
+    proxy.access_log_options.flush_access_log_on_connected = True
+    # connect upstream once the caller's certificate is known (by default the tcp_proxy
+    # connects at accept, in parallel with the handshake, and the connect is then
+    # logged with no peer: seen end to end for about one connection in five)
+    proxy.upstream_connect_mode = tcp_proxy_pb2.ON_DOWNSTREAM_TLS_HANDSHAKE
+    # what the caller sends before the upstream is up is held, up to this much (Envoy
+    # wants the bound with this mode; past it the caller is read no further until then)
+    proxy.max_early_data_bytes.value = EARLY_DATA_BYTES
+
+
+def _stats_logger(config: Mapping[str, object]) -> accesslog_pb2.AccessLog:
     typed = typed_struct_pb2.TypedStruct(
         type_url=STATS_LOGGER_CONFIG, value=json_format.ParseDict(config, struct_pb2.Struct()))
     return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pb.pack(typed))
