@@ -193,6 +193,8 @@ def _virtual_service(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> N
         claims = {("claim", fqdn(str(h), obj.namespace)) for h in obj.spec.get("hosts") or []}
         provides.update(claims)
         reads.update(claims)
+        # check_wildcard_routes: its hosts known by name, or only by a wildcard entry
+        reads.update(("host", p) for _, name in claims for p in host_patterns(name))
     if obj.spec.get("tcp") or obj.spec.get("tls"):  # mesh_l4_state: the Services' ports
         reads.update(("host", fqdn(str(h), obj.namespace)) for h in as_list(obj.spec.get("hosts")))
     for _, dest in destinations(obj.spec):
