@@ -252,7 +252,7 @@ def test_prometheus_runs_istio_and_flagger_queries_unchanged(
             'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{'
             'reporter="destination",destination_workload_namespace="default",'
             'destination_workload=~"myapp-v2"}[1m])) by (le))')
-        assert duration is not None and 50 <= duration <= 100, duration
+        assert duration is not None and 50 <= duration <= 1000, duration  # as p99 above
         v1_success = prom.scalar(
             'sum(rate(istio_requests_total{reporter="destination",'
             'destination_workload=~"myapp-v1",response_code!~"5.*"}[1m])) / '
