@@ -98,7 +98,9 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
     keeps a lost node's pods in the endpoints until the node is declared dead."""
     leader, follower = (m for m in sorted(replicas, key=lambda m: not leading(m)))
     Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
-    wait_for(lambda: follower.http.get(URL).status_code == 200, timeout=30,
+    # the primary's pods start on the leader under the suite's load, then reach the
+    # follower through the replica directory
+    wait_for(lambda: follower.http.get(URL).status_code == 200, timeout=60,
              message="the follower's mesh proxy reaches the leader's pods")
     with When(follower).traffic(rate=50, max_seconds=200) as load:
         When(leader).release("v2")
