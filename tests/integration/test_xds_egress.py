@@ -102,3 +102,23 @@ def test_a_sidecar_policy_closes_its_workload_only(
     assert world.body("http://alpha:8080/") == "A1"
     world.push(sidecars=(sidecar("ALLOW_ANY"),))
     assert world.body(external_url(world)) == "X"
+
+
+def test_the_policy_judges_the_wildcard_scope_where_wildcards_are_known(
+    world_factory: Callable[[str], World],  # noqa: F811 - the fixture
+) -> None:
+    """With a wildcard host known (Istio's "Egress using Wildcard Hosts"), routing scopes
+    are keyed by the computed scope header: a name the pattern covers is the mesh's (its
+    entry answers, in either mode), and a host nothing covers still goes by the policy
+    (passed through with ALLOW_ANY, 502 with REGISTRY_ONLY)."""
+    world = world_factory("DELTA_GRPC")
+    wild = MeshService("*.wild.test", "*.wild.test", "default", (ServicePort(8080, "http"),))
+    world.push(extra=(wild,))
+    # covered: no DNS name behind it, so only the wildcard entry's route can answer
+    assert world.body("http://api.wild.test:8080/") == "X"
+    assert world.body(external_url(world)) == "X"  # passed through, re-keyed
+    assert world.body("http://alpha:8080/") == "A1"
+    world.push(mesh_config=closed(world))
+    assert world.body("http://api.wild.test:8080/") == "X"
+    refused = world.get(external_url(world))
+    assert refused.status_code == 502 and "BlackHoleCluster" in refused.text
