@@ -375,9 +375,9 @@ def _entry_services(
     members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
-        if "*" in host and (host == "*" or resolution == "NONE" or (
-                resolution != "STATIC" and not members)):
-            continue  # no address to send a covered host to (passthrough: not modelled)
+        if "*" in host and (host == "*" or (resolution in ("DNS", "DNS_ROUND_ROBIN")
+                                            and not members)):
+            continue  # no address to send a covered host to
         mode = "EDS" if resolution in ("STATIC", "NONE") and members else resolution
         services[host] = MeshService(
             host=host, name=raw_host, namespace=se.namespace, ports=ports,
