@@ -40,6 +40,18 @@ def contains(subnets: Iterable[str], address: str) -> bool:
     return False
 
 
+def _parsed(subnets: Iterable[str]) -> list[Network]:
+    """The blocks that parse (the apply refuses the others; one stored before that
+    matches nothing rather than failing the build)."""
+    out = []
+    for text in subnets:
+        try:
+            out.append(network(text))
+        except ValueError:
+            continue
+    return out
+
+
 def _minus(nets: list[Network], taken: Sequence[Network]) -> list[Network]:
     """``nets`` less every block of ``taken``, as a list of CIDR blocks."""
     out = list(nets)
@@ -72,7 +84,7 @@ def first_match_ranges(wanted: Sequence[Sequence[str] | None]
             everything = True
             out.append(None)
         else:
-            mine = _minus([network(s) for s in subnets], taken)
+            mine = _minus(_parsed(subnets), taken)
             taken.extend(mine)
             out.append(mine)
     return out
