@@ -89,10 +89,22 @@ def test_mesh_routes_on_an_entry_with_only_http_ports_are_warned_about(
 def test_mesh_routes_on_a_service_are_applied_at_sidecars_without_a_warning(
         hosts: str) -> None:
     """Istio applies a mesh VirtualService's tcp/tls routes at every sidecar; meshpilot's
-    sidecars listen for the TCP and TLS ports of Kubernetes Services."""
+    sidecars listen for the TCP and TLS ports of Kubernetes Services (and say so when
+    the hosts name none)."""
+    service = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: tcp-echo, namespace: shop}
+    spec:
+      selector: {app: tcp-echo}
+      ports: [{name: tcp, port: 443}, {name: tls, port: 8443}]
+    """
     for kind, match in (("tcp", "{port: 443}"), ("tls", "{sniHosts: [a.example.com]}")):
         body = f"{kind}: [{{match: [{match}], route: [{{destination: {{host: tcp-echo}}}}]}}]"
-        assert not found(plan(virtual_service(body, gateways="[]", hosts=hosts)), "MP2014")
+        route = virtual_service(body, gateways="[]", hosts=hosts)
+        assert not found(plan(route, service), "MP2014")
+        if "*" not in hosts:  # without the Service the hosts name nothing a sidecar serves
+            assert [d.path for d in found(plan(route), "MP2014")] == [f"spec.{kind}[0]"]
 
 
 def test_subnet_matches_are_applied_and_bad_blocks_refused() -> None:
