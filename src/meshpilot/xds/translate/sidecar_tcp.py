@@ -105,6 +105,8 @@ def listeners(snapshot: MeshSnapshot, node: ProxyNode) -> list[listener_pb2.List
         vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
         if port.protocol in _TLS_PROTOCOLS:
             chains = _tls_chains(service, target, vs, ctx)
+        elif passthrough.is_passthrough(service):
+            continue  # a plain TCP connection names no host to pass through to
         else:
             chains = [lc.FilterChain(filters=[_tcp_filter(service, target, vs, ctx)])]
         out.append(_listener(node, target, chains))
@@ -188,9 +190,9 @@ def _tls_chains(service: MeshService, target: TcpOutbound,
             route.route, vs.namespace, ctx, stat_prefix=listener_name(target))])
         chain.filter_chain_match.server_names.extend(free)
         chains.append(chain)
-    if passthrough.is_passthrough(service):
-        rest = [] if service.host in taken else [_passthrough_chain(service, target, ctx)]
-        return [*chains, *rest] or [_passthrough_chain(service, target, ctx)]
+    if passthrough.is_passthrough(service):  # covered names no route took
+        return chains if service.host in taken else [
+            *chains, _passthrough_chain(service, target, ctx)]
     return chains or [lc.FilterChain(filters=[_default(service, target)])]
 
 
