@@ -1,6 +1,9 @@
 """Egress to wildcard hosts end to end, after Istio's task "Egress using Wildcard Hosts"
 (its first part, "Configure direct traffic to a wildcard host": a ServiceEntry for
-``*.wikipedia.org``, resolution NONE, with the mesh blocking unknown hosts).
+``*.wikipedia.org``, resolution NONE, with the mesh blocking unknown hosts), and to an
+external TCP service after Istio's "Consuming External TCP Services" (a MongoDB entry
+``my-mongo.tcp.svc`` with its one address; here resolution NONE passes connections
+through to that address).
 
 The mesh's ``outboundTrafficPolicy`` is REGISTRY_ONLY. The "external" servers are on
 loopback, named ``en.wiki.test`` and ``de.wiki.test`` by a DNS responder on loopback, so
@@ -30,6 +33,20 @@ from tests.tls_pairs import certificate, key_pem, pem
 
 COVERED = ("en.wiki.test", "de.wiki.test")
 ELSEWHERE = "en.elsewhere.test"
+
+
+def mongo_entry(port: int) -> str:
+    return f"""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: mongo}}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          addresses: [127.0.0.1/32]
+          location: MESH_EXTERNAL
+          resolution: NONE
+          ports: [{{number: {port}, name: tcp, protocol: TCP}}]
+        """
 
 
 def entry(tls_port: int, http_port: int) -> str:
@@ -64,7 +81,7 @@ def tls_server(tmp: Path) -> tuple[LineServer, Path]:
     return LineServer("wiki", (cert, key_file)), tmp / "ca.pem"
 
 
-def test_a_wildcard_entry_lets_covered_names_out_under_registry_only(
+def test_entries_let_a_tcp_service_and_covered_names_out_under_registry_only(
     control_plane_factory: Callable[..., ControlPlane], dns: DnsResponder,
     backend_app: Callable[..., str], tmp_path: Path,
 ) -> None:
@@ -74,6 +91,7 @@ def test_a_wildcard_entry_lets_covered_names_out_under_registry_only(
         f"outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\ndnsResolvers: [\"{dns.address}\"]\n")
     mesh = Mesh(cp.start())
     server, ca = tls_server(tmp_path)
+    mongo = LineServer("mongo")
     try:
         http_port = int(backend_app("ext").rsplit(":", 1)[1])
         # Before the entry: blocked, never looked up
@@ -81,8 +99,13 @@ def test_a_wildcard_entry_lets_covered_names_out_under_registry_only(
 
         # Given the task's ServiceEntry for the wildcard host, then a client pod
         given = Given(mesh)
-        given.applied(entry(server.port, http_port))
+        given.applied(entry(server.port, http_port), mongo_entry(mongo.port))
         given.applied(*client())
+
+        # The TCP entry: the pod finds its sidecar's listener in MY_MONGO_TCP_SVC_SERVICE_*
+        answer = mesh.client().get(f"{CLIENT}/connect",
+                                   params={"service": "MY_MONGO_TCP_SVC", "n": 3}).json()
+        assert answer == {"words": {"mongo": 3}, "failed": 0}
 
         def hello(sni: str) -> dict[str, Any]:
             return mesh.client().get(f"{CLIENT}/tls", params={  # type: ignore[no-any-return]
@@ -107,4 +130,5 @@ def test_a_wildcard_entry_lets_covered_names_out_under_registry_only(
             assert http.get(f"http://{ELSEWHERE}:{http_port}/").status_code == 502
     finally:
         server.close()
+        mongo.close()
         mesh.close()
