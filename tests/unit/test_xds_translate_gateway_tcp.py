@@ -153,3 +153,28 @@ def test_tls_terminated_on_a_tls_port_forwards_by_the_tcp_route() -> None:
     assert proxy_of(listener).cluster == f"outbound|9000|v1|{ECHO}"
     assert built.routes == ()  # no HTTP route config: the connection is not HTTP
     assert [s.name for s in built.secrets] == ["kubernetes://echo-cert"]
+
+
+def test_tls_terminated_on_a_tls_port_splits_by_source_like_a_tcp_server() -> None:
+    """The decrypted connection is forwarded by the same first-matching ``tcp`` route as
+    on a TCP server, so ``sourceSubnet`` gives one terminating chain per source range,
+    each for the server's SNI names and with its certificate."""
+    servers = """\
+  - port: {number: 31401, name: tls, protocol: TLS}
+    hosts: [echo.example.com]
+    tls: {mode: SIMPLE, credentialName: echo-cert}
+"""
+    body = ("tcp: [{match: [{sourceSubnet: 127.0.0.2}], "
+            "route: [{destination: {host: tcp-echo, subset: v2}}]}, "
+            "{route: [{destination: {host: tcp-echo, subset: v1}}]}]")
+    built = gateway_resources(with_echo(snapshot(
+        gateway(servers), route("[echo.example.com]", body, name="tcp-echo"),
+        tls_secret("echo-cert"))), TCP_NODE)
+    assert built.problems == ()
+    (listener,) = built.listeners
+    got = [(list(c.filter_chain_match.server_names), ranges(c), c.HasField("transport_socket"),
+            proxy_of(listener, i).cluster.split("|")[2])
+           for i, c in enumerate(listener.filter_chains)]
+    assert got == [(["echo.example.com"], ["127.0.0.2/32"], True, "v2"),
+                   (["echo.example.com"], [], True, "v1")]
+    assert len({c.name for c in listener.filter_chains}) == 2  # Envoy wants them distinct
