@@ -51,7 +51,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
-from meshpilot.mesh import index
+from meshpilot.mesh import index, sidecar_ingress
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
@@ -239,6 +239,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
     node = index.with_service_protocols(snapshot, node)
+    node = sidecar_ingress.applied(snapshot.sidecars, node)
     node = failure_reports.marked(node, failure_reports.canary_targets(snapshot))
     out = _empty()
     _outbound_clusters(out, snapshot, node)
