@@ -142,8 +142,17 @@ def _header_cases() -> list[tuple[str, dict[str, Any], str, str]]:
 
 
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
-    ("Sidecar", {"ingress": [{"port": {"number": 9080, "name": "http"}}]}, "spec.ingress",
-     WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "name": "http"}, "bind": "10.0.0.1"}]},
+     "spec.ingress[0].bind", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "captureMode": "IPTABLES"}]},
+     "spec.ingress[0].captureMode", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "targetPort": 80}}]},
+     "spec.ingress[0].port.targetPort", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "tls": {
+        "mode": "SIMPLE", "credentialName": "cert"}}]}, "spec.ingress[0].tls", REFUSE),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"useClientProtocol": True}}}]},
+     "spec.ingress[0].connectionPool.http.useClientProtocol", WARN),
     ("Sidecar", {"egress": [{"port": {"number": 80, "name": "http"}}]}, "spec.egress[0].port",
      WARN),
     ("Sidecar", {"egress": [{"bind": "127.0.0.1"}]}, "spec.egress[0].bind", WARN),
@@ -151,8 +160,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Sidecar", {"outboundTrafficPolicy": {"mode": "ALLOW_ANY", "egressProxy": {
         "host": "egress.istio-system.svc.cluster.local"}}},
      "spec.outboundTrafficPolicy.egressProxy", REFUSE),
-    ("Sidecar", {"inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}},
-     "spec.inboundConnectionPool", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}},
+     "spec.inboundConnectionPool.http.h2UpgradePolicy", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"useClientProtocol": True}}},
+     "spec.inboundConnectionPool.http.useClientProtocol", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"maxConcurrentStreams": 5}}},
+     "spec.inboundConnectionPool.http.maxConcurrentStreams", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"h2UpgradePolicy": "UPGRADE"}}}]},
+     "spec.ingress[0].connectionPool.http.h2UpgradePolicy", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"maxConcurrentStreams": 5}}}]},
+     "spec.ingress[0].connectionPool.http.maxConcurrentStreams", WARN),
     ("VirtualService", _http(match=[{"statPrefix": "mine"}]),
      "spec.http[0].match[0].statPrefix", WARN),
     ("VirtualService", {"http": [{}, {"redirect": {"uri": "/x",
@@ -236,6 +255,12 @@ NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
                                      "serviceAccount": "api"}]}),
     ("WorkloadEntry", {"labels": {"security.istio.io/tlsMode": "disabled"},
                        "serviceAccount": "vm"}),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "protocol": "HTTP", "name": "web"},
+                              "captureMode": "NONE", "defaultEndpoint": "127.0.0.1:8080",
+                              "connectionPool": {"tcp": {"maxConnections": 5}}},
+                             {"port": {"number": 9081}, "captureMode": "DEFAULT",
+                              "defaultEndpoint": "unix:///run/app.sock"}],
+                 "inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}}),
     ("RequestAuthentication", {"jwtRules": [{"outputPayloadToHeader": "x-payload",
                                              "forwardOriginalToken": True}]}),
 ]
