@@ -8,6 +8,10 @@ domain socket", a TCP ingress listener, and ``inboundConnectionPool`` as circuit
 on the inbound cluster. The inbound side's security stays: a DENY AuthorizationPolicy
 answers 403 through the ingress listener, and a port-level STRICT PeerAuthentication on
 an ingress port refuses plaintext and admits mutual TLS with a mesh certificate.
+Istio's sidecar ingress TLS: on a port whose mode is DISABLE the listener terminates TLS
+with the user's certificate (SIMPLE from files; MUTUAL from a ``credentialName`` Secret,
+refusing a client without a certificate); where the mode is STRICT the mesh's mutual
+TLS is what the port speaks, as in Istio.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import yaml
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from tests import tls_pairs
 from tests.integration.echo_app import EchoHandler, echo_server, serve
 from tests.integration.security_envoy import (
     Workload,
@@ -36,14 +41,22 @@ from tests.integration.security_envoy import (
     static_secret_refs,
     workload_secrets,
 )
+from tests.tls_pairs import b64, pem
 
+from meshpilot.api.credentials import Secret
 from meshpilot.api.networking import Sidecar
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, Named, ProxyNode
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.security import load_or_create_self_signed_ca
-from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE, build_resources
+from meshpilot.xds.translate import (
+    TYPE_CLUSTER,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SECRET,
+    build_resources,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,12 +85,17 @@ class Scene:
     tcp: int  # TCP ingress
     strict: int  # ingress with a port-level STRICT PeerAuthentication
     declared: int  # a declared container port no ingress names: kept
+    simple: int  # tls SIMPLE from files, mode DISABLE
+    mutual: int  # tls MUTUAL from a credentialName Secret, mode DISABLE
+    strict_tls: int  # tls given, but the port's mode is STRICT
     envoy: EnvoyProcess
     client: Workload
     root: Path
+    user_ca: Path
+    user_cert: tuple[Path, Path]  # a client certificate the user's CA issued
 
 
-def _objects(ports: dict[str, int], sock: Path) -> dict[str, Any]:
+def _objects(ports: dict[str, int], sock: Path, files: dict[str, Path]) -> dict[str, Any]:
     sidecar = f"""
 apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -93,13 +111,23 @@ spec:
     defaultEndpoint: 0.0.0.0:{ports['tcp_app']}
   - port: {{number: {ports['strict']}, protocol: HTTP, name: locked}}
     defaultEndpoint: 127.0.0.1:{ports['app']}
+  - port: {{number: {ports['simple']}, protocol: HTTPS, name: https-files}}
+    defaultEndpoint: 127.0.0.1:{ports['app']}
+    tls: {{mode: SIMPLE, serverCertificate: {files['chain']}, privateKey: {files['key']}}}
+  - port: {{number: {ports['mutual']}, protocol: HTTPS, name: https-credential}}
+    defaultEndpoint: 127.0.0.1:{ports['app']}
+    tls: {{mode: MUTUAL, credentialName: ratings-cert}}
+  - port: {{number: {ports['strict_tls']}, protocol: HTTPS, name: https-strict}}
+    defaultEndpoint: 127.0.0.1:{ports['app']}
+    tls: {{mode: SIMPLE, credentialName: ratings-cert}}
   inboundConnectionPool:
     tcp: {{maxConnections: 7}}
     http: {{http1MaxPendingRequests: 3}}
 """
     # On a TCP port Istio ignores a DENY rule's HTTP-only fields (denying more), so the
     # rule names the HTTP ingress ports: on those it is the path rule.
-    http_ports = [str(ports[k]) for k in ("http", "unix", "strict")]
+    http_ports = [str(ports[k]) for k in ("http", "unix", "strict", "simple", "mutual",
+                                          "strict_tls")]
     deny = f"""
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -118,13 +146,22 @@ spec:
   mtls: {{mode: PERMISSIVE}}
   portLevelMtls:
     "{ports['strict']}": {{mode: STRICT}}
+    "{ports['strict_tls']}": {{mode: STRICT}}
+    "{ports['simple']}": {{mode: DISABLE}}
+    "{ports['mutual']}": {{mode: DISABLE}}
 """
+    credential = Secret.model_validate({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "ratings-cert", "namespace": "prod"},
+        "data": {"tls.crt": b64(tls_pairs.CHAIN), "tls.key": b64(tls_pairs.KEY),
+                 "ca.crt": b64(pem(tls_pairs.CA))}})
     return {
         "sidecars": (Named("prod", "ratings", Sidecar.model_validate(yaml.safe_load(sidecar))),),
         "authorization_policies": (Named("prod", "no-admin", AuthorizationPolicy.model_validate(
             yaml.safe_load(deny))),),
         "peer_authentications": (Named("prod", "ratings", PeerAuthentication.model_validate(
             yaml.safe_load(strict))),),
+        "secrets": (Named("prod", "ratings-cert", credential),),
     }
 
 
@@ -152,9 +189,10 @@ def _static(resources: dict[str, dict[str, Any]], node_id: str,
         listeners.append(static_secret_refs(as_dict(copy)))
     clusters = [static_secret_refs(as_dict(c)) for n, c in sorted(resources[TYPE_CLUSTER].items())
                 if n.startswith("inbound|")]
+    served = [as_dict(x) for x in resources.get(TYPE_SECRET, {}).values()]
     return {"node": {"id": node_id, "cluster": node_id},
             "static_resources": {"listeners": listeners, "clusters": clusters,
-                                 "secrets": secrets}}
+                                 "secrets": [*secrets, *served]}}
 
 
 @pytest.fixture(scope="module")
@@ -179,23 +217,32 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     declared_app_port = serve(declared_app)
 
     ports = {"http": free_port(), "unix": free_port(), "tcp": free_port(),
-             "strict": free_port(), "declared": free_port(), "app": app_port,
+             "strict": free_port(), "declared": free_port(), "simple": free_port(),
+             "mutual": free_port(), "strict_tls": free_port(), "app": app_port,
              "tcp_app": int(tcp_app.server_address[1])}
+    files = {"chain": work / "user.pem", "key": work / "user.key", "ca": work / "user-ca.pem"}
+    files["chain"].write_bytes(tls_pairs.CHAIN)
+    files["key"].write_bytes(tls_pairs.KEY)
+    files["key"].chmod(0o600)
+    files["ca"].write_bytes(pem(tls_pairs.CA))
     node = ProxyNode(id=f"sidecar~{IP}~ratings-1.prod~prod.svc.cluster.local", kind="sidecar",
                      namespace="prod", ip=IP, workload="ratings", name="ratings-1",
                      service_account="ratings", labels={"app": "ratings"},
                      inbound=(InboundPort(ports["declared"], declared_app_port, "http"),))
-    snapshot = MeshSnapshot(version=1, services={}, endpoints={}, **_objects(ports, sock))
+    snapshot = MeshSnapshot(version=1, services={}, endpoints={},
+                            **_objects(ports, sock, files))
     resources = build_resources(snapshot, node)
     config = _static(resources, node.id, workload_secrets(ratings, ca.trust_bundle.pem))
     envoy = EnvoyProcess(config, name="ratings", work_dir=work)
     try:
         envoy.start()
         assert envoy.wait_live(15), envoy.log_tail()
-        for key in ("http", "unix", "tcp", "strict", "declared"):
+        for key in ("http", "unix", "tcp", "strict", "declared", "simple", "mutual",
+                    "strict_tls"):
             assert wait_port(IP, ports[key], timeout=15), key
         yield Scene(ports["http"], ports["unix"], ports["tcp"], ports["strict"],
-                    ports["declared"], envoy, client, root)
+                    ports["declared"], ports["simple"], ports["mutual"], ports["strict_tls"],
+                    envoy, client, root, files["ca"], (files["chain"], files["key"]))
     finally:
         envoy.stop()
         for server in (app, unix_app, tcp_app, declared_app):
@@ -273,3 +320,49 @@ def test_the_inbound_connection_pool_bounds_the_connection_to_the_app(scene: Sce
     for port in (scene.http, scene.unix, scene.tcp, scene.declared):
         assert f"inbound|{port}||::default_priority::max_connections::7" in text, port
         assert f"inbound|{port}||::default_priority::max_pending_requests::3" in text, port
+
+
+def _tls_get(port: int, context: ssl.SSLContext, path: str = "/") -> int:
+    conn = http.client.HTTPSConnection(IP, port, timeout=5, context=context)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _user_context(scene: Scene, *, with_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(scene.user_ca))
+    context.check_hostname = False
+    if with_cert:
+        context.load_cert_chain(*map(str, scene.user_cert))
+    return context
+
+
+def test_sidecar_ingress_tls_from_files_where_mtls_is_disabled(scene: Scene) -> None:
+    """Istio's sidecar ingress TLS, SIMPLE with serverCertificate and privateKey: the
+    listener presents the user's certificate (verified against the user's CA), the app
+    gets plain HTTP, and the DENY policy still holds."""
+    assert _tls_get(scene.simple, _user_context(scene), "/in") == 200
+    assert _tls_get(scene.simple, _user_context(scene), "/admin") == 403
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        _get(scene.simple)  # plaintext meets a TLS listener
+
+
+def test_sidecar_ingress_mutual_tls_from_a_credential(scene: Scene) -> None:
+    """MUTUAL with credentialName: the Secret's certificate over SDS, and a client
+    without a certificate of the Secret's CA refused."""
+    assert _tls_get(scene.mutual, _user_context(scene, with_cert=True)) == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _tls_get(scene.mutual, _user_context(scene))
+
+
+def test_under_strict_the_port_speaks_the_meshs_mutual_tls(scene: Scene) -> None:
+    """As in Istio: the user's tls applies only where the mode is DISABLE; under STRICT a
+    mesh certificate gets through and the user's certificate is not what is presented."""
+    with pytest.raises(ssl.SSLError):
+        _tls_get(scene.strict_tls, _user_context(scene, with_cert=True))
+    context = ssl.create_default_context(cafile=str(scene.root))
+    context.check_hostname = False
+    context.load_cert_chain(str(scene.client.chain_path), str(scene.client.key_path))
+    assert _tls_get(scene.strict_tls, context) == 200

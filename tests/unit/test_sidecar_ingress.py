@@ -20,7 +20,13 @@ from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import InboundPort, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sidecar_ingress import inbound_of
 from meshpilot.xds import ProxyConfigBuilder
-from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_LISTENER, build_resources
+from meshpilot.xds.translate import (
+    TYPE_CLUSTER,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SECRET,
+    build_resources,
+)
 
 NET = "networking.istio.io"
 IP = "127.40.0.9"
@@ -154,9 +160,69 @@ def test_the_shared_build_follows_the_sidecar() -> None:
     ("ingress: [{port: {number: 80, protocol: UDP}}]", "not served by a sidecar"),
     ("ingress: [{port: {number: 80}, defaultEndpoint: '10.0.0.1:80'}]", "127.0.0.1:PORT"),
     ("ingress: [{port: {number: 80}, defaultEndpoint: 'unix://relative'}]", "unix:///"),
+    ("ingress: [{port: {number: 80}, tls: {credentialName: c}}]", "PASSTHROUGH"),
+    ("ingress: [{port: {number: 80}, tls: {mode: ISTIO_MUTUAL}}]", "ISTIO_MUTUAL"),
+    ("ingress: [{port: {number: 80}, tls: {mode: SIMPLE, serverCertificate: /c.pem}}]",
+     "serverCertificate and privateKey"),
+    ("ingress: [{port: {number: 80}, tls: {mode: SIMPLE, credentialName: c, "
+     "privateKey: /k.pem}}]", "not both"),
+    ("ingress: [{port: {number: 80}, tls: {mode: MUTUAL, serverCertificate: /c.pem, "
+     "privateKey: /k.pem}}]", "caCertificates"),
+    ("ingress: [{port: {number: 80}, tls: {mode: SIMPLE, credentialNames: [a, b]}}]",
+     "several certificates"),
 ])
 def test_what_the_model_refuses(spec: str, says: str) -> None:
     """Istio's Sidecar validation: one listener per port, defaultEndpoint in one of its
-    forms; and a protocol no sidecar listener serves here."""
+    forms, ingress tls SIMPLE or (OPTIONAL_)MUTUAL with one certificate; and a protocol
+    no sidecar listener serves here."""
     with pytest.raises(ValidationError, match=says):
         sidecar(spec)
+
+
+def _tls_objects(secret: bool, mode: str = "DISABLE") -> list[tuple[ObjectKey, dict[str, Any]]]:
+    """The Sidecar's port 9999 with tls from credentialName, the port's mTLS ``mode``,
+    and (with ``secret``) the Secret it names."""
+    out = _objects(True)
+    spec = out[1][1]["spec"]
+    spec["ingress"][0].update({"defaultEndpoint": "127.0.0.1:8080", "port": {
+        "number": 9999, "protocol": "HTTPS"}, "tls": {"mode": "SIMPLE",
+                                                      "credentialName": "ratings-cert"}})
+    out.append((ObjectKey("security.istio.io", "PeerAuthentication", "prod", "ratings"), {
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "ratings", "namespace": "prod"},
+        "spec": {"portLevelMtls": {"9999": {"mode": mode}},
+                 "selector": {"matchLabels": {"app": "ratings"}}}}))
+    if secret:
+        out.append((ObjectKey("", "Secret", "prod", "ratings-cert"), {
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "ratings-cert", "namespace": "prod"},
+            "stringData": {"tls.crt": "CERT", "tls.key": "KEY"}}))
+    return out
+
+
+def _chain_names(resources: Any, listener: str) -> list[str]:
+    return [c.name for c in resources[TYPE_LISTENER][listener].filter_chains]
+
+
+def test_ingress_tls_terminates_where_mtls_is_disabled_with_its_credential() -> None:
+    """Istio's sidecar ingress TLS: one chain with the user's certificate, served over
+    SDS from the Secret credentialName names in the workload's namespace; HTTPS is HTTP
+    once terminated; the shared build gives the same."""
+    snapshot = build_snapshot(1, _tls_objects(True), [POD])
+    resources = build_resources(snapshot, NODE)
+    assert _chain_names(resources, "inbound_9999") == ["user_tls"]
+    assert list(resources[TYPE_SECRET]) == ["kubernetes://ratings-cert"]
+    assert "inbound|9999||" in resources[TYPE_ROUTE]  # routed as HTTP after termination
+    same_as_reference(ProxyConfigBuilder(), snapshot, NODE)
+
+
+def test_ingress_tls_fails_closed_without_its_credential() -> None:
+    resources = build_resources(build_snapshot(1, _tls_objects(False), [POD]), NODE)
+    assert _chain_names(resources, "inbound_9999") == ["user_tls_unavailable"]
+    assert TYPE_SECRET not in resources
+
+
+def test_under_strict_the_port_keeps_the_meshs_mutual_tls() -> None:
+    resources = build_resources(build_snapshot(1, _tls_objects(True, "STRICT"), [POD]), NODE)
+    assert _chain_names(resources, "inbound_9999") == ["mtls"]
+    assert TYPE_SECRET not in resources

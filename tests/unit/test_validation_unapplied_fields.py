@@ -149,7 +149,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Sidecar", {"ingress": [{"port": {"number": 9080, "targetPort": 80}}]},
      "spec.ingress[0].port.targetPort", WARN),
     ("Sidecar", {"ingress": [{"port": {"number": 9080}, "tls": {
-        "mode": "SIMPLE", "credentialName": "cert"}}]}, "spec.ingress[0].tls", REFUSE),
+        "mode": "SIMPLE", "credentialName": "cert", "httpsRedirect": True}}]},
+     "spec.ingress[0].tls.httpsRedirect", WARN),
     ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
         "http": {"useClientProtocol": True}}}]},
      "spec.ingress[0].connectionPool.http.useClientProtocol", WARN),
@@ -302,3 +303,13 @@ def test_every_row_of_the_table_is_exercised() -> None:
     idle = [(kind, row.pattern) for kind, rows in TABLE.items() for row in rows
             if not any(any(True for _ in row.hits(body)) for body in bodies.get(kind, []))]
     assert idle == []
+
+
+def test_sidecar_ingress_tls_says_where_it_applies() -> None:
+    """Istio applies a Sidecar ingress listener's tls only where the port's mutual TLS
+    mode is DISABLE: applied, with MP2028 saying so."""
+    p = plan(document("Sidecar", {"ingress": [{"port": {"number": 9080}, "tls": {
+        "mode": "MUTUAL", "credentialName": "cert"}}]}))
+    assert p.ok
+    (d,) = [d for d in p.diagnostics if d.code == "MP2028"]
+    assert d.path == "spec.ingress[0].tls" and "DISABLE" in d.message

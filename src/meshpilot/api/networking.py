@@ -996,6 +996,40 @@ class IstioIngressListener(Model):
     tls: ServerTLSSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
 
+    @field_validator("tls")
+    @classmethod
+    def _tls(cls, value: ServerTLSSettings | None) -> ServerTLSSettings | None:
+        """Istio's sidecar ingress TLS: the sidecar terminates it with the user's
+        certificate (SIMPLE), verifying client certificates too (MUTUAL,
+        OPTIONAL_MUTUAL); one certificate, from credentialName or from files."""
+        if value is None:
+            return value
+        if value.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+            raise PydanticCustomError(
+                "mp_value", "tls.mode {mode} is not served by a sidecar's ingress listener; "
+                "give SIMPLE, MUTUAL or OPTIONAL_MUTUAL (mutual TLS between sidecars follows "
+                "PeerAuthentication)", {"mode": repr(value.mode or "PASSTHROUGH (unset)")})
+        if value.credential_names or value.tls_certificates:
+            raise PydanticCustomError(
+                "mp_value", "several certificates (credentialNames, tlsCertificates) on one "
+                "sidecar ingress listener are not served; give credentialName, or "
+                "serverCertificate and privateKey")
+        files = value.server_certificate, value.private_key
+        if value.credential_name and (any(files) or value.ca_certificates):
+            raise PydanticCustomError(
+                "mp_value", "tls takes credentialName or certificate files "
+                "(serverCertificate, privateKey, caCertificates), not both")
+        if not value.credential_name and not all(files):
+            raise PydanticCustomError(
+                "mp_value", "tls needs credentialName (a kubernetes.io/tls Secret in the "
+                "workload's namespace), or serverCertificate and privateKey")
+        if value.mode != "SIMPLE" and not (value.credential_name or value.ca_certificates):
+            raise PydanticCustomError(
+                "mp_value", "tls mode {mode} verifies client certificates: give "
+                "caCertificates, or a credentialName whose Secret has ca.crt",
+                {"mode": value.mode})
+        return value
+
 
 class OutboundTrafficPolicy(Model):
     mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] | None = None

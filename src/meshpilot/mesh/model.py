@@ -120,6 +120,9 @@ class InboundSetting:
     pool: ConnectionPoolSettings | None = None
     """Circuit breakers between the sidecar and the app."""
     from_ingress: bool = False
+    credential: Secret | None = field(default=None, repr=False)
+    """The Secret ``tls.credentialName`` names in the workload's namespace, if it exists
+    (its values are credentials: never printed)."""
 
 
 @dataclass(frozen=True)

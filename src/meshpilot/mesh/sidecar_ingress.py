@@ -34,9 +34,10 @@ inbound cluster of the port, as Istio applies them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from meshpilot.api.credentials import Secret
 from meshpilot.api.networking import (
     UNIX_PREFIX,
     IstioIngressListener,
@@ -46,6 +47,7 @@ from meshpilot.mesh.index import pick_sidecar
 from meshpilot.mesh.model import (
     InboundPort,
     InboundSetting,
+    MeshSnapshot,
     Named,
     ProxyNode,
     WorkloadInstance,
@@ -71,9 +73,11 @@ def has_effect(sidecars: Iterable[Named[Sidecar]]) -> bool:
     return any(s.obj.spec.ingress or s.obj.spec.inbound_connection_pool for s in sidecars)
 
 
-def inbound_of(sidecar: Sidecar, declared: Sequence[InboundPort]) -> Inbound:
+def inbound_of(sidecar: Sidecar, declared: Sequence[InboundPort],
+               credentials: Mapping[str, Secret] | None = None) -> Inbound:
     """The inbound ports of a workload whose containers declare ``declared``, under
-    ``sidecar`` (see the module)."""
+    ``sidecar`` (see the module); ``credentials``: the Secrets of the workload's
+    namespace by name, for ``tls.credentialName``."""
     spec = sidecar.spec
     by_number = {p.container_port: p for p in declared}
     taken = set(by_number) | {listener.port.number for listener in spec.ingress}
@@ -85,9 +89,11 @@ def inbound_of(sidecar: Sidecar, declared: Sequence[InboundPort]) -> Inbound:
             continue
         port, unix = found
         ports[port.container_port] = port
+        name = listener.tls.credential_name if listener.tls is not None else None
         settings[port.container_port] = InboundSetting(
             port.container_port, unix_path=unix, tls=listener.tls,
-            pool=listener.connection_pool or spec.inbound_connection_pool, from_ingress=True)
+            pool=listener.connection_pool or spec.inbound_connection_pool, from_ingress=True,
+            credential=(credentials or {}).get(name) if name else None)
     named = {listener.port.number for listener in spec.ingress}
     for p in declared:
         if p.container_port in named:
@@ -135,15 +141,16 @@ def _protocol(listener: IstioIngressListener, own: InboundPort | None) -> str:
     return protocol
 
 
-def applied(sidecars: Sequence[Named[Sidecar]], node: ProxyNode) -> ProxyNode:
+def applied(snapshot: MeshSnapshot, node: ProxyNode) -> ProxyNode:
     """``node`` (a pod's sidecar) with the inbound ports and settings its Sidecar gives;
     ``node`` itself when no Sidecar changes its inbound side."""
     if node.kind != "sidecar":
         return node
-    found = pick_sidecar(sidecars, node.namespace, node.labels)
+    found = pick_sidecar(snapshot.sidecars, node.namespace, node.labels)
     if found is None or not has_effect((found,)):
         return node
-    inbound = inbound_of(found.obj, node.inbound)
+    credentials = {s.name: s.obj for s in snapshot.secrets if s.namespace == node.namespace}
+    inbound = inbound_of(found.obj, node.inbound, credentials)
     return replace(node, inbound=inbound.ports, inbound_settings=inbound.settings)
 
 

@@ -45,7 +45,7 @@ def pod_security(snapshot: MeshSnapshot, node: ProxyNode, *,
     """The inbound security of the sidecar ``node`` at ``snapshot``, explained (JSON), and
     its mode for hosts outside the registry with where that comes from. Its inbound
     ports are those its Sidecar's ingress listeners give it, as its proxy has them."""
-    node = applied(snapshot.sidecars, node)
+    node = applied(snapshot, node)
     security = inbound_security(snapshot, node, root_namespace)
     return {
         "meshVersion": snapshot.version,

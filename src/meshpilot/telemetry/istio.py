@@ -370,7 +370,7 @@ class _Inbound:
         self.principal = spiffe_id(snapshot.trust_domain, node.namespace,
                                    node.service_account)
         self.protocols = {p.container_port: p.protocol
-                          for p in applied(snapshot.sidecars,
+                          for p in applied(snapshot,
                                            with_service_protocols(snapshot, node)).inbound}
         self._bases: dict[int, dict[str, str]] = {}
         self._callers: dict[str, dict[str, str]] = {}

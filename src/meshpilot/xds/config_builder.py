@@ -331,7 +331,7 @@ class ProxyConfigBuilder:
             if self._retargeted:  # some Service port says more than HTTP: a look-up per port
                 node = index.with_service_protocols(snapshot, node)
             if self._inbound_sidecars:  # some Sidecar has ingress listeners or a pool
-                node = sidecar_ingress.applied(snapshot.sidecars, node)
+                node = sidecar_ingress.applied(snapshot, node)
             node = failure_reports.marked(node, self._canary_targets)
             state = self._nodes.get(node.id)
             if state is None:

@@ -22,13 +22,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from meshpilot.mesh import sources
+from meshpilot.mesh import sidecar_ingress, sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.translate import (
     egress,
     filters,
     headers,
+    ingress_tls,
     jwt,
     names,
     pb,
@@ -147,7 +148,8 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             ) -> listener_pb2.Listener:
     """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``,
     enforcing the workload's ``security``: the port's mTLS mode picks the filter chains
-    (STRICT: mTLS only; PERMISSIVE: mTLS and plaintext; DISABLE: plaintext), a JWT
+    (STRICT: mTLS only; PERMISSIVE: mTLS and plaintext; DISABLE: plaintext, or the
+    user's TLS where a Sidecar ingress listener gives ``tls``: :mod:`.ingress_tls`), a JWT
     filter checks tokens, RBAC filters apply the AuthorizationPolicies (a policy that
     cannot be enforced denies everything: never a silent allow), and on the mTLS chain
     the caller's SPIFFE ID is written into a header no client can forge.
@@ -189,8 +191,12 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
                 port.container_port, grpc=port.protocol == "GRPC"))
             return [_hcm_filter(manager)]
 
-    chains, listener_filters = tls.inbound_filter_chains(
-        security.mode(port.container_port), make, trust_domain=trust_domain)
+    said = sidecar_ingress.setting(node, port.container_port)
+    if said is not None and ingress_tls.terminates(said, security):
+        chains, listener_filters = [ingress_tls.chain(said, node.namespace, make)], []
+    else:
+        chains, listener_filters = tls.inbound_filter_chains(
+            security.mode(port.container_port), make, trust_domain=trust_domain)
     return listener_pb2.Listener(
         name=name, address=socket(node.ip, port.container_port),
         traffic_direction=base_pb2.INBOUND, filter_chains=chains,
