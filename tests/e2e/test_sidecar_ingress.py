@@ -4,13 +4,19 @@ port no container declares, the Service targets 9080, and once the Sidecar selec
 pod its sidecar listens on 9080, the Service's endpoints follow, and requests reach the
 app. The inbound side keeps its security: a namespace-wide STRICT PeerAuthentication
 refuses plaintext on the ingress port while in-mesh callers get through, and a DENY
-AuthorizationPolicy answers 403 there."""
+AuthorizationPolicy answers 403 there. And Istio's sidecar ingress TLS: with the port's
+mutual TLS mode DISABLE, the sidecar terminates TLS with the certificate of the Secret
+``credentialName`` names (served to it over SDS by the control plane)."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import httpx
 
-from tests.builders import DEMO_APP, deployment, from_yaml, service
+from tests import tls_pairs
+from tests.builders import DEMO_APP, deployment, from_yaml, metadata, service
 from tests.e2e.mesh import Mesh, version_of
 from tests.e2e.scenario import Given, When
 from tests.e2e.security import (
@@ -72,3 +78,40 @@ def test_an_ingress_listener_serves_the_app_and_keeps_the_inbound_security(
     assert status(mesh.http, f"{URL}/") == "200"  # the mesh proxy speaks mutual TLS
     denied = mesh.http.get(f"{URL}/admin")
     assert denied.status_code == 403 and denied.text == "RBAC: access denied"
+
+
+TLS_SIDECAR = f"""\
+    apiVersion: networking.istio.io/v1
+    kind: Sidecar
+    metadata: {{name: ratings, namespace: {NS}}}
+    spec:
+      workloadSelector: {{labels: {{app: ratings}}}}
+      ingress:
+      - port: {{number: 9443, protocol: HTTPS, name: https}}
+        defaultEndpoint: 127.0.0.1:8080
+        tls: {{mode: SIMPLE, credentialName: ratings-cert}}
+    """
+
+
+def test_ingress_tls_with_a_credential_where_mtls_is_disabled(
+        mesh: Mesh, given: Given, when: When, tmp_path: Path) -> None:
+    credential = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                  "metadata": metadata("ratings-cert", NS),
+                  "data": {"tls.crt": tls_pairs.b64(tls_pairs.CHAIN),
+                           "tls.key": tls_pairs.b64(tls_pairs.KEY)}}
+    disabled = {**peer_authentication(NS, "PERMISSIVE", name="ratings",
+                                      selector={"app": "ratings"})}
+    disabled["spec"]["portLevelMtls"] = {"9443": {"mode": "DISABLE"}}
+    given.applied(*ratings(), credential)
+    applied(mesh, disabled)
+    when.apply(TLS_SIDECAR)
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tls_pairs.pem(tls_pairs.CA))
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the address is the pod's, not the certificate's name
+    address = pod(mesh, NS, "ratings")["status"]["podIP"]
+    client = httpx.Client(base_url=f"https://{address}:9443", verify=context, trust_env=False,
+                          timeout=5)
+    becomes(lambda: status(client, "/"), "200", timeout=15)
+    assert version_of(client.get("/")) == "v1"

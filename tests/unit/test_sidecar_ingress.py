@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from tests.unit.test_xds_shared import same_as_reference
 
 from meshpilot.api.identity import ObjectKey
-from meshpilot.api.networking import Sidecar
+from meshpilot.api.networking import SIDECAR_OUTBOUND_PORT, Sidecar
 from meshpilot.mesh.builder import build_snapshot
-from meshpilot.mesh.model import InboundPort, ProxyNode, WorkloadInstance
+from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sidecar_ingress import inbound_of
 from meshpilot.xds import ProxyConfigBuilder
 from meshpilot.xds.translate import (
@@ -158,6 +158,7 @@ def test_the_shared_build_follows_the_sidecar() -> None:
 @pytest.mark.parametrize(("spec", "says"), [
     ("ingress: [{port: {number: 80}}, {port: {number: 80}}]", "listed twice"),
     ("ingress: [{port: {number: 80, protocol: UDP}}]", "not served by a sidecar"),
+    ("ingress: [{port: {number: 15001}}]", "outbound HTTP proxy listener"),
     ("ingress: [{port: {number: 80}, defaultEndpoint: '10.0.0.1:80'}]", "127.0.0.1:PORT"),
     ("ingress: [{port: {number: 80}, defaultEndpoint: 'unix://relative'}]", "unix:///"),
     ("ingress: [{port: {number: 80}, tls: {credentialName: c}}]", "PASSTHROUGH"),
@@ -226,3 +227,7 @@ def test_under_strict_the_port_keeps_the_meshs_mutual_tls() -> None:
     resources = build_resources(build_snapshot(1, _tls_objects(True, "STRICT"), [POD]), NODE)
     assert _chain_names(resources, "inbound_9999") == ["mtls"]
     assert TYPE_SECRET not in resources
+
+
+def test_the_refused_port_is_the_sidecars_outbound_port() -> None:
+    assert SIDECAR_OUTBOUND_PORT == OUTBOUND_PROXY_PORT

@@ -933,6 +933,11 @@ class IstioEgressListener(Model):
     capture_mode: Literal["DEFAULT", "IPTABLES", "NONE"] | None = None
 
 
+SIDECAR_OUTBOUND_PORT = 15001
+"""Where every sidecar's outbound HTTP proxy listens on its pod's address (the mesh
+model's ``OUTBOUND_PROXY_PORT``): no Sidecar listener may take it."""
+
+
 class SidecarPort(Model):
     """The port of a Sidecar listener (Istio's SidecarPort): a number and a protocol; the
     name is a label. ``targetPort`` is accepted (Istio's schema has it) and warned about:
@@ -942,6 +947,15 @@ class SidecarPort(Model):
     protocol: str | None = None
     name: str = ""
     target_port: Port | None = None
+
+    @field_validator("number")
+    @classmethod
+    def _number(cls, value: int) -> int:
+        if value == SIDECAR_OUTBOUND_PORT:
+            raise PydanticCustomError(
+                "mp_value", "port {port} is the sidecar's own outbound HTTP proxy listener "
+                "on the pod's address; choose another port", {"port": value})
+        return value
 
     @field_validator("protocol")
     @classmethod
