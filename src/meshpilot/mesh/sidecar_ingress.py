@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from meshpilot.api.credentials import Secret
 from meshpilot.api.networking import (
@@ -54,7 +55,7 @@ from meshpilot.mesh.model import (
 )
 from meshpilot.mesh.protocols import port_protocol
 
-_AFTER_TLS = {"HTTPS": "HTTP", "TLS": "TCP"}
+_AFTER_TLS = MappingProxyType({"HTTPS": "HTTP", "TLS": "TCP"})
 """What a protocol is once the sidecar has terminated the user's TLS (Istio's
 ``AfterTLSTermination``)."""
 
