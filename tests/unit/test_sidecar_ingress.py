@@ -19,6 +19,7 @@ from meshpilot.api.networking import SIDECAR_OUTBOUND_PORT, Sidecar
 from meshpilot.mesh.builder import build_snapshot
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sidecar_ingress import inbound_of
+from meshpilot.validation import plan_apply
 from meshpilot.xds import ProxyConfigBuilder
 from meshpilot.xds.translate import (
     TYPE_CLUSTER,
@@ -231,3 +232,49 @@ def test_under_strict_the_port_keeps_the_meshs_mutual_tls() -> None:
 
 def test_the_refused_port_is_the_sidecars_outbound_port() -> None:
     assert SIDECAR_OUTBOUND_PORT == OUTBOUND_PROXY_PORT
+
+
+def _loop_docs(endpoint: str | None, container_ports: list[int]) -> str:
+    listener: dict[str, Any] = {"port": {"number": 9500, "protocol": "HTTP"}}
+    if endpoint is not None:
+        listener["defaultEndpoint"] = endpoint
+    docs = [
+        {"apiVersion": f"{NET}/v1", "kind": "Sidecar",
+         "metadata": {"name": "ratings", "namespace": "prod"},
+         "spec": {"workloadSelector": {"labels": {"app": "ratings"}},
+                  "ingress": [listener, {"port": {"number": 9600, "protocol": "HTTP"},
+                                         "defaultEndpoint": "127.0.0.1:8080"}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "ratings", "namespace": "prod"},
+         "spec": {"selector": {"matchLabels": {"app": "ratings"}}, "template": {
+             "metadata": {"labels": {"app": "ratings"}},
+             "spec": {"containers": [{"name": "app", "image": "ratings", "ports": [
+                 {"containerPort": p} for p in container_ports]}]}}}},
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.mark.parametrize(("endpoint", "ports", "warned"), [
+    (None, [8080], True),  # no defaultEndpoint on an undeclared port: to itself
+    ("127.0.0.1:9600", [8080], True),  # to another ingress listener
+    (None, [9500], False),  # the declared port's app
+    ("127.0.0.1:9600", [9600], False),  # declared: the app's port
+    ("127.0.0.1:7000", [], False),  # the app listens there itself
+    ("unix:///run/x.sock", [], False),
+])
+def test_a_listener_that_would_loop_is_said_at_apply(endpoint: str | None, ports: list[int],
+                                                     warned: bool) -> None:
+    """MP2029, naming the workload, where the mesh leaves the listener out."""
+    found = plan_apply([("it.yaml", _loop_docs(endpoint, ports))], [])
+    hits = [d for d in found.diagnostics if d.code == "MP2029"]
+    assert found.ok
+    assert bool(hits) is warned, [d.format() for d in found.diagnostics]
+    if warned:
+        assert "Deployment ratings" in hits[0].message
+        assert hits[0].path.startswith("spec.ingress[0]")
+    pod = InboundPort(8080, 41000) if 8080 in ports else None
+    declared = tuple(InboundPort(p, 41000 + p) for p in ports) if pod is None else (pod,)
+    made = {p.container_port for p in inbound_of(
+        Sidecar.model_validate(yaml.safe_load_all(_loop_docs(endpoint, ports)).__next__()),
+        declared).ports}
+    assert (9500 not in made) is warned  # the mesh leaves out exactly what is said

@@ -81,6 +81,8 @@ def _pods(draw: st.DrawFn) -> Spec:
     if draw(st.booleans()):
         kind = draw(st.sampled_from(("configMapRef", "secretRef")))
         container["envFrom"] = [{kind: {"name": draw(names)}}]
+    if draw(st.booleans()):  # a port a Sidecar's ingress listener may name
+        container["ports"] = [{"containerPort": draw(st.sampled_from((9500, 9600)))}]
     spec: Spec = {"containers": [container]}
     if draw(st.booleans()):
         spec["volumes"] = [draw(st.sampled_from((
@@ -225,6 +227,22 @@ def _request_authentication(draw: st.DrawFn) -> Spec:
 
 
 @st.composite
+def _sidecar(draw: st.DrawFn) -> Spec:
+    """Ingress listeners that loop on some pods (MP2029) and not on others."""
+    listeners = []
+    for number in draw(distinct(st.sampled_from((9500, 9600)), min_size=1, max_size=2)):
+        listener: Spec = {"port": {"number": number, "protocol": "HTTP"}}
+        endpoint = draw(st.sampled_from((None, "127.0.0.1:9600", "127.0.0.1:8080")))
+        if endpoint is not None:
+            listener["defaultEndpoint"] = endpoint
+        listeners.append(listener)
+    spec: Spec = {"ingress": listeners}
+    if draw(st.booleans()):
+        spec["workloadSelector"] = {"labels": draw(some_labels)}
+    return spec
+
+
+@st.composite
 def _envoy_filter(draw: st.DrawFn) -> Spec:
     spec: Spec = {"configPatches": [{"applyTo": "CLUSTER", "patch": {
         "operation": "MERGE", "value": {"connect_timeout": "1s"}}}]}
@@ -240,7 +258,7 @@ SPECS: dict[str, Callable[[], st.SearchStrategy[Spec]]] = {
     "MetricTemplate": _metric_template, "PeerAuthentication": _peer_authentication,
     "RequestAuthentication": _request_authentication, "Rollout": _rollout,
     "Secret": _no_spec, "Service": _service, "ServiceEntry": _service_entry,
-    "VirtualService": _virtual_service, "WorkloadEntry": _workload_entry,
+    "Sidecar": _sidecar, "VirtualService": _virtual_service, "WorkloadEntry": _workload_entry,
 }
 
 
@@ -255,6 +273,7 @@ FAMILIES = (
     ("Deployment", "ConfigMap", "Secret", "MetricTemplate"),
     ("PeerAuthentication", "RequestAuthentication", "Deployment", "WorkloadEntry"),
     ("EnvoyFilter", "Deployment", "Rollout", "WorkloadEntry"),
+    ("Sidecar", "Deployment", "Rollout"),
 )
 """Kinds whose objects the checks look up in one another."""
 some_kinds = st.one_of(st.sampled_from(FAMILIES), st.just(KINDS),

@@ -191,6 +191,8 @@ ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's provid
                               "those alerts are not sent until it exists")
 SIDECAR_INGRESS_TLS = Code("MP2028", Severity.WARNING, "Sidecar ingress tls: applied only "
                           "on a port whose PeerAuthentication mode is DISABLE, as in Istio")
+SIDECAR_INGRESS_LOOP = Code("MP2029", Severity.WARNING, "Sidecar ingress listener that would "
+                           "forward back to the sidecar on the pods it selects: left out there")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "

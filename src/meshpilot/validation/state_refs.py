@@ -261,6 +261,13 @@ def _request_authentication(obj: StateObject, provides: set[Ref], reads: set[Ref
                       ("workload-ns", obj.namespace)})
 
 
+def _sidecar(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
+    """``check_sidecar_ingress``: the workloads whose pods its ingress listeners serve
+    (every one, a reference broader than the look-up)."""
+    if as_list(obj.spec.get("ingress")):
+        reads.update({("kind", "Deployment"), ("kind", "Rollout")})
+
+
 _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = MappingProxyType({
     "AlertProvider": _alert_provider,
     "Canary": _canary,
@@ -277,6 +284,7 @@ _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = Mapp
     "Secret": _named("secret"),
     "Service": _service,
     "ServiceEntry": _service_entry,
+    "Sidecar": _sidecar,
     "VirtualService": _virtual_service,
     "WorkloadEntry": _workload_entry,
     "WorkloadGroup": _named("workloadgroup"),
