@@ -5,7 +5,8 @@ static bootstrap (RDS inlined, SDS given as static secrets), in front of real ap
 Follows Istio's Sidecar reference page: "an ingress listener on port 9080 forwarding to
 127.0.0.1:8080" (the app listens on a port no container declares), "forwarding to a unix
 domain socket", a TCP ingress listener, and ``inboundConnectionPool`` as circuit breakers
-on the inbound cluster. The inbound side's security stays: a DENY AuthorizationPolicy
+on the inbound cluster (a listener's own pool replacing it, its idle timeout closing
+silent TCP connections). The inbound side's security stays: a DENY AuthorizationPolicy
 answers 403 through the ingress listener, and a port-level STRICT PeerAuthentication on
 an ingress port refuses plaintext and admits mutual TLS with a mesh certificate.
 Istio's sidecar ingress TLS: on a port whose mode is DISABLE the listener terminates TLS
@@ -73,9 +74,15 @@ class _UnixEcho(EchoHandler):
 
 
 class _TcpEcho(socketserver.BaseRequestHandler):
+    """Echoes until the peer closes: only the sidecar ends a connection it keeps."""
+
     def handle(self) -> None:
-        data = self.request.recv(1024)
-        self.request.sendall(b"echo:" + data)
+        self.request.settimeout(30)
+        try:
+            while data := self.request.recv(1024):
+                self.request.sendall(b"echo:" + data)
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,9 @@ spec:
     defaultEndpoint: unix://{sock}
   - port: {{number: {ports['tcp']}, protocol: TCP, name: raw}}
     defaultEndpoint: 0.0.0.0:{ports['tcp_app']}
+    connectionPool:
+      tcp: {{maxConnections: 7, idleTimeout: 1s}}
+      http: {{http1MaxPendingRequests: 3}}
   - port: {{number: {ports['strict']}, protocol: HTTP, name: locked}}
     defaultEndpoint: 127.0.0.1:{ports['app']}
   - port: {{number: {ports['simple']}, protocol: HTTPS, name: https-files}}
@@ -277,6 +287,16 @@ def test_a_tcp_ingress_listener_forwards_bytes(scene: Scene) -> None:
     with socket.create_connection((IP, scene.tcp), timeout=5) as conn:
         conn.sendall(b"hello")
         assert conn.recv(1024) == b"echo:hello"
+
+
+def test_a_tcp_ingress_listeners_pool_closes_idle_connections(scene: Scene) -> None:
+    """The listener's connectionPool (replacing the Sidecar's, as in Istio): its
+    tcp.idleTimeout of 1s closes a connection that stays silent."""
+    with socket.create_connection((IP, scene.tcp), timeout=5) as conn:
+        conn.sendall(b"hello")  # enough bytes for the TLS inspector to tell plaintext
+        assert conn.recv(1024) == b"echo:hello"
+        conn.settimeout(4)  # well past the idle timeout, well short of Envoy's 1h default
+        assert conn.recv(1024) == b""  # closed by the sidecar
 
 
 def test_a_declared_port_no_ingress_names_keeps_its_listener(scene: Scene) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from pydantic import ValidationError
 from tests.unit.test_xds_shared import same_as_reference
 
@@ -278,3 +279,16 @@ def test_a_listener_that_would_loop_is_said_at_apply(endpoint: str | None, ports
         Sidecar.model_validate(yaml.safe_load_all(_loop_docs(endpoint, ports)).__next__()),
         declared).ports}
     assert (9500 not in made) is warned  # the mesh leaves out exactly what is said
+
+
+def test_a_tcp_ports_pool_sets_its_tcp_proxys_timeouts() -> None:
+    """Istio's tcp_proxy reads the pool's tcp.idleTimeout and tcp.maxConnectionDuration."""
+    objects = _objects(True)
+    objects[1][1]["spec"]["inboundConnectionPool"] = {
+        "tcp": {"idleTimeout": "5s", "maxConnectionDuration": "1h"}}
+    resources = build_resources(build_snapshot(1, objects, [POD]), NODE)
+    for chain in resources[TYPE_LISTENER]["inbound_7000"].filter_chains:  # type: ignore
+        proxy = tcp_proxy_pb2.TcpProxy()
+        chain.filters[-1].typed_config.Unpack(proxy)
+        assert proxy.idle_timeout.seconds == 5
+        assert proxy.max_downstream_connection_duration.seconds == 3600
