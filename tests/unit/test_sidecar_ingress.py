@@ -292,3 +292,39 @@ def test_a_tcp_ports_pool_sets_its_tcp_proxys_timeouts() -> None:
         chain.filters[-1].typed_config.Unpack(proxy)
         assert proxy.idle_timeout.seconds == 5
         assert proxy.max_downstream_connection_duration.seconds == 3600
+
+
+def _tls_docs(mode: str | None) -> str:
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": f"{NET}/v1", "kind": "Sidecar",
+         "metadata": {"name": "ratings", "namespace": "prod"},
+         "spec": {"workloadSelector": {"labels": {"app": "ratings"}},
+                  "ingress": [{"port": {"number": 9443, "protocol": "HTTPS"},
+                               "defaultEndpoint": "127.0.0.1:8080",
+                               "tls": {"mode": "SIMPLE", "credentialName": "cert"}}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "ratings", "namespace": "prod"},
+         "spec": {"selector": {"matchLabels": {"app": "ratings"}}, "template": {
+             "metadata": {"labels": {"app": "ratings", "version": "v1"}},
+             "spec": {"containers": [{"name": "app", "image": "ratings"}]}}}},
+    ]
+    if mode is not None:
+        docs.append({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                     "metadata": {"name": "ratings", "namespace": "prod"},
+                     "spec": {"selector": {"matchLabels": {"app": "ratings"}},
+                              "portLevelMtls": {"9443": {"mode": mode}}}})
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(None, True), ("STRICT", True),
+                                              ("PERMISSIVE", True), ("DISABLE", False)])
+def test_ingress_tls_is_said_where_it_is_not_presented(mode: str | None,
+                                                       warned: bool) -> None:
+    """MP2028 where the port's mode for a selected workload is not DISABLE (Istio
+    presents the user's certificate only there), naming the workload and its mode."""
+    found = plan_apply([("it.yaml", _tls_docs(mode))], [])
+    hits = [d for d in found.diagnostics if d.code == "MP2028"]
+    assert found.ok and bool(hits) is warned, [d.format() for d in found.diagnostics]
+    if warned:
+        assert hits[0].path == "spec.ingress[0].tls"
+        assert f"Deployment ratings ({mode or 'PERMISSIVE'})" in hits[0].message

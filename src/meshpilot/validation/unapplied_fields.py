@@ -258,11 +258,6 @@ SIDECAR: tuple[Unapplied, ...] = (
     row(*_INGRESS, "port", "targetPort",
          why="targetPort is not applied on a Sidecar ingress port (Istio reads it on "
              "ServiceEntry ports only); the listener hands traffic to defaultEndpoint"),
-    row(*_INGRESS, "tls", code=codes.SIDECAR_INGRESS_TLS,
-         why="tls is applied only on a port whose PeerAuthentication mode is DISABLE, as "
-             "in Istio: under STRICT or PERMISSIVE (the default) the port speaks the mesh's "
-             "mutual TLS and this certificate is not presented; give the port "
-             "portLevelMtls mode DISABLE in the workload's PeerAuthentication"),
     row(*_INGRESS, "tls", "httpsRedirect",
          why="httpsRedirect is not applied: a sidecar's ingress listener terminates TLS or "
              "takes plaintext, it does not redirect; remove it"),

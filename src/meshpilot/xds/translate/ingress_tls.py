@@ -2,7 +2,7 @@
 
 As in Istio, the listener terminates TLS with the user's certificate only where the
 port's mutual TLS mode is DISABLE: under STRICT or PERMISSIVE the mesh's mutual TLS
-between sidecars is what the port speaks (validation says so at apply, MP2028). The
+between sidecars is what the port speaks (validation says so where it is so, MP2028). The
 context is a gateway's for the same settings (:func:`gateway_tls.downstream_socket`):
 SIMPLE presents the certificate, MUTUAL and OPTIONAL_MUTUAL verify client certificates.
 
