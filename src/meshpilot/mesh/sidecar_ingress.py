@@ -150,7 +150,10 @@ def applied(snapshot: MeshSnapshot, node: ProxyNode) -> ProxyNode:
     found = pick_sidecar(snapshot.sidecars, node.namespace, node.labels)
     if found is None or not has_effect((found,)):
         return node
-    credentials = {s.name: s.obj for s in snapshot.secrets if s.namespace == node.namespace}
+    wanted = {x.tls.credential_name for x in found.obj.spec.ingress
+              if x.tls is not None and x.tls.credential_name}
+    credentials = {s.name: s.obj for s in snapshot.secrets  # only those it names
+                   if s.namespace == node.namespace and s.name in wanted} if wanted else {}
     inbound = inbound_of(found.obj, node.inbound, credentials)
     return replace(node, inbound=inbound.ports, inbound_settings=inbound.settings)
 
