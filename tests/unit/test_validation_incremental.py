@@ -81,6 +81,8 @@ def _pods(draw: st.DrawFn) -> Spec:
     if draw(st.booleans()):
         kind = draw(st.sampled_from(("configMapRef", "secretRef")))
         container["envFrom"] = [{kind: {"name": draw(names)}}]
+    if draw(st.booleans()):  # a port a Sidecar's ingress listener may name
+        container["ports"] = [{"containerPort": draw(st.sampled_from((9500, 9600)))}]
     spec: Spec = {"containers": [container]}
     if draw(st.booleans()):
         spec["volumes"] = [draw(st.sampled_from((
@@ -212,6 +214,8 @@ def _peer_authentication(draw: st.DrawFn) -> Spec:
     spec: Spec = {"mtls": {"mode": draw(st.sampled_from(("STRICT", "PERMISSIVE")))}}
     if draw(st.booleans()):
         spec["selector"] = {"matchLabels": draw(some_labels)}
+        if draw(st.booleans()):  # what a Sidecar ingress listener's tls needs
+            spec["portLevelMtls"] = {"9500": {"mode": "DISABLE"}}
     return spec
 
 
@@ -221,6 +225,24 @@ def _request_authentication(draw: st.DrawFn) -> Spec:
         distinct(st.sampled_from(ISSUERS), min_size=1, max_size=2))]}
     if draw(st.booleans()):
         spec["selector"] = {"matchLabels": draw(some_labels)}
+    return spec
+
+
+@st.composite
+def _sidecar(draw: st.DrawFn) -> Spec:
+    """Ingress listeners that loop on some pods (MP2029) and not on others."""
+    listeners = []
+    for number in draw(distinct(st.sampled_from((9500, 9600)), min_size=1, max_size=2)):
+        listener: Spec = {"port": {"number": number, "protocol": "HTTP"}}
+        endpoint = draw(st.sampled_from((None, "127.0.0.1:9600", "127.0.0.1:8080")))
+        if endpoint is not None:
+            listener["defaultEndpoint"] = endpoint
+        if draw(st.booleans()):  # presented only where the port's mTLS is DISABLE
+            listener["tls"] = {"mode": "SIMPLE", "credentialName": "tls"}
+        listeners.append(listener)
+    spec: Spec = {"ingress": listeners}
+    if draw(st.booleans()):
+        spec["workloadSelector"] = {"labels": draw(some_labels)}
     return spec
 
 
@@ -240,7 +262,7 @@ SPECS: dict[str, Callable[[], st.SearchStrategy[Spec]]] = {
     "MetricTemplate": _metric_template, "PeerAuthentication": _peer_authentication,
     "RequestAuthentication": _request_authentication, "Rollout": _rollout,
     "Secret": _no_spec, "Service": _service, "ServiceEntry": _service_entry,
-    "VirtualService": _virtual_service, "WorkloadEntry": _workload_entry,
+    "Sidecar": _sidecar, "VirtualService": _virtual_service, "WorkloadEntry": _workload_entry,
 }
 
 
@@ -255,6 +277,7 @@ FAMILIES = (
     ("Deployment", "ConfigMap", "Secret", "MetricTemplate"),
     ("PeerAuthentication", "RequestAuthentication", "Deployment", "WorkloadEntry"),
     ("EnvoyFilter", "Deployment", "Rollout", "WorkloadEntry"),
+    ("Sidecar", "Deployment", "Rollout", "PeerAuthentication"),
 )
 """Kinds whose objects the checks look up in one another."""
 some_kinds = st.one_of(st.sampled_from(FAMILIES), st.just(KINDS),
@@ -412,6 +435,8 @@ CODES = (
     (codes.PEER_AUTHN_ROOT_SELECTOR, ("PeerAuthentication",)),
     (codes.DUPLICATE_ISSUER, ("RequestAuthentication", "Deployment", "WorkloadEntry")),
     (codes.ENVOY_FILTER_NO_WORKLOAD, ("EnvoyFilter", "Deployment")),
+    (codes.SIDECAR_INGRESS_LOOP, ("Sidecar", "Deployment")),
+    (codes.SIDECAR_INGRESS_TLS, ("Sidecar", "Deployment", "PeerAuthentication")),
 )
 """Each cross-object code, and the kinds whose objects meet to give it."""
 
@@ -584,6 +609,20 @@ CASES: dict[str, tuple[list[StateObject], StateObject, list[str]]] = {
                                                        "name": "h"},
                                      "service": {"port": 80},
                                      "analysis": {"interval": "10s"}}), []),
+    "a Sidecar's ingress tls, presented where a PeerAuthentication disables mTLS": (
+        [_obj("Sidecar", "shop", "s", {"workloadSelector": {"labels": {"app": "x"}},
+                                       "ingress": [{"port": {"number": 9500},
+                                                    "defaultEndpoint": "127.0.0.1:8080",
+                                                    "tls": {"mode": "SIMPLE",
+                                                            "credentialName": "tls"}}]}),
+         _obj("PeerAuthentication", "shop", "pa", {"selector": {"matchLabels": {"app": "x"}},
+                                                   "portLevelMtls": {
+                                                       "9500": {"mode": "DISABLE"}}})],
+        _pods("shop", "p", {"app": "x"}), []),
+    "a Sidecar's ingress listener on a port its workload does not declare": (
+        [_obj("Sidecar", "shop", "s", {"workloadSelector": {"labels": {"app": "x"}},
+                                       "ingress": [{"port": {"number": 9500}}]})],
+        _pods("shop", "p", {"app": "x"}), []),
     "a mesh host another route claims": (
         [_route("shop", "a", "api.example.com", hosts=["a"])],
         _route("shop", "b", "api.example.com", hosts=["a.shop.svc.cluster.local"]),

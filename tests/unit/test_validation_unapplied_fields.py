@@ -142,8 +142,18 @@ def _header_cases() -> list[tuple[str, dict[str, Any], str, str]]:
 
 
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
-    ("Sidecar", {"ingress": [{"port": {"number": 9080, "name": "http"}}]}, "spec.ingress",
-     WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "name": "http"}, "bind": "10.0.0.1"}]},
+     "spec.ingress[0].bind", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "captureMode": "IPTABLES"}]},
+     "spec.ingress[0].captureMode", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "targetPort": 80}}]},
+     "spec.ingress[0].port.targetPort", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "tls": {
+        "mode": "SIMPLE", "credentialName": "cert", "httpsRedirect": True}}]},
+     "spec.ingress[0].tls.httpsRedirect", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"useClientProtocol": True}}}]},
+     "spec.ingress[0].connectionPool.http.useClientProtocol", WARN),
     ("Sidecar", {"egress": [{"port": {"number": 80, "name": "http"}}]}, "spec.egress[0].port",
      WARN),
     ("Sidecar", {"egress": [{"bind": "127.0.0.1"}]}, "spec.egress[0].bind", WARN),
@@ -151,8 +161,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Sidecar", {"outboundTrafficPolicy": {"mode": "ALLOW_ANY", "egressProxy": {
         "host": "egress.istio-system.svc.cluster.local"}}},
      "spec.outboundTrafficPolicy.egressProxy", REFUSE),
-    ("Sidecar", {"inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}},
-     "spec.inboundConnectionPool", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}},
+     "spec.inboundConnectionPool.http.h2UpgradePolicy", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"useClientProtocol": True}}},
+     "spec.inboundConnectionPool.http.useClientProtocol", WARN),
+    ("Sidecar", {"inboundConnectionPool": {"http": {"maxConcurrentStreams": 5}}},
+     "spec.inboundConnectionPool.http.maxConcurrentStreams", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"h2UpgradePolicy": "UPGRADE"}}}]},
+     "spec.ingress[0].connectionPool.http.h2UpgradePolicy", WARN),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080}, "connectionPool": {
+        "http": {"maxConcurrentStreams": 5}}}]},
+     "spec.ingress[0].connectionPool.http.maxConcurrentStreams", WARN),
     ("VirtualService", _http(match=[{"statPrefix": "mine"}]),
      "spec.http[0].match[0].statPrefix", WARN),
     ("VirtualService", {"http": [{}, {"redirect": {"uri": "/x",
@@ -237,6 +257,12 @@ NOT_REPORTED: list[tuple[str, dict[str, Any]]] = [
                                      "serviceAccount": "api"}]}),
     ("WorkloadEntry", {"labels": {"security.istio.io/tlsMode": "disabled"},
                        "serviceAccount": "vm"}),
+    ("Sidecar", {"ingress": [{"port": {"number": 9080, "protocol": "HTTP", "name": "web"},
+                              "captureMode": "NONE", "defaultEndpoint": "127.0.0.1:8080",
+                              "connectionPool": {"tcp": {"maxConnections": 5}}},
+                             {"port": {"number": 9081}, "captureMode": "DEFAULT",
+                              "defaultEndpoint": "unix:///run/app.sock"}],
+                 "inboundConnectionPool": {"http": {"http1MaxPendingRequests": 10}}}),
     ("RequestAuthentication", {"jwtRules": [{"outputPayloadToHeader": "x-payload",
                                              "forwardOriginalToken": True}]}),
 ]
@@ -293,3 +319,13 @@ def test_a_wildcard_entry_resolved_none_is_applied_where_connections_name_a_host
         "ports": [{"number": 443, "name": protocol.lower(), "protocol": protocol}]})
     p = plan(entry)
     assert p.ok and reported(p) == [], [d.format() for d in p.diagnostics]
+
+
+def test_sidecar_ingress_tls_says_where_it_applies() -> None:
+    """Istio applies a Sidecar ingress listener's tls only where the port's mutual TLS
+    mode is DISABLE: applied, with MP2028 saying so."""
+    p = plan(document("Sidecar", {"ingress": [{"port": {"number": 9080}, "tls": {
+        "mode": "MUTUAL", "credentialName": "cert"}}]}))
+    assert p.ok
+    (d,) = [d for d in p.diagnostics if d.code == "MP2028"]
+    assert d.path == "spec.ingress[0].tls" and "DISABLE" in d.message

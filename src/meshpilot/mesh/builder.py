@@ -30,7 +30,7 @@ from meshpilot.api.networking import (
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
-from meshpilot.mesh import index, locality
+from meshpilot.mesh import index, locality, sidecar_ingress
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
@@ -198,6 +198,10 @@ class SnapshotBuilder:
             return self._parse(model, by_kind.get(_KINDS[model], []), seen)
 
         entries = parsed(WorkloadEntry)
+        last = self._last
+        sidecars = _kept(parsed(Sidecar), last and last.sidecars)
+        if any(s.obj.spec.ingress for s in sidecars):  # pods listen where their Sidecar says
+            workloads = sidecar_ingress.instances_under(sidecars, workloads)
         instances = self._stable([*workloads, *map(_entry_instance, entries)])
         same_index, by_ns = self._namespace_index(instances)
         services: dict[str, MeshService] = {}
@@ -206,7 +210,6 @@ class SnapshotBuilder:
         service_entries = parsed(ServiceEntry)
         for se in service_entries:
             _entry_services(se, by_ns, services, endpoints)
-        last = self._last
         snapshot = MeshSnapshot(
             version=version,
             services=dict(sorted(services.items())),
@@ -223,7 +226,7 @@ class SnapshotBuilder:
             request_authentications=_kept(parsed(RequestAuthentication),
                                           last and last.request_authentications),
             secrets=_kept(parsed(Secret), last and last.secrets),
-            sidecars=_kept(parsed(Sidecar), last and last.sidecars),
+            sidecars=sidecars,
             envoy_filters=_kept(parsed(EnvoyFilter), last and last.envoy_filters),
             trust_domain=self.trust_domain,
             mesh_config=self.mesh_config,

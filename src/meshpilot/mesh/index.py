@@ -149,18 +149,8 @@ class SnapshotIndex:
         return found
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Named[Sidecar] | None:
-        """The Sidecar that applies to a workload, as Istio picks it: the oldest in its
-        namespace whose selector matches, else the oldest without a selector there, else
-        the oldest without a selector in the root namespace."""
-        own = [s for s in self._sidecars if s.namespace == namespace]
-        for candidates in ([s for s in own if _selector(s) and
-                            labels_match(_selector(s), labels)],
-                           [s for s in own if not _selector(s)],
-                           [s for s in self._sidecars
-                            if s.namespace == ROOT_NAMESPACE and not _selector(s)]):
-            if candidates:
-                return min(candidates, key=_age)
-        return None
+        """The Sidecar that applies to a workload (:func:`pick_sidecar`)."""
+        return pick_sidecar(self._sidecars, namespace, labels)
 
     def mesh_virtual_service(self, host: str, namespace: str | None = None
                              ) -> Named[VirtualService] | None:
@@ -187,6 +177,21 @@ class SnapshotIndex:
         if self._sources is None:
             self._sources = known_sources(self._endpoints)
         return self._sources
+
+
+def pick_sidecar(sidecars: Sequence[Named[Sidecar]], namespace: str,
+                 labels: Mapping[str, str]) -> Named[Sidecar] | None:
+    """The Sidecar of ``sidecars`` that applies to a workload, as Istio picks it: the
+    oldest in its namespace whose selector matches, else the oldest without a selector
+    there, else the oldest without a selector in the root namespace."""
+    own = [s for s in sidecars if s.namespace == namespace]
+    for candidates in ([s for s in own if _selector(s) and labels_match(_selector(s), labels)],
+                       [s for s in own if not _selector(s)],
+                       [s for s in sidecars
+                        if s.namespace == ROOT_NAMESPACE and not _selector(s)]):
+        if candidates:
+            return min(candidates, key=_age)
+    return None
 
 
 def _selector(named: Named[Sidecar]) -> dict[str, str]:

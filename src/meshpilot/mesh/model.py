@@ -28,8 +28,10 @@ from meshpilot.api.envoy_filter import EnvoyFilter
 from meshpilot.api.flagger import Canary
 from meshpilot.api.mesh_config import DEFAULT_MESH_CONFIG, MeshConfig
 from meshpilot.api.networking import (
+    ConnectionPoolSettings,
     DestinationRule,
     Gateway,
+    ServerTLSSettings,
     ServiceEntry,
     Sidecar,
     VirtualService,
@@ -102,6 +104,25 @@ class InboundPort:
     app_port: int  # the app listens on POD_IP:app_port
     name: str = ""
     protocol: Protocol = "HTTP"
+
+
+@dataclass(frozen=True)
+class InboundSetting:
+    """What a Sidecar says about one inbound port of a workload's sidecar
+    (:mod:`meshpilot.mesh.sidecar_ingress`)."""
+
+    container_port: int
+    unix_path: str = ""
+    """Set: the port forwards to this unix domain socket, not to ``POD_IP:app_port``."""
+    tls: ServerTLSSettings | None = None
+    """The TLS the listener terminates with the user's certificate (Sidecar ingress
+    ``tls``); applied where the port's mutual TLS mode is DISABLE, as in Istio."""
+    pool: ConnectionPoolSettings | None = None
+    """Circuit breakers between the sidecar and the app."""
+    from_ingress: bool = False
+    credential: Secret | None = field(default=None, repr=False)
+    """The Secret ``tls.credentialName`` names in the workload's namespace, if it exists
+    (its values are credentials: never printed)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +210,11 @@ class ProxyNode:
     """Whether its inbound listeners stream failed requests to the control plane: set by
     the xDS build from the snapshot for the sidecars of a Canary's target workload
     (``xds.translate.failure_reports``), never from the node's metadata."""
+    inbound_settings: tuple[InboundSetting, ...] = ()
+    """What its Sidecar says of its inbound ports (an ingress listener's socket and TLS,
+    connection pools): set by the xDS build from the snapshot's Sidecars along with
+    ``inbound`` (:func:`meshpilot.mesh.sidecar_ingress.applied`), never from the node's
+    metadata."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import PeerAuthentication
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
+from meshpilot.mesh.sidecar_ingress import applied
 from meshpilot.security import InvalidIdentity, workload_identity
 from meshpilot.security.policy import (
     DEFAULT_ROOT_NAMESPACE,
@@ -42,7 +43,9 @@ _ROOT_SELECTOR_RA = (
 def pod_security(snapshot: MeshSnapshot, node: ProxyNode, *,
                  root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> dict[str, Any]:
     """The inbound security of the sidecar ``node`` at ``snapshot``, explained (JSON), and
-    its mode for hosts outside the registry with where that comes from."""
+    its mode for hosts outside the registry with where that comes from. Its inbound
+    ports are those its Sidecar's ingress listeners give it, as its proxy has them."""
+    node = applied(snapshot, node)
     security = inbound_security(snapshot, node, root_namespace)
     return {
         "meshVersion": snapshot.version,

@@ -46,6 +46,7 @@ from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule, with_service_protocols
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
+from meshpilot.mesh.sidecar_ingress import applied
 from meshpilot.mesh.sources import (
     DURATION_STAT,
     MUTUAL_TLS,
@@ -369,7 +370,8 @@ class _Inbound:
         self.principal = spiffe_id(snapshot.trust_domain, node.namespace,
                                    node.service_account)
         self.protocols = {p.container_port: p.protocol
-                          for p in with_service_protocols(snapshot, node).inbound}
+                          for p in applied(snapshot,
+                                           with_service_protocols(snapshot, node)).inbound}
         self._bases: dict[int, dict[str, str]] = {}
         self._callers: dict[str, dict[str, str]] = {}
 

@@ -189,6 +189,10 @@ TEMPLATE_SECRET_MISSING = Code("MP2024", Severity.WARNING, "MetricTemplate secre
 ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's providerRef names "
                               "no AlertProvider, or an AlertProvider's secretRef no Secret: "
                               "those alerts are not sent until it exists")
+SIDECAR_INGRESS_TLS = Code("MP2028", Severity.WARNING, "Sidecar ingress tls not presented: "
+                          "the port's PeerAuthentication mode is not DISABLE (as in Istio)")
+SIDECAR_INGRESS_LOOP = Code("MP2029", Severity.WARNING, "Sidecar ingress listener that would "
+                           "forward back to the sidecar on the pods it selects: left out there")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "

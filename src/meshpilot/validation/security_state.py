@@ -64,6 +64,12 @@ def _parsed(
             continue
 
 
+def parsed_peer_authentications(objects: list[StateObject]
+                                ) -> Iterator[tuple[StateObject, PeerAuthentication]]:
+    """The PeerAuthentications of ``objects`` as models, aged as the store ages them."""
+    return _parsed(objects, "PeerAuthentication", PeerAuthentication)
+
+
 def _peer_authentication(objects: list[StateObject], report: Report, found: Findings) -> None:
     from meshpilot.security.policy import PolicyRef, peer_authentication_conflicts
 

@@ -36,6 +36,7 @@ from meshpilot.validation.pod_config_state import check_pod_config
 from meshpilot.validation.rules import findings_for_stored
 from meshpilot.validation.security_state import check_security
 from meshpilot.validation.service_entry_rules import check_wildcard_routes
+from meshpilot.validation.sidecar_ingress_state import check_sidecar_ingress
 from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.template_secret_state import check_template_secrets
 from meshpilot.validation.workload_group_rules import check_members
@@ -216,7 +217,7 @@ def judge(objects: list[StateObject], report: Report) -> list[Diagnostic]:
                   check_pod_config, check_template_secrets, check_canary_hosts,
                   check_alert_refs, check_members, check_analysis_templates,
                   check_workload_refs, check_autoscalers, check_envoy_filters,
-                  check_wildcard_routes):
+                  check_wildcard_routes, check_sidecar_ingress):
         check(objects, report, found)
     return found.items
 

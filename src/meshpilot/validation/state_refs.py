@@ -261,6 +261,17 @@ def _request_authentication(obj: StateObject, provides: set[Ref], reads: set[Ref
                       ("workload-ns", obj.namespace)})
 
 
+def _sidecar(obj: StateObject, provides: set[Ref], reads: set[Ref]) -> None:
+    """``check_sidecar_ingress``: the workloads whose pods its ingress listeners serve
+    (every one, a reference broader than the look-up), and with ``tls`` the
+    PeerAuthentications that decide the ports' modes."""
+    ingress = as_list(obj.spec.get("ingress"))
+    if ingress:
+        reads.update({("kind", "Deployment"), ("kind", "Rollout")})
+    if any(as_mapping(listener).get("tls") for listener in ingress):
+        reads.add(("kind", "PeerAuthentication"))  # the modes its tls depends on
+
+
 _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = MappingProxyType({
     "AlertProvider": _alert_provider,
     "Canary": _canary,
@@ -277,6 +288,7 @@ _BY_KIND: Mapping[str, Callable[[StateObject, set[Ref], set[Ref]], None]] = Mapp
     "Secret": _named("secret"),
     "Service": _service,
     "ServiceEntry": _service_entry,
+    "Sidecar": _sidecar,
     "VirtualService": _virtual_service,
     "WorkloadEntry": _workload_entry,
     "WorkloadGroup": _named("workloadgroup"),

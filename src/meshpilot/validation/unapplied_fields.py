@@ -246,10 +246,29 @@ GATEWAY: tuple[Unapplied, ...] = (
 # --- Sidecar -----------------------------------------------------------------------------
 
 _EGRESS = ("spec", "egress", EACH)
+_INGRESS = ("spec", "ingress", EACH)
+_POOLS: tuple[Pattern, ...] = (("spec", "inboundConnectionPool"),
+                               (*_INGRESS, "connectionPool"))
+_POOL_FIELDS: tuple[Unapplied, ...] = tuple(
+    Unapplied(r.pattern[1:], r.why, r.when, r.code, r.inside)
+    for r in _POLICY_FIELDS if r.pattern[0] == "connectionPool")
+"""The connection pool fields nothing applies, relative to a pool (as in a
+DestinationRule's)."""
 SIDECAR: tuple[Unapplied, ...] = (
-    row("spec", "ingress",
-         why="ingress is not applied: the sidecar's inbound listeners follow the pod's "
-             "container ports; remove it"),
+    row(*_INGRESS, "bind",
+         why="bind is not applied: the ingress listener binds the pod's own address "
+             "(POD_IP), where the Service endpoints point; a pod has no other address here; "
+             "remove it"),
+    row(*_INGRESS, "captureMode", when=_equals("IPTABLES"),
+         why="captureMode IPTABLES is not applied: nothing captures traffic here; the "
+             "listener binds POD_IP and the port, and callers reach it there, as with NONE"),
+    row(*_INGRESS, "port", "targetPort",
+         why="targetPort is not applied on a Sidecar ingress port (Istio reads it on "
+             "ServiceEntry ports only); the listener hands traffic to defaultEndpoint"),
+    row(*_INGRESS, "tls", "httpsRedirect",
+         why="httpsRedirect is not applied: a sidecar's ingress listener terminates TLS or "
+             "takes plaintext, it does not redirect; remove it"),
+    *_at(_POOLS, _POOL_FIELDS),
     *(row(*_EGRESS, field,
            why=f"{field} is not applied: one outbound HTTP proxy listener serves every port, "
                "and the hosts of all egress listeners together are what the sidecar knows")
@@ -259,9 +278,6 @@ SIDECAR: tuple[Unapplied, ...] = (
              "for hosts outside the registry through that egress proxy; meshpilot sends it "
              "straight to the host it names, past the proxy meant to control it; remove "
              "it (mode ALLOW_ANY or REGISTRY_ONLY is applied)"),
-    row("spec", "inboundConnectionPool",
-         why="inboundConnectionPool is not applied: the connection to the app uses the "
-             "defaults; remove it"),
 )
 
 # --- ServiceEntry and WorkloadEntry ------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 from google.protobuf.message import Message
 
 from meshpilot.api.mesh_config import MeshConfig, OutboundMode
-from meshpilot.mesh import index
+from meshpilot.mesh import index, sidecar_ingress
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, same_objects
 from meshpilot.xds.consistency import class_names, consistency_problems, referenced_names
 from meshpilot.xds.patched_config import RouteMemo, patched
@@ -302,6 +302,7 @@ class ProxyConfigBuilder:
         self._snapshot: MeshSnapshot | None = None
         self._sensitive = False  # whether some rule of the snapshot reads proxy labels
         self._retargeted = False  # whether some Service port decides an inbound protocol
+        self._inbound_sidecars = False  # whether some Sidecar changes an inbound side
         self._canary_targets: frozenset[tuple[str, str]] = frozenset()
         """Whose sidecars report their failures (``translate.failure_reports``)."""
         self._gen = 0
@@ -329,6 +330,8 @@ class ProxyConfigBuilder:
                 self._advance(snapshot)
             if self._retargeted:  # some Service port says more than HTTP: a look-up per port
                 node = index.with_service_protocols(snapshot, node)
+            if self._inbound_sidecars:  # some Sidecar has ingress listeners or a pool
+                node = sidecar_ingress.applied(snapshot, node)
             node = failure_reports.marked(node, self._canary_targets)
             state = self._nodes.get(node.id)
             if state is None:
@@ -419,6 +422,7 @@ class ProxyConfigBuilder:
         self._sensitive = index.of(snapshot).label_sensitive or \
             locality.facts(snapshot).sensitive
         self._retargeted = bool(index.of(snapshot).target_protocols())
+        self._inbound_sidecars = sidecar_ingress.has_effect(snapshot.sidecars)
         self._canary_targets = failure_reports.canary_targets(snapshot)
         self._gen += 1
         self._patched_routes.advance()

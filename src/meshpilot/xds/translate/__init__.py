@@ -50,7 +50,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from google.protobuf.message import Message
 
-from meshpilot.mesh import index
+from meshpilot.mesh import index, sidecar_ingress
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.references import cluster_secret_names
@@ -61,6 +61,7 @@ from meshpilot.xds.translate import (
     egress,
     envoy_filter,
     failure_reports,
+    ingress_tls,
     listeners,
     names,
     sidecar_tcp,
@@ -200,6 +201,9 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
         access_log.with_access_log(listener, node.access_log)) for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
+    served = list(ingress_tls.secrets(node, security))  # a Sidecar ingress's credentials
+    if served:
+        out[TYPE_SECRET] = {secret.name: secret for secret in served}
     return out
 
 
@@ -238,6 +242,7 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     secrets of its workload certificate aside: they come from its credential, not from
     the snapshot)."""
     node = index.with_service_protocols(snapshot, node)
+    node = sidecar_ingress.applied(snapshot, node)
     node = failure_reports.marked(node, failure_reports.canary_targets(snapshot))
     out = _empty()
     _outbound_clusters(out, snapshot, node)

@@ -28,7 +28,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.api.networking import ClientTLSSettings, DestinationRule, TrafficPolicy
-from meshpilot.mesh import index
+from meshpilot.mesh import index, sidecar_ingress
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
@@ -166,18 +166,26 @@ def _inbound_http2(protocol: str) -> bool | None:
 
 
 def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
-    """``inbound|PORT||``: a STATIC cluster to the app behind the sidecar."""
+    """``inbound|PORT||``: a STATIC cluster to the app behind the sidecar, at
+    ``POD_IP:app_port`` or at the unix socket its Sidecar's ingress listener names, with
+    the circuit breakers of the Sidecar's connection pool for the port, if any
+    (:mod:`meshpilot.mesh.sidecar_ingress`)."""
     for port in sorted(node.inbound, key=lambda p: p.container_port):
         name = names.inbound_cluster(port.container_port)
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
         cluster.track_cluster_stats.request_response_sizes = True
-        apply_policy(cluster, None, http2=_inbound_http2(port.protocol))
+        said = sidecar_ingress.setting(node, port.container_port)
+        pool = said.pool if said is not None else None
+        apply_policy(cluster, TrafficPolicy(connection_pool=pool) if pool else None,
+                     http2=_inbound_http2(port.protocol))
         if is_tcp(port.protocol):
             del cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY]
         cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
-        cluster.load_assignment.CopyFrom(
-            endpoints.load_assignment(name, [(node.ip, port.app_port, 1)])
-        )
+        if said is not None and said.unix_path:
+            cluster.load_assignment.CopyFrom(endpoints.pipe_assignment(name, said.unix_path))
+        else:
+            cluster.load_assignment.CopyFrom(
+                endpoints.load_assignment(name, [(node.ip, port.app_port, 1)]))
         yield cluster
 
 

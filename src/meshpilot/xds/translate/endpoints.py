@@ -49,6 +49,14 @@ def load_assignment(
     return out
 
 
+def pipe_assignment(cluster: str, path: str) -> endpoint_pb2.ClusterLoadAssignment:
+    """A one-endpoint assignment to the unix domain socket ``path`` (``@name``: an
+    abstract socket, as Envoy reads it)."""
+    out = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    out.endpoints.add().lb_endpoints.add().endpoint.address.pipe.path = path
+    return out
+
+
 def assignment_for(cluster: str, endpoints: list[Endpoint],
                    mtls: Callable[[Endpoint], bool] = lambda e: False,
                    ) -> tuple[endpoint_pb2.ClusterLoadAssignment, list[list[Endpoint]]]:

@@ -22,13 +22,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from meshpilot.mesh import sources
+from meshpilot.api.networking import ConnectionPoolSettings
+from meshpilot.mesh import sidecar_ingress, sources
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
 from meshpilot.xds.translate import (
     egress,
     filters,
     headers,
+    ingress_tls,
     jwt,
     names,
     pb,
@@ -147,7 +149,8 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
             ) -> listener_pb2.Listener:
     """``inbound_<port>`` on ``node.ip:container_port`` → cluster ``inbound|<port>||``,
     enforcing the workload's ``security``: the port's mTLS mode picks the filter chains
-    (STRICT: mTLS only; PERMISSIVE: mTLS and plaintext; DISABLE: plaintext), a JWT
+    (STRICT: mTLS only; PERMISSIVE: mTLS and plaintext; DISABLE: plaintext, or the
+    user's TLS where a Sidecar ingress listener gives ``tls``: :mod:`.ingress_tls`), a JWT
     filter checks tokens, RBAC filters apply the AuthorizationPolicies (a policy that
     cannot be enforced denies everything: never a silent allow), and on the mTLS chain
     the caller's SPIFFE ID is written into a header no client can forge.
@@ -165,11 +168,13 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
     cluster = names.inbound_cluster(port.container_port)
     name = names.inbound_listener(port.container_port)
     trust_domain = security.trust_domain
+    said = sidecar_ingress.setting(node, port.container_port)
     if is_tcp(port.protocol):
         guards = _network_guards(security)
+        pool = said.pool if said is not None else None
 
         def make(mtls: bool) -> list[lc.Filter]:
-            return [*guards, _inbound_tcp_proxy(port.container_port, cluster, mtls)]
+            return [*guards, _inbound_tcp_proxy(port.container_port, cluster, mtls, pool)]
     else:
         checks = [*_jwt_filters(security), *_http_guards(security)]
         # a claim header reaches the app only from a verified token: a client's is removed
@@ -189,8 +194,11 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
                 port.container_port, grpc=port.protocol == "GRPC"))
             return [_hcm_filter(manager)]
 
-    chains, listener_filters = tls.inbound_filter_chains(
-        security.mode(port.container_port), make, trust_domain=trust_domain)
+    if said is not None and ingress_tls.terminates(said, security):
+        chains, listener_filters = [ingress_tls.chain(said, node.namespace, make)], []
+    else:
+        chains, listener_filters = tls.inbound_filter_chains(
+            security.mode(port.container_port), make, trust_domain=trust_domain)
     return listener_pb2.Listener(
         name=name, address=socket(node.ip, port.container_port),
         traffic_direction=base_pb2.INBOUND, filter_chains=chains,
@@ -199,12 +207,22 @@ def inbound(node: ProxyNode, port: InboundPort, security: InboundSecurity
         continue_on_listener_filters_timeout=bool(listener_filters))
 
 
-def _inbound_tcp_proxy(container_port: int, cluster: str, mtls: bool) -> lc.Filter:
+def _inbound_tcp_proxy(container_port: int, cluster: str, mtls: bool,
+                       pool: ConnectionPoolSettings | None = None) -> lc.Filter:
     """The tcp_proxy of one chain of an inbound TCP port. Each chain counts under its own
     stat prefix (``inbound_9000.mutual_tls`` / ``.none``), so telemetry can tell the
-    connections that came over mutual TLS from plaintext ones, as it does for HTTP."""
+    connections that came over mutual TLS from plaintext ones, as it does for HTTP. A
+    Sidecar's connection pool for the port sets its idle timeout and its connections'
+    longest life (``tcp.idleTimeout``, ``tcp.maxConnectionDuration``), as Istio's
+    tcp_proxy takes them."""
     proxy = tcp_proxy_pb2.TcpProxy(
         stat_prefix=sources.inbound_tcp_stat_prefix(container_port, mtls), cluster=cluster)
+    tcp = pool.tcp if pool is not None else None
+    if tcp is not None and tcp.idle_timeout:
+        proxy.idle_timeout.CopyFrom(pb.duration(tcp.idle_timeout))
+    if tcp is not None and tcp.max_connection_duration:
+        proxy.max_downstream_connection_duration.CopyFrom(
+            pb.duration(tcp.max_connection_duration))
     if mtls:  # the caller is known from its certificate: counted by caller
         telemetry.count_tcp_callers(proxy, container_port)
     else:
