@@ -19,6 +19,7 @@ from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Service
 from meshpilot.api.mesh_config import MeshConfig
+from meshpilot.api.mesh_networks import MeshNetworks
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -30,7 +31,7 @@ from meshpilot.api.networking import (
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
-from meshpilot.mesh import index, locality
+from meshpilot.mesh import index, locality, networks
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
@@ -127,11 +128,12 @@ def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
             ports=tuple(InboundPort(container_port=port, app_port=port, name=name,
                                     protocol=port_protocol(name))
                         for name, port in sorted(spec.ports.items())),
-            service_account=spec.service_account or "default", locality=spec.locality or "")
+            service_account=spec.service_account or "default", locality=spec.locality or "",
+            network=spec.network or "")
     return WorkloadInstance(
         name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
         labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
-        weight=spec.weight or 1, locality=spec.locality or "")
+        weight=spec.weight or 1, locality=spec.locality or "", network=spec.network or "")
 
 
 def _healthy(entry: WorkloadEntry) -> bool:
@@ -198,14 +200,17 @@ class SnapshotBuilder:
             return self._parse(model, by_kind.get(_KINDS[model], []), seen)
 
         entries = parsed(WorkloadEntry)
-        instances = self._stable([*workloads, *map(_entry_instance, entries)])
+        nets = self.mesh_config.networks
+        members = [networks.place(nets, _entry_instance(e), local=False) for e in entries]
+        instances = self._stable([*(networks.place(nets, w, local=True) for w in workloads),
+                                  *members])
         same_index, by_ns = self._namespace_index(instances)
         services: dict[str, MeshService] = {}
         endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._kubernetes_services(parsed(Service), by_ns, same_index, services, endpoints)
         service_entries = parsed(ServiceEntry)
         for se in service_entries:
-            _entry_services(se, by_ns, services, endpoints)
+            _entry_services(se, by_ns, services, endpoints, nets)
         last = self._last
         snapshot = MeshSnapshot(
             version=version,
@@ -228,6 +233,8 @@ class SnapshotBuilder:
             trust_domain=self.trust_domain,
             mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
+            entry_networks={(w.namespace, w.name): w.network for w in members
+                            if w.has_sidecar} if nets else {},
         )
         self._last = snapshot
         self._parsed = seen
@@ -361,7 +368,7 @@ _RESOLUTIONS = MappingProxyType({"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS_ROUND_ROB
 
 def _entry_services(
     se: Named[ServiceEntry], by_ns: dict[str, _Namespace], services: dict[str, MeshService],
-    endpoints: dict[str, tuple[Endpoint, ...]],
+    endpoints: dict[str, tuple[Endpoint, ...]], nets: MeshNetworks,
 ) -> None:
     """A ServiceEntry's hosts as services, with its inline or selected endpoints."""
     spec = se.obj.spec
@@ -372,7 +379,8 @@ def _entry_services(
         for p in spec.ports
     )
     selector = dict(spec.workload_selector.labels) if spec.workload_selector else None
-    members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
+    members = [*(networks.place(nets, w, local=False) for w in _inline_instances(se)),
+               *_selected(by_ns, se.namespace, selector)]
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
         if "*" in host and (host == "*" or resolution == "NONE" or (
@@ -411,7 +419,7 @@ def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
         WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
                          ip=e.address or "", labels=dict(e.labels),
                          named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1,
-                         locality=e.locality or "")
+                         locality=e.locality or "", network=e.network or "")
         for i, e in enumerate(se.obj.spec.endpoints)
     ]
 
@@ -455,7 +463,7 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
                     service_account=w.service_account if w.has_sidecar else "",
-                    locality=locality.of_workload(w.locality, w.labels))
+                    locality=locality.of_workload(w.locality, w.labels), network=w.network)
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
@@ -468,4 +476,4 @@ def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoi
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight,
-                    locality=locality.of_workload(w.locality, w.labels))
+                    locality=locality.of_workload(w.locality, w.labels), network=w.network)

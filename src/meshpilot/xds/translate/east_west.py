@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import access_log, clusters, envoy_filter, names, pb, tls
-from meshpilot.xds.translate.endpoints import socket
+from meshpilot.xds.translate.endpoints import network_of, socket
 
 GATEWAY_PORT = 15443
 """Where the east-west gateway listens at the ``--listen`` address (Istio's port)."""
@@ -110,13 +110,23 @@ def _passthrough_cluster(name: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str
+def _served(lb: ec.LbEndpoint, network: str) -> bool:
+    """Whether the gateway forwards to ``lb``: a pod of this host, or, when the gateway
+    is on a named network, an endpoint of that network that takes mutual TLS (Istio's
+    gateway of a network forwards to every workload on it)."""
+    if on_this_host(lb.endpoint.address.socket_address.address):
+        return True
+    return bool(network) and network_of(lb) == network and _takes_mtls(lb)
+
+
+def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str, network: str
                 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """The assignment's endpoints on this host, all at priority 0 (the gateway has no
-    locality of its own to prefer), under the SNI cluster's name."""
+    """The assignment's endpoints the gateway serves (:func:`_served`), all at priority
+    0 (the gateway has no locality of its own to prefer), under the SNI cluster's
+    name."""
     out = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     lbs = [lb for group in assignment.endpoints for lb in group.lb_endpoints
-           if on_this_host(lb.endpoint.address.socket_address.address)]
+           if _served(lb, network)]
     if lbs:
         out.endpoints.add().lb_endpoints.extend(
             ec.LbEndpoint(endpoint=lb.endpoint, load_balancing_weight=lb.load_balancing_weight)
@@ -141,7 +151,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
                       ) -> tuple[Resources, list[str]]:
     """The gateway's listener at ``node.ip:GATEWAY_PORT`` and, per mesh service port and
     subset (the DestinationRule the gateway's namespace sees, as for any proxy), an EDS
-    cluster named by the SNI with the local pods as endpoints. The listener's one chain
+    cluster named by the SNI with the local pods (and the endpoints of the gateway's named
+    network) as endpoints. The listener's one chain
     matches those SNI names exactly: a connection naming anything else is closed. It
     writes Istio's access log lines where the node says, as every proxy does. Last, the
     EnvoyFilters that select the gateway patch it, as any proxy; the second value says
@@ -154,7 +165,7 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
                 continue
             sni = _sni_of(cluster.name)
             out[names.TYPE_CLUSTER][sni] = _passthrough_cluster(sni)
-            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni)
+            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni, node.network)
     served = sorted(out[names.TYPE_CLUSTER])
     if served:
         out[names.TYPE_LISTENER][LISTENER] = access_log.with_access_log(
