@@ -6,7 +6,9 @@ place for the composition root.
   whichever replica starts first (see :meth:`SharedRecords.secret`); with SQLite it is
   the file in the state directory, as before.
 - The replica directory (:mod:`meshpilot.store.replicas`): which replicas are alive and
-  where hosts reach them, published in endpoints.json as ``replicas``.
+  where hosts reach them, published in endpoints.json as ``replicas``; and where each
+  one's east-west gateway is, so that the leader's is used for its pods from other hosts
+  (:mod:`meshpilot.server.leader_gateway`).
 - The records the host registry shares (members and reports), and the join tokens.
 - The mesh's CA, when no ``--ca-dir`` is given: the root the first replica made, written
   into every other replica's state directory before its mesh starts, so every replica
@@ -36,6 +38,8 @@ from meshpilot.security.join_tokens import JoinTokenBook, JoinTokens
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.leader_gateway import FIELD as GATEWAY_FIELD
+from meshpilot.server.leader_gateway import leader_gateway
 from meshpilot.server.shared_endpoints import SharedEndpoints
 from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
@@ -117,7 +121,11 @@ class ReplicaState:
             if endpoints.departing():
                 mesh.wake()
 
-        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address}, changed, poll)
+        gateway = mesh.east_west.endpoint if mesh.east_west is not None else ""
+        mesh.pods_gateway = lambda: leader_gateway(self.directory.replicas(),
+                                                   self.directory.identity, gateway)
+        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address,
+                              GATEWAY_FIELD: gateway}, changed, poll)
 
     def stop(self) -> None:
         self.directory.stop()

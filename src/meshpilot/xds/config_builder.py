@@ -201,7 +201,8 @@ class _Node:
     key: ClassKey | None = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: ClassKey | None = None  # its class key while no rule reads labels ...
-    plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these
+    plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these ...
+    plain_via: tuple[Any, ...] = ()  # ... and its gateway and network stay these
     material: SecretMaterial | None = None  # what its workload secrets were made from
     workload_secrets: OwnSet | None = None  # default, ROOTCA
     served_secrets: OwnSet | None = None  # the certificates a gateway's servers present
@@ -401,13 +402,14 @@ class ProxyConfigBuilder:
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> ClassKey:
         if state.key_of is not snapshot:
+            via = (node.via_gateway, node.network)  # set by the control plane, may move
             if not self._sensitive and state.plain_key is not None and \
-                    state.plain_of is snapshot.sidecars:
+                    state.plain_of is snapshot.sidecars and state.plain_via == via:
                 state.key = state.plain_key  # labels do not matter: same class as before
             else:
                 state.key = self.class_key(snapshot, node)
                 state.plain_key = None if self._sensitive else state.key
-                state.plain_of = snapshot.sidecars
+                state.plain_of, state.plain_via = snapshot.sidecars, via
             state.key_of = snapshot
         return state.key
 
