@@ -22,8 +22,8 @@ the new leader's proxies go on sending to them until its own pods are ready, so 
 hand-over costs no request.
 
 The pods' addresses are the leader host's (loopback addresses with the local runtime):
-reachable from replicas on the same host, as in the tests; replicas on other hosts
-would need the pods on routable addresses.
+reachable from replicas on the same host; replicas on other hosts reach them through the
+leader's east-west gateway (:mod:`meshpilot.server.leader_gateway`).
 """
 
 from __future__ import annotations
