@@ -215,12 +215,12 @@ class MeshControlPlane:
         self.remote_behind: Callable[[int], bool] = lambda revision: False
         """Whether a rebuild at a store revision waits for the leader's pods as of it."""
         self.remote_targets: Callable[[], list[Target]] = list
+        """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.pods_gateway: Callable[[], tuple[str, int] | None] = lambda: None
         """The east-west gateway of the host the pods run on, when that is not this one
         (the leader's, for a follower on another host): this replica's own proxies and
         its joined hosts reach the pods through it (see
         :mod:`meshpilot.server.leader_gateway`)."""
-        """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
