@@ -5,6 +5,8 @@ networks reach another network's workloads through that network's east-west gate
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -14,30 +16,45 @@ from tests.unit.test_xds_east_west import V1, addresses, objects, pods, snapshot
 from meshpilot.mesh.builder import SnapshotBuilder
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.server.east_west import EastWestGateway
-from meshpilot.server.leader_gateway import leader_gateway, parse
+from meshpilot.server.leader_gateway import leader_gateway, loopback_identity, parse
 from meshpilot.xds import ENDPOINT, ProxyConfigBuilder
 
 A, B = "10.77.1.2:15443", "10.77.1.3:15443"
 
 
-def replicas(leader: str | None, gateways: Mapping[str, str] | None = None
-             ) -> list[dict[str, Any]]:
+def replicas(leader: str | None, gateways: Mapping[str, str] | None = None,
+             loopbacks: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     gateways = gateways or {"a": A, "b": B}
-    return [{"identity": name, "leading": name == leader, "east_west": gateway}
-            for name, gateway in gateways.items()]
+    loopbacks = loopbacks or {"a": "m1/4026531833", "b": "m2/4026531833"}
+    return [{"identity": name, "leading": name == leader, "east_west": gateway,
+             "loopback": loopbacks[name]} for name, gateway in gateways.items()]
 
 
 def test_a_follower_on_another_host_uses_the_leader_s_gateway() -> None:
-    """From B, while A leads on another host: A's gateway; while B leads: its own (None);
-    with no leader known, or a leader without a gateway, or one sharing B's gateway
-    address (replicas on one host): its own as well."""
-    assert leader_gateway(replicas("a"), "b", B) == ("10.77.1.2", 15443)
-    assert leader_gateway(replicas("b"), "b", B) is None
-    assert leader_gateway(replicas(None), "b", B) is None
-    assert leader_gateway(replicas("a", {"a": "", "b": B}), "b", B) is None
-    assert leader_gateway(replicas("a", {"a": B, "b": B}), "b", B) is None
+    """From B, while A leads on another loopback: A's gateway; while B leads: its own
+    (None); with no leader known, or a leader without a gateway, or one on B's loopback
+    (replicas on one host, whatever their listen addresses): none either."""
+    mine = "m2/4026531833"
+    assert leader_gateway(replicas("a"), "b", mine) == ("10.77.1.2", 15443)
+    assert leader_gateway(replicas("b"), "b", mine) is None
+    assert leader_gateway(replicas(None), "b", mine) is None
+    assert leader_gateway(replicas("a", {"a": "", "b": B}), "b", mine) is None
+    same = {"a": mine, "b": mine}
+    assert leader_gateway(replicas("a", loopbacks=same), "b", mine) is None
     assert parse("[2001:db8::1]:15443") == ("2001:db8::1", 15443)
     assert parse("nonsense") is None
+
+
+def test_the_loopback_identity_tells_network_namespaces_apart() -> None:
+    """Two processes in one namespace have the same identity; one in a fresh network
+    namespace (unshare -n, as root) another, on the same machine."""
+    here = loopback_identity()
+    assert here == loopback_identity()
+    code = "from meshpilot.server.leader_gateway import loopback_identity as f; print(f())"
+    apart = subprocess.run(["unshare", "-n", sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=30, check=True).stdout
+    assert apart.strip() != here
+    assert apart.split("/")[0] == here.split("/")[0]  # the same machine
 
 
 def test_with_the_pods_elsewhere_every_proxy_goes_through_that_gateway() -> None:

@@ -39,7 +39,7 @@ from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.controlplane import MeshControlPlane
 from meshpilot.server.leader_gateway import FIELD as GATEWAY_FIELD
-from meshpilot.server.leader_gateway import leader_gateway
+from meshpilot.server.leader_gateway import LOOPBACK_FIELD, leader_gateway, loopback_identity
 from meshpilot.server.shared_endpoints import SharedEndpoints
 from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
@@ -122,10 +122,12 @@ class ReplicaState:
                 mesh.wake()
 
         gateway = mesh.east_west.endpoint if mesh.east_west is not None else ""
+        loopback = loopback_identity()
         mesh.pods_gateway = lambda: leader_gateway(self.directory.replicas(),
-                                                   self.directory.identity, gateway)
+                                                   self.directory.identity, loopback)
         self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address,
-                              GATEWAY_FIELD: gateway}, changed, poll)
+                              GATEWAY_FIELD: gateway, LOOPBACK_FIELD: loopback},
+                             changed, poll)
 
     def stop(self) -> None:
         self.directory.stop()
