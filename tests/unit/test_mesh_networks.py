@@ -11,7 +11,6 @@ has no gateway; an east-west gateway forwards to the workloads of its own networ
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from meshpilot.xds import ENDPOINT, ProxyConfigBuilder
 from meshpilot.xds.resources import prepare, versions
 from meshpilot.xds.translate import build_resources, east_west, endpoints, names
 from meshpilot.xds.translate import networks as split
-from meshpilot.xds.translate.tls import endpoint_tls_metadata
+from meshpilot.xds.translate.tls import SOCKET_MATCH_FILTER, endpoint_tls_metadata
 
 NET = "networking.istio.io"
 HOST = "myapp.default.svc.cluster.local"
@@ -204,7 +203,9 @@ def test_split_horizon_keeps_its_own_network_and_reaches_others_at_their_gateway
                                  ("10.3.0.9", 15443, 2), ("10.8.0.1", 8080, 1)]
     through = [lb for lb in from_b.endpoints[0].lb_endpoints
                if lb.endpoint.address.socket_address.port_value == 15443]
-    assert all(split._takes_mtls(lb) for lb in through)  # the caller still sends mTLS
+    tls = endpoint_tls_metadata(True).filter_metadata[SOCKET_MATCH_FILTER]
+    for lb in through:  # the caller still sends mutual TLS, with its usual SNI
+        assert lb.metadata.filter_metadata[SOCKET_MATCH_FILTER] == tls
     from_a = split.split_horizon(cla, "network-a", nets)
     assert addresses(from_a) == [(CP, 15443, 1), ("10.3.0.2", 8080, 2),
                                  ("10.3.0.3", 8080, 3), ("10.3.0.7", 8080, 1),
@@ -238,7 +239,7 @@ def test_the_shared_build_equals_the_reference_for_each_network() -> None:
 def test_the_east_west_gateway_forwards_to_the_mtls_workloads_of_its_network() -> None:
     """On network-b the gateway serves this host's pod and vm-b (network-b, a sidecar),
     not network-a's or network-c's workloads; without named networks, the pods only."""
-    node = networks.on_network(snapshot(), replace(east_west.gateway_node(CP)))
+    node = networks.on_network(snapshot(), east_west.gateway_node(CP))
     assert node.network == "network-b"
     out, _ = east_west.gateway_resources(snapshot(), node)
     sni = names.outbound_sni(8080, None, HOST)
