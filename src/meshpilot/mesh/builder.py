@@ -19,7 +19,6 @@ from meshpilot.api.hosts import fqdn, service_fqdn
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Service
 from meshpilot.api.mesh_config import MeshConfig
-from meshpilot.api.mesh_networks import MeshNetworks
 from meshpilot.api.networking import (
     DestinationRule,
     Gateway,
@@ -200,17 +199,14 @@ class SnapshotBuilder:
             return self._parse(model, by_kind.get(_KINDS[model], []), seen)
 
         entries = parsed(WorkloadEntry)
-        nets = self.mesh_config.networks
-        members = [networks.place(nets, _entry_instance(e), local=False) for e in entries]
-        instances = self._stable([*(networks.place(nets, w, local=True) for w in workloads),
-                                  *members])
+        instances = self._stable([*workloads, *map(_entry_instance, entries)])
         same_index, by_ns = self._namespace_index(instances)
         services: dict[str, MeshService] = {}
         endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._kubernetes_services(parsed(Service), by_ns, same_index, services, endpoints)
         service_entries = parsed(ServiceEntry)
         for se in service_entries:
-            _entry_services(se, by_ns, services, endpoints, nets)
+            _entry_services(se, by_ns, services, endpoints)
         last = self._last
         snapshot = MeshSnapshot(
             version=version,
@@ -233,8 +229,7 @@ class SnapshotBuilder:
             trust_domain=self.trust_domain,
             mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
-            entry_networks={(w.namespace, w.name): w.network for w in members
-                            if w.has_sidecar} if nets else {},
+            entry_networks=networks.of_entries(self.mesh_config.networks, entries, instances),
         )
         self._last = snapshot
         self._parsed = seen
@@ -266,10 +261,12 @@ class SnapshotBuilder:
         return out
 
     def _stable(self, instances: Sequence[WorkloadInstance]) -> tuple[WorkloadInstance, ...]:
-        """The instances, each an earlier build's very object when equal to it."""
+        """The instances, each on its named network (:func:`networks.place`) and an
+        earlier build's very object when equal to it."""
         seen: dict[tuple[str, str], WorkloadInstance] = {}
         out = []
-        for w in instances:
+        for given in instances:
+            w = networks.place(self.mesh_config.networks, given)
             key = (w.namespace, w.name)
             old = self._workloads.get(key)
             if old is not None and (old is w or old == w):
@@ -368,7 +365,7 @@ _RESOLUTIONS = MappingProxyType({"DNS": "DNS", "DNS_ROUND_ROBIN": "DNS_ROUND_ROB
 
 def _entry_services(
     se: Named[ServiceEntry], by_ns: dict[str, _Namespace], services: dict[str, MeshService],
-    endpoints: dict[str, tuple[Endpoint, ...]], nets: MeshNetworks,
+    endpoints: dict[str, tuple[Endpoint, ...]],
 ) -> None:
     """A ServiceEntry's hosts as services, with its inline or selected endpoints."""
     spec = se.obj.spec
@@ -379,8 +376,7 @@ def _entry_services(
         for p in spec.ports
     )
     selector = dict(spec.workload_selector.labels) if spec.workload_selector else None
-    members = [*(networks.place(nets, w, local=False) for w in _inline_instances(se)),
-               *_selected(by_ns, se.namespace, selector)]
+    members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
         if "*" in host and (host == "*" or resolution == "NONE" or (

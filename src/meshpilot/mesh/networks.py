@@ -1,9 +1,10 @@
 """Which named network a workload and a proxy are on (Istio's ``meshNetworks``).
 
-A workload's network is what it names itself (a WorkloadEntry's or ServiceEntry
-endpoint's ``network``, else its ``topology.istio.io/network`` label, Istio's order), else
-the network whose ``fromCidr`` holds its address, else, for a pod of the control-plane
-host, the network that lists ``fromRegistry: Kubernetes``. A proxy is on its workload's
+A workload's network is what it names itself (a WorkloadEntry's ``network``, else its
+``topology.istio.io/network`` label, Istio's order), else the network whose ``fromCidr``
+holds its address, else, for a pod of the control-plane host (a loopback address), the
+network that lists ``fromRegistry: Kubernetes``. A ServiceEntry's inline endpoint is on
+the network it names, or on none. A proxy is on its workload's
 network: a joined host's sidecar on its WorkloadEntry's, every proxy the control plane
 runs itself on the control-plane host's. Without ``meshNetworks`` every network is "",
 which is every network, and nothing here changes a thing.
@@ -11,22 +12,44 @@ which is every network, and nothing here changes a thing.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import replace
 
 from meshpilot.api.mesh_networks import NETWORK_LABEL, MeshNetworks
-from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
+from meshpilot.api.networking import WorkloadEntry
+from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
+from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode, WorkloadInstance
 
 
-def place(networks: MeshNetworks, workload: WorkloadInstance, *, local: bool
-          ) -> WorkloadInstance:
-    """``workload`` with its network resolved (the same object when it is unchanged);
-    ``local`` for a pod of the control-plane host (the local registry)."""
+def place(networks: MeshNetworks, workload: WorkloadInstance) -> WorkloadInstance:
+    """``workload`` with its network resolved (the same object when it is unchanged). A
+    loopback address is a pod of the control-plane host: the local registry's."""
     if not networks:
         return workload
     name = (workload.network or workload.labels.get(NETWORK_LABEL, "")
             or networks.network_of_address(workload.ip)
-            or (networks.registry_network() if local else ""))
+            or (networks.registry_network() if _loopback(workload.ip) else ""))
     return workload if name == workload.network else replace(workload, network=name)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def of_entries(networks: MeshNetworks, entries: Iterable[Named[WorkloadEntry]],
+               instances: Iterable[WorkloadInstance]) -> dict[tuple[str, str], str]:
+    """(namespace, name) → network of each WorkloadEntry a joined host registered (its
+    sidecar's network); empty without named networks."""
+    if not networks:
+        return {}
+    registered = {(e.namespace, e.name) for e in entries
+                  if e.obj.metadata.annotations.get(AUTO_REGISTRATION_ANNOTATION)}
+    return {(w.namespace, w.name): w.network for w in instances
+            if (w.namespace, w.name) in registered}
 
 
 def entry_of(node_id: str) -> tuple[str, str] | None:

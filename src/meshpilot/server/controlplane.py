@@ -159,6 +159,11 @@ class MeshControlPlane:
         """Where proxies on other hosts reach xDS, over mutual TLS (``up --listen``)."""
         self.east_west = EastWestGateway(listen) if listen else None
         """The gateway through which joined hosts reach this host's pods (with --listen)."""
+        self.pods_gateway: Callable[[], tuple[str, int] | None] = lambda: None
+        """The east-west gateway of the host the pods run on, when that is not this one
+        (the leader's, for a follower on another host): this replica's own proxies and
+        its joined hosts reach the pods through it (see
+        :mod:`meshpilot.server.leader_gateway`)."""
         self.leading = leading
         """Whether this replica runs the local runtime's pods (the elected leader among
         replicas on one etcd; always, with SQLite)."""
@@ -216,11 +221,6 @@ class MeshControlPlane:
         """Whether a rebuild at a store revision waits for the leader's pods as of it."""
         self.remote_targets: Callable[[], list[Target]] = list
         """Proxies on joined hosts whose counters their agents report, for telemetry."""
-        self.pods_gateway: Callable[[], tuple[str, int] | None] = lambda: None
-        """The east-west gateway of the host the pods run on, when that is not this one
-        (the leader's, for a follower on another host): this replica's own proxies and
-        its joined hosts reach the pods through it (see
-        :mod:`meshpilot.server.leader_gateway`)."""
         self.runtime: LocalRuntime | None = None
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
