@@ -91,6 +91,34 @@ spec:
         ("localhost.example", 8000)]
 
 
+def test_resolution_none_with_one_address_passes_through_to_that_address() -> None:
+    """Istio's resolution NONE sends a connection to the address the client connected
+    to (its "Consuming External TCP Services" entries give a single address). With one
+    address that can only be it; with a block, several, or a wildcard host, not."""
+    def entry(name: str, hosts: str, addresses: str) -> str:
+        return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: {hosts}
+  addresses: {addresses}
+  resolution: NONE
+  ports: [{{number: 27017, name: mongo, protocol: MONGO}}]
+"""
+    snap = build_snapshot(1, keyed("---".join([
+        entry("one", "[my-mongo.tcp.svc]", "[203.0.113.4/32]"),
+        entry("block", "[block.tcp.svc]", "[203.0.113.0/24]"),
+        entry("two", "[two.tcp.svc]", "[203.0.113.5, 203.0.113.6]"),
+        entry("wild", "['*.wild.test']", "[203.0.113.7]")])))
+    assert snap.services["my-mongo.tcp.svc"].resolution == "EDS"
+    assert [(e.address, e.port) for e in snap.endpoints["my-mongo.tcp.svc"]] == [
+        ("203.0.113.4", 27017)]
+    for host in ("block.tcp.svc", "two.tcp.svc", "*.wild.test"):
+        assert snap.services[host].resolution == "NONE", host
+        assert snap.endpoints[host] == (), host
+
+
 def test_rules_are_parsed_into_the_snapshot() -> None:
     snap = build_snapshot(3, keyed(SERVICE + """
 ---

@@ -48,6 +48,17 @@ def test_tls_termination_on_a_tls_port_is_served_by_tcp_routes() -> None:
     assert [d.code for d in served.diagnostics] == ["MP2001"]  # no tcp-echo Service here
 
 
+ENTRY = """
+    apiVersion: networking.istio.io/v1
+    kind: ServiceEntry
+    metadata: {{name: external, namespace: shop}}
+    spec:
+      hosts: [a.example.com]
+      resolution: DNS
+      ports: [{{number: 443, name: {port}, protocol: {protocol}}}]
+    """
+
+
 @pytest.mark.parametrize(("gateways", "match_gateways", "warned"), [
     ("[]", "", True),  # no gateways: the mesh
     ("[public, mesh]", "", True),
@@ -55,15 +66,22 @@ def test_tls_termination_on_a_tls_port_is_served_by_tcp_routes() -> None:
     ("[public]", ", gateways: [mesh]", True),  # a match's own list replaces the VS's
     ("[mesh]", ", gateways: [public]", False),
 ])
-def test_routes_for_the_mesh_on_hosts_no_sidecar_listens_for_are_warned_about(
+def test_mesh_routes_on_an_entry_with_only_http_ports_are_warned_about(
         gateways: str, match_gateways: str, warned: bool) -> None:
+    """Sidecars listen for the TCP and TLS ports of ServiceEntry hosts as of Services
+    (Istio's "Egress TLS passthrough" and TCP egress tasks): a mesh route on an entry
+    with such a port is applied, one on an entry with only HTTP ports does nothing."""
     for kind, match in (("tcp", "{port: 443"), ("tls", "{sniHosts: [a.example.com]")):
         body = (f"{kind}: [{{match: [{match}{match_gateways}}}], "
-                "route: [{destination: {host: tcp-echo}}]}]")
-        p = plan(virtual_service(body, gateways=gateways,
-                                 hosts="[a.example.com, '*.example.com']"))
-        assert p.ok
-        assert [d.path for d in found(p, "MP2014")] == ([f"spec.{kind}[0]"] if warned else [])
+                "route: [{destination: {host: a.example.com}}]}]")
+        route = virtual_service(body, gateways=gateways, hosts="[a.example.com]")
+        http_only = plan(route, ENTRY.format(port="http", protocol="HTTP"))
+        assert http_only.ok
+        assert [d.path for d in found(http_only, "MP2014")] == (
+            [f"spec.{kind}[0]"] if warned else [])
+        protocol = "TCP" if kind == "tcp" else "TLS"
+        served = plan(route, ENTRY.format(port=protocol.lower(), protocol=protocol))
+        assert served.ok and not found(served, "MP2014"), served.diagnostics
 
 
 @pytest.mark.parametrize("hosts", ["[tcp-echo]", "[tcp-echo.shop.svc.cluster.local]", '["*"]',
@@ -71,18 +89,37 @@ def test_routes_for_the_mesh_on_hosts_no_sidecar_listens_for_are_warned_about(
 def test_mesh_routes_on_a_service_are_applied_at_sidecars_without_a_warning(
         hosts: str) -> None:
     """Istio applies a mesh VirtualService's tcp/tls routes at every sidecar; meshpilot's
-    sidecars listen for the TCP and TLS ports of Kubernetes Services."""
+    sidecars listen for the TCP and TLS ports of Kubernetes Services (and say so when
+    the hosts name none)."""
+    service = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: tcp-echo, namespace: shop}
+    spec:
+      selector: {app: tcp-echo}
+      ports: [{name: tcp, port: 443}, {name: tls, port: 8443}]
+    """
     for kind, match in (("tcp", "{port: 443}"), ("tls", "{sniHosts: [a.example.com]}")):
         body = f"{kind}: [{{match: [{match}], route: [{{destination: {{host: tcp-echo}}}}]}}]"
-        assert not found(plan(virtual_service(body, gateways="[]", hosts=hosts)), "MP2014")
+        route = virtual_service(body, gateways="[]", hosts=hosts)
+        assert not found(plan(route, service), "MP2014")
+        if "*" not in hosts:  # without the Service the hosts name nothing a sidecar serves
+            assert [d.path for d in found(plan(route), "MP2014")] == [f"spec.{kind}[0]"]
 
 
-def test_subnet_matches_are_warned_about() -> None:
-    body = ("tcp: [{match: [{port: 443, destinationSubnets: [10.0.0.0/8]}, "
+def test_subnet_matches_are_applied_and_bad_blocks_refused() -> None:
+    """Istio's L4MatchAttributes take CIDR blocks or addresses; both are applied now (no
+    MP2015), and a value that is neither is refused with its path (MP0033)."""
+    body = ("tcp: [{match: [{port: 443, destinationSubnets: [10.0.0.0/8, 127.0.0.1]}, "
             "{sourceSubnet: 10.1.0.0/16}], route: [{destination: {host: tcp-echo}}]}]")
     p = plan(virtual_service(body))
-    assert [d.path for d in found(p, "MP2015")] == [
-        "spec.tcp[0].match[0].destinationSubnets", "spec.tcp[0].match[1].sourceSubnet"]
+    assert p.ok and not found(p, "MP2015")
+    bad = body.replace("127.0.0.1", "10.0.0.300").replace("10.1.0.0/16", "ten")
+    refused = plan(virtual_service(bad))
+    assert not refused.ok
+    assert [(d.code, d.path) for d in refused.errors] == [
+        ("MP0033", "spec.tcp[0].match[0].destinationSubnets[1]"),
+        ("MP0033", "spec.tcp[0].match[1].sourceSubnet")]
 
 
 def test_a_udp_server_is_refused() -> None:
@@ -92,10 +129,12 @@ def test_a_udp_server_is_refused() -> None:
 
 
 def test_describe_shows_the_warnings_of_a_stored_route() -> None:
-    body = plan(virtual_service(TCP_ROUTE, gateways="[]",
-                                hosts="[tcp.example.com]")).objects[0].body
+    docs = plan(virtual_service(TCP_ROUTE, gateways="[]", hosts="[a.example.com]"),
+                ENTRY.format(port="http", protocol="HTTP")).objects
     state = [StateObject(ObjectKey("networking.istio.io", "VirtualService", "shop",
-                                   "tcp-echo"), body)]
+                                   "tcp-echo"), docs[0].body),
+             StateObject(ObjectKey("networking.istio.io", "ServiceEntry", "shop",
+                                   "external"), docs[1].body)]
     assert "MP2014" in [d.code for d in check_state(state, all_objects=True)]
 
 

@@ -171,7 +171,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.servers[0].defaultEndpoint", WARN),
     ("Gateway", {"servers": [{"port": {"targetPort": 8080}}]},
      "spec.servers[0].port.targetPort", WARN),
-    ("ServiceEntry", {"hosts": ["api.example.com", "*.example.com"], "resolution": "NONE"},
+    ("ServiceEntry", {"hosts": ["api.example.com", "*.example.com"], "resolution": "NONE",
+                      "ports": [{"number": 27017, "name": "mongo", "protocol": "MONGO"}]},
      "spec.hosts", WARN),
     ("ServiceEntry", {"addresses": ["240.0.0.1", "240.0.1.0/24"]}, "spec.addresses[1]", WARN),
     ("ServiceEntry", {"subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/api"]},
@@ -251,10 +252,13 @@ def test_applied_fields_and_default_values_are_not_reported(kind: str, patch: di
 
 def test_l4_route_warnings_still_come_with_these() -> None:
     vs = document("VirtualService", {"http": [{"match": [{"statPrefix": "s"}], "route": [
-        {"destination": {"host": "reviews"}}]}], "tcp": [{"route": [
+        {"destination": {"host": "reviews"}}]}], "tcp": [{"match": [
+        {"sourceSubnet": "not-a-block"}], "route": [
         {"destination": {"host": "reviews"}}]}], "hosts": ["reviews.example.com"]})
-    codes = [d.code for d in plan(vs).diagnostics]
-    assert "MP2014" in codes and WARN in codes
+    assert "MP0033" in [d.code for d in plan(vs).diagnostics]
+    spec = vs["spec"]
+    spec["tcp"][0]["match"][0]["sourceSubnet"] = "10.0.0.0/8"
+    assert WARN in [d.code for d in plan(vs).diagnostics]
 
 
 def test_describe_and_analyze_show_them_for_a_stored_object() -> None:
@@ -277,3 +281,15 @@ def test_every_row_of_the_table_is_exercised() -> None:
     idle = [(kind, row.pattern) for kind, rows in TABLE.items() for row in rows
             if not any(any(True for _ in row.hits(body)) for body in bodies.get(kind, []))]
     assert idle == []
+
+
+@pytest.mark.parametrize("protocol", ["HTTP", "TLS", "HTTPS"])
+def test_a_wildcard_entry_resolved_none_is_applied_where_connections_name_a_host(
+        protocol: str) -> None:
+    """Istio's "Egress using Wildcard Hosts" (``*.wikipedia.org``, resolution NONE): the
+    request's host or the SNI name stands in for the original destination."""
+    entry = document("ServiceEntry", {
+        "hosts": ["*.example.com"], "resolution": "NONE", "endpoints": [],
+        "ports": [{"number": 443, "name": protocol.lower(), "protocol": protocol}]})
+    p = plan(entry)
+    assert p.ok and reported(p) == [], [d.format() for d in p.diagnostics]

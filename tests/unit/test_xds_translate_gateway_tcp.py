@@ -75,15 +75,50 @@ def test_without_a_route_nothing_listens_and_the_problem_is_said() -> None:
         assert "tcp route" in problem.message and problem.port == 31400
 
 
-def test_the_first_route_that_applies_wins_and_subnet_matches_are_left_out() -> None:
-    body = ("tcp: [{match: [{port: 31400, destinationSubnets: [10.0.0.0/8]}], "
+def test_destination_subnets_are_held_against_the_gateway_s_own_address() -> None:
+    """Istio's L4MatchAttributes.destinationSubnets: the destination IP of a connection
+    to the gateway is the gateway's address, so a match on another block never applies
+    and one on a block holding it does; the first route that applies wins."""
+    body = ("tcp: [{{match: [{{port: 31400, destinationSubnets: [{net}]}}], "
+            "route: [{{destination: {{host: tcp-echo, subset: v2}}}}]}}, "
+            "{{route: [{{destination: {{host: tcp-echo, subset: v1}}}}]}}]")
+    for net, subset in (("10.0.0.0/8", "v1"), (f"{TCP_NODE.ip}/32", "v2"),
+                        ("127.0.0.0/8", "v2")):
+        built = gateway_resources(with_echo(snapshot(
+            gateway(TCP_SERVER), route('["*"]', body.format(net=net), name="tcp-echo"))),
+            TCP_NODE)
+        assert built.problems == ()
+        assert len(built.listeners[0].filter_chains) == 1
+        assert proxy_of(built.listeners[0]).cluster == f"outbound|9000|{subset}|{ECHO}", net
+
+
+def ranges(chain: object) -> list[str]:
+    return [f"{r.address_prefix}/{r.prefix_len.value}"
+            for r in chain.filter_chain_match.source_prefix_ranges]  # type: ignore[attr-defined]
+
+
+def test_source_subnets_become_chains_that_keep_the_first_match_order() -> None:
+    """L4MatchAttributes.sourceSubnet is the client's address, known per connection: a
+    chain per route on its own source ranges. A later route's block inside an earlier
+    one's loses what the earlier took, so Envoy's most-specific choice is the first
+    route that matches; the route without a subnet takes every other client."""
+    body = ("tcp: ["
+            "{match: [{sourceSubnet: 127.0.0.0/30}], "
             "route: [{destination: {host: tcp-echo, subset: v2}}]}, "
-            "{route: [{destination: {host: tcp-echo, subset: v1}}]}]")
+            "{match: [{sourceSubnet: 127.0.0.0/29}, {sourceSubnet: 10.1.0.0/16}], "
+            "route: [{destination: {host: tcp-echo, subset: v3}}]}, "
+            "{route: [{destination: {host: tcp-echo, subset: v1}}]}, "
+            "{match: [{sourceSubnet: 127.0.0.9/32}], "
+            "route: [{destination: {host: tcp-echo, subset: v4}}]}]")
     built = gateway_resources(with_echo(snapshot(
         gateway(TCP_SERVER), route('["*"]', body, name="tcp-echo"))), TCP_NODE)
-    assert proxy_of(built.listeners[0]).cluster == f"outbound|9000|v1|{ECHO}"
-    (problem,) = built.problems
-    assert "destinationSubnets" in problem.message
+    assert built.problems == ()
+    (listener,) = built.listeners
+    got = [(ranges(c), proxy_of(listener, i).cluster.split("|")[2])
+           for i, c in enumerate(listener.filter_chains)]
+    assert got == [(["127.0.0.0/30"], "v2"),
+                   (["127.0.0.4/30", "10.1.0.0/16"], "v3"),
+                   ([], "v1")]  # v4 comes after the catch-all: unreachable, no chain
 
 
 def test_one_port_serves_one_tcp_server_and_one_kind() -> None:
@@ -118,3 +153,28 @@ def test_tls_terminated_on_a_tls_port_forwards_by_the_tcp_route() -> None:
     assert proxy_of(listener).cluster == f"outbound|9000|v1|{ECHO}"
     assert built.routes == ()  # no HTTP route config: the connection is not HTTP
     assert [s.name for s in built.secrets] == ["kubernetes://echo-cert"]
+
+
+def test_tls_terminated_on_a_tls_port_splits_by_source_like_a_tcp_server() -> None:
+    """The decrypted connection is forwarded by the same first-matching ``tcp`` route as
+    on a TCP server, so ``sourceSubnet`` gives one terminating chain per source range,
+    each for the server's SNI names and with its certificate."""
+    servers = """\
+  - port: {number: 31401, name: tls, protocol: TLS}
+    hosts: [echo.example.com]
+    tls: {mode: SIMPLE, credentialName: echo-cert}
+"""
+    body = ("tcp: [{match: [{sourceSubnet: 127.0.0.2}], "
+            "route: [{destination: {host: tcp-echo, subset: v2}}]}, "
+            "{route: [{destination: {host: tcp-echo, subset: v1}}]}]")
+    built = gateway_resources(with_echo(snapshot(
+        gateway(servers), route("[echo.example.com]", body, name="tcp-echo"),
+        tls_secret("echo-cert"))), TCP_NODE)
+    assert built.problems == ()
+    (listener,) = built.listeners
+    got = [(list(c.filter_chain_match.server_names), ranges(c), c.HasField("transport_socket"),
+            proxy_of(listener, i).cluster.split("|")[2])
+           for i, c in enumerate(listener.filter_chains)]
+    assert got == [(["echo.example.com"], ["127.0.0.2/32"], True, "v2"),
+                   (["echo.example.com"], [], True, "v1")]
+    assert len({c.name for c in listener.filter_chains}) == 2  # Envoy wants them distinct

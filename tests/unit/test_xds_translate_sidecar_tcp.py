@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import (
+    sni_dynamic_forward_proxy_pb2 as sni_dfp,
+)
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshpilot.api.networking import VirtualService
@@ -115,9 +118,13 @@ def test_matches_apply_by_port_source_labels_and_gateways() -> None:
     assert cluster("{sourceLabels: {app: other}}", replace(NODE, labels={"app": "other"})) == v2
     assert cluster("{gateways: [mesh]}") == v2
     assert cluster("{gateways: [istio-system/public]}") == v1
-    # a subnet match is not translated at a sidecar: the next route applies
+    # subnets are held against the pod's address (127.10.0.9): the source of all its
+    # app's connections, and the address the app connected to (Istio's L4 match)
     assert cluster("{destinationSubnets: [10.0.0.0/8]}") == v1
     assert cluster("{sourceSubnet: 10.1.0.0/16}") == v1
+    assert cluster("{destinationSubnets: [10.0.0.0/8, 127.10.0.0/16]}") == v2
+    assert cluster("{sourceSubnet: 127.10.0.9}") == v2
+    assert cluster("{sourceSubnet: 127.10.0.9, destinationSubnets: [10.0.0.0/8]}") == v1
 
 
 def test_a_route_bound_to_a_gateway_only_is_not_the_mesh_s() -> None:
@@ -178,3 +185,62 @@ def test_the_config_builder_gives_what_build_resources_gives_and_rebuilds_on_a_w
     after = listener_set(builder, snapshot(vs(split(80, 20)), version=3))
     moved = {n for n in after if before.get(n) is not after[n]}
     assert moved == {f"outbound_tcp|9000|{ECHO}"}
+
+
+API = "api.example.com"
+WILD = "*.wiki.test"
+
+
+def entries(*routes: Named[VirtualService]) -> MeshSnapshot:
+    services = {
+        API: MeshService(API, API, "egress", (ServicePort(27017, "mongo", "TCP"),),
+                         origin="ServiceEntry", location="MESH_EXTERNAL", resolution="DNS"),
+        WILD: MeshService(WILD, WILD, "egress", (ServicePort(443, "https", "HTTPS"),),
+                          origin="ServiceEntry", location="MESH_EXTERNAL",
+                          resolution="NONE"),
+    }
+    return MeshSnapshot(version=1, services=services, endpoints={},
+                        virtual_services=tuple(routes))
+
+
+ENTRY_NODE = replace(NODE, tcp_outbound=(TcpOutbound(API, 27017, 15102),
+                                         TcpOutbound(WILD, 443, 15103)))
+
+
+def test_service_entry_hosts_get_listeners_as_services_do() -> None:
+    """Istio's "Accessing External Services" with a TCP port: the entry's port is
+    forwarded to its cluster, and a mesh ``tcp`` route on the entry's host applies."""
+    got = by_name(entries(), ENTRY_NODE)
+    assert proxy_of(got[f"outbound_tcp|27017|{API}"]).cluster == f"outbound|27017||{API}"
+    routed = vs("tcp: [{route: [{destination: {host: api.example.com, subset: v2}}]}]",
+                hosts=f"[{API}]", name="api")
+    got = by_name(entries(routed), ENTRY_NODE)
+    assert proxy_of(got[f"outbound_tcp|27017|{API}"]).cluster == f"outbound|27017|v2|{API}"
+
+
+def test_a_wildcard_entry_resolved_none_passes_tls_through_by_sni() -> None:
+    """Istio's "Egress using Wildcard Hosts": the names the pattern covers are resolved
+    from the SNI and connected to on the entry's port; a tls route's exact SNI name is
+    more specific and keeps its own destination."""
+    listener = by_name(entries(), ENTRY_NODE)[f"outbound_tcp|443|{WILD}"]
+    assert [f.name for f in listener.listener_filters] == [
+        "envoy.filters.listener.tls_inspector"]
+    (chain,) = listener.filter_chains
+    assert list(chain.filter_chain_match.server_names) == [WILD]
+    sni, proxy = chain.filters
+    config = sni_dfp.FilterConfig()
+    assert sni.typed_config.Unpack(config) and config.port_value == 443
+    assert proxy_of_filter(proxy).cluster == f"outbound|443||{WILD}"
+
+    routed = vs("tls: [{match: [{sniHosts: [en.wiki.test]}], "
+                "route: [{destination: {host: api.example.com}}]}]",
+                hosts='["*.wiki.test"]', name="wiki")
+    listener = by_name(entries(routed), ENTRY_NODE)[f"outbound_tcp|443|{WILD}"]
+    assert [list(c.filter_chain_match.server_names) for c in listener.filter_chains] == [
+        ["en.wiki.test"], [WILD]]
+
+
+def proxy_of_filter(network_filter: Any) -> tcp_proxy_pb2.TcpProxy:
+    out = tcp_proxy_pb2.TcpProxy()
+    assert network_filter.typed_config.Unpack(out)
+    return out

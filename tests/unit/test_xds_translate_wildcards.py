@@ -54,8 +54,13 @@ def test_a_wildcard_with_endpoints_is_a_service_with_its_own_scope() -> None:
         entry("e", ["api.example.com"], "DNS"),
         entry("none", ["*.passthrough.org"], "NONE")])
     assert "*.example.com" in snap.services
-    assert "*.passthrough.org" not in snap.services  # nowhere to send it: warned at apply
+    # resolution NONE: passed through to the host each request names (Istio's "Egress
+    # using Wildcard Hosts"), by a dynamic forward proxy cluster
+    assert snap.services["*.passthrough.org"].resolution == "NONE"
     res = build_resources(snap, NODE)
+    passthrough = res[TYPE_CLUSTER]["outbound|80||*.passthrough.org"]
+    assert passthrough.cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
+    assert not passthrough.HasField("load_assignment")
     assert "outbound|80||*.example.com" in res[TYPE_CLUSTER]
     assert res[TYPE_SCOPED_ROUTE]["*.example.com"].route_configuration_name \
         == "outbound|*.example.com"
@@ -66,7 +71,8 @@ def test_a_wildcard_with_endpoints_is_a_service_with_its_own_scope() -> None:
         .header_value_extractor.name == SCOPE_HEADER
     assert [f.name for f in listener.http_filters][-2:] == [
         "envoy.filters.http.header_mutation", "envoy.filters.http.router"]
-    assert scope_rules(snap, NODE) == (("*.example.com", ("api.example.com",)),)
+    assert scope_rules(snap, NODE) == (("*.passthrough.org", ()),
+                                       ("*.example.com", ("api.example.com",)))
 
 
 def test_the_key_prefers_exact_names_then_the_most_specific_pattern() -> None:

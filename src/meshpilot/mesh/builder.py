@@ -377,11 +377,13 @@ def _entry_services(
     )
     selector = dict(spec.workload_selector.labels) if spec.workload_selector else None
     members = [*_inline_instances(se), *_selected(by_ns, se.namespace, selector)]
+    if resolution == "NONE" and not members and not any("*" in h for h in spec.hosts):
+        members = _original_destination(se)
     for raw_host in spec.hosts:
         host = fqdn(raw_host, se.namespace)
-        if "*" in host and (host == "*" or resolution == "NONE" or (
-                resolution != "STATIC" and not members)):
-            continue  # no address to send a covered host to (passthrough: not modelled)
+        if "*" in host and (host == "*" or (resolution in ("DNS", "DNS_ROUND_ROBIN")
+                                            and not members)):
+            continue  # no address to send a covered host to
         mode = "EDS" if resolution in ("STATIC", "NONE") and members else resolution
         services[host] = MeshService(
             host=host, name=raw_host, namespace=se.namespace, ports=ports,
@@ -393,6 +395,19 @@ def _entry_services(
         endpoints[host] = tuple(sorted(
             _entry_endpoints(se, host, raw_host, ports, members, resolution),
             key=_endpoint_order))
+
+
+def _original_destination(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
+    """Resolution NONE without endpoints and with one single address: Istio passes a
+    connection through to the address the client connected to, which can only be that
+    one (a client here reaches the entry through its sidecar, not the address), so it is
+    the endpoint. With several addresses, or a block, there is no telling which; a
+    wildcard entry passes through by name instead (``xds.translate.passthrough``)."""
+    singles = entry_addresses(se.obj.spec.addresses)
+    if len(singles) != 1 or len(se.obj.spec.addresses) != 1:
+        return []
+    return [WorkloadInstance(name=f"{se.name}-address", namespace=se.namespace,
+                             ip=singles[0], has_sidecar=False)]
 
 
 def entry_addresses(addresses: Iterable[str]) -> tuple[str, ...]:

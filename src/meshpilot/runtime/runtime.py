@@ -447,7 +447,7 @@ class LocalRuntime:
         with self._lock:
             targets = self._tcp_targets
         outbound = allocate(targets, namespace, [*template.container_ports, OUTBOUND_PROXY_PORT])
-        wanted = sum(1 for t in targets if t.namespace == namespace)
+        wanted = sum(1 for t in targets if t.reaches(namespace))
         if len(outbound) < wanted:
             log.warning("%s/%s: %d of the namespace's %d TCP/TLS Service ports get no local "
                         "port (the range ends at %d); its pods cannot reach the others",

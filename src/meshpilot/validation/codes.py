@@ -177,9 +177,9 @@ DR_NO_CREDENTIAL = Code("MP2012", Severity.WARNING, "DestinationRule credentialN
 TCP_SERVER_NO_ROUTE = Code("MP2013", Severity.WARNING, "Gateway TCP server (or TLS-terminating "
                            "server on a TLS port) with no VirtualService tcp route")
 MESH_L4_ROUTE = Code("MP2014", Severity.WARNING, "VirtualService tcp or tls route for the mesh "
-                     "on hosts no sidecar listens for (no Kubernetes Service)")
-L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "tcp or tls route match on destinationSubnets "
-                       "or sourceSubnet: not applied")
+                     "on hosts with no TCP or TLS port (no sidecar listener)")
+L4_SUBNET_MATCH = Code("MP2015", Severity.WARNING, "retired: destinationSubnets and "
+                       "sourceSubnet are applied (no longer emitted)")
 UNAPPLIED_FIELD = Code("MP2016", Severity.WARNING, "field accepted and not applied")
 POD_FIELD_IGNORED = Code("MP2017", Severity.WARNING, "Deployment or pod template field the "
                          "local runtime does not act on")

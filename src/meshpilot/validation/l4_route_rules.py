@@ -1,14 +1,13 @@
-"""VirtualService ``tcp`` and ``tls`` routes that meshpilot accepts and does not apply
-everywhere Istio would: warnings, so that ``apply``, ``describe`` and ``analyze`` say so.
+"""VirtualService ``tcp`` and ``tls`` route matches, per document.
 
-- MP2014: for the mesh (no ``gateways``, or ``mesh`` among them, as Istio reads them) a
-  ``tcp`` or ``tls`` route applies at the sidecars' outbound TCP listeners, which exist
-  for the TCP and TLS ports of Kubernetes Services only
-  (:mod:`meshpilot.mesh.tcp_outbound`); a VirtualService none of whose hosts can name a
-  Service (``api.example.com``, ``*.example.com``: ServiceEntry hosts) does nothing for
-  the mesh. Reported once per such route.
-- MP2015: ``destinationSubnets`` and ``sourceSubnet`` in such a match are not translated:
-  gateways and sidecars leave that match out.
+For the mesh a ``tcp`` or ``tls`` route applies at the sidecars' outbound TCP listeners,
+which exist for the TCP and TLS ports of Services and ServiceEntry hosts
+(:mod:`meshpilot.mesh.tcp_outbound`); a route on hosts whose ports are all HTTP is the
+cross-object check's (MP2014, :mod:`meshpilot.validation.mesh_l4_state`).
+
+``destinationSubnets`` and ``sourceSubnet`` are applied (at sidecars and gateways, see
+:mod:`meshpilot.xds.translate.subnets`), so a value that is not an address or CIDR block
+is refused (MP0033) rather than left to match nothing.
 """
 
 from __future__ import annotations
@@ -16,54 +15,32 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn
-from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding
+from meshpilot.validation.match_values import ip_block
 from meshpilot.validation.shapes import as_list, as_mapping
 
 MESH = "mesh"
-_SUBNET_FIELDS = ("destinationSubnets", "sourceSubnet")
 
 
 def virtual_service_findings(body: Mapping[str, Any]) -> list[Finding]:
     spec = as_mapping(body.get("spec"))
-    bound = [str(g) for g in as_list(spec.get("gateways"))]
-    namespace = str(as_mapping(body.get("metadata")).get("namespace") or "default")
-    to_services = any(_may_be_service(str(h), namespace) for h in as_list(spec.get("hosts")))
     found: list[Finding] = []
     for kind in ("tcp", "tls"):
         for i, route in enumerate(as_list(spec.get(kind))):
-            found.extend(_route_findings(kind, i, as_mapping(route), bound, to_services))
+            found.extend(_subnet_findings(kind, i, as_mapping(route)))
     return found
 
 
-def _may_be_service(host: str, namespace: str) -> bool:
-    """Whether ``host`` (as written in a VirtualService of ``namespace``) can name a
-    Kubernetes Service: its FQDN under ``svc.<domain>``, or a wildcard that can match one."""
-    name = fqdn(host, namespace)
-    services = f".{CLUSTER_DOMAIN}"
-    if name.startswith("*"):
-        return services.endswith(name[1:]) or name.endswith(services)
-    return name.endswith(services)
-
-
-def _route_findings(kind: str, i: int, route: Mapping[str, Any], bound: list[str],
-                    to_services: bool) -> Iterator[Finding]:
-    matches = [as_mapping(m) for m in as_list(route.get("match"))]
-    if not to_services and for_mesh(matches, bound):
-        yield Finding(codes.MESH_L4_ROUTE, ("spec", kind, i),
-                      f"for the mesh a {kind} route applies at the sidecars' listeners for "
-                      f"the {kind.upper()} ports of Kubernetes Services, and none of this "
-                      "VirtualService's hosts can name a Service (ServiceEntry hosts get no "
-                      "sidecar listener), so for the mesh it does nothing; name the Service "
-                      "in hosts, or bind the route to a Gateway with gateways: [NAME]")
-    for j, match in enumerate(matches):
-        for field in _SUBNET_FIELDS:
-            if match.get(field):
-                yield Finding(codes.L4_SUBNET_MATCH, ("spec", kind, i, "match", j, field),
-                              f"{field} is not translated: gateways and sidecars leave this "
-                              "match out (match on port, gateways, sourceLabels or "
-                              "sourceNamespace)")
+def _subnet_findings(kind: str, i: int, route: Mapping[str, Any]) -> Iterator[Finding]:
+    for j, match in enumerate(as_mapping(m) for m in as_list(route.get("match"))):
+        at = ("spec", kind, i, "match", j)
+        for k, value in enumerate(as_list(match.get("destinationSubnets"))):
+            found = ip_block((*at, "destinationSubnets", k), str(value))
+            if found is not None:
+                yield found
+        source = match.get("sourceSubnet")
+        if source and (found := ip_block((*at, "sourceSubnet"), str(source))) is not None:
+            yield found
 
 
 def for_mesh(matches: list[Mapping[str, Any]], bound: list[str]) -> bool:

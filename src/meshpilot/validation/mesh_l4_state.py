@@ -6,8 +6,8 @@ For the mesh, sidecars apply ``tcp`` routes at their listeners for a Service's T
 ports (:mod:`meshpilot.xds.translate.sidecar_tcp`), as Istio's sidecars do. A route on
 Services that have only HTTP ports does nothing there (their traffic is routed by
 ``http`` routes): said here, so it is not silently ignored. Hosts that can name no
-Service at all are the per-document rule's (:mod:`meshpilot.validation.l4_route_rules`);
-a wildcard host may match some Service's port, so it is not judged.
+Service or entry at all do nothing either, and are said the same way; a wildcard host
+may match some Service's port, so it is not judged.
 """
 
 from __future__ import annotations
@@ -28,31 +28,34 @@ _KINDS: Mapping[str, frozenset[str]] = MappingProxyType({
 
 def check_mesh_l4_routes(obj: StateObject, service_protocols: Mapping[str, frozenset[str]],
                          found: Findings) -> None:
-    """MP2014 on each mesh ``tcp`` / ``tls`` route of ``obj`` when the Services its hosts
-    name (``service_protocols``: Service FQDN → its ports' protocols) have no port of
-    the route's kind."""
-    services = _named_services(obj, service_protocols)
-    bound = [str(g) for g in as_list(obj.spec.get("gateways"))]
-    for kind, wanted in _KINDS.items():
-        if not services or any(service_protocols[h] & wanted for h in services):
-            continue
-        for i in _mesh_routes(obj, kind, bound):
-            found.add(codes.MESH_L4_ROUTE, obj, ("spec", kind, i), (
-                f"for the mesh a {kind} route applies at the sidecars' listeners for a "
-                f"Service's {' and '.join(sorted(wanted))} ports, and "
-                f"{', '.join(services)} has none (its HTTP ports are routed by http "
-                "routes), so for the mesh it does nothing; name such a port in the "
-                "Service (a name like tcp-*, tls-* or an appProtocol), or bind the "
-                "route to a Gateway"))
-
-
-def _named_services(obj: StateObject, service_protocols: Mapping[str, frozenset[str]]
-                    ) -> list[str]:
-    """The Services ``obj``'s hosts name; none to judge when a host is a wildcard."""
+    """MP2014 on each mesh ``tcp`` / ``tls`` route of ``obj`` when the Services and
+    ServiceEntry hosts its hosts name (``service_protocols``: FQDN → its ports'
+    protocols) have no port of the route's kind, or when its hosts name none at all."""
     hosts = [fqdn(str(h), obj.namespace) for h in as_list(obj.spec.get("hosts"))]
     if any(h.startswith("*") for h in hosts):
-        return []
-    return [h for h in hosts if h in service_protocols]
+        return  # a wildcard may match some Service's port: not judged
+    services = [h for h in hosts if h in service_protocols]
+    bound = [str(g) for g in as_list(obj.spec.get("gateways"))]
+    for kind, wanted in _KINDS.items():
+        if services and any(service_protocols[h] & wanted for h in services):
+            continue
+        for i in _mesh_routes(obj, kind, bound):
+            found.add(codes.MESH_L4_ROUTE, obj, ("spec", kind, i),
+                      _why(kind, wanted, services, hosts))
+
+
+def _why(kind: str, wanted: frozenset[str], services: list[str], hosts: list[str]) -> str:
+    ports = " and ".join(sorted(wanted))
+    if not services:
+        return (f"for the mesh a {kind} route applies at the sidecars' listeners for the "
+                f"{ports} ports of Services and ServiceEntry hosts, and none is named "
+                f"{', '.join(hosts)}, so for the mesh it does nothing; name the Service "
+                "or entry host in hosts, or bind the route to a Gateway")
+    return (f"for the mesh a {kind} route applies at the sidecars' listeners for the "
+            f"{ports} ports of Services and ServiceEntry hosts, and {', '.join(services)} "
+            "has none (its HTTP ports are routed by http routes), so for the mesh it does "
+            "nothing; give it such a port (a name like tcp-*, tls-*, an appProtocol or an "
+            "entry port's protocol), or bind the route to a Gateway")
 
 
 def _mesh_routes(obj: StateObject, kind: str, bound: list[str]) -> list[int]:

@@ -66,8 +66,12 @@ class _Index:
 
     def add_service_entry(self, obj: StateObject) -> None:
         """Its hosts exist, and its inline endpoints are workloads a subset may select."""
+        protocols = frozenset(
+            selected_protocol(str(p.get("protocol") or p.get("name") or ""), "")
+            for p in obj.spec.get("ports") or [] if isinstance(p, dict))
         for host in obj.spec.get("hosts") or []:
             self.entry_hosts.append((fqdn(str(host), obj.namespace), obj))
+            self.service_protocols[fqdn(str(host), obj.namespace)] = protocols
         for ep in obj.spec.get("endpoints") or []:
             if isinstance(ep, dict):
                 self.workloads.append((obj.namespace, dict(ep.get("labels") or {})))

@@ -63,11 +63,18 @@ def _unsupported_redirect(_: str | int, value: Any) -> bool:
     return value is not None and value not in _SUPPORTED_REDIRECT_CODES
 
 
+_NAMED_BY_CLIENT = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "TLS", "HTTPS"})
+"""Port protocols whose connections name their host (request host, or SNI)."""
+
+
 def _wildcard_passthrough(_: str | int, spec: Any) -> bool:
-    """A wildcard host of an entry resolved NONE (the default)."""
+    """A wildcard host of an entry resolved NONE (the default) with a port whose
+    connections name no host (plain TCP, mongo, redis, ...)."""
     spec = as_mapping(spec)
+    ports = [as_mapping(p) for p in as_list(spec.get("ports"))]
     return spec.get("resolution", "NONE") == "NONE" and any(
-        "*" in str(h) for h in as_list(spec.get("hosts")))
+        "*" in str(h) for h in as_list(spec.get("hosts"))) and any(
+        str(p.get("protocol") or "").upper() not in _NAMED_BY_CLIENT for p in ports)
 
 
 def _address_block(_: str | int, value: Any) -> bool:
@@ -280,15 +287,19 @@ def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
 
 
 SERVICE_ENTRY: tuple[Unapplied, ...] = (
-    row("spec", why="wildcard host is not applied with resolution NONE: there is no "
-                    "original destination to pass a covered host through to, so no "
-                    "request reaches this entry by it; give endpoints with resolution "
+    row("spec", why="wildcard host with resolution NONE is not applied on its TCP "
+                    "ports: connections are not captured, so there is no original "
+                    "destination, and a plain TCP connection names no host to pass "
+                    "through to (its HTTP ports pass through to the request's host, its "
+                    "TLS and HTTPS ports to the SNI name); give endpoints with resolution "
                     "STATIC or DNS, or list the hosts by name",
         when=_wildcard_passthrough, inside="hosts"),
     row("spec", "addresses", EACH, when=_address_block,
-         why="address block {value} is not applied: apps reach services by host name "
-             "through their sidecar's HTTP proxy, so only a single address (which a "
-             "client may write as the host) routes to this entry; list single IPs"),
+         why="address block {value} is not applied: connections to addresses are not "
+             "captured, so none made to the block reaches this entry; apps reach its "
+             "HTTP ports by host name through their sidecar's HTTP proxy and its TCP "
+             "and TLS ports through their sidecar's listener named in the "
+             "{{HOST}}_SERVICE_HOST/_PORT variables; list single IPs"),
     row("spec", "subjectAltNames", code=_REFUSED,
          why="subjectAltNames is refused: meshpilot does not verify the entry's endpoints "
              "against it, so a client would accept any identity the mesh's roots vouch "

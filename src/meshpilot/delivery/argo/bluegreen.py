@@ -58,11 +58,10 @@ class BlueGreenTick(Tick):
     def _promote_full_blue_green(self) -> str:
         """``promote --full``: no pause, no pre- or post-promotion analysis (their runs
         are terminated); the switch still waits for the new revision's pods."""
+        refused = self.promote_preamble()
+        if refused is not None:
+            return refused
         st = self.st
-        if st.abort:
-            return "the Rollout is aborted: retry it, or apply a new template"
-        if st.promoted:
-            return "nothing to promote: the Rollout is fully promoted"
         self.terminate_runs()
         st.promote_full, st.inconclusive, st.pause_start, st.step_index = True, False, None, 1
         return ""

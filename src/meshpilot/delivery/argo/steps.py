@@ -145,15 +145,25 @@ class Tick:
         self.new_analysis_attempt()
         return ""
 
+    def promote_preamble(self) -> str | None:
+        """What every promote does first: an aborted Rollout refuses, ``spec.paused`` is
+        cleared, and a fully promoted one has nothing left to promote. The command's
+        answer, or None to go on."""
+        if self.st.abort:
+            return "the Rollout is aborted: retry it, or apply a new template"
+        unpaused = self.set_paused(False)
+        if self.st.promoted:
+            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
+        return None
+
     def _promote(self) -> str:
         """kubectl-argo-rollouts' ``promote``: clears spec.paused and ends a pause step
         (or, after an inconclusive analysis, runs it again)."""
+        unpaused = self.spec_paused
+        refused = self.promote_preamble()
+        if refused is not None:
+            return refused
         st = self.st
-        if st.abort:
-            return "the Rollout is aborted: retry it, or apply a new template"
-        unpaused = self.set_paused(False)
-        if st.promoted:
-            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
         if st.inconclusive:
             st.inconclusive, st.pause_start = False, None
             self.new_analysis_attempt()
@@ -170,12 +180,10 @@ class Tick:
     def _promote_full(self) -> str:
         """``promote --full``: unpause, skip every remaining step and analysis; the
         revision then scales up, takes all traffic and becomes stable."""
+        refused = self.promote_preamble()
+        if refused is not None:
+            return refused
         st = self.st
-        if st.abort:
-            return "the Rollout is aborted: retry it, or apply a new template"
-        unpaused = self.set_paused(False)
-        if st.promoted:
-            return "" if unpaused else "nothing to promote: the Rollout is fully promoted"
         self.terminate_runs()
         st.promote_full, st.inconclusive, st.pause_start = True, False, None
         st.step_index = len(self.ro.steps)

@@ -30,11 +30,10 @@ What a proxy gets:
 - last, the patches of the EnvoyFilters that select the proxy
   (:mod:`~meshpilot.xds.translate.envoy_filter`).
 
-Not translated yet: subnet matches in ``tcp`` and ``tls`` routes (warned about at apply:
-MP2015), multi-cluster
+Not translated yet: multi-cluster
 gateway modes (ISTIO_MUTUAL, AUTO_PASSTHROUGH, refused: MP0037), and the fields listed in
 :mod:`meshpilot.validation.unapplied_fields` (tunnel/proxy protocol, PASSTHROUGH load
-balancing, wildcard ServiceEntry hosts with resolution NONE, ...),
+balancing, plain TCP ports of wildcard ServiceEntry hosts resolved NONE, ...),
 warned about at apply (MP2016) or refused where ignoring them would weaken security
 (MP0046). A field this package starts to read must
 leave that table.

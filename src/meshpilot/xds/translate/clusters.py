@@ -10,9 +10,13 @@ Outbound discovery by ``MeshService.resolution``:
   it: connections go to the first address the name resolves to and are kept when the
   DNS answer changes.
 - ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
+  For a wildcard host (``*.example.com``, Istio's "Egress using Wildcard Hosts") the
+  name each connection is for stands in for the original destination: a dynamic forward
+  proxy cluster (:mod:`~meshpilot.xds.translate.passthrough`) resolves the request's
+  host (HTTP) or the ClientHello's SNI (TLS, at the sidecar's TCP listener).
 
-A wildcard host (``*.example.com``) is a service only with addresses to send what it
-covers to (STATIC, or DNS with endpoints): its clusters are named after the pattern.
+A wildcard host is otherwise a service only with addresses to send what it covers to
+(STATIC, or DNS with endpoints): its clusters are named after the pattern.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from meshpilot.mesh import index
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.xds.translate import endpoints, jwt, locality, names, pb, tls
+from meshpilot.xds.translate import endpoints, jwt, locality, names, passthrough, pb, tls
 from meshpilot.xds.translate.locality import Caller
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
@@ -77,6 +81,9 @@ def _one(
         subject_alt_names=service_identities(snapshot, service),
         http2=_h2(protocol), auto_mtls=service.location != "MESH_EXTERNAL"))
     chosen = endpoints.select(snapshot, service.host, port, labels)
+    if passthrough.is_passthrough(service):
+        passthrough.as_forward_proxy(cluster, snapshot.mesh_config)
+        return cluster, None
     if service.resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
         addresses = [(e.address, e.port, e.weight) for e in chosen]
         _dns_cluster(cluster, addresses, (service.host, port),

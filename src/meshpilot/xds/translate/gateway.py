@@ -9,7 +9,10 @@ The servers of every Gateway selecting the gateway are merged by port, as Istio 
   (or weighted destinations) of the first VirtualService ``tcp`` route bound to the
   server's Gateway whose hosts meet the server's and whose match applies on the port
   (Istio's "TCP Traffic Shifting" task). Plain TCP carries no host, so a port serves the
-  first TCP server on it;
+  first TCP server on it. A match's ``destinationSubnets`` are held against the
+  gateway's listen address; a route whose matches name ``sourceSubnet`` gets a chain of
+  its own on those source ranges, so each client's connection takes the first route that
+  matches its address (:mod:`~meshpilot.xds.translate.subnets`);
 - TLS servers: one listener whose filter chains are told apart by SNI. A terminating
   server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) is one chain presenting its certificate and
   routing with its own route config ``https.<port>.<port name>.<gateway>.<namespace>``
@@ -53,7 +56,7 @@ from meshpilot.api.networking import (
 from meshpilot.mesh import index
 from meshpilot.mesh.index import labels_match
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
-from meshpilot.xds.translate import gateway_tls, listeners, names, pb
+from meshpilot.xds.translate import gateway_tls, listeners, names, pb, subnets
 from meshpilot.xds.translate.gateway_tls import (
     CredentialUnavailable,
     ServerMode,
@@ -223,53 +226,80 @@ def _tcp_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -
             f"port {port} already serves TCP for server {first.index} of Gateway "
             f"{first.ref}: plain TCP carries no host to tell servers apart, so only the "
             "first is served")))
-    proxy = _tcp_route_filter(build, port, first)
-    if proxy is not None:
-        build.listeners.append(listeners.gateway_tcp(build.node, port, bind, [proxy]))
+    chains = [_source_chain(lc.FilterChain(filters=[proxy]), ranges)
+              for ranges, proxy in _tcp_route_filters(build, port, first)]
+    if chains:
+        build.listeners.append(listeners.gateway_tcp(build.node, port, bind, [],
+                                                     chains=chains))
 
 
-def _tcp_route_filter(build: _Build, port: int, s: BoundServer) -> lc.Filter | None:
+SourceRanges = list[subnets.Network] | None
+"""The client addresses a chain takes (None: every address no other chain takes)."""
+
+
+def _source_chain(chain: lc.FilterChain, ranges: SourceRanges) -> lc.FilterChain:
+    for net in ranges or ():
+        chain.filter_chain_match.source_prefix_ranges.add(
+            address_prefix=str(net.network_address), prefix_len=pb.u32(net.prefixlen))
+    return chain
+
+
+def _tcp_route_filters(build: _Build, port: int, s: BoundServer
+                       ) -> list[tuple[SourceRanges, lc.Filter]]:
     """tcp_proxy by the first ``tcp`` route that serves the server (see the module
-    docstring); None, and a problem, when none does."""
+    docstring), per client address range when routes match on ``sourceSubnet``; empty,
+    and a problem, when none does."""
     where = Where(build.node.labels, build.node.namespace, port, frozenset({s.ref}))
-    for named, at, route in _tcp_routes(build, s, where):
-        if route.route:
-            return tcp_proxy(route.route, named.namespace, Ctx(build.snapshot, build.node,
-                                                                 where))
-        build.problems.append(s.problem("port", f"VirtualService {at}: the route has no "
-                                        "destination; left out"))
-    build.problems.append(s.problem("port", (
-        f"a {s.server.port.protocol} server forwards connections by a VirtualService tcp "
-        "route bound to its Gateway, and none applies on this port: nothing is served")))
-    return None
+    picked: list[tuple[list[str] | None, Named[VirtualService], TCPRoute]] = []
+    for named, at, route, sources in _tcp_routes(build, s, where):
+        if not route.route:
+            build.problems.append(s.problem("port", f"VirtualService {at}: the route has "
+                                            "no destination; left out"))
+            continue
+        picked.append((sources, named, route))
+        if sources is None:
+            break
+    if not picked:
+        build.problems.append(s.problem("port", (
+            f"a {s.server.port.protocol} server forwards connections by a VirtualService "
+            "tcp route bound to its Gateway, and none applies on this port: nothing is "
+            "served")))
+    ranges = subnets.first_match_ranges([sources for sources, _, _ in picked])
+    ctx = Ctx(build.snapshot, build.node, where)
+    return [(r, tcp_proxy(route.route, named.namespace, ctx))
+            for r, (_, named, route) in zip(ranges, picked, strict=True) if r != []]
 
 
 def _tcp_routes(build: _Build, s: BoundServer, where: Where
-                ) -> Iterator[tuple[Named[VirtualService], str, TCPRoute]]:
+                ) -> Iterator[tuple[Named[VirtualService], str, TCPRoute, list[str] | None]]:
     """The ``tcp`` routes of the VirtualServices bound to the server's Gateway whose hosts
-    meet the server's, that apply here (no match, or a match that applies), in order. A
-    match on subnets is left out with a problem: the gateway does not translate it."""
+    meet the server's, that apply here (no match, or a match that applies), in order,
+    each with the ``sourceSubnet`` values its applying matches are limited to (None: a
+    match, or no match at all, takes any client)."""
     for named in index.gateway_virtual_services(build.snapshot, {s.ref},
                                                 build.node.namespace):
         if not any(True for _ in bound_hosts(named.namespace, named.obj.spec.hosts, [s.pair])):
             continue
         for i, route in enumerate(named.obj.spec.tcp):
             at = f"{named.namespace}/{named.name} spec.tcp[{i}]"
-            if not route.match or any(_l4_applies(build, s, at, m, named.namespace, where)
-                                      for m in route.match):
-                yield named, at, route
+            if not route.match:
+                yield named, at, route, None
+                continue
+            found = [m for m in route.match if _l4_applies(build, m, named.namespace, where)]
+            if found:
+                sources = [m.source_subnet for m in found if m.source_subnet]
+                yield named, at, route, sources if len(sources) == len(found) else None
 
 
-def _l4_applies(build: _Build, s: BoundServer, at: str, match: L4MatchAttributes,
+def _l4_applies(build: _Build, match: L4MatchAttributes | TLSMatchAttributes,
                 vs_namespace: str, where: Where) -> bool:
-    if not applies(match, vs_namespace, where):
+    """Whether a match applies at this gateway: its build-time conditions, and its
+    ``destinationSubnets`` held against the gateway's own address (the destination of
+    every connection to it)."""
+    if match.destination_subnets and not subnets.contains(match.destination_subnets,
+                                                          build.node.ip):
         return False
-    if match.destination_subnets or match.source_subnet:
-        build.problems.append(s.problem("port", (
-            f"VirtualService {at}: destinationSubnets and sourceSubnet are not translated "
-            "at the gateway; that match is left out")))
-        return False
-    return True
+    return applies(match, vs_namespace, where)
 
 
 def _tls_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -> None:
@@ -277,8 +307,7 @@ def _tls_port(build: _Build, port: int, bind: int, servers: list[BoundServer]) -
     chains: list[lc.FilterChain] = []
     for s in servers:
         if s.mode == "terminate":
-            chain = _terminating_chain(build, port, s, claims)
-            chains.extend([chain] if chain is not None else [])
+            chains.extend(_terminating_chains(build, port, s, claims))
         else:
             chains.extend(_passthrough_chains(build, port, s, claims))
     if chains:
@@ -295,10 +324,11 @@ def _claimed(claims: _Claims, s: BoundServer, build: _Build, wanted: list[str],
     return free
 
 
-def _terminating_chain(build: _Build, port: int, s: BoundServer, claims: _Claims
-                       ) -> lc.FilterChain | None:
-    """The chain of a SIMPLE / MUTUAL / OPTIONAL_MUTUAL server, with its route config and
-    secrets added to ``build``; None (and a problem) when it cannot be served."""
+def _terminating_chains(build: _Build, port: int, s: BoundServer, claims: _Claims
+                        ) -> list[lc.FilterChain]:
+    """The chain of a SIMPLE / MUTUAL / OPTIONAL_MUTUAL server (on a TLS port, one per
+    client address range of its ``tcp`` routes), with its route config and secrets added
+    to ``build``; none (and a problem) when it cannot be served."""
     settings = s.server.tls
     assert settings is not None  # a terminating server has tls (server_mode)
     try:
@@ -308,25 +338,29 @@ def _terminating_chain(build: _Build, port: int, s: BoundServer, claims: _Claims
                    if settings.credential_name else [])
     except (UnsupportedGatewayTls, CredentialUnavailable) as exc:
         build.problems.append(s.problem(exc.field, exc.reason))
-        return None
+        return []
     sni = _claimed(claims, s, build, server_names(s.server.hosts), "hosts")
     if not sni:
-        return None
+        return []
     route = _route_name(build, port, s)
-    if s.server.port.protocol.upper() == "TLS":
-        proxy = _tcp_route_filter(build, port, s)
-        if proxy is None:
-            return None
-        filters = [proxy]
+    found: list[tuple[SourceRanges, list[lc.Filter]]]
+    if s.server.port.protocol.upper() == "TLS":  # decrypted, then forwarded by tcp routes
+        found = [(r, [proxy]) for r, proxy in _tcp_route_filters(build, port, s)]
+        if not found:
+            return []
     else:
         build.routes[route] = route_pb2.RouteConfiguration(
             name=route, virtual_hosts=gateway_vhosts(build.snapshot, build.node, port,
                                                      [s.pair]))
-        filters = listeners.gateway_https_filters(port, route)
+        found = [(None, listeners.gateway_https_filters(port, route))]
     build.secrets.update((secret.name, secret) for secret in secrets)
-    chain = lc.FilterChain(name=route, filters=filters, transport_socket=socket)
-    chain.filter_chain_match.server_names.extend(n for n in sni if n != ANY_SNI)
-    return chain
+    chains = []
+    for i, (ranges, filters) in enumerate(found):
+        chain = lc.FilterChain(name=route if i == 0 else f"{route}.{i}", filters=filters,
+                               transport_socket=socket)
+        chain.filter_chain_match.server_names.extend(n for n in sni if n != ANY_SNI)
+        chains.append(_source_chain(chain, ranges))
+    return chains
 
 
 def _route_name(build: _Build, port: int, s: BoundServer) -> str:
@@ -343,13 +377,15 @@ spec.tls[i].match[j]``), the route, the match and the SNI names it serves on the
 server."""
 
 
-def _tls_matches(snapshot: MeshSnapshot, s: BoundServer, where: Where) -> Iterator[_TlsMatch]:
+def _tls_matches(build: _Build, s: BoundServer, where: Where) -> Iterator[_TlsMatch]:
     """The ``tls`` route matches of the VirtualServices bound to the server's Gateway that
-    apply to this port and whose ``sniHosts`` meet the server's hosts."""
-    for named in index.gateway_virtual_services(snapshot, {s.ref}, where.node_namespace):
+    apply to this port (``destinationSubnets`` included) and whose ``sniHosts`` meet the
+    server's hosts."""
+    for named in index.gateway_virtual_services(build.snapshot, {s.ref},
+                                                where.node_namespace):
         for i, route in enumerate(named.obj.spec.tls):
             for j, match in enumerate(route.match):
-                if not applies(match, named.namespace, where):
+                if not _l4_applies(build, match, named.namespace, where):
                     continue
                 sni = [h for h, _ in bound_hosts(named.namespace, match.sni_hosts, [s.pair])]
                 if sni:
@@ -364,12 +400,10 @@ def _passthrough_chains(build: _Build, port: int, s: BoundServer, claims: _Claim
     where = Where(build.node.labels, build.node.namespace, port, frozenset({s.ref}))
     ctx = Ctx(build.snapshot, build.node, where)
     chains = []
-    for named, at, route, match, sni in _tls_matches(build.snapshot, s, where):
-        if match.destination_subnets or not route.route:
-            why = ("destinationSubnets is not translated" if match.destination_subnets
-                   else "the route has no destination")
-            build.problems.append(s.problem("tls.mode",
-                                            f"VirtualService {at}: {why}; left out"))
+    for named, at, route, _, sni in _tls_matches(build, s, where):
+        if not route.route:
+            build.problems.append(s.problem(
+                "tls.mode", f"VirtualService {at}: the route has no destination; left out"))
             continue
         free = _claimed(claims, s, build, server_names(sni), f"VirtualService {at}")
         if not free:

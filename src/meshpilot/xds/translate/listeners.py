@@ -281,14 +281,16 @@ def gateway_tls(node: ProxyNode, server_port: int, bind_port: int,
 
 
 def gateway_tcp(node: ProxyNode, server_port: int, bind_port: int,
-                filters: Sequence[lc.Filter]) -> listener_pb2.Listener:
+                filters: Sequence[lc.Filter], *, chains: Sequence[lc.FilterChain] = ()
+                ) -> listener_pb2.Listener:
     """``gateway_<port>`` for a TCP server: one chain, its network ``filters`` (the
-    tcp_proxy of the server's route)."""
+    tcp_proxy of the server's route), or the given ``chains`` (one per client address
+    range, when routes match on ``sourceSubnet``)."""
     return listener_pb2.Listener(
         name=names.gateway_listener(server_port),
         address=socket(node.ip, bind_port),
         traffic_direction=base_pb2.OUTBOUND,
-        filter_chains=[lc.FilterChain(filters=filters)],
+        filter_chains=list(chains) or [lc.FilterChain(filters=filters)],
     )
 
 

@@ -18,11 +18,20 @@ service's address and port:
   such match the port forwards everything to the service, as an opaque TCP port; with
   some, a connection whose SNI no chain names is closed, as Istio's sidecar does.
 
-Matches on ``destinationSubnets`` or ``sourceSubnet`` never apply here: the listener is
-the service's own, so there is no destination address to tell apart, and the source is
-always the pod (MP2015 warns at apply). The connections go out through the ordinary
-outbound clusters, so mutual TLS to sidecars and the source side ``istio_tcp_*`` series
-come with them, as for the gateway's TCP servers, whose tcp_proxy this reuses.
+ServiceEntry hosts get the same listeners as Services. A wildcard entry resolved NONE
+(``*.wikipedia.org``) has no address to send to, only the name the app's ClientHello
+gives: with no ``tls`` route for a name, a chain on the entry's pattern resolves the SNI
+and passes the connection through to that name on the entry's port
+(:mod:`~meshpilot.xds.translate.passthrough`); an SNI the pattern does not cover is
+closed.
+
+``destinationSubnets`` and ``sourceSubnet`` are decided per proxy
+(:mod:`~meshpilot.xds.translate.subnets`): every connection at these listeners comes from
+the pod's own address (its source) and was made to the listener's address, the pod's
+address again (its destination, the address the app connected to). The connections go
+out through the ordinary outbound clusters, so mutual TLS to sidecars and the source side
+``istio_tcp_*`` series come with them, as for the gateway's TCP servers, whose tcp_proxy
+this reuses.
 
 Pure, like the rest of translation; :func:`inputs` is what the listeners are a function
 of, for the config builder's memo.
@@ -45,7 +54,7 @@ from meshpilot.api.networking import (
 )
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, TcpOutbound
-from meshpilot.xds.translate import names, pb, tls
+from meshpilot.xds.translate import names, passthrough, pb, subnets, tls
 from meshpilot.xds.translate.endpoints import socket
 from meshpilot.xds.translate.gateway import tcp_proxy
 from meshpilot.xds.translate.matches import Where, applies
@@ -72,7 +81,7 @@ def inputs(snapshot: MeshSnapshot, node: ProxyNode) -> Hashable:
         deps = tuple(index.service(snapshot, host, vs.namespace)
                      for host in _route_hosts(vs)) if vs is not None else ()
         parts.append((target, service, vs, deps))
-    return node, tuple(parts)
+    return node, tuple(parts), snapshot.mesh_config
 
 
 def _route_hosts(vs: Named[VirtualService]) -> list[str]:
@@ -96,6 +105,8 @@ def listeners(snapshot: MeshSnapshot, node: ProxyNode) -> list[listener_pb2.List
         vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
         if port.protocol in _TLS_PROTOCOLS:
             chains = _tls_chains(service, target, vs, ctx)
+        elif passthrough.is_passthrough(service):
+            continue  # a plain TCP connection names no host to pass through to
         else:
             chains = [lc.FilterChain(filters=[_tcp_filter(service, target, vs, ctx)])]
         out.append(_listener(node, target, chains))
@@ -122,11 +133,16 @@ def _default(service: MeshService, target: TcpOutbound) -> lc.Filter:
 
 
 def _only_l4(match: L4MatchAttributes | TLSMatchAttributes, vs_namespace: str,
-             where: Where) -> bool:
-    """Whether a match applies at this listener: subnets never do (module docstring)."""
-    subnets = bool(match.destination_subnets) or bool(
-        getattr(match, "source_subnet", None))
-    return not subnets and applies(match, vs_namespace, where)
+             where: Where, address: str) -> bool:
+    """Whether a match applies at this listener of the pod at ``address``, which is both
+    the source and the destination of its connections (module docstring)."""
+    source = getattr(match, "source_subnet", None)
+    if match.destination_subnets and not subnets.contains(match.destination_subnets,
+                                                          address):
+        return False
+    if source and not subnets.contains([source], address):
+        return False
+    return applies(match, vs_namespace, where)
 
 
 def _tcp_filter(service: MeshService, target: TcpOutbound,
@@ -135,18 +151,25 @@ def _tcp_filter(service: MeshService, target: TcpOutbound,
     for route in vs.obj.spec.tcp if vs is not None else ():
         if not route.route:
             continue
-        if not route.match or any(_only_l4(m, vs.namespace, ctx.where) for m in route.match):
+        if not route.match or any(_only_l4(m, vs.namespace, ctx.where, _address(ctx.node))
+                                  for m in route.match):
             return tcp_proxy(route.route, vs.namespace, ctx,
                              stat_prefix=listener_name(target))
     return _default(service, target)
 
 
-def _tls_matches(vs: Named[VirtualService], where: Where
+def _address(node: ProxyNode) -> str:
+    """Where the node's TCP listeners bind: the pod's address."""
+    return node.outbound_ip or node.ip
+
+
+def _tls_matches(vs: Named[VirtualService], where: Where, address: str
                  ) -> Iterator[tuple[str, list[str], TLSRoute]]:
     """(chain name, SNI names, route) of each ``tls`` route match that applies here."""
     for i, route in enumerate(vs.obj.spec.tls):
         for j, match in enumerate(route.match):
-            if route.route and match.sni_hosts and _only_l4(match, vs.namespace, where):
+            if route.route and match.sni_hosts and _only_l4(match, vs.namespace, where,
+                                                            address):
                 yield f"{vs.namespace}/{vs.name}.tls[{i}].match[{j}]", match.sni_hosts, route
 
 
@@ -156,7 +179,8 @@ def _tls_chains(service: MeshService, target: TcpOutbound,
     service (see the module docstring)."""
     chains: list[lc.FilterChain] = []
     taken: set[str] = set()
-    for name, sni, route in _tls_matches(vs, ctx.where) if vs is not None else ():
+    matches = _tls_matches(vs, ctx.where, _address(ctx.node)) if vs is not None else ()
+    for name, sni, route in matches:
         free = [host for host in dict.fromkeys(sni) if host not in taken]
         if not free:
             continue
@@ -166,4 +190,19 @@ def _tls_chains(service: MeshService, target: TcpOutbound,
             route.route, vs.namespace, ctx, stat_prefix=listener_name(target))])
         chain.filter_chain_match.server_names.extend(free)
         chains.append(chain)
+    if passthrough.is_passthrough(service):  # covered names no route took
+        return chains if service.host in taken else [
+            *chains, _passthrough_chain(service, target, ctx)]
     return chains or [lc.FilterChain(filters=[_default(service, target)])]
+
+
+def _passthrough_chain(service: MeshService, target: TcpOutbound, ctx: Ctx
+                       ) -> lc.FilterChain:
+    """A wildcard entry resolved NONE: the SNI names its pattern covers (those no route
+    took: a route's exact names are more specific) passed through to that name on the
+    entry's port."""
+    chain = lc.FilterChain(name=f"passthrough|{target.port}|{service.host}", filters=[
+        passthrough.sni_filter(target.port, ctx.snapshot.mesh_config),
+        _default(service, target)])
+    chain.filter_chain_match.server_names.append(service.host)
+    return chain
