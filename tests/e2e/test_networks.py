@@ -138,7 +138,8 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     myapp's endpoint, the gateway at the control plane's listen address (not B's
     address, which A cannot reach), and its calls arrive at B over mutual TLS with A's
     identity, through the gateway (its access log names the SNI). The control plane's
-    own proxies, on network B, reach host B directly."""
+    own proxies, on network B, reach host B directly, and do not get host A's endpoint
+    (network A has no gateway)."""
     net_a, net_b = nets
     mesh.apply(SERVICE, group("myapp-b", "myapp", "myapp-vm", None),
                group("client-a", "client", "client-vm", "network-a"))
@@ -169,6 +170,14 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     wait_for(lambda: "outbound_.8080_._.myapp.default.svc.cluster.local"
              in read(gateway_log), 10, lambda: f"gateway log: {read(gateway_log)!r}")
 
-    # the control plane's mesh proxy is on network B: host B directly
+    # the control plane's mesh proxy is on network B: host B directly, and nothing of
+    # network A, which has no gateway (Istio leaves such endpoints out)
     assert mesh.endpoint_addresses("mesh-proxy", CLUSTER) == [f"{host_b.address}:8080"]
     assert name_b.startswith("myapp-b-")
+    mesh.apply({**SERVICE, "metadata": {"name": "client", "namespace": "default"},
+                "spec": {**SERVICE["spec"], "selector": {"app": "client"}}})
+    mesh.converge()
+    client = "outbound|8080||client.default.svc.cluster.local"
+    assert client in mesh.clusters("mesh-proxy")
+    assert mesh.endpoint_addresses("mesh-proxy", client) == []
+    assert healthy(entry(mesh, name_a))  # a live endpoint, left out by its network
