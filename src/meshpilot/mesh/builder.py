@@ -474,7 +474,8 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
                     service_account=w.service_account if w.has_sidecar else "",
-                    locality=locality.of_workload(w.locality, w.labels), network=w.network)
+                    locality=locality.of_workload(w.locality, w.labels), network=w.network,
+                    host_gateway=w.host_gateway)
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:

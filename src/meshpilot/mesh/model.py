@@ -93,6 +93,8 @@ class Endpoint:
     service_account: str = ""  # its identity's service account (with a sidecar)
     locality: str = ""  # region/zone/subzone (see meshpilot.mesh.locality); "": none
     network: str = ""  # its named network (meshpilot.mesh.networks); "": every network's
+    host_gateway: str = ""  # host:port of its host's east-west gateway, when that host is
+    # another control-plane replica's (its pods are on that host's loopback)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class WorkloadInstance:
     network: str = ""
     """The named network it is on, resolved by :func:`meshpilot.mesh.networks.place` when
     the mesh has named networks; empty: on every network (Istio's unset network)."""
+    host_gateway: str = ""
+    """A pod another control-plane replica runs on another host: ``host:port`` of that
+    host's east-west gateway, through which it is reached (empty: this host's own)."""
 
     @property
     def workload_name(self) -> str:

@@ -159,11 +159,6 @@ class MeshControlPlane:
         """Where proxies on other hosts reach xDS, over mutual TLS (``up --listen``)."""
         self.east_west = EastWestGateway(listen) if listen else None
         """The gateway through which joined hosts reach this host's pods (with --listen)."""
-        self.pods_gateway: Callable[[], tuple[str, int] | None] = lambda: None
-        """The east-west gateway of the host the pods run on, when that is not this one
-        (the leader's, for a follower on another host): this replica's own proxies and
-        its joined hosts reach the pods through it (see
-        :mod:`meshpilot.server.leader_gateway`)."""
         self.leading = leading
         """Whether this replica runs the local runtime's pods (the elected leader among
         replicas on one etcd; always, with SQLite)."""
@@ -398,8 +393,8 @@ class MeshControlPlane:
             return configs.config_for(snapshot, node, credentials.get(node.id))
 
         if self.east_west is not None:
-            return XdsSnapshot(snapshot.version, self.east_west.wrap(
-                snapshot, remote, config_for, self.pods_gateway()))
+            return XdsSnapshot(snapshot.version,
+                               self.east_west.wrap(snapshot, remote, config_for))
         return XdsSnapshot(snapshot.version, config_for)
 
     def _proxy_identities(self, pods: list[Pod]) -> list[CredentialSubject]:

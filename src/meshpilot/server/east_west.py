@@ -75,20 +75,16 @@ class EastWestGateway:
             return resources
 
     def wrap(self, snapshot: MeshSnapshot, remote: Collection[str],
-             config_for: Callable[[ProxyNode], Mapping[str, Any]],
-             pods_at: tuple[str, int] | None = None,
+             config_for: Callable[[ProxyNode], Mapping[str, Any]]
              ) -> Callable[[ProxyNode], Mapping[str, Any]]:
         """``config_for`` with the gateway's own config for the gateway, and, for the
-        proxies whose node ids are in ``remote`` (joined hosts), endpoints through it;
-        with ``pods_at`` (the pods run on another replica's host), every other proxy's
-        and the joined hosts' through that host's gateway instead."""
-        through = pods_at or self.address
+        proxies whose node ids are in ``remote`` (joined hosts), endpoints through it."""
 
         def wrapped(node: ProxyNode) -> Mapping[str, Any]:
             if node.id == self.node.id:
                 return self.config(snapshot, node)
-            if node.id in remote or pods_at is not None:
-                node = replace(node, via_gateway=through)
+            if node.id in remote:
+                node = replace(node, via_gateway=self.address)
             return config_for(node)
 
         return wrapped

@@ -6,9 +6,9 @@ place for the composition root.
   whichever replica starts first (see :meth:`SharedRecords.secret`); with SQLite it is
   the file in the state directory, as before.
 - The replica directory (:mod:`meshpilot.store.replicas`): which replicas are alive and
-  where hosts reach them, published in endpoints.json as ``replicas``; and where each
-  one's east-west gateway is, so that the leader's is used for its pods from other hosts
-  (:mod:`meshpilot.server.leader_gateway`).
+  where hosts reach them, published in endpoints.json as ``replicas``; and which host
+  each is on and where its east-west gateway is, so that its pods are reached through
+  that gateway from other hosts (:mod:`meshpilot.server.replica_hosts`).
 - The records the host registry shares (members and reports), and the join tokens.
 - The mesh's CA, when no ``--ca-dir`` is given: the root the first replica made, written
   into every other replica's state directory before its mesh starts, so every replica
@@ -38,8 +38,7 @@ from meshpilot.security.join_tokens import JoinTokenBook, JoinTokens
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.controlplane import MeshControlPlane
-from meshpilot.server.leader_gateway import FIELD as GATEWAY_FIELD
-from meshpilot.server.leader_gateway import LOOPBACK_FIELD, leader_gateway, loopback_identity
+from meshpilot.server.replica_hosts import GATEWAY_FIELD, LOOPBACK_FIELD, loopback_identity
 from meshpilot.server.shared_endpoints import SharedEndpoints
 from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
@@ -108,7 +107,8 @@ class ReplicaState:
         """Join the directory as ``api`` and the mesh's mutual-TLS xDS, with the pods it
         runs; every change of the set of live replicas goes to endpoints.json, and every
         change of another's pods to the mesh (:mod:`meshpilot.server.shared_endpoints`)."""
-        endpoints = SharedEndpoints(self.directory)
+        loopback = loopback_identity()
+        endpoints = SharedEndpoints(self.directory, loopback=loopback)
         mesh.remote_workloads = endpoints.others
         mesh.share_workloads = endpoints.share
         mesh.remote_behind = endpoints.behind
@@ -122,9 +122,6 @@ class ReplicaState:
                 mesh.wake()
 
         gateway = mesh.east_west.endpoint if mesh.east_west is not None else ""
-        loopback = loopback_identity()
-        mesh.pods_gateway = lambda: leader_gateway(self.directory.replicas(),
-                                                   self.directory.identity, loopback)
         self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address,
                               GATEWAY_FIELD: gateway, LOOPBACK_FIELD: loopback},
                              changed, poll)

@@ -19,6 +19,21 @@ NETWORK_KEY = "network"
 for the split-horizon view (:mod:`meshpilot.xds.translate.networks`)."""
 
 
+HOST_GATEWAY_KEY = "hostGateway"
+"""Where the east-west gateway of the host that runs a loopback endpoint is written, when
+that is another control-plane replica's host (:mod:`meshpilot.xds.translate.east_west`)."""
+
+
+def host_gateway_of(lb: ec.LbEndpoint) -> tuple[str, int] | None:
+    """(address, port) of the gateway the endpoint's metadata names, or None."""
+    fields = lb.metadata.filter_metadata.get(NETWORK_FILTER)
+    value = fields.fields.get(HOST_GATEWAY_KEY) if fields is not None else None
+    if value is None:
+        return None
+    host, _, port = value.string_value.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
 def network_of(lb: ec.LbEndpoint) -> str:
     """The named network an endpoint's metadata says it is on ("" for none)."""
     fields = lb.metadata.filter_metadata.get(NETWORK_FILTER)
@@ -75,5 +90,8 @@ def assignment_for(cluster: str, endpoints: list[Endpoint],
             lb.metadata.CopyFrom(endpoint_tls_metadata(True))
         if e.network:
             lb.metadata.filter_metadata[NETWORK_FILTER].update({NETWORK_KEY: e.network})
+        if e.host_gateway:
+            lb.metadata.filter_metadata[NETWORK_FILTER].update(
+                {HOST_GATEWAY_KEY: e.host_gateway})
 
     return locality.assignment(cluster, endpoints, mark)

@@ -81,8 +81,7 @@ def seen_by(assignment: endpoint_pb2.ClusterLoadAssignment, network: str,
             ) -> endpoint_pb2.ClusterLoadAssignment:
     """What a proxy on ``network`` (and, on another host, reaching the control-plane
     host's pods through ``via_gateway``) gets of ``assignment``: other networks first,
-    then the pods of the control-plane host left on its own network."""
+    then the pods of the control-plane host left on its own network, and those of
+    another replica's host through that host's gateway."""
     assignment = split_horizon(assignment, network, networks)
-    if via_gateway is not None:
-        assignment = east_west.via_gateway(assignment, via_gateway)
-    return assignment
+    return east_west.via_gateway(assignment, via_gateway)
