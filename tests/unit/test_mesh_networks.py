@@ -22,7 +22,6 @@ from meshpilot.api.mesh_networks import EAST_WEST_SERVICE
 from meshpilot.mesh import networks
 from meshpilot.mesh.builder import SnapshotBuilder
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, ProxyNode, WorkloadInstance
-from meshpilot.server.east_west import gateway_named
 from meshpilot.validation.mesh_config import MeshConfigError, parse_mesh_config
 from meshpilot.xds import ENDPOINT, ProxyConfigBuilder
 from meshpilot.xds.resources import prepare, versions
@@ -50,7 +49,7 @@ meshNetworks:
 
 def mesh_config() -> MeshConfig:
     config, _ = parse_mesh_config(MESH, "mesh.yaml")
-    resolved = gateway_named(config, CP)
+    resolved = networks.gateway_named(config, CP)
     assert resolved is not None
     return resolved
 
@@ -124,7 +123,7 @@ def test_the_mesh_config_reads_istio_s_mesh_networks() -> None:
                                                             ("10.3.0.9", 15443))
     assert [(d.code, d.path, d.line) for d in warnings] == [
         ("MP2036", "meshNetworks.networks.network-c", 9)]
-    assert gateway_named(config, None) is config  # no --listen: nothing to name
+    assert networks.gateway_named(config, None) is config  # no --listen: nothing to name
 
 
 @pytest.mark.parametrize(("text", "code", "path"), [

@@ -13,13 +13,17 @@ which is every network, and nothing here changes a thing.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable
 from dataclasses import replace
 
-from meshpilot.api.mesh_networks import NETWORK_LABEL, MeshNetworks
+from meshpilot.api.mesh_config import MeshConfig
+from meshpilot.api.mesh_networks import EAST_WEST_SERVICE, NETWORK_LABEL, MeshNetworks
 from meshpilot.api.networking import WorkloadEntry
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode, WorkloadInstance
+
+log = logging.getLogger(__name__)
 
 
 def place(networks: MeshNetworks, workload: WorkloadInstance) -> WorkloadInstance:
@@ -79,3 +83,16 @@ def on_network(snapshot: MeshSnapshot, node: ProxyNode) -> ProxyNode:
     """``node`` with :func:`proxy_network` set (the same object when it already is)."""
     network = proxy_network(snapshot, node)
     return node if network == node.network else replace(node, network=network)
+
+
+def gateway_named(config: MeshConfig | None, listen: str | None) -> MeshConfig | None:
+    """``config`` with its ``meshNetworks`` gateways named by the east-west gateway's
+    service (:data:`~meshpilot.api.mesh_networks.EAST_WEST_SERVICE`) at ``listen``, where
+    this gateway is; without ``--listen`` they stay unresolved (no gateway: warned)."""
+    if config is None or not config.networks or not listen:
+        if config is not None and any(g.registry_service_name and not g.address
+                                      for n in config.networks.networks for g in n.gateways):
+            log.warning("meshNetworks names the east-west gateway %s, and there is none "
+                        "without up --listen: that network has no gateway", EAST_WEST_SERVICE)
+        return config
+    return replace(config, networks=config.networks.resolve(EAST_WEST_SERVICE, listen))

@@ -55,7 +55,7 @@ from meshpilot.security.workload_certs import CredentialSubject
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.east_west import PROXY_NAME as EAST_WEST_PROXY
-from meshpilot.server.east_west import EastWestGateway, gateway_named
+from meshpilot.server.east_west import EastWestGateway
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.mesh_changes import MeshChanges
 from meshpilot.server.pacing import RebuildPacer
@@ -185,7 +185,7 @@ class MeshControlPlane:
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
         self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain,
-                                          mesh_config=gateway_named(mesh_config, listen))
+                                          mesh_config=networks.gateway_named(mesh_config, listen))
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)

@@ -18,8 +18,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from meshpilot.api.mesh_config import MeshConfig
-from meshpilot.api.mesh_networks import EAST_WEST_SERVICE
 from meshpilot.mesh import networks
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import east_west
@@ -28,19 +26,6 @@ log = logging.getLogger(__name__)
 
 PROXY_NAME = "eastwestgateway"
 """The gateway's name among the control plane's own proxies (its run directory)."""
-
-
-def gateway_named(config: MeshConfig | None, listen: str | None) -> MeshConfig | None:
-    """``config`` with its ``meshNetworks`` gateways named by the east-west gateway's
-    service (:data:`~meshpilot.api.mesh_networks.EAST_WEST_SERVICE`) at ``listen``, where
-    this gateway is; without ``--listen`` they stay unresolved (no gateway: warned)."""
-    if config is None or not config.networks or not listen:
-        if config is not None and any(g.registry_service_name and not g.address
-                                      for n in config.networks.networks for g in n.gateways):
-            log.warning("meshNetworks names the east-west gateway %s, and there is none "
-                        "without up --listen: that network has no gateway", EAST_WEST_SERVICE)
-        return config
-    return replace(config, networks=config.networks.resolve(EAST_WEST_SERVICE, listen))
 
 
 class EastWestGateway:
