@@ -30,7 +30,7 @@ from meshpilot.api.networking import (
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.api.security import AuthorizationPolicy, PeerAuthentication
 from meshpilot.api.workload_group import AUTO_REGISTRATION_ANNOTATION
-from meshpilot.mesh import index, locality, networks
+from meshpilot.mesh import index, locality
 from meshpilot.mesh.index import SnapshotIndex
 from meshpilot.mesh.model import (
     Endpoint,
@@ -42,6 +42,7 @@ from meshpilot.mesh.model import (
     WorkloadInstance,
     same_objects,
 )
+from meshpilot.mesh.networks import of_entries, place
 from meshpilot.mesh.protocols import is_tcp, port_protocol
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class SnapshotBuilder:
             trust_domain=self.trust_domain,
             mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
-            entry_networks=networks.of_entries(self.mesh_config.networks, entries, instances),
+            entry_networks=of_entries(self.mesh_config.networks, entries, instances),
         )
         self._last = snapshot
         self._parsed = seen
@@ -261,12 +262,12 @@ class SnapshotBuilder:
         return out
 
     def _stable(self, instances: Sequence[WorkloadInstance]) -> tuple[WorkloadInstance, ...]:
-        """The instances, each on its named network (:func:`networks.place`) and an
-        earlier build's very object when equal to it."""
+        """The instances, each placed on its named network (:func:`place`) and an earlier
+        build's very object when equal to it."""
         seen: dict[tuple[str, str], WorkloadInstance] = {}
         out = []
         for given in instances:
-            w = networks.place(self.mesh_config.networks, given)
+            w = place(self.mesh_config.networks, given)
             key = (w.namespace, w.name)
             old = self._workloads.get(key)
             if old is not None and (old is w or old == w):
