@@ -117,6 +117,9 @@ class ControlPlane:
         # with it, so the write just fails)
         self.file_size_limit = file_size_limit
         self.log_path = state_dir.parent / f"{state_dir.name}.server.log"
+        self.argv_prefix: tuple[str, ...] = ()
+        """What the server's command line is run through (``ip netns exec NS`` for a
+        control plane on another test host); it must exec, keeping the pid."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = ""
         self.token = ""
@@ -135,8 +138,8 @@ class ControlPlane:
             mesh_config.write_text(f'dnsResolvers: ["{self.dns}"]\n')
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshpilot.server", "--state-dir", str(self.state_dir),
-             *self.args],
+            [*self.argv_prefix, sys.executable, "-m", "meshpilot.server", "--state-dir",
+             str(self.state_dir), *self.args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=_env(),
             preexec_fn=self._limit_file_size if self.file_size_limit else None,
         )

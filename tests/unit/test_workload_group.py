@@ -76,14 +76,15 @@ def test_unknown_probe_field_names_path() -> None:
     assert any(d.code == "MP0010" and "pth" in (d.path or "") for d in p.errors)
 
 
-def test_network_is_warned_and_locality_applied() -> None:
-    """The template's locality is each joined entry's (Istio's auto-registration copies
-    the template), so it is applied, not warned about."""
+def test_network_and_locality_are_applied() -> None:
+    """The template's locality and network are each joined entry's (Istio's
+    auto-registration copies the template), so both are applied, not warned about: the
+    network decides who reaches the host directly and who through its gateway."""
     spec = {**GROUP, "template": {**GROUP["template"], "network": "vpc-1",
                                   "locality": "eu/w/a"}}
     p = plan(group(spec))
     assert p.ok
-    assert ("MP2016", "spec.template.network") in codes(p)
+    assert ("MP2016", "spec.template.network") not in codes(p)
     assert ("MP2016", "spec.template.locality") not in codes(p)
 
 

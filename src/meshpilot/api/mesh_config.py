@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from meshpilot.api.mesh_networks import NO_NETWORKS, MeshNetworks
+
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 ALLOW_ANY: OutboundMode = "ALLOW_ANY"
 REGISTRY_ONLY: OutboundMode = "REGISTRY_ONLY"
@@ -46,6 +48,8 @@ class MeshConfig:
 
     outbound_mode: OutboundMode = ALLOW_ANY
     dns_resolvers: tuple[DnsResolver, ...] = ()
+    networks: MeshNetworks = NO_NETWORKS
+    """Istio's ``meshNetworks`` (:mod:`meshpilot.api.mesh_networks`); none: one network."""
 
 
 DEFAULT_MESH_CONFIG = MeshConfig()

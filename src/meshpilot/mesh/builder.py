@@ -42,6 +42,7 @@ from meshpilot.mesh.model import (
     WorkloadInstance,
     same_objects,
 )
+from meshpilot.mesh.networks import of_entries, place
 from meshpilot.mesh.protocols import is_tcp, port_protocol
 
 log = logging.getLogger(__name__)
@@ -127,11 +128,12 @@ def _entry_instance(entry: Named[WorkloadEntry]) -> WorkloadInstance:
             ports=tuple(InboundPort(container_port=port, app_port=port, name=name,
                                     protocol=port_protocol(name))
                         for name, port in sorted(spec.ports.items())),
-            service_account=spec.service_account or "default", locality=spec.locality or "")
+            service_account=spec.service_account or "default", locality=spec.locality or "",
+            network=spec.network or "")
     return WorkloadInstance(
         name=entry.name, namespace=entry.namespace, ip=spec.address or "127.0.0.1",
         labels=dict(spec.labels), named_ports=dict(spec.ports), has_sidecar=False,
-        weight=spec.weight or 1, locality=spec.locality or "")
+        weight=spec.weight or 1, locality=spec.locality or "", network=spec.network or "")
 
 
 def _healthy(entry: WorkloadEntry) -> bool:
@@ -231,6 +233,7 @@ class SnapshotBuilder:
             trust_domain=self.trust_domain,
             mesh_config=self.mesh_config,
             sidecar_ports=self._sidecar_ports(instances),
+            entry_networks=of_entries(self.mesh_config.networks, entries, instances),
         )
         self._last = snapshot
         self._parsed = seen
@@ -262,10 +265,12 @@ class SnapshotBuilder:
         return out
 
     def _stable(self, instances: Sequence[WorkloadInstance]) -> tuple[WorkloadInstance, ...]:
-        """The instances, each an earlier build's very object when equal to it."""
+        """The instances, each placed on its named network (:func:`place`) and an earlier
+        build's very object when equal to it."""
         seen: dict[tuple[str, str], WorkloadInstance] = {}
         out = []
-        for w in instances:
+        for given in instances:
+            w = place(self.mesh_config.networks, given)
             key = (w.namespace, w.name)
             old = self._workloads.get(key)
             if old is not None and (old is w or old == w):
@@ -429,7 +434,7 @@ def _inline_instances(se: Named[ServiceEntry]) -> list[WorkloadInstance]:
         WorkloadInstance(name=f"{se.name}-{i}", namespace=se.namespace,
                          ip=e.address or "", labels=dict(e.labels),
                          named_ports=dict(e.ports), has_sidecar=False, weight=e.weight or 1,
-                         locality=e.locality or "")
+                         locality=e.locality or "", network=e.network or "")
         for i, e in enumerate(se.obj.spec.endpoints)
     ]
 
@@ -473,7 +478,8 @@ def _service_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endp
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight, has_sidecar=w.has_sidecar,
                     service_account=w.service_account if w.has_sidecar else "",
-                    locality=locality.of_workload(w.locality, w.labels))
+                    locality=locality.of_workload(w.locality, w.labels), network=w.network,
+                    host_gateway=w.host_gateway)
 
 
 def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoint | None:
@@ -486,4 +492,4 @@ def _entry_endpoint(host: str, port: ServicePort, w: WorkloadInstance) -> Endpoi
     return Endpoint(host=host, service_port=port.port, address=w.ip, port=int(number),
                     labels=dict(w.labels), workload=w.workload_name, namespace=w.namespace,
                     ready=w.ready, weight=w.weight,
-                    locality=locality.of_workload(w.locality, w.labels))
+                    locality=locality.of_workload(w.locality, w.labels), network=w.network)

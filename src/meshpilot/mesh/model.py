@@ -94,6 +94,9 @@ class Endpoint:
     has_sidecar: bool = False  # a proxy of the mesh receives its traffic (mTLS possible)
     service_account: str = ""  # its identity's service account (with a sidecar)
     locality: str = ""  # region/zone/subzone (see meshpilot.mesh.locality); "": none
+    network: str = ""  # its named network (meshpilot.mesh.networks); "": every network's
+    host_gateway: str = ""  # host:port of its host's east-west gateway, when that host is
+    # another control-plane replica's (its pods are on that host's loopback)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,12 @@ class WorkloadInstance:
     locality: str = ""
     """region/zone/subzone as the workload's spec names it (a WorkloadEntry's, a
     ServiceEntry endpoint's); empty: read from its labels, as a pod's is."""
+    network: str = ""
+    """The named network it is on, resolved by :func:`meshpilot.mesh.networks.place` when
+    the mesh has named networks; empty: on every network (Istio's unset network)."""
+    host_gateway: str = ""
+    """A pod another control-plane replica runs on another host: ``host:port`` of that
+    host's east-west gateway, through which it is reached (empty: this host's own)."""
 
     @property
     def workload_name(self) -> str:
@@ -206,6 +215,10 @@ class ProxyNode:
     sidecar): the east-west gateway through which it reaches that host's pods
     (``xds.translate.east_west``). Set by the control plane, never from the node's
     metadata."""
+    network: str = ""
+    """The named network it is on (:func:`meshpilot.mesh.networks.proxy_network`): an
+    endpoint on another one is reached through that network's gateway. Set by the
+    control plane, never from the node's metadata."""
     report_failures: bool = False
     """Whether its inbound listeners stream failed requests to the control plane: set by
     the xDS build from the snapshot for the sidecars of a Canary's target workload
@@ -253,6 +266,9 @@ class MeshSnapshot:
     mesh_config: MeshConfig = DEFAULT_MESH_CONFIG
     """The mesh config ``up`` was given: what a request for a host outside the registry
     gets (:mod:`meshpilot.xds.translate.egress`)."""
+    entry_networks: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, name) of each WorkloadEntry a joined host registered → its network
+    (empty without named networks): the network of that host's sidecar."""
     sidecar_ports: frozenset[int] = frozenset()
     """The HTTP container ports of the workloads with a sidecar: every sidecar gets the
     inbound route configurations of all of them, so they are one shared set."""

@@ -34,6 +34,7 @@ from meshpilot.api.kubernetes import Deployment
 from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
+from meshpilot.mesh import networks
 from meshpilot.mesh.builder import SnapshotBuilder, same_stored_body
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode, WorkloadInstance
 from meshpilot.mesh.sources import GATEWAY_SERVICE_ACCOUNT
@@ -184,7 +185,7 @@ class MeshControlPlane:
         options = security if security is not None else SecurityOptions()
         # unchanged objects keep their identity
         self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain,
-                                          mesh_config=mesh_config)
+                                          mesh_config=networks.gateway_named(mesh_config, listen))
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
@@ -388,6 +389,7 @@ class MeshControlPlane:
         def config_for(node: ProxyNode) -> dict[str, Any]:
             if node.kind == "gateway":
                 node = replace(node, gateway_ports=ports)
+            node = networks.on_network(snapshot, node)
             return configs.config_for(snapshot, node, credentials.get(node.id))
 
         if self.east_west is not None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
+from meshpilot.mesh import networks
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import east_west
 
@@ -49,8 +50,9 @@ class EastWestGateway:
             built_from, resources = self._built
             if built_from is None or built_from[0] is not snapshot or \
                     built_from[1] != node.access_log:
+                me = replace(self.node, access_log=node.access_log)
                 resources, problems = east_west.gateway_resources(
-                    snapshot, replace(self.node, access_log=node.access_log))
+                    snapshot, networks.on_network(snapshot, me))
                 for problem in problems:
                     log.warning("proxy %s at mesh version %d: %s", node.id,
                                 snapshot.version, problem)

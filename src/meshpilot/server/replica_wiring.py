@@ -6,7 +6,9 @@ place for the composition root.
   whichever replica starts first (see :meth:`SharedRecords.secret`); with SQLite it is
   the file in the state directory, as before.
 - The replica directory (:mod:`meshpilot.store.replicas`): which replicas are alive and
-  where hosts reach them, published in endpoints.json as ``replicas``.
+  where hosts reach them, published in endpoints.json as ``replicas``; and which host
+  each is on and where its east-west gateway is, so that its pods are reached through
+  that gateway from other hosts (:mod:`meshpilot.server.replica_hosts`).
 - The records the host registry shares (members and reports), and the join tokens.
 - The mesh's CA, when no ``--ca-dir`` is given: the root the first replica made, written
   into every other replica's state directory before its mesh starts, so every replica
@@ -36,6 +38,7 @@ from meshpilot.security.join_tokens import JoinTokenBook, JoinTokens
 from meshpilot.security.options import CA_DIR, SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.controlplane import MeshControlPlane
+from meshpilot.server.replica_hosts import GATEWAY_FIELD, LOOPBACK_FIELD, loopback_identity
 from meshpilot.server.shared_endpoints import SharedEndpoints
 from meshpilot.server.shared_join_tokens import SharedJoinTokens
 from meshpilot.statedir import StateDir
@@ -104,7 +107,8 @@ class ReplicaState:
         """Join the directory as ``api`` and the mesh's mutual-TLS xDS, with the pods it
         runs; every change of the set of live replicas goes to endpoints.json, and every
         change of another's pods to the mesh (:mod:`meshpilot.server.shared_endpoints`)."""
-        endpoints = SharedEndpoints(self.directory)
+        loopback = loopback_identity()
+        endpoints = SharedEndpoints(self.directory, loopback=loopback)
         mesh.remote_workloads = endpoints.others
         mesh.share_workloads = endpoints.share
         mesh.remote_behind = endpoints.behind
@@ -117,7 +121,10 @@ class ReplicaState:
             if endpoints.departing():
                 mesh.wake()
 
-        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address}, changed, poll)
+        gateway = mesh.east_west.endpoint if mesh.east_west is not None else ""
+        self.directory.start({"api": api, "xds_tls": mesh.xds_tls_address,
+                              GATEWAY_FIELD: gateway, LOOPBACK_FIELD: loopback},
+                             changed, poll)
 
     def stop(self) -> None:
         self.directory.stop()

@@ -22,8 +22,9 @@ the new leader's proxies go on sending to them until its own pods are ready, so 
 hand-over costs no request.
 
 The pods' addresses are the leader host's (loopback addresses with the local runtime):
-reachable from replicas on the same host, as in the tests; replicas on other hosts
-would need the pods on routable addresses.
+reachable from replicas on the same host; a replica on another host takes them with the
+leader's east-west gateway, through which its proxies reach them
+(:mod:`meshpilot.server.replica_hosts`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
+from meshpilot.server.replica_hosts import host_gateway
 from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
 
 FIELD = "workloads"
@@ -47,8 +49,8 @@ def record(w: WorkloadInstance) -> dict[str, Any]:
             "ready": w.ready, "workload": w.workload, "serviceAccount": w.service_account}
 
 
-def instance(row: dict[str, Any]) -> WorkloadInstance:
-    return WorkloadInstance(
+def instance(row: dict[str, Any], host_gateway: str = "") -> WorkloadInstance:
+    return WorkloadInstance(host_gateway=host_gateway,
         name=str(row["name"]), namespace=str(row["namespace"]), ip=str(row["ip"]),
         labels={str(k): str(v) for k, v in dict(row.get("labels") or {}).items()},
         ports=tuple(InboundPort(int(p[0]), int(p[1]), str(p[2]), p[3])
@@ -64,8 +66,9 @@ class SharedEndpoints:
 
     def __init__(self, directory: ReplicaDirectory | SingleReplica, *,
                  keep_departed: float = KEEP_DEPARTED,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, loopback: str = "") -> None:
         self._directory = directory
+        self._loopback = loopback  # which host this replica is on (replica_hosts)
         self._keep, self._clock = keep_departed, clock
         self._held: dict[str, tuple[str, list[WorkloadInstance]]] = {}
         self._departed: dict[str, tuple[float, list[WorkloadInstance]]] = {}
@@ -101,10 +104,11 @@ class SharedEndpoints:
             if identity == self._directory.identity:
                 continue
             rows = replica.get(FIELD) or []
-            text = json.dumps(rows, sort_keys=True)
+            gateway = host_gateway(replica, self._loopback)
+            text = json.dumps([gateway, rows], sort_keys=True)
             known = self._held.get(identity)
             if known is None or known[0] != text:
-                known = (text, [instance(r) for r in rows])
+                known = (text, [instance(r, gateway) for r in rows])
             held[identity] = known
             out += known[1]
         now = self._clock()

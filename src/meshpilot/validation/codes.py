@@ -116,6 +116,11 @@ MESH_CONFIG_REFUSED = Code("MP0082", Severity.ERROR, "mesh config field refused:
                            "(outboundTrafficPolicy.egressProxy)")
 MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field that "
                            "meshpilot does not act on")
+MESH_NETWORK_UNKNOWN = Code("MP0089", Severity.ERROR, "meshNetworks names a registry or a "
+                             "gateway service meshpilot does not have (only Kubernetes, the "
+                             "control-plane host's pods, and its east-west gateway)")
+NETWORK_NO_GATEWAY = Code("MP2036", Severity.WARNING, "meshNetworks network without a "
+                          "gateway: its endpoints are reached only from its own network")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "
                              "AnalysisTemplate or ClusterAnalysisTemplate that does not "
                              "exist (yet)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,12 +29,13 @@ from meshpilot.validation.codes import (
     Code,
 )
 from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
+from meshpilot.validation.mesh_networks import parse_mesh_networks
 
 SUBJECT = "meshConfig"
 MAX_RESOLVERS = 8
 
 KNOWN: MappingProxyType[tuple[str, ...], tuple[str, ...]] = MappingProxyType({
-    (): ("outboundTrafficPolicy", "dnsResolvers"),
+    (): ("outboundTrafficPolicy", "dnsResolvers", "meshNetworks"),
     ("outboundTrafficPolicy",): ("mode",),
 })
 """Fields meshpilot acts on, per object path."""
@@ -196,9 +198,13 @@ def parse_mesh_config(text: str, file: str) -> tuple[MeshConfig, list[Diagnostic
     reader.fields(data, ())
     mode = _mode(reader, data)
     resolvers = _resolvers(reader, data)
+    networks = parse_mesh_networks(reader.say, data["meshNetworks"]) \
+        if "meshNetworks" in data else None
     if has_errors(reader.found):
         raise MeshConfigError(reader.found)
     config = MeshConfig(outbound_mode=mode or "ALLOW_ANY", dns_resolvers=resolvers)
+    if networks:
+        config = replace(config, networks=networks)
     return config, reader.found
 
 

@@ -299,10 +299,6 @@ def _workload_rows(*where: str) -> tuple[Unapplied, ...]:
         row(*where, why=_SERVICE_ACCOUNT_WHY, when=_mtls_by_account, code=_REFUSED,
              inside="serviceAccount"),
         row(*where, "labels", KEYS, why=_TLS_MODE_WHY, when=_istio_tls_mode, code=_REFUSED),
-        row(*where, "network",
-             why="network is not applied: networks are not named; a joined host reaches the "
-                 "control-plane host's pods through its east-west gateway and every "
-                 "other endpoint directly at its address, whatever the network; remove it"),
     )
 
 

@@ -7,8 +7,8 @@ hand-written entry (a process with no sidecar, whose ``serviceAccount`` is refus
 was registered that way with Istio's annotation ``istio.io/autoRegistrationGroup``.
 
 What the agent does not do is said at apply: a ``grpc`` probe is refused (MP0065; the
-agent runs httpGet, tcpSocket and exec), ``network`` is warned about as on any entry.
-The template's ``locality`` is the entry's, and the joined sidecar's own.
+agent runs httpGet, tcpSocket and exec). The template's ``locality`` and ``network`` are
+the entry's, and the joined sidecar's own (see :mod:`meshpilot.mesh.networks`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ from meshpilot.validation.shapes import as_mapping
 from meshpilot.validation.state_object import Findings, StateObject
 from meshpilot.validation.unapplied_fields import WORKLOAD_ENTRY, findings_of, row
 
-_NO_NETWORK = ("network is not applied: networks are not named; a joined host reaches the "
-               "control-plane host's pods through its east-west gateway and every "
-               "other endpoint directly at its address, whatever the network; remove it")
-
 WORKLOAD_GROUP = (
-    row("spec", "template", "network", why=_NO_NETWORK),
     row("spec", "probe", "grpc", code=codes.PROBE_NOT_RUN,
         why="a grpc probe is not run by the host agent, so readiness would never be "
             "checked; use httpGet, tcpSocket or exec"),

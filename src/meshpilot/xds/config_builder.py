@@ -58,7 +58,6 @@ from meshpilot.xds.resources import (
 from meshpilot.xds.sequence import ORDER
 from meshpilot.xds.translate import (
     clusters,
-    east_west,
     egress,
     envoy_filter,
     failure_reports,
@@ -66,6 +65,7 @@ from meshpilot.xds.translate import (
     http_inbound_ports,
     inbound_route,
     locality,
+    networks,
     route_config,
     scopes,
     sidecar_own,
@@ -122,6 +122,7 @@ class ClassKey(NamedTuple):
     via_gateway: tuple[str, int] | None
     seen_from: locality.CallerKey | None
     outbound_mode: OutboundMode
+    network: str = ""  # the named network its proxies are on (split-horizon endpoints)
 
 
 @dataclass
@@ -200,7 +201,8 @@ class _Node:
     key: ClassKey | None = None  # its class key ...
     key_of: MeshSnapshot | None = None  # ... for this snapshot
     plain_key: ClassKey | None = None  # its class key while no rule reads labels ...
-    plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these
+    plain_of: tuple[Any, ...] | None = None  # ... and the Sidecars stay these ...
+    plain_via: tuple[Any, ...] = ()  # ... and its gateway and network stay these
     material: SecretMaterial | None = None  # what its workload secrets were made from
     workload_secrets: OwnSet | None = None  # default, ROOTCA
     served_secrets: OwnSet | None = None  # the certificates a gateway's servers present
@@ -388,7 +390,8 @@ class ProxyConfigBuilder:
     def class_key(self, snapshot: MeshSnapshot, node: ProxyNode) -> ClassKey:
         """Proxies with the same key get the same shared sets for a snapshot: the same
         kind, namespace, egress scope (their Sidecar's hosts) and, when some rule reads
-        them, labels; the same east-west gateway to this host's pods (none here); and,
+        them, labels; the same east-west gateway to this host's pods (none here) and
+        named network (the endpoints of other networks are seen at their gateways); and,
         when some DestinationRule balances by locality, the same view of the endpoints'
         localities (:func:`locality.caller_key`: their locality, mostly); and the same
         outbound traffic policy mode. A changed Sidecar is a new scope, so a new class,
@@ -398,17 +401,18 @@ class ProxyConfigBuilder:
         return ClassKey(node.kind == "gateway", node.namespace, labels,
                         index.egress_scope(snapshot, node), node.via_gateway,
                         locality.caller_key(snapshot, node),
-                        egress.outbound_mode(snapshot, node))
+                        egress.outbound_mode(snapshot, node), node.network)
 
     def _class_key(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> ClassKey:
         if state.key_of is not snapshot:
+            via = (node.via_gateway, node.network)  # set by the control plane, may move
             if not self._sensitive and state.plain_key is not None and \
-                    state.plain_of is snapshot.sidecars:
+                    state.plain_of is snapshot.sidecars and state.plain_via == via:
                 state.key = state.plain_key  # labels do not matter: same class as before
             else:
                 state.key = self.class_key(snapshot, node)
                 state.plain_key = None if self._sensitive else state.key
-                state.plain_of = snapshot.sidecars
+                state.plain_of, state.plain_via = snapshot.sidecars, via
             state.key_of = snapshot
         return state.key
 
@@ -549,7 +553,7 @@ class ProxyConfigBuilder:
         rule = index.destination_rule_named(snapshot, service.host, node)
         seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain, seen_from, cls.via_gateway)
+                  snapshot.trust_domain, seen_from, cls.via_gateway, cls.key.network)
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1
@@ -559,8 +563,8 @@ class ProxyConfigBuilder:
                 snapshot, service, rule.obj if rule else None, caller):
             out.append((cluster.name, PreparedResource.of(cluster.name, cluster)))
             if assignment is not None:
-                if cls.via_gateway is not None:
-                    assignment = east_west.via_gateway(assignment, cls.via_gateway)
+                assignment = networks.seen_by(assignment, cls.key.network,
+                                              snapshot.mesh_config.networks, cls.via_gateway)
                 name = assignment.cluster_name
                 out.append(("eds:" + name, PreparedResource.of(name, assignment)))
         return _rebuilt(memo, inputs, out)

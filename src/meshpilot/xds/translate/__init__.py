@@ -57,13 +57,13 @@ from meshpilot.xds.references import cluster_secret_names
 from meshpilot.xds.translate import (
     access_log,
     clusters,
-    east_west,
     egress,
     envoy_filter,
     failure_reports,
     ingress_tls,
     listeners,
     names,
+    networks,
     sidecar_tcp,
     telemetry,
     wildcards,
@@ -106,8 +106,8 @@ def _outbound_clusters(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) 
     for cluster, assignment in clusters.outbound(snapshot, node):
         out[TYPE_CLUSTER][cluster.name] = cluster
         if assignment is not None:
-            if node.via_gateway is not None:
-                assignment = east_west.via_gateway(assignment, node.via_gateway)
+            assignment = networks.seen_by(assignment, node.network,
+                                          snapshot.mesh_config.networks, node.via_gateway)
             out[TYPE_ENDPOINT][assignment.cluster_name] = assignment
 
 

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import access_log, clusters, envoy_filter, names, pb, tls
-from meshpilot.xds.translate.endpoints import socket
+from meshpilot.xds.translate.endpoints import host_gateway_of, network_of, socket
 
 GATEWAY_PORT = 15443
 """Where the east-west gateway listens at the ``--listen`` address (Istio's port)."""
@@ -60,31 +60,43 @@ def _takes_mtls(lb: ec.LbEndpoint) -> bool:
     return fields is not None and fields.fields.get(tls.TLS_MODE_KEY) is not None
 
 
-def via_gateway(assignment: endpoint_pb2.ClusterLoadAssignment, gateway: tuple[str, int]
-                ) -> endpoint_pb2.ClusterLoadAssignment:
+def _target(lb: ec.LbEndpoint, gateway: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The gateway a loopback endpoint is reached through: its own host's, when another
+    replica's host runs it (:func:`~meshpilot.xds.translate.endpoints.host_gateway_of`),
+    else ``gateway``; None for an endpoint reached as it is."""
+    if not on_this_host(lb.endpoint.address.socket_address.address):
+        return None
+    return host_gateway_of(lb) or gateway
+
+
+def via_gateway(assignment: endpoint_pb2.ClusterLoadAssignment,
+                gateway: tuple[str, int] | None) -> endpoint_pb2.ClusterLoadAssignment:
     """``assignment`` as a proxy on another network must see it: in each locality group,
     the control-plane host's endpoints that take mutual TLS become one endpoint at the
     gateway weighing what they weighed together (Istio aggregates a network's endpoints
     the same way); those that do not are left out (the gateway forwards mutual TLS only,
-    by its SNI). Endpoints elsewhere are kept as they are."""
+    by its SNI). A loopback endpoint of another replica's host goes to that host's
+    gateway the same way, whatever ``gateway`` is (none: the caller is on this host).
+    Endpoints elsewhere are kept as they are."""
+    if not any(_target(lb, gateway) for group in assignment.endpoints
+               for lb in group.lb_endpoints):
+        return assignment  # nothing to send through a gateway: the very same message
     out = endpoint_pb2.ClusterLoadAssignment()
     out.CopyFrom(assignment)
-    if not any(on_this_host(lb.endpoint.address.socket_address.address)
-               for group in assignment.endpoints for lb in group.lb_endpoints):
-        return assignment  # nothing on this host: the very same message
     del out.endpoints[:]
     for group in assignment.endpoints:
-        kept = [lb for lb in group.lb_endpoints
-                if not on_this_host(lb.endpoint.address.socket_address.address)]
-        local = [lb for lb in group.lb_endpoints
-                 if on_this_host(lb.endpoint.address.socket_address.address)
-                 and _takes_mtls(lb)]
-        if local:
+        kept = [lb for lb in group.lb_endpoints if _target(lb, gateway) is None]
+        through: dict[tuple[str, int], list[ec.LbEndpoint]] = {}
+        for lb in group.lb_endpoints:
+            target = _target(lb, gateway)
+            if target is not None and _takes_mtls(lb):
+                through.setdefault(target, []).append(lb)
+        for target in sorted(through):
             merged = ec.LbEndpoint()
-            merged.CopyFrom(local[0])
-            merged.endpoint.address.CopyFrom(socket(*gateway))
+            merged.CopyFrom(through[target][0])
+            merged.endpoint.address.CopyFrom(socket(*target))
             merged.load_balancing_weight.value = sum(
-                max(lb.load_balancing_weight.value, 1) for lb in local)
+                max(lb.load_balancing_weight.value, 1) for lb in through[target])
             kept.append(merged)
         if kept:
             copy = out.endpoints.add()
@@ -110,13 +122,24 @@ def _passthrough_cluster(name: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str
+def _served(lb: ec.LbEndpoint, network: str) -> bool:
+    """Whether the gateway forwards to ``lb``: a pod of this host (not another replica's
+    host's, which that host's gateway serves), or, when the gateway
+    is on a named network, an endpoint of that network that takes mutual TLS (Istio's
+    gateway of a network forwards to every workload on it)."""
+    if on_this_host(lb.endpoint.address.socket_address.address):
+        return host_gateway_of(lb) is None  # not a pod of another replica's host
+    return bool(network) and network_of(lb) == network and _takes_mtls(lb)
+
+
+def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str, network: str
                 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """The assignment's endpoints on this host, all at priority 0 (the gateway has no
-    locality of its own to prefer), under the SNI cluster's name."""
+    """The assignment's endpoints the gateway serves (:func:`_served`), all at priority
+    0 (the gateway has no locality of its own to prefer), under the SNI cluster's
+    name."""
     out = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     lbs = [lb for group in assignment.endpoints for lb in group.lb_endpoints
-           if on_this_host(lb.endpoint.address.socket_address.address)]
+           if _served(lb, network)]
     if lbs:
         out.endpoints.add().lb_endpoints.extend(
             ec.LbEndpoint(endpoint=lb.endpoint, load_balancing_weight=lb.load_balancing_weight)
@@ -141,7 +164,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
                       ) -> tuple[Resources, list[str]]:
     """The gateway's listener at ``node.ip:GATEWAY_PORT`` and, per mesh service port and
     subset (the DestinationRule the gateway's namespace sees, as for any proxy), an EDS
-    cluster named by the SNI with the local pods as endpoints. The listener's one chain
+    cluster named by the SNI with the local pods (and the endpoints of the gateway's named
+    network) as endpoints. The listener's one chain
     matches those SNI names exactly: a connection naming anything else is closed. It
     writes Istio's access log lines where the node says, as every proxy does. Last, the
     EnvoyFilters that select the gateway patch it, as any proxy; the second value says
@@ -154,7 +178,7 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
                 continue
             sni = _sni_of(cluster.name)
             out[names.TYPE_CLUSTER][sni] = _passthrough_cluster(sni)
-            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni)
+            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni, node.network)
     served = sorted(out[names.TYPE_CLUSTER])
     if served:
         out[names.TYPE_LISTENER][LISTENER] = access_log.with_access_log(

@@ -13,6 +13,33 @@ from meshpilot.mesh.model import Endpoint, MeshSnapshot
 from meshpilot.xds.translate import locality
 from meshpilot.xds.translate.tls import endpoint_tls_metadata
 
+NETWORK_FILTER = "istio"
+NETWORK_KEY = "network"
+"""Where an endpoint's named network is written in its metadata (only when it has one),
+for the split-horizon view (:mod:`meshpilot.xds.translate.networks`)."""
+
+
+HOST_GATEWAY_KEY = "hostGateway"
+"""Where the east-west gateway of the host that runs a loopback endpoint is written, when
+that is another control-plane replica's host (:mod:`meshpilot.xds.translate.east_west`)."""
+
+
+def host_gateway_of(lb: ec.LbEndpoint) -> tuple[str, int] | None:
+    """(address, port) of the gateway the endpoint's metadata names, or None."""
+    fields = lb.metadata.filter_metadata.get(NETWORK_FILTER)
+    value = fields.fields.get(HOST_GATEWAY_KEY) if fields is not None else None
+    if value is None:
+        return None
+    host, _, port = value.string_value.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def network_of(lb: ec.LbEndpoint) -> str:
+    """The named network an endpoint's metadata says it is on ("" for none)."""
+    fields = lb.metadata.filter_metadata.get(NETWORK_FILTER)
+    value = fields.fields.get(NETWORK_KEY) if fields is not None else None
+    return value.string_value if value is not None else ""
+
 
 def select(
     snapshot: MeshSnapshot, host: str, port: int, labels: Mapping[str, str] | None = None
@@ -63,10 +90,16 @@ def assignment_for(cluster: str, endpoints: list[Endpoint],
     """The cluster's assignment, one group per locality of the endpoints (and the
     endpoints of each group); an endpoint ``mtls`` accepts carries the ``tlsMode:
     istio`` metadata that makes a client's auto-mTLS socket match pick mutual TLS (the
-    others get plaintext), as Istio marks its endpoints."""
+    others get plaintext), as Istio marks its endpoints; one on a named network carries
+    its network too."""
 
     def mark(e: Endpoint, lb: ec.LbEndpoint) -> None:
         if mtls(e):
             lb.metadata.CopyFrom(endpoint_tls_metadata(True))
+        if e.network:
+            lb.metadata.filter_metadata[NETWORK_FILTER].update({NETWORK_KEY: e.network})
+        if e.host_gateway:
+            lb.metadata.filter_metadata[NETWORK_FILTER].update(
+                {HOST_GATEWAY_KEY: e.host_gateway})
 
     return locality.assignment(cluster, endpoints, mark)
