@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.mesh_networks import (
@@ -39,8 +40,8 @@ MAX_NETWORKS = 64
 MAX_ITEMS = 64
 ENDPOINT_FIELDS = ("fromCidr", "fromRegistry")
 GATEWAY_FIELDS = ("address", "registryServiceName", "port")
-IGNORED = {"locality": "the gateway's endpoints keep the locality of the endpoints "
-                       "behind it"}
+IGNORED: Mapping[str, str] = MappingProxyType({
+    "locality": "the gateway's endpoints keep the locality of the endpoints behind it"})
 
 
 def _fields(say: Say, data: dict[str, Any], path: tuple[str | int, ...],
