@@ -10,7 +10,10 @@ machine).
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,14 @@ from tests.conftest import ControlPlane, run_cli
 from tests.dns_responder import DnsResponder
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, When
-from tests.e2e.security import as_pod, requests_counted, wait_counted, workload
+from tests.e2e.security import (
+    as_pod,
+    requests_counted,
+    sidecar_proxy,
+    wait_counted,
+    workload,
+)
+from tests.https_backend import HttpsBackend, https_backend
 
 EXTERNAL = "external.test"
 CLOSE_SLEEP = """\
@@ -120,5 +130,65 @@ def test_registry_only_blackholes_until_a_service_entry_registers_the_host(
         r = mesh.http.get(f"http://{EXTERNAL}/")
         assert r.status_code == 200, r.text
         assert r.headers["x-version"] == "ext"
+    finally:
+        mesh.close()
+
+
+def _https_entry(port: int) -> str:
+    """istio.io's HTTPS ServiceEntry (port 443, protocol HTTPS), its address the test's
+    server on loopback instead of what DNS says."""
+    return f"""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: external-https}}
+        spec:
+          hosts: [{EXTERNAL}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          ports: [{{number: 443, name: https, protocol: HTTPS}}]
+          endpoints: [{{address: 127.0.0.1, ports: {{https: {port}}}}}]
+        """
+
+
+def _curl(proxy: str, backend: HttpsBackend, url: str) -> subprocess.CompletedProcess[str]:
+    """``curl`` as the task's sleep pod runs it, its ``HTTPS_PROXY`` being its sidecar:
+    CONNECT through the proxy, then TLS to the host, verified against the test's root."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--proxy", proxy, "--cacert", str(backend.root),
+         url], capture_output=True, text=True, timeout=20, check=False)
+
+
+def test_https_through_the_sidecar_passes_through_is_refused_then_goes_to_the_entry(
+    control_plane_factory: Callable[..., ControlPlane], dns: DnsResponder, tmp_path: Path,
+) -> None:
+    """istio.io "Accessing External Services", its HTTPS steps: with ALLOW_ANY the sleep
+    pod's ``curl https://...`` through its sidecar reaches the external server and is
+    counted as PassthroughCluster; closed (REGISTRY_ONLY, here by a Sidecar) the tunnel
+    is refused through BlackHoleCluster; "Access an external HTTPS service": a
+    ServiceEntry with an HTTPS port 443 opens it again, to the entry's endpoint, counted
+    as that service."""
+    mesh = _mesh(control_plane_factory, dns, "ALLOW_ANY")
+    try:
+        with https_backend(EXTERNAL, tmp_path) as backend:
+            Given(mesh).applied(*workload("sleep", "default"))
+            proxy = sidecar_proxy(mesh, "default", "sleep")
+            passed = _curl(proxy, backend, f"https://{EXTERNAL}:{backend.port}/headers")
+            assert passed.returncode == 0, passed.stderr
+            assert json.loads(passed.stdout)["path"] == "/headers"
+            wait_counted(mesh, 1, destination_service_name="PassthroughCluster",
+                         source_workload="sleep", reporter="source")
+
+            When(mesh).apply(CLOSE_SLEEP)
+            refused = _curl(proxy, backend, f"https://{EXTERNAL}:{backend.port}/headers")
+            assert refused.returncode != 0 and "502" in refused.stderr, refused.stderr
+            wait_counted(mesh, 1, destination_service_name="BlackHoleCluster",
+                         source_workload="sleep", response_code="502")
+
+            When(mesh).apply(_https_entry(backend.port))
+            entry = _curl(proxy, backend, f"https://{EXTERNAL}/entry")
+            assert entry.returncode == 0, entry.stderr
+            assert json.loads(entry.stdout)["path"] == "/entry"
+            wait_counted(mesh, 1, destination_service=EXTERNAL, source_workload="sleep",
+                         reporter="source", response_code="200")
     finally:
         mesh.close()

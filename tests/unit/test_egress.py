@@ -193,3 +193,44 @@ def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
     assert manager.http_filters[0].name == egress.POLICY_FILTER
     assert manager.http_filters[0].config_discovery.type_urls == [
         "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
+
+
+def https_entry() -> Any:
+    """A ServiceEntry as istio.io's "Accessing External Services" writes one for HTTPS."""
+    return (ObjectKey(NET, "ServiceEntry", "default", "ext"),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "ext", "namespace": "default"},
+             "spec": {"hosts": ["api.external.test"], "location": "MESH_EXTERNAL",
+                      "resolution": "DNS",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}})
+
+
+def _connect_routes(config: Any) -> list[tuple[str, str]]:
+    return [(r.name, r.route.cluster) for v in config.virtual_hosts for r in v.routes
+            if r.match.HasField("connect_matcher")
+            and [u.upgrade_type for u in r.route.upgrade_configs] == ["CONNECT"]
+            and r.route.upgrade_configs[0].HasField("connect_config")]
+
+
+def test_a_connect_tunnel_has_a_route_in_both_policy_scopes_and_to_an_https_entry() -> None:
+    """``CONNECT`` (an ``HTTPS_PROXY`` client) is accepted by the outbound connection
+    manager; Envoy takes it only on a route with a connect matcher, which ends the tunnel:
+    the policy's two route configs have one each (Istio's PassthroughCluster and
+    BlackHoleCluster for TLS), and a ServiceEntry's HTTPS port gets a vhost whose tunnel
+    goes to its own cluster, reachable by the host's name as a routing scope."""
+    snap = objects(1, {}, extra=[https_entry()])
+    res = build_resources(snap, node(1))
+    listener = res[LISTENER]["outbound_http_proxy"]
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [u.upgrade_type for u in manager.upgrade_configs] == ["CONNECT"]
+    assert _connect_routes(res[ROUTE]["allow_any"]) == [("allow_any", "PassthroughCluster")]
+    assert _connect_routes(res[ROUTE]["block_all"]) == [("block_all", "BlackHoleCluster")]
+    entry = res[ROUTE]["outbound|api.external.test"]
+    assert _connect_routes(entry) == [("tunnel", "outbound|443||api.external.test")]
+    assert list(entry.virtual_hosts[0].domains) == ["api.external.test:443"]
+    assert "api.external.test" in res[SCOPED_ROUTE]
+    assert "api.external.test" in decoded(lua_source(res))
+    # the plain HTTP services keep their routes as they were: no tunnel there
+    assert _connect_routes(res[ROUTE]["outbound|svc000.default.svc.cluster.local"]) == []
+    same_as_reference(ProxyConfigBuilder(), snap, node(1))

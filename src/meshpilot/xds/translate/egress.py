@@ -18,6 +18,15 @@ cleared route cache, so Envoy picks the scope again:
   ``BlackHoleCluster`` (STATIC, no endpoints), whose "no healthy upstream" the connection
   manager answers 502, as Istio does.
 
+HTTPS goes the same way: an app whose ``HTTPS_PROXY`` is its sidecar sends ``CONNECT
+host:port``, which the outbound connection manager accepts as an upgrade. The policy
+filter judges its authority as any other; each policy route config has a tunnel route
+(:func:`connect_route`) beside its catch-all, ending the tunnel at the sidecar and
+forwarding the app's TLS as it is: through the dynamic forward proxy to the port the
+tunnel names (``ALLOW_ANY``), or to ``BlackHoleCluster``'s 502. A host the mesh lists
+with a TLS or HTTPS port has its own tunnel route (see
+:func:`meshpilot.xds.translate.vhosts.tunnel_vhost`).
+
 Why the filter's configuration comes over ECDS (an extension config resource the listener
 names, :data:`~meshpilot.xds.types.EXTENSION_CONFIG`): the set of known hosts changes when
 services come and go, never when routes change, so a weight change sends what it sent
@@ -83,6 +92,8 @@ PASSTHROUGH_ROUTE = "allow_any"
 BLACKHOLE_ROUTE = "block_all"
 AUTHORITY_HEADER = "x-meshpilot-authority"
 DNS_CACHE = "passthrough"
+CONNECT = "CONNECT"
+"""The upgrade the outbound connection manager accepts (an HTTPS_PROXY client's tunnel)."""
 CONNECT_TIMEOUT = "10s"  # Istio's default connectTimeout
 MAX_HOSTS = 1024  # Envoy's default bound of the DNS cache
 _SERVICE_SUFFIX = f".{CLUSTER_DOMAIN}"
@@ -279,19 +290,38 @@ def clusters(config: MeshConfig) -> list[cluster_pb2.Cluster]:
     return [blackhole_cluster(), passthrough_cluster(config)]
 
 
+def connect_route(name: str, cluster: str) -> rc.Route:
+    """A route for ``CONNECT`` requests (what an app sends through ``HTTPS_PROXY``) to
+    ``cluster``, ending the tunnel at the sidecar: the request's headers go nowhere, the
+    bytes after them (the app's own TLS) are forwarded to the cluster's host as they
+    are. Envoy matches a CONNECT only with a route like this one (it has no path)."""
+    return rc.Route(name=name, match=rc.RouteMatch(connect_matcher=rc.RouteMatch.ConnectMatcher()),
+                    route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s"),
+                                         upgrade_configs=[_terminated_connect()]))
+
+
+def _terminated_connect() -> rc.RouteAction.UpgradeConfig:
+    return rc.RouteAction.UpgradeConfig(
+        upgrade_type=CONNECT, connect_config=rc.RouteAction.UpgradeConfig.ConnectConfig())
+
+
 def route_configs() -> list[route_pb2.RouteConfiguration]:
-    """``allow_any`` and ``block_all``, one catch-all route each."""
+    """``allow_any`` and ``block_all``: a tunnel route (``CONNECT``) and a catch-all
+    route each."""
     passthrough = rc.Route(
         name=PASSTHROUGH_ROUTE, match=rc.RouteMatch(prefix="/"),
         route=rc.RouteAction(cluster=PASSTHROUGH_CLUSTER, timeout=pb.duration("0s")),
         request_headers_to_remove=[AUTHORITY_HEADER])
-    passthrough.typed_per_filter_config[PASSTHROUGH_FILTER].CopyFrom(pb.pack(
-        dfp_filter.PerRouteConfig(host_rewrite_header=AUTHORITY_HEADER)))
+    tunnel = connect_route(PASSTHROUGH_ROUTE, PASSTHROUGH_CLUSTER)
+    for route in (passthrough, tunnel):
+        route.typed_per_filter_config[PASSTHROUGH_FILTER].CopyFrom(pb.pack(
+            dfp_filter.PerRouteConfig(host_rewrite_header=AUTHORITY_HEADER)))
     blocked = rc.Route(name=BLACKHOLE_ROUTE, match=rc.RouteMatch(prefix="/"),
                        route=rc.RouteAction(cluster=BLACKHOLE_CLUSTER))
-    return [route_pb2.RouteConfiguration(name=route.name, virtual_hosts=[
-        rc.VirtualHost(name=route.name, domains=["*"], routes=[route])])
-        for route in (passthrough, blocked)]
+    return [route_pb2.RouteConfiguration(name=routes[0].name, virtual_hosts=[
+        rc.VirtualHost(name=routes[0].name, domains=["*"], routes=list(routes))])
+        for routes in ((tunnel, passthrough),
+                       (connect_route(BLACKHOLE_ROUTE, BLACKHOLE_CLUSTER), blocked))]
 
 
 def scopes() -> list[scoped_route_pb2.ScopedRouteConfiguration]:

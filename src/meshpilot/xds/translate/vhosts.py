@@ -26,11 +26,15 @@ from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn, host_matches
 from meshpilot.api.networking import Server
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import headers, names
+from meshpilot.xds.translate import egress, headers, names
 from meshpilot.xds.translate.matches import Where
 from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
 
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+TUNNEL_PROTOCOLS = ("TLS", "HTTPS")
+"""Ports an app reaches through its sidecar's HTTP proxy with ``CONNECT host:port`` (an
+``HTTPS_PROXY`` client): the sidecar ends the tunnel and forwards the app's own TLS to
+the service (:func:`tunnel_vhost`)."""
 
 
 def _aliases(service: MeshService, node: ProxyNode) -> tuple[list[str], list[str]]:
@@ -72,7 +76,8 @@ Planned = tuple[MeshService, list[int], list[str]]
 
 
 def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
-    """Services with an HTTP port, in host order, with the spellings each one owns.
+    """Services with an HTTP (or TLS, HTTPS: a tunnel's) port, in host order, with the
+    spellings each one owns.
 
     Depends on the node only through its namespace (short names).
     """
@@ -80,7 +85,8 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
+        ports = sorted(sp.port for sp in service.ports
+                       if sp.protocol in HTTP_PROTOCOLS or sp.protocol in TUNNEL_PROTOCOLS)
         if ports:
             planned.append((service, ports, *_aliases(service, node)))
     claimed: set[str] = set()
@@ -105,7 +111,11 @@ def service_route_table(
     """One service's vhosts (one per HTTP port) for ``node``."""
     vhosts = []
     vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
+    tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
     for port in ports:
+        if port in tunnels:
+            vhosts.append(tunnel_vhost(service.host, port, spellings))
+            continue
         portless = port == 80 or len(service.ports) == 1
         ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
         if vs is not None:
@@ -117,6 +127,16 @@ def service_route_table(
         vhosts.append(headers.attempt_count(
             rc.VirtualHost(name=name, domains=domains, routes=routes)))
     return RouteTable(service.host, tuple(spellings), tuple(vhosts))
+
+
+def tunnel_vhost(host: str, port: int, spellings: list[str]) -> rc.VirtualHost:
+    """A TLS or HTTPS port's vhost: ``CONNECT`` to any spelling of the host at that port
+    (a tunnel always names its port) goes to ``outbound|<port>||<host>``, the service's
+    own endpoints and resolution, counted as that service. The tunnel carries the app's
+    TLS end to end, so nothing of an HTTP route (paths, headers, retries) can apply."""
+    return rc.VirtualHost(name=names.vhost(host, port), domains=_with_ports(spellings, port, False),
+                          routes=[egress.connect_route("tunnel", names.outbound_cluster(
+                              port, None, host))])
 
 
 def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
