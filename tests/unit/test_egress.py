@@ -11,9 +11,11 @@ change leaves every set but one route config the very same object.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
     dynamic_forward_proxy_pb2 as dfp_filter,
 )
@@ -25,13 +27,14 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early,
 )
 from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares
+from envoy.type.matcher.v3 import http_inputs_pb2
 from tests.unit.test_xds_shared import node, objects, same_as_reference
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.mesh_config import DnsResolver, MeshConfig
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder
-from meshpilot.xds.translate import build_resources, egress
+from meshpilot.xds.translate import build_resources, egress, wildcards
 from meshpilot.xds.types import CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, SCOPED_ROUTE
 
 NET = "networking.istio.io"
@@ -55,12 +58,44 @@ def versions_equal(a: Any, b: Any) -> bool:
     return {n: e.version for n, e in a.items()} == {n: e.version for n, e in b.items()}
 
 
-def decoded(source: str) -> set[str]:
-    """The set the policy filter's Lua builds (its two lists, read as the Lua reads them)."""
-    names, services = (line.split('"')[1].split() for line in source.splitlines()
-                       if "gmatch" in line)
-    suffix = ".svc.cluster.local"
-    return {*names, *(k for b in services for k in (b, f"{b}.svc", f"{b}{suffix}"))}
+def policy(resources: Any) -> extension_matcher_pb2.ExtensionWithMatcher:
+    wrapped = extension_matcher_pb2.ExtensionWithMatcher()
+    assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(wrapped)
+    return wrapped
+
+
+def expressions(resources: Any) -> dict[str, str]:
+    """The skip matcher's RE2 expressions by the header each one reads."""
+    (field,) = policy(resources).xds_matcher.matcher_list.matchers
+    assert field.on_match.action.typed_config.type_url.endswith(".SkipFilter")
+    predicate = field.predicate
+    singles = ([p.single_predicate for p in predicate.or_matcher.predicate]
+               if predicate.HasField("or_matcher") else [predicate.single_predicate])
+    out = {}
+    for single in singles:
+        header = http_inputs_pb2.HttpRequestHeaderMatchInput()
+        assert single.input.typed_config.Unpack(header)
+        out[header.header_name] = single.value_match.safe_regex.regex
+    return out
+
+
+def decoded(resources: Any) -> set[str]:
+    """The keys the skip matcher knows: the alternatives of its authority expression
+    (RE2's syntax here is also Python's), each checked to match with and without a
+    port."""
+    expression = expressions(resources)[":authority"]
+    body = expression.removeprefix("^(?:").removesuffix(")(?::.*)?$")
+    keys: set[str] = set()
+    for part in re.split(r"\|(?![^(]*\))", body):
+        if part.startswith("(?:"):
+            bases = part[3:part.index(")")].split("|")
+            keys |= {k for b in bases for k in (b, f"{b}.svc", f"{b}.svc.cluster.local")}
+        else:
+            keys.add(part)
+    keys = {k.replace("\\", "") for k in keys}
+    for key in keys:
+        assert re.fullmatch(expression, key) and re.fullmatch(expression, f"{key}:8080")
+    return keys
 
 
 def test_the_key_encoding_is_lossless() -> None:
@@ -76,7 +111,7 @@ def test_the_key_encoding_is_lossless() -> None:
 
 def lua_source(resources: Any) -> str:
     lua = lua_pb2.Lua()
-    assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(lua)
+    assert policy(resources).extension_config.typed_config.Unpack(lua)
     return lua.default_source_code.inline_string
 
 
@@ -118,14 +153,22 @@ def test_the_policy_filter_knows_every_scope_key_and_nothing_else() -> None:
     res = build_resources(objects(2, {}), node(1))
     source = lua_source(res)
     keys = set(res[SCOPED_ROUTE]) - egress.POLICY_SCOPES
+    assert set(expressions(res)) == {":authority"}  # no wildcard host: one header read
     assert {"svc000", "svc001.default", "svc001.default.svc.cluster.local"} <= keys
-    assert decoded(source) == keys
-    # a key that is not a DNS name never reaches the Lua source
-    odd = egress.policy_filter(["good.example", 'bad"); os.exit(1) --'], "ALLOW_ANY")
-    lua = lua_pb2.Lua()
-    assert odd.typed_config.Unpack(lua)
-    assert "good.example" in lua.default_source_code.inline_string
-    assert "os.exit" not in lua.default_source_code.inline_string
+    assert decoded(res) == keys
+    # the filter itself knows no key: only requests the matcher lets through reach it
+    assert "svc000" not in source and egress.AUTHORITY_HEADER in source
+    expression = expressions(res)[":authority"]
+    for near_miss in ("svc0000", "xsvc000", "svc000.defaultx", "svc000.default.svc.cluster",
+                      "", ":8080", "allow-any.outbound-traffic-policy.meshpilot"):
+        assert not re.fullmatch(expression, near_miss), near_miss
+    # a key that is not a DNS name never reaches the expression
+    odd = egress.policy_filter(["good.example", "bad|.*", "(x)"], "ALLOW_ANY")
+    regex = expressions({EXTENSION_CONFIG: {egress.POLICY_FILTER: odd}})[":authority"]
+    assert regex == r"^(?:good\.example)(?::.*)?$"
+    none = egress.policy_filter([], "ALLOW_ANY")
+    regex = expressions({EXTENSION_CONFIG: {egress.POLICY_FILTER: none}})[":authority"]
+    assert not any(re.search(regex, h) for h in ("", "a", "a:80"))
 
 
 def test_the_listener_is_the_same_in_every_mode_and_names_both_filters() -> None:
@@ -175,7 +218,7 @@ def test_a_weight_change_leaves_the_policy_alone_and_a_new_service_resends_it() 
     assert grown[EXTENSION_CONFIG] is not after[EXTENSION_CONFIG]
     passthrough = egress.PASSTHROUGH_FILTER
     assert grown[EXTENSION_CONFIG][passthrough] is after[EXTENSION_CONFIG][passthrough]
-    assert "svc003" in lua_source(build_resources(objects(4, {}), node(1)))
+    assert "svc003.default" in decoded(build_resources(objects(4, {}), node(1)))
 
 
 def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
@@ -192,7 +235,7 @@ def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
     assert egress.AUTHORITY_HEADER in removed
     assert manager.http_filters[0].name == egress.POLICY_FILTER
     assert manager.http_filters[0].config_discovery.type_urls == [
-        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
+        "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"]
 
 
 def https_entry() -> Any:
@@ -230,7 +273,27 @@ def test_a_connect_tunnel_has_a_route_in_both_policy_scopes_and_to_an_https_entr
     assert _connect_routes(entry) == [("tunnel", "outbound|443||api.external.test")]
     assert list(entry.virtual_hosts[0].domains) == ["api.external.test:443"]
     assert "api.external.test" in res[SCOPED_ROUTE]
-    assert "api.external.test" in decoded(lua_source(res))
+    assert "api.external.test" in decoded(res)
     # the plain HTTP services keep their routes as they were: no tunnel there
     assert _connect_routes(res[ROUTE]["outbound|svc000.default.svc.cluster.local"]) == []
     same_as_reference(ProxyConfigBuilder(), snap, node(1))
+
+
+def test_with_a_wildcard_host_known_the_matcher_also_reads_the_scope_key() -> None:
+    """Istio's "Egress using Wildcard Hosts": a name a pattern covers has the pattern as
+    its scope key (not its authority), so the matcher skips the filter for it by that
+    key; a host nothing covers still reaches the filter."""
+    wild = (ObjectKey(NET, "ServiceEntry", "default", "wild"),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "wild", "namespace": "default"},
+             "spec": {"hosts": ["*.wild.test"], "location": "MESH_EXTERNAL",
+                      "resolution": "STATIC", "endpoints": [{"address": "127.0.0.9"}],
+                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}})
+    res = build_resources(objects(1, {}, extra=[wild]), node(1))
+    by_header = expressions(res)
+    scope = by_header[wildcards.SCOPE_HEADER]
+    assert re.fullmatch(scope, "*.wild.test")
+    assert not re.fullmatch(scope, "api.wild.test") and not re.fullmatch(scope, "svc000")
+    assert "*.wild.test" in decoded(res)
+    assert not re.fullmatch(by_header[":authority"], "api.wild.test:80")
+

@@ -2,11 +2,12 @@
 
 The sidecar's outbound routes are scoped by request host (SRDS), and Envoy has no
 fallback scope: a host no routing scope is keyed by gets no route at all. So the outbound
-connection manager runs a small Lua filter first, :data:`POLICY_FILTER`. It holds the
-class's scope keys (every host spelling the sidecar routes) and its mode. A request whose
-host (up to the first ``:``, as the scope key is read) is not one of them keeps its
-authority in :data:`AUTHORITY_HEADER`, gets the fixed authority of the mode's scope and a
-cleared route cache, so Envoy picks the scope again:
+connection manager runs a small Lua filter first, :data:`POLICY_FILTER`, behind a native
+matcher holding the class's scope keys (every host spelling the sidecar routes; see
+:mod:`.egress_matcher`), which skips Lua for them. A request whose host (up to the first
+``:``, as the scope key is read) is not one of them reaches Lua, which keeps its
+authority in :data:`AUTHORITY_HEADER` and gives it the fixed authority of the mode's scope
+and a cleared route cache, so Envoy picks the scope again:
 
 - ``ALLOW_ANY``: scope :data:`PASSTHROUGH_KEY`, route ``allow_any`` to
   ``PassthroughCluster``, a dynamic forward proxy cluster: the dynamic forward proxy filter
@@ -37,8 +38,8 @@ clusters of the policy are the same for every sidecar in every mode.
 
 Where the sidecar knows wildcard hosts, the routing scope is keyed by the header
 :data:`~meshpilot.xds.translate.wildcards.SCOPE_HEADER` (the host, or the pattern that
-covers it): the filter then judges that key, so a covered name counts as known, and
-re-keys an unknown host's request there too.
+covers it): the matcher judges that key too, so a covered name counts as known, and the
+filter re-keys an unknown host's request there too.
 
 A client cannot pick a target by sending :data:`AUTHORITY_HEADER` itself: the early header
 mutation removes it from every request before anything reads it.
@@ -77,7 +78,7 @@ from meshpilot.api.mesh_config import (
 )
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import pb
+from meshpilot.xds.translate import egress_matcher, pb
 from meshpilot.xds.translate.wildcards import SCOPE_HEADER
 
 POLICY_FILTER = "mp.outbound_traffic_policy"
@@ -97,29 +98,15 @@ CONNECT = "CONNECT"
 CONNECT_TIMEOUT = "10s"  # Istio's default connectTimeout
 MAX_HOSTS = 1024  # Envoy's default bound of the DNS cache
 _SERVICE_SUFFIX = f".{CLUSTER_DOMAIN}"
-_LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+_POLICY_TYPE = ("type.googleapis.com/envoy.extensions.common.matching.v3."
+                "ExtensionWithMatcher")
 _DFP_TYPE = ("type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3."
              "FilterConfig")
 
 _LUA = """\
-local known = {{}}
-for name in string.gmatch("{names}", "%S+") do
-  known[name] = true
-end
-for name in string.gmatch("{services}", "%S+") do
-  known[name] = true
-  known[name .. ".svc"] = true
-  known[name .. "{suffix}"] = true
-end
-
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local authority = headers:get(":authority") or ""
-  local key = headers:get("{scope_header}") or authority
-  if known[string.match(key, "^[^:]*")] then
-    return
-  end
-  headers:replace("{header}", authority)
+  headers:replace("{header}", headers:get(":authority") or "")
   headers:replace(":authority", "{scope}")
   if headers:get("{scope_header}") then
     headers:replace("{scope_header}", "{scope}")
@@ -127,6 +114,8 @@ function envoy_on_request(handle)
   handle:clearRouteCache()
 end
 """
+"""What the Lua filter does to every request it sees: only those for unknown hosts reach
+it (:mod:`.egress_matcher` decides first)."""
 
 
 def outbound_mode(snapshot: MeshSnapshot, node: ProxyNode) -> OutboundMode:
@@ -160,7 +149,7 @@ def listener_filters() -> tuple[hcm.HttpFilter, hcm.HttpFilter]:
     The passthrough filter is in every request's chain: Envoy fixes the chain from the
     route found before the policy filter re-routes. On a mesh route it only sees that the
     route's cluster is not a dynamic forward proxy one, and lets the request go on."""
-    return _discovered(POLICY_FILTER, _LUA_TYPE), _discovered(PASSTHROUGH_FILTER, _DFP_TYPE)
+    return _discovered(POLICY_FILTER, _POLICY_TYPE), _discovered(PASSTHROUGH_FILTER, _DFP_TYPE)
 
 
 def _flag(*flags: str) -> accesslog_pb2.AccessLogFilter:
@@ -203,14 +192,15 @@ def stripped_headers() -> list[str]:
 # --- the class's side: ECDS, clusters, scopes, route configs --------------------------------
 
 def policy_filter(known: Iterable[str], mode: OutboundMode) -> core_ext.TypedExtensionConfig:
-    """The policy filter's ECDS resource: ``known`` scope keys and ``mode``'s scope."""
+    """The policy filter's ECDS resource: the Lua filter sending a request to ``mode``'s
+    scope, behind a matcher that skips it for the ``known`` scope keys."""
     names, services = encode_keys(known)
     scope = BLACKHOLE_KEY if mode == REGISTRY_ONLY else PASSTHROUGH_KEY
-    source = _LUA.format(names=" ".join(names), services=" ".join(services),
-                         suffix=_SERVICE_SUFFIX, header=AUTHORITY_HEADER, scope=scope,
-                         scope_header=SCOPE_HEADER)
-    config = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))
-    return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(config))
+    source = _LUA.format(header=AUTHORITY_HEADER, scope=scope, scope_header=SCOPE_HEADER)
+    lua = core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(
+        lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))))
+    wrapped = egress_matcher.skip_known(lua, names, services, SCOPE_HEADER)
+    return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(wrapped))
 
 
 def encode_keys(known: Iterable[str]) -> tuple[list[str], list[str]]:
