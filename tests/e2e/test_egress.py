@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ControlPlane, run_cli
+from tests.conftest import ControlPlane, run_cli, wait_for
 from tests.dns_responder import DnsResponder
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, When
@@ -53,6 +53,17 @@ def _mesh(factory: Callable[..., ControlPlane], dns: DnsResponder, mode: str) ->
     (cp.state_dir / "mesh.yaml").write_text(
         f"outboundTrafficPolicy:\n  mode: {mode}\ndnsResolvers: [\"{dns.address}\"]\n")
     return Mesh(cp.start())
+
+
+def log_line(mesh: Mesh, request_id: str) -> str:
+    """The line of ``request_id`` in the sleep pod's proxy log (``meshpilot logs``)."""
+    (pod,) = mesh.pods_of("sleep")
+
+    def found() -> str | None:
+        done = run_cli("logs", pod["metadata"]["name"], "--proxy", state_dir=mesh.cp.state_dir)
+        assert done.returncode == 0, done.stderr
+        return next((line for line in done.stdout.splitlines() if request_id in line), None)
+    return str(wait_for(found, 10, interval=0.3, message=f"the line of {request_id}"))
 
 
 def _entry(port: int) -> str:
@@ -96,9 +107,13 @@ def test_allow_any_passes_through_and_a_sidecar_closes_one_workload(
         # When a Sidecar closes the sleep workload only
         when.apply(CLOSE_SLEEP)
         with as_pod(mesh, "default", "sleep") as sleep:
-            refused = sleep.get(url)
+            refused = sleep.get(url, headers={"x-request-id": "blackholed-request"})
         # Then sleep gets BlackHoleCluster's 502, and the mesh's other clients pass through
         assert refused.status_code == 502 and "BlackHoleCluster" in refused.text
+        # its sidecar's access log line names the host sleep asked for, and the cluster
+        line = log_line(mesh, "blackholed-request")
+        assert f'"{EXTERNAL}:{port}"' in line and " BlackHoleCluster " in line, line
+        assert "outbound-traffic-policy" not in line
         assert mesh.http.get(url).status_code == 200
         (pod,) = mesh.pods_of("sleep")
         described = run_cli("describe", "pod", pod["metadata"]["name"],

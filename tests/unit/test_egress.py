@@ -14,6 +14,7 @@ import dataclasses
 import re
 from typing import Any
 
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
@@ -34,7 +35,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.mesh_config import DnsResolver, MeshConfig
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder
-from meshpilot.xds.translate import build_resources, egress, wildcards
+from meshpilot.xds.translate import access_log, build_resources, egress, wildcards
 from meshpilot.xds.types import CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, SCOPED_ROUTE
 
 NET = "networking.istio.io"
@@ -297,3 +298,26 @@ def test_with_a_wildcard_host_known_the_matcher_also_reads_the_scope_key() -> No
     assert "*.wild.test" in decoded(res)
     assert not re.fullmatch(by_header[":authority"], "api.wild.test:80")
 
+
+def _log_formats(listener: Any) -> list[str]:
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    out = []
+    for log in manager.access_log:
+        config = file_pb2.FileAccessLog()
+        if log.typed_config.Unpack(config):
+            out.append(config.log_format.text_format_source.inline_string)
+    return out
+
+
+def test_the_outbound_access_log_shows_the_host_the_app_asked_for() -> None:
+    """A blackholed request's authority is the policy scope's own by the time it is
+    logged; the outbound proxy's line reads the authority the policy kept instead (Istio's
+    line shows the host the app called). Other listeners keep Istio's format as it is."""
+    res = build_resources(objects(1, {}), node(1, access_log="/run/p1.access.log"))
+    (outbound,) = _log_formats(res[LISTENER]["outbound_http_proxy"])
+    assert '"%REQ(X-MESHPILOT-AUTHORITY?:AUTHORITY)%"' in outbound
+    assert outbound == access_log.ISTIO_TEXT_FORMAT.replace(
+        "%REQ(:AUTHORITY)%", "%REQ(X-MESHPILOT-AUTHORITY?:AUTHORITY)%")
+    (inbound,) = _log_formats(res[LISTENER]["inbound_9080"])
+    assert inbound == access_log.ISTIO_TEXT_FORMAT
