@@ -181,7 +181,9 @@ def test_https_through_the_sidecar_passes_through_is_refused_then_goes_to_the_en
     counted as PassthroughCluster; closed (REGISTRY_ONLY, here by a Sidecar) the tunnel
     is refused through BlackHoleCluster; "Access an external HTTPS service": a
     ServiceEntry with an HTTPS port 443 opens it again, to the entry's endpoint, counted
-    as that service."""
+    as that service; "Egress TLS Origination": the entry's HTTP port 80 with a
+    DestinationRule's SIMPLE TLS lets the app call ``http://`` while the sidecar speaks
+    TLS to the server (which would refuse plaintext)."""
     mesh = _mesh(control_plane_factory, dns, "ALLOW_ANY")
     try:
         with https_backend(EXTERNAL, tmp_path) as backend:
@@ -205,5 +207,35 @@ def test_https_through_the_sidecar_passes_through_is_refused_then_goes_to_the_en
             assert json.loads(entry.stdout)["path"] == "/entry"
             wait_counted(mesh, 1, destination_service=EXTERNAL, source_workload="sleep",
                          reporter="source", response_code="200")
+
+            # "Egress TLS Origination": the app asks for http://, the sidecar speaks TLS
+            When(mesh).apply(*_originating_entry(backend))
+            with as_pod(mesh, "default", "sleep") as sleep:
+                originated = sleep.get(f"http://{EXTERNAL}/origin")
+            assert originated.status_code == 200, originated.text
+            assert originated.json()["path"] == "/origin"
     finally:
         mesh.close()
+
+
+def _originating_entry(backend: HttpsBackend) -> tuple[str, str]:
+    """istio.io "Egress TLS Origination": port 80 (HTTP) of the entry reaches the
+    server's TLS port, and a DestinationRule makes the sidecar originate TLS there
+    (SIMPLE, verifying the server against the test's root, SNI the host)."""
+    entry = _https_entry(backend.port).replace(
+        "ports: [{number: 443, name: https, protocol: HTTPS}]",
+        "ports: [{number: 80, name: http, protocol: HTTP}, "
+        "{number: 443, name: https, protocol: HTTPS}]").replace(
+        "ports: {https: ", f"ports: {{http: {backend.port}, https: ")
+    rule = f"""\
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {{name: originate-tls}}
+        spec:
+          host: {EXTERNAL}
+          trafficPolicy:
+            portLevelSettings:
+            - port: {{number: 80}}
+              tls: {{mode: SIMPLE, sni: {EXTERNAL}, caCertificates: {backend.root}}}
+        """
+    return entry, rule
