@@ -12,9 +12,10 @@ The keys are one RE2 expression matched against ``:authority`` (and, where wildc
 hosts are known, against :data:`~meshpilot.xds.translate.wildcards.SCOPE_HEADER`, whose
 value for a covered name is its pattern). A table (``exact_match_map``) would be a hash
 lookup, but each entry carries its action with a type URL of about 80 bytes, and the
-authority carries a port the table cannot strip: some 950 KB at 1,000 services against
-21 KB for the expression, which is written as compactly as the Lua key list was (a
-service's ``name.namespace`` stands for its three spellings, see
+authority carries a port the table cannot strip (so a second table of ``host:``
+prefixes): 930 KB for the 4,000 keys of 1,000 services, against 21 KB for the
+expression, which is written as compactly as the Lua key list was (a service's
+``name.namespace`` stands for its three spellings, see
 :func:`~meshpilot.xds.translate.egress.encode_keys`). Like the Lua it replaces, the
 expression reads the host as everything before the first ``:``.
 """
