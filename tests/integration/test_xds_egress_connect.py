@@ -28,10 +28,13 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from test_xds_scoped_routes import EXTERNAL, World, world_factory  # noqa: F401 - fixture
+from test_xds_server import free_ports
 from tests.https_backend import HttpsBackend, https_backend
 
-from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ServicePort
+from meshpilot.api.networking import VirtualService
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ServicePort
 from meshpilot.xds.translate import egress
 
 
@@ -68,19 +71,24 @@ def closed(world: World) -> Any:
     return dataclasses.replace(world.mesh.mesh_config, outbound_mode="REGISTRY_ONLY")
 
 
-def with_https_entry(world: World, target_port: int) -> None:
-    """Register ``external.test`` as a ServiceEntry would (port 443, HTTPS, STATIC
-    endpoint 127.0.0.1:``target_port``)."""
-    entry = MeshService(EXTERNAL, EXTERNAL, "default", (ServicePort(443, "https", "HTTPS"),),
-                        origin="ServiceEntry", location="MESH_EXTERNAL", resolution="STATIC")
+def with_https_entries(world: World, ports: dict[str, int], *routes: Named[Any]) -> None:
+    """Register each host of ``ports`` as a ServiceEntry would (port 443, HTTPS, STATIC
+    endpoint 127.0.0.1 at the port given), and add the VirtualServices ``routes``."""
     plain: Callable[[], MeshSnapshot] = type(world.mesh).snapshot.__get__(world.mesh)
+
+    def entry(host: str) -> MeshService:
+        return MeshService(host, host, "default", (ServicePort(443, "https", "HTTPS"),),
+                           origin="ServiceEntry", location="MESH_EXTERNAL",
+                           resolution="STATIC")
 
     def snapshot() -> MeshSnapshot:
         built = plain()
-        endpoint = Endpoint(EXTERNAL, 443, "127.0.0.1", target_port, {}, "", "")
         return dataclasses.replace(
-            built, services={**built.services, EXTERNAL: entry},
-            endpoints={**built.endpoints, EXTERNAL: (endpoint,)})
+            built, services={**built.services, **{h: entry(h) for h in ports}},
+            endpoints={**built.endpoints, **{
+                h: (Endpoint(h, 443, "127.0.0.1", port, {}, "", ""),)
+                for h, port in ports.items()}},
+            virtual_services=(*built.virtual_services, *routes))
 
     world.mesh.snapshot = snapshot  # type: ignore[method-assign]
 
@@ -125,7 +133,7 @@ def test_a_service_entry_with_an_https_port_takes_the_tunnel_to_its_endpoints(
     world = world_factory("DELTA_GRPC")
     if mode == "REGISTRY_ONLY":
         world.push(mesh_config=closed(world))
-    with_https_entry(world, tls_backend.port)
+    with_https_entries(world, {EXTERNAL: tls_backend.port})
     world.push()
     with https_client(world, tls_backend) as client:
         # port 443 is the entry's: the tunnel goes to its STATIC endpoint, not to :443 of
@@ -137,3 +145,31 @@ def test_a_service_entry_with_an_https_port_takes_the_tunnel_to_its_endpoints(
     # a port the entry does not list: a known host without that port has no route (as
     # plain HTTP to ``alpha:9999``), whatever the mode
     assert connect(world, f"{EXTERNAL}:{tls_backend.port}").startswith("HTTP/1.1 404 ")
+
+
+def test_a_tls_route_covering_the_host_takes_the_tunnel_to_its_destination(
+    world_factory: Callable[[str], World], tls_backend: HttpsBackend,  # noqa: F811 - fixture
+) -> None:
+    """A mesh VirtualService's ``tls`` route matching the host by SNI (Istio's "Egress
+    Gateways" shape, sending TLS for a host elsewhere): the tunnel to ``external.test``
+    goes to the route's destination ``backup.test`` (the TLS server), not to the entry's
+    own endpoint (a port where nothing listens)."""
+    world = world_factory("DELTA_GRPC")
+    world.push(mesh_config=closed(world))
+    route = VirtualService.model_validate(yaml.safe_load(f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: external, namespace: default}}
+spec:
+  hosts: [{EXTERNAL}]
+  tls:
+  - match: [{{sniHosts: [{EXTERNAL}], port: 443}}]
+    route: [{{destination: {{host: backup.test, port: {{number: 443}}}}}}]
+"""))
+    (unused,) = free_ports(1)
+    with_https_entries(world, {EXTERNAL: unused, "backup.test": tls_backend.port},
+                       Named("default", "external", route))
+    world.push()
+    with https_client(world, tls_backend) as client:
+        r = client.get(f"https://{EXTERNAL}/routed")
+    assert r.status_code == 200 and r.json()["path"] == "/routed", r.text

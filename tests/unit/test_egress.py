@@ -321,3 +321,52 @@ def test_the_outbound_access_log_shows_the_host_the_app_asked_for() -> None:
         "%REQ(:AUTHORITY)%", "%REQ(X-MESHPILOT-AUTHORITY?:AUTHORITY)%")
     (inbound,) = _log_formats(res[LISTENER]["inbound_9080"])
     assert inbound == access_log.ISTIO_TEXT_FORMAT
+
+
+def _entry(name: str, host: str) -> Any:
+    return (ObjectKey(NET, "ServiceEntry", "default", name),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": name, "namespace": "default"},
+             "spec": {"hosts": [host], "location": "MESH_EXTERNAL", "resolution": "DNS",
+                      "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]}})
+
+
+def _tls_routes(matches: list[dict[str, Any]]) -> Any:
+    return (ObjectKey(NET, "VirtualService", "default", "api"),
+            {"apiVersion": f"{NET}/v1", "kind": "VirtualService",
+             "metadata": {"name": "api", "namespace": "default"},
+             "spec": {"hosts": ["api.external.test"], "tls": [
+                 {"match": [m], "route": [
+                     {"destination": {"host": "api.external.test"}, "weight": 80},
+                     {"destination": {"host": "backup.external.test"}, "weight": 20}]}
+                 for m in matches]}})
+
+
+def _tunnel_action(res: Any) -> Any:
+    (vhost,) = res[ROUTE]["outbound|api.external.test"].virtual_hosts
+    (route,) = vhost.routes
+    assert route.match.HasField("connect_matcher")
+    return route.route
+
+
+def test_a_tls_route_whose_sni_hosts_cover_the_tunnels_host_takes_the_tunnel() -> None:
+    """Istio's ``tls`` routes match the ClientHello's SNI, which an HTTPS client takes from
+    the host it connects to: the tunnel's host. The first match that applies here and
+    covers the host splits the tunnel by weight; one that does not apply (another
+    workload's sourceLabels, a subnet) leaves it to the entry itself."""
+    entries = [_entry("api", "api.external.test"), _entry("backup", "backup.external.test")]
+    split = objects(1, {}, extra=[*entries, _tls_routes([
+        {"sniHosts": ["api.external.test"], "sourceLabels": {"app": "someone-else"}},
+        {"sniHosts": ["*.external.test"], "port": 443}])])
+    res = build_resources(split, node(1))
+    action = _tunnel_action(res)
+    assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
+        ("outbound|443||api.external.test", 80), ("outbound|443||backup.external.test", 20)]
+    assert action.upgrade_configs[0].HasField("connect_config")
+    same_as_reference(ProxyConfigBuilder(), split, node(1))
+    for match in ({"sniHosts": ["other.external.test"]},
+                  {"sniHosts": ["api.external.test"], "destinationSubnets": ["10.0.0.0/8"]},
+                  {"sniHosts": ["api.external.test"], "port": 8443}):
+        alone = build_resources(objects(1, {}, extra=[*entries, _tls_routes([match])]),
+                                node(1))
+        assert _tunnel_action(alone).cluster == "outbound|443||api.external.test", match

@@ -26,15 +26,16 @@ from meshpilot.api.hosts import CLUSTER_DOMAIN, fqdn, host_matches
 from meshpilot.api.networking import Server
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import egress, headers, names
+from meshpilot.xds.translate import headers, names
 from meshpilot.xds.translate.matches import Where
 from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
+from meshpilot.xds.translate.tunnels import tunnel_vhost
 
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
 TUNNEL_PROTOCOLS = ("TLS", "HTTPS")
 """Ports an app reaches through its sidecar's HTTP proxy with ``CONNECT host:port`` (an
 ``HTTPS_PROXY`` client): the sidecar ends the tunnel and forwards the app's own TLS to
-the service (:func:`tunnel_vhost`)."""
+the service (:mod:`.tunnels`)."""
 
 
 def _aliases(service: MeshService, node: ProxyNode) -> tuple[list[str], list[str]]:
@@ -113,11 +114,11 @@ def service_route_table(
     vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
     tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
     for port in ports:
+        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
         if port in tunnels:
-            vhosts.append(tunnel_vhost(service.host, port, spellings))
+            vhosts.append(tunnel_vhost(service.host, spellings, vs, ctx))
             continue
         portless = port == 80 or len(service.ports) == 1
-        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
         if vs is not None:
             routes = http_routes(vs, ctx)
         else:
@@ -127,16 +128,6 @@ def service_route_table(
         vhosts.append(headers.attempt_count(
             rc.VirtualHost(name=name, domains=domains, routes=routes)))
     return RouteTable(service.host, tuple(spellings), tuple(vhosts))
-
-
-def tunnel_vhost(host: str, port: int, spellings: list[str]) -> rc.VirtualHost:
-    """A TLS or HTTPS port's vhost: ``CONNECT`` to any spelling of the host at that port
-    (a tunnel always names its port) goes to ``outbound|<port>||<host>``, the service's
-    own endpoints and resolution, counted as that service. The tunnel carries the app's
-    TLS end to end, so nothing of an HTTP route (paths, headers, retries) can apply."""
-    return rc.VirtualHost(name=names.vhost(host, port), domains=_with_ports(spellings, port, False),
-                          routes=[egress.connect_route("tunnel", names.outbound_cluster(
-                              port, None, host))])
 
 
 def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
