@@ -25,8 +25,7 @@ filter judges its authority as any other; each policy route config has a tunnel 
 (:func:`connect_route`) beside its catch-all, ending the tunnel at the sidecar and
 forwarding the app's TLS as it is: through the dynamic forward proxy to the port the
 tunnel names (``ALLOW_ANY``), or to ``BlackHoleCluster``'s 502. A host the mesh lists
-with a TLS or HTTPS port has its own tunnel route (see
-:func:`meshpilot.xds.translate.vhosts.tunnel_vhost`).
+with a TLS or HTTPS port has its own tunnel route (:mod:`.tunnels`).
 
 Why the filter's configuration comes over ECDS (an extension config resource the listener
 names, :data:`~meshpilot.xds.types.EXTENSION_CONFIG`): the set of known hosts changes when
