@@ -252,6 +252,7 @@ def https_entry() -> Any:
 def _connect_routes(config: Any) -> list[tuple[str, str]]:
     return [(r.name, r.route.cluster) for v in config.virtual_hosts for r in v.routes
             if r.match.HasField("connect_matcher")
+            and r.route.idle_timeout.seconds == 3600  # a connection's, not a stream's
             and [u.upgrade_type for u in r.route.upgrade_configs] == ["CONNECT"]
             and r.route.upgrade_configs[0].HasField("connect_config")]
 

@@ -95,6 +95,7 @@ DNS_CACHE = "passthrough"
 CONNECT = "CONNECT"
 """The upgrade the outbound connection manager accepts (an HTTPS_PROXY client's tunnel)."""
 CONNECT_TIMEOUT = "10s"  # Istio's default connectTimeout
+TUNNEL_IDLE_TIMEOUT = "3600s"  # Istio's default idle timeout of a TCP connection
 MAX_HOSTS = 1024  # Envoy's default bound of the DNS cache
 _SERVICE_SUFFIX = f".{CLUSTER_DOMAIN}"
 _POLICY_TYPE = ("type.googleapis.com/envoy.extensions.common.matching.v3."
@@ -283,9 +284,12 @@ def connect_route(name: str, cluster: str) -> rc.Route:
     """A route for ``CONNECT`` requests (what an app sends through ``HTTPS_PROXY``) to
     ``cluster``, ending the tunnel at the sidecar: the request's headers go nowhere, the
     bytes after them (the app's own TLS) are forwarded to the cluster's host as they
-    are. Envoy matches a CONNECT only with a route like this one (it has no path)."""
+    are. Envoy matches a CONNECT only with a route like this one (it has no path). A
+    tunnel is a connection, so it may sit idle as long as Istio lets a TCP connection
+    (an hour), not as long as an HTTP stream (Envoy's five minutes)."""
     return rc.Route(name=name, match=rc.RouteMatch(connect_matcher=rc.RouteMatch.ConnectMatcher()),
                     route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s"),
+                                         idle_timeout=pb.duration(TUNNEL_IDLE_TIMEOUT),
                                          upgrade_configs=[_terminated_connect()]))
 
 
