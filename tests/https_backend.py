@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +25,13 @@ class HttpsBackend:
 
 
 @contextlib.contextmanager
-def https_backend(host: str, directory: Path) -> Iterator[HttpsBackend]:
-    """Serve HTTPS for ``host`` (each GET answered with its path and headers as JSON)
-    until the block ends; the key is written 0600 into ``directory``."""
+def https_backend(host: str, directory: Path, also: Sequence[str] = ()
+                  ) -> Iterator[HttpsBackend]:
+    """Serve HTTPS for ``host`` (and the names ``also``: the certificate's other DNS
+    names; each GET answered with its path and headers as JSON) until the block ends;
+    the key is written 0600 into ``directory``."""
     root = issue(f"{host} test root", ca=True)
-    leaf = issue(host, root, dns=[host])
+    leaf = issue(host, root, dns=[host, *also])
     key = directory / "backend.key"
     key.touch(mode=0o600)
     key.write_bytes(leaf.key_pem)

@@ -40,7 +40,7 @@ from meshpilot.xds.translate import egress
 
 @pytest.fixture
 def tls_backend(tmp_path: Path) -> Iterator[HttpsBackend]:
-    with https_backend(EXTERNAL, tmp_path) as backend:
+    with https_backend(EXTERNAL, tmp_path, also=["api.wild.test"]) as backend:
         yield backend
 
 
@@ -173,3 +173,21 @@ spec:
     with https_client(world, tls_backend) as client:
         r = client.get(f"https://{EXTERNAL}/routed")
     assert r.status_code == 200 and r.json()["path"] == "/routed", r.text
+
+
+def test_a_wildcard_entry_with_an_https_port_takes_the_tunnels_of_the_names_it_covers(
+    world_factory: Callable[[str], World], tls_backend: HttpsBackend,  # noqa: F811 - fixture
+) -> None:
+    """Istio's "Egress using Wildcard Hosts" with an address to send to (STATIC): a
+    tunnel to a name ``*.wild.test`` covers reaches the entry's endpoint (no DNS name is
+    behind it), with REGISTRY_ONLY too; the scope key the sidecar computes for a covered
+    name is the pattern, which the matcher knows."""
+    world = world_factory("DELTA_GRPC")
+    world.push(mesh_config=closed(world))
+    with_https_entries(world, {"*.wild.test": tls_backend.port})
+    world.push()
+    with https_client(world, tls_backend) as client:
+        r = client.get("https://api.wild.test/covered")
+    assert r.status_code == 200 and r.json()["path"] == "/covered", r.text
+    assert "api.wild.test" not in world.dns.asked
+    assert connect(world, f"{EXTERNAL}:443").startswith("HTTP/1.1 502 ")  # not covered
