@@ -64,6 +64,9 @@ def test_routes_for_the_mesh_on_hosts_no_sidecar_listens_for_are_warned_about(
                                  hosts="[a.example.com, '*.example.com']"))
         assert p.ok
         assert [d.path for d in found(p, "MP2014")] == ([f"spec.{kind}[0]"] if warned else [])
+        # a tls route on entry hosts still takes CONNECT tunnels (HTTPS_PROXY): said so
+        said = " ".join(d.message for d in found(p, "MP2014"))
+        assert ("CONNECT tunnels" in said) == (warned and kind == "tls"), said
 
 
 @pytest.mark.parametrize("hosts", ["[tcp-echo]", "[tcp-echo.shop.svc.cluster.local]", '["*"]',

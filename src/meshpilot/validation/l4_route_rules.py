@@ -6,7 +6,8 @@ everywhere Istio would: warnings, so that ``apply``, ``describe`` and ``analyze`
   for the TCP and TLS ports of Kubernetes Services only
   (:mod:`meshpilot.mesh.tcp_outbound`); a VirtualService none of whose hosts can name a
   Service (``api.example.com``, ``*.example.com``: ServiceEntry hosts) does nothing for
-  the mesh. Reported once per such route.
+  the mesh, but for a ``tls`` route's CONNECT tunnels to a ServiceEntry's TLS or HTTPS
+  port (:mod:`meshpilot.xds.translate.tunnels`). Reported once per such route.
 - MP2015: ``destinationSubnets`` and ``sourceSubnet`` in such a match are not translated:
   gateways and sidecars leave that match out.
 """
@@ -51,11 +52,14 @@ def _route_findings(kind: str, i: int, route: Mapping[str, Any], bound: list[str
                     to_services: bool) -> Iterator[Finding]:
     matches = [as_mapping(m) for m in as_list(route.get("match"))]
     if not to_services and for_mesh(matches, bound):
+        effect = ("it applies only to CONNECT tunnels (HTTPS_PROXY clients) to a TLS or "
+                  "HTTPS port a ServiceEntry lists for these hosts" if kind == "tls"
+                  else "it does nothing")
         yield Finding(codes.MESH_L4_ROUTE, ("spec", kind, i),
                       f"for the mesh a {kind} route applies at the sidecars' listeners for "
                       f"the {kind.upper()} ports of Kubernetes Services, and none of this "
                       "VirtualService's hosts can name a Service (ServiceEntry hosts get no "
-                      "sidecar listener), so for the mesh it does nothing; name the Service "
+                      f"sidecar listener), so for the mesh {effect}; name the Service "
                       "in hosts, or bind the route to a Gateway with gateways: [NAME]")
     for j, match in enumerate(matches):
         for field in _SUBNET_FIELDS:
