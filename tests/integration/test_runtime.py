@@ -158,6 +158,7 @@ def test_pods_get_own_ips_env_and_sidecars(runtimes: Callable[..., Harness]) -> 
     assert env["POD_NAMESPACE"] == "default"
     assert env["PORT"] == env["PORT_HTTP"] == str(p.inbound[0].app_port)
     assert env["HTTP_PROXY"] == env["http_proxy"] == f"http://{p.ip}:15001"
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == f"http://{p.ip}:15001"
     assert p.ip in env["NO_PROXY"].split(",")
     assert env["GREETING"] == f"hello {p.name}"
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)

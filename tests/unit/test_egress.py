@@ -11,9 +11,12 @@ change leaves every set but one route config the very same object.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
     dynamic_forward_proxy_pb2 as dfp_filter,
 )
@@ -25,13 +28,14 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early,
 )
 from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares
+from envoy.type.matcher.v3 import http_inputs_pb2
 from tests.unit.test_xds_shared import node, objects, same_as_reference
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.mesh_config import DnsResolver, MeshConfig
 from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.xds import ProxyConfigBuilder
-from meshpilot.xds.translate import build_resources, egress
+from meshpilot.xds.translate import access_log, build_resources, egress, wildcards
 from meshpilot.xds.types import CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, SCOPED_ROUTE
 
 NET = "networking.istio.io"
@@ -55,12 +59,44 @@ def versions_equal(a: Any, b: Any) -> bool:
     return {n: e.version for n, e in a.items()} == {n: e.version for n, e in b.items()}
 
 
-def decoded(source: str) -> set[str]:
-    """The set the policy filter's Lua builds (its two lists, read as the Lua reads them)."""
-    names, services = (line.split('"')[1].split() for line in source.splitlines()
-                       if "gmatch" in line)
-    suffix = ".svc.cluster.local"
-    return {*names, *(k for b in services for k in (b, f"{b}.svc", f"{b}{suffix}"))}
+def policy(resources: Any) -> extension_matcher_pb2.ExtensionWithMatcher:
+    wrapped = extension_matcher_pb2.ExtensionWithMatcher()
+    assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(wrapped)
+    return wrapped
+
+
+def expressions(resources: Any) -> dict[str, str]:
+    """The skip matcher's RE2 expressions by the header each one reads."""
+    (field,) = policy(resources).xds_matcher.matcher_list.matchers
+    assert field.on_match.action.typed_config.type_url.endswith(".SkipFilter")
+    predicate = field.predicate
+    singles = ([p.single_predicate for p in predicate.or_matcher.predicate]
+               if predicate.HasField("or_matcher") else [predicate.single_predicate])
+    out = {}
+    for single in singles:
+        header = http_inputs_pb2.HttpRequestHeaderMatchInput()
+        assert single.input.typed_config.Unpack(header)
+        out[header.header_name] = single.value_match.safe_regex.regex
+    return out
+
+
+def decoded(resources: Any) -> set[str]:
+    """The keys the skip matcher knows: the alternatives of its authority expression
+    (RE2's syntax here is also Python's), each checked to match with and without a
+    port."""
+    expression = expressions(resources)[":authority"]
+    body = expression.removeprefix("^(?:").removesuffix(")(?::.*)?$")
+    keys: set[str] = set()
+    for part in re.split(r"\|(?![^(]*\))", body):
+        if part.startswith("(?:"):
+            bases = part[3:part.index(")")].split("|")
+            keys |= {k for b in bases for k in (b, f"{b}.svc", f"{b}.svc.cluster.local")}
+        else:
+            keys.add(part)
+    keys = {k.replace("\\", "") for k in keys}
+    for key in keys:
+        assert re.fullmatch(expression, key) and re.fullmatch(expression, f"{key}:8080")
+    return keys
 
 
 def test_the_key_encoding_is_lossless() -> None:
@@ -76,7 +112,7 @@ def test_the_key_encoding_is_lossless() -> None:
 
 def lua_source(resources: Any) -> str:
     lua = lua_pb2.Lua()
-    assert resources[EXTENSION_CONFIG][egress.POLICY_FILTER].typed_config.Unpack(lua)
+    assert policy(resources).extension_config.typed_config.Unpack(lua)
     return lua.default_source_code.inline_string
 
 
@@ -118,14 +154,22 @@ def test_the_policy_filter_knows_every_scope_key_and_nothing_else() -> None:
     res = build_resources(objects(2, {}), node(1))
     source = lua_source(res)
     keys = set(res[SCOPED_ROUTE]) - egress.POLICY_SCOPES
+    assert set(expressions(res)) == {":authority"}  # no wildcard host: one header read
     assert {"svc000", "svc001.default", "svc001.default.svc.cluster.local"} <= keys
-    assert decoded(source) == keys
-    # a key that is not a DNS name never reaches the Lua source
-    odd = egress.policy_filter(["good.example", 'bad"); os.exit(1) --'], "ALLOW_ANY")
-    lua = lua_pb2.Lua()
-    assert odd.typed_config.Unpack(lua)
-    assert "good.example" in lua.default_source_code.inline_string
-    assert "os.exit" not in lua.default_source_code.inline_string
+    assert decoded(res) == keys
+    # the filter itself knows no key: only requests the matcher lets through reach it
+    assert "svc000" not in source and egress.AUTHORITY_HEADER in source
+    expression = expressions(res)[":authority"]
+    for near_miss in ("svc0000", "xsvc000", "svc000.defaultx", "svc000.default.svc.cluster",
+                      "", ":8080", "allow-any.outbound-traffic-policy.meshpilot"):
+        assert not re.fullmatch(expression, near_miss), near_miss
+    # a key that is not a DNS name never reaches the expression
+    odd = egress.policy_filter(["good.example", "bad|.*", "(x)"], "ALLOW_ANY")
+    regex = expressions({EXTENSION_CONFIG: {egress.POLICY_FILTER: odd}})[":authority"]
+    assert regex == r"^(?:good\.example)(?::.*)?$"
+    none = egress.policy_filter([], "ALLOW_ANY")
+    regex = expressions({EXTENSION_CONFIG: {egress.POLICY_FILTER: none}})[":authority"]
+    assert not any(re.search(regex, h) for h in ("", "a", "a:80"))
 
 
 def test_the_listener_is_the_same_in_every_mode_and_names_both_filters() -> None:
@@ -175,7 +219,7 @@ def test_a_weight_change_leaves_the_policy_alone_and_a_new_service_resends_it() 
     assert grown[EXTENSION_CONFIG] is not after[EXTENSION_CONFIG]
     passthrough = egress.PASSTHROUGH_FILTER
     assert grown[EXTENSION_CONFIG][passthrough] is after[EXTENSION_CONFIG][passthrough]
-    assert "svc003" in lua_source(build_resources(objects(4, {}), node(1)))
+    assert "svc003.default" in decoded(build_resources(objects(4, {}), node(1)))
 
 
 def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
@@ -192,4 +236,138 @@ def test_a_client_cannot_name_the_passthrough_target_itself() -> None:
     assert egress.AUTHORITY_HEADER in removed
     assert manager.http_filters[0].name == egress.POLICY_FILTER
     assert manager.http_filters[0].config_discovery.type_urls == [
-        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
+        "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"]
+
+
+def https_entry() -> Any:
+    """A ServiceEntry as istio.io's "Accessing External Services" writes one for HTTPS."""
+    return (ObjectKey(NET, "ServiceEntry", "default", "ext"),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "ext", "namespace": "default"},
+             "spec": {"hosts": ["api.external.test"], "location": "MESH_EXTERNAL",
+                      "resolution": "DNS",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}})
+
+
+def _connect_routes(config: Any) -> list[tuple[str, str]]:
+    return [(r.name, r.route.cluster) for v in config.virtual_hosts for r in v.routes
+            if r.match.HasField("connect_matcher")
+            and r.route.idle_timeout.seconds == 3600  # a connection's, not a stream's
+            and [u.upgrade_type for u in r.route.upgrade_configs] == ["CONNECT"]
+            and r.route.upgrade_configs[0].HasField("connect_config")]
+
+
+def test_a_connect_tunnel_has_a_route_in_both_policy_scopes_and_to_an_https_entry() -> None:
+    """``CONNECT`` (an ``HTTPS_PROXY`` client) is accepted by the outbound connection
+    manager; Envoy takes it only on a route with a connect matcher, which ends the tunnel:
+    the policy's two route configs have one each (Istio's PassthroughCluster and
+    BlackHoleCluster for TLS), and a ServiceEntry's HTTPS port gets a vhost whose tunnel
+    goes to its own cluster, reachable by the host's name as a routing scope."""
+    snap = objects(1, {}, extra=[https_entry()])
+    res = build_resources(snap, node(1))
+    listener = res[LISTENER]["outbound_http_proxy"]
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [u.upgrade_type for u in manager.upgrade_configs] == ["CONNECT"]
+    assert _connect_routes(res[ROUTE]["allow_any"]) == [("allow_any", "PassthroughCluster")]
+    assert _connect_routes(res[ROUTE]["block_all"]) == [("block_all", "BlackHoleCluster")]
+    entry = res[ROUTE]["outbound|api.external.test"]
+    assert _connect_routes(entry) == [("tunnel", "outbound|443||api.external.test")]
+    assert list(entry.virtual_hosts[0].domains) == ["api.external.test:443"]
+    assert "api.external.test" in res[SCOPED_ROUTE]
+    assert "api.external.test" in decoded(res)
+    # the plain HTTP services keep their routes as they were: no tunnel there
+    assert _connect_routes(res[ROUTE]["outbound|svc000.default.svc.cluster.local"]) == []
+    same_as_reference(ProxyConfigBuilder(), snap, node(1))
+
+
+def test_with_a_wildcard_host_known_the_matcher_also_reads_the_scope_key() -> None:
+    """Istio's "Egress using Wildcard Hosts": a name a pattern covers has the pattern as
+    its scope key (not its authority), so the matcher skips the filter for it by that
+    key; a host nothing covers still reaches the filter."""
+    wild = (ObjectKey(NET, "ServiceEntry", "default", "wild"),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "wild", "namespace": "default"},
+             "spec": {"hosts": ["*.wild.test"], "location": "MESH_EXTERNAL",
+                      "resolution": "STATIC", "endpoints": [{"address": "127.0.0.9"}],
+                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}})
+    res = build_resources(objects(1, {}, extra=[wild]), node(1))
+    by_header = expressions(res)
+    scope = by_header[wildcards.SCOPE_HEADER]
+    assert re.fullmatch(scope, "*.wild.test")
+    assert not re.fullmatch(scope, "api.wild.test") and not re.fullmatch(scope, "svc000")
+    assert "*.wild.test" in decoded(res)
+    assert not re.fullmatch(by_header[":authority"], "api.wild.test:80")
+
+
+def _log_formats(listener: Any) -> list[str]:
+    manager = hcm.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    out = []
+    for log in manager.access_log:
+        config = file_pb2.FileAccessLog()
+        if log.typed_config.Unpack(config):
+            out.append(config.log_format.text_format_source.inline_string)
+    return out
+
+
+def test_the_outbound_access_log_shows_the_host_the_app_asked_for() -> None:
+    """A blackholed request's authority is the policy scope's own by the time it is
+    logged; the outbound proxy's line reads the authority the policy kept instead (Istio's
+    line shows the host the app called). Other listeners keep Istio's format as it is."""
+    res = build_resources(objects(1, {}), node(1, access_log="/run/p1.access.log"))
+    (outbound,) = _log_formats(res[LISTENER]["outbound_http_proxy"])
+    assert '"%REQ(X-MESHPILOT-AUTHORITY?:AUTHORITY)%"' in outbound
+    assert outbound == access_log.ISTIO_TEXT_FORMAT.replace(
+        "%REQ(:AUTHORITY)%", "%REQ(X-MESHPILOT-AUTHORITY?:AUTHORITY)%")
+    (inbound,) = _log_formats(res[LISTENER]["inbound_9080"])
+    assert inbound == access_log.ISTIO_TEXT_FORMAT
+
+
+def _entry(name: str, host: str) -> Any:
+    return (ObjectKey(NET, "ServiceEntry", "default", name),
+            {"apiVersion": f"{NET}/v1", "kind": "ServiceEntry",
+             "metadata": {"name": name, "namespace": "default"},
+             "spec": {"hosts": [host], "location": "MESH_EXTERNAL", "resolution": "DNS",
+                      "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]}})
+
+
+def _tls_routes(matches: list[dict[str, Any]]) -> Any:
+    return (ObjectKey(NET, "VirtualService", "default", "api"),
+            {"apiVersion": f"{NET}/v1", "kind": "VirtualService",
+             "metadata": {"name": "api", "namespace": "default"},
+             "spec": {"hosts": ["api.external.test"], "tls": [
+                 {"match": [m], "route": [
+                     {"destination": {"host": "api.external.test"}, "weight": 80},
+                     {"destination": {"host": "backup.external.test"}, "weight": 20}]}
+                 for m in matches]}})
+
+
+def _tunnel_action(res: Any) -> Any:
+    (vhost,) = res[ROUTE]["outbound|api.external.test"].virtual_hosts
+    (route,) = vhost.routes
+    assert route.match.HasField("connect_matcher")
+    return route.route
+
+
+def test_a_tls_route_whose_sni_hosts_cover_the_tunnels_host_takes_the_tunnel() -> None:
+    """Istio's ``tls`` routes match the ClientHello's SNI, which an HTTPS client takes from
+    the host it connects to: the tunnel's host. The first match that applies here and
+    covers the host splits the tunnel by weight; one that does not apply (another
+    workload's sourceLabels, a subnet) leaves it to the entry itself."""
+    entries = [_entry("api", "api.external.test"), _entry("backup", "backup.external.test")]
+    split = objects(1, {}, extra=[*entries, _tls_routes([
+        {"sniHosts": ["api.external.test"], "sourceLabels": {"app": "someone-else"}},
+        {"sniHosts": ["*.external.test"], "port": 443}])])
+    res = build_resources(split, node(1))
+    action = _tunnel_action(res)
+    assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
+        ("outbound|443||api.external.test", 80), ("outbound|443||backup.external.test", 20)]
+    assert action.upgrade_configs[0].HasField("connect_config")
+    same_as_reference(ProxyConfigBuilder(), split, node(1))
+    for match in ({"sniHosts": ["other.external.test"]},
+                  {"sniHosts": ["api.external.test"], "destinationSubnets": ["10.0.0.0/8"]},
+                  {"sniHosts": ["api.external.test"], "port": 8443}):
+        alone = build_resources(objects(1, {}, extra=[*entries, _tls_routes([match])]),
+                                node(1))
+        assert _tunnel_action(alone).cluster == "outbound|443||api.external.test", match

@@ -24,7 +24,11 @@ from meshpilot.mesh.model import (
     node_to_metadata,
 )
 from meshpilot.xds.translate import TYPE_LISTENER, TYPE_ROUTE, build_resources, node_resources
-from meshpilot.xds.translate.access_log import FILE_LOGGER, ISTIO_TEXT_FORMAT
+from meshpilot.xds.translate.access_log import (
+    ASKED_AUTHORITY_FORMAT,
+    FILE_LOGGER,
+    ISTIO_TEXT_FORMAT,
+)
 
 PATH = "/run/meshpilot/sidecars/reviews-v1-abc.access.log"
 SIDECAR = ProxyNode(
@@ -81,7 +85,10 @@ def test_every_sidecar_listener_logs_to_the_nodes_file() -> None:
         for found in per_filter:
             (config,) = found
             assert config.path == PATH
-            assert config.log_format.text_format_source.inline_string == ISTIO_TEXT_FORMAT
+            # the outbound proxy's line shows the host the app asked for (test_egress.py)
+            expected = ASKED_AUTHORITY_FORMAT if name == "outbound_http_proxy" \
+                else ISTIO_TEXT_FORMAT
+            assert config.log_format.text_format_source.inline_string == expected
 
 
 def test_inbound_http_keeps_its_stats_logger_first() -> None:

@@ -630,8 +630,9 @@ class LocalRuntime:
         their interpreter; the venv's bin directory comes first on PATH. The container's
         ``env`` is applied next, then meshpilot's own variables, which always win: a
         manifest's ``PORT: "8080"`` would make the app bind the sidecar's inbound port.
-        ``NO_PROXY`` covers the pod's own address and loopback names, so the app reaches
-        its own endpoints directly and every other service through the sidecar.
+        ``HTTP_PROXY`` and ``HTTPS_PROXY`` name the sidecar; ``NO_PROXY`` covers the pod's
+        own address and loopback names, so the app reaches its own endpoints directly and
+        every other service, and every host outside the mesh, through the sidecar.
         ``envFrom`` comes before ``env`` (which wins), as in Kubernetes.
         """
         env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
@@ -645,6 +646,9 @@ class LocalRuntime:
             "POD_NAMESPACE": namespace,
             "HTTP_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
             "http_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            # HTTPS too (CONNECT through the sidecar): the egress policy judges it
+            "HTTPS_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "https_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
             "NO_PROXY": f"{ip},localhost,127.0.0.1",
             "no_proxy": f"{ip},localhost,127.0.0.1",
         }

@@ -278,7 +278,7 @@ def _moved(memos: Mapping[str, _Memo], before: Mapping[str, _Memo]) -> bool:
 
 def _route_hosts(snapshot: MeshSnapshot, service: MeshService, namespace: str) -> set[str]:
     """The service's host and every host its VirtualService (as proxies of ``namespace``
-    see it, and the delegates it names) routes or mirrors to."""
+    see it, and the delegates it names) routes (``http`` and ``tls``) or mirrors to."""
     hosts = {service.host}
     vs = index.mesh_virtual_service(snapshot, service.host, namespace)
     for named in (vs, *index.delegates_of(snapshot, vs)):
@@ -290,6 +290,9 @@ def _route_hosts(snapshot: MeshSnapshot, service: MeshService, namespace: str) -
             if http.mirror is not None:
                 dests.append(http.mirror)
             hosts.update(index.service(snapshot, d.host, named.namespace)[0] for d in dests)
+        for tls in named.obj.spec.tls:  # a tunnel's route (xds.translate.tunnels)
+            hosts.update(index.service(snapshot, d.destination.host, named.namespace)[0]
+                         for d in tls.route)
     return hosts
 
 

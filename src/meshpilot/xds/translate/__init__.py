@@ -9,7 +9,9 @@ What a proxy gets:
 - ``sidecar`` / ``client``: outbound clusters (+ EDS assignments) for every service
   port and DestinationRule subset; the ``outbound_http_proxy`` listener, whose routes
   are scoped by request host (SRDS): per service with an HTTP port a route config
-  ``outbound|<host>`` (one vhost per HTTP port) and one routing scope per host spelling
+  ``outbound|<host>`` (one vhost per HTTP port, and per TLS or HTTPS port one for an
+  ``HTTPS_PROXY`` client's ``CONNECT`` tunnel: :mod:`~meshpilot.xds.translate.tunnels`)
+  and one routing scope per host spelling
   that reaches it, so a change to one service's routes resends that route config only;
   per inbound port an ``inbound_<port>`` listener, an ``inbound|<port>||`` cluster and
   (HTTP) an ``inbound|<port>||`` route config; per TCP or TLS service port its node lists,

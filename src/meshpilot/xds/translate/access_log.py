@@ -33,7 +33,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
 
-from meshpilot.xds.translate import pb
+from meshpilot.xds.translate import egress, names, pb
 
 FILE_LOGGER = "envoy.access_loggers.file"
 
@@ -52,17 +52,28 @@ istio.io's "Envoy Access Logs" page and Istio's ``EnvoyTextLogFormat`` give it: 
 their log parsers expect exactly these fields in this order."""
 
 
-def file_logger(path: str, *, at_end_only: bool = False) -> accesslog_pb2.AccessLog:
-    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``:
-    one line per request or connection. ``at_end_only``: none for a tcp_proxy's connect
+ASKED_AUTHORITY_FORMAT = ISTIO_TEXT_FORMAT.replace(
+    "%REQ(:AUTHORITY)%", f"%REQ({egress.AUTHORITY_HEADER.upper()}?:AUTHORITY)%")
+"""The same line for the sidecar's outbound HTTP proxy: a request for a host outside the
+registry shows the host the app asked for, which the outbound traffic policy keeps in its
+own header, not the policy scope's internal authority (the sidecar removes that header
+from whatever a client sends, so the field cannot be forged)."""
+
+
+def file_logger(path: str, *, at_end_only: bool = False, asked_authority: bool = False
+                ) -> accesslog_pb2.AccessLog:
+    """Envoy's file access logger writing :data:`ISTIO_TEXT_FORMAT` lines to ``path``
+    (:data:`ASKED_AUTHORITY_FORMAT` with ``asked_authority``): one line per request or
+    connection. ``at_end_only``: none for a tcp_proxy's connect
     or periodic log events, so a connection still writes one line, when it ends (an
     inbound mutual TLS chain logs at connect for its per-caller counters: see
     :mod:`.telemetry`); elsewhere a tcp_proxy that asks to log at connect (the
     east-west gateway's pooled connections) writes that line too."""
+    text = ASKED_AUTHORITY_FORMAT if asked_authority else ISTIO_TEXT_FORMAT
     config = file_pb2.FileAccessLog(
         path=path,
         log_format=substitution_format_string_pb2.SubstitutionFormatString(
-            text_format_source=base_pb2.DataSource(inline_string=ISTIO_TEXT_FORMAT)),
+            text_format_source=base_pb2.DataSource(inline_string=text)),
     )
     logger = accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pb.pack(config))
     if at_end_only:
@@ -79,7 +90,8 @@ def with_access_log(listener: listener_pb2.Listener, path: str) -> listener_pb2.
     chaining). An empty ``path`` (access logging off) leaves it as it is."""
     if not path:
         return listener
-    logger = file_logger(path, at_end_only=listener.traffic_direction == base_pb2.INBOUND)
+    logger = file_logger(path, at_end_only=listener.traffic_direction == base_pb2.INBOUND,
+                         asked_authority=listener.name == names.OUTBOUND_LISTENER)
     for chain in [*listener.filter_chains, *_default_chain(listener)]:
         for network_filter in chain.filters:
             _append(network_filter.typed_config, logger)

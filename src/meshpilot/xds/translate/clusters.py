@@ -73,7 +73,6 @@ def _one(
 ) -> Built:
     name = names.outbound_cluster(port, subset, service.host)
     cluster = cluster_pb2.Cluster(name=name)
-    cluster.track_cluster_stats.request_response_sizes = True  # istio_request_bytes, ...
     policy = effective_policy(rule, subset, port)
     apply_policy(cluster, policy, http2=_h2(protocol))
     tls.apply_upstream_tls(cluster, tls.upstream_tls(
@@ -173,7 +172,6 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
     for port in sorted(node.inbound, key=lambda p: p.container_port):
         name = names.inbound_cluster(port.container_port)
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC)
-        cluster.track_cluster_stats.request_response_sizes = True
         said = sidecar_ingress.setting(node, port.container_port)
         pool = said.pool if said is not None else None
         apply_policy(cluster, TrafficPolicy(connection_pool=pool) if pool else None,

@@ -2,11 +2,12 @@
 
 The sidecar's outbound routes are scoped by request host (SRDS), and Envoy has no
 fallback scope: a host no routing scope is keyed by gets no route at all. So the outbound
-connection manager runs a small Lua filter first, :data:`POLICY_FILTER`. It holds the
-class's scope keys (every host spelling the sidecar routes) and its mode. A request whose
-host (up to the first ``:``, as the scope key is read) is not one of them keeps its
-authority in :data:`AUTHORITY_HEADER`, gets the fixed authority of the mode's scope and a
-cleared route cache, so Envoy picks the scope again:
+connection manager runs a small Lua filter first, :data:`POLICY_FILTER`, behind a native
+matcher holding the class's scope keys (every host spelling the sidecar routes; see
+:mod:`.egress_matcher`), which skips Lua for them. A request whose host (up to the first
+``:``, as the scope key is read) is not one of them reaches Lua, which keeps its
+authority in :data:`AUTHORITY_HEADER` and gives it the fixed authority of the mode's scope
+and a cleared route cache, so Envoy picks the scope again:
 
 - ``ALLOW_ANY``: scope :data:`PASSTHROUGH_KEY`, route ``allow_any`` to
   ``PassthroughCluster``, a dynamic forward proxy cluster: the dynamic forward proxy filter
@@ -18,6 +19,14 @@ cleared route cache, so Envoy picks the scope again:
   ``BlackHoleCluster`` (STATIC, no endpoints), whose "no healthy upstream" the connection
   manager answers 502, as Istio does.
 
+HTTPS goes the same way: an app whose ``HTTPS_PROXY`` is its sidecar sends ``CONNECT
+host:port``, which the outbound connection manager accepts as an upgrade. The policy
+filter judges its authority as any other; each policy route config has a tunnel route
+(:func:`connect_route`) beside its catch-all, ending the tunnel at the sidecar and
+forwarding the app's TLS as it is: through the dynamic forward proxy to the port the
+tunnel names (``ALLOW_ANY``), or to ``BlackHoleCluster``'s 502. A host the mesh lists
+with a TLS or HTTPS port has its own tunnel route (:mod:`.tunnels`).
+
 Why the filter's configuration comes over ECDS (an extension config resource the listener
 names, :data:`~meshpilot.xds.types.EXTENSION_CONFIG`): the set of known hosts changes when
 services come and go, never when routes change, so a weight change sends what it sent
@@ -28,8 +37,8 @@ clusters of the policy are the same for every sidecar in every mode.
 
 Where the sidecar knows wildcard hosts, the routing scope is keyed by the header
 :data:`~meshpilot.xds.translate.wildcards.SCOPE_HEADER` (the host, or the pattern that
-covers it): the filter then judges that key, so a covered name counts as known, and
-re-keys an unknown host's request there too.
+covers it): the matcher judges that key too, so a covered name counts as known, and the
+filter re-keys an unknown host's request there too.
 
 A client cannot pick a target by sending :data:`AUTHORITY_HEADER` itself: the early header
 mutation removes it from every request before anything reads it.
@@ -68,7 +77,7 @@ from meshpilot.api.mesh_config import (
 )
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.xds.translate import pb
+from meshpilot.xds.translate import egress_matcher, pb
 from meshpilot.xds.translate.wildcards import SCOPE_HEADER
 
 POLICY_FILTER = "mp.outbound_traffic_policy"
@@ -83,32 +92,21 @@ PASSTHROUGH_ROUTE = "allow_any"
 BLACKHOLE_ROUTE = "block_all"
 AUTHORITY_HEADER = "x-meshpilot-authority"
 DNS_CACHE = "passthrough"
+CONNECT = "CONNECT"
+"""The upgrade the outbound connection manager accepts (an HTTPS_PROXY client's tunnel)."""
 CONNECT_TIMEOUT = "10s"  # Istio's default connectTimeout
+TUNNEL_IDLE_TIMEOUT = "3600s"  # Istio's default idle timeout of a TCP connection
 MAX_HOSTS = 1024  # Envoy's default bound of the DNS cache
 _SERVICE_SUFFIX = f".{CLUSTER_DOMAIN}"
-_LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+_POLICY_TYPE = ("type.googleapis.com/envoy.extensions.common.matching.v3."
+                "ExtensionWithMatcher")
 _DFP_TYPE = ("type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3."
              "FilterConfig")
 
 _LUA = """\
-local known = {{}}
-for name in string.gmatch("{names}", "%S+") do
-  known[name] = true
-end
-for name in string.gmatch("{services}", "%S+") do
-  known[name] = true
-  known[name .. ".svc"] = true
-  known[name .. "{suffix}"] = true
-end
-
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local authority = headers:get(":authority") or ""
-  local key = headers:get("{scope_header}") or authority
-  if known[string.match(key, "^[^:]*")] then
-    return
-  end
-  headers:replace("{header}", authority)
+  headers:replace("{header}", headers:get(":authority") or "")
   headers:replace(":authority", "{scope}")
   if headers:get("{scope_header}") then
     headers:replace("{scope_header}", "{scope}")
@@ -116,6 +114,8 @@ function envoy_on_request(handle)
   handle:clearRouteCache()
 end
 """
+"""What the Lua filter does to every request it sees: only those for unknown hosts reach
+it (:mod:`.egress_matcher` decides first)."""
 
 
 def outbound_mode(snapshot: MeshSnapshot, node: ProxyNode) -> OutboundMode:
@@ -149,7 +149,7 @@ def listener_filters() -> tuple[hcm.HttpFilter, hcm.HttpFilter]:
     The passthrough filter is in every request's chain: Envoy fixes the chain from the
     route found before the policy filter re-routes. On a mesh route it only sees that the
     route's cluster is not a dynamic forward proxy one, and lets the request go on."""
-    return _discovered(POLICY_FILTER, _LUA_TYPE), _discovered(PASSTHROUGH_FILTER, _DFP_TYPE)
+    return _discovered(POLICY_FILTER, _POLICY_TYPE), _discovered(PASSTHROUGH_FILTER, _DFP_TYPE)
 
 
 def _flag(*flags: str) -> accesslog_pb2.AccessLogFilter:
@@ -192,14 +192,15 @@ def stripped_headers() -> list[str]:
 # --- the class's side: ECDS, clusters, scopes, route configs --------------------------------
 
 def policy_filter(known: Iterable[str], mode: OutboundMode) -> core_ext.TypedExtensionConfig:
-    """The policy filter's ECDS resource: ``known`` scope keys and ``mode``'s scope."""
+    """The policy filter's ECDS resource: the Lua filter sending a request to ``mode``'s
+    scope, behind a matcher that skips it for the ``known`` scope keys."""
     names, services = encode_keys(known)
     scope = BLACKHOLE_KEY if mode == REGISTRY_ONLY else PASSTHROUGH_KEY
-    source = _LUA.format(names=" ".join(names), services=" ".join(services),
-                         suffix=_SERVICE_SUFFIX, header=AUTHORITY_HEADER, scope=scope,
-                         scope_header=SCOPE_HEADER)
-    config = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))
-    return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(config))
+    source = _LUA.format(header=AUTHORITY_HEADER, scope=scope, scope_header=SCOPE_HEADER)
+    lua = core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(
+        lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))))
+    wrapped = egress_matcher.skip_known(lua, names, services, SCOPE_HEADER)
+    return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(wrapped))
 
 
 def encode_keys(known: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -279,19 +280,41 @@ def clusters(config: MeshConfig) -> list[cluster_pb2.Cluster]:
     return [blackhole_cluster(), passthrough_cluster(config)]
 
 
+def connect_route(name: str, cluster: str) -> rc.Route:
+    """A route for ``CONNECT`` requests (what an app sends through ``HTTPS_PROXY``) to
+    ``cluster``, ending the tunnel at the sidecar: the request's headers go nowhere, the
+    bytes after them (the app's own TLS) are forwarded to the cluster's host as they
+    are. Envoy matches a CONNECT only with a route like this one (it has no path). A
+    tunnel is a connection, so it may sit idle as long as Istio lets a TCP connection
+    (an hour), not as long as an HTTP stream (Envoy's five minutes)."""
+    return rc.Route(name=name, match=rc.RouteMatch(connect_matcher=rc.RouteMatch.ConnectMatcher()),
+                    route=rc.RouteAction(cluster=cluster, timeout=pb.duration("0s"),
+                                         idle_timeout=pb.duration(TUNNEL_IDLE_TIMEOUT),
+                                         upgrade_configs=[_terminated_connect()]))
+
+
+def _terminated_connect() -> rc.RouteAction.UpgradeConfig:
+    return rc.RouteAction.UpgradeConfig(
+        upgrade_type=CONNECT, connect_config=rc.RouteAction.UpgradeConfig.ConnectConfig())
+
+
 def route_configs() -> list[route_pb2.RouteConfiguration]:
-    """``allow_any`` and ``block_all``, one catch-all route each."""
+    """``allow_any`` and ``block_all``: a tunnel route (``CONNECT``) and a catch-all
+    route each."""
     passthrough = rc.Route(
         name=PASSTHROUGH_ROUTE, match=rc.RouteMatch(prefix="/"),
         route=rc.RouteAction(cluster=PASSTHROUGH_CLUSTER, timeout=pb.duration("0s")),
         request_headers_to_remove=[AUTHORITY_HEADER])
-    passthrough.typed_per_filter_config[PASSTHROUGH_FILTER].CopyFrom(pb.pack(
-        dfp_filter.PerRouteConfig(host_rewrite_header=AUTHORITY_HEADER)))
+    tunnel = connect_route(PASSTHROUGH_ROUTE, PASSTHROUGH_CLUSTER)
+    for route in (passthrough, tunnel):
+        route.typed_per_filter_config[PASSTHROUGH_FILTER].CopyFrom(pb.pack(
+            dfp_filter.PerRouteConfig(host_rewrite_header=AUTHORITY_HEADER)))
     blocked = rc.Route(name=BLACKHOLE_ROUTE, match=rc.RouteMatch(prefix="/"),
                        route=rc.RouteAction(cluster=BLACKHOLE_CLUSTER))
-    return [route_pb2.RouteConfiguration(name=route.name, virtual_hosts=[
-        rc.VirtualHost(name=route.name, domains=["*"], routes=[route])])
-        for route in (passthrough, blocked)]
+    return [route_pb2.RouteConfiguration(name=routes[0].name, virtual_hosts=[
+        rc.VirtualHost(name=routes[0].name, domains=["*"], routes=list(routes))])
+        for routes in ((tunnel, passthrough),
+                       (connect_route(BLACKHOLE_ROUTE, BLACKHOLE_CLUSTER), blocked))]
 
 
 def scopes() -> list[scoped_route_pb2.ScopedRouteConfiguration]:

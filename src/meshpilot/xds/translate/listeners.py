@@ -131,6 +131,9 @@ def outbound(node: ProxyNode, wild: wildcards.WildScopes = ()) -> listener_pb2.L
     manager = connection_manager(names.OUTBOUND_STAT_PREFIX, scoped=names.OUTBOUND_SCOPES,
                                  before_router=[passthrough])
     manager.http_filters.insert(0, policy)
+    # an HTTPS_PROXY client's CONNECT: only routes that end the tunnel take it
+    manager.upgrade_configs.append(hcm.HttpConnectionManager.UpgradeConfig(
+        upgrade_type=egress.CONNECT))
     manager.local_reply_config.CopyFrom(egress.local_replies())
     manager.early_header_mutation_extensions.append(telemetry.source_mutation(node))
     manager.early_header_mutation_extensions.append(

@@ -29,8 +29,13 @@ from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import headers, names
 from meshpilot.xds.translate.matches import Where
 from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
+from meshpilot.xds.translate.tunnels import tunnel_vhost
 
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+TUNNEL_PROTOCOLS = ("TLS", "HTTPS")
+"""Ports an app reaches through its sidecar's HTTP proxy with ``CONNECT host:port`` (an
+``HTTPS_PROXY`` client): the sidecar ends the tunnel and forwards the app's own TLS to
+the service (:mod:`.tunnels`)."""
 
 
 def _aliases(service: MeshService, node: ProxyNode) -> tuple[list[str], list[str]]:
@@ -72,7 +77,8 @@ Planned = tuple[MeshService, list[int], list[str]]
 
 
 def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
-    """Services with an HTTP port, in host order, with the spellings each one owns.
+    """Services with an HTTP (or TLS, HTTPS: a tunnel's) port, in host order, with the
+    spellings each one owns.
 
     Depends on the node only through its namespace (short names).
     """
@@ -80,7 +86,8 @@ def sidecar_plan(snapshot: MeshSnapshot, node: ProxyNode) -> list[Planned]:
     services = index.visible_services(snapshot, node)
     for host in sorted(services):
         service = services[host]
-        ports = sorted(sp.port for sp in service.ports if sp.protocol in HTTP_PROTOCOLS)
+        ports = sorted(sp.port for sp in service.ports
+                       if sp.protocol in HTTP_PROTOCOLS or sp.protocol in TUNNEL_PROTOCOLS)
         if ports:
             planned.append((service, ports, *_aliases(service, node)))
     claimed: set[str] = set()
@@ -105,9 +112,13 @@ def service_route_table(
     """One service's vhosts (one per HTTP port) for ``node``."""
     vhosts = []
     vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
+    tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
     for port in ports:
-        portless = port == 80 or len(service.ports) == 1
         ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        if port in tunnels:
+            vhosts.append(tunnel_vhost(service.host, spellings, vs, ctx))
+            continue
+        portless = port == 80 or len(service.ports) == 1
         if vs is not None:
             routes = http_routes(vs, ctx)
         else:
