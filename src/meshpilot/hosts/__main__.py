@@ -41,6 +41,12 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
     join.add_argument("--app-port", action="append", default=[],
                       help="NAME=PORT: the app here serves the group's port NAME on PORT")
     join.add_argument("--outbound-port", type=int, default=OUTBOUND_PROXY_PORT)
+    join.add_argument("--node-name", default="",
+                      help="this host's node name: Deployments whose template names it "
+                           "(spec.nodeName, nodeSelector kubernetes.io/hostname) run here")
+    join.add_argument("--pod-addresses", default="",
+                      help="CIDR of this host's own addresses for those pods (default: "
+                           "--address alone, one pod at a time)")
     args = parser.parse_args(argv)
     try:
         ports = _app_ports(args.app_port)
@@ -49,7 +55,8 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
     return AgentOptions(server=args.server.rstrip("/"), token=args.token, group=args.group,
                         address=args.address, ca_file=Path(args.ca_file),
                         state_dir=Path(args.state_dir), app_ports=ports,
-                        outbound_port=args.outbound_port)
+                        outbound_port=args.outbound_port, node_name=args.node_name,
+                        pod_addresses=args.pod_addresses)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         agent.start_sidecar()
-    except (JoinFailed, EnvoyError) as exc:
+        agent.start_pods()
+    except (JoinFailed, EnvoyError, ValueError) as exc:
         agent.stop()
         print(f"meshpilot host join: joined, but the sidecar did not start: {exc}",
               file=sys.stderr)

@@ -36,10 +36,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokenBook
 from meshpilot.server.body_limit import BodyLimitMiddleware
+from meshpilot.server.host_pods_api import PATHS as POD_PATHS
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 
 API = "/apis/meshpilot.io/v1/hosts"
-PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew"})
+PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", *POD_PATHS})
 MAX_BODY = 1024 * 1024
 """A report carries its sidecar's counters (compressed): room for a large mesh's."""
 MAX_STATS = 32 * 1024 * 1024
@@ -83,9 +84,12 @@ def _stats(body: dict[str, Any]) -> tuple[int, bytes] | None:
 
 
 class HostsAPI:
-    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook) -> None:
+    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook,
+                 more: list[Route] | None = None) -> None:
         self.registry = registry
         self.tokens = tokens
+        self.more = more or []
+        """Further routes a host calls with its credential (its pods)."""
 
     async def create_token(self, request: Request) -> Response:
         body = await _json(request)
@@ -162,6 +166,7 @@ class HostsAPI:
             Route(f"{API}/join", self.join, methods=["POST"]),
             Route(f"{API}/report", self.report, methods=["POST"]),
             Route(f"{API}/renew", self.renew, methods=["POST"]),
+            *self.more,
         ]), MAX_BODY)
 
 

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from meshpilot.api.placement import LOCAL_NODE
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import Pod
 from meshpilot.server import kube_pods, pod_logs
@@ -133,6 +134,7 @@ class MeshAPI:
                          "ownerReferences": [{"kind": "Deployment", "name": pod.deployment}]},
             # the app's container and its sidecar, by the names kubectl logs -c takes
             "spec": {"serviceAccountName": pod.service_account,
+                     "nodeName": pod.node or LOCAL_NODE,
                      "containers": [{"name": "app"}, {"name": pod_logs.PROXY_CONTAINER}]},
             "status": {
                 "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,

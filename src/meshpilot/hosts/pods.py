@@ -1,0 +1,104 @@
+"""The pods the control plane placed on this host's node, run by the agent.
+
+A Deployment whose template names this host's node (``host join --node-name``) is run
+here by the same runtime as on the control plane's host (:class:`~meshpilot.runtime.
+LocalRuntime`): the same pods, images, environment, probes and rolling updates, each pod
+with its own Envoy sidecar. What differs is the network and the identity:
+
+- **Addresses.** Pods take addresses from ``--pod-addresses`` (a CIDR of this host's own
+  addresses, which must be assigned to it), by default the host's address alone, so one
+  pod fits at a time, as with ``hostNetwork`` pods; a pod whose ports are taken there
+  waits with the runtime's "no free pod IP" error, visible in describe. Other hosts reach
+  the pods at those addresses, through their sidecar's inbound listener.
+- **Identity.** Each sidecar's key is made here (0600, never sent); its CSR goes to the
+  control plane with the host's credential, which signs it for the Deployment's service
+  account and answers the sidecar's xDS token. The sidecar speaks xDS over the host's
+  mutual-TLS channel (every replica, as the host's own sidecar does).
+
+Every sync (each report round, and at once when a pod changes) sends the pods and the
+Deployments' counts and takes the Deployments this node is to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from meshpilot.api.kubernetes import Deployment
+from meshpilot.hosts.identity import HostFiles
+from meshpilot.mesh.model import ProxyNode
+from meshpilot.runtime import ImageMap, LocalRuntime, Pod
+from meshpilot.runtime.runtime import HostSide
+
+log = logging.getLogger(__name__)
+
+Post = Callable[[str, dict[str, Any]], dict[str, Any]]
+Secure = Callable[[ProxyNode, str], dict[str, Any]]
+
+
+def reported(pod: Pod) -> dict[str, Any]:
+    """A pod as the control plane reads it (:mod:`meshpilot.server.host_pods`)."""
+    return {"name": pod.name, "namespace": pod.namespace, "deployment": pod.deployment,
+            "ip": pod.ip, "phase": pod.phase, "ready": pod.ready, "restarts": pod.restarts,
+            "message": pod.message, "reason": pod.reason, "templateHash": pod.template_hash,
+            "startedAt": pod.started_at, "nodeId": pod.node_id,
+            "inbound": [{"containerPort": p.container_port, "appPort": p.app_port,
+                         "name": p.name} for p in pod.inbound]}
+
+
+class HostPods:
+    """This host's pods: :meth:`sync` each round, :meth:`stop` at the end."""
+
+    def __init__(self, *, node: str, address: str, pod_addresses: str, state_dir: Path,
+                 credential: dict[str, str], post: Post, secure: Secure) -> None:
+        self.node = node
+        self.credential = credential  # namespace, entry, hostToken of the join
+        self._post = post
+        self._secure = secure
+        self._keys = state_dir / "pod-identity"
+        self.changed = threading.Event()
+        """Set when a pod appears, goes or changes readiness: sync without waiting."""
+        self._deployments: dict[tuple[str, str], Deployment] = {}
+        self.runtime = LocalRuntime(
+            state_dir / "pods", xds_host=address, xds_port=0, on_change=self.changed.set,
+            images=ImageMap.default(state_dir), ip_range=pod_addresses, adopt=False,
+            access_log=False, ip_lock_dir=state_dir / "ipam",
+            host=HostSide(node, address, self._bootstrap))
+
+    def _bootstrap(self, node: ProxyNode, _doc: dict[str, Any]) -> dict[str, Any]:
+        """The pod sidecar's bootstrap: a key made here, its certificate and xDS token
+        from the control plane, xDS over the host's mutual-TLS channel."""
+        files = HostFiles(self._keys / node.name)
+        csr = files.new_key(0)
+        answer = self._post("pod-credential", {
+            **self.credential, "node": self.node, "podNamespace": node.namespace,
+            "deployment": node.workload, "nodeId": node.id, "csr": csr.decode(),
+            "keyFile": str(files.key_of(0))})
+        return self._secure(node, str(answer["xdsToken"]))
+
+    def sync(self) -> None:
+        """Report the pods and counts; run what the answer places here."""
+        self.changed.clear()
+        statuses = {f"{ns}/{name}": self.runtime.deployment_status(ns, name)
+                    for ns, name in self._deployments}
+        answer = self._post("pods", {**self.credential, "node": self.node,
+                                     "pods": [reported(p) for p in self.runtime.pods()],
+                                     "deployments": statuses})
+        wanted: dict[tuple[str, str], Deployment] = {}
+        for item in answer.get("deployments") or []:
+            key = (str(item["namespace"]), str(item["name"]))
+            try:
+                wanted[key] = Deployment.model_validate(item["deployment"])
+            except ValueError as exc:
+                log.warning("Deployment %s/%s not run here: %s", *key, exc)
+        if wanted.keys() != self._deployments.keys():
+            log.warning("node %s runs %s", self.node,
+                        ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
+        self._deployments = wanted
+        self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())])
+
+    def stop(self) -> None:
+        self.runtime.stop(timeout=30)

@@ -1,0 +1,69 @@
+"""The control plane's runtime as its readers see it: this host's pods and the joined
+hosts' (see :mod:`meshpilot.server.host_pods`), behind the one interface of
+:class:`~meshpilot.runtime.LocalRuntime` that the mesh, the API and the rollouts read.
+
+``sync`` hands this host's runtime only the Deployments placed here; ``pods`` and
+``deployment_status`` answer for every Deployment wherever its pods run, so endpoints,
+``kubectl get pods`` and Flagger's or Argo's readiness checks need not know where that is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from meshpilot.api.kubernetes import Deployment
+from meshpilot.mesh.tcp_outbound import TcpTarget
+from meshpilot.runtime import LocalRuntime, Pod
+from meshpilot.runtime.pod_config import ConfigData
+from meshpilot.server.host_pods import HostPods
+
+
+class PlacedRuntime:
+    def __init__(self, local: LocalRuntime, hosts: HostPods) -> None:
+        self.local = local
+        self.hosts = hosts
+        self._here: dict[tuple[str, str], Deployment] = {}
+        """The Deployments last run here, kept while one placed elsewhere since has no
+        ready pods of its new template there (as a rolling update keeps the old pods)."""
+
+    @property
+    def adopted(self) -> list[str]:
+        return self.local.adopted
+
+    def sync(self, deployments: Iterable[tuple[str, str, Deployment]],
+             configs: ConfigData | None = None,
+             tcp_targets: Iterable[TcpTarget] | None = None) -> None:
+        wanted = list(deployments)
+        here = {(ns, name): dep for ns, name, dep in self.hosts.place(wanted)}
+        for ns, name, _dep in wanted:
+            old = self._here.get((ns, name))
+            if (ns, name) not in here and old is not None and not self._moved(ns, name):
+                here[(ns, name)] = old
+        self._here = here
+        self.local.sync([(ns, name, dep) for (ns, name), dep in here.items()], configs,
+                        tcp_targets)
+
+    def _moved(self, namespace: str, name: str) -> bool:
+        status = self.hosts.deployment_status(namespace, name) or {}
+        desired = int(status.get("desiredReplicas") or 0)
+        return int(status.get("readyReplicas") or 0) >= desired and \
+            int(status.get("updatedReplicas") or 0) >= desired
+
+    def pods(self) -> list[Pod]:
+        return sorted([*self.local.pods(), *self.hosts.pods()],
+                      key=lambda p: (p.namespace, p.name))
+
+    def local_pods(self) -> list[Pod]:
+        """The pods this host runs (their sidecars' credentials are issued here)."""
+        return self.local.pods()
+
+    def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
+        placed = self.hosts.deployment_status(namespace, name)
+        return placed if placed is not None else self.local.deployment_status(namespace, name)
+
+    def sessions(self) -> set[int]:
+        return self.local.sessions()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.local.stop(timeout)

@@ -1,0 +1,124 @@
+"""A Deployment's pods on a joined host, for real: the control plane listens on a bridge
+address that exists only for this test, and the joined host is a network namespace whose
+agent declared a node name (``host join --node-name``) and addresses for its pods.
+
+Kubernetes behaviour followed: a template that names a node (here the hostname label of
+``nodeSelector``, as ``kubernetes.io/hostname`` selects a node in Kubernetes) runs its pods
+on that node only; while no node has that name the pods stay Pending with the reason
+Unschedulable; once there, they are endpoints of the Services that select them, reached
+over the mesh's mutual TLS (Istio's sidecar-to-sidecar traffic), and the Deployment's
+ready count is theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ControlPlane
+from tests.e2e import myapp
+from tests.e2e.hosts import Host, Network, ip, network
+from tests.e2e.mesh import URL, Mesh
+from tests.e2e.test_hosts_join import (
+    MESH_PROXY_ID,
+    PEER_HEADER,
+    group,
+    read,
+    roots,
+    token,
+    wait_for,
+)
+
+NODE = "node-b"
+V2_CLUSTER = "outbound|8080|v2|myapp.default.svc.cluster.local"
+
+
+@pytest.fixture
+def net() -> Iterator[Network]:
+    with network() as n:
+        yield n
+
+
+@pytest.fixture
+def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network) -> Iterator[Mesh]:
+    cp = control_plane_factory("cp", args=["--listen", net.address, "--host-timeout", "3s",
+                                           "--host-grace", "60s"])
+    cp.client = cp.new_client(verify=roots(cp))
+    m = Mesh(cp)
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+def on_node(body: dict[str, Any], node: str) -> dict[str, Any]:
+    placed = copy.deepcopy(body)
+    placed["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return placed
+
+
+def pod_addresses(host: Host) -> list[str]:
+    """Two more addresses of the host, in a /30 (``--pod-addresses``) of its /24."""
+    base = host.address.rsplit(".", 1)[0]
+    inner = "mpi" + host.netns.removeprefix("mph-")
+    out = [f"{base}.17", f"{base}.18"]
+    for address in out:
+        ip("netns", "exec", host.netns, "ip", "addr", "add", f"{address}/24", "dev", inner)
+    return out
+
+
+def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
+        mesh: Mesh, net: Network, tmp_path: Path) -> None:
+    """Given v1 here and v2 placed by its hostname selector on node-b: Pending
+    (Unschedulable) until a host joins as node-b; then its pod runs there, at one of that
+    host's pod addresses, turns ready, and a 50/50 split reaches both versions, v2 over
+    mutual TLS (its sidecar passes on the caller's SPIFFE ID)."""
+    mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(),
+               myapp.split(v1=50, v2=50), group(version="vm"), on_node(myapp.version("v2"), NODE))
+    pending = wait_for(lambda: mesh.pods_of("myapp-v2"), 30, lambda: "no v2 pod listed")
+    assert [p["status"]["phase"] for p in pending] == ["Pending"], pending
+    assert pending[0]["status"]["reason"] == "Unschedulable", pending
+    assert NODE in pending[0]["status"]["message"], pending
+
+    host = net.add_host()
+    addresses = pod_addresses(host)
+    host.python("-m", "meshpilot.demoapp", "--version", "vm", "--host", host.address,
+                "--port", "9080", "--pod-name", "vm", log=tmp_path / "app.log")
+    host.python("-m", "meshpilot.hosts", "join", "--server", mesh.cp.api,
+                "--token", token(mesh), "--group", "default/myapp-vm",
+                "--address", host.address, "--ca-file", str(mesh.cp.state_dir / "api-ca.pem"),
+                "--state-dir", str(tmp_path / "host"), "--app-port", "http=9080",
+                "--node-name", NODE, "--pod-addresses", f"{addresses[0]}/30",
+                log=tmp_path / "agent.log")
+
+    def running() -> dict[str, Any] | None:
+        pods = mesh.pods_of("myapp-v2", terminating=False)
+        ready = [p for p in pods if p["status"]["ready"]]
+        return ready[0] if len(pods) == 1 and ready else None
+
+    pod = wait_for(running, 60, lambda: f"no ready v2 pod on {NODE}: {mesh.pods_of('myapp-v2')}"
+                   f"\n{read(tmp_path / 'agent.log')}\n{mesh.cp.log()}")
+    assert pod["status"]["podIP"] in addresses, pod
+    assert pod["spec"]["nodeName"] == NODE, pod
+    wait_for(lambda: f"{pod['status']['podIP']}:8080" in mesh.endpoint_addresses(
+        "mesh-proxy", V2_CLUSTER), 20, lambda: "v2 pod not in the mesh proxy's endpoints")
+    mesh.converge()  # v1 here too, and every proxy on the latest version
+
+    counts: Counter[str] = Counter()
+    for _ in range(40):
+        r = mesh.http.get(URL)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        counts[body["version"]] += 1
+        if body["version"] == "v2":
+            assert body["pod"] == pod["metadata"]["name"], body
+            assert body["headers"].get(PEER_HEADER) == MESH_PROXY_ID, body
+    assert set(counts) == {"v1", "v2"}, counts
+
+    dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
+    assert dep["status"]["readyReplicas"] == 1, dep["status"]
