@@ -1,0 +1,72 @@
+"""Where a pod template says its pods run, and what is refused (MP0072).
+
+Kubernetes behaviour followed: ``spec.nodeName`` binds the pods to that node, bypassing
+the scheduler; ``nodeSelector`` must match every label of a node, and every node carries
+``kubernetes.io/hostname`` (its name) and ``kubernetes.io/os``; ``nodeAffinity`` selects
+nodes by their labels. A pod no node satisfies stays Pending, so a selector meshpilot's
+nodes could never satisfy is refused at apply rather than left pending for ever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.builders import deployment, to_yaml
+
+from meshpilot.api.placement import LOCAL_NODE, node_of
+from meshpilot.validation import plan_apply
+
+
+def placed(**pod_spec: Any) -> str:
+    return to_yaml(deployment("web", labels={"app": "web"}, pod_spec=pod_spec, containers=[
+        {"name": "app", "command": ["sleep", "60"]}]))
+
+
+@pytest.mark.parametrize(("spec", "node"), [
+    ({}, LOCAL_NODE),
+    ({"nodeName": "node-b"}, "node-b"),
+    ({"nodeSelector": {"kubernetes.io/hostname": "node-c"}}, "node-c"),
+    ({"nodeSelector": {"kubernetes.io/os": "linux"}}, LOCAL_NODE),
+    ({"nodeName": "node-b", "nodeSelector": {"kubernetes.io/os": "linux"}}, "node-b"),
+])
+def test_the_node_a_template_names(spec: dict[str, Any], node: str) -> None:
+    assert node_of(spec) == node
+
+
+@pytest.mark.parametrize("spec", [
+    {"nodeName": "node-b"},
+    {"nodeSelector": {"kubernetes.io/hostname": "node-b", "kubernetes.io/os": "linux"}},
+])
+def test_a_placement_meshpilot_honours_is_applied_without_a_warning(
+        spec: dict[str, Any]) -> None:
+    plan = plan_apply([("d.yaml", placed(**spec))])
+    assert plan.ok
+    assert [d.code for d in plan.diagnostics] == []
+
+
+@pytest.mark.parametrize(("spec", "path", "said"), [
+    ({"nodeSelector": {"disktype": "ssd"}}, "spec.template.spec.nodeSelector.disktype",
+     "kubernetes.io/hostname"),
+    ({"nodeSelector": {"kubernetes.io/os": "windows"}},
+     "spec.template.spec.nodeSelector.kubernetes.io/os", "linux"),
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}},
+     "spec.template.spec.affinity.nodeAffinity", "nodeName"),
+    ({"nodeName": "a", "nodeSelector": {"kubernetes.io/hostname": "b"}},
+     "spec.template.spec.nodeSelector.kubernetes.io/hostname", "never run"),
+])
+def test_a_placement_no_node_could_satisfy_is_refused(
+        spec: dict[str, Any], path: str, said: str) -> None:
+    plan = plan_apply([("d.yaml", placed(**spec))])
+    assert not plan.ok
+    refused = [d for d in plan.diagnostics if d.code == "MP0072"]
+    assert len(refused) == 1, plan.diagnostics
+    assert refused[0].path == path and refused[0].file == "d.yaml" and refused[0].line
+    assert said in refused[0].message
+
+
+def test_pod_affinity_is_warned_about_not_refused() -> None:
+    plan = plan_apply([("d.yaml", placed(affinity={"podAntiAffinity": {"x": 1}}))])
+    assert plan.ok
+    assert [(d.code, d.path) for d in plan.diagnostics] == [
+        ("MP2017", "spec.template.spec.affinity.podAntiAffinity")]
