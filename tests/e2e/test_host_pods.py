@@ -77,7 +77,8 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     """Given v1 here and v2 placed by its hostname selector on node-b: Pending
     (Unschedulable) until a host joins as node-b; then its pod runs there, at one of that
     host's pod addresses, turns ready, and a 50/50 split reaches both versions, v2 over
-    mutual TLS (its sidecar passes on the caller's SPIFFE ID)."""
+    mutual TLS (its sidecar passes on the caller's SPIFFE ID), and its sidecar's counters
+    reach the mesh's telemetry under the Deployment's workload."""
     mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(),
                myapp.split(v1=50, v2=50), group(version="vm"), on_node(myapp.version("v2"), NODE))
     pending = wait_for(lambda: mesh.pods_of("myapp-v2"), 30, lambda: "no v2 pod listed")
@@ -119,6 +120,17 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
             assert body["pod"] == pod["metadata"]["name"], body
             assert body["headers"].get(PEER_HEADER) == MESH_PROXY_ID, body
     assert set(counts) == {"v1", "v2"}, counts
+
+    # The pod's sidecar counters reach the control plane's telemetry with its host's
+    # syncs (its admin is on that host): Istio's destination-reported requests of the
+    # Deployment's workload, one for each v2 answer, as for a pod here.
+    def v2_row() -> dict[str, Any] | None:
+        rows = mesh.telemetry(workload="myapp-v2", namespace="default", window="120s")["rows"]
+        return rows[0] if rows and rows[0]["requests"] >= counts["v2"] else None
+
+    row = wait_for(v2_row, 20, lambda: f"no telemetry of myapp-v2: "
+                                       f"{mesh.telemetry(namespace='default')}")
+    assert row["requests"] == counts["v2"] and row["errors"] == 0, (row, counts)
 
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]

@@ -255,7 +255,8 @@ class HostAgent:
             pod_addresses=self.options.pod_addresses or f"{self.options.address}/32",
             state_dir=self.options.state_dir, post=self._post, secure=self.secured,
             credential={"namespace": self.joined["namespace"], "entry": self.joined["entry"],
-                        "hostToken": self.joined["hostToken"]})
+                        "hostToken": self.joined["hostToken"]},
+            stats_query=self.joined.get("statsQuery"))
         self._pods_thread = threading.Thread(target=self._sync_pods, name="host-pods",
                                              daemon=True)
         self._pods_thread.start()

@@ -21,15 +21,18 @@ Deployments' counts and takes the Deployments this node is to run.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.hosts.identity import HostFiles
 from meshpilot.mesh.model import ProxyNode
+from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.runtime import HostSide
 
@@ -53,8 +56,12 @@ class HostPods:
     """This host's pods: :meth:`sync` each round, :meth:`stop` at the end."""
 
     def __init__(self, *, node: str, address: str, pod_addresses: str, state_dir: Path,
-                 credential: dict[str, str], post: Post, secure: Secure) -> None:
+                 credential: dict[str, str], post: Post, secure: Secure,
+                 stats_query: Mapping[str, str] | None = None) -> None:
         self.node = node
+        self.stats_query = stats_query
+        """What the control plane reads of each sidecar's admin ``/stats`` (none: no
+        counters are sent)."""
         self.credential = credential  # namespace, entry, hostToken of the join
         self._post = post
         self._secure = secure
@@ -86,7 +93,7 @@ class HostPods:
                     for ns, name in self._deployments}
         answer = self._post("pods", {**self.credential, "node": self.node,
                                      "pods": [reported(p) for p in self.runtime.pods()],
-                                     "deployments": statuses})
+                                     "deployments": statuses, "stats": self._stats()})
         wanted: dict[tuple[str, str], Deployment] = {}
         for item in answer.get("deployments") or []:
             key = (str(item["namespace"]), str(item["name"]))
@@ -99,6 +106,26 @@ class HostPods:
                         ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
         self._deployments = wanted
         self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())])
+
+    def _stats(self) -> dict[str, dict[str, Any]]:
+        """Each running sidecar's counters by node id, as the host's own sidecar's are
+        sent (compressed, its process as the epoch): the control plane cannot reach
+        their admin sockets here."""
+        out: dict[str, dict[str, Any]] = {}
+        if not self.stats_query:
+            return out
+        for pod in self.runtime.pods():
+            if not pod.admin_socket or not pod.sidecar_pid:
+                continue
+            try:
+                with AdminClient(pod.admin_socket) as admin:
+                    body = admin.stats_bytes(self.stats_query)
+            except Exception as exc:  # this round goes without them
+                log.warning("sidecar stats of %s not read: %s", pod.name, exc)
+                continue
+            out[pod.node_id] = {"stats": base64.b64encode(zlib.compress(body)).decode(),
+                                "epoch": pod.sidecar_pid}
+        return out
 
     def stop(self) -> None:
         self.runtime.stop(timeout=30)

@@ -173,7 +173,7 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
         shared=replicas.shared, replicas=replicas.directory.replicas)
     mesh.host_pods.timeout = health.timeout
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
-    mesh.remote_targets = partial(_host_targets, registry)
+    mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
     return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes())
 
 
@@ -190,11 +190,16 @@ def _leadership_changed(mesh: MeshControlPlane, replicas: ReplicaState, leading:
     replicas.directory.update(leading=leading)
 
 
-def _host_targets(registry: HostRegistry) -> list[Target]:
-    """The joined hosts' sidecars as telemetry targets, read from their agents' reports."""
+def _host_targets(registry: HostRegistry, pods: HostPods) -> list[Target]:
+    """The joined hosts' sidecars and their pods' as telemetry targets, read from their
+    agents' reports (a pod's workload is its Deployment, as for the pods here)."""
     return [Target(node.name, "", epoch, ProxyIdentity.from_node(node), node,
                    read=partial(bytes, stats))
-            for node, epoch, stats in registry.sidecar_stats()]
+            for node, epoch, stats in registry.sidecar_stats()] + [
+            Target(pod.name, "", epoch, ProxyIdentity.from_node(pod.proxy_node(),
+                                                                 pod.deployment),
+                   pod.proxy_node(), read=partial(bytes, stats))
+            for pod, epoch, stats in pods.sidecar_stats()]
 
 
 def start(state: StateDir, store: ConfigStore, publish: Publish, *,

@@ -72,6 +72,7 @@ class _Node:
     seen: float
     pods: tuple[Pod, ...] = ()
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    stats: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # node id -> counters
 
 
 @dataclass
@@ -112,9 +113,11 @@ class HostPods:
 
     # --- the hosts' side ----------------------------------------------------------------
     def sync(self, member: ObjectKey, node: str, pods: list[Any],
-             statuses: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """A host's sync: it runs ``node``; its pods and counts as its runtime sees them.
-        Answers the Deployments it is to run (namespace, name, body)."""
+             statuses: Mapping[str, Any],
+             stats: Mapping[str, tuple[int, bytes]] | None = None) -> list[dict[str, Any]]:
+        """A host's sync: it runs ``node``; its pods and counts as its runtime sees them,
+        and their sidecars' counters (node id -> epoch, /stats JSON). Answers the
+        Deployments it is to run (namespace, name, body)."""
         self._claim(member, node)
         with self._lock:
             mine = {k: p for k, p in self._placed.items() if p.node == node}
@@ -122,7 +125,9 @@ class HostPods:
             taken = tuple(p for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
             self._nodes[node] = _Node(member, self.clock(), taken, {
                 key: dict(statuses[f"{key[0]}/{key[1]}"]) for key in mine
-                if isinstance(statuses.get(f"{key[0]}/{key[1]}"), Mapping)})
+                if isinstance(statuses.get(f"{key[0]}/{key[1]}"), Mapping)}, {
+                p.node_id: (stats or {})[p.node_id] for p in taken
+                if p.node_id in (stats or {})})
         if _endpoint_view(before) != _endpoint_view(taken):
             self.changed()
         return [{"namespace": k[0], "name": k[1], "deployment": dict(p.body)}
@@ -182,6 +187,16 @@ class HostPods:
             return MappingProxyType({
                 nid: HostCredential(c.chain_pem, c.key_file, roots)
                 for nid, (_node, c) in self._credentials.items() if nid in live})
+
+    def sidecar_stats(self) -> list[tuple[Pod, int, bytes]]:
+        """Every joined pod's sidecar whose counters its host sent last (while the host
+        syncs): the pod, the epoch and the /stats JSON, for the mesh's telemetry."""
+        now = self.clock()
+        with self._lock:
+            nodes = list(self._nodes.values())
+        return [(p, *held.stats[p.node_id]) for held in nodes
+                if now - held.seen <= self.timeout for p in held.pods
+                if p.node_id in held.stats]
 
     # --- readers --------------------------------------------------------------------------
     def pods(self) -> list[Pod]:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.server.host_pods import HostPods, HostPodsRefused
+from meshpilot.server.host_stats import reported_stats
 
 API = "/apis/meshpilot.io/v1/hosts"
 PATHS = frozenset({f"{API}/pods", f"{API}/pod-credential"})
@@ -53,6 +54,21 @@ async def _body(request: Request) -> dict[str, Any] | None:
     return body
 
 
+def _sidecar_stats(raw: Any) -> dict[str, tuple[int, bytes]] | None:
+    """The pods' sidecar counters by node id; None if any is not what agents send."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        return None
+    out = {}
+    for nid, item in raw.items():
+        decoded = reported_stats(item) if isinstance(item, dict) else None
+        if decoded is None:
+            return None
+        out[str(nid)] = decoded
+    return out
+
+
 class HostPodsAPI:
     def __init__(self, pods: HostPods, member: Member) -> None:
         self.pods = pods
@@ -71,10 +87,14 @@ class HostPodsAPI:
         if member is None:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
+        stats = _sidecar_stats(body.get("stats"))
+        if stats is None:
+            return _failure(400, "stats is {nodeId: {stats, epoch}}, each a sidecar's /stats "
+                                 "zlib-compressed in base64 and its process id")
         try:
             assigned = await asyncio.to_thread(
                 self.pods.sync, member, body["node"], list(body.get("pods") or []),
-                dict(body.get("deployments") or {}))
+                dict(body.get("deployments") or {}), stats)
         except HostPodsRefused as exc:
             return _failure(exc.status, str(exc), exc.code)
         return JSONResponse({"deployments": assigned})
