@@ -24,6 +24,8 @@ from tests.conftest import ControlPlane
 from tests.e2e import myapp
 from tests.e2e.hosts import Host, Network, ip, network
 from tests.e2e.mesh import URL, Mesh
+from tests.e2e.rollouts import canary, target
+from tests.e2e.scenario import Given, Then, When
 from tests.e2e.test_hosts_join import (
     MESH_PROXY_ID,
     PEER_HEADER,
@@ -63,13 +65,26 @@ def on_node(body: dict[str, Any], node: str) -> dict[str, Any]:
 
 
 def pod_addresses(host: Host) -> list[str]:
-    """Two more addresses of the host, in a /30 (``--pod-addresses``) of its /24."""
+    """Six more addresses of the host, the hosts of a /29 (``--pod-addresses``) of its /24."""
     base = host.address.rsplit(".", 1)[0]
     inner = "mpi" + host.netns.removeprefix("mph-")
-    out = [f"{base}.17", f"{base}.18"]
+    out = [f"{base}.{n}" for n in range(17, 23)]
     for address in out:
         ip("netns", "exec", host.netns, "ip", "addr", "add", f"{address}/24", "dev", inner)
     return out
+
+
+def join_as_node(mesh: Mesh, host: Host, tmp_path: Path, addresses: list[str]) -> None:
+    """The demo app (the group's own workload, version ``vm``) and the node agent, which
+    declares node-b and the host's pod addresses."""
+    host.python("-m", "meshpilot.demoapp", "--version", "vm", "--host", host.address,
+                "--port", "9080", "--pod-name", "vm", log=tmp_path / "app.log")
+    host.python("-m", "meshpilot.hosts", "join", "--server", mesh.cp.api,
+                "--token", token(mesh), "--group", "default/myapp-vm",
+                "--address", host.address, "--ca-file", str(mesh.cp.state_dir / "api-ca.pem"),
+                "--state-dir", str(tmp_path / "host"), "--app-port", "http=9080",
+                "--node-name", NODE, "--pod-addresses", f"{addresses[0]}/29",
+                log=tmp_path / "agent.log")
 
 
 def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
@@ -88,14 +103,7 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
 
     host = net.add_host()
     addresses = pod_addresses(host)
-    host.python("-m", "meshpilot.demoapp", "--version", "vm", "--host", host.address,
-                "--port", "9080", "--pod-name", "vm", log=tmp_path / "app.log")
-    host.python("-m", "meshpilot.hosts", "join", "--server", mesh.cp.api,
-                "--token", token(mesh), "--group", "default/myapp-vm",
-                "--address", host.address, "--ca-file", str(mesh.cp.state_dir / "api-ca.pem"),
-                "--state-dir", str(tmp_path / "host"), "--app-port", "http=9080",
-                "--node-name", NODE, "--pod-addresses", f"{addresses[0]}/30",
-                log=tmp_path / "agent.log")
+    join_as_node(mesh, host, tmp_path, addresses)
 
     def running() -> dict[str, Any] | None:
         pods = mesh.pods_of("myapp-v2", terminating=False)
@@ -134,3 +142,53 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
 
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]
+
+
+def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
+        mesh: Mesh, net: Network, tmp_path: Path, given: Given, when: When,
+        then: Then) -> None:
+    """Flagger's podinfo e2e shape (a Canary over a Deployment, both built-in checks,
+    short interval, 10% steps to 30%): v1's primary runs here; the new revision's
+    template selects node-b, so the canary pods run on the joined host. The steps split
+    the traffic between here and there over mutual TLS, the checks judge the joined
+    pods' own counters (Istio's destination reporter), and promotion moves the primary to
+    node-b (Flagger copies the target's template, placement included), its pods here
+    kept until those there are ready: no request fails."""
+    vm_group = group()
+    vm_group["spec"]["metadata"]["labels"] = vm_group["spec"]["template"]["labels"] = {
+        "app": "vm"}  # the host's own workload is no part of the rollout's Services
+    mesh.apply(vm_group)
+    host = net.add_host()
+    join_as_node(mesh, host, tmp_path, pod_addresses(host))
+    given.rollout(canary())
+    assert {p["spec"]["nodeName"] for p in mesh.pods_of("myapp-primary")} == {"localhost"}
+
+    with when.traffic() as load:
+        when.apply_nowait(on_node(target("v2", replicas=1), NODE))
+        canary_pods = when.until(lambda: [p for p in mesh.pods_of("myapp", terminating=False)
+                                          if p["status"]["ready"]], 60,
+                                 "the canary's pod ready on node-b")
+        seen = when.rollout_runs_to_the_end(timeout=90)
+        when.until(lambda: {p["spec"]["nodeName"] for p in mesh.pods_of(
+            "myapp-primary", terminating=False) if p["status"]["ready"]} == {NODE}, 30,
+                   "the promoted primary's pods ready on node-b")
+        when.time_passes(1.0)
+
+    final = then.rollout_phase("Succeeded")
+    assert final["history"][-1]["outcome"] == "promoted", final["history"]
+    assert {10, 20, 30} <= {body["canaryWeight"] for body in seen}, seen[-1]
+    judged = [c for c in final["checks"] if c["name"] == "request-success-rate"]
+    assert judged and judged[-1]["verdict"] == "pass", final["checks"]
+    assert judged[-1]["value"] == 100, judged
+    # what was judged: the canary's requests as its sidecar on node-b counted them
+    rows = mesh.telemetry(workload="myapp", namespace="default", window="300s")["rows"]
+    assert rows and rows[0]["requests"] >= 10 and rows[0]["errors"] == 0, rows
+    then.no_request_failed(load, more_than=100)
+    assert {p["spec"]["nodeName"] for p in canary_pods} == {NODE}, canary_pods
+    primary = mesh.pods_of("myapp-primary", terminating=False)
+    assert {p["spec"]["nodeName"] for p in primary} == {NODE}, primary
+    on_b = {p["metadata"]["name"] for p in canary_pods + primary}
+    answered = {o.pod for o in load.outcomes if o.version == "v2"}
+    assert answered and answered <= on_b, (answered, on_b)  # v2 answered from node-b only
+    assert load.versions["v1"] > 0, load.versions
+    then.split_is({"v2": 10})
