@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.argo_builders import canary_rollout
 from tests.builders import deployment, to_yaml
 
+from meshpilot.api.argo import Rollout
 from meshpilot.api.placement import LOCAL_NODE, node_of
+from meshpilot.delivery.argo.workloads import revision_deployment
 from meshpilot.validation import plan_apply
 
 
@@ -70,3 +73,25 @@ def test_pod_affinity_is_warned_about_not_refused() -> None:
     assert plan.ok
     assert [(d.code, d.path) for d in plan.diagnostics] == [
         ("MP2017", "spec.template.spec.affinity.podAntiAffinity")]
+
+
+def argo_rollout(**pod_spec: Any) -> dict[str, Any]:
+    body = canary_rollout("web", "v1", [{"setWeight": 20}])
+    body["metadata"]["namespace"] = "default"
+    body["spec"]["template"]["spec"].update(pod_spec)
+    return body
+
+
+def test_an_argo_rollouts_revisions_run_on_the_node_its_template_names() -> None:
+    """Argo Rollouts' ReplicaSets carry the Rollout's pod template whole, so its pods go
+    where the template says; here each revision is a Deployment, placed the same way."""
+    rollout = Rollout.model_validate(argo_rollout(nodeName="node-b"))
+    revision = revision_deployment(rollout, "abc123", 1)
+    assert node_of(revision["spec"]["template"]["spec"]) == "node-b"
+
+
+def test_an_argo_rollout_template_no_node_could_satisfy_is_refused() -> None:
+    plan = plan_apply([("r.yaml", to_yaml(argo_rollout(nodeSelector={"disktype": "ssd"})))])
+    refused = [d for d in plan.diagnostics if d.code == "MP0072"]
+    assert not plan.ok and [d.path for d in refused] == [
+        "spec.template.spec.nodeSelector.disktype"], plan.diagnostics
