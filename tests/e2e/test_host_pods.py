@@ -13,6 +13,8 @@ ready count is theirs.
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ from tests.e2e.test_hosts_join import (
 )
 
 NODE = "node-b"
+POD_ID = "spiffe://cluster.local/ns/default/sa/default"
 V2_CLUSTER = "outbound|8080|v2|myapp.default.svc.cluster.local"
 
 
@@ -139,6 +142,20 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     row = wait_for(v2_row, 20, lambda: f"no telemetry of myapp-v2: "
                                        f"{mesh.telemetry(namespace='default')}")
     assert row["requests"] == counts["v2"] and row["errors"] == 0, (row, counts)
+
+    # The pod's app calls the mesh through its sidecar, which takes those calls on a
+    # loopback address of that host only (127.B.C.D for pod address A.B.C.D): here v1
+    # through the east-west gateway, v2 (itself) directly, both as the pod's identity.
+    _, b, c, d = pod["status"]["podIP"].split(".")
+    for _ in range(4):
+        via = subprocess.run(
+            ["ip", "netns", "exec", host.netns, "curl", "-sS", "--max-time", "10", "-x",
+             f"http://127.{b}.{c}.{d}:15001", URL], capture_output=True, text=True, timeout=20)
+        assert json.loads(via.stdout)["headers"][PEER_HEADER] == POD_ID, via.stdout + via.stderr
+    closed = subprocess.run(["curl", "-sS", "--max-time", "5", "-x",
+                             f"http://{pod['status']['podIP']}:15001", URL],
+                            capture_output=True, text=True, timeout=20)
+    assert closed.returncode != 0, closed.stdout  # not from another host
 
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]

@@ -21,6 +21,7 @@ from tests.unit.test_host_registry import Clock, csr
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.runtime import Pod
+from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.host_pods import HostPods, HostPodsRefused
@@ -188,3 +189,15 @@ def test_a_deployment_moving_to_a_joined_host_keeps_its_pods_here_until_ready_th
         "readyReplicas": 1, "updatedReplicas": 1}})
     runtime.sync([dep("web", nodeName="node-b")])
     assert local.running == []
+
+
+def test_a_joined_hosts_pod_takes_its_apps_calls_on_loopback_only() -> None:
+    """Its routable address is reachable by other hosts; its outbound proxy must not be
+    (as the joined host's own sidecar listens on 127.0.0.1 only)."""
+    def secure(node: Any, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc
+
+    joined = HostSide("node-b", "10.77.5.2", secure)
+    assert joined.outbound_address("10.77.5.17") == "127.77.5.17"
+    assert joined.outbound_address("192.0.0.9") == "127.254.0.9"  # not the host's 127.0.0.x
+    assert HostSide().outbound_address("127.10.0.7") == "127.10.0.7"  # here: the pod's own

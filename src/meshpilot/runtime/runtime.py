@@ -30,6 +30,7 @@ the first ``sync()``, then reconciled like any other (an outdated template is ro
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -153,6 +154,16 @@ class HostSide:
     node: str = LOCAL_NODE
     address: str = "127.0.0.1"
     bootstrap: Callable[[ProxyNode, dict[str, Any]], dict[str, Any]] | None = None
+
+    def outbound_address(self, pod_ip: str) -> str:
+        """Where a pod's sidecar takes its app's calls to the mesh: the pod's own address
+        here (a loopback one); on a joined host, where pods have routable addresses, a
+        loopback address made from the pod's (``10.77.5.17`` -> ``127.77.5.17``), so no
+        other host can call the mesh through a pod's sidecar as that pod."""
+        if self.bootstrap is None:
+            return pod_ip
+        _, b, c, d = ipaddress.IPv4Address(pod_ip).packed
+        return f"127.{b or 254}.{c}.{d}"  # never 127.0.0.x, the host's own loopback
 
 
 RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
@@ -539,7 +550,8 @@ class LocalRuntime:
                             app_ports=app_ports, labels=template.labels, configs=configs,
                             host=self.host)
             env[RUN_DIR_ENV] = str(self.work_dir)  # lets a restarted control plane find it
-            for var, value in service_env(targets, outbound, ip).items():
+            for var, value in service_env(targets, outbound,
+                                          self.host.outbound_address(ip)).items():
                 env.setdefault(var, value)  # the manifest's own variable wins, as in Kubernetes
             if c.name in roots:
                 env[POD_ROOT_ENV] = str(roots[c.name])
@@ -564,7 +576,9 @@ class LocalRuntime:
                 tcp_outbound: tuple[TcpOutbound, ...] = ()) -> PodWorker:
         sidecars = self.work_dir / "sidecars"
         access_log = AccessLogFile(access_log_path(sidecars, name)) if self.access_log else None
+        outbound_ip = self.host.outbound_address(ip)
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
+                         outbound_ip="" if outbound_ip == ip else outbound_ip,
                          workload=deployment, name=name, labels=dict(labels),
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "",
@@ -660,12 +674,14 @@ class LocalRuntime:
         env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(
             os.pathsep) if p and p != venv_bin)])
         env.setdefault("PYTHONUNBUFFERED", "1")
+        host = host if host is not None else HostSide()
+        proxy = f"http://{host.outbound_address(ip)}:{OUTBOUND_PROXY_PORT}"
         ours: dict[str, str] = {
             "POD_IP": ip,
             "POD_NAME": pod,
             "POD_NAMESPACE": namespace,
-            "HTTP_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
-            "http_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
             "NO_PROXY": f"{ip},localhost,127.0.0.1",
             "no_proxy": f"{ip},localhost,127.0.0.1",
         }
@@ -675,7 +691,6 @@ class LocalRuntime:
         for port_name, container_port in names.items():
             if container_port in app_ports:
                 ours[port_env_name(port_name)] = str(app_ports[container_port])
-        host = host if host is not None else HostSide()
         field_values = {"metadata.name": pod, "metadata.namespace": namespace,
                         "status.podIP": ip, "status.hostIP": host.address,
                         "spec.nodeName": host.node}
