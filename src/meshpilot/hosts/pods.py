@@ -12,7 +12,9 @@ with its own Envoy sidecar. What differs is the network and the identity:
   the pods at those addresses, through their sidecar's inbound listener.
 - **Identity.** Each sidecar's key is made here (0600, never sent); its CSR goes to the
   control plane with the host's credential, which signs it for the Deployment's service
-  account and answers the sidecar's xDS token. The sidecar speaks xDS over the host's
+  account and answers the sidecar's xDS token. At about half the certificate's life a
+  new key and certificate replace them (the control plane serves the sidecar the new
+  chain and key file over SDS, without a restart). The sidecar speaks xDS over the host's
   mutual-TLS channel (every replica, as the host's own sidecar does).
 
 Every sync (each report round, and at once when a pod changes) sends the pods and the
@@ -26,6 +28,7 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,9 @@ class HostPods:
         self.changed = threading.Event()
         """Set when a pod appears, goes or changes readiness: sync without waiting."""
         self._deployments: dict[tuple[str, str], Deployment] = {}
+        self._lock = threading.Lock()
+        self._issued: dict[str, tuple[ProxyNode, HostFiles]] = {}
+        """node id -> a running pod sidecar and its key and certificate files."""
         self.runtime = LocalRuntime(
             state_dir / "pods", xds_host=address, xds_port=0, on_change=self.changed.set,
             images=ImageMap.default(state_dir), ip_range=pod_addresses, adopt=False,
@@ -79,12 +85,40 @@ class HostPods:
         """The pod sidecar's bootstrap: a key made here, its certificate and xDS token
         from the control plane, xDS over the host's mutual-TLS channel."""
         files = HostFiles(self._keys / node.name)
-        csr = files.new_key(0)
+        answer = self._issue(node, files, 0)
+        with self._lock:
+            self._issued[node.id] = (node, files)
+        return self._secure(node, str(answer["xdsToken"]))
+
+    def _issue(self, node: ProxyNode, files: HostFiles, generation: int) -> dict[str, Any]:
+        """A new key (generation ``generation``) and its certificate for a pod's sidecar;
+        the control plane serves the sidecar the chain with the key's file here."""
+        csr = files.new_key(generation)
         answer = self._post("pod-credential", {
             **self.credential, "node": self.node, "podNamespace": node.namespace,
             "deployment": node.workload, "nodeId": node.id, "csr": csr.decode(),
-            "keyFile": str(files.key_of(0))})
-        return self._secure(node, str(answer["xdsToken"]))
+            "keyFile": str(files.key_of(generation))})
+        files.save(generation, str(answer["certificateChain"]).encode(),
+                   str(answer["roots"]).encode())
+        return answer
+
+    def renew_due(self, now: datetime | None = None) -> int:
+        """Renew every running pod sidecar's certificate at about half its life, with a
+        new key made here (as the host renews its own); how many were renewed."""
+        now = now or datetime.now(UTC)
+        running = {p.node_id for p in self.runtime.pods()}
+        with self._lock:
+            self._issued = {nid: held for nid, held in self._issued.items() if nid in running}
+            due = [held for held in self._issued.values() if now >= held[1].renew_at()]
+        for node, files in due:
+            try:
+                self._issue(node, files, files.generation + 1)
+            except Exception as exc:  # the current one is still valid: next round
+                log.warning("certificate of pod %s not renewed: %s", node.name, exc)
+                continue
+            log.warning("certificate of pod %s renewed (generation %d)", node.name,
+                        files.generation)
+        return len(due)
 
     def sync(self) -> None:
         """Report the pods and counts; run what the answer places here."""
@@ -106,6 +140,7 @@ class HostPods:
                         ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
         self._deployments = wanted
         self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())])
+        self.renew_due()
 
     def _stats(self) -> dict[str, dict[str, Any]]:
         """Each running sidecar's counters by node id, as the host's own sidecar's are
