@@ -157,6 +157,10 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
                             capture_output=True, text=True, timeout=20)
     assert closed.returncode != 0, closed.stdout  # not from another host
 
+    # Its logs and its sidecar's admin are on that host: said, not answered empty.
+    logs = mesh.api.get(f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}/log")
+    assert logs.status_code == 409 and NODE in logs.text, logs.text
+
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]
 

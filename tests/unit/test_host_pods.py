@@ -110,6 +110,18 @@ def test_a_silent_hosts_pods_leave_the_endpoints(book: tuple[HostPods, Clock]) -
     assert status is not None and status["readyReplicas"] == 0 and "node-b" in status["error"]
 
 
+def test_a_host_silent_past_the_grace_is_forgotten_and_its_pods_pending_again(
+        book: tuple[HostPods, Clock]) -> None:
+    pods, clock = book
+    pods.grace = 30.0
+    pods.place([dep("web", nodeName="node-b")])
+    pods.sync(HOST_A, "node-b", [reported()], {})
+    clock.now += 31
+    assert "no joined host" in (pods.deployment_status("default", "web") or {})["error"]
+    [pod] = pods.pods()
+    assert (pod.phase, pod.reason, pod.ip) == ("Pending", "Unschedulable", "")
+
+
 @pytest.mark.parametrize("name", ["localhost", "Node_B", "-b", "x" * 64])
 def test_a_node_name_that_is_no_dns_label_or_the_control_planes_is_refused(
         book: tuple[HostPods, Clock], name: str) -> None:

@@ -171,7 +171,7 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
         members_file=state.root / "secrets" / "hosts.json", leading=leading,
         shared=replicas.shared, replicas=replicas.directory.replicas)
-    mesh.host_pods.timeout = health.timeout
+    mesh.host_pods.timeout, mesh.host_pods.grace = health.timeout, health.grace
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
     mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
     return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes())

@@ -83,6 +83,9 @@ class HostPods:
     ca: Callable[[], CertificateAuthority]
     cert_ttl: timedelta
     timeout: float = 10.0
+    grace: float = 300.0
+    """Silence after which a host's node and pods are forgotten (its pods Pending again),
+    as its WorkloadEntry is deleted after ``up --host-grace``."""
     changed: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
     _placed: dict[Key, Placed] = field(default_factory=dict)
@@ -183,6 +186,7 @@ class HostPods:
         """node id -> credential of every pod sidecar on a joined host that still runs."""
         roots = self.ca().trust_bundle.pem
         with self._lock:
+            self._forget_silent(self.clock())
             live = {p.node_id for n in self._nodes.values() for p in n.pods}
             return MappingProxyType({
                 nid: HostCredential(c.chain_pem, c.key_file, roots)
@@ -199,11 +203,19 @@ class HostPods:
                 if p.node_id in held.stats]
 
     # --- readers --------------------------------------------------------------------------
+    def _forget_silent(self, now: float) -> None:
+        """Called under the lock."""
+        for node in [n for n, held in self._nodes.items() if now - held.seen > self.grace]:
+            del self._nodes[node]
+            self._credentials = {nid: c for nid, c in self._credentials.items()
+                                 if c[0] != node}
+
     def pods(self) -> list[Pod]:
         """Pods on joined hosts (not ready once their host's syncs stopped), and the
         Pending pods of Deployments placed on a node no host declared."""
         now = self.clock()
         with self._lock:
+            self._forget_silent(now)
             placed = dict(self._placed)
             nodes = dict(self._nodes)
         out: list[Pod] = []
@@ -219,6 +231,7 @@ class HostPods:
         """A placed Deployment's counts as its host's runtime reported them (None if it is
         not placed on a joined host); none ready once the host went silent."""
         with self._lock:
+            self._forget_silent(self.clock())
             where = self._placed.get((namespace, name))
             held = self._nodes.get(where.node) if where is not None else None
         if where is None:

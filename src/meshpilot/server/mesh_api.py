@@ -188,6 +188,9 @@ class MeshAPI:
         found = self._find_pod(ns, name)
         if isinstance(found, Response):
             return found
+        if found.node:
+            return _error(409, f"pod {name} runs on node {found.node}: its logs are on that "
+                               f"host, in the agent's --state-dir (pods/{name}.log)")
         if request.query_params.get("container") == pod_logs.PROXY_CONTAINER:
             sources = pod_logs.proxy_sources(found.sidecar_log_path, found.access_log_path)
         else:
@@ -224,6 +227,9 @@ class MeshAPI:
         for pod in pods:
             if pod.name == name and pod.admin_socket:
                 return pod.admin_socket
+            if pod.name == name and pod.node:
+                return _error(409, f"pod {name} runs on node {pod.node}: its sidecar's admin "
+                                   "is on that host")
             if pod.name == name:
                 return _error(409, f"pod {name} is {pod.phase}: its sidecar is not running"
                                    f"{f' ({pod.message})' if pod.message else ''}; running: "
