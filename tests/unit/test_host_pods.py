@@ -20,6 +20,7 @@ from tests.unit.test_host_registry import Clock, csr
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
+from meshpilot.hosts.pods import HostPods as AgentPods
 from meshpilot.runtime import Pod
 from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
@@ -32,10 +33,11 @@ HOST_B = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.
 NID = "sidecar~10.77.0.17~web-abc-x1y2z.default~default.svc.cluster.local"
 
 
-def dep(name: str, **pod_spec: Any) -> tuple[str, str, Deployment]:
+def dep(name: str, container: dict[str, Any] | None = None,
+        **pod_spec: Any) -> tuple[str, str, Deployment]:
     body = deployment(name, labels={"app": name, "version": "v2"}, pod_spec={
         "serviceAccountName": "web-sa", **pod_spec},
-        containers=[{"name": "app", "command": ["sleep", "60"]}])
+        containers=[{"name": "app", "command": ["sleep", "60"], **(container or {})}])
     return "default", name, Deployment.model_validate(body)
 
 
@@ -213,3 +215,61 @@ def test_a_joined_hosts_pod_takes_its_apps_calls_on_loopback_only() -> None:
     assert joined.outbound_address("10.77.5.17") == "127.77.5.17"
     assert joined.outbound_address("192.0.0.9") == "127.254.0.9"  # not the host's 127.0.0.x
     assert HostSide().outbound_address("127.10.0.7") == "127.10.0.7"  # here: the pod's own
+
+
+def test_a_host_gets_only_the_configmaps_and_secrets_its_deployments_read(
+        book: tuple[HostPods, Clock]) -> None:
+    """As a kubelet is sent only the Secrets of the pods bound to its node."""
+    pods, _ = book
+    reads = {"envFrom": [{"secretRef": {"name": "web-secret"}},
+                         {"configMapRef": {"name": "web-config"}}]}
+    configs = {("Secret", "default", "web-secret"): {"token": b"s3cret"},
+               ("ConfigMap", "default", "web-config"): {"mode": b"fast"},
+               ("Secret", "default", "db-secret"): {"password": b"no"}}
+    pods.place([dep("web", reads, nodeName="node-b")], configs)
+    [answer] = pods.sync(HOST_A, "node-b", [], {})
+    sent = {(c["kind"], c["name"]): c["data"] for c in answer["configs"]}
+    assert sent == {("Secret", "web-secret"): {"token": "czNjcmV0"},
+                    ("ConfigMap", "web-config"): {"mode": "ZmFzdA=="}}
+
+
+def test_the_agent_runs_what_it_is_sent_with_the_configs_its_pods_read(
+        tmp_path: Path) -> None:
+    """The agent's side of a sync: the answer's Deployments and their ConfigMaps and
+    Secrets go to its runtime as the control plane's own runtime gets them."""
+    _, _, web = dep("web", nodeName="node-b")
+    answer = {"deployments": [{
+        "namespace": "default", "name": "web",
+        "deployment": web.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "configs": [{"kind": "Secret", "namespace": "default", "name": "web-secret",
+                     "data": {"token": "czNjcmV0"}}]}]}
+    sent: list[dict[str, Any]] = []
+
+    def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
+        sent.append(body)
+        return answer
+
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path, post=post, secure=lambda node, token: {},
+                      credential={"namespace": "default", "entry": "e", "hostToken": "t"})
+    agent.runtime.stop()
+    synced: list[Any] = []
+
+    class Recorder:
+        def pods(self) -> list[Pod]:
+            return []
+
+        def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
+            return {"replicas": 0}
+
+        def sync(self, deployments: Any, configs: Any = None) -> None:
+            synced.append((deployments, configs))
+
+    agent.runtime = Recorder()  # type: ignore[assignment]
+    agent.sync()
+    [(deployments, configs)] = synced
+    assert [(ns, name) for ns, name, _ in deployments] == [("default", "web")]
+    assert configs == {("Secret", "default", "web-secret"): {"token": b"s3cret"}}
+    assert sent[0]["node"] == "node-b" and sent[0]["deployments"] == {}
+    agent.sync()  # the next sync reports the Deployment's counts
+    assert sent[1]["deployments"] == {"default/web": {"replicas": 0}}

@@ -55,6 +55,14 @@ def reported(pod: Pod) -> dict[str, Any]:
                          "name": p.name} for p in pod.inbound]}
 
 
+def _configs(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, bytes]]:
+    """The ConfigMaps and Secrets sent with a Deployment (values in base64), as the
+    runtime reads them; kept in memory only (Secret volumes are written 0600)."""
+    return {(str(c["kind"]), str(c["namespace"]), str(c["name"])): {
+        str(k): base64.b64decode(v, validate=True) for k, v in dict(c["data"]).items()}
+        for c in items}
+
+
 class HostPods:
     """This host's pods: :meth:`sync` each round, :meth:`stop` at the end."""
 
@@ -129,17 +137,20 @@ class HostPods:
                                      "pods": [reported(p) for p in self.runtime.pods()],
                                      "deployments": statuses, "stats": self._stats()})
         wanted: dict[tuple[str, str], Deployment] = {}
+        configs: dict[tuple[str, str, str], dict[str, bytes]] = {}
         for item in answer.get("deployments") or []:
             key = (str(item["namespace"]), str(item["name"]))
             try:
                 wanted[key] = Deployment.model_validate(item["deployment"])
-            except ValueError as exc:
+                configs.update(_configs(item.get("configs") or []))
+            except (ValueError, TypeError, KeyError) as exc:  # binascii.Error is one
                 log.warning("Deployment %s/%s not run here: %s", *key, exc)
         if wanted.keys() != self._deployments.keys():
             log.warning("node %s runs %s", self.node,
                         ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
         self._deployments = wanted
-        self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())])
+        self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())],
+                          configs)
         self.renew_due()
 
     def _stats(self) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ reason, Unschedulable, until a host of that name joins.
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from meshpilot.api.placement import LOCAL_NODE, is_local, node_of
 from meshpilot.mesh.model import InboundPort
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.runtime.pod import Pod, template_hash
+from meshpilot.runtime.pod_config import ConfigData, references
 from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.identity import workload_identity
@@ -64,6 +66,9 @@ class Placed:
     node: str
     deployment: Deployment
     body: Mapping[str, Any]  # as sent to the host's agent
+    configs: tuple[dict[str, Any], ...] = ()
+    """The ConfigMaps and Secrets its pods read (values in base64), sent with it: a host
+    gets only those of the Deployments it runs, as a kubelet does."""
 
 
 @dataclass
@@ -89,15 +94,19 @@ class HostPods:
     changed: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
     _placed: dict[Key, Placed] = field(default_factory=dict)
+    _configs: ConfigData = field(default_factory=dict)
     _nodes: dict[str, _Node] = field(default_factory=dict)
     _credentials: dict[str, tuple[str, HostCredential]] = field(default_factory=dict)
     """node id of a pod's sidecar -> (its host's node name, its credential)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- placement (the control plane's side) -------------------------------------------
-    def place(self, deployments: Iterable[tuple[str, str, Deployment]]
-              ) -> list[tuple[str, str, Deployment]]:
-        """Record the Deployments placed on other nodes; the ones this host runs."""
+    def place(self, deployments: Iterable[tuple[str, str, Deployment]],
+              configs: ConfigData | None = None) -> list[tuple[str, str, Deployment]]:
+        """Record the Deployments placed on other nodes, with the ConfigMaps and Secrets
+        their pods read (``configs``; None: those last given); the ones this host runs."""
+        if configs is not None:
+            self._configs = configs
         local, placed = [], {}
         for namespace, name, dep in deployments:
             node = node_of(dep.spec.template.spec.model_dump(by_alias=True, exclude_none=True))
@@ -105,7 +114,8 @@ class HostPods:
                 local.append((namespace, name, dep))
                 continue
             body = dep.model_dump(mode="json", by_alias=True, exclude_none=True)
-            placed[(namespace, name)] = Placed(node, dep, MappingProxyType(body))
+            placed[(namespace, name)] = Placed(node, dep, MappingProxyType(body),
+                                               _read_by(dep, namespace, self._configs))
         with self._lock:
             self._placed = placed
         return local
@@ -133,8 +143,8 @@ class HostPods:
                 if p.node_id in (stats or {})})
         if _endpoint_view(before) != _endpoint_view(taken):
             self.changed()
-        return [{"namespace": k[0], "name": k[1], "deployment": dict(p.body)}
-                for k, p in sorted(mine.items())]
+        return [{"namespace": k[0], "name": k[1], "deployment": dict(p.body),
+                 "configs": list(p.configs)} for k, p in sorted(mine.items())]
 
     def _claim(self, member: ObjectKey, node: str) -> None:
         if not _LABEL.match(node) or is_local(node):
@@ -255,6 +265,18 @@ class HostPods:
                           error=f"node {where.node!r} has not reported for "
                                 f"{self.timeout:g}s")
         return status
+
+
+def _read_by(dep: Deployment, namespace: str, configs: ConfigData
+             ) -> tuple[dict[str, Any], ...]:
+    """The ConfigMaps and Secrets (that exist) a Deployment's pods read, values in base64."""
+    out = []
+    for kind, name in references(dep.spec.template.spec):
+        data = configs.get((kind, namespace, name))
+        if data is not None:
+            out.append({"kind": kind, "namespace": namespace, "name": name,
+                        "data": {k: base64.b64encode(v).decode() for k, v in data.items()}})
+    return tuple(out)
 
 
 def _pod_node_id(nid: str, namespace: str, deployment: str) -> bool:

@@ -35,7 +35,7 @@ class PlacedRuntime:
              configs: ConfigData | None = None,
              tcp_targets: Iterable[TcpTarget] | None = None) -> None:
         wanted = list(deployments)
-        here = {(ns, name): dep for ns, name, dep in self.hosts.place(wanted)}
+        here = {(ns, name): dep for ns, name, dep in self.hosts.place(wanted, configs)}
         for ns, name, _dep in wanted:
             old = self._here.get((ns, name))
             if (ns, name) not in here and old is not None and not self._moved(ns, name):
