@@ -71,3 +71,38 @@ def test_a_pod_sidecar_key_stays_on_its_host_and_is_renewed_at_half_life(
     renewed = server.credentials()[NID]
     assert renewed.key_file != first.key_file and Path(renewed.key_file).exists()
     assert renewed.chain_pem != first.chain_pem
+
+
+def test_a_control_plane_without_a_pods_credential_has_the_host_issue_it_again(
+        tmp_path: Path) -> None:
+    """A restarted control plane (or a new leader) holds no joined pod's certificate (the
+    key never left its host): its first sync names the pod, and the host issues it again
+    with a new key."""
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    before = HostPods(ProxyTokens(b"k" * 32), lambda: ca, timedelta(hours=1))
+    after = HostPods(ProxyTokens(b"k" * 32), lambda: ca, timedelta(hours=1))
+    server = [before]
+    for book in (before, after):
+        book.place([dep("web", nodeName="node-b")])
+
+    def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return server[0].credential(HOST_A, body["node"], {
+            "namespace": body["podNamespace"], "deployment": body["deployment"],
+            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path / "host", post=post,
+                      secure=lambda node, token: {}, credential={})
+    agent.runtime.stop()
+    agent.runtime = Running()  # type: ignore[assignment]
+    before.sync(HOST_A, "node-b", [], {})
+    agent._bootstrap(ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
+                               workload="web", name="web-abc-x1y2z"), {})
+
+    server[0] = after  # the control plane restarted
+    after.sync(HOST_A, "node-b", [reported()], {})
+    assert after.uncredentialed("node-b") == [NID]
+    assert NID not in after.credentials()
+    agent.reissue(after.uncredentialed("node-b"))
+    assert after.uncredentialed("node-b") == []
+    assert after.credentials()[NID].key_file.endswith("key-1.pem")

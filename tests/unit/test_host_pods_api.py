@@ -52,6 +52,7 @@ def test_a_sync_answers_the_hosts_deployments_and_takes_its_pods_and_counters(
                                                        "epoch": 7}}})
     assert r.status_code == 200, r.text
     assert [d["name"] for d in r.json()["deployments"]] == ["web"]
+    assert r.json()["reissue"] == [NID]  # reported, and no certificate issued here yet
     [(pod, epoch, stats)] = book.sidecar_stats()
     assert (pod.name, epoch, json.loads(stats)) == ("web-abc-x1y2z", 7, {"stats": []})
 

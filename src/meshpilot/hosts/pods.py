@@ -110,6 +110,21 @@ class HostPods:
                    str(answer["roots"]).encode())
         return answer
 
+    def reissue(self, node_ids: list[str]) -> None:
+        """New keys and certificates for the sidecars the control plane holds none for
+        (it restarted, or a new leader took over): the sidecar keeps its xDS stream and
+        gets the new chain over SDS."""
+        with self._lock:
+            asked = [self._issued[nid] for nid in node_ids if nid in self._issued]
+        for node, files in asked:
+            try:
+                self._issue(node, files, files.generation + 1)
+            except Exception as exc:  # asked again at the next sync
+                log.warning("certificate of pod %s not issued again: %s", node.name, exc)
+                continue
+            log.warning("certificate of pod %s issued again (generation %d)", node.name,
+                        files.generation)
+
     def renew_due(self, now: datetime | None = None) -> int:
         """Renew every running pod sidecar's certificate at about half its life, with a
         new key made here (as the host renews its own); how many were renewed."""
@@ -152,6 +167,7 @@ class HostPods:
         self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())],
                           configs)
         self.renew_due()
+        self.reissue([str(n) for n in answer.get("reissue") or []])
 
     def _stats(self) -> dict[str, dict[str, Any]]:
         """Each running sidecar's counters by node id, as the host's own sidecar's are

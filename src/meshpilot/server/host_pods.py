@@ -192,6 +192,15 @@ class HostPods:
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
                 "xdsToken": self.proxy_tokens.token_for(nid)}
 
+    def uncredentialed(self, node: str) -> list[str]:
+        """The node ids of ``node``'s reported pods whose sidecars this control plane
+        holds no credential for (it restarted, or another replica issued them): the
+        host is asked to issue them again, each with a new key made there."""
+        with self._lock:
+            held = self._nodes.get(node)
+            return sorted(p.node_id for p in held.pods if p.node_id
+                          and p.node_id not in self._credentials) if held else []
+
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> credential of every pod sidecar on a joined host that still runs."""
         roots = self.ca().trust_bundle.pem

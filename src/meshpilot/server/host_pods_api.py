@@ -4,8 +4,9 @@ Both are authenticated by the host's credential from its join (``hostToken``, bo
 its WorkloadEntry), like its reports, and so carry no bearer token:
 
 - ``POST /apis/meshpilot.io/v1/hosts/pods`` ``{"namespace", "entry", "hostToken", "node",
-  "pods": [...], "deployments": {"NS/NAME": status}}``: the host's node name, its pods and
-  counts; answered with the Deployments it is to run;
+  "pods": [...], "deployments": {"NS/NAME": status}, "stats": {...}}``: the host's node
+  name, its pods, counts and sidecar counters; answered with the Deployments it is to run
+  and the pod sidecars whose certificates it is to issue again (``reissue``);
 - ``POST /apis/meshpilot.io/v1/hosts/pod-credential`` ``{"namespace", "entry",
   "hostToken", "node", "podNamespace", "deployment", "nodeId", "csr", "keyFile"}``: one
   pod sidecar's certificate and xDS token.
@@ -97,7 +98,8 @@ class HostPodsAPI:
                 dict(body.get("deployments") or {}), stats)
         except HostPodsRefused as exc:
             return _failure(exc.status, str(exc), exc.code)
-        return JSONResponse({"deployments": assigned})
+        return JSONResponse({"deployments": assigned,
+                             "reissue": self.pods.uncredentialed(body["node"])})
 
     async def credential(self, request: Request) -> Response:
         body = await _body(request)
