@@ -96,7 +96,8 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     (Unschedulable) until a host joins as node-b; then its pod runs there, at one of that
     host's pod addresses, turns ready, and a 50/50 split reaches both versions, v2 over
     mutual TLS (its sidecar passes on the caller's SPIFFE ID), and its sidecar's counters
-    reach the mesh's telemetry under the Deployment's workload."""
+    reach the mesh's telemetry under the Deployment's workload; a control plane that
+    crashes and restarts takes the pod back."""
     mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(),
                myapp.split(v1=50, v2=50), group(version="vm"), on_node(myapp.version("v2"), NODE))
     pending = wait_for(lambda: mesh.pods_of("myapp-v2"), 30, lambda: "no v2 pod listed")
@@ -163,6 +164,22 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
 
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]
+
+    # The control plane crashes and starts again (adopting what runs here): it knows the
+    # joined pod again from the host's next sync, has the host issue the pod sidecar's
+    # certificate again (it never held the key), and v2 answers over mutual TLS as before.
+    mesh.cp.kill()
+    mesh.cp.start()
+    mesh.cp.client = mesh.cp.new_client(verify=roots(mesh.cp))
+    wait_for(running, 30, lambda: f"the v2 pod not back: {mesh.pods_of('myapp-v2')}")
+
+    def v2_over_mtls() -> bool:
+        r = mesh.http.get(URL)
+        return r.status_code == 200 and r.json()["version"] == "v2" and \
+            r.json()["headers"].get(PEER_HEADER) == MESH_PROXY_ID
+
+    wait_for(v2_over_mtls, 30, lambda: f"v2 not answering\n{read(tmp_path / 'agent.log')}")
+    assert "issued again" in read(tmp_path / "agent.log")
 
 
 def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
