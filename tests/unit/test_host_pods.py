@@ -173,10 +173,14 @@ def test_a_pod_sidecar_credential_only_for_a_pod_placed_on_the_hosts_node(
 
 
 class FakeLocal:
-    """The host's own runtime: what it was last told to run."""
+    """The host's own runtime: what it was last told to run, and its ready pods."""
 
     def __init__(self) -> None:
         self.running: list[str] = []
+        self.ready = 0
+
+    def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
+        return {"readyReplicas": self.ready, "updatedReplicas": self.ready}
 
     def sync(self, deployments: Any, configs: Any = None, tcp_targets: Any = None) -> None:
         self.running = [name for _, name, _ in deployments]
@@ -273,3 +277,28 @@ def test_the_agent_runs_what_it_is_sent_with_the_configs_its_pods_read(
     assert sent[0]["node"] == "node-b" and sent[0]["deployments"] == {}
     agent.sync()  # the next sync reports the Deployment's counts
     assert sent[1]["deployments"] == {"default/web": {"replicas": 0}}
+
+
+def test_a_deployment_moving_back_here_keeps_its_pods_on_the_joined_host_until_ready_here(
+        book: tuple[HostPods, Clock]) -> None:
+    """The other way: the joined host is still sent the old Deployment (its pods stay
+    endpoints) until this host's new pods are ready."""
+    pods, _ = book
+    local = FakeLocal()
+    runtime = PlacedRuntime(local, pods)  # type: ignore[arg-type]
+    runtime.sync([dep("web", nodeName="node-b")])
+    pods.sync(HOST_A, "node-b", [reported()], {"default/web": {
+        "readyReplicas": 1, "updatedReplicas": 1}})
+    runtime.sync([dep("web", nodeName="node-b")])
+    assert local.running == []
+
+    runtime.sync([dep("web")])  # back to the control plane's host
+    assert local.running == ["web"]
+    [sent] = pods.sync(HOST_A, "node-b", [reported()], {})
+    assert sent["deployment"]["spec"]["template"]["spec"]["nodeName"] == "node-b"
+    assert [p.name for p in pods.pods() if p.ready] == ["web-abc-x1y2z"]
+
+    local.ready = 1
+    runtime.sync([dep("web")])
+    assert local.running == ["web"]
+    assert pods.sync(HOST_A, "node-b", [], {}) == []  # the host stops its pods

@@ -109,7 +109,7 @@ class HostPods:
             self._configs = configs
         local, placed = [], {}
         for namespace, name, dep in deployments:
-            node = node_of(dep.spec.template.spec.model_dump(by_alias=True, exclude_none=True))
+            node = placement(dep)
             if is_local(node):
                 local.append((namespace, name, dep))
                 continue
@@ -274,6 +274,11 @@ class HostPods:
                           error=f"node {where.node!r} has not reported for "
                                 f"{self.timeout:g}s")
         return status
+
+
+def placement(dep: Deployment) -> str:
+    """The node a Deployment's template names (see :mod:`meshpilot.api.placement`)."""
+    return node_of(dep.spec.template.spec.model_dump(by_alias=True, exclude_none=True))
 
 
 def _read_by(dep: Deployment, namespace: str, configs: ConfigData
