@@ -146,7 +146,7 @@ def test_a_node_name_is_one_hosts_while_it_reports(book: tuple[HostPods, Clock])
 
 def test_a_pod_sidecar_credential_only_for_a_pod_placed_on_the_hosts_node(
         book: tuple[HostPods, Clock]) -> None:
-    pods, _ = book
+    pods, clock = book
     pods.place([dep("web", nodeName="node-b"), dep("db", nodeName="node-c")])
     pods.sync(HOST_A, "node-b", [], {})
     ask = {"namespace": "default", "deployment": "web", "nodeId": NID,
@@ -162,6 +162,17 @@ def test_a_pod_sidecar_credential_only_for_a_pod_placed_on_the_hosts_node(
     assert NID not in pods.credentials()
     pods.sync(HOST_A, "node-b", [reported()], {})
     assert pods.credentials()[NID].key_file == "/var/lib/h/pod.key"
+
+    # a credential is kept a while for a pod not reported yet (it is issued first) ...
+    pods.sync(HOST_A, "node-b", [], {})
+    pods.sync(HOST_A, "node-b", [reported()], {})
+    assert pods.uncredentialed("node-b") == [] and NID in pods.credentials()
+    # ... and forgotten once its pod is gone for good
+    pods.sync(HOST_A, "node-b", [], {})
+    clock.now += 61
+    pods.sync(HOST_A, "node-b", [], {})
+    pods.sync(HOST_A, "node-b", [reported()], {})
+    assert pods.uncredentialed("node-b") == [NID] and NID not in pods.credentials()
 
     for refused in ({**ask, "deployment": "db"},  # placed on another node
                     {**ask, "nodeId": NID.replace("web-", "db-")}):  # another's pod

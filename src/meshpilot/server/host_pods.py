@@ -47,6 +47,7 @@ from meshpilot.validation.codes import NODE_NAME_REFUSED
 
 Key = tuple[str, str]  # (namespace, Deployment name)
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+UNREPORTED_SECONDS = 60.0
 _PHASES = frozenset({"Pending", "Running", "Terminating", "Failed"})
 
 
@@ -96,8 +97,8 @@ class HostPods:
     _placed: dict[Key, Placed] = field(default_factory=dict)
     _configs: ConfigData = field(default_factory=dict)
     _nodes: dict[str, _Node] = field(default_factory=dict)
-    _credentials: dict[str, tuple[str, HostCredential]] = field(default_factory=dict)
-    """node id of a pod's sidecar -> (its host's node name, its credential)."""
+    _credentials: dict[str, tuple[str, HostCredential, float]] = field(default_factory=dict)
+    """node id of a pod's sidecar -> (its host's node name, its credential, when issued)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- placement (the control plane's side) -------------------------------------------
@@ -136,6 +137,7 @@ class HostPods:
             mine = {k: p for k, p in self._placed.items() if p.node == node}
             before = self._nodes[node].pods
             taken = tuple(p for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
+            self._forget_gone(node, {p.node_id for p in taken})
             self._nodes[node] = _Node(member, self.clock(), taken, {
                 key: dict(statuses[f"{key[0]}/{key[1]}"]) for key in mine
                 if isinstance(statuses.get(f"{key[0]}/{key[1]}"), Mapping)}, {
@@ -186,7 +188,7 @@ class HostPods:
             raise HostPodsRefused(400, f"the CSR was refused: {exc}") from None
         with self._lock:
             self._credentials[nid] = (node, HostCredential(
-                issued.chain_pem, request["keyFile"], ca.trust_bundle.pem))
+                issued.chain_pem, request["keyFile"], ca.trust_bundle.pem), self.clock())
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
@@ -209,7 +211,7 @@ class HostPods:
             live = {p.node_id for n in self._nodes.values() for p in n.pods}
             return MappingProxyType({
                 nid: HostCredential(c.chain_pem, c.key_file, roots)
-                for nid, (_node, c) in self._credentials.items() if nid in live})
+                for nid, (_node, c, _at) in self._credentials.items() if nid in live})
 
     def sidecar_stats(self) -> list[tuple[Pod, int, bytes]]:
         """Every joined pod's sidecar whose counters its host sent last (while the host
@@ -222,6 +224,14 @@ class HostPods:
                 if p.node_id in held.stats]
 
     # --- readers --------------------------------------------------------------------------
+    def _forget_gone(self, node: str, reported: set[str]) -> None:
+        """Credentials of ``node``'s pods that are gone (a pod's is issued before it is
+        first reported, so one is kept for :data:`UNREPORTED_SECONDS`). Under the lock."""
+        now = self.clock()
+        self._credentials = {
+            nid: held for nid, held in self._credentials.items()
+            if held[0] != node or nid in reported or now - held[2] <= UNREPORTED_SECONDS}
+
     def _forget_silent(self, now: float) -> None:
         """Called under the lock."""
         for node in [n for n, held in self._nodes.items() if now - held.seen > self.grace]:
