@@ -153,6 +153,15 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
             ["ip", "netns", "exec", host.netns, "curl", "-sS", "--max-time", "10", "-x",
              f"http://127.{b}.{c}.{d}:15001", URL], capture_output=True, text=True, timeout=20)
         assert json.loads(via.stdout)["headers"][PEER_HEADER] == POD_ID, via.stdout + via.stderr
+    # ... which is where its HTTP_PROXY points: the pod's own app calls v1 or v2 from
+    # there (asked through the mesh; the half of the calls that reach v2 show it)
+    def called_from_the_pod() -> dict[str, Any] | None:
+        r = mesh.http.get(f"{URL}call?url={URL}")
+        return r.json() if r.status_code == 200 and r.json()["version"] == "v2" else None
+
+    call = wait_for(called_from_the_pod, 20, lambda: "no call made from the v2 pod")
+    assert call["proxy"] == f"http://127.{b}.{c}.{d}:15001", call
+    assert call["status"] == 200 and call["body"]["headers"][PEER_HEADER] == POD_ID, call
     closed = subprocess.run(["curl", "-sS", "--max-time", "5", "-x",
                              f"http://{pod['status']['podIP']}:15001", URL],
                             capture_output=True, text=True, timeout=20)
