@@ -28,6 +28,7 @@ from tests.e2e.hosts import Host, Network, ip, network
 from tests.e2e.mesh import URL, Mesh
 from tests.e2e.rollouts import canary, target
 from tests.e2e.scenario import Given, Then, When
+from tests.e2e.test_gateway_tcp import SERVICE, echo
 from tests.e2e.test_hosts_join import (
     MESH_PROXY_ID,
     PEER_HEADER,
@@ -37,6 +38,7 @@ from tests.e2e.test_hosts_join import (
     token,
     wait_for,
 )
+from tests.e2e.test_mesh_tcp import client, connect
 
 NODE = "node-b"
 POD_ID = "spiffe://cluster.local/ns/default/sa/default"
@@ -239,3 +241,26 @@ def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
     assert answered and answered <= on_b, (answered, on_b)  # v2 answered from node-b only
     assert load.versions["v1"] > 0, load.versions
     then.split_is({"v2": 10})
+
+
+def test_a_pod_on_a_joined_host_reaches_a_tcp_service_here_through_its_sidecar(
+        mesh: Mesh, net: Network, tmp_path: Path, given: Given) -> None:
+    """Istio's "TCP Traffic Shifting" client (the task's sleep pod) placed on node-b:
+    it finds tcp-echo as a Kubernetes pod does (TCP_ECHO_SERVICE_HOST/_PORT, its
+    sidecar's local listener), and its connections cross the east-west gateway, over
+    mutual TLS, to the echo pod on the control plane's host."""
+    mesh.apply(group(version="vm"))
+    host = net.add_host()
+    join_as_node(mesh, host, tmp_path, pod_addresses(host))
+    given.applied(echo("v1", "one"), SERVICE)
+    mesh.apply(*(on_node(d, NODE) if d["kind"] == "Deployment" else d for d in client()))
+
+    def ready() -> bool:
+        pods = mesh.pods_of("tcp-client", terminating=False)
+        return bool(pods) and all(p["status"]["ready"] and p["spec"]["nodeName"] == NODE
+                                  for p in pods)
+
+    wait_for(ready, 60, lambda: f"tcp-client not ready on {NODE}: "
+                                f"{mesh.pods_of('tcp-client')}\n{read(tmp_path / 'agent.log')}")
+    mesh.converge()
+    assert connect(mesh, 5) == {"one": 5}

@@ -21,6 +21,7 @@ from tests.unit.test_host_registry import Clock, csr
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.hosts.pods import HostPods as AgentPods
+from meshpilot.mesh.tcp_outbound import TcpTarget
 from meshpilot.runtime import Pod
 from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
@@ -257,7 +258,10 @@ def test_the_agent_runs_what_it_is_sent_with_the_configs_its_pods_read(
         "namespace": "default", "name": "web",
         "deployment": web.model_dump(mode="json", by_alias=True, exclude_none=True),
         "configs": [{"kind": "Secret", "namespace": "default", "name": "web-secret",
-                     "data": {"token": "czNjcmV0"}}]}]}
+                     "data": {"token": "czNjcmV0"}}]}],
+              "tcpTargets": [{"namespace": "default", "service": "tcp-echo",
+                              "host": "tcp-echo.default.svc.cluster.local", "port": 9000,
+                              "port_name": "tcp"}]}
     sent: list[dict[str, Any]] = []
 
     def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -277,12 +281,14 @@ def test_the_agent_runs_what_it_is_sent_with_the_configs_its_pods_read(
         def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
             return {"replicas": 0}
 
-        def sync(self, deployments: Any, configs: Any = None) -> None:
-            synced.append((deployments, configs))
+        def sync(self, deployments: Any, configs: Any = None, tcp: Any = None) -> None:
+            synced.append((deployments, configs, tcp))
 
     agent.runtime = Recorder()  # type: ignore[assignment]
     agent.sync()
-    [(deployments, configs)] = synced
+    [(deployments, configs, tcp)] = synced
+    assert tcp == (TcpTarget("default", "tcp-echo", "tcp-echo.default.svc.cluster.local",
+                             9000, "tcp"),)
     assert [(ns, name) for ns, name, _ in deployments] == [("default", "web")]
     assert configs == {("Secret", "default", "web-secret"): {"token": b"s3cret"}}
     assert sent[0]["node"] == "node-b" and sent[0]["deployments"] == {}
@@ -313,3 +319,15 @@ def test_a_deployment_moving_back_here_keeps_its_pods_on_the_joined_host_until_r
     runtime.sync([dep("web")])
     assert local.running == ["web"]
     assert pods.sync(HOST_A, "node-b", [], {}) == []  # the host stops its pods
+
+
+def test_a_host_gets_the_tcp_service_ports_of_its_deployments_namespaces(
+        book: tuple[HostPods, Clock]) -> None:
+    pods, _ = book
+    here = TcpTarget("default", "tcp-echo", "tcp-echo.default.svc.cluster.local", 9000, "tcp")
+    other = TcpTarget("shop", "db", "db.shop.svc.cluster.local", 5432, "tcp")
+    pods.place([dep("web", nodeName="node-b")], tcp_targets=[here, other])
+    assert pods.tcp_targets("node-b") == [{
+        "namespace": "default", "service": "tcp-echo",
+        "host": "tcp-echo.default.svc.cluster.local", "port": 9000, "port_name": "tcp"}]
+    assert pods.tcp_targets("node-c") == []

@@ -35,6 +35,7 @@ from typing import Any
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.hosts.identity import HostFiles
 from meshpilot.mesh.model import ProxyNode
+from meshpilot.mesh.tcp_outbound import TcpTarget
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import ImageMap, LocalRuntime, Pod
 from meshpilot.runtime.runtime import HostSide
@@ -164,8 +165,13 @@ class HostPods:
             log.warning("node %s runs %s", self.node,
                         ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
         self._deployments = wanted
+        try:
+            tcp = tuple(TcpTarget(**t) for t in answer.get("tcpTargets") or [])
+        except TypeError as exc:
+            log.warning("TCP service ports not taken: %s", exc)
+            tcp = ()
         self.runtime.sync([(ns, name, dep) for (ns, name), dep in sorted(wanted.items())],
-                          configs)
+                          configs, tcp)
         self.renew_due()
         self.reissue([str(n) for n in answer.get("reissue") or []])
 

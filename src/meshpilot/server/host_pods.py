@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -36,6 +36,7 @@ from meshpilot.api.kubernetes import Deployment
 from meshpilot.api.placement import LOCAL_NODE, is_local, node_of
 from meshpilot.mesh.model import InboundPort
 from meshpilot.mesh.protocols import port_protocol
+from meshpilot.mesh.tcp_outbound import TcpTarget
 from meshpilot.runtime.pod import Pod, template_hash
 from meshpilot.runtime.pod_config import ConfigData, references
 from meshpilot.security.ca import CertificateAuthority
@@ -96,6 +97,7 @@ class HostPods:
     clock: Callable[[], float] = time.monotonic
     _placed: dict[Key, Placed] = field(default_factory=dict)
     _configs: ConfigData = field(default_factory=dict)
+    _tcp: tuple[TcpTarget, ...] = ()
     _nodes: dict[str, _Node] = field(default_factory=dict)
     _credentials: dict[str, tuple[str, HostCredential, float]] = field(default_factory=dict)
     """node id of a pod's sidecar -> (its host's node name, its credential, when issued)."""
@@ -103,11 +105,16 @@ class HostPods:
 
     # --- placement (the control plane's side) -------------------------------------------
     def place(self, deployments: Iterable[tuple[str, str, Deployment]],
-              configs: ConfigData | None = None) -> list[tuple[str, str, Deployment]]:
+              configs: ConfigData | None = None,
+              tcp_targets: Iterable[TcpTarget] | None = None
+              ) -> list[tuple[str, str, Deployment]]:
         """Record the Deployments placed on other nodes, with the ConfigMaps and Secrets
-        their pods read (``configs``; None: those last given); the ones this host runs."""
+        their pods read (``configs``) and the Services' TCP ports their sidecars give them
+        (``tcp_targets``; None: those last given); the ones this host runs."""
         if configs is not None:
             self._configs = configs
+        if tcp_targets is not None:
+            self._tcp = tuple(tcp_targets)
         local, placed = [], {}
         for namespace, name, dep in deployments:
             node = placement(dep)
@@ -193,6 +200,13 @@ class HostPods:
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
                 "xdsToken": self.proxy_tokens.token_for(nid)}
+
+    def tcp_targets(self, node: str) -> list[dict[str, Any]]:
+        """The TCP and TLS Service ports of the namespaces of ``node``'s Deployments:
+        their pods reach them through local ports of their sidecars, as pods here do."""
+        with self._lock:
+            namespaces = {ns for (ns, _), p in self._placed.items() if p.node == node}
+            return [asdict(t) for t in self._tcp if t.namespace in namespaces]
 
     def uncredentialed(self, node: str) -> list[str]:
         """The node ids of ``node``'s reported pods whose sidecars this control plane

@@ -6,6 +6,7 @@ its WorkloadEntry), like its reports, and so carry no bearer token:
 - ``POST /apis/meshpilot.io/v1/hosts/pods`` ``{"namespace", "entry", "hostToken", "node",
   "pods": [...], "deployments": {"NS/NAME": status}, "stats": {...}}``: the host's node
   name, its pods, counts and sidecar counters; answered with the Deployments it is to run
+  (with the ConfigMaps and Secrets they read), the Services' TCP ports (``tcpTargets``),
   and the pod sidecars whose certificates it is to issue again (``reissue``);
 - ``POST /apis/meshpilot.io/v1/hosts/pod-credential`` ``{"namespace", "entry",
   "hostToken", "node", "podNamespace", "deployment", "nodeId", "csr", "keyFile"}``: one
@@ -99,6 +100,7 @@ class HostPodsAPI:
         except HostPodsRefused as exc:
             return _failure(exc.status, str(exc), exc.code)
         return JSONResponse({"deployments": assigned,
+                             "tcpTargets": self.pods.tcp_targets(body["node"]),
                              "reissue": self.pods.uncredentialed(body["node"])})
 
     async def credential(self, request: Request) -> Response:

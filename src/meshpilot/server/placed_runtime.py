@@ -41,11 +41,12 @@ class PlacedRuntime:
              configs: ConfigData | None = None,
              tcp_targets: Iterable[TcpTarget] | None = None) -> None:
         wanted = list(deployments)
+        tcp = tuple(tcp_targets) if tcp_targets is not None else None
         back = {(ns, name): dep for ns, name, dep in wanted if (ns, name) in self._there
                 and is_local(placement(dep)) and not self._ready_here(ns, name, dep)}
         placing = [w for w in wanted if (w[0], w[1]) not in back] + [
             (ns, name, self._there[(ns, name)]) for ns, name in back]
-        here = {(ns, name): dep for ns, name, dep in self.hosts.place(placing, configs)}
+        here = {(ns, name): dep for ns, name, dep in self.hosts.place(placing, configs, tcp)}
         self._there = {(ns, name): dep for ns, name, dep in placing if (ns, name) not in here}
         here.update(back)  # run here too, the old pods there kept until these are ready
         for ns, name, _dep in wanted:
@@ -53,8 +54,7 @@ class PlacedRuntime:
             if (ns, name) not in here and old is not None and not self._moved(ns, name):
                 here[(ns, name)] = old
         self._here = here
-        self.local.sync([(ns, name, dep) for (ns, name), dep in here.items()], configs,
-                        tcp_targets)
+        self.local.sync([(ns, name, dep) for (ns, name), dep in here.items()], configs, tcp)
 
     def _ready_here(self, namespace: str, name: str, dep: Deployment) -> bool:
         status = self.local.deployment_status(namespace, name)
