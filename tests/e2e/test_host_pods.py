@@ -98,10 +98,13 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     (Unschedulable) until a host joins as node-b; then its pod runs there, at one of that
     host's pod addresses, turns ready, and a 50/50 split reaches both versions, v2 over
     mutual TLS (its sidecar passes on the caller's SPIFFE ID), and its sidecar's counters
-    reach the mesh's telemetry under the Deployment's workload; a control plane that
-    crashes and restarts takes the pod back."""
+    reach the mesh's telemetry under the Deployment's workload; a TCP client placed there
+    too reaches a TCP service here; a control plane that crashes and restarts takes the
+    pod back."""
     mesh.apply(myapp.version("v1"), myapp.service(), myapp.subsets(),
-               myapp.split(v1=50, v2=50), group(version="vm"), on_node(myapp.version("v2"), NODE))
+               myapp.split(v1=50, v2=50), group(version="vm"), on_node(myapp.version("v2"), NODE),
+               echo("v1", "one"), SERVICE,
+               *(on_node(d, NODE) if d["kind"] == "Deployment" else d for d in client()))
     pending = wait_for(lambda: mesh.pods_of("myapp-v2"), 30, lambda: "no v2 pod listed")
     assert [p["status"]["phase"] for p in pending] == ["Pending"], pending
     assert pending[0]["status"]["reason"] == "Unschedulable", pending
@@ -176,6 +179,13 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     dep = mesh.api.get("/apis/apps/v1/namespaces/default/deployments/myapp-v2").json()
     assert dep["status"]["readyReplicas"] == 1, dep["status"]
 
+    # Istio's "TCP Traffic Shifting" client (the task's sleep pod), placed on node-b too,
+    # finds tcp-echo as a Kubernetes pod does (TCP_ECHO_SERVICE_HOST/_PORT: its sidecar's
+    # local listener); its connections cross the east-west gateway, over mutual TLS, to
+    # the echo pod here.
+    assert {p["spec"]["nodeName"] for p in mesh.pods_of("tcp-client")} == {NODE}
+    assert connect(mesh, 5) == {"one": 5}
+
     # The control plane crashes and starts again (adopting what runs here): it knows the
     # joined pod again from the host's next sync, has the host issue the pod sidecar's
     # certificate again (it never held the key), and v2 answers over mutual TLS as before.
@@ -189,8 +199,9 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
         return r.status_code == 200 and r.json()["version"] == "v2" and \
             r.json()["headers"].get(PEER_HEADER) == MESH_PROXY_ID
 
+    wait_for(lambda: "issued again" in read(tmp_path / "agent.log"), 10,
+             lambda: f"no certificate issued again\n{read(tmp_path / 'agent.log')}")
     wait_for(v2_over_mtls, 30, lambda: f"v2 not answering\n{read(tmp_path / 'agent.log')}")
-    assert "issued again" in read(tmp_path / "agent.log")
 
 
 def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
@@ -242,25 +253,3 @@ def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
     assert load.versions["v1"] > 0, load.versions
     then.split_is({"v2": 10})
 
-
-def test_a_pod_on_a_joined_host_reaches_a_tcp_service_here_through_its_sidecar(
-        mesh: Mesh, net: Network, tmp_path: Path, given: Given) -> None:
-    """Istio's "TCP Traffic Shifting" client (the task's sleep pod) placed on node-b:
-    it finds tcp-echo as a Kubernetes pod does (TCP_ECHO_SERVICE_HOST/_PORT, its
-    sidecar's local listener), and its connections cross the east-west gateway, over
-    mutual TLS, to the echo pod on the control plane's host."""
-    mesh.apply(group(version="vm"))
-    host = net.add_host()
-    join_as_node(mesh, host, tmp_path, pod_addresses(host))
-    given.applied(echo("v1", "one"), SERVICE)
-    mesh.apply(*(on_node(d, NODE) if d["kind"] == "Deployment" else d for d in client()))
-
-    def ready() -> bool:
-        pods = mesh.pods_of("tcp-client", terminating=False)
-        return bool(pods) and all(p["status"]["ready"] and p["spec"]["nodeName"] == NODE
-                                  for p in pods)
-
-    wait_for(ready, 60, lambda: f"tcp-client not ready on {NODE}: "
-                                f"{mesh.pods_of('tcp-client')}\n{read(tmp_path / 'agent.log')}")
-    mesh.converge()
-    assert connect(mesh, 5) == {"one": 5}
