@@ -16,7 +16,8 @@ from tests.argo_builders import canary_rollout
 from tests.builders import deployment, to_yaml
 
 from meshpilot.api.argo import Rollout
-from meshpilot.api.placement import LOCAL_NODE, node_of
+from meshpilot.api.kubernetes import PodSpec
+from meshpilot.api.placement import LOCAL_NODE, node_of, node_of_spec
 from meshpilot.delivery.argo.workloads import revision_deployment
 from meshpilot.validation import plan_apply
 
@@ -35,6 +36,9 @@ def placed(**pod_spec: Any) -> str:
 ])
 def test_the_node_a_template_names(spec: dict[str, Any], node: str) -> None:
     assert node_of(spec) == node
+    parsed = PodSpec.model_validate({"containers": [{"name": "a", "command": ["true"]}],
+                                     **spec})
+    assert node_of_spec(parsed) == node
 
 
 @pytest.mark.parametrize("spec", [

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshpilot.api.kubernetes import PodSpec
+
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 OS_LABEL = "kubernetes.io/os"
 NODE_OS = "linux"
@@ -37,6 +39,13 @@ def node_of(pod_spec: Mapping[str, Any]) -> str:
         if isinstance(host, str) and host:
             return host
     return LOCAL_NODE
+
+
+def node_of_spec(spec: PodSpec) -> str:
+    """:func:`node_of` of a parsed template (no dump: read on every mesh rebuild)."""
+    if spec.node_name:
+        return spec.node_name
+    return (spec.node_selector or {}).get(HOSTNAME_LABEL) or LOCAL_NODE
 
 
 def is_local(node: str) -> bool:

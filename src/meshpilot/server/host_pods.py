@@ -33,7 +33,7 @@ from typing import Any
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
-from meshpilot.api.placement import LOCAL_NODE, is_local, node_of
+from meshpilot.api.placement import LOCAL_NODE, is_local, node_of_spec
 from meshpilot.mesh.model import InboundPort
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.mesh.tcp_outbound import TcpTarget
@@ -302,7 +302,7 @@ class HostPods:
 
 def placement(dep: Deployment) -> str:
     """The node a Deployment's template names (see :mod:`meshpilot.api.placement`)."""
-    return node_of(dep.spec.template.spec.model_dump(by_alias=True, exclude_none=True))
+    return node_of_spec(dep.spec.template.spec)
 
 
 def _read_by(dep: Deployment, namespace: str, configs: ConfigData

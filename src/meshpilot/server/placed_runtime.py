@@ -72,10 +72,6 @@ class PlacedRuntime:
         return sorted([*self.local.pods(), *self.hosts.pods()],
                       key=lambda p: (p.namespace, p.name))
 
-    def local_pods(self) -> list[Pod]:
-        """The pods this host runs (their sidecars' credentials are issued here)."""
-        return self.local.pods()
-
     def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
         placed = self.hosts.deployment_status(namespace, name)
         return placed if placed is not None else self.local.deployment_status(namespace, name)
