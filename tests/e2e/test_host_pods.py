@@ -252,4 +252,6 @@ def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
     assert answered and answered <= on_b, (answered, on_b)  # v2 answered from node-b only
     assert load.versions["v1"] > 0, load.versions
     then.split_is({"v2": 10})
+    promoted = mesh.http.get(URL).json()  # the primary on node-b, over mutual TLS
+    assert promoted["headers"].get(PEER_HEADER) == MESH_PROXY_ID, promoted
 
