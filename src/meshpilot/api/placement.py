@@ -13,6 +13,7 @@ run somewhere by surprise.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from meshpilot.api.kubernetes import PodSpec
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 OS_LABEL = "kubernetes.io/os"
 NODE_OS = "linux"
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LOCAL_NODE = "localhost"
 """The control plane's own host as a node (pods without a placement run there)."""
 
@@ -50,3 +52,9 @@ def node_of_spec(spec: PodSpec) -> str:
 
 def is_local(node: str) -> bool:
     return node == LOCAL_NODE
+
+
+def joinable(node: str) -> bool:
+    """Whether a joined host may declare ``node``: a DNS label (Kubernetes' node names,
+    as the hostname label carries them) other than the control plane's own host's."""
+    return bool(_NODE_NAME.match(node)) and not is_local(node)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from meshpilot.api.placement import LOCAL_NODE, joinable
 from meshpilot.hosts.agent import OUTBOUND_ADDRESS, AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT
 from meshpilot.proxy.envoy import EnvoyError
@@ -52,6 +53,10 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
         ports = _app_ports(args.app_port)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.node_name and not joinable(args.node_name):
+        parser.error(f"--node-name {args.node_name!r}: a DNS label (lower-case letters, "
+                     f"digits, '-', at most 63) other than {LOCAL_NODE!r}, the control "
+                     "plane's own host")
     return AgentOptions(server=args.server.rstrip("/"), token=args.token, group=args.group,
                         address=args.address, ca_file=Path(args.ca_file),
                         state_dir=Path(args.state_dir), app_ports=ports,

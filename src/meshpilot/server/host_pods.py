@@ -22,7 +22,6 @@ reason, Unschedulable, until a host of that name joins.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +32,7 @@ from typing import Any
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
-from meshpilot.api.placement import LOCAL_NODE, is_local, node_of_spec
+from meshpilot.api.placement import LOCAL_NODE, is_local, joinable, node_of_spec
 from meshpilot.mesh.model import InboundPort
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.mesh.tcp_outbound import TcpTarget
@@ -47,7 +46,6 @@ from meshpilot.server.host_registry import HostCredential
 from meshpilot.validation.codes import NODE_NAME_REFUSED
 
 Key = tuple[str, str]  # (namespace, Deployment name)
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 UNREPORTED_SECONDS = 60.0
 _PHASES = frozenset({"Pending", "Running", "Terminating", "Failed"})
 
@@ -156,7 +154,7 @@ class HostPods:
                  "configs": list(p.configs)} for k, p in sorted(mine.items())]
 
     def _claim(self, member: ObjectKey, node: str) -> None:
-        if not _LABEL.match(node) or is_local(node):
+        if not joinable(node):
             raise HostPodsRefused(422, f"node name {node!r} refused: a DNS label (lower-case "
                                        f"letters, digits, '-') other than {LOCAL_NODE!r}, the "
                                        "control plane's own host", NODE_NAME_REFUSED.code)
