@@ -46,6 +46,23 @@ def test_join_refuses_a_plaintext_server(tmp_path: Path) -> None:
     assert not (tmp_path / "host").exists()
 
 
+def test_join_takes_a_node_name_and_pod_addresses_and_refuses_a_bad_name(
+        tmp_path: Path) -> None:
+    """The options reach the agent (which then refuses the plaintext server, as above);
+    a node name that is no DNS label, or the control plane's own, is refused first."""
+    (tmp_path / "ca.pem").write_text("")
+    common = ["host", "join", "--server", "http://10.0.0.1:8080", "--token", "t",
+              "--group", "default/reviews", "--address", "10.0.0.2",
+              "--ca-file", str(tmp_path / "ca.pem"), "--state-dir", str(tmp_path / "host")]
+    taken = run_cli(*common, "--node-name", "node-b", "--pod-addresses", "10.0.0.16/29",
+                    state_dir=tmp_path / "state")
+    assert taken.returncode == 2 and "not https://" in taken.stderr, taken.stderr
+    for bad in ("Node_B", "localhost"):
+        refused = run_cli(*common, "--node-name", bad, state_dir=tmp_path / "state")
+        assert refused.returncode == 2 and f"--node-name '{bad}'" in refused.stderr
+    assert not (tmp_path / "host").exists()
+
+
 def test_up_refuses_host_and_listen_that_disagree(tmp_path: Path) -> None:
     refused = run_cli("up", "--host", "127.0.0.2", "--listen", "10.0.0.1",
                       state_dir=tmp_path / "state")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import zlib
 
-from meshpilot.server.hosts_api import MAX_STATS, _stats
+from meshpilot.server.host_stats import MAX_STATS
+from meshpilot.server.host_stats import reported_stats as _stats
 
 
 def packed(data: bytes) -> str:

@@ -43,18 +43,20 @@ def test_ages() -> None:
 
 
 def test_pod_columns_are_kubectls_with_its_deployment_under_wide() -> None:
-    """kubectl's pod printer: NAME READY STATUS RESTARTS AGE, IP with -o wide (here with
-    the owning Deployment beside it); the app and its sidecar are ready together."""
+    """kubectl's pod printer: NAME READY STATUS RESTARTS AGE, IP and NODE with -o wide
+    (here with the owning Deployment beside them); the app and its sidecar are ready
+    together."""
     pod = {"metadata": {"name": "web-abc", "namespace": "default",
                         "ownerReferences": [{"kind": "Deployment", "name": "web"}]},
+           "spec": {"nodeName": "node-b"},
            "status": {"phase": "Running", "ready": True, "restartCount": 2,
                       "podIP": "127.10.0.3", "startedAt": NOW.timestamp() - 75}}
     got = table("Pod", [pod], "1", NOW)
     assert [c["name"] for c in got["columnDefinitions"]] == [
-        "Name", "Ready", "Status", "Restarts", "Age", "IP", "Deployment"]
-    assert [c["priority"] for c in got["columnDefinitions"]] == [0, 0, 0, 0, 0, 1, 1]
+        "Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Deployment"]
+    assert [c["priority"] for c in got["columnDefinitions"]] == [0, 0, 0, 0, 0, 1, 1, 1]
     assert got["rows"][0]["cells"] == ["web-abc", "1/1", "Running", 2, "75s", "127.10.0.3",
-                                       "web"]
+                                       "node-b", "web"]
     starting = table("Pod", [{"metadata": {"name": "p"}, "status": {"phase": "Pending"}}],
                      "1", NOW)
     assert starting["rows"][0]["cells"][:5] == ["p", "0/1", "Pending", "", "<unknown>"]

@@ -62,6 +62,12 @@ def join(
              "(one per port of the group's template)")] = None,
     outbound_port: Annotated[int, typer.Option(help="The sidecar's HTTP proxy port, the "
                                                     "app's HTTP_PROXY")] = 15001,
+    node_name: Annotated[str, typer.Option(
+        help="This host's node name: Deployments whose template names it (spec.nodeName, "
+             "nodeSelector kubernetes.io/hostname) run here")] = "",
+    pod_addresses: Annotated[str, typer.Option(
+        help="CIDR of this host's own addresses for those pods (default: --address "
+             "alone, one pod at a time)")] = "",
 ) -> None:
     """Join the group and run this host's sidecar, in the foreground (Ctrl-C stops)."""
     args = [sys.executable, "-m", "meshpilot.hosts", "join", "--server", server,
@@ -70,6 +76,10 @@ def join(
             "--outbound-port", str(outbound_port)]
     for value in app_port or []:
         args += ["--app-port", value]
+    if node_name:
+        args += ["--node-name", node_name]
+    if pod_addresses:
+        args += ["--pod-addresses", pod_addresses]
     os.execv(sys.executable, args)
 
 

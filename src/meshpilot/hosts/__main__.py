@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from meshpilot.api.placement import LOCAL_NODE, joinable
 from meshpilot.hosts.agent import OUTBOUND_ADDRESS, AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT
 from meshpilot.proxy.envoy import EnvoyError
@@ -41,15 +42,26 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
     join.add_argument("--app-port", action="append", default=[],
                       help="NAME=PORT: the app here serves the group's port NAME on PORT")
     join.add_argument("--outbound-port", type=int, default=OUTBOUND_PROXY_PORT)
+    join.add_argument("--node-name", default="",
+                      help="this host's node name: Deployments whose template names it "
+                           "(spec.nodeName, nodeSelector kubernetes.io/hostname) run here")
+    join.add_argument("--pod-addresses", default="",
+                      help="CIDR of this host's own addresses for those pods (default: "
+                           "--address alone, one pod at a time)")
     args = parser.parse_args(argv)
     try:
         ports = _app_ports(args.app_port)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.node_name and not joinable(args.node_name):
+        parser.error(f"--node-name {args.node_name!r}: a DNS label (lower-case letters, "
+                     f"digits, '-', at most 63) other than {LOCAL_NODE!r}, the control "
+                     "plane's own host")
     return AgentOptions(server=args.server.rstrip("/"), token=args.token, group=args.group,
                         address=args.address, ca_file=Path(args.ca_file),
                         state_dir=Path(args.state_dir), app_ports=ports,
-                        outbound_port=args.outbound_port)
+                        outbound_port=args.outbound_port, node_name=args.node_name,
+                        pod_addresses=args.pod_addresses)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         agent.start_sidecar()
-    except (JoinFailed, EnvoyError) as exc:
+        agent.start_pods()
+    except (JoinFailed, EnvoyError, ValueError) as exc:
         agent.stop()
         print(f"meshpilot host join: joined, but the sidecar did not start: {exc}",
               file=sys.stderr)

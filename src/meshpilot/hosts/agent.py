@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from meshpilot.hosts.identity import XDS_CLIENT_SECRET, HostFiles
+from meshpilot.hosts.pods import HostPods
 from meshpilot.hosts.probe import Readiness
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
@@ -72,6 +73,8 @@ class AgentOptions:
     state_dir: Path
     app_ports: Mapping[str, int] = field(default_factory=dict)  # group port name -> app port
     outbound_port: int = OUTBOUND_PROXY_PORT
+    node_name: str = ""  # the node this host is, for pods placed on it ("": none run here)
+    pod_addresses: str = ""  # this host's addresses for those pods (CIDR; default: address)
 
 
 def _address(hostport: str) -> tuple[str, int]:
@@ -104,6 +107,8 @@ class HostAgent:
         self._stop = threading.Event()
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None
+        self.pods: HostPods | None = None
+        self._pods_thread: threading.Thread | None = None
         self.servers: list[str] = [options.server]
         """The API URLs of the replicas to try, the one that answered last first."""
 
@@ -196,9 +201,14 @@ class HostAgent:
         checks every one by connecting each second, so when the stream's replica dies
         the reconnection goes to the first one still alive, and back once the first
         answers again (Envoy's priority failover)."""
+        return self.secured(self.node(), self.joined["xdsToken"])
+
+    def secured(self, node: ProxyNode, xds_token: str) -> dict[str, Any]:
+        """A bootstrap for ``node`` (this host's sidecar or a pod's) whose xDS is every
+        replica's mutual-TLS port, presenting this host's certificate."""
         servers = [_address(x) for x in self.xds_servers()]
-        doc = bootstrap(self.node(), xds_host=servers[0][0], xds_port=servers[0][1],
-                        xds_token=self.joined["xdsToken"])
+        doc = bootstrap(node, xds_host=servers[0][0], xds_port=servers[0][1],
+                        xds_token=xds_token)
         for cluster in doc["static_resources"]["clusters"]:
             if cluster["name"] == XDS_CLUSTER:
                 cluster["load_assignment"]["endpoints"] = [
@@ -233,6 +243,37 @@ class HostAgent:
         self.sidecar = EnvoyProcess(self.bootstrap(), name=f"host-{self.joined['entry']}",
                                     work_dir=self.options.state_dir / "sidecar")
         return self.sidecar.start()
+
+    # --- pods placed on this host's node ------------------------------------------------
+    def start_pods(self) -> HostPods | None:
+        """Run the pods placed on ``--node-name`` (nothing without one), synced each
+        report period and at once when one changes."""
+        if not self.options.node_name:
+            return None
+        self.pods = HostPods(
+            node=self.options.node_name, address=self.options.address,
+            pod_addresses=self.options.pod_addresses or f"{self.options.address}/32",
+            state_dir=self.options.state_dir, post=self._post, secure=self.secured,
+            credential={"namespace": self.joined["namespace"], "entry": self.joined["entry"],
+                        "hostToken": self.joined["hostToken"]},
+            stats_query=self.joined.get("statsQuery"))
+        self._pods_thread = threading.Thread(target=self._sync_pods, name="host-pods",
+                                             daemon=True)
+        self._pods_thread.start()
+        return self.pods
+
+    def _sync_pods(self) -> None:
+        pods = self.pods
+        assert pods is not None
+        every = float(self.joined.get("reportSeconds") or 2.0)
+        while not self._stop.is_set():
+            try:
+                pods.sync()
+            except JoinFailed as exc:
+                log.warning("pods not synced: %s", exc)
+            except Exception:  # the next round tries again
+                log.exception("pods not synced")
+            pods.changed.wait(every)
 
     # --- reports ---------------------------------------------------------------------
     def renew(self) -> None:
@@ -302,6 +343,11 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._pods_thread is not None:
+            assert self.pods is not None
+            self.pods.changed.set()
+            self._pods_thread.join(timeout=10)
+            self.pods.stop()
         if self.sidecar is not None:
             self.sidecar.stop(grace=2.0)
             remove_socket_dir(self.sidecar.work_dir)  # its admin socket's directory

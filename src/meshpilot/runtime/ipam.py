@@ -63,11 +63,14 @@ class IpAllocator:
     endpoint for a moment never reach a new, different pod.
     """
 
-    def __init__(self, ip_range: str = DEFAULT_IP_RANGE, *, lock_dir: Path | None = None) -> None:
+    def __init__(self, ip_range: str = DEFAULT_IP_RANGE, *, lock_dir: Path | None = None,
+                 loopback: bool = True) -> None:
+        """``loopback=False`` takes a range of the host's own routable addresses (a
+        joined host's pods, which other hosts reach); they must be assigned to it."""
         network = ipaddress.ip_network(ip_range, strict=False)
-        if not isinstance(network, ipaddress.IPv4Network) or not network.subnet_of(
+        if not isinstance(network, ipaddress.IPv4Network) or (loopback and not network.subnet_of(
             ipaddress.IPv4Network("127.0.0.0/8")
-        ):
+        )):
             raise ValueError(f"pod IP range {ip_range} must lie inside 127.0.0.0/8 (loopback)")
         self.network = network
         self.lock_dir = lock_dir or _default_lock_dir()

@@ -116,6 +116,7 @@ class Pod:
     sidecar_log_path: str = ""  # the sidecar Envoy's own stdout and stderr
     access_log_path: str = ""  # its access log ("" when access logging is off)
     tcp_outbound: tuple[TcpOutbound, ...] = ()  # the service ports its sidecar listens for
+    node: str = ""  # the joined host it runs on ("" for the control plane's own host)
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""

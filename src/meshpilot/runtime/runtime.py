@@ -30,6 +30,7 @@ the first ``sync()``, then reconciled like any other (an outdated template is ro
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from meshpilot.api.kubernetes import Container, Deployment, EnvVar, PodSpec
+from meshpilot.api.placement import LOCAL_NODE
 from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode, TcpOutbound
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.mesh.tcp_outbound import LAST_PORT, TcpTarget, allocate, service_env
@@ -142,6 +144,28 @@ def _var_value(var: EnvVar, declared: Mapping[str, str], ours: Mapping[str, str]
     return env_value(var, namespace, configs)
 
 
+@dataclass(frozen=True)
+class HostSide:
+    """The node a runtime's pods run on: its name and address (what ``spec.nodeName``
+    and ``status.hostIP`` read), and, on a joined host, how each sidecar's bootstrap is
+    finished (its xDS over mutual TLS, with the credential the control plane issued for
+    that pod) before it starts. None: the control plane's own host, xDS on loopback."""
+
+    node: str = LOCAL_NODE
+    address: str = "127.0.0.1"
+    bootstrap: Callable[[ProxyNode, dict[str, Any]], dict[str, Any]] | None = None
+
+    def outbound_address(self, pod_ip: str) -> str:
+        """Where a pod's sidecar takes its app's calls to the mesh: the pod's own address
+        here (a loopback one); on a joined host, where pods have routable addresses, a
+        loopback address made from the pod's (``10.77.5.17`` -> ``127.77.5.17``), so no
+        other host can call the mesh through a pod's sidecar as that pod."""
+        if self.bootstrap is None:
+            return pod_ip
+        _, b, c, d = ipaddress.IPv4Address(pod_ip).packed
+        return f"127.{b or 254}.{c}.{d}"  # never 127.0.0.x, the host's own loopback
+
+
 RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
 """Set in every pod's environment: the run directory of the runtime that started it."""
 
@@ -172,8 +196,11 @@ class LocalRuntime:
         port_walk: PortWalk | None = None,
         proxy_token: Callable[[str], str] | None = None,
         access_log: bool = True,
+        host: HostSide | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
+        self.host = host if host is not None else HostSide()
+        """The node this runtime runs pods on (a joined host's agent gives its own)."""
         self.access_log = access_log
         """Whether sidecars write Istio-format access logs (next to their bootstrap, see
         :mod:`meshpilot.proxy.access_log`); set before adoption, which compares the
@@ -183,7 +210,8 @@ class LocalRuntime:
         self.envoy_concurrency = envoy_concurrency
         self.images = images if images is not None else ImageMap.default()
         self.drain_seconds = drain_seconds
-        self.ipam = IpAllocator(ip_range, lock_dir=ip_lock_dir)
+        self.ipam = IpAllocator(ip_range, lock_dir=ip_lock_dir,
+                                loopback=self.host.bootstrap is None)
         self._port_walk = port_walk if port_walk is not None else PortWalk()
         """Where the apps' ports come from (the control plane shares its own)."""
         self._proxy_token = proxy_token
@@ -519,9 +547,11 @@ class LocalRuntime:
             template.containers, template.argvs, per_container, strict=True
         ):
             env = self._env(c, ip=ip, pod=name, namespace=namespace, names=names,
-                            app_ports=app_ports, labels=template.labels, configs=configs)
+                            app_ports=app_ports, labels=template.labels, configs=configs,
+                            host=self.host)
             env[RUN_DIR_ENV] = str(self.work_dir)  # lets a restarted control plane find it
-            for var, value in service_env(targets, outbound, ip).items():
+            for var, value in service_env(targets, outbound,
+                                          self.host.outbound_address(ip)).items():
                 env.setdefault(var, value)  # the manifest's own variable wins, as in Kubernetes
             if c.name in roots:
                 env[POD_ROOT_ENV] = str(roots[c.name])
@@ -546,13 +576,17 @@ class LocalRuntime:
                 tcp_outbound: tuple[TcpOutbound, ...] = ()) -> PodWorker:
         sidecars = self.work_dir / "sidecars"
         access_log = AccessLogFile(access_log_path(sidecars, name)) if self.access_log else None
+        outbound_ip = self.host.outbound_address(ip)
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
+                         outbound_ip="" if outbound_ip == ip else outbound_ip,
                          workload=deployment, name=name, labels=dict(labels),
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "",
                          tcp_outbound=tcp_outbound)
         token = self._proxy_token(node_id) if self._proxy_token is not None else None
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, xds_token=token)
+        if self.host.bootstrap is not None:
+            boot = self.host.bootstrap(node, boot)
         envoy = EnvoyProcess(boot, name=name, work_dir=sidecars,
                              concurrency=self.envoy_concurrency, access_log=access_log)
         return PodWorker(
@@ -623,7 +657,8 @@ class LocalRuntime:
     @staticmethod
     def _env(c: Container, *, ip: str, pod: str, namespace: str, names: Mapping[str, int],
              app_ports: Mapping[int, int], labels: Mapping[str, str],
-             configs: ConfigData | None = None) -> dict[str, str]:
+             configs: ConfigData | None = None, host: HostSide | None = None
+             ) -> dict[str, str]:
         """The app's environment.
 
         The host environment (minus proxy settings) is inherited so local commands find
@@ -640,15 +675,17 @@ class LocalRuntime:
         env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(
             os.pathsep) if p and p != venv_bin)])
         env.setdefault("PYTHONUNBUFFERED", "1")
+        host = host if host is not None else HostSide()
+        proxy = f"http://{host.outbound_address(ip)}:{OUTBOUND_PROXY_PORT}"
         ours: dict[str, str] = {
             "POD_IP": ip,
             "POD_NAME": pod,
             "POD_NAMESPACE": namespace,
-            "HTTP_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
-            "http_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
             # HTTPS too (CONNECT through the sidecar): the egress policy judges it
-            "HTTPS_PROXY": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
-            "https_proxy": f"http://{ip}:{OUTBOUND_PROXY_PORT}",
+            "HTTPS_PROXY": proxy,
+            "https_proxy": proxy,
             "NO_PROXY": f"{ip},localhost,127.0.0.1",
             "no_proxy": f"{ip},localhost,127.0.0.1",
         }
@@ -659,8 +696,8 @@ class LocalRuntime:
             if container_port in app_ports:
                 ours[port_env_name(port_name)] = str(app_ports[container_port])
         field_values = {"metadata.name": pod, "metadata.namespace": namespace,
-                        "status.podIP": ip, "status.hostIP": "127.0.0.1",
-                        "spec.nodeName": "localhost"}
+                        "status.podIP": ip, "status.hostIP": host.address,
+                        "spec.nodeName": host.node}
         field_values |= {f"metadata.labels['{k}']": v for k, v in labels.items()}
         configs = configs or {}
         declared = config_env(c, namespace, configs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,6 +38,8 @@ from meshpilot.server.dashboard.auth import DashboardAuth
 from meshpilot.server.dashboard.events import never
 from meshpilot.server.dashboard.routes import Dashboard
 from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTraffic
+from meshpilot.server.host_pods import HostPods
+from meshpilot.server.host_pods_api import HostPodsAPI
 from meshpilot.server.host_registry import HostHealth, HostRegistry
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.leader_api import LeaderAPI
@@ -169,9 +171,16 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
         members_file=state.root / "secrets" / "hosts.json", leading=leading,
         shared=replicas.shared, replicas=replicas.directory.replicas)
-    mesh.remote_credentials = registry.credentials
-    mesh.remote_targets = partial(_host_targets, registry)
-    return HostsAPI(registry, tokens)
+    mesh.host_pods.timeout, mesh.host_pods.grace = health.timeout, health.grace
+    mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
+    mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
+    return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes())
+
+
+def _host_credentials(registry: HostRegistry, pods: HostPods) -> Mapping[str, Any]:
+    """The joined hosts' sidecars and their pods' sidecars: keys named by their files
+    on those hosts."""
+    return {**registry.credentials(), **pods.credentials()}
 
 
 def _leadership_changed(mesh: MeshControlPlane, replicas: ReplicaState, leading: bool) -> None:
@@ -181,11 +190,16 @@ def _leadership_changed(mesh: MeshControlPlane, replicas: ReplicaState, leading:
     replicas.directory.update(leading=leading)
 
 
-def _host_targets(registry: HostRegistry) -> list[Target]:
-    """The joined hosts' sidecars as telemetry targets, read from their agents' reports."""
+def _host_targets(registry: HostRegistry, pods: HostPods) -> list[Target]:
+    """The joined hosts' sidecars and their pods' as telemetry targets, read from their
+    agents' reports (a pod's workload is its Deployment, as for the pods here)."""
     return [Target(node.name, "", epoch, ProxyIdentity.from_node(node), node,
                    read=partial(bytes, stats))
-            for node, epoch, stats in registry.sidecar_stats()]
+            for node, epoch, stats in registry.sidecar_stats()] + [
+            Target(pod.name, "", epoch, ProxyIdentity.from_node(pod.proxy_node(),
+                                                                 pod.deployment),
+                   pod.proxy_node(), read=partial(bytes, stats))
+            for pod, epoch, stats in pods.sidecar_stats()]
 
 
 def start(state: StateDir, store: ConfigStore, publish: Publish, *,

@@ -56,9 +56,11 @@ from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.east_west import PROXY_NAME as EAST_WEST_PROXY
 from meshpilot.server.east_west import EastWestGateway
+from meshpilot.server.host_pods import HostPods
 from meshpilot.server.leftovers import stop_leftovers
 from meshpilot.server.mesh_changes import MeshChanges
 from meshpilot.server.pacing import RebuildPacer
+from meshpilot.server.placed_runtime import PlacedRuntime
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
@@ -216,7 +218,10 @@ class MeshControlPlane:
         """Whether a rebuild at a store revision waits for the leader's pods as of it."""
         self.remote_targets: Callable[[], list[Target]] = list
         """Proxies on joined hosts whose counters their agents report, for telemetry."""
-        self.runtime: LocalRuntime | None = None
+        self.runtime: PlacedRuntime | None = None
+        self.host_pods = HostPods(self.proxy_tokens, lambda: self.certificates.ca,
+                                  options.cert_ttl, changed=self._dirty.set)
+        """The Deployments placed on joined hosts, and the pods those hosts report."""
         self.proxies: dict[str, EnvoyProcess] = {}
         self._proxy_nodes: dict[str, ProxyNode] = {}
         self.telemetry: MeshTelemetry | None = None
@@ -241,13 +246,13 @@ class MeshControlPlane:
 
         Returns the endpoints to publish in endpoints.json.
         """
-        self.runtime = LocalRuntime(
+        self.runtime = PlacedRuntime(LocalRuntime(
             self.work_dir, xds_host=self.host, xds_port=self.xds_port,
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
             before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
             port_walk=self.port_walk, proxy_token=self.proxy_tokens.token_for,
             access_log=self.access_log,
-        )
+        ), self.host_pods)
         mesh_proxy_port = self.ports.get("mesh_proxy")
         ingress_port = self.ports.get("ingress.80")
         self._proxy("mesh-proxy", ProxyNode(
@@ -401,7 +406,8 @@ class MeshControlPlane:
         """The proxies this control plane runs: the built-in ones and every pod's."""
         out = [CredentialSubject(n.id, n.namespace, n.service_account)
                for n in self._proxy_nodes.values()]
-        out += [CredentialSubject(p.node_id, p.namespace, p.service_account) for p in pods]
+        out += [CredentialSubject(p.node_id, p.namespace, p.service_account) for p in pods
+                if not p.node]  # a joined host's pods have theirs from their CSR
         return out
 
     def deployments(self, *, from_store: bool = False) -> list[tuple[str, str, Deployment]]:

@@ -309,6 +309,15 @@ class HostRegistry:
                 self._report_revisions[key] = revision
         return True
 
+    def member(self, namespace: str, entry: str, host_token: str) -> ObjectKey | None:
+        """The entry of a host that joined, if ``host_token`` is the credential issued
+        for it; None otherwise (no such member, or not its credential)."""
+        key = ObjectKey(NETWORKING_GROUP, "WorkloadEntry", namespace, entry)
+        if not self.proxy_tokens.verify(_host_subject(key), host_token):
+            return None
+        with self._lock:
+            return key if key in self._members else None
+
     def renew(self, namespace: str, entry: str, host_token: str, csr_pem: bytes,
               key_file: str) -> dict[str, Any] | None:
         """A new certificate for a member's new key (made on its host, named by its file

@@ -21,10 +21,7 @@ through the bearer-token check.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
-import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -36,14 +33,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshpilot.security.join_tokens import DEFAULT_TTL, JoinTokenBook
 from meshpilot.server.body_limit import BodyLimitMiddleware
+from meshpilot.server.host_pods_api import PATHS as POD_PATHS
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
+from meshpilot.server.host_stats import reported_stats as _stats
 
 API = "/apis/meshpilot.io/v1/hosts"
-PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew"})
+PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", *POD_PATHS})
 MAX_BODY = 1024 * 1024
 """A report carries its sidecar's counters (compressed): room for a large mesh's."""
-MAX_STATS = 32 * 1024 * 1024
-"""What those counters may inflate to: a bound on what a small body can cost."""
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
 _RENEW_FIELDS = frozenset({"namespace", "entry", "hostToken", "csr", "keyFile"})
 
@@ -66,26 +63,13 @@ async def _json(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _stats(body: dict[str, Any]) -> tuple[int, bytes] | None:
-    """A report's sidecar counters as (epoch, JSON bytes): (0, b"") when it has none,
-    None when they are not what the agent sends. Decompressed to at most MAX_STATS."""
-    if "stats" not in body:
-        return 0, b""
-    epoch = body.get("epoch")
-    if not isinstance(body["stats"], str) or not isinstance(epoch, int):
-        return None
-    try:
-        inflate = zlib.decompressobj()
-        data = inflate.decompress(base64.b64decode(body["stats"], validate=True), MAX_STATS)
-    except (binascii.Error, zlib.error):
-        return None
-    return (epoch, data) if not inflate.unconsumed_tail else None
-
-
 class HostsAPI:
-    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook) -> None:
+    def __init__(self, registry: HostRegistry, tokens: JoinTokenBook,
+                 more: list[Route] | None = None) -> None:
         self.registry = registry
         self.tokens = tokens
+        self.more = more or []
+        """Further routes a host calls with its credential (its pods)."""
 
     async def create_token(self, request: Request) -> Response:
         body = await _json(request)
@@ -162,6 +146,7 @@ class HostsAPI:
             Route(f"{API}/join", self.join, methods=["POST"]),
             Route(f"{API}/report", self.report, methods=["POST"]),
             Route(f"{API}/renew", self.renew, methods=["POST"]),
+            *self.more,
         ]), MAX_BODY)
 
 

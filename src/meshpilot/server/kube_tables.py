@@ -218,6 +218,8 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = MappingProxyType({
                      type="integer"),
         Column("Age", "time since its processes started", _pod_age, type="date"),
         field_column("IP", "the pod's address", "status", "podIP", priority=1),
+        field_column("Node", "the node it runs on (localhost: the control plane's host)",
+                     "spec", "nodeName", priority=1),
         Column("Deployment", "the Deployment it belongs to", _owner, priority=1)),
     "HorizontalPodAutoscaler": (
         NAME, Column("Reference", "the scaled object", _reference),

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from meshpilot.api.placement import LOCAL_NODE
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.runtime import Pod
 from meshpilot.server import kube_pods, pod_logs
@@ -133,6 +134,7 @@ class MeshAPI:
                          "ownerReferences": [{"kind": "Deployment", "name": pod.deployment}]},
             # the app's container and its sidecar, by the names kubectl logs -c takes
             "spec": {"serviceAccountName": pod.service_account,
+                     "nodeName": pod.node or LOCAL_NODE,
                      "containers": [{"name": "app"}, {"name": pod_logs.PROXY_CONTAINER}]},
             "status": {
                 "phase": pod.phase, "podIP": pod.ip, "ready": pod.ready,
@@ -186,6 +188,9 @@ class MeshAPI:
         found = self._find_pod(ns, name)
         if isinstance(found, Response):
             return found
+        if found.node:
+            return _error(409, f"pod {name} runs on node {found.node}: its logs are on that "
+                               f"host, in the agent's --state-dir (pods/{name}.log)")
         if request.query_params.get("container") == pod_logs.PROXY_CONTAINER:
             sources = pod_logs.proxy_sources(found.sidecar_log_path, found.access_log_path)
         else:
@@ -222,6 +227,9 @@ class MeshAPI:
         for pod in pods:
             if pod.name == name and pod.admin_socket:
                 return pod.admin_socket
+            if pod.name == name and pod.node:
+                return _error(409, f"pod {name} runs on node {pod.node}: its sidecar's admin "
+                                   "is on that host")
             if pod.name == name:
                 return _error(409, f"pod {name} is {pod.phase}: its sidecar is not running"
                                    f"{f' ({pod.message})' if pod.message else ''}; running: "

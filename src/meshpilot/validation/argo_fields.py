@@ -14,6 +14,8 @@ from typing import Any
 
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding
+from meshpilot.validation.placement_rules import placement_findings
+from meshpilot.validation.shapes import as_mapping
 from meshpilot.validation.unapplied_fields import EACH, Unapplied, findings_of, row
 
 _REFUSED = codes.NOT_IMPLEMENTED_ARGO_FIELD
@@ -124,4 +126,10 @@ def _paused_blue_green(body: Mapping[str, Any]) -> list[Finding]:
 
 def rollout_findings(body: Mapping[str, Any]) -> list[Finding]:
     return [*findings_of(ROLLOUT, body), *_no_routing(body), *_other_namespace(body),
-            *_paused_blue_green(body)]
+            *_paused_blue_green(body), *_placement(body)]
+
+
+def _placement(body: Mapping[str, Any]) -> list[Finding]:
+    """The template's node (its revisions' pods run there) as a Deployment's is judged."""
+    template = as_mapping(as_mapping(body.get("spec")).get("template"))
+    return placement_findings(as_mapping(template.get("spec")), ("spec", "template", "spec"))

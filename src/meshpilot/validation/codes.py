@@ -144,6 +144,11 @@ STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one 
 HPA_NOT_COMPUTED = Code("MP0070", Severity.ERROR, "HorizontalPodAutoscaler metric, target "
                         "or scale target meshpilot does not compute (CPU and the mesh's "
                         "request rate only, of a Deployment)")
+PLACEMENT_REFUSED = Code("MP0072", Severity.ERROR, "pod template placement meshpilot cannot "
+                         "honour: nodeSelector or nodeAffinity beyond kubernetes.io/hostname "
+                         "(and kubernetes.io/os: linux)")
+NODE_NAME_REFUSED = Code("MP0083", Severity.ERROR, "joined host's node name refused: not a "
+                         "DNS label, or the name of another host")
 AUTOSCALER_REF_KIND = Code("MP0071", Severity.ERROR, "Canary autoscalerRef to a kind other "
                            "than HorizontalPodAutoscaler (a KEDA ScaledObject)")
 UNKNOWN_SUBSET = Code("MP1001", Severity.ERROR, "subset not defined by any DestinationRule",

@@ -21,9 +21,10 @@ from typing import Any
 from meshpilot.api.kubernetes import OTHER_VOLUME_TYPES
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding, Path
+from meshpilot.validation.placement_rules import placement_findings
 from meshpilot.validation.shapes import as_list, as_mapping
 
-_SCHEDULING = "there is one local node: nothing is scheduled"
+_SCHEDULING = "pods go to the node their nodeName or hostname selector names"
 _SECURITY = "pods run as the user running meshpilot, with no sandbox"
 _NO_IMAGES = "images are not pulled: the image map or the command says what runs"
 
@@ -39,8 +40,7 @@ POD_IGNORED: Mapping[str, str] = MappingProxyType({
     "ephemeralContainers": "ephemeral containers are not run",
     "activeDeadlineSeconds": "pods run until stopped",
     "automountServiceAccountToken": "no Kubernetes API token is mounted",
-    "nodeSelector": _SCHEDULING, "nodeName": _SCHEDULING, "tolerations": _SCHEDULING,
-    "affinity": _SCHEDULING, "topologySpreadConstraints": _SCHEDULING,
+    "tolerations": _SCHEDULING, "topologySpreadConstraints": _SCHEDULING,
     "priorityClassName": _SCHEDULING, "priority": _SCHEDULING,
     "preemptionPolicy": _SCHEDULING, "schedulerName": _SCHEDULING,
     "schedulingGates": _SCHEDULING, "runtimeClassName": _SCHEDULING, "overhead": _SCHEDULING,
@@ -121,6 +121,7 @@ def _injection(meta: Mapping[str, Any], path: Path) -> Iterator[Finding]:
 
 def pod_findings(pod: Mapping[str, Any], path: Path) -> list[Finding]:
     out = list(_ignored(pod, POD_IGNORED, path, "pod"))
+    out += placement_findings(pod, path)
     volumes = {str(as_mapping(v).get("name")): as_mapping(v)
                for v in as_list(pod.get("volumes"))}
     for i, volume in enumerate(as_list(pod.get("volumes"))):

@@ -1,0 +1,108 @@
+"""A joined host's pod sidecar identity, agent and control plane in one process (the
+agent's HTTP calls go straight to the control plane's book): the key is made on the host
+(0600) and only its CSR and file name travel; the certificate is renewed with a new key
+at about half its life, as Istio's agent rotates a workload's, and the control plane
+then serves the new chain with the new key's file."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.unit.test_host_pods import HOST_A, NID, dep, reported
+
+from meshpilot.hosts.pods import HostPods as AgentPods
+from meshpilot.mesh.model import ProxyNode
+from meshpilot.runtime import Pod
+from meshpilot.security.ca_files import load_or_create_self_signed_ca
+from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.host_pods import HostPods
+
+
+class Running:
+    """The agent's runtime, running one pod whose sidecar is ``NID``."""
+
+    def pods(self) -> list[Pod]:
+        return [Pod(name="web-abc-x1y2z", namespace="default", deployment="web", labels={},
+                    ip="10.77.0.17", inbound=(), phase="Running", ready=True, restarts=0,
+                    message="", template_hash="abc", started_at=None, admin_socket="",
+                    node_id=NID)]
+
+
+def test_a_pod_sidecar_key_stays_on_its_host_and_is_renewed_at_half_life(
+        tmp_path: Path) -> None:
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    tokens = ProxyTokens(b"k" * 32)
+    server = HostPods(tokens, lambda: ca, timedelta(hours=1))
+    server.place([dep("web", nodeName="node-b")])
+    server.sync(HOST_A, "node-b", [], {})
+    sent: list[dict[str, Any]] = []
+
+    def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert action == "pod-credential"
+        sent.append(body)
+        return server.credential(HOST_A, body["node"], {
+            "namespace": body["podNamespace"], "deployment": body["deployment"],
+            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path / "host", post=post,
+                      secure=lambda node, token: {"xdsToken": token},
+                      credential={"namespace": "default", "entry": HOST_A.name,
+                                  "hostToken": "t"})
+    agent.runtime.stop()
+    agent.runtime = Running()  # type: ignore[assignment]
+    node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
+                     workload="web", name="web-abc-x1y2z")
+
+    doc = agent._bootstrap(node, {})
+    assert tokens.verify(NID, doc["xdsToken"])
+    key = Path(sent[0]["keyFile"])
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" not in str(sent[0])  # only the CSR and the key's file name
+    server.sync(HOST_A, "node-b", [reported()], {})
+    first = server.credentials()[NID]
+    assert first.key_file == str(key)
+
+    assert agent.renew_due() == 0  # not yet due
+    assert agent.renew_due(datetime.now(UTC) + timedelta(minutes=31)) == 1
+    renewed = server.credentials()[NID]
+    assert renewed.key_file != first.key_file and Path(renewed.key_file).exists()
+    assert renewed.chain_pem != first.chain_pem
+
+
+def test_a_control_plane_without_a_pods_credential_has_the_host_issue_it_again(
+        tmp_path: Path) -> None:
+    """A restarted control plane (or a new leader) holds no joined pod's certificate (the
+    key never left its host): its first sync names the pod, and the host issues it again
+    with a new key."""
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    before = HostPods(ProxyTokens(b"k" * 32), lambda: ca, timedelta(hours=1))
+    after = HostPods(ProxyTokens(b"k" * 32), lambda: ca, timedelta(hours=1))
+    server = [before]
+    for book in (before, after):
+        book.place([dep("web", nodeName="node-b")])
+
+    def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return server[0].credential(HOST_A, body["node"], {
+            "namespace": body["podNamespace"], "deployment": body["deployment"],
+            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path / "host", post=post,
+                      secure=lambda node, token: {}, credential={})
+    agent.runtime.stop()
+    agent.runtime = Running()  # type: ignore[assignment]
+    before.sync(HOST_A, "node-b", [], {})
+    agent._bootstrap(ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
+                               workload="web", name="web-abc-x1y2z"), {})
+
+    server[0] = after  # the control plane restarted
+    after.sync(HOST_A, "node-b", [reported()], {})
+    assert after.uncredentialed("node-b") == [NID]
+    assert NID not in after.credentials()
+    agent.reissue(after.uncredentialed("node-b"))
+    assert after.uncredentialed("node-b") == []
+    assert after.credentials()[NID].key_file.endswith("key-1.pem")
