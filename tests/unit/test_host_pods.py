@@ -329,5 +329,19 @@ def test_a_host_gets_the_tcp_service_ports_of_its_deployments_namespaces(
     pods.place([dep("web", nodeName="node-b")], tcp_targets=[here, other])
     assert pods.tcp_targets("node-b") == [{
         "namespace": "default", "service": "tcp-echo",
-        "host": "tcp-echo.default.svc.cluster.local", "port": 9000, "port_name": "tcp"}]
+        "host": "tcp-echo.default.svc.cluster.local", "port": 9000, "port_name": "tcp",
+        "entry": False, "export_to": ()}]
     assert pods.tcp_targets("node-c") == []
+
+
+def test_a_host_gets_the_service_entry_ports_exported_to_its_deployments_namespaces(
+        book: tuple[HostPods, Clock]) -> None:
+    """A ServiceEntry's TCP port reaches every namespace its exportTo names (as for
+    pods here, docs/tcp.md), so a joined host's pods get its variables too."""
+    pods, _ = book
+    everywhere = TcpTarget("ops", "db.example.com", "db.example.com", 27017, "mongo",
+                           entry=True, export_to=("*",))
+    own_only = TcpTarget("ops", "cache.example.com", "cache.example.com", 6379, "redis",
+                         entry=True, export_to=(".",))
+    pods.place([dep("web", nodeName="node-b")], tcp_targets=[everywhere, own_only])
+    assert [t["host"] for t in pods.tcp_targets("node-b")] == ["db.example.com"]

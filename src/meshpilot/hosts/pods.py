@@ -166,7 +166,8 @@ class HostPods:
                         ", ".join(f"{ns}/{name}" for ns, name in sorted(wanted)) or "nothing")
         self._deployments = wanted
         try:
-            tcp = tuple(TcpTarget(**t) for t in answer.get("tcpTargets") or [])
+            tcp = tuple(TcpTarget(**{**t, "export_to": tuple(t.get("export_to") or ())})
+                        for t in answer.get("tcpTargets") or [])
         except TypeError as exc:
             log.warning("TCP service ports not taken: %s", exc)
             tcp = ()

@@ -200,11 +200,13 @@ class HostPods:
                 "xdsToken": self.proxy_tokens.token_for(nid)}
 
     def tcp_targets(self, node: str) -> list[dict[str, Any]]:
-        """The TCP and TLS Service ports of the namespaces of ``node``'s Deployments:
+        """The TCP and TLS ports of the Services and ServiceEntry hosts the namespaces of
+        ``node``'s Deployments reach:
         their pods reach them through local ports of their sidecars, as pods here do."""
         with self._lock:
             namespaces = {ns for (ns, _), p in self._placed.items() if p.node == node}
-            return [asdict(t) for t in self._tcp if t.namespace in namespaces]
+            return [asdict(t) for t in self._tcp
+                    if any(t.reaches(ns) for ns in sorted(namespaces))]
 
     def uncredentialed(self, node: str) -> list[str]:
         """The node ids of ``node``'s reported pods whose sidecars this control plane
