@@ -61,6 +61,7 @@ from meshpilot.delivery import (
 )
 from meshpilot.delivery.argo import ArgoController
 from meshpilot.delivery.argo.analysis import COMPLETED as ANALYSIS_COMPLETED
+from meshpilot.delivery.argo.fail_fast import ArgoFailFast, canary_workload
 from meshpilot.delivery.argo.metric_providers import HttpMeasurer
 from meshpilot.delivery.argo.runner import AnalysisRunner
 from meshpilot.delivery.loadtester import LoadTester
@@ -450,12 +451,15 @@ class DeliveryLoop:
             self.webhooks, Providers(), settings, live, self.alert_poster,
         )
         self.workers = CanaryWorkers(self._tick_one)
-        self.argo = ArgoController(time.time, StoreWriter(self.service), self.view)
-        self.argo_workers = CanaryWorkers(self.argo.tick, name="argo")
+        self.argo = ArgoController(time.time, StoreWriter(self.service), self.view,
+                                   ArgoFailFast(live) if live is not None else None)
+        self.argo_workers = CanaryWorkers(self._tick_argo, name="argo")
         self.measurer = HttpMeasurer()
         self.analysis = AnalysisRunner(time.time, self.view, StoreWriter(self.service),
                                        self.measurer)
         self.analysis_workers = CanaryWorkers(self.analysis.tick, name="analysis")
+        self._hot_rollouts: set[tuple[str, str]] = set()
+        """Rollouts whose canary fail-fast judges (opted in, holding traffic)."""
         self._hot: set[tuple[str, str]] = set()
         self._hot_targets: dict[tuple[str, str], str] = {}
         """Hot Canary -> its target workload, whose failure reports step it at once."""
@@ -521,6 +525,20 @@ class DeliveryLoop:
             else:
                 self._hot_targets.pop(key, None)
 
+    def _tick_argo(self, namespace: str, name: str) -> None:
+        """One tick of a Rollout; one whose opted-in canary holds traffic becomes hot
+        (ticked every ``HOT_TICK_SECONDS``, so its fail-fast sees failures at once)."""
+        decision = self.argo.tick(namespace, name)
+        hot = False
+        if decision is not None and decision.state.canary_weight > 0:
+            rollout = self.view.rollout(namespace, name)
+            hot = rollout is not None and canary_workload(rollout, decision.state) is not None
+        with self._hot_lock:
+            if hot:
+                self._hot_rollouts.add((namespace, name))
+            else:
+                self._hot_rollouts.discard((namespace, name))
+
     def failures_reported(self, namespace: str, workload: str, failed: int) -> None:
         """A canary's sidecars just answered ``failed`` requests with 5xx: step at once
         the hot Canaries whose target that is (fail-fast judges on arrival, not at the
@@ -537,10 +555,13 @@ class DeliveryLoop:
     def _kick_hot(self) -> None:
         with self._hot_lock:
             hot = list(self._hot)
+            rollouts = list(self._hot_rollouts)
         if timeline.isEnabledFor(logging.DEBUG):
             timeline.debug("%.4f kick-hot %d", time.monotonic(), len(hot))
         for namespace, name in hot:
             self.workers.kick(namespace, name)
+        for namespace, name in rollouts:
+            self.argo_workers.kick(namespace, name)
 
     def tick_all(self) -> None:
         """Ask every Canary's worker for a tick; the workers of deleted Canaries end."""
@@ -641,6 +662,6 @@ class DeliveryLoop:
                         next_forget = now + FORGET_SECONDS
                     self.tick_all()
                     next_all = time.monotonic() + self.tick_seconds
-                elif self._hot and now >= next_hot:
+                elif (self._hot or self._hot_rollouts) and now >= next_hot:
                     self._kick_hot()
                     next_hot = now + HOT_TICK_SECONDS

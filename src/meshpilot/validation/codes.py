@@ -136,6 +136,9 @@ STORE_UNREACHABLE = Code("MP0060", Severity.ERROR, "the config store's etcd clus
                          "answer (no majority of its members reachable): 503, nothing written")
 STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one of its own "
                      "limits (--max-txn-ops, --max-request-bytes): 507, nothing written")
+ARGO_FAIL_FAST_VALUE = Code("MP0069", Severity.ERROR, "Rollout annotation "
+                             "meshpilot.io/fail-fast-min-success-rate is not a success "
+                             "rate: give a percentage above 0 and at most 100")
 HPA_NOT_COMPUTED = Code("MP0070", Severity.ERROR, "HorizontalPodAutoscaler metric, target "
                         "or scale target meshpilot does not compute (CPU and the mesh's "
                         "request rate only, of a Deployment)")
@@ -189,6 +192,9 @@ TEMPLATE_SECRET_MISSING = Code("MP2024", Severity.WARNING, "MetricTemplate secre
 ALERT_PROVIDER_MISSING = Code("MP2025", Severity.WARNING, "Canary alert's providerRef names "
                               "no AlertProvider, or an AlertProvider's secretRef no Secret: "
                               "those alerts are not sent until it exists")
+ARGO_FAIL_FAST_BLUE_GREEN = Code("MP2031", Severity.WARNING, "Rollout annotation "
+                                  "meshpilot.io/fail-fast-min-success-rate on a blue-green "
+                                  "Rollout: not acted on (no canary share to judge)")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "
