@@ -2,7 +2,7 @@
 changed land together (issue 13: a rollback's route change no longer waits for a
 separate status commit first, and a crash cannot leave one without the other).
 
-Tick by tick with the in-memory cluster, then against the real SQLite store through the
+Tick by tick with the in-memory cluster, then against the real SQLite and etcd stores through the
 one config path. The status after a fail-fast rollback follows Flagger's: phase Failed,
 the canary's weight 0 and the reason in the last condition's message."""
 
@@ -20,7 +20,7 @@ from meshpilot.delivery import WriteError
 from meshpilot.delivery.providers import Sample
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.delivery_wiring import StoreWriter
-from meshpilot.store import SqliteStore
+from meshpilot.store import ConfigStore
 
 
 def at_first_weight(h: Harness) -> None:
@@ -67,8 +67,9 @@ def test_a_step_whose_objects_are_refused_still_records_its_status() -> None:
 
 
 @pytest.fixture()
-def writer(store: SqliteStore) -> StoreWriter:
-    w = StoreWriter(ConfigService(store))
+def writer(any_store: ConfigStore) -> StoreWriter:
+    """On SQLite and on a real etcd (replicas share one)."""
+    w = StoreWriter(ConfigService(any_store))
     w.apply([deployment(), canary_body("myapp", port=8080,
                                        analysis={"interval": "1s", "metrics": []})])
     return w
