@@ -24,7 +24,11 @@ time, status and X-Version (``rollback.py``'s ``OpenLoop``). Then:
   (2) baseline, same run: a healthy v3 (no injected errors), through its analysis to
       Healthy; failed share of all requests from the apply until Healthy + --tail s.
 
-Run:  .venv/bin/python benchmarks/argo_rollback.py [--rate 100] [--interval 1s]
+``--fail-fast 99`` annotates the Rollout with meshpilot's opt-in extension
+(``meshpilot.io/fail-fast-min-success-rate``): the canary is also judged on its live
+counters between measurements.
+
+Run:  .venv/bin/python benchmarks/argo_rollback.py [--rate 100] [--interval 1s] [--fail-fast 99]
 """
 
 from __future__ import annotations
@@ -146,9 +150,14 @@ def analysis_template(ns: str, prometheus: str, a: argparse.Namespace) -> dict[s
                 "provider": {"prometheus": {"address": prometheus, "query": query}}}]}}
 
 
-def rollout(ns: str, version: str, error_rate: float = 0.0) -> dict[str, Any]:
+def rollout(ns: str, version: str, error_rate: float = 0.0,
+            fail_fast: float | None = None) -> dict[str, Any]:
+    """``fail_fast``: meshpilot's opt-in fail-fast, the success rate (%) the canary is
+    held to between measurements (None: off, as Argo)."""
+    annotations = ({"meshpilot.io/fail-fast-min-success-rate": f"{fail_fast:g}"}
+                   if fail_fast is not None else {})
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": "myapp", "namespace": ns},
+            "metadata": {"name": "myapp", "namespace": ns, "annotations": annotations},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "myapp"}},
                      "template": {"metadata": {"labels": {"app": "myapp", "version": version}},
                                   "spec": {"containers": [_container(version, error_rate)]}},
@@ -227,7 +236,7 @@ class Bad:
 
 def bad_revision(cp: ControlPlane, ns: str, load: OpenLoop, a: argparse.Namespace) -> Bad:
     t_apply = time.monotonic()
-    apply(cp, rollout(ns, "v2", a.error_rate))
+    apply(cp, rollout(ns, "v2", a.error_rate, a.fail_fast))
     polls, st = follow(cp, ns, lambda s: bool(s.get("abort")) and s.get("phase") == "Degraded",
                        a.timeout)
     t_abort = next((p.t for p in polls if p.abort), None)
@@ -251,7 +260,7 @@ def healthy_revision(cp: ControlPlane, ns: str, load: OpenLoop,
                      a: argparse.Namespace) -> dict[str, Any]:
     time.sleep(a.settle)
     t_apply = time.monotonic()
-    apply(cp, rollout(ns, "v3"))
+    apply(cp, rollout(ns, "v3", fail_fast=a.fail_fast))
     first = cp.api.get(ROLLOUT.format(ns=ns)).json().get("status") or {}
     old, aborted = first.get("stableRS"), first.get("currentPodHash")
     polls, st = follow(cp, ns, lambda s: s.get("currentPodHash") not in (aborted, old) and (
@@ -286,7 +295,9 @@ def report(bad: Bad, healthy: dict[str, Any] | None, load: OpenLoop,
     print()
     print(f"Rollout: setWeight 10, analysis success-rate (interval {a.interval}, count "
           f"{a.count}, window {a.window}, >= 0.95, failureLimit 0), setWeight 50; demo app "
-          f"2 replicas; Prometheus scraping every 1 s; open-loop {a.rate:g} req/s.")
+          f"2 replicas; Prometheus scraping every 1 s; open-loop {a.rate:g} req/s; "
+          + (f"meshpilot fail-fast at {a.fail_fast:g} %." if a.fail_fast is not None
+             else "no fail-fast (as Argo)."))
     print(f"(1) bad revision v2 (--error-rate {a.error_rate:g}), times from the apply:")
     print(f"  first request answered by v2      {rel(bad.t_first_v2)}")
     print(f"  first failed request (v2, 5xx)    {rel(bad.t_first_fail)}   = t_first_fail")
@@ -333,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="per rollout, seconds")
     parser.add_argument("--skip-healthy", action="store_true", help="skip the baseline")
+    parser.add_argument("--fail-fast", type=float, default=None, metavar="MIN",
+                        help="opt in to meshpilot's fail-fast extension, holding the canary "
+                             "to MIN %% success between measurements (default: off)")
     a = parser.parse_args(argv)
     if a.rate <= 0 or a.count < 1 or a.workers < 1 or not 0 < a.error_rate <= 1:
         parser.error("rate, count, workers must be positive; 0 < error-rate <= 1")
@@ -344,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cp = ControlPlane(tmp / "state")
         prom = Prometheus(tmp / "prometheus", cp.endpoints["metrics_http_sd"])
-        apply(cp, *routing_objects(ns), analysis_template(ns, prom.url, a), rollout(ns, "v1"))
+        apply(cp, *routing_objects(ns), analysis_template(ns, prom.url, a),
+              rollout(ns, "v1", fail_fast=a.fail_fast))
         follow(cp, ns, lambda s: s.get("phase") == "Healthy", a.timeout)
         cp.converge()
         url = f"http://myapp.{ns}:8080/"

@@ -224,8 +224,8 @@ def print_timeline(log_path: Path, bad: list[Rec], t_apply: float, t_back: float
         t, f = failed_tick
         rows += [(float(f["start"]), "judging tick starts"),
                  (float(f["decided"]), "judged (reconcile done)"),
-                 (float(f["stored"]), "status committed"),
-                 (t, "route objects written")]
+                 (float(f["stored"]), "status and route objects committed"),
+                 (t, "tick done (target Deployment written)")]
         reads = [(float(f2["start"]), t2) for t2, s2, f2 in events
                  if s2 == "live-read" and float(f["start"]) <= float(f2["start"]) <= t]
         rows += [(end, f"live read ({1000 * (end - start):.0f} ms)") for start, end in reads]
@@ -236,11 +236,19 @@ def print_timeline(log_path: Path, bad: list[Rec], t_apply: float, t_back: float
                  if r.version == "v2" and r.status < 500]
         rows += [(t2, f"failure report ({f2.get('failed')} failed)") for t2, s2, f2 in events
                  if s2 == "failure-report" and second.sched - 0.5 <= t2 <= t]
-        after = [(t2, s2, f2) for t2, s2, f2 in events if t <= t2 <= t + 1.0]
+        after = [(t2, s2, f2) for t2, s2, f2 in events
+                 if float(f["decided"]) <= t2 <= t + 1.0]
         rows += [(t2, f"{s2} {' '.join(f'{k}={v}' for k, v in f2.items())}"[:80])
                  for t2, s2, f2 in after[:40]
                  if s2 in ("store-change", "rebuild", "published")
                  or (s2.startswith("xds") and "mesh-proxy" in f2.get("node", ""))][:12]
+        ack = next((t2 for t2, s2, f2 in after
+                    if s2 == "xds-ack" and "mesh-proxy" in f2.get("node", "")), None)
+        if ack is not None:
+            print(f"  2ND FAILURE DUE TO ROUTE ACKED BY THE MESH PROXY: "
+                  f"{1000 * (ack - second.sched):.1f} ms (judged "
+                  f"{1000 * (float(f['decided']) - second.sched):.1f} ms, committed "
+                  f"{1000 * (float(f['stored']) - second.sched):.1f} ms)")
         rebuild = next((f2 for _, s2, f2 in after if s2 == "rebuild"), None)
         if rebuild is not None:
             rows += [(float(rebuild["start"]), "rebuild starts"),

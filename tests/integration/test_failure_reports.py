@@ -7,6 +7,11 @@ xDS and tells the delivery loop which workload failed a request, so fail-fast ju
 arrival. Here a real Envoy, with the very logger translation gives a canary sidecar,
 answers 200s and 503s: only the 503s are reported, as they happen, under the workload its
 node metadata names.
+
+The reports are authenticated: the node Envoy sends at the start of its access log
+stream (the one its bootstrap gives it, ``proxy.bootstrap``) carries a credential derived
+from the proxy's xDS token. A forged gRPC client that names the same node without it, or
+with another node's, is refused (UNAUTHENTICATED) and its reports are dropped and counted.
 """
 
 from __future__ import annotations
@@ -15,30 +20,35 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
 from tests.builders import sidecar_node, static_cluster, static_envoy_config
 
-from meshpilot.mesh.model import node_to_metadata
-from meshpilot.proxy.bootstrap import XDS_CLUSTER
+from meshpilot.mesh.model import ProxyNode, node_to_metadata
+from meshpilot.proxy.bootstrap import REPORT_TOKEN_KEY, XDS_CLUSTER, bootstrap, report_token
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
-from meshpilot.telemetry.failure_reports import FailureReports
+from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.telemetry.failure_reports import SERVICE, FailureReports, report_verifier
 from meshpilot.xds import XdsServer
 from meshpilot.xds.translate.failure_reports import failure_reporter
 
 pytestmark = pytest.mark.timeout(60)
 
+NODE = sidecar_node("myapp-7d9f-abcde", "127.0.0.1", labels={"app": "myapp"},
+                    workload="myapp")
 
-def canary_sidecar_config(listen: int, xds_port: int) -> dict:
+
+def canary_sidecar_config(listen: int, xds_port: int, tokens: ProxyTokens) -> dict:
     """One listener: ``/ok`` answered 200 by Envoy itself, anything else routed to a
-    port nobody listens on (503); the failure reporter on its connection manager."""
+    port nobody listens on (503); the failure reporter on its connection manager; the
+    node as the bootstrap writes it for a proxy with its xDS token."""
     config = static_envoy_config(listen, upstream_port=free_port())
-    node = sidecar_node("myapp-7d9f-abcde", "127.0.0.1", labels={"app": "myapp"},
-                        workload="myapp")
-    config["node"] = {"id": node.id, "cluster": "myapp.default",
-                      "metadata": node_to_metadata(node)}
+    config["node"] = bootstrap(NODE, xds_host="127.0.0.1", xds_port=xds_port,
+                               xds_token=tokens.token_for(NODE.id))["node"]
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
     manager["route_config"]["virtual_hosts"][0]["routes"].insert(0, {
@@ -55,7 +65,8 @@ def canary_sidecar_config(listen: int, xds_port: int) -> dict:
 
 
 def test_only_failed_requests_are_reported_as_they_happen(tmp_path: Path) -> None:
-    reports = FailureReports()
+    tokens = ProxyTokens(b"k" * 32)
+    reports = FailureReports(report_verifier(tokens.token_for))
     seen: list[tuple[str, str, int, float]] = []
     lock = threading.Lock()
 
@@ -68,7 +79,7 @@ def test_only_failed_requests_are_reported_as_they_happen(tmp_path: Path) -> Non
     xds_port = server.start()
     listen = free_port()
     try:
-        with EnvoyProcess(canary_sidecar_config(listen, xds_port), name="canary",
+        with EnvoyProcess(canary_sidecar_config(listen, xds_port, tokens), name="canary",
                           work_dir=tmp_path):
             wait_port("127.0.0.1", listen, timeout=10)
             with httpx.Client(base_url=f"http://127.0.0.1:{listen}", trust_env=False,
@@ -95,3 +106,51 @@ def test_only_failed_requests_are_reported_as_they_happen(tmp_path: Path) -> Non
     assert sum(n for _, _, n, _ in got) == 2, got
     # unbatched: the first report does not wait for Envoy's 1 s default flush
     assert got[0][3] - answered[0] < 0.5, (got, answered)
+    counts = reports.counts()
+    assert (counts.accepted, counts.rejected, counts.rejected_streams) == (2, 0, 0), counts
+
+
+def forged(node: ProxyNode, token: str | None, entries: int) -> als_pb2.StreamAccessLogsMessage:
+    """What a local process could send: ``node``'s own metadata, with ``token``."""
+    meta = node_to_metadata(node)
+    if token is not None:
+        meta[REPORT_TOKEN_KEY] = token
+    message = als_pb2.StreamAccessLogsMessage()
+    message.identifier.node.id = node.id
+    message.identifier.node.metadata.update(meta)
+    message.identifier.log_name = "meshpilot-failures"
+    for _ in range(entries):
+        message.http_logs.log_entry.add().response.response_code.value = 500
+    return message
+
+
+@pytest.mark.parametrize("token", [
+    None, "", "0" * 64, "another node's", "the xDS token itself"])
+def test_a_forged_report_is_refused_dropped_and_counted(token: str | None) -> None:
+    tokens = ProxyTokens(b"k" * 32)
+    other = sidecar_node("other-1", "127.0.0.2", labels={"app": "other"}, workload="other")
+    presented = {"another node's": report_token(tokens.token_for(other.id)),
+                 "the xDS token itself": tokens.token_for(NODE.id)}.get(token, token)
+    reports = FailureReports(report_verifier(tokens.token_for))
+    seen: list[tuple[str, str, int]] = []
+    reports.subscribe(lambda ns, workload, n: seen.append((ns, workload, n)))
+    server = XdsServer(authenticate=lambda node, meta: None, services=(reports.handler(),))
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = channel.stream_unary(
+                f"/{SERVICE}/StreamAccessLogs",
+                request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+            with pytest.raises(grpc.RpcError) as refused:
+                stream(iter([forged(NODE, presented, 3), forged(NODE, presented, 2)]),
+                       timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # the genuine credential on the same port is admitted: the refusal is its own
+            genuine = report_token(tokens.token_for(NODE.id))
+            stream(iter([forged(NODE, genuine, 1)]), timeout=10)
+    finally:
+        server.stop()
+    assert seen == [("default", "myapp", 1)]
+    counts = reports.counts()
+    assert (counts.accepted, counts.rejected, counts.rejected_streams) == (1, 3, 1), counts

@@ -43,6 +43,8 @@ class InMemoryCluster:
         """Template hashes whose pods never become ready (a crashing revision)."""
         self.writes: list[list[dict[str, Any]]] = []
         self.fail_writes = False
+        self.combined: list[tuple[int, dict[str, Any]]] = []
+        """(index into ``writes``, status) of each write committed with a status."""
         self._rv = 0
 
     # --- writer -------------------------------------------------------------------
@@ -82,6 +84,13 @@ class InMemoryCluster:
 
     def put_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.objects[("Canary", namespace, name)]["status"] = copy.deepcopy(status)
+
+    def apply_with_status(self, objects: Sequence[dict[str, Any]], namespace: str, name: str,
+                          status: dict[str, Any]) -> None:
+        """Both or neither, as one store commit; recorded in ``combined``."""
+        self.apply(objects)
+        self.put_status(namespace, name, status)
+        self.combined.append((len(self.writes) - 1, copy.deepcopy(status)))
 
     # --- reader -------------------------------------------------------------------
 

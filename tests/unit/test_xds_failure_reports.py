@@ -14,7 +14,9 @@ from tests.unit.test_xds_shared import same_as_reference
 
 from meshpilot.api.flagger import Canary
 from meshpilot.mesh.model import InboundPort, MeshSnapshot, Named, ProxyNode
-from meshpilot.proxy.bootstrap import XDS_CLUSTER
+from meshpilot.proxy.bootstrap import REPORT_TOKEN_KEY, XDS_CLUSTER, bootstrap, report_token
+from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.telemetry.failure_reports import report_verifier
 from meshpilot.xds import ProxyConfigBuilder
 from meshpilot.xds.translate import TYPE_LISTENER, build_resources
 from meshpilot.xds.translate import failure_reports as fr
@@ -102,3 +104,23 @@ def test_marking_keeps_an_unchanged_node_the_same_object() -> None:
     marked = fr.marked(node, frozenset({("default", "myapp")}))
     assert marked.report_failures and fr.marked(marked, frozenset({("default", "myapp")})) \
         is marked
+
+
+def test_the_bootstrap_carries_the_report_credential_only_with_an_xds_token() -> None:
+    """The node a proxy sends on its failure-report stream carries a credential derived
+    from its xDS token (not the token: the node is echoed by Envoy's admin); the verifier
+    takes it for that node only, and nothing else."""
+    tokens = ProxyTokens(b"k" * 32)
+    node = sidecar_node("myapp-1", "127.0.0.1", labels={"app": "myapp"}, workload="myapp")
+    xds_token = tokens.token_for(node.id)
+    doc = bootstrap(node, xds_host="127.0.0.1", xds_port=1, xds_token=xds_token)
+    credential = doc["node"]["metadata"][REPORT_TOKEN_KEY]
+    assert credential == report_token(xds_token) and credential != xds_token
+    assert REPORT_TOKEN_KEY not in bootstrap(node, xds_host="127.0.0.1",
+                                             xds_port=1)["node"]["metadata"]
+    verify = report_verifier(tokens.token_for)
+    assert verify(node.id, credential)
+    assert not verify("sidecar~127.0.0.2~other-1.default~default.svc.cluster.local",
+                      credential)
+    assert not verify(node.id, None) and not verify(node.id, "") and not verify(
+        node.id, xds_token)

@@ -22,6 +22,10 @@ them (``DefaultRolloutUniqueLabelKey``)."""
 MANAGED_BY_ROLLOUTS = "argo-rollouts.argoproj.io/managed-by-rollouts"
 """The annotation Argo puts on a DestinationRule whose subsets it edits."""
 DEFAULT_REVISION_HISTORY_LIMIT = 10
+FAIL_FAST_MIN_SUCCESS_ANNOTATION = "meshpilot.io/fail-fast-min-success-rate"
+"""A meshpilot extension (Argo has no such judgement): the success rate (%) a canary
+revision is held to between analysis measurements; it is aborted as soon as its failures
+prove it below (``delivery.argo.fail_fast``). Absent: off, as in Argo."""
 
 
 def _duration(value: Any) -> Any:

@@ -1,11 +1,13 @@
 """The thin shell around the state machine: read, decide, persist, write.
 
-Order matters for crash safety. The new state is persisted first (PutStatus), then the
-generated objects are written. If the process dies in between, the next tick re-derives
-the very same objects from the persisted state and writes them, so traffic only ever
-moves forward to where the recorded state says it is, never back and forth. The target
-Deployment is written in its own batch because it carries the user's resourceVersion: a
-conflict with a concurrent user apply must not hold back a route change (a rollback).
+Order matters for crash safety. The new state (PutStatus) and the generated objects that
+changed are written in one store commit, so they are persisted together or not at all;
+when the objects are refused the state is still persisted alone, and the next tick
+re-derives the very same objects from it and writes them again, so traffic only ever
+moves forward to where the recorded state says it is, never back and forth. One commit
+is also the fastest way a rollback's route reaches the proxies. The target Deployment
+is written in its own batch because it carries the user's resourceVersion: a conflict
+with a concurrent user apply must not hold back a route change (a rollback).
 Alerts go last, after the state and the objects are written and outside the Canary's
 lock: a slow chat service delays only this Canary's next tick (each Canary ticks on its
 own worker), never a command or another Canary, and what it is told has already
@@ -149,10 +151,9 @@ class RolloutController:
                 return canary, decision
             decided = time.monotonic()
             new_status = decision.state.to_status()
-            if new_status != state.to_status() or not canary.status:
-                self.writer.put_status(namespace, name, new_status)
-            stored = time.monotonic()
-            self._write(decision.objects)
+            changed = new_status != state.to_status() or not canary.status
+            stored = self._write(decision.objects,
+                                 (namespace, name, new_status) if changed else None)
             if timeline.isEnabledFor(logging.DEBUG):
                 timeline.debug("%.4f tick %s/%s start=%.4f decided=%.4f stored=%.4f phase=%s "
                                "weight=%d", time.monotonic(), namespace, name, started,
@@ -179,27 +180,48 @@ class RolloutController:
                 out[(kind, name)] = body
         return out
 
-    def _write(self, objects: list[dict[str, Any]]) -> None:
+    def _write(self, objects: list[dict[str, Any]],
+               status: tuple[str, str, dict[str, Any]] | None) -> float:
+        """Write the step: the Canary's new ``status`` (namespace, name, body) and the
+        generated objects that changed in one commit, then the target Deployment. One
+        commit, not two: the route change of a rollback reaches the proxies a commit
+        (an fsync, under load tens of ms) sooner, and a crash can never leave one
+        without the other. When the objects are refused, the status is still written
+        (the next tick writes them again). Returns when the first commit was done."""
         owned = [o for o in objects if (o.get("metadata") or {}).get("annotations", {})
                  .get(gen.CANARY_ANNOTATION)]
         target = [o for o in objects if o not in owned]
         with self._written_lock:
             changed = [o for o in owned if self._written.get(_key(o)) != _canonical(o)]
         self.last_write_error = None
-        for batch, cache in ((changed, True), (target, False)):
-            if not batch:
-                continue
-            try:
+        if changed and status is not None:
+            self._try_apply(changed, cache=True, status=status)
+        elif status is not None:
+            self.writer.put_status(*status)
+        elif changed:
+            self._try_apply(changed, cache=True)
+        stored = time.monotonic()
+        if target:
+            self._try_apply(target, cache=False)
+        return stored
+
+    def _try_apply(self, batch: list[dict[str, Any]], *, cache: bool,
+                   status: tuple[str, str, dict[str, Any]] | None = None) -> None:
+        try:
+            if status is not None:
+                self.writer.apply_with_status(batch, *status)
+            else:
                 self.writer.apply(batch)
-            except WriteError as exc:
-                # The state is already persisted; the next tick writes these again.
-                self.last_write_error = str(exc)
-                log.warning("delivery write refused: %s", exc)
-                continue
-            if cache:
-                with self._written_lock:
-                    for obj in batch:
-                        self._written[_key(obj)] = _canonical(obj)
+        except WriteError as exc:
+            self.last_write_error = str(exc)
+            log.warning("delivery write refused: %s", exc)
+            if status is not None:  # the step itself is recorded; its objects come again
+                self.writer.put_status(*status)
+            return
+        if cache:
+            with self._written_lock:
+                for obj in batch:
+                    self._written[_key(obj)] = _canonical(obj)
 
     def forget(self) -> None:
         """Drop the write cache (e.g. after the store was restored from a backup)."""

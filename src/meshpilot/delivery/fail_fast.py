@@ -56,14 +56,23 @@ def judged_metric(metric: CanaryMetric) -> float | None:
     return threshold_bounds(metric, "min")[0]
 
 
+def conclusive(minimum: float, requests: int, failures: int) -> float | None:
+    """The most generous success rate (%) still plausible for ``failures`` of
+    ``requests`` when even that is below ``minimum`` (%): the canary is proven bad
+    beyond bad luck; None when it is not (fewer than :data:`MIN_FAILURES` failures, or
+    the bound reaches the minimum)."""
+    if requests <= 0 or failures < MIN_FAILURES:
+        return None
+    upper = 100.0 * wilson_upper(requests - failures, requests)
+    return upper if upper < minimum else None
+
+
 def judge(metric: CanaryMetric, requests: int, failures: int) -> CheckRecord | None:
     """A failed record when ``failures`` of ``requests`` prove the canary below the
     metric's minimum beyond bad luck; else None (also for metrics not judged so)."""
     minimum = judged_metric(metric)
-    if minimum is None or requests <= 0 or failures < MIN_FAILURES:
-        return None
-    upper = 100.0 * wilson_upper(requests - failures, requests)
-    if upper >= minimum:
+    upper = None if minimum is None else conclusive(minimum, requests, failures)
+    if minimum is None or upper is None:
         return None
     value = 100.0 * (requests - failures) / requests
     return CheckRecord(

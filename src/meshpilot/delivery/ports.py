@@ -57,6 +57,12 @@ class ObjectWriter(Protocol):
         """Replace the Canary's status (store PutStatus)."""
         ...
 
+    def apply_with_status(self, objects: Sequence[dict[str, Any]], namespace: str, name: str,
+                          status: dict[str, Any]) -> None:
+        """:meth:`apply` ``objects`` and replace the Canary's status in one commit (all
+        or nothing; WriteError when refused, the status not written either)."""
+        ...
+
 
 class ClusterReader(Protocol):
     """Reads the stored config and the runtime's view of the pods."""

@@ -11,6 +11,8 @@ control plane, so a proxy started before the control plane simply waits
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import os
 import re
 from typing import Any, Literal
@@ -23,6 +25,12 @@ from meshpilot.proxy.stats import stats_config
 XDS_CLUSTER = "xds-grpc"
 XDS_TOKEN_HEADER = "x-meshpilot-proxy-token"
 """The gRPC metadata carrying a proxy's credential for its xDS stream."""
+REPORT_TOKEN_KEY = "MESHPILOT_REPORT_TOKEN"
+"""Node metadata: the proxy's credential for its failure reports (:func:`report_token`).
+Envoy sends its whole node, metadata included, at the start of each access log stream,
+and a logger's own gRPC metadata comes over LDS, shared by every proxy of a class: the
+node is the one per-proxy place the reports can carry a secret."""
+_REPORT_LABEL = b"meshpilot failure reports"
 XDS_RETRY_BASE = "0.25s"
 XDS_RETRY_MAX = "2s"
 
@@ -30,6 +38,13 @@ XDS_RETRY_MAX = "2s"
 def admin_address(socket_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The admin ``address``: the Unix socket ``socket_path``, made 0600 by Envoy."""
     return {"pipe": {"path": os.fspath(socket_path), "mode": SOCKET_MODE}}
+
+
+def report_token(xds_token: str) -> str:
+    """The credential a proxy's failure reports carry, derived from its xDS token: the
+    control plane, which issued the token, recomputes it; whoever sees the node
+    metadata (Envoy's admin, its first xDS request) learns nothing that opens xDS."""
+    return hmac.new(xds_token.encode(), _REPORT_LABEL, hashlib.sha256).hexdigest()
 
 
 def _locality(node: ProxyNode) -> dict[str, Any]:
@@ -60,13 +75,17 @@ def bootstrap(
     patterns written as regexes only: :func:`regex_only_matcher`), ``{}`` keeps Envoy's
     defaults. ``xds_token`` is the credential the proxy presents on its xDS stream (gRPC
     metadata :data:`XDS_TOKEN_HEADER`): the control plane refuses a stream without the one
-    issued for that node id. ``admin_socket``: where the admin listens; left out, the
-    document has no admin and whoever runs it sets one (:class:`~meshpilot.proxy.envoy.
-    EnvoyProcess` always does, choosing the socket itself).
+    issued for that node id; its failure reports carry :func:`report_token` of it in the
+    node metadata (:data:`REPORT_TOKEN_KEY`). ``admin_socket``: where the admin listens;
+    left out, the document has no admin and whoever runs it sets one
+    (:class:`~meshpilot.proxy.envoy.EnvoyProcess` always does, choosing the socket itself).
     """
     cluster = f"{node.labels.get('app', node.workload or node.kind)}.{node.namespace}"
+    metadata = node_to_metadata(node)
+    if xds_token:
+        metadata[REPORT_TOKEN_KEY] = report_token(xds_token)
     doc: dict[str, Any] = {
-        "node": {"id": node.id, "cluster": cluster, "metadata": node_to_metadata(node),
+        "node": {"id": node.id, "cluster": cluster, "metadata": metadata,
                  **_locality(node)},
         **({"admin": {"address": admin_address(admin_socket)}} if admin_socket else {}),
         "dynamic_resources": {

@@ -20,6 +20,7 @@ from meshpilot.store import (
     Delete,
     NotFound,
     Put,
+    PutStatus,
     Refused,
     Stale,
     StoredObject,
@@ -117,15 +118,19 @@ class ConfigService:
         EnvoyFilter, ``envoy_filter_check``): its errors refuse the apply, its warnings
         are reported with the plan's."""
 
-    def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False) -> Outcome:
+    def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False,
+              statuses: Sequence[PutStatus] = ()) -> Outcome:
         """Apply every document in ``sources`` or none of them.
 
         The commit goes through only onto the state it was validated against; if another
         control-plane replica committed in between (Stale), the apply is validated
-        again on the new state, a bounded number of times."""
+        again on the new state, a bounded number of times. ``statuses`` are committed in
+        the same transaction (not validated: a status is its controller's record), so a
+        controller's step and the objects it generates land together, with one fsync;
+        a missing object of theirs refuses the whole apply (404)."""
         for _ in range(STALE_RETRIES):
             try:
-                outcome = self._apply_once(sources, dry_run)
+                outcome = self._apply_once(sources, dry_run, statuses)
             except WriteFailed as exc:  # etcd out of reach already for the validation
                 return _write_failed(exc)
             if outcome is not None:
@@ -134,7 +139,8 @@ class ConfigService:
             codes.CONFLICT, f"the configuration changed under this apply {STALE_RETRIES} "
             "times in a row (other writers are busy); nothing was written: apply again")])
 
-    def _apply_once(self, sources: Sequence[tuple[str, str]], dry_run: bool) -> Outcome | None:
+    def _apply_once(self, sources: Sequence[tuple[str, str]], dry_run: bool,
+                    statuses: Sequence[PutStatus] = ()) -> Outcome | None:
         """One validation and commit; None when the state changed before the commit."""
         with self._lock:
             revision, state = self._state_at()
@@ -151,13 +157,18 @@ class ConfigService:
             if dry_run:
                 return Outcome(200, [self._preview(p.key) for p in changes], plan.warnings)
             try:
-                done = self.store.commit(changes, unchanged_since=revision)
+                done = self.store.commit([*changes, *statuses], unchanged_since=revision)
             except Stale:
                 return None
+            except NotFound as exc:  # a status's object was deleted meanwhile
+                return Outcome(404, diagnostics=[Diagnostic.of(
+                    codes.NOT_FOUND, f"{exc.key} not found; nothing was written",
+                    object=str(exc.key))])
             except Conflict as exc:
                 return Outcome(409, diagnostics=[self._conflict(exc, plan)])
             except WriteFailed as exc:
                 return _write_failed(exc)
+        done = done[:len(changes)]  # the statuses are no result of the apply
         return Outcome(200, [_result(r.key, r.action, r.object) for r in done], plan.warnings)
 
     def _preview(self, key: ObjectKey) -> dict[str, Any]:

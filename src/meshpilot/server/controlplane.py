@@ -65,7 +65,7 @@ from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
-from meshpilot.telemetry.failure_reports import FailureReports
+from meshpilot.telemetry.failure_reports import FailureReports, report_verifier
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
 from meshpilot.xds.auth import token_authenticator
 from meshpilot.xds.server import SecurePort
@@ -200,8 +200,10 @@ class MeshControlPlane:
         """The CA (resumed mid-rotation after a restart) and its root rotation steps."""
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
-        self.failure_reports = FailureReports()
-        """Canary sidecars' failed requests as they happen (served beside xDS)."""
+        self.failure_reports = FailureReports(report_verifier(
+            lambda node_id: self.proxy_tokens.token_for(node_id)))
+        """Canary sidecars' failed requests as they happen (served beside xDS), from
+        streams that prove their node by its report credential."""
         self.xds = XdsServer(host=host, port=self.xds_port,
                              authenticate=token_authenticator(self.proxy_tokens.verify),
                              secure=self._secure_xds(listen, options),
@@ -293,7 +295,8 @@ class MeshControlPlane:
         self._dirty.set()
         self.telemetry = MeshTelemetry(self._telemetry_targets, lambda: self.snapshot,
                                        host=self.host, port=self.ports.get("metrics"),
-                                       state_file=self.state.telemetry_file)
+                                       state_file=self.state.telemetry_file,
+                                       own_metrics=self.failure_reports.exposition)
         metrics = self.telemetry.start()
         self._collector = QuietCollector(self.xds.idle_seconds).start()
         remote = {"xds_tls": self.xds_tls_address} if self.listen else {}

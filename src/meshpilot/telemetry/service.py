@@ -31,9 +31,12 @@ class MeshTelemetry:
         retention: float = RETENTION_SECONDS,
         history_seconds: float = HISTORY_SECONDS,
         state_file: Path | None = None,
+        own_metrics: Callable[[], str] | None = None,
     ) -> None:
         """``state_file``: where the series are kept across restarts of the control
-        plane (see :mod:`meshpilot.telemetry.persist`); None keeps them in memory only."""
+        plane (see :mod:`meshpilot.telemetry.persist`); None keeps them in memory only.
+        ``own_metrics``: more of the control plane's own series (Prometheus text) for
+        /metrics, e.g. the failure reports' counts."""
         if interval is None:
             interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
         self.interval = interval
@@ -45,10 +48,12 @@ class MeshTelemetry:
         self.scraper = Scraper(targets, snapshot, self.store, self.history, interval=interval,
                                after_cycle=self.counters.save if self.counters else None)
         self.query = Query(self.history)
+        self._own_metrics = own_metrics
         self.server = MetricsServer(self.render, host=host, port=port)
 
     def render(self) -> str:
-        return render(self.store, self.scraper.cost())
+        text = render(self.store, self.scraper.cost())
+        return text + self._own_metrics() if self._own_metrics is not None else text
 
     def start(self) -> dict[str, str]:
         """Start scraping and serving; returns the endpoints.json entries."""

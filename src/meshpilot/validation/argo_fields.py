@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshpilot.api.argo import FAIL_FAST_MIN_SUCCESS_ANNOTATION
 from meshpilot.validation import codes
 from meshpilot.validation.finding import Finding
 from meshpilot.validation.placement_rules import placement_findings
@@ -124,9 +125,33 @@ def _paused_blue_green(body: Mapping[str, Any]) -> list[Finding]:
     return []
 
 
+def _fail_fast(body: Mapping[str, Any]) -> list[Finding]:
+    """meshpilot's opt-in fail-fast for a canary: a percentage, on a canary Rollout."""
+    key = FAIL_FAST_MIN_SUCCESS_ANNOTATION
+    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(key)
+    if raw is None:
+        return []
+    path = ("metadata", "annotations", key)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value <= 100:  # NaN too
+        return [Finding(codes.ARGO_FAIL_FAST_VALUE, path,
+                        f"{key} is {raw!r}: give the success rate (%) the canary is held "
+                        "to between analysis measurements, above 0 and at most 100 (e.g. "
+                        "\"99\"), or remove it to judge only at measurements as Argo does")]
+    if ((body.get("spec") or {}).get("strategy") or {}).get("blueGreen") is not None:
+        return [Finding(codes.ARGO_FAIL_FAST_BLUE_GREEN, path,
+                        f"{key} is accepted and not acted on: a blue-green Rollout has no "
+                        "canary share of traffic to judge between measurements")]
+    return []
+
+
 def rollout_findings(body: Mapping[str, Any]) -> list[Finding]:
     return [*findings_of(ROLLOUT, body), *_no_routing(body), *_other_namespace(body),
-            *_paused_blue_green(body), *_placement(body)]
+            *_paused_blue_green(body), *_placement(body),
+            *_fail_fast(body)]
 
 
 def _placement(body: Mapping[str, Any]) -> list[Finding]:

@@ -141,6 +141,9 @@ STORE_UNREACHABLE = Code("MP0060", Severity.ERROR, "the config store's etcd clus
                          "answer (no majority of its members reachable): 503, nothing written")
 STORE_REFUSED = Code("MP0061", Severity.ERROR, "etcd refused the commit for one of its own "
                      "limits (--max-txn-ops, --max-request-bytes): 507, nothing written")
+ARGO_FAIL_FAST_VALUE = Code("MP0069", Severity.ERROR, "Rollout annotation "
+                             "meshpilot.io/fail-fast-min-success-rate is not a success "
+                             "rate: give a percentage above 0 and at most 100")
 HPA_NOT_COMPUTED = Code("MP0070", Severity.ERROR, "HorizontalPodAutoscaler metric, target "
                         "or scale target meshpilot does not compute (CPU and the mesh's "
                         "request rate only, of a Deployment)")
@@ -203,6 +206,9 @@ SIDECAR_INGRESS_TLS = Code("MP2028", Severity.WARNING, "Sidecar ingress tls not 
                           "the port's PeerAuthentication mode is not DISABLE (as in Istio)")
 SIDECAR_INGRESS_LOOP = Code("MP2029", Severity.WARNING, "Sidecar ingress listener that would "
                            "forward back to the sidecar on the pods it selects: left out there")
+ARGO_FAIL_FAST_BLUE_GREEN = Code("MP2031", Severity.WARNING, "Rollout annotation "
+                                  "meshpilot.io/fail-fast-min-success-rate on a blue-green "
+                                  "Rollout: not acted on (no canary share to judge)")
 TESTER_HOST_COMMAND = Code("MP2035", Severity.WARNING, "webhook runs a command on the "
                            "control plane's host: only with up --loadtester-commands")
 MEMBER_WITHOUT_GROUP = Code("MP2043", Severity.WARNING, "WorkloadEntry annotated "

@@ -16,6 +16,7 @@ from typing import Any
 from meshpilot.api.argo import Rollout
 from meshpilot.delivery.argo import traffic, workload_ref
 from meshpilot.delivery.argo.bluegreen import BlueGreenTick
+from meshpilot.delivery.argo.fail_fast import ArgoFailFast
 from meshpilot.delivery.argo.ports import ArgoReader, ArgoWriter
 from meshpilot.delivery.argo.status import ArgoState
 from meshpilot.delivery.argo.steps import COMMANDS, Decision, View, decide
@@ -31,10 +32,14 @@ class ArgoController:
     """Steps Rollouts: ``tick`` on every change and on a timer; ``command`` for promote
     (also ``promote-full``), abort, retry, pause, resume, undo and restart."""
 
-    def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader) -> None:
+    def __init__(self, clock: Clock, writer: ArgoWriter, reader: ArgoReader,
+                 fail_fast: ArgoFailFast | None = None) -> None:
+        """``fail_fast``: judges the canaries of Rollouts that opted in between their
+        measurements (a meshpilot extension; None: never, as Argo)."""
         self.clock = clock
         self.writer = writer
         self.reader = reader
+        self.fail_fast = fail_fast
         self._locks = KeyedLocks()  # one per Rollout: its steps stay serial
         self.last_write_error: str | None = None
 
@@ -71,8 +76,14 @@ class ArgoController:
             cluster_object=lambda kind, n: self.reader.routing_object("", kind, n),
         )
         state = ArgoState.from_status(rollout.status)
+        now = self.clock()
+        if command is None and self.fail_fast is not None:
+            reason = self.fail_fast.verdict(rollout, state)
+            if reason is not None:  # aborted as on a failed analysis, this very tick
+                log.info("Rollout %s/%s aborted: %s", ns, rollout.metadata.name, reason)
+                state = self._aborted(state, now, reason)
         kind = BlueGreenTick if rollout.blue_green is not None else None
-        decision = decide(rollout, state, view, self.clock(), command, kind, to_revision)
+        decision = decide(rollout, state, view, now, command, kind, to_revision)
         if decision.refused:
             return decision
         edit = {k: v for k, v in (("paused", decision.paused),
@@ -92,6 +103,14 @@ class ArgoController:
             decision.objects.extend([scaled] if scaled is not None else [])
         self._write(ns, decision)
         return decision
+
+    @staticmethod
+    def _aborted(state: ArgoState, now: float, reason: str) -> ArgoState:
+        """``state`` aborted now for ``reason`` (what a failed analysis run does)."""
+        out = state.copy()
+        out.abort, out.aborted_at, out.abort_reason = True, now, reason
+        out.pause_start, out.inconclusive = None, False
+        return out
 
     def _invalid(self, rollout: Rollout, problem: str) -> Decision:
         """The Rollout cannot run (its workloadRef): Degraded with the reason, nothing
@@ -148,6 +167,8 @@ class ArgoController:
         """A Rollout was deleted: its revisions' Deployments go with it (Argo's
         ReplicaSets are deleted with their owner); the user's routing objects keep the
         split they last had, as with Argo."""
+        if self.fail_fast is not None:
+            self.fail_fast.forget(namespace, name)
         st = ArgoState.from_status(status)
         hashes = {h for h in (st.current_pod_hash, st.stable_rs, *st.old_revisions) if h}
         refs = [("Deployment", f"{name}-{h}") for h in sorted(hashes)]

@@ -12,8 +12,9 @@ control plane wherever xDS does. The control plane steps the rollout on arrival.
 Only a Canary's target workload carries the logger: Flagger scales the target to zero
 outside a rollout, so those are the canary pods of a rollout in progress, and a healthy
 canary sends nothing at all. A report is only a trigger: the judgement still reads the
-sidecars' counters, so a report forged by some local process costs one tick, never a
-rollback.
+sidecars' counters. The stream is authenticated by the credential the proxy's bootstrap
+puts in its node (``proxy.bootstrap.report_token``), which Envoy sends at the start of
+the stream: a local process without it cannot report (``telemetry.failure_reports``).
 """
 
 from __future__ import annotations
