@@ -172,6 +172,29 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
                             capture_output=True, text=True, timeout=20)
     assert closed.returncode != 0, closed.stdout  # not from another host
 
+    # No plaintext across hosts: on node-b the pod's app listens on the loopback twin
+    # only, its routable address carrying the sidecar's inbound port alone; from another
+    # host the app's port there refuses, while the mesh call above went over mutual TLS.
+    listening = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-Hltn"],
+                               capture_output=True, text=True, timeout=20, check=True).stdout
+    sockets = [line.split()[3].rsplit(":", 1) for line in listening.splitlines()]
+    assert {int(port) for a, port in sockets if a == pod["status"]["podIP"]} == {8080}, listening
+    app_ports = {int(port) for a, port in sockets
+                 if a == f"127.{b}.{c}.{d}" and int(port) not in (15001,)}
+    assert app_ports, listening  # the demo app's port, on the twin
+    other = net.add_host()
+    for app_port in app_ports:
+        refused = subprocess.run(
+            ["ip", "netns", "exec", other.netns, "curl", "-sS", "--max-time", "5",
+             f"http://{pod['status']['podIP']}:{app_port}/"],
+            capture_output=True, text=True, timeout=20)
+        assert refused.returncode == 7, refused.stdout + refused.stderr  # connection refused
+    reached = subprocess.run(
+        ["ip", "netns", "exec", other.netns, "curl", "-sS", "--max-time", "5", "-o",
+         "/dev/null", "-w", "%{http_code}", f"http://{mesh.cp.api.split('//')[1]}/"],
+        capture_output=True, text=True, timeout=20)
+    assert reached.returncode != 7, reached.stderr  # that host does reach the network
+
     # Its logs and its sidecar's admin are on that host: said, not answered empty.
     logs = mesh.api.get(f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}/log")
     assert logs.status_code == 409 and NODE in logs.text, logs.text

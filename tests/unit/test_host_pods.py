@@ -21,13 +21,15 @@ from tests.unit.test_host_registry import Clock, csr
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.hosts.pods import HostPods as AgentPods
+from meshpilot.mesh.model import InboundPort, ProxyNode, node_from_metadata, node_to_metadata
 from meshpilot.mesh.tcp_outbound import TcpTarget
-from meshpilot.runtime import Pod
+from meshpilot.runtime import LocalRuntime, Pod
 from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.host_pods import HostPods, HostPodsRefused
 from meshpilot.server.placed_runtime import PlacedRuntime
+from meshpilot.xds.translate.clusters import inbound as inbound_clusters
 
 HOST_A = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.0.2")
 HOST_B = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.0.3")
@@ -231,6 +233,39 @@ def test_a_joined_hosts_pod_takes_its_apps_calls_on_loopback_only() -> None:
     assert joined.outbound_address("10.77.5.17") == "127.77.5.17"
     assert joined.outbound_address("192.0.0.9") == "127.254.0.9"  # not the host's 127.0.0.x
     assert HostSide().outbound_address("127.10.0.7") == "127.10.0.7"  # here: the pod's own
+
+
+def test_a_joined_hosts_pod_app_listens_on_its_loopback_twin_only() -> None:
+    """No plaintext across hosts: the app behind a joined pod's sidecar binds the
+    loopback twin of the pod's address (its ``POD_IP``), and the sidecar's inbound
+    cluster hands requests there, so another host reaches the app only through the
+    sidecar's mutual TLS (Istio's sidecar model, where the app is reached through its
+    proxy); Kubernetes' ``status.podIP`` still reads the pod's routable address."""
+    joined = HostSide("node-b", "10.77.5.2", lambda node, doc: doc)
+    _, _, web = dep("web", {"env": [{"name": "MY_IP", "valueFrom": {
+        "fieldRef": {"fieldPath": "status.podIP"}}}]})
+    env = LocalRuntime._env(web.spec.template.spec.containers[0], ip="10.77.5.17",
+                            pod="web-1", namespace="default", names={"http": 8080},
+                            app_ports={8080: 40001}, labels={}, host=joined)
+    assert env["POD_IP"] == "127.77.5.17" and env["PORT"] == "40001"
+    assert env["MY_IP"] == "10.77.5.17"
+    assert {"127.77.5.17", "10.77.5.17"} <= set(env["NO_PROXY"].split(","))
+    here = LocalRuntime._env(web.spec.template.spec.containers[0], ip="127.10.0.7",
+                             pod="web-1", namespace="default", names={}, app_ports={},
+                             labels={})
+    assert here["POD_IP"] == "127.10.0.7"  # the control plane's host: as before
+
+    node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.5.17",
+                     app_ip="127.77.5.17", inbound=(InboundPort(8080, 40001, "http"),))
+    assert node_from_metadata(NID, node_to_metadata(node)) == node
+    [cluster] = inbound_clusters(node)
+    [address] = [e.endpoint.address.socket_address
+                 for group in cluster.load_assignment.endpoints for e in group.lb_endpoints]
+    assert (address.address, address.port_value) == ("127.77.5.17", 40001)
+    [plain] = inbound_clusters(ProxyNode(id=NID, kind="sidecar", namespace="default",
+                                         ip="127.10.0.7", inbound=node.inbound))
+    assert plain.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address \
+        .socket_address.address == "127.10.0.7"
 
 
 def test_a_host_gets_only_the_configmaps_and_secrets_its_deployments_read(
