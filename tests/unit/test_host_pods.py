@@ -27,8 +27,11 @@ from meshpilot.runtime import LocalRuntime, Pod
 from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.controlplane import pod_workload
 from meshpilot.server.host_pods import HostPods, HostPodsRefused
 from meshpilot.server.placed_runtime import PlacedRuntime
+from meshpilot.server.shared_endpoints import instance as shared_instance
+from meshpilot.server.shared_endpoints import record as shared_record
 from meshpilot.xds.translate.clusters import inbound as inbound_clusters
 
 HOST_A = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.0.2")
@@ -87,6 +90,12 @@ def test_pods_wait_unschedulable_until_a_host_declares_the_node(
     [pod] = pods.pods()
     assert (pod.name, pod.ready, pod.node, pod.ip) == ("web-abc-x1y2z", True, "node-b",
                                                        "10.77.0.17")
+    # on its host's network: the instance names the host's WorkloadEntry, also as a
+    # replica shares it with the others
+    assert pod.host_entry == ("default", "vm-10.77.0.2")
+    workload = pod_workload(pod)
+    assert workload.host_entry == ("default", "vm-10.77.0.2")
+    assert shared_instance(shared_record(workload)) == workload
     # the template's labels and service account, never what the host says
     assert dict(pod.labels) == {"app": "web", "version": "v2"}
     assert pod.service_account == "web-sa"

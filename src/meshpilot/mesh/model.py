@@ -170,6 +170,10 @@ class WorkloadInstance:
     host_gateway: str = ""
     """A pod another control-plane replica runs on another host: ``host:port`` of that
     host's east-west gateway, through which it is reached (empty: this host's own)."""
+    host_entry: tuple[str, str] | None = None
+    """A pod on a joined host: (namespace, name) of that host's WorkloadEntry, whose
+    network it is on unless its own label names one (:func:`meshpilot.mesh.networks.
+    place_all`)."""
 
     @property
     def workload_name(self) -> str:

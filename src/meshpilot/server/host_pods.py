@@ -141,7 +141,8 @@ class HostPods:
         with self._lock:
             mine = {k: p for k, p in self._placed.items() if p.node == node}
             before = self._nodes[node].pods
-            taken = tuple(p for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
+            taken = tuple(replace(p, host_entry=(member.namespace, member.name))
+                          for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
             self._forget_gone(node, {p.node_id for p in taken})
             self._nodes[node] = _Node(member, self.clock(), taken, {
                 key: dict(statuses[f"{key[0]}/{key[1]}"]) for key in mine
