@@ -53,6 +53,7 @@ from meshpilot.store.election import AlwaysLeader, Election
 from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import ProxyIdentity, Target
+from meshpilot.validation.network_names import check_network_names
 
 MESH_HOST = "127.0.0.1"
 """Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
@@ -232,6 +233,9 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             leading=components.leader.leading,
             proxy_tokens=components.replicas.proxy_tokens(state), mesh_config=mesh_config)
         components.config.change_check = envoy_filter_check.for_mesh(mesh)
+        if mesh_config is not None and mesh_config.networks:
+            components.config.more_findings = partial(check_network_names,
+                                                      networks=mesh_config.networks)
         components.hosts = _hosts(state, store, components.config, mesh, security,
                                   host_health or HostHealth(), components.leader.leading,
                                   components.replicas)
