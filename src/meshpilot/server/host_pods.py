@@ -43,6 +43,7 @@ from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.identity import workload_identity
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.host_registry import HostCredential
+from meshpilot.server.shared_pod_credentials import SharedPodCredentials
 from meshpilot.validation.codes import NODE_NAME_REFUSED
 
 Key = tuple[str, str]  # (namespace, Deployment name)
@@ -99,6 +100,11 @@ class HostPods:
     _nodes: dict[str, _Node] = field(default_factory=dict)
     _credentials: dict[str, tuple[str, HostCredential, float]] = field(default_factory=dict)
     """node id of a pod's sidecar -> (its host's node name, its credential, when issued)."""
+    shared: SharedPodCredentials | None = None
+    """With replicas on etcd: where the credentials issued here go for the others, and
+    theirs come from (a pod sidecar's xDS stream may be at any replica)."""
+    _dropped: list[str] = field(default_factory=list)
+    """Node ids whose credentials were forgotten here, to withdraw from ``shared``."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- placement (the control plane's side) -------------------------------------------
@@ -192,9 +198,11 @@ class HostPods:
             issued = ca.issue(request["csr"].encode(), identity, ttl=self.cert_ttl)
         except (CertificateRequestRefused, ValueError) as exc:
             raise HostPodsRefused(400, f"the CSR was refused: {exc}") from None
+        credential = HostCredential(issued.chain_pem, request["keyFile"], ca.trust_bundle.pem)
         with self._lock:
-            self._credentials[nid] = (node, HostCredential(
-                issued.chain_pem, request["keyFile"], ca.trust_bundle.pem), self.clock())
+            self._credentials[nid] = (node, credential, self.clock())
+        if self.shared is not None:
+            self.shared.publish(nid, node, credential)
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
@@ -221,12 +229,27 @@ class HostPods:
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> credential of every pod sidecar on a joined host that still runs."""
         roots = self.ca().trust_bundle.pem
+        others = self.shared.held() if self.shared is not None else {}
         with self._lock:
             self._forget_silent(self.clock())
             live = {p.node_id for n in self._nodes.values() for p in n.pods}
-            return MappingProxyType({
-                nid: HostCredential(c.chain_pem, c.key_file, roots)
-                for nid, (_node, c, _at) in self._credentials.items() if nid in live})
+            mine = {nid: HostCredential(c.chain_pem, c.key_file, roots)
+                    for nid, (_node, c, _at) in self._credentials.items() if nid in live}
+        # those another replica issued (its host reports there), unless issued here too
+        return MappingProxyType({**{nid: replace(c, roots_pem=roots)
+                                    for nid, c in others.items()}, **mine})
+
+    def sync_shared(self) -> None:
+        """One round with the other replicas: withdraw the credentials forgotten here,
+        take theirs (the mesh rebuilds when they changed)."""
+        if self.shared is None:
+            return
+        with self._lock:
+            self._forget_silent(self.clock())
+            dropped, self._dropped = self._dropped, []
+        self.shared.withdraw(dropped)
+        if self.shared.take():
+            self.changed()
 
     def sidecar_stats(self) -> list[tuple[Pod, int, bytes]]:
         """Every joined pod's sidecar whose counters its host sent last (while the host
@@ -243,16 +266,23 @@ class HostPods:
         """Credentials of ``node``'s pods that are gone (a pod's is issued before it is
         first reported, so one is kept for :data:`UNREPORTED_SECONDS`). Under the lock."""
         now = self.clock()
-        self._credentials = {
-            nid: held for nid, held in self._credentials.items()
-            if held[0] != node or nid in reported or now - held[2] <= UNREPORTED_SECONDS}
+        self._keep_credentials(lambda nid, held: held[0] != node or nid in reported
+                               or now - held[2] <= UNREPORTED_SECONDS)
+
+    def _keep_credentials(self, keep: Callable[[str, tuple[str, HostCredential, float]],
+                                               bool]) -> None:
+        """Keep the credentials ``keep`` says; the others are withdrawn from the shared
+        state at the next round. Under the lock."""
+        kept = {nid: held for nid, held in self._credentials.items() if keep(nid, held)}
+        if self.shared is not None:
+            self._dropped += [nid for nid in self._credentials if nid not in kept]
+        self._credentials = kept
 
     def _forget_silent(self, now: float) -> None:
         """Called under the lock."""
         for node in [n for n, held in self._nodes.items() if now - held.seen > self.grace]:
             del self._nodes[node]
-            self._credentials = {nid: c for nid, c in self._credentials.items()
-                                 if c[0] != node}
+            self._keep_credentials(lambda _nid, c, gone=node: c[0] != gone)
 
     def pods(self) -> list[Pod]:
         """Pods on joined hosts (not ready once their host's syncs stopped), and the
