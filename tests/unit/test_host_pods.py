@@ -136,6 +136,44 @@ def test_a_host_silent_past_the_grace_is_forgotten_and_its_pods_pending_again(
     assert (pod.phase, pod.reason, pod.ip) == ("Pending", "Unschedulable", "")
 
 
+def test_a_move_between_joined_hosts_keeps_the_old_pods_until_the_new_are_ready(
+        book: tuple[HostPods, Clock]) -> None:
+    """Kubernetes' rolling update (maxUnavailable 0): a template now naming node-c keeps
+    node-b running the old one, its pod an endpoint, until node-c reports every replica
+    of the new template ready; then node-b is told to run nothing. A Deployment deleted
+    meanwhile stops at once."""
+    pods, clock = book
+    ready = {"default/web": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+    pods.place([dep("web", nodeName="node-b")])
+    pods.sync(HOST_A, "node-b", [reported()], ready)
+    pods.place([dep("web", nodeName="node-c")])
+    pods.sync(HOST_B, "node-c", [], {})
+    assert [a["name"] for a in pods.sync(HOST_A, "node-b", [reported()], ready)] == ["web"]
+    assert [p.name for p in pods.pods() if p.ready] == ["web-abc-x1y2z"]  # still serving
+    renewed = pods.credential(HOST_A, "node-b", {  # its sidecar's renewal still answered
+        "namespace": "default", "deployment": "web", "nodeId": NID,
+        "csr": csr().decode(), "keyFile": "/var/lib/h/pod.key"})
+    assert renewed["certificateChain"]
+
+    clock.now += 1
+    new_pod = reported("web-def-aaaaa", ready=False, ip="10.77.0.33", nodeId=NID.replace(
+        "10.77.0.17~web-abc-x1y2z", "10.77.0.33~web-def-aaaaa"))
+    pods.sync(HOST_B, "node-c", [new_pod], {"default/web": {"readyReplicas": 0,
+                                                            "updatedReplicas": 1}})
+    assert pods.sync(HOST_A, "node-b", [reported()], ready)  # not ready there yet
+    pods.sync(HOST_B, "node-c", [{**new_pod, "ready": True}], ready)
+    assert pods.sync(HOST_A, "node-b", [reported()], ready) == []  # now it stops
+    # the old pod leaves the endpoints as its host is told to stop it (and drains it)
+    assert {(p.node, p.ready) for p in pods.pods()} == {("node-c", True)}
+
+    pods.place([dep("api", nodeName="node-b")])  # a move, then deleted before it landed
+    pods.sync(HOST_A, "node-b", [], {})
+    pods.place([dep("api", nodeName="node-c")])
+    assert [a["name"] for a in pods.sync(HOST_A, "node-b", [], {})] == ["api"]
+    pods.place([])
+    assert pods.sync(HOST_A, "node-b", [], {}) == []
+
+
 @pytest.mark.parametrize("name", ["localhost", "Node_B", "-b", "x" * 64])
 def test_a_node_name_that_is_no_dns_label_or_the_control_planes_is_refused(
         book: tuple[HostPods, Clock], name: str) -> None:

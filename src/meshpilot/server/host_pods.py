@@ -16,7 +16,8 @@ for longer than ``timeout`` has its pods taken out of the endpoints (not ready),
 WorkloadEntry is.
 
 A Deployment placed on a node no host declared keeps its pods Pending with Kubernetes'
-reason, Unschedulable, until a host of that name joins.
+reason, Unschedulable, until a host of that name joins. One moved from a joined host's
+node to another's keeps running on the first until the second reports it ready.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ class HostPods:
     changed: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
     _placed: dict[Key, Placed] = field(default_factory=dict)
+    _leaving: dict[Key, Placed] = field(default_factory=dict)
+    """A Deployment moved from one joined host's node to another's: its old placement,
+    run on by the old node until the new one reports it ready (as a rolling update
+    keeps the old pods), so the move fails no request."""
     _configs: ConfigData = field(default_factory=dict)
     _tcp: tuple[TcpTarget, ...] = ()
     _nodes: dict[str, _Node] = field(default_factory=dict)
@@ -129,8 +134,31 @@ class HostPods:
             placed[(namespace, name)] = Placed(node, dep, MappingProxyType(body),
                                                _read_by(dep, namespace, self._configs))
         with self._lock:
+            for key, old in self._placed.items():
+                new = placed.get(key)
+                if new is not None and new.node != old.node and key not in self._leaving:
+                    self._leaving[key] = old  # left at once only when never ready there
             self._placed = placed
+            self._settle_leaving()
         return local
+
+    def _settle_leaving(self) -> None:
+        """Forget the old placements of moved Deployments that are ready where they went
+        (or deleted, or back where they were). Under the lock."""
+        now = self.clock()
+        for key, old in list(self._leaving.items()):
+            new = self._placed.get(key)
+            if new is None or new.node == old.node or _ready_on(
+                    self._nodes.get(new.node), key, new, now - self.timeout):
+                del self._leaving[key]
+
+    def _of_node(self, node: str) -> dict[Key, Placed]:
+        """The Deployments ``node`` runs: those placed on it, and those moving away from
+        it that are not ready where they go yet. Under the lock."""
+        self._settle_leaving()
+        mine = {k: p for k, p in self._leaving.items() if p.node == node}
+        mine.update((k, p) for k, p in self._placed.items() if p.node == node)
+        return mine
 
     def placed(self, namespace: str, name: str) -> bool:
         with self._lock:
@@ -145,7 +173,7 @@ class HostPods:
         Deployments it is to run (namespace, name, body)."""
         self._claim(member, node)
         with self._lock:
-            mine = {k: p for k, p in self._placed.items() if p.node == node}
+            mine = self._of_node(node)
             before = self._nodes[node].pods
             taken = tuple(replace(p, host_entry=(member.namespace, member.name))
                           for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
@@ -182,7 +210,7 @@ class HostPods:
         namespace, deployment = request["namespace"], request["deployment"]
         with self._lock:
             held = self._nodes.get(node)
-            placed = self._placed.get((namespace, deployment))
+            placed = self._of_node(node).get((namespace, deployment))
         if held is None or held.member != member or placed is None or placed.node != node:
             raise HostPodsRefused(403, f"{namespace}/{deployment} is not placed on node "
                                        f"{node!r}, or that node is another host's")
@@ -213,7 +241,7 @@ class HostPods:
         ``node``'s Deployments reach:
         their pods reach them through local ports of their sidecars, as pods here do."""
         with self._lock:
-            namespaces = {ns for (ns, _), p in self._placed.items() if p.node == node}
+            namespaces = {ns for ns, _ in self._of_node(node)}
             return [asdict(t) for t in self._tcp
                     if any(t.reaches(ns) for ns in sorted(namespaces))]
 
@@ -357,6 +385,17 @@ def _pod_node_id(nid: str, namespace: str, deployment: str) -> bool:
     pod, _, ns = parts[2].rpartition(".")
     return ns == namespace and pod.startswith(f"{deployment}-") and \
         parts[3] == f"{namespace}.svc.cluster.local"
+
+
+def _ready_on(held: _Node | None, key: Key, placed: Placed, since: float) -> bool:
+    """Whether ``held`` (a node that reported after ``since``) runs every replica of
+    ``placed``'s template ready."""
+    if held is None or held.seen < since:
+        return False
+    status = held.statuses.get(key) or {}
+    wanted = placed.deployment.spec.replicas
+    return int(status.get("readyReplicas") or 0) >= wanted and \
+        int(status.get("updatedReplicas") or 0) >= wanted
 
 
 def _endpoint_view(pods: Iterable[Pod]) -> set[tuple[Any, ...]]:
