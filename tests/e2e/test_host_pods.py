@@ -15,11 +15,14 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ControlPlane
@@ -69,26 +72,29 @@ def on_node(body: dict[str, Any], node: str) -> dict[str, Any]:
     return placed
 
 
-def pod_addresses(host: Host) -> list[str]:
-    """Six more addresses of the host, the hosts of a /29 (``--pod-addresses``) of its /24."""
+def pod_addresses(host: Host, first: int = 17) -> list[str]:
+    """Six more addresses of the host, the hosts of a /29 (``--pod-addresses``) of its /24
+    from ``first`` (one more than a multiple of 8; each host its own)."""
     base = host.address.rsplit(".", 1)[0]
     inner = "mpi" + host.netns.removeprefix("mph-")
-    out = [f"{base}.{n}" for n in range(17, 23)]
+    out = [f"{base}.{n}" for n in range(first, first + 6)]
     for address in out:
         ip("netns", "exec", host.netns, "ip", "addr", "add", f"{address}/24", "dev", inner)
     return out
 
 
-def join_as_node(mesh: Mesh, host: Host, tmp_path: Path, addresses: list[str]) -> None:
+def join_as_node(mesh: Mesh, host: Host, tmp_path: Path, addresses: list[str],
+                 node: str = NODE) -> None:
     """The demo app (the group's own workload, version ``vm``) and the node agent, which
-    declares node-b and the host's pod addresses."""
+    declares ``node`` (node-b) and the host's pod addresses."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     host.python("-m", "meshpilot.demoapp", "--version", "vm", "--host", host.address,
                 "--port", "9080", "--pod-name", "vm", log=tmp_path / "app.log")
     host.python("-m", "meshpilot.hosts", "join", "--server", mesh.cp.api,
                 "--token", token(mesh), "--group", "default/myapp-vm",
                 "--address", host.address, "--ca-file", str(mesh.cp.state_dir / "api-ca.pem"),
                 "--state-dir", str(tmp_path / "host"), "--app-port", "http=9080",
-                "--node-name", NODE, "--pod-addresses", f"{addresses[0]}/29",
+                "--node-name", node, "--pod-addresses", f"{addresses[0]}/29",
                 log=tmp_path / "agent.log")
 
 
@@ -171,6 +177,29 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
                              f"http://{pod['status']['podIP']}:15001", URL],
                             capture_output=True, text=True, timeout=20)
     assert closed.returncode != 0, closed.stdout  # not from another host
+
+    # No plaintext across hosts: on node-b the pod's app listens on the loopback twin
+    # only, its routable address carrying the sidecar's inbound port alone; from another
+    # host the app's port there refuses, while the mesh call above went over mutual TLS.
+    listening = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-Hltn"],
+                               capture_output=True, text=True, timeout=20, check=True).stdout
+    sockets = [line.split()[3].rsplit(":", 1) for line in listening.splitlines()]
+    assert {int(port) for a, port in sockets if a == pod["status"]["podIP"]} == {8080}, listening
+    app_ports = {int(port) for a, port in sockets
+                 if a == f"127.{b}.{c}.{d}" and int(port) not in (15001,)}
+    assert app_ports, listening  # the demo app's port, on the twin
+    other = net.add_host()
+    for app_port in app_ports:
+        refused = subprocess.run(
+            ["ip", "netns", "exec", other.netns, "curl", "-sS", "--max-time", "5",
+             f"http://{pod['status']['podIP']}:{app_port}/"],
+            capture_output=True, text=True, timeout=20)
+        assert refused.returncode == 7, refused.stdout + refused.stderr  # connection refused
+    reached = subprocess.run(
+        ["ip", "netns", "exec", other.netns, "curl", "-sS", "--max-time", "5", "-o",
+         "/dev/null", "-w", "%{http_code}", f"http://{mesh.cp.api.split('//')[1]}/"],
+        capture_output=True, text=True, timeout=20)
+    assert reached.returncode != 7, reached.stderr  # that host does reach the network
 
     # Its logs and its sidecar's admin are on that host: said, not answered empty.
     logs = mesh.api.get(f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}/log")
@@ -255,3 +284,66 @@ def test_a_flagger_canary_whose_new_revision_runs_on_a_joined_host_is_promoted(
     promoted = mesh.http.get(URL).json()  # the primary on node-b, over mutual TLS
     assert promoted["headers"].get(PEER_HEADER) == MESH_PROXY_ID, promoted
 
+
+
+def test_a_deployment_moved_between_joined_hosts_fails_no_request(
+        mesh: Mesh, net: Network, tmp_path: Path) -> None:
+    """Kubernetes' rolling update with maxUnavailable 0, across nodes: the only
+    Deployment behind the Service runs on node-b, and its template is changed to name
+    node-c; node-b's pod keeps serving until node-c's is ready, then stops, and a
+    steady stream of requests through the mesh sees no failure, answered from both."""
+    vm_group = group()
+    vm_group["spec"]["metadata"]["labels"] = vm_group["spec"]["template"]["labels"] = {
+        "app": "vm"}  # the hosts' own workload is no part of the Service
+    mesh.apply(vm_group, myapp.service(), on_node(myapp.version("v2"), NODE))
+    hosts = [net.add_host(), net.add_host()]
+    for host, node, first in zip(hosts, (NODE, "node-c"), (17, 25), strict=True):
+        join_as_node(mesh, host, tmp_path / node, pod_addresses(host, first), node)
+
+    def ready_on(node: str) -> list[dict[str, Any]]:
+        return [p for p in mesh.pods_of("myapp-v2", terminating=False)
+                if p["status"]["ready"] and p["spec"]["nodeName"] == node]
+
+    [old] = wait_for(lambda: ready_on(NODE), 60, lambda: f"no ready v2 pod on {NODE}: "
+                     f"{mesh.pods_of('myapp-v2')}\n{read(tmp_path / NODE / 'agent.log')}")
+    wait_for(lambda: f"{old['status']['podIP']}:8080" in mesh.endpoint_addresses(
+        "mesh-proxy", "outbound|8080||myapp.default.svc.cluster.local"), 20,
+        lambda: "the pod on node-b not in the mesh proxy's endpoints")
+
+    answered: Counter[str] = Counter()
+    failed: list[str] = []
+    done = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                r = mesh.http.get(URL, timeout=10)
+            except httpx.HTTPError as exc:
+                failed.append(repr(exc))
+                continue
+            if r.status_code == 200:
+                answered[r.json()["pod"]] += 1
+            else:
+                failed.append(f"{r.status_code} {r.text[:200]}")
+            time.sleep(0.02)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: answered[old["metadata"]["name"]] >= 5, 20,
+                 lambda: f"no answer from node-b: {failed[:3]}")
+        mesh.apply(on_node(myapp.version("v2"), "node-c"))
+        [new] = wait_for(lambda: ready_on("node-c"), 60, lambda: f"no ready v2 pod on "
+                         f"node-c: {mesh.pods_of('myapp-v2')}\n"
+                         f"{read(tmp_path / 'node-c' / 'agent.log')}")
+        wait_for(lambda: not mesh.pods_of("myapp-v2") or {
+            p["spec"]["nodeName"] for p in mesh.pods_of("myapp-v2")} == {"node-c"}, 30,
+                 lambda: f"node-b's pod not gone: {mesh.pods_of('myapp-v2')}")
+        wait_for(lambda: answered[new["metadata"]["name"]] >= 5, 20,
+                 lambda: f"no answer from node-c: {answered} {failed[:3]}")
+    finally:
+        done.set()
+        worker.join(timeout=15)
+    assert not failed, failed[:5]
+    assert answered[old["metadata"]["name"]] >= 5 and answered[new["metadata"]["name"]] >= 5

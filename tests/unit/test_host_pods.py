@@ -21,13 +21,18 @@ from tests.unit.test_host_registry import Clock, csr
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.hosts.pods import HostPods as AgentPods
+from meshpilot.mesh.model import InboundPort, ProxyNode, node_from_metadata, node_to_metadata
 from meshpilot.mesh.tcp_outbound import TcpTarget
-from meshpilot.runtime import Pod
+from meshpilot.runtime import LocalRuntime, Pod
 from meshpilot.runtime.runtime import HostSide
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.server.controlplane import pod_workload
 from meshpilot.server.host_pods import HostPods, HostPodsRefused
 from meshpilot.server.placed_runtime import PlacedRuntime
+from meshpilot.server.shared_endpoints import instance as shared_instance
+from meshpilot.server.shared_endpoints import record as shared_record
+from meshpilot.xds.translate.clusters import inbound as inbound_clusters
 
 HOST_A = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.0.2")
 HOST_B = ObjectKey("networking.istio.io", "WorkloadEntry", "default", "vm-10.77.0.3")
@@ -85,6 +90,12 @@ def test_pods_wait_unschedulable_until_a_host_declares_the_node(
     [pod] = pods.pods()
     assert (pod.name, pod.ready, pod.node, pod.ip) == ("web-abc-x1y2z", True, "node-b",
                                                        "10.77.0.17")
+    # on its host's network: the instance names the host's WorkloadEntry, also as a
+    # replica shares it with the others
+    assert pod.host_entry == ("default", "vm-10.77.0.2")
+    workload = pod_workload(pod)
+    assert workload.host_entry == ("default", "vm-10.77.0.2")
+    assert shared_instance(shared_record(workload)) == workload
     # the template's labels and service account, never what the host says
     assert dict(pod.labels) == {"app": "web", "version": "v2"}
     assert pod.service_account == "web-sa"
@@ -123,6 +134,44 @@ def test_a_host_silent_past_the_grace_is_forgotten_and_its_pods_pending_again(
     assert "no joined host" in (pods.deployment_status("default", "web") or {})["error"]
     [pod] = pods.pods()
     assert (pod.phase, pod.reason, pod.ip) == ("Pending", "Unschedulable", "")
+
+
+def test_a_move_between_joined_hosts_keeps_the_old_pods_until_the_new_are_ready(
+        book: tuple[HostPods, Clock]) -> None:
+    """Kubernetes' rolling update (maxUnavailable 0): a template now naming node-c keeps
+    node-b running the old one, its pod an endpoint, until node-c reports every replica
+    of the new template ready; then node-b is told to run nothing. A Deployment deleted
+    meanwhile stops at once."""
+    pods, clock = book
+    ready = {"default/web": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+    pods.place([dep("web", nodeName="node-b")])
+    pods.sync(HOST_A, "node-b", [reported()], ready)
+    pods.place([dep("web", nodeName="node-c")])
+    pods.sync(HOST_B, "node-c", [], {})
+    assert [a["name"] for a in pods.sync(HOST_A, "node-b", [reported()], ready)] == ["web"]
+    assert [p.name for p in pods.pods() if p.ready] == ["web-abc-x1y2z"]  # still serving
+    renewed = pods.credential(HOST_A, "node-b", {  # its sidecar's renewal still answered
+        "namespace": "default", "deployment": "web", "nodeId": NID,
+        "csr": csr().decode(), "keyFile": "/var/lib/h/pod.key"})
+    assert renewed["certificateChain"]
+
+    clock.now += 1
+    new_pod = reported("web-def-aaaaa", ready=False, ip="10.77.0.33", nodeId=NID.replace(
+        "10.77.0.17~web-abc-x1y2z", "10.77.0.33~web-def-aaaaa"))
+    pods.sync(HOST_B, "node-c", [new_pod], {"default/web": {"readyReplicas": 0,
+                                                            "updatedReplicas": 1}})
+    assert pods.sync(HOST_A, "node-b", [reported()], ready)  # not ready there yet
+    pods.sync(HOST_B, "node-c", [{**new_pod, "ready": True}], ready)
+    assert pods.sync(HOST_A, "node-b", [reported()], ready) == []  # now it stops
+    # the old pod leaves the endpoints as its host is told to stop it (and drains it)
+    assert {(p.node, p.ready) for p in pods.pods()} == {("node-c", True)}
+
+    pods.place([dep("api", nodeName="node-b")])  # a move, then deleted before it landed
+    pods.sync(HOST_A, "node-b", [], {})
+    pods.place([dep("api", nodeName="node-c")])
+    assert [a["name"] for a in pods.sync(HOST_A, "node-b", [], {})] == ["api"]
+    pods.place([])
+    assert pods.sync(HOST_A, "node-b", [], {}) == []
 
 
 @pytest.mark.parametrize("name", ["localhost", "Node_B", "-b", "x" * 64])
@@ -231,6 +280,39 @@ def test_a_joined_hosts_pod_takes_its_apps_calls_on_loopback_only() -> None:
     assert joined.outbound_address("10.77.5.17") == "127.77.5.17"
     assert joined.outbound_address("192.0.0.9") == "127.254.0.9"  # not the host's 127.0.0.x
     assert HostSide().outbound_address("127.10.0.7") == "127.10.0.7"  # here: the pod's own
+
+
+def test_a_joined_hosts_pod_app_listens_on_its_loopback_twin_only() -> None:
+    """No plaintext across hosts: the app behind a joined pod's sidecar binds the
+    loopback twin of the pod's address (its ``POD_IP``), and the sidecar's inbound
+    cluster hands requests there, so another host reaches the app only through the
+    sidecar's mutual TLS (Istio's sidecar model, where the app is reached through its
+    proxy); Kubernetes' ``status.podIP`` still reads the pod's routable address."""
+    joined = HostSide("node-b", "10.77.5.2", lambda node, doc: doc)
+    _, _, web = dep("web", {"env": [{"name": "MY_IP", "valueFrom": {
+        "fieldRef": {"fieldPath": "status.podIP"}}}]})
+    env = LocalRuntime._env(web.spec.template.spec.containers[0], ip="10.77.5.17",
+                            pod="web-1", namespace="default", names={"http": 8080},
+                            app_ports={8080: 40001}, labels={}, host=joined)
+    assert env["POD_IP"] == "127.77.5.17" and env["PORT"] == "40001"
+    assert env["MY_IP"] == "10.77.5.17"
+    assert {"127.77.5.17", "10.77.5.17"} <= set(env["NO_PROXY"].split(","))
+    here = LocalRuntime._env(web.spec.template.spec.containers[0], ip="127.10.0.7",
+                             pod="web-1", namespace="default", names={}, app_ports={},
+                             labels={})
+    assert here["POD_IP"] == "127.10.0.7"  # the control plane's host: as before
+
+    node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.5.17",
+                     app_ip="127.77.5.17", inbound=(InboundPort(8080, 40001, "http"),))
+    assert node_from_metadata(NID, node_to_metadata(node)) == node
+    [cluster] = inbound_clusters(node)
+    [address] = [e.endpoint.address.socket_address
+                 for group in cluster.load_assignment.endpoints for e in group.lb_endpoints]
+    assert (address.address, address.port_value) == ("127.77.5.17", 40001)
+    [plain] = inbound_clusters(ProxyNode(id=NID, kind="sidecar", namespace="default",
+                                         ip="127.10.0.7", inbound=node.inbound))
+    assert plain.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address \
+        .socket_address.address == "127.10.0.7"
 
 
 def test_a_host_gets_only_the_configmaps_and_secrets_its_deployments_read(

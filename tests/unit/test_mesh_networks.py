@@ -247,3 +247,46 @@ def test_the_east_west_gateway_forwards_to_the_mtls_workloads_of_its_network() -
     flat = SnapshotBuilder().build(1, objects(), pods())
     out, _ = east_west.gateway_resources(flat, east_west.gateway_node(CP))
     assert addresses(out[names.TYPE_ENDPOINT][sni]) == [("127.40.0.1", 8080, 1)]
+
+
+def test_a_joined_hosts_pods_are_on_that_hosts_network() -> None:
+    """Istio puts a workload on its registry's network (``fromRegistry``), a VM's on its
+    WorkloadGroup's ``network``: a pod a joined host runs is on that host's network
+    whether the host's entry names it (vm-b: network-b, though the pod's own address is
+    in network-a's fromCidr) or its address falls in a fromCidr (vm-a), unless the pod's
+    own ``topology.istio.io/network`` label names one; its sidecar (the node id names the
+    pod) is on the same network, and split horizon treats its endpoint like the host's:
+    a proxy on network-a reaches the pod on network-b through network-b's gateway."""
+    def pod(name: str, ip: str, host: str, **labels: str) -> WorkloadInstance:
+        return WorkloadInstance(name=name, namespace="default", ip=ip, workload="myapp-v3",
+                                labels={"app": "myapp", "version": "v3", **labels},
+                                ports=(InboundPort(8080, 40001, "http"),),
+                                host_entry=("default", host))
+
+    joined_pods = [pod("myapp-v3-b", "10.3.0.40", "vm-b"),
+                   pod("myapp-v3-a", "10.9.0.41", "vm-a"),
+                   pod("myapp-v3-l", "10.3.0.42", "vm-b",
+                       **{"topology.istio.io/network": "network-c"}),
+                   pod("myapp-v3-gone", "10.3.0.43", "vm-none")]
+    snap = SnapshotBuilder(mesh_config=mesh_config()).build(
+        1, objects(), [*pods(), *joined_pods])
+    placed = {e.address: e.network for e in snap.endpoints[HOST]}
+    assert placed["10.3.0.40"] == "network-b"  # its host's field, not its own address
+    assert placed["10.9.0.41"] == "network-a"  # its host's fromCidr
+    assert placed["10.3.0.42"] == "network-c"  # its own label wins
+    assert placed["10.3.0.43"] == "network-a"  # no such host: its own address decides
+    sidecar = joined("myapp-v3-b", "10.3.0.40")
+    assert networks.proxy_network(snap, sidecar) == "network-b"
+    assert networks.proxy_network(snap, joined("myapp-v3-a", "10.9.0.41")) == "network-a"
+
+    cla = endpoints.load_assignment("c", [("10.3.0.40", 8080, 1), ("10.3.0.2", 8080, 1)])
+    for lb, net in zip(cla.endpoints[0].lb_endpoints, ["network-b", "network-a"],
+                       strict=True):
+        lb.metadata.CopyFrom(endpoint_tls_metadata(True))
+        lb.metadata.filter_metadata[endpoints.NETWORK_FILTER].update(
+            {endpoints.NETWORK_KEY: net})
+    from_a = split.split_horizon(cla, "network-a", mesh_config().networks)
+    assert addresses(from_a) == [(CP, 15443, 1), ("10.3.0.2", 8080, 1)]
+    flat = SnapshotBuilder().build(1, objects(), [*pods(), *joined_pods])
+    assert {e.network for e in flat.endpoints[HOST] if e.address.startswith("10.3.0.4")} \
+        == {""}  # without meshNetworks nothing moves

@@ -9,7 +9,9 @@ with its own Envoy sidecar. What differs is the network and the identity:
   addresses, which must be assigned to it), by default the host's address alone, so one
   pod fits at a time, as with ``hostNetwork`` pods; a pod whose ports are taken there
   waits with the runtime's "no free pod IP" error, visible in describe. Other hosts reach
-  the pods at those addresses, through their sidecar's inbound listener.
+  the pods at those addresses, through their sidecar's inbound listener only: the app
+  binds the loopback twin of its pod's address (:meth:`HostSide.app_address`), so no
+  plaintext reaches it across hosts.
 - **Identity.** Each sidecar's key is made here (0600, never sent); its CSR goes to the
   control plane with the host's credential, which signs it for the Deployment's service
   account and answers the sidecar's xDS token. At about half the certificate's life a

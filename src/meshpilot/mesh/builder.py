@@ -42,7 +42,7 @@ from meshpilot.mesh.model import (
     WorkloadInstance,
     same_objects,
 )
-from meshpilot.mesh.networks import of_entries, place
+from meshpilot.mesh.networks import of_entries, place_all
 from meshpilot.mesh.protocols import is_tcp, port_protocol
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,7 @@ class SnapshotBuilder:
         build's very object when equal to it."""
         seen: dict[tuple[str, str], WorkloadInstance] = {}
         out = []
-        for given in instances:
-            w = place(self.mesh_config.networks, given)
+        for w in place_all(self.mesh_config.networks, instances):
             key = (w.namespace, w.name)
             old = self._workloads.get(key)
             if old is not None and (old is w or old == w):

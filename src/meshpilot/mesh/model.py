@@ -170,6 +170,10 @@ class WorkloadInstance:
     host_gateway: str = ""
     """A pod another control-plane replica runs on another host: ``host:port`` of that
     host's east-west gateway, through which it is reached (empty: this host's own)."""
+    host_entry: tuple[str, str] | None = None
+    """A pod on a joined host: (namespace, name) of that host's WorkloadEntry, whose
+    network it is on unless its own label names one (:func:`meshpilot.mesh.networks.
+    place_all`)."""
 
     @property
     def workload_name(self) -> str:
@@ -197,6 +201,10 @@ class ProxyNode:
     outbound_ip: str = ""
     """Where the HTTP proxy listener binds, when not ``ip``: a joined host's sidecar keeps
     it on loopback, so its app reaches the mesh through it and its network does not."""
+    app_ip: str = ""
+    """Where the app behind the sidecar listens, when not ``ip``: a joined host's pod
+    app binds a loopback address, so only its own sidecar (with mutual TLS and the
+    authorization policies in front) reaches it, never the network."""
     # Gateway only: Gateway server port (80) → the real port it listens on here.
     gateway_ports: Mapping[int, int] = field(default_factory=dict)
     tcp_outbound: tuple[TcpOutbound, ...] = ()
@@ -298,6 +306,7 @@ def node_to_metadata(node: ProxyNode) -> dict[str, object]:
         ],
         "OUTBOUND_PORT": node.outbound_port,
         "OUTBOUND_IP": node.outbound_ip,
+        "APP_IP": node.app_ip,
         "GATEWAY_PORTS": {str(k): v for k, v in node.gateway_ports.items()},
         "ACCESS_LOG_FILE": node.access_log,
         "TCP_OUTBOUND": [{"host": t.host, "port": t.port, "localPort": t.local_port}
@@ -344,6 +353,7 @@ def node_from_metadata(node_id: str, meta: Mapping[str, object]) -> ProxyNode:
         inbound=inbound,
         outbound_port=_int(meta.get("OUTBOUND_PORT"), OUTBOUND_PROXY_PORT),
         outbound_ip=str(meta.get("OUTBOUND_IP") or ""),
+        app_ip=str(meta.get("APP_IP") or ""),
         gateway_ports={
             _int(k): _int(v) for k, v in gateway_ports.items()  # type: ignore[union-attr]
         },

@@ -3,9 +3,11 @@
 A workload's network is what it names itself (a WorkloadEntry's ``network``, else its
 ``topology.istio.io/network`` label, Istio's order), else the network whose ``fromCidr``
 holds its address, else, for a pod of the control-plane host (a loopback address), the
-network that lists ``fromRegistry: Kubernetes``. A ServiceEntry's inline endpoint is on
-the network it names, or on none. A proxy is on its workload's
-network: a joined host's sidecar on its WorkloadEntry's, every proxy the control plane
+network that lists ``fromRegistry: Kubernetes``; a pod on a joined host is on that
+host's network (its WorkloadEntry's) unless its own label names one. A ServiceEntry's
+inline endpoint is on the network it names, or on none. A proxy is on its workload's
+network: a joined host's sidecar on its WorkloadEntry's, a joined pod's sidecar on its
+pod's, every proxy the control plane
 runs itself on the control-plane host's. Without ``meshNetworks`` every network is "",
 which is every network, and nothing here changes a thing.
 """
@@ -37,6 +39,27 @@ def place(networks: MeshNetworks, workload: WorkloadInstance) -> WorkloadInstanc
     return workload if name == workload.network else replace(workload, network=name)
 
 
+def place_all(networks: MeshNetworks, instances: Iterable[WorkloadInstance]
+              ) -> list[WorkloadInstance]:
+    """Every instance placed (:func:`place`), and a joined host's pod on that host's network
+    (its WorkloadEntry's, resolved as any entry's: the group's ``network``, its label or
+    the ``fromCidr`` of the host's address), as Istio puts a workload on its registry's
+    network; only the pod's own network label, or a host on no network, leaves it to
+    the pod's own address."""
+    placed = [place(networks, w) for w in instances]
+    if not networks:
+        return placed
+    hosts = {(w.namespace, w.name): w.network for w in placed
+             if w.host_entry is None and not w.workload}
+    out = []
+    for w in placed:
+        network = hosts.get(w.host_entry, "") if w.host_entry is not None else ""
+        if network and network != w.network and not w.labels.get(NETWORK_LABEL):
+            w = replace(w, network=network)
+        out.append(w)
+    return out
+
+
 def _loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -47,13 +70,14 @@ def _loopback(address: str) -> bool:
 def of_entries(networks: MeshNetworks, entries: Iterable[Named[WorkloadEntry]],
                instances: Iterable[WorkloadInstance]) -> dict[tuple[str, str], str]:
     """(namespace, name) → network of each WorkloadEntry a joined host registered (its
-    sidecar's network); empty without named networks."""
+    sidecar's network) and of each pod on a joined host (its sidecar's: the node id
+    names the pod); empty without named networks."""
     if not networks:
         return {}
     registered = {(e.namespace, e.name) for e in entries
                   if e.obj.metadata.annotations.get(AUTO_REGISTRATION_ANNOTATION)}
     return {(w.namespace, w.name): w.network for w in instances
-            if (w.namespace, w.name) in registered}
+            if (w.namespace, w.name) in registered or w.host_entry is not None}
 
 
 def entry_of(node_id: str) -> tuple[str, str] | None:

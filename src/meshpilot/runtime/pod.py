@@ -117,6 +117,9 @@ class Pod:
     access_log_path: str = ""  # its access log ("" when access logging is off)
     tcp_outbound: tuple[TcpOutbound, ...] = ()  # the service ports its sidecar listens for
     node: str = ""  # the joined host it runs on ("" for the control plane's own host)
+    host_entry: tuple[str, str] | None = None
+    """(namespace, name) of the WorkloadEntry of the joined host it runs on: the pod is on
+    that host's network (:mod:`meshpilot.mesh.networks`)."""
 
     def proxy_node(self) -> ProxyNode:
         """The sidecar as the control plane sees it."""

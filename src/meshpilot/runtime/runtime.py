@@ -165,6 +165,14 @@ class HostSide:
         _, b, c, d = ipaddress.IPv4Address(pod_ip).packed
         return f"127.{b or 254}.{c}.{d}"  # never 127.0.0.x, the host's own loopback
 
+    def app_address(self, pod_ip: str) -> str:
+        """Where a pod's app listens (its ``POD_IP``, its probes, its sidecar's inbound
+        clusters): the pod's own address here; on a joined host the same loopback twin
+        as :meth:`outbound_address`, so other hosts reach the app only through its
+        sidecar, over mutual TLS and behind its authorization policies, never in
+        plaintext on the pod's routable address."""
+        return self.outbound_address(pod_ip)
+
 
 RUN_DIR_ENV = "MESHPILOT_RUN_DIR"
 """Set in every pod's environment: the run directory of the runtime that started it."""
@@ -518,6 +526,7 @@ class LocalRuntime:
                     *(o.local_port for o in outbound)}
         inbound: list[InboundPort] = []
         per_container: list[tuple[dict[str, int], dict[int, int]]] = []
+        app_ip = self.host.app_address(ip)
         for c in template.containers:
             names: dict[str, int] = {}
             app_ports: dict[int, int] = {}
@@ -526,9 +535,9 @@ class LocalRuntime:
                     names[p.name] = p.container_port
                 if p.protocol != "TCP":
                     continue
-                app_port = free_port(ip, self._port_walk)
+                app_port = free_port(app_ip, self._port_walk)
                 while app_port in reserved:
-                    app_port = free_port(ip, self._port_walk)
+                    app_port = free_port(app_ip, self._port_walk)
                 reserved.add(app_port)
                 app_ports[p.container_port] = app_port
                 inbound.append(InboundPort(container_port=p.container_port, app_port=app_port,
@@ -556,7 +565,7 @@ class LocalRuntime:
             if c.name in roots:
                 env[POD_ROOT_ENV] = str(roots[c.name])
             first = next(iter(app_ports.values()), None)
-            probe = probe_spec(c.readiness_probe, ip=ip, ports_by_name=names,
+            probe = probe_spec(c.readiness_probe, ip=app_ip, ports_by_name=names,
                                app_ports=app_ports, first_app_port=first)
             plans.append(ContainerPlan(
                 name=c.name, argv=tuple(expand_vars(a, env) for a in argv), env=env,
@@ -576,9 +585,10 @@ class LocalRuntime:
                 tcp_outbound: tuple[TcpOutbound, ...] = ()) -> PodWorker:
         sidecars = self.work_dir / "sidecars"
         access_log = AccessLogFile(access_log_path(sidecars, name)) if self.access_log else None
-        outbound_ip = self.host.outbound_address(ip)
+        outbound_ip, app_ip = self.host.outbound_address(ip), self.host.app_address(ip)
         node = ProxyNode(id=node_id, kind="sidecar", namespace=namespace, ip=ip,
                          outbound_ip="" if outbound_ip == ip else outbound_ip,
+                         app_ip="" if app_ip == ip else app_ip,
                          workload=deployment, name=name, labels=dict(labels),
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "",
@@ -677,8 +687,10 @@ class LocalRuntime:
         env.setdefault("PYTHONUNBUFFERED", "1")
         host = host if host is not None else HostSide()
         proxy = f"http://{host.outbound_address(ip)}:{OUTBOUND_PROXY_PORT}"
+        bind = host.app_address(ip)
+        direct = ",".join(dict.fromkeys([bind, ip, "localhost", "127.0.0.1"]))
         ours: dict[str, str] = {
-            "POD_IP": ip,
+            "POD_IP": bind,
             "POD_NAME": pod,
             "POD_NAMESPACE": namespace,
             "HTTP_PROXY": proxy,
@@ -686,8 +698,8 @@ class LocalRuntime:
             # HTTPS too (CONNECT through the sidecar): the egress policy judges it
             "HTTPS_PROXY": proxy,
             "https_proxy": proxy,
-            "NO_PROXY": f"{ip},localhost,127.0.0.1",
-            "no_proxy": f"{ip},localhost,127.0.0.1",
+            "NO_PROXY": direct,
+            "no_proxy": direct,
         }
         first = next(iter(app_ports.values()), None)
         if first is not None:

@@ -271,8 +271,12 @@ class ControlPlaneAPI:
         object's neighbourhood in the state (the same findings), off the event loop."""
         q = request.query_params
         if not (q.get("kind") and q.get("name")):
-            found = await run_in_threadpool(
-                lambda: check_state(state_of(self.store.list()), all_objects=True))
+            def everything() -> list[Diagnostic]:
+                objects = state_of(self.store.list())
+                return check_state(objects, all_objects=True) + \
+                    self.service.more_findings(objects)
+
+            found = await run_in_threadpool(everything)
         else:
             try:
                 info = by_kind(q["kind"])

@@ -46,6 +46,7 @@ from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
 from meshpilot.server.replica_wiring import ReplicaState
 from meshpilot.server.rollout_api import RolloutAPI
+from meshpilot.server.shared_pod_credentials import SharedPodCredentials
 from meshpilot.server.telemetry_api import TelemetryAPI
 from meshpilot.statedir import StateDir
 from meshpilot.store import ConfigStore
@@ -53,6 +54,7 @@ from meshpilot.store.election import AlwaysLeader, Election
 from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import ProxyIdentity, Target
+from meshpilot.validation.network_names import check_network_names
 
 MESH_HOST = "127.0.0.1"
 """Where xDS and the metrics endpoint listen: loopback, never the API's --host."""
@@ -165,12 +167,15 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
     """Joined hosts: their tokens, registrations and health, and their sidecars'
     credentials fed to the mesh's SDS."""
     tokens = replicas.join_tokens(state)
+    if replicas.shared is not None:  # a pod sidecar's xDS may be at any replica
+        mesh.host_pods.shared = SharedPodCredentials(replicas.shared)
     registry = HostRegistry(
         store, config, tokens, mesh.proxy_tokens, lambda: mesh.certificates.ca,
         (security or SecurityOptions()).cert_ttl, lambda: mesh.xds_tls_address,
         changed=mesh.wake, timeout=health.timeout, grace=health.grace,
         members_file=state.root / "secrets" / "hosts.json", leading=leading,
-        shared=replicas.shared, replicas=replicas.directory.replicas)
+        shared=replicas.shared, replicas=replicas.directory.replicas,
+        sync_also=mesh.host_pods.sync_shared)
     mesh.host_pods.timeout, mesh.host_pods.grace = health.timeout, health.grace
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
     mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
@@ -232,6 +237,9 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
             leading=components.leader.leading,
             proxy_tokens=components.replicas.proxy_tokens(state), mesh_config=mesh_config)
         components.config.change_check = envoy_filter_check.for_mesh(mesh)
+        if mesh_config is not None and mesh_config.networks:
+            components.config.more_findings = partial(check_network_names,
+                                                      networks=mesh_config.networks)
         components.hosts = _hosts(state, store, components.config, mesh, security,
                                   host_health or HostHealth(), components.leader.leading,
                                   components.replicas)

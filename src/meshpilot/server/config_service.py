@@ -117,6 +117,11 @@ class ConfigService:
         """A check of a valid change against the running mesh (Envoy's judgement of an
         EnvoyFilter, ``envoy_filter_check``): its errors refuse the apply, its warnings
         are reported with the plan's."""
+        self.more_findings: Callable[[list[StateObject]], list[Diagnostic]] = \
+            lambda objects: []
+        """Findings about the given objects that need what the running control plane
+        knows beyond the store (the mesh config's named networks): at apply about the
+        change, in analyze about every object, in describe about one."""
 
     def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False,
               statuses: Sequence[PutStatus] = ()) -> Outcome:
@@ -151,6 +156,8 @@ class ConfigService:
                 plan.diagnostics.extend(self.change_check(plan))
                 if not plan.ok:
                     return Outcome(422, diagnostics=plan.diagnostics)
+            plan.diagnostics.extend(self.more_findings(
+                [StateObject(o.key, o.body, o.source, changed=True) for o in plan.objects]))
             changes, bad = self._puts(plan)
             if bad:
                 return Outcome(422, diagnostics=bad + plan.warnings)
@@ -253,7 +260,9 @@ class ConfigService:
         """What every stored object's findings say about ``key`` (``describe``), judged
         on its neighbourhood in the current state."""
         with self._lock:
-            return findings_about(self._state(), key)
+            found = findings_about(self._state(), key)
+        held = self.store.get(key)
+        return found + (self.more_findings([StateObject(key, held.body)]) if held else [])
 
     def _state(self) -> StateIndex:
         """Every stored object, indexed for validation; call under the write lock."""

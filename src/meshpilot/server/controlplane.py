@@ -135,7 +135,7 @@ def pod_workload(pod: Pod) -> WorkloadInstance:
     return WorkloadInstance(
         name=pod.name, namespace=pod.namespace, ip=pod.ip, labels=dict(pod.labels),
         ports=tuple(pod.inbound), ready=pod.ready, has_sidecar=True, workload=pod.deployment,
-        service_account=pod.service_account,
+        service_account=pod.service_account, host_entry=pod.host_entry,
     )
 
 

@@ -16,7 +16,8 @@ for longer than ``timeout`` has its pods taken out of the endpoints (not ready),
 WorkloadEntry is.
 
 A Deployment placed on a node no host declared keeps its pods Pending with Kubernetes'
-reason, Unschedulable, until a host of that name joins.
+reason, Unschedulable, until a host of that name joins. One moved from a joined host's
+node to another's keeps running on the first until the second reports it ready.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.identity import workload_identity
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server.host_registry import HostCredential
+from meshpilot.server.shared_pod_credentials import SharedPodCredentials
 from meshpilot.validation.codes import NODE_NAME_REFUSED
 
 Key = tuple[str, str]  # (namespace, Deployment name)
@@ -94,11 +96,20 @@ class HostPods:
     changed: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
     _placed: dict[Key, Placed] = field(default_factory=dict)
+    _leaving: dict[Key, Placed] = field(default_factory=dict)
+    """A Deployment moved from one joined host's node to another's: its old placement,
+    run on by the old node until the new one reports it ready (as a rolling update
+    keeps the old pods), so the move fails no request."""
     _configs: ConfigData = field(default_factory=dict)
     _tcp: tuple[TcpTarget, ...] = ()
     _nodes: dict[str, _Node] = field(default_factory=dict)
     _credentials: dict[str, tuple[str, HostCredential, float]] = field(default_factory=dict)
     """node id of a pod's sidecar -> (its host's node name, its credential, when issued)."""
+    shared: SharedPodCredentials | None = None
+    """With replicas on etcd: where the credentials issued here go for the others, and
+    theirs come from (a pod sidecar's xDS stream may be at any replica)."""
+    _dropped: list[str] = field(default_factory=list)
+    """Node ids whose credentials were forgotten here, to withdraw from ``shared``."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- placement (the control plane's side) -------------------------------------------
@@ -123,8 +134,31 @@ class HostPods:
             placed[(namespace, name)] = Placed(node, dep, MappingProxyType(body),
                                                _read_by(dep, namespace, self._configs))
         with self._lock:
+            for key, old in self._placed.items():
+                new = placed.get(key)
+                if new is not None and new.node != old.node and key not in self._leaving:
+                    self._leaving[key] = old  # left at once only when never ready there
             self._placed = placed
+            self._settle_leaving()
         return local
+
+    def _settle_leaving(self) -> None:
+        """Forget the old placements of moved Deployments that are ready where they went
+        (or deleted, or back where they were). Under the lock."""
+        now = self.clock()
+        for key, old in list(self._leaving.items()):
+            new = self._placed.get(key)
+            if new is None or new.node == old.node or _ready_on(
+                    self._nodes.get(new.node), key, new, now - self.timeout):
+                del self._leaving[key]
+
+    def _of_node(self, node: str) -> dict[Key, Placed]:
+        """The Deployments ``node`` runs: those placed on it, and those moving away from
+        it that are not ready where they go yet. Under the lock."""
+        self._settle_leaving()
+        mine = {k: p for k, p in self._leaving.items() if p.node == node}
+        mine.update((k, p) for k, p in self._placed.items() if p.node == node)
+        return mine
 
     def placed(self, namespace: str, name: str) -> bool:
         with self._lock:
@@ -139,9 +173,10 @@ class HostPods:
         Deployments it is to run (namespace, name, body)."""
         self._claim(member, node)
         with self._lock:
-            mine = {k: p for k, p in self._placed.items() if p.node == node}
+            mine = self._of_node(node)
             before = self._nodes[node].pods
-            taken = tuple(p for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
+            taken = tuple(replace(p, host_entry=(member.namespace, member.name))
+                          for p in (_pod(raw, node, mine) for raw in pods) if p is not None)
             self._forget_gone(node, {p.node_id for p in taken})
             self._nodes[node] = _Node(member, self.clock(), taken, {
                 key: dict(statuses[f"{key[0]}/{key[1]}"]) for key in mine
@@ -175,7 +210,7 @@ class HostPods:
         namespace, deployment = request["namespace"], request["deployment"]
         with self._lock:
             held = self._nodes.get(node)
-            placed = self._placed.get((namespace, deployment))
+            placed = self._of_node(node).get((namespace, deployment))
         if held is None or held.member != member or placed is None or placed.node != node:
             raise HostPodsRefused(403, f"{namespace}/{deployment} is not placed on node "
                                        f"{node!r}, or that node is another host's")
@@ -191,9 +226,11 @@ class HostPods:
             issued = ca.issue(request["csr"].encode(), identity, ttl=self.cert_ttl)
         except (CertificateRequestRefused, ValueError) as exc:
             raise HostPodsRefused(400, f"the CSR was refused: {exc}") from None
+        credential = HostCredential(issued.chain_pem, request["keyFile"], ca.trust_bundle.pem)
         with self._lock:
-            self._credentials[nid] = (node, HostCredential(
-                issued.chain_pem, request["keyFile"], ca.trust_bundle.pem), self.clock())
+            self._credentials[nid] = (node, credential, self.clock())
+        if self.shared is not None:
+            self.shared.publish(nid, node, credential)
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
@@ -204,7 +241,7 @@ class HostPods:
         ``node``'s Deployments reach:
         their pods reach them through local ports of their sidecars, as pods here do."""
         with self._lock:
-            namespaces = {ns for (ns, _), p in self._placed.items() if p.node == node}
+            namespaces = {ns for ns, _ in self._of_node(node)}
             return [asdict(t) for t in self._tcp
                     if any(t.reaches(ns) for ns in sorted(namespaces))]
 
@@ -220,12 +257,27 @@ class HostPods:
     def credentials(self) -> Mapping[str, HostCredential]:
         """node id -> credential of every pod sidecar on a joined host that still runs."""
         roots = self.ca().trust_bundle.pem
+        others = self.shared.held() if self.shared is not None else {}
         with self._lock:
             self._forget_silent(self.clock())
             live = {p.node_id for n in self._nodes.values() for p in n.pods}
-            return MappingProxyType({
-                nid: HostCredential(c.chain_pem, c.key_file, roots)
-                for nid, (_node, c, _at) in self._credentials.items() if nid in live})
+            mine = {nid: HostCredential(c.chain_pem, c.key_file, roots)
+                    for nid, (_node, c, _at) in self._credentials.items() if nid in live}
+        # those another replica issued (its host reports there), unless issued here too
+        return MappingProxyType({**{nid: replace(c, roots_pem=roots)
+                                    for nid, c in others.items()}, **mine})
+
+    def sync_shared(self) -> None:
+        """One round with the other replicas: withdraw the credentials forgotten here,
+        take theirs (the mesh rebuilds when they changed)."""
+        if self.shared is None:
+            return
+        with self._lock:
+            self._forget_silent(self.clock())
+            dropped, self._dropped = self._dropped, []
+        self.shared.withdraw(dropped)
+        if self.shared.take():
+            self.changed()
 
     def sidecar_stats(self) -> list[tuple[Pod, int, bytes]]:
         """Every joined pod's sidecar whose counters its host sent last (while the host
@@ -242,16 +294,23 @@ class HostPods:
         """Credentials of ``node``'s pods that are gone (a pod's is issued before it is
         first reported, so one is kept for :data:`UNREPORTED_SECONDS`). Under the lock."""
         now = self.clock()
-        self._credentials = {
-            nid: held for nid, held in self._credentials.items()
-            if held[0] != node or nid in reported or now - held[2] <= UNREPORTED_SECONDS}
+        self._keep_credentials(lambda nid, held: held[0] != node or nid in reported
+                               or now - held[2] <= UNREPORTED_SECONDS)
+
+    def _keep_credentials(self, keep: Callable[[str, tuple[str, HostCredential, float]],
+                                               bool]) -> None:
+        """Keep the credentials ``keep`` says; the others are withdrawn from the shared
+        state at the next round. Under the lock."""
+        kept = {nid: held for nid, held in self._credentials.items() if keep(nid, held)}
+        if self.shared is not None:
+            self._dropped += [nid for nid in self._credentials if nid not in kept]
+        self._credentials = kept
 
     def _forget_silent(self, now: float) -> None:
         """Called under the lock."""
         for node in [n for n, held in self._nodes.items() if now - held.seen > self.grace]:
             del self._nodes[node]
-            self._credentials = {nid: c for nid, c in self._credentials.items()
-                                 if c[0] != node}
+            self._keep_credentials(lambda _nid, c, gone=node: c[0] != gone)
 
     def pods(self) -> list[Pod]:
         """Pods on joined hosts (not ready once their host's syncs stopped), and the
@@ -326,6 +385,17 @@ def _pod_node_id(nid: str, namespace: str, deployment: str) -> bool:
     pod, _, ns = parts[2].rpartition(".")
     return ns == namespace and pod.startswith(f"{deployment}-") and \
         parts[3] == f"{namespace}.svc.cluster.local"
+
+
+def _ready_on(held: _Node | None, key: Key, placed: Placed, since: float) -> bool:
+    """Whether ``held`` (a node that reported after ``since``) runs every replica of
+    ``placed``'s template ready."""
+    if held is None or held.seen < since:
+        return False
+    status = held.statuses.get(key) or {}
+    wanted = placed.deployment.spec.replicas
+    return int(status.get("readyReplicas") or 0) >= wanted and \
+        int(status.get("updatedReplicas") or 0) >= wanted
 
 
 def _endpoint_view(pods: Iterable[Pod]) -> set[tuple[Any, ...]]:

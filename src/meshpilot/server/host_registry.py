@@ -159,6 +159,9 @@ class HostRegistry:
     replicas: Callable[[], list[dict[str, Any]]] = list
     """The live replicas (API URL, mutual-TLS xDS address), told to hosts so they can go
     on with another when theirs dies."""
+    sync_also: Callable[[], None] = lambda: None
+    """More of the replicas' shared state to take each round (the joined pods' sidecar
+    certificates, :mod:`meshpilot.server.shared_pod_credentials`)."""
     _report_revisions: dict[ObjectKey, int] = field(default_factory=dict)
     _members: dict[ObjectKey, _Member] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -375,6 +378,7 @@ class HostRegistry:
             try:
                 if self.shared is not None:
                     self.sync()
+                    self.sync_also()
                 if self.leading():  # the others serve the hosts, the leader judges them
                     self.check()
             except (EtcdError, EtcdUnavailable) as exc:

@@ -46,11 +46,15 @@ MAX_LAG = 2.0
 def record(w: WorkloadInstance) -> dict[str, Any]:
     return {"name": w.name, "namespace": w.namespace, "ip": w.ip, "labels": dict(w.labels),
             "ports": [[p.container_port, p.app_port, p.name, p.protocol] for p in w.ports],
-            "ready": w.ready, "workload": w.workload, "serviceAccount": w.service_account}
+            "ready": w.ready, "workload": w.workload, "serviceAccount": w.service_account,
+            **({"hostEntry": list(w.host_entry)} if w.host_entry is not None else {})}
 
 
 def instance(row: dict[str, Any], host_gateway: str = "") -> WorkloadInstance:
-    return WorkloadInstance(host_gateway=host_gateway,
+    entry = row.get("hostEntry")
+    host_entry = (str(entry[0]), str(entry[1])) \
+        if isinstance(entry, list) and len(entry) == 2 else None
+    return WorkloadInstance(host_gateway=host_gateway, host_entry=host_entry,
         name=str(row["name"]), namespace=str(row["namespace"]), ip=str(row["ip"]),
         labels={str(k): str(v) for k, v in dict(row.get("labels") or {}).items()},
         ports=tuple(InboundPort(int(p[0]), int(p[1]), str(p[2]), p[3])

@@ -119,6 +119,9 @@ MESH_CONFIG_IGNORED = Code("MP2051", Severity.WARNING, "Istio meshConfig field t
 MESH_NETWORK_UNKNOWN = Code("MP0089", Severity.ERROR, "meshNetworks names a registry or a "
                              "gateway service meshpilot does not have (only Kubernetes, the "
                              "control-plane host's pods, and its east-west gateway)")
+NETWORK_NOT_LISTED = Code("MP2032", Severity.WARNING, "WorkloadEntry or WorkloadGroup names "
+                          "a network meshNetworks does not list: it is reached only from "
+                          "proxies on that same network name, through no gateway")
 NETWORK_NO_GATEWAY = Code("MP2036", Severity.WARNING, "meshNetworks network without a "
                           "gateway: its endpoints are reached only from its own network")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "

@@ -166,7 +166,8 @@ def _inbound_http2(protocol: str) -> bool | None:
 
 def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
     """``inbound|PORT||``: a STATIC cluster to the app behind the sidecar, at
-    ``POD_IP:app_port`` or at the unix socket its Sidecar's ingress listener names, with
+    ``POD_IP:app_port`` (the app's own address when it has one, see
+    :attr:`ProxyNode.app_ip`) or at the unix socket its Sidecar's ingress listener names, with
     the circuit breakers of the Sidecar's connection pool for the port, if any
     (:mod:`meshpilot.mesh.sidecar_ingress`)."""
     for port in sorted(node.inbound, key=lambda p: p.container_port):
@@ -183,7 +184,7 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
             cluster.load_assignment.CopyFrom(endpoints.pipe_assignment(name, said.unix_path))
         else:
             cluster.load_assignment.CopyFrom(
-                endpoints.load_assignment(name, [(node.ip, port.app_port, 1)]))
+                endpoints.load_assignment(name, [(node.app_ip or node.ip, port.app_port, 1)]))
         yield cluster
 
 
