@@ -14,7 +14,8 @@ the mesh is one flat network and no name changes where traffic goes.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 from meshpilot.api.mesh_networks import MeshNetworks
 from meshpilot.validation import codes
@@ -24,8 +25,9 @@ from meshpilot.validation.state_object import Findings, StateObject
 
 Report = Callable[[StateObject], bool]
 NET = "networking.istio.io"
-_WHERE = {"WorkloadEntry": ("spec", "network"),
-          "WorkloadGroup": ("spec", "template", "network")}
+_WHERE: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "WorkloadEntry": ("spec", "network"),
+    "WorkloadGroup": ("spec", "template", "network")})
 
 
 def check_network_names(objects: Iterable[StateObject], networks: MeshNetworks,
