@@ -556,7 +556,8 @@ class ProxyConfigBuilder:
         rule = index.destination_rule_named(snapshot, service.host, node)
         seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain, seen_from, cls.via_gateway, cls.key.network)
+                  snapshot.trust_domain, seen_from, cls.via_gateway, cls.key.network,
+                  snapshot.mesh_config.dns_resolvers)  # DNS clusters ask them
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1

@@ -223,6 +223,23 @@ def _plain(key: str) -> bool:
     return bool(key) and all(c.isalnum() or c in "-._*" for c in key)
 
 
+def dns_resolver(config: MeshConfig) -> core_ext.TypedExtensionConfig | None:
+    """The resolver every name the sidecar looks up is asked with: the mesh config's
+    ``dnsResolvers`` when it names some (c-ares, only those servers, no search domain:
+    the names are asked as written), else None (Envoy's default, the host's
+    resolv.conf). Shared by the DNS cache below and by every DNS-resolved cluster
+    (:mod:`~meshpilot.xds.translate.clusters`), so no lookup of the mesh's goes
+    elsewhere than where the mesh config says."""
+    if not config.dns_resolvers:
+        return None
+    resolvers = cares.CaresDnsResolverConfig(
+        resolvers=[address_pb2.Address(socket_address=address_pb2.SocketAddress(
+            address=r.address, port_value=r.port)) for r in config.dns_resolvers],
+        dns_resolver_options=resolver_pb2.DnsResolverOptions(no_default_search_domain=True))
+    return core_ext.TypedExtensionConfig(name="envoy.network.dns_resolver.cares",
+                                         typed_config=pb.pack(resolvers))
+
+
 def _dns_cache(config: MeshConfig) -> dns_cache_pb2.DnsCacheConfig:
     """One cache, the same in the filter and the cluster (Envoy requires it): IPv4 first
     as every other cluster here, bounded, asking the mesh config's resolvers only when it
@@ -230,14 +247,9 @@ def _dns_cache(config: MeshConfig) -> dns_cache_pb2.DnsCacheConfig:
     cache = dns_cache_pb2.DnsCacheConfig(
         name=DNS_CACHE, dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
         max_hosts=pb.u32(MAX_HOSTS))
-    if config.dns_resolvers:
-        resolvers = cares.CaresDnsResolverConfig(
-            resolvers=[address_pb2.Address(socket_address=address_pb2.SocketAddress(
-                address=r.address, port_value=r.port)) for r in config.dns_resolvers],
-            dns_resolver_options=resolver_pb2.DnsResolverOptions(
-                no_default_search_domain=True))
-        cache.typed_dns_resolver_config.CopyFrom(core_ext.TypedExtensionConfig(
-            name="envoy.network.dns_resolver.cares", typed_config=pb.pack(resolvers)))
+    resolver = dns_resolver(config)
+    if resolver is not None:
+        cache.typed_dns_resolver_config.CopyFrom(resolver)
     return cache
 
 
