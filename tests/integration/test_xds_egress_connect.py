@@ -9,7 +9,9 @@ External Services" (its HTTPS steps): an app whose ``HTTPS_PROXY`` is its sideca
   looked up (Istio resets the connection; an HTTP proxy's client is told why instead).
 - A ServiceEntry listing the host with an HTTPS (or TLS) port: the tunnel goes to that
   entry's endpoints (a STATIC address here, not what DNS says) in either mode, through
-  its own cluster ``outbound|443||host``, as Istio routes a registered TLS host.
+  its own cluster ``outbound|443||host``, as Istio routes a registered TLS host. At a
+  port the entry does not list (tunnel or plain HTTP), the mode decides, as Istio's
+  sidecar sends a known host's other ports to its passthrough / blackhole routes.
 
 The TLS server is real (a certificate for the host, signed by a root made for the test);
 the client verifies it, so a tunnel that reached the wrong place, or mangled the bytes,
@@ -142,9 +144,23 @@ def test_a_service_entry_with_an_https_port_takes_the_tunnel_to_its_endpoints(
         assert r.status_code == 200, r.text
         assert r.json()["path"] == "/entry"
     assert EXTERNAL not in world.dns.asked
-    # a port the entry does not list: a known host without that port has no route (as
-    # plain HTTP to ``alpha:9999``), whatever the mode
-    assert connect(world, f"{EXTERNAL}:{tls_backend.port}").startswith("HTTP/1.1 404 ")
+    # a port the entry does not list goes by the outbound traffic policy, as Istio's
+    # sidecar sends a known host's other ports to its passthrough or blackhole route:
+    # passed through to that port of the address the name resolves to, or refused
+    http_port = world.mesh.backends["X"].port
+    if mode == "ALLOW_ANY":
+        with https_client(world, tls_backend) as client:
+            r = client.get(f"https://{EXTERNAL}:{tls_backend.port}/unlisted")
+        assert r.status_code == 200 and r.json()["path"] == "/unlisted", r.text
+        assert EXTERNAL in world.dns.asked
+        # plain HTTP takes the same path: the host at a port it does not list
+        assert world.body(f"http://{EXTERNAL}:{http_port}/") == "X"
+    else:
+        refused = connect(world, f"{EXTERNAL}:{tls_backend.port}")
+        assert refused.startswith("HTTP/1.1 502 ") and egress.BLACKHOLE_CLUSTER in refused
+        r = world.get(f"http://{EXTERNAL}:{http_port}/")
+        assert r.status_code == 502 and egress.BLACKHOLE_CLUSTER in r.text, r.text
+        assert EXTERNAL not in world.dns.asked
 
 
 def test_a_tls_route_covering_the_host_takes_the_tunnel_to_its_destination(

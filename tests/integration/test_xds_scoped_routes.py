@@ -250,11 +250,12 @@ def test_absolute_form_requests_are_scoped_by_host(
     # another namespace: only the namespace-qualified spellings have a scope
     assert world.body("http://remote.other:8080/") == "R"
     assert world.get("http://remote:8080/").status_code == 404
-    # a host with no scope (passed through, ALLOW_ANY: its name does not resolve), and a
-    # scope's host on a port it does not serve: 404 as before
+    # a host with no scope, and a scope's host at a port it does not serve, are passed
+    # through (ALLOW_ANY): their names do not resolve, so 404
     assert world.get("http://nowhere:8080/").status_code == 404
     assert "nowhere" in world.dns.asked
     assert world.get("http://alpha:9999/").status_code == 404
+    assert "alpha" in world.dns.asked  # passed through: looked up, not refused unrouted
 
     st = world.status()
     assert set(st.types) == {SECRET, CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER,

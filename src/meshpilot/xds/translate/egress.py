@@ -3,9 +3,11 @@
 The sidecar's outbound routes are scoped by request host (SRDS), and Envoy has no
 fallback scope: a host no routing scope is keyed by gets no route at all. So the outbound
 connection manager runs a small Lua filter first, :data:`POLICY_FILTER`, behind a native
-matcher holding the class's scope keys (every host spelling the sidecar routes; see
-:mod:`.egress_matcher`), which skips Lua for them. A request whose host (up to the first
-``:``, as the scope key is read) is not one of them reaches Lua, which keeps its
+matcher holding the class's scope keys (every host spelling the sidecar routes, each at
+the ports its route config routes; see :mod:`.egress_matcher`), which skips Lua for them.
+A request whose host (up to the first ``:``, as the scope key is read) is not one of them,
+or is one at a port it is not routed at (Istio sends a known host's other ports to the
+same passthrough or blackhole route as an unknown host), reaches Lua, which keeps its
 authority in :data:`AUTHORITY_HEADER` and gives it the fixed authority of the mode's scope
 and a cleared route cache, so Envoy picks the scope again:
 
@@ -46,7 +48,7 @@ mutation removes it from every request before anything reads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -191,15 +193,31 @@ def stripped_headers() -> list[str]:
 
 # --- the class's side: ECDS, clusters, scopes, route configs --------------------------------
 
-def policy_filter(known: Iterable[str], mode: OutboundMode) -> core_ext.TypedExtensionConfig:
+Known = Mapping[str, tuple[str, ...]] | Iterable[str]
+"""The scope keys a class routes: each with the suffixes its route config routes it at
+(:func:`~meshpilot.xds.translate.vhosts.port_suffixes`), or, written as a bare list,
+at any port."""
+
+
+def _groups(known: Known) -> list[egress_matcher.KeyGroup]:
+    """The keys grouped by their suffixes, each group encoded by :func:`encode_keys`."""
+    by_suffixes: dict[tuple[str, ...] | None, list[str]] = {}
+    for key in known:
+        suffixes = known[key] if isinstance(known, Mapping) else None
+        by_suffixes.setdefault(suffixes, []).append(key)
+    return [(*encode_keys(keys), suffixes)  # type: ignore[misc]
+            for suffixes, keys in sorted(by_suffixes.items(), key=lambda i: i[0] or ())]
+
+
+def policy_filter(known: Known, mode: OutboundMode) -> core_ext.TypedExtensionConfig:
     """The policy filter's ECDS resource: the Lua filter sending a request to ``mode``'s
-    scope, behind a matcher that skips it for the ``known`` scope keys."""
-    names, services = encode_keys(known)
+    scope, behind a matcher that skips it for the ``known`` scope keys at the ports they
+    are routed at."""
     scope = BLACKHOLE_KEY if mode == REGISTRY_ONLY else PASSTHROUGH_KEY
     source = _LUA.format(header=AUTHORITY_HEADER, scope=scope, scope_header=SCOPE_HEADER)
     lua = core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(
         lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))))
-    wrapped = egress_matcher.skip_known(lua, names, services, SCOPE_HEADER)
+    wrapped = egress_matcher.skip_known(lua, _groups(known), SCOPE_HEADER)
     return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(wrapped))
 
 
@@ -261,7 +279,7 @@ def passthrough_filter(config: MeshConfig) -> core_ext.TypedExtensionConfig:
                                          typed_config=pb.pack(filter_config))
 
 
-def extension_configs(known: Iterable[str], mode: OutboundMode, config: MeshConfig
+def extension_configs(known: Known, mode: OutboundMode, config: MeshConfig
                       ) -> list[core_ext.TypedExtensionConfig]:
     return [policy_filter(known, mode), passthrough_filter(config)]
 
