@@ -203,7 +203,8 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
     _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
         access_log.with_access_log(listener, node.access_log)) for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
-    _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
+    _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules,
+                                          egress.resolver_of(security.dns_resolvers)))
     served = list(ingress_tls.secrets(node, security))  # a Sidecar ingress's credentials
     if served:
         out[TYPE_SECRET] = {secret.name: secret for secret in served}

@@ -210,10 +210,12 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
 JWKS_CONNECT_TIMEOUT = "5s"
 
 
-def jwks(rules: Iterable[jwt.JwtRule]) -> Iterator[cluster_pb2.Cluster]:
+def jwks(rules: Iterable[jwt.JwtRule], resolver: core_ext.TypedExtensionConfig | None = None
+         ) -> Iterator[cluster_pb2.Cluster]:
     """The clusters through which the workload's Envoy fetches its ``jwksUri`` keys, one
-    per name the JWT filter gives (scheme, host and port): LOGICAL_DNS of the host, and
-    for ``https`` TLS verified against the system roots with the host as SNI."""
+    per name the JWT filter gives (scheme, host and port): LOGICAL_DNS of the host (asking
+    ``resolver``, the mesh's, when given), and for ``https`` TLS verified against the
+    system roots with the host as SNI."""
     seen: set[str] = set()
     for rule in rules:
         if not (rule.jwks_uri and rule.jwks_cluster) or rule.jwks_cluster in seen:
@@ -224,7 +226,8 @@ def jwks(rules: Iterable[jwt.JwtRule]) -> Iterator[cluster_pb2.Cluster]:
         host = parts.hostname or ""
         cluster = cluster_pb2.Cluster(name=rule.jwks_cluster,
                                       connect_timeout=pb.duration(JWKS_CONNECT_TIMEOUT))
-        _dns_cluster(cluster, [], (host, parts.port or (443 if secure else 80)), logical=True)
+        _dns_cluster(cluster, [], (host, parts.port or (443 if secure else 80)), logical=True,
+                     resolver=resolver)
         if secure:
             tls.apply_upstream_tls(cluster, tls.upstream_tls(
                 ClientTLSSettings(mode="SIMPLE", sni=host), sni=host, subject_alt_names=()))

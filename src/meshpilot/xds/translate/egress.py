@@ -74,6 +74,7 @@ from meshpilot.api.mesh_config import (
     BLACKHOLE_CLUSTER,
     PASSTHROUGH_CLUSTER,
     REGISTRY_ONLY,
+    DnsResolver,
     MeshConfig,
     OutboundMode,
 )
@@ -248,11 +249,17 @@ def dns_resolver(config: MeshConfig) -> core_ext.TypedExtensionConfig | None:
     resolv.conf). Shared by the DNS cache below and by every DNS-resolved cluster
     (:mod:`~meshpilot.xds.translate.clusters`), so no lookup of the mesh's goes
     elsewhere than where the mesh config says."""
-    if not config.dns_resolvers:
+    return resolver_of(config.dns_resolvers)
+
+
+def resolver_of(servers: Iterable[DnsResolver]) -> core_ext.TypedExtensionConfig | None:
+    """:func:`dns_resolver` of the ``servers`` named (None for none)."""
+    addresses = [address_pb2.Address(socket_address=address_pb2.SocketAddress(
+        address=r.address, port_value=r.port)) for r in servers]
+    if not addresses:
         return None
     resolvers = cares.CaresDnsResolverConfig(
-        resolvers=[address_pb2.Address(socket_address=address_pb2.SocketAddress(
-            address=r.address, port_value=r.port)) for r in config.dns_resolvers],
+        resolvers=addresses,
         dns_resolver_options=resolver_pb2.DnsResolverOptions(no_default_search_domain=True))
     return core_ext.TypedExtensionConfig(name="envoy.network.dns_resolver.cares",
                                          typed_config=pb.pack(resolvers))
