@@ -399,3 +399,22 @@ def test_a_tls_route_whose_sni_hosts_cover_the_tunnels_host_takes_the_tunnel() -
         alone = build_resources(objects(1, {}, extra=[*entries, _tls_routes([match])]),
                                 node(1))
         assert _tunnel_action(alone).cluster == "outbound|443||api.external.test", match
+
+
+def test_a_port_an_entry_gains_is_known_to_the_shared_build_too() -> None:
+    """The class's ECDS resource follows the ports of its keys, not only the keys: when
+    the HTTPS entry also lists 8443, the same host at 8443 is known (its tunnel goes to
+    the entry's cluster), and the shared per-class build agrees with the reference one
+    on both snapshots, the same builder carried from the first to the second."""
+    builder = ProxyConfigBuilder()
+    one = objects(1, {}, extra=[https_entry()])
+    same_as_reference(builder, one, node(1))
+    key, entry = https_entry()
+    spec = {**entry["spec"], "ports": [*entry["spec"]["ports"],
+                                       {"number": 8443, "name": "tls", "protocol": "TLS"}]}
+    two = objects(1, {}, extra=[(key, {**entry, "spec": spec})])
+    same_as_reference(builder, two, node(1))
+    before = expressions(build_resources(one, node(1)))[":authority"]
+    after = expressions(build_resources(two, node(1)))[":authority"]
+    assert not re.fullmatch(before, "api.external.test:8443")
+    assert re.fullmatch(after, "api.external.test:8443")
