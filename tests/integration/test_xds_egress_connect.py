@@ -211,6 +211,9 @@ def test_a_wildcard_entry_with_an_https_port_takes_the_tunnels_of_the_names_it_c
     assert r.status_code == 200 and r.json()["path"] == "/covered", r.text
     assert "api.wild.test" not in world.dns.asked
     assert connect(world, f"{EXTERNAL}:443").startswith("HTTP/1.1 502 ")  # not covered
+    # a covered name at a port the pattern does not list goes by the mode, as for an
+    # exact host (Istio's blackhole route for REGISTRY_ONLY)
+    assert connect(world, "api.wild.test:8443").startswith("HTTP/1.1 502 ")
 
 
 def series(world: World) -> dict[tuple[str, str, str], float]:
