@@ -18,7 +18,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 TYPE_A = 1
 NXDOMAIN = 3
@@ -38,7 +38,11 @@ def _name(packet: bytes, offset: int) -> tuple[str, int]:
     raise ValueError("name too long")
 
 
-def answer(query: bytes, names: Mapping[str, str]) -> tuple[str, bytes]:
+Addresses = str | Sequence[str]
+"""One address of a name, or several (each an A record of the answer)."""
+
+
+def answer(query: bytes, names: Mapping[str, Addresses]) -> tuple[str, bytes]:
     """(the name asked for, the response to ``query``)."""
     ident, flags, qdcount = struct.unpack("!HHH", query[:6])
     if qdcount != 1:
@@ -46,14 +50,14 @@ def answer(query: bytes, names: Mapping[str, str]) -> tuple[str, bytes]:
     name, end = _name(query, 12)
     qtype, _ = struct.unpack("!HH", query[end:end + 4])
     question = query[12:end + 4]
-    address = names.get(name)
-    rcode = NXDOMAIN if address is None else 0
-    records = b""
-    if address is not None and qtype == TYPE_A:
-        records = struct.pack("!HHHIH", 0xC00C, TYPE_A, 1, TTL, 4) + \
-            ipaddress.IPv4Address(address).packed
+    found = names.get(name)
+    rcode = NXDOMAIN if found is None else 0
+    addresses = [] if found is None or qtype != TYPE_A else \
+        [found] if isinstance(found, str) else list(found)
+    records = b"".join(struct.pack("!HHHIH", 0xC00C, TYPE_A, 1, TTL, 4)
+                       + ipaddress.IPv4Address(a).packed for a in addresses)
     header = struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x0100) | 0x0080 | rcode,
-                         1, 1 if records else 0, 0, 0)
+                         1, len(addresses), 0, 0)
     return name, header + question + records
 
 
@@ -61,8 +65,8 @@ class DnsResponder:
     """``with DnsResponder({"external.test": "127.0.0.1"}) as dns:`` then
     ``dns.address`` (``127.0.0.1:PORT``) and ``dns.asked`` (every name asked, in order)."""
 
-    def __init__(self, names: Mapping[str, str] | None = None) -> None:
-        self.names = dict(names or {})
+    def __init__(self, names: Mapping[str, Addresses] | None = None) -> None:
+        self.names: dict[str, Addresses] = dict(names or {})
         self.asked: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -97,6 +101,6 @@ class DnsResponder:
 
 
 @contextlib.contextmanager
-def dns_responder(names: Mapping[str, str] | None = None) -> Iterator[DnsResponder]:
+def dns_responder(names: Mapping[str, Addresses] | None = None) -> Iterator[DnsResponder]:
     with DnsResponder(names) as responder:
         yield responder

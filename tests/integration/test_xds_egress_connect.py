@@ -9,7 +9,9 @@ External Services" (its HTTPS steps): an app whose ``HTTPS_PROXY`` is its sideca
   looked up (Istio resets the connection; an HTTP proxy's client is told why instead).
 - A ServiceEntry listing the host with an HTTPS (or TLS) port: the tunnel goes to that
   entry's endpoints (a STATIC address here, not what DNS says) in either mode, through
-  its own cluster ``outbound|443||host``, as Istio routes a registered TLS host.
+  its own cluster ``outbound|443||host``, as Istio routes a registered TLS host. At a
+  port the entry does not list (tunnel or plain HTTP), the mode decides, as Istio's
+  sidecar sends a known host's other ports to its passthrough / blackhole routes.
 
 The TLS server is real (a certificate for the host, signed by a root made for the test);
 the client verifies it, so a tunnel that reached the wrong place, or mangled the bytes,
@@ -31,10 +33,14 @@ import pytest
 import yaml
 from test_xds_scoped_routes import EXTERNAL, World, world_factory  # noqa: F401 - fixture
 from test_xds_server import free_ports
+from tests.conftest import wait_for
 from tests.https_backend import HttpsBackend, https_backend
 
 from meshpilot.api.networking import VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ServicePort
+from meshpilot.proxy.admin import AdminClient
+from meshpilot.telemetry.envoy_stats import STATS_PARAMS, parse_json
+from meshpilot.telemetry.istio import ProxyIdentity, relabel
 from meshpilot.xds.translate import egress
 
 
@@ -142,9 +148,23 @@ def test_a_service_entry_with_an_https_port_takes_the_tunnel_to_its_endpoints(
         assert r.status_code == 200, r.text
         assert r.json()["path"] == "/entry"
     assert EXTERNAL not in world.dns.asked
-    # a port the entry does not list: a known host without that port has no route (as
-    # plain HTTP to ``alpha:9999``), whatever the mode
-    assert connect(world, f"{EXTERNAL}:{tls_backend.port}").startswith("HTTP/1.1 404 ")
+    # a port the entry does not list goes by the outbound traffic policy, as Istio's
+    # sidecar sends a known host's other ports to its passthrough or blackhole route:
+    # passed through to that port of the address the name resolves to, or refused
+    http_port = world.mesh.backends["X"].port
+    if mode == "ALLOW_ANY":
+        with https_client(world, tls_backend) as client:
+            r = client.get(f"https://{EXTERNAL}:{tls_backend.port}/unlisted")
+        assert r.status_code == 200 and r.json()["path"] == "/unlisted", r.text
+        assert EXTERNAL in world.dns.asked
+        # plain HTTP takes the same path: the host at a port it does not list
+        assert world.body(f"http://{EXTERNAL}:{http_port}/") == "X"
+    else:
+        refused = connect(world, f"{EXTERNAL}:{tls_backend.port}")
+        assert refused.startswith("HTTP/1.1 502 ") and egress.BLACKHOLE_CLUSTER in refused
+        r = world.get(f"http://{EXTERNAL}:{http_port}/")
+        assert r.status_code == 502 and egress.BLACKHOLE_CLUSTER in r.text, r.text
+        assert EXTERNAL not in world.dns.asked
 
 
 def test_a_tls_route_covering_the_host_takes_the_tunnel_to_its_destination(
@@ -191,3 +211,60 @@ def test_a_wildcard_entry_with_an_https_port_takes_the_tunnels_of_the_names_it_c
     assert r.status_code == 200 and r.json()["path"] == "/covered", r.text
     assert "api.wild.test" not in world.dns.asked
     assert connect(world, f"{EXTERNAL}:443").startswith("HTTP/1.1 502 ")  # not covered
+    # a covered name at a port the pattern does not list goes by the mode, as for an
+    # exact host (Istio's blackhole route for REGISTRY_ONLY)
+    assert connect(world, "api.wild.test:8443").startswith("HTTP/1.1 502 ")
+
+
+def series(world: World) -> dict[tuple[str, str, str], float]:
+    """What telemetry makes of the sidecar's stats (the scraper's request), summed by
+    (metric, destination_service, response_flags)."""
+    assert world.admin is not None
+    with AdminClient(world.admin) as admin:
+        body = admin.stats_bytes(STATS_PARAMS)
+    out: dict[tuple[str, str, str], float] = {}
+    for point in relabel(ProxyIdentity.from_node(world.node), world.node, parse_json(body),
+                         world.mesh.snapshot()):
+        labels = dict(point.labels)
+        key = (point.metric, labels["destination_service"], labels["response_flags"])
+        out[key] = out.get(key, 0.0) + (point.value or 0.0)
+    return out
+
+
+def test_tunnels_are_counted_as_tcp_connections_as_istio_counts_passed_through_tls(
+    world_factory: Callable[[str], World], tls_backend: HttpsBackend,  # noqa: F811 - fixture
+) -> None:
+    """Istio's sidecar passes TLS to a host outside the registry through as TCP, so it
+    shows in ``istio_tcp_connections_opened_total`` / ``_closed_total`` / ``_sent_bytes``
+    / ``_received_bytes`` with ``destination_service="PassthroughCluster"`` (blackholed:
+    ``BlackHoleCluster``), not in ``istio_requests_total`` (istio.io "Accessing External
+    Services", and its blog on monitoring blocked and passthrough traffic). A plain HTTP
+    request passed through is still a request."""
+    world = world_factory("DELTA_GRPC")
+    passthrough = "PassthroughCluster"
+    with https_client(world, tls_backend) as client:
+        r = client.get(f"https://{EXTERNAL}:{tls_backend.port}/get")
+        assert r.status_code == 200, r.text
+        up = wait_for(lambda: series(world).get(
+            ("istio_tcp_connections_opened_total", passthrough, "-")), timeout=10)
+        assert up == 1  # counted open while the tunnel is up, not yet closed
+        assert ("istio_tcp_connections_closed_total", passthrough, "-") not in series(world)
+    # the client closed its connection: the tunnel ends, with its bytes each way
+    got = wait_for(lambda: (s := series(world)).get(
+        ("istio_tcp_connections_closed_total", passthrough, "-")) and s, timeout=10)
+    assert got[("istio_tcp_connections_opened_total", passthrough, "-")] == 1
+    assert got[("istio_tcp_sent_bytes_total", passthrough, "-")] > len(r.content)
+    assert got[("istio_tcp_received_bytes_total", passthrough, "-")] > 200  # a ClientHello
+    assert not [k for k in got if k[0] == "istio_requests_total" and k[1] == passthrough]
+    assert world.body(f"http://{EXTERNAL}:{world.mesh.backends['X'].port}/") == "X"
+    assert wait_for(lambda: series(world).get(
+        ("istio_requests_total", passthrough, "-")), timeout=10) == 1
+
+    # a refused tunnel is a connection opened and closed, counted as BlackHoleCluster's
+    world.push(mesh_config=closed(world))
+    assert connect(world, f"{EXTERNAL}:443").startswith("HTTP/1.1 502 ")
+    blackholed = wait_for(lambda: (s := series(world)).get(
+        ("istio_tcp_connections_closed_total", "BlackHoleCluster", "UH")) and s, timeout=10)
+    assert blackholed[("istio_tcp_connections_opened_total", "BlackHoleCluster", "UH")] == 1
+    assert not [k for k in blackholed if k[0] == "istio_requests_total"
+                and k[1] == "BlackHoleCluster"]

@@ -40,6 +40,11 @@ from meshpilot.mesh.model import (
     ProxyNode,
     ServicePort,
 )
+from meshpilot.proxy.admin_socket import (
+    admin_socket_path,
+    prepare_socket_dir,
+    remove_socket_dir,
+)
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import (
     CLUSTER,
@@ -155,6 +160,7 @@ class World:
     proc: subprocess.Popen[bytes]
     log: Path
     dns: DnsResponder
+    admin: Path | None = None
     version: int = 1
 
     def get(self, url: str) -> httpx.Response:
@@ -202,10 +208,13 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
                          kind="sidecar", namespace="default", ip="127.0.0.1",
                          workload=f"web-{api_type.lower()}", labels={"app": "web"},
                          outbound_port=outbound)
-        # no admin: nothing here reads it
+        # the admin on a Unix socket (0600), for the tests that read the proxy's stats
+        admin = admin_socket_path(tmp_path, api_type.lower())
+        prepare_socket_dir(admin.parent)
+        cleanup.append(lambda: (admin.unlink(missing_ok=True), remove_socket_dir(tmp_path)))
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                         api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.token_for(node.id))
+                        xds_token=TOKENS.token_for(node.id), admin_socket=admin)
         config = tmp_path / f"{api_type}.json"
         config.write_text(json.dumps(doc))
         log = tmp_path / f"{api_type}.log"
@@ -230,7 +239,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         cleanup.append(client.close)
         assert server.wait_acked(1, [node.id], timeout=30), (
             server.status(), log.read_text(errors="replace")[-3000:])
-        return World(mesh, server, node, client, proc, log, dns)
+        return World(mesh, server, node, client, proc, log, dns, admin=admin)
 
     yield make
     for fn in reversed(cleanup):
@@ -250,11 +259,12 @@ def test_absolute_form_requests_are_scoped_by_host(
     # another namespace: only the namespace-qualified spellings have a scope
     assert world.body("http://remote.other:8080/") == "R"
     assert world.get("http://remote:8080/").status_code == 404
-    # a host with no scope (passed through, ALLOW_ANY: its name does not resolve), and a
-    # scope's host on a port it does not serve: 404 as before
+    # a host with no scope, and a scope's host at a port it does not serve, are passed
+    # through (ALLOW_ANY): their names do not resolve, so 404
     assert world.get("http://nowhere:8080/").status_code == 404
     assert "nowhere" in world.dns.asked
     assert world.get("http://alpha:9999/").status_code == 404
+    assert "alpha" in world.dns.asked  # passed through: looked up, not refused unrouted
 
     st = world.status()
     assert set(st.types) == {SECRET, CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER,

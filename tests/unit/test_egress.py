@@ -65,38 +65,53 @@ def policy(resources: Any) -> extension_matcher_pb2.ExtensionWithMatcher:
     return wrapped
 
 
-def expressions(resources: Any) -> dict[str, str]:
-    """The skip matcher's RE2 expressions by the header each one reads."""
+def _leaves(resources: Any) -> list[list[tuple[str, str]]]:
+    """The skip matcher's predicates, each as its (header, RE2 expression) conditions
+    (one, or those an ``and`` joins); any of them skips the filter."""
     (field,) = policy(resources).xds_matcher.matcher_list.matchers
     assert field.on_match.action.typed_config.type_url.endswith(".SkipFilter")
     predicate = field.predicate
-    singles = ([p.single_predicate for p in predicate.or_matcher.predicate]
-               if predicate.HasField("or_matcher") else [predicate.single_predicate])
-    out = {}
-    for single in singles:
-        header = http_inputs_pb2.HttpRequestHeaderMatchInput()
-        assert single.input.typed_config.Unpack(header)
-        out[header.header_name] = single.value_match.safe_regex.regex
+    tops = (list(predicate.or_matcher.predicate) if predicate.HasField("or_matcher")
+            else [predicate])
+    out = []
+    for top in tops:
+        singles = ([p.single_predicate for p in top.and_matcher.predicate]
+                   if top.HasField("and_matcher") else [top.single_predicate])
+        conditions = []
+        for single in singles:
+            header = http_inputs_pb2.HttpRequestHeaderMatchInput()
+            assert single.input.typed_config.Unpack(header)
+            conditions.append((header.header_name, single.value_match.safe_regex.regex))
+        out.append(conditions)
+    return out
+
+
+def expressions(resources: Any) -> dict[str, str]:
+    """The skip matcher's RE2 expressions by the header each one reads (the first one
+    that reads it: the authority's is the known hosts' expression)."""
+    out: dict[str, str] = {}
+    for conditions in _leaves(resources):
+        for header, regex in conditions:
+            out.setdefault(header, regex)
     return out
 
 
 def decoded(resources: Any) -> set[str]:
-    """The keys the skip matcher knows: the alternatives of its authority expression
-    (RE2's syntax here is also Python's), each checked to match with and without a
-    port."""
+    """The scope keys the skip matcher knows at exactly the ports their route config
+    routes: every domain of the key's vhosts matches the authority expression, and the
+    key at a port none of them names does not (RE2's syntax here is also Python's)."""
     expression = expressions(resources)[":authority"]
-    body = expression.removeprefix("^(?:").removesuffix(")(?::.*)?$")
-    keys: set[str] = set()
-    for part in re.split(r"\|(?![^(]*\))", body):
-        if part.startswith("(?:"):
-            bases = part[3:part.index(")")].split("|")
-            keys |= {k for b in bases for k in (b, f"{b}.svc", f"{b}.svc.cluster.local")}
-        else:
-            keys.add(part)
-    keys = {k.replace("\\", "") for k in keys}
-    for key in keys:
-        assert re.fullmatch(expression, key) and re.fullmatch(expression, f"{key}:8080")
-    return keys
+    known = set()
+    for key, scope in resources[SCOPED_ROUTE].items():
+        if key in egress.POLICY_SCOPES:
+            continue
+        config = resources[ROUTE][scope.route_configuration_name]
+        domains = [d for v in config.virtual_hosts for d in v.domains
+                   if d == key or d.startswith(f"{key}:")]
+        if domains and all(re.fullmatch(expression, d) for d in domains) \
+                and not re.fullmatch(expression, f"{key}:1"):
+            known.add(key)
+    return known
 
 
 def test_the_key_encoding_is_lossless() -> None:
@@ -276,6 +291,12 @@ def test_a_connect_tunnel_has_a_route_in_both_policy_scopes_and_to_an_https_entr
     assert list(entry.virtual_hosts[0].domains) == ["api.external.test:443"]
     assert "api.external.test" in res[SCOPED_ROUTE]
     assert "api.external.test" in decoded(res)
+    # known only at the port it lists: at another (or bare, which a tunnel never is) the
+    # policy filter runs, and the mode decides, as Istio's passthrough / blackhole does
+    expression = expressions(res)[":authority"]
+    assert re.fullmatch(expression, "api.external.test:443")
+    for elsewhere in ("api.external.test:8443", "api.external.test", "api.external.test:4430"):
+        assert not re.fullmatch(expression, elsewhere), elsewhere
     # the plain HTTP services keep their routes as they were: no tunnel there
     assert _connect_routes(res[ROUTE]["outbound|svc000.default.svc.cluster.local"]) == []
     same_as_reference(ProxyConfigBuilder(), snap, node(1))
@@ -298,6 +319,13 @@ def test_with_a_wildcard_host_known_the_matcher_also_reads_the_scope_key() -> No
     assert not re.fullmatch(scope, "api.wild.test") and not re.fullmatch(scope, "svc000")
     assert "*.wild.test" in decoded(res)
     assert not re.fullmatch(by_header[":authority"], "api.wild.test:80")
+    # a covered name is known only at the ports the pattern's route config routes (80,
+    # its only port, so the bare name too); elsewhere the policy decides, as in Istio
+    (covered,) = [dict(c) for c in _leaves(res) if len(c) == 2]
+    assert covered[wildcards.SCOPE_HEADER] == scope
+    port = covered[":authority"]
+    assert re.fullmatch(port, "api.wild.test:80") and re.fullmatch(port, "api.wild.test")
+    assert not re.fullmatch(port, "api.wild.test:8443")
 
 
 def _log_formats(listener: Any) -> list[str]:
@@ -371,3 +399,22 @@ def test_a_tls_route_whose_sni_hosts_cover_the_tunnels_host_takes_the_tunnel() -
         alone = build_resources(objects(1, {}, extra=[*entries, _tls_routes([match])]),
                                 node(1))
         assert _tunnel_action(alone).cluster == "outbound|443||api.external.test", match
+
+
+def test_a_port_an_entry_gains_is_known_to_the_shared_build_too() -> None:
+    """The class's ECDS resource follows the ports of its keys, not only the keys: when
+    the HTTPS entry also lists 8443, the same host at 8443 is known (its tunnel goes to
+    the entry's cluster), and the shared per-class build agrees with the reference one
+    on both snapshots, the same builder carried from the first to the second."""
+    builder = ProxyConfigBuilder()
+    one = objects(1, {}, extra=[https_entry()])
+    same_as_reference(builder, one, node(1))
+    key, entry = https_entry()
+    spec = {**entry["spec"], "ports": [*entry["spec"]["ports"],
+                                       {"number": 8443, "name": "tls", "protocol": "TLS"}]}
+    two = objects(1, {}, extra=[(key, {**entry, "spec": spec})])
+    same_as_reference(builder, two, node(1))
+    before = expressions(build_resources(one, node(1)))[":authority"]
+    after = expressions(build_resources(two, node(1)))[":authority"]
+    assert not re.fullmatch(before, "api.external.test:8443")
+    assert re.fullmatch(after, "api.external.test:8443")

@@ -207,9 +207,13 @@ def test_eds_endpoints_per_subset_only_ready_and_sorted():
 
 
 def test_dns_service_entry_cluster_resolves_the_host():
+    """Istio maps resolution DNS to STRICT_DNS whether the entry lists endpoints or not
+    (without any, the host is the one name resolved: every address it has is an
+    endpoint); meshpilot once made the endpoint-less case LOGICAL_DNS."""
     res = build_resources(snapshot(), SIDECAR)
     cluster = res[TYPE_CLUSTER][f"outbound|80||{EXT}"]
-    assert cluster.type == cluster_pb2.Cluster.LOGICAL_DNS
+    assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
+    assert not cluster.HasField("typed_dns_resolver_config")  # no dnsResolvers: resolv.conf
     sa = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
     assert (sa.address, sa.port_value) == (EXT, 80)
     eps = {EXT: (Endpoint(EXT, 80, "10.1.1.1", 8080), Endpoint(EXT, 80, "10.1.1.2", 8080))}
@@ -217,6 +221,33 @@ def test_dns_service_entry_cluster_resolves_the_host():
     cluster = res[TYPE_CLUSTER][f"outbound|80||{EXT}"]
     assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
     assert len(cluster.load_assignment.endpoints[0].lb_endpoints) == 2
+
+
+def test_every_dns_cluster_asks_the_mesh_configs_resolvers():
+    """The mesh config's ``dnsResolvers`` (which the passthrough's DNS cache asks) are
+    what DNS, DNS_ROUND_ROBIN and NONE entries' clusters ask too, as Istio gives its DNS
+    clusters a c-ares resolver config: one place says where the mesh's names are
+    looked up."""
+    import dataclasses
+
+    from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares
+
+    from meshpilot.api.mesh_config import DnsResolver, MeshConfig
+
+    config = MeshConfig(dns_resolvers=(DnsResolver("127.0.0.1", 5353),
+                                       DnsResolver("127.0.0.2", 53)))
+    snap = dataclasses.replace(snapshot(), mesh_config=config)
+    for resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
+        service = dataclasses.replace(snap.services[EXT], resolution=resolution)
+        changed = dataclasses.replace(snap, services={**snap.services, EXT: service})
+        cluster = build_resources(changed, SIDECAR)[TYPE_CLUSTER][f"outbound|80||{EXT}"]
+        assert cluster.type == (cluster_pb2.Cluster.STRICT_DNS if resolution == "DNS"
+                                else cluster_pb2.Cluster.LOGICAL_DNS), resolution
+        found = cares.CaresDnsResolverConfig()
+        assert cluster.typed_dns_resolver_config.typed_config.Unpack(found)
+        assert [(r.socket_address.address, r.socket_address.port_value)
+                for r in found.resolvers] == [("127.0.0.1", 5353), ("127.0.0.2", 53)]
+        assert found.dns_resolver_options.no_default_search_domain
 
 
 def test_circuit_breakers_connect_timeout_and_protocol_options():

@@ -165,3 +165,31 @@ def test_a_request_authentication_carries_its_claim_headers_and_timeout_to_the_r
             assert extension.typed_config.Unpack(mutation)
             removed += [m.remove for m in mutation.mutations if m.remove]
         assert "x-sub" in removed
+
+
+def test_the_keys_cluster_asks_the_mesh_configs_resolvers():
+    """A ``jwksUri``'s host is a DNS name the workload's Envoy resolves: like every
+    DNS-resolved cluster (Istio gives its DNS clusters a c-ares config), it asks the mesh
+    config's ``dnsResolvers`` when there are some, else the host's resolv.conf."""
+    import dataclasses
+
+    from meshpilot.api.mesh_config import DnsResolver, MeshConfig
+    from meshpilot.xds.translate import TYPE_CLUSTER, build_resources
+
+    policy = RequestAuthentication.model_validate({
+        "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+        "metadata": {"name": "jwt", "namespace": "foo"},
+        "spec": {"jwtRules": [{"issuer": "i", "jwksUri": "http://keys.test:8081/jwks"}]}})
+    node = ProxyNode(id="sidecar~127.10.0.5~h.foo", kind="sidecar", namespace="foo",
+                     ip="127.10.0.5", inbound=(InboundPort(8080, 40005),))
+    snap = MeshSnapshot(version=1, services={}, endpoints={},
+                        request_authentications=(Named("foo", "jwt", policy),))
+    name = "jwks|http|keys.test|8081"
+    plain = build_resources(snap, node)[TYPE_CLUSTER][name]
+    assert not plain.HasField("typed_dns_resolver_config")
+    resolved = dataclasses.replace(snap, mesh_config=MeshConfig(
+        dns_resolvers=(DnsResolver("127.0.0.1", 5353),)))
+    cluster = build_resources(resolved, node)[TYPE_CLUSTER][name]
+    assert cluster.type == cluster_pb2.Cluster.LOGICAL_DNS
+    assert cluster.typed_dns_resolver_config.name == "envoy.network.dns_resolver.cares"
+    assert b"127.0.0.1" in cluster.typed_dns_resolver_config.typed_config.value

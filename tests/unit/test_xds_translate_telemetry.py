@@ -212,8 +212,15 @@ def test_outbound_listeners_count_by_upstream_cluster_and_inbound_ones_do_not() 
                         inbound=(InboundPort(8080, 40000, "http"),))
     outbound = telemetry.with_outbound_counting(listeners.outbound(node))
     (manager,) = _managers(outbound)
-    (log,) = [a for a in manager.access_log if a.name == "envoy.access_loggers.stats"]
-    assert log == telemetry.outbound_access_log()
+    log, *tunnels = [a for a in manager.access_log if a.name == "envoy.access_loggers.stats"]
+    # the sidecar's HTTP proxy ends CONNECT tunnels: its request logger leaves them to
+    # the three tunnel loggers (opened when up or refused, closed and bytes at the end)
+    assert log.filter.header_filter.header.name == ":method"
+    assert log.filter.header_filter.header.invert_match
+    assert log.typed_config == telemetry.outbound_access_log().typed_config
+    assert len(tunnels) == 3 and all(
+        not t.filter.and_filter.filters[0].header_filter.header.invert_match for t in tunnels)
+    assert manager.access_log_options.flush_log_on_tunnel_successfully_established
     typed = typed_struct_pb2.TypedStruct()
     assert log.typed_config.Unpack(typed)
     config = json_format.MessageToDict(typed.value)
@@ -229,3 +236,21 @@ def test_outbound_listeners_count_by_upstream_cluster_and_inbound_ones_do_not() 
     gateway = telemetry.with_outbound_counting(listeners.gateway(node, 80, 8080))
     (gateway_manager,) = _managers(gateway)
     assert telemetry.outbound_access_log() in gateway_manager.access_log
+    assert not gateway_manager.access_log_options.flush_log_on_tunnel_successfully_established
+
+
+def test_a_tunnel_still_writes_one_access_log_line() -> None:
+    """Envoy logs a tunnel once more when it is established (so that it is counted open
+    while it is up); the file access log, which Istio writes once per connection, is kept
+    from that event, and so writes its one line when the tunnel ends."""
+    from envoy.data.accesslog.v3 import accesslog_pb2 as data
+
+    from meshpilot.xds.translate import access_log
+
+    node = sidecar_node("c", "127.10.0.3", workload="c", labels={})
+    logged = access_log.with_access_log(listeners.outbound(node), "/run/c.log")
+    (manager,) = _managers(telemetry.with_outbound_counting(logged))
+    (file_log,) = [a for a in manager.access_log if a.name == access_log.FILE_LOGGER]
+    skipped = file_log.filter.log_type_filter
+    assert skipped.exclude and list(skipped.types) == [
+        data.DownstreamTunnelSuccessfullyEstablished]

@@ -29,11 +29,14 @@ as it reports them (``-``, ``UH``, ``UF``, ``URX``, ``NR``, ``UO``, ``DC``, ``UT
 "Standard Metrics" page lists them. A request the client sidecar answers itself (a fault
 injected abort, no route: ``destination_service`` ``unknown``) is counted at the source
 too. On the source side TCP ports give the ``istio_tcp_*`` counters from the cluster's
-connection counters; on the destination side from the inbound TCP port's filter chains,
-one for mutual TLS (``connection_security_policy="mutual_tls"``,
-``destination_principal`` the pod's SPIFFE ID, counted per caller: ``source_principal``
-from its certificate, and its workload when that identity is one workload's) and one for
-plaintext (``none``, the caller ``unknown``, as Istio has no peer metadata there).
+connection counters, and the ``CONNECT`` tunnels a sidecar's HTTP proxy ends give them
+from its tunnel loggers (``PassthroughCluster``, ``BlackHoleCluster``: the TLS Istio
+passes through as TCP), never ``istio_requests_total``; on the destination side from the
+inbound TCP port's filter chains, one for mutual TLS
+(``connection_security_policy="mutual_tls"``, ``destination_principal`` the pod's SPIFFE
+ID, counted per caller: ``source_principal`` from its certificate, and its workload when
+that identity is one workload's) and one for plaintext (``none``, the caller
+``unknown``, as Istio has no peer metadata there).
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ from meshpilot.telemetry.envoy_stats import (
     InboundTcpStat,
     RawStats,
     RequestStat,
+    TunnelStat,
     split_cluster_stat,
     split_inbound_stat,
     split_inbound_tcp_stat,
     split_outbound_stat,
+    split_tunnel_stat,
 )
 
 UNKNOWN = "unknown"
@@ -329,6 +334,13 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
                     "connection_security_policy": UNKNOWN}
             yield from _request_points(name, outbound, base, dest.protocol == "GRPC", raw)
             continue
+        tunnel = split_tunnel_stat(name)
+        if tunnel is not None:
+            dest = dest_for(tunnel.cluster) or _unrouted(tunnel.cluster)
+            if not (tunnel.cluster.startswith("outbound|") and is_tcp(dest.protocol)):
+                yield from _tunnel_points(name, tunnel, {"reporter": "source", **me},
+                                          dest, raw)
+            continue
         split = split_cluster_stat(name)
         if split is None:
             yield from _inbound_points(name, inbound, raw)
@@ -523,3 +535,22 @@ def _tcp_cluster_points(name: str, stat: str, base: dict[str, str], raw: RawStat
     if metric is not None:
         yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
                     value=raw.counters.get(name, 0.0))
+
+
+_TUNNEL_METRICS = MappingProxyType({
+    TCP_OPENED_STAT: TCP_OPENED, TCP_CLOSED_STAT: TCP_CLOSED,
+    TCP_RECEIVED_STAT: TCP_RECEIVED, TCP_SENT_STAT: TCP_SENT})
+
+
+def _tunnel_points(name: str, stat: TunnelStat, source: dict[str, str], dest: _Dest,
+                   raw: RawStats) -> Iterator[Point]:
+    """The ``istio_tcp_*`` point of a counter of the ``CONNECT`` tunnels a proxy ended,
+    as Istio reports the TLS its sidecar passes through: TCP, to the tunnel's upstream
+    cluster (``PassthroughCluster``, ``BlackHoleCluster``, or the service whose port it
+    is). The tunnels to a TCP, TLS or HTTPS port of a mesh service are left to that
+    cluster's own connection counters, which count them with its other connections
+    (:func:`_tcp_cluster_points`); the logger's counts would count them twice."""
+    labels = {**source, **dest.labels, "request_protocol": "tcp",
+              "response_flags": stat.flags, "connection_security_policy": UNKNOWN}
+    yield Point(_TUNNEL_METRICS[stat.stat], _labels(labels, TCP_LABEL_NAMES), name,
+                value=raw.counters.get(name, 0.0))

@@ -82,7 +82,12 @@ from meshpilot.xds.translate.secrets import (
     workload_secret,
 )
 from meshpilot.xds.translate.sidecar_tcp import inputs as sidecar_tcp_inputs
-from meshpilot.xds.translate.vhosts import Planned, service_route_table, sidecar_plan
+from meshpilot.xds.translate.vhosts import (
+    Planned,
+    known_authorities,
+    service_route_table,
+    sidecar_plan,
+)
 from meshpilot.xds.translate.workload_security import InboundSecurity, inbound_security
 from meshpilot.xds.types import (
     CLUSTER,
@@ -534,12 +539,11 @@ class ProxyConfigBuilder:
         or the mode change, never on a route change."""
         scope_set = sets[SCOPED_ROUTE]
         mode = cls.key.outbound_mode
-        inputs = (scope_set, mode, snapshot.mesh_config)
+        inputs = (scope_set, cls.plan, mode, snapshot.mesh_config)  # plan: the keys' ports
         if EXTENSION_CONFIG in cls.sets and same_objects(inputs, cls.policy_of):
             sets[EXTENSION_CONFIG] = cls.sets[EXTENSION_CONFIG]
             return
-        known = [n for n in scope_set if n not in egress.POLICY_SCOPES]
-        lua = egress.policy_filter(known, mode)
+        lua = egress.policy_filter(known_authorities(cls.plan), mode)
         items = [(lua.name, PreparedResource.of(lua.name, lua)), self._egress(snapshot).filter]
         sets[EXTENSION_CONFIG] = _reused(items, cls.sets.get(EXTENSION_CONFIG))
         cls.policy_of = inputs
@@ -556,7 +560,8 @@ class ProxyConfigBuilder:
         rule = index.destination_rule_named(snapshot, service.host, node)
         seen_from = cls.seen_from
         inputs = (service, rule, endpoints, snapshot.peer_authentications,
-                  snapshot.trust_domain, seen_from, cls.via_gateway, cls.key.network)
+                  snapshot.trust_domain, seen_from, cls.via_gateway, cls.key.network,
+                  snapshot.mesh_config.dns_resolvers)  # DNS clusters ask them
         if memo is not None and memo.inputs == inputs:
             return memo
         self.builds["clusters"] += 1

@@ -140,11 +140,12 @@ def scopes(table: RouteTable) -> list[scoped_route_pb2.ScopedRouteConfiguration]
 def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) -> None:
     """Per service a route config, and per host spelling a scope pointing at it; and
     the outbound traffic policy's clusters, route configs, scopes and filters (ECDS)."""
+    known: dict[str, tuple[str, ...]] = {}
     for table in sidecar_route_tables(snapshot, node):
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
-    known = list(out[TYPE_SCOPED_ROUTE])
+        known.update((spelling, table.suffixes) for spelling in table.spellings)
     _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
     _add(out, TYPE_ROUTE, egress.route_configs())
     _add(out, TYPE_SCOPED_ROUTE, egress.scopes())
@@ -202,7 +203,8 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
     _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
         access_log.with_access_log(listener, node.access_log)) for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
-    _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules))
+    _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules,
+                                          egress.resolver_of(security.dns_resolvers)))
     served = list(ingress_tls.secrets(node, security))  # a Sidecar ingress's credentials
     if served:
         out[TYPE_SECRET] = {secret.name: secret for secret in served}

@@ -4,11 +4,17 @@ Outbound discovery by ``MeshService.resolution``:
 
 - ``EDS`` and ``STATIC``: an EDS cluster over ADS; its ClusterLoadAssignment lists
   the snapshot's endpoints (for STATIC, the addresses the ServiceEntry lists).
-- ``DNS``: STRICT_DNS over the endpoints' addresses, or LOGICAL_DNS of the host
-  itself when the ServiceEntry lists none.
+- ``DNS``: STRICT_DNS over the endpoints' addresses, or of the host itself when the
+  ServiceEntry lists none, as Istio makes it: every address a name resolves to is an
+  endpoint, balanced over, and the set follows the DNS answers.
 - ``DNS_ROUND_ROBIN``: LOGICAL_DNS of its one endpoint or of the host, as Istio makes
   it: connections go to the first address the name resolves to and are kept when the
   DNS answer changes.
+
+Every DNS-resolved cluster asks the mesh config's ``dnsResolvers`` when it names some
+(:func:`~meshpilot.xds.translate.egress.dns_resolver`), as the passthrough's DNS cache
+does, rather than the host's resolv.conf: one place says where the mesh's names are
+looked up.
 - ``NONE``: LOGICAL_DNS of the host (an HTTP proxy has no original destination).
   For a wildcard host (``*.example.com``, Istio's "Egress using Wildcard Hosts") the
   name each connection is for stands in for the original destination: a dynamic forward
@@ -25,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import extension_pb2 as core_ext
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshpilot.api.networking import ClientTLSSettings, DestinationRule, TrafficPolicy
@@ -32,7 +39,16 @@ from meshpilot.mesh import index, sidecar_ingress
 from meshpilot.mesh.index import destination_rule
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode
 from meshpilot.mesh.protocols import is_tcp
-from meshpilot.xds.translate import endpoints, jwt, locality, names, passthrough, pb, tls
+from meshpilot.xds.translate import (
+    egress,
+    endpoints,
+    jwt,
+    locality,
+    names,
+    passthrough,
+    pb,
+    tls,
+)
 from meshpilot.xds.translate.locality import Caller
 from meshpilot.xds.translate.policy import HTTP_OPTIONS_KEY, apply_policy, effective_policy
 from meshpilot.xds.translate.workload_security import endpoint_takes_mtls
@@ -47,17 +63,20 @@ def _h2(protocol: str) -> bool:
 
 def _dns_cluster(
     cluster: cluster_pb2.Cluster, addresses: list[tuple[str, int, int]], fallback: tuple[str, int],
-    *, logical: bool = False,
+    *, logical: bool, resolver: core_ext.TypedExtensionConfig | None = None,
 ) -> None:
-    if addresses and not logical:
-        cluster.type = cluster_pb2.Cluster.STRICT_DNS
-    elif addresses:
+    """``cluster`` resolving ``addresses`` (or the ``fallback`` name and port when there
+    are none): STRICT_DNS, every address of every name an endpoint; or ``logical``,
+    LOGICAL_DNS of the first name, connecting to the first address it resolves to."""
+    addresses = addresses or [(fallback[0], fallback[1], 1)]
+    if logical:
         cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
         addresses = addresses[:1]
     else:
-        cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
-        addresses = [(fallback[0], fallback[1], 1)]
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
     cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+    if resolver is not None:
+        cluster.typed_dns_resolver_config.CopyFrom(resolver)
     cluster.load_assignment.CopyFrom(endpoints.load_assignment(cluster.name, addresses))
 
 
@@ -86,7 +105,8 @@ def _one(
     if service.resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
         addresses = [(e.address, e.port, e.weight) for e in chosen]
         _dns_cluster(cluster, addresses, (service.host, port),
-                     logical=service.resolution == "DNS_ROUND_ROBIN")
+                     logical=service.resolution != "DNS",
+                     resolver=egress.dns_resolver(snapshot.mesh_config))
         if cluster.type == cluster_pb2.Cluster.STRICT_DNS and any(e.locality for e in chosen):
             _localities(cluster, chosen, caller, policy)
         return cluster, None
@@ -191,10 +211,12 @@ def inbound(node: ProxyNode) -> Iterator[cluster_pb2.Cluster]:
 JWKS_CONNECT_TIMEOUT = "5s"
 
 
-def jwks(rules: Iterable[jwt.JwtRule]) -> Iterator[cluster_pb2.Cluster]:
+def jwks(rules: Iterable[jwt.JwtRule], resolver: core_ext.TypedExtensionConfig | None = None
+         ) -> Iterator[cluster_pb2.Cluster]:
     """The clusters through which the workload's Envoy fetches its ``jwksUri`` keys, one
-    per name the JWT filter gives (scheme, host and port): LOGICAL_DNS of the host, and
-    for ``https`` TLS verified against the system roots with the host as SNI."""
+    per name the JWT filter gives (scheme, host and port): LOGICAL_DNS of the host (asking
+    ``resolver``, the mesh's, when given), and for ``https`` TLS verified against the
+    system roots with the host as SNI."""
     seen: set[str] = set()
     for rule in rules:
         if not (rule.jwks_uri and rule.jwks_cluster) or rule.jwks_cluster in seen:
@@ -205,7 +227,8 @@ def jwks(rules: Iterable[jwt.JwtRule]) -> Iterator[cluster_pb2.Cluster]:
         host = parts.hostname or ""
         cluster = cluster_pb2.Cluster(name=rule.jwks_cluster,
                                       connect_timeout=pb.duration(JWKS_CONNECT_TIMEOUT))
-        _dns_cluster(cluster, [], (host, parts.port or (443 if secure else 80)))
+        _dns_cluster(cluster, [], (host, parts.port or (443 if secure else 80)), logical=True,
+                     resolver=resolver)
         if secure:
             tls.apply_upstream_tls(cluster, tls.upstream_tls(
                 ClientTLSSettings(mode="SIMPLE", sni=host), sni=host, subject_alt_names=()))

@@ -3,9 +3,11 @@
 The sidecar's outbound routes are scoped by request host (SRDS), and Envoy has no
 fallback scope: a host no routing scope is keyed by gets no route at all. So the outbound
 connection manager runs a small Lua filter first, :data:`POLICY_FILTER`, behind a native
-matcher holding the class's scope keys (every host spelling the sidecar routes; see
-:mod:`.egress_matcher`), which skips Lua for them. A request whose host (up to the first
-``:``, as the scope key is read) is not one of them reaches Lua, which keeps its
+matcher holding the class's scope keys (every host spelling the sidecar routes, each at
+the ports its route config routes; see :mod:`.egress_matcher`), which skips Lua for them.
+A request whose host (up to the first ``:``, as the scope key is read) is not one of them,
+or is one at a port it is not routed at (Istio sends a known host's other ports to the
+same passthrough or blackhole route as an unknown host), reaches Lua, which keeps its
 authority in :data:`AUTHORITY_HEADER` and gives it the fixed authority of the mode's scope
 and a cleared route cache, so Envoy picks the scope again:
 
@@ -46,7 +48,7 @@ mutation removes it from every request before anything reads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -72,6 +74,7 @@ from meshpilot.api.mesh_config import (
     BLACKHOLE_CLUSTER,
     PASSTHROUGH_CLUSTER,
     REGISTRY_ONLY,
+    DnsResolver,
     MeshConfig,
     OutboundMode,
 )
@@ -191,15 +194,31 @@ def stripped_headers() -> list[str]:
 
 # --- the class's side: ECDS, clusters, scopes, route configs --------------------------------
 
-def policy_filter(known: Iterable[str], mode: OutboundMode) -> core_ext.TypedExtensionConfig:
+Known = Mapping[str, tuple[str, ...]] | Iterable[str]
+"""The scope keys a class routes: each with the suffixes its route config routes it at
+(:func:`~meshpilot.xds.translate.vhosts.port_suffixes`), or, written as a bare list,
+at any port."""
+
+
+def _groups(known: Known) -> list[egress_matcher.KeyGroup]:
+    """The keys grouped by their suffixes, each group encoded by :func:`encode_keys`."""
+    by_suffixes: dict[tuple[str, ...] | None, list[str]] = {}
+    for key in known:
+        suffixes = known[key] if isinstance(known, Mapping) else None
+        by_suffixes.setdefault(suffixes, []).append(key)
+    return [(*encode_keys(keys), suffixes)  # type: ignore[misc]
+            for suffixes, keys in sorted(by_suffixes.items(), key=lambda i: i[0] or ())]
+
+
+def policy_filter(known: Known, mode: OutboundMode) -> core_ext.TypedExtensionConfig:
     """The policy filter's ECDS resource: the Lua filter sending a request to ``mode``'s
-    scope, behind a matcher that skips it for the ``known`` scope keys."""
-    names, services = encode_keys(known)
+    scope, behind a matcher that skips it for the ``known`` scope keys at the ports they
+    are routed at."""
     scope = BLACKHOLE_KEY if mode == REGISTRY_ONLY else PASSTHROUGH_KEY
     source = _LUA.format(header=AUTHORITY_HEADER, scope=scope, scope_header=SCOPE_HEADER)
     lua = core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(
         lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))))
-    wrapped = egress_matcher.skip_known(lua, names, services, SCOPE_HEADER)
+    wrapped = egress_matcher.skip_known(lua, _groups(known), SCOPE_HEADER)
     return core_ext.TypedExtensionConfig(name=POLICY_FILTER, typed_config=pb.pack(wrapped))
 
 
@@ -223,6 +242,29 @@ def _plain(key: str) -> bool:
     return bool(key) and all(c.isalnum() or c in "-._*" for c in key)
 
 
+def dns_resolver(config: MeshConfig) -> core_ext.TypedExtensionConfig | None:
+    """The resolver every name the sidecar looks up is asked with: the mesh config's
+    ``dnsResolvers`` when it names some (c-ares, only those servers, no search domain:
+    the names are asked as written), else None (Envoy's default, the host's
+    resolv.conf). Shared by the DNS cache below and by every DNS-resolved cluster
+    (:mod:`~meshpilot.xds.translate.clusters`), so no lookup of the mesh's goes
+    elsewhere than where the mesh config says."""
+    return resolver_of(config.dns_resolvers)
+
+
+def resolver_of(servers: Iterable[DnsResolver]) -> core_ext.TypedExtensionConfig | None:
+    """:func:`dns_resolver` of the ``servers`` named (None for none)."""
+    addresses = [address_pb2.Address(socket_address=address_pb2.SocketAddress(
+        address=r.address, port_value=r.port)) for r in servers]
+    if not addresses:
+        return None
+    resolvers = cares.CaresDnsResolverConfig(
+        resolvers=addresses,
+        dns_resolver_options=resolver_pb2.DnsResolverOptions(no_default_search_domain=True))
+    return core_ext.TypedExtensionConfig(name="envoy.network.dns_resolver.cares",
+                                         typed_config=pb.pack(resolvers))
+
+
 def _dns_cache(config: MeshConfig) -> dns_cache_pb2.DnsCacheConfig:
     """One cache, the same in the filter and the cluster (Envoy requires it): IPv4 first
     as every other cluster here, bounded, asking the mesh config's resolvers only when it
@@ -230,14 +272,9 @@ def _dns_cache(config: MeshConfig) -> dns_cache_pb2.DnsCacheConfig:
     cache = dns_cache_pb2.DnsCacheConfig(
         name=DNS_CACHE, dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
         max_hosts=pb.u32(MAX_HOSTS))
-    if config.dns_resolvers:
-        resolvers = cares.CaresDnsResolverConfig(
-            resolvers=[address_pb2.Address(socket_address=address_pb2.SocketAddress(
-                address=r.address, port_value=r.port)) for r in config.dns_resolvers],
-            dns_resolver_options=resolver_pb2.DnsResolverOptions(
-                no_default_search_domain=True))
-        cache.typed_dns_resolver_config.CopyFrom(core_ext.TypedExtensionConfig(
-            name="envoy.network.dns_resolver.cares", typed_config=pb.pack(resolvers)))
+    resolver = dns_resolver(config)
+    if resolver is not None:
+        cache.typed_dns_resolver_config.CopyFrom(resolver)
     return cache
 
 
@@ -249,7 +286,7 @@ def passthrough_filter(config: MeshConfig) -> core_ext.TypedExtensionConfig:
                                          typed_config=pb.pack(filter_config))
 
 
-def extension_configs(known: Iterable[str], mode: OutboundMode, config: MeshConfig
+def extension_configs(known: Known, mode: OutboundMode, config: MeshConfig
                       ) -> list[core_ext.TypedExtensionConfig]:
     return [policy_filter(known, mode), passthrough_filter(config)]
 

@@ -70,6 +70,29 @@ class RouteTable:
     host: str
     spellings: tuple[str, ...]  # without port: the routing scope keys
     vhosts: tuple[rc.VirtualHost, ...]
+    suffixes: tuple[str, ...] = ()  # what follows a spelling in its vhosts' domains
+
+
+def _portless(service: MeshService, port: int) -> bool:
+    """Whether an HTTP port's vhost takes the bare host too (see the module)."""
+    return port == 80 or len(service.ports) == 1
+
+
+def port_suffixes(service: MeshService, ports: list[int]) -> tuple[str, ...]:
+    """What may follow a spelling of ``service`` in an authority its route config
+    routes (``""`` for the bare host, ``":8080"``...): exactly its vhosts' domains, so
+    that a request for the host at any other port is known to be for none of them and
+    goes by the outbound traffic policy (:mod:`.egress`), as Istio sends a known host's
+    unlisted port to its passthrough or blackhole route."""
+    tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
+    bare = any(p not in tunnels and _portless(service, p) for p in ports)
+    return ("",) * bare + tuple(f":{p}" for p in sorted(ports))
+
+
+def known_authorities(plan: Iterable[Planned]) -> dict[str, tuple[str, ...]]:
+    """Every routing scope key of ``plan`` with :func:`port_suffixes` of its service."""
+    return {spelling: port_suffixes(service, ports)
+            for service, ports, spellings in plan for spelling in spellings}
 
 
 Planned = tuple[MeshService, list[int], list[str]]
@@ -118,7 +141,7 @@ def service_route_table(
         if port in tunnels:
             vhosts.append(tunnel_vhost(service.host, spellings, vs, ctx))
             continue
-        portless = port == 80 or len(service.ports) == 1
+        portless = _portless(service, port)
         if vs is not None:
             routes = http_routes(vs, ctx)
         else:
@@ -127,7 +150,8 @@ def service_route_table(
         domains = _with_ports(spellings, port, portless)
         vhosts.append(headers.attempt_count(
             rc.VirtualHost(name=name, domains=domains, routes=routes)))
-    return RouteTable(service.host, tuple(spellings), tuple(vhosts))
+    return RouteTable(service.host, tuple(spellings), tuple(vhosts),
+                      port_suffixes(service, ports))
 
 
 def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:

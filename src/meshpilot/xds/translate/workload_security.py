@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from meshpilot.api.mesh_config import DnsResolver
 from meshpilot.api.request_authentication import JwtRule as JwtRuleSpec
 from meshpilot.api.request_authentication import RequestAuthentication
 from meshpilot.mesh import index
@@ -38,6 +39,7 @@ class InboundSecurity:
     modes: tuple[tuple[int, Mode], ...]  # container port -> its mTLS mode
     authorization: WorkloadAuthorization
     jwt_rules: tuple[jwt.JwtRule, ...] = ()
+    dns_resolvers: tuple[DnsResolver, ...] = ()  # what its JWKS clusters' names are asked of
 
     def mode(self, port: int) -> Mode:
         return next((m for p, m in self.modes if p == port), "PERMISSIVE")
@@ -57,7 +59,8 @@ def inbound_security(snapshot: MeshSnapshot, node: ProxyNode,
     rules = tuple(_jwt_rule(rule, i)
                   for i, rule in enumerate(_jwt_rules(snapshot.request_authentications, node,
                                                        root_namespace)))
-    return InboundSecurity(snapshot.trust_domain, modes, authorization, rules)
+    resolvers = snapshot.mesh_config.dns_resolvers if rules else ()
+    return InboundSecurity(snapshot.trust_domain, modes, authorization, rules, resolvers)
 
 
 def _jwt_rules(policies: Iterable[Named[RequestAuthentication]], node: ProxyNode,
