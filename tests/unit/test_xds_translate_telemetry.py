@@ -237,20 +237,3 @@ def test_outbound_listeners_count_by_upstream_cluster_and_inbound_ones_do_not() 
     (gateway_manager,) = _managers(gateway)
     assert telemetry.outbound_access_log() in gateway_manager.access_log
     assert not gateway_manager.access_log_options.flush_log_on_tunnel_successfully_established
-
-
-def test_a_tunnel_still_writes_one_access_log_line() -> None:
-    """Envoy logs a tunnel once more when it is established (so that it is counted open
-    while it is up); the file access log, which Istio writes once per connection, is kept
-    from that event, and so writes its one line when the tunnel ends."""
-    from envoy.data.accesslog.v3 import accesslog_pb2 as data
-
-    from meshpilot.xds.translate import access_log
-
-    node = sidecar_node("c", "127.10.0.3", workload="c", labels={})
-    logged = access_log.with_access_log(listeners.outbound(node), "/run/c.log")
-    (manager,) = _managers(telemetry.with_outbound_counting(logged))
-    (file_log,) = [a for a in manager.access_log if a.name == access_log.FILE_LOGGER]
-    skipped = file_log.filter.log_type_filter
-    assert skipped.exclude and list(skipped.types) == [
-        data.DownstreamTunnelSuccessfullyEstablished]
