@@ -6,9 +6,7 @@ Istio reports them at the source with the cluster's name as the destination serv
 workload or namespace there. They are counted, like every request, by the outbound
 connection manager's logger under the cluster the request was routed to, with the code
 the client got: a blackholed request's 502 (the listener's answer to Envoy's "no healthy
-upstream", whose ``UH`` flag it keeps), not Envoy's internal 503. A ``CONNECT``
-tunnel to either (an app's HTTPS) is a TCP connection in Istio's ``istio_tcp_*``
-series instead, with the same destination labels.
+upstream", whose ``UH`` flag it keeps), not Envoy's internal 503.
 """
 
 from __future__ import annotations

@@ -29,14 +29,11 @@ as it reports them (``-``, ``UH``, ``UF``, ``URX``, ``NR``, ``UO``, ``DC``, ``UT
 "Standard Metrics" page lists them. A request the client sidecar answers itself (a fault
 injected abort, no route: ``destination_service`` ``unknown``) is counted at the source
 too. On the source side TCP ports give the ``istio_tcp_*`` counters from the cluster's
-connection counters, and the ``CONNECT`` tunnels a sidecar's HTTP proxy ends give them
-from its tunnel loggers (``PassthroughCluster``, ``BlackHoleCluster``: the TLS Istio
-passes through as TCP), never ``istio_requests_total``; on the destination side from the
-inbound TCP port's filter chains, one for mutual TLS
-(``connection_security_policy="mutual_tls"``, ``destination_principal`` the pod's SPIFFE
-ID, counted per caller: ``source_principal`` from its certificate, and its workload when
-that identity is one workload's) and one for plaintext (``none``, the caller
-``unknown``, as Istio has no peer metadata there).
+connection counters; on the destination side from the inbound TCP port's filter chains,
+one for mutual TLS (``connection_security_policy="mutual_tls"``,
+``destination_principal`` the pod's SPIFFE ID, counted per caller: ``source_principal``
+from its certificate, and its workload when that identity is one workload's) and one for
+plaintext (``none``, the caller ``unknown``, as Istio has no peer metadata there).
 """
 
 from __future__ import annotations
