@@ -33,14 +33,10 @@ import pytest
 import yaml
 from test_xds_scoped_routes import EXTERNAL, World, world_factory  # noqa: F401 - fixture
 from test_xds_server import free_ports
-from tests.conftest import wait_for
 from tests.https_backend import HttpsBackend, https_backend
 
 from meshpilot.api.networking import VirtualService
 from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ServicePort
-from meshpilot.proxy.admin import AdminClient
-from meshpilot.telemetry.envoy_stats import STATS_PARAMS, parse_json
-from meshpilot.telemetry.istio import ProxyIdentity, relabel
 from meshpilot.xds.translate import egress
 
 
@@ -215,56 +211,3 @@ def test_a_wildcard_entry_with_an_https_port_takes_the_tunnels_of_the_names_it_c
     # exact host (Istio's blackhole route for REGISTRY_ONLY)
     assert connect(world, "api.wild.test:8443").startswith("HTTP/1.1 502 ")
 
-
-def series(world: World) -> dict[tuple[str, str, str], float]:
-    """What telemetry makes of the sidecar's stats (the scraper's request), summed by
-    (metric, destination_service, response_flags)."""
-    assert world.admin is not None
-    with AdminClient(world.admin) as admin:
-        body = admin.stats_bytes(STATS_PARAMS)
-    out: dict[tuple[str, str, str], float] = {}
-    for point in relabel(ProxyIdentity.from_node(world.node), world.node, parse_json(body),
-                         world.mesh.snapshot()):
-        labels = dict(point.labels)
-        key = (point.metric, labels["destination_service"], labels["response_flags"])
-        out[key] = out.get(key, 0.0) + (point.value or 0.0)
-    return out
-
-
-def test_tunnels_are_counted_as_tcp_connections_as_istio_counts_passed_through_tls(
-    world_factory: Callable[[str], World], tls_backend: HttpsBackend,  # noqa: F811 - fixture
-) -> None:
-    """Istio's sidecar passes TLS to a host outside the registry through as TCP, so it
-    shows in ``istio_tcp_connections_opened_total`` / ``_closed_total`` / ``_sent_bytes``
-    / ``_received_bytes`` with ``destination_service="PassthroughCluster"`` (blackholed:
-    ``BlackHoleCluster``), not in ``istio_requests_total`` (istio.io "Accessing External
-    Services", and its blog on monitoring blocked and passthrough traffic). A plain HTTP
-    request passed through is still a request."""
-    world = world_factory("DELTA_GRPC")
-    passthrough = "PassthroughCluster"
-    with https_client(world, tls_backend) as client:
-        r = client.get(f"https://{EXTERNAL}:{tls_backend.port}/get")
-        assert r.status_code == 200, r.text
-        up = wait_for(lambda: series(world).get(
-            ("istio_tcp_connections_opened_total", passthrough, "-")), timeout=10)
-        assert up == 1  # counted open while the tunnel is up, not yet closed
-        assert ("istio_tcp_connections_closed_total", passthrough, "-") not in series(world)
-    # the client closed its connection: the tunnel ends, with its bytes each way
-    got = wait_for(lambda: (s := series(world)).get(
-        ("istio_tcp_connections_closed_total", passthrough, "-")) and s, timeout=10)
-    assert got[("istio_tcp_connections_opened_total", passthrough, "-")] == 1
-    assert got[("istio_tcp_sent_bytes_total", passthrough, "-")] > len(r.content)
-    assert got[("istio_tcp_received_bytes_total", passthrough, "-")] > 200  # a ClientHello
-    assert not [k for k in got if k[0] == "istio_requests_total" and k[1] == passthrough]
-    assert world.body(f"http://{EXTERNAL}:{world.mesh.backends['X'].port}/") == "X"
-    assert wait_for(lambda: series(world).get(
-        ("istio_requests_total", passthrough, "-")), timeout=10) == 1
-
-    # a refused tunnel is a connection opened and closed, counted as BlackHoleCluster's
-    world.push(mesh_config=closed(world))
-    assert connect(world, f"{EXTERNAL}:443").startswith("HTTP/1.1 502 ")
-    blackholed = wait_for(lambda: (s := series(world)).get(
-        ("istio_tcp_connections_closed_total", "BlackHoleCluster", "UH")) and s, timeout=10)
-    assert blackholed[("istio_tcp_connections_opened_total", "BlackHoleCluster", "UH")] == 1
-    assert not [k for k in blackholed if k[0] == "istio_requests_total"
-                and k[1] == "BlackHoleCluster"]

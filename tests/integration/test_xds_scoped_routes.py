@@ -40,11 +40,6 @@ from meshpilot.mesh.model import (
     ProxyNode,
     ServicePort,
 )
-from meshpilot.proxy.admin_socket import (
-    admin_socket_path,
-    prepare_socket_dir,
-    remove_socket_dir,
-)
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import (
     CLUSTER,
@@ -160,7 +155,6 @@ class World:
     proc: subprocess.Popen[bytes]
     log: Path
     dns: DnsResponder
-    admin: Path | None = None
     version: int = 1
 
     def get(self, url: str) -> httpx.Response:
@@ -208,13 +202,10 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
                          kind="sidecar", namespace="default", ip="127.0.0.1",
                          workload=f"web-{api_type.lower()}", labels={"app": "web"},
                          outbound_port=outbound)
-        # the admin on a Unix socket (0600), for the tests that read the proxy's stats
-        admin = admin_socket_path(tmp_path, api_type.lower())
-        prepare_socket_dir(admin.parent)
-        cleanup.append(lambda: (admin.unlink(missing_ok=True), remove_socket_dir(tmp_path)))
+        # no admin: nothing here reads it
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                         api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.token_for(node.id), admin_socket=admin)
+                        xds_token=TOKENS.token_for(node.id))
         config = tmp_path / f"{api_type}.json"
         config.write_text(json.dumps(doc))
         log = tmp_path / f"{api_type}.log"
@@ -239,7 +230,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         cleanup.append(client.close)
         assert server.wait_acked(1, [node.id], timeout=30), (
             server.status(), log.read_text(errors="replace")[-3000:])
-        return World(mesh, server, node, client, proc, log, dns, admin=admin)
+        return World(mesh, server, node, client, proc, log, dns)
 
     yield make
     for fn in reversed(cleanup):

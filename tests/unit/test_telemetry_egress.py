@@ -11,7 +11,7 @@ import re
 
 from tests.builders import sidecar_node
 
-from meshpilot.mesh.model import MeshService, MeshSnapshot, ServicePort
+from meshpilot.mesh.model import MeshSnapshot
 from meshpilot.proxy.stats import KEPT_STATS
 from meshpilot.telemetry.envoy_stats import STATS_PARAMS, parse_json
 from meshpilot.telemetry.istio import ProxyIdentity, relabel
@@ -24,19 +24,6 @@ STATS = {
     f"{OUT}.502.response_flags.UH.grpc_status.14.cluster.BlackHoleCluster": 2,
     # the router's own cluster counts: not read (the logger counts every request)
     "cluster.BlackHoleCluster.upstream_rq_503": 2,
-}
-TUNNEL = "meshpilot.outbound_tcp."
-ENTRY = "api.example.com"
-TUNNELS = {
-    f"{TUNNEL}connections_opened.response_flags.-.cluster.PassthroughCluster": 2,
-    f"{TUNNEL}connections_closed.response_flags.-.cluster.PassthroughCluster": 1,
-    f"{TUNNEL}received_bytes.response_flags.-.cluster.PassthroughCluster": 517,
-    f"{TUNNEL}sent_bytes.response_flags.-.cluster.PassthroughCluster": 4096,
-    f"{TUNNEL}connections_opened.response_flags.UH.cluster.BlackHoleCluster": 1,
-    f"{TUNNEL}connections_closed.response_flags.UH.cluster.BlackHoleCluster": 1,
-    # an entry's HTTPS port: its cluster's own connection counters count the tunnel
-    f"{TUNNEL}connections_opened.response_flags.-.cluster.outbound|443||{ENTRY}": 1,
-    f"cluster.outbound|443||{ENTRY}.upstream_cx_total": 1,
 }
 
 
@@ -64,36 +51,3 @@ def test_envoy_keeps_and_the_scraper_asks_for_those_stats() -> None:
         if name.startswith("meshpilot."):
             assert any(k.search(name) for k in kept), name
             assert asked.search(name), name
-
-
-def test_connect_tunnels_are_counted_as_tcp_connections() -> None:
-    """Istio counts the TLS an app sends to a host outside the registry as TCP
-    (``istio_tcp_connections_opened_total`` ... with ``destination_service``
-    ``PassthroughCluster`` or ``BlackHoleCluster``), never as requests; a tunnel to an
-    entry's HTTPS port is that entry's TCP traffic, counted once, by its cluster."""
-    raw = parse_json({"stats": [{"name": n, "value": v} for n, v in TUNNELS.items()]})
-    entry = MeshService(ENTRY, ENTRY, "default", (ServicePort(443, "https", "HTTPS"),),
-                        origin="ServiceEntry", location="MESH_EXTERNAL")
-    points = list(relabel(ProxyIdentity.from_node(NODE), NODE, raw,
-                          MeshSnapshot(version=1, services={ENTRY: entry}, endpoints={})))
-    assert not [p for p in points if p.metric == "istio_requests_total"]
-    got = {(p.metric, dict(p.labels)["destination_service"]): (p.value, dict(p.labels))
-           for p in points}
-    assert {k: v for k, (v, _) in got.items()} == {
-        ("istio_tcp_connections_opened_total", "PassthroughCluster"): 2,
-        ("istio_tcp_connections_closed_total", "PassthroughCluster"): 1,
-        ("istio_tcp_received_bytes_total", "PassthroughCluster"): 517,
-        ("istio_tcp_sent_bytes_total", "PassthroughCluster"): 4096,
-        ("istio_tcp_connections_opened_total", "BlackHoleCluster"): 1,
-        ("istio_tcp_connections_closed_total", "BlackHoleCluster"): 1,
-        ("istio_tcp_connections_opened_total", ENTRY): 1,  # from the cluster, once
-    }
-    _, labels = got[("istio_tcp_connections_opened_total", "BlackHoleCluster")]
-    assert labels["reporter"] == "source" and labels["source_workload"] == "sleep"
-    assert labels["destination_service_name"] == "BlackHoleCluster"
-    assert labels["request_protocol"] == "tcp" and labels["response_flags"] == "UH"
-    kept = [re.compile(p) for p in KEPT_STATS]
-    asked = re.compile(STATS_PARAMS["filter"])
-    for name in TUNNELS:
-        if name.startswith(TUNNEL):
-            assert any(k.search(name) for k in kept) and asked.search(name), name

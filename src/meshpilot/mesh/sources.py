@@ -109,15 +109,6 @@ upstream cluster the request was routed to (``-`` when none was: no route) inste
 the source; the request counters always carry the gRPC status."""
 
 
-TUNNEL_STATS = "meshpilot.outbound_tcp."
-"""Where a sidecar's outbound connection manager counts the ``CONNECT`` tunnels it ends
-(an ``HTTPS_PROXY`` client's): as TCP connections, not requests, as Istio counts the TLS
-it passes through; ``connections_opened`` when the tunnel is up (or, for one refused,
-when it ends), ``connections_closed``, ``received_bytes`` and ``sent_bytes`` when it
-ends, each tagged with the response flags then the upstream cluster
-(``meshpilot.outbound_tcp.connections_closed.response_flags.-.cluster.PassthroughCluster``)."""
-
-
 def inbound_stat_prefix(container_port: int) -> str:
     """Where the counters of one inbound port live (``meshpilot.inbound_8080``)."""
     return f"{INBOUND_STATS}{container_port}"

@@ -49,7 +49,6 @@ from meshpilot.mesh.sources import (
     TCP_RECEIVED_STAT,
     TCP_SENT_STAT,
     TCP_STATS,
-    TUNNEL_STATS,
 )
 
 _CLUSTER = r"^cluster\.(outbound|inbound)\|.*"
@@ -72,8 +71,6 @@ KEPT_STATS: tuple[str, ...] = (
     "^" + re.escape(INBOUND_STATS) + rf"[0-9]+\.{MUTUAL_TLS}\.({TCP_OPENED_STAT}|"
     rf"{TCP_CLOSED_STAT}|{TCP_RECEIVED_STAT}|{TCP_SENT_STAT})\.{PEER_TAG}\..*",
     r"^http\.[^.]+\.downstream_(rq_([1-5]xx|total|active)|cx_(total|active))$",
-    "^" + re.escape(TUNNEL_STATS) + rf"({TCP_OPENED_STAT}|{TCP_CLOSED_STAT}|{TCP_RECEIVED_STAT}"
-    rf"|{TCP_SENT_STAT})\..*",
 )
 KEPT_PREFIXES: tuple[str, ...] = ("server.", "cluster_manager.", "listener_manager.",
                                   "control_plane.")

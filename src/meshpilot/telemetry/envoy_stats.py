@@ -36,19 +36,18 @@ from meshpilot.mesh.sources import (
     TCP_RECEIVED_STAT,
     TCP_SENT_STAT,
     TCP_STATS,
-    TUNNEL_STATS,
 )
 
 STATS_PATH = "/stats"
 STATS_PARAMS = MappingProxyType({"format": "json", "histogram_buckets": "detailed", "filter": (
     r"^(cluster\.outbound\|.*\.upstream_cx_(total|destroy|rx_bytes_total|tx_bytes_total)$|"
     + re.escape(INBOUND_STATS) + "|" + re.escape(OUTBOUND_STATS) + "|"
-    + re.escape(TCP_STATS) + "|" + re.escape(TUNNEL_STATS) + ")")})
+    + re.escape(TCP_STATS) + ")")})
 """Only what telemetry needs: the outbound clusters' connection counters (a TCP
 service's source side), the inbound and outbound request counters and histograms, and
-the inbound TCP chains' and the outbound tunnels' connection counters. The clusters'
-request stats and histograms are left out: requests are counted by the connection
-managers' loggers, and the histograms are most of a proxy's stats by bytes."""
+the inbound TCP chains' connection counters. The clusters' request stats and histograms
+are left out: requests are counted by the connection managers' loggers, and the
+histograms are most of a proxy's stats by bytes."""
 
 Bin = tuple[float, float, float]  # lower bound, width, count
 
@@ -227,29 +226,3 @@ def split_inbound_tcp_stat(name: str) -> InboundTcpStat | None:
         return None
     return InboundTcpStat(int(m.group("port")), m.group("policy"), m.group("stat"),
                           m.group("peer"))
-
-
-TUNNEL_STAT = re.compile(
-    "^" + re.escape(TUNNEL_STATS)
-    + rf"(?P<stat>{TCP_OPENED_STAT}|{TCP_CLOSED_STAT}|{TCP_RECEIVED_STAT}|{TCP_SENT_STAT})"
-    + rf"\.{FLAGS_TAG}\.(?P<flags>[^.]*)\.{CLUSTER_TAG}\.(?P<cluster>.*)$")
-
-
-@dataclass(frozen=True)
-class TunnelStat:
-    """One connection counter of the ``CONNECT`` tunnels an outbound connection manager
-    ended: ``stat`` is ``connections_opened``, ``connections_closed``, ``received_bytes``
-    or ``sent_bytes``, of the tunnels with these response ``flags`` to ``cluster``."""
-
-    stat: str
-    flags: str
-    cluster: str
-
-
-def split_tunnel_stat(name: str) -> TunnelStat | None:
-    """``meshpilot.outbound_tcp.sent_bytes.response_flags.-.cluster.PassthroughCluster``
-    → TunnelStat("sent_bytes", "-", "PassthroughCluster")."""
-    m = TUNNEL_STAT.match(name)
-    if m is None:
-        return None
-    return TunnelStat(m.group("stat"), m.group("flags"), m.group("cluster"))

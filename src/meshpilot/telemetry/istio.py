@@ -67,12 +67,10 @@ from meshpilot.telemetry.envoy_stats import (
     InboundTcpStat,
     RawStats,
     RequestStat,
-    TunnelStat,
     split_cluster_stat,
     split_inbound_stat,
     split_inbound_tcp_stat,
     split_outbound_stat,
-    split_tunnel_stat,
 )
 
 UNKNOWN = "unknown"
@@ -331,13 +329,6 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
                     "connection_security_policy": UNKNOWN}
             yield from _request_points(name, outbound, base, dest.protocol == "GRPC", raw)
             continue
-        tunnel = split_tunnel_stat(name)
-        if tunnel is not None:
-            dest = dest_for(tunnel.cluster) or _unrouted(tunnel.cluster)
-            if not (tunnel.cluster.startswith("outbound|") and is_tcp(dest.protocol)):
-                yield from _tunnel_points(name, tunnel, {"reporter": "source", **me},
-                                          dest, raw)
-            continue
         split = split_cluster_stat(name)
         if split is None:
             yield from _inbound_points(name, inbound, raw)
@@ -532,22 +523,3 @@ def _tcp_cluster_points(name: str, stat: str, base: dict[str, str], raw: RawStat
     if metric is not None:
         yield Point(metric, _labels(base, TCP_LABEL_NAMES), name,
                     value=raw.counters.get(name, 0.0))
-
-
-_TUNNEL_METRICS = MappingProxyType({
-    TCP_OPENED_STAT: TCP_OPENED, TCP_CLOSED_STAT: TCP_CLOSED,
-    TCP_RECEIVED_STAT: TCP_RECEIVED, TCP_SENT_STAT: TCP_SENT})
-
-
-def _tunnel_points(name: str, stat: TunnelStat, source: dict[str, str], dest: _Dest,
-                   raw: RawStats) -> Iterator[Point]:
-    """The ``istio_tcp_*`` point of a counter of the ``CONNECT`` tunnels a proxy ended,
-    as Istio reports the TLS its sidecar passes through: TCP, to the tunnel's upstream
-    cluster (``PassthroughCluster``, ``BlackHoleCluster``, or the service whose port it
-    is). The tunnels to a TCP, TLS or HTTPS port of a mesh service are left to that
-    cluster's own connection counters, which count them with its other connections
-    (:func:`_tcp_cluster_points`); the logger's counts would count them twice."""
-    labels = {**source, **dest.labels, "request_protocol": "tcp",
-              "response_flags": stat.flags, "connection_security_policy": UNKNOWN}
-    yield Point(_TUNNEL_METRICS[stat.stat], _labels(labels, TCP_LABEL_NAMES), name,
-                value=raw.counters.get(name, 0.0))

@@ -58,7 +58,6 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_hm,
 )
 from envoy.type.matcher.v3 import http_inputs_pb2
-from envoy.type.matcher.v3 import string_pb2 as string_matcher_pb2
 from google.protobuf import json_format, struct_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
@@ -84,7 +83,6 @@ from meshpilot.mesh.sources import (
     TCP_OPENED_STAT,
     TCP_RECEIVED_STAT,
     TCP_SENT_STAT,
-    TUNNEL_STATS,
     UNKNOWN,
     UNKNOWN_SOURCE,
     counted_name,
@@ -284,8 +282,7 @@ def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.List
     """``listener`` with :func:`outbound_access_log` on every HTTP connection manager of
     its chains when it is an outbound listener (in place; returned for chaining). Done
     after the listeners are built, as the file access log is, so every outbound listener
-    a proxy gets counts the same way. A manager that ends ``CONNECT`` tunnels counts them
-    as TCP connections instead (:func:`count_tunnels`)."""
+    a proxy gets counts the same way."""
     if listener.traffic_direction != base_pb2.OUTBOUND:
         return listener
     chains = [*listener.filter_chains]
@@ -296,94 +293,9 @@ def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.List
             manager = hcm.HttpConnectionManager()
             if network_filter.typed_config.Is(manager.DESCRIPTOR):
                 network_filter.typed_config.Unpack(manager)
-                if any(u.upgrade_type == CONNECT for u in manager.upgrade_configs):
-                    count_tunnels(manager)
-                else:
-                    manager.access_log.append(outbound_access_log())
+                manager.access_log.append(outbound_access_log())
                 network_filter.typed_config.CopyFrom(pb.pack(manager))
     return listener
-
-
-CONNECT = "CONNECT"
-ESTABLISHED = accesslog_data_pb2.DownstreamTunnelSuccessfullyEstablished
-
-
-def _is_connect(connect: bool = True) -> accesslog_pb2.AccessLogFilter:
-    return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(
-        header=rc.HeaderMatcher(name=":method", invert_match=not connect,
-                                string_match=string_matcher_pb2.StringMatcher(exact=CONNECT))))
-
-
-def _log_types(*types: int) -> accesslog_pb2.AccessLogFilter:
-    return accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(
-        types=list(types)))
-
-
-def _all(*filters: accesslog_pb2.AccessLogFilter) -> accesslog_pb2.AccessLogFilter:
-    return accesslog_pb2.AccessLogFilter(and_filter=accesslog_pb2.AndFilter(
-        filters=list(filters)))
-
-
-def _status_200(op: int) -> accesslog_pb2.AccessLogFilter:
-    """The response code compared with 200 (``op``: EQ or NE): the tunnel was up, or
-    refused."""
-    return accesslog_pb2.AccessLogFilter(status_code_filter=accesslog_pb2.StatusCodeFilter(
-        comparison=accesslog_pb2.ComparisonFilter(
-            op=op, value=base_pb2.RuntimeUInt32(default_value=200,
-                                                runtime_key="meshpilot.tunnel_up"))))
-
-
-def _tunnel_counters(flags: str, *stats: str) -> dict[str, object]:
-    """A stats logger's config counting ``stats`` of a tunnel (a connection, or its
-    bytes) under :data:`TUNNEL_STATS`, tagged with ``flags`` then the upstream cluster."""
-    tags = [{"name": FLAGS_TAG, "value_format": flags},
-            {"name": CLUSTER_TAG, "value_format": "%UPSTREAM_CLUSTER_RAW%"}]
-    values = {TCP_RECEIVED_STAT: "%BYTES_RECEIVED%", TCP_SENT_STAT: "%BYTES_SENT%"}
-    return {"stats_scope": {"prefix": TUNNEL_STATS.rstrip("."), "max_counters": MAX_COUNTERS,
-                            "max_histograms": 1},
-            "counters": [{"stat": {"name": stat, "tags": tags},
-                          **({"value_format": values[stat]} if stat in values
-                             else {"value_fixed": 1})} for stat in stats]}
-
-
-def count_tunnels(manager: hcm.HttpConnectionManager) -> None:
-    """Count ``manager``'s requests with :func:`outbound_access_log`, its ``CONNECT``
-    tunnels aside: those Istio counts as the TCP connections they carry (the TLS an app
-    sends through ``HTTPS_PROXY``, what Istio's sidecar passes through as TCP), in
-    ``istio_tcp_*`` under the tunnel's upstream cluster (in place).
-
-    A tunnel is opened when it is established (Envoy logs then when asked to), and
-    closed, with its bytes each way, when it ends; without response flags, as Istio
-    reports a connection that ended normally (Envoy would flag a tunnel its client
-    closed ``DC``). One that never was (refused: BlackHoleCluster's 502, ``UH``; a name
-    that does not resolve, ``DF``) is opened and closed at once with its flags, as Istio
-    counts a connection its sidecar refuses. The logs the manager had (the file access
-    log) are kept from the extra event, so a tunnel still writes one line."""
-    for existing in manager.access_log:
-        _quiet_at_tunnel_start(existing)
-    requests = outbound_access_log()
-    requests.filter.CopyFrom(_is_connect(False))
-    manager.access_log.append(requests)
-    end = _log_types(accesslog_data_pb2.DownstreamEnd)
-    equal, unequal = accesslog_pb2.ComparisonFilter.EQ, accesslog_pb2.ComparisonFilter.NE
-    everything = (TCP_OPENED_STAT, TCP_CLOSED_STAT, TCP_RECEIVED_STAT, TCP_SENT_STAT)
-    for config, when in (
-            (_tunnel_counters("-", TCP_OPENED_STAT), _log_types(ESTABLISHED)),
-            (_tunnel_counters("-", *everything[1:]), _all(end, _status_200(equal))),
-            (_tunnel_counters("%RESPONSE_FLAGS%", *everything), _all(end, _status_200(unequal)))):
-        logger = _stats_logger(config)
-        logger.filter.CopyFrom(_all(_is_connect(), when))
-        manager.access_log.append(logger)
-    manager.access_log_options.flush_log_on_tunnel_successfully_established = True
-
-
-def _quiet_at_tunnel_start(logger: accesslog_pb2.AccessLog) -> None:
-    """``logger`` left out of the tunnel-established log event (in place)."""
-    skip = _log_types(ESTABLISHED)
-    skip.log_type_filter.exclude = True
-    if logger.HasField("filter"):
-        skip = _all(logger.filter, skip)
-    logger.filter.CopyFrom(skip)
 
 
 def inbound_tcp_close_log(container_port: int, mtls: bool) -> accesslog_pb2.AccessLog:
