@@ -32,6 +32,7 @@ from meshpilot.store.protocol import ConfigStore
 from meshpilot.validation import (
     Diagnostic,
     Plan,
+    Source,
     StateIndex,
     StateObject,
     codes,
@@ -118,7 +119,7 @@ class ConfigService:
         EnvoyFilter, ``envoy_filter_check``): its errors refuse the apply, its warnings
         are reported with the plan's."""
 
-    def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False,
+    def apply(self, sources: Sequence[Source], *, dry_run: bool = False,
               statuses: Sequence[PutStatus] = ()) -> Outcome:
         """Apply every document in ``sources`` or none of them.
 
@@ -139,7 +140,7 @@ class ConfigService:
             codes.CONFLICT, f"the configuration changed under this apply {STALE_RETRIES} "
             "times in a row (other writers are busy); nothing was written: apply again")])
 
-    def _apply_once(self, sources: Sequence[tuple[str, str]], dry_run: bool,
+    def _apply_once(self, sources: Sequence[Source], dry_run: bool,
                     statuses: Sequence[PutStatus] = ()) -> Outcome | None:
         """One validation and commit; None when the state changed before the commit."""
         with self._lock:
