@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -34,6 +35,7 @@ from meshpilot.mesh.model import node_from_metadata
 from meshpilot.proxy.bootstrap import REPORT_TOKEN_KEY, report_token
 
 log = logging.getLogger(__name__)
+timeline = logging.getLogger("meshpilot.timeline")
 
 SERVICE = "envoy.service.accesslog.v3.AccessLogService"
 FAILED_FROM = 500
@@ -212,5 +214,8 @@ class ReportedCounts:
     def live_counts(self, namespace: str, workload: str) -> tuple[int, int] | None:
         reported = self._reports.reported(namespace, workload)
         if reported is not None:
+            if timeline.isEnabledFor(logging.DEBUG):
+                timeline.debug("%.4f reported-counts %s/%s requests=%d failed=%d",
+                               time.monotonic(), namespace, workload, *reported)
             return reported
         return self._fallback.live_counts(namespace, workload)
