@@ -25,8 +25,8 @@ from tests.e2e.scenario import Given, Then, When
 
 FAILED_BOUND = 5
 """Failed user requests allowed in all. Measured with benchmarks/rollback.py at 100 req/s
-on a loaded 2-core machine (benchmarks/README.md): at most 2 in 70 runs of 75 and 3 in
-the others with the failure reports, 2-5 with the polling before them, 7-11 judging only
+on a loaded 2-core machine (benchmarks/README.md): at most 2 in 24 runs of 28 and 3 in
+the others judged on reported answers, 2-5 with the polling before them, 7-11 judging only
 at interval ends; the bound leaves room for CI's load and still fails a judgement that
 waits for the interval's end."""
 
