@@ -14,7 +14,9 @@ only when the node it names carries that node's report credential in its metadat
 its bootstrap; compared in constant time). A stream without it is refused
 (UNAUTHENTICATED), logged, and its reports are dropped and counted
 (``meshpilot_failure_reports_rejected_total`` on the telemetry's /metrics): only a
-proxy holding that node's xDS credential can count towards a judgement.
+proxy holding that node's xDS credential can count towards a judgement. The workload a
+report counts for is the one the node's metadata names, trusted as the xDS server trusts
+it once the node id is proven.
 """
 
 from __future__ import annotations
