@@ -232,6 +232,9 @@ def print_timeline(log_path: Path, bad: list[Rec], t_apply: float, t_back: float
         rows += [(t2, f"live read: {f2['requests']} requests, {f2['failed']} failed")
                  for t2, s2, f2 in events if s2 == "live-read" and "failed" in f2
                  and second.sched - 0.5 <= t2 <= t]
+        rows += [(t2, f"reported counts: {f2['requests']} requests, {f2['failed']} failed")
+                 for t2, s2, f2 in events if s2 == "reported-counts"
+                 and second.sched - 0.05 <= t2 <= t]
         rows += [(r.done, f"v2 answered {r.status}") for r in bad
                  if r.version == "v2" and r.status < 500]
         rows += [(t2, f"failure report ({f2.get('failed')} failed)") for t2, s2, f2 in events

@@ -1,12 +1,12 @@
-"""A real Envoy streams the failed requests of a canary's sidecar to the control plane.
+"""A real Envoy streams every answer of a canary's sidecar to the control plane.
 
 The sidecars of a Canary's target workload carry Envoy's gRPC access logger
-(``envoy.access_loggers.http_grpc``, Envoy's access log service protocol) filtered to
-answers of 500 and above and unbatched; the control plane serves the service beside
-xDS and tells the delivery loop which workload failed a request, so fail-fast judges on
-arrival. Here a real Envoy, with the very logger translation gives a canary sidecar,
-answers 200s and 503s: only the 503s are reported, as they happen, under the workload its
-node metadata names.
+(``envoy.access_loggers.http_grpc``, Envoy's access log service protocol), unbatched;
+the control plane serves the service beside xDS, counts the answers and failures per
+workload and tells the delivery loop which workload failed a request, so fail-fast
+judges on arrival, on those counts. Here a real Envoy, with the very logger translation
+gives a canary sidecar, answers 200s and 503s: all are counted, as they happen, under the
+workload its node metadata names, and only the 503s step the rollout.
 
 The reports are authenticated: the node Envoy sends at the start of its access log
 stream (the one its bootstrap gives it, ``proxy.bootstrap``) carries a credential derived
@@ -32,7 +32,12 @@ from meshpilot.proxy.bootstrap import REPORT_TOKEN_KEY, XDS_CLUSTER, bootstrap, 
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.security.proxy_tokens import ProxyTokens
-from meshpilot.telemetry.failure_reports import SERVICE, FailureReports, report_verifier
+from meshpilot.telemetry.failure_reports import (
+    SERVICE,
+    FailureReports,
+    ReportedCounts,
+    report_verifier,
+)
 from meshpilot.xds import XdsServer
 from meshpilot.xds.translate.failure_reports import failure_reporter
 
@@ -64,7 +69,7 @@ def canary_sidecar_config(listen: int, xds_port: int, tokens: ProxyTokens) -> di
     return config
 
 
-def test_only_failed_requests_are_reported_as_they_happen(tmp_path: Path) -> None:
+def test_every_answer_is_counted_and_failures_reported_as_they_happen(tmp_path: Path) -> None:
     tokens = ProxyTokens(b"k" * 32)
     reports = FailureReports(report_verifier(tokens.token_for))
     seen: list[tuple[str, str, int, float]] = []
@@ -108,9 +113,13 @@ def test_only_failed_requests_are_reported_as_they_happen(tmp_path: Path) -> Non
     assert got[0][3] - answered[0] < 0.5, (got, answered)
     counts = reports.counts()
     assert (counts.accepted, counts.rejected, counts.rejected_streams) == (2, 0, 0), counts
+    assert counts.answers == 8, counts
+    assert reports.reported("default", "myapp") == (8, 2)
+    assert reports.reported("default", "myapp-primary") is None
 
 
-def forged(node: ProxyNode, token: str | None, entries: int) -> als_pb2.StreamAccessLogsMessage:
+def forged(node: ProxyNode, token: str | None,
+           entries: int | list[int]) -> als_pb2.StreamAccessLogsMessage:
     """What a local process could send: ``node``'s own metadata, with ``token``."""
     meta = node_to_metadata(node)
     if token is not None:
@@ -119,9 +128,62 @@ def forged(node: ProxyNode, token: str | None, entries: int) -> als_pb2.StreamAc
     message.identifier.node.id = node.id
     message.identifier.node.metadata.update(meta)
     message.identifier.log_name = "meshpilot-failures"
-    for _ in range(entries):
-        message.http_logs.log_entry.add().response.response_code.value = 500
+    for code in ([500] * entries if isinstance(entries, int) else entries):
+        message.http_logs.log_entry.add().response.response_code.value = code
     return message
+
+
+def send(port: int, *messages: als_pb2.StreamAccessLogsMessage) -> None:
+    """One access log stream carrying ``messages``, as Envoy opens one."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = channel.stream_unary(
+            f"/{SERVICE}/StreamAccessLogs",
+            request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+            response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+        stream(iter(messages), timeout=10)
+
+
+class AdminCounters:
+    """The live read of the sidecars' counters, as the fallback sees it."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def live_counts(self, namespace: str, workload: str) -> tuple[int, int] | None:
+        self.asked.append((namespace, workload))
+        return (40, 3)
+
+
+def test_fail_fast_judges_on_the_reported_counts_once_a_workload_has_reported() -> None:
+    """Successes and failures (500 and above, as the ``5xx`` of the admin counters)
+    are counted per workload across its streams; a subscriber hears only of failures.
+    The judgement's counts come from the reports once the workload has reported (no
+    read of its sidecars), from the live read before that and for other workloads."""
+    tokens = ProxyTokens(b"k" * 32)
+    reports = FailureReports(report_verifier(tokens.token_for))
+    seen: list[tuple[str, str, int]] = []
+    reports.subscribe(lambda ns, workload, n: seen.append((ns, workload, n)))
+    admin = AdminCounters()
+    counts = ReportedCounts(reports, admin)
+    server = XdsServer(authenticate=lambda node, meta: None, services=(reports.handler(),))
+    port = server.start()
+    genuine = report_token(tokens.token_for(NODE.id))
+    try:
+        assert counts.live_counts("default", "myapp") == (40, 3)  # nothing reported yet
+        send(port, forged(NODE, genuine, [200, 200, 404]))
+        assert seen == []  # no failure: nothing to step
+        assert counts.live_counts("default", "myapp") == (3, 0)
+        send(port, forged(NODE, genuine, [503, 200]), forged(NODE, genuine, [500, 0, 499]))
+        second = sidecar_node("myapp-7d9f-fghij", "127.0.0.3", labels={"app": "myapp"},
+                              workload="myapp")
+        send(port, forged(second, report_token(tokens.token_for(second.id)), [502]))
+    finally:
+        server.stop()
+    assert counts.live_counts("default", "myapp") == (9, 3)
+    assert seen == [("default", "myapp", 1), ("default", "myapp", 1), ("default", "myapp", 1)]
+    assert counts.live_counts("default", "other") == (40, 3)
+    assert admin.asked == [("default", "myapp"), ("default", "other")]
+    assert reports.counts().answers == 9 and reports.counts().accepted == 3
 
 
 @pytest.mark.parametrize("token", [
@@ -154,3 +216,4 @@ def test_a_forged_report_is_refused_dropped_and_counted(token: str | None) -> No
     assert seen == [("default", "myapp", 1)]
     counts = reports.counts()
     assert (counts.accepted, counts.rejected, counts.rejected_streams) == (1, 3, 1), counts
+    assert reports.reported("default", "myapp") == (1, 1)  # the refused stream counts nothing

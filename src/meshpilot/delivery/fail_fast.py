@@ -10,11 +10,13 @@ what it served so far) is below the check's minimum. A healthy canary that happe
 fail one request early is never judged this way; a revision failing half its requests
 is judged after its second failure is seen, not after the interval.
 
-The evidence is read live from the canary's sidecars on every tick when they can be
-read (counters since a baseline the rollout keeps; a sidecar that has served nothing
-counts zero), else from the telemetry's last cycles. Ticks come every 0.1 s while the
+The evidence is the canary's counts since a baseline the rollout keeps (the
+``LiveCounts`` port): the answers its sidecars reported to the control plane as they
+happened (every answer, so the deciding failure needs no read of the sidecars between
+its report and the judgement), else their counters read live (a sidecar that has served
+nothing counts zero), else the telemetry's last cycles. Ticks come every 0.1 s while the
 canary holds traffic, and at once when its sidecars report a failed request (the control
-plane's ``failures_reported``; the report only triggers the tick, the counts are read).
+plane's ``failures_reported``).
 
 The judgement counts as that interval's failed check (the next interval starts from it),
 so ``threshold`` keeps its meaning: with threshold 1 it rolls back at once, with 5 it

@@ -54,6 +54,7 @@ from meshpilot.store.election import AlwaysLeader, Election
 from meshpilot.store.factory import leadership
 from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import ProxyIdentity, Target
+from meshpilot.telemetry.failure_reports import ReportedCounts
 from meshpilot.validation.network_names import check_network_names
 
 MESH_HOST = "127.0.0.1"
@@ -251,7 +252,8 @@ def start(state: StateDir, store: ConfigStore, publish: Publish, *,
         delivery = DeliveryLoop(
             store, lambda: mesh.runtime, traffic, publish,
             mesh_proxy=endpoints["mesh_proxy"], loadtester_port=mesh.ports.get("loadtester"),
-            loadtester_commands=loadtester_commands, live=traffic, api_token=api_token,
+            loadtester_commands=loadtester_commands,
+            live=ReportedCounts(mesh.failure_reports, traffic), api_token=api_token,
             service=components.config, leading=components.leader.leading)
         delivery.start()
         components.delivery = delivery  # only once started: stop() joins its thread

@@ -32,6 +32,7 @@ from meshpilot.store.protocol import ConfigStore
 from meshpilot.validation import (
     Diagnostic,
     Plan,
+    Source,
     StateIndex,
     StateObject,
     codes,
@@ -123,7 +124,7 @@ class ConfigService:
         knows beyond the store (the mesh config's named networks): at apply about the
         change, in analyze about every object, in describe about one."""
 
-    def apply(self, sources: Sequence[tuple[str, str]], *, dry_run: bool = False,
+    def apply(self, sources: Sequence[Source], *, dry_run: bool = False,
               statuses: Sequence[PutStatus] = ()) -> Outcome:
         """Apply every document in ``sources`` or none of them.
 
@@ -144,7 +145,7 @@ class ConfigService:
             codes.CONFLICT, f"the configuration changed under this apply {STALE_RETRIES} "
             "times in a row (other writers are busy); nothing was written: apply again")])
 
-    def _apply_once(self, sources: Sequence[tuple[str, str]], dry_run: bool,
+    def _apply_once(self, sources: Sequence[Source], dry_run: bool,
                     statuses: Sequence[PutStatus] = ()) -> Outcome | None:
         """One validation and commit; None when the state changed before the commit."""
         with self._lock:

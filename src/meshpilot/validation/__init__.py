@@ -3,7 +3,7 @@
 from meshpilot.validation.codes import ALL_CODES, Code, Severity
 from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
 from meshpilot.validation.document import ParsedObject, check_document
-from meshpilot.validation.plan import Plan, keys_in, load_sources, plan_apply
+from meshpilot.validation.plan import Generated, Plan, Source, keys_in, load_sources, plan_apply
 from meshpilot.validation.state import StateObject, check_state
 from meshpilot.validation.state_index import StateIndex, findings_about, newly_broken
 
@@ -11,9 +11,11 @@ __all__ = [
     "ALL_CODES",
     "Code",
     "Diagnostic",
+    "Generated",
     "ParsedObject",
     "Plan",
     "Severity",
+    "Source",
     "StateIndex",
     "StateObject",
     "check_document",
