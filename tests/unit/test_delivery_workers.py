@@ -43,11 +43,13 @@ class SlowReceiver:
                 receiver.enter()
                 try:
                     receiver.release.wait(hold_s)
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
                 finally:
+                    # left before answering: once answered, the caller may send its next
+                    # request before this thread would get back to counting
                     receiver.leave()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
