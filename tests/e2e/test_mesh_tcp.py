@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.builders import by_version, deployment, destination_rule
+from tests.conftest import wait_for
 from tests.e2e.mesh import Mesh
 from tests.e2e.scenario import Given, When
 from tests.e2e.test_gateway_tcp import SERVICE, codes, connections_counted, echo
@@ -59,7 +60,12 @@ def routes(v1: int, v2: int) -> str:
 
 
 def connect(mesh: Mesh, n: int) -> dict[str, int]:
-    answer = mesh.client().get(f"{CLIENT}/connect", params={"n": n}, timeout=60.0).json()
+    """The client pod's words from ``n`` connections, once the mesh proxy reaches the
+    client (a pod just started may not be its endpoint yet: 503 from the proxy)."""
+    def ask() -> Any:
+        r = mesh.client().get(f"{CLIENT}/connect", params={"n": n}, timeout=60.0)
+        return r.json() if r.status_code == 200 else None
+    answer = wait_for(ask, timeout=30, message="the client pod answers through the mesh")
     assert answer["failed"] == 0, answer
     return answer["words"]  # type: ignore[no-any-return]
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ControlPlane, run_cli, wait_for
@@ -31,6 +32,13 @@ def leading(mesh: Mesh) -> bool:
     return bool(mesh.api.get(LEADER).json()["leading"])
 
 
+def _answers(mesh: Mesh) -> bool:
+    try:
+        return mesh.api.get(LEADER).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def running_pods(mesh: Mesh, deployment: str) -> list[dict[str, Any]]:
     return [p for p in mesh.pods_of(deployment, terminating=False)
             if p["status"]["phase"] == "Running"]
@@ -42,6 +50,8 @@ def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cl
     url = etcd_server.url + etcd_prefix.rstrip("/")
     meshes = [Mesh(control_plane_factory(name, args=["--store", url]))
               for name in ("one", "two")]
+    for m in meshes:  # a loaded machine may take a moment before each answers its API
+        wait_for(lambda m=m: _answers(m), timeout=30, message="the replica's API answers")
     try:
         yield meshes
     finally:
