@@ -10,4 +10,4 @@ TOKENS = ProxyTokens(b"tests-only proxy token key")
 
 def authenticator() -> Authenticator:
     """The check a control plane makes, with the tests' key."""
-    return token_authenticator(TOKENS.verify)
+    return token_authenticator(TOKENS.verify_proxy)

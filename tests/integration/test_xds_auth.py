@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -55,11 +56,12 @@ def first_answer(port: int, node: ProxyNode, token: str | None
 
 
 def test_a_proxy_with_its_own_token_is_served(server: XdsServer) -> None:
-    answer = first_answer(server.port, NODE, TOKENS.token_for(NODE.id))
+    answer = first_answer(server.port, NODE, TOKENS.for_proxy(NODE))
     assert answer.type_url == CLUSTER and answer.nonce
 
 
-@pytest.mark.parametrize("token", [None, "", "0" * 64, TOKENS.token_for("sidecar~other")])
+@pytest.mark.parametrize("token", [None, "", "0" * 64,
+                                   TOKENS.for_proxy(replace(NODE, id="sidecar~other"))])
 def test_a_stream_without_the_nodes_token_is_refused(server: XdsServer, token: str | None
                                                       ) -> None:
     with pytest.raises(grpc.RpcError) as refused:
@@ -71,7 +73,7 @@ def test_a_stream_without_the_nodes_token_is_refused(server: XdsServer, token: s
 def test_a_token_from_another_key_is_refused(server: XdsServer) -> None:
     stranger = ProxyTokens(b"some other control plane's key")
     with pytest.raises(grpc.RpcError) as refused:
-        first_answer(server.port, NODE, stranger.token_for(NODE.id))
+        first_answer(server.port, NODE, stranger.for_proxy(NODE))
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -98,7 +100,7 @@ def test_an_impostor_never_silences_the_real_proxys_stream(server: XdsServer) ->
         call = channel.stream_stream(
             METHOD, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)
-        answers = iter(call(stream(), metadata=[(XDS_TOKEN_HEADER, TOKENS.token_for(NODE.id))],
+        answers = iter(call(stream(), metadata=[(XDS_TOKEN_HEADER, TOKENS.for_proxy(NODE))],
                             timeout=10))
         first = next(answers)
         acks.put(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER,

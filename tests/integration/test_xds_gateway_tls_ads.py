@@ -150,7 +150,7 @@ def test_gateway_gets_its_certificate_over_ads_and_a_rotation(
     port = server.start()
     envoy = EnvoyProcess(bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                                    api_type=api_type,  # type: ignore[arg-type]
-                                   xds_token=TOKENS.token_for(node.id)),
+                                   xds_token=TOKENS.for_proxy(node)),
                          name=f"gateway-{api_type}", work_dir=tmp_path)
     try:
         server.publish(XdsSnapshot(1, config(_snapshot(1, backend, first, root))))

@@ -205,7 +205,7 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
         # no admin: nothing here reads it
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
                         api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.token_for(node.id))
+                        xds_token=TOKENS.for_proxy(node))
         config = tmp_path / f"{api_type}.json"
         config.write_text(json.dumps(doc))
         log = tmp_path / f"{api_type}.log"

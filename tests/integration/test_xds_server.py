@@ -204,7 +204,7 @@ class Envoy:
         doc = bootstrap(node, xds_host="127.0.0.1", xds_port=xds_port,
                         admin_socket=self.admin_socket,
                         api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.token_for(node.id))
+                        xds_token=TOKENS.for_proxy(node))
         self.config = workdir / f"{node.workload}-envoy.json"
         self.config.write_text(json.dumps(doc))
         self.log_path = workdir / f"{node.workload}-envoy.log"

@@ -55,10 +55,11 @@ def test_a_pod_sidecar_key_stays_on_its_host_and_is_renewed_at_half_life(
     agent.runtime.stop()
     agent.runtime = Running()  # type: ignore[assignment]
     node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
-                     workload="web", name="web-abc-x1y2z")
+                     workload="web", name="web-abc-x1y2z", service_account="web-sa",
+                     labels={"app": "web", "version": "v2"})  # as the Deployment says
 
     doc = agent._bootstrap(node, {})
-    assert tokens.verify(NID, doc["xdsToken"])
+    assert tokens.verify_proxy(node, doc["xdsToken"])
     key = Path(sent[0]["keyFile"])
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert "PRIVATE KEY" not in str(sent[0])  # only the CSR and the key's file name

@@ -9,6 +9,7 @@ reason Unschedulable; a node's pods leave the endpoints when the node stops repo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,15 @@ def test_a_pod_sidecar_credential_only_for_a_pod_placed_on_the_hosts_node(
         x509.SubjectAlternativeName).value.get_values_for_type(
         x509.UniformResourceIdentifier)
     assert uris == ["spiffe://cluster.local/ns/default/sa/web-sa"]
-    assert ProxyTokens(b"k" * 32).verify(NID, answer["xdsToken"])
+    # the xDS token binds the pod as its host's runtime describes it from the Deployment
+    sidecar = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
+                        workload="web", name="web-abc-x1y2z", service_account="web-sa",
+                        labels={"app": "web", "version": "v2"})
+    tokens = ProxyTokens(b"k" * 32)
+    assert tokens.verify_proxy(sidecar, answer["xdsToken"])
+    for claimed in ({"labels": {"app": "intruder"}}, {"service_account": "default"},
+                    {"workload": "db"}, {"namespace": "other"}):
+        assert not tokens.verify_proxy(replace(sidecar, **claimed), answer["xdsToken"])
     # served over SDS (key named by its file there) only while the pod is reported
     assert NID not in pods.credentials()
     pods.sync(HOST_A, "node-b", [reported()], {})

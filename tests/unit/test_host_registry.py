@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshpilot.api.identity import ObjectKey
+from meshpilot.hosts.agent import AgentOptions, HostAgent
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.join_tokens import JoinTokens
 from meshpilot.security.proxy_tokens import ProxyTokens
@@ -92,6 +94,28 @@ def test_join_registers_the_entry_from_the_template(
     leaf = x509.load_pem_x509_certificates(answer["certificateChain"].encode())[0]
     uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [u.value for u in uris] == [answer["identity"]]
+
+
+def test_the_xds_token_binds_the_sidecar_the_agent_describes(
+        registry: tuple[HostRegistry, Clock], tmp_path: Path) -> None:
+    """The joined host's sidecar token is bound to its entry's identity (namespace, entry
+    name, service account, the entry's labels): it opens xDS for the node the agent
+    builds from the join answer, and for no node declaring another workload's metadata."""
+    reg, _ = registry
+    answer = joined(reg)
+    ca = tmp_path / "agent-ca.pem"
+    ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    agent = HostAgent(AgentOptions(server="https://10.77.0.1:8443", token="x",
+                                   group="shop/reviews", address="10.77.0.2", ca_file=ca,
+                                   state_dir=tmp_path / "agent", app_ports={"http": 9080}))
+    agent.joined = answer
+    node = agent.node()
+    assert reg.proxy_tokens.verify_proxy(node, answer["xdsToken"])
+    for claimed in ({"labels": {"app": "ratings", "version": "v2"}},
+                    {"service_account": "ratings"}, {"namespace": "default"},
+                    {"workload": "ratings-10.77.0.3"}, {"kind": "gateway"}):
+        assert not reg.proxy_tokens.verify_proxy(replace(node, **claimed),
+                                                 answer["xdsToken"])
 
 
 def test_the_sidecar_secret_names_the_key_file_and_never_holds_a_key(

@@ -4,6 +4,8 @@ without reading counters; no other proxy does, and the primary's pods never do."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -109,18 +111,20 @@ def test_marking_keeps_an_unchanged_node_the_same_object() -> None:
 def test_the_bootstrap_carries_the_report_credential_only_with_an_xds_token() -> None:
     """The node a proxy sends on its failure-report stream carries a credential derived
     from its xDS token (not the token: the node is echoed by Envoy's admin); the verifier
-    takes it for that node only, and nothing else."""
+    takes it for that node as issued only (its id and its workload identity), and
+    nothing else."""
     tokens = ProxyTokens(b"k" * 32)
     node = sidecar_node("myapp-1", "127.0.0.1", labels={"app": "myapp"}, workload="myapp")
-    xds_token = tokens.token_for(node.id)
+    xds_token = tokens.for_proxy(node)
     doc = bootstrap(node, xds_host="127.0.0.1", xds_port=1, xds_token=xds_token)
     credential = doc["node"]["metadata"][REPORT_TOKEN_KEY]
     assert credential == report_token(xds_token) and credential != xds_token
     assert REPORT_TOKEN_KEY not in bootstrap(node, xds_host="127.0.0.1",
                                              xds_port=1)["node"]["metadata"]
-    verify = report_verifier(tokens.token_for)
-    assert verify(node.id, credential)
-    assert not verify("sidecar~127.0.0.2~other-1.default~default.svc.cluster.local",
-                      credential)
-    assert not verify(node.id, None) and not verify(node.id, "") and not verify(
-        node.id, xds_token)
+    verify = report_verifier(tokens.for_proxy)
+    assert verify(node, credential)
+    assert not verify(replace(
+        node, id="sidecar~127.0.0.2~other-1.default~default.svc.cluster.local"), credential)
+    assert not verify(replace(node, workload="myapp-primary"), credential)
+    assert not verify(replace(node, labels={"app": "myapp-primary"}), credential)
+    assert not verify(node, None) and not verify(node, "") and not verify(node, xds_token)

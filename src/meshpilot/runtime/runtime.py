@@ -202,7 +202,7 @@ class LocalRuntime:
         ip_lock_dir: Path | None = None,
         adopt: bool = True,
         port_walk: PortWalk | None = None,
-        proxy_token: Callable[[str], str] | None = None,
+        proxy_token: Callable[[ProxyNode], str] | None = None,
         access_log: bool = True,
         host: HostSide | None = None,
     ) -> None:
@@ -223,7 +223,8 @@ class LocalRuntime:
         self._port_walk = port_walk if port_walk is not None else PortWalk()
         """Where the apps' ports come from (the control plane shares its own)."""
         self._proxy_token = proxy_token
-        """node id -> the credential its sidecar presents to the xDS server."""
+        """a sidecar's node -> the credential it presents to the xDS server (bound to
+        the node's id and identity)."""
         self._on_change = on_change
         self._before_stop = before_stop
         self._lock = threading.RLock()
@@ -593,7 +594,7 @@ class LocalRuntime:
                          inbound=tuple(inbound), service_account=service_account,
                          access_log=str(access_log.path) if access_log else "",
                          tcp_outbound=tcp_outbound)
-        token = self._proxy_token(node_id) if self._proxy_token is not None else None
+        token = self._proxy_token(node) if self._proxy_token is not None else None
         boot = bootstrap(node, xds_host=self.xds_host, xds_port=self.xds_port, xds_token=token)
         if self.host.bootstrap is not None:
             boot = self.host.bootstrap(node, boot)

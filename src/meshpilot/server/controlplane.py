@@ -67,7 +67,7 @@ from meshpilot.store.mirror import StoreMirror
 from meshpilot.telemetry import MeshTelemetry, ProxyIdentity, Target
 from meshpilot.telemetry.failure_reports import FailureReports, report_verifier
 from meshpilot.xds import ProxyConfigBuilder, XdsServer, XdsSnapshot
-from meshpilot.xds.auth import token_authenticator
+from meshpilot.xds.auth import refusals_exposition, token_authenticator
 from meshpilot.xds.server import SecurePort
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,9 @@ class MeshControlPlane:
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
         self.xds_port = self.ports.bindable("xds", host)
-        # every proxy proves its node id with a token the runtime writes into its bootstrap
-        # (replicas on one etcd share the key: see meshpilot.server.replica_wiring)
+        # every proxy proves its node id, and the identity given it, with a token the
+        # runtime writes into its bootstrap (replicas on one etcd share the key: see
+        # meshpilot.server.replica_wiring)
         self.proxy_tokens = proxy_tokens or ProxyTokens.in_directory(state.root / "secrets")
         self.ca_rotation = CaRotation.open(state.root, options, self.converge,
                                            wake=self._dirty.set)
@@ -201,11 +202,11 @@ class MeshControlPlane:
         self.certificates = self.ca_rotation.certificates
         """Every proxy's credential (keys in memory), renewed at half their life."""
         self.failure_reports = FailureReports(report_verifier(
-            lambda node_id: self.proxy_tokens.token_for(node_id)))
+            lambda node: self.proxy_tokens.for_proxy(node)))
         """Canary sidecars' failed requests as they happen (served beside xDS), from
         streams that prove their node by its report credential."""
         self.xds = XdsServer(host=host, port=self.xds_port,
-                             authenticate=token_authenticator(self.proxy_tokens.verify),
+                             authenticate=token_authenticator(self.proxy_tokens.verify_proxy),
                              secure=self._secure_xds(listen, options),
                              services=(self.failure_reports.handler(),))
         self.remote_credentials: Callable[[], Mapping[str, Any]] = dict
@@ -252,7 +253,7 @@ class MeshControlPlane:
             self.work_dir, xds_host=self.host, xds_port=self.xds_port,
             on_change=self._dirty.set, envoy_concurrency=self.envoy_concurrency,
             before_stop=self._wait_removed, images=ImageMap.default(self.state.root),
-            port_walk=self.port_walk, proxy_token=self.proxy_tokens.token_for,
+            port_walk=self.port_walk, proxy_token=self.proxy_tokens.for_proxy,
             access_log=self.access_log,
         ), self.host_pods)
         mesh_proxy_port = self.ports.get("mesh_proxy")
@@ -296,7 +297,7 @@ class MeshControlPlane:
         self.telemetry = MeshTelemetry(self._telemetry_targets, lambda: self.snapshot,
                                        host=self.host, port=self.ports.get("metrics"),
                                        state_file=self.state.telemetry_file,
-                                       own_metrics=self.failure_reports.exposition)
+                                       own_metrics=self._own_metrics)
         metrics = self.telemetry.start()
         self._collector = QuietCollector(self.xds.idle_seconds).start()
         remote = {"xds_tls": self.xds_tls_address} if self.listen else {}
@@ -310,6 +311,12 @@ class MeshControlPlane:
             "ingress": f"http://127.0.0.1:{ingress_port}",
             "ingress_ports": self.gateway_ports(),
         }
+
+    def _own_metrics(self) -> str:
+        """The control plane's own series on the telemetry's /metrics: refused failure
+        report streams and reports, refused xDS streams."""
+        return self.failure_reports.exposition() + refusals_exposition(
+            self.xds.refused_streams)
 
     def _secure_xds(self, listen: str | None, options: SecurityOptions) -> SecurePort | None:
         """The mutual-TLS xDS port at ``listen`` (none without it), with a server
@@ -353,7 +360,7 @@ class MeshControlPlane:
         node = replace(node, access_log=str(access_log.path) if access_log else "")
         doc = bootstrap(node, xds_host=self.host, xds_port=self.xds_port,
                         api_type=self.api_type,  # type: ignore[arg-type]
-                        xds_token=self.proxy_tokens.token_for(node.id))
+                        xds_token=self.proxy_tokens.for_proxy(node))
         proxy = EnvoyProcess(doc, name=name, work_dir=self.work_dir,
                              concurrency=self.envoy_concurrency, access_log=access_log)
         proxy.attach()

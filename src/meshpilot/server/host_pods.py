@@ -42,7 +42,7 @@ from meshpilot.runtime.pod_config import ConfigData, references
 from meshpilot.security.ca import CertificateAuthority
 from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.identity import workload_identity
-from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.security.proxy_tokens import BoundIdentity, ProxyTokens
 from meshpilot.server.host_registry import HostCredential
 from meshpilot.server.shared_pod_credentials import SharedPodCredentials
 from meshpilot.validation.codes import NODE_NAME_REFUSED
@@ -206,7 +206,8 @@ class HostPods:
     def credential(self, member: ObjectKey, node: str, request: Mapping[str, str]
                    ) -> dict[str, Any]:
         """The certificate (from the CSR made on the host) and xDS token of one pod's
-        sidecar, only for a pod of a Deployment placed on that host's node."""
+        sidecar, only for a pod of a Deployment placed on that host's node; the token is bound
+        to that pod's identity (:func:`_pod_identity`)."""
         namespace, deployment = request["namespace"], request["deployment"]
         with self._lock:
             held = self._nodes.get(node)
@@ -234,7 +235,8 @@ class HostPods:
         self.changed()
         return {"certificateChain": issued.chain_pem.decode(),
                 "roots": ca.trust_bundle.pem.decode(), "identity": issued.identity.uri,
-                "xdsToken": self.proxy_tokens.token_for(nid)}
+                "xdsToken": self.proxy_tokens.issue(nid, _pod_identity(
+                    nid, namespace, deployment, placed.deployment))}
 
     def tcp_targets(self, node: str) -> list[dict[str, Any]]:
         """The TCP and TLS ports of the Services and ServiceEntry hosts the namespaces of
@@ -385,6 +387,20 @@ def _pod_node_id(nid: str, namespace: str, deployment: str) -> bool:
     pod, _, ns = parts[2].rpartition(".")
     return ns == namespace and pod.startswith(f"{deployment}-") and \
         parts[3] == f"{namespace}.svc.cluster.local"
+
+
+def _pod_identity(nid: str, namespace: str, deployment: str, dep: Deployment
+                  ) -> BoundIdentity:
+    """The identity a joined pod's sidecar token binds: the placed Deployment's template
+    (labels, service account) and the pod name its node id carries, as the host's runtime
+    describes the sidecar from the same Deployment (``runtime.LocalRuntime``), whatever
+    the host says."""
+    spec = dep.spec.template.spec
+    pod = nid.split("~")[2].rpartition(".")[0]
+    return BoundIdentity.issued(
+        kind="sidecar", namespace=namespace, workload=deployment, name=pod,
+        service_account=spec.service_account_name or spec.service_account or "default",
+        labels=dep.spec.template.metadata.labels)
 
 
 def _ready_on(held: _Node | None, key: Key, placed: Placed, since: float) -> bool:

@@ -54,7 +54,7 @@ from meshpilot.security.csr import CertificateRequestRefused
 from meshpilot.security.files import write_private
 from meshpilot.security.identity import workload_identity
 from meshpilot.security.join_tokens import JoinRefused, JoinTokenBook
-from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.security.proxy_tokens import BoundIdentity, ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
 from meshpilot.store.etcd_client import EtcdError, EtcdUnavailable
@@ -233,7 +233,9 @@ class HostRegistry:
             "entry": key.name, "namespace": namespace, "nodeId": node,
             "serviceAccount": account, "identity": issued.identity.uri,
             "certificateChain": issued.chain_pem.decode(), "roots": ca.trust_bundle.pem.decode(),
-            "xdsToken": self.proxy_tokens.token_for(node),
+            "xdsToken": self.proxy_tokens.issue(node, BoundIdentity.issued(
+                kind="sidecar", namespace=namespace, workload=key.name, name=key.name,
+                service_account=account, labels=member.labels)),
             "hostToken": self.proxy_tokens.token_for(_host_subject(key)),
             "xds": self.xds_address(), "labels": entry["spec"].get("labels", {}),
             "ports": entry["spec"].get("ports", {}),

@@ -14,9 +14,12 @@ only when the node it names carries that node's report credential in its metadat
 its bootstrap; compared in constant time). A stream without it is refused
 (UNAUTHENTICATED), logged, and its reports are dropped and counted
 (``meshpilot_failure_reports_rejected_total`` on the telemetry's /metrics): only a
-proxy holding that node's xDS credential can count towards a judgement. The workload a
-report counts for is the one the node's metadata names, trusted as the xDS server trusts
-it once the node id is proven.
+proxy holding that node's xDS credential can count towards a judgement. That credential
+is bound to the workload identity the control plane gave the node
+(``security.proxy_tokens``), and is recomputed from the node as the stream declares it:
+a stream naming its own node with another workload's namespace, name or labels presents a
+credential never issued, and is refused the same way. So the workload a report counts
+for is the one the control plane bound to the node, never one the proxy chose.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
 
-from meshpilot.mesh.model import node_from_metadata
+from meshpilot.mesh.model import ProxyNode, node_from_metadata
 from meshpilot.proxy.bootstrap import REPORT_TOKEN_KEY, report_token
 
 log = logging.getLogger(__name__)
@@ -46,18 +49,19 @@ FAILED_FROM = 500
 Subscriber = Callable[[str, str, int], None]
 """(namespace, workload, failed requests reported) -> None; called on the xDS server's
 event loop, so it must only hand the work on (e.g. kick a worker)."""
-Verify = Callable[[str, "str | None"], bool]
-"""(node id, the report credential its stream presents) -> whether it is that node's."""
+Verify = Callable[[ProxyNode, "str | None"], bool]
+"""(the node a stream declares, the report credential it presents) -> whether it is
+that node's, issued for the identity it declares."""
 
 
-def report_verifier(token_for: Callable[[str], str]) -> Verify:
+def report_verifier(token_for: Callable[[ProxyNode], str]) -> Verify:
     """Check a report credential against the one derived from the xDS token
-    ``token_for(node_id)`` issues (``security.ProxyTokens.token_for``)."""
+    ``token_for(node)`` issues for the node as declared (``ProxyTokens.for_proxy``)."""
 
-    def verify(node_id: str, token: str | None) -> bool:
+    def verify(node: ProxyNode, token: str | None) -> bool:
         if not token:
             return False
-        return hmac.compare_digest(report_token(token_for(node_id)).encode(), token.encode())
+        return hmac.compare_digest(report_token(token_for(node)).encode(), token.encode())
 
     return verify
 
@@ -164,9 +168,10 @@ class FailureReports:
             return None, "no node id"
         meta = json_format.MessageToDict(node.metadata)
         token = meta.get(REPORT_TOKEN_KEY)
-        if not self._verify(node.id, token if isinstance(token, str) else None):
-            return None, f"no valid {REPORT_TOKEN_KEY} for node {node.id}"
         proxy = node_from_metadata(node.id, meta)
+        if not self._verify(proxy, token if isinstance(token, str) else None):
+            return None, (f"no valid {REPORT_TOKEN_KEY} for node {node.id} as it declares "
+                          f"itself ({proxy.namespace}/{proxy.workload or '-'})")
         if not proxy.workload:
             return None, f"node {node.id} names no workload"
         return (proxy.namespace, proxy.workload), None

@@ -140,6 +140,9 @@ class XdsServer:
         self._gate: FirstSyncGate | None = None
         self._deadlines = Deadlines()  # every stream's phase deadline, on one loop timer
         self._active_at = time.monotonic()
+        self.refused_streams = 0
+        """Streams refused at open (no valid credential for the node and identity they
+        declare), for /metrics. Written on the loop only."""
         self.port = 0
         self.secure_port = 0
 
@@ -438,6 +441,7 @@ class XdsServer:
             if refusal is None:
                 return node
             reason = refusal
+        self.refused_streams += 1
         log.warning("refused an xDS stream from %s (node %s): %s", context.peer(), node_id,
                     reason)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
