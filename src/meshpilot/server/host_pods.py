@@ -11,7 +11,9 @@ rollouts' readiness checks as if they ran here.
 What a host may claim is bounded by what it was given: a reported pod counts only for a
 Deployment placed on that host's node, and it carries the template's labels, never the
 host's; a pod's certificate and xDS token are issued only for a pod of such a Deployment
-(the CSR's key stays on the host, as for the host's own sidecar). A host whose syncs stop
+(the CSR's key stays on the host, as for the host's own sidecar), the token bound to the
+pod's identity as the template gives it (namespace, Deployment, pod, service account,
+labels): the host cannot have its sidecar served as another workload. A host whose syncs stop
 for longer than ``timeout`` has its pods taken out of the endpoints (not ready), as its
 WorkloadEntry is.
 
