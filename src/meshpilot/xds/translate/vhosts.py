@@ -137,7 +137,8 @@ def service_route_table(
     vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
     tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
     for port in ports:
-        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port),
+                  retry_on_primary=True)
         if port in tunnels:
             vhosts.append(tunnel_vhost(service.host, spellings, vs, ctx))
             continue
