@@ -622,7 +622,7 @@ class ProxyConfigBuilder:
         out = [(config.name, PreparedResource.of(config.name, config)),
                *_prepared((s.name, s) for s in scopes(table)),
                *_prepared((_AGGREGATE + n, retry_on_primary.aggregate_cluster(n))
-                          for n in retry_on_primary.aggregates_in(config))]
+                          for n in table.aggregates)]
         return _rebuilt(memo, inputs, out)
 
     @staticmethod

@@ -146,8 +146,7 @@ def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) ->
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
-        _add(out, TYPE_CLUSTER, map(retry_on_primary.aggregate_cluster,
-                                    retry_on_primary.aggregates_in(config)))
+        _add(out, TYPE_CLUSTER, map(retry_on_primary.aggregate_cluster, table.aggregates))
         known.update((spelling, table.suffixes) for spelling in table.spellings)
     _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
     _add(out, TYPE_ROUTE, egress.route_configs())

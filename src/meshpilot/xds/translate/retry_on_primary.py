@@ -23,7 +23,11 @@ retry policy is this one, not the rule's.
 
 The aggregate cluster's name holds both member clusters,
 ``retry_on_primary|outbound|8080||NAME-canary...|outbound|8080||NAME-primary...``, so
-the cluster is a function of its name and a proxy gets exactly those its routes name.
+the cluster is a function of its name. A proxy holds one per rule of two destinations
+of such a VirtualService whatever the weights, not only while a route names it: at a
+rollback the routes stop naming it while retries of requests that matched the old
+routes may still be under way, and Envoy answers such a retry "no healthy upstream"
+if its cluster was removed meanwhile (seen in ``benchmarks/rollback.py``).
 It is not an ``outbound|`` name on purpose: Envoy counts a request routed to it under
 the aggregate whichever member answered, and the client-side series must not credit
 the canary with the primary's answer; they report the aggregate as the destination
@@ -37,7 +41,6 @@ from collections.abc import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
@@ -79,13 +82,6 @@ def aggregate_cluster(name: str) -> cluster_pb2.Cluster:
             name="envoy.clusters.aggregate",
             typed_config=pb.pack(aggregate_pb2.ClusterConfig(clusters=list(pair)))),
     )
-
-
-def aggregates_in(config: route_pb2.RouteConfiguration) -> list[str]:
-    """The aggregate clusters a route configuration routes to, sorted."""
-    return sorted({route.route.cluster for vhost in config.virtual_hosts
-                   for route in vhost.routes
-                   if route.HasField("route") and route.route.cluster.startswith(PREFIX + "|")})
 
 
 def retry_policy() -> rc.RetryPolicy:

@@ -275,8 +275,7 @@ def http_routes(named: Named[VirtualService], ctx: Ctx) -> list[rc.Route]:
     """All Envoy routes of one VirtualService, for the proxy and port in ``ctx``."""
     out: list[rc.Route] = []
     vs_ns = named.namespace
-    retry = ctx.retry_on_primary and \
-        named.obj.metadata.annotations.get(RETRY_ON_PRIMARY_ANNOTATION) == "true"
+    retry = _retries_on_primary(named, ctx)
     for http in named.obj.spec.http:
         matches = [m for m in http.match if applies(m, vs_ns, ctx.where)]
         if http.match and not matches:
@@ -314,6 +313,38 @@ def _rule_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, c
     return out
 
 
+def _retries_on_primary(named: Named[VirtualService], ctx: Ctx) -> bool:
+    return ctx.retry_on_primary and \
+        named.obj.metadata.annotations.get(RETRY_ON_PRIMARY_ANNOTATION) == "true"
+
+
+def _aggregate(primary: HTTPRouteDestination, canary: HTTPRouteDestination, vs_ns: str,
+               ctx: Ctx) -> str:
+    return retry_on_primary.aggregate_name(cluster_for(canary.destination, vs_ns, ctx),
+                                           cluster_for(primary.destination, vs_ns, ctx))
+
+
+def retry_aggregates(named: Named[VirtualService], ctx: Ctx) -> list[str]:
+    """The aggregate clusters a retry-on-primary VirtualService asks the proxy to hold:
+    one per rule of two destinations (or of two with weight), whatever their weights
+    now. They outlive the routes that name them (a canary at weight 0) so that a retry
+    already under way when the routes change still finds its cluster: Envoy keeps
+    routing an accepted request by the route it matched, and a cluster removed under it
+    answers "no healthy upstream"."""
+    if not _retries_on_primary(named, ctx):
+        return []
+    out = []
+    for http in named.obj.spec.http:
+        if http.delegate is not None or http.redirect is not None \
+                or http.direct_response is not None:
+            continue
+        weighted = [d for d in http.route if (d.weight or 0) > 0]
+        pair = weighted if len(weighted) == 2 else http.route
+        if len(pair) == 2:
+            out.append(_aggregate(pair[0], pair[1], named.namespace, ctx))
+    return out
+
+
 def _retry_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, ctx: Ctx
                   ) -> list[rc.Route]:
     """The routes :mod:`.retry_on_primary` puts before a rule of exactly two
@@ -322,8 +353,7 @@ def _retry_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, 
     if len(weighted) != 2 or http.redirect is not None or http.direct_response is not None:
         return []
     primary, canary = weighted
-    aggregate = retry_on_primary.aggregate_name(cluster_for(canary.destination, vs_ns, ctx),
-                                                cluster_for(primary.destination, vs_ns, ctx))
+    aggregate = _aggregate(primary, canary, vs_ns, ctx)
     percent = 100.0 * (canary.weight or 0) / ((canary.weight or 0) + (primary.weight or 0))
     to_canary = _rule_routes(http.model_copy(update={"route": [canary]}), matches, vs_ns, ctx)
     to_primary = _rule_routes(http.model_copy(update={"route": [primary]}), matches, vs_ns,
