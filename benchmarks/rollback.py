@@ -16,6 +16,11 @@ send time, status and X-Version of every request. Then:
   (2) baseline, same run: a healthy v2 (no injected errors), promoted; failed share of
       all requests from the apply until Succeeded + --tail seconds (should be 0).
 
+``--retry-on-primary`` annotates the Canary ``meshpilot.io/retry-on-primary: "true"``: a
+GET the canary fails is retried once on the primary, so its failures are counted from
+the requests v1 answered on a retry (the demo app echoes ``x-envoy-attempt-count``)
+besides v2's own 5xx; the target is then 0 failed user requests.
+
 Also printed, for context (not run): Flagger's documented rollback time with its defaults
 (interval 60 s x threshold 1, REFERENCE.md) and its 10 s interval floor.
 
