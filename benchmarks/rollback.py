@@ -408,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         t_first_v2 = v2[0].sched if v2 else None
         canary_fails = sorted([*v2_fail, *retried], key=lambda r: r.sched)
         t_first_fail = canary_fails[0].sched if canary_fails else None
-        t_last_v2 = v2[-1].sched if v2 else None
+        # the last request v2 answered or failed (a failure retried on v1 counts: v2 had it)
+        touched = sorted([*v2, *retried], key=lambda r: r.sched)
+        t_last_v2 = touched[-1].sched if touched else None
         t_back = t_failed_seen or t_apply
         if t_last_v2 is not None:
             after_v2 = [r for r in bad if r.sched > t_last_v2]
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  first request answered by v2      {rel(t_first_v2)}")
         print(f"  first request v2 failed (5xx)     {rel(t_first_fail)}   = t_first_fail")
         print(f"  rollout phase Failed (API poll)   {rel(t_failed_seen)}")
-        print(f"  last request answered by v2       {rel(t_last_v2)}")
+        print(f"  last request v2 answered/failed   {rel(t_last_v2)}")
         print(f"  all requests on the primary from  {rel(t_back)}   = t_back")
         print(f"  TIME TO ROLLBACK (t_back - {'t_first_fail' if t_first_fail else 'apply'}): "
               f"{ttr:.2f} s"

@@ -101,6 +101,8 @@ def test_split_rule_gets_idempotent_canary_and_primary_routes_before_its_own() -
     config = aggregate_pb2.ClusterConfig()
     cluster.cluster_type.typed_config.Unpack(config)
     assert list(config.clusters) == [V2, V1]  # the canary first: priority 0
+    (limits,) = cluster.circuit_breakers.thresholds  # a burst of retries is not cut short
+    assert limits.max_retries.value == 2**32 - 1
 
 
 def test_the_canary_share_follows_the_weights() -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
@@ -70,7 +70,12 @@ def members(name: str) -> tuple[str, str] | None:
 
 def aggregate_cluster(name: str) -> cluster_pb2.Cluster:
     """The aggregate cluster ``name`` stands for: the canary's cluster first (priority
-    0, where requests go while it has healthy endpoints), the primary's second."""
+    0, where requests go while it has healthy endpoints), the primary's second.
+
+    Its circuit breakers are open as Istio leaves a cluster's by default: Envoy counts
+    concurrent retries against the route's cluster, this one, whose default of 3 would
+    let a burst of canary failures through to users; each request is retried once at
+    most, and the members keep their DestinationRules' connection pool limits."""
     pair = members(name)
     if pair is None:
         raise ValueError(f"not a retry-on-primary cluster name: {name!r}")
@@ -78,6 +83,10 @@ def aggregate_cluster(name: str) -> cluster_pb2.Cluster:
         name=name,
         connect_timeout=pb.duration("10s"),
         lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        circuit_breakers=circuit_breaker_pb2.CircuitBreakers(thresholds=[
+            circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                max_connections=pb.u32(pb.U32_MAX), max_pending_requests=pb.u32(pb.U32_MAX),
+                max_requests=pb.u32(pb.U32_MAX), max_retries=pb.u32(pb.U32_MAX))]),
         cluster_type=cluster_pb2.Cluster.CustomClusterType(
             name="envoy.clusters.aggregate",
             typed_config=pb.pack(aggregate_pb2.ClusterConfig(clusters=list(pair)))),
