@@ -74,6 +74,23 @@ def test_strategies_without_a_weighted_share_are_warned_about(
     assert codes(plan("false", analysis)) == []  # off: nothing to say
 
 
+@pytest.mark.parametrize(("service", "said"), [
+    ({"delegation": True}, "service.delegation"),
+    ({"gateways": ["istio-system/public"], "hosts": ["app.example.com"]}, "service.gateways"),
+])
+def test_a_delegate_or_gateway_only_virtual_service_is_warned_about(
+        service: dict[str, Any], said: str) -> None:
+    b = body("true")
+    b["spec"]["service"].update(service)
+    p = plan_apply([("canary.json", json.dumps(b))], [])
+    assert p.ok
+    (d,) = p.diagnostics
+    assert (d.code, d.path) == ("MP2037", PATH) and said in d.message
+    b["spec"]["service"]["gateways"] = [*service.get("gateways", []), "mesh"]
+    if "delegation" not in service:  # with the mesh too, the sidecars retry: no warning
+        assert codes(plan_apply([("canary.json", json.dumps(b))], [])) == []
+
+
 def test_a_virtual_service_with_a_bad_value_is_refused() -> None:
     vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
           "metadata": {"name": "app", "namespace": "default", "annotations": {KEY: "yes"}},

@@ -245,9 +245,10 @@ WILDCARD_COVERED_HOST = Code("MP2061", Severity.WARNING, "mesh VirtualService fo
 RETRY_ON_PRIMARY_VALUE = Code("MP0084", Severity.ERROR, "annotation "
                               "meshpilot.io/retry-on-primary is not \"true\" or \"false\"")
 RETRY_ON_PRIMARY_UNUSED = Code("MP2037", Severity.WARNING, "annotation "
-                               "meshpilot.io/retry-on-primary where the canary has no "
-                               "weighted share of user requests (blue-green, A/B, mirror): "
-                               "not acted on")
+                               "meshpilot.io/retry-on-primary not acted on: the canary has "
+                               "no weighted share of user requests (blue-green, A/B, "
+                               "mirror), or its VirtualService is a delegate or bound to "
+                               "gateways only")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

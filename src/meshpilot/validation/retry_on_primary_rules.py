@@ -8,7 +8,8 @@ requests they route to it; mirroring sends it copies) there is no primary to ret
 the annotation is accepted and said to do nothing, as the generated routes ignore it.
 
 - MP0084 (error): a value other than ``"true"`` or ``"false"`` (Canary, VirtualService).
-- MP2037 (warning): ``"true"`` on a blue-green, A/B or mirroring Canary.
+- MP2037 (warning): ``"true"`` on a blue-green, A/B or mirroring Canary, or one whose
+  VirtualService is a delegate (``service.delegation``) or bound to gateways only.
 """
 
 from __future__ import annotations
@@ -46,20 +47,37 @@ def _strategy(body: Mapping[str, Any]) -> str:
     return "mirroring" if analysis.get("mirror") else "canary"
 
 
+def _not_acted_on(body: Mapping[str, Any]) -> str:
+    """Why the annotation would do nothing for this Canary ("" when it acts)."""
+    strategy = _strategy(body)
+    if strategy != "canary":
+        return (f"this Canary runs {strategy}, where the canary answers every user request "
+                "routed to it (or only mirrored copies), so there is no primary share to "
+                "retry on; it applies to progressive traffic shifting (stepWeight or "
+                "stepWeights without iterations)")
+    service = as_mapping(as_mapping(body.get("spec")).get("service"))
+    if service.get("delegation"):
+        return ("service.delegation makes the generated VirtualService a delegate, whose "
+                "routes are merged into your root VirtualService; retry on the primary is "
+                "applied to a VirtualService's own routes only")
+    gateways = service.get("gateways")
+    if isinstance(gateways, list) and gateways and "mesh" not in gateways:
+        return ("service.gateways binds the generated VirtualService to gateways only, and "
+                "gateways route as written; add \"mesh\" to service.gateways for the "
+                "sidecars' and the mesh proxy's requests to be retried")
+    return ""
+
+
 def canary_retry_findings(body: Mapping[str, Any]) -> list[Finding]:
     raw = _value(body)
     bad = _bad_value(raw)
     if bad or raw != "true":
         return bad
-    strategy = _strategy(body)
-    if strategy == "canary":
+    reason = _not_acted_on(body)
+    if not reason:
         return []
     return [Finding(codes.RETRY_ON_PRIMARY_UNUSED, _PATH,
-                    f"{RETRY_ON_PRIMARY_ANNOTATION} is accepted and not acted on: this "
-                    f"Canary runs {strategy}, where the canary answers every user request "
-                    "routed to it (or only mirrored copies), so there is no primary share "
-                    "to retry on; it applies to progressive traffic shifting (stepWeight "
-                    "or stepWeights without iterations)")]
+                    f"{RETRY_ON_PRIMARY_ANNOTATION} is accepted and not acted on: {reason}")]
 
 
 def virtual_service_retry_findings(body: Mapping[str, Any]) -> list[Finding]:
