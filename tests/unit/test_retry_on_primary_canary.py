@@ -1,5 +1,6 @@
 """``meshpilot.io/retry-on-primary`` on a Canary: judged at apply (MP0084 refuses a bad
-value, MP2037 warns where it means nothing) and carried by the generated VirtualService.
+value, MP2037 warns where it means nothing, MP2038 where it stands on an Argo Rollout)
+and carried by the generated VirtualService.
 
 Flagger has no such knob (it is meshpilot's, like ``meshpilot.io/mirror-first``); the
 strategies are told apart in the order Flagger's scheduler dispatches them: A/B testing
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.conftest import run_cli
+from tests.unit.argo_harness import rollout as rollout_body
 from tests.unit.rollout_harness import canary, deployment
 
 from meshpilot.api.flagger import RETRY_ON_PRIMARY_ANNOTATION, Canary
@@ -136,3 +139,18 @@ def test_analyze_shows_them(tmp_path: Path) -> None:
     refused.write_text(json.dumps(body("ture")))
     r = run_cli("analyze", "-f", str(refused), state_dir=tmp_path / "state")
     assert r.returncode == 1 and "MP0084" in r.stderr + r.stdout, r
+
+
+def test_on_an_argo_rollout_it_is_warned_about_where_it_stands() -> None:
+    """Argo Rollouts only re-weight the user's VirtualService (Argo's Istio traffic
+    routing); the annotation is read on that VirtualService, not on the Rollout."""
+    body_ = rollout_body()
+    body_.setdefault("metadata", {})["annotations"] = {KEY: "true"}
+    p = plan_apply([("rollout.yaml", yaml.safe_dump(body_, sort_keys=False))], [])
+    found = [d for d in p.diagnostics if d.code == "MP2038"]
+    assert p.ok and len(found) == 1, [d.format() for d in p.diagnostics]
+    (d,) = found
+    assert d.path == PATH and d.line is not None and "VirtualService" in d.message
+    plain = rollout_body()
+    assert "MP2038" not in [d.code for d in plan_apply(
+        [("rollout.yaml", yaml.safe_dump(plain, sort_keys=False))], []).diagnostics]

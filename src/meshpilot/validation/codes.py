@@ -249,6 +249,10 @@ RETRY_ON_PRIMARY_UNUSED = Code("MP2037", Severity.WARNING, "annotation "
                                "no weighted share of user requests (blue-green, A/B, "
                                "mirror), or its VirtualService is a delegate or bound to "
                                "gateways only")
+RETRY_ON_PRIMARY_ROLLOUT = Code("MP2038", Severity.WARNING, "annotation "
+                                "meshpilot.io/retry-on-primary on an Argo Rollout: not "
+                                "acted on (annotate its VirtualService, stable destination "
+                                "first)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

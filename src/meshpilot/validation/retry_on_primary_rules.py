@@ -10,6 +10,8 @@ the annotation is accepted and said to do nothing, as the generated routes ignor
 - MP0084 (error): a value other than ``"true"`` or ``"false"`` (Canary, VirtualService).
 - MP2037 (warning): ``"true"`` on a blue-green, A/B or mirroring Canary, or one whose
   VirtualService is a delegate (``service.delegation``) or bound to gateways only.
+- MP2038 (warning): the annotation on an Argo Rollout, which does not read it (its
+  VirtualService is the user's; the annotation goes there).
 """
 
 from __future__ import annotations
@@ -82,3 +84,16 @@ def canary_retry_findings(body: Mapping[str, Any]) -> list[Finding]:
 
 def virtual_service_retry_findings(body: Mapping[str, Any]) -> list[Finding]:
     return _bad_value(_value(body))
+
+
+def rollout_retry_findings(body: Mapping[str, Any]) -> list[Finding]:
+    """An Argo Rollout's routes are the user's own VirtualService, which the Rollout
+    only re-weights: the annotation belongs there, with the stable destination first
+    (the one a failed request is retried on)."""
+    if _value(body) is None:
+        return []
+    return [Finding(codes.RETRY_ON_PRIMARY_ROLLOUT, _PATH,
+                    f"{RETRY_ON_PRIMARY_ANNOTATION} is not acted on on a Rollout: put it on "
+                    "the VirtualService its trafficRouting.istio names, with the stable "
+                    "destination listed first in each weighted route (a request the canary "
+                    "fails is retried on the first destination)")]

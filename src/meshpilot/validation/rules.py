@@ -32,6 +32,7 @@ from meshpilot.validation.metric_template_rules import metric_template_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
 from meshpilot.validation.retry_on_primary_rules import (
     canary_retry_findings,
+    rollout_retry_findings,
     virtual_service_retry_findings,
 )
 from meshpilot.validation.service_entry_rules import service_entry_findings
@@ -73,7 +74,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "MetricTemplate": _all_of(rule_of(METRIC_TEMPLATE), metric_template_findings),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
-    "Rollout": rollout_findings,
+    "Rollout": _all_of(rollout_findings, rollout_retry_findings),
     "Secret": _tls_secret,
     "Service": rule_of(SERVICE),
     "ServiceEntry": _all_of(service_entry_findings, unapplied("ServiceEntry")),
