@@ -16,6 +16,11 @@ send time, status and X-Version of every request. Then:
   (2) baseline, same run: a healthy v2 (no injected errors), promoted; failed share of
       all requests from the apply until Succeeded + --tail seconds (should be 0).
 
+``--retry-on-primary`` annotates the Canary ``meshpilot.io/retry-on-primary: "true"``: a
+GET the canary fails is retried once on the primary, so its failures are counted from
+the requests v1 answered on a retry (the demo app echoes ``x-envoy-attempt-count``)
+besides v2's own 5xx; the target is then 0 failed user requests.
+
 Also printed, for context (not run): Flagger's documented rollback time with its defaults
 (interval 60 s x threshold 1, REFERENCE.md) and its 10 s interval floor.
 
@@ -89,6 +94,7 @@ def canary(ns: str, a: argparse.Namespace) -> str:
             meshpilot.io/min-requests: "{a.min_requests}"
             meshpilot.io/mirror-first: "{a.mirror_first}"
             meshpilot.io/fail-fast: "{'true' if a.fail_fast else 'false'}"
+            meshpilot.io/retry-on-primary: "{'true' if a.retry_on_primary else 'false'}"
         spec:
           targetRef: {{apiVersion: apps/v1, kind: Deployment, name: myapp}}
           progressDeadlineSeconds: 60
@@ -115,6 +121,8 @@ class Rec:
     done: float
     status: int  # 0 = transport error
     version: str
+    attempts: int = 1  # x-envoy-attempt-count the app saw (2: a retry answered it)
+    detail: str = ""  # the start of the body of a failure no app answered (Envoy's reply)
 
 
 class OpenLoop:
@@ -176,15 +184,28 @@ class OpenLoop:
                 try:
                     r = client.get(self.url)
                     status, version = r.status_code, r.headers.get("x-version", "?")
+                    attempts = attempt_count(r)
+                    detail = r.text[:100] if status != 200 and version == "?" else ""
                 except httpx.HTTPError as exc:
-                    status, version = 0, type(exc).__name__
-                rec = Rec(due, sent, time.monotonic(), status, version)
+                    status, version, attempts, detail = 0, type(exc).__name__, 1, str(exc)
+                rec = Rec(due, sent, time.monotonic(), status, version, attempts, detail)
                 with self.lock:
                     self.records.append(rec)
 
 
 def failed(r: Rec) -> bool:
     return r.status != 200
+
+
+def attempt_count(response: httpx.Response) -> int:
+    """The mesh proxy's attempt count for the request the app answered, which the demo
+    app echoes among the request headers of its JSON body: 2 when the mesh proxy
+    retried (with --retry-on-primary: the canary failed it and the primary answered)."""
+    try:
+        raw = response.json().get("headers", {}).get("x-envoy-attempt-count", "1")
+        return int(raw)
+    except (ValueError, AttributeError):
+        return 1
 
 
 # --- the stage timeline (--timeline) -----------------------------------------------------
@@ -319,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="per rollout, seconds")
     parser.add_argument("--mirror-first", type=int, default=0,
                         help="intervals on mirrored traffic before user traffic (0: off)")
+    parser.add_argument("--retry-on-primary", action="store_true",
+                        help="annotate the Canary meshpilot.io/retry-on-primary: a GET the "
+                        "canary fails is retried once on the primary")
     parser.add_argument("--no-fail-fast", dest="fail_fast", action="store_false",
                         help="judge only at interval ends")
     parser.add_argument("--skip-healthy", action="store_true", help="skip the baseline")
@@ -371,15 +395,22 @@ def main(argv: list[str] | None = None) -> int:
 
         v2 = [r for r in bad if r.version == "v2"]
         v2_fail = [r for r in v2 if r.status >= 500]
-        if final["phase"] != "Failed" or not (v2_fail or (a.mirror_first and not v2)):
+        # with --retry-on-primary a request v2 failed is answered by v1 on the retry
+        retried = [r for r in bad if r.version == "v1" and r.attempts > 1]
+        reached = v2_fail or retried or (a.retry_on_primary and v2)
+        if final["phase"] != "Failed" or not (reached or (a.mirror_first and not v2)):
             print(f"the bad revision was not rolled back as expected: phase {final['phase']}, "
-                  f"{len(v2_fail)} failed v2 answers; reason {reason!r}")
+                  f"{len(v2_fail)} failed v2 answers, {len(retried)} retried on v1; "
+                  f"reason {reason!r}")
             return 1
         # With the mirror-first gate no user request may reach v2: then the rollback is
         # timed from the apply to the Failed phase, and every failure counts against it.
         t_first_v2 = v2[0].sched if v2 else None
-        t_first_fail = v2_fail[0].sched if v2_fail else None
-        t_last_v2 = v2[-1].sched if v2 else None
+        canary_fails = sorted([*v2_fail, *retried], key=lambda r: r.sched)
+        t_first_fail = canary_fails[0].sched if canary_fails else None
+        # the last request v2 answered or failed (a failure retried on v1 counts: v2 had it)
+        touched = sorted([*v2, *retried], key=lambda r: r.sched)
+        t_last_v2 = touched[-1].sched if touched else None
         t_back = t_failed_seen or t_apply
         if t_last_v2 is not None:
             after_v2 = [r for r in bad if r.sched > t_last_v2]
@@ -429,9 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"(1) bad revision v2 (--error-rate {a.error_rate:g}), times from the apply:")
         print(f"  first request answered by v2      {rel(t_first_v2)}")
-        print(f"  first failed request (v2, 5xx)    {rel(t_first_fail)}   = t_first_fail")
+        print(f"  first request v2 failed (5xx)     {rel(t_first_fail)}   = t_first_fail")
         print(f"  rollout phase Failed (API poll)   {rel(t_failed_seen)}")
-        print(f"  last request answered by v2       {rel(t_last_v2)}")
+        print(f"  last request v2 answered/failed   {rel(t_last_v2)}")
         print(f"  all requests on the primary from  {rel(t_back)}   = t_back")
         print(f"  TIME TO ROLLBACK (t_back - {'t_first_fail' if t_first_fail else 'apply'}): "
               f"{ttr:.2f} s"
@@ -439,14 +470,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  FAILED REQUESTS: {len(win_fail)} of {len(window)} user requests = {pct:.2f} %"
               f" (apply .. t_back + {a.tail:g} s)   [target < {TARGET_FAILED_PCT:g} %: "
               f"{'met' if pct < TARGET_FAILED_PCT else 'MISSED'}]")
-        allowed = 0 if a.mirror_first else 2
+        allowed = 0 if a.mirror_first or a.retry_on_primary else 2
+        lever = (" with the mirror-first gate" if a.mirror_first else
+                 " with retry on the primary" if a.retry_on_primary else "")
         print(f"  FAILED USER REQUESTS: {len(win_fail)}   [issue 13 target at 100 req/s: "
-              f"{allowed}{' with the mirror-first gate' if a.mirror_first else ''}: "
-              f"{'met' if len(win_fail) <= allowed else 'MISSED'}]")
+              f"{allowed}{lever}: {'met' if len(win_fail) <= allowed else 'MISSED'}]")
         print(f"  of which answered by v1: {sum(r.version == 'v1' for r in win_fail)}, "
               f"transport errors: {sum(r.status == 0 for r in win_fail)}")
+        for r in win_fail[:6]:
+            print(f"    failed: due {rel(r.sched)}, status {r.status}, answered by "
+                  f"{r.version}, attempts {r.attempts} {r.detail!r}")
         print(f"  v2 answered {len(v2)} requests ({len(v2_fail)} failed); canary weight "
               f"reached {weight} %")
+        print(f"  RETRIED ON THE PRIMARY: {len(retried)} (v2 failed them, v1 answered on the "
+              "retry)")
         print(f"  after t_back until +{a.tail + 2:g} s: {len(after)} requests, "
               f"{len(not_primary_after)} not a 200 from v1")
         print(f"  rollout: {final['phase']}, {outcome}: {reason}")

@@ -290,6 +290,11 @@ request reaches it (progressive and mirror strategies; 0 or absent: off)."""
 FAIL_FAST_ANNOTATION = "meshpilot.io/fail-fast"
 """``"false"`` judges the request success rate only at interval ends (default: also as
 soon as the failures seen are conclusive)."""
+RETRY_ON_PRIMARY_ANNOTATION = "meshpilot.io/retry-on-primary"
+"""``"true"``: a GET, HEAD or OPTIONS request the canary's weighted share fails (5xx,
+reset, connect failure) is retried once on the primary, so the user sees the primary's
+answer while the canary's failure still counts against it (default ``"false"``). Also
+read on a VirtualService, where the generated one carries it (the intent is stored)."""
 _COUNT_ANNOTATIONS = (MIN_REQUESTS_ANNOTATION, MIRROR_FIRST_ANNOTATION)
 
 
@@ -340,6 +345,12 @@ class Canary(Resource):
     @property
     def mirror_first_intervals(self) -> int:
         return annotation_count(self.metadata.annotations, MIRROR_FIRST_ANNOTATION)
+
+    @property
+    def retry_on_primary(self) -> bool:
+        """Whether the canary's failed idempotent requests are retried on the primary
+        (a value other than "true" or "false" is refused at apply, MP0084)."""
+        return self.metadata.annotations.get(RETRY_ON_PRIMARY_ANNOTATION) == "true"
 
     @property
     def fail_fast(self) -> bool:

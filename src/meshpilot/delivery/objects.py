@@ -16,7 +16,13 @@ from types import MappingProxyType
 from typing import Any
 
 from meshpilot.api.base import parse_duration
-from meshpilot.api.flagger import Canary, CanaryAnalysis, CustomMetadata, SessionAffinity
+from meshpilot.api.flagger import (
+    RETRY_ON_PRIMARY_ANNOTATION,
+    Canary,
+    CanaryAnalysis,
+    CustomMetadata,
+    SessionAffinity,
+)
 from meshpilot.delivery import autoscaler_ref, configs
 from meshpilot.delivery.state import RolloutState
 
@@ -505,10 +511,13 @@ def virtual_service(canary: Canary, route: Routing) -> dict[str, Any]:
     if svc.gateways:
         spec["gateways"] = list(svc.gateways)
     spec["http"] = _http_rules(canary, route)
+    meta = _meta(canary, apex, svc.apex)
+    if canary.retry_on_primary:  # the intent is stored where the routes are read from
+        meta["annotations"][RETRY_ON_PRIMARY_ANNOTATION] = "true"
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
-        "metadata": _meta(canary, apex, svc.apex),
+        "metadata": meta,
         "spec": spec,
     }
 

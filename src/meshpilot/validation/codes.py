@@ -242,6 +242,17 @@ FAILOVER_WITHOUT_OUTLIERS = Code("MP2060", Severity.WARNING, "locality failover 
 WILDCARD_COVERED_HOST = Code("MP2061", Severity.WARNING, "mesh VirtualService for a name "
                              "only a wildcard ServiceEntry host covers: not applied (the "
                              "pattern's routes serve it)")
+RETRY_ON_PRIMARY_VALUE = Code("MP0084", Severity.ERROR, "annotation "
+                              "meshpilot.io/retry-on-primary is not \"true\" or \"false\"")
+RETRY_ON_PRIMARY_UNUSED = Code("MP2037", Severity.WARNING, "annotation "
+                               "meshpilot.io/retry-on-primary not acted on: the canary has "
+                               "no weighted share of user requests (blue-green, A/B, "
+                               "mirror), or its VirtualService is a delegate or bound to "
+                               "gateways only")
+RETRY_ON_PRIMARY_ROLLOUT = Code("MP2038", Severity.WARNING, "annotation "
+                                "meshpilot.io/retry-on-primary on an Argo Rollout: not "
+                                "acted on (annotate its VirtualService, stable destination "
+                                "first)")
 DR_UNKNOWN_HOST = Code("MP2003", Severity.WARNING, "DestinationRule for an unknown host",
                        "IST0174")
 

@@ -30,6 +30,11 @@ from meshpilot.validation.l4_route_rules import virtual_service_findings
 from meshpilot.validation.locality_rules import destination_rule_findings, entry_findings
 from meshpilot.validation.metric_template_rules import metric_template_findings
 from meshpilot.validation.request_authentication_rules import request_authentication_findings
+from meshpilot.validation.retry_on_primary_rules import (
+    canary_retry_findings,
+    rollout_retry_findings,
+    virtual_service_retry_findings,
+)
 from meshpilot.validation.service_entry_rules import service_entry_findings
 from meshpilot.validation.service_fields import SERVICE
 from meshpilot.validation.unapplied_fields import rule_for as unapplied
@@ -60,7 +65,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "AnalysisTemplate": analysis_findings,
     "AuthorizationPolicy": authorization_policy_findings,
     "ClusterAnalysisTemplate": analysis_findings,
-    "Canary": _all_of(canary_findings, rule_of(CANARY)),
+    "Canary": _all_of(canary_findings, rule_of(CANARY), canary_retry_findings),
     "Deployment": deployment_findings,
     "DestinationRule": _all_of(destination_rule_findings, unapplied("DestinationRule")),
     "EnvoyFilter": envoy_filter_findings,
@@ -69,12 +74,13 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "MetricTemplate": _all_of(rule_of(METRIC_TEMPLATE), metric_template_findings),
     "Namespace": namespace_findings,
     "RequestAuthentication": request_authentication_findings,
-    "Rollout": rollout_findings,
+    "Rollout": _all_of(rollout_findings, rollout_retry_findings),
     "Secret": _tls_secret,
     "Service": rule_of(SERVICE),
     "ServiceEntry": _all_of(service_entry_findings, unapplied("ServiceEntry")),
     "Sidecar": unapplied("Sidecar"),
-    "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService")),
+    "VirtualService": _all_of(virtual_service_findings, unapplied("VirtualService"),
+                              virtual_service_retry_findings),
     "WorkloadEntry": _all_of(entry_findings, workload_entry_findings),
     "WorkloadGroup": workload_group_findings,
 })

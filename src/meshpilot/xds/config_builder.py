@@ -66,6 +66,7 @@ from meshpilot.xds.translate import (
     inbound_route,
     locality,
     networks,
+    retry_on_primary,
     route_config,
     scopes,
     sidecar_own,
@@ -105,6 +106,9 @@ Sets = dict[str, SharedSet]
 Config = dict[str, ResourceSet]
 Items = list[tuple[str, PreparedResource]]
 _KEEP = 2
+_AGGREGATE = "|aggregate|"
+"""Marks a route memo's retry-on-primary clusters among its scopes (no scope name,
+a host spelling, holds ``|``)."""
 """Snapshots (generations) a class or node entry survives unused."""
 _CLASS_TYPES = tuple(t for t in ORDER if t != SECRET)
 """Every type a class has a set of (EMPTY_SET where it has none): secrets are never a
@@ -144,6 +148,8 @@ class _Class:
     built_from: MeshSnapshot | None = None  # the snapshot the memos were last checked on
     plan: list[Planned] = field(default_factory=list)  # sidecar_plan for built_from
     inbound: Items = field(default_factory=list)  # its inbound route configs
+    cluster_items: Items = field(default_factory=list)  # its clusters but ...
+    aggregates: Items = field(default_factory=list)  # ... the ones its routes ask for
     policy_of: tuple[Any, ...] = ()  # the (scopes, mode, mesh config) its ECDS set is for
     names: tuple[frozenset[str], ...] = ()
     """What consistency reads of its sets (their names, the names they give): the same
@@ -505,7 +511,8 @@ class ProxyConfigBuilder:
                         cluster_items.append((name, e))
             if not cls.gateway:
                 cluster_items += self._egress(snapshot).clusters
-            sets[CLUSTER] = _reused(cluster_items, cls.sets.get(CLUSTER))
+            cls.cluster_items = cluster_items
+            sets[CLUSTER] = _reused(cluster_items + cls.aggregates, cls.sets.get(CLUSTER))
             sets[ENDPOINT] = _reused(assignment_items, cls.sets.get(ENDPOINT))
         cls.clusters = memos
 
@@ -520,10 +527,26 @@ class ProxyConfigBuilder:
         if _moved(memos, cls.routes) or inbound != cls.inbound or ROUTE not in sets:
             policy = self._egress(snapshot)
             route_items = [memo.out[0] for memo in memos.values()] + policy.routes
-            scope_items = [e for memo in memos.values() for e in memo.out[1:]] + policy.scopes
+            scope_items = [e for memo in memos.values() for e in memo.out[1:]
+                           if not e[0].startswith(_AGGREGATE)] + policy.scopes
+            self._aggregates(cls, memos, sets)
             sets[SCOPED_ROUTE] = _reused(scope_items, cls.sets.get(SCOPED_ROUTE))
             sets[ROUTE] = _reused(route_items + inbound, cls.sets.get(ROUTE))
         cls.routes, cls.inbound = memos, inbound
+
+    @staticmethod
+    def _aggregates(cls: _Class, memos: Mapping[str, _Memo], sets: Sets) -> None:
+        """The retry-on-primary aggregate clusters the class's routes name join its
+        clusters (:mod:`~meshpilot.xds.translate.retry_on_primary`); none, and the
+        cluster set untouched, while no VirtualService asks for them."""
+        found = dict(e for memo in memos.values() for e in memo.out[1:]
+                     if e[0].startswith(_AGGREGATE))
+        items = [(name[len(_AGGREGATE):], found[name]) for name in sorted(found)]
+        if len(items) == len(cls.aggregates) and all(
+                a[0] == b[0] and a[1] is b[1] for a, b in zip(items, cls.aggregates, strict=True)):
+            return
+        cls.aggregates = items
+        sets[CLUSTER] = _reused(cls.cluster_items + items, sets.get(CLUSTER))
 
     def _egress(self, snapshot: MeshSnapshot) -> _Egress:
         """The outbound traffic policy's clusters, route configs, scopes and passthrough
@@ -597,7 +620,9 @@ class ProxyConfigBuilder:
         table = service_route_table(snapshot, node, service, ports, spellings)
         config = route_config(table)
         out = [(config.name, PreparedResource.of(config.name, config)),
-               *_prepared((s.name, s) for s in scopes(table))]
+               *_prepared((s.name, s) for s in scopes(table)),
+               *_prepared((_AGGREGATE + n, retry_on_primary.aggregate_cluster(n))
+                          for n in table.aggregates)]
         return _rebuilt(memo, inputs, out)
 
     @staticmethod

@@ -66,6 +66,7 @@ from meshpilot.xds.translate import (
     listeners,
     names,
     networks,
+    retry_on_primary,
     sidecar_tcp,
     telemetry,
     wildcards,
@@ -145,6 +146,7 @@ def _outbound_routes(out: Resources, snapshot: MeshSnapshot, node: ProxyNode) ->
         config = route_config(table)
         out[TYPE_ROUTE][config.name] = config
         _add(out, TYPE_SCOPED_ROUTE, scopes(table))
+        _add(out, TYPE_CLUSTER, map(retry_on_primary.aggregate_cluster, table.aggregates))
         known.update((spelling, table.suffixes) for spelling in table.spellings)
     _add(out, TYPE_CLUSTER, egress.clusters(snapshot.mesh_config))
     _add(out, TYPE_ROUTE, egress.route_configs())

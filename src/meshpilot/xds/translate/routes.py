@@ -25,6 +25,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
 
+from meshpilot.api.flagger import RETRY_ON_PRIMARY_ANNOTATION
 from meshpilot.api.networking import (
     Destination,
     HeaderOperations,
@@ -38,7 +39,7 @@ from meshpilot.api.networking import (
 )
 from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshSnapshot, Named, ProxyNode
-from meshpilot.xds.translate import filters, names, pb
+from meshpilot.xds.translate import filters, names, pb, retry_on_primary
 from meshpilot.xds.translate.delegation import merged_rule
 from meshpilot.xds.translate.matches import Where, applies, regex, route_match
 from meshpilot.xds.translate.policy import effective_policy, hash_policies
@@ -60,6 +61,9 @@ class Ctx:
     snapshot: MeshSnapshot
     node: ProxyNode
     where: Where
+    retry_on_primary: bool = False
+    """Whether a VirtualService's ``meshpilot.io/retry-on-primary`` is acted on here
+    (sidecars and the mesh proxy, whose classes get the aggregate clusters it names)."""
 
 
 def _target(dest: Destination, vs_ns: str, ctx: Ctx) -> tuple[str, int]:
@@ -271,11 +275,14 @@ def http_routes(named: Named[VirtualService], ctx: Ctx) -> list[rc.Route]:
     """All Envoy routes of one VirtualService, for the proxy and port in ``ctx``."""
     out: list[rc.Route] = []
     vs_ns = named.namespace
+    retry = _retries_on_primary(named, ctx)
     for http in named.obj.spec.http:
         matches = [m for m in http.match if applies(m, vs_ns, ctx.where)]
         if http.match and not matches:
             continue
         if http.delegate is None:
+            if retry:
+                out.extend(_retry_routes(http, matches, vs_ns, ctx))
             out.extend(_rule_routes(http, matches, vs_ns, ctx))
             continue
         delegate = index.delegate_target(ctx.snapshot, http.delegate, vs_ns)
@@ -304,6 +311,55 @@ def _rule_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, c
         route.match.CopyFrom(route_match(m))
         out.append(route)
     return out
+
+
+def _retries_on_primary(named: Named[VirtualService], ctx: Ctx) -> bool:
+    return ctx.retry_on_primary and \
+        named.obj.metadata.annotations.get(RETRY_ON_PRIMARY_ANNOTATION) == "true"
+
+
+def _aggregate(primary: HTTPRouteDestination, canary: HTTPRouteDestination, vs_ns: str,
+               ctx: Ctx) -> str:
+    return retry_on_primary.aggregate_name(cluster_for(canary.destination, vs_ns, ctx),
+                                           cluster_for(primary.destination, vs_ns, ctx))
+
+
+def retry_aggregates(named: Named[VirtualService], ctx: Ctx) -> list[str]:
+    """The aggregate clusters a retry-on-primary VirtualService asks the proxy to hold:
+    one per rule of two destinations (or of two with weight), whatever their weights
+    now. They outlive the routes that name them (a canary at weight 0) so that a retry
+    already under way when the routes change still finds its cluster: Envoy keeps
+    routing an accepted request by the route it matched, and a cluster removed under it
+    answers "no healthy upstream"."""
+    if not _retries_on_primary(named, ctx):
+        return []
+    out = []
+    for http in named.obj.spec.http:
+        if http.delegate is not None or http.redirect is not None \
+                or http.direct_response is not None:
+            continue
+        weighted = [d for d in http.route if (d.weight or 0) > 0]
+        pair = weighted if len(weighted) == 2 else http.route
+        if len(pair) == 2:
+            out.append(_aggregate(pair[0], pair[1], named.namespace, ctx))
+    return out
+
+
+def _retry_routes(http: HTTPRoute, matches: list[HTTPMatchRequest], vs_ns: str, ctx: Ctx
+                  ) -> list[rc.Route]:
+    """The routes :mod:`.retry_on_primary` puts before a rule of exactly two
+    destinations with weight (primary first); none for any other rule."""
+    weighted = [d for d in http.route if (d.weight or 0) > 0]
+    if len(weighted) != 2 or http.redirect is not None or http.direct_response is not None:
+        return []
+    primary, canary = weighted
+    aggregate = _aggregate(primary, canary, vs_ns, ctx)
+    percent = 100.0 * (canary.weight or 0) / ((canary.weight or 0) + (primary.weight or 0))
+    to_canary = _rule_routes(http.model_copy(update={"route": [canary]}), matches, vs_ns, ctx)
+    to_primary = _rule_routes(http.model_copy(update={"route": [primary]}), matches, vs_ns,
+                              ctx)
+    return [*retry_on_primary.canary_routes(to_canary, aggregate, percent),
+            *retry_on_primary.primary_routes(to_primary)]
 
 
 def default_route(host: str, port: int, ctx: Ctx) -> rc.Route:

@@ -28,7 +28,7 @@ from meshpilot.mesh import index
 from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode
 from meshpilot.xds.translate import headers, names
 from meshpilot.xds.translate.matches import Where
-from meshpilot.xds.translate.routes import Ctx, default_route, http_routes
+from meshpilot.xds.translate.routes import Ctx, default_route, http_routes, retry_aggregates
 from meshpilot.xds.translate.tunnels import tunnel_vhost
 
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
@@ -71,6 +71,9 @@ class RouteTable:
     spellings: tuple[str, ...]  # without port: the routing scope keys
     vhosts: tuple[rc.VirtualHost, ...]
     suffixes: tuple[str, ...] = ()  # what follows a spelling in its vhosts' domains
+    aggregates: tuple[str, ...] = ()
+    """The retry-on-primary aggregate clusters its VirtualService asks for (see
+    :mod:`.retry_on_primary`), whether or not a route names them now."""
 
 
 def _portless(service: MeshService, port: int) -> bool:
@@ -134,16 +137,19 @@ def service_route_table(
 ) -> RouteTable:
     """One service's vhosts (one per HTTP port) for ``node``."""
     vhosts = []
+    aggregates: set[str] = set()
     vs = index.mesh_virtual_service(snapshot, service.host, node.namespace)
     tunnels = {sp.port for sp in service.ports if sp.protocol in TUNNEL_PROTOCOLS}
     for port in ports:
-        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port))
+        ctx = Ctx(snapshot, node, Where(node.labels, node.namespace, port),
+                  retry_on_primary=True)
         if port in tunnels:
             vhosts.append(tunnel_vhost(service.host, spellings, vs, ctx))
             continue
         portless = _portless(service, port)
         if vs is not None:
             routes = http_routes(vs, ctx)
+            aggregates.update(retry_aggregates(vs, ctx))
         else:
             routes = [default_route(service.host, port, ctx)]
         name = names.vhost(service.host, port)
@@ -151,7 +157,7 @@ def service_route_table(
         vhosts.append(headers.attempt_count(
             rc.VirtualHost(name=name, domains=domains, routes=routes)))
     return RouteTable(service.host, tuple(spellings), tuple(vhosts),
-                      port_suffixes(service, ports))
+                      port_suffixes(service, ports), tuple(sorted(aggregates)))
 
 
 def sidecar_route_tables(snapshot: MeshSnapshot, node: ProxyNode) -> list[RouteTable]:
