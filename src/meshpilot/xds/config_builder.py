@@ -106,10 +106,10 @@ Sets = dict[str, SharedSet]
 Config = dict[str, ResourceSet]
 Items = list[tuple[str, PreparedResource]]
 _KEEP = 2
+"""Snapshots (generations) a class or node entry survives unused."""
 _AGGREGATE = "|aggregate|"
 """Marks a route memo's retry-on-primary clusters among its scopes (no scope name,
 a host spelling, holds ``|``)."""
-"""Snapshots (generations) a class or node entry survives unused."""
 _CLASS_TYPES = tuple(t for t in ORDER if t != SECRET)
 """Every type a class has a set of (EMPTY_SET where it has none): secrets are never a
 class's, a proxy's keys are its own."""
