@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent.start_sidecar()
         agent.start_pods()
+        agent.start_watch()
     except (JoinFailed, EnvoyError, ValueError) as exc:
         agent.stop()
         print(f"meshpilot host join: joined, but the sidecar did not start: {exc}",

@@ -12,6 +12,13 @@ reconnection picks another; the agent sends each report and renewal to the leadi
 (the one that answered last until it knows) and, if it does not answer, to the next, and
 learns the current set from every report's answer.
 
+Restarts: besides its rounds (a quarter of ``up --host-timeout``), the agent holds a
+watch open (:mod:`meshpilot.server.host_watch`) and reports and syncs its pods at once
+when the control plane answers with another epoch (it restarted, another replica leads,
+or the Deployments placed on this node changed) or answers again after the connection
+broke, so a restarted control plane has this host's pods as endpoints again within a
+second or so instead of at the next round.
+
 Telemetry: each report carries the sidecar's counters (its admin ``/stats``, read with
 the query the join's answer names, compressed), since the control plane cannot reach the
 admin socket on this host; the control plane reads them as it reads its own proxies'.
@@ -51,6 +58,12 @@ OUTBOUND_ADDRESS = "127.0.0.1"
 the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+WATCH_TIMEOUT = 20.0
+"""How long the agent waits for a held watch's answer (the control plane holds it 10 s)."""
+WATCH_RETRY = 0.25
+"""How soon a broken watch is tried again: the time a control plane back up may wait."""
+
+
 def xds_health_check() -> dict[str, Any]:
     """A replica's xDS port is alive while a connection to it succeeds, checked each
     second (also while no request went through: Envoy's ``no_traffic_interval`` is 60 s
@@ -105,6 +118,9 @@ class HostAgent:
             raise JoinFailed(f"--ca-file {options.ca_file}: not the control plane's roots "
                              f"(its api-ca.pem): {exc}") from None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Set to report before the round's time (the watch saw a change)."""
+        self._watch_thread: threading.Thread | None = None
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None
         self.pods: HostPods | None = None
@@ -275,6 +291,51 @@ class HostAgent:
                 log.exception("pods not synced")
             pods.changed.wait(every)
 
+    # --- the watch -------------------------------------------------------------------
+    def start_watch(self) -> threading.Thread:
+        """Hold the control plane's watch open, in a thread, until :meth:`stop`."""
+        self._watch_thread = threading.Thread(target=self._watch, name="host-watch",
+                                              daemon=True)
+        self._watch_thread.start()
+        return self._watch_thread
+
+    def _watch(self) -> None:
+        """Ask for the epoch again and again; sync at once when it changes or comes back
+        after a broken connection. Ends on stop, or when the control plane refuses this
+        host (the report loop says why) or has no watch (an older one: rounds only)."""
+        held, broken = "", False
+        while not self._stop.is_set():
+            try:
+                answer = self._post("watch", {
+                    "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+                    "hostToken": self.joined["hostToken"], "node": self.options.node_name,
+                    "since": held}, timeout=WATCH_TIMEOUT)
+            except JoinFailed as exc:
+                if "(403" in str(exc) or "(404" in str(exc) or "(405" in str(exc):
+                    log.warning("no watch: %s", exc)
+                    return
+                broken = True
+                self._stop.wait(WATCH_RETRY)
+                continue
+            self._learn(answer)
+            epoch = str(answer.get("epoch") or "")
+            if broken or (held and epoch != held):
+                log.warning("control plane changed (%s): syncing now",
+                            "back" if broken else "new epoch")
+                self.sync_now()
+            held, broken = epoch, False
+
+    def sync_now(self) -> None:
+        """Report and sync the pods without waiting for the round."""
+        self._wake.set()
+        if self.pods is not None:
+            self.pods.changed.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait until the next round, :meth:`sync_now` or :meth:`stop`."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+
     # --- reports ---------------------------------------------------------------------
     def renew(self) -> None:
         """A new key and certificate (the next generation); the control plane serves the
@@ -322,7 +383,7 @@ class HostAgent:
                     log.error("%s; stopping", exc)
                     return 1
                 log.warning("report not delivered: %s", exc)
-            self._stop.wait(min(every, max(0.1, next_probe - time.monotonic())))
+            self._pause(min(every, max(0.1, next_probe - time.monotonic())))
         return 0
 
     def _stats(self) -> dict[str, Any]:
@@ -343,6 +404,7 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()  # the watch thread (a daemon) is not waited for: its call may be held
         if self._pods_thread is not None:
             assert self.pods is not None
             self.pods.changed.set()
