@@ -22,6 +22,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, by_name
 from meshpilot.api.loader import read_sources
 from meshpilot.api.mesh_config import MESH_CONFIG_FILE
+from meshpilot.cli import analyze_mesh
 from meshpilot.cli.ca import register as register_ca_commands
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, kind_label, pid_alive
 from meshpilot.cli.columns import age, columns_for
@@ -65,6 +66,14 @@ def _sources(files: list[str] | None) -> list[tuple[str, str]]:
         return read_sources(files)
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(str(exc)) from None
+
+
+def _one_file(path: str, flag: str) -> tuple[str, str]:
+    """(name, text) of the one file ``flag`` names."""
+    sources = _sources([path])
+    if len(sources) != 1:
+        raise fail(f"{flag} {path}: name one file")
+    return sources[0]
 
 
 # --- lifecycle -------------------------------------------------------------------
@@ -537,10 +546,17 @@ def describe(
 @app.command()
 def analyze(
     filename: FilesOpt = None,
+    mesh_config: Annotated[str | None, typer.Option(
+        "--mesh-config", "--meshConfigFile",
+        help="The mesh config to judge the files against (as `up --mesh-config`), for "
+             "the findings that need it (a network meshNetworks does not list: MP2032); "
+             "a mesh config file among the -f files is read the same way")] = None,
 ) -> None:
     """Validate files offline (no control plane needed); exit 1 on errors."""
-    sources = _sources(filename)
+    given = _one_file(mesh_config, "--mesh-config") if mesh_config else None
+    sources, found = analyze_mesh.split(_sources(filename), given)
     plan = plan_apply(sources)
+    analyze_mesh.judge(plan, found)
     print_diagnostics(plan.diagnostics)
     errors, warnings = len(plan.errors), len(plan.warnings)
     if errors:
