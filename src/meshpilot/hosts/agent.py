@@ -58,6 +58,8 @@ OUTBOUND_ADDRESS = "127.0.0.1"
 the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+GATEWAY_NAME = "istio-eastwestgateway"
+GATEWAY_NAMESPACE = "istio-system"
 WATCH_TIMEOUT = 20.0
 """How long the agent waits for a held watch's answer (the control plane holds it 10 s)."""
 WATCH_RETRY = 0.25
@@ -88,6 +90,7 @@ class AgentOptions:
     outbound_port: int = OUTBOUND_PROXY_PORT
     node_name: str = ""  # the node this host is, for pods placed on it ("": none run here)
     pod_addresses: str = ""  # this host's addresses for those pods (CIDR; default: address)
+    east_west_gateway: bool = False  # run this host's network's east-west gateway here
 
 
 def _address(hostport: str) -> tuple[str, int]:
@@ -123,6 +126,8 @@ class HostAgent:
         self._watch_thread: threading.Thread | None = None
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None
+        self.gateway: EnvoyProcess | None = None
+        """This host's network's east-west gateway (``--east-west-gateway``), if run."""
         self.pods: HostPods | None = None
         self._pods_thread: threading.Thread | None = None
         self.servers: list[str] = [options.server]
@@ -259,6 +264,25 @@ class HostAgent:
         self.sidecar = EnvoyProcess(self.bootstrap(), name=f"host-{self.joined['entry']}",
                                     work_dir=self.options.state_dir / "sidecar")
         return self.sidecar.start()
+
+    # --- the network's east-west gateway ----------------------------------------------
+    def start_gateway(self) -> EnvoyProcess | None:
+        """Run the east-west gateway of this host's network at its address (port 15443,
+        Istio's), configured by the control plane over this host's mutual-TLS xDS like
+        the sidecar: it passes mutual-TLS connections from other networks, unopened, to
+        the workloads of this network (see :mod:`meshpilot.server.host_gateways`)."""
+        if not self.options.east_west_gateway:
+            return None
+        answer = self._post("gateway", {
+            "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+            "hostToken": self.joined["hostToken"]})
+        node = ProxyNode(id=str(answer["nodeId"]), kind="gateway", namespace=GATEWAY_NAMESPACE,
+                         ip=self.options.address, workload=GATEWAY_NAME, name=GATEWAY_NAME,
+                         labels={"istio": "eastwestgateway", "app": GATEWAY_NAME})
+        self.gateway = EnvoyProcess(self.secured(node, str(answer["xdsToken"])),
+                                    name=f"gateway-{self.joined['entry']}",
+                                    work_dir=self.options.state_dir / "gateway")
+        return self.gateway.start()
 
     # --- pods placed on this host's node ------------------------------------------------
     def start_pods(self) -> HostPods | None:
@@ -410,6 +434,7 @@ class HostAgent:
             self.pods.changed.set()
             self._pods_thread.join(timeout=10)
             self.pods.stop()
-        if self.sidecar is not None:
-            self.sidecar.stop(grace=2.0)
-            remove_socket_dir(self.sidecar.work_dir)  # its admin socket's directory
+        for envoy in (self.gateway, self.sidecar):
+            if envoy is not None:
+                envoy.stop(grace=2.0)
+                remove_socket_dir(envoy.work_dir)  # its admin socket's directory

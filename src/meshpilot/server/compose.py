@@ -181,6 +181,7 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
     mesh.host_pods.timeout, mesh.host_pods.grace = health.timeout, health.grace
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
     mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
+    mesh.remote_gateways = registry.gateways
     return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes(),
                     HostWatch(registry, mesh.host_pods.version_of))
 

@@ -41,8 +41,8 @@ from meshpilot.server.host_watch import PATH as WATCH_PATH
 from meshpilot.server.host_watch import HostWatch, never
 
 API = "/apis/meshpilot.io/v1/hosts"
-PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", WATCH_PATH,
-                          *POD_PATHS})
+PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", f"{API}/gateway",
+                          WATCH_PATH, *POD_PATHS})
 MAX_BODY = 1024 * 1024
 """A report carries its sidecar's counters (compressed): room for a large mesh's."""
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
@@ -142,6 +142,23 @@ class HostsAPI:
                                  "left the mesh (join again)")
         return JSONResponse(answer)
 
+    async def gateway(self, request: Request) -> Response:
+        """``POST .../hosts/gateway`` ``{"namespace", "entry", "hostToken"}``: the host
+        runs its network's east-west gateway; answered with its node id and xDS token
+        (:mod:`meshpilot.server.host_gateways`)."""
+        body = await _json(request)
+        fields = ("namespace", "entry", "hostToken")
+        if body is None or set(body) != set(fields) or not all(
+                isinstance(body[k], str) for k in fields):
+            return _failure(400, "the body is a JSON object with the strings "
+                                 + ", ".join(fields))
+        answer = await asyncio.to_thread(self.registry.gateway, body["namespace"],
+                                         body["entry"], body["hostToken"])
+        if answer is None:
+            return _failure(403, "not a host credential for that entry, or the entry has "
+                                 "left the mesh (join again)")
+        return JSONResponse(answer)
+
     def routes(self) -> list[Route]:
         """The bearer-token route (into the main app)."""
         return [Route(f"{API}/tokens", self.create_token, methods=["POST"])]
@@ -153,6 +170,7 @@ class HostsAPI:
             Route(f"{API}/join", self.join, methods=["POST"]),
             Route(f"{API}/report", self.report, methods=["POST"]),
             Route(f"{API}/renew", self.renew, methods=["POST"]),
+            Route(f"{API}/gateway", self.gateway, methods=["POST"]),
             *self.watch.routes(stopping),
             *self.more,
         ]), MAX_BODY)
