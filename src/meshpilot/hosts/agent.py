@@ -62,6 +62,9 @@ GATEWAY_NAME = "istio-eastwestgateway"
 GATEWAY_NAMESPACE = "istio-system"
 WATCH_TIMEOUT = 20.0
 """How long the agent waits for a held watch's answer (the control plane holds it 10 s)."""
+WATCH_CONNECT = 3.0
+"""How long connecting for a watch may take before the next replica is tried (a replica
+whose host is gone answers nothing at all)."""
 WATCH_RETRY = 0.25
 """How soon a broken watch is tried again: the time a control plane back up may wait."""
 
@@ -171,7 +174,7 @@ class HostAgent:
                 out.append(xds)
         return out
 
-    def _post(self, action: str, body: dict[str, Any], timeout: float = 10.0
+    def _post(self, action: str, body: dict[str, Any], timeout: float | httpx.Timeout = 10.0
               ) -> dict[str, Any]:
         """POST to the replica that answered last, else to each other one in turn."""
         causes = []
@@ -333,7 +336,7 @@ class HostAgent:
                 answer = self._post("watch", {
                     "namespace": self.joined["namespace"], "entry": self.joined["entry"],
                     "hostToken": self.joined["hostToken"], "node": self.options.node_name,
-                    "since": held}, timeout=WATCH_TIMEOUT)
+                    "since": held}, timeout=httpx.Timeout(WATCH_TIMEOUT, connect=WATCH_CONNECT))
             except JoinFailed as exc:
                 if "(403" in str(exc) or "(404" in str(exc) or "(405" in str(exc):
                     log.warning("no watch: %s", exc)
