@@ -55,9 +55,16 @@ def net() -> Iterator[Network]:
 
 
 @pytest.fixture
-def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network) -> Iterator[Mesh]:
-    cp = control_plane_factory("cp", args=["--listen", net.address, "--host-timeout", "3s",
-                                           "--host-grace", "60s"])
+def host_timeout() -> str:
+    """``up --host-timeout``: a host reports and syncs each quarter of it."""
+    return "3s"
+
+
+@pytest.fixture
+def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network,
+         host_timeout: str) -> Iterator[Mesh]:
+    cp = control_plane_factory("cp", args=["--listen", net.address, "--host-timeout",
+                                           host_timeout, "--host-grace", "60s"])
     cp.client = cp.new_client(verify=roots(cp))
     m = Mesh(cp)
     try:
@@ -98,6 +105,7 @@ def join_as_node(mesh: Mesh, host: Host, tmp_path: Path, addresses: list[str],
                 log=tmp_path / "agent.log")
 
 
+@pytest.mark.parametrize("host_timeout", ["32s"])  # rounds of 8 s: the restart's bound
 def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
         mesh: Mesh, net: Network, tmp_path: Path) -> None:
     """Given v1 here and v2 placed by its hostname selector on node-b: Pending
@@ -215,13 +223,20 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     assert {p["spec"]["nodeName"] for p in mesh.pods_of("tcp-client")} == {NODE}
     assert connect(mesh, 5) == {"one": 5}
 
-    # The control plane crashes and starts again (adopting what runs here): it knows the
-    # joined pod again from the host's next sync, has the host issue the pod sidecar's
-    # certificate again (it never held the key), and v2 answers over mutual TLS as before.
+    # The control plane crashes and starts again (adopting what runs here): the host's
+    # watch comes back, so the host syncs at once (not at its next round, 8 s here) and
+    # the control plane knows the joined pod again within seconds; it has the host issue
+    # the pod sidecar's certificate again (it never held the key), and v2 answers over
+    # mutual TLS as before.
     mesh.cp.kill()
     mesh.cp.start()
+    back = time.monotonic()
     mesh.cp.client = mesh.cp.new_client(verify=roots(mesh.cp))
     wait_for(running, 30, lambda: f"the v2 pod not back: {mesh.pods_of('myapp-v2')}")
+    took = time.monotonic() - back
+    assert took < 4.0, f"the v2 pod took {took:.1f} s to come back\n" + read(
+        tmp_path / "agent.log")
+    assert "syncing now" in read(tmp_path / "agent.log")
 
     def v2_over_mtls() -> bool:
         r = mesh.http.get(URL)

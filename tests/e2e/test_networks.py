@@ -27,7 +27,15 @@ from meshpilot.proxy.admin_socket import admin_socket_path
 from tests.conftest import ControlPlane
 from tests.e2e.hosts import Host, Network, ip, network
 from tests.e2e.mesh import Mesh
-from tests.e2e.test_hosts_join import PEER_HEADER, entry, healthy, read, roots, wait_for
+from tests.e2e.test_hosts_join import (
+    MESH_PROXY_ID,
+    PEER_HEADER,
+    entry,
+    healthy,
+    read,
+    roots,
+    wait_for,
+)
 
 GATEWAY_PORT = 15443
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client-vm"
@@ -73,6 +81,7 @@ meshNetworks:
       gateways: [{{registryServiceName: {EAST_WEST_SERVICE}, port: {GATEWAY_PORT}}}]
     network-a:
       endpoints: [{{fromCidr: {net_a.address}/24}}]
+      gateways: [{{registryServiceName: {EAST_WEST_SERVICE}, port: {GATEWAY_PORT}}}]
 """)
     cp.start()
     cp.client = cp.new_client(verify=roots(cp))
@@ -83,9 +92,9 @@ meshNetworks:
         m.close()
 
 
-def join(mesh: Mesh, host: Host, tmp: Path, group_name: str) -> str:
-    """The demo app and the node agent on ``host``, joined to ``group_name``; the
-    entry's name once it is healthy."""
+def join(mesh: Mesh, host: Host, tmp: Path, group_name: str, *more: str) -> str:
+    """The demo app and the node agent on ``host``, joined to ``group_name`` (with the
+    agent's flags ``more``); the entry's name once it is healthy."""
     r = mesh.api.post("/apis/meshpilot.io/v1/hosts/tokens",
                       json={"group": f"default/{group_name}", "ttlSeconds": 600})
     assert r.status_code == 200, r.text
@@ -94,7 +103,7 @@ def join(mesh: Mesh, host: Host, tmp: Path, group_name: str) -> str:
     host.python("-m", "meshpilot.hosts", "join", "--server", mesh.cp.api,
                 "--token", r.json()["token"], "--group", f"default/{group_name}",
                 "--address", host.address, "--ca-file", str(mesh.cp.state_dir / "api-ca.pem"),
-                "--state-dir", str(tmp / group_name), "--app-port", "http=9080",
+                "--state-dir", str(tmp / group_name), "--app-port", "http=9080", *more,
                 log=tmp / f"{group_name}.agent.log")
     found: list[str] = []
 
@@ -138,8 +147,10 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     myapp's endpoint, the gateway at the control plane's listen address (not B's
     address, which A cannot reach), and its calls arrive at B over mutual TLS with A's
     identity, through the gateway (its access log names the SNI). The control plane's
-    own proxies, on network B, reach host B directly, and do not get host A's endpoint
-    (network A has no gateway)."""
+    own proxies, on network B, reach host B directly, and host A through the east-west
+    gateway host A runs for network A (``host join --east-west-gateway``; meshNetworks
+    names it by registryServiceName, as Istio names a network's gateway), over mutual
+    TLS with the mesh proxy's identity; that gateway passes on nothing of network B."""
     net_a, net_b = nets
     mesh.apply(SERVICE, group("myapp-b", "myapp", "myapp-vm", None),
                group("client-a", "client", "client-vm", "network-a"))
@@ -149,7 +160,7 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     ip("netns", "exec", host_a.netns, "ip", "route", "add", f"{net_b.address}/32",
        "via", net_a.address)
     name_b = join(mesh, host_b, tmp_path, "myapp-b")
-    name_a = join(mesh, host_a, tmp_path, "client-a")
+    name_a = join(mesh, host_a, tmp_path, "client-a", "--east-west-gateway")
     assert name_a.endswith("-network-a"), name_a  # Istio's auto-registration name
 
     direct = call(host_a, f"http://{host_b.address}:9080/", proxy=False)
@@ -170,8 +181,8 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     wait_for(lambda: "outbound_.8080_._.myapp.default.svc.cluster.local"
              in read(gateway_log), 10, lambda: f"gateway log: {read(gateway_log)!r}")
 
-    # the control plane's mesh proxy is on network B: host B directly, and nothing of
-    # network A, which has no gateway (Istio leaves such endpoints out)
+    # the control plane's mesh proxy is on network B: host B directly, and host A only
+    # through network A's gateway, which host A runs
     assert mesh.endpoint_addresses("mesh-proxy", CLUSTER) == [f"{host_b.address}:8080"]
     assert name_b.startswith("myapp-b-")
     mesh.apply({**SERVICE, "metadata": {"name": "client", "namespace": "default"},
@@ -179,5 +190,18 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     mesh.converge()
     client = "outbound|8080||client.default.svc.cluster.local"
     assert client in mesh.clusters("mesh-proxy")
-    assert mesh.endpoint_addresses("mesh-proxy", client) == []
-    assert healthy(entry(mesh, name_a))  # a live endpoint, left out by its network
+    wait_for(lambda: mesh.endpoint_addresses("mesh-proxy", client)
+             == [f"{host_a.address}:{GATEWAY_PORT}"], 20,
+             lambda: f"mesh proxy holds {mesh.endpoint_addresses('mesh-proxy', client)}\n"
+                     f"{read(tmp_path / 'client-a.agent.log')}")
+    reached = mesh.http.get("http://client:8080/")
+    assert reached.status_code == 200, reached.text
+    assert reached.json()["pod"] == "client-a", reached.json()  # host A answered
+    assert reached.json()["headers"][PEER_HEADER] == MESH_PROXY_ID  # mutual TLS
+    # host A's gateway passes on its own network's workloads, never network B's
+    gateway = admin_socket_path(tmp_path / "client-a" / "gateway",
+                                f"gateway-{name_a}")
+    held = subprocess.run(["curl", "-sS", "--unix-socket", str(gateway),
+                           "http://admin/clusters"], capture_output=True, text=True,
+                          timeout=10).stdout
+    assert f"{host_a.address}:8080" in held and host_b.address not in held, held

@@ -57,6 +57,9 @@ def test_join_takes_a_node_name_and_pod_addresses_and_refuses_a_bad_name(
     taken = run_cli(*common, "--node-name", "node-b", "--pod-addresses", "10.0.0.16/29",
                     state_dir=tmp_path / "state")
     assert taken.returncode == 2 and "not https://" in taken.stderr, taken.stderr
+    for gateway in ("--east-west-gateway", "--network-gateway"):  # Istio's name, and ours
+        taken = run_cli(*common, gateway, state_dir=tmp_path / "state")
+        assert taken.returncode == 2 and "not https://" in taken.stderr, taken.stderr
     for bad in ("Node_B", "localhost"):
         refused = run_cli(*common, "--node-name", bad, state_dir=tmp_path / "state")
         assert refused.returncode == 2 and f"--node-name '{bad}'" in refused.stderr

@@ -6,6 +6,7 @@ meshpilot does not act on starts, warning about it (Istio's meshConfig:
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,55 @@ def test_the_server_refuses_it_too(tmp_path: Path) -> None:
          "--mesh-config", str(bad)], capture_output=True, text=True, env=_env(), timeout=60)
     assert result.returncode == 2
     assert f"{bad}:2:" in result.stderr and "dnsResolvers[0]" in result.stderr
+
+
+NETWORKS = """\
+meshNetworks:
+  networks:
+    network-a:
+      endpoints: [{fromCidr: 10.3.0.0/16}]
+      gateways: [{address: 10.3.0.1, port: 15443}]
+    network-b:
+      endpoints:
+      - fromRegistry: Kubernetes
+      gateways: [{address: 10.1.0.1, port: 15443}]
+"""
+
+
+def test_up_network_that_the_mesh_config_contradicts_starts_nothing(tmp_path: Path) -> None:
+    """``up --network`` and ``fromRegistry: Kubernetes`` on another network: refused at
+    that item's line (MP0095), naming both ways out; a bad name is refused too (as a
+    ``topology.istio.io/network`` label value must be one)."""
+    state = tmp_path / "state"
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(NETWORKS)
+    result = run_cli("up", "--mesh-config", str(mesh), "--network", "network-a",
+                     state_dir=state)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    assert f"{mesh}:8:9: MP0095" in text and "--network network-b" in text, text
+    assert not (state / "endpoints.json").exists()
+    named = run_cli("up", "--network", "net work", state_dir=state)
+    assert named.returncode != 0 and "MP0095" in named.stdout + named.stderr
+    assert "'net work' is not a network name" in named.stdout + named.stderr
+    assert not (state / "endpoints.json").exists()
+
+
+def test_up_network_is_shown_in_status_and_endpoints(tmp_path: Path) -> None:
+    """A network the file does not list: warned (MP2039) and run with; ``status`` and
+    ``endpoints.json`` name it."""
+    state = tmp_path / "state"
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(NETWORKS.replace("- fromRegistry: Kubernetes", "- fromCidr: 10.1.0.0/16"))
+    up = run_cli("up", "--no-mesh", "--mesh-config", str(mesh), "--network", "network-c",
+                 state_dir=state)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "MP2039" in up.stderr and "no network 'network-c'" in up.stderr
+        status = run_cli("status", state_dir=state)
+        assert status.returncode == 0, status.stderr
+        assert any(line.split() == ["network", "network-c"]
+                   for line in status.stdout.splitlines()), status.stdout
+        assert json.loads((state / "endpoints.json").read_text())["network"] == "network-c"
+    finally:
+        run_cli("down", state_dir=state)

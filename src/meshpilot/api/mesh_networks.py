@@ -20,6 +20,7 @@ These objects are plain data: :mod:`meshpilot.mesh.networks` resolves with them 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 NETWORK_LABEL = "topology.istio.io/network"
@@ -27,8 +28,9 @@ NETWORK_LABEL = "topology.istio.io/network"
 LOCAL_REGISTRY = "Kubernetes"
 """The registry of the control-plane host's own pods: Istio's default cluster id."""
 EAST_WEST_SERVICE = "istio-eastwestgateway.istio-system.svc.cluster.local"
-"""The ``registryServiceName`` that names the control plane's own east-west gateway
-(``up --listen``), as Istio's multi-network samples name theirs."""
+"""The ``registryServiceName`` that names a network's east-west gateway, as Istio's
+multi-network samples name theirs: the control plane's own (``up --listen``) on its
+host's network, the ones joined hosts run (``host join --east-west-gateway``) on theirs."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,31 @@ class MeshNetworks:
                 return tuple((g.address, g.port) for g in network.gateways if g.address)
         return ()
 
-    def resolve(self, service: str, address: str) -> MeshNetworks:
-        """These networks with every gateway named by ``service`` given ``address``."""
+    def resolve(self, service: str, address: str, network: str = "") -> MeshNetworks:
+        """These networks with every gateway named by ``service`` given ``address`` (only
+        those of ``network`` when one is given)."""
         if not self.networks:
             return self
         return MeshNetworks(tuple(
             MeshNetwork(n.name, n.cidrs, n.registries, tuple(
                 NetworkGateway(g.port, address, g.registry_service_name)
-                if g.registry_service_name == service else g for g in n.gateways))
+                if g.registry_service_name == service and network in ("", n.name) else g
+                for g in n.gateways))
+            for n in self.networks))
+
+    def with_joined(self, service: str, joined: Mapping[str, tuple[str, ...]]
+                    ) -> MeshNetworks:
+        """These networks with each gateway named by ``service`` and not resolved yet
+        given, per network, the addresses in ``joined`` (the east-west gateways joined
+        hosts run on that network): one gateway per address, at the listed port."""
+        if not self.networks or not joined:
+            return self
+        return MeshNetworks(tuple(
+            MeshNetwork(n.name, n.cidrs, n.registries, tuple(
+                resolved for g in n.gateways for resolved in (
+                    [NetworkGateway(g.port, address, service)
+                     for address in joined.get(n.name, ())]
+                    if g.registry_service_name == service and not g.address else [g])))
             for n in self.networks))
 
 

@@ -68,6 +68,12 @@ def join(
     pod_addresses: Annotated[str, typer.Option(
         help="CIDR of this host's own addresses for those pods (default: --address "
              "alone, one pod at a time)")] = "",
+    east_west_gateway: Annotated[bool, typer.Option(
+        "--east-west-gateway", "--network-gateway",
+        help="Also run the east-west gateway of this host's network here (port 15443 at "
+             "--address); meshNetworks names it by registryServiceName "
+             "istio-eastwestgateway.istio-system.svc.cluster.local under that "
+             "network")] = False,
 ) -> None:
     """Join the group and run this host's sidecar, in the foreground (Ctrl-C stops)."""
     args = [sys.executable, "-m", "meshpilot.hosts", "join", "--server", server,
@@ -80,6 +86,8 @@ def join(
         args += ["--node-name", node_name]
     if pod_addresses:
         args += ["--pod-addresses", pod_addresses]
+    if east_west_gateway:
+        args.append("--east-west-gateway")
     os.execv(sys.executable, args)
 
 

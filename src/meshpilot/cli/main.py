@@ -22,6 +22,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kinds import UnknownKind, by_name
 from meshpilot.api.loader import read_sources
 from meshpilot.api.mesh_config import MESH_CONFIG_FILE
+from meshpilot.cli import analyze_mesh
 from meshpilot.cli.ca import register as register_ca_commands
 from meshpilot.cli.client import ControlPlaneClient, NotRunning, kind_label, pid_alive
 from meshpilot.cli.columns import age, columns_for
@@ -47,7 +48,9 @@ from meshpilot.cli.rollout import register as register_rollout_commands
 from meshpilot.cli.top import register as register_top_command
 from meshpilot.statedir import StateDir
 from meshpilot.validation import plan_apply
+from meshpilot.validation.codes import LOCAL_NETWORK_REFUSED
 from meshpilot.validation.mesh_config import MeshConfigError, read_mesh_config
+from meshpilot.validation.mesh_networks import network_name_problem
 
 app = typer.Typer(
     name="meshpilot",
@@ -63,6 +66,14 @@ def _sources(files: list[str] | None) -> list[tuple[str, str]]:
         return read_sources(files)
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(str(exc)) from None
+
+
+def _one_file(path: str, flag: str) -> tuple[str, str]:
+    """(name, text) of the one file ``flag`` names."""
+    sources = _sources([path])
+    if len(sources) != 1:
+        raise fail(f"{flag} {path}: name one file")
+    return sources[0]
 
 
 # --- lifecycle -------------------------------------------------------------------
@@ -129,9 +140,14 @@ def up(
         help="meshConfig YAML: outboundTrafficPolicy.mode (ALLOW_ANY, the default, or "
              "REGISTRY_ONLY) and dnsResolvers; default: mesh.yaml in the state directory, "
              "when there")] = None,
+    network: Annotated[str | None, typer.Option(
+        help="The network of this host and its pods, as named in the mesh config's "
+             "meshNetworks (Istio's values.global.network). Default: the network listing "
+             "fromRegistry: Kubernetes there. A meshNetworks that puts that registry on "
+             "another network is refused (MP0095)")] = None,
 ) -> None:
     """Start the control plane in the background; print where it listens."""
-    hosts_args = _hosts_args(host, listen, host_timeout, host_grace)
+    hosts_args = _hosts_args(host, listen, host_timeout, host_grace, network or "")
     state = StateDir.resolve(state_dir)
     endpoints = state.read_endpoints()
     holder = state.lock_holder()
@@ -160,7 +176,7 @@ def up(
             identity += ["--store", store]  # checked by the server: a bad one fails `up`
         if hpa_sync_period is not None:
             identity += ["--hpa-sync-period", hpa_sync_period]
-        identity += _mesh_config_args(state, mesh_config)
+        identity += _mesh_config_args(state, mesh_config, network or "")
         _start(state, host, port, wait, envoy_concurrency, no_mesh, identity)
     if paths:
         sources = _sources(paths)
@@ -172,28 +188,44 @@ def up(
         _wait_ready(client, wait=max(wait, 180.0))
 
 
-def _mesh_config_args(state: StateDir, given: str | None) -> list[str]:
+def _mesh_config_args(state: StateDir, given: str | None, network: str = "") -> list[str]:
     """Check the mesh config before starting (the control plane would refuse it too, in
-    its log): errors stop `up` with file, line and field; warnings are printed."""
+    its log), with the host's ``network`` when given: errors stop `up` with file, line
+    and field; warnings are printed."""
     path = Path(given) if given else state.root / MESH_CONFIG_FILE
     if given is None and not path.is_file():
+        _one_network(network)
         return []
     try:
-        _, warnings = read_mesh_config(path)
+        config, warnings = read_mesh_config(path, network)
     except MeshConfigError as exc:
         print_diagnostics(exc.diagnostics)
         raise fail(f"{path}: mesh config refused; the control plane was not started") from None
     print_diagnostics(warnings)
+    if not config.networks:
+        _one_network(network)
     return ["--mesh-config", str(path.resolve())] if given else []
 
 
-def _hosts_args(host: str, listen: str | None, timeout: str | None, grace: str | None
-                ) -> list[str]:
-    """The server flags for other hosts (``--listen`` and the joined hosts' health)."""
+def _one_network(network: str) -> None:
+    """Say that ``--network`` routes nothing without ``meshNetworks`` (one network)."""
+    if network:
+        out.print(f"note: --network {network}: the mesh config has no meshNetworks, so the "
+                  "mesh is one network and the name routes nothing (it is shown in "
+                  "`meshpilot status` and endpoints.json)", markup=False)
+
+
+def _hosts_args(host: str, listen: str | None, timeout: str | None, grace: str | None,
+                network: str = "") -> list[str]:
+    """The server flags for other hosts (``--listen``, the joined hosts' health, and this
+    host's ``--network``)."""
     if listen and host not in ("127.0.0.1", listen):
         raise fail(f"--host {host} and --listen {listen}: with --listen the API binds to "
                    "the listen address; give one of them")
+    if network and (problem := network_name_problem(network)):
+        raise fail(f"--network: {problem} [{LOCAL_NETWORK_REFUSED.code}]")
     args = ["--listen", listen] if listen else []
+    args += ["--network", network] if network else []
     for flag, value in (("--host-timeout", timeout), ("--host-grace", grace)):
         if value:
             args += [flag, value]
@@ -318,8 +350,10 @@ def status(state_dir: StateOpt = None) -> None:
         ("state dir", body.get("stateDir")), ("started", body.get("startedAt")),
         ("revision", body.get("revision")),
         ("proxies", _proxies_summary(client)),
+        ("network", body.get("network")),
     ):
-        table.add_row(label, str(value))
+        if label != "network" or value:  # a network only when one is named
+            table.add_row(label, str(value))
     out.print(table)
 
 
@@ -512,10 +546,17 @@ def describe(
 @app.command()
 def analyze(
     filename: FilesOpt = None,
+    mesh_config: Annotated[str | None, typer.Option(
+        "--mesh-config", "--meshConfigFile",
+        help="The mesh config to judge the files against (as `up --mesh-config`), for "
+             "the findings that need it (a network meshNetworks does not list: MP2032); "
+             "a mesh config file among the -f files is read the same way")] = None,
 ) -> None:
     """Validate files offline (no control plane needed); exit 1 on errors."""
-    sources = _sources(filename)
+    given = _one_file(mesh_config, "--mesh-config") if mesh_config else None
+    sources, found = analyze_mesh.split(_sources(filename), given)
     plan = plan_apply(sources)
+    analyze_mesh.judge(plan, found)
     print_diagnostics(plan.diagnostics)
     errors, warnings = len(plan.errors), len(plan.warnings)
     if errors:

@@ -48,6 +48,11 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
     join.add_argument("--pod-addresses", default="",
                       help="CIDR of this host's own addresses for those pods (default: "
                            "--address alone, one pod at a time)")
+    join.add_argument("--east-west-gateway", "--network-gateway", action="store_true",
+                      help="also run the east-west gateway of this host's network here "
+                           "(port 15443 at --address), which meshNetworks names by "
+                           "registryServiceName istio-eastwestgateway.istio-system.svc."
+                           "cluster.local, so other networks reach this one through it")
     args = parser.parse_args(argv)
     try:
         ports = _app_ports(args.app_port)
@@ -61,7 +66,8 @@ def parse(argv: list[str] | None = None) -> AgentOptions:
                         address=args.address, ca_file=Path(args.ca_file),
                         state_dir=Path(args.state_dir), app_ports=ports,
                         outbound_port=args.outbound_port, node_name=args.node_name,
-                        pod_addresses=args.pod_addresses)
+                        pod_addresses=args.pod_addresses,
+                        east_west_gateway=args.east_west_gateway)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         agent.start_sidecar()
+        agent.start_gateway()
         agent.start_pods()
+        agent.start_watch()
     except (JoinFailed, EnvoyError, ValueError) as exc:
         agent.stop()
         print(f"meshpilot host join: joined, but the sidecar did not start: {exc}",

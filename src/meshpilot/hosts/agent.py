@@ -12,6 +12,13 @@ reconnection picks another; the agent sends each report and renewal to the leadi
 (the one that answered last until it knows) and, if it does not answer, to the next, and
 learns the current set from every report's answer.
 
+Restarts: besides its rounds (a quarter of ``up --host-timeout``), the agent holds a
+watch open (:mod:`meshpilot.server.host_watch`) and reports and syncs its pods at once
+when the control plane answers with another epoch (it restarted, another replica leads,
+or the Deployments placed on this node changed) or answers again after the connection
+broke, so a restarted control plane has this host's pods as endpoints again within a
+second or so instead of at the next round.
+
 Telemetry: each report carries the sidecar's counters (its admin ``/stats``, read with
 the query the join's answer names, compressed), since the control plane cannot reach the
 admin socket on this host; the control plane reads them as it reads its own proxies'.
@@ -51,6 +58,17 @@ OUTBOUND_ADDRESS = "127.0.0.1"
 the host's address, anyone on its network could call the mesh as this host)."""
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+GATEWAY_NAME = "istio-eastwestgateway"
+GATEWAY_NAMESPACE = "istio-system"
+WATCH_TIMEOUT = 20.0
+"""How long the agent waits for a held watch's answer (the control plane holds it 10 s)."""
+WATCH_CONNECT = 3.0
+"""How long connecting for a watch may take before the next replica is tried (a replica
+whose host is gone answers nothing at all)."""
+WATCH_RETRY = 0.25
+"""How soon a broken watch is tried again: the time a control plane back up may wait."""
+
+
 def xds_health_check() -> dict[str, Any]:
     """A replica's xDS port is alive while a connection to it succeeds, checked each
     second (also while no request went through: Envoy's ``no_traffic_interval`` is 60 s
@@ -75,6 +93,7 @@ class AgentOptions:
     outbound_port: int = OUTBOUND_PROXY_PORT
     node_name: str = ""  # the node this host is, for pods placed on it ("": none run here)
     pod_addresses: str = ""  # this host's addresses for those pods (CIDR; default: address)
+    east_west_gateway: bool = False  # run this host's network's east-west gateway here
 
 
 def _address(hostport: str) -> tuple[str, int]:
@@ -105,8 +124,13 @@ class HostAgent:
             raise JoinFailed(f"--ca-file {options.ca_file}: not the control plane's roots "
                              f"(its api-ca.pem): {exc}") from None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Set to report before the round's time (the watch saw a change)."""
+        self._watch_thread: threading.Thread | None = None
         self.joined: dict[str, Any] = {}
         self.sidecar: EnvoyProcess | None = None
+        self.gateway: EnvoyProcess | None = None
+        """This host's network's east-west gateway (``--east-west-gateway``), if run."""
         self.pods: HostPods | None = None
         self._pods_thread: threading.Thread | None = None
         self.servers: list[str] = [options.server]
@@ -150,7 +174,7 @@ class HostAgent:
                 out.append(xds)
         return out
 
-    def _post(self, action: str, body: dict[str, Any], timeout: float = 10.0
+    def _post(self, action: str, body: dict[str, Any], timeout: float | httpx.Timeout = 10.0
               ) -> dict[str, Any]:
         """POST to the replica that answered last, else to each other one in turn."""
         causes = []
@@ -244,6 +268,25 @@ class HostAgent:
                                     work_dir=self.options.state_dir / "sidecar")
         return self.sidecar.start()
 
+    # --- the network's east-west gateway ----------------------------------------------
+    def start_gateway(self) -> EnvoyProcess | None:
+        """Run the east-west gateway of this host's network at its address (port 15443,
+        Istio's), configured by the control plane over this host's mutual-TLS xDS like
+        the sidecar: it passes mutual-TLS connections from other networks, unopened, to
+        the workloads of this network (see :mod:`meshpilot.server.host_gateways`)."""
+        if not self.options.east_west_gateway:
+            return None
+        answer = self._post("gateway", {
+            "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+            "hostToken": self.joined["hostToken"]})
+        node = ProxyNode(id=str(answer["nodeId"]), kind="gateway", namespace=GATEWAY_NAMESPACE,
+                         ip=self.options.address, workload=GATEWAY_NAME, name=GATEWAY_NAME,
+                         labels={"istio": "eastwestgateway", "app": GATEWAY_NAME})
+        self.gateway = EnvoyProcess(self.secured(node, str(answer["xdsToken"])),
+                                    name=f"gateway-{self.joined['entry']}",
+                                    work_dir=self.options.state_dir / "gateway")
+        return self.gateway.start()
+
     # --- pods placed on this host's node ------------------------------------------------
     def start_pods(self) -> HostPods | None:
         """Run the pods placed on ``--node-name`` (nothing without one), synced each
@@ -274,6 +317,51 @@ class HostAgent:
             except Exception:  # the next round tries again
                 log.exception("pods not synced")
             pods.changed.wait(every)
+
+    # --- the watch -------------------------------------------------------------------
+    def start_watch(self) -> threading.Thread:
+        """Hold the control plane's watch open, in a thread, until :meth:`stop`."""
+        self._watch_thread = threading.Thread(target=self._watch, name="host-watch",
+                                              daemon=True)
+        self._watch_thread.start()
+        return self._watch_thread
+
+    def _watch(self) -> None:
+        """Ask for the epoch again and again; sync at once when it changes or comes back
+        after a broken connection. Ends on stop, or when the control plane refuses this
+        host (the report loop says why) or has no watch (an older one: rounds only)."""
+        held, broken = "", False
+        while not self._stop.is_set():
+            try:
+                answer = self._post("watch", {
+                    "namespace": self.joined["namespace"], "entry": self.joined["entry"],
+                    "hostToken": self.joined["hostToken"], "node": self.options.node_name,
+                    "since": held}, timeout=httpx.Timeout(WATCH_TIMEOUT, connect=WATCH_CONNECT))
+            except JoinFailed as exc:
+                if "(403" in str(exc) or "(404" in str(exc) or "(405" in str(exc):
+                    log.warning("no watch: %s", exc)
+                    return
+                broken = True
+                self._stop.wait(WATCH_RETRY)
+                continue
+            self._learn(answer)
+            epoch = str(answer.get("epoch") or "")
+            if broken or (held and epoch != held):
+                log.warning("control plane changed (%s): syncing now",
+                            "back" if broken else "new epoch")
+                self.sync_now()
+            held, broken = epoch, False
+
+    def sync_now(self) -> None:
+        """Report and sync the pods without waiting for the round."""
+        self._wake.set()
+        if self.pods is not None:
+            self.pods.changed.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait until the next round, :meth:`sync_now` or :meth:`stop`."""
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     # --- reports ---------------------------------------------------------------------
     def renew(self) -> None:
@@ -322,7 +410,7 @@ class HostAgent:
                     log.error("%s; stopping", exc)
                     return 1
                 log.warning("report not delivered: %s", exc)
-            self._stop.wait(min(every, max(0.1, next_probe - time.monotonic())))
+            self._pause(min(every, max(0.1, next_probe - time.monotonic())))
         return 0
 
     def _stats(self) -> dict[str, Any]:
@@ -343,11 +431,13 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()  # the watch thread (a daemon) is not waited for: its call may be held
         if self._pods_thread is not None:
             assert self.pods is not None
             self.pods.changed.set()
             self._pods_thread.join(timeout=10)
             self.pods.stop()
-        if self.sidecar is not None:
-            self.sidecar.stop(grace=2.0)
-            remove_socket_dir(self.sidecar.work_dir)  # its admin socket's directory
+        for envoy in (self.gateway, self.sidecar):
+            if envoy is not None:
+                envoy.stop(grace=2.0)
+                remove_socket_dir(envoy.work_dir)  # its admin socket's directory

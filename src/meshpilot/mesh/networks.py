@@ -110,13 +110,19 @@ def on_network(snapshot: MeshSnapshot, node: ProxyNode) -> ProxyNode:
 
 
 def gateway_named(config: MeshConfig | None, listen: str | None) -> MeshConfig | None:
-    """``config`` with its ``meshNetworks`` gateways named by the east-west gateway's
-    service (:data:`~meshpilot.api.mesh_networks.EAST_WEST_SERVICE`) at ``listen``, where
-    this gateway is; without ``--listen`` they stay unresolved (no gateway: warned)."""
+    """``config`` with the ``meshNetworks`` gateways named by the east-west gateway's
+    service (:data:`~meshpilot.api.mesh_networks.EAST_WEST_SERVICE`) on the control-plane
+    host's network at ``listen``, where this gateway is (on every network when none lists
+    the host's registry); without ``--listen`` they stay unresolved (no gateway: warned).
+    On another network that name is the gateways joined hosts run there
+    (:mod:`meshpilot.server.host_gateways`)."""
     if config is None or not config.networks or not listen:
         if config is not None and any(g.registry_service_name and not g.address
                                       for n in config.networks.networks for g in n.gateways):
             log.warning("meshNetworks names the east-west gateway %s, and there is none "
                         "without up --listen: that network has no gateway", EAST_WEST_SERVICE)
         return config
-    return replace(config, networks=config.networks.resolve(EAST_WEST_SERVICE, listen))
+    # the control plane's gateway serves its own host's network; another network's
+    # gateways of that name are the ones its joined hosts run (with_joined)
+    own = config.networks.registry_network()
+    return replace(config, networks=config.networks.resolve(EAST_WEST_SERVICE, listen, own))

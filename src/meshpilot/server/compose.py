@@ -41,6 +41,7 @@ from meshpilot.server.delivery_wiring import DeliveryLoop, Publish, TelemetryTra
 from meshpilot.server.host_pods import HostPods
 from meshpilot.server.host_pods_api import HostPodsAPI
 from meshpilot.server.host_registry import HostHealth, HostRegistry
+from meshpilot.server.host_watch import HostWatch
 from meshpilot.server.hosts_api import HostRoutesGate, HostsAPI
 from meshpilot.server.leader_api import LeaderAPI
 from meshpilot.server.mesh_api import MeshAPI, proxy_statuses
@@ -105,7 +106,7 @@ class Components:
             routes += self.hosts.routes()
         app = create_app(self.config, token, info, routes, max_body_bytes, dashboard=auth,
                          live_status=self._deployment_status, watch_limit=watch_limit)
-        return app if self.hosts is None else HostRoutesGate(app, self.hosts.public_app())
+        return app if self.hosts is None else HostRoutesGate(app, self.hosts.public_app(stopping))
 
     def _deployment_status(self, key: ObjectKey) -> dict[str, Any] | None:
         """A Deployment's pod counts from the runtime (what kubectl get shows as READY);
@@ -180,7 +181,9 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
     mesh.host_pods.timeout, mesh.host_pods.grace = health.timeout, health.grace
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
     mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
-    return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes())
+    mesh.remote_gateways = registry.gateways
+    return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes(),
+                    HostWatch(registry, mesh.host_pods.version_of))
 
 
 def _host_credentials(registry: HostRegistry, pods: HostPods) -> Mapping[str, Any]:

@@ -32,6 +32,7 @@ from meshpilot.api.credentials import Secret
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.kubernetes import Deployment
 from meshpilot.api.mesh_config import MeshConfig
+from meshpilot.api.mesh_networks import EAST_WEST_SERVICE
 from meshpilot.gc_policy import QuietCollector
 from meshpilot.jsonfile import write_json_atomic
 from meshpilot.mesh import networks
@@ -52,6 +53,7 @@ from meshpilot.security.options import SecurityOptions
 from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.security.rotation import renew_at
 from meshpilot.security.workload_certs import CredentialSubject
+from meshpilot.server import host_gateways
 from meshpilot.server.api_tls import ServerCertificate, issue_server_certificate, subject_names
 from meshpilot.server.ca_rotation import CaRotation
 from meshpilot.server.east_west import PROXY_NAME as EAST_WEST_PROXY
@@ -188,6 +190,8 @@ class MeshControlPlane:
         # unchanged objects keep their identity
         self._snapshots = SnapshotBuilder(trust_domain=options.trust_domain,
                                           mesh_config=networks.gateway_named(mesh_config, listen))
+        self._joined_base = self._snapshots.mesh_config
+        """The mesh config before the joined hosts' gateways are added to it."""
         self._configs = ProxyConfigBuilder()  # one build per proxy class and change
         # The same xDS port as the previous control plane on this state directory, so the
         # proxies it left running reconnect by themselves (a new port only if it is taken)
@@ -219,6 +223,11 @@ class MeshControlPlane:
         on the caller's thread)."""
         self.remote_behind: Callable[[int], bool] = lambda revision: False
         """Whether a rebuild at a store revision waits for the leader's pods as of it."""
+        self.remote_gateways: Callable[[], host_gateways.Joined] = dict
+        """The east-west gateways joined hosts run (:mod:`.host_gateways`): configured
+        here, and the gateways of their networks in ``meshNetworks``."""
+        self._joined_networks: tuple[dict[str, tuple[str, ...]], MeshConfig] = (
+            {}, self._snapshots.mesh_config)
         self.remote_targets: Callable[[], list[Target]] = list
         """Proxies on joined hosts whose counters their agents report, for telemetry."""
         self.runtime: PlacedRuntime | None = None
@@ -391,6 +400,18 @@ class MeshControlPlane:
                 wanted.add(server.port.number)
         return {str(p): self.ports.get(f"ingress.{p}") for p in sorted(wanted)}
 
+    def _with_joined_gateways(self) -> MeshConfig:
+        """The mesh config with the joined hosts' gateways on their networks (by the
+        last snapshot's entry networks); the same object while they do not change."""
+        held, config = self._joined_networks
+        joined = host_gateways.by_network(self.remote_gateways(), self.snapshot)
+        if joined != held:
+            base = self._joined_base
+            config = replace(base, networks=base.networks.with_joined(EAST_WEST_SERVICE,
+                                                                      joined))
+            self._joined_networks = (joined, config)
+        return config
+
     def _xds_snapshot(self, snapshot: MeshSnapshot, gateway_ports: dict[str, int],
                       pods: list[Pod]) -> XdsSnapshot:
         """What the proxies are told at ``snapshot``: a gateway listens on the ports
@@ -401,7 +422,12 @@ class MeshControlPlane:
         remote = self.remote_credentials()
         credentials = {**self.certificates.current(self._proxy_identities(pods)), **remote}
 
+        joined = self.remote_gateways()
+
         def config_for(node: ProxyNode) -> dict[str, Any]:
+            held = joined.get(node.id)
+            if held is not None:  # a joined host's east-west gateway
+                return host_gateways.config(snapshot, node, *held)
             if node.kind == "gateway":
                 node = replace(node, gateway_ports=ports)
             node = networks.on_network(snapshot, node)
@@ -498,6 +524,7 @@ class MeshControlPlane:
             self._version += 1
             workloads = [self._workload(p) for p in pods if p.ip]
             self._workloads = {w.name: self._workloads[w.name] for w in workloads}
+            self._snapshots.mesh_config = self._with_joined_gateways()
             self.snapshot = snapshot = self._snapshots.build(
                 self._version, objects, workloads + self.remote_workloads())
             self.built_from_revision = revision

@@ -112,6 +112,9 @@ class HostPods:
     theirs come from (a pod sidecar's xDS stream may be at any replica)."""
     _dropped: list[str] = field(default_factory=list)
     """Node ids whose credentials were forgotten here, to withdraw from ``shared``."""
+    _versions: dict[str, int] = field(default_factory=dict)
+    """node -> how often what it is to run changed: a host's watch answers when its
+    node's does, so the host syncs at once instead of at its next round."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- placement (the control plane's side) -------------------------------------------
@@ -140,6 +143,10 @@ class HostPods:
                 new = placed.get(key)
                 if new is not None and new.node != old.node and key not in self._leaving:
                     self._leaving[key] = old  # left at once only when never ready there
+            for key in self._placed.keys() | placed.keys():
+                old, new = self._placed.get(key), placed.get(key)
+                if old != new:
+                    self._bump(*(p.node for p in (old, new) if p is not None))
             self._placed = placed
             self._settle_leaving()
         return local
@@ -153,6 +160,17 @@ class HostPods:
             if new is None or new.node == old.node or _ready_on(
                     self._nodes.get(new.node), key, new, now - self.timeout):
                 del self._leaving[key]
+                self._bump(old.node)
+
+    def _bump(self, *nodes: str) -> None:
+        """What ``nodes`` run changed. Under the lock."""
+        for node in nodes:
+            self._versions[node] = self._versions.get(node, 0) + 1
+
+    def version_of(self, node: str) -> int:
+        """How often what ``node`` is to run has changed (0: never)."""
+        with self._lock:
+            return self._versions.get(node, 0)
 
     def _of_node(self, node: str) -> dict[Key, Placed]:
         """The Deployments ``node`` runs: those placed on it, and those moving away from

@@ -55,6 +55,7 @@ from meshpilot.security.files import write_private
 from meshpilot.security.identity import workload_identity
 from meshpilot.security.join_tokens import JoinRefused, JoinTokenBook
 from meshpilot.security.proxy_tokens import BoundIdentity, ProxyTokens
+from meshpilot.server import host_gateways
 from meshpilot.server.config_service import ConfigService
 from meshpilot.store import ConfigStore, NotFound, PutStatus
 from meshpilot.store.etcd_client import EtcdError, EtcdUnavailable
@@ -129,6 +130,7 @@ class _Member:
     labels: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)  # the group's port name -> number
     stats: tuple[int, bytes] = (0, b"")  # its sidecar's last counters: (epoch, /stats JSON)
+    gateway: bool = False  # it runs its network's east-west gateway (host_gateways)
 
 
 @dataclass
@@ -323,6 +325,31 @@ class HostRegistry:
         with self._lock:
             return key if key in self._members else None
 
+    def gateway(self, namespace: str, entry: str, host_token: str) -> dict[str, Any] | None:
+        """The member runs its network's east-west gateway: its node id and xDS token
+        (see :mod:`meshpilot.server.host_gateways`); None if the credential is not that
+        entry's or it is no member."""
+        key = self.member(namespace, entry, host_token)
+        if key is None:
+            return None
+        with self._lock:
+            member = self._members[key]
+            member.gateway = True
+            self._save()
+        self._share(member)
+        self.changed()
+        node = host_gateways.node_id(key, member.address)
+        return {"nodeId": node, "port": host_gateways.PORT,
+                "xdsToken": self.proxy_tokens.issue(node, host_gateways.identity(member.address))}
+
+    def gateways(self) -> host_gateways.Joined:
+        """The joined hosts' gateways that may serve: their host has not reported
+        unready (a replica that gets no reports serves every one)."""
+        with self._lock:
+            return {host_gateways.node_id(m.key, m.address): (m.key, m.address)
+                    for m in self._members.values()
+                    if m.gateway and m.registered and (m.ready or not m.reported)}
+
     def renew(self, namespace: str, entry: str, host_token: str, csr_pem: bytes,
               key_file: str) -> dict[str, Any] | None:
         """A new certificate for a member's new key (made on its host, named by its file
@@ -512,14 +539,14 @@ def _record(member: _Member) -> dict[str, Any]:
     return {"key": list(member.key), "nodeId": member.node_id, "account": member.account,
             "chain": member.credential.chain_pem.decode(),
             "keyFile": member.credential.key_file, "address": member.address,
-            "labels": member.labels, "ports": member.ports}
+            "labels": member.labels, "ports": member.ports, "gateway": member.gateway}
 
 
 def _member(row: dict[str, Any], now: float) -> _Member:
     return _Member(ObjectKey(*row["key"]), row["nodeId"], HostCredential(
         row["chain"].encode(), row["keyFile"], b""), now, row.get("account", "default"),
         address=str(row.get("address", "")), labels=dict(row.get("labels") or {}),
-        ports=dict(row.get("ports") or {}))
+        ports=dict(row.get("ports") or {}), gateway=row.get("gateway") is True)
 
 
 def _node(member: _Member) -> ProxyNode:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -36,9 +37,12 @@ from meshpilot.server.body_limit import BodyLimitMiddleware
 from meshpilot.server.host_pods_api import PATHS as POD_PATHS
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 from meshpilot.server.host_stats import reported_stats as _stats
+from meshpilot.server.host_watch import PATH as WATCH_PATH
+from meshpilot.server.host_watch import HostWatch, never
 
 API = "/apis/meshpilot.io/v1/hosts"
-PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", *POD_PATHS})
+PUBLIC_PATHS = frozenset({f"{API}/join", f"{API}/report", f"{API}/renew", f"{API}/gateway",
+                          WATCH_PATH, *POD_PATHS})
 MAX_BODY = 1024 * 1024
 """A report carries its sidecar's counters (compressed): room for a large mesh's."""
 _JOIN_FIELDS = frozenset({"token", "group", "address", "csr", "keyFile"})
@@ -65,11 +69,13 @@ async def _json(request: Request) -> dict[str, Any] | None:
 
 class HostsAPI:
     def __init__(self, registry: HostRegistry, tokens: JoinTokenBook,
-                 more: list[Route] | None = None) -> None:
+                 more: list[Route] | None = None, watch: HostWatch | None = None) -> None:
         self.registry = registry
         self.tokens = tokens
         self.more = more or []
         """Further routes a host calls with its credential (its pods)."""
+        self.watch = watch or HostWatch(registry, lambda _node: 0)
+        """What a host's agent holds open to sync at once (:mod:`.host_watch`)."""
 
     async def create_token(self, request: Request) -> Response:
         body = await _json(request)
@@ -136,16 +142,36 @@ class HostsAPI:
                                  "left the mesh (join again)")
         return JSONResponse(answer)
 
+    async def gateway(self, request: Request) -> Response:
+        """``POST .../hosts/gateway`` ``{"namespace", "entry", "hostToken"}``: the host
+        runs its network's east-west gateway; answered with its node id and xDS token
+        (:mod:`meshpilot.server.host_gateways`)."""
+        body = await _json(request)
+        fields = ("namespace", "entry", "hostToken")
+        if body is None or set(body) != set(fields) or not all(
+                isinstance(body[k], str) for k in fields):
+            return _failure(400, "the body is a JSON object with the strings "
+                                 + ", ".join(fields))
+        answer = await asyncio.to_thread(self.registry.gateway, body["namespace"],
+                                         body["entry"], body["hostToken"])
+        if answer is None:
+            return _failure(403, "not a host credential for that entry, or the entry has "
+                                 "left the mesh (join again)")
+        return JSONResponse(answer)
+
     def routes(self) -> list[Route]:
         """The bearer-token route (into the main app)."""
         return [Route(f"{API}/tokens", self.create_token, methods=["POST"])]
 
-    def public_app(self) -> ASGIApp:
-        """The routes a joining host calls, without the bearer-token check."""
+    def public_app(self, stopping: Callable[[], bool] = never) -> ASGIApp:
+        """The routes a joining host calls, without the bearer-token check; a held watch
+        ends once ``stopping`` says the server shuts down."""
         return BodyLimitMiddleware(Starlette(routes=[
             Route(f"{API}/join", self.join, methods=["POST"]),
             Route(f"{API}/report", self.report, methods=["POST"]),
             Route(f"{API}/renew", self.renew, methods=["POST"]),
+            Route(f"{API}/gateway", self.gateway, methods=["POST"]),
+            *self.watch.routes(stopping),
             *self.more,
         ]), MAX_BODY)
 

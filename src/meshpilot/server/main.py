@@ -38,12 +38,13 @@ from meshpilot.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from meshpilot.server.dashboard.gate import PREFIX as DASHBOARD_PREFIX
 from meshpilot.server.host_registry import HostHealth
 from meshpilot.server.kubeconfig import kubeconfig, write_kubeconfig
-from meshpilot.server.mesh_config_file import FLAG_HELP, load_mesh_config
+from meshpilot.server.mesh_config_file import FLAG_HELP, load_mesh_config, own_network
 from meshpilot.statedir import AlreadyRunning, StateDir
 from meshpilot.store import Corrupt, Unavailable
 from meshpilot.store.factory import open_store
 from meshpilot.store.url import StoreSpec, parse_store_url
 from meshpilot.validation.mesh_config import MeshConfigError
+from meshpilot.validation.mesh_networks import network_name_problem
 
 log = logging.getLogger("meshpilot.server")
 DASHBOARD_PATH = DASHBOARD_PREFIX + "/"
@@ -142,6 +143,7 @@ def serve(
     watch_limit: int = WATCH_BACKLOG_LIMIT, listen: str | None = None,
     host_health: HostHealth | None = None, store_spec: StoreSpec | None = None,
     hpa_sync_seconds: float = SYNC_SECONDS, mesh_config: MeshConfig | None = None,
+    network: str = "",
 ) -> int:
     if listen:  # reachable from other hosts: the API there, and only over TLS
         host, tls = listen, True
@@ -168,6 +170,9 @@ def serve(
     endpoints: dict[str, Any] = {
         "api": _url(host, api_port), "dashboard": _url(host, api_port) + DASHBOARD_PATH,
         "pid": os.getpid(), "stateDir": str(state.root)}
+    local = own_network(mesh_config, network)
+    if local:  # where this host's pods are, as `meshpilot status` shows it
+        info["network"] = endpoints["network"] = local
     started = threading.Event()
 
     def publish(extra: dict[str, Any]) -> None:
@@ -305,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="how often HorizontalPodAutoscalers are synced, as Kubernetes' "
                              "--horizontal-pod-autoscaler-sync-period (default 15s)")
     parser.add_argument("--mesh-config", default=None, help=FLAG_HELP)
+    parser.add_argument("--network", default="",
+                        help="the control-plane host's network (Istio's meshNetworks name; "
+                             "default: the one listing fromRegistry: Kubernetes)")
     args = parser.parse_args(argv)
+    if args.network and (problem := network_name_problem(args.network)):
+        parser.error(f"--network: {problem}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # what the webhook commands did is what their authors asked to see
     logging.getLogger(shell_tasks.__name__).setLevel(logging.INFO)
@@ -317,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                                cert_ttl=args.cert_ttl)
     state = StateDir.resolve(args.state_dir)
     try:
-        mesh_config = load_mesh_config(state, args.mesh_config)
+        mesh_config = load_mesh_config(state, args.mesh_config, args.network)
     except MeshConfigError as exc:
         print(f"meshpilot: mesh config refused:\n{exc}", file=sys.stderr)
         return 2
-    return serve(state, args.host, args.port, mesh_config=mesh_config,
+    return serve(state, args.host, args.port, mesh_config=mesh_config, network=args.network,
                  with_mesh=not args.no_mesh, envoy_concurrency=args.envoy_concurrency,
                  security=security, tls=args.tls, access_log=args.access_log == "on",
                  loadtester_commands=args.loadtester_commands,

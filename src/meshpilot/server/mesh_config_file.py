@@ -28,13 +28,22 @@ def mesh_config_path(state: StateDir, given: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_mesh_config(state: StateDir, given: str | None) -> MeshConfig:
-    """The mesh config to run with; its warnings go to stderr (the control plane's log).
+def load_mesh_config(state: StateDir, given: str | None, network: str = "") -> MeshConfig:
+    """The mesh config to run with, the control-plane host on ``network`` (``up
+    --network``) when given; its warnings go to stderr (the control plane's log).
     Raises :class:`~meshpilot.validation.mesh_config.MeshConfigError` on errors."""
     path = mesh_config_path(state, given)
     if path is None:
         return MeshConfig()
-    config, warnings = read_mesh_config(path)
+    config, warnings = read_mesh_config(path, network)
     for warning in warnings:
         print(f"meshpilot: {warning.format()}", file=sys.stderr)
     return config
+
+
+def own_network(config: MeshConfig | None, network: str) -> str:
+    """The control-plane host's network: the one listing ``fromRegistry: Kubernetes``
+    (``up --network`` made it so when given), else the flag's name alone (no
+    ``meshNetworks``: one network, the name routes nothing), else ""."""
+    listed = config.networks.registry_network() if config is not None else ""
+    return listed or network

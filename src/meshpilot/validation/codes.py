@@ -122,6 +122,12 @@ MESH_NETWORK_UNKNOWN = Code("MP0089", Severity.ERROR, "meshNetworks names a regi
 NETWORK_NOT_LISTED = Code("MP2032", Severity.WARNING, "WorkloadEntry or WorkloadGroup names "
                           "a network meshNetworks does not list: it is reached only from "
                           "proxies on that same network name, through no gateway")
+LOCAL_NETWORK_REFUSED = Code("MP0095", Severity.ERROR, "up --network refused: not a "
+                             "network name, or meshNetworks puts the control-plane host "
+                             "(fromRegistry: Kubernetes) on another network")
+LOCAL_NETWORK_NOT_LISTED = Code("MP2039", Severity.WARNING, "up --network names a network "
+                                "meshNetworks does not list: it has no gateway, so proxies "
+                                "on other networks do not reach this host's pods")
 NETWORK_NO_GATEWAY = Code("MP2036", Severity.WARNING, "meshNetworks network without a "
                           "gateway: its endpoints are reached only from its own network")
 ARGO_TEMPLATE_MISSING = Code("MP2050", Severity.WARNING, "Argo Rollout analysis names an "

@@ -29,7 +29,7 @@ from meshpilot.validation.codes import (
     Code,
 )
 from meshpilot.validation.diagnostics import Diagnostic, format_path, has_errors
-from meshpilot.validation.mesh_networks import parse_mesh_networks
+from meshpilot.validation.mesh_networks import parse_mesh_networks, with_local_network
 
 SUBJECT = "meshConfig"
 MAX_RESOLVERS = 8
@@ -178,9 +178,12 @@ def _resolvers(reader: _Reader, data: dict[str, Any]) -> tuple[DnsResolver, ...]
     return tuple(out)
 
 
-def parse_mesh_config(text: str, file: str) -> tuple[MeshConfig, list[Diagnostic]]:
+def parse_mesh_config(text: str, file: str, network: str = ""
+                      ) -> tuple[MeshConfig, list[Diagnostic]]:
     """The settings of one meshConfig document, and every warning about it. Raises
-    :class:`MeshConfigError` when there is an error."""
+    :class:`MeshConfigError` when there is an error. ``network`` is the control-plane
+    host's network (``up --network``), checked against ``meshNetworks`` when it is set
+    (without it the mesh is one network, and the name routes nothing)."""
     try:
         docs = load_text(text, file)
     except LoadError as exc:
@@ -200,6 +203,8 @@ def parse_mesh_config(text: str, file: str) -> tuple[MeshConfig, list[Diagnostic
     resolvers = _resolvers(reader, data)
     networks = parse_mesh_networks(reader.say, data["meshNetworks"]) \
         if "meshNetworks" in data else None
+    if networks and network:
+        networks = with_local_network(reader.say, data["meshNetworks"], networks, network)
     if has_errors(reader.found):
         raise MeshConfigError(reader.found)
     config = MeshConfig(outbound_mode=mode or "ALLOW_ANY", dns_resolvers=resolvers)
@@ -208,11 +213,11 @@ def parse_mesh_config(text: str, file: str) -> tuple[MeshConfig, list[Diagnostic
     return config, reader.found
 
 
-def read_mesh_config(path: Path) -> tuple[MeshConfig, list[Diagnostic]]:
+def read_mesh_config(path: Path, network: str = "") -> tuple[MeshConfig, list[Diagnostic]]:
     """:func:`parse_mesh_config` of a file (an unreadable file is an MP0079 error)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MeshConfigError([Diagnostic.of(MESH_CONFIG_FILE, f"cannot read: {exc}",
                                              file=str(path))]) from None
-    return parse_mesh_config(text, str(path))
+    return parse_mesh_config(text, str(path), network)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +28,8 @@ from meshpilot.api.mesh_networks import (
     NetworkGateway,
 )
 from meshpilot.validation.codes import (
+    LOCAL_NETWORK_NOT_LISTED,
+    LOCAL_NETWORK_REFUSED,
     MESH_CONFIG_FIELD,
     MESH_CONFIG_IGNORED,
     MESH_CONFIG_VALUE,
@@ -40,6 +44,8 @@ MAX_NETWORKS = 64
 MAX_ITEMS = 64
 ENDPOINT_FIELDS = ("fromCidr", "fromRegistry")
 GATEWAY_FIELDS = ("address", "registryServiceName", "port")
+NETWORK_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+"""A network name as Istio's ``topology.istio.io/network`` label holds it: a label value."""
 IGNORED: Mapping[str, str] = MappingProxyType({
     "locality": "the gateway's endpoints keep the locality of the endpoints behind it"})
 
@@ -187,3 +193,55 @@ def parse_mesh_networks(say: Say, data: Any) -> MeshNetworks:
         say(MESH_CONFIG_VALUE, (*path, "networks"), f"fromRegistry {LOCAL_REGISTRY} is "
             f"listed by networks {', '.join(local)}: the control-plane host is on one")
     return MeshNetworks(tuple(out))
+
+
+def network_name_problem(name: str) -> str:
+    """Why ``name`` cannot be a network's name ("" when it can): it is the value of the
+    ``topology.istio.io/network`` label, so a Kubernetes label value."""
+    if NETWORK_NAME.fullmatch(name):
+        return ""
+    return (f"{name!r} is not a network name: 1 to 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (a label value, as Istio's "
+            "topology.istio.io/network), e.g. network-a")
+
+
+def _registry_item(data: Any, network: str) -> tuple[str | int, ...]:
+    """The path of ``network``'s ``fromRegistry: Kubernetes`` item in ``data``."""
+    path: tuple[str | int, ...] = (ROOT, "networks", network)
+    items = (((data or {}).get("networks") or {}).get(network) or {}).get("endpoints") or []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get("fromRegistry") == LOCAL_REGISTRY:
+            return (*path, "endpoints", i, "fromRegistry")
+    return path
+
+
+def with_local_network(say: Say, data: Any, networks: MeshNetworks, name: str
+                       ) -> MeshNetworks:
+    """``networks`` with the control-plane host on ``name`` (``up --network``): that
+    network lists ``fromRegistry: Kubernetes`` as if the file said so.
+
+    The flag and the file must agree, as Istio's cluster network and its meshNetworks
+    registry must: a file that puts the registry on another network is refused (MP0095)
+    rather than overridden, since either could be the one meant. A network the file does
+    not list is added with no gateway and warned about (MP2039): proxies on other
+    networks then do not reach this host's pods (Istio drops them the same way)."""
+    listed = networks.registry_network()
+    if listed and listed != name:
+        say(LOCAL_NETWORK_REFUSED, _registry_item(data, listed),
+            f"up --network {name} puts the control-plane host on network {name!r}, and "
+            f"this fromRegistry: {LOCAL_REGISTRY} puts it on {listed!r}: it is on one "
+            f"network; give --network {listed}, or move this item to network {name!r}")
+        return networks
+    if not any(n.name == name for n in networks.networks):
+        names = ", ".join(n.name for n in networks.networks)
+        say(LOCAL_NETWORK_NOT_LISTED, (ROOT, "networks"),
+            f"up --network {name}: meshNetworks lists no network {name!r} (it lists {names}), "
+            "so it has no gateway and proxies on other networks do not reach this host's "
+            f"pods; list it, e.g. {name}: {{endpoints: [{{fromRegistry: {LOCAL_REGISTRY}}}], "
+            f"gateways: [{{registryServiceName: {EAST_WEST_SERVICE}, port: 15443}}]}}")
+        return MeshNetworks((*networks.networks,
+                             MeshNetwork(name, registries=(LOCAL_REGISTRY,))))
+    return MeshNetworks(tuple(
+        replace(n, registries=(*n.registries, LOCAL_REGISTRY))
+        if n.name == name and LOCAL_REGISTRY not in n.registries else n
+        for n in networks.networks))

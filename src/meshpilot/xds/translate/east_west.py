@@ -122,24 +122,25 @@ def _passthrough_cluster(name: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _served(lb: ec.LbEndpoint, network: str) -> bool:
+def _served(lb: ec.LbEndpoint, network: str, local: bool = True) -> bool:
     """Whether the gateway forwards to ``lb``: a pod of this host (not another replica's
-    host's, which that host's gateway serves), or, when the gateway
+    host's, which that host's gateway serves; none for a joined host's gateway, not
+    ``local``), or, when the gateway
     is on a named network, an endpoint of that network that takes mutual TLS (Istio's
     gateway of a network forwards to every workload on it)."""
     if on_this_host(lb.endpoint.address.socket_address.address):
-        return host_gateway_of(lb) is None  # not a pod of another replica's host
+        return local and host_gateway_of(lb) is None  # not another replica's host's pod
     return bool(network) and network_of(lb) == network and _takes_mtls(lb)
 
 
-def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str, network: str
-                ) -> endpoint_pb2.ClusterLoadAssignment:
+def _local_part(assignment: endpoint_pb2.ClusterLoadAssignment, name: str, network: str,
+                local: bool = True) -> endpoint_pb2.ClusterLoadAssignment:
     """The assignment's endpoints the gateway serves (:func:`_served`), all at priority
     0 (the gateway has no locality of its own to prefer), under the SNI cluster's
     name."""
     out = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     lbs = [lb for group in assignment.endpoints for lb in group.lb_endpoints
-           if _served(lb, network)]
+           if _served(lb, network, local)]
     if lbs:
         out.endpoints.add().lb_endpoints.extend(
             ec.LbEndpoint(endpoint=lb.endpoint, load_balancing_weight=lb.load_balancing_weight)
@@ -160,7 +161,7 @@ def _mesh_services(snapshot: MeshSnapshot) -> Iterator[MeshService]:
             yield service
 
 
-def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
+def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode, local: bool = True
                       ) -> tuple[Resources, list[str]]:
     """The gateway's listener at ``node.ip:GATEWAY_PORT`` and, per mesh service port and
     subset (the DestinationRule the gateway's namespace sees, as for any proxy), an EDS
@@ -169,7 +170,8 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
     matches those SNI names exactly: a connection naming anything else is closed. It
     writes Istio's access log lines where the node says, as every proxy does. Last, the
     EnvoyFilters that select the gateway patch it, as any proxy; the second value says
-    per patch what could not be applied."""
+    per patch what could not be applied. A joined host's gateway (not ``local``) serves
+    only its network's endpoints: the control-plane host's pods are not reachable there."""
     out: Resources = {names.TYPE_LISTENER: {}, names.TYPE_CLUSTER: {}, names.TYPE_ENDPOINT: {}}
     for service in _mesh_services(snapshot):
         rule = destination_rule(snapshot, service.host, node)
@@ -178,7 +180,7 @@ def gateway_resources(snapshot: MeshSnapshot, node: ProxyNode
                 continue
             sni = _sni_of(cluster.name)
             out[names.TYPE_CLUSTER][sni] = _passthrough_cluster(sni)
-            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni, node.network)
+            out[names.TYPE_ENDPOINT][sni] = _local_part(assignment, sni, node.network, local)
     served = sorted(out[names.TYPE_CLUSTER])
     if served:
         out[names.TYPE_LISTENER][LISTENER] = access_log.with_access_log(
