@@ -24,7 +24,7 @@ from tests.unit.test_mesh_networks import HOST, MESH, addresses, objects, pods
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.mesh_networks import EAST_WEST_SERVICE
-from meshpilot.hosts.agent import AgentOptions, HostAgent
+from meshpilot.hosts.agent import AgentOptions, HostAgent, gateway_node
 from meshpilot.mesh import networks
 from meshpilot.mesh.builder import SnapshotBuilder
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
@@ -119,7 +119,11 @@ def test_a_member_asks_for_its_gateway_with_its_credential(
     given = reg.gateway("shop", ENTRY.name, answer["hostToken"])
     assert given is not None and given["port"] == 15443
     assert given["nodeId"] == host_gateways.node_id(ENTRY, "10.77.0.2")
-    assert reg.proxy_tokens.verify(given["nodeId"], given["xdsToken"])
+    # the token binds the identity the agent's gateway declares, and only that
+    declared = gateway_node(given["nodeId"], "10.77.0.2")
+    assert reg.proxy_tokens.verify_proxy(declared, given["xdsToken"])
+    assert not reg.proxy_tokens.verify_proxy(replace(declared, namespace="shop"),
+                                             given["xdsToken"])
     assert reg.gateways() == {given["nodeId"]: (ENTRY, "10.77.0.2")}
     assert reg.report("shop", ENTRY.name, answer["hostToken"], ready=False)
     assert reg.gateways() == {}

@@ -69,6 +69,14 @@ WATCH_RETRY = 0.25
 """How soon a broken watch is tried again: the time a control plane back up may wait."""
 
 
+def gateway_node(node_id: str, address: str) -> ProxyNode:
+    """The east-west gateway a joined host runs, as it declares itself: the identity its
+    xDS token was issued for (``server.host_gateways.identity``)."""
+    return ProxyNode(id=node_id, kind="gateway", namespace=GATEWAY_NAMESPACE, ip=address,
+                     workload=GATEWAY_NAME, name=GATEWAY_NAME,
+                     labels={"istio": "eastwestgateway", "app": GATEWAY_NAME})
+
+
 def xds_health_check() -> dict[str, Any]:
     """A replica's xDS port is alive while a connection to it succeeds, checked each
     second (also while no request went through: Envoy's ``no_traffic_interval`` is 60 s
@@ -279,9 +287,7 @@ class HostAgent:
         answer = self._post("gateway", {
             "namespace": self.joined["namespace"], "entry": self.joined["entry"],
             "hostToken": self.joined["hostToken"]})
-        node = ProxyNode(id=str(answer["nodeId"]), kind="gateway", namespace=GATEWAY_NAMESPACE,
-                         ip=self.options.address, workload=GATEWAY_NAME, name=GATEWAY_NAME,
-                         labels={"istio": "eastwestgateway", "app": GATEWAY_NAME})
+        node = gateway_node(str(answer["nodeId"]), self.options.address)
         self.gateway = EnvoyProcess(self.secured(node, str(answer["xdsToken"])),
                                     name=f"gateway-{self.joined['entry']}",
                                     work_dir=self.options.state_dir / "gateway")
