@@ -1,8 +1,9 @@
 """The local runtime with real processes: demo apps plus real Envoy sidecars.
 
-The sidecars point at an xDS port where nothing listens, so they stay PRE_INITIALIZING;
-these tests are about the pods themselves (addresses, environment, probes, restarts,
-scaling, rollouts, shutdown), not about traffic through the mesh.
+The sidecars get their configuration from a real xDS server that gives them none (no
+clusters, no listeners), so they go LIVE with nothing to route: these tests are about the
+pods themselves (addresses, environment, probes, sidecar readiness, restarts, scaling,
+rollouts, shutdown), not about traffic through the mesh.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from meshpilot.mesh.tcp_outbound import FIRST_PORT, TcpTarget
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.ports import free_port
 from meshpilot.runtime import ImageMap, IpAllocator, LocalRuntime, Pod
+from meshpilot.runtime.pod import SIDECAR_NOT_LIVE
+from meshpilot.xds import XdsSnapshot, types
+from meshpilot.xds.server import XdsServer
 
 
 def deployment(
@@ -81,12 +85,29 @@ class Harness:
         return wait_for(check, timeout=timeout)
 
 
+def empty_xds(port: int = 0) -> XdsServer:
+    """A real xDS server that gives every proxy an empty configuration (which takes a
+    sidecar to LIVE)."""
+    server = XdsServer(authenticate=lambda node, meta: None, port=port)
+    server.start()
+    server.publish(XdsSnapshot(1, lambda node: {types.CLUSTER: {}, types.LISTENER: {}}))
+    return server
+
+
 @pytest.fixture
-def runtimes(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def xds() -> Iterator[XdsServer]:
+    server = empty_xds()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def runtimes(tmp_path: Path, xds: XdsServer) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
     all_pids: set[int] = set()
 
-    def make(name: str = "rt", images: ImageMap | None = None) -> Harness:
+    def make(name: str = "rt", images: ImageMap | None = None,
+             xds_port: int | None = None) -> Harness:
         harness: Harness
 
         def on_change() -> None:
@@ -99,7 +120,8 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         def before_stop(pod: Pod) -> None:
             harness.stopped.append((pod, [process_alive(pid) for pid in pod.pids]))
 
-        rt = LocalRuntime(tmp_path / name, xds_host="127.0.0.1", xds_port=free_port(),
+        rt = LocalRuntime(tmp_path / name, xds_host="127.0.0.1",
+                          xds_port=xds.port if xds_port is None else xds_port,
                           on_change=on_change, images=images or ImageMap(),
                           drain_seconds=0.1, before_stop=before_stop)
         harness = Harness(rt)
@@ -119,6 +141,15 @@ def get(pod: Pod, path: str = "/") -> httpx.Response:
     port = pod.inbound[0].app_port
     with httpx.Client(trust_env=False, timeout=5) as client:
         return client.get(f"http://{pod.ip}:{port}{path}")
+
+
+def answers(pod: Pod) -> bool:
+    """Whether the pod's app answers its readiness path (directly, not through the
+    sidecar)."""
+    try:
+        return get(pod, "/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -169,7 +200,39 @@ def test_pods_get_own_ips_env_and_sidecars(runtimes: Callable[..., Harness]) -> 
     with AdminClient(admin) as client:
         info = client.server_info()
     assert info["node"]["id"] == p.node_id
-    assert info["state"] == "PRE_INITIALIZING"
+    assert info["state"] == "LIVE"  # a ready pod's sidecar has its configuration
+
+
+def test_a_pod_is_not_ready_until_its_sidecar_has_its_configuration(
+        runtimes: Callable[..., Harness]) -> None:
+    """The app answers its probe, but the pod stays out of the endpoints until its
+    sidecar has taken its configuration and is LIVE, as in Kubernetes a pod is Ready only
+    when every container is, and Istio's istio-proxy readiness probe (pilot-agent's
+    /healthz/ready) passes only once Envoy's server state is LIVE: before that, its inbound
+    listener does not exist and every connection sent to the pod would be refused."""
+    port = free_port()  # no xDS server there yet: the sidecar stays PRE_INITIALIZING
+    h = runtimes("late", xds_port=port)
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}
+    h.rt.sync([("default", "web", deployment("web", probe=probe))])
+    pod = wait_for(lambda: next((p for p in h.pods("web") if p.admin_socket), None))
+    wait_for(lambda: answers(pod), timeout=15)  # the app is up and answers its probe
+    # the probe passed: what the pod waits for now is its sidecar
+    pod = wait_for(lambda: next((p for p in h.pods("web") if p.message == SIDECAR_NOT_LIVE),
+                                None), timeout=15)
+    time.sleep(0.5)  # and it goes on waiting
+    (pod,) = h.pods("web")
+    assert not pod.ready and pod.phase == "Running"
+    assert pod.message == SIDECAR_NOT_LIVE
+    assert h.rt.deployment_status("default", "web")["readyReplicas"] == 0
+    with AdminClient(pod.admin_socket) as client:
+        assert client.server_info()["state"] == "PRE_INITIALIZING"
+
+    server = empty_xds(port)  # the sidecar reconnects by itself (Envoy's back-off)
+    try:
+        (ready,) = h.ready("web", 1, timeout=30)
+        assert ready.name == pod.name and ready.message == ""
+    finally:
+        server.stop()
 
 
 def test_not_ready_until_the_probe_passes(runtimes: Callable[..., Harness]) -> None:

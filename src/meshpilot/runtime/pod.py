@@ -2,8 +2,10 @@
 
 The worker thread owns every process of its pod. It starts them, restarts whatever dies
 (exponential back-off), runs the readiness probes, and on request performs the graceful
-stop sequence. Readers never touch it directly: they get :class:`Pod`, a frozen
-snapshot.
+stop sequence. The pod is ready once every container's probe passes and its sidecar is
+LIVE (has its listeners), as a Kubernetes pod is Ready only when all its containers are,
+the istio-proxy one included. Readers never touch it directly: they get :class:`Pod`, a
+frozen snapshot.
 
 Stop sequence, in this order, so that no request is lost:
 
@@ -73,6 +75,8 @@ BACKOFF_RESET_SECONDS = 60.0
 """A process that ran this long before dying restarts after the initial back-off again."""
 MAX_GRACE_SECONDS = 10.0
 """Cap on terminationGracePeriodSeconds (Kubernetes' default of 30 s is long locally)."""
+SIDECAR_NOT_LIVE = "sidecar not ready: waiting for its configuration from the control plane"
+"""Why a pod whose containers are ready is not (its sidecar is not LIVE yet)."""
 
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' random-suffix alphabet
 
@@ -200,6 +204,12 @@ class _Sidecar:
     backoff: _Backoff = field(default_factory=_Backoff)
     started: bool = False
     admin_socket: str = ""  # set once its admin answers
+    live: bool = False
+    """Envoy's server state reached LIVE since it last started: it has its listeners from
+    the control plane and accepts on them. Until then the pod is not ready, as Istio's
+    istio-proxy readiness probe keeps a Kubernetes pod out of the endpoints: an app that
+    answers its probe before its sidecar has its inbound listener would otherwise be an
+    endpoint that refuses every connection."""
     message: str = ""
 
 
@@ -318,6 +328,7 @@ class PodWorker:
             c.tracker.next_at = now
         sc = self._sidecar
         sc.started, sc.started_mono, sc.admin_socket = True, now, str(sc.envoy.admin_socket)
+        sc.live = ready  # as the probes: a ready pod's sidecar was LIVE, and stays so
         self._restarts = int(record.get("restarts", 0))
         started_at = record.get("started_at")
         self._started_at = float(started_at) if started_at is not None else None
@@ -469,7 +480,7 @@ class PodWorker:
             started = self._sidecar.started and all(c.proc is not None for c in self._containers)
             phase: PodPhase = "Failed" if failed else "Running" if started else (
                 "Pending" if self._phase == "Failed" else self._phase)
-            ready = self._sidecar.envoy.running and all(
+            ready = self._sidecar.envoy.running and self._sidecar.live and all(
                 c.proc is not None and c.tracker.ready for c in self._containers)
             changed = ready != self._ready or phase != self._phase
             self._ready, self._phase = ready, phase
@@ -489,6 +500,7 @@ class PodWorker:
             delay = sc.backoff.after_exit(ran_for=now - sc.started_mono)
             with self._lock:
                 sc.started = False
+                sc.live = False
                 sc.next_start = now + delay
                 sc.message = (f"sidecar exited with code {code}; restarting in {delay:g}s "
                               f"(see {sc.envoy.log_path})")
@@ -512,6 +524,11 @@ class PodWorker:
             with self._lock:
                 sc.admin_socket = str(sc.envoy.admin_socket)
                 sc.message = ""
+        if sc.started and sc.admin_socket and not sc.live:
+            live = sc.envoy.admin.ready()
+            with self._lock:
+                sc.live = live
+                sc.message = "" if live else SIDECAR_NOT_LIVE
         if sc.started:
             sc.envoy.upkeep(now)
 

@@ -19,7 +19,9 @@ this replica runs ready pods of the same Deployment, or for ``KEEP_DEPARTED`` se
 most, as Kubernetes keeps a lost node's pods in the endpoints until the node is declared
 dead: a leader whose process died on a host that lives on leaves its pods serving, and
 the new leader's proxies go on sending to them until its own pods are ready, so the
-hand-over costs no request.
+hand-over costs no request. Ready means what it does for any endpoint: the app answers its
+probe and its sidecar is LIVE (:mod:`meshpilot.runtime.pod`); a pod counted ready while its
+sidecar had no inbound listener yet ended the hand-over onto a pod refusing connections.
 
 The pods' addresses are the leader host's (loopback addresses with the local runtime):
 reachable from replicas on the same host; a replica on another host takes them with the
