@@ -97,6 +97,7 @@ def test_the_leader_is_killed_and_the_other_replica_takes_over_within_a_bound(
     assert {v for v in follower.versions("http://myapp:8080/", 10)} == {"v2"}
 
 
+@pytest.mark.timeout(240)  # a whole rollout, a take-over and its pods: 55-100 s loaded
 def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mesh]) -> None:
     """The leader is SIGKILLed mid-canary: the other replica takes the lead, starts the
     pods on its host and steps the same rollout on from the step stored with it (same
