@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import _env, run_cli
+from tests.two_networks import TWO_NETWORKS
 
 
 def test_up_refuses_a_bad_mesh_config_and_starts_nothing(tmp_path: Path) -> None:
@@ -43,17 +44,7 @@ def test_the_server_refuses_it_too(tmp_path: Path) -> None:
     assert f"{bad}:2:" in result.stderr and "dnsResolvers[0]" in result.stderr
 
 
-NETWORKS = """\
-meshNetworks:
-  networks:
-    network-a:
-      endpoints: [{fromCidr: 10.3.0.0/16}]
-      gateways: [{address: 10.3.0.1, port: 15443}]
-    network-b:
-      endpoints:
-      - fromRegistry: Kubernetes
-      gateways: [{address: 10.1.0.1, port: 15443}]
-"""
+NETWORKS = TWO_NETWORKS
 
 
 def test_up_network_that_the_mesh_config_contradicts_starts_nothing(tmp_path: Path) -> None:

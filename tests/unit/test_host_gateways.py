@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from tests.unit.test_host_registry import ENTRY, GROUP, Clock, joined
+from tests.unit.test_host_registry import ENTRY, Clock, joined, new_registry
 from tests.unit.test_mesh_networks import HOST, MESH, addresses, objects, pods
 
 from meshpilot.api.identity import ObjectKey
@@ -28,11 +27,7 @@ from meshpilot.hosts.agent import AgentOptions, HostAgent, gateway_node
 from meshpilot.mesh import networks
 from meshpilot.mesh.builder import SnapshotBuilder
 from meshpilot.mesh.model import MeshSnapshot, ProxyNode
-from meshpilot.security.ca_files import load_or_create_self_signed_ca
-from meshpilot.security.join_tokens import JoinTokens
-from meshpilot.security.proxy_tokens import ProxyTokens
 from meshpilot.server import host_gateways
-from meshpilot.server.config_service import ConfigService
 from meshpilot.server.host_registry import HostRegistry
 from meshpilot.server.hosts_api import HostsAPI
 from meshpilot.store import SqliteStore
@@ -96,15 +91,7 @@ def test_a_joined_gateway_serves_its_networks_mtls_workloads_and_no_pod_here() -
 @pytest.fixture
 def registry(store: SqliteStore, tmp_path: Path) -> tuple[HostRegistry, Clock]:
     """A host registry with the group of :mod:`tests.unit.test_host_registry`."""
-    config = ConfigService(store)
-    assert config.apply([("g.json", json.dumps(GROUP))]).status == 200
-    ca = load_or_create_self_signed_ca(tmp_path / "ca")
-    clock = Clock()
-    reg = HostRegistry(store, config, JoinTokens(tmp_path), ProxyTokens(b"k" * 32),
-                       lambda: ca, timedelta(hours=1), lambda: "10.77.0.1:15012",
-                       timeout=5.0, grace=30.0, clock=clock,
-                       members_file=tmp_path / "hosts.json")
-    return reg, clock
+    return new_registry(store, tmp_path)
 
 
 def test_a_member_asks_for_its_gateway_with_its_credential(

@@ -50,8 +50,8 @@ def csr() -> bytes:
         key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-@pytest.fixture
-def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry, Clock]]:
+def new_registry(store: SqliteStore, tmp_path: Path) -> tuple[HostRegistry, Clock]:
+    """A host registry holding :data:`GROUP`, on a clock the test moves."""
     config = ConfigService(store)
     assert config.apply([("g.json", json.dumps(GROUP))]).status == 200
     ca = load_or_create_self_signed_ca(tmp_path / "ca")
@@ -60,6 +60,12 @@ def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry,
                        lambda: ca, timedelta(hours=1), lambda: "10.77.0.1:15012",
                        timeout=5.0, grace=30.0, clock=clock,
                        members_file=tmp_path / "hosts.json")
+    return reg, clock
+
+
+@pytest.fixture
+def registry(store: SqliteStore, tmp_path: Path) -> Iterator[tuple[HostRegistry, Clock]]:
+    reg, clock = new_registry(store, tmp_path)
     reg._started = clock.now - 1  # started a while ago
     yield reg, clock
 

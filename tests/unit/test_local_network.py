@@ -11,6 +11,7 @@ Istio's split horizon leaves out a network with no gateway for proxies on every 
 from __future__ import annotations
 
 import pytest
+from tests.two_networks import TWO_NETWORKS
 
 from meshpilot.api.mesh_config import MeshConfig
 from meshpilot.api.mesh_networks import LOCAL_REGISTRY
@@ -18,17 +19,7 @@ from meshpilot.server.mesh_config_file import own_network
 from meshpilot.validation.mesh_config import MeshConfigError, parse_mesh_config
 from meshpilot.validation.mesh_networks import network_name_problem
 
-MESH = """\
-meshNetworks:
-  networks:
-    network-a:
-      endpoints: [{fromCidr: 10.3.0.0/16}]
-      gateways: [{address: 10.3.0.1, port: 15443}]
-    network-b:
-      endpoints:
-      - fromRegistry: Kubernetes
-      gateways: [{address: 10.1.0.1, port: 15443}]
-"""
+MESH = TWO_NETWORKS
 UNPLACED = MESH.replace("      - fromRegistry: Kubernetes\n", "      - fromCidr: 10.1.0.0/16\n")
 
 

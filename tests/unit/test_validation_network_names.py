@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.two_networks import TWO_NETWORKS
+
 from meshpilot.api.identity import ObjectKey
 from meshpilot.api.loader import load_text
 from meshpilot.api.mesh_networks import MeshNetworks
@@ -18,16 +20,7 @@ from meshpilot.validation.mesh_config import parse_mesh_config
 from meshpilot.validation.network_names import check_network_names
 from meshpilot.validation.state_object import StateObject
 
-MESH = """\
-meshNetworks:
-  networks:
-    network-a:
-      endpoints: [{fromCidr: 10.3.0.0/16}]
-      gateways: [{address: 10.3.0.1, port: 15443}]
-    network-b:
-      endpoints: [{fromRegistry: Kubernetes}]
-      gateways: [{address: 10.1.0.1, port: 15443}]
-"""
+MESH = TWO_NETWORKS
 DOCS = """\
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
