@@ -64,7 +64,7 @@ def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network) -> It
         yield m
     finally:
         m.close()
-        cp.stop()  # while its hosts are reachable: else it waits on dead connections
+        cp.discard()  # while its hosts are there: else it waits on dead connections
 
 
 def on_node(body: dict[str, Any], node: str) -> dict[str, Any]:
