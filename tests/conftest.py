@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshpilot.server.leftovers import stop_leftovers
 from tests.dns_responder import DnsResponder
-from tests.proc_tree import descendants, kill_all
+from tests.processes import descendants, kill_all
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0

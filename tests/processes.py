@@ -1,4 +1,5 @@
-"""The processes descended from one, read from /proc: what a test kills with it.
+"""Stopping the processes a test started: one at a time (``stop_process``), or one with
+every process descended from it (``descendants``, then ``kill_all``).
 
 A process reparented to init once its parent died is no longer found from that parent,
 so the tree is read *before* anything of it is killed.
@@ -9,7 +10,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import Any
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM ``proc`` and wait ``grace`` seconds; SIGKILL it if it is still there, so a
+    wedged server never outlives its test."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _parent(pid: int) -> int | None:
