@@ -162,16 +162,20 @@ def validate_gateway(node: ProxyNode, resources: Mapping[str, Mapping[str, Any]]
     ``node``, in a static bootstrap: its EDS clusters made STATIC, and beside its own
     secrets the workload ones its auto-mTLS clusters name (``default`` from ``workload``,
     ``ROOTCA`` from ``root``). None when Envoy accepts it, else Envoy's complaint."""
-    workload_secrets = [
-        {"name": tls.SDS_DEFAULT, "tls_certificate": {
-            "certificate_chain": {"inline_bytes": b64(workload.cert_pem)},
-            "private_key": {"inline_bytes": b64(workload.key_pem)}}},
-        ca_secret(tls.SDS_ROOT, root.cert_pem)]
     config = gateway_bootstrap(
         node.id, resources[TYPE_LISTENER].values(), resources[TYPE_ROUTE].values(),
         static_clusters(resources[TYPE_CLUSTER].values(), resources[TYPE_ENDPOINT]),
-        resources[TYPE_SECRET].values(), workload_secrets)
+        resources[TYPE_SECRET].values(), static_workload_secrets(workload, root))
     return validate_bootstrap(config, work_dir)
+
+
+def static_workload_secrets(workload: Issued, root: Issued) -> list[dict[str, Any]]:
+    """The SDS secrets auto mTLS names, as static secrets of a bootstrap: ``default``
+    (``workload``'s certificate and key) and ``ROOTCA`` (``root``)."""
+    return [{"name": tls.SDS_DEFAULT, "tls_certificate": {
+                "certificate_chain": {"inline_bytes": b64(workload.cert_pem)},
+                "private_key": {"inline_bytes": b64(workload.key_pem)}}},
+            ca_secret(tls.SDS_ROOT, root.cert_pem)]
 
 
 
