@@ -261,7 +261,8 @@ def loopback_dns() -> Iterator[DnsResponder]:
 def control_plane_factory(tmp_path: Path, loopback_dns: DnsResponder
                           ) -> Iterator[Callable[..., ControlPlane]]:
     """Start extra control planes (each on ``tmp_path/<name>``, with server flags ``args``);
-    all stopped at teardown. Each resolves unknown hosts with :func:`loopback_dns`."""
+    all discarded at teardown (:meth:`ControlPlane.discard`). Each resolves unknown hosts
+    with :func:`loopback_dns`."""
     started: list[ControlPlane] = []
 
     def make(name: str = "state", *, start: bool = True, args: Sequence[str] = (),
