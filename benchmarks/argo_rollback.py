@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 import yaml
-from harness import ControlPlane
+from harness import ControlPlane, stop_process
 from rollback import OpenLoop, Rec, failed
 
 from meshpilot.proxy.ports import free_port
@@ -97,13 +97,7 @@ class Prometheus:
 
     def stop(self) -> None:
         self.http.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -53,7 +53,7 @@ import grpc_floor  # this directory's: the transport's floor
 from convergence import Child, StoredMesh, admit_all, cpu_seconds, sim_node, vm_status
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from harness import process_cpu_seconds
+from harness import keep_or_remove, process_cpu_seconds
 from latency import ForeignCpu
 
 from meshpilot.gc_policy import QuietCollector
@@ -522,10 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n(total run time {time.monotonic() - started:.0f} s)")
         return 0
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
 
 
 if __name__ == "__main__":

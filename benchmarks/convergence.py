@@ -36,7 +36,6 @@ import json
 import os
 import queue
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc_floor  # this directory's: the transport's floor, the baseline of part (b)
-from harness import issue_credentials, process_cpu_seconds
+from harness import issue_credentials, keep_or_remove, process_cpu_seconds
 
 from meshpilot.api.identity import ObjectKey
 from meshpilot.mesh.builder import SnapshotBuilder, build_snapshot
@@ -940,10 +939,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n(total run time {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs)")
         return 0
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
 
 
 if __name__ == "__main__":

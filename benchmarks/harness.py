@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,29 @@ def process_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0,
+                 sig: int = signal.SIGTERM) -> None:
+    """Ask ``proc`` to exit with ``sig``, then kill it after ``grace`` seconds: a benchmark
+    must not leave a server or a Prometheus behind when it stops, even a wedged one."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def keep_or_remove(tmp: Path, keep: bool) -> None:
+    """End of a run: remove its scratch directory, or say where it is when ``--keep``
+    asked to look at its logs afterwards."""
+    if keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def clean_env() -> dict[str, str]:
@@ -102,13 +126,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         self.api.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=20.0)
         self._log.close()
 
 

@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ControlPlane
+from harness import ControlPlane, keep_or_remove
 
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.envoy import EnvoyProcess, envoy_binary
@@ -1328,10 +1328,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.stop(grace=2.0)
         if cp is not None:
             cp.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
 
 
 def _children_cpu() -> tuple[float, ...]:

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import queue
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ControlPlane
+from harness import ControlPlane, keep_or_remove
 
 API = "/apis/meshpilot.io/v1"
 TARGET_SECONDS = 5.0
@@ -529,10 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             load.stop()
         if cp is not None:
             cp.stop()
-        if a.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, a.keep)
 
 
 if __name__ == "__main__":

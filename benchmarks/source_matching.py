@@ -39,7 +39,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from google.protobuf import json_format
-from harness import process_cpu_seconds
+from harness import process_cpu_seconds, stop_process
 
 from meshpilot.mesh.model import InboundPort, ProxyNode
 from meshpilot.mesh.sources import SOURCE_HEADER, counted_name
@@ -198,8 +198,7 @@ def measure(config: str, n: int, app_port: int, args: argparse.Namespace, tmp: P
         time.sleep(0.5)
         return _callgrind_total(out, proc.pid) / args.requests
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, grace=30.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = [measure(config, n, app_port, args, tmp) for config in args.configs]
                 print(f"  {n:>6}" + "".join(f"{v:>14,.0f}" for v in row), flush=True)
         finally:
-            app.terminate()
-            app.wait(timeout=10)
+            stop_process(app)
     return 0
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from harness import stop_process
 
 from meshpilot.proxy.admin import AdminClient
 
@@ -188,8 +189,7 @@ def main() -> int:
               f"last cycle {1000 * cost1['lastCycleSeconds']:.1f} ms wall)")
         print("Istio (published):             40-60 MB per sidecar")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server, grace=30.0)
     return 0
 
 

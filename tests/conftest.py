@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshpilot.server.leftovers import stop_leftovers
 from tests.dns_responder import DnsResponder
+from tests.processes import descendants, kill_all
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -206,6 +207,23 @@ class ControlPlane:
         # After a SIGKILL the pods and proxies of the dead process are still running.
         stop_leftovers(self.state_dir / "run")
 
+    def discard(self) -> None:
+        """Teardown's stop, at once: SIGKILL the server and every process it started
+        (pods, proxies, shell tasks), then what else its run directory holds (pods a
+        restarted server adopted). A graceful stop drains every pod for a second and
+        gives each Envoy its grace, seconds spent for nothing once a test is over; tests
+        of the graceful stop call ``terminate()`` themselves."""
+        self._close_client()
+        if self.proc is not None and self.proc.poll() is None:
+            family = descendants(self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
+            kill_all(family)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        stop_leftovers(self.state_dir / "run", grace=0.0)
+
     def _wait(self) -> int:
         assert self.proc is not None
         try:
@@ -243,7 +261,8 @@ def loopback_dns() -> Iterator[DnsResponder]:
 def control_plane_factory(tmp_path: Path, loopback_dns: DnsResponder
                           ) -> Iterator[Callable[..., ControlPlane]]:
     """Start extra control planes (each on ``tmp_path/<name>``, with server flags ``args``);
-    all stopped at teardown. Each resolves unknown hosts with :func:`loopback_dns`."""
+    all discarded at teardown (:meth:`ControlPlane.discard`). Each resolves unknown hosts
+    with :func:`loopback_dns`."""
     started: list[ControlPlane] = []
 
     def make(name: str = "state", *, start: bool = True, args: Sequence[str] = (),
@@ -254,7 +273,7 @@ def control_plane_factory(tmp_path: Path, loopback_dns: DnsResponder
 
     yield make
     for cp in started:
-        cp.stop()
+        cp.discard()
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import stop_process
+
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 START_TIMEOUT = 20.0
 
@@ -77,12 +79,8 @@ class Member:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshpilot.proxy.ports import PortWalk, free_port, wait_port
 from tests.conftest import wait_for
+from tests.processes import stop_process
 from tests.tls_pairs import certificate, key_pem, pem
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -32,13 +33,7 @@ INFLUX_USER, INFLUX_PASSWORD = "admin", "influx s3cret"
 
 
 def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop_process(proc, grace=10.0)
     log.close()
 
 

@@ -71,6 +71,7 @@ def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network,
         yield m
     finally:
         m.close()
+        cp.discard()  # while its hosts are there: else it waits on dead connections
 
 
 def on_node(body: dict[str, Any], node: str) -> dict[str, Any]:

@@ -76,6 +76,7 @@ def mesh(control_plane_factory: Callable[..., ControlPlane], net: Network) -> It
         yield m
     finally:
         m.close()
+        cp.discard()  # while its hosts are there: else it waits on dead connections
 
 
 def token(mesh: Mesh, group_ref: str = "default/myapp-vm", ttl: float = 600) -> str:

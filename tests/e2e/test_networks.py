@@ -90,6 +90,7 @@ meshNetworks:
         yield m
     finally:
         m.close()
+        cp.discard()  # while its hosts are there: else it waits on dead connections
 
 
 def join(mesh: Mesh, host: Host, tmp: Path, group_name: str, *more: str) -> str:

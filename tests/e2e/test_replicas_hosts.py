@@ -57,6 +57,7 @@ def replicas(control_plane_factory: Callable[..., ControlPlane], etcd_server: Cl
     finally:
         for m in meshes:
             m.close()
+            m.cp.discard()  # while its hosts are there (else it waits on dead connections)
 
 
 def via_sidecar(host: Host, url: str) -> subprocess.CompletedProcess[str]:

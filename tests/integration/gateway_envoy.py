@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,12 +28,22 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from tests.integration.security_envoy import as_dict, bootstrap
+from tests.integration.security_envoy import as_dict, bootstrap, ca_secret
 from tests.tls_pairs import b64
 
 from meshpilot.api.credentials import Secret
-from meshpilot.mesh.model import Named
-from meshpilot.xds.translate import names
+from meshpilot.api.networking import Gateway, VirtualService
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode
+from meshpilot.proxy.envoy import validate_bootstrap
+from meshpilot.xds.translate import (
+    TYPE_CLUSTER,
+    TYPE_ENDPOINT,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SECRET,
+    names,
+    tls,
+)
 from meshpilot.xds.translate.secrets import root_secret, workload_secret
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -83,6 +95,23 @@ def tls_secret(name: str, server: Issued, root: Issued, *, namespace: str = "ist
     return Named(namespace, name, secret)
 
 
+def gateway_snapshot(docs: str, services: Mapping[str, MeshService], *,
+                     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
+                     secrets: Sequence[Named[Secret]] = (), version: int = 1) -> MeshSnapshot:
+    """The mesh a gateway test builds from: the Gateways and VirtualServices of the YAML
+    ``docs`` (a namespace left out is ``default``), beside ``services``, their
+    ``endpoints`` and the credentials' ``secrets``."""
+    named: list[Named[Any]] = []
+    for doc in yaml.safe_load_all(docs):
+        model = (Gateway if doc["kind"] == "Gateway" else VirtualService).model_validate(doc)
+        named.append(Named(model.metadata.namespace or "default", model.metadata.name, model))
+    return MeshSnapshot(
+        version=version, services=dict(services), endpoints=dict(endpoints or {}),
+        gateways=tuple(n for n in named if isinstance(n.obj, Gateway)),
+        virtual_services=tuple(n for n in named if isinstance(n.obj, VirtualService)),
+        secrets=tuple(secrets))
+
+
 def inlined(listener: listener_pb2.Listener,
             routes: Mapping[str, route_pb2.RouteConfiguration]) -> listener_pb2.Listener:
     """A copy of ``listener`` whose connection managers carry their route config inline."""
@@ -125,6 +154,28 @@ def gateway_bootstrap(node_id: str, listeners: Iterable[listener_pb2.Listener],
     by_name = {r.name: r for r in routes}
     return bootstrap(node_id, [inlined(x, by_name) for x in listeners], clusters,
                      [*(as_dict(s) for s in secrets), *extra_secrets])
+
+
+def validate_gateway(node: ProxyNode, resources: Mapping[str, Mapping[str, Any]],
+                     workload: Issued, root: Issued, work_dir: Path) -> str | None:
+    """``envoy --mode validate`` of everything ``build_resources`` gave the gateway
+    ``node``, in a static bootstrap: its EDS clusters made STATIC, and beside its own
+    secrets the workload ones its auto-mTLS clusters name (``default`` from ``workload``,
+    ``ROOTCA`` from ``root``). None when Envoy accepts it, else Envoy's complaint."""
+    config = gateway_bootstrap(
+        node.id, resources[TYPE_LISTENER].values(), resources[TYPE_ROUTE].values(),
+        static_clusters(resources[TYPE_CLUSTER].values(), resources[TYPE_ENDPOINT]),
+        resources[TYPE_SECRET].values(), static_workload_secrets(workload, root))
+    return validate_bootstrap(config, work_dir)
+
+
+def static_workload_secrets(workload: Issued, root: Issued) -> list[dict[str, Any]]:
+    """The SDS secrets auto mTLS names, as static secrets of a bootstrap: ``default``
+    (``workload``'s certificate and key) and ``ROOTCA`` (``root``)."""
+    return [{"name": tls.SDS_DEFAULT, "tls_certificate": {
+                "certificate_chain": {"inline_bytes": b64(workload.cert_pem)},
+                "private_key": {"inline_bytes": b64(workload.key_pem)}}},
+            ca_secret(tls.SDS_ROOT, root.cert_pem)]
 
 
 

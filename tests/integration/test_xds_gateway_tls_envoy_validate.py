@@ -13,23 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from tests.integration.gateway_envoy import gateway_bootstrap, issue, static_clusters, tls_secret
-from tests.integration.security_envoy import ca_secret
-from tests.tls_pairs import b64
+from tests.integration.gateway_envoy import gateway_snapshot, issue, tls_secret, validate_gateway
 
-from meshpilot.api.networking import Gateway, VirtualService
-from meshpilot.mesh.model import Endpoint, MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
-from meshpilot.proxy.envoy import validate_bootstrap
-from meshpilot.xds.translate import (
-    TYPE_CLUSTER,
-    TYPE_ENDPOINT,
-    TYPE_LISTENER,
-    TYPE_ROUTE,
-    TYPE_SECRET,
-    build_resources,
-    tls,
-)
+from meshpilot.mesh.model import Endpoint, MeshService, ProxyNode, ServicePort
+from meshpilot.xds.translate import TYPE_LISTENER, TYPE_SECRET, build_resources
 from meshpilot.xds.translate.gateway import gateway_resources
 
 pytestmark = pytest.mark.timeout(120)
@@ -103,27 +90,18 @@ def test_envoy_accepts_the_gateway_tls_listeners_and_secrets(tmp_path: Path) -> 
     (files / "server.pem").write_bytes(shop.cert_pem + root.cert_pem)
     (files / "server.key").write_bytes(shop.key_pem)
     (files / "ca.pem").write_bytes(clients.cert_pem)
-    docs = yaml.safe_load_all(GATEWAY.format(files=files) + "---" + ROUTES)
-    models = [(Gateway if d["kind"] == "Gateway" else VirtualService).model_validate(d)
-              for d in docs]
-    named = [Named(m.metadata.namespace or "default", m.metadata.name, m) for m in models]
-    snapshot = MeshSnapshot(
-        version=1,
-        services={
-            WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),)),
-            "nginx.example.com": MeshService(
-                "nginx.example.com", "nginx.example.com", "default",
-                (ServicePort(443, "tls", "TLS"),), origin="ServiceEntry", resolution="STATIC"),
-        },
+    snapshot = gateway_snapshot(
+        GATEWAY.format(files=files) + "---" + ROUTES,
+        {WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),)),
+         "nginx.example.com": MeshService(
+             "nginx.example.com", "nginx.example.com", "default",
+             (ServicePort(443, "tls", "TLS"),), origin="ServiceEntry", resolution="STATIC")},
         endpoints={
             WEB: (Endpoint(WEB, 80, "127.10.0.1", 8080, has_sidecar=True),),
             "nginx.example.com": (Endpoint("nginx.example.com", 443, "127.0.0.1", 9443),),
         },
-        gateways=tuple(n for n in named if isinstance(n.obj, Gateway)),
-        virtual_services=tuple(n for n in named if isinstance(n.obj, VirtualService)),
         secrets=(tls_secret("shop-cert", shop, root),
-                 tls_secret("bookinfo-cert", shop, root, ca=clients)),
-    )
+                 tls_secret("bookinfo-cert", shop, root, ca=clients)))
     assert gateway_resources(snapshot, NODE).problems == ()
     resources = build_resources(snapshot, NODE)
     assert set(resources[TYPE_SECRET]) == {
@@ -133,14 +111,5 @@ def test_envoy_accepts_the_gateway_tls_listeners_and_secrets(tmp_path: Path) -> 
     assert [list(c.filter_chain_match.server_names) for c in chains] == [
         ["shop.example.com", "*.shop.example.com"], ["bookinfo.example.com"], [],
         ["nginx.example.com"], ["weighted.example.com"]]
-    workload = [  # what auto mTLS on the gateway's clusters names
-        {"name": tls.SDS_DEFAULT, "tls_certificate": {
-            "certificate_chain": {"inline_bytes": b64(shop.cert_pem)},
-            "private_key": {"inline_bytes": b64(shop.key_pem)}}},
-        ca_secret(tls.SDS_ROOT, root.cert_pem)]
-    config = gateway_bootstrap(
-        NODE.id, resources[TYPE_LISTENER].values(), resources[TYPE_ROUTE].values(),
-        static_clusters(resources[TYPE_CLUSTER].values(), resources[TYPE_ENDPOINT]),
-        resources[TYPE_SECRET].values(), workload)
-    error = validate_bootstrap(config, tmp_path)
+    error = validate_gateway(NODE, resources, shop, root, tmp_path)
     assert error is None, error

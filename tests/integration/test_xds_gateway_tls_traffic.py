@@ -32,13 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from tests.integration.echo_app import echo_server, serve
-from tests.integration.gateway_envoy import Issued, gateway_bootstrap, issue, tls_secret
+from tests.integration.gateway_envoy import (
+    Issued,
+    gateway_bootstrap,
+    gateway_snapshot,
+    issue,
+    tls_secret,
+)
 from tests.integration.security_envoy import static_cluster
 
-from meshpilot.api.networking import Gateway, VirtualService
-from meshpilot.mesh.model import MeshService, MeshSnapshot, Named, ProxyNode, ServicePort
+from meshpilot.mesh.model import MeshService, MeshSnapshot, ProxyNode, ServicePort
 from meshpilot.proxy.envoy import EnvoyProcess
 from meshpilot.proxy.ports import free_port, wait_port
 from meshpilot.xds.translate.gateway import gateway_resources
@@ -123,26 +127,15 @@ def _tls_backend(cert: Issued, files: Path, seen: list[str | None]
 
 
 def _snapshot(root: Issued, clients: Issued) -> MeshSnapshot:
-    docs = list(yaml.safe_load_all(CONFIG))
-    named: list[Named[Any]] = []
-    for doc in docs:
-        model = (Gateway if doc["kind"] == "Gateway" else VirtualService).model_validate(doc)
-        named.append(Named(model.metadata.namespace or "default", model.metadata.name, model))
     shop = issue("shop.example.com", root, dns=["shop.example.com"])
     bookinfo = issue("bookinfo.example.com", root, dns=["bookinfo.example.com"])
-    return MeshSnapshot(
-        version=1,
-        services={
-            WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),)),
-            NGINX: MeshService(NGINX, NGINX, "default", (ServicePort(443, "tls", "TLS"),),
-                               origin="ServiceEntry", resolution="STATIC"),
-        },
-        endpoints={},
-        gateways=tuple(n for n in named if isinstance(n.obj, Gateway)),
-        virtual_services=tuple(n for n in named if isinstance(n.obj, VirtualService)),
+    return gateway_snapshot(
+        CONFIG,
+        {WEB: MeshService(WEB, "web", "default", (ServicePort(80, "http"),)),
+         NGINX: MeshService(NGINX, NGINX, "default", (ServicePort(443, "tls", "TLS"),),
+                            origin="ServiceEntry", resolution="STATIC")},
         secrets=(tls_secret("shop-credential", shop, root),
-                 tls_secret("bookinfo-credential", bookinfo, root, ca=clients)),
-    )
+                 tls_secret("bookinfo-credential", bookinfo, root, ca=clients)))
 
 
 @pytest.fixture(scope="module")

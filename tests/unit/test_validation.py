@@ -32,12 +32,36 @@ def only(p: Plan, code: str) -> Diagnostic:
     return found[0]
 
 
+def refused(p: Plan, code: str, line: int, path: str) -> Diagnostic:
+    """The one ``code`` diagnostic of an apply of f.yaml that is refused whole: at
+    ``line`` and field ``path``, and no object applied."""
+    d = only(p, code)
+    assert (d.file, d.line, d.path) == ("f.yaml", line, path), d.format()
+    assert p.objects == []
+    return d
+
+
 def codes_of(p: Plan) -> list[str]:
     return [d.code for d in p.diagnostics]
 
 
 def labels(p: Plan) -> list[str]:
     return [o.label for o in p.objects]
+
+
+REVIEWS_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+"""
+
+
+def reviews_vs(rest: str) -> str:
+    """VirtualService ``reviews`` (hosts [reviews]) whose spec goes on with ``rest``,
+    YAML written at the spec's own level (``http:`` ...)."""
+    return REVIEWS_VS + textwrap.indent(textwrap.dedent(rest).lstrip("\n"), "  ")
 
 
 def line_of(text: str, needle: str) -> int:
@@ -140,11 +164,8 @@ def test_missing_kind_mp0003() -> None:
     apiVersion: v1
     metadata: {name: x}
     """
-    p = plan(text)
-    d = only(p, "MP0003")
-    assert (d.file, d.line, d.path) == ("f.yaml", 1, "")
+    d = refused(plan(text), "MP0003", 1, "")
     assert "kind" in d.message and "apiVersion" not in d.message
-    assert p.objects == []
 
 
 def test_kind_not_a_string_mp0003() -> None:
@@ -158,14 +179,11 @@ def test_unknown_kind_mp0004() -> None:
     kind: VirtualServise
     metadata: {name: x}
     """
-    p = plan(text)
-    d = only(p, "MP0004")
-    assert (d.file, d.line, d.path) == ("f.yaml", 2, "kind")
+    d = refused(plan(text), "MP0004", 2, "kind")
     assert "VirtualServise" in d.message
     assert "did you mean VirtualService" in d.message
     for info in KINDS:
         assert info.kind in d.message
-    assert p.objects == []
 
 
 def test_unknown_api_version_mp0004() -> None:
@@ -174,16 +192,13 @@ def test_unknown_api_version_mp0004() -> None:
     kind: VirtualService
     metadata: {name: x}
     """
-    p = plan(text)
-    d = only(p, "MP0004")
-    assert (d.file, d.line, d.path) == ("f.yaml", 1, "apiVersion")
+    d = refused(plan(text), "MP0004", 1, "apiVersion")
     for v in (
         "networking.istio.io/v1alpha3",
         "networking.istio.io/v1beta1",
         "networking.istio.io/v1",
     ):
         assert v in d.message
-    assert p.objects == []
 
 
 MINIMAL_SPECS = {
@@ -226,19 +241,14 @@ def test_every_user_api_version_is_accepted(kind: str, api_version: str) -> None
 
 
 def test_misspelt_field_mp0010() -> None:
-    text = """
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-      http:
-      - route:
-        - destination: {host: reviews}
-          weight: 90
-        - destination: {host: reviews}
-          weigth: 10
-    """
+    text = reviews_vs("""
+    http:
+    - route:
+      - destination: {host: reviews}
+        weight: 90
+      - destination: {host: reviews}
+        weigth: 10
+    """)
     p = plan(text)
     d = only(p, "MP0010")
     assert (d.file, d.line, d.column) == ("f.yaml", line_of(text, "weigth"), 7)
@@ -369,21 +379,8 @@ def test_wrong_type_mp0012() -> None:
     ],
 )
 def test_out_of_range_mp0013(snippet: str, path: str, needle: str) -> None:
-    head = """
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-    """
-    text = textwrap.dedent(head).lstrip("\n") + textwrap.indent(
-        textwrap.dedent(snippet).lstrip("\n"), "  "
-    )
-    p = plan_apply([("f.yaml", text)])
-    d = only(p, "MP0013")
-    assert (d.file, d.path) == ("f.yaml", path)
-    assert d.line == line_of(text, needle)
-    assert p.objects == []
+    text = reviews_vs(snippet)
+    refused(plan_apply([("f.yaml", text)]), "MP0013", line_of(text, needle), path)
 
 
 def test_gateway_port_out_of_range_mp0013() -> None:
@@ -405,22 +402,14 @@ def test_gateway_port_out_of_range_mp0013() -> None:
 
 
 def test_bad_duration_mp0014() -> None:
-    text = """
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-      http:
-      - route:
-        - destination: {host: reviews}
-        timeout: 10x
-    """
-    p = plan(text)
-    d = only(p, "MP0014")
-    assert (d.file, d.line, d.path) == ("f.yaml", line_of(text, "timeout"), "spec.http[0].timeout")
+    text = reviews_vs("""
+    http:
+    - route:
+      - destination: {host: reviews}
+      timeout: 10x
+    """)
+    d = refused(plan(text), "MP0014", line_of(text, "timeout"), "spec.http[0].timeout")
     assert "'10x'" in d.message
-    assert p.objects == []
 
 
 def test_bad_duration_in_destination_rule_mp0014() -> None:
@@ -440,22 +429,17 @@ def test_bad_duration_in_destination_rule_mp0014() -> None:
 
 
 def test_regex_lookahead_and_backreference_mp0015() -> None:
-    text = r"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-      http:
-      - match:
-        - uri:
-            regex: "/api/(?=v1).*"
-          headers:
-            x-user:
-              regex: '(a+)\1'
-        route:
-        - destination: {host: reviews}
-    """
+    text = reviews_vs(r"""
+    http:
+    - match:
+      - uri:
+          regex: "/api/(?=v1).*"
+        headers:
+          x-user:
+            regex: '(a+)\1'
+      route:
+      - destination: {host: reviews}
+    """)
     p = plan(text)
     found = {d.path: d for d in p.errors}
     assert set(found) == {
@@ -470,39 +454,26 @@ def test_regex_lookahead_and_backreference_mp0015() -> None:
 
 
 def test_valid_re2_regex_is_accepted() -> None:
-    text = r"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-      http:
-      - match:
-        - uri: {regex: '^/api/v[0-9]+/(users|items)/\d+$'}
-        route:
-        - destination: {host: reviews}
-    """
+    text = reviews_vs(r"""
+    http:
+    - match:
+      - uri: {regex: '^/api/v[0-9]+/(users|items)/\d+$'}
+      route:
+      - destination: {host: reviews}
+    """)
     assert not plan(text).errors
 
 
 def test_all_zero_weights_mp0016() -> None:
-    text = """
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: reviews}
-    spec:
-      hosts: [reviews]
-      http:
-      - route:
-        - destination: {host: reviews, subset: v1}
-          weight: 0
-        - destination: {host: reviews, subset: v2}
-    """
-    p = plan(text)
-    d = only(p, "MP0016")
-    assert (d.file, d.line, d.path) == ("f.yaml", line_of(text, "- route:"), "spec.http[0].route")
+    text = reviews_vs("""
+    http:
+    - route:
+      - destination: {host: reviews, subset: v1}
+        weight: 0
+      - destination: {host: reviews, subset: v2}
+    """)
+    d = refused(plan(text), "MP0016", line_of(text, "- route:"), "spec.http[0].route")
     assert "weight 0" in d.message
-    assert p.objects == []
 
 
 def test_single_destination_without_weight_is_fine() -> None:

@@ -44,19 +44,30 @@ def _as_map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+# Where a pod template names a ConfigMap or a Secret: (field of the ConfigMap's reference,
+# field of the Secret's, the field holding the name in the Secret's; a ConfigMap's is
+# always ``name``), in each place Kubernetes allows one.
+_VOLUME = ("configMap", "secret", "secretName")
+_PROJECTED = ("configMap", "secret", "name")
+_ENV_KEY = ("configMapKeyRef", "secretKeyRef", "name")
+_ENV_FROM = ("configMapRef", "secretRef", "name")
+
+
+def _pair(holder: Mapping[str, Any], fields: tuple[str, str, str]) -> Iterator[Ref]:
+    """The ConfigMap and the Secret ``holder`` names through ``fields`` (see above)."""
+    config_map, secret, secret_name = fields
+    holder = _as_map(holder)
+    if holder.get(config_map):
+        yield holder[config_map], "name", "ConfigMap"
+    if holder.get(secret):
+        yield holder[secret], secret_name, "Secret"
+
+
 def _volume_refs(pod: Mapping[str, Any]) -> Iterator[Ref]:
     for volume in _as_list(pod.get("volumes")):
-        volume = _as_map(volume)
-        if volume.get("configMap"):
-            yield volume["configMap"], "name", "ConfigMap"
-        if volume.get("secret"):
-            yield volume["secret"], "secretName", "Secret"
-        for source in _as_list(_as_map(volume.get("projected")).get("sources")):
-            source = _as_map(source)
-            if source.get("configMap"):
-                yield source["configMap"], "name", "ConfigMap"
-            if source.get("secret"):
-                yield source["secret"], "name", "Secret"
+        yield from _pair(volume, _VOLUME)
+        for source in _as_list(_as_map(_as_map(volume).get("projected")).get("sources")):
+            yield from _pair(source, _PROJECTED)
 
 
 def _container_refs(pod: Mapping[str, Any]) -> Iterator[Ref]:
@@ -64,17 +75,9 @@ def _container_refs(pod: Mapping[str, Any]) -> Iterator[Ref]:
         for container in _as_list(pod.get(field)):
             container = _as_map(container)
             for env in _as_list(container.get("env")):
-                value_from = _as_map(_as_map(env).get("valueFrom"))
-                if value_from.get("configMapKeyRef"):
-                    yield value_from["configMapKeyRef"], "name", "ConfigMap"
-                if value_from.get("secretKeyRef"):
-                    yield value_from["secretKeyRef"], "name", "Secret"
+                yield from _pair(_as_map(env).get("valueFrom"), _ENV_KEY)
             for source in _as_list(container.get("envFrom")):
-                source = _as_map(source)
-                if source.get("configMapRef"):
-                    yield source["configMapRef"], "name", "ConfigMap"
-                if source.get("secretRef"):
-                    yield source["secretRef"], "name", "Secret"
+                yield from _pair(source, _ENV_FROM)
 
 
 def _refs(template: Mapping[str, Any]) -> Iterator[Ref]:

@@ -20,13 +20,14 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshpilot.api.flagger import Canary
 from meshpilot.delivery import configs
 from meshpilot.delivery import objects as gen
 from meshpilot.delivery.alert_queue import QueuedAlerts
-from meshpilot.delivery.alerts import AlertSender
+from meshpilot.delivery.alerts import AlertIntent, AlertSender
 from meshpilot.delivery.configs import ConfigKey
 from meshpilot.delivery.keyed_locks import KeyedLocks
 from meshpilot.delivery.machine import Decision, Observed, Sensors, Settings, reconcile
@@ -99,31 +100,28 @@ class RolloutController:
 
     def tick(self, namespace: str, name: str) -> Decision | None:
         """Advance one Canary by one tick; None when the Canary does not exist."""
-        return self._step(namespace, name, None)
+        return self._step(namespace, name, None, self.alerts.send)
 
     def command(self, namespace: str, name: str, command: str) -> Decision | None:
         """Carry out a user command now; ``Decision.refused`` says why it could not. Its
         alerts are sent after the answer, off the caller's thread."""
-        stepped = self._step_locked(namespace, name, command)
-        if stepped is None:
-            return None
-        canary, decision = stepped
-        if decision.alerts:
-            self.queued_alerts.submit(canary, decision.alerts)
-        return decision
+        return self._step(namespace, name, command, self.queued_alerts.submit)
 
     def close(self, timeout: float) -> None:
         """Send the alerts still queued (within ``timeout``), then stop sending."""
         if not self.queued_alerts.close(timeout):
             log.warning("alerts still queued after %.0f s were not sent", timeout)
 
-    def _step(self, namespace: str, name: str, command: str | None) -> Decision | None:
+    def _step(self, namespace: str, name: str, command: str | None,
+              send: Callable[[Canary, Sequence[AlertIntent]], object]) -> Decision | None:
+        """One step, then its alerts through ``send``: at once on the ticking thread, or
+        queued when a person's command waits for the answer."""
         stepped = self._step_locked(namespace, name, command)
         if stepped is None:
             return None
         canary, decision = stepped
         if decision.alerts:
-            self.alerts.send(canary, decision.alerts)
+            send(canary, decision.alerts)
         return decision
 
     def _step_locked(self, namespace: str, name: str, command: str | None

@@ -108,28 +108,8 @@ class DemoHandler(BaseHTTPRequestHandler):
         pass  # quiet: pods log to files, benchmarks do not want a line per request
 
     # --- dispatch ------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_OPTIONS(self) -> None:
-        self._handle()
-
     def _handle(self) -> None:
+        """Every method takes one path: ``_route`` decides by path and method."""
         self.server.request_started()
         try:
             body = self._read_body()
@@ -141,6 +121,9 @@ class DemoHandler(BaseHTTPRequestHandler):
         finally:
             self.server.request_finished()
 
+    # BaseHTTPRequestHandler looks up ``do_<METHOD>``.
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
     def _route(self, body: bytes) -> None:
         cfg = self.server.config
         parsed = urllib.parse.urlsplit(self.path)
@@ -149,14 +132,14 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._send(200, b"ok", "text/plain")
             return
         if path.startswith("/status/"):
-            code = _int(path[len("/status/"):].strip("/"), 0)
+            code = _int(_tail(path, "/status/"), 0)
             if not 200 <= code <= 599:
                 self._json(400, {"error": f"bad status code {path!r}", "version": cfg.version})
             else:
                 self._json(code, self._describe(parsed, {"status": code}))
             return
         if path.startswith("/burn/"):
-            ms = _float(path[len("/burn/"):].strip("/"), -1.0)
+            ms = _float(_tail(path, "/burn/"), -1.0)
             if not 0 <= ms <= MAX_BURN_MS:
                 self._json(400, {"error": f"bad burn {path!r}: 0 to {MAX_BURN_MS:g} ms of CPU",
                                  "version": cfg.version})
@@ -164,7 +147,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._json(200, self._describe(parsed, {"burned_ms": _burn(ms / 1000.0)}))
             return
         if path.startswith("/delay/"):
-            ms = _float(path[len("/delay/"):].strip("/"), -1.0)
+            ms = _float(_tail(path, "/delay/"), -1.0)
             if ms < 0:
                 self._json(400, {"error": f"bad delay {path!r}", "version": cfg.version})
                 return
@@ -333,6 +316,11 @@ def _burn(seconds: float) -> float:
     return round((time.thread_time() - start) * 1000.0, 1)
 
 
+def _tail(path: str, prefix: str) -> str:
+    """The argument of ``/prefix/<arg>``: what follows the prefix, without slashes."""
+    return path[len(prefix):].strip("/")
+
+
 def _int(text: str, default: int) -> int:
     try:
         return int(text)
@@ -375,17 +363,9 @@ def make_server(
     return DemoServer((host, port), config)
 
 
-def run(
-    version: str = "v1",
-    error_rate: float = 0.0,
-    latency_ms: float = 0.0,
-    host: str | None = None,
-    port: int | None = None,
-    pod_name: str | None = None,
-    body_size: int | None = None,
-) -> int:
-    """Serve until SIGTERM/SIGINT; then finish in-flight requests and return 0."""
-    server = make_server(version, error_rate, latency_ms, host, port, pod_name, body_size)
+def run(server: DemoServer) -> int:
+    """Serve ``server`` (from :func:`make_server`) until SIGTERM/SIGINT; then finish
+    in-flight requests and return 0."""
 
     def on_signal(signum: int, frame: Any) -> None:
         if not server.stopping.is_set():
@@ -429,9 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.error_rate <= 1.0:
         parser.error("--error-rate must be within [0, 1]")
     try:
-        return run(version=args.version, error_rate=args.error_rate,
-                   latency_ms=args.latency_ms, host=args.host, port=args.port,
-                   pod_name=args.pod_name, body_size=args.body_size)
+        return run(make_server(version=args.version, error_rate=args.error_rate,
+                               latency_ms=args.latency_ms, host=args.host, port=args.port,
+                               pod_name=args.pod_name, body_size=args.body_size))
     except OSError as exc:
         print(f"demo-app: cannot listen: {exc}", file=sys.stderr)
         return 1
