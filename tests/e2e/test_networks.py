@@ -24,9 +24,12 @@ import pytest
 
 from meshpilot.api.mesh_networks import EAST_WEST_SERVICE
 from meshpilot.proxy.admin_socket import admin_socket_path
+from tests.builders import demo_deployment
+from tests.builders import service as service_body
 from tests.conftest import ControlPlane
 from tests.e2e.hosts import Host, Network, ip, network
 from tests.e2e.mesh import Mesh
+from tests.e2e.test_host_pods import on_node, pod_addresses
 from tests.e2e.test_hosts_join import (
     MESH_PROXY_ID,
     PEER_HEADER,
@@ -40,6 +43,16 @@ from tests.e2e.test_hosts_join import (
 GATEWAY_PORT = 15443
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client-vm"
 CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
+NODE_A = "node-a"
+FAR_ID = "spiffe://cluster.local/ns/default/sa/far"
+
+
+def far() -> list[dict[str, Any]]:
+    """Deployment ``far-v1`` (the demo app, service account ``far``), placed on node-a,
+    and its Service ``far`` on port 8080."""
+    placed = on_node(demo_deployment("far-v1", "v1", app="far"), NODE_A)
+    placed["spec"]["template"]["spec"]["serviceAccountName"] = "far"
+    return [placed, service_body("far", port=8080, target_port="http")]
 
 
 def group(name: str, app: str, account: str, network: str | None) -> dict[str, Any]:
@@ -151,17 +164,25 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
     own proxies, on network B, reach host B directly, and host A through the east-west
     gateway host A runs for network A (``host join --east-west-gateway``; meshNetworks
     names it by registryServiceName, as Istio names a network's gateway), over mutual
-    TLS with the mesh proxy's identity; that gateway passes on nothing of network B."""
+    TLS with the mesh proxy's identity; that gateway passes on nothing of network B.
+
+    A Deployment placed on host A's node (``host join --node-name``; Kubernetes'
+    ``kubernetes.io/hostname`` selector) runs its pod there, on network A like the host
+    (Istio puts a workload on its node's network): the mesh proxy reaches it only through
+    network A's gateway, over mutual TLS, and the pod's own sidecar reaches myapp on
+    network B only through B's gateway, with the pod's identity (its service account)."""
     net_a, net_b = nets
     mesh.apply(SERVICE, group("myapp-b", "myapp", "myapp-vm", None),
-               group("client-a", "client", "client-vm", "network-a"))
+               group("client-a", "client", "client-vm", "network-a"), *far())
     host_b = net_b.add_host()
     host_a = net_a.add_host()
+    far_addresses = pod_addresses(host_a)
     # A reaches the control plane's listen address only, through its side of the bridge
     ip("netns", "exec", host_a.netns, "ip", "route", "add", f"{net_b.address}/32",
        "via", net_a.address)
     name_b = join(mesh, host_b, tmp_path, "myapp-b")
-    name_a = join(mesh, host_a, tmp_path, "client-a", "--east-west-gateway")
+    name_a = join(mesh, host_a, tmp_path, "client-a", "--east-west-gateway",
+                  "--node-name", NODE_A, "--pod-addresses", f"{far_addresses[0]}/29")
     assert name_a.endswith("-network-a"), name_a  # Istio's auto-registration name
 
     direct = call(host_a, f"http://{host_b.address}:9080/", proxy=False)
@@ -206,3 +227,40 @@ def test_a_host_on_network_a_reaches_network_b_only_through_b_s_gateway(
                            "http://admin/clusters"], capture_output=True, text=True,
                           timeout=10).stdout
     assert f"{host_a.address}:8080" in held and host_b.address not in held, held
+    far_pod_on_network_a(mesh, host_a, far_addresses, tmp_path)
+
+
+def far_pod_on_network_a(mesh: Mesh, host_a: Host, addresses: list[str],
+                         tmp: Path) -> None:
+    """The far-v1 pod on node-a (host A, network A): in and out through the gateways."""
+    def running() -> dict[str, Any] | None:
+        pods = mesh.pods_of("far-v1", terminating=False)
+        return pods[0] if len(pods) == 1 and pods[0]["status"]["ready"] else None
+
+    pod = wait_for(running, 60, lambda: f"no ready far pod on {NODE_A}: "
+                   f"{mesh.pods_of('far-v1')}\n{read(tmp / 'client-a.agent.log')}")
+    assert pod["spec"]["nodeName"] == NODE_A and pod["status"]["podIP"] in addresses, pod
+    # in: the mesh proxy (network B) holds host A's gateway, never the pod's address
+    far_cluster = "outbound|8080||far.default.svc.cluster.local"
+    wait_for(lambda: mesh.endpoint_addresses("mesh-proxy", far_cluster)
+             == [f"{host_a.address}:{GATEWAY_PORT}"], 20,
+             lambda: f"mesh proxy holds {mesh.endpoint_addresses('mesh-proxy', far_cluster)}")
+    reached = mesh.http.get("http://far:8080/")
+    assert reached.status_code == 200, reached.text
+    assert reached.json()["pod"] == pod["metadata"]["name"], reached.json()
+    assert reached.json()["headers"][PEER_HEADER] == MESH_PROXY_ID, reached.json()
+    # out: from the pod's sidecar (its loopback twin on host A, which has no route to
+    # host B) to myapp on host B, through B's gateway, as the pod's identity
+    _, b, c, d = pod["status"]["podIP"].split(".")
+    gateway_log = Path(mesh.cp.state_dir) / "run" / "eastwestgateway.access.log"
+    before = read(gateway_log).count("outbound_.8080_._.myapp.default.svc.cluster.local")
+    out = subprocess.run(
+        ["ip", "netns", "exec", host_a.netns, "curl", "-sS", "--max-time", "10", "-x",
+         f"http://127.{b}.{c}.{d}:15001", "http://myapp:8080/"],
+        capture_output=True, text=True, timeout=20)
+    answer = json.loads(out.stdout or "{}") if out.returncode == 0 else {}
+    assert answer.get("pod") == "myapp-b", out.stdout + out.stderr
+    assert answer["headers"][PEER_HEADER] == FAR_ID, answer
+    wait_for(lambda: read(gateway_log).count(
+        "outbound_.8080_._.myapp.default.svc.cluster.local") > before, 10,
+             lambda: f"the pod's call not in B's gateway log: {read(gateway_log)!r}")
