@@ -436,3 +436,16 @@ def test_a_host_gets_the_service_entry_ports_exported_to_its_deployments_namespa
                          entry=True, export_to=(".",))
     pods.place([dep("web", nodeName="node-b")], tcp_targets=[everywhere, own_only])
     assert [t["host"] for t in pods.tcp_targets("node-b")] == ["db.example.com"]
+
+
+def test_the_runtime_places_only_once_synced_as_the_leader(
+        book: tuple[HostPods, Clock]) -> None:
+    """Whether joined hosts may take its placement: not before its first sync, nor after
+    a sync of a replica that does not lead (which places nothing)."""
+    pods, _ = book
+    runtime = PlacedRuntime(FakeLocal(), pods)  # type: ignore[arg-type]
+    assert runtime.placing is False
+    runtime.sync([dep("web", nodeName="node-b")])
+    assert runtime.placing is True
+    runtime.sync([], placing_here=False)
+    assert runtime.placing is False

@@ -89,3 +89,23 @@ def test_a_pod_credential_needs_the_hosts_credential_and_a_placed_pod(
     assert http.post(f"{API}/pod-credential", json={**ask, "deployment": "db"}
                      ).status_code == 403
     assert http.post(f"{API}/pod-credential", json={**ask, "extra": "1"}).status_code == 400
+
+
+def test_a_replica_that_does_not_place_refuses_a_sync_and_takes_nothing(
+        tmp_path: Path) -> None:
+    """Kubernetes' controllers act only while they hold the lease (client-go's
+    leaderelection): a replica that does not lead, or has not placed since it took the
+    lead, answers 503 rather than an empty list that would have the host stop its pods."""
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    book = HostPods(ProxyTokens(b"k" * 32), lambda: ca, timedelta(hours=1))
+    book.place([dep("web", nodeName="node-b")])
+    placing = [False]
+    app = Starlette(routes=HostPodsAPI(book, lambda *_: HOST_A, lambda: placing[0]).routes())
+    http = TestClient(app)
+    body = {**HOST, "pods": [reported()], "deployments": {}}
+    r = http.post(f"{API}/pods", json=body)
+    assert r.status_code == 503 and "sync again" in r.json()["message"], r.text
+    assert book.pods()[0].phase == "Pending"  # its report not taken either
+    placing[0] = True
+    r = http.post(f"{API}/pods", json=body)
+    assert r.status_code == 200 and [d["name"] for d in r.json()["deployments"]] == ["web"]

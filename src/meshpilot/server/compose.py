@@ -182,7 +182,11 @@ def _hosts(state: StateDir, store: ConfigStore, config: ConfigService, mesh: Mes
     mesh.remote_credentials = partial(_host_credentials, registry, mesh.host_pods)
     mesh.remote_targets = partial(_host_targets, registry, mesh.host_pods)
     mesh.remote_gateways = registry.gateways
-    return HostsAPI(registry, tokens, HostPodsAPI(mesh.host_pods, registry.member).routes(),
+    def placing() -> bool:  # a replica that does not place would have hosts run nothing
+        return leading() and mesh.runtime is not None and mesh.runtime.placing
+
+    return HostsAPI(registry, tokens,
+                    HostPodsAPI(mesh.host_pods, registry.member, placing).routes(),
                     HostWatch(registry, mesh.host_pods.version_of))
 
 

@@ -582,7 +582,7 @@ class MeshControlPlane:
                         leads = self.leading()
                         self.runtime.sync(self.deployments() if leads else [],
                                           self.config_data() if leads else {},
-                                          tcp_targets(self.snapshot))
+                                          tcp_targets(self.snapshot), placing_here=leads)
                 if timeline.isEnabledFor(logging.DEBUG):
                     timeline.debug("%.4f rebuild version=%d start=%.4f synced=%.4f",
                                    time.monotonic(), version, last, synced)

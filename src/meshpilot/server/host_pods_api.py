@@ -7,7 +7,8 @@ its WorkloadEntry), like its reports, and so carry no bearer token:
   "pods": [...], "deployments": {"NS/NAME": status}, "stats": {...}}``: the host's node
   name, its pods, counts and sidecar counters; answered with the Deployments it is to run
   (with the ConfigMaps and Secrets they read), the Services' TCP ports (``tcpTargets``),
-  and the pod sidecars whose certificates it is to issue again (``reissue``);
+  and the pod sidecars whose certificates it is to issue again (``reissue``); refused
+  with 503 by a replica that does not place the Deployments now (it does not lead);
 - ``POST /apis/meshpilot.io/v1/hosts/pod-credential`` ``{"namespace", "entry",
   "hostToken", "node", "podNamespace", "deployment", "nodeId", "csr", "keyFile"}``: one
   pod sidecar's certificate and xDS token.
@@ -72,9 +73,15 @@ def _sidecar_stats(raw: Any) -> dict[str, tuple[int, bytes]] | None:
 
 
 class HostPodsAPI:
-    def __init__(self, pods: HostPods, member: Member) -> None:
+    def __init__(self, pods: HostPods, member: Member,
+                 placing: Callable[[], bool] = lambda: True) -> None:
         self.pods = pods
         self.member = member
+        self.placing = placing
+        """Whether this replica places the Deployments now (it leads and has placed since
+        it took the lead). A sync it cannot answer is refused with 503, so the host keeps
+        running what it runs and asks again, rather than being told to run nothing while
+        the lead passes from one replica to another."""
 
     def _member(self, body: dict[str, Any]) -> ObjectKey | None:
         return self.member(body["namespace"], body["entry"], body["hostToken"])
@@ -89,6 +96,10 @@ class HostPodsAPI:
         if member is None:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
+        if not self.placing():
+            return _failure(503, "this control-plane replica does not place pods now (another "
+                                 "leads, or it has only just taken the lead): keep the pods "
+                                 "running and sync again")
         stats = _sidecar_stats(body.get("stats"))
         if stats is None:
             return _failure(400, "stats is {nodeId: {stats, epoch}}, each a sidecar's /stats "

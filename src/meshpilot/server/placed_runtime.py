@@ -32,6 +32,10 @@ class PlacedRuntime:
         self._there: dict[tuple[str, str], Deployment] = {}
         """The Deployments last placed on joined hosts, kept there while one moved here
         since has no ready pods here."""
+        self.placing = False
+        """Whether the last sync placed the Deployments (this replica leads and has placed
+        since it took the lead): only then may joined hosts take what it places on their
+        nodes, since a replica that does not place would tell them to run nothing."""
 
     @property
     def adopted(self) -> list[str]:
@@ -39,7 +43,11 @@ class PlacedRuntime:
 
     def sync(self, deployments: Iterable[tuple[str, str, Deployment]],
              configs: ConfigData | None = None,
-             tcp_targets: Iterable[TcpTarget] | None = None) -> None:
+             tcp_targets: Iterable[TcpTarget] | None = None, *, placing_here: bool = True
+             ) -> None:
+        """Run ``deployments`` here or on the joined hosts' nodes; ``placing_here`` False: this
+        replica does not lead (``deployments`` is empty), so hosts are to ask the one that
+        does."""
         wanted = list(deployments)
         tcp = tuple(tcp_targets) if tcp_targets is not None else None
         back = {(ns, name): dep for ns, name, dep in wanted if (ns, name) in self._there
@@ -47,6 +55,7 @@ class PlacedRuntime:
         placing = [w for w in wanted if (w[0], w[1]) not in back] + [
             (ns, name, self._there[(ns, name)]) for ns, name in back]
         here = {(ns, name): dep for ns, name, dep in self.hosts.place(placing, configs, tcp)}
+        self.placing = placing_here
         self._there = {(ns, name): dep for ns, name, dep in placing if (ns, name) not in here}
         here.update(back)  # run here too, the old pods there kept until these are ready
         for ns, name, _dep in wanted:
