@@ -233,8 +233,10 @@ def test_a_deployment_placed_on_a_joined_host_runs_there_and_serves_over_mtls(
     mesh.cp.start()
     back = time.monotonic()
     mesh.cp.client = mesh.cp.new_client(verify=roots(mesh.cp))
-    wait_for(running, 30, lambda: f"the v2 pod not back: {mesh.pods_of('myapp-v2')}")
+    kept = wait_for(running, 30, lambda: f"the v2 pod not back: {mesh.pods_of('myapp-v2')}")
     took = time.monotonic() - back
+    # the same pod: a control plane that has not placed yet tells the host nothing to stop
+    assert kept["metadata"]["name"] == pod["metadata"]["name"], (kept, pod)
     assert took < 4.0, f"the v2 pod took {took:.1f} s to come back\n" + read(
         tmp_path / "agent.log")
     assert "syncing now" in read(tmp_path / "agent.log")
