@@ -47,10 +47,11 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import string_pb2
 
+from meshpilot.mesh.sources import RETRY_ON_PRIMARY, retry_aggregate
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.matches import regex
 
-PREFIX = "retry_on_primary"
+PREFIX = RETRY_ON_PRIMARY
 RETRY_ON = "5xx,reset,connect-failure,refused-stream"
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS")
 ROUTE_SUFFIX = "retry-on-primary"
@@ -62,10 +63,7 @@ def aggregate_name(canary_cluster: str, primary_cluster: str) -> str:
 
 def members(name: str) -> tuple[str, str] | None:
     """(canary cluster, primary cluster) of an aggregate's name; None for other names."""
-    parts = name.split("|")
-    if len(parts) != 9 or parts[0] != PREFIX:
-        return None
-    return "|".join(parts[1:5]), "|".join(parts[5:9])
+    return retry_aggregate(name)
 
 
 def aggregate_cluster(name: str) -> cluster_pb2.Cluster:
