@@ -8,7 +8,10 @@ Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSE
   subset, the version shared by every endpoint of HOST:PORT (``unknown`` if they differ);
   ``destination_workload``/``_namespace``/``_app`` likewise from the endpoints;
 - ``source_*`` is the proxy itself; ``connection_security_policy`` is ``unknown`` (as
-  Istio reports at the source).
+  Istio reports at the source);
+- a request routed to a retry-on-primary aggregate cluster is reported under the member
+  cluster that answered it, told by the upstream host its proxy counted it with
+  (:func:`answered_destination`).
 
 Reporter ``destination`` comes from a sidecar's inbound side: per inbound HTTP port,
 the counters and duration histograms its listener keeps per counted source (see

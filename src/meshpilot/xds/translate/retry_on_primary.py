@@ -28,11 +28,14 @@ of such a VirtualService whatever the weights, not only while a route names it: 
 rollback the routes stop naming it while retries of requests that matched the old
 routes may still be under way, and Envoy answers such a retry "no healthy upstream"
 if its cluster was removed meanwhile (seen in ``benchmarks/rollback.py``).
-It is not an ``outbound|`` name on purpose: Envoy counts a request routed to it under
-the aggregate whichever member answered, and the client-side series must not credit
-the canary with the primary's answer; they report the aggregate as the destination
-service, while the canary's own sidecar counts (and reports, for fail-fast) the failure
-it answered. Gateways do not get these routes (the rule stays as written there).
+It is not an ``outbound|`` name on purpose: Envoy names the aggregate as the upstream
+cluster of a request routed to it whichever member answered, so a proxy holding one
+also counts those requests with the host that gave the final answer
+(:func:`~meshpilot.xds.translate.telemetry.answered_access_log`), and telemetry reports
+each under the member that host belongs to (the primary, on a retried request), never
+under the aggregate's own name when the host tells; the canary's own sidecar counts (and
+reports, for fail-fast) the failure it answered. Gateways do not get these routes (the
+rule stays as written there).
 """
 
 from __future__ import annotations
