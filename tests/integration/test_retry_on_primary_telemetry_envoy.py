@@ -4,9 +4,10 @@ and the client-side Istio series built from that.
 A real Envoy routes GETs to the retry-on-primary aggregate cluster (canary, then primary,
 with the one-retry policy and the previous-priorities retry priority meshpilot builds)
 in front of two real HTTP servers: the canary fails ``/fail`` with a 503 and answers
-everything else, the primary answers everything. Its outbound connection manager carries
-meshpilot's two stats access loggers, and a file access log prints the candidate command
-operators for each request.
+everything else, the primary answers everything; ``/elsewhere`` is answered by Envoy
+itself (no cluster), which the answered-by logger's CEL filter leaves out. Its outbound
+connection manager carries meshpilot's two stats access loggers, and a file access log
+prints the candidate command operators for each request.
 
 Envoy behaviour followed (Envoy 1.40's access-log formatters): ``%UPSTREAM_CLUSTER%`` and
 ``%UPSTREAM_CLUSTER_RAW%`` are the route's cluster, the aggregate, whichever member
@@ -107,8 +108,9 @@ def _listener(port: int, log_path: Path) -> dict[str, Any]:
             "log_format": {"json_format": {op: f"%{op}%" for op in OPERATORS}}}}],
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-        "route_config": {"virtual_hosts": [{"name": "myapp", "domains": ["*"],
-                                            "routes": [route]}]}}
+        "route_config": {"virtual_hosts": [{"name": "myapp", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/elsewhere"}, "direct_response": {"status": 404}},
+            route]}]}}
     doc = {"name": "outbound", "traffic_direction": "OUTBOUND",
            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
            "filter_chains": [{"filters": [{"name": "envoy.filters.network."
@@ -189,7 +191,9 @@ def test_envoy_names_the_aggregate_and_the_host_that_answered(envoy: tuple) -> N
         answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
         assert answer.status_code == 200, (path, answer.status_code, answer.text)
         assert answer.text == ("primary" if path == "/fail" else "canary"), path
-    entries = _log(log_path, 5)
+    assert httpx.get(f"http://127.0.0.1:{port}/elsewhere", timeout=5).status_code == 404
+    entries = [e for e in _log(log_path, 6) if e["REQ(:PATH)"] != "/elsewhere"]
+    assert len(entries) == 5, entries
     for entry in entries:
         retried = entry["REQ(:PATH)"] == "/fail"
         # the route's cluster, whichever member answered
@@ -211,8 +215,9 @@ def test_envoy_names_the_aggregate_and_the_host_that_answered(envoy: tuple) -> N
     for name, value in counted.items():
         cluster = name.partition(".cluster.")[2]
         by_cluster[cluster] = by_cluster.get(cluster, 0) + value
+    # the request routed nowhere is counted once, by the logger every proxy has
     assert by_cluster == {AGGREGATE: 5, f"{AGGREGATE}|127.0.0.1:{primary.port}": 2,
-                          f"{AGGREGATE}|127.0.0.1:{canary.port}": 3}, counted
+                          f"{AGGREGATE}|127.0.0.1:{canary.port}": 3, "": 1}, counted
 
     node = sidecar_node("client-0", "127.0.0.9", workload="client", labels={"app": "client"})
     points = [p for p in relabel(ProxyIdentity.from_node(node), node, raw,
@@ -221,4 +226,5 @@ def test_envoy_names_the_aggregate_and_the_host_that_answered(envoy: tuple) -> N
     series = {(d["destination_workload"], d["destination_service"], d["response_code"]):
               p.value for p in points if (d := dict(p.labels))["reporter"] == "source"}
     assert series == {("myapp-primary", PRIMARY_HOST, "200"): 2,
-                      ("myapp", CANARY_HOST, "200"): 3}, series
+                      ("myapp", CANARY_HOST, "200"): 3,
+                      ("unknown", "unknown", "404"): 1}, series
