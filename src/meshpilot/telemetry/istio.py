@@ -56,6 +56,7 @@ from meshpilot.mesh.sources import (
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
+    RETRY_ON_PRIMARY,
     TCP_CLOSED_STAT,
     TCP_OPENED_STAT,
     TCP_RECEIVED_STAT,
@@ -360,6 +361,8 @@ def _answered_aggregates(names: Iterable[str]) -> set[str]:
     up with its routes) keeps reporting them under the aggregate."""
     out: set[str] = set()
     for name in names:
+        if RETRY_ON_PRIMARY not in name:
+            continue  # a substring test: the names of a proxy without one cost no more
         stat = split_outbound_stat(name)
         pair = answered_by(stat.cluster) if stat is not None else None
         if pair is not None:
