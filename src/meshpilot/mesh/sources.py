@@ -109,6 +109,30 @@ upstream cluster the request was routed to (``-`` when none was: no route) inste
 the source; the request counters always carry the gRPC status."""
 
 
+RETRY_ON_PRIMARY = "retry_on_primary"
+"""The first part of a retry-on-primary aggregate cluster's name,
+``retry_on_primary|<canary cluster>|<primary cluster>`` (each member an
+``outbound|PORT|SUBSET|HOST`` name). A proxy holding such clusters counts the requests
+routed to one twice: under the aggregate's name, as every request, and under that name
+followed by ``|<address:port>`` of the upstream host that gave the final answer
+(``-`` when none did), which tells the member that answered."""
+
+
+def retry_aggregate(cluster: str) -> tuple[str, str] | None:
+    """(canary cluster, primary cluster) of an aggregate's name; None for other names."""
+    parts = cluster.split("|")
+    if len(parts) != 9 or parts[0] != RETRY_ON_PRIMARY:
+        return None
+    return "|".join(parts[1:5]), "|".join(parts[5:9])
+
+
+def answered_by(cluster: str) -> tuple[str, str] | None:
+    """(aggregate's name, ``address:port`` of the host that answered) of an outbound
+    count's cluster tag naming both; None for any other tag."""
+    aggregate, _, host = cluster.rpartition("|")
+    return (aggregate, host) if retry_aggregate(aggregate) is not None else None
+
+
 def inbound_stat_prefix(container_port: int) -> str:
     """Where the counters of one inbound port live (``meshpilot.inbound_8080``)."""
     return f"{INBOUND_STATS}{container_port}"

@@ -8,7 +8,10 @@ Reporter ``source`` comes from a proxy's outbound clusters ``outbound|PORT|SUBSE
   subset, the version shared by every endpoint of HOST:PORT (``unknown`` if they differ);
   ``destination_workload``/``_namespace``/``_app`` likewise from the endpoints;
 - ``source_*`` is the proxy itself; ``connection_security_policy`` is ``unknown`` (as
-  Istio reports at the source).
+  Istio reports at the source);
+- a request routed to a retry-on-primary aggregate cluster is reported under the member
+  cluster that answered it, told by the upstream host its proxy counted it with
+  (:func:`answered_destination`).
 
 Reporter ``destination`` comes from a sidecar's inbound side: per inbound HTTP port,
 the counters and duration histograms its listener keeps per counted source (see
@@ -53,11 +56,14 @@ from meshpilot.mesh.sources import (
     REQUEST_BYTES_STAT,
     REQUESTS_STAT,
     RESPONSE_BYTES_STAT,
+    RETRY_ON_PRIMARY,
     TCP_CLOSED_STAT,
     TCP_OPENED_STAT,
     TCP_RECEIVED_STAT,
     TCP_SENT_STAT,
+    answered_by,
     parse_counted,
+    retry_aggregate,
     source_identity,
     spiffe_id,
 )
@@ -316,13 +322,17 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
         if cluster not in cache:
             egress = egress_destination(cluster)
             cache[cluster] = _Dest(egress, "HTTP") if egress else \
-                outbound_destination(snapshot, node, cluster)
+                outbound_destination(snapshot, node, cluster) or \
+                answered_destination(snapshot, node, cluster)
         return cache[cluster]
 
     names = sorted(set(raw.counters) | set(raw.histograms))
+    counted_apart = _answered_aggregates(names)
     for name in names:
         outbound = split_outbound_stat(name)
         if outbound is not None:
+            if outbound.cluster in counted_apart:
+                continue  # counted again with the host that answered: those are reported
             dest = dest_for(outbound.cluster) or _unrouted(outbound.cluster)
             base = {"reporter": "source", **me, **dest.labels,
                     "request_protocol": _protocol_label(dest.protocol),
@@ -341,6 +351,58 @@ def relabel(identity: ProxyIdentity, node: ProxyNode, raw: RawStats,
                 "request_protocol": _protocol_label(dest.protocol),
                 "response_flags": "-", "connection_security_policy": UNKNOWN}
         yield from _tcp_cluster_points(name, stat_name, base, raw)
+
+
+def _answered_aggregates(names: Iterable[str]) -> set[str]:
+    """The retry-on-primary aggregates whose requests this proxy also counted with the
+    host that answered them (:data:`~meshpilot.mesh.sources.RETRY_ON_PRIMARY`). Their
+    count under the aggregate's name alone is left out: it holds the same requests. A
+    proxy configured before it counted them apart (or whose listener has not yet caught
+    up with its routes) keeps reporting them under the aggregate."""
+    out: set[str] = set()
+    for name in names:
+        if RETRY_ON_PRIMARY not in name:
+            continue  # a substring test: the names of a proxy without one cost no more
+        stat = split_outbound_stat(name)
+        pair = answered_by(stat.cluster) if stat is not None else None
+        if pair is not None:
+            out.add(pair[0])
+    return out
+
+
+def answered_destination(snapshot: MeshSnapshot, node: ProxyNode, cluster: str
+                         ) -> _Dest | None:
+    """Destination labels of a retry-on-primary aggregate's requests answered by the
+    upstream host ``address:port`` (``retry_on_primary|<canary>|<primary>|<host>``): the
+    labels of the member cluster whose endpoints hold that host, as if the request had
+    been routed to it (the primary's on a request the canary failed and the primary
+    answered, as Istio's client-side series name the workload that gave the final
+    response). A host in neither member, or in both (an east-west gateway's address
+    stands for every pod behind it), or none (``-``), keeps the aggregate's name and
+    ``unknown`` workload labels. None for any other cluster name."""
+    pair = answered_by(cluster)
+    if pair is None:
+        return None
+    aggregate, host = pair
+    address, _, port = host.rpartition(":")
+    members = retry_aggregate(aggregate) or ()
+    serving = [m for m in members if _serves(snapshot, node, m, address.strip("[]"), port)]
+    if len(serving) == 1:
+        return outbound_destination(snapshot, node, serving[0])
+    return _unrouted(aggregate)
+
+
+def _serves(snapshot: MeshSnapshot, node: ProxyNode, cluster: str, address: str,
+            port: str) -> bool:
+    """Whether ``address:port`` is an endpoint of ``outbound|PORT|SUBSET|HOST``."""
+    parsed = _parse_outbound(cluster)
+    if parsed is None:
+        return False
+    service_port, subset, host = parsed
+    labels = _subset_labels(snapshot, node, host, subset)
+    return any(e.address == address and str(e.port) == port and e.service_port == service_port
+               and all(e.labels.get(k) == v for k, v in labels.items())
+               for e in snapshot.endpoints.get(host, ()))
 
 
 def _unrouted(cluster: str) -> _Dest:

@@ -224,6 +224,7 @@ class _Node:
     verdict: tuple[Any, ...] | None = None  # (class names, own sets, problems) last found
     security: InboundSecurity | None = None  # what its inbound side enforces ...
     wild: wildcards.WildScopes = ()  # the wildcard hosts its outbound listener keys
+    retrying: bool = False  # its class holds retry-on-primary clusters (counted apart)
     policies_of: tuple[Any, ...] = ()  # ... for these policies of a snapshot
     own_ports: list[int] = field(default_factory=list)
     """Its HTTP container ports that no workload of the snapshot has (their inbound
@@ -359,7 +360,7 @@ class ProxyConfigBuilder:
                 cls = self._class(snapshot, node, key)
             else:
                 cls.gen = self._gen
-            self._node(snapshot, node, state)
+            self._node(snapshot, node, state, bool(cls.aggregates))
             if secrets is not state.material:
                 self._secrets(state, secrets)
             if cls.credentials is not state.client_secrets:
@@ -637,7 +638,8 @@ class ProxyConfigBuilder:
                 snapshot.services.get(h) is svc for h, svc, _ in deps)
 
     # --- per node ---------------------------------------------------------------------------
-    def _node(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
+    def _node(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node,
+              retrying: bool) -> None:
         state.gen = self._gen
         if node.kind == "gateway":  # its routes read the whole snapshot: rebuilt per snapshot
             if state.snapshot is not snapshot or state.inputs != node:
@@ -650,7 +652,7 @@ class ProxyConfigBuilder:
                 self._own_sets(state, own)
                 state.inputs, state.snapshot = node, snapshot
             return
-        self._inbound_side(snapshot, node, state)
+        self._inbound_side(snapshot, node, state, retrying)
         self._tcp_side(snapshot, node, state)
         if state.ports_of is not snapshot.sidecar_ports:
             state.own_ports = [p for p in http_inbound_ports(node)
@@ -664,20 +666,24 @@ class ProxyConfigBuilder:
             else:
                 del state.own[ROUTE]
 
-    def _inbound_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
+    def _inbound_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node,
+                      retrying: bool) -> None:
         """The node's listeners and inbound clusters: rebuilt when the node changes, or
-        when the snapshot's security policies moved and what they make it enforce did."""
+        when the snapshot's security policies moved and what they make it enforce did,
+        or when its class starts or stops holding retry-on-primary clusters
+        (``retrying``: its outbound listener then counts who answered their requests)."""
         policies = self._policies
-        moved = state.inputs is None or not (state.inputs is node or state.inputs == node)
+        moved = state.inputs is None or not (state.inputs is node or state.inputs == node) \
+            or retrying != state.retrying
         wild = wildcards.scope_rules(snapshot, node)
         if not moved and policies is state.policies_of and wild == state.wild:
             return
         security = inbound_security(snapshot, node)
         state.policies_of = policies
         if moved or security != state.security or wild != state.wild:
-            self._own_sets(state, sidecar_own(node, security, wild))
+            self._own_sets(state, sidecar_own(node, security, wild, retrying=retrying))
             state.inputs, state.security, state.ports_of = node, security, None
-            state.wild = wild
+            state.wild, state.retrying = wild, retrying
 
     def _tcp_side(self, snapshot: MeshSnapshot, node: ProxyNode, state: _Node) -> None:
         """Its outbound TCP and TLS listeners (:mod:`~meshpilot.xds.translate.sidecar_tcp`)

@@ -163,15 +163,18 @@ def _empty() -> Resources:
     }
 
 
-def node_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
+def node_resources(snapshot: MeshSnapshot, node: ProxyNode, *, retrying: bool = False
+                   ) -> Resources:
     """What only ``node`` has: its listeners, inbound clusters and inbound route configs
     (and, for a gateway, its route configs and, under ``TYPE_SECRET``, the SDS secrets
     of the certificates its Gateway servers name). Everything else depends on the node
     through its namespace and labels only (see :mod:`meshpilot.xds.config_builder`).
-    What a gateway leaves out, and why, is in :func:`gateway_own`'s problems."""
+    What a gateway leaves out, and why, is in :func:`gateway_own`'s problems.
+    ``retrying``: the node holds retry-on-primary clusters (its outbound listener counts
+    who answered their requests, :func:`telemetry.answered_access_log`)."""
     if node.kind != "gateway":
         out = sidecar_own(node, inbound_security(snapshot, node),
-                          wildcards.scope_rules(snapshot, node))
+                          wildcards.scope_rules(snapshot, node), retrying=retrying)
         _add(out, TYPE_ROUTE, inbound_routes(snapshot, node))
         _add(out, TYPE_LISTENER, tcp_listeners(snapshot, node))
         return out
@@ -193,7 +196,7 @@ def gateway_own(snapshot: MeshSnapshot, node: ProxyNode
 
 
 def sidecar_own(node: ProxyNode, security: InboundSecurity,
-                wild: wildcards.WildScopes = ()) -> Resources:
+                wild: wildcards.WildScopes = (), *, retrying: bool = False) -> Resources:
     """A sidecar's (or the mesh proxy's) listeners and inbound clusters (and the clusters
     its JWT filter fetches keys through): a function of the node, what its inbound side
     enforces and the wildcard hosts it routes."""
@@ -203,7 +206,8 @@ def sidecar_own(node: ProxyNode, security: InboundSecurity,
         inbound = [failure_reports.with_failure_reports(listener) for listener in inbound]
     built = [listeners.outbound(node, wild), *inbound]
     _add(out, TYPE_LISTENER, (telemetry.with_outbound_counting(
-        access_log.with_access_log(listener, node.access_log)) for listener in built))
+        access_log.with_access_log(listener, node.access_log), retrying=retrying)
+        for listener in built))
     _add(out, TYPE_CLUSTER, clusters.inbound(node))
     _add(out, TYPE_CLUSTER, clusters.jwks(security.jwt_rules,
                                           egress.resolver_of(security.dns_resolvers)))
@@ -254,7 +258,8 @@ def build_resources(snapshot: MeshSnapshot, node: ProxyNode) -> Resources:
     _outbound_clusters(out, snapshot, node)
     if node.kind != "gateway":
         _outbound_routes(out, snapshot, node)
-    for type_url, by_name in node_resources(snapshot, node).items():
+    retrying = any(retry_on_primary.members(name) for name in out[TYPE_CLUSTER])
+    for type_url, by_name in node_resources(snapshot, node, retrying=retrying).items():
         out.setdefault(type_url, {}).update(by_name)
     credentials, _ = client_credential_secrets(
         secret_index(snapshot.secrets), node.namespace,

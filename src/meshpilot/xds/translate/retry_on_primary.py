@@ -28,11 +28,14 @@ of such a VirtualService whatever the weights, not only while a route names it: 
 rollback the routes stop naming it while retries of requests that matched the old
 routes may still be under way, and Envoy answers such a retry "no healthy upstream"
 if its cluster was removed meanwhile (seen in ``benchmarks/rollback.py``).
-It is not an ``outbound|`` name on purpose: Envoy counts a request routed to it under
-the aggregate whichever member answered, and the client-side series must not credit
-the canary with the primary's answer; they report the aggregate as the destination
-service, while the canary's own sidecar counts (and reports, for fail-fast) the failure
-it answered. Gateways do not get these routes (the rule stays as written there).
+It is not an ``outbound|`` name on purpose: Envoy names the aggregate as the upstream
+cluster of a request routed to it whichever member answered, so a proxy holding one
+also counts those requests with the host that gave the final answer
+(:func:`~meshpilot.xds.translate.telemetry.answered_access_log`), and telemetry reports
+each under the member that host belongs to (the primary, on a retried request), never
+under the aggregate's own name when the host tells; the canary's own sidecar counts (and
+reports, for fail-fast) the failure it answered. Gateways do not get these routes (the
+rule stays as written there).
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import string_pb2
 
+from meshpilot.mesh.sources import RETRY_ON_PRIMARY, retry_aggregate
 from meshpilot.xds.translate import pb
 from meshpilot.xds.translate.matches import regex
 
-PREFIX = "retry_on_primary"
+PREFIX = RETRY_ON_PRIMARY
 RETRY_ON = "5xx,reset,connect-failure,refused-stream"
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS")
 ROUTE_SUFFIX = "retry-on-primary"
@@ -62,10 +66,7 @@ def aggregate_name(canary_cluster: str, primary_cluster: str) -> str:
 
 def members(name: str) -> tuple[str, str] | None:
     """(canary cluster, primary cluster) of an aggregate's name; None for other names."""
-    parts = name.split("|")
-    if len(parts) != 9 or parts[0] != PREFIX:
-        return None
-    return "|".join(parts[1:5]), "|".join(parts[5:9])
+    return retry_aggregate(name)
 
 
 def aggregate_cluster(name: str) -> cluster_pb2.Cluster:

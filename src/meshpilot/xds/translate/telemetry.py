@@ -50,6 +50,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -92,13 +93,14 @@ from meshpilot.mesh.sources import (
     source_identity,
     spiffe_id,
 )
-from meshpilot.xds.translate import pb
+from meshpilot.xds.translate import pb, retry_on_primary
 from meshpilot.xds.translate.names import TYPE_ROUTE
 from meshpilot.xds.translate.tls import PEER_PRINCIPAL_HEADER
 
 EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 STATS_LOGGER = "envoy.access_loggers.stats"
 STATS_LOGGER_CONFIG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 
 MAX_COUNTERS = 100_000
 MAX_HISTOGRAMS = 20_000
@@ -278,13 +280,41 @@ def _request_logger(prefix: str, last_tag: Mapping[str, str], *, grpc: bool
     return _stats_logger(config)
 
 
-def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+def answered_access_log() -> accesslog_pb2.AccessLog:
+    """The stats access logger of an outbound connection manager whose proxy holds
+    retry-on-primary aggregate clusters (:mod:`.retry_on_primary`): it counts, besides
+    :func:`outbound_access_log`, the requests routed to such a cluster, with the
+    upstream host that gave the final answer after the aggregate's name
+    (``retry_on_primary|<canary>|<primary>|<address:port>``).
+
+    Envoy names the route's cluster, the aggregate, in ``%UPSTREAM_CLUSTER_RAW%`` and
+    ``%UPSTREAM_CLUSTER%`` whichever member answered (seen with Envoy 1.40), while
+    ``%UPSTREAM_HOST%`` is the host of the last attempt: the primary's on a retried
+    request. Telemetry reads the member back from that address
+    (:mod:`meshpilot.telemetry.istio`) and leaves out the aggregate's own count. A CEL
+    filter on the route's cluster keeps every other request out, so the names are
+    bounded by the members' hosts; proxies without such a cluster never get this
+    logger (their listeners stay byte for byte as they were)."""
+    logger = _request_logger(
+        OUTBOUND_STATS.rstrip("."),
+        {"name": CLUSTER_TAG, "value_format": "%UPSTREAM_CLUSTER_RAW%|%UPSTREAM_HOST%"},
+        grpc=True)
+    logger.filter.extension_filter.CopyFrom(accesslog_pb2.ExtensionFilter(
+        name=CEL_FILTER, typed_config=pb.pack(cel_pb2.ExpressionFilter(
+            expression=f"xds.cluster_name.startsWith('{retry_on_primary.PREFIX}|')"))))
+    return logger
+
+
+def with_outbound_counting(listener: listener_pb2.Listener, *, retrying: bool = False
+                           ) -> listener_pb2.Listener:
     """``listener`` with :func:`outbound_access_log` on every HTTP connection manager of
-    its chains when it is an outbound listener (in place; returned for chaining). Done
-    after the listeners are built, as the file access log is, so every outbound listener
-    a proxy gets counts the same way."""
+    its chains when it is an outbound listener (in place; returned for chaining), and
+    :func:`answered_access_log` too when ``retrying`` (its proxy holds retry-on-primary
+    clusters). Done after the listeners are built, as the file access log is, so every
+    outbound listener a proxy gets counts the same way."""
     if listener.traffic_direction != base_pb2.OUTBOUND:
         return listener
+    loggers = [outbound_access_log(), *([answered_access_log()] if retrying else [])]
     chains = [*listener.filter_chains]
     if listener.HasField("default_filter_chain"):
         chains.append(listener.default_filter_chain)
@@ -293,7 +323,7 @@ def with_outbound_counting(listener: listener_pb2.Listener) -> listener_pb2.List
             manager = hcm.HttpConnectionManager()
             if network_filter.typed_config.Is(manager.DESCRIPTOR):
                 network_filter.typed_config.Unpack(manager)
-                manager.access_log.append(outbound_access_log())
+                manager.access_log.extend(loggers)
                 network_filter.typed_config.CopyFrom(pb.pack(manager))
     return listener
 
