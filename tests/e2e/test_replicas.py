@@ -25,6 +25,7 @@ from tests.etcd_cluster import Cluster
 
 LEADER = "/apis/meshpilot.io/v1/leader"
 MYAPP_CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
+MYAPP_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/myapp"
 FAILOVER_BOUND = 8.0  # the lease's 3 s, a poll, and a loaded CI machine's slack
 
 
@@ -37,6 +38,13 @@ def _answers(mesh: Mesh) -> bool:
         return mesh.api.get(LEADER).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def canary_routed(mesh: Mesh) -> int:
+    """The weight the stored VirtualService of the rollout routes to its canary."""
+    vs = mesh.api.get(MYAPP_VS).json()
+    return sum(r.get("weight", 0) for r in vs["spec"]["http"][0]["route"]
+               if r["destination"]["host"] == "myapp-canary")
 
 
 def running_pods(mesh: Mesh, deployment: str) -> list[dict[str, Any]]:
@@ -106,7 +114,9 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
     sent all along through the other replica's mesh proxy never fail: its proxies had
     the leader's pods as endpoints, and keep them (their processes outlive the killed
     control plane) until its own pods of the same Deployments are ready, as Kubernetes
-    keeps a lost node's pods in the endpoints until the node is declared dead."""
+    keeps a lost node's pods in the endpoints until the node is declared dead. Nor does
+    the route change at the hand-over: the new leader's canary pods are not ready yet,
+    and an unready canary holds its step and its weight, as Flagger halts advancement."""
     leader, follower = (m for m in sorted(replicas, key=lambda m: not leading(m)))
     Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
     # the primary's pods start on the leader under the suite's load, then reach the
@@ -124,8 +134,19 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
         assert after["revision"] == before["revision"]
         assert after["canaryWeight"] >= before["canaryWeight"]
         assert new_revisions(after) == new_revisions(before)  # not started over
-        final = When(follower).rollout_runs_to_the_end(timeout=110)[-1]
+        samples: list[tuple[str, int]] = []  # (phase, routed canary weight) per poll
+
+        def finished(body: dict[str, Any]) -> bool:
+            samples.append((body["phase"], canary_routed(follower)))
+            return body["phase"] in ("Succeeded", "Failed")
+
+        final = Rollout(follower).wait(finished, timeout=110, what="the rollout to finish")
     Then(follower).rollout_phase("Succeeded")
+    # the hand-over changed no route: while the new leader's pods started, the canary
+    # kept the weight of the stored step (the last Progressing sample may already see
+    # the promotion's route, read just after its status)
+    held = [w for phase, w in samples if phase == "Progressing"][:-1]
+    assert len(held) > 10 and min(held) >= before["canaryWeight"], samples[:40]
     weights = [e["message"] for e in final["events"] if "canary weight" in e["message"]]
     assert len(weights) == len(set(weights)), weights  # every step taken once
     assert load.sent > 100

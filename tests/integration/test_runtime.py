@@ -462,3 +462,23 @@ def test_pods_get_service_variables_for_their_namespace_s_tcp_ports(
     assert p.proxy_node().tcp_outbound == p.tcp_outbound
     record = json.loads((tmp_path / "rt" / "pods" / f"{p.name}.json").read_text())
     assert record["tcp_outbound"] == [{"host": echo, "port": 9000, "local_port": FIRST_PORT}]
+
+
+def test_a_sidecar_restarts_with_a_new_bootstrap_and_its_apps_run_on(
+        runtimes: Callable[..., Harness], tmp_path: Path) -> None:
+    """A pod whose sidecar's xDS credential was issued again, different, has its sidecar
+    restarted with the new bootstrap (as a pod whose bootstrap changed is restarted
+    rather than adopted), while its app goes on in the same process; the pod is ready
+    again once the new sidecar is LIVE."""
+    h = runtimes()
+    h.rt.sync([("default", "web", deployment("web"))])
+    (pod,) = h.ready("web", 1)
+    doc = json.loads((tmp_path / "rt" / "sidecars" / f"{pod.name}.json").read_text())
+    doc["node"].setdefault("metadata", {})["CREDENTIAL_MARK"] = "second"
+    assert h.rt.refresh_sidecar(pod.node_id, doc)
+    assert not h.rt.refresh_sidecar("sidecar~no~such.pod", doc)
+    again = wait_for(lambda: next((p for p in h.pods("web") if p.ready and p.sidecar_pid
+                                   and p.sidecar_pid != pod.sidecar_pid), None), timeout=20)
+    assert again.pids == pod.pids  # the app was not restarted
+    with AdminClient(again.admin_socket) as client:
+        assert client.server_info()["node"]["metadata"]["CREDENTIAL_MARK"] == "second"

@@ -306,18 +306,52 @@ def test_canary_never_ready_rolls_back_after_progress_deadline() -> None:
     assert h.canary_weight_routed() == 0
 
 
-def test_no_traffic_to_a_canary_without_ready_pods() -> None:
+def test_a_restarting_canary_holds_the_step_and_its_routes() -> None:
+    """A canary pod restarting mid-analysis halts advancement and leaves the router as it
+    is, as Flagger's scheduler does when ``IsCanaryReady`` fails during an analysis (it
+    returns before any route change): the weight stays, no step is taken, and the
+    analysis goes on once the pod is back."""
     h = Harness()
     h.initialize()
     h.release("v2")
     h.run_until(lambda: h.status.get("canaryWeight") == 30)
     h.cluster.unready_templates.add(spec_hash(deployment("v2")["spec"]["template"]))
-    h.tick(dt=1.0)
-    assert h.status["canaryWeight"] == 30  # the step is kept ...
-    assert h.canary_weight_routed() == 0  # ... but nothing is routed to missing pods
+    for _ in range(4):  # 40 s unready, within the 600 s progress deadline
+        h.tick()
+        assert h.status["canaryWeight"] == 30  # the step is held ...
+        assert h.canary_weight_routed() == 30  # ... and so are the routes
+    assert h.phase == "Progressing"
     h.cluster.unready_templates.clear()
-    h.tick(dt=1.0)
-    assert h.canary_weight_routed() == 30
+    h.run_until(lambda: h.status.get("canaryWeight") == 40)
+    assert h.canary_weight_routed() == 40
+
+
+def test_a_new_leader_whose_canary_pods_are_starting_holds_the_step() -> None:
+    """A take-over mid-canary: the new leader's controller resumes from the stored status
+    while its own canary pods are still starting (the departed leader's pods of it still
+    serve as endpoints). Flagger halts advancement on an unready canary and only a
+    failed-checks threshold or the progress deadline rolls back, so every tick of the
+    hand-over keeps the stored weight on the route, and the rollout then continues from
+    that step."""
+    h = Harness()
+    h.initialize()
+    h.release("v2")
+    h.run_until(lambda: h.status.get("canaryWeight") == 20)
+    events = len(h.status["events"])
+    h.cluster.unready_templates.add(spec_hash(deployment("v2")["spec"]["template"]))
+    h.controller = h.new_controller()  # the leader died; another replica leads now
+    for _ in range(3):
+        h.tick(dt=1.0)
+        assert (h.status["canaryWeight"], h.canary_weight_routed()) == (20, 20)
+    assert any(m.startswith("Waiting for podinfo.default rollout to finish")
+               for m in h.messages()[events:])
+    h.cluster.unready_templates.clear()  # the new leader's pods are ready
+    written = len(h.cluster.writes)
+    h.run_until(lambda: h.phase == "Finalising")
+    routed = [r["weight"] for objs in h.cluster.writes[written:] for o in objs
+              if o["kind"] == "VirtualService" for r in o["spec"]["http"][0]["route"]
+              if r["destination"]["host"] == "podinfo-canary"]
+    assert routed and min(routed[:-1]) >= 20 and routed[-1] == 0  # 0 only when promoted
 
 
 def test_skip_analysis_promotes_without_checks() -> None:

@@ -13,7 +13,7 @@ from tests.etcd_cluster import free_port
 
 from meshpilot.hosts.agent import AgentOptions, HostAgent, JoinFailed
 from meshpilot.mesh.model import node_from_metadata
-from meshpilot.proxy.bootstrap import XDS_CLUSTER
+from meshpilot.proxy.bootstrap import XDS_CLUSTER, XDS_TOKEN_HEADER
 
 JOINED = {"nodeId": "sidecar~10.77.0.2~reviews-10.77.0.2.shop~shop.svc.cluster.local",
           "namespace": "shop", "entry": "reviews-10.77.0.2", "serviceAccount": "reviews",
@@ -145,3 +145,41 @@ def test_reports_try_each_replica_and_say_which_did_not_answer(tmp_path: Path) -
     a._learn({"replicas": [{"api": closed[0], "xds": "x:2", "leading": False},
                            {"api": closed[1], "xds": "x:1", "leading": True}]})
     assert a.servers == [closed[1], closed[0]]
+
+
+class RecordingSidecar:
+    """The host's sidecar as the agent drives it: what was done to it, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bootstrap: dict[str, Any] = {}
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.calls.append("stop")
+
+    def use_bootstrap(self, bootstrap: dict[str, Any]) -> None:
+        self.calls.append("use_bootstrap")
+        self.bootstrap = bootstrap
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+
+def test_a_reissued_xds_token_restarts_the_host_sidecar_with_it(tmp_path: Path) -> None:
+    """A report's answer names the sidecar's xDS token as the control plane issues it
+    now. The same token changes nothing; another one (the control plane was upgraded to
+    another token binding) is taken, and the sidecar restarts with a bootstrap that
+    presents it, instead of being refused until the host joins again."""
+    a = agent(tmp_path, http=9080, **{"grpc-api": 9091})
+    a.files.new_key(0)
+    a.files.save(0, b"chain-0", b"roots")
+    sidecar = RecordingSidecar()
+    a.sidecar = sidecar  # type: ignore[assignment]
+    assert not a.take_token({"accepted": True})  # an older control plane names none
+    assert not a.take_token({"accepted": True, "xdsToken": JOINED["xdsToken"]})
+    assert sidecar.calls == []
+    assert a.take_token({"accepted": True, "xdsToken": "n" * 64})
+    assert sidecar.calls == ["stop", "use_bootstrap", "start"]
+    assert a.joined["xdsToken"] == "n" * 64
+    (grpc,) = sidecar.bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert {"key": XDS_TOKEN_HEADER, "value": "n" * 64} in grpc["initial_metadata"]

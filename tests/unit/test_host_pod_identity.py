@@ -24,6 +24,13 @@ from meshpilot.server.host_pods import HostPods
 class Running:
     """The agent's runtime, running one pod whose sidecar is ``NID``."""
 
+    def __init__(self) -> None:
+        self.refreshed: list[tuple[str, dict[str, Any]]] = []
+
+    def refresh_sidecar(self, node_id: str, bootstrap: dict[str, Any]) -> bool:
+        self.refreshed.append((node_id, bootstrap))
+        return True
+
     def pods(self) -> list[Pod]:
         return [Pod(name="web-abc-x1y2z", namespace="default", deployment="web", labels={},
                     ip="10.77.0.17", inbound=(), phase="Running", ready=True, restarts=0,
@@ -107,3 +114,46 @@ def test_a_control_plane_without_a_pods_credential_has_the_host_issue_it_again(
     agent.reissue(after.uncredentialed("node-b"))
     assert after.uncredentialed("node-b") == []
     assert after.credentials()[NID].key_file.endswith("key-1.pem")
+
+
+def test_a_new_xds_token_issued_with_a_certificate_restarts_the_pod_sidecar(
+        tmp_path: Path) -> None:
+    """An upgraded control plane (here: another token key, as another token binding
+    would be) holds no credential of a running joined pod and has the host issue it
+    again; its answer carries the sidecar's xDS token as issued now, which the sidecar's
+    bootstrap must present, so the sidecar restarts with it. A re-issue that answers the
+    token the bootstrap already has restarts nothing."""
+    ca = load_or_create_self_signed_ca(tmp_path / "ca")
+    node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
+                     workload="web", name="web-abc-x1y2z", service_account="web-sa",
+                     labels={"app": "web", "version": "v2"})
+    old_tokens, new_tokens = ProxyTokens(b"k" * 32), ProxyTokens(b"n" * 32)
+    books = [HostPods(tokens, lambda: ca, timedelta(hours=1))
+             for tokens in (old_tokens, old_tokens, new_tokens)]
+    server = [books[0]]
+    for book in books:
+        book.place([dep("web", nodeName="node-b")])
+
+    def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return server[0].credential(HOST_A, body["node"], {
+            "namespace": body["podNamespace"], "deployment": body["deployment"],
+            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path / "host", post=post,
+                      secure=lambda node, token: {"xdsToken": token}, credential={})
+    agent.runtime.stop()
+    runtime = Running()
+    agent.runtime = runtime  # type: ignore[assignment]
+    books[0].sync(HOST_A, "node-b", [], {})
+    assert old_tokens.verify_proxy(node, agent._bootstrap(node, {})["xdsToken"])
+
+    for book in books[1:]:  # restarted with the same key, then upgraded
+        server[0] = book
+        book.sync(HOST_A, "node-b", [reported()], {})
+        agent.reissue(book.uncredentialed("node-b"))
+        assert book.uncredentialed("node-b") == []
+    ((refreshed, doc),) = runtime.refreshed  # only the upgrade's token restarts it
+    assert refreshed == NID
+    assert new_tokens.verify_proxy(node, doc["xdsToken"])
+    assert not old_tokens.verify_proxy(node, doc["xdsToken"])

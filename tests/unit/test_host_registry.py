@@ -22,7 +22,7 @@ from meshpilot.api.identity import ObjectKey
 from meshpilot.hosts.agent import AgentOptions, HostAgent
 from meshpilot.security.ca_files import load_or_create_self_signed_ca
 from meshpilot.security.join_tokens import JoinTokens
-from meshpilot.security.proxy_tokens import ProxyTokens
+from meshpilot.security.proxy_tokens import BoundIdentity, ProxyTokens
 from meshpilot.server.config_service import ConfigService
 from meshpilot.server.host_registry import HostRegistry, JoinError, JoinRequest
 from meshpilot.store import SqliteStore
@@ -274,3 +274,38 @@ def test_a_reported_sidecars_counters_are_read_as_its_agent_describes_it(
     assert (node.name, node.workload, node.ip) == (ENTRY.name, ENTRY.name, "10.77.0.2")
     assert node.labels == {"app": "reviews", "version": "v2"}
     assert [(p.name, p.container_port) for p in node.inbound] == [("http", 8080)]
+
+
+class ReboundTokens(ProxyTokens):
+    """The same key under another proxy token binding, as an upgrade may bring: host
+    credentials (plain subjects) verify as before, sidecar tokens are others."""
+
+    def issue(self, node_id: str, identity: BoundIdentity) -> str:
+        return super().issue(node_id + "~rebound", identity)
+
+
+def test_a_report_answers_the_sidecar_token_as_issued_now(
+        registry: tuple[HostRegistry, Clock], tmp_path: Path) -> None:
+    """What a report answers besides the replicas: the host's sidecar token as the
+    control plane issues it now, the join's while nothing changed, and after an upgrade
+    to another binding the new one (its agent restarts the sidecar with it,
+    :mod:`meshpilot.hosts.agent`), which opens xDS for the same node; nothing for another
+    entry's credential."""
+    reg, clock = registry
+    answer = joined(reg)
+    ca = tmp_path / "agent-ca.pem"
+    ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    assert reg.sidecar_token("shop", ENTRY.name, answer["hostToken"]) == answer["xdsToken"]
+    assert reg.sidecar_token("shop", ENTRY.name, "f" * 64) is None
+    upgraded = HostRegistry(reg.store, reg.config, reg.tokens, ReboundTokens(b"k" * 32),
+                            reg.ca, reg.cert_ttl, reg.xds_address, timeout=5.0, grace=30.0,
+                            clock=clock, members_file=reg.members_file)
+    token = upgraded.sidecar_token("shop", ENTRY.name, answer["hostToken"])
+    assert token is not None and token != answer["xdsToken"]
+    agent = HostAgent(AgentOptions(server="https://10.77.0.1:8443", token="x",
+                                   group="shop/reviews", address="10.77.0.2", ca_file=ca,
+                                   state_dir=tmp_path / "agent", app_ports={"http": 9080}))
+    agent.joined = answer
+    assert agent.take_token({"xdsToken": token})  # no sidecar runs here: taken only
+    assert upgraded.proxy_tokens.verify_proxy(agent.node(), agent.joined["xdsToken"])
+    assert not reg.proxy_tokens.verify_proxy(agent.node(), agent.joined["xdsToken"])

@@ -5,6 +5,7 @@ its own pods twice."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
@@ -122,3 +123,22 @@ def test_a_rebuild_waits_for_the_leaders_pods_as_of_its_revision_within_a_bound(
     directory.records[2]["revision"] = 10
     assert not shared.behind(10)
     assert shared.behind(11)  # caught up: waiting again from here
+
+
+def test_a_departed_leaders_pods_are_left_running_and_a_warning_names_them(
+        caplog: Any) -> None:
+    """This replica cannot prove a departed leader's pods to be that control plane's
+    processes, so it stops none of them; it says so once, naming them, when the leader's
+    record goes (and nothing when a replica without pods departs)."""
+    directory = Directory()
+    shared = SharedEndpoints(directory, keep_departed=30.0, clock=Clock())  # type: ignore[arg-type]
+    directory.records += [{"identity": "leader", "workloads": [record(POD)]},
+                          {"identity": "idle", "workloads": []}]
+    shared.others()
+    with caplog.at_level(logging.WARNING, logger="meshpilot.server.shared_endpoints"):
+        del directory.records[1:]  # both died
+        shared.others()
+        shared.others()
+    (warning,) = caplog.messages
+    assert "replica leader left" in warning and "default/myapp-v1-0" in warning
+    assert "not stopped from here" in warning

@@ -217,7 +217,7 @@ class _Tick:
         if objects:
             out = gen.desired_objects(
                 self.canary, self.target, self.st,
-                canary_ready=self.obs.canary.exists and self.obs.canary.ready > 0,
+                canary_ready=self.routes_to_canary(),
                 primary_ready=self.primary_ready(),
                 scalers=self.obs.scalers,
             )
@@ -237,6 +237,23 @@ class _Tick:
         about) mutes its alerts."""
         if hook is None or not hook.mute_alert:
             self.alerts.append(AlertIntent(message, severity, metadata))
+
+    def routes_to_canary(self) -> bool:
+        """Whether the routes may send the stored weight to the canary.
+
+        While an analysis or promotion holds a scaled-up canary, a canary that is not
+        ready holds the step and leaves the routes as they are, as Flagger's scheduler
+        halts advancement without touching the router: a pod restarting, or a replica
+        taking over as leader whose own pods are still starting while the departed
+        leader's pods of the canary still serve as endpoints, changes nothing users see;
+        a canary that stays unready is rolled back by the progress deadline (and its
+        failed requests count in its checks). Elsewhere a canary without ready pods gets
+        no traffic."""
+        st = self.st
+        if st.canary_scaled and self.obs.canary.exists and (
+                st.phase in ANALYSIS_PHASES or st.phase == "Promoting"):
+            return True
+        return self.obs.canary.exists and self.obs.canary.ready > 0
 
     def primary_ready(self) -> bool:
         expected = gen.primary_deployment(self.canary, self.target, self.st)

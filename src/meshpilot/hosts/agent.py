@@ -48,7 +48,7 @@ from meshpilot.mesh.model import OUTBOUND_PROXY_PORT, InboundPort, ProxyNode
 from meshpilot.mesh.protocols import port_protocol
 from meshpilot.proxy.admin_socket import remove_socket_dir
 from meshpilot.proxy.bootstrap import XDS_CLUSTER, bootstrap
-from meshpilot.proxy.envoy import EnvoyProcess
+from meshpilot.proxy.envoy import EnvoyError, EnvoyProcess
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,28 @@ class HostAgent:
                         "san_type": _san_type(server), "matcher": {"exact": server}}
                         for server in servers]}}}}
 
+    def take_token(self, answer: Mapping[str, Any]) -> bool:
+        """Take the sidecar's xDS token a report answers, as the control plane issues it
+        now: a different one (the control plane was upgraded to another token binding,
+        or its key changed) would have the sidecar refused at its next stream until the
+        host joined again, so the sidecar restarts with a bootstrap that presents it, as
+        a control plane's own pod whose bootstrap changed is restarted. True if taken."""
+        token = str(answer.get("xdsToken") or "")
+        if not token or not self.joined or token == self.joined.get("xdsToken"):
+            return False
+        self.joined["xdsToken"] = token
+        sidecar = self.sidecar
+        if sidecar is not None:
+            log.warning("the control plane issued this host's sidecar another xDS token: "
+                        "restarting the sidecar with it")
+            sidecar.stop(grace=2.0)
+            sidecar.use_bootstrap(self.bootstrap())
+            try:
+                sidecar.start()
+            except EnvoyError as exc:  # reported not ready until the host is restarted
+                log.error("the sidecar did not start again with its new xDS token: %s", exc)
+        return True
+
     def start_sidecar(self) -> EnvoyProcess:
         self.sidecar = EnvoyProcess(self.bootstrap(), name=f"host-{self.joined['entry']}",
                                     work_dir=self.options.state_dir / "sidecar")
@@ -407,10 +429,12 @@ class HostAgent:
             self._renew_if_due()
             running = self.sidecar is not None and self.sidecar.running
             try:
-                self._learn(self._post("report", {
+                answer = self._post("report", {
                     "namespace": self.joined["namespace"], "entry": self.joined["entry"],
                     "hostToken": self.joined["hostToken"],
-                    "ready": readiness.ready and running, **self._stats()}, timeout=every))
+                    "ready": readiness.ready and running, **self._stats()}, timeout=every)
+                self._learn(answer)
+                self.take_token(answer)
             except JoinFailed as exc:
                 if "(403" in str(exc):
                     log.error("%s; stopping", exc)

@@ -14,7 +14,8 @@ with its own Envoy sidecar. What differs is the network and the identity:
   plaintext reaches it across hosts.
 - **Identity.** Each sidecar's key is made here (0600, never sent); its CSR goes to the
   control plane with the host's credential, which signs it for the Deployment's service
-  account and answers the sidecar's xDS token. At about half the certificate's life a
+  account and answers the sidecar's xDS token (a different one, answered when the
+  certificate is issued again, restarts the sidecar with it). At about half the certificate's life a
   new key and certificate replace them (the control plane serves the sidecar the new
   chain and key file over SDS, without a restart). The sidecar speaks xDS over the host's
   mutual-TLS channel (every replica, as the host's own sidecar does).
@@ -86,6 +87,8 @@ class HostPods:
         self._lock = threading.Lock()
         self._issued: dict[str, tuple[ProxyNode, HostFiles]] = {}
         """node id -> a running pod sidecar and its key and certificate files."""
+        self._tokens: dict[str, str] = {}
+        """node id -> the xDS token its sidecar's bootstrap presents."""
         self.runtime = LocalRuntime(
             state_dir / "pods", xds_host=address, xds_port=0, on_change=self.changed.set,
             images=ImageMap.default(state_dir), ip_range=pod_addresses, adopt=False,
@@ -99,7 +102,22 @@ class HostPods:
         answer = self._issue(node, files, 0)
         with self._lock:
             self._issued[node.id] = (node, files)
+            self._tokens[node.id] = str(answer["xdsToken"])
         return self._secure(node, str(answer["xdsToken"]))
+
+    def _take_token(self, node: ProxyNode, answer: Mapping[str, Any]) -> None:
+        """A certificate issued again comes with the sidecar's xDS token as the control
+        plane issues it now; one that differs from the bootstrap's (the control plane was
+        upgraded to another token binding, or its key changed) would have the sidecar
+        refused at its next stream, so the sidecar restarts with a bootstrap that
+        presents it, as a pod whose bootstrap changed is restarted and not adopted."""
+        token = str(answer.get("xdsToken") or "")
+        with self._lock:
+            if not token or self._tokens.get(node.id, token) == token:
+                return
+            self._tokens[node.id] = token
+        if self.runtime.refresh_sidecar(node.id, self._secure(node, token)):
+            log.warning("sidecar of pod %s restarts with its new xDS token", node.name)
 
     def _issue(self, node: ProxyNode, files: HostFiles, generation: int) -> dict[str, Any]:
         """A new key (generation ``generation``) and its certificate for a pod's sidecar;
@@ -121,10 +139,11 @@ class HostPods:
             asked = [self._issued[nid] for nid in node_ids if nid in self._issued]
         for node, files in asked:
             try:
-                self._issue(node, files, files.generation + 1)
+                answer = self._issue(node, files, files.generation + 1)
             except Exception as exc:  # asked again at the next sync
                 log.warning("certificate of pod %s not issued again: %s", node.name, exc)
                 continue
+            self._take_token(node, answer)
             log.warning("certificate of pod %s issued again (generation %d)", node.name,
                         files.generation)
 
@@ -135,13 +154,15 @@ class HostPods:
         running = {p.node_id for p in self.runtime.pods()}
         with self._lock:
             self._issued = {nid: held for nid, held in self._issued.items() if nid in running}
+            self._tokens = {nid: t for nid, t in self._tokens.items() if nid in running}
             due = [held for held in self._issued.values() if now >= held[1].renew_at()]
         for node, files in due:
             try:
-                self._issue(node, files, files.generation + 1)
+                answer = self._issue(node, files, files.generation + 1)
             except Exception as exc:  # the current one is still valid: next round
                 log.warning("certificate of pod %s not renewed: %s", node.name, exc)
                 continue
+            self._take_token(node, answer)
             log.warning("certificate of pod %s renewed (generation %d)", node.name,
                         files.generation)
         return len(due)

@@ -115,9 +115,8 @@ class EnvoyProcess:
         self.extra_args = list(extra_args or [])
         self.binary = binary or envoy_binary()
         self.env = env
-        self.bootstrap = copy.deepcopy(bootstrap)
-        admin = self.bootstrap.setdefault("admin", {})
-        admin["address"] = admin_address(self.admin_socket)
+        self.bootstrap: dict[str, Any] = {}
+        self.use_bootstrap(bootstrap)
 
         self.config_path = self.work_dir / f"{name}.json"
         self.log_path = self.work_dir / f"{name}.log"
@@ -126,6 +125,13 @@ class EnvoyProcess:
         self._log_file: IO[bytes] | None = None
         self._admin: AdminClient | None = None
         self.returncode: int | None = None
+
+    def use_bootstrap(self, bootstrap: dict[str, Any]) -> None:
+        """The bootstrap the next :meth:`start` writes (a copy, its admin at this
+        process's socket); a running Envoy keeps the one it started with."""
+        self.bootstrap = copy.deepcopy(bootstrap)
+        admin = self.bootstrap.setdefault("admin", {})
+        admin["address"] = admin_address(self.admin_socket)
 
     # --- properties ----------------------------------------------------------------------
     @property

@@ -211,6 +211,9 @@ class _Sidecar:
     answers its probe before its sidecar has its inbound listener would otherwise be an
     endpoint that refuses every connection."""
     message: str = ""
+    rebootstrap: dict[str, Any] | None = None
+    """A bootstrap to restart the sidecar with, taken by the supervisor's next tick (its
+    xDS credential changed: the one it started with would be refused from now on)."""
 
 
 def _signal_group(proc: Process, sig: int) -> None:
@@ -493,8 +496,35 @@ class PodWorker:
             self._log.write(f"--- meshpilot {stamp} {text}\n".encode())
             self._log.flush()
 
+    def refresh_sidecar(self, bootstrap: dict[str, Any]) -> None:
+        """Restart the sidecar with ``bootstrap`` (a new xDS credential), soon, from the
+        supervisor's thread; the apps keep running, and the pod is not ready until the
+        new sidecar is LIVE."""
+        with self._lock:
+            self._sidecar.rebootstrap = bootstrap
+
+    def _rebootstrap(self, now: float) -> None:
+        sc = self._sidecar
+        with self._lock:
+            boot, sc.rebootstrap = sc.rebootstrap, None
+            if boot is None:
+                return
+            was_ready, self._ready = self._ready, False  # out of the endpoints meanwhile
+            sc.live = False
+        if sc.started:
+            sc.envoy.stop(grace=1.0)
+        sc.envoy.use_bootstrap(boot)
+        with self._lock:
+            sc.started, sc.admin_socket, sc.next_start = False, "", now
+            sc.message = "sidecar restarting with a new xDS credential"
+        self._write_log(sc.message)
+        if was_ready:
+            self._notify()
+
     def _tick_sidecar(self, now: float) -> None:
         sc = self._sidecar
+        if sc.rebootstrap is not None:
+            self._rebootstrap(now)
         if sc.started and not sc.envoy.running:
             code = sc.envoy.stop(grace=0.0)  # reap
             delay = sc.backoff.after_exit(ran_for=now - sc.started_mono)

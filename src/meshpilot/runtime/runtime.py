@@ -277,6 +277,16 @@ class LocalRuntime:
             workers = list(self._workers.values())
         return sorted((w.snapshot() for w in workers), key=lambda p: (p.namespace, p.name))
 
+    def refresh_sidecar(self, node_id: str, bootstrap: dict[str, Any]) -> bool:
+        """Restart the sidecar of the pod whose proxy is ``node_id`` with ``bootstrap``
+        (its xDS credential was issued again, different); False if no pod has it."""
+        with self._lock:
+            worker = next((w for w in self._workers.values() if w.node_id == node_id), None)
+        if worker is None:
+            return False
+        worker.refresh_sidecar(bootstrap)
+        return True
+
     def deployment_status(self, namespace: str, name: str) -> dict[str, Any]:
         """Kubernetes-like status counts plus ``error`` (None when the Deployment runs).
 

@@ -235,9 +235,7 @@ class HostRegistry:
             "entry": key.name, "namespace": namespace, "nodeId": node,
             "serviceAccount": account, "identity": issued.identity.uri,
             "certificateChain": issued.chain_pem.decode(), "roots": ca.trust_bundle.pem.decode(),
-            "xdsToken": self.proxy_tokens.issue(node, BoundIdentity.issued(
-                kind="sidecar", namespace=namespace, workload=key.name, name=key.name,
-                service_account=account, labels=member.labels)),
+            "xdsToken": self._sidecar_token(member),
             "hostToken": self.proxy_tokens.token_for(_host_subject(key)),
             "xds": self.xds_address(), "labels": entry["spec"].get("labels", {}),
             "ports": entry["spec"].get("ports", {}),
@@ -324,6 +322,20 @@ class HostRegistry:
             return None
         with self._lock:
             return key if key in self._members else None
+
+    def sidecar_token(self, namespace: str, entry: str, host_token: str) -> str | None:
+        """The xDS token of a member's sidecar as this control plane issues it now (its
+        agent takes a different one: see :mod:`meshpilot.hosts.agent`); None if the
+        credential is not that entry's or it is no member."""
+        key = self.member(namespace, entry, host_token)
+        with self._lock:
+            member = self._members.get(key) if key is not None else None
+        return self._sidecar_token(member) if member is not None else None
+
+    def _sidecar_token(self, member: _Member) -> str:
+        return self.proxy_tokens.issue(member.node_id, BoundIdentity.issued(
+            kind="sidecar", namespace=member.key.namespace, workload=member.key.name,
+            name=member.key.name, service_account=member.account, labels=member.labels))
 
     def gateway(self, namespace: str, entry: str, host_token: str) -> dict[str, Any] | None:
         """The member runs its network's east-west gateway: its node id and xDS token

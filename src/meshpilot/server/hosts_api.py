@@ -122,8 +122,13 @@ class HostsAPI:
         if not accepted:
             return _failure(403, "not a host credential for that entry, or the entry has "
                                  "left the mesh (join again)")
-        # the replicas alive now, so the host knows where to go if this one dies
-        return JSONResponse({"accepted": True, "replicas": self.registry.reachable()})
+        # the replicas alive now, so the host knows where to go if this one dies; the
+        # sidecar's xDS token as issued now, so the host takes a different one at once
+        token = await asyncio.to_thread(
+            self.registry.sidecar_token, str(body.get("namespace", "")),
+            str(body.get("entry", "")), str(body.get("hostToken", "")))
+        return JSONResponse({"accepted": True, "replicas": self.registry.reachable(),
+                             **({"xdsToken": token} if token else {})})
 
     async def renew(self, request: Request) -> Response:
         body = await _json(request)

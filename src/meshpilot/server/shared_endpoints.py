@@ -23,6 +23,12 @@ hand-over costs no request. Ready means what it does for any endpoint: the app a
 probe and its sidecar is LIVE (:mod:`meshpilot.runtime.pod`); a pod counted ready while its
 sidecar had no inbound listener yet ended the hand-over onto a pod refusing connections.
 
+The departed leader's pods are not stopped here: this replica cannot prove them to be
+that dead control plane's processes (its run directory and processes are not named in
+the directory, and a replica on another host cannot reach them at all), so they run on,
+out of the endpoints once the bound passes, until that replica starts again on its state
+directory and adopts or stops them. A warning says so when a replica departs.
+
 The pods' addresses are the leader host's (loopback addresses with the local runtime):
 reachable from replicas on the same host; a replica on another host takes them with the
 leader's east-west gateway, through which its proxies reach them
@@ -32,6 +38,7 @@ leader's east-west gateway, through which its proxies reach them
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +46,8 @@ from typing import Any
 from meshpilot.mesh.model import InboundPort, WorkloadInstance
 from meshpilot.server.replica_hosts import host_gateway
 from meshpilot.store.replicas import ReplicaDirectory, SingleReplica
+
+log = logging.getLogger(__name__)
 
 FIELD = "workloads"
 KEEP_DEPARTED = 30.0
@@ -119,7 +128,15 @@ class SharedEndpoints:
             out += known[1]
         now = self._clock()
         for identity in self._held.keys() - held.keys():  # gone since the last call
-            self._departed[identity] = (now + self._keep, self._held[identity][1])
+            pods = self._held[identity][1]
+            self._departed[identity] = (now + self._keep, pods)
+            if pods:
+                log.warning(
+                    "replica %s left; its %d pod(s) (%s) stay endpoints until this "
+                    "replica's own of each Deployment are ready (%gs at most) and are not "
+                    "stopped from here: starting that replica again on its state "
+                    "directory stops or adopts them", identity, len(pods),
+                    ", ".join(sorted(f"{w.namespace}/{w.name}" for w in pods)), self._keep)
         self._held = held
         return out + self._still_departed(now)
 
