@@ -49,6 +49,8 @@ class QuietCollector:
         self._saved: tuple[int, int, int] | None = None
         self.collections = 0
         self.last_pause = 0.0
+        self.last_reason = ""
+        """Why the last full collection ran: ``quiet``, ``lull`` (overdue) or ``forced``."""
 
     def start(self) -> QuietCollector:
         gc.collect()
@@ -68,7 +70,7 @@ class QuietCollector:
             gc.unfreeze()
             self._saved = None
 
-    def _due(self, since: float) -> bool:
+    def due(self, since: float) -> bool:
         """Whether to collect now, ``since`` seconds after the last full collection."""
         if since >= 2 * self._longest:
             return True
@@ -77,16 +79,23 @@ class QuietCollector:
             return idle >= self._lull  # overdue: between two pushes, not inside one
         return since >= self._every and idle >= self._quiet
 
+    def _reason(self, since: float) -> str:
+        if since >= 2 * self._longest:
+            return "forced"
+        return "lull" if since >= self._longest else "quiet"
+
     def _run(self) -> None:
         last = time.monotonic()
         relaxed = min(self._quiet, self._every) / 2
         while not self._stop.wait(
                 relaxed if time.monotonic() - last < self._longest else self._lull / 2):
             since = time.monotonic() - last
-            if self._due(since):
+            if self.due(since):
                 t0 = time.perf_counter()
                 gc.collect()
                 self.last_pause = time.perf_counter() - t0
+                self.last_reason = self._reason(since)
                 self.collections += 1
                 last = time.monotonic()
-                log.debug("full collection: %.0f ms", self.last_pause * 1000)
+                log.debug("full collection (%s): %.0f ms", self.last_reason,
+                          self.last_pause * 1000)
