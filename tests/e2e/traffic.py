@@ -128,7 +128,7 @@ class Traffic:
         """The 200s sent from ``start`` to ``end`` (wall clock), by proxy."""
         return Counter(o.via for o in self.answered if start <= o.at <= end)
 
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> None:
+    def wait_for_requests(self, n: int, timeout: float = 30.0) -> None:
         """Until ``n`` more requests were answered (or the traffic stopped)."""
         start = self.sent
         wait_for(lambda: self.sent >= start + n or self._stop.is_set(), timeout,

@@ -534,10 +534,14 @@ def test_watch_streams_added_modified_deleted_in_order(control_plane: ControlPla
     assert lines[1]["object"]["metadata"]["generation"] == 2
     assert all(e["object"]["apiVersion"] == f"{NET}/v1" for e in lines)
 
-    # the client has gone: the control plane still stops promptly and cleanly
+    # the client has gone: the control plane still stops cleanly, without a stream left
+    # to wait out the API server's graceful-shutdown timeout (its error line says so;
+    # a wall-clock bound alone failed on loaded machines with nothing held)
     started = time.monotonic()
     assert control_plane.terminate() == 0
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 20
+    log = control_plane.log_path.read_text(errors="replace")
+    assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
 
 
 def test_watch_resumes_from_an_old_resource_version(control_plane: ControlPlane) -> None:
