@@ -19,7 +19,8 @@ from meshpilot.api.placement import is_local
 from meshpilot.mesh.tcp_outbound import TcpTarget
 from meshpilot.runtime import LocalRuntime, Pod
 from meshpilot.runtime.pod_config import ConfigData
-from meshpilot.server.host_pods import HostPods, placement
+from meshpilot.server.host_placement import placement
+from meshpilot.server.host_pods import HostPods
 
 
 class PlacedRuntime:
