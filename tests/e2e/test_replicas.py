@@ -25,6 +25,7 @@ from tests.etcd_cluster import Cluster
 
 LEADER = "/apis/meshpilot.io/v1/leader"
 MYAPP_CLUSTER = "outbound|8080||myapp.default.svc.cluster.local"
+PRIMARY_CLUSTER = "outbound|8080||myapp-primary.default.svc.cluster.local"
 MYAPP_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/myapp"
 FAILOVER_BOUND = 8.0  # the lease's 3 s, a poll, and a loaded CI machine's slack
 
@@ -121,8 +122,19 @@ def test_a_rollout_in_progress_continues_under_the_new_leader(replicas: list[Mes
     Given(leader).rollout(canary(interval="2s", max_weight=40, step_weight=10))
     # the primary's pods start on the leader under the suite's load, then reach the
     # follower through the replica directory
-    wait_for(lambda: follower.http.get(URL).status_code == 200, timeout=60,
-             message="the follower's mesh proxy reaches the leader's pods")
+    seen: list[str] = []
+
+    def reaches() -> bool:
+        answer = follower.http.get(URL)
+        seen[:] = [f"{answer.status_code} {answer.text[:200]!r}"]
+        return answer.status_code == 200
+
+    try:
+        wait_for(reaches, timeout=60, message="the follower's mesh proxy reaches the leader's pods")
+    except AssertionError as missed:  # say what the follower answered and held
+        held = follower.endpoint_addresses("mesh-proxy", PRIMARY_CLUSTER)
+        raise AssertionError(f"{missed}; last answer {seen}, its primary endpoints {held}, "
+                             f"the leader's pods {leader.pods_of('myapp-primary')}") from None
     with When(follower).traffic(rate=50, max_seconds=200) as load:
         When(leader).release("v2")
         before = When(leader).rollout_reaches(lambda b: b["canaryWeight"] >= 20,
