@@ -8,6 +8,8 @@ resolves the kind and key a path names and hands the verb to the reads
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +25,18 @@ from meshpilot.server.api_writes import ObjectWrites
 from meshpilot.server.request_body import BadBody
 
 _ITEM_METHODS = ("GET", "PUT", "PATCH", "DELETE")
+
+
+async def _object_body(request: Request) -> dict[str, Any] | Response:
+    """The request's body as one JSON object, or the answer refusing it: a create or a
+    replace writes exactly one object."""
+    try:
+        body = await read_body(request)
+    except BadBody as exc:
+        return bad_body(exc)
+    if not isinstance(body, dict):
+        return failure(400, "BadRequest", "the body must be one JSON object")
+    return body
 
 
 def _no_pods(request: Request) -> bool:
@@ -55,12 +69,9 @@ class ObjectsAPI:
         ns = request.path_params.get("namespace")
         if request.method != "POST":
             return self.reads.read(request, info, ns)
-        try:
-            body = await read_body(request)
-        except BadBody as exc:
-            return bad_body(exc)
-        if not isinstance(body, dict):
-            return failure(400, "BadRequest", "the body must be one JSON object")
+        body = await _object_body(request)
+        if isinstance(body, Response):
+            return body
         if (ns is not None) != info.namespaced:
             return failure(404, "NotFound", scope_message(info))
         key = ObjectKey(info.group, info.kind, info.scope(ns), "")
@@ -87,12 +98,9 @@ class ObjectsAPI:
             return await self.writes.delete(request, key, info)
         if request.method == "PATCH":
             return await self.writes.patch(request, info, key)
-        try:
-            body = await read_body(request)
-        except BadBody as exc:
-            return bad_body(exc)
-        if not isinstance(body, dict):
-            return failure(400, "BadRequest", "the body must be one JSON object")
+        body = await _object_body(request)
+        if isinstance(body, Response):
+            return body
         return await self.writes.write(request, info, key, body, create_only=False)
 
     def routes(self, root: str) -> list[Route]:
