@@ -7,6 +7,7 @@ then serves the new chain with the new key's file."""
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,24 @@ class Running:
                     node_id=NID)]
 
 
+def _request(body: dict[str, Any]) -> dict[str, Any]:
+    """What the control plane's pod-credential route reads of the agent's request."""
+    return {"namespace": body["podNamespace"], "deployment": body["deployment"],
+            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]}
+
+
+def _agent(tmp_path: Path, post: Callable[[str, dict[str, Any]], dict[str, Any]],
+           secure: Callable[[ProxyNode, str], dict[str, Any]],
+           credential: dict[str, Any]) -> AgentPods:
+    """Node node-b's pods agent, its runtime replaced by :class:`Running`."""
+    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
+                      state_dir=tmp_path / "host", post=post, secure=secure,
+                      credential=credential)
+    agent.runtime.stop()
+    agent.runtime = Running()  # type: ignore[assignment]
+    return agent
+
+
 def test_a_pod_sidecar_key_stays_on_its_host_and_is_renewed_at_half_life(
         tmp_path: Path) -> None:
     ca = load_or_create_self_signed_ca(tmp_path / "ca")
@@ -50,17 +69,10 @@ def test_a_pod_sidecar_key_stays_on_its_host_and_is_renewed_at_half_life(
     def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
         assert action == "pod-credential"
         sent.append(body)
-        return server.credential(HOST_A, body["node"], {
-            "namespace": body["podNamespace"], "deployment": body["deployment"],
-            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+        return server.credential(HOST_A, body["node"], _request(body))
 
-    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
-                      state_dir=tmp_path / "host", post=post,
-                      secure=lambda node, token: {"xdsToken": token},
-                      credential={"namespace": "default", "entry": HOST_A.name,
-                                  "hostToken": "t"})
-    agent.runtime.stop()
-    agent.runtime = Running()  # type: ignore[assignment]
+    agent = _agent(tmp_path, post, lambda node, token: {"xdsToken": token},
+                   {"namespace": "default", "entry": HOST_A.name, "hostToken": "t"})
     node = ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
                      workload="web", name="web-abc-x1y2z", service_account="web-sa",
                      labels={"app": "web", "version": "v2"})  # as the Deployment says
@@ -94,15 +106,10 @@ def test_a_control_plane_without_a_pods_credential_has_the_host_issue_it_again(
         book.place([dep("web", nodeName="node-b")])
 
     def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return server[0].credential(HOST_A, body["node"], {
-            "namespace": body["podNamespace"], "deployment": body["deployment"],
-            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+        return server[0].credential(HOST_A, body["node"], _request(body))
 
-    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
-                      state_dir=tmp_path / "host", post=post,
-                      secure=lambda node, token: {}, credential={})
-    agent.runtime.stop()
-    agent.runtime = Running()  # type: ignore[assignment]
+    agent = _agent(tmp_path, post, lambda node, token: {},
+                   {})
     before.sync(HOST_A, "node-b", [], {})
     agent._bootstrap(ProxyNode(id=NID, kind="sidecar", namespace="default", ip="10.77.0.17",
                                workload="web", name="web-abc-x1y2z"), {})
@@ -135,16 +142,11 @@ def test_a_new_xds_token_issued_with_a_certificate_restarts_the_pod_sidecar(
         book.place([dep("web", nodeName="node-b")])
 
     def post(action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return server[0].credential(HOST_A, body["node"], {
-            "namespace": body["podNamespace"], "deployment": body["deployment"],
-            "nodeId": body["nodeId"], "csr": body["csr"], "keyFile": body["keyFile"]})
+        return server[0].credential(HOST_A, body["node"], _request(body))
 
-    agent = AgentPods(node="node-b", address="10.77.0.2", pod_addresses="10.77.0.16/29",
-                      state_dir=tmp_path / "host", post=post,
-                      secure=lambda node, token: {"xdsToken": token}, credential={})
-    agent.runtime.stop()
-    runtime = Running()
-    agent.runtime = runtime  # type: ignore[assignment]
+    agent = _agent(tmp_path, post, lambda node, token: {"xdsToken": token}, {})
+    runtime = agent.runtime
+    assert isinstance(runtime, Running)
     books[0].sync(HOST_A, "node-b", [], {})
     assert old_tokens.verify_proxy(node, agent._bootstrap(node, {})["xdsToken"])
 
