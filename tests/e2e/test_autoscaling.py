@@ -126,8 +126,12 @@ def test_a_canary_autoscaler_ref_gives_the_primary_its_own_autoscaler(
     when.converges()  # two ready primary pods
     assert len(mesh.pods_of(f"{NAME}-primary", terminating=False)) == 2
     # ...while the target's leaves the canary at zero, where Flagger put it
-    target_hpa = when.until(
-        lambda: (get(mesh, f"{HPA}/{NAME}") or {}).get("status"), 30, "the target's status")
+    # (its first status may predate the scale to zero: a metric it could not read yet)
+    def target_status() -> dict[str, Any]:
+        status = (get(mesh, f"{HPA}/{NAME}") or {}).get("status") or {}
+        return status if condition(status, "ScalingActive")[1] == "ScalingDisabled" else {}
+
+    target_hpa = when.until(target_status, 30, "the target's autoscaler disabled at zero")
     assert condition(target_hpa, "ScalingActive") == ("False", "ScalingDisabled")
     assert replicas(mesh, NAME) == 0
     wait_for(lambda: (get(mesh, f"{HPA}/{NAME}-primary") or {}).get("status", {}).get(
